@@ -1,0 +1,1 @@
+"""Agent workloads, the agent client, the demo and (later) the benchmark harness."""

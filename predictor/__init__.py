@@ -1,0 +1,1 @@
+"""Agent Execution Graphs, learned online from the request stream (built by a later issue)."""

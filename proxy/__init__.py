@@ -1,0 +1,1 @@
+"""SAGA: workflow-aware scheduling proxy for AI-agent inference."""

@@ -1,0 +1,107 @@
+"""The routing framework: filters, then weighted scorers, then a picker.
+
+A routing decision narrows the healthy replicas with filters, sums each scorer's values times its weight, and
+lets the picker choose among the candidates. Plugins are small, pure and stateless except through the hooks,
+which the core calls after a call is dispatched and after it finishes (no-op by default).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import msgspec
+
+from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
+
+
+class PluginParams(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of every plugin's parameters: unknown fields are a configuration error."""
+
+
+class Plugin:
+    """Base of every plugin: a kebab-case `type_name`, a msgspec `Params` struct and no-op hooks.
+
+    Every plugin is built as `cls(params, rng)`; randomised plugins draw only from `rng`, so one seed makes a
+    whole run repeatable.
+    """
+
+    type_name: ClassVar[str]
+    Params: ClassVar[type[PluginParams]] = PluginParams
+
+    def __init__(self, params: PluginParams, rng: random.Random) -> None:
+        self.params = params
+        self.rng = rng
+
+    def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        """Called once the core has sent `req` to `replica_id`."""
+
+    def on_finish(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> None:
+        """Called when `req` has finished on `replica_id` (successfully or not)."""
+
+    def on_session_end(self, session_id: str) -> None:
+        """Called when the core forgets a session (idle too long): drop any per-session state."""
+
+
+class Filter(Plugin):
+    """Narrows candidates. Contract: returns a subset of `replicas` in their order; may return empty."""
+
+    def filter(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Sequence[ReplicaView]:
+        raise NotImplementedError
+
+
+class Scorer(Plugin):
+    """Scores candidates. Contract: one value in [0, 1] per candidate, higher is better; no I/O.
+
+    Called with an empty sequence it returns an empty mapping.
+    """
+
+    def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
+        raise NotImplementedError
+
+
+class Picker(Plugin):
+    """Chooses one replica. Contract: `replicas` is non-empty; returns the id of one of them.
+
+    `scores` holds the weighted sum of all scorers for each candidate (0 for all when there are no scorers).
+    """
+
+    def pick(
+        self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Mapping[ReplicaId, float]
+    ) -> ReplicaId:
+        raise NotImplementedError
+
+
+class RoutingPolicy:
+    """A configured chain of plugins. `route` is pure apart from the plugins' own state."""
+
+    def __init__(
+        self,
+        name: str,
+        filters: Sequence[Filter],
+        scorers: Sequence[tuple[Scorer, float]],
+        picker: Picker,
+    ) -> None:
+        self.name = name
+        self.filters = list(filters)
+        self.scorers = list(scorers)
+        self.picker = picker
+
+    @property
+    def plugins(self) -> list[Plugin]:
+        return [*self.filters, *(s for s, _ in self.scorers), self.picker]
+
+    def route(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> ReplicaId | None:
+        """The replica for `req`, or None when no candidate is left."""
+        candidates: Sequence[ReplicaView] = replicas
+        for f in self.filters:
+            candidates = f.filter(req, candidates)
+            if not candidates:
+                return None
+        totals: dict[ReplicaId, float] = dict.fromkeys((r.replica_id for r in candidates), 0.0)
+        for scorer, weight in self.scorers:
+            for replica_id, value in scorer.score(req, candidates).items():
+                if replica_id in totals:
+                    totals[replica_id] += weight * value
+        return self.picker.pick(req, candidates, totals)

@@ -1,0 +1,1 @@
+"""Routing policies: one plugin per module, registered in proxy.scheduler.registry."""

@@ -1,0 +1,21 @@
+"""`least-request-scorer`: prefers replicas with fewer calls in flight from this proxy.
+
+The proxy's own in-flight count is exact and current, unlike scraped queue lengths, which lag by a scrape
+interval; calls other clients send straight to a replica are seen through the scraped `waiting` count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from proxy.scheduler.framework import Scorer
+from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
+
+
+class LeastRequestScorer(Scorer):
+    """Contract: score = 1 / (1 + in_flight + waiting), in (0, 1]; strictly lower for a busier replica."""
+
+    type_name = "least-request-scorer"
+
+    def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
+        return {r.replica_id: 1.0 / (1.0 + r.in_flight + r.waiting) for r in replicas}

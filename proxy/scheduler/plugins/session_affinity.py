@@ -1,0 +1,35 @@
+"""`session-affinity-scorer`: keeps a session on the replica that served its last call.
+
+That replica holds the session's prefix in its KV cache, so the next call prefills only the new tokens. The
+binding follows the session: if a call had to go elsewhere (the bound replica was unhealthy or filtered out),
+the session is bound to where it went, since that is now where its prefix lives.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from proxy.scheduler.framework import PluginParams, Scorer
+from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
+
+
+class SessionAffinityScorer(Scorer):
+    """Contract: 1.0 for the replica the session is bound to, 0.0 for every other (all 0.0 for a new
+    session). Bounded memory: a binding lives until `on_session_end`."""
+
+    type_name = "session-affinity-scorer"
+
+    def __init__(self, params: PluginParams, rng: random.Random) -> None:
+        super().__init__(params, rng)
+        self.bound: dict[str, ReplicaId] = {}
+
+    def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
+        home = self.bound.get(req.session_id)
+        return {r.replica_id: 1.0 if r.replica_id == home else 0.0 for r in replicas}
+
+    def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        self.bound[req.session_id] = replica_id
+
+    def on_session_end(self, session_id: str) -> None:
+        self.bound.pop(session_id, None)

@@ -1,0 +1,1 @@
+"""Simulated vLLM replicas: an engine model served over vLLM's HTTP surface."""
