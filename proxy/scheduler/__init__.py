@@ -2,7 +2,7 @@
 
 from proxy.scheduler.core import SchedulerCore
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec, build_policy
-from proxy.scheduler.types import Decision, Dispatch, ReplicaStats, Reject, RequestInfo, Usage
+from proxy.scheduler.types import Decision, Dispatch, Reject, ReplicaStats, RequestInfo, Usage
 
 __all__ = [
     "PRESETS",
@@ -10,8 +10,8 @@ __all__ = [
     "Decision",
     "Dispatch",
     "PolicySpec",
-    "ReplicaStats",
     "Reject",
+    "ReplicaStats",
     "RequestInfo",
     "SchedulerCore",
     "Usage",

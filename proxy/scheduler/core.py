@@ -20,10 +20,10 @@ from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.types import (
     Decision,
     Dispatch,
+    Reject,
     ReplicaId,
     ReplicaStats,
     ReplicaView,
-    Reject,
     RequestInfo,
     Usage,
 )

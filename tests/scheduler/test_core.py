@@ -13,8 +13,8 @@ from proxy.scheduler import (
     ConfigError,
     Dispatch,
     PolicySpec,
-    ReplicaStats,
     Reject,
+    ReplicaStats,
     RequestInfo,
     SchedulerCore,
     build_policy,
@@ -130,7 +130,7 @@ def test_idle_sessions_are_forgotten_but_busy_ones_kept() -> None:
     core.tick()
     assert set(core.sessions) == {"busy"}
     affinity = core.policy.scorers[0][0]
-    assert "idle" not in getattr(affinity, "bound")
+    assert "idle" not in affinity.bound
 
 
 def test_finish_of_unknown_request_is_ignored() -> None:
@@ -155,7 +155,9 @@ def test_duplicate_request_id_is_refused() -> None:
         (PolicySpec(picker=PluginSpec("least-request-scorer")), "is not a picker"),
         (PolicySpec(picker=PluginSpec("max-score-picker", params={"x": 1})), "bad params"),
         (
-            PolicySpec(picker=PluginSpec("max-score-picker"), scorers=[PluginSpec("least-request-scorer", -1)]),
+            PolicySpec(
+                picker=PluginSpec("max-score-picker"), scorers=[PluginSpec("least-request-scorer", -1)]
+            ),
             "weight must be >= 0",
         ),
     ],
@@ -206,6 +208,7 @@ def test_datastore_stays_consistent_under_any_event_order(policy: str, script: l
         # Invariants: the datastore's counts equal what is really in flight.
         assert sorted(core.in_flight) == sorted(live)
         for replica in core.replicas.values():
-            assert replica.in_flight == sum(f.replica_id == replica.replica_id for f in core.in_flight.values())
+            mine = sum(f.replica_id == replica.replica_id for f in core.in_flight.values())
+            assert replica.in_flight == mine
         for sid, session in core.sessions.items():
             assert session.in_flight == sum(f.req.session_id == sid for f in core.in_flight.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from proxy.scheduler.framework import PluginParams, Picker
+from proxy.scheduler.framework import Picker, PluginParams
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 

@@ -1,0 +1,1 @@
+"""Seedable agent workload generators. Each returns a list of `AgentTask`s."""

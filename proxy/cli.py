@@ -1,0 +1,160 @@
+"""The `saga` command: `serve` (the proxy), `sim` (simulated vLLM replicas) and `demo` (both, plus agents)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from proxy.config import ProxyConfig
+from proxy.scheduler import PRESETS, ConfigError
+
+DEFAULT_PROFILE = "llama3-8b-h100"
+
+
+def _run(main: Coroutine[Any, Any, object]) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(main)
+    except ImportError:  # uvloop has no Windows build
+        asyncio.run(main)
+
+
+def _add_sim_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-scale", type=float, default=1.0, help="simulated time runs K times faster")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="cost-model profile of the simulated GPU")
+    p.add_argument("--model", default="saga-sim", help="model name the simulated replicas serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saga", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy in front of vLLM replicas")
+    serve.add_argument("--replica", action="append", default=[], metavar="URL", help="a replica base URL")
+    serve.add_argument("--simulate", type=int, metavar="N", help="run N simulated replicas in-process")
+    serve.add_argument("--config", type=Path, help="YAML file of ProxyConfig fields (flags override it)")
+    serve.add_argument("--policy", help=f"routing policy: {', '.join(sorted(PRESETS))}")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--seed", type=int)
+    _add_sim_options(serve)
+
+    sim = sub.add_parser("sim", help="run N simulated vLLM replicas over HTTP")
+    sim.add_argument("--replicas", type=int, default=1)
+    sim.add_argument("--base-port", type=int, default=8100)
+    sim.add_argument("--host", default="127.0.0.1")
+    _add_sim_options(sim)
+
+    demo = sub.add_parser("demo", help="compare routing policies on a small agent workload")
+    demo.add_argument("--replicas", type=int, default=4)
+    demo.add_argument("--sessions", type=int, default=32)
+    demo.add_argument("--steps", type=int, default=10)
+    demo.add_argument("--time-scale", type=float, default=10.0)
+    demo.add_argument("--policies", default="round-robin,session-affinity")
+    demo.add_argument("--profile", default=DEFAULT_PROFILE)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--stream", action="store_true", help="agents stream their answers")
+    return parser
+
+
+def proxy_config(args: argparse.Namespace, replicas: list[str]) -> ProxyConfig:
+    """ProxyConfig from the YAML file (if any) with command-line flags on top."""
+    data: dict[str, Any] = {}
+    if args.config is not None:
+        loaded = yaml.safe_load(args.config.read_text())
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of ProxyConfig fields")
+        data.update(loaded)
+    for field in ("policy", "host", "port", "seed"):
+        value = getattr(args, field)
+        if value is not None:
+            data[field] = value
+    data["replicas"] = replicas or data.get("replicas", [])
+    try:
+        config = msgspec.convert(data, ProxyConfig)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"bad configuration: {e}") from e
+    config.validate()
+    return config
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from proxy.server import serve_forever
+
+    if not args.simulate:
+        await serve_forever(proxy_config(args, args.replica))
+        return
+    from simulator.server import start_fleet
+
+    fleet = await start_fleet(
+        args.simulate, time_scale=args.time_scale, profile=args.profile, model=args.model
+    )
+    try:
+        print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
+        await serve_forever(proxy_config(args, [*args.replica, *fleet.urls]))
+    finally:
+        await fleet.close()
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from loadtests.demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        replicas=args.replicas,
+        sessions=args.sessions,
+        steps=args.steps,
+        time_scale=args.time_scale,
+        policies=[p.strip() for p in args.policies.split(",") if p.strip()],
+        profile=args.profile,
+        seed=args.seed,
+        stream=args.stream,
+    )
+    unknown = [p for p in config.policies if p not in PRESETS]
+    if unknown or not config.policies:
+        raise ConfigError(f"unknown policies {unknown}; known: {', '.join(sorted(PRESETS))}")
+    _run(run_demo(config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            if args.command == "serve":
+                _run(_serve(args))
+            elif args.command == "sim":
+                from simulator.server import serve_fleet_forever
+
+                _run(
+                    serve_fleet_forever(
+                        args.replicas,
+                        host=args.host,
+                        base_port=args.base_port,
+                        time_scale=args.time_scale,
+                        profile=args.profile,
+                        model=args.model,
+                    )
+                )
+            else:
+                _demo(args)
+    except ConfigError as e:
+        print(f"saga: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

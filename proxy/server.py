@@ -1,0 +1,37 @@
+"""Running the proxy app: on a given port for `saga serve`, or on a free one inside tests and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from proxy.app import create_app
+from proxy.config import ProxyConfig
+
+log = logging.getLogger("saga.proxy")
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(config: ProxyConfig) -> AsyncIterator[str]:
+    """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port)."""
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def serve_forever(config: ProxyConfig) -> None:
+    async with running_proxy(config) as url:
+        policy = config.policy if isinstance(config.policy, str) else "custom"
+        log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
+        print(f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}", flush=True)
+        await asyncio.Event().wait()

@@ -1,0 +1,339 @@
+"""A sans-IO model of one vLLM engine (v1 scheduler) on a virtual clock.
+
+Contract:
+- No I/O and no clock reads: callers pass `now` (simulated seconds) to `add_request` and `step`. `step(now)`
+  schedules one continuous-batching step, advances every scheduled request, and returns how long the step
+  takes on the modelled GPU plus what each request emitted; the results are as of `now + duration`.
+- Scheduling (as vLLM's v1 scheduler): running requests first, in order, each getting its remaining prefill
+  (chunked to the step's token budget) or one decode token; a running request that cannot get a KV block
+  preempts the lowest-priority, newest running request (itself last), which loses its blocks and goes back
+  to the head of the waiting queue to be recomputed. If nothing was preempted, waiting requests are admitted
+  in queue order while the token budget, `max_num_seqs` and free blocks allow; the first that does not fit
+  stops admission.
+- Prefix caching: on admission a request reuses the longest chain of cached full blocks from its start,
+  capped so that at least its last token is computed; `cached_tokens` in its usage is that hit at first
+  admission. Full blocks of prompt and output are cached as they are scheduled; finished or preempted
+  requests free their blocks last-first, which stay cached until evicted LRU.
+- Output: the last prefill chunk emits the first token, each decode step one more. The length is
+  `max_tokens` with `ignore_eos`, else a deterministic function of the prompt (32..724 tokens, at least
+  `min_tokens`), ending in EOS (finish reason "stop") unless capped by `max_tokens` or `max_model_len`
+  ("length").
+- A step that schedules nothing while requests are pending (only right after a request preempted itself)
+  is followed by one that does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from simulator.block_hash import BlockHash, first_block_extra_keys, hash_function, none_hash
+from simulator.block_pool import BlockPool
+from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
+from simulator.engine_types import (
+    EngineRequest,
+    EngineStats,
+    InvalidRequestError,
+    RequestOutput,
+    StepResult,
+    Usage,
+)
+from simulator.request_queue import WaitingQueue
+from simulator.request_state import RequestState, output_plan, validate
+from simulator.tokenizer import Tokenizer
+
+__all__ = [
+    "Engine",
+    "EngineRequest",
+    "EngineStats",
+    "InvalidRequestError",
+    "RequestOutput",
+    "StepResult",
+    "Usage",
+]
+
+
+class Engine:
+    """One replica's scheduler, KV cache and cost model. `scheduling_policy`: 'fcfs' (vLLM's default) or
+    'priority'; `hash_algo`: see simulator.block_hash."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        scheduling_policy: str = "fcfs",
+        hash_algo: str = "sha256",
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        profile.validate()
+        self.profile = profile
+        self.scheduling_policy = scheduling_policy
+        self.hash_algo = hash_algo
+        self.block_size = profile.block_size
+        self.pool = BlockPool(profile.num_gpu_blocks, profile.block_size)
+        self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
+        self._hash = hash_function(hash_algo)
+        self._none_hash = none_hash(hash_algo)
+        self._waiting: WaitingQueue[RequestState] = WaitingQueue(scheduling_policy)
+        self._running: list[RequestState] = []
+        self._seqs: dict[str, RequestState] = {}
+        self._seq_no = 0
+        self.num_preemptions = 0
+        self.prompt_tokens_total = 0
+        self.prompt_tokens_cached_total = 0
+        self.generation_tokens_total = 0
+        self.num_finished = 0
+
+    # ---- requests -------------------------------------------------------------------------------------
+
+    def add_request(self, req: EngineRequest, now: float) -> None:
+        """Queue a request; raises InvalidRequestError if it can never run here (empty, too long, bad
+        parameters, duplicate id)."""
+        if req.request_id in self._seqs:
+            raise InvalidRequestError(f"request id {req.request_id!r} is already running")
+        max_len = self.profile.max_model_len
+        validate(req, max_model_len=max_len, scheduling_policy=self.scheduling_policy)
+        plan, finish_reason = output_plan(req, max_model_len=max_len, tokenizer=self.tokenizer)
+        seq = RequestState(req, now, self._seq_no, plan, finish_reason)
+        self._seq_no += 1
+        self._seqs[req.request_id] = seq
+        self._waiting.append(seq)
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a request wherever it is, freeing its blocks; False if it is unknown or already finished."""
+        seq = self._seqs.pop(request_id, None)
+        if seq is None:
+            return False
+        if seq in self._running:
+            self._running.remove(seq)
+            self._free(seq)
+        else:
+            self._waiting.remove(seq)
+        return True
+
+    def has_unfinished(self) -> bool:
+        return bool(self._running) or len(self._waiting) > 0
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached block; refused (False) while a request holds blocks, as vLLM does."""
+        return self.pool.reset()
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            num_running=len(self._running),
+            num_waiting=len(self._waiting),
+            kv_usage=self.pool.usage,
+            num_gpu_blocks=self.pool.num_blocks,
+            block_size=self.block_size,
+            prefix_cache_queries_total=self.pool.query_tokens,
+            prefix_cache_hits_total=self.pool.hit_tokens,
+            num_preemptions_total=self.num_preemptions,
+            prompt_tokens_total=self.prompt_tokens_total,
+            prompt_tokens_cached_total=self.prompt_tokens_cached_total,
+            generation_tokens_total=self.generation_tokens_total,
+            num_finished_total=self.num_finished,
+        )
+
+    def probe_prefix(self, prompt_token_ids: Sequence[int], cache_salt: str | None = None) -> int:
+        """Tokens of this prompt a request arriving now would reuse from the prefix cache (full blocks, at
+        least the last token left to compute). Takes no references and counts no query."""
+        bs = self.block_size
+        hash_fn = self._hash
+
+        def hashes() -> Iterator[BlockHash]:
+            parent = self._none_hash
+            extra = first_block_extra_keys(cache_salt)
+            for k in range((len(prompt_token_ids) - 1) // bs):
+                parent = hash_fn(parent, prompt_token_ids[k * bs : (k + 1) * bs], extra)
+                extra = None
+                yield parent
+
+        return len(self.pool.lookup(hashes())) * bs
+
+    def held_blocks(self) -> list[list[int]]:
+        """Each running request's blocks (for invariant checks)."""
+        return [list(seq.block_ids) for seq in self._running]
+
+    # ---- one step -------------------------------------------------------------------------------------
+
+    def step(self, now: float) -> StepResult:
+        """Schedule and run one step starting at `now`; see the module contract."""
+        budget = self.profile.max_num_batched_tokens
+        scheduled: dict[RequestState, None] = {}
+        running = self._running
+        num_preempted = 0
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            n = min(len(seq.tokens) - seq.num_computed, budget)
+            preempted_self = False
+            while not self._allocate(seq, n):
+                j = self._victim_index()
+                victim = running.pop(j)
+                self._preempt(victim)
+                num_preempted += 1
+                if victim in scheduled:
+                    del scheduled[victim]
+                    budget += victim.scheduled
+                    victim.scheduled = 0
+                if victim is seq:
+                    preempted_self = True
+                    break
+                if j < i:
+                    i -= 1
+            if preempted_self:
+                break
+            seq.scheduled = n
+            scheduled[seq] = None
+            budget -= n
+            self._cache_full_blocks(seq, seq.num_computed + n)
+            i += 1
+
+        if num_preempted == 0:
+            budget = self._admit_waiting(now, budget, scheduled)
+
+        num_tokens = 0
+        num_prefill = 0
+        num_decode = 0
+        attention_pairs = 0.0
+        decode_context = 0
+        for seq in scheduled:
+            n = seq.scheduled
+            num_tokens += n
+            if n == 1 and seq.num_output > 0 and seq.num_computed == len(seq.tokens) - 1:
+                num_decode += 1
+                decode_context += seq.num_computed + 1
+            else:
+                num_prefill += n
+                attention_pairs += prefill_attention_pairs(n, seq.num_computed)
+        duration = step_time_s(
+            self.profile,
+            num_tokens=num_tokens,
+            attention_pairs=attention_pairs,
+            decode_context_tokens=decode_context,
+        )
+        outputs = self._advance(scheduled)
+        return StepResult(
+            start=now,
+            duration=duration,
+            num_prefill_tokens=num_prefill,
+            num_decode_seqs=num_decode,
+            num_preempted=num_preempted,
+            outputs=outputs,
+        )
+
+    def _admit_waiting(self, now: float, budget: int, scheduled: dict[RequestState, None]) -> int:
+        bs = self.block_size
+        pool = self.pool
+        while len(self._waiting) > 0 and budget > 0 and len(self._running) < self.profile.max_num_seqs:
+            seq = self._waiting.peek()
+            hit = pool.lookup(self._iter_hashes(seq, (len(seq.tokens) - 1) // bs))
+            num_computed = len(hit) * bs
+            n = min(len(seq.tokens) - num_computed, budget)
+            need = -(-(num_computed + n) // bs) - len(hit)
+            if need + pool.num_evictable(hit) > pool.num_free:
+                break
+            self._waiting.pop()
+            pool.touch(hit)
+            new_blocks = pool.allocate(need)
+            assert new_blocks is not None
+            seq.block_ids = hit + new_blocks
+            seq.num_cached_blocks = len(hit)
+            seq.num_computed = num_computed
+            if seq.cached_tokens < 0:
+                seq.cached_tokens = num_computed
+                seq.first_scheduled = now
+            if seq.num_preemptions == 0:
+                pool.record_query(len(seq.tokens), num_computed)
+            self._running.append(seq)
+            seq.scheduled = n
+            scheduled[seq] = None
+            budget -= n
+            self._cache_full_blocks(seq, num_computed + n)
+        return budget
+
+    def _advance(self, scheduled: dict[RequestState, None]) -> list[RequestOutput]:
+        """Apply the step: count computed tokens, sample one token for each request that caught up."""
+        outputs: list[RequestOutput] = []
+        finished = False
+        for seq in scheduled:
+            seq.num_computed += seq.scheduled
+            seq.scheduled = 0
+            if seq.num_computed < len(seq.tokens):
+                continue  # a prefill chunk that is not the last
+            token = seq.plan[seq.num_output]
+            seq.tokens.append(token)
+            seq.num_output += 1
+            self.generation_tokens_total += 1
+            out = RequestOutput(
+                request_id=seq.request_id,
+                new_token_ids=[token],
+                first_token=seq.num_output == 1,
+                arrival_time=seq.arrival,
+                first_scheduled_time=seq.first_scheduled,
+            )
+            if out.first_token:
+                self.prompt_tokens_total += seq.num_prompt
+                self.prompt_tokens_cached_total += seq.cached_tokens
+            if seq.num_output == len(seq.plan):
+                out.finish_reason = seq.finish_reason
+                out.usage = Usage(seq.num_prompt, seq.num_output, seq.cached_tokens)
+                self._free(seq)
+                del self._seqs[seq.request_id]
+                self.num_finished += 1
+                finished = True
+            outputs.append(out)
+        if finished:
+            self._running = [seq for seq in self._running if seq.request_id in self._seqs]
+        return outputs
+
+    # ---- blocks ---------------------------------------------------------------------------------------
+
+    def _iter_hashes(self, seq: RequestState, num_blocks: int) -> Iterator[BlockHash]:
+        """The first `num_blocks` block hashes of `seq`, hashing each block at most once per request."""
+        for k in range(num_blocks):
+            if k == len(seq.block_hashes):
+                self._hash_next_block(seq)
+            yield seq.block_hashes[k]
+
+    def _hash_next_block(self, seq: RequestState) -> None:
+        k = len(seq.block_hashes)
+        bs = self.block_size
+        parent = seq.block_hashes[-1] if k else self._none_hash
+        extra = seq.extra_keys if k == 0 else None
+        seq.block_hashes.append(self._hash(parent, seq.tokens[k * bs : (k + 1) * bs], extra))
+
+    def _cache_full_blocks(self, seq: RequestState, num_tokens: int) -> None:
+        full = num_tokens // self.block_size
+        for k in range(seq.num_cached_blocks, full):
+            if k == len(seq.block_hashes):
+                self._hash_next_block(seq)
+            self.pool.cache_block(seq.block_ids[k], seq.block_hashes[k])
+        seq.num_cached_blocks = max(seq.num_cached_blocks, full)
+
+    def _allocate(self, seq: RequestState, num_new: int) -> bool:
+        need = -(-(seq.num_computed + num_new) // self.block_size) - len(seq.block_ids)
+        if need <= 0:
+            return True
+        blocks = self.pool.allocate(need)
+        if blocks is None:
+            return False
+        seq.block_ids.extend(blocks)
+        return True
+
+    def _victim_index(self) -> int:
+        running = self._running
+        if self.scheduling_policy == "priority":
+            return max(range(len(running)), key=lambda k: running[k].sort_key)
+        return len(running) - 1
+
+    def _preempt(self, seq: RequestState) -> None:
+        self._free(seq)
+        seq.num_computed = 0
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self._waiting.prepend(seq)
+
+    def _free(self, seq: RequestState) -> None:
+        self.pool.free(reversed(seq.block_ids))
+        seq.block_ids = []
+        seq.num_cached_blocks = 0

@@ -1,0 +1,69 @@
+"""The engine's inputs and outputs (plain msgspec structs, shared by the HTTP and discrete-event drivers)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class InvalidRequestError(ValueError):
+    """The request can never run on this engine (vLLM answers HTTP 400 with this message)."""
+
+
+class EngineRequest(msgspec.Struct, kw_only=True):
+    """What the server hands the engine: token ids and the sampling parameters that shape the run."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    priority: int = 0
+    cache_salt: str | None = None
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+class RequestOutput(msgspec.Struct):
+    """What one request emitted in one step; `finish_reason` and `usage` are set on its last output."""
+
+    request_id: str
+    new_token_ids: list[int]
+    first_token: bool
+    arrival_time: float
+    first_scheduled_time: float
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class StepResult(msgspec.Struct):
+    start: float
+    duration: float
+    num_prefill_tokens: int
+    num_decode_seqs: int
+    num_preempted: int
+    outputs: list[RequestOutput]
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+class EngineStats(msgspec.Struct, frozen=True):
+    """A snapshot for metrics; `*_total` are counters since the engine started."""
+
+    num_running: int
+    num_waiting: int
+    kv_usage: float
+    num_gpu_blocks: int
+    block_size: int
+    prefix_cache_queries_total: int
+    prefix_cache_hits_total: int
+    num_preemptions_total: int
+    prompt_tokens_total: int
+    prompt_tokens_cached_total: int
+    generation_tokens_total: int
+    num_finished_total: int

@@ -1,0 +1,245 @@
+"""Wire types of vLLM's OpenAI-compatible API, as the simulated replica reads and writes them.
+
+Contract: request structs decode only the fields the simulator acts on (unknown fields are ignored, as
+vLLM ignores extras it does not use); every field but the prompt has a default. Response builders produce
+vLLM's JSON shapes: `usage.prompt_tokens_details.cached_tokens` is always present (as with
+`--enable-prompt-tokens-details`), stream chunks carry no `usage` except the final usage chunk, and errors
+are `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from simulator.engine import Usage
+
+# ---- requests -------------------------------------------------------------------------------------------
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+    continuous_usage_stats: bool = False
+
+
+class _SamplingFields(msgspec.Struct, kw_only=True):
+    model: str | None = None
+    max_tokens: int | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    priority: int | None = None
+    cache_salt: str | None = None
+    n: int = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    request_id: str | None = None
+
+
+class ChatCompletionRequest(_SamplingFields, kw_only=True):
+    messages: list[dict[str, Any]]
+    max_completion_tokens: int | None = None
+    add_generation_prompt: bool = True
+
+
+class CompletionRequest(_SamplingFields, kw_only=True):
+    prompt: Any  # str, list[int], or a batch of one of those (validated by the handler)
+
+
+class TokenizeRequest(msgspec.Struct, kw_only=True):
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    add_generation_prompt: bool = True
+
+
+class DetokenizeRequest(msgspec.Struct, kw_only=True):
+    tokens: list[int]
+
+
+# ---- responses ------------------------------------------------------------------------------------------
+
+
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int
+
+
+class UsageInfo(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageInfo:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            total_tokens=usage.prompt_tokens + usage.completion_tokens,
+            completion_tokens=usage.completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
+        )
+
+
+class ChatMessage(msgspec.Struct):
+    role: str
+    content: str
+    tool_calls: list[Any] = msgspec.field(default_factory=list)
+    reasoning_content: None = None
+
+
+class ChatChoice(msgspec.Struct):
+    index: int
+    message: ChatMessage
+    logprobs: None
+    finish_reason: str | None
+    stop_reason: None = None
+
+
+class ChatCompletionResponse(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+
+
+class Delta(msgspec.Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(msgspec.Struct):
+    index: int
+    delta: Delta
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, omit_defaults=True):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: UsageInfo | None = None
+
+
+class CompletionChoice(msgspec.Struct):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: str | None = None
+    stop_reason: None = None
+
+
+class CompletionResponse(msgspec.Struct, omit_defaults=True):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
+
+
+class ErrorInfo(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: int
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorInfo
+
+
+_ERROR_TYPES = {
+    400: "BadRequestError",
+    404: "NotFoundError",
+    405: "MethodNotAllowed",
+    500: "InternalServerError",
+}
+
+
+def error_body(status: int, message: str) -> bytes:
+    """vLLM's JSON error body for an HTTP status."""
+    info = ErrorInfo(message=message, type=_ERROR_TYPES.get(status, "Error"), param=None, code=status)
+    return msgspec.json.encode(ErrorResponse(error=info))
+
+
+class ResponseFormat:
+    """Builds one API's (chat or completions) response bodies for one request."""
+
+    def __init__(self, *, chat: bool, request_id: str, created: int, model: str) -> None:
+        self.chat = chat
+        self.request_id = request_id
+        self.created = created
+        self.model = model
+
+    def full(self, text: str, finish_reason: str | None, usage: Usage) -> bytes:
+        if self.chat:
+            choice = ChatChoice(
+                index=0,
+                message=ChatMessage(role="assistant", content=text),
+                logprobs=None,
+                finish_reason=finish_reason,
+            )
+            return msgspec.json.encode(
+                ChatCompletionResponse(
+                    id=self.request_id,
+                    object="chat.completion",
+                    created=self.created,
+                    model=self.model,
+                    choices=[choice],
+                    usage=UsageInfo.of(usage),
+                )
+            )
+        return msgspec.json.encode(
+            CompletionResponse(
+                id=self.request_id,
+                object="text_completion",
+                created=self.created,
+                model=self.model,
+                choices=[CompletionChoice(index=0, text=text, finish_reason=finish_reason)],
+                usage=UsageInfo.of(usage),
+            )
+        )
+
+    def role_chunk(self) -> bytes | None:
+        """The first chunk of a chat stream (the assistant role); completions have none."""
+        if not self.chat:
+            return None
+        return self._event([ChatChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
+
+    def chunk(self, text: str, finish_reason: str | None) -> bytes:
+        if self.chat:
+            delta = Delta(content=text) if text or finish_reason is None else Delta()
+            return self._event([ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
+        return self._event([CompletionChoice(index=0, text=text, finish_reason=finish_reason)])
+
+    def usage_chunk(self, usage: Usage) -> bytes:
+        return self._event([], UsageInfo.of(usage))
+
+    def _event(self, choices: list[Any], usage: UsageInfo | None = None) -> bytes:
+        body: ChatCompletionChunk | CompletionResponse
+        if self.chat:
+            body = ChatCompletionChunk(
+                id=self.request_id,
+                object="chat.completion.chunk",
+                created=self.created,
+                model=self.model,
+                choices=choices,
+                usage=usage,
+            )
+        else:
+            body = CompletionResponse(
+                id=self.request_id,
+                object="text_completion",
+                created=self.created,
+                model=self.model,
+                choices=choices,
+                usage=usage,
+            )
+        return b"data: " + msgspec.json.encode(body) + b"\n\n"
+
+
+DONE_EVENT = b"data: [DONE]\n\n"

@@ -1,0 +1,324 @@
+"""vLLM's HTTP surface over one simulated engine: OpenAI chat/completions, tokenizer, health, metrics.
+
+Contract:
+- `/v1/chat/completions` and `/v1/completions` stream (SSE, `data: [DONE]`, a final usage chunk with
+  `stream_options.include_usage`) or answer whole; `usage.prompt_tokens_details.cached_tokens` is always set.
+- Bad requests (unparseable JSON, missing messages/prompt, `n` != 1, over-long prompts, priority without
+  the priority policy) answer 400 in vLLM's error shape before anything is streamed; an unknown model 404.
+- A client that goes away aborts its request in the engine (handlers run with handler cancellation).
+- Every response carries `X-Replica: <replica name>`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from simulator.driver import RequestStream
+from simulator.engine import EngineRequest, InvalidRequestError
+from simulator.openai_api import (
+    DONE_EVENT,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ResponseFormat,
+    TokenizeRequest,
+    error_body,
+)
+from simulator.replica import Replica
+from simulator.tokenizer import Tokenizer, render_chat
+
+VERSION = "0.33.0+saga.sim"
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
+
+T = TypeVar("T")
+
+
+REPLICA = web.AppKey("replica", Replica)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _json_obj(obj: Any) -> web.Response:
+    return _json(msgspec.json.encode(obj))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except HttpError as e:
+        return _json(error_body(e.status, e.message), e.status)
+    return response
+
+
+async def _add_replica_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Replica"] = request.app[REPLICA].name
+
+
+async def _decode(request: web.Request, type_: type[T]) -> T:
+    try:
+        return msgspec.json.decode(await request.read(), type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise HttpError(400, f"Invalid request body: {e}") from None
+
+
+# ---- generation -------------------------------------------------------------------------------------------
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    replica = request.app[REPLICA]
+    body = await _decode(request, ChatCompletionRequest)
+    for message in body.messages:
+        if not isinstance(message.get("role"), str):
+            raise HttpError(400, "Every message needs a string 'role'.")
+    prompt = replica.tokenizer.encode(
+        render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
+    )
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    return await _generate(request, replica, body, prompt, max_tokens, chat=True)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    replica = request.app[REPLICA]
+    body = await _decode(request, CompletionRequest)
+    prompt = _completion_prompt(replica.tokenizer, body.prompt)
+    max_tokens = body.max_tokens if body.max_tokens is not None else _COMPLETIONS_DEFAULT_MAX_TOKENS
+    return await _generate(request, replica, body, prompt, max_tokens, chat=False)
+
+
+def _completion_prompt(tokenizer: Tokenizer, prompt: Any) -> list[int]:
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]  # a batch of one
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt)
+    if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return list(prompt)
+    raise HttpError(
+        400, "prompt must be a string or a list of token ids (batches of more than one are not supported)"
+    )
+
+
+async def _generate(
+    request: web.Request,
+    replica: Replica,
+    body: ChatCompletionRequest | CompletionRequest,
+    prompt: list[int],
+    max_tokens: int | None,
+    *,
+    chat: bool,
+) -> web.StreamResponse:
+    if body.n != 1:
+        raise HttpError(400, f"n must be 1 on the simulated replica, got {body.n}.")
+    if body.model is not None and body.model != replica.model:
+        raise HttpError(404, f"The model `{body.model}` does not exist.")
+    request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    engine_req = EngineRequest(
+        request_id=request_id,
+        prompt_token_ids=prompt,
+        max_tokens=max_tokens,
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
+        priority=body.priority if body.priority is not None else _header_priority(request),
+        cache_salt=body.cache_salt,
+    )
+    try:
+        stream = replica.driver.submit(engine_req)
+    except InvalidRequestError as e:
+        raise HttpError(400, str(e)) from None
+    except RuntimeError as e:
+        raise HttpError(500, str(e)) from None
+    fmt = ResponseFormat(chat=chat, request_id=request_id, created=int(time.time()), model=replica.model)
+    try:
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            return await _stream(request, replica, stream, fmt, include_usage)
+        return await _whole(replica, stream, fmt)
+    finally:
+        if not stream.finished:
+            replica.driver.abort(request_id)
+
+
+def _header_priority(request: web.Request) -> int:
+    raw = request.headers.get("X-Vllm-Priority")
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise HttpError(400, f"X-Vllm-Priority must be an integer, got {raw!r}.") from None
+
+
+async def _whole(replica: Replica, stream: RequestStream, fmt: ResponseFormat) -> web.Response:
+    token_ids: list[int] = []
+    try:
+        while True:
+            out = await stream.get()
+            token_ids.extend(out.new_token_ids)
+            if out.finish_reason is not None:
+                break
+    except Exception as e:
+        raise HttpError(500, f"engine error: {e!r}") from None
+    assert out.usage is not None
+    return _json(fmt.full(replica.tokenizer.decode(token_ids), out.finish_reason, out.usage))
+
+
+async def _stream(
+    request: web.Request, replica: Replica, stream: RequestStream, fmt: ResponseFormat, include_usage: bool
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    token_text = replica.tokenizer.token_text
+    try:
+        first = True
+        while True:
+            try:
+                out = await stream.get()
+            except Exception as e:
+                await response.write(
+                    b"data: " + error_body(500, f"engine error: {e!r}") + b"\n\n" + DONE_EVENT
+                )
+                return response
+            if first:
+                first = False
+                role = fmt.role_chunk()
+                if role is not None:
+                    await response.write(role)
+            text = "".join(token_text(t) for t in out.new_token_ids)
+            if text or out.finish_reason is not None:
+                await response.write(fmt.chunk(text, out.finish_reason))
+            if out.finish_reason is not None:
+                break
+        if include_usage and out.usage is not None:
+            await response.write(fmt.usage_chunk(out.usage))
+        await response.write(DONE_EVENT)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away; the caller aborts the request
+    return response
+
+
+# ---- the rest of the surface ----------------------------------------------------------------------------
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await _decode(request, TokenizeRequest)
+    if body.messages is not None:
+        tokens = replica.tokenizer.encode(
+            render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
+        )
+    elif body.prompt is not None:
+        tokens = replica.tokenizer.encode(body.prompt)
+    else:
+        raise HttpError(400, "Either 'prompt' or 'messages' is required.")
+    max_len = replica.engine.profile.max_model_len
+    return _json_obj({"count": len(tokens), "max_model_len": max_len, "tokens": tokens, "token_strs": None})
+
+
+async def detokenize(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await _decode(request, DetokenizeRequest)
+    return _json_obj({"prompt": replica.tokenizer.decode(body.tokens)})
+
+
+async def render_chat_prompt(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await _decode(request, ChatCompletionRequest)
+    text = render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
+    return _json_obj({"token_ids": replica.tokenizer.encode(text)})
+
+
+async def render_completion_prompt(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await _decode(request, CompletionRequest)
+    return _json_obj([{"token_ids": _completion_prompt(replica.tokenizer, body.prompt)}])
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def version(request: web.Request) -> web.Response:
+    return _json_obj({"version": VERSION})
+
+
+async def models(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    card = {
+        "id": replica.model,
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "vllm",
+        "root": replica.model,
+        "parent": None,
+        "max_model_len": replica.engine.profile.max_model_len,
+    }
+    return _json_obj({"object": "list", "data": [card]})
+
+
+async def load(request: web.Request) -> web.Response:
+    stats = request.app[REPLICA].engine.stats()
+    return _json_obj({"server_load": stats.num_running + stats.num_waiting})
+
+
+async def get_load(request: web.Request) -> web.Response:
+    stats = request.app[REPLICA].engine.stats()
+    return _json_obj({"load": stats.num_running + stats.num_waiting})
+
+
+async def reset_prefix_cache(request: web.Request) -> web.Response:
+    return _json_obj({"success": request.app[REPLICA].engine.reset_prefix_cache()})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[REPLICA].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _driver_ctx(app: web.Application) -> AsyncIterator[None]:
+    driver = app[REPLICA].driver
+    driver.start()
+    yield
+    await driver.stop()
+
+
+def create_app(replica: Replica) -> web.Application:
+    """The aiohttp app serving `replica`; its driver runs while the app is started."""
+    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    app[REPLICA] = replica
+    app.on_response_prepare.append(_add_replica_header)
+    app.cleanup_ctx.append(_driver_ctx)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions/render", render_chat_prompt)
+    app.router.add_post("/v1/completions/render", render_completion_prompt)
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/detokenize", detokenize)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ping", health)
+    app.router.add_post("/ping", health)
+    app.router.add_get("/version", version)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/load", load)
+    app.router.add_get("/get_load", get_load)
+    app.router.add_post("/reset_prefix_cache", reset_prefix_cache)
+    app.router.add_get("/metrics", metrics)
+    return app

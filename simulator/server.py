@@ -1,0 +1,101 @@
+"""Fleets of simulated vLLM replicas served over loopback HTTP, in the caller's event loop.
+
+Contract: `start_fleet(n)` starts n replicas (names "sim-0".., one engine, driver and aiohttp server each)
+and returns once all accept connections; `ReplicaFleet.urls[i]` serves `replicas[i]`; `close()` stops
+servers and drivers. `serve_fleet_forever` is the `saga sim` command: start, print one URL per line, run
+until cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiohttp import web
+
+from simulator.cost_model import get_profile
+from simulator.replica import Replica
+from simulator.routes import create_app
+from simulator.tokenizer import Tokenizer
+
+__all__ = ["Replica", "ReplicaFleet", "serve_fleet_forever", "start_fleet"]
+
+
+class ReplicaFleet:
+    """Running replicas: `urls[i]` serves `replicas[i]`."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.replicas: list[Replica] = []
+        self._runners: list[web.AppRunner] = []
+
+    async def close(self) -> None:
+        """Stop every server and engine driver (in-flight requests are cut off)."""
+        runners, self._runners = self._runners, []
+        for runner in runners:
+            await runner.cleanup()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def start_fleet(
+    n: int,
+    *,
+    host: str = "127.0.0.1",
+    base_port: int = 0,
+    time_scale: float = 1.0,
+    profile: str = "llama3-8b-h100",
+    model: str = "saga-sim",
+    scheduling_policy: str = "priority",
+) -> ReplicaFleet:
+    """Start n replicas in this process; base_port=0 picks free ephemeral ports, else ports
+    base_port..base_port+n-1. `scheduling_policy` is vLLM's --scheduling-policy ('priority' here, so the
+    proxy's priorities take effect; requests without one behave as under 'fcfs')."""
+    if n < 1:
+        raise ValueError(f"a fleet needs at least one replica, got {n}")
+    engine_profile = get_profile(profile)
+    tokenizer = Tokenizer()  # shared: its caches are per process, its ids the same everywhere
+    fleet = ReplicaFleet()
+    try:
+        for i in range(n):
+            replica = Replica(
+                f"sim-{i}",
+                profile=engine_profile,
+                model=model,
+                time_scale=time_scale,
+                scheduling_policy=scheduling_policy,
+                tokenizer=tokenizer,
+            )
+            runner = web.AppRunner(create_app(replica), handler_cancellation=True, access_log=None)
+            await runner.setup()
+            fleet._runners.append(runner)
+            sock = _listen(host, base_port + i if base_port else 0)
+            await web.SockSite(runner, sock).start()
+            fleet.replicas.append(replica)
+            fleet.urls.append(_url(host, sock.getsockname()[1]))
+    except BaseException:
+        await fleet.close()
+        raise
+    return fleet
+
+
+async def serve_fleet_forever(
+    n: int, *, host: str, base_port: int, time_scale: float, profile: str, model: str
+) -> None:
+    """For the `saga sim` command: start, print one line per replica URL, run until cancelled."""
+    fleet = await start_fleet(
+        n, host=host, base_port=base_port, time_scale=time_scale, profile=profile, model=model
+    )
+    try:
+        for url in fleet.urls:
+            print(url, flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await fleet.close()

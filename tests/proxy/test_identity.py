@@ -1,0 +1,70 @@
+"""Session, tenant and agent identification from headers and body fields."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from multidict import CIMultiDict
+
+from proxy.identity import decode_call, identify
+
+
+def who(body: dict[str, object], **headers: str) -> tuple[str, str, str, bool]:
+    h = CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()})
+    i = identify(h, decode_call(msgspec.json.encode(body)), "rid1")
+    return i.session_id, i.tenant_id, i.agent_type, i.session_inferred
+
+
+def chat(*turns: tuple[str, str], **extra: object) -> dict[str, object]:
+    return {"model": "m", "messages": [{"role": r, "content": c} for r, c in turns], **extra}
+
+
+def test_header_wins_over_body() -> None:
+    assert who(chat(("user", "hi"), session_id="body"), X_Session_ID="hdr")[0] == "hdr"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (chat(("user", "hi"), session_id="b1"), "b1"),
+        (chat(("user", "hi"), prompt_cache_key="k1"), "k1"),
+        (chat(("user", "hi"), vllm_xargs={"session_id": "x1"}), "x1"),
+    ],
+)
+def test_body_session_fields(body: dict[str, object], expected: str) -> None:
+    session, _, _, inferred = who(body)
+    assert (session, inferred) == (expected, False)
+
+
+def test_other_session_headers_are_understood() -> None:
+    assert who(chat(("user", "hi")), x_claude_code_session_id="cc")[0] == "cc"
+    assert who(chat(("user", "hi")), session_id="plain")[0] == "plain"
+
+
+def test_inferred_session_is_stable_across_turns_of_one_conversation() -> None:
+    turn1 = chat(("system", "you code"), ("user", "fix bug 1"))
+    turn2 = chat(("system", "you code"), ("user", "fix bug 1"), ("assistant", "ok"), ("tool", "done"))
+    other = chat(("system", "you code"), ("user", "fix bug 2"))
+    s1, _, _, inferred = who(turn1)
+    assert inferred and s1.startswith("conv-")
+    assert who(turn2)[0] == s1
+    assert who(other)[0] != s1
+
+
+def test_call_without_messages_or_session_is_its_own_session() -> None:
+    session, _, _, inferred = who({"model": "m", "prompt": "hello"})
+    assert session == "req-rid1" and inferred
+
+
+def test_tenant_and_agent_type() -> None:
+    _, tenant, agent, _ = who(chat(("user", "x")), X_Tenant_ID="acme", X_Agent_Type="coder")
+    assert (tenant, agent) == ("acme", "coder")
+    _, keyed, agent, _ = who(chat(("user", "x")), Authorization="Bearer sk-secret")
+    assert keyed.startswith("key-") and "secret" not in keyed and agent == "default"
+    assert who(chat(("user", "x")))[1] == "default"
+
+
+@pytest.mark.parametrize("body", [b"{", b"[1, 2]", b'{"stream": "yes"}', b'{"model": 3}'])
+def test_malformed_bodies_raise(body: bytes) -> None:
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        decode_call(body)

@@ -1,0 +1,76 @@
+"""The block pool: reference counts, LRU order of freed blocks, eviction, hits on free blocks, reset."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.block_hash import first_block_extra_keys, hash_function, none_hash
+from simulator.block_pool import BlockPool
+
+
+def test_allocate_takes_free_blocks_in_order_and_refuses_when_short() -> None:
+    pool = BlockPool(4, 16)
+    assert pool.allocate(3) == [0, 1, 2]
+    assert pool.num_free == 1 and pool.usage == pytest.approx(0.75)
+    assert pool.allocate(2) is None
+    assert pool.num_free == 1  # a refused allocation takes nothing
+
+
+def test_freed_cached_blocks_still_hit_and_are_evicted_least_recently_freed_first() -> None:
+    pool = BlockPool(4, 16)
+    a, b = pool.allocate(2) or [], pool.allocate(2) or []
+    for block_id, h in zip(a + b, [b"a0", b"a1", b"b0", b"b1"], strict=True):
+        pool.cache_block(block_id, h)
+    pool.free(reversed(a))  # a request frees its tail first
+    pool.free(reversed(b))
+    assert pool.usage == 0.0
+    assert pool.lookup([b"a0", b"a1"]) == a and pool.lookup([b"b0", b"b1"]) == b
+    assert pool.allocate(1) == [a[1]]  # a's tail was freed first, so it goes first
+    assert pool.num_evictions == 1
+    assert pool.lookup([b"a0", b"a1"]) == [a[0]]  # the chain now stops at the evicted block
+    assert pool.lookup([b"b0", b"b1"]) == b
+
+
+def test_a_hit_on_a_free_block_takes_it_out_of_the_free_queue() -> None:
+    pool = BlockPool(2, 16)
+    (block,) = pool.allocate(1) or []
+    pool.cache_block(block, b"x")
+    pool.free([block])
+    assert pool.num_evictable([block]) == 1
+    pool.touch([block])
+    assert pool.ref_count(block) == 1 and not pool.is_free(block)
+    assert pool.allocate(1) == [1]
+    assert pool.allocate(1) is None  # the touched block is not evicted
+    assert pool.lookup([b"x"]) == [block]
+
+
+def test_a_duplicate_hash_keeps_the_first_block() -> None:
+    pool = BlockPool(2, 16)
+    first, second = pool.allocate(2) or []
+    pool.cache_block(first, b"same")
+    pool.cache_block(second, b"same")
+    assert pool.lookup([b"same"]) == [first] and pool.num_cached == 1
+
+
+def test_reset_is_refused_while_blocks_are_in_use() -> None:
+    pool = BlockPool(2, 16)
+    blocks = pool.allocate(1) or []
+    pool.cache_block(blocks[0], b"h")
+    assert pool.reset() is False and pool.lookup([b"h"]) == blocks
+    pool.free(blocks)
+    assert pool.reset() is True and pool.lookup([b"h"]) == []
+    pool.check_invariants()
+
+
+@pytest.mark.parametrize("algo", ["sha256", "builtin"])
+def test_block_hashes_chain_and_salt_changes_only_through_the_first_block(algo: str) -> None:
+    h = hash_function(algo)
+    root = none_hash(algo)
+    tokens = list(range(16))
+    plain = h(root, tokens, first_block_extra_keys(None))
+    salted = h(root, tokens, first_block_extra_keys("tenant-a"))
+    assert plain != salted and plain == h(root, tokens, None)
+    assert h(plain, tokens, None) != h(salted, tokens, None)  # the salt reaches later blocks via the parent
+    assert h(plain, tokens, None) != plain
+    with pytest.raises(ValueError, match="known"):
+        hash_function("md5")

@@ -1,0 +1,71 @@
+"""The asyncio driver: delivery order, simulated clock, aborts, and failing loudly when the engine breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from simulator.cost_model import PROFILES
+from simulator.driver import ReplicaDriver
+from simulator.engine import Engine, EngineRequest, StepResult
+
+
+def request(rid: str, max_tokens: int = 5) -> EngineRequest:
+    return EngineRequest(
+        request_id=rid, prompt_token_ids=list(range(300, 340)), max_tokens=max_tokens, ignore_eos=True
+    )
+
+
+async def test_outputs_arrive_in_order_and_simulated_time_advances_by_steps() -> None:
+    seen: list[float] = []
+    driver = ReplicaDriver(
+        Engine(PROFILES["llama3-8b-h100"]), time_scale=1000.0, on_output=lambda _, t: seen.append(t)
+    )
+    driver.start()
+    try:
+        stream = driver.submit(request("a"))
+        outputs = [await stream.get() for _ in range(5)]
+    finally:
+        await driver.stop()
+    assert [o.first_token for o in outputs] == [True, False, False, False, False]
+    assert outputs[-1].finish_reason == "length" and stream.finished
+    assert outputs[-1].usage is not None and outputs[-1].usage.completion_tokens == 5
+    assert seen == sorted(seen) and len(seen) == 5
+    assert all(b - a >= 0.0076 - 1e-9 for a, b in itertools.pairwise(seen))  # a step each, in sim time
+    assert driver.now() >= seen[-1]
+
+
+async def test_abort_stops_the_request_in_the_engine() -> None:
+    engine = Engine(PROFILES["llama3-8b-h100"])
+    driver = ReplicaDriver(engine, time_scale=1000.0)
+    driver.start()
+    try:
+        stream = driver.submit(request("long", max_tokens=100_000))
+        await stream.get()
+        driver.abort("long")
+        assert not engine.has_unfinished()
+        follow = driver.submit(request("next", max_tokens=2))
+        assert (await follow.get()).first_token
+    finally:
+        await driver.stop()
+
+
+async def test_a_broken_engine_fails_open_streams_and_refuses_new_requests() -> None:
+    engine = Engine(PROFILES["llama3-8b-h100"])
+
+    def broken(now: float) -> StepResult:
+        raise RuntimeError("boom")
+
+    engine.step = broken  # type: ignore[method-assign]
+    driver = ReplicaDriver(engine, time_scale=1000.0)
+    driver.start()
+    try:
+        stream = driver.submit(request("a"))
+        with pytest.raises(RuntimeError, match="boom"):
+            await asyncio.wait_for(stream.get(), timeout=10)
+        with pytest.raises(RuntimeError, match="failed"):
+            driver.submit(request("b"))
+    finally:
+        await driver.stop()
