@@ -59,8 +59,9 @@ async def run_demo(config: DemoConfig, console: Console | None = None) -> dict[s
 
 def results_table(results: dict[str, Summary], baseline: str) -> Table:
     table = Table(title="Task completion time (simulated seconds) and prefix-cache hit rate per policy")
-    for column in ("policy", "tasks ok", "mean", "p50", "p90", "prefix hit", f"speedup vs {baseline}"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
+    table.add_column("policy", no_wrap=True)
+    for column in ("tasks ok", "mean", "p50", "p90", "prefix hit", f"speedup vs {baseline}"):
+        table.add_column(column, justify="right")
     base = results[baseline].tct_mean_s
     for policy, s in results.items():
         speedup = base / s.tct_mean_s if s.tct_mean_s else 0.0
