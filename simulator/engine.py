@@ -91,7 +91,9 @@ class Engine:
         if req.request_id in self._seqs:
             raise InvalidRequestError(f"request id {req.request_id!r} is already running")
         max_len = self.profile.max_model_len
-        validate(req, max_model_len=max_len, scheduling_policy=self.scheduling_policy)
+        validate(
+            req, max_model_len=max_len, scheduling_policy=self.scheduling_policy, block_size=self.block_size
+        )
         plan, finish_reason = output_plan(req, max_model_len=max_len, tokenizer=self.tokenizer)
         seq = RequestState(req, now, self._seq_no, plan, finish_reason)
         self._seq_no += 1

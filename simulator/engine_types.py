@@ -19,6 +19,10 @@ class EngineRequest(msgspec.Struct, kw_only=True):
     ignore_eos: bool = False
     priority: int = 0
     cache_salt: str | None = None
+    # Optional: the hashes of the prompt's leading full blocks, computed by the caller with the engine's
+    # algorithm (and salt). A discrete-event client growing one conversation passes them, so a 50k-token
+    # prompt is not re-hashed on every call; the engine hashes any block beyond them itself.
+    prompt_block_hashes: list[bytes | int] | None = None
 
 
 class Usage(msgspec.Struct, frozen=True):

@@ -20,7 +20,7 @@ _MIN_NATURAL = 32
 _NATURAL_DOUBLINGS = 4.5  # natural output lengths are log-uniform in [32, 32 * 2**4.5)
 
 
-def validate(req: EngineRequest, *, max_model_len: int, scheduling_policy: str) -> None:
+def validate(req: EngineRequest, *, max_model_len: int, scheduling_policy: str, block_size: int) -> None:
     """Raise InvalidRequestError if `req` can never run on an engine with these limits."""
     num_prompt = len(req.prompt_token_ids)
     if num_prompt == 0:
@@ -42,6 +42,8 @@ def validate(req: EngineRequest, *, max_model_len: int, scheduling_policy: str) 
             f"{num_prompt + req.max_tokens} tokens ({num_prompt} in the messages, {req.max_tokens} in "
             f"the completion). Please reduce the length of the messages or completion."
         )
+    if req.prompt_block_hashes is not None and len(req.prompt_block_hashes) > num_prompt // block_size:
+        raise InvalidRequestError("prompt_block_hashes has more hashes than the prompt has full blocks.")
     if req.priority != 0 and scheduling_policy != "priority":
         raise InvalidRequestError(f"Got priority {req.priority} but Priority scheduling is not enabled.")
 
@@ -105,7 +107,7 @@ class RequestState:
         self.seq_no = seq_no
         self.extra_keys: ExtraKeys = first_block_extra_keys(req.cache_salt)
         self.block_ids: list[int] = []
-        self.block_hashes: list[BlockHash] = []
+        self.block_hashes: list[BlockHash] = list(req.prompt_block_hashes or ())
         self.num_cached_blocks = 0  # leading blocks of block_ids registered in the prefix cache
         self.num_computed = 0  # tokens whose KV is in block_ids
         self.num_output = 0
