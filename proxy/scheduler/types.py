@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 ReplicaId = str
+PREFIX_CHUNK_TOKENS = 256
 
 
 class RequestInfo(msgspec.Struct, frozen=True):
@@ -22,6 +23,12 @@ class RequestInfo(msgspec.Struct, frozen=True):
     agent_type: str = "default"
     model: str = ""
     prompt_chars: int = 0
+    # Estimated prompt length in tokens (exact in the discrete-event cluster; ~chars/4 over HTTP).
+    prompt_tokens: int = 0
+    # Chain hashes of the prompt's leading chunks, one per chunk of PREFIX_CHUNK_TOKENS tokens (over HTTP: of
+    # 4 x PREFIX_CHUNK_TOKENS characters): two calls whose first k hashes are equal share that prefix. Used by
+    # prefix-aware policies as an approximate prefix tree; empty when the shell does not compute them.
+    prefix_hashes: tuple[int, ...] = ()
     stream: bool = False
     # True when the session id was inferred from the conversation rather than sent by the client.
     session_inferred: bool = False
@@ -62,6 +69,9 @@ class Dispatch(msgspec.Struct, frozen=True, tag="dispatch"):
     request_id: str
     replica_id: ReplicaId
     priority: int | None = None
+    # Ask the replica to keep this call's KV cached for this many seconds after it ends (the retention
+    # contract, docs/retention-api.md: sent as vllm_xargs.saga_retain_ttl_s with the session id).
+    retain_ttl_s: float | None = None
 
 
 class Reject(msgspec.Struct, frozen=True, tag="reject"):
