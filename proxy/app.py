@@ -21,10 +21,12 @@ from aiohttp import web
 
 from proxy import forward
 from proxy.config import ProxyConfig
+from proxy.directives import with_retention
 from proxy.errors import ProxyError, openai_errors
 from proxy.health import replica_health_loop
 from proxy.identity import decode_call, identify
 from proxy.metrics import ProxyMetrics
+from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, SchedulerCore, build_policy
 
 log = logging.getLogger("saga.proxy")
@@ -80,6 +82,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         raise _bad_request(f"request body is not valid JSON: {e}") from e
 
     request_id = f"{_id_prefix}-{next(_request_ids)}"
+    prompt = bytes(fields.messages or fields.prompt)
     who = identify(request.headers, fields, request_id)
     info = RequestInfo(
         request_id=request_id,
@@ -89,6 +92,8 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         agent_type=who.agent_type,
         model=fields.model,
         prompt_chars=len(body),
+        prompt_tokens=estimated_tokens(prompt),
+        prefix_hashes=prefix_hashes(prompt) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream,
         session_inferred=who.session_inferred,
     )
@@ -105,9 +110,12 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         if decision.priority is not None:
             extra["X-Vllm-Priority"] = str(decision.priority)
         headers = forward.forwarded_headers(request.headers, extra)
+        sent = body
+        if decision.retain_ttl_s is not None:
+            sent = with_retention(body, who.session_id, decision.retain_ttl_s)
         try:
             upstream = await forward.open_upstream(
-                app[UPSTREAM], decision.replica_id + request.path, body, headers
+                app[UPSTREAM], decision.replica_id + request.path, sent, headers
             )
             break
         except forward.UpstreamUnreachable as e:

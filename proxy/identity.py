@@ -34,6 +34,7 @@ class CallFields(msgspec.Struct):
     prompt_cache_key: str | None = None
     vllm_xargs: dict[str, Any] | None = None
     messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
+    prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at
 
 
 class Identity(msgspec.Struct, frozen=True):

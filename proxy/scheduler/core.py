@@ -158,7 +158,7 @@ class SchedulerCore:
         session.calls += 1
         for plugin in self.policy.plugins:
             plugin.on_dispatch(req, replica_id)
-        return Dispatch(req.request_id, replica_id)
+        return Dispatch(req.request_id, replica_id, retain_ttl_s=self.policy.retain_ttl_s(req, replica_id))
 
     def _session_done(self, req: RequestInfo) -> None:
         session = self.sessions.get(req.session_id)

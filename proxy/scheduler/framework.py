@@ -29,6 +29,8 @@ class Plugin:
 
     type_name: ClassVar[str]
     Params: ClassVar[type[PluginParams]] = PluginParams
+    # Whether the plugin reads `RequestInfo.prefix_hashes` (the shell computes them only when one does).
+    uses_prefix_hashes: ClassVar[bool] = False
 
     def __init__(self, params: PluginParams, rng: random.Random) -> None:
         self.params = params
@@ -73,6 +75,14 @@ class Picker(Plugin):
         raise NotImplementedError
 
 
+class Retention(Plugin):
+    """Decides KV retention after a call. Contract: returns the seconds the replica should keep the call's KV
+    cached after it ends (the retention contract, docs/retention-api.md), or None for no retention."""
+
+    def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
+        raise NotImplementedError
+
+
 class RoutingPolicy:
     """A configured chain of plugins. `route` is pure apart from the plugins' own state."""
 
@@ -82,15 +92,25 @@ class RoutingPolicy:
         filters: Sequence[Filter],
         scorers: Sequence[tuple[Scorer, float]],
         picker: Picker,
+        retention: Retention | None = None,
     ) -> None:
         self.name = name
         self.filters = list(filters)
         self.scorers = list(scorers)
         self.picker = picker
+        self.retention = retention
 
     @property
     def plugins(self) -> list[Plugin]:
-        return [*self.filters, *(s for s, _ in self.scorers), self.picker]
+        extra = [self.retention] if self.retention is not None else []
+        return [*self.filters, *(s for s, _ in self.scorers), self.picker, *extra]
+
+    @property
+    def wants_prefix_hashes(self) -> bool:
+        return any(p.uses_prefix_hashes for p in self.plugins)
+
+    def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
+        return self.retention.retain_ttl_s(req, replica_id) if self.retention is not None else None
 
     def route(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> ReplicaId | None:
         """The replica for `req`, or None when no candidate is left."""

@@ -12,10 +12,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from proxy.scheduler.framework import Filter, Picker, Plugin, RoutingPolicy, Scorer
+from proxy.scheduler.framework import Filter, Picker, Plugin, Retention, RoutingPolicy, Scorer
+from proxy.scheduler.plugins.cache_aware import CacheAwarePicker
+from proxy.scheduler.plugins.fixed_ttl import FixedTtlRetention
+from proxy.scheduler.plugins.kv_utilization import KvUtilizationScorer
 from proxy.scheduler.plugins.least_request import LeastRequestScorer
 from proxy.scheduler.plugins.max_score import MaxScorePicker
 from proxy.scheduler.plugins.power_of_two import PowerOfTwoPicker
+from proxy.scheduler.plugins.prefix_cache import PrefixCacheScorer
+from proxy.scheduler.plugins.queue_depth import QueueScorer
 from proxy.scheduler.plugins.round_robin import RoundRobinPicker
 from proxy.scheduler.plugins.session_affinity import SessionAffinityScorer
 
@@ -27,8 +32,13 @@ PLUGIN_TYPES: dict[str, type[Plugin]] = {
         RoundRobinPicker,
         MaxScorePicker,
         PowerOfTwoPicker,
+        CacheAwarePicker,
         LeastRequestScorer,
         SessionAffinityScorer,
+        PrefixCacheScorer,
+        QueueScorer,
+        KvUtilizationScorer,
+        FixedTtlRetention,
     )
 }
 
@@ -47,6 +57,7 @@ class PolicySpec(msgspec.Struct, forbid_unknown_fields=True):
     picker: PluginSpec
     filters: list[PluginSpec] = msgspec.field(default_factory=list)
     scorers: list[PluginSpec] = msgspec.field(default_factory=list)
+    retention: PluginSpec | None = None
 
 
 PRESETS: dict[str, PolicySpec] = {
@@ -61,6 +72,24 @@ PRESETS: dict[str, PolicySpec] = {
     "session-affinity": PolicySpec(
         picker=PluginSpec("max-score-picker"),
         scorers=[PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)],
+    ),
+    # llm-d's default scorer mix: approximate prefix overlap (weight 3), queue depth and KV-cache
+    # utilisation (weight 2 each), highest total wins.
+    "prefix-load": PolicySpec(
+        picker=PluginSpec("max-score-picker"),
+        scorers=[
+            PluginSpec("prefix-cache-scorer", 3.0),
+            PluginSpec("queue-scorer", 2.0),
+            PluginSpec("kv-cache-utilization-scorer", 2.0),
+        ],
+    ),
+    # SGLang router's cache-aware policy: longest cached prefix, shortest queue when load is imbalanced.
+    "cache-aware": PolicySpec(picker=PluginSpec("cache-aware-picker")),
+    # Continuum: session affinity plus a fixed KV retention TTL after each call.
+    "continuum-ttl": PolicySpec(
+        picker=PluginSpec("max-score-picker"),
+        scorers=[PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)],
+        retention=PluginSpec("fixed-ttl-retention"),
     ),
 }
 
@@ -77,7 +106,10 @@ def _build_plugin(spec: PluginSpec, kind: type[P], rng: random.Random) -> P:
         params = msgspec.convert(spec.params, cls.Params)
     except msgspec.ValidationError as e:
         raise ConfigError(f"plugin {spec.type!r}: bad params: {e}") from e
-    plugin = cls(params, rng)
+    try:
+        plugin = cls(params, rng)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     assert isinstance(plugin, kind)
     return plugin
 
@@ -95,4 +127,5 @@ def build_policy(policy: str | PolicySpec, seed: int | None = None) -> RoutingPo
     filters = [_build_plugin(s, Filter, rng) for s in spec.filters]
     scorers = [(_build_plugin(s, Scorer, rng), s.weight) for s in spec.scorers]
     picker = _build_plugin(spec.picker, Picker, rng)
-    return RoutingPolicy(name, filters, scorers, picker)
+    retention = _build_plugin(spec.retention, Retention, rng) if spec.retention is not None else None
+    return RoutingPolicy(name, filters, scorers, picker, retention)

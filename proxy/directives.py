@@ -1,0 +1,26 @@
+"""Rewrites a call's body to carry what the scheduler decided for the replica (KV retention).
+
+Contract: `with_retention(body, session_id, ttl_s)` returns the body with `vllm_xargs.saga_retain_ttl_s` and
+`vllm_xargs.session_id` set (docs/retention-api.md), every other field unchanged; bodies the proxy would not
+touch otherwise are forwarded byte for byte. Priority needs no rewrite: vLLM reads the `X-Vllm-Priority`
+header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+_decoder = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+
+
+def with_retention(body: bytes, session_id: str, ttl_s: float) -> bytes:
+    call = _decoder.decode(body)
+    xargs = call.get("vllm_xargs")
+    xargs = dict(xargs) if isinstance(xargs, dict) else {}
+    xargs["saga_retain_ttl_s"] = ttl_s
+    xargs.setdefault("session_id", session_id)
+    call["vllm_xargs"] = xargs
+    return _encoder.encode(call)

@@ -1,0 +1,34 @@
+"""`fixed-ttl-retention`: asks the replica to keep every call's KV for a fixed TTL after it ends.
+
+Continuum's mechanism (arXiv 2511.02230): pin a call's KV on its GPU for a time-to-live while the agent runs
+its tool, so the next call finds its prefix even under memory pressure. The TTL is one number for all tools;
+SAGA's own retention sizes it per predicted return time instead.
+"""
+
+from __future__ import annotations
+
+import random
+
+from proxy.scheduler.framework import PluginParams, Retention
+from proxy.scheduler.types import ReplicaId, RequestInfo
+
+
+class FixedTtlParams(PluginParams):
+    ttl_s: float = 10.0
+
+
+class FixedTtlRetention(Retention):
+    """Contract: `ttl_s` for every call (must be > 0)."""
+
+    type_name = "fixed-ttl-retention"
+    Params = FixedTtlParams
+
+    def __init__(self, params: PluginParams, rng: random.Random) -> None:
+        super().__init__(params, rng)
+        assert isinstance(params, FixedTtlParams)
+        if params.ttl_s <= 0:
+            raise ValueError(f"fixed-ttl-retention: ttl_s must be > 0, got {params.ttl_s}")
+        self.ttl_s = params.ttl_s
+
+    def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
+        return self.ttl_s

@@ -1,0 +1,42 @@
+"""`prefix-cache-scorer`: prefers replicas that (probably) hold the longest prefix of the prompt.
+
+llm-d's approximate prefix-cache scorer: the router remembers the prompt chunks it sent to each replica and
+scores a replica by the fraction of the prompt's leading chunks it would find there. It sees no KV events, so
+its view ages by an LRU capacity per replica (`capacity_chunks`, default ~ a 430k-token H100 cache of
+256-token chunks).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from proxy.scheduler.framework import PluginParams, Scorer
+from proxy.scheduler.prefix_index import PrefixIndex
+from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
+
+
+class PrefixCacheParams(PluginParams):
+    capacity_chunks: int = 1680
+
+
+class PrefixCacheScorer(Scorer):
+    """Contract: score = matched leading chunks / prompt chunks, in [0, 1]; all 0 when the call carries no
+    prefix hashes. Remembers a call's chunks on the replica it is dispatched to."""
+
+    type_name = "prefix-cache-scorer"
+    uses_prefix_hashes = True
+    Params = PrefixCacheParams
+
+    def __init__(self, params: PluginParams, rng: random.Random) -> None:
+        super().__init__(params, rng)
+        assert isinstance(params, PrefixCacheParams)
+        self.index = PrefixIndex(params.capacity_chunks)
+
+    def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
+        total = len(req.prefix_hashes)
+        matched = self.index.matches(req.prefix_hashes) if total else {}
+        return {r.replica_id: matched.get(r.replica_id, 0) / total if total else 0.0 for r in replicas}
+
+    def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        self.index.insert(req.prefix_hashes, replica_id)

@@ -1,0 +1,47 @@
+"""Prefix chunk hashes of raw prompts, and the body rewrite that carries a retention directive."""
+
+from __future__ import annotations
+
+import msgspec
+
+from proxy.directives import with_retention
+from proxy.identity import decode_call
+from proxy.prompt_shape import CHUNK_BYTES, estimated_tokens, prefix_hashes
+
+
+def messages(turns: int) -> list[dict[str, str]]:
+    convo = [{"role": "system", "content": "You are an agent. " * 200}]
+    for i in range(turns):
+        convo.append({"role": "user", "content": f"step {i} " + "observation " * 150})
+    return convo
+
+
+def test_a_growing_conversation_keeps_its_leading_chunk_hashes() -> None:
+    short = decode_call(msgspec.json.encode({"messages": messages(2)})).messages
+    long = decode_call(msgspec.json.encode({"messages": messages(5), "stream": True})).messages
+    a, b = prefix_hashes(bytes(short)), prefix_hashes(bytes(long))
+    assert len(a) == len(short) // CHUNK_BYTES and len(b) > len(a) > 2
+    # Every full chunk of the shorter rendering except the one holding its closing bracket is shared.
+    assert b[: len(a) - 1] == a[: len(a) - 1]
+    other = decode_call(msgspec.json.encode({"messages": [{"role": "system", "content": "x" * 5000}]}))
+    assert prefix_hashes(bytes(other.messages))[0] != a[0]
+    assert estimated_tokens(bytes(long)) == len(long) // 4
+
+
+def test_completions_prompts_are_hashed_too_and_short_ones_have_no_chunk() -> None:
+    fields = decode_call(b'{"prompt": "hello", "model": "m"}')
+    assert bytes(fields.prompt) == b'"hello"' and prefix_hashes(bytes(fields.prompt)) == ()
+
+
+def test_retention_rewrite_sets_the_directive_and_keeps_every_other_field() -> None:
+    body = msgspec.json.encode({"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_p": 0.5})
+    out = msgspec.json.decode(with_retention(body, "s-1", 12.5))
+    assert out["vllm_xargs"] == {"saga_retain_ttl_s": 12.5, "session_id": "s-1"}
+    assert {k: v for k, v in out.items() if k != "vllm_xargs"} == msgspec.json.decode(body)
+    # A session id the client already put in vllm_xargs wins; its other xargs stay.
+    body = msgspec.json.encode({"vllm_xargs": {"session_id": "mine", "foo": 1}})
+    assert msgspec.json.decode(with_retention(body, "s-1", 3.0))["vllm_xargs"] == {
+        "session_id": "mine",
+        "foo": 1,
+        "saga_retain_ttl_s": 3.0,
+    }
