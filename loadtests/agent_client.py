@@ -43,6 +43,10 @@ class AgentTask(msgspec.Struct, frozen=True):
     seed: int = 0  # what the task's text is rendered from
     # Browser agents without history: each observation replaces the conversation after the system prompt.
     replace_history: bool = False
+    slo_class: str = "standard"  # a key into the harness's SLO targets (multi-tenant mixes)
+    # When the task starts, in workload seconds from the run's start (trace replay, open loop); None: as soon
+    # as a closed-loop slot is free.
+    arrival_s: float | None = None
 
 
 class CallRecord(msgspec.Struct):

@@ -23,6 +23,13 @@ class LogNormal(msgspec.Struct, frozen=True):
         return min(rng.lognormvariate(math.log(self.median), sigma), self.cap)
 
     @classmethod
+    def from_mean_sd(cls, mean: float, sd: float, cap: float = math.inf) -> LogNormal:
+        """The log-normal with this mean and standard deviation (how trace catalogs quote them)."""
+        sigma = math.sqrt(math.log(1 + (sd / mean) ** 2))
+        median = mean / math.exp(sigma**2 / 2)
+        return cls(median, median * math.exp(sigma * _Z90), cap)
+
+    @classmethod
     def from_median_mean(cls, median: float, mean: float, cap: float = math.inf) -> LogNormal:
         """mean = median * exp(sigma^2 / 2) for a log-normal."""
         sigma = math.sqrt(2 * math.log(mean / median))
