@@ -59,6 +59,9 @@ class CallRecord(msgspec.Struct):
     completion_tokens: int = 0
     replica: str = ""
     error: str | None = None
+    # From sending the call to the engine first scheduling it (the proxy's queue and the engine's); known
+    # in the discrete-event cluster only.
+    queue_s: float | None = None
 
 
 class TaskRecord(msgspec.Struct):
@@ -125,7 +128,7 @@ class AgentClient:
     async def run_task(self, task: AgentTask) -> TaskRecord:
         record = TaskRecord(task.session_id, task.tenant_id, task.agent_type, started_s=self.now())
         rng = random.Random(f"{task.session_id}/{task.seed}")
-        messages: list[dict[str, str]] = [
+        messages: list[dict[str, Any]] = [
             {"role": "system", "content": shared_text(task.agent_type, task.system_tokens)},
             {"role": "user", "content": words(rng, task.task_tokens)},
         ]
@@ -144,23 +147,37 @@ class AgentClient:
             if task.replace_history:
                 messages[1:] = [{"role": "user", "content": observation}]
             else:
-                messages.append({"role": "assistant", "content": answer})
-                messages.append({"role": "tool", "content": observation})
+                # The answer names the tool it called, as an OpenAI tool call; the result answers that call.
+                call_id = f"call_{i}"
+                function = {"name": step.tool_name, "arguments": "{}"}
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": answer,
+                        "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+                    }
+                )
+                messages.append({"role": "tool", "tool_call_id": call_id, "content": observation})
         record.finished_s = self.now()
         return record
 
     async def run_all(self, tasks: Sequence[AgentTask], concurrency: int | None = None) -> list[TaskRecord]:
-        """Runs every task, at most `concurrency` at a time (all at once when None): a closed loop."""
+        """Runs every task. Tasks with `arrival_s` start at that workload time after the call (open loop);
+        the others start as soon as fewer than `concurrency` tasks run (closed loop; all at once if None)."""
         limit = asyncio.Semaphore(concurrency or len(tasks) or 1)
+        start = self.now()
 
         async def bounded(task: AgentTask) -> TaskRecord:
+            if task.arrival_s is not None:
+                await asyncio.sleep(max(0.0, start + task.arrival_s - self.now()) / self.time_scale)
+                return await self.run_task(task)
             async with limit:
                 return await self.run_task(task)
 
         return list(await asyncio.gather(*(bounded(t) for t in tasks)))
 
     async def _call(
-        self, index: int, messages: list[dict[str, str]], step: Step, headers: dict[str, str]
+        self, index: int, messages: list[dict[str, Any]], step: Step, headers: dict[str, str]
     ) -> tuple[CallRecord, str]:
         body: dict[str, Any] = {
             "model": self.model,
