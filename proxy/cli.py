@@ -16,6 +16,8 @@ import yaml
 
 from proxy.config import ProxyConfig
 from proxy.scheduler import PRESETS, ConfigError
+from simulator.block_hash import HASH_FUNCTIONS
+from simulator.cost_model import PROFILES
 
 DEFAULT_PROFILE = "llama3-8b-h100"
 
@@ -29,10 +31,40 @@ def _run(main: Coroutine[Any, Any, object]) -> None:
         asyncio.run(main)
 
 
+def _num_blocks(text: str) -> int:
+    value = int(text)
+    if value < 2:  # vLLM's null block and at least one for KV
+        raise argparse.ArgumentTypeError(f"needs at least 2 blocks, got {value}")
+    return value
+
+
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-scale", type=float, default=1.0, help="simulated time runs K times faster")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, help="cost-model profile of the simulated GPU")
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="cost-model profile of the simulated GPU (simulator/cost_model.py)",
+    )
     p.add_argument("--model", default="saga-sim", help="model name the simulated replicas serve")
+    p.add_argument(
+        "--prefix-caching-hash-algo",
+        choices=sorted(HASH_FUNCTIONS),
+        default="sha256",
+        help="block hash, as vLLM's flag ('builtin' is faster but not vLLM's hashes)",
+    )
+    p.add_argument(
+        "--num-gpu-blocks-override",
+        type=_num_blocks,
+        metavar="N",
+        help="KV capacity in blocks (default: the profile's), as vLLM's flag",
+    )
+    p.add_argument(
+        "--kv-events",
+        metavar="ENDPOINT",
+        help="publish vLLM KV-cache events over ZMQ: replica i on ENDPOINT's port + i (e.g. 'tcp://*:5557'; "
+        "'tcp://127.0.0.1:*' for ephemeral loopback ports; a plain host:port is connected to, as in vLLM)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=10)
     demo.add_argument("--time-scale", type=float, default=10.0)
     demo.add_argument("--policies", default="round-robin,session-affinity")
-    demo.add_argument("--profile", default=DEFAULT_PROFILE)
+    demo.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--stream", action="store_true", help="agents stream their answers")
+    from loadtests.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -98,7 +133,13 @@ async def _serve(args: argparse.Namespace) -> None:
     from simulator.server import start_fleet
 
     fleet = await start_fleet(
-        args.simulate, time_scale=args.time_scale, profile=args.profile, model=args.model
+        args.simulate,
+        time_scale=args.time_scale,
+        profile=args.profile,
+        model=args.model,
+        kv_events_endpoint=args.kv_events,
+        hash_algo=args.prefix_caching_hash_algo,
+        num_gpu_blocks=args.num_gpu_blocks_override,
     )
     try:
         print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
@@ -146,8 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         time_scale=args.time_scale,
                         profile=args.profile,
                         model=args.model,
+                        kv_events_endpoint=args.kv_events,
+                        hash_algo=args.prefix_caching_hash_algo,
+                        num_gpu_blocks=args.num_gpu_blocks_override,
                     )
                 )
+            elif args.command == "bench":
+                from loadtests.bench.cli import run_bench
+
+                return run_bench(args)
             else:
                 _demo(args)
     except ConfigError as e:

@@ -1,22 +1,30 @@
 """A paged KV cache with prefix caching: fixed blocks, reference counts, LRU eviction of freed blocks.
 
 Contract (vLLM's v1 block pool):
-- A block is in use while its reference count is > 0. Free blocks sit in one queue in the order they were
-  freed; new blocks are taken from its head, so the least recently freed block is reused (and, if it held a
-  cached hash, evicted) first.
+- A block is in use while its reference count is > 0. Free blocks sit in one queue; new blocks are taken
+  from its head. A freed block holding a cached hash joins the tail, so the least recently freed cached block
+  is evicted first (LRU); a freed block holding none (a partial block) joins the head, to be reused before
+  any cached block is evicted (vLLM 0.32's `free_blocks`).
 - Only full blocks are cached (`cache_block`); a freed cached block keeps its hash and still gives hits until
-  it is reused. If two blocks get the same hash, the first one registered stays the cached one.
+  it is reused. If two blocks get the same hash (a repeated block-aligned prompt recomputes its last block;
+  concurrent requests compute one prefix), both stay cached, as in vLLM: lookups find the first registered,
+  and the hash stays cached until its last block is evicted.
 - `lookup` returns the longest run of cached blocks matching a hash chain from its start, without taking
   references; `touch` takes them (a hit on a free block pulls it out of the free queue).
 - The pool never raises on exhaustion: `allocate` returns None when too few blocks are free.
+- KV events (simulator.kv_events), only while `kv_event_sink` is set: every hash entering the cache is
+  reported (`log_stored`, called by the engine after `cache_block`, with the tokens and parent vLLM sends),
+  every cached hash evicted by `allocate` as BlockRemoved, and `reset` as AllBlocksCleared; replaying them
+  gives exactly the set of cached hashes. With no sink these paths cost one attribute test.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from simulator.block_hash import BlockHash
+from simulator.kv_events import AllBlocksCleared, KvEvent, block_removed, block_stored
 
 
 class BlockPool:
@@ -31,10 +39,14 @@ class BlockPool:
         self._hash: list[BlockHash | None] = [None] * num_blocks
         # an O(1) LRU queue that can also drop a block from its middle (a hit on a free cached block)
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
-        self._cached: dict[BlockHash, int] = {}
+        self._cached: dict[BlockHash, int] = {}  # hash -> the block lookups find (its `_hash` entry is set)
+        # further blocks holding a cached hash, in registration order (rare; their `_hash` entry stays None)
+        self._dups: dict[BlockHash, list[int]] = {}
+        self._dup_of: dict[int, BlockHash] = {}
         self.num_evictions = 0
         self.query_tokens = 0
         self.hit_tokens = 0
+        self.kv_event_sink: Callable[[KvEvent], None] | None = None  # KV events off while None
 
     @property
     def num_free(self) -> int:
@@ -43,7 +55,7 @@ class BlockPool:
 
     @property
     def num_cached(self) -> int:
-        """Blocks that currently hold a cached hash (in use or free)."""
+        """Distinct hashes cached now (in use or free; a duplicate block adds none)."""
         return len(self._cached)
 
     @property
@@ -89,34 +101,100 @@ class BlockPool:
             return None
         free = self._free
         out: list[int] = []
+        evicted: list[BlockHash] | None = None if self.kv_event_sink is None else []
         for _ in range(n):
             block_id, _ = free.popitem(last=False)
             block_hash = self._hash[block_id]
             if block_hash is not None:
                 self._hash[block_id] = None
-                if self._cached.get(block_hash) == block_id:
+                if self._cached.get(block_hash) == block_id and not self._promote_dup(block_hash):
                     del self._cached[block_hash]
                     self.num_evictions += 1
+                    if evicted is not None:
+                        evicted.append(block_hash)
+            elif self._dup_of and block_id in self._dup_of:
+                dup_hash = self._dup_of.pop(block_id)
+                dups = self._dups[dup_hash]
+                dups.remove(block_id)
+                if not dups:
+                    del self._dups[dup_hash]
             self._ref_cnt[block_id] = 1
             out.append(block_id)
+        if evicted and self.kv_event_sink is not None:
+            self.kv_event_sink(block_removed(evicted))
         return out
 
+    def _promote_dup(self, block_hash: BlockHash) -> bool:
+        """The cached block of `block_hash` is being evicted: its oldest duplicate, if any, takes the hash."""
+        dups = self._dups.get(block_hash)
+        if not dups:
+            return False
+        block_id = dups.pop(0)
+        if not dups:
+            del self._dups[block_hash]
+        del self._dup_of[block_id]
+        self._hash[block_id] = block_hash
+        self._cached[block_hash] = block_id
+        return True
+
     def free(self, block_ids: Iterable[int]) -> None:
-        """Drop one reference on each block; blocks reaching zero join the free queue's tail in this order.
-        Callers pass a request's blocks last-first, so its tail is evicted before its shared prefix."""
+        """Drop one reference on each block; of those reaching zero, the cached ones join the free queue's
+        tail in this order and the others its head, the first of them becoming the head. Callers pass a
+        request's blocks last-first, so its tail is evicted before its shared prefix."""
         ref = self._ref_cnt
         free = self._free
+        uncached: list[int] = []
         for block_id in block_ids:
             ref[block_id] -= 1
             if ref[block_id] == 0:
-                free[block_id] = None
+                if self._hash[block_id] is None and block_id not in self._dup_of:
+                    uncached.append(block_id)
+                else:
+                    free[block_id] = None
+        for block_id in reversed(uncached):
+            free[block_id] = None
+            free.move_to_end(block_id, last=False)
 
     def cache_block(self, block_id: int, block_hash: BlockHash) -> None:
-        """Register a full, in-use block under `block_hash` (no-op if that hash is already cached)."""
-        if self._hash[block_id] is not None or block_hash in self._cached:
+        """Register a full, in-use block under `block_hash` (no-op if the block holds a hash already); if
+        another block holds that hash, this one becomes a duplicate, found once the others are evicted."""
+        if self._hash[block_id] is not None or block_id in self._dup_of:
+            return
+        if block_hash in self._cached:
+            self._dup_of[block_id] = block_hash
+            self._dups.setdefault(block_hash, []).append(block_id)
             return
         self._hash[block_id] = block_hash
         self._cached[block_hash] = block_id
+
+    def log_stored(
+        self,
+        block_ids: Sequence[int],
+        block_hashes: Sequence[BlockHash],
+        start: int,
+        end: int,
+        tokens: Sequence[int],
+    ) -> None:
+        """Report blocks `start`..`end`-1 of one request (block k: `block_ids[k]`, hash `block_hashes[k]`,
+        tokens `tokens[k*block_size:(k+1)*block_size]`) that `cache_block` just registered, as BlockStored
+        events, one per run of consecutive registered blocks (a block whose hash was already cached by
+        another block is skipped: it is not a new cached hash). No-op without a sink."""
+        sink = self.kv_event_sink
+        if sink is None:
+            return
+        bs = self.block_size
+        run_start = start
+        for k in range(start, end + 1):
+            if k < end and self._hash[block_ids[k]] == block_hashes[k]:
+                continue  # registered by this request: extends the run
+            if k > run_start:
+                parent = block_hashes[run_start - 1] if run_start > 0 else None
+                sink(
+                    block_stored(
+                        list(block_hashes[run_start:k]), parent, list(tokens[run_start * bs : k * bs]), bs
+                    )
+                )
+            run_start = k + 1
 
     def record_query(self, query_tokens: int, hit_tokens: int) -> None:
         self.query_tokens += query_tokens
@@ -127,7 +205,11 @@ class BlockPool:
         if len(self._free) != self.num_blocks:
             return False
         self._cached.clear()
+        self._dups.clear()
+        self._dup_of.clear()
         self._hash = [None] * self.num_blocks
+        if self.kv_event_sink is not None:
+            self.kv_event_sink(AllBlocksCleared())
         return True
 
     def check_invariants(self, held: Sequence[Sequence[int]] = ()) -> None:
@@ -142,3 +224,8 @@ class BlockPool:
             assert (self._ref_cnt[block_id] == 0) == (block_id in self._free), f"block {block_id} free state"
         for block_hash, block_id in self._cached.items():
             assert self._hash[block_id] == block_hash, f"block {block_id} hash mismatch"
+        assert sum(map(len, self._dups.values())) == len(self._dup_of), "duplicate tables disagree"
+        for block_hash, dups in self._dups.items():
+            assert dups and block_hash in self._cached, "a duplicate of an uncached hash"
+            for block_id in dups:
+                assert self._dup_of[block_id] == block_hash and self._hash[block_id] is None

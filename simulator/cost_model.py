@@ -7,7 +7,10 @@ Contract: `step_time_s` is a pure function of a profile and what one continuous-
   matmuls are memory-bound and hidden in the fixed floor);
 - prefill attention: `prefill_attention_ms` per (new token x context token), counting causal context;
 - decode attention: `decode_ms_per_kctx` per 1k context tokens of every sequence that decodes this step.
-Profiles live in `PROFILES` (name -> Profile); add one by adding an entry.
+Profiles live in `PROFILES` (name -> Profile); add one by adding an entry. Each states its KV capacity
+(vLLM's: gpu-memory-utilization 0.9 of the GPUs' memory, less the weights, over the KV bytes per token; GB =
+1e9 bytes), block size and step-time coefficients, and in `source` where they come from; the derivations are
+written out below as arithmetic on the published figures (WORKLOADS.md section 2, data/vidur, data/blis).
 """
 
 from __future__ import annotations
@@ -68,6 +71,38 @@ def prefill_attention_pairs(num_new: int, num_context: int) -> float:
     return num_new * (num_context + num_new / 2.0)
 
 
+def kv_capacity_tokens(
+    *, num_gpus: int, gpu_gb: float, weights_gb: float, kv_bytes_per_token: int, block_size: int = 16
+) -> int:
+    """Tokens of KV that fit: (num_gpus x gpu_gb x 0.9 - weights_gb) / kv_bytes_per_token, in whole blocks."""
+    tokens = int((num_gpus * gpu_gb * 0.9 - weights_gb) * 1e9 / kv_bytes_per_token)
+    return tokens // block_size * block_size
+
+
+# Llama-3-70B at TP4 on H100 (data/vidur): the linear layers of 80 layers take ~15.0 ms for 1-64 tokens
+# (h100 Llama-2-70b mlp.csv, TP4; same shapes as Llama-3-70B but the vocabulary) and then 0.054 ms per token
+# (227.8 ms at 4096); each layer all-reduces twice (160 per step): ~0.040 ms each up to ~128 tokens, then
+# 7.4e-5 ms per token of 16 KiB (h100_dgx.all_reduce.csv, 4 workers: 0.318 ms at 4096 tokens).
+_L70_LINEAR_FLOOR_MS = 15.0
+_L70_LINEAR_TOKEN_MS = 0.054
+_L70_ALL_REDUCE_FLOOR_MS = 160 * 0.040
+_L70_ALL_REDUCE_TOKEN_MS = 160 * 7.4e-5
+# Attention per (new x context) token pair costs 4 x d_model FLOPs per layer: 70B TP4 does 80 x 8192 / 4
+# per GPU where 8B does 32 x 4096, i.e. 1.25x the 8B coefficient at the same efficiency (~44% of peak).
+_L70_TP4_ATTENTION_MS = 1.2e-6 * (80 * 8192 / 4) / (32 * 4096)
+# A100-80GB from H100 (data/blis/hardware_config.json): compute-bound terms by effective prefill FLOPs
+# (989.5 TF x 0.45 MFU over 312 TF x 0.38 = 3.76x slower), memory-bound terms by HBM bandwidth (3.35 over
+# 2.039 TB/s = 1.64x); the knee (where matmuls turn compute-bound) moves down by 1.64 / 3.76.
+_A100_COMPUTE_SLOWDOWN = (989.5 * 0.45) / (312 * 0.38)
+_A100_MEMORY_SLOWDOWN = 3.35 / 2.039
+# No A100 all-reduce profile in the data: small messages are latency-bound (kept as on H100), large ones
+# scale by NVLink 3 vs 4 bandwidth (600 vs 900 GB/s, the vendors' specifications).
+_A100_NVLINK_SLOWDOWN = 900 / 600
+# Qwen2.5-7B vs Llama-3-8B on one H100: matmul weights read per step 7.07B params (6.53B non-embedding +
+# 0.545B lm_head) vs 7.50B (8.03B - 0.525B embedding) scale the weight-streaming floor and the per-token
+# linear cost; attention 28 layers x 3584 vs 32 x 4096; KV 56 vs 128 KiB per token scales decode attention.
+_QWEN7_OVER_LLAMA8_WEIGHTS = 7.07 / 7.50
+
 PROFILES: dict[str, Profile] = {
     "llama3-8b-h100": Profile(
         name="llama3-8b-h100",
@@ -86,6 +121,69 @@ PROFILES: dict[str, Profile] = {
         linear_knee_tokens=128,
         prefill_attention_ms=1.2e-6,
         decode_ms_per_kctx=0.07,
+    ),
+    "llama3-70b-tp4-h100": Profile(
+        name="llama3-70b-tp4-h100",
+        source=(
+            "Llama-3.1-70B BF16, TP4 on 4x H100 80GB (WORKLOADS.md section 2, data/vidur): KV 320 KiB/token, "
+            "(4 x 80 GB x 0.9 - 140 GB weights) / 327,680 B = 451,660 tokens (WORKLOADS: ~450k); step floor "
+            "15.0 ms linear layers (vidur TP4) + 160 all-reduces x 0.040 ms = 21.4 ms; 0.054 ms/prefill "
+            "token (vidur linear) + 160 x 7.4e-5 all-reduce = 0.066; attention 1.25x the 8B coefficient "
+            "per GPU; decode 45 ns per context token (WORKLOADS); context 128k"
+        ),
+        block_size=16,
+        kv_capacity_tokens=kv_capacity_tokens(
+            num_gpus=4, gpu_gb=80, weights_gb=140, kv_bytes_per_token=320 * 1024
+        ),
+        max_model_len=131_072,
+        step_fixed_ms=_L70_LINEAR_FLOOR_MS + _L70_ALL_REDUCE_FLOOR_MS,
+        prefill_token_ms=_L70_LINEAR_TOKEN_MS + _L70_ALL_REDUCE_TOKEN_MS,
+        linear_knee_tokens=128,
+        prefill_attention_ms=_L70_TP4_ATTENTION_MS,
+        decode_ms_per_kctx=0.045,
+    ),
+    "llama3-70b-tp4-a100": Profile(
+        name="llama3-70b-tp4-a100",
+        source=(
+            "The SAGA paper's setup: Llama-3-70B BF16, TP4 on 4x A100-80GB; KV as on H100 (same memory): "
+            "(4 x 80 GB x 0.9 - 140 GB) / 327,680 B = 451,660 tokens. Coefficients are the H100 TP4 ones "
+            "scaled by data/blis/hardware_config.json: compute-bound terms (prefill linear, attention) x3.76 "
+            "(effective prefill FLOPs), memory-bound terms (weight-streaming floor, decode attention) x1.64 "
+            "(HBM bandwidth), all-reduce per token x1.5 (NVLink 3 vs 4), small all-reduces unchanged; knee "
+            "128 x 1.64 / 3.76 = 56 tokens. Cross-check: vidur's measured A100 Llama-3-70B TP4 linear layers "
+            "(665 ms at 4096 tokens) are ~30% faster than this scaling gives (920 ms with all-reduce)"
+        ),
+        block_size=16,
+        kv_capacity_tokens=kv_capacity_tokens(
+            num_gpus=4, gpu_gb=80, weights_gb=140, kv_bytes_per_token=320 * 1024
+        ),
+        max_model_len=131_072,
+        step_fixed_ms=_L70_LINEAR_FLOOR_MS * _A100_MEMORY_SLOWDOWN + _L70_ALL_REDUCE_FLOOR_MS,
+        prefill_token_ms=_L70_LINEAR_TOKEN_MS * _A100_COMPUTE_SLOWDOWN
+        + _L70_ALL_REDUCE_TOKEN_MS * _A100_NVLINK_SLOWDOWN,
+        linear_knee_tokens=round(128 * _A100_MEMORY_SLOWDOWN / _A100_COMPUTE_SLOWDOWN),
+        prefill_attention_ms=_L70_TP4_ATTENTION_MS * _A100_COMPUTE_SLOWDOWN,
+        decode_ms_per_kctx=0.045 * _A100_MEMORY_SLOWDOWN,
+    ),
+    "qwen2.5-7b-h100": Profile(
+        name="qwen2.5-7b-h100",
+        source=(
+            "Qwen2.5-7B BF16 on one H100 80GB: KV 56 KiB/token (28 layers x 4 KV heads x 128 x 2 x 2 B), "
+            "(80 GB x 0.9 - 15.23 GB weights) / 57,344 B = 989,990 tokens (WORKLOADS: ~1.0M); coefficients "
+            "from llama3-8b-h100 scaled by model shape: floor 6.5 ms x 7.07/7.50 (matmul weights) + 1.1 ms "
+            "overhead, 0.022 ms/prefill token x 7.07/7.50, attention x (28 x 3584)/(32 x 4096), decode "
+            "0.07 ms/1k context x 56/128 (KV bytes); context 32k"
+        ),
+        block_size=16,
+        kv_capacity_tokens=kv_capacity_tokens(
+            num_gpus=1, gpu_gb=80, weights_gb=15.23, kv_bytes_per_token=56 * 1024
+        ),
+        max_model_len=32_768,
+        step_fixed_ms=6.5 * _QWEN7_OVER_LLAMA8_WEIGHTS + 1.1,
+        prefill_token_ms=0.022 * _QWEN7_OVER_LLAMA8_WEIGHTS,
+        linear_knee_tokens=128,
+        prefill_attention_ms=1.2e-6 * (28 * 3584) / (32 * 4096),
+        decode_ms_per_kctx=0.07 * 56 / 128,
     ),
     "tiny-cpu": Profile(
         name="tiny-cpu",

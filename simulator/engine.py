@@ -13,13 +13,22 @@ Contract:
 - Prefix caching: on admission a request reuses the longest chain of cached full blocks from its start,
   capped so that at least its last token is computed; `cached_tokens` in its usage is that hit at first
   admission. Full blocks of prompt and output are cached as they are scheduled; finished or preempted
-  requests free their blocks last-first, which stay cached until evicted LRU.
+  requests free their blocks last-first, which stay cached until evicted LRU. The profile's KV capacity
+  is the usable blocks; `num_gpu_blocks` in stats is one more, as vLLM reports it (block 0 is its null
+  block).
 - Output: the last prefill chunk emits the first token, each decode step one more. The length is
   `max_tokens` with `ignore_eos`, else a deterministic function of the prompt (32..724 tokens, at least
   `min_tokens`), ending in EOS (finish reason "stop") unless capped by `max_tokens` or `max_model_len`
   ("length").
 - A step that schedules nothing while requests are pending (only right after a request preempted itself)
   is followed by one that does.
+- KV retention (simulator.retention, docs/retention-api.md): a request with `session_id` and `retain_ttl_s`
+  retains its cached full blocks (prompt and output) when it finishes, its reference taken before its own
+  free; aborted requests retain nothing. The session's next request drops that retention once it is admitted
+  (running, holding its own references through its prefix hit). Expired retentions are released at the
+  start of `step(now)` and by `expire_retentions(now)`. When blocks run short, retentions are released
+  oldest first before any running request is preempted and before a waiting request is left waiting, so
+  retention never deadlocks the engine. Retentions are not pending work (`has_unfinished`).
 """
 
 from __future__ import annotations
@@ -39,6 +48,12 @@ from simulator.engine_types import (
 )
 from simulator.request_queue import WaitingQueue
 from simulator.request_state import RequestState, output_plan, validate
+from simulator.retention import (
+    DEFAULT_MAX_RETAIN_TTL_S,
+    DEFAULT_MAX_RETAINED_FRACTION,
+    RetentionTable,
+    check_ttl,
+)
 from simulator.tokenizer import Tokenizer
 
 __all__ = [
@@ -54,7 +69,8 @@ __all__ = [
 
 class Engine:
     """One replica's scheduler, KV cache and cost model. `scheduling_policy`: 'fcfs' (vLLM's default) or
-    'priority'; `hash_algo`: see simulator.block_hash."""
+    'priority'; `hash_algo`: see simulator.block_hash; `max_retained_fraction` and `max_retain_ttl_s`: the
+    retention caps (simulator.retention)."""
 
     def __init__(
         self,
@@ -63,6 +79,8 @@ class Engine:
         scheduling_policy: str = "fcfs",
         hash_algo: str = "sha256",
         tokenizer: Tokenizer | None = None,
+        max_retained_fraction: float = DEFAULT_MAX_RETAINED_FRACTION,
+        max_retain_ttl_s: float = DEFAULT_MAX_RETAIN_TTL_S,
     ) -> None:
         profile.validate()
         self.profile = profile
@@ -70,6 +88,10 @@ class Engine:
         self.hash_algo = hash_algo
         self.block_size = profile.block_size
         self.pool = BlockPool(profile.num_gpu_blocks, profile.block_size)
+        self.retention = RetentionTable(
+            self.pool, max_fraction=max_retained_fraction, max_ttl_s=max_retain_ttl_s
+        )
+        self._session_of: dict[str, tuple[str, float | None]] = {}  # request id -> (session, retain TTL)
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
         self._hash = hash_function(hash_algo)
         self._none_hash = none_hash(hash_algo)
@@ -94,10 +116,19 @@ class Engine:
         validate(
             req, max_model_len=max_len, scheduling_policy=self.scheduling_policy, block_size=self.block_size
         )
+        if req.retain_ttl_s is not None:
+            if not req.session_id:
+                raise InvalidRequestError("saga_retain_ttl_s needs a session id to retain the KV under.")
+            try:
+                check_ttl(req.retain_ttl_s)
+            except ValueError as e:
+                raise InvalidRequestError(f"saga_retain_ttl_s: {e}") from None
         plan, finish_reason = output_plan(req, max_model_len=max_len, tokenizer=self.tokenizer)
         seq = RequestState(req, now, self._seq_no, plan, finish_reason)
         self._seq_no += 1
         self._seqs[req.request_id] = seq
+        if req.session_id:
+            self._session_of[req.request_id] = (req.session_id, req.retain_ttl_s)
         self._waiting.append(seq)
 
     def abort(self, request_id: str) -> bool:
@@ -105,6 +136,7 @@ class Engine:
         seq = self._seqs.pop(request_id, None)
         if seq is None:
             return False
+        self._session_of.pop(request_id, None)
         if seq in self._running:
             self._running.remove(seq)
             self._free(seq)
@@ -116,15 +148,23 @@ class Engine:
         return bool(self._running) or len(self._waiting) > 0
 
     def reset_prefix_cache(self) -> bool:
-        """Forget every cached block; refused (False) while a request holds blocks, as vLLM does."""
+        """Release every retention, then forget every cached block; refused (False), keeping the
+        retentions, while a request holds blocks, as vLLM does."""
+        if self._running:
+            return False
+        self.retention.release_all()
         return self.pool.reset()
+
+    def expire_retentions(self, now: float) -> int:
+        """Release the retentions whose TTL has run out by `now` (lets an idle engine be ticked)."""
+        return self.retention.expire(now)
 
     def stats(self) -> EngineStats:
         return EngineStats(
             num_running=len(self._running),
             num_waiting=len(self._waiting),
             kv_usage=self.pool.usage,
-            num_gpu_blocks=self.pool.num_blocks,
+            num_gpu_blocks=self.pool.num_blocks + 1,  # vLLM counts its reserved null block too
             block_size=self.block_size,
             prefix_cache_queries_total=self.pool.query_tokens,
             prefix_cache_hits_total=self.pool.hit_tokens,
@@ -133,6 +173,9 @@ class Engine:
             prompt_tokens_cached_total=self.prompt_tokens_cached_total,
             generation_tokens_total=self.generation_tokens_total,
             num_finished_total=self.num_finished,
+            num_retained_blocks=self.retention.num_blocks,
+            num_retained_sessions=self.retention.num_sessions,
+            retentions_dropped_total=self.retention.num_dropped,
         )
 
     def probe_prefix(self, prompt_token_ids: Sequence[int], cache_salt: str | None = None) -> int:
@@ -152,13 +195,14 @@ class Engine:
         return len(self.pool.lookup(hashes())) * bs
 
     def held_blocks(self) -> list[list[int]]:
-        """Each running request's blocks (for invariant checks)."""
-        return [list(seq.block_ids) for seq in self._running]
+        """Each running request's and each retention's blocks (for invariant checks)."""
+        return [list(seq.block_ids) for seq in self._running] + self.retention.held()
 
     # ---- one step -------------------------------------------------------------------------------------
 
     def step(self, now: float) -> StepResult:
         """Schedule and run one step starting at `now`; see the module contract."""
+        self.retention.expire(now)
         budget = self.profile.max_num_batched_tokens
         scheduled: dict[RequestState, None] = {}
         running = self._running
@@ -169,6 +213,8 @@ class Engine:
             n = min(len(seq.tokens) - seq.num_computed, budget)
             preempted_self = False
             while not self._allocate(seq, n):
+                if self.retention.release_oldest():
+                    continue  # retained blocks yield before any running request is preempted
                 j = self._victim_index()
                 victim = running.pop(j)
                 self._preempt(victim)
@@ -213,7 +259,7 @@ class Engine:
             attention_pairs=attention_pairs,
             decode_context_tokens=decode_context,
         )
-        outputs = self._advance(scheduled)
+        outputs = self._advance(scheduled, now + duration)
         return StepResult(
             start=now,
             duration=duration,
@@ -232,12 +278,15 @@ class Engine:
             num_computed = len(hit) * bs
             n = min(len(seq.tokens) - num_computed, budget)
             need = -(-(num_computed + n) // bs) - len(hit)
-            if need + pool.num_evictable(hit) > pool.num_free:
+            if need + pool.num_evictable(hit) > pool.num_free and not self.retention.make_room(need, hit):
                 break
             self._waiting.pop()
             pool.touch(hit)
             new_blocks = pool.allocate(need)
             assert new_blocks is not None
+            session = self._session_of.get(seq.request_id)
+            if session is not None:
+                self.retention.release(session[0])  # superseded: this request now holds its own references
             seq.block_ids = hit + new_blocks
             seq.num_cached_blocks = len(hit)
             seq.num_computed = num_computed
@@ -253,8 +302,9 @@ class Engine:
             self._cache_full_blocks(seq, num_computed + n)
         return budget
 
-    def _advance(self, scheduled: dict[RequestState, None]) -> list[RequestOutput]:
-        """Apply the step: count computed tokens, sample one token for each request that caught up."""
+    def _advance(self, scheduled: dict[RequestState, None], end: float) -> list[RequestOutput]:
+        """Apply the step (ending at `end`): count computed tokens, sample one token for each request that
+        caught up."""
         outputs: list[RequestOutput] = []
         finished = False
         for seq in scheduled:
@@ -279,6 +329,7 @@ class Engine:
             if seq.num_output == len(seq.plan):
                 out.finish_reason = seq.finish_reason
                 out.usage = Usage(seq.num_prompt, seq.num_output, seq.cached_tokens)
+                self._retain(seq, end)
                 self._free(seq)
                 del self._seqs[seq.request_id]
                 self.num_finished += 1
@@ -306,11 +357,14 @@ class Engine:
 
     def _cache_full_blocks(self, seq: RequestState, num_tokens: int) -> None:
         full = num_tokens // self.block_size
-        for k in range(seq.num_cached_blocks, full):
+        start = seq.num_cached_blocks
+        for k in range(start, full):
             if k == len(seq.block_hashes):
                 self._hash_next_block(seq)
             self.pool.cache_block(seq.block_ids[k], seq.block_hashes[k])
-        seq.num_cached_blocks = max(seq.num_cached_blocks, full)
+        if self.pool.kv_event_sink is not None and full > start:
+            self.pool.log_stored(seq.block_ids, seq.block_hashes, start, full, seq.tokens)
+        seq.num_cached_blocks = max(start, full)
 
     def _allocate(self, seq: RequestState, num_new: int) -> bool:
         need = -(-(seq.num_computed + num_new) // self.block_size) - len(seq.block_ids)
@@ -334,6 +388,14 @@ class Engine:
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self._waiting.prepend(seq)
+
+    def _retain(self, seq: RequestState, now: float) -> None:
+        """If `seq` asked for it, retain its cached chain for its session (before its own free)."""
+        session = self._session_of.pop(seq.request_id, None)
+        if session is None or session[1] is None:
+            return
+        chain = self.pool.lookup(seq.block_hashes[: seq.num_cached_blocks])
+        self.retention.retain(session[0], chain, session[1], now)
 
     def _free(self, seq: RequestState) -> None:
         self.pool.free(reversed(seq.block_ids))

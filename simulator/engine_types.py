@@ -23,6 +23,10 @@ class EngineRequest(msgspec.Struct, kw_only=True):
     # algorithm (and salt). A discrete-event client growing one conversation passes them, so a 50k-token
     # prompt is not re-hashed on every call; the engine hashes any block beyond them itself.
     prompt_block_hashes: list[bytes | int] | None = None
+    # KV retention (docs/retention-api.md): the session the request belongs to and, when set, how long its
+    # cached blocks stay retained for that session after it finishes (vllm_xargs.saga_retain_ttl_s).
+    session_id: str | None = None
+    retain_ttl_s: float | None = None
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -71,3 +75,6 @@ class EngineStats(msgspec.Struct, frozen=True):
     prompt_tokens_cached_total: int
     generation_tokens_total: int
     num_finished_total: int
+    num_retained_blocks: int = 0  # distinct blocks held by KV retentions (counted in kv_usage too)
+    num_retained_sessions: int = 0
+    retentions_dropped_total: int = 0  # released before their TTL by the cap or memory pressure

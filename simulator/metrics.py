@@ -2,7 +2,9 @@
 
 Contract: each replica owns a `CollectorRegistry`, so several replicas live in one process. Gauges and
 counters are read from the engine at scrape time; latency histograms are observed by the driver in
-simulated seconds (what vLLM would have measured on the modelled GPU).
+simulated seconds (what vLLM would have measured on the modelled GPU). KV retention (docs/retention-api.md)
+adds `saga:retained_blocks`, `saga:retained_sessions` and `saga:retentions_dropped_total`; retained blocks
+also count in `vllm:kv_cache_usage_perc`, as they do on real vLLM with the plugin.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ class _EngineCollector(Collector):
             ),
             ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", stats.num_waiting),
             ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", stats.kv_usage),
+            (
+                "saga:retained_blocks",
+                "KV blocks held by session retentions (distinct blocks).",
+                stats.num_retained_blocks,
+            ),
+            ("saga:retained_sessions", "Sessions holding a KV retention.", stats.num_retained_sessions),
         )
         for name, doc, value in gauges:
             gauge = GaugeMetricFamily(name, doc, labels=_LABELS)
@@ -68,6 +76,11 @@ class _EngineCollector(Collector):
                 "vllm:generation_tokens",
                 "Number of generation tokens processed.",
                 stats.generation_tokens_total,
+            ),
+            (
+                "saga:retentions_dropped",
+                "KV retentions released before their TTL, by the retention cap or memory pressure.",
+                stats.retentions_dropped_total,
             ),
         )
         for name, doc, total in counters:

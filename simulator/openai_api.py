@@ -4,7 +4,8 @@ Contract: request structs decode only the fields the simulator acts on (unknown 
 vLLM ignores extras it does not use); every field but the prompt has a default. Response builders produce
 vLLM's JSON shapes: `usage.prompt_tokens_details.cached_tokens` is always present (as with
 `--enable-prompt-tokens-details`), stream chunks carry no `usage` except the final usage chunk, and errors
-are `{"error": {"message", "type", "param", "code"}}`.
+are `{"error": {"message", "type", "param", "code"}}`. The `/saga/v1/*` KV-retention bodies are at the end
+(docs/retention-api.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import msgspec
 
 from simulator.engine import Usage
+from simulator.retention import RetentionInfo
 
 # ---- requests -------------------------------------------------------------------------------------------
 
@@ -34,6 +36,8 @@ class _SamplingFields(msgspec.Struct, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     request_id: str | None = None
+    session_id: str | None = None
+    vllm_xargs: dict[str, Any] | None = None  # vLLM's extension args: session_id, saga_retain_ttl_s
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -243,3 +247,32 @@ class ResponseFormat:
 
 
 DONE_EVENT = b"data: [DONE]\n\n"
+
+
+# ---- KV retention (docs/retention-api.md) ---------------------------------------------------------------
+
+
+class RetainRequest(msgspec.Struct, kw_only=True):
+    session_id: str
+    ttl_s: float
+
+
+class ReleaseRequest(msgspec.Struct, kw_only=True):
+    session_id: str
+
+
+class ReleaseResponse(msgspec.Struct):
+    session_id: str
+    released: bool
+    num_blocks: int
+
+
+class RetainedResponse(msgspec.Struct):
+    """`GET /saga/v1/retained`: every retention, oldest first, and the caps (simulated seconds)."""
+
+    now: float
+    num_blocks: int  # distinct retained blocks
+    max_blocks: int
+    max_ttl_s: float
+    block_size: int
+    sessions: list[RetentionInfo]

@@ -17,6 +17,8 @@ from simulator.engine_types import EngineRequest, InvalidRequestError
 from simulator.tokenizer import EOS_ID, Tokenizer
 
 _MIN_NATURAL = 32
+_CACHE_SALT_FORBIDDEN = frozenset("@/\\\x00")  # vLLM's cache_salt rules (validate_cache_salt)
+_CACHE_SALT_MAX_LEN = 128
 _NATURAL_DOUBLINGS = 4.5  # natural output lengths are log-uniform in [32, 32 * 2**4.5)
 
 
@@ -44,6 +46,15 @@ def validate(req: EngineRequest, *, max_model_len: int, scheduling_policy: str, 
         )
     if req.prompt_block_hashes is not None and len(req.prompt_block_hashes) > num_prompt // block_size:
         raise InvalidRequestError("prompt_block_hashes has more hashes than the prompt has full blocks.")
+    if req.cache_salt is not None and not req.cache_salt:
+        raise InvalidRequestError("Parameter 'cache_salt' must be a non-empty string if provided.")
+    if req.cache_salt is not None and (
+        len(req.cache_salt) > _CACHE_SALT_MAX_LEN or not _CACHE_SALT_FORBIDDEN.isdisjoint(req.cache_salt)
+    ):
+        raise InvalidRequestError(
+            "Parameter 'cache_salt' must be at most 128 characters and must not contain "
+            "'@', '/', '\\\\', or NUL."
+        )
     if req.priority != 0 and scheduling_policy != "priority":
         raise InvalidRequestError(f"Got priority {req.priority} but Priority scheduling is not enabled.")
 

@@ -6,6 +6,12 @@ Contract:
 - Bad requests (unparseable JSON, missing messages/prompt, `n` != 1, over-long prompts, priority without
   the priority policy) answer 400 in vLLM's error shape before anything is streamed; an unknown model 404.
 - A client that goes away aborts its request in the engine (handlers run with handler cancellation).
+- KV retention (docs/retention-api.md): a generation request's session is the `X-Session-ID` header, else
+  body `session_id`, else `vllm_xargs.session_id` (the proxy's precedence); `vllm_xargs.saga_retain_ttl_s`
+  asks to retain its KV. `POST /saga/v1/retain` re-arms a retention, `POST /saga/v1/release` drops it,
+  `GET /saga/v1/retained` lists them; these and `/metrics` first expire retentions at the driver's now.
+- `GET /kv_event_sources` lists the replica's KV-event publisher as vLLM does (`{"sources": [...]}`, empty
+  when KV events are off; see simulator.kv_publisher).
 - Every response carries `X-Replica: <replica name>`.
 """
 
@@ -27,7 +33,11 @@ from simulator.openai_api import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
+    ReleaseRequest,
+    ReleaseResponse,
     ResponseFormat,
+    RetainedResponse,
+    RetainRequest,
     TokenizeRequest,
     error_body,
 )
@@ -136,6 +146,8 @@ async def _generate(
         ignore_eos=body.ignore_eos,
         priority=body.priority if body.priority is not None else _header_priority(request),
         cache_salt=body.cache_salt,
+        session_id=_session_id(request, body),
+        retain_ttl_s=_retain_ttl_s(body),
     )
     try:
         stream = replica.driver.submit(engine_req)
@@ -162,6 +174,23 @@ def _header_priority(request: web.Request) -> int:
         return int(raw)
     except ValueError:
         raise HttpError(400, f"X-Vllm-Priority must be an integer, got {raw!r}.") from None
+
+
+def _session_id(request: web.Request, body: ChatCompletionRequest | CompletionRequest) -> str | None:
+    xarg = (body.vllm_xargs or {}).get("session_id")
+    return request.headers.get("X-Session-ID") or body.session_id or (xarg if isinstance(xarg, str) else None)
+
+
+def _retain_ttl_s(body: ChatCompletionRequest | CompletionRequest) -> float | None:
+    raw = (body.vllm_xargs or {}).get("saga_retain_ttl_s")
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        return float(raw)
+    except (TypeError, ValueError):
+        raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None
 
 
 async def _whole(replica: Replica, stream: RequestStream, fmt: ResponseFormat) -> web.Response:
@@ -288,16 +317,72 @@ async def reset_prefix_cache(request: web.Request) -> web.Response:
     return _json_obj({"success": request.app[REPLICA].engine.reset_prefix_cache()})
 
 
+async def kv_event_sources(request: web.Request) -> web.Response:
+    """vLLM's discovery of its KV-event publishers: one entry per data-parallel rank, none when off."""
+    publisher = request.app[REPLICA].kv_publisher
+    return _json_obj({"sources": publisher.sources() if publisher is not None else []})
+
+
 async def metrics(request: web.Request) -> web.Response:
+    _expire_retentions(request.app[REPLICA])
     body = request.app[REPLICA].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# ---- KV retention ---------------------------------------------------------------------------------------
+
+
+def _expire_retentions(replica: Replica) -> float:
+    """Tick the engine's retention clock (it may be idle) to the driver's simulated now; returns now."""
+    now = replica.driver.now()
+    replica.engine.expire_retentions(now)
+    return now
+
+
+async def retain(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await _decode(request, RetainRequest)
+    now = _expire_retentions(replica)
+    try:
+        info = replica.engine.retention.extend(body.session_id, body.ttl_s, now)
+    except ValueError as e:
+        raise HttpError(400, str(e)) from None
+    if info is None:
+        raise HttpError(404, f"session {body.session_id!r} holds no retained KV on this replica.")
+    return _json_obj(info)
+
+
+async def release(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await _decode(request, ReleaseRequest)
+    _expire_retentions(replica)
+    num_blocks = replica.engine.retention.release(body.session_id)
+    return _json_obj(ReleaseResponse(body.session_id, num_blocks is not None, num_blocks or 0))
+
+
+async def retained(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    now = _expire_retentions(replica)
+    table = replica.engine.retention
+    return _json_obj(
+        RetainedResponse(
+            now=now,
+            num_blocks=table.num_blocks,
+            max_blocks=table.max_blocks,
+            max_ttl_s=table.max_ttl_s,
+            block_size=replica.engine.block_size,
+            sessions=table.snapshot(now),
+        )
+    )
+
+
 async def _driver_ctx(app: web.Application) -> AsyncIterator[None]:
-    driver = app[REPLICA].driver
-    driver.start()
+    replica = app[REPLICA]
+    replica.open_kv_events()
+    replica.driver.start()
     yield
-    await driver.stop()
+    await replica.driver.stop()
+    replica.close_kv_events()
 
 
 def create_app(replica: Replica) -> web.Application:
@@ -321,4 +406,8 @@ def create_app(replica: Replica) -> web.Application:
     app.router.add_get("/get_load", get_load)
     app.router.add_post("/reset_prefix_cache", reset_prefix_cache)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/kv_event_sources", kv_event_sources)
+    app.router.add_post("/saga/v1/retain", retain)
+    app.router.add_post("/saga/v1/release", release)
+    app.router.add_get("/saga/v1/retained", retained)
     return app

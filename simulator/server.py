@@ -3,22 +3,27 @@
 Contract: `start_fleet(n)` starts n replicas (names "sim-0".., one engine, driver and aiohttp server each)
 and returns once all accept connections; `ReplicaFleet.urls[i]` serves `replicas[i]`; `close()` stops
 servers and drivers. `serve_fleet_forever` is the `saga sim` command: start, print one URL per line, run
-until cancelled.
+until cancelled. With `kv_events_endpoint` (vLLM's endpoint forms, simulator.kv_publisher) replica i publishes
+KV-cache events on that endpoint's port + i, or on its own ephemeral port for `tcp://127.0.0.1:*`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 from aiohttp import web
 
 from simulator.cost_model import get_profile
+from simulator.kv_publisher import replica_endpoint
 from simulator.replica import Replica
 from simulator.routes import create_app
 from simulator.tokenizer import Tokenizer
 
 __all__ = ["Replica", "ReplicaFleet", "serve_fleet_forever", "start_fleet"]
+
+log = logging.getLogger(__name__)
 
 
 class ReplicaFleet:
@@ -54,10 +59,15 @@ async def start_fleet(
     profile: str = "llama3-8b-h100",
     model: str = "saga-sim",
     scheduling_policy: str = "priority",
+    kv_events_endpoint: str | None = None,
+    hash_algo: str = "sha256",
+    num_gpu_blocks: int | None = None,
 ) -> ReplicaFleet:
     """Start n replicas in this process; base_port=0 picks free ephemeral ports, else ports
     base_port..base_port+n-1. `scheduling_policy` is vLLM's --scheduling-policy ('priority' here, so the
-    proxy's priorities take effect; requests without one behave as under 'fcfs')."""
+    proxy's priorities take effect; requests without one behave as under 'fcfs'); `hash_algo` its
+    --prefix-caching-hash-algo (simulator.block_hash); `num_gpu_blocks` its --num-gpu-blocks-override (KV
+    capacity in blocks, default the profile's)."""
     if n < 1:
         raise ValueError(f"a fleet needs at least one replica, got {n}")
     engine_profile = get_profile(profile)
@@ -72,6 +82,11 @@ async def start_fleet(
                 time_scale=time_scale,
                 scheduling_policy=scheduling_policy,
                 tokenizer=tokenizer,
+                hash_algo=hash_algo,
+                num_gpu_blocks=num_gpu_blocks,
+                kv_events_endpoint=None
+                if kv_events_endpoint is None
+                else replica_endpoint(kv_events_endpoint, i),
             )
             runner = web.AppRunner(create_app(replica), handler_cancellation=True, access_log=None)
             await runner.setup()
@@ -87,15 +102,37 @@ async def start_fleet(
 
 
 async def serve_fleet_forever(
-    n: int, *, host: str, base_port: int, time_scale: float, profile: str, model: str
+    n: int,
+    *,
+    host: str,
+    base_port: int,
+    time_scale: float,
+    profile: str,
+    model: str,
+    kv_events_endpoint: str | None = None,
+    hash_algo: str = "sha256",
+    num_gpu_blocks: int | None = None,
 ) -> None:
-    """For the `saga sim` command: start, print one line per replica URL, run until cancelled."""
+    """For the `saga sim` command: start, print one line per replica URL (and log each KV-events endpoint),
+    run until cancelled."""
     fleet = await start_fleet(
-        n, host=host, base_port=base_port, time_scale=time_scale, profile=profile, model=model
+        n,
+        host=host,
+        base_port=base_port,
+        time_scale=time_scale,
+        profile=profile,
+        model=model,
+        kv_events_endpoint=kv_events_endpoint,
+        hash_algo=hash_algo,
+        num_gpu_blocks=num_gpu_blocks,
     )
     try:
-        for url in fleet.urls:
+        for url, replica in zip(fleet.urls, fleet.replicas, strict=True):
             print(url, flush=True)
+            if replica.kv_publisher is not None:
+                log.info(
+                    "%s (%s) publishes KV events on %s", replica.name, url, replica.kv_publisher.endpoint
+                )
         await asyncio.Event().wait()
     finally:
         await fleet.close()

@@ -44,12 +44,46 @@ def test_a_hit_on_a_free_block_takes_it_out_of_the_free_queue() -> None:
     assert pool.lookup([b"x"]) == [block]
 
 
-def test_a_duplicate_hash_keeps_the_first_block() -> None:
-    pool = BlockPool(2, 16)
+def test_a_duplicate_hash_is_found_in_its_first_block_then_in_the_duplicate_until_both_are_evicted() -> None:
+    pool = BlockPool(3, 16)
     first, second = pool.allocate(2) or []
     pool.cache_block(first, b"same")
     pool.cache_block(second, b"same")
     assert pool.lookup([b"same"]) == [first] and pool.num_cached == 1
+    pool.free([first, second])  # free queue: the untouched block, first, second
+    pool.check_invariants()
+    assert pool.allocate(2) is not None  # evicts `first`: vLLM still finds the hash in `second`
+    assert pool.lookup([b"same"]) == [second] and pool.num_evictions == 0
+    pool.check_invariants()
+    assert pool.allocate(1) == [second]
+    assert pool.lookup([b"same"]) == [] and pool.num_evictions == 1 and pool.num_cached == 0
+    pool.check_invariants()
+
+
+def test_freed_uncached_blocks_are_reused_first_and_cached_ones_evicted_lru_tail_first() -> None:
+    pool = BlockPool(4, 16)
+    a = pool.allocate(3) or []
+    pool.cache_block(a[0], b"h0")
+    pool.cache_block(a[1], b"h1")  # a[2] is a partial block: no hash
+    pool.free(reversed(a))  # the queue: a[2] (at the head), the untouched block, a[1], a[0]
+    pool.check_invariants()
+    assert pool.allocate(2) == [a[2], 3] and pool.lookup([b"h0", b"h1"]) == a[:2] and pool.num_evictions == 0
+    assert pool.allocate(1) == [a[1]] and pool.lookup([b"h0", b"h1"]) == a[:1] and pool.num_evictions == 1
+    pool.check_invariants()
+
+
+def test_evicting_a_duplicate_leaves_the_first_block_cached() -> None:
+    pool = BlockPool(2, 16)
+    first, second = pool.allocate(2) or []
+    pool.cache_block(first, b"same")
+    pool.cache_block(second, b"same")
+    pool.free([second, first])
+    assert pool.allocate(1) == [second] and pool.lookup([b"same"]) == [first]
+    pool.check_invariants()
+    assert pool.reset() is False
+    pool.free([second])
+    assert pool.reset() is True and pool.lookup([b"same"]) == []
+    pool.check_invariants()
 
 
 def test_reset_is_refused_while_blocks_are_in_use() -> None:
@@ -62,7 +96,7 @@ def test_reset_is_refused_while_blocks_are_in_use() -> None:
     pool.check_invariants()
 
 
-@pytest.mark.parametrize("algo", ["sha256", "builtin"])
+@pytest.mark.parametrize("algo", ["sha256", "sha256_cbor", "builtin"])
 def test_block_hashes_chain_and_salt_changes_only_through_the_first_block(algo: str) -> None:
     h = hash_function(algo)
     root = none_hash(algo)

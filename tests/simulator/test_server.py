@@ -150,6 +150,8 @@ ONE_MESSAGE = b'"messages": [{"role": "user", "content": "x"}]'
         ("/v1/completions", b"", 400, "Invalid request body"),
         ("/v1/completions", b'{"prompt": [[1, 2], [3]]}', 400, "prompt"),
         ("/v1/completions", b'{"prompt": "hi", "max_tokens": 0}', 400, "max_tokens"),
+        ("/v1/completions", b'{"prompt": "hi", "cache_salt": ""}', 400, "'cache_salt' must be a non-empty"),
+        ("/v1/completions", b'{"prompt": "hi", "cache_salt": "a/b"}', 400, "at most 128 characters"),
     ],
 )
 async def test_bad_requests_get_vllm_style_errors(
@@ -211,7 +213,8 @@ async def test_metrics_expose_vllm_names_and_count_work(
     assert samples["vllm:time_to_first_token_seconds_count" + labels] == 2
     assert samples["vllm:e2e_request_latency_seconds_count" + labels] == 2
     info = next(k for k in samples if k.startswith("vllm:cache_config_info{"))
-    for label in ('block_size="16"', 'num_gpu_blocks="26880"', 'enable_prefix_caching="True"',
+    # 26880 usable blocks, plus vLLM's null block
+    for label in ('block_size="16"', 'num_gpu_blocks="26881"', 'enable_prefix_caching="True"',
                   'prefix_caching_hash_algo="sha256"'):  # fmt: skip
         assert label in info
     async with http.get(f"{fleet.urls[1]}/metrics") as r:
@@ -317,3 +320,28 @@ async def test_serve_fleet_forever_prints_urls_and_stops_when_cancelled(
         await task
     with pytest.raises(aiohttp.ClientConnectionError):
         await http.get(f"{url}/health")
+
+
+async def test_kv_blocks_and_hash_algorithm_as_vllms_flags(http: aiohttp.ClientSession) -> None:
+    from proxy.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["sim", "--prefix-caching-hash-algo", "sha256_cbor", "--num-gpu-blocks-override", "20"]
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sim", "--num-gpu-blocks-override", "1"])
+    fleet = await start_fleet(
+        1,
+        time_scale=TIME_SCALE,
+        profile="tiny-cpu",
+        hash_algo=args.prefix_caching_hash_algo,
+        num_gpu_blocks=args.num_gpu_blocks_override,
+    )
+    try:
+        engine = fleet.replicas[0].engine
+        assert engine.pool.num_blocks == 19  # vLLM's block 0 is its null block
+        async with http.get(f"{fleet.urls[0]}/metrics") as r:
+            text = await r.text()
+    finally:
+        await fleet.close()
+    assert 'num_gpu_blocks="20"' in text and 'prefix_caching_hash_algo="sha256_cbor"' in text

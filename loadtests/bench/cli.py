@@ -1,0 +1,199 @@
+"""`saga bench des` and `saga bench live`: one command per comparison, results printed and written down.
+
+Both take the same workload options; each writes JSON (`--json`), appends a section to docs/benchmarks.md
+(`--markdown`, '' to skip) and plots completion-time distributions (`--plot`). `des` runs scheduler
+policies in the discrete-event cluster (virtual time, deterministic for a seed); `live` runs SAGA and the
+peer routers over HTTP in front of simulated replicas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from loadtests.agent_client import AgentTask
+from loadtests.bench.live import RouterFailed, run_router
+from loadtests.bench.metrics import PolicyMetrics
+from loadtests.bench.peers import parse_router
+from loadtests.bench.report import (
+    BenchReport,
+    RunMeta,
+    append_markdown,
+    machine_description,
+    plot_completion_times,
+    results_table,
+    write_json,
+)
+from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
+from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
+from loadtests.workloads.trace_replay import load_trace
+from proxy.scheduler import PRESETS
+from simulator.cost_model import PROFILES
+
+DES_POLICIES = "round-robin,least-request,session-affinity,prefix-load,cache-aware,continuum-ttl"
+LIVE_ROUTERS = (
+    "saga:session-affinity,vllm-router:round_robin,vllm-router:consistent_hash,vllm-router:cache_aware,"
+    "vllm-router:kv_aware,vllm-router:program,sglang-router:cache_aware"
+)
+
+
+def _tenants(text: str) -> list[TenantStream]:
+    """`name:weight:slo_class:workload,...` (trailing fields optional)."""
+    streams = []
+    for item in filter(None, text.split(",")):
+        name, *rest = item.split(":")
+        weight = float(rest[0]) if len(rest) > 0 and rest[0] else 1.0
+        slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
+        workload = rest[2] if len(rest) > 2 and rest[2] else "swe"
+        streams.append(TenantStream(name, weight, slo, workload))
+    return streams
+
+
+def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser("bench", help="compare policies (des) or routers (live) on one agent workload")
+    modes = bench.add_subparsers(dest="bench_mode", required=True)
+    des = modes.add_parser("des", help="scheduler policies in the discrete-event cluster (virtual time)")
+    live = modes.add_parser("live", help="SAGA and peer routers over HTTP in front of simulated replicas")
+    for p, default_tasks, default_replicas in ((des, 1000, 64), (live, 48, 4)):
+        p.add_argument("--workload", choices=WORKLOADS, default="swe")
+        p.add_argument("--tasks", type=int, default=default_tasks, help="tasks to generate")
+        p.add_argument("--concurrency", type=int, help="closed loop: agents running at once")
+        p.add_argument("--arrival-rate", type=float, help="open loop: tasks per second (Poisson)")
+        p.add_argument("--tenants", type=_tenants, default=[], help="name:weight:slo_class:workload,...")
+        p.add_argument("--trace", type=Path, help="replay sessions from a CSV trace instead of generating")
+        p.add_argument("--replicas", type=int, default=default_replicas)
+        p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--baseline", default=None, help="speedups are against this contender")
+        p.add_argument("--json", type=Path, help="write the results as JSON here")
+        p.add_argument("--markdown", default="docs/benchmarks.md", help="append a section here ('' skips)")
+        p.add_argument("--plot", type=Path, help="write a completion-time plot (PNG) here")
+        p.add_argument("--title", default=None, help="section title in the markdown")
+        p.add_argument("--notes", default="", help="a note to record with the results")
+    des.add_argument("--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(PRESETS)}")
+    live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
+    live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")
+    live.add_argument("--stream", action="store_true", help="stream answers (measures TTFT per token)")
+
+
+def _tasks(args: argparse.Namespace) -> list[AgentTask]:
+    if args.trace is not None:
+        return load_trace(args.trace)[: args.tasks]
+    tasks = generate(args.workload, args.tasks, seed=args.seed, tenants=args.tenants)
+    if args.arrival_rate is not None:
+        tasks = with_poisson_arrivals(tasks, args.arrival_rate, seed=args.seed)
+    return tasks
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _finish(
+    args: argparse.Namespace, report: BenchReport, times: dict[str, list[float]], console: Console
+) -> None:
+    console.print(results_table(report))
+    for name, reason in report.missing.items():
+        console.print(f"[yellow]not run[/yellow] {name}: {reason}")
+    if args.json:
+        write_json(report, args.json)
+        console.print(f"results: {args.json}")
+    if args.plot:
+        plot_completion_times(times, args.plot, f"{report.meta.title}: {report.meta.workload}")
+        console.print(f"plot: {args.plot}")
+    if args.markdown:
+        plot = None
+        if args.plot:
+            plot = os.path.relpath(args.plot, Path(args.markdown).parent)
+        append_markdown(report, args.markdown, plot=plot)
+        console.print(f"appended to {args.markdown}")
+
+
+def _meta(args: argparse.Namespace, mode: str, tasks: Sequence[AgentTask]) -> RunMeta:
+    return RunMeta(
+        title=args.title or ("Discrete-event cluster" if mode == "des" else "Live routers over HTTP"),
+        command="saga " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("saga") else shlex.join(sys.argv),
+        date=datetime.date.today().isoformat(),
+        machine=machine_description(),
+        mode=mode,
+        workload="trace " + args.trace.name if args.trace else args.workload,
+        replicas=args.replicas,
+        profile=args.profile,
+        tasks=len(tasks),
+        seed=args.seed,
+        notes=args.notes,
+    )
+
+
+async def _bench_live(args: argparse.Namespace, console: Console) -> None:
+    tasks = _tasks(args)
+    names = [parse_router(r).name for r in args.routers.split(",") if r]
+    concurrency = args.concurrency if args.concurrency or args.arrival_rate else min(len(tasks), 16)
+    with _progress(console) as progress:
+
+        async def run_one(name: str) -> ContenderRun:
+            bar = progress.add_task(name, total=len(tasks))
+            try:
+                run = await run_router(
+                    parse_router(name),
+                    tasks,
+                    replicas=args.replicas,
+                    profile=args.profile,
+                    time_scale=args.time_scale,
+                    concurrency=concurrency,
+                    stream=args.stream,
+                    on_task_done=lambda: progress.advance(bar),
+                )
+            except RouterFailed as e:
+                raise ContenderUnavailable(str(e)) from e
+            finally:
+                progress.remove_task(bar)
+            return ContenderRun(run.records, run.preemptions, run.kv_utilization_mean)
+
+        def on_result(name: str, result: PolicyMetrics | str) -> None:
+            if isinstance(result, str):
+                progress.console.print(f"{name}: not run ({result})")
+            else:
+                progress.console.print(
+                    f"{name}: TCT mean {result.tct_mean_s:.1f} s in {result.wall_s:.0f} s wall"
+                )
+
+        report, times = await compare(
+            names, run_one, tasks, baseline=args.baseline or names[0], meta=_meta(args, "live", tasks),
+            on_result=on_result,
+        )  # fmt: skip
+    _finish(args, report, times, console)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
+        console = Console(width=220)
+    try:
+        if args.bench_mode == "live":
+            asyncio.run(_bench_live(args, console))
+        else:
+            from loadtests.bench.des import bench_des
+
+            report, times = bench_des(args, _tasks(args), _meta, console, _progress)
+            _finish(args, report, times, console)
+    except (ValueError, ContenderUnavailable) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    return 0

@@ -1,0 +1,45 @@
+"""How long an agent task would take running alone on one replica: the reference for SLOs and slowdowns.
+
+Contract: `isolated_task_time_s(task, profile)` is a pure function of the task's token counts and tool times
+and the profile's cost model (simulator/cost_model.py, the same step-time function the simulated engine
+uses). Alone, a task never waits in a queue and never loses its cache: each call prefills only what the
+previous call did not leave in full cached blocks (the shared system prompt counts as cached, as it is in a
+warm fleet), in chunks of the profile's token budget, then decodes its output one token per step.
+"""
+
+from __future__ import annotations
+
+from loadtests.agent_client import AgentTask
+from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
+
+
+def _call_time_s(profile: Profile, prompt: int, cached: int, output: int) -> float:
+    total = 0.0
+    done = cached
+    while done < prompt:  # chunked prefill; the last chunk also samples the first output token
+        chunk = min(profile.max_num_batched_tokens, prompt - done)
+        total += step_time_s(profile, num_tokens=chunk, attention_pairs=prefill_attention_pairs(chunk, done))
+        done += chunk
+    steps = output - 1
+    if steps > 0:  # decode steps: time is linear in context, so n steps cost n x the mean of first and last
+        first = step_time_s(profile, num_tokens=1, decode_context_tokens=prompt + 1)
+        last = step_time_s(profile, num_tokens=1, decode_context_tokens=prompt + steps)
+        total += steps * (first + last) / 2
+    return total
+
+
+def isolated_task_time_s(task: AgentTask, profile: Profile) -> float:
+    bs = profile.block_size
+    context = task.system_tokens + task.task_tokens
+    cached = task.system_tokens // bs * bs
+    total = 0.0
+    for step in task.steps:
+        total += _call_time_s(profile, context, min(cached, context - 1), step.output_tokens)
+        total += step.tool_time_s
+        if task.replace_history:
+            cached = task.system_tokens // bs * bs
+            context = task.system_tokens + step.observation_tokens
+        else:
+            cached = (context + step.output_tokens) // bs * bs
+            context += step.output_tokens + step.observation_tokens
+    return total

@@ -1,0 +1,161 @@
+"""A benchmark's results as a table on the terminal, JSON, a markdown section and a plot.
+
+Contract: `BenchReport` is the JSON shape (`{"baseline", "policies": {name: PolicyMetrics...}, "meta",
+"missing"}`); `append_markdown` appends one self-contained section (title, command, machine, date, table,
+plot link) to a markdown file and never rewrites what is there; `plot_completion_times` writes a PNG of each
+policy's task-completion-time distribution (empirical CDF, log time axis).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import msgspec
+from rich.table import Table
+
+from loadtests.bench.metrics import PolicyMetrics
+
+
+class RunMeta(msgspec.Struct, kw_only=True):
+    title: str
+    command: str
+    date: str
+    machine: str
+    mode: str  # "des" or "live"
+    workload: str
+    replicas: int
+    profile: str
+    tasks: int
+    seed: int
+    notes: str = ""
+
+
+class BenchReport(msgspec.Struct, kw_only=True):
+    baseline: str
+    policies: dict[str, PolicyMetrics]
+    meta: RunMeta
+    # Policies or peers asked for but not run, with the reason (e.g. a peer router not installed).
+    missing: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def machine_description() -> str:
+    mem = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        pass
+    python = platform.python_version()
+    return f"{platform.machine()} {os.cpu_count()} cores{mem}, {platform.system()}, Python {python}"
+
+
+def _fmt(value: float | int | None, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "pct":
+        return f"{value:.1%}"
+    if kind == "x":
+        return f"{value:.2f}x"
+    if kind == "int":
+        return f"{int(value):,}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("TCT mean s", "tct_mean_s", "s"),
+    ("geomean", "tct_geomean_s", "s"),
+    ("p50", "tct_p50_s", "s"),
+    ("p99", "tct_p99_s", "s"),
+    ("TTFT p50", "ttft_p50_s", "s"),
+    ("TTFT p99", "ttft_p99_s", "s"),
+    ("SLO met", "slo_attainment", "pct"),
+    ("prefix hit", "prefix_hit_rate", "pct"),
+    ("recomputed tok", "recomputed_prefill_tokens", "int"),
+    ("preempt", "preemptions", "int"),
+    ("KV util", "kv_utilization_mean", "pct"),
+    ("useful KV", "useful_kv_fraction", "pct"),
+    ("tasks/s", "throughput_tasks_per_s", "s"),
+    ("tok/s", "throughput_tokens_per_s", "int"),
+    ("speedup", "speedup_vs_baseline", "x"),
+)
+
+
+def _rows(report: BenchReport) -> list[list[str]]:
+    rows = []
+    for name, m in report.policies.items():
+        label = f"{name} (baseline)" if name == report.baseline else name
+        ok = f"{m.tasks - m.failed}/{m.tasks}"
+        rows.append([label, ok, *(_fmt(getattr(m, field), kind) for _, field, kind in COLUMNS)])
+    return rows
+
+
+def results_table(report: BenchReport) -> Table:
+    m = report.meta
+    table = Table(title=f"{m.title}: {m.workload}, {m.tasks} tasks, {m.replicas} replicas ({m.profile})")
+    table.add_column("policy", no_wrap=True)
+    table.add_column("tasks ok", justify="right")
+    for header, _, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    for row in _rows(report):
+        table.add_row(*row)
+    return table
+
+
+def markdown_table(report: BenchReport) -> str:
+    headers = ["policy", "tasks ok", *(h for h, _, _ in COLUMNS)]
+    lines = ["| " + " | ".join(headers) + " |", "| --- |" + " ---: |" * (len(headers) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    return "\n".join(lines)
+
+
+def append_markdown(report: BenchReport, path: str | Path, plot: str | None = None) -> None:
+    m = report.meta
+    parts = [
+        f"\n## {m.title} — {m.workload}, {m.replicas} replicas, {m.tasks} tasks\n",
+        f"- Command: `{m.command}`",
+        f"- Machine: {m.machine}",
+        f"- Date: {m.date}",
+        f"- Mode: {'discrete-event cluster (virtual time)' if m.mode == 'des' else 'over HTTP (loopback)'}, "
+        f"profile `{m.profile}`, seed {m.seed}; speedup = baseline `{report.baseline}` geometric-mean TCT / "
+        "the policy's",
+    ]
+    if m.notes:
+        parts.append(f"- Notes: {m.notes}")
+    if report.missing:
+        parts.append("- Not run: " + "; ".join(f"`{k}`: {v}" for k, v in report.missing.items()))
+    parts += ["", markdown_table(report), ""]
+    if plot:
+        parts += [f"![Task completion time per policy]({plot})", ""]
+    with open(path, "a") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def write_json(report: BenchReport, path: str | Path) -> None:
+    Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
+
+
+def plot_completion_times(times: Mapping[str, Sequence[float]], path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, values in times.items():
+        ordered = sorted(v for v in values if v > 0)
+        if not ordered:
+            continue
+        ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+        ax.step(ordered, ys, where="post", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("task completion time (s)")
+    ax.set_ylabel("fraction of tasks")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

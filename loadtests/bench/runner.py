@@ -1,0 +1,82 @@
+"""Runs contenders (policies in the discrete-event cluster, or routers over HTTP) on the same tasks and
+assembles the side-by-side report.
+
+Contract: `compare(contenders, run_one, tasks, ...)` calls `run_one(name)` for each contender in order (each
+must start from a fresh fleet), turns what it returns into `PolicyMetrics` against the tasks' isolated
+times, sets speedups against `baseline` (the first contender when the baseline did not run), and records
+contenders that could not run in `missing` with the reason `run_one` raised (`ContenderUnavailable`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+
+from loadtests.agent_client import AgentTask, TaskRecord
+from loadtests.bench.isolated import isolated_task_time_s
+from loadtests.bench.metrics import DEFAULT_SLO_FACTORS, PolicyMetrics, policy_metrics, with_speedups
+from loadtests.bench.report import BenchReport, RunMeta
+from simulator.cost_model import get_profile
+
+
+class ContenderUnavailable(RuntimeError):
+    """This contender cannot run here; the message says why (reported, not fatal)."""
+
+
+class ContenderRun(msgspec.Struct):
+    records: list[TaskRecord]
+    preemptions: int | None = None
+    kv_utilization_mean: float | None = None
+    useful_kv_fraction: float | None = None
+
+
+RunOne = Callable[[str], Awaitable[ContenderRun]]
+
+
+async def compare(
+    contenders: Sequence[str],
+    run_one: RunOne,
+    tasks: Sequence[AgentTask],
+    *,
+    baseline: str,
+    meta: RunMeta,
+    slo_factors: dict[str, float] | None = None,
+    on_result: Callable[[str, PolicyMetrics | str], None] | None = None,
+) -> tuple[BenchReport, dict[str, list[float]]]:
+    """The report, and each contender's task completion times (for the plot)."""
+    profile = get_profile(meta.profile)
+    isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
+    results: dict[str, PolicyMetrics] = {}
+    missing: dict[str, str] = {}
+    times: dict[str, list[float]] = {}
+    for name in contenders:
+        started = time.monotonic()
+        try:
+            run = await run_one(name)
+        except ContenderUnavailable as e:
+            missing[name] = str(e)
+            if on_result is not None:
+                on_result(name, str(e))
+            continue
+        m = policy_metrics(
+            run.records,
+            tasks,
+            isolated,
+            slo_factors=slo_factors or DEFAULT_SLO_FACTORS,
+            preemptions=run.preemptions,
+            kv_utilization_mean=run.kv_utilization_mean,
+            useful_kv_fraction=run.useful_kv_fraction,
+        )
+        results[name] = msgspec.structs.replace(m, wall_s=time.monotonic() - started)
+        times[name] = [r.completion_time_s for r in run.records if not r.failed]
+        if on_result is not None:
+            on_result(name, results[name])
+    if not results:
+        raise ContenderUnavailable(
+            "no contender could run: " + "; ".join(f"{k}: {v}" for k, v in missing.items())
+        )
+    base = baseline if baseline in results else next(iter(results))
+    report = BenchReport(baseline=base, policies=with_speedups(results, base), meta=meta, missing=missing)
+    return report, times

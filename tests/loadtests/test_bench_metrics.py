@@ -1,0 +1,94 @@
+"""The harness's metrics on hand-made traces with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from loadtests.agent_client import AgentTask, CallRecord, Step, TaskRecord
+from loadtests.bench.isolated import isolated_task_time_s
+from loadtests.bench.metrics import policy_metrics, with_speedups
+from simulator.cost_model import Profile, get_profile
+
+
+def call(
+    step: int, prompt: int, cached: int, out: int, ttft: float = 0.1, error: str | None = None
+) -> CallRecord:
+    return CallRecord(step, 0.0, 1.0, ttft, prompt, cached, out, error=error)
+
+
+def task(sid: str, slo: str = "standard", replace: bool = False) -> AgentTask:
+    return AgentTask(sid, 100, 50, [Step(10, "t", 1.0, 40)] * 3, slo_class=slo, replace_history=replace)
+
+
+def test_times_hits_recompute_slo_and_throughput_on_a_known_trace() -> None:
+    tasks = [task("a"), task("b", slo="batch"), task("c")]
+    records = [
+        # a: 10 s; the second call lost 60 of the 160 tokens it had before (prompt 200 = 150 + 10 + 40).
+        TaskRecord(
+            "a", "t", "x", 0.0, 10.0, [call(0, 150, 0, 10), call(1, 200, 100, 10), call(2, 250, 208, 10)]
+        ),
+        # b: 40 s, batch class; its calls all hit.
+        TaskRecord(
+            "b", "t", "x", 0.0, 40.0, [call(0, 150, 96, 10, ttft=0.3), call(1, 200, 160, 10, ttft=0.5)]
+        ),
+        # c: failed on its second call.
+        TaskRecord("c", "t", "x", 5.0, 20.0, [call(0, 150, 0, 10), call(1, 0, 0, 0, error="HTTP 503")]),
+    ]
+    isolated = {"a": 8.0, "b": 20.0, "c": 8.0}
+    m = policy_metrics(records, tasks, isolated, preemptions=4)
+    assert (m.tasks, m.failed, m.calls) == (3, 1, 6)
+    assert m.tct_mean_s == 25.0 and m.tct_geomean_s == pytest.approx(20.0)
+    assert m.tct_p50_s == 25.0 and m.tct_p99_s == pytest.approx(39.7)
+    # a: 10 <= 1.5 x 8 meets; b: 40 <= 3.0 x 20 meets (batch); c failed: 2 of 3.
+    assert m.slo_attainment == pytest.approx(2 / 3)
+    prompt = 150 + 200 + 250 + 150 + 200 + 150
+    assert m.prefix_hit_rate == pytest.approx((100 + 208 + 96 + 160) / prompt)
+    # a: call 1 had 160 before, cached 100 -> 60; call 2 had 210, cached 208 -> 2. b: 160 - 160 -> 0.
+    assert m.recomputed_prefill_tokens == 62
+    assert m.makespan_s == 40.0 and m.throughput_tasks_per_s == pytest.approx(2 / 40)
+    assert m.throughput_tokens_per_s == pytest.approx((prompt + 60) / 40)
+    assert m.ttft_p50_s == pytest.approx(0.1) and m.preemptions == 4
+
+
+def test_a_task_that_replaces_its_history_only_carries_its_system_prompt_over() -> None:
+    records = [TaskRecord("r", "t", "x", 0.0, 5.0, [call(0, 150, 0, 10), call(1, 140, 64, 10)])]
+    m = policy_metrics(records, [task("r", replace=True)], {"r": 5.0})
+    assert m.recomputed_prefill_tokens == 100 - 64
+
+
+def test_speedups_are_against_the_baselines_geometric_mean() -> None:
+    base = policy_metrics(
+        [TaskRecord("a", "t", "x", 0.0, 10.0, [call(0, 150, 0, 10)])], [task("a")], {"a": 1}
+    )
+    fast = policy_metrics([TaskRecord("a", "t", "x", 0.0, 4.0, [call(0, 150, 0, 10)])], [task("a")], {"a": 1})
+    out = with_speedups({"base": base, "fast": fast}, "base")
+    assert out["base"].speedup_vs_baseline == 1.0
+    assert out["fast"].speedup_vs_baseline == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="baseline 'nope' was not run"):
+        with_speedups(out, "nope")
+
+
+def test_isolated_time_is_the_cost_model_summed_over_calls_plus_tools() -> None:
+    flat = Profile(
+        name="flat",
+        source="test",
+        block_size=16,
+        kv_capacity_tokens=16_000,
+        max_num_batched_tokens=64,
+        max_model_len=4096,
+        step_fixed_ms=10.0,
+        prefill_token_ms=0.0,
+        linear_knee_tokens=0,
+        prefill_attention_ms=0.0,
+        decode_ms_per_kctx=0.0,
+    )
+    # 100 system + 50 task tokens; system's 96 full-block tokens are cached: 54 to prefill = 1 chunk step,
+    # then 9 decode steps. Next call: 150 + 10 + 40 = 200 tokens, 160 cached -> 40 = 1 step, 9 decode steps.
+    # Third call: 250 tokens, 208 cached -> 1 step + 9. Each call 10 steps x 10 ms; tools 3 x 1 s.
+    assert isolated_task_time_s(task("a"), flat) == pytest.approx(3 * 0.1 + 3.0)
+    real = get_profile("llama3-8b-h100")
+    assert isolated_task_time_s(task("a"), real) > 3.0 and math.isfinite(
+        isolated_task_time_s(task("a"), real)
+    )
