@@ -20,72 +20,37 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from simulator.driver import RequestStream
 from simulator.engine import EngineRequest, InvalidRequestError
+from simulator.http_common import (
+    REPLICA,
+    HttpError,
+    add_replica_header,
+    decode,
+    errors,
+    json_obj,
+    json_response,
+)
 from simulator.openai_api import (
     DONE_EVENT,
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
-    ReleaseRequest,
-    ReleaseResponse,
     ResponseFormat,
-    RetainedResponse,
-    RetainRequest,
     TokenizeRequest,
     error_body,
 )
 from simulator.replica import Replica
+from simulator.retention_routes import add_retention_routes, expire_retentions
 from simulator.tokenizer import Tokenizer, render_chat
 
 VERSION = "0.33.0+saga.sim"
 _COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
-
-T = TypeVar("T")
-
-
-REPLICA = web.AppKey("replica", Replica)
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, content_type="application/json")
-
-
-def _json_obj(obj: Any) -> web.Response:
-    return _json(msgspec.json.encode(obj))
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except HttpError as e:
-        return _json(error_body(e.status, e.message), e.status)
-    return response
-
-
-async def _add_replica_header(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["X-Replica"] = request.app[REPLICA].name
-
-
-async def _decode(request: web.Request, type_: type[T]) -> T:
-    try:
-        return msgspec.json.decode(await request.read(), type=type_)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise HttpError(400, f"Invalid request body: {e}") from None
 
 
 # ---- generation -------------------------------------------------------------------------------------------
@@ -93,7 +58,7 @@ async def _decode(request: web.Request, type_: type[T]) -> T:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     replica = request.app[REPLICA]
-    body = await _decode(request, ChatCompletionRequest)
+    body = await decode(request, ChatCompletionRequest)
     for message in body.messages:
         if not isinstance(message.get("role"), str):
             raise HttpError(400, "Every message needs a string 'role'.")
@@ -106,7 +71,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     replica = request.app[REPLICA]
-    body = await _decode(request, CompletionRequest)
+    body = await decode(request, CompletionRequest)
     prompt = _completion_prompt(replica.tokenizer, body.prompt)
     max_tokens = body.max_tokens if body.max_tokens is not None else _COMPLETIONS_DEFAULT_MAX_TOKENS
     return await _generate(request, replica, body, prompt, max_tokens, chat=False)
@@ -204,7 +169,7 @@ async def _whole(replica: Replica, stream: RequestStream, fmt: ResponseFormat) -
     except Exception as e:
         raise HttpError(500, f"engine error: {e!r}") from None
     assert out.usage is not None
-    return _json(fmt.full(replica.tokenizer.decode(token_ids), out.finish_reason, out.usage))
+    return json_response(fmt.full(replica.tokenizer.decode(token_ids), out.finish_reason, out.usage))
 
 
 async def _stream(
@@ -249,7 +214,7 @@ async def _stream(
 
 async def tokenize(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
-    body = await _decode(request, TokenizeRequest)
+    body = await decode(request, TokenizeRequest)
     if body.messages is not None:
         tokens = replica.tokenizer.encode(
             render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
@@ -259,26 +224,26 @@ async def tokenize(request: web.Request) -> web.Response:
     else:
         raise HttpError(400, "Either 'prompt' or 'messages' is required.")
     max_len = replica.engine.profile.max_model_len
-    return _json_obj({"count": len(tokens), "max_model_len": max_len, "tokens": tokens, "token_strs": None})
+    return json_obj({"count": len(tokens), "max_model_len": max_len, "tokens": tokens, "token_strs": None})
 
 
 async def detokenize(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
-    body = await _decode(request, DetokenizeRequest)
-    return _json_obj({"prompt": replica.tokenizer.decode(body.tokens)})
+    body = await decode(request, DetokenizeRequest)
+    return json_obj({"prompt": replica.tokenizer.decode(body.tokens)})
 
 
 async def render_chat_prompt(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
-    body = await _decode(request, ChatCompletionRequest)
+    body = await decode(request, ChatCompletionRequest)
     text = render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
-    return _json_obj({"token_ids": replica.tokenizer.encode(text)})
+    return json_obj({"token_ids": replica.tokenizer.encode(text)})
 
 
 async def render_completion_prompt(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
-    body = await _decode(request, CompletionRequest)
-    return _json_obj([{"token_ids": _completion_prompt(replica.tokenizer, body.prompt)}])
+    body = await decode(request, CompletionRequest)
+    return json_obj([{"token_ids": _completion_prompt(replica.tokenizer, body.prompt)}])
 
 
 async def health(request: web.Request) -> web.Response:
@@ -286,7 +251,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return _json_obj({"version": VERSION})
+    return json_obj({"version": VERSION})
 
 
 async def models(request: web.Request) -> web.Response:
@@ -300,80 +265,33 @@ async def models(request: web.Request) -> web.Response:
         "parent": None,
         "max_model_len": replica.engine.profile.max_model_len,
     }
-    return _json_obj({"object": "list", "data": [card]})
+    return json_obj({"object": "list", "data": [card]})
 
 
 async def load(request: web.Request) -> web.Response:
     stats = request.app[REPLICA].engine.stats()
-    return _json_obj({"server_load": stats.num_running + stats.num_waiting})
+    return json_obj({"server_load": stats.num_running + stats.num_waiting})
 
 
 async def get_load(request: web.Request) -> web.Response:
     stats = request.app[REPLICA].engine.stats()
-    return _json_obj({"load": stats.num_running + stats.num_waiting})
+    return json_obj({"load": stats.num_running + stats.num_waiting})
 
 
 async def reset_prefix_cache(request: web.Request) -> web.Response:
-    return _json_obj({"success": request.app[REPLICA].engine.reset_prefix_cache()})
+    return json_obj({"success": request.app[REPLICA].engine.reset_prefix_cache()})
 
 
 async def kv_event_sources(request: web.Request) -> web.Response:
     """vLLM's discovery of its KV-event publishers: one entry per data-parallel rank, none when off."""
     publisher = request.app[REPLICA].kv_publisher
-    return _json_obj({"sources": publisher.sources() if publisher is not None else []})
+    return json_obj({"sources": publisher.sources() if publisher is not None else []})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    _expire_retentions(request.app[REPLICA])
+    expire_retentions(request.app[REPLICA])
     body = request.app[REPLICA].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-# ---- KV retention ---------------------------------------------------------------------------------------
-
-
-def _expire_retentions(replica: Replica) -> float:
-    """Tick the engine's retention clock (it may be idle) to the driver's simulated now; returns now."""
-    now = replica.driver.now()
-    replica.engine.expire_retentions(now)
-    return now
-
-
-async def retain(request: web.Request) -> web.Response:
-    replica = request.app[REPLICA]
-    body = await _decode(request, RetainRequest)
-    now = _expire_retentions(replica)
-    try:
-        info = replica.engine.retention.extend(body.session_id, body.ttl_s, now)
-    except ValueError as e:
-        raise HttpError(400, str(e)) from None
-    if info is None:
-        raise HttpError(404, f"session {body.session_id!r} holds no retained KV on this replica.")
-    return _json_obj(info)
-
-
-async def release(request: web.Request) -> web.Response:
-    replica = request.app[REPLICA]
-    body = await _decode(request, ReleaseRequest)
-    _expire_retentions(replica)
-    num_blocks = replica.engine.retention.release(body.session_id)
-    return _json_obj(ReleaseResponse(body.session_id, num_blocks is not None, num_blocks or 0))
-
-
-async def retained(request: web.Request) -> web.Response:
-    replica = request.app[REPLICA]
-    now = _expire_retentions(replica)
-    table = replica.engine.retention
-    return _json_obj(
-        RetainedResponse(
-            now=now,
-            num_blocks=table.num_blocks,
-            max_blocks=table.max_blocks,
-            max_ttl_s=table.max_ttl_s,
-            block_size=replica.engine.block_size,
-            sessions=table.snapshot(now),
-        )
-    )
 
 
 async def _driver_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -387,9 +305,9 @@ async def _driver_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(replica: Replica) -> web.Application:
     """The aiohttp app serving `replica`; its driver runs while the app is started."""
-    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[errors], client_max_size=64 * 1024 * 1024)
     app[REPLICA] = replica
-    app.on_response_prepare.append(_add_replica_header)
+    app.on_response_prepare.append(add_replica_header)
     app.cleanup_ctx.append(_driver_ctx)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
@@ -407,7 +325,5 @@ def create_app(replica: Replica) -> web.Application:
     app.router.add_post("/reset_prefix_cache", reset_prefix_cache)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/kv_event_sources", kv_event_sources)
-    app.router.add_post("/saga/v1/retain", retain)
-    app.router.add_post("/saga/v1/release", release)
-    app.router.add_get("/saga/v1/retained", retained)
+    add_retention_routes(app)
     return app

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -79,6 +80,9 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         p.add_argument("--plot", type=Path, help="write a completion-time plot (PNG) here")
         p.add_argument("--title", default=None, help="section title in the markdown")
         p.add_argument("--notes", default="", help="a note to record with the results")
+    des.add_argument(
+        "--sweep-load", metavar="R1,R2,...", help="run every policy at these arrival rates (tasks/s)"
+    )
     des.add_argument("--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(PRESETS)}")
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
     live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")
@@ -181,6 +185,38 @@ async def _bench_live(args: argparse.Namespace, console: Console) -> None:
     _finish(args, report, times, console)
 
 
+def _sweep(args: argparse.Namespace, console: Console) -> None:
+    from loadtests.bench.des import sweep_des
+    from loadtests.bench.sweep import plot_sweep, sweep_markdown
+
+    tasks = generate(args.workload, args.tasks, seed=args.seed, tenants=args.tenants)
+    result = sweep_des(args, tasks, console)
+    table = sweep_markdown(result)
+    console.print(table)
+    if args.json:
+        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+    meta = _meta(args, "des", tasks)
+    if args.plot:
+        plot_sweep(result, str(args.plot), f"{meta.workload}, {meta.replicas} replicas ({meta.profile})")
+    if args.markdown:
+        lines = [
+            f"\n## Load sweep — {meta.workload}, {meta.replicas} replicas, {meta.tasks} tasks per point\n",
+            f"- Command: `{meta.command}`",
+            f"- Machine: {meta.machine}",
+            f"- Date: {meta.date}",
+            "- Cells: mean task completion time (share of tasks meeting the SLO) at each offered load",
+            "",
+            table,
+            "",
+        ]
+        if args.plot:
+            lines += [
+                f"![Completion time against load]({os.path.relpath(args.plot, Path(args.markdown).parent)})"
+            ]
+        with open(args.markdown, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
@@ -188,6 +224,8 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.bench_mode == "live":
             asyncio.run(_bench_live(args, console))
+        elif args.sweep_load:
+            _sweep(args, console)
         else:
             from loadtests.bench.des import bench_des
 

@@ -11,6 +11,7 @@ import pytest
 from loadtests.agent_client import AgentTask, CallRecord, Step, TaskRecord
 from loadtests.bench import peers
 from loadtests.bench.live import run_router
+from loadtests.bench.metrics import PolicyMetrics
 from loadtests.bench.peers import parse_router, peer_command, unavailable
 from loadtests.bench.report import RunMeta, append_markdown, plot_completion_times, write_json
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
@@ -100,3 +101,27 @@ async def test_live_run_through_saga_finishes_every_task_and_affinity_hits_the_c
     later = [c for r in affinity.records for c in r.calls[1:]]
     assert all(c.cached_tokens > 0 for c in later)
     assert affinity.preemptions == 0 and 0.0 <= affinity.kv_utilization_mean <= 1.0
+
+
+def test_sweep_peak_throughput_only_counts_loads_where_the_slo_holds() -> None:
+    from loadtests.bench.metrics import policy_metrics
+    from loadtests.bench.sweep import sweep_load, sweep_markdown
+
+    tasks = generate("webarena", 4, seed=1)
+
+    def run_policy(policy: str, arriving: list[AgentTask]) -> PolicyMetrics:
+        # A fake cluster: each task takes 10 s, or 100 s (missing its SLO) for "slow" above 1 task/s.
+        last = arriving[-1].arrival_s or 0.0
+        rate = len(arriving) / last
+        tct = 100.0 if policy == "slow" and rate > 1.0 else 10.0
+        records = [
+            TaskRecord(t.session_id, "d", "d", t.arrival_s or 0.0, (t.arrival_s or 0.0) + tct, [])
+            for t in arriving
+        ]
+        return policy_metrics(records, arriving, {t.session_id: 9.0 for t in arriving})
+
+    result = sweep_load(["fast", "slow"], [4.0, 0.5], tasks, run_policy, seed=3)
+    assert [p.rate_per_s for p in result.points["fast"]] == [0.5, 4.0]
+    fast, slow = result.peak_throughput_tasks_per_s["fast"], result.peak_throughput_tasks_per_s["slow"]
+    assert fast > slow > 0  # "slow" keeps only its 0.5/s point
+    assert "| slow |" in sweep_markdown(result)

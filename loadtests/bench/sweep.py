@@ -1,0 +1,91 @@
+"""`saga bench des --sweep-load R1,R2,...`: each policy at each offered load, to find its peak throughput.
+
+Contract: at every arrival rate (tasks per second, open loop, the same seeded Poisson arrivals for every
+policy) each policy runs the same tasks in the discrete-event cluster. A policy's peak throughput is the
+highest completed-tasks-per-second it reached at any rate while meeting the SLO for at least `slo_floor`
+of its tasks (a policy that "keeps up" by making every task late does not count). The plot shows mean task
+completion time against offered load, per policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from loadtests.agent_client import AgentTask
+from loadtests.bench.metrics import PolicyMetrics
+from loadtests.workloads.catalog import with_poisson_arrivals
+
+
+class SweepPoint(msgspec.Struct):
+    rate_per_s: float
+    metrics: PolicyMetrics
+
+
+class SweepResult(msgspec.Struct):
+    slo_floor: float
+    points: dict[str, list[SweepPoint]]  # policy -> one point per rate, in rate order
+    peak_throughput_tasks_per_s: dict[str, float]
+
+
+def sweep_load(
+    policies: Sequence[str],
+    rates: Sequence[float],
+    tasks: Sequence[AgentTask],
+    run_policy: Callable[[str, list[AgentTask]], PolicyMetrics],
+    *,
+    seed: int,
+    slo_floor: float = 0.9,
+) -> SweepResult:
+    points: dict[str, list[SweepPoint]] = {p: [] for p in policies}
+    for rate in sorted(rates):
+        arriving = with_poisson_arrivals(tasks, rate, seed=seed)
+        for policy in policies:
+            points[policy].append(SweepPoint(rate, run_policy(policy, arriving)))
+    peak = {
+        policy: max(
+            (p.metrics.throughput_tasks_per_s for p in pts if p.metrics.slo_attainment >= slo_floor),
+            default=0.0,
+        )
+        for policy, pts in points.items()
+    }
+    return SweepResult(slo_floor, points, peak)
+
+
+def plot_sweep(result: SweepResult, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for policy, pts in result.points.items():
+        ax.plot([p.rate_per_s for p in pts], [p.metrics.tct_mean_s for p in pts], marker="o", label=policy)
+    ax.set_xlabel("offered load (tasks per second)")
+    ax.set_ylabel("mean task completion time (s)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sweep_markdown(result: SweepResult) -> str:
+    policies = list(result.points)
+    rates = [p.rate_per_s for p in result.points[policies[0]]] if policies else []
+    lines = [
+        "| policy | " + " | ".join(f"TCT mean @ {r:g}/s" for r in rates) + " | peak tasks/s (SLO met >= "
+        f"{result.slo_floor:.0%}) |",
+        "| --- |" + " ---: |" * (len(rates) + 1),
+    ]
+    for policy in policies:
+        cells = [
+            f"{p.metrics.tct_mean_s:.1f} s ({p.metrics.slo_attainment:.0%})" for p in result.points[policy]
+        ]
+        lines.append(
+            f"| {policy} | " + " | ".join(cells) + f" | {result.peak_throughput_tasks_per_s[policy]:.3f} |"
+        )
+    return "\n".join(lines)

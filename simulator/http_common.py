@@ -1,0 +1,50 @@
+"""What the simulated replica's route modules share: the app key, vLLM-shaped errors, JSON in and out."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from simulator.openai_api import error_body
+from simulator.replica import Replica
+
+T = TypeVar("T")
+
+REPLICA = web.AppKey("replica", Replica)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def json_obj(obj: Any) -> web.Response:
+    return json_response(msgspec.json.encode(obj))
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except HttpError as e:
+        return json_response(error_body(e.status, e.message), e.status)
+    return response
+
+
+async def add_replica_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Replica"] = request.app[REPLICA].name
+
+
+async def decode(request: web.Request, type_: type[T]) -> T:
+    try:
+        return msgspec.json.decode(await request.read(), type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise HttpError(400, f"Invalid request body: {e}") from None

@@ -1,0 +1,65 @@
+"""The KV retention endpoints of the simulated replica (docs/retention-api.md).
+
+Contract: `POST /saga/v1/retain` re-arms a session's retention (404 when the session holds none),
+`POST /saga/v1/release` drops it (always 200, saying whether there was one), `GET /saga/v1/retained` lists
+retentions and the caps. Each first expires retentions at the driver's simulated now, since an idle engine
+does not step.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from simulator.http_common import REPLICA, HttpError, decode, json_obj
+from simulator.openai_api import ReleaseRequest, ReleaseResponse, RetainedResponse, RetainRequest
+from simulator.replica import Replica
+
+
+def expire_retentions(replica: Replica) -> float:
+    """Tick the engine's retention clock (it may be idle) to the driver's simulated now; returns now."""
+    now = replica.driver.now()
+    replica.engine.expire_retentions(now)
+    return now
+
+
+async def retain(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await decode(request, RetainRequest)
+    now = expire_retentions(replica)
+    try:
+        info = replica.engine.retention.extend(body.session_id, body.ttl_s, now)
+    except ValueError as e:
+        raise HttpError(400, str(e)) from None
+    if info is None:
+        raise HttpError(404, f"session {body.session_id!r} holds no retained KV on this replica.")
+    return json_obj(info)
+
+
+async def release(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    body = await decode(request, ReleaseRequest)
+    expire_retentions(replica)
+    num_blocks = replica.engine.retention.release(body.session_id)
+    return json_obj(ReleaseResponse(body.session_id, num_blocks is not None, num_blocks or 0))
+
+
+async def retained(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    now = expire_retentions(replica)
+    table = replica.engine.retention
+    return json_obj(
+        RetainedResponse(
+            now=now,
+            num_blocks=table.num_blocks,
+            max_blocks=table.max_blocks,
+            max_ttl_s=table.max_ttl_s,
+            block_size=replica.engine.block_size,
+            sessions=table.snapshot(now),
+        )
+    )
+
+
+def add_retention_routes(app: web.Application) -> None:
+    app.router.add_post("/saga/v1/retain", retain)
+    app.router.add_post("/saga/v1/release", release)
+    app.router.add_get("/saga/v1/retained", retained)
