@@ -6,4 +6,8 @@ Sans-IO core (no asyncio, no clock reads): `tokenizer` (text <-> ids, chat templ
 clock). I/O shell: `driver` (asyncio pacing of an engine against wall time), `metrics`, `openai_api` (wire
 types), `kv_publisher` (KV events over ZMQ), `routes` and `replica` (one aiohttp server), `server`
 (`start_fleet`, `serve_fleet_forever`).
+
+Discrete-event cluster (many engines behind the proxy's scheduler core on one virtual clock, no I/O):
+`event_queue` (clock and event heap), `des_client` (agent workflows as token ids), `cluster_replica`,
+`cluster_result` (config and records), `cluster` (`run_cluster`), `cluster_bench` (a command-line run).
 """

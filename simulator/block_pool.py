@@ -44,6 +44,9 @@ class BlockPool:
         self._dups: dict[BlockHash, list[int]] = {}
         self._dup_of: dict[int, BlockHash] = {}
         self.num_evictions = 0
+        # Bumped whenever blocks may become available to a waiting request (a free, a touch, a reset): the
+        # engine skips re-trying an admission that failed while nothing that could let it in changed.
+        self.version = 0
         self.query_tokens = 0
         self.hit_tokens = 0
         self.kv_event_sink: Callable[[KvEvent], None] | None = None  # KV events off while None
@@ -69,6 +72,9 @@ class BlockPool:
     def is_free(self, block_id: int) -> bool:
         return block_id in self._free
 
+    def is_cached(self, block_hash: BlockHash) -> bool:
+        return block_hash in self._cached
+
     def lookup(self, block_hashes: Iterable[BlockHash]) -> list[int]:
         """Ids of the cached blocks matching the longest prefix of `block_hashes`; takes no references.
         Stops pulling from `block_hashes` at the first miss, so a lazy hash generator stops hashing too."""
@@ -88,6 +94,7 @@ class BlockPool:
 
     def touch(self, block_ids: Iterable[int]) -> None:
         """Take one reference on each block (a prefix hit)."""
+        self.version += 1
         ref = self._ref_cnt
         free = self._free
         for block_id in block_ids:
@@ -141,6 +148,7 @@ class BlockPool:
         """Drop one reference on each block; of those reaching zero, the cached ones join the free queue's
         tail in this order and the others its head, the first of them becoming the head. Callers pass a
         request's blocks last-first, so its tail is evicted before its shared prefix."""
+        self.version += 1
         ref = self._ref_cnt
         free = self._free
         uncached: list[int] = []
@@ -204,6 +212,7 @@ class BlockPool:
         """Drop every cached hash (vLLM's reset_prefix_cache); refused (False) while any block is in use."""
         if len(self._free) != self.num_blocks:
             return False
+        self.version += 1
         self._cached.clear()
         self._dups.clear()
         self._dup_of.clear()

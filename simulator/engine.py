@@ -96,6 +96,8 @@ class Engine:
         self._hash = hash_function(hash_algo)
         self._none_hash = none_hash(hash_algo)
         self._waiting: WaitingQueue[RequestState] = WaitingQueue(scheduling_policy)
+        # The head request that last failed to fit: (request, pool version, step budget, prefix hit blocks).
+        self._blocked: tuple[RequestState, int, int, int] | None = None
         self._running: list[RequestState] = []
         self._seqs: dict[str, RequestState] = {}
         self._seq_no = 0
@@ -274,11 +276,14 @@ class Engine:
         pool = self.pool
         while len(self._waiting) > 0 and budget > 0 and len(self._running) < self.profile.max_num_seqs:
             seq = self._waiting.peek()
+            if self._still_blocked(seq, budget):
+                break
             hit = pool.lookup(self._iter_hashes(seq, (len(seq.tokens) - 1) // bs))
             num_computed = len(hit) * bs
             n = min(len(seq.tokens) - num_computed, budget)
             need = -(-(num_computed + n) // bs) - len(hit)
             if need + pool.num_evictable(hit) > pool.num_free and not self.retention.make_room(need, hit):
+                self._blocked = (seq, pool.version, budget, len(hit))
                 break
             self._waiting.pop()
             pool.touch(hit)
@@ -301,6 +306,21 @@ class Engine:
             budget -= n
             self._cache_full_blocks(seq, num_computed + n)
         return budget
+
+    def _still_blocked(self, seq: RequestState, budget: int) -> bool:
+        """Whether `seq` certainly still cannot be admitted: it failed last time and since then no block was
+        freed or touched, no retention exists that could be released, the budget is not smaller (a smaller
+        chunk might fit) and its prefix hit cannot have grown. Exact: it skips only attempts that would fail,
+        which under memory pressure are most of them (a long queue retried every step)."""
+        blocked = self._blocked
+        if blocked is None or blocked[0] is not seq:
+            return False
+        _, version, old_budget, hit_len = blocked
+        if version != self.pool.version or budget < old_budget or self.retention.num_sessions:
+            return False
+        hashes = seq.block_hashes
+        full_blocks = (len(seq.tokens) - 1) // self.block_size
+        return hit_len >= full_blocks or hit_len >= len(hashes) or not self.pool.is_cached(hashes[hit_len])
 
     def _advance(self, scheduled: dict[RequestState, None], end: float) -> list[RequestOutput]:
         """Apply the step (ending at `end`): count computed tokens, sample one token for each request that

@@ -130,6 +130,8 @@ class RetentionTable:
         retentions oldest first until `num_new` fresh blocks plus the free blocks of its prefix `hit` fit;
         True if they do. Releases nothing when even releasing every retention would not make room (running
         requests hold the blocks, and the request waits for them as on stock vLLM)."""
+        if not self._holders:
+            return False
         pool = self._pool
         hit_blocks = set(hit)
         ref_count = pool.ref_count

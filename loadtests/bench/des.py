@@ -1,0 +1,109 @@
+"""`saga bench des`: scheduler policies side by side in the discrete-event cluster.
+
+Contract: every policy runs the same tasks on a fresh cluster with the same seed (simulator.cluster), so the
+results are deterministic for a seed and differences come from the policy alone. Engine figures come from the
+cluster's per-replica counters: preemptions summed, KV utilisation averaged over replicas (time-weighted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.progress import Progress
+
+from loadtests.agent_client import AgentTask
+from loadtests.bench.isolated import isolated_task_time_s
+from loadtests.bench.metrics import PolicyMetrics, policy_metrics
+from loadtests.bench.report import BenchReport, RunMeta
+from loadtests.bench.runner import ContenderRun, compare
+from loadtests.bench.sweep import SweepResult, sweep_load
+from proxy.scheduler import PRESETS
+from simulator.cluster import run_cluster
+from simulator.cluster_result import ClusterProgress, ClusterResult
+from simulator.cost_model import get_profile
+
+
+def contender_run(result: ClusterResult) -> ContenderRun:
+    replicas = result.replicas
+    return ContenderRun(
+        records=result.tasks,
+        preemptions=sum(r.preemptions for r in replicas),
+        kv_utilization_mean=sum(r.kv_usage_mean for r in replicas) / len(replicas) if replicas else 0.0,
+    )
+
+
+def bench_des(
+    args: argparse.Namespace,
+    tasks: list[AgentTask],
+    meta: Callable[[argparse.Namespace, str, Sequence[AgentTask]], RunMeta],
+    console: Console,
+    progress_factory: Callable[[Console], Progress],
+) -> tuple[BenchReport, dict[str, list[float]]]:
+    policies = [p for p in args.policies.split(",") if p]
+    unknown = [p for p in policies if p not in PRESETS]
+    if unknown:
+        raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(PRESETS)}")
+
+    with progress_factory(console) as progress:
+
+        async def run_one(name: str) -> ContenderRun:
+            bar = progress.add_task(name, total=len(tasks))
+
+            def advance(p: ClusterProgress) -> None:
+                progress.update(bar, completed=p.tasks_finished)
+
+            try:
+                result = run_cluster(
+                    tasks,
+                    replicas=args.replicas,
+                    profile=args.profile,
+                    policy=name,
+                    seed=args.seed,
+                    concurrency=args.concurrency,
+                    progress=advance,
+                )
+            finally:
+                progress.remove_task(bar)
+            return contender_run(result)
+
+        def on_result(name: str, result: PolicyMetrics | str) -> None:
+            if isinstance(result, PolicyMetrics):
+                progress.console.print(
+                    f"{name}: TCT geomean {result.tct_geomean_s:.1f} s, hit {result.prefix_hit_rate:.1%}, "
+                    f"{result.wall_s:.0f} s wall"
+                )
+
+        return asyncio.run(
+            compare(
+                policies,
+                run_one,
+                tasks,
+                baseline=args.baseline or "session-affinity",
+                meta=meta(args, "des", tasks),
+                on_result=on_result,
+            )
+        )
+
+
+def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console) -> SweepResult:
+    """Every policy at every rate of `--sweep-load` (see loadtests/bench/sweep.py)."""
+    policies = [p for p in args.policies.split(",") if p]
+    rates = [float(r) for r in args.sweep_load.split(",") if r]
+    if not rates or min(rates) <= 0:
+        raise ValueError(f"--sweep-load needs positive rates, got {args.sweep_load!r}")
+    profile = get_profile(args.profile)
+    isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
+
+    def run_policy(policy: str, arriving: list[AgentTask]) -> PolicyMetrics:
+        result = run_cluster(
+            arriving, replicas=args.replicas, profile=args.profile, policy=policy, seed=args.seed
+        )
+        run = contender_run(result)
+        m = policy_metrics(run.records, arriving, isolated, preemptions=run.preemptions)
+        console.print(f"{policy}: TCT mean {m.tct_mean_s:.1f} s, SLO met {m.slo_attainment:.0%}")
+        return m
+
+    return sweep_load(policies, rates, tasks, run_policy, seed=args.seed)

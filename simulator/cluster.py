@@ -1,0 +1,291 @@
+"""A discrete-event cluster: simulated vLLM engines behind the unchanged scheduler core, on one virtual clock.
+
+Contract:
+- Replicas are `simulator.engine.Engine`s, the model the HTTP replicas run ("builtin" block hashes). The
+  scheduler is `proxy.scheduler.SchedulerCore` built as the proxy builds it (`build_policy(policy, seed)`),
+  its clock the event queue's virtual clock.
+- A replica steps back to back while it has work: a step started at t delivers its outputs at t + duration,
+  when the next step starts. An idle replica wakes when a call is added, at that instant but after the other
+  events due then, so calls arriving together share a step.
+- Every call is reported with `request_arrived` (RequestInfo filled: session, tenant, agent type, arrival,
+  prompt tokens, prefix hashes) and its decision carried out: `Dispatch` adds it to that replica's engine
+  (max_tokens = the step's output with ignore_eos, priority, session id, retain_ttl_s); `Reject`, or an
+  engine refusing the request, fails the call and ends its task. The core also hears `first_token`,
+  `request_finished` with usage for every dispatched call, `replica_stats` (waiting, running, KV usage) for
+  each replica whose values changed since its last report, sampled every `stats_interval_s`, and `tick` each
+  `tick_interval_s`; decisions from any event are carried out, whichever call they answer.
+- Task starts: a task with `arrival_s` starts then; the others start as closed-loop slots free up
+  (`concurrency` at a time, all at time 0 when None) or, with `arrival_rate`, at the arrivals of a Poisson
+  process drawn from `random.Random(seed)`.
+- Deterministic: the same tasks and config give an identical `ClusterResult` (no wall clock, seeded
+  randomness only, ties between simultaneous events broken by scheduling order).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loadtests.agent_client import AgentTask, TaskRecord
+from proxy.scheduler import Decision, Dispatch, PolicySpec, ReplicaStats, SchedulerCore, Usage, build_policy
+from simulator.cluster_replica import ClusterReplica
+from simulator.cluster_result import ClusterConfig, ClusterProgress, ClusterResult
+from simulator.cost_model import Profile
+from simulator.des_client import HASH_ALGO, AgentRun, PendingCall, PromptSource
+from simulator.engine import Engine, EngineRequest, InvalidRequestError, RequestOutput
+from simulator.event_queue import EventQueue
+
+ProgressCallback = Callable[[ClusterProgress], None]
+
+
+class Cluster:
+    """One run: `Cluster(tasks, config).run()`; see the module contract."""
+
+    def __init__(
+        self,
+        tasks: Sequence[AgentTask],
+        config: ClusterConfig,
+        *,
+        progress: ProgressCallback | None = None,
+        progress_interval_s: float = 10.0,
+    ) -> None:
+        config.validate()
+        self.tasks = list(tasks)
+        self.config = config
+        self.queue = EventQueue()
+        profile = config.resolved_profile()
+        self.prompts = PromptSource(profile.block_size)
+        self.replicas = {
+            f"replica-{i}": ClusterReplica(
+                f"replica-{i}",
+                Engine(profile, scheduling_policy=config.scheduling_policy, hash_algo=HASH_ALGO),
+            )
+            for i in range(config.replicas)
+        }
+        policy = build_policy(config.policy, seed=config.seed)
+        self.core = SchedulerCore(
+            self.replicas, policy, self.queue, session_idle_ttl_s=config.session_idle_ttl_s
+        )
+        self.records: list[TaskRecord | None] = [None] * len(self.tasks)
+        self._pending: dict[str, PendingCall] = {}  # arrived, waiting for the core's decision
+        self._in_flight: dict[str, PendingCall] = {}  # on an engine
+        self._slot_tasks = iter([i for i, t in enumerate(self.tasks) if t.arrival_s is None])
+        self._progress = progress
+        self._progress_interval_s = progress_interval_s
+        self.tasks_started = self.tasks_finished = self.calls_finished = self.calls_failed = 0
+        self.end_s = 0.0
+
+    # ---- the run --------------------------------------------------------------------------------------
+
+    def run(self) -> ClusterResult:
+        """Run every task to its end (once per Cluster)."""
+        cfg, queue = self.config, self.queue
+        if queue.events_run:
+            raise RuntimeError("a Cluster runs once; build a new one")
+        for i, task in enumerate(self.tasks):
+            if task.arrival_s is not None:
+                queue.schedule(task.arrival_s, self._start_task, i)
+        if cfg.arrival_rate is not None:
+            rng = random.Random(cfg.seed)
+            at = 0.0
+            for i in self._slot_tasks:
+                at += rng.expovariate(cfg.arrival_rate)
+                queue.schedule(at, self._start_task, i)
+        else:
+            for i in itertools.islice(self._slot_tasks, cfg.concurrency or len(self.tasks)):
+                queue.schedule(0.0, self._start_task, i)
+        if self.tasks:
+            queue.schedule(0.0, self._sample_stats, None)
+            queue.schedule(cfg.tick_interval_s, self._tick, None)
+            if self._progress is not None:
+                queue.schedule(0.0, self._report_progress, None)
+        queue.run()
+        assert self.tasks_finished == len(self.tasks) and not self._in_flight and not self._pending
+        if self._progress is not None:
+            self._progress(self.snapshot())
+        return ClusterResult(
+            config=cfg,
+            duration_s=self.end_s,
+            tasks=[r for r in self.records if r is not None],
+            replicas=[rep.counters(self.end_s) for rep in self.replicas.values()],
+            events=queue.events_run,
+        )
+
+    @property
+    def _done(self) -> bool:
+        return self.tasks_finished == len(self.tasks)
+
+    # ---- tasks and calls ------------------------------------------------------------------------------
+
+    def _start_task(self, index: int) -> None:
+        run = AgentRun(self.tasks[index], self.prompts, self.queue.now)
+        self.records[index] = run.record
+        self.tasks_started += 1
+        self._send(run)
+
+    def _end_task(self, run: AgentRun) -> None:
+        self.tasks_finished += 1
+        self.end_s = max(self.end_s, self.queue.now)
+        if run.task.arrival_s is None and self.config.arrival_rate is None:
+            next_index = next(self._slot_tasks, None)  # closed loop: the freed slot takes the next task
+            if next_index is not None:
+                self._start_task(next_index)
+
+    def _send(self, run: AgentRun) -> None:
+        call = run.next_call(self.queue.now)
+        self._pending[call.info.request_id] = call
+        self._apply(self.core.request_arrived(call.info))
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            call = self._pending.pop(decision.request_id, None)
+            if call is None:
+                raise RuntimeError(f"scheduler decided on unknown call {decision.request_id!r}")
+            if isinstance(decision, Dispatch):
+                self._dispatch(call, decision)
+            else:
+                self._fail(call, f"rejected ({decision.status}): {decision.reason}")
+
+    def _dispatch(self, call: PendingCall, decision: Dispatch) -> None:
+        replica = self.replicas[decision.replica_id]
+        info = call.info
+        request = EngineRequest(
+            request_id=info.request_id,
+            prompt_token_ids=call.prompt,
+            max_tokens=call.max_tokens,
+            ignore_eos=True,
+            priority=decision.priority or 0,
+            prompt_block_hashes=call.prompt_hashes if self.config.pass_block_hashes else None,
+            session_id=info.session_id,
+            retain_ttl_s=decision.retain_ttl_s,
+        )
+        call.replica_id = replica.replica_id
+        call.prompt, call.prompt_hashes = [], []  # the engine has its own copy now
+        now = self.queue.now
+        try:
+            replica.engine.add_request(request, now)
+        except InvalidRequestError as e:
+            self._apply(self.core.request_finished(info.request_id))
+            self._fail(call, f"invalid request: {e}")
+            return
+        replica.calls += 1
+        self._in_flight[info.request_id] = call
+        if not replica.stepping:
+            replica.stepping = True
+            self.queue.schedule(now, self._step, replica)
+
+    def _fail(self, call: PendingCall, error: str) -> None:
+        self.calls_failed += 1
+        call.run.call_failed(call, error, self.queue.now)
+        self.queue.schedule(self.queue.now, self._end_task, call.run)  # queued: no recursion via next task
+
+    # ---- replicas -------------------------------------------------------------------------------------
+
+    def _step(self, replica: ClusterReplica) -> None:
+        """Deliver the finished step's outputs, then start the next step if there is work."""
+        now = self.queue.now
+        if replica.outputs:
+            outputs, replica.outputs = replica.outputs, []
+            self._deliver(replica, outputs, now)
+        end = replica.step(now)
+        if end is not None:
+            self.queue.schedule(end, self._step, replica)
+
+    def _deliver(self, replica: ClusterReplica, outputs: list[RequestOutput], now: float) -> None:
+        in_flight = self._in_flight
+        for out in outputs:
+            call = in_flight[out.request_id]
+            call.output += out.new_token_ids
+            if out.first_token:
+                call.run.first_token(call, now)
+                self._apply(self.core.first_token(out.request_id))
+            if out.finish_reason is not None:
+                del in_flight[out.request_id]
+                self._finish(replica, call, out, now)
+
+    def _finish(self, replica: ClusterReplica, call: PendingCall, last: RequestOutput, now: float) -> None:
+        self.calls_finished += 1
+        usage = Usage()
+        if last.usage is not None:
+            u = last.usage
+            usage = Usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+            replica.first_prefill_tokens += u.prompt_tokens - u.cached_tokens
+        run = call.run
+        at, more = run.call_finished(call, last, now)
+        self.queue.schedule(at, self._send if more else self._end_task, run)
+        self._apply(self.core.request_finished(call.info.request_id, usage))
+
+    # ---- periodic events ------------------------------------------------------------------------------
+
+    def _sample_stats(self, _: None) -> None:
+        now = self.queue.now
+        decisions: list[Decision] = []
+        for replica in self.replicas.values():
+            replica.engine.expire_retentions(now)  # an idle engine does not step, so expire here
+            s = replica.engine.stats()
+            replica.sample_kv(s.kv_usage, now)
+            load = (s.num_waiting, s.num_running, s.kv_usage)
+            if load != replica.reported:  # the core keeps the last values: report changes only
+                replica.reported = load
+                stats = ReplicaStats(replica.replica_id, waiting=load[0], running=load[1], kv_usage=load[2])
+                decisions += self.core.replica_stats(stats)
+        self._apply(decisions)
+        if not self._done:
+            self.queue.schedule(now + self.config.stats_interval_s, self._sample_stats, None)
+
+    def _tick(self, _: None) -> None:
+        self._apply(self.core.tick())
+        if not self._done:
+            self.queue.schedule(self.queue.now + self.config.tick_interval_s, self._tick, None)
+
+    def _report_progress(self, _: None) -> None:
+        assert self._progress is not None
+        self._progress(self.snapshot())
+        if not self._done:
+            self.queue.schedule(self.queue.now + self._progress_interval_s, self._report_progress, None)
+
+    def snapshot(self) -> ClusterProgress:
+        views = self.core.replicas.values()
+        return ClusterProgress(
+            now_s=self.queue.now,
+            tasks_total=len(self.tasks),
+            tasks_started=self.tasks_started,
+            tasks_finished=self.tasks_finished,
+            calls_finished=self.calls_finished,
+            calls_failed=self.calls_failed,
+            calls_in_flight=len(self._in_flight),
+            running=sum(v.running for v in views),
+            waiting=sum(v.waiting for v in views),
+            kv_usage_mean=sum(v.kv_usage for v in views) / max(1, len(views)),
+            preemptions=sum(r.engine.num_preemptions for r in self.replicas.values()),
+            events=self.queue.events_run,
+        )
+
+
+def run_cluster(
+    tasks: Sequence[AgentTask],
+    *,
+    replicas: int,
+    profile: str | Profile = "llama3-8b-h100",
+    policy: str | PolicySpec = "round-robin",
+    seed: int = 0,
+    concurrency: int | None = None,
+    arrival_rate: float | None = None,
+    progress: ProgressCallback | None = None,
+    progress_interval_s: float = 10.0,
+    **options: Any,
+) -> ClusterResult:
+    """Run `tasks` on a fresh cluster; `options` are the other `ClusterConfig` fields. Raises ValueError or
+    proxy.scheduler.ConfigError on a bad configuration, before anything runs."""
+    config = ClusterConfig(
+        replicas=replicas,
+        profile=profile,
+        policy=policy,
+        seed=seed,
+        concurrency=concurrency,
+        arrival_rate=arrival_rate,
+        **options,
+    )
+    return Cluster(tasks, config, progress=progress, progress_interval_s=progress_interval_s).run()

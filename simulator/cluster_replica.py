@@ -1,0 +1,82 @@
+"""One engine of the discrete-event cluster and what the cluster measures around it.
+
+Contract: `step(now)` runs one engine step if the engine has work and returns when it ends (its outputs wait
+in `outputs` until the cluster delivers them then), or returns None and marks the replica idle (`stepping`
+False) when there is nothing to do. Counters: steps, busy time and prefill tokens from the step results;
+`first_prefill_tokens` (prompt minus cached tokens of each finished call) is added by the cluster, so
+`recomputed_prefill_tokens` = prefill computed - first prefills = what preemption made the engine redo. KV
+usage is sampled by the cluster (`sample_kv`) and averaged over time, each sample holding until the next.
+"""
+
+from __future__ import annotations
+
+from simulator.cluster_result import ReplicaCounters
+from simulator.engine import Engine, RequestOutput
+
+
+class ClusterReplica:
+    """A replica id, its engine, the step in flight and the run's counters."""
+
+    __slots__ = (
+        "busy_s",
+        "calls",
+        "engine",
+        "first_prefill_tokens",
+        "kv_integral",
+        "kv_last",
+        "kv_last_at",
+        "kv_peak",
+        "outputs",
+        "prefill_tokens",
+        "replica_id",
+        "reported",
+        "stepping",
+        "steps",
+    )
+
+    def __init__(self, replica_id: str, engine: Engine) -> None:
+        self.replica_id = replica_id
+        self.engine = engine
+        self.stepping = False  # a step event is queued
+        self.outputs: list[RequestOutput] = []  # of the step in flight, delivered when it ends
+        self.reported: tuple[int, int, float] | None = None  # last load sent to the scheduler core
+        self.calls = self.steps = self.prefill_tokens = self.first_prefill_tokens = 0
+        self.busy_s = self.kv_integral = self.kv_last = self.kv_last_at = self.kv_peak = 0.0
+
+    def step(self, now: float) -> float | None:
+        """Start a step at `now`; when it ends, or None (now idle) if the engine has no work."""
+        engine = self.engine
+        if not engine.has_unfinished():
+            self.stepping = False
+            return None
+        result = engine.step(now)
+        self.steps += 1
+        self.busy_s += result.duration
+        self.prefill_tokens += result.num_prefill_tokens
+        self.outputs = result.outputs
+        return now + result.duration
+
+    def sample_kv(self, usage: float, now: float) -> None:
+        self.kv_integral += self.kv_last * (now - self.kv_last_at)
+        self.kv_last, self.kv_last_at = usage, now
+        self.kv_peak = max(self.kv_peak, usage)
+
+    def counters(self, end: float) -> ReplicaCounters:
+        """The run's counters, with KV usage averaged over [0, end]."""
+        s = self.engine.stats()
+        integral = self.kv_integral + self.kv_last * max(0.0, end - self.kv_last_at)
+        return ReplicaCounters(
+            replica_id=self.replica_id,
+            calls=self.calls,
+            steps=self.steps,
+            busy_s=self.busy_s,
+            prefill_tokens=self.prefill_tokens,
+            recomputed_prefill_tokens=self.prefill_tokens - self.first_prefill_tokens,
+            generation_tokens=s.generation_tokens_total,
+            preemptions=s.num_preemptions_total,
+            prefix_cache_queries=s.prefix_cache_queries_total,
+            prefix_cache_hits=s.prefix_cache_hits_total,
+            kv_usage_mean=integral / end if end > 0 else 0.0,
+            kv_usage_peak=self.kv_peak,
+            retentions_dropped=s.retentions_dropped_total,
+        )

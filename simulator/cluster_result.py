@@ -1,0 +1,113 @@
+"""What a discrete-event cluster run is configured with and what it reports (plain msgspec structs).
+
+Contract: every field of a result is a deterministic function of the tasks and the `ClusterConfig` (times are
+virtual seconds; nothing here measures the wall clock), so two runs with the same inputs compare equal.
+Task records are `loadtests.agent_client.TaskRecord`s in the order the tasks were given; `summary()` is
+`loadtests.summary.summarize` over them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from loadtests.agent_client import TaskRecord
+from loadtests.summary import Summary, summarize
+from proxy.scheduler.registry import PolicySpec
+from simulator.cost_model import Profile, get_profile
+
+
+class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One run's setup. `concurrency` (closed loop) and `arrival_rate` (open loop, tasks per virtual second)
+    apply to tasks without an `arrival_s`; with neither, every such task starts at time 0."""
+
+    replicas: int = 4
+    profile: str | Profile = "llama3-8b-h100"
+    policy: str | PolicySpec = "round-robin"
+    seed: int = 0  # the policy's random choices and the open-loop arrivals
+    concurrency: int | None = None
+    arrival_rate: float | None = None
+    scheduling_policy: str = "priority"  # the engines' queue order, as the simulated HTTP replicas use
+    stats_interval_s: float = 0.1  # replica_stats to the core, and KV usage samples
+    tick_interval_s: float = 1.0
+    session_idle_ttl_s: float = 3600.0
+    pass_block_hashes: bool = True  # hand the engines the clients' prompt block hashes (same results)
+
+    def resolved_profile(self) -> Profile:
+        return self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
+
+    def policy_name(self) -> str:
+        return self.policy if isinstance(self.policy, str) else "custom"
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field."""
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+        if self.concurrency is not None and self.arrival_rate is not None:
+            raise ValueError("give concurrency (closed loop) or arrival_rate (open loop), not both")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.arrival_rate is not None and not self.arrival_rate > 0:
+            raise ValueError(f"arrival_rate must be positive, got {self.arrival_rate}")
+        for name in ("stats_interval_s", "tick_interval_s", "session_idle_ttl_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        self.resolved_profile().validate()
+
+
+class ReplicaCounters(msgspec.Struct, kw_only=True):
+    """One replica over a run: engine counters at its end, plus what the cluster measured around it."""
+
+    replica_id: str
+    calls: int  # dispatched to it
+    steps: int
+    busy_s: float  # summed step durations
+    prefill_tokens: int  # computed in prefill steps, recomputation included
+    recomputed_prefill_tokens: int  # prefill computed again because the request was preempted
+    generation_tokens: int
+    preemptions: int
+    prefix_cache_queries: int  # prompt tokens looked up (first admission of each request)
+    prefix_cache_hits: int
+    kv_usage_mean: float  # time-weighted over the stats samples (sample and hold)
+    kv_usage_peak: float
+    retentions_dropped: int = 0
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
+
+
+class ClusterProgress(msgspec.Struct, kw_only=True):
+    """A snapshot handed to the progress callback (cheap to build; every `progress_interval_s`)."""
+
+    now_s: float
+    tasks_total: int
+    tasks_started: int
+    tasks_finished: int
+    calls_finished: int
+    calls_failed: int
+    calls_in_flight: int
+    running: int  # summed over replicas at the last stats sample
+    waiting: int
+    kv_usage_mean: float  # mean over replicas at the last stats sample
+    preemptions: int
+    events: int
+
+
+class ClusterResult(msgspec.Struct, kw_only=True):
+    config: ClusterConfig
+    duration_s: float  # from time 0 to the end of the last task
+    tasks: list[TaskRecord]
+    replicas: list[ReplicaCounters]
+    events: int  # discrete events run
+
+    @property
+    def calls(self) -> int:
+        return sum(len(t.calls) for t in self.tasks)
+
+    def summary(self) -> Summary:
+        return summarize(self.tasks)
+
+    def prefix_hit_rate(self) -> float:
+        """Token-weighted prefix-cache hit rate over every replica."""
+        queries = sum(r.prefix_cache_queries for r in self.replicas)
+        return sum(r.prefix_cache_hits for r in self.replicas) / queries if queries else 0.0

@@ -1,0 +1,187 @@
+"""Agent workflows in virtual time: the discrete-event counterpart of `loadtests.agent_client`.
+
+Contract:
+- Token ids, no text. Every task of one agent type starts with the same `system_tokens` ids (a pure function
+  of the agent type and length), then its own prompt (a function of its session id and seed). Each call's
+  prompt is the previous prompt + the model's actual output tokens + the tool observation's tokens (with
+  `replace_history`: the system prompt + the observation), so a session's prefix repeats exactly.
+- A `Conversation` keeps the chain hashes of its full blocks as it grows, with the engine's "builtin"
+  algorithm and no salt: each block is hashed once per session (the shared system prompt once per agent
+  type), so a call passes `prompt_block_hashes` and `prefix_hashes` without rehashing a 50k-token prompt.
+- `AgentRun` does no I/O and reads no clock: the cluster tells it when its call was answered or failed; it
+  says what to send and when its next call or its end is due.
+- Records are `loadtests.agent_client` records in virtual seconds. As with `AgentClient`, a task ends after
+  its last step's tool time, or at its first failed call (an agent cannot go on without an answer).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from array import array
+from collections.abc import Sequence
+from typing import cast
+
+from loadtests.agent_client import AgentTask, CallRecord, TaskRecord
+from proxy.scheduler.types import PREFIX_CHUNK_TOKENS, RequestInfo
+from simulator.block_hash import BlockHash, HashFn, hash_function, none_hash
+from simulator.engine_types import RequestOutput
+from simulator.tokenizer import VOCAB_SIZE
+
+HASH_ALGO = "builtin"
+_FIRST_TEXT_ID = 256  # ids below are the tokenizer's special tokens
+# Maps 16 random bits to a text token id: list(map(table.__getitem__, raw)) runs at C speed, and every token
+# with the same id is the same int object, so a 100k-token conversation costs 8 bytes a token.
+_ID_OF_U16 = [_FIRST_TEXT_ID + v % (VOCAB_SIZE - _FIRST_TEXT_ID) for v in range(1 << 16)]
+
+
+def random_token_ids(rng: random.Random, n: int) -> list[int]:
+    """`n` text token ids drawn from `rng` (the same on every platform)."""
+    raw = array("H", rng.randbytes(2 * n))
+    if sys.byteorder == "big":
+        raw.byteswap()
+    return list(map(_ID_OF_U16.__getitem__, raw))
+
+
+class Conversation:
+    """A growing prompt and the chain hashes of all its full blocks (`len(tokens) // block_size` of them)."""
+
+    __slots__ = ("_block_size", "_hash", "_root", "block_hashes", "tokens")
+
+    def __init__(self, tokens: list[int], known_hashes: Sequence[BlockHash], block_size: int) -> None:
+        """`known_hashes`: hashes of some leading full blocks of `tokens` (the rest are hashed here)."""
+        self.tokens = tokens
+        self.block_hashes: list[BlockHash] = list(known_hashes)
+        self._block_size = block_size
+        self._hash: HashFn = hash_function(HASH_ALGO)
+        self._root = none_hash(HASH_ALGO)
+        self._hash_full_blocks()
+
+    def extend(self, new_tokens: Sequence[int]) -> None:
+        self.tokens += new_tokens
+        self._hash_full_blocks()
+
+    def truncate(self, num_tokens: int) -> None:
+        """Keep only the first `num_tokens` tokens (and the hashes of the blocks they fill)."""
+        del self.tokens[num_tokens:]
+        del self.block_hashes[num_tokens // self._block_size :]
+
+    def prefix_hashes(self) -> tuple[int, ...]:
+        """One chain hash per full PREFIX_CHUNK_TOKENS chunk: the hash of the block that ends the chunk."""
+        per_chunk = PREFIX_CHUNK_TOKENS // self._block_size
+        return cast("tuple[int, ...]", tuple(self.block_hashes[per_chunk - 1 :: per_chunk]))
+
+    def _hash_full_blocks(self) -> None:
+        tokens, hashes, bs, hash_fn = self.tokens, self.block_hashes, self._block_size, self._hash
+        k = len(hashes)
+        parent = hashes[-1] if k else self._root
+        while (k + 1) * bs <= len(tokens):
+            parent = hash_fn(parent, tokens[k * bs : (k + 1) * bs], None)
+            hashes.append(parent)
+            k += 1
+
+
+class PromptSource:
+    """Builds each task's first prompt; the shared system prompt of an agent type is made and hashed once."""
+
+    def __init__(self, block_size: int) -> None:
+        if PREFIX_CHUNK_TOKENS % block_size:
+            raise ValueError(f"block size {block_size} must divide the prefix chunk ({PREFIX_CHUNK_TOKENS})")
+        self.block_size = block_size
+        self._system: dict[tuple[str, int], Conversation] = {}
+
+    def system_prompt(self, agent_type: str, num_tokens: int) -> Conversation:
+        key = (agent_type, num_tokens)
+        conv = self._system.get(key)
+        if conv is None:
+            tokens = random_token_ids(random.Random(f"shared/{agent_type}"), num_tokens)
+            conv = self._system[key] = Conversation(tokens, (), self.block_size)
+        return conv
+
+    def start(self, task: AgentTask) -> tuple[Conversation, random.Random]:
+        """The task's first prompt and the random source of its own tokens (prompt, observations)."""
+        system = self.system_prompt(task.agent_type, task.system_tokens)
+        rng = random.Random(f"{task.session_id}/{task.seed}")
+        tokens = system.tokens + random_token_ids(rng, task.task_tokens)
+        return Conversation(tokens, system.block_hashes, self.block_size), rng
+
+
+class PendingCall:
+    """One LLM call from its sending to its end: the request, what came back so far, and its record."""
+
+    __slots__ = ("info", "max_tokens", "output", "prompt", "prompt_hashes", "record", "replica_id", "run")
+
+    def __init__(
+        self, run: AgentRun, info: RequestInfo, prompt: list[int], prompt_hashes: list[BlockHash]
+    ) -> None:
+        self.run = run
+        self.info = info
+        self.prompt = prompt
+        self.prompt_hashes = prompt_hashes
+        self.max_tokens = run.task.steps[len(run.record.calls)].output_tokens
+        self.record = CallRecord(
+            step=len(run.record.calls), started_s=info.arrived_at, latency_s=0.0, prompt_tokens=len(prompt)
+        )
+        self.output: list[int] = []
+        self.replica_id = ""
+
+
+class AgentRun:
+    """One task being run: its conversation, which step it is at, and its record."""
+
+    __slots__ = ("conversation", "record", "rng", "task")
+
+    def __init__(self, task: AgentTask, prompts: PromptSource, now: float) -> None:
+        self.task = task
+        self.conversation, self.rng = prompts.start(task)
+        self.record = TaskRecord(task.session_id, task.tenant_id, task.agent_type, started_s=now)
+
+    def next_call(self, now: float) -> PendingCall:
+        """The call of the current step, sent at `now` (the prompt is a copy: the engine may keep it)."""
+        task, conv = self.task, self.conversation
+        info = RequestInfo(
+            request_id=f"{task.session_id}/{len(self.record.calls)}",
+            session_id=task.session_id,
+            arrived_at=now,
+            tenant_id=task.tenant_id,
+            agent_type=task.agent_type,
+            prompt_tokens=len(conv.tokens),
+            prefix_hashes=conv.prefix_hashes(),
+        )
+        return PendingCall(self, info, conv.tokens.copy(), conv.block_hashes.copy())
+
+    def first_token(self, call: PendingCall, now: float) -> None:
+        call.record.ttft_s = now - call.record.started_s
+
+    def call_finished(self, call: PendingCall, last: RequestOutput, now: float) -> tuple[float, bool]:
+        """Record the answer and grow the conversation; returns (when, another call is due) — when the next
+        call is sent, or when the task ends."""
+        rec = call.record
+        rec.latency_s = now - rec.started_s
+        rec.queue_s = last.first_scheduled_time - rec.started_s
+        rec.replica = call.replica_id
+        if last.usage is not None:
+            rec.prompt_tokens = last.usage.prompt_tokens
+            rec.completion_tokens = last.usage.completion_tokens
+            rec.cached_tokens = last.usage.cached_tokens
+        self.record.calls.append(rec)
+        step = self.task.steps[rec.step]
+        more = len(self.record.calls) < len(self.task.steps)
+        if more:
+            observation = random_token_ids(self.rng, step.observation_tokens)
+            if self.task.replace_history:
+                self.conversation.truncate(self.task.system_tokens)
+            else:
+                self.conversation.extend(call.output)
+            self.conversation.extend(observation)
+        else:
+            self.record.finished_s = now + step.tool_time_s
+        return now + step.tool_time_s, more
+
+    def call_failed(self, call: PendingCall, error: str, now: float) -> None:
+        """Record a call that got no answer; the task ends now."""
+        call.record.latency_s = now - call.record.started_s
+        call.record.error = error
+        call.record.replica = call.replica_id
+        self.record.calls.append(call.record)
+        self.record.finished_s = now
