@@ -49,6 +49,10 @@ class BlockPool:
         self.version = 0
         self.query_tokens = 0
         self.hit_tokens = 0
+        # Useful KV: of the hashes ever cached, how many a later prefix hit reused before their eviction.
+        self.blocks_cached_total = 0
+        self.blocks_reused_total = 0
+        self._unreused: set[BlockHash] = set()
         self.kv_event_sink: Callable[[KvEvent], None] | None = None  # KV events off while None
 
     @property
@@ -116,6 +120,7 @@ class BlockPool:
                 self._hash[block_id] = None
                 if self._cached.get(block_hash) == block_id and not self._promote_dup(block_hash):
                     del self._cached[block_hash]
+                    self._unreused.discard(block_hash)
                     self.num_evictions += 1
                     if evicted is not None:
                         evicted.append(block_hash)
@@ -174,6 +179,17 @@ class BlockPool:
             return
         self._hash[block_id] = block_hash
         self._cached[block_hash] = block_id
+        self.blocks_cached_total += 1
+        self._unreused.add(block_hash)
+
+    def record_reuse(self, hit: Iterable[int]) -> None:
+        """A request's prefix hit on these blocks: count the ones reused for the first time."""
+        unreused = self._unreused
+        for block_id in hit:
+            block_hash = self._hash[block_id]
+            if block_hash in unreused:
+                unreused.discard(block_hash)
+                self.blocks_reused_total += 1
 
     def log_stored(
         self,
@@ -213,6 +229,7 @@ class BlockPool:
         if len(self._free) != self.num_blocks:
             return False
         self.version += 1
+        self._unreused.clear()
         self._cached.clear()
         self._dups.clear()
         self._dup_of.clear()

@@ -79,4 +79,6 @@ class ClusterReplica:
             kv_usage_mean=integral / end if end > 0 else 0.0,
             kv_usage_peak=self.kv_peak,
             retentions_dropped=s.retentions_dropped_total,
+            blocks_cached=s.blocks_cached_total,
+            blocks_reused=s.blocks_reused_total,
         )

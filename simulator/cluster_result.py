@@ -68,6 +68,8 @@ class ReplicaCounters(msgspec.Struct, kw_only=True):
     prefix_cache_queries: int  # prompt tokens looked up (first admission of each request)
     prefix_cache_hits: int
     kv_usage_mean: float  # time-weighted over the stats samples (sample and hold)
+    blocks_cached: int = 0  # full blocks whose hash entered the prefix cache
+    blocks_reused: int = 0  # of those, reused by a later prefix hit before eviction (useful KV)
     kv_usage_peak: float
     retentions_dropped: int = 0
 

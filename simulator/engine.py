@@ -178,6 +178,8 @@ class Engine:
             num_retained_blocks=self.retention.num_blocks,
             num_retained_sessions=self.retention.num_sessions,
             retentions_dropped_total=self.retention.num_dropped,
+            blocks_cached_total=self.pool.blocks_cached_total,
+            blocks_reused_total=self.pool.blocks_reused_total,
         )
 
     def probe_prefix(self, prompt_token_ids: Sequence[int], cache_salt: str | None = None) -> int:
@@ -287,6 +289,7 @@ class Engine:
                 break
             self._waiting.pop()
             pool.touch(hit)
+            pool.record_reuse(hit)
             new_blocks = pool.allocate(need)
             assert new_blocks is not None
             session = self._session_of.get(seq.request_id)

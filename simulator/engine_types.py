@@ -78,3 +78,5 @@ class EngineStats(msgspec.Struct, frozen=True):
     num_retained_blocks: int = 0  # distinct blocks held by KV retentions (counted in kv_usage too)
     num_retained_sessions: int = 0
     retentions_dropped_total: int = 0  # released before their TTL by the cap or memory pressure
+    blocks_cached_total: int = 0  # full blocks whose hash entered the prefix cache
+    blocks_reused_total: int = 0  # of those, reused by a later prefix hit before being evicted

@@ -28,10 +28,12 @@ from simulator.cost_model import get_profile
 
 def contender_run(result: ClusterResult) -> ContenderRun:
     replicas = result.replicas
+    reused = sum(r.blocks_reused for r in replicas)
     return ContenderRun(
         records=result.tasks,
         preemptions=sum(r.preemptions for r in replicas),
         kv_utilization_mean=sum(r.kv_usage_mean for r in replicas) / len(replicas) if replicas else 0.0,
+        useful_kv_fraction=reused / cached if (cached := sum(r.blocks_cached for r in replicas)) else None,
     )
 
 

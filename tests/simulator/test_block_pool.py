@@ -108,3 +108,17 @@ def test_block_hashes_chain_and_salt_changes_only_through_the_first_block(algo: 
     assert h(plain, tokens, None) != plain
     with pytest.raises(ValueError, match="known"):
         hash_function("md5")
+
+
+def test_useful_kv_counts_cached_blocks_reused_before_eviction() -> None:
+    pool = BlockPool(3, 16)
+    a, b = pool.allocate(2) or []
+    pool.cache_block(a, b"a")
+    pool.cache_block(b, b"b")
+    pool.free([b, a])
+    hit = pool.lookup([b"a"])
+    pool.touch(hit)
+    pool.record_reuse(hit)
+    pool.record_reuse(hit)  # a second hit on the same hash is not a second useful block
+    assert pool.allocate(2) is not None  # evicts b (never reused) and the empty block
+    assert (pool.blocks_cached_total, pool.blocks_reused_total) == (2, 1)
