@@ -82,7 +82,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         raise _bad_request(f"request body is not valid JSON: {e}") from e
 
     request_id = f"{_id_prefix}-{next(_request_ids)}"
-    prompt = bytes(fields.messages or fields.prompt)
+    prompt = fields.messages or fields.prompt  # a view into the body: copied only when hashed
     who = identify(request.headers, fields, request_id)
     info = RequestInfo(
         request_id=request_id,
@@ -93,7 +93,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         model=fields.model,
         prompt_chars=len(body),
         prompt_tokens=estimated_tokens(prompt),
-        prefix_hashes=prefix_hashes(prompt) if core.policy.wants_prefix_hashes else (),
+        prefix_hashes=prefix_hashes(bytes(prompt)) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream,
         session_inferred=who.session_inferred,
     )

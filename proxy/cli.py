@@ -67,6 +67,18 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _fleet_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The simulated replicas' options (`_add_sim_options`) as `start_fleet` keyword arguments."""
+    return {
+        "time_scale": args.time_scale,
+        "profile": args.profile,
+        "model": args.model,
+        "kv_events_endpoint": args.kv_events,
+        "hash_algo": args.prefix_caching_hash_algo,
+        "num_gpu_blocks": args.num_gpu_blocks_override,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saga", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -132,15 +144,7 @@ async def _serve(args: argparse.Namespace) -> None:
         return
     from simulator.server import start_fleet
 
-    fleet = await start_fleet(
-        args.simulate,
-        time_scale=args.time_scale,
-        profile=args.profile,
-        model=args.model,
-        kv_events_endpoint=args.kv_events,
-        hash_algo=args.prefix_caching_hash_algo,
-        num_gpu_blocks=args.num_gpu_blocks_override,
-    )
+    fleet = await start_fleet(args.simulate, **_fleet_options(args))
     try:
         print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
         await serve_forever(proxy_config(args, [*args.replica, *fleet.urls]))
@@ -181,15 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 _run(
                     serve_fleet_forever(
-                        args.replicas,
-                        host=args.host,
-                        base_port=args.base_port,
-                        time_scale=args.time_scale,
-                        profile=args.profile,
-                        model=args.model,
-                        kv_events_endpoint=args.kv_events,
-                        hash_algo=args.prefix_caching_hash_algo,
-                        num_gpu_blocks=args.num_gpu_blocks_override,
+                        args.replicas, host=args.host, base_port=args.base_port, **_fleet_options(args)
                     )
                 )
             elif args.command == "bench":

@@ -10,6 +10,7 @@ replica's tokenizer can have.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sized
 
 from proxy.scheduler.types import PREFIX_CHUNK_TOKENS
 
@@ -17,7 +18,7 @@ BYTES_PER_TOKEN = 4
 CHUNK_BYTES = BYTES_PER_TOKEN * PREFIX_CHUNK_TOKENS
 
 
-def estimated_tokens(raw: bytes) -> int:
+def estimated_tokens(raw: Sized) -> int:
     return len(raw) // BYTES_PER_TOKEN
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rich.table import Table
@@ -137,25 +138,37 @@ def write_json(report: BenchReport, path: str | Path) -> None:
     Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
 
 
-def plot_completion_times(times: Mapping[str, Sequence[float]], path: str | Path, title: str) -> None:
+def save_plot(
+    path: str | Path, title: str, xlabel: str, ylabel: str, draw: Callable[[Any], None], *, log: str = "x"
+) -> None:
+    """One PNG in the harness's style: `draw(ax)` adds the series, a log scale on axis `log`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, values in times.items():
-        ordered = sorted(v for v in values if v > 0)
-        if not ordered:
-            continue
-        ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
-        ax.step(ordered, ys, where="post", label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("task completion time (s)")
-    ax.set_ylabel("fraction of tasks")
+    draw(ax)
+    if log == "x":
+        ax.set_xscale("log")
+    else:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_completion_times(times: Mapping[str, Sequence[float]], path: str | Path, title: str) -> None:
+    def draw(ax: Any) -> None:
+        for name, values in times.items():
+            ordered = sorted(v for v in values if v > 0)
+            if ordered:
+                ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+                ax.step(ordered, ys, where="post", label=name)
+
+    save_plot(path, title, "task completion time (s)", "fraction of tasks", draw, log="x")

@@ -10,11 +10,13 @@ completion time against offered load, per policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
 
 from loadtests.agent_client import AgentTask
 from loadtests.bench.metrics import PolicyMetrics
+from loadtests.bench.report import save_plot
 from loadtests.workloads.catalog import with_poisson_arrivals
 
 
@@ -54,23 +56,13 @@ def sweep_load(
 
 
 def plot_sweep(result: SweepResult, path: str, title: str) -> None:
-    import matplotlib
+    def draw(ax: Any) -> None:
+        for policy, pts in result.points.items():
+            ax.plot(
+                [p.rate_per_s for p in pts], [p.metrics.tct_mean_s for p in pts], marker="o", label=policy
+            )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for policy, pts in result.points.items():
-        ax.plot([p.rate_per_s for p in pts], [p.metrics.tct_mean_s for p in pts], marker="o", label=policy)
-    ax.set_xlabel("offered load (tasks per second)")
-    ax.set_ylabel("mean task completion time (s)")
-    ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_plot(path, title, "offered load (tasks per second)", "mean task completion time (s)", draw, log="y")
 
 
 def sweep_markdown(result: SweepResult) -> str:

@@ -13,8 +13,9 @@ import random
 
 import msgspec
 
-from loadtests.agent_client import AgentTask, Step
+from loadtests.agent_client import AgentTask
 from loadtests.workloads.distributions import LogNormal, ToolKind, Uniform, draw_tool
+from loadtests.workloads.growing import growing_task
 
 
 class SweParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -37,26 +38,18 @@ class SweParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def swe_task(rng: random.Random, session_id: str, p: SweParams, *, tenant_id: str = "default") -> AgentTask:
-    calls = max(1, round(p.calls_per_task.draw(rng)))
-    first = max(p.shared_prefix_tokens + 1, round(p.first_prompt_tokens.draw(rng)))
-    context = first
-    steps: list[Step] = []
-    for _ in range(calls):
-        output = max(1, round(p.output_tokens.draw(rng)))
-        observation = max(1, round(p.new_input_tokens.draw(rng)))
-        if context + output + observation > p.max_context_tokens and steps:
-            break
-        tool, latency = draw_tool(rng, p.tools)
-        steps.append(Step(output, tool, latency, observation))
-        context += output + observation
-    return AgentTask(
-        session_id=session_id,
-        system_tokens=p.shared_prefix_tokens,
-        task_tokens=first - p.shared_prefix_tokens,
-        steps=steps,
-        tenant_id=tenant_id,
+    return growing_task(
+        rng,
+        session_id,
+        calls_per_task=p.calls_per_task,
+        shared_prefix_tokens=p.shared_prefix_tokens,
+        first_prompt_tokens=p.first_prompt_tokens,
+        output_tokens=p.output_tokens,
+        new_input_tokens=p.new_input_tokens,
+        max_context_tokens=p.max_context_tokens,
+        draw_tool=lambda r: draw_tool(r, p.tools),
         agent_type=p.agent_type,
-        seed=rng.randrange(2**31),
+        tenant_id=tenant_id,
     )
 
 

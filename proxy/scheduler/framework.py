@@ -99,15 +99,10 @@ class RoutingPolicy:
         self.scorers = list(scorers)
         self.picker = picker
         self.retention = retention
-
-    @property
-    def plugins(self) -> list[Plugin]:
-        extra = [self.retention] if self.retention is not None else []
-        return [*self.filters, *(s for s, _ in self.scorers), self.picker, *extra]
-
-    @property
-    def wants_prefix_hashes(self) -> bool:
-        return any(p.uses_prefix_hashes for p in self.plugins)
+        extra = [retention] if retention is not None else []
+        # Fixed at build time: the core calls the hooks of every plugin on every call.
+        self.plugins: list[Plugin] = [*self.filters, *(s for s, _ in self.scorers), picker, *extra]
+        self.wants_prefix_hashes = any(p.uses_prefix_hashes for p in self.plugins)
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
         return self.retention.retain_ttl_s(req, replica_id) if self.retention is not None else None
