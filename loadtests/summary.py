@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from loadtests.agent_client import TaskRecord
+from loadtests.tasks import TaskRecord
 
 
 class Summary(msgspec.Struct):

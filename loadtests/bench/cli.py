@@ -21,7 +21,6 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loadtests.agent_client import AgentTask
 from loadtests.bench.live import RouterFailed, run_router
 from loadtests.bench.metrics import PolicyMetrics
 from loadtests.bench.peers import parse_router
@@ -35,6 +34,7 @@ from loadtests.bench.report import (
     write_json,
 )
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
+from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
 from loadtests.workloads.trace_replay import load_trace
 from proxy.scheduler import PRESETS

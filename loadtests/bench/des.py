@@ -1,8 +1,8 @@
 """`saga bench des`: scheduler policies side by side in the discrete-event cluster.
 
-Contract: every policy runs the same tasks on a fresh cluster with the same seed (simulator.cluster), so the
-results are deterministic for a seed and differences come from the policy alone. Engine figures come from the
-cluster's per-replica counters: preemptions summed, KV utilisation averaged over replicas (time-weighted).
+Contract: every policy runs the same tasks on a fresh cluster with the same seed (loadtests.des.cluster), so
+the results are deterministic for a seed and differences come from the policy alone. Engine figures come from
+the cluster's per-replica counters: preemptions summed, KV utilisation averaged over replicas (time-weighted).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.progress import Progress
 
-from loadtests.agent_client import AgentTask
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import PolicyMetrics, policy_metrics
 from loadtests.bench.report import BenchReport, RunMeta
 from loadtests.bench.runner import ContenderRun, compare
 from loadtests.bench.sweep import SweepResult, sweep_load
+from loadtests.des.cluster import run_cluster
+from loadtests.des.result import ClusterProgress, ClusterResult
+from loadtests.tasks import AgentTask
 from proxy.scheduler import PRESETS
-from simulator.cluster import run_cluster
-from simulator.cluster_result import ClusterProgress, ClusterResult
 from simulator.cost_model import get_profile
 
 

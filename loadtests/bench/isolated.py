@@ -9,7 +9,7 @@ warm fleet), in chunks of the profile's token budget, then decodes its output on
 
 from __future__ import annotations
 
-from loadtests.agent_client import AgentTask
+from loadtests.tasks import AgentTask
 from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
 
 

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 
-from loadtests.agent_client import AgentClient, AgentTask, TaskRecord
+from loadtests.agent_client import AgentClient
 from loadtests.bench.peers import RouterSpec, needs_kv_events, peer_command, unavailable
+from loadtests.tasks import AgentTask, TaskRecord
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
 from simulator.cost_model import get_profile

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from loadtests.agent_client import AgentTask, TaskRecord
 from loadtests.summary import percentile
+from loadtests.tasks import AgentTask, TaskRecord
 
 DEFAULT_SLO_FACTORS: dict[str, float] = {"standard": 1.5, "interactive": 1.2, "batch": 3.0}
 

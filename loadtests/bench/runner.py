@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from loadtests.agent_client import AgentTask, TaskRecord
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import DEFAULT_SLO_FACTORS, PolicyMetrics, policy_metrics, with_speedups
 from loadtests.bench.report import BenchReport, RunMeta
+from loadtests.tasks import AgentTask, TaskRecord
 from simulator.cost_model import get_profile
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from loadtests.agent_client import AgentTask
 from loadtests.bench.metrics import PolicyMetrics
 from loadtests.bench.report import save_plot
+from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import with_poisson_arrivals
 
 

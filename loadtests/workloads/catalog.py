@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from loadtests.agent_client import AgentTask
+from loadtests.tasks import AgentTask
 from loadtests.workloads.swe import SweParams, swe_task
 from loadtests.workloads.trace_agent import TraceAgentParams, trace_agent_task
 from loadtests.workloads.webarena import WebArenaParams, webarena_task

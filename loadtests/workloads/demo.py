@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 
-from loadtests.agent_client import AgentTask, Step
+from loadtests.tasks import AgentTask, Step
 
 TOOLS = ("edit_file", "run_shell", "run_tests", "read_file")
 

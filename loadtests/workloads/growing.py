@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from loadtests.agent_client import AgentTask, Step
+from loadtests.tasks import AgentTask, Step
 from loadtests.workloads.distributions import Dist
 
 ToolDraw = Callable[[random.Random], tuple[str, float]]  # -> (tool name, tool latency in seconds)

@@ -13,7 +13,7 @@ import random
 
 import msgspec
 
-from loadtests.agent_client import AgentTask
+from loadtests.tasks import AgentTask
 from loadtests.workloads.distributions import LogNormal
 from loadtests.workloads.growing import growing_task
 

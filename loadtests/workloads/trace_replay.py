@@ -14,7 +14,7 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from loadtests.agent_client import AgentTask, Step
+from loadtests.tasks import AgentTask, Step
 
 REQUIRED = ("session_id", "arrival_time", "round_idx", "prefix_len", "input_len", "output_len")
 

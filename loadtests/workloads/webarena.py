@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from loadtests.agent_client import AgentTask, Step
+from loadtests.tasks import AgentTask, Step
 from loadtests.workloads.distributions import LogNormal, Uniform
 
 BROWSER_ACTIONS = ("click", "type", "scroll", "goto", "go_back", "hover", "press")

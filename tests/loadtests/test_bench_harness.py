@@ -8,13 +8,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from loadtests.agent_client import AgentTask, CallRecord, Step, TaskRecord
 from loadtests.bench import peers
 from loadtests.bench.live import run_router
 from loadtests.bench.metrics import PolicyMetrics
 from loadtests.bench.peers import parse_router, peer_command, unavailable
 from loadtests.bench.report import RunMeta, append_markdown, plot_completion_times, write_json
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
+from loadtests.tasks import AgentTask, CallRecord, Step, TaskRecord
 from loadtests.workloads.catalog import generate
 
 

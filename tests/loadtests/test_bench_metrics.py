@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from loadtests.agent_client import AgentTask, CallRecord, Step, TaskRecord
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import policy_metrics, with_speedups
+from loadtests.tasks import AgentTask, CallRecord, Step, TaskRecord
 from simulator.cost_model import Profile, get_profile
 
 

@@ -1,8 +1,8 @@
-"""`python -m simulator.cluster_bench`: run a seeded agent workload on the discrete-event cluster, once per
+"""`python -m loadtests.des.wallbench`: run a seeded agent workload on the discrete-event cluster, once per
 policy, and print what each run measured next to the wall time it took (docs/benchmarks.md reproduces with
 it). `--cprofile FILE` also writes a cProfile of the runs.
 
-Example: python -m simulator.cluster_bench --tasks 1000 --replicas 64 --policy round-robin \
+Example: python -m loadtests.des.wallbench --tasks 1000 --replicas 64 --policy round-robin \
     --policy session-affinity
 """
 
@@ -17,17 +17,17 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.progress import Progress, TextColumn
 
-from loadtests.agent_client import AgentTask
+from loadtests.des.cluster import ProgressCallback, run_cluster
+from loadtests.des.result import ClusterProgress, ClusterResult
+from loadtests.tasks import AgentTask
 from loadtests.workloads.swe import swe_tasks
 from loadtests.workloads.webarena import webarena_tasks
-from simulator.cluster import ProgressCallback, run_cluster
-from simulator.cluster_result import ClusterProgress, ClusterResult
 
 WORKLOADS: dict[str, Callable[..., list[AgentTask]]] = {"swe": swe_tasks, "webarena": webarena_tasks}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m simulator.cluster_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m loadtests.des.wallbench", description=__doc__.split("\n")[0])
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="swe")
     p.add_argument("--tasks", type=int, default=1000)
     p.add_argument("--replicas", type=int, default=64)

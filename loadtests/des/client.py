@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Sequence
 from typing import cast
 
-from loadtests.agent_client import AgentTask, CallRecord, TaskRecord
+from loadtests.tasks import AgentTask, CallRecord, TaskRecord
 from proxy.scheduler.types import PREFIX_CHUNK_TOKENS, RequestInfo
 from simulator.block_hash import BlockHash, HashFn, hash_function, none_hash
 from simulator.engine_types import RequestOutput

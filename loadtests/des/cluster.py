@@ -28,14 +28,14 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from loadtests.agent_client import AgentTask, TaskRecord
+from loadtests.des.client import HASH_ALGO, AgentRun, PendingCall, PromptSource
+from loadtests.des.event_queue import EventQueue
+from loadtests.des.replica import ClusterReplica
+from loadtests.des.result import ClusterConfig, ClusterProgress, ClusterResult
+from loadtests.tasks import AgentTask, TaskRecord
 from proxy.scheduler import Decision, Dispatch, PolicySpec, ReplicaStats, SchedulerCore, Usage, build_policy
-from simulator.cluster_replica import ClusterReplica
-from simulator.cluster_result import ClusterConfig, ClusterProgress, ClusterResult
 from simulator.cost_model import Profile
-from simulator.des_client import HASH_ALGO, AgentRun, PendingCall, PromptSource
 from simulator.engine import Engine, EngineRequest, InvalidRequestError, RequestOutput
-from simulator.event_queue import EventQueue
 
 ProgressCallback = Callable[[ClusterProgress], None]
 

@@ -8,17 +8,17 @@ import statistics
 import msgspec
 import pytest
 
-from loadtests.agent_client import AgentTask, Step
+from loadtests.des.client import Conversation, PromptSource, random_token_ids
+from loadtests.des.cluster import Cluster, run_cluster
+from loadtests.des.event_queue import EventQueue
+from loadtests.des.result import ClusterConfig, ClusterProgress
+from loadtests.tasks import AgentTask, Step
 from loadtests.workloads.distributions import LogNormal, ToolKind
 from loadtests.workloads.swe import SweParams, swe_tasks
 from loadtests.workloads.webarena import WebArenaParams, webarena_tasks
 from proxy.scheduler import Decision, PolicySpec, Reject, RequestInfo
 from proxy.scheduler.registry import PluginSpec
 from simulator.block_hash import BlockHash, hash_function, none_hash
-from simulator.cluster import Cluster, run_cluster
-from simulator.cluster_result import ClusterConfig, ClusterProgress
-from simulator.des_client import Conversation, PromptSource, random_token_ids
-from simulator.event_queue import EventQueue
 
 # Short coding tasks (3k-5k first prompt, ~6 calls, sub-second tools, so LLM time counts): a run takes well
 # under a second of wall time.

@@ -10,7 +10,7 @@ usage is sampled by the cluster (`sample_kv`) and averaged over time, each sampl
 
 from __future__ import annotations
 
-from simulator.cluster_result import ReplicaCounters
+from loadtests.des.result import ReplicaCounters
 from simulator.engine import Engine, RequestOutput
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
-from loadtests.agent_client import TaskRecord
 from loadtests.summary import Summary, summarize
+from loadtests.tasks import TaskRecord
 from proxy.scheduler.registry import PolicySpec
 from simulator.cost_model import Profile, get_profile
 
