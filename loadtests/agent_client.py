@@ -37,9 +37,24 @@ class _Choice(msgspec.Struct):
     delta: _Message | None = None
 
 
+class _Error(msgspec.Struct):
+    message: str = ""
+
+
 class _Answer(msgspec.Struct):
     choices: list[_Choice] = msgspec.field(default_factory=list)
     usage: _Usage | None = None
+    error: _Error | None = None  # an error event in a stream (OpenAI's shape)
+
+
+class _CallFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# Failures an OpenAI client retries by default (server errors, rate limits, dropped connections).
+_RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 _answer = msgspec.json.Decoder(_Answer)
@@ -56,12 +71,19 @@ class AgentClient:
         model: str = "saga-sim",
         time_scale: float = 1.0,
         stream: bool = False,
+        retries: int = 0,
+        call_timeout_s: float | None = None,
     ) -> None:
+        """`retries`: attempts after a retryable failure (5xx, 429, a dropped connection, a timeout), as the
+        OpenAI client makes, each recorded as its own call; `call_timeout_s`: wall seconds a call may take
+        before it counts as hung (error kind "timeout")."""
         self.session = session
         self.url = base_url.rstrip("/") + "/v1/chat/completions"
         self.model = model
         self.time_scale = time_scale
         self.stream = stream
+        self.retries = retries
+        self.call_timeout = None if call_timeout_s is None else aiohttp.ClientTimeout(total=call_timeout_s)
 
     def now(self) -> float:
         return time.monotonic() * self.time_scale
@@ -80,8 +102,11 @@ class AgentClient:
             "Content-Type": "application/json",
         }
         for i, step in enumerate(task.steps):
-            call, answer = await self._call(i, messages, step, headers)
-            record.calls.append(call)
+            for _attempt in range(self.retries + 1):
+                call, answer = await self._call(i, messages, step, headers)
+                record.calls.append(call)
+                if not _retryable(call):
+                    break
             if call.error is not None:
                 break  # an agent cannot go on without the answer
             await asyncio.sleep(step.tool_time_s / self.time_scale)
@@ -144,10 +169,14 @@ class AgentClient:
         started = self.now()
         call = CallRecord(step=index, started_s=started, latency_s=0.0)
         text = ""
+        data = msgspec.json.encode(body)
         try:
-            async with self.session.post(self.url, data=msgspec.json.encode(body), headers=headers) as resp:
+            post = self.session.post(self.url, data=data, headers=headers, timeout=self.call_timeout)
+            async with post as resp:
+                call.status = resp.status
                 call.replica = resp.headers.get("X-Saga-Replica", resp.headers.get("X-Replica", ""))
                 if resp.status != 200:
+                    call.error_kind = "http"
                     call.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                 elif self.stream:
                     text = await self._read_stream(resp, call, started)
@@ -156,8 +185,14 @@ class AgentClient:
                     call.ttft_s = self.now() - started
                     text = answer.choices[0].message.content or "" if answer.choices[0].message else ""
                     _record_usage(call, answer.usage)
-        except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, IndexError) as e:
-            call.error = repr(e)
+        except _CallFailed as e:
+            call.error_kind, call.error = e.kind, str(e)
+        except TimeoutError as e:
+            call.error_kind, call.error = "timeout", repr(e)
+        except aiohttp.ClientError as e:
+            call.error_kind, call.error = "disconnected", repr(e)
+        except (msgspec.DecodeError, IndexError) as e:
+            call.error_kind, call.error = "bad_answer", repr(e)
         call.latency_s = self.now() - started
         return call, text
 
@@ -168,8 +203,10 @@ class AgentClient:
                 continue
             payload = line[5:].strip()
             if payload == b"[DONE]":
-                break
+                return "".join(parts)
             chunk = _answer.decode(payload)
+            if chunk.error is not None:
+                raise _CallFailed("stream_error", f"error event: {chunk.error.message[:200]}")
             if call.ttft_s is None:
                 call.ttft_s = self.now() - started
             for choice in chunk.choices:
@@ -177,7 +214,13 @@ class AgentClient:
                     parts.append(choice.delta.content)
             if chunk.usage is not None:
                 _record_usage(call, chunk.usage)
-        return "".join(parts)
+        raise _CallFailed("disconnected", "the stream ended without [DONE]")
+
+
+def _retryable(call: CallRecord) -> bool:
+    if call.error_kind in ("disconnected", "timeout"):
+        return True
+    return call.error_kind == "http" and call.status in _RETRYABLE_STATUS
 
 
 def _record_usage(call: CallRecord, usage: _Usage | None) -> None:

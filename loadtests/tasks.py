@@ -46,6 +46,11 @@ class CallRecord(msgspec.Struct):
     completion_tokens: int = 0
     replica: str = ""
     error: str | None = None
+    # What kind of failure `error` is: "http" (an error status with a body), "stream_error" (an error event in
+    # a stream), "disconnected" (the connection dropped, or a stream ended without its end event: no answer),
+    # "timeout" (no complete answer within the client's limit), "bad_answer" (unparseable).
+    error_kind: str | None = None
+    status: int = 0  # the answer's HTTP status; 0 when none came
     # From sending the call to the engine first scheduling it (the proxy's queue and the engine's); known
     # in the discrete-event cluster only.
     queue_s: float | None = None

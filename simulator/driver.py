@@ -85,6 +85,14 @@ class ReplicaDriver:
             t = min(t, self._step_end)
         return max(t, self._now)
 
+    def set_time_scale(self, time_scale: float) -> None:
+        """Change the pace from now on (simulated time so far is kept)."""
+        if time_scale <= 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
+        if self._anchor_wall is not None:
+            self._anchor(self.now())
+        self.time_scale = time_scale
+
     def _anchor(self, sim: float) -> None:
         self._anchor_sim = sim
         self._anchor_wall = self._wall()

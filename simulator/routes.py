@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from simulator.driver import RequestStream
 from simulator.engine import EngineRequest, InvalidRequestError
+from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
 from simulator.http_common import (
     REPLICA,
     HttpError,
@@ -180,9 +181,14 @@ async def _stream(
     )
     await response.prepare(request)
     token_text = replica.tokenizer.token_text
+    cut_after = request.app[FAULTS].cut_after_chunks()
     try:
         first = True
+        events = 0
         while True:
+            if cut_after is not None and events >= cut_after:
+                cut_connection(request)  # an injected fault: the replica dies mid-stream
+                return response
             try:
                 out = await stream.get()
             except Exception as e:
@@ -198,6 +204,7 @@ async def _stream(
             text = "".join(token_text(t) for t in out.new_token_ids)
             if text or out.finish_reason is not None:
                 await response.write(fmt.chunk(text, out.finish_reason))
+                events += 1
             if out.finish_reason is not None:
                 break
         if include_usage and out.usage is not None:
@@ -305,7 +312,7 @@ async def _driver_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(replica: Replica) -> web.Application:
     """The aiohttp app serving `replica`; its driver runs while the app is started."""
-    app = web.Application(middlewares=[errors], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[errors, inject_faults], client_max_size=64 * 1024 * 1024)
     app[REPLICA] = replica
     app.on_response_prepare.append(add_replica_header)
     app.cleanup_ctx.append(_driver_ctx)
@@ -326,4 +333,5 @@ def create_app(replica: Replica) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/kv_event_sources", kv_event_sources)
     add_retention_routes(app)
+    add_fault_routes(app, replica.driver)
     return app

@@ -16,6 +16,7 @@ import socket
 from aiohttp import web
 
 from simulator.cost_model import get_profile
+from simulator.faults import FAULTS, Listener
 from simulator.kv_publisher import replica_endpoint
 from simulator.replica import Replica
 from simulator.routes import create_app
@@ -48,6 +49,23 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _crashable(runner: web.AppRunner, host: str, port: int) -> Listener:
+    """The `crash` fault's hooks: close the socket and cut every connection; listen again on the port."""
+
+    async def stop(keep: object | None) -> None:
+        for site in list(runner.sites):
+            await site.stop()
+        if runner.server is not None:
+            for connection in runner.server.connections:
+                if connection is not keep:
+                    connection.force_close()
+
+    async def start() -> None:
+        await web.SockSite(runner, _listen(host, port)).start()
+
+    return Listener(stop, start)
 
 
 async def start_fleet(
@@ -88,11 +106,13 @@ async def start_fleet(
                 if kv_events_endpoint is None
                 else replica_endpoint(kv_events_endpoint, i),
             )
-            runner = web.AppRunner(create_app(replica), handler_cancellation=True, access_log=None)
+            app = create_app(replica)
+            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
             await runner.setup()
             fleet._runners.append(runner)
             sock = _listen(host, base_port + i if base_port else 0)
             await web.SockSite(runner, sock).start()
+            app[FAULTS].listener = _crashable(runner, host, sock.getsockname()[1])
             fleet.replicas.append(replica)
             fleet.urls.append(_url(host, sock.getsockname()[1]))
     except BaseException:
