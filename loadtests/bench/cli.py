@@ -29,6 +29,7 @@ from loadtests.bench.report import (
     BenchReport,
     RunMeta,
     append_markdown,
+    calls_table,
     failure_lines,
     machine_description,
     plot_completion_times,
@@ -115,6 +116,7 @@ def _finish(
     args: argparse.Namespace, report: BenchReport, times: dict[str, list[float]], console: Console
 ) -> None:
     console.print(results_table(report))
+    console.print(calls_table(report))
     for name, reason in report.missing.items():
         console.print(f"[yellow]not run[/yellow] {name}: {reason}")
     for line in failure_lines(report):

@@ -19,7 +19,7 @@ cover the tasks that finished without error; calls count when they got an answer
   TCT the geomean covers. `with_speedups` adds, on the set of tasks every policy finished (the common
   survivors, all tasks when none failed): `speedup_vs_baseline` = baseline geomean / the policy's,
   `bound_speedup` = baseline geomean / isolated geomean (no scheduler can beat it), and
-  `headroom_captured` = log(speedup) / log(bound) (None when bound <= 1: there is no headroom to capture).
+  `headroom_captured` = log(speedup) / log(bound) (None when bound < 1.01: no headroom worth measuring).
 Engine-side figures (preemptions, KV utilisation, useful KV fraction) come from the runner and are passed
 through; None means the runner could not measure them.
 """
@@ -28,16 +28,17 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from loadtests.summary import percentile
+from loadtests.summary import failed_reasons, percentile
 from loadtests.tasks import AgentTask, TaskRecord
 
 DEFAULT_SLO_FACTORS: dict[str, float] = {"standard": 1.5, "interactive": 1.2, "batch": 3.0}
+# Below this bound there is no headroom to measure: log(speedup) / log(bound) would only amplify noise.
+MIN_BOUND = 1.01
 
 
 class PolicyMetrics(msgspec.Struct, kw_only=True):
@@ -88,26 +89,6 @@ def recomputed_tokens(record: TaskRecord, task: AgentTask) -> int:
             prior = min(prior, compact_to)  # the rest was dropped on purpose, not lost
         total += max(0, min(call.prompt_tokens, prior) - call.cached_tokens)
     return total
-
-
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def failure_reason(error: str) -> str:
-    """An error message as a failure category: numbers replaced by N, cut to 120 characters."""
-    reason = _NUMBER.sub("N", error.strip())
-    return reason if len(reason) <= 120 else reason[:119] + "…"
-
-
-def failed_reasons(records: Sequence[TaskRecord]) -> dict[str, int]:
-    """Failed tasks counted by the reason of their first failed call, most frequent first."""
-    counts: dict[str, int] = {}
-    for r in records:
-        error = next((c.error for c in r.calls if c.error is not None), None)
-        if error is not None:
-            reason = failure_reason(error)
-            counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def service_time_s(record: TaskRecord, task: AgentTask) -> float:
@@ -235,7 +216,7 @@ def with_speedups(
     for name, m in results.items():
         speedup = base / geo[name] if geo[name] > 0 and base > 0 else math.nan
         headroom = None
-        if bound is not None and bound > 1 and speedup > 0:  # NaN compares False
+        if bound is not None and bound >= MIN_BOUND and speedup > 0:  # NaN compares False
             headroom = math.log(speedup) / math.log(bound)
         out[name] = msgspec.structs.replace(
             m, speedup_vs_baseline=speedup, bound_speedup=bound, headroom_captured=headroom
