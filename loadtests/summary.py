@@ -40,9 +40,9 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def failure_reason(error: str) -> str:
-    """An error message as a failure category: numbers replaced by N, cut to 120 characters."""
+    """An error message as a failure category: numbers replaced by N, cut to 200 characters."""
     reason = _NUMBER.sub("N", error.strip())
-    return reason if len(reason) <= 120 else reason[:119] + "…"
+    return reason if len(reason) <= 200 else reason[:199] + "…"
 
 
 def failed_reasons(records: Sequence[TaskRecord]) -> dict[str, int]:

@@ -145,11 +145,9 @@ def policy_metrics(
         factor = slo_factors.get(task.slo_class, slo_factors.get("standard", 1.5))
         met += r.completion_time_s <= factor * isolated_s[r.session_id]
     recomputed = sum(recomputed_tokens(r, by_session[r.session_id]) for r in records)
-    turns: list[float] | None = None
-    for r in records:
-        lat = turn_latencies_s(r, by_session[r.session_id])
-        if lat is not None:
-            turns = (turns or []) + lat
+    per_task = [turn_latencies_s(r, by_session[r.session_id]) for r in records]
+    marked = [lat for lat in per_task if lat is not None]
+    turns = [t for lat in marked for t in lat] if marked else None
     start = min((r.started_s for r in records), default=0.0)
     end = max((r.finished_s for r in records), default=0.0)
     makespan = max(0.0, end - start)

@@ -59,7 +59,7 @@ def machine_description() -> str:
 
 
 def _fmt(value: float | int | None, kind: str) -> str:
-    if value is None:
+    if value is None or value != value:  # None, or NaN (a speedup with no common survivors)
         return "n/a"
     if kind == "pct":
         return f"{value:.1%}"
