@@ -2,15 +2,17 @@
 
 A workflow is a real conversation. Each step sends every message so far, appends the model's answer and,
 after sleeping for the tool's time, the tool's observation; so the prompt grows and its prefix repeats, as
-with a real coding or browser agent. Times are recorded in the workload's time: wall seconds x
-`time_scale`, where `time_scale` is the speed-up of simulated replicas (1 for real ones); tool sleeps are
-divided by it.
+with a real coding or browser agent. A step that compacts (`Step.compact_to_tokens`) cuts the conversation to
+its first that many tokens (words; see `compact`) before the observation, sent as a user message. Times are
+recorded in the workload's time: wall seconds x `time_scale`, where `time_scale` is the speed-up of
+simulated replicas (1 for real ones); tool sleeps are divided by it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -113,6 +115,10 @@ class AgentClient:
             observation = f"[{step.tool_name}] {words(rng, step.observation_tokens)}"
             if task.replace_history:
                 messages[1:] = [{"role": "user", "content": observation}]
+            elif step.compact_to_tokens is not None:
+                messages.append({"role": "assistant", "content": answer})
+                compact(messages, step.compact_to_tokens)
+                messages.append({"role": "user", "content": observation})
             else:
                 # The answer names the tool it called, as an OpenAI tool call; the result answers that call.
                 call_id = f"call_{i}"
@@ -221,6 +227,28 @@ def _retryable(call: CallRecord) -> bool:
     if call.error_kind in ("disconnected", "timeout"):
         return True
     return call.error_kind == "http" and call.status in _RETRYABLE_STATUS
+
+
+def compact(messages: list[dict[str, Any]], num_tokens: int) -> None:
+    """Keep the conversation's first `num_tokens` tokens, counting a word as a token (the simulated
+    tokenizer's rule; approximate for a real one, and the chat template's few tokens are not counted): whole
+    messages while they fit, then the first words of the next one, cut at a word's end so the rendered text
+    stays a prefix of the old rendering up to the cut (an assistant message cut there loses its tool calls,
+    whose results are gone)."""
+    left = num_tokens
+    for i, message in enumerate(messages):
+        content = message.get("content") or ""
+        ends = [m.end() for m in _WORD.finditer(content)]
+        if len(ends) < left or (len(ends) == left and "tool_calls" not in message):
+            left -= len(ends)
+            continue
+        kept = dict(message, content=content[: ends[left - 1]] if left else "")
+        kept.pop("tool_calls", None)
+        messages[i:] = [kept] if kept["content"] or kept["role"] == "tool" else []
+        return
+
+
+_WORD = re.compile(r"\S+")
 
 
 def _record_usage(call: CallRecord, usage: _Usage | None) -> None:

@@ -1,8 +1,10 @@
-"""Summaries of task records: completion-time statistics and prefix-cache hit rate."""
+"""Summaries of task records: completion-time statistics, prefix-cache hit rate, and failed tasks by reason
+(a failed task is counted, never silently dropped: its completion time is left out of the statistics)."""
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 
@@ -21,6 +23,7 @@ class Summary(msgspec.Struct):
     tct_p99_s: float
     prefix_hit_rate: float  # cached prompt tokens / prompt tokens, over every call
     calls: int
+    failed_reasons: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -31,6 +34,26 @@ def percentile(values: Sequence[float], q: float) -> float:
     pos = (len(ordered) - 1) * q / 100.0
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def failure_reason(error: str) -> str:
+    """An error message as a failure category: numbers replaced by N, cut to 200 characters."""
+    reason = _NUMBER.sub("N", error.strip())
+    return reason if len(reason) <= 200 else reason[:199] + "…"
+
+
+def failed_reasons(records: Sequence[TaskRecord]) -> dict[str, int]:
+    """Failed tasks counted by the reason of their first failed call, most frequent first."""
+    counts: dict[str, int] = {}
+    for r in records:
+        error = next((c.error for c in r.calls if c.error is not None), None)
+        if error is not None:
+            reason = failure_reason(error)
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def summarize(records: Sequence[TaskRecord]) -> Summary:
@@ -48,4 +71,5 @@ def summarize(records: Sequence[TaskRecord]) -> Summary:
         tct_p99_s=percentile(times, 99),
         prefix_hit_rate=sum(c.cached_tokens for c in calls) / prompt if prompt else 0.0,
         calls=len(calls),
+        failed_reasons=failed_reasons(records),
     )

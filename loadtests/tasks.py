@@ -1,9 +1,16 @@
 """The task model shared by every agent client: the HTTP one (`loadtests.agent_client`) and the discrete-event
 one (`loadtests.des.client`). An `AgentTask` is what a workload generates; a `TaskRecord` with its
 `CallRecord`s is what running it produced. Plain msgspec structs, no I/O.
+
+A step may compact the conversation (`compact_to_tokens`): after its tool, the next call's prompt is the
+first that many tokens of the context so far plus the tool's result, as a coding assistant compacting a
+long context does (docs/trace-format.md). A step may name the person's turn it serves (`turn`): the calls
+of one turn answer one request, and the wait after a turn's last call is the person's think time.
 """
 
 from __future__ import annotations
+
+import math
 
 import msgspec
 
@@ -15,6 +22,9 @@ class Step(msgspec.Struct, frozen=True):
     tool_name: str
     tool_time_s: float
     observation_tokens: int  # size of the tool's result, appended as a tool message
+    # Compaction before the next call: keep only the conversation's first N tokens, then the tool's result.
+    compact_to_tokens: int | None = None
+    turn: int | None = None  # the person's turn this call serves, where a trace marks turns
 
 
 class AgentTask(msgspec.Struct, frozen=True):
@@ -34,6 +44,25 @@ class AgentTask(msgspec.Struct, frozen=True):
     # When the task starts, in workload seconds from the run's start (trace replay, open loop); None: as soon
     # as a closed-loop slot is free.
     arrival_s: float | None = None
+
+    def validate(self) -> None:
+        """Raise ValueError naming the task and field of a value no run could honour (a NaN arrival or
+        tool time would stall a virtual clock forever)."""
+        where = f"task {self.session_id!r}"
+        if self.arrival_s is not None and not 0.0 <= self.arrival_s < math.inf:
+            raise ValueError(f"{where}: arrival_s must be finite and >= 0, got {self.arrival_s}")
+        for k, step in enumerate(self.steps):
+            if not 0.0 <= step.tool_time_s < math.inf:
+                raise ValueError(
+                    f"{where} step {k}: tool_time_s must be finite and >= 0, got {step.tool_time_s}"
+                )
+            if step.compact_to_tokens is not None and step.compact_to_tokens < 0:
+                raise ValueError(f"{where} step {k}: compact_to_tokens must be >= 0")
+
+    @property
+    def wait_s(self) -> float:
+        """The task's own client-side waits: every tool (or think) time after its calls."""
+        return sum(s.tool_time_s for s in self.steps)
 
 
 class CallRecord(msgspec.Struct):

@@ -1,7 +1,8 @@
 """`saga bench des` and `saga bench live`: one command per comparison, results printed and written down.
 
-Both take the same workload options; each writes JSON (`--json`), appends a section to docs/benchmarks.md
-(`--markdown`, '' to skip) and plots completion-time distributions (`--plot`). `des` runs scheduler
+Both take the same workload options; each writes JSON (`--json`), appends a section to a markdown file only
+when asked (`--markdown FILE`) and plots completion-time distributions (`--plot`). A run in which some
+contender finished no task at all exits 1 (after printing and writing what it has). `des` runs scheduler
 policies in the discrete-event cluster (virtual time, deterministic for a seed); `live` runs SAGA and the
 peer routers over HTTP in front of simulated replicas.
 """
@@ -29,6 +30,8 @@ from loadtests.bench.report import (
     BenchReport,
     RunMeta,
     append_markdown,
+    calls_table,
+    failure_lines,
     machine_description,
     plot_completion_times,
     results_table,
@@ -78,7 +81,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--baseline", default=None, help="speedups are against this contender")
         p.add_argument("--json", type=Path, help="write the results as JSON here")
-        p.add_argument("--markdown", default="docs/benchmarks.md", help="append a section here ('' skips)")
+        p.add_argument("--markdown", metavar="FILE", default=None, help="append a results section to FILE")
         p.add_argument("--plot", type=Path, help="write a completion-time plot (PNG) here")
         p.add_argument("--title", default=None, help="section title in the markdown")
         p.add_argument("--notes", default="", help="a note to record with the results")
@@ -115,8 +118,13 @@ def _finish(
     args: argparse.Namespace, report: BenchReport, times: dict[str, list[float]], console: Console
 ) -> None:
     console.print(results_table(report))
+    console.print(calls_table(report))
     for name, reason in report.missing.items():
         console.print(f"[yellow]not run[/yellow] {name}: {reason}")
+    for line in failure_lines(report):
+        console.print(f"[red]failed[/red] {line}", markup=True, highlight=False)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
     if args.json:
         write_json(report, args.json)
         console.print(f"results: {args.json}")
@@ -147,7 +155,7 @@ def _meta(args: argparse.Namespace, mode: str, tasks: Sequence[AgentTask]) -> Ru
     )
 
 
-async def _bench_live(args: argparse.Namespace, console: Console) -> None:
+async def _bench_live(args: argparse.Namespace, console: Console) -> int:
     tasks = _tasks(args)
     names = [parse_router(r).name for r in args.routers.split(",") if r]
     concurrency = args.concurrency if args.concurrency or args.arrival_rate else min(len(tasks), 16)
@@ -185,6 +193,7 @@ async def _bench_live(args: argparse.Namespace, console: Console) -> None:
             on_result=on_result,
         )  # fmt: skip
     _finish(args, report, times, console)
+    return _exit_status(report, console)
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> None:
@@ -227,7 +236,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.bench_mode == "faults":
             return run_faults(args, console)
         if args.bench_mode == "live":
-            asyncio.run(_bench_live(args, console))
+            return asyncio.run(_bench_live(args, console))
         elif args.sweep_load:
             _sweep(args, console)
         else:
@@ -235,7 +244,17 @@ def run_bench(args: argparse.Namespace) -> int:
 
             report, times = bench_des(args, _tasks(args), _meta, console, _progress)
             _finish(args, report, times, console)
-    except (ValueError, ContenderUnavailable) as e:
+            return _exit_status(report, console)
+    except (ValueError, OSError, ContenderUnavailable) as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
+    return 0
+
+
+def _exit_status(report: BenchReport, console: Console) -> int:
+    """1 when some contender finished no task: its figures mean nothing, and a script must notice."""
+    empty = [name for name, m in report.policies.items() if m.tasks and m.failed == m.tasks]
+    if empty:
+        console.print(f"[red]error:[/red] every task failed under {', '.join(empty)}")
+        return 1
     return 0

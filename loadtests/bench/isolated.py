@@ -4,7 +4,8 @@ Contract: `isolated_task_time_s(task, profile)` is a pure function of the task's
 and the profile's cost model (simulator/cost_model.py, the same step-time function the simulated engine
 uses). Alone, a task never waits in a queue and never loses its cache: each call prefills only what the
 previous call did not leave in full cached blocks (the shared system prompt counts as cached, as it is in a
-warm fleet), in chunks of the profile's token budget, then decodes its output one token per step.
+warm fleet), in chunks of the profile's token budget, then decodes its output one token per step. A compacting
+step leaves the first `compact_to_tokens` of the context cached (they are a prefix of what ran before).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def isolated_task_time_s(task: AgentTask, profile: Profile) -> float:
             cached = task.system_tokens // bs * bs
             context = task.system_tokens + step.observation_tokens
         else:
-            cached = (context + step.output_tokens) // bs * bs
-            context += step.output_tokens + step.observation_tokens
+            context += step.output_tokens
+            if step.compact_to_tokens is not None:  # the compacted prefix is still cached: a prefix of it
+                context = min(context, step.compact_to_tokens)
+            cached = context // bs * bs
+            context += step.observation_tokens
     return total

@@ -10,6 +10,16 @@ cover the tasks that finished without error; calls count when they got an answer
   the shared system prompt carries over when the task replaces its history). Cache misses on work the
   session already paid for: what affinity and retention exist to avoid.
 - throughput: finished tasks, and prompt plus completion tokens, per second of the run's makespan.
+- failed tasks: counted, and by reason (`failed_reasons`: the first failed call's error with its numbers
+  replaced by N, so the same failure on different lengths counts once), never silently left out.
+- service time: a finished task's TCT minus its own client-side waits (every step's tool or think time),
+  the part a scheduler can move; TTFT is per call; per-turn latency (first call of a turn sent to its last
+  call answered) where the tasks mark turns (`Step.turn`), else None.
+- the physical limit: `tct_isolated_geomean_s`, the geometric mean of the isolated times of the tasks whose
+  TCT the geomean covers. `with_speedups` adds, on the set of tasks every policy finished (the common
+  survivors, all tasks when none failed): `speedup_vs_baseline` = baseline geomean / the policy's,
+  `bound_speedup` = baseline geomean / isolated geomean (no scheduler can beat it), and
+  `headroom_captured` = log(speedup) / log(bound) (None when bound < 1.01: no headroom worth measuring).
 Engine-side figures (preemptions, KV utilisation, useful KV fraction) come from the runner and are passed
 through; None means the runner could not measure them.
 """
@@ -23,10 +33,12 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from loadtests.summary import percentile
+from loadtests.summary import failed_reasons, percentile
 from loadtests.tasks import AgentTask, TaskRecord
 
 DEFAULT_SLO_FACTORS: dict[str, float] = {"standard": 1.5, "interactive": 1.2, "batch": 3.0}
+# Below this bound there is no headroom to measure: log(speedup) / log(bound) would only amplify noise.
+MIN_BOUND = 1.01
 
 
 class PolicyMetrics(msgspec.Struct, kw_only=True):
@@ -50,17 +62,63 @@ class PolicyMetrics(msgspec.Struct, kw_only=True):
     useful_kv_fraction: float | None = None
     speedup_vs_baseline: float = 1.0
     wall_s: float = 0.0
+    failed_reasons: dict[str, int] = msgspec.field(default_factory=dict)
+    ttft_mean_s: float = 0.0
+    service_mean_s: float = 0.0
+    service_geomean_s: float = 0.0
+    service_p50_s: float = 0.0
+    service_p99_s: float = 0.0
+    turns: int | None = None  # complete turns measured; None: the tasks mark no turns
+    turn_latency_p50_s: float | None = None
+    turn_latency_p99_s: float | None = None
+    tct_isolated_geomean_s: float = 0.0
+    bound_speedup: float | None = None
+    headroom_captured: float | None = None
 
 
-def recomputed_tokens(record: TaskRecord, replace_history: bool, system_tokens: int) -> int:
+def recomputed_tokens(record: TaskRecord, task: AgentTask) -> int:
     total = 0
     calls = record.calls
     for prev, call in itertools.pairwise(calls):
         if call.error is not None or prev.error is not None:
             continue
-        prior = system_tokens if replace_history else prev.prompt_tokens + prev.completion_tokens
+        prior = prev.prompt_tokens + prev.completion_tokens
+        if task.replace_history:
+            prior = task.system_tokens
+        elif (compact_to := task.steps[prev.step].compact_to_tokens) is not None:
+            prior = min(prior, compact_to)  # the rest was dropped on purpose, not lost
         total += max(0, min(call.prompt_tokens, prior) - call.cached_tokens)
     return total
+
+
+def service_time_s(record: TaskRecord, task: AgentTask) -> float:
+    """A finished task's completion time less its own waits (tool and think times)."""
+    return max(0.0, record.completion_time_s - task.wait_s)
+
+
+def turn_latencies_s(record: TaskRecord, task: AgentTask) -> list[float] | None:
+    """Each complete turn's latency: its first call sent to its last call answered (tool waits inside the
+    turn included, the person's think time after it not). None when the task marks no turns."""
+    if not task.steps or task.steps[0].turn is None:
+        return None
+    spans: dict[int, list[float]] = {}
+    counts: dict[int, int] = {}
+    for step in task.steps:
+        counts[step.turn or 0] = counts.get(step.turn or 0, 0) + 1
+    seen: dict[int, int] = {}
+    for c in record.calls:
+        if c.error is not None:
+            break
+        turn = task.steps[c.step].turn or 0
+        span = spans.setdefault(turn, [c.started_s, c.started_s + c.latency_s])
+        span[1] = c.started_s + c.latency_s
+        seen[turn] = seen.get(turn, 0) + 1
+    return [end - start for turn, (start, end) in spans.items() if seen[turn] == counts[turn]]
+
+
+def geomean(values: Sequence[float]) -> float:
+    """Geometric mean; 0.0 when empty or any value is not positive."""
+    return statistics.geometric_mean(values) if values and min(values) > 0 else 0.0
 
 
 def policy_metrics(
@@ -77,6 +135,7 @@ def policy_metrics(
     by_session = {t.session_id: t for t in tasks}
     done = [r for r in records if not r.failed]
     times = [r.completion_time_s for r in done]
+    service = [service_time_s(r, by_session[r.session_id]) for r in done]
     calls = [c for r in records for c in r.calls if c.error is None]
     ttfts = [c.ttft_s for c in calls if c.ttft_s is not None]
     prompt = sum(c.prompt_tokens for c in calls)
@@ -85,10 +144,10 @@ def policy_metrics(
         task = by_session[r.session_id]
         factor = slo_factors.get(task.slo_class, slo_factors.get("standard", 1.5))
         met += r.completion_time_s <= factor * isolated_s[r.session_id]
-    recomputed = 0
-    for r in records:
-        task = by_session[r.session_id]
-        recomputed += recomputed_tokens(r, task.replace_history, task.system_tokens)
+    recomputed = sum(recomputed_tokens(r, by_session[r.session_id]) for r in records)
+    per_task = [turn_latencies_s(r, by_session[r.session_id]) for r in records]
+    marked = [lat for lat in per_task if lat is not None]
+    turns = [t for lat in marked for t in lat] if marked else None
     start = min((r.started_s for r in records), default=0.0)
     end = max((r.finished_s for r in records), default=0.0)
     makespan = max(0.0, end - start)
@@ -98,7 +157,7 @@ def policy_metrics(
         failed=len(records) - len(done),
         calls=len(calls),
         tct_mean_s=statistics.fmean(times) if times else 0.0,
-        tct_geomean_s=statistics.geometric_mean(times) if times and min(times) > 0 else 0.0,
+        tct_geomean_s=geomean(times),
         tct_p50_s=percentile(times, 50),
         tct_p99_s=percentile(times, 99),
         ttft_p50_s=percentile(ttfts, 50),
@@ -112,16 +171,52 @@ def policy_metrics(
         preemptions=preemptions,
         kv_utilization_mean=kv_utilization_mean,
         useful_kv_fraction=useful_kv_fraction,
+        failed_reasons=failed_reasons(records),
+        ttft_mean_s=statistics.fmean(ttfts) if ttfts else 0.0,
+        service_mean_s=statistics.fmean(service) if service else 0.0,
+        service_geomean_s=geomean(service),
+        service_p50_s=percentile(service, 50),
+        service_p99_s=percentile(service, 99),
+        turns=len(turns) if turns is not None else None,
+        turn_latency_p50_s=percentile(turns, 50) if turns else None,
+        turn_latency_p99_s=percentile(turns, 99) if turns else None,
+        tct_isolated_geomean_s=geomean([isolated_s[r.session_id] for r in done]),
     )
 
 
-def with_speedups(results: Mapping[str, PolicyMetrics], baseline: str) -> dict[str, PolicyMetrics]:
-    """Each policy's speedup: the baseline's geometric-mean TCT over its own (above 1: faster)."""
+def common_survivors(finished: Mapping[str, Mapping[str, float]]) -> set[str]:
+    """The tasks every policy finished (`finished`: policy -> session id -> TCT of its finished tasks)."""
+    sets = [set(times) for times in finished.values()]
+    return set.intersection(*sets) if sets else set()
+
+
+def with_speedups(
+    results: Mapping[str, PolicyMetrics],
+    baseline: str,
+    finished: Mapping[str, Mapping[str, float]] | None = None,
+    isolated_s: Mapping[str, float] | None = None,
+) -> dict[str, PolicyMetrics]:
+    """Each policy's speedup (the baseline's geometric-mean TCT over its own; above 1: faster), the bound and
+    the headroom captured. With `finished` and `isolated_s` every figure is on the common survivors;
+    without, on each policy's own finished tasks (the same set when none failed)."""
     if baseline not in results:
         raise ValueError(f"baseline {baseline!r} was not run; ran: {', '.join(results)}")
-    base = results[baseline].tct_geomean_s
+    if finished is not None and isolated_s is not None:
+        common = sorted(common_survivors(finished))
+        geo = {name: geomean([finished[name][sid] for sid in common]) for name in results}
+        isolated = geomean([isolated_s[sid] for sid in common])
+    else:
+        geo = {name: m.tct_geomean_s for name, m in results.items()}
+        isolated = results[baseline].tct_isolated_geomean_s
+    base = geo[baseline]
+    bound = base / isolated if base > 0 and isolated > 0 else None
     out = {}
     for name, m in results.items():
-        speedup = base / m.tct_geomean_s if m.tct_geomean_s > 0 and base > 0 else math.nan
-        out[name] = msgspec.structs.replace(m, speedup_vs_baseline=speedup)
+        speedup = base / geo[name] if geo[name] > 0 and base > 0 else math.nan
+        headroom = None
+        if bound is not None and bound >= MIN_BOUND and speedup > 0:  # NaN compares False
+            headroom = math.log(speedup) / math.log(bound)
+        out[name] = msgspec.structs.replace(
+            m, speedup_vs_baseline=speedup, bound_speedup=bound, headroom_captured=headroom
+        )
     return out

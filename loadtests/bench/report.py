@@ -1,9 +1,11 @@
 """A benchmark's results as a table on the terminal, JSON, a markdown section and a plot.
 
 Contract: `BenchReport` is the JSON shape (`{"baseline", "policies": {name: PolicyMetrics...}, "meta",
-"missing"}`); `append_markdown` appends one self-contained section (title, command, machine, date, table,
-plot link) to a markdown file and never rewrites what is there; `plot_completion_times` writes a PNG of each
-policy's task-completion-time distribution (empirical CDF, log time axis).
+"missing", "compared_tasks", "warnings"}`); `append_markdown` appends one self-contained section (title,
+command, machine, date, table, failures and warnings, plot link) to a markdown file and never rewrites what
+is there; `plot_completion_times` writes a PNG of each policy's task-completion-time distribution (empirical
+CDF, log time axis). Failed tasks are never hidden: the table counts them, `failure_lines` gives their
+reasons, and the warnings say when policies finished different sets of tasks.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class BenchReport(msgspec.Struct, kw_only=True):
     meta: RunMeta
     # Policies or peers asked for but not run, with the reason (e.g. a peer router not installed).
     missing: dict[str, str] = msgspec.field(default_factory=dict)
+    # The tasks every policy finished: what speedups, the bound and the headroom are computed on.
+    compared_tasks: int = 0
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 def machine_description() -> str:
@@ -54,7 +59,7 @@ def machine_description() -> str:
 
 
 def _fmt(value: float | int | None, kind: str) -> str:
-    if value is None:
+    if value is None or value != value:  # None, or NaN (a speedup with no common survivors)
         return "n/a"
     if kind == "pct":
         return f"{value:.1%}"
@@ -66,12 +71,18 @@ def _fmt(value: float | int | None, kind: str) -> str:
 
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("failed", "failed", "int"),
     ("TCT mean s", "tct_mean_s", "s"),
     ("geomean", "tct_geomean_s", "s"),
     ("p50", "tct_p50_s", "s"),
     ("p99", "tct_p99_s", "s"),
+    ("service geomean", "service_geomean_s", "s"),
+    ("isolated geomean", "tct_isolated_geomean_s", "s"),
+    ("TTFT mean", "ttft_mean_s", "s"),
     ("TTFT p50", "ttft_p50_s", "s"),
     ("TTFT p99", "ttft_p99_s", "s"),
+    ("turn p50", "turn_latency_p50_s", "s"),
+    ("turn p99", "turn_latency_p99_s", "s"),
     ("SLO met", "slo_attainment", "pct"),
     ("prefix hit", "prefix_hit_rate", "pct"),
     ("recomputed tok", "recomputed_prefill_tokens", "int"),
@@ -81,32 +92,94 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("tasks/s", "throughput_tasks_per_s", "s"),
     ("tok/s", "throughput_tokens_per_s", "int"),
     ("speedup", "speedup_vs_baseline", "x"),
+    ("bound", "bound_speedup", "x"),
+    ("headroom", "headroom_captured", "pct"),
 )
+# Shown only when some policy has a value (turns exist only where the tasks mark them).
+OPTIONAL_FIELDS = frozenset({"turn_latency_p50_s", "turn_latency_p99_s"})
 
 
-def _rows(report: BenchReport) -> list[list[str]]:
+# The terminal splits the columns in two tables (task completion against its limit; calls, cache and engine)
+# so that each stays readable; the markdown section has them all in one.
+COMPLETION_FIELDS = frozenset(
+    {
+        "failed", "tct_mean_s", "tct_geomean_s", "tct_p50_s", "tct_p99_s", "service_geomean_s",
+        "tct_isolated_geomean_s", "slo_attainment", "throughput_tasks_per_s", "speedup_vs_baseline",
+        "bound_speedup", "headroom_captured",
+    }
+)  # fmt: skip
+
+
+def _columns(report: BenchReport, part: str = "all") -> list[tuple[str, str, str]]:
+    return [
+        c
+        for c in COLUMNS
+        if (
+            c[1] not in OPTIONAL_FIELDS or any(getattr(m, c[1]) is not None for m in report.policies.values())
+        )
+        and (part == "all" or (c[1] in COMPLETION_FIELDS) == (part == "completion"))
+    ]
+
+
+def _rows(report: BenchReport, part: str = "all", with_ok: bool = True) -> list[list[str]]:
     rows = []
+    columns = _columns(report, part)
     for name, m in report.policies.items():
         label = f"{name} (baseline)" if name == report.baseline else name
-        ok = f"{m.tasks - m.failed}/{m.tasks}"
-        rows.append([label, ok, *(_fmt(getattr(m, field), kind) for _, field, kind in COLUMNS)])
+        ok = [f"{m.tasks - m.failed}/{m.tasks}"] if with_ok else []
+        rows.append([label, *ok, *(_fmt(getattr(m, field), kind) for _, field, kind in columns)])
     return rows
 
 
+def failure_lines(report: BenchReport) -> list[str]:
+    """One line per policy with failed tasks: how many, by reason."""
+    lines = []
+    for name, m in report.policies.items():
+        if m.failed:
+            reasons = "; ".join(f"{n} x {reason}" for reason, n in m.failed_reasons.items())
+            lines.append(f"{name}: {m.failed} of {m.tasks} tasks failed: {reasons}")
+    return lines
+
+
+def comparison_note(report: BenchReport) -> str:
+    tasks = max((m.tasks for m in report.policies.values()), default=0)
+    return (
+        f"speedup = baseline `{report.baseline}` geometric-mean TCT / the policy's, on the "
+        f"{report.compared_tasks} of {tasks} tasks every policy finished; bound = baseline geomean / "
+        "isolated geomean (each task alone on an idle replica: no scheduler can beat it); headroom = "
+        "log(speedup) / log(bound); service = TCT minus the task's own tool and think time"
+    )
+
+
 def results_table(report: BenchReport) -> Table:
+    """Task completion: failures, TCT, its service part, the isolated limit, speedup and headroom."""
     m = report.meta
-    table = Table(title=f"{m.title}: {m.workload}, {m.tasks} tasks, {m.replicas} replicas ({m.profile})")
+    table = Table(
+        title=f"{m.title}: {m.workload}, {m.tasks} tasks, {m.replicas} replicas ({m.profile})",
+        caption=comparison_note(report),
+    )
     table.add_column("policy", no_wrap=True)
     table.add_column("tasks ok", justify="right")
-    for header, _, _ in COLUMNS:
+    for header, _, _ in _columns(report, "completion"):
         table.add_column(header, justify="right")
-    for row in _rows(report):
+    for row in _rows(report, "completion"):
+        table.add_row(*row)
+    return table
+
+
+def calls_table(report: BenchReport) -> Table:
+    """Per call and per engine: TTFT, turn latency, prefix cache, recomputation, preemptions, KV."""
+    table = Table(title="Calls, cache and engines")
+    table.add_column("policy", no_wrap=True)
+    for header, _, _ in _columns(report, "calls"):
+        table.add_column(header, justify="right")
+    for row in _rows(report, "calls", with_ok=False):
         table.add_row(*row)
     return table
 
 
 def markdown_table(report: BenchReport) -> str:
-    headers = ["policy", "tasks ok", *(h for h, _, _ in COLUMNS)]
+    headers = ["policy", "tasks ok", *(h for h, _, _ in _columns(report))]
     lines = ["| " + " | ".join(headers) + " |", "| --- |" + " ---: |" * (len(headers) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
     return "\n".join(lines)
@@ -120,13 +193,14 @@ def append_markdown(report: BenchReport, path: str | Path, plot: str | None = No
         f"- Machine: {m.machine}",
         f"- Date: {m.date}",
         f"- Mode: {'discrete-event cluster (virtual time)' if m.mode == 'des' else 'over HTTP (loopback)'}, "
-        f"profile `{m.profile}`, seed {m.seed}; speedup = baseline `{report.baseline}` geometric-mean TCT / "
-        "the policy's",
+        f"profile `{m.profile}`, seed {m.seed}; {comparison_note(report)}",
     ]
     if m.notes:
         parts.append(f"- Notes: {m.notes}")
     if report.missing:
         parts.append("- Not run: " + "; ".join(f"`{k}`: {v}" for k, v in report.missing.items()))
+    parts += [f"- Failed: {line}" for line in failure_lines(report)]
+    parts += [f"- Warning: {w}" for w in report.warnings]
     parts += ["", markdown_table(report), ""]
     if plot:
         parts += [f"![Task completion time per policy]({plot})", ""]

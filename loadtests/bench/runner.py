@@ -5,6 +5,8 @@ Contract: `compare(contenders, run_one, tasks, ...)` calls `run_one(name)` for e
 must start from a fresh fleet), turns what it returns into `PolicyMetrics` against the tasks' isolated
 times, sets speedups against `baseline` (the first contender when the baseline did not run), and records
 contenders that could not run in `missing` with the reason `run_one` raised (`ContenderUnavailable`).
+Speedups, the bound and the headroom are computed on the tasks every contender finished; when contenders
+finished different sets of tasks, the report says so in `warnings` (and `compared_tasks` is the common set).
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 from loadtests.bench.isolated import isolated_task_time_s
-from loadtests.bench.metrics import DEFAULT_SLO_FACTORS, PolicyMetrics, policy_metrics, with_speedups
+from loadtests.bench.metrics import (
+    DEFAULT_SLO_FACTORS,
+    PolicyMetrics,
+    common_survivors,
+    policy_metrics,
+    with_speedups,
+)
 from loadtests.bench.report import BenchReport, RunMeta
 from loadtests.tasks import AgentTask, TaskRecord
 from simulator.cost_model import get_profile
@@ -51,6 +59,7 @@ async def compare(
     results: dict[str, PolicyMetrics] = {}
     missing: dict[str, str] = {}
     times: dict[str, list[float]] = {}
+    finished: dict[str, dict[str, float]] = {}
     for name in contenders:
         started = time.monotonic()
         try:
@@ -70,7 +79,8 @@ async def compare(
             useful_kv_fraction=run.useful_kv_fraction,
         )
         results[name] = msgspec.structs.replace(m, wall_s=time.monotonic() - started)
-        times[name] = [r.completion_time_s for r in run.records if not r.failed]
+        finished[name] = {r.session_id: r.completion_time_s for r in run.records if not r.failed}
+        times[name] = list(finished[name].values())
         if on_result is not None:
             on_result(name, results[name])
     if not results:
@@ -78,5 +88,31 @@ async def compare(
             "no contender could run: " + "; ".join(f"{k}: {v}" for k, v in missing.items())
         )
     base = baseline if baseline in results else next(iter(results))
-    report = BenchReport(baseline=base, policies=with_speedups(results, base), meta=meta, missing=missing)
+    policies = with_speedups(results, base, finished, isolated)
+    common = common_survivors(finished)
+    report = BenchReport(
+        baseline=base,
+        policies=policies,
+        meta=meta,
+        missing=missing,
+        compared_tasks=len(common),
+        warnings=survivor_warnings(policies, finished, common),
+    )
     return report, times
+
+
+def survivor_warnings(
+    policies: dict[str, PolicyMetrics], finished: dict[str, dict[str, float]], common: set[str]
+) -> list[str]:
+    """What a reader must know before comparing the figures (failure counts and reasons are in the
+    metrics): a policy that finished nothing, and different survivor sets."""
+    warnings = []
+    for name, m in policies.items():
+        if m.tasks and m.failed == m.tasks:
+            warnings.append(f"{name}: every task failed; its completion-time figures are empty")
+    if len({frozenset(f) for f in finished.values()}) > 1:
+        warnings.append(
+            "policies finished different sets of tasks: TCT mean/geomean/percentiles are over each policy's "
+            f"own survivors; speedup, bound and headroom are on the {len(common)} tasks every policy finished"
+        )
+    return warnings

@@ -4,7 +4,9 @@ Contract:
 - Token ids, no text. Every task of one agent type starts with the same `system_tokens` ids (a pure function
   of the agent type and length), then its own prompt (a function of its session id and seed). Each call's
   prompt is the previous prompt + the model's actual output tokens + the tool observation's tokens (with
-  `replace_history`: the system prompt + the observation), so a session's prefix repeats exactly.
+  `replace_history`: the system prompt + the observation; after a step with `compact_to_tokens`: that many
+  leading tokens of the previous prompt + output, then the observation), so a session's prefix repeats
+  exactly.
 - A `Conversation` keeps the chain hashes of its full blocks as it grows, with the engine's "builtin"
   algorithm and no salt: each block is hashed once per session (the shared system prompt once per agent
   type), so a call passes `prompt_block_hashes` and `prefix_hashes` without rehashing a 50k-token prompt.
@@ -173,6 +175,8 @@ class AgentRun:
                 self.conversation.truncate(self.task.system_tokens)
             else:
                 self.conversation.extend(call.output)
+                if step.compact_to_tokens is not None:  # the next prompt restarts from the context's start
+                    self.conversation.truncate(step.compact_to_tokens)
             self.conversation.extend(observation)
         else:
             self.record.finished_s = now + step.tool_time_s

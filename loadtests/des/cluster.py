@@ -52,6 +52,8 @@ class Cluster:
         progress_interval_s: float = 10.0,
     ) -> None:
         config.validate()
+        for task in tasks:
+            task.validate()  # a NaN time would stall the virtual clock: refuse it naming the task
         self.tasks = list(tasks)
         self.config = config
         self.queue = EventQueue()

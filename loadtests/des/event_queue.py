@@ -2,7 +2,7 @@
 
 Contract:
 - `schedule(at, action, arg)` queues `action(arg)` to run at virtual time `at` (seconds); `at` may equal `now`
-  but never precede it (ValueError): time never runs backwards.
+  but never precede it, nor be NaN or infinite (ValueError): time never runs backwards or stalls.
 - `run()` runs events in time order until none is left; events due at the same time run in the order they
   were scheduled (FIFO), so a run is a deterministic function of its inputs. While an event runs, `now` is
   its time; actions may schedule more events.
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+_INF = float("inf")
 
 
 class EventQueue:
@@ -37,8 +38,10 @@ class EventQueue:
         return len(self._heap)
 
     def schedule(self, at: float, action: Callable[[T], object], arg: T) -> None:
-        if at < self.now:
-            raise ValueError(f"cannot schedule an event at {at} before now ({self.now})")
+        if not self.now <= at < _INF:  # NaN fails too: a NaN time would never let the clock move on
+            raise ValueError(
+                f"cannot schedule an event at {at}: event times must be finite, not before now ({self.now})"
+            )
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, action, arg))
 

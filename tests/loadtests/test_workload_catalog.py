@@ -72,7 +72,7 @@ def test_poisson_arrivals_are_seeded_increasing_and_at_the_rate() -> None:
 
 TRACE = """session_id,arrival_time,round_idx,prefix_len,input_len,output_len,tool_wait_after_ms,tenant
 b,5.0,0,1000,400,50,0,t2
-a,1.5,1,0,700,80,2500,t1
+a,1.5,1,2420,700,80,2500,t1
 a,1.5,0,2000,300,120,1200,t1
 """
 
@@ -99,7 +99,7 @@ def test_trace_replay_builds_growing_sessions_in_arrival_order() -> None:
         ("session_id,arrival_time\nx,1\n", "missing columns"),
         (TRACE.replace("a,1.5,1,", "a,1.5,2,"), "rounds must be"),
         (TRACE.replace("b,5.0,0,1000", "b,soon,0,1000"), "line 2"),
-        (TRACE.replace(",50,0,t2", ",0,0,t2"), "output_len >= 1"),
+        (TRACE.replace(",50,0,t2", ",0,0,t2"), "output_len must be >= 1"),
     ],
 )
 def test_malformed_traces_name_the_problem(text: str, message: str) -> None:
