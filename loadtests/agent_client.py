@@ -84,7 +84,7 @@ class AgentClient:
             record.calls.append(call)
             if call.error is not None:
                 break  # an agent cannot go on without the answer
-            await asyncio.sleep(step.tool_time_s / self.time_scale)
+            await self._tool_wait(step.tool_time_s / self.time_scale)
             observation = f"[{step.tool_name}] {words(rng, step.observation_tokens)}"
             if task.replace_history:
                 messages[1:] = [{"role": "user", "content": observation}]
@@ -129,9 +129,11 @@ class AgentClient:
 
         return list(await asyncio.gather(*(bounded(t) for t in tasks)))
 
-    async def _call(
-        self, index: int, messages: list[dict[str, Any]], step: Step, headers: dict[str, str]
-    ) -> tuple[CallRecord, str]:
+    async def _tool_wait(self, seconds: float) -> None:
+        """The tool's time, in wall seconds (a hook: the Locust client waits with gevent)."""
+        await asyncio.sleep(seconds)
+
+    def _request_body(self, messages: list[dict[str, Any]], step: Step) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -141,6 +143,12 @@ class AgentClient:
         }
         if self.stream:
             body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def _call(
+        self, index: int, messages: list[dict[str, Any]], step: Step, headers: dict[str, str]
+    ) -> tuple[CallRecord, str]:
+        body = self._request_body(messages, step)
         started = self.now()
         call = CallRecord(step=index, started_s=started, latency_s=0.0)
         text = ""

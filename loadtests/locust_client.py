@@ -1,0 +1,121 @@
+"""The agent client for Locust: `loadtests.agent_client.AgentClient`'s conversation, over gevent.
+
+Contract: `LocustAgentClient.run_task_sync(task)` runs one whole agent task exactly as `AgentClient.run_task`
+renders it (the same messages, headers, request bodies and tool waits: it *is* that coroutine), but each
+call is a blocking `requests` call and each tool wait a `gevent.sleep`, both of which yield to other Locust
+users under gevent's monkey-patching. The coroutine therefore never suspends on an asyncio future and is
+driven to completion with one `send(None)`; if it ever did suspend, `run_task_sync` raises RuntimeError
+rather than hang. `on_call(record, headers)` is called as each call ends, so Locust can report it at once.
+Times are workload times (wall seconds x `time_scale`), as in AgentClient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import aiohttp
+import gevent  # type: ignore[import-untyped]
+import msgspec
+import requests
+
+from loadtests.agent_client import AgentClient, _answer, _record_usage
+from loadtests.tasks import AgentTask, CallRecord, Step, TaskRecord
+
+CallHook = Callable[[CallRecord, dict[str, str]], None]
+
+
+class LocustAgentClient(AgentClient):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        time_scale: float,
+        stream: bool,
+        request_timeout_s: float,
+        on_call: CallHook | None = None,
+    ) -> None:
+        # The aiohttp session is never used: `_call` is replaced below.
+        super().__init__(
+            cast(aiohttp.ClientSession, None), base_url, model=model, time_scale=time_scale, stream=stream
+        )
+        self.http = requests.Session()
+        self.request_timeout_s = request_timeout_s
+        self.on_call = on_call
+
+    def run_task_sync(self, task: AgentTask) -> TaskRecord:
+        coroutine = self.run_task(task)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return cast(TaskRecord, done.value)
+        coroutine.close()
+        raise RuntimeError("the agent task awaited an asyncio future under gevent")
+
+    def close(self) -> None:
+        self.http.close()
+
+    async def _tool_wait(self, seconds: float) -> None:
+        gevent.sleep(seconds)
+
+    async def _call(
+        self, index: int, messages: list[dict[str, Any]], step: Step, headers: dict[str, str]
+    ) -> tuple[CallRecord, str]:
+        started = self.now()
+        call = CallRecord(step=index, started_s=started, latency_s=0.0)
+        text = ""
+        try:
+            with self.http.post(
+                self.url,
+                data=msgspec.json.encode(self._request_body(messages, step)),
+                headers=headers,
+                stream=self.stream,
+                timeout=self.request_timeout_s,
+            ) as resp:
+                call.replica = resp.headers.get("X-Saga-Replica", resp.headers.get("X-Replica", ""))
+                if resp.status_code != 200:
+                    call.error = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                elif self.stream:
+                    text = self._read_sse(resp, call, started)
+                else:
+                    answer = _answer.decode(resp.content)
+                    call.ttft_s = self.now() - started
+                    message = answer.choices[0].message
+                    text = (message.content or "") if message else ""
+                    _record_usage(call, answer.usage)
+        except (requests.RequestException, msgspec.DecodeError, IndexError) as e:
+            call.error = repr(e)
+        call.latency_s = self.now() - started
+        if self.on_call is not None:
+            self.on_call(call, headers)
+        return call, text
+
+    def _read_sse(self, resp: requests.Response, call: CallRecord, started: float) -> str:
+        parts: list[str] = []
+        for line in _lines(resp):
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                break
+            chunk = _answer.decode(payload)
+            if call.ttft_s is None:
+                call.ttft_s = self.now() - started
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    parts.append(choice.delta.content)
+            if chunk.usage is not None:
+                _record_usage(call, chunk.usage)
+        return "".join(parts)
+
+
+def _lines(resp: requests.Response) -> Iterator[bytes]:
+    """The response's lines as its chunks arrive (requests' `iter_lines` waits for fixed-size blocks)."""
+    pending = b""
+    for chunk in resp.iter_content(chunk_size=None):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
