@@ -54,36 +54,37 @@ class LocustOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def add_options(parser: Any) -> None:
-    group = parser.add_argument_group("SAGA agent load", "agent-shaped load (loadtests/locustfile.py)")
-    group.add_argument(
+    # On Locust's parser itself, not an argument group: only its add_argument marks options for the web UI.
+    parser.add_argument(
         "--workload",
         default=AUTO,
         choices=(AUTO, *WORKLOADS),
         help="workload every user runs; 'auto': each user class its own (SweAgent: swe, WebArenaAgent: "
         "webarena)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--tenant-mix",
         default="single",
         help=f"tenant mix: a preset ({', '.join(TENANT_MIXES)}) or tenant:weight[:slo_class[:workload]],...",
     )
-    group.add_argument(
+    parser.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
         help="speed-up of simulated replicas (their --time-scale): tool waits are divided by it and reported "
         "times multiplied by it; 1 against real vLLM",
     )
-    group.add_argument("--model", default="saga-sim", help="model name sent in every request")
-    group.add_argument(
+    parser.add_argument("--model", default="saga-sim", help="model name sent in every request")
+    parser.add_argument(
         "--shape",
         default="none",
         choices=SHAPES,
         help="load shape over -u/-r/-t (loadtests/locust_shapes.py)",
+        include_in_web_ui=False,  # read once at start
     )
-    group.add_argument("--no-stream", action="store_true", help="whole answers instead of SSE streaming")
-    group.add_argument("--request-timeout", type=float, default=600.0, help="seconds per LLM call")
-    group.add_argument("--agent-seed", type=int, default=0, help="seed of the generated agent tasks")
+    parser.add_argument("--no-stream", action="store_true", help="whole answers instead of SSE streaming")
+    parser.add_argument("--request-timeout", type=float, default=600.0, help="seconds per LLM call")
+    parser.add_argument("--agent-seed", type=int, default=0, help="seed of the generated agent tasks")
 
 
 def parse_tenant_mix(text: str) -> list[TenantStream]:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import csv
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -205,6 +206,28 @@ def test_headless_run_reports_finished_agent_tasks_and_no_failures(tmp_path: Pat
     chats = {r["Name"]: r for r in rows if r["Type"] == "chat"}
     for row in tasks:  # a task's completion time spans several calls
         assert float(row["Average Response Time"]) > float(chats[row["Name"]]["Average Response Time"])
+
+
+def test_web_ui_shows_the_agent_options(tmp_path: Path) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1"]
+    cmd += ["--web-port", str(port), "--host", "http://127.0.0.1:9"]
+    with open(tmp_path / "web.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        page = ""
+        deadline = time.monotonic() + 60
+        while "templateArgs" not in page:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()
+            time.sleep(0.5)
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
+                page = r.read().decode()
+    finally:
+        stop(proc)
+    args = json.loads(page.split("window.templateArgs = ", 1)[1].split("\n", 1)[0])
+    shown = set(args["extra_options"])
+    assert {"workload", "tenant_mix", "time_scale", "model"} <= shown and "shape" not in shown
+    assert args["extra_options"]["tenant_mix"]["default_value"] == "single"
 
 
 def test_distributed_master_and_two_workers(tmp_path: Path) -> None:
