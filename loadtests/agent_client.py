@@ -111,7 +111,7 @@ class AgentClient:
                     break
             if call.error is not None:
                 break  # an agent cannot go on without the answer
-            await asyncio.sleep(step.tool_time_s / self.time_scale)
+            await self._tool_wait(step.tool_time_s / self.time_scale)
             observation = f"[{step.tool_name}] {words(rng, step.observation_tokens)}"
             if task.replace_history:
                 messages[1:] = [{"role": "user", "content": observation}]
@@ -160,9 +160,11 @@ class AgentClient:
 
         return list(await asyncio.gather(*(bounded(t) for t in tasks)))
 
-    async def _call(
-        self, index: int, messages: list[dict[str, Any]], step: Step, headers: dict[str, str]
-    ) -> tuple[CallRecord, str]:
+    async def _tool_wait(self, seconds: float) -> None:
+        """The tool's time, in wall seconds (a hook: the Locust client waits with gevent)."""
+        await asyncio.sleep(seconds)
+
+    def _request_body(self, messages: list[dict[str, Any]], step: Step) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -172,6 +174,12 @@ class AgentClient:
         }
         if self.stream:
             body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def _call(
+        self, index: int, messages: list[dict[str, Any]], step: Step, headers: dict[str, str]
+    ) -> tuple[CallRecord, str]:
+        body = self._request_body(messages, step)
         started = self.now()
         call = CallRecord(step=index, started_s=started, latency_s=0.0)
         text = ""
@@ -203,24 +211,49 @@ class AgentClient:
         return call, text
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, call: CallRecord, started: float) -> str:
-        parts: list[str] = []
+        reader = StreamReader(call, started, self.now)
         async for line in resp.content:
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                return "".join(parts)
-            chunk = _answer.decode(payload)
-            if chunk.error is not None:
-                raise _CallFailed("stream_error", f"error event: {chunk.error.message[:200]}")
-            if call.ttft_s is None:
-                call.ttft_s = self.now() - started
-            for choice in chunk.choices:
-                if choice.delta and choice.delta.content:
-                    parts.append(choice.delta.content)
-            if chunk.usage is not None:
-                _record_usage(call, chunk.usage)
-        raise _CallFailed("disconnected", "the stream ended without [DONE]")
+            if reader.feed(line):
+                break
+        return reader.finish()
+
+
+class StreamReader:
+    """One streamed answer's SSE lines, fed as they arrive (by any HTTP client): records TTFT and usage on
+    `call`, collects the text; `finish()` returns it, or raises `_CallFailed` for an error event or a stream
+    that ended without `[DONE]`."""
+
+    def __init__(self, call: CallRecord, started: float, now: Callable[[], float]) -> None:
+        self.call = call
+        self.started = started
+        self.now = now
+        self.parts: list[str] = []
+        self.done = False
+
+    def feed(self, line: bytes) -> bool:
+        """Take one line; True once the stream's end event came."""
+        if not line.startswith(b"data:"):
+            return False
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return True
+        chunk = _answer.decode(payload)
+        if chunk.error is not None:
+            raise _CallFailed("stream_error", f"error event: {chunk.error.message[:200]}")
+        if self.call.ttft_s is None:
+            self.call.ttft_s = self.now() - self.started
+        for choice in chunk.choices:
+            if choice.delta and choice.delta.content:
+                self.parts.append(choice.delta.content)
+        if chunk.usage is not None:
+            _record_usage(self.call, chunk.usage)
+        return False
+
+    def finish(self) -> str:
+        if not self.done:
+            raise _CallFailed("disconnected", "the stream ended without [DONE]")
+        return "".join(self.parts)
 
 
 def _retryable(call: CallRecord) -> bool:

@@ -16,6 +16,7 @@ import msgspec
 
 from simulator.engine import Usage
 from simulator.retention import RetentionInfo
+from simulator.tool_calls import SimulatedToolCall
 
 # ---- requests -------------------------------------------------------------------------------------------
 
@@ -44,6 +45,9 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
     messages: list[dict[str, Any]]
     max_completion_tokens: int | None = None
     add_generation_prompt: bool = True
+    # Validated by simulator.tool_calls (vLLM's messages), so decoded loosely here.
+    tools: Any = None
+    tool_choice: Any = None
 
 
 class CompletionRequest(_SamplingFields, kw_only=True):
@@ -83,10 +87,21 @@ class UsageInfo(msgspec.Struct):
         )
 
 
+class FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct):
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
 class ChatMessage(msgspec.Struct):
     role: str
-    content: str
-    tool_calls: list[Any] = msgspec.field(default_factory=list)
+    content: str | None
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     reasoning_content: None = None
 
 
@@ -110,6 +125,7 @@ class ChatCompletionResponse(msgspec.Struct):
 class Delta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # simulator.tool_calls.ToolCallStream's entries
 
 
 class ChatChunkChoice(msgspec.Struct):
@@ -164,9 +180,9 @@ _ERROR_TYPES = {
 }
 
 
-def error_body(status: int, message: str) -> bytes:
+def error_body(status: int, message: str, param: str | None = None) -> bytes:
     """vLLM's JSON error body for an HTTP status."""
-    info = ErrorInfo(message=message, type=_ERROR_TYPES.get(status, "Error"), param=None, code=status)
+    info = ErrorInfo(message=message, type=_ERROR_TYPES.get(status, "Error"), param=param, code=status)
     return msgspec.json.encode(ErrorResponse(error=info))
 
 
@@ -179,14 +195,17 @@ class ResponseFormat:
         self.created = created
         self.model = model
 
-    def full(self, text: str, finish_reason: str | None, usage: Usage) -> bytes:
+    def full(
+        self, text: str, finish_reason: str | None, usage: Usage, tool_call: SimulatedToolCall | None = None
+    ) -> bytes:
+        """The whole answer; with `tool_call` (chat only) the output is that call, not text."""
         if self.chat:
-            choice = ChatChoice(
-                index=0,
-                message=ChatMessage(role="assistant", content=text),
-                logprobs=None,
-                finish_reason=finish_reason,
-            )
+            message = ChatMessage(role="assistant", content=text)
+            if tool_call is not None:
+                call = ToolCall(tool_call.id, FunctionCall(tool_call.name, tool_call.arguments))
+                message = ChatMessage(role="assistant", content=tool_call.content, tool_calls=[call])
+                finish_reason = tool_call.finish_reason
+            choice = ChatChoice(index=0, message=message, logprobs=None, finish_reason=finish_reason)
             return msgspec.json.encode(
                 ChatCompletionResponse(
                     id=self.request_id,
@@ -219,6 +238,10 @@ class ResponseFormat:
             delta = Delta(content=text) if text or finish_reason is None else Delta()
             return self._event([ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
         return self._event([CompletionChoice(index=0, text=text, finish_reason=finish_reason)])
+
+    def tool_call_chunk(self, tool_calls: list[dict[str, Any]], finish_reason: str | None) -> bytes:
+        delta = Delta(tool_calls=tool_calls) if tool_calls else Delta()
+        return self._event([ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
 
     def usage_chunk(self, usage: Usage) -> bytes:
         return self._event([], UsageInfo.of(usage))

@@ -12,6 +12,8 @@ Contract:
   `GET /saga/v1/retained` lists them; these and `/metrics` first expire retentions at the driver's now.
 - `GET /kv_event_sources` lists the replica's KV-event publisher as vLLM does (`{"sources": [...]}`, empty
   when KV events are off; see simulator.kv_publisher).
+- Chat requests with `tools` answer with simulated tool calls (simulator.tool_calls: which tool, when, the
+  stream shape); bad `tools`/`tool_choice` answer 400 naming the parameter.
 - Every response carries `X-Replica: <replica name>`.
 """
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
+from array import array
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,6 +53,7 @@ from simulator.openai_api import (
 from simulator.replica import Replica
 from simulator.retention_routes import add_retention_routes, expire_retentions
 from simulator.tokenizer import Tokenizer, render_chat
+from simulator.tool_calls import SimulatedToolCall, ToolCallStream, ToolsError, ToolSpec
 
 VERSION = "0.33.0+saga.sim"
 _COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
@@ -63,11 +68,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     for message in body.messages:
         if not isinstance(message.get("role"), str):
             raise HttpError(400, "Every message needs a string 'role'.")
+    try:
+        tools = ToolSpec.parse(body.tools, body.tool_choice, body.vllm_xargs)
+    except ToolsError as e:
+        raise HttpError(400, str(e), param=e.param) from None
     prompt = replica.tokenizer.encode(
         render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
     )
+    tool_call = tools.decide(body.messages, zlib.crc32(array("q", prompt).tobytes())) if tools else None
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    return await _generate(request, replica, body, prompt, max_tokens, chat=True)
+    return await _generate(request, replica, body, prompt, max_tokens, chat=True, tool_call=tool_call)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -98,6 +108,7 @@ async def _generate(
     max_tokens: int | None,
     *,
     chat: bool,
+    tool_call: SimulatedToolCall | None = None,
 ) -> web.StreamResponse:
     if body.n != 1:
         raise HttpError(400, f"n must be 1 on the simulated replica, got {body.n}.")
@@ -125,8 +136,8 @@ async def _generate(
     try:
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
-            return await _stream(request, replica, stream, fmt, include_usage)
-        return await _whole(replica, stream, fmt)
+            return await _stream(request, replica, stream, fmt, include_usage, tool_call)
+        return await _whole(replica, stream, fmt, tool_call)
     finally:
         if not stream.finished:
             replica.driver.abort(request_id)
@@ -159,7 +170,9 @@ def _retain_ttl_s(body: ChatCompletionRequest | CompletionRequest) -> float | No
         raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None
 
 
-async def _whole(replica: Replica, stream: RequestStream, fmt: ResponseFormat) -> web.Response:
+async def _whole(
+    replica: Replica, stream: RequestStream, fmt: ResponseFormat, tool_call: SimulatedToolCall | None
+) -> web.Response:
     token_ids: list[int] = []
     try:
         while True:
@@ -170,11 +183,17 @@ async def _whole(replica: Replica, stream: RequestStream, fmt: ResponseFormat) -
     except Exception as e:
         raise HttpError(500, f"engine error: {e!r}") from None
     assert out.usage is not None
-    return json_response(fmt.full(replica.tokenizer.decode(token_ids), out.finish_reason, out.usage))
+    text = replica.tokenizer.decode(token_ids)
+    return json_response(fmt.full(text, out.finish_reason, out.usage, tool_call))
 
 
 async def _stream(
-    request: web.Request, replica: Replica, stream: RequestStream, fmt: ResponseFormat, include_usage: bool
+    request: web.Request,
+    replica: Replica,
+    stream: RequestStream,
+    fmt: ResponseFormat,
+    include_usage: bool,
+    tool_call: SimulatedToolCall | None,
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -182,6 +201,7 @@ async def _stream(
     await response.prepare(request)
     token_text = replica.tokenizer.token_text
     cut_after = request.app[FAULTS].cut_after_chunks()
+    tool_stream = ToolCallStream(tool_call) if tool_call is not None else None
     try:
         first = True
         events = 0
@@ -201,10 +221,19 @@ async def _stream(
                 role = fmt.role_chunk()
                 if role is not None:
                     await response.write(role)
-            text = "".join(token_text(t) for t in out.new_token_ids)
-            if text or out.finish_reason is not None:
-                await response.write(fmt.chunk(text, out.finish_reason))
-                events += 1
+            if tool_stream is not None:
+                finished = out.finish_reason is not None
+                for delta in tool_stream.advance(len(out.new_token_ids), finished):
+                    await response.write(fmt.tool_call_chunk([delta], None))
+                    events += 1
+                if finished:
+                    await response.write(fmt.tool_call_chunk([], tool_stream.call.finish_reason))
+                    events += 1
+            else:
+                text = "".join(token_text(t) for t in out.new_token_ids)
+                if text or out.finish_reason is not None:
+                    await response.write(fmt.chunk(text, out.finish_reason))
+                    events += 1
             if out.finish_reason is not None:
                 break
         if include_usage and out.usage is not None:

@@ -1,0 +1,127 @@
+"""The locustfile's own command-line options (also shown in Locust's web UI) and the task stream of one user.
+
+Contract:
+- `add_options(parser)` registers `--workload`, `--tenant-mix`, `--time-scale`, `--model`, `--shape`,
+  `--no-stream`, `--request-timeout` and `--agent-seed` on Locust's parser; `LocustOptions.of(environment)`
+  reads them back, with the defaults when Locust runs without a command line (the library API).
+- `parse_tenant_mix(text)` takes a preset name (`TENANT_MIXES`) or `tenant:weight[:slo_class[:workload]],...`
+  and raises ValueError naming the bad item; a stream without a workload runs its user's workload.
+- `TaskSource` hands one user an endless, seeded stream of agent tasks from `loadtests.workloads`: each task's
+  tenant is drawn by weight from the mix, its session id is unique across users and Locust processes.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+import zlib
+from typing import Any
+
+import msgspec
+
+from loadtests.tasks import AgentTask
+from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate
+
+AUTO = "auto"  # each user class runs its own workload (SweAgent: swe, WebArenaAgent: webarena)
+SHAPES = ("none", "ramp", "step", "burst")
+TENANT_MIXES: dict[str, str] = {
+    "single": "default:1",
+    "two-tenants": "team-a:3,team-b:1",
+    "tiers": "gold:1:interactive,silver:2:standard,bronze:4:batch",
+    "swe-vs-webarena": "coders:1:standard:swe,browsers:1:interactive:webarena",
+}
+_PROCESS = uuid.uuid4().hex[:6]  # distinct session ids across Locust workers
+
+
+class LocustOptions(msgspec.Struct, frozen=True, kw_only=True):
+    workload: str = AUTO
+    tenant_mix: str = "single"
+    time_scale: float = 1.0
+    model: str = "saga-sim"
+    shape: str = "none"
+    no_stream: bool = False
+    request_timeout: float = 600.0
+    agent_seed: int = 0
+
+    @classmethod
+    def of(cls, environment: Any) -> LocustOptions:
+        parsed = getattr(environment, "parsed_options", None)
+        defaults = cls()
+        if parsed is None:
+            return defaults
+        fields = {f: getattr(parsed, f, getattr(defaults, f)) for f in cls.__struct_fields__}
+        return cls(**fields)
+
+
+def add_options(parser: Any) -> None:
+    # On Locust's parser itself, not an argument group: only its add_argument marks options for the web UI.
+    parser.add_argument(
+        "--workload",
+        default=AUTO,
+        choices=(AUTO, *WORKLOADS),
+        help="workload every user runs; 'auto': each user class its own (SweAgent: swe, WebArenaAgent: "
+        "webarena)",
+    )
+    parser.add_argument(
+        "--tenant-mix",
+        default="single",
+        help=f"tenant mix: a preset ({', '.join(TENANT_MIXES)}) or tenant:weight[:slo_class[:workload]],...",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="speed-up of simulated replicas (their --time-scale): tool waits are divided by it and reported "
+        "times multiplied by it; 1 against real vLLM",
+    )
+    parser.add_argument("--model", default="saga-sim", help="model name sent in every request")
+    parser.add_argument(
+        "--shape",
+        default="none",
+        choices=SHAPES,
+        help="load shape over -u/-r/-t (loadtests/locust_shapes.py)",
+        include_in_web_ui=False,  # read once at start
+    )
+    parser.add_argument("--no-stream", action="store_true", help="whole answers instead of SSE streaming")
+    parser.add_argument("--request-timeout", type=float, default=600.0, help="seconds per LLM call")
+    parser.add_argument("--agent-seed", type=int, default=0, help="seed of the generated agent tasks")
+
+
+def parse_tenant_mix(text: str) -> list[TenantStream]:
+    spec = TENANT_MIXES.get(text, text)
+    streams = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, *rest = item.split(":")
+        try:
+            weight = float(rest[0]) if rest and rest[0] else 1.0
+        except ValueError:
+            raise ValueError(f"tenant mix item {item!r}: weight {rest[0]!r} is not a number") from None
+        if not name or weight <= 0 or len(rest) > 3:
+            raise ValueError(
+                f"tenant mix item {item!r}: want tenant:weight[:slo_class[:workload]] with weight > 0"
+            )
+        slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
+        workload = rest[2] if len(rest) > 2 and rest[2] else AUTO
+        if workload != AUTO and workload not in WORKLOADS:
+            raise ValueError(f"tenant mix item {item!r}: unknown workload {workload!r}")
+        streams.append(TenantStream(name, weight, slo, workload))
+    if not streams:
+        raise ValueError(f"empty tenant mix {text!r}")
+    return streams
+
+
+class TaskSource:
+    """One user's endless stream of tasks of `workload` (a catalog name) across the tenant mix."""
+
+    def __init__(self, workload: str, tenants: list[TenantStream], *, seed: int, user_key: str) -> None:
+        self.tenants = [
+            msgspec.structs.replace(t, workload=workload) if t.workload == AUTO else t for t in tenants
+        ]
+        self.rng = random.Random(zlib.crc32(f"{seed}/{user_key}".encode()))
+        self.prefix = f"{_PROCESS}-{user_key}"
+        self.count = 0
+
+    def next(self) -> AgentTask:
+        self.count += 1
+        (task,) = generate(self.tenants[0].workload, 1, seed=self.rng.randrange(2**31), tenants=self.tenants)
+        return msgspec.structs.replace(task, session_id=f"{self.prefix}-{self.count}-{task.session_id}")
