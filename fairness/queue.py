@@ -79,6 +79,10 @@ class FairQueue(Generic[T]):
         self.served: dict[str, float] = {}  # summed cost released per tenant
         self.max_cost: dict[str, float] = {}  # C_i seen so far
         self.system_time = 0.0  # F
+        # Largest spread max V - min V among backlogged tenants seen after any release, and the bound it
+        # obeys there (max C_i / w_i over those tenants): what a benchmark reports as observed deviation.
+        self.peak_spread = 0.0
+        self.peak_spread_bound = 0.0
         self._seq = itertools.count()
         self._held: dict[str, _Held[T]] = {}
         self._tenants: dict[str, _TenantBacklog[T]] = {}
@@ -116,20 +120,29 @@ class FairQueue(Generic[T]):
         if self.order == "afs":
             heapq.heappush(backlog.by_work, (remaining, held.seq, held))
 
-    def pop(self, now: float) -> T | None:
+    def next_tenant(self) -> str | None:
+        """The tenant whose call `pop` releases next (None when empty)."""
         if not self._held:
             return None
         if self.order == "fifo":
+            while self._arrivals[0].gone:
+                self._arrivals.popleft()
+            return self._arrivals[0].tenant
+        return min(self._tenants, key=lambda t: (self.counters[t], self._tenants[t].head_seq()))
+
+    def pop(self, now: float) -> T | None:
+        tenant = self.next_tenant()
+        if tenant is None:
+            return None
+        if self.order == "fifo":
             held = self._arrivals.popleft()
-            while held.gone:
-                held = self._arrivals.popleft()
             self._release(held)
             return held.item
-        tenant = min(self._tenants, key=lambda t: (self.counters[t], self._tenants[t].head_seq()))
         held = self._take(self._tenants[tenant], now)
         self.system_time = self.counters[tenant]
         self.counters[tenant] += held.cost / self.weight_of(tenant)
         self._release(held)
+        self._note_spread()
         return held.item
 
     def remove(self, key: str) -> T | None:
@@ -164,6 +177,15 @@ class FairQueue(Generic[T]):
             assert -eps <= lead <= limit + eps, (tenant, lead, limit)
 
     # -- internals ------------------------------------------------------------------------------------
+
+    def _note_spread(self) -> None:
+        if len(self._tenants) < 2:
+            return
+        values = [self.counters[t] for t in self._tenants]
+        spread = max(values) - min(values)
+        if spread > self.peak_spread:
+            self.peak_spread = spread
+            self.peak_spread_bound = max(self.max_cost.get(t, 0.0) / self.weight_of(t) for t in self._tenants)
 
     def _take(self, backlog: _TenantBacklog[T], now: float) -> _Held[T]:
         held: _Held[T] | None = None

@@ -42,12 +42,17 @@ class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     token_cost: TokenCostModel = TokenCostModel()
     expected_calls: int = 30  # the default remaining-work estimate's task length
     default_output_tokens: int = 200
+    # Extra calls in flight per replica for a tenant whose SLO class has a target, when the fair order
+    # reaches its call: it starts at once instead of waiting for a slot (the order itself is unchanged).
+    slo_headroom: int = 0
 
     def validate(self) -> None:
         if self.order not in ORDERS:
             raise ConfigError(f"queue.order {self.order!r} is unknown; known: {', '.join(ORDERS)}")
         if self.max_queued < 1:
             raise ConfigError(f"queue.max_queued must be >= 1, got {self.max_queued}")
+        if self.slo_headroom < 0:
+            raise ConfigError(f"queue.slo_headroom must be >= 0, got {self.slo_headroom}")
         if self.age_bound_s is not None and not self.age_bound_s > 0:
             raise ConfigError(f"queue.age_bound_s must be > 0, got {self.age_bound_s}")
 
@@ -90,7 +95,21 @@ class ReleaseQueue:
         return request_id in self._lane_of
 
     def has_room(self, replica: ReplicaView) -> bool:
-        return replica.healthy and self.gate.has_room(replica)
+        """Whether `replica` takes the next call of its lane (the gate, with headroom for SLO tenants)."""
+        if not replica.healthy:
+            return False
+        if self.gate.has_room(replica):
+            return True
+        lane = self.lanes.get(replica.replica_id)
+        tenant = lane.next_tenant() if lane is not None and self.spec.slo_headroom else None
+        if tenant is None or not self._has_slo(tenant):
+            return False
+        relieved = msgspec.structs.replace(replica, in_flight=replica.in_flight - self.spec.slo_headroom)
+        return self.gate.has_room(relieved)
+
+    def _has_slo(self, tenant: str) -> bool:
+        slo = self.tenants.slo(tenant)
+        return slo.tct_factor is not None or slo.ttft_s is not None
 
     def hold(self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId], now: float) -> bool:
         """Hold `req` for `replica_id`; False when the queue is full."""
