@@ -59,14 +59,31 @@ class DecisionGate:
         self._waiting.pop(request_id, None)
 
 
-async def _decision(request_id: str, pending: asyncio.Future[Decision], app: web.Application) -> Decision:
-    """The core's decision; a client gone meanwhile withdraws its held call (or ends its dispatch)."""
+HELD_CHECK_S = 1.0  # how often a handler waiting for its decision checks that its client is still there
+
+
+async def _decision(
+    request_id: str, pending: asyncio.Future[Decision], request: web.Request
+) -> Decision | None:
+    """The core's decision, or None when the client went away first: its held call is then withdrawn (a
+    dispatch that raced the hang-up counts as finished), so a gone client holds no queue place or slot."""
+    if pending.done():  # dispatched on arrival: the usual case without a release queue
+        return pending.result()
+    app = request.app
     try:
-        return await pending
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=HELD_CHECK_S)
+            if done:
+                return pending.result()
+            if request.transport is None or request.transport.is_closing():
+                break
     except asyncio.CancelledError:
         app[GATE].forget(request_id)
         app[GATE].apply(app[CORE].request_cancelled(request_id))
         raise
+    app[GATE].forget(request_id)
+    app[GATE].apply(app[CORE].request_cancelled(request_id))
+    return None
 
 
 CONFIG = web.AppKey("config", ProxyConfig)
@@ -114,9 +131,12 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
     )
     pending = gate.expect(request_id)
     gate.apply(core.request_arrived(info))
-    decision = await _decision(request_id, pending, app)
+    decision = await _decision(request_id, pending, request)
 
     while True:
+        if decision is None:
+            metrics.client_disconnects.inc()
+            return web.Response(status=499)  # nginx's "client closed request": nobody reads it
         if isinstance(decision, Reject):
             metrics.rejected.inc()
             code = "queue_full" if decision.status == 429 else "no_replica"
@@ -139,7 +159,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
             metrics.upstream_failures.labels(decision.replica_id).inc()
             pending = gate.expect(request_id)
             gate.apply(core.dispatch_failed(request_id))
-            decision = await _decision(request_id, pending, app)
+            decision = await _decision(request_id, pending, request)
 
     usage = None
     try:

@@ -187,3 +187,24 @@ def test_slo_headroom_starts_an_interactive_call_at_once_but_not_a_batch_one() -
     (d,) = core.request_arrived(light)  # interactive: the fair order reaches it, headroom lets it start
     assert isinstance(d, Dispatch) and d.request_id == light.request_id
     assert core.request_arrived(call("light")) == []  # headroom used up
+
+
+def test_tenant_metrics_export_queue_ttft_slo_and_share_lead() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from proxy.tenant_metrics import TenantCollector
+
+    core, clock = make_core()
+    first = call("light")
+    core.request_arrived(first)
+    core.request_arrived(call("heavy"))
+    clock.now = 3.0  # first token after 3 s: misses the interactive class's 2 s TTFT target
+    core.first_token(first.request_id)
+    registry = CollectorRegistry()
+    registry.register(TenantCollector(core))
+    text = generate_latest(registry).decode()
+    assert 'saga_tenant_queued_calls{tenant="heavy"} 1.0' in text
+    assert 'saga_tenant_ttft_slo_attainment{tenant="light"} 0.0' in text
+    assert 'saga_tenant_ttft_seconds_bucket{le="5.0",tenant="light"} 1.0' in text
+    assert 'saga_tenant_ttft_seconds_bucket{le="2.5",tenant="light"} 0.0' in text
+    assert "saga_tenant_share_bound_seconds" in text
