@@ -8,7 +8,9 @@ The interactive tenant's tasks arrive open loop (Poisson); the batch tenant runs
 closed loop. Reported per tenant: SLO attainment (task completion within the class's factor x its isolated
 time, loadtests/bench/isolated.py), mean and p99 slowdown (completion / isolated), throughput while the
 interactive tenant is active; across tenants Jain's index over mean slowdowns; and the fair queue's largest
-observed counter spread among backlogged tenants on a replica against its proved bound (docs/fairness.md).
+observed counter spread among backlogged tenants on a replica against its proved bound (docs/fairness.md; in
+GPU seconds for afs, tokens for vtc); and the batch tenant's tokens/s over its fair share (the tokens/s the
+cluster delivered with no queue, less what the interactive tenant took).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class ContenderOutcome(msgspec.Struct, kw_only=True):
     peak_spread_s: float | None  # largest observed max V - min V among backlogged tenants on a replica
     spread_bound_s: float | None  # the bound that holds there: max C_i / w_i (GPU seconds per weight)
     invariant_held: bool | None
+    # Batch tokens/s over its fair share: what the cluster delivered with no queue (`none`, work-conserving)
+    # less what the interactive tenant took here. None when `none` did not run.
+    batch_fair_share_ratio: float | None = None
     makespan_s: float
     wall_s: float
 
@@ -251,6 +256,14 @@ def run_fairness(args: argparse.Namespace) -> int:
         outcome = run_contender(name, args, tasks, profile, tenants)
         console.print(f"{name}: done in {outcome.wall_s:.0f} s wall")
         outcomes.append(outcome)
+    reference = next((o for o in outcomes if o.name == "none"), None)
+    if reference is not None:
+        capacity = sum(t.window_tokens_per_s for t in reference.tenants)
+        for o in outcomes:
+            inter, batch = o.tenants
+            o.batch_fair_share_ratio = batch.window_tokens_per_s / max(
+                1e-9, capacity - inter.window_tokens_per_s
+            )
     console.print(results_table(outcomes))
     if args.json:
         setup = {k: v for k, v in vars(args).items() if k not in ("json", "func") and not callable(v)}
@@ -270,7 +283,7 @@ def results_table(outcomes: list[ContenderOutcome]) -> Table:
     table = Table(title="Multi-tenant interference (discrete-event cluster)")
     for col in (
         "contender", "interactive SLO", "int. slowdown mean/p99", "int. TTFT p99 s", "batch slowdown",
-        "batch tasks/s", "batch tok/s", "Jain", "spread / bound (GPU s)", "makespan s",
+        "batch tasks/s", "batch tok/s", "batch / fair share", "Jain", "spread / bound", "makespan s",
     ):  # fmt: skip
         table.add_column(col)
     for o in outcomes:
@@ -284,6 +297,7 @@ def results_table(outcomes: list[ContenderOutcome]) -> Table:
             f"{batch.slowdown_mean:.2f}",
             f"{batch.window_tasks_per_s:.3f}",
             f"{batch.window_tokens_per_s:,.0f}",
+            "-" if o.batch_fair_share_ratio is None else f"{o.batch_fair_share_ratio:.1%}",
             f"{o.jain_slowdown:.3f}",
             spread,
             f"{o.makespan_s:.0f}",
