@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -97,6 +98,19 @@ def tenants_config(interactive_weight: float, batch_weight: float, slo_factor: f
         },
         default=TenantSpec(1.0, "batch"),
     )
+
+
+def load_tenants(path: Path) -> TenantsConfig:
+    """The `tenants` section of a proxy config file (YAML); the tenants here are `interactive` and `batch`."""
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("tenants"), dict):
+        raise ValueError(f"{path}: expected a mapping with a 'tenants' section")
+    try:
+        tenants = msgspec.convert(data["tenants"], TenantsConfig)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"{path}: bad tenants section: {e}") from e
+    tenants.validate()
+    return tenants
 
 
 def make_tasks(args: argparse.Namespace) -> list[AgentTask]:
@@ -239,6 +253,11 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--age-bound-s", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument(
+        "--tenants-config",
+        type=Path,
+        help="proxy config YAML: its tenants section",
+    )
 
 
 def run_fairness(args: argparse.Namespace) -> int:
@@ -249,7 +268,15 @@ def run_fairness(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
         return 2
     profile = get_profile(args.profile)
-    tenants = tenants_config(args.interactive_weight, args.batch_weight, args.slo_factor)
+    try:
+        tenants = (
+            load_tenants(args.tenants_config)
+            if args.tenants_config
+            else tenants_config(args.interactive_weight, args.batch_weight, args.slo_factor)
+        )
+    except (OSError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
     tasks = make_tasks(args)
     outcomes = []
     for name in names:

@@ -31,3 +31,26 @@ def test_bench_fairness_writes_per_tenant_results(tmp_path: Path) -> None:
             assert c.invariant_held is True
             assert c.peak_spread_s is not None and c.spread_bound_s is not None
             assert c.peak_spread_s <= c.spread_bound_s + 1e-9
+
+
+def test_tenants_section_of_a_proxy_config_file(tmp_path: Path) -> None:
+    import pytest
+
+    from loadtests.bench.fairness import load_tenants
+
+    good = tmp_path / "proxy.yaml"
+    good.write_text(
+        "replicas: [http://a]\n"
+        "tenants:\n"
+        "  slo_classes: {interactive: {tct_factor: 2.0}, batch: {}}\n"
+        "  tenants:\n"
+        "    interactive: {weight: 4, slo_class: interactive}\n"
+        "    batch: {weight: 1, slo_class: batch}\n"
+        "  default: {slo_class: batch}\n"
+    )
+    tenants = load_tenants(good)
+    assert tenants.weight("interactive") == 4 and tenants.slo("interactive").tct_factor == 2.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tenants:\n  tenants: {x: {weight: 1, slo_class: gold}}\n")
+    with pytest.raises(ValueError, match="gold"):
+        load_tenants(bad)
