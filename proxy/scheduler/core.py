@@ -159,6 +159,8 @@ class SchedulerCore:
         horizon = self.clock() - self.session_idle_ttl_s
         idle = [sid for sid, s in self.sessions.items() if s.in_flight == 0 and s.last_seen < horizon]
         for sid in idle:
+            if self.release is not None and self.release.holds_session(sid):
+                continue  # a call of it waits in the queue: not idle
             session = self.sessions.pop(sid)
             self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
             for plugin in self.policy.plugins:

@@ -87,6 +87,7 @@ class ReleaseQueue:
         self.history = SessionHistory(spec.default_output_tokens)
         self.lanes: dict[ReplicaId, FairQueue[HeldCall]] = {}
         self._lane_of: dict[str, ReplicaId] = {}
+        self._held_per_session: dict[str, int] = {}  # a session with a held call is not idle
 
     def __len__(self) -> int:
         return len(self._lane_of)
@@ -127,18 +128,32 @@ class ReleaseQueue:
         held = HeldCall(req, tried, replica_id)
         lane.push(req.request_id, held, tenant=req.tenant_id, cost=cost, remaining=remaining, now=now)
         self._lane_of[req.request_id] = replica_id
+        self._held_per_session[req.session_id] = self._held_per_session.get(req.session_id, 0) + 1
         return True
+
+    def holds_session(self, session_id: str) -> bool:
+        return session_id in self._held_per_session
+
+    def _unheld(self, held: HeldCall) -> None:
+        sid = held.req.session_id
+        left = self._held_per_session.pop(sid, 1) - 1
+        if left:
+            self._held_per_session[sid] = left
 
     def next_for(self, replica_id: ReplicaId, now: float) -> HeldCall | None:
         lane = self.lanes.get(replica_id)
         held = lane.pop(now) if lane is not None else None
         if held is not None:
             del self._lane_of[held.req.request_id]
+            self._unheld(held)
         return held
 
     def cancel(self, request_id: str) -> HeldCall | None:
         replica_id = self._lane_of.pop(request_id, None)
-        return self.lanes[replica_id].remove(request_id) if replica_id is not None else None
+        held = self.lanes[replica_id].remove(request_id) if replica_id is not None else None
+        if held is not None:
+            self._unheld(held)
+        return held
 
     def drain(self, replica_id: ReplicaId) -> list[HeldCall]:
         """Take every call held for `replica_id` (it went down or away), oldest first."""
@@ -148,6 +163,7 @@ class ReleaseQueue:
         held = sorted(lane.items(), key=lambda h: h.req.arrived_at)
         for h in held:
             del self._lane_of[h.req.request_id]
+            self._unheld(h)
         return held
 
     def queued_on(self, replica_id: ReplicaId) -> int:

@@ -30,14 +30,13 @@ class Clock:
 
 
 _ids = itertools.count()
+TENANTS = TenantsConfig(tenants={"heavy": TenantSpec(1.0, "batch"), "light": TenantSpec(1.0, "interactive")})
 
 
 def make_core(
     order: str = "afs", max_in_flight: int = 1, max_queued: int = 100, replicas: tuple[str, ...] = ("r0",)
 ) -> tuple[SchedulerCore, Clock]:
-    tenants = TenantsConfig(
-        tenants={"heavy": TenantSpec(1.0, "batch"), "light": TenantSpec(1.0, "interactive")}
-    )
+    tenants = TENANTS
     spec = ReleaseQueueSpec(
         order=order,
         gate=PluginSpec("max-in-flight-gate", params={"max_in_flight": max_in_flight}),
@@ -172,9 +171,7 @@ def test_proxy_config_reads_a_tenants_section_and_rejects_unknown_keys() -> None
 
 
 def test_slo_headroom_starts_an_interactive_call_at_once_but_not_a_batch_one() -> None:
-    tenants = TenantsConfig(
-        tenants={"heavy": TenantSpec(1.0, "batch"), "light": TenantSpec(1.0, "interactive")}
-    )
+    tenants = TENANTS
     spec = ReleaseQueueSpec(
         gate=PluginSpec("max-in-flight-gate", params={"max_in_flight": 1}), slo_headroom=1
     )
@@ -208,3 +205,27 @@ def test_tenant_metrics_export_queue_ttft_slo_and_share_lead() -> None:
     assert 'saga_tenant_ttft_seconds_bucket{le="5.0",tenant="light"} 1.0' in text
     assert 'saga_tenant_ttft_seconds_bucket{le="2.5",tenant="light"} 0.0' in text
     assert "saga_tenant_share_bound_seconds" in text
+
+
+def test_a_session_with_a_held_call_is_not_forgotten_as_idle() -> None:
+    tenants = TENANTS
+    gate = PluginSpec("max-in-flight-gate", params={"max_in_flight": 1})
+    clock = Clock()
+    release = ReleaseQueue(ReleaseQueueSpec(gate=gate), tenants)
+    core = SchedulerCore(
+        ["r0"], build_policy("session-affinity"), clock, session_idle_ttl_s=10, release=release
+    )
+    running, waiting = call("heavy", "busy"), call("heavy", "patient")
+    core.request_arrived(running)
+    core.request_arrived(waiting)
+    clock.now = 100.0
+    core.tick()
+    assert "patient" in core.sessions and "busy" in core.sessions
+    (released,) = core.request_finished(running.request_id)  # releases the held call
+    assert released.request_id == waiting.request_id
+    clock.now = 200.0
+    core.request_finished(waiting.request_id)
+    clock.now = 300.0
+    core.tick()
+    assert core.sessions == {} and len(release.history) == 0
+    assert core.tenant_stats.records["heavy"].task_completion.count == 2
