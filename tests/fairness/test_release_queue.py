@@ -229,3 +229,30 @@ def test_a_session_with_a_held_call_is_not_forgotten_as_idle() -> None:
     core.tick()
     assert core.sessions == {} and len(release.history) == 0
     assert core.tenant_stats.records["heavy"].task_completion.count == 2
+
+
+@pytest.mark.parametrize("order", ["vtc", "afs"])
+def test_afs_shares_gpu_time_where_vtc_shares_tokens(order: str) -> None:
+    """Two backlogged tenants: one re-sends a 50k-token cached context per call, the other sends short
+    uncached prompts. Token counting starves the long-context agent of GPU time; AFS splits it evenly."""
+    spec = ReleaseQueueSpec(order=order, gate=PluginSpec("max-in-flight-gate"))
+    queue = ReleaseQueue(spec, TenantsConfig())
+    for i in range(200):
+        queue.history.finished(f"long-{i}", 50_000, 100)  # the previous call left 50k tokens cached
+        queue.hold(
+            RequestInfo(f"L{i}", f"long-{i}", 0.0, tenant_id="long", prompt_tokens=50_300), "r0", set(), 0
+        )
+        queue.hold(
+            RequestInfo(f"S{i}", f"short-{i}", 0.0, tenant_id="short", prompt_tokens=3_000), "r0", set(), 0
+        )
+    gpu = {"long": 0.0, "short": 0.0}
+    for _ in range(100):
+        held = queue.next_for("r0", 0.0)
+        assert held is not None
+        est = queue.history.estimate(held.req.session_id, held.req.prompt_tokens)
+        gpu[held.req.tenant_id] += spec.gpu_cost.call_cost_s(est)
+    ratio = gpu["long"] / gpu["short"]
+    if order == "afs":
+        assert 0.8 < ratio < 1.25
+    else:
+        assert ratio < 0.5
