@@ -248,7 +248,7 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--batch-tasks", type=int, default=200)
     p.add_argument("--batch-agents", type=int, default=96, help="batch agents running at once")
     p.add_argument("--batch-weight", type=float, default=1.0)
-    p.add_argument("--max-in-flight", type=int, default=4, help="the gate: calls in flight per replica")
+    p.add_argument("--max-in-flight", type=int, default=6, help="the gate: calls in flight per replica")
     p.add_argument("--slo-headroom", type=int, default=2, help="extra calls per replica for SLO tenants")
     p.add_argument("--age-bound-s", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
