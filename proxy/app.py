@@ -28,6 +28,8 @@ from proxy.identity import decode_call, identify
 from proxy.metrics import ProxyMetrics
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, SchedulerCore, build_policy
+from proxy.scheduler.release import ReleaseQueue
+from proxy.tenant_metrics import TenantCollector
 
 log = logging.getLogger("saga.proxy")
 
@@ -35,8 +37,8 @@ log = logging.getLogger("saga.proxy")
 class DecisionGate:
     """Hands the core's decisions to the handlers waiting for them.
 
-    Today every decision answers the event that caused it; with an admission queue, a decision may answer a
-    call that arrived earlier, and handlers wait here until theirs comes.
+    A decision may answer a call that arrived earlier (the release queue holds calls and dispatches them
+    from later events), so handlers wait here until theirs comes.
     """
 
     def __init__(self) -> None:
@@ -52,6 +54,36 @@ class DecisionGate:
             future = self._waiting.pop(decision.request_id, None)
             if future is not None and not future.done():
                 future.set_result(decision)
+
+    def forget(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+
+
+HELD_CHECK_S = 1.0  # how often a handler waiting for its decision checks that its client is still there
+
+
+async def _decision(
+    request_id: str, pending: asyncio.Future[Decision], request: web.Request
+) -> Decision | None:
+    """The core's decision, or None when the client went away first: its held call is then withdrawn (a
+    dispatch that raced the hang-up counts as finished), so a gone client holds no queue place or slot."""
+    if pending.done():  # dispatched on arrival: the usual case without a release queue
+        return pending.result()
+    app = request.app
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=HELD_CHECK_S)
+            if done:
+                return pending.result()
+            if request.transport is None or request.transport.is_closing():
+                break
+    except asyncio.CancelledError:
+        app[GATE].forget(request_id)
+        app[GATE].apply(app[CORE].request_cancelled(request_id))
+        raise
+    app[GATE].forget(request_id)
+    app[GATE].apply(app[CORE].request_cancelled(request_id))
+    return None
 
 
 CONFIG = web.AppKey("config", ProxyConfig)
@@ -83,7 +115,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
 
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     prompt = fields.messages or fields.prompt  # a view into the body: copied only when hashed
-    who = identify(request.headers, fields, request_id)
+    who = identify(request.headers, fields, request_id, app[CONFIG].tenants.header_sources())
     info = RequestInfo(
         request_id=request_id,
         session_id=who.session_id,
@@ -99,12 +131,16 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
     )
     pending = gate.expect(request_id)
     gate.apply(core.request_arrived(info))
-    decision = await pending
+    decision = await _decision(request_id, pending, request)
 
     while True:
+        if decision is None:
+            metrics.client_disconnects.inc()
+            return web.Response(status=499)  # nginx's "client closed request": nobody reads it
         if isinstance(decision, Reject):
             metrics.rejected.inc()
-            raise ProxyError(decision.status, f"request not routed: {decision.reason}", code="no_replica")
+            code = "queue_full" if decision.status == 429 else "no_replica"
+            raise ProxyError(decision.status, f"request not routed: {decision.reason}", code=code)
         assert isinstance(decision, Dispatch)
         extra = {"X-Session-ID": who.session_id}
         if decision.priority is not None:
@@ -123,7 +159,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
             metrics.upstream_failures.labels(decision.replica_id).inc()
             pending = gate.expect(request_id)
             gate.apply(core.dispatch_failed(request_id))
-            decision = await pending
+            decision = await _decision(request_id, pending, request)
 
     usage = None
     try:
@@ -215,12 +251,22 @@ def create_app(config: ProxyConfig, core: SchedulerCore | None = None) -> web.Ap
     replicas = [url.rstrip("/") for url in config.replicas]
     if core is None:
         policy = build_policy(config.policy, seed=config.seed)
-        core = SchedulerCore(replicas, policy, time.monotonic, session_idle_ttl_s=config.session_idle_ttl_s)
+        queue = config.queue
+        release = None if queue is None else ReleaseQueue(queue, config.tenants, seed=config.seed)
+        core = SchedulerCore(
+            replicas,
+            policy,
+            time.monotonic,
+            session_idle_ttl_s=config.session_idle_ttl_s,
+            release=release,
+            tenants=config.tenants,
+        )
     app = web.Application(middlewares=[openai_errors], client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[CORE] = core
     app[GATE] = DecisionGate()
     app[METRICS] = ProxyMetrics()
+    app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])
     app.router.add_post("/v1/chat/completions", proxy_call)
     app.router.add_post("/v1/completions", proxy_call)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
+from fairness.tenants import TenantsConfig
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
+from proxy.scheduler.release import ReleaseQueueSpec
 
 
 class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -19,6 +21,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     read_timeout_s: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
     session_idle_ttl_s: float = 3600.0
+    # Tenants' identity sources, weights and SLO classes (fairness/tenants.py).
+    tenants: TenantsConfig = msgspec.field(default_factory=TenantsConfig)
+    # Hold calls in the proxy and release them in a fair order (proxy/scheduler/release.py); off when None.
+    queue: ReleaseQueueSpec | None = None
 
     def validate(self) -> None:
         if not self.replicas:
@@ -33,3 +39,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for name in ("health_interval_s", "connect_timeout_s", "read_timeout_s", "session_idle_ttl_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        try:
+            self.tenants.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if self.queue is not None:
+            self.queue.validate()

@@ -17,6 +17,7 @@ import msgspec
 
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
+API_KEY = "api-key"  # a tenant source: the hash of the Authorization header
 AGENT_TYPE_HEADERS = ("x-agent-type",)
 
 
@@ -78,8 +79,14 @@ def _conversation_key(messages: msgspec.Raw) -> str | None:
     return f"conv-{digest}"
 
 
-def identify(headers: Mapping[str, str], fields: CallFields, request_id: str) -> Identity:
-    """`headers` must be case-insensitive (aiohttp's CIMultiDict is)."""
+def identify(
+    headers: Mapping[str, str],
+    fields: CallFields,
+    request_id: str,
+    tenant_sources: tuple[str, ...] = (*TENANT_HEADERS, API_KEY),
+) -> Identity:
+    """`headers` must be case-insensitive (aiohttp's CIMultiDict is). The tenant is the first of
+    `tenant_sources` present (header names, or `api-key`), else "default"."""
     session = _first(headers, SESSION_HEADERS) or fields.session_id or fields.prompt_cache_key
     if not session and fields.vllm_xargs:
         xarg = fields.vllm_xargs.get("session_id")
@@ -91,10 +98,16 @@ def identify(headers: Mapping[str, str], fields: CallFields, request_id: str) ->
     if not session:
         session, inferred = f"req-{request_id}", True
 
-    tenant = _first(headers, TENANT_HEADERS)
-    if not tenant:
-        auth = headers.get("authorization", "")
-        # Tenants named by API key, hashed so keys never reach logs or metrics.
-        tenant = "key-" + hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else "default"
+    tenant = "default"
+    for source in tenant_sources:
+        if source == API_KEY:
+            auth = headers.get("authorization", "")
+            # Tenants named by API key, hashed so keys never reach logs or metrics.
+            value = "key-" + hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else None
+        else:
+            value = headers.get(source) or None
+        if value:
+            tenant = value
+            break
     agent_type = _first(headers, AGENT_TYPE_HEADERS) or "default"
     return Identity(session, tenant, agent_type, inferred)

@@ -22,6 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from loadtests.bench.fairness import add_fairness_parser, run_fairness
 from loadtests.bench.faults import add_faults_parser, run_faults
 from loadtests.bench.live import RouterFailed, run_router
 from loadtests.bench.metrics import PolicyMetrics
@@ -69,6 +70,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     des = modes.add_parser("des", help="scheduler policies in the discrete-event cluster (virtual time)")
     live = modes.add_parser("live", help="SAGA and peer routers over HTTP in front of simulated replicas")
     add_faults_parser(modes)
+    add_fairness_parser(modes)
     for p, default_tasks, default_replicas in ((des, 1000, 64), (live, 48, 4)):
         p.add_argument("--workload", choices=WORKLOADS, default="swe")
         p.add_argument("--tasks", type=int, default=default_tasks, help="tasks to generate")
@@ -229,6 +231,8 @@ def _sweep(args: argparse.Namespace, console: Console) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.bench_mode == "fairness":
+        return run_fairness(args)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
         console = Console(width=220)

@@ -7,6 +7,8 @@ Contract:
 - A replica steps back to back while it has work: a step started at t delivers its outputs at t + duration,
   when the next step starts. An idle replica wakes when a call is added, at that instant but after the other
   events due then, so calls arriving together share a step.
+- With `config.queue`, the core holds calls in its release queue (proxy/scheduler/release.py) and answers
+  them later, from `request_finished`, `replica_stats` or `tick`.
 - Every call is reported with `request_arrived` (RequestInfo filled: session, tenant, agent type, arrival,
   prompt tokens, prefix hashes) and its decision carried out: `Dispatch` adds it to that replica's engine
   (max_tokens = the step's output with ignore_eos, priority, session id, retain_ttl_s); `Reject`, or an
@@ -28,12 +30,14 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fairness.tenants import TenantsConfig
 from loadtests.des.client import HASH_ALGO, AgentRun, PendingCall, PromptSource
 from loadtests.des.event_queue import EventQueue
 from loadtests.des.replica import ClusterReplica
 from loadtests.des.result import ClusterConfig, ClusterProgress, ClusterResult
 from loadtests.tasks import AgentTask, TaskRecord
 from proxy.scheduler import Decision, Dispatch, PolicySpec, ReplicaStats, SchedulerCore, Usage, build_policy
+from proxy.scheduler.release import ReleaseQueue
 from simulator.cost_model import Profile
 from simulator.engine import Engine, EngineRequest, InvalidRequestError, RequestOutput
 
@@ -67,8 +71,15 @@ class Cluster:
             for i in range(config.replicas)
         }
         policy = build_policy(config.policy, seed=config.seed)
+        tenants = config.tenants or TenantsConfig()
+        release = None if config.queue is None else ReleaseQueue(config.queue, tenants, seed=config.seed)
         self.core = SchedulerCore(
-            self.replicas, policy, self.queue, session_idle_ttl_s=config.session_idle_ttl_s
+            self.replicas,
+            policy,
+            self.queue,
+            session_idle_ttl_s=config.session_idle_ttl_s,
+            release=release,
+            tenants=tenants,
         )
         self.records: list[TaskRecord | None] = [None] * len(self.tasks)
         self._pending: dict[str, PendingCall] = {}  # arrived, waiting for the core's decision

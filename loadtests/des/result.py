@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import msgspec
 
+from fairness.tenants import TenantsConfig
 from loadtests.summary import Summary, summarize
 from loadtests.tasks import TaskRecord
 from proxy.scheduler.registry import PolicySpec
+from proxy.scheduler.release import ReleaseQueueSpec
 from simulator.cost_model import Profile, get_profile
 
 
@@ -31,6 +33,8 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tick_interval_s: float = 1.0
     session_idle_ttl_s: float = 3600.0
     pass_block_hashes: bool = True  # hand the engines the clients' prompt block hashes (same results)
+    queue: ReleaseQueueSpec | None = None  # hold calls in the proxy and release them in a fair order
+    tenants: TenantsConfig | None = None  # weights and SLO classes (the queue's; defaults when None)
 
     def resolved_profile(self) -> Profile:
         return self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)

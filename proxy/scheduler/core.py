@@ -5,8 +5,11 @@ cluster) reports what happened — a call arrived, its first token came back, it
 or load changed, time passed — and carries out the decisions each call returns. Time comes only from the
 injected clock, so the same core runs on the wall clock in production and on a virtual clock in simulation.
 
-Every event method returns a list of decisions, even when it is usually empty: a later admission queue will
-dispatch waiting calls from `request_finished` or `tick`, and the shell must already carry those out.
+Every event method returns a list of decisions, and a decision may answer a call that arrived earlier: with
+a release queue (proxy/scheduler/release.py, off unless configured) a call is held in the proxy and its
+`Dispatch` comes from a later `request_finished`, `replica_stats` or `tick`; the shell carries out every
+decision, whichever event returned it. A held call whose client goes away is withdrawn with
+`request_cancelled`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 
 import msgspec
 
+from fairness import TenantLedger, TenantsConfig
 from proxy.scheduler.framework import RoutingPolicy
+from proxy.scheduler.release import HeldCall, ReleaseQueue
 from proxy.scheduler.types import (
     Decision,
     Dispatch,
@@ -40,6 +45,8 @@ class _Session(msgspec.Struct):
     last_seen: float
     in_flight: int = 0
     calls: int = 0
+    started: float = 0.0
+    tenant_id: str = "default"
 
 
 class SchedulerCore:
@@ -58,6 +65,8 @@ class SchedulerCore:
         clock: Callable[[], float],
         *,
         session_idle_ttl_s: float = 3600.0,
+        release: ReleaseQueue | None = None,
+        tenants: TenantsConfig | None = None,
     ) -> None:
         self.policy = policy
         self.clock = clock
@@ -65,20 +74,41 @@ class SchedulerCore:
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
         self.sessions: dict[str, _Session] = {}
+        self.release = release
+        tenants = release.tenants if release is not None else tenants
+        self.tenant_stats = TenantLedger(tenants or TenantsConfig())
 
     # -- events ---------------------------------------------------------------------------------------
 
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
         if req.request_id in self.in_flight:
             raise ValueError(f"request id {req.request_id!r} is already in flight")
-        self.sessions.setdefault(req.session_id, _Session(last_seen=self.clock())).last_seen = self.clock()
+        now = self.clock()
+        session = self.sessions.get(req.session_id)
+        if session is None:
+            session = self.sessions[req.session_id] = _Session(now, started=now, tenant_id=req.tenant_id)
+        session.last_seen = now
+        if self.release is not None:
+            if req.request_id in self.release:
+                raise ValueError(f"request id {req.request_id!r} is already held")
+            return self._hold(req, tried=set())
         return [self._route(req, tried=set())]
 
     def first_token(self, request_id: str) -> list[Decision]:
         flight = self.in_flight.get(request_id)
         if flight is not None and flight.first_token_at is None:
             flight.first_token_at = self.clock()
+            self.tenant_stats.first_token(flight.req.tenant_id, flight.first_token_at - flight.req.arrived_at)
         return []
+
+    def request_cancelled(self, request_id: str) -> list[Decision]:
+        """The client went away: a held call is withdrawn; a dispatched one counts as finished."""
+        if self.release is not None:
+            held = self.release.cancel(request_id)
+            if held is not None:
+                self._queued_changed(held.replica_id, -1)
+                return []
+        return self.request_finished(request_id)
 
     def dispatch_failed(self, request_id: str) -> list[Decision]:
         """The replica could not be reached before any response byte: mark it down and try another."""
@@ -90,6 +120,8 @@ class SchedulerCore:
             replica.in_flight -= 1
             replica.healthy = False
         self._session_done(flight.req)
+        if self.release is not None:
+            return self._hold(flight.req, flight.tried)
         return [self._route(flight.req, tried=flight.tried)]
 
     def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
@@ -102,6 +134,9 @@ class SchedulerCore:
         self._session_done(flight.req)
         for plugin in self.policy.plugins:
             plugin.on_finish(flight.req, flight.replica_id, usage or Usage())
+        if self.release is not None:
+            self.release.finished(flight.req, usage or Usage())
+            return self._pump(flight.replica_id)
         return []
 
     def replica_stats(self, stats: ReplicaStats) -> list[Decision]:
@@ -112,17 +147,36 @@ class SchedulerCore:
             value = getattr(stats, field)
             if value is not None:
                 setattr(replica, field, value)
-        return []
+        if self.release is None:
+            return []
+        if not replica.healthy:
+            return self._rehome(replica.replica_id)
+        return self._pump(replica.replica_id)
 
     def tick(self) -> list[Decision]:
-        """Periodic housekeeping: forget idle sessions."""
+        """Periodic housekeeping: forget idle sessions; with a release queue, move the calls held for a
+        replica that is down or gone, and release what the gate allows."""
         horizon = self.clock() - self.session_idle_ttl_s
         idle = [sid for sid, s in self.sessions.items() if s.in_flight == 0 and s.last_seen < horizon]
         for sid in idle:
-            del self.sessions[sid]
+            if self.release is not None and self.release.holds_session(sid):
+                continue  # a call of it waits in the queue: not idle
+            session = self.sessions.pop(sid)
+            self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
             for plugin in self.policy.plugins:
                 plugin.on_session_end(sid)
-        return []
+            if self.release is not None:
+                self.release.forget(sid)
+        if self.release is None:
+            return []
+        decisions: list[Decision] = []
+        for replica_id in list(self.release.lanes):
+            replica = self.replicas.get(replica_id)
+            if replica is None or not replica.healthy:
+                decisions += self._rehome(replica_id)
+            else:
+                decisions += self._pump(replica_id)
+        return decisions
 
     # -- replica set ----------------------------------------------------------------------------------
 
@@ -139,17 +193,66 @@ class SchedulerCore:
             "policy": self.policy.name,
             "replicas": [msgspec.to_builtins(r) for r in self.replicas.values()],
             "in_flight": len(self.in_flight),
+            "queued": len(self.release) if self.release is not None else 0,
             "sessions": len(self.sessions),
         }
 
     # -- internals ------------------------------------------------------------------------------------
 
-    def _route(self, req: RequestInfo, tried: set[ReplicaId]) -> Decision:
+    def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
         candidates = [r for r in self.replicas.values() if r.healthy and r.replica_id not in tried]
         replica_id = self.policy.route(req, candidates) if candidates else None
         if replica_id is None:
             reason = "no healthy replica" if not tried else "every healthy replica failed this request"
             return Reject(req.request_id, reason, status=503)
+        return replica_id
+
+    def _route(self, req: RequestInfo, tried: set[ReplicaId]) -> Decision:
+        replica_id = self._pick(req, tried)
+        return replica_id if isinstance(replica_id, Reject) else self._dispatch(req, replica_id, tried)
+
+    def _hold(self, req: RequestInfo, tried: set[ReplicaId]) -> list[Decision]:
+        """Hold `req` in its replica's lane, then release what that replica has room for."""
+        assert self.release is not None
+        replica_id = self._pick(req, tried)
+        if isinstance(replica_id, Reject):
+            return [replica_id]
+        if not self.release.hold(req, replica_id, tried, self.clock()):
+            limit = self.release.spec.max_queued
+            return [Reject(req.request_id, f"the proxy's queue is full ({limit} calls waiting)", status=429)]
+        self._queued_changed(replica_id, +1)
+        return self._pump(replica_id)
+
+    def _pump(self, replica_id: ReplicaId) -> list[Decision]:
+        """Release held calls to `replica_id`, in the fair order, while its gate has room."""
+        assert self.release is not None
+        replica = self.replicas.get(replica_id)
+        decisions: list[Decision] = []
+        while replica is not None and self.release.has_room(replica):
+            held = self.release.next_for(replica_id, self.clock())
+            if held is None:
+                break
+            self._queued_changed(replica_id, -1)
+            decisions.append(self._dispatch(held.req, replica_id, held.tried))
+        return decisions
+
+    def _rehome(self, replica_id: ReplicaId) -> list[Decision]:
+        """The replica is down or gone: route the calls held for it again."""
+        assert self.release is not None
+        moved: list[HeldCall] = self.release.drain(replica_id)
+        if replica_id in self.replicas:
+            self.replicas[replica_id].queued = 0
+        decisions: list[Decision] = []
+        for held in moved:
+            decisions += self._hold(held.req, held.tried)
+        return decisions
+
+    def _queued_changed(self, replica_id: ReplicaId, delta: int) -> None:
+        replica = self.replicas.get(replica_id)
+        if replica is not None:
+            replica.queued += delta
+
+    def _dispatch(self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId]) -> Dispatch:
         tried.add(replica_id)
         self.in_flight[req.request_id] = _InFlight(req, replica_id, tried)
         self.replicas[replica_id].in_flight += 1

@@ -83,6 +83,14 @@ class Retention(Plugin):
         raise NotImplementedError
 
 
+class Gate(Plugin):
+    """Decides when a replica takes the next call held in the proxy's release queue. Contract: pure, reads
+    only the replica's view; the workflow-atomic scheduler replaces it with admission by KV working set."""
+
+    def has_room(self, replica: ReplicaView) -> bool:
+        raise NotImplementedError
+
+
 class RoutingPolicy:
     """A configured chain of plugins. `route` is pure apart from the plugins' own state."""
 

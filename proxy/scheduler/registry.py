@@ -14,9 +14,11 @@ import msgspec
 
 from proxy.scheduler.framework import Filter, Picker, Plugin, Retention, RoutingPolicy, Scorer
 from proxy.scheduler.plugins.cache_aware import CacheAwarePicker
+from proxy.scheduler.plugins.engine_waiting_gate import EngineWaitingGate
 from proxy.scheduler.plugins.fixed_ttl import FixedTtlRetention
 from proxy.scheduler.plugins.kv_utilization import KvUtilizationScorer
 from proxy.scheduler.plugins.least_request import LeastRequestScorer
+from proxy.scheduler.plugins.max_in_flight_gate import MaxInFlightGate
 from proxy.scheduler.plugins.max_score import MaxScorePicker
 from proxy.scheduler.plugins.power_of_two import PowerOfTwoPicker
 from proxy.scheduler.plugins.prefix_cache import PrefixCacheScorer
@@ -39,6 +41,8 @@ PLUGIN_TYPES: dict[str, type[Plugin]] = {
         QueueScorer,
         KvUtilizationScorer,
         FixedTtlRetention,
+        MaxInFlightGate,
+        EngineWaitingGate,
     )
 }
 
@@ -112,6 +116,11 @@ def _build_plugin(spec: PluginSpec, kind: type[P], rng: random.Random) -> P:
         raise ConfigError(str(e)) from e
     assert isinstance(plugin, kind)
     return plugin
+
+
+def build_plugin(spec: PluginSpec, kind: type[P], rng: random.Random) -> P:
+    """One plugin of base class `kind` from its spec (ConfigError naming it when it cannot be built)."""
+    return _build_plugin(spec, kind, rng)
 
 
 def build_policy(policy: str | PolicySpec, seed: int | None = None) -> RoutingPolicy:

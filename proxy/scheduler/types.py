@@ -48,6 +48,7 @@ class ReplicaView(msgspec.Struct):
     replica_id: ReplicaId
     healthy: bool = True
     in_flight: int = 0  # calls this proxy has dispatched and not yet seen finish
+    queued: int = 0  # calls held in this proxy's release queue for this replica (0 without a queue)
     waiting: int = 0  # from the replica's metrics: vllm:num_requests_waiting
     running: int = 0  # vllm:num_requests_running
     kv_usage: float = 0.0  # vllm:kv_cache_usage_perc, 0..1

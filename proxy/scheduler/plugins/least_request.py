@@ -13,9 +13,10 @@ from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
 class LeastRequestScorer(Scorer):
-    """Contract: score = 1 / (1 + in_flight + waiting), in (0, 1]; strictly lower for a busier replica."""
+    """Contract: score = 1 / (1 + in_flight + queued + waiting), in (0, 1]; strictly lower for a busier
+    replica (`queued`: calls held for it in the proxy's release queue)."""
 
     type_name = "least-request-scorer"
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
-        return {r.replica_id: 1.0 / (1.0 + r.in_flight + r.waiting) for r in replicas}
+        return {r.replica_id: 1.0 / (1.0 + r.in_flight + r.queued + r.waiting) for r in replicas}

@@ -1,0 +1,72 @@
+"""Per-tenant service statistics and Jain's fairness index (pure counters; exported by the proxy's metrics).
+
+Contract: `TenantLedger` is told each call's time to first token and each task's (session's) completion
+time; it keeps, per tenant, cumulative histogram buckets (Prometheus style: `counts[k]` observations
+<= `buckets[k]`), the count of calls that met the tenant's TTFT target and of those that had one. Memory is
+bounded by the number of tenants.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+import msgspec
+
+from fairness.tenants import TenantsConfig
+
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def jain_index(values: Iterable[float]) -> float:
+    """(sum x)^2 / (n sum x^2): 1 when all equal, 1/n when one value holds everything; 1.0 for no values."""
+    xs = list(values)
+    squares = sum(x * x for x in xs)
+    return sum(xs) ** 2 / (len(xs) * squares) if xs and squares > 0 else 1.0
+
+
+class Histogram(msgspec.Struct):
+    buckets: tuple[float, ...] = SECONDS_BUCKETS
+    counts: list[int] = msgspec.field(default_factory=lambda: [0] * len(SECONDS_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        for k in range(bisect.bisect_left(self.buckets, value), len(self.buckets)):
+            self.counts[k] += 1
+        self.total += value
+        self.count += 1
+
+
+class TenantRecord(msgspec.Struct):
+    ttft: Histogram = msgspec.field(default_factory=Histogram)
+    task_completion: Histogram = msgspec.field(default_factory=Histogram)
+    ttft_slo_calls: int = 0  # calls whose tenant has a TTFT target
+    ttft_slo_met: int = 0
+
+    @property
+    def ttft_slo_attainment(self) -> float | None:
+        return self.ttft_slo_met / self.ttft_slo_calls if self.ttft_slo_calls else None
+
+
+class TenantLedger:
+    def __init__(self, config: TenantsConfig) -> None:
+        self.config = config
+        self.records: dict[str, TenantRecord] = {}
+
+    def record(self, tenant: str) -> TenantRecord:
+        rec = self.records.get(tenant)
+        if rec is None:
+            rec = self.records[tenant] = TenantRecord()
+        return rec
+
+    def first_token(self, tenant: str, ttft_s: float) -> None:
+        rec = self.record(tenant)
+        rec.ttft.observe(ttft_s)
+        target = self.config.slo(tenant).ttft_s
+        if target is not None:
+            rec.ttft_slo_calls += 1
+            rec.ttft_slo_met += ttft_s <= target
+
+    def task_done(self, tenant: str, completion_s: float) -> None:
+        self.record(tenant).task_completion.observe(completion_s)
