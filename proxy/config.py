@@ -1,9 +1,14 @@
-"""Proxy configuration: one msgspec struct, every field defaulted, validated when the proxy starts."""
+"""Proxy configuration: one msgspec struct, every field defaulted, validated when the proxy starts.
+
+Every key is documented in docs/config.md. Unknown keys are errors naming the key (msgspec's
+`forbid_unknown_fields`); `validate()` checks values and names the offending key.
+"""
 
 from __future__ import annotations
 
 import msgspec
 
+from proxy.replica_guard import GuardParams
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
 
 
@@ -14,11 +19,34 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8000
     seed: int | None = None
     health_interval_s: float = 2.0
+    # Consecutive failed / good health probes before a replica is marked down / up again.
+    unhealthy_after: int = 1
+    healthy_after: int = 1
+    # Consecutive failed calls that open a replica's circuit breaker, and how long it stays open.
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 10.0
     connect_timeout_s: float = 5.0
-    # Between two bytes of an answer; long generations stream, so this bounds only a stalled replica.
-    read_timeout_s: float = 600.0
+    # Until the replica's status line: a non-streaming answer comes whole, so this bounds a whole generation.
+    first_byte_timeout_s: float = 600.0
+    # Between two chunks of a streamed answer: bounds only a stalled replica.
+    stream_idle_timeout_s: float = 120.0
+    # Retries on another replica after a connect error or a 5xx before the first byte.
+    max_retries: int = 2
+    # Sent as Retry-After (seconds, rounded up to at least 1) with 429 and 503 refusals.
+    retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
     session_idle_ttl_s: float = 3600.0
+    # Sent as `Authorization: Bearer ...` to replicas started with vLLM's `--api-key`.
+    upstream_api_key: str | None = None
+    access_log: bool = True
+
+    def guard_params(self) -> GuardParams:
+        return GuardParams(
+            unhealthy_after=self.unhealthy_after,
+            healthy_after=self.healthy_after,
+            breaker_failures=self.breaker_failures,
+            breaker_cooldown_s=self.breaker_cooldown_s,
+        )
 
     def validate(self) -> None:
         if not self.replicas:
@@ -30,6 +58,21 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError("a replica URL is listed twice")
         if isinstance(self.policy, str) and self.policy not in PRESETS:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(PRESETS))}")
-        for name in ("health_interval_s", "connect_timeout_s", "read_timeout_s", "session_idle_ttl_s"):
+        positive = (
+            "health_interval_s",
+            "connect_timeout_s",
+            "first_byte_timeout_s",
+            "stream_idle_timeout_s",
+            "session_idle_ttl_s",
+            "breaker_cooldown_s",
+            "retry_after_s",
+            "unhealthy_after",
+            "healthy_after",
+            "breaker_failures",
+            "max_body_bytes",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if self.max_retries < 0:
+            raise ConfigError("max_retries must be >= 0")

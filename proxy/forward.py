@@ -2,18 +2,31 @@
 
 Kept behind this one small module so it can move to a lower-level transport if the overhead benchmark asks for
 it. Nothing here decides anything: it opens the upstream call, relays the answer (streamed as it arrives for
-SSE, whole otherwise) and reads the token usage from the answer's tail for the scheduler.
+SSE, whole otherwise) and reports what happened in a `Relayed` for the scheduler and the logs.
+
+Failure contract:
+- `open_upstream` raises `UpstreamUnreachable` when nothing was answered (connect refused or timed out, the
+  replica closed before a status line): safe to try another replica. It raises `UpstreamTimeout` when the
+  replica accepted the call but sent no status line within the first-byte timeout: the replica may be
+  working on it, so the call is not retried.
+- `relay` never raises for an upstream or client failure. Once a stream's headers went out, a replica that
+  dies or stalls longer than the idle timeout ends the stream with one OpenAI-style error event and the
+  connection is closed, so no client waits on a dead stream. A client that hangs up stops the relay and
+  closes the upstream connection, which makes the replica abort the call.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 
 import aiohttp
 import msgspec
 from aiohttp import web
 
+from proxy.errors import ProxyError, error_response, sse_error_event
 from proxy.scheduler.types import Usage
+from proxy.sse_scan import StreamScanner, parse_answer
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
 _NOT_FORWARDED = frozenset(
@@ -30,29 +43,24 @@ _NOT_FORWARDED = frozenset(
         "content-length",
     }
 )
-# Enough of a stream's end to hold the final usage chunk and [DONE].
-_TAIL_BYTES = 16384
 
 
 class UpstreamUnreachable(Exception):
     """The replica could not be reached, or closed before answering: safe to try another replica."""
 
 
-class _Details(msgspec.Struct):
-    cached_tokens: int | None = 0
+class UpstreamTimeout(Exception):
+    """The replica took the call but sent no status line within the first-byte timeout."""
 
 
-class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int | None = 0
-    prompt_tokens_details: _Details | None = None
+class Relayed(msgspec.Struct):
+    """What a relay did: the answer's status and what it reported, and how it ended."""
 
-
-class _WithUsage(msgspec.Struct):
-    usage: _Usage | None = None
-
-
-_usage_decoder = msgspec.json.Decoder(_WithUsage)
+    status: int
+    usage: Usage | None = None
+    upstream_error: str | None = None  # the replica failed or stalled mid-answer
+    client_gone: bool = False  # the client hung up before the answer ended
+    first_byte: bool = False  # some of the answer reached the client
 
 
 def forwarded_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -61,37 +69,23 @@ def forwarded_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> d
     return out
 
 
-def parse_usage(payload: bytes) -> Usage | None:
-    """Usage from a JSON answer, or from the last SSE event that carries one; None when there is none."""
-    if payload.lstrip().startswith(b"{"):
-        return _decode_usage(payload)
-    for line in reversed(payload.split(b"\n")):
-        if line.startswith(b"data:") and b'"usage"' in line:
-            usage = _decode_usage(line[5:])
-            if usage is not None:
-                return usage
-    return None
-
-
-def _decode_usage(raw: bytes) -> Usage | None:
-    try:
-        usage = _usage_decoder.decode(raw).usage
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    if usage is None:
-        return None
-    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
-    return Usage(usage.prompt_tokens, usage.completion_tokens or 0, cached or 0)
-
-
 async def open_upstream(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: Mapping[str, str]
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    first_byte_timeout_s: float,
 ) -> aiohttp.ClientResponse:
-    """POSTs and returns once the replica's status and headers are in; raises UpstreamUnreachable."""
+    """POSTs and returns once the replica's status and headers are in."""
     try:
-        return await session.post(url, data=body, headers=headers)
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
-        raise UpstreamUnreachable(f"{url}: {e!r}") from e
+        async with asyncio.timeout(first_byte_timeout_s):
+            return await session.post(url, data=body, headers=headers)
+    except aiohttp.ConnectionTimeoutError as e:
+        raise UpstreamUnreachable(f"connect timed out: {e!r}") from e
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+        raise UpstreamUnreachable(repr(e)) from e
+    except TimeoutError as e:
+        raise UpstreamTimeout(f"no answer within {first_byte_timeout_s:g} s") from e
 
 
 async def relay(
@@ -99,28 +93,88 @@ async def relay(
     upstream: aiohttp.ClientResponse,
     extra_headers: Mapping[str, str],
     on_first_byte: Callable[[], None],
-) -> tuple[web.StreamResponse, Usage | None]:
-    """Relays the replica's answer to the client; returns what was sent and the usage it reported.
-
-    A client that goes away mid-stream closes the upstream connection, which makes the replica abort the call.
-    """
+    idle_timeout_s: float,
+) -> tuple[web.StreamResponse, Relayed]:
+    """Relays the replica's answer to the client; returns what was sent and what happened."""
     headers = forwarded_headers(upstream.headers, extra_headers)
+    outcome = Relayed(upstream.status)
     try:
         if upstream.content_type != "text/event-stream":
-            body = await upstream.read()
-            on_first_byte()
-            return web.Response(status=upstream.status, body=body, headers=headers), parse_usage(body)
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
-        tail = b""
-        first = True
-        async for chunk in upstream.content.iter_any():
-            if first:
-                on_first_byte()
-                first = False
-            await response.write(chunk)
-            tail = (tail + chunk)[-_TAIL_BYTES:]
-        await response.write_eof()
-        return response, parse_usage(tail)
+            return await _relay_whole(upstream, headers, on_first_byte, idle_timeout_s, outcome), outcome
+        return await _relay_stream(
+            request, upstream, headers, on_first_byte, idle_timeout_s, outcome
+        ), outcome
     finally:
         upstream.release() if upstream.content.at_eof() else upstream.close()
+
+
+async def _relay_whole(
+    upstream: aiohttp.ClientResponse,
+    headers: dict[str, str],
+    on_first_byte: Callable[[], None],
+    idle_timeout_s: float,
+    outcome: Relayed,
+) -> web.StreamResponse:
+    try:
+        async with asyncio.timeout(idle_timeout_s):
+            body = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as e:
+        outcome.upstream_error = repr(e)
+        return error_response(ProxyError(502, "the replica failed while answering", code="upstream_error"))
+    on_first_byte()
+    outcome.first_byte = True
+    outcome.usage = parse_answer(body)
+    return web.Response(status=upstream.status, body=body, headers=headers)
+
+
+async def _relay_stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: dict[str, str],
+    on_first_byte: Callable[[], None],
+    idle_timeout_s: float,
+    outcome: Relayed,
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        outcome.client_gone = True
+        return response
+    scanner = StreamScanner()
+    chunks = upstream.content.iter_any().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout_s):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            break
+        except (aiohttp.ClientError, TimeoutError) as e:
+            outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
+            await _end_with_error(response)
+            return response
+        if not outcome.first_byte:
+            on_first_byte()
+            outcome.first_byte = True
+        scanner.feed(chunk)
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            outcome.client_gone = True
+            return response
+    outcome.usage = scanner.usage()
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        outcome.client_gone = True
+    return response
+
+
+async def _end_with_error(response: web.StreamResponse) -> None:
+    """Ends a started stream with an OpenAI-style error event and closes the connection."""
+    response.force_close()
+    try:
+        await response.write(sse_error_event(502, "the replica failed mid-answer", code="upstream_error"))
+        await response.write_eof()
+    except ConnectionError:
+        pass

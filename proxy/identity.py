@@ -5,11 +5,17 @@ Pure functions over headers and the few body fields the proxy decodes. Session p
 `vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A chat call that names no session is given
 one inferred from the start of its conversation (system and first user message), which every later call of
 the same conversation repeats; any other call is a session of its own.
+
+Every identity value a client sends (session, tenant, agent type) is checked by `check_id`: 1 to
+`MAX_ID_CHARS` printable ASCII characters, no leading or trailing space. Anything else (CR/LF, other control
+characters, non-ASCII, a 1 MB id) raises `IdentityError`, which the shell answers with a 400 naming the
+field; the value itself is never echoed, logged or stored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +24,30 @@ import msgspec
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
 AGENT_TYPE_HEADERS = ("x-agent-type",)
+MAX_ID_CHARS = 256
+_VALID_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+class IdentityError(ValueError):
+    """An identity value the proxy will not accept; `param` names where it came from."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
+def check_id(param: str, value: str) -> str:
+    """Returns `value` if it is a valid identity value, else raises IdentityError (never quoting it)."""
+    if not value or len(value) > MAX_ID_CHARS:
+        raise IdentityError(param, f"{param} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}")
+    if _VALID_ID.fullmatch(value) is None:
+        raise IdentityError(
+            param,
+            f"{param} may hold only printable ASCII characters (no control characters such as CR or LF, "
+            "no leading or trailing space)",
+        )
+    return value
 
 
 class _Message(msgspec.Struct):
@@ -49,15 +79,21 @@ _messages_decoder = msgspec.json.Decoder(list[_Message])
 
 
 def decode_call(body: bytes) -> CallFields:
-    """Decodes the routing fields; raises msgspec.DecodeError/ValidationError on malformed bodies."""
-    return _call_decoder.decode(body)
+    """Decodes the routing fields; raises msgspec.DecodeError/ValidationError on malformed bodies.
+
+    Nesting deeper than Python's recursion limit (a 100k-deep array) is a DecodeError too.
+    """
+    try:
+        return _call_decoder.decode(body)
+    except RecursionError as e:
+        raise msgspec.DecodeError("JSON nested too deeply") from e
 
 
 def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     for name in names:
         value = headers.get(name)
-        if value:
-            return value
+        if value:  # an empty value counts as absent
+            return check_id(name, value)
     return None
 
 
@@ -65,7 +101,7 @@ def _conversation_key(messages: msgspec.Raw) -> str | None:
     """A stable key for a conversation: the hash of its system and first user message."""
     try:
         decoded = _messages_decoder.decode(messages)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     opening: list[Any] = []
     for m in decoded:
@@ -79,11 +115,18 @@ def _conversation_key(messages: msgspec.Raw) -> str | None:
 
 
 def identify(headers: Mapping[str, str], fields: CallFields, request_id: str) -> Identity:
-    """`headers` must be case-insensitive (aiohttp's CIMultiDict is)."""
-    session = _first(headers, SESSION_HEADERS) or fields.session_id or fields.prompt_cache_key
-    if not session and fields.vllm_xargs:
+    """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values."""
+    session = _first(headers, SESSION_HEADERS)
+    if session is None and fields.session_id:
+        session = check_id("session_id", fields.session_id)
+    if session is None and fields.prompt_cache_key:
+        session = check_id("prompt_cache_key", fields.prompt_cache_key)
+    if session is None and fields.vllm_xargs:
         xarg = fields.vllm_xargs.get("session_id")
-        session = xarg if isinstance(xarg, str) and xarg else None
+        if xarg:
+            if not isinstance(xarg, str):
+                raise IdentityError("vllm_xargs.session_id", "vllm_xargs.session_id must be a string")
+            session = check_id("vllm_xargs.session_id", xarg)
     inferred = False
     if not session and fields.messages:
         session = _conversation_key(fields.messages)

@@ -19,6 +19,7 @@ class ProxyMetrics:
         self.upstream_failures = Counter(
             "saga_upstream_failures", "Replica connection failures", ["replica"], registry=r
         )
+        self.retries = Counter("saga_retries", "Calls retried on another replica", registry=r)
         self.client_disconnects = Counter(
             "saga_client_disconnects", "Clients gone before their answer ended", registry=r
         )

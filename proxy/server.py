@@ -1,4 +1,9 @@
-"""Running the proxy app: on a given port for `saga serve`, or on a free one inside tests and the demo."""
+"""Running the proxy app: on a given port for `saga serve`, or on a free one inside tests and the demo.
+
+The runner answers aiohttp's own protocol-level refusals in the OpenAI error shape, cancels a handler whose
+client hung up (so its upstream call is aborted too), and writes one access-log line per request to the
+`saga.access` logger.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,21 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ProxyConfig
+from proxy.errors import OpenAIErrorAppRunner
 
 log = logging.getLogger("saga.proxy")
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 
 
 @contextlib.asynccontextmanager
 async def running_proxy(config: ProxyConfig) -> AsyncIterator[str]:
     """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port)."""
-    runner = web.AppRunner(create_app(config), access_log=None)
+    runner = OpenAIErrorAppRunner(
+        create_app(config),
+        access_log=logging.getLogger("saga.access") if config.access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT,
+        handler_cancellation=True,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)

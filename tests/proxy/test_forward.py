@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from proxy.forward import forwarded_headers, parse_usage
+from proxy.forward import forwarded_headers
 from proxy.scheduler import Usage
+from proxy.sse_scan import parse_usage
 
 USAGE = b'"usage":{"prompt_tokens":100,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":64}}'
 

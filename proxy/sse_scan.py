@@ -1,0 +1,147 @@
+"""What the scheduler learns from an answer, read without re-encoding it: usage, finish reason, tool names.
+
+Contract: `parse_answer(body)` reads a whole JSON answer (chat, completion or Responses API) and returns its
+`Usage` (token counts, the first choice's `finish_reason`, the names of the tools it called, in order) or None
+when the body is not a JSON object. `StreamScanner` does the same for an SSE stream fed chunk by chunk at any
+boundaries: it only searches each complete `data:` line for a few byte markers and decodes just the lines
+that carry usage, so the relayed bytes are never parsed whole or re-encoded.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from proxy.scheduler.types import Usage
+
+_FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
+_TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+    # The Responses API names them differently.
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    prompt_tokens_details: _Details | None = None
+    input_tokens_details: _Details | None = None
+
+
+class _Function(msgspec.Struct):
+    name: str = ""
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function | None = None
+
+
+class _Message(msgspec.Struct):
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+    message: _Message | None = None
+
+
+class _OutputItem(msgspec.Struct):
+    type: str = ""
+    name: str | None = None
+
+
+class _Answer(msgspec.Struct):
+    usage: _Usage | None = None
+    choices: list[_Choice] | None = None
+    output: list[_OutputItem] | None = None  # Responses API
+    status: str | None = None  # Responses API
+
+
+_answer_decoder = msgspec.json.Decoder(_Answer)
+
+
+def _usage(u: _Usage | None, finish_reason: str, tool_names: tuple[str, ...]) -> Usage:
+    if u is None:
+        return Usage(finish_reason=finish_reason, tool_names=tool_names)
+    details = u.prompt_tokens_details or u.input_tokens_details
+    return Usage(
+        u.prompt_tokens or u.input_tokens or 0,
+        u.completion_tokens or u.output_tokens or 0,
+        (details.cached_tokens or 0) if details else 0,
+        finish_reason,
+        tool_names,
+    )
+
+
+def parse_answer(body: bytes) -> Usage | None:
+    try:
+        answer = _answer_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    finish, tools = "", []
+    if answer.choices:
+        first = answer.choices[0]
+        finish = first.finish_reason or ""
+        if first.message and first.message.tool_calls:
+            tools = [c.function.name for c in first.message.tool_calls if c.function and c.function.name]
+    if answer.output:
+        tools = [o.name for o in answer.output if o.type == "function_call" and o.name]
+        finish = "tool_calls" if tools else (answer.status or "")
+    if answer.usage is None and not finish:
+        return None
+    return _usage(answer.usage, finish, tuple(tools))
+
+
+def parse_usage(payload: bytes) -> Usage | None:
+    """Usage from a whole answer or a whole SSE stream; None when there is none."""
+    if payload.lstrip().startswith(b"{"):
+        return parse_answer(payload)
+    scanner = StreamScanner()
+    scanner.feed(payload)
+    scanner.feed(b"\n")
+    return scanner.usage()
+
+
+class StreamScanner:
+    def __init__(self) -> None:
+        self._partial = b""
+        self._usage: _Usage | None = None
+        self._seen_usage = False
+        self._finish = ""
+        self._tools: list[str] = []
+
+    def feed(self, chunk: bytes) -> None:
+        if b"\n" not in chunk:
+            self._partial += chunk
+            return
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:") and (
+                b'"usage"' in line or b'"finish_reason"' in line or b'"name"' in line
+            ):
+                self._scan(line)
+
+    def _scan(self, line: bytes) -> None:
+        finish = _FINISH.search(line)
+        if finish is not None:
+            self._finish = finish.group(1).decode()
+        if b'"tool_calls"' in line or b'"function_call"' in line:
+            self._tools.extend(m.group(1).decode() for m in _TOOL_NAME.finditer(line))
+        if b'"usage":{' in line or b'"usage": {' in line or b'"response":{' in line:
+            try:
+                answer = _answer_decoder.decode(line[5:])
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                return
+            if answer.usage is not None:
+                self._usage, self._seen_usage = answer.usage, True
+
+    def usage(self) -> Usage | None:
+        if not self._seen_usage and not self._finish and not self._tools:
+            return None
+        return _usage(self._usage, self._finish, tuple(self._tools))
