@@ -69,9 +69,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=field.name, type=_scalar_type(default), help=text)
 
 
-def config_data(
-    file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]
-) -> dict[str, Any]:
+def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if file is not None:
         loaded = yaml.safe_load(file.read_text())
