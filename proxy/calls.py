@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 
 import aiohttp
@@ -207,7 +208,7 @@ class _Call:
         headers = {}
         if decision.status in (429, 503):
             retry_after = getattr(decision, "retry_after_s", None) or self.app[CONFIG].retry_after_s
-            headers["Retry-After"] = str(max(1, round(retry_after)))
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         raise ProxyError(
             decision.status, f"request not routed: {decision.reason}", code="no_replica", headers=headers
         )

@@ -17,16 +17,19 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import ProxyConfig
 from proxy.errors import OpenAIErrorAppRunner
+from proxy.scheduler import SchedulerCore
 
 log = logging.getLogger("saga.proxy")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(config: ProxyConfig) -> AsyncIterator[str]:
-    """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port)."""
+async def running_proxy(config: ProxyConfig, core: SchedulerCore | None = None) -> AsyncIterator[str]:
+    """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port).
+
+    `core` may be given to share or inspect the scheduler core (tests)."""
     runner = OpenAIErrorAppRunner(
-        create_app(config),
+        create_app(config, core),
         access_log=logging.getLogger("saga.access") if config.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
         handler_cancellation=True,
