@@ -13,18 +13,31 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from proxy import admin, calls, models
+from proxy import admin, calls, models, sessions
 from proxy.config import ProxyConfig
-from proxy.context import CAPACITIES, CONFIG, CORE, GATE, GUARDS, METRICS, UPSTREAM, DecisionGate, Guards
+from proxy.context import (
+    CAPACITIES,
+    CHAINS,
+    CONFIG,
+    CORE,
+    GATE,
+    GUARDS,
+    METRICS,
+    UPSTREAM,
+    DecisionGate,
+    Guards,
+)
 from proxy.errors import openai_errors
 from proxy.health import replica_health_loop
 from proxy.metrics import ProxyMetrics
 from proxy.scheduler import SchedulerCore, build_policy
+from proxy.session_chain import PrefixChains
 
 ROUTE_MODULES: list[Callable[[web.Application], None]] = [
     calls.add_routes,
     models.add_routes,
     admin.add_routes,
+    sessions.add_routes,
 ]
 
 
@@ -70,6 +83,7 @@ def create_app(config: ProxyConfig, core: SchedulerCore | None = None) -> web.Ap
     app[GATE] = DecisionGate()
     app[GUARDS] = Guards(config.guard_params())
     app[CAPACITIES] = {}
+    app[CHAINS] = PrefixChains()
     app[METRICS] = ProxyMetrics()
     app.cleanup_ctx.extend([_upstream_session, _background])
     for add_routes in ROUTE_MODULES:

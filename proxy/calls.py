@@ -21,12 +21,13 @@ import msgspec
 from aiohttp import web
 
 from proxy import forward
-from proxy.context import CONFIG, CORE, GATE, GUARDS, METRICS, UPSTREAM, down_stats
+from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, UPSTREAM, down_stats
 from proxy.directives import with_retention
 from proxy.errors import ProxyError
 from proxy.identity import CallFields, Identity, IdentityError, decode_call, identify
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
+from proxy.sessions import end_session, wants_end
 
 log = logging.getLogger("saga.proxy")
 
@@ -58,7 +59,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
     fields = parse_call(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
-        who = identify(request.headers, fields, request_id)
+        who = identify(request.headers, fields, request_id, app[CHAINS])
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     prompt = fields.messages or fields.prompt  # a view into the body: copied only when hashed
@@ -103,6 +104,7 @@ class _Call:
         app, rid = self.app, self.info.request_id
         core, metrics = app[CORE], app[METRICS]
         usage: Usage | None = None
+        cancelled = False
         try:
             decision = await self._decided(core.request_arrived(self.info))
             attempt = await self._attempts(decision)
@@ -115,16 +117,25 @@ class _Call:
                 {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
                 lambda: app[GATE].apply(core.first_token(rid)),
                 app[CONFIG].stream_idle_timeout_s,
+                collect_answer=self.who.prompt_chain is not None,
             )
             usage = outcome.usage
             self._account(decision.replica_id, outcome)
+            if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
+                app[CHAINS].remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
             return response
         except asyncio.CancelledError:
+            cancelled = True
             metrics.client_disconnects.inc()
             log.info("client hung up on %s before its answer ended", rid)
             raise
         finally:
-            app[GATE].apply(core.request_finished(rid, usage))
+            # A call the client abandoned may still be held in the core's queue: withdraw it when the core
+            # can (`request_cancelled`); for a dispatched call both mean "finished".
+            withdraw = getattr(core, "request_cancelled", None) if cancelled else None
+            app[GATE].apply(withdraw(rid) if callable(withdraw) else core.request_finished(rid, usage))
+            if wants_end(self.request.headers):
+                end_session(app, self.who.session_id)
 
     async def _attempts(self, decision: Decision) -> tuple[aiohttp.ClientResponse, Dispatch] | Reject:
         """Dispatches until a replica answers; the core's Reject when it has no replica left."""

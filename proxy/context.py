@@ -11,6 +11,7 @@ from proxy.config import ProxyConfig
 from proxy.metrics import ProxyMetrics
 from proxy.replica_guard import GuardParams, ReplicaGuard
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
+from proxy.session_chain import PrefixChains
 
 
 class DecisionGate:
@@ -67,3 +68,4 @@ GUARDS = web.AppKey("guards", Guards)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 CAPACITIES = web.AppKey("capacities", dict[str, float])  # replica id -> KV capacity in tokens
+CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining

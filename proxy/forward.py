@@ -26,7 +26,8 @@ from aiohttp import web
 
 from proxy.errors import ProxyError, error_response, sse_error_event
 from proxy.scheduler.types import Usage
-from proxy.sse_scan import StreamScanner, parse_answer
+from proxy.session_chain import Answer
+from proxy.sse_scan import StreamScanner, read_answer
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
 _NOT_FORWARDED = frozenset(
@@ -61,6 +62,7 @@ class Relayed(msgspec.Struct):
     upstream_error: str | None = None  # the replica failed or stalled mid-answer
     client_gone: bool = False  # the client hung up before the answer ended
     first_byte: bool = False  # some of the answer reached the client
+    answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
 
 
 def forwarded_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -94,16 +96,21 @@ async def relay(
     extra_headers: Mapping[str, str],
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
+    collect_answer: bool = False,
 ) -> tuple[web.StreamResponse, Relayed]:
-    """Relays the replica's answer to the client; returns what was sent and what happened."""
+    """Relays the replica's answer to the client; returns what was sent and what happened.
+
+    With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
         if upstream.content_type != "text/event-stream":
             return await _relay_whole(upstream, headers, on_first_byte, idle_timeout_s, outcome), outcome
-        return await _relay_stream(
-            request, upstream, headers, on_first_byte, idle_timeout_s, outcome
-        ), outcome
+        scanner = StreamScanner(collect_answer)
+        response = await _relay_stream(
+            request, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner
+        )
+        return response, outcome
     finally:
         upstream.release() if upstream.content.at_eof() else upstream.close()
 
@@ -123,7 +130,7 @@ async def _relay_whole(
         return error_response(ProxyError(502, "the replica failed while answering", code="upstream_error"))
     on_first_byte()
     outcome.first_byte = True
-    outcome.usage = parse_answer(body)
+    outcome.usage, outcome.answer = read_answer(body)
     return web.Response(status=upstream.status, body=body, headers=headers)
 
 
@@ -134,6 +141,7 @@ async def _relay_stream(
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
     outcome: Relayed,
+    scanner: StreamScanner,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=headers)
     try:
@@ -141,7 +149,6 @@ async def _relay_stream(
     except ConnectionError:
         outcome.client_gone = True
         return response
-    scanner = StreamScanner()
     chunks = upstream.content.iter_any().__aiter__()
     while True:
         try:
@@ -163,6 +170,7 @@ async def _relay_stream(
             outcome.client_gone = True
             return response
     outcome.usage = scanner.usage()
+    outcome.answer = scanner.answer()
     try:
         await response.write_eof()
     except ConnectionError:

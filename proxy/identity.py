@@ -1,10 +1,13 @@
 """Who a call belongs to: its session, tenant and agent type, from the conventions clients already use.
 
-Pure functions over headers and the few body fields the proxy decodes. Session precedence: the headers
-(`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
-`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A chat call that names no session is given
-one inferred from the start of its conversation (system and first user message), which every later call of
-the same conversation repeats; any other call is a session of its own.
+Functions over headers, the few body fields the proxy decodes and the prefix-chain index. Session precedence:
+the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
+`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A chat call that names no session is
+inferred: first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's
+messages and answer), else from the start of its conversation (system and first user message, which every
+later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
+is already a live chained session gets a fresh id, so two agents given the same task stay apart. Any other
+call is a session of its own.
 
 Every identity value a client sends (session, tenant, agent type) is checked by `check_id`: 1 to
 `MAX_ID_CHARS` printable ASCII characters, no leading or trailing space. Anything else (CR/LF, other control
@@ -20,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+
+from proxy.session_chain import PrefixChains, conversation_chain
 
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
@@ -72,6 +77,9 @@ class Identity(msgspec.Struct, frozen=True):
     tenant_id: str
     agent_type: str
     session_inferred: bool
+    # The chain hash of the call's whole conversation, when its session was inferred from it: the shell
+    # remembers it with the call's answer so that the next call of the conversation finds the session.
+    prompt_chain: bytes | None = None
 
 
 _call_decoder = msgspec.json.Decoder(CallFields)
@@ -97,12 +105,8 @@ def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _conversation_key(messages: msgspec.Raw) -> str | None:
+def _conversation_key(decoded: list[_Message]) -> str | None:
     """A stable key for a conversation: the hash of its system and first user message."""
-    try:
-        decoded = _messages_decoder.decode(messages)
-    except (msgspec.DecodeError, RecursionError):
-        return None
     opening: list[Any] = []
     for m in decoded:
         opening.append((m.role, m.content))
@@ -114,7 +118,28 @@ def _conversation_key(messages: msgspec.Raw) -> str | None:
     return f"conv-{digest}"
 
 
-def identify(headers: Mapping[str, str], fields: CallFields, request_id: str) -> Identity:
+def _inferred_session(
+    raw: msgspec.Raw, request_id: str, chains: PrefixChains | None
+) -> tuple[str | None, bytes | None]:
+    try:
+        decoded = _messages_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None, None
+    linked = conversation_chain(raw) if chains is not None else None
+    if chains is None or linked is None or not linked[0]:
+        return _conversation_key(decoded), None
+    chain, assistants = linked
+    session = chains.find(chain, assistants)
+    if session is None:
+        session = _conversation_key(decoded)
+        if session is not None and not assistants and chains.knows(session):
+            session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
+    return session, chain[-1]
+
+
+def identify(
+    headers: Mapping[str, str], fields: CallFields, request_id: str, chains: PrefixChains | None = None
+) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values."""
     session = _first(headers, SESSION_HEADERS)
     if session is None and fields.session_id:
@@ -128,8 +153,9 @@ def identify(headers: Mapping[str, str], fields: CallFields, request_id: str) ->
                 raise IdentityError("vllm_xargs.session_id", "vllm_xargs.session_id must be a string")
             session = check_id("vllm_xargs.session_id", xarg)
     inferred = False
+    prompt_chain = None
     if not session and fields.messages:
-        session = _conversation_key(fields.messages)
+        session, prompt_chain = _inferred_session(fields.messages, request_id, chains)
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True
@@ -140,4 +166,4 @@ def identify(headers: Mapping[str, str], fields: CallFields, request_id: str) ->
         # Tenants named by API key, hashed so keys never reach logs or metrics.
         tenant = "key-" + hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else "default"
     agent_type = _first(headers, AGENT_TYPE_HEADERS) or "default"
-    return Identity(session, tenant, agent_type, inferred)
+    return Identity(session, tenant, agent_type, inferred, prompt_chain)

@@ -14,6 +14,7 @@ import re
 import msgspec
 
 from proxy.scheduler.types import Usage
+from proxy.session_chain import Answer
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
 _TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
@@ -34,20 +35,24 @@ class _Usage(msgspec.Struct):
 
 
 class _Function(msgspec.Struct):
-    name: str = ""
+    name: str | None = None
+    arguments: str | None = None
 
 
 class _ToolCall(msgspec.Struct):
+    index: int = 0
     function: _Function | None = None
 
 
 class _Message(msgspec.Struct):
+    content: str | None = None
     tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct):
     finish_reason: str | None = None
     message: _Message | None = None
+    delta: _Message | None = None  # streamed chunks
 
 
 class _OutputItem(msgspec.Struct):
@@ -78,23 +83,32 @@ def _usage(u: _Usage | None, finish_reason: str, tool_names: tuple[str, ...]) ->
     )
 
 
-def parse_answer(body: bytes) -> Usage | None:
+def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
+    """A whole JSON answer's usage and its assistant message (for chat answers)."""
     try:
         answer = _answer_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return None
+        return None, None
     finish, tools = "", []
+    said: Answer | None = None
     if answer.choices:
         first = answer.choices[0]
         finish = first.finish_reason or ""
-        if first.message and first.message.tool_calls:
-            tools = [c.function.name for c in first.message.tool_calls if c.function and c.function.name]
+        message = first.message
+        if message is not None:
+            calls = [c.function for c in message.tool_calls or () if c.function and c.function.name]
+            tools = [f.name or "" for f in calls]
+            said = Answer(message.content or "", tuple((f.name or "", f.arguments or "") for f in calls))
     if answer.output:
         tools = [o.name for o in answer.output if o.type == "function_call" and o.name]
         finish = "tool_calls" if tools else (answer.status or "")
     if answer.usage is None and not finish:
-        return None
-    return _usage(answer.usage, finish, tuple(tools))
+        return None, said
+    return _usage(answer.usage, finish, tuple(tools)), said
+
+
+def parse_answer(body: bytes) -> Usage | None:
+    return read_answer(body)[0]
 
 
 def parse_usage(payload: bytes) -> Usage | None:
@@ -108,12 +122,18 @@ def parse_usage(payload: bytes) -> Usage | None:
 
 
 class StreamScanner:
-    def __init__(self) -> None:
+    """Feeds on a chat/completions SSE stream. With `collect_answer`, it also decodes each chunk's delta to
+    rebuild the assistant message (text and tool calls), which session inference by prefix chaining needs."""
+
+    def __init__(self, collect_answer: bool = False) -> None:
         self._partial = b""
         self._usage: _Usage | None = None
         self._seen_usage = False
         self._finish = ""
         self._tools: list[str] = []
+        self._collect = collect_answer
+        self._text: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
 
     def feed(self, chunk: bytes) -> None:
         if b"\n" not in chunk:
@@ -122,10 +142,36 @@ class StreamScanner:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         for line in lines:
-            if line.startswith(b"data:") and (
-                b'"usage"' in line or b'"finish_reason"' in line or b'"name"' in line
-            ):
+            if not line.startswith(b"data:"):
+                continue
+            if self._collect and b'"delta"' in line:
+                self._collect_delta(line)
+            if b'"usage"' in line or b'"finish_reason"' in line or b'"name"' in line:
                 self._scan(line)
+
+    def _collect_delta(self, line: bytes) -> None:
+        try:
+            chunk = _answer_decoder.decode(line[5:])
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return
+        if not chunk.choices or chunk.choices[0].delta is None:
+            return
+        delta = chunk.choices[0].delta
+        if delta.content:
+            self._text.append(delta.content)
+        for call in delta.tool_calls or ():
+            parts = self._calls.setdefault(call.index, [""])
+            if call.function is not None:
+                if call.function.name:
+                    parts[0] = call.function.name
+                if call.function.arguments:
+                    parts.append(call.function.arguments)
+
+    def answer(self) -> Answer | None:
+        if not self._collect:
+            return None
+        calls = tuple((parts[0], "".join(parts[1:])) for _, parts in sorted(self._calls.items()))
+        return Answer("".join(self._text), calls)
 
     def _scan(self, line: bytes) -> None:
         finish = _FINISH.search(line)
