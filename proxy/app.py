@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from proxy import admin, calls, models, sessions
+from proxy import admin, calls, models, passthrough, sessions
 from proxy.config import ProxyConfig
 from proxy.context import (
     CAPACITIES,
@@ -36,6 +36,7 @@ from proxy.session_chain import PrefixChains
 ROUTE_MODULES: list[Callable[[web.Application], None]] = [
     calls.add_routes,
     models.add_routes,
+    passthrough.add_routes,
     admin.add_routes,
     sessions.add_routes,
 ]

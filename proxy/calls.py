@@ -22,7 +22,7 @@ from aiohttp import web
 
 from proxy import forward
 from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, UPSTREAM, down_stats
-from proxy.directives import with_retention
+from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
 from proxy.identity import CallFields, Identity, IdentityError, decode_call, identify
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
@@ -31,7 +31,10 @@ from proxy.sessions import end_session, wants_end
 
 log = logging.getLogger("saga.proxy")
 
-CALL_ROUTES = ("/v1/chat/completions", "/v1/completions")
+CALL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+USAGE_OPTION_ROUTES = frozenset(
+    {"/v1/chat/completions", "/v1/completions"}
+)  # the Responses API always reports
 _request_ids = itertools.count()
 _id_prefix = f"saga-{os.getpid():x}"
 _MAX_ERROR_BODY = 64 * 1024
@@ -62,7 +65,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         who = identify(request.headers, fields, request_id, app[CHAINS])
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
-    prompt = fields.messages or fields.prompt  # a view into the body: copied only when hashed
+    prompt = fields.messages or fields.prompt or fields.input  # a view into the body: copied only when hashed
     info = RequestInfo(
         request_id=request_id,
         session_id=who.session_id,
@@ -76,14 +79,23 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         stream=fields.stream,
         session_inferred=who.session_inferred,
     )
-    return await _Call(request, info, who, body).run()
+    add_usage = (
+        fields.stream
+        and request.path in USAGE_OPTION_ROUTES
+        and not (fields.stream_options is not None and fields.stream_options.include_usage)
+    )
+    return await _Call(request, info, who, body, add_usage).run()
 
 
 class _Call:
     """One call's life after parsing: decisions, attempts, the relay, and its single finish report."""
 
-    def __init__(self, request: web.Request, info: RequestInfo, who: Identity, body: bytes) -> None:
+    def __init__(
+        self, request: web.Request, info: RequestInfo, who: Identity, body: bytes, add_usage: bool
+    ) -> None:
         self.request = request
+        # A streamed chat/completions call that did not ask for usage: ask upstream, strip it downstream.
+        self.add_usage = add_usage
         self.app = request.app
         self.info = info
         self.who = who
@@ -118,11 +130,14 @@ class _Call:
                 lambda: app[GATE].apply(core.first_token(rid)),
                 app[CONFIG].stream_idle_timeout_s,
                 collect_answer=self.who.prompt_chain is not None,
+                strip_usage=self.add_usage,
             )
             usage = outcome.usage
             self._account(decision.replica_id, outcome)
             if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
                 app[CHAINS].remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
+            if outcome.response_id is not None:
+                app[CHAINS].remember_response(outcome.response_id, self.who.session_id)
             return response
         except asyncio.CancelledError:
             cancelled = True
@@ -149,8 +164,10 @@ class _Call:
                 extra["Authorization"] = f"Bearer {config.upstream_api_key}"
             headers = forward.forwarded_headers(self.request.headers, extra)
             sent = self.body
+            if self.add_usage:
+                sent = asking_for_usage(sent)
             if decision.retain_ttl_s is not None:
-                sent = with_retention(self.body, self.who.session_id, decision.retain_ttl_s)
+                sent = with_retention(sent, self.who.session_id, decision.retain_ttl_s)
             try:
                 upstream = await forward.open_upstream(
                     self.app[UPSTREAM],

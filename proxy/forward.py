@@ -27,7 +27,7 @@ from aiohttp import web
 from proxy.errors import ProxyError, error_response, sse_error_event
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
-from proxy.sse_scan import StreamScanner, read_answer
+from proxy.sse_scan import StreamScanner, read_answer, response_id_of
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
 _NOT_FORWARDED = frozenset(
@@ -63,6 +63,7 @@ class Relayed(msgspec.Struct):
     client_gone: bool = False  # the client hung up before the answer ended
     first_byte: bool = False  # some of the answer reached the client
     answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
+    response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
 
 
 def forwarded_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -97,10 +98,12 @@ async def relay(
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
     collect_answer: bool = False,
+    strip_usage: bool = False,
 ) -> tuple[web.StreamResponse, Relayed]:
     """Relays the replica's answer to the client; returns what was sent and what happened.
 
-    With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced."""
+    With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced; with
+    `strip_usage`, a stream's usage-only event is read but not forwarded."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
@@ -108,7 +111,7 @@ async def relay(
             return await _relay_whole(upstream, headers, on_first_byte, idle_timeout_s, outcome), outcome
         scanner = StreamScanner(collect_answer)
         response = await _relay_stream(
-            request, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner
+            request, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner, strip_usage
         )
         return response, outcome
     finally:
@@ -131,6 +134,7 @@ async def _relay_whole(
     on_first_byte()
     outcome.first_byte = True
     outcome.usage, outcome.answer = read_answer(body)
+    outcome.response_id = response_id_of(body[:4096])
     return web.Response(status=upstream.status, body=body, headers=headers)
 
 
@@ -142,6 +146,7 @@ async def _relay_stream(
     idle_timeout_s: float,
     outcome: Relayed,
     scanner: StreamScanner,
+    strip_usage: bool,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=headers)
     try:
@@ -163,14 +168,27 @@ async def _relay_stream(
         if not outcome.first_byte:
             on_first_byte()
             outcome.first_byte = True
-        scanner.feed(chunk)
+        if strip_usage:
+            chunk = scanner.feed_stripping_usage(chunk)
+            if not chunk:
+                continue
+        else:
+            scanner.feed(chunk)
         try:
             await response.write(chunk)
         except ConnectionError:
             outcome.client_gone = True
             return response
+    rest = scanner.flush() if strip_usage else b""
+    try:
+        if rest:
+            await response.write(rest)
+    except ConnectionError:
+        outcome.client_gone = True
+        return response
     outcome.usage = scanner.usage()
     outcome.answer = scanner.answer()
+    outcome.response_id = scanner.response_id
     try:
         await response.write_eof()
     except ConnectionError:

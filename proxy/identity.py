@@ -2,9 +2,10 @@
 
 Functions over headers, the few body fields the proxy decodes and the prefix-chain index. Session precedence:
 the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
-`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A chat call that names no session is
-inferred: first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's
-messages and answer), else from the start of its conversation (system and first user message, which every
+`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A Responses API call naming a
+`previous_response_id` continues that response's session. A chat call that names no session is inferred:
+first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and
+answer), else from the start of its conversation (system and first user message, which every
 later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
 is already a live chained session gets a fresh id, so two agents given the same task stay apart. Any other
 call is a session of its own.
@@ -60,16 +61,23 @@ class _Message(msgspec.Struct):
     content: Any = None
 
 
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
 class CallFields(msgspec.Struct):
     """The only body fields the proxy decodes; the original bytes are forwarded unchanged."""
 
     model: str = ""
     stream: bool = False
+    stream_options: StreamOptions | None = None
     session_id: str | None = None
     prompt_cache_key: str | None = None
     vllm_xargs: dict[str, Any] | None = None
     messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
     prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at
+    input: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses
+    previous_response_id: str | None = None  # /v1/responses: continues that response's session
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -154,6 +162,9 @@ def identify(
             session = check_id("vllm_xargs.session_id", xarg)
     inferred = False
     prompt_chain = None
+    if not session and fields.previous_response_id and chains is not None:
+        session = chains.session_of_response(fields.previous_response_id)
+        inferred = session is not None
     if not session and fields.messages:
         session, prompt_chain = _inferred_session(fields.messages, request_id, chains)
         inferred = session is not None

@@ -92,6 +92,7 @@ class PrefixChains:
         self.max_entries = max_entries
         self._sessions: OrderedDict[bytes, str] = OrderedDict()
         self._keys_of: dict[str, int] = {}  # session -> how many keys point to it
+        self._responses: OrderedDict[str, str] = OrderedDict()  # Responses API id -> session
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -103,6 +104,16 @@ class PrefixChains:
                 self._sessions.move_to_end(chain[i])
                 return session
         return None
+
+    def remember_response(self, response_id: str, session_id: str) -> None:
+        """A Responses API answer's id, which a later call names as `previous_response_id`."""
+        self._responses[response_id] = session_id
+        self._responses.move_to_end(response_id)
+        while len(self._responses) > self.max_entries:
+            self._responses.popitem(last=False)
+
+    def session_of_response(self, response_id: str) -> str | None:
+        return self._responses.get(response_id)
 
     def knows(self, session_id: str) -> bool:
         return session_id in self._keys_of

@@ -18,6 +18,13 @@ from proxy.session_chain import Answer
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
 _TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
+_RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[A-Za-z0-9_-]{1,200})"')
+
+
+def response_id_of(data: bytes) -> str | None:
+    """The first Responses API id (`resp_...`) in `data`, if any."""
+    found = _RESPONSE_ID.search(data)
+    return found.group(1).decode() if found else None
 
 
 class _Details(msgspec.Struct):
@@ -134,6 +141,29 @@ class StreamScanner:
         self._collect = collect_answer
         self._text: list[str] = []
         self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
+        self._pending_events = b""
+        self.response_id: str | None = None
+
+    def feed_stripping_usage(self, chunk: bytes) -> bytes:
+        """Scans `chunk` like `feed` and returns what to forward: the complete events in it, less the
+        usage-only event (`"choices":[]` with a usage) that the proxy asked for and the client did not."""
+        data = self._pending_events + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._pending_events = data
+            return b""
+        complete, self._pending_events = data[: end + 2], data[end + 2 :]
+        self.feed(complete)
+        if b'"usage"' not in complete:
+            return complete
+        kept = [e for e in complete.split(b"\n\n") if not (b'"choices":[]' in e and b'"usage":{' in e)]
+        return b"\n\n".join(kept)
+
+    def flush(self) -> bytes:
+        """What `feed_stripping_usage` still holds at the end of the stream."""
+        rest, self._pending_events = self._pending_events, b""
+        self.feed(rest + b"\n")
+        return rest
 
     def feed(self, chunk: bytes) -> None:
         if b"\n" not in chunk:
@@ -144,6 +174,8 @@ class StreamScanner:
         for line in lines:
             if not line.startswith(b"data:"):
                 continue
+            if self.response_id is None and b'"resp_' in line:
+                self.response_id = response_id_of(line)
             if self._collect and b'"delta"' in line:
                 self._collect_delta(line)
             if b'"usage"' in line or b'"finish_reason"' in line or b'"name"' in line:

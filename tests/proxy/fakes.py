@@ -3,7 +3,10 @@
 `FakeReplica` speaks just enough of vLLM's surface (`/health`, `/metrics`, `/v1/models`, the two call
 routes) and answers calls the way `mode` says: "ok" (a tiny JSON or SSE answer), "error-503" (5xx before any
 byte), "hang" (never answers), "stall-stream" (headers and one event, then silence), "slow" (answers after
-`slow_s`). `dying_stream_replica` is a raw socket server that starts an SSE answer and drops the connection.
+`slow_s`), "tools" (an answer calling the tool `run_tests`, streamed in pieces when asked, with the usage
+chunk only when `stream_options.include_usage` is set). `/v1/responses` answers a Responses API object with
+ids `resp_1`, `resp_2`, ... `dying_stream_replica` is a raw socket server that starts an SSE answer and
+drops the connection.
 """
 
 from __future__ import annotations
@@ -21,6 +24,22 @@ OK_JSON = (
 SSE_EVENT = (
     b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 )
+TOOL_JSON = (
+    b'{"id":"c2","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,'
+    b'"tool_calls":[{"id":"t1","type":"function",'
+    b'"function":{"name":"run_tests","arguments":"{\\"k\\": 1}"}}]},'
+    b'"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":9,"completion_tokens":4}}'
+)
+TOOL_EVENTS = [
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"t1","type":"function",'
+    b'"function":{"name":"run_tests","arguments":""}}]}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+    b'"function":{"arguments":"{\\"k\\""}}]}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+    b'"function":{"arguments":": 1}"}}]}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n',
+]
+USAGE_EVENT = b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}\n\n'
 
 
 class FakeReplica:
@@ -30,6 +49,7 @@ class FakeReplica:
         self.slow_s = slow_s
         self.model = model
         self.calls = 0
+        self.bodies: list[dict[str, object]] = []  # bodies of "tools" and /v1/responses calls
         self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -44,6 +64,8 @@ class FakeReplica:
                 await asyncio.sleep(3600)
             if self.mode == "slow":
                 await asyncio.sleep(self.slow_s)
+            if self.mode == "tools":
+                return await self._tools(request, body)
             if body.get("stream"):
                 response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
                 await response.prepare(request)
@@ -58,6 +80,35 @@ class FakeReplica:
             self.cancelled.set()
             raise
 
+    async def _tools(self, request: web.Request, body: dict[str, object]) -> web.StreamResponse:
+        self.bodies.append(body)
+        if not body.get("stream"):
+            return web.Response(body=TOOL_JSON, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in TOOL_EVENTS:
+            await response.write(event)
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            await response.write(USAGE_EVENT)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _responses(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        self.bodies.append(await request.json())
+        answer = {
+            "id": f"resp_{self.calls}",
+            "object": "response",
+            "status": "completed",
+            "output": [
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}
+            ],
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        }
+        return web.json_response(answer)
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="")
 
@@ -71,6 +122,7 @@ class FakeReplica:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._call)
         app.router.add_post("/v1/completions", self._call)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
