@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy import admin, calls, models, passthrough, sessions
+from proxy.auth import authenticate
 from proxy.config import ProxyConfig
 from proxy.context import (
     CAPACITIES,
@@ -27,11 +28,14 @@ from proxy.context import (
     DecisionGate,
     Guards,
 )
+from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrinfo
 from proxy.errors import openai_errors
 from proxy.health import replica_health_loop
 from proxy.metrics import ProxyMetrics
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.session_chain import PrefixChains
+
+RESOLVER: web.AppKey[Resolver] = web.AppKey("resolver")
 
 ROUTE_MODULES: list[Callable[[web.Application], None]] = [
     calls.add_routes,
@@ -56,35 +60,48 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        replica_health_loop(
-            app[CORE],
-            app[UPSTREAM],
-            app[GATE].apply,
-            app[CONFIG].health_interval_s,
-            app[GUARDS],
-            app[CAPACITIES],
+    tasks = []
+    discovery = app[CONFIG].discovery
+    if discovery is not None:
+        tasks.append(
+            asyncio.create_task(dns_discovery_loop(app[CORE], app[GUARDS], discovery, app[RESOLVER]))
+        )
+    tasks.append(
+        asyncio.create_task(
+            replica_health_loop(
+                app[CORE],
+                app[UPSTREAM],
+                app[GATE].apply,
+                app[CONFIG].health_interval_s,
+                app[GUARDS],
+                app[CAPACITIES],
+            )
         )
     )
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def create_app(config: ProxyConfig, core: SchedulerCore | None = None) -> web.Application:
-    """The proxy app; `core` may be given to share or inspect it (tests), else one is built from config."""
+def create_app(
+    config: ProxyConfig, core: SchedulerCore | None = None, resolver: Resolver = resolve_with_getaddrinfo
+) -> web.Application:
+    """The proxy app; `core` may be given to share or inspect it (tests), else one is built from config;
+    `resolver` resolves the DNS discovery name (tests inject their own)."""
     config.validate()
     replicas = [url.rstrip("/") for url in config.replicas]
     if core is None:
         policy = build_policy(config.policy, seed=config.seed)
         core = SchedulerCore(replicas, policy, time.monotonic, session_idle_ttl_s=config.session_idle_ttl_s)
-    app = web.Application(middlewares=[openai_errors], client_max_size=config.max_body_bytes)
+    app = web.Application(middlewares=[openai_errors, authenticate], client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[CORE] = core
     app[GATE] = DecisionGate()
     app[GUARDS] = Guards(config.guard_params())
     app[CAPACITIES] = {}
     app[CHAINS] = PrefixChains()
+    app[RESOLVER] = resolver
     app[METRICS] = ProxyMetrics()
     app.cleanup_ctx.extend([_upstream_session, _background])
     for add_routes in ROUTE_MODULES:

@@ -15,12 +15,14 @@ import itertools
 import logging
 import math
 import os
+import time
 
 import aiohttp
 import msgspec
 from aiohttp import web
 
 from proxy import forward
+from proxy.auth import TENANT
 from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, UPSTREAM, down_stats
 from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
@@ -65,6 +67,9 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         who = identify(request.headers, fields, request_id, app[CHAINS])
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
+    tenant = request.get(TENANT)
+    if tenant is not None:  # authenticated by a client API key: the key names the tenant
+        who = msgspec.structs.replace(who, tenant_id=tenant)
     prompt = fields.messages or fields.prompt or fields.input  # a view into the body: copied only when hashed
     info = RequestInfo(
         request_id=request_id,
@@ -108,15 +113,18 @@ class _Call:
         pending = gate.expect(self.info.request_id)
         gate.apply(decisions)
         try:
-            return await pending
+            decision = await pending
         finally:
             gate.forget(self.info.request_id)
+        self.app[METRICS].decisions.labels("dispatch" if isinstance(decision, Dispatch) else "reject").inc()
+        return decision
 
     async def run(self) -> web.StreamResponse:
         app, rid = self.app, self.info.request_id
         core, metrics = app[CORE], app[METRICS]
         usage: Usage | None = None
         cancelled = False
+        started = time.perf_counter()
         try:
             decision = await self._decided(core.request_arrived(self.info))
             attempt = await self._attempts(decision)
@@ -127,13 +135,15 @@ class _Call:
                 self.request,
                 upstream,
                 {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
-                lambda: app[GATE].apply(core.first_token(rid)),
+                lambda: self._first_byte(started),
                 app[CONFIG].stream_idle_timeout_s,
                 collect_answer=self.who.prompt_chain is not None,
                 strip_usage=self.add_usage,
             )
             usage = outcome.usage
             self._account(decision.replica_id, outcome)
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.calls.labels(self.request.path, str(outcome.status)).inc()
             if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
                 app[CHAINS].remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
             if outcome.response_id is not None:
@@ -142,6 +152,7 @@ class _Call:
         except asyncio.CancelledError:
             cancelled = True
             metrics.client_disconnects.inc()
+            metrics.errors.labels("client_disconnect").inc()
             log.info("client hung up on %s before its answer ended", rid)
             raise
         finally:
@@ -160,9 +171,8 @@ class _Call:
             extra = {"X-Session-ID": self.who.session_id}
             if decision.priority is not None:
                 extra["X-Vllm-Priority"] = str(decision.priority)
-            if config.upstream_api_key:
-                extra["Authorization"] = f"Bearer {config.upstream_api_key}"
             headers = forward.forwarded_headers(self.request.headers, extra)
+            forward.upstream_auth(headers, config)
             sent = self.body
             if self.add_usage:
                 sent = asking_for_usage(sent)
@@ -177,10 +187,10 @@ class _Call:
                     config.first_byte_timeout_s,
                 )
             except forward.UpstreamUnreachable as e:
-                decision = await self._failed(replica, f"unreachable ({e})")
+                decision = await self._failed(replica, f"unreachable ({e})", "upstream_unreachable")
                 continue
             except forward.UpstreamTimeout as e:
-                self._note_failure(replica, str(e))
+                self._note_failure(replica, str(e), "upstream_timeout")
                 raise ProxyError(
                     504, f"the replica did not answer in time: {e}", code="upstream_timeout"
                 ) from e
@@ -194,24 +204,33 @@ class _Call:
                     upstream.close()
                 headers = forward.forwarded_headers(upstream.headers, {"X-Saga-Replica": replica})
                 self.last_5xx = (upstream.status, headers, error_body)
-                decision = await self._failed(replica, f"answered {upstream.status}")
+                decision = await self._failed(replica, f"answered {upstream.status}", "upstream_5xx")
                 continue
             return upstream, decision
         return decision
 
-    def _note_failure(self, replica: str, reason: str) -> bool:
+    def _log_context(self, replica: str) -> dict[str, str]:
+        info = self.info
+        return {"request_id": info.request_id, "session_id": info.session_id, "replica_id": replica}
+
+    def _first_byte(self, started: float) -> None:
+        self.app[METRICS].ttft.observe(time.perf_counter() - started)
+        self.app[GATE].apply(self.app[CORE].first_token(self.info.request_id))
+
+    def _note_failure(self, replica: str, reason: str, cause: str) -> bool:
         metrics = self.app[METRICS]
         metrics.upstream_failures.labels(replica).inc()
+        metrics.errors.labels(cause).inc()
         opened = self.app[GUARDS][replica].call_failed(self.app[CORE].clock())
         if opened:
             log.warning("circuit breaker for replica %s opened after repeated failures", replica)
         return opened
 
-    async def _failed(self, replica: str, reason: str) -> Decision:
+    async def _failed(self, replica: str, reason: str, cause: str) -> Decision:
         """A dispatch failed before any byte reached the client: mark the replica down, maybe retry."""
         core, gate = self.app[CORE], self.app[GATE]
         self.failures += 1
-        self._note_failure(replica, reason)
+        self._note_failure(replica, reason, cause)
         retry = self.failures <= self.app[CONFIG].max_retries
         log.warning(
             "replica %s marked down: call %s %s%s",
@@ -219,6 +238,7 @@ class _Call:
             self.info.request_id,
             reason,
             "; retrying on another replica" if retry else "",
+            extra=self._log_context(replica),
         )
         if not retry:
             gate.apply(core.replica_stats(down_stats(replica)))
@@ -233,6 +253,7 @@ class _Call:
             status, headers, body = self.last_5xx
             return web.Response(status=status, body=body, headers=headers)
         self.app[METRICS].rejected.inc()
+        self.app[METRICS].errors.labels("rejected").inc()
         headers = {}
         if decision.status in (429, 503):
             retry_after = getattr(decision, "retry_after_s", None) or self.app[CONFIG].retry_after_s
@@ -245,17 +266,21 @@ class _Call:
         metrics = self.app[METRICS]
         metrics.responses.labels(replica, str(outcome.status)).inc()
         if outcome.upstream_error is not None:
-            self._note_failure(replica, outcome.upstream_error)
+            self._note_failure(replica, outcome.upstream_error, "upstream_mid_answer")
             log.warning(
                 "replica %s failed mid-answer to %s: %s",
                 replica,
                 self.info.request_id,
                 outcome.upstream_error,
+                extra=self._log_context(replica),
             )
         elif outcome.status < 500:
             self.app[GUARDS][replica].call_succeeded()
+        else:
+            self._note_failure(replica, f"answered {outcome.status}", "upstream_5xx")
         if outcome.client_gone:
             metrics.client_disconnects.inc()
+            metrics.errors.labels("client_disconnect").inc()
             log.info("client hung up on %s before its answer ended", self.info.request_id)
 
 

@@ -12,8 +12,18 @@ from proxy.replica_guard import GuardParams
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
 
 
+class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Replicas found by resolving a DNS name (a Kubernetes headless service: one address per pod)."""
+
+    name: str
+    port: int = 8000
+    scheme: str = "http"
+    interval_s: float = 10.0
+
+
 class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    replicas: list[str]
+    replicas: list[str] = msgspec.field(default_factory=list)
+    discovery: DnsDiscovery | None = None
     policy: str | PolicySpec = "session-affinity"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -38,7 +48,12 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     session_idle_ttl_s: float = 3600.0
     # Sent as `Authorization: Bearer ...` to replicas started with vLLM's `--api-key`.
     upstream_api_key: str | None = None
+    # Client API keys -> tenant names; when set, every OpenAI route needs `Authorization: Bearer <key>`.
+    api_keys: dict[str, str] | None = None
+    # Required (as `Authorization: Bearer <token>`) by every /saga/v1/* admin route when set.
+    admin_token: str | None = None
     access_log: bool = True
+    log_format: str = "text"  # or "json": one JSON object per log line
 
     def guard_params(self) -> GuardParams:
         return GuardParams(
@@ -49,8 +64,18 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         )
 
     def validate(self) -> None:
-        if not self.replicas:
-            raise ConfigError("no replicas: give at least one --replica URL (or --simulate N)")
+        if not self.replicas and self.discovery is None:
+            raise ConfigError("no replicas: give at least one --replica URL, --simulate N or discovery")
+        if self.discovery is not None:
+            if self.discovery.scheme not in ("http", "https"):
+                raise ConfigError("discovery.scheme must be http or https")
+            if self.discovery.interval_s <= 0:
+                raise ConfigError("discovery.interval_s must be > 0")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be 'text' or 'json'")
+        for key, tenant in (self.api_keys or {}).items():
+            if not key or not tenant:
+                raise ConfigError("api_keys: every key and tenant must be non-empty")
         for url in self.replicas:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"replica {url!r} is not an http(s) URL")

@@ -45,6 +45,7 @@ class Guards:
     def __init__(self, params: GuardParams) -> None:
         self.params = params
         self._guards: dict[str, ReplicaGuard] = {}
+        self.draining: set[str] = set()  # replicas taking no new calls until removed
 
     def __getitem__(self, replica_id: str) -> ReplicaGuard:
         guard = self._guards.get(replica_id)
@@ -54,6 +55,7 @@ class Guards:
 
     def forget(self, replica_id: str) -> None:
         self._guards.pop(replica_id, None)
+        self.draining.discard(replica_id)
 
 
 def down_stats(replica_id: str) -> ReplicaStats:

@@ -18,6 +18,8 @@ from aiohttp import web, web_protocol, web_server
 from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
+from proxy.context import METRICS
+
 log = logging.getLogger("saga.proxy")
 
 # The `type` OpenAI's clients map each status to.
@@ -80,11 +82,19 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except ProxyError as e:
+        _count(request, e.code or f"http_{e.status}")
         return error_response(e)
     except web.HTTPException as e:
         if e.status < 400:
             raise
+        _count(request, f"http_{e.status}")
         return error_response(ProxyError(e.status, e.reason if e.text is None else e.text))
+
+
+def _count(request: web.Request, cause: str) -> None:
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.errors.labels(cause).inc()
 
 
 class _OpenAIErrorRequestHandler(web_protocol.RequestHandler):

@@ -24,6 +24,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from proxy.config import ProxyConfig
 from proxy.errors import ProxyError, error_response, sse_error_event
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
@@ -64,6 +65,15 @@ class Relayed(msgspec.Struct):
     first_byte: bool = False  # some of the answer reached the client
     answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
     response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
+
+
+def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
+    """The replica sees the proxy's upstream key, never a client key the proxy checked itself."""
+    if config.api_keys or config.upstream_api_key:
+        for name in [k for k in headers if k.lower() == "authorization"]:
+            del headers[name]
+    if config.upstream_api_key:
+        headers["Authorization"] = f"Bearer {config.upstream_api_key}"
 
 
 def forwarded_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:

@@ -97,7 +97,7 @@ async def replica_health_loop(
         for stats, capacity in results:
             guard = guards[stats.replica_id]
             guard.probe(bool(stats.healthy))
-            healthy = guard.healthy(now)
+            healthy = guard.healthy(now) and stats.replica_id not in guards.draining
             was = core.replicas.get(stats.replica_id)
             if was is None:
                 continue

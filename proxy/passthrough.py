@@ -28,8 +28,8 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     if not healthy:
         raise ProxyError(503, "no healthy replica", code="no_replica")
     start = next(_turn)
-    extra = {"Authorization": f"Bearer {config.upstream_api_key}"} if config.upstream_api_key else {}
-    headers = forward.forwarded_headers(request.headers, extra)
+    headers = forward.forwarded_headers(request.headers, {})
+    forward.upstream_auth(headers, config)
     for i in range(len(healthy)):
         replica = healthy[(start + i) % len(healthy)]
         try:

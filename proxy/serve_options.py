@@ -38,8 +38,10 @@ _HELP = {
     "session_idle_ttl_s": "seconds an idle session is remembered",
     "upstream_api_key": "API key sent to the replicas (vLLM's --api-key)",
     "access_log": "one log line per request on the saga.access logger",
+    "admin_token": "token the /saga/v1/* admin routes require",
+    "log_format": "text or json",
 }
-_SKIPPED = {"replicas"}  # given by --replica / --simulate
+_SKIPPED = {"replicas", "discovery", "api_keys"}  # --replica / --simulate; structured keys: the YAML file
 
 
 def _scalar_type(default: Any) -> Any:

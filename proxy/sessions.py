@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.context import CHAINS, CORE, GATE
+from proxy.context import CHAINS, CORE, GATE, METRICS
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id
 
@@ -28,6 +28,10 @@ def end_session(app: web.Application, session_id: str) -> bool:
     """Ends a session; False when the core did not know it."""
     core = app[CORE]
     app[CHAINS].forget_session(session_id)
+    session = core.sessions.get(session_id)
+    started = getattr(session, "started", None)
+    if isinstance(started, float):  # cores that record a session's first call
+        app[METRICS].task_completion.observe(max(0.0, core.clock() - started))
     ended = getattr(core, "session_ended", None)
     if callable(ended):
         known = session_id in core.sessions

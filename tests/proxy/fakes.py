@@ -49,6 +49,7 @@ class FakeReplica:
         self.slow_s = slow_s
         self.model = model
         self.calls = 0
+        self.headers: list[dict[str, str]] = []  # headers of every chat/completions call
         self.bodies: list[dict[str, object]] = []  # bodies of "tools" and /v1/responses calls
         self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
         self.url = ""
@@ -56,6 +57,7 @@ class FakeReplica:
 
     async def _call(self, request: web.Request) -> web.StreamResponse:
         self.calls += 1
+        self.headers.append(dict(request.headers))
         body = await request.json()
         try:
             if self.mode == "error-503":
