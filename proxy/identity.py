@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.session_chain import PrefixChains, conversation_chain
+from proxy.session_chain import ChatMessage, PrefixChains, chain_of, decode_messages
 
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
@@ -54,11 +54,6 @@ def check_id(param: str, value: str) -> str:
             "no leading or trailing space)",
         )
     return value
-
-
-class _Message(msgspec.Struct):
-    role: str = ""
-    content: Any = None
 
 
 class StreamOptions(msgspec.Struct):
@@ -91,7 +86,6 @@ class Identity(msgspec.Struct, frozen=True):
 
 
 _call_decoder = msgspec.json.Decoder(CallFields)
-_messages_decoder = msgspec.json.Decoder(list[_Message])
 
 
 def decode_call(body: bytes) -> CallFields:
@@ -113,7 +107,7 @@ def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _conversation_key(decoded: list[_Message]) -> str | None:
+def _conversation_key(decoded: list[ChatMessage]) -> str | None:
     """A stable key for a conversation: the hash of its system and first user message."""
     opening: list[Any] = []
     for m in decoded:
@@ -129,17 +123,15 @@ def _conversation_key(decoded: list[_Message]) -> str | None:
 def _inferred_session(
     raw: msgspec.Raw, request_id: str, chains: PrefixChains | None
 ) -> tuple[str | None, bytes | None]:
-    try:
-        decoded = _messages_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    messages = decode_messages(raw)
+    if messages is None:
         return None, None
-    linked = conversation_chain(raw) if chains is not None else None
-    if chains is None or linked is None or not linked[0]:
-        return _conversation_key(decoded), None
-    chain, assistants = linked
+    if chains is None or not messages:
+        return _conversation_key(messages), None
+    chain, assistants = chain_of(messages)
     session = chains.find(chain, assistants)
     if session is None:
-        session = _conversation_key(decoded)
+        session = _conversation_key(messages)
         if session is not None and not assistants and chains.knows(session):
             session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
     return session, chain[-1]

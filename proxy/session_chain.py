@@ -32,13 +32,13 @@ class _ToolCall(msgspec.Struct):
     function: _Function | None = None
 
 
-class _Message(msgspec.Struct):
+class ChatMessage(msgspec.Struct):
     role: str = ""
     content: Any = None
     tool_calls: list[_ToolCall] | None = None
 
 
-_messages_decoder = msgspec.json.Decoder(list[_Message])
+_messages_decoder = msgspec.json.Decoder(list[ChatMessage])
 _encode = msgspec.json.encode
 
 
@@ -63,24 +63,31 @@ def _link(parent: bytes, role: str, text: str, tool_calls: tuple[tuple[str, str]
     return hashlib.blake2b(_encode((role, text, tool_calls)), digest_size=16, key=parent).digest()
 
 
-def conversation_chain(raw_messages: bytes) -> tuple[list[bytes], list[int]] | None:
-    """Chain hashes of a chat call's messages and the indexes of its assistant messages (None: unreadable)."""
+def decode_messages(raw_messages: bytes) -> list[ChatMessage] | None:
     try:
-        messages = _messages_decoder.decode(raw_messages)
+        return _messages_decoder.decode(raw_messages)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
+
+
+def chain_of(messages: list[ChatMessage]) -> tuple[list[bytes], list[int]]:
+    """Chain hashes of a chat call's messages and the indexes of its assistant messages."""
     chain: list[bytes] = []
     assistants: list[int] = []
     parent = b""
     for i, m in enumerate(messages):
-        calls = tuple(
-            (c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function is not None
-        )
+        calls = tuple((c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function)
         parent = _link(parent, m.role, _text(m.content), calls)
         chain.append(parent)
         if m.role == "assistant":
             assistants.append(i)
     return chain, assistants
+
+
+def conversation_chain(raw_messages: bytes) -> tuple[list[bytes], list[int]] | None:
+    """`chain_of` the decoded messages; None if they are unreadable."""
+    messages = decode_messages(raw_messages)
+    return None if messages is None else chain_of(messages)
 
 
 def answer_key(prompt_chain: bytes, answer: Answer) -> bytes:
