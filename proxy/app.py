@@ -24,6 +24,7 @@ from proxy.context import (
     GATE,
     GUARDS,
     METRICS,
+    POOL,
     UPSTREAM,
     DecisionGate,
     Guards,
@@ -34,6 +35,7 @@ from proxy.health import replica_health_loop
 from proxy.metrics import ProxyMetrics
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.session_chain import PrefixChains
+from proxy.upstream_pool import UpstreamPool
 
 RESOLVER: web.AppKey[Resolver] = web.AppKey("resolver")
 
@@ -56,7 +58,11 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         timeout=timeout, connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
     ) as session:
         app[UPSTREAM] = session
-        yield
+        app[POOL] = UpstreamPool()
+        try:
+            yield
+        finally:
+            app[POOL].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -75,6 +81,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 app[CONFIG].health_interval_s,
                 app[GUARDS],
                 app[CAPACITIES],
+                app[CONFIG].health_timeout_s,
             )
         )
     )

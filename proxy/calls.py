@@ -17,19 +17,19 @@ import math
 import os
 import time
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
 from proxy import forward
 from proxy.auth import TENANT
-from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, UPSTREAM, down_stats
+from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, down_stats
 from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
 from proxy.identity import CallFields, Identity, IdentityError, decode_call, identify
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
 from proxy.sessions import end_session, wants_end
+from proxy.upstream_pool import BodyFailed, UpstreamAnswer
 
 log = logging.getLogger("saga.proxy")
 
@@ -163,7 +163,7 @@ class _Call:
             if wants_end(self.request.headers):
                 end_session(app, self.who.session_id)
 
-    async def _attempts(self, decision: Decision) -> tuple[aiohttp.ClientResponse, Dispatch] | Reject:
+    async def _attempts(self, decision: Decision) -> tuple[UpstreamAnswer, Dispatch] | Reject:
         """Dispatches until a replica answers; the core's Reject when it has no replica left."""
         config = self.app[CONFIG]
         while isinstance(decision, Dispatch):
@@ -180,11 +180,12 @@ class _Call:
                 sent = with_retention(sent, self.who.session_id, decision.retain_ttl_s)
             try:
                 upstream = await forward.open_upstream(
-                    self.app[UPSTREAM],
+                    self.app[POOL],
                     replica + self.request.path,
                     sent,
                     headers,
                     config.first_byte_timeout_s,
+                    config.connect_timeout_s,
                 )
             except forward.UpstreamUnreachable as e:
                 decision = await self._failed(replica, f"unreachable ({e})", "upstream_unreachable")
@@ -197,8 +198,8 @@ class _Call:
             if upstream.status >= 500 and self.failures < config.max_retries:
                 try:
                     async with asyncio.timeout(config.first_byte_timeout_s):
-                        error_body = await upstream.content.read(_MAX_ERROR_BODY)
-                except (aiohttp.ClientError, TimeoutError):
+                        error_body = await upstream.read(_MAX_ERROR_BODY)
+                except (BodyFailed, TimeoutError):
                     error_body = b""
                 finally:
                     upstream.close()

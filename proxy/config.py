@@ -29,6 +29,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8000
     seed: int | None = None
     health_interval_s: float = 2.0
+    health_timeout_s: float = 5.0  # one probe (/health, then /metrics)
     # Consecutive failed / good health probes before a replica is marked down / up again.
     unhealthy_after: int = 1
     healthy_after: int = 1
@@ -85,6 +86,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(PRESETS))}")
         positive = (
             "health_interval_s",
+            "health_timeout_s",
             "connect_timeout_s",
             "first_byte_timeout_s",
             "stream_idle_timeout_s",

@@ -12,6 +12,7 @@ from proxy.metrics import ProxyMetrics
 from proxy.replica_guard import GuardParams, ReplicaGuard
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
+from proxy.upstream_pool import UpstreamPool
 
 
 class DecisionGate:
@@ -71,3 +72,4 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 CAPACITIES = web.AppKey("capacities", dict[str, float])  # replica id -> KV capacity in tokens
 CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining
+POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas

@@ -18,9 +18,8 @@ Failure contract:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
@@ -29,6 +28,7 @@ from proxy.errors import ProxyError, error_response, sse_error_event
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
 from proxy.sse_scan import StreamScanner, read_answer, response_id_of
+from proxy.upstream_pool import BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
 _NOT_FORWARDED = frozenset(
@@ -76,34 +76,36 @@ def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
         headers["Authorization"] = f"Bearer {config.upstream_api_key}"
 
 
-def forwarded_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    out = {k: v for k, v in headers.items() if k.lower() not in _NOT_FORWARDED}
+def forwarded_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]], extra: Mapping[str, str]
+) -> dict[str, str]:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out = {k: v for k, v in pairs if k.lower() not in _NOT_FORWARDED}
     out.update(extra)
     return out
 
 
 async def open_upstream(
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
     first_byte_timeout_s: float,
-) -> aiohttp.ClientResponse:
+    connect_timeout_s: float,
+) -> UpstreamAnswer:
     """POSTs and returns once the replica's status and headers are in."""
     try:
         async with asyncio.timeout(first_byte_timeout_s):
-            return await session.post(url, data=body, headers=headers)
-    except aiohttp.ConnectionTimeoutError as e:
-        raise UpstreamUnreachable(f"connect timed out: {e!r}") from e
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
-        raise UpstreamUnreachable(repr(e)) from e
+            return await pool.request(url, body, headers, connect_timeout_s)
+    except ConnectFailed as e:
+        raise UpstreamUnreachable(str(e)) from e
     except TimeoutError as e:
         raise UpstreamTimeout(f"no answer within {first_byte_timeout_s:g} s") from e
 
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamAnswer,
     extra_headers: Mapping[str, str],
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
@@ -125,11 +127,11 @@ async def relay(
         )
         return response, outcome
     finally:
-        upstream.release() if upstream.content.at_eof() else upstream.close()
+        upstream.release() if upstream.at_eof else upstream.close()
 
 
 async def _relay_whole(
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamAnswer,
     headers: dict[str, str],
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
@@ -138,7 +140,7 @@ async def _relay_whole(
     try:
         async with asyncio.timeout(idle_timeout_s):
             body = await upstream.read()
-    except (aiohttp.ClientError, TimeoutError) as e:
+    except (BodyFailed, TimeoutError) as e:
         outcome.upstream_error = repr(e)
         return error_response(ProxyError(502, "the replica failed while answering", code="upstream_error"))
     on_first_byte()
@@ -150,7 +152,7 @@ async def _relay_whole(
 
 async def _relay_stream(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamAnswer,
     headers: dict[str, str],
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
@@ -164,14 +166,14 @@ async def _relay_stream(
     except ConnectionError:
         outcome.client_gone = True
         return response
-    chunks = upstream.content.iter_any().__aiter__()
+    chunks = upstream.chunks().__aiter__()
     while True:
         try:
             async with asyncio.timeout(idle_timeout_s):
                 chunk = await anext(chunks)
         except StopAsyncIteration:
             break
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (BodyFailed, TimeoutError) as e:
             outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
             await _end_with_error(response)
             return response

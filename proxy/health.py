@@ -90,9 +90,10 @@ async def replica_health_loop(
     interval_s: float,
     guards: Guards,
     capacities: dict[str, float],
+    timeout_s: float = 5.0,
 ) -> None:
     while True:
-        results = await asyncio.gather(*(probe(session, r, interval_s) for r in list(core.replicas)))
+        results = await asyncio.gather(*(probe(session, r, timeout_s) for r in list(core.replicas)))
         now = core.clock()
         for stats, capacity in results:
             guard = guards[stats.replica_id]

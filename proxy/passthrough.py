@@ -13,7 +13,7 @@ import itertools
 from aiohttp import web
 
 from proxy import forward
-from proxy.context import CONFIG, CORE, UPSTREAM
+from proxy.context import CONFIG, CORE, POOL
 from proxy.errors import ProxyError
 
 PASSTHROUGH_ROUTES = ("/tokenize", "/detokenize", "/v1/chat/completions/render", "/v1/completions/render")
@@ -34,7 +34,12 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         replica = healthy[(start + i) % len(healthy)]
         try:
             upstream = await forward.open_upstream(
-                app[UPSTREAM], replica + request.path, body, headers, config.first_byte_timeout_s
+                app[POOL],
+                replica + request.path,
+                body,
+                headers,
+                config.first_byte_timeout_s,
+                config.connect_timeout_s,
             )
         except forward.UpstreamUnreachable:
             continue
