@@ -22,6 +22,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -55,8 +56,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
@@ -216,11 +216,13 @@ class UpstreamPool:
             context = self._ssl
         try:
             async with asyncio.timeout(timeout_s):
-                _, conn = await asyncio.get_running_loop().create_connection(
+                transport, conn = await asyncio.get_running_loop().create_connection(
                     _Connection, host, port, ssl=context
                 )
         except (OSError, TimeoutError) as e:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {e!r}") from e
+        # uvloop may call connection_made only after create_connection returned.
+        conn.transport = transport
         return conn
 
     async def request(

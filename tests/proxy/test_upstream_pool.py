@@ -115,3 +115,25 @@ async def test_nothing_listening_is_a_connect_failure(pool: UpstreamPool) -> Non
         url = server.url
     with pytest.raises(ConnectFailed):
         await pool.request(url + "/", b"{}", {}, 5.0)
+
+
+def test_the_pool_works_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> int:
+        async def serve_many(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await _read_request(reader)
+                writer.write(ANSWER)
+                await writer.drain()
+
+        pool = UpstreamPool()
+        async with Server(serve_many) as server:
+            for _ in range(3):
+                answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+                assert (answer.status, await answer.read()) == (200, b"{}")
+                answer.release()
+        pool.close()
+        return server.connections
+
+    assert uvloop.run(scenario()) == 1
