@@ -116,6 +116,11 @@ class _Connection(asyncio.Protocol):
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
 
 
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class UpstreamAnswer:
     def __init__(self, pool: UpstreamPool, key: tuple[str, int, bool], conn: _Connection) -> None:
         self._pool, self._key, self._conn = pool, key, conn
@@ -254,6 +259,8 @@ class UpstreamPool:
             except BaseException:
                 if conn.transport is not None:  # cancelled or timed out: abandon the call upstream
                     conn.transport.close()
+                # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
+                conn.headers_ready.add_done_callback(_consume)
                 raise
             return UpstreamAnswer(self, key, conn)
 
