@@ -64,7 +64,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
     fields = parse_call(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
-        who = identify(request.headers, fields, request_id, app[CHAINS])
+        who = identify(request.headers, fields, request_id, chains=app[CHAINS])
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     tenant = request.get(TENANT)

@@ -27,7 +27,7 @@ from proxy.config import ProxyConfig
 from proxy.errors import ProxyError, error_response, sse_error_event
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
-from proxy.sse_scan import StreamScanner, read_answer, response_id_of
+from proxy.sse_scan import StreamScanner, parse_usage, read_answer, response_id_of
 from proxy.upstream_pool import BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
@@ -45,6 +45,17 @@ _NOT_FORWARDED = frozenset(
         "content-length",
     }
 )
+
+
+__all__ = [
+    "Relayed",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+    "forwarded_headers",
+    "open_upstream",
+    "parse_usage",
+    "relay",
+]
 
 
 class UpstreamUnreachable(Exception):

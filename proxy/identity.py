@@ -138,7 +138,7 @@ def _inferred_session(
 
 
 def identify(
-    headers: Mapping[str, str], fields: CallFields, request_id: str, chains: PrefixChains | None = None
+    headers: Mapping[str, str], fields: CallFields, request_id: str, *, chains: PrefixChains | None = None
 ) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values."""
     session = _first(headers, SESSION_HEADERS)

@@ -17,7 +17,7 @@ TASK = {"role": "user", "content": "Fix the failing test."}
 
 def who(messages: list[dict[str, Any]], chains: PrefixChains, rid: str) -> tuple[str, bytes | None]:
     body = msgspec.json.encode({"model": "m", "messages": messages})
-    identity = identify(CIMultiDict(), decode_call(body), rid, chains)
+    identity = identify(CIMultiDict(), decode_call(body), rid, chains=chains)
     assert identity.session_inferred
     return identity.session_id, identity.prompt_chain
 
