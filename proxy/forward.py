@@ -43,6 +43,7 @@ _NOT_FORWARDED = frozenset(
         "upgrade",
         "host",
         "content-length",
+        "expect",  # the proxy has read the whole body already: no 100-continue upstream
     }
 )
 
@@ -90,8 +91,11 @@ def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
 def forwarded_headers(
     headers: Mapping[str, str] | Iterable[tuple[str, str]], extra: Mapping[str, str]
 ) -> dict[str, str]:
+    """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
+    client's spelling) replaced, so each is sent once."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    out = {k: v for k, v in pairs if k.lower() not in _NOT_FORWARDED}
+    replaced = {k.lower() for k in extra}
+    out = {k: v for k, v in pairs if (name := k.lower()) not in _NOT_FORWARDED and name not in replaced}
     out.update(extra)
     return out
 
