@@ -48,6 +48,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.complete = False
         self.keep_alive = False
+        self.until_close = False
         self.broken: BaseException | None = None
         self.got_bytes = False
         self.idle_since = 0.0
@@ -69,6 +70,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.until_close and exc is None and self.headers_ready.done() and not self.complete:
+            self.complete = True  # a body without a length ends when the connection does
+            self._wake()
         if not self.complete:
             self._fail(exc or ConnectionResetError("the replica closed the connection"))
 
@@ -84,6 +88,9 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        names = {name.lower() for name, _ in self.headers}
+        sized = bool({"content-length", "transfer-encoding"} & names)
+        self.until_close = not sized and self.status not in (204, 304)
         if not self.headers_ready.done():
             self.headers_ready.set_result(None)
 
@@ -114,6 +121,7 @@ class _Connection(asyncio.Protocol):
         self.headers_ready = self.loop.create_future()
         self.status, self.headers, self.chunks = 0, [], []
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
+        self.until_close = False
 
 
 def _consume(future: asyncio.Future[None]) -> None:

@@ -110,6 +110,20 @@ async def test_chunked_bodies_are_decoded_and_a_cut_body_fails(pool: UpstreamPoo
     assert received == [b"hello"]
 
 
+async def test_a_body_without_a_length_ends_with_the_connection(pool: UpstreamPool) -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(
+            b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"a": 1}'
+        )
+        await writer.drain()
+
+    async with Server(until_close) as server:
+        answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        assert await answer.read() == b'{"a": 1}'
+        answer.release()
+
+
 async def test_nothing_listening_is_a_connect_failure(pool: UpstreamPool) -> None:
     async with Server(lambda r, w: asyncio.sleep(0)) as server:
         url = server.url
