@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy.context import CAPACITIES, CORE, GATE, GUARDS, METRICS, down_stats
+from proxy.context import CAPACITIES, CORE, GATE, GUARDS, METRICS, MODELS, down_stats
 from proxy.errors import ProxyError
 
 log = logging.getLogger("saga.admin")
@@ -33,6 +33,7 @@ async def state(request: web.Request) -> web.Response:
 
 async def replicas(request: web.Request) -> web.Response:
     core, guards, capacities = request.app[CORE], request.app[GUARDS], request.app[CAPACITIES]
+    models = request.app[MODELS]
     now = core.clock()
     out: list[dict[str, Any]] = []
     for r in core.replicas.values():
@@ -47,6 +48,7 @@ async def replicas(request: web.Request) -> web.Response:
                 "kv_capacity_tokens": capacities.get(r.replica_id),
                 "breaker": guards[r.replica_id].breaker_state(now),
                 "draining": r.replica_id in guards.draining,
+                "models": sorted(models.by_replica.get(r.replica_id, ())),
             }
         )
     return web.json_response({"replicas": out})

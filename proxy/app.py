@@ -24,6 +24,7 @@ from proxy.context import (
     GATE,
     GUARDS,
     METRICS,
+    MODELS,
     POOL,
     UPSTREAM,
     DecisionGate,
@@ -33,6 +34,7 @@ from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrin
 from proxy.errors import openai_errors
 from proxy.health import replica_health_loop
 from proxy.metrics import ProxyMetrics
+from proxy.model_routing import ModelFilter, ReplicaModels
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.session_chain import PrefixChains
 from proxy.upstream_pool import UpstreamPool
@@ -82,6 +84,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 app[GUARDS],
                 app[CAPACITIES],
                 app[CONFIG].health_timeout_s,
+                app[MODELS],
             )
         )
     )
@@ -98,8 +101,10 @@ def create_app(
     `resolver` resolves the DNS discovery name (tests inject their own)."""
     config.validate()
     replicas = [url.rstrip("/") for url in config.replicas]
+    models = ReplicaModels()
     if core is None:
         policy = build_policy(config.policy, seed=config.seed)
+        policy.filters.append(ModelFilter(models))  # route by model when replicas serve different ones
         core = SchedulerCore(replicas, policy, time.monotonic, session_idle_ttl_s=config.session_idle_ttl_s)
     # Authentication is a middleware only when something must be checked: one layer less per call otherwise.
     middlewares = [openai_errors, authenticate] if config.api_keys or config.admin_token else [openai_errors]
@@ -110,6 +115,7 @@ def create_app(
     app[GUARDS] = Guards(config.guard_params())
     app[CAPACITIES] = {}
     app[CHAINS] = PrefixChains()
+    app[MODELS] = models
     app[RESOLVER] = resolver
     app[METRICS] = ProxyMetrics()
     app.cleanup_ctx.extend([_upstream_session, _background])

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.metrics import ProxyMetrics
+from proxy.model_routing import ReplicaModels
 from proxy.replica_guard import GuardParams, ReplicaGuard
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
@@ -73,3 +74,4 @@ UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 CAPACITIES = web.AppKey("capacities", dict[str, float])  # replica id -> KV capacity in tokens
 CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining
 POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
+MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves

@@ -14,12 +14,16 @@ import logging
 from collections.abc import Callable
 
 import aiohttp
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.context import Guards, down_stats
+from proxy.model_routing import ReplicaModels
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 
 log = logging.getLogger("saga.health")
+
+_MODELS_EVERY = 5  # health rounds between two reads of each replica's /v1/models
 
 _GAUGES = {
     "vllm:num_requests_waiting": "waiting",
@@ -48,6 +52,29 @@ def parse_load(metrics_text: str) -> dict[str, float]:
             values = [s.value for s in family.samples]
             found[field] = sum(values) if field != "kv_usage" else max(values, default=0.0)
     return found
+
+
+class _Model(msgspec.Struct):
+    id: str
+
+
+class _Models(msgspec.Struct):
+    data: list[_Model] = msgspec.field(default_factory=list)
+
+
+async def models_of(
+    session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+) -> frozenset[str] | None:
+    """The model ids a replica's `/v1/models` lists; None when it did not answer."""
+    try:
+        async with session.get(
+            replica_id + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as r:
+            if r.status != 200:
+                return None
+            return frozenset(m.id for m in msgspec.json.decode(await r.read(), type=_Models).data)
+    except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 async def probe(
@@ -91,8 +118,16 @@ async def replica_health_loop(
     guards: Guards,
     capacities: dict[str, float],
     timeout_s: float = 5.0,
+    models: ReplicaModels | None = None,
 ) -> None:
+    rounds = 0
     while True:
+        if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
+            listed = await asyncio.gather(*(models_of(session, r, timeout_s) for r in list(core.replicas)))
+            for replica_id, found in zip(list(core.replicas), listed, strict=False):
+                if found is not None:
+                    models.update(replica_id, found)
+        rounds += 1
         results = await asyncio.gather(*(probe(session, r, timeout_s) for r in list(core.replicas)))
         now = core.clock()
         for stats, capacity in results:

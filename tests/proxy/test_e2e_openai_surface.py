@@ -147,3 +147,29 @@ async def test_the_official_openai_client_works_through_the_proxy(fleet: Replica
     assert async_whole.choices[0].message.content and "".join(async_pieces)
     assert [m.id for m in models.data] == ["saga-sim"]
     assert bad.value.status_code == 400 and "session_id" in str(bad.value)
+
+
+async def test_calls_go_to_the_replicas_serving_their_model(http: aiohttp.ClientSession) -> None:
+    async with (
+        fake_replica(model="llama") as llama,
+        fake_replica(model="qwen") as qwen,
+        running_proxy(config([llama.url, qwen.url])) as url,
+    ):
+        for _ in range(100):  # until the health loop has read both replicas' model lists
+            async with http.get(f"{url}/saga/v1/replicas") as r:
+                known = {v["replica_id"]: v["models"] for v in (await r.json())["replicas"]}
+            if all(known.values()):
+                break
+            await asyncio.sleep(0.05)
+        async with http.get(f"{url}/v1/models") as r:
+            listed = sorted(m["id"] for m in (await r.json())["data"])
+        routed = []
+        for i in range(6):
+            model = "qwen" if i % 2 else "llama"
+            body = {"model": model, "messages": MESSAGES}
+            headers = {"X-Session-ID": f"s{i}"}
+            async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                routed.append((model, r.headers["X-Saga-Replica"]))
+    assert known == {llama.url: ["llama"], qwen.url: ["qwen"]}
+    assert listed == ["llama", "qwen"]
+    assert all(replica == (qwen.url if model == "qwen" else llama.url) for model, replica in routed)
