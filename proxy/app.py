@@ -1,256 +1,112 @@
-"""The aiohttp shell around the scheduler core: parse just enough, ask the core, forward, report back.
+"""The proxy app factory: the aiohttp shell around the scheduler core.
 
-Routes: `POST /v1/chat/completions` and `POST /v1/completions` (forwarded), `GET /v1/models` (the union of the
-replicas' models), `GET /health`, `GET /metrics` (the proxy's own Prometheus metrics) and `GET
-/saga/v1/state` (the scheduler's datastore). Replica ids are the replica base URLs.
+Routes come from route modules, each with an `add_routes(app)` function, listed in `ROUTE_MODULES`; a new
+group of routes is one module and one line here. Replica ids are the replica base URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
-import os
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
-import msgspec
 from aiohttp import web
 
-from proxy import forward
+from proxy import admin, calls, models, passthrough, sessions
+from proxy.auth import authenticate
 from proxy.config import ProxyConfig
-from proxy.directives import with_retention
-from proxy.errors import ProxyError, openai_errors
+from proxy.context import (
+    CAPACITIES,
+    CHAINS,
+    CONFIG,
+    CORE,
+    GATE,
+    GUARDS,
+    METRICS,
+    MODELS,
+    POOL,
+    UPSTREAM,
+    DecisionGate,
+    Guards,
+)
+from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrinfo
+from proxy.errors import openai_errors
 from proxy.health import replica_health_loop
-from proxy.identity import decode_call, identify
 from proxy.metrics import ProxyMetrics
-from proxy.prompt_shape import estimated_tokens, prefix_hashes
-from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, SchedulerCore, build_policy
+from proxy.model_routing import ModelFilter, ReplicaModels
+from proxy.scheduler import SchedulerCore, build_policy
 from proxy.scheduler.release import ReleaseQueue
+from proxy.session_chain import PrefixChains
 from proxy.tenant_metrics import TenantCollector
+from proxy.upstream_pool import UpstreamPool
 
-log = logging.getLogger("saga.proxy")
+RESOLVER: web.AppKey[Resolver] = web.AppKey("resolver")
 
-
-class DecisionGate:
-    """Hands the core's decisions to the handlers waiting for them.
-
-    A decision may answer a call that arrived earlier (the release queue holds calls and dispatches them
-    from later events), so handlers wait here until theirs comes.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: dict[str, asyncio.Future[Decision]] = {}
-
-    def expect(self, request_id: str) -> asyncio.Future[Decision]:
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
-        return future
-
-    def apply(self, decisions: list[Decision]) -> None:
-        for decision in decisions:
-            future = self._waiting.pop(decision.request_id, None)
-            if future is not None and not future.done():
-                future.set_result(decision)
-
-    def forget(self, request_id: str) -> None:
-        self._waiting.pop(request_id, None)
-
-
-HELD_CHECK_S = 1.0  # how often a handler waiting for its decision checks that its client is still there
-
-
-async def _decision(
-    request_id: str, pending: asyncio.Future[Decision], request: web.Request
-) -> Decision | None:
-    """The core's decision, or None when the client went away first: its held call is then withdrawn (a
-    dispatch that raced the hang-up counts as finished), so a gone client holds no queue place or slot."""
-    if pending.done():  # dispatched on arrival: the usual case without a release queue
-        return pending.result()
-    app = request.app
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=HELD_CHECK_S)
-            if done:
-                return pending.result()
-            if request.transport is None or request.transport.is_closing():
-                break
-    except asyncio.CancelledError:
-        app[GATE].forget(request_id)
-        app[GATE].apply(app[CORE].request_cancelled(request_id))
-        raise
-    app[GATE].forget(request_id)
-    app[GATE].apply(app[CORE].request_cancelled(request_id))
-    return None
-
-
-CONFIG = web.AppKey("config", ProxyConfig)
-CORE = web.AppKey("core", SchedulerCore)
-GATE = web.AppKey("gate", DecisionGate)
-METRICS = web.AppKey("metrics", ProxyMetrics)
-UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
-
-_request_ids = itertools.count()
-_id_prefix = f"saga-{os.getpid():x}"
-
-
-def _bad_request(message: str) -> ProxyError:
-    return ProxyError(400, message, code="invalid_request_body")
-
-
-async def proxy_call(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    core, gate, metrics = app[CORE], app[GATE], app[METRICS]
-    body = await request.read()
-    if not body:
-        raise _bad_request("request body is empty; expected a JSON object")
-    try:
-        fields = decode_call(body)
-    except msgspec.ValidationError as e:
-        raise _bad_request(f"invalid request body: {e}") from e
-    except msgspec.DecodeError as e:
-        raise _bad_request(f"request body is not valid JSON: {e}") from e
-
-    request_id = f"{_id_prefix}-{next(_request_ids)}"
-    prompt = fields.messages or fields.prompt  # a view into the body: copied only when hashed
-    who = identify(request.headers, fields, request_id, app[CONFIG].tenants.header_sources())
-    info = RequestInfo(
-        request_id=request_id,
-        session_id=who.session_id,
-        arrived_at=core.clock(),
-        tenant_id=who.tenant_id,
-        agent_type=who.agent_type,
-        model=fields.model,
-        prompt_chars=len(body),
-        prompt_tokens=estimated_tokens(prompt),
-        prefix_hashes=prefix_hashes(bytes(prompt)) if core.policy.wants_prefix_hashes else (),
-        stream=fields.stream,
-        session_inferred=who.session_inferred,
-    )
-    pending = gate.expect(request_id)
-    gate.apply(core.request_arrived(info))
-    decision = await _decision(request_id, pending, request)
-
-    while True:
-        if decision is None:
-            metrics.client_disconnects.inc()
-            return web.Response(status=499)  # nginx's "client closed request": nobody reads it
-        if isinstance(decision, Reject):
-            metrics.rejected.inc()
-            code = "queue_full" if decision.status == 429 else "no_replica"
-            raise ProxyError(decision.status, f"request not routed: {decision.reason}", code=code)
-        assert isinstance(decision, Dispatch)
-        extra = {"X-Session-ID": who.session_id}
-        if decision.priority is not None:
-            extra["X-Vllm-Priority"] = str(decision.priority)
-        headers = forward.forwarded_headers(request.headers, extra)
-        sent = body
-        if decision.retain_ttl_s is not None:
-            sent = with_retention(body, who.session_id, decision.retain_ttl_s)
-        try:
-            upstream = await forward.open_upstream(
-                app[UPSTREAM], decision.replica_id + request.path, sent, headers
-            )
-            break
-        except forward.UpstreamUnreachable as e:
-            log.warning("replica unreachable, trying another: %s", e)
-            metrics.upstream_failures.labels(decision.replica_id).inc()
-            pending = gate.expect(request_id)
-            gate.apply(core.dispatch_failed(request_id))
-            decision = await _decision(request_id, pending, request)
-
-    usage = None
-    try:
-        response, usage = await forward.relay(
-            request,
-            upstream,
-            {"X-Saga-Replica": decision.replica_id, "X-Session-ID": who.session_id},
-            lambda: gate.apply(core.first_token(request_id)),
-        )
-        metrics.responses.labels(decision.replica_id, str(upstream.status)).inc()
-        return response
-    except (ConnectionResetError, asyncio.CancelledError):
-        metrics.client_disconnects.inc()
-        raise
-    except (aiohttp.ClientError, TimeoutError) as e:
-        # The replica failed mid-answer: the bytes already sent cannot be taken back, so end the stream.
-        log.warning("replica %s failed mid-answer: %r", decision.replica_id, e)
-        metrics.upstream_failures.labels(decision.replica_id).inc()
-        raise ProxyError(502, f"replica failed while answering: {e!r}", code="upstream_error") from e
-    finally:
-        gate.apply(core.request_finished(request_id, usage))
-
-
-async def list_models(request: web.Request) -> web.Response:
-    """The union of the healthy replicas' models, in first-seen order."""
-    core, session = request.app[CORE], request.app[UPSTREAM]
-    healthy = [r.replica_id for r in core.replicas.values() if r.healthy]
-
-    async def models_of(url: str) -> list[dict[str, Any]]:
-        try:
-            async with session.get(url + "/v1/models", timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                if resp.status != 200:
-                    return []
-                data = await resp.json()
-                return list(data.get("data", []))
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return []
-
-    seen: dict[str, dict[str, Any]] = {}
-    for models in await asyncio.gather(*(models_of(u) for u in healthy)):
-        for model in models:
-            seen.setdefault(str(model.get("id")), model)
-    if not seen:
-        raise ProxyError(503, "no healthy replica answered /v1/models", code="no_replica")
-    return web.json_response({"object": "list", "data": list(seen.values())})
-
-
-async def health(request: web.Request) -> web.Response:
-    replicas = request.app[CORE].replicas.values()
-    healthy = sum(r.healthy for r in replicas)
-    status = 200 if healthy else 503
-    return web.json_response({"healthy_replicas": healthy, "replicas": len(replicas)}, status=status)
-
-
-async def state(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CORE].snapshot())
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    return request.app[METRICS].response(request.app[CORE])
+ROUTE_MODULES: list[Callable[[web.Application], None]] = [
+    calls.add_routes,
+    models.add_routes,
+    passthrough.add_routes,
+    admin.add_routes,
+    sessions.add_routes,
+]
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s
-    )
+    # Per-call first-byte and idle timeouts are applied in proxy/forward.py.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s)
     # auto_decompress=False: compressed answers are relayed byte for byte, with their Content-Encoding.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
     async with aiohttp.ClientSession(
         timeout=timeout, connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
     ) as session:
         app[UPSTREAM] = session
-        yield
+        app[POOL] = UpstreamPool()
+        try:
+            yield
+        finally:
+            app[POOL].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        replica_health_loop(app[CORE], app[UPSTREAM], app[GATE].apply, app[CONFIG].health_interval_s)
+    tasks = []
+    discovery = app[CONFIG].discovery
+    if discovery is not None:
+        tasks.append(
+            asyncio.create_task(dns_discovery_loop(app[CORE], app[GUARDS], discovery, app[RESOLVER]))
+        )
+    tasks.append(
+        asyncio.create_task(
+            replica_health_loop(
+                app[CORE],
+                app[UPSTREAM],
+                app[GATE].apply,
+                app[CONFIG].health_interval_s,
+                app[GUARDS],
+                app[CAPACITIES],
+                app[CONFIG].health_timeout_s,
+                app[MODELS],
+            )
+        )
     )
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def create_app(config: ProxyConfig, core: SchedulerCore | None = None) -> web.Application:
-    """The proxy app; `core` may be given to share or inspect it (tests), else one is built from config."""
+def create_app(
+    config: ProxyConfig, core: SchedulerCore | None = None, resolver: Resolver = resolve_with_getaddrinfo
+) -> web.Application:
+    """The proxy app; `core` may be given to share or inspect it (tests), else one is built from config;
+    `resolver` resolves the DNS discovery name (tests inject their own)."""
     config.validate()
     replicas = [url.rstrip("/") for url in config.replicas]
+    models = ReplicaModels()
     if core is None:
         policy = build_policy(config.policy, seed=config.seed)
+        policy.filters.append(ModelFilter(models))  # route by model when replicas serve different ones
         queue = config.queue
         release = None if queue is None else ReleaseQueue(queue, config.tenants, seed=config.seed)
         core = SchedulerCore(
@@ -261,17 +117,20 @@ def create_app(config: ProxyConfig, core: SchedulerCore | None = None) -> web.Ap
             release=release,
             tenants=config.tenants,
         )
-    app = web.Application(middlewares=[openai_errors], client_max_size=config.max_body_bytes)
+    # Authentication is a middleware only when something must be checked: one layer less per call otherwise.
+    middlewares = [openai_errors, authenticate] if config.api_keys or config.admin_token else [openai_errors]
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[CORE] = core
     app[GATE] = DecisionGate()
+    app[GUARDS] = Guards(config.guard_params())
+    app[CAPACITIES] = {}
+    app[CHAINS] = PrefixChains()
+    app[MODELS] = models
+    app[RESOLVER] = resolver
     app[METRICS] = ProxyMetrics()
     app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])
-    app.router.add_post("/v1/chat/completions", proxy_call)
-    app.router.add_post("/v1/completions", proxy_call)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/saga/v1/state", state)
+    for add_routes in ROUTE_MODULES:
+        add_routes(app)
     return app

@@ -11,11 +11,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import yaml
-
-from proxy.config import ProxyConfig
 from proxy.scheduler import PRESETS, ConfigError
+from proxy.serve_options import add_config_flags, proxy_config
 from simulator.block_hash import HASH_FUNCTIONS
 from simulator.cost_model import PROFILES
 
@@ -39,19 +36,26 @@ def _num_blocks(text: str) -> int:
 
 
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--time-scale", type=float, default=1.0, help="simulated time runs K times faster")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="simulated time runs K times faster (default: %(default)s)",
+    )
     p.add_argument(
         "--profile",
         choices=sorted(PROFILES),
         default=DEFAULT_PROFILE,
-        help="cost-model profile of the simulated GPU (simulator/cost_model.py)",
+        help="cost-model profile of the simulated GPU (simulator/cost_model.py; default: %(default)s)",
     )
-    p.add_argument("--model", default="saga-sim", help="model name the simulated replicas serve")
+    p.add_argument(
+        "--model", default="saga-sim", help="model name the simulated replicas serve (default: %(default)s)"
+    )
     p.add_argument(
         "--prefix-caching-hash-algo",
         choices=sorted(HASH_FUNCTIONS),
         default="sha256",
-        help="block hash, as vLLM's flag ('builtin' is faster but not vLLM's hashes)",
+        help="block hash, as vLLM's flag ('builtin' is faster but not vLLM's hashes; default: %(default)s)",
     )
     p.add_argument(
         "--num-gpu-blocks-override",
@@ -87,11 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the proxy in front of vLLM replicas")
     serve.add_argument("--replica", action="append", default=[], metavar="URL", help="a replica base URL")
     serve.add_argument("--simulate", type=int, metavar="N", help="run N simulated replicas in-process")
-    serve.add_argument("--config", type=Path, help="YAML file of ProxyConfig fields (flags override it)")
-    serve.add_argument("--policy", help=f"routing policy: {', '.join(sorted(PRESETS))}")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--seed", type=int)
+    serve.add_argument("--config", type=Path, help="YAML file of ProxyConfig keys (docs/config.md)")
+    add_config_flags(serve)
     _add_sim_options(serve)
 
     sim = sub.add_parser("sim", help="run N simulated vLLM replicas over HTTP")
@@ -113,27 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     return parser
-
-
-def proxy_config(args: argparse.Namespace, replicas: list[str]) -> ProxyConfig:
-    """ProxyConfig from the YAML file (if any) with command-line flags on top."""
-    data: dict[str, Any] = {}
-    if args.config is not None:
-        loaded = yaml.safe_load(args.config.read_text())
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of ProxyConfig fields")
-        data.update(loaded)
-    for field in ("policy", "host", "port", "seed"):
-        value = getattr(args, field)
-        if value is not None:
-            data[field] = value
-    data["replicas"] = replicas or data.get("replicas", [])
-    try:
-        config = msgspec.convert(data, ProxyConfig)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"bad configuration: {e}") from e
-    config.validate()
-    return config
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -1,34 +1,88 @@
-"""Proxy configuration: one msgspec struct, every field defaulted, validated when the proxy starts."""
+"""Proxy configuration: one msgspec struct, every field defaulted, validated when the proxy starts.
+
+Every key is documented in docs/config.md. Unknown keys are errors naming the key (msgspec's
+`forbid_unknown_fields`); `validate()` checks values and names the offending key.
+"""
 
 from __future__ import annotations
 
 import msgspec
 
 from fairness.tenants import TenantsConfig
+from proxy.replica_guard import GuardParams
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
 from proxy.scheduler.release import ReleaseQueueSpec
 
 
+class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Replicas found by resolving a DNS name (a Kubernetes headless service: one address per pod)."""
+
+    name: str
+    port: int = 8000
+    scheme: str = "http"
+    interval_s: float = 10.0
+
+
 class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    replicas: list[str]
+    replicas: list[str] = msgspec.field(default_factory=list)
+    discovery: DnsDiscovery | None = None
     policy: str | PolicySpec = "session-affinity"
     host: str = "127.0.0.1"
     port: int = 8000
     seed: int | None = None
     health_interval_s: float = 2.0
+    health_timeout_s: float = 5.0  # one probe (/health, then /metrics)
+    # Consecutive failed / good health probes before a replica is marked down / up again.
+    unhealthy_after: int = 1
+    healthy_after: int = 1
+    # Consecutive failed calls that open a replica's circuit breaker, and how long it stays open.
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 10.0
     connect_timeout_s: float = 5.0
-    # Between two bytes of an answer; long generations stream, so this bounds only a stalled replica.
-    read_timeout_s: float = 600.0
+    # Until the replica's status line: a non-streaming answer comes whole, so this bounds a whole generation.
+    first_byte_timeout_s: float = 600.0
+    # Between two chunks of a streamed answer: bounds only a stalled replica.
+    stream_idle_timeout_s: float = 120.0
+    # Retries on another replica after a connect error or a 5xx before the first byte.
+    max_retries: int = 2
+    # Sent as Retry-After (seconds, rounded up to at least 1) with 429 and 503 refusals.
+    retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
     session_idle_ttl_s: float = 3600.0
     # Tenants' identity sources, weights and SLO classes (fairness/tenants.py).
     tenants: TenantsConfig = msgspec.field(default_factory=TenantsConfig)
     # Hold calls in the proxy and release them in a fair order (proxy/scheduler/release.py); off when None.
     queue: ReleaseQueueSpec | None = None
+    # Sent as `Authorization: Bearer ...` to replicas started with vLLM's `--api-key`.
+    upstream_api_key: str | None = None
+    # Client API keys -> tenant names; when set, every OpenAI route needs `Authorization: Bearer <key>`.
+    api_keys: dict[str, str] | None = None
+    # Required (as `Authorization: Bearer <token>`) by every /saga/v1/* admin route when set.
+    admin_token: str | None = None
+    access_log: bool = True
+    log_format: str = "text"  # or "json": one JSON object per log line
+
+    def guard_params(self) -> GuardParams:
+        return GuardParams(
+            unhealthy_after=self.unhealthy_after,
+            healthy_after=self.healthy_after,
+            breaker_failures=self.breaker_failures,
+            breaker_cooldown_s=self.breaker_cooldown_s,
+        )
 
     def validate(self) -> None:
-        if not self.replicas:
-            raise ConfigError("no replicas: give at least one --replica URL (or --simulate N)")
+        if not self.replicas and self.discovery is None:
+            raise ConfigError("no replicas: give at least one --replica URL, --simulate N or discovery")
+        if self.discovery is not None:
+            if self.discovery.scheme not in ("http", "https"):
+                raise ConfigError("discovery.scheme must be http or https")
+            if self.discovery.interval_s <= 0:
+                raise ConfigError("discovery.interval_s must be > 0")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format must be 'text' or 'json'")
+        for key, tenant in (self.api_keys or {}).items():
+            if not key or not tenant:
+                raise ConfigError("api_keys: every key and tenant must be non-empty")
         for url in self.replicas:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"replica {url!r} is not an http(s) URL")
@@ -36,7 +90,21 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError("a replica URL is listed twice")
         if isinstance(self.policy, str) and self.policy not in PRESETS:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(PRESETS))}")
-        for name in ("health_interval_s", "connect_timeout_s", "read_timeout_s", "session_idle_ttl_s"):
+        positive = (
+            "health_interval_s",
+            "health_timeout_s",
+            "connect_timeout_s",
+            "first_byte_timeout_s",
+            "stream_idle_timeout_s",
+            "session_idle_ttl_s",
+            "breaker_cooldown_s",
+            "retry_after_s",
+            "unhealthy_after",
+            "healthy_after",
+            "breaker_failures",
+            "max_body_bytes",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
         try:
@@ -45,3 +113,5 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError(str(e)) from e
         if self.queue is not None:
             self.queue.validate()
+        if self.max_retries < 0:
+            raise ConfigError("max_retries must be >= 0")

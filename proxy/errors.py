@@ -1,19 +1,37 @@
-"""OpenAI-style error responses, so agents' OpenAI clients raise the right exception with a clear message."""
+"""OpenAI-style error responses, so agents' OpenAI clients raise the right exception with a clear message.
+
+Every refusal the proxy itself makes has one shape, `{"error": {"message", "type", "param", "code"}}`: errors
+raised in handlers (`ProxyError`), aiohttp's routing and body-size errors (404, 405, 413), and the HTTP
+parser's own refusals (a malformed request line, a header over aiohttp's size limit), which aiohttp would
+otherwise answer in text/plain with the offending bytes quoted back. Replicas' own errors are relayed as
+they are. `sse_error_event` is the same shape as one server-sent event, for streams that already started.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
-from aiohttp import web
+from aiohttp import web, web_protocol, web_server
 from aiohttp.typedefs import Handler
+from aiohttp.web_request import BaseRequest
+
+from proxy.context import METRICS
+
+log = logging.getLogger("saga.proxy")
 
 # The `type` OpenAI's clients map each status to.
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    431: "invalid_request_error",
     502: "bad_gateway",
     503: "service_unavailable",
     504: "timeout",
@@ -23,12 +41,21 @@ _TYPES = {
 class ProxyError(Exception):
     """Raised anywhere in a handler; the middleware answers it as an OpenAI error."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})
 
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> bytes:
@@ -36,11 +63,16 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
     return msgspec.json.encode({"error": err})
 
 
+def sse_error_event(status: int, message: str, *, code: str | None = None) -> bytes:
+    return b"data: " + error_body(status, message, code=code) + b"\n\n"
+
+
 def error_response(err: ProxyError) -> web.Response:
     return web.Response(
         status=err.status,
         body=error_body(err.status, err.message, param=err.param, code=err.code),
         content_type="application/json",
+        headers=err.headers,
     )
 
 
@@ -50,8 +82,61 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except ProxyError as e:
+        _count(request, e.code or f"http_{e.status}")
         return error_response(e)
     except web.HTTPException as e:
         if e.status < 400:
             raise
+        _count(request, f"http_{e.status}")
         return error_response(ProxyError(e.status, e.reason if e.text is None else e.text))
+
+
+def _count(request: web.Request, cause: str) -> None:
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.errors.labels(cause).inc()
+
+
+class _OpenAIErrorRequestHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, answering its own refusals in the OpenAI shape.
+
+    `handle_error` is what aiohttp calls for a request its parser rejected (status 400 and the like) and for
+    an exception a handler let escape (500). Parser refusals are the client's fault: logged at INFO without a
+    traceback and without the offending bytes. A 500 is a proxy bug: logged with its traceback.
+    """
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 and exc is not None:
+            self.log_exception("Error handling request", exc_info=exc)
+            text = "internal error in the proxy"
+        else:
+            log.info("refused a malformed HTTP request from %s: %s", request.remote, type(exc).__name__)
+            text = f"malformed HTTP request ({type(exc).__name__ if exc else 'bad request'})"
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error response")
+        response = web.Response(status=status, body=error_body(status, text), content_type="application/json")
+        response.force_close()
+        return response
+
+
+class OpenAIErrorServer(web_server.Server):
+    """An aiohttp low-level server whose connections use `_OpenAIErrorRequestHandler`."""
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        kwargs: dict[str, Any] = self._kwargs
+        return _OpenAIErrorRequestHandler(self, loop=self._loop, **kwargs)
+
+
+class OpenAIErrorAppRunner(web.AppRunner):
+    """`web.AppRunner` serving the app through `OpenAIErrorServer`."""
+
+    async def _make_server(self) -> web_server.Server:
+        server = await super()._make_server()
+        server.__class__ = OpenAIErrorServer  # same state, our connection factory
+        return server

@@ -2,18 +2,33 @@
 
 Kept behind this one small module so it can move to a lower-level transport if the overhead benchmark asks for
 it. Nothing here decides anything: it opens the upstream call, relays the answer (streamed as it arrives for
-SSE, whole otherwise) and reads the token usage from the answer's tail for the scheduler.
+SSE, whole otherwise) and reports what happened in a `Relayed` for the scheduler and the logs.
+
+Failure contract:
+- `open_upstream` raises `UpstreamUnreachable` when nothing was answered (connect refused or timed out, the
+  replica closed before a status line): safe to try another replica. It raises `UpstreamTimeout` when the
+  replica accepted the call but sent no status line within the first-byte timeout: the replica may be
+  working on it, so the call is not retried.
+- `relay` never raises for an upstream or client failure. Once a stream's headers went out, a replica that
+  dies or stalls longer than the idle timeout ends the stream with one OpenAI-style error event and the
+  connection is closed, so no client waits on a dead stream. A client that hangs up stops the relay and
+  closes the upstream connection, which makes the replica abort the call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
+from proxy.config import ProxyConfig
+from proxy.errors import ProxyError, error_response, sse_error_event
 from proxy.scheduler.types import Usage
+from proxy.session_chain import Answer
+from proxy.sse_scan import StreamScanner, parse_usage, read_answer, response_id_of
+from proxy.upstream_pool import BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
 _NOT_FORWARDED = frozenset(
@@ -28,99 +43,191 @@ _NOT_FORWARDED = frozenset(
         "upgrade",
         "host",
         "content-length",
+        "expect",  # the proxy has read the whole body already: no 100-continue upstream
     }
 )
-# Enough of a stream's end to hold the final usage chunk and [DONE].
-_TAIL_BYTES = 16384
+
+
+__all__ = [
+    "Relayed",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+    "forwarded_headers",
+    "open_upstream",
+    "parse_usage",
+    "relay",
+]
 
 
 class UpstreamUnreachable(Exception):
     """The replica could not be reached, or closed before answering: safe to try another replica."""
 
 
-class _Details(msgspec.Struct):
-    cached_tokens: int | None = 0
+class UpstreamTimeout(Exception):
+    """The replica took the call but sent no status line within the first-byte timeout."""
 
 
-class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int | None = 0
-    prompt_tokens_details: _Details | None = None
+class Relayed(msgspec.Struct):
+    """What a relay did: the answer's status and what it reported, and how it ended."""
+
+    status: int
+    usage: Usage | None = None
+    upstream_error: str | None = None  # the replica failed or stalled mid-answer
+    client_gone: bool = False  # the client hung up before the answer ended
+    first_byte: bool = False  # some of the answer reached the client
+    answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
+    response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
 
 
-class _WithUsage(msgspec.Struct):
-    usage: _Usage | None = None
+def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
+    """The replica sees the proxy's upstream key, never a client key the proxy checked itself."""
+    if config.api_keys or config.upstream_api_key:
+        for name in [k for k in headers if k.lower() == "authorization"]:
+            del headers[name]
+    if config.upstream_api_key:
+        headers["Authorization"] = f"Bearer {config.upstream_api_key}"
 
 
-_usage_decoder = msgspec.json.Decoder(_WithUsage)
-
-
-def forwarded_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    out = {k: v for k, v in headers.items() if k.lower() not in _NOT_FORWARDED}
+def forwarded_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]], extra: Mapping[str, str]
+) -> dict[str, str]:
+    """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
+    client's spelling) replaced, so each is sent once."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    replaced = {k.lower() for k in extra}
+    out = {k: v for k, v in pairs if (name := k.lower()) not in _NOT_FORWARDED and name not in replaced}
     out.update(extra)
     return out
 
 
-def parse_usage(payload: bytes) -> Usage | None:
-    """Usage from a JSON answer, or from the last SSE event that carries one; None when there is none."""
-    if payload.lstrip().startswith(b"{"):
-        return _decode_usage(payload)
-    for line in reversed(payload.split(b"\n")):
-        if line.startswith(b"data:") and b'"usage"' in line:
-            usage = _decode_usage(line[5:])
-            if usage is not None:
-                return usage
-    return None
-
-
-def _decode_usage(raw: bytes) -> Usage | None:
-    try:
-        usage = _usage_decoder.decode(raw).usage
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    if usage is None:
-        return None
-    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
-    return Usage(usage.prompt_tokens, usage.completion_tokens or 0, cached or 0)
-
-
 async def open_upstream(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: Mapping[str, str]
-) -> aiohttp.ClientResponse:
-    """POSTs and returns once the replica's status and headers are in; raises UpstreamUnreachable."""
+    pool: UpstreamPool,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    first_byte_timeout_s: float,
+    connect_timeout_s: float,
+) -> UpstreamAnswer:
+    """POSTs and returns once the replica's status and headers are in."""
     try:
-        return await session.post(url, data=body, headers=headers)
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
-        raise UpstreamUnreachable(f"{url}: {e!r}") from e
+        async with asyncio.timeout(first_byte_timeout_s):
+            return await pool.request(url, body, headers, connect_timeout_s)
+    except ConnectFailed as e:
+        raise UpstreamUnreachable(str(e)) from e
+    except TimeoutError as e:
+        raise UpstreamTimeout(f"no answer within {first_byte_timeout_s:g} s") from e
 
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamAnswer,
     extra_headers: Mapping[str, str],
     on_first_byte: Callable[[], None],
-) -> tuple[web.StreamResponse, Usage | None]:
-    """Relays the replica's answer to the client; returns what was sent and the usage it reported.
+    idle_timeout_s: float,
+    collect_answer: bool = False,
+    strip_usage: bool = False,
+) -> tuple[web.StreamResponse, Relayed]:
+    """Relays the replica's answer to the client; returns what was sent and what happened.
 
-    A client that goes away mid-stream closes the upstream connection, which makes the replica abort the call.
-    """
+    With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced; with
+    `strip_usage`, a stream's usage-only event is read but not forwarded."""
     headers = forwarded_headers(upstream.headers, extra_headers)
+    outcome = Relayed(upstream.status)
     try:
         if upstream.content_type != "text/event-stream":
-            body = await upstream.read()
-            on_first_byte()
-            return web.Response(status=upstream.status, body=body, headers=headers), parse_usage(body)
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
-        tail = b""
-        first = True
-        async for chunk in upstream.content.iter_any():
-            if first:
-                on_first_byte()
-                first = False
-            await response.write(chunk)
-            tail = (tail + chunk)[-_TAIL_BYTES:]
-        await response.write_eof()
-        return response, parse_usage(tail)
+            return await _relay_whole(upstream, headers, on_first_byte, idle_timeout_s, outcome), outcome
+        scanner = StreamScanner(collect_answer)
+        response = await _relay_stream(
+            request, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner, strip_usage
+        )
+        return response, outcome
     finally:
-        upstream.release() if upstream.content.at_eof() else upstream.close()
+        upstream.release() if upstream.at_eof else upstream.close()
+
+
+async def _relay_whole(
+    upstream: UpstreamAnswer,
+    headers: dict[str, str],
+    on_first_byte: Callable[[], None],
+    idle_timeout_s: float,
+    outcome: Relayed,
+) -> web.StreamResponse:
+    try:
+        async with asyncio.timeout(idle_timeout_s):
+            body = await upstream.read()
+    except (BodyFailed, TimeoutError) as e:
+        outcome.upstream_error = repr(e)
+        return error_response(ProxyError(502, "the replica failed while answering", code="upstream_error"))
+    on_first_byte()
+    outcome.first_byte = True
+    outcome.usage, outcome.answer = read_answer(body)
+    outcome.response_id = response_id_of(body[:4096])
+    return web.Response(status=upstream.status, body=body, headers=headers)
+
+
+async def _relay_stream(
+    request: web.Request,
+    upstream: UpstreamAnswer,
+    headers: dict[str, str],
+    on_first_byte: Callable[[], None],
+    idle_timeout_s: float,
+    outcome: Relayed,
+    scanner: StreamScanner,
+    strip_usage: bool,
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        outcome.client_gone = True
+        return response
+    chunks = upstream.chunks().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout_s):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            break
+        except (BodyFailed, TimeoutError) as e:
+            outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
+            await _end_with_error(response)
+            return response
+        if not outcome.first_byte:
+            on_first_byte()
+            outcome.first_byte = True
+        if strip_usage:
+            chunk = scanner.feed_stripping_usage(chunk)
+            if not chunk:
+                continue
+        else:
+            scanner.feed(chunk)
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            outcome.client_gone = True
+            return response
+    rest = scanner.flush() if strip_usage else b""
+    try:
+        if rest:
+            await response.write(rest)
+    except ConnectionError:
+        outcome.client_gone = True
+        return response
+    outcome.usage = scanner.usage()
+    outcome.answer = scanner.answer()
+    outcome.response_id = scanner.response_id
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        outcome.client_gone = True
+    return response
+
+
+async def _end_with_error(response: web.StreamResponse) -> None:
+    """Ends a started stream with an OpenAI-style error event and closes the connection."""
+    response.force_close()
+    try:
+        await response.write(sse_error_event(502, "the replica failed mid-answer", code="upstream_error"))
+        await response.write_eof()
+    except ConnectionError:
+        pass

@@ -1,7 +1,10 @@
 """Replica health checks and load scraping, feeding `replica_stats` events to the core.
 
-Each round probes every replica's `/health` and, for healthy ones, reads vLLM's queue and KV gauges from
-`/metrics`; then it lets the core do its periodic housekeeping (`tick`).
+Each round probes every replica's `/health` and, for healthy ones, reads vLLM's queue and KV gauges and its KV
+capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens) from `/metrics`; each replica's
+`ReplicaGuard` turns the probe into the health the core sees (thresholds, circuit breaker). A replica that is
+down is reported with zero load, so no stale figure of a dead replica steers routing or shows in the state.
+Then the core does its periodic housekeeping (`tick`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ import logging
 from collections.abc import Callable
 
 import aiohttp
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.context import Guards, down_stats
+from proxy.model_routing import ReplicaModels
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 
 log = logging.getLogger("saga.health")
+
+_MODELS_EVERY = 5  # health rounds between two reads of each replica's /v1/models
 
 _GAUGES = {
     "vllm:num_requests_waiting": "waiting",
@@ -25,9 +33,20 @@ _GAUGES = {
 
 
 def parse_load(metrics_text: str) -> dict[str, float]:
-    """vLLM's load gauges summed over engines (a replica may run several); missing gauges are left out."""
+    """vLLM's load gauges summed over engines (a replica may run several), and its KV capacity in tokens
+    (`kv_capacity_tokens`, summed over engines); missing figures are left out."""
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(metrics_text):
+        if family.name == "vllm:cache_config_info":
+            capacity = 0.0
+            for s in family.samples:
+                try:
+                    capacity += int(s.labels.get("num_gpu_blocks", "")) * int(s.labels.get("block_size", ""))
+                except ValueError:
+                    continue
+            if capacity:
+                found["kv_capacity_tokens"] = capacity
+            continue
         field = _GAUGES.get(family.name)
         if field is not None:
             values = [s.value for s in family.samples]
@@ -35,24 +54,60 @@ def parse_load(metrics_text: str) -> dict[str, float]:
     return found
 
 
-async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+class _Model(msgspec.Struct):
+    id: str
+
+
+class _Models(msgspec.Struct):
+    data: list[_Model] = msgspec.field(default_factory=list)
+
+
+async def models_of(
+    session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+) -> frozenset[str] | None:
+    """The model ids a replica's `/v1/models` lists; None when it did not answer."""
+    try:
+        async with session.get(
+            replica_id + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as r:
+            if r.status != 200:
+                return None
+            return frozenset(m.id for m in msgspec.json.decode(await r.read(), type=_Models).data)
+    except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def probe(
+    session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+) -> tuple[ReplicaStats, float | None]:
+    """The replica's health and load, and its KV capacity in tokens when it publishes one."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
             if resp.status != 200:
-                return ReplicaStats(replica_id, healthy=False)
+                return ReplicaStats(replica_id, healthy=False), None
         async with session.get(replica_id + "/metrics", timeout=timeout) as resp:
             load = parse_load(await resp.text()) if resp.status == 200 else {}
     except (aiohttp.ClientError, TimeoutError, ValueError):
-        return ReplicaStats(replica_id, healthy=False)
+        return ReplicaStats(replica_id, healthy=False), None
     waiting, running = load.get("waiting"), load.get("running")
-    return ReplicaStats(
+    stats = ReplicaStats(
         replica_id,
         healthy=True,
         waiting=None if waiting is None else int(waiting),
         running=None if running is None else int(running),
         kv_usage=load.get("kv_usage"),
     )
+    return stats, load.get("kv_capacity_tokens")
+
+
+def reported(stats: ReplicaStats, healthy: bool) -> ReplicaStats:
+    """What the core is told after the guard had its say."""
+    if not healthy:
+        return down_stats(stats.replica_id)
+    if not stats.healthy:  # a failed probe below the threshold: still up, load unknown
+        return ReplicaStats(stats.replica_id, healthy=True)
+    return stats
 
 
 async def replica_health_loop(
@@ -60,13 +115,33 @@ async def replica_health_loop(
     session: aiohttp.ClientSession,
     apply: Callable[[list[Decision]], None],
     interval_s: float,
+    guards: Guards,
+    capacities: dict[str, float],
+    timeout_s: float = 5.0,
+    models: ReplicaModels | None = None,
 ) -> None:
+    rounds = 0
     while True:
-        results = await asyncio.gather(*(probe(session, r, interval_s) for r in list(core.replicas)))
-        for stats in results:
+        if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
+            listed = await asyncio.gather(*(models_of(session, r, timeout_s) for r in list(core.replicas)))
+            for replica_id, found in zip(list(core.replicas), listed, strict=False):
+                if found is not None:
+                    models.update(replica_id, found)
+        rounds += 1
+        results = await asyncio.gather(*(probe(session, r, timeout_s) for r in list(core.replicas)))
+        now = core.clock()
+        for stats, capacity in results:
+            guard = guards[stats.replica_id]
+            guard.probe(bool(stats.healthy))
+            healthy = guard.healthy(now) and stats.replica_id not in guards.draining
             was = core.replicas.get(stats.replica_id)
-            if was is not None and was.healthy != stats.healthy:
-                log.warning("replica %s is now %s", stats.replica_id, "up" if stats.healthy else "down")
-            apply(core.replica_stats(stats))
+            if was is None:
+                continue
+            if was.healthy != healthy:
+                why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
+                log.warning("replica %s is now %s%s", stats.replica_id, "up" if healthy else "down", why)
+            if capacity is not None:
+                capacities[stats.replica_id] = capacity
+            apply(core.replica_stats(reported(stats, healthy)))
         apply(core.tick())
         await asyncio.sleep(interval_s)

@@ -1,29 +1,64 @@
 """Who a call belongs to: its session, tenant and agent type, from the conventions clients already use.
 
-Pure functions over headers and the few body fields the proxy decodes. Session precedence: the headers
-(`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
-`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A chat call that names no session is given
-one inferred from the start of its conversation (system and first user message), which every later call of
-the same conversation repeats; any other call is a session of its own.
+Functions over headers, the few body fields the proxy decodes and the prefix-chain index. Session precedence:
+the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
+`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A Responses API call naming a
+`previous_response_id` continues that response's session. A chat call that names no session is inferred:
+first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and
+answer), else from the start of its conversation (system and first user message, which every
+later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
+is already a live chained session gets a fresh id, so two agents given the same task stay apart. Any other
+call is a session of its own.
+
+Every identity value a client sends (session, tenant, agent type) is checked by `check_id`: 1 to
+`MAX_ID_CHARS` printable ASCII characters, no leading or trailing space. Anything else (CR/LF, other control
+characters, non-ASCII, a 1 MB id) raises `IdentityError`, which the shell answers with a 400 naming the
+field; the value itself is never echoed, logged or stored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from proxy.session_chain import ChatMessage, PrefixChains, chain_of, decode_messages
+
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
 API_KEY = "api-key"  # a tenant source: the hash of the Authorization header
 AGENT_TYPE_HEADERS = ("x-agent-type",)
+MAX_ID_CHARS = 256
+_VALID_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
-class _Message(msgspec.Struct):
-    role: str = ""
-    content: Any = None
+class IdentityError(ValueError):
+    """An identity value the proxy will not accept; `param` names where it came from."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
+def check_id(param: str, value: str) -> str:
+    """Returns `value` if it is a valid identity value, else raises IdentityError (never quoting it)."""
+    if not value or len(value) > MAX_ID_CHARS:
+        raise IdentityError(param, f"{param} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}")
+    if _VALID_ID.fullmatch(value) is None:
+        raise IdentityError(
+            param,
+            f"{param} may hold only printable ASCII characters (no control characters such as CR or LF, "
+            "no leading or trailing space)",
+        )
+    return value
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
 
 
 class CallFields(msgspec.Struct):
@@ -31,11 +66,14 @@ class CallFields(msgspec.Struct):
 
     model: str = ""
     stream: bool = False
+    stream_options: StreamOptions | None = None
     session_id: str | None = None
     prompt_cache_key: str | None = None
     vllm_xargs: dict[str, Any] | None = None
     messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
     prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at
+    input: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses
+    previous_response_id: str | None = None  # /v1/responses: continues that response's session
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -43,31 +81,35 @@ class Identity(msgspec.Struct, frozen=True):
     tenant_id: str
     agent_type: str
     session_inferred: bool
+    # The chain hash of the call's whole conversation, when its session was inferred from it: the shell
+    # remembers it with the call's answer so that the next call of the conversation finds the session.
+    prompt_chain: bytes | None = None
 
 
 _call_decoder = msgspec.json.Decoder(CallFields)
-_messages_decoder = msgspec.json.Decoder(list[_Message])
 
 
 def decode_call(body: bytes) -> CallFields:
-    """Decodes the routing fields; raises msgspec.DecodeError/ValidationError on malformed bodies."""
-    return _call_decoder.decode(body)
+    """Decodes the routing fields; raises msgspec.DecodeError/ValidationError on malformed bodies.
+
+    Nesting deeper than Python's recursion limit (a 100k-deep array) is a DecodeError too.
+    """
+    try:
+        return _call_decoder.decode(body)
+    except RecursionError as e:
+        raise msgspec.DecodeError("JSON nested too deeply") from e
 
 
 def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     for name in names:
         value = headers.get(name)
-        if value:
-            return value
+        if value:  # an empty value counts as absent
+            return check_id(name, value)
     return None
 
 
-def _conversation_key(messages: msgspec.Raw) -> str | None:
+def _conversation_key(decoded: list[ChatMessage]) -> str | None:
     """A stable key for a conversation: the hash of its system and first user message."""
-    try:
-        decoded = _messages_decoder.decode(messages)
-    except msgspec.DecodeError:
-        return None
     opening: list[Any] = []
     for m in decoded:
         opening.append((m.role, m.content))
@@ -79,21 +121,51 @@ def _conversation_key(messages: msgspec.Raw) -> str | None:
     return f"conv-{digest}"
 
 
+def _inferred_session(
+    raw: msgspec.Raw, request_id: str, chains: PrefixChains | None
+) -> tuple[str | None, bytes | None]:
+    messages = decode_messages(raw)
+    if messages is None:
+        return None, None
+    if chains is None or not messages:
+        return _conversation_key(messages), None
+    chain, assistants = chain_of(messages)
+    session = chains.find(chain, assistants)
+    if session is None:
+        session = _conversation_key(messages)
+        if session is not None and not assistants and chains.knows(session):
+            session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
+    return session, chain[-1]
+
+
 def identify(
     headers: Mapping[str, str],
     fields: CallFields,
     request_id: str,
     tenant_sources: tuple[str, ...] = (*TENANT_HEADERS, API_KEY),
+    *,
+    chains: PrefixChains | None = None,
 ) -> Identity:
-    """`headers` must be case-insensitive (aiohttp's CIMultiDict is). The tenant is the first of
-    `tenant_sources` present (header names, or `api-key`), else "default"."""
-    session = _first(headers, SESSION_HEADERS) or fields.session_id or fields.prompt_cache_key
-    if not session and fields.vllm_xargs:
+    """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
+    The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default"."""
+    session = _first(headers, SESSION_HEADERS)
+    if session is None and fields.session_id:
+        session = check_id("session_id", fields.session_id)
+    if session is None and fields.prompt_cache_key:
+        session = check_id("prompt_cache_key", fields.prompt_cache_key)
+    if session is None and fields.vllm_xargs:
         xarg = fields.vllm_xargs.get("session_id")
-        session = xarg if isinstance(xarg, str) and xarg else None
+        if xarg:
+            if not isinstance(xarg, str):
+                raise IdentityError("vllm_xargs.session_id", "vllm_xargs.session_id must be a string")
+            session = check_id("vllm_xargs.session_id", xarg)
     inferred = False
+    prompt_chain = None
+    if not session and fields.previous_response_id and chains is not None:
+        session = chains.session_of_response(fields.previous_response_id)
+        inferred = session is not None
     if not session and fields.messages:
-        session = _conversation_key(fields.messages)
+        session, prompt_chain = _inferred_session(fields.messages, request_id, chains)
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True
@@ -105,9 +177,9 @@ def identify(
             # Tenants named by API key, hashed so keys never reach logs or metrics.
             value = "key-" + hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else None
         else:
-            value = headers.get(source) or None
+            value = _first(headers, (source,))
         if value:
             tenant = value
             break
     agent_type = _first(headers, AGENT_TYPE_HEADERS) or "default"
-    return Identity(session, tenant, agent_type, inferred)
+    return Identity(session, tenant, agent_type, inferred, prompt_chain)

@@ -1,36 +1,143 @@
-"""The proxy's own Prometheus metrics (a registry per app, so several proxies can live in one process)."""
+"""The proxy's own Prometheus metrics (a registry per app, so several proxies can live in one process).
+
+All names start with `saga_`. Counters: calls by route and status, errors by cause (`bad_request`,
+`unauthorized`, `rejected`, `upstream_unreachable`, `upstream_5xx`, `upstream_timeout`, `upstream_mid_answer`,
+`client_disconnect`, ...), scheduler decisions, retries, replica failures. Histograms: time to first byte,
+call latency, task (session) completion time for sessions ended explicitly. Gauges, refreshed on scrape:
+queue depth, calls in flight, live sessions, replica health.
+
+The request path only bumps plain Python numbers (`Counts`, `Buckets`): no locks, no label lookups in
+prometheus_client, about a microsecond a call. A collector turns them into metric families when
+`/metrics` is scraped.
+"""
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator, Sequence
+
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from proxy.scheduler import SchedulerCore
 
+_CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TASK_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
-class ProxyMetrics:
+
+class Counts:
+    """A labelled counter: `counts.labels(*values).inc()` as with prometheus_client, without its locks."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def labels(self, *values: str) -> _Bump:
+        return _Bump(self.values, values)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.values[()] = self.values.get((), 0.0) + amount
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, count in self.values.items():
+            family.add_metric(list(values), count)
+        return family
+
+
+class _Bump:
+    __slots__ = ("_key", "_values")
+
+    def __init__(self, values: dict[tuple[str, ...], float], key: tuple[str, ...]) -> None:
+        self._values, self._key = values, key
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._values[self._key] = self._values.get(self._key, 0.0) + amount
+
+
+class Buckets:
+    """A histogram: `observe(seconds)`."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = tuple(float(b) for b in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], cumulative, sum_value=self.sum)
+        return family
+
+
+class ProxyMetrics(Collector):
     def __init__(self) -> None:
+        self.calls = Counts("saga_calls", "LLM calls answered, by route and status", ["route", "status"])
+        self.errors = Counts("saga_errors", "Calls that failed, by cause", ["cause"])
+        self.decisions = Counts("saga_decisions", "Scheduler decisions, by kind", ["kind"])
+        self.responses = Counts(
+            "saga_responses", "Answers relayed, by replica and status", ["replica", "status"]
+        )
+        self.rejected = Counts("saga_rejected", "Calls refused by the scheduler")
+        self.upstream_failures = Counts(
+            "saga_upstream_failures", "Replica failures (connect, 5xx, timeout, mid-answer)", ["replica"]
+        )
+        self.retries = Counts("saga_retries", "Calls retried on another replica")
+        self.client_disconnects = Counts("saga_client_disconnects", "Clients gone before their answer ended")
+        self.ttft = Buckets(
+            "saga_time_to_first_byte_seconds", "Arrival to the answer's first byte", _CALL_BUCKETS
+        )
+        self.latency = Buckets("saga_call_latency_seconds", "Arrival to the answer's end", _CALL_BUCKETS)
+        self.task_completion = Buckets(
+            "saga_task_completion_seconds", "First call to end of sessions ended explicitly", _TASK_BUCKETS
+        )
+        self._core: SchedulerCore | None = None
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.responses = Counter(
-            "saga_responses", "Answers relayed, by replica and status", ["replica", "status"], registry=r
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        for counter in (
+            self.calls,
+            self.errors,
+            self.decisions,
+            self.responses,
+            self.rejected,
+            self.upstream_failures,
+            self.retries,
+            self.client_disconnects,
+        ):
+            yield counter.family()
+        for histogram in (self.ttft, self.latency, self.task_completion):
+            yield histogram.family()
+        core = self._core
+        if core is None:
+            return
+        snapshot = core.snapshot()
+        yield GaugeMetricFamily(
+            "saga_queue_depth", "Calls held in the proxy's queue", snapshot.get("queued", 0)
         )
-        self.rejected = Counter("saga_rejected", "Calls refused by the scheduler", registry=r)
-        self.upstream_failures = Counter(
-            "saga_upstream_failures", "Replica connection failures", ["replica"], registry=r
-        )
-        self.client_disconnects = Counter(
-            "saga_client_disconnects", "Clients gone before their answer ended", registry=r
-        )
-        self.in_flight = Gauge("saga_replica_in_flight", "Calls in flight", ["replica"], registry=r)
-        self.healthy = Gauge("saga_replica_healthy", "1 if the replica is healthy", ["replica"], registry=r)
-        self.sessions = Gauge("saga_sessions", "Sessions the scheduler tracks", registry=r)
+        yield GaugeMetricFamily("saga_in_flight", "Calls dispatched and not finished", len(core.in_flight))
+        yield GaugeMetricFamily("saga_sessions", "Live sessions the scheduler tracks", len(core.sessions))
+        in_flight = GaugeMetricFamily("saga_replica_in_flight", "Calls in flight", labels=["replica"])
+        healthy = GaugeMetricFamily("saga_replica_healthy", "1 if the replica is healthy", labels=["replica"])
+        for replica in core.replicas.values():
+            in_flight.add_metric([replica.replica_id], replica.in_flight)
+            healthy.add_metric([replica.replica_id], 1 if replica.healthy else 0)
+        yield in_flight
+        yield healthy
 
     def response(self, core: SchedulerCore) -> web.Response:
-        for replica in core.replicas.values():
-            self.in_flight.labels(replica.replica_id).set(replica.in_flight)
-            self.healthy.labels(replica.replica_id).set(1 if replica.healthy else 0)
-        self.sessions.set(len(core.sessions))
+        self._core = core
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -1,4 +1,9 @@
-"""Running the proxy app: on a given port for `saga serve`, or on a free one inside tests and the demo."""
+"""Running the proxy app: on a given port for `saga serve`, or on a free one inside tests and the demo.
+
+The runner answers aiohttp's own protocol-level refusals in the OpenAI error shape, cancels a handler whose
+client hung up (so its upstream call is aborted too), and writes one access-log line per request to the
+`saga.access` logger.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,29 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ProxyConfig
+from proxy.discovery import Resolver
+from proxy.errors import OpenAIErrorAppRunner
+from proxy.logs import use_json_logs
+from proxy.scheduler import SchedulerCore
 
 log = logging.getLogger("saga.proxy")
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(config: ProxyConfig) -> AsyncIterator[str]:
-    """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port)."""
-    runner = web.AppRunner(create_app(config), access_log=None)
+async def running_proxy(
+    config: ProxyConfig, core: SchedulerCore | None = None, resolver: Resolver | None = None
+) -> AsyncIterator[str]:
+    """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port).
+
+    `core` may be given to share or inspect the scheduler core, `resolver` to answer DNS discovery (tests)."""
+    app = create_app(config, core) if resolver is None else create_app(config, core, resolver)
+    runner = OpenAIErrorAppRunner(
+        app,
+        access_log=logging.getLogger("saga.access") if config.access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT,
+        handler_cancellation=True,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=1024)
@@ -30,6 +50,8 @@ async def running_proxy(config: ProxyConfig) -> AsyncIterator[str]:
 
 
 async def serve_forever(config: ProxyConfig) -> None:
+    if config.log_format == "json":
+        use_json_logs()
     async with running_proxy(config) as url:
         policy = config.policy if isinstance(config.policy, str) else "custom"
         log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))

@@ -3,7 +3,9 @@
 Exported (label `tenant`): `saga_tenant_queued_calls` (held in the release queue); the histograms
 `saga_tenant_ttft_seconds` and `saga_tenant_task_completion_seconds` (a task ends when its session goes idle
 and is forgotten);
-`saga_tenant_ttft_slo_attainment` (share of calls meeting the tenant's TTFT target, tenants with one) and
+`saga_tenant_ttft_slo_attainment` (share of calls meeting the tenant's TTFT target, tenants with one), its
+counters `saga_tenant_ttft_slo_calls_total` and `saga_tenant_ttft_slo_met_total` (for windowed rates and
+burn-rate alerts), and
 `saga_tenant_share_lead_seconds` with `saga_tenant_share_bound_seconds`: how far the tenant's fair-queue
 counter runs ahead of the system virtual time (the deviation docs/fairness.md bounds) and that bound.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from fairness.stats import Histogram
@@ -32,7 +34,7 @@ class TenantCollector(Collector):
     def __init__(self, core: SchedulerCore) -> None:
         self.core = core
 
-    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         core, records = self.core, self.core.tenant_stats.records
         label = ["tenant"]
         queued = GaugeMetricFamily("saga_tenant_queued_calls", "Calls held in the queue", labels=label)
@@ -52,9 +54,19 @@ class TenantCollector(Collector):
         attainment = GaugeMetricFamily(
             "saga_tenant_ttft_slo_attainment", "Share of calls meeting the TTFT target", labels=["tenant"]
         )
+        calls = CounterMetricFamily(
+            "saga_tenant_ttft_slo_calls", "Calls of tenants with a TTFT target", labels=["tenant"]
+        )
+        met = CounterMetricFamily(
+            "saga_tenant_ttft_slo_met", "Calls that met their TTFT target", labels=["tenant"]
+        )
         for tenant, rec in records.items():
             if rec.ttft_slo_attainment is not None:
                 attainment.add_metric([tenant], rec.ttft_slo_attainment)
+                calls.add_metric([tenant], rec.ttft_slo_calls)
+                met.add_metric([tenant], rec.ttft_slo_met)
+        yield calls
+        yield met
         yield queued
         yield lead
         yield bound

@@ -94,6 +94,9 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
     live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")
     live.add_argument("--stream", action="store_true", help="stream answers (measures TTFT per token)")
+    from loadtests.bench.overhead import add_overhead_parser
+
+    add_overhead_parser(modes)
 
 
 def _tasks(args: argparse.Namespace) -> list[AgentTask]:
@@ -236,6 +239,10 @@ def run_bench(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
         console = Console(width=220)
+    if args.bench_mode == "overhead":
+        from loadtests.bench.overhead import run_overhead
+
+        return run_overhead(args)
     try:
         if args.bench_mode == "faults":
             return run_faults(args, console)

@@ -70,7 +70,8 @@ class FaultBenchConfig(msgspec.Struct, kw_only=True):
     policy: str = "session-affinity"
     # The proxy's timeouts (wall seconds): short, so that hangs resolve within the run.
     connect_timeout_s: float = 1.0
-    read_timeout_s: float = 3.0
+    first_byte_timeout_s: float = 3.0
+    stream_idle_timeout_s: float = 3.0
     health_interval_s: float = 0.5
     client_retries: int = 2
     hang_margin_s: float = 10.0
@@ -135,7 +136,8 @@ def start_proxy(
         "host": "127.0.0.1",
         "port": port,
         "connect_timeout_s": config.connect_timeout_s,
-        "read_timeout_s": config.read_timeout_s,
+        "first_byte_timeout_s": config.first_byte_timeout_s,
+        "stream_idle_timeout_s": config.stream_idle_timeout_s,
         "health_interval_s": config.health_interval_s,
     }
     path = workdir / "saga.yaml"
@@ -233,7 +235,12 @@ class FaultRig:
         """Run `tasks` while `schedule` plays; returns the records, faults injected and the peak RSS seen."""
         config, http = self.config, self._http
         assert http is not None and self.fleet is not None
-        hang_after = config.connect_timeout_s + config.read_timeout_s + config.hang_margin_s
+        hang_after = (
+            config.connect_timeout_s
+            + config.first_byte_timeout_s
+            + config.stream_idle_timeout_s
+            + config.hang_margin_s
+        )
         clients = [
             AgentClient(
                 http,

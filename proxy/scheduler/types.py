@@ -40,6 +40,8 @@ class Usage(msgspec.Struct, frozen=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    finish_reason: str = ""
+    tool_names: tuple[str, ...] = ()
 
 
 class ReplicaView(msgspec.Struct):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from proxy.forward import forwarded_headers, parse_usage
+from proxy.forward import forwarded_headers
 from proxy.scheduler import Usage
+from proxy.sse_scan import parse_usage
 
 USAGE = b'"usage":{"prompt_tokens":100,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":64}}'
 
@@ -37,3 +38,10 @@ def test_hop_by_hop_headers_are_dropped_and_extras_added() -> None:
         {"X-Session-ID": "s"},
     )
     assert out == {"Authorization": "Bearer k", "X-Session-ID": "s"}
+
+
+def test_headers_the_proxy_sets_replace_the_clients_whatever_their_case() -> None:
+    out = forwarded_headers(
+        {"x-session-id": "client", "Expect": "100-continue", "Accept": "*/*"}, {"X-Session-ID": "s"}
+    )
+    assert out == {"Accept": "*/*", "X-Session-ID": "s"}

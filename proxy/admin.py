@@ -1,0 +1,114 @@
+"""The proxy's own routes: `/health`, `/metrics` (Prometheus) and the admin API under `/saga/v1/`.
+
+`GET /saga/v1/state` is the scheduler's datastore snapshot; `GET /saga/v1/replicas` adds each replica's
+breaker state, KV capacity and whether it is draining. `POST /saga/v1/replicas` (`{"url": ...}`) adds a
+replica; `POST /saga/v1/replicas/drain` stops new calls to one (calls in flight finish; its sessions rebind
+elsewhere) and `POST /saga/v1/replicas/remove` takes it out of the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from proxy.context import CAPACITIES, CORE, GATE, GUARDS, METRICS, MODELS, down_stats
+from proxy.errors import ProxyError
+
+log = logging.getLogger("saga.admin")
+
+
+async def health(request: web.Request) -> web.Response:
+    replicas = request.app[CORE].replicas.values()
+    healthy = sum(r.healthy for r in replicas)
+    status = 200 if healthy else 503
+    return web.json_response({"healthy_replicas": healthy, "replicas": len(replicas)}, status=status)
+
+
+async def state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CORE].snapshot())
+
+
+async def replicas(request: web.Request) -> web.Response:
+    core, guards, capacities = request.app[CORE], request.app[GUARDS], request.app[CAPACITIES]
+    models = request.app[MODELS]
+    now = core.clock()
+    out: list[dict[str, Any]] = []
+    for r in core.replicas.values():
+        out.append(
+            {
+                "replica_id": r.replica_id,
+                "healthy": r.healthy,
+                "in_flight": r.in_flight,
+                "waiting": r.waiting,
+                "running": r.running,
+                "kv_usage": r.kv_usage,
+                "kv_capacity_tokens": capacities.get(r.replica_id),
+                "breaker": guards[r.replica_id].breaker_state(now),
+                "draining": r.replica_id in guards.draining,
+                "models": sorted(models.by_replica.get(r.replica_id, ())),
+            }
+        )
+    return web.json_response({"replicas": out})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return request.app[METRICS].response(request.app[CORE])
+
+
+class _ReplicaUrl(msgspec.Struct, forbid_unknown_fields=True):
+    url: str
+
+
+async def _replica_url(request: web.Request) -> str:
+    try:
+        url = msgspec.json.decode(await request.read(), type=_ReplicaUrl).url.rstrip("/")
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ProxyError(400, f'expected {{"url": "http://host:port"}}: {e}', param="url") from e
+    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url) or len(url) > 2048:
+        raise ProxyError(400, "url must be an http(s) URL", param="url")
+    return url
+
+
+async def add_replica(request: web.Request) -> web.Response:
+    url = await _replica_url(request)
+    core, guards = request.app[CORE], request.app[GUARDS]
+    known = url in core.replicas
+    core.add_replica(url)
+    guards.draining.discard(url)
+    log.info("replica %s added through the admin API", url)
+    return web.json_response({"url": url, "added": not known}, status=200 if known else 201)
+
+
+async def drain_replica(request: web.Request) -> web.Response:
+    url = await _replica_url(request)
+    core, guards = request.app[CORE], request.app[GUARDS]
+    if url not in core.replicas:
+        raise ProxyError(404, "no such replica", param="url", code="unknown_replica")
+    guards.draining.add(url)
+    request.app[GATE].apply(core.replica_stats(down_stats(url)))
+    log.info("replica %s draining", url)
+    return web.json_response({"url": url, "draining": True, "in_flight": core.replicas[url].in_flight})
+
+
+async def remove_replica(request: web.Request) -> web.Response:
+    url = await _replica_url(request)
+    core = request.app[CORE]
+    if url not in core.replicas:
+        raise ProxyError(404, "no such replica", param="url", code="unknown_replica")
+    core.remove_replica(url)
+    request.app[GUARDS].forget(url)
+    log.info("replica %s removed through the admin API", url)
+    return web.json_response({"url": url, "removed": True})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/saga/v1/replicas", add_replica)
+    app.router.add_post("/saga/v1/replicas/drain", drain_replica)
+    app.router.add_post("/saga/v1/replicas/remove", remove_replica)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/saga/v1/state", state)
+    app.router.add_get("/saga/v1/replicas", replicas)

@@ -1,0 +1,57 @@
+"""Who may call the proxy: optional client API keys (each mapped to a tenant) and the admin token.
+
+Contract: with `api_keys` set, every route but `/health`, `/metrics` and the admin API needs
+`Authorization: Bearer <key>` for a listed key, else a 401 OpenAI error; the key's tenant becomes the call's
+tenant (a tenant header cannot override it) and the client's key is never forwarded to a replica. With
+`admin_token` set, every `/saga/v1/*` route needs `Authorization: Bearer <admin_token>`. Keys are compared in
+constant time and never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.context import CONFIG
+from proxy.errors import ProxyError
+
+ADMIN_PREFIX = "/saga/v1/"
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+TENANT = web.RequestKey("tenant", str)  # set on requests authenticated by a client API key
+
+
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(token: str, expected: str) -> bool:
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    path = request.path
+    if path in OPEN_PATHS:
+        return await handler(request)
+    token = _bearer(request)
+    if path.startswith(ADMIN_PREFIX):
+        if config.admin_token is not None and (token is None or not _matches(token, config.admin_token)):
+            raise ProxyError(
+                401, "the admin API needs `Authorization: Bearer <admin token>`", code="invalid_api_key"
+            )
+        return await handler(request)
+    if config.api_keys:
+        tenant = None
+        if token is not None:
+            for key, name in config.api_keys.items():
+                if _matches(token, key):
+                    tenant = name
+        if tenant is None:
+            raise ProxyError(401, "missing or unknown API key", code="invalid_api_key")
+        request[TENANT] = tenant
+    return await handler(request)

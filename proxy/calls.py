@@ -1,0 +1,291 @@
+"""The LLM-call routes: parse just enough, ask the core, forward, report back.
+
+Contract: every call the core dispatched is reported finished exactly once (`request_finished` in one
+`finally`), whatever happens after dispatch: an upstream failure, a timeout, a client that hangs up, a bug.
+A connect error or a 5xx before any byte reached the client is retried on another replica (the core re-routes
+with `dispatch_failed`, which rebinds the session), up to `max_retries` times; the last 5xx is relayed as the
+replica sent it when no replica is left. The proxy's own refusals are OpenAI-style errors (proxy/errors.py);
+a 429 from the core carries `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import time
+
+import msgspec
+from aiohttp import web
+
+from proxy import forward
+from proxy.auth import TENANT
+from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, down_stats
+from proxy.directives import asking_for_usage, with_retention
+from proxy.errors import ProxyError
+from proxy.identity import CallFields, Identity, IdentityError, decode_call, identify
+from proxy.prompt_shape import estimated_tokens, prefix_hashes
+from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
+from proxy.sessions import end_session, wants_end
+from proxy.upstream_pool import BodyFailed, UpstreamAnswer
+
+log = logging.getLogger("saga.proxy")
+
+CALL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+USAGE_OPTION_ROUTES = frozenset(
+    {"/v1/chat/completions", "/v1/completions"}
+)  # the Responses API always reports
+_request_ids = itertools.count()
+_id_prefix = f"saga-{os.getpid():x}"
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def _bad_request(message: str, code: str = "invalid_request_body") -> ProxyError:
+    return ProxyError(400, message, code=code)
+
+
+def parse_call(body: bytes) -> CallFields:
+    if not body:
+        raise _bad_request("request body is empty; expected a JSON object")
+    try:
+        return decode_call(body)
+    except msgspec.ValidationError as e:
+        raise _bad_request(f"invalid request body: {e}") from e
+    except msgspec.DecodeError as e:
+        raise _bad_request(f"request body is not valid JSON: {e}") from e
+
+
+async def proxy_call(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    core = app[CORE]
+    body = await request.read()
+    fields = parse_call(body)
+    request_id = f"{_id_prefix}-{next(_request_ids)}"
+    try:
+        who = identify(
+            request.headers, fields, request_id, app[CONFIG].tenants.header_sources(), chains=app[CHAINS]
+        )
+    except IdentityError as e:
+        raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
+    tenant = request.get(TENANT)
+    if tenant is not None:  # authenticated by a client API key: the key names the tenant
+        who = msgspec.structs.replace(who, tenant_id=tenant)
+    prompt = fields.messages or fields.prompt or fields.input  # a view into the body: copied only when hashed
+    info = RequestInfo(
+        request_id=request_id,
+        session_id=who.session_id,
+        arrived_at=core.clock(),
+        tenant_id=who.tenant_id,
+        agent_type=who.agent_type,
+        model=fields.model,
+        prompt_chars=len(body),
+        prompt_tokens=estimated_tokens(prompt),
+        prefix_hashes=prefix_hashes(bytes(prompt)) if core.policy.wants_prefix_hashes else (),
+        stream=fields.stream,
+        session_inferred=who.session_inferred,
+    )
+    add_usage = (
+        fields.stream
+        and request.path in USAGE_OPTION_ROUTES
+        and not (fields.stream_options is not None and fields.stream_options.include_usage)
+    )
+    return await _Call(request, info, who, body, add_usage).run()
+
+
+class _Call:
+    """One call's life after parsing: decisions, attempts, the relay, and its single finish report."""
+
+    def __init__(
+        self, request: web.Request, info: RequestInfo, who: Identity, body: bytes, add_usage: bool
+    ) -> None:
+        self.request = request
+        # A streamed chat/completions call that did not ask for usage: ask upstream, strip it downstream.
+        self.add_usage = add_usage
+        self.app = request.app
+        self.info = info
+        self.who = who
+        self.body = body
+        self.failures = 0
+        self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
+
+    async def _decided(self, decisions: list[Decision]) -> Decision:
+        gate = self.app[GATE]
+        pending = gate.expect(self.info.request_id)
+        gate.apply(decisions)
+        try:
+            decision = await pending
+        finally:
+            gate.forget(self.info.request_id)
+        self.app[METRICS].decisions.labels("dispatch" if isinstance(decision, Dispatch) else "reject").inc()
+        return decision
+
+    async def run(self) -> web.StreamResponse:
+        app, rid = self.app, self.info.request_id
+        core, metrics = app[CORE], app[METRICS]
+        usage: Usage | None = None
+        cancelled = False
+        started = time.perf_counter()
+        try:
+            decision = await self._decided(core.request_arrived(self.info))
+            attempt = await self._attempts(decision)
+            if isinstance(attempt, Reject):
+                return self._no_replica_left(attempt)
+            upstream, decision = attempt
+            response, outcome = await forward.relay(
+                self.request,
+                upstream,
+                {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
+                lambda: self._first_byte(started),
+                app[CONFIG].stream_idle_timeout_s,
+                collect_answer=self.who.prompt_chain is not None,
+                strip_usage=self.add_usage,
+            )
+            usage = outcome.usage
+            self._account(decision.replica_id, outcome)
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.calls.labels(self.request.path, str(outcome.status)).inc()
+            if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
+                app[CHAINS].remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
+            if outcome.response_id is not None:
+                app[CHAINS].remember_response(outcome.response_id, self.who.session_id)
+            return response
+        except asyncio.CancelledError:
+            cancelled = True
+            metrics.client_disconnects.inc()
+            metrics.errors.labels("client_disconnect").inc()
+            log.info("client hung up on %s before its answer ended", rid)
+            raise
+        finally:
+            # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
+            # dispatched call both mean "finished".
+            app[GATE].apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, usage))
+            if wants_end(self.request.headers):
+                end_session(app, self.who.session_id)
+
+    async def _attempts(self, decision: Decision) -> tuple[UpstreamAnswer, Dispatch] | Reject:
+        """Dispatches until a replica answers; the core's Reject when it has no replica left."""
+        config = self.app[CONFIG]
+        while isinstance(decision, Dispatch):
+            replica = decision.replica_id
+            extra = {"X-Session-ID": self.who.session_id}
+            if decision.priority is not None:
+                extra["X-Vllm-Priority"] = str(decision.priority)
+            headers = forward.forwarded_headers(self.request.headers, extra)
+            forward.upstream_auth(headers, config)
+            sent = self.body
+            if self.add_usage:
+                sent = asking_for_usage(sent)
+            if decision.retain_ttl_s is not None:
+                sent = with_retention(sent, self.who.session_id, decision.retain_ttl_s)
+            try:
+                upstream = await forward.open_upstream(
+                    self.app[POOL],
+                    replica + self.request.path,
+                    sent,
+                    headers,
+                    config.first_byte_timeout_s,
+                    config.connect_timeout_s,
+                )
+            except forward.UpstreamUnreachable as e:
+                decision = await self._failed(replica, f"unreachable ({e})", "upstream_unreachable")
+                continue
+            except forward.UpstreamTimeout as e:
+                self._note_failure(replica, str(e), "upstream_timeout")
+                raise ProxyError(
+                    504, f"the replica did not answer in time: {e}", code="upstream_timeout"
+                ) from e
+            if upstream.status >= 500 and self.failures < config.max_retries:
+                try:
+                    async with asyncio.timeout(config.first_byte_timeout_s):
+                        error_body = await upstream.read(_MAX_ERROR_BODY)
+                except (BodyFailed, TimeoutError):
+                    error_body = b""
+                finally:
+                    upstream.close()
+                headers = forward.forwarded_headers(upstream.headers, {"X-Saga-Replica": replica})
+                self.last_5xx = (upstream.status, headers, error_body)
+                decision = await self._failed(replica, f"answered {upstream.status}", "upstream_5xx")
+                continue
+            return upstream, decision
+        return decision
+
+    def _log_context(self, replica: str) -> dict[str, str]:
+        info = self.info
+        return {"request_id": info.request_id, "session_id": info.session_id, "replica_id": replica}
+
+    def _first_byte(self, started: float) -> None:
+        self.app[METRICS].ttft.observe(time.perf_counter() - started)
+        self.app[GATE].apply(self.app[CORE].first_token(self.info.request_id))
+
+    def _note_failure(self, replica: str, reason: str, cause: str) -> bool:
+        metrics = self.app[METRICS]
+        metrics.upstream_failures.labels(replica).inc()
+        metrics.errors.labels(cause).inc()
+        opened = self.app[GUARDS][replica].call_failed(self.app[CORE].clock())
+        if opened:
+            log.warning("circuit breaker for replica %s opened after repeated failures", replica)
+        return opened
+
+    async def _failed(self, replica: str, reason: str, cause: str) -> Decision:
+        """A dispatch failed before any byte reached the client: mark the replica down, maybe retry."""
+        core, gate = self.app[CORE], self.app[GATE]
+        self.failures += 1
+        self._note_failure(replica, reason, cause)
+        retry = self.failures <= self.app[CONFIG].max_retries
+        log.warning(
+            "replica %s marked down: call %s %s%s",
+            replica,
+            self.info.request_id,
+            reason,
+            "; retrying on another replica" if retry else "",
+            extra=self._log_context(replica),
+        )
+        if not retry:
+            gate.apply(core.replica_stats(down_stats(replica)))
+            raise ProxyError(502, f"replica failed: {reason}", code="upstream_error")
+        self.app[METRICS].retries.inc()
+        decision = await self._decided(core.dispatch_failed(self.info.request_id))
+        gate.apply(core.replica_stats(down_stats(replica)))
+        return decision
+
+    def _no_replica_left(self, decision: Reject) -> web.StreamResponse:
+        if self.last_5xx is not None:  # every replica failed: relay the last replica error as it was
+            status, headers, body = self.last_5xx
+            return web.Response(status=status, body=body, headers=headers)
+        self.app[METRICS].rejected.inc()
+        self.app[METRICS].errors.labels("rejected").inc()
+        headers = {}
+        if decision.status in (429, 503):
+            headers["Retry-After"] = str(max(1, math.ceil(self.app[CONFIG].retry_after_s)))
+        code = "queue_full" if decision.status == 429 else "no_replica"
+        raise ProxyError(
+            decision.status, f"request not routed: {decision.reason}", code=code, headers=headers
+        )
+
+    def _account(self, replica: str, outcome: forward.Relayed) -> None:
+        metrics = self.app[METRICS]
+        metrics.responses.labels(replica, str(outcome.status)).inc()
+        if outcome.upstream_error is not None:
+            self._note_failure(replica, outcome.upstream_error, "upstream_mid_answer")
+            log.warning(
+                "replica %s failed mid-answer to %s: %s",
+                replica,
+                self.info.request_id,
+                outcome.upstream_error,
+                extra=self._log_context(replica),
+            )
+        elif outcome.status < 500:
+            self.app[GUARDS][replica].call_succeeded()
+        else:
+            self._note_failure(replica, f"answered {outcome.status}", "upstream_5xx")
+        if outcome.client_gone:
+            metrics.client_disconnects.inc()
+            metrics.errors.labels("client_disconnect").inc()
+            log.info("client hung up on %s before its answer ended", self.info.request_id)
+
+
+def add_routes(app: web.Application) -> None:
+    for path in CALL_ROUTES:
+        app.router.add_post(path, proxy_call)

@@ -1,0 +1,77 @@
+"""What the proxy's handlers share: the app keys and the gate that hands the core's decisions to handlers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from proxy.config import ProxyConfig
+from proxy.metrics import ProxyMetrics
+from proxy.model_routing import ReplicaModels
+from proxy.replica_guard import GuardParams, ReplicaGuard
+from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
+from proxy.session_chain import PrefixChains
+from proxy.upstream_pool import UpstreamPool
+
+
+class DecisionGate:
+    """Hands the core's decisions to the handlers waiting for them.
+
+    A decision may answer a call that arrived earlier (an admission queue dispatches waiting calls from
+    `request_finished` or `tick`); handlers wait here until theirs comes.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[Decision]] = {}
+
+    def expect(self, request_id: str) -> asyncio.Future[Decision]:
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        return future
+
+    def forget(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+
+    def apply(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            future = self._waiting.pop(decision.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(decision)
+
+
+class Guards:
+    """One `ReplicaGuard` per replica id, made on first use."""
+
+    def __init__(self, params: GuardParams) -> None:
+        self.params = params
+        self._guards: dict[str, ReplicaGuard] = {}
+        self.draining: set[str] = set()  # replicas taking no new calls until removed
+
+    def __getitem__(self, replica_id: str) -> ReplicaGuard:
+        guard = self._guards.get(replica_id)
+        if guard is None:
+            guard = self._guards[replica_id] = ReplicaGuard(self.params)
+        return guard
+
+    def forget(self, replica_id: str) -> None:
+        self._guards.pop(replica_id, None)
+        self.draining.discard(replica_id)
+
+
+def down_stats(replica_id: str) -> ReplicaStats:
+    """A replica that is down: its last load figures no longer describe anything."""
+    return ReplicaStats(replica_id, healthy=False, waiting=0, running=0, kv_usage=0.0)
+
+
+CONFIG = web.AppKey("config", ProxyConfig)
+CORE = web.AppKey("core", SchedulerCore)
+GATE = web.AppKey("gate", DecisionGate)
+GUARDS = web.AppKey("guards", Guards)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+CAPACITIES = web.AppKey("capacities", dict[str, float])  # replica id -> KV capacity in tokens
+CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining
+POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
+MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves

@@ -1,0 +1,111 @@
+"""`saga serve`'s configuration flags (one per ProxyConfig key) and the layering of file, environment, flags.
+
+Precedence, lowest first: ProxyConfig's defaults, the YAML file (`--config`), `SAGA_<KEY>` environment
+variables (e.g. `SAGA_PORT=9000`, `SAGA_STREAM_IDLE_TIMEOUT_S=30`), then command-line flags
+(`--stream-idle-timeout-s 30`). Unknown keys in the file are errors naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from proxy.config import ProxyConfig
+from proxy.scheduler import PRESETS, ConfigError
+
+_HELP = {
+    "policy": f"routing policy: {', '.join(sorted(PRESETS))}",
+    "host": "address to listen on",
+    "port": "port to listen on",
+    "seed": "seed for randomised policies",
+    "health_interval_s": "seconds between health probes of each replica",
+    "unhealthy_after": "consecutive failed probes before a replica is marked down",
+    "healthy_after": "consecutive good probes before a down replica is marked up",
+    "breaker_failures": "consecutive failed calls that open a replica's circuit breaker",
+    "breaker_cooldown_s": "seconds a replica's open circuit breaker keeps it out",
+    "connect_timeout_s": "timeout to connect to a replica",
+    "first_byte_timeout_s": "timeout until a replica's status line (a whole non-streaming generation)",
+    "stream_idle_timeout_s": "timeout between two chunks of a streamed answer",
+    "max_retries": "retries on another replica after a connect error or 5xx before the first byte",
+    "retry_after_s": "Retry-After sent with 429/503 refusals",
+    "max_body_bytes": "largest request body accepted (413 above)",
+    "session_idle_ttl_s": "seconds an idle session is remembered",
+    "upstream_api_key": "API key sent to the replicas (vLLM's --api-key)",
+    "access_log": "one log line per request on the saga.access logger",
+    "admin_token": "token the /saga/v1/* admin routes require",
+    "log_format": "text or json",
+}
+_SKIPPED = {"replicas", "discovery", "api_keys"}  # --replica / --simulate; structured keys: the YAML file
+
+
+def _scalar_type(default: Any) -> Any:
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    return str
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ProxyConfig key; flags default to None so that unset ones leave file and env values."""
+    for field in msgspec.structs.fields(ProxyConfig):
+        if field.name in _SKIPPED:
+            continue
+        default = field.default
+        flag = "--" + field.name.replace("_", "-")
+        shown = "none" if default is None else default
+        text = f"{_HELP.get(field.name, field.name)} (default: {shown}; env SAGA_{field.name.upper()})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=text)
+        elif field.name == "seed":
+            parser.add_argument(flag, dest=field.name, type=int, help=text)
+        else:
+            parser.add_argument(flag, dest=field.name, type=_scalar_type(default), help=text)
+
+
+def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if file is not None:
+        loaded = yaml.safe_load(file.read_text())
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of ProxyConfig keys (docs/config.md)")
+        data.update(loaded)
+    for field in msgspec.structs.fields(ProxyConfig):
+        value = environ.get(f"SAGA_{field.name.upper()}")
+        if value is not None:
+            data[field.name] = value.split(",") if field.name == "replicas" else value
+    data.update({k: v for k, v in flags.items() if v is not None})
+    return data
+
+
+def build_config(data: Mapping[str, Any]) -> ProxyConfig:
+    try:
+        # strict=False: environment values are strings ("8000" -> 8000, "true" -> True).
+        config = msgspec.convert(dict(data), ProxyConfig, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"bad configuration: {e}") from e
+    config.validate()
+    return config
+
+
+def proxy_config(
+    args: argparse.Namespace, replicas: list[str], environ: Mapping[str, str] | None = None
+) -> ProxyConfig:
+    """ProxyConfig from defaults < YAML file < SAGA_* environment < command-line flags."""
+    names = [f.name for f in msgspec.structs.fields(ProxyConfig) if f.name not in _SKIPPED]
+    flags = {name: getattr(args, name, None) for name in names}
+    data = config_data(args.config, os.environ if environ is None else environ, flags)
+    if replicas:
+        data["replicas"] = replicas
+    data.setdefault("replicas", [])
+    return build_config(data)

@@ -1,0 +1,152 @@
+"""Session inference by prefix chaining: a call whose conversation extends an earlier call's prompt and output
+belongs to that earlier call's session.
+
+Agents re-send the whole conversation each call: call k+1's messages are call k's messages, then call k's
+answer (the assistant message), then the tool results. So after a call ends, the proxy remembers a key for
+"its messages followed by its answer"; a later call whose messages, up to one of its assistant messages, hash
+to a remembered key continues that session. Two agents that start from the same system prompt and task stay
+apart, since their answers differ.
+
+Contract (sans-IO): `conversation_chain(messages)` returns one chain hash per message (hash i covers
+messages 0..i, each normalised to role, text and tool calls, so a client's re-encoding of the assistant
+message does not matter) and the positions of assistant messages; `PrefixChains.find` looks the assistant
+positions up, latest first; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of prompt +
+answer. The index holds at most `max_entries` keys, oldest first out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+
+
+class _Function(msgspec.Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function | None = None
+
+
+class ChatMessage(msgspec.Struct):
+    role: str = ""
+    content: Any = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+_messages_decoder = msgspec.json.Decoder(list[ChatMessage])
+_encode = msgspec.json.encode
+
+
+class Answer(msgspec.Struct, frozen=True):
+    """The assistant message a call produced: its text and its tool calls (name, arguments)."""
+
+    text: str = ""
+    tool_calls: tuple[tuple[str, str], ...] = ()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def _link(parent: bytes, role: str, text: str, tool_calls: tuple[tuple[str, str], ...]) -> bytes:
+    return hashlib.blake2b(_encode((role, text, tool_calls)), digest_size=16, key=parent).digest()
+
+
+def decode_messages(raw_messages: bytes) -> list[ChatMessage] | None:
+    try:
+        return _messages_decoder.decode(raw_messages)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
+def chain_of(messages: list[ChatMessage]) -> tuple[list[bytes], list[int]]:
+    """Chain hashes of a chat call's messages and the indexes of its assistant messages."""
+    chain: list[bytes] = []
+    assistants: list[int] = []
+    parent = b""
+    for i, m in enumerate(messages):
+        calls = tuple((c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function)
+        parent = _link(parent, m.role, _text(m.content), calls)
+        chain.append(parent)
+        if m.role == "assistant":
+            assistants.append(i)
+    return chain, assistants
+
+
+def conversation_chain(raw_messages: bytes) -> tuple[list[bytes], list[int]] | None:
+    """`chain_of` the decoded messages; None if they are unreadable."""
+    messages = decode_messages(raw_messages)
+    return None if messages is None else chain_of(messages)
+
+
+def answer_key(prompt_chain: bytes, answer: Answer) -> bytes:
+    return _link(prompt_chain, "assistant", answer.text, answer.tool_calls)
+
+
+class PrefixChains:
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._sessions: OrderedDict[bytes, str] = OrderedDict()
+        self._keys_of: dict[str, int] = {}  # session -> how many keys point to it
+        self._responses: OrderedDict[str, str] = OrderedDict()  # Responses API id -> session
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def find(self, chain: list[bytes], assistants: list[int]) -> str | None:
+        for i in reversed(assistants):
+            session = self._sessions.get(chain[i])
+            if session is not None:
+                self._sessions.move_to_end(chain[i])
+                return session
+        return None
+
+    def remember_response(self, response_id: str, session_id: str) -> None:
+        """A Responses API answer's id, which a later call names as `previous_response_id`."""
+        self._responses[response_id] = session_id
+        self._responses.move_to_end(response_id)
+        while len(self._responses) > self.max_entries:
+            self._responses.popitem(last=False)
+
+    def session_of_response(self, response_id: str) -> str | None:
+        return self._responses.get(response_id)
+
+    def knows(self, session_id: str) -> bool:
+        return session_id in self._keys_of
+
+    def remember(self, prompt_chain: bytes, answer: Answer, session_id: str) -> None:
+        key = answer_key(prompt_chain, answer)
+        old = self._sessions.get(key)
+        if old is not None:
+            self._drop_key_of(old)
+        self._sessions[key] = session_id
+        self._sessions.move_to_end(key)
+        self._keys_of[session_id] = self._keys_of.get(session_id, 0) + 1
+        while len(self._sessions) > self.max_entries:
+            _, evicted = self._sessions.popitem(last=False)
+            self._drop_key_of(evicted)
+
+    def forget_session(self, session_id: str) -> None:
+        if session_id not in self._keys_of:
+            return
+        for key in [k for k, s in self._sessions.items() if s == session_id]:
+            del self._sessions[key]
+        del self._keys_of[session_id]
+
+    def _drop_key_of(self, session_id: str) -> None:
+        left = self._keys_of.get(session_id, 0) - 1
+        if left > 0:
+            self._keys_of[session_id] = left
+        else:
+            self._keys_of.pop(session_id, None)

@@ -1,0 +1,97 @@
+"""Sessions in the admin API: listing them and ending them explicitly.
+
+A client ends its session with `X-Session-End: true` on its last call (ended once that call finishes) or with
+`POST /saga/v1/sessions/{id}/end`. Ending forgets the session's binding and prefix-chain keys at once instead
+of after `session_idle_ttl_s`. The scheduler core owns sessions: when it offers `session_ended(id)` the shell
+calls it; otherwise it removes the session from the core's datastore and tells the policy's plugins, as the
+core's own idle expiry does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from proxy.context import CHAINS, CORE, GATE, METRICS
+from proxy.errors import ProxyError
+from proxy.identity import IdentityError, check_id
+
+SESSION_END_HEADER = "x-session-end"
+
+
+def wants_end(headers: Any) -> bool:
+    return str(headers.get(SESSION_END_HEADER, "")).strip().lower() in {"true", "1", "yes"}
+
+
+def end_session(app: web.Application, session_id: str) -> bool:
+    """Ends a session; False when the core did not know it."""
+    core = app[CORE]
+    app[CHAINS].forget_session(session_id)
+    session = core.sessions.get(session_id)
+    started = getattr(session, "started", None)
+    if isinstance(started, float):  # cores that record a session's first call
+        app[METRICS].task_completion.observe(max(0.0, core.clock() - started))
+    ended = getattr(core, "session_ended", None)
+    if callable(ended):
+        known = session_id in core.sessions
+        app[GATE].apply(ended(session_id))
+        return known
+    if core.sessions.pop(session_id, None) is None:
+        return False
+    for plugin in core.policy.plugins:
+        plugin.on_session_end(session_id)
+    return True
+
+
+async def end_session_route(request: web.Request) -> web.Response:
+    try:
+        session_id = check_id("session id", request.match_info["session_id"])
+    except IdentityError as e:
+        raise ProxyError(400, e.message, param="session_id", code="invalid_identity") from e
+    if not end_session(request.app, session_id):
+        raise ProxyError(404, "no such session", param="session_id", code="unknown_session")
+    return web.json_response({"session_id": session_id, "ended": True})
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    try:
+        limit = max(0, int(request.query.get("limit", "1000")))
+    except ValueError as e:
+        raise ProxyError(400, "limit must be an integer", param="limit") from e
+    now = core.clock()
+    out: list[dict[str, Any]] = []
+    for session_id, s in list(core.sessions.items())[:limit]:
+        out.append(
+            {
+                "session_id": session_id,
+                "in_flight": s.in_flight,
+                "calls": getattr(s, "calls", None),
+                "idle_s": round(now - s.last_seen, 3),
+            }
+        )
+    return web.json_response({"sessions": out, "total": len(core.sessions)})
+
+
+async def queue(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    now = core.clock()
+    flights = [
+        {
+            "request_id": rid,
+            "session_id": f.req.session_id,
+            "tenant_id": f.req.tenant_id,
+            "replica_id": f.replica_id,
+            "age_s": round(now - f.req.arrived_at, 3),
+        }
+        for rid, f in list(core.in_flight.items())[:1000]
+    ]
+    queued = core.snapshot().get("queued", 0)
+    return web.json_response({"queued": queued, "in_flight": len(core.in_flight), "calls": flights})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/saga/v1/sessions", list_sessions)
+    app.router.add_post("/saga/v1/sessions/{session_id}/end", end_session_route)
+    app.router.add_get("/saga/v1/queue", queue)

@@ -1,0 +1,225 @@
+"""What the scheduler learns from an answer, read without re-encoding it: usage, finish reason, tool names.
+
+Contract: `parse_answer(body)` reads a whole JSON answer (chat, completion or Responses API) and returns its
+`Usage` (token counts, the first choice's `finish_reason`, the names of the tools it called, in order) or None
+when the body is not a JSON object. `StreamScanner` does the same for an SSE stream fed chunk by chunk at any
+boundaries: it only searches each complete `data:` line for a few byte markers and decodes just the lines
+that carry usage, so the relayed bytes are never parsed whole or re-encoded.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from proxy.scheduler.types import Usage
+from proxy.session_chain import Answer
+
+_FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
+_TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
+_RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[A-Za-z0-9_-]{1,200})"')
+
+
+def response_id_of(data: bytes) -> str | None:
+    """The first Responses API id (`resp_...`) in `data`, if any."""
+    found = _RESPONSE_ID.search(data)
+    return found.group(1).decode() if found else None
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+    # The Responses API names them differently.
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    prompt_tokens_details: _Details | None = None
+    input_tokens_details: _Details | None = None
+
+
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    index: int = 0
+    function: _Function | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+    message: _Message | None = None
+    delta: _Message | None = None  # streamed chunks
+
+
+class _OutputItem(msgspec.Struct):
+    type: str = ""
+    name: str | None = None
+
+
+class _Answer(msgspec.Struct):
+    usage: _Usage | None = None
+    choices: list[_Choice] | None = None
+    output: list[_OutputItem] | None = None  # Responses API
+    status: str | None = None  # Responses API
+
+
+_answer_decoder = msgspec.json.Decoder(_Answer)
+
+
+def _usage(u: _Usage | None, finish_reason: str, tool_names: tuple[str, ...]) -> Usage:
+    if u is None:
+        return Usage(finish_reason=finish_reason, tool_names=tool_names)
+    details = u.prompt_tokens_details or u.input_tokens_details
+    return Usage(
+        u.prompt_tokens or u.input_tokens or 0,
+        u.completion_tokens or u.output_tokens or 0,
+        (details.cached_tokens or 0) if details else 0,
+        finish_reason,
+        tool_names,
+    )
+
+
+def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
+    """A whole JSON answer's usage and its assistant message (for chat answers)."""
+    try:
+        answer = _answer_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None, None
+    finish, tools = "", []
+    said: Answer | None = None
+    if answer.choices:
+        first = answer.choices[0]
+        finish = first.finish_reason or ""
+        message = first.message
+        if message is not None:
+            calls = [c.function for c in message.tool_calls or () if c.function and c.function.name]
+            tools = [f.name or "" for f in calls]
+            said = Answer(message.content or "", tuple((f.name or "", f.arguments or "") for f in calls))
+    if answer.output:
+        tools = [o.name for o in answer.output if o.type == "function_call" and o.name]
+        finish = "tool_calls" if tools else (answer.status or "")
+    if answer.usage is None and not finish:
+        return None, said
+    return _usage(answer.usage, finish, tuple(tools)), said
+
+
+def parse_answer(body: bytes) -> Usage | None:
+    return read_answer(body)[0]
+
+
+def parse_usage(payload: bytes) -> Usage | None:
+    """Usage from a whole answer or a whole SSE stream; None when there is none."""
+    if payload.lstrip().startswith(b"{"):
+        return parse_answer(payload)
+    scanner = StreamScanner()
+    scanner.feed(payload)
+    scanner.feed(b"\n")
+    return scanner.usage()
+
+
+class StreamScanner:
+    """Feeds on a chat/completions SSE stream. With `collect_answer`, it also decodes each chunk's delta to
+    rebuild the assistant message (text and tool calls), which session inference by prefix chaining needs."""
+
+    def __init__(self, collect_answer: bool = False) -> None:
+        self._partial = b""
+        self._usage: _Usage | None = None
+        self._seen_usage = False
+        self._finish = ""
+        self._tools: list[str] = []
+        self._collect = collect_answer
+        self._text: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
+        self._pending_events = b""
+        self.response_id: str | None = None
+
+    def feed_stripping_usage(self, chunk: bytes) -> bytes:
+        """Scans `chunk` like `feed` and returns what to forward: the complete events in it, less the
+        usage-only event (`"choices":[]` with a usage) that the proxy asked for and the client did not."""
+        data = self._pending_events + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._pending_events = data
+            return b""
+        complete, self._pending_events = data[: end + 2], data[end + 2 :]
+        self.feed(complete)
+        if b'"usage"' not in complete:
+            return complete
+        kept = [e for e in complete.split(b"\n\n") if not (b'"choices":[]' in e and b'"usage":{' in e)]
+        return b"\n\n".join(kept)
+
+    def flush(self) -> bytes:
+        """What `feed_stripping_usage` still holds at the end of the stream."""
+        rest, self._pending_events = self._pending_events, b""
+        self.feed(rest + b"\n")
+        return rest
+
+    def feed(self, chunk: bytes) -> None:
+        if b"\n" not in chunk:
+            self._partial += chunk
+            return
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            if self.response_id is None and b'"resp_' in line:
+                self.response_id = response_id_of(line)
+            if self._collect and b'"delta"' in line:
+                self._collect_delta(line)
+            if b'"usage"' in line or b'"finish_reason"' in line or b'"name"' in line:
+                self._scan(line)
+
+    def _collect_delta(self, line: bytes) -> None:
+        try:
+            chunk = _answer_decoder.decode(line[5:])
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return
+        if not chunk.choices or chunk.choices[0].delta is None:
+            return
+        delta = chunk.choices[0].delta
+        if delta.content:
+            self._text.append(delta.content)
+        for call in delta.tool_calls or ():
+            parts = self._calls.setdefault(call.index, [""])
+            if call.function is not None:
+                if call.function.name:
+                    parts[0] = call.function.name
+                if call.function.arguments:
+                    parts.append(call.function.arguments)
+
+    def answer(self) -> Answer | None:
+        if not self._collect:
+            return None
+        calls = tuple((parts[0], "".join(parts[1:])) for _, parts in sorted(self._calls.items()))
+        return Answer("".join(self._text), calls)
+
+    def _scan(self, line: bytes) -> None:
+        finish = _FINISH.search(line)
+        if finish is not None:
+            self._finish = finish.group(1).decode()
+        if b'"tool_calls"' in line or b'"function_call"' in line:
+            self._tools.extend(m.group(1).decode() for m in _TOOL_NAME.finditer(line))
+        if b'"usage":{' in line or b'"usage": {' in line or b'"response":{' in line:
+            try:
+                answer = _answer_decoder.decode(line[5:])
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                return
+            if answer.usage is not None:
+                self._usage, self._seen_usage = answer.usage, True
+
+    def usage(self) -> Usage | None:
+        if not self._seen_usage and not self._finish and not self._tools:
+            return None
+        return _usage(self._usage, self._finish, tuple(self._tools))

@@ -1,0 +1,281 @@
+"""The data path's HTTP/1.1 client to replicas: pooled keep-alive connections, httptools parsing.
+
+Part of the forwarding data path (proxy/forward.py is its only user). aiohttp's ClientSession spends most of a
+proxied call's CPU in per-request Python objects; this client keeps a list of idle connections per replica,
+writes each request as one buffer and hands the answer's body on as the chunks arrive.
+
+Contract:
+- `UpstreamPool.request(url, body, headers, connect_timeout_s)` returns an `UpstreamAnswer` once the status
+  line and headers are in. It raises `ConnectFailed` when no connection could be made or the replica closed
+  a fresh connection before answering; a pooled connection that turns out stale (closed before any answer
+  byte) is replaced by a fresh one once, transparently.
+- `UpstreamAnswer.chunks()` yields body chunks (chunked encoding already decoded) and raises `BodyFailed` if
+  the connection ends before the answer does; `read(limit)` collects the body. `release()` returns a
+  finished, keep-alive connection to the pool and closes any other; `close()` always closes (which makes a
+  vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not reused (uvicorn, which
+  serves vLLM, closes idle keep-alive connections after 5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class ConnectFailed(Exception):
+    """No answer could be had from the replica: nothing was answered, safe to try elsewhere."""
+
+
+class BodyFailed(Exception):
+    """The connection ended or broke before the answer's body was complete."""
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.loop = asyncio.get_running_loop()
+        self.headers_ready: asyncio.Future[None] = self.loop.create_future()
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.complete = False
+        self.keep_alive = False
+        self.until_close = False
+        self.broken: BaseException | None = None
+        self.got_bytes = False
+        self.idle_since = 0.0
+        self._name = b""
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._fail(e)
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.until_close and exc is None and self.headers_ready.done() and not self.complete:
+            self.complete = True  # a body without a length ends when the connection does
+            self._wake()
+        if not self.complete:
+            self._fail(exc or ConnectionResetError("the replica closed the connection"))
+
+    # -- httptools callbacks ------------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name:
+            self._name = name
+            self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        else:  # a header value continued in another data chunk
+            last_name, last_value = self.headers[-1]
+            self.headers[-1] = (last_name, last_value + value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        names = {name.lower() for name, _ in self.headers}
+        sized = bool({"content-length", "transfer-encoding"} & names)
+        self.until_close = not sized and self.status not in (204, 304)
+        if not self.headers_ready.done():
+            self.headers_ready.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()  # only valid here, not after
+        self.complete = True
+        self._wake()
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.broken is None:
+            self.broken = exc
+        if not self.headers_ready.done():
+            self.headers_ready.set_exception(ConnectionResetError(str(exc)))
+        self._wake()
+
+    def reset_for_request(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers_ready = self.loop.create_future()
+        self.status, self.headers, self.chunks = 0, [], []
+        self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
+        self.until_close = False
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class UpstreamAnswer:
+    def __init__(self, pool: UpstreamPool, key: tuple[str, int, bool], conn: _Connection) -> None:
+        self._pool, self._key, self._conn = pool, key, conn
+        self.status = conn.status
+        self.headers = conn.headers
+        self.content_type = ""
+        for name, value in conn.headers:
+            if name.lower() == "content-type":
+                self.content_type = value.split(";", 1)[0].strip().lower()
+        self._done = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        while True:
+            if conn.chunks:
+                pending, conn.chunks = conn.chunks, []
+                for chunk in pending:
+                    yield chunk
+                continue
+            if conn.complete:
+                return
+            if conn.broken is not None:
+                raise BodyFailed(repr(conn.broken))
+            conn.waiter = conn.loop.create_future()
+            try:
+                await conn.waiter
+            finally:
+                conn.waiter = None
+
+    async def read(self, limit: int | None = None) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            parts.append(chunk)
+            size += len(chunk)
+            if limit is not None and size >= limit:
+                break
+        body = b"".join(parts)
+        return body if limit is None else body[:limit]
+
+    @property
+    def at_eof(self) -> bool:
+        return self._conn.complete and not self._conn.chunks
+
+    def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        conn = self._conn
+        if conn.complete and not conn.chunks and conn.keep_alive and conn.transport is not None:
+            self._pool._put(self._key, conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._conn.transport is not None:
+            self._conn.transport.close()
+
+
+class UpstreamPool:
+    def __init__(self, idle_ttl_s: float = 4.0, max_idle_per_replica: int = 256) -> None:
+        self.idle_ttl_s = idle_ttl_s
+        self.max_idle = max_idle_per_replica
+        self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+
+    def _put(self, key: tuple[str, int, bool], conn: _Connection) -> None:
+        idle = self._idle.setdefault(key, [])
+        if self._closed or len(idle) >= self.max_idle:
+            if conn.transport is not None:
+                conn.transport.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def _take(self, key: tuple[str, int, bool]) -> _Connection | None:
+        idle = self._idle.get(key)
+        horizon = time.monotonic() - self.idle_ttl_s
+        while idle:
+            conn = idle.pop()
+            if conn.transport is not None and not conn.transport.is_closing() and conn.idle_since >= horizon:
+                conn.reset_for_request()
+                return conn
+            if conn.transport is not None:
+                conn.transport.close()
+        return None
+
+    async def _connect(self, key: tuple[str, int, bool], timeout_s: float) -> _Connection:
+        host, port, tls = key
+        context = None
+        if tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(timeout_s):
+                transport, conn = await asyncio.get_running_loop().create_connection(
+                    _Connection, host, port, ssl=context
+                )
+        except (OSError, TimeoutError) as e:
+            raise ConnectFailed(f"cannot connect to {host}:{port}: {e!r}") from e
+        # uvloop may call connection_made only after create_connection returned.
+        conn.transport = transport
+        return conn
+
+    async def request(
+        self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout_s: float
+    ) -> UpstreamAnswer:
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        host = parts.hostname or "127.0.0.1"
+        key = (host, parts.port or (443 if tls else 80), tls)
+        target = parts.path + ("?" + parts.query if parts.query else "")
+        head = [f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"]
+        head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        head.append(f"Content-Length: {len(body)}\r\n\r\n")
+        payload = "".join(head).encode("latin-1") + body
+        conn = self._take(key)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = await self._connect(key, connect_timeout_s)
+            assert conn.transport is not None
+            conn.transport.write(payload)
+            try:
+                await asyncio.shield(conn.headers_ready)
+            except ConnectionResetError as e:
+                if reused and not conn.got_bytes:  # a stale pooled connection: once more on a fresh one
+                    conn, reused = None, False
+                    continue
+                raise ConnectFailed(f"{host}:{key[1]} closed before answering: {e}") from e
+            except BaseException:
+                if conn.transport is not None:  # cancelled or timed out: abandon the call upstream
+                    conn.transport.close()
+                # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
+                conn.headers_ready.add_done_callback(_consume)
+                raise
+            return UpstreamAnswer(self, key, conn)
+
+    def close(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            for conn in idle:
+                if conn.transport is not None:
+                    conn.transport.close()
+        self._idle.clear()

@@ -1,0 +1,189 @@
+"""Misbehaving replicas on loopback, for the proxy's failure tests.
+
+`FakeReplica` speaks just enough of vLLM's surface (`/health`, `/metrics`, `/v1/models`, the two call
+routes) and answers calls the way `mode` says: "ok" (a tiny JSON or SSE answer), "error-503" (5xx before any
+byte), "hang" (never answers), "stall-stream" (headers and one event, then silence), "slow" (answers after
+`slow_s`), "tools" (an answer calling the tool `run_tests`, streamed in pieces when asked, with the usage
+chunk only when `stream_options.include_usage` is set). `/v1/responses` answers a Responses API object with
+ids `resp_1`, `resp_2`, ... `dying_stream_replica` is a raw socket server that starts an SSE answer and
+drops the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+OK_JSON = (
+    b'{"id":"c1","object":"chat.completion","model":"fake","choices":[{"index":0,"message":{"role":"assistant",'
+    b'"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}'
+)
+SSE_EVENT = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+)
+TOOL_JSON = (
+    b'{"id":"c2","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,'
+    b'"tool_calls":[{"id":"t1","type":"function",'
+    b'"function":{"name":"run_tests","arguments":"{\\"k\\": 1}"}}]},'
+    b'"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":9,"completion_tokens":4}}'
+)
+TOOL_EVENTS = [
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"t1","type":"function",'
+    b'"function":{"name":"run_tests","arguments":""}}]}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+    b'"function":{"arguments":"{\\"k\\""}}]}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+    b'"function":{"arguments":": 1}"}}]}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n',
+]
+USAGE_EVENT = b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}\n\n'
+
+
+class FakeReplica:
+    def __init__(self, mode: str = "ok", *, metrics: str = "", slow_s: float = 0.0, model: str = "fake"):
+        self.mode = mode
+        self.metrics = metrics
+        self.slow_s = slow_s
+        self.model = model
+        self.calls = 0
+        self.headers: list[dict[str, str]] = []  # headers of every chat/completions call
+        self.bodies: list[dict[str, object]] = []  # bodies of "tools" and /v1/responses calls
+        self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _call(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        self.headers.append(dict(request.headers))
+        body = await request.json()
+        try:
+            if self.mode == "error-503":
+                return web.json_response({"error": {"message": "overloaded"}}, status=503)
+            if self.mode == "hang":
+                await asyncio.sleep(3600)
+            if self.mode == "slow":
+                await asyncio.sleep(self.slow_s)
+            if self.mode == "tools":
+                return await self._tools(request, body)
+            if body.get("stream"):
+                response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await response.prepare(request)
+                await response.write(SSE_EVENT)
+                if self.mode == "stall-stream":
+                    await asyncio.sleep(3600)
+                await response.write(b"data: [DONE]\n\n")
+                await response.write_eof()
+                return response
+            return web.Response(body=OK_JSON, content_type="application/json")
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    async def _tools(self, request: web.Request, body: dict[str, object]) -> web.StreamResponse:
+        self.bodies.append(body)
+        if not body.get("stream"):
+            return web.Response(body=TOOL_JSON, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in TOOL_EVENTS:
+            await response.write(event)
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            await response.write(USAGE_EVENT)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _responses(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        self.bodies.append(await request.json())
+        answer = {
+            "id": f"resp_{self.calls}",
+            "object": "response",
+            "status": "completed",
+            "output": [
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}
+            ],
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        }
+        return web.json_response(answer)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._call)
+        app.router.add_post("/v1/completions", self._call)
+        app.router.add_post("/v1/responses", self._responses)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@contextlib.asynccontextmanager
+async def fake_replica(mode: str = "ok", **kwargs: object) -> AsyncIterator[FakeReplica]:
+    replica = FakeReplica(mode, **kwargs)  # type: ignore[arg-type]
+    await replica.start()
+    try:
+        yield replica
+    finally:
+        await replica.stop()
+
+
+@contextlib.asynccontextmanager
+async def dying_stream_replica() -> AsyncIterator[str]:
+    """Answers /health with 200; answers a call with SSE headers and one event, then drops the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            if head.startswith(b"GET"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            else:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                    + f"{len(SSE_EVENT):x}\r\n".encode()
+                    + SSE_EVENT
+                    + b"\r\n"
+                )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.transport.abort()  # dies: no terminal chunk, no FIN handshake
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()

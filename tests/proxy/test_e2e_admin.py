@@ -1,0 +1,196 @@
+"""End-to-end over loopback: security, admin API, discovery, metrics and configuration of the proxy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import DnsDiscovery, ProxyConfig
+from proxy.logs import JsonFormatter
+from proxy.scheduler import ConfigError, Decision, RequestInfo, SchedulerCore, build_policy
+from proxy.serve_options import proxy_config
+from proxy.server import running_proxy
+from tests.proxy.fakes import fake_replica
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)
+
+
+class ArrivalsCore(SchedulerCore):
+    def __init__(self, replicas: list[str]) -> None:
+        super().__init__(replicas, build_policy("round-robin"), time.monotonic)
+        self.arrivals: list[RequestInfo] = []
+
+    def request_arrived(self, req: RequestInfo) -> list[Decision]:
+        self.arrivals.append(req)
+        return super().request_arrived(req)
+
+
+async def post_chat(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, dict[str, Any]]:
+    async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_client_api_keys_name_the_tenant_and_stay_at_the_proxy(http: aiohttp.ClientSession) -> None:
+    async with fake_replica() as replica:
+        core = ArrivalsCore([replica.url])
+        cfg = config([replica.url], api_keys={"sk-acme": "acme"})
+        async with running_proxy(cfg, core) as url:
+            missing = await post_chat(http, url)
+            wrong = await post_chat(http, url, Authorization="Bearer sk-nope")
+            ok = await post_chat(http, url, Authorization="Bearer sk-acme", **{"X-Tenant-ID": "spoofed"})
+            async with http.get(f"{url}/health") as r:
+                health = r.status
+    assert missing[0] == wrong[0] == 401
+    assert missing[1]["error"]["type"] == "authentication_error" and "sk-nope" not in json.dumps(wrong[1])
+    assert ok[0] == 200 and health == 200
+    assert [a.tenant_id for a in core.arrivals] == ["acme"]
+    assert "Authorization" not in replica.headers[0] and "authorization" not in replica.headers[0]
+
+
+async def test_the_admin_api_needs_its_token(http: aiohttp.ClientSession) -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url], admin_token="adm")) as url:
+        async with http.get(f"{url}/saga/v1/state") as r:
+            refused = (r.status, await r.json())
+        async with http.get(f"{url}/saga/v1/state", headers={"Authorization": "Bearer adm"}) as r:
+            allowed = r.status
+        calls_open = (await post_chat(http, url))[0]
+        async with http.get(f"{url}/metrics") as r:
+            metrics_open = r.status
+    assert refused[0] == 401 and refused[1]["error"]["code"] == "invalid_api_key"
+    assert (allowed, calls_open, metrics_open) == (200, 200, 200)
+
+
+async def test_metrics_count_calls_errors_and_latency(http: aiohttp.ClientSession) -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        assert (await post_chat(http, url))[0] == 200
+        async with http.post(f"{url}/v1/chat/completions", data=b"{bad") as r:
+            assert r.status == 400
+        async with http.get(f"{url}/metrics") as r:
+            text = await r.text()
+    assert 'saga_calls_total{route="/v1/chat/completions",status="200"} 1.0' in text
+    assert 'saga_errors_total{cause="invalid_request_body"} 1.0' in text
+    assert "saga_time_to_first_byte_seconds_count 1.0" in text
+    assert "saga_call_latency_seconds_count 1.0" in text
+    assert 'saga_decisions_total{kind="dispatch"} 1.0' in text
+
+
+async def test_dns_discovery_adds_and_removes_replicas(http: aiohttp.ClientSession) -> None:
+    async with fake_replica() as replica:
+        port = int(replica.url.rsplit(":", 1)[1])
+        answers = {"pods.test": ["127.0.0.1"]}
+
+        async def resolve(name: str, _port: int) -> list[str]:
+            return answers[name]
+
+        cfg = config([], discovery=DnsDiscovery(name="pods.test", port=port, interval_s=0.05))
+        async with running_proxy(cfg, resolver=resolve) as url:
+            for _ in range(100):
+                status, _ = await post_chat(http, url)
+                if status == 200:
+                    break
+                await asyncio.sleep(0.05)
+            answers["pods.test"] = []
+            for _ in range(100):
+                async with http.get(f"{url}/saga/v1/replicas") as r:
+                    left = (await r.json())["replicas"]
+                if not left:
+                    break
+                await asyncio.sleep(0.05)
+    assert status == 200 and replica.calls >= 1
+    assert left == []
+
+
+async def test_replicas_are_added_drained_and_removed_through_the_admin_api(
+    http: aiohttp.ClientSession,
+) -> None:
+    metrics = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0\n'
+    async with (
+        fake_replica() as first,
+        fake_replica(metrics=metrics) as second,
+        running_proxy(config([first.url])) as url,
+    ):
+        async with http.post(f"{url}/saga/v1/replicas", json={"url": second.url}) as r:
+            added = r.status
+        async with http.post(f"{url}/saga/v1/replicas/drain", json={"url": first.url}) as r:
+            drained = r.status
+        await asyncio.sleep(0.3)  # health rounds pass: a draining replica stays out
+        results = [await post_chat(http, url) for _ in range(4)]
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            views = {v["replica_id"]: v for v in (await r.json())["replicas"]}
+        async with http.post(f"{url}/saga/v1/replicas/remove", json={"url": first.url}) as r:
+            removed = r.status
+        async with http.post(f"{url}/saga/v1/replicas", json={"url": "ftp://x"}) as r:
+            bad = (r.status, await r.json())
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            after = [v["replica_id"] for v in (await r.json())["replicas"]]
+    assert (added, drained, removed) == (201, 200, 200)
+    assert [s for s, _ in results] == [200] * 4 and first.calls == 0 and second.calls == 4
+    assert views[first.url]["draining"] and not views[first.url]["healthy"]
+    assert views[second.url]["kv_capacity_tokens"] == 16000
+    assert after == [second.url] and bad[0] == 400
+
+
+def _args(tmp_path: Path, yaml_text: str | None, **flags: Any) -> argparse.Namespace:
+    file = None
+    if yaml_text is not None:
+        file = tmp_path / "saga.yaml"
+        file.write_text(yaml_text)
+    return argparse.Namespace(config=file, **flags)
+
+
+def test_config_layers_file_then_env_then_flags(tmp_path: Path) -> None:
+    args = _args(tmp_path, "replicas: [http://a:1]\nport: 9000\nmax_retries: 5\nhost: 0.0.0.0\n", port=9100)
+    config = proxy_config(args, [], {"SAGA_PORT": "9050", "SAGA_MAX_RETRIES": "7"})
+    assert (config.port, config.max_retries, config.host, config.replicas) == (
+        9100,
+        7,
+        "0.0.0.0",
+        ["http://a:1"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "named"),
+    [
+        ("replicas: [http://a:1]\nstream_idle_timeout: 3\n", "stream_idle_timeout"),
+        ("replicas: [http://a:1]\ndiscovery: {name: x, prot: 1}\n", "prot"),
+        ("replicas: [http://a:1]\nmax_retries: -1\n", "max_retries"),
+        ("replicas: [http://a:1]\nport: eighty\n", "port"),
+    ],
+)
+def test_bad_configuration_fails_naming_the_key(tmp_path: Path, yaml_text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        proxy_config(_args(tmp_path, yaml_text), [], {})
+
+
+def test_json_logs_are_one_escaped_object_per_line() -> None:
+    record = logging.LogRecord("saga.proxy", logging.WARNING, __file__, 1, "replica %s down", ("r\n1",), None)
+    record.request_id = "saga-1"
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    assert json.loads(line) | {"ts": ""} == {
+        "ts": "",
+        "level": "WARNING",
+        "logger": "saga.proxy",
+        "message": "replica r\n1 down",
+        "request_id": "saga-1",
+    }

@@ -1,0 +1,211 @@
+"""End-to-end over loopback: the defects a new user hit in the proxy (issue 12), each one pinned down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.cli import build_parser
+from proxy.config import ProxyConfig
+from proxy.server import running_proxy
+from tests.proxy.fakes import dying_stream_replica, fake_replica
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)
+
+
+async def state_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(f"{url}/saga/v1/state") as r:
+        result: dict[str, Any] = await r.json()
+        return result
+
+
+async def eventually_idle(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """The proxy's state once nothing is in flight (a bounded wait, not a timing assertion)."""
+    for _ in range(100):
+        state = await state_of(http, url)
+        if state["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    return state
+
+
+def assert_openai_error(payload: dict[str, Any]) -> dict[str, Any]:
+    error: dict[str, Any] = payload["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"] and error["type"]
+    return error
+
+
+async def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error_event(
+    http: aiohttp.ClientSession,
+) -> None:
+    body = {"model": "fake", "messages": MESSAGES, "stream": True}
+    async with dying_stream_replica() as replica, running_proxy(config([replica])) as url:
+        async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            raw = await r.read()  # returns only because the proxy ends the stream
+        state = await eventually_idle(http, url)
+    assert b"HTTP/1.1" not in raw  # no second response written into the body
+    events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "hi"  # what came before is kept
+    assert_openai_error(json.loads(events[-1]))
+    assert state["in_flight"] == 0
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"session_id": "a\r\nb"},
+        {"prompt_cache_key": "a\nb"},
+        {"vllm_xargs": {"session_id": "a\rb"}},
+        {"session_id": "s" * 1_000_000},
+        {"session_id": "tab\there"},
+    ],
+    ids=["crlf-body", "lf-cache-key", "cr-xargs", "1mb-id", "tab"],
+)
+async def test_bad_identity_values_are_a_400_and_release_their_accounting(
+    http: aiohttp.ClientSession, identity: dict[str, Any]
+) -> None:
+    body = {"model": "fake", "messages": MESSAGES, **identity}
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            status, payload, echoed = r.status, await r.json(), r.headers.get("X-Session-ID")
+        state = await state_of(http, url)
+        async with http.post(f"{url}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}) as r:
+            ok = r.status
+    assert status == 400 and echoed is None
+    error = assert_openai_error(payload)
+    assert error["param"] in {"session_id", "prompt_cache_key", "vllm_xargs.session_id"}
+    assert state["in_flight"] == 0 and state["sessions"] == 0
+    assert replica.calls == 1 and ok == 200  # the bad call never reached the replica; the next one did
+
+
+async def test_bad_identity_headers_are_a_400(http: aiohttp.ClientSession) -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        headers = {"X-Session-ID": "x" * 5000}
+        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}, headers=headers) as r:
+            status, payload = r.status, await r.json()
+    assert status == 400 and assert_openai_error(payload)["param"] == "x-session-id"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"m","vllm_xargs":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b'},"messages":[]}',
+        b'{"model":"m","messages":[{"role":"user","content":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["in-vllm-xargs", "in-a-message", "top-level"],
+)
+async def test_deeply_nested_json_is_an_openai_400(http: aiohttp.ClientSession, body: bytes) -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        async with http.post(f"{url}/v1/chat/completions", data=body) as r:
+            status, payload = r.status, await r.json()
+        state = await state_of(http, url)
+    assert status == 400 and assert_openai_error(payload)["type"] == "invalid_request_error"
+    assert state["in_flight"] == 0
+
+
+async def test_the_proxy_refuses_in_one_openai_shape(http: aiohttp.ClientSession) -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url], max_body_bytes=1000)) as url:
+        async with http.post(f"{url}/v1/chat/completions", data=b"{" + b" " * 5000 + b"}") as r:
+            too_big = (r.status, r.content_type, await r.json())
+        async with http.post(f"{url}/v1/chat/completions", data=b"{}", headers={"X-Big": "y" * 20000}) as r:
+            bad_http = (r.status, r.content_type, await r.read())
+        async with http.get(f"{url}/nowhere") as r:
+            not_found = (r.status, r.content_type, await r.json())
+    assert too_big[:2] == (413, "application/json") and assert_openai_error(too_big[2])
+    assert bad_http[:2] == (400, "application/json")
+    assert b"yyyy" not in bad_http[2]  # the offending value is not reflected
+    assert_openai_error(json.loads(bad_http[2]))
+    assert not_found[:2] == (404, "application/json") and assert_openai_error(not_found[2])
+
+
+async def test_client_disconnects_log_no_error(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with fake_replica("stall-stream") as streaming, running_proxy(config([streaming.url])) as url:
+        body = {"model": "fake", "messages": MESSAGES, "stream": True}
+        async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            await r.content.readline()  # the stream has started; now hang up
+        state = await eventually_idle(http, url)
+    async with fake_replica("hang") as hanging, running_proxy(config([hanging.url])) as url:
+        with contextlib.suppress(TimeoutError):
+            await http.post(
+                f"{url}/v1/chat/completions", json={"messages": MESSAGES}, timeout=aiohttp.ClientTimeout(0.5)
+            )
+        await asyncio.wait_for(hanging.cancelled.wait(), 30)  # the proxy hung up on the replica too
+        hung_state = await eventually_idle(http, url)
+    assert state["in_flight"] == 0 and hung_state["in_flight"] == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_access_log_and_replica_down_are_logged(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with fake_replica() as replica:
+        dead = replica.url
+    async with (
+        fake_replica() as replica,
+        running_proxy(config([dead, replica.url], policy="round-robin")) as url,
+    ):
+        for _ in range(2):
+            async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
+                assert r.status == 200
+    access = [r.getMessage() for r in caplog.records if r.name == "saga.access"]
+    assert any("POST /v1/chat/completions" in line and " 200 " in line for line in access)
+    down = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and dead in r.getMessage()]
+    assert any("down" in line for line in down)
+
+
+def test_serve_help_shows_the_defaults() -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = " ".join(out.getvalue().split())
+    for shown in ("default: 8000", "default: 127.0.0.1", "default: session-affinity"):
+        assert shown in text
+
+
+async def test_state_forgets_a_dead_replicas_load(http: aiohttp.ClientSession) -> None:
+    metrics = "vllm:num_requests_waiting 7\nvllm:num_requests_running 3\nvllm:kv_cache_usage_perc 0.5\n"
+    async with (
+        fake_replica(metrics=metrics) as busy,
+        fake_replica() as other,
+        running_proxy(config([busy.url, other.url])) as url,
+    ):
+        for _ in range(100):
+            seen = {r["replica_id"]: r for r in (await state_of(http, url))["replicas"]}
+            if seen[busy.url]["waiting"] == 7:
+                break
+            await asyncio.sleep(0.05)
+        assert (seen[busy.url]["waiting"], seen[busy.url]["running"]) == (7, 3)
+        await busy.stop()
+        for _ in range(100):
+            seen = {r["replica_id"]: r for r in (await state_of(http, url))["replicas"]}
+            if not seen[busy.url]["healthy"]:
+                break
+            await asyncio.sleep(0.05)
+    dead = seen[busy.url]
+    assert not dead["healthy"]
+    assert (dead["waiting"], dead["running"], dead["kv_usage"]) == (0, 0, 0.0)

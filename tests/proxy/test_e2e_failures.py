@@ -1,0 +1,180 @@
+"""End-to-end over loopback: how the proxy handles replicas that fail, stall or refuse (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.scheduler import Decision, Reject, RequestInfo, SchedulerCore, build_policy
+from proxy.server import running_proxy
+from tests.proxy.fakes import FakeReplica, fake_replica
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)
+
+
+async def call(
+    http: aiohttp.ClientSession, url: str, session: str = "", **body: Any
+) -> tuple[int, dict[str, Any], str]:
+    headers = {"X-Session-ID": session} if session else {}
+    payload = {"model": "fake", "messages": MESSAGES, **body}
+    async with http.post(f"{url}/v1/chat/completions", json=payload, headers=headers) as r:
+        return r.status, await r.json(), r.headers.get("X-Saga-Replica", "")
+
+
+async def replica_view(http: aiohttp.ClientSession, url: str, replica: str) -> dict[str, Any]:
+    async with http.get(f"{url}/saga/v1/replicas") as r:
+        views: list[dict[str, Any]] = (await r.json())["replicas"]
+    return next(v for v in views if v["replica_id"] == replica)
+
+
+async def until_healthy(http: aiohttp.ClientSession, url: str, replica: str, healthy: bool = True) -> bool:
+    for _ in range(200):  # a bounded wait for the health loop, not a timing assertion
+        if (await replica_view(http, url, replica))["healthy"] == healthy:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_5xx_before_any_byte_is_retried_and_the_session_rebinds(http: aiohttp.ClientSession) -> None:
+    async with (
+        fake_replica() as flaky,
+        fake_replica() as good,
+        running_proxy(config([flaky.url, good.url])) as url,
+    ):
+        # Find a session that session-affinity placed on the flaky replica.
+        for i in range(40):
+            status, _, replica = await call(http, url, f"s{i}")
+            assert status == 200
+            if replica == flaky.url:
+                session = f"s{i}"
+                break
+        else:
+            pytest.fail("no session was ever placed on the first replica")
+        flaky.mode = "error-503"
+        calls_before = flaky.calls
+        status, payload, replica = await call(http, url, session)
+        assert (status, replica) == (200, good.url) and payload["choices"][0]["message"]["content"] == "hi"
+        assert flaky.calls == calls_before + 1  # it was tried first, then the call moved on
+        flaky.mode = "ok"
+        assert await until_healthy(http, url, flaky.url)
+        status, _, replica = await call(http, url, session)
+    assert (status, replica) == (200, good.url)  # the session now lives where its prefix is
+
+
+async def test_when_every_replica_fails_the_last_replica_error_is_relayed(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with (
+        fake_replica("error-503") as a,
+        fake_replica("error-503") as b,
+        running_proxy(config([a.url, b.url])) as url,
+    ):
+        status, payload, _ = await call(http, url)
+        async with http.get(f"{url}/saga/v1/state") as r:
+            state = await r.json()
+    assert status == 503 and payload == {"error": {"message": "overloaded"}}
+    assert a.calls == 1 and b.calls == 1 and state["in_flight"] == 0
+
+
+async def test_a_circuit_breaker_keeps_a_failing_replica_out(http: aiohttp.ClientSession) -> None:
+    cfg = config([], breaker_failures=2, breaker_cooldown_s=3600)
+    async with fake_replica("error-503") as bad, fake_replica() as good:
+        cfg.replicas = [bad.url, good.url]
+        async with running_proxy(cfg) as url:
+            for i in range(200):  # /health keeps answering 200, so it comes back until the breaker opens
+                status, _, replica = await call(http, url, f"s{i}")
+                assert (status, replica) == (200, good.url)
+                if bad.calls >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            view = await replica_view(http, url, bad.url)
+            assert view["breaker"] == "open" and not view["healthy"]
+            await asyncio.sleep(0.5)  # several probe rounds in which /health says 200
+            view = await replica_view(http, url, bad.url)
+            calls = bad.calls
+            results = [await call(http, url, f"t{i}") for i in range(6)]
+    assert view["breaker"] == "open" and not view["healthy"]
+    assert {(status, replica) for status, _, replica in results} == {(200, good.url)}
+    assert bad.calls == calls
+
+
+async def test_a_replica_silent_past_the_first_byte_timeout_is_a_504(http: aiohttp.ClientSession) -> None:
+    async with (
+        fake_replica("hang") as hanging,
+        running_proxy(config([hanging.url], first_byte_timeout_s=0.3)) as url,
+    ):
+        status, payload, _ = await call(http, url)
+        await asyncio.wait_for(hanging.cancelled.wait(), 30)  # the upstream call was abandoned
+        async with http.get(f"{url}/saga/v1/state") as r:
+            state = await r.json()
+    assert status == 504 and payload["error"]["code"] == "upstream_timeout"
+    assert state["in_flight"] == 0
+
+
+async def test_a_stalled_stream_ends_with_an_error_event(http: aiohttp.ClientSession) -> None:
+    cfg = config([], stream_idle_timeout_s=0.3)
+    async with fake_replica("stall-stream") as stalling:
+        cfg.replicas = [stalling.url]
+        async with running_proxy(cfg) as url:
+            body = {"model": "fake", "messages": MESSAGES, "stream": True}
+            async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+                raw = await r.read()
+            await asyncio.wait_for(stalling.cancelled.wait(), 30)
+    events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "hi"
+    assert json.loads(events[-1])["error"]["code"] == "upstream_error"
+
+
+class _FullQueueCore(SchedulerCore):
+    """A core whose admission queue is full: it refuses every call with 429."""
+
+    def request_arrived(self, req: RequestInfo) -> list[Decision]:
+        return [Reject(req.request_id, "the admission queue is full", status=429)]
+
+
+async def test_a_full_queue_is_a_429_with_retry_after(http: aiohttp.ClientSession) -> None:
+    async with fake_replica() as replica:
+        core = _FullQueueCore([replica.url], build_policy("round-robin"), time.monotonic)
+        async with (
+            running_proxy(config([replica.url], retry_after_s=2.5), core) as url,
+            http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r,
+        ):
+            status, retry_after, payload = r.status, r.headers.get("Retry-After"), await r.json()
+    assert status == 429 and retry_after == "3"  # whole seconds (RFC 9110), rounded up
+    assert payload["error"]["type"] == "rate_limit_error" and replica.calls == 0
+
+
+async def test_upstream_api_key_is_sent_to_replicas(http: aiohttp.ClientSession) -> None:
+    seen: list[str] = []
+    replica = FakeReplica()
+    original = replica._call
+
+    async def recording(request: Any) -> Any:
+        seen.append(request.headers.get("Authorization", ""))
+        return await original(request)
+
+    replica._call = recording  # type: ignore[method-assign]
+    await replica.start()
+    try:
+        async with running_proxy(config([replica.url], upstream_api_key="sk-up")) as url:
+            status, _, _ = await call(http, url)
+    finally:
+        await replica.stop()
+    assert status == 200 and seen == ["Bearer sk-up"]

@@ -1,0 +1,175 @@
+"""End-to-end over loopback: the OpenAI surface through the proxy (usage, tools, Responses, passthrough,
+the official `openai` client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.scheduler import Decision, SchedulerCore, Usage, build_policy
+from proxy.server import running_proxy
+from simulator.server import ReplicaFleet, start_fleet
+from tests.proxy.fakes import fake_replica
+
+MESSAGES = [{"role": "user", "content": "run the tests"}]
+
+
+class RecordingCore(SchedulerCore):
+    """The real core, recording what each finished call reported."""
+
+    def __init__(self, replicas: list[str]) -> None:
+        super().__init__(replicas, build_policy("round-robin"), time.monotonic)
+        self.usages: list[Usage | None] = []
+
+    def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
+        self.usages.append(usage)
+        return super().request_finished(request_id, usage)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[ReplicaFleet]:
+    fleet = await start_fleet(2, time_scale=200.0)
+    yield fleet
+    await fleet.close()
+
+
+def config(replicas: list[str]) -> ProxyConfig:
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.2)
+
+
+def data_events(raw: bytes) -> list[str]:
+    return [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("asked", [False, True], ids=["usage-not-asked", "usage-asked"])
+async def test_streams_report_usage_and_tools_to_the_core_and_the_client_gets_what_it_asked(
+    http: aiohttp.ClientSession, asked: bool
+) -> None:
+    body: dict[str, Any] = {"model": "fake", "messages": MESSAGES, "stream": True}
+    if asked:
+        body["stream_options"] = {"include_usage": True}
+    async with fake_replica("tools") as replica:
+        core = RecordingCore([replica.url])
+        async with (
+            running_proxy(config([replica.url]), core) as url,
+            http.post(f"{url}/v1/chat/completions", json=body) as r,
+        ):
+            raw = await r.read()
+    events = data_events(raw)
+    usage_events = [e for e in events if e != "[DONE]" and json.loads(e).get("usage")]
+    assert events[-1] == "[DONE]" and len(usage_events) == (1 if asked else 0)
+    assert replica.bodies[0]["stream_options"] == {"include_usage": True}  # asked upstream either way
+    assert core.usages == [Usage(9, 4, 0, "tool_calls", ("run_tests",))]
+
+
+async def test_whole_answers_report_finish_reason_and_tool_names(http: aiohttp.ClientSession) -> None:
+    async with fake_replica("tools") as replica:
+        core = RecordingCore([replica.url])
+        async with (
+            running_proxy(config([replica.url]), core) as url,
+            http.post(f"{url}/v1/chat/completions", json={"model": "fake", "messages": MESSAGES}) as r,
+        ):
+            answer = await r.json()
+    assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "run_tests"
+    assert core.usages == [Usage(9, 4, 0, "tool_calls", ("run_tests",))]
+    assert "stream_options" not in replica.bodies[0]  # a whole answer is forwarded as sent
+
+
+async def test_responses_calls_continue_the_session_of_their_previous_response(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        async with http.post(f"{url}/v1/responses", json={"model": "fake", "input": "hello"}) as r:
+            first = (r.status, r.headers["X-Session-ID"], await r.json())
+        follow_up = {"model": "fake", "input": "and then?", "previous_response_id": first[2]["id"]}
+        async with http.post(f"{url}/v1/responses", json=follow_up) as r:
+            second = (r.status, r.headers["X-Session-ID"])
+    assert first[0] == second[0] == 200
+    assert second[1] == first[1]
+
+
+async def test_tokenize_and_detokenize_are_passed_through(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    body = {"model": "saga-sim", "prompt": "hello there, general"}
+    async with running_proxy(config(fleet.urls)) as url:
+        async with http.post(f"{url}/tokenize", json=body) as r:
+            via_proxy = (r.status, await r.json())
+        async with http.post(f"{fleet.urls[0]}/tokenize", json=body) as r:
+            direct = await r.json()
+        tokens = {"model": "saga-sim", "tokens": direct["tokens"]}
+        async with http.post(f"{url}/detokenize", json=tokens) as r:
+            text = (r.status, await r.json())
+        async with http.get(f"{url}/saga/v1/state") as r:
+            state = await r.json()
+    assert via_proxy == (200, direct)
+    assert text[0] == 200 and "prompt" in text[1]
+    assert state["sessions"] == 0  # not scheduled as calls
+
+
+async def test_the_official_openai_client_works_through_the_proxy(fleet: ReplicaFleet) -> None:
+    openai = pytest.importorskip("openai")
+    async with running_proxy(config(fleet.urls)) as url:
+        kwargs = {"model": "saga-sim", "messages": MESSAGES, "max_tokens": 5}
+
+        def sync_calls() -> tuple[str, str, list[str]]:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+            whole = client.chat.completions.create(**kwargs)
+            completion = client.completions.create(model="saga-sim", prompt="hi", max_tokens=3)
+            stream = client.chat.completions.create(**kwargs, stream=True)
+            pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+            client.close()
+            return whole.choices[0].message.content or "", completion.choices[0].text, pieces
+
+        whole, completion, pieces = await asyncio.to_thread(sync_calls)
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        async_whole = await client.chat.completions.create(**kwargs)
+        stream = await client.chat.completions.create(**kwargs, stream=True)
+        async_pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        models = await client.models.list()
+        with pytest.raises(openai.BadRequestError) as bad:
+            await client.chat.completions.create(**kwargs, extra_body={"session_id": "a\nb"})
+        await client.close()
+    assert whole and completion and "".join(pieces)
+    assert async_whole.choices[0].message.content and "".join(async_pieces)
+    assert [m.id for m in models.data] == ["saga-sim"]
+    assert bad.value.status_code == 400 and "session_id" in str(bad.value)
+
+
+async def test_calls_go_to_the_replicas_serving_their_model(http: aiohttp.ClientSession) -> None:
+    async with (
+        fake_replica(model="llama") as llama,
+        fake_replica(model="qwen") as qwen,
+        running_proxy(config([llama.url, qwen.url])) as url,
+    ):
+        for _ in range(100):  # until the health loop has read both replicas' model lists
+            async with http.get(f"{url}/saga/v1/replicas") as r:
+                known = {v["replica_id"]: v["models"] for v in (await r.json())["replicas"]}
+            if all(known.values()):
+                break
+            await asyncio.sleep(0.05)
+        async with http.get(f"{url}/v1/models") as r:
+            listed = sorted(m["id"] for m in (await r.json())["data"])
+        routed = []
+        for i in range(6):
+            model = "qwen" if i % 2 else "llama"
+            body = {"model": model, "messages": MESSAGES}
+            headers = {"X-Session-ID": f"s{i}"}
+            async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                routed.append((model, r.headers["X-Saga-Replica"]))
+    assert known == {llama.url: ["llama"], qwen.url: ["qwen"]}
+    assert listed == ["llama", "qwen"]
+    assert all(replica == (qwen.url if model == "qwen" else llama.url) for model, replica in routed)

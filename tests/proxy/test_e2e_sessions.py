@@ -1,0 +1,94 @@
+"""End-to-end over loopback: session inference by prefix chaining and explicit session ends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.server import running_proxy
+from simulator.server import ReplicaFleet, start_fleet
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[ReplicaFleet]:
+    fleet = await start_fleet(2, time_scale=200.0)
+    yield fleet
+    await fleet.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+def config(replicas: list[str]) -> ProxyConfig:
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.2)
+
+
+OPENING = [
+    {"role": "system", "content": "You are a coding agent. " * 20},
+    {"role": "user", "content": "Fix the failing test in module alpha."},
+]
+
+
+async def chat(
+    http: aiohttp.ClientSession, url: str, messages: list[dict[str, Any]], stream: bool, **headers: str
+) -> tuple[str, str]:
+    """Returns the session the proxy assigned and the assistant's text."""
+    body = {"model": "saga-sim", "messages": messages, "max_tokens": 6, "ignore_eos": True, "stream": stream}
+    async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+        assert r.status == 200
+        session = r.headers["X-Session-ID"]
+        if not stream:
+            return session, (await r.json())["choices"][0]["message"]["content"]
+        raw = (await r.read()).decode()
+    events = [line[6:] for line in raw.splitlines() if line.startswith("data: {")]
+    text = "".join(c["delta"].get("content") or "" for e in events for c in json.loads(e)["choices"])
+    return session, text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_calls_extending_an_earlier_call_continue_its_session(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    async with running_proxy(config(fleet.urls)) as url:
+        messages = list(OPENING)
+        first, text = await chat(http, url, messages, stream)
+        sessions = [first]
+        for turn in range(3):
+            messages.append({"role": "assistant", "content": text})
+            messages.append({"role": "tool", "content": f"result {turn}"})
+            session, text = await chat(http, url, messages, stream)
+            sessions.append(session)
+        # Another agent given the same task is not merged into the first one.
+        other, _ = await chat(http, url, list(OPENING), stream)
+    assert text and sessions == [first] * 4
+    assert other != first
+
+
+async def test_sessions_end_by_header_or_admin_call(fleet: ReplicaFleet, http: aiohttp.ClientSession) -> None:
+    async def listed(url: str) -> set[str]:
+        async with http.get(f"{url}/saga/v1/sessions") as r:
+            return {s["session_id"] for s in (await r.json())["sessions"]}
+
+    async with running_proxy(config(fleet.urls)) as url:
+        await chat(http, url, list(OPENING), False, **{"X-Session-ID": "kept"})
+        await chat(http, url, list(OPENING), False, **{"X-Session-ID": "done", "X-Session-End": "true"})
+        after_header = await listed(url)
+        async with http.post(f"{url}/saga/v1/sessions/kept/end") as r:
+            ended = (r.status, await r.json())
+        after_admin = await listed(url)
+        async with http.post(f"{url}/saga/v1/sessions/kept/end") as r:
+            again = (r.status, await r.json())
+        async with http.get(f"{url}/saga/v1/queue") as r:
+            queue = await r.json()
+    assert "kept" in after_header and "done" not in after_header
+    assert ended == (200, {"session_id": "kept", "ended": True}) and "kept" not in after_admin
+    assert again[0] == 404 and again[1]["error"]["code"] == "unknown_session"
+    assert queue["in_flight"] == 0 and queue["calls"] == []

@@ -1,0 +1,111 @@
+"""Identity rules: value checks, and session inference by prefix chaining."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from multidict import CIMultiDict
+
+from proxy.identity import MAX_ID_CHARS, IdentityError, check_id, decode_call, identify
+from proxy.session_chain import Answer, PrefixChains, conversation_chain
+
+SYSTEM = {"role": "system", "content": "You are a coding agent."}
+TASK = {"role": "user", "content": "Fix the failing test."}
+
+
+def who(messages: list[dict[str, Any]], chains: PrefixChains, rid: str) -> tuple[str, bytes | None]:
+    body = msgspec.json.encode({"model": "m", "messages": messages})
+    identity = identify(CIMultiDict(), decode_call(body), rid, chains=chains)
+    assert identity.session_inferred
+    return identity.session_id, identity.prompt_chain
+
+
+def assistant(text: str, calls: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = [
+            {"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": a}}
+            for i, (n, a) in enumerate(calls)
+        ]
+    return message
+
+
+def test_a_call_extending_an_earlier_prompt_and_answer_joins_its_session() -> None:
+    chains = PrefixChains()
+    turn1 = [SYSTEM, TASK]
+    session, chain = who(turn1, chains, "r1")
+    assert chain is not None
+    answer = Answer("", (("run_tests", '{"path": "."}'),))
+    chains.remember(chain, answer, session)
+    turn2 = [*turn1, assistant("", answer.tool_calls), {"role": "tool", "content": "3 failed"}]
+    assert who(turn2, chains, "r2")[0] == session
+
+
+def test_two_agents_with_the_same_opening_stay_apart() -> None:
+    chains = PrefixChains()
+    a_session, a_chain = who([SYSTEM, TASK], chains, "ra")
+    assert a_chain is not None
+    chains.remember(a_chain, Answer("look at test_a"), a_session)
+    b_session, b_chain = who([SYSTEM, TASK], chains, "rb")
+    assert b_chain is not None and b_session != a_session
+    chains.remember(b_chain, Answer("look at test_b"), b_session)
+    a2 = [SYSTEM, TASK, assistant("look at test_a"), {"role": "user", "content": "go on"}]
+    b2 = [SYSTEM, TASK, assistant("look at test_b"), {"role": "user", "content": "go on"}]
+    assert who(a2, chains, "ra2")[0] == a_session
+    assert who(b2, chains, "rb2")[0] == b_session
+
+
+def test_the_latest_matching_turn_wins_and_content_parts_match_plain_text() -> None:
+    chains = PrefixChains()
+    session, chain = who([SYSTEM, TASK], chains, "r1")
+    assert chain is not None
+    chains.remember(chain, Answer("step one"), session)
+    pieces = [{"type": "text", "text": "step "}, {"type": "text", "text": "one"}]
+    parts = {"role": "assistant", "content": pieces}
+    turn2 = [SYSTEM, TASK, parts, {"role": "user", "content": "next"}]
+    assert who(turn2, chains, "r2")[0] == session
+
+
+def test_the_index_is_bounded_and_sessions_can_be_forgotten() -> None:
+    chains = PrefixChains(max_entries=2)
+    for i in range(3):
+        linked = conversation_chain(msgspec.json.encode([{"role": "user", "content": str(i)}]))
+        assert linked is not None
+        chains.remember(linked[0][-1], Answer(str(i)), f"s{i}")
+    assert len(chains) == 2 and not chains.knows("s0") and chains.knows("s2")
+    chains.forget_session("s2")
+    assert len(chains) == 1 and not chains.knows("s2")
+
+
+def test_without_an_index_the_opening_names_the_session() -> None:
+    body = msgspec.json.encode({"messages": [SYSTEM, TASK]})
+    identity = identify(CIMultiDict(), decode_call(body), "r1")
+    assert identity.session_id.startswith("conv-") and identity.prompt_chain is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a\r\nb", "a\nb", "a\rb", "tab\there", "", " lead", "trail ", "é", "x" * (MAX_ID_CHARS + 1), "\x00"],
+)
+def test_invalid_identity_values_are_refused_without_quoting_them(value: str) -> None:
+    with pytest.raises(IdentityError) as e:
+        check_id("session_id", value)
+    assert e.value.param == "session_id"
+    if len(value.strip()) > 4:
+        assert value not in e.value.message
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "550e8400-e29b-41d4-a716-446655440000", "user:42/task#7", "a b", "x" * MAX_ID_CHARS]
+)
+def test_valid_identity_values_pass(value: str) -> None:
+    assert check_id("session_id", value) == value
+
+
+def test_bad_header_values_name_the_header() -> None:
+    body = decode_call(b'{"messages": []}')
+    with pytest.raises(IdentityError) as e:
+        identify(CIMultiDict({"X-Tenant-ID": "x" * 1000}), body, "r1")
+    assert e.value.param == "x-tenant-id"

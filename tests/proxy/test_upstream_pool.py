@@ -1,0 +1,153 @@
+"""The data path's pooled HTTP/1.1 client against raw loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from proxy.upstream_pool import BodyFailed, ConnectFailed, UpstreamPool
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    return head + await reader.readexactly(length)
+
+
+class Server:
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.url = ""
+
+    async def __aenter__(self) -> Server:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[UpstreamPool]:
+    pool = UpstreamPool()
+    yield pool
+    pool.close()
+
+
+async def test_keep_alive_connections_are_reused(pool: UpstreamPool) -> None:
+    async def serve_many(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(ANSWER)
+            await writer.drain()
+
+    async with Server(serve_many) as server:
+        for _ in range(5):
+            answer = await pool.request(server.url + "/v1/x", b"{}", {"X-A": "1"}, 5.0)
+            assert (answer.status, answer.content_type, await answer.read()) == (
+                200,
+                "application/json",
+                b"{}",
+            )
+            answer.release()
+    assert server.connections == 1
+
+
+async def test_a_stale_pooled_connection_is_replaced_transparently(pool: UpstreamPool) -> None:
+    async def serve_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(ANSWER)  # keep-alive by default, but the server then closes: an idle timeout
+        await writer.drain()
+
+    async with Server(serve_once) as server:
+        first = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        await first.read()
+        first.release()
+        await asyncio.sleep(0.05)  # let the close arrive
+        second = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        assert await second.read() == b"{}"
+        second.release()
+    assert server.connections == 2
+
+
+async def test_chunked_bodies_are_decoded_and_a_cut_body_fails(pool: UpstreamPool) -> None:
+    async def chunked_then_cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        writer.write(b"5\r\nhello\r\n")
+        await writer.drain()
+        writer.transport.abort()
+
+    async with Server(chunked_then_cut) as server:
+        answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        assert answer.content_type == "text/event-stream"
+        received = []
+        with pytest.raises(BodyFailed):
+            async for chunk in answer.chunks():
+                received.append(chunk)
+        answer.close()
+    assert received == [b"hello"]
+
+
+async def test_a_body_without_a_length_ends_with_the_connection(pool: UpstreamPool) -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(
+            b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"a": 1}'
+        )
+        await writer.drain()
+
+    async with Server(until_close) as server:
+        answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        assert await answer.read() == b'{"a": 1}'
+        answer.release()
+
+
+async def test_nothing_listening_is_a_connect_failure(pool: UpstreamPool) -> None:
+    async with Server(lambda r, w: asyncio.sleep(0)) as server:
+        url = server.url
+    with pytest.raises(ConnectFailed):
+        await pool.request(url + "/", b"{}", {}, 5.0)
+
+
+def test_the_pool_works_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> int:
+        async def serve_many(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await _read_request(reader)
+                writer.write(ANSWER)
+                await writer.drain()
+
+        pool = UpstreamPool()
+        async with Server(serve_many) as server:
+            for _ in range(3):
+                answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+                assert (answer.status, await answer.read()) == (200, b"{}")
+                answer.release()
+        pool.close()
+        return server.connections
+
+    assert uvloop.run(scenario()) == 1
