@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 from simulator.block_hash import BlockHash
 from simulator.kv_events import AllBlocksCleared, KvEvent, block_removed, block_stored
@@ -83,6 +84,11 @@ class BlockPool:
         """Ids of the cached blocks matching the longest prefix of `block_hashes`; takes no references.
         Stops pulling from `block_hashes` at the first miss, so a lazy hash generator stops hashing too."""
         cached = self._cached
+        if isinstance(block_hashes, list):  # all hashes at hand: look them all up at C speed, then cut
+            found = list(map(cached.get, block_hashes))
+            if None in found:
+                del found[found.index(None) :]
+            return cast("list[int]", found)
         hit: list[int] = []
         for block_hash in block_hashes:
             block_id = cached.get(block_hash)
@@ -92,9 +98,9 @@ class BlockPool:
         return hit
 
     def num_evictable(self, block_ids: Iterable[int]) -> int:
-        """How many of `block_ids` are free now, i.e. would leave the free queue when touched."""
-        free = self._free
-        return sum(1 for b in block_ids if b in free)
+        """How many of `block_ids` (distinct, as a prefix hit's are) are free now, i.e. would leave the free
+        queue when touched."""
+        return len(self._free.keys() & block_ids)
 
     def touch(self, block_ids: Iterable[int]) -> None:
         """Take one reference on each block (a prefix hit)."""
@@ -102,9 +108,11 @@ class BlockPool:
         ref = self._ref_cnt
         free = self._free
         for block_id in block_ids:
-            if ref[block_id] == 0:
+            if ref[block_id]:
+                ref[block_id] += 1
+            else:
                 del free[block_id]
-            ref[block_id] += 1
+                ref[block_id] = 1
 
     def allocate(self, n: int) -> list[int] | None:
         """`n` fresh blocks with one reference each, evicting cached ones LRU; None if fewer are free."""
@@ -156,11 +164,14 @@ class BlockPool:
         self.version += 1
         ref = self._ref_cnt
         free = self._free
+        hashes = self._hash
+        dup_of = self._dup_of
         uncached: list[int] = []
         for block_id in block_ids:
-            ref[block_id] -= 1
-            if ref[block_id] == 0:
-                if self._hash[block_id] is None and block_id not in self._dup_of:
+            left = ref[block_id] - 1
+            ref[block_id] = left
+            if left == 0:
+                if hashes[block_id] is None and block_id not in dup_of:
                     uncached.append(block_id)
                 else:
                     free[block_id] = None
@@ -185,11 +196,10 @@ class BlockPool:
     def record_reuse(self, hit: Iterable[int]) -> None:
         """A request's prefix hit on these blocks: count the ones reused for the first time."""
         unreused = self._unreused
-        for block_id in hit:
-            block_hash = self._hash[block_id]
-            if block_hash in unreused:
-                unreused.discard(block_hash)
-                self.blocks_reused_total += 1
+        if unreused:
+            first_reuses = unreused.intersection(map(self._hash.__getitem__, hit))
+            unreused -= first_reuses
+            self.blocks_reused_total += len(first_reuses)
 
     def log_stored(
         self,

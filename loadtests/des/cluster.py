@@ -60,7 +60,12 @@ class Cluster:
         self.replicas = {
             f"replica-{i}": ClusterReplica(
                 f"replica-{i}",
-                Engine(profile, scheduling_policy=config.scheduling_policy, hash_algo=HASH_ALGO),
+                Engine(
+                    profile,
+                    scheduling_policy=config.scheduling_policy,
+                    hash_algo=HASH_ALGO,
+                    coalesce_decode=config.coalesce_decode,
+                ),
             )
             for i in range(config.replicas)
         }

@@ -31,6 +31,7 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tick_interval_s: float = 1.0
     session_idle_ttl_s: float = 3600.0
     pass_block_hashes: bool = True  # hand the engines the clients' prompt block hashes (same results)
+    coalesce_decode: bool = True  # run pure-decode steps coalesced in the engines (same results, faster)
 
     def resolved_profile(self) -> Profile:
         return self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
