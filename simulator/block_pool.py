@@ -20,12 +20,19 @@ Contract (vLLM's v1 block pool):
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import operator
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from itertools import compress, repeat
+from typing import Any, cast
 
 from simulator.block_hash import BlockHash
 from simulator.kv_events import AllBlocksCleared, KvEvent, block_removed, block_stored
+
+
+def consume(iterator: Iterable[Any]) -> None:
+    """Run an iterator of side effects to its end at C speed."""
+    deque(iterator, maxlen=0)
 
 
 class BlockPool:
@@ -102,32 +109,32 @@ class BlockPool:
         queue when touched."""
         return len(self._free.keys() & block_ids)
 
-    def touch(self, block_ids: Iterable[int]) -> None:
-        """Take one reference on each block (a prefix hit)."""
+    def touch(self, block_ids: Sequence[int]) -> None:
+        """Take one reference on each block (a prefix hit: distinct blocks)."""
         self.version += 1
         ref = self._ref_cnt
-        free = self._free
-        for block_id in block_ids:
-            if ref[block_id]:
-                ref[block_id] += 1
-            else:
-                del free[block_id]
-                ref[block_id] = 1
+        # C-speed passes over a long prefix: the free ones leave the free queue, every count goes up by one
+        consume(map(self._free.__delitem__, self._free.keys() & block_ids))
+        counts = map(operator.add, map(ref.__getitem__, block_ids), repeat(1))
+        consume(map(ref.__setitem__, block_ids, counts))
 
     def allocate(self, n: int) -> list[int] | None:
         """`n` fresh blocks with one reference each, evicting cached ones LRU; None if fewer are free."""
         if n > len(self._free):
             return None
         free = self._free
+        hashes = self._hash
+        cached = self._cached
+        ref = self._ref_cnt
         out: list[int] = []
         evicted: list[BlockHash] | None = None if self.kv_event_sink is None else []
         for _ in range(n):
             block_id, _ = free.popitem(last=False)
-            block_hash = self._hash[block_id]
+            block_hash = hashes[block_id]
             if block_hash is not None:
-                self._hash[block_id] = None
-                if self._cached.get(block_hash) == block_id and not self._promote_dup(block_hash):
-                    del self._cached[block_hash]
+                hashes[block_id] = None
+                if cached.get(block_hash) == block_id and not (self._dups and self._promote_dup(block_hash)):
+                    del cached[block_hash]
                     self._unreused.discard(block_hash)
                     self.num_evictions += 1
                     if evicted is not None:
@@ -138,7 +145,7 @@ class BlockPool:
                 dups.remove(block_id)
                 if not dups:
                     del self._dups[dup_hash]
-            self._ref_cnt[block_id] = 1
+            ref[block_id] = 1
             out.append(block_id)
         if evicted and self.kv_event_sink is not None:
             self.kv_event_sink(block_removed(evicted))
@@ -164,17 +171,22 @@ class BlockPool:
         self.version += 1
         ref = self._ref_cnt
         free = self._free
-        hashes = self._hash
+        ids = list(block_ids)  # distinct (a request's or a retention's blocks): C-speed passes below
+        left = list(map(operator.sub, map(ref.__getitem__, ids), repeat(1)))
+        consume(map(ref.__setitem__, ids, left))
+        zeroed = list(compress(ids, map(operator.not_, left)))
+        is_none = list(map(operator.is_, map(self._hash.__getitem__, zeroed), repeat(None)))
+        uncached = list(compress(zeroed, is_none))
         dup_of = self._dup_of
-        uncached: list[int] = []
-        for block_id in block_ids:
-            left = ref[block_id] - 1
-            ref[block_id] = left
-            if left == 0:
-                if hashes[block_id] is None and block_id not in dup_of:
+        if dup_of and any(block_id in dup_of for block_id in uncached):  # a duplicate counts as cached
+            uncached = []
+            for block_id, no_hash in zip(zeroed, is_none, strict=True):
+                if no_hash and block_id not in dup_of:
                     uncached.append(block_id)
                 else:
                     free[block_id] = None
+        else:
+            free.update(zip(compress(zeroed, map(operator.not_, is_none)), repeat(None)))
         for block_id in reversed(uncached):
             free[block_id] = None
             free.move_to_end(block_id, last=False)

@@ -163,11 +163,12 @@ class Cluster:
             ignore_eos=True,
             priority=decision.priority or 0,
             prompt_block_hashes=call.prompt_hashes if self.config.pass_block_hashes else None,
+            prompt_checksum=call.checksum if self.config.pass_block_hashes else None,
             session_id=info.session_id,
             retain_ttl_s=decision.retain_ttl_s,
         )
         call.replica_id = replica.replica_id
-        call.prompt, call.prompt_hashes = [], []  # the engine has its own copy now
+        call.prompt, call.prompt_hashes = [], []  # the engine has its own copy now (RequestState)
         now = self.queue.now
         try:
             replica.engine.add_request(request, now)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import random
+import zlib
+from array import array
+
 import msgspec
 
+from loadtests.des.client import Conversation, random_token_ids
 from loadtests.des.cluster import Cluster
 from loadtests.des.result import ClusterConfig, ClusterResult
 from loadtests.tasks import AgentTask
 from loadtests.workloads.distributions import LogNormal, ToolKind
 from loadtests.workloads.swe import SweParams, swe_tasks
 from loadtests.workloads.webarena import webarena_tasks
+from simulator.engine_types import EngineRequest, prompt_checksum
+from simulator.request_state import output_plan
+from simulator.tokenizer import Tokenizer
 
 # Short coding agents that grow to ~10k tokens, on replicas with 16k tokens of KV: preemptions, retentions
 # released under pressure, prefix hits on each session's own history and the shared system prompts.
@@ -71,3 +79,29 @@ def test_coalesced_decoding_gives_identical_results_with_plain_affinity_and_clos
     assert_identical(plain, coalesced)
     assert sum(r.preemptions for r in plain.replicas) > 0
     assert quiet > sum(r.steps for r in plain.replicas) // 2
+
+
+def test_a_conversation_keeps_the_checksum_of_its_tokens_as_it_grows_and_is_truncated() -> None:
+    tokens = random_token_ids(random.Random(1), 1000)
+    conv = Conversation(tokens[:300], (), 16)
+    conv.extend(tokens[300:700])
+    assert conv.checksum == prompt_checksum(tokens[:700])
+    conv.truncate(123)
+    assert conv.checksum == prompt_checksum(tokens[:123])
+    conv.extend(tokens[123:])
+    assert conv.checksum == prompt_checksum(tokens)
+    assert prompt_checksum(tokens) == zlib.crc32(array("q", tokens).tobytes())
+
+
+def test_an_engine_plans_the_same_output_from_a_given_checksum_as_from_the_prompt() -> None:
+    prompt = random_token_ids(random.Random(2), 500)
+    given = EngineRequest(request_id="a", prompt_token_ids=prompt, prompt_checksum=prompt_checksum(prompt))
+    computed = EngineRequest(request_id="a", prompt_token_ids=prompt)
+    tokenizer = Tokenizer()
+    assert output_plan(given, max_model_len=4096, tokenizer=tokenizer) == output_plan(
+        computed, max_model_len=4096, tokenizer=tokenizer
+    )
+    other = EngineRequest(request_id="a", prompt_token_ids=prompt, prompt_checksum=12345)
+    assert output_plan(other, max_model_len=4096, tokenizer=tokenizer) != output_plan(
+        computed, max_model_len=4096, tokenizer=tokenizer
+    )
