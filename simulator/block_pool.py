@@ -20,19 +20,12 @@ Contract (vLLM's v1 block pool):
 
 from __future__ import annotations
 
-import operator
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from itertools import compress, repeat
-from typing import Any, cast
+from typing import cast
 
 from simulator.block_hash import BlockHash
 from simulator.kv_events import AllBlocksCleared, KvEvent, block_removed, block_stored
-
-
-def consume(iterator: Iterable[Any]) -> None:
-    """Run an iterator of side effects to its end at C speed."""
-    deque(iterator, maxlen=0)
 
 
 class BlockPool:
@@ -113,10 +106,11 @@ class BlockPool:
         """Take one reference on each block (a prefix hit: distinct blocks)."""
         self.version += 1
         ref = self._ref_cnt
-        # C-speed passes over a long prefix: the free ones leave the free queue, every count goes up by one
-        consume(map(self._free.__delitem__, self._free.keys() & block_ids))
-        counts = map(operator.add, map(ref.__getitem__, block_ids), repeat(1))
-        consume(map(ref.__setitem__, block_ids, counts))
+        free = self._free
+        for block_id in block_ids:
+            if ref[block_id] == 0:
+                del free[block_id]
+            ref[block_id] += 1
 
     def allocate(self, n: int) -> list[int] | None:
         """`n` fresh blocks with one reference each, evicting cached ones LRU; None if fewer are free."""
@@ -171,22 +165,16 @@ class BlockPool:
         self.version += 1
         ref = self._ref_cnt
         free = self._free
-        ids = list(block_ids)  # distinct (a request's or a retention's blocks): C-speed passes below
-        left = list(map(operator.sub, map(ref.__getitem__, ids), repeat(1)))
-        consume(map(ref.__setitem__, ids, left))
-        zeroed = list(compress(ids, map(operator.not_, left)))
-        is_none = list(map(operator.is_, map(self._hash.__getitem__, zeroed), repeat(None)))
-        uncached = list(compress(zeroed, is_none))
+        hashes = self._hash
         dup_of = self._dup_of
-        if dup_of and any(block_id in dup_of for block_id in uncached):  # a duplicate counts as cached
-            uncached = []
-            for block_id, no_hash in zip(zeroed, is_none, strict=True):
-                if no_hash and block_id not in dup_of:
+        uncached: list[int] = []
+        for block_id in block_ids:
+            ref[block_id] -= 1
+            if ref[block_id] == 0:
+                if hashes[block_id] is None and block_id not in dup_of:
                     uncached.append(block_id)
                 else:
                     free[block_id] = None
-        else:
-            free.update(zip(compress(zeroed, map(operator.not_, is_none)), repeat(None)))
         for block_id in reversed(uncached):
             free[block_id] = None
             free.move_to_end(block_id, last=False)
