@@ -170,6 +170,10 @@ class Engine:
         """Release the retentions whose TTL has run out by `now` (lets an idle engine be ticked)."""
         return self.retention.expire(now)
 
+    def load(self) -> tuple[int, int, float]:
+        """(waiting, running, KV usage): the part of `stats` a router samples often, without building it."""
+        return len(self._waiting), len(self._running), self.pool.usage
+
     def stats(self) -> EngineStats:
         return EngineStats(
             num_running=len(self._running),
@@ -304,7 +308,8 @@ class Engine:
             num_computed = len(hit) * bs
             n = min(len(seq.tokens) - num_computed, budget)
             need = -(-(num_computed + n) // bs) - len(hit)
-            if need + pool.num_evictable(hit) > pool.num_free and not self.retention.make_room(need, hit):
+            short = need + len(hit) > pool.num_free and need + pool.num_evictable(hit) > pool.num_free
+            if short and not self.retention.make_room(need, hit):
                 self._blocked = (seq, pool.version, budget, len(hit))
                 break
             self._waiting.pop()
@@ -455,7 +460,7 @@ class Engine:
             run = self._run = self._start_decode_run(now)
             if run is None:
                 return None
-        due = run.pop_due()
+        due = run.pop_due() if run.events[0][0] == run.steps_done else []
         if not self._next_step_is_quiet_decode(run, now, due):
             run.push_back(due)
             self._settle_decode_run()
@@ -498,7 +503,7 @@ class Engine:
         the run's block events in this step. Any new reason for a step to change the batch belongs here."""
         if run.steps_done >= run.max_steps or now >= run.quiet_until or len(self._running) != len(run.seqs):
             return False
-        if sum(1 for _, kind in due if kind == ALLOCATE) > self.pool.num_free:
+        if due and sum(1 for _, kind in due if kind == ALLOCATE) > self.pool.num_free:
             return False
         if len(self._waiting) == 0 or len(self._running) >= self.profile.max_num_seqs:
             return True

@@ -230,9 +230,8 @@ class Cluster:
         decisions: list[Decision] = []
         for replica in self.replicas.values():
             replica.engine.expire_retentions(now)  # an idle engine does not step, so expire here
-            s = replica.engine.stats()
-            replica.sample_kv(s.kv_usage, now)
-            load = (s.num_waiting, s.num_running, s.kv_usage)
+            load = replica.engine.load()
+            replica.sample_kv(load[2], now)
             if load != replica.reported:  # the core keeps the last values: report changes only
                 replica.reported = load
                 stats = ReplicaStats(replica.replica_id, waiting=load[0], running=load[1], kv_usage=load[2])
