@@ -145,8 +145,7 @@ class Engine:
         seq = self._seqs.pop(request_id, None)
         if seq is None:
             return False
-        self._settle_decode_run()
-        self._unreported = [out for out in self._unreported if out.request_id != request_id]
+        self._settle_decode_run()  # tokens it sampled in a quiet step are still returned, as they were
         self._session_of.pop(request_id, None)
         if seq in self._running:
             self._running.remove(seq)
