@@ -116,14 +116,15 @@ class BlockPool:
         """`n` fresh blocks with one reference each, evicting cached ones LRU; None if fewer are free."""
         if n > len(self._free):
             return None
-        free = self._free
+        popitem = self._free.popitem
+        out = [popitem(last=False)[0] for _ in range(n)]
         hashes = self._hash
         cached = self._cached
         ref = self._ref_cnt
-        out: list[int] = []
+        dup_of = self._dup_of
         evicted: list[BlockHash] | None = None if self.kv_event_sink is None else []
-        for _ in range(n):
-            block_id, _ = free.popitem(last=False)
+        for block_id in out:
+            ref[block_id] = 1
             block_hash = hashes[block_id]
             if block_hash is not None:
                 hashes[block_id] = None
@@ -133,14 +134,12 @@ class BlockPool:
                     self.num_evictions += 1
                     if evicted is not None:
                         evicted.append(block_hash)
-            elif self._dup_of and block_id in self._dup_of:
-                dup_hash = self._dup_of.pop(block_id)
+            elif dup_of and block_id in dup_of:
+                dup_hash = dup_of.pop(block_id)
                 dups = self._dups[dup_hash]
                 dups.remove(block_id)
                 if not dups:
                     del self._dups[dup_hash]
-            ref[block_id] = 1
-            out.append(block_id)
         if evicted and self.kv_event_sink is not None:
             self.kv_event_sink(block_removed(evicted))
         return out
@@ -192,6 +191,30 @@ class BlockPool:
         self._cached[block_hash] = block_id
         self.blocks_cached_total += 1
         self._unreused.add(block_hash)
+
+    def cache_blocks(
+        self, block_ids: Sequence[int], block_hashes: Sequence[BlockHash], start: int, end: int
+    ) -> None:
+        """`cache_block(block_ids[k], block_hashes[k])` for k in start..end-1, in that order."""
+        hashes = self._hash
+        cached = self._cached
+        dup_of = self._dup_of
+        unreused = self._unreused
+        new = 0
+        for k in range(start, end):
+            block_id = block_ids[k]
+            if hashes[block_id] is not None or block_id in dup_of:
+                continue
+            block_hash = block_hashes[k]
+            if block_hash in cached:
+                dup_of[block_id] = block_hash
+                self._dups.setdefault(block_hash, []).append(block_id)
+                continue
+            hashes[block_id] = block_hash
+            cached[block_hash] = block_id
+            unreused.add(block_hash)
+            new += 1
+        self.blocks_cached_total += new
 
     def record_reuse(self, hit: Iterable[int]) -> None:
         """A request's prefix hit on these blocks: count the ones reused for the first time."""

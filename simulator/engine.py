@@ -405,10 +405,11 @@ class Engine:
     def _cache_full_blocks(self, seq: RequestState, num_tokens: int) -> None:
         full = num_tokens // self.block_size
         start = seq.num_cached_blocks
-        for k in range(start, full):
-            if k == len(seq.block_hashes):
-                self._hash_next_block(seq)
-            self.pool.cache_block(seq.block_ids[k], seq.block_hashes[k])
+        if full <= start:
+            return
+        while len(seq.block_hashes) < full:  # hashing is pure: all first, then caching in block order
+            self._hash_next_block(seq)
+        self.pool.cache_blocks(seq.block_ids, seq.block_hashes, start, full)
         if self.pool.kv_event_sink is not None and full > start:
             self.pool.log_stored(seq.block_ids, seq.block_hashes, start, full, seq.tokens)
         seq.num_cached_blocks = max(start, full)
