@@ -108,9 +108,10 @@ class BlockPool:
         ref = self._ref_cnt
         free = self._free
         for block_id in block_ids:
-            if ref[block_id] == 0:
+            count = ref[block_id]
+            if count == 0:
                 del free[block_id]
-            ref[block_id] += 1
+            ref[block_id] = count + 1
 
     def allocate(self, n: int) -> list[int] | None:
         """`n` fresh blocks with one reference each, evicting cached ones LRU; None if fewer are free."""
@@ -168,8 +169,11 @@ class BlockPool:
         dup_of = self._dup_of
         uncached: list[int] = []
         for block_id in block_ids:
-            ref[block_id] -= 1
-            if ref[block_id] == 0:
+            count = ref[block_id]
+            if count != 1:
+                ref[block_id] = count - 1
+            else:
+                ref[block_id] = 0
                 if hashes[block_id] is None and block_id not in dup_of:
                     uncached.append(block_id)
                 else:
