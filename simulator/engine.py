@@ -29,6 +29,13 @@ Contract:
   start of `step(now)` and by `expire_retentions(now)`. When blocks run short, retentions are released
   oldest first before any running request is preempted and before a waiting request is left waiting, so
   retention never deadlocks the engine. Retentions are not pending work (`has_unfinished`).
+- Coalesced decoding (`coalesce_decode=True`; the discrete-event cluster's default, off for the HTTP
+  replicas, which stream every token): a step that certainly only decodes one token for every running
+  request (`_next_step_is_quiet_decode` says when) runs in O(1) plus the block allocations and prefix-cache
+  registrations due in it (simulator.decode_run), instead of touching every request. Its StepResult is
+  exact but carries no outputs: the tokens it sampled are returned, in order, ahead of the next ordinary
+  step's outputs (one RequestOutput per request, `new_token_ids` holding all of them). Every step, its
+  duration, block, preemption, admission and finish is the same as with coalescing off (tests compare runs).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ Contract:
 - Task starts: a task with `arrival_s` starts then; the others start as closed-loop slots free up
   (`concurrency` at a time, all at time 0 when None) or, with `arrival_rate`, at the arrivals of a Poisson
   process drawn from `random.Random(seed)`.
+- Engines run pure-decode steps coalesced (`coalesce_decode`, on by default): same results, less work per
+  step; each step is still one event, so events interleave exactly as step by step.
 - Deterministic: the same tasks and config give an identical `ClusterResult` (no wall clock, seeded
   randomness only, ties between simultaneous events broken by scheduling order).
 """
