@@ -220,11 +220,13 @@ class BlockPool:
             new += 1
         self.blocks_cached_total += new
 
-    def record_reuse(self, hit: Iterable[int]) -> None:
-        """A request's prefix hit on these blocks: count the ones reused for the first time."""
+    def record_reuse(self, hit: Sequence[int], hit_hashes: Sequence[BlockHash] | None = None) -> None:
+        """A request's prefix hit on these blocks: count the ones reused for the first time. `hit_hashes`:
+        the hashes `lookup` found them under, if at hand (then the blocks themselves are not read)."""
         unreused = self._unreused
         if unreused:
-            first_reuses = unreused.intersection(map(self._hash.__getitem__, hit))
+            hashes = map(self._hash.__getitem__, hit) if hit_hashes is None else hit_hashes[: len(hit)]
+            first_reuses = unreused.intersection(hashes)
             unreused -= first_reuses
             self.blocks_reused_total += len(first_reuses)
 

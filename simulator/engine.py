@@ -320,7 +320,7 @@ class Engine:
                 break
             self._waiting.pop()
             pool.touch(hit)
-            pool.record_reuse(hit)
+            pool.record_reuse(hit, seq.block_hashes)
             new_blocks = pool.allocate(need)
             assert new_blocks is not None
             session = self._session_of.get(seq.request_id)
