@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 from simulator.block_hash import BlockHash
 from simulator.kv_events import AllBlocksCleared, KvEvent, block_removed, block_stored
@@ -83,6 +84,11 @@ class BlockPool:
         """Ids of the cached blocks matching the longest prefix of `block_hashes`; takes no references.
         Stops pulling from `block_hashes` at the first miss, so a lazy hash generator stops hashing too."""
         cached = self._cached
+        if isinstance(block_hashes, list):  # all hashes at hand: look them all up at C speed, then cut
+            found = list(map(cached.get, block_hashes))
+            if None in found:
+                del found[found.index(None) :]
+            return cast("list[int]", found)
         hit: list[int] = []
         for block_hash in block_hashes:
             block_id = cached.get(block_hash)
@@ -92,46 +98,49 @@ class BlockPool:
         return hit
 
     def num_evictable(self, block_ids: Iterable[int]) -> int:
-        """How many of `block_ids` are free now, i.e. would leave the free queue when touched."""
-        free = self._free
-        return sum(1 for b in block_ids if b in free)
+        """How many of `block_ids` (distinct, as a prefix hit's are) are free now, i.e. would leave the free
+        queue when touched."""
+        return len(self._free.keys() & block_ids)
 
-    def touch(self, block_ids: Iterable[int]) -> None:
-        """Take one reference on each block (a prefix hit)."""
+    def touch(self, block_ids: Sequence[int]) -> None:
+        """Take one reference on each block (a prefix hit: distinct blocks)."""
         self.version += 1
         ref = self._ref_cnt
         free = self._free
         for block_id in block_ids:
-            if ref[block_id] == 0:
+            count = ref[block_id]
+            if count == 0:
                 del free[block_id]
-            ref[block_id] += 1
+            ref[block_id] = count + 1
 
     def allocate(self, n: int) -> list[int] | None:
         """`n` fresh blocks with one reference each, evicting cached ones LRU; None if fewer are free."""
         if n > len(self._free):
             return None
-        free = self._free
-        out: list[int] = []
+        popitem = self._free.popitem
+        out = [popitem(last=False)[0] for _ in range(n)]
+        hashes = self._hash
+        cached = self._cached
+        ref = self._ref_cnt
+        dup_of = self._dup_of
         evicted: list[BlockHash] | None = None if self.kv_event_sink is None else []
-        for _ in range(n):
-            block_id, _ = free.popitem(last=False)
-            block_hash = self._hash[block_id]
+        for block_id in out:
+            ref[block_id] = 1
+            block_hash = hashes[block_id]
             if block_hash is not None:
-                self._hash[block_id] = None
-                if self._cached.get(block_hash) == block_id and not self._promote_dup(block_hash):
-                    del self._cached[block_hash]
+                hashes[block_id] = None
+                if cached.get(block_hash) == block_id and not (self._dups and self._promote_dup(block_hash)):
+                    del cached[block_hash]
                     self._unreused.discard(block_hash)
                     self.num_evictions += 1
                     if evicted is not None:
                         evicted.append(block_hash)
-            elif self._dup_of and block_id in self._dup_of:
-                dup_hash = self._dup_of.pop(block_id)
+            elif dup_of and block_id in dup_of:
+                dup_hash = dup_of.pop(block_id)
                 dups = self._dups[dup_hash]
                 dups.remove(block_id)
                 if not dups:
                     del self._dups[dup_hash]
-            self._ref_cnt[block_id] = 1
-            out.append(block_id)
         if evicted and self.kv_event_sink is not None:
             self.kv_event_sink(block_removed(evicted))
         return out
@@ -156,11 +165,16 @@ class BlockPool:
         self.version += 1
         ref = self._ref_cnt
         free = self._free
+        hashes = self._hash
+        dup_of = self._dup_of
         uncached: list[int] = []
         for block_id in block_ids:
-            ref[block_id] -= 1
-            if ref[block_id] == 0:
-                if self._hash[block_id] is None and block_id not in self._dup_of:
+            count = ref[block_id]
+            if count != 1:
+                ref[block_id] = count - 1
+            else:
+                ref[block_id] = 0
+                if hashes[block_id] is None and block_id not in dup_of:
                     uncached.append(block_id)
                 else:
                     free[block_id] = None
@@ -182,14 +196,39 @@ class BlockPool:
         self.blocks_cached_total += 1
         self._unreused.add(block_hash)
 
-    def record_reuse(self, hit: Iterable[int]) -> None:
-        """A request's prefix hit on these blocks: count the ones reused for the first time."""
+    def cache_blocks(
+        self, block_ids: Sequence[int], block_hashes: Sequence[BlockHash], start: int, end: int
+    ) -> None:
+        """`cache_block(block_ids[k], block_hashes[k])` for k in start..end-1, in that order."""
+        hashes = self._hash
+        cached = self._cached
+        dup_of = self._dup_of
         unreused = self._unreused
-        for block_id in hit:
-            block_hash = self._hash[block_id]
-            if block_hash in unreused:
-                unreused.discard(block_hash)
-                self.blocks_reused_total += 1
+        new = 0
+        for k in range(start, end):
+            block_id = block_ids[k]
+            if hashes[block_id] is not None or block_id in dup_of:
+                continue
+            block_hash = block_hashes[k]
+            if block_hash in cached:
+                dup_of[block_id] = block_hash
+                self._dups.setdefault(block_hash, []).append(block_id)
+                continue
+            hashes[block_id] = block_hash
+            cached[block_hash] = block_id
+            unreused.add(block_hash)
+            new += 1
+        self.blocks_cached_total += new
+
+    def record_reuse(self, hit: Sequence[int], hit_hashes: Sequence[BlockHash] | None = None) -> None:
+        """A request's prefix hit on these blocks: count the ones reused for the first time. `hit_hashes`:
+        the hashes `lookup` found them under, if at hand (then the blocks themselves are not read)."""
+        unreused = self._unreused
+        if unreused:
+            hashes = map(self._hash.__getitem__, hit) if hit_hashes is None else hit_hashes[: len(hit)]
+            first_reuses = unreused.intersection(hashes)
+            unreused -= first_reuses
+            self.blocks_reused_total += len(first_reuses)
 
     def log_stored(
         self,

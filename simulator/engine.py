@@ -29,6 +29,13 @@ Contract:
   start of `step(now)` and by `expire_retentions(now)`. When blocks run short, retentions are released
   oldest first before any running request is preempted and before a waiting request is left waiting, so
   retention never deadlocks the engine. Retentions are not pending work (`has_unfinished`).
+- Coalesced decoding (`coalesce_decode=True`; the discrete-event cluster's default, off for the HTTP
+  replicas, which stream every token): a step that certainly only decodes one token for every running
+  request (`_next_step_is_quiet_decode` says when) runs in O(1) plus the block allocations and prefix-cache
+  registrations due in it (simulator.decode_run), instead of touching every request. Its StepResult is
+  exact but carries no outputs: the tokens it sampled are returned, in order, ahead of the next ordinary
+  step's outputs (one RequestOutput per request, `new_token_ids` holding all of them). Every step, its
+  duration, block, preemption, admission and finish is the same as with coalescing off (tests compare runs).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from simulator.block_hash import BlockHash, first_block_extra_keys, hash_function, none_hash
 from simulator.block_pool import BlockPool
 from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
+from simulator.decode_run import ALLOCATE, DecodeRun
 from simulator.engine_types import (
     EngineRequest,
     EngineStats,
@@ -81,6 +89,7 @@ class Engine:
         tokenizer: Tokenizer | None = None,
         max_retained_fraction: float = DEFAULT_MAX_RETAINED_FRACTION,
         max_retain_ttl_s: float = DEFAULT_MAX_RETAIN_TTL_S,
+        coalesce_decode: bool = False,
     ) -> None:
         profile.validate()
         self.profile = profile
@@ -106,6 +115,11 @@ class Engine:
         self.prompt_tokens_cached_total = 0
         self.generation_tokens_total = 0
         self.num_finished = 0
+        # Coalesced pure-decode steps (see "Coalesced decoding" in the module contract).
+        self.coalesce_decode = coalesce_decode
+        self._run: DecodeRun | None = None
+        self._unreported: list[RequestOutput] = []  # tokens sampled in a settled run, not yet returned
+        self.quiet_steps = 0  # steps run coalesced
 
     # ---- requests -------------------------------------------------------------------------------------
 
@@ -138,6 +152,7 @@ class Engine:
         seq = self._seqs.pop(request_id, None)
         if seq is None:
             return False
+        self._settle_decode_run()  # tokens it sampled in a quiet step are still returned, as they were
         self._session_of.pop(request_id, None)
         if seq in self._running:
             self._running.remove(seq)
@@ -160,6 +175,10 @@ class Engine:
     def expire_retentions(self, now: float) -> int:
         """Release the retentions whose TTL has run out by `now` (lets an idle engine be ticked)."""
         return self.retention.expire(now)
+
+    def load(self) -> tuple[int, int, float]:
+        """(waiting, running, KV usage): the part of `stats` a router samples often, without building it."""
+        return len(self._waiting), len(self._running), self.pool.usage
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -206,6 +225,10 @@ class Engine:
 
     def step(self, now: float) -> StepResult:
         """Schedule and run one step starting at `now`; see the module contract."""
+        if self.coalesce_decode:
+            quiet = self._coalesced_decode_step(now)
+            if quiet is not None:
+                return quiet
         self.retention.expire(now)
         budget = self.profile.max_num_batched_tokens
         scheduled: dict[RequestState, None] = {}
@@ -264,6 +287,9 @@ class Engine:
             decode_context_tokens=decode_context,
         )
         outputs = self._advance(scheduled, now + duration)
+        if self._unreported:
+            outputs[:0] = self._unreported
+            self._unreported = []
         return StepResult(
             start=now,
             duration=duration,
@@ -280,16 +306,21 @@ class Engine:
             seq = self._waiting.peek()
             if self._still_blocked(seq, budget):
                 break
-            hit = pool.lookup(self._iter_hashes(seq, (len(seq.tokens) - 1) // bs))
+            num_blocks = (len(seq.tokens) - 1) // bs
+            if len(seq.block_hashes) >= num_blocks:  # hashed already: look up at C speed
+                hit = pool.lookup(seq.block_hashes[:num_blocks])
+            else:
+                hit = pool.lookup(self._iter_hashes(seq, num_blocks))
             num_computed = len(hit) * bs
             n = min(len(seq.tokens) - num_computed, budget)
             need = -(-(num_computed + n) // bs) - len(hit)
-            if need + pool.num_evictable(hit) > pool.num_free and not self.retention.make_room(need, hit):
+            short = need + len(hit) > pool.num_free and need + pool.num_evictable(hit) > pool.num_free
+            if short and not self.retention.make_room(need, hit):
                 self._blocked = (seq, pool.version, budget, len(hit))
                 break
             self._waiting.pop()
             pool.touch(hit)
-            pool.record_reuse(hit)
+            pool.record_reuse(hit, seq.block_hashes)
             new_blocks = pool.allocate(need)
             assert new_blocks is not None
             session = self._session_of.get(seq.request_id)
@@ -381,10 +412,11 @@ class Engine:
     def _cache_full_blocks(self, seq: RequestState, num_tokens: int) -> None:
         full = num_tokens // self.block_size
         start = seq.num_cached_blocks
-        for k in range(start, full):
-            if k == len(seq.block_hashes):
-                self._hash_next_block(seq)
-            self.pool.cache_block(seq.block_ids[k], seq.block_hashes[k])
+        if full <= start:
+            return
+        while len(seq.block_hashes) < full:  # hashing is pure: all first, then caching in block order
+            self._hash_next_block(seq)
+        self.pool.cache_blocks(seq.block_ids, seq.block_hashes, start, full)
         if self.pool.kv_event_sink is not None and full > start:
             self.pool.log_stored(seq.block_ids, seq.block_hashes, start, full, seq.tokens)
         seq.num_cached_blocks = max(start, full)
@@ -424,3 +456,96 @@ class Engine:
         self.pool.free(reversed(seq.block_ids))
         seq.block_ids = []
         seq.num_cached_blocks = 0
+
+    # ---- coalesced decoding ---------------------------------------------------------------------------
+
+    def _coalesced_decode_step(self, now: float) -> StepResult | None:
+        """Run the step starting at `now` as a step of a decode run if it certainly is a pure-decode step
+        (`_next_step_is_quiet_decode`); None (the run settled) if it may not be, for `step` to run it."""
+        run = self._run
+        if run is None:
+            run = self._run = self._start_decode_run(now)
+            if run is None:
+                return None
+        due = run.pop_due() if run.events[0][0] == run.steps_done else []
+        if not self._next_step_is_quiet_decode(run, now, due):
+            run.push_back(due)
+            self._settle_decode_run()
+            return None
+        for i, kind in due:
+            seq = run.sync(i)
+            if kind == ALLOCATE:
+                ok = self._allocate(seq, 1)
+                assert ok, "a quiet step cannot run out of blocks"
+            else:
+                self._cache_full_blocks(seq, seq.num_computed + 1)
+            run.schedule_next(i, kind, seq)
+        n = len(run.seqs)
+        duration = step_time_s(
+            self.profile, num_tokens=n, attention_pairs=0.0, decode_context_tokens=run.decode_context
+        )
+        run.steps_done += 1
+        self.quiet_steps += 1
+        self.generation_tokens_total += n
+        return StepResult(
+            start=now, duration=duration, num_prefill_tokens=0, num_decode_seqs=n, num_preempted=0, outputs=[]
+        )
+
+    def _start_decode_run(self, now: float) -> DecodeRun | None:
+        """A decode run over the running requests if every one of them is decoding, else None."""
+        running = self._running
+        if not running or len(running) > self.profile.max_num_batched_tokens:
+            return None
+        if any(len(seq.tokens) - seq.num_computed != 1 or seq.num_output == 0 for seq in running):
+            return None
+        run = DecodeRun(list(running), self.block_size, quiet_until=self.retention.next_expiry())
+        return run if run.max_steps > 0 else None
+
+    def _next_step_is_quiet_decode(self, run: DecodeRun, now: float, due: list[tuple[int, int]]) -> bool:
+        """Whether the step starting at `now` certainly does nothing but decode one token for each running
+        request, as an ordinary step would: the running set is the run's, no request finishes in it, no
+        retention expires by `now`, no waiting request can be admitted (none waits, the sequence cap is
+        reached, or the head is still blocked and none of the blocks this step caches could let it in), and
+        the blocks this step needs are free (nothing is preempted, no retention is released for room). `due`:
+        the run's block events in this step. Any new reason for a step to change the batch belongs here."""
+        if run.steps_done >= run.max_steps or now >= run.quiet_until or len(self._running) != len(run.seqs):
+            return False
+        if due and sum(1 for _, kind in due if kind == ALLOCATE) > self.pool.num_free:
+            return False
+        if len(self._waiting) == 0 or len(self._running) >= self.profile.max_num_seqs:
+            return True
+        head = self._waiting.peek()
+        if not self._still_blocked(head, self.profile.max_num_batched_tokens - len(run.seqs)):
+            return False
+        blocked = self._blocked
+        assert blocked is not None
+        hit_len = blocked[3]
+        if hit_len >= (len(head.tokens) - 1) // self.block_size or hit_len >= len(head.block_hashes):
+            return True  # _still_blocked holds whatever gets cached
+        awaited = head.block_hashes[hit_len]
+        for i, kind in due:
+            if kind != ALLOCATE:
+                seq = run.sync(i)
+                full = (seq.num_computed + 1) // self.block_size
+                while len(seq.block_hashes) < full:
+                    self._hash_next_block(seq)
+                if awaited in seq.block_hashes[seq.num_cached_blocks : full]:
+                    return False  # this step may cache the block the head waits for
+        return True
+
+    def _settle_decode_run(self) -> None:
+        """End the decode run, if any: bring its requests up to date and keep the tokens they sampled, to be
+        returned with the next step's outputs."""
+        run, self._run = self._run, None
+        if run is None:
+            return
+        for seq, tokens in run.settle():
+            self._unreported.append(
+                RequestOutput(
+                    request_id=seq.request_id,
+                    new_token_ids=tokens,
+                    first_token=False,
+                    arrival_time=seq.arrival,
+                    first_scheduled_time=seq.first_scheduled,
+                )
+            )

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import zlib
+from array import array
+from collections.abc import Sequence
+
 import msgspec
+
+
+def prompt_checksum(token_ids: Sequence[int], previous: int = 0) -> int:
+    """CRC-32 of the token ids as 64-bit integers (native byte order), the seed of a request's output plan;
+    `previous`: the checksum of the tokens before these (it extends: checksum(a + b) =
+    prompt_checksum(b, prompt_checksum(a)))."""
+    try:
+        return zlib.crc32(array("q", token_ids), previous)
+    except OverflowError:  # ids beyond 64 bits: never from a tokenizer, but still deterministic
+        return zlib.crc32(repr(list(token_ids)).encode(), previous)
 
 
 class InvalidRequestError(ValueError):
@@ -23,6 +37,9 @@ class EngineRequest(msgspec.Struct, kw_only=True):
     # algorithm (and salt). A discrete-event client growing one conversation passes them, so a 50k-token
     # prompt is not re-hashed on every call; the engine hashes any block beyond them itself.
     prompt_block_hashes: list[bytes | int] | None = None
+    # Optional: `prompt_checksum(prompt_token_ids)`, kept up to date by a caller growing one conversation, so
+    # the output plan does not checksum a 50k-token prompt on every call. Trusted as given.
+    prompt_checksum: int | None = None
     # KV retention (docs/retention-api.md): the session the request belongs to and, when set, how long its
     # cached blocks stay retained for that session after it finishes (vllm_xargs.saga_retain_ttl_s).
     session_id: str | None = None

@@ -4,16 +4,14 @@ Contract: `validate` raises InvalidRequestError with vLLM's wording for requests
 `output_plan` is a pure function of the request (prompt tokens, max/min tokens, ignore_eos) and the context
 limit: `max_tokens` tokens with `ignore_eos`, else a length drawn from a hash of the prompt (log-uniform in
 [32, 724), at least `min_tokens`) ending in EOS ("stop"), unless capped by `max_tokens` or the context limit
-("length").
+("length"). The tokens are seeded by the prompt's checksum, or by the `prompt_checksum` the request carries,
+which stands for it.
 """
 
 from __future__ import annotations
 
-import zlib
-from array import array
-
 from simulator.block_hash import BlockHash, ExtraKeys, first_block_extra_keys
-from simulator.engine_types import EngineRequest, InvalidRequestError
+from simulator.engine_types import EngineRequest, InvalidRequestError, prompt_checksum
 from simulator.tokenizer import EOS_ID, Tokenizer
 
 _MIN_NATURAL = 32
@@ -65,10 +63,7 @@ def output_plan(req: EngineRequest, *, max_model_len: int, tokenizer: Tokenizer)
     cap = max_model_len - len(prompt)
     if req.max_tokens is not None:
         cap = min(cap, req.max_tokens)
-    try:
-        seed = zlib.crc32(array("q", prompt).tobytes())
-    except OverflowError:
-        seed = zlib.crc32(repr(prompt).encode())
+    seed = req.prompt_checksum if req.prompt_checksum is not None else prompt_checksum(prompt)
     if req.ignore_eos:
         length, reason = cap, "length"
     else:

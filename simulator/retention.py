@@ -167,6 +167,10 @@ class RetentionTable:
             self.release(session_id)
         return len(expired)
 
+    def next_expiry(self) -> float:
+        """When the first retention expires (inf if none): until then `expire` releases nothing."""
+        return min((r.expires_at for r in self._by_session.values()), default=math.inf)
+
     def release_all(self) -> int:
         """Release every retention (before a prefix-cache reset); how many were released."""
         sessions = list(self._by_session)

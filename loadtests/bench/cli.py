@@ -91,6 +91,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--sweep-load", metavar="R1,R2,...", help="run every policy at these arrival rates (tasks/s)"
     )
     des.add_argument("--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(PRESETS)}")
+    des.add_argument("--jobs", type=int, default=1, help="run policies (or sweep cells) in N processes")
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
     live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")
     live.add_argument("--stream", action="store_true", help="stream answers (measures TTFT per token)")

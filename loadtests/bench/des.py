@@ -3,14 +3,22 @@
 Contract: every policy runs the same tasks on a fresh cluster with the same seed (loadtests.des.cluster), so
 the results are deterministic for a seed and differences come from the policy alone. Engine figures come from
 the cluster's per-replica counters: preemptions summed, KV utilisation averaged over replicas (time-weighted).
+With `--jobs N` (N > 1) the runs (policies, or sweep cells) go to N worker processes; a run's results do not
+depend on where it ran, so they equal a serial run's, and each policy's `wall_s` is its run's own wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import multiprocessing
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import Progress
 
@@ -18,7 +26,7 @@ from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import PolicyMetrics, policy_metrics
 from loadtests.bench.report import BenchReport, RunMeta
 from loadtests.bench.runner import ContenderRun, compare
-from loadtests.bench.sweep import SweepResult, sweep_load
+from loadtests.bench.sweep import SweepPoint, SweepResult, sweep_load
 from loadtests.des.cluster import run_cluster
 from loadtests.des.result import ClusterProgress, ClusterResult
 from loadtests.tasks import AgentTask
@@ -37,6 +45,23 @@ def contender_run(result: ClusterResult) -> ContenderRun:
     )
 
 
+def worker_pool(jobs: int, runs: int) -> ProcessPoolExecutor | None:
+    """Worker processes for `runs` independent runs, or None to run them here (`jobs` <= 1 or one run)."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if jobs == 1 or runs <= 1:
+        return None
+    # spawn: a fresh interpreter per worker, nothing inherited from this process's threads or console
+    return ProcessPoolExecutor(max_workers=min(jobs, runs), mp_context=multiprocessing.get_context("spawn"))
+
+
+def timed_contender_run(tasks: Sequence[AgentTask], options: dict[str, Any]) -> tuple[ContenderRun, float]:
+    """One policy's cluster run (`options`: run_cluster's keywords) and its wall time; runs in a worker."""
+    started = time.perf_counter()
+    run = contender_run(run_cluster(tasks, **options))
+    return run, time.perf_counter() - started
+
+
 def bench_des(
     args: argparse.Namespace,
     tasks: list[AgentTask],
@@ -49,6 +74,21 @@ def bench_des(
     if unknown:
         raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(PRESETS)}")
 
+    def options(name: str) -> dict[str, Any]:
+        return dict(
+            replicas=args.replicas,
+            profile=args.profile,
+            policy=name,
+            seed=args.seed,
+            concurrency=args.concurrency,
+        )
+
+    pool = worker_pool(getattr(args, "jobs", 1), len(policies))
+    if pool is not None:
+        with pool:
+            futures = {name: pool.submit(timed_contender_run, tasks, options(name)) for name in policies}
+            return _report_parallel(args, tasks, meta, console, futures)
+
     with progress_factory(console) as progress:
 
         async def run_one(name: str) -> ContenderRun:
@@ -58,15 +98,7 @@ def bench_des(
                 progress.update(bar, completed=p.tasks_finished)
 
             try:
-                result = run_cluster(
-                    tasks,
-                    replicas=args.replicas,
-                    profile=args.profile,
-                    policy=name,
-                    seed=args.seed,
-                    concurrency=args.concurrency,
-                    progress=advance,
-                )
+                result = run_cluster(tasks, progress=advance, **options(name))
             finally:
                 progress.remove_task(bar)
             return contender_run(result)
@@ -90,6 +122,56 @@ def bench_des(
         )
 
 
+def _report_parallel(
+    args: argparse.Namespace,
+    tasks: list[AgentTask],
+    meta: Callable[[argparse.Namespace, str, Sequence[AgentTask]], RunMeta],
+    console: Console,
+    futures: dict[str, Future[tuple[ContenderRun, float]]],
+) -> tuple[BenchReport, dict[str, list[float]]]:
+    """The report of policies run in worker processes, in the order asked; wall_s is each run's own."""
+    walls: dict[str, float] = {}
+
+    async def run_one(name: str) -> ContenderRun:
+        run, walls[name] = await asyncio.wrap_future(futures[name])
+        return run
+
+    def on_result(name: str, result: PolicyMetrics | str) -> None:
+        if isinstance(result, PolicyMetrics):
+            console.print(
+                f"{name}: TCT geomean {result.tct_geomean_s:.1f} s, hit {result.prefix_hit_rate:.1%}, "
+                f"{walls[name]:.0f} s wall (in a worker)"
+            )
+
+    report, times = asyncio.run(
+        compare(
+            list(futures),
+            run_one,
+            tasks,
+            baseline=args.baseline or "session-affinity",
+            meta=meta(args, "des", tasks),
+            on_result=on_result,
+        )
+    )
+    for name, m in report.policies.items():
+        report.policies[name] = msgspec.structs.replace(m, wall_s=walls[name])
+    return report, times
+
+
+def sweep_cell(
+    policy: str,
+    arriving: list[AgentTask],
+    *,
+    replicas: int,
+    profile: str,
+    seed: int,
+    isolated: dict[str, float],
+) -> PolicyMetrics:
+    """One policy at one offered load (a sweep cell); runs in a worker with `--jobs`."""
+    run = contender_run(run_cluster(arriving, replicas=replicas, profile=profile, policy=policy, seed=seed))
+    return policy_metrics(run.records, arriving, isolated, preemptions=run.preemptions)
+
+
 def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console) -> SweepResult:
     """Every policy at every rate of `--sweep-load` (see loadtests/bench/sweep.py)."""
     policies = [p for p in args.policies.split(",") if p]
@@ -98,14 +180,19 @@ def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console
         raise ValueError(f"--sweep-load needs positive rates, got {args.sweep_load!r}")
     profile = get_profile(args.profile)
     isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
+    run_policy = functools.partial(
+        sweep_cell, replicas=args.replicas, profile=args.profile, seed=args.seed, isolated=isolated
+    )
 
-    def run_policy(policy: str, arriving: list[AgentTask]) -> PolicyMetrics:
-        result = run_cluster(
-            arriving, replicas=args.replicas, profile=args.profile, policy=policy, seed=args.seed
+    def on_point(policy: str, point: SweepPoint) -> None:
+        m = point.metrics
+        console.print(
+            f"{policy} @ {point.rate_per_s:g}/s: TCT mean {m.tct_mean_s:.1f} s, "
+            f"SLO met {m.slo_attainment:.0%}"
         )
-        run = contender_run(result)
-        m = policy_metrics(run.records, arriving, isolated, preemptions=run.preemptions)
-        console.print(f"{policy}: TCT mean {m.tct_mean_s:.1f} s, SLO met {m.slo_attainment:.0%}")
-        return m
 
-    return sweep_load(policies, rates, tasks, run_policy, seed=args.seed)
+    pool = worker_pool(getattr(args, "jobs", 1), len(policies) * len(rates))
+    if pool is None:
+        return sweep_load(policies, rates, tasks, run_policy, seed=args.seed, on_point=on_point)
+    with pool:
+        return sweep_load(policies, rates, tasks, run_policy, seed=args.seed, on_point=on_point, pool=pool)

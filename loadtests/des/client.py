@@ -27,7 +27,7 @@ from typing import cast
 from loadtests.tasks import AgentTask, CallRecord, TaskRecord
 from proxy.scheduler.types import PREFIX_CHUNK_TOKENS, RequestInfo
 from simulator.block_hash import BlockHash, HashFn, hash_function, none_hash
-from simulator.engine_types import RequestOutput
+from simulator.engine_types import RequestOutput, prompt_checksum
 from simulator.tokenizer import VOCAB_SIZE
 
 HASH_ALGO = "builtin"
@@ -48,7 +48,7 @@ def random_token_ids(rng: random.Random, n: int) -> list[int]:
 class Conversation:
     """A growing prompt and the chain hashes of all its full blocks (`len(tokens) // block_size` of them)."""
 
-    __slots__ = ("_block_size", "_hash", "_root", "block_hashes", "tokens")
+    __slots__ = ("_block_size", "_hash", "_root", "block_hashes", "checksum", "tokens")
 
     def __init__(self, tokens: list[int], known_hashes: Sequence[BlockHash], block_size: int) -> None:
         """`known_hashes`: hashes of some leading full blocks of `tokens` (the rest are hashed here)."""
@@ -58,15 +58,18 @@ class Conversation:
         self._hash: HashFn = hash_function(HASH_ALGO)
         self._root = none_hash(HASH_ALGO)
         self._hash_full_blocks()
+        self.checksum = prompt_checksum(tokens)  # of `tokens`, kept up to date as it grows
 
     def extend(self, new_tokens: Sequence[int]) -> None:
         self.tokens += new_tokens
         self._hash_full_blocks()
+        self.checksum = prompt_checksum(new_tokens, self.checksum)
 
     def truncate(self, num_tokens: int) -> None:
         """Keep only the first `num_tokens` tokens (and the hashes of the blocks they fill)."""
         del self.tokens[num_tokens:]
         del self.block_hashes[num_tokens // self._block_size :]
+        self.checksum = prompt_checksum(self.tokens)
 
     def prefix_hashes(self) -> tuple[int, ...]:
         """One chain hash per full PREFIX_CHUNK_TOKENS chunk: the hash of the block that ends the chunk."""
@@ -111,15 +114,31 @@ class PromptSource:
 class PendingCall:
     """One LLM call from its sending to its end: the request, what came back so far, and its record."""
 
-    __slots__ = ("info", "max_tokens", "output", "prompt", "prompt_hashes", "record", "replica_id", "run")
+    __slots__ = (
+        "checksum",
+        "info",
+        "max_tokens",
+        "output",
+        "prompt",
+        "prompt_hashes",
+        "record",
+        "replica_id",
+        "run",
+    )
 
     def __init__(
-        self, run: AgentRun, info: RequestInfo, prompt: list[int], prompt_hashes: list[BlockHash]
+        self,
+        run: AgentRun,
+        info: RequestInfo,
+        prompt: list[int],
+        prompt_hashes: list[BlockHash],
+        checksum: int,
     ) -> None:
         self.run = run
         self.info = info
-        self.prompt = prompt
+        self.prompt = prompt  # the conversation's own lists: it does not change while the call is out
         self.prompt_hashes = prompt_hashes
+        self.checksum = checksum
         self.max_tokens = run.task.steps[len(run.record.calls)].output_tokens
         self.record = CallRecord(
             step=len(run.record.calls), started_s=info.arrived_at, latency_s=0.0, prompt_tokens=len(prompt)
@@ -139,7 +158,8 @@ class AgentRun:
         self.record = TaskRecord(task.session_id, task.tenant_id, task.agent_type, started_s=now)
 
     def next_call(self, now: float) -> PendingCall:
-        """The call of the current step, sent at `now` (the prompt is a copy: the engine may keep it)."""
+        """The call of the current step, sent at `now` (the prompt is the conversation's: an engine copies
+        what it keeps)."""
         task, conv = self.task, self.conversation
         info = RequestInfo(
             request_id=f"{task.session_id}/{len(self.record.calls)}",
@@ -150,7 +170,7 @@ class AgentRun:
             prompt_tokens=len(conv.tokens),
             prefix_hashes=conv.prefix_hashes(),
         )
-        return PendingCall(self, info, conv.tokens.copy(), conv.block_hashes.copy())
+        return PendingCall(self, info, conv.tokens, conv.block_hashes, conv.checksum)
 
     def first_token(self, call: PendingCall, now: float) -> None:
         call.record.ttft_s = now - call.record.started_s

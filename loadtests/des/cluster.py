@@ -19,6 +19,8 @@ Contract:
 - Task starts: a task with `arrival_s` starts then; the others start as closed-loop slots free up
   (`concurrency` at a time, all at time 0 when None) or, with `arrival_rate`, at the arrivals of a Poisson
   process drawn from `random.Random(seed)`.
+- Engines run pure-decode steps coalesced (`coalesce_decode`, on by default): same results, less work per
+  step; each step is still one event, so events interleave exactly as step by step.
 - Deterministic: the same tasks and config give an identical `ClusterResult` (no wall clock, seeded
   randomness only, ties between simultaneous events broken by scheduling order).
 """
@@ -66,7 +68,12 @@ class Cluster:
         self.replicas = {
             f"replica-{i}": ClusterReplica(
                 f"replica-{i}",
-                Engine(profile, scheduling_policy=config.scheduling_policy, hash_algo=HASH_ALGO),
+                Engine(
+                    profile,
+                    scheduling_policy=config.scheduling_policy,
+                    hash_algo=HASH_ALGO,
+                    coalesce_decode=config.coalesce_decode,
+                ),
             )
             for i in range(config.replicas)
         }
@@ -171,11 +178,12 @@ class Cluster:
             ignore_eos=True,
             priority=decision.priority or 0,
             prompt_block_hashes=call.prompt_hashes if self.config.pass_block_hashes else None,
+            prompt_checksum=call.checksum if self.config.pass_block_hashes else None,
             session_id=info.session_id,
             retain_ttl_s=decision.retain_ttl_s,
         )
         call.replica_id = replica.replica_id
-        call.prompt, call.prompt_hashes = [], []  # the engine has its own copy now
+        call.prompt, call.prompt_hashes = [], []  # the engine has its own copy now (RequestState)
         now = self.queue.now
         try:
             replica.engine.add_request(request, now)
@@ -237,9 +245,8 @@ class Cluster:
         decisions: list[Decision] = []
         for replica in self.replicas.values():
             replica.engine.expire_retentions(now)  # an idle engine does not step, so expire here
-            s = replica.engine.stats()
-            replica.sample_kv(s.kv_usage, now)
-            load = (s.num_waiting, s.num_running, s.kv_usage)
+            load = replica.engine.load()
+            replica.sample_kv(load[2], now)
             if load != replica.reported:  # the core keeps the last values: report changes only
                 replica.reported = load
                 stats = ReplicaStats(replica.replica_id, waiting=load[0], running=load[1], kv_usage=load[2])

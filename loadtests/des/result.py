@@ -35,6 +35,7 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass_block_hashes: bool = True  # hand the engines the clients' prompt block hashes (same results)
     queue: ReleaseQueueSpec | None = None  # hold calls in the proxy and release them in a fair order
     tenants: TenantsConfig | None = None  # weights and SLO classes (the queue's; defaults when None)
+    coalesce_decode: bool = True  # run pure-decode steps coalesced in the engines (same results, faster)
 
     def resolved_profile(self) -> Profile:
         return self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)

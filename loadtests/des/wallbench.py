@@ -39,6 +39,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
     p.add_argument("--progress-interval", type=float, default=10.0, help="virtual seconds between updates")
     p.add_argument("--cprofile", metavar="FILE", help="write a cProfile of the runs to FILE")
+    p.add_argument(
+        "--step-by-step", action="store_true", help="engines without coalesced decoding (same results)"
+    )
     return p.parse_args(argv)
 
 
@@ -91,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 arrival_rate=args.arrival_rate,
                 progress=on_progress if args.progress else None,
                 progress_interval_s=args.progress_interval,
+                coalesce_decode=not args.step_by_step,
             )
         if profiler is not None:
             profiler.disable()

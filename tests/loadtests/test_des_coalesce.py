@@ -1,0 +1,107 @@
+"""Coalesced decoding changes nothing the cluster measures: a seeded run with it on and off is identical."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from array import array
+
+import msgspec
+
+from loadtests.des.client import Conversation, random_token_ids
+from loadtests.des.cluster import Cluster
+from loadtests.des.result import ClusterConfig, ClusterResult
+from loadtests.tasks import AgentTask
+from loadtests.workloads.distributions import LogNormal, ToolKind
+from loadtests.workloads.swe import SweParams, swe_tasks
+from loadtests.workloads.webarena import webarena_tasks
+from simulator.engine_types import EngineRequest, prompt_checksum
+from simulator.request_state import output_plan
+from simulator.tokenizer import Tokenizer
+
+# Short coding agents that grow to ~10k tokens, on replicas with 16k tokens of KV: preemptions, retentions
+# released under pressure, prefix hits on each session's own history and the shared system prompts.
+PARAMS = SweParams(
+    calls_per_task=LogNormal(6, 10, cap=10),
+    max_context_tokens=10_000,
+    tools=[ToolKind("bash", 1.0, LogNormal(0.3, 0.6))],
+)
+
+
+def tight_config(**options: object) -> ClusterConfig:
+    profile = msgspec.structs.replace(
+        ClusterConfig().resolved_profile(), kv_capacity_tokens=16_384, max_model_len=16_384
+    )
+    return ClusterConfig(replicas=2, profile=profile, **options)  # type: ignore[arg-type]
+
+
+def run_both(tasks: list[AgentTask], config: ClusterConfig) -> tuple[ClusterResult, ClusterResult, int]:
+    """The run step by step and coalesced, and how many steps the coalesced engines ran as quiet decode."""
+    plain = Cluster(tasks, msgspec.structs.replace(config, coalesce_decode=False)).run()
+    cluster = Cluster(tasks, msgspec.structs.replace(config, coalesce_decode=True))
+    coalesced = cluster.run()
+    quiet = sum(r.engine.quiet_steps for r in cluster.replicas.values())
+    return plain, coalesced, quiet
+
+
+def assert_identical(plain: ClusterResult, coalesced: ClusterResult) -> None:
+    for one, two in zip(plain.tasks, coalesced.tasks, strict=True):
+        for a, b in zip(one.calls, two.calls, strict=True):  # per call first, for a readable failure
+            assert (a.ttft_s, a.latency_s, a.cached_tokens, a.completion_tokens, a.replica) == (
+                b.ttft_s,
+                b.latency_s,
+                b.cached_tokens,
+                b.completion_tokens,
+                b.replica,
+            )
+    assert msgspec.to_builtins(plain.tasks) == msgspec.to_builtins(coalesced.tasks)
+    assert msgspec.to_builtins(plain.replicas) == msgspec.to_builtins(coalesced.replicas)
+    assert plain.duration_s == coalesced.duration_s and plain.events == coalesced.events
+    assert plain.summary() == coalesced.summary()
+
+
+def test_coalesced_decoding_gives_identical_results_under_memory_pressure_and_retention() -> None:
+    tasks = swe_tasks(14, seed=3, params=PARAMS)
+    plain, coalesced, quiet = run_both(tasks, tight_config(policy="continuum-ttl", arrival_rate=0.5, seed=3))
+    assert_identical(plain, coalesced)
+    reps = plain.replicas
+    assert sum(r.preemptions for r in reps) > 0
+    assert sum(r.retentions_dropped for r in reps) > 0
+    assert sum(r.prefix_cache_hits for r in reps) > 0
+    assert all(not t.failed for t in plain.tasks)
+    steps = sum(r.steps for r in reps)
+    assert quiet > steps // 2  # most steps ran coalesced, so the comparison exercised it
+
+
+def test_coalesced_decoding_gives_identical_results_with_plain_affinity_and_closed_loop() -> None:
+    tasks = swe_tasks(8, seed=5, params=PARAMS) + webarena_tasks(6, seed=5)
+    plain, coalesced, quiet = run_both(tasks, tight_config(policy="session-affinity", concurrency=9, seed=5))
+    assert_identical(plain, coalesced)
+    assert sum(r.preemptions for r in plain.replicas) > 0
+    assert quiet > sum(r.steps for r in plain.replicas) // 2
+
+
+def test_a_conversation_keeps_the_checksum_of_its_tokens_as_it_grows_and_is_truncated() -> None:
+    tokens = random_token_ids(random.Random(1), 1000)
+    conv = Conversation(tokens[:300], (), 16)
+    conv.extend(tokens[300:700])
+    assert conv.checksum == prompt_checksum(tokens[:700])
+    conv.truncate(123)
+    assert conv.checksum == prompt_checksum(tokens[:123])
+    conv.extend(tokens[123:])
+    assert conv.checksum == prompt_checksum(tokens)
+    assert prompt_checksum(tokens) == zlib.crc32(array("q", tokens).tobytes())
+
+
+def test_an_engine_plans_the_same_output_from_a_given_checksum_as_from_the_prompt() -> None:
+    prompt = random_token_ids(random.Random(2), 500)
+    given = EngineRequest(request_id="a", prompt_token_ids=prompt, prompt_checksum=prompt_checksum(prompt))
+    computed = EngineRequest(request_id="a", prompt_token_ids=prompt)
+    tokenizer = Tokenizer()
+    assert output_plan(given, max_model_len=4096, tokenizer=tokenizer) == output_plan(
+        computed, max_model_len=4096, tokenizer=tokenizer
+    )
+    other = EngineRequest(request_id="a", prompt_token_ids=prompt, prompt_checksum=12345)
+    assert output_plan(other, max_model_len=4096, tokenizer=tokenizer) != output_plan(
+        computed, max_model_len=4096, tokenizer=tokenizer
+    )
