@@ -1,6 +1,7 @@
 """The KV retention endpoints of the simulated replica (docs/retention-api.md).
 
-Contract: `POST /saga/v1/retain` re-arms a session's retention (404 when the session holds none),
+Contract: `POST /saga/v1/retain` re-arms a session's retention and, with `priority`, changes its priority
+(404 when the session holds none),
 `POST /saga/v1/release` drops it (always 200, saying whether there was one), `GET /saga/v1/retained` lists
 retentions and the caps. Each first expires retentions at the driver's simulated now, since an idle engine
 does not step.
@@ -27,7 +28,7 @@ async def retain(request: web.Request) -> web.Response:
     body = await decode(request, RetainRequest)
     now = expire_retentions(replica)
     try:
-        info = replica.engine.retention.extend(body.session_id, body.ttl_s, now)
+        info = replica.engine.retention.extend(body.session_id, body.ttl_s, now, body.priority)
     except ValueError as e:
         raise HttpError(400, str(e)) from None
     if info is None:
