@@ -112,7 +112,7 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         headers = forward.forwarded_headers(request.headers, extra)
         sent = body
         if decision.retain_ttl_s is not None:
-            sent = with_retention(body, who.session_id, decision.retain_ttl_s)
+            sent = with_retention(body, who.session_id, decision.retain_ttl_s, decision.retain_priority)
         try:
             upstream = await forward.open_upstream(
                 app[UPSTREAM], decision.replica_id + request.path, sent, headers
