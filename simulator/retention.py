@@ -22,6 +22,8 @@ Contract (docs/retention-api.md; the same contract the vLLM plugin serves on rea
   `expires_at`, an event that can change admission.
 - Time is simulated seconds passed in by the caller; a retention with `expires_at <= now` is released by
   `expire(now)`. No I/O; the engine calls this on its own thread of control only.
+- This module imports nothing of the project: the vLLM plugin (deploy/vllm-plugin) ships a byte-identical
+  copy, so the simulated replica and real vLLM serve one implementation of the contract.
 """
 
 from __future__ import annotations
@@ -29,11 +31,27 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import msgspec
 
-from simulator.block_pool import BlockPool
+
+class KvPool(Protocol):
+    """The block pool a table holds references in (simulator.block_pool.BlockPool; on real vLLM, the plugin's
+    adapter over vLLM's BlockPool). Blocks are ints; `free` drops one reference each, in the order given."""
+
+    @property
+    def num_blocks(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def num_free(self) -> int: ...
+    def ref_count(self, block_id: int) -> int: ...
+    def num_evictable(self, block_ids: Iterable[int]) -> int: ...
+    def touch(self, block_ids: Iterable[int]) -> None: ...
+    def free(self, block_ids: Iterable[int]) -> None: ...
+
 
 DEFAULT_MAX_RETAINED_FRACTION = 0.5
 DEFAULT_MAX_RETAIN_TTL_S = 600.0
@@ -77,7 +95,7 @@ class RetentionTable:
 
     def __init__(
         self,
-        pool: BlockPool,
+        pool: KvPool,
         *,
         max_fraction: float = DEFAULT_MAX_RETAINED_FRACTION,
         max_ttl_s: float = DEFAULT_MAX_RETAIN_TTL_S,
