@@ -46,11 +46,10 @@ def row(name: str, scale: float, result: ClusterResult) -> str:
     s = result.summary()
     replicas = result.replicas
     preemptions = sum(r.preemptions for r in replicas)
-    recomputed = sum(r.recomputed_prefill_tokens for r in replicas)
     dropped = sum(r.retentions_dropped for r in replicas)
     return (
         f"| {scale:g} | {name} | {s.tct_mean_s:.1f} | {s.tct_p50_s:.1f} | {s.tct_p90_s:.1f} | "
-        f"{s.prefix_hit_rate:.1%} | {preemptions} | {recomputed / 1e6:.2f} | {dropped} | {s.failed} |"
+        f"{s.prefix_hit_rate:.1%} | {preemptions} | {dropped} | {s.failed} |"
     )
 
 
@@ -67,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     tasks = swe_tasks(args.tasks, seed=args.seed)
     print(
         "| KV scale | policy | TCT mean s | TCT p50 s | TCT p90 s | prefix hit | preemptions "
-        "| recomputed Mtok | retentions dropped | failed |"
+        "| retentions dropped | failed |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for scale in (float(x) for x in args.kv_scales.split(",")):
         capacity = int(base.kv_capacity_tokens * scale) // base.block_size * base.block_size
         profile = msgspec.structs.replace(base, kv_capacity_tokens=capacity)
