@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
+
+from tests.real_vllm.plugin import require_plugin
+from tests.real_vllm.real_vllm import require_real_vllm
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "deploy" / "vllm-plugin"
@@ -28,3 +32,20 @@ def test_one_vllm_plugins_name_enables_both_entry_points() -> None:
         == {"saga_retention"}
     )
     assert meta["project"]["dependencies"] == []  # never pulls a (GPU) vLLM over an installed one
+
+
+def test_an_unsupported_vllm_is_refused_at_start_with_a_message_saying_so() -> None:
+    require_plugin()
+    python, _ = require_real_vllm()
+    script = (
+        "import vllm; vllm.__version__ = '0.40.1'\n"
+        "from saga_vllm_plugin import UnsupportedVllmError, check_vllm_version\n"
+        "try:\n    check_vllm_version()\nexcept UnsupportedVllmError as e:\n    print(e)\n"
+        "else:\n    raise SystemExit('accepted')\n"
+        "from saga_vllm_plugin.scheduler import RetainingScheduler\n"
+        "try:\n    RetainingScheduler()\nexcept UnsupportedVllmError:\n    print('scheduler refused')\n"
+    )
+    run = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "supports vLLM >=0.32,<0.33, but vLLM 0.40.1 is installed" in run.stdout
+    assert "scheduler refused" in run.stdout
