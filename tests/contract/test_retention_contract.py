@@ -63,8 +63,8 @@ async def base(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> A
             await fleet.close()
     else:
         url: str = request.getfixturevalue("vllm_url")
-        async with http.post(f"{url}/reset_prefix_cache") as r:
-            assert r.status == 200, await r.text()
+        status, out = await call(http, "POST", f"{url}/reset_prefix_cache")
+        assert (status, out) == (200, {"success": True})
         yield url
 
 
@@ -199,10 +199,12 @@ async def test_bad_retention_fields_on_a_request_answer_400(base: str, http: aio
         assert status == 400 and "saga_retain" in err["error"]["message"], err
 
 
-async def running_hog(http: aiohttp.ClientSession, base: str, seed: int) -> asyncio.Task[None]:
-    """Start a 1000-token call decoding 100 tokens (8 blocks, 9 by its end) and return once it is running
-    (its first token streamed); the task drains the rest."""
-    body = {"prompt": tokens(seed, 1000), "max_tokens": 100, "ignore_eos": True, "stream": True}
+async def running_hog(
+    http: aiohttp.ClientSession, base: str, seed: int, prompt: int = 900, decode: int = 250
+) -> asyncio.Task[None]:
+    """Start a call of `prompt` tokens decoding `decode` more (by default 8 blocks, 9 by its end) and return
+    once it is running (its first token streamed); the task drains the rest."""
+    body = {"prompt": tokens(seed, prompt), "max_tokens": decode, "ignore_eos": True, "stream": True}
     response = await http.post(f"{base}/v1/completions", json=body)
     assert response.status == 200, await response.text()
     first = await response.content.readline()
@@ -274,3 +276,23 @@ async def test_nothing_deadlocks_retentions_yield_when_nothing_else_could_free_b
     await asyncio.wait_for(asyncio.gather(*calls), timeout=240)
     listing = await retained(http, base)
     assert listing["_"]["num_blocks"] <= CAP_BLOCKS
+    # no reference leaked: with the retentions released, every block is free again (else the reset fails)
+    status, out = await call(http, "POST", f"{base}/reset_prefix_cache")
+    assert (status, out) == (200, {"success": True})
+    assert (await retained(http, base))["_"]["num_blocks"] == 0
+
+
+async def test_reset_prefix_cache_releases_every_retention_but_is_refused_while_a_request_runs(
+    base: str, http: aiohttp.ClientSession
+) -> None:
+    kept = tokens(30, 1000)
+    await complete(http, base, kept, session="kept", ttl=300.0)
+    hog = await running_hog(http, base, 31, prompt=500, decode=1000)  # seconds of decoding, 12 blocks
+    status, out = await call(http, "POST", f"{base}/reset_prefix_cache")
+    assert (status, out) == (200, {"success": False})
+    assert "kept" in await retained(http, base)  # kept when the reset is refused
+    await hog
+    status, out = await call(http, "POST", f"{base}/reset_prefix_cache")
+    assert (status, out) == (200, {"success": True})
+    assert (await retained(http, base))["_"]["num_blocks"] == 0
+    assert await complete(http, base, kept + tokens(32, 10), session="kept") == 0
