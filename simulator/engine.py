@@ -329,7 +329,7 @@ class Engine:
 
     def _still_blocked(self, seq: RequestState, budget: int) -> bool:
         """Whether `seq` certainly still cannot be admitted: it failed last time and since then no block was
-        freed or touched, no retention exists that could be released, the budget is not smaller (a smaller
+        freed or touched, the retentions did not change, the budget is not smaller (a smaller
         chunk might fit) and its prefix hit cannot have grown. Exact: it skips only attempts that would fail,
         which under memory pressure are most of them (a long queue retried every step). Retentions: which
         ones it may break depends on their set and priorities (the retention table's version) and on

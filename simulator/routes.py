@@ -8,8 +8,7 @@ Contract:
 - A client that goes away aborts its request in the engine (handlers run with handler cancellation).
 - KV retention (docs/retention-api.md): a generation request's session is the `X-Session-ID` header, else
   body `session_id`, else `vllm_xargs.session_id` (the proxy's precedence); `vllm_xargs.saga_retain_ttl_s`
-  asks to retain its KV, `vllm_xargs.saga_retain_priority` gives the retention's priority (default the
-  request's). `POST /saga/v1/retain` re-arms a retention, `POST /saga/v1/release` drops it,
+  asks to retain its KV. `POST /saga/v1/retain` re-arms a retention, `POST /saga/v1/release` drops it,
   `GET /saga/v1/retained` lists them; these and `/metrics` first expire retentions at the driver's now.
 - `GET /kv_event_sources` lists the replica's KV-event publisher as vLLM does (`{"sources": [...]}`, empty
   when KV events are off; see simulator.kv_publisher).
@@ -47,7 +46,7 @@ from simulator.openai_api import (
     error_body,
 )
 from simulator.replica import Replica
-from simulator.retention_routes import add_retention_routes, expire_retentions
+from simulator.retention_routes import add_retention_routes, expire_retentions, retain_priority_field
 from simulator.tokenizer import Tokenizer, render_chat
 
 VERSION = "0.33.0+saga.sim"
@@ -114,7 +113,7 @@ async def _generate(
         cache_salt=body.cache_salt,
         session_id=_session_id(request, body),
         retain_ttl_s=_retain_ttl_s(body),
-        retain_priority=_retain_priority(body),
+        retain_priority=retain_priority_field(body.vllm_xargs),
     )
     try:
         stream = replica.driver.submit(engine_req)
@@ -158,18 +157,6 @@ def _retain_ttl_s(body: ChatCompletionRequest | CompletionRequest) -> float | No
         return float(raw)
     except (TypeError, ValueError):
         raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None
-
-
-def _retain_priority(body: ChatCompletionRequest | CompletionRequest) -> int | None:
-    raw = (body.vllm_xargs or {}).get("saga_retain_priority")
-    if raw is None:
-        return None
-    try:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError
-        return int(raw)
-    except (TypeError, ValueError, OverflowError):
-        raise HttpError(400, f"vllm_xargs.saga_retain_priority must be an integer, got {raw!r}.") from None
 
 
 async def _whole(replica: Replica, stream: RequestStream, fmt: ResponseFormat) -> web.Response:
