@@ -2,9 +2,9 @@
 
 Contract: `POST /saga/v1/retain` re-arms a session's retention and, with `priority`, changes its priority
 (404 when the session holds none), `POST /saga/v1/release` drops it (always 200, saying whether there was
-one), `GET /saga/v1/retained` lists retentions and the caps. Each first expires retentions at the driver's simulated now, since an idle engine
-does not step. `retain_priority_field` reads a generation request's `vllm_xargs.saga_retain_priority` (the
-retention's priority; default the request's own).
+one), `GET /saga/v1/retained` lists retentions and the caps. Each first expires retentions at the driver's
+simulated now, since an idle engine does not step. `retain_priority_field` reads a generation request's
+`vllm_xargs.saga_retain_priority` (the retention's priority; default the request's own).
 """
 
 from __future__ import annotations
