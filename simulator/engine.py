@@ -26,9 +26,12 @@ Contract:
   retains its cached full blocks (prompt and output) when it finishes, its reference taken before its own
   free; aborted requests retain nothing. The session's next request drops that retention once it is admitted
   (running, holding its own references through its prefix hit). Expired retentions are released at the
-  start of `step(now)` and by `expire_retentions(now)`. When blocks run short, retentions are released
-  oldest first before any running request is preempted and before a waiting request is left waiting, so
-  retention never deadlocks the engine. Retentions are not pending work (`has_unfinished`).
+  start of `step(now)` and by `expire_retentions(now)`. Contract v2 (priorities, lower = more important;
+  a retention's is `retain_priority`, else the request's `priority`): a running request that needs a block
+  releases retentions, least important first, before anything is preempted; the waiting queue's head may
+  release only retentions strictly less important than itself, and only if that lets it in; when nothing
+  is running, it may release any, so retention never deadlocks the engine. Retentions are not pending work
+  (`has_unfinished`).
 - Coalesced decoding (`coalesce_decode=True`; the discrete-event cluster's default, off for the HTTP
   replicas, which stream every token): a step that certainly only decodes one token for every running
   request (`_next_step_is_quiet_decode` says when) runs in O(1) plus the block allocations and prefix-cache
@@ -40,6 +43,7 @@ Contract:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 from simulator.block_hash import BlockHash, first_block_extra_keys, hash_function, none_hash
@@ -100,13 +104,15 @@ class Engine:
         self.retention = RetentionTable(
             self.pool, max_fraction=max_retained_fraction, max_ttl_s=max_retain_ttl_s
         )
-        self._session_of: dict[str, tuple[str, float | None]] = {}  # request id -> (session, retain TTL)
+        # request id -> (session, retain TTL, retention priority)
+        self._session_of: dict[str, tuple[str, float | None, int]] = {}
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
         self._hash = hash_function(hash_algo)
         self._none_hash = none_hash(hash_algo)
         self._waiting: WaitingQueue[RequestState] = WaitingQueue(scheduling_policy)
-        # The head request that last failed to fit: (request, pool version, step budget, prefix hit blocks).
-        self._blocked: tuple[RequestState, int, int, int] | None = None
+        # The head request that last failed to fit: (request, pool version, retention version, whether
+        # anything was running, step budget, prefix hit blocks).
+        self._blocked: tuple[RequestState, int, int, bool, int, int] | None = None
         self._running: list[RequestState] = []
         self._seqs: dict[str, RequestState] = {}
         self._seq_no = 0
@@ -144,7 +150,8 @@ class Engine:
         self._seq_no += 1
         self._seqs[req.request_id] = seq
         if req.session_id:
-            self._session_of[req.request_id] = (req.session_id, req.retain_ttl_s)
+            retain_priority = req.priority if req.retain_priority is None else req.retain_priority
+            self._session_of[req.request_id] = (req.session_id, req.retain_ttl_s, retain_priority)
         self._waiting.append(seq)
 
     def abort(self, request_id: str) -> bool:
@@ -240,7 +247,7 @@ class Engine:
             n = min(len(seq.tokens) - seq.num_computed, budget)
             preempted_self = False
             while not self._allocate(seq, n):
-                if self.retention.release_oldest():
+                if self.retention.release_least_important():
                     continue  # retained blocks yield before any running request is preempted
                 j = self._victim_index()
                 victim = running.pop(j)
@@ -314,9 +321,18 @@ class Engine:
             num_computed = len(hit) * bs
             n = min(len(seq.tokens) - num_computed, budget)
             need = -(-(num_computed + n) // bs) - len(hit)
+            # Contract v2: the head breaks only less important retentions, any when nothing runs
+            breaks_below = seq.priority if self._running else None
             short = need + len(hit) > pool.num_free and need + pool.num_evictable(hit) > pool.num_free
-            if short and not self.retention.make_room(need, hit):
-                self._blocked = (seq, pool.version, budget, len(hit))
+            if short and not self.retention.make_room(need, hit, breaks_below):
+                self._blocked = (
+                    seq,
+                    pool.version,
+                    self.retention.version,
+                    bool(self._running),
+                    budget,
+                    len(hit),
+                )
                 break
             self._waiting.pop()
             pool.touch(hit)
@@ -343,14 +359,21 @@ class Engine:
 
     def _still_blocked(self, seq: RequestState, budget: int) -> bool:
         """Whether `seq` certainly still cannot be admitted: it failed last time and since then no block was
-        freed or touched, no retention exists that could be released, the budget is not smaller (a smaller
+        freed or touched, the retentions did not change, the budget is not smaller (a smaller
         chunk might fit) and its prefix hit cannot have grown. Exact: it skips only attempts that would fail,
-        which under memory pressure are most of them (a long queue retried every step)."""
+        which under memory pressure are most of them (a long queue retried every step). Retentions: which
+        ones it may break depends on their set and priorities (the retention table's version) and on
+        whether anything runs."""
         blocked = self._blocked
         if blocked is None or blocked[0] is not seq:
             return False
-        _, version, old_budget, hit_len = blocked
-        if version != self.pool.version or budget < old_budget or self.retention.num_sessions:
+        _, version, retention_version, was_running, old_budget, hit_len = blocked
+        if (
+            version != self.pool.version
+            or retention_version != self.retention.version
+            or was_running != bool(self._running)
+            or budget < old_budget
+        ):
             return False
         hashes = seq.block_hashes
         full_blocks = (len(seq.tokens) - 1) // self.block_size
@@ -450,7 +473,7 @@ class Engine:
         if session is None or session[1] is None:
             return
         chain = self.pool.lookup(seq.block_hashes[: seq.num_cached_blocks])
-        self.retention.retain(session[0], chain, session[1], now)
+        self.retention.retain(session[0], chain, session[1], now, priority=session[2])
 
     def _free(self, seq: RequestState) -> None:
         self.pool.free(reversed(seq.block_ids))
@@ -498,7 +521,9 @@ class Engine:
             return None
         if any(len(seq.tokens) - seq.num_computed != 1 or seq.num_output == 0 for seq in running):
             return None
-        run = DecodeRun(list(running), self.block_size, quiet_until=self.retention.next_expiry())
+        expiry = self.retention.next_expiry()
+        quiet_until = math.inf if expiry is None else expiry
+        run = DecodeRun(list(running), self.block_size, quiet_until=quiet_until)
         return run if run.max_steps > 0 else None
 
     def _next_step_is_quiet_decode(self, run: DecodeRun, now: float, due: list[tuple[int, int]]) -> bool:
@@ -519,7 +544,7 @@ class Engine:
             return False
         blocked = self._blocked
         assert blocked is not None
-        hit_len = blocked[3]
+        hit_len = blocked[-1]  # the head's prefix hit when it last failed to fit
         if hit_len >= (len(head.tokens) - 1) // self.block_size or hit_len >= len(head.block_hashes):
             return True  # _still_blocked holds whatever gets cached
         awaited = head.block_hashes[hit_len]

@@ -44,6 +44,8 @@ class EngineRequest(msgspec.Struct, kw_only=True):
     # cached blocks stay retained for that session after it finishes (vllm_xargs.saga_retain_ttl_s).
     session_id: str | None = None
     retain_ttl_s: float | None = None
+    # The retention's priority (vllm_xargs.saga_retain_priority; lower = more important); None: `priority`.
+    retain_priority: int | None = None
 
 
 class Usage(msgspec.Struct, frozen=True):

@@ -38,7 +38,7 @@ class _SamplingFields(msgspec.Struct, kw_only=True):
     stream_options: StreamOptions | None = None
     request_id: str | None = None
     session_id: str | None = None
-    vllm_xargs: dict[str, Any] | None = None  # vLLM's extension args: session_id, saga_retain_ttl_s
+    vllm_xargs: dict[str, Any] | None = None  # vLLM's extension args: session_id, saga_retain_*
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -278,6 +278,7 @@ DONE_EVENT = b"data: [DONE]\n\n"
 class RetainRequest(msgspec.Struct, kw_only=True):
     session_id: str
     ttl_s: float
+    priority: int | None = None  # None keeps the retention's priority
 
 
 class ReleaseRequest(msgspec.Struct, kw_only=True):

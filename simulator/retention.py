@@ -1,30 +1,57 @@
-"""KV retention: a session's cached blocks held out of eviction for a TTL after its request ends.
+"""KV retention, contract v2: a session's cached blocks held out of eviction for a TTL, with a priority.
 
 Contract (docs/retention-api.md; the same contract the vLLM plugin serves on real vLLM):
 - A retention is one extra reference, taken with `BlockPool.touch`, on each block of a session's cached
   prefix chain, so the blocks never reach the free queue and are never evicted, yet still give prefix hits.
   Releasing frees them last-first exactly once. At most one retention per session: a new one takes its
   references before the one it replaces is released, so shared blocks never pass through the free queue.
-- Order: oldest first means least recently created or extended; that is the order in which the cap and
-  memory pressure (`release_oldest`, `make_room`) drop retentions.
+- Each retention has a priority (an int, lower = more important, as vLLM's request priority). The release
+  order under pressure is least important first, then oldest (least recently created or re-armed) first.
+- Who may break a retention (the engine calls these; expired retentions are released first, by `expire`
+  at the start of every step): `make_room(..., priority=p)` for a waiting request releases only
+  retentions strictly less important than `p`; `make_room(..., priority=None)` (nothing is running, so the
+  queue's head must progress) may release any; `release_least_important` (a running request needs a block)
+  releases any. `make_room` releases nothing unless releasing would let the request in.
 - Caps, enforced here because any client may ask: a TTL above `max_ttl_s` is clamped to it (the granted TTL
   is reported); retained blocks (distinct, counted once however many sessions share them) stay within
   `max_blocks` = floor(`max_fraction` x pool size). A new retention that would exceed the cap first drops
-  the oldest other retentions; if it alone exceeds the cap, it keeps only its leading `max_blocks` blocks
-  (a shorter prefix still gives hits).
+  other retentions no more important than itself (least important, then oldest first); if it still
+  exceeds the cap it keeps only the leading blocks that fit (a shorter prefix still gives hits), or none.
+- `version` changes whenever the set of retentions, their priorities or their blocks change, so a caller
+  caching "this request cannot be admitted" knows when to look again; `next_expiry()` is the earliest
+  `expires_at`, an event that can change admission.
 - Time is simulated seconds passed in by the caller; a retention with `expires_at <= now` is released by
   `expire(now)`. No I/O; the engine calls this on its own thread of control only.
+- This module imports nothing of the project: the vLLM plugin (deploy/vllm-plugin) ships a byte-identical
+  copy, so the simulated replica and real vLLM serve one implementation of the contract.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import msgspec
 
-from simulator.block_pool import BlockPool
+
+class KvPool(Protocol):
+    """The block pool a table holds references in (simulator.block_pool.BlockPool; on real vLLM, the plugin's
+    adapter over vLLM's BlockPool). Blocks are ints; `free` drops one reference each, in the order given."""
+
+    @property
+    def num_blocks(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def num_free(self) -> int: ...
+    def ref_count(self, block_id: int) -> int: ...
+    def num_evictable(self, block_ids: Iterable[int]) -> int: ...
+    def touch(self, block_ids: Sequence[int]) -> None: ...
+    def free(self, block_ids: Iterable[int]) -> None: ...
+
 
 DEFAULT_MAX_RETAINED_FRACTION = 0.5
 DEFAULT_MAX_RETAIN_TTL_S = 600.0
@@ -36,20 +63,25 @@ class RetentionInfo(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     num_blocks: int
     num_tokens: int
-    retained_at: float  # when it was created or last extended
+    priority: int
+    retained_at: float  # when it was created or last re-armed
     expires_at: float
     ttl_left_s: float
     ttl_clamped: bool = False  # the asked TTL exceeded the server's cap
 
 
 class _Retention:
-    __slots__ = ("block_ids", "expires_at", "retained_at", "ttl_clamped")
+    __slots__ = ("block_ids", "expires_at", "priority", "retained_at", "stamp", "ttl_clamped")
 
-    def __init__(self, block_ids: list[int], retained_at: float, expires_at: float, clamped: bool) -> None:
+    def __init__(
+        self, block_ids: list[int], priority: int, retained_at: float, expires_at: float, clamped: bool
+    ) -> None:
         self.block_ids = block_ids
+        self.priority = priority
         self.retained_at = retained_at
         self.expires_at = expires_at
         self.ttl_clamped = clamped
+        self.stamp = 0  # age order: larger is newer; also tells live expiry-heap entries from stale ones
 
 
 def check_ttl(ttl_s: float) -> None:
@@ -63,7 +95,7 @@ class RetentionTable:
 
     def __init__(
         self,
-        pool: BlockPool,
+        pool: KvPool,
         *,
         max_fraction: float = DEFAULT_MAX_RETAINED_FRACTION,
         max_ttl_s: float = DEFAULT_MAX_RETAIN_TTL_S,
@@ -74,8 +106,12 @@ class RetentionTable:
         self._pool = pool
         self.max_blocks = int(max_fraction * pool.num_blocks)
         self.max_ttl_s = max_ttl_s
-        self._by_session: OrderedDict[str, _Retention] = OrderedDict()  # oldest first
+        self._by_session: dict[str, _Retention] = {}
+        self._by_priority: dict[int, OrderedDict[str, _Retention]] = {}  # each oldest first
+        self._expiry: list[tuple[float, int, str]] = []  # (expires_at, stamp, session), stale entries kept
         self._holders: dict[int, int] = {}  # block id -> retentions holding it
+        self._stamp = 0
+        self.version = 0
         self.num_dropped = 0  # released early, by the cap or by memory pressure
 
     @property
@@ -91,91 +127,122 @@ class RetentionTable:
         return session_id in self._by_session
 
     def retain(
-        self, session_id: str, block_ids: Sequence[int], ttl_s: float, now: float
+        self, session_id: str, block_ids: Sequence[int], ttl_s: float, now: float, priority: int = 0
     ) -> RetentionInfo | None:
-        """Hold `block_ids` (a cached prefix chain, in order) for `session_id` until `now + ttl_s` (clamped),
-        replacing its previous retention. None when the cap leaves room for no block at all."""
+        """Hold `block_ids` (a cached prefix chain, in order) for `session_id` until `now + ttl_s` (clamped)
+        with `priority`, replacing its previous retention. None when the cap leaves it no block at all."""
         check_ttl(ttl_s)
         blocks = list(block_ids[: self.max_blocks])
         if not blocks:
             self.release(session_id)
             return None
         self._pool.touch(blocks)  # the new references first: blocks shared with the old one stay held
-        previous = self._by_session.pop(session_id, None)
+        previous = self._remove(session_id)
         granted = min(ttl_s, self.max_ttl_s)
-        self._by_session[session_id] = _Retention(blocks, now, now + granted, granted < ttl_s)
+        retention = _Retention(blocks, priority, now, now + granted, granted < ttl_s)
+        self._insert(session_id, retention)
         self._hold(blocks)
         if previous is not None:
             self._unhold(previous.block_ids)
-        while self.num_blocks > self.max_blocks:  # cannot empty the table: the new one alone fits
-            self.release_oldest()
+        self._enforce_cap(session_id, retention)
         return self.info(session_id, now)
 
-    def extend(self, session_id: str, ttl_s: float, now: float) -> RetentionInfo | None:
-        """Re-arm a retention to expire at `now + ttl_s` (clamped; may also shorten it) and make it the
-        newest; None if the session holds none."""
+    def extend(
+        self, session_id: str, ttl_s: float, now: float, priority: int | None = None
+    ) -> RetentionInfo | None:
+        """Re-arm a retention to expire at `now + ttl_s` (clamped; may also shorten it), make it the newest
+        and, when given, change its priority; None if the session holds none."""
         check_ttl(ttl_s)
-        retention = self._by_session.get(session_id)
+        retention = self._remove(session_id)
         if retention is None:
             return None
         granted = min(ttl_s, self.max_ttl_s)
         retention.retained_at = now
         retention.expires_at = now + granted
         retention.ttl_clamped = granted < ttl_s
-        self._by_session.move_to_end(session_id)
+        if priority is not None:
+            retention.priority = priority
+        self._insert(session_id, retention)
         return self.info(session_id, now)
 
-    def make_room(self, num_new: int, hit: Sequence[int]) -> bool:
-        """A waiting request wins over retained blocks (so retention never deadlocks the engine): release
-        retentions oldest first until `num_new` fresh blocks plus the free blocks of its prefix `hit` fit;
-        True if they do. Releases nothing when even releasing every retention would not make room (running
-        requests hold the blocks, and the request waits for them as on stock vLLM)."""
-        if not self._holders:
+    def make_room(self, num_new: int, hit: Sequence[int], priority: int | None) -> bool:
+        """Let a waiting request in: release retentions strictly less important than `priority` (any when
+        None), least important then oldest first, until `num_new` fresh blocks plus the free blocks of its
+        prefix `hit` fit; True if they do. Releases nothing when even releasing every such retention would
+        not make room (other requests or more important retentions hold the blocks)."""
+        if not self._by_session:
             return False
         pool = self._pool
         hit_blocks = set(hit)
         ref_count = pool.ref_count
-        # blocks only retentions hold; those in the hit would leave the free queue again when touched
-        reclaimable = sum(1 for b, n in self._holders.items() if ref_count(b) == n and b not in hit_blocks)
+        if priority is None:
+            holders = self._holders
+        else:
+            holders = {}
+            for retention in self._breakable_by(priority):
+                for b in retention.block_ids:
+                    holders[b] = holders.get(b, 0) + 1
+            if not holders:
+                return False
+        # blocks only these retentions hold; those in the hit would leave the free queue again when touched
+        reclaimable = sum(1 for b, n in holders.items() if ref_count(b) == n and b not in hit_blocks)
         if num_new + pool.num_evictable(hit) > pool.num_free + reclaimable:
             return False
-        while num_new + pool.num_evictable(hit) > pool.num_free and self.release_oldest():
-            pass
+        for session_id in [s for s, _ in self._release_order(priority)]:
+            if num_new + pool.num_evictable(hit) <= pool.num_free:
+                break
+            self.release(session_id)
+            self.num_dropped += 1
         return num_new + pool.num_evictable(hit) <= pool.num_free
+
+    def release_least_important(self) -> bool:
+        """Drop the least important (then oldest) retention early, for a running request that needs a
+        block; False if there is none."""
+        for session_id, _ in self._release_order(None):
+            self.release(session_id)
+            self.num_dropped += 1
+            return True
+        return False
 
     def release(self, session_id: str) -> int | None:
         """Drop a session's retention; the number of blocks it held, or None if it held none."""
-        retention = self._by_session.pop(session_id, None)
+        retention = self._remove(session_id)
         if retention is None:
             return None
+        self.version += 1
         self._unhold(retention.block_ids)
         return len(retention.block_ids)
 
-    def release_oldest(self) -> bool:
-        """Drop the oldest retention early (cap or memory pressure); False if there is none."""
-        if not self._by_session:
-            return False
-        session_id = next(iter(self._by_session))
-        self.release(session_id)
-        self.num_dropped += 1
-        return True
-
     def expire(self, now: float) -> int:
         """Release every retention whose TTL has run out by `now`; how many were released."""
-        expired = [s for s, r in self._by_session.items() if r.expires_at <= now]
-        for session_id in expired:
-            self.release(session_id)
-        return len(expired)
+        heap = self._expiry
+        released = 0
+        while heap and heap[0][0] <= now:
+            _, stamp, session_id = heapq.heappop(heap)
+            retention = self._by_session.get(session_id)
+            if retention is not None and retention.stamp == stamp:
+                self.release(session_id)
+                released += 1
+        return released
 
-    def next_expiry(self) -> float:
-        """When the first retention expires (inf if none): until then `expire` releases nothing."""
-        return min((r.expires_at for r in self._by_session.values()), default=math.inf)
+    def next_expiry(self) -> float | None:
+        """The earliest time a retention expires (releasing blocks, which may let a waiting request in);
+        None when there is none."""
+        heap = self._expiry
+        while heap:
+            expires_at, stamp, session_id = heap[0]
+            retention = self._by_session.get(session_id)
+            if retention is not None and retention.stamp == stamp:
+                return expires_at
+            heapq.heappop(heap)  # stale: released or re-armed since
+        return None
 
     def release_all(self) -> int:
         """Release every retention (before a prefix-cache reset); how many were released."""
         sessions = list(self._by_session)
         for session_id in sessions:
             self.release(session_id)
+        self._expiry.clear()
         return len(sessions)
 
     def info(self, session_id: str, now: float) -> RetentionInfo | None:
@@ -187,6 +254,7 @@ class RetentionTable:
             session_id=session_id,
             num_blocks=num_blocks,
             num_tokens=num_blocks * self._pool.block_size,
+            priority=retention.priority,
             retained_at=retention.retained_at,
             expires_at=retention.expires_at,
             ttl_left_s=max(0.0, retention.expires_at - now),
@@ -195,11 +263,73 @@ class RetentionTable:
 
     def snapshot(self, now: float) -> list[RetentionInfo]:
         """Every retention, oldest first."""
-        return [info for s in self._by_session if (info := self.info(s, now)) is not None]
+        ordered = sorted(self._by_session.items(), key=lambda item: item[1].stamp)
+        return [info for s, _ in ordered if (info := self.info(s, now)) is not None]
 
     def held(self) -> list[list[int]]:
         """Each retention's blocks (the references it holds, for invariant checks)."""
         return [list(r.block_ids) for r in self._by_session.values()]
+
+    # ---- internals ------------------------------------------------------------------------------------
+
+    def _remove(self, session_id: str) -> _Retention | None:
+        retention = self._by_session.pop(session_id, None)
+        if retention is not None:
+            bucket = self._by_priority[retention.priority]
+            del bucket[session_id]
+            if not bucket:
+                del self._by_priority[retention.priority]
+        return retention
+
+    def _insert(self, session_id: str, retention: _Retention) -> None:
+        self._stamp += 1
+        self.version += 1
+        retention.stamp = self._stamp
+        self._by_session[session_id] = retention
+        self._by_priority.setdefault(retention.priority, OrderedDict())[session_id] = retention
+        heapq.heappush(self._expiry, (retention.expires_at, retention.stamp, session_id))
+
+    def _release_order(self, priority: int | None) -> Iterator[tuple[str, _Retention]]:
+        """Retentions breakable by a request of `priority` (all when None), least important then oldest
+        first. Snapshot per bucket: callers may release while iterating."""
+        for p in sorted(self._by_priority, reverse=True):
+            if priority is not None and p <= priority:
+                return
+            yield from list(self._by_priority.get(p, {}).items())
+
+    def _breakable_by(self, priority: int) -> Iterator[_Retention]:
+        for p, bucket in self._by_priority.items():
+            if p > priority:
+                yield from bucket.values()
+
+    def _enforce_cap(self, session_id: str, new: _Retention) -> None:
+        """Drop others no more important than `new` (least important, then oldest first), then cut `new`
+        to the leading blocks that fit."""
+        if self.num_blocks <= self.max_blocks:
+            return
+        for other, retention in self._release_order(None):
+            if self.num_blocks <= self.max_blocks or retention.priority < new.priority:
+                break
+            if other != session_id:
+                self.release(other)
+                self.num_dropped += 1
+        excess = self.num_blocks - self.max_blocks
+        if excess <= 0:
+            return
+        holders = self._holders
+        keep = len(new.block_ids)
+        while excess > 0 and keep > 0:  # drop the tail; a block others hold too frees nothing
+            keep -= 1
+            if holders[new.block_ids[keep]] == 1:
+                excess -= 1
+        if keep == 0:
+            self.release(session_id)
+            self.num_dropped += 1
+            return
+        dropped = new.block_ids[keep:]
+        new.block_ids = new.block_ids[:keep]
+        self.version += 1
+        self._unhold(dropped)
 
     def _hold(self, block_ids: list[int]) -> None:
         holders = self._holders

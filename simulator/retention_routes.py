@@ -1,12 +1,15 @@
 """The KV retention endpoints of the simulated replica (docs/retention-api.md).
 
-Contract: `POST /saga/v1/retain` re-arms a session's retention (404 when the session holds none),
-`POST /saga/v1/release` drops it (always 200, saying whether there was one), `GET /saga/v1/retained` lists
-retentions and the caps. Each first expires retentions at the driver's simulated now, since an idle engine
-does not step.
+Contract: `POST /saga/v1/retain` re-arms a session's retention and, with `priority`, changes its priority
+(404 when the session holds none), `POST /saga/v1/release` drops it (always 200, saying whether there was
+one), `GET /saga/v1/retained` lists retentions and the caps. Each first expires retentions at the driver's
+simulated now, since an idle engine does not step. `retain_priority_field` reads a generation request's
+`vllm_xargs.saga_retain_priority` (the retention's priority; default the request's own).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -27,7 +30,7 @@ async def retain(request: web.Request) -> web.Response:
     body = await decode(request, RetainRequest)
     now = expire_retentions(replica)
     try:
-        info = replica.engine.retention.extend(body.session_id, body.ttl_s, now)
+        info = replica.engine.retention.extend(body.session_id, body.ttl_s, now, body.priority)
     except ValueError as e:
         raise HttpError(400, str(e)) from None
     if info is None:
@@ -57,6 +60,20 @@ async def retained(request: web.Request) -> web.Response:
             sessions=table.snapshot(now),
         )
     )
+
+
+def retain_priority_field(vllm_xargs: dict[str, Any] | None) -> int | None:
+    """A generation request's `vllm_xargs.saga_retain_priority` (an integer, or an integer string), None when
+    absent; HttpError 400 otherwise. The retention then takes the request's own priority."""
+    raw = (vllm_xargs or {}).get("saga_retain_priority")
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        return int(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise HttpError(400, f"vllm_xargs.saga_retain_priority must be an integer, got {raw!r}.") from None
 
 
 def add_retention_routes(app: web.Application) -> None:

@@ -51,7 +51,7 @@ from simulator.openai_api import (
     error_body,
 )
 from simulator.replica import Replica
-from simulator.retention_routes import add_retention_routes, expire_retentions
+from simulator.retention_routes import add_retention_routes, expire_retentions, retain_priority_field
 from simulator.tokenizer import Tokenizer, render_chat
 from simulator.tool_calls import SimulatedToolCall, ToolCallStream, ToolsError, ToolSpec
 
@@ -125,6 +125,7 @@ async def _generate(
         cache_salt=body.cache_salt,
         session_id=_session_id(request, body),
         retain_ttl_s=_retain_ttl_s(body),
+        retain_priority=retain_priority_field(body.vllm_xargs),
     )
     try:
         stream = replica.driver.submit(engine_req)

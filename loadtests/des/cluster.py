@@ -181,6 +181,7 @@ class Cluster:
             prompt_checksum=call.checksum if self.config.pass_block_hashes else None,
             session_id=info.session_id,
             retain_ttl_s=decision.retain_ttl_s,
+            retain_priority=decision.retain_priority,
         )
         call.replica_id = replica.replica_id
         call.prompt, call.prompt_hashes = [], []  # the engine has its own copy now (RequestState)

@@ -261,7 +261,9 @@ class SchedulerCore:
         session.calls += 1
         for plugin in self.policy.plugins:
             plugin.on_dispatch(req, replica_id)
-        return Dispatch(req.request_id, replica_id, retain_ttl_s=self.policy.retain_ttl_s(req, replica_id))
+        ttl_s = self.policy.retain_ttl_s(req, replica_id)
+        retain_priority = self.policy.retain_priority(req, replica_id) if ttl_s is not None else None
+        return Dispatch(req.request_id, replica_id, retain_ttl_s=ttl_s, retain_priority=retain_priority)
 
     def _session_done(self, req: RequestInfo) -> None:
         session = self.sessions.get(req.session_id)

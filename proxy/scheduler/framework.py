@@ -82,6 +82,10 @@ class Retention(Plugin):
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
         raise NotImplementedError
 
+    def retain_priority(self, req: RequestInfo, replica_id: ReplicaId) -> int | None:
+        """The retention's priority (lower = more important); None: the call's own priority."""
+        return None
+
 
 class Gate(Plugin):
     """Decides when a replica takes the next call held in the proxy's release queue. Contract: pure, reads
@@ -114,6 +118,9 @@ class RoutingPolicy:
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
         return self.retention.retain_ttl_s(req, replica_id) if self.retention is not None else None
+
+    def retain_priority(self, req: RequestInfo, replica_id: ReplicaId) -> int | None:
+        return self.retention.retain_priority(req, replica_id) if self.retention is not None else None
 
     def route(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> ReplicaId | None:
         """The replica for `req`, or None when no candidate is left."""

@@ -75,6 +75,9 @@ class Dispatch(msgspec.Struct, frozen=True, tag="dispatch"):
     # Ask the replica to keep this call's KV cached for this many seconds after it ends (the retention
     # contract, docs/retention-api.md: sent as vllm_xargs.saga_retain_ttl_s with the session id).
     retain_ttl_s: float | None = None
+    # The retention's priority (lower = more important; sent as vllm_xargs.saga_retain_priority); None: the
+    # replica uses the call's own priority. Under contract v2 only more important work may break it.
+    retain_priority: int | None = None
 
 
 class Reject(msgspec.Struct, frozen=True, tag="reject"):

@@ -265,6 +265,18 @@ def test_retention_from_the_policy_reaches_the_engines() -> None:
     assert retained == 4  # each session's last call left its prefix retained
 
 
+def test_the_retention_priority_from_the_policy_reaches_the_engines() -> None:
+    policy = PolicySpec(
+        picker=PluginSpec("max-score-picker"),
+        scorers=[PluginSpec("session-affinity-scorer")],
+        retention=PluginSpec("fixed-ttl-retention", params={"ttl_s": 10_000.0, "priority": -3}),
+    )
+    cluster = Cluster(small_swe(3, seed=9), ClusterConfig(replicas=2, policy=policy))
+    cluster.run()
+    infos = [i for r in cluster.replicas.values() for i in r.engine.retention.snapshot(0.0)]
+    assert len(infos) == 3 and {i.priority for i in infos} == {-3}
+
+
 def test_progress_is_reported_in_virtual_time_until_every_task_is_done() -> None:
     seen: list[ClusterProgress] = []
     tasks = small_swe(6, seed=10)

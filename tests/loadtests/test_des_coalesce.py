@@ -61,8 +61,9 @@ def assert_identical(plain: ClusterResult, coalesced: ClusterResult) -> None:
 
 
 def test_coalesced_decoding_gives_identical_results_under_memory_pressure_and_retention() -> None:
-    tasks = swe_tasks(14, seed=3, params=PARAMS)
-    plain, coalesced, quiet = run_both(tasks, tight_config(policy="continuum-ttl", arrival_rate=0.5, seed=3))
+    # Sized so that, under retention contract v2, running requests still break retentions and preempt.
+    tasks = swe_tasks(20, seed=3, params=PARAMS)
+    plain, coalesced, quiet = run_both(tasks, tight_config(policy="continuum-ttl", arrival_rate=1.0, seed=3))
     assert_identical(plain, coalesced)
     reps = plain.replicas
     assert sum(r.preemptions for r in reps) > 0

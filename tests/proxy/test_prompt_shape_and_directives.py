@@ -45,3 +45,14 @@ def test_retention_rewrite_sets_the_directive_and_keeps_every_other_field() -> N
         "foo": 1,
         "saga_retain_ttl_s": 3.0,
     }
+
+
+def test_retention_rewrite_adds_the_retention_priority_only_when_given() -> None:
+    body = msgspec.json.encode({"prompt": "x", "vllm_xargs": {"saga_retain_priority": 9}})
+    assert msgspec.json.decode(with_retention(body, "s", 2.0, -4))["vllm_xargs"] == {
+        "saga_retain_priority": -4,
+        "saga_retain_ttl_s": 2.0,
+        "session_id": "s",
+    }
+    body = msgspec.json.encode({"prompt": "x"})
+    assert "saga_retain_priority" not in msgspec.json.decode(with_retention(body, "s", 2.0))["vllm_xargs"]

@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,13 +76,16 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 @contextmanager
-def running_vllm(extra_args: Sequence[str] = ()) -> Iterator[str]:
-    """A real vLLM OpenAI server on the tiny model; yields its base URL."""
+def running_vllm(
+    extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None, name: str = "server"
+) -> Iterator[str]:
+    """A real vLLM OpenAI server on the tiny model; yields its base URL. `extra_env` is added to its
+    environment; `name` names its log file (two servers at once need two names)."""
     python, model = require_real_vllm()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / "server.log"  # the latest run's, for debugging
+    log_path = LOG_DIR / f"{name}.log"  # the latest run's, for debugging
     argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
     argv += [*SERVER_FLAGS, "--host", "127.0.0.1", "--port", str(port), *extra_args]
     with open(log_path, "wb") as log:
@@ -91,7 +94,7 @@ def running_vllm(extra_args: Sequence[str] = ()) -> Iterator[str]:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **SERVER_ENV},
+            env={**os.environ, **SERVER_ENV, **(extra_env or {})},
             start_new_session=True,  # its own process group: the engine child dies with it
         )
     try:

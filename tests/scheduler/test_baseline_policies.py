@@ -100,6 +100,17 @@ def test_continuum_ttl_asks_for_retention_and_session_affinity_does_not() -> Non
     assert route(core_for(spec), call("s", ())).retain_ttl_s == 3.5
 
 
+def test_continuum_ttl_leaves_retention_priorities_equal_and_a_configured_one_is_dispatched() -> None:
+    assert route(core_for("continuum-ttl"), call("s", ())).retain_priority is None
+    assert route(core_for("session-affinity"), call("s", ())).retain_priority is None
+    spec = PolicySpec(
+        picker=PluginSpec("round-robin-picker"),
+        retention=PluginSpec("fixed-ttl-retention", params={"ttl_s": 3.5, "priority": -2}),
+    )
+    decision = route(core_for(spec), call("s", ()))
+    assert (decision.retain_ttl_s, decision.retain_priority) == (3.5, -2)
+
+
 @pytest.mark.parametrize(
     ("retention", "message"),
     [

@@ -145,3 +145,41 @@ async def test_bad_retention_requests_answer_400(fleet: ReplicaFleet, http: aioh
         http, base, tokens(64, 1), session_id="s", vllm_xargs={"saga_retain_ttl_s": -1}
     )
     assert status == 400 and "saga_retain_ttl_s" in error["error"]["message"]
+
+
+async def test_the_retention_priority_comes_from_xargs_or_the_request_and_retain_can_change_it(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    base = fleet.urls[0]
+    await complete(
+        http, base, tokens(300, 1), session_id="own", priority=2, vllm_xargs={"saga_retain_ttl_s": 60}
+    )
+    await complete(
+        http,
+        base,
+        tokens(300, 2),
+        session_id="set",
+        priority=2,
+        vllm_xargs={"saga_retain_ttl_s": 60, "saga_retain_priority": "-3"},
+    )
+    _, listing = await call(http, "GET", f"{base}/saga/v1/retained")
+    assert {s["session_id"]: s["priority"] for s in listing["sessions"]} == {"own": 2, "set": -3}
+    status, info = await call(
+        http, "POST", f"{base}/saga/v1/retain", {"session_id": "own", "ttl_s": 30, "priority": -7}
+    )
+    assert (status, info["priority"]) == (200, -7)
+    status, info = await call(http, "POST", f"{base}/saga/v1/retain", {"session_id": "own", "ttl_s": 30})
+    assert (status, info["priority"]) == (200, -7)  # kept when not given
+    for bad in ("high", 1.5, True):
+        status, error = await complete(
+            http,
+            base,
+            tokens(64, 1),
+            session_id="s",
+            vllm_xargs={"saga_retain_ttl_s": 30, "saga_retain_priority": bad},
+        )
+        assert status == 400 and "saga_retain_priority" in error["error"]["message"]
+    status, _ = await call(
+        http, "POST", f"{base}/saga/v1/retain", {"session_id": "own", "ttl_s": 30, "priority": "x"}
+    )
+    assert status == 400
