@@ -15,7 +15,7 @@ MS = 1e-3
 BLOCK_BYTES = 1 << 24  # 16 MiB a block: 1 GiB buys 64 CPU blocks
 LINK = BLOCK_BYTES / MS  # one block per millisecond each way
 
-# 16 GPU blocks of 4 tokens; prefill costs 1 ms a token, so recomputing is dear and loading (1 ms a block) cheap
+# 16 GPU blocks of 4 tokens; prefill at 1 ms a token makes recomputing dear, loading (1 ms a block) cheap
 SMALL = Profile(
     name="small-offload",
     source="tests",
