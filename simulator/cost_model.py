@@ -60,6 +60,27 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"profile {self.name}: KV bytes per token and host link bandwidth must be >= 0")
 
 
+def with_kv_capacity(
+    profile: Profile, *, num_gpu_blocks: int | None = None, scale: float | None = None
+) -> Profile:
+    """`profile` with its KV capacity set as vLLM's --num-gpu-blocks-override (`num_gpu_blocks` blocks, one of
+    them vLLM's null block) or scaled by `scale` (whole blocks); unchanged when both are None. Raises
+    ValueError naming the bad value (validate() then checks that a max-length request still fits)."""
+    if num_gpu_blocks is not None and scale is not None:
+        raise ValueError("give a KV block count or a KV scale, not both")
+    if num_gpu_blocks is not None:
+        if num_gpu_blocks < 2:
+            raise ValueError(f"KV blocks must be at least 2 (one is vLLM's null block), got {num_gpu_blocks}")
+        tokens = (num_gpu_blocks - 1) * profile.block_size
+    elif scale is not None:
+        if not scale > 0:
+            raise ValueError(f"KV scale must be positive, got {scale}")
+        tokens = int(profile.kv_capacity_tokens * scale) // profile.block_size * profile.block_size
+    else:
+        return profile
+    return msgspec.structs.replace(profile, kv_capacity_tokens=tokens)
+
+
 def step_time_s(
     profile: Profile, *, num_tokens: int, attention_pairs: float = 0.0, decode_context_tokens: int = 0
 ) -> float:

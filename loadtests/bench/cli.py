@@ -21,6 +21,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from loadtests.bench.des import add_kv_options
 from loadtests.bench.live import RouterFailed, run_router
 from loadtests.bench.metrics import PolicyMetrics
 from loadtests.bench.peers import parse_router
@@ -83,6 +84,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     des.add_argument(
         "--sweep-load", metavar="R1,R2,...", help="run every policy at these arrival rates (tasks/s)"
     )
+    add_kv_options(des)
     des.add_argument("--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(PRESETS)}")
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
     live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")

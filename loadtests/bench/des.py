@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import Progress
 
@@ -20,7 +22,7 @@ from loadtests.bench.report import BenchReport, RunMeta
 from loadtests.bench.runner import ContenderRun, compare
 from loadtests.bench.sweep import SweepResult, sweep_load
 from loadtests.des.cluster import run_cluster
-from loadtests.des.result import ClusterProgress, ClusterResult
+from loadtests.des.result import ClusterProgress, ClusterResult, KvFigures
 from loadtests.tasks import AgentTask
 from proxy.scheduler import PRESETS
 from simulator.cost_model import get_profile
@@ -34,7 +36,29 @@ def contender_run(result: ClusterResult) -> ContenderRun:
         preemptions=sum(r.preemptions for r in replicas),
         kv_utilization_mean=sum(r.kv_usage_mean for r in replicas) / len(replicas) if replicas else 0.0,
         useful_kv_fraction=reused / cached if (cached := sum(r.blocks_cached for r in replicas)) else None,
+        kv=result.kv_figures(),
     )
+
+
+def add_kv_options(p: argparse.ArgumentParser) -> None:
+    """`saga bench des` options for KV capacity and CPU offload (per replica)."""
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--kv-blocks", type=int, metavar="N", help="KV blocks per replica (vLLM's --num-gpu-blocks-override)"
+    )
+    size.add_argument(
+        "--kv-scale", type=float, metavar="F", help="KV capacity as a fraction of the profile's"
+    )
+    p.add_argument(
+        "--kv-offload-gib",
+        type=float,
+        metavar="GIB",
+        help="CPU KV offload pool per replica (vLLM's --kv-offloading-backend native --kv-offloading-size)",
+    )
+
+
+def kv_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"kv_blocks": args.kv_blocks, "kv_scale": args.kv_scale, "kv_offload_gib": args.kv_offload_gib}
 
 
 def bench_des(
@@ -66,6 +90,7 @@ def bench_des(
                     seed=args.seed,
                     concurrency=args.concurrency,
                     progress=advance,
+                    **kv_options(args),
                 )
             finally:
                 progress.remove_task(bar)
@@ -77,6 +102,8 @@ def bench_des(
                     f"{name}: TCT geomean {result.tct_geomean_s:.1f} s, hit {result.prefix_hit_rate:.1%}, "
                     f"{result.wall_s:.0f} s wall"
                 )
+                if result.kv is not None:
+                    progress.console.print(f"  {kv_line(result.kv)}")
 
         return asyncio.run(
             compare(
@@ -90,6 +117,19 @@ def bench_des(
         )
 
 
+def kv_line(kv: KvFigures) -> str:
+    line = (
+        f"KV oversubscription peak {kv.oversubscription_peak:.2f}x, mean {kv.oversubscription_mean:.2f}x "
+        f"of {kv.kv_capacity_tokens:,} tokens"
+    )
+    if kv.offload_gib_per_replica:
+        line += (
+            f"; CPU offload {kv.offload_gib_per_replica:g} GiB/replica: stored {kv.offload_stored_tokens:,}, "
+            f"loaded {kv.offload_loaded_tokens:,} tokens"
+        )
+    return line
+
+
 def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console) -> SweepResult:
     """Every policy at every rate of `--sweep-load` (see loadtests/bench/sweep.py)."""
     policies = [p for p in args.policies.split(",") if p]
@@ -99,13 +139,34 @@ def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console
     profile = get_profile(args.profile)
     isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
 
-    def run_policy(policy: str, arriving: list[AgentTask]) -> PolicyMetrics:
+    def run_policy(policy: str, arriving: list[AgentTask], concurrency: int | None = None) -> PolicyMetrics:
         result = run_cluster(
-            arriving, replicas=args.replicas, profile=args.profile, policy=policy, seed=args.seed
+            arriving,
+            replicas=args.replicas,
+            profile=args.profile,
+            policy=policy,
+            seed=args.seed,
+            concurrency=concurrency,
+            **kv_options(args),
         )
         run = contender_run(result)
         m = policy_metrics(run.records, arriving, isolated, preemptions=run.preemptions)
+        m = msgspec.structs.replace(m, kv=run.kv)
         console.print(f"{policy}: TCT mean {m.tct_mean_s:.1f} s, SLO met {m.slo_attainment:.0%}")
         return m
 
-    return sweep_load(policies, rates, tasks, run_policy, seed=args.seed)
+    # The baseline's saturating throughput: every task offered at once (or --concurrency at a time, closed
+    # loop), so the cluster has work queued for the whole run.
+    baseline = args.baseline or "session-affinity"
+    console.print(f"saturation run ({baseline}, {args.concurrency or 'all'} tasks at once):")
+    saturation = run_policy(baseline, tasks, args.concurrency).throughput_tasks_per_s
+    console.print(f"saturating throughput of {baseline}: {saturation:.3f} tasks/s")
+    return sweep_load(
+        policies,
+        rates,
+        tasks,
+        run_policy,
+        seed=args.seed,
+        saturation_tasks_per_s=saturation or None,
+        saturation_policy=baseline,
+    )

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from loadtests.des.result import KvFigures
 from loadtests.summary import percentile
 from loadtests.tasks import AgentTask, TaskRecord
 
@@ -50,6 +51,16 @@ class PolicyMetrics(msgspec.Struct, kw_only=True):
     useful_kv_fraction: float | None = None
     speedup_vs_baseline: float = 1.0
     wall_s: float = 0.0
+    kv: KvFigures | None = None  # discrete-event runs: KV oversubscription and CPU offload traffic
+
+    @property
+    def kv_oversubscription_peak(self) -> float | None:
+        return self.kv.oversubscription_peak if self.kv is not None else None
+
+    @property
+    def offload_loaded_tokens(self) -> int | None:
+        kv = self.kv
+        return kv.offload_loaded_tokens if kv is not None and kv.offload_gib_per_replica else None
 
 
 def recomputed_tokens(record: TaskRecord, replace_history: bool, system_tokens: int) -> int:

@@ -17,6 +17,7 @@ import msgspec
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import DEFAULT_SLO_FACTORS, PolicyMetrics, policy_metrics, with_speedups
 from loadtests.bench.report import BenchReport, RunMeta
+from loadtests.des.result import KvFigures
 from loadtests.tasks import AgentTask, TaskRecord
 from simulator.cost_model import get_profile
 
@@ -30,6 +31,7 @@ class ContenderRun(msgspec.Struct):
     preemptions: int | None = None
     kv_utilization_mean: float | None = None
     useful_kv_fraction: float | None = None
+    kv: KvFigures | None = None
 
 
 RunOne = Callable[[str], Awaitable[ContenderRun]]
@@ -69,7 +71,7 @@ async def compare(
             kv_utilization_mean=run.kv_utilization_mean,
             useful_kv_fraction=run.useful_kv_fraction,
         )
-        results[name] = msgspec.structs.replace(m, wall_s=time.monotonic() - started)
+        results[name] = msgspec.structs.replace(m, wall_s=time.monotonic() - started, kv=run.kv)
         times[name] = [r.completion_time_s for r in run.records if not r.failed]
         if on_result is not None:
             on_result(name, results[name])

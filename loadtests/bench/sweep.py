@@ -4,7 +4,8 @@ Contract: at every arrival rate (tasks per second, open loop, the same seeded Po
 policy) each policy runs the same tasks in the discrete-event cluster. A policy's peak throughput is the
 highest completed-tasks-per-second it reached at any rate while meeting the SLO for at least `slo_floor`
 of its tasks (a policy that "keeps up" by making every task late does not count). The plot shows mean task
-completion time against offered load, per policy.
+completion time against offered load, per policy. With `saturation_tasks_per_s` (the baseline's measured
+saturating throughput) every point also states its offered load as a fraction of it (`load_fraction`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from loadtests.workloads.catalog import with_poisson_arrivals
 class SweepPoint(msgspec.Struct):
     rate_per_s: float
     metrics: PolicyMetrics
+    load_fraction: float | None = None  # rate over the baseline's saturating throughput
 
 
 class SweepResult(msgspec.Struct):
     slo_floor: float
     points: dict[str, list[SweepPoint]]  # policy -> one point per rate, in rate order
     peak_throughput_tasks_per_s: dict[str, float]
+    saturation_tasks_per_s: float | None = None  # the baseline's, measured (see sweep_des)
+    saturation_policy: str | None = None
 
 
 def sweep_load(
@@ -39,12 +43,15 @@ def sweep_load(
     *,
     seed: int,
     slo_floor: float = 0.9,
+    saturation_tasks_per_s: float | None = None,
+    saturation_policy: str | None = None,
 ) -> SweepResult:
     points: dict[str, list[SweepPoint]] = {p: [] for p in policies}
     for rate in sorted(rates):
         arriving = with_poisson_arrivals(tasks, rate, seed=seed)
+        fraction = rate / saturation_tasks_per_s if saturation_tasks_per_s else None
         for policy in policies:
-            points[policy].append(SweepPoint(rate, run_policy(policy, arriving)))
+            points[policy].append(SweepPoint(rate, run_policy(policy, arriving), fraction))
     peak = {
         policy: max(
             (p.metrics.throughput_tasks_per_s for p in pts if p.metrics.slo_attainment >= slo_floor),
@@ -52,7 +59,7 @@ def sweep_load(
         )
         for policy, pts in points.items()
     }
-    return SweepResult(slo_floor, points, peak)
+    return SweepResult(slo_floor, points, peak, saturation_tasks_per_s, saturation_policy)
 
 
 def plot_sweep(result: SweepResult, path: str, title: str) -> None:
@@ -67,11 +74,14 @@ def plot_sweep(result: SweepResult, path: str, title: str) -> None:
 
 def sweep_markdown(result: SweepResult) -> str:
     policies = list(result.points)
-    rates = [p.rate_per_s for p in result.points[policies[0]]] if policies else []
+    first = result.points[policies[0]] if policies else []
+    heads = [
+        f"TCT mean @ {p.rate_per_s:g}/s" + (f" ({p.load_fraction:.2f}x sat.)" if p.load_fraction else "")
+        for p in first
+    ]
     lines = [
-        "| policy | " + " | ".join(f"TCT mean @ {r:g}/s" for r in rates) + " | peak tasks/s (SLO met >= "
-        f"{result.slo_floor:.0%}) |",
-        "| --- |" + " ---: |" * (len(rates) + 1),
+        "| policy | " + " | ".join(heads) + f" | peak tasks/s (SLO met >= {result.slo_floor:.0%}) |",
+        "| --- |" + " ---: |" * (len(heads) + 1),
     ]
     for policy in policies:
         cells = [

@@ -30,6 +30,7 @@ from typing import Any
 
 from loadtests.des.client import HASH_ALGO, AgentRun, PendingCall, PromptSource
 from loadtests.des.event_queue import EventQueue
+from loadtests.des.kv_figures import Oversubscription
 from loadtests.des.replica import ClusterReplica
 from loadtests.des.result import ClusterConfig, ClusterProgress, ClusterResult
 from loadtests.tasks import AgentTask, TaskRecord
@@ -60,7 +61,12 @@ class Cluster:
         self.replicas = {
             f"replica-{i}": ClusterReplica(
                 f"replica-{i}",
-                Engine(profile, scheduling_policy=config.scheduling_policy, hash_algo=HASH_ALGO),
+                Engine(
+                    profile,
+                    scheduling_policy=config.scheduling_policy,
+                    hash_algo=HASH_ALGO,
+                    kv_offload_gib=config.kv_offload_gib,
+                ),
             )
             for i in range(config.replicas)
         }
@@ -76,6 +82,9 @@ class Cluster:
         self._progress_interval_s = progress_interval_s
         self.tasks_started = self.tasks_finished = self.calls_finished = self.calls_failed = 0
         self.end_s = 0.0
+        self.oversubscription = Oversubscription(
+            config.replicas * profile.num_gpu_blocks * profile.block_size
+        )
 
     # ---- the run --------------------------------------------------------------------------------------
 
@@ -105,12 +114,17 @@ class Cluster:
         assert self.tasks_finished == len(self.tasks) and not self._in_flight and not self._pending
         if self._progress is not None:
             self._progress(self.snapshot())
+        records = [r for r in self.records if r is not None]
+        over = self.oversubscription
         return ClusterResult(
             config=cfg,
             duration_s=self.end_s,
-            tasks=[r for r in self.records if r is not None],
+            tasks=records,
             replicas=[rep.counters(self.end_s) for rep in self.replicas.values()],
             events=queue.events_run,
+            kv_capacity_tokens=over.capacity_tokens,
+            kv_oversubscription_peak=over.peak,
+            kv_oversubscription_mean=over.mean(self.end_s),
         )
 
     @property
@@ -121,11 +135,13 @@ class Cluster:
 
     def _start_task(self, index: int) -> None:
         run = AgentRun(self.tasks[index], self.prompts, self.queue.now)
+        self.oversubscription.live.add(run)
         self.records[index] = run.record
         self.tasks_started += 1
         self._send(run)
 
     def _end_task(self, run: AgentRun) -> None:
+        self.oversubscription.live.discard(run)
         self.tasks_finished += 1
         self.end_s = max(self.end_s, self.queue.now)
         if run.task.arrival_s is None and self.config.arrival_rate is None:
@@ -174,6 +190,7 @@ class Cluster:
         self._in_flight[info.request_id] = call
         if not replica.stepping:
             replica.stepping = True
+            replica.wake_at = None  # stepping again: a pending wake-up is stale
             self.queue.schedule(now, self._step, replica)
 
     def _fail(self, call: PendingCall, error: str) -> None:
@@ -192,6 +209,16 @@ class Cluster:
         end = replica.step(now)
         if end is not None:
             self.queue.schedule(end, self._step, replica)
+        elif replica.wake_at is not None:
+            self.queue.schedule(replica.wake_at, self._wake, replica)
+
+    def _wake(self, replica: ClusterReplica) -> None:
+        """An idle replica's KV load is done: step again (unless a new call restarted it meanwhile)."""
+        if replica.stepping or replica.wake_at is None or self.queue.now < replica.wake_at:
+            return  # stale
+        replica.wake_at = None
+        replica.stepping = True
+        self._step(replica)
 
     def _deliver(self, replica: ClusterReplica, outputs: list[RequestOutput], now: float) -> None:
         in_flight = self._in_flight
@@ -221,6 +248,7 @@ class Cluster:
 
     def _sample_stats(self, _: None) -> None:
         now = self.queue.now
+        self.oversubscription.sample(now)
         decisions: list[Decision] = []
         for replica in self.replicas.values():
             replica.engine.expire_retentions(now)  # an idle engine does not step, so expire here
