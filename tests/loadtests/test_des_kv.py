@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -125,3 +127,48 @@ def test_bench_des_kv_flags() -> None:
     assert parse(["bench", "des", "--kv-blocks", "9000"]).kv_blocks == 9000
     with pytest.raises(SystemExit):
         parse(["bench", "des", "--kv-blocks", "9000", "--kv-scale", "0.5"])
+
+
+def test_bench_des_json_carries_oversubscription_and_offload(tmp_path: Path) -> None:
+    from proxy.cli import main
+
+    out = tmp_path / "r.json"
+    argv = ["bench", "des", "--workload", "swe", "--tasks", "3", "--replicas", "2", "--policies"]
+    argv += [
+        "session-affinity",
+        "--kv-scale",
+        "0.5",
+        "--kv-offload-gib",
+        "8",
+        "--markdown",
+        "",
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    kv = json.loads(out.read_text())["policies"]["session-affinity"]["kv"]
+    assert kv["kv_capacity_tokens"] == 2 * (H100_8B.kv_capacity_tokens // 2)
+    assert 0 < kv["oversubscription_mean"] <= kv["oversubscription_peak"]
+    assert kv["offload_gib_per_replica"] == 8.0 and kv["offload_stored_tokens"] > 0
+    bad = ["bench", "des", "--tasks", "1", "--replicas", "1", "--kv-offload-gib", "-1", "--markdown", ""]
+    assert main(bad) == 2  # refused before running, naming the field
+
+
+def test_sweep_points_state_their_load_as_a_fraction_of_saturation() -> None:
+    from loadtests.bench.metrics import PolicyMetrics, policy_metrics
+    from loadtests.bench.sweep import sweep_load, sweep_markdown
+    from loadtests.tasks import TaskRecord
+    from loadtests.workloads.catalog import generate
+
+    tasks = generate("webarena", 3, seed=1)
+
+    def run_policy(policy: str, arriving: list[AgentTask]) -> PolicyMetrics:
+        records = [TaskRecord(t.session_id, "d", "d", 0.0, 10.0, []) for t in arriving]
+        return policy_metrics(records, arriving, {t.session_id: 9.0 for t in arriving})
+
+    result = sweep_load(["p"], [0.5, 1.0], tasks, run_policy, seed=0, saturation_tasks_per_s=2.0)
+    assert [p.load_fraction for p in result.points["p"]] == [0.25, 0.5]
+    assert result.saturation_tasks_per_s == 2.0
+    assert "(0.25x sat.)" in sweep_markdown(result)
+    plain = sweep_load(["p"], [0.5], tasks, run_policy, seed=0)
+    assert plain.points["p"][0].load_fraction is None and "sat." not in sweep_markdown(plain)
