@@ -135,13 +135,13 @@ class Cluster:
 
     def _start_task(self, index: int) -> None:
         run = AgentRun(self.tasks[index], self.prompts, self.queue.now)
-        self.oversubscription.live.add(run)
+        self.oversubscription.update(run)
         self.records[index] = run.record
         self.tasks_started += 1
         self._send(run)
 
     def _end_task(self, run: AgentRun) -> None:
-        self.oversubscription.live.discard(run)
+        self.oversubscription.remove(run)
         self.tasks_finished += 1
         self.end_s = max(self.end_s, self.queue.now)
         if run.task.arrival_s is None and self.config.arrival_rate is None:
@@ -241,6 +241,7 @@ class Cluster:
             replica.first_prefill_tokens += u.prompt_tokens - u.cached_tokens
         run = call.run
         at, more = run.call_finished(call, last, now)
+        self.oversubscription.update(run)
         self.queue.schedule(at, self._send if more else self._end_task, run)
         self._apply(self.core.request_finished(call.info.request_id, usage))
 

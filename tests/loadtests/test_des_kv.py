@@ -52,11 +52,13 @@ class _Run:
 def test_oversubscription_peak_and_time_average_by_hand() -> None:
     over = Oversubscription(capacity_tokens=1000)
     a, b = _Run(100), _Run(300)
-    over.live |= {a, b}
+    over.update(a)
+    over.update(b)
     assert over.sample(0.0) == pytest.approx(0.4)
     a.conversation.tokens += [0] * 500  # a grows to 600 tokens between calls
+    over.update(a)
     assert over.sample(1.0) == pytest.approx(0.9)
-    over.live.discard(b)
+    over.remove(b)
     assert over.sample(3.0) == pytest.approx(0.6)
     assert over.peak == pytest.approx(0.9)
     # 0.4 for 1 s, 0.9 for 2 s, 0.6 for the last 1 s of [0, 4]
