@@ -116,7 +116,6 @@ class Engine:
         self._loading: dict[RequestState, float] = {}  # waiting for a CPU->GPU load -> when it is done
         self._loaded: list[RequestState] = []  # load done, waiting for a running slot (max_num_seqs)
         self._offers: list[BlockHash] = []  # prompt blocks computed this step, stored to CPU at its end
-        self._blocked_offload_version = 0
 
     # ---- requests -------------------------------------------------------------------------------------
 
@@ -312,8 +311,6 @@ class Engine:
             need = -(-(num_computed + n) // bs) - len(hit)
             if need + pool.num_evictable(hit) > pool.num_free and not self.retention.make_room(need, hit):
                 self._blocked = (seq, pool.version, budget, len(hit))
-                if self.offload is not None:
-                    self._blocked_offload_version = self.offload.version
                 break
             self._waiting.pop()
             pool.touch(hit)
@@ -349,9 +346,9 @@ class Engine:
         _, version, old_budget, hit_len = blocked
         if version != self.pool.version or budget < old_budget or self.retention.num_sessions:
             return False
-        if self.offload is not None and self.offload.version != self._blocked_offload_version:
-            return False  # a block stored to CPU since may give it a hit to load instead
         hashes = seq.block_hashes
+        if self.offload is not None and hit_len < len(hashes) and hashes[hit_len] in self.offload:
+            return False  # its prefix continues in the CPU pool (stored since): it may be loaded instead
         full_blocks = (len(seq.tokens) - 1) // self.block_size
         return hit_len >= full_blocks or hit_len >= len(hashes) or not self.pool.is_cached(hashes[hit_len])
 

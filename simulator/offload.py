@@ -14,8 +14,7 @@ Contract (sans-IO, virtual time; docs/offload.md says where it simplifies vLLM):
   load completes: after the link is free and after each block's own store. `release(now)` unpins the loads
   done by `now`; `next_load_done()` is the earliest pending load's end (None when none is pending), the
   time at which something waiting for a load can change, for the caller's event loop.
-- Counters: blocks stored, loaded, evicted and stores skipped; `version` changes whenever a hash enters
-  the pool (a request refused for lack of GPU blocks may now be servable from CPU).
+- Counters: blocks stored, loaded, evicted and stores skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +54,6 @@ class CpuOffloadTier:
         self._load_seq = 0
         self._store_free_at = 0.0
         self._load_free_at = 0.0
-        self.version = 0
         self.blocks_stored = 0
         self.blocks_loaded = 0
         self.blocks_evicted = 0
@@ -88,9 +86,7 @@ class CpuOffloadTier:
             self._store_free_at = start + self.block_transfer_s
             pool[block_hash] = self._store_free_at
             stored += 1
-        if stored:
-            self.blocks_stored += stored
-            self.version += 1
+        self.blocks_stored += stored
         return stored
 
     def _evict_one(self) -> bool:
@@ -146,7 +142,6 @@ class CpuOffloadTier:
         """Forget every stored block not being read (vLLM resets the offload cache with the prefix cache)."""
         for block_hash in [h for h in self._ready_at if h not in self._pins]:
             del self._ready_at[block_hash]
-        self.version += 1
 
     def check_invariants(self) -> None:
         assert len(self._ready_at) <= self.num_blocks, "CPU pool over capacity"
