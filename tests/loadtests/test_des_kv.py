@@ -174,3 +174,28 @@ def test_sweep_points_state_their_load_as_a_fraction_of_saturation() -> None:
     assert "(0.25x sat.)" in sweep_markdown(result)
     plain = sweep_load(["p"], [0.5], tasks, run_policy, seed=0)
     assert plain.points["p"][0].load_fraction is None and "sat." not in sweep_markdown(plain)
+
+
+def test_an_idle_replica_waits_for_the_load_then_serves_the_prefix_from_cpu() -> None:
+    # A's second call comes after a 30 s tool wait, by when B (arriving at 2 s) has pushed A's context out
+    # of the 16k tokens of GPU KV and finished: the replica is idle while A's blocks load back.
+    a = AgentTask(
+        "a",
+        system_tokens=512,
+        task_tokens=7488,
+        steps=[Step(50, "t", 30.0, 100), Step(50, "t", 0.0, 0)],
+        arrival_s=0.0,
+    )
+    b = AgentTask("b", system_tokens=512, task_tokens=14_488, steps=[Step(50, "t", 1.0, 0)], arrival_s=2.0)
+    runs = {
+        gib: run_cluster([a, b], replicas=1, kv_blocks=1001, policy="round-robin", kv_offload_gib=gib)
+        for gib in (None, 4.0)
+    }
+    plain, offload = (runs[g].tasks[0].calls[1] for g in (None, 4.0))
+    on_gpu = plain.cached_tokens  # what B left of A's prefix (the shared system prompt and a little more)
+    assert 512 <= on_gpu < 2000
+    assert offload.cached_tokens == 8000  # all of A's first prompt: the GPU's part, the rest from CPU
+    assert runs[4.0].kv_figures().offload_loaded_tokens == 8000 - on_gpu
+    load_s = (8000 - on_gpu) // 16 * H100_8B.kv_bytes_per_block / (H100_8B.host_link_gb_per_s * 1e9)
+    assert offload.ttft_s is not None and plain.ttft_s is not None
+    assert load_s < offload.ttft_s < plain.ttft_s
