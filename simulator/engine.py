@@ -29,6 +29,11 @@ Contract:
   start of `step(now)` and by `expire_retentions(now)`. When blocks run short, retentions are released
   oldest first before any running request is preempted and before a waiting request is left waiting, so
   retention never deadlocks the engine. Retentions are not pending work (`has_unfinished`).
+- CPU KV offload (`kv_offload_gib`, simulator.offload, docs/offload.md): prompt blocks are stored to a CPU
+  LRU pool as they are computed; a waiting request whose prefix continues in that pool beyond its GPU hit
+  gets GPU blocks for it and waits (not running, not blocking the requests behind it) until the load is
+  done, then joins the running batch with those tokens computed. `next_event_time()` is when the next load
+  completes: a step that schedules nothing while loads are pending is followed by one at that time.
 """
 
 from __future__ import annotations
