@@ -121,6 +121,8 @@ class Engine:
         self._loading: dict[RequestState, float] = {}  # waiting for a CPU->GPU load -> when it is done
         self._loaded: list[RequestState] = []  # load done, waiting for a running slot (max_num_seqs)
         self._offers: list[BlockHash] = []  # prompt blocks computed this step, stored to CPU at its end
+        # The request whose load did not fit last (as `_blocked`), and the CPU pool's evictions then.
+        self._load_blocked: tuple[RequestState, int] | None = None
 
     # ---- requests -------------------------------------------------------------------------------------
 
@@ -353,7 +355,11 @@ class Engine:
             return False
         hashes = seq.block_hashes
         if self.offload is not None and hit_len < len(hashes) and hashes[hit_len] in self.offload:
-            return False  # its prefix continues in the CPU pool (stored since): it may be loaded instead
+            # its prefix continues in the CPU pool: still blocked only if it failed to fit that load and no
+            # CPU block was evicted since (the CPU hit can only have grown, needing more GPU blocks)
+            memo = self._load_blocked
+            if memo is None or memo[0] is not seq or memo[1] != self.offload.blocks_evicted:
+                return False
         full_blocks = (len(seq.tokens) - 1) // self.block_size
         return hit_len >= full_blocks or hit_len >= len(hashes) or not self.pool.is_cached(hashes[hit_len])
 
@@ -482,6 +488,8 @@ class Engine:
         if k == 0:
             return None
         if k + pool.num_evictable(hit) > pool.num_free and not self.retention.make_room(k, hit):
+            self._blocked = (seq, pool.version, 0, h)  # a load needs no token budget
+            self._load_blocked = (seq, self.offload.blocks_evicted)
             return False
         self._waiting.pop()
         pool.touch(hit)
