@@ -252,3 +252,31 @@ def test_offload_needs_the_profile_to_say_kv_bytes_and_link() -> None:
     assert Engine(bare).offload is None
     stats = Engine(SMALL).stats()
     assert (stats.num_cpu_blocks, stats.offload_stored_tokens_total, stats.num_loading) == (0, 0, 0)
+
+
+def random_run(skip_blocked: bool, monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int, int, int]]:
+    if not skip_blocked:  # retry every blocked admission in full, every step
+        monkeypatch.setattr(Engine, "_still_blocked", lambda self, seq, budget: False)
+    rng = random.Random(11)
+    prefixes = [tokens(rng.randrange(20, 40), 200 + i) for i in range(5)]
+    engine = Engine(SMALL, kv_offload_gib=0.2)
+    run = Run(engine)
+    trace: list[tuple[float, int, int, int]] = []
+    for i in range(80):
+        engine.add_request(
+            req(f"q{i}", rng.choice(prefixes) + tokens(4, i), max_tokens=rng.randrange(1, 6)), run.now
+        )
+        for _ in range(rng.randrange(0, 3)):
+            if engine.has_unfinished():
+                r = run.step()
+                trace.append((r.start, r.num_prefill_tokens, r.num_decode_seqs, len(r.outputs)))
+    while engine.has_unfinished():
+        r = run.step()
+        trace.append((r.start, r.num_prefill_tokens, r.num_decode_seqs, len(r.outputs)))
+    assert engine.stats().offload_loaded_tokens_total > 0
+    return trace
+
+
+def test_skipping_blocked_admissions_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = random_run(True, monkeypatch)
+    assert fast == random_run(False, monkeypatch)
