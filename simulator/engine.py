@@ -520,8 +520,10 @@ class Engine:
         for seq in done:
             del self._loading[seq]
             n = len(seq.block_ids)
+            loaded = seq.block_ids[seq.num_cached_blocks : n]
             for k in range(seq.num_cached_blocks, n):
                 self.pool.cache_block(seq.block_ids[k], seq.block_hashes[k])
+            self.pool.record_reuse(loaded)  # loaded for a prefix hit: useful KV by construction
             if self.pool.kv_event_sink is not None:
                 self.pool.log_stored(seq.block_ids, seq.block_hashes, seq.num_cached_blocks, n, seq.tokens)
             seq.num_cached_blocks = n

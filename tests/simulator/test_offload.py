@@ -171,6 +171,7 @@ def test_gpu_miss_that_hits_in_cpu_costs_the_load_not_the_recompute() -> None:
     assert s.num_cpu_blocks == 64 and s.cpu_kv_usage == pytest.approx(30 / 64)
     assert p.prefill_tokens_total - s.prefill_tokens_total == 36
     assert s.prefix_cache_hits_total == p.prefix_cache_hits_total == 0  # the GPU prefix cache missed both
+    assert s.blocks_reused_total - p.blocks_reused_total == 9  # loaded blocks count as useful KV
     assert (p.offload_loaded_tokens_total, p.num_cpu_blocks) == (0, 0)
 
 
