@@ -35,6 +35,13 @@ def _num_blocks(text: str) -> int:
     return value
 
 
+def _gib(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"needs a positive size in GiB, got {text}")
+    return value
+
+
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-scale",
@@ -64,6 +71,12 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
         help="KV capacity in blocks (default: the profile's), as vLLM's flag",
     )
     p.add_argument(
+        "--kv-offload-gib",
+        type=_gib,
+        metavar="GIB",
+        help="CPU KV offload pool per replica, as vLLM's --kv-offloading-backend native --kv-offloading-size",
+    )
+    p.add_argument(
         "--kv-events",
         metavar="ENDPOINT",
         help="publish vLLM KV-cache events over ZMQ: replica i on ENDPOINT's port + i (e.g. 'tcp://*:5557'; "
@@ -80,6 +93,7 @@ def _fleet_options(args: argparse.Namespace) -> dict[str, Any]:
         "kv_events_endpoint": args.kv_events,
         "hash_algo": args.prefix_caching_hash_algo,
         "num_gpu_blocks": args.num_gpu_blocks_override,
+        "kv_offload_gib": args.kv_offload_gib,
     }
 
 

@@ -11,6 +11,8 @@ Profiles live in `PROFILES` (name -> Profile); add one by adding an entry. Each 
 (vLLM's: gpu-memory-utilization 0.9 of the GPUs' memory, less the weights, over the KV bytes per token; GB =
 1e9 bytes), block size and step-time coefficients, and in `source` where they come from; the derivations are
 written out below as arithmetic on the published figures (WORKLOADS.md section 2, data/vidur, data/blis).
+`kv_bytes_per_token` and `host_link_gb_per_s` size the CPU KV offload tier and time its transfers
+(simulator.offload); a profile without them cannot offload.
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     linear_knee_tokens: int = 128
     prefill_attention_ms: float
     decode_ms_per_kctx: float
+    # CPU KV offload (simulator.offload): KV bytes per token summed over the replica's GPUs, and the host
+    # link's effective bandwidth per direction summed over them (GB/s, 1e9 bytes); 0 = unknown, no offload.
+    kv_bytes_per_token: int = 0
+    host_link_gb_per_s: float = 0.0
 
     @property
     def num_gpu_blocks(self) -> int:
         return self.kv_capacity_tokens // self.block_size
+
+    @property
+    def kv_bytes_per_block(self) -> int:
+        return self.kv_bytes_per_token * self.block_size
 
     def validate(self) -> None:
         """Raise ValueError when the profile could never run a max-length request."""
@@ -46,6 +56,29 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"profile {self.name}: max_model_len exceeds the KV capacity")
         if self.max_num_batched_tokens <= 0 or self.max_num_seqs <= 0:
             raise ValueError(f"profile {self.name}: needs a positive token budget and sequence cap")
+        if self.kv_bytes_per_token < 0 or self.host_link_gb_per_s < 0:
+            raise ValueError(f"profile {self.name}: KV bytes per token and host link bandwidth must be >= 0")
+
+
+def with_kv_capacity(
+    profile: Profile, *, num_gpu_blocks: int | None = None, scale: float | None = None
+) -> Profile:
+    """`profile` with its KV capacity set as vLLM's --num-gpu-blocks-override (`num_gpu_blocks` blocks, one of
+    them vLLM's null block) or scaled by `scale` (whole blocks); unchanged when both are None. Raises
+    ValueError naming the bad value (validate() then checks that a max-length request still fits)."""
+    if num_gpu_blocks is not None and scale is not None:
+        raise ValueError("give a KV block count or a KV scale, not both")
+    if num_gpu_blocks is not None:
+        if num_gpu_blocks < 2:
+            raise ValueError(f"KV blocks must be at least 2 (one is vLLM's null block), got {num_gpu_blocks}")
+        tokens = (num_gpu_blocks - 1) * profile.block_size
+    elif scale is not None:
+        if not scale > 0:
+            raise ValueError(f"KV scale must be positive, got {scale}")
+        tokens = int(profile.kv_capacity_tokens * scale) // profile.block_size * profile.block_size
+    else:
+        return profile
+    return msgspec.structs.replace(profile, kv_capacity_tokens=tokens)
 
 
 def step_time_s(
@@ -102,6 +135,14 @@ _A100_NVLINK_SLOWDOWN = 900 / 600
 # 0.545B lm_head) vs 7.50B (8.03B - 0.525B embedding) scale the weight-streaming floor and the per-token
 # linear cost; attention 28 layers x 3584 vs 32 x 4096; KV 56 vs 128 KiB per token scales decode attention.
 _QWEN7_OVER_LLAMA8_WEIGHTS = 7.07 / 7.50
+# Host link for CPU KV offload, per GPU and direction: PCIe 5.0 x16 (H100) signals 32 GT/s on 16 lanes with
+# 128b/130b encoding, 32 x 16 x 128/130 / 8 = 63.0 GB/s (the "64 GB/s" of the PCI-SIG specification); PCIe
+# 4.0 x16 (A100) half that. DMA from pinned host memory reaches ~80% of the link (an assumption, in the range
+# cudaMemcpy bandwidth tests report on these links; vLLM's offloading connector copies with DMA). A TP group
+# moves each GPU's share of the KV over its own link, so the links add up.
+_PCIE5_X16_GB_S = 32 * 16 * 128 / 130 / 8
+_PCIE4_X16_GB_S = _PCIE5_X16_GB_S / 2
+_HOST_LINK_EFFICIENCY = 0.8
 
 PROFILES: dict[str, Profile] = {
     "llama3-8b-h100": Profile(
@@ -109,7 +150,8 @@ PROFILES: dict[str, Profile] = {
         source=(
             "WORKLOADS.md section 2: Llama-3-8B BF16 on one H100 80GB, vLLM gpu-memory-utilization 0.9; "
             "128 KiB KV per token, ~430k tokens; step floor 7.6 ms, 0.022 ms/prefill token, "
-            "1.2e-6 ms per attention pair, 0.07 ms per 1k decode context tokens; Llama 3.1 context 128k"
+            "1.2e-6 ms per attention pair, 0.07 ms per 1k decode context tokens; Llama 3.1 context 128k; "
+            "host link PCIe 5.0 x16 at 80%: 50.4 GB/s"
         ),
         block_size=16,
         kv_capacity_tokens=430_080,
@@ -121,6 +163,8 @@ PROFILES: dict[str, Profile] = {
         linear_knee_tokens=128,
         prefill_attention_ms=1.2e-6,
         decode_ms_per_kctx=0.07,
+        kv_bytes_per_token=128 * 1024,
+        host_link_gb_per_s=_PCIE5_X16_GB_S * _HOST_LINK_EFFICIENCY,
     ),
     "llama3-70b-tp4-h100": Profile(
         name="llama3-70b-tp4-h100",
@@ -129,7 +173,8 @@ PROFILES: dict[str, Profile] = {
             "(4 x 80 GB x 0.9 - 140 GB weights) / 327,680 B = 451,660 tokens (WORKLOADS: ~450k); step floor "
             "15.0 ms linear layers (vidur TP4) + 160 all-reduces x 0.040 ms = 21.4 ms; 0.054 ms/prefill "
             "token (vidur linear) + 160 x 7.4e-5 all-reduce = 0.066; attention 1.25x the 8B coefficient "
-            "per GPU; decode 45 ns per context token (WORKLOADS); context 128k"
+            "per GPU; decode 45 ns per context token (WORKLOADS); context 128k; host links 4x PCIe 5.0 x16 "
+            "at 80%"
         ),
         block_size=16,
         kv_capacity_tokens=kv_capacity_tokens(
@@ -141,6 +186,8 @@ PROFILES: dict[str, Profile] = {
         linear_knee_tokens=128,
         prefill_attention_ms=_L70_TP4_ATTENTION_MS,
         decode_ms_per_kctx=0.045,
+        kv_bytes_per_token=320 * 1024,
+        host_link_gb_per_s=4 * _PCIE5_X16_GB_S * _HOST_LINK_EFFICIENCY,
     ),
     "llama3-70b-tp4-a100": Profile(
         name="llama3-70b-tp4-a100",
@@ -151,7 +198,8 @@ PROFILES: dict[str, Profile] = {
             "(effective prefill FLOPs), memory-bound terms (weight-streaming floor, decode attention) x1.64 "
             "(HBM bandwidth), all-reduce per token x1.5 (NVLink 3 vs 4), small all-reduces unchanged; knee "
             "128 x 1.64 / 3.76 = 56 tokens. Cross-check: vidur's measured A100 Llama-3-70B TP4 linear layers "
-            "(665 ms at 4096 tokens) are ~30% faster than this scaling gives (920 ms with all-reduce)"
+            "(665 ms at 4096 tokens) are ~30% faster than this scaling gives (920 ms with all-reduce); "
+            "host links 4x PCIe 4.0 x16 at 80%"
         ),
         block_size=16,
         kv_capacity_tokens=kv_capacity_tokens(
@@ -164,6 +212,8 @@ PROFILES: dict[str, Profile] = {
         linear_knee_tokens=round(128 * _A100_MEMORY_SLOWDOWN / _A100_COMPUTE_SLOWDOWN),
         prefill_attention_ms=_L70_TP4_ATTENTION_MS * _A100_COMPUTE_SLOWDOWN,
         decode_ms_per_kctx=0.045 * _A100_MEMORY_SLOWDOWN,
+        kv_bytes_per_token=320 * 1024,
+        host_link_gb_per_s=4 * _PCIE4_X16_GB_S * _HOST_LINK_EFFICIENCY,
     ),
     "qwen2.5-7b-h100": Profile(
         name="qwen2.5-7b-h100",
@@ -172,7 +222,7 @@ PROFILES: dict[str, Profile] = {
             "(80 GB x 0.9 - 15.23 GB weights) / 57,344 B = 989,990 tokens (WORKLOADS: ~1.0M); coefficients "
             "from llama3-8b-h100 scaled by model shape: floor 6.5 ms x 7.07/7.50 (matmul weights) + 1.1 ms "
             "overhead, 0.022 ms/prefill token x 7.07/7.50, attention x (28 x 3584)/(32 x 4096), decode "
-            "0.07 ms/1k context x 56/128 (KV bytes); context 32k"
+            "0.07 ms/1k context x 56/128 (KV bytes); context 32k; host link PCIe 5.0 x16 at 80%"
         ),
         block_size=16,
         kv_capacity_tokens=kv_capacity_tokens(
@@ -184,13 +234,17 @@ PROFILES: dict[str, Profile] = {
         linear_knee_tokens=128,
         prefill_attention_ms=1.2e-6 * (28 * 3584) / (32 * 4096),
         decode_ms_per_kctx=0.07 * 56 / 128,
+        kv_bytes_per_token=56 * 1024,
+        host_link_gb_per_s=_PCIE5_X16_GB_S * _HOST_LINK_EFFICIENCY,
     ),
     "tiny-cpu": Profile(
         name="tiny-cpu",
         source=(
             "REFERENCE.md: vLLM CPU backend with a tiny random Llama (2 layers, hidden 128), block size 128, "
             "--max-model-len 2048, ~50 ms per 1000-token prompt; KV kept small (32 blocks) so eviction and "
-            "preemption show up with a few requests"
+            "preemption show up with a few requests; KV 2 layers x (K, V) x 4 heads x 32 x 4 B = 2 KiB per "
+            "token; "
+            "host link 10 GB/s is a placeholder (vLLM's CPU build cannot offload, docs/offload.md)"
         ),
         block_size=128,
         kv_capacity_tokens=32 * 128,
@@ -202,6 +256,8 @@ PROFILES: dict[str, Profile] = {
         linear_knee_tokens=0,
         prefill_attention_ms=3e-6,
         decode_ms_per_kctx=0.05,
+        kv_bytes_per_token=2 * 2 * 4 * 32 * 4,
+        host_link_gb_per_s=10.0,
     ),
 }
 

@@ -4,6 +4,8 @@ Contract:
 - One task per replica loops: `engine.step(now)`, sleep until the step's end (simulated seconds /
   `time_scale` of wall time), then deliver the step's outputs to each request's `RequestStream`. With no
   work it waits on an event (no busy loop); `submit` wakes it.
+- A step that schedules nothing because every runnable request waits for a CPU->GPU KV load (simulator.
+  offload) is followed by a wait until the load is done (`engine.next_event_time()`), or a `submit`.
 - Simulated time advances by step durations while busy, paced to wall time x `time_scale` (when the host
   falls behind, simulated time lags rather than racing ahead); when idle it catches up with wall time, so
   arrival times and latencies are in simulated seconds.
@@ -161,9 +163,27 @@ class ReplicaDriver:
                     self._anchor(end)
                 self._step_end = None
             else:
+                wake = engine.next_event_time() if result.num_preempted == 0 else None
+                if wake is not None and wake > end:
+                    await self._idle_until(wake)  # nothing runnable until a CPU->GPU KV load is done
+                    continue
                 await asyncio.sleep(0)
             self._now = end
             self._deliver(result.outputs, end)
+
+    async def _idle_until(self, sim: float) -> None:
+        """Wait until simulated time `sim`, or less if a request is submitted meanwhile."""
+        self._wake.clear()
+        delay = self._anchor_wall_of(sim) - self._wall()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+            else:
+                self._now = max(self._now, self.now())
+                return
+        self._now = max(self._now, sim)
 
     def _anchor_wall_of(self, sim: float) -> float:
         assert self._anchor_wall is not None

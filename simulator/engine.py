@@ -39,10 +39,16 @@ Contract:
   exact but carries no outputs: the tokens it sampled are returned, in order, ahead of the next ordinary
   step's outputs (one RequestOutput per request, `new_token_ids` holding all of them). Every step, its
   duration, block, preemption, admission and finish is the same as with coalescing off (tests compare runs).
+- CPU KV offload (`kv_offload_gib`, simulator.offload, docs/offload.md): prompt blocks are stored to a CPU
+  LRU pool as they are computed; a waiting request whose prefix continues in that pool beyond its GPU hit
+  gets GPU blocks for it and waits (not running, not blocking the requests behind it) until the load is
+  done, then joins the running batch with those tokens computed. `next_event_time()` is when the next load
+  completes: a step that schedules nothing while loads are pending is followed by one at that time.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -50,6 +56,7 @@ from simulator.block_hash import BlockHash, first_block_extra_keys, hash_functio
 from simulator.block_pool import BlockPool
 from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
 from simulator.decode_run import ALLOCATE, DecodeRun
+from simulator.engine_offload import OffloadHooks, offload_tier
 from simulator.engine_types import (
     EngineRequest,
     EngineStats,
@@ -79,10 +86,11 @@ __all__ = [
 ]
 
 
-class Engine:
+class Engine(OffloadHooks):
     """One replica's scheduler, KV cache and cost model. `scheduling_policy`: 'fcfs' (vLLM's default) or
     'priority'; `hash_algo`: see simulator.block_hash; `max_retained_fraction` and `max_retain_ttl_s`: the
-    retention caps (simulator.retention)."""
+    retention caps (simulator.retention); `kv_offload_gib`: a CPU KV offload pool of that many GiB
+    (simulator.offload, vLLM's --kv-offloading-size), none when None."""
 
     def __init__(
         self,
@@ -94,6 +102,7 @@ class Engine:
         max_retained_fraction: float = DEFAULT_MAX_RETAINED_FRACTION,
         max_retain_ttl_s: float = DEFAULT_MAX_RETAIN_TTL_S,
         coalesce_decode: bool = False,
+        kv_offload_gib: float | None = None,
     ) -> None:
         profile.validate()
         self.profile = profile
@@ -126,6 +135,13 @@ class Engine:
         self._run: DecodeRun | None = None
         self._unreported: list[RequestOutput] = []  # tokens sampled in a settled run, not yet returned
         self.quiet_steps = 0  # steps run coalesced
+        self.prefill_tokens_total = 0  # computed in prefill chunks (recomputation included)
+        self.offload = offload_tier(profile, kv_offload_gib)
+        self._loading: dict[RequestState, float] = {}  # waiting for a CPU->GPU load -> when it is done
+        self._loaded: list[RequestState] = []  # load done, waiting for a running slot (max_num_seqs)
+        self._offers: list[BlockHash] = []  # prompt blocks computed this step, stored to CPU at its end
+        # The request whose load did not fit last (as `_blocked`), and the CPU pool's evictions then.
+        self._load_blocked: tuple[RequestState, int] | None = None
 
     # ---- requests -------------------------------------------------------------------------------------
 
@@ -164,19 +180,21 @@ class Engine:
         if seq in self._running:
             self._running.remove(seq)
             self._free(seq)
-        else:
+        elif not self._drop_loading(seq):
             self._waiting.remove(seq)
         return True
 
     def has_unfinished(self) -> bool:
-        return bool(self._running) or len(self._waiting) > 0
+        return bool(self._running) or len(self._waiting) > 0 or bool(self._loading) or bool(self._loaded)
 
     def reset_prefix_cache(self) -> bool:
         """Release every retention, then forget every cached block; refused (False), keeping the
         retentions, while a request holds blocks, as vLLM does."""
-        if self._running:
+        if self._running or self._loading or self._loaded:
             return False
         self.retention.release_all()
+        if self.offload is not None:
+            self.offload.reset()
         return self.pool.reset()
 
     def expire_retentions(self, now: float) -> int:
@@ -206,6 +224,7 @@ class Engine:
             retentions_dropped_total=self.retention.num_dropped,
             blocks_cached_total=self.pool.blocks_cached_total,
             blocks_reused_total=self.pool.blocks_reused_total,
+            **self._offload_stats(),
         )
 
     def probe_prefix(self, prompt_token_ids: Sequence[int], cache_salt: str | None = None) -> int:
@@ -226,7 +245,8 @@ class Engine:
 
     def held_blocks(self) -> list[list[int]]:
         """Each running request's and each retention's blocks (for invariant checks)."""
-        return [list(seq.block_ids) for seq in self._running] + self.retention.held()
+        loading = [list(seq.block_ids) for seq in itertools.chain(self._loading, self._loaded)]
+        return [list(seq.block_ids) for seq in self._running] + loading + self.retention.held()
 
     # ---- one step -------------------------------------------------------------------------------------
 
@@ -237,6 +257,8 @@ class Engine:
             if quiet is not None:
                 return quiet
         self.retention.expire(now)
+        if self.offload is not None:
+            self._finish_loads(now)
         budget = self.profile.max_num_batched_tokens
         scheduled: dict[RequestState, None] = {}
         running = self._running
@@ -293,6 +315,9 @@ class Engine:
             attention_pairs=attention_pairs,
             decode_context_tokens=decode_context,
         )
+        self.prefill_tokens_total += num_prefill
+        if self._offers:
+            self._store_offers(now + duration)
         outputs = self._advance(scheduled, now + duration)
         if self._unreported:
             outputs[:0] = self._unreported
@@ -318,6 +343,12 @@ class Engine:
                 hit = pool.lookup(seq.block_hashes[:num_blocks])
             else:
                 hit = pool.lookup(self._iter_hashes(seq, num_blocks))
+            if self.offload is not None:
+                loading = self._start_load(seq, hit, now)
+                if loading is not None:
+                    if loading:
+                        continue  # its blocks come back from CPU; later requests may be admitted meanwhile
+                    break
             num_computed = len(hit) * bs
             n = min(len(seq.tokens) - num_computed, budget)
             need = -(-(num_computed + n) // bs) - len(hit)
@@ -376,6 +407,12 @@ class Engine:
         ):
             return False
         hashes = seq.block_hashes
+        if self.offload is not None and hit_len < len(hashes) and hashes[hit_len] in self.offload:
+            # its prefix continues in the CPU pool: still blocked only if it failed to fit that load and no
+            # CPU block was evicted since (the CPU hit can only have grown, needing more GPU blocks)
+            memo = self._load_blocked
+            if memo is None or memo[0] is not seq or memo[1] != self.offload.blocks_evicted:
+                return False
         full_blocks = (len(seq.tokens) - 1) // self.block_size
         return hit_len >= full_blocks or hit_len >= len(hashes) or not self.pool.is_cached(hashes[hit_len])
 
@@ -443,6 +480,8 @@ class Engine:
         if self.pool.kv_event_sink is not None and full > start:
             self.pool.log_stored(seq.block_ids, seq.block_hashes, start, full, seq.tokens)
         seq.num_cached_blocks = max(start, full)
+        if self.offload is not None:
+            self._offer_prompt_blocks(seq, full)
 
     def _allocate(self, seq: RequestState, num_new: int) -> bool:
         need = -(-(seq.num_computed + num_new) // self.block_size) - len(seq.block_ids)
@@ -535,6 +574,8 @@ class Engine:
         the run's block events in this step. Any new reason for a step to change the batch belongs here."""
         if run.steps_done >= run.max_steps or now >= run.quiet_until or len(self._running) != len(run.seqs):
             return False
+        if self._loaded or (self._loading and min(self._loading.values()) <= now):
+            return False  # a CPU->GPU load is done: its request joins the batch
         if due and sum(1 for _, kind in due if kind == ALLOCATE) > self.pool.num_free:
             return False
         if len(self._waiting) == 0 or len(self._running) >= self.profile.max_num_seqs:

@@ -99,3 +99,14 @@ class EngineStats(msgspec.Struct, frozen=True):
     retentions_dropped_total: int = 0  # released before their TTL by the cap or memory pressure
     blocks_cached_total: int = 0  # full blocks whose hash entered the prefix cache
     blocks_reused_total: int = 0  # of those, reused by a later prefix hit before being evicted
+    prefill_tokens_total: int = 0  # computed in prefill chunks, recomputation included
+    # prefill computed beyond each started request's first prefill (prompt minus cached): what preemption
+    # made the engine redo; exact once every request has emitted its first token
+    prefill_tokens_recomputed_total: int = 0
+    num_loading: int = 0  # requests waiting for (or just done with) a CPU->GPU KV load
+    # CPU KV offload (simulator.offload), zero without it
+    num_cpu_blocks: int = 0
+    cpu_kv_usage: float = 0.0
+    offload_stored_tokens_total: int = 0  # GPU->CPU
+    offload_loaded_tokens_total: int = 0  # CPU->GPU, instead of recomputing them
+    offload_evicted_blocks_total: int = 0

@@ -4,7 +4,9 @@ Contract: each replica owns a `CollectorRegistry`, so several replicas live in o
 counters are read from the engine at scrape time; latency histograms are observed by the driver in
 simulated seconds (what vLLM would have measured on the modelled GPU). KV retention (docs/retention-api.md)
 adds `saga:retained_blocks`, `saga:retained_sessions` and `saga:retentions_dropped_total`; retained blocks
-also count in `vllm:kv_cache_usage_perc`, as they do on real vLLM with the plugin.
+also count in `vllm:kv_cache_usage_perc`, as they do on real vLLM with the plugin. CPU KV offload
+(simulator.offload) adds vLLM's `vllm:kv_offload_store_bytes`/`vllm:kv_offload_load_bytes` counters and
+`saga:cpu_kv_usage_perc`.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class _EngineCollector(Collector):
             gauge = GaugeMetricFamily(name, doc, labels=_LABELS)
             gauge.add_metric(labels, value)
             yield gauge
-        counters = (
+        counters: list[tuple[str, str, int]] = [
             (
                 "vllm:prefix_cache_queries",
                 "Prefix cache queries, in tokens.",
@@ -82,7 +84,24 @@ class _EngineCollector(Collector):
                 "KV retentions released before their TTL, by the retention cap or memory pressure.",
                 stats.retentions_dropped_total,
             ),
-        )
+        ]
+        if self._engine.offload is not None:  # vLLM's OffloadingConnector transfer counters, and pool usage
+            per_token = self._engine.profile.kv_bytes_per_token
+            counters += [
+                (
+                    "vllm:kv_offload_store_bytes",
+                    "KV bytes stored GPU to CPU (native offloading).",
+                    stats.offload_stored_tokens_total * per_token,
+                ),
+                (
+                    "vllm:kv_offload_load_bytes",
+                    "KV bytes loaded CPU to GPU (native offloading).",
+                    stats.offload_loaded_tokens_total * per_token,
+                ),
+            ]
+            gauge = GaugeMetricFamily("saga:cpu_kv_usage_perc", "CPU KV offload pool usage.", labels=_LABELS)
+            gauge.add_metric(labels, stats.cpu_kv_usage)
+            yield gauge
         for name, doc, total in counters:
             counter = CounterMetricFamily(name, doc, labels=_LABELS)
             counter.add_metric(labels, total)

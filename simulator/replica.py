@@ -19,7 +19,7 @@ from simulator.tokenizer import Tokenizer
 class Replica:
     """One simulated vLLM server: engine, its driver and metrics, and the names it answers to. `hash_algo` and
     `num_gpu_blocks` are vLLM's --prefix-caching-hash-algo and --num-gpu-blocks-override (the profile's KV
-    capacity when None)."""
+    capacity when None); `kv_offload_gib` its --kv-offloading-size (native CPU offload, None: off)."""
 
     def __init__(
         self,
@@ -33,6 +33,7 @@ class Replica:
         kv_events_endpoint: str | None = None,
         hash_algo: str = "sha256",
         num_gpu_blocks: int | None = None,
+        kv_offload_gib: float | None = None,
     ) -> None:
         if num_gpu_blocks is not None:
             # vLLM's --num-gpu-blocks-override: N blocks of which block 0 is vLLM's null block, N - 1 usable
@@ -44,7 +45,11 @@ class Replica:
         self.model = model
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
         self.engine = Engine(
-            profile, scheduling_policy=scheduling_policy, hash_algo=hash_algo, tokenizer=self.tokenizer
+            profile,
+            scheduling_policy=scheduling_policy,
+            hash_algo=hash_algo,
+            tokenizer=self.tokenizer,
+            kv_offload_gib=kv_offload_gib,
         )
         self.metrics = ReplicaMetrics(self.engine, model_name=model)
         self.driver = ReplicaDriver(self.engine, time_scale=time_scale, on_output=self.metrics.observe)

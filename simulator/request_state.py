@@ -89,6 +89,7 @@ class RequestState:
         "first_scheduled",
         "num_cached_blocks",
         "num_computed",
+        "num_offered",
         "num_output",
         "num_preemptions",
         "num_prompt",
@@ -116,6 +117,7 @@ class RequestState:
         self.block_hashes: list[BlockHash] = list(req.prompt_block_hashes or ())
         self.num_cached_blocks = 0  # leading blocks of block_ids registered in the prefix cache
         self.num_computed = 0  # tokens whose KV is in block_ids
+        self.num_offered = 0  # leading prompt blocks handed to the CPU offload tier (simulator.offload)
         self.num_output = 0
         self.num_preemptions = 0
         self.cached_tokens = -1  # set at first admission

@@ -80,12 +80,14 @@ async def start_fleet(
     kv_events_endpoint: str | None = None,
     hash_algo: str = "sha256",
     num_gpu_blocks: int | None = None,
+    kv_offload_gib: float | None = None,
 ) -> ReplicaFleet:
     """Start n replicas in this process; base_port=0 picks free ephemeral ports, else ports
     base_port..base_port+n-1. `scheduling_policy` is vLLM's --scheduling-policy ('priority' here, so the
     proxy's priorities take effect; requests without one behave as under 'fcfs'); `hash_algo` its
     --prefix-caching-hash-algo (simulator.block_hash); `num_gpu_blocks` its --num-gpu-blocks-override (KV
-    capacity in blocks, default the profile's)."""
+    capacity in blocks, default the profile's); `kv_offload_gib` its --kv-offloading-size with the native
+    backend (a CPU KV pool per replica, simulator.offload)."""
     if n < 1:
         raise ValueError(f"a fleet needs at least one replica, got {n}")
     engine_profile = get_profile(profile)
@@ -102,6 +104,7 @@ async def start_fleet(
                 tokenizer=tokenizer,
                 hash_algo=hash_algo,
                 num_gpu_blocks=num_gpu_blocks,
+                kv_offload_gib=kv_offload_gib,
                 kv_events_endpoint=None
                 if kv_events_endpoint is None
                 else replica_endpoint(kv_events_endpoint, i),
@@ -132,6 +135,7 @@ async def serve_fleet_forever(
     kv_events_endpoint: str | None = None,
     hash_algo: str = "sha256",
     num_gpu_blocks: int | None = None,
+    kv_offload_gib: float | None = None,
 ) -> None:
     """For the `saga sim` command: start, print one line per replica URL (and log each KV-events endpoint),
     run until cancelled."""
@@ -145,6 +149,7 @@ async def serve_fleet_forever(
         kv_events_endpoint=kv_events_endpoint,
         hash_algo=hash_algo,
         num_gpu_blocks=num_gpu_blocks,
+        kv_offload_gib=kv_offload_gib,
     )
     try:
         for url, replica in zip(fleet.urls, fleet.replicas, strict=True):

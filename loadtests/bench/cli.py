@@ -22,6 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from loadtests.bench.des import add_kv_options
 from loadtests.bench.fairness import add_fairness_parser, run_fairness
 from loadtests.bench.faults import add_faults_parser, run_faults
 from loadtests.bench.live import RouterFailed, run_router
@@ -90,6 +91,7 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     des.add_argument(
         "--sweep-load", metavar="R1,R2,...", help="run every policy at these arrival rates (tasks/s)"
     )
+    add_kv_options(des)
     des.add_argument("--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(PRESETS)}")
     des.add_argument("--jobs", type=int, default=1, help="run policies (or sweep cells) in N processes")
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")

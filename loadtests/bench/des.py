@@ -28,7 +28,7 @@ from loadtests.bench.report import BenchReport, RunMeta
 from loadtests.bench.runner import ContenderRun, compare
 from loadtests.bench.sweep import SweepPoint, SweepResult, sweep_load
 from loadtests.des.cluster import run_cluster
-from loadtests.des.result import ClusterProgress, ClusterResult
+from loadtests.des.result import ClusterProgress, ClusterResult, KvFigures
 from loadtests.tasks import AgentTask
 from proxy.scheduler import PRESETS
 from simulator.cost_model import get_profile
@@ -42,7 +42,29 @@ def contender_run(result: ClusterResult) -> ContenderRun:
         preemptions=sum(r.preemptions for r in replicas),
         kv_utilization_mean=sum(r.kv_usage_mean for r in replicas) / len(replicas) if replicas else 0.0,
         useful_kv_fraction=reused / cached if (cached := sum(r.blocks_cached for r in replicas)) else None,
+        kv=result.kv_figures(),
     )
+
+
+def add_kv_options(p: argparse.ArgumentParser) -> None:
+    """`saga bench des` options for KV capacity and CPU offload (per replica)."""
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--kv-blocks", type=int, metavar="N", help="KV blocks per replica (vLLM's --num-gpu-blocks-override)"
+    )
+    size.add_argument(
+        "--kv-scale", type=float, metavar="F", help="KV capacity as a fraction of the profile's"
+    )
+    p.add_argument(
+        "--kv-offload-gib",
+        type=float,
+        metavar="GIB",
+        help="CPU KV offload pool per replica (vLLM's --kv-offloading-backend native --kv-offloading-size)",
+    )
+
+
+def kv_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"kv_blocks": args.kv_blocks, "kv_scale": args.kv_scale, "kv_offload_gib": args.kv_offload_gib}
 
 
 def worker_pool(jobs: int, runs: int) -> ProcessPoolExecutor | None:
@@ -81,6 +103,7 @@ def bench_des(
             policy=name,
             seed=args.seed,
             concurrency=args.concurrency,
+            **kv_options(args),
         )
 
     pool = worker_pool(getattr(args, "jobs", 1), len(policies))
@@ -109,6 +132,8 @@ def bench_des(
                     f"{name}: TCT geomean {result.tct_geomean_s:.1f} s, hit {result.prefix_hit_rate:.1%}, "
                     f"{result.wall_s:.0f} s wall"
                 )
+                if result.kv is not None:
+                    progress.console.print(f"  {kv_line(result.kv)}")
 
         return asyncio.run(
             compare(
@@ -142,6 +167,8 @@ def _report_parallel(
                 f"{name}: TCT geomean {result.tct_geomean_s:.1f} s, hit {result.prefix_hit_rate:.1%}, "
                 f"{walls[name]:.0f} s wall (in a worker)"
             )
+            if result.kv is not None:
+                console.print(f"  {kv_line(result.kv)}")
 
     report, times = asyncio.run(
         compare(
@@ -158,18 +185,45 @@ def _report_parallel(
     return report, times
 
 
+def kv_line(kv: KvFigures) -> str:
+    line = (
+        f"KV oversubscription peak {kv.oversubscription_peak:.2f}x, mean {kv.oversubscription_mean:.2f}x "
+        f"of {kv.kv_capacity_tokens:,} tokens"
+    )
+    if kv.offload_gib_per_replica:
+        line += (
+            f"; CPU offload {kv.offload_gib_per_replica:g} GiB/replica: stored {kv.offload_stored_tokens:,}, "
+            f"loaded {kv.offload_loaded_tokens:,} tokens"
+        )
+    return line
+
+
 def sweep_cell(
     policy: str,
     arriving: list[AgentTask],
+    concurrency: int | None = None,
     *,
     replicas: int,
     profile: str,
     seed: int,
     isolated: dict[str, float],
+    kv: dict[str, Any],
 ) -> PolicyMetrics:
-    """One policy at one offered load (a sweep cell); runs in a worker with `--jobs`."""
-    run = contender_run(run_cluster(arriving, replicas=replicas, profile=profile, policy=policy, seed=seed))
-    return policy_metrics(run.records, arriving, isolated, preemptions=run.preemptions)
+    """One policy at one offered load (a sweep cell; `concurrency`: the closed-loop saturation run); runs in a
+    worker with `--jobs`."""
+    run = contender_run(
+        run_cluster(
+            arriving,
+            replicas=replicas,
+            profile=profile,
+            policy=policy,
+            seed=seed,
+            concurrency=concurrency,
+            **kv,
+        )
+    )
+    m = policy_metrics(run.records, arriving, isolated, preemptions=run.preemptions)
+    return msgspec.structs.replace(m, kv=run.kv)
 
 
 def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console) -> SweepResult:
@@ -181,7 +235,12 @@ def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console
     profile = get_profile(args.profile)
     isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
     run_policy = functools.partial(
-        sweep_cell, replicas=args.replicas, profile=args.profile, seed=args.seed, isolated=isolated
+        sweep_cell,
+        replicas=args.replicas,
+        profile=args.profile,
+        seed=args.seed,
+        isolated=isolated,
+        kv=kv_options(args),
     )
 
     def on_point(policy: str, point: SweepPoint) -> None:
@@ -191,8 +250,25 @@ def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console
             f"SLO met {m.slo_attainment:.0%}"
         )
 
+    # The baseline's saturating throughput: every task offered at once (or --concurrency at a time, closed
+    # loop), so the cluster has work queued for the whole run.
+    baseline = args.baseline or "session-affinity"
+    console.print(f"saturation run ({baseline}, {args.concurrency or 'all'} tasks at once):")
+    saturation = run_policy(baseline, tasks, args.concurrency).throughput_tasks_per_s
+    console.print(f"saturating throughput of {baseline}: {saturation:.3f} tasks/s")
+    sweep = functools.partial(
+        sweep_load,
+        policies,
+        rates,
+        tasks,
+        run_policy,
+        seed=args.seed,
+        on_point=on_point,
+        saturation_tasks_per_s=saturation or None,
+        saturation_policy=baseline,
+    )
     pool = worker_pool(getattr(args, "jobs", 1), len(policies) * len(rates))
     if pool is None:
-        return sweep_load(policies, rates, tasks, run_policy, seed=args.seed, on_point=on_point)
+        return sweep()
     with pool:
-        return sweep_load(policies, rates, tasks, run_policy, seed=args.seed, on_point=on_point, pool=pool)
+        return sweep(pool=pool)

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from loadtests.des.result import KvFigures
 from loadtests.summary import failed_reasons, percentile
 from loadtests.tasks import AgentTask, TaskRecord
 
@@ -74,6 +75,16 @@ class PolicyMetrics(msgspec.Struct, kw_only=True):
     tct_isolated_geomean_s: float = 0.0
     bound_speedup: float | None = None
     headroom_captured: float | None = None
+    kv: KvFigures | None = None  # discrete-event runs: KV oversubscription and CPU offload traffic
+
+    @property
+    def kv_oversubscription_peak(self) -> float | None:
+        return self.kv.oversubscription_peak if self.kv is not None else None
+
+    @property
+    def offload_loaded_tokens(self) -> int | None:
+        kv = self.kv
+        return kv.offload_loaded_tokens if kv is not None and kv.offload_gib_per_replica else None
 
 
 def recomputed_tokens(record: TaskRecord, task: AgentTask) -> int:

@@ -89,6 +89,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("preempt", "preemptions", "int"),
     ("KV util", "kv_utilization_mean", "pct"),
     ("useful KV", "useful_kv_fraction", "pct"),
+    ("KV oversub", "kv_oversubscription_peak", "x"),
+    ("CPU loaded tok", "offload_loaded_tokens", "int"),
     ("tasks/s", "throughput_tasks_per_s", "s"),
     ("tok/s", "throughput_tokens_per_s", "int"),
     ("speedup", "speedup_vs_baseline", "x"),

@@ -25,6 +25,7 @@ from loadtests.bench.metrics import (
     with_speedups,
 )
 from loadtests.bench.report import BenchReport, RunMeta
+from loadtests.des.result import KvFigures
 from loadtests.tasks import AgentTask, TaskRecord
 from simulator.cost_model import get_profile
 
@@ -38,6 +39,7 @@ class ContenderRun(msgspec.Struct):
     preemptions: int | None = None
     kv_utilization_mean: float | None = None
     useful_kv_fraction: float | None = None
+    kv: KvFigures | None = None
 
 
 RunOne = Callable[[str], Awaitable[ContenderRun]]
@@ -78,7 +80,7 @@ async def compare(
             kv_utilization_mean=run.kv_utilization_mean,
             useful_kv_fraction=run.useful_kv_fraction,
         )
-        results[name] = msgspec.structs.replace(m, wall_s=time.monotonic() - started)
+        results[name] = msgspec.structs.replace(m, wall_s=time.monotonic() - started, kv=run.kv)
         finished[name] = {r.session_id: r.completion_time_s for r in run.records if not r.failed}
         times[name] = list(finished[name].values())
         if on_result is not None:

@@ -5,7 +5,9 @@ policy) each policy runs the same tasks in the discrete-event cluster. A policy'
 highest completed-tasks-per-second it reached at any rate while meeting the SLO for at least `slo_floor`
 of its tasks (a policy that "keeps up" by making every task late does not count). The plot shows mean task
 completion time against offered load, per policy. Cells are independent: given an executor (`pool`), they run
-there at once (`run_policy` must then pickle) and the result is the same as one cell after another.
+there at once (`run_policy` must then pickle) and the result is the same as one cell after another. With
+`saturation_tasks_per_s` (the baseline's measured saturating throughput) every point also states its offered
+load as a fraction of it (`load_fraction`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from loadtests.workloads.catalog import with_poisson_arrivals
 class SweepPoint(msgspec.Struct):
     rate_per_s: float
     metrics: PolicyMetrics
+    load_fraction: float | None = None  # rate over the baseline's saturating throughput
 
 
 class SweepResult(msgspec.Struct):
     slo_floor: float
     points: dict[str, list[SweepPoint]]  # policy -> one point per rate, in rate order
     peak_throughput_tasks_per_s: dict[str, float]
+    saturation_tasks_per_s: float | None = None  # the baseline's, measured (see sweep_des)
+    saturation_policy: str | None = None
 
 
 def sweep_load(
@@ -43,6 +48,8 @@ def sweep_load(
     slo_floor: float = 0.9,
     on_point: Callable[[str, SweepPoint], None] | None = None,
     pool: Executor | None = None,
+    saturation_tasks_per_s: float | None = None,
+    saturation_policy: str | None = None,
 ) -> SweepResult:
     points: dict[str, list[SweepPoint]] = {p: [] for p in policies}
     cells = [(rate, policy) for rate in sorted(rates) for policy in policies]
@@ -54,7 +61,8 @@ def sweep_load(
     )
     for k, (rate, policy) in enumerate(cells):
         metrics = futures[k].result() if futures else run_policy(policy, arrivals[rate])
-        point = SweepPoint(rate, metrics)
+        fraction = rate / saturation_tasks_per_s if saturation_tasks_per_s else None
+        point = SweepPoint(rate, metrics, fraction)
         points[policy].append(point)
         if on_point is not None:
             on_point(policy, point)
@@ -65,7 +73,7 @@ def sweep_load(
         )
         for policy, pts in points.items()
     }
-    return SweepResult(slo_floor, points, peak)
+    return SweepResult(slo_floor, points, peak, saturation_tasks_per_s, saturation_policy)
 
 
 def plot_sweep(result: SweepResult, path: str, title: str) -> None:
@@ -80,11 +88,14 @@ def plot_sweep(result: SweepResult, path: str, title: str) -> None:
 
 def sweep_markdown(result: SweepResult) -> str:
     policies = list(result.points)
-    rates = [p.rate_per_s for p in result.points[policies[0]]] if policies else []
+    first = result.points[policies[0]] if policies else []
+    heads = [
+        f"TCT mean @ {p.rate_per_s:g}/s" + (f" ({p.load_fraction:.2f}x sat.)" if p.load_fraction else "")
+        for p in first
+    ]
     lines = [
-        "| policy | " + " | ".join(f"TCT mean @ {r:g}/s" for r in rates) + " | peak tasks/s (SLO met >= "
-        f"{result.slo_floor:.0%}) |",
-        "| --- |" + " ---: |" * (len(rates) + 1),
+        "| policy | " + " | ".join(heads) + f" | peak tasks/s (SLO met >= {result.slo_floor:.0%}) |",
+        "| --- |" + " ---: |" * (len(heads) + 1),
     ]
     for policy in policies:
         cells = [

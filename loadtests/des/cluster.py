@@ -35,6 +35,7 @@ from typing import Any
 from fairness.tenants import TenantsConfig
 from loadtests.des.client import HASH_ALGO, AgentRun, PendingCall, PromptSource
 from loadtests.des.event_queue import EventQueue
+from loadtests.des.kv_figures import Oversubscription
 from loadtests.des.replica import ClusterReplica
 from loadtests.des.result import ClusterConfig, ClusterProgress, ClusterResult
 from loadtests.tasks import AgentTask, TaskRecord
@@ -73,6 +74,7 @@ class Cluster:
                     scheduling_policy=config.scheduling_policy,
                     hash_algo=HASH_ALGO,
                     coalesce_decode=config.coalesce_decode,
+                    kv_offload_gib=config.kv_offload_gib,
                 ),
             )
             for i in range(config.replicas)
@@ -96,6 +98,9 @@ class Cluster:
         self._progress_interval_s = progress_interval_s
         self.tasks_started = self.tasks_finished = self.calls_finished = self.calls_failed = 0
         self.end_s = 0.0
+        self.oversubscription = Oversubscription(
+            config.replicas * profile.num_gpu_blocks * profile.block_size
+        )
 
     # ---- the run --------------------------------------------------------------------------------------
 
@@ -125,12 +130,17 @@ class Cluster:
         assert self.tasks_finished == len(self.tasks) and not self._in_flight and not self._pending
         if self._progress is not None:
             self._progress(self.snapshot())
+        records = [r for r in self.records if r is not None]
+        over = self.oversubscription
         return ClusterResult(
             config=cfg,
             duration_s=self.end_s,
-            tasks=[r for r in self.records if r is not None],
+            tasks=records,
             replicas=[rep.counters(self.end_s) for rep in self.replicas.values()],
             events=queue.events_run,
+            kv_capacity_tokens=over.capacity_tokens,
+            kv_oversubscription_peak=over.peak,
+            kv_oversubscription_mean=over.mean(self.end_s),
         )
 
     @property
@@ -141,11 +151,13 @@ class Cluster:
 
     def _start_task(self, index: int) -> None:
         run = AgentRun(self.tasks[index], self.prompts, self.queue.now)
+        self.oversubscription.update(run)
         self.records[index] = run.record
         self.tasks_started += 1
         self._send(run)
 
     def _end_task(self, run: AgentRun) -> None:
+        self.oversubscription.remove(run)
         self.tasks_finished += 1
         self.end_s = max(self.end_s, self.queue.now)
         if run.task.arrival_s is None and self.config.arrival_rate is None:
@@ -196,6 +208,7 @@ class Cluster:
         self._in_flight[info.request_id] = call
         if not replica.stepping:
             replica.stepping = True
+            replica.wake_at = None  # stepping again: a pending wake-up is stale
             self.queue.schedule(now, self._step, replica)
 
     def _fail(self, call: PendingCall, error: str) -> None:
@@ -214,6 +227,16 @@ class Cluster:
         end = replica.step(now)
         if end is not None:
             self.queue.schedule(end, self._step, replica)
+        elif replica.wake_at is not None:
+            self.queue.schedule(replica.wake_at, self._wake, replica)
+
+    def _wake(self, replica: ClusterReplica) -> None:
+        """An idle replica's KV load is done: step again (unless a new call restarted it meanwhile)."""
+        if replica.stepping or replica.wake_at is None or self.queue.now < replica.wake_at:
+            return  # stale
+        replica.wake_at = None
+        replica.stepping = True
+        self._step(replica)
 
     def _deliver(self, replica: ClusterReplica, outputs: list[RequestOutput], now: float) -> None:
         in_flight = self._in_flight
@@ -236,6 +259,7 @@ class Cluster:
             replica.first_prefill_tokens += u.prompt_tokens - u.cached_tokens
         run = call.run
         at, more = run.call_finished(call, last, now)
+        self.oversubscription.update(run)
         self.queue.schedule(at, self._send if more else self._end_task, run)
         self._apply(self.core.request_finished(call.info.request_id, usage))
 
@@ -243,6 +267,7 @@ class Cluster:
 
     def _sample_stats(self, _: None) -> None:
         now = self.queue.now
+        self.oversubscription.sample(now)
         decisions: list[Decision] = []
         for replica in self.replicas.values():
             replica.engine.expire_retentions(now)  # an idle engine does not step, so expire here

@@ -32,6 +32,7 @@ class ClusterReplica:
         "reported",
         "stepping",
         "steps",
+        "wake_at",
     )
 
     def __init__(self, replica_id: str, engine: Engine) -> None:
@@ -40,6 +41,7 @@ class ClusterReplica:
         self.stepping = False  # a step event is queued
         self.outputs: list[RequestOutput] = []  # of the step in flight, delivered when it ends
         self.reported: tuple[int, int, float] | None = None  # last load sent to the scheduler core
+        self.wake_at: float | None = None  # idle until a CPU->GPU KV load is done (simulator.offload)
         self.calls = self.steps = self.prefill_tokens = self.first_prefill_tokens = 0
         self.busy_s = self.kv_integral = self.kv_last = self.kv_last_at = self.kv_peak = 0.0
 
@@ -50,6 +52,12 @@ class ClusterReplica:
             self.stepping = False
             return None
         result = engine.step(now)
+        if result.duration == 0 and result.num_preempted == 0:
+            wake = engine.next_event_time()  # nothing runnable until a KV load is done
+            if wake is not None and wake > now:
+                self.stepping = False
+                self.wake_at = wake
+                return None
         self.steps += 1
         self.busy_s += result.duration
         self.prefill_tokens += result.num_prefill_tokens
@@ -81,4 +89,7 @@ class ClusterReplica:
             retentions_dropped=s.retentions_dropped_total,
             blocks_cached=s.blocks_cached_total,
             blocks_reused=s.blocks_reused_total,
+            offload_stored_tokens=s.offload_stored_tokens_total,
+            offload_loaded_tokens=s.offload_loaded_tokens_total,
+            offload_evicted_blocks=s.offload_evicted_blocks_total,
         )

@@ -15,7 +15,7 @@ from loadtests.summary import Summary, summarize
 from loadtests.tasks import TaskRecord
 from proxy.scheduler.registry import PolicySpec
 from proxy.scheduler.release import ReleaseQueueSpec
-from simulator.cost_model import Profile, get_profile
+from simulator.cost_model import Profile, get_profile, with_kv_capacity
 
 
 class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -36,9 +36,20 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     queue: ReleaseQueueSpec | None = None  # hold calls in the proxy and release them in a fair order
     tenants: TenantsConfig | None = None  # weights and SLO classes (the queue's; defaults when None)
     coalesce_decode: bool = True  # run pure-decode steps coalesced in the engines (same results, faster)
+    # KV capacity per replica: vLLM's --num-gpu-blocks-override (N blocks, N - 1 usable), or a fraction of
+    # the profile's (max_model_len lowered to the capacity if it is larger, as vLLM would need); and a CPU KV
+    # offload pool per replica (vLLM's --kv-offloading-size, GiB)
+    kv_blocks: int | None = None
+    kv_scale: float | None = None
+    kv_offload_gib: float | None = None
 
     def resolved_profile(self) -> Profile:
-        return self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
+        profile = self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
+        sized = with_kv_capacity(profile, num_gpu_blocks=self.kv_blocks, scale=self.kv_scale)
+        if sized.max_model_len > sized.kv_capacity_tokens and sized is not profile:
+            # what a vLLM user does when the KV cannot hold one max-length request: lower --max-model-len
+            sized = msgspec.structs.replace(sized, max_model_len=sized.kv_capacity_tokens)
+        return sized
 
     def policy_name(self) -> str:
         return self.policy if isinstance(self.policy, str) else "custom"
@@ -56,7 +67,16 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for name in ("stats_interval_s", "tick_interval_s", "session_idle_ttl_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        self.resolved_profile().validate()
+        if self.kv_offload_gib is not None and not self.kv_offload_gib > 0:
+            raise ValueError(f"kv_offload_gib must be positive, got {self.kv_offload_gib}")
+        profile = self.resolved_profile()
+        profile.validate()
+        if self.kv_offload_gib is not None and not (
+            profile.kv_bytes_per_token and profile.host_link_gb_per_s
+        ):
+            raise ValueError(
+                f"profile {profile.name} cannot offload: no kv_bytes_per_token/host_link_gb_per_s"
+            )
 
 
 class ReplicaCounters(msgspec.Struct, kw_only=True):
@@ -77,6 +97,9 @@ class ReplicaCounters(msgspec.Struct, kw_only=True):
     blocks_reused: int = 0  # of those, reused by a later prefix hit before eviction (useful KV)
     kv_usage_peak: float
     retentions_dropped: int = 0
+    offload_stored_tokens: int = 0  # GPU->CPU (CPU KV offload)
+    offload_loaded_tokens: int = 0  # CPU->GPU instead of recomputing
+    offload_evicted_blocks: int = 0  # from the CPU pool
 
     @property
     def prefix_hit_rate(self) -> float:
@@ -100,12 +123,29 @@ class ClusterProgress(msgspec.Struct, kw_only=True):
     events: int
 
 
+class KvFigures(msgspec.Struct, kw_only=True):
+    """A run's KV oversubscription (live tasks' context over cluster KV capacity: peak and time-average)
+    and CPU offload traffic, summed over replicas (tokens)."""
+
+    kv_capacity_tokens: int
+    oversubscription_peak: float
+    oversubscription_mean: float
+    offload_gib_per_replica: float | None = None
+    offload_stored_tokens: int = 0
+    offload_loaded_tokens: int = 0
+
+
 class ClusterResult(msgspec.Struct, kw_only=True):
     config: ClusterConfig
     duration_s: float  # from time 0 to the end of the last task
     tasks: list[TaskRecord]
     replicas: list[ReplicaCounters]
     events: int  # discrete events run
+    # KV oversubscription: total context of live tasks (running or between calls) over the cluster's KV
+    # capacity, sampled every stats_interval_s: its peak and time-average over the run
+    kv_capacity_tokens: int = 0  # the cluster's: replicas x usable GPU KV tokens
+    kv_oversubscription_peak: float = 0.0
+    kv_oversubscription_mean: float = 0.0
 
     @property
     def calls(self) -> int:
@@ -113,6 +153,17 @@ class ClusterResult(msgspec.Struct, kw_only=True):
 
     def summary(self) -> Summary:
         return summarize(self.tasks)
+
+    def kv_figures(self) -> KvFigures:
+        """Oversubscription and CPU offload figures, for the bench report."""
+        return KvFigures(
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            oversubscription_peak=self.kv_oversubscription_peak,
+            oversubscription_mean=self.kv_oversubscription_mean,
+            offload_gib_per_replica=self.config.kv_offload_gib,
+            offload_stored_tokens=sum(r.offload_stored_tokens for r in self.replicas),
+            offload_loaded_tokens=sum(r.offload_loaded_tokens for r in self.replicas),
+        )
 
     def prefix_hit_rate(self) -> float:
         """Token-weighted prefix-cache hit rate over every replica."""

@@ -106,3 +106,14 @@ def test_an_engine_plans_the_same_output_from_a_given_checksum_as_from_the_promp
     assert output_plan(other, max_model_len=4096, tokenizer=tokenizer) != output_plan(
         computed, max_model_len=4096, tokenizer=tokenizer
     )
+
+
+def test_coalesced_decoding_gives_identical_results_with_cpu_offload() -> None:
+    # A CPU tier: loads finish mid-run and their requests join the batch, which must end a quiet run.
+    tasks = swe_tasks(20, seed=5, params=PARAMS)
+    config = tight_config(policy="session-affinity", arrival_rate=1.0, seed=5, kv_offload_gib=1.0)
+    plain, coalesced, quiet = run_both(tasks, config)
+    assert_identical(plain, coalesced)
+    kv = plain.kv_figures()
+    assert kv.offload_loaded_tokens > 0  # the comparison exercised loads
+    assert quiet > sum(r.steps for r in plain.replicas) // 2
