@@ -147,8 +147,23 @@ class AgentRun:
             agent_type=task.agent_type,
             prompt_tokens=len(conv.tokens),
             prefix_hashes=conv.prefix_hashes(),
+            tool_names=self._tool_results(),
         )
         return PendingCall(self, info, conv.tokens.copy(), conv.block_hashes.copy())
+
+    def _tool_results(self) -> tuple[str, ...]:
+        """The tool whose result the next call carries: the previous step's (none for a person's turn)."""
+        done = len(self.record.calls)
+        if done == 0 or self.task.replace_history:
+            return ()
+        name = self.task.steps[done - 1].tool_name
+        return (name,) if name else ()
+
+    def answer_tools(self, call: PendingCall) -> tuple[str, tuple[str, ...]]:
+        """(finish_reason, tool names) of the call's answer: the step's tool call, or `stop` when the step
+        hands back to a person (an empty tool name)."""
+        name = self.task.steps[call.record.step].tool_name
+        return ("tool_calls", (name,)) if name else ("stop", ())
 
     def first_token(self, call: PendingCall, now: float) -> None:
         call.record.ttft_s = now - call.record.started_s

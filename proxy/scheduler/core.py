@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from predictor import Predictor
 from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.types import (
     Decision,
@@ -58,8 +59,11 @@ class SchedulerCore:
         clock: Callable[[], float],
         *,
         session_idle_ttl_s: float = 3600.0,
+        predictor: Predictor | None = None,
     ) -> None:
         self.policy = policy
+        # Agent Execution Graphs, learned from every call this core sees (predictor/).
+        self.predictor = predictor if predictor is not None else Predictor()
         self.clock = clock
         self.session_idle_ttl_s = session_idle_ttl_s
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
@@ -72,7 +76,13 @@ class SchedulerCore:
         if req.request_id in self.in_flight:
             raise ValueError(f"request id {req.request_id!r} is already in flight")
         self.sessions.setdefault(req.session_id, _Session(last_seen=self.clock())).last_seen = self.clock()
-        return [self._route(req, tried=set())]
+        self.predictor.call_arrived(
+            req.session_id, req.agent_type, self.clock(), req.prompt_tokens, req.tool_names
+        )
+        decision = self._route(req, tried=set())
+        if isinstance(decision, Reject):
+            self.predictor.call_failed(req.session_id)
+        return [decision]
 
     def first_token(self, request_id: str) -> list[Decision]:
         flight = self.in_flight.get(request_id)
@@ -90,7 +100,10 @@ class SchedulerCore:
             replica.in_flight -= 1
             replica.healthy = False
         self._session_done(flight.req)
-        return [self._route(flight.req, tried=flight.tried)]
+        decision = self._route(flight.req, tried=flight.tried)
+        if isinstance(decision, Reject):
+            self.predictor.call_failed(flight.req.session_id)
+        return [decision]
 
     def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
         flight = self.in_flight.pop(request_id, None)
@@ -100,8 +113,17 @@ class SchedulerCore:
         if replica is not None:
             replica.in_flight -= 1
         self._session_done(flight.req)
+        usage = usage or Usage()
+        self.predictor.call_finished(
+            flight.req.session_id,
+            self.clock(),
+            usage.prompt_tokens or flight.req.prompt_tokens,
+            usage.completion_tokens,
+            usage.finish_reason,
+            usage.tool_names,
+        )
         for plugin in self.policy.plugins:
-            plugin.on_finish(flight.req, flight.replica_id, usage or Usage())
+            plugin.on_finish(flight.req, flight.replica_id, usage)
         return []
 
     def replica_stats(self, stats: ReplicaStats) -> list[Decision]:
@@ -115,11 +137,13 @@ class SchedulerCore:
         return []
 
     def tick(self) -> list[Decision]:
-        """Periodic housekeeping: forget idle sessions."""
+        """Housekeeping: forget idle sessions; the predictor ends sessions silent past its horizon."""
+        self.predictor.tick(self.clock())
         horizon = self.clock() - self.session_idle_ttl_s
         idle = [sid for sid, s in self.sessions.items() if s.in_flight == 0 and s.last_seen < horizon]
         for sid in idle:
             del self.sessions[sid]
+            self.predictor.forget(sid)
             for plugin in self.policy.plugins:
                 plugin.on_session_end(sid)
         return []
