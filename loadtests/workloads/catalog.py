@@ -61,9 +61,7 @@ def _makers(mixed: MixedParams) -> dict[str, TaskMaker]:
         "webarena-baseline": lambda rng, sid, tenant: webarena_task(rng, sid, web_base, tenant_id=tenant),
         "trace-agent": lambda rng, sid, tenant: trace_agent_task(rng, sid, trace, tenant_id=tenant),
         "mixed": mixed_task,
-        "interactive": lambda rng, sid, tenant: interactive_task(
-            rng, sid, InteractiveParams(), tenant_id=tenant
-        ),
+        "interactive": lambda rng, sid, tenant: interactive_task(rng, sid, person, tenant_id=tenant),
     }
     return makers
 
