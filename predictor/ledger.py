@@ -6,6 +6,10 @@ runs out, then only cached. When room is needed, unpinned entries go first, leas
 (what vLLM's LRU does to blocks nobody holds); then pinned entries, the one with the largest `key` first (for
 Bélády: the next use furthest away; for a predicted policy: the predicted next use, weighted).
 
+With a `scorer`, pinned entries are ranked when room is needed by `scorer(session, now)` (largest goes first),
+so a key may change as time passes (a predicted next use that slips as the session stays silent); the scan is
+O(entries), which a KV cache keeps small (tens of sessions per replica).
+
 Contract: `used <= capacity` after every call; `insert` returns the sessions evicted to make room (possibly
 the inserted one itself, when its key is the largest or it cannot fit at all); `take` removes a session's
 entry and returns its size (0 when it was not cached). Work per call is O(log n) amortised (lazy heaps).
@@ -16,6 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 
 
 class _Entry:
@@ -27,10 +32,12 @@ class _Entry:
 
 
 class RetentionLedger:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, scorer: Callable[[str, float], float] | None = None) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = capacity
+        self.scorer = scorer
+        self._now = 0.0
         self.used = 0
         self.entries: dict[str, _Entry] = {}
         self._unpinned: OrderedDict[str, _Entry] = OrderedDict()
@@ -53,7 +60,8 @@ class RetentionLedger:
             entry.pinned = False
             self._unpinned[session_id] = entry
         else:
-            heapq.heappush(self._by_key, (-key, entry.seq, session_id))
+            if self.scorer is None:
+                heapq.heappush(self._by_key, (-key, entry.seq, session_id))
             if math.isfinite(entry.deadline):
                 heapq.heappush(self._by_deadline, (entry.deadline, entry.seq, session_id))
         evicted = []
@@ -74,6 +82,7 @@ class RetentionLedger:
 
     def advance(self, now: float) -> None:
         """Unpin the entries whose TTL has run out by `now`."""
+        self._now = max(self._now, now)
         heap = self._by_deadline
         while heap and heap[0][0] <= now:
             _, seq, sid = heapq.heappop(heap)
@@ -85,6 +94,9 @@ class RetentionLedger:
     def _victim(self) -> str:
         if self._unpinned:
             return next(iter(self._unpinned))
+        if self.scorer is not None:
+            score, now = self.scorer, self._now
+            return max((sid for sid, e in self.entries.items() if e.pinned), key=lambda sid: score(sid, now))
         while self._by_key:
             _, seq, sid = heapq.heappop(self._by_key)
             entry = self.entries.get(sid)

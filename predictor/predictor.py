@@ -21,15 +21,17 @@ buckets, else the whole graph, else the priors — `source` says which and `cold
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 
 import msgspec
 
 from predictor.graph import OTHER, START, AgentGraph, GraphLimits, node_key
-from predictor.sketch import LogSketch
+from predictor.return_model import ReturnModel
+from predictor.sketch import LogSketch, seconds_sketch
 
-_Z = {0.1: -1.2815515655446004, 0.5: 0.0, 0.9: 1.2815515655446004, 0.99: 2.3263478740408408}
+_Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 
 
 class Priors(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -112,6 +114,7 @@ class Predictor:
         self.graphs: OrderedDict[str, AgentGraph] = OrderedDict()
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self._ghosts: OrderedDict[str, _Session] = OrderedDict()
+        self._prior_sketch = _lognormal_sketch(self.config.priors.gap_median_s, self.config.priors.gap_p90_s)
 
     # -- events ---------------------------------------------------------------------------------------
 
@@ -210,32 +213,36 @@ class Predictor:
     def horizon_s(self, s: _Session) -> float:
         cfg = self.config
         gap, _ = self._sketch(s, "gap")
-        p99 = gap.quantile(0.99) if gap is not None else self._prior_gap(0.99)
+        p99 = (gap if gap is not None else self._prior_sketch).quantile(0.99)
         return min(max(cfg.horizon_factor * p99, cfg.min_horizon_s), cfg.max_horizon_s)
 
-    def predict(self, session_id: str, now: float) -> Prediction | None:
-        """The prediction for a session waiting between calls (None: unknown, or a call in flight)."""
+    def return_model(self, session_id: str) -> tuple[ReturnModel, str] | None:
+        """The frozen return distribution of a session waiting between calls, and where it came from."""
         s = self.sessions.get(session_id)
         if s is None or s.finished_at is None or s.in_flight:
             return None
-        cfg = self.config
-        waited = max(0.0, now - s.finished_at)
         gap, source = self._sketch(s, "gap")
         graph = self.graphs.get(s.agent_type)
         node = graph.nodes.get(s.state) if graph is not None else None
-        p_end0 = (
-            graph.end_probability(node)
-            if graph is not None and node is not None
-            else cfg.priors.end_probability
-        )
-        if gap is not None:
-            survive = 1.0 - gap.cdf(waited) if waited > 0 else 1.0
-            gaps = tuple(gap.conditional_quantile(q, waited) for q in cfg.quantiles)
-        else:
-            survive = 1.0 - self._prior_cdf(waited) if waited > 0 else 1.0
-            gaps = tuple(max(waited, self._prior_gap(q)) for q in cfg.quantiles)
-        alive = (1.0 - p_end0) * survive
-        p_return = alive / (alive + p_end0) if alive + p_end0 > 0 else 0.0
+        p_end = self.config.priors.end_probability
+        if graph is not None and node is not None:
+            p_end = graph.end_probability(node)
+        return ReturnModel(gap if gap is not None else self._prior_sketch, p_end), source
+
+    def predict(self, session_id: str, now: float) -> Prediction | None:
+        """The prediction for a session waiting between calls (None: unknown, or a call in flight)."""
+        got = self.return_model(session_id)
+        if got is None:
+            return None
+        model, source = got
+        s = self.sessions[session_id]
+        assert s.finished_at is not None
+        cfg = self.config
+        waited = max(0.0, now - s.finished_at)
+        graph = self.graphs.get(s.agent_type)
+        p_end0 = model.p_end
+        p_return = model.p_return(waited)
+        gaps = tuple(model.conditional_quantile(q, waited) for q in cfg.quantiles)
         growth, _ = self._sketch(s, "growth")
         output, _ = self._sketch(s, "output")
         next_growth = growth.mean() if growth is not None else cfg.priors.growth_tokens
@@ -300,27 +307,20 @@ class Predictor:
                 return sketch, source
         return None, "prior"
 
-    def _prior_gap(self, q: float) -> float:
-        p = self.config.priors
-        sigma = math.log(p.gap_p90_s / p.gap_median_s) / _Z[0.9]
-        z = _Z.get(q)
-        if z is None:
-            z = math.sqrt(2) * _erfinv(2 * q - 1)
-        return p.gap_median_s * math.exp(sigma * z)
 
-    def _prior_cdf(self, x: float) -> float:
-        p = self.config.priors
-        sigma = math.log(p.gap_p90_s / p.gap_median_s) / _Z[0.9]
-        return 0.5 * (1 + math.erf(math.log(x / p.gap_median_s) / (sigma * math.sqrt(2))))
+def _lognormal_sketch(median: float, p90: float) -> LogSketch:
+    """A gap sketch holding a log-normal's probability mass (weight 1 in all), for the priors."""
+    sketch = seconds_sketch()
+    sigma = math.log(p90 / median) / _Z90
 
+    def cdf(x: float) -> float:
+        return 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
 
-def _erfinv(y: float) -> float:
-    """Inverse error function by bisection (only for prior quantiles other than the tabulated ones)."""
-    lo, hi = -6.0, 6.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if math.erf(mid) < y:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    edges = [
+        sketch.low * (sketch.high / sketch.low) ** (i / sketch.buckets) for i in range(sketch.buckets + 1)
+    ]
+    for lo, hi in itertools.pairwise(edges):
+        mass = cdf(hi) - cdf(lo)
+        if mass > 0:
+            sketch.add(math.sqrt(lo * hi), mass)
+    return sketch

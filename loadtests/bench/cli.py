@@ -87,6 +87,9 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
     live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")
     live.add_argument("--stream", action="store_true", help="stream answers (measures TTFT per token)")
+    from loadtests.bench.predictor import add_predictor_parser
+
+    add_predictor_parser(modes)
 
 
 def _tasks(args: argparse.Namespace) -> list[AgentTask]:
@@ -218,6 +221,10 @@ def _sweep(args: argparse.Namespace, console: Console) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.bench_mode == "predictor":
+        from loadtests.bench.predictor import main
+
+        return main(args)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
         console = Console(width=220)
