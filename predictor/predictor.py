@@ -240,16 +240,18 @@ class Predictor:
         cfg = self.config
         waited = max(0.0, now - s.finished_at)
         graph = self.graphs.get(s.agent_type)
-        p_end0 = model.p_end
         p_return = model.p_return(waited)
         gaps = tuple(model.conditional_quantile(q, waited) for q in cfg.quantiles)
         growth, _ = self._sketch(s, "growth")
         output, _ = self._sketch(s, "output")
         next_growth = growth.mean() if growth is not None else cfg.priors.growth_tokens
         next_output = output.mean() if output is not None else cfg.priors.output_tokens
-        rest = graph.remaining(s.state) if graph is not None and source != "prior" else None
+        # Remaining work needs ends to have been seen: until `min_samples` sessions ended, the chain would
+        # only reflect the prior's end probability, so the prior's remaining calls stand in.
+        learned = graph is not None and graph.sessions_ended >= cfg.min_samples
+        rest = graph.remaining(s.state) if graph is not None and learned else None
         if rest is None:
-            calls = (1.0 - p_end0) / max(p_end0, 1e-3)
+            calls = cfg.priors.remaining_calls
             new_tokens, out_tokens = calls * next_growth, calls * next_output
         else:
             calls, new_tokens, out_tokens = rest.calls, rest.new_tokens, rest.output_tokens

@@ -23,6 +23,7 @@ from proxy import forward
 from proxy.config import ProxyConfig
 from proxy.directives import with_retention
 from proxy.errors import ProxyError, openai_errors
+from proxy.graph_routes import add_graph_routes
 from proxy.health import replica_health_loop
 from proxy.identity import decode_call, identify
 from proxy.metrics import ProxyMetrics
@@ -228,4 +229,5 @@ def create_app(config: ProxyConfig, core: SchedulerCore | None = None) -> web.Ap
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/saga/v1/state", state)
+    add_graph_routes(app, core)
     return app
