@@ -45,7 +45,9 @@ def test_an_entry_too_large_for_the_cache_is_not_kept() -> None:
     assert ledger.used == 0
 
 
-def _call(sid: str, k: int, arrival: float, finish: float, prompt: int, reusable: int, nxt: float) -> TraceCall:
+def _call(
+    sid: str, k: int, arrival: float, finish: float, prompt: int, reusable: int, nxt: float
+) -> TraceCall:
     return TraceCall(
         sid, "t", k, math.isinf(nxt), arrival, finish, prompt, reusable, 0, "tool_calls", ("x",), (), nxt
     )

@@ -46,7 +46,7 @@ def test_node_counts_stay_finite_under_endless_traffic() -> None:
     limits = GraphLimits(decay_weight=100)
     predictor = Predictor(PredictorConfig(graph=limits))
     now = 0.0
-    for k in range(5000):
+    for _ in range(5000):
         predictor.call_arrived("s", "a", now, 1000)
         predictor.call_finished("s", now + 0.1, 1000, 10, "tool_calls", ("t",))
         now += 0.2

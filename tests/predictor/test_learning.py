@@ -89,7 +89,9 @@ def test_cold_start_uses_priors_and_says_so() -> None:
     pred = predictor.predict("s", 1.0)
     assert pred is not None
     assert pred.cold and pred.source == "prior"
-    assert pred.return_gap_s[pred.quantiles.index(0.5)] == pytest.approx(predictor.config.priors.gap_median_s, rel=0.3)
+    assert pred.return_gap_s[pred.quantiles.index(0.5)] == pytest.approx(
+        predictor.config.priors.gap_median_s, rel=0.3
+    )
     feed_sessions(predictor, 50, agent_type="never-seen")
     predictor.call_arrived("t", "never-seen", 1e6, 1000)
     predictor.call_finished("t", 1e6 + 1, 1000, 50, "tool_calls", ("read",))
