@@ -226,7 +226,7 @@ class Predictor:
         node = graph.nodes.get(s.state) if graph is not None else None
         p_end = self.config.priors.end_probability
         if graph is not None and node is not None:
-            p_end = graph.end_probability(node)
+            p_end = self._end_probability(graph, node.key, node.state)
         return ReturnModel(gap if gap is not None else self._prior_sketch, p_end), source
 
     def predict(self, session_id: str, now: float) -> Prediction | None:
@@ -292,6 +292,18 @@ class Predictor:
         else:
             self.graphs.move_to_end(agent_type)
         return graph
+
+    def _end_probability(self, graph: AgentGraph, key: str, state: str) -> float:
+        """The node's own end probability once it has `min_samples` visits, else its state's over all step
+        buckets (a rare node learns from its siblings), else the node's, smoothed towards the prior."""
+        node = graph.nodes[key]
+        if node.weight >= self.config.min_samples:
+            return graph.end_probability(node)
+        siblings = [graph.nodes[k] for k in graph.keys_with_state(state)]
+        ends, weight = sum(n.ends for n in siblings), sum(n.weight for n in siblings)
+        if weight >= self.config.min_samples:
+            return ends / weight
+        return graph.end_probability(node)
 
     def _sketch(self, s: _Session, which: str) -> tuple[LogSketch | None, str]:
         graph = self.graphs.get(s.agent_type)

@@ -80,7 +80,8 @@ def build_trace(
         prev_tool = ""
         for k, step in enumerate(task.steps):
             finish = t + base_latency_s + decode_s_per_token * step.output_tokens
-            name = step.tool_name
+            # An agent's loop ends when the model answers without calling a tool: the last call says `stop`.
+            name = step.tool_name if k < len(task.steps) - 1 else ""
             calls.append(
                 TraceCall(
                     task.session_id, task.agent_type, k, k == len(task.steps) - 1, t, finish, prompt,

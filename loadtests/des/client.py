@@ -160,10 +160,13 @@ class AgentRun:
         return (name,) if name else ()
 
     def answer_tools(self, call: PendingCall) -> tuple[str, tuple[str, ...]]:
-        """(finish_reason, tool names) of the call's answer: the step's tool call, or `stop` when the step
-        hands back to a person (an empty tool name)."""
-        name = self.task.steps[call.record.step].tool_name
-        return ("tool_calls", (name,)) if name else ("stop", ())
+        """(finish_reason, tool names) of the call's answer: the step's tool call; `stop` without tools when
+        the step hands back to a person (an empty tool name) or is the task's last (an agent's loop ends when
+        the model answers without calling a tool)."""
+        step = call.record.step
+        name = self.task.steps[step].tool_name
+        last = step == len(self.task.steps) - 1
+        return ("tool_calls", (name,)) if name and not last else ("stop", ())
 
     def first_token(self, call: PendingCall, now: float) -> None:
         call.record.ttft_s = now - call.record.started_s

@@ -47,11 +47,8 @@ def test_des_clients_report_tool_names_and_finish_reasons() -> None:
         run.record.calls.append(CallRecord(step=k, started_s=float(k), latency_s=0.1))
     # A request carries the result of the previous answer's tool; none after an answer to a person.
     assert [c.info.tool_names for c in calls] == [(), ("bash",), ()]
-    assert [run.answer_tools(c) for c in calls] == [
-        ("tool_calls", ("bash",)),
-        ("stop", ()),
-        ("tool_calls", ("read",)),
-    ]
+    # The task's last answer calls no tool: the agent's loop is over.
+    assert [run.answer_tools(c) for c in calls] == [("tool_calls", ("bash",)), ("stop", ()), ("stop", ())]
 
 
 def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
