@@ -229,6 +229,31 @@ class Predictor:
             p_end = self._end_probability(graph, node.key, node.state)
         return ReturnModel(gap if gap is not None else self._prior_sketch, p_end), source
 
+    def return_model_after_call(self, session_id: str) -> tuple[ReturnModel, str] | None:
+        """For a session with a call in flight: its return distribution once that call has answered — a
+        mixture over the states the call may leave it in, weighted by the transition probabilities (what a
+        retention TTL sent with the call is sized from). None for an unknown session."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            return None
+        graph = self.graphs.get(s.agent_type)
+        node = graph.nodes.get(s.state) if graph is not None else None
+        probs = graph.transitions(node) if graph is not None and node is not None else {}
+        if graph is None or node is None or node.departures < self.config.min_samples:
+            return ReturnModel(self._prior_sketch, self.config.priors.end_probability), "prior"
+        mixture = seconds_sketch()
+        p_end = 0.0
+        source = "node"
+        for key, p in probs.items():
+            gap, src = self._sketch_for(graph, key, "gap")
+            if gap is None:
+                gap, src = self._prior_sketch, "prior"
+            gap.merge_into(mixture, p / gap.total)
+            p_end += p * self._end_probability(graph, key, graph.nodes[key].state)
+            if src != "node":
+                source = "tool"
+        return ReturnModel(mixture, p_end), source
+
     def predict(self, session_id: str, now: float) -> Prediction | None:
         """The prediction for a session waiting between calls (None: unknown, or a call in flight)."""
         got = self.return_model(session_id)
@@ -307,12 +332,13 @@ class Predictor:
 
     def _sketch(self, s: _Session, which: str) -> tuple[LogSketch | None, str]:
         graph = self.graphs.get(s.agent_type)
-        if graph is None:
-            return None, "prior"
-        node = graph.nodes.get(s.state)
+        return (None, "prior") if graph is None else self._sketch_for(graph, s.state, which)
+
+    def _sketch_for(self, graph: AgentGraph, key: str, which: str) -> tuple[LogSketch | None, str]:
+        node = graph.nodes.get(key)
         state = node.state if node is not None else OTHER
         for source, keys in (
-            ("node", [s.state]),
+            ("node", [key]),
             ("tool", graph.keys_with_state(state)),
             ("graph", [k for k in graph.nodes if k != START]),
         ):

@@ -50,15 +50,15 @@ class LogSketch:
             counts[i] *= factor
         self.total *= factor
 
-    def merge_into(self, other: LogSketch) -> None:
-        """Add this sketch's counts to `other` (same bucket layout)."""
+    def merge_into(self, other: LogSketch, weight: float = 1.0) -> None:
+        """Add this sketch's counts, times `weight`, to `other` (same bucket layout)."""
         if (other.low, other.high, other.buckets) != (self.low, self.high, self.buckets):
             raise ValueError("cannot merge sketches with different buckets")
         dst = other._counts
         for i, c in enumerate(self._counts):
             if c:
-                dst[i] += c
-        other.total += self.total
+                dst[i] += c * weight
+        other.total += self.total * weight
 
     def _edge(self, i: float) -> float:
         return math.exp(self._log_low + i * self._step)

@@ -64,6 +64,10 @@ class SchedulerCore:
         self.policy = policy
         # Agent Execution Graphs, learned from every call this core sees (predictor/).
         self.predictor = predictor if predictor is not None else Predictor()
+        for plugin in policy.plugins:  # plugins that predict (e.g. predicted-ttl-retention) read its graphs
+            bind = getattr(plugin, "bind_predictor", None)
+            if bind is not None:
+                bind(self.predictor)
         self.clock = clock
         self.session_idle_ttl_s = session_idle_ttl_s
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
