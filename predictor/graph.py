@@ -49,6 +49,7 @@ class GraphLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decay_weight: float = 4000.0  # a node's counts halve past this weight
     prior_end: float = 1 / 30  # end probability before evidence (tasks of ~30 calls)
     prior_weight: float = 2.0
+    merge_refresh: int = 16  # merged sketches (a state's, the graph's) are rebuilt after this many updates
 
 
 class Edge:
@@ -104,6 +105,8 @@ class AgentGraph:
         self.updates = 0
         self._remaining: dict[str, RemainingWork] = {}
         self._remaining_at = -1
+        self._merged: dict[tuple[tuple[str, ...], str], LogSketch | None] = {}
+        self._merged_at = 0
 
     # -- learning -------------------------------------------------------------------------------------
 
@@ -164,7 +167,17 @@ class AgentGraph:
         return {k: e.count / total for k, e in node.out.items()} if total > 0 else {}
 
     def merged(self, keys: list[str], which: str) -> LogSketch | None:
-        """The sum of the `which` sketches ("gap", "growth", "output") of the edges out of `keys`."""
+        """The sum of the `which` sketches ("gap", "growth", "output") of the edges out of `keys` (do not
+        modify it: sums are cached, and rebuilt once `merge_refresh` updates have come in)."""
+        if self.updates - self._merged_at >= self.limits.merge_refresh:
+            self._merged.clear()
+            self._merged_at = self.updates
+        cache_key = (tuple(keys), which)
+        if cache_key not in self._merged:
+            self._merged[cache_key] = self._merge(keys, which)
+        return self._merged[cache_key]
+
+    def _merge(self, keys: list[str], which: str) -> LogSketch | None:
         sketches = [getattr(e, which) for k in keys if k in self.nodes for e in self.nodes[k].out.values()]
         if not sketches:
             return None

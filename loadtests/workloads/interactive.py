@@ -33,7 +33,7 @@ class InteractiveParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     user_message_tokens: LogNormal = LogNormal(80, 600, cap=8000)
     output_tokens: LogNormal = LogNormal(214, 900, cap=8192)
     think_time_s: LogNormal = LogNormal(60, 300, cap=1800)  # minutes of reading and typing
-    max_context_tokens: int = 160_000
+    max_context_tokens: int = 120_000  # the next prompt plus its answer fit a 128k-token model
     tools: list[ToolKind] = msgspec.field(
         default_factory=lambda: [
             ToolKind("read", 0.30, LogNormal(0.05, 0.3)),
