@@ -54,6 +54,7 @@ class PredictorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     horizon_factor: float = 2.0
     min_horizon_s: float = 30.0
     max_horizon_s: float = 3600.0
+    end_scan_interval_s: float = 1.0
     # Service-time model for `remaining_service_s`: seconds per prompt token prefilled and per output token.
     prefill_s_per_token: float = 2.2e-5
     decode_s_per_token: float = 0.01
@@ -114,6 +115,7 @@ class Predictor:
         self.graphs: OrderedDict[str, AgentGraph] = OrderedDict()
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self._ghosts: OrderedDict[str, _Session] = OrderedDict()
+        self._next_scan = -math.inf
         self._prior_sketch = _lognormal_sketch(self.config.priors.gap_median_s, self.config.priors.gap_p90_s)
 
     # -- events ---------------------------------------------------------------------------------------
@@ -195,10 +197,21 @@ class Predictor:
         self._ghosts.pop(session_id, None)
 
     def tick(self, now: float) -> list[str]:
-        """End the sessions silent past their horizon; returns their ids."""
+        """End the sessions silent past their horizon (checked at most every `end_scan_interval_s`); returns
+        their ids."""
+        if now < self._next_scan:
+            return []
+        self._next_scan = now + self.config.end_scan_interval_s
         ended = []
+        horizons: dict[tuple[str, str], float] = {}  # one per state, not per session
         for sid, s in self.sessions.items():
-            if s.in_flight == 0 and s.finished_at is not None and now - s.finished_at > self.horizon_s(s):
+            if s.in_flight or s.finished_at is None or now - s.finished_at <= self.config.min_horizon_s:
+                continue
+            key = (s.agent_type, s.state)
+            horizon = horizons.get(key)
+            if horizon is None:
+                horizon = horizons[key] = self.horizon_s(s)
+            if now - s.finished_at > horizon:
                 ended.append(sid)
         for sid in ended:
             s = self.sessions.pop(sid)
