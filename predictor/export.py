@@ -2,7 +2,8 @@
 
 Contract: `graph_json` is JSON-ready builtins; `graph_dot` is a `digraph` whose nodes are the agent's states
 (label: state, step bucket, end probability) and whose edges carry the transition probability and the median
-return gap; edges below `min_probability` are left out of the drawing (not of the JSON).
+return gap; `state_graph_dot` merges the step buckets (one node per state; edges with the gap's p10-p90);
+edges below `min_probability` are left out of the drawings (not of the JSON).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from typing import Any
 
 from predictor.graph import START, AgentGraph, bucket_label
-from predictor.sketch import LogSketch
+from predictor.sketch import LogSketch, seconds_sketch
 
 
 def _q(sketch: LogSketch, q: float) -> float | None:
@@ -96,5 +97,44 @@ def graph_dot(graph: AgentGraph, *, min_probability: float = 0.05) -> str:
             lines.append(
                 f'  {_quote(key)} -> {_quote(dst)} [label="{p:.2f}{gap}", penwidth={0.5 + 3 * p:.2f}];'
             )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def state_graph_dot(graph: AgentGraph, *, min_probability: float = 0.05) -> str:
+    """The graph with step buckets merged: one node per state (tool, `answer`), edges summed over buckets."""
+    ends: dict[str, float] = {}
+    weight: dict[str, float] = {}
+    edges: dict[tuple[str, str], tuple[float, LogSketch]] = {}
+    for node in graph.nodes.values():
+        ends[node.state] = ends.get(node.state, 0.0) + node.ends
+        weight[node.state] = weight.get(node.state, 0.0) + node.weight
+        for dst, edge in node.out.items():
+            pair = (node.state, graph.nodes[dst].state)
+            count, gap = edges.get(pair, (0.0, seconds_sketch()))
+            edge.gap.merge_into(gap)
+            edges[pair] = (count + edge.count, gap)
+    lines = [
+        f"digraph {_quote(graph.agent_type)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
+    for state in weight:
+        label = state if state == START else f"{state}\\nP(end) {ends[state] / max(weight[state], 1e-9):.2f}"
+        color = ', fillcolor="#fdebd0"' if state == "answer" else ""
+        lines.append(f'  {_quote(state)} [label="{label}"{color}];')
+    departures: dict[str, float] = {}
+    for (src, _), (count, _) in edges.items():
+        departures[src] = departures.get(src, 0.0) + count
+    for (src, dst), (count, gap) in edges.items():
+        p = count / departures[src]
+        if p < min_probability:
+            continue
+        q10, q50, q90 = (gap.quantile(q) for q in (0.1, 0.5, 0.9))
+        label = (
+            f"{p:.2f}" if math.isnan(q50) else f"{p:.2f}\\ngap {_fmt_s(q50)} ({_fmt_s(q10)}-{_fmt_s(q90)})"
+        )
+        lines.append(f'  {_quote(src)} -> {_quote(dst)} [label="{label}", penwidth={0.5 + 3 * p:.2f}];')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -2,14 +2,15 @@
 
 Routes: `GET /saga/v1/graphs` (every agent type's graph: nodes, edges with transition probability, gap,
 context-growth and output quantiles, end probabilities) and `GET /saga/v1/graphs/{agent_type}.dot` (one graph
-to render with `dot -Tsvg`). An agent type the core has not seen is a 404 in OpenAI's error shape.
+to render with `dot -Tsvg`; `?by=state` merges the step buckets into one node per state). An agent type the
+core has not seen is a 404 in OpenAI's error shape.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from predictor.export import graph_dot, graph_json
+from predictor.export import graph_dot, graph_json, state_graph_dot
 from proxy.errors import ProxyError
 from proxy.scheduler import SchedulerCore
 
@@ -32,7 +33,9 @@ def add_graph_routes(app: web.Application, core: SchedulerCore) -> None:
             raise ProxyError(
                 404, f"no graph learned for agent type {agent_type!r}", code="unknown_agent_type"
             )
-        return web.Response(text=graph_dot(graph), content_type="text/vnd.graphviz")
+        by_state = request.query.get("by") == "state"
+        text = state_graph_dot(graph) if by_state else graph_dot(graph)
+        return web.Response(text=text, content_type="text/vnd.graphviz")
 
     app.router.add_get("/saga/v1/graphs", all_graphs)
     app.router.add_get(r"/saga/v1/graphs/{agent_type:.+}.dot", one_graph_dot)

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from predictor import GraphLimits, Predictor, PredictorConfig
+from predictor.export import state_graph_dot
 from predictor.graph import AgentGraph
 from tests.predictor.streams import GAP_MEDIAN_S, GAP_SIGMA, TRANSITIONS, feed_sessions
 
@@ -139,3 +140,20 @@ def test_request_tool_messages_name_the_state_when_the_answer_did_not() -> None:
     graph = predictor.graph("proxy-agent")
     assert graph is not None
     assert any(n.state == "bash" and n.out for n in graph.nodes.values())
+
+
+def test_state_level_drawing_shows_the_generating_structure() -> None:
+    predictor = Predictor()
+    feed_sessions(predictor, 300)
+    graph = predictor.graph("toy")
+    assert graph is not None
+    dot = state_graph_dot(graph)
+    edges = {
+        tuple(line.split(" [")[0].strip().replace('"', "").split(" -> ")): float(line.split('label="')[1][:4])
+        for line in dot.splitlines()
+        if " -> " in line
+    }
+    for state, targets in TRANSITIONS.items():
+        for target, p in targets:
+            assert edges[(state, target)] == pytest.approx(p, abs=0.05)
+    assert 'fillcolor="#fdebd0"' in dot  # answers to the person stand out
