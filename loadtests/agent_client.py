@@ -88,9 +88,6 @@ class AgentClient:
             observation = f"[{step.tool_name}] {words(rng, step.observation_tokens)}"
             if task.replace_history:
                 messages[1:] = [{"role": "user", "content": observation}]
-            elif not step.tool_name:  # the answer went to a person; their next message follows
-                messages.append({"role": "assistant", "content": answer})
-                messages.append({"role": "user", "content": observation})
             else:
                 # The answer names the tool it called, as an OpenAI tool call; the result answers that call.
                 call_id = f"call_{i}"

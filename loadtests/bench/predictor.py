@@ -92,7 +92,10 @@ def build_trace(
             prev_tool = name
             t = finish + step.tool_time_s
             kept = prompt + step.output_tokens
-            if task.replace_history:
+            compact = getattr(step, "compact_to_tokens", None)  # compaction keeps the first N tokens
+            if compact is not None and not task.replace_history:
+                prompt, reusable = compact + step.observation_tokens, compact
+            elif task.replace_history:
                 prompt, reusable = task.system_tokens + step.observation_tokens, task.system_tokens
             else:
                 prompt, reusable = kept + step.observation_tokens, kept
@@ -340,6 +343,7 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
                 "fraction_of_working_set": round(capacity / mean_ws, 3) if mean_ws else None,
                 "policies": {k: msgspec.to_builtins(v) for k, v in result.items()},
                 "saga_over_belady": round(ratio, 4),
+                "lru_over_belady": round(result["lru"].avoidable / max(1, best.avoidable), 4),
                 "saga_over_belady_total": round(ratio_total, 4),
             }
         )
@@ -370,13 +374,14 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"{result['workload']}: {result['sessions']} sessions, {result['calls']} calls, waiting working set "
         f"mean {ws['mean']:,} tokens (peak {ws['peak']:,})",
         "",
-        "| cache tokens (x mean working set) | " + " | ".join(names) + " | saga / belady |",
-        "|---" * (len(names) + 2) + "|",
+        "| cache tokens (x mean working set) | " + " | ".join(names) + " | saga / belady | lru / belady |",
+        "|---" * (len(names) + 3) + "|",
     ]
     for row in result["cache"]:
         cells = " | ".join(f"{row['policies'][n]['avoidable']:,}" for n in names)
         size = f"{row['capacity_tokens']:,} ({row['fraction_of_working_set']})"
-        lines.append(f"| {size} | {cells} | {row['saga_over_belady']:.3f} |")
+        ratios = f"{row['saga_over_belady']:.3f} | {row['lru_over_belady']:.3f}"
+        lines.append(f"| {size} | {cells} | {ratios} |")
     lines += [
         "",
         f"belady_ratio {result['belady_ratio']} (all prefill tokens: {result['belady_ratio_total']})",
