@@ -350,7 +350,7 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "workload": f"trace {args.trace.name}" if args.trace else args.workload,
         "command": shlex.join(["saga", *sys.argv[1:]])
-        if sys.argv[0].endswith("saga")
+        if sys.argv[0].endswith(("saga", "proxy/cli.py"))  # `saga` or `python -m proxy.cli`
         else shlex.join(sys.argv),
         "date": datetime.date.today().isoformat(),
         "machine": machine_description(),
