@@ -75,7 +75,8 @@ def test_bench_predictor_replays_a_csv_trace(tmp_path: Path) -> None:
     rows = ["session_id,arrival_time,round_idx,prefix_len,input_len,output_len,tool_wait_after_ms,tool_name"]
     for s in range(4):
         for r in range(5):
-            rows.append(f"s{s},{s * 2.0},{r},{1000 if r == 0 else 0},300,50,{200 * (s + 1)},bash")
+            # prefix_len: the context re-sent (1000 first, then each round adds 300 in and 50 out).
+            rows.append(f"s{s},{s * 2.0},{r},{1000 + 350 * r},300,50,{200 * (s + 1)},bash")
     trace = tmp_path / "trace.csv"
     trace.write_text("\n".join(rows) + "\n")
     assert main(_args(tmp_path, "--trace", str(trace), "--cache-tokens", "0,2000,100000")) == 0
