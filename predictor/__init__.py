@@ -1,1 +1,22 @@
-"""Agent Execution Graphs, learned online from the request stream (built by a later issue)."""
+"""Agent Execution Graphs, learned online from the request stream, and the KV retention policy built on them.
+
+Pure: no I/O, no clock of its own; the scheduler core (proxy/scheduler) feeds it events and asks it questions.
+"""
+
+from predictor.graph import AgentGraph, GraphLimits
+from predictor.ledger import RetentionLedger
+from predictor.predictor import Prediction, Predictor, PredictorConfig, Priors
+from predictor.retention import PredictedRetention, RetentionDecision, RetentionParams
+
+__all__ = [
+    "AgentGraph",
+    "GraphLimits",
+    "PredictedRetention",
+    "Prediction",
+    "Predictor",
+    "PredictorConfig",
+    "Priors",
+    "RetentionDecision",
+    "RetentionLedger",
+    "RetentionParams",
+]

@@ -32,6 +32,7 @@ from proxy.context import (
 )
 from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrinfo
 from proxy.errors import openai_errors
+from proxy.graph_routes import add_graph_routes
 from proxy.health import replica_health_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
@@ -49,6 +50,7 @@ ROUTE_MODULES: list[Callable[[web.Application], None]] = [
     passthrough.add_routes,
     admin.add_routes,
     sessions.add_routes,
+    lambda app: add_graph_routes(app, app[CORE]),  # the predictor's learned graphs
 ]
 
 

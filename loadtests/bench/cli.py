@@ -100,6 +100,9 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     from loadtests.bench.overhead import add_overhead_parser
 
     add_overhead_parser(modes)
+    from loadtests.bench.predictor import add_predictor_parser
+
+    add_predictor_parser(modes)
 
 
 def _tasks(args: argparse.Namespace) -> list[AgentTask]:
@@ -239,6 +242,10 @@ def _sweep(args: argparse.Namespace, console: Console) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     if args.bench_mode == "fairness":
         return run_fairness(args)
+    if args.bench_mode == "predictor":
+        from loadtests.bench.predictor import main
+
+        return main(args)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
         console = Console(width=220)

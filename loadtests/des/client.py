@@ -169,8 +169,26 @@ class AgentRun:
             agent_type=task.agent_type,
             prompt_tokens=len(conv.tokens),
             prefix_hashes=conv.prefix_hashes(),
+            tool_names=self._tool_results(),
         )
         return PendingCall(self, info, conv.tokens, conv.block_hashes, conv.checksum)
+
+    def _tool_results(self) -> tuple[str, ...]:
+        """The tool whose result the next call carries: the previous step's (none for a person's turn)."""
+        done = len(self.record.calls)
+        if done == 0 or self.task.replace_history:
+            return ()
+        name = self.task.steps[done - 1].tool_name
+        return (name,) if name else ()
+
+    def answer_tools(self, call: PendingCall) -> tuple[str, tuple[str, ...]]:
+        """(finish_reason, tool names) of the call's answer: the step's tool call; `stop` without tools when
+        the step hands back to a person (an empty tool name) or is the task's last (an agent's loop ends when
+        the model answers without calling a tool)."""
+        step = call.record.step
+        name = self.task.steps[step].tool_name
+        last = step == len(self.task.steps) - 1
+        return ("tool_calls", (name,)) if name and not last else ("stop", ())
 
     def first_token(self, call: PendingCall, now: float) -> None:
         call.record.ttft_s = now - call.record.started_s

@@ -255,7 +255,8 @@ class Cluster:
         usage = Usage()
         if last.usage is not None:
             u = last.usage
-            usage = Usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+            reason, tools = call.run.answer_tools(call)
+            usage = Usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens, reason, tools)
             replica.first_prefill_tokens += u.prompt_tokens - u.cached_tokens
         run = call.run
         at, more = run.call_finished(call, last, now)

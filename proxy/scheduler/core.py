@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from fairness import TenantLedger, TenantsConfig
+from predictor import Predictor
 from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.release import HeldCall, ReleaseQueue
 from proxy.scheduler.types import (
@@ -67,8 +68,15 @@ class SchedulerCore:
         session_idle_ttl_s: float = 3600.0,
         release: ReleaseQueue | None = None,
         tenants: TenantsConfig | None = None,
+        predictor: Predictor | None = None,
     ) -> None:
         self.policy = policy
+        # Agent Execution Graphs, learned from every call this core sees (predictor/).
+        self.predictor = predictor if predictor is not None else Predictor()
+        for plugin in policy.plugins:  # plugins that predict (e.g. predicted-ttl-retention) read its graphs
+            bind = getattr(plugin, "bind_predictor", None)
+            if bind is not None:
+                bind(self.predictor)
         self.clock = clock
         self.session_idle_ttl_s = session_idle_ttl_s
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
@@ -88,6 +96,7 @@ class SchedulerCore:
         if session is None:
             session = self.sessions[req.session_id] = _Session(now, started=now, tenant_id=req.tenant_id)
         session.last_seen = now
+        self.predictor.call_arrived(req.session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
         if self.release is not None:
             if req.request_id in self.release:
                 raise ValueError(f"request id {req.request_id!r} is already held")
@@ -132,10 +141,19 @@ class SchedulerCore:
         if replica is not None:
             replica.in_flight -= 1
         self._session_done(flight.req)
+        usage = usage or Usage()
+        self.predictor.call_finished(
+            flight.req.session_id,
+            self.clock(),
+            usage.prompt_tokens or flight.req.prompt_tokens,
+            usage.completion_tokens,
+            usage.finish_reason,
+            usage.tool_names,
+        )
         for plugin in self.policy.plugins:
-            plugin.on_finish(flight.req, flight.replica_id, usage or Usage())
+            plugin.on_finish(flight.req, flight.replica_id, usage)
         if self.release is not None:
-            self.release.finished(flight.req, usage or Usage())
+            self.release.finished(flight.req, usage)
             return self._pump(flight.replica_id)
         return []
 
@@ -154,14 +172,17 @@ class SchedulerCore:
         return self._pump(replica.replica_id)
 
     def tick(self) -> list[Decision]:
-        """Periodic housekeeping: forget idle sessions; with a release queue, move the calls held for a
-        replica that is down or gone, and release what the gate allows."""
+        """Periodic housekeeping: the predictor ends sessions silent past its horizon; forget idle sessions;
+        with a release queue, move the calls held for a replica that is down or gone, and release what the
+        gate allows."""
+        self.predictor.tick(self.clock())
         horizon = self.clock() - self.session_idle_ttl_s
         idle = [sid for sid, s in self.sessions.items() if s.in_flight == 0 and s.last_seen < horizon]
         for sid in idle:
             if self.release is not None and self.release.holds_session(sid):
                 continue  # a call of it waits in the queue: not idle
             session = self.sessions.pop(sid)
+            self.predictor.forget(sid)
             self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
             for plugin in self.policy.plugins:
                 plugin.on_session_end(sid)
@@ -204,6 +225,7 @@ class SchedulerCore:
         replica_id = self.policy.route(req, candidates) if candidates else None
         if replica_id is None:
             reason = "no healthy replica" if not tried else "every healthy replica failed this request"
+            self.predictor.call_failed(req.session_id)
             return Reject(req.request_id, reason, status=503)
         return replica_id
 
@@ -219,6 +241,7 @@ class SchedulerCore:
             return [replica_id]
         if not self.release.hold(req, replica_id, tried, self.clock()):
             limit = self.release.spec.max_queued
+            self.predictor.call_failed(req.session_id)
             return [Reject(req.request_id, f"the proxy's queue is full ({limit} calls waiting)", status=429)]
         self._queued_changed(replica_id, +1)
         return self._pump(replica_id)

@@ -21,6 +21,7 @@ from proxy.scheduler.plugins.least_request import LeastRequestScorer
 from proxy.scheduler.plugins.max_in_flight_gate import MaxInFlightGate
 from proxy.scheduler.plugins.max_score import MaxScorePicker
 from proxy.scheduler.plugins.power_of_two import PowerOfTwoPicker
+from proxy.scheduler.plugins.predicted_ttl import PredictedTtlRetention
 from proxy.scheduler.plugins.prefix_cache import PrefixCacheScorer
 from proxy.scheduler.plugins.queue_depth import QueueScorer
 from proxy.scheduler.plugins.round_robin import RoundRobinPicker
@@ -43,6 +44,7 @@ PLUGIN_TYPES: dict[str, type[Plugin]] = {
         FixedTtlRetention,
         MaxInFlightGate,
         EngineWaitingGate,
+        PredictedTtlRetention,
     )
 }
 
@@ -94,6 +96,12 @@ PRESETS: dict[str, PolicySpec] = {
         picker=PluginSpec("max-score-picker"),
         scorers=[PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)],
         retention=PluginSpec("fixed-ttl-retention"),
+    ),
+    # Session affinity plus a KV retention TTL sized from the learned Agent Execution Graph (predictor/).
+    "predicted-ttl": PolicySpec(
+        picker=PluginSpec("max-score-picker"),
+        scorers=[PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)],
+        retention=PluginSpec("predicted-ttl-retention"),
     ),
 }
 

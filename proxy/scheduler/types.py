@@ -32,6 +32,9 @@ class RequestInfo(msgspec.Struct, frozen=True):
     stream: bool = False
     # True when the session id was inferred from the conversation rather than sent by the client.
     session_inferred: bool = False
+    # Names of the tools whose results this request carries (its tool messages, in order): they say which
+    # tool the previous answer called when that answer's own tool calls were not seen.
+    tool_names: tuple[str, ...] = ()
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -40,7 +43,9 @@ class Usage(msgspec.Struct, frozen=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    # "stop" (an answer for a person), "tool_calls", "length", ...; "" when unknown.
     finish_reason: str = ""
+    # Names of the tools the answer called (its `tool_calls`, streamed or not), in order.
     tool_names: tuple[str, ...] = ()
 
 

@@ -1,0 +1,403 @@
+"""`saga bench predictor`: how well the learned graphs predict, and how close their KV retention comes to
+Bélády.
+
+The trace is call-level: per session, its calls with arrival, prompt tokens (the reusable prefix + the new
+ones), output tokens and the gap after each (generated from a workload, or a CSV in the trace replay format).
+Timing does not depend on the cache: a call takes `base_latency_s + decode_s_per_token x output`, the next
+call of its session arrives the step's tool time after it ends, and sessions start at the points of a Poisson
+process sized for `concurrency` live sessions on average (a CSV's own arrival times are kept). So every policy
+replays the same events, and Bélády's offline policy can be handed the real future.
+
+Cache model (the `predictor.ledger` model): one cache of C tokens holds each waiting session's prefix as a
+unit (prompt + output of its last call); a call finds its session's entry (taking it out: the running call
+holds it), reuses min(entry, its reusable prefix) and recomputes the rest of its prompt; when it ends, its
+prefix is offered back. Running calls and sharing between sessions are not modelled. Policies:
+- `belady`: on each eviction, the entry whose next use is furthest away (never-used-again first) — the
+  session's true next arrival;
+- `saga`: `predictor.PredictedRetention` on a `Predictor` learning online from the same replay;
+- `lru`: least recently inserted first; `fixed-ttl-Ns`: pinned for N s, then LRU (Continuum's rule).
+  `belady_ratio` is saga's recomputed tokens over Bélády's, counting only prefix tokens a cache could have
+  saved (each session's first prompt is cold for every policy), worst over the cache sizes;
+  `belady_ratio_total` counts every prefill token. Prediction quality is measured in its own pass: coverage of
+  the predicted return-gap quantiles, Brier score of the end probability, error of the next prompt size and
+  remaining calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import math
+import random
+import shlex
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from loadtests.bench.report import machine_description
+from loadtests.tasks import AgentTask
+from loadtests.workloads.catalog import WORKLOADS, generate
+from loadtests.workloads.trace_replay import load_trace
+from predictor import PredictedRetention, Predictor, RetentionLedger, RetentionParams
+
+
+class TraceCall(msgspec.Struct):
+    session_id: str
+    agent_type: str
+    index: int
+    last: bool
+    arrival: float
+    finish: float
+    prompt: int
+    reusable: int  # prompt tokens a retained prefix of the session can cover (0 for the first call)
+    output: int
+    finish_reason: str
+    tool_names: tuple[str, ...]
+    request_tools: tuple[str, ...]
+    next_arrival: float = math.inf
+    calls_after: int = 0  # calls the session still makes after this one
+
+
+def build_trace(
+    tasks: Sequence[AgentTask],
+    *,
+    concurrency: float,
+    seed: int,
+    base_latency_s: float = 0.05,
+    decode_s_per_token: float = 0.012,
+) -> list[list[TraceCall]]:
+    """Per session, its calls on the cache-independent schedule described in the module docstring."""
+    shapes = []
+    for task in tasks:
+        calls: list[TraceCall] = []
+        t = 0.0
+        prompt, reusable = task.system_tokens + task.task_tokens, 0
+        prev_tool = ""
+        for k, step in enumerate(task.steps):
+            finish = t + base_latency_s + decode_s_per_token * step.output_tokens
+            # An agent's loop ends when the model answers without calling a tool: the last call says `stop`.
+            name = step.tool_name if k < len(task.steps) - 1 else ""
+            calls.append(
+                TraceCall(
+                    task.session_id, task.agent_type, k, k == len(task.steps) - 1, t, finish, prompt,
+                    reusable, step.output_tokens, "tool_calls" if name else "stop", (name,) if name else (),
+                    (prev_tool,) if prev_tool and not task.replace_history else (),
+                )
+            )  # fmt: skip
+            prev_tool = name
+            t = finish + step.tool_time_s
+            kept = prompt + step.output_tokens
+            compact = getattr(step, "compact_to_tokens", None)  # compaction keeps the first N tokens
+            if compact is not None and not task.replace_history:
+                prompt, reusable = compact + step.observation_tokens, compact
+            elif task.replace_history:
+                prompt, reusable = task.system_tokens + step.observation_tokens, task.system_tokens
+            else:
+                prompt, reusable = kept + step.observation_tokens, kept
+        for a, b in itertools.pairwise(calls):
+            a.next_arrival = b.arrival
+        for c in calls:
+            c.calls_after = len(calls) - c.index - 1
+        shapes.append(calls)
+    durations = [s[-1].finish for s in shapes if s]
+    rate = concurrency / max(1e-9, statistics.mean(durations)) if durations else 1.0
+    rng = random.Random(seed ^ 0x7E1)
+    start = 0.0
+    for task, calls in zip(tasks, shapes, strict=True):
+        start += rng.expovariate(rate)
+        begin = task.arrival_s if task.arrival_s is not None else start
+        for c in calls:
+            c.arrival += begin
+            c.finish += begin
+            c.next_arrival += begin
+    return shapes
+
+
+def _events(sessions: Sequence[Sequence[TraceCall]]) -> list[tuple[float, int, TraceCall]]:
+    """(time, 0 = finish / 1 = arrival, call) in time order; at a tie, ends before starts."""
+    events = [(c.arrival, 1, c) for s in sessions for c in s] + [
+        (c.finish, 0, c) for s in sessions for c in s
+    ]
+    events.sort(key=lambda e: (e[0], e[1], e[2].session_id, e[2].index))
+    return events
+
+
+def waiting_working_set(sessions: Sequence[Sequence[TraceCall]]) -> tuple[float, int]:
+    """(time-averaged, peak) tokens of the prefixes of sessions waiting between calls."""
+    points: list[tuple[float, int]] = []
+    for s in sessions:
+        for c in s:
+            if not c.last:
+                points += [(c.finish, c.prompt + c.output), (c.next_arrival, -(c.prompt + c.output))]
+    if not points:
+        return 0.0, 0
+    points.sort()
+    area, level, peak, t0 = 0.0, 0, 0, points[0][0]
+    for t, delta in points:
+        area += level * (t - t0)
+        level += delta
+        peak = max(peak, level)
+        t0 = t
+    span = points[-1][0] - points[0][0]
+    return (area / span if span > 0 else float(peak)), peak
+
+
+# -- cache policies ------------------------------------------------------------------------------------
+
+
+class CachePolicy(Protocol):
+    name: str
+
+    def arrive(self, call: TraceCall, now: float) -> int: ...
+    def finish(self, call: TraceCall, now: float) -> None: ...
+
+
+class _LedgerPolicy:
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.ledger = RetentionLedger(capacity)
+
+    def arrive(self, call: TraceCall, now: float) -> int:
+        self.ledger.advance(now)
+        return self.ledger.take(call.session_id)
+
+
+class LruPolicy(_LedgerPolicy):
+    def finish(self, call: TraceCall, now: float) -> None:
+        self.ledger.insert(call.session_id, call.prompt + call.output, now, 0.0, 0.0)
+
+
+class FixedTtlPolicy(_LedgerPolicy):
+    def __init__(self, name: str, capacity: int, ttl_s: float) -> None:
+        super().__init__(name, capacity)
+        self.ttl_s = ttl_s
+
+    def finish(self, call: TraceCall, now: float) -> None:
+        self.ledger.insert(call.session_id, call.prompt + call.output, now, self.ttl_s, -now)
+
+
+class BeladyPolicy(_LedgerPolicy):
+    """Offline: every entry pinned, keyed by its session's true next arrival (inf when there is none)."""
+
+    def finish(self, call: TraceCall, now: float) -> None:
+        self.ledger.insert(call.session_id, call.prompt + call.output, now, math.inf, call.next_arrival)
+
+
+class SagaPolicy:
+    def __init__(self, capacity: int, params: RetentionParams, tick_s: float = 1.0) -> None:
+        self.name = "saga"
+        self.predictor = Predictor()
+        self.retention = PredictedRetention(self.predictor, capacity, params)
+        self.tick_s = tick_s
+        self._next_tick = 0.0
+
+    def _tick(self, now: float) -> None:
+        if now >= self._next_tick:
+            for sid in self.predictor.tick(now):
+                self.retention.session_ended(sid)
+            self._next_tick = now + self.tick_s
+
+    def arrive(self, call: TraceCall, now: float) -> int:
+        self._tick(now)
+        self.predictor.call_arrived(call.session_id, call.agent_type, now, call.prompt, call.request_tools)
+        return self.retention.on_arrival(call.session_id, now)
+
+    def finish(self, call: TraceCall, now: float) -> None:
+        self._tick(now)
+        self.predictor.call_finished(
+            call.session_id, now, call.prompt, call.output, call.finish_reason, call.tool_names
+        )
+        self.retention.after_call(call.session_id, now, call.prompt + call.output)
+
+
+class Recompute(msgspec.Struct):
+    recomputed: int = 0  # every prefill token computed
+    avoidable: int = 0  # of those, tokens a retained prefix could have covered
+
+
+def replay(events: Sequence[tuple[float, int, TraceCall]], policy: CachePolicy) -> Recompute:
+    out = Recompute()
+    for now, kind, call in events:
+        if kind == 0:
+            policy.finish(call, now)
+            continue
+        found = policy.arrive(call, now)
+        reused = min(found, call.reusable)
+        out.recomputed += call.prompt - reused
+        out.avoidable += call.reusable - reused
+    return out
+
+
+# -- prediction quality --------------------------------------------------------------------------------
+
+
+def prediction_quality(events: Sequence[tuple[float, int, TraceCall]], tick_s: float = 1.0) -> dict[str, Any]:
+    predictor = Predictor()
+    quantiles = predictor.config.quantiles
+    hits = [0] * len(quantiles)
+    returned = 0
+    brier: list[float] = []
+    ends: list[int] = []
+    prompt_err: list[float] = []
+    remaining_err: list[float] = []
+    cold = 0
+    pending: dict[str, tuple[TraceCall, Any]] = {}
+    next_tick = 0.0
+    for now, kind, call in events:
+        if now >= next_tick:
+            predictor.tick(now)
+            next_tick = now + tick_s
+        if kind == 1:
+            predictor.call_arrived(call.session_id, call.agent_type, now, call.prompt, call.request_tools)
+            got = pending.pop(call.session_id, None)
+            if got is not None:
+                prev, pred = got
+                gap = call.arrival - prev.finish
+                returned += 1
+                for i, g in enumerate(pred.return_gap_s):
+                    hits[i] += gap <= g
+                prompt_err.append(abs(pred.next_prompt_tokens - call.prompt) / max(1, call.prompt))
+            continue
+        predictor.call_finished(
+            call.session_id, now, call.prompt, call.output, call.finish_reason, call.tool_names
+        )
+        pred = predictor.predict(call.session_id, now)
+        if pred is None:
+            continue
+        cold += pred.cold
+        brier.append((pred.p_end - call.last) ** 2)
+        ends.append(call.last)
+        remaining_err.append(abs(pred.remaining_calls - call.calls_after))
+        if not call.last:
+            pending[call.session_id] = (call, pred)
+    end_rate = statistics.mean(ends) if ends else 0.0
+    return {
+        "predictions": len(brier),
+        "cold_share": round(cold / max(1, len(brier)), 4),
+        "coverage": {
+            f"p{round(q * 100)}": round(h / max(1, returned), 4) for q, h in zip(quantiles, hits, strict=True)
+        },
+        "brier_end": round(statistics.mean(brier), 5) if brier else None,
+        "brier_end_constant": round(end_rate * (1 - end_rate), 5),
+        "next_prompt_rel_error_median": round(statistics.median(prompt_err), 4) if prompt_err else None,
+        "next_prompt_rel_error_mean": round(statistics.mean(prompt_err), 4) if prompt_err else None,
+        "remaining_calls_mae": round(statistics.mean(remaining_err), 3) if remaining_err else None,
+    }
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+
+def add_predictor_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = modes.add_parser("predictor", help="prediction quality and KV retention against Bélády's optimum")
+    p.add_argument("--workload", choices=WORKLOADS, default="swe")
+    p.add_argument("--tasks", type=int, default=400, help="sessions to generate")
+    p.add_argument("--trace", type=Path, help="replay sessions from a CSV trace instead of generating")
+    p.add_argument("--concurrency", type=float, default=64, help="mean live sessions (sets the arrival rate)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cache-fractions", default="0.1,0.25,0.5,1.0",
+        help="cache sizes as fractions of the time-averaged working set of waiting sessions",
+    )  # fmt: skip
+    p.add_argument("--cache-tokens", default="", help="cache sizes in tokens (overrides --cache-fractions)")
+    p.add_argument("--fixed-ttl", type=float, default=10.0, help="TTL of the fixed-TTL baseline (s)")
+    p.add_argument("--json", type=Path, help="write the results as JSON here")
+
+
+def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
+    tasks = (
+        load_trace(args.trace)[: args.tasks]
+        if args.trace
+        else generate(args.workload, args.tasks, seed=args.seed)
+    )
+    sessions = [s for s in build_trace(tasks, concurrency=args.concurrency, seed=args.seed) if s]
+    events = _events(sessions)
+    mean_ws, peak_ws = waiting_working_set(sessions)
+    if args.cache_tokens:
+        sizes = [int(float(x)) for x in args.cache_tokens.split(",") if x]
+    else:
+        sizes = [int(float(f) * mean_ws) for f in args.cache_fractions.split(",") if f]
+    params = RetentionParams()
+    rows = []
+    worst, worst_total = 0.0, 0.0
+    for capacity in sizes:
+        policies: list[CachePolicy] = [
+            BeladyPolicy("belady", capacity),
+            SagaPolicy(capacity, params),
+            LruPolicy("lru", capacity),
+            FixedTtlPolicy(f"fixed-ttl-{args.fixed_ttl:g}s", capacity, args.fixed_ttl),
+        ]
+        result = {p.name: replay(events, p) for p in policies}
+        best, ours = result["belady"], result["saga"]
+        ratio = ours.avoidable / best.avoidable if best.avoidable else 1.0
+        ratio_total = ours.recomputed / best.recomputed if best.recomputed else 1.0
+        worst, worst_total = max(worst, ratio), max(worst_total, ratio_total)
+        rows.append(
+            {
+                "capacity_tokens": capacity,
+                "fraction_of_working_set": round(capacity / mean_ws, 3) if mean_ws else None,
+                "policies": {k: msgspec.to_builtins(v) for k, v in result.items()},
+                "saga_over_belady": round(ratio, 4),
+                "lru_over_belady": round(result["lru"].avoidable / max(1, best.avoidable), 4),
+                "saga_over_belady_total": round(ratio_total, 4),
+            }
+        )
+    return {
+        "workload": f"trace {args.trace.name}" if args.trace else args.workload,
+        "command": shlex.join(["saga", *sys.argv[1:]])
+        if sys.argv[0].endswith(("saga", "proxy/cli.py"))  # `saga` or `python -m proxy.cli`
+        else shlex.join(sys.argv),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine_description(),
+        "sessions": len(sessions),
+        "calls": sum(len(s) for s in sessions),
+        "prompt_tokens": sum(c.prompt for s in sessions for c in s),
+        "cold_first_prompt_tokens": sum(s[0].prompt for s in sessions),
+        "working_set_tokens": {"mean": round(mean_ws), "peak": peak_ws},
+        "quality": prediction_quality(events),
+        "cache": rows,
+        "belady_ratio": round(worst, 4),
+        "belady_ratio_total": round(worst_total, 4),
+    }
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    """The cache table (avoidable recomputed tokens per policy, and saga / Bélády) and the quality line."""
+    names = list(result["cache"][0]["policies"]) if result["cache"] else []
+    ws = result["working_set_tokens"]
+    lines = [
+        f"{result['workload']}: {result['sessions']} sessions, {result['calls']} calls, waiting working set "
+        f"mean {ws['mean']:,} tokens (peak {ws['peak']:,})",
+        "",
+        "| cache tokens (x mean working set) | " + " | ".join(names) + " | saga / belady | lru / belady |",
+        "|---" * (len(names) + 3) + "|",
+    ]
+    for row in result["cache"]:
+        cells = " | ".join(f"{row['policies'][n]['avoidable']:,}" for n in names)
+        size = f"{row['capacity_tokens']:,} ({row['fraction_of_working_set']})"
+        ratios = f"{row['saga_over_belady']:.3f} | {row['lru_over_belady']:.3f}"
+        lines.append(f"| {size} | {cells} | {ratios} |")
+    lines += [
+        "",
+        f"belady_ratio {result['belady_ratio']} (all prefill tokens: {result['belady_ratio_total']})",
+        "quality: " + msgspec.json.encode(result["quality"]).decode(),
+    ]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        result = run_predictor_bench(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary_markdown(result))
+    if args.json:
+        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+        print(f"results: {args.json}")
+    return 0

@@ -1,0 +1,228 @@
+"""An Agent Execution Graph: one agent type's states, the transitions between them and what each costs.
+
+A node is the state an agent is in after a call: the tool it called (or `answer` when it answered without a
+tool call, `call` when the shell could not tell) and a step bucket (calls so far, in powers of four). An edge
+a -> b counts how often a call that left the agent in state a was followed by one that left it in b, and
+holds three sketches: the gap spent in a before the next call (tool latency, or a person's think time), the
+context growth of the next prompt, and the output length of the next call. A node also counts how often the
+task ended there.
+
+Contract: memory is bounded whatever the traffic — at most `max_nodes` nodes (later states fold into one
+`other` node), at most `max_edges_per_node` edges out of a node (later targets fold into `other`), and every
+node's counts halve once its weight passes `decay_weight`, so old behaviour fades (drift) and counts stay
+finite. `end_probability` is smoothed towards `prior_end` by `prior_weight` pseudo-observations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from predictor.sketch import LogSketch, seconds_sketch, tokens_sketch
+
+START = "start"
+OTHER = "other"
+STEP_BUCKETS = ((0, 0), (1, 3), (4, 15), (16, 63), (64, 255), (256, 1 << 30))
+
+
+def step_bucket(calls_done: int) -> int:
+    """The bucket of a session that has made `calls_done` calls (0 only for the start state)."""
+    for i, (_, hi) in enumerate(STEP_BUCKETS):
+        if calls_done <= hi:
+            return i
+    return len(STEP_BUCKETS) - 1
+
+
+def node_key(state: str, calls_done: int) -> str:
+    return START if calls_done == 0 else f"{state}#{step_bucket(calls_done)}"
+
+
+def bucket_label(bucket: int) -> str:
+    lo, hi = STEP_BUCKETS[bucket]
+    return f"{lo}+" if hi >= 1 << 30 else f"{lo}-{hi}"
+
+
+class GraphLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_nodes: int = 64
+    max_edges_per_node: int = 16
+    decay_weight: float = 4000.0  # a node's counts halve past this weight
+    prior_end: float = 1 / 30  # end probability before evidence (tasks of ~30 calls)
+    prior_weight: float = 2.0
+    merge_refresh: int = 16  # merged sketches (a state's, the graph's) are rebuilt after this many updates
+
+
+class Edge:
+    __slots__ = ("count", "gap", "growth", "output")
+
+    def __init__(self) -> None:
+        self.count = 0.0
+        self.gap = seconds_sketch()
+        self.growth = tokens_sketch()
+        self.output = tokens_sketch()
+
+    def scale(self, factor: float) -> None:
+        self.count *= factor
+        for s in (self.gap, self.growth, self.output):
+            s.scale(factor)
+
+
+class Node:
+    __slots__ = ("ends", "key", "out", "state")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.state = key.split("#", 1)[0]
+        self.ends = 0.0
+        self.out: dict[str, Edge] = {}
+
+    @property
+    def departures(self) -> float:
+        return sum(e.count for e in self.out.values())
+
+    @property
+    def weight(self) -> float:
+        return self.ends + self.departures
+
+
+class RemainingWork(msgspec.Struct, frozen=True):
+    """Expected work after leaving a node: calls, prompt tokens added, output tokens."""
+
+    calls: float
+    new_tokens: float
+    output_tokens: float
+
+
+class AgentGraph:
+    """The learned graph of one agent type (see the module docstring)."""
+
+    def __init__(self, agent_type: str, limits: GraphLimits) -> None:
+        self.agent_type = agent_type
+        self.limits = limits
+        self.nodes: dict[str, Node] = {}
+        self.sessions_seen = 0
+        self.sessions_ended = 0
+        self.updates = 0
+        self._remaining: dict[str, RemainingWork] = {}
+        self._remaining_at = -1
+        self._merged: dict[tuple[tuple[str, ...], str], LogSketch | None] = {}
+        self._merged_at = 0
+
+    # -- learning -------------------------------------------------------------------------------------
+
+    def node(self, key: str) -> Node:
+        """The node for `key`, created if there is room, else the `other` node."""
+        node = self.nodes.get(key)
+        if node is None:
+            if len(self.nodes) >= self.limits.max_nodes and key != START:
+                key = OTHER
+                node = self.nodes.get(key)
+            if node is None:
+                node = self.nodes[key] = Node(key)
+        return node
+
+    def observe_transition(
+        self, src: str, dst: str, *, gap_s: float | None, growth: float, output: float
+    ) -> None:
+        node = self.node(src)
+        dst = self.node(dst).key
+        edge = node.out.get(dst)
+        if edge is None:
+            if len(node.out) >= self.limits.max_edges_per_node:
+                dst = self.node(OTHER).key
+                edge = node.out.get(dst)
+            if edge is None:
+                edge = node.out[dst] = Edge()
+        edge.count += 1.0
+        if gap_s is not None:
+            edge.gap.add(max(gap_s, 0.0))
+        edge.growth.add(max(growth, 0.0))
+        edge.output.add(max(output, 0.0))
+        if src == START:
+            self.sessions_seen += 1
+        self._touched(node)
+
+    def observe_end(self, key: str, weight: float = 1.0) -> None:
+        """A task ended in state `key` (weight -1 takes back an end declared too early)."""
+        node = self.node(key)
+        node.ends = max(0.0, node.ends + weight)
+        self.sessions_ended += 1 if weight > 0 else -1
+        self._touched(node)
+
+    def _touched(self, node: Node) -> None:
+        self.updates += 1
+        if node.weight > self.limits.decay_weight:
+            node.ends *= 0.5
+            for edge in node.out.values():
+                edge.scale(0.5)
+
+    # -- queries --------------------------------------------------------------------------------------
+
+    def end_probability(self, node: Node) -> float:
+        lim = self.limits
+        return (node.ends + lim.prior_end * lim.prior_weight) / (node.weight + lim.prior_weight)
+
+    def transitions(self, node: Node) -> dict[str, float]:
+        total = node.departures
+        return {k: e.count / total for k, e in node.out.items()} if total > 0 else {}
+
+    def merged(self, keys: list[str], which: str) -> LogSketch | None:
+        """The sum of the `which` sketches ("gap", "growth", "output") of the edges out of `keys` (do not
+        modify it: sums are cached, and rebuilt once `merge_refresh` updates have come in)."""
+        if self.updates - self._merged_at >= self.limits.merge_refresh:
+            self._merged.clear()
+            self._merged_at = self.updates
+        cache_key = (tuple(keys), which)
+        if cache_key not in self._merged:
+            self._merged[cache_key] = self._merge(keys, which)
+        return self._merged[cache_key]
+
+    def _merge(self, keys: list[str], which: str) -> LogSketch | None:
+        sketches = [getattr(e, which) for k in keys if k in self.nodes for e in self.nodes[k].out.values()]
+        if not sketches:
+            return None
+        out = seconds_sketch() if which == "gap" else tokens_sketch()
+        for s in sketches:
+            s.merge_into(out)
+        return out
+
+    def keys_with_state(self, state: str) -> list[str]:
+        return [k for k, n in self.nodes.items() if n.state == state]
+
+    def remaining(self, key: str, *, refresh_every: int = 64) -> RemainingWork | None:
+        """Expected calls and tokens still to come after a call that left the agent in `key` (an absorbing
+        Markov chain solved by value iteration; refreshed at most every `refresh_every` updates)."""
+        if self._remaining_at < 0 or self.updates - self._remaining_at >= refresh_every:
+            self._remaining = self._solve()
+            self._remaining_at = self.updates
+        return self._remaining.get(key)
+
+    def _solve(self, iterations: int = 300) -> dict[str, RemainingWork]:
+        # Per node: continue probability, and per edge (target, probability, mean growth, mean output).
+        plan: dict[str, tuple[float, list[tuple[str, float, float, float]]]] = {}
+        for key, node in self.nodes.items():
+            probs = self.transitions(node)
+            cont = 1.0 - self.end_probability(node) if probs else 0.0
+            edges = [
+                (k, p, _finite(node.out[k].growth.mean()), _finite(node.out[k].output.mean()))
+                for k, p in probs.items()
+            ]
+            plan[key] = (cont, edges)
+        calls = dict.fromkeys(plan, 0.0)
+        new = dict.fromkeys(plan, 0.0)
+        out = dict.fromkeys(plan, 0.0)
+        for _ in range(iterations):
+            delta = 0.0
+            for key, (cont, edges) in plan.items():
+                c = cont * sum(p * (1.0 + calls.get(k, 0.0)) for k, p, _, _ in edges)
+                n = cont * sum(p * (g + new.get(k, 0.0)) for k, p, g, _ in edges)
+                o = cont * sum(p * (y + out.get(k, 0.0)) for k, p, _, y in edges)
+                delta = max(delta, abs(c - calls[key]))
+                calls[key], new[key], out[key] = c, n, o
+            if delta < 1e-3:
+                break
+        return {k: RemainingWork(calls[k], new[k], out[k]) for k in plan}
+
+
+def _finite(x: float) -> float:
+    return 0.0 if math.isnan(x) else x

@@ -1,0 +1,379 @@
+"""The online predictor: feeds each agent type's graph from the call stream and answers what the scheduler
+asks.
+
+Events (the scheduler core reports them; no I/O, times come from the caller's clock):
+- `call_arrived(session, agent_type, now, prompt_tokens, tool_names)`: the gap since the session's last answer
+  and the growth of its prompt are measured here; `tool_names` (of the request's tool messages) name the state
+  the last answer left the agent in when the answer itself did not say.
+- `call_finished(session, now, prompt_tokens, output_tokens, finish_reason, tool_names)`: the new state is the
+  tool the answer called, `answer` for an answer without tool calls (finish_reason `stop`: the agent hands
+  back to a person, so the gap ahead is think time, not tool time), else `call`; the edge from the previous
+  state is learned now.
+- `session_ended(session)`: an explicit end; `tick(now)` ends sessions silent past their state's learned
+  horizon (`horizon_factor` x the p99 gap, clamped). A session that comes back after such an end takes the end
+  back (a bounded ghost list remembers where it was).
+
+Contract: memory is bounded — at most `max_agent_types` graphs (least recently used dropped), `max_sessions`
+live sessions and `max_ghosts` ghosts (oldest dropped), each graph bounded by its `GraphLimits`. A prediction
+comes from the node's own edges when they hold `min_samples` observations, else the same tool over all step
+buckets, else the whole graph, else the priors — `source` says which and `cold` is true for the priors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import OrderedDict
+
+import msgspec
+
+from predictor.graph import OTHER, START, AgentGraph, GraphLimits, node_key
+from predictor.return_model import ReturnModel
+from predictor.sketch import LogSketch, seconds_sketch
+
+_Z90 = 1.2815515655446004  # standard normal quantile at 0.9
+
+
+class Priors(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a cold start assumes: a log-normal gap and fixed token counts."""
+
+    gap_median_s: float = 1.0
+    gap_p90_s: float = 20.0
+    end_probability: float = 1 / 30
+    growth_tokens: float = 1000.0
+    output_tokens: float = 250.0
+    remaining_calls: float = 15.0
+
+
+class PredictorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_agent_types: int = 64
+    max_sessions: int = 100_000
+    max_ghosts: int = 10_000
+    min_samples: float = 8.0
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9, 0.99)
+    horizon_factor: float = 2.0
+    min_horizon_s: float = 30.0
+    max_horizon_s: float = 3600.0
+    end_scan_interval_s: float = 1.0
+    # Service-time model for `remaining_service_s`: seconds per prompt token prefilled and per output token.
+    prefill_s_per_token: float = 2.2e-5
+    decode_s_per_token: float = 0.01
+    max_agent_type_chars: int = 128
+    graph: GraphLimits = msgspec.field(default_factory=GraphLimits)
+    priors: Priors = msgspec.field(default_factory=Priors)
+
+
+class Prediction(msgspec.Struct, frozen=True):
+    """What the graph expects of a session that is waiting between calls (gaps counted from its answer)."""
+
+    session_id: str
+    agent_type: str
+    node: str
+    source: str  # "node", "tool", "graph" or "prior"
+    cold: bool
+    waited_s: float
+    p_return: float  # probability the session makes another call, given it has been silent `waited_s`
+    p_end: float  # 1 - p_return
+    quantiles: tuple[float, ...]
+    return_gap_s: tuple[float, ...]  # the gap (from the answer) by which it returns with those probabilities
+    next_prompt_tokens: float
+    next_output_tokens: float
+    remaining_calls: float
+    remaining_output_tokens: float
+    remaining_service_s: float
+
+
+class _Session:
+    __slots__ = (
+        "agent_type",
+        "calls",
+        "finished_at",
+        "in_flight",
+        "last_output",
+        "last_prompt",
+        "pending",
+        "state",
+    )
+
+    def __init__(self, agent_type: str) -> None:
+        self.agent_type = agent_type
+        self.calls = 0
+        self.state = START  # node key after the last answer
+        self.finished_at: float | None = None
+        self.in_flight = 0
+        self.last_prompt = 0
+        self.last_output = 0
+        # Measured at the arrival of the call in flight: (source node, gap, growth).
+        self.pending: tuple[str, float | None, float] | None = None
+
+
+class Predictor:
+    """Agent Execution Graphs learned online and the predictions built on them (see the module docstring)."""
+
+    def __init__(self, config: PredictorConfig | None = None) -> None:
+        self.config = config or PredictorConfig()
+        self.graphs: OrderedDict[str, AgentGraph] = OrderedDict()
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._ghosts: OrderedDict[str, _Session] = OrderedDict()
+        self._next_scan = -math.inf
+        self._prior_sketch = _lognormal_sketch(self.config.priors.gap_median_s, self.config.priors.gap_p90_s)
+
+    # -- events ---------------------------------------------------------------------------------------
+
+    def call_arrived(
+        self,
+        session_id: str,
+        agent_type: str,
+        now: float,
+        prompt_tokens: int,
+        tool_names: tuple[str, ...] = (),
+    ) -> None:
+        s = self.sessions.get(session_id)
+        if s is None:
+            s = self._ghosts.pop(session_id, None)
+            if s is not None and s.agent_type in self.graphs:
+                self.graphs[s.agent_type].observe_end(s.state, -1.0)  # it was not over after all
+            if s is None:
+                s = _Session(agent_type[: self.config.max_agent_type_chars])
+            self._admit(session_id, s)
+        else:
+            self.sessions.move_to_end(session_id)
+        if s.in_flight == 0:
+            if s.calls > 0 and s.state.startswith("call#") and tool_names:
+                s.state = node_key(tool_names[0], s.calls)  # the request's tool messages name the state
+            gap = None if s.finished_at is None else max(0.0, now - s.finished_at)
+            s.pending = (s.state, gap, float(max(0, prompt_tokens - s.last_prompt)))
+        s.in_flight += 1
+
+    def call_finished(
+        self,
+        session_id: str,
+        now: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        finish_reason: str = "",
+        tool_names: tuple[str, ...] = (),
+    ) -> None:
+        s = self.sessions.get(session_id)
+        if s is None or s.in_flight == 0:
+            return
+        s.in_flight -= 1
+        if s.pending is None:  # a parallel call of the session: the first one's answer moves the state
+            return
+        src, gap, growth = s.pending
+        s.pending = None
+        s.calls += 1
+        if tool_names:
+            state = tool_names[0]
+        elif finish_reason == "stop":
+            state = "answer"
+        else:
+            state = "call"
+        dst = node_key(state, s.calls)
+        graph = self._graph(s.agent_type)
+        graph.observe_transition(src, dst, gap_s=gap, growth=growth, output=float(output_tokens))
+        s.state = graph.node(dst).key
+        s.finished_at = now
+        s.last_prompt = prompt_tokens
+        s.last_output = output_tokens
+
+    def call_failed(self, session_id: str) -> None:
+        """A call that arrived got no answer (rejected): nothing is learned from it."""
+        s = self.sessions.get(session_id)
+        if s is not None and s.in_flight > 0:
+            s.in_flight -= 1
+            if s.in_flight == 0:
+                s.pending = None
+
+    def session_ended(self, session_id: str) -> None:
+        """The session is over (explicitly): its state learns an end."""
+        s = self.sessions.pop(session_id, None)
+        if s is not None and s.calls > 0:
+            self._graph(s.agent_type).observe_end(s.state)
+
+    def forget(self, session_id: str) -> None:
+        """Drop a session without learning anything from it."""
+        self.sessions.pop(session_id, None)
+        self._ghosts.pop(session_id, None)
+
+    def tick(self, now: float) -> list[str]:
+        """End the sessions silent past their horizon (checked at most every `end_scan_interval_s`); returns
+        their ids."""
+        if now < self._next_scan:
+            return []
+        self._next_scan = now + self.config.end_scan_interval_s
+        ended = []
+        horizons: dict[tuple[str, str], float] = {}  # one per state, not per session
+        for sid, s in self.sessions.items():
+            if s.in_flight or s.finished_at is None or now - s.finished_at <= self.config.min_horizon_s:
+                continue
+            key = (s.agent_type, s.state)
+            horizon = horizons.get(key)
+            if horizon is None:
+                horizon = horizons[key] = self.horizon_s(s)
+            if now - s.finished_at > horizon:
+                ended.append(sid)
+        for sid in ended:
+            s = self.sessions.pop(sid)
+            self._graph(s.agent_type).observe_end(s.state)
+            self._ghosts[sid] = s
+            while len(self._ghosts) > self.config.max_ghosts:
+                self._ghosts.popitem(last=False)
+        return ended
+
+    # -- predictions ----------------------------------------------------------------------------------
+
+    def horizon_s(self, s: _Session) -> float:
+        cfg = self.config
+        gap, _ = self._sketch(s, "gap")
+        p99 = (gap if gap is not None else self._prior_sketch).quantile(0.99)
+        return min(max(cfg.horizon_factor * p99, cfg.min_horizon_s), cfg.max_horizon_s)
+
+    def return_model(self, session_id: str) -> tuple[ReturnModel, str] | None:
+        """The frozen return distribution of a session waiting between calls, and where it came from."""
+        s = self.sessions.get(session_id)
+        if s is None or s.finished_at is None or s.in_flight:
+            return None
+        gap, source = self._sketch(s, "gap")
+        graph = self.graphs.get(s.agent_type)
+        node = graph.nodes.get(s.state) if graph is not None else None
+        p_end = self.config.priors.end_probability
+        if graph is not None and node is not None:
+            p_end = self._end_probability(graph, node.key, node.state)
+        return ReturnModel(gap if gap is not None else self._prior_sketch, p_end), source
+
+    def return_model_after_call(self, session_id: str) -> tuple[ReturnModel, str] | None:
+        """For a session with a call in flight: its return distribution once that call has answered — a
+        mixture over the states the call may leave it in, weighted by the transition probabilities (what a
+        retention TTL sent with the call is sized from). None for an unknown session."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            return None
+        graph = self.graphs.get(s.agent_type)
+        node = graph.nodes.get(s.state) if graph is not None else None
+        probs = graph.transitions(node) if graph is not None and node is not None else {}
+        if graph is None or node is None or node.departures < self.config.min_samples:
+            return ReturnModel(self._prior_sketch, self.config.priors.end_probability), "prior"
+        mixture = seconds_sketch()
+        p_end = 0.0
+        source = "node"
+        for key, p in probs.items():
+            gap, src = self._sketch_for(graph, key, "gap")
+            if gap is None:
+                gap, src = self._prior_sketch, "prior"
+            gap.merge_into(mixture, p / gap.total)
+            p_end += p * self._end_probability(graph, key, graph.nodes[key].state)
+            if src != "node":
+                source = "tool"
+        return ReturnModel(mixture, p_end), source
+
+    def predict(self, session_id: str, now: float) -> Prediction | None:
+        """The prediction for a session waiting between calls (None: unknown, or a call in flight)."""
+        got = self.return_model(session_id)
+        if got is None:
+            return None
+        model, source = got
+        s = self.sessions[session_id]
+        assert s.finished_at is not None
+        cfg = self.config
+        waited = max(0.0, now - s.finished_at)
+        graph = self.graphs.get(s.agent_type)
+        p_return = model.p_return(waited)
+        gaps = tuple(model.conditional_quantile(q, waited) for q in cfg.quantiles)
+        growth, _ = self._sketch(s, "growth")
+        output, _ = self._sketch(s, "output")
+        next_growth = growth.mean() if growth is not None else cfg.priors.growth_tokens
+        next_output = output.mean() if output is not None else cfg.priors.output_tokens
+        # Remaining work needs ends to have been seen: until `min_samples` sessions ended, the chain would
+        # only reflect the prior's end probability, so the prior's remaining calls stand in.
+        learned = graph is not None and graph.sessions_ended >= cfg.min_samples
+        rest = graph.remaining(s.state) if graph is not None and learned else None
+        if rest is None:
+            calls = cfg.priors.remaining_calls
+            new_tokens, out_tokens = calls * next_growth, calls * next_output
+        else:
+            calls, new_tokens, out_tokens = rest.calls, rest.new_tokens, rest.output_tokens
+        return Prediction(
+            session_id=session_id,
+            agent_type=s.agent_type,
+            node=s.state,
+            source=source,
+            cold=source == "prior",
+            waited_s=waited,
+            p_return=p_return,
+            p_end=1.0 - p_return,
+            quantiles=cfg.quantiles,
+            return_gap_s=gaps,
+            next_prompt_tokens=s.last_prompt + next_growth,
+            next_output_tokens=next_output,
+            remaining_calls=calls,
+            remaining_output_tokens=out_tokens,
+            remaining_service_s=new_tokens * cfg.prefill_s_per_token + out_tokens * cfg.decode_s_per_token,
+        )
+
+    def graph(self, agent_type: str) -> AgentGraph | None:
+        return self.graphs.get(agent_type)
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _admit(self, session_id: str, s: _Session) -> None:
+        self.sessions[session_id] = s
+        while len(self.sessions) > self.config.max_sessions:
+            self.sessions.popitem(last=False)
+
+    def _graph(self, agent_type: str) -> AgentGraph:
+        graph = self.graphs.get(agent_type)
+        if graph is None:
+            graph = self.graphs[agent_type] = AgentGraph(agent_type, self.config.graph)
+            while len(self.graphs) > self.config.max_agent_types:
+                self.graphs.popitem(last=False)
+        else:
+            self.graphs.move_to_end(agent_type)
+        return graph
+
+    def _end_probability(self, graph: AgentGraph, key: str, state: str) -> float:
+        """The node's own end probability once it has `min_samples` visits, else its state's over all step
+        buckets (a rare node learns from its siblings), else the node's, smoothed towards the prior."""
+        node = graph.nodes[key]
+        if node.weight >= self.config.min_samples:
+            return graph.end_probability(node)
+        siblings = [graph.nodes[k] for k in graph.keys_with_state(state)]
+        ends, weight = sum(n.ends for n in siblings), sum(n.weight for n in siblings)
+        if weight >= self.config.min_samples:
+            return ends / weight
+        return graph.end_probability(node)
+
+    def _sketch(self, s: _Session, which: str) -> tuple[LogSketch | None, str]:
+        graph = self.graphs.get(s.agent_type)
+        return (None, "prior") if graph is None else self._sketch_for(graph, s.state, which)
+
+    def _sketch_for(self, graph: AgentGraph, key: str, which: str) -> tuple[LogSketch | None, str]:
+        node = graph.nodes.get(key)
+        state = node.state if node is not None else OTHER
+        for source, keys in (
+            ("node", [key]),
+            ("tool", graph.keys_with_state(state)),
+            ("graph", [k for k in graph.nodes if k != START]),
+        ):
+            sketch = graph.merged(keys, which)
+            if sketch is not None and sketch.total >= self.config.min_samples:
+                return sketch, source
+        return None, "prior"
+
+
+def _lognormal_sketch(median: float, p90: float) -> LogSketch:
+    """A gap sketch holding a log-normal's probability mass (weight 1 in all), for the priors."""
+    sketch = seconds_sketch()
+    sigma = math.log(p90 / median) / _Z90
+
+    def cdf(x: float) -> float:
+        return 0.5 * (1 + math.erf(math.log(x / median) / (sigma * math.sqrt(2))))
+
+    edges = [
+        sketch.low * (sketch.high / sketch.low) ** (i / sketch.buckets) for i in range(sketch.buckets + 1)
+    ]
+    for lo, hi in itertools.pairwise(edges):
+        mass = cdf(hi) - cdf(lo)
+        if mass > 0:
+            sketch.add(math.sqrt(lo * hi), mass)
+    return sketch

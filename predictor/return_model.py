@@ -1,0 +1,69 @@
+"""When (and whether) a waiting session comes back: a frozen gap distribution and an end probability.
+
+Built once when a call ends, from the graph's gap sketch for the session's state (or the prior), so that a
+retention policy can re-ask it cheaply as the silence goes on: `p_return(waited)` falls as the session stays
+quiet longer than its state's gaps usually last (Bayes: P(return | silent for t) = (1 - p_end) S(t) /
+((1 - p_end) S(t) + p_end), S the gap's survival function), and `conditional_quantile(q, waited)` is the gap
+by which it has returned with probability q given that it is still silent after `waited`.
+
+Contract: cdf and quantile interpolate geometrically inside the sketch's buckets; O(log buckets) per question.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+
+from predictor.sketch import LogSketch
+
+
+class ReturnModel:
+    __slots__ = ("_cum", "_xs", "p_end")
+
+    def __init__(self, gap: LogSketch, p_end: float) -> None:
+        if gap.total <= 0:
+            raise ValueError("ReturnModel needs a non-empty gap sketch")
+        self.p_end = min(max(p_end, 0.0), 1.0)
+        xs = [gap.low]
+        cum = [0.0]
+        for lo, hi, count in gap.nonzero():
+            if lo > xs[-1]:
+                xs.append(lo)
+                cum.append(cum[-1])
+            xs.append(hi)
+            cum.append(cum[-1] + count / gap.total)
+        cum[-1] = 1.0
+        self._xs, self._cum = xs, cum
+
+    def cdf(self, x: float) -> float:
+        xs, cum = self._xs, self._cum
+        if x <= xs[0]:
+            return 0.0
+        if x >= xs[-1]:
+            return 1.0
+        i = bisect_right(xs, x) - 1
+        frac = math.log(x / xs[i]) / math.log(xs[i + 1] / xs[i])
+        return cum[i] + frac * (cum[i + 1] - cum[i])
+
+    def quantile(self, q: float) -> float:
+        xs, cum = self._xs, self._cum
+        q = min(max(q, 0.0), 1.0)
+        i = min(max(bisect_right(cum, q) - 1, 0), len(xs) - 2)
+        while cum[i + 1] <= cum[i] and i + 2 < len(xs):  # skip empty stretches
+            i += 1
+        span = cum[i + 1] - cum[i]
+        frac = 0.0 if span <= 0 else min(1.0, max(0.0, (q - cum[i]) / span))
+        return float(xs[i] * (xs[i + 1] / xs[i]) ** frac)
+
+    def p_return(self, waited: float = 0.0) -> float:
+        alive = (1.0 - self.p_end) * (1.0 - self.cdf(waited) if waited > 0 else 1.0)
+        total = alive + self.p_end
+        return alive / total if total > 0 else 0.0
+
+    def conditional_quantile(self, q: float, waited: float = 0.0) -> float:
+        """The gap (from the answer) by which the session has returned with probability q, given it returns
+        and is still silent after `waited` seconds."""
+        base = self.cdf(waited) if waited > 0 else 0.0
+        if base >= 1.0:
+            return max(waited, self._xs[-1])
+        return max(waited, self.quantile(base + q * (1.0 - base)))

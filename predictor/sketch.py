@@ -1,0 +1,117 @@
+"""A bounded streaming distribution: counts in fixed log-spaced buckets.
+
+Why this sketch: agent gaps span six decades (an editor call of 2 ms, a test suite of minutes, a person's
+think time of a quarter hour) and token counts five; a log-spaced histogram keeps a relative error that is the
+same at every scale, costs a fixed `buckets` doubles whatever the traffic, merges by adding counts (so a
+node's distribution is the sum of its edges'), and decays for drift by scaling every count.
+
+Contract: values <= `low` land in bucket 0 and values >= `high` in the last; `quantile(q)` interpolates
+geometrically inside the bucket, so its relative error is at most one bucket ratio (`(high/low) **
+(1/buckets)`, 1.21 with the defaults for seconds); an empty sketch answers NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable
+
+
+class LogSketch:
+    """Weighted counts of positive values in `buckets` log-spaced buckets between `low` and `high`."""
+
+    __slots__ = ("_counts", "_log_high", "_log_low", "_step", "buckets", "high", "low", "total")
+
+    def __init__(self, low: float, high: float, buckets: int) -> None:
+        if not 0 < low < high or buckets < 2:
+            raise ValueError(f"LogSketch needs 0 < low < high and >= 2 buckets, got {low}, {high}, {buckets}")
+        self.low, self.high, self.buckets = low, high, buckets
+        self._log_low = math.log(low)
+        self._log_high = math.log(high)
+        self._step = (self._log_high - self._log_low) / buckets
+        self._counts = array("d", bytes(8 * buckets))
+        self.total = 0.0
+
+    def _index(self, value: float) -> int:
+        if value <= self.low:
+            return 0
+        if value >= self.high:
+            return self.buckets - 1
+        return min(self.buckets - 1, int((math.log(value) - self._log_low) / self._step))
+
+    def add(self, value: float, weight: float = 1.0) -> None:
+        self._counts[self._index(value)] += weight
+        self.total += weight
+
+    def scale(self, factor: float) -> None:
+        """Multiply every count by `factor` (decay: old observations weigh less)."""
+        counts = self._counts
+        for i in range(self.buckets):
+            counts[i] *= factor
+        self.total *= factor
+
+    def merge_into(self, other: LogSketch, weight: float = 1.0) -> None:
+        """Add this sketch's counts, times `weight`, to `other` (same bucket layout)."""
+        if (other.low, other.high, other.buckets) != (self.low, self.high, self.buckets):
+            raise ValueError("cannot merge sketches with different buckets")
+        dst = other._counts
+        for i, c in enumerate(self._counts):
+            if c:
+                dst[i] += c * weight
+        other.total += self.total * weight
+
+    def _edge(self, i: float) -> float:
+        return math.exp(self._log_low + i * self._step)
+
+    def quantile(self, q: float) -> float:
+        if self.total <= 0:
+            return math.nan
+        target = min(max(q, 0.0), 1.0) * self.total
+        seen = 0.0
+        for i, c in enumerate(self._counts):
+            if c > 0 and seen + c >= target:
+                return self._edge(i + (target - seen) / c)
+            seen += c
+        return self.high
+
+    def cdf(self, value: float) -> float:
+        """P(X <= value), interpolating inside the bucket (0 for an empty sketch)."""
+        if self.total <= 0 or value <= 0:
+            return 0.0
+        if value >= self.high:
+            return 1.0
+        if value <= self.low:
+            return self._counts[0] / self.total * 0.5
+        pos = (math.log(value) - self._log_low) / self._step
+        i = min(self.buckets - 1, int(pos))
+        below = sum(self._counts[:i])
+        return (below + self._counts[i] * (pos - i)) / self.total
+
+    def conditional_quantile(self, q: float, beyond: float) -> float:
+        """The q-quantile of X given X > `beyond` (for a session that has already waited `beyond`)."""
+        base = self.cdf(beyond) if beyond > 0 else 0.0
+        if base >= 1.0:
+            return max(beyond, self.high)
+        return max(beyond, self.quantile(base + q * (1.0 - base)))
+
+    def mean(self) -> float:
+        if self.total <= 0:
+            return math.nan
+        mids = (self._edge(i + 0.5) for i in range(self.buckets))
+        return sum(c * m for c, m in zip(self._counts, mids, strict=True) if c) / self.total
+
+    def nonzero(self) -> Iterable[tuple[float, float, float]]:
+        """(bucket low, bucket high, count) of the non-empty buckets, for export."""
+        for i, c in enumerate(self._counts):
+            if c > 0:
+                yield self._edge(i), self._edge(i + 1), c
+
+
+def seconds_sketch() -> LogSketch:
+    """Gaps between calls: 1 ms to 2 h, ratio 1.21 per bucket."""
+    return LogSketch(1e-3, 7200.0, 80)
+
+
+def tokens_sketch() -> LogSketch:
+    """Token counts: 1 to 1M tokens, ratio 1.19 per bucket."""
+    return LogSketch(1.0, 1e6, 80)

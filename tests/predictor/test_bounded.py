@@ -1,0 +1,55 @@
+"""Memory stays bounded whatever the traffic: floods of agent types, sessions and tool names."""
+
+from __future__ import annotations
+
+from predictor import GraphLimits, Predictor, PredictorConfig
+
+
+def test_a_flood_of_agent_types_and_sessions_is_capped() -> None:
+    cfg = PredictorConfig(max_agent_types=8, max_sessions=100, max_ghosts=50)
+    predictor = Predictor(cfg)
+    now = 0.0
+    for i in range(20_000):
+        sid, agent = f"s{i}", f"agent-{i % 3000}-" + "x" * (i % 500)
+        predictor.call_arrived(sid, agent, now, 1000)
+        predictor.call_finished(sid, now + 0.5, 1000, 10, "tool_calls", (f"tool{i % 7}",))
+        now += 1.0
+        if i % 1000 == 0:
+            predictor.tick(now)
+        assert len(predictor.graphs) <= cfg.max_agent_types
+        assert len(predictor.sessions) <= cfg.max_sessions
+    predictor.tick(now + 10_000)
+    assert len(predictor.sessions) == 0
+    assert len(predictor._ghosts) <= cfg.max_ghosts
+    assert all(len(a) <= cfg.max_agent_type_chars for a in predictor.graphs)
+
+
+def test_a_flood_of_tool_names_folds_into_other() -> None:
+    limits = GraphLimits(max_nodes=10, max_edges_per_node=4)
+    predictor = Predictor(PredictorConfig(graph=limits))
+    now = 0.0
+    for i in range(200):
+        sid = f"s{i}"
+        for k in range(10):
+            predictor.call_arrived(sid, "a", now, 1000 + k)
+            predictor.call_finished(sid, now + 0.1, 1000 + k, 10, "tool_calls", (f"t{i}-{k}",))
+            now += 0.2
+        predictor.session_ended(sid)
+    graph = predictor.graph("a")
+    assert graph is not None
+    assert len(graph.nodes) <= limits.max_nodes + 1  # the cap, plus `other`
+    assert all(len(n.out) <= limits.max_edges_per_node + 1 for n in graph.nodes.values())
+    assert "other" in graph.nodes
+
+
+def test_node_counts_stay_finite_under_endless_traffic() -> None:
+    limits = GraphLimits(decay_weight=100)
+    predictor = Predictor(PredictorConfig(graph=limits))
+    now = 0.0
+    for _ in range(5000):
+        predictor.call_arrived("s", "a", now, 1000)
+        predictor.call_finished("s", now + 0.1, 1000, 10, "tool_calls", ("t",))
+        now += 0.2
+    graph = predictor.graph("a")
+    assert graph is not None
+    assert max(n.weight for n in graph.nodes.values()) <= limits.decay_weight + 1
