@@ -99,6 +99,8 @@ def stack(fleet: ReplicaFleet, tmp_path: Path) -> Iterator[Stack]:
             str(port),
             "--policy",
             "session-affinity",
+            "--unhealthy-after",  # a busy test machine may miss one health probe
+            "3",
         ]
         procs.append(start(cmd + [arg for url in fleet.urls for arg in ("--replica", url)], env))
     listen, admin = free_port(), free_port()
