@@ -53,7 +53,13 @@ class LocustOptions(msgspec.Struct, frozen=True, kw_only=True):
         return cls(**fields)
 
 
+# When the run time (-t) ends, users still in an agent task may finish it for this long (Locust's own
+# --stop-timeout, whose default of 0 would cut every task off and report none): agent tasks take minutes.
+DEFAULT_STOP_TIMEOUT_S = 120
+
+
 def add_options(parser: Any) -> None:
+    parser.set_defaults(stop_timeout=DEFAULT_STOP_TIMEOUT_S)
     # On Locust's parser itself, not an argument group: only its add_argument marks options for the web UI.
     parser.add_argument(
         "--workload",
