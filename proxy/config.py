@@ -6,6 +6,8 @@ Every key is documented in docs/config.md. Unknown keys are errors naming the ke
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from fairness.tenants import TenantsConfig
@@ -76,7 +78,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if self.discovery is not None:
             if self.discovery.scheme not in ("http", "https"):
                 raise ConfigError("discovery.scheme must be http or https")
-            if self.discovery.interval_s <= 0:
+            if not (math.isfinite(self.discovery.interval_s) and self.discovery.interval_s > 0):
                 raise ConfigError("discovery.interval_s must be > 0")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be 'text' or 'json'")
@@ -107,6 +109,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        for field in msgspec.structs.fields(self):  # NaN passes `<= 0`; inf is no timeout at all
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{field.name} must be a finite number, got {value}")
         try:
             self.tenants.validate()
         except ValueError as e:
