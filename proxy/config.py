@@ -51,6 +51,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
     session_idle_ttl_s: float = 3600.0
+    # Sessions the scheduler remembers at most; beyond it the least recently seen idle one is forgotten.
+    max_sessions: int = 100_000
     # Tenants' identity sources, weights and SLO classes (fairness/tenants.py).
     tenants: TenantsConfig = msgspec.field(default_factory=TenantsConfig)
     # Hold calls in the proxy and release them in a fair order (proxy/scheduler/release.py); off when None.
@@ -105,6 +107,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "healthy_after",
             "breaker_failures",
             "max_body_bytes",
+            "max_sessions",
         )
         for name in positive:
             if getattr(self, name) <= 0:
