@@ -116,6 +116,7 @@ def create_app(
             policy,
             time.monotonic,
             session_idle_ttl_s=config.session_idle_ttl_s,
+            max_sessions=config.max_sessions,
             release=release,
             tenants=config.tenants,
         )

@@ -228,6 +228,9 @@ class _Call:
         opened = self.app[GUARDS][replica].call_failed(self.app[CORE].clock())
         if opened:
             log.warning("circuit breaker for replica %s opened after repeated failures", replica)
+            # Out of rotation now, not at the next probe round: calls after a mid-answer failure would
+            # otherwise keep going to it (the health loop keeps it down while the breaker is open).
+            self.app[GATE].apply(self.app[CORE].replica_stats(down_stats(replica)))
         return opened
 
     async def _failed(self, replica: str, reason: str, cause: str) -> Decision:

@@ -6,6 +6,8 @@ Every key is documented in docs/config.md. Unknown keys are errors naming the ke
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from fairness.tenants import TenantsConfig
@@ -49,6 +51,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
     session_idle_ttl_s: float = 3600.0
+    # Sessions the scheduler remembers at most; beyond it the least recently seen idle one is forgotten.
+    max_sessions: int = 100_000
     # Tenants' identity sources, weights and SLO classes (fairness/tenants.py).
     tenants: TenantsConfig = msgspec.field(default_factory=TenantsConfig)
     # Hold calls in the proxy and release them in a fair order (proxy/scheduler/release.py); off when None.
@@ -76,7 +80,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if self.discovery is not None:
             if self.discovery.scheme not in ("http", "https"):
                 raise ConfigError("discovery.scheme must be http or https")
-            if self.discovery.interval_s <= 0:
+            if not (math.isfinite(self.discovery.interval_s) and self.discovery.interval_s > 0):
                 raise ConfigError("discovery.interval_s must be > 0")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be 'text' or 'json'")
@@ -103,10 +107,15 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "healthy_after",
             "breaker_failures",
             "max_body_bytes",
+            "max_sessions",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        for field in msgspec.structs.fields(self):  # NaN passes `<= 0`; inf is no timeout at all
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{field.name} must be a finite number, got {value}")
         try:
             self.tenants.validate()
         except ValueError as e:

@@ -224,8 +224,9 @@ async def _relay_stream(
 
 
 async def _end_with_error(response: web.StreamResponse) -> None:
-    """Ends a started stream with an OpenAI-style error event and closes the connection."""
-    response.force_close()
+    """Ends a started stream with an OpenAI-style error event. The chunked framing stays intact, so the
+    client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
+    socket)."""
     try:
         await response.write(sse_error_event(502, "the replica failed mid-answer", code="upstream_error"))
         await response.write_eof()

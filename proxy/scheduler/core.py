@@ -56,7 +56,9 @@ class SchedulerCore:
     Contract: each call that arrives gets exactly one final outcome — a `Dispatch` (possibly after failed
     attempts re-dispatched elsewhere by `dispatch_failed`) or a `Reject`; `request_finished` must then be
     reported exactly once for every dispatched call. Sessions idle longer than `session_idle_ttl_s` with no
-    call in flight are forgotten on `tick`, so memory stays bounded by the live sessions.
+    call in flight are forgotten on `tick`, so memory stays bounded by the live sessions; beyond
+    `max_sessions`, a new session first evicts the least recently seen idle one (a flood of distinct session
+    ids cannot grow the table without bound between two ticks or within the idle TTL).
     """
 
     def __init__(
@@ -69,8 +71,10 @@ class SchedulerCore:
         release: ReleaseQueue | None = None,
         tenants: TenantsConfig | None = None,
         predictor: Predictor | None = None,
+        max_sessions: int | None = None,
     ) -> None:
         self.policy = policy
+        self.max_sessions = max_sessions
         # Agent Execution Graphs, learned from every call this core sees (predictor/).
         self.predictor = predictor if predictor is not None else Predictor()
         for plugin in policy.plugins:  # plugins that predict (e.g. predicted-ttl-retention) read its graphs
@@ -92,9 +96,12 @@ class SchedulerCore:
         if req.request_id in self.in_flight:
             raise ValueError(f"request id {req.request_id!r} is already in flight")
         now = self.clock()
-        session = self.sessions.get(req.session_id)
+        session = self.sessions.pop(req.session_id, None)  # re-inserted last: the dict is in LRU order
         if session is None:
-            session = self.sessions[req.session_id] = _Session(now, started=now, tenant_id=req.tenant_id)
+            if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
+                self._evict_idle_session()
+            session = _Session(now, started=now, tenant_id=req.tenant_id)
+        self.sessions[req.session_id] = session
         session.last_seen = now
         self.predictor.call_arrived(req.session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
         if self.release is not None:
@@ -181,13 +188,7 @@ class SchedulerCore:
         for sid in idle:
             if self.release is not None and self.release.holds_session(sid):
                 continue  # a call of it waits in the queue: not idle
-            session = self.sessions.pop(sid)
-            self.predictor.forget(sid)
-            self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
-            for plugin in self.policy.plugins:
-                plugin.on_session_end(sid)
-            if self.release is not None:
-                self.release.forget(sid)
+            self._forget_session(sid)
         if self.release is None:
             return []
         decisions: list[Decision] = []
@@ -219,6 +220,22 @@ class SchedulerCore:
         }
 
     # -- internals ------------------------------------------------------------------------------------
+
+    def _forget_session(self, sid: str) -> None:
+        session = self.sessions.pop(sid)
+        self.predictor.forget(sid)
+        self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
+        for plugin in self.policy.plugins:
+            plugin.on_session_end(sid)
+        if self.release is not None:
+            self.release.forget(sid)
+
+    def _evict_idle_session(self) -> None:
+        """Forgets the least recently seen session with nothing in flight or held (if there is one)."""
+        for sid, session in self.sessions.items():
+            if session.in_flight == 0 and not (self.release is not None and self.release.holds_session(sid)):
+                self._forget_session(sid)
+                return
 
     def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
         candidates = [r for r in self.replicas.values() if r.healthy and r.replica_id not in tried]
