@@ -34,7 +34,10 @@ async def run_policy(config: DemoConfig, policy: str) -> Summary:
     tasks = demo_tasks(config.sessions, config.steps, seed=config.seed)
     fleet = await start_fleet(config.replicas, time_scale=config.time_scale, profile=config.profile)
     try:
-        proxy_config = ProxyConfig(replicas=fleet.urls, policy=policy, seed=config.seed, port=0)
+        # no access log: the demo prints its table, not a line per call
+        proxy_config = ProxyConfig(
+            replicas=fleet.urls, policy=policy, seed=config.seed, port=0, access_log=False
+        )
         async with running_proxy(proxy_config) as url, aiohttp.ClientSession() as session:
             client = AgentClient(session, url, time_scale=config.time_scale, stream=config.stream)
             records = await client.run_all(tasks)

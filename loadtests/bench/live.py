@@ -67,7 +67,9 @@ async def running_router(
 ) -> AsyncIterator[str]:
     """Yields the base URL of router `spec` in front of `fleet`; stops it on exit."""
     if spec.kind == "saga":
-        config = ProxyConfig(replicas=list(fleet.urls), policy=spec.policy, port=0, health_interval_s=0.5)
+        config = ProxyConfig(
+            replicas=list(fleet.urls), policy=spec.policy, port=0, health_interval_s=0.5, access_log=False
+        )
         async with running_proxy(config) as url:
             yield url
         return
