@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
+
+from proxy.config import ProxyConfig
 
 OK_JSON = (
     b'{"id":"c1","object":"chat.completion","model":"fake","choices":[{"index":0,"message":{"role":"assistant",'
@@ -187,3 +190,8 @@ async def dying_stream_replica() -> AsyncIterator[str]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
+    """The proxy's configuration for an end-to-end test: a free port, a seed, fast health rounds."""
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)

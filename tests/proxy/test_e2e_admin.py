@@ -7,31 +7,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from proxy.config import DnsDiscovery, ProxyConfig
+from proxy.config import DnsDiscovery
 from proxy.logs import JsonFormatter
 from proxy.scheduler import ConfigError, Decision, RequestInfo, SchedulerCore, build_policy
 from proxy.serve_options import proxy_config
 from proxy.server import running_proxy
-from tests.proxy.fakes import fake_replica
+from tests.proxy.fakes import config, fake_replica
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
-
-
-def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
-    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)
 
 
 class ArrivalsCore(SchedulerCore):

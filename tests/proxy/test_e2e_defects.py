@@ -7,28 +7,16 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from proxy.cli import build_parser
-from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from tests.proxy.fakes import dying_stream_replica, fake_replica
+from tests.proxy.fakes import config, dying_stream_replica, fake_replica
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
-
-
-def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
-    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)
 
 
 async def state_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:

@@ -5,28 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from proxy.config import ProxyConfig
 from proxy.scheduler import Decision, Reject, RequestInfo, SchedulerCore, build_policy
 from proxy.server import running_proxy
-from tests.proxy.fakes import FakeReplica, fake_replica
+from tests.proxy.fakes import FakeReplica, config, fake_replica
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
-
-
-def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
-    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)
 
 
 async def call(

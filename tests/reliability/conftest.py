@@ -1,18 +1,5 @@
-"""The proxy runs on uvloop in production (`saga serve`), so its tests run on uvloop too."""
+"""The proxy runs on uvloop in production, so these tests run on uvloop too (the proxy tests' loop)."""
 
-from __future__ import annotations
+from tests.proxy.conftest import pytest_asyncio_loop_factories
 
-import asyncio
-from collections.abc import Callable, Mapping
-
-import pytest
-
-
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    try:
-        import uvloop
-    except ImportError:  # no uvloop build (Windows): the default loop
-        return {"asyncio": asyncio.new_event_loop}
-    return {"uvloop": uvloop.new_event_loop}
+__all__ = ["pytest_asyncio_loop_factories"]
