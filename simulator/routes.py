@@ -199,11 +199,11 @@ async def _stream(
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     )
-    await response.prepare(request)
     token_text = replica.tokenizer.token_text
     cut_after = request.app[FAULTS].cut_after_chunks()
     tool_stream = ToolCallStream(tool_call) if tool_call is not None else None
     try:
+        await response.prepare(request)  # inside: the client may already be gone
         first = True
         events = 0
         while True:
