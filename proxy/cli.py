@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -37,8 +38,8 @@ def _num_blocks(text: str) -> int:
 
 def _gib(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"needs a positive size in GiB, got {text}")
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"needs a positive, finite size in GiB, got {text}")
     return value
 
 

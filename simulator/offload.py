@@ -20,6 +20,7 @@ Contract (sans-IO, virtual time; docs/offload.md says where it simplifies vLLM):
 from __future__ import annotations
 
 import heapq
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -31,8 +32,8 @@ GIB = 1 << 30  # vLLM reads --kv-offloading-size in GiB: size * (1 << 30) bytes
 def cpu_blocks_for(gib: float, bytes_per_block: int) -> int:
     """Blocks of `bytes_per_block` that fit in `gib` GiB of host memory (vLLM: cpu_bytes_to_use // bytes per
     block, summed over tensor-parallel ranks)."""
-    if not gib > 0:
-        raise ValueError(f"kv offload size must be positive GiB, got {gib}")
+    if not (gib > 0 and math.isfinite(gib)):
+        raise ValueError(f"kv offload size must be positive GiB (and finite), got {gib}")
     if bytes_per_block <= 0:
         raise ValueError(f"bytes per KV block must be positive, got {bytes_per_block}")
     return int(gib * GIB) // bytes_per_block

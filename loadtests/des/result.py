@@ -8,6 +8,8 @@ Task records are `loadtests.agent_client.TaskRecord`s in the order the tasks wer
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from fairness.tenants import TenantsConfig
@@ -67,8 +69,8 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for name in ("stats_interval_s", "tick_interval_s", "session_idle_ttl_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.kv_offload_gib is not None and not self.kv_offload_gib > 0:
-            raise ValueError(f"kv_offload_gib must be positive, got {self.kv_offload_gib}")
+        if self.kv_offload_gib is not None and not (0 < self.kv_offload_gib < math.inf):
+            raise ValueError(f"kv_offload_gib must be a positive, finite size, got {self.kv_offload_gib}")
         profile = self.resolved_profile()
         profile.validate()
         if self.kv_offload_gib is not None and not (

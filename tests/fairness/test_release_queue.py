@@ -19,15 +19,7 @@ from proxy.scheduler import (
 )
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import ReleaseQueue, ReleaseQueueSpec
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.clocks import Clock
 
 _ids = itertools.count()
 TENANTS = TenantsConfig(tenants={"heavy": TenantSpec(1.0, "batch"), "light": TenantSpec(1.0, "interactive")})

@@ -6,14 +6,8 @@ import pytest
 
 from proxy.scheduler import ConfigError, Dispatch, PolicySpec, RequestInfo, SchedulerCore, Usage, build_policy
 from proxy.scheduler.registry import PluginSpec
+from tests.clocks import Clock
 from tests.predictor.streams import feed_sessions
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _call(core: SchedulerCore, clock: Clock, sid: str, usage: Usage) -> Dispatch:

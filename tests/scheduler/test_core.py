@@ -20,15 +20,7 @@ from proxy.scheduler import (
     build_policy,
 )
 from proxy.scheduler.registry import PluginSpec
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.clocks import Clock
 
 REPLICAS = ["r0", "r1", "r2", "r3"]
 _ids = itertools.count()

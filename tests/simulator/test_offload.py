@@ -281,3 +281,9 @@ def random_run(skip_blocked: bool, monkeypatch: pytest.MonkeyPatch) -> list[tupl
 def test_skipping_blocked_admissions_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     fast = random_run(True, monkeypatch)
     assert fast == random_run(False, monkeypatch)
+
+
+@pytest.mark.parametrize("gib", [0.0, -1.0, float("inf"), float("nan")])
+def test_offload_size_must_be_positive_and_finite(gib: float) -> None:
+    with pytest.raises(ValueError, match="GiB"):
+        cpu_blocks_for(gib, 1024)
