@@ -70,7 +70,7 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.kv_offload_gib is not None and not (0 < self.kv_offload_gib < math.inf):
-            raise ValueError(f"kv_offload_gib must be a positive, finite size, got {self.kv_offload_gib}")
+            raise ValueError(f"kv_offload_gib must be positive (and finite), got {self.kv_offload_gib}")
         profile = self.resolved_profile()
         profile.validate()
         if self.kv_offload_gib is not None and not (
