@@ -29,18 +29,10 @@ def end_session(app: web.Application, session_id: str) -> bool:
     core = app[CORE]
     app[CHAINS].forget_session(session_id)
     session = core.sessions.get(session_id)
-    started = getattr(session, "started", None)
-    if isinstance(started, float):  # cores that record a session's first call
-        app[METRICS].task_completion.observe(max(0.0, core.clock() - started))
-    ended = getattr(core, "session_ended", None)
-    if callable(ended):
-        known = session_id in core.sessions
-        app[GATE].apply(ended(session_id))
-        return known
-    if core.sessions.pop(session_id, None) is None:
+    if session is None:
         return False
-    for plugin in core.policy.plugins:
-        plugin.on_session_end(session_id)
+    app[METRICS].task_completion.observe(max(0.0, core.clock() - session.started))
+    app[GATE].apply(core.session_ended(session_id))
     return True
 
 

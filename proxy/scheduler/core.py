@@ -221,6 +221,17 @@ class SchedulerCore:
 
     # -- internals ------------------------------------------------------------------------------------
 
+    def session_ended(self, session_id: str) -> list[Decision]:
+        """The client ended the session (`X-Session-End`, the admin API): the predictor learns the end and
+        the session is forgotten now, unless a call of it is still held in the release queue (its calls in
+        flight still finish and are accounted)."""
+        if session_id not in self.sessions:
+            return []
+        self.predictor.session_ended(session_id)
+        if not (self.release is not None and self.release.holds_session(session_id)):
+            self._forget_session(session_id)
+        return []
+
     def _forget_session(self, sid: str) -> None:
         session = self.sessions.pop(sid)
         self.predictor.forget(sid)

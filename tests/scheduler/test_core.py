@@ -204,3 +204,14 @@ def test_datastore_stays_consistent_under_any_event_order(policy: str, script: l
             assert replica.in_flight == mine
         for sid, session in core.sessions.items():
             assert session.in_flight == sum(f.req.session_id == sid for f in core.in_flight.values())
+
+
+def test_session_ended_forgets_the_session_and_tells_the_predictor() -> None:
+    clock = Clock()
+    core = SchedulerCore(["r0", "r1"], build_policy("session-affinity", seed=0), clock)
+    core.request_arrived(RequestInfo("c1", "s1", arrived_at=0.0, prompt_tokens=100))
+    core.request_finished("c1")
+    assert "s1" in core.sessions and "s1" in core.predictor.sessions
+    assert core.session_ended("s1") == []
+    assert "s1" not in core.sessions and "s1" not in core.predictor.sessions
+    assert core.session_ended("s1") == []  # unknown now: nothing to do
