@@ -140,12 +140,18 @@ async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack)
                     {"role": "tool", "content": f"[{session}] 2 failed {i} " * 20},
                 ]
             body = {"model": "saga-sim", "messages": messages, "max_tokens": 4}
-            async with http.post(
-                f"{base}/v1/chat/completions", json=body, headers={"X-Session-ID": session}
-            ) as r:
-                assert r.status == 200, await r.text()
-                await r.read()
-                return r.headers["x-saga-instance"], r.headers["X-Saga-Replica"]
+            # As an agent's OpenAI client does: a call refused at the edge while an instance dies is retried.
+            for attempt in range(4):
+                async with http.post(
+                    f"{base}/v1/chat/completions", json=body, headers={"X-Session-ID": session}
+                ) as r:
+                    if r.status == 503 and r.headers.get("Server") == "envoy" and attempt < 3:
+                        await asyncio.sleep(0.5)
+                        continue
+                    assert r.status == 200, await r.text()
+                    await r.read()
+                    return r.headers["x-saga-instance"], r.headers["X-Saga-Replica"]
+            raise AssertionError("unreachable")
 
         sessions = [f"task-{i}" for i in range(SESSIONS)]
         for turn in range(3):
