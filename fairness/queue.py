@@ -145,6 +145,21 @@ class FairQueue(Generic[T]):
         self._note_spread()
         return held.item
 
+    def peek(self, now: float) -> T | None:
+        """The item `pop(now)` would release, left in place (None when empty)."""
+        tenant = self.next_tenant()
+        if tenant is None:
+            return None
+        if self.order == "fifo":
+            return self._arrivals[0].item  # next_tenant dropped the removed heads
+        backlog = self._tenants[tenant]
+        backlog.head_seq()  # drops removed heads
+        if self.order == "vtc" or (self.age_bound_s is not None and self._oldest_waited(backlog, now)):
+            return backlog.by_age[0].item
+        while backlog.by_work[0][2].gone:
+            heapq.heappop(backlog.by_work)
+        return backlog.by_work[0][2].item
+
     def remove(self, key: str) -> T | None:
         held = self._held.get(key)
         if held is None:

@@ -91,14 +91,16 @@ async def probe(
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return ReplicaStats(replica_id, healthy=False), None
     waiting, running = load.get("waiting"), load.get("running")
+    capacity = load.get("kv_capacity_tokens")
     stats = ReplicaStats(
         replica_id,
         healthy=True,
         waiting=None if waiting is None else int(waiting),
         running=None if running is None else int(running),
         kv_usage=load.get("kv_usage"),
+        kv_capacity_tokens=None if capacity is None else int(capacity),  # for admission by KV working set
     )
-    return stats, load.get("kv_capacity_tokens")
+    return stats, capacity
 
 
 def reported(stats: ReplicaStats, healthy: bool) -> ReplicaStats:

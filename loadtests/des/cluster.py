@@ -98,9 +98,8 @@ class Cluster:
         self._progress_interval_s = progress_interval_s
         self.tasks_started = self.tasks_finished = self.calls_finished = self.calls_failed = 0
         self.end_s = 0.0
-        self.oversubscription = Oversubscription(
-            config.replicas * profile.num_gpu_blocks * profile.block_size
-        )
+        self.kv_capacity_tokens = profile.num_gpu_blocks * profile.block_size
+        self.oversubscription = Oversubscription(config.replicas * self.kv_capacity_tokens)
 
     # ---- the run --------------------------------------------------------------------------------------
 
@@ -275,8 +274,16 @@ class Cluster:
             load = replica.engine.load()
             replica.sample_kv(load[2], now)
             if load != replica.reported:  # the core keeps the last values: report changes only
+                # the KV capacity, as the proxy scrapes it from vllm:cache_config_info, comes with the first
+                capacity = self.kv_capacity_tokens if replica.reported is None else None
                 replica.reported = load
-                stats = ReplicaStats(replica.replica_id, waiting=load[0], running=load[1], kv_usage=load[2])
+                stats = ReplicaStats(
+                    replica.replica_id,
+                    waiting=load[0],
+                    running=load[1],
+                    kv_usage=load[2],
+                    kv_capacity_tokens=capacity,
+                )
                 decisions += self.core.replica_stats(stats)
         self._apply(decisions)
         if not self._done:

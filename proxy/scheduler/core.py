@@ -10,6 +10,10 @@ a release queue (proxy/scheduler/release.py, off unless configured) a call is he
 `Dispatch` comes from a later `request_finished`, `replica_stats` or `tick`; the shell carries out every
 decision, whichever event returned it. A held call whose client goes away is withdrawn with
 `request_cancelled`.
+
+With admission by KV working set (the policy's `admission`, proxy/scheduler/admission.py) a new workflow's
+first call waits in the proxy until a replica has room for its predicted footprint; it then binds there, and
+its later calls go on without waiting for admission again. A waiting call is answered later in the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import msgspec
 
 from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
+from proxy.scheduler.admission import WorkflowAdmission
 from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.release import HeldCall, ReleaseQueue
+from proxy.scheduler.stealing import steal_target
 from proxy.scheduler.types import (
     Decision,
     Dispatch,
@@ -86,9 +92,17 @@ class SchedulerCore:
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
         self.sessions: dict[str, _Session] = {}
+        tenants = release.tenants if release is not None else tenants or TenantsConfig()
+        if release is None and policy.queue is not None:
+            release = ReleaseQueue(policy.queue, tenants)
         self.release = release
-        tenants = release.tenants if release is not None else tenants
-        self.tenant_stats = TenantLedger(tenants or TenantsConfig())
+        self.tenant_stats = TenantLedger(tenants)
+        self.moves = 0  # calls of bound workflows that work stealing moved to an idle replica
+        self.admission = (
+            None
+            if policy.admission is None
+            else WorkflowAdmission(policy.admission, self.predictor, tenants.weight, self.replicas)
+        )
 
     # -- events ---------------------------------------------------------------------------------------
 
@@ -104,11 +118,13 @@ class SchedulerCore:
         self.sessions[req.session_id] = session
         session.last_seen = now
         self.predictor.call_arrived(req.session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
-        if self.release is not None:
-            if req.request_id in self.release:
-                raise ValueError(f"request id {req.request_id!r} is already held")
-            return self._hold(req, tried=set())
-        return [self._route(req, tried=set())]
+        if self.release is not None and req.request_id in self.release:
+            raise ValueError(f"request id {req.request_id!r} is already held")
+        if self.admission is not None:
+            if not self.admission.is_admitted(req.session_id):
+                return self._wait_for_admission(req)
+            return self._proceed(req, set(), self._steal_for(req))
+        return self._proceed(req, set())
 
     def first_token(self, request_id: str) -> list[Decision]:
         flight = self.in_flight.get(request_id)
@@ -124,6 +140,8 @@ class SchedulerCore:
             if held is not None:
                 self._queued_changed(held.replica_id, -1)
                 return []
+        if self.admission is not None and self.admission.cancel(request_id) is not None:
+            return []
         return self.request_finished(request_id)
 
     def dispatch_failed(self, request_id: str) -> list[Decision]:
@@ -136,9 +154,9 @@ class SchedulerCore:
             replica.in_flight -= 1
             replica.healthy = False
         self._session_done(flight.req)
-        if self.release is not None:
-            return self._hold(flight.req, flight.tried)
-        return [self._route(flight.req, tried=flight.tried)]
+        if self.admission is not None:
+            self.admission.withdrawn(flight.req.session_id)
+        return self._proceed(flight.req, flight.tried)
 
     def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
         flight = self.in_flight.pop(request_id, None)
@@ -159,24 +177,37 @@ class SchedulerCore:
         )
         for plugin in self.policy.plugins:
             plugin.on_finish(flight.req, flight.replica_id, usage)
+        decisions: list[Decision] = []
         if self.release is not None:
             self.release.finished(flight.req, usage)
-            return self._pump(flight.replica_id)
-        return []
+            decisions = self._pump(flight.replica_id)
+        if self.admission is not None:
+            self.admission.finished(
+                flight.req.session_id,
+                usage.prompt_tokens or flight.req.prompt_tokens,
+                usage.completion_tokens,
+                self.clock(),
+            )
+            decisions += self._admit_waiting()
+        return decisions
 
     def replica_stats(self, stats: ReplicaStats) -> list[Decision]:
         replica = self.replicas.get(stats.replica_id)
         if replica is None:
             return []
-        for field in ("healthy", "waiting", "running", "kv_usage"):
+        for field in ("healthy", "waiting", "running", "kv_usage", "kv_capacity_tokens"):
             value = getattr(stats, field)
             if value is not None:
                 setattr(replica, field, value)
-        if self.release is None:
-            return []
-        if not replica.healthy:
-            return self._rehome(replica.replica_id)
-        return self._pump(replica.replica_id)
+        decisions: list[Decision] = []
+        if self.release is not None:
+            if not replica.healthy:
+                decisions = self._rehome(replica.replica_id)
+            else:
+                decisions = self._pump(replica.replica_id)
+        if self.admission is not None and replica.healthy:
+            decisions += self._admit_waiting()
+        return decisions
 
     def tick(self) -> list[Decision]:
         """Periodic housekeeping: the predictor ends sessions silent past its horizon; forget idle sessions;
@@ -186,18 +217,19 @@ class SchedulerCore:
         horizon = self.clock() - self.session_idle_ttl_s
         idle = [sid for sid, s in self.sessions.items() if s.in_flight == 0 and s.last_seen < horizon]
         for sid in idle:
-            if self.release is not None and self.release.holds_session(sid):
-                continue  # a call of it waits in the queue: not idle
-            self._forget_session(sid)
-        if self.release is None:
-            return []
+            if not self._holds_call(sid):  # a call of it waits in the proxy: not idle
+                self._forget_session(sid)
         decisions: list[Decision] = []
-        for replica_id in list(self.release.lanes):
-            replica = self.replicas.get(replica_id)
-            if replica is None or not replica.healthy:
-                decisions += self._rehome(replica_id)
-            else:
-                decisions += self._pump(replica_id)
+        if self.release is not None:
+            for replica_id in list(self.release.lanes):
+                replica = self.replicas.get(replica_id)
+                if replica is None or not replica.healthy:
+                    decisions += self._rehome(replica_id)
+                else:
+                    decisions += self._pump(replica_id)
+        if self.admission is not None:
+            self.admission.expire(self.clock())
+            decisions += self._admit_waiting()
         return decisions
 
     # -- replica set ----------------------------------------------------------------------------------
@@ -208,6 +240,8 @@ class SchedulerCore:
     def remove_replica(self, replica_id: ReplicaId) -> None:
         """Stop routing to a replica; calls already on it still finish and are accounted for."""
         self.replicas.pop(replica_id, None)
+        if self.admission is not None:
+            self.admission.replica_gone(replica_id)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view of the datastore for the admin API and logs."""
@@ -217,6 +251,7 @@ class SchedulerCore:
             "in_flight": len(self.in_flight),
             "queued": len(self.release) if self.release is not None else 0,
             "sessions": len(self.sessions),
+            **({"admission": self.admission.snapshot(), "moves": self.moves} if self.admission else {}),
         }
 
     # -- internals ------------------------------------------------------------------------------------
@@ -228,9 +263,15 @@ class SchedulerCore:
         if session_id not in self.sessions:
             return []
         self.predictor.session_ended(session_id)
-        if not (self.release is not None and self.release.holds_session(session_id)):
+        if not self._holds_call(session_id):
             self._forget_session(session_id)
         return []
+
+    def _holds_call(self, session_id: str) -> bool:
+        """Whether a call of the session waits in the proxy (release queue or admission)."""
+        return (self.release is not None and self.release.holds_session(session_id)) or (
+            self.admission is not None and self.admission.is_waiting(session_id)
+        )
 
     def _forget_session(self, sid: str) -> None:
         session = self.sessions.pop(sid)
@@ -240,11 +281,13 @@ class SchedulerCore:
             plugin.on_session_end(sid)
         if self.release is not None:
             self.release.forget(sid)
+        if self.admission is not None:
+            self.admission.end(sid)
 
     def _evict_idle_session(self) -> None:
         """Forgets the least recently seen session with nothing in flight or held (if there is one)."""
         for sid, session in self.sessions.items():
-            if session.in_flight == 0 and not (self.release is not None and self.release.holds_session(sid)):
+            if session.in_flight == 0 and not self._holds_call(sid):
                 self._forget_session(sid)
                 return
 
@@ -257,14 +300,66 @@ class SchedulerCore:
             return Reject(req.request_id, reason, status=503)
         return replica_id
 
-    def _route(self, req: RequestInfo, tried: set[ReplicaId]) -> Decision:
-        replica_id = self._pick(req, tried)
-        return replica_id if isinstance(replica_id, Reject) else self._dispatch(req, replica_id, tried)
+    def _proceed(
+        self, req: RequestInfo, tried: set[ReplicaId], to: ReplicaId | None = None
+    ) -> list[Decision]:
+        """Route `req` (to `to` when admission placed it): dispatch now, or hold it in the release queue."""
+        if self.release is not None:
+            return self._hold(req, tried, to)
+        replica_id = to if to is not None else self._pick(req, tried)
+        return [replica_id if isinstance(replica_id, Reject) else self._dispatch(req, replica_id, tried)]
 
-    def _hold(self, req: RequestInfo, tried: set[ReplicaId]) -> list[Decision]:
+    def _steal_for(self, req: RequestInfo) -> ReplicaId | None:
+        """An idle replica for this call of an admitted workflow when its own replica is congested."""
+        assert self.admission is not None
+        spec = self.policy.stealing
+        wf = self.admission.workflows.get(req.session_id)
+        bound = self.replicas.get(wf.replica_id) if wf is not None else None
+        if spec is None or wf is None or bound is None:
+            return None
+        footprint, admission = max(wf.footprint, req.prompt_tokens), self.admission
+        to = steal_target(
+            spec, req, bound, self.replicas.values(), lambda r: admission.has_room(r, footprint)
+        )
+        if to is not None:
+            self.moves += 1
+        return to
+
+    def _wait_for_admission(self, req: RequestInfo) -> list[Decision]:
+        """A new workflow's call waits for a replica with room for its footprint (or is refused now)."""
+        assert self.admission is not None
+        if not any(r.healthy for r in self.replicas.values()):
+            self.predictor.call_failed(req.session_id)
+            return [Reject(req.request_id, "no healthy replica", status=503)]
+        if not self.admission.wait(req, self.clock()):
+            self.predictor.call_failed(req.session_id)
+            limit = self.admission.spec.max_waiting
+            return [Reject(req.request_id, f"the proxy's admission queue is full ({limit} waiting)", 429)]
+        return self._admit_waiting()
+
+    def _admit_waiting(self) -> list[Decision]:
+        """Admit waiting workflows, in the fair order, while a replica has room for the next one."""
+        assert self.admission is not None
+        admission, now = self.admission, self.clock()
+        decisions: list[Decision] = []
+        while (head := admission.peek(now)) is not None:
+            if admission.is_admitted(head.session_id):  # a later call of a workflow admitted meanwhile
+                admission.admit(head, "", now)
+                decisions += self._proceed(head, set())
+                continue
+            footprint = admission.footprint_of_new(head)
+            room = [r for r in self.replicas.values() if r.healthy and admission.has_room(r, footprint)]
+            replica_id = self.policy.route(head, room) if room else None
+            if replica_id is None:
+                break
+            admission.admit(head, replica_id, now)
+            decisions += self._proceed(head, set(), replica_id)
+        return decisions
+
+    def _hold(self, req: RequestInfo, tried: set[ReplicaId], to: ReplicaId | None = None) -> list[Decision]:
         """Hold `req` in its replica's lane, then release what that replica has room for."""
         assert self.release is not None
-        replica_id = self._pick(req, tried)
+        replica_id = to if to is not None else self._pick(req, tried)
         if isinstance(replica_id, Reject):
             return [replica_id]
         if not self.release.hold(req, replica_id, tried, self.clock()):
@@ -295,7 +390,7 @@ class SchedulerCore:
             self.replicas[replica_id].queued = 0
         decisions: list[Decision] = []
         for held in moved:
-            decisions += self._hold(held.req, held.tried)
+            decisions += self._hold(held.req, held.tried)  # re-placed: the admission follows the dispatch
         return decisions
 
     def _queued_changed(self, replica_id: ReplicaId, delta: int) -> None:
@@ -308,13 +403,19 @@ class SchedulerCore:
         self.in_flight[req.request_id] = _InFlight(req, replica_id, tried)
         self.replicas[replica_id].in_flight += 1
         session = self.sessions.setdefault(req.session_id, _Session(last_seen=self.clock()))
+        # A workflow's later calls go before new work in vLLM's queue (and their retentions rank with them).
+        priority = (0 if session.calls else 1) if self.policy.prioritize else None
         session.in_flight += 1
         session.calls += 1
         for plugin in self.policy.plugins:
             plugin.on_dispatch(req, replica_id)
+        if self.admission is not None:
+            self.admission.dispatched(req, replica_id)
         ttl_s = self.policy.retain_ttl_s(req, replica_id)
         retain_priority = self.policy.retain_priority(req, replica_id) if ttl_s is not None else None
-        return Dispatch(req.request_id, replica_id, retain_ttl_s=ttl_s, retain_priority=retain_priority)
+        return Dispatch(
+            req.request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
+        )
 
     def _session_done(self, req: RequestInfo) -> None:
         session = self.sessions.get(req.session_id)

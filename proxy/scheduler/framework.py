@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
+
+if TYPE_CHECKING:
+    from proxy.scheduler.admission import AdmissionSpec
+    from proxy.scheduler.release import ReleaseQueueSpec
+    from proxy.scheduler.stealing import StealingSpec
 
 
 class PluginParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -115,6 +120,11 @@ class RoutingPolicy:
         # Fixed at build time: the core calls the hooks of every plugin on every call.
         self.plugins: list[Plugin] = [*self.filters, *(s for s, _ in self.scorers), picker, *extra]
         self.wants_prefix_hashes = any(p.uses_prefix_hashes for p in self.plugins)
+        # Workflow scheduling, set by build_policy from the spec (None / False: plain routing).
+        self.admission: AdmissionSpec | None = None
+        self.queue: ReleaseQueueSpec | None = None
+        self.prioritize = False
+        self.stealing: StealingSpec | None = None
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
         return self.retention.retain_ttl_s(req, replica_id) if self.retention is not None else None

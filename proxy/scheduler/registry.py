@@ -8,55 +8,24 @@ configuration fails when the policy is built, naming the plugin, and never falls
 from __future__ import annotations
 
 import random
-from typing import Any, TypeVar
 
 import msgspec
 
-from proxy.scheduler.framework import Filter, Picker, Plugin, Retention, RoutingPolicy, Scorer
-from proxy.scheduler.plugins.cache_aware import CacheAwarePicker
-from proxy.scheduler.plugins.engine_waiting_gate import EngineWaitingGate
-from proxy.scheduler.plugins.fixed_ttl import FixedTtlRetention
-from proxy.scheduler.plugins.kv_utilization import KvUtilizationScorer
-from proxy.scheduler.plugins.least_request import LeastRequestScorer
-from proxy.scheduler.plugins.max_in_flight_gate import MaxInFlightGate
-from proxy.scheduler.plugins.max_score import MaxScorePicker
-from proxy.scheduler.plugins.power_of_two import PowerOfTwoPicker
-from proxy.scheduler.plugins.predicted_ttl import PredictedTtlRetention
-from proxy.scheduler.plugins.prefix_cache import PrefixCacheScorer
-from proxy.scheduler.plugins.queue_depth import QueueScorer
-from proxy.scheduler.plugins.round_robin import RoundRobinPicker
-from proxy.scheduler.plugins.session_affinity import SessionAffinityScorer
+from proxy.scheduler.admission import AdmissionSpec
+from proxy.scheduler.framework import Filter, Picker, Retention, RoutingPolicy, Scorer
+from proxy.scheduler.plugin_spec import PLUGIN_TYPES, ConfigError, PluginSpec, _build_plugin, build_plugin
+from proxy.scheduler.release import ReleaseQueueSpec
+from proxy.scheduler.stealing import StealingSpec
 
-P = TypeVar("P", bound=Plugin)
-
-PLUGIN_TYPES: dict[str, type[Plugin]] = {
-    cls.type_name: cls
-    for cls in (
-        RoundRobinPicker,
-        MaxScorePicker,
-        PowerOfTwoPicker,
-        CacheAwarePicker,
-        LeastRequestScorer,
-        SessionAffinityScorer,
-        PrefixCacheScorer,
-        QueueScorer,
-        KvUtilizationScorer,
-        FixedTtlRetention,
-        MaxInFlightGate,
-        EngineWaitingGate,
-        PredictedTtlRetention,
-    )
-}
-
-
-class ConfigError(ValueError):
-    """A policy or plugin configuration that cannot be built; the message names the culprit."""
-
-
-class PluginSpec(msgspec.Struct, forbid_unknown_fields=True):
-    type: str
-    weight: float = 1.0
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
+__all__ = [
+    "PLUGIN_TYPES",
+    "PRESETS",
+    "ConfigError",
+    "PluginSpec",
+    "PolicySpec",
+    "build_plugin",
+    "build_policy",
+]
 
 
 class PolicySpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,6 +33,15 @@ class PolicySpec(msgspec.Struct, forbid_unknown_fields=True):
     filters: list[PluginSpec] = msgspec.field(default_factory=list)
     scorers: list[PluginSpec] = msgspec.field(default_factory=list)
     retention: PluginSpec | None = None
+    # Workflow scheduling (the `saga` policy): admission by KV working set, and the proxy's release queue
+    # (its order and gate); the serve config's own `queue` replaces this one when given.
+    admission: AdmissionSpec | None = None
+    queue: ReleaseQueueSpec | None = None
+    # Pass vLLM a request priority: a workflow's later calls (0) before its first (1), and retentions
+    # take the same priority, so new work cannot break the KV of a workflow in flight.
+    prioritize: bool = False
+    # Idle replicas take bound workflows whose replica makes them wait longer than a recompute costs.
+    stealing: StealingSpec | None = None
 
 
 PRESETS: dict[str, PolicySpec] = {
@@ -97,6 +75,23 @@ PRESETS: dict[str, PolicySpec] = {
         scorers=[PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)],
         retention=PluginSpec("fixed-ttl-retention"),
     ),
+    # SAGA: workflow-atomic scheduling. A new workflow waits in the proxy until a replica has room for its
+    # predicted KV footprint (admission), binds there by prefix overlap, KV headroom and load, and keeps
+    # its KV across tool calls for as long as the learned graph predicts (retention); its later calls go
+    # before new work in vLLM's queue, so new work cannot break a workflow in flight (priority).
+    "saga": PolicySpec(
+        picker=PluginSpec("max-score-picker"),
+        scorers=[
+            PluginSpec("session-affinity-scorer", 4.0),
+            PluginSpec("prefix-cache-scorer", 1.0),
+            PluginSpec("kv-headroom-scorer", 1.0),
+            PluginSpec("least-request-scorer", 0.5),
+        ],
+        retention=PluginSpec("predicted-ttl-retention"),
+        admission=AdmissionSpec(),
+        prioritize=True,
+        stealing=StealingSpec(),
+    ),
     # Session affinity plus a KV retention TTL sized from the learned Agent Execution Graph (predictor/).
     "predicted-ttl": PolicySpec(
         picker=PluginSpec("max-score-picker"),
@@ -104,31 +99,6 @@ PRESETS: dict[str, PolicySpec] = {
         retention=PluginSpec("predicted-ttl-retention"),
     ),
 }
-
-
-def _build_plugin(spec: PluginSpec, kind: type[P], rng: random.Random) -> P:
-    cls = PLUGIN_TYPES.get(spec.type)
-    if cls is None:
-        raise ConfigError(f"unknown plugin type {spec.type!r}; known: {', '.join(sorted(PLUGIN_TYPES))}")
-    if not issubclass(cls, kind):
-        raise ConfigError(f"plugin {spec.type!r} is not a {kind.__name__.lower()}")
-    if spec.weight < 0:
-        raise ConfigError(f"plugin {spec.type!r}: weight must be >= 0, got {spec.weight}")
-    try:
-        params = msgspec.convert(spec.params, cls.Params)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"plugin {spec.type!r}: bad params: {e}") from e
-    try:
-        plugin = cls(params, rng)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    assert isinstance(plugin, kind)
-    return plugin
-
-
-def build_plugin(spec: PluginSpec, kind: type[P], rng: random.Random) -> P:
-    """One plugin of base class `kind` from its spec (ConfigError naming it when it cannot be built)."""
-    return _build_plugin(spec, kind, rng)
 
 
 def build_policy(policy: str | PolicySpec, seed: int | None = None) -> RoutingPolicy:
@@ -145,4 +115,13 @@ def build_policy(policy: str | PolicySpec, seed: int | None = None) -> RoutingPo
     scorers = [(_build_plugin(s, Scorer, rng), s.weight) for s in spec.scorers]
     picker = _build_plugin(spec.picker, Picker, rng)
     retention = _build_plugin(spec.retention, Retention, rng) if spec.retention is not None else None
-    return RoutingPolicy(name, filters, scorers, picker, retention)
+    if spec.admission is not None:
+        spec.admission.validate()
+    if spec.queue is not None:
+        spec.queue.validate()
+    if spec.stealing is not None:
+        spec.stealing.validate()
+    built = RoutingPolicy(name, filters, scorers, picker, retention)
+    built.admission, built.queue, built.prioritize = spec.admission, spec.queue, spec.prioritize
+    built.stealing = spec.stealing
+    return built

@@ -29,7 +29,7 @@ from fairness import (
 )
 from fairness.queue import ORDERS, Order
 from proxy.scheduler.framework import Gate
-from proxy.scheduler.registry import ConfigError, PluginSpec, build_plugin
+from proxy.scheduler.plugin_spec import ConfigError, PluginSpec, build_plugin
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
 
 

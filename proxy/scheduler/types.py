@@ -59,6 +59,8 @@ class ReplicaView(msgspec.Struct):
     waiting: int = 0  # from the replica's metrics: vllm:num_requests_waiting
     running: int = 0  # vllm:num_requests_running
     kv_usage: float = 0.0  # vllm:kv_cache_usage_perc, 0..1
+    kv_capacity_tokens: int = 0  # vllm:cache_config_info num_gpu_blocks x block_size; 0 = unknown
+    reserved_tokens: int = 0  # KV the admitted workflows bound here are predicted to need (admission only)
 
 
 class ReplicaStats(msgspec.Struct, frozen=True):
@@ -69,6 +71,7 @@ class ReplicaStats(msgspec.Struct, frozen=True):
     waiting: int | None = None
     running: int | None = None
     kv_usage: float | None = None
+    kv_capacity_tokens: int | None = None
 
 
 class Dispatch(msgspec.Struct, frozen=True, tag="dispatch"):

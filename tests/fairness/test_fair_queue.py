@@ -167,3 +167,32 @@ def test_no_backlogged_tenant_starves(
             since[tenant] = 0 if tenant == served else since[tenant] + 1
             limit = sum(c_max * weights[i] / (weights[tenant] * c_min) + 1 for i in TENANTS if i != tenant)
             assert since[tenant] <= limit
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.sampled_from(["fifo", "vtc", "afs"]),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["push", "pop", "remove"]), st.sampled_from(TENANTS), st.integers(1, 5)),
+        max_size=40,
+    ),
+)
+def test_peek_names_what_pop_releases_and_changes_nothing(
+    order: str, ops: list[tuple[str, str, int]]
+) -> None:
+    q: FairQueue[str] = FairQueue(order, age_bound_s=5.0)  # type: ignore[arg-type]
+    keys = itertools.count()
+    live: list[str] = []
+    for now, (op, tenant, size) in enumerate(ops):
+        if op == "push":
+            key = f"{tenant}{next(keys)}"
+            q.push(key, key, tenant=tenant, cost=float(size), remaining=float(size), now=float(now))
+            live.append(key)
+        elif op == "remove" and live:
+            q.remove(live.pop(size % len(live)))
+        else:
+            peeked, peeked_again = q.peek(float(now)), q.peek(float(now))
+            assert peeked == peeked_again == q.pop(float(now))
+            if peeked is not None:
+                live.remove(peeked)
+    assert q.peek(1e9) == q.pop(1e9)

@@ -1,0 +1,282 @@
+"""Admission by KV working set: a workflow starts on a replica only while its predicted KV footprint fits.
+
+Contract:
+- A workflow (one session) is *waiting* (its first call held here, released in a fair order across
+  tenants), *live* (admitted: bound to one replica, where it reserves its predicted footprint) or *quiet*
+  (admitted, but silent past its predicted return: its reservation lapsed, its binding stays).
+- A replica has room for a footprint F while reserved + F <= capacity x `overcommit`, or while nothing is
+  reserved on it (a workflow larger than a replica still runs, alone). A replica whose KV capacity is
+  unknown (0: not scraped yet, or not a vLLM) always has room: admission falls back to affinity alone.
+- Calls of admitted workflows are never held here: a quiet workflow that comes back reserves again at once,
+  whatever the room (new work must not hold back work in flight).
+- Footprint: the context now plus the predicted growth over the next `horizon_calls` calls (no more than
+  the predicted remaining calls), from the predictor's graph after each call; for a new workflow, its prompt
+  plus its agent type's mean growth per call (learned here, the predictor's prior until then) times
+  `horizon_calls`.
+- After each call: a workflow the predictor expects to end (return probability below `end_below_p_return`)
+  frees its reservation at once; otherwise the reservation holds until the `hold_quantile` of its
+  predicted return gap (at most `max_hold_s`), then lapses (a person thinking is not a tool call).
+- Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
+  per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
+- Sans-IO: time is passed in; nothing here awaits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable
+
+import msgspec
+
+from fairness import FairQueue
+from predictor import Predictor
+from proxy.scheduler.plugin_spec import ConfigError
+from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
+
+_GROWTH_EWMA = 0.05  # weight of one new observation in an agent type's mean growth per call
+
+
+class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    overcommit: float = 1.0
+    horizon_calls: float = 3.0
+    end_below_p_return: float = 0.2
+    hold_quantile: float = 0.99
+    max_hold_s: float = 300.0
+    max_waiting: int = 10_000
+    max_agent_types: int = 256
+
+    def validate(self) -> None:
+        checks = {
+            "overcommit": self.overcommit > 0,
+            "horizon_calls": self.horizon_calls >= 0,
+            "end_below_p_return": 0 <= self.end_below_p_return <= 1,
+            "hold_quantile": 0 < self.hold_quantile < 1,
+            "max_hold_s": self.max_hold_s > 0,
+            "max_waiting": self.max_waiting >= 1,
+            "max_agent_types": self.max_agent_types >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"admission.{name} is out of range: {getattr(self, name)!r}")
+
+
+class _Workflow:
+    __slots__ = ("agent_type", "context", "footprint", "in_flight", "quiet_at", "replica_id", "reserved")
+
+    def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
+        self.replica_id = replica_id
+        self.agent_type = agent_type
+        self.context = context  # tokens: last prompt (+ its answer once finished)
+        self.footprint = footprint
+        self.reserved = 0  # what this workflow holds in its replica's reservation now
+        self.in_flight = 0
+        self.quiet_at: float | None = None  # when the reservation lapses (between calls)
+
+
+class WorkflowAdmission:
+    """Waiting workflows, live reservations per replica; see the module contract."""
+
+    def __init__(
+        self,
+        spec: AdmissionSpec,
+        predictor: Predictor,
+        weight_of: Callable[[str], float] = lambda _: 1.0,
+        views: dict[ReplicaId, ReplicaView] | None = None,
+    ) -> None:
+        spec.validate()
+        self.spec = spec
+        self.predictor = predictor
+        self.views = views if views is not None else {}  # the core's: their reserved_tokens mirror ours
+        self.workflows: dict[str, _Workflow] = {}
+        self.reserved: dict[ReplicaId, int] = {}
+        # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
+        self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
+        self._waiting_per_session: dict[str, int] = {}
+        self._lapses: list[tuple[float, int, str]] = []  # (quiet_at, seq, session): a heap, lazily pruned
+        self._seq = itertools.count()
+        self._growth: OrderedDict[str, float] = OrderedDict()  # agent type -> mean context growth per call
+        self.admitted = 0
+        self.lapsed = 0
+
+    # -- waiting ----------------------------------------------------------------------------------------
+
+    def is_admitted(self, session_id: str) -> bool:
+        return session_id in self.workflows
+
+    def is_waiting(self, session_id: str) -> bool:
+        """Whether a call of the session waits here."""
+        return session_id in self._waiting_per_session
+
+    def wait(self, req: RequestInfo, now: float) -> bool:
+        """Hold a new workflow's first call; False when `max_waiting` calls already wait."""
+        if len(self.waiting) >= self.spec.max_waiting:
+            return False
+        seq = float(next(self._seq))  # first come, first admitted within a tenant
+        self.waiting.push(req.request_id, req, tenant=req.tenant_id, cost=1.0, remaining=seq, now=now)
+        self._waiting_per_session[req.session_id] = self._waiting_per_session.get(req.session_id, 0) + 1
+        return True
+
+    def peek(self, now: float) -> RequestInfo | None:
+        return self.waiting.peek(now)
+
+    def cancel(self, request_id: str) -> RequestInfo | None:
+        """Withdraw a waiting call (its client went away); None when it is not waiting here."""
+        req = self.waiting.remove(request_id)
+        if req is not None:
+            self._unwait(req)
+        return req
+
+    def _unwait(self, req: RequestInfo) -> None:
+        left = self._waiting_per_session.pop(req.session_id) - 1
+        if left:
+            self._waiting_per_session[req.session_id] = left
+
+    def footprint_of_new(self, req: RequestInfo) -> int:
+        growth = self._growth.get(req.agent_type, self.predictor.config.priors.growth_tokens)
+        return int(req.prompt_tokens + growth * self.spec.horizon_calls)
+
+    def has_room(self, replica: ReplicaView, footprint: int) -> bool:
+        capacity = replica.kv_capacity_tokens
+        reserved = self.reserved.get(replica.replica_id, 0)
+        return capacity <= 0 or reserved == 0 or reserved + footprint <= capacity * self.spec.overcommit
+
+    def admit(self, req: RequestInfo, replica_id: ReplicaId, now: float) -> None:
+        """Take `req` (the waiting head, or a later call of a session that was admitted meanwhile) out of the
+        waiting calls; a new workflow is bound to `replica_id` and reserves its footprint there."""
+        if self.waiting.peek(now) is req:
+            self.waiting.pop(now)  # charges its tenant: admissions follow the tenants' weights
+            self._unwait(req)
+        else:
+            self.cancel(req.request_id)
+        if req.session_id in self.workflows:
+            return
+        wf = _Workflow(replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req))
+        self.workflows[req.session_id] = wf
+        self._reserve(wf, wf.footprint)
+        self.admitted += 1
+
+    # -- admitted workflows -----------------------------------------------------------------------------
+
+    def dispatched(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        """A call of an admitted workflow went to `replica_id`: it is live there (re-bound if it moved)."""
+        wf = self.workflows.get(req.session_id)
+        if wf is None:  # admitted before this core learned of admission (e.g. a policy change): admit now
+            wf = self.workflows[req.session_id] = _Workflow(
+                replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req)
+            )
+        if wf.replica_id != replica_id:
+            self._reserve(wf, 0)
+            wf.replica_id = replica_id
+        wf.context = max(wf.context, req.prompt_tokens)
+        wf.in_flight += 1
+        wf.quiet_at = None
+        self._reserve(wf, wf.footprint)
+
+    def finished(self, session_id: str, prompt_tokens: int, completion_tokens: int, now: float) -> None:
+        """A call of the workflow ended: learn its growth, re-size its footprint, decide how long it holds."""
+        wf = self.workflows.get(session_id)
+        if wf is None:
+            return
+        wf.in_flight = max(0, wf.in_flight - 1)
+        if prompt_tokens > 0:  # unknown (0) when the call failed or was cancelled: keep what we knew
+            context = prompt_tokens + completion_tokens
+            if context > wf.context:
+                self._learn_growth(wf.agent_type, context - wf.context)
+            wf.context = context  # may shrink: an agent that compacts its history
+        if wf.in_flight:
+            return
+        prediction = self.predictor.predict(session_id, now)
+        if prediction is None:  # unknown to the predictor: hold for the longest allowed
+            wf.footprint = max(wf.footprint, wf.context)
+            self._hold_until(session_id, wf, now + self.spec.max_hold_s)
+            return
+        if prediction.p_return < self.spec.end_below_p_return:
+            self._lapse(wf)
+            return
+        growth = max(0.0, prediction.next_prompt_tokens - prompt_tokens)
+        calls = min(max(prediction.remaining_calls, 1.0), max(self.spec.horizon_calls, 1.0))
+        wf.footprint = int(wf.context + growth * calls)
+        self._reserve(wf, wf.footprint)
+        gap = _quantile(prediction.quantiles, prediction.return_gap_s, self.spec.hold_quantile)
+        self._hold_until(session_id, wf, now + min(gap, self.spec.max_hold_s))
+
+    def withdrawn(self, session_id: str) -> None:
+        """A dispatched call never reached its replica (it will be dispatched again)."""
+        wf = self.workflows.get(session_id)
+        if wf is not None:
+            wf.in_flight = max(0, wf.in_flight - 1)
+
+    def expire(self, now: float) -> bool:
+        """Lapse the reservations whose hold ran out; True when any did (there may be room now)."""
+        freed = False
+        while self._lapses and self._lapses[0][0] <= now:
+            at, _, session_id = heapq.heappop(self._lapses)
+            wf = self.workflows.get(session_id)
+            if wf is not None and wf.quiet_at == at and wf.in_flight == 0:
+                self._lapse(wf)
+                freed = True
+        return freed
+
+    def end(self, session_id: str) -> None:
+        """The workflow is over (ended or forgotten): free its reservation. Its waiting calls, if any, stay
+        (each accepted call gets an answer); they are admitted again as a new workflow."""
+        wf = self.workflows.pop(session_id, None)
+        if wf is not None:
+            self._reserve(wf, 0)
+
+    def replica_gone(self, replica_id: ReplicaId) -> None:
+        """A replica left the set: its workflows reserve nothing until their next call lands somewhere."""
+        for wf in self.workflows.values():
+            if wf.replica_id == replica_id:
+                self._reserve(wf, 0)
+        self.reserved.pop(replica_id, None)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "waiting": len(self.waiting),
+            "live": sum(1 for wf in self.workflows.values() if wf.reserved),
+            "admitted": self.admitted,
+            "lapsed": self.lapsed,
+            "reserved_tokens": dict(self.reserved),
+        }
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _reserve(self, wf: _Workflow, tokens: int) -> None:
+        delta = tokens - wf.reserved
+        if delta:
+            total = self.reserved[wf.replica_id] = self.reserved.get(wf.replica_id, 0) + delta
+            wf.reserved = tokens
+            view = self.views.get(wf.replica_id)
+            if view is not None:
+                view.reserved_tokens = total
+
+    def _lapse(self, wf: _Workflow) -> None:
+        if wf.reserved:
+            self.lapsed += 1
+        wf.quiet_at = None
+        self._reserve(wf, 0)
+
+    def _hold_until(self, session_id: str, wf: _Workflow, at: float) -> None:
+        wf.quiet_at = at
+        heapq.heappush(self._lapses, (at, next(self._seq), session_id))
+
+    def _learn_growth(self, agent_type: str, growth: int) -> None:
+        prior = self._growth.pop(agent_type, None)
+        self._growth[agent_type] = growth if prior is None else prior + _GROWTH_EWMA * (growth - prior)
+        if len(self._growth) > self.spec.max_agent_types:
+            self._growth.popitem(last=False)
+
+
+def _quantile(levels: tuple[float, ...], values: tuple[float, ...], q: float) -> float:
+    """The value at level `q`, interpolated between the predictor's quantiles (clamped at the ends)."""
+    if not values:
+        return 0.0
+    if q <= levels[0]:
+        return values[0]
+    for (lo, v_lo), (hi, v_hi) in itertools.pairwise(zip(levels, values, strict=True)):
+        if q <= hi:
+            return v_lo + (v_hi - v_lo) * (q - lo) / (hi - lo)
+    return values[-1]

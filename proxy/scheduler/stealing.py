@@ -1,0 +1,59 @@
+"""Work stealing: an idle replica takes a bound workflow whose own replica makes its next call wait.
+
+Contract (pure; the core asks on each call of an admitted workflow, before routing it):
+- The call's bound replica is *congested* when its engine already has calls waiting (`waiting`, as last
+  scraped) or the proxy holds calls for it (`queued`), and the predicted wait there exceeds the cost of
+  recomputing the call's prompt elsewhere: wait = backlog x `call_s` / max(1, running); recompute =
+  prompt_tokens x `prefill_s_per_token` x (1 + prompt_tokens / `attention_tokens`) (prefill grows faster
+  than linearly with the context: the attention term).
+- Another healthy replica is *idle* when nothing of this proxy is in flight or held there, its engine
+  has nothing waiting, and it has room for the workflow's footprint (`has_room`).
+- Then the call moves to the idle replica with the fewest running calls (ties: first in the core's
+  order), the workflow re-binds there (its prefix now lives there) and the move is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from proxy.scheduler.plugin_spec import ConfigError
+from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
+
+
+class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    call_s: float = 5.0  # a typical agent call's time on a busy replica
+    prefill_s_per_token: float = 2.2e-5
+    attention_tokens: float = 40_000.0
+
+    def validate(self) -> None:
+        for name in ("call_s", "prefill_s_per_token", "attention_tokens"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"stealing.{name} must be > 0, got {getattr(self, name)!r}")
+
+
+def recompute_s(spec: StealingSpec, prompt_tokens: int) -> float:
+    return prompt_tokens * spec.prefill_s_per_token * (1.0 + prompt_tokens / spec.attention_tokens)
+
+
+def steal_target(
+    spec: StealingSpec,
+    req: RequestInfo,
+    bound: ReplicaView,
+    replicas: Iterable[ReplicaView],
+    has_room: Callable[[ReplicaView], bool],
+) -> ReplicaId | None:
+    """The idle replica `req` should move to from `bound`, or None to stay."""
+    backlog = bound.waiting + bound.queued
+    if not bound.healthy or backlog == 0:
+        return None
+    if backlog * spec.call_s / max(1, bound.running) <= recompute_s(spec, req.prompt_tokens):
+        return None
+    best: ReplicaView | None = None
+    for r in replicas:
+        if r is bound or not r.healthy or r.in_flight or r.queued or r.waiting or not has_room(r):
+            continue
+        if best is None or r.running < best.running:
+            best = r
+    return best.replica_id if best is not None else None

@@ -1,0 +1,281 @@
+"""The `saga` policy in the core: admission by KV working set, priorities, work stealing (hand-set clock)."""
+
+from __future__ import annotations
+
+import itertools
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.scheduler import (
+    ConfigError,
+    Decision,
+    Dispatch,
+    PolicySpec,
+    Reject,
+    ReplicaStats,
+    RequestInfo,
+    SchedulerCore,
+    Usage,
+    build_policy,
+)
+from proxy.scheduler.admission import AdmissionSpec
+from proxy.scheduler.registry import PRESETS
+from proxy.scheduler.stealing import StealingSpec, recompute_s, steal_target
+from proxy.scheduler.types import ReplicaView
+from tests.clocks import Clock
+
+_ids = itertools.count()
+CAPACITY = 100_000
+
+
+def saga_spec(**changes: object) -> PolicySpec:
+    return msgspec.structs.replace(PRESETS["saga"], **changes)
+
+
+def make_core(
+    replicas: int = 2, capacity: int | None = CAPACITY, spec: PolicySpec | None = None, **core_kw: object
+) -> tuple[SchedulerCore, Clock]:
+    clock = Clock()
+    ids = [f"r{i}" for i in range(replicas)]
+    core = SchedulerCore(ids, build_policy(spec or saga_spec(), seed=0), clock, **core_kw)  # type: ignore[arg-type]
+    if capacity is not None:
+        for r in ids:
+            core.replica_stats(ReplicaStats(r, kv_capacity_tokens=capacity))
+    return core, clock
+
+
+def call(session: str, prompt_tokens: int = 10_000, tenant: str = "default") -> RequestInfo:
+    return RequestInfo(
+        request_id=f"q{next(_ids)}",
+        session_id=session,
+        arrived_at=0.0,
+        prompt_tokens=prompt_tokens,
+        tenant_id=tenant,
+        agent_type="coder",
+    )
+
+
+def only_dispatch(decisions: list[Decision]) -> Dispatch:
+    (d,) = decisions
+    assert isinstance(d, Dispatch), d
+    return d
+
+
+def test_a_new_workflow_waits_until_a_replica_has_room_for_its_footprint_then_binds_there() -> None:
+    core, clock = make_core(replicas=1)
+    assert core.admission is not None
+    footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
+    assert footprint > 30_000  # the prompt plus predicted growth
+    fits = CAPACITY // footprint
+    first = [call(f"s{i}", prompt_tokens=30_000) for i in range(fits)]
+    for req in first:
+        only_dispatch(core.request_arrived(req))
+    late = call("late", prompt_tokens=30_000)
+    assert core.request_arrived(late) == []  # no room: it waits in the proxy
+    assert core.admission.is_waiting("late")
+    # A workflow that ends frees its reservation, and the waiting one is admitted by that event.
+    clock.now = 5.0
+    core.request_finished(first[0].request_id, Usage(30_000, 200, finish_reason="stop"))
+    released = core.session_ended(first[0].session_id) + core.tick()
+    assert [d.request_id for d in released] == [late.request_id]
+    assert not core.admission.is_waiting("late") and core.admission.is_admitted("late")
+
+
+def test_calls_of_admitted_workflows_never_wait_behind_new_ones() -> None:
+    core, clock = make_core(replicas=1)
+    assert core.admission is not None
+    fits = CAPACITY // core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
+    live = [call(f"s{i}", prompt_tokens=30_000) for i in range(fits)]
+    for req in live:
+        only_dispatch(core.request_arrived(req))
+    assert core.request_arrived(call("new", prompt_tokens=30_000)) == []  # waits
+    for req in live:  # each finishes and calls again (a tool call in between): straight through
+        clock.now += 1.0
+        core.request_finished(req.request_id, Usage(30_000, 200, finish_reason="tool_calls"))
+        again = only_dispatch(core.request_arrived(call(req.session_id, prompt_tokens=31_000)))
+        assert again.priority == 0  # a later call of a workflow: before new work in vLLM's queue
+    assert core.admission.is_waiting("new")
+
+
+def test_first_calls_get_the_lower_priority_and_retention_follows_the_call_priority() -> None:
+    core, _ = make_core(replicas=1)
+    first = only_dispatch(core.request_arrived(call("s")))
+    assert first.priority == 1
+
+
+def test_without_a_known_kv_capacity_admission_falls_back_to_affinity_alone() -> None:
+    core, _ = make_core(replicas=1, capacity=None)
+    for i in range(50):  # far beyond any footprint: nothing waits
+        only_dispatch(core.request_arrived(call(f"s{i}", prompt_tokens=100_000)))
+
+
+def test_a_workflow_larger_than_a_replica_still_runs_alone() -> None:
+    core, _ = make_core(replicas=1)
+    only_dispatch(core.request_arrived(call("huge", prompt_tokens=10 * CAPACITY)))
+    assert core.request_arrived(call("next", prompt_tokens=1_000)) == []
+
+
+def test_a_full_admission_queue_answers_429_and_no_healthy_replica_503() -> None:
+    admission = AdmissionSpec(max_waiting=2)
+    core, _ = make_core(replicas=1, spec=saga_spec(admission=admission))
+    only_dispatch(core.request_arrived(call("big", prompt_tokens=10 * CAPACITY)))
+    assert core.request_arrived(call("w1")) == [] and core.request_arrived(call("w2")) == []
+    (refused,) = core.request_arrived(call("w3"))
+    assert isinstance(refused, Reject) and refused.status == 429
+    core.replica_stats(ReplicaStats("r0", healthy=False))
+    (down,) = core.request_arrived(call("w4"))
+    assert isinstance(down, Reject) and down.status == 503
+
+
+def test_a_waiting_call_whose_client_leaves_is_withdrawn_and_its_session_can_be_forgotten() -> None:
+    core, clock = make_core(replicas=1, session_idle_ttl_s=10.0)
+    only_dispatch(core.request_arrived(call("big", prompt_tokens=10 * CAPACITY)))
+    waiting = call("w")
+    assert core.request_arrived(waiting) == []
+    clock.now = 100.0
+    core.tick()
+    assert "w" in core.sessions  # a waiting call keeps its session
+    assert core.request_cancelled(waiting.request_id) == []
+    assert core.admission is not None and not core.admission.is_waiting("w")
+    clock.now = 200.0
+    core.tick()
+    assert "w" not in core.sessions
+
+
+def test_a_quiet_workflow_lapses_its_reservation_and_comes_back_at_once() -> None:
+    spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0))
+    core, clock = make_core(replicas=1, spec=spec)
+    assert core.admission is not None
+    req = call("person", prompt_tokens=60_000)
+    only_dispatch(core.request_arrived(req))
+    clock.now = 1.0
+    core.request_finished(req.request_id, Usage(60_000, 100, finish_reason="stop"))
+    assert core.admission.reserved["r0"] > 0
+    blocked = call("other", prompt_tokens=60_000)
+    assert core.request_arrived(blocked) == []
+    clock.now = 40.0  # past the hold: the person went quiet, their reservation lapses
+    released = core.tick()
+    assert [d.request_id for d in released] == [blocked.request_id]
+    back = only_dispatch(core.request_arrived(call("person", prompt_tokens=61_000)))
+    assert back.replica_id == "r0"  # admitted before: it does not wait behind new work
+
+
+def test_new_workflows_are_admitted_fairly_across_tenants() -> None:
+    core, clock = make_core(replicas=1)
+    only_dispatch(core.request_arrived(big := call("big", prompt_tokens=10 * CAPACITY)))
+    for i in range(6):
+        assert core.request_arrived(call(f"a{i}", prompt_tokens=1_000, tenant="a")) == []
+    for i in range(2):
+        assert core.request_arrived(call(f"b{i}", prompt_tokens=1_000, tenant="b")) == []
+    clock.now = 1.0
+    released = core.request_finished(big.request_id, Usage(10 * CAPACITY, 1, finish_reason="stop"))
+    released += core.session_ended("big") + core.tick()
+    tenants = [core.in_flight[d.request_id].req.tenant_id for d in released]
+    assert tenants[:4] == ["a", "b", "a", "b"]  # alternating by weight, not first come first served
+
+
+def test_work_stealing_moves_a_call_from_a_congested_replica_to_an_idle_one() -> None:
+    core, clock = make_core(replicas=2)
+    a = only_dispatch(core.request_arrived(req_a := call("a", prompt_tokens=2_000)))
+    b = only_dispatch(core.request_arrived(call("b", prompt_tokens=2_000)))
+    assert a.replica_id != b.replica_id
+    clock.now = 1.0
+    core.request_finished(req_a.request_id, Usage(2_000, 100, finish_reason="tool_calls"))
+    # a's replica now has a long engine queue (other clients' work); b's is busy with b
+    core.replica_stats(ReplicaStats(a.replica_id, waiting=20, running=2))
+    moved = only_dispatch(core.request_arrived(call("a", prompt_tokens=2_500)))
+    assert moved.replica_id == a.replica_id  # the other replica has a call in flight: not idle
+    core.request_finished(moved.request_id, Usage(2_500, 100, finish_reason="tool_calls"))
+    core.request_finished(next(iter(core.in_flight)), Usage(2_000, 100, finish_reason="tool_calls"))
+    moved = only_dispatch(core.request_arrived(call("a", prompt_tokens=3_000)))
+    assert moved.replica_id == b.replica_id and core.moves == 1
+    assert core.admission is not None and core.admission.workflows["a"].replica_id == b.replica_id
+    follow = only_dispatch(core.request_arrived(call("a", prompt_tokens=3_500)))
+    assert follow.replica_id == b.replica_id  # the prefix lives there now: the binding followed
+
+
+def test_stealing_stays_when_the_wait_is_cheaper_than_recomputing() -> None:
+    spec = StealingSpec(call_s=1.0)
+    bound = ReplicaView("r0", waiting=1, running=4)
+    idle = ReplicaView("r1")
+    big = RequestInfo("q", "s", 0.0, prompt_tokens=100_000)
+    assert recompute_s(spec, 100_000) > 1.0 / 4
+    assert steal_target(spec, big, bound, [bound, idle], lambda _: True) is None
+    small = RequestInfo("q", "s", 0.0, prompt_tokens=100)
+    assert steal_target(spec, small, bound, [bound, idle], lambda _: True) == "r1"
+    assert steal_target(spec, small, bound, [bound, idle], lambda _: False) is None
+
+
+def test_bad_saga_settings_fail_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"admission\.overcommit"):
+        build_policy(saga_spec(admission=AdmissionSpec(overcommit=0)))
+    with pytest.raises(ConfigError, match=r"stealing\.call_s"):
+        build_policy(saga_spec(stealing=StealingSpec(call_s=-1)))
+    with pytest.raises(msgspec.ValidationError, match="horizon"):
+        msgspec.convert({"horizon": 3}, AdmissionSpec)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["call", "finish", "tick", "end", "cancel", "down", "up"]),
+            st.integers(0, 7),
+            st.integers(500, 80_000),
+        ),
+        max_size=60,
+    )
+)
+def test_every_call_gets_one_outcome_and_reservations_match_live_workflows(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    core, clock = make_core(replicas=3)
+    assert core.admission is not None
+    outcomes: dict[str, str] = {}
+    arrived: list[str] = []
+
+    def apply(decisions: list[Decision]) -> None:
+        for d in decisions:
+            assert d.request_id not in outcomes, "two outcomes for one call"
+            outcomes[d.request_id] = type(d).__name__
+
+    for op, n, tokens in ops:
+        clock.now += 1.0
+        session = f"s{n}"
+        if op == "call":
+            req = call(session, prompt_tokens=tokens)
+            arrived.append(req.request_id)
+            apply(core.request_arrived(req))
+        elif op == "finish" and core.in_flight:
+            rid = sorted(core.in_flight)[n % len(core.in_flight)]
+            apply(core.request_finished(rid, Usage(tokens, 100, finish_reason="tool_calls")))
+        elif op == "tick":
+            clock.now += 100.0
+            apply(core.tick())
+        elif op == "end":
+            apply(core.session_ended(session))
+        elif op == "cancel":
+            waiting = [r for r in arrived if r not in outcomes]
+            if waiting:
+                rid = waiting[n % len(waiting)]
+                apply(core.request_cancelled(rid))
+                outcomes[rid] = "cancelled"
+        elif op in ("down", "up"):
+            apply(core.replica_stats(ReplicaStats(f"r{n % 3}", healthy=op == "up")))
+        for rid, view in core.replicas.items():
+            live = sum(w.reserved for w in core.admission.workflows.values() if w.replica_id == rid)
+            assert view.reserved_tokens == core.admission.reserved.get(rid, 0) == live
+    # Everything still waiting is answered once a replica is up and everything in flight has finished.
+    for r in core.replicas:
+        apply(core.replica_stats(ReplicaStats(r, healthy=True)))
+    for _ in range(len(arrived) + 1):
+        for rid in list(core.in_flight):
+            apply(core.request_finished(rid, Usage(1, 1, finish_reason="stop")))
+        for sid in list(core.sessions):
+            apply(core.session_ended(sid))
+        clock.now += 1000.0
+        apply(core.tick())
+    assert set(outcomes) == set(arrived)
