@@ -54,6 +54,7 @@ class _Session(msgspec.Struct):
     calls: int = 0
     started: float = 0.0
     tenant_id: str = "default"
+    seq: int = 0  # order of arrival among workflows (older = lower)
 
 
 class SchedulerCore:
@@ -97,6 +98,7 @@ class SchedulerCore:
             release = ReleaseQueue(policy.queue, tenants)
         self.release = release
         self.tenant_stats = TenantLedger(tenants)
+        self._workflows_seen = 0
         self.moves = 0  # calls of bound workflows that work stealing moved to an idle replica
         self.admission = (
             None
@@ -114,7 +116,8 @@ class SchedulerCore:
         if session is None:
             if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
                 self._evict_idle_session()
-            session = _Session(now, started=now, tenant_id=req.tenant_id)
+            self._workflows_seen += 1
+            session = _Session(now, started=now, tenant_id=req.tenant_id, seq=self._workflows_seen)
         self.sessions[req.session_id] = session
         session.last_seen = now
         self.predictor.call_arrived(req.session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
@@ -403,8 +406,7 @@ class SchedulerCore:
         self.in_flight[req.request_id] = _InFlight(req, replica_id, tried)
         self.replicas[replica_id].in_flight += 1
         session = self.sessions.setdefault(req.session_id, _Session(last_seen=self.clock()))
-        # A workflow's later calls go before new work in vLLM's queue (and their retentions rank with them).
-        priority = (0 if session.calls else 1) if self.policy.prioritize else None
+        priority = self._priority(session)
         session.in_flight += 1
         session.calls += 1
         for plugin in self.policy.plugins:
@@ -416,6 +418,18 @@ class SchedulerCore:
         return Dispatch(
             req.request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
         )
+
+    def _priority(self, session: _Session) -> int | None:
+        """vLLM's request priority (lower first; retentions rank with their call): "first-call" puts a
+        workflow's later calls before new work; "workflow-age" puts every call of an older workflow before
+        those of newer ones, so under KV pressure the engine preempts the newest workflows (cheap to
+        recompute) and new work cannot break the KV of a workflow in flight."""
+        mode = self.policy.prioritize
+        if mode == "first-call":
+            return 0 if session.calls else 1
+        if mode == "workflow-age":
+            return session.seq
+        return None
 
     def _session_done(self, req: RequestInfo) -> None:
         session = self.sessions.get(req.session_id)

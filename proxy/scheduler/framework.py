@@ -123,7 +123,7 @@ class RoutingPolicy:
         # Workflow scheduling, set by build_policy from the spec (None / False: plain routing).
         self.admission: AdmissionSpec | None = None
         self.queue: ReleaseQueueSpec | None = None
-        self.prioritize = False
+        self.prioritize = "off"
         self.stealing: StealingSpec | None = None
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:

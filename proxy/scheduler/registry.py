@@ -8,6 +8,7 @@ configuration fails when the policy is built, naming the plugin, and never falls
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import msgspec
 
@@ -37,9 +38,9 @@ class PolicySpec(msgspec.Struct, forbid_unknown_fields=True):
     # (its order and gate); the serve config's own `queue` replaces this one when given.
     admission: AdmissionSpec | None = None
     queue: ReleaseQueueSpec | None = None
-    # Pass vLLM a request priority: a workflow's later calls (0) before its first (1), and retentions
-    # take the same priority, so new work cannot break the KV of a workflow in flight.
-    prioritize: bool = False
+    # Pass vLLM a request priority (retentions take their call's): "first-call" puts a workflow's later
+    # calls before new work; "workflow-age" every call of an older workflow before newer ones'.
+    prioritize: Literal["off", "first-call", "workflow-age"] = "off"
     # Idle replicas take bound workflows whose replica makes them wait longer than a recompute costs.
     stealing: StealingSpec | None = None
 
@@ -83,13 +84,15 @@ PRESETS: dict[str, PolicySpec] = {
         picker=PluginSpec("max-score-picker"),
         scorers=[
             PluginSpec("session-affinity-scorer", 4.0),
-            PluginSpec("prefix-cache-scorer", 1.0),
-            PluginSpec("kv-headroom-scorer", 1.0),
-            PluginSpec("least-request-scorer", 0.5),
+            # light: every replica soon holds the shared system prompt, and a heavier weight piles new
+            # workflows onto the replicas that served their agent type first
+            PluginSpec("prefix-cache-scorer", 0.2),
+            PluginSpec("kv-headroom-scorer", 0.5),
+            PluginSpec("least-request-scorer", 1.0),
         ],
         retention=PluginSpec("predicted-ttl-retention"),
         admission=AdmissionSpec(),
-        prioritize=True,
+        prioritize="workflow-age",
         stealing=StealingSpec(),
     ),
     # Session affinity plus a KV retention TTL sized from the learned Agent Execution Graph (predictor/).

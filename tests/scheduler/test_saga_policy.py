@@ -95,15 +95,25 @@ def test_calls_of_admitted_workflows_never_wait_behind_new_ones() -> None:
     for req in live:  # each finishes and calls again (a tool call in between): straight through
         clock.now += 1.0
         core.request_finished(req.request_id, Usage(30_000, 200, finish_reason="tool_calls"))
-        again = only_dispatch(core.request_arrived(call(req.session_id, prompt_tokens=31_000)))
-        assert again.priority == 0  # a later call of a workflow: before new work in vLLM's queue
+        only_dispatch(core.request_arrived(call(req.session_id, prompt_tokens=31_000)))
     assert core.admission.is_waiting("new")
 
 
-def test_first_calls_get_the_lower_priority_and_retention_follows_the_call_priority() -> None:
-    core, _ = make_core(replicas=1)
-    first = only_dispatch(core.request_arrived(call("s")))
-    assert first.priority == 1
+@pytest.mark.parametrize("mode", ["first-call", "workflow-age", "off"])
+def test_priorities_put_workflows_in_flight_before_new_work(mode: str) -> None:
+    core, clock = make_core(replicas=1, spec=saga_spec(prioritize=mode))
+    old_first = only_dispatch(core.request_arrived(old := call("old", prompt_tokens=1_000)))
+    young_first = only_dispatch(core.request_arrived(call("young", prompt_tokens=1_000)))
+    clock.now = 1.0
+    core.request_finished(old.request_id, Usage(1_000, 10, finish_reason="tool_calls"))
+    old_again = only_dispatch(core.request_arrived(call("old", prompt_tokens=1_100)))
+    if mode == "off":
+        assert old_first.priority is old_again.priority is young_first.priority is None
+        return
+    assert old_again.priority is not None and young_first.priority is not None
+    assert old_again.priority < young_first.priority  # vLLM: lower first; preempts the highest first
+    if mode == "workflow-age":
+        assert old_first.priority == old_again.priority  # a workflow keeps its rank over its calls
 
 
 def test_without_a_known_kv_capacity_admission_falls_back_to_affinity_alone() -> None:
