@@ -69,7 +69,7 @@ def test_a_new_workflow_waits_until_a_replica_has_room_for_its_footprint_then_bi
     assert core.admission is not None
     footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
     assert footprint > 30_000  # the prompt plus predicted growth
-    fits = CAPACITY // footprint
+    fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
     first = [call(f"s{i}", prompt_tokens=30_000) for i in range(fits)]
     for req in first:
         only_dispatch(core.request_arrived(req))
@@ -87,7 +87,8 @@ def test_a_new_workflow_waits_until_a_replica_has_room_for_its_footprint_then_bi
 def test_calls_of_admitted_workflows_never_wait_behind_new_ones() -> None:
     core, clock = make_core(replicas=1)
     assert core.admission is not None
-    fits = CAPACITY // core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
+    footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
+    fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
     live = [call(f"s{i}", prompt_tokens=30_000) for i in range(fits)]
     for req in live:
         only_dispatch(core.request_arrived(req))
@@ -156,7 +157,7 @@ def test_a_waiting_call_whose_client_leaves_is_withdrawn_and_its_session_can_be_
 
 
 def test_a_quiet_workflow_lapses_its_reservation_and_comes_back_at_once() -> None:
-    spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0))
+    spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0, overcommit=1.0))
     core, clock = make_core(replicas=1, spec=spec)
     assert core.admission is not None
     req = call("person", prompt_tokens=60_000)
