@@ -11,6 +11,7 @@ After a call ends the predictor gives the session's `ReturnModel` (will it come 
   `next_use_quantile` of the return gap given the silence so far, minus that silence, divided by the
   probability it still returns (which falls as it stays quiet) and by the recompute weight of its prefix
   (1 + size / `attention_tokens`: prefill per token grows with the context it attends to; 0 turns it off).
+  With `next_use` "mean" the conditional mean of the gap stands in for the quantile.
   A person's think time after a final answer predicts a gap of minutes, so such a prefix goes before those of
   agents waiting on a tool.
 
@@ -37,6 +38,7 @@ class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_ttl_s: float = 1800.0
     pressure_start: float = 0.7
     attention_tokens: float = 0.0
+    next_use: str = "quantile"  # the predicted next use: "quantile" (`next_use_quantile`) or "mean"
 
     def validate(self) -> None:
         for name in ("ttl_quantile", "next_use_quantile", "min_return_probability"):
@@ -44,6 +46,8 @@ class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"retention: {name} must be in [0, 1]")
         if self.max_ttl_s <= 0:
             raise ValueError("retention: max_ttl_s must be > 0")
+        if self.next_use not in ("quantile", "mean"):
+            raise ValueError(f"retention: next_use must be 'quantile' or 'mean', got {self.next_use!r}")
 
 
 class RetentionDecision(msgspec.Struct, frozen=True):
@@ -91,7 +95,10 @@ class PredictedRetention:
             return math.inf
         waited = max(0.0, now - held.finished_at)
         p_return = held.model.p_return(waited)
-        wait = held.model.conditional_quantile(self.params.next_use_quantile, waited) - waited
+        if self.params.next_use == "mean":
+            wait = held.model.conditional_mean(waited) - waited
+        else:
+            wait = held.model.conditional_quantile(self.params.next_use_quantile, waited) - waited
         return max(wait, 1e-6) / max(p_return * held.weight, 1e-9)
 
     def decide(self, session_id: str, now: float, tokens: int) -> RetentionDecision:

@@ -62,3 +62,5 @@ def test_a_silent_session_loses_its_claim_as_time_passes() -> None:
 def test_bad_parameters_fail_naming_the_key() -> None:
     with pytest.raises(ValueError, match="ttl_quantile"):
         PredictedRetention(Predictor(), 10, RetentionParams(ttl_quantile=1.5))
+    with pytest.raises(ValueError, match="next_use"):
+        PredictedRetention(Predictor(), 10, RetentionParams(next_use="soon"))
