@@ -258,6 +258,9 @@ def prediction_quality(
     service_err: list[float] = []
     peak_err: list[float] = []
     peak_signed: list[float] = []
+    peak_err_now: list[float] = []  # a baseline: the peak is the prompt already reached
+    truth_remaining: list[int] = []
+    predicted_remaining: list[float] = []
     cold = 0
     pending: dict[str, tuple[TraceCall, Any]] = {}
     next_tick = 0.0
@@ -293,6 +296,9 @@ def prediction_quality(
         service_err.append(abs(pred.remaining_service_s - true_service))
         peak_err.append(abs(pred.peak_prompt_tokens - call.final_prompt) / max(1, call.final_prompt))
         peak_signed.append((pred.peak_prompt_tokens - call.final_prompt) / max(1, call.final_prompt))
+        peak_err_now.append(abs(call.final_prompt - call.prompt) / max(1, call.final_prompt))
+        truth_remaining.append(call.calls_after)
+        predicted_remaining.append(pred.remaining_calls)
         if not call.last:
             pending[call.session_id] = (call, pred)
     end_rate = statistics.mean(ends) if ends else 0.0
@@ -308,11 +314,44 @@ def prediction_quality(
         "next_prompt_rel_error_mean": round(statistics.mean(prompt_err), 4) if prompt_err else None,
         "remaining_calls_mae": _mean(remaining_err, 3),
         "remaining_calls_bias": _mean(remaining_signed, 3),
+        # Baseline: the best constant in hindsight (the median of the true remaining calls).
+        "remaining_calls_mae_constant": _mean(
+            [abs(t - statistics.median(truth_remaining)) for t in truth_remaining], 3
+        ),
+        # What an order by least remaining work needs: does the prediction rank sessions right?
+        "remaining_calls_spearman": _spearman(predicted_remaining, truth_remaining),
         "remaining_service_mae_s": _mean(service_err, 3),
         "peak_prompt_rel_error_median": round(statistics.median(peak_err), 4) if peak_err else None,
         "peak_prompt_rel_error_mean": _mean(peak_err, 4),
         "peak_prompt_rel_bias": _mean(peak_signed, 4),
+        "peak_prompt_rel_error_median_no_growth": round(statistics.median(peak_err_now), 4)
+        if peak_err_now
+        else None,
     }
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    """Ranks (ties share their mean rank)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    try:
+        return round(statistics.correlation(_ranks(xs), _ranks(ys)), 4)
+    except statistics.StatisticsError:  # a constant series
+        return None
 
 
 def _mean(xs: Sequence[float], digits: int) -> float | None:
