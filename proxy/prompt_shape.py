@@ -135,8 +135,8 @@ def agent_signature(messages: Buffer, tools: Buffer, instructions: Buffer = b"")
         tool_view = memoryview(b"")
     if not system and not len(tool_view):
         return None
-    h = hashlib.blake2b(digest_size=8)
+    h = hashlib.sha256()  # about twice blake2b's speed here (SHA extensions)
     h.update(len(system).to_bytes(4, "big"))
     h.update(system)
     h.update(tool_view)
-    return f"auto-{h.hexdigest()}"
+    return f"auto-{h.hexdigest()[:16]}"
