@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.identity import decode_call, identify
@@ -83,3 +85,24 @@ def test_a_long_conversation_is_not_scanned_past_its_first_message() -> None:
     raw = b'[{"role": "system", "content": "You code."}, ' + b"\x00garbage" * 100_000
     assert first_array_element(raw) == b'{"role": "system", "content": "You code."}'
     assert agent_signature(raw, b"") == agent_signature(b'[{"role":"system","content":"You code."}]', b"")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet=st.sampled_from('ab"\\{}[]:, \n\u00e9')),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=5), json_values, max_size=4), min_size=1, max_size=4))
+def test_first_element_of_any_array_of_objects(messages: list[dict[str, object]]) -> None:
+    got = first_array_element(msgspec.json.encode(messages))
+    assert got is not None and msgspec.json.decode(got) == messages[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=50))
+def test_any_bytes_give_a_signature_or_none_never_an_error(messages: bytes, tools: bytes) -> None:
+    got = agent_signature(b"[" + messages, tools)
+    assert got is None or (got.startswith("auto-") and len(got) == 21)
