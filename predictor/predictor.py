@@ -17,6 +17,9 @@ Contract: memory is bounded — at most `max_agent_types` graphs (least recently
 live sessions and `max_ghosts` ghosts (oldest dropped), each graph bounded by its `GraphLimits`. A prediction
 comes from the node's own edges when they hold `min_samples` observations, else the same tool over all step
 buckets, else the whole graph, else the priors — `source` says which and `cold` is true for the priors.
+Remaining calls are P(return) x the mean residual life of the agent type's session lengths (or the chain
+over the graph, `remaining_model`); the peak context (`peak_context_tokens`, `Prediction.peak_prompt_tokens`)
+is the last prompt plus the growth those calls add.
 """
 
 from __future__ import annotations

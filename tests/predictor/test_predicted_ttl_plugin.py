@@ -76,10 +76,28 @@ def test_p_return_counts_only_the_branches_held_for() -> None:
     assert got is not None and got[0].p_return() == 0.0
 
 
-def test_bad_params_fail_naming_the_plugin() -> None:
+def test_one_priority_level_ranks_nothing_but_stays_below_calls() -> None:
+    core, clock = _learned_core({"priority_levels": 1})
+    clock.now = feed_sessions(core.predictor, 300)
+    _call(core, clock, "b", Usage(1000, 10, 0, "tool_calls", ("read",)))
+    warm = _call(core, clock, "b", Usage(1300, 10, 0, "tool_calls", ("edit",)))
+    after_edit = _call(core, clock, "b", Usage(1600, 10, 0, "tool_calls", ("search",)))
+    assert warm.retain_priority == after_edit.retain_priority == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"ttl_quantile": 2.0}, "ttl_quantile"),
+        ({"long_gap_s": -1.0}, "long_gap_s"),
+        ({"priority_base_s": float("inf")}, "priority_base_s"),
+        ({"priority_levels": 0}, "priority_levels"),
+    ],
+)
+def test_bad_params_fail_naming_the_plugin(params: dict[str, object], key: str) -> None:
     spec = PolicySpec(
         picker=PluginSpec("max-score-picker"),
-        retention=PluginSpec("predicted-ttl-retention", params={"ttl_quantile": 2.0}),
+        retention=PluginSpec("predicted-ttl-retention", params=params),
     )
-    with pytest.raises(ConfigError, match="predicted-ttl-retention"):
+    with pytest.raises(ConfigError, match=f"predicted-ttl-retention.*{key}"):
         build_policy(spec)
