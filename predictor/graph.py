@@ -102,6 +102,10 @@ class AgentGraph:
         self.nodes: dict[str, Node] = {}
         self.sessions_seen = 0
         self.sessions_ended = 0
+        # Per ended session: how many calls it made and its last prompt (its peak context), for remaining
+        # work by residual life (`Predictor.predict`); halved past `decay_weight` like a node's counts.
+        self.lengths = tokens_sketch()
+        self.peaks = tokens_sketch()
         self.updates = 0
         self._remaining: dict[str, RemainingWork] = {}
         self._remaining_at = -1
@@ -142,11 +146,22 @@ class AgentGraph:
             self.sessions_seen += 1
         self._touched(node)
 
-    def observe_end(self, key: str, weight: float = 1.0) -> None:
-        """A task ended in state `key` (weight -1 takes back an end declared too early)."""
+    def observe_end(self, key: str, weight: float = 1.0, *, calls: int = 0, peak_prompt: int = 0) -> None:
+        """A task ended in state `key` after `calls` calls, its last prompt `peak_prompt` tokens (weight -1
+        takes back an end declared too early)."""
         node = self.node(key)
         node.ends = max(0.0, node.ends + weight)
         self.sessions_ended += 1 if weight > 0 else -1
+        if calls > 0:
+            if weight > 0:
+                self.lengths.add(calls, weight)
+                self.peaks.add(max(1, peak_prompt), weight)
+                if self.lengths.total > self.limits.decay_weight:
+                    self.lengths.scale(0.5)
+                    self.peaks.scale(0.5)
+            else:
+                self.lengths.remove(calls, -weight)
+                self.peaks.remove(max(1, peak_prompt), -weight)
         self._touched(node)
 
     def _touched(self, node: Node) -> None:

@@ -17,6 +17,9 @@ Contract: memory is bounded — at most `max_agent_types` graphs (least recently
 live sessions and `max_ghosts` ghosts (oldest dropped), each graph bounded by its `GraphLimits`. A prediction
 comes from the node's own edges when they hold `min_samples` observations, else the same tool over all step
 buckets, else the whole graph, else the priors — `source` says which and `cold` is true for the priors.
+Remaining calls are P(return) x the mean residual life of the agent type's session lengths (or the chain
+over the graph, `remaining_model`); the peak context (`peak_context_tokens`, `Prediction.peak_prompt_tokens`)
+is the last prompt plus the growth those calls add.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class PredictorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prefill_s_per_token: float = 2.2e-5
     decode_s_per_token: float = 0.01
     max_agent_type_chars: int = 128
+    # How remaining calls are predicted: "residual" (mean residual life of the type's session lengths, times
+    # P(return)) or "chain" (absorbing Markov chain over the graph).
+    remaining_model: str = "residual"
     graph: GraphLimits = msgspec.field(default_factory=GraphLimits)
     priors: Priors = msgspec.field(default_factory=Priors)
 
@@ -81,6 +87,7 @@ class Prediction(msgspec.Struct, frozen=True):
     remaining_calls: float
     remaining_output_tokens: float
     remaining_service_s: float
+    peak_prompt_tokens: float = 0.0  # the expected prompt of its last call (last prompt + growth to come)
 
 
 class _Session:
@@ -112,6 +119,9 @@ class Predictor:
 
     def __init__(self, config: PredictorConfig | None = None) -> None:
         self.config = config or PredictorConfig()
+        model = self.config.remaining_model
+        if model not in ("residual", "chain"):
+            raise ValueError(f"predictor: remaining_model must be 'residual' or 'chain', got {model!r}")
         self.graphs: OrderedDict[str, AgentGraph] = OrderedDict()
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self._ghosts: OrderedDict[str, _Session] = OrderedDict()
@@ -132,7 +142,8 @@ class Predictor:
         if s is None:
             s = self._ghosts.pop(session_id, None)
             if s is not None and s.agent_type in self.graphs:
-                self.graphs[s.agent_type].observe_end(s.state, -1.0)  # it was not over after all
+                # It was not over after all.
+                self.graphs[s.agent_type].observe_end(s.state, -1.0, calls=s.calls, peak_prompt=s.last_prompt)
             if s is None:
                 s = _Session(agent_type[: self.config.max_agent_type_chars])
             self._admit(session_id, s)
@@ -189,7 +200,7 @@ class Predictor:
         """The session is over (explicitly): its state learns an end."""
         s = self.sessions.pop(session_id, None)
         if s is not None and s.calls > 0:
-            self._graph(s.agent_type).observe_end(s.state)
+            self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
 
     def forget(self, session_id: str) -> None:
         """Drop a session without learning anything from it."""
@@ -215,7 +226,7 @@ class Predictor:
                 ended.append(sid)
         for sid in ended:
             s = self.sessions.pop(sid)
-            self._graph(s.agent_type).observe_end(s.state)
+            self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
             self._ghosts[sid] = s
             while len(self._ghosts) > self.config.max_ghosts:
                 self._ghosts.popitem(last=False)
@@ -242,10 +253,14 @@ class Predictor:
             p_end = self._end_probability(graph, node.key, node.state)
         return ReturnModel(gap if gap is not None else self._prior_sketch, p_end), source
 
-    def return_model_after_call(self, session_id: str) -> tuple[ReturnModel, str] | None:
+    def return_model_after_call(
+        self, session_id: str, *, max_gap_s: float | None = None
+    ) -> tuple[ReturnModel, str] | None:
         """For a session with a call in flight: its return distribution once that call has answered — a
         mixture over the states the call may leave it in, weighted by the transition probabilities (what a
-        retention TTL sent with the call is sized from). None for an unknown session."""
+        retention TTL sent with the call is sized from). With `max_gap_s`, states whose median gap is longer
+        (a person's think time) are left out: they count as not returning within what is held for, so
+        `p_return` is the chance of a return through the short-gap states. None for an unknown session."""
         s = self.sessions.get(session_id)
         if s is None:
             return None
@@ -255,17 +270,21 @@ class Predictor:
         if graph is None or node is None or node.departures < self.config.min_samples:
             return ReturnModel(self._prior_sketch, self.config.priors.end_probability), "prior"
         mixture = seconds_sketch()
-        p_end = 0.0
+        p_return = 0.0
         source = "node"
         for key, p in probs.items():
             gap, src = self._sketch_for(graph, key, "gap")
             if gap is None:
                 gap, src = self._prior_sketch, "prior"
+            if max_gap_s is not None and gap.quantile(0.5) > max_gap_s:
+                continue
             gap.merge_into(mixture, p / gap.total)
-            p_end += p * self._end_probability(graph, key, graph.nodes[key].state)
+            p_return += p * (1.0 - self._end_probability(graph, key, graph.nodes[key].state))
             if src != "node":
                 source = "tool"
-        return ReturnModel(mixture, p_end), source
+        if mixture.total <= 0:  # every branch is a long gap: nothing worth holding for
+            return ReturnModel(self._prior_sketch, 1.0), source
+        return ReturnModel(mixture, 1.0 - p_return), source
 
     def predict(self, session_id: str, now: float) -> Prediction | None:
         """The prediction for a session waiting between calls (None: unknown, or a call in flight)."""
@@ -277,22 +296,13 @@ class Predictor:
         assert s.finished_at is not None
         cfg = self.config
         waited = max(0.0, now - s.finished_at)
-        graph = self.graphs.get(s.agent_type)
         p_return = model.p_return(waited)
         gaps = tuple(model.conditional_quantile(q, waited) for q in cfg.quantiles)
         growth, _ = self._sketch(s, "growth")
         output, _ = self._sketch(s, "output")
         next_growth = growth.mean() if growth is not None else cfg.priors.growth_tokens
         next_output = output.mean() if output is not None else cfg.priors.output_tokens
-        # Remaining work needs ends to have been seen: until `min_samples` sessions ended, the chain would
-        # only reflect the prior's end probability, so the prior's remaining calls stand in.
-        learned = graph is not None and graph.sessions_ended >= cfg.min_samples
-        rest = graph.remaining(s.state) if graph is not None and learned else None
-        if rest is None:
-            calls = cfg.priors.remaining_calls
-            new_tokens, out_tokens = calls * next_growth, calls * next_output
-        else:
-            calls, new_tokens, out_tokens = rest.calls, rest.new_tokens, rest.output_tokens
+        calls, new_tokens, out_tokens = self._remaining(s, p_return, next_growth, next_output)
         return Prediction(
             session_id=session_id,
             agent_type=s.agent_type,
@@ -309,12 +319,77 @@ class Predictor:
             remaining_calls=calls,
             remaining_output_tokens=out_tokens,
             remaining_service_s=new_tokens * cfg.prefill_s_per_token + out_tokens * cfg.decode_s_per_token,
+            peak_prompt_tokens=s.last_prompt + new_tokens,
         )
+
+    def peak_context_tokens(self, session_id: str) -> float | None:
+        """The session's expected peak context: the prompt of its last call, the prompt tokens its remaining
+        calls will add included (what a scheduler sizes a workflow's KV footprint from). Also for a session
+        with a call in flight (from that call's prompt). None for an unknown session."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            return None
+        if s.in_flight and s.pending is not None:  # the call in flight: its prompt, then what follows it
+            prompt = s.last_prompt + s.pending[2]
+            graph = self.graphs.get(s.agent_type)
+            node = graph.nodes.get(s.state) if graph is not None else None
+            probs = graph.transitions(node) if graph is not None and node is not None else {}
+            growth, _ = self._sketch(s, "growth")
+            per_call = growth.mean() if growth is not None else self.config.priors.growth_tokens
+            if graph is None or not probs:
+                return prompt + self._remaining(s, 1.0, per_call, 0.0, calls_done=s.calls + 1)[1]
+            rest = 0.0  # over the states the call in flight may leave the session in
+            for key, p in probs.items():
+                p_return = 1.0 - self._end_probability(graph, key, graph.nodes[key].state)
+                rest += p * self._remaining(s, p_return, per_call, 0.0, calls_done=s.calls + 1, key=key)[1]
+            return prompt + rest
+        if s.finished_at is None:
+            return float(s.last_prompt)
+        got = self.return_model(session_id)
+        p_return = got[0].p_return() if got is not None else 1.0
+        growth, _ = self._sketch(s, "growth")
+        per_call = growth.mean() if growth is not None else self.config.priors.growth_tokens
+        return s.last_prompt + self._remaining(s, p_return, per_call, 0.0)[1]
 
     def graph(self, agent_type: str) -> AgentGraph | None:
         return self.graphs.get(agent_type)
 
     # -- internals ------------------------------------------------------------------------------------
+
+    def _remaining(
+        self,
+        s: _Session,
+        p_return: float,
+        next_growth: float,
+        next_output: float,
+        *,
+        calls_done: int | None = None,
+        key: str | None = None,
+    ) -> tuple[float, float, float]:
+        """Expected (calls, prompt tokens added, output tokens) still to come for a session in state `key`
+        (default: its own) after `calls_done` calls (default: its own), which returns with `p_return`.
+
+        Calls: P(return) x the agent type's mean residual life E[L - n | L > n] over the lengths of the
+        sessions that ended (`remaining_model` "residual"), or the absorbing chain over the graph ("chain");
+        the per-call tokens come from the chain (which knows how a state's next calls grow), else the next
+        call's. Until `min_samples` sessions of the type ended, the prior's remaining calls stand in."""
+        cfg = self.config
+        graph = self.graphs.get(s.agent_type)
+        n = s.calls if calls_done is None else calls_done
+        learned = graph is not None and graph.sessions_ended >= cfg.min_samples
+        rest = graph.remaining(key or s.state) if graph is not None and learned else None
+        if graph is None or not learned:
+            calls = cfg.priors.remaining_calls
+            return calls, calls * next_growth, calls * next_output
+        new_per_call, out_per_call = next_growth, next_output
+        if rest is not None and rest.calls > 1e-6:
+            new_per_call, out_per_call = rest.new_tokens / rest.calls, rest.output_tokens / rest.calls
+        if cfg.remaining_model == "residual":
+            residual = graph.lengths.residual_mean(n)
+            calls = p_return * max(1.0, residual) if math.isfinite(residual) else 0.0
+        else:
+            calls = rest.calls if rest is not None else cfg.priors.remaining_calls
+        return calls, calls * new_per_call, calls * out_per_call
 
     def _admit(self, session_id: str, s: _Session) -> None:
         self.sessions[session_id] = s

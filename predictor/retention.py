@@ -11,6 +11,10 @@ After a call ends the predictor gives the session's `ReturnModel` (will it come 
   `next_use_quantile` of the return gap given the silence so far, minus that silence, divided by the
   probability it still returns (which falls as it stays quiet) and by the recompute weight of its prefix
   (1 + size / `attention_tokens`: prefill per token grows with the context it attends to; 0 turns it off).
+  With `next_use` "mean" the conditional mean of the gap stands in for the quantile. With `long_gap_s` set, a
+  prefix whose predicted median gap is longer (a person's think time) is not pinned at all (off by default:
+  in the ledger's model the ranking already gives such a prefix up first, and leaving it unpinned measured
+  worse in `saga bench predictor`).
   A person's think time after a final answer predicts a gap of minutes, so such a prefix goes before those of
   agents waiting on a tool.
 
@@ -37,6 +41,8 @@ class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_ttl_s: float = 1800.0
     pressure_start: float = 0.7
     attention_tokens: float = 0.0
+    next_use: str = "quantile"  # the predicted next use: "quantile" (`next_use_quantile`) or "mean"
+    long_gap_s: float | None = None  # a predicted median gap above this (a person's think time): not pinned
 
     def validate(self) -> None:
         for name in ("ttl_quantile", "next_use_quantile", "min_return_probability"):
@@ -44,6 +50,8 @@ class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"retention: {name} must be in [0, 1]")
         if self.max_ttl_s <= 0:
             raise ValueError("retention: max_ttl_s must be > 0")
+        if self.next_use not in ("quantile", "mean"):
+            raise ValueError(f"retention: next_use must be 'quantile' or 'mean', got {self.next_use!r}")
 
 
 class RetentionDecision(msgspec.Struct, frozen=True):
@@ -91,7 +99,10 @@ class PredictedRetention:
             return math.inf
         waited = max(0.0, now - held.finished_at)
         p_return = held.model.p_return(waited)
-        wait = held.model.conditional_quantile(self.params.next_use_quantile, waited) - waited
+        if self.params.next_use == "mean":
+            wait = held.model.conditional_mean(waited) - waited
+        else:
+            wait = held.model.conditional_quantile(self.params.next_use_quantile, waited) - waited
         return max(wait, 1e-6) / max(p_return * held.weight, 1e-9)
 
     def decide(self, session_id: str, now: float, tokens: int) -> RetentionDecision:
@@ -103,7 +114,9 @@ class PredictedRetention:
         model = got[0]
         p_return = model.p_return()
         next_use = model.quantile(p.next_use_quantile) / max(p_return * self._weight(tokens), 1e-9)
-        if p_return < p.min_return_probability:
+        if p_return < p.min_return_probability or (
+            p.long_gap_s is not None and model.quantile(0.5) > p.long_gap_s
+        ):
             return RetentionDecision(session_id, False, 0.0, next_use, p_return)
         ttl = min(model.quantile(p.ttl_quantile), p.max_ttl_s) * (1.0 - 0.5 * self.pressure())
         return RetentionDecision(session_id, True, ttl, next_use, p_return)

@@ -67,3 +67,20 @@ class ReturnModel:
         if base >= 1.0:
             return max(waited, self._xs[-1])
         return max(waited, self.quantile(base + q * (1.0 - base)))
+
+    def conditional_mean(self, waited: float = 0.0) -> float:
+        """E[gap | gap > waited] (mass spread log-uniformly inside each bucket), at least `waited`."""
+        xs, cum = self._xs, self._cum
+        base = self.cdf(waited) if waited > 0 else 0.0
+        if base >= 1.0:
+            return max(waited, xs[-1])
+        total = 0.0
+        for i in range(len(xs) - 1):
+            a, b, mass = xs[i], xs[i + 1], cum[i + 1] - cum[i]
+            if mass <= 0 or b <= waited:
+                continue
+            if a < waited:  # the part of the bucket above `waited`
+                mass *= math.log(b / waited) / math.log(b / a)
+                a = waited
+            total += mass * (b - a) / math.log(b / a) if b > a else mass * a
+        return max(waited, total / (1.0 - base))

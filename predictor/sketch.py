@@ -43,6 +43,24 @@ class LogSketch:
         self._counts[self._index(value)] += weight
         self.total += weight
 
+    def remove(self, value: float, weight: float = 1.0) -> None:
+        """Take back up to `weight` of an observation of `value` (never below zero: it may have decayed)."""
+        i = self._index(value)
+        taken = min(self._counts[i], weight)
+        self._counts[i] -= taken
+        self.total -= taken
+
+    def residual_mean(self, at_least: float) -> float:
+        """E[X - at_least | X > at_least] over bucket midpoints (NaN when no mass lies above `at_least`)."""
+        mass = excess = 0.0
+        for i, c in enumerate(self._counts):
+            if c > 0:
+                mid = self._edge(i + 0.5)
+                if mid > at_least:
+                    mass += c
+                    excess += c * (mid - at_least)
+        return excess / mass if mass > 0 else math.nan
+
     def scale(self, factor: float) -> None:
         """Multiply every count by `factor` (decay: old observations weigh less)."""
         counts = self._counts

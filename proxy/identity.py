@@ -8,7 +8,8 @@ first by prefix chaining (proxy/session_chain.py: its conversation extends an ea
 answer), else from the start of its conversation (system and first user message, which every
 later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
 is already a live chained session gets a fresh id, so two agents given the same task stay apart. Any other
-call is a session of its own.
+call is a session of its own. The agent type is `X-Agent-Type`, else a hash of the head of the system prompt
+and the tool definitions (`prompt_shape.agent_signature`), else `default`.
 
 Every identity value a client sends (session, tenant, agent type) is checked by `check_id`: 1 to
 `MAX_ID_CHARS` printable ASCII characters, no leading or trailing space. Anything else (CR/LF, other control
@@ -25,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.prompt_shape import agent_signature
 from proxy.session_chain import ChatMessage, PrefixChains, chain_of, decode_messages
 
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
@@ -74,6 +76,8 @@ class CallFields(msgspec.Struct):
     prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at
     input: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses
     previous_response_id: str | None = None  # /v1/responses: continues that response's session
+    tools: msgspec.Raw = msgspec.Raw(b"")  # only hashed, to name the agent type without X-Agent-Type
+    instructions: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses' system prompt; likewise
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -181,5 +185,7 @@ def identify(
         if value:
             tenant = value
             break
-    agent_type = _first(headers, AGENT_TYPE_HEADERS) or "default"
+    agent_type = _first(headers, AGENT_TYPE_HEADERS)
+    if agent_type is None:  # the agent named by its system prompt and tools (proxy/prompt_shape.py)
+        agent_type = agent_signature(fields.messages, fields.tools, fields.instructions) or "default"
     return Identity(session, tenant, agent_type, inferred, prompt_chain)

@@ -43,7 +43,7 @@ from loadtests.bench.report import machine_description
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, generate
 from loadtests.workloads.trace_replay import load_trace
-from predictor import PredictedRetention, Predictor, RetentionLedger, RetentionParams
+from predictor import PredictedRetention, Predictor, PredictorConfig, RetentionLedger, RetentionParams
 
 
 class TraceCall(msgspec.Struct):
@@ -61,6 +61,8 @@ class TraceCall(msgspec.Struct):
     request_tools: tuple[str, ...]
     next_arrival: float = math.inf
     calls_after: int = 0  # calls the session still makes after this one
+    final_prompt: int = 0  # the prompt of the session's last call (its peak context)
+    output_after: int = 0  # output tokens of the calls after this one
 
 
 def build_trace(
@@ -101,8 +103,12 @@ def build_trace(
                 prompt, reusable = kept + step.observation_tokens, kept
         for a, b in itertools.pairwise(calls):
             a.next_arrival = b.arrival
-        for c in calls:
+        output_after = 0
+        for c in reversed(calls):
             c.calls_after = len(calls) - c.index - 1
+            c.final_prompt = calls[-1].prompt
+            c.output_after = output_after
+            output_after += c.output
         shapes.append(calls)
     durations = [s[-1].finish for s in shapes if s]
     rate = concurrency / max(1e-9, statistics.mean(durations)) if durations else 1.0
@@ -236,8 +242,11 @@ def replay(events: Sequence[tuple[float, int, TraceCall]], policy: CachePolicy) 
 # -- prediction quality --------------------------------------------------------------------------------
 
 
-def prediction_quality(events: Sequence[tuple[float, int, TraceCall]], tick_s: float = 1.0) -> dict[str, Any]:
-    predictor = Predictor()
+def prediction_quality(
+    events: Sequence[tuple[float, int, TraceCall]], tick_s: float = 1.0, config: PredictorConfig | None = None
+) -> dict[str, Any]:
+    predictor = Predictor(config)
+    cfg = predictor.config
     quantiles = predictor.config.quantiles
     hits = [0] * len(quantiles)
     returned = 0
@@ -245,6 +254,13 @@ def prediction_quality(events: Sequence[tuple[float, int, TraceCall]], tick_s: f
     ends: list[int] = []
     prompt_err: list[float] = []
     remaining_err: list[float] = []
+    remaining_signed: list[float] = []
+    service_err: list[float] = []
+    peak_err: list[float] = []
+    peak_signed: list[float] = []
+    peak_err_now: list[float] = []  # a baseline: the peak is the prompt already reached
+    truth_remaining: list[int] = []
+    predicted_remaining: list[float] = []
     cold = 0
     pending: dict[str, tuple[TraceCall, Any]] = {}
     next_tick = 0.0
@@ -273,6 +289,16 @@ def prediction_quality(events: Sequence[tuple[float, int, TraceCall]], tick_s: f
         brier.append((pred.p_end - call.last) ** 2)
         ends.append(call.last)
         remaining_err.append(abs(pred.remaining_calls - call.calls_after))
+        remaining_signed.append(pred.remaining_calls - call.calls_after)
+        true_service = (call.final_prompt - call.prompt) * cfg.prefill_s_per_token + (
+            call.output_after * cfg.decode_s_per_token
+        )
+        service_err.append(abs(pred.remaining_service_s - true_service))
+        peak_err.append(abs(pred.peak_prompt_tokens - call.final_prompt) / max(1, call.final_prompt))
+        peak_signed.append((pred.peak_prompt_tokens - call.final_prompt) / max(1, call.final_prompt))
+        peak_err_now.append(abs(call.final_prompt - call.prompt) / max(1, call.final_prompt))
+        truth_remaining.append(call.calls_after)
+        predicted_remaining.append(pred.remaining_calls)
         if not call.last:
             pending[call.session_id] = (call, pred)
     end_rate = statistics.mean(ends) if ends else 0.0
@@ -286,8 +312,50 @@ def prediction_quality(events: Sequence[tuple[float, int, TraceCall]], tick_s: f
         "brier_end_constant": round(end_rate * (1 - end_rate), 5),
         "next_prompt_rel_error_median": round(statistics.median(prompt_err), 4) if prompt_err else None,
         "next_prompt_rel_error_mean": round(statistics.mean(prompt_err), 4) if prompt_err else None,
-        "remaining_calls_mae": round(statistics.mean(remaining_err), 3) if remaining_err else None,
+        "remaining_calls_mae": _mean(remaining_err, 3),
+        "remaining_calls_bias": _mean(remaining_signed, 3),
+        # Baseline: the best constant in hindsight (the median of the true remaining calls).
+        "remaining_calls_mae_constant": _mean(
+            [abs(t - statistics.median(truth_remaining)) for t in truth_remaining], 3
+        ),
+        # What an order by least remaining work needs: does the prediction rank sessions right?
+        "remaining_calls_spearman": _spearman(predicted_remaining, truth_remaining),
+        "remaining_service_mae_s": _mean(service_err, 3),
+        "peak_prompt_rel_error_median": round(statistics.median(peak_err), 4) if peak_err else None,
+        "peak_prompt_rel_error_mean": _mean(peak_err, 4),
+        "peak_prompt_rel_bias": _mean(peak_signed, 4),
+        "peak_prompt_rel_error_median_no_growth": round(statistics.median(peak_err_now), 4)
+        if peak_err_now
+        else None,
     }
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    """Ranks (ties share their mean rank)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    try:
+        return round(statistics.correlation(_ranks(xs), _ranks(ys)), 4)
+    except statistics.StatisticsError:  # a constant series
+        return None
+
+
+def _mean(xs: Sequence[float], digits: int) -> float | None:
+    return round(statistics.mean(xs), digits) if xs else None
 
 
 # -- the command ---------------------------------------------------------------------------------------

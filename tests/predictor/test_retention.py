@@ -49,6 +49,20 @@ def test_under_pressure_the_person_driven_wait_goes_before_the_tool_wait() -> No
     assert policy.on_arrival("person", now + 120) == 0
 
 
+def test_next_use_by_mean_and_think_time_left_unpinned_when_asked() -> None:
+    predictor, now = _trained()
+    _finish(predictor, "person", now, "answer")
+    _finish(predictor, "tool", now, "edit")
+    by_mean = PredictedRetention(predictor, 100_000, RetentionParams(next_use="mean"))
+    for sid in ("person", "tool"):
+        by_mean.after_call(sid, now, 10_000)
+    # The person's think time (median 2 min) is predicted further away than the edit's 2 s, by the mean too.
+    assert by_mean.eviction_score("person", now) > 20 * by_mean.eviction_score("tool", now)
+    bounded = PredictedRetention(predictor, 100_000, RetentionParams(long_gap_s=60.0))
+    assert not bounded.decide("person", now, 10_000).keep
+    assert bounded.decide("tool", now, 10_000).keep
+
+
 def test_a_silent_session_loses_its_claim_as_time_passes() -> None:
     predictor, now = _trained()
     policy = PredictedRetention(predictor, 100_000)
@@ -62,3 +76,5 @@ def test_a_silent_session_loses_its_claim_as_time_passes() -> None:
 def test_bad_parameters_fail_naming_the_key() -> None:
     with pytest.raises(ValueError, match="ttl_quantile"):
         PredictedRetention(Predictor(), 10, RetentionParams(ttl_quantile=1.5))
+    with pytest.raises(ValueError, match="next_use"):
+        PredictedRetention(Predictor(), 10, RetentionParams(next_use="soon"))

@@ -69,6 +69,12 @@ def test_bench_predictor_on_a_generated_workload(tmp_path: Path) -> None:
     assert result["belady_ratio"] == max(r["saga_over_belady"] for r in result["cache"])
     coverage = result["quality"]["coverage"]
     assert coverage["p10"] <= coverage["p50"] <= coverage["p90"]
+    quality = result["quality"]
+    for key in ("remaining_calls_mae", "remaining_calls_mae_constant", "remaining_service_mae_s"):
+        assert quality[key] >= 0
+    assert quality["peak_prompt_rel_error_median_no_growth"] >= 0
+    assert quality["peak_prompt_rel_error_median"] >= 0
+    assert abs(quality["remaining_calls_bias"]) <= quality["remaining_calls_mae"]
 
 
 def test_bench_predictor_replays_a_csv_trace(tmp_path: Path) -> None:
@@ -86,3 +92,12 @@ def test_bench_predictor_replays_a_csv_trace(tmp_path: Path) -> None:
     # Without a cache every reusable token is recomputed; with room for all, none is (by every policy).
     assert all(r["avoidable"] > 0 for r in no_cache["policies"].values())
     assert all(r["avoidable"] == 0 for r in everything["policies"].values())
+
+
+def test_rank_correlation_of_the_remaining_work() -> None:
+    from loadtests.bench.predictor import _spearman
+
+    assert _spearman([1, 2, 3, 4], [10, 20, 30, 45]) == 1.0  # any increasing relation ranks the same
+    assert _spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert _spearman([5, 5, 5], [1, 2, 3]) is None  # a constant predicts no order
+    assert _spearman([1, 2], [1, 2]) is None

@@ -1,18 +1,31 @@
 """`predicted-ttl-retention`: asks the replica to keep a call's KV for as long as the learned graph says the
-session will take to come back.
+session will take to come back, at a priority that ranks it by how soon.
 
 The core binds its `predictor.Predictor` (`bind_predictor`) when the policy is built into it. At dispatch the
 call's answer is not known yet, so the TTL comes from the session's return distribution after this call — a
 mixture over the states the call may leave it in (`Predictor.return_model_after_call`): its `ttl_quantile`,
-capped at `max_ttl_s`. No retention when the session will probably not come back (`p_return` below
-`min_return_probability`, e.g. a task that usually ends here), nor for a cold start unless `cold_ttl_s` is
-set.
+capped at `max_ttl_s`. States whose median gap exceeds `long_gap_s` (a person reading and typing after an
+answer, a long sub-task) are left out of the mixture: holding KV through minutes of think time is waste, so
+the TTL covers the tool-time branches only and the KV goes once they have passed. No retention when the
+session will probably not come back within the held branches (`p_return` below `min_return_probability`,
+e.g. a task that usually ends here, or answers a person), nor for a cold start unless `cold_ttl_s` is set.
 
-Contract: returns None or a TTL in (0, `max_ttl_s`]; without a bound predictor it returns `cold_ttl_s`.
+Priority (contract v2, docs/retention-api.md; lower = more important): with `priority_base_s` set, a
+retention is ranked by its predicted next use (the held mixture's median gap / its probability of return)
+on a log2 scale: 1 + floor(log2(next_use / priority_base_s)), clamped to [1, `priority_levels`]. Every level
+is below a call's own priority 0, so a retention never holds a waiting call back (with equal priorities a
+retention held against new work, TTFT rose and TCT did not fall: docs/results/predictor.md); under pressure
+the replica breaks the furthest predicted next use first (least important, then oldest) — the online Bélády
+order of `predictor.retention`. With `priority_base_s` None the call's own priority is used (a hard hold).
+
+Contract: `retain_ttl_s` returns None or a TTL in (0, `max_ttl_s`]; without a bound predictor it returns
+`cold_ttl_s`. `retain_priority` answers for the call `retain_ttl_s` last sized: None, or an int in
+[1, `priority_levels`].
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 from predictor import Predictor
@@ -25,6 +38,9 @@ class PredictedTtlParams(PluginParams):
     max_ttl_s: float = 300.0
     min_return_probability: float = 0.2
     cold_ttl_s: float | None = None
+    long_gap_s: float | None = 60.0
+    priority_base_s: float | None = 1.0
+    priority_levels: int = 8
 
 
 class PredictedTtlRetention(Retention):
@@ -38,21 +54,40 @@ class PredictedTtlRetention(Retention):
             raise ValueError(
                 f"predicted-ttl-retention: ttl_quantile must be in (0, 1], got {params.ttl_quantile}"
             )
-        if params.max_ttl_s <= 0:
-            raise ValueError(f"predicted-ttl-retention: max_ttl_s must be > 0, got {params.max_ttl_s}")
-        if params.cold_ttl_s is not None and params.cold_ttl_s <= 0:
-            raise ValueError(f"predicted-ttl-retention: cold_ttl_s must be > 0, got {params.cold_ttl_s}")
+        for name in ("max_ttl_s", "cold_ttl_s", "long_gap_s", "priority_base_s"):
+            value = getattr(params, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"predicted-ttl-retention: {name} must be > 0 and finite, got {value}")
+        if params.priority_levels < 1:
+            raise ValueError(
+                f"predicted-ttl-retention: priority_levels must be >= 1, got {params.priority_levels}"
+            )
         self.p = params
         self.predictor: Predictor | None = None
+        self._priority: tuple[str, int | None] = ("", None)  # (request id, priority) of the last TTL sized
 
     def bind_predictor(self, predictor: Predictor) -> None:
         self.predictor = predictor
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
-        got = self.predictor.return_model_after_call(req.session_id) if self.predictor else None
+        self._priority = (req.request_id, None)
+        got = (
+            self.predictor.return_model_after_call(req.session_id, max_gap_s=self.p.long_gap_s)
+            if self.predictor
+            else None
+        )
         if got is None or got[1] == "prior":
             return self.p.cold_ttl_s
         model = got[0]
-        if model.p_return() < self.p.min_return_probability:
+        p_return = model.p_return()
+        if p_return < self.p.min_return_probability:
             return None
+        if self.p.priority_base_s is not None:
+            next_use = model.quantile(0.5) / p_return
+            level = 1 + math.floor(math.log2(max(next_use / self.p.priority_base_s, 1.0)))
+            self._priority = (req.request_id, min(level, self.p.priority_levels))
         return min(max(model.quantile(self.p.ttl_quantile), 1e-3), self.p.max_ttl_s)
+
+    def retain_priority(self, req: RequestInfo, replica_id: ReplicaId) -> int | None:
+        request_id, priority = self._priority
+        return priority if request_id == req.request_id else None
