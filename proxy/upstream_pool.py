@@ -192,7 +192,13 @@ class UpstreamAnswer:
 
 
 class UpstreamPool:
-    def __init__(self, idle_ttl_s: float = 4.0, max_idle_per_replica: int = 256) -> None:
+    """`unix_path`: every connection goes to this Unix socket whatever the URL's host (the fast server's
+    hand-off to the aiohttp app, proxy/fast_server.py)."""
+
+    def __init__(
+        self, idle_ttl_s: float = 4.0, max_idle_per_replica: int = 256, unix_path: str | None = None
+    ) -> None:
+        self.unix_path = unix_path
         self.idle_ttl_s = idle_ttl_s
         self.max_idle = max_idle_per_replica
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
@@ -229,9 +235,11 @@ class UpstreamPool:
             context = self._ssl
         try:
             async with asyncio.timeout(timeout_s):
-                transport, conn = await asyncio.get_running_loop().create_connection(
-                    _Connection, host, port, ssl=context
-                )
+                loop = asyncio.get_running_loop()
+                if self.unix_path is not None:
+                    transport, conn = await loop.create_unix_connection(_Connection, self.unix_path)
+                else:
+                    transport, conn = await loop.create_connection(_Connection, host, port, ssl=context)
         except (OSError, TimeoutError) as e:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {e!r}") from e
         # uvloop may call connection_made only after create_connection returned.
@@ -239,14 +247,19 @@ class UpstreamPool:
         return conn
 
     async def request(
-        self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout_s: float
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        connect_timeout_s: float,
+        method: str = "POST",
     ) -> UpstreamAnswer:
         parts = urlsplit(url)
         tls = parts.scheme == "https"
         host = parts.hostname or "127.0.0.1"
         key = (host, parts.port or (443 if tls else 80), tls)
         target = parts.path + ("?" + parts.query if parts.query else "")
-        head = [f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"]
+        head = [f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         payload = "".join(head).encode("latin-1") + body
