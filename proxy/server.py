@@ -22,11 +22,12 @@ from proxy.config import ProxyConfig
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
-from proxy.logs import use_json_logs
+from proxy.logs import batch_access_log, use_json_logs
 from proxy.scheduler import SchedulerCore
 
 log = logging.getLogger("saga.proxy")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+ACCESS_LOG_FLUSH_S = 0.2  # `saga serve` writes the access log out this often
 
 
 @contextlib.asynccontextmanager
@@ -79,8 +80,17 @@ def server_kind(config: ProxyConfig) -> str:
 async def serve_forever(config: ProxyConfig) -> None:
     if config.log_format == "json":
         use_json_logs()
-    async with running_proxy(config) as url:
-        policy = config.policy if isinstance(config.policy, str) else "custom"
-        log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
-        print(f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}", flush=True)
-        await asyncio.Event().wait()
+    access = batch_access_log(logging.getLogger("saga.access")) if config.access_log else None
+    try:
+        async with running_proxy(config) as url:
+            policy = config.policy if isinstance(config.policy, str) else "custom"
+            log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
+            replicas = ", ".join(config.replicas)
+            print(f"SAGA proxy listening on {url} (policy {policy}) -> {replicas}", flush=True)
+            while True:
+                await asyncio.sleep(ACCESS_LOG_FLUSH_S)
+                if access is not None:
+                    access.flush()
+    finally:
+        if access is not None:
+            access.flush()
