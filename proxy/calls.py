@@ -41,6 +41,7 @@ USAGE_OPTION_ROUTES = frozenset(
 _request_ids = itertools.count()
 _id_prefix = f"saga-{os.getpid():x}"
 _MAX_ERROR_BODY = 64 * 1024
+TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased
 
 
 def _bad_request(message: str, code: str = "invalid_request_body") -> ProxyError:
@@ -84,7 +85,7 @@ async def serve_call(
     fields = parse_call(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
-        who = identify(headers, fields, request_id, app[CONFIG].tenants.header_sources(), chains=app[CHAINS])
+        who = identify(headers, fields, request_id, app[TENANT_SOURCES], chains=app[CHAINS])
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
@@ -318,5 +319,6 @@ class _Call:
 
 
 def add_routes(app: web.Application) -> None:
+    app[TENANT_SOURCES] = app[CONFIG].tenants.header_sources()
     for path in CALL_ROUTES:
         app.router.add_post(path, proxy_call)

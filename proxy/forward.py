@@ -17,7 +17,6 @@ Failure contract:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -140,8 +139,8 @@ def forwarded_headers(
     """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
     client's spelling) replaced, so each is sent once."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    replaced = {k.lower() for k in extra}
-    out = {k: v for k, v in pairs if (name := k.lower()) not in _NOT_FORWARDED and name not in replaced}
+    dropped = _NOT_FORWARDED.union([k.lower() for k in extra]) if extra else _NOT_FORWARDED
+    out = {k: v for k, v in pairs if k.lower() not in dropped}
     out.update(extra)
     return out
 
@@ -156,8 +155,7 @@ async def open_upstream(
 ) -> UpstreamAnswer:
     """POSTs and returns once the replica's status and headers are in."""
     try:
-        async with asyncio.timeout(first_byte_timeout_s):
-            return await pool.request(url, body, headers, connect_timeout_s)
+        return await pool.request(url, body, headers, connect_timeout_s, "POST", first_byte_timeout_s)
     except ConnectFailed as e:
         raise UpstreamUnreachable(str(e)) from e
     except TimeoutError as e:
@@ -201,8 +199,7 @@ async def _relay_whole(
     outcome: Relayed,
 ) -> None:
     try:
-        async with asyncio.timeout(idle_timeout_s):
-            body = await upstream.read()
+        body = await upstream.read(idle_timeout_s=idle_timeout_s)
     except (BodyFailed, TimeoutError) as e:
         outcome.upstream_error = repr(e)
         answer_error(downstream, ProxyError(502, "the replica failed while answering", code="upstream_error"))
@@ -229,11 +226,10 @@ async def _relay_stream(
     except ConnectionError:
         outcome.client_gone = True
         return
-    chunks = upstream.chunks().__aiter__()
+    chunks = upstream.chunks(idle_timeout_s).__aiter__()
     while True:
         try:
-            async with asyncio.timeout(idle_timeout_s):
-                chunk = await anext(chunks)
+            chunk = await anext(chunks)
         except StopAsyncIteration:
             break
         except (BodyFailed, TimeoutError) as e:
