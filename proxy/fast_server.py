@@ -13,8 +13,9 @@ Contract:
   routes, this server only takes the hot ones off it.
 - The HTTP layer's own refusals are OpenAI-shaped and close the connection: malformed HTTP or a header line
   over 8190 bytes (aiohttp's limit) is a 400 quoting nothing back, a body over `max_body_bytes` a 413.
-- Requests on a keep-alive connection are served one at a time, in order (pipelining included). A client that
-  hangs up cancels what its connection was serving (a call is then aborted upstream and reported cancelled).
+- Requests on a keep-alive connection are served one at a time, in order (pipelining included); a connection
+  without a complete request for `KEEP_ALIVE_S` is closed. A client that hangs up cancels what its
+  connection was serving (a call is then aborted upstream and reported cancelled).
 - One access-log line per request on `saga.access` when `access_log` is on, in aiohttp's format.
 """
 
@@ -46,6 +47,7 @@ access_log = logging.getLogger("saga.access")
 
 MAX_FIELD_BYTES = 8190  # one header line, as aiohttp allows
 MAX_HEAD_BYTES = 64 * 1024  # all header lines of one request
+KEEP_ALIVE_S = 75.0  # an idle keep-alive connection, or one sending a request this slowly, is closed
 _FAST_PATHS = frozenset(CALL_ROUTES)
 _REASONS = {int(s): s.phrase for s in HTTPStatus}
 _JSON = {"Content-Type": "application/json"}
@@ -165,6 +167,15 @@ class _ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "-"
         self.server.connections.add(self)
+        self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        """A connection with no request in progress is closed after `KEEP_ALIVE_S` (aiohttp's default)."""
+        self._idle_timer = asyncio.get_running_loop().call_later(KEEP_ALIVE_S, self._idle_too_long)
+
+    def _idle_too_long(self) -> None:
+        if self.transport is not None and not self.queue and (self.task is None or self.task.done()):
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -176,6 +187,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._idle_timer.cancel()
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client is gone: abort what it was waiting for
@@ -250,6 +262,7 @@ class _ClientConnection(asyncio.Protocol):
             parser.get_http_version(),
         )
         self.queue.append(request)
+        self._idle_timer.cancel()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._serve_queue())
 
@@ -312,6 +325,8 @@ class _ClientConnection(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
                 return
+        if self.transport is not None:
+            self._arm_idle_timer()
 
     async def _serve(self, request: _Request, downstream: _Downstream) -> None:
         if request.refused is not None:

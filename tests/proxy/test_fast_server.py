@@ -201,3 +201,20 @@ async def test_client_api_keys_are_checked_on_the_fast_path() -> None:
 def test_an_unknown_server_kind_fails_at_start_naming_the_key() -> None:
     with pytest.raises(ConfigError, match="server"):
         ProxyConfig(replicas=["http://a"], server="nginx").validate()
+
+
+async def test_an_idle_keep_alive_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy import fast_server
+
+    monkeypatch.setattr(fast_server, "KEEP_ALIVE_S", 0.2)
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", CALL))
+        answers = await _read_answers(reader, 1)
+        rest = await asyncio.wait_for(reader.read(), 10)  # b"" once the proxy closes the idle connection
+        slow_reader, slow_writer = await _connect(url)
+        slow_writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and never finishes
+        slow_rest = await asyncio.wait_for(slow_reader.read(), 10)
+        writer.close()
+        slow_writer.close()
+    assert answers[0].status == 200 and rest == b"" and slow_rest == b""
