@@ -227,7 +227,7 @@ def run_overhead(args: argparse.Namespace) -> int:
     report = OverheadReport(
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        command="saga " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "saga bench overhead",
+        command="saga bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "saga bench overhead",
         connections=args.connections,
         duration_s=args.duration,
         rounds=args.rounds,
