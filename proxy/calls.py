@@ -137,13 +137,18 @@ class _Call:
         self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
 
     async def _decided(self, decisions: list[Decision]) -> Decision:
-        gate = self.app[GATE]
-        pending = gate.expect(self.info.request_id)
-        gate.apply(decisions)
-        try:
-            decision = await pending
-        finally:
-            gate.forget(self.info.request_id)
+        gate, rid = self.app[GATE], self.info.request_id
+        # Usually the core decides this call at once: no need to wait for it through the gate.
+        decision: Decision | None = next((d for d in decisions if d.request_id == rid), None)
+        if decision is not None:
+            gate.apply([d for d in decisions if d is not decision])
+        else:
+            pending = gate.expect(rid)
+            gate.apply(decisions)
+            try:
+                decision = await pending
+            finally:
+                gate.forget(rid)
         self.app[METRICS].decisions.labels("dispatch" if isinstance(decision, Dispatch) else "reject").inc()
         return decision
 

@@ -223,6 +223,7 @@ class UpstreamPool:
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
+        self._targets: dict[tuple[str, str], tuple[tuple[str, int, bool], str]] = {}
 
     def _put(self, key: tuple[str, int, bool], conn: _Connection) -> None:
         idle = self._idle.setdefault(key, [])
@@ -265,6 +266,22 @@ class UpstreamPool:
         conn.transport = transport
         return conn
 
+    def _target(self, method: str, url: str) -> tuple[tuple[str, int, bool], str]:
+        """The connection key and the request's first two lines, parsed once per URL (a replica's routes)."""
+        cached = self._targets.get((method, url))
+        if cached is None:
+            parts = urlsplit(url)
+            tls = parts.scheme == "https"
+            key = (parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80), tls)
+            target = parts.path + ("?" + parts.query if parts.query else "")
+            if len(self._targets) >= 1024:  # URLs from the fast server's hand-off are the client's: bounded
+                self._targets.clear()
+            cached = self._targets[(method, url)] = (
+                key,
+                f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n",
+            )
+        return cached
+
     async def request(
         self,
         url: str,
@@ -275,15 +292,12 @@ class UpstreamPool:
         first_byte_timeout_s: float | None = None,
     ) -> UpstreamAnswer:
         """Raises TimeoutError when the status line took longer than `first_byte_timeout_s` after sending."""
-        parts = urlsplit(url)
-        tls = parts.scheme == "https"
-        host = parts.hostname or "127.0.0.1"
-        key = (host, parts.port or (443 if tls else 80), tls)
-        target = parts.path + ("?" + parts.query if parts.query else "")
-        head = [f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"]
+        key, request_line = self._target(method, url)
+        head = [request_line]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         payload = "".join(head).encode("latin-1") + body
+        host = key[0]
         conn = self._take(key)
         reused = conn is not None
         while True:
