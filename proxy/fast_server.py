@@ -180,8 +180,15 @@ class _ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # an upgrade offer (h2c, websocket) is declined: the request is answered in HTTP/1.1
+        except httptools.HttpParserUpgrade as e:
+            # An upgrade offer (h2c, websocket) is declined: the request is answered in HTTP/1.1, then the
+            # connection closed (the parser reads nothing after an upgrade, not even the request's body).
+            if self.queue:
+                request = self.queue[-1]
+                request.keep_alive = False
+                length = next((v for k, v in request.headers if k.lower() == "content-length"), "")
+                if not request.body and length.strip().isdigit():
+                    request.body = data[int(e.args[0]) :][: int(length)]
         except httptools.HttpParserError as e:
             self._refuse(400, f"malformed HTTP request ({type(e).__name__})")
 

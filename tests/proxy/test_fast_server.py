@@ -218,3 +218,12 @@ async def test_an_idle_keep_alive_connection_is_closed(monkeypatch: pytest.Monke
         writer.close()
         slow_writer.close()
     assert answers[0].status == 200 and rest == b"" and slow_rest == b""
+
+
+async def test_an_upgrade_offer_is_answered_in_http_1_1_then_closed() -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", CALL, "Connection: Upgrade\r\nUpgrade: h2c\r\n"))
+        data = await asyncio.wait_for(reader.read(), 10)  # returns once the proxy closes
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 200") and b'"content":"hi"' in data
