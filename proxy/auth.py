@@ -23,7 +23,10 @@ TENANT = web.RequestKey("tenant", str)  # set on requests authenticated by a cli
 
 
 def _bearer(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
+    return _bearer_of(request.headers.get("Authorization", ""))
+
+
+def _bearer_of(auth: str) -> str | None:
     scheme, _, token = auth.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -46,12 +49,22 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             )
         return await handler(request)
     if config.api_keys:
-        tenant = None
-        if token is not None:
-            for key, name in config.api_keys.items():
-                if _matches(token, key):
-                    tenant = name
-        if tenant is None:
-            raise ProxyError(401, "missing or unknown API key", code="invalid_api_key")
-        request[TENANT] = tenant
+        request[TENANT] = client_tenant(config.api_keys, token)
     return await handler(request)
+
+
+def client_tenant(api_keys: dict[str, str], token: str | None) -> str:
+    """The tenant a client API key names; a 401 ProxyError for a missing or unknown key."""
+    tenant = None
+    if token is not None:
+        for key, name in api_keys.items():
+            if _matches(token, key):
+                tenant = name
+    if tenant is None:
+        raise ProxyError(401, "missing or unknown API key", code="invalid_api_key")
+    return tenant
+
+
+def call_tenant(api_keys: dict[str, str] | None, authorization: str | None) -> str | None:
+    """For servers without aiohttp's middleware (proxy/fast_server.py): None when no keys are configured."""
+    return client_tenant(api_keys, _bearer_of(authorization or "")) if api_keys else None

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 
 import msgspec
 from aiohttp import web
@@ -40,6 +41,7 @@ USAGE_OPTION_ROUTES = frozenset(
 _request_ids = itertools.count()
 _id_prefix = f"saga-{os.getpid():x}"
 _MAX_ERROR_BODY = 64 * 1024
+TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased
 
 
 def _bad_request(message: str, code: str = "invalid_request_body") -> ProxyError:
@@ -58,18 +60,34 @@ def parse_call(body: bytes) -> CallFields:
 
 
 async def proxy_call(request: web.Request) -> web.StreamResponse:
-    app = request.app
+    """The aiohttp handler of the call routes."""
+    downstream = forward.AiohttpDownstream(request)
+    await serve_call(
+        request.app, request.path, request.headers, await request.read(), request.get(TENANT), downstream
+    )
+    assert downstream.response is not None
+    return downstream.response
+
+
+async def serve_call(
+    app: web.Application,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    tenant: str | None,
+    downstream: forward.Downstream,
+) -> None:
+    """One call, whichever server holds the client connection: the answer goes to `downstream`.
+
+    `headers` must be case-insensitive; `tenant` is the tenant a client API key named (None without keys).
+    Raises ProxyError for the proxy's own refusals; the server answers it (nothing was sent yet then)."""
     core = app[CORE]
-    body = await request.read()
     fields = parse_call(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
-        who = identify(
-            request.headers, fields, request_id, app[CONFIG].tenants.header_sources(), chains=app[CHAINS]
-        )
+        who = identify(headers, fields, request_id, app[TENANT_SOURCES], chains=app[CHAINS])
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
-    tenant = request.get(TENANT)
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = msgspec.structs.replace(who, tenant_id=tenant)
     prompt = fields.messages or fields.prompt or fields.input  # a view into the body: copied only when hashed
@@ -88,22 +106,30 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
     )
     add_usage = (
         fields.stream
-        and request.path in USAGE_OPTION_ROUTES
+        and path in USAGE_OPTION_ROUTES
         and not (fields.stream_options is not None and fields.stream_options.include_usage)
     )
-    return await _Call(request, info, who, body, add_usage).run()
+    await _Call(app, path, headers, downstream, info, who, body, add_usage).run()
 
 
 class _Call:
     """One call's life after parsing: decisions, attempts, the relay, and its single finish report."""
 
     def __init__(
-        self, request: web.Request, info: RequestInfo, who: Identity, body: bytes, add_usage: bool
+        self,
+        app: web.Application,
+        path: str,
+        headers: Mapping[str, str],
+        downstream: forward.Downstream,
+        info: RequestInfo,
+        who: Identity,
+        body: bytes,
+        add_usage: bool,
     ) -> None:
-        self.request = request
+        self.path, self.headers, self.downstream = path, headers, downstream
         # A streamed chat/completions call that did not ask for usage: ask upstream, strip it downstream.
         self.add_usage = add_usage
-        self.app = request.app
+        self.app = app
         self.info = info
         self.who = who
         self.body = body
@@ -111,17 +137,22 @@ class _Call:
         self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
 
     async def _decided(self, decisions: list[Decision]) -> Decision:
-        gate = self.app[GATE]
-        pending = gate.expect(self.info.request_id)
-        gate.apply(decisions)
-        try:
-            decision = await pending
-        finally:
-            gate.forget(self.info.request_id)
+        gate, rid = self.app[GATE], self.info.request_id
+        # Usually the core decides this call at once: no need to wait for it through the gate.
+        decision: Decision | None = next((d for d in decisions if d.request_id == rid), None)
+        if decision is not None:
+            gate.apply([d for d in decisions if d is not decision])
+        else:
+            pending = gate.expect(rid)
+            gate.apply(decisions)
+            try:
+                decision = await pending
+            finally:
+                gate.forget(rid)
         self.app[METRICS].decisions.labels("dispatch" if isinstance(decision, Dispatch) else "reject").inc()
         return decision
 
-    async def run(self) -> web.StreamResponse:
+    async def run(self) -> None:
         app, rid = self.app, self.info.request_id
         core, metrics = app[CORE], app[METRICS]
         usage: Usage | None = None
@@ -131,10 +162,11 @@ class _Call:
             decision = await self._decided(core.request_arrived(self.info))
             attempt = await self._attempts(decision)
             if isinstance(attempt, Reject):
-                return self._no_replica_left(attempt)
+                self._no_replica_left(attempt)
+                return
             upstream, decision = attempt
-            response, outcome = await forward.relay(
-                self.request,
+            outcome = await forward.relay(
+                self.downstream,
                 upstream,
                 {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
                 lambda: self._first_byte(started),
@@ -145,12 +177,11 @@ class _Call:
             usage = outcome.usage
             self._account(decision.replica_id, outcome)
             metrics.latency.observe(time.perf_counter() - started)
-            metrics.calls.labels(self.request.path, str(outcome.status)).inc()
+            metrics.calls.labels(self.path, str(outcome.status)).inc()
             if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
                 app[CHAINS].remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
             if outcome.response_id is not None:
                 app[CHAINS].remember_response(outcome.response_id, self.who.session_id)
-            return response
         except asyncio.CancelledError:
             cancelled = True
             metrics.client_disconnects.inc()
@@ -161,7 +192,7 @@ class _Call:
             # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
             # dispatched call both mean "finished".
             app[GATE].apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, usage))
-            if wants_end(self.request.headers):
+            if wants_end(self.headers):
                 end_session(app, self.who.session_id)
 
     async def _attempts(self, decision: Decision) -> tuple[UpstreamAnswer, Dispatch] | Reject:
@@ -172,7 +203,7 @@ class _Call:
             extra = {"X-Session-ID": self.who.session_id}
             if decision.priority is not None:
                 extra["X-Vllm-Priority"] = str(decision.priority)
-            headers = forward.forwarded_headers(self.request.headers, extra)
+            headers = forward.forwarded_headers(self.headers, extra)
             forward.upstream_auth(headers, config)
             sent = self.body
             if self.add_usage:
@@ -184,7 +215,7 @@ class _Call:
             try:
                 upstream = await forward.open_upstream(
                     self.app[POOL],
-                    replica + self.request.path,
+                    replica + self.path,
                     sent,
                     headers,
                     config.first_byte_timeout_s,
@@ -255,10 +286,11 @@ class _Call:
         gate.apply(core.replica_stats(down_stats(replica)))
         return decision
 
-    def _no_replica_left(self, decision: Reject) -> web.StreamResponse:
+    def _no_replica_left(self, decision: Reject) -> None:
         if self.last_5xx is not None:  # every replica failed: relay the last replica error as it was
             status, headers, body = self.last_5xx
-            return web.Response(status=status, body=body, headers=headers)
+            self.downstream.answer(status, headers, body)
+            return
         self.app[METRICS].rejected.inc()
         self.app[METRICS].errors.labels("rejected").inc()
         headers = {}
@@ -292,5 +324,6 @@ class _Call:
 
 
 def add_routes(app: web.Application) -> None:
+    app[TENANT_SOURCES] = app[CONFIG].tenants.header_sources()
     for path in CALL_ROUTES:
         app.router.add_post(path, proxy_call)

@@ -63,6 +63,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_keys: dict[str, str] | None = None
     # Required (as `Authorization: Bearer <token>`) by every /saga/v1/* admin route when set.
     admin_token: str | None = None
+    # Who holds client connections: "fast" (proxy/fast_server.py serves the call routes, aiohttp the rest)
+    # or "aiohttp" (aiohttp serves everything).
+    server: str = "fast"
     access_log: bool = True
     log_format: str = "text"  # or "json": one JSON object per log line
 
@@ -82,6 +85,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ConfigError("discovery.scheme must be http or https")
             if not (math.isfinite(self.discovery.interval_s) and self.discovery.interval_s > 0):
                 raise ConfigError("discovery.interval_s must be > 0")
+        if self.server not in ("fast", "aiohttp"):
+            raise ConfigError(f"server must be 'fast' or 'aiohttp', got {self.server!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be 'text' or 'json'")
         for key, tenant in (self.api_keys or {}).items():

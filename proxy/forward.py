@@ -17,14 +17,14 @@ Failure contract:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import msgspec
 from aiohttp import web
 
 from proxy.config import ProxyConfig
-from proxy.errors import ProxyError, error_response, sse_error_event
+from proxy.errors import ProxyError, error_body, sse_error_event
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
 from proxy.sse_scan import StreamScanner, parse_usage, read_answer, response_id_of
@@ -49,6 +49,8 @@ _NOT_FORWARDED = frozenset(
 
 
 __all__ = [
+    "AiohttpDownstream",
+    "Downstream",
     "Relayed",
     "UpstreamTimeout",
     "UpstreamUnreachable",
@@ -79,6 +81,49 @@ class Relayed(msgspec.Struct):
     response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
 
 
+class Downstream(Protocol):
+    """The client side of a call, whichever server holds the connection (aiohttp or proxy/fast_server.py).
+
+    `answer` sends a whole answer; `start`, `write` and `end` send a chunked stream. The stream methods raise
+    ConnectionError once the client is gone."""
+
+    def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None: ...
+
+    async def start(self, status: int, headers: Mapping[str, str]) -> None: ...
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+
+class AiohttpDownstream:
+    """`Downstream` over an aiohttp request; the handler returns `response`."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.response: web.StreamResponse | None = None
+
+    def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.response = web.Response(status=status, body=body, headers=headers)
+
+    async def start(self, status: int, headers: Mapping[str, str]) -> None:
+        self.response = web.StreamResponse(status=status, headers=headers)
+        await self.response.prepare(self.request)
+
+    async def write(self, chunk: bytes) -> None:
+        assert self.response is not None
+        await self.response.write(chunk)
+
+    async def end(self) -> None:
+        assert self.response is not None
+        await self.response.write_eof()
+
+
+def answer_error(downstream: Downstream, err: ProxyError) -> None:
+    body = error_body(err.status, err.message, param=err.param, code=err.code)
+    downstream.answer(err.status, {**err.headers, "Content-Type": "application/json"}, body)
+
+
 def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
     """The replica sees the proxy's upstream key, never a client key the proxy checked itself."""
     if config.api_keys or config.upstream_api_key:
@@ -94,8 +139,8 @@ def forwarded_headers(
     """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
     client's spelling) replaced, so each is sent once."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    replaced = {k.lower() for k in extra}
-    out = {k: v for k, v in pairs if (name := k.lower()) not in _NOT_FORWARDED and name not in replaced}
+    dropped = _NOT_FORWARDED.union([k.lower() for k in extra]) if extra else _NOT_FORWARDED
+    out = {k: v for k, v in pairs if k.lower() not in dropped}
     out.update(extra)
     return out
 
@@ -110,8 +155,7 @@ async def open_upstream(
 ) -> UpstreamAnswer:
     """POSTs and returns once the replica's status and headers are in."""
     try:
-        async with asyncio.timeout(first_byte_timeout_s):
-            return await pool.request(url, body, headers, connect_timeout_s)
+        return await pool.request(url, body, headers, connect_timeout_s, "POST", first_byte_timeout_s)
     except ConnectFailed as e:
         raise UpstreamUnreachable(str(e)) from e
     except TimeoutError as e:
@@ -119,15 +163,15 @@ async def open_upstream(
 
 
 async def relay(
-    request: web.Request,
+    downstream: Downstream,
     upstream: UpstreamAnswer,
     extra_headers: Mapping[str, str],
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
     collect_answer: bool = False,
     strip_usage: bool = False,
-) -> tuple[web.StreamResponse, Relayed]:
-    """Relays the replica's answer to the client; returns what was sent and what happened.
+) -> Relayed:
+    """Relays the replica's answer to the client; returns what happened.
 
     With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced; with
     `strip_usage`, a stream's usage-only event is read but not forwarded."""
@@ -135,38 +179,40 @@ async def relay(
     outcome = Relayed(upstream.status)
     try:
         if upstream.content_type != "text/event-stream":
-            return await _relay_whole(upstream, headers, on_first_byte, idle_timeout_s, outcome), outcome
-        scanner = StreamScanner(collect_answer)
-        response = await _relay_stream(
-            request, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner, strip_usage
-        )
-        return response, outcome
+            await _relay_whole(downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome)
+        else:
+            scanner = StreamScanner(collect_answer)
+            await _relay_stream(
+                downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner, strip_usage
+            )
+        return outcome
     finally:
         upstream.release() if upstream.at_eof else upstream.close()
 
 
 async def _relay_whole(
+    downstream: Downstream,
     upstream: UpstreamAnswer,
     headers: dict[str, str],
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
     outcome: Relayed,
-) -> web.StreamResponse:
+) -> None:
     try:
-        async with asyncio.timeout(idle_timeout_s):
-            body = await upstream.read()
+        body = await upstream.read(idle_timeout_s=idle_timeout_s)
     except (BodyFailed, TimeoutError) as e:
         outcome.upstream_error = repr(e)
-        return error_response(ProxyError(502, "the replica failed while answering", code="upstream_error"))
+        answer_error(downstream, ProxyError(502, "the replica failed while answering", code="upstream_error"))
+        return
     on_first_byte()
     outcome.first_byte = True
     outcome.usage, outcome.answer = read_answer(body)
     outcome.response_id = response_id_of(body[:4096])
-    return web.Response(status=upstream.status, body=body, headers=headers)
+    downstream.answer(upstream.status, headers, body)
 
 
 async def _relay_stream(
-    request: web.Request,
+    downstream: Downstream,
     upstream: UpstreamAnswer,
     headers: dict[str, str],
     on_first_byte: Callable[[], None],
@@ -174,24 +220,22 @@ async def _relay_stream(
     outcome: Relayed,
     scanner: StreamScanner,
     strip_usage: bool,
-) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, headers=headers)
+) -> None:
     try:
-        await response.prepare(request)
+        await downstream.start(upstream.status, headers)
     except ConnectionError:
         outcome.client_gone = True
-        return response
-    chunks = upstream.chunks().__aiter__()
+        return
+    chunks = upstream.chunks(idle_timeout_s).__aiter__()
     while True:
         try:
-            async with asyncio.timeout(idle_timeout_s):
-                chunk = await anext(chunks)
+            chunk = await anext(chunks)
         except StopAsyncIteration:
             break
         except (BodyFailed, TimeoutError) as e:
             outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
-            await _end_with_error(response)
-            return response
+            await _end_with_error(downstream)
+            return
         if not outcome.first_byte:
             on_first_byte()
             outcome.first_byte = True
@@ -202,33 +246,32 @@ async def _relay_stream(
         else:
             scanner.feed(chunk)
         try:
-            await response.write(chunk)
+            await downstream.write(chunk)
         except ConnectionError:
             outcome.client_gone = True
-            return response
+            return
     rest = scanner.flush() if strip_usage else b""
     try:
         if rest:
-            await response.write(rest)
+            await downstream.write(rest)
     except ConnectionError:
         outcome.client_gone = True
-        return response
+        return
     outcome.usage = scanner.usage()
     outcome.answer = scanner.answer()
     outcome.response_id = scanner.response_id
     try:
-        await response.write_eof()
+        await downstream.end()
     except ConnectionError:
         outcome.client_gone = True
-    return response
 
 
-async def _end_with_error(response: web.StreamResponse) -> None:
+async def _end_with_error(downstream: Downstream) -> None:
     """Ends a started stream with an OpenAI-style error event. The chunked framing stays intact, so the
     client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
     socket)."""
     try:
-        await response.write(sse_error_event(502, "the replica failed mid-answer", code="upstream_error"))
-        await response.write_eof()
+        await downstream.write(sse_error_event(502, "the replica failed mid-answer", code="upstream_error"))
+        await downstream.end()
     except ConnectionError:
         pass

@@ -45,10 +45,12 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             continue
         except forward.UpstreamTimeout as e:
             raise ProxyError(504, f"the replica did not answer in time: {e}", code="upstream_timeout") from e
-        response, _ = await forward.relay(
-            request, upstream, {"X-Saga-Replica": replica}, lambda: None, config.stream_idle_timeout_s
+        downstream = forward.AiohttpDownstream(request)
+        await forward.relay(
+            downstream, upstream, {"X-Saga-Replica": replica}, lambda: None, config.stream_idle_timeout_s
         )
-        return response
+        assert downstream.response is not None
+        return downstream.response
     raise ProxyError(503, "no replica could be reached", code="no_replica")
 
 

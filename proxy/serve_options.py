@@ -41,6 +41,7 @@ _HELP = {
     "access_log": "one log line per request on the saga.access logger",
     "admin_token": "token the /saga/v1/* admin routes require",
     "log_format": "text or json",
+    "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
 }
 _SKIPPED = {"replicas", "discovery", "api_keys"}  # --replica / --simulate; structured keys: the YAML file
 

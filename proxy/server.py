@@ -1,8 +1,9 @@
 """Running the proxy app: on a given port for `saga serve`, or on a free one inside tests and the demo.
 
-The runner answers aiohttp's own protocol-level refusals in the OpenAI error shape, cancels a handler whose
-client hung up (so its upstream call is aborted too), and writes one access-log line per request to the
-`saga.access` logger.
+With `server: fast` (the default) the call routes are served by proxy/fast_server.py and every other route by
+the aiohttp app behind it; with `server: aiohttp`, aiohttp serves everything. The aiohttp runner answers
+aiohttp's own protocol-level refusals in the OpenAI error shape, cancels a handler whose client hung up (so
+its upstream call is aborted too), and writes one access-log line per request to the `saga.access` logger.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -18,11 +21,13 @@ from proxy.app import create_app
 from proxy.config import ProxyConfig
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
-from proxy.logs import use_json_logs
+from proxy.fast_server import FastServer
+from proxy.logs import batch_access_log, use_json_logs
 from proxy.scheduler import SchedulerCore
 
 log = logging.getLogger("saga.proxy")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+ACCESS_LOG_FLUSH_S = 0.2  # `saga serve` writes the access log out this often
 
 
 @contextlib.asynccontextmanager
@@ -33,27 +38,59 @@ async def running_proxy(
 
     `core` may be given to share or inspect the scheduler core, `resolver` to answer DNS discovery (tests)."""
     app = create_app(config, core) if resolver is None else create_app(config, core, resolver)
+    fast = server_kind(config) == "fast"
     runner = OpenAIErrorAppRunner(
         app,
-        access_log=logging.getLogger("saga.access") if config.access_log else None,
+        # Under the fast server, it writes every request's access line itself.
+        access_log=logging.getLogger("saga.access") if config.access_log and not fast else None,
         access_log_format=ACCESS_LOG_FORMAT,
         handler_cancellation=True,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
+        if not fast:
+            site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            yield f"http://{host}:{port}"
+            return
+        with tempfile.TemporaryDirectory(prefix="saga-") as private:
+            inner = os.path.join(private, "app.sock")  # only this process's user can reach it
+            await web.UnixSite(runner, inner).start()
+            protocol = FastServer(app, inner)
+            server = await asyncio.get_running_loop().create_server(
+                protocol, config.host, config.port, backlog=1024
+            )
+            try:
+                host, port = server.sockets[0].getsockname()[:2]
+                yield f"http://{host}:{port}"
+            finally:
+                server.close()
+                protocol.close()
+                await server.wait_closed()
     finally:
         await runner.cleanup()
+
+
+def server_kind(config: ProxyConfig) -> str:
+    """Which server holds client connections (a seam the tests use to run the e2e suite under both)."""
+    return config.server
 
 
 async def serve_forever(config: ProxyConfig) -> None:
     if config.log_format == "json":
         use_json_logs()
-    async with running_proxy(config) as url:
-        policy = config.policy if isinstance(config.policy, str) else "custom"
-        log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
-        print(f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}", flush=True)
-        await asyncio.Event().wait()
+    access = batch_access_log(logging.getLogger("saga.access")) if config.access_log else None
+    try:
+        async with running_proxy(config) as url:
+            policy = config.policy if isinstance(config.policy, str) else "custom"
+            log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
+            replicas = ", ".join(config.replicas)
+            print(f"SAGA proxy listening on {url} (policy {policy}) -> {replicas}", flush=True)
+            while True:
+                await asyncio.sleep(ACCESS_LOG_FLUSH_S)
+                if access is not None:
+                    access.flush()
+    finally:
+        if access is not None:
+            access.flush()

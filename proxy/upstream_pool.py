@@ -9,6 +9,9 @@ Contract:
   line and headers are in. It raises `ConnectFailed` when no connection could be made or the replica closed
   a fresh connection before answering; a pooled connection that turns out stale (closed before any answer
   byte) is replaced by a fresh one once, transparently.
+- Timeouts are timers on the connection's futures, not `asyncio.timeout` around the caller (a third of the
+  cost): `first_byte_timeout_s` raises TimeoutError (and closes the connection) when the status line is
+  late, `chunks(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
 - `UpstreamAnswer.chunks()` yields body chunks (chunked encoding already decoded) and raises `BodyFailed` if
   the connection ends before the answer does; `read(limit)` collects the body. `release()` returns a
   finished, keep-alive connection to the pool and closes any other; `close()` always closes (which makes a
@@ -116,8 +119,15 @@ class _Connection(asyncio.Protocol):
             self.headers_ready.set_exception(ConnectionResetError(str(exc)))
         self._wake()
 
+    def time_out(self) -> None:
+        """The first-byte timer fired: the call is abandoned (closing makes a vLLM replica abort it)."""
+        if not self.headers_ready.done():
+            self.headers_ready.set_exception(TimeoutError())
+        if self.transport is not None:
+            self.transport.close()
+
     def reset_for_request(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # The parser goes on to the next answer on the connection: no new one needed.
         self.headers_ready = self.loop.create_future()
         self.status, self.headers, self.chunks = 0, [], []
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
@@ -127,6 +137,11 @@ class _Connection(asyncio.Protocol):
 def _consume(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class UpstreamAnswer:
@@ -140,7 +155,8 @@ class UpstreamAnswer:
                 self.content_type = value.split(";", 1)[0].strip().lower()
         self._done = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self, idle_timeout_s: float | None = None) -> AsyncIterator[bytes]:
+        """Raises TimeoutError when no byte came for `idle_timeout_s` (a timer only while waiting)."""
         conn = self._conn
         while True:
             if conn.chunks:
@@ -152,16 +168,19 @@ class UpstreamAnswer:
                 return
             if conn.broken is not None:
                 raise BodyFailed(repr(conn.broken))
-            conn.waiter = conn.loop.create_future()
+            waiter = conn.waiter = conn.loop.create_future()
+            timer = None if idle_timeout_s is None else conn.loop.call_later(idle_timeout_s, _expire, waiter)
             try:
-                await conn.waiter
+                await waiter
             finally:
                 conn.waiter = None
+                if timer is not None:
+                    timer.cancel()
 
-    async def read(self, limit: int | None = None) -> bytes:
+    async def read(self, limit: int | None = None, idle_timeout_s: float | None = None) -> bytes:
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.chunks():
+        async for chunk in self.chunks(idle_timeout_s):
             parts.append(chunk)
             size += len(chunk)
             if limit is not None and size >= limit:
@@ -192,12 +211,19 @@ class UpstreamAnswer:
 
 
 class UpstreamPool:
-    def __init__(self, idle_ttl_s: float = 4.0, max_idle_per_replica: int = 256) -> None:
+    """`unix_path`: every connection goes to this Unix socket whatever the URL's host (the fast server's
+    hand-off to the aiohttp app, proxy/fast_server.py)."""
+
+    def __init__(
+        self, idle_ttl_s: float = 4.0, max_idle_per_replica: int = 256, unix_path: str | None = None
+    ) -> None:
+        self.unix_path = unix_path
         self.idle_ttl_s = idle_ttl_s
         self.max_idle = max_idle_per_replica
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
+        self._targets: dict[tuple[str, str], tuple[tuple[str, int, bool], str]] = {}
 
     def _put(self, key: tuple[str, int, bool], conn: _Connection) -> None:
         idle = self._idle.setdefault(key, [])
@@ -229,27 +255,49 @@ class UpstreamPool:
             context = self._ssl
         try:
             async with asyncio.timeout(timeout_s):
-                transport, conn = await asyncio.get_running_loop().create_connection(
-                    _Connection, host, port, ssl=context
-                )
+                loop = asyncio.get_running_loop()
+                if self.unix_path is not None:
+                    transport, conn = await loop.create_unix_connection(_Connection, self.unix_path)
+                else:
+                    transport, conn = await loop.create_connection(_Connection, host, port, ssl=context)
         except (OSError, TimeoutError) as e:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {e!r}") from e
         # uvloop may call connection_made only after create_connection returned.
         conn.transport = transport
         return conn
 
+    def _target(self, method: str, url: str) -> tuple[tuple[str, int, bool], str]:
+        """The connection key and the request's first two lines, parsed once per URL (a replica's routes)."""
+        cached = self._targets.get((method, url))
+        if cached is None:
+            parts = urlsplit(url)
+            tls = parts.scheme == "https"
+            key = (parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80), tls)
+            target = parts.path + ("?" + parts.query if parts.query else "")
+            if len(self._targets) >= 1024:  # URLs from the fast server's hand-off are the client's: bounded
+                self._targets.clear()
+            cached = self._targets[(method, url)] = (
+                key,
+                f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n",
+            )
+        return cached
+
     async def request(
-        self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout_s: float
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        connect_timeout_s: float,
+        method: str = "POST",
+        first_byte_timeout_s: float | None = None,
     ) -> UpstreamAnswer:
-        parts = urlsplit(url)
-        tls = parts.scheme == "https"
-        host = parts.hostname or "127.0.0.1"
-        key = (host, parts.port or (443 if tls else 80), tls)
-        target = parts.path + ("?" + parts.query if parts.query else "")
-        head = [f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"]
+        """Raises TimeoutError when the status line took longer than `first_byte_timeout_s` after sending."""
+        key, request_line = self._target(method, url)
+        head = [request_line]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         payload = "".join(head).encode("latin-1") + body
+        host = key[0]
         conn = self._take(key)
         reused = conn is not None
         while True:
@@ -257,8 +305,11 @@ class UpstreamPool:
                 conn = await self._connect(key, connect_timeout_s)
             assert conn.transport is not None
             conn.transport.write(payload)
+            timer = None
+            if first_byte_timeout_s is not None:
+                timer = conn.loop.call_later(first_byte_timeout_s, conn.time_out)
             try:
-                await asyncio.shield(conn.headers_ready)
+                await conn.headers_ready
             except ConnectionResetError as e:
                 if reused and not conn.got_bytes:  # a stale pooled connection: once more on a fresh one
                     conn, reused = None, False
@@ -270,6 +321,9 @@ class UpstreamPool:
                 # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
                 conn.headers_ready.add_done_callback(_consume)
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
             return UpstreamAnswer(self, key, conn)
 
     def close(self) -> None:

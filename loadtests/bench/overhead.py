@@ -6,6 +6,7 @@ generator (wrk, one thread, `--connections` connections) drives every target in 
 drift on the machine hits all of them alike. Per round and target: requests/s, p50/p99 latency, non-2xx
 answers and the router process's CPU time per request (utime + stime from /proc/<pid>/stat, all threads).
 Reported: medians over rounds, latency added over direct, and throughput ratios against vllm-router.
+`saga-aiohttp` (SAGA with `--server aiohttp`, not run by default) compares SAGA's two client-facing servers.
 
 Contract: `run_overhead(args)` writes the results to `--json` (and prints a table); a router whose package is
 missing is skipped with the reason recorded; nginx and wrk are required (`apt-get install -y nginx wrk`).
@@ -55,7 +56,8 @@ CHAT_SSE = (
     '"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}\\n\\n' + "data: [DONE]\\n\\n"
 )
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-TARGETS = ("direct", "saga", "vllm-router", "sglang-router")
+TARGETS = ("direct", "saga", "saga-aiohttp", "vllm-router", "sglang-router")
+DEFAULT_TARGETS = ("direct", "saga", "vllm-router", "sglang-router")
 
 
 class Round(msgspec.Struct):
@@ -102,7 +104,11 @@ def add_overhead_parser(modes: Any) -> None:
         "--modes", default="json,sse", help="json (non-streaming), sse (streaming); default: %(default)s"
     )
     p.add_argument(
-        "--targets", default=",".join(TARGETS), help="comma-separated subset of " + ", ".join(TARGETS)
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help="comma-separated subset of "
+        + ", ".join(TARGETS)
+        + " (saga-aiohttp: SAGA with `--server aiohttp`); default: %(default)s",
     )
     p.add_argument("--saga-args", default="", help="extra `saga serve` flags, e.g. '--policy round-robin'")
 
@@ -221,7 +227,7 @@ def run_overhead(args: argparse.Namespace) -> int:
     report = OverheadReport(
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        command="saga " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "saga bench overhead",
+        command="saga bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "saga bench overhead",
         connections=args.connections,
         duration_s=args.duration,
         rounds=args.rounds,
@@ -264,10 +270,12 @@ def _run_mode(
             if target == "direct":
                 urls[target] = (backend, None)
                 continue
-            if target == "saga":
+            if target in ("saga", "saga-aiohttp"):
                 env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
                 cmd = [sys.executable, "-m", "proxy.cli", "serve", "--replica", backend, "--port", str(port)]
                 cmd += args.saga_args.split()
+                if target == "saga-aiohttp":
+                    cmd += ["--server", "aiohttp"]
                 pid = stack.enter_context(_started(cmd, f"http://127.0.0.1:{port}/health", env))
             else:
                 spec = RouterSpec(target, "round_robin")

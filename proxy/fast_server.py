@@ -1,0 +1,418 @@
+"""The client-facing server for `server: fast`: an asyncio.Protocol with httptools parsing (on uvloop).
+
+aiohttp's server spends most of a proxied call's CPU in per-request Python objects (request, response,
+middlewares, writer); this one parses with httptools and writes each answer as one buffer.
+
+Contract:
+- `POST` to a call route (proxy/calls.py's `CALL_ROUTES`) is served here through `calls.serve_call`: the same
+  identity, tenants, scheduler decisions, retries, timeouts, stream scanning and accounting as under aiohttp.
+  Client API keys are checked here (proxy/auth.py's `call_tenant`); the proxy's refusals (`ProxyError`) are
+  answered in the OpenAI error shape and counted in `saga_errors`, as aiohttp's middleware does.
+- Every other request (admin, models, passthrough, /metrics, /health, unknown paths, other methods) is handed,
+  as it came, to the aiohttp app on a private Unix socket and its answer relayed back: one app holds all
+  routes, this server only takes the hot ones off it.
+- The HTTP layer's own refusals are OpenAI-shaped and close the connection: malformed HTTP or a header line
+  over 8190 bytes (aiohttp's limit) is a 400 quoting nothing back, a body over `max_body_bytes` a 413.
+- Requests on a keep-alive connection are served one at a time, in order (pipelining included); a connection
+  without a complete request for `KEEP_ALIVE_S` is closed. A client that hangs up cancels what its
+  connection was serving (a call is then aborted upstream and reported cancelled).
+- One access-log line per request on `saga.access` when `access_log` is on, in aiohttp's format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy import forward
+from proxy.auth import call_tenant
+from proxy.calls import CALL_ROUTES, serve_call
+from proxy.context import CONFIG, METRICS
+from proxy.errors import ProxyError
+from proxy.upstream_pool import ConnectFailed, UpstreamPool
+
+log = logging.getLogger("saga.proxy")
+access_log = logging.getLogger("saga.access")
+
+MAX_FIELD_BYTES = 8190  # one header line, as aiohttp allows
+MAX_HEAD_BYTES = 64 * 1024  # all header lines of one request
+KEEP_ALIVE_S = 75.0  # an idle keep-alive connection, or one sending a request this slowly, is closed
+_FAST_PATHS = frozenset(CALL_ROUTES)
+_REASONS = {int(s): s.phrase for s in HTTPStatus}
+_JSON = {"Content-Type": "application/json"}
+
+
+class _Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "refused", "url", "version")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        keep_alive: bool,
+        version: str,
+        refused: ProxyError | None = None,
+    ) -> None:
+        self.method, self.url, self.headers, self.body = method, url, headers, body
+        self.keep_alive, self.version, self.refused = keep_alive, version, refused
+
+
+class _Date:
+    """The Date header's value, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second, self._value = -1, ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._value = second, formatdate(second, usegmt=True)
+        return self._value
+
+
+_date = _Date()
+
+
+def _head(status: int, headers: Mapping[str, str], framing: str) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    if "Date" not in headers and "date" not in headers:
+        lines.append(f"Date: {_date.now()}\r\n")
+    lines.append(framing)
+    return "".join(lines).encode("latin-1")
+
+
+class _Downstream:
+    """`forward.Downstream` over a fast-server connection."""
+
+    def __init__(self, conn: _ClientConnection, request: _Request) -> None:
+        self.conn, self.request = conn, request
+        self.status = 0
+        self.sent = 0
+        self.chunked = request.version == "1.1"  # an HTTP/1.0 client reads a stream to the close
+        self._connection = "" if request.keep_alive else "Connection: close\r\n"
+        if request.keep_alive and request.version == "1.0":
+            self._connection = "Connection: keep-alive\r\n"
+
+    def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
+        payload = _head(status, headers, framing) + body
+        self.sent += len(payload)
+        self.conn.send(payload)
+
+    async def start(self, status: int, headers: Mapping[str, str]) -> None:
+        self.status = status
+        if not self.chunked:
+            self.request.keep_alive = False
+            framing = "Connection: close\r\n\r\n"
+        else:
+            framing = f"Transfer-Encoding: chunked\r\n{self._connection}\r\n"
+        await self._send(_head(status, headers, framing))
+
+    async def write(self, chunk: bytes) -> None:
+        if chunk:
+            await self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    async def end(self) -> None:
+        if self.chunked:
+            await self._send(b"0\r\n\r\n")
+
+    async def _send(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.conn.send(data)
+        await self.conn.drain()
+
+
+class _ClientConnection(asyncio.Protocol):
+    def __init__(self, server: FastServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "-"
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[_Request] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._paused = False
+        # What a call writes within one turn of the event loop goes out in one write (head, chunks, end).
+        self._pending: list[bytes] = []
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._url: list[bytes] = []
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._head_size = 0
+        self._field_size = 0
+        self._refused = False  # this message was already answered with a refusal; skip the rest
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "-"
+        self.server.connections.add(self)
+        self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        """A connection with no request in progress is closed after `KEEP_ALIVE_S` (aiohttp's default)."""
+        self._idle_timer = asyncio.get_running_loop().call_later(KEEP_ALIVE_S, self._idle_too_long)
+
+    def _idle_too_long(self) -> None:
+        if self.transport is not None and not self.queue and (self.task is None or self.task.done()):
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # An upgrade offer (h2c, websocket) is declined: the request is answered in HTTP/1.1, then the
+            # connection closed (the parser reads nothing after an upgrade, not even the request's body).
+            if self.queue:
+                request = self.queue[-1]
+                request.keep_alive = False
+                length = next((v for k, v in request.headers if k.lower() == "content-length"), "")
+                if not request.body and length.strip().isdigit():
+                    request.body = data[int(e.args[0]) :][: int(length)]
+        except httptools.HttpParserError as e:
+            self._refuse(400, f"malformed HTTP request ({type(e).__name__})")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._idle_timer.cancel()
+        self.server.connections.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the client is gone: abort what it was waiting for
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(ConnectionResetError("the client closed the connection"))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    # -- httptools callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset_message()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD_BYTES:
+            self._refuse(400, "malformed HTTP request (request line too long)")
+        else:
+            self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._refused:
+            return
+        self._head_size += len(name) + len(value)
+        if name:
+            self._field_size = len(name) + len(value)
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        else:  # a header value continued in another data chunk
+            self._field_size += len(value)
+            last_name, last_value = self._headers[-1]
+            self._headers[-1] = (last_name, last_value + value.decode("latin-1"))
+        if self._field_size > MAX_FIELD_BYTES or self._head_size > MAX_HEAD_BYTES:
+            self._refuse(400, "malformed HTTP request (header too long)")
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        limit = self.server.max_body_bytes
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == "content-length" and value.strip().isdigit() and int(value) > limit:
+                self._refuse(413, f"request body over the proxy's limit of {limit} bytes")
+                return
+            if lowered == "expect" and value.strip().lower() == "100-continue":
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
+        self._size += len(body)
+        if self._size > self.server.max_body_bytes:
+            self._refuse(413, f"request body over the proxy's limit of {self.server.max_body_bytes} bytes")
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        parser = self.parser
+        request = _Request(
+            parser.get_method().decode("latin-1"),
+            b"".join(self._url).decode("latin-1"),
+            self._headers,
+            b"".join(self._body),
+            parser.should_keep_alive(),  # only valid here
+            parser.get_http_version(),
+        )
+        self.queue.append(request)
+        self._idle_timer.cancel()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._serve_queue())
+
+    # -- serving ------------------------------------------------------------------------------------
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Queues an OpenAI-style refusal that closes the connection; reads no more from it."""
+        if self._refused:
+            return
+        self._refused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        code = "request_too_large" if status == 413 else "malformed_http"
+        refusal = ProxyError(status, message, code=code)
+        self.queue.append(_Request("-", "-", [], b"", False, "1.1", refused=refusal))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._serve_queue())
+
+    def send(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        if self._paused:
+            self._writable = asyncio.get_running_loop().create_future()
+            await self._writable
+
+    async def _serve_queue(self) -> None:
+        while self.queue and self.transport is not None:
+            request = self.queue.popleft()
+            started = time.perf_counter()
+            downstream = _Downstream(self, request)
+            try:
+                await self._serve(request, downstream)
+            except ConnectionError:
+                request.keep_alive = False
+            except Exception:
+                log.exception("error serving %s %s", request.method, request.url[:200])
+                request.keep_alive = False
+                if downstream.status == 0:
+                    with contextlib.suppress(ConnectionError):
+                        self._answer_error(downstream, ProxyError(500, "internal error in the proxy"))
+            if self.server.access_log:
+                self._log_access(request, downstream, time.perf_counter() - started)
+            if not request.keep_alive:
+                self.flush()
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        if self.transport is not None:
+            self._arm_idle_timer()
+
+    async def _serve(self, request: _Request, downstream: _Downstream) -> None:
+        if request.refused is not None:
+            log.info("refused a request from %s: %s", self.peer, request.refused.message)
+            self._answer_error(downstream, request.refused)
+            return
+        path = request.url.partition("?")[0]
+        try:
+            if request.method != "POST" or path not in _FAST_PATHS:
+                await self.server.hand_off(request, downstream, self.peer)
+                return
+            headers = CIMultiDict(request.headers)
+            tenant = call_tenant(self.server.api_keys, headers.get("Authorization"))
+            await serve_call(self.server.app, path, headers, request.body, tenant, downstream)
+        except ProxyError as e:
+            if downstream.status != 0:  # an answer already started: the relay ended it
+                raise
+            self._answer_error(downstream, e)
+
+    def _answer_error(self, downstream: _Downstream, err: ProxyError) -> None:
+        self.server.metrics_errors(err.code or f"http_{err.status}")
+        forward.answer_error(downstream, err)
+
+    def _log_access(self, request: _Request, downstream: _Downstream, elapsed: float) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        # A record made directly: Logger.info would also walk the stack for the caller, ~5 µs a call.
+        line = (
+            f'{self.peer} "{request.method} {request.url} HTTP/{request.version}" '
+            f"{downstream.status} {downstream.sent} {elapsed:f}"
+        )
+        access_log.handle(logging.LogRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
+
+
+class FastServer:
+    """Protocol factory and shared state; `inner_socket` is where the aiohttp app listens (Unix socket)."""
+
+    def __init__(self, app: web.Application, inner_socket: str) -> None:
+        config = app[CONFIG]
+        self.app = app
+        self.api_keys = config.api_keys
+        self.max_body_bytes = config.max_body_bytes
+        self.access_log = config.access_log
+        self.idle_timeout_s = config.stream_idle_timeout_s
+        self.inner = UpstreamPool(unix_path=inner_socket)
+        self.connections: set[_ClientConnection] = set()
+
+    def __call__(self) -> _ClientConnection:
+        return _ClientConnection(self)
+
+    def metrics_errors(self, cause: str) -> None:
+        self.app[METRICS].errors.labels(cause).inc()
+
+    async def hand_off(self, request: _Request, downstream: _Downstream, peer: str) -> None:
+        """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed."""
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer})
+        head_only = request.method == "HEAD"  # asked as GET: the relay must know the answer has a body
+        try:
+            upstream = await self.inner.request(
+                "http://saga" + request.url,
+                request.body,
+                headers,
+                10.0,
+                "GET" if head_only else request.method,
+            )
+        except ConnectFailed as e:
+            log.error("the proxy's own app did not answer: %s", e)
+            raise ProxyError(502, "internal error in the proxy") from e
+        if head_only:
+            upstream.close()
+            headers = forward.forwarded_headers(upstream.headers, {})
+            downstream.answer(upstream.status, headers, b"")
+            return
+        await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
+
+    def close(self) -> None:
+        for conn in list(self.connections):
+            if conn.task is not None:
+                conn.task.cancel()
+            if conn.transport is not None:
+                conn.transport.close()
+        self.inner.close()

@@ -1,0 +1,229 @@
+"""The fast server's HTTP layer over raw loopback sockets: keep-alive and pipelining, request framing
+(chunked bodies, `Expect: 100-continue`, HTTP/1.0), its own refusals, the hand-off of other routes to the
+aiohttp app, and a client hanging up mid-stream. The call logic itself is covered by the e2e suites, which run
+under both servers (`SAGA_TEST_SERVER`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlsplit
+
+import httptools
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.scheduler import ConfigError
+from proxy.server import running_proxy
+from tests.proxy.fakes import config, fake_replica
+
+pytestmark = pytest.mark.usefixtures("_fast_only")
+
+CALL = b'{"model":"fake","messages":[{"role":"user","content":"hi"}]}'
+STREAM_CALL = b'{"model":"fake","messages":[{"role":"user","content":"hi"}],"stream":true}'
+
+
+@pytest.fixture
+def _fast_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy import server
+
+    monkeypatch.setattr(server, "server_kind", lambda config: "fast")
+
+
+class _Answer:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+async def _read_answers(reader: asyncio.StreamReader, count: int, head: bool = False) -> list[_Answer]:
+    """Reads `count` answers from one connection (httptools parses them, as a client would)."""
+    answers: list[_Answer] = []
+    current = _Answer()
+    parser = httptools.HttpResponseParser(current)
+    while len(answers) < count:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        if not data:
+            parser.feed_data(b"")  # type: ignore[arg-type]
+            break
+        while data:
+            try:
+                parser.feed_data(data)
+                data = b""
+            except httptools.HttpParserError:
+                raise
+            if current.done:
+                current.status = parser.get_status_code()
+                answers.append(current)
+                current = _Answer()
+                parser = httptools.HttpResponseParser(current)
+    return answers
+
+
+def _request(path: str, body: bytes, extra: str = "", version: str = "1.1") -> bytes:
+    head = f"POST {path} HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def _connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return await asyncio.open_connection(parts.hostname, parts.port)
+
+
+async def test_pipelined_calls_are_answered_in_order_on_one_connection() -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(
+            _request("/v1/chat/completions", CALL)
+            + _request("/v1/chat/completions", STREAM_CALL)
+            + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answers = await _read_answers(reader, 3)
+        writer.close()
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert json.loads(answers[0].body)["choices"][0]["message"]["content"] == "hi"
+    assert answers[1].headers["content-type"].startswith("text/event-stream")
+    assert answers[1].headers["transfer-encoding"] == "chunked"
+    assert answers[1].body.endswith(b"data: [DONE]\n\n") and b'"content":"hi"' in answers[1].body
+    assert answers[0].headers["x-saga-replica"] == replica.url
+    assert [m["id"] for m in json.loads(answers[2].body)["data"]] == ["fake"]  # handed to the aiohttp app
+    assert replica.calls == 2
+
+
+async def test_chunked_bodies_and_expect_continue_are_served() -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        half = len(CALL) // 2
+        chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, CALL[:half], len(CALL) - half, CALL[half:])
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(chunked)
+        answers = await _read_answers(reader, 1)
+        writer.close()
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    assert answers[0].status == 200 and b'"content":"hi"' in answers[0].body
+
+
+async def test_an_http_1_0_stream_ends_with_the_connection() -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", STREAM_CALL, version="1.0"))
+        raw = await asyncio.wait_for(reader.read(), 10)  # returns only once the proxy closes
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in head
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 400),
+        (b"NOT HTTP AT ALL\x00\r\n\r\n", 400),
+    ],
+    ids=["declared-too-big", "header-too-long", "garbage"],
+)
+async def test_the_http_layers_refusals_are_openai_errors_that_close(raw: bytes, status: int) -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url], max_body_bytes=1000)) as url:
+        reader, writer = await _connect(url)
+        writer.write(raw)
+        data = await asyncio.wait_for(reader.read(), 10)  # the proxy closes after its refusal
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status}".encode())
+    assert b"Connection: close" in head
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert b"yyyy" not in data  # nothing the client sent is quoted back
+    assert replica.calls == 0
+
+
+async def test_a_body_growing_past_the_limit_is_a_413() -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url], max_body_bytes=1000)) as url:
+        reader, writer = await _connect(url)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (2000, b" " * 2000))
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 413") and b'"invalid_request_error"' in data
+
+
+async def test_a_client_hanging_up_mid_stream_aborts_the_call_upstream() -> None:
+    async with fake_replica("stall-stream") as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", STREAM_CALL))
+        await asyncio.wait_for(reader.readuntil(b'"content":"hi"'), 10)  # the first event came through
+        writer.close()
+        await asyncio.wait_for(replica.cancelled.wait(), 10)  # the replica saw the proxy hang up
+        reader2, writer2 = await _connect(url)
+        writer2.write(b"GET /saga/v1/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(50):  # the proxy notices the hang-up on its own loop turn
+            state = json.loads((await _read_answers(reader2, 1))[0].body)
+            if state["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.05)
+            writer2.write(b"GET /saga/v1/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer2.close()
+    assert state["in_flight"] == 0
+
+
+async def test_client_api_keys_are_checked_on_the_fast_path() -> None:
+    keys = {"k-alpha": "alpha"}
+    async with fake_replica() as replica, running_proxy(config([replica.url], api_keys=keys)) as url:
+        reader, writer = await _connect(url)
+        writer.write(
+            _request("/v1/chat/completions", CALL)
+            + _request("/v1/chat/completions", CALL, "Authorization: Bearer k-alpha\r\n")
+        )
+        answers = await _read_answers(reader, 2)
+        writer.close()
+    assert answers[0].status == 401 and json.loads(answers[0].body)["error"]["code"] == "invalid_api_key"
+    assert answers[1].status == 200
+    assert "k-alpha" not in replica.headers[0].get("Authorization", "")  # the client key stays here
+
+
+def test_an_unknown_server_kind_fails_at_start_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="server"):
+        ProxyConfig(replicas=["http://a"], server="nginx").validate()
+
+
+async def test_an_idle_keep_alive_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy import fast_server
+
+    monkeypatch.setattr(fast_server, "KEEP_ALIVE_S", 0.2)
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", CALL))
+        answers = await _read_answers(reader, 1)
+        rest = await asyncio.wait_for(reader.read(), 10)  # b"" once the proxy closes the idle connection
+        slow_reader, slow_writer = await _connect(url)
+        slow_writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and never finishes
+        slow_rest = await asyncio.wait_for(slow_reader.read(), 10)
+        writer.close()
+        slow_writer.close()
+    assert answers[0].status == 200 and rest == b"" and slow_rest == b""
+
+
+async def test_an_upgrade_offer_is_answered_in_http_1_1_then_closed() -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", CALL, "Connection: Upgrade\r\nUpgrade: h2c\r\n"))
+        data = await asyncio.wait_for(reader.read(), 10)  # returns once the proxy closes
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 200") and b'"content":"hi"' in data

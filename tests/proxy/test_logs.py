@@ -1,0 +1,51 @@
+"""The access log's batching handler and its cheaper formatters write the same lines as the standard ones."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from proxy.logs import BatchedLines, JsonFormatter, TimeNameMessage
+
+
+def _record(message: str, created: float) -> logging.LogRecord:
+    record = logging.LogRecord("saga.access", logging.INFO, __file__, 0, message, None, None)
+    record.created, record.msecs = created, (created - int(created)) * 1000
+    return record
+
+
+def test_the_text_formatter_matches_loggings_own() -> None:
+    standard = logging.Formatter(TimeNameMessage.FORMAT)
+    fast = TimeNameMessage()
+    for created in (1_700_000_000.123, 1_700_000_000.999, 1_700_000_001.5, 1_800_000_000.0):
+        record = _record('127.0.0.1 "POST /v1/chat/completions HTTP/1.1" 200 321 0.001', created)
+        assert fast.format(record) == standard.format(record)
+
+
+def test_json_lines_keep_their_timestamp_to_the_millisecond() -> None:
+    formatter = JsonFormatter()
+    first = json.loads(formatter.format(_record("a", 1_700_000_000.25)))
+    second = json.loads(formatter.format(_record("b", 1_700_000_001.5)))
+    assert (first["ts"], first["message"]) == ("2023-11-14T22:13:20.250Z", "a")
+    assert second["ts"] == "2023-11-14T22:13:21.500Z"
+
+
+def test_batched_lines_are_written_at_flush_or_when_the_batch_is_full() -> None:
+    stream = io.StringIO()
+    handler = BatchedLines(stream, logging.Formatter("%(message)s"), max_lines=3)
+    logger = logging.getLogger("saga.test.batched")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("one")
+        logger.info("two")
+        assert stream.getvalue() == ""  # held until a flush
+        handler.flush()
+        assert stream.getvalue() == "one\ntwo\n"
+        for word in ("three", "four", "five"):
+            logger.info(word)
+        assert stream.getvalue() == "one\ntwo\nthree\nfour\nfive\n"  # a full batch goes out by itself
+    finally:
+        logger.removeHandler(handler)
