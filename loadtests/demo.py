@@ -21,10 +21,13 @@ from simulator.server import start_fleet
 
 class DemoConfig(msgspec.Struct, kw_only=True):
     replicas: int = 4
-    sessions: int = 32
-    steps: int = 10
+    sessions: int = 48
+    steps: int = 12
     time_scale: float = 10.0
-    policies: list[str] = msgspec.field(default_factory=lambda: ["round-robin", "session-affinity"])
+    policies: list[str] = msgspec.field(default_factory=lambda: ["round-robin", "session-affinity", "saga"])
+    # KV blocks per replica (vLLM's --num-gpu-blocks-override): 8,000 x 16 tokens holds about 12 of the demo's
+    # grown conversations, so 12 agents per replica press on the KV cache as a busy fleet does
+    kv_blocks: int | None = 8000
     profile: str = "llama3-8b-h100"
     seed: int = 0
     stream: bool = False
@@ -32,7 +35,9 @@ class DemoConfig(msgspec.Struct, kw_only=True):
 
 async def run_policy(config: DemoConfig, policy: str) -> Summary:
     tasks = demo_tasks(config.sessions, config.steps, seed=config.seed)
-    fleet = await start_fleet(config.replicas, time_scale=config.time_scale, profile=config.profile)
+    fleet = await start_fleet(
+        config.replicas, time_scale=config.time_scale, profile=config.profile, num_gpu_blocks=config.kv_blocks
+    )
     try:
         # no access log: the demo prints its table, not a line per call
         proxy_config = ProxyConfig(

@@ -118,10 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="compare routing policies on a small agent workload")
     demo.add_argument("--replicas", type=int, default=4)
-    demo.add_argument("--sessions", type=int, default=32)
-    demo.add_argument("--steps", type=int, default=10)
+    demo.add_argument("--sessions", type=int, default=48)
+    demo.add_argument("--steps", type=int, default=12)
     demo.add_argument("--time-scale", type=float, default=10.0)
-    demo.add_argument("--policies", default="round-robin,session-affinity")
+    demo.add_argument("--policies", default="round-robin,session-affinity,saga")
+    demo.add_argument(
+        "--kv-blocks", type=int, default=8000, help="KV blocks per replica (0: the profile's own, ~27k)"
+    )
     demo.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--stream", action="store_true", help="agents stream their answers")
@@ -159,6 +162,7 @@ def _demo(args: argparse.Namespace) -> None:
         profile=args.profile,
         seed=args.seed,
         stream=args.stream,
+        kv_blocks=args.kv_blocks or None,
     )
     unknown = [p for p in config.policies if p not in PRESETS]
     if unknown or not config.policies:

@@ -40,7 +40,9 @@ class Replica:
             if num_gpu_blocks < 2:
                 raise ValueError(f"num_gpu_blocks must be at least 2, got {num_gpu_blocks}")
             usable = (num_gpu_blocks - 1) * profile.block_size
-            profile = msgspec.structs.replace(profile, kv_capacity_tokens=usable)
+            # and, as a vLLM user must when one max-length request no longer fits, a lower --max-model-len
+            max_len = min(profile.max_model_len, usable)
+            profile = msgspec.structs.replace(profile, kv_capacity_tokens=usable, max_model_len=max_len)
         self.name = name
         self.model = model
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()

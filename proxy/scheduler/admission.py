@@ -40,7 +40,7 @@ _GROWTH_EWMA = 0.05  # weight of one new observation in an agent type's mean gro
 
 class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     overcommit: float = 1.5
-    horizon_calls: float = 3.0
+    horizon_calls: float = 1.0
     end_below_p_return: float = 0.2
     hold_quantile: float = 0.99
     max_hold_s: float = 300.0

@@ -90,7 +90,8 @@ PRESETS: dict[str, PolicySpec] = {
             PluginSpec("kv-headroom-scorer", 0.5),
             PluginSpec("least-request-scorer", 1.0),
         ],
-        retention=PluginSpec("predicted-ttl-retention"),
+        # retentions rank with their workflow (its vLLM priority): only older workflows' calls break them
+        retention=PluginSpec("predicted-ttl-retention", params={"priority_base_s": None}),
         admission=AdmissionSpec(),
         prioritize="workflow-age",
         stealing=StealingSpec(),
