@@ -22,6 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from loadtests.bench.ablation import known_policies
 from loadtests.bench.des import add_kv_options
 from loadtests.bench.fairness import add_fairness_parser, run_fairness
 from loadtests.bench.faults import add_faults_parser, run_faults
@@ -43,7 +44,6 @@ from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
 from loadtests.workloads.trace_replay import load_trace
-from proxy.scheduler import PRESETS
 from simulator.cost_model import PROFILES
 
 DES_POLICIES = "round-robin,least-request,session-affinity,prefix-load,cache-aware,continuum-ttl"
@@ -92,7 +92,9 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--sweep-load", metavar="R1,R2,...", help="run every policy at these arrival rates (tasks/s)"
     )
     add_kv_options(des)
-    des.add_argument("--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(PRESETS)}")
+    des.add_argument(
+        "--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(known_policies())}"
+    )
     des.add_argument("--jobs", type=int, default=1, help="run policies (or sweep cells) in N processes")
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
     live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")

@@ -22,6 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import Progress
 
+from loadtests.bench.ablation import known_policies, policy_for
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import PolicyMetrics, policy_metrics
 from loadtests.bench.report import BenchReport, RunMeta
@@ -30,7 +31,6 @@ from loadtests.bench.sweep import SweepPoint, SweepResult, sweep_load
 from loadtests.des.cluster import run_cluster
 from loadtests.des.result import ClusterProgress, ClusterResult, KvFigures
 from loadtests.tasks import AgentTask
-from proxy.scheduler import PRESETS
 from simulator.cost_model import get_profile
 
 
@@ -92,15 +92,15 @@ def bench_des(
     progress_factory: Callable[[Console], Progress],
 ) -> tuple[BenchReport, dict[str, list[float]]]:
     policies = [p for p in args.policies.split(",") if p]
-    unknown = [p for p in policies if p not in PRESETS]
+    unknown = [p for p in policies if p not in known_policies()]
     if unknown:
-        raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(known_policies())}")
 
     def options(name: str) -> dict[str, Any]:
         return dict(
             replicas=args.replicas,
             profile=args.profile,
-            policy=name,
+            policy=policy_for(name),
             seed=args.seed,
             concurrency=args.concurrency,
             **kv_options(args),
@@ -216,7 +216,7 @@ def sweep_cell(
             arriving,
             replicas=replicas,
             profile=profile,
-            policy=policy,
+            policy=policy_for(policy),
             seed=seed,
             concurrency=concurrency,
             **kv,

@@ -1,0 +1,39 @@
+"""The `saga` policy with one mechanism off, by name, for ablation tables in `saga bench des` (and the grid).
+
+Contract: `policy_for(name)` is a preset's name unchanged, or for `saga-no-<mechanism>` the `saga` preset's
+spec with that mechanism switched off exactly as a user would in the config (docs/saga-policy.md); unknown
+names raise ValueError listing the known ones. `saga-no-admission` also turns work stealing off: stealing
+moves admitted workflows, so it needs admission's table of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from proxy.scheduler import PRESETS, PolicySpec
+from proxy.scheduler.registry import PluginSpec
+
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "saga-no-admission": {"admission": None, "stealing": None},
+    "saga-no-priority": {"prioritize": "off"},
+    "saga-no-retention": {"retention": None},
+    "saga-no-stealing": {"stealing": None},
+    # placement as session-affinity's: the bound replica, else the least loaded
+    "saga-no-placement": {
+        "scorers": [PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)]
+    },
+}
+
+
+def known_policies() -> list[str]:
+    return [*PRESETS, *ABLATIONS]
+
+
+def policy_for(name: str) -> str | PolicySpec:
+    if name in PRESETS:
+        return name
+    if name in ABLATIONS:
+        return msgspec.structs.replace(PRESETS["saga"], **ABLATIONS[name])
+    raise ValueError(f"unknown policy {name!r}; known: {', '.join(known_policies())}")
