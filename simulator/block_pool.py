@@ -28,6 +28,7 @@ queue that removes blocks from its middle (tests/simulator/test_block_pool_diffe
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
@@ -39,6 +40,19 @@ from simulator.kv_events import AllBlocksCleared, KvEvent, block_removed, block_
 
 BlockIds = Iterable[int] | npt.NDArray[np.int64]
 _IN_USE = -1  # `_pos` of a block that is not in the free queue
+
+
+def _int64s(n: int, fill: int = 0) -> tuple[array[int], npt.NDArray[np.int64]]:
+    """An int64 buffer and a numpy view of it: the array for whole-request work, the buffer for one block
+    at a time (indexing a Python array is several times cheaper than a numpy scalar access)."""
+    buf = array("q", [fill]) * n
+    return buf, np.frombuffer(buf, np.int64)
+
+
+def _flags(n: int) -> tuple[bytearray, npt.NDArray[np.bool_]]:
+    """A flag per block: a bytearray and a numpy bool view of it (see `_int64s`)."""
+    buf = bytearray(n)
+    return buf, np.frombuffer(buf, np.bool_)
 
 
 def as_block_ids(block_ids: BlockIds) -> npt.NDArray[np.int64]:
@@ -59,13 +73,18 @@ class BlockPool:
             raise ValueError(f"block pool needs positive sizes, got {num_blocks} blocks of {block_size}")
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self._ref = np.zeros(num_blocks, np.int64)
+        # each per-block table twice: `_x_at` (Python buffer) and `_x` (numpy view of the same memory)
+        self._ref_at, self._ref = _int64s(num_blocks)
         self._hash: list[BlockHash | None] = [None] * num_blocks
-        self._hashed = np.zeros(num_blocks, np.bool_)  # holds a cached hash, or is a duplicate of one
-        self._unreused = np.zeros(num_blocks, np.bool_)  # holds a hash no prefix hit has reused yet
+        self._hashed_at, self._hashed = _flags(num_blocks)  # holds a cached hash, or duplicates one
+        self._unreused_at, self._unreused = _flags(num_blocks)  # holds a hash no hit has reused yet
+        # For `lookup_from`: the int hash a block is the cached block of (`_cached[h] == b`), where
+        # `_int_cached[b]`; bytes hashes (the cryptographic algorithms) are never marked.
+        self._phash_at, self._phash = _int64s(num_blocks)
+        self._int_cached_at, self._int_cached = _flags(num_blocks)
         # The free queue: entries _queue[_head:_tail], live where _pos[_queue[i]] == i (see the docstring).
-        self._queue = np.zeros(2 * num_blocks + 64, np.int64)
-        self._pos = np.full(num_blocks, _IN_USE, np.int64)
+        self._queue_at, self._queue = _int64s(2 * num_blocks + 64)
+        self._pos_at, self._pos = _int64s(num_blocks, _IN_USE)
         self._head = self._tail = 0
         self._reset_queue(np.arange(num_blocks, dtype=np.int64))
         self._num_free = num_blocks
@@ -100,10 +119,10 @@ class BlockPool:
         return 1.0 - self._num_free / self.num_blocks
 
     def ref_count(self, block_id: int) -> int:
-        return int(self._ref[block_id])
+        return self._ref_at[block_id]
 
     def is_free(self, block_id: int) -> bool:
-        return bool(self._pos[block_id] != _IN_USE)
+        return self._pos_at[block_id] != _IN_USE
 
     def is_cached(self, block_hash: BlockHash) -> bool:
         return block_hash in self._cached
@@ -124,6 +143,32 @@ class BlockPool:
                 break
             hit.append(block_id)
         return hit
+
+    def lookup_from(
+        self, block_hashes: Sequence[BlockHash], num_hashes: int, candidates: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """`lookup(block_hashes[:num_hashes])` as an array, checking first whether `candidates[k]` is the
+        block cached under `block_hashes[k]` (e.g. the chain the same conversation's previous request left):
+        a leading run of good candidates costs array work instead of a dictionary look-up a block; the
+        hashes after it are looked up as usual. Exact: a candidate counts only if it is the very block
+        `_cached` maps that hash to."""
+        m = min(len(candidates), num_hashes)
+        j = 0
+        if m:
+            try:
+                wanted = np.fromiter(block_hashes, np.int64, m)
+            except (OverflowError, TypeError, ValueError):  # not 64-bit ints: no shortcut
+                wanted = None
+            if wanted is not None:
+                head = candidates[:m]
+                good = self._int_cached[head] & (self._phash[head] == wanted)
+                j = m if good.all() else int(np.argmin(good))
+        rest = self.lookup(list(block_hashes[j:num_hashes])) if j < num_hashes else []
+        if not j:
+            return as_block_ids(rest)
+        if not rest:
+            return candidates[:j]
+        return np.concatenate((candidates[:j], as_block_ids(rest)))
 
     def num_evictable(self, block_ids: BlockIds) -> int:
         """How many of `block_ids` (distinct, as a prefix hit's are) are free now, i.e. would leave the free
@@ -151,12 +196,20 @@ class BlockPool:
             return None
         if n <= 0:
             return []
-        chosen = self._pop_free(n)
-        self._ref[chosen] = 1
+        if n == 1:  # a decoding request's next block: scalar work beats array calls
+            block_id = self._pop_one()
+            self._ref_at[block_id] = 1
+            if not self._hashed_at[block_id]:
+                return [block_id]
+            chosen = np.array([block_id], np.int64)
+            hashed = np.ones(1, np.bool_)
+        else:
+            chosen = self._pop_free(n)
+            self._ref[chosen] = 1
+            hashed = self._hashed[chosen]
+            if not hashed.any():
+                return cast("list[int]", chosen.tolist())
         out = cast("list[int]", chosen.tolist())
-        hashed = self._hashed[chosen]
-        if not hashed.any():
-            return out
         hashes = self._hash
         cached = self._cached
         dup_of = self._dup_of
@@ -180,6 +233,7 @@ class BlockPool:
                 if not dups:
                     del self._dups[dup_hash]
         self._hashed[chosen] = False
+        self._int_cached[chosen] = False  # after the loop: a duplicate promoted in it may be chosen too
         unreused[chosen] = False
         if evicted and self.kv_event_sink is not None:
             self.kv_event_sink(block_removed(evicted))
@@ -198,7 +252,30 @@ class BlockPool:
         self._hash[block_id] = block_hash
         self._cached[block_hash] = block_id
         self._unreused[block_id] = self._unreused[evicted_block]
+        self._mark_int_cached([block_id], [block_hash])
         return True
+
+    def _mark_int_cached(self, block_ids: list[int], block_hashes: list[BlockHash]) -> None:
+        """`block_ids` just became the cached blocks of `block_hashes`: note the int hashes for
+        `lookup_from`."""
+        if not isinstance(block_hashes[0], int):
+            return
+        if len(block_ids) == 1:
+            try:
+                self._phash_at[block_ids[0]] = block_hashes[0]
+            except OverflowError:
+                return
+            self._int_cached_at[block_ids[0]] = 1
+            return
+        try:
+            values = np.array(block_hashes, np.int64)
+        except (OverflowError, TypeError, ValueError):  # a hash beyond 64 bits, or not an int: one by one
+            for block_id, block_hash in zip(block_ids, block_hashes, strict=True):
+                if isinstance(block_hash, int) and -(2**63) <= block_hash < 2**63:
+                    self._mark_int_cached([block_id], [block_hash])
+            return
+        self._phash[block_ids] = values
+        self._int_cached[block_ids] = True
 
     def free(self, block_ids: BlockIds) -> None:
         """Drop one reference on each block (distinct); of those reaching zero, the cached ones join the free
@@ -229,7 +306,7 @@ class BlockPool:
         front = max(64, len(live) // 4, room)
         size = max(len(self._queue), front + 2 * (len(live) + room) + 64)
         if size != len(self._queue):
-            self._queue = np.zeros(size, np.int64)
+            self._queue_at, self._queue = _int64s(size)
         end = front + len(live)
         self._queue[front:end] = live
         self._pos[live] = np.arange(front, end, dtype=np.int64)
@@ -258,6 +335,18 @@ class BlockPool:
         self._queue[head : head + k] = ids
         self._pos[ids] = np.arange(head, head + k, dtype=np.int64)
         self._head = head
+
+    def _pop_one(self) -> int:
+        """Take the first live entry off the queue's head (the free count is > 0)."""
+        queue, pos, head = self._queue_at, self._pos_at, self._head
+        block_id = queue[head]
+        while pos[block_id] != head:
+            head += 1
+            block_id = queue[head]
+        pos[block_id] = _IN_USE
+        self._head = head + 1
+        self._num_free -= 1
+        return block_id
 
     def _pop_free(self, n: int) -> npt.NDArray[np.int64]:
         """Take the first `n` live entries off the queue's head (`n` <= the free count)."""
@@ -290,6 +379,7 @@ class BlockPool:
         cached = self._cached
         dup_of = self._dup_of
         new: list[int] = []
+        new_hashes: list[BlockHash] = []
         dups: list[int] = []
         for k in range(start, end):
             block_id = block_ids[k]
@@ -304,9 +394,11 @@ class BlockPool:
             hashes[block_id] = block_hash
             cached[block_hash] = block_id
             new.append(block_id)
+            new_hashes.append(block_hash)
         if new:
+            self._mark_int_cached(new, new_hashes)
             if len(new) == 1:
-                self._hashed[new[0]] = self._unreused[new[0]] = True
+                self._hashed_at[new[0]] = self._unreused_at[new[0]] = 1
             else:
                 self._hashed[new] = self._unreused[new] = True
             self.blocks_cached_total += len(new)
@@ -367,6 +459,7 @@ class BlockPool:
         self.version += 1
         self._unreused[:] = False
         self._hashed[:] = False
+        self._int_cached[:] = False
         self._cached.clear()
         self._dups.clear()
         self._dup_of.clear()
@@ -400,6 +493,8 @@ class BlockPool:
             hashed = self._hash[block_id] is not None or block_id in self._dup_of
             assert hashed == bool(self._hashed[block_id]), f"block {block_id} hash flag"
             assert not self._unreused[block_id] or self._hash[block_id] is not None, f"block {block_id} reuse"
+            if self._int_cached[block_id]:
+                assert self._hash[block_id] == int(self._phash[block_id]), f"block {block_id} int hash"
         for block_hash, block_id in self._cached.items():
             assert self._hash[block_id] == block_hash, f"block {block_id} hash mismatch"
         assert sum(map(len, self._dups.values())) == len(self._dup_of), "duplicate tables disagree"
