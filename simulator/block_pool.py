@@ -199,23 +199,29 @@ class BlockPool:
         if n == 1:  # a decoding request's next block: scalar work beats array calls
             block_id = self._pop_one()
             self._ref_at[block_id] = 1
-            if not self._hashed_at[block_id]:
-                return [block_id]
-            chosen = np.array([block_id], np.int64)
-            hashed = np.ones(1, np.bool_)
-        else:
-            chosen = self._pop_free(n)
-            self._ref[chosen] = 1
-            hashed = self._hashed[chosen]
-            if not hashed.any():
-                return cast("list[int]", chosen.tolist())
-        out = cast("list[int]", chosen.tolist())
+            if self._hashed_at[block_id]:
+                self._evict([block_id])
+                self._hashed_at[block_id] = self._int_cached_at[block_id] = self._unreused_at[block_id] = 0
+            return [block_id]
+        chosen = self._pop_free(n)
+        self._ref[chosen] = 1
+        hashed = self._hashed[chosen]
+        if hashed.any():
+            self._evict(chosen[hashed].tolist())
+            self._hashed[chosen] = False
+            self._int_cached[chosen] = False  # after eviction: a duplicate promoted in it may be chosen too
+            self._unreused[chosen] = False
+        return cast("list[int]", chosen.tolist())
+
+    def _evict(self, block_ids: list[int]) -> None:
+        """Drop the hashes of freshly allocated blocks that hold one (in this order): an evicted cached
+        block's hash passes to its oldest duplicate if any, else leaves the cache (a KV event); a duplicate
+        just leaves its hash's duplicates."""
         hashes = self._hash
         cached = self._cached
         dup_of = self._dup_of
-        unreused = self._unreused
         evicted: list[BlockHash] | None = None if self.kv_event_sink is None else []
-        for block_id in chosen[hashed].tolist():
+        for block_id in block_ids:
             block_hash = hashes[block_id]
             if block_hash is not None:
                 hashes[block_id] = None
@@ -232,12 +238,8 @@ class BlockPool:
                 dups.remove(block_id)
                 if not dups:
                     del self._dups[dup_hash]
-        self._hashed[chosen] = False
-        self._int_cached[chosen] = False  # after the loop: a duplicate promoted in it may be chosen too
-        unreused[chosen] = False
         if evicted and self.kv_event_sink is not None:
             self.kv_event_sink(block_removed(evicted))
-        return out
 
     def _promote_dup(self, block_hash: BlockHash, evicted_block: int) -> bool:
         """The cached block of `block_hash` is being evicted: its oldest duplicate, if any, takes the hash
