@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from simulator.block_pool import BlockPool
@@ -94,3 +95,49 @@ def test_the_free_queue_is_compacted_without_changing_its_order() -> None:
         ref.free(hit)
         same_state(pool, ref)
     pool.check_invariants()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lookup_from_candidates_equals_a_plain_lookup_whatever_the_candidates(seed: int) -> None:
+    # int hashes (the "builtin" algorithm's), chains that share a prefix, evictions, duplicates and resets;
+    # the candidates are a chain's blocks from some earlier time, some other chain's, or random ids
+    rng = random.Random(seed)
+    pool = BlockPool(60, 4)
+    chains = [
+        [10_000 + k for k in range(4)] + [c * 1000 + k for k in range(rng.randint(1, 40))] for c in range(5)
+    ]
+    chains.append([2**62 + k for k in range(8)])  # large 64-bit values
+    last: dict[int, list[int]] = {}
+    held: list[list[int]] = []
+    checked = 0
+    for _ in range(500):
+        c = rng.randrange(len(chains))
+        chain = chains[c]
+        num = rng.randint(0, len(chain))
+        expected = pool.lookup(chain[:num])
+        for candidates in (
+            last.get(c, []),
+            last.get(rng.randrange(len(chains)), []),
+            rng.sample(range(60), 10),
+        ):
+            got = pool.lookup_from(chain, num, np.array(candidates, np.int64))
+            assert got.tolist() == expected
+            checked += len(candidates) > 0
+        hit = pool.lookup(chain)
+        need = len(chain) - len(hit)
+        if need + pool.num_evictable(hit) <= pool.num_free and rng.random() < 0.7:
+            pool.touch(hit)
+            fresh = pool.allocate(need) or []
+            blocks = hit + fresh
+            if rng.random() < 0.3 and fresh:  # another block already caches this hash: a duplicate
+                pool.cache_blocks(blocks, chain, len(hit), len(blocks) - 1)
+            else:
+                pool.cache_blocks(blocks, chain, len(hit), len(blocks))
+            last[c] = list(blocks)
+            held.append(blocks)
+        if held and rng.random() < 0.6:
+            pool.free(held.pop(rng.randrange(len(held)))[::-1])
+        if not held and rng.random() < 0.05:
+            assert pool.reset()
+        pool.check_invariants(held)
+    assert checked > 100
