@@ -52,8 +52,11 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from simulator.block_hash import BlockHash, first_block_extra_keys, hash_function, none_hash
-from simulator.block_pool import BlockPool
+from simulator.block_pool import BlockPool, as_block_ids
 from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
 from simulator.decode_run import ALLOCATE, DecodeRun
 from simulator.engine_offload import OffloadHooks, offload_tier
@@ -115,6 +118,10 @@ class Engine(OffloadHooks):
         )
         # request id -> (session, retain TTL, retention priority)
         self._session_of: dict[str, tuple[str, float | None, int]] = {}
+        # session -> the cached chain its last finished request left (block ids): its next request's prefix
+        # lookup checks these first (BlockPool.lookup_from); oldest dropped beyond 2x the pool's blocks
+        self._chain_hints: dict[str, npt.NDArray[np.int64]] = {}
+        self._chain_hint_blocks = 0
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
         self._hash = hash_function(hash_algo)
         self._none_hash = none_hash(hash_algo)
@@ -339,10 +346,18 @@ class Engine(OffloadHooks):
             if self._still_blocked(seq, budget):
                 break
             num_blocks = (len(seq.tokens) - 1) // bs
+            session = self._session_of.get(seq.request_id)
+            hint = None if session is None else self._chain_hints.get(session[0])
             if len(seq.block_hashes) >= num_blocks:  # hashed already: look up at C speed
-                hit = pool.lookup(seq.block_hashes[:num_blocks])
+                if hint is not None:
+                    hit_ids = pool.lookup_from(seq.block_hashes, num_blocks, hint)
+                    hit = hit_ids.tolist()
+                else:
+                    hit = pool.lookup(seq.block_hashes[:num_blocks])
+                    hit_ids = as_block_ids(hit)
             else:
                 hit = pool.lookup(self._iter_hashes(seq, num_blocks))
+                hit_ids = as_block_ids(hit)
             if self.offload is not None:
                 loading = self._start_load(seq, hit, now)
                 if loading is not None:
@@ -354,7 +369,7 @@ class Engine(OffloadHooks):
             need = -(-(num_computed + n) // bs) - len(hit)
             # Contract v2: the head breaks only less important retentions, any when nothing runs
             breaks_below = seq.priority if self._running else None
-            short = need + len(hit) > pool.num_free and need + pool.num_evictable(hit) > pool.num_free
+            short = need + len(hit) > pool.num_free and need + pool.num_evictable(hit_ids) > pool.num_free
             if short and not self.retention.make_room(need, hit, breaks_below):
                 self._blocked = (
                     seq,
@@ -366,12 +381,12 @@ class Engine(OffloadHooks):
                 )
                 break
             self._waiting.pop()
-            pool.touch(hit)
-            pool.record_reuse(hit, seq.block_hashes)
+            pool.touch(hit_ids)
+            pool.record_reuse(hit_ids)
             new_blocks = pool.allocate(need)
             assert new_blocks is not None
-            session = self._session_of.get(seq.request_id)
             if session is not None:
+                self._drop_chain_hint(session[0])
                 self.retention.release(session[0])  # superseded: this request now holds its own references
             seq.block_ids = hit + new_blocks
             seq.num_cached_blocks = len(hit)
@@ -443,8 +458,9 @@ class Engine(OffloadHooks):
             if seq.num_output == len(seq.plan):
                 out.finish_reason = seq.finish_reason
                 out.usage = Usage(seq.num_prompt, seq.num_output, seq.cached_tokens)
-                self._retain(seq, end)
-                self._free(seq)
+                block_ids = as_block_ids(seq.block_ids)
+                self._retain(seq, end, block_ids)
+                self._free(seq, block_ids)
                 del self._seqs[seq.request_id]
                 self.num_finished += 1
                 finished = True
@@ -506,16 +522,33 @@ class Engine(OffloadHooks):
         self.num_preemptions += 1
         self._waiting.prepend(seq)
 
-    def _retain(self, seq: RequestState, now: float) -> None:
-        """If `seq` asked for it, retain its cached chain for its session (before its own free)."""
+    def _retain(self, seq: RequestState, now: float, block_ids: npt.NDArray[np.int64]) -> None:
+        """A session's request finished (before its own free): keep its cached blocks as the hint for the
+        session's next lookup and, if it asked for it, retain its cached chain for the session."""
         session = self._session_of.pop(seq.request_id, None)
-        if session is None or session[1] is None:
+        if session is None:
             return
-        chain = self.pool.lookup(seq.block_hashes[: seq.num_cached_blocks])
+        own = block_ids[: seq.num_cached_blocks]
+        self._drop_chain_hint(session[0])
+        self._chain_hints[session[0]] = own
+        self._chain_hint_blocks += len(own)
+        hints = self._chain_hints
+        while self._chain_hint_blocks > 2 * self.pool.num_blocks:  # bounded: forget the oldest hints
+            self._drop_chain_hint(next(iter(hints)))
+        if session[1] is None:
+            return
+        chain = self.pool.lookup_from(seq.block_hashes, seq.num_cached_blocks, own).tolist()
         self.retention.retain(session[0], chain, session[1], now, priority=session[2])
 
-    def _free(self, seq: RequestState) -> None:
-        self.pool.free(reversed(seq.block_ids))
+    def _drop_chain_hint(self, session_id: str) -> None:
+        hint = self._chain_hints.pop(session_id, None)
+        if hint is not None:
+            self._chain_hint_blocks -= len(hint)
+
+    def _free(self, seq: RequestState, block_ids: npt.NDArray[np.int64] | None = None) -> None:
+        """Free `seq`'s blocks last-first (`block_ids`: them as an array, if at hand)."""
+        ids = as_block_ids(seq.block_ids) if block_ids is None else block_ids
+        self.pool.free(ids[::-1])
         seq.block_ids = []
         seq.num_cached_blocks = 0
 
