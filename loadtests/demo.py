@@ -23,11 +23,13 @@ class DemoConfig(msgspec.Struct, kw_only=True):
     replicas: int = 4
     sessions: int = 48
     steps: int = 12
-    time_scale: float = 10.0
+    time_scale: float = 4.0
     policies: list[str] = msgspec.field(default_factory=lambda: ["round-robin", "session-affinity", "saga"])
     # KV blocks per replica (vLLM's --num-gpu-blocks-override): 8,000 x 16 tokens holds about 12 of the demo's
     # grown conversations, so 12 agents per replica press on the KV cache as a busy fleet does
     kv_blocks: int | None = 8000
+    # the replicas' load is scraped this often (wall seconds; x time_scale in simulated time)
+    health_interval_s: float = 0.5
     profile: str = "llama3-8b-h100"
     seed: int = 0
     stream: bool = False
@@ -41,7 +43,13 @@ async def run_policy(config: DemoConfig, policy: str) -> Summary:
     try:
         # no access log: the demo prints its table, not a line per call
         proxy_config = ProxyConfig(
-            replicas=fleet.urls, policy=policy, seed=config.seed, port=0, access_log=False
+            replicas=fleet.urls,
+            policy=policy,
+            seed=config.seed,
+            port=0,
+            access_log=False,
+            health_interval_s=config.health_interval_s,
+            time_scale=config.time_scale,
         )
         async with running_proxy(proxy_config) as url, aiohttp.ClientSession() as session:
             client = AgentClient(session, url, time_scale=config.time_scale, stream=config.stream)

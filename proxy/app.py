@@ -7,6 +7,7 @@ group of routes is one module and one line here. Replica ids are the replica bas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -78,6 +79,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         tasks.append(
             asyncio.create_task(dns_discovery_loop(app[CORE], app[GUARDS], discovery, app[RESOLVER]))
         )
+    first_round = asyncio.Event()
     tasks.append(
         asyncio.create_task(
             replica_health_loop(
@@ -89,9 +91,14 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 app[CAPACITIES],
                 app[CONFIG].health_timeout_s,
                 app[MODELS],
+                first_round,
             )
         )
     )
+    # Serve once the replicas' health, load and KV capacity are known (admission by KV working set needs
+    # the capacity from the first call on), or after one probe timeout when some replica does not answer.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(first_round.wait(), app[CONFIG].health_timeout_s + 1.0)
     yield
     for task in tasks:
         task.cancel()
@@ -111,10 +118,11 @@ def create_app(
         policy.filters.append(ModelFilter(models))  # route by model when replicas serve different ones
         queue = config.queue
         release = None if queue is None else ReleaseQueue(queue, config.tenants, seed=config.seed)
+        scale = config.time_scale
         core = SchedulerCore(
             replicas,
             policy,
-            time.monotonic,
+            time.monotonic if scale == 1.0 else lambda: time.monotonic() * scale,
             session_idle_ttl_s=config.session_idle_ttl_s,
             max_sessions=config.max_sessions,
             release=release,

@@ -12,6 +12,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from proxy.scheduler import PRESETS, ConfigError
 from proxy.serve_options import add_config_flags, proxy_config
 from simulator.block_hash import HASH_FUNCTIONS
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--replicas", type=int, default=4)
     demo.add_argument("--sessions", type=int, default=48)
     demo.add_argument("--steps", type=int, default=12)
-    demo.add_argument("--time-scale", type=float, default=10.0)
+    demo.add_argument("--time-scale", type=float, default=4.0)
     demo.add_argument("--policies", default="round-robin,session-affinity,saga")
     demo.add_argument(
         "--kv-blocks", type=int, default=8000, help="KV blocks per replica (0: the profile's own, ~27k)"
@@ -145,7 +147,9 @@ async def _serve(args: argparse.Namespace) -> None:
     fleet = await start_fleet(args.simulate, **_fleet_options(args))
     try:
         print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
-        await serve_forever(proxy_config(args, [*args.replica, *fleet.urls]))
+        config = proxy_config(args, [*args.replica, *fleet.urls])
+        # the core keeps the simulated replicas' time (TTLs and learned gaps in their seconds)
+        await serve_forever(msgspec.structs.replace(config, time_scale=args.time_scale))
     finally:
         await fleet.close()
 

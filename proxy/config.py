@@ -34,6 +34,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     seed: int | None = None
     health_interval_s: float = 2.0
     health_timeout_s: float = 5.0  # one probe (/health, then /metrics)
+    # Simulated fleets only (`saga sim --time-scale`, the demo, `bench live`): the replicas' time runs this
+    # many times faster than the wall clock, and the scheduler core's clock with it, so the gaps the
+    # predictor learns and the retention TTLs it sends are in the replicas' seconds. 1 for real replicas.
+    time_scale: float = 1.0
     # Consecutive failed / good health probes before a replica is marked down / up again.
     unhealthy_after: int = 1
     healthy_after: int = 1
@@ -100,6 +104,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if isinstance(self.policy, str) and self.policy not in PRESETS:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(PRESETS))}")
         positive = (
+            "time_scale",
             "health_interval_s",
             "health_timeout_s",
             "connect_timeout_s",

@@ -121,7 +121,10 @@ async def replica_health_loop(
     capacities: dict[str, float],
     timeout_s: float = 5.0,
     models: ReplicaModels | None = None,
+    first_round: asyncio.Event | None = None,
 ) -> None:
+    """Probe every replica each `interval_s`; `first_round` is set once the first round's figures (health,
+    load, KV capacity) have reached the core."""
     rounds = 0
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
@@ -146,4 +149,6 @@ async def replica_health_loop(
                 capacities[stats.replica_id] = capacity
             apply(core.replica_stats(reported(stats, healthy)))
         apply(core.tick())
+        if first_round is not None:
+            first_round.set()
         await asyncio.sleep(interval_s)

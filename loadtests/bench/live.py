@@ -68,7 +68,12 @@ async def running_router(
     """Yields the base URL of router `spec` in front of `fleet`; stops it on exit."""
     if spec.kind == "saga":
         config = ProxyConfig(
-            replicas=list(fleet.urls), policy=spec.policy, port=0, health_interval_s=0.5, access_log=False
+            replicas=list(fleet.urls),
+            policy=spec.policy,
+            port=0,
+            health_interval_s=0.5,
+            access_log=False,
+            time_scale=time_scale,
         )
         async with running_proxy(config) as url:
             yield url
