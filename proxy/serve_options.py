@@ -43,8 +43,8 @@ _HELP = {
     "log_format": "text or json",
     "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
 }
-_SKIPPED = {"replicas", "discovery", "api_keys", "time_scale"}  # --replica / --simulate (and its --time-scale);
-# structured keys: the YAML file
+# --replica / --simulate (and its --time-scale); structured keys: the YAML file
+_SKIPPED = {"replicas", "discovery", "api_keys", "time_scale"}
 
 
 def _scalar_type(default: Any) -> Any:

@@ -14,8 +14,9 @@ Contract:
   plus its agent type's mean growth per call (learned here, the predictor's prior until then) times
   `horizon_calls`.
 - After each call: a workflow the predictor expects to end (return probability below `end_below_p_return`)
-  frees its reservation at once; otherwise the reservation holds until the `hold_quantile` of its
-  predicted return gap (at most `max_hold_s`), then lapses (a person thinking is not a tool call).
+  or to come back only after a person's think time (median predicted gap above `quiet_gap_s`) frees its
+  reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
+  gap (at most `max_hold_s`), then lapses.
 - Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
   per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
 - Sans-IO: time is passed in; nothing here awaits.
@@ -43,7 +44,8 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     horizon_calls: float = 1.0
     end_below_p_return: float = 0.2
     hold_quantile: float = 0.99
-    max_hold_s: float = 300.0
+    max_hold_s: float = 120.0
+    quiet_gap_s: float = 60.0  # a predicted median return gap this long is a person's think time: lapse now
     max_waiting: int = 10_000
     max_agent_types: int = 256
 
@@ -54,6 +56,7 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "end_below_p_return": 0 <= self.end_below_p_return <= 1,
             "hold_quantile": 0 < self.hold_quantile < 1,
             "max_hold_s": self.max_hold_s > 0,
+            "quiet_gap_s": self.quiet_gap_s > 0,
             "max_waiting": self.max_waiting >= 1,
             "max_agent_types": self.max_agent_types >= 1,
         }
@@ -194,6 +197,9 @@ class WorkflowAdmission:
             return
         if prediction.p_return < self.spec.end_below_p_return:
             self._lapse(wf)
+            return
+        if _quantile(prediction.quantiles, prediction.return_gap_s, 0.5) > self.spec.quiet_gap_s:
+            self._lapse(wf)  # it comes back after minutes if at all: a tool call does not take that long
             return
         growth = max(0.0, prediction.next_prompt_tokens - prompt_tokens)
         calls = min(max(prediction.remaining_calls, 1.0), max(self.spec.horizon_calls, 1.0))
