@@ -99,6 +99,9 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
     live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")
     live.add_argument("--stream", action="store_true", help="stream answers (measures TTFT per token)")
+    live.add_argument(
+        "--kv-blocks", type=int, metavar="N", help="KV blocks per replica (vLLM's --num-gpu-blocks-override)"
+    )
     from loadtests.bench.overhead import add_overhead_parser
 
     add_overhead_parser(modes)
@@ -186,6 +189,7 @@ async def _bench_live(args: argparse.Namespace, console: Console) -> int:
                     concurrency=concurrency,
                     stream=args.stream,
                     on_task_done=lambda: progress.advance(bar),
+                    kv_blocks=args.kv_blocks,
                 )
             except RouterFailed as e:
                 raise ContenderUnavailable(str(e)) from e

@@ -125,6 +125,7 @@ async def run_router(
     concurrency: int | None,
     stream: bool = False,
     on_task_done: Callable[[], None] | None = None,
+    kv_blocks: int | None = None,
 ) -> LiveRun:
     """Runs `tasks` through router `spec` on a fresh fleet; raises RouterFailed if the router cannot run."""
     reason = unavailable(spec)
@@ -135,6 +136,7 @@ async def run_router(
         time_scale=time_scale,
         profile=profile,
         kv_events_endpoint="tcp://127.0.0.1:*" if needs_kv_events(spec) else None,
+        num_gpu_blocks=kv_blocks,
     )
     samples: list[float] = []
 

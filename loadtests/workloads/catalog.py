@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from loadtests.tasks import AgentTask
+from loadtests.workloads.demo import demo_task
 from loadtests.workloads.interactive import InteractiveParams, interactive_task
 from loadtests.workloads.swe import SweParams, swe_task
 from loadtests.workloads.trace_agent import TraceAgentParams, trace_agent_task
@@ -62,6 +63,8 @@ def _makers(mixed: MixedParams) -> dict[str, TaskMaker]:
         "trace-agent": lambda rng, sid, tenant: trace_agent_task(rng, sid, trace, tenant_id=tenant),
         "mixed": mixed_task,
         "interactive": lambda rng, sid, tenant: interactive_task(rng, sid, person, tenant_id=tenant),
+        # `saga demo`'s coding agents: 12 calls, contexts to ~20k tokens (small enough for HTTP runs)
+        "demo": lambda rng, sid, tenant: demo_task(rng, sid, tenant_id=tenant),
     }
     return makers
 

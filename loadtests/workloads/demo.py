@@ -20,39 +20,41 @@ def _lognormal(rng: random.Random, median: float, p90: float) -> float:
     return rng.lognormvariate(math.log(median), sigma)
 
 
-def demo_tasks(
-    sessions: int = 32,
-    steps: int = 10,
+def demo_task(
+    rng: random.Random,
+    session_id: str,
+    steps: int = 12,
     *,
+    tenant_id: str = "default",
     seed: int = 0,
     system_tokens: int = 2000,
     task_tokens: int = 1000,
     observation_median: int = 1500,
     output_median: int = 120,
     tool_median_s: float = 0.5,
-) -> list[AgentTask]:
-    rng = random.Random(seed)
-    tasks = []
-    for i in range(sessions):
-        task_steps = [
-            Step(
-                output_tokens=max(16, int(_lognormal(rng, output_median, output_median * 2.5))),
-                tool_name=rng.choice(TOOLS),
-                tool_time_s=min(_lognormal(rng, tool_median_s, tool_median_s * 6), 30.0),
-                observation_tokens=min(
-                    int(_lognormal(rng, observation_median, observation_median * 4)), 8000
-                ),
-            )
-            for _ in range(steps)
-        ]
-        tasks.append(
-            AgentTask(
-                session_id=f"demo-{seed}-{i}",
-                system_tokens=system_tokens,
-                task_tokens=task_tokens,
-                steps=task_steps,
-                agent_type="coder",
-                seed=seed,
-            )
+) -> AgentTask:
+    """One demo task, drawn from `rng`."""
+    task_steps = [
+        Step(
+            output_tokens=max(16, int(_lognormal(rng, output_median, output_median * 2.5))),
+            tool_name=rng.choice(TOOLS),
+            tool_time_s=min(_lognormal(rng, tool_median_s, tool_median_s * 6), 30.0),
+            observation_tokens=min(int(_lognormal(rng, observation_median, observation_median * 4)), 8000),
         )
-    return tasks
+        for _ in range(steps)
+    ]
+    return AgentTask(
+        session_id=session_id,
+        system_tokens=system_tokens,
+        task_tokens=task_tokens,
+        steps=task_steps,
+        agent_type="coder",
+        seed=seed,
+        tenant_id=tenant_id,
+    )
+
+
+def demo_tasks(sessions: int = 32, steps: int = 10, *, seed: int = 0) -> list[AgentTask]:
+    """The demo's tasks: `sessions` tasks of `steps` calls each (`saga demo`; `--workload demo` elsewhere)."""
+    rng = random.Random(seed)
+    return [demo_task(rng, f"demo-{seed}-{i}", steps, seed=seed) for i in range(sessions)]

@@ -126,7 +126,7 @@ class SchedulerCore:
         if self.admission is not None:
             if not self.admission.is_admitted(req.session_id):
                 return self._wait_for_admission(req)
-            return self._proceed(req, set(), self._steal_for(req))
+            return self._proceed(req, set(), self._place_admitted(req))
         return self._proceed(req, set())
 
     def first_token(self, request_id: str) -> list[Decision]:
@@ -312,21 +312,27 @@ class SchedulerCore:
         replica_id = to if to is not None else self._pick(req, tried)
         return [replica_id if isinstance(replica_id, Reject) else self._dispatch(req, replica_id, tried)]
 
-    def _steal_for(self, req: RequestInfo) -> ReplicaId | None:
-        """An idle replica for this call of an admitted workflow when its own replica is congested."""
+    def _place_admitted(self, req: RequestInfo) -> ReplicaId | None:
+        """Where a call of an admitted workflow goes without asking the policy: an idle replica when work
+        stealing moves it, else its bound replica when the policy's affinity outweighs every other scorer
+        (the policy would pick it anyway: this skips scoring every replica); None: route it as usual."""
         assert self.admission is not None
-        spec = self.policy.stealing
         wf = self.admission.workflows.get(req.session_id)
         bound = self.replicas.get(wf.replica_id) if wf is not None else None
-        if spec is None or wf is None or bound is None:
+        if wf is None or bound is None or not bound.healthy:
             return None
-        footprint, admission = max(wf.footprint, req.prompt_tokens), self.admission
-        to = steal_target(
-            spec, req, bound, self.replicas.values(), lambda r: admission.has_room(r, footprint)
-        )
-        if to is not None:
-            self.moves += 1
-        return to
+        spec, admission = self.policy.stealing, self.admission
+        if spec is not None:
+            footprint = max(wf.footprint, req.prompt_tokens)
+            to = steal_target(
+                spec, req, bound, self.replicas.values(), lambda r: admission.has_room(r, footprint)
+            )
+            if to is not None:
+                self.moves += 1
+                return to
+        if self.policy.affinity_decides and all(f.filter(req, [bound]) for f in self.policy.filters):
+            return bound.replica_id
+        return None
 
     def _wait_for_admission(self, req: RequestInfo) -> list[Decision]:
         """A new workflow's call waits for a replica with room for its footprint (or is refused now)."""

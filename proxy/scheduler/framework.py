@@ -125,6 +125,13 @@ class RoutingPolicy:
         self.queue: ReleaseQueueSpec | None = None
         self.prioritize = "off"
         self.stealing: StealingSpec | None = None
+        # Whether a session's bound replica always wins when it is a candidate: a max-score picker and a
+        # session-affinity scorer whose weight exceeds all other weights together (scores are in [0, 1]).
+        self.affinity_decides = picker.type_name == "max-score-picker" and any(
+            scorer.type_name == "session-affinity-scorer"
+            and weight > sum(w for other, w in self.scorers if other is not scorer)
+            for scorer, weight in self.scorers
+        )
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
         return self.retention.retain_ttl_s(req, replica_id) if self.retention is not None else None

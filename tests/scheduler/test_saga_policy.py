@@ -22,7 +22,7 @@ from proxy.scheduler import (
     build_policy,
 )
 from proxy.scheduler.admission import AdmissionSpec
-from proxy.scheduler.registry import PRESETS
+from proxy.scheduler.registry import PRESETS, PluginSpec
 from proxy.scheduler.stealing import StealingSpec, recompute_s, steal_target
 from proxy.scheduler.types import ReplicaView
 from tests.clocks import Clock
@@ -290,3 +290,16 @@ def test_every_call_gets_one_outcome_and_reservations_match_live_workflows(
         clock.now += 1000.0
         apply(core.tick())
     assert set(outcomes) == set(arrived)
+
+
+def test_the_bound_replica_shortcut_applies_only_where_affinity_outweighs_every_other_scorer() -> None:
+    assert build_policy("saga").affinity_decides
+    assert build_policy("session-affinity").affinity_decides
+    assert not build_policy("prefix-load").affinity_decides  # no affinity scorer
+    balanced = saga_spec(
+        scorers=[
+            msgspec.convert({"type": "session-affinity-scorer", "weight": 1.0}, PluginSpec),
+            msgspec.convert({"type": "least-request-scorer", "weight": 1.0}, PluginSpec),
+        ]
+    )
+    assert not build_policy(balanced).affinity_decides  # load could outvote the binding: score every replica
