@@ -12,6 +12,7 @@ geometrically inside the bucket, so its relative error is at most one bucket rat
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 class LogSketch:
     """Weighted counts of positive values in `buckets` log-spaced buckets between `low` and `high`."""
 
-    __slots__ = ("_counts", "_log_high", "_log_low", "_step", "buckets", "high", "low", "total")
+    __slots__ = ("_counts", "_log_high", "_log_low", "_mids", "_step", "buckets", "high", "low", "total")
 
     def __init__(self, low: float, high: float, buckets: int) -> None:
         if not 0 < low < high or buckets < 2:
@@ -30,6 +31,7 @@ class LogSketch:
         self._log_high = math.log(high)
         self._step = (self._log_high - self._log_low) / buckets
         self._counts = array("d", bytes(8 * buckets))
+        self._mids = _midpoints(low, high, buckets)  # shared by every sketch of this layout
         self.total = 0.0
 
     def _index(self, value: float) -> int:
@@ -53,12 +55,10 @@ class LogSketch:
     def residual_mean(self, at_least: float) -> float:
         """E[X - at_least | X > at_least] over bucket midpoints (NaN when no mass lies above `at_least`)."""
         mass = excess = 0.0
-        for i, c in enumerate(self._counts):
-            if c > 0:
-                mid = self._edge(i + 0.5)
-                if mid > at_least:
-                    mass += c
-                    excess += c * (mid - at_least)
+        for c, mid in zip(self._counts, self._mids, strict=True):
+            if c > 0 and mid > at_least:
+                mass += c
+                excess += c * (mid - at_least)
         return excess / mass if mass > 0 else math.nan
 
     def scale(self, factor: float) -> None:
@@ -115,8 +115,7 @@ class LogSketch:
     def mean(self) -> float:
         if self.total <= 0:
             return math.nan
-        mids = (self._edge(i + 0.5) for i in range(self.buckets))
-        return sum(c * m for c, m in zip(self._counts, mids, strict=True) if c) / self.total
+        return sum(c * m for c, m in zip(self._counts, self._mids, strict=True) if c) / self.total
 
     def nonzero(self) -> Iterable[tuple[float, float, float]]:
         """(bucket low, bucket high, count) of the non-empty buckets, for export."""
@@ -133,3 +132,11 @@ def seconds_sketch() -> LogSketch:
 def tokens_sketch() -> LogSketch:
     """Token counts: 1 to 1M tokens, ratio 1.19 per bucket."""
     return LogSketch(1.0, 1e6, 80)
+
+
+@functools.cache
+def _midpoints(low: float, high: float, buckets: int) -> tuple[float, ...]:
+    """Geometric midpoints of the buckets of a layout, as `LogSketch._edge(i + 0.5)` computes them."""
+    log_low = math.log(low)
+    step = (math.log(high) - log_low) / buckets
+    return tuple(math.exp(log_low + (i + 0.5) * step) for i in range(buckets))
