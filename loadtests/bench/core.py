@@ -209,8 +209,8 @@ def bench_core(
         if timing:
             measured.add(req.request_id)
         note(timed("arrived", req.request_id, lambda: core.request_arrived(req)))
-        while len(dispatched) > in_flight:
-            finish_oldest()
+        while dispatched and len(dispatched) + (len(release) if queue else 0) > in_flight:
+            finish_oldest()  # a fixed population of agents: held calls count as in flight too
         if seq % 64 == 0:
             stats = ReplicaStats(
                 f"replica-{rng.randrange(replicas)}",

@@ -2,7 +2,11 @@
 
 Contract, per workload (the same seeded tasks in every run, in the discrete-event cluster):
 - Saturating throughput: `session-affinity`'s completed tasks per second of makespan with every task offered
-  at once (or `--saturation-concurrency` at a time; the closed-loop estimate of `bench des --sweep-load`).
+  at once (the closed-loop estimate of `bench des --sweep-load`), at its best population: with few tasks
+  the population, not the cluster, limits it, so the workload's tasks are extended (the generators are
+  prefix-stable: the first `--tasks` are the runs' tasks) to 2x, 4x, ... `--tasks` while the throughput
+  grows (up to `--saturation-max-tasks`), at the full KV; each cell measures it again at its own KV with
+  that population (a lower bound there: a smaller KV may saturate with fewer tasks).
 - Offered load L: open-loop Poisson arrivals at L x that throughput (the same seeded arrival times for every
   policy of a cell).
 - KV oversubscription: the live tasks' context over the cluster's KV capacity, time-averaged over the run
@@ -80,7 +84,9 @@ class GridWorkload(msgspec.Struct, kw_only=True):
     workload: str
     tasks: int
     saturation_full_kv_tasks_per_s: float
-    longest_context_tokens: int
+    saturation_population: int  # tasks offered at once in the saturation runs
+    saturation_search: dict[int, float]  # population -> session-affinity's throughput at the full KV
+    longest_context_tokens: int  # of the saturation population (a superset of the runs' tasks)
     cells: list[GridCell]
 
 
@@ -146,7 +152,6 @@ def run_one(
     tasks: list[AgentTask],
     *,
     rate: float | None,
-    concurrency: int | None,
     kv_scale: float,
     replicas: int,
     profile: str,
@@ -162,7 +167,6 @@ def run_one(
         profile=profile,
         policy=policy,
         seed=seed,
-        concurrency=None if rate is not None else concurrency,
         kv_scale=kv_scale,
     )
     run = contender_run(result)
@@ -217,6 +221,34 @@ def cell_results(
     return out, best, len(common)
 
 
+def saturation_search(
+    workload: str, args: argparse.Namespace, console: Console
+) -> tuple[dict[int, float], list[AgentTask]]:
+    """session-affinity's throughput with 1x, 2x, 4x, ... `--tasks` offered at once at the full KV, until it
+    stops growing by 2% or the population reaches `--saturation-max-tasks`; the throughputs by population,
+    and the tasks of the best population."""
+    profile = get_profile(args.profile)
+    cap = args.saturation_max_tasks or 8 * args.tasks
+    search: dict[int, float] = {}
+    best: list[AgentTask] = []
+    n = args.tasks
+    while True:
+        tasks = generate(workload, n, seed=args.seed)
+        isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
+        m = run_one(
+            REFERENCE, tasks, rate=None, kv_scale=1.0, replicas=args.replicas, profile=args.profile,
+            seed=args.seed, isolated=isolated,
+        ).metrics  # fmt: skip
+        before = max(search.values(), default=0.0)
+        search[n] = m.throughput_tasks_per_s
+        console.print(f"{workload}: {REFERENCE} with {n} tasks at once: {search[n]:.4f} tasks/s")
+        if search[n] > before:
+            best = tasks
+        if search[n] < 1.02 * before or 2 * n > cap:
+            return search, best
+        n *= 2
+
+
 def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
     workloads = [w for w in args.workloads.split(",") if w]
     policies = [p for p in args.policies.split(",") if p]
@@ -228,6 +260,8 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
             raise ValueError(f"--{name}: unknown or none: {', '.join(unknown)}; known: {', '.join(known)}")
     if not loads or not targets or min(loads + targets) <= 0:
         raise ValueError("--loads and --oversub need positive numbers")
+    if args.tasks < 1 or args.replicas < 1:
+        raise ValueError("--tasks and --replicas must be at least 1")
     if REFERENCE not in policies:
         policies.insert(0, REFERENCE)  # it defines the load and the speedups
     focus = args.focus or ("saga" if "saga" in policies else policies[-1])
@@ -240,12 +274,12 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
     out = []
     try:
         for workload in workloads:
-            tasks = generate(workload, args.tasks, seed=args.seed)
-            isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
-            longest = max(peak_context_tokens(t) for t in tasks)
-            run = dict(common, tasks=tasks, isolated=isolated, concurrency=args.saturation_concurrency)
-            sat = run_one(REFERENCE, rate=None, kv_scale=1.0, **run).metrics.throughput_tasks_per_s
-            console.print(f"{workload}: {REFERENCE} saturates at {sat:.4f} tasks/s with the full KV")
+            search, population = saturation_search(workload, args, console)
+            sat = search[len(population)]
+            tasks = population[: args.tasks]
+            isolated = {t.session_id: isolated_task_time_s(t, profile) for t in population}
+            longest = max(peak_context_tokens(t) for t in population)
+            run = dict(common, tasks=tasks, isolated=isolated)
             calibration = [((REFERENCE,), dict(run, rate=x * sat, kv_scale=1.0)) for x in loads]
             cells = []
             for load, full in zip(loads, _map(pool, run_one, calibration), strict=True):
@@ -253,7 +287,9 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
                 cells += [kv_for_target(load, target, o1, longest, profile) for target in targets]
             # cells that ended at the same KV (targets past the smallest KV) share their runs
             live = list({(c.load, c.kv_scale): c for c in cells if c.unreachable is None}.values())
-            saturation = [((REFERENCE,), dict(run, rate=None, kv_scale=c.kv_scale)) for c in live]
+            saturation = [
+                ((REFERENCE,), dict(run, tasks=population, rate=None, kv_scale=c.kv_scale)) for c in live
+            ]
             for c, s in zip(live, _map(pool, run_one, saturation), strict=True):
                 c.saturation_tasks_per_s = s.metrics.throughput_tasks_per_s
                 c.rate_per_s = c.load * c.saturation_tasks_per_s
@@ -286,6 +322,7 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
                     )
             out.append(GridWorkload(
                 workload=workload, tasks=len(tasks), saturation_full_kv_tasks_per_s=sat,
+                saturation_population=len(population), saturation_search=search,
                 longest_context_tokens=longest, cells=cells,
             ))  # fmt: skip
     finally:
@@ -316,12 +353,12 @@ def add_grid_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--policies", default=",".join(PRESETS), help=f"comma-separated; known: {', '.join(PRESETS)}"
     )
     p.add_argument("--focus", default=None, help="the heat maps' policy (default saga, else the last policy)")
-    p.add_argument("--tasks", type=int, default=80, help="tasks per run")
-    p.add_argument("--replicas", type=int, default=8)
+    p.add_argument("--tasks", type=int, default=100, help="tasks per run")
+    p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--saturation-concurrency", type=int, default=None, help="closed loop for saturation (default all)"
+        "--saturation-max-tasks", type=int, default=None, help="largest saturation population (8 x --tasks)"
     )
     p.add_argument("--jobs", type=int, default=1, help="runs in N worker processes")
     p.add_argument("--json", type=Path, help="write everything as JSON here")

@@ -48,6 +48,7 @@ def test_a_tiny_grid_runs_every_cell_and_writes_json_markdown_and_heat_maps(tmp_
     argv = [
         *("bench", "grid", "--workloads", "webarena", "--loads", "0.5,1.1", "--oversub", "1,3"),
         *("--policies", "round-robin,session-affinity", "--tasks", "8", "--replicas", "2"),
+        *("--saturation-max-tasks", "16"),
         *("--json", str(out), "--markdown", str(tmp_path / "grid.md"), "--plot-dir", str(tmp_path / "plots")),
     ]
     assert run_bench(parser.parse_args(argv)) == 0
@@ -55,6 +56,10 @@ def test_a_tiny_grid_runs_every_cell_and_writes_json_markdown_and_heat_maps(tmp_
     assert report["command"] and report["machine"] and report["date"]
     assert report["focus"] == "session-affinity"  # no `saga`: the last policy
     (w,) = report["workloads"]
+    search = {int(n): v for n, v in w["saturation_search"].items()}
+    assert set(search) <= {8, 16} and 8 in search  # doubling from --tasks, up to the cap
+    assert w["saturation_population"] in search
+    assert w["saturation_full_kv_tasks_per_s"] == max(search.values()) == search[w["saturation_population"]]
     cells = {(c["load"], c["oversub_target"]): c for c in w["cells"]}
     assert set(cells) == {(0.5, 1.0), (0.5, 3.0), (1.1, 1.0), (1.1, 3.0)}
     for (load, _), c in cells.items():
