@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import shlex
 import sys
 import time
@@ -54,6 +55,7 @@ from proxy.scheduler import PRESETS
 from simulator.cost_model import PROFILES, Profile, get_profile
 
 REFERENCE = "session-affinity"
+CALIBRATION_TOLERANCE = 0.1  # a measured oversubscription within 10% of the target ends the calibration
 T = TypeVar("T")
 
 
@@ -62,6 +64,15 @@ class GridPolicy(msgspec.Struct, kw_only=True):
     tct_p90_s: float
     speedup_vs_best: float
     oversubscription_mean: float  # measured in this policy's run
+
+
+class CalibrationPoint(msgspec.Struct, kw_only=True):
+    """session-affinity at one kv_scale: its saturating throughput, and the oversubscription it measured at
+    the cell's load of that throughput."""
+
+    kv_scale: float
+    saturation_tasks_per_s: float
+    oversub: float
 
 
 class GridCell(msgspec.Struct, kw_only=True):
@@ -74,6 +85,8 @@ class GridCell(msgspec.Struct, kw_only=True):
     rate_per_s: float = 0.0
     unreachable: str | None = None  # not run, and why
     note: str | None = None  # run, but not at the target, and why
+    calibration: list[CalibrationPoint] = msgspec.field(default_factory=list)  # refinement steps
+    calibrated: bool = False  # a calibration step measured the target within CALIBRATION_TOLERANCE
     best_baseline: str | None = None
     compared_tasks: int = 0  # finished by every policy: the speedups' set
     wall_s: float = 0.0  # every run of the cell, its saturation run included, one after another
@@ -145,6 +158,58 @@ def kv_for_target(load: float, target: float, at_full_kv: float, longest: int, p
         )
         cell.kv_scale = smallest
     return cell
+
+
+def calibrate(
+    cells: list[GridCell],
+    steps: int,
+    pool: Executor | None,
+    run: dict[str, Any],
+    at_once: dict[str, Any],
+    floor: float,
+) -> None:
+    """`steps` calibration steps for every cell still off its target: session-affinity's saturating
+    throughput at the cell's kv_scale (`at_once`), then its oversubscription at the cell's load of it."""
+    for _ in range(steps):
+        todo = [c for c in cells if c.unreachable is None and c.note is None and not c.calibrated]
+        sats = _map(pool, run_one, [((REFERENCE,), dict(at_once, kv_scale=c.kv_scale)) for c in todo])
+        rates = [c.load * s.metrics.throughput_tasks_per_s for c, s in zip(todo, sats, strict=True)]
+        jobs = [
+            ((REFERENCE,), dict(run, rate=r, kv_scale=c.kv_scale)) for c, r in zip(todo, rates, strict=True)
+        ]
+        for c, s, probe in zip(todo, sats, _map(pool, run_one, jobs), strict=True):
+            kv = probe.metrics.kv
+            point = CalibrationPoint(
+                kv_scale=c.kv_scale,
+                saturation_tasks_per_s=s.metrics.throughput_tasks_per_s,
+                oversub=kv.oversubscription_mean if kv is not None else 0.0,
+            )
+            c.wall_s += s.wall_s + probe.wall_s
+            refine(c, point, floor)
+
+
+def refine(cell: GridCell, point: CalibrationPoint, floor: float) -> None:
+    """One calibration step: keep the cell's kv_scale if `point` measured the target, else move it along
+    oversubscription ~ kv_scale^-k, k from this point and the one before (the full KV's first), clamped to
+    [0.2, 2]; never below `floor` (the smallest KV that holds the longest context)."""
+    cell.calibration.append(point)
+    target = cell.oversub_target
+    if point.oversub <= 0 or abs(point.oversub / target - 1) <= CALIBRATION_TOLERANCE:
+        cell.calibrated = point.oversub > 0
+        return
+    before = cell.calibration[-2] if len(cell.calibration) > 1 else None
+    s0, o0 = (before.kv_scale, before.oversub) if before is not None else (1.0, cell.oversub_at_full_kv)
+    k = 1.0
+    if o0 > 0 and s0 != point.kv_scale:
+        k = math.log(o0 / point.oversub) / math.log(point.kv_scale / s0)
+    k = min(max(k, 0.2), 2.0) if math.isfinite(k) else 1.0
+    cell.kv_scale = point.kv_scale * (point.oversub / target) ** (1 / k)
+    if cell.kv_scale < floor:
+        cell.kv_scale = floor
+        cell.note = (
+            f"calibration asked for kv_scale below {floor:.3g}, the smallest KV that holds the longest task "
+            "context: run there"
+        )
 
 
 def run_one(
@@ -285,15 +350,22 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
             for load, full in zip(loads, _map(pool, run_one, calibration), strict=True):
                 o1 = full.metrics.kv.oversubscription_mean if full.metrics.kv is not None else 0.0
                 cells += [kv_for_target(load, target, o1, longest, profile) for target in targets]
+            at_once = dict(run, tasks=population, rate=None)
+            floor = (longest + profile.block_size) / profile.kv_capacity_tokens
+            calibrate(cells, args.calibration_steps, pool, run, at_once, floor)
             # cells that ended at the same KV (targets past the smallest KV) share their runs
             live = list({(c.load, c.kv_scale): c for c in cells if c.unreachable is None}.values())
-            saturation = [
-                ((REFERENCE,), dict(run, tasks=population, rate=None, kv_scale=c.kv_scale)) for c in live
-            ]
-            for c, s in zip(live, _map(pool, run_one, saturation), strict=True):
+            fresh = [c for c in live if not (c.calibration and c.calibration[-1].kv_scale == c.kv_scale)]
+            saturation = [((REFERENCE,), dict(at_once, kv_scale=c.kv_scale)) for c in fresh]
+            for c, s in zip(fresh, _map(pool, run_one, saturation), strict=True):
                 c.saturation_tasks_per_s = s.metrics.throughput_tasks_per_s
+                c.wall_s += s.wall_s
+            for c in live:
+                if c in fresh:
+                    continue
+                c.saturation_tasks_per_s = c.calibration[-1].saturation_tasks_per_s
+            for c in live:
                 c.rate_per_s = c.load * c.saturation_tasks_per_s
-                c.wall_s = s.wall_s
             jobs = [((p,), dict(run, rate=c.rate_per_s, kv_scale=c.kv_scale)) for c in live for p in policies]
             results = iter(_map(pool, run_one, jobs))
             for c in live:
@@ -357,6 +429,9 @@ def add_grid_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--calibration-steps", type=int, default=1, help="refine each cell's kv_scale N times (0: none)"
+    )
     p.add_argument(
         "--saturation-max-tasks", type=int, default=None, help="largest saturation population (8 x --tasks)"
     )

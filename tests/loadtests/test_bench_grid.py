@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench.cli import add_bench_parser, run_bench
-from loadtests.bench.grid import best_baseline, kv_for_target, peak_context_tokens
+from loadtests.bench.grid import (
+    CalibrationPoint,
+    GridCell,
+    best_baseline,
+    kv_for_target,
+    peak_context_tokens,
+    refine,
+)
 from loadtests.tasks import AgentTask, Step
 from simulator.cost_model import get_profile
 
@@ -35,6 +42,40 @@ def test_kv_for_target_scales_capacity_and_never_below_the_longest_context() -> 
     assert kv_for_target(0.5, 2.0, at_full_kv=0.0, longest=10, profile=profile).unreachable
 
 
+def test_a_calibration_step_moves_kv_scale_along_the_measured_slope() -> None:
+    cell = GridCell(load=0.85, oversub_target=2.0, oversub_at_full_kv=0.2, kv_scale=0.1)
+    refine(cell, CalibrationPoint(kv_scale=0.1, saturation_tasks_per_s=1.0, oversub=1.0), floor=0.01)
+    k = math.log(0.2 / 1.0) / math.log(0.1 / 1.0)  # oversubscription ~ kv_scale^-k through both points
+    assert cell.kv_scale == pytest.approx(0.1 * (1.0 / 2.0) ** (1 / k)) and not cell.calibrated
+    refine(
+        cell, CalibrationPoint(kv_scale=cell.kv_scale, saturation_tasks_per_s=1.0, oversub=1.9), floor=0.01
+    )
+    assert cell.calibrated and len(cell.calibration) == 2  # within 10%: stays
+    low = GridCell(load=0.85, oversub_target=3.0, oversub_at_full_kv=0.2, kv_scale=0.1)
+    refine(low, CalibrationPoint(kv_scale=0.1, saturation_tasks_per_s=1.0, oversub=0.5), floor=0.05)
+    assert low.kv_scale == 0.05 and low.note is not None  # held at the smallest KV, and said so
+
+
+def test_one_calibration_step_runs_and_moves_toward_the_target(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="cmd"))
+    out = tmp_path / "grid.json"
+    argv = [
+        *("bench", "grid", "--workloads", "webarena", "--loads", "0.85", "--oversub", "0.1"),
+        *("--policies", "session-affinity", "--tasks", "8", "--replicas", "2", "--saturation-max-tasks", "8"),
+        *("--json", str(out)),
+    ]
+    assert run_bench(parser.parse_args(argv)) == 0
+    (cell,) = json.loads(out.read_text())["workloads"][0]["cells"]
+    (point,) = cell["calibration"]
+    assert point["kv_scale"] == pytest.approx(cell["oversub_at_full_kv"] / 0.1)
+    if cell["calibrated"]:
+        assert cell["kv_scale"] == point["kv_scale"]
+    elif cell["note"] is None:  # moved the way the measurement said
+        assert (cell["kv_scale"] < point["kv_scale"]) == (point["oversub"] < 0.1)
+    assert cell["rate_per_s"] == pytest.approx(0.85 * cell["saturation_tasks_per_s"])
+
+
 def test_the_best_baseline_is_the_fastest_policy_not_named_saga() -> None:
     assert best_baseline({"saga": 10.0, "round-robin": 30.0, "session-affinity": 20.0}) == "session-affinity"
     assert best_baseline({"saga": 10.0}) is None
@@ -48,7 +89,7 @@ def test_a_tiny_grid_runs_every_cell_and_writes_json_markdown_and_heat_maps(tmp_
     argv = [
         *("bench", "grid", "--workloads", "webarena", "--loads", "0.5,1.1", "--oversub", "1,3"),
         *("--policies", "round-robin,session-affinity", "--tasks", "8", "--replicas", "2"),
-        *("--saturation-max-tasks", "16"),
+        *("--saturation-max-tasks", "16", "--calibration-steps", "0"),
         *("--json", str(out), "--markdown", str(tmp_path / "grid.md"), "--plot-dir", str(tmp_path / "plots")),
     ]
     assert run_bench(parser.parse_args(argv)) == 0
