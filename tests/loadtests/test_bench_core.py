@@ -37,6 +37,7 @@ def test_the_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.C
     rows = [(r["policy"], r["queue"]) for r in report["rows"]]
     assert rows == [(p, q) for p in ("round-robin", "prefix-load") for q in (False, True)]
     assert report["sessions"] == 40 and report["machine"] and report["date"]
+    assert report["timer_overhead_us"] >= 0
     assert "prefix-load" in capsys.readouterr().out
     bad = parser.parse_args(["bench", "core", "--policies", "nope", "--sessions", "4"])
     assert run_bench(bad) == 2
