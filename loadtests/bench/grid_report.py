@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from loadtests.bench.grid import REFERENCE, GridCell, GridReport, GridWorkload
+from loadtests.bench.grid_runs import REFERENCE, GridCell, GridReport, GridWorkload
 
 
 def _x(value: float | None) -> str:

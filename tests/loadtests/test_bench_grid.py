@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench.cli import add_bench_parser, run_bench
-from loadtests.bench.grid import (
-    CalibrationPoint,
-    GridCell,
-    best_baseline,
-    kv_for_target,
-    peak_context_tokens,
-    refine,
-)
+from loadtests.bench.grid import best_baseline
+from loadtests.bench.grid_runs import CalibrationPoint, GridCell, kv_for_target, peak_context_tokens, refine
 from loadtests.tasks import AgentTask, Step
 from simulator.cost_model import get_profile
 
