@@ -218,6 +218,7 @@ def add_grid_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--json", type=Path, help="write everything as JSON here")
     p.add_argument("--markdown", type=Path, help="write the tables (and plot links) to this file")
     p.add_argument("--plot-dir", type=Path, help="write one heat-map PNG per workload here")
+    p.add_argument("--render", type=Path, metavar="JSON", help="only tables and plots of an earlier --json")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -225,8 +226,11 @@ def main(args: argparse.Namespace) -> int:
 
     console = Console(width=220)
     try:
-        report = run_grid(args, console)
-    except ValueError as e:
+        if args.render is not None:  # tables and heat maps of an earlier run, nothing run
+            report = msgspec.json.decode(args.render.read_bytes(), type=GridReport)
+        else:
+            report = run_grid(args, console)
+    except (ValueError, OSError, msgspec.ValidationError) as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
     plots: dict[str, Path] = {}

@@ -4,7 +4,8 @@ Contract: `grid_markdown(report, plots)` is a pure function of the report: per w
 policy's TCT geomean and speedup against `session-affinity` in each cell, and one of the focus policy's
 figures (p90, throughput, failures, speedup against the best baseline, bound and headroom). `plot_grid`
 writes one PNG per workload: two heat maps (rows = oversubscription target, columns = offered load, cell
-text = the focus policy's speedup; green faster, red slower, grey = not run).
+text = the focus policy's speedup and the measured oversubscription, * where held at the smallest KV that
+holds the longest context; green faster, red slower, grey = not run).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def plot_grid(report: GridReport, w: GridWorkload, path: Path) -> Path:
         axes, ((f"vs {REFERENCE}", "reference"), ("vs the best baseline", "best")), strict=True
     ):
         grid = [[math.nan] * len(loads) for _ in targets]
+        measured = [[""] * len(loads) for _ in targets]
         for i, target in enumerate(targets):
             for j, load in enumerate(loads):
                 c = by_key.get((load, target))
@@ -122,24 +124,29 @@ def plot_grid(report: GridReport, w: GridWorkload, path: Path) -> Path:
                     continue
                 f = c.policies[report.focus]
                 grid[i][j] = f.metrics.speedup_vs_baseline if against == "reference" else f.speedup_vs_best
+                if c.oversub_measured is not None:
+                    measured[i][j] = f"\nover. {c.oversub_measured:.2f}" + ("*" if c.note else "")
         cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="lightgrey")
         image = ax.imshow(grid, cmap=cmap, norm=LogNorm(vmin=0.5, vmax=2.0), origin="lower", aspect="auto")
         for i in range(len(targets)):
             for j in range(len(loads)):
                 value = grid[i][j]
-                ax.text(
-                    j, i, "n/a" if math.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=9
-                )
+                text = "n/a" if math.isnan(value) else f"{value:.2f}x{measured[i][j]}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(loads)), [f"{x:g}" for x in loads])
         ax.set_yticks(range(len(targets)), [f"{x:g}" for x in targets])
         ax.set_xlabel(f"offered load (of {REFERENCE}'s saturating throughput)")
-        ax.set_ylabel("KV oversubscription (target)")
+        ax.set_ylabel("KV oversubscription target")
         ax.set_title(f"{report.focus} {title}", fontsize=10)
         bar = fig.colorbar(image, ax=ax, label="TCT geomean speedup")
         bar.minorticks_off()
         ticks = [0.5, 0.67, 1.0, 1.5, 2.0]
         bar.set_ticks(ticks, labels=[f"{t:g}x" for t in ticks])
-    fig.suptitle(f"{w.workload}: {w.tasks} tasks, {report.replicas} x {report.profile}", fontsize=11)
+    fig.suptitle(
+        f"{w.workload}: {w.tasks} tasks, {report.replicas} x {report.profile} (cells: speedup, measured "
+        "oversubscription; * at the smallest KV that holds the longest context)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -125,6 +125,10 @@ def test_a_tiny_grid_runs_every_cell_and_writes_json_markdown_and_heat_maps(tmp_
     assert "| load | oversub |" in markdown and "plots/grid-webarena.png" in markdown
     assert (tmp_path / "plots" / "grid-webarena.png").read_bytes()[:4] == b"\x89PNG"
     assert not math.isnan(cells[(0.5, 1.0)]["policies"]["round-robin"]["speedup_vs_best"])
+    # --render: the same tables and heat maps from the JSON alone, nothing run
+    again = ["bench", "grid", "--render", str(out), "--markdown", str(tmp_path / "again.md")]
+    assert run_bench(parser.parse_args([*again, "--plot-dir", str(tmp_path / "plots")])) == 0
+    assert (tmp_path / "again.md").read_text() == markdown
 
 
 def test_bad_options_fail_naming_them(capsys: pytest.CaptureFixture[str]) -> None:
