@@ -8,7 +8,9 @@ Contract, per workload (the same seeded tasks in every run, in the discrete-even
   grows (up to `--saturation-max-tasks`), at the full KV; each cell measures it again at its own KV with
   that population (a lower bound there: a smaller KV may saturate with fewer tasks).
 - Offered load L: open-loop Poisson arrivals at L x that throughput (the same seeded arrival times for every
-  policy of a cell).
+  policy of a cell). With `--load-basis full-kv` the load is relative to the full KV's saturating throughput
+  in every cell (no saturation run per cell; the rate of a load column stays fixed as the KV shrinks, so
+  high oversubscription is reachable: see docs/results/grid.md).
 - KV oversubscription: the live tasks' context over the cluster's KV capacity, time-averaged over the run
   (loadtests/des/kv_figures.py). Each cell (L, target) gets its own `kv_scale`: `session-affinity` at L x
   the full-KV saturating throughput measures O1 at kv_scale 1; the first guess is O1 / target (capacity is
@@ -131,10 +133,15 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
                 cells += [kv_for_target(load, target, o1, longest, profile) for target in targets]
             at_once = dict(run, tasks=population, rate=None)
             floor = (longest + profile.block_size) / profile.kv_capacity_tokens
-            calibrate(cells, args.calibration_steps, pool, run, at_once, floor)
+            fixed = sat if args.load_basis == "full-kv" else None
+            calibrate(cells, args.calibration_steps, pool, run, at_once, floor, fixed)
             # cells that ended at the same KV (targets past the smallest KV) share their runs
             live = list({(c.load, c.kv_scale): c for c in cells if c.unreachable is None}.values())
             fresh = [c for c in live if not (c.calibration and c.calibration[-1].kv_scale == c.kv_scale)]
+            if fixed is not None:
+                for c in fresh:
+                    c.saturation_tasks_per_s = fixed
+                fresh = []
             saturation = [((REFERENCE,), dict(at_once, kv_scale=c.kv_scale)) for c in fresh]
             for c, s in zip(fresh, map_runs(pool, run_one, saturation), strict=True):
                 c.saturation_tasks_per_s = s.metrics.throughput_tasks_per_s
@@ -191,6 +198,7 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
         loads=loads,
         oversub=targets,
         workloads=out,
+        load_basis=args.load_basis,
         wall_s=time.perf_counter() - started,
     )
 
@@ -208,6 +216,12 @@ def add_grid_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--load-basis",
+        choices=("cell", "full-kv"),
+        default="cell",
+        help="load is relative to session-affinity's saturation at the cell's KV, or at the full KV",
+    )
     p.add_argument(
         "--calibration-steps", type=int, default=1, help="refine each cell's kv_scale N times (0: none)"
     )

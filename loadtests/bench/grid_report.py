@@ -89,6 +89,8 @@ def grid_markdown(report: GridReport, plots: dict[str, Path], *, relative_to: Pa
         f"- Machine: {report.machine}",
         f"- Date: {report.date}",
         f"- Policies: {', '.join(report.policies)}; seed {report.seed}",
+        f"- Load basis: {report.load_basis} (load = offered rate / session-affinity's saturating throughput "
+        + ("at each cell's own KV)" if report.load_basis == "cell" else "at the full KV)"),
         f"- Wall time: {report.wall_s:.0f} s in all; a cell's runs take {per_cell:.0f} s one after another",
         "",
     ]

@@ -89,6 +89,7 @@ class GridReport(msgspec.Struct, kw_only=True):
     loads: list[float]
     oversub: list[float]
     workloads: list[GridWorkload]
+    load_basis: str = "cell"  # load relative to the saturation at the cell's KV, or at the full KV
     wall_s: float = 0.0
 
 
@@ -141,24 +142,27 @@ def calibrate(
     run: dict[str, Any],
     at_once: dict[str, Any],
     floor: float,
+    fixed_saturation: float | None = None,
 ) -> None:
     """`steps` calibration steps for every cell still off its target: session-affinity's saturating
-    throughput at the cell's kv_scale (`at_once`), then its oversubscription at the cell's load of it."""
+    throughput at the cell's kv_scale (`at_once`; `fixed_saturation` instead when the load is relative to
+    the full KV's), then its oversubscription at the cell's load of it."""
     for _ in range(steps):
         todo = [c for c in cells if c.unreachable is None and c.note is None and not c.calibrated]
-        sats = map_runs(pool, run_one, [((REFERENCE,), dict(at_once, kv_scale=c.kv_scale)) for c in todo])
-        rates = [c.load * s.metrics.throughput_tasks_per_s for c, s in zip(todo, sats, strict=True)]
+        if fixed_saturation is None:
+            sat_runs = [((REFERENCE,), dict(at_once, kv_scale=c.kv_scale)) for c in todo]
+            sats = [(r.metrics.throughput_tasks_per_s, r.wall_s) for r in map_runs(pool, run_one, sat_runs)]
+        else:
+            sats = [(fixed_saturation, 0.0)] * len(todo)
         jobs = [
-            ((REFERENCE,), dict(run, rate=r, kv_scale=c.kv_scale)) for c, r in zip(todo, rates, strict=True)
+            ((REFERENCE,), dict(run, rate=c.load * sat, kv_scale=c.kv_scale))
+            for c, (sat, _) in zip(todo, sats, strict=True)
         ]
-        for c, s, probe in zip(todo, sats, map_runs(pool, run_one, jobs), strict=True):
+        for c, (sat, wall), probe in zip(todo, sats, map_runs(pool, run_one, jobs), strict=True):
             kv = probe.metrics.kv
-            point = CalibrationPoint(
-                kv_scale=c.kv_scale,
-                saturation_tasks_per_s=s.metrics.throughput_tasks_per_s,
-                oversub=kv.oversubscription_mean if kv is not None else 0.0,
-            )
-            c.wall_s += s.wall_s + probe.wall_s
+            oversub = kv.oversubscription_mean if kv is not None else 0.0
+            point = CalibrationPoint(kv_scale=c.kv_scale, saturation_tasks_per_s=sat, oversub=oversub)
+            c.wall_s += wall + probe.wall_s
             refine(c, point, floor)
 
 

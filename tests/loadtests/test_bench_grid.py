@@ -142,3 +142,23 @@ def test_bad_options_fail_naming_them(capsys: pytest.CaptureFixture[str]) -> Non
     ):
         assert run_bench(parser.parse_args(["bench", "grid", *bad])) == 2
         assert words in capsys.readouterr().out
+
+
+def test_load_against_the_full_kv_keeps_each_load_columns_rate(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="cmd"))
+    out = tmp_path / "grid.json"
+    argv = [
+        *("bench", "grid", "--workloads", "webarena", "--loads", "0.85", "--oversub", "0.1,0.2"),
+        *("--policies", "session-affinity", "--tasks", "8", "--replicas", "2", "--saturation-max-tasks", "8"),
+        *("--load-basis", "full-kv", "--json", str(out)),
+    ]
+    assert run_bench(parser.parse_args(argv)) == 0
+    report = json.loads(out.read_text())
+    assert report["load_basis"] == "full-kv"
+    (w,) = report["workloads"]
+    for c in w["cells"]:
+        assert c["saturation_tasks_per_s"] == w["saturation_full_kv_tasks_per_s"]
+        assert c["rate_per_s"] == pytest.approx(0.85 * w["saturation_full_kv_tasks_per_s"])
+        for point in c["calibration"]:
+            assert point["saturation_tasks_per_s"] == w["saturation_full_kv_tasks_per_s"]
