@@ -7,7 +7,9 @@ the policy's state), then calls are spread over them round-robin in a shuffled o
 while more than `--in-flight` calls are dispatched the oldest gets its first token and finishes, so the
 core always has that many calls in flight and a session's next call sees what its previous one left. Each
 call's prompt grows by one prefix chunk per call of its session, after a system prompt shared by its agent
-type. Every 64 calls one replica reports new load figures and the clock passes a tick (neither is timed).
+type. Every replica first reports its load and its KV capacity (`--kv-capacity-tokens`, where the core's
+`ReplicaStats` takes it); then every 64 calls one replica reports new load figures and the clock passes a
+tick (neither is timed).
 Timed per event (`request_arrived`, `first_token`, `request_finished`; a call's cost is the sum of its
 three) twice: on the wall clock (`time.perf_counter_ns`) and in this thread's CPU time
 (`time.thread_time_ns`), which leaves out the time the OS ran other processes — on a shared machine the
@@ -28,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -48,10 +51,12 @@ from proxy.scheduler import (
 )
 from proxy.scheduler.release import ReleaseQueue, ReleaseQueueSpec
 from proxy.scheduler.types import PREFIX_CHUNK_TOKENS
+from simulator.cost_model import get_profile
 
 AGENT_TYPES = 8
 SYSTEM_CHUNKS = 4  # the shared system prompt and tool definitions: 1,024 tokens
 MAX_SESSION_CHUNKS = 64  # a session's own history stops growing at 16k tokens
+DEFAULT_KV_CAPACITY_TOKENS = get_profile("llama3-8b-h100").kv_capacity_tokens  # per replica
 
 
 class EventCost(msgspec.Struct):
@@ -168,6 +173,7 @@ def bench_core(
     warmup: int,
     in_flight: int,
     seed: int = 0,
+    kv_capacity_tokens: int = DEFAULT_KV_CAPACITY_TOKENS,
 ) -> CoreBenchRow:
     clock = _Clock()
     tenants = TenantsConfig()
@@ -233,6 +239,13 @@ def bench_core(
             note(core.tick())
 
     measured: set[str] = set()
+    # every replica's first figures, with its KV capacity where the core takes it (as the proxy's first
+    # scrape of vllm:cache_config_info and the discrete-event cluster's first report bring it)
+    capacity: dict[str, Any] = {}
+    if "kv_capacity_tokens" in ReplicaStats.__struct_fields__:
+        capacity["kv_capacity_tokens"] = kv_capacity_tokens
+    for r in range(replicas):
+        note(core.replica_stats(ReplicaStats(f"replica-{r}", waiting=0, running=0, kv_usage=0.0, **capacity)))
     seq = 0
     for session in range(sessions):  # every session live: one call each, arrived and finished
         one_call(seq, session)
@@ -278,6 +291,9 @@ def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--in-flight", type=int, default=256, help="calls dispatched and not yet finished")
     p.add_argument("--queue", choices=("both", "off", "on"), default="both", help="a release queue")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--kv-capacity-tokens", type=int, default=DEFAULT_KV_CAPACITY_TOKENS, help="per replica (reported)"
+    )
     p.add_argument("--json", type=Path, help="write the results as JSON here")
 
 
@@ -305,6 +321,7 @@ def run_core(args: argparse.Namespace) -> int:
                 warmup=args.warmup,
                 in_flight=args.in_flight,
                 seed=args.seed,
+                kv_capacity_tokens=args.kv_capacity_tokens,
             )
             rows.append(row)
             console.print(
