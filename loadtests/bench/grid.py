@@ -137,19 +137,17 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
             calibrate(cells, args.calibration_steps, pool, run, at_once, floor, fixed)
             # cells that ended at the same KV (targets past the smallest KV) share their runs
             live = list({(c.load, c.kv_scale): c for c in cells if c.unreachable is None}.values())
-            fresh = [c for c in live if not (c.calibration and c.calibration[-1].kv_scale == c.kv_scale)]
-            if fixed is not None:
-                for c in fresh:
-                    c.saturation_tasks_per_s = fixed
-                fresh = []
+            measured = [c for c in live if c.calibration and c.calibration[-1].kv_scale == c.kv_scale]
+            fresh = [] if fixed is not None else [c for c in live if all(c is not m for m in measured)]
             saturation = [((REFERENCE,), dict(at_once, kv_scale=c.kv_scale)) for c in fresh]
             for c, s in zip(fresh, map_runs(pool, run_one, saturation), strict=True):
                 c.saturation_tasks_per_s = s.metrics.throughput_tasks_per_s
                 c.wall_s += s.wall_s
-            for c in live:
-                if c in fresh:
-                    continue
+            for c in measured:
                 c.saturation_tasks_per_s = c.calibration[-1].saturation_tasks_per_s
+            if fixed is not None:
+                for c in live:
+                    c.saturation_tasks_per_s = fixed
             for c in live:
                 c.rate_per_s = c.load * c.saturation_tasks_per_s
             jobs = [((p,), dict(run, rate=c.rate_per_s, kv_scale=c.kv_scale)) for c in live for p in policies]

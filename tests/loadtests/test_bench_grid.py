@@ -149,7 +149,7 @@ def test_load_against_the_full_kv_keeps_each_load_columns_rate(tmp_path: Path) -
     add_bench_parser(parser.add_subparsers(dest="cmd"))
     out = tmp_path / "grid.json"
     argv = [
-        *("bench", "grid", "--workloads", "webarena", "--loads", "0.85", "--oversub", "0.1,0.2"),
+        *("bench", "grid", "--workloads", "webarena", "--loads", "0.85", "--oversub", "0.1,50"),
         *("--policies", "session-affinity", "--tasks", "8", "--replicas", "2", "--saturation-max-tasks", "8"),
         *("--load-basis", "full-kv", "--json", str(out)),
     ]
@@ -157,6 +157,7 @@ def test_load_against_the_full_kv_keeps_each_load_columns_rate(tmp_path: Path) -
     report = json.loads(out.read_text())
     assert report["load_basis"] == "full-kv"
     (w,) = report["workloads"]
+    assert w["cells"][1]["note"] is not None  # 50x is past the smallest KV: held there, and run
     for c in w["cells"]:
         assert c["saturation_tasks_per_s"] == w["saturation_full_kv_tasks_per_s"]
         assert c["rate_per_s"] == pytest.approx(0.85 * w["saturation_full_kv_tasks_per_s"])
