@@ -137,7 +137,8 @@ def plot_grid(report: GridReport, w: GridWorkload, path: Path) -> Path:
                 ax.text(j, i, text, ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(loads)), [f"{x:g}" for x in loads])
         ax.set_yticks(range(len(targets)), [f"{x:g}" for x in targets])
-        ax.set_xlabel(f"offered load (of {REFERENCE}'s saturating throughput)")
+        basis = "at each cell's KV" if report.load_basis == "cell" else "at the full KV"
+        ax.set_xlabel(f"offered load (of {REFERENCE}'s saturating throughput {basis})")
         ax.set_ylabel("KV oversubscription target")
         ax.set_title(f"{report.focus} {title}", fontsize=10)
         bar = fig.colorbar(image, ax=ax, label="TCT geomean speedup")
