@@ -22,6 +22,14 @@ Contract (docs/retention-api.md; the same contract the vLLM plugin serves on rea
   `expires_at`, an event that can change admission.
 - Time is simulated seconds passed in by the caller; a retention with `expires_at <= now` is released by
   `expire(now)`. No I/O; the engine calls this on its own thread of control only.
+- Bookkeeping (no effect on any decision): `ended` sums, per way a retention ended, the count and the
+  block-seconds (its blocks, each counted once per retention holding it, times the time from its creation
+  to its end): "used" (the session's next call took the blocks over, or its new retention replaced it:
+  `release(session)`), "expired" (its TTL ran out), "dropped" (released early by the cap, memory pressure
+  or a prefix-cache reset), "released" (a client let it go: `release(session, "released")`). Calls without
+  a time (`release`, `make_room`, `release_least_important`) end retentions at the latest time the table
+  was given (`retain`, `extend`, `expire`; the engine expires at the start of every step); an expired one
+  ends at its `expires_at`. `held_block_seconds(now)` is what the live ones have held so far.
 - This module imports nothing of the project: the vLLM plugin (deploy/vllm-plugin) ships a byte-identical
   copy, so the simulated replica and real vLLM serve one implementation of the contract.
 """
@@ -32,7 +40,7 @@ import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -53,6 +61,7 @@ class KvPool(Protocol):
     def free(self, block_ids: Iterable[int]) -> None: ...
 
 
+RetentionEnd = Literal["used", "expired", "dropped", "released"]
 DEFAULT_MAX_RETAINED_FRACTION = 0.5
 DEFAULT_MAX_RETAIN_TTL_S = 600.0
 
@@ -70,8 +79,15 @@ class RetentionInfo(msgspec.Struct, frozen=True, kw_only=True):
     ttl_clamped: bool = False  # the asked TTL exceeded the server's cap
 
 
+class RetentionTotals(msgspec.Struct, kw_only=True):
+    """Retentions that ended one way: how many, and the block-seconds they held."""
+
+    count: int = 0
+    block_seconds: float = 0.0
+
+
 class _Retention:
-    __slots__ = ("block_ids", "expires_at", "priority", "retained_at", "stamp", "ttl_clamped")
+    __slots__ = ("block_ids", "expires_at", "held_since", "priority", "retained_at", "stamp", "ttl_clamped")
 
     def __init__(
         self, block_ids: list[int], priority: int, retained_at: float, expires_at: float, clamped: bool
@@ -81,6 +97,7 @@ class _Retention:
         self.retained_at = retained_at
         self.expires_at = expires_at
         self.ttl_clamped = clamped
+        self.held_since = retained_at  # creation; `retained_at` moves when re-armed
         self.stamp = 0  # age order: larger is newer; also tells live expiry-heap entries from stale ones
 
 
@@ -113,6 +130,13 @@ class RetentionTable:
         self._stamp = 0
         self.version = 0
         self.num_dropped = 0  # released early, by the cap or by memory pressure
+        self.ended: dict[RetentionEnd, RetentionTotals] = {
+            "used": RetentionTotals(),
+            "expired": RetentionTotals(),
+            "dropped": RetentionTotals(),
+            "released": RetentionTotals(),
+        }
+        self._now = 0.0  # the latest time given, for ends that come without one
 
     @property
     def num_sessions(self) -> int:
@@ -132,12 +156,15 @@ class RetentionTable:
         """Hold `block_ids` (a cached prefix chain, in order) for `session_id` until `now + ttl_s` (clamped)
         with `priority`, replacing its previous retention. None when the cap leaves it no block at all."""
         check_ttl(ttl_s)
+        self._now = max(self._now, now)
         blocks = list(block_ids[: self.max_blocks])
         if not blocks:
             self.release(session_id)
             return None
         self._pool.touch(blocks)  # the new references first: blocks shared with the old one stay held
         previous = self._remove(session_id)
+        if previous is not None:
+            self._account(previous, "used")
         granted = min(ttl_s, self.max_ttl_s)
         retention = _Retention(blocks, priority, now, now + granted, granted < ttl_s)
         self._insert(session_id, retention)
@@ -153,6 +180,7 @@ class RetentionTable:
         """Re-arm a retention to expire at `now + ttl_s` (clamped; may also shorten it), make it the newest
         and, when given, change its priority; None if the session holds none."""
         check_ttl(ttl_s)
+        self._now = max(self._now, now)
         retention = self._remove(session_id)
         if retention is None:
             return None
@@ -191,7 +219,7 @@ class RetentionTable:
         for session_id in [s for s, _ in self._release_order(priority)]:
             if num_new + pool.num_evictable(hit) <= pool.num_free:
                 break
-            self.release(session_id)
+            self.release(session_id, way="dropped")
             self.num_dropped += 1
         return num_new + pool.num_evictable(hit) <= pool.num_free
 
@@ -199,16 +227,18 @@ class RetentionTable:
         """Drop the least important (then oldest) retention early, for a running request that needs a
         block; False if there is none."""
         for session_id, _ in self._release_order(None):
-            self.release(session_id)
+            self.release(session_id, way="dropped")
             self.num_dropped += 1
             return True
         return False
 
-    def release(self, session_id: str) -> int | None:
-        """Drop a session's retention; the number of blocks it held, or None if it held none."""
+    def release(self, session_id: str, way: RetentionEnd = "used") -> int | None:
+        """Drop a session's retention; the number of blocks it held, or None if it held none. `way`: how it
+        ended, for the bookkeeping ("used": the session's next call took the blocks over)."""
         retention = self._remove(session_id)
         if retention is None:
             return None
+        self._account(retention, way)
         self.version += 1
         self._unhold(retention.block_ids)
         return len(retention.block_ids)
@@ -217,11 +247,12 @@ class RetentionTable:
         """Release every retention whose TTL has run out by `now`; how many were released."""
         heap = self._expiry
         released = 0
+        self._now = max(self._now, now)
         while heap and heap[0][0] <= now:
             _, stamp, session_id = heapq.heappop(heap)
             retention = self._by_session.get(session_id)
             if retention is not None and retention.stamp == stamp:
-                self.release(session_id)
+                self.release(session_id, way="expired")
                 released += 1
         return released
 
@@ -241,7 +272,7 @@ class RetentionTable:
         """Release every retention (before a prefix-cache reset); how many were released."""
         sessions = list(self._by_session)
         for session_id in sessions:
-            self.release(session_id)
+            self.release(session_id, way="dropped")
         self._expiry.clear()
         return len(sessions)
 
@@ -266,6 +297,10 @@ class RetentionTable:
         ordered = sorted(self._by_session.items(), key=lambda item: item[1].stamp)
         return [info for s, _ in ordered if (info := self.info(s, now)) is not None]
 
+    def held_block_seconds(self, now: float) -> float:
+        """Block-seconds the live retentions have held from their creation to `now`."""
+        return sum(len(r.block_ids) * max(0.0, now - r.held_since) for r in self._by_session.values())
+
     def held(self) -> list[list[int]]:
         """Each retention's blocks (the references it holds, for invariant checks)."""
         return [list(r.block_ids) for r in self._by_session.values()]
@@ -280,6 +315,13 @@ class RetentionTable:
             if not bucket:
                 del self._by_priority[retention.priority]
         return retention
+
+    def _account(self, retention: _Retention, way: RetentionEnd) -> None:
+        totals = self.ended[way]
+        totals.count += 1
+        # an expired one held its blocks as granted, to its TTL, however late `expire` ran
+        end = min(self._now, retention.expires_at) if way == "expired" else self._now
+        totals.block_seconds += len(retention.block_ids) * max(0.0, end - retention.held_since)
 
     def _insert(self, session_id: str, retention: _Retention) -> None:
         self._stamp += 1
@@ -311,7 +353,7 @@ class RetentionTable:
             if self.num_blocks <= self.max_blocks or retention.priority < new.priority:
                 break
             if other != session_id:
-                self.release(other)
+                self.release(other, way="dropped")
                 self.num_dropped += 1
         excess = self.num_blocks - self.max_blocks
         if excess <= 0:
@@ -323,7 +365,7 @@ class RetentionTable:
             if holders[new.block_ids[keep]] == 1:
                 excess -= 1
         if keep == 0:
-            self.release(session_id)
+            self.release(session_id, way="dropped")
             self.num_dropped += 1
             return
         dropped = new.block_ids[keep:]

@@ -108,6 +108,12 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     from loadtests.bench.predictor import add_predictor_parser
 
     add_predictor_parser(modes)
+    from loadtests.bench.core import add_core_parser
+
+    add_core_parser(modes)
+    from loadtests.bench.grid import add_grid_parser
+
+    add_grid_parser(modes)
 
 
 def _tasks(args: argparse.Namespace) -> list[AgentTask]:
@@ -252,6 +258,14 @@ def run_bench(args: argparse.Namespace) -> int:
         from loadtests.bench.predictor import main
 
         return main(args)
+    if args.bench_mode == "core":
+        from loadtests.bench.core import run_core
+
+        return run_core(args)
+    if args.bench_mode == "grid":
+        from loadtests.bench.grid import main as run_grid
+
+        return run_grid(args)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
         console = Console(width=220)

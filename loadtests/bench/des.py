@@ -195,6 +195,12 @@ def kv_line(kv: KvFigures) -> str:
             f"; CPU offload {kv.offload_gib_per_replica:g} GiB/replica: stored {kv.offload_stored_tokens:,}, "
             f"loaded {kv.offload_loaded_tokens:,} tokens"
         )
+    if (wasted := kv.retained_wasted_fraction) is not None:
+        line += (
+            f"; retained KV {kv.retained_block_s_used:,.0f} block-s used by returning sessions, "
+            f"{kv.retained_block_s_wasted:,.0f} wasted ({wasted:.0%}; "
+            f"expired {kv.retained_block_s_expired:,.0f})"
+        )
     return line
 
 

@@ -20,8 +20,9 @@ cover the tasks that finished without error; calls count when they got an answer
   survivors, all tasks when none failed): `speedup_vs_baseline` = baseline geomean / the policy's,
   `bound_speedup` = baseline geomean / isolated geomean (no scheduler can beat it), and
   `headroom_captured` = log(speedup) / log(bound) (None when bound < 1.01: no headroom worth measuring).
-Engine-side figures (preemptions, KV utilisation, useful KV fraction) come from the runner and are passed
-through; None means the runner could not measure them.
+Engine-side figures (preemptions, KV utilisation, useful KV fraction, and in `kv` the KV oversubscription,
+offload traffic and retained block-seconds used or wasted: loadtests/des/result.py KvFigures) come from the
+runner and are passed through; None means the runner could not measure them.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class PolicyMetrics(msgspec.Struct, kw_only=True):
     @property
     def kv_oversubscription_peak(self) -> float | None:
         return self.kv.oversubscription_peak if self.kv is not None else None
+
+    @property
+    def retained_block_s_wasted(self) -> float | None:
+        """Retained block-seconds spent on sessions that did not return within the TTL (DES runs)."""
+        return self.kv.retained_block_s_wasted if self.kv is not None else None
 
     @property
     def offload_loaded_tokens(self) -> int | None:

@@ -72,6 +72,7 @@ class ClusterReplica:
     def counters(self, end: float) -> ReplicaCounters:
         """The run's counters, with KV usage averaged over [0, end]."""
         s = self.engine.stats()
+        ended = self.engine.retention.ended
         integral = self.kv_integral + self.kv_last * max(0.0, end - self.kv_last_at)
         return ReplicaCounters(
             replica_id=self.replica_id,
@@ -92,4 +93,11 @@ class ClusterReplica:
             offload_stored_tokens=s.offload_stored_tokens_total,
             offload_loaded_tokens=s.offload_loaded_tokens_total,
             offload_evicted_blocks=s.offload_evicted_blocks_total,
+            retentions_used=ended["used"].count,
+            retentions_expired=ended["expired"].count,
+            retained_block_s_used=ended["used"].block_seconds,
+            retained_block_s_expired=ended["expired"].block_seconds,
+            retained_block_s_dropped=ended["dropped"].block_seconds,
+            retained_block_s_released=ended["released"].block_seconds,
+            retained_block_s_live_at_end=self.engine.retention.held_block_seconds(end),
         )

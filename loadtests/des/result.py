@@ -102,6 +102,27 @@ class ReplicaCounters(msgspec.Struct, kw_only=True):
     offload_stored_tokens: int = 0  # GPU->CPU (CPU KV offload)
     offload_loaded_tokens: int = 0  # CPU->GPU instead of recomputing
     offload_evicted_blocks: int = 0  # from the CPU pool
+    # Retained KV (simulator.retention's bookkeeping): block-seconds held by retentions, by how they ended —
+    # taken over by the session's next call (used), TTL ran out (expired), released early by the cap or
+    # memory pressure (dropped), let go by a client (released), still held when the run ended (live_at_end:
+    # every task has ended by then, so no session comes back for them)
+    retentions_used: int = 0
+    retentions_expired: int = 0
+    retained_block_s_used: float = 0.0
+    retained_block_s_expired: float = 0.0
+    retained_block_s_dropped: float = 0.0
+    retained_block_s_released: float = 0.0
+    retained_block_s_live_at_end: float = 0.0
+
+    @property
+    def retained_block_s_wasted(self) -> float:
+        """Block-seconds retained for sessions that did not come back to use them within the TTL."""
+        return (
+            self.retained_block_s_expired
+            + self.retained_block_s_dropped
+            + self.retained_block_s_released
+            + self.retained_block_s_live_at_end
+        )
 
     @property
     def prefix_hit_rate(self) -> float:
@@ -135,6 +156,17 @@ class KvFigures(msgspec.Struct, kw_only=True):
     offload_gib_per_replica: float | None = None
     offload_stored_tokens: int = 0
     offload_loaded_tokens: int = 0
+    # retained KV over the replicas (ReplicaCounters): block-seconds the session's next call used, and those
+    # spent on sessions that did not come back within the TTL (expired, dropped, released or held at the end)
+    retained_block_s_used: float = 0.0
+    retained_block_s_wasted: float = 0.0
+    retained_block_s_expired: float = 0.0
+
+    @property
+    def retained_wasted_fraction(self) -> float | None:
+        """The share of retained block-seconds that no returning session used; None without retention."""
+        total = self.retained_block_s_used + self.retained_block_s_wasted
+        return self.retained_block_s_wasted / total if total > 0 else None
 
 
 class ClusterResult(msgspec.Struct, kw_only=True):
@@ -165,6 +197,9 @@ class ClusterResult(msgspec.Struct, kw_only=True):
             offload_gib_per_replica=self.config.kv_offload_gib,
             offload_stored_tokens=sum(r.offload_stored_tokens for r in self.replicas),
             offload_loaded_tokens=sum(r.offload_loaded_tokens for r in self.replicas),
+            retained_block_s_used=sum(r.retained_block_s_used for r in self.replicas),
+            retained_block_s_wasted=sum(r.retained_block_s_wasted for r in self.replicas),
+            retained_block_s_expired=sum(r.retained_block_s_expired for r in self.replicas),
         )
 
     def prefix_hit_rate(self) -> float:

@@ -1,0 +1,383 @@
+"""`saga bench core`: the scheduler core's decision cost per call, with many replicas and live sessions.
+
+Contract: for each policy preset (and with and without a release queue) a fresh `SchedulerCore` is built as
+the proxy and the discrete-event cluster build it, on a hand-stepped clock (1 ms per call). `--sessions`
+sessions are made live first (one call each, arrived and finished, so every one is in the core's table and
+the policy's state), then calls are spread over them round-robin in a shuffled order: each call arrives, and
+while more than `--in-flight` calls are dispatched the oldest gets its first token and finishes, so the
+core always has that many calls in flight and a session's next call sees what its previous one left. Each
+call's prompt grows by one prefix chunk per call of its session, after a system prompt shared by its agent
+type. Every replica first reports its load and its KV capacity (`--kv-capacity-tokens`, where the core's
+`ReplicaStats` takes it); then every 64 calls one replica reports new load figures and the clock passes a
+tick (neither is timed).
+Timed per event (`request_arrived`, `first_token`, `request_finished`; a call's cost is the sum of its
+three) twice: on the wall clock (`time.perf_counter_ns`) and in this thread's CPU time
+(`time.thread_time_ns`), which leaves out the time the OS ran other processes — on a shared machine the
+wall-clock tail is mostly that, the CPU-time tail is the core's own. After `--warmup` untimed calls,
+`--calls` timed ones: p50/p99/max in µs per event and per call, and calls/s = timed calls / the CPU time
+spent inside those core methods. Compare figures measured side by side only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import random
+import shlex
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from fairness.tenants import TenantsConfig
+from loadtests.bench.report import machine_description
+from loadtests.summary import percentile
+from proxy.scheduler import (
+    PRESETS,
+    Decision,
+    Dispatch,
+    ReplicaStats,
+    RequestInfo,
+    SchedulerCore,
+    Usage,
+    build_policy,
+)
+from proxy.scheduler.release import ReleaseQueue, ReleaseQueueSpec
+from proxy.scheduler.types import PREFIX_CHUNK_TOKENS
+from simulator.cost_model import get_profile
+
+AGENT_TYPES = 8
+SYSTEM_CHUNKS = 4  # the shared system prompt and tool definitions: 1,024 tokens
+MAX_SESSION_CHUNKS = 64  # a session's own history stops growing at 16k tokens
+DEFAULT_KV_CAPACITY_TOKENS = get_profile("llama3-8b-h100").kv_capacity_tokens  # per replica
+
+
+class EventCost(msgspec.Struct):
+    """CPU time of this thread (the core's own cost), and the wall clock's beside it."""
+
+    p50_us: float
+    p99_us: float
+    max_us: float
+    wall_p50_us: float
+    wall_p99_us: float
+    wall_max_us: float
+
+
+class CoreBenchRow(msgspec.Struct):
+    policy: str
+    queue: bool
+    replicas: int
+    sessions_live: int  # in the core's table at the end of the timed calls
+    calls: int
+    calls_per_s: float  # timed calls / the CPU time spent inside the core
+    per_call: EventCost  # request_arrived + first_token + request_finished of one call
+    request_arrived: EventCost
+    first_token: EventCost
+    request_finished: EventCost
+    held_at_end: int = 0  # calls the release queue still held when the timed calls ended
+
+
+class CoreBenchReport(msgspec.Struct):
+    command: str
+    machine: str
+    date: str
+    replicas: int
+    sessions: int
+    calls: int
+    warmup: int
+    in_flight: int
+    rows: list[CoreBenchRow]
+    timer_overhead_us: float = 0.0  # CPU time an empty event measures (p50): the clocks' own share
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _cost(samples: list[tuple[int, int]]) -> EventCost:
+    """From (CPU ns, wall ns) samples."""
+    cpu = [c / 1000 for c, _ in samples]
+    wall = [w / 1000 for _, w in samples]
+    return EventCost(
+        percentile(cpu, 50),
+        percentile(cpu, 99),
+        max(cpu, default=0.0),
+        percentile(wall, 50),
+        percentile(wall, 99),
+        max(wall, default=0.0),
+    )
+
+
+def timer_overhead_us(samples: int = 20_000) -> float:
+    """The p50 CPU time the timing of an empty event measures (part of the clocks' own cost)."""
+    measured = []
+    for _ in range(samples):
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        cpu, wall = time.thread_time_ns() - cpu, time.perf_counter_ns() - wall
+        measured.append(cpu)
+    return percentile([m / 1000 for m in measured], 50)
+
+
+def _chain(parent: int, n: int, salt: int) -> list[int]:
+    out = []
+    for k in range(n):
+        parent = hash((parent, salt, k))
+        out.append(parent)
+    return out
+
+
+class _Sessions:
+    """Each session's prefix: its agent type's system chunks, then one chunk of its own per call so far."""
+
+    def __init__(self, sessions: int, seed: int) -> None:
+        self.system = [_chain(0, SYSTEM_CHUNKS, -1 - a) for a in range(AGENT_TYPES)]
+        self.calls = [0] * sessions
+        self.own = [_chain(0, MAX_SESSION_CHUNKS, s) for s in range(sessions)]
+        order = list(range(sessions))
+        random.Random(seed).shuffle(order)
+        self.order = order
+
+    def request(self, seq: int, session: int, now: float) -> RequestInfo:
+        agent = session % AGENT_TYPES
+        n = min(self.calls[session] + 1, MAX_SESSION_CHUNKS)
+        self.calls[session] += 1
+        hashes = (*self.system[agent], *self.own[session][:n])
+        return RequestInfo(
+            request_id=f"r{seq}",
+            session_id=f"s{session}",
+            arrived_at=now,
+            agent_type=f"agent-{agent}",
+            prompt_tokens=len(hashes) * PREFIX_CHUNK_TOKENS,
+            prefix_hashes=hashes,
+        )
+
+
+def bench_core(
+    policy: str,
+    *,
+    queue: bool,
+    replicas: int,
+    sessions: int,
+    calls: int,
+    warmup: int,
+    in_flight: int,
+    seed: int = 0,
+    kv_capacity_tokens: int = DEFAULT_KV_CAPACITY_TOKENS,
+) -> CoreBenchRow:
+    clock = _Clock()
+    tenants = TenantsConfig()
+    release = ReleaseQueue(ReleaseQueueSpec(max_queued=max(10_000, 2 * in_flight)), tenants, seed=seed)
+    core = SchedulerCore(
+        [f"replica-{i}" for i in range(replicas)],
+        build_policy(policy, seed=seed),
+        clock,
+        release=release if queue else None,
+        tenants=tenants,
+        max_sessions=sessions * 2,
+    )
+    rng = random.Random(seed)
+    table = _Sessions(sessions, seed)
+    dispatched: deque[str] = deque()
+    usage: dict[str, Usage] = {}
+    spent: dict[str, tuple[int, int]] = {}  # request id -> (CPU ns, wall ns) spent in its events so far
+    costs: dict[str, list[tuple[int, int]]] = {"arrived": [], "first": [], "finished": [], "call": []}
+    timing = False
+
+    def note(decisions: list[Decision]) -> None:
+        for d in decisions:
+            if isinstance(d, Dispatch):
+                dispatched.append(d.request_id)
+            else:
+                raise RuntimeError(f"{policy}: the core rejected a call: {d.reason}")
+
+    def timed(kind: str, rid: str, event: Callable[[], list[Decision]]) -> list[Decision]:
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        decisions = event()
+        cpu, wall = time.thread_time_ns() - cpu, time.perf_counter_ns() - wall
+        if timing:
+            costs[kind].append((cpu, wall))
+        so_far = spent.get(rid, (0, 0))
+        spent[rid] = (so_far[0] + cpu, so_far[1] + wall)
+        return decisions
+
+    def finish_oldest() -> None:
+        rid = dispatched.popleft()
+        note(timed("first", rid, lambda: core.first_token(rid)))
+        note(timed("finished", rid, lambda: core.request_finished(rid, usage.pop(rid))))
+        total = spent.pop(rid)
+        if timing and rid in measured:
+            costs["call"].append(total)
+
+    def one_call(seq: int, session: int) -> None:
+        clock.now += 0.001
+        req = table.request(seq, session, clock.now)
+        usage[req.request_id] = Usage(req.prompt_tokens, 200, req.prompt_tokens // 2, "tool_calls")
+        if timing:
+            measured.add(req.request_id)
+        note(timed("arrived", req.request_id, lambda: core.request_arrived(req)))
+        while dispatched and len(dispatched) + (len(release) if queue else 0) > in_flight:
+            finish_oldest()  # a fixed population of agents: held calls count as in flight too
+        if seq % 64 == 0:
+            stats = ReplicaStats(
+                f"replica-{rng.randrange(replicas)}",
+                waiting=rng.randrange(4),
+                running=rng.randrange(32),
+                kv_usage=rng.random(),
+            )
+            note(core.replica_stats(stats))
+            note(core.tick())
+
+    measured: set[str] = set()
+    # every replica's first figures, with its KV capacity where the core takes it (as the proxy's first
+    # scrape of vllm:cache_config_info and the discrete-event cluster's first report bring it)
+    capacity: dict[str, Any] = {}
+    if "kv_capacity_tokens" in ReplicaStats.__struct_fields__:
+        capacity["kv_capacity_tokens"] = kv_capacity_tokens
+    for r in range(replicas):
+        note(core.replica_stats(ReplicaStats(f"replica-{r}", waiting=0, running=0, kv_usage=0.0, **capacity)))
+    seq = 0
+    for session in range(sessions):  # every session live: one call each, arrived and finished
+        one_call(seq, session)
+        seq += 1
+    while dispatched:
+        finish_oldest()
+    for k in range(warmup):
+        one_call(seq, table.order[k % sessions])
+        seq += 1
+    gc.collect()
+    timing = True
+    for k in range(calls):
+        one_call(seq, table.order[(warmup + k) % sessions])
+        seq += 1
+    while measured & set(dispatched):  # finish the timed calls still in flight
+        finish_oldest()
+    timing = False
+    total_ns = sum(cpu for kind in ("arrived", "first", "finished") for cpu, _ in costs[kind])
+    return CoreBenchRow(
+        policy=policy,
+        queue=queue,
+        replicas=replicas,
+        sessions_live=len(core.sessions),
+        calls=len(costs["call"]),
+        calls_per_s=len(costs["call"]) / (total_ns / 1e9) if total_ns else 0.0,
+        per_call=_cost(costs["call"]),
+        request_arrived=_cost(costs["arrived"]),
+        first_token=_cost(costs["first"]),
+        request_finished=_cost(costs["finished"]),
+        held_at_end=len(release) if queue else 0,
+    )
+
+
+def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = modes.add_parser("core", help="the scheduler core's decision cost per call (microbenchmark)")
+    p.add_argument(
+        "--policies", default=",".join(PRESETS), help=f"comma-separated; known: {', '.join(PRESETS)}"
+    )
+    p.add_argument("--replicas", type=int, default=64)
+    p.add_argument("--sessions", type=int, default=10_000, help="live sessions, calls spread over them")
+    p.add_argument("--calls", type=int, default=20_000, help="timed calls per policy")
+    p.add_argument("--warmup", type=int, default=10_000, help="untimed calls first (after the sessions')")
+    p.add_argument("--in-flight", type=int, default=256, help="calls dispatched and not yet finished")
+    p.add_argument("--queue", choices=("both", "off", "on"), default="both", help="a release queue")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--kv-capacity-tokens", type=int, default=DEFAULT_KV_CAPACITY_TOKENS, help="per replica (reported)"
+    )
+    p.add_argument("--json", type=Path, help="write the results as JSON here")
+
+
+def run_core(args: argparse.Namespace) -> int:
+    console = Console(width=200)
+    policies = [p for p in args.policies.split(",") if p]
+    unknown = [p for p in policies if p not in PRESETS]
+    if unknown:
+        console.print(f"[red]error:[/red] unknown policies {', '.join(unknown)}; known: {', '.join(PRESETS)}")
+        return 2
+    for name in ("replicas", "sessions", "calls", "in_flight"):
+        if getattr(args, name) < 1:
+            console.print(f"[red]error:[/red] --{name.replace('_', '-')} must be at least 1")
+            return 2
+    queues = {"both": (False, True), "off": (False,), "on": (True,)}[args.queue]
+    rows = []
+    for policy in policies:
+        for queue in queues:
+            row = bench_core(
+                policy,
+                queue=queue,
+                replicas=args.replicas,
+                sessions=args.sessions,
+                calls=args.calls,
+                warmup=args.warmup,
+                in_flight=args.in_flight,
+                seed=args.seed,
+                kv_capacity_tokens=args.kv_capacity_tokens,
+            )
+            rows.append(row)
+            console.print(
+                f"{policy}{' + queue' if queue else ''}: p99 {row.per_call.p99_us:.1f} µs CPU per call "
+                f"({row.per_call.wall_p99_us:.1f} µs wall), {row.calls_per_s:,.0f} calls/s"
+            )
+    report = CoreBenchReport(
+        command="saga " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("saga") else shlex.join(sys.argv),
+        machine=machine_description(),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        replicas=args.replicas,
+        sessions=args.sessions,
+        calls=args.calls,
+        warmup=args.warmup,
+        in_flight=args.in_flight,
+        rows=rows,
+        timer_overhead_us=timer_overhead_us(),
+    )
+    console.print(core_table(report))
+    console.print(f"timer overhead: {report.timer_overhead_us:.2f} µs per event (CPU clock, p50)")
+    if args.json:
+        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
+        console.print(f"results: {args.json}")
+    return 0
+
+
+def core_table(report: CoreBenchReport) -> Table:
+    table = Table(
+        title=f"Scheduler core: {report.replicas} replicas, {report.sessions:,} live sessions, "
+        f"{report.in_flight} calls in flight (µs of CPU per call: arrived + first token + finished)"
+    )
+    heads = (
+        "policy",
+        "queue",
+        "p50",
+        "p99",
+        "max",
+        "wall p99",
+        "calls/s",
+        "arrived p99",
+        "finished p99",
+        "live",
+    )
+    for head in heads:
+        table.add_column(head, justify="left" if head in ("policy", "queue") else "right")
+    for r in report.rows:
+        table.add_row(
+            r.policy,
+            "on" if r.queue else "off",
+            f"{r.per_call.p50_us:.1f}",
+            f"{r.per_call.p99_us:.1f}",
+            f"{r.per_call.max_us:.0f}",
+            f"{r.per_call.wall_p99_us:.1f}",
+            f"{r.calls_per_s:,.0f}",
+            f"{r.request_arrived.p99_us:.1f}",
+            f"{r.request_finished.p99_us:.1f}",
+            f"{r.sessions_live:,}",
+        )
+    return table

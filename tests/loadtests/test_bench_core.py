@@ -1,0 +1,43 @@
+"""`saga bench core` runs on a small configuration and reports its numbers (no assertion on their values:
+they are this machine's times)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtests.bench.cli import add_bench_parser, run_bench
+from loadtests.bench.core import bench_core
+
+
+@pytest.mark.parametrize("queue", [False, True])
+def test_every_timed_call_is_measured_over_sessions_that_stay_live(queue: bool) -> None:
+    row = bench_core(
+        "session-affinity", queue=queue, replicas=4, sessions=50, calls=300, warmup=100, in_flight=8
+    )
+    assert row.sessions_live == 50  # every session is in the core's table between its calls
+    assert row.calls == 300 and row.held_at_end == 0
+    for cost in (row.per_call, row.request_arrived, row.first_token, row.request_finished):
+        assert 0 <= cost.p50_us <= cost.p99_us <= cost.max_us
+        assert 0 <= cost.wall_p50_us <= cost.wall_p99_us <= cost.wall_max_us
+    assert row.calls_per_s > 0
+
+
+def test_the_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="cmd"))
+    out = tmp_path / "core.json"
+    argv = "bench core --policies round-robin,prefix-load --queue both --replicas 4 --sessions 40"
+    argv += f" --calls 100 --warmup 20 --in-flight 4 --json {out}"
+    assert run_bench(parser.parse_args(argv.split())) == 0
+    report = json.loads(out.read_text())
+    rows = [(r["policy"], r["queue"]) for r in report["rows"]]
+    assert rows == [(p, q) for p in ("round-robin", "prefix-load") for q in (False, True)]
+    assert report["sessions"] == 40 and report["machine"] and report["date"]
+    assert report["timer_overhead_us"] >= 0
+    assert "prefix-load" in capsys.readouterr().out
+    bad = parser.parse_args(["bench", "core", "--policies", "nope", "--sessions", "4"])
+    assert run_bench(bad) == 2
