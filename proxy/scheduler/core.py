@@ -40,6 +40,8 @@ from proxy.scheduler.types import (
     Usage,
 )
 
+_SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
+
 
 class _InFlight(msgspec.Struct):
     req: RequestInfo
@@ -97,6 +99,7 @@ class SchedulerCore:
         if release is None and policy.queue is not None:
             release = ReleaseQueue(policy.queue, tenants)
         self.release = release
+        self.tenants = tenants
         self.tenant_stats = TenantLedger(tenants)
         self._workflows_seen = 0
         self.moves = 0  # calls of bound workflows that work stealing moved to an idle replica
@@ -434,7 +437,9 @@ class SchedulerCore:
         if mode == "first-call":
             return 0 if session.calls else 1
         if mode == "workflow-age":
-            return session.seq
+            # a tenant whose class has a first-token target (interactive) goes before every other workflow
+            urgent = self.tenants.slo(session.tenant_id).ttft_s is not None
+            return session.seq - _SLO_PRIORITY_LEAD if urgent else session.seq
         return None
 
     def _session_done(self, req: RequestInfo) -> None:

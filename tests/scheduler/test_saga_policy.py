@@ -303,3 +303,17 @@ def test_the_bound_replica_shortcut_applies_only_where_affinity_outweighs_every_
         ]
     )
     assert not build_policy(balanced).affinity_decides  # load could outvote the binding: score every replica
+
+
+def test_an_interactive_tenant_goes_before_older_batch_workflows() -> None:
+    from fairness import TenantsConfig, TenantSpec
+
+    tenants = TenantsConfig(
+        tenants={"chat": TenantSpec(slo_class="interactive"), "batch": TenantSpec(slo_class="batch")}
+    )
+    core, _ = make_core(replicas=1, tenants=tenants)
+    batch = only_dispatch(core.request_arrived(call("old-batch", prompt_tokens=1_000, tenant="batch")))
+    chat = only_dispatch(core.request_arrived(call("new-chat", prompt_tokens=1_000, tenant="chat")))
+    later_batch = only_dispatch(core.request_arrived(call("new-batch", prompt_tokens=1_000, tenant="batch")))
+    assert chat.priority is not None and batch.priority is not None and later_batch.priority is not None
+    assert chat.priority < batch.priority < later_batch.priority
