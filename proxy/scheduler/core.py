@@ -271,7 +271,8 @@ class SchedulerCore:
         self.predictor.session_ended(session_id)
         if not self._holds_call(session_id):
             self._forget_session(session_id)
-        return []
+        # its reservation is free now: a waiting workflow may fit
+        return self._admit_waiting() if self.admission is not None else []
 
     def _holds_call(self, session_id: str) -> bool:
         """Whether a call of the session waits in the proxy (release queue or admission)."""

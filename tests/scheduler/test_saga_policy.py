@@ -78,8 +78,8 @@ def test_a_new_workflow_waits_until_a_replica_has_room_for_its_footprint_then_bi
     assert core.admission.is_waiting("late")
     # A workflow that ends frees its reservation, and the waiting one is admitted by that event.
     clock.now = 5.0
-    core.request_finished(first[0].request_id, Usage(30_000, 200, finish_reason="stop"))
-    released = core.session_ended(first[0].session_id) + core.tick()
+    assert core.request_finished(first[0].request_id, Usage(30_000, 200, finish_reason="stop")) == []
+    released = core.session_ended(first[0].session_id)
     assert [d.request_id for d in released] == [late.request_id]
     assert not core.admission.is_waiting("late") and core.admission.is_admitted("late")
 
