@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy.context import CAPACITIES, CORE, GATE, GUARDS, METRICS, MODELS, down_stats
+from proxy.context import CORE, GATE, GUARDS, METRICS, MODELS, down_stats
 from proxy.errors import ProxyError
 
 log = logging.getLogger("saga.admin")
@@ -32,7 +32,7 @@ async def state(request: web.Request) -> web.Response:
 
 
 async def replicas(request: web.Request) -> web.Response:
-    core, guards, capacities = request.app[CORE], request.app[GUARDS], request.app[CAPACITIES]
+    core, guards = request.app[CORE], request.app[GUARDS]
     models = request.app[MODELS]
     now = core.clock()
     out: list[dict[str, Any]] = []
@@ -45,7 +45,7 @@ async def replicas(request: web.Request) -> web.Response:
                 "waiting": r.waiting,
                 "running": r.running,
                 "kv_usage": r.kv_usage,
-                "kv_capacity_tokens": capacities.get(r.replica_id),
+                "kv_capacity_tokens": r.kv_capacity_tokens or None,  # from the scrape; None: not published
                 "breaker": guards[r.replica_id].breaker_state(now),
                 "draining": r.replica_id in guards.draining,
                 "models": sorted(models.by_replica.get(r.replica_id, ())),

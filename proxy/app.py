@@ -18,7 +18,6 @@ from proxy import admin, calls, models, passthrough, sessions
 from proxy.auth import authenticate
 from proxy.config import ProxyConfig
 from proxy.context import (
-    CAPACITIES,
     CHAINS,
     CONFIG,
     CORE,
@@ -88,7 +87,6 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 app[GATE].apply,
                 app[CONFIG].health_interval_s,
                 app[GUARDS],
-                app[CAPACITIES],
                 app[CONFIG].health_timeout_s,
                 app[MODELS],
                 first_round,
@@ -135,7 +133,6 @@ def create_app(
     app[CORE] = core
     app[GATE] = DecisionGate()
     app[GUARDS] = Guards(config.guard_params())
-    app[CAPACITIES] = {}
     app[CHAINS] = PrefixChains()
     app[MODELS] = models
     app[RESOLVER] = resolver

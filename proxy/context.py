@@ -71,7 +71,6 @@ GATE = web.AppKey("gate", DecisionGate)
 GUARDS = web.AppKey("guards", Guards)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
-CAPACITIES = web.AppKey("capacities", dict[str, float])  # replica id -> KV capacity in tokens
 CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining
 POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
 MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves

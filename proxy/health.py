@@ -41,9 +41,12 @@ def parse_load(metrics_text: str) -> dict[str, float]:
             capacity = 0.0
             for s in family.samples:
                 try:
-                    capacity += int(s.labels.get("num_gpu_blocks", "")) * int(s.labels.get("block_size", ""))
+                    blocks = int(s.labels.get("num_gpu_blocks", ""))
+                    size = int(s.labels.get("block_size", ""))
                 except ValueError:
                     continue
+                if blocks > 0 and size > 0:  # a negative or zero label is no capacity, not a smaller one
+                    capacity += blocks * size
             if capacity:
                 found["kv_capacity_tokens"] = capacity
             continue
@@ -77,19 +80,17 @@ async def models_of(
         return None
 
 
-async def probe(
-    session: aiohttp.ClientSession, replica_id: str, timeout_s: float
-) -> tuple[ReplicaStats, float | None]:
-    """The replica's health and load, and its KV capacity in tokens when it publishes one."""
+async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+    """The replica's health, load and KV capacity in tokens (when it publishes them)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
             if resp.status != 200:
-                return ReplicaStats(replica_id, healthy=False), None
+                return ReplicaStats(replica_id, healthy=False)
         async with session.get(replica_id + "/metrics", timeout=timeout) as resp:
             load = parse_load(await resp.text()) if resp.status == 200 else {}
     except (aiohttp.ClientError, TimeoutError, ValueError):
-        return ReplicaStats(replica_id, healthy=False), None
+        return ReplicaStats(replica_id, healthy=False)
     waiting, running = load.get("waiting"), load.get("running")
     capacity = load.get("kv_capacity_tokens")
     stats = ReplicaStats(
@@ -100,7 +101,7 @@ async def probe(
         kv_usage=load.get("kv_usage"),
         kv_capacity_tokens=None if capacity is None else int(capacity),  # for admission by KV working set
     )
-    return stats, capacity
+    return stats
 
 
 def reported(stats: ReplicaStats, healthy: bool) -> ReplicaStats:
@@ -118,7 +119,6 @@ async def replica_health_loop(
     apply: Callable[[list[Decision]], None],
     interval_s: float,
     guards: Guards,
-    capacities: dict[str, float],
     timeout_s: float = 5.0,
     models: ReplicaModels | None = None,
     first_round: asyncio.Event | None = None,
@@ -135,7 +135,7 @@ async def replica_health_loop(
         rounds += 1
         results = await asyncio.gather(*(probe(session, r, timeout_s) for r in list(core.replicas)))
         now = core.clock()
-        for stats, capacity in results:
+        for stats in results:
             guard = guards[stats.replica_id]
             guard.probe(bool(stats.healthy))
             healthy = guard.healthy(now) and stats.replica_id not in guards.draining
@@ -145,8 +145,6 @@ async def replica_health_loop(
             if was.healthy != healthy:
                 why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
                 log.warning("replica %s is now %s%s", stats.replica_id, "up" if healthy else "down", why)
-            if capacity is not None:
-                capacities[stats.replica_id] = capacity
             apply(core.replica_stats(reported(stats, healthy)))
         apply(core.tick())
         if first_round is not None:

@@ -13,8 +13,6 @@ import argparse
 import asyncio
 import datetime
 import os
-import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from loadtests.bench.report import (
     failure_lines,
     machine_description,
     plot_completion_times,
+    recorded_command,
     results_table,
     write_json,
 )
@@ -164,7 +163,7 @@ def _finish(
 def _meta(args: argparse.Namespace, mode: str, tasks: Sequence[AgentTask]) -> RunMeta:
     return RunMeta(
         title=args.title or ("Discrete-event cluster" if mode == "des" else "Live routers over HTTP"),
-        command="saga " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("saga") else shlex.join(sys.argv),
+        command=recorded_command(),
         date=datetime.date.today().isoformat(),
         machine=machine_description(),
         mode=mode,

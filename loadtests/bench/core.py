@@ -24,8 +24,6 @@ import argparse
 import datetime
 import gc
 import random
-import shlex
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fairness.tenants import TenantsConfig
-from loadtests.bench.report import machine_description
+from loadtests.bench.report import machine_description, recorded_command
 from loadtests.summary import percentile
 from proxy.scheduler import (
     PRESETS,
@@ -329,7 +327,7 @@ def run_core(args: argparse.Namespace) -> int:
                 f"({row.per_call.wall_p99_us:.1f} µs wall), {row.calls_per_s:,.0f} calls/s"
             )
     report = CoreBenchReport(
-        command="saga " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("saga") else shlex.join(sys.argv),
+        command=recorded_command(),
         machine=machine_description(),
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         replicas=args.replicas,

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from rich.table import Table
 
 from fairness import GpuCostModel, SloClass, TenantsConfig, TenantSpec, jain_index
 from loadtests.bench.isolated import isolated_task_time_s
-from loadtests.bench.report import machine_description
+from loadtests.bench.report import machine_description, recorded_command
 from loadtests.des.cluster import Cluster
 from loadtests.des.result import ClusterConfig, ClusterResult
 from loadtests.summary import percentile
@@ -295,7 +293,7 @@ def run_fairness(args: argparse.Namespace) -> int:
     if args.json:
         setup = {k: v for k, v in vars(args).items() if k not in ("json", "func") and not callable(v)}
         report = FairnessReport(
-            command=shlex.join(["saga", *sys.argv[1:]]),
+            command=recorded_command(),
             date=datetime.date.today().isoformat(),
             machine=machine_description(),
             setup={k: str(v) if isinstance(v, Path) else v for k, v in setup.items()},

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -61,7 +59,7 @@ from loadtests.bench.grid_runs import (
 )
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import geomean, with_speedups
-from loadtests.bench.report import machine_description
+from loadtests.bench.report import machine_description, recorded_command
 from loadtests.workloads.catalog import WORKLOADS
 from proxy.scheduler import PRESETS
 from simulator.cost_model import PROFILES, get_profile
@@ -185,7 +183,7 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
         if pool is not None:
             pool.shutdown()
     return GridReport(
-        command="saga " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("saga") else shlex.join(sys.argv),
+        command=recorded_command(),
         machine=machine_description(),
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         replicas=args.replicas,

@@ -30,7 +30,6 @@ import datetime
 import itertools
 import math
 import random
-import shlex
 import statistics
 import sys
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from loadtests.bench.report import machine_description
+from loadtests.bench.report import machine_description, recorded_command
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, generate
 from loadtests.workloads.trace_replay import load_trace
@@ -417,9 +416,7 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
         )
     return {
         "workload": f"trace {args.trace.name}" if args.trace else args.workload,
-        "command": shlex.join(["saga", *sys.argv[1:]])
-        if sys.argv[0].endswith(("saga", "proxy/cli.py"))  # `saga` or `python -m proxy.cli`
-        else shlex.join(sys.argv),
+        "command": recorded_command(),
         "date": datetime.date.today().isoformat(),
         "machine": machine_description(),
         "sessions": len(sessions),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,15 @@ class BenchReport(msgspec.Struct, kw_only=True):
     # The tasks every policy finished: what speedups, the bound and the headroom are computed on.
     compared_tasks: int = 0
     warnings: list[str] = msgspec.field(default_factory=list)
+
+
+def recorded_command(argv: Sequence[str] | None = None) -> str:
+    """The command line a result records, as a user would type it again: `saga ...` whether it ran as the
+    `saga` script or as `python -m proxy.cli`; anything else verbatim."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv and argv[0].endswith(("saga", "proxy/cli.py")):
+        return shlex.join(["saga", *argv[1:]])
+    return shlex.join(argv)
 
 
 def machine_description() -> str:

@@ -32,7 +32,8 @@ SHORT_SWE = SweParams(
 )
 
 
-def _tight(**options: object) -> ClusterConfig:
+def tight_config(**options: object) -> ClusterConfig:
+    """Two replicas of 16k KV tokens each (also the coalescing equality tests' setup)."""
     profile = msgspec.structs.replace(
         ClusterConfig().resolved_profile(), kv_capacity_tokens=16_384, max_model_len=16_384
     )
@@ -44,19 +45,19 @@ Case = tuple[Callable[[], list[AgentTask]], ClusterConfig]
 CASES: dict[str, Case] = {
     "tight-continuum-open": (
         lambda: swe_tasks(20, seed=3, params=SHORT_SWE),
-        _tight(policy="continuum-ttl", arrival_rate=1.0, seed=3),
+        tight_config(policy="continuum-ttl", arrival_rate=1.0, seed=3),
     ),
     "tight-affinity-closed-mixed": (
         lambda: swe_tasks(8, seed=5, params=SHORT_SWE) + webarena_tasks(6, seed=5),
-        _tight(policy="session-affinity", concurrency=9, seed=5),
+        tight_config(policy="session-affinity", concurrency=9, seed=5),
     ),
     "tight-affinity-offload": (
         lambda: swe_tasks(20, seed=5, params=SHORT_SWE),
-        _tight(policy="session-affinity", arrival_rate=1.0, seed=5, kv_offload_gib=1.0),
+        tight_config(policy="session-affinity", arrival_rate=1.0, seed=5, kv_offload_gib=1.0),
     ),
     "tight-round-robin-step-by-step": (
         lambda: swe_tasks(16, seed=7, params=SHORT_SWE),
-        _tight(policy="round-robin", concurrency=12, seed=7, coalesce_decode=False),
+        tight_config(policy="round-robin", concurrency=12, seed=7, coalesce_decode=False),
     ),
     "swe-affinity": (
         lambda: swe_tasks(48, seed=0),

@@ -10,29 +10,14 @@ import msgspec
 
 from loadtests.des.client import Conversation, random_token_ids
 from loadtests.des.cluster import Cluster
+from loadtests.des.fingerprint import SHORT_SWE, tight_config
 from loadtests.des.result import ClusterConfig, ClusterResult
 from loadtests.tasks import AgentTask
-from loadtests.workloads.distributions import LogNormal, ToolKind
-from loadtests.workloads.swe import SweParams, swe_tasks
+from loadtests.workloads.swe import swe_tasks
 from loadtests.workloads.webarena import webarena_tasks
 from simulator.engine_types import EngineRequest, prompt_checksum
 from simulator.request_state import output_plan
 from simulator.tokenizer import Tokenizer
-
-# Short coding agents that grow to ~10k tokens, on replicas with 16k tokens of KV: preemptions, retentions
-# released under pressure, prefix hits on each session's own history and the shared system prompts.
-PARAMS = SweParams(
-    calls_per_task=LogNormal(6, 10, cap=10),
-    max_context_tokens=10_000,
-    tools=[ToolKind("bash", 1.0, LogNormal(0.3, 0.6))],
-)
-
-
-def tight_config(**options: object) -> ClusterConfig:
-    profile = msgspec.structs.replace(
-        ClusterConfig().resolved_profile(), kv_capacity_tokens=16_384, max_model_len=16_384
-    )
-    return ClusterConfig(replicas=2, profile=profile, **options)  # type: ignore[arg-type]
 
 
 def run_both(tasks: list[AgentTask], config: ClusterConfig) -> tuple[ClusterResult, ClusterResult, int]:
@@ -62,7 +47,7 @@ def assert_identical(plain: ClusterResult, coalesced: ClusterResult) -> None:
 
 def test_coalesced_decoding_gives_identical_results_under_memory_pressure_and_retention() -> None:
     # Sized so that, under retention contract v2, running requests still break retentions and preempt.
-    tasks = swe_tasks(20, seed=3, params=PARAMS)
+    tasks = swe_tasks(20, seed=3, params=SHORT_SWE)
     plain, coalesced, quiet = run_both(tasks, tight_config(policy="continuum-ttl", arrival_rate=1.0, seed=3))
     assert_identical(plain, coalesced)
     reps = plain.replicas
@@ -75,7 +60,7 @@ def test_coalesced_decoding_gives_identical_results_under_memory_pressure_and_re
 
 
 def test_coalesced_decoding_gives_identical_results_with_plain_affinity_and_closed_loop() -> None:
-    tasks = swe_tasks(8, seed=5, params=PARAMS) + webarena_tasks(6, seed=5)
+    tasks = swe_tasks(8, seed=5, params=SHORT_SWE) + webarena_tasks(6, seed=5)
     plain, coalesced, quiet = run_both(tasks, tight_config(policy="session-affinity", concurrency=9, seed=5))
     assert_identical(plain, coalesced)
     assert sum(r.preemptions for r in plain.replicas) > 0
@@ -110,7 +95,7 @@ def test_an_engine_plans_the_same_output_from_a_given_checksum_as_from_the_promp
 
 def test_coalesced_decoding_gives_identical_results_with_cpu_offload() -> None:
     # A CPU tier: loads finish mid-run and their requests join the batch, which must end a quiet run.
-    tasks = swe_tasks(20, seed=5, params=PARAMS)
+    tasks = swe_tasks(20, seed=5, params=SHORT_SWE)
     config = tight_config(policy="session-affinity", arrival_rate=1.0, seed=5, kv_offload_gib=1.0)
     plain, coalesced, quiet = run_both(tasks, config)
     assert_identical(plain, coalesced)
