@@ -23,7 +23,10 @@ from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
 class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    call_s: float = 5.0  # a typical agent call's time on a busy replica
+    # A call's time on a busy replica, queue included. Waits behind a backlog are long-tailed (a waiting call
+    # needs a running one to end and free its KV), so 30 s, not the typical call's few seconds: in the DES
+    # sweeps 30 moved more workflows off congested replicas and never lost (docs/results/saga.md).
+    call_s: float = 30.0
     prefill_s_per_token: float = 2.2e-5
     attention_tokens: float = 40_000.0
 
