@@ -29,7 +29,7 @@ from proxy.errors import ProxyError
 from proxy.identity import CallFields, Identity, IdentityError, decode_call, identify
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
-from proxy.sessions import end_session, wants_end
+from proxy.sessions import SESSION_END_HEADER, end_session, wants_end
 from proxy.upstream_pool import BodyFailed, UpstreamAnswer
 
 log = logging.getLogger("saga.proxy")
@@ -130,6 +130,7 @@ class _Call:
         # A streamed chat/completions call that did not ask for usage: ask upstream, strip it downstream.
         self.add_usage = add_usage
         self.app = app
+        self.core, self.gate, self.metrics, self.config = app[CORE], app[GATE], app[METRICS], app[CONFIG]
         self.info = info
         self.who = who
         self.body = body
@@ -137,7 +138,7 @@ class _Call:
         self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
 
     async def _decided(self, decisions: list[Decision]) -> Decision:
-        gate, rid = self.app[GATE], self.info.request_id
+        gate, rid = self.gate, self.info.request_id
         # Usually the core decides this call at once: no need to wait for it through the gate.
         decision: Decision | None = next((d for d in decisions if d.request_id == rid), None)
         if decision is not None:
@@ -149,12 +150,12 @@ class _Call:
                 decision = await pending
             finally:
                 gate.forget(rid)
-        self.app[METRICS].decisions.labels("dispatch" if isinstance(decision, Dispatch) else "reject").inc()
+        self.metrics.decisions.labels("dispatch" if isinstance(decision, Dispatch) else "reject").inc()
         return decision
 
     async def run(self) -> None:
         app, rid = self.app, self.info.request_id
-        core, metrics = app[CORE], app[METRICS]
+        core, metrics = self.core, self.metrics
         usage: Usage | None = None
         cancelled = False
         started = time.perf_counter()
@@ -170,7 +171,7 @@ class _Call:
                 upstream,
                 {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
                 lambda: self._first_byte(started),
-                app[CONFIG].stream_idle_timeout_s,
+                self.config.stream_idle_timeout_s,
                 collect_answer=self.who.prompt_chain is not None,
                 strip_usage=self.add_usage,
             )
@@ -191,13 +192,13 @@ class _Call:
         finally:
             # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
             # dispatched call both mean "finished".
-            app[GATE].apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, usage))
-            if wants_end(self.headers):
+            self.gate.apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, usage))
+            if SESSION_END_HEADER in self.headers and wants_end(self.headers):
                 end_session(app, self.who.session_id)
 
     async def _attempts(self, decision: Decision) -> tuple[UpstreamAnswer, Dispatch] | Reject:
         """Dispatches until a replica answers; the core's Reject when it has no replica left."""
-        config = self.app[CONFIG]
+        config = self.config
         while isinstance(decision, Dispatch):
             replica = decision.replica_id
             extra = {"X-Session-ID": self.who.session_id}
@@ -249,27 +250,27 @@ class _Call:
         return {"request_id": info.request_id, "session_id": info.session_id, "replica_id": replica}
 
     def _first_byte(self, started: float) -> None:
-        self.app[METRICS].ttft.observe(time.perf_counter() - started)
-        self.app[GATE].apply(self.app[CORE].first_token(self.info.request_id))
+        self.metrics.ttft.observe(time.perf_counter() - started)
+        self.gate.apply(self.core.first_token(self.info.request_id))
 
     def _note_failure(self, replica: str, reason: str, cause: str) -> bool:
-        metrics = self.app[METRICS]
+        metrics = self.metrics
         metrics.upstream_failures.labels(replica).inc()
         metrics.errors.labels(cause).inc()
-        opened = self.app[GUARDS][replica].call_failed(self.app[CORE].clock())
+        opened = self.app[GUARDS][replica].call_failed(self.core.clock())
         if opened:
             log.warning("circuit breaker for replica %s opened after repeated failures", replica)
             # Out of rotation now, not at the next probe round: calls after a mid-answer failure would
             # otherwise keep going to it (the health loop keeps it down while the breaker is open).
-            self.app[GATE].apply(self.app[CORE].replica_stats(down_stats(replica)))
+            self.gate.apply(self.core.replica_stats(down_stats(replica)))
         return opened
 
     async def _failed(self, replica: str, reason: str, cause: str) -> Decision:
         """A dispatch failed before any byte reached the client: mark the replica down, maybe retry."""
-        core, gate = self.app[CORE], self.app[GATE]
+        core, gate = self.core, self.gate
         self.failures += 1
         self._note_failure(replica, reason, cause)
-        retry = self.failures <= self.app[CONFIG].max_retries
+        retry = self.failures <= self.config.max_retries
         log.warning(
             "replica %s marked down: call %s %s%s",
             replica,
@@ -281,7 +282,7 @@ class _Call:
         if not retry:
             gate.apply(core.replica_stats(down_stats(replica)))
             raise ProxyError(502, f"replica failed: {reason}", code="upstream_error")
-        self.app[METRICS].retries.inc()
+        self.metrics.retries.inc()
         decision = await self._decided(core.dispatch_failed(self.info.request_id))
         gate.apply(core.replica_stats(down_stats(replica)))
         return decision
@@ -291,18 +292,18 @@ class _Call:
             status, headers, body = self.last_5xx
             self.downstream.answer(status, headers, body)
             return
-        self.app[METRICS].rejected.inc()
-        self.app[METRICS].errors.labels("rejected").inc()
+        self.metrics.rejected.inc()
+        self.metrics.errors.labels("rejected").inc()
         headers = {}
         if decision.status in (429, 503):
-            headers["Retry-After"] = str(max(1, math.ceil(self.app[CONFIG].retry_after_s)))
+            headers["Retry-After"] = str(max(1, math.ceil(self.config.retry_after_s)))
         code = "queue_full" if decision.status == 429 else "no_replica"
         raise ProxyError(
             decision.status, f"request not routed: {decision.reason}", code=code, headers=headers
         )
 
     def _account(self, replica: str, outcome: forward.Relayed) -> None:
-        metrics = self.app[METRICS]
+        metrics = self.metrics
         metrics.responses.labels(replica, str(outcome.status)).inc()
         if outcome.upstream_error is not None:
             self._note_failure(replica, outcome.upstream_error, "upstream_mid_answer")

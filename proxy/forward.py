@@ -139,10 +139,23 @@ def forwarded_headers(
     """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
     client's spelling) replaced, so each is sent once."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    dropped = _NOT_FORWARDED.union([k.lower() for k in extra]) if extra else _NOT_FORWARDED
+    dropped = _dropped_with(tuple(extra)) if extra else _NOT_FORWARDED
     out = {k: v for k, v in pairs if k.lower() not in dropped}
     out.update(extra)
     return out
+
+
+_dropped: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _dropped_with(names: tuple[str, ...]) -> frozenset[str]:
+    """The headers not passed on when the proxy sets `names` itself; a few name sets recur, so kept."""
+    found = _dropped.get(names)
+    if found is None:
+        if len(_dropped) >= 64:
+            _dropped.clear()
+        found = _dropped[names] = _NOT_FORWARDED.union([k.lower() for k in names])
+    return found
 
 
 async def open_upstream(

@@ -75,6 +75,9 @@ class _Answer(msgspec.Struct):
 
 
 _answer_decoder = msgspec.json.Decoder(_Answer)
+_answers_decoder = msgspec.json.Decoder(list[_Answer])
+# An SSE data line's payload (a trailing CR is JSON whitespace).
+_DATA_LINE = re.compile(rb"^data:(.*)$", re.MULTILINE)
 
 
 def _usage(u: _Usage | None, finish_reason: str, tool_names: tuple[str, ...]) -> Usage:
@@ -166,26 +169,42 @@ class StreamScanner:
         return rest
 
     def feed(self, chunk: bytes) -> None:
+        # Whole-block checks (C speed) decide what per-line work a chunk needs at all: most chunks of a stream
+        # are content deltas that only session inference (`collect_answer`) looks into.
         if b"\n" not in chunk:
             self._partial += chunk
             return
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            if self.response_id is None and b'"resp_' in line:
-                self.response_id = response_id_of(line)
-            if self._collect and b'"delta"' in line:
-                self._collect_delta(line)
-            if b'"usage"' in line or b'"finish_reason"' in line or b'"name"' in line:
-                self._scan(line)
+        data = self._partial + chunk if self._partial else chunk
+        cut = data.rfind(b"\n") + 1
+        block, self._partial = data[:cut], data[cut:]
+        if self.response_id is None and b'"resp_' in block:
+            self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
+        if self._collect and b'"delta"' in block:
+            self._collect_deltas([p for p in _DATA_LINE.findall(block) if b'"delta"' in p])
+        if b'"usage"' in block or b'"finish_reason"' in block or b'"name"' in block:
+            for payload in _DATA_LINE.findall(block):
+                if b'"usage"' in payload or b'"finish_reason"' in payload or b'"name"' in payload:
+                    self._scan(payload)
 
-    def _collect_delta(self, line: bytes) -> None:
-        try:
-            chunk = _answer_decoder.decode(line[5:])
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return
+    def _collect_deltas(self, payloads: list[bytes]) -> None:
+        """Decodes the delta events of a chunk in one go (one JSON array), each alone if that fails."""
+        if len(payloads) > 1:
+            try:
+                decoded = _answers_decoder.decode(b"[" + b",".join(payloads) + b"]")
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                pass
+            else:
+                for answer in decoded:
+                    self._collect_delta(answer)
+                return
+        for payload in payloads:
+            try:
+                answer = _answer_decoder.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                continue
+            self._collect_delta(answer)
+
+    def _collect_delta(self, chunk: _Answer) -> None:
         if not chunk.choices or chunk.choices[0].delta is None:
             return
         delta = chunk.choices[0].delta
@@ -206,6 +225,7 @@ class StreamScanner:
         return Answer("".join(self._text), calls)
 
     def _scan(self, line: bytes) -> None:
+        """`line`: one event's data (after `data:`)."""
         finish = _FINISH.search(line)
         if finish is not None:
             self._finish = finish.group(1).decode()
@@ -213,7 +233,7 @@ class StreamScanner:
             self._tools.extend(m.group(1).decode() for m in _TOOL_NAME.finditer(line))
         if b'"usage":{' in line or b'"usage": {' in line or b'"response":{' in line:
             try:
-                answer = _answer_decoder.decode(line[5:])
+                answer = _answer_decoder.decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 return
             if answer.usage is not None:
