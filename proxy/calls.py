@@ -150,7 +150,7 @@ class _Call:
                 decision = await pending
             finally:
                 gate.forget(rid)
-        self.metrics.decisions.labels("dispatch" if isinstance(decision, Dispatch) else "reject").inc()
+        self.metrics.decisions.bump("dispatch" if isinstance(decision, Dispatch) else "reject")
         return decision
 
     async def run(self) -> None:
@@ -178,7 +178,7 @@ class _Call:
             usage = outcome.usage
             self._account(decision.replica_id, outcome)
             metrics.latency.observe(time.perf_counter() - started)
-            metrics.calls.labels(self.path, str(outcome.status)).inc()
+            metrics.calls.bump(self.path, str(outcome.status))
             if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
                 app[CHAINS].remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
             if outcome.response_id is not None:
@@ -304,7 +304,7 @@ class _Call:
 
     def _account(self, replica: str, outcome: forward.Relayed) -> None:
         metrics = self.metrics
-        metrics.responses.labels(replica, str(outcome.status)).inc()
+        metrics.responses.bump(replica, str(outcome.status))
         if outcome.upstream_error is not None:
             self._note_failure(replica, outcome.upstream_error, "upstream_mid_answer")
             log.warning(

@@ -113,7 +113,7 @@ class _Downstream:
         framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
         payload = _head(status, headers, framing) + body
         self.sent += len(payload)
-        self.conn.send(payload)
+        self.conn.send(payload, at_once=True)
 
     async def start(self, status: int, headers: Mapping[str, str]) -> None:
         self.status = status
@@ -302,9 +302,14 @@ class _ClientConnection(asyncio.Protocol):
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._serve_queue())
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, at_once: bool = False) -> None:
+        """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` (a whole
+        answer) writes it now when nothing is queued before it."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
+        if at_once and not self._pending:
+            self.transport.write(data)
+            return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self.flush)
         self._pending.append(data)

@@ -47,6 +47,7 @@ class _Connection(asyncio.Protocol):
         self.headers_ready: asyncio.Future[None] = self.loop.create_future()
         self.status = 0
         self.headers: list[tuple[str, str]] = []
+        self.content_type = ""
         self.chunks: list[bytes] = []
         self.waiter: asyncio.Future[None] | None = None
         self.complete = False
@@ -91,8 +92,14 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
-        names = {name.lower() for name, _ in self.headers}
-        sized = bool({"content-length", "transfer-encoding"} & names)
+        sized, content_type = False, ""
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == "content-type":
+                content_type = value.split(";", 1)[0].strip().lower()
+            elif lowered == "content-length" or lowered == "transfer-encoding":
+                sized = True
+        self.content_type = content_type
         self.until_close = not sized and self.status not in (204, 304)
         if not self.headers_ready.done():
             self.headers_ready.set_result(None)
@@ -129,7 +136,7 @@ class _Connection(asyncio.Protocol):
     def reset_for_request(self) -> None:
         # The parser goes on to the next answer on the connection: no new one needed.
         self.headers_ready = self.loop.create_future()
-        self.status, self.headers, self.chunks = 0, [], []
+        self.status, self.headers, self.chunks, self.content_type = 0, [], [], ""
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
         self.until_close = False
 
@@ -149,10 +156,7 @@ class UpstreamAnswer:
         self._pool, self._key, self._conn = pool, key, conn
         self.status = conn.status
         self.headers = conn.headers
-        self.content_type = ""
-        for name, value in conn.headers:
-            if name.lower() == "content-type":
-                self.content_type = value.split(";", 1)[0].strip().lower()
+        self.content_type = conn.content_type  # media type only, lowercased
         self._done = False
 
     async def chunks(self, idle_timeout_s: float | None = None) -> AsyncIterator[bytes]:
@@ -293,10 +297,8 @@ class UpstreamPool:
     ) -> UpstreamAnswer:
         """Raises TimeoutError when the status line took longer than `first_byte_timeout_s` after sending."""
         key, request_line = self._target(method, url)
-        head = [request_line]
-        head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        payload = "".join(head).encode("latin-1") + body
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        payload = f"{request_line}{lines}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
         host = key[0]
         conn = self._take(key)
         reused = conn is not None
