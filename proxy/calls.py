@@ -140,9 +140,14 @@ class _Call:
     async def _decided(self, decisions: list[Decision]) -> Decision:
         gate, rid = self.gate, self.info.request_id
         # Usually the core decides this call at once: no need to wait for it through the gate.
-        decision: Decision | None = next((d for d in decisions if d.request_id == rid), None)
+        decision: Decision | None
+        if len(decisions) == 1 and decisions[0].request_id == rid:  # the usual case: this call alone
+            decision = decisions[0]
+        else:
+            decision = next((d for d in decisions if d.request_id == rid), None)
         if decision is not None:
-            gate.apply([d for d in decisions if d is not decision])
+            if len(decisions) > 1:
+                gate.apply([d for d in decisions if d is not decision])
         else:
             pending = gate.expect(rid)
             gate.apply(decisions)

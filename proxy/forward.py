@@ -220,7 +220,8 @@ async def _relay_whole(
     on_first_byte()
     outcome.first_byte = True
     outcome.usage, outcome.answer = read_answer(body)
-    outcome.response_id = response_id_of(body[:4096])
+    head = body[:4096]
+    outcome.response_id = response_id_of(head) if b'"resp_' in head else None
     downstream.answer(upstream.status, headers, body)
 
 

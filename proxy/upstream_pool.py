@@ -182,6 +182,11 @@ class UpstreamAnswer:
                     timer.cancel()
 
     async def read(self, limit: int | None = None, idle_timeout_s: float | None = None) -> bytes:
+        conn = self._conn
+        if conn.complete:  # the whole body came with the head (a short answer): no need to wait or iterate
+            pending, conn.chunks = conn.chunks, []
+            body = pending[0] if len(pending) == 1 else b"".join(pending)
+            return body if limit is None else body[:limit]
         parts: list[bytes] = []
         size = 0
         async for chunk in self.chunks(idle_timeout_s):

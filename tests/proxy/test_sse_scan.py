@@ -63,16 +63,15 @@ def _reference(stream: bytes) -> tuple[Usage | None, Answer, bytes]:
 
 def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
     choice = {"index": 0, "delta": delta, **({"finish_reason": finish} if finish else {})}
-    return b"data: " + msgspec.json.encode({"id": "c", "object": "chat.completion.chunk", "choices": [choice]})
+    event = {"id": "c", "object": "chat.completion.chunk", "choices": [choice]}
+    return b"data: " + msgspec.json.encode(event)
 
 
 events = st.lists(
     st.one_of(
         st.text(min_size=1, max_size=8).map(lambda t: _chunk({"content": t})),
         st.tuples(st.integers(0, 2), st.sampled_from(["search", "edit"]), st.text(max_size=6)).map(
-            lambda c: _chunk(
-                {"tool_calls": [{"index": c[0], "function": {"name": c[1], "arguments": c[2]}}]}
-            )
+            lambda c: _chunk({"tool_calls": [{"index": c[0], "function": {"name": c[1], "arguments": c[2]}}]})
         ),
         st.tuples(st.integers(0, 2), st.text(max_size=6)).map(
             lambda c: _chunk({"tool_calls": [{"index": c[0], "function": {"arguments": c[1]}}]})
