@@ -125,8 +125,14 @@ class _Downstream:
         await self._send(_head(status, headers, framing))
 
     async def write(self, chunk: bytes) -> None:
-        if chunk:
-            await self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        if not chunk:
+            return
+        data = b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk
+        self.sent += len(data)
+        conn = self.conn
+        conn.send(data)
+        if conn.transport is None or conn._paused:  # as `_send`, without a second coroutine per chunk
+            await conn.drain()
 
     async def end(self) -> None:
         if self.chunked:

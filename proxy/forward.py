@@ -240,16 +240,18 @@ async def _relay_stream(
     except ConnectionError:
         outcome.client_gone = True
         return
-    chunks = upstream.chunks(idle_timeout_s).__aiter__()
     while True:
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            break
-        except (BodyFailed, TimeoutError) as e:
-            outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
-            await _end_with_error(downstream)
-            return
+        chunk = upstream.ready()  # all that arrived since the last write: one scan and one write for it
+        if not chunk:
+            if upstream.at_eof:
+                break
+            try:
+                await upstream.more(idle_timeout_s)
+            except (BodyFailed, TimeoutError) as e:
+                outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
+                await _end_with_error(downstream)
+                return
+            continue
         if not outcome.first_byte:
             on_first_byte()
             outcome.first_byte = True

@@ -13,10 +13,11 @@ Contract:
   cost): `first_byte_timeout_s` raises TimeoutError (and closes the connection) when the status line is
   late, `chunks(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
 - `UpstreamAnswer.chunks()` yields body chunks (chunked encoding already decoded) and raises `BodyFailed` if
-  the connection ends before the answer does; `read(limit)` collects the body. `release()` returns a
-  finished, keep-alive connection to the pool and closes any other; `close()` always closes (which makes a
-  vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not reused (uvicorn, which
-  serves vLLM, closes idle keep-alive connections after 5 s).
+  the connection ends before the answer does; `ready()` and `more()` are the same without an async
+  generator (what arrived so far in one buffer, and a wait for more); `read(limit)` collects the body.
+  `release()` returns a finished, keep-alive connection to the pool and closes any other; `close()` always
+  closes (which makes a vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not
+  reused (uvicorn, which serves vLLM, closes idle keep-alive connections after 5 s).
 """
 
 from __future__ import annotations
@@ -180,6 +181,35 @@ class UpstreamAnswer:
                 conn.waiter = None
                 if timer is not None:
                     timer.cancel()
+
+    def ready(self) -> bytes:
+        """The body bytes that arrived and were not taken yet, as one buffer (b"" when none did): a relay
+        that fell behind forwards what piled up in one write."""
+        conn = self._conn
+        if not conn.chunks:
+            return b""
+        pending, conn.chunks = conn.chunks, []
+        return pending[0] if len(pending) == 1 else b"".join(pending)
+
+    async def more(self, idle_timeout_s: float | None = None) -> None:
+        """Returns once body bytes are ready or the body ended (at once if so already); raises BodyFailed when
+        the connection broke first, TimeoutError when nothing came for `idle_timeout_s`."""
+        conn = self._conn
+        if conn.chunks or conn.complete:
+            return
+        if conn.broken is None:
+            waiter = conn.waiter = conn.loop.create_future()
+            timer = None if idle_timeout_s is None else conn.loop.call_later(idle_timeout_s, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                conn.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if conn.chunks or conn.complete:
+                return
+        if conn.broken is not None:
+            raise BodyFailed(repr(conn.broken))
 
     async def read(self, limit: int | None = None, idle_timeout_s: float | None = None) -> bytes:
         conn = self._conn
