@@ -245,12 +245,13 @@ class _ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._refused:
             return
-        self._head_size += len(name) + len(value)
+        size = len(name) + len(value)
+        self._head_size += size
         if name:
-            self._field_size = len(name) + len(value)
+            self._field_size = size
             self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
         else:  # a header value continued in another data chunk
-            self._field_size += len(value)
+            self._field_size += size
             last_name, last_value = self._headers[-1]
             self._headers[-1] = (last_name, last_value + value.decode("latin-1"))
         if self._field_size > MAX_FIELD_BYTES or self._head_size > MAX_HEAD_BYTES:
