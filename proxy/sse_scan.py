@@ -218,9 +218,10 @@ class StreamScanner:
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 pass
             else:
-                for answer in decoded:
-                    self._read_event(answer)
-                return
+                if len(decoded) == len(payloads):  # else some line held more than one object: read each alone
+                    for answer in decoded:
+                        self._read_event(answer)
+                    return
         for payload in payloads:
             try:
                 answer = _answer_decoder.decode(payload)

@@ -110,3 +110,16 @@ def test_the_scanner_reads_a_stream_as_a_line_by_line_reading_does(
     assert collecting.usage() == usage and stripping.usage() == usage
     assert collecting.answer() == answer and stripping.answer() == answer
     assert forwarded == kept
+
+
+def test_a_line_holding_two_objects_is_not_read_as_two_events() -> None:
+    # Joined into one array, `{...}, {...}` on one line would pass for two events; read alone it is no JSON.
+    two_on_one_line = (
+        b'data: {"choices":[{"delta":{"content":"a"}}]}, {"choices":[],"usage":{"prompt_tokens":5}}'
+    )
+    stream = _chunk({"content": "x"}) + b"\n\n" + two_on_one_line + b"\n\n"
+    scanner = StreamScanner(collect_answer=True)
+    scanner.feed(stream)
+    usage, answer, _ = _reference(stream)
+    assert scanner.answer() == answer == Answer("x")
+    assert scanner.usage() == usage
