@@ -40,6 +40,7 @@ from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, serve_call
 from proxy.context import CONFIG, METRICS
 from proxy.errors import ProxyError
+from proxy.logs import BatchedLines
 from proxy.upstream_pool import ConnectFailed, UpstreamPool
 
 log = logging.getLogger("saga.proxy")
@@ -112,7 +113,7 @@ class _Downstream:
         framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
         payload = _head(status, headers, framing) + body
         self.sent += len(payload)
-        self.conn.send(payload)
+        self.conn.send(payload, at_once=True)
 
     async def start(self, status: int, headers: Mapping[str, str]) -> None:
         self.status = status
@@ -124,8 +125,14 @@ class _Downstream:
         await self._send(_head(status, headers, framing))
 
     async def write(self, chunk: bytes) -> None:
-        if chunk:
-            await self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        if not chunk:
+            return
+        data = b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk
+        self.sent += len(data)
+        conn = self.conn
+        conn.send(data)
+        if conn.transport is None or conn._paused:  # as `_send`, without a second coroutine per chunk
+            await conn.drain()
 
     async def end(self) -> None:
         if self.chunked:
@@ -133,8 +140,10 @@ class _Downstream:
 
     async def _send(self, data: bytes) -> None:
         self.sent += len(data)
-        self.conn.send(data)
-        await self.conn.drain()
+        conn = self.conn
+        conn.send(data)
+        if conn.transport is None or conn._paused:  # else no need to wait (and no coroutine to make)
+            await conn.drain()
 
 
 class _ClientConnection(asyncio.Protocol):
@@ -170,11 +179,23 @@ class _ClientConnection(asyncio.Protocol):
         self._arm_idle_timer()
 
     def _arm_idle_timer(self) -> None:
-        """A connection with no request in progress is closed after `KEEP_ALIVE_S` (aiohttp's default)."""
-        self._idle_timer = asyncio.get_running_loop().call_later(KEEP_ALIVE_S, self._idle_too_long)
+        """A connection with no request in progress is closed after `KEEP_ALIVE_S` (aiohttp's default).
+
+        One timer per connection, not one per request: serving a request only stamps `_idle_since`, and the
+        timer, when it fires, closes the connection or re-arms itself for the rest of the idle time."""
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
+        self._idle_timer = loop.call_later(KEEP_ALIVE_S, self._idle_too_long)
 
     def _idle_too_long(self) -> None:
-        if self.transport is not None and not self.queue and (self.task is None or self.task.done()):
+        if self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        busy = bool(self.queue) or (self.task is not None and not self.task.done())
+        left = KEEP_ALIVE_S - (loop.time() - self._idle_since)
+        if busy or left > 0:  # serving, or idle for less than the limit since the last request ended
+            self._idle_timer = loop.call_later(KEEP_ALIVE_S if busy else left, self._idle_too_long)
+        else:
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -224,12 +245,13 @@ class _ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._refused:
             return
-        self._head_size += len(name) + len(value)
+        size = len(name) + len(value)
+        self._head_size += size
         if name:
-            self._field_size = len(name) + len(value)
+            self._field_size = size
             self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
         else:  # a header value continued in another data chunk
-            self._field_size += len(value)
+            self._field_size += size
             last_name, last_value = self._headers[-1]
             self._headers[-1] = (last_name, last_value + value.decode("latin-1"))
         if self._field_size > MAX_FIELD_BYTES or self._head_size > MAX_HEAD_BYTES:
@@ -269,7 +291,6 @@ class _ClientConnection(asyncio.Protocol):
             parser.get_http_version(),
         )
         self.queue.append(request)
-        self._idle_timer.cancel()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._serve_queue())
 
@@ -288,9 +309,14 @@ class _ClientConnection(asyncio.Protocol):
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._serve_queue())
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, at_once: bool = False) -> None:
+        """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` (a whole
+        answer) writes it now when nothing is queued before it."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
+        if at_once and not self._pending:
+            self.transport.write(data)
+            return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self.flush)
         self._pending.append(data)
@@ -332,8 +358,7 @@ class _ClientConnection(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
                 return
-        if self.transport is not None:
-            self._arm_idle_timer()
+        self._idle_since = asyncio.get_running_loop().time()
 
     async def _serve(self, request: _Request, downstream: _Downstream) -> None:
         if request.refused is not None:
@@ -365,7 +390,23 @@ class _ClientConnection(asyncio.Protocol):
             f'{self.peer} "{request.method} {request.url} HTTP/{request.version}" '
             f"{downstream.status} {downstream.sent} {elapsed:f}"
         )
-        access_log.handle(logging.LogRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
+        sink = self.server.access_sink
+        if sink is not None:
+            sink.add_info(access_log.name, line)
+        else:
+            access_log.handle(logging.LogRecord(access_log.name, logging.INFO, __file__, 0, line, None, None))
+
+
+def _batched_sink(logger: logging.Logger) -> BatchedLines | None:
+    """The access log's batching handler (`saga serve` sets one up) when it is the logger's only way out, so a
+    line can be handed to it without a LogRecord; None otherwise (tests capturing logs, other handlers)."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.propagate or logger.filters or logger.disabled:
+        return None
+    handler = handlers[0]
+    if not isinstance(handler, BatchedLines) or handler.filters or handler.level > logging.INFO:
+        return None
+    return handler
 
 
 class FastServer:
@@ -377,6 +418,7 @@ class FastServer:
         self.api_keys = config.api_keys
         self.max_body_bytes = config.max_body_bytes
         self.access_log = config.access_log
+        self.access_sink = _batched_sink(access_log)
         self.idle_timeout_s = config.stream_idle_timeout_s
         self.inner = UpstreamPool(unix_path=inner_socket)
         self.connections: set[_ClientConnection] = set()

@@ -139,10 +139,23 @@ def forwarded_headers(
     """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
     client's spelling) replaced, so each is sent once."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    dropped = _NOT_FORWARDED.union([k.lower() for k in extra]) if extra else _NOT_FORWARDED
+    dropped = _dropped_with(tuple(extra)) if extra else _NOT_FORWARDED
     out = {k: v for k, v in pairs if k.lower() not in dropped}
     out.update(extra)
     return out
+
+
+_dropped: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _dropped_with(names: tuple[str, ...]) -> frozenset[str]:
+    """The headers not passed on when the proxy sets `names` itself; a few name sets recur, so kept."""
+    found = _dropped.get(names)
+    if found is None:
+        if len(_dropped) >= 64:
+            _dropped.clear()
+        found = _dropped[names] = _NOT_FORWARDED.union([k.lower() for k in names])
+    return found
 
 
 async def open_upstream(
@@ -207,7 +220,8 @@ async def _relay_whole(
     on_first_byte()
     outcome.first_byte = True
     outcome.usage, outcome.answer = read_answer(body)
-    outcome.response_id = response_id_of(body[:4096])
+    head = body[:4096]
+    outcome.response_id = response_id_of(head) if b'"resp_' in head else None
     downstream.answer(upstream.status, headers, body)
 
 
@@ -226,16 +240,18 @@ async def _relay_stream(
     except ConnectionError:
         outcome.client_gone = True
         return
-    chunks = upstream.chunks(idle_timeout_s).__aiter__()
     while True:
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            break
-        except (BodyFailed, TimeoutError) as e:
-            outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
-            await _end_with_error(downstream)
-            return
+        chunk = upstream.ready()  # all that arrived since the last write: one scan and one write for it
+        if not chunk:
+            if upstream.at_eof:
+                break
+            try:
+                await upstream.more(idle_timeout_s)
+            except (BodyFailed, TimeoutError) as e:
+                outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
+                await _end_with_error(downstream)
+                return
+            continue
         if not outcome.first_byte:
             on_first_byte()
             outcome.first_byte = True

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.prompt_shape import agent_signature
+from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
 from proxy.session_chain import ChatMessage, PrefixChains, chain_of, decode_messages
 
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
@@ -126,11 +126,8 @@ def _conversation_key(decoded: list[ChatMessage]) -> str | None:
 
 
 def _inferred_session(
-    raw: msgspec.Raw, request_id: str, chains: PrefixChains | None
+    messages: list[ChatMessage], request_id: str, chains: PrefixChains | None
 ) -> tuple[str | None, bytes | None]:
-    messages = decode_messages(raw)
-    if messages is None:
-        return None, None
     if chains is None or not messages:
         return _conversation_key(messages), None
     chain, assistants = chain_of(messages)
@@ -165,11 +162,14 @@ def identify(
             session = check_id("vllm_xargs.session_id", xarg)
     inferred = False
     prompt_chain = None
+    decoded: list[ChatMessage] | None = None  # the messages, when session inference decoded them
     if not session and fields.previous_response_id and chains is not None:
         session = chains.session_of_response(fields.previous_response_id)
         inferred = session is not None
     if not session and fields.messages:
-        session, prompt_chain = _inferred_session(fields.messages, request_id, chains)
+        decoded = decode_messages(fields.messages)
+        if decoded is not None:
+            session, prompt_chain = _inferred_session(decoded, request_id, chains)
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True
@@ -187,5 +187,8 @@ def identify(
             break
     agent_type = _first(headers, AGENT_TYPE_HEADERS)
     if agent_type is None:  # the agent named by its system prompt and tools (proxy/prompt_shape.py)
-        agent_type = agent_signature(fields.messages, fields.tools, fields.instructions) or "default"
+        messages: bytes | msgspec.Raw = fields.messages
+        if decoded is not None and (not decoded or decoded[0].role not in SYSTEM_ROLES):
+            messages = b""  # decoded already, and no system prompt to hash: no need to look for one
+        agent_type = agent_signature(messages, fields.tools, fields.instructions) or "default"
     return Identity(session, tenant, agent_type, inferred, prompt_chain)

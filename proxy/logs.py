@@ -49,6 +49,13 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode()
 
+    def info_line(self, created: float, name: str, message: str) -> str:
+        """What `format` makes of an INFO record with no context fields, without the record."""
+        msecs = int((created - int(created)) * 1000)
+        entry = {"ts": f"{self._seconds.text(created)}.{msecs:03d}Z", "level": "INFO", "logger": name}
+        entry["message"] = message
+        return msgspec.json.encode(entry).decode()
+
 
 def use_json_logs() -> None:
     """Switches every handler of the root logger (or a new stderr one) to JSON lines."""
@@ -80,6 +87,18 @@ class BatchedLines(logging.Handler):
         if len(self._lines) >= self.max_lines:
             self.flush()
 
+    def add_info(self, name: str, message: str) -> None:
+        """The line `emit` writes for an INFO record of logger `name` with this (already formatted) message,
+        without making the record: about a third of an access-log line's cost. Formatters other than this
+        module's get a real record."""
+        formatter = self.formatter
+        if isinstance(formatter, TimeNameMessage | JsonFormatter):
+            self._lines.append(formatter.info_line(time.time(), name, message))
+            if len(self._lines) >= self.max_lines:
+                self.flush()
+        else:
+            self.handle(logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None))
+
     def flush(self) -> None:
         if self._lines:
             lines, self._lines = self._lines, []
@@ -101,6 +120,10 @@ class TimeNameMessage(logging.Formatter):
             return super().format(record)
         stamp = self._seconds.text(record.created)
         return f"{stamp},{int(record.msecs):03d} {record.name} {record.getMessage()}"
+
+    def info_line(self, created: float, name: str, message: str) -> str:
+        """What `format` makes of a record with this time, logger name and message, without the record."""
+        return f"{self._seconds.text(created)},{int((created - int(created)) * 1000):03d} {name} {message}"
 
 
 def batch_access_log(logger: logging.Logger) -> BatchedLines:

@@ -37,6 +37,10 @@ class Counts:
     def labels(self, *values: str) -> _Bump:
         return _Bump(self.values, values)
 
+    def bump(self, *values: str) -> None:
+        """`labels(*values).inc()` without the intermediate object (the request path's form)."""
+        self.values[values] = self.values.get(values, 0.0) + 1.0
+
     def inc(self, amount: float = 1.0) -> None:
         self.values[()] = self.values.get((), 0.0) + amount
 

@@ -75,6 +75,31 @@ class _Answer(msgspec.Struct):
 
 
 _answer_decoder = msgspec.json.Decoder(_Answer)
+_answers_decoder = msgspec.json.Decoder(list[_Answer])
+# An SSE data line's payload (a trailing CR is JSON whitespace).
+_DATA_LINE = re.compile(rb"^data:(.*)$", re.MULTILINE)
+_JSON_DATA_LINE = re.compile(rb"^data:[ \t]*(\{.*)$", re.MULTILINE)  # a data line holding a JSON object
+
+
+def _without_usage_events(events: bytes) -> bytes:
+    """`events` (whole events, each ending in a blank line) less the usage-only ones (`"choices":[]` with a
+    usage), found with byte searches rather than splitting every event out."""
+    kept: list[bytes] = []
+    copied = 0
+    at = events.find(b'"choices":[]')
+    while at >= 0:
+        start = events.rfind(b"\n\n", 0, at)
+        start = 0 if start < 0 else start + 2
+        end = events.find(b"\n\n", at)
+        end = len(events) if end < 0 else end + 2
+        if b'"usage":{' in events[start:end]:
+            kept.append(events[copied:start])
+            copied = end
+        at = events.find(b'"choices":[]', end)
+    if not copied:
+        return events
+    kept.append(events[copied:])
+    return b"".join(kept)
 
 
 def _usage(u: _Usage | None, finish_reason: str, tool_names: tuple[str, ...]) -> Usage:
@@ -154,10 +179,7 @@ class StreamScanner:
             return b""
         complete, self._pending_events = data[: end + 2], data[end + 2 :]
         self.feed(complete)
-        if b'"usage"' not in complete:
-            return complete
-        kept = [e for e in complete.split(b"\n\n") if not (b'"choices":[]' in e and b'"usage":{' in e)]
-        return b"\n\n".join(kept)
+        return _without_usage_events(complete) if b'"usage"' in complete else complete
 
     def flush(self) -> bytes:
         """What `feed_stripping_usage` still holds at the end of the stream."""
@@ -166,26 +188,55 @@ class StreamScanner:
         return rest
 
     def feed(self, chunk: bytes) -> None:
+        # Whole-block checks (C speed) decide what per-line work a chunk needs at all.
         if b"\n" not in chunk:
             self._partial += chunk
             return
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            if self.response_id is None and b'"resp_' in line:
-                self.response_id = response_id_of(line)
-            if self._collect and b'"delta"' in line:
-                self._collect_delta(line)
-            if b'"usage"' in line or b'"finish_reason"' in line or b'"name"' in line:
-                self._scan(line)
+        data = self._partial + chunk if self._partial else chunk
+        cut = data.rfind(b"\n") + 1
+        block, self._partial = data[:cut], data[cut:]
+        if self.response_id is None and b'"resp_' in block:
+            self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
+        if self._collect and b'"delta"' in block:
+            # Every JSON event is decoded anyway to rebuild the answer: read the rest from the same objects.
+            self._read_events(_JSON_DATA_LINE.findall(block))
+            if b'"finish_reason"' in block or b'"name"' in block:  # read as the other branch reads them
+                for payload in _DATA_LINE.findall(block):
+                    if b'"finish_reason"' in payload or b'"name"' in payload:
+                        self._scan_finish_and_tools(payload)
+        elif b'"usage"' in block or b'"finish_reason"' in block or b'"name"' in block:
+            for payload in _DATA_LINE.findall(block):
+                if b'"usage"' in payload or b'"finish_reason"' in payload or b'"name"' in payload:
+                    self._scan(payload)
 
-    def _collect_delta(self, line: bytes) -> None:
-        try:
-            chunk = _answer_decoder.decode(line[5:])
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return
+    def _read_events(self, payloads: list[bytes]) -> None:
+        """Decodes a chunk's JSON events in one go (one JSON array); each alone if that fails, and an event
+        that does not decode is scanned like any other."""
+        if len(payloads) > 1:
+            try:
+                decoded = _answers_decoder.decode(b"[" + b",".join(payloads) + b"]")
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                pass
+            else:
+                if len(decoded) == len(payloads):  # else some line held more than one object: read each alone
+                    for answer in decoded:
+                        self._read_event(answer)
+                    return
+        for payload in payloads:
+            try:
+                answer = _answer_decoder.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                self._scan_usage(payload)
+                continue
+            self._read_event(answer)
+
+    def _read_event(self, event: _Answer) -> None:
+        """An event's usage (as `_scan` reads it) and its delta."""
+        if event.usage is not None:
+            self._usage, self._seen_usage = event.usage, True
+        self._collect_delta(event)
+
+    def _collect_delta(self, chunk: _Answer) -> None:
         if not chunk.choices or chunk.choices[0].delta is None:
             return
         delta = chunk.choices[0].delta
@@ -206,18 +257,25 @@ class StreamScanner:
         return Answer("".join(self._text), calls)
 
     def _scan(self, line: bytes) -> None:
+        """`line`: one event's data (after `data:`)."""
+        self._scan_finish_and_tools(line)
+        self._scan_usage(line)
+
+    def _scan_usage(self, line: bytes) -> None:
+        if b'"usage":{' in line or b'"usage": {' in line or b'"response":{' in line:
+            try:
+                answer = _answer_decoder.decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                return
+            if answer.usage is not None:
+                self._usage, self._seen_usage = answer.usage, True
+
+    def _scan_finish_and_tools(self, line: bytes) -> None:
         finish = _FINISH.search(line)
         if finish is not None:
             self._finish = finish.group(1).decode()
         if b'"tool_calls"' in line or b'"function_call"' in line:
             self._tools.extend(m.group(1).decode() for m in _TOOL_NAME.finditer(line))
-        if b'"usage":{' in line or b'"usage": {' in line or b'"response":{' in line:
-            try:
-                answer = _answer_decoder.decode(line[5:])
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-                return
-            if answer.usage is not None:
-                self._usage, self._seen_usage = answer.usage, True
 
     def usage(self) -> Usage | None:
         if not self._seen_usage and not self._finish and not self._tools:

@@ -13,10 +13,11 @@ Contract:
   cost): `first_byte_timeout_s` raises TimeoutError (and closes the connection) when the status line is
   late, `chunks(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
 - `UpstreamAnswer.chunks()` yields body chunks (chunked encoding already decoded) and raises `BodyFailed` if
-  the connection ends before the answer does; `read(limit)` collects the body. `release()` returns a
-  finished, keep-alive connection to the pool and closes any other; `close()` always closes (which makes a
-  vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not reused (uvicorn, which
-  serves vLLM, closes idle keep-alive connections after 5 s).
+  the connection ends before the answer does; `ready()` and `more()` are the same without an async
+  generator (what arrived so far in one buffer, and a wait for more); `read(limit)` collects the body.
+  `release()` returns a finished, keep-alive connection to the pool and closes any other; `close()` always
+  closes (which makes a vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not
+  reused (uvicorn, which serves vLLM, closes idle keep-alive connections after 5 s).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class _Connection(asyncio.Protocol):
         self.headers_ready: asyncio.Future[None] = self.loop.create_future()
         self.status = 0
         self.headers: list[tuple[str, str]] = []
+        self.content_type = ""
         self.chunks: list[bytes] = []
         self.waiter: asyncio.Future[None] | None = None
         self.complete = False
@@ -91,8 +93,14 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
-        names = {name.lower() for name, _ in self.headers}
-        sized = bool({"content-length", "transfer-encoding"} & names)
+        sized, content_type = False, ""
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == "content-type":
+                content_type = value.split(";", 1)[0].strip().lower()
+            elif lowered == "content-length" or lowered == "transfer-encoding":
+                sized = True
+        self.content_type = content_type
         self.until_close = not sized and self.status not in (204, 304)
         if not self.headers_ready.done():
             self.headers_ready.set_result(None)
@@ -129,7 +137,7 @@ class _Connection(asyncio.Protocol):
     def reset_for_request(self) -> None:
         # The parser goes on to the next answer on the connection: no new one needed.
         self.headers_ready = self.loop.create_future()
-        self.status, self.headers, self.chunks = 0, [], []
+        self.status, self.headers, self.chunks, self.content_type = 0, [], [], ""
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
         self.until_close = False
 
@@ -149,10 +157,7 @@ class UpstreamAnswer:
         self._pool, self._key, self._conn = pool, key, conn
         self.status = conn.status
         self.headers = conn.headers
-        self.content_type = ""
-        for name, value in conn.headers:
-            if name.lower() == "content-type":
-                self.content_type = value.split(";", 1)[0].strip().lower()
+        self.content_type = conn.content_type  # media type only, lowercased
         self._done = False
 
     async def chunks(self, idle_timeout_s: float | None = None) -> AsyncIterator[bytes]:
@@ -177,7 +182,41 @@ class UpstreamAnswer:
                 if timer is not None:
                     timer.cancel()
 
+    def ready(self) -> bytes:
+        """The body bytes that arrived and were not taken yet, as one buffer (b"" when none did): a relay
+        that fell behind forwards what piled up in one write."""
+        conn = self._conn
+        if not conn.chunks:
+            return b""
+        pending, conn.chunks = conn.chunks, []
+        return pending[0] if len(pending) == 1 else b"".join(pending)
+
+    async def more(self, idle_timeout_s: float | None = None) -> None:
+        """Returns once body bytes are ready or the body ended (at once if so already); raises BodyFailed when
+        the connection broke first, TimeoutError when nothing came for `idle_timeout_s`."""
+        conn = self._conn
+        if conn.chunks or conn.complete:
+            return
+        if conn.broken is None:
+            waiter = conn.waiter = conn.loop.create_future()
+            timer = None if idle_timeout_s is None else conn.loop.call_later(idle_timeout_s, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                conn.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if conn.chunks or conn.complete:
+                return
+        if conn.broken is not None:
+            raise BodyFailed(repr(conn.broken))
+
     async def read(self, limit: int | None = None, idle_timeout_s: float | None = None) -> bytes:
+        conn = self._conn
+        if conn.complete:  # the whole body came with the head (a short answer): no need to wait or iterate
+            pending, conn.chunks = conn.chunks, []
+            body = pending[0] if len(pending) == 1 else b"".join(pending)
+            return body if limit is None else body[:limit]
         parts: list[bytes] = []
         size = 0
         async for chunk in self.chunks(idle_timeout_s):
@@ -293,10 +332,8 @@ class UpstreamPool:
     ) -> UpstreamAnswer:
         """Raises TimeoutError when the status line took longer than `first_byte_timeout_s` after sending."""
         key, request_line = self._target(method, url)
-        head = [request_line]
-        head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        payload = "".join(head).encode("latin-1") + body
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        payload = f"{request_line}{lines}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
         host = key[0]
         conn = self._take(key)
         reused = conn is not None

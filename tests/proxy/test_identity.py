@@ -68,3 +68,30 @@ def test_tenant_and_agent_type() -> None:
 def test_malformed_bodies_raise(body: bytes) -> None:
     with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
         decode_call(body)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "You are a coder."}, {"role": "user", "content": "Fix it."}],
+        [{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]}],
+        [{"role": "user", "content": "Say hello."}],
+        [{"role": "user", "content": "Hi"}, {"role": "system", "content": "Late system prompt"}],
+        [],
+    ],
+)
+def test_the_agent_type_is_the_same_whether_or_not_the_session_was_inferred(
+    messages: list[dict[str, object]],
+) -> None:
+    from proxy.session_chain import PrefixChains
+
+    tools = [{"type": "function", "function": {"name": "search"}}]
+    for with_tools in (False, True):
+        body = {"model": "m", "messages": messages, **({"tools": tools} if with_tools else {})}
+        fields = decode_call(msgspec.json.encode(body))
+        inferred = identify(CIMultiDict(), fields, "r1", chains=PrefixChains())
+        named = identify(CIMultiDict({"X-Session-ID": "s1"}), fields, "r2", chains=PrefixChains())
+        assert named.session_id == "s1"
+        assert inferred.agent_type == named.agent_type
+        opens_with_system = bool(messages) and messages[0]["role"] in ("system", "developer")
+        assert (inferred.agent_type == "default") == (not with_tools and not opens_with_system)

@@ -49,3 +49,42 @@ def test_batched_lines_are_written_at_flush_or_when_the_batch_is_full() -> None:
         assert stream.getvalue() == "one\ntwo\nthree\nfour\nfive\n"  # a full batch goes out by itself
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_line_added_without_a_record_is_the_line_a_record_makes() -> None:
+    message = '127.0.0.1 "POST /v1/chat/completions HTTP/1.1" 200 321 0.001'
+    for formatter in (TimeNameMessage(), JsonFormatter()):
+        for created in (1_700_000_000.123, 1_700_000_000.999, 1_800_000_000.0):
+            expected = formatter.format(_record(message, created))
+            assert formatter.info_line(created, "saga.access", message) == expected
+
+
+def test_batched_lines_add_info_uses_any_formatter() -> None:
+    stream = io.StringIO()
+    handler = BatchedLines(stream, logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler.add_info("saga.access", "hello")
+    fast = BatchedLines(stream, TimeNameMessage())
+    fast.add_info("saga.access", "there")
+    handler.flush()
+    fast.flush()
+    first, second = stream.getvalue().splitlines()
+    assert first == "INFO saga.access hello"
+    assert second.endswith(" saga.access there") and second[:4].isdigit()
+
+
+def test_the_fast_server_hands_lines_to_the_batching_handler_only_when_it_is_the_only_way_out() -> None:
+    from proxy.fast_server import _batched_sink
+
+    logger = logging.getLogger("saga.test.sink")
+    handler = BatchedLines(io.StringIO(), TimeNameMessage())
+    assert _batched_sink(logger) is None  # no handler: records propagate (pytest's caplog sees them)
+    logger.addHandler(handler)
+    try:
+        assert _batched_sink(logger) is None  # still propagates to the root logger
+        logger.propagate = False
+        assert _batched_sink(logger) is handler
+        logger.addHandler(logging.NullHandler())
+        assert _batched_sink(logger) is None
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True

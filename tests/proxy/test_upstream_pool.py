@@ -151,3 +151,72 @@ def test_the_pool_works_on_uvloop() -> None:
         return server.connections
 
     assert uvloop.run(scenario()) == 1
+
+
+async def _drain_ready(answer: object, idle_timeout_s: float | None = 5.0) -> list[bytes]:
+    """The relay's loop over `ready()` and `more()`: what each wake-up handed over."""
+    from proxy.upstream_pool import UpstreamAnswer
+
+    assert isinstance(answer, UpstreamAnswer)
+    taken = []
+    while True:
+        data = answer.ready()
+        if data:
+            taken.append(data)
+        elif answer.at_eof:
+            return taken
+        else:
+            await answer.more(idle_timeout_s)
+
+
+async def test_ready_hands_over_what_piled_up_as_one_buffer_and_more_waits_for_the_rest(
+    pool: UpstreamPool,
+) -> None:
+    release = asyncio.Event()
+
+    async def in_two_bursts(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        writer.write(b"2\r\nab\r\n2\r\ncd\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"2\r\nef\r\n0\r\n\r\n")
+        await writer.drain()
+
+    async with Server(in_two_bursts) as server:
+        answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        await asyncio.sleep(0.05)  # both chunks of the first burst are in
+        assert answer.ready() == b"abcd"  # taken together
+        assert answer.ready() == b""
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        assert await _drain_ready(answer) == [b"ef"]
+        assert answer.at_eof
+        answer.release()
+
+
+async def test_more_raises_when_the_body_is_cut_or_stalls(pool: UpstreamPool) -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with Server(cut) as server:
+        answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        with pytest.raises(BodyFailed):
+            await _drain_ready(answer)
+        answer.close()
+    async with Server(stall) as server:
+        answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        with pytest.raises(TimeoutError):
+            await _drain_ready(answer, idle_timeout_s=0.1)
+        answer.close()

@@ -1,0 +1,125 @@
+"""The stream scanner's fast paths (whole-chunk checks, one decode per chunk, byte-search stripping) conclude
+what a plain line-by-line reading of the same stream concludes, however the stream is cut into chunks."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy.scheduler.types import Usage
+from proxy.session_chain import Answer
+from proxy.sse_scan import StreamScanner
+
+_FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
+_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
+
+
+def _reference(stream: bytes) -> tuple[Usage | None, Answer, bytes]:
+    """Line by line, every event on its own: usage, the collected answer, and the bytes forwarded when the
+    client did not ask for usage."""
+    finish, tools, usage, text = "", [], None, []
+    calls: dict[int, list[str]] = {}
+    for line in stream.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:]
+        found = _FINISH.search(payload)
+        if found:
+            finish = found.group(1).decode()
+        if b'"tool_calls"' in payload or b'"function_call"' in payload:
+            tools.extend(m.group(1).decode() for m in _NAME.finditer(payload))
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if isinstance(event.get("usage"), dict):
+            usage = event["usage"]
+        choices = event.get("choices") or []
+        delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+        if isinstance(delta, dict):
+            if delta.get("content"):
+                text.append(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                parts = calls.setdefault(call.get("index", 0), [""])
+                function = call.get("function") or {}
+                if function.get("name"):
+                    parts[0] = function["name"]
+                if function.get("arguments"):
+                    parts.append(function["arguments"])
+    stats = None
+    if usage is not None or finish or tools:
+        u = usage or {}
+        stats = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), 0, finish, tuple(tools))
+    answer = Answer("".join(text), tuple((p[0], "".join(p[1:])) for _, p in sorted(calls.items())))
+    kept = [e for e in stream.split(b"\n\n") if not (b'"choices":[]' in e and b'"usage":{' in e)]
+    return stats, answer, b"\n\n".join(kept)
+
+
+def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, **({"finish_reason": finish} if finish else {})}
+    event = {"id": "c", "object": "chat.completion.chunk", "choices": [choice]}
+    return b"data: " + msgspec.json.encode(event)
+
+
+events = st.lists(
+    st.one_of(
+        st.text(min_size=1, max_size=8).map(lambda t: _chunk({"content": t})),
+        st.tuples(st.integers(0, 2), st.sampled_from(["search", "edit"]), st.text(max_size=6)).map(
+            lambda c: _chunk({"tool_calls": [{"index": c[0], "function": {"name": c[1], "arguments": c[2]}}]})
+        ),
+        st.tuples(st.integers(0, 2), st.text(max_size=6)).map(
+            lambda c: _chunk({"tool_calls": [{"index": c[0], "function": {"arguments": c[1]}}]})
+        ),
+        st.sampled_from(["stop", "length", "tool_calls"]).map(lambda f: _chunk({}, f)),
+        st.integers(0, 99).map(
+            lambda n: b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":%d,"completion_tokens":2}}' % n
+        ),
+        st.just(b"data: [DONE]"),
+        st.just(b": keep-alive comment"),
+        st.just(b"data: {not json"),
+    ),
+    max_size=10,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events, st.lists(st.integers(min_value=0, max_value=600), max_size=6))
+def test_the_scanner_reads_a_stream_as_a_line_by_line_reading_does(
+    stream_events: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"\n\n".join(stream_events) + b"\n\n"
+    pieces, last = [], 0
+    for cut in sorted(c for c in cuts if c <= len(stream)):
+        pieces.append(stream[last:cut])
+        last = cut
+    pieces.append(stream[last:])
+    collecting, stripping = StreamScanner(collect_answer=True), StreamScanner(collect_answer=True)
+    forwarded = b""
+    for piece in pieces:
+        collecting.feed(piece)
+        forwarded += stripping.feed_stripping_usage(piece)
+    collecting.feed(b"\n")
+    forwarded += stripping.flush()
+    usage, answer, kept = _reference(stream)
+    assert collecting.usage() == usage and stripping.usage() == usage
+    assert collecting.answer() == answer and stripping.answer() == answer
+    assert forwarded == kept
+
+
+def test_a_line_holding_two_objects_is_not_read_as_two_events() -> None:
+    # Joined into one array, `{...}, {...}` on one line would pass for two events; read alone it is no JSON.
+    two_on_one_line = (
+        b'data: {"choices":[{"delta":{"content":"a"}}]}, {"choices":[],"usage":{"prompt_tokens":5}}'
+    )
+    stream = _chunk({"content": "x"}) + b"\n\n" + two_on_one_line + b"\n\n"
+    scanner = StreamScanner(collect_answer=True)
+    scanner.feed(stream)
+    usage, answer, _ = _reference(stream)
+    assert scanner.answer() == answer == Answer("x")
+    assert scanner.usage() == usage
