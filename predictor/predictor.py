@@ -449,16 +449,17 @@ class Predictor:
         return (None, "prior") if graph is None else self._sketch_for(graph, s.state, which)
 
     def _sketch_for(self, graph: AgentGraph, key: str, which: str) -> tuple[LogSketch | None, str]:
+        enough = self.config.min_samples
+        sketch = graph.merged([key], which)
+        if sketch is not None and sketch.total >= enough:
+            return sketch, "node"
         node = graph.nodes.get(key)
-        state = node.state if node is not None else OTHER
-        for source, keys in (
-            ("node", [key]),
-            ("tool", graph.keys_with_state(state)),
-            ("graph", [k for k in graph.nodes if k != START]),
-        ):
-            sketch = graph.merged(keys, which)
-            if sketch is not None and sketch.total >= self.config.min_samples:
-                return sketch, source
+        sketch = graph.merged(graph.keys_with_state(node.state if node is not None else OTHER), which)
+        if sketch is not None and sketch.total >= enough:
+            return sketch, "tool"
+        sketch = graph.merged([k for k in graph.nodes if k != START], which)
+        if sketch is not None and sketch.total >= enough:
+            return sketch, "graph"
         return None, "prior"
 
 

@@ -16,9 +16,11 @@ from bisect import bisect_right
 
 from predictor.sketch import LogSketch
 
+_MAX_MEMO = 16
+
 
 class ReturnModel:
-    __slots__ = ("_cum", "_xs", "p_end")
+    __slots__ = ("_cum", "_quantiles", "_xs", "p_end")
 
     def __init__(self, gap: LogSketch, p_end: float) -> None:
         if gap.total <= 0:
@@ -34,6 +36,9 @@ class ReturnModel:
             cum.append(cum[-1] + count / gap.total)
         cum[-1] = 1.0
         self._xs, self._cum = xs, cum
+        # The few fixed levels a scheduler asks of a model it shares between calls (bounded: levels
+        # derived from a silence are many and not kept).
+        self._quantiles: dict[float, float] = {}
 
     def cdf(self, x: float) -> float:
         xs, cum = self._xs, self._cum
@@ -46,6 +51,15 @@ class ReturnModel:
         return cum[i] + frac * (cum[i + 1] - cum[i])
 
     def quantile(self, q: float) -> float:
+        got = self._quantiles.get(q)
+        if got is not None:
+            return got
+        got = self._quantile(q)
+        if len(self._quantiles) < _MAX_MEMO:
+            self._quantiles[q] = got
+        return got
+
+    def _quantile(self, q: float) -> float:
         xs, cum = self._xs, self._cum
         q = min(max(q, 0.0), 1.0)
         i = min(max(bisect_right(cum, q) - 1, 0), len(xs) - 2)
@@ -63,10 +77,12 @@ class ReturnModel:
     def conditional_quantile(self, q: float, waited: float = 0.0) -> float:
         """The gap (from the answer) by which the session has returned with probability q, given it returns
         and is still silent after `waited` seconds."""
-        base = self.cdf(waited) if waited > 0 else 0.0
+        if waited <= 0:
+            return self.quantile(q)
+        base = self.cdf(waited)
         if base >= 1.0:
             return max(waited, self._xs[-1])
-        return max(waited, self.quantile(base + q * (1.0 - base)))
+        return max(waited, self._quantile(base + q * (1.0 - base)))
 
     def conditional_mean(self, waited: float = 0.0) -> float:
         """E[gap | gap > waited] (mass spread log-uniformly inside each bucket), at least `waited`."""
