@@ -433,16 +433,19 @@ class Predictor:
         return graph
 
     def _end_probability(self, graph: AgentGraph, key: str, state: str) -> float:
-        """The node's own end probability once it has `min_samples` visits, else its state's over all step
-        buckets (a rare node learns from its siblings), else the node's, smoothed towards the prior."""
+        """The node's end probability smoothed towards its state's over all step buckets, which is smoothed
+        towards the prior (`GraphLimits.prior_weight` pseudo-observations each): a rare node learns from its
+        siblings, and a state seen ending a hundred times and never returning is not pulled back towards the
+        prior's 1/30 (an agent's final answer: every session ends there)."""
         node = graph.nodes[key]
-        if node.weight >= self.config.min_samples:
-            return graph.end_probability(node)
-        siblings = [graph.nodes[k] for k in graph.keys_with_state(state)]
-        ends, weight = sum(n.ends for n in siblings), sum(n.weight for n in siblings)
-        if weight >= self.config.min_samples:
-            return ends / weight
-        return graph.end_probability(node)
+        lim = graph.limits
+        ends = weight = 0.0
+        for k in graph.keys_with_state(state):
+            sibling = graph.nodes[k]
+            ends += sibling.ends
+            weight += sibling.weight
+        state_end = (ends + lim.prior_end * lim.prior_weight) / (weight + lim.prior_weight)
+        return (node.ends + state_end * lim.prior_weight) / (node.weight + lim.prior_weight)
 
     def _sketch(self, s: _Session, which: str) -> tuple[LogSketch | None, str]:
         graph = self.graphs.get(s.agent_type)
