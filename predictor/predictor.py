@@ -457,10 +457,10 @@ class Predictor:
         if sketch is not None and sketch.total >= enough:
             return sketch, "node"
         node = graph.nodes.get(key)
-        sketch = graph.merged(graph.keys_with_state(node.state if node is not None else OTHER), which)
+        sketch = graph.state_merged(node.state if node is not None else OTHER, which)
         if sketch is not None and sketch.total >= enough:
             return sketch, "tool"
-        sketch = graph.merged([k for k in graph.nodes if k != START], which)
+        sketch = graph.graph_merged(which)
         if sketch is not None and sketch.total >= enough:
             return sketch, "graph"
         return None, "prior"

@@ -28,6 +28,7 @@ class LogSketch:
         "_memo",
         "_mids",
         "_step",
+        "_weighted",
         "buckets",
         "high",
         "low",
@@ -44,6 +45,7 @@ class LogSketch:
         self._counts = array("d", bytes(8 * buckets))
         self._mids = _midpoints(low, high, buckets)  # shared by every sketch of this layout
         self.total = 0.0
+        self._weighted = 0.0  # sum of count x bucket midpoint, kept as counts change: the mean without a walk
         # Answers that walk every bucket (mean, residual means), kept until the counts change: a scheduler
         # asks them of the same sketch on every call while it learns far less often.
         self._memo: dict[object, float] | None = None
@@ -60,8 +62,17 @@ class LogSketch:
         return min(self.buckets - 1, int((math.log(value) - self._log_low) / self._step))
 
     def add(self, value: float, weight: float = 1.0) -> None:
-        self._counts[self._index(value)] += weight
+        self.add_at(self._index(value), weight)
+
+    def index_of(self, value: float) -> int:
+        """The bucket `value` falls in (the same in every sketch of this layout)."""
+        return self._index(value)
+
+    def add_at(self, i: int, weight: float = 1.0) -> None:
+        """Add `weight` to bucket `i` (from `index_of`: one log per value for several sketches)."""
+        self._counts[i] += weight
         self.total += weight
+        self._weighted += weight * self._mids[i]
         self._changed()
 
     def remove(self, value: float, weight: float = 1.0) -> None:
@@ -70,6 +81,7 @@ class LogSketch:
         taken = min(self._counts[i], weight)
         self._counts[i] -= taken
         self.total -= taken
+        self._weighted -= taken * self._mids[i]
         self._changed()
 
     def residual_mean(self, at_least: float) -> float:
@@ -94,6 +106,7 @@ class LogSketch:
         for i in range(self.buckets):
             counts[i] *= factor
         self.total *= factor
+        self._weighted *= factor
         self._changed()
 
     def merge_into(self, other: LogSketch, weight: float = 1.0) -> None:
@@ -105,6 +118,7 @@ class LogSketch:
             if c:
                 dst[i] += c * weight
         other.total += self.total * weight
+        other._weighted += self._weighted * weight
         other._changed()
 
     def _edge(self, i: float) -> float:
@@ -144,14 +158,7 @@ class LogSketch:
     def mean(self) -> float:
         if self.total <= 0:
             return math.nan
-        memo = self._memo
-        if memo is None:
-            memo = self._memo = {}
-        got = memo.get("mean")
-        if got is None:
-            weighted = sum(c * m for c, m in zip(self._counts, self._mids, strict=True) if c)
-            got = memo["mean"] = weighted / self.total
-        return got
+        return self._weighted / self.total
 
     def nonzero(self) -> Iterable[tuple[float, float, float]]:
         """(bucket low, bucket high, count) of the non-empty buckets, for export."""

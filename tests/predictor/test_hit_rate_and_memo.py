@@ -112,3 +112,37 @@ def test_memoised_quantiles_equal_fresh_ones() -> None:
     for q in (0.1, 0.5, 0.9, 0.99):
         assert model.quantile(q) == fresh.quantile(q) == model.conditional_quantile(q, 0.0)
     assert model.conditional_quantile(0.5, 3.0) == fresh.conditional_quantile(0.5, 3.0) > 3.0
+
+
+def test_running_sums_equal_a_fresh_merge_through_decay() -> None:
+    from predictor.graph import START, AgentGraph, GraphLimits
+
+    graph = AgentGraph("t", GraphLimits(decay_weight=40.0))  # halves often
+    rng = random.Random(9)
+    states = ["a#1", "a#2", "b#1", "c#2"]
+    src = START
+    for _ in range(3000):
+        dst = rng.choice(states)
+        graph.observe_transition(
+            src, dst, gap_s=rng.lognormvariate(0, 2), growth=rng.uniform(0, 5000), output=rng.uniform(1, 900)
+        )
+        src = START if rng.random() < 0.05 else dst
+    for which in ("gap", "growth", "output"):
+        for key in states:
+            fresh = graph._merge([key], which)
+            running = graph.merged([key], which)
+            assert fresh is not None and running is not None
+            assert running.total == pytest.approx(fresh.total)
+            assert running.quantile(0.5) == pytest.approx(fresh.quantile(0.5), rel=1e-6)
+            assert running.mean() == pytest.approx(fresh.mean(), rel=1e-6)
+        state_fresh = graph._merge(graph.keys_with_state("a"), which)
+        state_running = graph.state_merged("a", which)
+        assert state_fresh is not None and state_running is not None
+        assert state_running.total == pytest.approx(state_fresh.total)
+        assert state_running.quantile(0.9) == pytest.approx(state_fresh.quantile(0.9), rel=1e-6)
+        all_fresh = graph._merge([k for k in graph.nodes if k != START], which)
+        all_running = graph.graph_merged(which)
+        assert all_fresh is not None and all_running is not None
+        assert all_running.total == pytest.approx(all_fresh.total)
+        assert all_running.quantile(0.1) == pytest.approx(all_fresh.quantile(0.1), rel=1e-6)
+    assert graph.state_merged("never", "gap") is None
