@@ -146,3 +146,39 @@ def test_running_sums_equal_a_fresh_merge_through_decay() -> None:
         assert all_running.total == pytest.approx(all_fresh.total)
         assert all_running.quantile(0.1) == pytest.approx(all_fresh.quantile(0.1), rel=1e-6)
     assert graph.state_merged("never", "gap") is None
+
+
+def _answer(predictor: Predictor, sid: str, at: float) -> None:
+    predictor.call_arrived(sid, "t", at - 0.5, 1000)
+    predictor.call_finished(sid, at, 1000, 10, "tool_calls", ("bash",))
+
+
+def _warm(predictor: Predictor) -> None:
+    for i in range(50):  # a learned state: gaps of ~1 s, so its horizon is the 30 s minimum
+        _answer(predictor, f"warm{i}", 1.0)
+        _answer(predictor, f"warm{i}", 2.0)
+        predictor.forget(f"warm{i}")
+
+
+def test_tick_looks_only_at_sessions_silent_long_enough_and_ends_the_same_ones() -> None:
+    predictor = Predictor()
+    _warm(predictor)
+    _answer(predictor, "old", 10.0)
+    _answer(predictor, "busy", 11.0)
+    predictor.call_arrived("busy", "t", 60.0, 1200)  # in flight: never ended by silence
+    _answer(predictor, "young", 90.0)
+    predictor.forget("young")  # gone: its entry must not keep anything alive
+    _answer(predictor, "fresh", 95.0)
+    assert predictor.tick(100.0) == ["old"]
+    assert "old" not in predictor.sessions and "busy" in predictor.sessions and "fresh" in predictor.sessions
+    assert "young" not in predictor._answered
+    assert predictor.tick(200.0) == ["fresh"]
+
+
+def test_tick_with_a_clock_that_went_back_still_ends_every_silent_session() -> None:
+    predictor = Predictor()
+    _warm(predictor)
+    _answer(predictor, "late", 100.0)
+    _answer(predictor, "early", 10.0)  # stamped before the previous answer: the order by time is lost
+    assert predictor.tick(110.0) == ["early"]  # "late" (silent 10 s) must not hide it
+    assert predictor.tick(200.0) == ["late"]
