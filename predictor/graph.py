@@ -10,7 +10,9 @@ task ended there.
 Contract: memory is bounded whatever the traffic — at most `max_nodes` nodes (later states fold into one
 `other` node), at most `max_edges_per_node` edges out of a node (later targets fold into `other`), and every
 node's counts halve once its weight passes `decay_weight`, so old behaviour fades (drift) and counts stay
-finite. `end_probability` is smoothed towards `prior_end` by `prior_weight` pseudo-observations.
+finite. `end_probability` is smoothed towards `prior_end` by `prior_weight` pseudo-observations. Each node,
+each state and the graph keep running sums of their edges' sketches (halved with a node's decay), so what a
+prediction reads is current and costs no merge.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class GraphLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decay_weight: float = 4000.0  # a node's counts halve past this weight
     prior_end: float = 1 / 30  # end probability before evidence (tasks of ~30 calls)
     prior_weight: float = 2.0
-    merge_refresh: int = 16  # merged sketches (a state's, the graph's) are rebuilt after this many updates
+    merge_refresh: int = 16  # `merged` sums over other key lists are rebuilt after this many updates
 
 
 class Edge:

@@ -7,10 +7,10 @@ After a call ends the predictor gives the session's `ReturnModel` (will it come 
   T | silent so far) / E[seconds held until then], a session that never returns held to T), divided by the
   recompute weight of its prefix (1 + size / `attention_tokens`; 0 turns it off: in the ledger's model what a
   prefix saves is proportional to the blocks it holds, so size cancels). Under pressure the lowest goes first:
-  Bélády's "furthest next use" when only the distribution of the next use is known. A session in a state
+  the stand-in for Bélády's "furthest next use" when only its distribution is known. A session in a state
   that usually returns within milliseconds loses its claim once it has been silent for seconds; a person's
   think time (minutes) ranks below an agent's tool wait, and an agent's final answer (its state ends nearly
-  every session) ranks last. "quantile" ranks instead by the `next_use_quantile` of the gap left given the
+  every session) goes first. "quantile" ranks instead by the `next_use_quantile` of the gap left given the
   silence, over P(return) (the default before; "mean": the conditional mean);
 - pins each prefix for a TTL, the `ttl_quantile` of the predicted gap (1.0 by default: the longest gap seen),
   capped at `max_ttl_s` and shrunk as the cache fills (pressure m from `pressure_start` to full: TTL x
