@@ -18,7 +18,7 @@ from predictor.sketch import LogSketch
 
 _MAX_MEMO = 16
 _HIT_RATE_STEPS = 40  # silences are rounded to e^(1/40): 2.5%
-_MAX_HIT_RATES = 1024
+_MAX_HIT_RATES = 64  # per model (models are cached by the thousand): cleared when full
 
 
 class ReturnModel:
@@ -119,8 +119,9 @@ class ReturnModel:
         got = self._hit_rates.get(step)
         if got is None:
             got = self._hit_rate_at(min(xs[0] * math.exp(step / _HIT_RATE_STEPS), xs[-1]))
-            if len(self._hit_rates) < _MAX_HIT_RATES:
-                self._hit_rates[step] = got
+            if len(self._hit_rates) >= _MAX_HIT_RATES:
+                self._hit_rates.clear()
+            self._hit_rates[step] = got
         return got
 
     def _hit_rate_at(self, waited: float) -> float:
