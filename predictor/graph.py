@@ -10,7 +10,9 @@ task ended there.
 Contract: memory is bounded whatever the traffic — at most `max_nodes` nodes (later states fold into one
 `other` node), at most `max_edges_per_node` edges out of a node (later targets fold into `other`), and every
 node's counts halve once its weight passes `decay_weight`, so old behaviour fades (drift) and counts stay
-finite. `end_probability` is smoothed towards `prior_end` by `prior_weight` pseudo-observations.
+finite. `end_probability` is smoothed towards `prior_end` by `prior_weight` pseudo-observations. Each node,
+each state and the graph keep running sums of their edges' sketches (halved with a node's decay), so what a
+prediction reads is current and costs no merge.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class GraphLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decay_weight: float = 4000.0  # a node's counts halve past this weight
     prior_end: float = 1 / 30  # end probability before evidence (tasks of ~30 calls)
     prior_weight: float = 2.0
-    merge_refresh: int = 16  # merged sketches (a state's, the graph's) are rebuilt after this many updates
+    merge_refresh: int = 16  # `merged` sums over other key lists are rebuilt after this many updates
 
 
 class Edge:
@@ -66,15 +68,25 @@ class Edge:
         for s in (self.gap, self.growth, self.output):
             s.scale(factor)
 
+    def add_scaled(self, other: Edge, weight: float) -> None:
+        """Add `other`'s counts times `weight` (negative: take a share of them back)."""
+        self.count += other.count * weight
+        other.gap.merge_into(self.gap, weight)
+        other.growth.merge_into(self.growth, weight)
+        other.output.merge_into(self.output, weight)
+
 
 class Node:
-    __slots__ = ("ends", "key", "out", "state")
+    __slots__ = ("ends", "key", "out", "state", "total")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.state = key.split("#", 1)[0]
         self.ends = 0.0
         self.out: dict[str, Edge] = {}
+        # The sum of the edges' sketches, kept up to date as they learn (what a prediction for a session in
+        # this node reads on every call: no merge per call).
+        self.total = Edge()
 
     @property
     def departures(self) -> float:
@@ -111,6 +123,10 @@ class AgentGraph:
         self._remaining_at = -1
         self._merged: dict[tuple[tuple[str, ...], str], LogSketch | None] = {}
         self._merged_at = 0
+        # Running sums of the edges out of every node of a state, and of every node but `start`: what a
+        # prediction falls back to, kept current as the graph learns (no merge per call).
+        self._state_totals: dict[str, Edge] = {}
+        self._graph_total = Edge()
 
     # -- learning -------------------------------------------------------------------------------------
 
@@ -137,11 +153,17 @@ class AgentGraph:
                 edge = node.out.get(dst)
             if edge is None:
                 edge = node.out[dst] = Edge()
-        edge.count += 1.0
-        if gap_s is not None:
-            edge.gap.add(max(gap_s, 0.0))
-        edge.growth.add(max(growth, 0.0))
-        edge.output.add(max(output, 0.0))
+        totals = [edge, node.total, self._state_total(node.state)]
+        if node.key != START:
+            totals.append(self._graph_total)
+        gap_at = None if gap_s is None else edge.gap.index_of(max(gap_s, 0.0))
+        growth_at, output_at = edge.growth.index_of(max(growth, 0.0)), edge.output.index_of(max(output, 0.0))
+        for e in totals:
+            e.count += 1.0
+            if gap_at is not None:
+                e.gap.add_at(gap_at)
+            e.growth.add_at(growth_at)
+            e.output.add_at(output_at)
         if src == START:
             self.sessions_seen += 1
         self._touched(node)
@@ -170,6 +192,16 @@ class AgentGraph:
             node.ends *= 0.5
             for edge in node.out.values():
                 edge.scale(0.5)
+            self._state_total(node.state).add_scaled(node.total, -0.5)
+            if node.key != START:
+                self._graph_total.add_scaled(node.total, -0.5)
+            node.total.scale(0.5)
+
+    def _state_total(self, state: str) -> Edge:
+        total = self._state_totals.get(state)
+        if total is None:
+            total = self._state_totals[state] = Edge()
+        return total
 
     # -- queries --------------------------------------------------------------------------------------
 
@@ -183,7 +215,11 @@ class AgentGraph:
 
     def merged(self, keys: list[str], which: str) -> LogSketch | None:
         """The sum of the `which` sketches ("gap", "growth", "output") of the edges out of `keys` (do not
-        modify it: sums are cached, and rebuilt once `merge_refresh` updates have come in)."""
+        modify it: sums are cached, and rebuilt once `merge_refresh` updates have come in; one node's is its
+        running sum, always current)."""
+        if len(keys) == 1:
+            node = self.nodes.get(keys[0])
+            return getattr(node.total, which) if node is not None and node.out else None
         if self.updates - self._merged_at >= self.limits.merge_refresh:
             self._merged.clear()
             self._merged_at = self.updates
@@ -200,6 +236,17 @@ class AgentGraph:
         for s in sketches:
             s.merge_into(out)
         return out
+
+    def state_merged(self, state: str, which: str) -> LogSketch | None:
+        """The `which` sketch summed over the edges out of every node of `state` (None: none seen; current,
+        do not modify it)."""
+        total = self._state_totals.get(state)
+        return getattr(total, which) if total is not None and total.count > 0 else None
+
+    def graph_merged(self, which: str) -> LogSketch | None:
+        """The `which` sketch summed over the edges out of every node but `start` (current, do not modify)."""
+        total = self._graph_total
+        return getattr(total, which) if total.count > 0 else None
 
     def keys_with_state(self, state: str) -> list[str]:
         return [k for k, n in self.nodes.items() if n.state == state]

@@ -128,6 +128,12 @@ class Predictor:
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self._ghosts: OrderedDict[str, _Session] = OrderedDict()
         self._next_scan = -math.inf
+        # Sessions that have answered, by the time of their last answer (oldest first), so that `tick` looks
+        # only at those silent for `min_horizon_s` or more. Entries of sessions gone are dropped lazily; an
+        # answer stamped earlier than the last one (a clock that went back) turns the shortcut off.
+        self._answered: OrderedDict[str, None] = OrderedDict()
+        self._answered_last = -math.inf
+        self._answered_ordered = True
         self._models: dict[tuple[object, ...], tuple[int, tuple[ReturnModel, str]]] = {}
         self._prior_sketch = _lognormal_sketch(self.config.priors.gap_median_s, self.config.priors.gap_p90_s)
 
@@ -188,6 +194,11 @@ class Predictor:
         graph.observe_transition(src, dst, gap_s=gap, growth=growth, output=float(output_tokens))
         s.state = graph.node(dst).key
         s.finished_at = now
+        self._answered[session_id] = None
+        self._answered.move_to_end(session_id)
+        if now < self._answered_last:
+            self._answered_ordered = False
+        self._answered_last = max(self._answered_last, now)
         s.last_prompt = prompt_tokens
         s.last_output = output_tokens
 
@@ -202,12 +213,14 @@ class Predictor:
     def session_ended(self, session_id: str) -> None:
         """The session is over (explicitly): its state learns an end."""
         s = self.sessions.pop(session_id, None)
+        self._answered.pop(session_id, None)
         if s is not None and s.calls > 0:
             self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
 
     def forget(self, session_id: str) -> None:
         """Drop a session without learning anything from it."""
         self.sessions.pop(session_id, None)
+        self._answered.pop(session_id, None)
         self._ghosts.pop(session_id, None)
 
     def tick(self, now: float) -> list[str]:
@@ -216,10 +229,19 @@ class Predictor:
         if now < self._next_scan:
             return []
         self._next_scan = now + self.config.end_scan_interval_s
-        ended = []
+        ended, gone = [], []
         horizons: dict[tuple[str, str], float] = {}  # one per state, not per session
-        for sid, s in self.sessions.items():
-            if s.in_flight or s.finished_at is None or now - s.finished_at <= self.config.min_horizon_s:
+        candidates = self._answered if self._answered_ordered else self.sessions
+        for sid in candidates:
+            s = self.sessions.get(sid)
+            if s is None:
+                gone.append(sid)
+                continue
+            if s.finished_at is not None and now - s.finished_at <= self.config.min_horizon_s:
+                if self._answered_ordered:
+                    break  # every later one answered later still
+                continue
+            if s.in_flight or s.finished_at is None:
                 continue
             key = (s.agent_type, s.state)
             horizon = horizons.get(key)
@@ -227,8 +249,11 @@ class Predictor:
                 horizon = horizons[key] = self.horizon_s(s)
             if now - s.finished_at > horizon:
                 ended.append(sid)
+        for sid in gone:
+            self._answered.pop(sid, None)
         for sid in ended:
             s = self.sessions.pop(sid)
+            self._answered.pop(sid, None)
             self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
             self._ghosts[sid] = s
             while len(self._ghosts) > self.config.max_ghosts:
@@ -420,7 +445,8 @@ class Predictor:
     def _admit(self, session_id: str, s: _Session) -> None:
         self.sessions[session_id] = s
         while len(self.sessions) > self.config.max_sessions:
-            self.sessions.popitem(last=False)
+            dropped, _ = self.sessions.popitem(last=False)
+            self._answered.pop(dropped, None)
 
     def _graph(self, agent_type: str) -> AgentGraph:
         graph = self.graphs.get(agent_type)
@@ -433,32 +459,36 @@ class Predictor:
         return graph
 
     def _end_probability(self, graph: AgentGraph, key: str, state: str) -> float:
-        """The node's own end probability once it has `min_samples` visits, else its state's over all step
-        buckets (a rare node learns from its siblings), else the node's, smoothed towards the prior."""
+        """The node's end probability smoothed towards its state's over all step buckets, which is smoothed
+        towards the prior (`GraphLimits.prior_weight` pseudo-observations each): a rare node learns from its
+        siblings, and a state seen ending a hundred times and never returning is not pulled back towards the
+        prior's 1/30 (an agent's final answer: every session ends there)."""
         node = graph.nodes[key]
-        if node.weight >= self.config.min_samples:
-            return graph.end_probability(node)
-        siblings = [graph.nodes[k] for k in graph.keys_with_state(state)]
-        ends, weight = sum(n.ends for n in siblings), sum(n.weight for n in siblings)
-        if weight >= self.config.min_samples:
-            return ends / weight
-        return graph.end_probability(node)
+        lim = graph.limits
+        ends = weight = 0.0
+        for k in graph.keys_with_state(state):
+            sibling = graph.nodes[k]
+            ends += sibling.ends
+            weight += sibling.weight
+        state_end = (ends + lim.prior_end * lim.prior_weight) / (weight + lim.prior_weight)
+        return (node.ends + state_end * lim.prior_weight) / (node.weight + lim.prior_weight)
 
     def _sketch(self, s: _Session, which: str) -> tuple[LogSketch | None, str]:
         graph = self.graphs.get(s.agent_type)
         return (None, "prior") if graph is None else self._sketch_for(graph, s.state, which)
 
     def _sketch_for(self, graph: AgentGraph, key: str, which: str) -> tuple[LogSketch | None, str]:
+        enough = self.config.min_samples
+        sketch = graph.merged([key], which)
+        if sketch is not None and sketch.total >= enough:
+            return sketch, "node"
         node = graph.nodes.get(key)
-        state = node.state if node is not None else OTHER
-        for source, keys in (
-            ("node", [key]),
-            ("tool", graph.keys_with_state(state)),
-            ("graph", [k for k in graph.nodes if k != START]),
-        ):
-            sketch = graph.merged(keys, which)
-            if sketch is not None and sketch.total >= self.config.min_samples:
-                return sketch, source
+        sketch = graph.state_merged(node.state if node is not None else OTHER, which)
+        if sketch is not None and sketch.total >= enough:
+            return sketch, "tool"
+        sketch = graph.graph_merged(which)
+        if sketch is not None and sketch.total >= enough:
+            return sketch, "graph"
         return None, "prior"
 
 

@@ -2,21 +2,22 @@
 give up first under pressure — an online approximation of Bélády's policy built on the predictor.
 
 After a call ends the predictor gives the session's `ReturnModel` (will it come back, and when). The policy
-- does not pin a prefix whose session will probably not return (`p_return < min_return_probability`): it
-  stays cached, unpinned, and goes first;
-- pins the others for a TTL: the `ttl_quantile` of the predicted return gap, capped at `max_ttl_s`, shrunk as
-  the cache fills (pressure m from `pressure_start` to full: TTL x (1 - m / 2)). Past its TTL a prefix is only
-  cached and goes before every pinned one (as vLLM's LRU treats unpinned blocks);
-- under pressure gives up the pinned prefix whose next use is furthest away as predicted now: the
-  `next_use_quantile` of the return gap given the silence so far, minus that silence, divided by the
-  probability it still returns (which falls as it stays quiet) and by the recompute weight of its prefix
-  (1 + size / `attention_tokens`: prefill per token grows with the context it attends to; 0 turns it off).
-  With `next_use` "mean" the conditional mean of the gap stands in for the quantile. With `long_gap_s` set, a
-  prefix whose predicted median gap is longer (a person's think time) is not pinned at all (off by default:
-  in the ledger's model the ranking already gives such a prefix up first, and leaving it unpinned measured
-  worse in `saga bench predictor`).
-  A person's think time after a final answer predicts a gap of minutes, so such a prefix goes before those of
-  agents waiting on a tool.
+- ranks every prefix it holds, as the silence goes on, by the most returns per second of holding it that
+  keeping it can still earn (`next_use` "index": `ReturnModel.hit_rate`, the max over horizons T of P(back by
+  T | silent so far) / E[seconds held until then], a session that never returns held to T), divided by the
+  recompute weight of its prefix (1 + size / `attention_tokens`; 0 turns it off: in the ledger's model what a
+  prefix saves is proportional to the blocks it holds, so size cancels). Under pressure the lowest goes first:
+  the stand-in for Bélády's "furthest next use" when only its distribution is known. A session in a state
+  that usually returns within milliseconds loses its claim once it has been silent for seconds; a person's
+  think time (minutes) ranks below an agent's tool wait, and an agent's final answer (its state ends nearly
+  every session) goes first. "quantile" ranks instead by the `next_use_quantile` of the gap left given the
+  silence, over P(return) (the default before; "mean": the conditional mean);
+- pins each prefix for a TTL, the `ttl_quantile` of the predicted gap (1.0 by default: the longest gap seen),
+  capped at `max_ttl_s` and shrunk as the cache fills (pressure m from `pressure_start` to full: TTL x
+  (1 - m / 2); off at 1.0). Past its TTL a prefix is only cached and goes before every pinned one (as vLLM's
+  LRU treats unpinned blocks); a session whose `p_return < min_return_probability` (0 by default) is not
+  pinned at all; with `long_gap_s` set, nor one whose predicted median gap is longer. The TTL tier and these
+  cut-offs were the defaults before "index" and measured worse with it (docs/results/predictor.md).
 
 Contract: pure; the capacity is enforced by a `RetentionLedger` ranking pinned prefixes with
 `eviction_score`; `after_call` returns the decision and the sessions it evicted; `on_arrival` hands back (and
@@ -35,13 +36,15 @@ from predictor.return_model import ReturnModel
 
 
 class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    min_return_probability: float = 0.05
-    ttl_quantile: float = 0.99
+    min_return_probability: float = 0.0
+    ttl_quantile: float = 1.0
     next_use_quantile: float = 0.5
     max_ttl_s: float = 1800.0
-    pressure_start: float = 0.7
+    pressure_start: float = 1.0
     attention_tokens: float = 0.0
-    next_use: str = "quantile"  # the predicted next use: "quantile" (`next_use_quantile`) or "mean"
+    # The order under pressure: "index" (fewest returns per second held, `ReturnModel.hit_rate`), "quantile"
+    # (furthest `next_use_quantile` of the gap left / P(return)) or "mean" (the conditional mean instead).
+    next_use: str = "index"
     long_gap_s: float | None = None  # a predicted median gap above this (a person's think time): not pinned
 
     def validate(self) -> None:
@@ -50,8 +53,10 @@ class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"retention: {name} must be in [0, 1]")
         if self.max_ttl_s <= 0:
             raise ValueError("retention: max_ttl_s must be > 0")
-        if self.next_use not in ("quantile", "mean"):
-            raise ValueError(f"retention: next_use must be 'quantile' or 'mean', got {self.next_use!r}")
+        if self.next_use not in ("quantile", "mean", "index"):
+            raise ValueError(
+                f"retention: next_use must be 'quantile', 'mean' or 'index', got {self.next_use!r}"
+            )
 
 
 class RetentionDecision(msgspec.Struct, frozen=True):
@@ -99,6 +104,8 @@ class PredictedRetention:
             return math.inf
         waited = max(0.0, now - held.finished_at)
         p_return = held.model.p_return(waited)
+        if self.params.next_use == "index":
+            return 1.0 / max(held.model.hit_rate(waited) * held.weight, 1e-12)
         if self.params.next_use == "mean":
             wait = held.model.conditional_mean(waited) - waited
         else:

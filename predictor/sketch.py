@@ -21,7 +21,19 @@ from collections.abc import Iterable
 class LogSketch:
     """Weighted counts of positive values in `buckets` log-spaced buckets between `low` and `high`."""
 
-    __slots__ = ("_counts", "_log_high", "_log_low", "_mids", "_step", "buckets", "high", "low", "total")
+    __slots__ = (
+        "_counts",
+        "_log_high",
+        "_log_low",
+        "_memo",
+        "_mids",
+        "_step",
+        "_weighted",
+        "buckets",
+        "high",
+        "low",
+        "total",
+    )
 
     def __init__(self, low: float, high: float, buckets: int) -> None:
         if not 0 < low < high or buckets < 2:
@@ -33,6 +45,14 @@ class LogSketch:
         self._counts = array("d", bytes(8 * buckets))
         self._mids = _midpoints(low, high, buckets)  # shared by every sketch of this layout
         self.total = 0.0
+        self._weighted = 0.0  # sum of count x bucket midpoint, kept as counts change: the mean without a walk
+        # Answers that walk every bucket (mean, residual means), kept until the counts change: a scheduler
+        # asks them of the same sketch on every call while it learns far less often.
+        self._memo: dict[object, float] | None = None
+
+    def _changed(self) -> None:
+        if self._memo:
+            self._memo.clear()
 
     def _index(self, value: float) -> int:
         if value <= self.low:
@@ -42,8 +62,18 @@ class LogSketch:
         return min(self.buckets - 1, int((math.log(value) - self._log_low) / self._step))
 
     def add(self, value: float, weight: float = 1.0) -> None:
-        self._counts[self._index(value)] += weight
+        self.add_at(self._index(value), weight)
+
+    def index_of(self, value: float) -> int:
+        """The bucket `value` falls in (the same in every sketch of this layout)."""
+        return self._index(value)
+
+    def add_at(self, i: int, weight: float = 1.0) -> None:
+        """Add `weight` to bucket `i` (from `index_of`: one log per value for several sketches)."""
+        self._counts[i] += weight
         self.total += weight
+        self._weighted += weight * self._mids[i]
+        self._changed()
 
     def remove(self, value: float, weight: float = 1.0) -> None:
         """Take back up to `weight` of an observation of `value` (never below zero: it may have decayed)."""
@@ -51,15 +81,24 @@ class LogSketch:
         taken = min(self._counts[i], weight)
         self._counts[i] -= taken
         self.total -= taken
+        self._weighted -= taken * self._mids[i]
+        self._changed()
 
     def residual_mean(self, at_least: float) -> float:
         """E[X - at_least | X > at_least] over bucket midpoints (NaN when no mass lies above `at_least`)."""
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
+        got = memo.get(at_least)
+        if got is not None:
+            return got
         mass = excess = 0.0
         for c, mid in zip(self._counts, self._mids, strict=True):
             if c > 0 and mid > at_least:
                 mass += c
                 excess += c * (mid - at_least)
-        return excess / mass if mass > 0 else math.nan
+        got = memo[at_least] = excess / mass if mass > 0 else math.nan
+        return got
 
     def scale(self, factor: float) -> None:
         """Multiply every count by `factor` (decay: old observations weigh less)."""
@@ -67,6 +106,8 @@ class LogSketch:
         for i in range(self.buckets):
             counts[i] *= factor
         self.total *= factor
+        self._weighted *= factor
+        self._changed()
 
     def merge_into(self, other: LogSketch, weight: float = 1.0) -> None:
         """Add this sketch's counts, times `weight`, to `other` (same bucket layout)."""
@@ -77,6 +118,8 @@ class LogSketch:
             if c:
                 dst[i] += c * weight
         other.total += self.total * weight
+        other._weighted += self._weighted * weight
+        other._changed()
 
     def _edge(self, i: float) -> float:
         return math.exp(self._log_low + i * self._step)
@@ -115,7 +158,7 @@ class LogSketch:
     def mean(self) -> float:
         if self.total <= 0:
             return math.nan
-        return sum(c * m for c, m in zip(self._counts, self._mids, strict=True) if c) / self.total
+        return self._weighted / self.total
 
     def nonzero(self) -> Iterable[tuple[float, float, float]]:
         """(bucket low, bucket high, count) of the non-empty buckets, for export."""

@@ -15,7 +15,13 @@ prefix is offered back. Running calls and sharing between sessions are not model
 - `belady`: on each eviction, the entry whose next use is furthest away (never-used-again first) — the
   session's true next arrival;
 - `saga`: `predictor.PredictedRetention` on a `Predictor` learning online from the same replay;
-- `lru`: least recently inserted first; `fixed-ttl-Ns`: pinned for N s, then LRU (Continuum's rule).
+- `lru`: least recently inserted first; `fixed-ttl-Ns`: pinned for N s, then LRU (Continuum's rule);
+- `state-oracle` (a reference for what the learned graph can at best tell): the same ranking as `saga`
+  (`ReturnModel.hit_rate`), on the true distribution of each state's gap and end (state: agent type and the
+  tool the call asked for, or its finish reason), taken in hindsight from the whole trace; it knows how gaps
+  from a state are distributed, never when this one ends. What separates it from Bélády is what no online
+  policy given only the state can know; what separates `saga` from it is learning (online, from a cold
+  start, with step buckets and ends detected by silence).
   `belady_ratio` is saga's recomputed tokens over Bélády's, counting only prefix tokens a cache could have
   saved (each session's first prompt is cold for every policy), worst over the cache sizes;
   `belady_ratio_total` counts every prefill token. Prediction quality is measured in its own pass: coverage of
@@ -43,6 +49,8 @@ from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, generate
 from loadtests.workloads.trace_replay import load_trace
 from predictor import PredictedRetention, Predictor, PredictorConfig, RetentionLedger, RetentionParams
+from predictor.return_model import ReturnModel
+from predictor.sketch import LogSketch, seconds_sketch
 
 
 class TraceCall(msgspec.Struct):
@@ -191,6 +199,49 @@ class BeladyPolicy(_LedgerPolicy):
 
     def finish(self, call: TraceCall, now: float) -> None:
         self.ledger.insert(call.session_id, call.prompt + call.output, now, math.inf, call.next_arrival)
+
+
+def _state(call: TraceCall) -> tuple[str, str]:
+    return call.agent_type, call.tool_names[0] if call.tool_names else call.finish_reason
+
+
+class StateOraclePolicy:
+    """The `saga` ranking on each state's true gap and end distribution, from the whole trace (hindsight)."""
+
+    def __init__(self, capacity: int, sessions: Sequence[Sequence[TraceCall]]) -> None:
+        self.name = "state-oracle"
+        gaps: dict[tuple[str, str], LogSketch] = {}
+        calls: dict[tuple[str, str], int] = {}
+        ends: dict[tuple[str, str], int] = {}
+        for s in sessions:
+            for c in s:
+                key = _state(c)
+                calls[key] = calls.get(key, 0) + 1
+                if c.last:
+                    ends[key] = ends.get(key, 0) + 1
+                else:
+                    gaps.setdefault(key, seconds_sketch()).add(max(0.0, c.next_arrival - c.finish))
+        never = seconds_sketch()
+        never.add(1.0)
+        self.models = {
+            k: ReturnModel(gaps[k], ends.get(k, 0) / n) if k in gaps else ReturnModel(never, 1.0)
+            for k, n in calls.items()
+        }
+        self._held: dict[str, tuple[ReturnModel, float]] = {}
+        self.ledger = RetentionLedger(capacity, scorer=self._score)
+
+    def _score(self, session_id: str, now: float) -> float:
+        model, since = self._held[session_id]
+        return 1.0 / max(model.hit_rate(max(0.0, now - since)), 1e-12)
+
+    def arrive(self, call: TraceCall, now: float) -> int:
+        self._held.pop(call.session_id, None)
+        return self.ledger.take(call.session_id)
+
+    def finish(self, call: TraceCall, now: float) -> None:
+        self._held[call.session_id] = (self.models[_state(call)], now)
+        for sid in self.ledger.insert(call.session_id, call.prompt + call.output, now, math.inf, 0.0):
+            self._held.pop(sid, None)
 
 
 class SagaPolicy:
@@ -398,6 +449,7 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
             SagaPolicy(capacity, params),
             LruPolicy("lru", capacity),
             FixedTtlPolicy(f"fixed-ttl-{args.fixed_ttl:g}s", capacity, args.fixed_ttl),
+            StateOraclePolicy(capacity, sessions),
         ]
         result = {p.name: replay(events, p) for p in policies}
         best, ours = result["belady"], result["saga"]
@@ -411,6 +463,9 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
                 "policies": {k: msgspec.to_builtins(v) for k, v in result.items()},
                 "saga_over_belady": round(ratio, 4),
                 "lru_over_belady": round(result["lru"].avoidable / max(1, best.avoidable), 4),
+                "state_oracle_over_belady": round(
+                    result["state-oracle"].avoidable / max(1, best.avoidable), 4
+                ),
                 "saga_over_belady_total": round(ratio_total, 4),
             }
         )
@@ -439,13 +494,18 @@ def summary_markdown(result: dict[str, Any]) -> str:
         f"{result['workload']}: {result['sessions']} sessions, {result['calls']} calls, waiting working set "
         f"mean {ws['mean']:,} tokens (peak {ws['peak']:,})",
         "",
-        "| cache tokens (x mean working set) | " + " | ".join(names) + " | saga / belady | lru / belady |",
-        "|---" * (len(names) + 3) + "|",
+        "| cache tokens (x mean working set) | "
+        + " | ".join(names)
+        + " | saga / belady | lru / belady | state-oracle / belady |",
+        "|---" * (len(names) + 4) + "|",
     ]
     for row in result["cache"]:
         cells = " | ".join(f"{row['policies'][n]['avoidable']:,}" for n in names)
         size = f"{row['capacity_tokens']:,} ({row['fraction_of_working_set']})"
-        ratios = f"{row['saga_over_belady']:.3f} | {row['lru_over_belady']:.3f}"
+        ratios = (
+            f"{row['saga_over_belady']:.3f} | {row['lru_over_belady']:.3f} | "
+            f"{row['state_oracle_over_belady']:.3f}"
+        )
         lines.append(f"| {size} | {cells} | {ratios} |")
     lines += [
         "",

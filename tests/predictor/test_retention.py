@@ -21,7 +21,8 @@ def _finish(predictor: Predictor, sid: str, now: float, state: str, prompt: int 
 
 def test_ttl_follows_the_predicted_gap_and_pressure_shrinks_it() -> None:
     predictor, now = _trained()
-    policy = PredictedRetention(predictor, 1_000_000, RetentionParams(ttl_quantile=0.9, max_ttl_s=300))
+    params = RetentionParams(ttl_quantile=0.9, max_ttl_s=300, pressure_start=0.7)
+    policy = PredictedRetention(predictor, 1_000_000, params)
     _finish(predictor, "edit", now, "edit")
     _finish(predictor, "read", now, "read")
     edit = policy.decide("edit", now, 10_100)
@@ -29,7 +30,7 @@ def test_ttl_follows_the_predicted_gap_and_pressure_shrinks_it() -> None:
     assert edit.keep and read.keep
     assert read.ttl_s < 1.0 < edit.ttl_s < 20.0  # edit's gaps: median 2 s; read's: 50 ms
     policy.after_call("edit", now, 10_100)
-    full = PredictedRetention(predictor, 10_100, RetentionParams(ttl_quantile=0.9, max_ttl_s=300))
+    full = PredictedRetention(predictor, 10_100, params)
     full.after_call("read", now, 10_100)  # the cache is now full: pressure 1
     assert full.pressure() == 1.0
     assert full.decide("edit", now, 10_100).ttl_s == pytest.approx(edit.ttl_s / 2)

@@ -63,7 +63,7 @@ def test_bench_predictor_on_a_generated_workload(tmp_path: Path) -> None:
     assert result["sessions"] == 12
     assert len(result["cache"]) == 4
     for row in result["cache"]:
-        assert set(row["policies"]) == {"belady", "saga", "lru", "fixed-ttl-10s"}
+        assert set(row["policies"]) == {"belady", "saga", "lru", "fixed-ttl-10s", "state-oracle"}
         for r in row["policies"].values():
             assert 0 <= r["avoidable"] <= r["recomputed"] <= result["prompt_tokens"]
     assert result["belady_ratio"] == max(r["saga_over_belady"] for r in result["cache"])
