@@ -10,6 +10,8 @@ which stands for it.
 
 from __future__ import annotations
 
+from array import array
+
 from simulator.block_hash import BlockHash, ExtraKeys, first_block_extra_keys
 from simulator.engine_types import EngineRequest, InvalidRequestError, prompt_checksum
 from simulator.tokenizer import EOS_ID, Tokenizer
@@ -105,7 +107,11 @@ class RequestState:
         self, req: EngineRequest, now: float, seq_no: int, plan: list[int], finish_reason: str
     ) -> None:
         self.request_id = req.request_id
-        self.tokens = list(req.prompt_token_ids)  # prompt, then outputs as they are sampled
+        prompt = req.prompt_token_ids
+        # prompt, then outputs as they are sampled; a 64-bit array prompt is copied as one buffer
+        self.tokens: list[int] | array[int] = (
+            array("q", prompt) if isinstance(prompt, array) and prompt.typecode == "q" else list(prompt)
+        )
         self.num_prompt = len(self.tokens)
         self.plan = plan
         self.finish_reason = finish_reason
