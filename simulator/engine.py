@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -366,7 +367,7 @@ class Engine(OffloadHooks):
             if len(seq.block_hashes) >= num_blocks:  # hashed already: look up at C speed
                 if hint is not None:
                     hit_ids = pool.lookup_from(seq.block_hashes, num_blocks, hint)
-                    hit = hit_ids.tolist()
+                    hit = None  # as a list only if needed (it rarely is)
                 else:
                     hit = pool.lookup(seq.block_hashes[:num_blocks])
                     hit_ids = as_block_ids(hit)
@@ -374,26 +375,24 @@ class Engine(OffloadHooks):
                 hit = pool.lookup(self._iter_hashes(seq, num_blocks))
                 hit_ids = as_block_ids(hit)
             if self.offload is not None:
+                hit = hit_ids.tolist() if hit is None else hit
                 loading = self._start_load(seq, hit, now)
                 if loading is not None:
                     if loading:
                         continue  # its blocks come back from CPU; later requests may be admitted meanwhile
                     break
-            num_computed = len(hit) * bs
+            num_hit = len(hit_ids)
+            num_computed = num_hit * bs
             n = min(len(seq.tokens) - num_computed, budget)
-            need = -(-(num_computed + n) // bs) - len(hit)
+            need = -(-(num_computed + n) // bs) - num_hit
             # Contract v2: the head breaks only less important retentions, any when nothing runs
             breaks_below = seq.priority if self._running else None
-            short = need + len(hit) > pool.num_free and need + pool.num_evictable(hit_ids) > pool.num_free
-            if short and not self.retention.make_room(need, hit, breaks_below):
-                self._blocked = (
-                    seq,
-                    pool.version,
-                    self.retention.version,
-                    bool(self._running),
-                    budget,
-                    len(hit),
-                )
+            short = need + num_hit > pool.num_free and need + pool.num_evictable(hit_ids) > pool.num_free
+            if short and not self.retention.make_room(
+                need, hit_ids.tolist() if hit is None else hit, breaks_below
+            ):
+                retention_version = self.retention.version
+                self._blocked = (seq, pool.version, retention_version, bool(self._running), budget, num_hit)
                 break
             self._waiting.pop()
             pool.touch(hit_ids)
@@ -403,8 +402,8 @@ class Engine(OffloadHooks):
             if session is not None:
                 self._drop_chain_hint(session[0])
                 self.retention.release(session[0])  # superseded: this request now holds its own references
-            seq.block_ids = hit + new_blocks
-            seq.num_cached_blocks = len(hit)
+            seq.set_blocks(hit_ids, new_blocks)
+            seq.num_cached_blocks = num_hit
             seq.num_computed = num_computed
             if seq.cached_tokens < 0:
                 seq.cached_tokens = num_computed
@@ -564,7 +563,7 @@ class Engine(OffloadHooks):
         """Free `seq`'s blocks last-first (`block_ids`: them as an array, if at hand)."""
         ids = as_block_ids(seq.block_ids) if block_ids is None else block_ids
         self.pool.free(ids[::-1])
-        seq.block_ids = []
+        seq.block_ids = array("q")  # `ids` may be a view of the old buffer (as_block_ids): a new one
         seq.num_cached_blocks = 0
 
     # ---- coalesced decoding ---------------------------------------------------------------------------
