@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 _MASK = (1 << 64) - 1
-_CHUNK = 1024  # iterations per table; longer plans continue from the chunk's last state
+_CHUNK = 512  # iterations per table; longer plans continue from the chunk's last state
 _U64 = np.uint64
 _VECTOR_FROM = 64  # shorter plans: the loop is faster than the array operations' fixed cost
 
@@ -39,12 +39,17 @@ def _advance(state: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 
 
 def _jump_table() -> npt.NDArray[np.uint64]:
-    """table[j, k] = the state after k + 1 iterations from the state with only bit j set."""
-    table = np.empty((64, _CHUNK), dtype=np.uint64)
+    """table[b, v, k] = the state after k + 1 iterations from the state `v << 8 * b` (8 MiB): a state's
+    successors are the XOR of its eight bytes' rows."""
+    bits = np.empty((64, _CHUNK), dtype=np.uint64)  # from each single-bit state
     state = np.array([1 << j for j in range(64)], dtype=np.uint64)
     for k in range(_CHUNK):
         state = _advance(state)
-        table[:, k] = state
+        bits[:, k] = state
+    table = np.zeros((8, 256, _CHUNK), dtype=np.uint64)
+    for b in range(8):
+        for t in range(8):  # the values with bit t set highest: those below, plus bit t's row
+            table[b, 1 << t : 2 << t] = table[b, : 1 << t] ^ bits[8 * b + t]
     return table
 
 
@@ -62,9 +67,9 @@ def _states(seed_state: int, n: int) -> npt.NDArray[np.uint64]:
     left = n
     while left > 0:
         m = min(left, _CHUNK)
-        bits = np.flatnonzero(np.unpackbits(np.array([state], dtype="<u8").view(np.uint8), bitorder="little"))
-        # (the all-zero state stays zero)
-        chunk = np.bitwise_xor.reduce(table[bits, :m], axis=0) if len(bits) else np.zeros(m, dtype=np.uint64)
+        chunk = table[0, state & 255, :m].copy()
+        for b in range(1, 8):
+            np.bitwise_xor(chunk, table[b, (state >> 8 * b) & 255, :m], out=chunk)
         chunks.append(chunk)
         state = int(chunk[-1])
         left -= m
@@ -99,11 +104,11 @@ class SentenceIds:
         while k < n:
             starts.append(k)
             k += words_of[k] + 1
-        opens = np.zeros(n, dtype=np.int64)
-        opens[starts] = 1
-        sentence = np.cumsum(opens) - 1
-        start_of = np.asarray(starts, dtype=np.int64)[sentence]
-        words = sentence_words[start_of]
+        first = np.array(starts, dtype=np.int64)
+        words_in = sentence_words[first]
+        spans = words_in + 1  # iterations of each sentence: its words and its period
+        start_of = np.repeat(first, spans)[:n]
+        words = np.repeat(words_in, spans)[:n]
         i = np.arange(n, dtype=np.int64) - start_of  # place in its sentence: 0 opens it, `words` the period
         ids = forms[:, 1].copy()
         ids[starts] = forms[starts, 2]
