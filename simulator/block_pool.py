@@ -60,6 +60,8 @@ def as_block_ids(block_ids: BlockIds) -> npt.NDArray[np.int64]:
     pool methods."""
     if isinstance(block_ids, np.ndarray):
         return block_ids
+    if isinstance(block_ids, array) and block_ids.typecode == "q":
+        return np.frombuffer(block_ids, np.int64)  # a view: the array cannot grow while it lives
     if isinstance(block_ids, list):
         return np.fromiter(block_ids, np.int64, len(block_ids))
     return np.fromiter(block_ids, np.int64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 
+from simulator.cost_model import Profile
 from simulator.request_state import RequestState
 
 ALLOCATE = 0  # a request needs a new block before its token of this step (it comes before caching)
@@ -27,6 +28,8 @@ class DecodeRun:
 
     __slots__ = (
         "_block_size",
+        "_decode_ms_per_kctx",
+        "_fixed_ms",
         "context0",
         "events",
         "max_steps",
@@ -37,7 +40,9 @@ class DecodeRun:
         "synced",
     )
 
-    def __init__(self, seqs: list[RequestState], block_size: int, quiet_until: float) -> None:
+    def __init__(
+        self, seqs: list[RequestState], block_size: int, quiet_until: float, profile: Profile
+    ) -> None:
         self.seqs = seqs
         self.steps_done = 0
         self.synced = [0] * len(seqs)  # steps applied to each request's own fields
@@ -47,6 +52,12 @@ class DecodeRun:
         self.context0 = sum(seq.num_computed + 1 for seq in seqs)  # decode context of step 0
         self.quiet_until = quiet_until  # steps must start before this (a retention expires then)
         self._block_size = block_size
+        # cost_model.step_time_s of a step decoding len(seqs) tokens, split into the part fixed for the run
+        # and the context term, evaluated in the same order (the same float result)
+        p, n = profile, len(seqs)
+        linear_ms = p.prefill_token_ms * max(0, n - p.linear_knee_tokens)
+        self._fixed_ms = p.step_fixed_ms + linear_ms + p.prefill_attention_ms * 0.0
+        self._decode_ms_per_kctx = p.decode_ms_per_kctx
         self.events: list[tuple[int, int, int]] = []
         for i, seq in enumerate(seqs):
             self.schedule_next(i, ALLOCATE, seq)
@@ -56,6 +67,12 @@ class DecodeRun:
     def decode_context(self) -> int:
         """Summed context of the decoding requests in the current step (each grows by one a step)."""
         return self.context0 + self.steps_done * len(self.seqs)
+
+    def step_duration(self) -> float:
+        """Seconds the current step takes: `step_time_s(profile, num_tokens=len(seqs),
+        decode_context_tokens=decode_context)`, bit for bit."""
+        context = self.context0 + self.steps_done * len(self.seqs)
+        return (self._fixed_ms + self._decode_ms_per_kctx * context / 1000.0) / 1000.0
 
     def pop_due(self) -> list[tuple[int, int]]:
         """(request index, kind) of the block events in the current step, in the order they happen; give
@@ -87,7 +104,7 @@ class DecodeRun:
         delta = self.steps_done - self.synced[i]
         if delta:
             start = seq.num_output
-            seq.tokens += seq.plan[start : start + delta]
+            seq.tokens.extend(seq.plan[start : start + delta])
             seq.num_output = start + delta
             seq.num_computed += delta
             self.synced[i] = self.steps_done

@@ -37,8 +37,10 @@ Contract:
   request (`_next_step_is_quiet_decode` says when) runs in O(1) plus the block allocations and prefix-cache
   registrations due in it (simulator.decode_run), instead of touching every request. Its StepResult is
   exact but carries no outputs: the tokens it sampled are returned, in order, ahead of the next ordinary
-  step's outputs (one RequestOutput per request, `new_token_ids` holding all of them). Every step, its
-  duration, block, preemption, admission and finish is the same as with coalescing off (tests compare runs).
+  step's outputs (one RequestOutput per request, `new_token_ids` holding all of them); `quiet_step(now)`
+  runs such a step and returns just its duration, or None and `ordinary_step(now)` runs the step. Every
+  step, its duration, block, preemption, admission and finish is the same as with coalescing off (tests
+  compare runs).
 - CPU KV offload (`kv_offload_gib`, simulator.offload, docs/offload.md): prompt blocks are stored to a CPU
   LRU pool as they are computed; a waiting request whose prefix continues in that pool beyond its GPU hit
   gets GPU blocks for it and waits (not running, not blocking the requests behind it) until the load is
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -260,9 +263,22 @@ class Engine(OffloadHooks):
     def step(self, now: float) -> StepResult:
         """Schedule and run one step starting at `now`; see the module contract."""
         if self.coalesce_decode:
-            quiet = self._coalesced_decode_step(now)
-            if quiet is not None:
-                return quiet
+            duration = self.quiet_step(now)
+            if duration is not None:
+                n = len(self._running)
+                return StepResult(
+                    start=now,
+                    duration=duration,
+                    num_prefill_tokens=0,
+                    num_decode_seqs=n,
+                    num_preempted=0,
+                    outputs=[],
+                )
+        return self.ordinary_step(now)
+
+    def ordinary_step(self, now: float) -> StepResult:
+        """`step` without trying to run it coalesced: for a caller whose `quiet_step(now)` just returned
+        None (the same step must not be tried twice)."""
         self.retention.expire(now)
         if self.offload is not None:
             self._finish_loads(now)
@@ -351,7 +367,7 @@ class Engine(OffloadHooks):
             if len(seq.block_hashes) >= num_blocks:  # hashed already: look up at C speed
                 if hint is not None:
                     hit_ids = pool.lookup_from(seq.block_hashes, num_blocks, hint)
-                    hit = hit_ids.tolist()
+                    hit = None  # as a list only if needed (it rarely is)
                 else:
                     hit = pool.lookup(seq.block_hashes[:num_blocks])
                     hit_ids = as_block_ids(hit)
@@ -359,26 +375,24 @@ class Engine(OffloadHooks):
                 hit = pool.lookup(self._iter_hashes(seq, num_blocks))
                 hit_ids = as_block_ids(hit)
             if self.offload is not None:
+                hit = hit_ids.tolist() if hit is None else hit
                 loading = self._start_load(seq, hit, now)
                 if loading is not None:
                     if loading:
                         continue  # its blocks come back from CPU; later requests may be admitted meanwhile
                     break
-            num_computed = len(hit) * bs
+            num_hit = len(hit_ids)
+            num_computed = num_hit * bs
             n = min(len(seq.tokens) - num_computed, budget)
-            need = -(-(num_computed + n) // bs) - len(hit)
+            need = -(-(num_computed + n) // bs) - num_hit
             # Contract v2: the head breaks only less important retentions, any when nothing runs
             breaks_below = seq.priority if self._running else None
-            short = need + len(hit) > pool.num_free and need + pool.num_evictable(hit_ids) > pool.num_free
-            if short and not self.retention.make_room(need, hit, breaks_below):
-                self._blocked = (
-                    seq,
-                    pool.version,
-                    self.retention.version,
-                    bool(self._running),
-                    budget,
-                    len(hit),
-                )
+            short = need + num_hit > pool.num_free and need + pool.num_evictable(hit_ids) > pool.num_free
+            if short and not self.retention.make_room(
+                need, hit_ids.tolist() if hit is None else hit, breaks_below
+            ):
+                retention_version = self.retention.version
+                self._blocked = (seq, pool.version, retention_version, bool(self._running), budget, num_hit)
                 break
             self._waiting.pop()
             pool.touch(hit_ids)
@@ -388,8 +402,8 @@ class Engine(OffloadHooks):
             if session is not None:
                 self._drop_chain_hint(session[0])
                 self.retention.release(session[0])  # superseded: this request now holds its own references
-            seq.block_ids = hit + new_blocks
-            seq.num_cached_blocks = len(hit)
+            seq.set_blocks(hit_ids, new_blocks)
+            seq.num_cached_blocks = num_hit
             seq.num_computed = num_computed
             if seq.cached_tokens < 0:
                 seq.cached_tokens = num_computed
@@ -549,16 +563,21 @@ class Engine(OffloadHooks):
         """Free `seq`'s blocks last-first (`block_ids`: them as an array, if at hand)."""
         ids = as_block_ids(seq.block_ids) if block_ids is None else block_ids
         self.pool.free(ids[::-1])
-        seq.block_ids = []
+        seq.block_ids = array("q")  # `ids` may be a view of the old buffer (as_block_ids): a new one
         seq.num_cached_blocks = 0
 
     # ---- coalesced decoding ---------------------------------------------------------------------------
 
-    def _coalesced_decode_step(self, now: float) -> StepResult | None:
-        """Run the step starting at `now` as a step of a decode run if it certainly is a pure-decode step
-        (`_next_step_is_quiet_decode`); None (the run settled) if it may not be, for `step` to run it."""
+    def quiet_step(self, now: float) -> float | None:
+        """With `coalesce_decode`: if the step starting at `now` certainly is a pure-decode step
+        (`_next_step_is_quiet_decode`), run it as a step of a decode run and return its duration (its
+        StepResult would have no outputs, no prefill, one decode token per running request); else None (the
+        run is settled; the caller runs the step with `ordinary_step`). Lets a discrete-event replica skip
+        building a StepResult for most steps."""
         run = self._run
         if run is None:
+            if not self.coalesce_decode:
+                return None
             run = self._run = self._start_decode_run(now)
             if run is None:
                 return None
@@ -575,16 +594,11 @@ class Engine(OffloadHooks):
             else:
                 self._cache_full_blocks(seq, seq.num_computed + 1)
             run.schedule_next(i, kind, seq)
-        n = len(run.seqs)
-        duration = step_time_s(
-            self.profile, num_tokens=n, attention_pairs=0.0, decode_context_tokens=run.decode_context
-        )
+        duration = run.step_duration()
         run.steps_done += 1
         self.quiet_steps += 1
-        self.generation_tokens_total += n
-        return StepResult(
-            start=now, duration=duration, num_prefill_tokens=0, num_decode_seqs=n, num_preempted=0, outputs=[]
-        )
+        self.generation_tokens_total += len(run.seqs)
+        return duration
 
     def _start_decode_run(self, now: float) -> DecodeRun | None:
         """A decode run over the running requests if every one of them is decoding, else None."""
@@ -595,7 +609,7 @@ class Engine(OffloadHooks):
             return None
         expiry = self.retention.next_expiry()
         quiet_until = math.inf if expiry is None else expiry
-        run = DecodeRun(list(running), self.block_size, quiet_until=quiet_until)
+        run = DecodeRun(list(running), self.block_size, quiet_until=quiet_until, profile=self.profile)
         return run if run.max_steps > 0 else None
 
     def _next_step_is_quiet_decode(self, run: DecodeRun, now: float, due: list[tuple[int, int]]) -> bool:

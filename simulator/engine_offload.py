@@ -86,7 +86,7 @@ class OffloadHooks:
         session = self._session_of.get(seq.request_id)
         if session is not None:
             self.retention.release(session[0])  # superseded: this request now holds its own references
-        seq.block_ids = hit + new_blocks
+        seq.set_blocks(hit, new_blocks)
         seq.num_cached_blocks = h
         seq.num_computed = h * bs
         if seq.cached_tokens < 0:

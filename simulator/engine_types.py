@@ -13,6 +13,8 @@ def prompt_checksum(token_ids: Sequence[int], previous: int = 0) -> int:
     """CRC-32 of the token ids as 64-bit integers (native byte order), the seed of a request's output plan;
     `previous`: the checksum of the tokens before these (it extends: checksum(a + b) =
     prompt_checksum(b, prompt_checksum(a)))."""
+    if isinstance(token_ids, array) and token_ids.typecode == "q":
+        return zlib.crc32(token_ids, previous)
     try:
         return zlib.crc32(array("q", token_ids), previous)
     except OverflowError:  # ids beyond 64 bits: never from a tokenizer, but still deterministic
@@ -27,7 +29,9 @@ class EngineRequest(msgspec.Struct, kw_only=True):
     """What the server hands the engine: token ids and the sampling parameters that shape the run."""
 
     request_id: str
-    prompt_token_ids: list[int]
+    # a list, or an `array("q")` (the discrete-event clients' conversations): the engine copies it as one
+    # buffer instead of one int object at a time
+    prompt_token_ids: Sequence[int]
     max_tokens: int | None = None
     min_tokens: int = 0
     ignore_eos: bool = False

@@ -10,6 +10,12 @@ which stands for it.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
 from simulator.block_hash import BlockHash, ExtraKeys, first_block_extra_keys
 from simulator.engine_types import EngineRequest, InvalidRequestError, prompt_checksum
 from simulator.tokenizer import EOS_ID, Tokenizer
@@ -105,7 +111,11 @@ class RequestState:
         self, req: EngineRequest, now: float, seq_no: int, plan: list[int], finish_reason: str
     ) -> None:
         self.request_id = req.request_id
-        self.tokens = list(req.prompt_token_ids)  # prompt, then outputs as they are sampled
+        prompt = req.prompt_token_ids
+        # prompt, then outputs as they are sampled; a 64-bit array prompt is copied as one buffer
+        self.tokens: list[int] | array[int] = (
+            array("q", prompt) if isinstance(prompt, array) and prompt.typecode == "q" else list(prompt)
+        )
         self.num_prompt = len(self.tokens)
         self.plan = plan
         self.finish_reason = finish_reason
@@ -113,7 +123,9 @@ class RequestState:
         self.arrival = now
         self.seq_no = seq_no
         self.extra_keys: ExtraKeys = first_block_extra_keys(req.cache_salt)
-        self.block_ids: list[int] = []
+        # 64-bit ids: the pool's array operations view them without conversion (block_pool.as_block_ids);
+        # replaced, never resized, once such a view may exist (a request's blocks are freed)
+        self.block_ids: array[int] = array("q")
         self.block_hashes: list[BlockHash] = list(req.prompt_block_hashes or ())
         self.num_cached_blocks = 0  # leading blocks of block_ids registered in the prefix cache
         self.num_computed = 0  # tokens whose KV is in block_ids
@@ -123,6 +135,12 @@ class RequestState:
         self.cached_tokens = -1  # set at first admission
         self.first_scheduled = -1.0
         self.scheduled = 0  # tokens scheduled in the current step
+
+    def set_blocks(self, hit: Sequence[int] | npt.NDArray[np.int64], new_blocks: list[int]) -> None:
+        """On admission: the blocks of its prefix hit, then the fresh ones."""
+        ids = array("q", hit.tobytes()) if isinstance(hit, np.ndarray) else array("q", hit)
+        ids.extend(new_blocks)
+        self.block_ids = ids
 
     @property
     def sort_key(self) -> tuple[int, float, int]:

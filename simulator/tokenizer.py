@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from simulator.sentence_ids import SentenceIds
+
 VOCAB_SIZE = 32000
 _NUM_RESERVED = 256  # ids below this are special tokens only
 
@@ -86,6 +88,7 @@ class Tokenizer:
                 self._gen_pieces.append(
                     (self._single(forms[0]), self._single(forms[1]), self._single(forms[2]))
                 )
+        self._sentences = SentenceIds(self._gen_pieces, self._period, self._comma)
         self._base_ids = dict(self._ids)
         self._base_text = dict(self._text)
 
@@ -141,36 +144,8 @@ class Tokenizer:
 
     def generate_ids(self, seed: int, n: int) -> list[int]:
         """`n` token ids of plausible sentences, a pure function of (seed, n); they decode and re-encode
-        to themselves."""
-        out: list[int] = []
-        pieces = self._gen_pieces
-        num_words = len(pieces)
-        state = (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E5F) & 0xFFFFFFFFFFFFFFFF
-        sentence_start = True
-        words_left = 0
-        while len(out) < n:
-            # xorshift64*: cheap, deterministic across platforms
-            state ^= state >> 12
-            state ^= (state << 25) & 0xFFFFFFFFFFFFFFFF
-            state ^= state >> 27
-            r = (state * 0x2545F4914F6CDD1D) & 0xFFFFFFFFFFFFFFFF
-            if words_left == 0 and not sentence_start:
-                out.append(self._period)
-                sentence_start = True
-                continue
-            if sentence_start:
-                words_left = 5 + (r >> 40) % 12
-            word = pieces[(r >> 8) % num_words]
-            if sentence_start:
-                out.append(word[0] if not out else word[2])
-                sentence_start = False
-            else:
-                if words_left > 3 and (r >> 32) % 16 == 0:
-                    out.append(self._comma)
-                out.append(word[1])
-            words_left -= 1
-        del out[n:]
-        return out
+        to themselves (simulator.sentence_ids defines the text)."""
+        return self._sentences.ids(seed, n)
 
 
 def render_chat(messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> str:

@@ -19,10 +19,11 @@ Contract:
 from __future__ import annotations
 
 import random
-import sys
 from array import array
 from collections.abc import Sequence
 from typing import cast
+
+import numpy as np
 
 from loadtests.tasks import AgentTask, CallRecord, TaskRecord
 from proxy.scheduler.types import PREFIX_CHUNK_TOKENS, RequestInfo
@@ -32,25 +33,26 @@ from simulator.tokenizer import VOCAB_SIZE
 
 HASH_ALGO = "builtin"
 _FIRST_TEXT_ID = 256  # ids below are the tokenizer's special tokens
-# Maps 16 random bits to a text token id: list(map(table.__getitem__, raw)) runs at C speed, and every token
-# with the same id is the same int object, so a 100k-token conversation costs 8 bytes a token.
-_ID_OF_U16 = [_FIRST_TEXT_ID + v % (VOCAB_SIZE - _FIRST_TEXT_ID) for v in range(1 << 16)]
+# Maps 16 random bits (little-endian) to a text token id, as one vectorised look-up.
+_ID_OF_U16 = _FIRST_TEXT_ID + np.arange(1 << 16, dtype=np.int64) % (VOCAB_SIZE - _FIRST_TEXT_ID)
+_U16_LE = np.dtype("<u2")
 
 
-def random_token_ids(rng: random.Random, n: int) -> list[int]:
-    """`n` text token ids drawn from `rng` (the same on every platform)."""
-    raw = array("H", rng.randbytes(2 * n))
-    if sys.byteorder == "big":
-        raw.byteswap()
-    return list(map(_ID_OF_U16.__getitem__, raw))
+def random_token_ids(rng: random.Random, n: int) -> array[int]:
+    """`n` text token ids drawn from `rng` (the same on every platform), as 64-bit ints (`array("q")`: a
+    conversation's tokens are copied and released as one buffer, not one int object at a time)."""
+    ids = array("q")
+    ids.frombytes(_ID_OF_U16[np.frombuffer(rng.randbytes(2 * n), dtype=_U16_LE)].astype("=i8").tobytes())
+    return ids
 
 
 class Conversation:
-    """A growing prompt and the chain hashes of all its full blocks (`len(tokens) // block_size` of them)."""
+    """A growing prompt (token ids as `array("q")`) and the chain hashes of all its full blocks
+    (`len(tokens) // block_size` of them)."""
 
     __slots__ = ("_block_size", "_hash", "_root", "block_hashes", "checksum", "tokens")
 
-    def __init__(self, tokens: list[int], known_hashes: Sequence[BlockHash], block_size: int) -> None:
+    def __init__(self, tokens: array[int], known_hashes: Sequence[BlockHash], block_size: int) -> None:
         """`known_hashes`: hashes of some leading full blocks of `tokens` (the rest are hashed here)."""
         self.tokens = tokens
         self.block_hashes: list[BlockHash] = list(known_hashes)
@@ -61,7 +63,7 @@ class Conversation:
         self.checksum = prompt_checksum(tokens)  # of `tokens`, kept up to date as it grows
 
     def extend(self, new_tokens: Sequence[int]) -> None:
-        self.tokens += new_tokens
+        self.tokens.extend(new_tokens)
         self._hash_full_blocks()
         self.checksum = prompt_checksum(new_tokens, self.checksum)
 
@@ -130,7 +132,7 @@ class PendingCall:
         self,
         run: AgentRun,
         info: RequestInfo,
-        prompt: list[int],
+        prompt: array[int],
         prompt_hashes: list[BlockHash],
         checksum: int,
     ) -> None:

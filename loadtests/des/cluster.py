@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -195,7 +196,7 @@ class Cluster:
             retain_priority=decision.retain_priority,
         )
         call.replica_id = replica.replica_id
-        call.prompt, call.prompt_hashes = [], []  # the engine has its own copy now (RequestState)
+        call.prompt, call.prompt_hashes = array("q"), []  # the engine has its own copy now (RequestState)
         now = self.queue.now
         try:
             replica.engine.add_request(request, now)

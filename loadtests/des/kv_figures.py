@@ -9,6 +9,7 @@ the next.
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Protocol
 
 
@@ -19,7 +20,7 @@ class _Run(Protocol):
 
 class _Conversation(Protocol):
     @property
-    def tokens(self) -> list[int]: ...
+    def tokens(self) -> Sized: ...
 
 
 class Oversubscription:

@@ -48,10 +48,15 @@ class ClusterReplica:
     def step(self, now: float) -> float | None:
         """Start a step at `now`; when it ends, or None (now idle) if the engine has no work."""
         engine = self.engine
+        duration = engine.quiet_step(now)
+        if duration is not None:  # a pure-decode step of a decode run: no outputs, no prefill
+            self.steps += 1
+            self.busy_s += duration
+            return now + duration
         if not engine.has_unfinished():
             self.stepping = False
             return None
-        result = engine.step(now)
+        result = engine.ordinary_step(now)
         if result.duration == 0 and result.num_preempted == 0:
             wake = engine.next_event_time()  # nothing runnable until a KV load is done
             if wake is not None and wake > now:

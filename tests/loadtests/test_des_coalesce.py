@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import zlib
 from array import array
 
@@ -17,7 +18,7 @@ from loadtests.workloads.swe import swe_tasks
 from loadtests.workloads.webarena import webarena_tasks
 from simulator.engine_types import EngineRequest, prompt_checksum
 from simulator.request_state import output_plan
-from simulator.tokenizer import Tokenizer
+from simulator.tokenizer import VOCAB_SIZE, Tokenizer
 
 
 def run_both(tasks: list[AgentTask], config: ClusterConfig) -> tuple[ClusterResult, ClusterResult, int]:
@@ -77,6 +78,19 @@ def test_a_conversation_keeps_the_checksum_of_its_tokens_as_it_grows_and_is_trun
     conv.extend(tokens[123:])
     assert conv.checksum == prompt_checksum(tokens)
     assert prompt_checksum(tokens) == zlib.crc32(array("q", tokens).tobytes())
+    assert prompt_checksum(list(tokens)) == prompt_checksum(tokens)  # a list and an array("q") agree
+
+
+def test_random_token_ids_draw_what_the_list_based_version_drew() -> None:
+    # the ids of the first implementation (one int object per id from a table): runs keep their results
+    table = [256 + v % (VOCAB_SIZE - 256) for v in range(1 << 16)]
+    for n in (0, 1, 2, 999):
+        raw = array("H", random.Random(f"ids/{n}").randbytes(2 * n))
+        if sys.byteorder == "big":
+            raw.byteswap()
+        ids = random_token_ids(random.Random(f"ids/{n}"), n)
+        assert isinstance(ids, array) and ids.typecode == "q"
+        assert ids.tolist() == [table[v] for v in raw]
 
 
 def test_an_engine_plans_the_same_output_from_a_given_checksum_as_from_the_prompt() -> None:

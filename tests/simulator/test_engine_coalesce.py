@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import random
+from types import SimpleNamespace
+from typing import cast
 
 import msgspec
 import pytest
 
-from simulator.cost_model import Profile
+from simulator.cost_model import PROFILES, Profile, step_time_s
+from simulator.decode_run import DecodeRun
 from simulator.engine import Engine, EngineRequest, StepResult
+from simulator.request_state import RequestState
 
 # 24 blocks of 4 tokens, at most 6 sequences: long decodes cross many block boundaries, memory runs short
 PROFILE = Profile(
@@ -132,3 +137,29 @@ def test_a_quiet_step_returns_no_outputs_and_the_next_ordinary_step_returns_them
     assert last.finish_reason == "length" and len(last.new_token_ids) == 1
     assert last.usage is not None and last.usage.completion_tokens == 20
     assert engine.quiet_steps == quiet
+
+
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+def test_a_decode_run_times_its_steps_bit_for_bit_as_the_cost_model(profile_name: str) -> None:
+    # DecodeRun splits step_time_s into a part fixed for the run and the context term; the split must not
+    # change a single bit, or coalesced runs would drift from step-by-step ones.
+    profile = PROFILES[profile_name]
+    rng = random.Random(profile_name)
+    for num_seqs in sorted(
+        {1, 2, 7, max(1, profile.linear_knee_tokens), profile.linear_knee_tokens + 3, 300}
+    ):
+        seqs = [
+            SimpleNamespace(
+                num_output=1,
+                plan=[0] * 5000,
+                num_computed=rng.randrange(1, 120_000),
+                block_ids=[0] * 8000,
+                num_cached_blocks=0,
+            )
+            for _ in range(num_seqs)
+        ]
+        run = DecodeRun(cast("list[RequestState]", seqs), profile.block_size, math.inf, profile)
+        for steps_done in (0, 1, 17, 4000):
+            run.steps_done = steps_done
+            expected = step_time_s(profile, num_tokens=num_seqs, decode_context_tokens=run.decode_context)
+            assert run.step_duration() == expected

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simulator.sentence_ids import SentenceIds, reference_sentence_ids
 from simulator.tokenizer import EOS_ID, VOCAB_SIZE, Tokenizer, render_chat
 
 TOK = Tokenizer()
@@ -98,3 +101,20 @@ def test_tool_calls_are_rendered() -> None:
         [{"role": "assistant", "content": None, "tool_calls": [call]}], add_generation_prompt=False
     )
     assert "run_tests" in text and '{"path": "a"}' in text and not text.endswith("assistant\n")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 63, 64, 65, 300, 1023, 1024, 1025, 2049, 4500])
+def test_generated_ids_equal_the_defining_one_word_at_a_time_loop(n: int) -> None:
+    # generate_ids draws a whole plan with array operations (simulator.sentence_ids); every id, comma and
+    # period must be where the defining loop puts it, across the jump table's chunk boundaries too
+    pieces, period, comma = TOK._gen_pieces, TOK._period, TOK._comma
+    rng = random.Random(n)
+    for seed in [0, 1, 2**32 - 1, *(rng.randrange(2**32) for _ in range(6))]:
+        assert TOK.generate_ids(seed, n) == reference_sentence_ids(seed, n, pieces, period, comma)
+
+
+def test_the_all_zero_xorshift_state_is_drawn_like_any_other() -> None:
+    # the seed whose starting state is 0 (the stream stays 0): the array path must not mishandle it
+    seed = (-0x632BE59BD9B4E5F * pow(0x9E3779B97F4A7C15, -1, 2**64)) % 2**64
+    ids = SentenceIds(TOK._gen_pieces, TOK._period, TOK._comma).ids(seed, 200)
+    assert ids == reference_sentence_ids(seed, 200, TOK._gen_pieces, TOK._period, TOK._comma)
