@@ -329,7 +329,12 @@ class SchedulerCore:
         if spec is not None:
             footprint = max(wf.footprint, req.prompt_tokens)
             to = steal_target(
-                spec, req, bound, self.replicas.values(), lambda r: admission.has_room(r, footprint)
+                spec,
+                req,
+                bound,
+                self.replicas.values(),
+                lambda r: admission.has_room(r, footprint),
+                footprint,
             )
             if to is not None:
                 self.moves += 1

@@ -94,7 +94,7 @@ PRESETS: dict[str, PolicySpec] = {
         retention=PluginSpec("predicted-ttl-retention", params={"priority_base_s": None}),
         admission=AdmissionSpec(),
         prioritize="workflow-age",
-        stealing=StealingSpec(),
+        stealing=StealingSpec(rebalance_above=1.0),
     ),
     # Session affinity plus a KV retention TTL sized from the learned Agent Execution Graph (predictor/).
     "predicted-ttl": PolicySpec(

@@ -10,6 +10,11 @@ Contract (pure; the core asks on each call of an admitted workflow, before routi
   has nothing waiting, and it has room for the workflow's footprint (`has_room`).
 - Then the call moves to the idle replica with the fewest running calls (ties: first in the core's
   order), the workflow re-binds there (its prefix now lives there) and the move is counted.
+- Rebalancing (`rebalance_above` = f, off when None), asked first: when the bound replica has a backlog and
+  the reservations of its live workflows exceed f x its KV capacity (admitted workflows grew past what it
+  holds: under priorities the newest of them would keep losing their KV there), the call moves to the healthy
+  replica without a backlog that has the most KV left under f x its capacity after taking the workflow's
+  footprint, idle or not; none fits: no rebalancing move.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     call_s: float = 30.0
     prefill_s_per_token: float = 2.2e-5
     attention_tokens: float = 40_000.0
+    # Rebalancing: a workflow whose replica's live reservations exceed this fraction of its KV moves to the
+    # replica with the most free KV that fits it under the same fraction (None: off)
+    rebalance_above: float | None = None
 
     def validate(self) -> None:
         for name in ("call_s", "prefill_s_per_token", "attention_tokens"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"stealing.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.rebalance_above is not None and not self.rebalance_above > 0:
+            raise ConfigError(f"stealing.rebalance_above must be > 0, got {self.rebalance_above!r}")
 
 
 def recompute_s(spec: StealingSpec, prompt_tokens: int) -> float:
@@ -46,8 +56,13 @@ def steal_target(
     bound: ReplicaView,
     replicas: Iterable[ReplicaView],
     has_room: Callable[[ReplicaView], bool],
+    footprint: int = 0,
 ) -> ReplicaId | None:
-    """The idle replica `req` should move to from `bound`, or None to stay."""
+    """The replica `req` should move to from `bound` (rebalancing, else an idle one), or None to stay."""
+    if spec.rebalance_above is not None:
+        to = _rebalance_target(spec.rebalance_above, bound, replicas, footprint)
+        if to is not None:
+            return to
     backlog = bound.waiting + bound.queued
     if not bound.healthy or backlog == 0:
         return None
@@ -59,4 +74,26 @@ def steal_target(
             continue
         if best is None or r.running < best.running:
             best = r
+    return best.replica_id if best is not None else None
+
+
+def _rebalance_target(
+    above: float, bound: ReplicaView, replicas: Iterable[ReplicaView], footprint: int
+) -> ReplicaId | None:
+    cap = bound.kv_capacity_tokens
+    if (
+        not bound.healthy
+        or cap <= 0
+        or bound.reserved_tokens <= cap * above
+        or not (bound.waiting or bound.queued)
+    ):
+        return None
+    best: ReplicaView | None = None
+    best_free = 0.0
+    for r in replicas:
+        if r is bound or not r.healthy or r.queued or r.waiting or r.kv_capacity_tokens <= 0:
+            continue
+        free = r.kv_capacity_tokens * above - r.reserved_tokens - footprint
+        if free >= 0 and (best is None or free > best_free):
+            best, best_free = r, free
     return best.replica_id if best is not None else None

@@ -220,11 +220,36 @@ def test_stealing_stays_when_the_wait_is_cheaper_than_recomputing() -> None:
     assert steal_target(spec, small, bound, [bound, idle], lambda _: False) is None
 
 
+def test_rebalancing_moves_a_workflow_off_a_replica_whose_reservations_outgrew_its_kv() -> None:
+    spec = StealingSpec(rebalance_above=1.0)
+    full = ReplicaView("r0", kv_capacity_tokens=100_000, reserved_tokens=120_000, waiting=1, running=3)
+    roomy = ReplicaView("r1", kv_capacity_tokens=100_000, reserved_tokens=20_000, running=2, in_flight=2)
+    tight = ReplicaView("r2", kv_capacity_tokens=100_000, reserved_tokens=60_000, running=1, in_flight=1)
+    req = RequestInfo("q", "s", 0.0, prompt_tokens=30_000)
+    replicas = [full, tight, roomy]
+    # not idle (calls in flight), yet it has the most free KV for the workflow: it goes there
+    assert steal_target(spec, req, full, replicas, lambda _: True, footprint=30_000) == "r1"
+    # a footprint no replica fits under the limit: stay (idle-only stealing finds nothing either)
+    assert steal_target(spec, req, full, replicas, lambda _: True, footprint=90_000) is None
+    # no backlog on the bound replica, or its reservations within its KV: stay
+    calm = msgspec.structs.replace(full, waiting=0)
+    assert steal_target(spec, req, calm, [calm, tight, roomy], lambda _: True, footprint=30_000) is None
+    within = msgspec.structs.replace(full, reserved_tokens=90_000)
+    assert steal_target(spec, req, within, [within, tight, roomy], lambda _: True, footprint=30_000) is None
+    # a target with a backlog of its own is no relief
+    busy = msgspec.structs.replace(roomy, waiting=2)
+    assert steal_target(spec, req, full, [full, tight, busy], lambda _: True, footprint=30_000) == "r2"
+    # off unless configured
+    assert steal_target(StealingSpec(), req, full, replicas, lambda _: True, footprint=30_000) is None
+
+
 def test_bad_saga_settings_fail_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"admission\.overcommit"):
         build_policy(saga_spec(admission=AdmissionSpec(overcommit=0)))
     with pytest.raises(ConfigError, match=r"stealing\.call_s"):
         build_policy(saga_spec(stealing=StealingSpec(call_s=-1)))
+    with pytest.raises(ConfigError, match=r"stealing\.rebalance_above"):
+        build_policy(saga_spec(stealing=StealingSpec(rebalance_above=0)))
     with pytest.raises(msgspec.ValidationError, match="horizon"):
         msgspec.convert({"horizon": 3}, AdmissionSpec)
 
