@@ -41,6 +41,8 @@ USAGE_OPTION_ROUTES = frozenset(
 _request_ids = itertools.count()
 _id_prefix = f"saga-{os.getpid():x}"
 _MAX_ERROR_BODY = 64 * 1024
+# What vLLM answers (400) to a request priority when it runs without `--scheduling-policy priority`
+_PRIORITY_OFF = b"Priority scheduling is not enabled"
 TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased
 
 
@@ -56,11 +58,20 @@ class _Shared:
         self.core, self.gate, self.metrics, self.config = app[CORE], app[GATE], app[METRICS], app[CONFIG]
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
         self.tenant_sources = app[TENANT_SOURCES]
+        # replicas that refused a request priority (FCFS vLLM): their calls go without one from then on
+        self.no_priority: set[str] = set()
         self.ready = True
         return self
 
 
 SHARED = web.AppKey("call_shared", _Shared)
+
+
+class _Answered:
+    """`_attempts` relayed the replica's error answer to the client itself: nothing is left to relay."""
+
+
+_ANSWERED = _Answered()
 
 
 def _bad_request(message: str, code: str = "invalid_request_body") -> ProxyError:
@@ -195,6 +206,8 @@ class _Call:
             if isinstance(attempt, Reject):
                 self._no_replica_left(attempt)
                 return
+            if isinstance(attempt, _Answered):
+                return
             upstream, decision = attempt
             outcome = await forward.relay(
                 self.downstream,
@@ -226,13 +239,14 @@ class _Call:
             if SESSION_END_HEADER in self.headers and wants_end(self.headers):
                 end_session(app, self.who.session_id)
 
-    async def _attempts(self, decision: Decision) -> tuple[UpstreamAnswer, Dispatch] | Reject:
+    async def _attempts(self, decision: Decision) -> tuple[UpstreamAnswer, Dispatch] | Reject | _Answered:
         """Dispatches until a replica answers; the core's Reject when it has no replica left."""
         config = self.config
         while isinstance(decision, Dispatch):
             replica = decision.replica_id
             extra = {"X-Session-ID": self.who.session_id}
-            if decision.priority is not None:
+            with_priority = decision.priority is not None and replica not in self.shared.no_priority
+            if with_priority:
                 extra["X-Vllm-Priority"] = str(decision.priority)
             headers = forward.forwarded_headers(self.headers, extra)
             forward.upstream_auth(headers, config)
@@ -261,19 +275,38 @@ class _Call:
                     504, f"the replica did not answer in time: {e}", code="upstream_timeout"
                 ) from e
             if upstream.status >= 500 and self.failures < config.max_retries:
-                try:
-                    async with asyncio.timeout(config.first_byte_timeout_s):
-                        error_body = await upstream.read(_MAX_ERROR_BODY)
-                except (BodyFailed, TimeoutError):
-                    error_body = b""
-                finally:
-                    upstream.close()
-                headers = forward.forwarded_headers(upstream.headers, {"X-Saga-Replica": replica})
-                self.last_5xx = (upstream.status, headers, error_body)
+                self.last_5xx = await self._read_error(upstream, replica)
                 decision = await self._failed(replica, f"answered {upstream.status}", "upstream_5xx")
                 continue
+            if upstream.status == 400 and with_priority:
+                status, headers, error_body = await self._read_error(upstream, replica)
+                if _PRIORITY_OFF in error_body:
+                    self.shared.no_priority.add(replica)
+                    log.warning(
+                        "replica %s runs without --scheduling-policy priority: its calls go without a "
+                        "priority from now on (start vLLM with it for SAGA's ordering)",
+                        replica,
+                        extra=self._log_context(replica),
+                    )
+                    continue  # the same dispatch again, without the priority
+                self.downstream.answer(status, headers, error_body)  # the client's own mistake: relay it
+                return _ANSWERED
             return upstream, decision
         return decision
+
+    async def _read_error(self, upstream: UpstreamAnswer, replica: str) -> tuple[int, dict[str, str], bytes]:
+        try:
+            async with asyncio.timeout(self.config.first_byte_timeout_s):
+                error_body = await upstream.read(_MAX_ERROR_BODY)
+        except (BodyFailed, TimeoutError):
+            error_body = b""
+        finally:
+            upstream.close()
+        return (
+            upstream.status,
+            forward.forwarded_headers(upstream.headers, {"X-Saga-Replica": replica}),
+            error_body,
+        )
 
     def _log_context(self, replica: str) -> dict[str, str]:
         info = self.info
