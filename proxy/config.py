@@ -28,7 +28,7 @@ class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     replicas: list[str] = msgspec.field(default_factory=list)
     discovery: DnsDiscovery | None = None
-    policy: str | PolicySpec = "session-affinity"
+    policy: str | PolicySpec = "saga"
     host: str = "127.0.0.1"
     port: int = 8000
     seed: int | None = None

@@ -140,13 +140,14 @@ async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack)
                     {"role": "tool", "content": f"[{session}] 2 failed {i} " * 20},
                 ]
             body = {"model": "saga-sim", "messages": messages, "max_tokens": 4}
-            # As an agent's OpenAI client does: a call refused at the edge while an instance dies is retried.
-            for attempt in range(4):
+            # As an agent's OpenAI client does: a call refused at the edge while an instance dies is retried,
+            # backing off (a loaded test machine may take seconds to mark the dead instance down).
+            for attempt in range(8):
                 async with http.post(
                     f"{base}/v1/chat/completions", json=body, headers={"X-Session-ID": session}
                 ) as r:
-                    if r.status == 503 and r.headers.get("Server") == "envoy" and attempt < 3:
-                        await asyncio.sleep(0.5)
+                    if r.status == 503 and r.headers.get("Server") == "envoy" and attempt < 7:
+                        await asyncio.sleep(0.5 * (attempt + 1))
                         continue
                     assert r.status == 200, await r.text()
                     await r.read()

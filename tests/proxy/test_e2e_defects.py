@@ -171,7 +171,7 @@ def test_serve_help_shows_the_defaults() -> None:
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
     text = " ".join(out.getvalue().split())
-    for shown in ("default: 8000", "default: 127.0.0.1", "default: session-affinity"):
+    for shown in ("default: 8000", "default: 127.0.0.1", "default: saga"):
         assert shown in text
 
 
