@@ -227,7 +227,13 @@ def _sweep(args: argparse.Namespace, console: Console) -> None:
     table = sweep_markdown(result)
     console.print(table)
     if args.json:
-        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+        stamped = msgspec.structs.replace(
+            result,
+            command=recorded_command(),
+            machine=machine_description(),
+            date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(stamped)) + b"\n")
     meta = _meta(args, "des", tasks)
     if args.plot:
         plot_sweep(result, str(args.plot), f"{meta.workload}, {meta.replicas} replicas ({meta.profile})")

@@ -36,6 +36,10 @@ class SweepResult(msgspec.Struct):
     peak_throughput_tasks_per_s: dict[str, float]
     saturation_tasks_per_s: float | None = None  # the baseline's, measured (see sweep_des)
     saturation_policy: str | None = None
+    # what reproduces it, where and when (set by the CLI before writing the JSON)
+    command: str = ""
+    machine: str = ""
+    date: str = ""
 
 
 def sweep_load(
