@@ -133,7 +133,7 @@ class BlockPool:
         """Ids of the cached blocks matching the longest prefix of `block_hashes`; takes no references.
         Stops pulling from `block_hashes` at the first miss, so a lazy hash generator stops hashing too."""
         cached = self._cached
-        if isinstance(block_hashes, list):  # all hashes at hand: look them all up at C speed, then cut
+        if isinstance(block_hashes, (list, array)):  # all at hand: look all up at C speed, then cut
             found = list(map(cached.get, block_hashes))
             if None in found:
                 del found[found.index(None) :]
@@ -157,10 +157,14 @@ class BlockPool:
         m = min(len(candidates), num_hashes)
         j = 0
         if m:
-            try:
-                wanted = np.fromiter(block_hashes, np.int64, m)
-            except (OverflowError, TypeError, ValueError):  # not 64-bit ints: no shortcut
-                wanted = None
+            wanted: npt.NDArray[np.int64] | None
+            if isinstance(block_hashes, array) and block_hashes.typecode == "q":  # viewed, not converted
+                wanted = np.frombuffer(block_hashes, np.int64, m)
+            else:
+                try:
+                    wanted = np.fromiter(block_hashes, np.int64, m)
+                except (OverflowError, TypeError, ValueError):  # not 64-bit ints: no shortcut
+                    wanted = None
             if wanted is not None:
                 head = candidates[:m]
                 good = self._int_cached[head] & (self._phash[head] == wanted)

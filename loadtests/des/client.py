@@ -55,7 +55,8 @@ class Conversation:
     def __init__(self, tokens: array[int], known_hashes: Sequence[BlockHash], block_size: int) -> None:
         """`known_hashes`: hashes of some leading full blocks of `tokens` (the rest are hashed here)."""
         self.tokens = tokens
-        self.block_hashes: list[BlockHash] = list(known_hashes)
+        # builtin hashes are 64-bit ints: one buffer, which the engine copies and its pool views as it is
+        self.block_hashes: array[int] = array("q", cast("Sequence[int]", known_hashes))
         self._block_size = block_size
         self._hash: HashFn = hash_function(HASH_ALGO)
         self._root = none_hash(HASH_ALGO)
@@ -84,7 +85,7 @@ class Conversation:
         parent = hashes[-1] if k else self._root
         while (k + 1) * bs <= len(tokens):
             parent = hash_fn(parent, tokens[k * bs : (k + 1) * bs], None)
-            hashes.append(parent)
+            hashes.append(cast("int", parent))
             k += 1
 
 
@@ -133,7 +134,7 @@ class PendingCall:
         run: AgentRun,
         info: RequestInfo,
         prompt: array[int],
-        prompt_hashes: list[BlockHash],
+        prompt_hashes: array[int],
         checksum: int,
     ) -> None:
         self.run = run

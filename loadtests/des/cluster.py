@@ -196,7 +196,7 @@ class Cluster:
             retain_priority=decision.retain_priority,
         )
         call.replica_id = replica.replica_id
-        call.prompt, call.prompt_hashes = array("q"), []  # the engine has its own copy now (RequestState)
+        call.prompt, call.prompt_hashes = array("q"), array("q")  # the engine copied them
         now = self.queue.now
         try:
             replica.engine.add_request(request, now)

@@ -73,11 +73,11 @@ def test_conversation_keeps_the_engines_hash_chain_as_it_grows_and_is_truncated(
     conv = Conversation(random_token_ids(rng, 1000), (), block_size=16)
     for n in (5, 11, 700, 16, 3000):
         conv.extend(random_token_ids(rng, n))
-        assert conv.block_hashes == chain(conv.tokens, 16)
+        assert list(conv.block_hashes) == chain(conv.tokens, 16)
     conv.truncate(1001)
-    assert len(conv.tokens) == 1001 and conv.block_hashes == chain(conv.tokens, 16)
+    assert len(conv.tokens) == 1001 and list(conv.block_hashes) == chain(conv.tokens, 16)
     conv.extend(random_token_ids(rng, 600))
-    assert conv.block_hashes == chain(conv.tokens, 16)
+    assert list(conv.block_hashes) == chain(conv.tokens, 16)
     # one prefix hash per full 256-token chunk: the hash of the block that ends it
     assert conv.prefix_hashes() == tuple(conv.block_hashes[15::16])
     assert len(conv.prefix_hashes()) == len(conv.tokens) // 256
@@ -93,7 +93,7 @@ def test_tasks_of_one_agent_type_share_the_system_prompt_tokens_and_nothing_else
     assert conv_a.tokens[:n] == conv_b.tokens[:n]
     assert conv_a.tokens[n : n + 16] != conv_b.tokens[n : n + 16]
     assert conv_a.tokens[:16] != conv_web.tokens[:16]
-    assert conv_a.block_hashes == chain(conv_a.tokens, 16)
+    assert list(conv_a.block_hashes) == chain(conv_a.tokens, 16)
 
 
 # ---- whole runs -------------------------------------------------------------------------------------
