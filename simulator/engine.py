@@ -472,6 +472,7 @@ class Engine(OffloadHooks):
             if seq.num_output == len(seq.plan):
                 out.finish_reason = seq.finish_reason
                 out.usage = Usage(seq.num_prompt, seq.num_output, seq.cached_tokens)
+                out.block_hashes = seq.block_hashes
                 block_ids = as_block_ids(seq.block_ids)
                 self._retain(seq, end, block_ids)
                 self._free(seq, block_ids)

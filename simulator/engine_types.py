@@ -69,6 +69,9 @@ class RequestOutput(msgspec.Struct):
     first_scheduled_time: float
     finish_reason: str | None = None
     usage: Usage | None = None
+    # on the last output: the request's block hash chain (prompt and output blocks hashed so far, the first
+    # ones as the caller gave them), so a caller growing the conversation need not hash them again
+    block_hashes: Sequence[bytes | int] | None = None
 
 
 class StepResult(msgspec.Struct):

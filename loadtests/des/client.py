@@ -63,8 +63,14 @@ class Conversation:
         self._hash_full_blocks()
         self.checksum = prompt_checksum(tokens)  # of `tokens`, kept up to date as it grows
 
-    def extend(self, new_tokens: Sequence[int]) -> None:
+    def extend(self, new_tokens: Sequence[int], known_hashes: Sequence[BlockHash] | None = None) -> None:
+        """Append `new_tokens`; `known_hashes`: the chain an engine hashed over these same tokens (the prompt
+        it was given, then its output), whose blocks beyond ours are taken instead of hashed again."""
         self.tokens.extend(new_tokens)
+        hashes = self.block_hashes
+        if known_hashes is not None and len(known_hashes) > len(hashes):
+            end = min(len(known_hashes), len(self.tokens) // self._block_size)
+            hashes.extend(cast("Sequence[int]", known_hashes[len(hashes) : end]))
         self._hash_full_blocks()
         self.checksum = prompt_checksum(new_tokens, self.checksum)
 
@@ -215,7 +221,7 @@ class AgentRun:
             if self.task.replace_history:
                 self.conversation.truncate(self.task.system_tokens)
             else:
-                self.conversation.extend(call.output)
+                self.conversation.extend(call.output, last.block_hashes)  # the engine's chain: same tokens
                 if step.compact_to_tokens is not None:  # the next prompt restarts from the context's start
                     self.conversation.truncate(step.compact_to_tokens)
             self.conversation.extend(observation)
