@@ -133,7 +133,7 @@ class BlockPool:
         """Ids of the cached blocks matching the longest prefix of `block_hashes`; takes no references.
         Stops pulling from `block_hashes` at the first miss, so a lazy hash generator stops hashing too."""
         cached = self._cached
-        if isinstance(block_hashes, list):  # all hashes at hand: look them all up at C speed, then cut
+        if isinstance(block_hashes, (list, array)):  # all at hand: look all up at C speed, then cut
             found = list(map(cached.get, block_hashes))
             if None in found:
                 del found[found.index(None) :]
@@ -157,10 +157,14 @@ class BlockPool:
         m = min(len(candidates), num_hashes)
         j = 0
         if m:
-            try:
-                wanted = np.fromiter(block_hashes, np.int64, m)
-            except (OverflowError, TypeError, ValueError):  # not 64-bit ints: no shortcut
-                wanted = None
+            wanted: npt.NDArray[np.int64] | None
+            if isinstance(block_hashes, array) and block_hashes.typecode == "q":  # viewed, not converted
+                wanted = np.frombuffer(block_hashes, np.int64, m)
+            else:
+                try:
+                    wanted = np.fromiter(block_hashes, np.int64, m)
+                except (OverflowError, TypeError, ValueError):  # not 64-bit ints: no shortcut
+                    wanted = None
             if wanted is not None:
                 head = candidates[:m]
                 good = self._int_cached[head] & (self._phash[head] == wanted)
@@ -379,6 +383,9 @@ class BlockPool:
         self, block_ids: Sequence[int], block_hashes: Sequence[BlockHash], start: int, end: int
     ) -> None:
         """`cache_block(block_ids[k], block_hashes[k])` for k in start..end-1, in that order."""
+        if end - start == 1:  # a decoding request's block filled: scalar work beats list and array calls
+            self._cache_one(block_ids[start], block_hashes[start])
+            return
         hashes = self._hash
         cached = self._cached
         dup_of = self._dup_of
@@ -408,6 +415,27 @@ class BlockPool:
             self.blocks_cached_total += len(new)
         if dups:
             self._hashed[dups] = True
+
+    def _cache_one(self, block_id: int, block_hash: BlockHash) -> None:
+        """`cache_blocks` of one block, the same updates without building lists."""
+        if self._hash[block_id] is not None or block_id in self._dup_of:
+            return
+        if block_hash in self._cached:
+            self._dup_of[block_id] = block_hash
+            self._dups.setdefault(block_hash, []).append(block_id)
+            self._hashed_at[block_id] = 1
+            return
+        self._hash[block_id] = block_hash
+        self._cached[block_hash] = block_id
+        if isinstance(block_hash, int):  # _mark_int_cached of one block
+            try:
+                self._phash_at[block_id] = block_hash
+            except OverflowError:
+                pass
+            else:
+                self._int_cached_at[block_id] = 1
+        self._hashed_at[block_id] = self._unreused_at[block_id] = 1
+        self.blocks_cached_total += 1
 
     def record_reuse(self, hit: BlockIds, hit_hashes: Sequence[BlockHash] | None = None) -> None:
         """A request's prefix hit on these blocks (each the block its hash is cached in, as `lookup` gives

@@ -472,6 +472,7 @@ class Engine(OffloadHooks):
             if seq.num_output == len(seq.plan):
                 out.finish_reason = seq.finish_reason
                 out.usage = Usage(seq.num_prompt, seq.num_output, seq.cached_tokens)
+                out.block_hashes = seq.block_hashes
                 block_ids = as_block_ids(seq.block_ids)
                 self._retain(seq, end, block_ids)
                 self._free(seq, block_ids)
@@ -581,7 +582,23 @@ class Engine(OffloadHooks):
             run = self._run = self._start_decode_run(now)
             if run is None:
                 return None
-        due = run.pop_due() if run.events[0][0] == run.steps_done else []
+        if run.events[0][0] != run.steps_done:  # no block event due: the common case, checked inline
+            if (
+                run.steps_done < run.max_steps
+                and now < run.quiet_until
+                and len(self._running) == len(run.seqs)
+                and not self._loaded
+                and not self._loading
+                and len(self._waiting) == 0
+            ):  # _next_step_is_quiet_decode's answer here (True); any other case asks it
+                duration = run.step_duration()
+                run.steps_done += 1
+                self.quiet_steps += 1
+                self.generation_tokens_total += len(run.seqs)
+                return duration
+            due = []
+        else:
+            due = run.pop_due()
         if not self._next_step_is_quiet_decode(run, now, due):
             run.push_back(due)
             self._settle_decode_run()

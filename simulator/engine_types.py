@@ -39,8 +39,9 @@ class EngineRequest(msgspec.Struct, kw_only=True):
     cache_salt: str | None = None
     # Optional: the hashes of the prompt's leading full blocks, computed by the caller with the engine's
     # algorithm (and salt). A discrete-event client growing one conversation passes them, so a 50k-token
-    # prompt is not re-hashed on every call; the engine hashes any block beyond them itself.
-    prompt_block_hashes: list[bytes | int] | None = None
+    # prompt is not re-hashed on every call; the engine hashes any block beyond them itself. A list, or an
+    # `array("q")` of builtin (int) hashes, which the engine keeps as one (its pool views it as it is).
+    prompt_block_hashes: Sequence[bytes | int] | None = None
     # Optional: `prompt_checksum(prompt_token_ids)`, kept up to date by a caller growing one conversation, so
     # the output plan does not checksum a 50k-token prompt on every call. Trusted as given.
     prompt_checksum: int | None = None
@@ -68,6 +69,9 @@ class RequestOutput(msgspec.Struct):
     first_scheduled_time: float
     finish_reason: str | None = None
     usage: Usage | None = None
+    # on the last output: the request's block hash chain (prompt and output blocks hashed so far, the first
+    # ones as the caller gave them), so a caller growing the conversation need not hash them again
+    block_hashes: Sequence[bytes | int] | None = None
 
 
 class StepResult(msgspec.Struct):

@@ -11,7 +11,8 @@ which stands for it.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -126,7 +127,14 @@ class RequestState:
         # 64-bit ids: the pool's array operations view them without conversion (block_pool.as_block_ids);
         # replaced, never resized, once such a view may exist (a request's blocks are freed)
         self.block_ids: array[int] = array("q")
-        self.block_hashes: list[BlockHash] = list(req.prompt_block_hashes or ())
+        given = req.prompt_block_hashes
+        # an array("q") (int hashes, the discrete-event clients') stays one: copied as one buffer, and
+        # BlockPool.lookup_from views it instead of converting each hash; the engine appends its int hashes
+        self.block_hashes: MutableSequence[BlockHash] = (
+            cast("MutableSequence[BlockHash]", array("q", given))
+            if isinstance(given, array)
+            else list(given or ())
+        )
         self.num_cached_blocks = 0  # leading blocks of block_ids registered in the prefix cache
         self.num_computed = 0  # tokens whose KV is in block_ids
         self.num_offered = 0  # leading prompt blocks handed to the CPU offload tier (simulator.offload)

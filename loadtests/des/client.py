@@ -55,15 +55,22 @@ class Conversation:
     def __init__(self, tokens: array[int], known_hashes: Sequence[BlockHash], block_size: int) -> None:
         """`known_hashes`: hashes of some leading full blocks of `tokens` (the rest are hashed here)."""
         self.tokens = tokens
-        self.block_hashes: list[BlockHash] = list(known_hashes)
+        # builtin hashes are 64-bit ints: one buffer, which the engine copies and its pool views as it is
+        self.block_hashes: array[int] = array("q", cast("Sequence[int]", known_hashes))
         self._block_size = block_size
         self._hash: HashFn = hash_function(HASH_ALGO)
         self._root = none_hash(HASH_ALGO)
         self._hash_full_blocks()
         self.checksum = prompt_checksum(tokens)  # of `tokens`, kept up to date as it grows
 
-    def extend(self, new_tokens: Sequence[int]) -> None:
+    def extend(self, new_tokens: Sequence[int], known_hashes: Sequence[BlockHash] | None = None) -> None:
+        """Append `new_tokens`; `known_hashes`: the chain an engine hashed over these same tokens (the prompt
+        it was given, then its output), whose blocks beyond ours are taken instead of hashed again."""
         self.tokens.extend(new_tokens)
+        hashes = self.block_hashes
+        if known_hashes is not None and len(known_hashes) > len(hashes):
+            end = min(len(known_hashes), len(self.tokens) // self._block_size)
+            hashes.extend(cast("Sequence[int]", known_hashes[len(hashes) : end]))
         self._hash_full_blocks()
         self.checksum = prompt_checksum(new_tokens, self.checksum)
 
@@ -84,7 +91,7 @@ class Conversation:
         parent = hashes[-1] if k else self._root
         while (k + 1) * bs <= len(tokens):
             parent = hash_fn(parent, tokens[k * bs : (k + 1) * bs], None)
-            hashes.append(parent)
+            hashes.append(cast("int", parent))
             k += 1
 
 
@@ -133,7 +140,7 @@ class PendingCall:
         run: AgentRun,
         info: RequestInfo,
         prompt: array[int],
-        prompt_hashes: list[BlockHash],
+        prompt_hashes: array[int],
         checksum: int,
     ) -> None:
         self.run = run
@@ -214,7 +221,7 @@ class AgentRun:
             if self.task.replace_history:
                 self.conversation.truncate(self.task.system_tokens)
             else:
-                self.conversation.extend(call.output)
+                self.conversation.extend(call.output, last.block_hashes)  # the engine's chain: same tokens
                 if step.compact_to_tokens is not None:  # the next prompt restarts from the context's start
                     self.conversation.truncate(step.compact_to_tokens)
             self.conversation.extend(observation)

@@ -196,7 +196,7 @@ class Cluster:
             retain_priority=decision.retain_priority,
         )
         call.replica_id = replica.replica_id
-        call.prompt, call.prompt_hashes = array("q"), []  # the engine has its own copy now (RequestState)
+        call.prompt, call.prompt_hashes = array("q"), array("q")  # the engine copied them
         now = self.queue.now
         try:
             replica.engine.add_request(request, now)
@@ -224,7 +224,15 @@ class Cluster:
         if replica.outputs:
             outputs, replica.outputs = replica.outputs, []
             self._deliver(replica, outputs, now)
-        end = replica.step(now)
+            end = replica.step(now)
+        else:  # most steps: a quiet step of a decode run (ClusterReplica.step's first case, inlined)
+            duration = replica.engine.quiet_step(now)
+            if duration is not None:
+                replica.steps += 1
+                replica.busy_s += duration
+                self.queue.schedule(now + duration, self._step, replica)
+                return
+            end = replica.ordinary_step(now)
         if end is not None:
             self.queue.schedule(end, self._step, replica)
         elif replica.wake_at is not None:

@@ -53,6 +53,11 @@ class ClusterReplica:
             self.steps += 1
             self.busy_s += duration
             return now + duration
+        return self.ordinary_step(now)
+
+    def ordinary_step(self, now: float) -> float | None:
+        """`step` once the engine's `quiet_step` declined: a full engine step, or None (idle)."""
+        engine = self.engine
         if not engine.has_unfinished():
             self.stepping = False
             return None

@@ -19,6 +19,8 @@ from loadtests.workloads.webarena import WebArenaParams, webarena_tasks
 from proxy.scheduler import Decision, PolicySpec, Reject, RequestInfo
 from proxy.scheduler.registry import PluginSpec
 from simulator.block_hash import BlockHash, hash_function, none_hash
+from simulator.cost_model import PROFILES
+from simulator.engine import Engine, EngineRequest, RequestOutput
 
 # Short coding tasks (3k-5k first prompt, ~6 calls, sub-second tools, so LLM time counts): a run takes well
 # under a second of wall time.
@@ -73,15 +75,45 @@ def test_conversation_keeps_the_engines_hash_chain_as_it_grows_and_is_truncated(
     conv = Conversation(random_token_ids(rng, 1000), (), block_size=16)
     for n in (5, 11, 700, 16, 3000):
         conv.extend(random_token_ids(rng, n))
-        assert conv.block_hashes == chain(conv.tokens, 16)
+        assert list(conv.block_hashes) == chain(conv.tokens, 16)
     conv.truncate(1001)
-    assert len(conv.tokens) == 1001 and conv.block_hashes == chain(conv.tokens, 16)
+    assert len(conv.tokens) == 1001 and list(conv.block_hashes) == chain(conv.tokens, 16)
     conv.extend(random_token_ids(rng, 600))
-    assert conv.block_hashes == chain(conv.tokens, 16)
+    assert list(conv.block_hashes) == chain(conv.tokens, 16)
     # one prefix hash per full 256-token chunk: the hash of the block that ends it
     assert conv.prefix_hashes() == tuple(conv.block_hashes[15::16])
     assert len(conv.prefix_hashes()) == len(conv.tokens) // 256
     assert all(256 <= t < 32000 for t in conv.tokens)
+
+
+def test_conversation_takes_an_engines_known_hashes_and_hashes_only_the_rest() -> None:
+    rng = random.Random(2)
+    for known_blocks in (0, 10, 62, 63, 64, 80):  # none, part of the prompt, up to and past the new blocks
+        conv = Conversation(random_token_ids(rng, 1000), (), block_size=16)  # 62 full blocks
+        more = random_token_ids(rng, 37)  # 1037 tokens: 64 full blocks
+        full = chain(list(conv.tokens) + list(more), 16)
+        # an engine's chain over the same tokens; past the tokens' full blocks it would be wrong: ignored
+        known = full[:known_blocks] + [7] * max(0, known_blocks - len(full))
+        conv.extend(more, known)
+        assert list(conv.block_hashes) == full
+
+
+def test_an_engines_last_output_carries_the_hash_chain_of_prompt_and_output() -> None:
+    engine = Engine(PROFILES["llama3-8b-h100"], hash_algo="builtin")
+    prompt = random_token_ids(random.Random(3), 100)
+    request = EngineRequest(request_id="r", prompt_token_ids=prompt, max_tokens=40, ignore_eos=True)
+    engine.add_request(request, 0.0)
+    outputs: list[RequestOutput] = []
+    now = 0.0
+    while engine.has_unfinished():
+        result = engine.step(now)
+        outputs += result.outputs
+        now = result.end
+    last = outputs[-1]
+    assert last.finish_reason is not None and last.block_hashes is not None
+    tokens = list(prompt) + [t for o in outputs for t in o.new_token_ids]
+    # every full block of what was computed (the last sampled token is not): 139 tokens, 8 blocks
+    assert list(last.block_hashes) == chain(tokens, 16)[: (len(tokens) - 1) // 16]
 
 
 def test_tasks_of_one_agent_type_share_the_system_prompt_tokens_and_nothing_else() -> None:
@@ -93,7 +125,7 @@ def test_tasks_of_one_agent_type_share_the_system_prompt_tokens_and_nothing_else
     assert conv_a.tokens[:n] == conv_b.tokens[:n]
     assert conv_a.tokens[n : n + 16] != conv_b.tokens[n : n + 16]
     assert conv_a.tokens[:16] != conv_web.tokens[:16]
-    assert conv_a.block_hashes == chain(conv_a.tokens, 16)
+    assert list(conv_a.block_hashes) == chain(conv_a.tokens, 16)
 
 
 # ---- whole runs -------------------------------------------------------------------------------------

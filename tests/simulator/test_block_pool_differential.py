@@ -5,6 +5,7 @@ and counter, and the free queue's order, agree after each operation."""
 from __future__ import annotations
 
 import random
+from array import array
 
 import numpy as np
 import pytest
@@ -122,6 +123,10 @@ def test_lookup_from_candidates_equals_a_plain_lookup_whatever_the_candidates(se
         ):
             got = pool.lookup_from(chain, num, np.array(candidates, np.int64))
             assert got.tolist() == expected
+            # the discrete-event clients' chains come as an array("q"), viewed instead of converted
+            got = pool.lookup_from(array("q", chain), num, np.array(candidates, np.int64))
+            assert got.tolist() == expected
+            assert pool.lookup(array("q", chain[:num])) == expected
             checked += len(candidates) > 0
         hit = pool.lookup(chain)
         need = len(chain) - len(hit)
