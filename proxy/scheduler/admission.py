@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -144,6 +144,20 @@ class WorkflowAdmission:
         capacity = replica.kv_capacity_tokens
         reserved = self.reserved.get(replica.replica_id, 0)
         return capacity <= 0 or reserved == 0 or reserved + footprint <= capacity * self.spec.overcommit
+
+    def healthy_with_room(self, replicas: Iterable[ReplicaView], footprint: int) -> list[ReplicaView]:
+        """The healthy `replicas` that have room for `footprint` (`has_room`), in their order: one pass."""
+        reserved, limit = self.reserved, self.spec.overcommit
+        return [
+            r
+            for r in replicas
+            if r.healthy
+            and (
+                (capacity := r.kv_capacity_tokens) <= 0
+                or (held := reserved.get(r.replica_id, 0)) == 0
+                or held + footprint <= capacity * limit
+            )
+        ]
 
     def admit(self, req: RequestInfo, replica_id: ReplicaId, now: float) -> None:
         """Take `req` (the waiting head, or a later call of a session that was admitted meanwhile) out of the
