@@ -1,8 +1,9 @@
 """The cheap paths of the scheduler's decisions choose exactly as the plain ones they replace.
 
 Routing sums scorers' lists aligned with the candidates (not a dict per scorer), admission checks room in one
-pass and `tick` reads only the expired head of the session table: each is checked here against the plain
-computation on many random states, so a faster path can never change a decision.
+pass, the prefix index keeps a bit mask of replicas per chunk and `tick` reads only the expired head of the
+session table: each is checked here against the plain computation on many random states, so a faster path
+can never change a decision.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from predictor import Predictor
 from proxy.scheduler import PRESETS, PolicySpec, RequestInfo, SchedulerCore, build_policy
 from proxy.scheduler.admission import AdmissionSpec, WorkflowAdmission
 from proxy.scheduler.framework import RoutingPolicy, Scorer
+from proxy.scheduler.prefix_index import PrefixIndex
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.types import ReplicaId, ReplicaView
 from tests.clocks import Clock
@@ -180,3 +182,66 @@ def test_tick_forgets_a_session_by_its_last_call_not_its_first() -> None:
     clock.now += 101.0  # a session behind a busy expired one is still found
     core.tick()
     assert set(core.sessions) == {"busy"}
+
+
+class PlainPrefixIndex:
+    """The prefix index as sets of replicas per chunk (what the bit-mask index replaced)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.holders: dict[int, set[str]] = {}
+        self.lru: dict[str, dict[int, None]] = {}
+
+    def matches(self, hashes: Sequence[int]) -> dict[str, int]:
+        matched: dict[str, int] = {}
+        alive: set[str] | None = None
+        for k, h in enumerate(hashes):
+            holders = self.holders.get(h, set())
+            alive = set(holders) if alive is None else alive & holders
+            if not alive:
+                break
+            matched.update(dict.fromkeys(alive, k + 1))
+        return matched
+
+    def insert(self, hashes: Sequence[int], replica: str) -> None:
+        lru = self.lru.setdefault(replica, {})
+        for h in hashes:
+            lru.pop(h, None)
+            lru[h] = None
+            self.holders.setdefault(h, set()).add(replica)
+        while len(lru) > self.capacity:
+            self.forget_chunk(replica, next(iter(lru)))
+
+    def forget_chunk(self, replica: str, h: int) -> None:
+        del self.lru[replica][h]
+        self.holders[h].discard(replica)
+        if not self.holders[h]:
+            del self.holders[h]
+
+    def forget_replica(self, replica: str) -> None:
+        for h in list(self.lru.get(replica, {})):
+            self.forget_chunk(replica, h)
+        self.lru.pop(replica, None)
+
+
+def test_prefix_index_matches_as_a_set_per_chunk_does() -> None:
+    rng = random.Random(3)
+    for _ in range(100):
+        capacity = rng.choice((1, 3, 8, 50))
+        fast, plain = PrefixIndex(capacity), PlainPrefixIndex(capacity)
+        for _ in range(150):
+            base = rng.randrange(3) * 100
+            hashes = [base + k for k in range(rng.randrange(0, 10))]
+            if hashes and rng.random() < 0.2:  # a chain that diverges part way
+                hashes[rng.randrange(len(hashes))] = rng.randrange(1000)
+            replica = f"r{rng.randrange(6)}"
+            if rng.random() < 0.5:
+                fast.insert(hashes, replica)
+                plain.insert(hashes, replica)
+            elif rng.random() < 0.1:
+                fast.forget_replica(replica)
+                plain.forget_replica(replica)
+            assert fast.matches(hashes) == plain.matches(hashes)
+            assert [fast.size(f"r{i}") for i in range(6)] == [
+                len(plain.lru.get(f"r{i}", {})) for i in range(6)
+            ]
