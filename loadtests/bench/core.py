@@ -8,8 +8,10 @@ while more than `--in-flight` calls are dispatched the oldest gets its first tok
 core always has that many calls in flight and a session's next call sees what its previous one left. Each
 call's prompt grows by one prefix chunk per call of its session, after a system prompt shared by its agent
 type. Every replica first reports its load and its KV capacity (`--kv-capacity-tokens`, where the core's
-`ReplicaStats` takes it); then every 64 calls one replica reports new load figures and the clock passes a
-tick (neither is timed).
+`ReplicaStats` takes it); then every 64 calls one replica reports new load figures (not timed) and the core
+ticks (timed on its own: p50/p99 per tick, not part of any call's cost). With `--new-workflows F`, each timed
+call first ends its session's workflow with probability F (`session_ended`, not timed) and begins a new one
+in its place: a new session id, whose first call waits for admission and is routed over every replica.
 Timed per event (`request_arrived`, `first_token`, `request_finished`; a call's cost is the sum of its
 three) twice: on the wall clock (`time.perf_counter_ns`) and in this thread's CPU time
 (`time.thread_time_ns`), which leaves out the time the OS ran other processes — on a shared machine the
@@ -80,6 +82,9 @@ class CoreBenchRow(msgspec.Struct):
     first_token: EventCost
     request_finished: EventCost
     held_at_end: int = 0  # calls the release queue still held when the timed calls ended
+    tick: EventCost | None = None  # the periodic `tick` (not part of a call's cost)
+    new_workflows: float = 0.0  # --new-workflows: the chance that a timed call begins a new workflow
+    workflows_begun: int = 0  # timed calls that did (each in place of one that ended)
 
 
 class CoreBenchReport(msgspec.Struct):
@@ -141,10 +146,20 @@ class _Sessions:
     def __init__(self, sessions: int, seed: int) -> None:
         self.system = [_chain(0, SYSTEM_CHUNKS, -1 - a) for a in range(AGENT_TYPES)]
         self.calls = [0] * sessions
+        self.generation = [0] * sessions  # a session slot's workflows, one after another
         self.own = [_chain(0, MAX_SESSION_CHUNKS, s) for s in range(sessions)]
         order = list(range(sessions))
         random.Random(seed).shuffle(order)
         self.order = order
+
+    def session_id(self, session: int) -> str:
+        generation = self.generation[session]
+        return f"s{session}" if not generation else f"s{session}.{generation}"
+
+    def renew(self, session: int) -> None:
+        """A new workflow in the slot: a fresh session id, its history from the system prompt again."""
+        self.generation[session] += 1
+        self.calls[session] = 0
 
     def request(self, seq: int, session: int, now: float) -> RequestInfo:
         agent = session % AGENT_TYPES
@@ -153,7 +168,7 @@ class _Sessions:
         hashes = (*self.system[agent], *self.own[session][:n])
         return RequestInfo(
             request_id=f"r{seq}",
-            session_id=f"s{session}",
+            session_id=self.session_id(session),
             arrived_at=now,
             agent_type=f"agent-{agent}",
             prompt_tokens=len(hashes) * PREFIX_CHUNK_TOKENS,
@@ -172,6 +187,7 @@ def bench_core(
     in_flight: int,
     seed: int = 0,
     kv_capacity_tokens: int = DEFAULT_KV_CAPACITY_TOKENS,
+    new_workflows: float = 0.0,
 ) -> CoreBenchRow:
     clock = _Clock()
     tenants = TenantsConfig()
@@ -189,7 +205,8 @@ def bench_core(
     dispatched: deque[str] = deque()
     usage: dict[str, Usage] = {}
     spent: dict[str, tuple[int, int]] = {}  # request id -> (CPU ns, wall ns) spent in its events so far
-    costs: dict[str, list[tuple[int, int]]] = {"arrived": [], "first": [], "finished": [], "call": []}
+    kinds = ("arrived", "first", "finished", "call", "tick")
+    costs: dict[str, list[tuple[int, int]]] = {kind: [] for kind in kinds}
     timing = False
 
     def note(decisions: list[Decision]) -> None:
@@ -219,6 +236,11 @@ def bench_core(
 
     def one_call(seq: int, session: int) -> None:
         clock.now += 0.001
+        if timing and new_workflows and rng.random() < new_workflows:
+            # the session's workflow ends (untimed, as the client says so) and a new one takes its place
+            note(core.session_ended(table.session_id(session)))
+            table.renew(session)
+            begun[0] += 1
         req = table.request(seq, session, clock.now)
         usage[req.request_id] = Usage(req.prompt_tokens, 200, req.prompt_tokens // 2, "tool_calls")
         if timing:
@@ -234,9 +256,11 @@ def bench_core(
                 kv_usage=rng.random(),
             )
             note(core.replica_stats(stats))
-            note(core.tick())
+            note(timed("tick", "tick", core.tick))
+            spent.pop("tick")
 
     measured: set[str] = set()
+    begun = [0]
     # every replica's first figures, with its KV capacity where the core takes it (as the proxy's first
     # scrape of vllm:cache_config_info and the discrete-event cluster's first report bring it)
     capacity: dict[str, Any] = {}
@@ -274,6 +298,9 @@ def bench_core(
         first_token=_cost(costs["first"]),
         request_finished=_cost(costs["finished"]),
         held_at_end=len(release) if queue else 0,
+        tick=_cost(costs["tick"]),
+        new_workflows=new_workflows,
+        workflows_begun=begun[0],
     )
 
 
@@ -292,6 +319,12 @@ def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--kv-capacity-tokens", type=int, default=DEFAULT_KV_CAPACITY_TOKENS, help="per replica (reported)"
     )
+    p.add_argument(
+        "--new-workflows",
+        type=float,
+        default=0.0,
+        help="share of timed calls that end their session's workflow and begin a new one (routed anew)",
+    )
     p.add_argument("--json", type=Path, help="write the results as JSON here")
 
 
@@ -306,6 +339,9 @@ def run_core(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             console.print(f"[red]error:[/red] --{name.replace('_', '-')} must be at least 1")
             return 2
+    if not 0.0 <= args.new_workflows <= 1.0:
+        console.print("[red]error:[/red] --new-workflows must be in [0, 1]")
+        return 2
     queues = {"both": (False, True), "off": (False,), "on": (True,)}[args.queue]
     rows = []
     for policy in policies:
@@ -320,6 +356,7 @@ def run_core(args: argparse.Namespace) -> int:
                 in_flight=args.in_flight,
                 seed=args.seed,
                 kv_capacity_tokens=args.kv_capacity_tokens,
+                new_workflows=args.new_workflows,
             )
             rows.append(row)
             console.print(
@@ -361,6 +398,7 @@ def core_table(report: CoreBenchReport) -> Table:
         "calls/s",
         "arrived p99",
         "finished p99",
+        "tick p99",
         "live",
     )
     for head in heads:
@@ -376,6 +414,7 @@ def core_table(report: CoreBenchReport) -> Table:
             f"{r.calls_per_s:,.0f}",
             f"{r.request_arrived.p99_us:.1f}",
             f"{r.request_finished.p99_us:.1f}",
+            f"{r.tick.p99_us:.0f}" if r.tick is not None else "-",
             f"{r.sessions_live:,}",
         )
     return table

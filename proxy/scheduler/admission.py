@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -144,6 +144,20 @@ class WorkflowAdmission:
         capacity = replica.kv_capacity_tokens
         reserved = self.reserved.get(replica.replica_id, 0)
         return capacity <= 0 or reserved == 0 or reserved + footprint <= capacity * self.spec.overcommit
+
+    def healthy_with_room(self, replicas: Iterable[ReplicaView], footprint: int) -> list[ReplicaView]:
+        """The healthy `replicas` that have room for `footprint` (`has_room`), in their order: one pass."""
+        reserved, limit = self.reserved, self.spec.overcommit
+        return [
+            r
+            for r in replicas
+            if r.healthy
+            and (
+                (capacity := r.kv_capacity_tokens) <= 0
+                or (held := reserved.get(r.replica_id, 0)) == 0
+                or held + footprint <= capacity * limit
+            )
+        ]
 
     def admit(self, req: RequestInfo, replica_id: ReplicaId, now: float) -> None:
         """Take `req` (the waiting head, or a later call of a session that was admitted meanwhile) out of the
@@ -270,10 +284,14 @@ class WorkflowAdmission:
         heapq.heappush(self._lapses, (at, next(self._seq), session_id))
 
     def _learn_growth(self, agent_type: str, growth: int) -> None:
-        prior = self._growth.pop(agent_type, None)
-        self._growth[agent_type] = growth if prior is None else prior + _GROWTH_EWMA * (growth - prior)
-        if len(self._growth) > self.spec.max_agent_types:
-            self._growth.popitem(last=False)
+        prior = self._growth.get(agent_type)
+        if prior is None:
+            self._growth[agent_type] = growth
+            if len(self._growth) > self.spec.max_agent_types:
+                self._growth.popitem(last=False)
+        else:
+            self._growth[agent_type] = prior + _GROWTH_EWMA * (growth - prior)
+            self._growth.move_to_end(agent_type)
 
 
 def _quantile(levels: tuple[float, ...], values: tuple[float, ...], q: float) -> float:
@@ -282,7 +300,9 @@ def _quantile(levels: tuple[float, ...], values: tuple[float, ...], q: float) ->
         return 0.0
     if q <= levels[0]:
         return values[0]
-    for (lo, v_lo), (hi, v_hi) in itertools.pairwise(zip(levels, values, strict=True)):
+    for i in range(1, len(levels)):  # indexes, not pairwise(zip(...)): called twice on each call's finish
+        hi = levels[i]
         if q <= hi:
-            return v_lo + (v_hi - v_lo) * (q - lo) / (hi - lo)
+            lo, v_lo = levels[i - 1], values[i - 1]
+            return v_lo + (values[i] - v_lo) * (q - lo) / (hi - lo)
     return values[-1]

@@ -67,7 +67,8 @@ class SchedulerCore:
     reported exactly once for every dispatched call. Sessions idle longer than `session_idle_ttl_s` with no
     call in flight are forgotten on `tick`, so memory stays bounded by the live sessions; beyond
     `max_sessions`, a new session first evicts the least recently seen idle one (a flood of distinct session
-    ids cannot grow the table without bound between two ticks or within the idle TTL).
+    ids cannot grow the table without bound between two ticks or within the idle TTL). The clock must not go
+    back: the table is kept in last-seen order, and `tick` reads only its expired head.
     """
 
     def __init__(
@@ -220,11 +221,7 @@ class SchedulerCore:
         with a release queue, move the calls held for a replica that is down or gone, and release what the
         gate allows."""
         self.predictor.tick(self.clock())
-        horizon = self.clock() - self.session_idle_ttl_s
-        idle = [sid for sid, s in self.sessions.items() if s.in_flight == 0 and s.last_seen < horizon]
-        for sid in idle:
-            if not self._holds_call(sid):  # a call of it waits in the proxy: not idle
-                self._forget_session(sid)
+        self._forget_idle_sessions(self.clock() - self.session_idle_ttl_s)
         decisions: list[Decision] = []
         if self.release is not None:
             for replica_id in list(self.release.lanes):
@@ -290,6 +287,20 @@ class SchedulerCore:
             self.release.forget(sid)
         if self.admission is not None:
             self.admission.end(sid)
+
+    def _forget_idle_sessions(self, horizon: float) -> None:
+        """Forgets the sessions last seen before `horizon` with nothing in flight or held. The table is in
+        last-seen order (arrival and finish move a session to its end), so only its expired head is read:
+        a tick costs the sessions it forgets plus the expired ones still busy, not the whole table."""
+        idle = []
+        for sid, s in self.sessions.items():
+            if s.last_seen >= horizon:
+                break
+            if s.in_flight == 0:
+                idle.append(sid)
+        for sid in idle:
+            if not self._holds_call(sid):  # a call of it waits in the proxy: not idle
+                self._forget_session(sid)
 
     def _evict_idle_session(self) -> None:
         """Forgets the least recently seen session with nothing in flight or held (if there is one)."""
@@ -366,7 +377,7 @@ class SchedulerCore:
                 decisions += self._proceed(head, set())
                 continue
             footprint = admission.footprint_of_new(head)
-            room = [r for r in self.replicas.values() if r.healthy and admission.has_room(r, footprint)]
+            room = admission.healthy_with_room(self.replicas.values(), footprint)
             replica_id = self.policy.route(head, room) if room else None
             if replica_id is None:
                 break
@@ -449,7 +460,8 @@ class SchedulerCore:
         return None
 
     def _session_done(self, req: RequestInfo) -> None:
-        session = self.sessions.get(req.session_id)
+        session = self.sessions.pop(req.session_id, None)
         if session is not None:
+            self.sessions[req.session_id] = session  # to the end: the table stays in last-seen order
             session.in_flight -= 1
             session.last_seen = self.clock()

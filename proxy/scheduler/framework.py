@@ -61,11 +61,23 @@ class Filter(Plugin):
 class Scorer(Plugin):
     """Scores candidates. Contract: one value in [0, 1] per candidate, higher is better; no I/O.
 
-    Called with an empty sequence it returns an empty mapping.
+    Called with an empty sequence it returns an empty mapping. A scorer implements `score`, or `score_each`
+    (the values as a list in the candidates' order: what `route` reads, with no dict per call) and derives
+    `score` from it with `by_replica`; both must give the same values.
     """
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
         raise NotImplementedError
+
+    def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Sequence[float]:
+        """The scores in the order of `replicas` (a candidate `score` leaves out scores 0)."""
+        scores = self.score(req, replicas)
+        return [scores.get(r.replica_id, 0.0) for r in replicas]
+
+
+def by_replica(replicas: Sequence[ReplicaView], values: Sequence[float]) -> dict[ReplicaId, float]:
+    """`score_each`'s values keyed by replica id (a scorer's `score` from its `score_each`)."""
+    return {r.replica_id: value for r, value in zip(replicas, values, strict=True)}
 
 
 class Picker(Plugin):
@@ -78,6 +90,13 @@ class Picker(Plugin):
         self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Mapping[ReplicaId, float]
     ) -> ReplicaId:
         raise NotImplementedError
+
+    def pick_each(
+        self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Sequence[float]
+    ) -> ReplicaId:
+        """`pick` with the scores in the order of `replicas` (what `route` calls); pickers may override it to
+        skip building the mapping, choosing exactly as `pick` would."""
+        return self.pick(req, replicas, by_replica(replicas, scores))
 
 
 class Retention(Plugin):
@@ -114,6 +133,7 @@ class RoutingPolicy:
         self.name = name
         self.filters = list(filters)
         self.scorers = list(scorers)
+        self._weighted = [(scorer, weight) for scorer, weight in self.scorers if weight != 0]
         self.picker = picker
         self.retention = retention
         extra = [retention] if retention is not None else []
@@ -146,9 +166,10 @@ class RoutingPolicy:
             candidates = f.filter(req, candidates)
             if not candidates:
                 return None
-        totals: dict[ReplicaId, float] = dict.fromkeys((r.replica_id for r in candidates), 0.0)
-        for scorer, weight in self.scorers:
-            for replica_id, value in scorer.score(req, candidates).items():
-                if replica_id in totals:
-                    totals[replica_id] += weight * value
-        return self.picker.pick(req, candidates, totals)
+        # One list per scorer, aligned with the candidates and summed in the scorers' order (the same floats
+        # as a per-replica sum); a scorer of weight 0 adds nothing and is not asked.
+        totals = [0.0] * len(candidates)
+        for scorer, weight in self._weighted:
+            values = scorer.score_each(req, candidates)
+            totals = [total + weight * value for total, value in zip(totals, values, strict=True)]
+        return self.picker.pick_each(req, candidates, totals)

@@ -6,8 +6,9 @@ least the first chunk, how many leading chunks of `hashes` it holds. Each replic
 `capacity_per_replica` chunks, evicting the least recently inserted or matched first — a stand-in for the
 replica's own LRU prefix cache, which the router cannot see. Memory is bounded by replicas x capacity.
 
-Kept as an inverted index (chunk hash -> replicas), so a match walks the chain once and touches only the
-replicas that share it: cheap with 64 replicas and prompts of hundreds of chunks.
+Kept as an inverted index (chunk hash -> the replicas holding it, as a bit mask over the replicas), so a
+match walks the chain once, intersecting masks, and notes each replica where it drops out: cheap with 64
+replicas and prompts of hundreds of chunks, and no set object per chunk for the garbage collector to walk.
 """
 
 from __future__ import annotations
@@ -23,38 +24,53 @@ class PrefixIndex:
         if capacity_per_replica <= 0:
             raise ValueError("capacity_per_replica must be positive")
         self.capacity_per_replica = capacity_per_replica
-        self._holders: dict[int, set[ReplicaId]] = {}
+        self._holders: dict[int, int] = {}  # chunk hash -> mask of the replicas' bits
         self._lru: dict[ReplicaId, OrderedDict[int, None]] = {}
+        self._bit: dict[ReplicaId, int] = {}  # replica -> its bit (kept if it is forgotten: it may return)
+        self._replicas: list[ReplicaId] = []  # bit position -> replica
 
     def matches(self, hashes: Sequence[int]) -> dict[ReplicaId, int]:
         """Leading chunks of `hashes` held, per replica that holds at least one."""
         matched: dict[ReplicaId, int] = {}
-        alive: set[ReplicaId] | None = None
-        for k, h in enumerate(hashes):
-            holders = self._holders.get(h)
-            if not holders:
-                break
-            alive = set(holders) if alive is None else alive & holders
-            if not alive:
-                break
-            for replica in alive:
-                matched[replica] = k + 1
+        holders = self._holders
+        alive = 0  # the replicas holding every chunk so far
+        depth = 0
+        for h in hashes:
+            now = holders.get(h, 0)
+            if depth:
+                now &= alive
+                if now != alive:  # these held `depth` leading chunks, not the next one
+                    self._note(alive & ~now, depth, matched)
+            if not now:
+                return matched
+            alive = now
+            depth += 1
+        self._note(alive, depth, matched)
         return matched
 
+    def _note(self, mask: int, depth: int, matched: dict[ReplicaId, int]) -> None:
+        replicas = self._replicas
+        while mask:
+            low = mask & -mask
+            matched[replicas[low.bit_length() - 1]] = depth
+            mask ^= low
+
     def insert(self, hashes: Sequence[int], replica: ReplicaId) -> None:
+        bit = self._bit.get(replica)
+        if bit is None:
+            bit = self._bit[replica] = 1 << len(self._replicas)
+            self._replicas.append(replica)
         lru = self._lru.setdefault(replica, OrderedDict())
+        holders = self._holders
         for h in hashes:
             if h in lru:
                 lru.move_to_end(h)
             else:
                 lru[h] = None
-                self._holders.setdefault(h, set()).add(replica)
+                holders[h] = holders.get(h, 0) | bit
         while len(lru) > self.capacity_per_replica:
             old, _ = lru.popitem(last=False)
-            holders = self._holders[old]
-            holders.discard(replica)
-            if not holders:
-                del self._holders[old]
+            self._drop(old, bit)
 
     def size(self, replica: ReplicaId) -> int:
         """Chunks the index believes `replica` holds."""
@@ -62,8 +78,13 @@ class PrefixIndex:
         return len(lru) if lru is not None else 0
 
     def forget_replica(self, replica: ReplicaId) -> None:
+        bit = self._bit.get(replica, 0)
         for h in self._lru.pop(replica, OrderedDict()):
-            holders = self._holders[h]
-            holders.discard(replica)
-            if not holders:
-                del self._holders[h]
+            self._drop(h, bit)
+
+    def _drop(self, h: int, bit: int) -> None:
+        left = self._holders[h] & ~bit
+        if left:
+            self._holders[h] = left
+        else:
+            del self._holders[h]

@@ -26,6 +26,18 @@ def test_every_timed_call_is_measured_over_sessions_that_stay_live(queue: bool) 
     assert row.calls_per_s > 0
 
 
+def test_new_workflows_replace_ended_ones_and_ticks_are_timed_apart() -> None:
+    row = bench_core(
+        "saga", queue=False, replicas=4, sessions=60, calls=300, warmup=100, in_flight=8, new_workflows=0.3
+    )
+    assert 40 <= row.workflows_begun <= 150  # ~90 of 300 calls began a workflow
+    assert row.sessions_live == 60  # each ended workflow's session was forgotten: the table does not grow
+    assert row.calls == 300  # every new workflow's first call was admitted and dispatched
+    assert row.tick is not None and 0 <= row.tick.p50_us <= row.tick.p99_us <= row.tick.max_us
+    plain = bench_core("saga", queue=False, replicas=4, sessions=60, calls=300, warmup=100, in_flight=8)
+    assert plain.workflows_begun == 0 and plain.new_workflows == 0.0
+
+
 def test_the_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_bench_parser(parser.add_subparsers(dest="cmd"))

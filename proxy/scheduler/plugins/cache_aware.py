@@ -58,5 +58,10 @@ class CacheAwarePicker(Picker):
             return best.replica_id
         return min(replicas, key=lambda r: self.index.size(r.replica_id)).replica_id
 
+    def pick_each(
+        self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Sequence[float]
+    ) -> ReplicaId:
+        return self.pick(req, replicas, {})  # the scores play no part here
+
     def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         self.index.insert(req.prefix_hashes, replica_id)

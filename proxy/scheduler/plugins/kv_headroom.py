@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from proxy.scheduler.framework import Scorer
+from proxy.scheduler.framework import Scorer, by_replica
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -20,11 +20,14 @@ class KvHeadroomScorer(Scorer):
     type_name = "kv-headroom-scorer"
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
-        return {r.replica_id: _headroom(r) for r in replicas}
+        return by_replica(replicas, self.score_each(req, replicas))
+
+    def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
+        return [_headroom(r.kv_usage, r.reserved_tokens, r.kv_capacity_tokens) for r in replicas]
 
 
-def _headroom(r: ReplicaView) -> float:
-    used = r.kv_usage
-    if r.kv_capacity_tokens > 0:
-        used = max(used, r.reserved_tokens / r.kv_capacity_tokens)
-    return min(1.0, max(0.0, 1.0 - used))
+def _headroom(used: float, reserved: int, capacity: int) -> float:
+    if capacity > 0 and reserved / capacity > used:  # max(used, reserved share): the same float
+        used = reserved / capacity
+    free = 1.0 - used
+    return 1.0 if free > 1.0 else free if free > 0.0 else 0.0

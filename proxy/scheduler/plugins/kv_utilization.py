@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from proxy.scheduler.framework import Scorer
+from proxy.scheduler.framework import Scorer, by_replica
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -14,4 +14,7 @@ class KvUtilizationScorer(Scorer):
     type_name = "kv-cache-utilization-scorer"
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
-        return {r.replica_id: min(1.0, max(0.0, 1.0 - r.kv_usage)) for r in replicas}
+        return by_replica(replicas, self.score_each(req, replicas))
+
+    def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
+        return [min(1.0, max(0.0, 1.0 - r.kv_usage)) for r in replicas]

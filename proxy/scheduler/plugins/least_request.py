@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from proxy.scheduler.framework import Scorer
+from proxy.scheduler.framework import Scorer, by_replica
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -19,4 +19,7 @@ class LeastRequestScorer(Scorer):
     type_name = "least-request-scorer"
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
-        return {r.replica_id: 1.0 / (1.0 + r.in_flight + r.queued + r.waiting) for r in replicas}
+        return by_replica(replicas, self.score_each(req, replicas))
+
+    def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
+        return [1.0 / (1.0 + r.in_flight + r.queued + r.waiting) for r in replicas]

@@ -19,6 +19,11 @@ class MaxScorePicker(Picker):
     def pick(
         self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Mapping[ReplicaId, float]
     ) -> ReplicaId:
-        best = max(scores.get(r.replica_id, 0.0) for r in replicas)
-        tied = [r.replica_id for r in replicas if scores.get(r.replica_id, 0.0) >= best - _TIE]
+        return self.pick_each(req, replicas, [scores.get(r.replica_id, 0.0) for r in replicas])
+
+    def pick_each(
+        self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Sequence[float]
+    ) -> ReplicaId:
+        floor = max(scores) - _TIE
+        tied = [r.replica_id for r, score in zip(replicas, scores, strict=True) if score >= floor]
         return tied[0] if len(tied) == 1 else self.rng.choice(tied)

@@ -21,7 +21,12 @@ class PowerOfTwoPicker(Picker):
     def pick(
         self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Mapping[ReplicaId, float]
     ) -> ReplicaId:
+        return self.pick_each(req, replicas, [scores.get(r.replica_id, 0.0) for r in replicas])
+
+    def pick_each(
+        self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Sequence[float]
+    ) -> ReplicaId:
         if len(replicas) == 1:
             return replicas[0].replica_id
-        a, b = self.rng.sample(list(replicas), 2)
-        return b.replica_id if scores.get(b.replica_id, 0.0) > scores.get(a.replica_id, 0.0) else a.replica_id
+        a, b = self.rng.sample(range(len(replicas)), 2)  # the same draws as sampling the replicas themselves
+        return replicas[b].replica_id if scores[b] > scores[a] else replicas[a].replica_id

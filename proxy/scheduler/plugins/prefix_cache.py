@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from proxy.scheduler.framework import PluginParams, Scorer
+from proxy.scheduler.framework import PluginParams, Scorer, by_replica
 from proxy.scheduler.prefix_index import PrefixIndex
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
@@ -34,9 +34,14 @@ class PrefixCacheScorer(Scorer):
         self.index = PrefixIndex(params.capacity_chunks)
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
+        return by_replica(replicas, self.score_each(req, replicas))
+
+    def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
         total = len(req.prefix_hashes)
         matched = self.index.matches(req.prefix_hashes) if total else {}
-        return {r.replica_id: matched.get(r.replica_id, 0) / total if total else 0.0 for r in replicas}
+        if not matched:
+            return [0.0] * len(replicas)
+        return [matched.get(r.replica_id, 0) / total for r in replicas]
 
     def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         self.index.insert(req.prefix_hashes, replica_id)

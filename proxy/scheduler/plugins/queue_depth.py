@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from proxy.scheduler.framework import Scorer
+from proxy.scheduler.framework import Scorer, by_replica
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -18,10 +18,13 @@ class QueueScorer(Scorer):
     type_name = "queue-scorer"
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
-        depth = {r.replica_id: r.waiting + max(0, r.in_flight - r.running) for r in replicas}
+        return by_replica(replicas, self.score_each(req, replicas))
+
+    def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
+        depth = [r.waiting + max(0, r.in_flight - r.running) for r in replicas]
         if not depth:
-            return {}
-        low, high = min(depth.values()), max(depth.values())
+            return []
+        low, high = min(depth), max(depth)
         if high == low:
-            return dict.fromkeys(depth, 1.0)
-        return {rid: (high - d) / (high - low) for rid, d in depth.items()}
+            return [1.0] * len(depth)
+        return [(high - d) / (high - low) for d in depth]

@@ -24,3 +24,8 @@ class RoundRobinPicker(Picker):
         chosen = replicas[self._next % len(replicas)]
         self._next += 1
         return chosen.replica_id
+
+    def pick_each(
+        self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Sequence[float]
+    ) -> ReplicaId:
+        return self.pick(req, replicas, {})  # the scores play no part here

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from proxy.scheduler.framework import PluginParams, Scorer
+from proxy.scheduler.framework import PluginParams, Scorer, by_replica
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -25,8 +25,13 @@ class SessionAffinityScorer(Scorer):
         self.bound: dict[str, ReplicaId] = {}
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
+        return by_replica(replicas, self.score_each(req, replicas))
+
+    def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
         home = self.bound.get(req.session_id)
-        return {r.replica_id: 1.0 if r.replica_id == home else 0.0 for r in replicas}
+        if home is None:
+            return [0.0] * len(replicas)
+        return [1.0 if r.replica_id == home else 0.0 for r in replicas]
 
     def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         self.bound[req.session_id] = replica_id
