@@ -152,6 +152,19 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+async def _next_data(conn: _Connection, idle_timeout_s: float | None) -> None:
+    """Waits until the connection wakes its waiter (data, the end or a break); TimeoutError when nothing
+    came for `idle_timeout_s`."""
+    waiter = conn.waiter = conn.loop.create_future()
+    timer = None if idle_timeout_s is None else conn.loop.call_later(idle_timeout_s, _expire, waiter)
+    try:
+        await waiter
+    finally:
+        conn.waiter = None
+        if timer is not None:
+            timer.cancel()
+
+
 class UpstreamAnswer:
     def __init__(self, pool: UpstreamPool, key: tuple[str, int, bool], conn: _Connection) -> None:
         self._pool, self._key, self._conn = pool, key, conn
@@ -173,14 +186,7 @@ class UpstreamAnswer:
                 return
             if conn.broken is not None:
                 raise BodyFailed(repr(conn.broken))
-            waiter = conn.waiter = conn.loop.create_future()
-            timer = None if idle_timeout_s is None else conn.loop.call_later(idle_timeout_s, _expire, waiter)
-            try:
-                await waiter
-            finally:
-                conn.waiter = None
-                if timer is not None:
-                    timer.cancel()
+            await _next_data(conn, idle_timeout_s)
 
     def ready(self) -> bytes:
         """The body bytes that arrived and were not taken yet, as one buffer (b"" when none did): a relay
@@ -198,14 +204,7 @@ class UpstreamAnswer:
         if conn.chunks or conn.complete:
             return
         if conn.broken is None:
-            waiter = conn.waiter = conn.loop.create_future()
-            timer = None if idle_timeout_s is None else conn.loop.call_later(idle_timeout_s, _expire, waiter)
-            try:
-                await waiter
-            finally:
-                conn.waiter = None
-                if timer is not None:
-                    timer.cancel()
+            await _next_data(conn, idle_timeout_s)
             if conn.chunks or conn.complete:
                 return
         if conn.broken is not None:
