@@ -89,12 +89,15 @@ async def test_a_stale_pooled_connection_is_replaced_transparently(pool: Upstrea
     assert server.connections == 2
 
 
+_CHUNKED_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
 async def test_chunked_bodies_are_decoded_and_a_cut_body_fails(pool: UpstreamPool) -> None:
     async def chunked_then_cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
+        writer.write(_CHUNKED_STREAM_HEAD)
         writer.write(b"5\r\nhello\r\n")
         await writer.drain()
         writer.transport.abort()
@@ -176,9 +179,7 @@ async def test_ready_hands_over_what_piled_up_as_one_buffer_and_more_waits_for_t
 
     async def in_two_bursts(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
+        writer.write(_CHUNKED_STREAM_HEAD)
         writer.write(b"2\r\nab\r\n2\r\ncd\r\n")
         await writer.drain()
         await release.wait()
