@@ -26,6 +26,7 @@ from proxy.context import (
     METRICS,
     MODELS,
     POOL,
+    RELEASER,
     UPSTREAM,
     DecisionGate,
     Guards,
@@ -36,6 +37,7 @@ from proxy.graph_routes import add_graph_routes
 from proxy.health import replica_health_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
+from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.scheduler.release import ReleaseQueue
 from proxy.session_chain import PrefixChains
@@ -65,9 +67,11 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     ) as session:
         app[UPSTREAM] = session
         app[POOL] = UpstreamPool()
+        app[RELEASER] = RetentionReleaser(session, config.upstream_api_key)
         try:
             yield
         finally:
+            await app[RELEASER].close()
             app[POOL].close()
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from proxy import forward
 from proxy.auth import TENANT
-from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, down_stats
+from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, RELEASER, down_stats
 from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
 from proxy.identity import CallFields, Identity, IdentityError, decode_call, identify
@@ -57,6 +57,7 @@ class _Shared:
         app = self.app
         self.core, self.gate, self.metrics, self.config = app[CORE], app[GATE], app[METRICS], app[CONFIG]
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
+        self.releaser = app[RELEASER]
         self.tenant_sources = app[TENANT_SOURCES]
         # replicas that refused a request priority (FCFS vLLM): their calls go without one from then on
         self.no_priority: set[str] = set()
@@ -236,6 +237,8 @@ class _Call:
             # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
             # dispatched call both mean "finished".
             self.gate.apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, usage))
+            if core.releases:  # retentions the policy gave up early (the session went quiet)
+                self.shared.releaser.release(core.take_releases())
             if SESSION_END_HEADER in self.headers and wants_end(self.headers):
                 end_session(app, self.who.session_id)
 

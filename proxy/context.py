@@ -11,6 +11,7 @@ from proxy.config import ProxyConfig
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ReplicaModels
 from proxy.replica_guard import GuardParams, ReplicaGuard
+from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
 from proxy.upstream_pool import UpstreamPool
@@ -73,4 +74,5 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining
 POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
+RELEASER = web.AppKey("releaser", RetentionReleaser)  # retentions the policy gives up before their TTL
 MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves

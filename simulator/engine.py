@@ -207,6 +207,11 @@ class Engine(OffloadHooks):
             self.offload.reset()
         return self.pool.reset()
 
+    def release_retention(self, session_id: str) -> int | None:
+        """Release a session's retention before its TTL, at the router's request (`POST /saga/v1/release`);
+        the number of blocks it held, or None if it held none."""
+        return self.retention.release(session_id, "released")
+
     def expire_retentions(self, now: float) -> int:
         """Release the retentions whose TTL has run out by `now` (lets an idle engine be ticked)."""
         return self.retention.expire(now)

@@ -42,7 +42,7 @@ async def release(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, ReleaseRequest)
     expire_retentions(replica)
-    num_blocks = replica.engine.retention.release(body.session_id, "released")
+    num_blocks = replica.engine.release_retention(body.session_id)
     return json_obj(ReleaseResponse(body.session_id, num_blocks is not None, num_blocks or 0))
 
 

@@ -271,6 +271,8 @@ class Cluster:
         self.oversubscription.update(run)
         self.queue.schedule(at, self._send if more else self._end_task, run)
         self._apply(self.core.request_finished(call.info.request_id, usage))
+        for session_id, replica_id in self.core.take_releases():  # the policy gave a retention up early
+            self.replicas[replica_id].engine.release_retention(session_id)
 
     # ---- periodic events ------------------------------------------------------------------------------
 

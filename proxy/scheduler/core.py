@@ -18,6 +18,7 @@ its later calls go on without waiting for admission again. A waiting call is ans
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -48,6 +49,7 @@ class _InFlight(msgspec.Struct):
     replica_id: ReplicaId
     tried: set[ReplicaId]
     first_token_at: float | None = None
+    retained: bool = False  # its dispatch asked the replica to keep its KV after it ends
 
 
 class _Session(msgspec.Struct):
@@ -64,11 +66,12 @@ class SchedulerCore:
 
     Contract: each call that arrives gets exactly one final outcome — a `Dispatch` (possibly after failed
     attempts re-dispatched elsewhere by `dispatch_failed`) or a `Reject`; `request_finished` must then be
-    reported exactly once for every dispatched call. Sessions idle longer than `session_idle_ttl_s` with no
-    call in flight are forgotten on `tick`, so memory stays bounded by the live sessions; beyond
-    `max_sessions`, a new session first evicts the least recently seen idle one (a flood of distinct session
-    ids cannot grow the table without bound between two ticks or within the idle TTL). The clock must not go
-    back: the table is kept in last-seen order, and `tick` reads only its expired head.
+    reported exactly once for every dispatched call; retentions the policy releases early are queued for
+    the shell (`take_releases`), which drains them after each `request_finished`. Sessions idle longer than
+    `session_idle_ttl_s` with no call in flight are forgotten on `tick`, so memory stays bounded by the live
+    sessions; beyond `max_sessions`, a new session first evicts the least recently seen idle one (a flood of
+    distinct session ids cannot grow the table without bound between two ticks or within the idle TTL). The
+    clock must not go back: the table is kept in last-seen order, and `tick` reads only its expired head.
     """
 
     def __init__(
@@ -104,6 +107,10 @@ class SchedulerCore:
         self.tenant_stats = TenantLedger(tenants)
         self._workflows_seen = 0
         self.moves = 0  # calls of bound workflows that work stealing moved to an idle replica
+        # Retentions to release before their TTL, (session, replica), for the shell to carry out
+        # (`take_releases`; the retention contract's `POST /saga/v1/release`).
+        # Bounded: a shell that never drains it keeps the newest.
+        self.releases: deque[tuple[str, ReplicaId]] = deque(maxlen=4096)
         self.admission = (
             None
             if policy.admission is None
@@ -184,6 +191,8 @@ class SchedulerCore:
         )
         for plugin in self.policy.plugins:
             plugin.on_finish(flight.req, flight.replica_id, usage)
+        if flight.retained and self.policy.release_after(flight.req, flight.replica_id, usage):
+            self.releases.append((flight.req.session_id, flight.replica_id))
         decisions: list[Decision] = []
         if self.release is not None:
             self.release.finished(flight.req, usage)
@@ -236,6 +245,14 @@ class SchedulerCore:
         return decisions
 
     # -- replica set ----------------------------------------------------------------------------------
+
+    def take_releases(self) -> list[tuple[str, ReplicaId]]:
+        """The retentions the policy gave up since the last call, (session id, replica id): the shell asks
+        each replica to release them (best effort: a replica that holds none, or has no retention contract,
+        loses nothing). Drained by the call."""
+        got = list(self.releases)
+        self.releases.clear()
+        return got
 
     def add_replica(self, replica_id: ReplicaId) -> None:
         self.replicas.setdefault(replica_id, ReplicaView(replica_id))
@@ -440,7 +457,10 @@ class SchedulerCore:
         if self.admission is not None:
             self.admission.dispatched(req, replica_id)
         ttl_s = self.policy.retain_ttl_s(req, replica_id)
-        retain_priority = self.policy.retain_priority(req, replica_id) if ttl_s is not None else None
+        retain_priority = None
+        if ttl_s is not None:
+            retain_priority = self.policy.retain_priority(req, replica_id)
+            self.in_flight[req.request_id].retained = True
         return Dispatch(
             req.request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
         )

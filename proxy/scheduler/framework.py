@@ -110,6 +110,12 @@ class Retention(Plugin):
         """The retention's priority (lower = more important); None: the call's own priority."""
         return None
 
+    def release_after(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> bool:
+        """Asked when a call that asked for a retention has finished (its answer seen and learned from):
+        True to release that retention now instead of at its TTL (the answer says the session went quiet:
+        a person reading, the task ending). Default: keep it to its TTL."""
+        return False
+
 
 class Gate(Plugin):
     """Decides when a replica takes the next call held in the proxy's release queue. Contract: pure, reads
@@ -158,6 +164,9 @@ class RoutingPolicy:
 
     def retain_priority(self, req: RequestInfo, replica_id: ReplicaId) -> int | None:
         return self.retention.retain_priority(req, replica_id) if self.retention is not None else None
+
+    def release_after(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> bool:
+        return self.retention is not None and self.retention.release_after(req, replica_id, usage)
 
     def route(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> ReplicaId | None:
         """The replica for `req`, or None when no candidate is left."""

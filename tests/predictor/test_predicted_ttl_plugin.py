@@ -101,3 +101,30 @@ def test_bad_params_fail_naming_the_plugin(params: dict[str, object], key: str) 
     )
     with pytest.raises(ConfigError, match=f"predicted-ttl-retention.*{key}"):
         build_policy(spec)
+
+
+def test_an_answer_to_the_person_releases_the_retention_at_once_a_tool_call_keeps_it() -> None:
+    core, clock = _learned_core()
+    clock.now = feed_sessions(core.predictor, 300)
+    _call(core, clock, "b", Usage(1000, 10, 0, "tool_calls", ("read",)))
+    kept = _call(core, clock, "b", Usage(1300, 10, 0, "tool_calls", ("edit",)))
+    assert kept.retain_ttl_s is not None
+    assert core.take_releases() == []  # after `edit` the agent calls a tool again within seconds
+    # This call (after `edit`) was given a TTL for the `search` branch; it answers the person instead, and
+    # the learned gap after an answer is minutes of think time: the retention goes now, not at its TTL.
+    answered = _call(core, clock, "b", Usage(1600, 10, 0, "stop", ()))
+    assert answered.retain_ttl_s is not None
+    assert core.take_releases() == [("b", "r0")]
+    assert core.take_releases() == []  # drained
+
+
+def test_no_early_release_when_switched_off_or_when_nothing_was_retained() -> None:
+    core, clock = _learned_core({"release_answer_gap_s": None})
+    clock.now = feed_sessions(core.predictor, 300)
+    _call(core, clock, "b", Usage(1000, 10, 0, "tool_calls", ("read",)))
+    _call(core, clock, "b", Usage(1300, 10, 0, "tool_calls", ("edit",)))
+    _call(core, clock, "b", Usage(1600, 10, 0, "stop", ()))
+    assert core.take_releases() == []
+    cold_core, cold_clock = _learned_core()  # nothing learned: no retention asked, so none to release
+    cold = _call(cold_core, cold_clock, "c", Usage(1000, 10, 0, "stop", ()))
+    assert cold.retain_ttl_s is None and cold_core.take_releases() == []

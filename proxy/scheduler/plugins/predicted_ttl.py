@@ -9,6 +9,11 @@ answer, a long sub-task) are left out of the mixture: holding KV through minutes
 the TTL covers the tool-time branches only and the KV goes once they have passed. No retention when the
 session will probably not come back within the held branches (`p_return` below `min_return_probability`,
 e.g. a task that usually ends here, or answers a person), nor for a cold start unless `cold_ttl_s` is set.
+When the call has answered, the retention is released at once (`release_after`) instead of being held to
+its TTL if the answer says the session went quiet: the agent answered without calling a tool and the learned
+gap after such an answer has a median over `release_answer_gap_s` (the agent handed back to a person, who
+reads and types), or the state the answer left it in has a median gap over `long_gap_s`, or it probably ends
+there. `release_answer_gap_s: null` turns this off.
 
 Priority (contract v2, docs/retention-api.md; lower = more important): with `priority_base_s` set, a
 retention is ranked by its predicted next use (the held mixture's median gap / its probability of return)
@@ -30,7 +35,7 @@ import random
 
 from predictor import Predictor
 from proxy.scheduler.framework import PluginParams, Retention
-from proxy.scheduler.types import ReplicaId, RequestInfo
+from proxy.scheduler.types import ReplicaId, RequestInfo, Usage
 
 
 class PredictedTtlParams(PluginParams):
@@ -41,6 +46,7 @@ class PredictedTtlParams(PluginParams):
     long_gap_s: float | None = 60.0
     priority_base_s: float | None = 1.0
     priority_levels: int = 8
+    release_answer_gap_s: float | None = 5.0
 
 
 class PredictedTtlRetention(Retention):
@@ -54,7 +60,7 @@ class PredictedTtlRetention(Retention):
             raise ValueError(
                 f"predicted-ttl-retention: ttl_quantile must be in (0, 1], got {params.ttl_quantile}"
             )
-        for name in ("max_ttl_s", "cold_ttl_s", "long_gap_s", "priority_base_s"):
+        for name in ("max_ttl_s", "cold_ttl_s", "long_gap_s", "priority_base_s", "release_answer_gap_s"):
             value = getattr(params, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"predicted-ttl-retention: {name} must be > 0 and finite, got {value}")
@@ -91,3 +97,19 @@ class PredictedTtlRetention(Retention):
     def retain_priority(self, req: RequestInfo, replica_id: ReplicaId) -> int | None:
         request_id, priority = self._priority
         return priority if request_id == req.request_id else None
+
+    def release_after(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> bool:
+        answer_gap_s = self.p.release_answer_gap_s
+        if answer_gap_s is None or self.predictor is None:
+            return False
+        got = self.predictor.return_model(req.session_id)
+        if got is None or got[1] == "prior":  # nothing learned about where the answer left it: keep the TTL
+            return False
+        model = got[0]
+        if model.p_return() < self.p.min_return_probability:
+            return True
+        median_gap = model.quantile(0.5)
+        if self.p.long_gap_s is not None and median_gap > self.p.long_gap_s:
+            return True
+        answered = usage.finish_reason == "stop" and not usage.tool_names  # handed back, not a tool call
+        return answered and median_gap > answer_gap_s

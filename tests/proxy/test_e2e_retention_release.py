@@ -1,0 +1,112 @@
+"""End-to-end: a retention the policy gives up when its call ends (the session went quiet) is released on
+the replica (`POST /saga/v1/release`) instead of held to its TTL; a replica without the retention contract
+loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy.config import ProxyConfig
+from proxy.retention_release import RetentionReleaser
+from proxy.scheduler import PolicySpec
+from proxy.scheduler.framework import Retention
+from proxy.scheduler.plugin_spec import PLUGIN_TYPES
+from proxy.scheduler.registry import PluginSpec
+from proxy.scheduler.types import ReplicaId, RequestInfo, Usage
+from proxy.server import running_proxy
+from simulator.server import start_fleet
+
+
+class _Hold(Retention):
+    """Asks for a long retention after every call; gives it up when the call ends if `release` says so."""
+
+    type_name = "test-hold-retention"
+    release = False
+
+    def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
+        return 600.0
+
+    def release_after(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> bool:
+        return self.release
+
+
+class _HoldThenRelease(_Hold):
+    type_name = "test-hold-then-release-retention"
+    release = True
+
+
+@pytest.fixture
+def test_plugins() -> Iterator[None]:
+    for cls in (_Hold, _HoldThenRelease):
+        PLUGIN_TYPES[cls.type_name] = cls
+    yield
+    for cls in (_Hold, _HoldThenRelease):
+        del PLUGIN_TYPES[cls.type_name]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+async def _retained_sessions(http: aiohttp.ClientSession, replica: str) -> list[str]:
+    async with http.get(f"{replica}/saga/v1/retained") as r:
+        assert r.status == 200
+        return [s["session_id"] for s in (await r.json())["sessions"]]
+
+
+@pytest.mark.parametrize("retention", [_Hold.type_name, _HoldThenRelease.type_name])
+async def test_a_retention_given_up_at_the_end_of_its_call_is_released_on_the_replica(
+    http: aiohttp.ClientSession, test_plugins: None, retention: str
+) -> None:
+    fleet = await start_fleet(1, time_scale=200.0)
+    policy = PolicySpec(
+        picker=PluginSpec("max-score-picker"),
+        scorers=[PluginSpec("session-affinity-scorer")],
+        retention=PluginSpec(retention),
+    )
+    try:
+        config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, health_interval_s=0.2, policy=policy)
+        async with running_proxy(config) as url:
+            body = {
+                "model": "saga-sim",
+                "messages": [{"role": "user", "content": "hi " * 200}],
+                "max_tokens": 4,
+            }
+            async with http.post(
+                f"{url}/v1/chat/completions", json=body, headers={"X-Session-ID": "s-1"}
+            ) as r:
+                assert r.status == 200, await r.text()
+            held = await _retained_sessions(http, fleet.urls[0])
+            for _ in range(100):  # the release goes out in the background, after the answer
+                if retention == _Hold.type_name or not held:
+                    break
+                await asyncio.sleep(0.05)
+                held = await _retained_sessions(http, fleet.urls[0])
+            assert held == ([] if retention == _HoldThenRelease.type_name else ["s-1"])
+    finally:
+        await fleet.close()
+
+
+async def test_a_replica_without_the_contract_or_gone_only_counts_a_failed_release() -> None:
+    app = web.Application()  # a replica with no /saga/v1/release: 404
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            releaser = RetentionReleaser(session, upstream_api_key=None)
+            releaser.release([("s-1", f"http://127.0.0.1:{port}"), ("s-2", "http://127.0.0.1:9")])
+            await asyncio.gather(*releaser.pending)
+            assert (releaser.sent, releaser.failed, releaser.dropped) == (2, 2, 0)
+            assert not releaser.pending
+    finally:
+        await runner.cleanup()
