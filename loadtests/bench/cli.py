@@ -37,6 +37,7 @@ from loadtests.bench.report import (
     plot_completion_times,
     recorded_command,
     results_table,
+    time_split_table,
     write_json,
 )
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
@@ -140,6 +141,9 @@ def _finish(
 ) -> None:
     console.print(results_table(report))
     console.print(calls_table(report))
+    split = time_split_table(report)
+    if split is not None:
+        console.print(split)
     for name, reason in report.missing.items():
         console.print(f"[yellow]not run[/yellow] {name}: {reason}")
     for line in failure_lines(report):

@@ -43,6 +43,50 @@ DEFAULT_SLO_FACTORS: dict[str, float] = {"standard": 1.5, "interactive": 1.2, "b
 MIN_BOUND = 1.01
 
 
+class TimeSplit(msgspec.Struct, kw_only=True):
+    """Where a finished task's time goes, mean seconds per task. Queue parts are known only in the
+    discrete-event cluster (from sending a call to the engine first scheduling it: the proxy's queue and the
+    engine's); where they are not (HTTP runs) they are None and `prefill_s` is the time to first token.
+    `waits_s` is the rest of the task's completion time: its tool and think time, and the client's own
+    gaps between calls."""
+
+    first_queue_s: float | None  # the task's first call: waiting for admission and the engine
+    later_queue_s: float | None  # its later calls (a continuing workflow waiting: what SAGA cuts)
+    prefill_s: float  # scheduled to first token (re-prefill of evicted history counts here)
+    decode_s: float  # first token to the end of each answer
+    waits_s: float
+
+
+def time_split(records: Sequence[TaskRecord]) -> TimeSplit | None:
+    """The mean `TimeSplit` over finished tasks; None when none finished."""
+    done = [r for r in records if not r.failed]
+    if not done:
+        return None
+    queued = all(c.queue_s is not None for r in done for c in r.calls)
+    first = later = prefill = decode = waits = 0.0
+    for r in done:
+        busy = 0.0
+        for i, c in enumerate(r.calls):
+            ttft = c.ttft_s if c.ttft_s is not None else c.latency_s
+            queue = c.queue_s or 0.0
+            if i == 0:
+                first += queue
+            else:
+                later += queue
+            prefill += ttft - queue
+            decode += c.latency_s - ttft
+            busy += c.latency_s
+        waits += r.completion_time_s - busy
+    n = len(done)
+    return TimeSplit(
+        first_queue_s=first / n if queued else None,
+        later_queue_s=later / n if queued else None,
+        prefill_s=prefill / n,
+        decode_s=decode / n,
+        waits_s=waits / n,
+    )
+
+
 class PolicyMetrics(msgspec.Struct, kw_only=True):
     tasks: int
     failed: int
@@ -77,6 +121,7 @@ class PolicyMetrics(msgspec.Struct, kw_only=True):
     bound_speedup: float | None = None
     headroom_captured: float | None = None
     kv: KvFigures | None = None  # discrete-event runs: KV oversubscription and CPU offload traffic
+    time_split: TimeSplit | None = None  # where a finished task's time goes, mean seconds per task
 
     @property
     def kv_oversubscription_peak(self) -> float | None:
@@ -198,6 +243,7 @@ def policy_metrics(
         turn_latency_p50_s=percentile(turns, 50) if turns else None,
         turn_latency_p99_s=percentile(turns, 99) if turns else None,
         tct_isolated_geomean_s=geomean([isolated_s[r.session_id] for r in done]),
+        time_split=time_split(records),
     )
 
 

@@ -191,6 +191,39 @@ def calls_table(report: BenchReport) -> Table:
     return table
 
 
+SPLIT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("first call's queue", "first_queue_s"),
+    ("later calls' queue", "later_queue_s"),
+    ("prefill", "prefill_s"),
+    ("decode", "decode_s"),
+    ("tool and think", "waits_s"),
+)
+
+
+def time_split_table(report: BenchReport) -> Table | None:
+    """Where a finished task's time goes, mean seconds per task (None when no policy finished a task)."""
+    if all(m.time_split is None for m in report.policies.values()):
+        return None
+    table = Table(
+        title="Where a task's time goes (mean s per finished task)",
+        caption="queue = sent to first scheduled by the engine (the proxy's queue and the engine's); "
+        "prefill = scheduled to first token, re-prefill of evicted history included; decode = the rest",
+    )
+    table.add_column("policy", no_wrap=True)
+    table.add_column("TCT mean", justify="right")
+    for header, _ in SPLIT_COLUMNS:
+        table.add_column(header, justify="right")
+    for name, m in report.policies.items():
+        split = m.time_split
+        cells = (
+            ["n/a"] * len(SPLIT_COLUMNS)
+            if split is None
+            else [_fmt(getattr(split, field), "s") for _, field in SPLIT_COLUMNS]
+        )
+        table.add_row(name, _fmt(m.tct_mean_s, "s"), *cells)
+    return table
+
+
 def markdown_table(report: BenchReport) -> str:
     headers = ["policy", "tasks ok", *(h for h, _, _ in _columns(report))]
     lines = ["| " + " | ".join(headers) + " |", "| --- |" + " ---: |" * (len(headers) - 1)]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from loadtests.bench.isolated import isolated_task_time_s
-from loadtests.bench.metrics import policy_metrics, with_speedups
+from loadtests.bench.metrics import policy_metrics, time_split, with_speedups
 from loadtests.tasks import AgentTask, CallRecord, Step, TaskRecord
 from simulator.cost_model import Profile, get_profile
 
@@ -92,3 +92,23 @@ def test_isolated_time_is_the_cost_model_summed_over_calls_plus_tools() -> None:
     assert isolated_task_time_s(task("a"), real) > 3.0 and math.isfinite(
         isolated_task_time_s(task("a"), real)
     )
+
+
+def test_time_split_adds_up_to_the_completion_time_and_separates_first_and_later_queues() -> None:
+    calls = [
+        CallRecord(step=0, started_s=0.0, latency_s=10.0, ttft_s=4.0, queue_s=3.0),  # 3 queued, 1 prefill
+        CallRecord(step=1, started_s=15.0, latency_s=20.0, ttft_s=8.0, queue_s=6.0),  # 5 s tool before it
+    ]
+    done = TaskRecord("a", "t", "x", started_s=0.0, finished_s=40.0, calls=calls)
+    failed = TaskRecord(
+        "b", "t", "x", started_s=0.0, finished_s=9.0, calls=[CallRecord(0, 0.0, 1.0, error="x")]
+    )
+    split = time_split([done, failed])  # means over finished tasks only
+    assert split is not None
+    assert (split.first_queue_s, split.later_queue_s) == (3.0, 6.0)
+    assert (split.prefill_s, split.decode_s, split.waits_s) == (3.0, 18.0, 10.0)
+    assert 3.0 + 6.0 + split.prefill_s + split.decode_s + split.waits_s == done.completion_time_s
+    http = TaskRecord("c", "t", "x", started_s=0.0, finished_s=12.0, calls=[CallRecord(0, 0.0, 10.0, 4.0)])
+    over_http = time_split([http])  # no queue figure: prefill is the time to first token
+    assert over_http is not None and over_http.first_queue_s is None and over_http.prefill_s == 4.0
+    assert time_split([failed]) is None
