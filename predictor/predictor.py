@@ -405,6 +405,21 @@ class Predictor:
     def graph(self, agent_type: str) -> AgentGraph | None:
         return self.graphs.get(agent_type)
 
+    def expected_work_s(self, session_id: str) -> float | None:
+        """The service a session still has to get, from its state on (a new session: its whole task), in
+        seconds of the service-time model: its agent type's expected prompt growth and output over the
+        absorbing chain of the graph. None for an unknown session, or before `min_samples` sessions of its
+        type have ended (no basis to compare types on)."""
+        s = self.sessions.get(session_id)
+        graph = self.graphs.get(s.agent_type) if s is not None else None
+        if s is None or graph is None or graph.sessions_ended < self.config.min_samples:
+            return None
+        rest = graph.remaining(s.state)
+        if rest is None:
+            return None
+        cfg = self.config
+        return rest.new_tokens * cfg.prefill_s_per_token + rest.output_tokens * cfg.decode_s_per_token
+
     # -- internals ------------------------------------------------------------------------------------
 
     def _remaining(

@@ -120,6 +120,10 @@ class PolicyMetrics(msgspec.Struct, kw_only=True):
     tct_isolated_geomean_s: float = 0.0
     bound_speedup: float | None = None
     headroom_captured: float | None = None
+    # The same against a bound that also counts the cluster's KV capacity (loadtests/bench/capacity_bound.py;
+    # open-loop discrete-event runs): baseline geomean / that bound, and log(speedup) / log(it).
+    capacity_bound_speedup: float | None = None
+    capacity_headroom_captured: float | None = None
     kv: KvFigures | None = None  # discrete-event runs: KV oversubscription and CPU offload traffic
     time_split: TimeSplit | None = None  # where a finished task's time goes, mean seconds per task
 
@@ -258,9 +262,11 @@ def with_speedups(
     baseline: str,
     finished: Mapping[str, Mapping[str, float]] | None = None,
     isolated_s: Mapping[str, float] | None = None,
+    capacity_bound_s: float | None = None,
 ) -> dict[str, PolicyMetrics]:
     """Each policy's speedup (the baseline's geometric-mean TCT over its own; above 1: faster), the bound and
-    the headroom captured. With `finished` and `isolated_s` every figure is on the common survivors;
+    the headroom captured, and the same against `capacity_bound_s` (a geomean TCT no schedule can beat on
+    this cluster) when given. With `finished` and `isolated_s` every figure is on the common survivors;
     without, on each policy's own finished tasks (the same set when none failed)."""
     if baseline not in results:
         raise ValueError(f"baseline {baseline!r} was not run; ran: {', '.join(results)}")
@@ -273,13 +279,22 @@ def with_speedups(
         isolated = results[baseline].tct_isolated_geomean_s
     base = geo[baseline]
     bound = base / isolated if base > 0 and isolated > 0 else None
+    capacity_bound = base / capacity_bound_s if base > 0 and capacity_bound_s else None
     out = {}
     for name, m in results.items():
         speedup = base / geo[name] if geo[name] > 0 and base > 0 else math.nan
-        headroom = None
-        if bound is not None and bound >= MIN_BOUND and speedup > 0:  # NaN compares False
-            headroom = math.log(speedup) / math.log(bound)
         out[name] = msgspec.structs.replace(
-            m, speedup_vs_baseline=speedup, bound_speedup=bound, headroom_captured=headroom
+            m,
+            speedup_vs_baseline=speedup,
+            bound_speedup=bound,
+            headroom_captured=_headroom(speedup, bound),
+            capacity_bound_speedup=capacity_bound,
+            capacity_headroom_captured=_headroom(speedup, capacity_bound),
         )
     return out
+
+
+def _headroom(speedup: float, bound: float | None) -> float | None:
+    if bound is None or bound < MIN_BOUND or not speedup > 0:  # NaN compares False
+        return None
+    return math.log(speedup) / math.log(bound)

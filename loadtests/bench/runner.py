@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from loadtests.bench.capacity_bound import capacity_bound_geomean_s
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import (
     DEFAULT_SLO_FACTORS,
@@ -90,8 +91,12 @@ async def compare(
             "no contender could run: " + "; ".join(f"{k}: {v}" for k, v in missing.items())
         )
     base = baseline if baseline in results else next(iter(results))
-    policies = with_speedups(results, base, finished, isolated)
     common = common_survivors(finished)
+    capacity = next((m.kv.kv_capacity_tokens for m in results.values() if m.kv is not None), 0)
+    bound_s = capacity_bound_geomean_s(
+        [t for t in tasks if t.session_id in common], isolated, profile, capacity
+    )
+    policies = with_speedups(results, base, finished, isolated, capacity_bound_s=bound_s)
     report = BenchReport(
         baseline=base,
         policies=policies,

@@ -28,6 +28,7 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import msgspec
 
@@ -48,6 +49,10 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     quiet_gap_s: float = 60.0  # a predicted median return gap this long is a person's think time: lapse now
     max_waiting: int = 10_000
     max_agent_types: int = 256
+    # Which waiting workflow a tenant gets admitted first: "arrival" (first come), or "least-work" (the
+    # earliest arrival + expected service of its agent type, learned by the predictor: short work overtakes
+    # long work by at most the difference; types not learned yet by arrival).
+    order: Literal["arrival", "least-work"] = "arrival"
 
     def validate(self) -> None:
         checks = {
@@ -116,8 +121,12 @@ class WorkflowAdmission:
         """Hold a new workflow's first call; False when `max_waiting` calls already wait."""
         if len(self.waiting) >= self.spec.max_waiting:
             return False
-        seq = float(next(self._seq))  # first come, first admitted within a tenant
-        self.waiting.push(req.request_id, req, tenant=req.tenant_id, cost=1.0, remaining=seq, now=now)
+        rank = float(next(self._seq))  # first come, first admitted within a tenant (ties: by arrival)
+        if self.spec.order == "least-work":
+            # A deadline of arrival + expected service: shorter work overtakes, by at most its difference
+            # (a long workflow is never starved); an agent type not learned yet goes by its arrival.
+            rank = now + (self.predictor.expected_work_s(req.session_id) or 0.0)
+        self.waiting.push(req.request_id, req, tenant=req.tenant_id, cost=1.0, remaining=rank, now=now)
         self._waiting_per_session[req.session_id] = self._waiting_per_session.get(req.session_id, 0) + 1
         return True
 

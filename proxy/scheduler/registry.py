@@ -92,7 +92,7 @@ PRESETS: dict[str, PolicySpec] = {
         ],
         # retentions rank with their workflow (its vLLM priority): only older workflows' calls break them
         retention=PluginSpec("predicted-ttl-retention", params={"priority_base_s": None}),
-        admission=AdmissionSpec(),
+        admission=AdmissionSpec(order="least-work"),
         prioritize="workflow-age",
         stealing=StealingSpec(rebalance_above=1.0),
     ),

@@ -342,3 +342,41 @@ def test_an_interactive_tenant_goes_before_older_batch_workflows() -> None:
     later_batch = only_dispatch(core.request_arrived(call("new-batch", prompt_tokens=1_000, tenant="batch")))
     assert chat.priority is not None and batch.priority is not None and later_batch.priority is not None
     assert chat.priority < batch.priority < later_batch.priority
+
+
+def test_least_work_admits_short_agent_types_first_but_never_starves_long_ones() -> None:
+    from tests.predictor.streams import feed_sessions
+
+    spec = saga_spec(admission=AdmissionSpec(order="least-work"))
+    core, clock = make_core(replicas=1, spec=spec)
+    assert core.admission is not None
+    predictor = core.predictor
+    # Two agent types with the same steps; "long" answers the person six times before it ends, "short" once.
+    short_end = feed_sessions(predictor, 60, agent_type="short", end_after_answers=1)
+    long_end = feed_sessions(predictor, 60, agent_type="long", end_after_answers=6, seed=1)
+    clock.now = max(short_end, long_end) + 1.0
+
+    def new(session: str, agent_type: str) -> RequestInfo:
+        return msgspec.structs.replace(call(session, prompt_tokens=80_000), agent_type=agent_type)
+
+    busy = new("busy", "short")
+    only_dispatch(core.request_arrived(busy))  # the replica holds one 80k workflow at a time
+    long_req, short_req = new("long-1", "long"), new("short-1", "short")
+    assert core.request_arrived(long_req) == []
+    clock.now += 1.0
+    assert core.request_arrived(short_req) == []
+    long_work = predictor.expected_work_s("long-1")
+    short_work = predictor.expected_work_s("short-1")
+    assert long_work is not None and short_work is not None and long_work > short_work + 1.0
+    clock.now += 1.0
+    admitted = core.request_finished(busy.request_id, Usage(80_000, 10, finish_reason="stop"))
+    admitted += core.session_ended("busy")
+    # The later but shorter workflow goes first...
+    assert [d.request_id for d in admitted] == [short_req.request_id]
+    # ...but one that arrives after the long one waited longer than the difference in work does not.
+    late_short = new("short-2", "short")
+    clock.now += long_work - short_work + 1.0
+    assert core.request_arrived(late_short) == []
+    admitted = core.request_finished(short_req.request_id, Usage(80_000, 10, finish_reason="stop"))
+    admitted += core.session_ended("short-1")
+    assert [d.request_id for d in admitted] == [long_req.request_id]

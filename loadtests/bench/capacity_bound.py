@@ -1,0 +1,72 @@
+"""A lower bound on the geometric-mean task completion time that also counts the KV capacity: what no
+scheduler can beat on this cluster, where `bound_speedup` (the tasks' isolated times) counts only the tasks.
+
+Contract (open-loop runs: every task has an arrival time; pure, deterministic):
+- Each task needs KV while it decodes: every call holds at least its private context (its prompt less the
+  system prompt its agent type shares, which the cache holds once) for at least its isolated decode time
+  (a decode step in a batch is never faster than alone), so a task consumes at least `kv_area_token_s` of
+  the cluster's KV capacity C (tokens) x time. Prefill, tool waits and everything shared are left out, so
+  this is a lower bound on what any schedule spends.
+- Whatever the schedule, the k-th task to complete has consumed, with the k-1 before it, at least S_k: the
+  sum of the k smallest areas; all of it after the first arrival r0. So the k-th completion is at least
+  L_k = r0 + S_k / C, and task i, whenever it completes, no sooner than its arrival plus its isolated time.
+- The bound: the least sum of log(max(L_rank(i), r_i + d_i) - r_i) over every way of giving the tasks
+  completion ranks (an assignment problem, solved exactly), as a geometric mean. It is at least the isolated
+  geometric mean, and equal to it when the KV is never the limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
+
+from loadtests.tasks import AgentTask
+from simulator.cost_model import Profile, step_time_s
+
+
+def kv_area_token_s(task: AgentTask, profile: Profile) -> float:
+    """KV tokens x seconds the task holds at least: each call's private context over its isolated decode."""
+    context = task.system_tokens + task.task_tokens
+    area = 0.0
+    for step in task.steps:
+        steps = step.output_tokens - 1
+        if steps > 0:
+            first = step_time_s(profile, num_tokens=1, decode_context_tokens=context + 1)
+            last = step_time_s(profile, num_tokens=1, decode_context_tokens=context + steps)
+            decode_s = steps * (first + last) / 2
+            private = max(0, context - task.system_tokens)
+            area += (private + steps / 2) * decode_s  # the context grows by one token a step
+        if task.replace_history:
+            context = task.system_tokens + step.observation_tokens
+        else:
+            context += step.output_tokens
+            if step.compact_to_tokens is not None:
+                context = min(context, step.compact_to_tokens)
+            context += step.observation_tokens
+    return area
+
+
+def capacity_bound_geomean_s(
+    tasks: Sequence[AgentTask],
+    isolated_s: Mapping[str, float],
+    profile: Profile,
+    capacity_tokens: int,
+) -> float | None:
+    """The bound above for `tasks` (those a comparison counts) on a cluster of `capacity_tokens` of KV; None
+    for a closed-loop run (a task without an arrival time) or no tasks."""
+    if not tasks or capacity_tokens <= 0 or any(t.arrival_s is None for t in tasks):
+        return None
+    arrivals = np.array([t.arrival_s or 0.0 for t in tasks])
+    isolated = np.array([isolated_s[t.session_id] for t in tasks])
+    areas = sorted(kv_area_token_s(t, profile) for t in tasks)
+    earliest = float(arrivals.min())
+    by_rank = np.array([earliest + s / capacity_tokens for s in itertools.accumulate(areas)])
+    # cost[i, k]: task i completing k-th, no sooner than its own isolated finish
+    finish = np.maximum(by_rank[None, :], (arrivals + isolated)[:, None])
+    cost = np.log(np.maximum(finish - arrivals[:, None], 1e-9))
+    rows, cols = linear_sum_assignment(cost)
+    return math.exp(float(cost[rows, cols].sum()) / len(tasks))
