@@ -17,7 +17,6 @@ Contract (open-loop runs: every task has an arrival time; pure, deterministic):
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -60,13 +59,22 @@ def capacity_bound_geomean_s(
     for a closed-loop run (a task without an arrival time) or no tasks."""
     if not tasks or capacity_tokens <= 0 or any(t.arrival_s is None for t in tasks):
         return None
-    arrivals = np.array([t.arrival_s or 0.0 for t in tasks])
-    isolated = np.array([isolated_s[t.session_id] for t in tasks])
-    areas = sorted(kv_area_token_s(t, profile) for t in tasks)
-    earliest = float(arrivals.min())
-    by_rank = np.array([earliest + s / capacity_tokens for s in itertools.accumulate(areas)])
-    # cost[i, k]: task i completing k-th, no sooner than its own isolated finish
-    finish = np.maximum(by_rank[None, :], (arrivals + isolated)[:, None])
-    cost = np.log(np.maximum(finish - arrivals[:, None], 1e-9))
+    return geomean_bound_s(
+        [t.arrival_s or 0.0 for t in tasks],
+        [isolated_s[t.session_id] for t in tasks],
+        [kv_area_token_s(t, profile) for t in tasks],
+        capacity_tokens,
+    )
+
+
+def geomean_bound_s(
+    arrivals: Sequence[float], isolated: Sequence[float], areas: Sequence[float], capacity_tokens: float
+) -> float:
+    """The bound from each task's arrival, isolated time and KV area (see the module contract)."""
+    arrived = np.array(arrivals, dtype=float)
+    by_rank = float(arrived.min()) + np.cumsum(np.sort(np.array(areas, dtype=float))) / capacity_tokens
+    # cost[i, k]: log of task i's completion time if it completes k-th, no sooner than its isolated finish
+    finish = np.maximum(by_rank[None, :], (arrived + np.array(isolated, dtype=float))[:, None])
+    cost = np.log(np.maximum(finish - arrived[:, None], 1e-9))
     rows, cols = linear_sum_assignment(cost)
-    return math.exp(float(cost[rows, cols].sum()) / len(tasks))
+    return math.exp(float(cost[rows, cols].sum()) / len(arrived))

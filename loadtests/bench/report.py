@@ -106,10 +106,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("tok/s", "throughput_tokens_per_s", "int"),
     ("speedup", "speedup_vs_baseline", "x"),
     ("bound", "bound_speedup", "x"),
+    ("KV bound", "capacity_bound_speedup", "x"),
     ("headroom", "headroom_captured", "pct"),
 )
 # Shown only when some policy has a value (turns exist only where the tasks mark them).
-OPTIONAL_FIELDS = frozenset({"turn_latency_p50_s", "turn_latency_p99_s"})
+OPTIONAL_FIELDS = frozenset({"turn_latency_p50_s", "turn_latency_p99_s", "capacity_bound_speedup"})
 
 
 # The terminal splits the columns in two tables (task completion against its limit; calls, cache and engine)
@@ -118,7 +119,7 @@ COMPLETION_FIELDS = frozenset(
     {
         "failed", "tct_mean_s", "tct_geomean_s", "tct_p50_s", "tct_p99_s", "service_geomean_s",
         "tct_isolated_geomean_s", "slo_attainment", "throughput_tasks_per_s", "speedup_vs_baseline",
-        "bound_speedup", "headroom_captured",
+        "bound_speedup", "capacity_bound_speedup", "headroom_captured",
     }
 )  # fmt: skip
 
@@ -159,7 +160,8 @@ def comparison_note(report: BenchReport) -> str:
     return (
         f"speedup = baseline `{report.baseline}` geometric-mean TCT / the policy's, on the "
         f"{report.compared_tasks} of {tasks} tasks every policy finished; bound = baseline geomean / "
-        "isolated geomean (each task alone on an idle replica: no scheduler can beat it); headroom = "
+        "isolated geomean (each task alone on an idle replica: no scheduler can beat it); KV bound = the "
+        "same, with the cluster's KV capacity counted too (open-loop runs); headroom = "
         "log(speedup) / log(bound); service = TCT minus the task's own tool and think time"
     )
 
