@@ -139,6 +139,7 @@ def cluster_config(
             age_bound_s=args.age_bound_s,
             gpu_cost=gpu_cost_for(profile, args.max_in_flight),
             slo_headroom=args.slo_headroom,
+            min_active_tenants=args.min_active_tenants,
         )
     return ClusterConfig(
         replicas=args.replicas,
@@ -247,6 +248,12 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--batch-agents", type=int, default=96, help="batch agents running at once")
     p.add_argument("--batch-weight", type=float, default=1.0)
     p.add_argument("--max-in-flight", type=int, default=6, help="the gate: calls in flight per replica")
+    p.add_argument(
+        "--min-active-tenants",
+        type=int,
+        default=1,
+        help="the queue holds calls only while this many tenants are active (queue.min_active_tenants)",
+    )
     p.add_argument("--slo-headroom", type=int, default=2, help="extra calls per replica for SLO tenants")
     p.add_argument("--age-bound-s", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)

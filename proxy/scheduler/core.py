@@ -41,6 +41,7 @@ from proxy.scheduler.types import (
     Usage,
 )
 
+_MAX_TENANTS_SEEN = 4096
 _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
 
 
@@ -103,6 +104,7 @@ class SchedulerCore:
         if release is None and policy.queue is not None:
             release = ReleaseQueue(policy.queue, tenants)
         self.release = release
+        self._tenant_seen: dict[str, float] = {}  # tenant -> its last call's arrival (the queue's activation)
         self.tenants = tenants
         self.tenant_stats = TenantLedger(tenants)
         self._workflows_seen = 0
@@ -131,6 +133,11 @@ class SchedulerCore:
             session = _Session(now, started=now, tenant_id=req.tenant_id, seq=self._workflows_seen)
         self.sessions[req.session_id] = session
         session.last_seen = now
+        if self.release is not None and self.release.spec.min_active_tenants > 1:
+            self._tenant_seen.pop(req.tenant_id, None)
+            self._tenant_seen[req.tenant_id] = now  # in last-seen order: the oldest first
+            if len(self._tenant_seen) > _MAX_TENANTS_SEEN:  # a flood of tenant ids: forget the quietest
+                del self._tenant_seen[next(iter(self._tenant_seen))]
         self.predictor.call_arrived(req.session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
         if self.release is not None and req.request_id in self.release:
             raise ValueError(f"request id {req.request_id!r} is already held")
@@ -339,7 +346,7 @@ class SchedulerCore:
         self, req: RequestInfo, tried: set[ReplicaId], to: ReplicaId | None = None
     ) -> list[Decision]:
         """Route `req` (to `to` when admission placed it): dispatch now, or hold it in the release queue."""
-        if self.release is not None:
+        if self.release is not None and self._queue_active():
             return self._hold(req, tried, to)
         replica_id = to if to is not None else self._pick(req, tried)
         return [replica_id if isinstance(replica_id, Reject) else self._dispatch(req, replica_id, tried)]
@@ -401,6 +408,19 @@ class SchedulerCore:
             admission.admit(head, replica_id, now)
             decisions += self._proceed(head, set(), replica_id)
         return decisions
+
+    def _queue_active(self) -> bool:
+        """Whether calls go through the release queue now: always, or (`min_active_tenants` > 1) while enough
+        tenants sent calls recently, and as long as anything is held (no call overtakes a held one)."""
+        assert self.release is not None
+        spec = self.release.spec
+        if spec.min_active_tenants <= 1 or len(self.release):
+            return True
+        horizon = self.clock() - spec.active_window_s
+        seen = self._tenant_seen
+        while seen and next(iter(seen.values())) < horizon:  # forget tenants quiet past the window
+            del seen[next(iter(seen))]
+        return len(seen) >= spec.min_active_tenants
 
     def _hold(self, req: RequestInfo, tried: set[ReplicaId], to: ReplicaId | None = None) -> list[Decision]:
         """Hold `req` in its replica's lane, then release what that replica has room for."""

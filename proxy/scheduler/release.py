@@ -45,6 +45,11 @@ class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # Extra calls in flight per replica for a tenant whose SLO class has a target, when the fair order
     # reaches its call: it starts at once instead of waiting for a slot (the order itself is unchanged).
     slo_headroom: int = 0
+    # Hold calls only while at least this many tenants have sent a call within `active_window_s` (or calls are
+    # held already): with 2, a proxy serving one tenant at a time pays nothing for fairness (the gate and the
+    # order matter only when tenants compete). 1: always.
+    min_active_tenants: int = 1
+    active_window_s: float = 300.0
 
     def validate(self) -> None:
         if self.order not in ORDERS:
@@ -53,6 +58,10 @@ class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             raise ConfigError(f"queue.max_queued must be >= 1, got {self.max_queued}")
         if self.slo_headroom < 0:
             raise ConfigError(f"queue.slo_headroom must be >= 0, got {self.slo_headroom}")
+        if self.min_active_tenants < 1:
+            raise ConfigError(f"queue.min_active_tenants must be >= 1, got {self.min_active_tenants}")
+        if not self.active_window_s > 0:
+            raise ConfigError(f"queue.active_window_s must be > 0, got {self.active_window_s}")
         if self.age_bound_s is not None and not self.age_bound_s > 0:
             raise ConfigError(f"queue.age_bound_s must be > 0, got {self.age_bound_s}")
 

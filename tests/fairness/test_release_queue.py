@@ -248,3 +248,36 @@ def test_afs_shares_gpu_time_where_vtc_shares_tokens(order: str) -> None:
         assert 0.8 < ratio < 1.25
     else:
         assert ratio < 0.5
+
+
+def test_with_min_active_tenants_a_lone_tenant_bypasses_the_queue_until_another_one_shows_up() -> None:
+    spec = ReleaseQueueSpec(
+        order="afs",
+        gate=PluginSpec("max-in-flight-gate", params={"max_in_flight": 1}),
+        min_active_tenants=2,
+        active_window_s=60.0,
+    )
+    clock = Clock()
+    core = SchedulerCore(["r0"], build_policy("session-affinity"), clock, release=ReleaseQueue(spec, TENANTS))
+    alone = [call("heavy") for _ in range(3)]
+    for req in alone:  # one tenant: straight through, past a gate of one call in flight
+        assert [type(d) for d in core.request_arrived(req)] == [Dispatch]
+    clock.now = 10.0
+    light = call("light")
+    assert core.request_arrived(light) == []  # two tenants now: the gate and the fair order apply
+    assert core.request_arrived(call("heavy")) == []
+    finishing = [req.request_id for req in alone]
+    while finishing:  # the gate lets the held calls out one at a time as calls end
+        finishing += [d.request_id for d in core.request_finished(finishing.pop())]
+    assert core.release is not None and len(core.release) == 0
+    clock.now = 100.0  # `light` quiet past the window, nothing held: the lone tenant bypasses again
+    for req in alone[:2]:
+        core.request_arrived(call("heavy", session=req.session_id))
+    assert core.release is not None and len(core.release) == 0
+
+
+def test_min_active_tenants_is_validated() -> None:
+    with pytest.raises(ConfigError, match="min_active_tenants"):
+        ReleaseQueueSpec(min_active_tenants=0).validate()
+    with pytest.raises(ConfigError, match="active_window_s"):
+        ReleaseQueueSpec(active_window_s=0).validate()
