@@ -53,6 +53,10 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # earliest arrival + expected service of its agent type, learned by the predictor: short work overtakes
     # long work by at most the difference; types not learned yet by arrival).
     order: Literal["arrival", "least-work"] = "arrival"
+    # Also admit where the replica's measured KV (its last `kv_usage`) has room for the footprint and no
+    # call waits in its engine, whatever the reservations say: work-conserving at light load, when the live
+    # workflows' reservations are mostly tool time.
+    measured_room: bool = False
 
     def validate(self) -> None:
         checks = {
@@ -68,6 +72,11 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"admission.{name} is out of range: {getattr(self, name)!r}")
+
+
+def _measured_room(replica: ReplicaView, footprint: int) -> bool:
+    """Nothing waits in the replica's engine and its free KV (its last reported usage) holds `footprint`."""
+    return not replica.waiting and (1.0 - replica.kv_usage) * replica.kv_capacity_tokens >= footprint
 
 
 class _Workflow:
@@ -152,11 +161,16 @@ class WorkflowAdmission:
     def has_room(self, replica: ReplicaView, footprint: int) -> bool:
         capacity = replica.kv_capacity_tokens
         reserved = self.reserved.get(replica.replica_id, 0)
-        return capacity <= 0 or reserved == 0 or reserved + footprint <= capacity * self.spec.overcommit
+        return (
+            capacity <= 0
+            or reserved == 0
+            or reserved + footprint <= capacity * self.spec.overcommit
+            or (self.spec.measured_room and _measured_room(replica, footprint))
+        )
 
     def healthy_with_room(self, replicas: Iterable[ReplicaView], footprint: int) -> list[ReplicaView]:
         """The healthy `replicas` that have room for `footprint` (`has_room`), in their order: one pass."""
-        reserved, limit = self.reserved, self.spec.overcommit
+        reserved, limit, measured = self.reserved, self.spec.overcommit, self.spec.measured_room
         return [
             r
             for r in replicas
@@ -165,6 +179,7 @@ class WorkflowAdmission:
                 (capacity := r.kv_capacity_tokens) <= 0
                 or (held := reserved.get(r.replica_id, 0)) == 0
                 or held + footprint <= capacity * limit
+                or (measured and _measured_room(r, footprint))
             )
         ]
 

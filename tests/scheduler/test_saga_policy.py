@@ -380,3 +380,20 @@ def test_least_work_admits_short_agent_types_first_but_never_starves_long_ones()
     admitted = core.request_finished(short_req.request_id, Usage(80_000, 10, finish_reason="stop"))
     admitted += core.session_ended("short-1")
     assert [d.request_id for d in admitted] == [long_req.request_id]
+
+
+def test_measured_room_admits_past_full_reservations_only_where_the_kv_is_free_and_nothing_waits() -> None:
+    for measured in (False, True):
+        core, _ = make_core(replicas=1, spec=saga_spec(admission=AdmissionSpec(measured_room=measured)))
+        assert core.admission is not None
+        footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
+        fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
+        for i in range(fits):
+            only_dispatch(core.request_arrived(call(f"s{i}", prompt_tokens=30_000)))
+        # the live workflows are between calls (tool time): the engine reports its KV mostly free
+        core.replica_stats(ReplicaStats("r0", kv_usage=0.1, waiting=0))
+        admitted = core.request_arrived(call("new", prompt_tokens=30_000))
+        assert len(admitted) == (1 if measured else 0)
+        if measured:  # a call waiting in the engine: the measured room does not count
+            core.replica_stats(ReplicaStats("r0", kv_usage=0.1, waiting=1))
+            assert core.request_arrived(call("newer", prompt_tokens=30_000)) == []
