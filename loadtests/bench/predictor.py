@@ -223,9 +223,10 @@ class StateOraclePolicy:
                     gaps.setdefault(key, seconds_sketch()).add(max(0.0, c.next_arrival - c.finish))
         never = seconds_sketch()
         never.add(1.0)
+        self.never = ReturnModel(never, 1.0)
+        self.gap_sketches = gaps
         self.models = {
-            k: ReturnModel(gaps[k], ends.get(k, 0) / n) if k in gaps else ReturnModel(never, 1.0)
-            for k, n in calls.items()
+            k: ReturnModel(gaps[k], ends.get(k, 0) / n) if k in gaps else self.never for k, n in calls.items()
         }
         self._held: dict[str, tuple[ReturnModel, float]] = {}
         self.ledger = RetentionLedger(capacity, scorer=self._score)
@@ -424,6 +425,10 @@ def add_predictor_parser(modes: argparse._SubParsersAction[argparse.ArgumentPars
     )  # fmt: skip
     p.add_argument("--cache-tokens", default="", help="cache sizes in tokens (overrides --cache-fractions)")
     p.add_argument("--fixed-ttl", type=float, default=10.0, help="TTL of the fixed-TTL baseline (s)")
+    p.add_argument(
+        "--noise-sigmas", default="0.5,1.0",
+        help="references: Bélády told each gap up to a log-normal factor of these sigmas ('' for none)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, help="write the results as JSON here")
 
 
@@ -440,6 +445,10 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
         sizes = [int(float(x)) for x in args.cache_tokens.split(",") if x]
     else:
         sizes = [int(float(f) * mean_ws) for f in args.cache_fractions.split(",") if f]
+    # Imported here: the references build on this module's policies.
+    from loadtests.bench.predictor_references import EndOraclePolicy, NoisyBeladyPolicy, gap_information
+
+    sigmas = [float(x) for x in args.noise_sigmas.split(",") if x]
     params = RetentionParams()
     rows = []
     worst, worst_total = 0.0, 0.0
@@ -450,6 +459,8 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
             LruPolicy("lru", capacity),
             FixedTtlPolicy(f"fixed-ttl-{args.fixed_ttl:g}s", capacity, args.fixed_ttl),
             StateOraclePolicy(capacity, sessions),
+            EndOraclePolicy(capacity, sessions),
+            *(NoisyBeladyPolicy(capacity, sigma, seed=args.seed) for sigma in sigmas),
         ]
         result = {p.name: replay(events, p) for p in policies}
         best, ours = result["belady"], result["saga"]
@@ -467,6 +478,10 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
                     result["state-oracle"].avoidable / max(1, best.avoidable), 4
                 ),
                 "saga_over_belady_total": round(ratio_total, 4),
+                "over_belady": {
+                    k: round(v.avoidable / best.avoidable, 4) if best.avoidable else 1.0
+                    for k, v in result.items()
+                },
             }
         )
     return {
@@ -480,6 +495,7 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
         "cold_first_prompt_tokens": sum(s[0].prompt for s in sessions),
         "working_set_tokens": {"mean": round(mean_ws), "peak": peak_ws},
         "quality": prediction_quality(events),
+        "gap_information": gap_information(sessions),
         "cache": rows,
         "belady_ratio": round(worst, 4),
         "belady_ratio_total": round(worst_total, 4),
@@ -509,6 +525,14 @@ def summary_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {size} | {cells} | {ratios} |")
     lines += [
         "",
+        "",
+        *(
+            f"over belady at {row['fraction_of_working_set']}x: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in row["over_belady"].items() if k != "belady")
+            for row in result["cache"]
+        ),
+        "gap information (Spearman within a state): "
+        + msgspec.json.encode(result["gap_information"]).decode(),
         f"belady_ratio {result['belady_ratio']} (all prefill tokens: {result['belady_ratio_total']})",
         "quality: " + msgspec.json.encode(result["quality"]).decode(),
     ]
