@@ -131,6 +131,19 @@ def build_trace(
     return shapes
 
 
+def with_session_speeds(tasks: Sequence[AgentTask], sigma: float, *, seed: int) -> list[AgentTask]:
+    """Each task's tool and think times scaled by its own factor e^N(0, sigma): sessions that are
+    consistently slow or fast, which a per-session feature could learn (the workloads draw every gap
+    independently given the tool)."""
+    rng = random.Random(seed ^ 0x5EED)
+    out = []
+    for task in tasks:
+        k = math.exp(rng.gauss(0.0, sigma))
+        steps = [msgspec.structs.replace(step, tool_time_s=step.tool_time_s * k) for step in task.steps]
+        out.append(msgspec.structs.replace(task, steps=steps))
+    return out
+
+
 def _events(sessions: Sequence[Sequence[TraceCall]]) -> list[tuple[float, int, TraceCall]]:
     """(time, 0 = finish / 1 = arrival, call) in time order; at a tie, ends before starts."""
     events = [(c.arrival, 1, c) for s in sessions for c in s] + [
@@ -429,6 +442,15 @@ def add_predictor_parser(modes: argparse._SubParsersAction[argparse.ArgumentPars
         "--noise-sigmas", default="0.5,1.0",
         help="references: Bélády told each gap up to a log-normal factor of these sigmas ('' for none)",
     )  # fmt: skip
+    p.add_argument(
+        "--session-speed-sigma", type=float, default=0.0,
+        help="scale each generated session's tool and think times by its own log-normal factor of this sigma "
+        "(per-session information the generated workloads do not carry; 0: none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--session-scale-weight", type=float, default=None,
+        help="RetentionParams.session_scale_weight for saga (pseudo-gaps; 0 off; default: the policy's)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, help="write the results as JSON here")
 
 
@@ -438,6 +460,8 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
         if args.trace
         else generate(args.workload, args.tasks, seed=args.seed)
     )
+    if args.session_speed_sigma > 0:
+        tasks = with_session_speeds(tasks, args.session_speed_sigma, seed=args.seed)
     sessions = [s for s in build_trace(tasks, concurrency=args.concurrency, seed=args.seed) if s]
     events = _events(sessions)
     mean_ws, peak_ws = waiting_working_set(sessions)
@@ -450,6 +474,8 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     sigmas = [float(x) for x in args.noise_sigmas.split(",") if x]
     params = RetentionParams()
+    if args.session_scale_weight is not None:
+        params = msgspec.structs.replace(params, session_scale_weight=args.session_scale_weight)
     rows = []
     worst, worst_total = 0.0, 0.0
     for capacity in sizes:
