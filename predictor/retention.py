@@ -33,6 +33,7 @@ import msgspec
 from predictor.ledger import RetentionLedger
 from predictor.predictor import Predictor
 from predictor.return_model import ReturnModel
+from predictor.session_scale import SessionGapScale
 
 
 class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -46,6 +47,11 @@ class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # (furthest `next_use_quantile` of the gap left / P(return)) or "mean" (the conditional mean instead).
     next_use: str = "index"
     long_gap_s: float | None = None  # a predicted median gap above this (a person's think time): not pinned
+    # Per-session gap scale (`next_use` "index" only): a session whose past gaps ran k times its states'
+    # medians is expected to keep doing so (a slow machine, a slow person); its gaps so far are shrunk
+    # towards scale 1 by this many pseudo-gaps. None: learned (`SessionGapScale`: off while the stream
+    # shows no per-session correlation of gaps, as in the generated workloads); 0: off.
+    session_scale_weight: float | None = None
 
     def validate(self) -> None:
         for name in ("ttl_quantile", "next_use_quantile", "min_return_probability"):
@@ -53,6 +59,8 @@ class RetentionParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"retention: {name} must be in [0, 1]")
         if self.max_ttl_s <= 0:
             raise ValueError("retention: max_ttl_s must be > 0")
+        if self.session_scale_weight is not None and self.session_scale_weight < 0:
+            raise ValueError("retention: session_scale_weight must be >= 0")
         if self.next_use not in ("quantile", "mean", "index"):
             raise ValueError(
                 f"retention: next_use must be 'quantile', 'mean' or 'index', got {self.next_use!r}"
@@ -69,10 +77,10 @@ class RetentionDecision(msgspec.Struct, frozen=True):
 
 
 class _Held:
-    __slots__ = ("finished_at", "model", "weight")
+    __slots__ = ("finished_at", "model", "scale", "weight")
 
-    def __init__(self, model: ReturnModel, finished_at: float, weight: float) -> None:
-        self.model, self.finished_at, self.weight = model, finished_at, weight
+    def __init__(self, model: ReturnModel, finished_at: float, weight: float, scale: float = 1.0) -> None:
+        self.model, self.finished_at, self.weight, self.scale = model, finished_at, weight, scale
 
 
 class PredictedRetention:
@@ -84,6 +92,7 @@ class PredictedRetention:
         self.params.validate()
         self.ledger = RetentionLedger(capacity_tokens, scorer=self.eviction_score)
         self._held: dict[str, _Held] = {}
+        self._scale = SessionGapScale(self.params.session_scale_weight)
 
     def pressure(self) -> float:
         cap = self.ledger.capacity
@@ -105,7 +114,9 @@ class PredictedRetention:
         waited = max(0.0, now - held.finished_at)
         p_return = held.model.p_return(waited)
         if self.params.next_use == "index":
-            return 1.0 / max(held.model.hit_rate(waited) * held.weight, 1e-12)
+            # Gaps k times the state's: the silence counts 1/k as much, and returns come k times slower.
+            k = held.scale
+            return k / max(held.model.hit_rate(waited / k) * held.weight, 1e-12)
         if self.params.next_use == "mean":
             wait = held.model.conditional_mean(waited) - waited
         else:
@@ -133,7 +144,9 @@ class PredictedRetention:
         d = self.decide(session_id, now, tokens)
         got = self.predictor.return_model(session_id)
         if got is not None:
-            self._held[session_id] = _Held(got[0], now, self._weight(tokens))
+            live = self.predictor.sessions.get(session_id)
+            self._scale.waiting(session_id, live.agent_type if live is not None else "", got[0], now)
+            self._held[session_id] = _Held(got[0], now, self._weight(tokens), self._scale.scale(session_id))
         evicted = self.ledger.insert(session_id, tokens, now, d.ttl_s if d.keep else 0.0, d.next_use_in_s)
         for sid in evicted:
             self._held.pop(sid, None)
@@ -143,8 +156,10 @@ class PredictedRetention:
         """The tokens of the session's prefix still cached (removed from the ledger: the call holds them)."""
         self.ledger.advance(now)
         self._held.pop(session_id, None)
+        self._scale.returned(session_id, now)
         return self.ledger.take(session_id)
 
     def session_ended(self, session_id: str) -> None:
         self._held.pop(session_id, None)
+        self._scale.forget(session_id)
         self.ledger.take(session_id)

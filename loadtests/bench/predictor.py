@@ -131,6 +131,19 @@ def build_trace(
     return shapes
 
 
+def with_session_speeds(tasks: Sequence[AgentTask], sigma: float, *, seed: int) -> list[AgentTask]:
+    """Each task's tool and think times scaled by its own factor e^N(0, sigma): sessions that are
+    consistently slow or fast, which a per-session feature could learn (the workloads draw every gap
+    independently given the tool)."""
+    rng = random.Random(seed ^ 0x5EED)
+    out = []
+    for task in tasks:
+        k = math.exp(rng.gauss(0.0, sigma))
+        steps = [msgspec.structs.replace(step, tool_time_s=step.tool_time_s * k) for step in task.steps]
+        out.append(msgspec.structs.replace(task, steps=steps))
+    return out
+
+
 def _events(sessions: Sequence[Sequence[TraceCall]]) -> list[tuple[float, int, TraceCall]]:
     """(time, 0 = finish / 1 = arrival, call) in time order; at a tie, ends before starts."""
     events = [(c.arrival, 1, c) for s in sessions for c in s] + [
@@ -223,9 +236,10 @@ class StateOraclePolicy:
                     gaps.setdefault(key, seconds_sketch()).add(max(0.0, c.next_arrival - c.finish))
         never = seconds_sketch()
         never.add(1.0)
+        self.never = ReturnModel(never, 1.0)
+        self.gap_sketches = gaps
         self.models = {
-            k: ReturnModel(gaps[k], ends.get(k, 0) / n) if k in gaps else ReturnModel(never, 1.0)
-            for k, n in calls.items()
+            k: ReturnModel(gaps[k], ends.get(k, 0) / n) if k in gaps else self.never for k, n in calls.items()
         }
         self._held: dict[str, tuple[ReturnModel, float]] = {}
         self.ledger = RetentionLedger(capacity, scorer=self._score)
@@ -424,6 +438,19 @@ def add_predictor_parser(modes: argparse._SubParsersAction[argparse.ArgumentPars
     )  # fmt: skip
     p.add_argument("--cache-tokens", default="", help="cache sizes in tokens (overrides --cache-fractions)")
     p.add_argument("--fixed-ttl", type=float, default=10.0, help="TTL of the fixed-TTL baseline (s)")
+    p.add_argument(
+        "--noise-sigmas", default="0.5,1.0",
+        help="references: Bélády told each gap up to a log-normal factor of these sigmas ('' for none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--session-speed-sigma", type=float, default=0.0,
+        help="scale each generated session's tool and think times by its own log-normal factor of this sigma "
+        "(per-session information the generated workloads do not carry; 0: none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--session-scale-weight", type=float, default=None,
+        help="RetentionParams.session_scale_weight for saga (pseudo-gaps; 0 off; default: the policy's)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, help="write the results as JSON here")
 
 
@@ -433,6 +460,8 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
         if args.trace
         else generate(args.workload, args.tasks, seed=args.seed)
     )
+    if args.session_speed_sigma > 0:
+        tasks = with_session_speeds(tasks, args.session_speed_sigma, seed=args.seed)
     sessions = [s for s in build_trace(tasks, concurrency=args.concurrency, seed=args.seed) if s]
     events = _events(sessions)
     mean_ws, peak_ws = waiting_working_set(sessions)
@@ -440,7 +469,13 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
         sizes = [int(float(x)) for x in args.cache_tokens.split(",") if x]
     else:
         sizes = [int(float(f) * mean_ws) for f in args.cache_fractions.split(",") if f]
+    # Imported here: the references build on this module's policies.
+    from loadtests.bench.predictor_references import EndOraclePolicy, NoisyBeladyPolicy, gap_information
+
+    sigmas = [float(x) for x in args.noise_sigmas.split(",") if x]
     params = RetentionParams()
+    if args.session_scale_weight is not None:
+        params = msgspec.structs.replace(params, session_scale_weight=args.session_scale_weight)
     rows = []
     worst, worst_total = 0.0, 0.0
     for capacity in sizes:
@@ -450,6 +485,8 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
             LruPolicy("lru", capacity),
             FixedTtlPolicy(f"fixed-ttl-{args.fixed_ttl:g}s", capacity, args.fixed_ttl),
             StateOraclePolicy(capacity, sessions),
+            EndOraclePolicy(capacity, sessions),
+            *(NoisyBeladyPolicy(capacity, sigma, seed=args.seed) for sigma in sigmas),
         ]
         result = {p.name: replay(events, p) for p in policies}
         best, ours = result["belady"], result["saga"]
@@ -467,6 +504,10 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
                     result["state-oracle"].avoidable / max(1, best.avoidable), 4
                 ),
                 "saga_over_belady_total": round(ratio_total, 4),
+                "over_belady": {
+                    k: round(v.avoidable / best.avoidable, 4) if best.avoidable else 1.0
+                    for k, v in result.items()
+                },
             }
         )
     return {
@@ -480,6 +521,7 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
         "cold_first_prompt_tokens": sum(s[0].prompt for s in sessions),
         "working_set_tokens": {"mean": round(mean_ws), "peak": peak_ws},
         "quality": prediction_quality(events),
+        "gap_information": gap_information(sessions),
         "cache": rows,
         "belady_ratio": round(worst, 4),
         "belady_ratio_total": round(worst_total, 4),
@@ -509,6 +551,14 @@ def summary_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {size} | {cells} | {ratios} |")
     lines += [
         "",
+        "",
+        *(
+            f"over belady at {row['fraction_of_working_set']}x: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in row["over_belady"].items() if k != "belady")
+            for row in result["cache"]
+        ),
+        "gap information (Spearman within a state): "
+        + msgspec.json.encode(result["gap_information"]).decode(),
         f"belady_ratio {result['belady_ratio']} (all prefill tokens: {result['belady_ratio_total']})",
         "quality: " + msgspec.json.encode(result["quality"]).decode(),
     ]

@@ -63,10 +63,15 @@ def test_bench_predictor_on_a_generated_workload(tmp_path: Path) -> None:
     assert result["sessions"] == 12
     assert len(result["cache"]) == 4
     for row in result["cache"]:
-        assert set(row["policies"]) == {"belady", "saga", "lru", "fixed-ttl-10s", "state-oracle"}
+        assert set(row["policies"]) == {
+            "belady", "saga", "lru", "fixed-ttl-10s", "state-oracle", "end-oracle",
+            "belady-noise-0.5", "belady-noise-1",
+        }  # fmt: skip
+        assert row["over_belady"]["saga"] == row["saga_over_belady"]
         for r in row["policies"].values():
             assert 0 <= r["avoidable"] <= r["recomputed"] <= result["prompt_tokens"]
     assert result["belady_ratio"] == max(r["saga_over_belady"] for r in result["cache"])
+    assert result["gap_information"]["gaps"] > 0
     coverage = result["quality"]["coverage"]
     assert coverage["p10"] <= coverage["p50"] <= coverage["p90"]
     quality = result["quality"]
