@@ -143,30 +143,31 @@ class AgentGraph:
 
     def observe_transition(
         self, src: str, dst: str, *, gap_s: float | None, growth: float, output: float
-    ) -> None:
+    ) -> str:
+        """Learn one transition; returns the key of the node `dst` landed in (`other` when full)."""
         node = self.node(src)
-        dst = self.node(dst).key
-        edge = node.out.get(dst)
+        target = self.node(dst).key
+        edge = node.out.get(target)
         if edge is None:
+            key = target
             if len(node.out) >= self.limits.max_edges_per_node:
-                dst = self.node(OTHER).key
-                edge = node.out.get(dst)
+                key = self.node(OTHER).key
+                edge = node.out.get(key)
             if edge is None:
-                edge = node.out[dst] = Edge()
+                edge = node.out[key] = Edge()
         totals = [edge, node.total, self._state_total(node.state)]
         if node.key != START:
             totals.append(self._graph_total)
-        gap_at = None if gap_s is None else edge.gap.index_of(max(gap_s, 0.0))
-        growth_at, output_at = edge.growth.index_of(max(growth, 0.0)), edge.output.index_of(max(output, 0.0))
         for e in totals:
             e.count += 1.0
-            if gap_at is not None:
-                e.gap.add_at(gap_at)
-            e.growth.add_at(growth_at)
-            e.output.add_at(output_at)
+        if gap_s is not None:
+            LogSketch.add_one_at([e.gap for e in totals], edge.gap.index_of(max(gap_s, 0.0)))
+        LogSketch.add_one_at([e.growth for e in totals], edge.growth.index_of(max(growth, 0.0)))
+        LogSketch.add_one_at([e.output for e in totals], edge.output.index_of(max(output, 0.0)))
         if src == START:
             self.sessions_seen += 1
         self._touched(node)
+        return target
 
     def observe_end(self, key: str, weight: float = 1.0, *, calls: int = 0, peak_prompt: int = 0) -> None:
         """A task ended in state `key` after `calls` calls, its last prompt `peak_prompt` tokens (weight -1

@@ -75,6 +75,17 @@ class LogSketch:
         self._weighted += weight * self._mids[i]
         self._changed()
 
+    @staticmethod
+    def add_one_at(sketches: Iterable[LogSketch], i: int) -> None:
+        """`add_at(i)` (weight 1) on each of `sketches` (same layout), in one loop: what a graph does to an
+        edge and its running sums on every transition."""
+        for s in sketches:
+            s._counts[i] += 1.0
+            s.total += 1.0
+            s._weighted += s._mids[i]
+            if s._memo:
+                s._memo.clear()
+
     def remove(self, value: float, weight: float = 1.0) -> None:
         """Take back up to `weight` of an observation of `value` (never below zero: it may have decayed)."""
         i = self._index(value)
