@@ -30,10 +30,19 @@ STEP_BUCKETS = ((0, 0), (1, 3), (4, 15), (16, 63), (64, 255), (256, 1 << 30))
 
 def step_bucket(calls_done: int) -> int:
     """The bucket of a session that has made `calls_done` calls (0 only for the start state)."""
+    if 0 <= calls_done < len(_BUCKET_OF):
+        return _BUCKET_OF[calls_done]
+    return _step_bucket(calls_done)
+
+
+def _step_bucket(calls_done: int) -> int:
     for i, (_, hi) in enumerate(STEP_BUCKETS):
         if calls_done <= hi:
             return i
     return len(STEP_BUCKETS) - 1
+
+
+_BUCKET_OF = tuple(_step_bucket(n) for n in range(256))  # one look-up per answer instead of a loop
 
 
 def node_key(state: str, calls_done: int) -> str:
@@ -145,8 +154,9 @@ class AgentGraph:
         self, src: str, dst: str, *, gap_s: float | None, growth: float, output: float
     ) -> str:
         """Learn one transition; returns the key of the node `dst` landed in (`other` when full)."""
-        node = self.node(src)
-        target = self.node(dst).key
+        node = self.nodes.get(src) or self.node(src)
+        got = self.nodes.get(dst)
+        target = got.key if got is not None else self.node(dst).key
         edge = node.out.get(target)
         if edge is None:
             key = target

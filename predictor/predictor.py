@@ -205,14 +205,19 @@ class Predictor:
             src, node_key(state, s.calls), gap_s=gap, growth=growth, output=float(output_tokens)
         )
         s.finished_at = now
-        self._unfile(session_id)
         self._answers += 1
-        key = (s.agent_type, s.state)
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = OrderedDict()
-        group[session_id] = None
-        self._filed[session_id] = (key, self._answers)
+        filed = self._filed.get(session_id)
+        if filed is not None and filed[0] is not None and filed[0][1] == s.state:  # same group: to its end
+            self._groups[filed[0]].move_to_end(session_id)
+            self._filed[session_id] = (filed[0], self._answers)
+        else:
+            self._unfile(session_id)
+            key = (s.agent_type, s.state)
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = OrderedDict()
+            group[session_id] = None
+            self._filed[session_id] = (key, self._answers)
         if now < self._answered_last:
             self._answered_ordered = False
         self._answered_last = max(self._answered_last, now)
