@@ -173,9 +173,10 @@ class LogSketch:
 
     def nonzero(self) -> Iterable[tuple[float, float, float]]:
         """(bucket low, bucket high, count) of the non-empty buckets, for export."""
+        edges = _edges(self.low, self.high, self.buckets)
         for i, c in enumerate(self._counts):
             if c > 0:
-                yield self._edge(i), self._edge(i + 1), c
+                yield edges[i], edges[i + 1], c
 
 
 def seconds_sketch() -> LogSketch:
@@ -194,3 +195,11 @@ def _midpoints(low: float, high: float, buckets: int) -> tuple[float, ...]:
     log_low = math.log(low)
     step = (math.log(high) - log_low) / buckets
     return tuple(math.exp(log_low + (i + 0.5) * step) for i in range(buckets))
+
+
+@functools.cache
+def _edges(low: float, high: float, buckets: int) -> tuple[float, ...]:
+    """The bucket edges of a layout, as `LogSketch._edge(i)` computes them (a return model reads them all)."""
+    log_low = math.log(low)
+    step = (math.log(high) - log_low) / buckets
+    return tuple(math.exp(log_low + i * step) for i in range(buckets + 1))
