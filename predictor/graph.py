@@ -64,13 +64,16 @@ class GraphLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Edge:
-    __slots__ = ("count", "gap", "growth", "output")
+    __slots__ = ("count", "gap", "growth", "output", "rows")
 
     def __init__(self) -> None:
         self.count = 0.0
         self.gap = seconds_sketch()
         self.growth = tokens_sketch()
         self.output = tokens_sketch()
+        # For an edge out of a node: it and the running sums a transition along it adds to, and their gap,
+        # growth and output sketches (built on its first transition; none of them is ever replaced).
+        self.rows: tuple[list[Edge], list[LogSketch], list[LogSketch], list[LogSketch]] | None = None
 
     def scale(self, factor: float) -> None:
         self.count *= factor
@@ -165,15 +168,24 @@ class AgentGraph:
                 edge = node.out.get(key)
             if edge is None:
                 edge = node.out[key] = Edge()
-        totals = [edge, node.total, self._state_total(node.state)]
-        if node.key != START:
-            totals.append(self._graph_total)
+        rows = edge.rows
+        if rows is None:
+            totals = [edge, node.total, self._state_total(node.state)]
+            if node.key != START:
+                totals.append(self._graph_total)
+            rows = edge.rows = (
+                totals,
+                [e.gap for e in totals],
+                [e.growth for e in totals],
+                [e.output for e in totals],
+            )
+        totals, gaps, growths, outputs = rows
         for e in totals:
             e.count += 1.0
         if gap_s is not None:
-            LogSketch.add_one_at([e.gap for e in totals], edge.gap.index_of(max(gap_s, 0.0)))
-        LogSketch.add_one_at([e.growth for e in totals], edge.growth.index_of(max(growth, 0.0)))
-        LogSketch.add_one_at([e.output for e in totals], edge.output.index_of(max(output, 0.0)))
+            LogSketch.add_one_at(gaps, edge.gap.index_of(max(gap_s, 0.0)))
+        LogSketch.add_one_at(growths, edge.growth.index_of(max(growth, 0.0)))
+        LogSketch.add_one_at(outputs, edge.output.index_of(max(output, 0.0)))
         if src == START:
             self.sessions_seen += 1
         self._touched(node)
