@@ -18,7 +18,6 @@ prediction reads is current and costs no merge.
 from __future__ import annotations
 
 import math
-from operator import add, mul
 
 import msgspec
 
@@ -300,28 +299,25 @@ class AgentGraph:
         index = {key: i for i, key in enumerate(plan)}
         size = len(plan)
         calls, new, out = [0.0] * (size + 1), [0.0] * (size + 1), [0.0] * (size + 1)
-        # per node: its targets' indexes, the edges' probabilities, mean growths, mean outputs, and ones
         rows = [
-            (
-                i,
-                cont,
-                [index.get(k, size) for k, _, _, _ in edges],
-                [p for _, p, _, _ in edges],
-                [g for _, _, g, _ in edges],
-                [y for _, _, _, y in edges],
-                [1.0] * len(edges),
-            )
+            (i, cont, [(index.get(k, size), p, g, y) for k, p, g, y in edges])
             for i, (cont, edges) in enumerate(plan.values())
         ]
-        calls_at, new_at, out_at = calls.__getitem__, new.__getitem__, out.__getitem__
         for _ in range(iterations):
             delta = 0.0
-            for i, cont, js, ps, gs, ys, ones in rows:
-                # sum(p * (1.0 + calls[j])), sum(p * (g + new[j])), sum(p * (y + out[j])) over the edges
-                c = cont * sum(map(mul, ps, map(add, ones, map(calls_at, js))))
-                n = cont * sum(map(mul, ps, map(add, gs, map(new_at, js))))
-                o = cont * sum(map(mul, ps, map(add, ys, map(out_at, js))))
-                delta = max(delta, abs(c - calls[i]))
+            for i, cont, targets in rows:
+                if len(targets) == 1:  # sum() of one term: 0 + the term (most nodes of a chain-like agent)
+                    j, p, g, y = targets[0]
+                    c = cont * (0 + p * (1.0 + calls[j]))
+                    n = cont * (0 + p * (g + new[j]))
+                    o = cont * (0 + p * (y + out[j]))
+                else:
+                    c = cont * sum([p * (1.0 + calls[j]) for j, p, _, _ in targets])
+                    n = cont * sum([p * (g + new[j]) for j, p, g, _ in targets])
+                    o = cont * sum([p * (y + out[j]) for j, p, _, y in targets])
+                change = abs(c - calls[i])
+                if change > delta:
+                    delta = change
                 calls[i], new[i], out[i] = c, n, o
             if delta < 1e-3:
                 break

@@ -116,7 +116,8 @@ def test_remaining_work_solve_equals_the_plain_value_iteration() -> None:
     rng = random.Random(9)
     for trial in range(6):
         graph = AgentGraph("a", GraphLimits(max_nodes=8 + 4 * trial, max_edges_per_node=3 + trial))
-        states = ["bash", "edit", "search", "answer", "call", "think"]
+        # the last trials: a chain-like agent (one tool: most nodes have a single edge)
+        states = ["bash", "edit", "search", "answer", "call", "think"] if trial < 4 else ["call"]
         for _ in range(rng.randrange(20, 200)):
             prev, calls = START, 0
             for _ in range(rng.randrange(1, 40)):
