@@ -28,16 +28,7 @@ class ReturnModel:
         if gap.total <= 0:
             raise ValueError("ReturnModel needs a non-empty gap sketch")
         self.p_end = min(max(p_end, 0.0), 1.0)
-        xs = [gap.low]
-        cum = [0.0]
-        for lo, hi, count in gap.nonzero():
-            if lo > xs[-1]:
-                xs.append(lo)
-                cum.append(cum[-1])
-            xs.append(hi)
-            cum.append(cum[-1] + count / gap.total)
-        cum[-1] = 1.0
-        self._xs, self._cum = xs, cum
+        self._xs, self._cum = gap.cdf_steps()
         # The few fixed levels a scheduler asks of a model it shares between calls (bounded: levels
         # derived from a silence are many and not kept).
         self._quantiles: dict[float, float] = {}

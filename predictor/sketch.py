@@ -171,6 +171,26 @@ class LogSketch:
             return math.nan
         return self._weighted / self.total
 
+    def cdf_steps(self) -> tuple[list[float], list[float]]:
+        """The cdf at the edges of the non-empty buckets, from `low` (0) to the last one's high edge (1): xs
+        and cum (an empty bucket between two non-empty ones adds a flat step); what `ReturnModel` walks, built
+        in one loop over the counts (it is rebuilt as the graph learns, inside a call)."""
+        edges = _edges(self.low, self.high, self.buckets)
+        total = self.total
+        last_x, last_c = self.low, 0.0
+        xs, cum = [last_x], [last_c]
+        for i, c in enumerate(self._counts):
+            if c > 0:
+                lo = edges[i]
+                if lo > last_x:
+                    xs.append(lo)
+                    cum.append(last_c)
+                last_x, last_c = edges[i + 1], last_c + c / total
+                xs.append(last_x)
+                cum.append(last_c)
+        cum[-1] = 1.0
+        return xs, cum
+
     def nonzero(self) -> Iterable[tuple[float, float, float]]:
         """(bucket low, bucket high, count) of the non-empty buckets, for export."""
         edges = _edges(self.low, self.high, self.buckets)

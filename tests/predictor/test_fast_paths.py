@@ -131,3 +131,20 @@ def test_remaining_work_solve_equals_the_plain_value_iteration() -> None:
         solved = graph._solve()
         assert {k: (w.calls, w.new_tokens, w.output_tokens) for k, w in solved.items()} == _plain_solve(graph)
         assert list(solved) == list(graph.nodes)
+
+
+def test_cdf_steps_equal_the_walk_over_non_empty_buckets() -> None:
+    rng = random.Random(13)
+    for _ in range(100):
+        sketch = seconds_sketch()
+        for _ in range(rng.randrange(1, 100)):
+            sketch.add(rng.lognormvariate(0.0, rng.choice((0.5, 2.0, 4.0))), rng.random())
+        xs, cum = [sketch.low], [0.0]
+        for lo, hi, count in sketch.nonzero():
+            if lo > xs[-1]:
+                xs.append(lo)
+                cum.append(cum[-1])
+            xs.append(hi)
+            cum.append(cum[-1] + count / sketch.total)
+        cum[-1] = 1.0
+        assert sketch.cdf_steps() == (xs, cum)
