@@ -67,11 +67,8 @@ class SchedulerCore:
     reported exactly once for every dispatched call. Sessions idle longer than `session_idle_ttl_s` with no
     call in flight are forgotten on `tick`, so memory stays bounded by the live sessions; beyond
     `max_sessions`, a new session first evicts the least recently seen idle one (a flood of distinct session
-    ids cannot grow the table without bound between two ticks or within the idle TTL). A session whose id the
-    shell inferred (the client sent none) and that has made one call is forgotten after
-    `single_call_session_ttl_s` instead (a flood of one-shot calls does not fill the table for an hour); its
-    second call gives it the full TTL. The clock must not go back: the tables are kept in last-seen order,
-    and `tick` reads only their expired heads.
+    ids cannot grow the table without bound between two ticks or within the idle TTL). The clock must not go
+    back: the table is kept in last-seen order, and `tick` reads only its expired head.
     """
 
     def __init__(
@@ -98,7 +95,9 @@ class SchedulerCore:
         self.clock = clock
         self.session_idle_ttl_s = session_idle_ttl_s
         self.single_call_session_ttl_s = single_call_session_ttl_s
-        # Sessions with an inferred id and one call so far, in last-seen order (a subset of `sessions`).
+        # Sessions whose id the shell inferred (the client sent none) with one call so far, in last-seen
+        # order (a subset of `sessions`): forgotten after `single_call_session_ttl_s` idle instead (a flood
+        # of one-shot calls does not fill the table for an hour); a second call gives the full idle TTL.
         self._single_call: dict[str, None] = {}
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
