@@ -30,10 +30,19 @@ STEP_BUCKETS = ((0, 0), (1, 3), (4, 15), (16, 63), (64, 255), (256, 1 << 30))
 
 def step_bucket(calls_done: int) -> int:
     """The bucket of a session that has made `calls_done` calls (0 only for the start state)."""
+    if 0 <= calls_done < len(_BUCKET_OF):
+        return _BUCKET_OF[calls_done]
+    return _step_bucket(calls_done)
+
+
+def _step_bucket(calls_done: int) -> int:
     for i, (_, hi) in enumerate(STEP_BUCKETS):
         if calls_done <= hi:
             return i
     return len(STEP_BUCKETS) - 1
+
+
+_BUCKET_OF = tuple(_step_bucket(n) for n in range(256))  # one look-up per answer instead of a loop
 
 
 def node_key(state: str, calls_done: int) -> str:
@@ -55,13 +64,16 @@ class GraphLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Edge:
-    __slots__ = ("count", "gap", "growth", "output")
+    __slots__ = ("count", "gap", "growth", "output", "rows")
 
     def __init__(self) -> None:
         self.count = 0.0
         self.gap = seconds_sketch()
         self.growth = tokens_sketch()
         self.output = tokens_sketch()
+        # For an edge out of a node: it and the running sums a transition along it adds to, and their gap,
+        # growth and output sketches (built on its first transition; none of them is ever replaced).
+        self.rows: tuple[list[Edge], list[LogSketch], list[LogSketch], list[LogSketch]] | None = None
 
     def scale(self, factor: float) -> None:
         self.count *= factor
@@ -143,30 +155,41 @@ class AgentGraph:
 
     def observe_transition(
         self, src: str, dst: str, *, gap_s: float | None, growth: float, output: float
-    ) -> None:
-        node = self.node(src)
-        dst = self.node(dst).key
-        edge = node.out.get(dst)
+    ) -> str:
+        """Learn one transition; returns the key of the node `dst` landed in (`other` when full)."""
+        node = self.nodes.get(src) or self.node(src)
+        got = self.nodes.get(dst)
+        target = got.key if got is not None else self.node(dst).key
+        edge = node.out.get(target)
         if edge is None:
+            key = target
             if len(node.out) >= self.limits.max_edges_per_node:
-                dst = self.node(OTHER).key
-                edge = node.out.get(dst)
+                key = self.node(OTHER).key
+                edge = node.out.get(key)
             if edge is None:
-                edge = node.out[dst] = Edge()
-        totals = [edge, node.total, self._state_total(node.state)]
-        if node.key != START:
-            totals.append(self._graph_total)
-        gap_at = None if gap_s is None else edge.gap.index_of(max(gap_s, 0.0))
-        growth_at, output_at = edge.growth.index_of(max(growth, 0.0)), edge.output.index_of(max(output, 0.0))
+                edge = node.out[key] = Edge()
+        rows = edge.rows
+        if rows is None:
+            totals = [edge, node.total, self._state_total(node.state)]
+            if node.key != START:
+                totals.append(self._graph_total)
+            rows = edge.rows = (
+                totals,
+                [e.gap for e in totals],
+                [e.growth for e in totals],
+                [e.output for e in totals],
+            )
+        totals, gaps, growths, outputs = rows
         for e in totals:
             e.count += 1.0
-            if gap_at is not None:
-                e.gap.add_at(gap_at)
-            e.growth.add_at(growth_at)
-            e.output.add_at(output_at)
+        if gap_s is not None:
+            LogSketch.add_one_at(gaps, edge.gap.index_of(max(gap_s, 0.0)))
+        LogSketch.add_one_at(growths, edge.growth.index_of(max(growth, 0.0)))
+        LogSketch.add_one_at(outputs, edge.output.index_of(max(output, 0.0)))
         if src == START:
             self.sessions_seen += 1
         self._touched(node)
+        return target
 
     def observe_end(self, key: str, weight: float = 1.0, *, calls: int = 0, peak_prompt: int = 0) -> None:
         """A task ended in state `key` after `calls` calls, its last prompt `peak_prompt` tokens (weight -1
@@ -270,20 +293,35 @@ class AgentGraph:
                 for k, p in probs.items()
             ]
             plan[key] = (cont, edges)
-        calls = dict.fromkeys(plan, 0.0)
-        new = dict.fromkeys(plan, 0.0)
-        out = dict.fromkeys(plan, 0.0)
+        # Gauss-Seidel over the nodes in their order, on lists indexed by node (the same sums, in the same
+        # order, as over dicts: an index per target instead of a look-up per edge per sweep); a target
+        # outside the plan reads a slot that stays 0.
+        index = {key: i for i, key in enumerate(plan)}
+        size = len(plan)
+        calls, new, out = [0.0] * (size + 1), [0.0] * (size + 1), [0.0] * (size + 1)
+        rows = [
+            (i, cont, [(index.get(k, size), p, g, y) for k, p, g, y in edges])
+            for i, (cont, edges) in enumerate(plan.values())
+        ]
         for _ in range(iterations):
             delta = 0.0
-            for key, (cont, edges) in plan.items():
-                c = cont * sum(p * (1.0 + calls.get(k, 0.0)) for k, p, _, _ in edges)
-                n = cont * sum(p * (g + new.get(k, 0.0)) for k, p, g, _ in edges)
-                o = cont * sum(p * (y + out.get(k, 0.0)) for k, p, _, y in edges)
-                delta = max(delta, abs(c - calls[key]))
-                calls[key], new[key], out[key] = c, n, o
+            for i, cont, targets in rows:
+                if len(targets) == 1:  # sum() of one term: 0 + the term (most nodes of a chain-like agent)
+                    j, p, g, y = targets[0]
+                    c = cont * (0 + p * (1.0 + calls[j]))
+                    n = cont * (0 + p * (g + new[j]))
+                    o = cont * (0 + p * (y + out[j]))
+                else:
+                    c = cont * sum([p * (1.0 + calls[j]) for j, p, _, _ in targets])
+                    n = cont * sum([p * (g + new[j]) for j, p, g, _ in targets])
+                    o = cont * sum([p * (y + out[j]) for j, p, _, y in targets])
+                change = abs(c - calls[i])
+                if change > delta:
+                    delta = change
+                calls[i], new[i], out[i] = c, n, o
             if delta < 1e-3:
                 break
-        return {k: RemainingWork(calls[k], new[k], out[k]) for k in plan}
+        return {k: RemainingWork(calls[i], new[i], out[i]) for k, i in index.items()}
 
 
 def _finite(x: float) -> float:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 
 import msgspec
 
@@ -128,10 +127,17 @@ class Predictor:
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self._ghosts: OrderedDict[str, _Session] = OrderedDict()
         self._next_scan = -math.inf
-        # Sessions that have answered, by the time of their last answer (oldest first), so that `tick` looks
-        # only at those silent for `min_horizon_s` or more. Entries of sessions gone are dropped lazily; an
-        # answer stamped earlier than the last one (a clock that went back) turns the shortcut off.
-        self._answered: OrderedDict[str, None] = OrderedDict()
+        # Sessions that have answered, grouped by the (agent type, state) their last answer left them in,
+        # each group by the time of that answer (oldest first): one group shares one end horizon, so `tick`
+        # reads a group's head only while it is past the horizon (O(groups + ended), not O(sessions)). A
+        # session whose state changed since (a request's tool messages named it) waits in `_misfiled`, read
+        # whole on each scan; `_filed` maps a session to its group (None: misfiled) and the order of its
+        # answer among all. An answer stamped earlier than the last one (a clock that went back) turns the
+        # shortcut off: `tick` then reads every session.
+        self._groups: dict[tuple[str, str], OrderedDict[str, None]] = {}
+        self._misfiled: dict[str, None] = {}
+        self._filed: dict[str, tuple[tuple[str, str] | None, int]] = {}
+        self._answers = 0
         self._answered_last = -math.inf
         self._answered_ordered = True
         self._models: dict[tuple[object, ...], tuple[int, tuple[ReturnModel, str]]] = {}
@@ -161,6 +167,11 @@ class Predictor:
         if s.in_flight == 0:
             if s.calls > 0 and s.state.startswith("call#") and tool_names:
                 s.state = node_key(tool_names[0], s.calls)  # the request's tool messages name the state
+                filed = self._filed.get(session_id)
+                if filed is not None and filed[0] is not None and filed[0][1] != s.state:
+                    self._unfile(session_id)  # its group's horizon is no longer its own
+                    self._filed[session_id] = (None, filed[1])
+                    self._misfiled[session_id] = None
             gap = None if s.finished_at is None else max(0.0, now - s.finished_at)
             s.pending = (s.state, gap, float(max(0, prompt_tokens - s.last_prompt)))
         s.in_flight += 1
@@ -189,13 +200,24 @@ class Predictor:
             state = "answer"
         else:
             state = "call"
-        dst = node_key(state, s.calls)
         graph = self._graph(s.agent_type)
-        graph.observe_transition(src, dst, gap_s=gap, growth=growth, output=float(output_tokens))
-        s.state = graph.node(dst).key
+        s.state = graph.observe_transition(
+            src, node_key(state, s.calls), gap_s=gap, growth=growth, output=float(output_tokens)
+        )
         s.finished_at = now
-        self._answered[session_id] = None
-        self._answered.move_to_end(session_id)
+        self._answers += 1
+        filed = self._filed.get(session_id)
+        if filed is not None and filed[0] is not None and filed[0][1] == s.state:  # same group: to its end
+            self._groups[filed[0]].move_to_end(session_id)
+            self._filed[session_id] = (filed[0], self._answers)
+        else:
+            self._unfile(session_id)
+            key = (s.agent_type, s.state)
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = OrderedDict()
+            group[session_id] = None
+            self._filed[session_id] = (key, self._answers)
         if now < self._answered_last:
             self._answered_ordered = False
         self._answered_last = max(self._answered_last, now)
@@ -213,14 +235,14 @@ class Predictor:
     def session_ended(self, session_id: str) -> None:
         """The session is over (explicitly): its state learns an end."""
         s = self.sessions.pop(session_id, None)
-        self._answered.pop(session_id, None)
+        self._unfile(session_id)
         if s is not None and s.calls > 0:
             self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
 
     def forget(self, session_id: str) -> None:
         """Drop a session without learning anything from it."""
         self.sessions.pop(session_id, None)
-        self._answered.pop(session_id, None)
+        self._unfile(session_id)
         self._ghosts.pop(session_id, None)
 
     def tick(self, now: float) -> list[str]:
@@ -229,36 +251,56 @@ class Predictor:
         if now < self._next_scan:
             return []
         self._next_scan = now + self.config.end_scan_interval_s
-        ended, gone = [], []
         horizons: dict[tuple[str, str], float] = {}  # one per state, not per session
-        candidates = self._answered if self._answered_ordered else self.sessions
-        for sid in candidates:
-            s = self.sessions.get(sid)
-            if s is None:
-                gone.append(sid)
-                continue
-            if s.finished_at is not None and now - s.finished_at <= self.config.min_horizon_s:
-                if self._answered_ordered:
-                    break  # every later one answered later still
-                continue
-            if s.in_flight or s.finished_at is None:
-                continue
+
+        def horizon_of(s: _Session) -> float:
             key = (s.agent_type, s.state)
             horizon = horizons.get(key)
             if horizon is None:
                 horizon = horizons[key] = self.horizon_s(s)
-            if now - s.finished_at > horizon:
-                ended.append(sid)
+            return horizon
+
+        ended: list[tuple[int, str]] = []  # (order of the last answer, session): ended in that order
+        gone: list[str] = []
+        if not self._answered_ordered:
+            for sid, session in self.sessions.items():
+                at = session.finished_at
+                if at is not None and not session.in_flight and now - at > horizon_of(session):
+                    ended.append((0, sid))
+        else:
+            # Every horizon is at least `min_horizon_s`: a group's head answered later than that is not over,
+            # nor is anything behind it; past a head still within its group's horizon, nothing is either.
+            for group in self._groups.values():
+                for sid in group:
+                    s = self.sessions.get(sid)
+                    if s is None:
+                        gone.append(sid)
+                        continue
+                    assert s.finished_at is not None
+                    if now - s.finished_at <= self.config.min_horizon_s:
+                        break
+                    if s.in_flight:
+                        continue
+                    if now - s.finished_at <= horizon_of(s):
+                        break
+                    ended.append((self._filed[sid][1], sid))
+            for sid in self._misfiled:
+                s = self.sessions.get(sid)
+                if s is None:
+                    gone.append(sid)
+                elif s.finished_at is not None and not s.in_flight and now - s.finished_at > horizon_of(s):
+                    ended.append((self._filed[sid][1], sid))
+            ended.sort()
         for sid in gone:
-            self._answered.pop(sid, None)
-        for sid in ended:
+            self._unfile(sid)
+        for _, sid in ended:
             s = self.sessions.pop(sid)
-            self._answered.pop(sid, None)
+            self._unfile(sid)
             self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
             self._ghosts[sid] = s
             while len(self._ghosts) > self.config.max_ghosts:
                 self._ghosts.popitem(last=False)
-        return ended
+        return [sid for _, sid in ended]
 
     # -- predictions ----------------------------------------------------------------------------------
 
@@ -268,28 +310,37 @@ class Predictor:
         p99 = (gap if gap is not None else self._prior_sketch).quantile(0.99)
         return min(max(cfg.horizon_factor * p99, cfg.min_horizon_s), cfg.max_horizon_s)
 
-    def _cached(
-        self, agent_type: str, key: tuple[object, ...], build: Callable[[], tuple[ReturnModel, str]]
-    ) -> tuple[ReturnModel, str]:
-        """A return model per graph state, rebuilt once its graph has learned ~6% more since (building one
-        walks whole sketches: hundreds of microseconds, on every call otherwise)."""
-        graph = self.graphs.get(agent_type)
-        updates = graph.updates if graph is not None else -1
+    def _cached(self, key: tuple[object, ...], updates: int) -> tuple[ReturnModel, str] | None:
+        """The return model cached for a graph state, while its graph (at `updates`, -1 for none) has learned
+        at most ~6% more since it was built (building one walks whole sketches: hundreds of microseconds, on
+        every call otherwise); None: build it and `_store` it."""
         hit = self._models.get(key)
         if hit is not None and hit[0] <= updates <= hit[0] + max(4, hit[0] >> 4):
             return hit[1]
-        built = build()
+        return None
+
+    def _store(
+        self, key: tuple[object, ...], updates: int, built: tuple[ReturnModel, str]
+    ) -> tuple[ReturnModel, str]:
         if len(self._models) >= _MAX_CACHED_MODELS:
             self._models.clear()
         self._models[key] = (updates, built)
         return built
+
+    def _updates(self, agent_type: str) -> int:
+        graph = self.graphs.get(agent_type)
+        return graph.updates if graph is not None else -1
 
     def return_model(self, session_id: str) -> tuple[ReturnModel, str] | None:
         """The frozen return distribution of a session waiting between calls, and where it came from."""
         s = self.sessions.get(session_id)
         if s is None or s.finished_at is None or s.in_flight:
             return None
-        return self._cached(s.agent_type, ("at", s.agent_type, s.state), lambda: self._return_model(s))
+        return self._return_model_of(s)
+
+    def _return_model_of(self, s: _Session) -> tuple[ReturnModel, str]:
+        key, updates = ("at", s.agent_type, s.state), self._updates(s.agent_type)
+        return self._cached(key, updates) or self._store(key, updates, self._return_model(s))
 
     def _return_model(self, s: _Session) -> tuple[ReturnModel, str]:
         gap, source = self._sketch(s, "gap")
@@ -311,8 +362,10 @@ class Predictor:
         s = self.sessions.get(session_id)
         if s is None:
             return None
-        key = ("after", s.agent_type, s.state, max_gap_s)
-        return self._cached(s.agent_type, key, lambda: self._return_model_after_call(s, max_gap_s))
+        key, updates = ("after", s.agent_type, s.state, max_gap_s), self._updates(s.agent_type)
+        return self._cached(key, updates) or self._store(
+            key, updates, self._return_model_after_call(s, max_gap_s)
+        )
 
     def _return_model_after_call(self, s: _Session, max_gap_s: float | None) -> tuple[ReturnModel, str]:
         graph = self.graphs.get(s.agent_type)
@@ -339,38 +392,37 @@ class Predictor:
 
     def predict(self, session_id: str, now: float) -> Prediction | None:
         """The prediction for a session waiting between calls (None: unknown, or a call in flight)."""
-        got = self.return_model(session_id)
-        if got is None:
+        s = self.sessions.get(session_id)
+        if s is None or s.finished_at is None or s.in_flight:
             return None
-        model, source = got
-        s = self.sessions[session_id]
-        assert s.finished_at is not None
+        model, source = self._return_model_of(s)
         cfg = self.config
         waited = max(0.0, now - s.finished_at)
         p_return = model.p_return(waited)
-        gaps = tuple(model.conditional_quantile(q, waited) for q in cfg.quantiles)
+        gaps = model.conditional_quantiles(cfg.quantiles, waited)
         growth, _ = self._sketch(s, "growth")
         output, _ = self._sketch(s, "output")
         next_growth = growth.mean() if growth is not None else cfg.priors.growth_tokens
         next_output = output.mean() if output is not None else cfg.priors.output_tokens
         calls, new_tokens, out_tokens = self._remaining(s, p_return, next_growth, next_output)
+        # positional, in the fields' order: one call per finished call of every admitted workflow
         return Prediction(
-            session_id=session_id,
-            agent_type=s.agent_type,
-            node=s.state,
-            source=source,
-            cold=source == "prior",
-            waited_s=waited,
-            p_return=p_return,
-            p_end=1.0 - p_return,
-            quantiles=cfg.quantiles,
-            return_gap_s=gaps,
-            next_prompt_tokens=s.last_prompt + next_growth,
-            next_output_tokens=next_output,
-            remaining_calls=calls,
-            remaining_output_tokens=out_tokens,
-            remaining_service_s=new_tokens * cfg.prefill_s_per_token + out_tokens * cfg.decode_s_per_token,
-            peak_prompt_tokens=s.last_prompt + new_tokens,
+            session_id,
+            s.agent_type,
+            s.state,
+            source,
+            source == "prior",
+            waited,
+            p_return,
+            1.0 - p_return,
+            cfg.quantiles,
+            gaps,
+            s.last_prompt + next_growth,
+            next_output,
+            calls,
+            out_tokens,
+            new_tokens * cfg.prefill_s_per_token + out_tokens * cfg.decode_s_per_token,
+            s.last_prompt + new_tokens,
         )
 
     def peak_context_tokens(self, session_id: str) -> float | None:
@@ -461,7 +513,21 @@ class Predictor:
         self.sessions[session_id] = s
         while len(self.sessions) > self.config.max_sessions:
             dropped, _ = self.sessions.popitem(last=False)
-            self._answered.pop(dropped, None)
+            self._unfile(dropped)
+
+    def _unfile(self, session_id: str) -> None:
+        """Take the session out of `tick`'s groups (if it is filed)."""
+        filed = self._filed.pop(session_id, None)
+        if filed is None:
+            return
+        key = filed[0]
+        if key is None:
+            del self._misfiled[session_id]
+            return
+        group = self._groups[key]
+        del group[session_id]
+        if not group:
+            del self._groups[key]
 
     def _graph(self, agent_type: str) -> AgentGraph:
         graph = self.graphs.get(agent_type)
@@ -494,10 +560,11 @@ class Predictor:
 
     def _sketch_for(self, graph: AgentGraph, key: str, which: str) -> tuple[LogSketch | None, str]:
         enough = self.config.min_samples
-        sketch = graph.merged([key], which)
-        if sketch is not None and sketch.total >= enough:
-            return sketch, "node"
         node = graph.nodes.get(key)
+        if node is not None and node.out:  # `graph.merged([key], which)`: the node's running sum
+            sketch = getattr(node.total, which)
+            if sketch.total >= enough:
+                return sketch, "node"
         sketch = graph.state_merged(node.state if node is not None else OTHER, which)
         if sketch is not None and sketch.total >= enough:
             return sketch, "tool"

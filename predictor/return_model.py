@@ -22,27 +22,19 @@ _MAX_HIT_RATES = 64  # per model (models are cached by the thousand): cleared wh
 
 
 class ReturnModel:
-    __slots__ = ("_cum", "_hit_rates", "_quantiles", "_survival_integral", "_xs", "p_end")
+    __slots__ = ("_cum", "_hit_rates", "_levels", "_quantiles", "_survival_integral", "_xs", "p_end")
 
     def __init__(self, gap: LogSketch, p_end: float) -> None:
         if gap.total <= 0:
             raise ValueError("ReturnModel needs a non-empty gap sketch")
         self.p_end = min(max(p_end, 0.0), 1.0)
-        xs = [gap.low]
-        cum = [0.0]
-        for lo, hi, count in gap.nonzero():
-            if lo > xs[-1]:
-                xs.append(lo)
-                cum.append(cum[-1])
-            xs.append(hi)
-            cum.append(cum[-1] + count / gap.total)
-        cum[-1] = 1.0
-        self._xs, self._cum = xs, cum
+        self._xs, self._cum = gap.cdf_steps()
         # The few fixed levels a scheduler asks of a model it shares between calls (bounded: levels
         # derived from a silence are many and not kept).
         self._quantiles: dict[float, float] = {}
         self._survival_integral: list[float] | None = None
         self._hit_rates: dict[int, float] = {}
+        self._levels: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # conditional_quantiles at 0
 
     def cdf(self, x: float) -> float:
         xs, cum = self._xs, self._cum
@@ -87,6 +79,18 @@ class ReturnModel:
         if base >= 1.0:
             return max(waited, self._xs[-1])
         return max(waited, self._quantile(base + q * (1.0 - base)))
+
+    def conditional_quantiles(self, qs: tuple[float, ...], waited: float = 0.0) -> tuple[float, ...]:
+        """`conditional_quantile(q, waited)` for each of `qs` (at `waited` 0, kept for the last `qs` asked:
+        a scheduler asks the same levels of a shared model right after each call)."""
+        if waited > 0:
+            return tuple(self.conditional_quantile(q, waited) for q in qs)
+        levels = self._levels
+        if levels is not None and levels[0] == qs:
+            return levels[1]
+        got = tuple(self.quantile(q) for q in qs)
+        self._levels = (qs, got)
+        return got
 
     def conditional_mean(self, waited: float = 0.0) -> float:
         """E[gap | gap > waited] (mass spread log-uniformly inside each bucket), at least `waited`."""

@@ -75,6 +75,17 @@ class LogSketch:
         self._weighted += weight * self._mids[i]
         self._changed()
 
+    @staticmethod
+    def add_one_at(sketches: Iterable[LogSketch], i: int) -> None:
+        """`add_at(i)` (weight 1) on each of `sketches` (same layout), in one loop: what a graph does to an
+        edge and its running sums on every transition."""
+        for s in sketches:
+            s._counts[i] += 1.0
+            s.total += 1.0
+            s._weighted += s._mids[i]
+            if s._memo:
+                s._memo.clear()
+
     def remove(self, value: float, weight: float = 1.0) -> None:
         """Take back up to `weight` of an observation of `value` (never below zero: it may have decayed)."""
         i = self._index(value)
@@ -160,11 +171,32 @@ class LogSketch:
             return math.nan
         return self._weighted / self.total
 
-    def nonzero(self) -> Iterable[tuple[float, float, float]]:
-        """(bucket low, bucket high, count) of the non-empty buckets, for export."""
+    def cdf_steps(self) -> tuple[list[float], list[float]]:
+        """The cdf at the edges of the non-empty buckets, from `low` (0) to the last one's high edge (1): xs
+        and cum (an empty bucket between two non-empty ones adds a flat step); what `ReturnModel` walks, built
+        in one loop over the counts (it is rebuilt as the graph learns, inside a call)."""
+        edges = _edges(self.low, self.high, self.buckets)
+        total = self.total
+        last_x, last_c = self.low, 0.0
+        xs, cum = [last_x], [last_c]
         for i, c in enumerate(self._counts):
             if c > 0:
-                yield self._edge(i), self._edge(i + 1), c
+                lo = edges[i]
+                if lo > last_x:
+                    xs.append(lo)
+                    cum.append(last_c)
+                last_x, last_c = edges[i + 1], last_c + c / total
+                xs.append(last_x)
+                cum.append(last_c)
+        cum[-1] = 1.0
+        return xs, cum
+
+    def nonzero(self) -> Iterable[tuple[float, float, float]]:
+        """(bucket low, bucket high, count) of the non-empty buckets, for export."""
+        edges = _edges(self.low, self.high, self.buckets)
+        for i, c in enumerate(self._counts):
+            if c > 0:
+                yield edges[i], edges[i + 1], c
 
 
 def seconds_sketch() -> LogSketch:
@@ -183,3 +215,11 @@ def _midpoints(low: float, high: float, buckets: int) -> tuple[float, ...]:
     log_low = math.log(low)
     step = (math.log(high) - log_low) / buckets
     return tuple(math.exp(log_low + (i + 0.5) * step) for i in range(buckets))
+
+
+@functools.cache
+def _edges(low: float, high: float, buckets: int) -> tuple[float, ...]:
+    """The bucket edges of a layout, as `LogSketch._edge(i)` computes them (a return model reads them all)."""
+    log_low = math.log(low)
+    step = (math.log(high) - log_low) / buckets
+    return tuple(math.exp(log_low + i * step) for i in range(buckets + 1))

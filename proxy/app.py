@@ -126,6 +126,7 @@ def create_app(
             policy,
             time.monotonic if scale == 1.0 else lambda: time.monotonic() * scale,
             session_idle_ttl_s=config.session_idle_ttl_s,
+            single_call_session_ttl_s=config.single_call_session_ttl_s,
             max_sessions=config.max_sessions,
             release=release,
             tenants=config.tenants,

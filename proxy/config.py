@@ -55,6 +55,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
     session_idle_ttl_s: float = 3600.0
+    # A session whose id was inferred (the client sent none) and that made one call is forgotten sooner.
+    single_call_session_ttl_s: float = 120.0
     # Sessions the scheduler remembers at most; beyond it the least recently seen idle one is forgotten.
     max_sessions: int = 100_000
     # Tenants' identity sources, weights and SLO classes (fairness/tenants.py).
@@ -111,6 +113,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "first_byte_timeout_s",
             "stream_idle_timeout_s",
             "session_idle_ttl_s",
+            "single_call_session_ttl_s",
             "breaker_cooldown_s",
             "retry_after_s",
             "unhealthy_after",

@@ -36,6 +36,7 @@ _HELP = {
     "retry_after_s": "Retry-After sent with 429/503 refusals",
     "max_body_bytes": "largest request body accepted (413 above)",
     "session_idle_ttl_s": "seconds an idle session is remembered",
+    "single_call_session_ttl_s": "seconds an idle one-call session with an inferred id is remembered",
     "max_sessions": "sessions remembered at most (least recently seen idle one evicted)",
     "upstream_api_key": "API key sent to the replicas (vLLM's --api-key)",
     "access_log": "one log line per request on the saga.access logger",

@@ -82,6 +82,7 @@ class SchedulerCore:
         clock: Callable[[], float],
         *,
         session_idle_ttl_s: float = 3600.0,
+        single_call_session_ttl_s: float = 120.0,
         release: ReleaseQueue | None = None,
         tenants: TenantsConfig | None = None,
         predictor: Predictor | None = None,
@@ -97,6 +98,11 @@ class SchedulerCore:
                 bind(self.predictor)
         self.clock = clock
         self.session_idle_ttl_s = session_idle_ttl_s
+        self.single_call_session_ttl_s = single_call_session_ttl_s
+        # Sessions whose id the shell inferred (the client sent none) with one call so far, in last-seen
+        # order (a subset of `sessions`): forgotten after `single_call_session_ttl_s` idle instead (a flood
+        # of one-shot calls does not fill the table for an hour); a second call gives the full idle TTL.
+        self._single_call: dict[str, None] = {}
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
         self.sessions: dict[str, _Session] = {}
@@ -131,6 +137,10 @@ class SchedulerCore:
                 self._evict_idle_session()
             self._workflows_seen += 1
             session = _Session(now, started=now, tenant_id=req.tenant_id, seq=self._workflows_seen)
+            if req.session_inferred:
+                self._single_call[req.session_id] = None
+        elif self._single_call:
+            self._single_call.pop(req.session_id, None)  # its second call: the full idle TTL
         self.sessions[req.session_id] = session
         session.last_seen = now
         if self.release is not None and self.release.spec.min_active_tenants > 1:
@@ -238,6 +248,8 @@ class SchedulerCore:
         gate allows."""
         self.predictor.tick(self.clock())
         self._forget_idle_sessions(self.clock() - self.session_idle_ttl_s)
+        if self._single_call:
+            self._forget_idle_sessions(self.clock() - self.single_call_session_ttl_s, self._single_call)
         decisions: list[Decision] = []
         if self.release is not None:
             for replica_id in list(self.release.lanes):
@@ -303,6 +315,7 @@ class SchedulerCore:
 
     def _forget_session(self, sid: str) -> None:
         session = self.sessions.pop(sid)
+        self._single_call.pop(sid, None)
         self.predictor.forget(sid)
         self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
         for plugin in self.policy.plugins:
@@ -312,12 +325,15 @@ class SchedulerCore:
         if self.admission is not None:
             self.admission.end(sid)
 
-    def _forget_idle_sessions(self, horizon: float) -> None:
-        """Forgets the sessions last seen before `horizon` with nothing in flight or held. The table is in
-        last-seen order (arrival and finish move a session to its end), so only its expired head is read:
-        a tick costs the sessions it forgets plus the expired ones still busy, not the whole table."""
+    def _forget_idle_sessions(self, horizon: float, among: dict[str, Any] | None = None) -> None:
+        """Forgets the sessions last seen before `horizon` with nothing in flight or held (`among` these, in
+        last-seen order, default all). The table is in last-seen order (arrival and finish move a session to
+        its end), so only its expired head is read: a tick costs the sessions it forgets plus the expired
+        ones still busy, not the whole table."""
         idle = []
-        for sid, s in self.sessions.items():
+        sessions = self.sessions
+        for sid in among if among is not None else sessions:
+            s = sessions[sid]
             if s.last_seen >= horizon:
                 break
             if s.in_flight == 0:
@@ -374,7 +390,8 @@ class SchedulerCore:
             if to is not None:
                 self.moves += 1
                 return to
-        if self.policy.affinity_decides and all(f.filter(req, [bound]) for f in self.policy.filters):
+        filters = self.policy.filters
+        if self.policy.affinity_decides and (not filters or all(f.filter(req, [bound]) for f in filters)):
             return bound.replica_id
         return None
 
@@ -393,7 +410,10 @@ class SchedulerCore:
     def _admit_waiting(self) -> list[Decision]:
         """Admit waiting workflows, in the fair order, while a replica has room for the next one."""
         assert self.admission is not None
-        admission, now = self.admission, self.clock()
+        admission = self.admission
+        if not len(admission.waiting):
+            return []
+        now = self.clock()
         decisions: list[Decision] = []
         while (head := admission.peek(now)) is not None:
             if admission.is_admitted(head.session_id):  # a later call of a workflow admitted meanwhile
@@ -468,12 +488,14 @@ class SchedulerCore:
         tried.add(replica_id)
         self.in_flight[req.request_id] = _InFlight(req, replica_id, tried)
         self.replicas[replica_id].in_flight += 1
-        session = self.sessions.setdefault(req.session_id, _Session(last_seen=self.clock()))
+        session = self.sessions.get(req.session_id)
+        if session is None:
+            session = self.sessions[req.session_id] = _Session(last_seen=self.clock())
         priority = self._priority(session)
         session.in_flight += 1
         session.calls += 1
-        for plugin in self.policy.plugins:
-            plugin.on_dispatch(req, replica_id)
+        for on_dispatch in self.policy.dispatch_hooks:
+            on_dispatch(req, replica_id)
         if self.admission is not None:
             self.admission.dispatched(req, replica_id)
         ttl_s = self.policy.retain_ttl_s(req, replica_id)
@@ -503,5 +525,8 @@ class SchedulerCore:
         session = self.sessions.pop(req.session_id, None)
         if session is not None:
             self.sessions[req.session_id] = session  # to the end: the table stays in last-seen order
+            if req.session_id in self._single_call:
+                del self._single_call[req.session_id]
+                self._single_call[req.session_id] = None
             session.in_flight -= 1
             session.last_seen = self.clock()

@@ -145,6 +145,8 @@ class RoutingPolicy:
         extra = [retention] if retention is not None else []
         # Fixed at build time: the core calls the hooks of every plugin on every call.
         self.plugins: list[Plugin] = [*self.filters, *(s for s, _ in self.scorers), picker, *extra]
+        # The dispatch hooks some plugin implements (the core calls them on every call: no call to a no-op).
+        self.dispatch_hooks = [p.on_dispatch for p in self.plugins if _overrides(p, "on_dispatch")]
         self.wants_prefix_hashes = any(p.uses_prefix_hashes for p in self.plugins)
         # Workflow scheduling, set by build_policy from the spec (None / False: plain routing).
         self.admission: AdmissionSpec | None = None
@@ -182,3 +184,7 @@ class RoutingPolicy:
             values = scorer.score_each(req, candidates)
             totals = [total + weight * value for total, value in zip(totals, values, strict=True)]
         return self.picker.pick_each(req, candidates, totals)
+
+
+def _overrides(plugin: Plugin, hook: str) -> bool:
+    return getattr(type(plugin), hook) is not getattr(Plugin, hook)

@@ -61,10 +61,10 @@ class PrefixIndex:
             bit = self._bit[replica] = 1 << len(self._replicas)
             self._replicas.append(replica)
         lru = self._lru.setdefault(replica, OrderedDict())
-        holders = self._holders
+        holders, move_to_end = self._holders, lru.move_to_end
         for h in hashes:
             if h in lru:
-                lru.move_to_end(h)
+                move_to_end(h)
             else:
                 lru[h] = None
                 holders[h] = holders.get(h, 0) | bit

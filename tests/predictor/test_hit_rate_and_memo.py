@@ -171,7 +171,7 @@ def test_tick_looks_only_at_sessions_silent_long_enough_and_ends_the_same_ones()
     _answer(predictor, "fresh", 95.0)
     assert predictor.tick(100.0) == ["old"]
     assert "old" not in predictor.sessions and "busy" in predictor.sessions and "fresh" in predictor.sessions
-    assert "young" not in predictor._answered
+    assert "young" not in predictor._filed
     assert predictor.tick(200.0) == ["fresh"]
 
 

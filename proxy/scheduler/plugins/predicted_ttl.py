@@ -34,8 +34,11 @@ import math
 import random
 
 from predictor import Predictor
+from predictor.return_model import ReturnModel
 from proxy.scheduler.framework import PluginParams, Retention
 from proxy.scheduler.types import ReplicaId, RequestInfo, Usage
+
+_MAX_ANSWERS = 4096
 
 
 class PredictedTtlParams(PluginParams):
@@ -71,6 +74,9 @@ class PredictedTtlRetention(Retention):
         self.p = params
         self.predictor: Predictor | None = None
         self._priority: tuple[str, int | None] = ("", None)  # (request id, priority) of the last TTL sized
+        # (TTL, priority) per return model: the predictor shares one model between the calls of a state
+        # until its graph has learned more, so most calls ask a model already answered (bounded: cleared).
+        self._answers: dict[ReturnModel, tuple[float | None, int | None]] = {}
 
     def bind_predictor(self, predictor: Predictor) -> None:
         self.predictor = predictor
@@ -84,15 +90,27 @@ class PredictedTtlRetention(Retention):
         )
         if got is None or got[1] == "prior":
             return self.p.cold_ttl_s
-        model = got[0]
+        answer = self._answers.get(got[0])
+        if answer is None:
+            if len(self._answers) >= _MAX_ANSWERS:
+                self._answers.clear()
+            answer = self._answers[got[0]] = self._answer(got[0])
+        ttl, priority = answer
+        if priority is not None:
+            self._priority = (req.request_id, priority)
+        return ttl
+
+    def _answer(self, model: ReturnModel) -> tuple[float | None, int | None]:
+        """The TTL (None: no retention) and priority (None: the call's own) for a session with `model`."""
         p_return = model.p_return()
         if p_return < self.p.min_return_probability:
-            return None
+            return None, None
+        priority = None
         if self.p.priority_base_s is not None:
             next_use = model.quantile(0.5) / p_return
             level = 1 + math.floor(math.log2(max(next_use / self.p.priority_base_s, 1.0)))
-            self._priority = (req.request_id, min(level, self.p.priority_levels))
-        return min(max(model.quantile(self.p.ttl_quantile), 1e-3), self.p.max_ttl_s)
+            priority = min(level, self.p.priority_levels)
+        return min(max(model.quantile(self.p.ttl_quantile), 1e-3), self.p.max_ttl_s), priority
 
     def retain_priority(self, req: RequestInfo, replica_id: ReplicaId) -> int | None:
         request_id, priority = self._priority

@@ -1,0 +1,150 @@
+"""The predictor's per-call shortcuts give bit-identical answers to the plain computations they replace."""
+
+from __future__ import annotations
+
+import random
+
+from predictor.graph import START, STEP_BUCKETS, AgentGraph, GraphLimits, _finite, node_key, step_bucket
+from predictor.return_model import ReturnModel
+from predictor.sketch import LogSketch, _edges, seconds_sketch, tokens_sketch
+
+
+def test_batch_add_equals_one_add_per_sketch() -> None:
+    rng = random.Random(3)
+    plain = [seconds_sketch() for _ in range(4)]
+    batch = [seconds_sketch() for _ in range(4)]
+    for _ in range(2000):
+        value = rng.lognormvariate(0.0, 3.0)
+        i = plain[0].index_of(value)
+        for s in plain:
+            s.add_at(i)
+        LogSketch.add_one_at(batch, i)
+        if rng.random() < 0.01:
+            for s in (*plain, *batch):
+                s.scale(0.5)
+        assert batch[0].mean() == plain[0].mean()  # memoised answers are dropped by the batch add too
+    for a, b in zip(plain, batch, strict=True):
+        assert list(a._counts) == list(b._counts)
+        assert (a.total, a._weighted) == (b.total, b._weighted)
+
+
+def test_cached_edges_are_the_sketch_edges() -> None:
+    for sketch in (seconds_sketch(), tokens_sketch(), LogSketch(0.5, 3000.0, 37)):
+        edges = _edges(sketch.low, sketch.high, sketch.buckets)
+        assert list(edges) == [sketch._edge(i) for i in range(sketch.buckets + 1)]
+
+
+def test_step_bucket_table_matches_the_bucket_bounds() -> None:
+    for calls in [*range(-2, 300), 1000, 1 << 31]:
+        expected = next((i for i, (_, hi) in enumerate(STEP_BUCKETS) if calls <= hi), len(STEP_BUCKETS) - 1)
+        assert step_bucket(calls) == expected
+
+
+def test_conditional_quantiles_equal_one_question_each() -> None:
+    rng = random.Random(5)
+    levels = (0.1, 0.5, 0.9, 0.99)
+    for _ in range(50):
+        sketch = seconds_sketch()
+        for _ in range(rng.randrange(1, 200)):
+            sketch.add(rng.lognormvariate(0.0, 2.0))
+        model = ReturnModel(sketch, rng.random())
+        for waited in (0.0, 0.0, rng.random(), rng.lognormvariate(0.0, 2.0)):
+            fresh = ReturnModel(sketch, model.p_end)
+            assert model.conditional_quantiles(levels, waited) == tuple(
+                fresh.conditional_quantile(q, waited) for q in levels
+            )
+
+
+def test_retention_answers_kept_per_model_equal_fresh_answers() -> None:
+    from predictor import Predictor
+    from proxy.scheduler.plugins.predicted_ttl import PredictedTtlParams, PredictedTtlRetention
+    from proxy.scheduler.types import RequestInfo
+
+    rng = random.Random(11)
+    predictor = Predictor()
+    kept = PredictedTtlRetention(PredictedTtlParams(), rng)
+    kept.bind_predictor(predictor)
+    tools = ("bash", "edit", "bash", "ask", "")
+    now, asked = 0.0, 0
+    for n in range(3000):
+        sid = f"s{rng.randrange(4)}"
+        now += rng.random()
+        tool = rng.choice(tools)
+        predictor.call_arrived(sid, "agent", now, 1000 + n)
+        req = RequestInfo(request_id=f"r{n}", session_id=sid, arrived_at=now)
+        fresh = PredictedTtlRetention(PredictedTtlParams(), rng)  # nothing kept: computes every answer
+        fresh.bind_predictor(predictor)
+        ttl = kept.retain_ttl_s(req, "r0")
+        assert ttl == fresh.retain_ttl_s(req, "r0")
+        assert kept.retain_priority(req, "r0") == fresh.retain_priority(req, "r0")
+        asked += ttl is not None
+        now += rng.choice((0.05, 1.0, 10.0)) if tool != "ask" else 120.0
+        predictor.call_finished(
+            sid, now, 1000 + n, 50, "stop" if tool == "ask" else "tool_calls", (tool,) if tool else ()
+        )
+    assert asked > 100  # learned: most calls got a TTL to compare
+
+
+def _plain_solve(graph: AgentGraph, iterations: int = 300) -> dict[str, tuple[float, float, float]]:
+    """The absorbing chain by value iteration over dicts (what `AgentGraph._solve` computed before)."""
+    plan = {}
+    for key, node in graph.nodes.items():
+        probs = graph.transitions(node)
+        cont = 1.0 - graph.end_probability(node) if probs else 0.0
+        edges = [
+            (k, p, _finite(node.out[k].growth.mean()), _finite(node.out[k].output.mean()))
+            for k, p in probs.items()
+        ]
+        plan[key] = (cont, edges)
+    calls = dict.fromkeys(plan, 0.0)
+    new = dict.fromkeys(plan, 0.0)
+    out = dict.fromkeys(plan, 0.0)
+    for _ in range(iterations):
+        delta = 0.0
+        for key, (cont, edges) in plan.items():
+            c = cont * sum(p * (1.0 + calls.get(k, 0.0)) for k, p, _, _ in edges)
+            n = cont * sum(p * (g + new.get(k, 0.0)) for k, p, g, _ in edges)
+            o = cont * sum(p * (y + out.get(k, 0.0)) for k, p, _, y in edges)
+            delta = max(delta, abs(c - calls[key]))
+            calls[key], new[key], out[key] = c, n, o
+        if delta < 1e-3:
+            break
+    return {k: (calls[k], new[k], out[k]) for k in plan}
+
+
+def test_remaining_work_solve_equals_the_plain_value_iteration() -> None:
+    rng = random.Random(9)
+    for trial in range(6):
+        graph = AgentGraph("a", GraphLimits(max_nodes=8 + 4 * trial, max_edges_per_node=3 + trial))
+        # the last trials: a chain-like agent (one tool: most nodes have a single edge)
+        states = ["bash", "edit", "search", "answer", "call", "think"] if trial < 4 else ["call"]
+        for _ in range(rng.randrange(20, 200)):
+            prev, calls = START, 0
+            for _ in range(rng.randrange(1, 40)):
+                calls += 1
+                dst = node_key(rng.choice(states), calls)
+                graph.observe_transition(
+                    prev, dst, gap_s=rng.random() * 10, growth=rng.random() * 3000, output=rng.random() * 500
+                )
+                prev = graph.node(dst).key
+            graph.observe_end(prev, calls=calls, peak_prompt=calls * 1000)
+        solved = graph._solve()
+        assert {k: (w.calls, w.new_tokens, w.output_tokens) for k, w in solved.items()} == _plain_solve(graph)
+        assert list(solved) == list(graph.nodes)
+
+
+def test_cdf_steps_equal_the_walk_over_non_empty_buckets() -> None:
+    rng = random.Random(13)
+    for _ in range(100):
+        sketch = seconds_sketch()
+        for _ in range(rng.randrange(1, 100)):
+            sketch.add(rng.lognormvariate(0.0, rng.choice((0.5, 2.0, 4.0))), rng.random())
+        xs, cum = [sketch.low], [0.0]
+        for lo, hi, count in sketch.nonzero():
+            if lo > xs[-1]:
+                xs.append(lo)
+                cum.append(cum[-1])
+            xs.append(hi)
+            cum.append(cum[-1] + count / sketch.total)
+        cum[-1] = 1.0
+        assert sketch.cdf_steps() == (xs, cum)
