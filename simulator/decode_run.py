@@ -116,5 +116,6 @@ class DecodeRun:
         for i in range(len(self.seqs)):
             seq = self.sync(i)
             if seq.num_output > self.num_output0[i]:
-                out.append((seq, seq.plan[self.num_output0[i] : seq.num_output]))
+                tokens = seq.plan[self.num_output0[i] : seq.num_output]
+                out.append((seq, tokens if isinstance(tokens, list) else tokens.tolist()))
         return out

@@ -645,8 +645,9 @@ class Engine(OffloadHooks):
             return False
         if self._loaded or (self._loading and min(self._loading.values()) <= now):
             return False  # a CPU->GPU load is done: its request joins the batch
-        if due and sum(1 for _, kind in due if kind == ALLOCATE) > self.pool.num_free:
-            return False
+        free = self.pool.num_free
+        if len(due) > free and sum(1 for _, kind in due if kind == ALLOCATE) > free:
+            return False  # (allocations counted only when the step's events outnumber the free blocks)
         if len(self._waiting) == 0 or len(self._running) >= self.profile.max_num_seqs:
             return True
         head = self._waiting.peek()

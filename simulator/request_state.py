@@ -118,7 +118,8 @@ class RequestState:
             array("q", prompt) if isinstance(prompt, array) and prompt.typecode == "q" else list(prompt)
         )
         self.num_prompt = len(self.tokens)
-        self.plan = plan
+        # tokens to sample; as a buffer beside a buffer prompt, so a decode run appends a stretch as one copy
+        self.plan: list[int] | array[int] = array("q", plan) if isinstance(self.tokens, array) else plan
         self.finish_reason = finish_reason
         self.priority = req.priority
         self.arrival = now

@@ -218,8 +218,9 @@ class Cluster:
 
     # ---- replicas -------------------------------------------------------------------------------------
 
-    def _step(self, replica: ClusterReplica) -> None:
-        """Deliver the finished step's outputs, then start the next step if there is work."""
+    def _step(self, replica: ClusterReplica) -> float | None:
+        """Deliver the finished step's outputs, then start the next step if there is work: returns when it
+        ends, and the event queue runs `_step` again then (EventQueue's contract)."""
         now = self.queue.now
         if replica.outputs:
             outputs, replica.outputs = replica.outputs, []
@@ -230,13 +231,11 @@ class Cluster:
             if duration is not None:
                 replica.steps += 1
                 replica.busy_s += duration
-                self.queue.schedule(now + duration, self._step, replica)
-                return
+                return now + duration
             end = replica.ordinary_step(now)
-        if end is not None:
-            self.queue.schedule(end, self._step, replica)
-        elif replica.wake_at is not None:
+        if end is None and replica.wake_at is not None:
             self.queue.schedule(replica.wake_at, self._wake, replica)
+        return end
 
     def _wake(self, replica: ClusterReplica) -> None:
         """An idle replica's KV load is done: step again (unless a new call restarted it meanwhile)."""
@@ -244,7 +243,9 @@ class Cluster:
             return  # stale
         replica.wake_at = None
         replica.stepping = True
-        self._step(replica)
+        end = self._step(replica)
+        if end is not None:
+            self.queue.schedule(end, self._step, replica)
 
     def _deliver(self, replica: ClusterReplica, outputs: list[RequestOutput], now: float) -> None:
         in_flight = self._in_flight

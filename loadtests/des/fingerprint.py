@@ -73,6 +73,15 @@ CASES: dict[str, Case] = {
             replicas=4, policy="continuum-ttl", concurrency=32, seed=2, kv_scale=0.25, kv_offload_gib=8.0
         ),
     ),
+    # SAGA's policy: admission, workflow-age priorities, predicted retentions ranked by priority, stealing
+    "tight-saga-open": (
+        lambda: swe_tasks(20, seed=6, params=SHORT_SWE),
+        tight_config(policy="saga", arrival_rate=1.0, seed=6),
+    ),
+    "swe-saga-kv-short": (
+        lambda: swe_tasks(40, seed=8),
+        ClusterConfig(replicas=4, policy="saga", concurrency=32, seed=8, kv_scale=0.25),
+    ),
     "webarena-round-robin": (
         lambda: webarena_tasks(60, seed=4),
         ClusterConfig(replicas=3, policy="round-robin", concurrency=40, seed=4, kv_scale=0.2),

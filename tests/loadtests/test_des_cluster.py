@@ -60,6 +60,41 @@ def test_event_queue_runs_in_time_order_fifo_on_ties_and_refuses_the_past() -> N
         queue.schedule(1.0, note, "late")
 
 
+def test_an_action_returning_a_time_runs_again_then_as_if_it_scheduled_itself_last() -> None:
+    queue = EventQueue()
+    seen: list[tuple[float, str]] = []
+
+    def note(tag: str) -> None:
+        seen.append((queue.now, tag))
+
+    def repeat(tag: str) -> float | None:
+        seen.append((queue.now, tag))
+        if queue.now >= 2.0:
+            return None
+        queue.schedule(queue.now + 1.0, note, "scheduled-first")  # same time as the rerun: goes before it
+        return queue.now + 1.0
+
+    queue.schedule(1.0, repeat, "r")
+    queue.schedule(2.0, note, "already-due")  # scheduled before the rerun: before it at the same time
+    queue.run()
+    assert seen == [
+        (1.0, "r"),
+        (2.0, "already-due"),
+        (2.0, "scheduled-first"),
+        (2.0, "r"),
+    ]
+    assert queue.events_run == 4
+
+    late = EventQueue()
+
+    def back(_: None) -> float:
+        return late.now - 1.0  # the past: refused as `schedule` refuses it
+
+    late.schedule(5.0, back, None)
+    with pytest.raises(ValueError, match=r"cannot schedule an event at 4\.0"):
+        late.run()
+
+
 def chain(tokens: list[int], block_size: int) -> list[BlockHash]:
     """The engine's block hashes of `tokens`, computed from scratch."""
     hash_fn, parent = hash_function("builtin"), none_hash("builtin")

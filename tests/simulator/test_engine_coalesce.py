@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from types import SimpleNamespace
 from typing import cast
 
@@ -114,6 +115,42 @@ def test_coalesced_decoding_is_step_for_step_identical(policy: str, seed: int) -
     assert msgspec.to_builtins(coalesced.stats()) == msgspec.to_builtins(plain.stats())
     assert plain.quiet_steps == 0 and coalesced.quiet_steps > len(plain_log) // 8  # it did coalesce
     assert plain.num_preemptions > 0 or seed % 2  # memory ran short in most runs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_array_prompts_plan_and_decode_exactly_as_list_prompts(seed: int) -> None:
+    # a 64-bit array prompt (the discrete-event clients') makes the engine keep its plan as an array too,
+    # so a decode run copies buffers; what it emits must not change, and outputs stay lists
+    actions = script(seed, "fcfs")
+    as_arrays: list[tuple[str, object]] = [
+        (kind, msgspec.structs.replace(arg, prompt_token_ids=array("q", arg.prompt_token_ids)))
+        if isinstance(arg, EngineRequest)
+        else (kind, arg)
+        for kind, arg in actions
+    ]
+    plain = Engine(PROFILE, hash_algo="builtin")
+    arrays = Engine(PROFILE, hash_algo="builtin", coalesce_decode=True)
+    plain_log, plain_tokens = play(plain, actions)
+    arrays_log, arrays_tokens = play(arrays, as_arrays)
+    assert arrays_log == plain_log and arrays_tokens == plain_tokens
+    assert arrays.quiet_steps > 0
+
+    engine = Engine(PROFILE, hash_algo="builtin", coalesce_decode=True)
+    engine.add_request(
+        EngineRequest(request_id="a", prompt_token_ids=array("q", [300] * 5), max_tokens=20, ignore_eos=True),
+        0.0,
+    )
+    engine.add_request(
+        EngineRequest(request_id="b", prompt_token_ids=[300] * 5, max_tokens=20, ignore_eos=True), 0.0
+    )
+    assert isinstance(engine._seqs["a"].plan, array) and isinstance(engine._seqs["b"].plan, list)
+    assert list(engine._seqs["a"].plan) == engine._seqs["b"].plan
+    now, emitted = 0.0, []
+    while engine.has_unfinished():
+        result = engine.step(now)
+        now = result.end
+        emitted += [type(o.new_token_ids) for o in result.outputs]
+    assert emitted and set(emitted) == {list}
 
 
 def test_a_quiet_step_returns_no_outputs_and_the_next_ordinary_step_returns_them_all() -> None:
