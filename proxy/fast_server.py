@@ -153,11 +153,7 @@ class _ClientConnection(asyncio.Protocol):
         self.peer = "-"
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[_Request] = deque()
-        # One task serves the connection's requests in turn and waits on `_wakeup` between them (a task per
-        # request cost ~4 µs: its creation and the registry of all tasks).
         self.task: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Future[None] | None = None
-        self._serving = False
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
         # What a call writes within one turn of the event loop goes out in one write (head, chunks, end).
@@ -195,7 +191,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.transport is None:
             return
         loop = asyncio.get_running_loop()
-        busy = bool(self.queue) or self._serving
+        busy = bool(self.queue) or (self.task is not None and not self.task.done())
         left = KEEP_ALIVE_S - (loop.time() - self._idle_since)
         if busy or left > 0:  # serving, or idle for less than the limit since the last request ended
             self._idle_timer = loop.call_later(KEEP_ALIVE_S if busy else left, self._idle_too_long)
@@ -295,7 +291,8 @@ class _ClientConnection(asyncio.Protocol):
             parser.get_http_version(),
         )
         self.queue.append(request)
-        self._kick()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._serve_queue())
 
     # -- serving ------------------------------------------------------------------------------------
 
@@ -309,14 +306,8 @@ class _ClientConnection(asyncio.Protocol):
         code = "request_too_large" if status == 413 else "malformed_http"
         refusal = ProxyError(status, message, code=code)
         self.queue.append(_Request("-", "-", [], b"", False, "1.1", refused=refusal))
-        self._kick()
-
-    def _kick(self) -> None:
-        """Has the queue served: wakes the connection's task, or starts one."""
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._serve_queue())
-        elif self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
 
     def send(self, data: bytes, at_once: bool = False) -> None:
         """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` (a whole
@@ -346,18 +337,8 @@ class _ClientConnection(asyncio.Protocol):
             await self._writable
 
     async def _serve_queue(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.transport is not None:
-            if not self.queue:  # wait for the next request (connection_lost cancels the wait)
-                self._idle_since = loop.time()
-                self._wakeup = loop.create_future()
-                try:
-                    await self._wakeup
-                finally:
-                    self._wakeup = None
-                continue
+        while self.queue and self.transport is not None:
             request = self.queue.popleft()
-            self._serving = True
             started = time.perf_counter()
             downstream = _Downstream(self, request)
             try:
@@ -370,7 +351,6 @@ class _ClientConnection(asyncio.Protocol):
                 if downstream.status == 0:
                     with contextlib.suppress(ConnectionError):
                         self._answer_error(downstream, ProxyError(500, "internal error in the proxy"))
-            self._serving = False
             if self.server.access_log:
                 self._log_access(request, downstream, time.perf_counter() - started)
             if not request.keep_alive:
@@ -378,6 +358,7 @@ class _ClientConnection(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
                 return
+        self._idle_since = asyncio.get_running_loop().time()
 
     async def _serve(self, request: _Request, downstream: _Downstream) -> None:
         if request.refused is not None:
