@@ -137,7 +137,7 @@ def create_app(
     app[CONFIG] = config
     app[CORE] = core
     app[GATE] = DecisionGate()
-    app[GUARDS] = Guards(config.guard_params())
+    app[GUARDS] = Guards(config.guard_params(), config.priority_reprobe_s)
     app[CHAINS] = PrefixChains()
     app[MODELS] = models
     app[RESOLVER] = resolver

@@ -59,8 +59,8 @@ class _Shared:
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
         self.releaser = app[RELEASER]
         self.tenant_sources = app[TENANT_SOURCES]
-        # replicas that refused a request priority (FCFS vLLM): their calls go without one from then on
-        self.no_priority: set[str] = set()
+        # replicas that refused a request priority (FCFS vLLM): their calls go without one for a while
+        self.no_priority = self.guards.no_priority
         self.ready = True
         return self
 
@@ -248,7 +248,7 @@ class _Call:
         while isinstance(decision, Dispatch):
             replica = decision.replica_id
             extra = {"X-Session-ID": self.who.session_id}
-            with_priority = decision.priority is not None and replica not in self.shared.no_priority
+            with_priority = decision.priority is not None and not self.shared.no_priority.refuses(replica)
             if with_priority:
                 extra["X-Vllm-Priority"] = str(decision.priority)
             headers = forward.forwarded_headers(self.headers, extra)
@@ -284,11 +284,12 @@ class _Call:
             if upstream.status == 400 and with_priority:
                 status, headers, error_body = await self._read_error(upstream, replica)
                 if _PRIORITY_OFF in error_body:
-                    self.shared.no_priority.add(replica)
+                    self.shared.no_priority.remember(replica)
                     log.warning(
                         "replica %s runs without --scheduling-policy priority: its calls go without a "
-                        "priority from now on (start vLLM with it for SAGA's ordering)",
+                        "priority for the next %g s (start vLLM with it for SAGA's ordering)",
                         replica,
+                        self.config.priority_reprobe_s,
                         extra=self._log_context(replica),
                     )
                     continue  # the same dispatch again, without the priority

@@ -51,6 +51,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stream_idle_timeout_s: float = 120.0
     # Retries on another replica after a connect error or a 5xx before the first byte.
     max_retries: int = 2
+    # A replica that refused a request priority (vLLM without `--scheduling-policy priority`) gets its calls
+    # without one for this long, then is asked again (a restart with the priority policy is picked up).
+    priority_reprobe_s: float = 300.0
     # Sent as Retry-After (seconds, rounded up to at least 1) with 429 and 503 refusals.
     retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
@@ -121,6 +124,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "breaker_failures",
             "max_body_bytes",
             "max_sessions",
+            "priority_reprobe_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -10,6 +10,7 @@ from aiohttp import web
 from proxy.config import ProxyConfig
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ReplicaModels
+from proxy.priority_fallback import PriorityRefusals
 from proxy.replica_guard import GuardParams, ReplicaGuard
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
@@ -45,10 +46,11 @@ class DecisionGate:
 class Guards:
     """One `ReplicaGuard` per replica id, made on first use."""
 
-    def __init__(self, params: GuardParams) -> None:
+    def __init__(self, params: GuardParams, priority_reprobe_s: float = 300.0) -> None:
         self.params = params
         self._guards: dict[str, ReplicaGuard] = {}
         self.draining: set[str] = set()  # replicas taking no new calls until removed
+        self.no_priority = PriorityRefusals(priority_reprobe_s)  # replicas that refused a request priority
 
     def __getitem__(self, replica_id: str) -> ReplicaGuard:
         guard = self._guards.get(replica_id)
@@ -59,6 +61,7 @@ class Guards:
     def forget(self, replica_id: str) -> None:
         self._guards.pop(replica_id, None)
         self.draining.discard(replica_id)
+        self.no_priority.forget(replica_id)
 
 
 def down_stats(replica_id: str) -> ReplicaStats:

@@ -33,6 +33,7 @@ _HELP = {
     "first_byte_timeout_s": "timeout until a replica's status line (a whole non-streaming generation)",
     "stream_idle_timeout_s": "timeout between two chunks of a streamed answer",
     "max_retries": "retries on another replica after a connect error or 5xx before the first byte",
+    "priority_reprobe_s": "seconds a replica that refused a request priority gets calls without one",
     "retry_after_s": "Retry-After sent with 429/503 refusals",
     "max_body_bytes": "largest request body accepted (413 above)",
     "session_idle_ttl_s": "seconds an idle session is remembered",

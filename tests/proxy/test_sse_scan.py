@@ -82,6 +82,12 @@ events = st.lists(
         ),
         st.just(b"data: [DONE]"),
         st.just(b": keep-alive comment"),
+        # Markers outside data lines, and two events' markers on one data line: read as line by line does.
+        st.just(b': comment "finish_reason":"length" "name":"x" "usage":{"prompt_tokens":1}'),
+        st.just(b'event: chunk "finish_reason":"length"\ndata: {"choices":[{"finish_reason":"stop"}]}'),
+        st.just(
+            b'data: {"tool_calls":[{"function":{"name":"a"}},{"function":{"name":"b"}}],"finish_reason":"x"}'
+        ),
         st.just(b"data: {not json"),
     ),
     max_size=10,
