@@ -11,6 +11,7 @@ of one turn answer one request, and the wait after a turn's last call is the per
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import msgspec
 
@@ -63,6 +64,21 @@ class AgentTask(msgspec.Struct, frozen=True):
     def wait_s(self) -> float:
         """The task's own client-side waits: every tool (or think) time after its calls."""
         return sum(s.tool_time_s for s in self.steps)
+
+    def call_prompts(self) -> Iterator[tuple[Step, int]]:
+        """Each step with the prompt tokens of its call, as the clients build them: the conversation so far
+        (or, with `replace_history`, the system prompt and the last observation), compacted where a step
+        says so."""
+        context = self.system_tokens + self.task_tokens
+        for step in self.steps:
+            yield step, context
+            if self.replace_history:
+                context = self.system_tokens + step.observation_tokens
+            else:
+                context += step.output_tokens
+                if step.compact_to_tokens is not None:
+                    context = min(context, step.compact_to_tokens)
+                context += step.observation_tokens
 
 
 class CallRecord(msgspec.Struct):

@@ -1,7 +1,8 @@
 """The `saga` policy with one mechanism off, by name, for ablation tables in `saga bench des` (and the grid).
 
 Contract: `policy_for(name)` is a preset's name unchanged, or for `saga-no-<mechanism>` the `saga` preset's
-spec with that mechanism switched off exactly as a user would in the config (docs/saga-policy.md); unknown
+spec with that mechanism switched off exactly as a user would in the config (docs/saga-policy.md), and for
+`saga-arrival-order` / `saga-measured-room` one admission setting changed; unknown
 names raise ValueError listing the known ones. `saga-no-admission` also turns work stealing off: stealing
 moves admitted workflows, so it needs admission's table of them.
 """
@@ -15,6 +16,9 @@ import msgspec
 from proxy.scheduler import PRESETS, PolicySpec
 from proxy.scheduler.registry import PluginSpec
 
+_SAGA = PRESETS["saga"]
+assert _SAGA.admission is not None and _SAGA.retention is not None
+
 ABLATIONS: dict[str, dict[str, Any]] = {
     "saga-no-admission": {"admission": None, "stealing": None},
     "saga-no-priority": {"prioritize": "off"},
@@ -24,6 +28,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "saga-no-placement": {
         "scorers": [PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)]
     },
+    # waiting workflows admitted first come, first served (the preset: least expected work first)
+    "saga-arrival-order": {"admission": msgspec.structs.replace(_SAGA.admission, order="arrival")},
+    # retentions held to their TTL even when the answer hands back to a person
+    "saga-no-early-release": {
+        "retention": PluginSpec(
+            _SAGA.retention.type, params={**_SAGA.retention.params, "release_answer_gap_s": None}
+        )
+    },
+    # the option the preset leaves off: also admit where the reported KV is free and nothing waits
+    "saga-measured-room": {"admission": msgspec.structs.replace(_SAGA.admission, measured_room=True)},
 }
 
 

@@ -26,12 +26,13 @@ from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
 from loadtests.tasks import AgentTask
 from simulator.cost_model import Profile, step_time_s
 
+MAX_TASKS = 4000  # the assignment builds a few tasks x tasks float arrays: ~0.5 GB in all at 4,000
+
 
 def kv_area_token_s(task: AgentTask, profile: Profile) -> float:
     """KV tokens x seconds the task holds at least: each call's private context over its isolated decode."""
-    context = task.system_tokens + task.task_tokens
     area = 0.0
-    for step in task.steps:
+    for step, context in task.call_prompts():
         steps = step.output_tokens - 1
         if steps > 0:
             first = step_time_s(profile, num_tokens=1, decode_context_tokens=context + 1)
@@ -39,13 +40,6 @@ def kv_area_token_s(task: AgentTask, profile: Profile) -> float:
             decode_s = steps * (first + last) / 2
             private = max(0, context - task.system_tokens)
             area += (private + steps / 2) * decode_s  # the context grows by one token a step
-        if task.replace_history:
-            context = task.system_tokens + step.observation_tokens
-        else:
-            context += step.output_tokens
-            if step.compact_to_tokens is not None:
-                context = min(context, step.compact_to_tokens)
-            context += step.observation_tokens
     return area
 
 
@@ -56,8 +50,9 @@ def capacity_bound_geomean_s(
     capacity_tokens: int,
 ) -> float | None:
     """The bound above for `tasks` (those a comparison counts) on a cluster of `capacity_tokens` of KV; None
-    for a closed-loop run (a task without an arrival time) or no tasks."""
-    if not tasks or capacity_tokens <= 0 or any(t.arrival_s is None for t in tasks):
+    for a closed-loop run (a task without an arrival time), no tasks, or more than `MAX_TASKS` (the
+    assignment holds a tasks x tasks matrix)."""
+    if not tasks or len(tasks) > MAX_TASKS or capacity_tokens <= 0 or any(t.arrival_s is None for t in tasks):
         return None
     return geomean_bound_s(
         [t.arrival_s or 0.0 for t in tasks],

@@ -103,17 +103,9 @@ class CellRun(msgspec.Struct):
 def peak_context_tokens(task: AgentTask) -> int:
     """The longest context any call of the task reaches (prompt plus output), as loadtests/bench/isolated.py
     builds the prompts."""
-    context = task.system_tokens + task.task_tokens
-    peak = context
-    for step in task.steps:
+    peak = task.system_tokens + task.task_tokens
+    for step, context in task.call_prompts():
         peak = max(peak, context + step.output_tokens)
-        if task.replace_history:
-            context = task.system_tokens + step.observation_tokens
-        else:
-            context += step.output_tokens
-            if step.compact_to_tokens is not None:
-                context = min(context, step.compact_to_tokens)
-            context += step.observation_tokens
     return peak
 
 

@@ -14,36 +14,43 @@ from loadtests.tasks import AgentTask
 from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
 
 
-def _call_time_s(profile: Profile, prompt: int, cached: int, output: int) -> float:
-    total = 0.0
+def _call_times_s(profile: Profile, prompt: int, cached: int, output: int) -> tuple[float, float]:
+    """(prefill, decode) seconds of one call alone."""
+    prefill = 0.0
     done = cached
     while done < prompt:  # chunked prefill; the last chunk also samples the first output token
         chunk = min(profile.max_num_batched_tokens, prompt - done)
-        total += step_time_s(profile, num_tokens=chunk, attention_pairs=prefill_attention_pairs(chunk, done))
+        prefill += step_time_s(
+            profile, num_tokens=chunk, attention_pairs=prefill_attention_pairs(chunk, done)
+        )
         done += chunk
+    decode = 0.0
     steps = output - 1
     if steps > 0:  # decode steps: time is linear in context, so n steps cost n x the mean of first and last
         first = step_time_s(profile, num_tokens=1, decode_context_tokens=prompt + 1)
         last = step_time_s(profile, num_tokens=1, decode_context_tokens=prompt + steps)
-        total += steps * (first + last) / 2
-    return total
+        decode = steps * (first + last) / 2
+    return prefill, decode
+
+
+def isolated_time_split_s(task: AgentTask, profile: Profile) -> tuple[float, float, float]:
+    """The isolated task time in parts: (prefill, decode, tool and think) seconds."""
+    bs = profile.block_size
+    cached = task.system_tokens // bs * bs
+    prefill = decode = 0.0
+    for step, context in task.call_prompts():
+        p, d = _call_times_s(profile, context, min(cached, context - 1), step.output_tokens)
+        prefill += p
+        decode += d
+        if task.replace_history:
+            cached = task.system_tokens // bs * bs
+        else:  # what this call leaves in full cached blocks (a compacted prefix is still cached)
+            after = context + step.output_tokens
+            if step.compact_to_tokens is not None:
+                after = min(after, step.compact_to_tokens)
+            cached = after // bs * bs
+    return prefill, decode, task.wait_s
 
 
 def isolated_task_time_s(task: AgentTask, profile: Profile) -> float:
-    bs = profile.block_size
-    context = task.system_tokens + task.task_tokens
-    cached = task.system_tokens // bs * bs
-    total = 0.0
-    for step in task.steps:
-        total += _call_time_s(profile, context, min(cached, context - 1), step.output_tokens)
-        total += step.tool_time_s
-        if task.replace_history:
-            cached = task.system_tokens // bs * bs
-            context = task.system_tokens + step.observation_tokens
-        else:
-            context += step.output_tokens
-            if step.compact_to_tokens is not None:  # the compacted prefix is still cached: a prefix of it
-                context = min(context, step.compact_to_tokens)
-            cached = context // bs * bs
-            context += step.observation_tokens
-    return total
+    return sum(isolated_time_split_s(task, profile))

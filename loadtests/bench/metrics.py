@@ -34,9 +34,11 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from loadtests.bench.isolated import isolated_time_split_s
 from loadtests.des.result import KvFigures
 from loadtests.summary import failed_reasons, percentile
 from loadtests.tasks import AgentTask, TaskRecord
+from simulator.cost_model import Profile
 
 DEFAULT_SLO_FACTORS: dict[str, float] = {"standard": 1.5, "interactive": 1.2, "batch": 3.0}
 # Below this bound there is no headroom to measure: log(speedup) / log(bound) would only amplify noise.
@@ -84,6 +86,21 @@ def time_split(records: Sequence[TaskRecord]) -> TimeSplit | None:
         prefill_s=prefill / n,
         decode_s=decode / n,
         waits_s=waits / n,
+    )
+
+
+def isolated_split(tasks: Sequence[AgentTask], profile: Profile) -> TimeSplit | None:
+    """The mean `TimeSplit` of `tasks` each alone on an idle replica (no queue); None for no tasks."""
+    if not tasks:
+        return None
+    parts = [isolated_time_split_s(t, profile) for t in tasks]
+    n = len(parts)
+    return TimeSplit(
+        first_queue_s=0.0,
+        later_queue_s=0.0,
+        prefill_s=sum(p[0] for p in parts) / n,
+        decode_s=sum(p[1] for p in parts) / n,
+        waits_s=sum(p[2] for p in parts) / n,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from rich.table import Table
 
-from loadtests.bench.metrics import PolicyMetrics
+from loadtests.bench.metrics import PolicyMetrics, TimeSplit
 
 
 class RunMeta(msgspec.Struct, kw_only=True):
@@ -47,6 +47,8 @@ class BenchReport(msgspec.Struct, kw_only=True):
     # The tasks every policy finished: what speedups, the bound and the headroom are computed on.
     compared_tasks: int = 0
     warnings: list[str] = msgspec.field(default_factory=list)
+    # Where the compared tasks' time would go alone on an idle replica (no queue), mean seconds per task.
+    isolated_split: TimeSplit | None = None
 
 
 def recorded_command(argv: Sequence[str] | None = None) -> str:
@@ -215,14 +217,19 @@ def time_split_table(report: BenchReport) -> Table | None:
     table.add_column("TCT mean", justify="right")
     for header, _ in SPLIT_COLUMNS:
         table.add_column(header, justify="right")
-    for name, m in report.policies.items():
-        split = m.time_split
+    rows = [(name, m.time_split, m.tct_mean_s) for name, m in report.policies.items()]
+    alone = report.isolated_split
+    if alone is not None:
+        rows.insert(
+            0, ("isolated (each task alone)", alone, alone.prefill_s + alone.decode_s + alone.waits_s)
+        )
+    for name, split, tct_mean in rows:
         cells = (
             ["n/a"] * len(SPLIT_COLUMNS)
             if split is None
             else [_fmt(getattr(split, field), "s") for _, field in SPLIT_COLUMNS]
         )
-        table.add_row(name, _fmt(m.tct_mean_s, "s"), *cells)
+        table.add_row(name, _fmt(tct_mean, "s"), *cells)
     return table
 
 

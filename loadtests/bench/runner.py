@@ -22,6 +22,7 @@ from loadtests.bench.metrics import (
     DEFAULT_SLO_FACTORS,
     PolicyMetrics,
     common_survivors,
+    isolated_split,
     policy_metrics,
     with_speedups,
 )
@@ -93,9 +94,8 @@ async def compare(
     base = baseline if baseline in results else next(iter(results))
     common = common_survivors(finished)
     capacity = next((m.kv.kv_capacity_tokens for m in results.values() if m.kv is not None), 0)
-    bound_s = capacity_bound_geomean_s(
-        [t for t in tasks if t.session_id in common], isolated, profile, capacity
-    )
+    compared = [t for t in tasks if t.session_id in common]
+    bound_s = capacity_bound_geomean_s(compared, isolated, profile, capacity)
     policies = with_speedups(results, base, finished, isolated, capacity_bound_s=bound_s)
     report = BenchReport(
         baseline=base,
@@ -104,6 +104,7 @@ async def compare(
         missing=missing,
         compared_tasks=len(common),
         warnings=survivor_warnings(policies, finished, common),
+        isolated_split=isolated_split(compared, profile),
     )
     return report, times
 

@@ -224,6 +224,14 @@ class SchedulerCore:
             decisions += self._admit_waiting()
         return decisions
 
+    def take_releases(self) -> list[tuple[str, ReplicaId]]:
+        """The retentions the policy gave up since the last call, (session id, replica id): the shell asks
+        each replica to release them (best effort: a replica that holds none, or has no retention contract,
+        loses nothing). Drained by the call."""
+        got = list(self.releases)
+        self.releases.clear()
+        return got
+
     def replica_stats(self, stats: ReplicaStats) -> list[Decision]:
         replica = self.replicas.get(stats.replica_id)
         if replica is None:
@@ -264,14 +272,6 @@ class SchedulerCore:
         return decisions
 
     # -- replica set ----------------------------------------------------------------------------------
-
-    def take_releases(self) -> list[tuple[str, ReplicaId]]:
-        """The retentions the policy gave up since the last call, (session id, replica id): the shell asks
-        each replica to release them (best effort: a replica that holds none, or has no retention contract,
-        loses nothing). Drained by the call."""
-        got = list(self.releases)
-        self.releases.clear()
-        return got
 
     def add_replica(self, replica_id: ReplicaId) -> None:
         self.replicas.setdefault(replica_id, ReplicaView(replica_id))

@@ -112,3 +112,17 @@ def test_time_split_adds_up_to_the_completion_time_and_separates_first_and_later
     over_http = time_split([http])  # no queue figure: prefill is the time to first token
     assert over_http is not None and over_http.first_queue_s is None and over_http.prefill_s == 4.0
     assert time_split([failed]) is None
+
+
+def test_isolated_split_adds_up_to_the_isolated_task_times() -> None:
+    from loadtests.bench.metrics import isolated_split
+    from loadtests.workloads.catalog import generate
+
+    profile = get_profile("llama3-8b-h100")
+    tasks = generate("swe", 5, seed=0)
+    split = isolated_split(tasks, profile)
+    assert split is not None and split.first_queue_s == split.later_queue_s == 0.0
+    assert split.prefill_s > 0 and split.decode_s > split.prefill_s and split.waits_s > 0
+    mean = sum(isolated_task_time_s(t, profile) for t in tasks) / len(tasks)
+    assert split.prefill_s + split.decode_s + split.waits_s == pytest.approx(mean)
+    assert isolated_split([], profile) is None

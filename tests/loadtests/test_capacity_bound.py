@@ -7,7 +7,12 @@ import math
 
 import pytest
 
-from loadtests.bench.capacity_bound import capacity_bound_geomean_s, geomean_bound_s, kv_area_token_s
+from loadtests.bench.capacity_bound import (
+    MAX_TASKS,
+    capacity_bound_geomean_s,
+    geomean_bound_s,
+    kv_area_token_s,
+)
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import geomean
 from loadtests.workloads.catalog import generate, with_poisson_arrivals
@@ -41,6 +46,8 @@ def test_the_bound_is_at_least_the_isolated_times_and_tightens_as_the_kv_shrinks
     assert bounds[-1] is not None and bounds[-1] > 1.5 * alone  # a tiny KV binds
     closed = generate("webarena", 5, seed=0)  # no arrival times: a closed-loop run has no such bound
     assert capacity_bound_geomean_s(closed, isolated, profile, 10**6) is None
+    too_many = list(tasks) * (MAX_TASKS // len(tasks) + 1)  # past the cap: no n x n matrix is built
+    assert capacity_bound_geomean_s(too_many, isolated, profile, 10**6) is None
 
 
 def test_a_task_holds_more_kv_the_longer_its_context() -> None:
