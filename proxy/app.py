@@ -68,6 +68,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         app[UPSTREAM] = session
         app[POOL] = UpstreamPool()
         app[RELEASER] = RetentionReleaser(session, config.upstream_api_key)
+        app[METRICS].releaser = app[RELEASER]  # its counts are exported on /metrics
         try:
             yield
         finally:

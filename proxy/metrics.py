@@ -4,7 +4,8 @@ All names start with `saga_`. Counters: calls by route and status, errors by cau
 `unauthorized`, `rejected`, `upstream_unreachable`, `upstream_5xx`, `upstream_timeout`, `upstream_mid_answer`,
 `client_disconnect`, ...), scheduler decisions, retries, replica failures. Histograms: time to first byte,
 call latency, task (session) completion time for sessions ended explicitly. Gauges, refreshed on scrape:
-queue depth, calls in flight, live sessions, replica health.
+queue depth, calls in flight, live sessions, replica health. The retention releaser's counts (releases
+sent, failed, dropped, pending: proxy/retention_release.py) are read from it on scrape.
 
 The request path only bumps plain Python numbers (`Counts`, `Buckets`): no locks, no label lookups in
 prometheus_client, about a microsecond a call. A collector turns them into metric families when
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore
 
 _CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -106,6 +108,7 @@ class ProxyMetrics(Collector):
             "saga_task_completion_seconds", "First call to end of sessions ended explicitly", _TASK_BUCKETS
         )
         self._core: SchedulerCore | None = None
+        self.releaser: RetentionReleaser | None = None  # set at startup, with the upstream session
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -123,6 +126,7 @@ class ProxyMetrics(Collector):
             yield counter.family()
         for histogram in (self.ttft, self.latency, self.task_completion):
             yield histogram.family()
+        yield from self._releases()
         core = self._core
         if core is None:
             return
@@ -139,6 +143,27 @@ class ProxyMetrics(Collector):
             healthy.add_metric([replica.replica_id], 1 if replica.healthy else 0)
         yield in_flight
         yield healthy
+
+    def _releases(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        releaser = self.releaser
+        if releaser is None:
+            return
+        yield CounterMetricFamily(
+            "saga_retention_releases_sent",
+            "Early retention releases sent to replicas (POST /saga/v1/release)",
+            releaser.sent,
+        )
+        yield CounterMetricFamily(
+            "saga_retention_releases_failed",
+            "Releases sent that did not release (no retention contract, replica down, timeout)",
+            releaser.failed,
+        )
+        yield CounterMetricFamily(
+            "saga_retention_releases_dropped", "Releases not sent: too many pending", releaser.dropped
+        )
+        yield GaugeMetricFamily(
+            "saga_retention_releases_pending", "Releases sent and not answered yet", len(releaser.pending)
+        )
 
     def response(self, core: SchedulerCore) -> web.Response:
         self._core = core

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from proxy.config import ProxyConfig
+from proxy.metrics import ProxyMetrics
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import PolicySpec
 from proxy.scheduler.framework import Retention
@@ -61,6 +63,16 @@ async def _retained_sessions(http: aiohttp.ClientSession, replica: str) -> list[
         return [s["session_id"] for s in (await r.json())["sessions"]]
 
 
+def _samples(text: str) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus text scrape, by name."""
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            found[name] = float(value)
+    return found
+
+
 @pytest.mark.parametrize("retention", [_Hold.type_name, _HoldThenRelease.type_name])
 async def test_a_retention_given_up_at_the_end_of_its_call_is_released_on_the_replica(
     http: aiohttp.ClientSession, test_plugins: None, retention: str
@@ -90,6 +102,14 @@ async def test_a_retention_given_up_at_the_end_of_its_call_is_released_on_the_re
                 await asyncio.sleep(0.05)
                 held = await _retained_sessions(http, fleet.urls[0])
             assert held == ([] if retention == _HoldThenRelease.type_name else ["s-1"])
+            released = retention == _HoldThenRelease.type_name
+            async with http.get(f"{url}/metrics") as r:
+                assert r.status == 200
+                scraped = _samples(await r.text())
+            assert scraped["saga_retention_releases_sent_total"] == (1.0 if released else 0.0)
+            assert scraped["saga_retention_releases_failed_total"] == 0.0
+            assert scraped["saga_retention_releases_dropped_total"] == 0.0
+            assert scraped["saga_retention_releases_pending"] == 0.0
     finally:
         await fleet.close()
 
@@ -108,5 +128,10 @@ async def test_a_replica_without_the_contract_or_gone_only_counts_a_failed_relea
             await asyncio.gather(*releaser.pending)
             assert (releaser.sent, releaser.failed, releaser.dropped) == (2, 2, 0)
             assert not releaser.pending
+            metrics = ProxyMetrics()
+            metrics.releaser = releaser
+            scraped = _samples(generate_latest(metrics.registry).decode())
+            assert scraped["saga_retention_releases_sent_total"] == 2.0
+            assert scraped["saga_retention_releases_failed_total"] == 2.0
     finally:
         await runner.cleanup()
