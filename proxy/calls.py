@@ -6,6 +6,12 @@ A connect error or a 5xx before any byte reached the client is retried on anothe
 with `dispatch_failed`, which rebinds the session), up to `max_retries` times; the last 5xx is relayed as the
 replica sent it when no replica is left. The proxy's own refusals are OpenAI-style errors (proxy/errors.py);
 a 429 from the core carries `Retry-After`.
+
+Two ways through a call, with the same behaviour: `serve_call` (a coroutine, any `forward.Downstream`) and
+`begin_call` (the fast server's common path): when the core dispatches at once and a pooled connection to the
+replica is idle, the answer is relayed from the connections' callbacks (proxy/inline_relay.py) with no task
+or coroutine; everything else (a wait in the queue, a new connection, a retry, a timeout, a priority
+refusal) continues in the coroutine path, from where the call is.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 from aiohttp import web
@@ -27,6 +33,7 @@ from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, REL
 from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
 from proxy.identity import CallFields, Identity, IdentityError, decode_call, identify
+from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
 from proxy.sessions import SESSION_END_HEADER, end_session, wants_end
@@ -112,6 +119,31 @@ async def serve_call(
 
     `headers` must be case-insensitive; `tenant` is the tenant a client API key named (None without keys).
     Raises ProxyError for the proxy's own refusals; the server answers it (nothing was sent yet then)."""
+    await _prepared(app, path, headers, body, tenant, downstream).run()
+
+
+def begin_call(
+    app: web.Application,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    tenant: str | None,
+    downstream: InlineDownstream,
+) -> None:
+    """`serve_call` without a coroutine where it can: the call is under way in callbacks (it ends with
+    `downstream.done()`), or its rest is handed over to a task (`downstream.hand_over`, raising ProxyError
+    there as `serve_call` does). Raises ProxyError for a refusal."""
+    _prepared(app, path, headers, body, tenant, downstream).begin(downstream)
+
+
+def _prepared(
+    app: web.Application,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    tenant: str | None,
+    downstream: forward.Downstream | InlineDownstream,
+) -> _Call:
     shared = app[SHARED]
     if not shared.ready:  # the first call, after startup (the upstream pool is made at startup)
         shared.resolve()
@@ -143,7 +175,7 @@ async def serve_call(
         and path in USAGE_OPTION_ROUTES
         and not (fields.stream_options is not None and fields.stream_options.include_usage)
     )
-    await _Call(app, shared, path, headers, downstream, info, who, body, add_usage).run()
+    return _Call(app, shared, path, headers, downstream, info, who, body, add_usage)
 
 
 class _Call:
@@ -155,7 +187,7 @@ class _Call:
         shared: _Shared,
         path: str,
         headers: Mapping[str, str],
-        downstream: forward.Downstream,
+        downstream: forward.Downstream | InlineDownstream,
         info: RequestInfo,
         who: Identity,
         body: bytes,
@@ -173,116 +205,257 @@ class _Call:
         self.body = body
         self.failures = 0
         self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
+        self.usage: Usage | None = None  # what the answer reported, for the finish report
+        self.finished = False
+        self.started = 0.0
+        # the inline relay's dispatch: the one decision, and whether it went with a priority
+        self.dispatch: Dispatch | None = None
+        self.with_priority = False
 
-    async def _decided(self, decisions: list[Decision]) -> Decision:
-        gate, rid = self.gate, self.info.request_id
-        # Usually the core decides this call at once: no need to wait for it through the gate.
+    def _decided_now(self, decisions: list[Decision]) -> Decision | None:
+        """This call's decision when the core made it at once (usually); None when it must wait for it."""
+        rid = self.info.request_id
         decision: Decision | None
         if len(decisions) == 1 and decisions[0].request_id == rid:  # the usual case: this call alone
             decision = decisions[0]
         else:
             decision = next((d for d in decisions if d.request_id == rid), None)
-        if decision is not None:
+            if decision is None:
+                return None
             if len(decisions) > 1:
-                gate.apply([d for d in decisions if d is not decision])
-        else:
-            pending = gate.expect(rid)
-            gate.apply(decisions)
-            try:
-                decision = await pending
-            finally:
-                gate.forget(rid)
+                self.gate.apply([d for d in decisions if d is not decision])
+        self.metrics.decisions.bump("dispatch" if isinstance(decision, Dispatch) else "reject")
+        return decision
+
+    async def _decided(self, decisions: list[Decision]) -> Decision:
+        decision = self._decided_now(decisions)
+        if decision is not None:
+            return decision
+        gate, rid = self.gate, self.info.request_id
+        pending = gate.expect(rid)
+        gate.apply(decisions)
+        try:
+            decision = await pending
+        finally:
+            gate.forget(rid)
         self.metrics.decisions.bump("dispatch" if isinstance(decision, Dispatch) else "reject")
         return decision
 
     async def run(self) -> None:
-        app, rid = self.app, self.info.request_id
-        core, metrics = self.core, self.metrics
-        usage: Usage | None = None
-        cancelled = False
-        started = time.perf_counter()
+        self.started = time.perf_counter()
+        await self._guarded(self._arrive)
+
+    async def _arrive(self) -> None:
+        await self._dispatch(await self._decided(self.core.request_arrived(self.info)))
+
+    def begin(self, downstream: InlineDownstream) -> None:
+        """`run` up to the relay without a coroutine when it can (see `begin_call`)."""
+        self.started = time.perf_counter()
         try:
-            decision = await self._decided(core.request_arrived(self.info))
-            attempt = await self._attempts(decision)
-            if isinstance(attempt, Reject):
-                self._no_replica_left(attempt)
+            decisions = self.core.request_arrived(self.info)
+            found = self._decided_now(decisions)
+            if found is None:
+                self._hand_over(downstream, lambda: self._dispatch(self._decided(decisions)))
                 return
-            if isinstance(attempt, _Answered):
+            decision = found
+            if not isinstance(decision, Dispatch):
+                self._hand_over(downstream, lambda: self._dispatch(decision))
                 return
-            upstream, decision = attempt
-            outcome = await forward.relay(
-                self.downstream,
-                upstream,
+            headers, sent, with_priority = self._request_for(decision)
+            pool = self.shared.pool
+            pooled = pool.send_pooled(decision.replica_id + self.path, sent, headers)
+            if pooled is None:  # no idle connection: connecting is the coroutine path's
+                self._hand_over(downstream, lambda: self._dispatch(decision))
+                return
+            self.dispatch, self.with_priority = decision, with_priority
+            config = self.config
+            InlineRelay(
+                self,
+                downstream,
+                pool,
+                *pooled,
                 {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
-                lambda: self._first_byte(started),
-                self.config.stream_idle_timeout_s,
+                config.first_byte_timeout_s,
+                config.stream_idle_timeout_s,
                 collect_answer=self.who.prompt_chain is not None,
                 strip_usage=self.add_usage,
             )
-            usage = outcome.usage
-            self._account(decision.replica_id, outcome)
-            metrics.latency.observe(time.perf_counter() - started)
-            metrics.calls.bump(self.path, str(outcome.status))
-            if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
-                self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
-            if outcome.response_id is not None:
-                self.shared.chains.remember_response(outcome.response_id, self.who.session_id)
+        except BaseException:
+            self._finish(cancelled=False)
+            raise
+
+    def _hand_over(self, downstream: InlineDownstream, work: Callable[[], Awaitable[None]]) -> None:
+        downstream.hand_over(self._guarded(work), self._never_ran)
+
+    def _never_ran(self) -> None:
+        """The handed-over task ended: one cancelled before it ran (the client hung up at once) did not
+        report the finish itself."""
+        if not self.finished:
+            self._hung_up()
+            self._finish(cancelled=True)
+
+    async def _guarded(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Runs the rest of the call; whatever happens, its finish is reported (once)."""
+        cancelled = False
+        try:
+            await work()
         except asyncio.CancelledError:
             cancelled = True
-            metrics.client_disconnects.inc()
-            metrics.errors.labels("client_disconnect").inc()
-            log.info("client hung up on %s before its answer ended", rid)
+            self._hung_up()
             raise
         finally:
-            # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
-            # dispatched call both mean "finished".
-            self.gate.apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, usage))
-            if core.releases:  # retentions the policy gave up early (the session went quiet)
-                self.shared.releaser.release(core.take_releases())
-            if SESSION_END_HEADER in self.headers and wants_end(self.headers):
-                end_session(app, self.who.session_id)
+            self._finish(cancelled)
 
-    async def _attempts(self, decision: Decision) -> tuple[UpstreamAnswer, Dispatch] | Reject | _Answered:
-        """Dispatches until a replica answers; the core's Reject when it has no replica left."""
+    async def _dispatch(
+        self, decision: Decision | Awaitable[Decision], upstream: UpstreamAnswer | None = None
+    ) -> None:
+        if not isinstance(decision, (Dispatch, Reject)):
+            decision = await decision
+        attempt = await self._attempts(decision, upstream)
+        if isinstance(attempt, Reject):
+            self._no_replica_left(attempt)
+            return
+        if isinstance(attempt, _Answered):
+            return
+        upstream, dispatch = attempt
+        outcome = await forward.relay(
+            self.downstream,  # type: ignore[arg-type]  # the fast server's downstream is both kinds
+            upstream,
+            {"X-Saga-Replica": dispatch.replica_id, "X-Session-ID": self.who.session_id},
+            self.first_byte,
+            self.config.stream_idle_timeout_s,
+            collect_answer=self.who.prompt_chain is not None,
+            strip_usage=self.add_usage,
+        )
+        self._relayed(dispatch, outcome)
+
+    def _relayed(self, decision: Dispatch, outcome: forward.Relayed) -> None:
+        metrics = self.metrics
+        self.usage = outcome.usage
+        self._account(decision.replica_id, outcome)
+        metrics.latency.observe(time.perf_counter() - self.started)
+        metrics.calls.bump(self.path, str(outcome.status))
+        if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
+            self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
+        if outcome.response_id is not None:
+            self.shared.chains.remember_response(outcome.response_id, self.who.session_id)
+
+    def _hung_up(self) -> None:
+        self.metrics.client_disconnects.inc()
+        self.metrics.errors.labels("client_disconnect").inc()
+        log.info("client hung up on %s before its answer ended", self.info.request_id)
+
+    def _finish(self, cancelled: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        core, rid = self.core, self.info.request_id
+        # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
+        # dispatched call both mean "finished".
+        self.gate.apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, self.usage))
+        if core.releases:  # retentions the policy gave up early (the session went quiet)
+            self.shared.releaser.release(core.take_releases())
+        if SESSION_END_HEADER in self.headers and wants_end(self.headers):
+            end_session(self.app, self.who.session_id)
+
+    # -- the inline relay's side (proxy/inline_relay.py `InlineCall`) -------------------------------
+
+    def takes_over(self, status: int) -> bool:
+        """A status `_attempts` handles itself: a 5xx it may retry, a refused priority."""
+        return (status >= 500 and self.failures < self.config.max_retries) or (
+            status == 400 and self.with_priority
+        )
+
+    def first_byte(self) -> None:
+        self.metrics.ttft.observe(time.perf_counter() - self.started)
+        self.gate.apply(self.core.first_token(self.info.request_id))
+
+    def relayed(self, outcome: forward.Relayed) -> None:
+        assert self.dispatch is not None
+        try:
+            self._relayed(self.dispatch, outcome)
+        finally:
+            self._finish(cancelled=False)
+
+    def abandoned(self) -> None:
+        self._hung_up()
+        self._finish(cancelled=True)
+
+    def resume(self, upstream: UpstreamAnswer | None, failure: str | None, timed_out: bool) -> None:
+        self._hand_over(self.downstream, lambda: self._resumed(upstream, failure, timed_out))  # type: ignore[arg-type]
+
+    def failed(self, error: Exception) -> None:
+        self._hand_over(self.downstream, lambda: _raising(error))  # type: ignore[arg-type]
+
+    async def _resumed(self, upstream: UpstreamAnswer | None, failure: str | None, timed_out: bool) -> None:
+        """The coroutine path from the inline relay's dispatch: its answer (`upstream`), a failed
+        connection (`failure`; None for a stale pooled one, retried afresh) or a first-byte timeout."""
+        dispatch = self.dispatch
+        assert dispatch is not None
+        replica = dispatch.replica_id
+        decision: Decision = dispatch
+        if timed_out:
+            reason = f"no answer within {self.config.first_byte_timeout_s:g} s"
+            self._note_failure(replica, reason, "upstream_timeout")
+            raise ProxyError(504, f"the replica did not answer in time: {reason}", code="upstream_timeout")
+        if failure is not None:
+            decision = await self._failed(replica, failure, "upstream_unreachable")
+        await self._dispatch(decision, upstream)
+
+    def _request_for(self, decision: Dispatch) -> tuple[dict[str, str], bytes, bool]:
+        """The headers and body sent to the decision's replica, and whether they carry a priority."""
+        extra = {"X-Session-ID": self.who.session_id}
+        with_priority = decision.priority is not None and not self.shared.no_priority.refuses(
+            decision.replica_id
+        )
+        if with_priority:
+            extra["X-Vllm-Priority"] = str(decision.priority)
+        headers = forward.forwarded_headers(self.headers, extra)
+        forward.upstream_auth(headers, self.config)
+        sent = self.body
+        if self.add_usage:
+            sent = asking_for_usage(sent)
+        if decision.retain_ttl_s is not None:
+            sent = with_retention(sent, self.who.session_id, decision.retain_ttl_s, decision.retain_priority)
+        return headers, sent, with_priority
+
+    async def _attempts(
+        self, decision: Decision, upstream: UpstreamAnswer | None = None
+    ) -> tuple[UpstreamAnswer, Dispatch] | Reject | _Answered:
+        """Dispatches until a replica answers; the core's Reject when it has no replica left. `upstream`:
+        the first dispatch's answer, when it was sent already (the inline relay's)."""
         config = self.config
         while isinstance(decision, Dispatch):
             replica = decision.replica_id
-            extra = {"X-Session-ID": self.who.session_id}
-            with_priority = decision.priority is not None and not self.shared.no_priority.refuses(replica)
-            if with_priority:
-                extra["X-Vllm-Priority"] = str(decision.priority)
-            headers = forward.forwarded_headers(self.headers, extra)
-            forward.upstream_auth(headers, config)
-            sent = self.body
-            if self.add_usage:
-                sent = asking_for_usage(sent)
-            if decision.retain_ttl_s is not None:
-                sent = with_retention(
-                    sent, self.who.session_id, decision.retain_ttl_s, decision.retain_priority
-                )
-            try:
-                upstream = await forward.open_upstream(
-                    self.shared.pool,
-                    replica + self.path,
-                    sent,
-                    headers,
-                    config.first_byte_timeout_s,
-                    config.connect_timeout_s,
-                )
-            except forward.UpstreamUnreachable as e:
-                decision = await self._failed(replica, f"unreachable ({e})", "upstream_unreachable")
+            if upstream is not None:
+                with_priority = self.with_priority
+            else:
+                headers, sent, with_priority = self._request_for(decision)
+                try:
+                    upstream = await forward.open_upstream(
+                        self.shared.pool,
+                        replica + self.path,
+                        sent,
+                        headers,
+                        config.first_byte_timeout_s,
+                        config.connect_timeout_s,
+                    )
+                except forward.UpstreamUnreachable as e:
+                    decision = await self._failed(replica, f"unreachable ({e})", "upstream_unreachable")
+                    continue
+                except forward.UpstreamTimeout as e:
+                    self._note_failure(replica, str(e), "upstream_timeout")
+                    raise ProxyError(
+                        504, f"the replica did not answer in time: {e}", code="upstream_timeout"
+                    ) from e
+            answered = upstream
+            upstream = None
+            if answered.status >= 500 and self.failures < config.max_retries:
+                self.last_5xx = await self._read_error(answered, replica)
+                decision = await self._failed(replica, f"answered {answered.status}", "upstream_5xx")
                 continue
-            except forward.UpstreamTimeout as e:
-                self._note_failure(replica, str(e), "upstream_timeout")
-                raise ProxyError(
-                    504, f"the replica did not answer in time: {e}", code="upstream_timeout"
-                ) from e
-            if upstream.status >= 500 and self.failures < config.max_retries:
-                self.last_5xx = await self._read_error(upstream, replica)
-                decision = await self._failed(replica, f"answered {upstream.status}", "upstream_5xx")
-                continue
-            if upstream.status == 400 and with_priority:
-                status, headers, error_body = await self._read_error(upstream, replica)
+            if answered.status == 400 and with_priority:
+                status, headers, error_body = await self._read_error(answered, replica)
                 if _PRIORITY_OFF in error_body:
                     self.shared.no_priority.remember(replica)
                     log.warning(
@@ -295,7 +468,7 @@ class _Call:
                     continue  # the same dispatch again, without the priority
                 self.downstream.answer(status, headers, error_body)  # the client's own mistake: relay it
                 return _ANSWERED
-            return upstream, decision
+            return answered, decision
         return decision
 
     async def _read_error(self, upstream: UpstreamAnswer, replica: str) -> tuple[int, dict[str, str], bytes]:
@@ -315,10 +488,6 @@ class _Call:
     def _log_context(self, replica: str) -> dict[str, str]:
         info = self.info
         return {"request_id": info.request_id, "session_id": info.session_id, "replica_id": replica}
-
-    def _first_byte(self, started: float) -> None:
-        self.metrics.ttft.observe(time.perf_counter() - started)
-        self.gate.apply(self.core.first_token(self.info.request_id))
 
     def _note_failure(self, replica: str, reason: str, cause: str) -> bool:
         metrics = self.metrics
@@ -389,6 +558,10 @@ class _Call:
             metrics.client_disconnects.inc()
             metrics.errors.labels("client_disconnect").inc()
             log.info("client hung up on %s before its answer ended", self.info.request_id)
+
+
+async def _raising(error: Exception) -> None:
+    raise error
 
 
 def add_routes(app: web.Application) -> None:

@@ -16,6 +16,9 @@ Contract:
 - Requests on a keep-alive connection are served one at a time, in order (pipelining included); a connection
   without a complete request for `KEEP_ALIVE_S` is closed. A client that hangs up cancels what its
   connection was serving (a call is then aborted upstream and reported cancelled).
+- A call is begun from the parser's callback (`calls.begin_call`): on the common path (dispatched at once, a
+  pooled upstream connection idle) it is relayed from the connections' callbacks with no task
+  (proxy/inline_relay.py); anything else goes on in a task, as every other request does.
 - One access-log line per request on `saga.access` when `access_log` is on, in aiohttp's format.
 """
 
@@ -26,10 +29,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 
 import httptools
 from aiohttp import web
@@ -37,9 +40,10 @@ from multidict import CIMultiDict
 
 from proxy import forward
 from proxy.auth import call_tenant
-from proxy.calls import CALL_ROUTES, serve_call
+from proxy.calls import CALL_ROUTES, begin_call
 from proxy.context import CONFIG, METRICS
 from proxy.errors import ProxyError
+from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines
 from proxy.upstream_pool import ConnectFailed, UpstreamPool
 
@@ -101,6 +105,7 @@ class _Downstream:
 
     def __init__(self, conn: _ClientConnection, request: _Request) -> None:
         self.conn, self.request = conn, request
+        self.started = time.perf_counter()
         self.status = 0
         self.sent = 0
         self.chunked = request.version == "1.1"  # an HTTP/1.0 client reads a stream to the close
@@ -116,34 +121,50 @@ class _Downstream:
         self.conn.send(payload, at_once=True)
 
     async def start(self, status: int, headers: Mapping[str, str]) -> None:
+        if self.start_now(status, headers):
+            await self.conn.drain()
+
+    async def write(self, chunk: bytes) -> None:
+        if self.write_now(chunk):  # else no need to wait (and no coroutine to make)
+            await self.conn.drain()
+
+    async def end(self) -> None:
+        if self.end_now():
+            await self.conn.drain()
+
+    # -- without waiting (proxy/inline_relay.py's `InlineDownstream`); True: the client is behind ------
+
+    def start_now(self, status: int, headers: Mapping[str, str]) -> bool:
         self.status = status
         if not self.chunked:
             self.request.keep_alive = False
             framing = "Connection: close\r\n\r\n"
         else:
             framing = f"Transfer-Encoding: chunked\r\n{self._connection}\r\n"
-        await self._send(_head(status, headers, framing))
+        return self._send(_head(status, headers, framing))
 
-    async def write(self, chunk: bytes) -> None:
+    def write_now(self, chunk: bytes) -> bool:
         if not chunk:
-            return
-        data = b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk
+            return False
+        return self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    def end_now(self) -> bool:
+        return self._send(b"0\r\n\r\n") if self.chunked else False
+
+    def _send(self, data: bytes) -> bool:
         self.sent += len(data)
         conn = self.conn
         conn.send(data)
-        if conn.transport is None or conn._paused:  # as `_send`, without a second coroutine per chunk
-            await conn.drain()
+        return conn.transport is None or conn._paused
 
-    async def end(self) -> None:
-        if self.chunked:
-            await self._send(b"0\r\n\r\n")
+    def hold(self, relay: InlineRelay) -> None:
+        self.conn.inline = relay
 
-    async def _send(self, data: bytes) -> None:
-        self.sent += len(data)
-        conn = self.conn
-        conn.send(data)
-        if conn.transport is None or conn._paused:  # else no need to wait (and no coroutine to make)
-            await conn.drain()
+    def hand_over(self, work: Coroutine[Any, Any, None], ended: Callable[[], None]) -> None:
+        self.conn.hand_over(self, work, ended)
+
+    def done(self) -> None:
+        self.conn.inline_done(self)
 
 
 class _ClientConnection(asyncio.Protocol):
@@ -154,6 +175,7 @@ class _ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[_Request] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.inline: InlineRelay | None = None  # the call being relayed from callbacks, when one is
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
         # What a call writes within one turn of the event loop goes out in one write (head, chunks, end).
@@ -191,7 +213,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.transport is None:
             return
         loop = asyncio.get_running_loop()
-        busy = bool(self.queue) or (self.task is not None and not self.task.done())
+        busy = bool(self.queue) or self._busy()
         left = KEEP_ALIVE_S - (loop.time() - self._idle_since)
         if busy or left > 0:  # serving, or idle for less than the limit since the last request ended
             self._idle_timer = loop.call_later(KEEP_ALIVE_S if busy else left, self._idle_too_long)
@@ -212,6 +234,8 @@ class _ClientConnection(asyncio.Protocol):
                     request.body = data[int(e.args[0]) :][: int(length)]
         except httptools.HttpParserError as e:
             self._refuse(400, f"malformed HTTP request ({type(e).__name__})")
+        if self.queue and not self._busy():
+            self._serve_next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -219,6 +243,9 @@ class _ClientConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client is gone: abort what it was waiting for
+        inline, self.inline = self.inline, None
+        if inline is not None:
+            inline.client_gone()
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(ConnectionResetError("the client closed the connection"))
 
@@ -229,6 +256,8 @@ class _ClientConnection(asyncio.Protocol):
         self._paused = False
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
+        if self.inline is not None:
+            self.inline.writable()
 
     # -- httptools callbacks ------------------------------------------------------------------------
 
@@ -290,9 +319,7 @@ class _ClientConnection(asyncio.Protocol):
             parser.should_keep_alive(),  # only valid here
             parser.get_http_version(),
         )
-        self.queue.append(request)
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._serve_queue())
+        self.queue.append(request)  # served once the parser returns (`data_received`)
 
     # -- serving ------------------------------------------------------------------------------------
 
@@ -306,8 +333,6 @@ class _ClientConnection(asyncio.Protocol):
         code = "request_too_large" if status == 413 else "malformed_http"
         refusal = ProxyError(status, message, code=code)
         self.queue.append(_Request("-", "-", [], b"", False, "1.1", refused=refusal))
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._serve_queue())
 
     def send(self, data: bytes, at_once: bool = False) -> None:
         """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` (a whole
@@ -336,47 +361,90 @@ class _ClientConnection(asyncio.Protocol):
             self._writable = asyncio.get_running_loop().create_future()
             await self._writable
 
-    async def _serve_queue(self) -> None:
-        while self.queue and self.transport is not None:
+    def _busy(self) -> bool:
+        return self.inline is not None or (self.task is not None and not self.task.done())
+
+    def _serve_next(self) -> None:
+        """Serves the queued requests in order while each ends at once or is relayed from callbacks; the
+        first that needs waiting goes on in a task (which calls this again when its request is served)."""
+        while self.queue and self.transport is not None and not self._busy():
             request = self.queue.popleft()
-            started = time.perf_counter()
             downstream = _Downstream(self, request)
-            try:
-                await self._serve(request, downstream)
-            except ConnectionError:
-                request.keep_alive = False
-            except Exception:
-                log.exception("error serving %s %s", request.method, request.url[:200])
-                request.keep_alive = False
-                if downstream.status == 0:
-                    with contextlib.suppress(ConnectionError):
-                        self._answer_error(downstream, ProxyError(500, "internal error in the proxy"))
-            if self.server.access_log:
-                self._log_access(request, downstream, time.perf_counter() - started)
-            if not request.keep_alive:
-                self.flush()
-                if self.transport is not None:
-                    self.transport.close()
+            path = request.url.partition("?")[0]
+            if request.refused is not None or request.method != "POST" or path not in _FAST_PATHS:
+                self.hand_over(downstream, self._serve(request, downstream), None)
                 return
-        self._idle_since = asyncio.get_running_loop().time()
+            try:
+                headers = CIMultiDict(request.headers)
+                tenant = call_tenant(self.server.api_keys, headers.get("Authorization"))
+                begin_call(self.server.app, path, headers, request.body, tenant, downstream)
+            except ProxyError as e:
+                self._answer_error(downstream, e)
+            except Exception:
+                self._failed(request, downstream)
+            if self._busy():  # relayed from callbacks (`inline_done` goes on), or handed over to a task
+                return
+            if not self._served(request, downstream):
+                return
+        if not self.queue:
+            self._idle_since = asyncio.get_running_loop().time()
+
+    def hand_over(
+        self, downstream: _Downstream, work: Coroutine[Any, Any, None], ended: Callable[[], None] | None
+    ) -> None:
+        self.inline = None
+        self.task = asyncio.get_running_loop().create_task(self._serve_in_task(downstream, work))
+        if ended is not None:
+            self.task.add_done_callback(lambda _: ended())
+
+    def inline_done(self, downstream: _Downstream) -> None:
+        self.inline = None
+        if self._served(downstream.request, downstream):
+            self._serve_next()
+
+    async def _serve_in_task(self, downstream: _Downstream, work: Coroutine[Any, Any, None]) -> None:
+        request = downstream.request
+        try:
+            try:
+                await work
+            except ProxyError as e:
+                if downstream.status != 0:  # an answer already started: the relay ended it
+                    raise
+                self._answer_error(downstream, e)
+        except ConnectionError:
+            request.keep_alive = False
+        except Exception:
+            self._failed(request, downstream)
+        if self._served(request, downstream):
+            self.task = None  # this task is ending: the next request may start another
+            self._serve_next()
+
+    def _failed(self, request: _Request, downstream: _Downstream) -> None:
+        log.exception("error serving %s %s", request.method, request.url[:200])
+        request.keep_alive = False
+        if downstream.status == 0:
+            with contextlib.suppress(ConnectionError):
+                self._answer_error(downstream, ProxyError(500, "internal error in the proxy"))
+
+    def _served(self, request: _Request, downstream: _Downstream) -> bool:
+        """The request's answer is out: logged, and the connection closed unless kept alive (False)."""
+        if self.server.access_log:
+            self._log_access(request, downstream, time.perf_counter() - downstream.started)
+        if request.keep_alive and self.transport is not None and not self.transport.is_closing():
+            return True
+        request.keep_alive = False
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+        return False
 
     async def _serve(self, request: _Request, downstream: _Downstream) -> None:
+        """A request other than a call: a refusal, or the aiohttp app's (`hand_off`)."""
         if request.refused is not None:
             log.info("refused a request from %s: %s", self.peer, request.refused.message)
             self._answer_error(downstream, request.refused)
             return
-        path = request.url.partition("?")[0]
-        try:
-            if request.method != "POST" or path not in _FAST_PATHS:
-                await self.server.hand_off(request, downstream, self.peer)
-                return
-            headers = CIMultiDict(request.headers)
-            tenant = call_tenant(self.server.api_keys, headers.get("Authorization"))
-            await serve_call(self.server.app, path, headers, request.body, tenant, downstream)
-        except ProxyError as e:
-            if downstream.status != 0:  # an answer already started: the relay ended it
-                raise
-            self._answer_error(downstream, e)
+        await self.server.hand_off(request, downstream, self.peer)
 
     def _answer_error(self, downstream: _Downstream, err: ProxyError) -> None:
         self.server.metrics_errors(err.code or f"http_{err.status}")

@@ -119,7 +119,11 @@ class AiohttpDownstream:
         await self.response.write_eof()
 
 
-def answer_error(downstream: Downstream, err: ProxyError) -> None:
+class Answers(Protocol):
+    def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None: ...
+
+
+def answer_error(downstream: Answers, err: ProxyError) -> None:
     body = error_body(err.status, err.message, param=err.param, code=err.code)
     downstream.answer(err.status, {**err.headers, "Content-Type": "application/json"}, body)
 

@@ -18,6 +18,11 @@ Contract:
   `release()` returns a finished, keep-alive connection to the pool and closes any other; `close()` always
   closes (which makes a vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not
   reused (uvicorn, which serves vLLM, closes idle keep-alive connections after 5 s).
+- `send_pooled(url, body, headers)` is the callback-driven form (proxy/inline_relay.py): it writes the request
+  on an idle pooled connection and returns it, or None (nothing sent) when none is idle. The caller sets the
+  connection's `listener`, whose `progress()` is called after every read and when the connection ends; it
+  reads the connection's state (`headed`, `status`, `chunks`, `complete`, `broken`) and hands the connection
+  back with `give_back` (pooled if the answer ended cleanly, else closed) or on to an `UpstreamAnswer`.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
+
+Key = tuple[str, int, bool]  # a replica's connection key: host, port, TLS
 
 
 class ConnectFailed(Exception):
@@ -40,12 +47,19 @@ class BodyFailed(Exception):
     """The connection ended or broke before the answer's body was complete."""
 
 
+class Listener(Protocol):
+    def progress(self) -> None: ...
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.loop = asyncio.get_running_loop()
-        self.headers_ready: asyncio.Future[None] = self.loop.create_future()
+        # Set when the answer is awaited as a future (`request`); None for a listener's call.
+        self.headers_ready: asyncio.Future[None] | None = self.loop.create_future()
+        self.listener: Listener | None = None
+        self.headed = False  # the status line and headers are in
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.content_type = ""
@@ -72,14 +86,20 @@ class _Connection(asyncio.Protocol):
             self._fail(e)
             if self.transport is not None:
                 self.transport.close()
+        listener = self.listener
+        if listener is not None:  # after the parser returned: the listener may hand the connection back
+            listener.progress()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.until_close and exc is None and self.headers_ready.done() and not self.complete:
+        if self.until_close and exc is None and self.headed and not self.complete:
             self.complete = True  # a body without a length ends when the connection does
             self._wake()
         if not self.complete:
             self._fail(exc or ConnectionResetError("the replica closed the connection"))
+        listener = self.listener
+        if listener is not None:
+            listener.progress()
 
     # -- httptools callbacks ------------------------------------------------------------------------
 
@@ -102,7 +122,8 @@ class _Connection(asyncio.Protocol):
                 sized = True
         self.content_type = content_type
         self.until_close = not sized and self.status not in (204, 304)
-        if not self.headers_ready.done():
+        self.headed = True
+        if self.headers_ready is not None and not self.headers_ready.done():
             self.headers_ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
@@ -123,20 +144,21 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self.broken is None:
             self.broken = exc
-        if not self.headers_ready.done():
+        if self.headers_ready is not None and not self.headers_ready.done():
             self.headers_ready.set_exception(ConnectionResetError(str(exc)))
         self._wake()
 
     def time_out(self) -> None:
         """The first-byte timer fired: the call is abandoned (closing makes a vLLM replica abort it)."""
-        if not self.headers_ready.done():
+        if self.headers_ready is not None and not self.headers_ready.done():
             self.headers_ready.set_exception(TimeoutError())
         if self.transport is not None:
             self.transport.close()
 
-    def reset_for_request(self) -> None:
+    def reset_for_request(self, awaited: bool = True) -> None:
         # The parser goes on to the next answer on the connection: no new one needed.
-        self.headers_ready = self.loop.create_future()
+        self.headers_ready = self.loop.create_future() if awaited else None
+        self.listener, self.headed = None, False
         self.status, self.headers, self.chunks, self.content_type = 0, [], [], ""
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
         self.until_close = False
@@ -272,13 +294,13 @@ class UpstreamPool:
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
-    def _take(self, key: tuple[str, int, bool]) -> _Connection | None:
+    def _take(self, key: tuple[str, int, bool], awaited: bool = True) -> _Connection | None:
         idle = self._idle.get(key)
         horizon = time.monotonic() - self.idle_ttl_s
         while idle:
             conn = idle.pop()
             if conn.transport is not None and not conn.transport.is_closing() and conn.idle_since >= horizon:
-                conn.reset_for_request()
+                conn.reset_for_request(awaited)
                 return conn
             if conn.transport is not None:
                 conn.transport.close()
@@ -320,6 +342,33 @@ class UpstreamPool:
             )
         return cached
 
+    def _payload(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[Key, bytes]:
+        key, request_line = self._target(method, url)
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        return key, f"{request_line}{lines}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
+
+    def send_pooled(
+        self, url: str, body: bytes, headers: Mapping[str, str], method: str = "POST"
+    ) -> tuple[Key, _Connection] | None:
+        """Writes the request on an idle pooled connection and returns it; None, sending nothing, when no
+        connection is idle. The answer is read through the connection's `listener`."""
+        key, payload = self._payload(method, url, body, headers)
+        conn = self._take(key, awaited=False)
+        if conn is None:
+            return None
+        assert conn.transport is not None
+        conn.transport.write(payload)
+        return key, conn
+
+    def give_back(self, key: Key, conn: _Connection) -> None:
+        """A listener's connection: pooled again if its answer ended cleanly and it may be reused, else
+        closed (which makes a vLLM replica abort a call still running)."""
+        conn.listener = None
+        if conn.complete and not conn.chunks and conn.keep_alive and conn.transport is not None:
+            self._put(key, conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
     async def request(
         self,
         url: str,
@@ -330,9 +379,7 @@ class UpstreamPool:
         first_byte_timeout_s: float | None = None,
     ) -> UpstreamAnswer:
         """Raises TimeoutError when the status line took longer than `first_byte_timeout_s` after sending."""
-        key, request_line = self._target(method, url)
-        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        payload = f"{request_line}{lines}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
+        key, payload = self._payload(method, url, body, headers)
         host = key[0]
         conn = self._take(key)
         reused = conn is not None
@@ -344,6 +391,7 @@ class UpstreamPool:
             timer = None
             if first_byte_timeout_s is not None:
                 timer = conn.loop.call_later(first_byte_timeout_s, conn.time_out)
+            assert conn.headers_ready is not None
             try:
                 await conn.headers_ready
             except ConnectionResetError as e:
@@ -355,7 +403,7 @@ class UpstreamPool:
                 if conn.transport is not None:  # cancelled or timed out: abandon the call upstream
                     conn.transport.close()
                 # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
-                conn.headers_ready.add_done_callback(_consume)
+                conn.headers_ready.add_done_callback(_consume)  # type: ignore[union-attr]
                 raise
             finally:
                 if timer is not None:

@@ -1,0 +1,297 @@
+"""A call's upstream answer relayed from the connections' callbacks: no task or coroutine on the common path.
+
+The coroutine path (proxy/calls.py `_Call.run`, proxy/forward.py `relay`) costs a task per request, a future
+per wait and a coroutine per step. This relay is driven by the upstream connection's `progress()` (called
+after each read and when the connection ends, proxy/upstream_pool.py) and by the client connection
+(`writable`, `client_gone`); it does what `forward.relay` does, in the same order, and reports the same
+`Relayed`.
+
+Contract:
+- It starts once the request went out on a pooled connection (`UpstreamPool.send_pooled`). Whatever needs
+  waiting or a decision goes back to the coroutine path through `InlineCall.resume`, before any byte reached
+  the client: the connection closed before answering (a stale pooled one is retried afresh, any other is a
+  replica failure), no status line within the first-byte timeout, or a status the call handles itself
+  (`InlineCall.takes_over`: a 5xx it may retry, a priority refusal).
+- Otherwise it ends exactly once: `InlineCall.relayed(outcome)` (accounting) and then `done()` on the
+  client side, or `InlineCall.abandoned()` when the client hung up (the upstream connection is closed, which
+  makes a vLLM replica abort the call). A stream whose replica fails or stalls for the idle timeout ends with
+  one OpenAI-style error event; a whole answer that fails is a 502, as in `forward.relay`.
+- A client that does not keep up pauses reading from the replica until it drains (`writable`); the idle
+  timeout does not run meanwhile, as the coroutine path does not time a drain.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
+
+from proxy.errors import ProxyError, sse_error_event
+from proxy.forward import Relayed, answer_error, forwarded_headers
+from proxy.sse_scan import StreamScanner, read_answer, response_id_of
+from proxy.upstream_pool import BodyFailed, Key, UpstreamAnswer, UpstreamPool, _Connection
+
+log = logging.getLogger("saga.proxy")
+
+
+class InlineDownstream(Protocol):
+    """The client side, as proxy/fast_server.py gives it: whole answers and a chunked stream without waiting,
+    and the connection's part in the call's life."""
+
+    status: int
+
+    def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None: ...
+
+    # Each queues its bytes and says whether the client is not keeping up (the relay should stop reading).
+    def start_now(self, status: int, headers: Mapping[str, str]) -> bool: ...
+
+    def write_now(self, chunk: bytes) -> bool: ...
+
+    def end_now(self) -> bool: ...
+
+    def hold(self, relay: InlineRelay) -> None:
+        """The relay serves the connection's request now: tell it of a hang-up and of room to write."""
+        ...
+
+    def hand_over(self, work: Coroutine[Any, Any, None], ended: Callable[[], None]) -> None:
+        """The rest of the request is served by `work`, in a task; `ended()` is called when the task ends
+        (however: a task cancelled before it ran never ran `work`)."""
+        ...
+
+    def done(self) -> None:
+        """The answer ended: the connection goes on to its next request."""
+        ...
+
+
+class InlineCall(Protocol):
+    """The call's side (proxy/calls.py): its decisions and its single finish report."""
+
+    def takes_over(self, status: int) -> bool: ...
+
+    def first_byte(self) -> None: ...
+
+    def relayed(self, outcome: Relayed) -> None: ...
+
+    def abandoned(self) -> None: ...
+
+    def failed(self, error: Exception) -> None:
+        """Hands the rest over to the coroutine path, which raises `error` (logged, a 500)."""
+        ...
+
+    def resume(self, upstream: UpstreamAnswer | None, failure: str | None, timed_out: bool) -> None:
+        """Hands the rest over to the coroutine path (`InlineDownstream.hand_over`)."""
+        ...
+
+
+class InlineRelay:
+    def __init__(
+        self,
+        call: InlineCall,
+        downstream: InlineDownstream,
+        pool: UpstreamPool,
+        key: Key,
+        conn: _Connection,
+        extra_headers: Mapping[str, str],
+        first_byte_timeout_s: float,
+        idle_timeout_s: float,
+        collect_answer: bool,
+        strip_usage: bool,
+    ) -> None:
+        self.call, self.downstream, self.pool, self.key, self.conn = call, downstream, pool, key, conn
+        self.extra_headers = extra_headers
+        self.idle_timeout_s = idle_timeout_s
+        self.collect_answer, self.strip_usage = collect_answer, strip_usage
+        self.outcome: Relayed | None = None  # set once the status line is in and the relay owns the answer
+        self.headers: dict[str, str] = {}
+        self.scanner: StreamScanner | None = None  # set for a stream
+        self.ended = False
+        self.paused = False  # reading from the replica stopped until the client drains
+        self.last = 0.0  # when the replica last sent something (the idle timeout)
+        self.timer = conn.loop.call_later(first_byte_timeout_s, self._timer_fired)
+        conn.listener = self
+        downstream.hold(self)
+
+    # -- driven by the connections ------------------------------------------------------------------
+
+    def progress(self) -> None:
+        if self.ended:
+            return
+        try:
+            if self.outcome is None and not self._headed():
+                return
+            if self.scanner is None:
+                self._whole()
+            else:
+                self._stream()
+        except Exception as e:  # a bug: the coroutine path's handling (logged, a 500 if nothing was sent)
+            if self.ended:  # raised while reporting the end: the request is over already
+                log.exception("error ending a relayed call")
+                return
+            self._stop(close=True)
+            self.call.failed(e)
+
+    def writable(self) -> None:
+        if self.paused and not self.ended:
+            self.paused = False
+            if self.conn.transport is not None:
+                self.conn.transport.resume_reading()
+            self.progress()
+
+    def client_gone(self) -> None:
+        if self.ended:
+            return
+        self._stop(close=True)
+        self.call.abandoned()
+
+    # -- the answer ---------------------------------------------------------------------------------
+
+    def _headed(self) -> bool:
+        conn = self.conn
+        if not conn.headed:
+            if conn.broken is not None:  # closed (or garbled) before answering
+                failure = None
+                if conn.got_bytes:
+                    host, port, _ = self.key
+                    failure = f"unreachable ({host}:{port} closed before answering: {conn.broken})"
+                self._stop(close=True)
+                self.call.resume(None, failure, False)
+            return False
+        if self.call.takes_over(conn.status):
+            self._stop(close=False)
+            self.call.resume(UpstreamAnswer(self.pool, self.key, conn), None, False)
+            return False
+        outcome = self.outcome = Relayed(conn.status)
+        self.headers = forwarded_headers(conn.headers, self.extra_headers)
+        if not conn.complete:  # more of the body to come: the idle timeout runs from now on
+            self.timer.cancel()
+            self.timer = conn.loop.call_later(self.idle_timeout_s, self._timer_fired)
+        self.last = conn.loop.time()
+        if conn.content_type == "text/event-stream":
+            self.scanner = StreamScanner(self.collect_answer)
+            try:
+                self.downstream.start_now(conn.status, self.headers)
+            except ConnectionError:
+                outcome.client_gone = True
+                self._end()
+                return False
+        return True
+
+    def _whole(self) -> None:
+        conn, outcome = self.conn, self.outcome
+        assert outcome is not None
+        if conn.complete:
+            pending, conn.chunks = conn.chunks, []
+            body = pending[0] if len(pending) == 1 else b"".join(pending)
+            self.call.first_byte()
+            outcome.first_byte = True
+            outcome.usage, outcome.answer = read_answer(body)
+            head = body[:4096]
+            outcome.response_id = response_id_of(head) if b'"resp_' in head else None
+            try:
+                self.downstream.answer(outcome.status, self.headers, body)
+            except ConnectionError:
+                outcome.client_gone = True
+            self._end()
+        elif conn.broken is not None:
+            self._whole_failed(repr(BodyFailed(repr(conn.broken))))
+        else:
+            self.last = conn.loop.time()
+
+    def _whole_failed(self, error: str) -> None:
+        assert self.outcome is not None
+        self.outcome.upstream_error = error
+        try:
+            answer_error(
+                self.downstream, ProxyError(502, "the replica failed while answering", code="upstream_error")
+            )
+        except ConnectionError:
+            self.outcome.client_gone = True
+        self._end()
+
+    def _stream(self) -> None:
+        conn, outcome, scanner, downstream = self.conn, self.outcome, self.scanner, self.downstream
+        assert outcome is not None and scanner is not None
+        try:
+            if conn.chunks:  # all that arrived since the last write: one scan and one write for it
+                pending, conn.chunks = conn.chunks, []
+                chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+                self.last = conn.loop.time()
+                if not outcome.first_byte:
+                    self.call.first_byte()
+                    outcome.first_byte = True
+                if self.strip_usage:
+                    chunk = scanner.feed_stripping_usage(chunk)
+                else:
+                    scanner.feed(chunk)
+                if chunk and downstream.write_now(chunk) and not conn.complete:
+                    if conn.transport is not None:
+                        conn.transport.pause_reading()
+                    self.paused = True
+            if conn.complete:
+                rest = scanner.flush() if self.strip_usage else b""
+                if rest:
+                    downstream.write_now(rest)
+                outcome.usage = scanner.usage()
+                outcome.answer = scanner.answer()
+                outcome.response_id = scanner.response_id
+                downstream.end_now()
+                self._end()
+            elif conn.broken is not None:
+                self._stream_failed(repr(BodyFailed(repr(conn.broken))))
+        except ConnectionError:
+            outcome.client_gone = True
+            self._end()
+
+    def _stream_failed(self, error: str) -> None:
+        """Ends the started stream with an OpenAI-style error event, its chunked framing intact."""
+        assert self.outcome is not None
+        self.outcome.upstream_error = error
+        try:
+            self.downstream.write_now(
+                sse_error_event(502, "the replica failed mid-answer", code="upstream_error")
+            )
+            self.downstream.end_now()
+        except ConnectionError:
+            pass
+        self._end()
+
+    def _timer_fired(self) -> None:
+        if self.ended:
+            return
+        loop = self.conn.loop
+        if self.outcome is None:  # no status line within the first-byte timeout
+            self._stop(close=True)
+            self.call.resume(None, None, True)
+            return
+        left = self.idle_timeout_s - (loop.time() - self.last)
+        if self.paused or left > 0:
+            self.timer = loop.call_later(self.idle_timeout_s if self.paused else left, self._timer_fired)
+            return
+        if self.scanner is None:
+            self._whole_failed(repr(TimeoutError()))
+        else:
+            self._stream_failed("stalled")
+
+    # -- ending -------------------------------------------------------------------------------------
+
+    def _stop(self, close: bool) -> None:
+        """The relay lets go of the upstream connection (closing it, which aborts the call upstream)."""
+        self.ended = True
+        self.timer.cancel()
+        conn = self.conn
+        conn.listener = None
+        if close and conn.transport is not None:
+            conn.transport.close()
+
+    def _end(self) -> None:
+        """The answer ended (or the client went away mid-answer): report it once, free the connection."""
+        assert self.outcome is not None
+        self.ended = True
+        self.timer.cancel()
+        if self.paused and self.conn.transport is not None:
+            self.conn.transport.resume_reading()
+        self.pool.give_back(self.key, self.conn)
+        try:
+            self.call.relayed(self.outcome)
+        finally:
+            self.downstream.done()

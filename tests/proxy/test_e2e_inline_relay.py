@@ -1,0 +1,122 @@
+"""End-to-end: a call relayed from the connections' callbacks (proxy/inline_relay.py: the fast server's common
+path, once a pooled connection to the replica is idle) keeps the coroutine path's behaviour: a client that
+hangs up mid-stream aborts the call upstream and releases its accounting once; a client that reads slowly gets
+a long stream whole (the relay pauses the replica instead of buffering or dropping)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from proxy.server import running_proxy
+from tests.proxy.fakes import config, fake_replica
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 1000 + b'"}}]}\n\n'
+EVENTS = 8000  # ~8 MB: more than loopback socket buffers hold, so a client that does not read holds it up
+
+
+async def _state(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(f"{url}/saga/v1/state") as r:
+        result: dict[str, Any] = await r.json()
+        return result
+
+
+async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with http.get(f"{url}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not on /metrics")
+
+
+async def test_a_client_hanging_up_mid_stream_aborts_the_call_and_releases_it_once() -> None:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+        fake_replica("stall-stream") as replica,
+        running_proxy(config([replica.url])) as url,
+    ):
+        # A whole answer first: its connection goes back to the pool, so the stream below is relayed inline.
+        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
+            assert r.status == 200
+        body = {"model": "fake", "messages": MESSAGES, "stream": True}
+        async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            assert (await r.content.readline()).startswith(b"data: ")  # started; now hang up
+        await asyncio.wait_for(replica.cancelled.wait(), 30)  # the proxy hung up on the replica too
+        for _ in range(100):  # bounded wait for the finish report, not a timing assertion
+            state = await _state(http, url)
+            if state["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert state["in_flight"] == 0
+        assert await _metric(http, url, "saga_client_disconnects_total") == 1.0
+        # The connection and the proxy are fine afterwards: the next calls are answered.
+        for _ in range(3):
+            async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
+                assert r.status == 200 and (await r.json())["choices"][0]["message"]["content"] == "hi"
+        assert (await _state(http, url))["in_flight"] == 0
+
+
+@contextlib.asynccontextmanager
+async def _long_stream_replica() -> AsyncIterator[str]:
+    """Answers /health; answers every call with EVENTS SSE events in one go (chunked), then [DONE]."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                if head.startswith(b"GET"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+                    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+                    chunk = b"%x\r\n%b\r\n" % (len(EVENT), EVENT)
+                    for _ in range(EVENTS):
+                        writer.write(chunk)
+                        await writer.drain()
+                    done = b"data: [DONE]\n\n"
+                    writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(done), done))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_slow_reader_gets_a_long_stream_whole() -> None:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http,
+        _long_stream_replica() as replica,
+        running_proxy(config([replica])) as url,
+    ):
+        body = {
+            "model": "fake",
+            "messages": MESSAGES,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for _ in range(2):  # the second call goes on the pooled connection the first one left
+            async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+                await asyncio.sleep(0.5)  # not reading: the proxy's and the sockets' buffers fill up
+                received = await r.read()
+            assert received == EVENT * EVENTS + b"data: [DONE]\n\n"
+        assert (await _state(http, url))["in_flight"] == 0
