@@ -7,6 +7,8 @@ drift on the machine hits all of them alike. Per round and target: requests/s, p
 answers and the router process's CPU time per request (utime + stime from /proc/<pid>/stat, all threads).
 Reported: medians over rounds, latency added over direct, and throughput ratios against vllm-router.
 `saga-aiohttp` (SAGA with `--server aiohttp`, not run by default) compares SAGA's two client-facing servers.
+`--backend paced` streams as vLLM does instead (loadtests/bench/paced_backend.py: one event per write, a few
+ms apart), so a router's per-chunk cost shows; its non-streaming answers are nginx's.
 
 Contract: `run_overhead(args)` writes the results to `--json` (and prints a table); a router whose package is
 missing is skipped with the reason recorded; nginx and wrk are required (`apt-get install -y nginx wrk`).
@@ -111,6 +113,19 @@ def add_overhead_parser(modes: Any) -> None:
         + " (saga-aiohttp: SAGA with `--server aiohttp`); default: %(default)s",
     )
     p.add_argument("--saga-args", default="", help="extra `saga serve` flags, e.g. '--policy round-robin'")
+    p.add_argument(
+        "--backend",
+        choices=("nginx", "paced"),
+        default="nginx",
+        help="nginx: the whole stream in one write; paced: one event per write, like vLLM "
+        "(loadtests/bench/paced_backend.py); default: %(default)s",
+    )
+    p.add_argument(
+        "--paced-events", type=int, default=16, help="content events per paced stream (default: 16)"
+    )
+    p.add_argument(
+        "--paced-interval-ms", type=float, default=2.0, help="between a paced stream's events (default: 2)"
+    )
 
 
 def _free_port() -> int:
@@ -231,7 +246,9 @@ def run_overhead(args: argparse.Namespace) -> int:
         connections=args.connections,
         duration_s=args.duration,
         rounds=args.rounds,
-        backend="nginx (1 worker, fixed body)",
+        backend="nginx (1 worker, fixed body)"
+        if args.backend == "nginx"
+        else f"paced ({args.paced_events} events {args.paced_interval_ms:g} ms apart; JSON as nginx)",
         load_generator="wrk -t1 --latency",
         modes={},
     )
@@ -261,9 +278,15 @@ def _run_mode(
     )
     results = {t: TargetResult() for t in targets}
     with contextlib.ExitStack() as stack:
-        nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"])
-        stack.callback(_stop, nginx)
-        _wait_http(backend + "/health")
+        if stream and getattr(args, "backend", "nginx") == "paced":
+            paced = [sys.executable, "-m", "loadtests.bench.paced_backend", "--port", str(backend_port)]
+            paced += ["--events", str(args.paced_events), "--interval-ms", str(args.paced_interval_ms)]
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+            stack.enter_context(_started(paced, backend + "/health", env))
+        else:
+            nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"])
+            stack.callback(_stop, nginx)
+            _wait_http(backend + "/health")
         urls: dict[str, tuple[str, int | None]] = {}
         for target in targets:
             port = _free_port()

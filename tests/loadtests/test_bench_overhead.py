@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from loadtests.bench import paced_backend
 from loadtests.bench.overhead import parse_wrk, run_overhead
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:8000/v1/chat/completions
@@ -37,7 +39,14 @@ def test_wrk_output_is_parsed_with_units() -> None:
 def test_a_tiny_overhead_run_measures_direct_and_saga(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
     args = argparse.Namespace(
-        json=out, rounds=1, duration=1.0, connections=4, modes="json,sse", targets="direct,saga", saga_args=""
+        json=out,
+        rounds=1,
+        duration=1.0,
+        connections=4,
+        modes="json,sse",
+        targets="direct,saga",
+        saga_args="",
+        backend="nginx",
     )
     assert run_overhead(args) == 0
     report = json.loads(out.read_text())
@@ -46,3 +55,52 @@ def test_a_tiny_overhead_run_measures_direct_and_saga(tmp_path: Path) -> None:
         assert direct["rps"] > 0 and saga["rps"] > 0
         assert saga["rounds"][0]["non_2xx"] == 0  # every call went through the proxy intact
         assert saga["cpu_us_per_request"] is not None and direct["cpu_us_per_request"] is None
+
+
+async def test_the_paced_backend_writes_each_event_on_its_own() -> None:
+    server = await paced_backend.start(0, events=5, interval_ms=20.0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"stream": true}'
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
+            % (len(body), body)
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"text/event-stream" in head and b"chunked" in head
+        reads = []
+        while not reads or not reads[-1].endswith(b"0\r\n\r\n"):
+            reads.append(await asyncio.wait_for(reader.read(65536), 10))
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    stream = b"".join(reads)
+    assert stream == b"".join(paced_backend.stream_events(5))
+    assert stream.count(b'"content":" tok') == 5 and b"data: [DONE]" in stream
+    assert len(reads) >= 5  # 20 ms apart: the events arrive in separate reads, not as one segment
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("wrk") is None, reason="needs nginx and wrk"
+)
+def test_a_tiny_paced_run_streams_through_saga(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+    args = argparse.Namespace(
+        json=out,
+        rounds=1,
+        duration=1.0,
+        connections=4,
+        modes="sse",
+        targets="direct,saga",
+        saga_args="",
+        backend="paced",
+        paced_events=4,
+        paced_interval_ms=1.0,
+    )
+    assert run_overhead(args) == 0
+    report = json.loads(out.read_text())
+    assert report["backend"].startswith("paced")
+    saga = report["modes"]["sse"]["saga"]
+    assert saga["rps"] > 0 and saga["rounds"][0]["non_2xx"] == 0
