@@ -143,18 +143,20 @@ class _Downstream:
             framing = f"Transfer-Encoding: chunked\r\n{self._connection}\r\n"
         return self._send(_head(status, headers, framing))
 
-    def write_now(self, chunk: bytes) -> bool:
+    def write_now(self, chunk: bytes, at_once: bool = False) -> bool:
+        """`at_once`: write now unless something waits to go before it, instead of with whatever else this
+        turn of the loop sends (a paced stream's chunk: nothing else comes in this turn)."""
         if not chunk:
             return False
-        return self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        return self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk, at_once)
 
     def end_now(self) -> bool:
         return self._send(b"0\r\n\r\n") if self.chunked else False
 
-    def _send(self, data: bytes) -> bool:
+    def _send(self, data: bytes, at_once: bool = False) -> bool:
         self.sent += len(data)
         conn = self.conn
-        conn.send(data)
+        conn.send(data, at_once)
         return conn.transport is None or conn._paused
 
     def hold(self, relay: InlineRelay) -> None:

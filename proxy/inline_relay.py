@@ -45,7 +45,7 @@ class InlineDownstream(Protocol):
     # Each queues its bytes and says whether the client is not keeping up (the relay should stop reading).
     def start_now(self, status: int, headers: Mapping[str, str]) -> bool: ...
 
-    def write_now(self, chunk: bytes) -> bool: ...
+    def write_now(self, chunk: bytes, at_once: bool = False) -> bool: ...
 
     def end_now(self) -> bool: ...
 
@@ -223,7 +223,8 @@ class InlineRelay:
                     chunk = scanner.feed_stripping_usage(chunk)
                 else:
                     scanner.feed(chunk)
-                if chunk and downstream.write_now(chunk) and not conn.complete:
+                # A chunk with more to come goes out now; the last waits to go with the stream's end.
+                if chunk and downstream.write_now(chunk, not conn.complete) and not conn.complete:
                     if conn.transport is not None:
                         conn.transport.pause_reading()
                     self.paused = True

@@ -63,7 +63,7 @@ def _link(parent: bytes, role: str, text: str, tool_calls: tuple[tuple[str, str]
     return hashlib.blake2b(_encode((role, text, tool_calls)), digest_size=16, key=parent).digest()
 
 
-def decode_messages(raw_messages: bytes) -> list[ChatMessage] | None:
+def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | None:
     try:
         return _messages_decoder.decode(raw_messages)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
@@ -84,7 +84,7 @@ def chain_of(messages: list[ChatMessage]) -> tuple[list[bytes], list[int]]:
     return chain, assistants
 
 
-def conversation_chain(raw_messages: bytes) -> tuple[list[bytes], list[int]] | None:
+def conversation_chain(raw_messages: bytes | msgspec.Raw) -> tuple[list[bytes], list[int]] | None:
     """`chain_of` the decoded messages; None if they are unreadable."""
     messages = decode_messages(raw_messages)
     return None if messages is None else chain_of(messages)
