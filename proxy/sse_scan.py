@@ -201,7 +201,10 @@ class StreamScanner:
         if end < 0:
             self._pending_events = data
             return b""
-        complete, self._pending_events = data[: end + 2], data[end + 2 :]
+        if end + 2 == len(data):  # the chunk ends with its last event (a token's event as vLLM sends it)
+            complete, self._pending_events = data, b""
+        else:
+            complete, self._pending_events = data[: end + 2], data[end + 2 :]
         self.feed(complete)
         return _without_usage_events(complete) if b'"usage"' in complete else complete
 
@@ -218,9 +221,16 @@ class StreamScanner:
             return
         data = self._partial + chunk if self._partial else chunk
         cut = data.rfind(b"\n") + 1
-        block, self._partial = data[:cut], data[cut:]
+        if cut == len(data):
+            block, self._partial = data, b""
+        else:
+            block, self._partial = data[:cut], data[cut:]
         if self.response_id is None and b'"resp_' in block:
             self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
+        line_end = block.find(b"\n")
+        if line_end >= cut - 2 and block.startswith(b"data:"):  # one data line, maybe a blank one after it
+            self._one_data_line(block[5:line_end])
+            return
         if self._collect and b'"delta"' in block:
             # Every JSON event is decoded anyway to rebuild the answer: read the rest from the same objects.
             self._read_events(_JSON_DATA_LINE.findall(block))
@@ -229,6 +239,22 @@ class StreamScanner:
         else:
             for payload in _data_payloads_with(block, _USAGE_FINISH_OR_NAME):
                 self._scan(payload)
+
+    def _one_data_line(self, payload: bytes) -> None:
+        """What `feed` concludes from a block that is one data line (`payload`, after `data:`), the shape of
+        every chunk of a token-by-token stream, without the searches for the lines of a longer block."""
+        if self._collect and b'"delta"' in payload:
+            if payload.lstrip(b" \t").startswith(b"{"):  # what _JSON_DATA_LINE finds
+                try:
+                    answer = _answer_decoder.decode(payload)
+                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                    self._scan_usage(payload)
+                else:
+                    self._read_event(answer)
+            if b'"finish_reason"' in payload or b'"name"' in payload:
+                self._scan_finish_and_tools(payload)
+        elif b'"usage"' in payload or b'"finish_reason"' in payload or b'"name"' in payload:
+            self._scan(payload)
 
     def _read_events(self, payloads: list[bytes]) -> None:
         """Decodes a chunk's JSON events in one go (one JSON array); each alone if that fails, and an event

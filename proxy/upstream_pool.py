@@ -128,7 +128,8 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
-        self._wake()
+        if self.waiter is not None:  # a coroutine reader waits (a listener reads after the parser returns)
+            self._wake()
 
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()  # only valid here, not after

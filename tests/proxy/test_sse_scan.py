@@ -118,6 +118,35 @@ def test_the_scanner_reads_a_stream_as_a_line_by_line_reading_does(
     assert forwarded == kept
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events, st.booleans())
+def test_a_stream_sent_event_by_event_is_read_as_a_line_by_line_reading_does(
+    stream_events: list[bytes], split_blank_lines: bool
+) -> None:
+    # As vLLM streams: each event its own chunk (its blank line with it, or, cut otherwise, in the next one).
+    stream = b"\n\n".join(stream_events) + b"\n\n"
+    if split_blank_lines:
+        pieces = [e + b"\n" for e in stream_events] + [b"\n"] if stream_events else [b"\n\n"]
+        pieces = [pieces[0]] + [b"\n" + p for p in pieces[1:-1]] + [pieces[-1]] if len(pieces) > 1 else pieces
+    else:
+        pieces = [e + b"\n\n" for e in stream_events] or [b"\n\n"]
+    assert b"".join(pieces) == stream
+    collecting, stripping = StreamScanner(collect_answer=True), StreamScanner(collect_answer=True)
+    plain = StreamScanner()
+    forwarded = b""
+    for piece in pieces:
+        collecting.feed(piece)
+        plain.feed(piece)
+        forwarded += stripping.feed_stripping_usage(piece)
+    collecting.feed(b"\n")
+    plain.feed(b"\n")
+    forwarded += stripping.flush()
+    usage, answer, kept = _reference(stream)
+    assert collecting.usage() == usage and stripping.usage() == usage and plain.usage() == usage
+    assert collecting.answer() == answer and stripping.answer() == answer
+    assert forwarded == kept
+
+
 def test_a_line_holding_two_objects_is_not_read_as_two_events() -> None:
     # Joined into one array, `{...}, {...}` on one line would pass for two events; read alone it is no JSON.
     two_on_one_line = (
