@@ -258,8 +258,8 @@ class _Call:
                 self._hand_over(downstream, lambda: self._dispatch(self._decided(decisions)))
                 return
             decision = found
-            if not isinstance(decision, Dispatch):
-                self._hand_over(downstream, lambda: self._dispatch(decision))
+            if not isinstance(decision, Dispatch):  # refused at once (a full queue under overload)
+                self._no_replica_left(decision)  # raises the refusal (the finish is reported below)
                 return
             headers, sent, with_priority = self._request_for(decision)
             pool = self.shared.pool
