@@ -120,3 +120,27 @@ async def test_a_slow_reader_gets_a_long_stream_whole() -> None:
                 received = await r.read()
             assert received == EVENT * EVENTS + b"data: [DONE]\n\n"
         assert (await _state(http, url))["in_flight"] == 0
+
+
+async def test_timeouts_on_a_pooled_connection_answer_as_on_a_fresh_one() -> None:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+        fake_replica() as replica,
+        running_proxy(config([replica.url], first_byte_timeout_s=0.5, stream_idle_timeout_s=0.5)) as url,
+    ):
+        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
+            assert r.status == 200  # its connection is pooled: the next call goes on it
+        replica.mode = "stall-stream"  # headers and one event, then silence
+        body = {"model": "fake", "messages": MESSAGES, "stream": True}
+        async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            stream = await r.read()  # ends: the idle timeout closes the stream with an error event
+        assert stream.startswith(b"data: ") and b'"code":"upstream_error"' in stream
+        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
+            assert r.status == 200  # a whole answer is not a stream: "stall-stream" answers it
+        replica.mode = "hang"  # never answers: the first-byte timeout
+        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
+            assert r.status == 504
+            assert (await r.json())["error"]["code"] == "upstream_timeout"
+        await asyncio.wait_for(replica.cancelled.wait(), 30)  # the proxy hung up on the replica
+        assert (await _state(http, url))["in_flight"] == 0
