@@ -48,14 +48,16 @@ MIN_BOUND = 1.01
 class TimeSplit(msgspec.Struct, kw_only=True):
     """Where a finished task's time goes, mean seconds per task. Queue parts are known only in the
     discrete-event cluster (from sending a call to the engine first scheduling it: the proxy's queue and the
-    engine's); where they are not (HTTP runs) they are None and `prefill_s` is the time to first token.
+    engine's); where they are not (HTTP runs) they are None and `prefill_s` is the time to first token; where
+    a call's first token is not known either (a non-streaming call over HTTP: its first token comes with its
+    end), `prefill_s` and `decode_s` are None too, rather than count a whole answer as prefill.
     `waits_s` is the rest of the task's completion time: its tool and think time, and the client's own
     gaps between calls."""
 
     first_queue_s: float | None  # the task's first call: waiting for admission and the engine
     later_queue_s: float | None  # its later calls (a continuing workflow waiting: what SAGA cuts)
-    prefill_s: float  # scheduled to first token (re-prefill of evicted history counts here)
-    decode_s: float  # first token to the end of each answer
+    prefill_s: float | None  # scheduled to first token (re-prefill of evicted history counts here)
+    decode_s: float | None  # first token to the end of each answer
     waits_s: float
 
 
@@ -65,6 +67,7 @@ def time_split(records: Sequence[TaskRecord]) -> TimeSplit | None:
     if not done:
         return None
     queued = all(c.queue_s is not None for r in done for c in r.calls)
+    timed = all(c.ttft_s is not None for r in done for c in r.calls)
     first = later = prefill = decode = waits = 0.0
     for r in done:
         busy = 0.0
@@ -83,8 +86,8 @@ def time_split(records: Sequence[TaskRecord]) -> TimeSplit | None:
     return TimeSplit(
         first_queue_s=first / n if queued else None,
         later_queue_s=later / n if queued else None,
-        prefill_s=prefill / n,
-        decode_s=decode / n,
+        prefill_s=prefill / n if timed else None,
+        decode_s=decode / n if timed else None,
         waits_s=waits / n,
     )
 

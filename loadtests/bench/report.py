@@ -221,7 +221,12 @@ def time_split_table(report: BenchReport) -> Table | None:
     alone = report.isolated_split
     if alone is not None:
         rows.insert(
-            0, ("isolated (each task alone)", alone, alone.prefill_s + alone.decode_s + alone.waits_s)
+            0,
+            (
+                "isolated (each task alone)",
+                alone,
+                (alone.prefill_s or 0.0) + (alone.decode_s or 0.0) + alone.waits_s,
+            ),
         )
     for name, split, tct_mean in rows:
         cells = (

@@ -107,10 +107,15 @@ def test_time_split_adds_up_to_the_completion_time_and_separates_first_and_later
     assert split is not None
     assert (split.first_queue_s, split.later_queue_s) == (3.0, 6.0)
     assert (split.prefill_s, split.decode_s, split.waits_s) == (3.0, 18.0, 10.0)
-    assert 3.0 + 6.0 + split.prefill_s + split.decode_s + split.waits_s == done.completion_time_s
+    assert 3.0 + 6.0 + 3.0 + 18.0 + split.waits_s == done.completion_time_s
     http = TaskRecord("c", "t", "x", started_s=0.0, finished_s=12.0, calls=[CallRecord(0, 0.0, 10.0, 4.0)])
     over_http = time_split([http])  # no queue figure: prefill is the time to first token
     assert over_http is not None and over_http.first_queue_s is None and over_http.prefill_s == 4.0
+    # a non-streaming call over HTTP has no first token of its own: no prefill/decode split, not all prefill
+    whole = TaskRecord("d", "t", "x", started_s=0.0, finished_s=12.0, calls=[CallRecord(0, 0.0, 10.0)])
+    untimed = time_split([http, whole])
+    assert untimed is not None and untimed.prefill_s is None and untimed.decode_s is None
+    assert untimed.waits_s == 2.0
     assert time_split([failed]) is None
 
 
@@ -122,6 +127,7 @@ def test_isolated_split_adds_up_to_the_isolated_task_times() -> None:
     tasks = generate("swe", 5, seed=0)
     split = isolated_split(tasks, profile)
     assert split is not None and split.first_queue_s == split.later_queue_s == 0.0
+    assert split.prefill_s is not None and split.decode_s is not None
     assert split.prefill_s > 0 and split.decode_s > split.prefill_s and split.waits_s > 0
     mean = sum(isolated_task_time_s(t, profile) for t in tasks) / len(tasks)
     assert split.prefill_s + split.decode_s + split.waits_s == pytest.approx(mean)
