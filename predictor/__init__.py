@@ -3,6 +3,7 @@
 Pure: no I/O, no clock of its own; the scheduler core (proxy/scheduler) feeds it events and asks it questions.
 """
 
+import saga_native  # noqa: F401  (first: the compiled modules' stale-build guard)
 from predictor.graph import AgentGraph, GraphLimits
 from predictor.ledger import RetentionLedger
 from predictor.predictor import Prediction, Predictor, PredictorConfig, Priors
