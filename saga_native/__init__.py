@@ -66,17 +66,25 @@ def stale_sources(manifest: Path = MANIFEST, root: Path = ROOT) -> list[str]:
 class CompiledGuard:
     """A meta path finder in front of the others (see the module docstring)."""
 
-    def __init__(self, manifest: Path = MANIFEST, root: Path = ROOT, *, pure: bool = False) -> None:
+    def __init__(
+        self,
+        manifest: Path = MANIFEST,
+        root: Path = ROOT,
+        *,
+        pure: bool = False,
+        packages: frozenset[str] = PACKAGES,
+    ) -> None:
         self.manifest = manifest
         self.root = root
         self.pure = pure
+        self.packages = packages
         self._stale: list[str] | None = None  # checked once, at the first compiled import
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         top, _, rest = fullname.partition(".")
-        if not rest or top not in PACKAGES:
+        if not rest or top not in self.packages:
             return None
         spec = PathFinder.find_spec(fullname, path)
         if spec is None or spec.origin is None or not isinstance(spec.loader, ExtensionFileLoader):
