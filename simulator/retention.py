@@ -298,9 +298,8 @@ class RetentionTable:
         return [info for s, _ in ordered if (info := self.info(s, now)) is not None]
 
     def held_block_seconds(self, now: float) -> float:
-        """Block-seconds the live retentions have held from their creation to `now`; a float even with no
-        retention (an int 0 before: compiled callers make it 0.0; results must not depend on the build)."""
-        return sum((len(r.block_ids) * max(0.0, now - r.held_since) for r in self._by_session.values()), 0.0)
+        """Block-seconds the live retentions have held from their creation to `now`."""
+        return sum(len(r.block_ids) * max(0.0, now - r.held_since) for r in self._by_session.values())
 
     def held(self) -> list[list[int]]:
         """Each retention's blocks (the references it holds, for invariant checks)."""
