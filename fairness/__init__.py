@@ -6,6 +6,7 @@
 keeps per-tenant service statistics. Pure: no I/O, no clock of its own.
 """
 
+import saga_native  # noqa: F401  (first: the compiled modules' stale-build guard)
 from fairness.cost import (
     CallEstimate,
     CallsSoFarEstimate,

@@ -3,10 +3,12 @@
 Pure: no I/O, no clock of its own; the scheduler core (proxy/scheduler) feeds it events and asks it questions.
 """
 
-from predictor.graph import AgentGraph, GraphLimits
+import saga_native  # noqa: F401  (first: the compiled modules' stale-build guard)
+from predictor.graph import AgentGraph
 from predictor.ledger import RetentionLedger
-from predictor.predictor import Prediction, Predictor, PredictorConfig, Priors
+from predictor.predictor import Predictor
 from predictor.retention import PredictedRetention, RetentionDecision, RetentionParams
+from predictor.structs import GraphLimits, Prediction, PredictorConfig, Priors
 
 __all__ = [
     "AgentGraph",

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import math
 
-import msgspec
-
 from predictor.sketch import LogSketch, seconds_sketch, tokens_sketch
+from predictor.structs import GraphLimits, RemainingWork
 
 START = "start"
 OTHER = "other"
@@ -52,15 +51,6 @@ def node_key(state: str, calls_done: int) -> str:
 def bucket_label(bucket: int) -> str:
     lo, hi = STEP_BUCKETS[bucket]
     return f"{lo}+" if hi >= 1 << 30 else f"{lo}-{hi}"
-
-
-class GraphLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    max_nodes: int = 64
-    max_edges_per_node: int = 16
-    decay_weight: float = 4000.0  # a node's counts halve past this weight
-    prior_end: float = 1 / 30  # end probability before evidence (tasks of ~30 calls)
-    prior_weight: float = 2.0
-    merge_refresh: int = 16  # `merged` sums over other key lists are rebuilt after this many updates
 
 
 class Edge:
@@ -107,14 +97,6 @@ class Node:
     @property
     def weight(self) -> float:
         return self.ends + self.departures
-
-
-class RemainingWork(msgspec.Struct, frozen=True):
-    """Expected work after leaving a node: calls, prompt tokens added, output tokens."""
-
-    calls: float
-    new_tokens: float
-    output_tokens: float
 
 
 class AgentGraph:

@@ -11,3 +11,5 @@ Discrete-event cluster (many engines behind the proxy's scheduler core on one vi
 `event_queue` (clock and event heap), `des_client` (agent workflows as token ids), `cluster_replica`,
 `cluster_result` (config and records), `cluster` (`run_cluster`), `cluster_bench` (a command-line run).
 """
+
+import saga_native  # noqa: F401  (first: the compiled modules' stale-build guard)

@@ -57,6 +57,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from mypy_extensions import mypyc_attr
 
 from simulator.block_hash import BlockHash, first_block_extra_keys, hash_function, none_hash
 from simulator.block_pool import BlockPool, as_block_ids
@@ -92,6 +93,7 @@ __all__ = [
 ]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the tests subclass it (setup.py compiles it)
 class Engine(OffloadHooks):
     """One replica's scheduler, KV cache and cost model. `scheduling_policy`: 'fcfs' (vLLM's default) or
     'priority'; `hash_algo`: see simulator.block_hash; `max_retained_fraction` and `max_retain_ttl_s`: the

@@ -15,6 +15,8 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from simulator.block_hash import BlockHash
 from simulator.block_pool import BlockPool
 from simulator.cost_model import Profile
@@ -24,6 +26,7 @@ from simulator.request_state import RequestState
 from simulator.retention import RetentionTable
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # Engine's base: Engine may be subclassed
 class OffloadHooks:
     """The offload half of `simulator.engine.Engine` (which sets these attributes)."""
 

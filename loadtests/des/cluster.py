@@ -46,6 +46,8 @@ from simulator.cost_model import Profile
 from simulator.engine import Engine, EngineRequest, InvalidRequestError, RequestOutput
 
 ProgressCallback = Callable[[ClusterProgress], None]
+# A named default: mypyc cannot write a text signature for a float keyword default beside **options.
+PROGRESS_INTERVAL_S = 10.0
 
 
 class Cluster:
@@ -57,7 +59,7 @@ class Cluster:
         config: ClusterConfig,
         *,
         progress: ProgressCallback | None = None,
-        progress_interval_s: float = 10.0,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
     ) -> None:
         config.validate()
         for task in tasks:
@@ -340,7 +342,7 @@ def run_cluster(
     concurrency: int | None = None,
     arrival_rate: float | None = None,
     progress: ProgressCallback | None = None,
-    progress_interval_s: float = 10.0,
+    progress_interval_s: float = PROGRESS_INTERVAL_S,
     **options: Any,
 ) -> ClusterResult:
     """Run `tasks` on a fresh cluster; `options` are the other `ClusterConfig` fields. Raises ValueError or

@@ -109,5 +109,6 @@ class ClusterReplica:
             retained_block_s_expired=ended["expired"].block_seconds,
             retained_block_s_dropped=ended["dropped"].block_seconds,
             retained_block_s_released=ended["released"].block_seconds,
-            retained_block_s_live_at_end=self.engine.retention.held_block_seconds(end),
+            # float(): an int 0 when nothing is retained; compiled (mypyc) it would be 0.0 only there
+            retained_block_s_live_at_end=float(self.engine.retention.held_block_seconds(end)),
         )

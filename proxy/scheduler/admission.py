@@ -28,50 +28,13 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Literal
-
-import msgspec
 
 from fairness import FairQueue
 from predictor import Predictor
-from proxy.scheduler.plugin_spec import ConfigError
+from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 _GROWTH_EWMA = 0.05  # weight of one new observation in an agent type's mean growth per call
-
-
-class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    overcommit: float = 1.5
-    horizon_calls: float = 1.0
-    end_below_p_return: float = 0.2
-    hold_quantile: float = 0.99
-    max_hold_s: float = 120.0
-    quiet_gap_s: float = 60.0  # a predicted median return gap this long is a person's think time: lapse now
-    max_waiting: int = 10_000
-    max_agent_types: int = 256
-    # Which waiting workflow a tenant gets admitted first: "arrival" (first come), or "least-work" (the
-    # earliest arrival + expected service of its agent type, learned by the predictor: short work overtakes
-    # long work by at most the difference; types not learned yet by arrival).
-    order: Literal["arrival", "least-work"] = "arrival"
-    # Also admit where the replica's measured KV (its last `kv_usage`) has room for the footprint and no
-    # call waits in its engine, whatever the reservations say: work-conserving at light load, when the live
-    # workflows' reservations are mostly tool time.
-    measured_room: bool = False
-
-    def validate(self) -> None:
-        checks = {
-            "overcommit": self.overcommit > 0,
-            "horizon_calls": self.horizon_calls >= 0,
-            "end_below_p_return": 0 <= self.end_below_p_return <= 1,
-            "hold_quantile": 0 < self.hold_quantile < 1,
-            "max_hold_s": self.max_hold_s > 0,
-            "quiet_gap_s": self.quiet_gap_s > 0,
-            "max_waiting": self.max_waiting >= 1,
-            "max_agent_types": self.max_agent_types >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"admission.{name} is out of range: {getattr(self, name)!r}")
 
 
 def _measured_room(replica: ReplicaView, footprint: int) -> bool:

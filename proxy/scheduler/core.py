@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
 from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
@@ -45,23 +46,47 @@ _MAX_TENANTS_SEEN = 4096
 _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
 
 
-class _InFlight(msgspec.Struct):
-    req: RequestInfo
-    replica_id: ReplicaId
-    tried: set[ReplicaId]
-    first_token_at: float | None = None
-    retained: bool = False  # its dispatch asked the replica to keep its KV after it ends
+# Plain classes, not msgspec Structs: mypyc compiles them to native classes (setup.py; a Struct stays a
+# Python class there); same fields and constructors.
+class _InFlight:
+    __slots__ = ("first_token_at", "replica_id", "req", "retained", "tried")
+
+    def __init__(
+        self,
+        req: RequestInfo,
+        replica_id: ReplicaId,
+        tried: set[ReplicaId],
+        first_token_at: float | None = None,
+        retained: bool = False,  # its dispatch asked the replica to keep its KV after it ends
+    ) -> None:
+        self.req = req
+        self.replica_id = replica_id
+        self.tried = tried
+        self.first_token_at = first_token_at
+        self.retained = retained
 
 
-class _Session(msgspec.Struct):
-    last_seen: float
-    in_flight: int = 0
-    calls: int = 0
-    started: float = 0.0
-    tenant_id: str = "default"
-    seq: int = 0  # order of arrival among workflows (older = lower)
+class _Session:
+    __slots__ = ("calls", "in_flight", "last_seen", "seq", "started", "tenant_id")
+
+    def __init__(
+        self,
+        last_seen: float,
+        in_flight: int = 0,
+        calls: int = 0,
+        started: float = 0.0,
+        tenant_id: str = "default",
+        seq: int = 0,  # order of arrival among workflows (older = lower)
+    ) -> None:
+        self.last_seen = last_seen
+        self.in_flight = in_flight
+        self.calls = calls
+        self.started = started
+        self.tenant_id = tenant_id
+        self.seq = seq
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the tests subclass it
 class SchedulerCore:
     """Routes calls with a `RoutingPolicy` and keeps the replica and session datastore.
 

@@ -21,29 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import msgspec
-
-from proxy.scheduler.plugin_spec import ConfigError
+from proxy.scheduler.specs import StealingSpec as StealingSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
-
-
-class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # A call's time on a busy replica, queue included. Waits behind a backlog are long-tailed (a waiting call
-    # needs a running one to end and free its KV), so 30 s, not the typical call's few seconds: in the DES
-    # sweeps 30 moved more workflows off congested replicas and never lost (docs/results/saga.md).
-    call_s: float = 30.0
-    prefill_s_per_token: float = 2.2e-5
-    attention_tokens: float = 40_000.0
-    # Rebalancing: a workflow whose replica's live reservations exceed this fraction of its KV moves to the
-    # replica with the most free KV that fits it under the same fraction (None: off)
-    rebalance_above: float | None = None
-
-    def validate(self) -> None:
-        for name in ("call_s", "prefill_s_per_token", "attention_tokens"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"stealing.{name} must be > 0, got {getattr(self, name)!r}")
-        if self.rebalance_above is not None and not self.rebalance_above > 0:
-            raise ConfigError(f"stealing.rebalance_above must be > 0, got {self.rebalance_above!r}")
 
 
 def recompute_s(spec: StealingSpec, prompt_tokens: int) -> float:

@@ -8,6 +8,7 @@ import statistics
 import msgspec
 import pytest
 
+from fairness import TenantsConfig
 from loadtests.des.client import Conversation, PromptSource, random_token_ids
 from loadtests.des.cluster import Cluster, run_cluster
 from loadtests.des.event_queue import EventQueue
@@ -16,7 +17,7 @@ from loadtests.tasks import AgentTask, Step
 from loadtests.workloads.distributions import LogNormal, ToolKind
 from loadtests.workloads.swe import SweParams, swe_tasks
 from loadtests.workloads.webarena import WebArenaParams, webarena_tasks
-from proxy.scheduler import Decision, PolicySpec, Reject, RequestInfo
+from proxy.scheduler import Decision, PolicySpec, Reject, RequestInfo, SchedulerCore, build_policy
 from proxy.scheduler.registry import PluginSpec
 from simulator.block_hash import BlockHash, hash_function, none_hash
 from simulator.cost_model import PROFILES
@@ -299,15 +300,25 @@ def test_a_call_the_engine_refuses_fails_its_task_and_the_run_goes_on() -> None:
 
 def test_a_rejected_call_fails_its_task_and_the_others_run_on() -> None:
     tasks = small_swe(3, seed=11)
-    cluster = Cluster(tasks, ClusterConfig(replicas=2, concurrency=2))
-    arrived = cluster.core.request_arrived
+    config = ClusterConfig(replicas=2, concurrency=2)
+    cluster = Cluster(tasks, config)
 
-    def reject_second_call_of_task_0(info: RequestInfo) -> list[Decision]:
-        if info.request_id == f"{tasks[0].session_id}/1":
-            return [Reject(info.request_id, "no healthy replica")]
-        return arrived(info)
+    class RejectingCore(
+        SchedulerCore
+    ):  # a subclass: a compiled core's methods cannot be replaced on an instance
+        def request_arrived(self, info: RequestInfo) -> list[Decision]:
+            if info.request_id == f"{tasks[0].session_id}/1":
+                return [Reject(info.request_id, "no healthy replica")]
+            return super().request_arrived(info)
 
-    cluster.core.request_arrived = reject_second_call_of_task_0  # type: ignore[method-assign,assignment]
+    # the core the cluster built, but rejecting task 0's second call
+    cluster.core = RejectingCore(
+        cluster.replicas,
+        build_policy(config.policy, seed=config.seed),
+        cluster.queue,
+        session_idle_ttl_s=config.session_idle_ttl_s,
+        tenants=TenantsConfig(),
+    )
     result = cluster.run()
     first, *others = result.tasks
     assert first.failed and len(first.calls) == 2

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from predictor.graph import START, STEP_BUCKETS, AgentGraph, GraphLimits, _finite, node_key, step_bucket
+from predictor.graph import START, STEP_BUCKETS, AgentGraph, _finite, node_key, step_bucket
 from predictor.return_model import ReturnModel
 from predictor.sketch import LogSketch, _edges, seconds_sketch, tokens_sketch
+from predictor.structs import GraphLimits
 
 
 def test_batch_add_equals_one_add_per_sketch() -> None:

@@ -115,7 +115,8 @@ def test_memoised_quantiles_equal_fresh_ones() -> None:
 
 
 def test_running_sums_equal_a_fresh_merge_through_decay() -> None:
-    from predictor.graph import START, AgentGraph, GraphLimits
+    from predictor.graph import START, AgentGraph
+    from predictor.structs import GraphLimits
 
     graph = AgentGraph("t", GraphLimits(decay_weight=40.0))  # halves often
     rng = random.Random(9)

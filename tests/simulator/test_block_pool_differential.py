@@ -33,7 +33,9 @@ def test_random_requests_give_the_same_answers_and_queue_order_as_the_reference_
     num_blocks = rng.choice([8, 17, 40, 120])
     pool, ref = BlockPool(num_blocks, 4), ReferenceBlockPool(num_blocks, 4)
     # a few conversations whose chains share prefixes (a common system prompt), so hits and duplicates happen
-    chains = [[("sys", k) for k in range(3)] + [(c, k) for k in range(rng.randint(1, 30))] for c in range(6)]
+    chains = [
+        [100_000 + k for k in range(3)] + [c * 1000 + k for k in range(rng.randint(1, 30))] for c in range(6)
+    ]
     held: list[list[int]] = []  # each live "request": its blocks, a prefix hit and then fresh ones
     for _ in range(400):
         op = rng.random()

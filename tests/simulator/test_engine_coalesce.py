@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from types import SimpleNamespace
-from typing import cast
 
 import msgspec
 import pytest
@@ -176,6 +174,16 @@ def test_a_quiet_step_returns_no_outputs_and_the_next_ordinary_step_returns_them
     assert engine.quiet_steps == quiet
 
 
+def decoding_state(i: int, *, num_computed: int, num_blocks: int) -> RequestState:
+    """A request one token into its decode, with `num_computed` tokens in KV over `num_blocks` blocks."""
+    seq = RequestState(EngineRequest(request_id=f"r{i}", prompt_token_ids=[0]), 0.0, i, [0] * 5000, "length")
+    seq.num_output = 1
+    seq.num_computed = num_computed
+    seq.block_ids = array("q", [0] * num_blocks)
+    seq.num_cached_blocks = 0
+    return seq
+
+
 @pytest.mark.parametrize("profile_name", sorted(PROFILES))
 def test_a_decode_run_times_its_steps_bit_for_bit_as_the_cost_model(profile_name: str) -> None:
     # DecodeRun splits step_time_s into a part fixed for the run and the context term; the split must not
@@ -186,16 +194,10 @@ def test_a_decode_run_times_its_steps_bit_for_bit_as_the_cost_model(profile_name
         {1, 2, 7, max(1, profile.linear_knee_tokens), profile.linear_knee_tokens + 3, 300}
     ):
         seqs = [
-            SimpleNamespace(
-                num_output=1,
-                plan=[0] * 5000,
-                num_computed=rng.randrange(1, 120_000),
-                block_ids=[0] * 8000,
-                num_cached_blocks=0,
-            )
-            for _ in range(num_seqs)
+            decoding_state(i, num_computed=rng.randrange(1, 120_000), num_blocks=8000)
+            for i in range(num_seqs)
         ]
-        run = DecodeRun(cast("list[RequestState]", seqs), profile.block_size, math.inf, profile)
+        run = DecodeRun(seqs, profile.block_size, math.inf, profile)
         for steps_done in (0, 1, 17, 4000):
             run.steps_done = steps_done
             expected = step_time_s(profile, num_tokens=num_seqs, decode_context_tokens=run.decode_context)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import Engine, EngineRequest
+from simulator.request_state import RequestState
 from tests.simulator.test_retention import POOL, Clock, tokens
 
 
@@ -35,8 +36,17 @@ def req(
     )
 
 
-def engine(**kw: float) -> Engine:
-    return Engine(POOL, scheduling_policy="priority", max_retained_fraction=1.0, **kw)
+class NoShortcutEngine(Engine):
+    """Without the blocked-head shortcut (a subclass: a compiled Engine's methods cannot be replaced on an
+    instance)."""
+
+    def _still_blocked(self, seq: RequestState, budget: int) -> bool:
+        return False
+
+
+def engine(*, shortcut: bool = True, **kw: float) -> Engine:
+    kind = Engine if shortcut else NoShortcutEngine
+    return kind(POOL, scheduling_policy="priority", max_retained_fraction=1.0, **kw)
 
 
 def retained(engine: Engine) -> list[str]:
@@ -191,9 +201,8 @@ _EVENT = st.tuples(
 
 def run_events(events: list[tuple[str, int, int, int | None, float | None, int]], shortcut: bool) -> Engine:
     """Play `events` against an engine, stepping between them; return it after everything finished."""
-    eng = Engine(POOL, scheduling_policy="priority", max_retained_fraction=0.75, max_retain_ttl_s=1.0)
-    if not shortcut:
-        eng._still_blocked = lambda seq, budget: False  # type: ignore[method-assign]
+    kind = Engine if shortcut else NoShortcutEngine
+    eng = kind(POOL, scheduling_policy="priority", max_retained_fraction=0.75, max_retain_ttl_s=1.0)
     clock = Clock(eng)
     prefixes = [tokens(192, 100 + k) for k in range(3)]
     submitted: list[str] = []
@@ -269,9 +278,7 @@ def test_a_flood_of_less_important_work_cannot_break_a_protected_session() -> No
 def test_a_head_blocked_only_by_more_important_retentions_is_let_in_once_running_work_ends(
     shortcut: bool,
 ) -> None:
-    eng = engine()
-    if not shortcut:
-        eng._still_blocked = lambda seq, budget: False  # type: ignore[method-assign]
+    eng = engine(shortcut=shortcut)
     clock = Clock(eng)
     clock.run(req("a", tokens(640, 1), 1, priority=-5, session="a", ttl=600.0))  # 40 blocks
     with_hog_running(clock, blocks=20, decode=30)  # 4 free

@@ -1,0 +1,68 @@
+"""The `saga` policy's configuration Structs: admission by KV working set (`AdmissionSpec`, see
+admission.py) and work stealing (`StealingSpec`, see stealing.py).
+
+They live apart from admission.py and stealing.py, which setup.py compiles with mypyc: a Struct's class
+keywords (`kw_only`, `forbid_unknown_fields`) do not survive mypyc, so Struct classes stay in pure-Python
+modules.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from proxy.scheduler.plugin_spec import ConfigError
+
+
+class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    overcommit: float = 1.5
+    horizon_calls: float = 1.0
+    end_below_p_return: float = 0.2
+    hold_quantile: float = 0.99
+    max_hold_s: float = 120.0
+    quiet_gap_s: float = 60.0  # a predicted median return gap this long is a person's think time: lapse now
+    max_waiting: int = 10_000
+    max_agent_types: int = 256
+    # Which waiting workflow a tenant gets admitted first: "arrival" (first come), or "least-work" (the
+    # earliest arrival + expected service of its agent type, learned by the predictor: short work overtakes
+    # long work by at most the difference; types not learned yet by arrival).
+    order: Literal["arrival", "least-work"] = "arrival"
+    # Also admit where the replica's measured KV (its last `kv_usage`) has room for the footprint and no
+    # call waits in its engine, whatever the reservations say: work-conserving at light load, when the live
+    # workflows' reservations are mostly tool time.
+    measured_room: bool = False
+
+    def validate(self) -> None:
+        checks = {
+            "overcommit": self.overcommit > 0,
+            "horizon_calls": self.horizon_calls >= 0,
+            "end_below_p_return": 0 <= self.end_below_p_return <= 1,
+            "hold_quantile": 0 < self.hold_quantile < 1,
+            "max_hold_s": self.max_hold_s > 0,
+            "quiet_gap_s": self.quiet_gap_s > 0,
+            "max_waiting": self.max_waiting >= 1,
+            "max_agent_types": self.max_agent_types >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"admission.{name} is out of range: {getattr(self, name)!r}")
+
+
+class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # A call's time on a busy replica, queue included. Waits behind a backlog are long-tailed (a waiting call
+    # needs a running one to end and free its KV), so 30 s, not the typical call's few seconds: in the DES
+    # sweeps 30 moved more workflows off congested replicas and never lost (docs/results/saga.md).
+    call_s: float = 30.0
+    prefill_s_per_token: float = 2.2e-5
+    attention_tokens: float = 40_000.0
+    # Rebalancing: a workflow whose replica's live reservations exceed this fraction of its KV moves to the
+    # replica with the most free KV that fits it under the same fraction (None: off)
+    rebalance_above: float | None = None
+
+    def validate(self) -> None:
+        for name in ("call_s", "prefill_s_per_token", "attention_tokens"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"stealing.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.rebalance_above is not None and not self.rebalance_above > 0:
+            raise ConfigError(f"stealing.rebalance_above must be > 0, got {self.rebalance_above!r}")

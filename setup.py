@@ -1,0 +1,87 @@
+"""Build: setuptools (pyproject.toml) plus mypyc. The hot modules listed in COMPILED are compiled to C
+extensions beside their sources; a manifest of the sources' hashes (saga_native/compiled.json) lets the
+packages refuse a compiled module whose source has changed since (saga_native/__init__.py).
+
+SAGA_NO_COMPILE=1 at install time builds nothing (pure Python; docs/development.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+# Chosen from profiles of `saga bench des` and `saga bench core` (docs/results/des-speed.md, pass 6).
+COMPILED = [
+    "simulator/block_hash.py",
+    "simulator/block_pool.py",
+    "simulator/decode_run.py",
+    "simulator/engine.py",
+    "simulator/engine_offload.py",
+    "simulator/request_queue.py",
+    "simulator/request_state.py",
+    "loadtests/des/client.py",
+    "loadtests/des/cluster.py",
+    "loadtests/des/event_queue.py",
+    "loadtests/des/replica.py",
+    "proxy/scheduler/admission.py",
+    "proxy/scheduler/core.py",
+    "proxy/scheduler/prefix_index.py",
+    "proxy/scheduler/stealing.py",
+    "predictor/graph.py",
+    "predictor/predictor.py",
+    "predictor/return_model.py",
+    "predictor/session_scale.py",
+    "predictor/sketch.py",
+]
+
+MANIFEST = "saga_native/compiled.json"
+
+
+def _module_name(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def manifest() -> dict[str, object]:
+    return {
+        "modules": {
+            _module_name(path): hashlib.sha256((ROOT / path).read_bytes()).hexdigest() for path in COMPILED
+        }
+    }
+
+
+class BuildExtWithManifest(build_ext):
+    """Writes the manifest beside the extensions: in the source tree for an in-place (editable) build, in the
+    build directory for a wheel."""
+
+    def run(self) -> None:
+        super().run()
+        if not self.extensions:  # SAGA_NO_COMPILE=1: a manifest left by an earlier build still describes its
+            return  # extensions (if any are left), so the guard keeps judging them by it
+        targets = [Path(self.build_lib) / MANIFEST]
+        if self.inplace or getattr(self, "editable_mode", False):
+            targets.append(ROOT / MANIFEST)
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(SOURCES_AT_BUILD, indent=1, sort_keys=True) + "\n")
+
+
+# Hashed before mypyc reads the sources: an edit during the build makes the build stale, never "fresh".
+SOURCES_AT_BUILD = manifest()
+
+
+def _extensions() -> list[object]:
+    if os.environ.get("SAGA_NO_COMPILE") == "1":
+        return []
+    from mypyc.build import mypycify
+
+    os.chdir(ROOT)  # mypyc resolves module names and pyproject.toml's [tool.mypy] from the project root
+    return list(mypycify(COMPILED, opt_level="3", debug_level="0", group_name="saga_native_lib"))
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExtWithManifest})
