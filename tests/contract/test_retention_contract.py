@@ -229,11 +229,19 @@ async def test_a_less_important_new_request_waits_rather_than_break_a_more_impor
     await hog
     assert "kept" in await retained(http, base)
     assert await complete(http, base, kept + tokens(14, 10), session="kept", ttl=300.0) == SESSION_PREFIX
-    # a more important one breaks it at once
-    hog = await running_hog(http, base, 15)
-    await complete(http, base, tokens(16, 1200), priority=-1)
-    assert "kept" not in await retained(http, base)
-    await hog
+    # a more important one breaks it at once, while the hog still runs: a hog that ended before the call was
+    # scheduled (a slow machine) freed its blocks and proves nothing, so that round is tried again
+    for attempt in range(4):
+        hog = await running_hog(http, base, 15 + 2 * attempt, decode=600)  # up to 12 blocks: 19 - kept's 7
+        await complete(http, base, tokens(16 + 2 * attempt, 1200), priority=-1)
+        hog_still_ran = not hog.done()
+        await hog
+        if hog_still_ran:
+            assert "kept" not in await retained(http, base)
+            break
+        assert "kept" in await retained(http, base)  # nothing needed its blocks
+    else:
+        pytest.skip("the hog ended before the important call was scheduled, four times: machine too slow")
 
 
 async def test_the_block_cap_drops_the_oldest_equal_retention_and_keeps_a_leading_prefix(
