@@ -140,6 +140,24 @@ def test_proxy_image_is_multi_stage_small_and_non_root() -> None:
                 assert (ROOT / source).exists(), source
 
 
+def test_proxy_image_builds_from_every_package_and_the_compiling_setup() -> None:
+    """The build stage copies what `pip wheel .` needs: every package pyproject.toml ships (a missing one
+    would install, then fail at import) and setup.py (without it the wheel would not compile the hot
+    modules)."""
+    parser = DockerfileParser(path=str(DEPLOY / "Dockerfile"))
+    copied = set()
+    for i in parser.structure:
+        if i["instruction"] == "COPY" and "--from" not in i["value"]:
+            *sources, _ = i["value"].split()
+            copied.update(sources)
+    find = msgspec.toml.decode((ROOT / "pyproject.toml").read_bytes())["tool"]["setuptools"]["packages"][
+        "find"
+    ]
+    packages = {pattern.rstrip("*") for pattern in find["include"]}
+    assert packages <= copied, packages - copied
+    assert {"pyproject.toml", "setup.py"} <= copied
+
+
 # -- dashboards and alerts refer only to exported metrics ---------------------------------------------
 
 _NAME = re.compile(r"\b((?:saga|vllm)[_:][a-zA-Z0-9_:]*)")
