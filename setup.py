@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, CompileError, ExecError, LinkError, PlatformError
 
 ROOT = Path(__file__).resolve().parent
 
@@ -60,7 +62,17 @@ class BuildExtWithManifest(build_ext):
     build directory for a wheel."""
 
     def run(self) -> None:
-        super().run()
+        try:
+            super().run()
+        except (CCompilerError, CompileError, ExecError, LinkError, PlatformError) as error:
+            # No working C compiler here: install pure Python (every result is the same, only slower) rather
+            # than fail the install; the guard has no extension to judge, and a manifest is not written.
+            print(
+                f"warning: the hot modules could not be compiled ({error}); installing them as pure Python. "
+                "Install a C compiler (e.g. gcc) and reinstall for the compiled speed (docs/development.md).",
+                file=sys.stderr,
+            )
+            return
         if not self.extensions:  # SAGA_NO_COMPILE=1: a manifest left by an earlier build still describes its
             return  # extensions (if any are left), so the guard keeps judging them by it
         targets = [Path(self.build_lib) / MANIFEST]
