@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import platform
 import re
@@ -121,10 +122,13 @@ def add_overhead_parser(modes: Any) -> None:
         "(loadtests/bench/paced_backend.py); default: %(default)s",
     )
     p.add_argument(
-        "--paced-events", type=int, default=16, help="content events per paced stream (default: 16)"
+        "--paced-events", type=event_count, default=16, help="content events per paced stream (default: 16)"
     )
     p.add_argument(
-        "--paced-interval-ms", type=float, default=2.0, help="between a paced stream's events (default: 2)"
+        "--paced-interval-ms",
+        type=interval_ms,
+        default=2.0,
+        help="between a paced stream's events (default: 2)",
     )
 
 
@@ -367,3 +371,19 @@ def _print(report: OverheadReport) -> None:
                 f"{f(r.added_p50_ms, '7.2f')} {f(r.added_p99_ms, '7.2f')} {f(r.cpu_us_per_request, '10.0f')} "
                 f"{f(r.rps_vs_vllm_router, '9.2f')}"
             )
+
+
+def event_count(text: str) -> int:
+    """A paced stream's number of content events: a whole number, at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 event, got {value}")
+    return value
+
+
+def interval_ms(text: str) -> float:
+    """Milliseconds between a paced stream's events: finite, not negative (0: no pause)."""
+    value = float(text)
+    if not 0 <= value < math.inf:  # false for nan too
+        raise argparse.ArgumentTypeError(f"needs a finite number of milliseconds >= 0, got {text}")
+    return value

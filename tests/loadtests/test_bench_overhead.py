@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench import paced_backend
-from loadtests.bench.overhead import parse_wrk, run_overhead
+from loadtests.bench.overhead import add_overhead_parser, parse_wrk, run_overhead
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:8000/v1/chat/completions
   1 threads and 32 connections
@@ -29,6 +29,28 @@ Transfer/sec:      3.33MB
 """
 
 
+def _tiny_run(out: Path, **options: object) -> argparse.Namespace:
+    """`saga bench overhead`'s arguments for one 1-second round of direct and saga, 4 connections."""
+    return argparse.Namespace(
+        json=out, rounds=1, duration=1.0, connections=4, targets="direct,saga", saga_args="", **options
+    )
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [("--paced-interval-ms", v) for v in ("nan", "inf", "-1")]
+    + [("--paced-events", v) for v in ("0", "-3", "1.5")],
+)
+def test_paced_options_refuse_what_cannot_pace(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_overhead_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["overhead", flag, value])
+    assert flag in capsys.readouterr().err
+
+
 def test_wrk_output_is_parsed_with_units() -> None:
     assert parse_wrk(WRK_OUTPUT) == (10000.5, 0.85, 1200.0, 12, 30000)
 
@@ -38,17 +60,7 @@ def test_wrk_output_is_parsed_with_units() -> None:
 )
 def test_a_tiny_overhead_run_measures_direct_and_saga(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
-    args = argparse.Namespace(
-        json=out,
-        rounds=1,
-        duration=1.0,
-        connections=4,
-        modes="json,sse",
-        targets="direct,saga",
-        saga_args="",
-        backend="nginx",
-    )
-    assert run_overhead(args) == 0
+    assert run_overhead(_tiny_run(out, modes="json,sse", backend="nginx")) == 0
     report = json.loads(out.read_text())
     for mode in ("json", "sse"):
         direct, saga = report["modes"][mode]["direct"], report["modes"][mode]["saga"]
@@ -87,19 +99,9 @@ async def test_the_paced_backend_writes_each_event_on_its_own() -> None:
 )
 def test_a_tiny_paced_run_streams_through_saga(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
-    args = argparse.Namespace(
-        json=out,
-        rounds=1,
-        duration=1.0,
-        connections=4,
-        modes="sse",
-        targets="direct,saga",
-        saga_args="",
-        backend="paced",
-        paced_events=4,
-        paced_interval_ms=1.0,
+    assert (
+        run_overhead(_tiny_run(out, modes="sse", backend="paced", paced_events=4, paced_interval_ms=1.0)) == 0
     )
-    assert run_overhead(args) == 0
     report = json.loads(out.read_text())
     assert report["backend"].startswith("paced")
     saga = report["modes"]["sse"]["saga"]

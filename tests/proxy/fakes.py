@@ -155,18 +155,24 @@ async def fake_replica(mode: str = "ok", **kwargs: object) -> AsyncIterator[Fake
         await replica.stop()
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 request off a raw connection: its head (its Content-Length body is read and dropped)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return head
+
+
 @contextlib.asynccontextmanager
 async def dying_stream_replica() -> AsyncIterator[str]:
     """Answers /health with 200; answers a call with SSE headers and one event, then drops the connection."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            head = await read_request(reader)
             if head.startswith(b"GET"):
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             else:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, fake_replica
+from tests.proxy.fakes import config, fake_replica, read_request
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 1000 + b'"}}]}\n\n'
@@ -69,12 +69,7 @@ async def _long_stream_replica() -> AsyncIterator[str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
+                head = await read_request(reader)
                 if head.startswith(b"GET"):
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 else:
