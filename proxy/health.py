@@ -1,7 +1,8 @@
 """Replica health checks and load scraping, feeding `replica_stats` events to the core.
 
 Each round probes every replica's `/health` and, for healthy ones, reads vLLM's queue and KV gauges and its KV
-capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens) from `/metrics`; each replica's
+capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens, and whether `kv_offloading_size`
+gives it a CPU KV tier) from `/metrics`; each replica's
 `ReplicaGuard` turns the probe into the health the core sees (thresholds, circuit breaker). A replica that is
 down is reported with zero load, so no stale figure of a dead replica steers routing or shows in the state.
 Then the core does its periodic housekeeping (`tick`).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 import aiohttp
@@ -40,6 +42,9 @@ def parse_load(metrics_text: str) -> dict[str, float]:
         if family.name == "vllm:cache_config_info":
             capacity = 0.0
             for s in family.samples:
+                offloading = s.labels.get("kv_offloading_size")
+                if offloading is not None:  # a vLLM that has the option says whether it is on
+                    found["cpu_kv_tier"] = max(found.get("cpu_kv_tier", 0.0), _gib(offloading))
                 try:
                     blocks = int(s.labels.get("num_gpu_blocks", ""))
                     size = int(s.labels.get("block_size", ""))
@@ -55,6 +60,16 @@ def parse_load(metrics_text: str) -> dict[str, float]:
             values = [s.value for s in family.samples]
             found[field] = sum(values) if field != "kv_usage" else max(values, default=0.0)
     return found
+
+
+def _gib(label: str) -> float:
+    """1.0 when a `kv_offloading_size` label names a CPU KV tier (a positive, finite number of GiB; vLLM
+    writes "None" when offloading is off), else 0.0."""
+    try:
+        size = float(label)
+    except ValueError:
+        return 0.0
+    return 1.0 if 0 < size < math.inf else 0.0
 
 
 class _Model(msgspec.Struct):
@@ -93,6 +108,7 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
         return ReplicaStats(replica_id, healthy=False)
     waiting, running = load.get("waiting"), load.get("running")
     capacity = load.get("kv_capacity_tokens")
+    cpu_tier = load.get("cpu_kv_tier")
     stats = ReplicaStats(
         replica_id,
         healthy=True,
@@ -100,6 +116,7 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
         running=None if running is None else int(running),
         kv_usage=load.get("kv_usage"),
         kv_capacity_tokens=None if capacity is None else int(capacity),  # for admission by KV working set
+        cpu_kv_tier=None if cpu_tier is None else cpu_tier > 0,
     )
     return stats
 

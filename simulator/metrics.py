@@ -112,6 +112,10 @@ class _EngineCollector(Collector):
             "enable_prefix_caching": "True",
             "engine": self._engine_index,
             "gpu_memory_utilization": "0.9",
+            # vLLM's --kv-offloading-size (GiB, "None" when off): the CPU tier's size, as its pool holds it
+            "kv_offloading_size": "None"
+            if self._engine.offload is None
+            else f"{self._engine.offload.num_blocks * self._engine.profile.kv_bytes_per_block / 2**30:g}",
             "num_gpu_blocks": str(stats.num_gpu_blocks),
             "prefix_caching_hash_algo": self._engine.hash_algo,
         }

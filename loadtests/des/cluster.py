@@ -297,6 +297,7 @@ class Cluster:
                     running=load[1],
                     kv_usage=load[2],
                     kv_capacity_tokens=capacity,
+                    cpu_kv_tier=None if capacity is None else self.config.kv_offload_gib is not None,
                 )
                 decisions += self.core.replica_stats(stats)
         self._apply(decisions)

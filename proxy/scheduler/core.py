@@ -261,7 +261,7 @@ class SchedulerCore:
         replica = self.replicas.get(stats.replica_id)
         if replica is None:
             return []
-        for field in ("healthy", "waiting", "running", "kv_usage", "kv_capacity_tokens"):
+        for field in ("healthy", "waiting", "running", "kv_usage", "kv_capacity_tokens", "cpu_kv_tier"):
             value = getattr(stats, field)
             if value is not None:
                 setattr(replica, field, value)
@@ -523,7 +523,13 @@ class SchedulerCore:
             on_dispatch(req, replica_id)
         if self.admission is not None:
             self.admission.dispatched(req, replica_id)
-        ttl_s = self.policy.retain_ttl_s(req, replica_id)
+        # a replica with a CPU KV tier reloads an evicted prefix over PCIe for far less than a re-prefill
+        # costs, so a retention that would rather let the KV go there is not asked for one
+        ttl_s = (
+            None
+            if self.replicas[replica_id].cpu_kv_tier and not self.policy.holds_with_cpu_tier
+            else self.policy.retain_ttl_s(req, replica_id)
+        )
         retain_priority = None
         if ttl_s is not None:
             retain_priority = self.policy.retain_priority(req, replica_id)

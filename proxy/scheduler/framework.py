@@ -101,7 +101,11 @@ class Picker(Plugin):
 
 class Retention(Plugin):
     """Decides KV retention after a call. Contract: returns the seconds the replica should keep the call's KV
-    cached after it ends (the retention contract, docs/retention-api.md), or None for no retention."""
+    cached after it ends (the retention contract, docs/retention-api.md), or None for no retention.
+    `holds_with_cpu_tier` False: on a replica with a CPU KV tier the core asks for no retention (the prefix
+    goes to the CPU tier when evicted and is reloaded from there) and does not call `retain_ttl_s`."""
+
+    holds_with_cpu_tier = True
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
         raise NotImplementedError
@@ -153,6 +157,7 @@ class RoutingPolicy:
         self.queue: ReleaseQueueSpec | None = None
         self.prioritize = "off"
         self.stealing: StealingSpec | None = None
+        self.holds_with_cpu_tier = retention is None or retention.holds_with_cpu_tier
         # Whether a session's bound replica always wins when it is a candidate: a max-score picker and a
         # session-affinity scorer whose weight exceeds all other weights together (scores are in [0, 1]).
         self.affinity_decides = picker.type_name == "max-score-picker" and any(

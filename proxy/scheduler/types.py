@@ -60,6 +60,9 @@ class ReplicaView(msgspec.Struct):
     running: int = 0  # vllm:num_requests_running
     kv_usage: float = 0.0  # vllm:kv_cache_usage_perc, 0..1
     kv_capacity_tokens: int = 0  # vllm:cache_config_info num_gpu_blocks x block_size; 0 = unknown
+    # vllm:cache_config_info kv_offloading_size is set: blocks evicted from the GPU can be reloaded from a
+    # CPU tier instead of recomputed (vLLM's native offloading, LMCache)
+    cpu_kv_tier: bool = False
     reserved_tokens: int = 0  # KV the admitted workflows bound here are predicted to need (admission only)
 
 
@@ -72,6 +75,7 @@ class ReplicaStats(msgspec.Struct, frozen=True):
     running: int | None = None
     kv_usage: float | None = None
     kv_capacity_tokens: int | None = None
+    cpu_kv_tier: bool | None = None
 
 
 class Dispatch(msgspec.Struct, frozen=True, tag="dispatch"):

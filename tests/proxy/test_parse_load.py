@@ -22,3 +22,16 @@ def test_non_numeric_negative_zero_and_non_finite_labels_are_no_capacity() -> No
         assert "kv_capacity_tokens" not in parse_load(metrics(bad)), bad
     # a bad engine does not spoil a good one
     assert parse_load(metrics(("16", "-5"), ("16", "10")))["kv_capacity_tokens"] == 160
+
+
+def test_a_cpu_kv_tier_is_read_from_kv_offloading_size() -> None:
+    def with_offload(size: str) -> str:
+        head = "# HELP vllm:cache_config_info Cache config\n# TYPE vllm:cache_config_info gauge\n"
+        labels = f'block_size="16",num_gpu_blocks="10",kv_offloading_size="{size}"'
+        return head + f"vllm:cache_config_info{{{labels}}} 1.0\n"
+
+    assert parse_load(with_offload("64"))["cpu_kv_tier"] == 1.0
+    assert parse_load(with_offload("0.5"))["cpu_kv_tier"] == 1.0
+    for off in ("None", "0", "-4", "nan", "inf", "", "\x00"):  # off, or nothing a tier could be
+        assert parse_load(with_offload(off))["cpu_kv_tier"] == 0.0, off
+    assert "cpu_kv_tier" not in parse_load(metrics(("16", "10")))  # a vLLM without the option: unknown

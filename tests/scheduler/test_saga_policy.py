@@ -397,3 +397,31 @@ def test_measured_room_admits_past_full_reservations_only_where_the_kv_is_free_a
         if measured:  # a call waiting in the engine: the measured room does not count
             core.replica_stats(ReplicaStats("r0", kv_usage=0.1, waiting=1))
             assert core.request_arrived(call("newer", prompt_tokens=30_000)) == []
+
+
+@pytest.mark.parametrize("cpu_tier", ["offload", "hold"])
+def test_a_replica_with_a_cpu_kv_tier_gets_no_retention_unless_the_policy_holds_there(cpu_tier: str) -> None:
+    params = {"priority_base_s": None, "cold_ttl_s": 30.0, "cpu_tier": cpu_tier}
+    spec = saga_spec(retention=PluginSpec("predicted-ttl-retention", params=params))
+    for tier, expected in ((False, 30.0), (True, None if cpu_tier == "offload" else 30.0), (False, 30.0)):
+        core, _ = make_core(replicas=1, spec=spec)
+        core.replica_stats(ReplicaStats("r0", cpu_kv_tier=tier))
+        assert only_dispatch(core.request_arrived(call(f"tier-{tier}"))).retain_ttl_s == expected
+    # a later scrape that says nothing of the tier keeps what the first said
+    core, _ = make_core(replicas=1, spec=spec)
+    core.replica_stats(ReplicaStats("r0", cpu_kv_tier=True))
+    core.replica_stats(ReplicaStats("r0", waiting=0))
+    held = only_dispatch(core.request_arrived(call("later"))).retain_ttl_s
+    assert held == (30.0 if cpu_tier == "hold" else None)
+
+
+def test_continuum_ttl_holds_on_a_replica_with_a_cpu_kv_tier_as_continuum_does() -> None:
+    core, _ = make_core(replicas=1, spec=PRESETS["continuum-ttl"])
+    core.replica_stats(ReplicaStats("r0", cpu_kv_tier=True))
+    assert only_dispatch(core.request_arrived(call("c"))).retain_ttl_s is not None
+
+
+def test_an_unknown_cpu_tier_setting_fails_naming_the_key() -> None:
+    spec = saga_spec(retention=PluginSpec("predicted-ttl-retention", params={"cpu_tier": "ssd"}))
+    with pytest.raises(Exception, match="cpu_tier"):
+        build_policy(spec, seed=0)

@@ -287,3 +287,18 @@ def test_skipping_blocked_admissions_changes_nothing(monkeypatch: pytest.MonkeyP
 def test_offload_size_must_be_positive_and_finite(gib: float) -> None:
     with pytest.raises(ValueError, match="GiB"):
         cpu_blocks_for(gib, 1024)
+
+
+def test_the_cpu_tier_shows_in_cache_config_info_as_vllm_writes_it() -> None:
+    from prometheus_client import generate_latest
+
+    from proxy.health import parse_load
+    from simulator.metrics import ReplicaMetrics
+
+    def scraped(engine: Engine) -> str:
+        return generate_latest(ReplicaMetrics(engine, model_name="m").registry).decode()
+
+    with_tier, without = scraped(Engine(SMALL, kv_offload_gib=1.0)), scraped(Engine(SMALL))
+    assert 'kv_offloading_size="1"' in with_tier and 'kv_offloading_size="None"' in without
+    # and the proxy reads it back as a CPU tier, or none
+    assert parse_load(with_tier)["cpu_kv_tier"] == 1.0 and parse_load(without)["cpu_kv_tier"] == 0.0
