@@ -35,6 +35,7 @@ COMPILED = [
     "proxy/scheduler/core.py",
     "proxy/scheduler/prefix_index.py",
     "proxy/scheduler/stealing.py",
+    "fairness/queue.py",
     "predictor/graph.py",
     "predictor/predictor.py",
     "predictor/return_model.py",

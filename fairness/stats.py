@@ -32,8 +32,9 @@ class Histogram(msgspec.Struct):
     count: int = 0
 
     def observe(self, value: float) -> None:
+        counts = self.counts
         for k in range(bisect.bisect_left(self.buckets, value), len(self.buckets)):
-            self.counts[k] += 1
+            counts[k] += 1
         self.total += value
         self.count += 1
 
@@ -61,9 +62,12 @@ class TenantLedger:
         return rec
 
     def first_token(self, tenant: str, ttft_s: float) -> None:
-        rec = self.record(tenant)
+        rec = self.records.get(tenant)
+        if rec is None:
+            rec = self.record(tenant)
         rec.ttft.observe(ttft_s)
-        target = self.config.slo(tenant).ttft_s
+        config = self.config  # config.slo(tenant), inlined: every call's first token comes here
+        target = config.slo_classes[config.tenants.get(tenant, config.default).slo_class].ttft_s
         if target is not None:
             rec.ttft_slo_calls += 1
             rec.ttft_slo_met += ttft_s <= target

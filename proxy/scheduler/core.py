@@ -231,9 +231,14 @@ class SchedulerCore:
             usage.finish_reason,
             usage.tool_names,
         )
-        for plugin in self.policy.plugins:
-            plugin.on_finish(flight.req, flight.replica_id, usage)
-        if flight.retained and self.policy.release_after(flight.req, flight.replica_id, usage):
+        for on_finish in self.policy.finish_hooks:
+            on_finish(flight.req, flight.replica_id, usage)
+        retention = self.policy.retention
+        if (
+            flight.retained
+            and retention is not None
+            and retention.release_after(flight.req, flight.replica_id, usage)
+        ):
             self.releases.append((flight.req.session_id, flight.replica_id))
         decisions: list[Decision] = []
         if self.release is not None:
@@ -343,8 +348,8 @@ class SchedulerCore:
         self._single_call.pop(sid, None)
         self.predictor.forget(sid)
         self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
-        for plugin in self.policy.plugins:
-            plugin.on_session_end(sid)
+        for on_session_end in self.policy.session_end_hooks:
+            on_session_end(sid)
         if self.release is not None:
             self.release.forget(sid)
         if self.admission is not None:
@@ -402,7 +407,8 @@ class SchedulerCore:
         if wf is None or bound is None or not bound.healthy:
             return None
         spec, admission = self.policy.stealing, self.admission
-        if spec is not None:
+        # Both moves need a backlog on the bound replica (stealing.py): without one, no closure, no scan.
+        if spec is not None and (bound.waiting or bound.queued):
             footprint = max(wf.footprint, req.prompt_tokens)
             to = steal_target(
                 spec,
@@ -523,10 +529,11 @@ class SchedulerCore:
             on_dispatch(req, replica_id)
         if self.admission is not None:
             self.admission.dispatched(req, replica_id)
-        ttl_s = self.policy.retain_ttl_s(req, replica_id)
+        retention = self.policy.retention
+        ttl_s = retention.retain_ttl_s(req, replica_id) if retention is not None else None
         retain_priority = None
-        if ttl_s is not None:
-            retain_priority = self.policy.retain_priority(req, replica_id)
+        if ttl_s is not None and retention is not None:
+            retain_priority = retention.retain_priority(req, replica_id)
             self.in_flight[req.request_id].retained = True
         return Dispatch(
             req.request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
@@ -542,7 +549,9 @@ class SchedulerCore:
             return 0 if session.calls else 1
         if mode == "workflow-age":
             # a tenant whose class has a first-token target (interactive) goes before every other workflow
-            urgent = self.tenants.slo(session.tenant_id).ttft_s is not None
+            tenants = self.tenants  # tenants.slo(...), inlined: asked on every dispatch
+            spec = tenants.tenants.get(session.tenant_id, tenants.default)
+            urgent = tenants.slo_classes[spec.slo_class].ttft_s is not None
             return session.seq - _SLO_PRIORITY_LEAD if urgent else session.seq
         return None
 
