@@ -221,11 +221,12 @@ class SchedulerCore:
         replica = self.replicas.get(flight.replica_id)
         if replica is not None:
             replica.in_flight -= 1
-        self._session_done(flight.req)
+        now = self.clock()  # one reading for the whole event (the same in the DES, whose clock stands still)
+        self._session_done(flight.req, now)
         usage = usage or Usage()
         self.predictor.call_finished(
             flight.req.session_id,
-            self.clock(),
+            now,
             usage.prompt_tokens or flight.req.prompt_tokens,
             usage.completion_tokens,
             usage.finish_reason,
@@ -249,7 +250,7 @@ class SchedulerCore:
                 flight.req.session_id,
                 usage.prompt_tokens or flight.req.prompt_tokens,
                 usage.completion_tokens,
-                self.clock(),
+                now,
             )
             decisions += self._admit_waiting()
         return decisions
@@ -555,7 +556,7 @@ class SchedulerCore:
             return session.seq - _SLO_PRIORITY_LEAD if urgent else session.seq
         return None
 
-    def _session_done(self, req: RequestInfo) -> None:
+    def _session_done(self, req: RequestInfo, now: float | None = None) -> None:
         session = self.sessions.pop(req.session_id, None)
         if session is not None:
             self.sessions[req.session_id] = session  # to the end: the table stays in last-seen order
@@ -563,4 +564,4 @@ class SchedulerCore:
                 del self._single_call[req.session_id]
                 self._single_call[req.session_id] = None
             session.in_flight -= 1
-            session.last_seen = self.clock()
+            session.last_seen = self.clock() if now is None else now
