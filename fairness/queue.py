@@ -28,7 +28,6 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
@@ -36,23 +35,31 @@ Order = Literal["fifo", "vtc", "afs"]
 ORDERS: tuple[Order, ...] = ("fifo", "vtc", "afs")
 
 
-@dataclass(eq=False)
+# Plain classes, not dataclasses: mypyc compiles them to native classes (setup.py), and a generic dataclass
+# fails there at import.
 class _Held(Generic[T]):
-    seq: int
-    key: str
-    item: T
-    tenant: str
-    cost: float
-    remaining: float
-    arrived_at: float
-    gone: bool = False
+    __slots__ = ("arrived_at", "cost", "gone", "item", "key", "remaining", "seq", "tenant")
+
+    def __init__(
+        self, seq: int, key: str, item: T, tenant: str, cost: float, remaining: float, arrived_at: float
+    ) -> None:
+        self.seq = seq
+        self.key = key
+        self.item = item
+        self.tenant = tenant
+        self.cost = cost
+        self.remaining = remaining
+        self.arrived_at = arrived_at
+        self.gone = False
 
 
-@dataclass
 class _TenantBacklog(Generic[T]):
-    by_work: list[tuple[float, int, _Held[T]]] = field(default_factory=list)  # heap: least remaining
-    by_age: deque[_Held[T]] = field(default_factory=deque)  # arrival order (lazy deletion)
-    size: int = 0
+    __slots__ = ("by_age", "by_work", "size")
+
+    def __init__(self) -> None:
+        self.by_work: list[tuple[float, int, _Held[T]]] = []  # heap: least remaining
+        self.by_age: deque[_Held[T]] = deque()  # arrival order (lazy deletion)
+        self.size = 0
 
     def head_seq(self) -> int:
         while self.by_age and self.by_age[0].gone:
@@ -128,6 +135,8 @@ class FairQueue(Generic[T]):
             while self._arrivals[0].gone:
                 self._arrivals.popleft()
             return self._arrivals[0].tenant
+        if len(self._tenants) == 1:  # one tenant backlogged (the common case): it is the minimum
+            return next(iter(self._tenants))
         return min(self._tenants, key=lambda t: (self.counters[t], self._tenants[t].head_seq()))
 
     def pop(self, now: float) -> T | None:

@@ -9,9 +9,8 @@ bounded by the number of tenants.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable
-
-import msgspec
 
 from fairness.tenants import TenantsConfig
 
@@ -25,24 +24,39 @@ def jain_index(values: Iterable[float]) -> float:
     return sum(xs) ** 2 / (len(xs) * squares) if xs and squares > 0 else 1.0
 
 
-class Histogram(msgspec.Struct):
-    buckets: tuple[float, ...] = SECONDS_BUCKETS
-    counts: list[int] = msgspec.field(default_factory=lambda: [0] * len(SECONDS_BUCKETS))
-    total: float = 0.0
-    count: int = 0
+# Plain classes, not msgspec Structs: mypyc compiles this module (setup.py); every call's first token and
+# every task's end are recorded here.
+class Histogram:
+    """Cumulative buckets as `counts` (Prometheus style), kept per bucket and summed when read: an observation
+    is one increment, not one per bucket above it."""
+
+    __slots__ = ("_per_bucket", "buckets", "count", "total")
+
+    def __init__(self, buckets: tuple[float, ...] = SECONDS_BUCKETS) -> None:
+        self.buckets = buckets
+        self._per_bucket = [0] * (len(buckets) + 1)  # the last: above every bucket (only in `count`)
+        self.total = 0.0
+        self.count = 0
+
+    @property
+    def counts(self) -> list[int]:
+        """`counts[k]`: observations <= `buckets[k]`."""
+        return list(itertools.accumulate(self._per_bucket[:-1]))
 
     def observe(self, value: float) -> None:
-        for k in range(bisect.bisect_left(self.buckets, value), len(self.buckets)):
-            self.counts[k] += 1
+        self._per_bucket[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
         self.count += 1
 
 
-class TenantRecord(msgspec.Struct):
-    ttft: Histogram = msgspec.field(default_factory=Histogram)
-    task_completion: Histogram = msgspec.field(default_factory=Histogram)
-    ttft_slo_calls: int = 0  # calls whose tenant has a TTFT target
-    ttft_slo_met: int = 0
+class TenantRecord:
+    __slots__ = ("task_completion", "ttft", "ttft_slo_calls", "ttft_slo_met")
+
+    def __init__(self) -> None:
+        self.ttft = Histogram()
+        self.task_completion = Histogram()
+        self.ttft_slo_calls = 0  # calls whose tenant has a TTFT target
+        self.ttft_slo_met = 0
 
     @property
     def ttft_slo_attainment(self) -> float | None:
@@ -61,12 +75,15 @@ class TenantLedger:
         return rec
 
     def first_token(self, tenant: str, ttft_s: float) -> None:
-        rec = self.record(tenant)
+        rec = self.records.get(tenant)
+        if rec is None:
+            rec = self.record(tenant)
         rec.ttft.observe(ttft_s)
-        target = self.config.slo(tenant).ttft_s
+        config = self.config  # config.slo(tenant), inlined: every call's first token comes here
+        target = config.slo_classes[config.tenants.get(tenant, config.default).slo_class].ttft_s
         if target is not None:
             rec.ttft_slo_calls += 1
-            rec.ttft_slo_met += ttft_s <= target
+            rec.ttft_slo_met += 1 if ttft_s <= target else 0
 
     def task_done(self, tenant: str, completion_s: float) -> None:
         self.record(tenant).task_completion.observe(completion_s)

@@ -221,19 +221,25 @@ class SchedulerCore:
         replica = self.replicas.get(flight.replica_id)
         if replica is not None:
             replica.in_flight -= 1
-        self._session_done(flight.req)
+        now = self.clock()  # one reading for the whole event (the same in the DES, whose clock stands still)
+        self._session_done(flight.req, now)
         usage = usage or Usage()
         self.predictor.call_finished(
             flight.req.session_id,
-            self.clock(),
+            now,
             usage.prompt_tokens or flight.req.prompt_tokens,
             usage.completion_tokens,
             usage.finish_reason,
             usage.tool_names,
         )
-        for plugin in self.policy.plugins:
-            plugin.on_finish(flight.req, flight.replica_id, usage)
-        if flight.retained and self.policy.release_after(flight.req, flight.replica_id, usage):
+        for on_finish in self.policy.finish_hooks:
+            on_finish(flight.req, flight.replica_id, usage)
+        retention = self.policy.retention
+        if (
+            flight.retained
+            and retention is not None
+            and retention.release_after(flight.req, flight.replica_id, usage)
+        ):
             self.releases.append((flight.req.session_id, flight.replica_id))
         decisions: list[Decision] = []
         if self.release is not None:
@@ -244,7 +250,7 @@ class SchedulerCore:
                 flight.req.session_id,
                 usage.prompt_tokens or flight.req.prompt_tokens,
                 usage.completion_tokens,
-                self.clock(),
+                now,
             )
             decisions += self._admit_waiting()
         return decisions
@@ -343,8 +349,8 @@ class SchedulerCore:
         self._single_call.pop(sid, None)
         self.predictor.forget(sid)
         self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
-        for plugin in self.policy.plugins:
-            plugin.on_session_end(sid)
+        for on_session_end in self.policy.session_end_hooks:
+            on_session_end(sid)
         if self.release is not None:
             self.release.forget(sid)
         if self.admission is not None:
@@ -402,7 +408,8 @@ class SchedulerCore:
         if wf is None or bound is None or not bound.healthy:
             return None
         spec, admission = self.policy.stealing, self.admission
-        if spec is not None:
+        # Both moves need a backlog on the bound replica (stealing.py): without one, no closure, no scan.
+        if spec is not None and (bound.waiting or bound.queued):
             footprint = max(wf.footprint, req.prompt_tokens)
             to = steal_target(
                 spec,
@@ -525,14 +532,16 @@ class SchedulerCore:
             self.admission.dispatched(req, replica_id)
         # a replica with a CPU KV tier reloads an evicted prefix over PCIe for far less than a re-prefill
         # costs, so a retention that would rather let the KV go there is not asked for one
+        retention = self.policy.retention
         ttl_s = (
             None
-            if self.replicas[replica_id].cpu_kv_tier and not self.policy.holds_with_cpu_tier
-            else self.policy.retain_ttl_s(req, replica_id)
+            if retention is None
+            or (self.replicas[replica_id].cpu_kv_tier and not retention.holds_with_cpu_tier)
+            else retention.retain_ttl_s(req, replica_id)
         )
         retain_priority = None
-        if ttl_s is not None:
-            retain_priority = self.policy.retain_priority(req, replica_id)
+        if ttl_s is not None and retention is not None:
+            retain_priority = retention.retain_priority(req, replica_id)
             self.in_flight[req.request_id].retained = True
         return Dispatch(
             req.request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
@@ -548,11 +557,13 @@ class SchedulerCore:
             return 0 if session.calls else 1
         if mode == "workflow-age":
             # a tenant whose class has a first-token target (interactive) goes before every other workflow
-            urgent = self.tenants.slo(session.tenant_id).ttft_s is not None
+            tenants = self.tenants  # tenants.slo(...), inlined: asked on every dispatch
+            spec = tenants.tenants.get(session.tenant_id, tenants.default)
+            urgent = tenants.slo_classes[spec.slo_class].ttft_s is not None
             return session.seq - _SLO_PRIORITY_LEAD if urgent else session.seq
         return None
 
-    def _session_done(self, req: RequestInfo) -> None:
+    def _session_done(self, req: RequestInfo, now: float | None = None) -> None:
         session = self.sessions.pop(req.session_id, None)
         if session is not None:
             self.sessions[req.session_id] = session  # to the end: the table stays in last-seen order
@@ -560,4 +571,4 @@ class SchedulerCore:
                 del self._single_call[req.session_id]
                 self._single_call[req.session_id] = None
             session.in_flight -= 1
-            session.last_seen = self.clock()
+            session.last_seen = self.clock() if now is None else now

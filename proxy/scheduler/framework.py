@@ -84,7 +84,11 @@ class Picker(Plugin):
     """Chooses one replica. Contract: `replicas` is non-empty; returns the id of one of them.
 
     `scores` holds the weighted sum of all scorers for each candidate (0 for all when there are no scorers).
+    A picker that returns a lone candidate without drawing or keeping any state sets `takes_lone_candidate`:
+    `route` then skips the scorers (pure, by their contract) when one candidate is left.
     """
+
+    takes_lone_candidate: ClassVar[bool] = False
 
     def pick(
         self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Mapping[ReplicaId, float]
@@ -151,13 +155,14 @@ class RoutingPolicy:
         self.plugins: list[Plugin] = [*self.filters, *(s for s, _ in self.scorers), picker, *extra]
         # The dispatch hooks some plugin implements (the core calls them on every call: no call to a no-op).
         self.dispatch_hooks = [p.on_dispatch for p in self.plugins if _overrides(p, "on_dispatch")]
+        self.finish_hooks = [p.on_finish for p in self.plugins if _overrides(p, "on_finish")]
+        self.session_end_hooks = [p.on_session_end for p in self.plugins if _overrides(p, "on_session_end")]
         self.wants_prefix_hashes = any(p.uses_prefix_hashes for p in self.plugins)
         # Workflow scheduling, set by build_policy from the spec (None / False: plain routing).
         self.admission: AdmissionSpec | None = None
         self.queue: ReleaseQueueSpec | None = None
         self.prioritize = "off"
         self.stealing: StealingSpec | None = None
-        self.holds_with_cpu_tier = retention is None or retention.holds_with_cpu_tier
         # Whether a session's bound replica always wins when it is a candidate: a max-score picker and a
         # session-affinity scorer whose weight exceeds all other weights together (scores are in [0, 1]).
         self.affinity_decides = picker.type_name == "max-score-picker" and any(
@@ -182,6 +187,8 @@ class RoutingPolicy:
             candidates = f.filter(req, candidates)
             if not candidates:
                 return None
+        if self.picker.takes_lone_candidate and len(candidates) == 1:
+            return candidates[0].replica_id  # what the picker would answer, whatever the scores
         # One list per scorer, aligned with the candidates and summed in the scorers' order (the same floats
         # as a per-replica sum); a scorer of weight 0 adds nothing and is not asked.
         totals = [0.0] * len(candidates)

@@ -49,7 +49,8 @@ def steal_target(
         return None
     best: ReplicaView | None = None
     for r in replicas:
-        if r is bound or not r.healthy or r.in_flight or r.queued or r.waiting or not has_room(r):
+        # the rarest-true conditions first (most replicas have calls in flight); has_room last: it costs most
+        if r.in_flight or r.waiting or r.queued or r is bound or not r.healthy or not has_room(r):
             continue
         if best is None or r.running < best.running:
             best = r

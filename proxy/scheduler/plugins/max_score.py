@@ -15,6 +15,7 @@ class MaxScorePicker(Picker):
     """Contract: returns a candidate whose score is maximal; among equals, a seeded random one."""
 
     type_name = "max-score-picker"
+    takes_lone_candidate = True  # one candidate is the maximum, with no tie to draw on
 
     def pick(
         self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Mapping[ReplicaId, float]

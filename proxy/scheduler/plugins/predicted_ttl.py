@@ -42,11 +42,9 @@ import random
 from typing import Literal
 
 from predictor import Predictor
-from predictor.return_model import ReturnModel
 from proxy.scheduler.framework import PluginParams, Retention
+from proxy.scheduler.ttl_answers import TtlAnswers
 from proxy.scheduler.types import ReplicaId, RequestInfo, Usage
-
-_MAX_ANSWERS = 4096
 
 
 class PredictedTtlParams(PluginParams):
@@ -82,62 +80,30 @@ class PredictedTtlRetention(Retention):
             )
         self.p = params
         self.holds_with_cpu_tier = params.cpu_tier == "hold"
-        self.predictor: Predictor | None = None
-        self._priority: tuple[str, int | None] = ("", None)  # (request id, priority) of the last TTL sized
-        # (TTL, priority) per return model: the predictor shares one model between the calls of a state
-        # until its graph has learned more, so most calls ask a model already answered (bounded: cleared).
-        self._answers: dict[ReturnModel, tuple[float | None, int | None]] = {}
+        # the arithmetic, compiled (proxy/scheduler/ttl_answers.py): the plugin only unpacks the call
+        self.answers = TtlAnswers(
+            params.ttl_quantile,
+            params.max_ttl_s,
+            params.min_return_probability,
+            params.cold_ttl_s,
+            params.long_gap_s,
+            params.priority_base_s,
+            params.priority_levels,
+            params.release_answer_gap_s,
+        )
+
+    @property
+    def predictor(self) -> Predictor | None:
+        return self.answers.predictor
 
     def bind_predictor(self, predictor: Predictor) -> None:
-        self.predictor = predictor
+        self.answers.predictor = predictor
 
     def retain_ttl_s(self, req: RequestInfo, replica_id: ReplicaId) -> float | None:
-        self._priority = (req.request_id, None)
-        got = (
-            self.predictor.return_model_after_call(req.session_id, max_gap_s=self.p.long_gap_s)
-            if self.predictor
-            else None
-        )
-        if got is None or got[1] == "prior":
-            return self.p.cold_ttl_s
-        answer = self._answers.get(got[0])
-        if answer is None:
-            if len(self._answers) >= _MAX_ANSWERS:
-                self._answers.clear()
-            answer = self._answers[got[0]] = self._answer(got[0])
-        ttl, priority = answer
-        if priority is not None:
-            self._priority = (req.request_id, priority)
-        return ttl
-
-    def _answer(self, model: ReturnModel) -> tuple[float | None, int | None]:
-        """The TTL (None: no retention) and priority (None: the call's own) for a session with `model`."""
-        p_return = model.p_return()
-        if p_return < self.p.min_return_probability:
-            return None, None
-        priority = None
-        if self.p.priority_base_s is not None:
-            next_use = model.quantile(0.5) / p_return
-            level = 1 + math.floor(math.log2(max(next_use / self.p.priority_base_s, 1.0)))
-            priority = min(level, self.p.priority_levels)
-        return min(max(model.quantile(self.p.ttl_quantile), 1e-3), self.p.max_ttl_s), priority
+        return self.answers.retain_ttl_s(req.request_id, req.session_id)
 
     def retain_priority(self, req: RequestInfo, replica_id: ReplicaId) -> int | None:
-        request_id, priority = self._priority
-        return priority if request_id == req.request_id else None
+        return self.answers.retain_priority(req.request_id)
 
     def release_after(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> bool:
-        answer_gap_s = self.p.release_answer_gap_s
-        if answer_gap_s is None or self.predictor is None:
-            return False
-        got = self.predictor.return_model(req.session_id)
-        if got is None or got[1] == "prior":  # nothing learned about where the answer left it: keep the TTL
-            return False
-        model = got[0]
-        if model.p_return() < self.p.min_return_probability:
-            return True
-        median_gap = model.quantile(0.5)
-        if self.p.long_gap_s is not None and median_gap > self.p.long_gap_s:
-            return True
-        answered = usage.finish_reason == "stop" and not usage.tool_names  # handed back, not a tool call
-        return answered and median_gap > answer_gap_s
+        return self.answers.release_after(req.session_id, usage.finish_reason, usage.tool_names)
