@@ -23,6 +23,7 @@ COMPILED list) handles as small ints, where the loop's own 64-bit arithmetic wou
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -87,9 +88,9 @@ class SentenceIds:
     def __init__(self, pieces: Sequence[tuple[int, int, int]], period: int, comma: int) -> None:
         self._pieces = list(pieces)
         # each word's three forms: opening the text, following a word, opening a later sentence
-        self._first = [piece[0] for piece in self._pieces]
-        self._inner = [piece[1] for piece in self._pieces]
-        self._opening = [piece[2] for piece in self._pieces]
+        self._first: list[object] = [piece[0] for piece in self._pieces]
+        self._inner: list[object] = [piece[1] for piece in self._pieces]
+        self._opening: list[object] = [piece[2] for piece in self._pieces]
         self._period = period
         self._comma = comma
 
@@ -106,11 +107,18 @@ class SentenceIds:
 
 
 def _assemble(
-    draws: list[int], n: int, first: list[int], inner: list[int], opening: list[int], period: int, comma: int
+    draws: list[int],
+    n: int,
+    first: list[object],
+    inner: list[object],
+    opening: list[object],
+    period: object,
+    comma: object,
 ) -> list[int]:
     """The defining loop (`reference_sentence_ids`) over pre-drawn iterations, each given as `r >> 8`:
-    all small ints, so the compiled module runs it without 64-bit (bignum) arithmetic."""
-    out: list[int] = []
+    all small ints, so the compiled module runs it without 64-bit (bignum) arithmetic. The ids are handled
+    as objects (compiled code would otherwise unbox each and box it again: a new int object per id)."""
+    out: list[object] = []
     num_words = len(first)
     sentence_start = True
     words_left = 0
@@ -132,7 +140,7 @@ def _assemble(
             out.append(inner[word])
         words_left -= 1
     del out[n:]
-    return out
+    return cast("list[int]", out)
 
 
 def reference_sentence_ids(
