@@ -31,7 +31,7 @@ import numpy.typing as npt
 _MASK = (1 << 64) - 1
 _CHUNK = 512  # iterations per table; longer plans continue from the chunk's last state
 _U64 = np.uint64
-_VECTOR_FROM = 64  # shorter plans: the loop is faster than the array operations' fixed cost
+_VECTOR_FROM = 16  # shorter plans: the loop is faster than the array operations' fixed cost
 _MULTIPLIER = _U64(0x2545F4914F6CDD1D)
 _EIGHT = _U64(8)
 
