@@ -27,6 +27,7 @@ COMPILED = [
     "simulator/engine_offload.py",
     "simulator/request_queue.py",
     "simulator/request_state.py",
+    "simulator/sentence_ids.py",
     "loadtests/des/client.py",
     "loadtests/des/cluster.py",
     "loadtests/des/event_queue.py",

@@ -169,7 +169,14 @@ class BlockPool:
                 head = candidates[:m]
                 good = self._int_cached[head] & (self._phash[head] == wanted)
                 j = m if good.all() else int(np.argmin(good))
-        rest = self.lookup(list(block_hashes[j:num_hashes])) if j < num_hashes else []
+        # the rest one at a time, stopping at the first miss (a conversation's new blocks all miss)
+        cached = self._cached
+        rest: list[int] = []
+        for k in range(j, min(num_hashes, len(block_hashes))):
+            block_id = cached.get(block_hashes[k])
+            if block_id is None:
+                break
+            rest.append(block_id)
         if not j:
             return as_block_ids(rest)
         if not rest:

@@ -157,9 +157,11 @@ class Engine(OffloadHooks):
 
     # ---- requests -------------------------------------------------------------------------------------
 
-    def add_request(self, req: EngineRequest, now: float) -> None:
+    def add_request(self, req: EngineRequest, now: float, *, own_prompt: bool = False) -> None:
         """Queue a request; raises InvalidRequestError if it can never run here (empty, too long, bad
-        parameters, duplicate id)."""
+        parameters, duplicate id). `own_prompt`: the engine keeps an `array("q")` prompt as the request's
+        token buffer, appending the sampled tokens to it, instead of copying it; the caller leaves it alone
+        until the request ends (the discrete-event clients: a conversation grows by the answer anyway)."""
         if req.request_id in self._seqs:
             raise InvalidRequestError(f"request id {req.request_id!r} is already running")
         max_len = self.profile.max_model_len
@@ -174,7 +176,7 @@ class Engine(OffloadHooks):
             except ValueError as e:
                 raise InvalidRequestError(f"saga_retain_ttl_s: {e}") from None
         plan, finish_reason = output_plan(req, max_model_len=max_len, tokenizer=self.tokenizer)
-        seq = RequestState(req, now, self._seq_no, plan, finish_reason)
+        seq = RequestState(req, now, self._seq_no, plan, finish_reason, own_prompt=own_prompt)
         self._seq_no += 1
         self._seqs[req.request_id] = seq
         if req.session_id:

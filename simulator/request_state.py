@@ -109,14 +109,28 @@ class RequestState:
     )
 
     def __init__(
-        self, req: EngineRequest, now: float, seq_no: int, plan: list[int], finish_reason: str
+        self,
+        req: EngineRequest,
+        now: float,
+        seq_no: int,
+        plan: list[int],
+        finish_reason: str,
+        *,
+        own_prompt: bool = False,
     ) -> None:
         self.request_id = req.request_id
         prompt = req.prompt_token_ids
-        # prompt, then outputs as they are sampled; a 64-bit array prompt is copied as one buffer
-        self.tokens: list[int] | array[int] = (
-            array("q", prompt) if isinstance(prompt, array) and prompt.typecode == "q" else list(prompt)
-        )
+        # prompt, then outputs as they are sampled; a 64-bit array prompt is kept as it is (`own_prompt`,
+        # Engine.add_request) or copied as one buffer, by `extend`, which leaves room (~1/16 more) so the
+        # outputs append without copying the prompt again
+        self.tokens: list[int] | array[int]
+        if own_prompt and isinstance(prompt, array) and prompt.typecode == "q":
+            self.tokens = prompt
+        elif isinstance(prompt, array) and prompt.typecode == "q":
+            self.tokens = array("q")
+            self.tokens.extend(prompt)
+        else:
+            self.tokens = list(prompt)
         self.num_prompt = len(self.tokens)
         # tokens to sample; as a buffer beside a buffer prompt, so a decode run appends a stretch as one copy
         self.plan: list[int] | array[int] = array("q", plan) if isinstance(self.tokens, array) else plan

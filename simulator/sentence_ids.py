@@ -14,14 +14,16 @@ tests compare against):
 
 Why vectorised: a request's whole output is planned when it arrives, and the loop costs ~1 us a token
 (millions of tokens in a discrete-event run). The state is linear over GF(2), so the state after k
-iterations is the XOR, over the seed state's set bits j, of a precomputed table `A^k e_j`; the draws, the
-words and the commas are then numpy array operations, and only the sentence boundaries (one per ~11 words)
-are found in a Python loop.
+iterations is the XOR, over the seed state's set bits j, of a precomputed table `A^k e_j`, and the draws
+are one array multiplication. The words, commas and periods are then placed by the defining loop over the
+draws shifted right by 8 bits (`_assemble`): 56-bit values, which compiled code (this module is in setup.py's
+COMPILED list) handles as small ints, where the loop's own 64-bit arithmetic would be bignum operations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +31,9 @@ import numpy.typing as npt
 _MASK = (1 << 64) - 1
 _CHUNK = 512  # iterations per table; longer plans continue from the chunk's last state
 _U64 = np.uint64
-_VECTOR_FROM = 64  # shorter plans: the loop is faster than the array operations' fixed cost
+_VECTOR_FROM = 16  # shorter plans: the loop is faster than the array operations' fixed cost
+_MULTIPLIER = _U64(0x2545F4914F6CDD1D)
+_EIGHT = _U64(8)
 
 
 def _advance(state: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -79,11 +83,14 @@ def _states(seed_state: int, n: int) -> npt.NDArray[np.uint64]:
 class SentenceIds:
     """The text over one vocabulary of words: `pieces` (ids of each word's three forms), `period`, `comma`."""
 
-    __slots__ = ("_comma", "_forms", "_period", "_pieces")
+    __slots__ = ("_comma", "_first", "_inner", "_opening", "_period", "_pieces")
 
     def __init__(self, pieces: Sequence[tuple[int, int, int]], period: int, comma: int) -> None:
         self._pieces = list(pieces)
-        self._forms = np.asarray(self._pieces, dtype=np.int64).reshape(len(self._pieces), 3)
+        # each word's three forms: opening the text, following a word, opening a later sentence
+        self._first: list[object] = [piece[0] for piece in self._pieces]
+        self._inner: list[object] = [piece[1] for piece in self._pieces]
+        self._opening: list[object] = [piece[2] for piece in self._pieces]
         self._period = period
         self._comma = comma
 
@@ -93,35 +100,47 @@ class SentenceIds:
             return reference_sentence_ids(seed, n, self._pieces, self._period, self._comma)
         # each iteration writes at least one id, so n iterations are enough
         state0 = (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E5F) & _MASK
-        r = _states(state0, n) * _U64(0x2545F4914F6CDD1D)
-        sentence_words = (_U64(5) + (r >> _U64(40)) % _U64(12)).astype(np.int64)
-        forms = self._forms[((r >> _U64(8)) % _U64(len(self._forms))).astype(np.int64)]
-        comma_drawn = (r >> _U64(32)) & _U64(15) == 0
-        # sentence k opens at iteration starts[k], has W words, and its period is at starts[k] + W
-        words_of = sentence_words.tolist()
-        starts = []
-        k = 0
-        while k < n:
-            starts.append(k)
-            k += words_of[k] + 1
-        first = np.array(starts, dtype=np.int64)
-        words_in = sentence_words[first]
-        spans = words_in + 1  # iterations of each sentence: its words and its period
-        start_of = np.repeat(first, spans)[:n]
-        words = np.repeat(words_in, spans)[:n]
-        i = np.arange(n, dtype=np.int64) - start_of  # place in its sentence: 0 opens it, `words` the period
-        ids = forms[:, 1].copy()
-        ids[starts] = forms[starts, 2]
-        ids[0] = forms[0, 0]
-        ids[i == words] = self._period
-        with_comma = (i > 0) & (i < words) & (words - i > 3) & comma_drawn
-        out = np.empty((n, 2), dtype=np.int64)
-        out[:, 0] = np.where(with_comma, self._comma, ids)
-        out[:, 1] = ids
-        keep = np.ones((n, 2), dtype=bool)
-        keep[:, 1] = with_comma
-        result: list[int] = out[keep][:n].tolist()
-        return result
+        r = _states(state0, n)
+        r *= _MULTIPLIER
+        r >>= _EIGHT  # the draws' low byte is never read: 56-bit values stay small ints in compiled code
+        return _assemble(r.tolist(), n, self._first, self._inner, self._opening, self._period, self._comma)
+
+
+def _assemble(
+    draws: list[int],
+    n: int,
+    first: list[object],
+    inner: list[object],
+    opening: list[object],
+    period: object,
+    comma: object,
+) -> list[int]:
+    """The defining loop (`reference_sentence_ids`) over pre-drawn iterations, each given as `r >> 8`:
+    all small ints, so the compiled module runs it without 64-bit (bignum) arithmetic. The ids are handled
+    as objects (compiled code would otherwise unbox each and box it again: a new int object per id)."""
+    out: list[object] = []
+    num_words = len(first)
+    sentence_start = True
+    words_left = 0
+    for draw in draws:
+        if len(out) >= n:
+            break
+        if words_left == 0 and not sentence_start:
+            out.append(period)
+            sentence_start = True
+            continue
+        word = draw % num_words
+        if sentence_start:
+            words_left = 5 + (draw >> 32) % 12
+            out.append(opening[word] if out else first[word])
+            sentence_start = False
+        else:
+            if words_left > 3 and (draw >> 24) & 15 == 0:
+                out.append(comma)
+            out.append(inner[word])
+        words_left -= 1
+    del out[n:]
+    return cast("list[int]", out)
 
 
 def reference_sentence_ids(

@@ -63,10 +63,19 @@ class Conversation:
         self._hash_full_blocks()
         self.checksum = prompt_checksum(tokens)  # of `tokens`, kept up to date as it grows
 
-    def extend(self, new_tokens: Sequence[int], known_hashes: Sequence[BlockHash] | None = None) -> None:
+    def extend(
+        self,
+        new_tokens: Sequence[int],
+        known_hashes: Sequence[BlockHash] | None = None,
+        *,
+        appended: bool = False,
+    ) -> None:
         """Append `new_tokens`; `known_hashes`: the chain an engine hashed over these same tokens (the prompt
-        it was given, then its output), whose blocks beyond ours are taken instead of hashed again."""
-        self.tokens.extend(new_tokens)
+        it was given, then its output), whose blocks beyond ours are taken instead of hashed again.
+        `appended`: the tokens are in `tokens` already (an engine that owned the prompt appended its
+        output), only the hashes and the checksum catch up."""
+        if not appended:
+            self.tokens.extend(new_tokens)
         hashes = self.block_hashes
         if known_hashes is not None and len(known_hashes) > len(hashes):
             end = min(len(known_hashes), len(self.tokens) // self._block_size)
@@ -145,7 +154,9 @@ class PendingCall:
     ) -> None:
         self.run = run
         self.info = info
-        self.prompt = prompt  # the conversation's own lists: it does not change while the call is out
+        # the conversation's own buffers: it does not change while the call is out, but for the answer's
+        # tokens, which the engine that owns the prompt appends (Engine.add_request's `own_prompt`)
+        self.prompt = prompt
         self.prompt_hashes = prompt_hashes
         self.checksum = checksum
         self.max_tokens = run.task.steps[len(run.record.calls)].output_tokens
@@ -216,16 +227,18 @@ class AgentRun:
         self.record.calls.append(rec)
         step = self.task.steps[rec.step]
         more = len(self.record.calls) < len(self.task.steps)
+        conv = self.conversation
         if more:
             observation = random_token_ids(self.rng, step.observation_tokens)
             if self.task.replace_history:
-                self.conversation.truncate(self.task.system_tokens)
-            else:
-                self.conversation.extend(call.output, last.block_hashes)  # the engine's chain: same tokens
+                conv.truncate(self.task.system_tokens)
+            else:  # the engine appended the output to the prompt it owned, and hashed the same chain
+                conv.extend(call.output, last.block_hashes, appended=True)
                 if step.compact_to_tokens is not None:  # the next prompt restarts from the context's start
-                    self.conversation.truncate(step.compact_to_tokens)
-            self.conversation.extend(observation)
+                    conv.truncate(step.compact_to_tokens)
+            conv.extend(observation)
         else:
+            del conv.tokens[len(conv.tokens) - len(call.output) :]  # the last answer ends the conversation
             self.record.finished_s = now + step.tool_time_s
         return now + step.tool_time_s, more
 

@@ -198,10 +198,11 @@ class Cluster:
             retain_priority=decision.retain_priority,
         )
         call.replica_id = replica.replica_id
-        call.prompt, call.prompt_hashes = array("q"), array("q")  # the engine copied them
+        call.prompt, call.prompt_hashes = array("q"), array("q")  # the engine owns or copied them
         now = self.queue.now
         try:
-            replica.engine.add_request(request, now)
+            # the engine appends the answer to the conversation's own buffer (AgentRun.call_finished)
+            replica.engine.add_request(request, now, own_prompt=True)
         except InvalidRequestError as e:
             self._apply(self.core.request_finished(info.request_id))
             self._fail(call, f"invalid request: {e}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from array import array
 
 import msgspec
 import pytest
@@ -150,6 +151,46 @@ def test_an_engines_last_output_carries_the_hash_chain_of_prompt_and_output() ->
     tokens = list(prompt) + [t for o in outputs for t in o.new_token_ids]
     # every full block of what was computed (the last sampled token is not): 139 tokens, 8 blocks
     assert list(last.block_hashes) == chain(tokens, 16)[: (len(tokens) - 1) // 16]
+
+
+def _run_alone(engine: Engine, request: EngineRequest, own_prompt: bool) -> list[RequestOutput]:
+    engine.add_request(request, 0.0, own_prompt=own_prompt)
+    outputs: list[RequestOutput] = []
+    now = 0.0
+    while engine.has_unfinished():
+        result = engine.step(now)
+        outputs += result.outputs
+        now = result.end
+    return outputs
+
+
+def test_an_engine_that_owns_the_prompt_appends_its_answer_there_and_answers_the_same() -> None:
+    prompt = random_token_ids(random.Random(4), 300)
+    answers = []
+    for own_prompt in (False, True):
+        given = array("q", prompt)
+        engine = Engine(PROFILES["llama3-8b-h100"], hash_algo="builtin")
+        request = EngineRequest(request_id="r", prompt_token_ids=given, max_tokens=70, ignore_eos=True)
+        outputs = _run_alone(engine, request, own_prompt)
+        output = [t for o in outputs for t in o.new_token_ids]
+        answers.append((output, list(outputs[-1].block_hashes or ())))
+        # a copying engine leaves the caller's buffer alone; an owning one leaves prompt + answer in it
+        assert list(given) == list(prompt) + (output if own_prompt else [])
+    assert answers[0] == answers[1] and len(answers[0][0]) == 70
+    # the conversation whose buffer the engine owned catches up as one that appends the answer itself
+    rng = random.Random(5)
+    appended, extended = (Conversation(array("q", prompt), (), block_size=16) for _ in range(2))
+    output, known = answers[0]
+    appended.tokens.extend(output)  # what the owning engine did
+    appended.extend(output, known, appended=True)
+    extended.extend(output, known)
+    assert appended.tokens == extended.tokens and appended.checksum == extended.checksum
+    assert list(appended.block_hashes) == list(extended.block_hashes) == chain(extended.tokens, 16)
+    observation = random_token_ids(rng, 500)
+    appended.extend(observation)
+    extended.extend(observation)
+    assert appended.checksum == extended.checksum
+    assert list(appended.block_hashes) == chain(extended.tokens, 16)
 
 
 def test_tasks_of_one_agent_type_share_the_system_prompt_tokens_and_nothing_else() -> None:

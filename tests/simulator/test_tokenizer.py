@@ -103,7 +103,7 @@ def test_tool_calls_are_rendered() -> None:
     assert "run_tests" in text and '{"path": "a"}' in text and not text.endswith("assistant\n")
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 17, 63, 64, 65, 300, 1023, 1024, 1025, 2049, 4500])
+@pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 63, 64, 65, 300, 1023, 1024, 1025, 2049, 4500])
 def test_generated_ids_equal_the_defining_one_word_at_a_time_loop(n: int) -> None:
     # generate_ids draws a whole plan with array operations (simulator.sentence_ids); every id, comma and
     # period must be where the defining loop puts it, across the jump table's chunk boundaries too
