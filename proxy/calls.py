@@ -279,6 +279,7 @@ class _Call:
                 config.stream_idle_timeout_s,
                 collect_answer=self.who.prompt_chain is not None,
                 strip_usage=self.add_usage,
+                max_answer_bytes=config.max_answer_bytes,
             )
         except BaseException:
             self._finish(cancelled=False)
@@ -326,6 +327,7 @@ class _Call:
             self.config.stream_idle_timeout_s,
             collect_answer=self.who.prompt_chain is not None,
             strip_usage=self.add_usage,
+            max_answer_bytes=self.config.max_answer_bytes,
         )
         self._relayed(dispatch, outcome)
 
@@ -548,6 +550,15 @@ class _Call:
                 replica,
                 self.info.request_id,
                 outcome.upstream_error,
+                extra=self._log_context(replica),
+            )
+        elif outcome.too_large:  # the replica answered; the proxy would not hold that much
+            metrics.errors.labels("upstream_answer_too_large").inc()
+            log.warning(
+                "replica %s answered %s with more than max_answer_bytes (%d): answered 502 instead",
+                replica,
+                self.info.request_id,
+                self.config.max_answer_bytes,
                 extra=self._log_context(replica),
             )
         elif outcome.status < 500:

@@ -28,7 +28,7 @@ from proxy.errors import ProxyError, error_body, sse_error_event
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
 from proxy.sse_scan import StreamScanner, parse_usage, read_answer, response_id_of
-from proxy.upstream_pool import BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
+from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
 _NOT_FORWARDED = frozenset(
@@ -79,6 +79,7 @@ class Relayed(msgspec.Struct):
     first_byte: bool = False  # some of the answer reached the client
     answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
     response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
+    too_large: bool = False  # a whole answer over `max_answer_bytes`: dropped, the client got a 502
 
 
 class Downstream(Protocol):
@@ -126,6 +127,15 @@ class Answers(Protocol):
 def answer_error(downstream: Answers, err: ProxyError) -> None:
     body = error_body(err.status, err.message, param=err.param, code=err.code)
     downstream.answer(err.status, {**err.headers, "Content-Type": "application/json"}, body)
+
+
+def too_large_error(max_answer_bytes: int) -> ProxyError:
+    return ProxyError(
+        502,
+        f"the replica's answer is larger than the proxy's limit of {max_answer_bytes} bytes "
+        "(max_answer_bytes)",
+        code="upstream_answer_too_large",
+    )
 
 
 def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
@@ -187,16 +197,20 @@ async def relay(
     idle_timeout_s: float,
     collect_answer: bool = False,
     strip_usage: bool = False,
+    max_answer_bytes: int | None = None,
 ) -> Relayed:
     """Relays the replica's answer to the client; returns what happened.
 
     With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced; with
-    `strip_usage`, a stream's usage-only event is read but not forwarded."""
+    `strip_usage`, a stream's usage-only event is read but not forwarded. A whole answer over
+    `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`)."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
         if upstream.content_type != "text/event-stream":
-            await _relay_whole(downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome)
+            await _relay_whole(
+                downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome, max_answer_bytes
+            )
         else:
             scanner = StreamScanner(collect_answer)
             await _relay_stream(
@@ -214,9 +228,14 @@ async def _relay_whole(
     on_first_byte: Callable[[], None],
     idle_timeout_s: float,
     outcome: Relayed,
+    max_answer_bytes: int | None,
 ) -> None:
     try:
-        body = await upstream.read(idle_timeout_s=idle_timeout_s)
+        body = await upstream.read(idle_timeout_s=idle_timeout_s, max_bytes=max_answer_bytes)
+    except AnswerTooLarge:
+        outcome.too_large = True
+        answer_error(downstream, too_large_error(max_answer_bytes or 0))
+        return
     except (BodyFailed, TimeoutError) as e:
         outcome.upstream_error = repr(e)
         answer_error(downstream, ProxyError(502, "the replica failed while answering", code="upstream_error"))

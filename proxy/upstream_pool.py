@@ -14,15 +14,17 @@ Contract:
   late, `chunks(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
 - `UpstreamAnswer.chunks()` yields body chunks (chunked encoding already decoded) and raises `BodyFailed` if
   the connection ends before the answer does; `ready()` and `more()` are the same without an async
-  generator (what arrived so far in one buffer, and a wait for more); `read(limit)` collects the body.
+  generator (what arrived so far in one buffer, and a wait for more); `read(limit)` collects the body
+  (`read(max_bytes=...)` raises `AnswerTooLarge` once it grows past that, without reading the rest).
   `release()` returns a finished, keep-alive connection to the pool and closes any other; `close()` always
   closes (which makes a vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not
   reused (uvicorn, which serves vLLM, closes idle keep-alive connections after 5 s).
 - `send_pooled(url, body, headers)` is the callback-driven form (proxy/inline_relay.py): it writes the request
   on an idle pooled connection and returns it, or None (nothing sent) when none is idle. The caller sets the
   connection's `listener`, whose `progress()` is called after every read and when the connection ends; it
-  reads the connection's state (`headed`, `status`, `chunks`, `complete`, `broken`) and hands the connection
-  back with `give_back` (pooled if the answer ended cleanly, else closed) or on to an `UpstreamAnswer`.
+  reads the connection's state (`headed`, `status`, `chunks`, `body_size`, `complete`, `broken`) and hands
+  the connection back with `give_back` (pooled if the answer ended cleanly, else closed) or on to an
+  `UpstreamAnswer`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class BodyFailed(Exception):
     """The connection ended or broke before the answer's body was complete."""
 
 
+class AnswerTooLarge(Exception):
+    """The answer's body grew past the reader's limit (`read(max_bytes=...)`): the rest was not read."""
+
+
 class Listener(Protocol):
     def progress(self) -> None: ...
 
@@ -64,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []
         self.content_type = ""
         self.chunks: list[bytes] = []
+        self.body_size = 0  # the answer's body bytes so far (a whole answer's limit)
         self.waiter: asyncio.Future[None] | None = None
         self.complete = False
         self.keep_alive = False
@@ -128,6 +135,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
+        self.body_size += len(body)
         if self.waiter is not None:  # a coroutine reader waits (a listener reads after the parser returns)
             self._wake()
 
@@ -161,6 +169,7 @@ class _Connection(asyncio.Protocol):
         self.headers_ready = self.loop.create_future() if awaited else None
         self.listener, self.headed = None, False
         self.status, self.headers, self.chunks, self.content_type = 0, [], [], ""
+        self.body_size = 0
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
         self.until_close = False
 
@@ -233,8 +242,14 @@ class UpstreamAnswer:
         if conn.broken is not None:
             raise BodyFailed(repr(conn.broken))
 
-    async def read(self, limit: int | None = None, idle_timeout_s: float | None = None) -> bytes:
+    async def read(
+        self, limit: int | None = None, idle_timeout_s: float | None = None, max_bytes: int | None = None
+    ) -> bytes:
+        """The body, cut to its first `limit` bytes; raises AnswerTooLarge (reading no more) once it is
+        over `max_bytes`."""
         conn = self._conn
+        if max_bytes is not None and conn.body_size > max_bytes:
+            raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
         if conn.complete:  # the whole body came with the head (a short answer): no need to wait or iterate
             pending, conn.chunks = conn.chunks, []
             body = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -246,6 +261,8 @@ class UpstreamAnswer:
             size += len(chunk)
             if limit is not None and size >= limit:
                 break
+            if max_bytes is not None and size > max_bytes:
+                raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
         body = b"".join(parts)
         return body if limit is None else body[:limit]
 
