@@ -1,6 +1,6 @@
 """A call's upstream answer relayed from the connections' callbacks: no task or coroutine on the common path.
 
-The coroutine path (proxy/calls.py `_Call.run`, proxy/forward.py `relay`) costs a task per request, a future
+The coroutine path (proxy/call.py `Call.run`, proxy/forward.py `relay`) costs a task per request, a future
 per wait and a coroutine per step. This relay is driven by the upstream connection's `progress()` (called
 after each read and when the connection ends, proxy/upstream_pool.py) and by the client connection
 (`writable`, `client_gone`); it does what `forward.relay` does, in the same order, and reports the same
@@ -65,7 +65,7 @@ class InlineDownstream(Protocol):
 
 
 class InlineCall(Protocol):
-    """The call's side (proxy/calls.py): its decisions and its single finish report."""
+    """The call's side (proxy/call.py `Call`): its decisions and its single finish report."""
 
     def takes_over(self, status: int) -> bool: ...
 
