@@ -23,9 +23,9 @@ from aiohttp import web
 
 from proxy import call_attempts, forward
 from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, RELEASER, TENANT_SOURCES
+from proxy.data_structs import Identity
 from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
-from proxy.identity import Identity
 from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
 from proxy.sessions import SESSION_END_HEADER, end_session, wants_end

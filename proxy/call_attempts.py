@@ -66,11 +66,11 @@ async def attempts(
             except forward.UpstreamUnreachable as e:
                 decision = await failed(call, replica, f"unreachable ({e})", "upstream_unreachable")
                 continue
-            except forward.UpstreamTimeout as e:
-                note_failure(call, replica, str(e), "upstream_timeout")
+            except forward.UpstreamTimeout as late:  # one name per exception type: mypyc types it once
+                note_failure(call, replica, str(late), "upstream_timeout")
                 raise ProxyError(
-                    504, f"the replica did not answer in time: {e}", code="upstream_timeout"
-                ) from e
+                    504, f"the replica did not answer in time: {late}", code="upstream_timeout"
+                ) from late
         answered = upstream
         upstream = None
         if answered.status >= 500 and call.failures < config.max_retries:

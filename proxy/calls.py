@@ -24,8 +24,9 @@ from proxy import forward
 from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CONFIG, TENANT_SOURCES
+from proxy.data_structs import CallFields
 from proxy.errors import ProxyError
-from proxy.identity import CallFields, IdentityError, decode_call, identify
+from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.scheduler import RequestInfo
@@ -50,8 +51,8 @@ def parse_call(body: bytes) -> CallFields:
         return decode_call(body)
     except msgspec.ValidationError as e:
         raise _bad_request(f"invalid request body: {e}") from e
-    except msgspec.DecodeError as e:
-        raise _bad_request(f"request body is not valid JSON: {e}") from e
+    except msgspec.DecodeError as bad:  # one name per exception type: mypyc types it once
+        raise _bad_request(f"request body is not valid JSON: {bad}") from bad
 
 
 async def proxy_call(request: web.Request) -> web.StreamResponse:

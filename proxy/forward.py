@@ -20,13 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-import msgspec
 from aiohttp import web
 
 from proxy.config import ProxyConfig
+from proxy.data_structs import Relayed
 from proxy.errors import ProxyError, error_body, sse_error_event
-from proxy.scheduler.types import Usage
-from proxy.session_chain import Answer
 from proxy.sse_scan import StreamScanner, parse_usage, read_answer, response_id_of
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
@@ -67,19 +65,6 @@ class UpstreamUnreachable(Exception):
 
 class UpstreamTimeout(Exception):
     """The replica took the call but sent no status line within the first-byte timeout."""
-
-
-class Relayed(msgspec.Struct):
-    """What a relay did: the answer's status and what it reported, and how it ended."""
-
-    status: int
-    usage: Usage | None = None
-    upstream_error: str | None = None  # the replica failed or stalled mid-answer
-    client_gone: bool = False  # the client hung up before the answer ended
-    first_byte: bool = False  # some of the answer reached the client
-    answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
-    response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
-    too_large: bool = False  # a whole answer over `max_answer_bytes`: dropped, the client got a 502
 
 
 class Downstream(Protocol):
@@ -185,8 +170,8 @@ async def open_upstream(
         return await pool.request(url, body, headers, connect_timeout_s, "POST", first_byte_timeout_s)
     except ConnectFailed as e:
         raise UpstreamUnreachable(str(e)) from e
-    except TimeoutError as e:
-        raise UpstreamTimeout(f"no answer within {first_byte_timeout_s:g} s") from e
+    except TimeoutError as late:  # one name per exception type: mypyc types it once
+        raise UpstreamTimeout(f"no answer within {first_byte_timeout_s:g} s") from late
 
 
 async def relay(

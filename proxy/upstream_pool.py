@@ -11,10 +11,10 @@ Contract:
   byte) is replaced by a fresh one once, transparently.
 - Timeouts are timers on the connection's futures, not `asyncio.timeout` around the caller (a third of the
   cost): `first_byte_timeout_s` raises TimeoutError (and closes the connection) when the status line is
-  late, `chunks(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
-- `UpstreamAnswer.chunks()` yields body chunks (chunked encoding already decoded) and raises `BodyFailed` if
-  the connection ends before the answer does; `ready()` and `more()` are the same without an async
-  generator (what arrived so far in one buffer, and a wait for more); `read(limit)` collects the body
+  late, `more(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
+- `UpstreamAnswer.ready()` is the body bytes that arrived so far (chunked encoding already decoded) in one
+  buffer, `more()` a wait for more that raises `BodyFailed` if the connection ends before the answer does;
+  `read(limit)` collects the body
   (`read(max_bytes=...)` raises `AnswerTooLarge` once it grows past that, without reading the rest).
   `release()` returns a finished, keep-alive connection to the pool and closes any other; `close()` always
   closes (which makes a vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not
@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
@@ -205,21 +205,6 @@ class UpstreamAnswer:
         self.content_type = conn.content_type  # media type only, lowercased
         self._done = False
 
-    async def chunks(self, idle_timeout_s: float | None = None) -> AsyncIterator[bytes]:
-        """Raises TimeoutError when no byte came for `idle_timeout_s` (a timer only while waiting)."""
-        conn = self._conn
-        while True:
-            if conn.chunks:
-                pending, conn.chunks = conn.chunks, []
-                for chunk in pending:
-                    yield chunk
-                continue
-            if conn.complete:
-                return
-            if conn.broken is not None:
-                raise BodyFailed(repr(conn.broken))
-            await _next_data(conn, idle_timeout_s)
-
     def ready(self) -> bytes:
         """The body bytes that arrived and were not taken yet, as one buffer (b"" when none did): a relay
         that fell behind forwards what piled up in one write."""
@@ -256,7 +241,13 @@ class UpstreamAnswer:
             return body if limit is None else body[:limit]
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.chunks(idle_timeout_s):
+        while True:
+            chunk = self.ready()
+            if not chunk:
+                if conn.complete:
+                    break
+                await self.more(idle_timeout_s)
+                continue
             parts.append(chunk)
             size += len(chunk)
             if limit is not None and size >= limit:
@@ -398,35 +389,41 @@ class UpstreamPool:
     ) -> UpstreamAnswer:
         """Raises TimeoutError when the status line took longer than `first_byte_timeout_s` after sending."""
         key, payload = self._payload(method, url, body, headers)
-        host = key[0]
         conn = self._take(key)
         reused = conn is not None
         while True:
             if conn is None:
                 conn = await self._connect(key, connect_timeout_s)
-            assert conn.transport is not None
-            conn.transport.write(payload)
-            timer = None
-            if first_byte_timeout_s is not None:
-                timer = conn.loop.call_later(first_byte_timeout_s, conn.time_out)
-            assert conn.headers_ready is not None
-            try:
-                await conn.headers_ready
-            except ConnectionResetError as e:
-                if reused and not conn.got_bytes:  # a stale pooled connection: once more on a fresh one
-                    conn, reused = None, False
-                    continue
-                raise ConnectFailed(f"{host}:{key[1]} closed before answering: {e}") from e
-            except BaseException:
-                if conn.transport is not None:  # cancelled or timed out: abandon the call upstream
-                    conn.transport.close()
-                # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
-                conn.headers_ready.add_done_callback(_consume)  # type: ignore[union-attr]
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            return UpstreamAnswer(self, key, conn)
+            if await self._headed(conn, key, payload, reused, first_byte_timeout_s):
+                return UpstreamAnswer(self, key, conn)
+            conn, reused = None, False  # a stale pooled connection: once more on a fresh one
+
+    async def _headed(
+        self, conn: _Connection, key: Key, payload: bytes, reused: bool, first_byte_timeout_s: float | None
+    ) -> bool:
+        """Sends `payload` on `conn` and waits for the answer's head; False when `conn`, pooled (`reused`),
+        turned out stale (closed before any answer byte)."""
+        assert conn.transport is not None and conn.headers_ready is not None
+        conn.transport.write(payload)
+        timer = None
+        if first_byte_timeout_s is not None:
+            timer = conn.loop.call_later(first_byte_timeout_s, conn.time_out)
+        try:
+            await conn.headers_ready
+        except ConnectionResetError as e:
+            if reused and not conn.got_bytes:
+                return False
+            raise ConnectFailed(f"{key[0]}:{key[1]} closed before answering: {e}") from e
+        except BaseException:
+            if conn.transport is not None:  # cancelled or timed out: abandon the call upstream
+                conn.transport.close()
+            # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
+            conn.headers_ready.add_done_callback(_consume)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return True
 
     def close(self) -> None:
         self._closed = True
