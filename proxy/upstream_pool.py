@@ -197,6 +197,12 @@ async def _next_data(conn: _Connection, idle_timeout_s: float | None) -> None:
             timer.cancel()
 
 
+def _cut(body: bytes, limit: int | None) -> bytes:
+    if limit is None or len(body) <= limit:
+        return body
+    return body[:limit]
+
+
 class UpstreamAnswer:
     def __init__(self, pool: UpstreamPool, key: tuple[str, int, bool], conn: _Connection) -> None:
         self._pool, self._key, self._conn = pool, key, conn
@@ -238,24 +244,22 @@ class UpstreamAnswer:
         if conn.complete:  # the whole body came with the head (a short answer): no need to wait or iterate
             pending, conn.chunks = conn.chunks, []
             body = pending[0] if len(pending) == 1 else b"".join(pending)
-            return body if limit is None else body[:limit]
+            return _cut(body, limit)
         parts: list[bytes] = []
         size = 0
-        while True:
+        while True:  # returns from inside: after a `while True` mypy (so mypyc) mistypes `limit` as int
             chunk = self.ready()
             if not chunk:
                 if conn.complete:
-                    break
+                    return b"".join(parts)
                 await self.more(idle_timeout_s)
                 continue
             parts.append(chunk)
             size += len(chunk)
             if limit is not None and size >= limit:
-                break
+                return b"".join(parts)[:limit]
             if max_bytes is not None and size > max_bytes:
                 raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
-        body = b"".join(parts)
-        return body if limit is None else body[:limit]
 
     @property
     def at_eof(self) -> bool:
