@@ -17,8 +17,8 @@ Failure contract:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol, cast
 
 from aiohttp import web
 
@@ -133,11 +133,13 @@ def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
 
 
 def forwarded_headers(
-    headers: Mapping[str, str] | Iterable[tuple[str, str]], extra: Mapping[str, str]
+    headers: Mapping[str, str] | list[tuple[str, str]], extra: Mapping[str, str]
 ) -> dict[str, str]:
     """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
-    client's spelling) replaced, so each is sent once."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    client's spelling) replaced, so each is sent once. `headers`: a mapping, or the parsed (name, value)
+    pairs of proxy/upstream_pool.py and proxy/fast_server.py."""
+    # A list is told apart exactly; `isinstance(x, Mapping)` is an ABC check, ~0.7 µs twice a call.
+    pairs = headers if type(headers) is list else cast(Mapping[str, str], headers).items()
     dropped = _dropped_with(tuple(extra)) if extra else _NOT_FORWARDED
     out = {k: v for k, v in pairs if k.lower() not in dropped}
     out.update(extra)
