@@ -44,6 +44,17 @@ COMPILED = [
     "predictor/return_model.py",
     "predictor/session_scale.py",
     "predictor/sketch.py",
+    # The proxy's data path (docs/results/overhead.md, h-fast6; measured with loadtests/bench/call_cost.py).
+    "proxy/call.py",
+    "proxy/call_attempts.py",
+    "proxy/calls.py",
+    "proxy/fast_server.py",
+    "proxy/forward.py",
+    "proxy/identity.py",
+    "proxy/inline_relay.py",
+    "proxy/session_chain.py",
+    "proxy/sse_scan.py",
+    "proxy/upstream_pool.py",
 ]
 
 MANIFEST = "saga_native/compiled.json"

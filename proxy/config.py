@@ -57,6 +57,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Sent as Retry-After (seconds, rounded up to at least 1) with 429 and 503 refusals.
     retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
+    # A replica's whole (non-streaming) answer is held in memory before it is sent on: above this, the
+    # call is answered 502 instead (streams are relayed as they come and are not bounded by it).
+    max_answer_bytes: int = 64 * 1024 * 1024
     session_idle_ttl_s: float = 3600.0
     # A session whose id was inferred (the client sent none) and that made one call is forgotten sooner.
     single_call_session_ttl_s: float = 120.0
@@ -123,6 +126,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "healthy_after",
             "breaker_failures",
             "max_body_bytes",
+            "max_answer_bytes",
             "max_sessions",
             "priority_reprobe_s",
         )

@@ -79,3 +79,4 @@ CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chain
 POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
 RELEASER = web.AppKey("releaser", RetentionReleaser)  # retentions the policy gives up before their TTL
 MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves
+TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased

@@ -234,8 +234,8 @@ class _ClientConnection(asyncio.Protocol):
                 length = next((v for k, v in request.headers if k.lower() == "content-length"), "")
                 if not request.body and length.strip().isdigit():
                     request.body = data[int(e.args[0]) :][: int(length)]
-        except httptools.HttpParserError as e:
-            self._refuse(400, f"malformed HTTP request ({type(e).__name__})")
+        except httptools.HttpParserError as bad:  # one name per exception type: mypyc types it once
+            self._refuse(400, f"malformed HTTP request ({type(bad).__name__})")
         if self.queue and not self._busy():
             self._serve_next()
 

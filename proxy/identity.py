@@ -26,8 +26,10 @@ from typing import Any
 
 import msgspec
 
+from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
+from proxy.data_structs import ChatMessage, Identity
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
-from proxy.session_chain import ChatMessage, PrefixChains, chain_of, decode_messages
+from proxy.session_chain import PrefixChains, chain_of, decode_messages
 
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
@@ -57,37 +59,6 @@ def check_id(param: str, value: str) -> str:
             "no leading or trailing space)",
         )
     return value
-
-
-class StreamOptions(msgspec.Struct):
-    include_usage: bool | None = None
-
-
-class CallFields(msgspec.Struct):
-    """The only body fields the proxy decodes; the original bytes are forwarded unchanged."""
-
-    model: str = ""
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    session_id: str | None = None
-    prompt_cache_key: str | None = None
-    vllm_xargs: dict[str, Any] | None = None
-    messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
-    prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at
-    input: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses
-    previous_response_id: str | None = None  # /v1/responses: continues that response's session
-    tools: msgspec.Raw = msgspec.Raw(b"")  # only hashed, to name the agent type without X-Agent-Type
-    instructions: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses' system prompt; likewise
-
-
-class Identity(msgspec.Struct, frozen=True):
-    session_id: str
-    tenant_id: str
-    agent_type: str
-    session_inferred: bool
-    # The chain hash of the call's whole conversation, when its session was inferred from it: the shell
-    # remembers it with the call's answer so that the next call of the conversation finds the session.
-    prompt_chain: bytes | None = None
 
 
 _call_decoder = msgspec.json.Decoder(CallFields)

@@ -1,6 +1,6 @@
 """A call's upstream answer relayed from the connections' callbacks: no task or coroutine on the common path.
 
-The coroutine path (proxy/calls.py `_Call.run`, proxy/forward.py `relay`) costs a task per request, a future
+The coroutine path (proxy/call.py `Call.run`, proxy/forward.py `relay`) costs a task per request, a future
 per wait and a coroutine per step. This relay is driven by the upstream connection's `progress()` (called
 after each read and when the connection ends, proxy/upstream_pool.py) and by the client connection
 (`writable`, `client_gone`); it does what `forward.relay` does, in the same order, and reports the same
@@ -15,7 +15,8 @@ Contract:
 - Otherwise it ends exactly once: `InlineCall.relayed(outcome)` (accounting) and then `done()` on the
   client side, or `InlineCall.abandoned()` when the client hung up (the upstream connection is closed, which
   makes a vLLM replica abort the call). A stream whose replica fails or stalls for the idle timeout ends with
-  one OpenAI-style error event; a whole answer that fails is a 502, as in `forward.relay`.
+  one OpenAI-style error event; a whole answer that fails, or grows past `max_answer_bytes`, is a 502, as in
+  `forward.relay`.
 - A client that does not keep up pauses reading from the replica until it drains (`writable`); the idle
   timeout does not run meanwhile, as the coroutine path does not time a drain.
 """
@@ -27,7 +28,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from proxy.errors import ProxyError, sse_error_event
-from proxy.forward import Relayed, answer_error, forwarded_headers
+from proxy.forward import Relayed, answer_error, forwarded_headers, too_large_error
 from proxy.sse_scan import StreamScanner, read_answer, response_id_of
 from proxy.upstream_pool import BodyFailed, Key, UpstreamAnswer, UpstreamPool, _Connection
 
@@ -64,7 +65,7 @@ class InlineDownstream(Protocol):
 
 
 class InlineCall(Protocol):
-    """The call's side (proxy/calls.py): its decisions and its single finish report."""
+    """The call's side (proxy/call.py `Call`): its decisions and its single finish report."""
 
     def takes_over(self, status: int) -> bool: ...
 
@@ -96,11 +97,13 @@ class InlineRelay:
         idle_timeout_s: float,
         collect_answer: bool,
         strip_usage: bool,
+        max_answer_bytes: int,
     ) -> None:
         self.call, self.downstream, self.pool, self.key, self.conn = call, downstream, pool, key, conn
         self.extra_headers = extra_headers
         self.idle_timeout_s = idle_timeout_s
         self.collect_answer, self.strip_usage = collect_answer, strip_usage
+        self.max_answer_bytes = max_answer_bytes
         self.outcome: Relayed | None = None  # set once the status line is in and the relay owns the answer
         self.headers: dict[str, str] = {}
         self.scanner: StreamScanner | None = None  # set for a stream
@@ -179,7 +182,15 @@ class InlineRelay:
     def _whole(self) -> None:
         conn, outcome = self.conn, self.outcome
         assert outcome is not None
-        if conn.complete:
+        if conn.body_size > self.max_answer_bytes:  # dropped: the connection is closed (not complete) or
+            conn.chunks = []  # pooled again (complete: nothing of it is left unread)
+            outcome.too_large = True
+            try:
+                answer_error(self.downstream, too_large_error(self.max_answer_bytes))
+            except ConnectionError:
+                outcome.client_gone = True
+            self._end()
+        elif conn.complete:
             pending, conn.chunks = conn.chunks, []
             body = pending[0] if len(pending) == 1 else b"".join(pending)
             self.call.first_byte()

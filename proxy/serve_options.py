@@ -36,6 +36,7 @@ _HELP = {
     "priority_reprobe_s": "seconds a replica that refused a request priority gets calls without one",
     "retry_after_s": "Retry-After sent with 429/503 refusals",
     "max_body_bytes": "largest request body accepted (413 above)",
+    "max_answer_bytes": "largest whole (non-streaming) answer relayed from a replica (502 above)",
     "session_idle_ttl_s": "seconds an idle session is remembered",
     "single_call_session_ttl_s": "seconds an idle one-call session with an inferred id is remembered",
     "max_sessions": "sessions remembered at most (least recently seen idle one evicted)",

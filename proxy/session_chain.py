@@ -22,31 +22,11 @@ from typing import Any
 
 import msgspec
 
-
-class _Function(msgspec.Struct):
-    name: str = ""
-    arguments: str = ""
-
-
-class _ToolCall(msgspec.Struct):
-    function: _Function | None = None
-
-
-class ChatMessage(msgspec.Struct):
-    role: str = ""
-    content: Any = None
-    tool_calls: list[_ToolCall] | None = None
-
+from proxy.data_structs import Answer as Answer  # re-exported: tests import it here
+from proxy.data_structs import ChatMessage
 
 _messages_decoder = msgspec.json.Decoder(list[ChatMessage])
 _encode = msgspec.json.encode
-
-
-class Answer(msgspec.Struct, frozen=True):
-    """The assistant message a call produced: its text and its tool calls (name, arguments)."""
-
-    text: str = ""
-    tool_calls: tuple[tuple[str, str], ...] = ()
 
 
 def _text(content: Any) -> str:

@@ -13,8 +13,8 @@ import re
 
 import msgspec
 
+from proxy.data_structs import Answer, AnswerFields, UsageFields
 from proxy.scheduler.types import Usage
-from proxy.session_chain import Answer
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
 _TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
@@ -27,55 +27,8 @@ def response_id_of(data: bytes) -> str | None:
     return found.group(1).decode() if found else None
 
 
-class _Details(msgspec.Struct):
-    cached_tokens: int | None = 0
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int | None = 0
-    completion_tokens: int | None = 0
-    # The Responses API names them differently.
-    input_tokens: int | None = 0
-    output_tokens: int | None = 0
-    prompt_tokens_details: _Details | None = None
-    input_tokens_details: _Details | None = None
-
-
-class _Function(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolCall(msgspec.Struct):
-    index: int = 0
-    function: _Function | None = None
-
-
-class _Message(msgspec.Struct):
-    content: str | None = None
-    tool_calls: list[_ToolCall] | None = None
-
-
-class _Choice(msgspec.Struct):
-    finish_reason: str | None = None
-    message: _Message | None = None
-    delta: _Message | None = None  # streamed chunks
-
-
-class _OutputItem(msgspec.Struct):
-    type: str = ""
-    name: str | None = None
-
-
-class _Answer(msgspec.Struct):
-    usage: _Usage | None = None
-    choices: list[_Choice] | None = None
-    output: list[_OutputItem] | None = None  # Responses API
-    status: str | None = None  # Responses API
-
-
-_answer_decoder = msgspec.json.Decoder(_Answer)
-_answers_decoder = msgspec.json.Decoder(list[_Answer])
+_answer_decoder = msgspec.json.Decoder(AnswerFields)
+_answers_decoder = msgspec.json.Decoder(list[AnswerFields])
 # An SSE data line's payload (a trailing CR is JSON whitespace).
 _DATA_LINE = re.compile(rb"^data:(.*)$", re.MULTILINE)
 _FINISH_OR_NAME = (b'"finish_reason"', b'"name"')
@@ -126,7 +79,7 @@ def _without_usage_events(events: bytes) -> bytes:
     return b"".join(kept)
 
 
-def _usage(u: _Usage | None, finish_reason: str, tool_names: tuple[str, ...]) -> Usage:
+def _usage(u: UsageFields | None, finish_reason: str, tool_names: tuple[str, ...]) -> Usage:
     if u is None:
         return Usage(finish_reason=finish_reason, tool_names=tool_names)
     details = u.prompt_tokens_details or u.input_tokens_details
@@ -183,7 +136,7 @@ class StreamScanner:
 
     def __init__(self, collect_answer: bool = False) -> None:
         self._partial = b""
-        self._usage: _Usage | None = None
+        self._usage: UsageFields | None = None
         self._seen_usage = False
         self._finish = ""
         self._tools: list[str] = []
@@ -277,13 +230,13 @@ class StreamScanner:
                 continue
             self._read_event(answer)
 
-    def _read_event(self, event: _Answer) -> None:
+    def _read_event(self, event: AnswerFields) -> None:
         """An event's usage (as `_scan` reads it) and its delta."""
         if event.usage is not None:
             self._usage, self._seen_usage = event.usage, True
         self._collect_delta(event)
 
-    def _collect_delta(self, chunk: _Answer) -> None:
+    def _collect_delta(self, chunk: AnswerFields) -> None:
         if not chunk.choices or chunk.choices[0].delta is None:
             return
         delta = chunk.choices[0].delta

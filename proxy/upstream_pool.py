@@ -11,18 +11,20 @@ Contract:
   byte) is replaced by a fresh one once, transparently.
 - Timeouts are timers on the connection's futures, not `asyncio.timeout` around the caller (a third of the
   cost): `first_byte_timeout_s` raises TimeoutError (and closes the connection) when the status line is
-  late, `chunks(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
-- `UpstreamAnswer.chunks()` yields body chunks (chunked encoding already decoded) and raises `BodyFailed` if
-  the connection ends before the answer does; `ready()` and `more()` are the same without an async
-  generator (what arrived so far in one buffer, and a wait for more); `read(limit)` collects the body.
+  late, `more(idle_timeout_s)` / `read(..., idle_timeout_s)` when the body stalls.
+- `UpstreamAnswer.ready()` is the body bytes that arrived so far (chunked encoding already decoded) in one
+  buffer, `more()` a wait for more that raises `BodyFailed` if the connection ends before the answer does;
+  `read(limit)` collects the body
+  (`read(max_bytes=...)` raises `AnswerTooLarge` once it grows past that, without reading the rest).
   `release()` returns a finished, keep-alive connection to the pool and closes any other; `close()` always
   closes (which makes a vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not
   reused (uvicorn, which serves vLLM, closes idle keep-alive connections after 5 s).
 - `send_pooled(url, body, headers)` is the callback-driven form (proxy/inline_relay.py): it writes the request
   on an idle pooled connection and returns it, or None (nothing sent) when none is idle. The caller sets the
   connection's `listener`, whose `progress()` is called after every read and when the connection ends; it
-  reads the connection's state (`headed`, `status`, `chunks`, `complete`, `broken`) and hands the connection
-  back with `give_back` (pooled if the answer ended cleanly, else closed) or on to an `UpstreamAnswer`.
+  reads the connection's state (`headed`, `status`, `chunks`, `body_size`, `complete`, `broken`) and hands
+  the connection back with `give_back` (pooled if the answer ended cleanly, else closed) or on to an
+  `UpstreamAnswer`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
@@ -45,6 +47,10 @@ class ConnectFailed(Exception):
 
 class BodyFailed(Exception):
     """The connection ended or broke before the answer's body was complete."""
+
+
+class AnswerTooLarge(Exception):
+    """The answer's body grew past the reader's limit (`read(max_bytes=...)`): the rest was not read."""
 
 
 class Listener(Protocol):
@@ -64,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []
         self.content_type = ""
         self.chunks: list[bytes] = []
+        self.body_size = 0  # the answer's body bytes so far (a whole answer's limit)
         self.waiter: asyncio.Future[None] | None = None
         self.complete = False
         self.keep_alive = False
@@ -128,6 +135,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
+        self.body_size += len(body)
         if self.waiter is not None:  # a coroutine reader waits (a listener reads after the parser returns)
             self._wake()
 
@@ -161,6 +169,7 @@ class _Connection(asyncio.Protocol):
         self.headers_ready = self.loop.create_future() if awaited else None
         self.listener, self.headed = None, False
         self.status, self.headers, self.chunks, self.content_type = 0, [], [], ""
+        self.body_size = 0
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
         self.until_close = False
 
@@ -188,6 +197,12 @@ async def _next_data(conn: _Connection, idle_timeout_s: float | None) -> None:
             timer.cancel()
 
 
+def _cut(body: bytes, limit: int | None) -> bytes:
+    if limit is None or len(body) <= limit:
+        return body
+    return body[:limit]
+
+
 class UpstreamAnswer:
     def __init__(self, pool: UpstreamPool, key: tuple[str, int, bool], conn: _Connection) -> None:
         self._pool, self._key, self._conn = pool, key, conn
@@ -195,21 +210,6 @@ class UpstreamAnswer:
         self.headers = conn.headers
         self.content_type = conn.content_type  # media type only, lowercased
         self._done = False
-
-    async def chunks(self, idle_timeout_s: float | None = None) -> AsyncIterator[bytes]:
-        """Raises TimeoutError when no byte came for `idle_timeout_s` (a timer only while waiting)."""
-        conn = self._conn
-        while True:
-            if conn.chunks:
-                pending, conn.chunks = conn.chunks, []
-                for chunk in pending:
-                    yield chunk
-                continue
-            if conn.complete:
-                return
-            if conn.broken is not None:
-                raise BodyFailed(repr(conn.broken))
-            await _next_data(conn, idle_timeout_s)
 
     def ready(self) -> bytes:
         """The body bytes that arrived and were not taken yet, as one buffer (b"" when none did): a relay
@@ -233,21 +233,33 @@ class UpstreamAnswer:
         if conn.broken is not None:
             raise BodyFailed(repr(conn.broken))
 
-    async def read(self, limit: int | None = None, idle_timeout_s: float | None = None) -> bytes:
+    async def read(
+        self, limit: int | None = None, idle_timeout_s: float | None = None, max_bytes: int | None = None
+    ) -> bytes:
+        """The body, cut to its first `limit` bytes; raises AnswerTooLarge (reading no more) once it is
+        over `max_bytes`."""
         conn = self._conn
+        if max_bytes is not None and conn.body_size > max_bytes:
+            raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
         if conn.complete:  # the whole body came with the head (a short answer): no need to wait or iterate
             pending, conn.chunks = conn.chunks, []
             body = pending[0] if len(pending) == 1 else b"".join(pending)
-            return body if limit is None else body[:limit]
+            return _cut(body, limit)
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.chunks(idle_timeout_s):
+        while True:  # returns from inside: after a `while True` mypy (so mypyc) mistypes `limit` as int
+            chunk = self.ready()
+            if not chunk:
+                if conn.complete:
+                    return b"".join(parts)
+                await self.more(idle_timeout_s)
+                continue
             parts.append(chunk)
             size += len(chunk)
             if limit is not None and size >= limit:
-                break
-        body = b"".join(parts)
-        return body if limit is None else body[:limit]
+                return b"".join(parts)[:limit]
+            if max_bytes is not None and size > max_bytes:
+                raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
 
     @property
     def at_eof(self) -> bool:
@@ -381,35 +393,41 @@ class UpstreamPool:
     ) -> UpstreamAnswer:
         """Raises TimeoutError when the status line took longer than `first_byte_timeout_s` after sending."""
         key, payload = self._payload(method, url, body, headers)
-        host = key[0]
         conn = self._take(key)
         reused = conn is not None
         while True:
             if conn is None:
                 conn = await self._connect(key, connect_timeout_s)
-            assert conn.transport is not None
-            conn.transport.write(payload)
-            timer = None
-            if first_byte_timeout_s is not None:
-                timer = conn.loop.call_later(first_byte_timeout_s, conn.time_out)
-            assert conn.headers_ready is not None
-            try:
-                await conn.headers_ready
-            except ConnectionResetError as e:
-                if reused and not conn.got_bytes:  # a stale pooled connection: once more on a fresh one
-                    conn, reused = None, False
-                    continue
-                raise ConnectFailed(f"{host}:{key[1]} closed before answering: {e}") from e
-            except BaseException:
-                if conn.transport is not None:  # cancelled or timed out: abandon the call upstream
-                    conn.transport.close()
-                # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
-                conn.headers_ready.add_done_callback(_consume)  # type: ignore[union-attr]
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            return UpstreamAnswer(self, key, conn)
+            if await self._headed(conn, key, payload, reused, first_byte_timeout_s):
+                return UpstreamAnswer(self, key, conn)
+            conn, reused = None, False  # a stale pooled connection: once more on a fresh one
+
+    async def _headed(
+        self, conn: _Connection, key: Key, payload: bytes, reused: bool, first_byte_timeout_s: float | None
+    ) -> bool:
+        """Sends `payload` on `conn` and waits for the answer's head; False when `conn`, pooled (`reused`),
+        turned out stale (closed before any answer byte)."""
+        assert conn.transport is not None and conn.headers_ready is not None
+        conn.transport.write(payload)
+        timer = None
+        if first_byte_timeout_s is not None:
+            timer = conn.loop.call_later(first_byte_timeout_s, conn.time_out)
+        try:
+            await conn.headers_ready
+        except ConnectionResetError as e:
+            if reused and not conn.got_bytes:
+                return False
+            raise ConnectFailed(f"{key[0]}:{key[1]} closed before answering: {e}") from e
+        except BaseException:
+            if conn.transport is not None:  # cancelled or timed out: abandon the call upstream
+                conn.transport.close()
+            # Nobody awaits it any more: mark its eventual error as seen, so asyncio does not warn.
+            conn.headers_ready.add_done_callback(_consume)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return True
 
     def close(self) -> None:
         self._closed = True

@@ -1,0 +1,303 @@
+"""One call's life after parsing (`Call`): the core's decision, the dispatch, the relay, the finish report.
+
+Contract:
+- Every call the core dispatched is reported finished exactly once (`_finish`, guarded), whatever happens
+  after dispatch: an upstream failure, a timeout, a client that hangs up, a bug, a task cancelled before it
+  ran.
+- `run` is the coroutine path (any `forward.Downstream`). `begin` is the fast server's: when the core
+  dispatches at once and a pooled connection to the replica is idle, the answer is relayed from the
+  connections' callbacks (proxy/inline_relay.py, whose `InlineCall` side this class is) with no task or
+  coroutine; anything else (a wait in the queue, a new connection, a retry, a timeout, a priority refusal)
+  is handed over to a task that goes on in the coroutine path from where the call is.
+- Retries, failures and the accounting of each outcome are proxy/call_attempts.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from proxy import call_attempts, forward
+from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, RELEASER, TENANT_SOURCES
+from proxy.data_structs import Identity
+from proxy.directives import asking_for_usage, with_retention
+from proxy.errors import ProxyError
+from proxy.inline_relay import InlineDownstream, InlineRelay
+from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
+from proxy.sessions import SESSION_END_HEADER, end_session, wants_end
+from proxy.upstream_pool import UpstreamAnswer
+
+log = logging.getLogger("saga.proxy")
+
+
+class CallShared:
+    """What every call reads from the app, looked up once (an app lookup is ~0.5 µs, and a call made ten)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.ready = False
+
+    def resolve(self) -> CallShared:
+        app = self.app
+        self.core, self.gate, self.metrics, self.config = app[CORE], app[GATE], app[METRICS], app[CONFIG]
+        self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
+        self.releaser = app[RELEASER]
+        self.tenant_sources = app[TENANT_SOURCES]
+        # replicas that refused a request priority (FCFS vLLM): their calls go without one for a while
+        self.no_priority = self.guards.no_priority
+        self.ready = True
+        return self
+
+
+class Call:
+    """One call's life after parsing: decisions, attempts, the relay, and its single finish report."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        shared: CallShared,
+        path: str,
+        headers: Mapping[str, str],
+        downstream: forward.Downstream | InlineDownstream,
+        info: RequestInfo,
+        who: Identity,
+        body: bytes,
+        add_usage: bool,
+    ) -> None:
+        self.path, self.headers, self.downstream = path, headers, downstream
+        # A streamed chat/completions call that did not ask for usage: ask upstream, strip it downstream.
+        self.add_usage = add_usage
+        self.app = app
+        self.shared = shared
+        self.core, self.gate, self.metrics = shared.core, shared.gate, shared.metrics
+        self.config = shared.config
+        self.info = info
+        self.who = who
+        self.body = body
+        self.failures = 0
+        self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
+        self.usage: Usage | None = None  # what the answer reported, for the finish report
+        self.finished = False
+        self.started = 0.0
+        # the inline relay's dispatch: the one decision, and whether it went with a priority
+        self.dispatch: Dispatch | None = None
+        self.with_priority = False
+
+    def _decided_now(self, decisions: list[Decision]) -> Decision | None:
+        """This call's decision when the core made it at once (usually); None when it must wait for it."""
+        rid = self.info.request_id
+        decision: Decision | None
+        if len(decisions) == 1 and decisions[0].request_id == rid:  # the usual case: this call alone
+            decision = decisions[0]
+        else:
+            decision = next((d for d in decisions if d.request_id == rid), None)
+            if decision is None:
+                return None
+            if len(decisions) > 1:
+                self.gate.apply([d for d in decisions if d is not decision])
+        self.metrics.decisions.bump("dispatch" if isinstance(decision, Dispatch) else "reject")
+        return decision
+
+    async def _decided(self, decisions: list[Decision]) -> Decision:
+        decision = self._decided_now(decisions)
+        if decision is not None:
+            return decision
+        gate, rid = self.gate, self.info.request_id
+        pending = gate.expect(rid)
+        gate.apply(decisions)
+        try:
+            decision = await pending
+        finally:
+            gate.forget(rid)
+        self.metrics.decisions.bump("dispatch" if isinstance(decision, Dispatch) else "reject")
+        return decision
+
+    async def run(self) -> None:
+        self.started = time.perf_counter()
+        await self._guarded(self._arrive)
+
+    async def _arrive(self) -> None:
+        await self._dispatch(await self._decided(self.core.request_arrived(self.info)))
+
+    def begin(self, downstream: InlineDownstream) -> None:
+        """`run` up to the relay without a coroutine when it can (see `begin_call`)."""
+        self.started = time.perf_counter()
+        try:
+            decisions = self.core.request_arrived(self.info)
+            found = self._decided_now(decisions)
+            if found is None:
+                self._hand_over(downstream, lambda: self._dispatch(self._decided(decisions)))
+                return
+            decision = found
+            if not isinstance(decision, Dispatch):  # refused at once (a full queue under overload)
+                call_attempts.no_replica_left(
+                    self, decision
+                )  # raises the refusal (the finish is reported below)
+                return
+            headers, sent, with_priority = self.request_for(decision)
+            pool = self.shared.pool
+            pooled = pool.send_pooled(decision.replica_id + self.path, sent, headers)
+            if pooled is None:  # no idle connection: connecting is the coroutine path's
+                self._hand_over(downstream, lambda: self._dispatch(decision))
+                return
+            self.dispatch, self.with_priority = decision, with_priority
+            config = self.config
+            InlineRelay(
+                self,
+                downstream,
+                pool,
+                *pooled,
+                {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
+                config.first_byte_timeout_s,
+                config.stream_idle_timeout_s,
+                collect_answer=self.who.prompt_chain is not None,
+                strip_usage=self.add_usage,
+                max_answer_bytes=config.max_answer_bytes,
+            )
+        except BaseException:
+            self._finish(cancelled=False)
+            raise
+
+    def _hand_over(self, downstream: InlineDownstream, work: Callable[[], Awaitable[None]]) -> None:
+        downstream.hand_over(self._guarded(work), self._never_ran)
+
+    def _never_ran(self) -> None:
+        """The handed-over task ended: one cancelled before it ran (the client hung up at once) did not
+        report the finish itself."""
+        if not self.finished:
+            self._hung_up()
+            self._finish(cancelled=True)
+
+    async def _guarded(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Runs the rest of the call; whatever happens, its finish is reported (once)."""
+        cancelled = False
+        try:
+            await work()
+        except asyncio.CancelledError:
+            cancelled = True
+            self._hung_up()
+            raise
+        finally:
+            self._finish(cancelled)
+
+    async def _dispatch(
+        self, decision: Decision | Awaitable[Decision], upstream: UpstreamAnswer | None = None
+    ) -> None:
+        if not isinstance(decision, (Dispatch, Reject)):
+            decision = await decision
+        attempt = await call_attempts.attempts(self, decision, upstream)
+        if isinstance(attempt, Reject):
+            call_attempts.no_replica_left(self, attempt)
+            return
+        if isinstance(attempt, call_attempts.Answered):
+            return
+        upstream, dispatch = attempt
+        outcome = await forward.relay(
+            self.downstream,  # type: ignore[arg-type]  # the fast server's downstream is both kinds
+            upstream,
+            {"X-Saga-Replica": dispatch.replica_id, "X-Session-ID": self.who.session_id},
+            self.first_byte,
+            self.config.stream_idle_timeout_s,
+            collect_answer=self.who.prompt_chain is not None,
+            strip_usage=self.add_usage,
+            max_answer_bytes=self.config.max_answer_bytes,
+        )
+        self._relayed(dispatch, outcome)
+
+    def _relayed(self, decision: Dispatch, outcome: forward.Relayed) -> None:
+        metrics = self.metrics
+        self.usage = outcome.usage
+        call_attempts.account(self, decision.replica_id, outcome)
+        metrics.latency.observe(time.perf_counter() - self.started)
+        metrics.calls.bump(self.path, str(outcome.status))
+        if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
+            self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
+        if outcome.response_id is not None:
+            self.shared.chains.remember_response(outcome.response_id, self.who.session_id)
+
+    def _hung_up(self) -> None:
+        self.metrics.client_disconnects.inc()
+        self.metrics.errors.labels("client_disconnect").inc()
+        log.info("client hung up on %s before its answer ended", self.info.request_id)
+
+    def _finish(self, cancelled: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        core, rid = self.core, self.info.request_id
+        # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
+        # dispatched call both mean "finished".
+        self.gate.apply(core.request_cancelled(rid) if cancelled else core.request_finished(rid, self.usage))
+        if core.releases:  # retentions the policy gave up early (the session went quiet)
+            self.shared.releaser.release(core.take_releases())
+        if SESSION_END_HEADER in self.headers and wants_end(self.headers):
+            end_session(self.app, self.who.session_id)
+
+    # -- the inline relay's side (proxy/inline_relay.py `InlineCall`) -------------------------------
+
+    def takes_over(self, status: int) -> bool:
+        """A status `_attempts` handles itself: a 5xx it may retry, a refused priority."""
+        return (status >= 500 and self.failures < self.config.max_retries) or (
+            status == 400 and self.with_priority
+        )
+
+    def first_byte(self) -> None:
+        self.metrics.ttft.observe(time.perf_counter() - self.started)
+        self.gate.apply(self.core.first_token(self.info.request_id))
+
+    def relayed(self, outcome: forward.Relayed) -> None:
+        assert self.dispatch is not None
+        try:
+            self._relayed(self.dispatch, outcome)
+        finally:
+            self._finish(cancelled=False)
+
+    def abandoned(self) -> None:
+        self._hung_up()
+        self._finish(cancelled=True)
+
+    def resume(self, upstream: UpstreamAnswer | None, failure: str | None, timed_out: bool) -> None:
+        self._hand_over(self.downstream, lambda: self._resumed(upstream, failure, timed_out))  # type: ignore[arg-type]
+
+    def failed(self, error: Exception) -> None:
+        self._hand_over(self.downstream, lambda: _raising(error))  # type: ignore[arg-type]
+
+    async def _resumed(self, upstream: UpstreamAnswer | None, failure: str | None, timed_out: bool) -> None:
+        """The coroutine path from the inline relay's dispatch: its answer (`upstream`), a failed
+        connection (`failure`; None for a stale pooled one, retried afresh) or a first-byte timeout."""
+        dispatch = self.dispatch
+        assert dispatch is not None
+        replica = dispatch.replica_id
+        decision: Decision = dispatch
+        if timed_out:
+            reason = f"no answer within {self.config.first_byte_timeout_s:g} s"
+            call_attempts.note_failure(self, replica, reason, "upstream_timeout")
+            raise ProxyError(504, f"the replica did not answer in time: {reason}", code="upstream_timeout")
+        if failure is not None:
+            decision = await call_attempts.failed(self, replica, failure, "upstream_unreachable")
+        await self._dispatch(decision, upstream)
+
+    def request_for(self, decision: Dispatch) -> tuple[dict[str, str], bytes, bool]:
+        """The headers and body sent to the decision's replica, and whether they carry a priority."""
+        extra = {"X-Session-ID": self.who.session_id}
+        with_priority = decision.priority is not None and not self.shared.no_priority.refuses(
+            decision.replica_id
+        )
+        if with_priority:
+            extra["X-Vllm-Priority"] = str(decision.priority)
+        headers = forward.forwarded_headers(self.headers, extra)
+        forward.upstream_auth(headers, self.config)
+        sent = self.body
+        if self.add_usage:
+            sent = asking_for_usage(sent)
+        if decision.retain_ttl_s is not None:
+            sent = with_retention(sent, self.who.session_id, decision.retain_ttl_s, decision.retain_priority)
+        return headers, sent, with_priority
+
+
+async def _raising(error: Exception) -> None:
+    raise error

@@ -1,0 +1,196 @@
+"""A call's dispatch attempts (proxy/call.py's `Call`): send, retry elsewhere, account for each outcome.
+
+Contract:
+- `attempts` dispatches until a replica answers: a connect error or a 5xx before any byte reached the client
+  marks the replica down and asks the core again (`dispatch_failed`, which rebinds the session), up to
+  `max_retries` times; a first-byte timeout is a 504 (the replica may be working on it: not retried); a 400
+  to a request priority from a replica without vLLM's priority scheduling sends the call again without one.
+  It returns the answer to relay, the core's Reject when no replica is left, or `ANSWERED` when it relayed
+  the replica's own error itself.
+- `no_replica_left` relays the last replica error as it was, or raises the refusal (a 429 from a full queue
+  and a 503 carry `Retry-After`).
+- `account` counts a relayed answer once: the replica's circuit breaker, the error causes, the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from proxy import forward
+from proxy.context import down_stats
+from proxy.errors import ProxyError
+from proxy.scheduler import Decision, Dispatch, Reject
+from proxy.upstream_pool import BodyFailed, UpstreamAnswer
+
+if TYPE_CHECKING:
+    from proxy.call import Call
+
+log = logging.getLogger("saga.proxy")
+
+_MAX_ERROR_BODY = 64 * 1024
+# What vLLM answers (400) to a request priority when it runs without `--scheduling-policy priority`
+_PRIORITY_OFF = b"Priority scheduling is not enabled"
+
+
+class Answered:
+    """`attempts` relayed the replica's error answer to the client itself: nothing is left to relay."""
+
+
+ANSWERED = Answered()
+
+
+async def attempts(
+    call: Call, decision: Decision, upstream: UpstreamAnswer | None = None
+) -> tuple[UpstreamAnswer, Dispatch] | Reject | Answered:
+    """Dispatches until a replica answers; the core's Reject when it has no replica left. `upstream`:
+    the first dispatch's answer, when it was sent already (the inline relay's)."""
+    config = call.config
+    while isinstance(decision, Dispatch):
+        replica = decision.replica_id
+        if upstream is not None:
+            with_priority = call.with_priority
+        else:
+            headers, sent, with_priority = call.request_for(decision)
+            try:
+                upstream = await forward.open_upstream(
+                    call.shared.pool,
+                    replica + call.path,
+                    sent,
+                    headers,
+                    config.first_byte_timeout_s,
+                    config.connect_timeout_s,
+                )
+            except forward.UpstreamUnreachable as e:
+                decision = await failed(call, replica, f"unreachable ({e})", "upstream_unreachable")
+                continue
+            except forward.UpstreamTimeout as late:  # one name per exception type: mypyc types it once
+                note_failure(call, replica, str(late), "upstream_timeout")
+                raise ProxyError(
+                    504, f"the replica did not answer in time: {late}", code="upstream_timeout"
+                ) from late
+        answered = upstream
+        upstream = None
+        if answered.status >= 500 and call.failures < config.max_retries:
+            call.last_5xx = await read_error(call, answered, replica)
+            decision = await failed(call, replica, f"answered {answered.status}", "upstream_5xx")
+            continue
+        if answered.status == 400 and with_priority:
+            status, headers, error_body = await read_error(call, answered, replica)
+            if _PRIORITY_OFF in error_body:
+                call.shared.no_priority.remember(replica)
+                log.warning(
+                    "replica %s runs without --scheduling-policy priority: its calls go without a "
+                    "priority for the next %g s (start vLLM with it for SAGA's ordering)",
+                    replica,
+                    call.config.priority_reprobe_s,
+                    extra=log_context(call, replica),
+                )
+                continue  # the same dispatch again, without the priority
+            call.downstream.answer(status, headers, error_body)  # the client's own mistake: relay it
+            return ANSWERED
+        return answered, decision
+    return decision
+
+
+async def read_error(call: Call, upstream: UpstreamAnswer, replica: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        async with asyncio.timeout(call.config.first_byte_timeout_s):
+            error_body = await upstream.read(_MAX_ERROR_BODY)
+    except (BodyFailed, TimeoutError):
+        error_body = b""
+    finally:
+        upstream.close()
+    return (
+        upstream.status,
+        forward.forwarded_headers(upstream.headers, {"X-Saga-Replica": replica}),
+        error_body,
+    )
+
+
+def log_context(call: Call, replica: str) -> dict[str, str]:
+    info = call.info
+    return {"request_id": info.request_id, "session_id": info.session_id, "replica_id": replica}
+
+
+def note_failure(call: Call, replica: str, reason: str, cause: str) -> bool:
+    metrics = call.metrics
+    metrics.upstream_failures.labels(replica).inc()
+    metrics.errors.labels(cause).inc()
+    opened = call.shared.guards[replica].call_failed(call.core.clock())
+    if opened:
+        log.warning("circuit breaker for replica %s opened after repeated failures", replica)
+        # Out of rotation now, not at the next probe round: calls after a mid-answer failure would
+        # otherwise keep going to it (the health loop keeps it down while the breaker is open).
+        call.gate.apply(call.core.replica_stats(down_stats(replica)))
+    return opened
+
+
+async def failed(call: Call, replica: str, reason: str, cause: str) -> Decision:
+    """A dispatch failed before any byte reached the client: mark the replica down, maybe retry."""
+    core, gate = call.core, call.gate
+    call.failures += 1
+    note_failure(call, replica, reason, cause)
+    retry = call.failures <= call.config.max_retries
+    log.warning(
+        "replica %s marked down: call %s %s%s",
+        replica,
+        call.info.request_id,
+        reason,
+        "; retrying on another replica" if retry else "",
+        extra=log_context(call, replica),
+    )
+    if not retry:
+        gate.apply(core.replica_stats(down_stats(replica)))
+        raise ProxyError(502, f"replica failed: {reason}", code="upstream_error")
+    call.metrics.retries.inc()
+    decision = await call._decided(core.dispatch_failed(call.info.request_id))
+    gate.apply(core.replica_stats(down_stats(replica)))
+    return decision
+
+
+def no_replica_left(call: Call, decision: Reject) -> None:
+    if call.last_5xx is not None:  # every replica failed: relay the last replica error as it was
+        status, headers, body = call.last_5xx
+        call.downstream.answer(status, headers, body)
+        return
+    call.metrics.rejected.inc()
+    call.metrics.errors.labels("rejected").inc()
+    headers = {}
+    if decision.status in (429, 503):
+        headers["Retry-After"] = str(max(1, math.ceil(call.config.retry_after_s)))
+    code = "queue_full" if decision.status == 429 else "no_replica"
+    raise ProxyError(decision.status, f"request not routed: {decision.reason}", code=code, headers=headers)
+
+
+def account(call: Call, replica: str, outcome: forward.Relayed) -> None:
+    metrics = call.metrics
+    metrics.responses.bump(replica, str(outcome.status))
+    if outcome.upstream_error is not None:
+        note_failure(call, replica, outcome.upstream_error, "upstream_mid_answer")
+        log.warning(
+            "replica %s failed mid-answer to %s: %s",
+            replica,
+            call.info.request_id,
+            outcome.upstream_error,
+            extra=log_context(call, replica),
+        )
+    elif outcome.too_large:  # the replica answered; the proxy would not hold that much
+        metrics.errors.labels("upstream_answer_too_large").inc()
+        log.warning(
+            "replica %s answered %s with more than max_answer_bytes (%d): answered 502 instead",
+            replica,
+            call.info.request_id,
+            call.config.max_answer_bytes,
+            extra=log_context(call, replica),
+        )
+    elif outcome.status < 500:
+        call.shared.guards[replica].call_succeeded()
+    else:
+        note_failure(call, replica, f"answered {outcome.status}", "upstream_5xx")
+    if outcome.client_gone:
+        metrics.client_disconnects.inc()
+        metrics.errors.labels("client_disconnect").inc()
+        log.info("client hung up on %s before its answer ended", call.info.request_id)

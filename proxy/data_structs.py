@@ -1,0 +1,132 @@
+"""The data path's msgspec Structs, in a module of their own: the modules that use them are compiled with
+mypyc, which drops a Struct's class keywords (docs/development.md), so the Structs stay pure Python here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from proxy.scheduler.types import Usage
+
+
+class Relayed(msgspec.Struct):
+    """What a relay did: the answer's status and what it reported, and how it ended."""
+
+    status: int
+    usage: Usage | None = None
+    upstream_error: str | None = None  # the replica failed or stalled mid-answer
+    client_gone: bool = False  # the client hung up before the answer ended
+    first_byte: bool = False  # some of the answer reached the client
+    answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
+    response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
+    too_large: bool = False  # a whole answer over `max_answer_bytes`: dropped, the client got a 502
+
+
+# proxy/identity.py: the only body fields the proxy decodes, and who a call is
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class CallFields(msgspec.Struct):
+    """The only body fields the proxy decodes; the original bytes are forwarded unchanged."""
+
+    model: str = ""
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    session_id: str | None = None
+    prompt_cache_key: str | None = None
+    vllm_xargs: dict[str, Any] | None = None
+    messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
+    prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at
+    input: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses
+    previous_response_id: str | None = None  # /v1/responses: continues that response's session
+    tools: msgspec.Raw = msgspec.Raw(b"")  # only hashed, to name the agent type without X-Agent-Type
+    instructions: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses' system prompt; likewise
+
+
+class Identity(msgspec.Struct, frozen=True):
+    session_id: str
+    tenant_id: str
+    agent_type: str
+    session_inferred: bool
+    # The chain hash of the call's whole conversation, when its session was inferred from it: the shell
+    # remembers it with the call's answer so that the next call of the conversation finds the session.
+    prompt_chain: bytes | None = None
+
+
+# proxy/session_chain.py: a conversation's messages and a call's answer
+
+
+class MessageFunction(msgspec.Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class MessageToolCall(msgspec.Struct):
+    function: MessageFunction | None = None
+
+
+class ChatMessage(msgspec.Struct):
+    role: str = ""
+    content: Any = None
+    tool_calls: list[MessageToolCall] | None = None
+
+
+class Answer(msgspec.Struct, frozen=True):
+    """The assistant message a call produced: its text and its tool calls (name, arguments)."""
+
+    text: str = ""
+    tool_calls: tuple[tuple[str, str], ...] = ()
+
+
+# proxy/sse_scan.py: what is read out of an answer (whole, or one stream event)
+
+
+class TokenDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
+class UsageFields(msgspec.Struct):
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+    # The Responses API names them differently.
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    prompt_tokens_details: TokenDetails | None = None
+    input_tokens_details: TokenDetails | None = None
+
+
+class DeltaFunction(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(msgspec.Struct):
+    index: int = 0
+    function: DeltaFunction | None = None
+
+
+class AnswerMessage(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+
+
+class AnswerChoice(msgspec.Struct):
+    finish_reason: str | None = None
+    message: AnswerMessage | None = None
+    delta: AnswerMessage | None = None  # streamed chunks
+
+
+class OutputItem(msgspec.Struct):
+    type: str = ""
+    name: str | None = None
+
+
+class AnswerFields(msgspec.Struct):
+    usage: UsageFields | None = None
+    choices: list[AnswerChoice] | None = None
+    output: list[OutputItem] | None = None  # Responses API
+    status: str | None = None  # Responses API
