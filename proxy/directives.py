@@ -18,6 +18,19 @@ _decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 
 
+def _spliced(body: bytes, key: bytes, value: bytes) -> bytes | None:
+    """`body` with `"key":value,` inserted after its opening brace, without decoding it; None where that
+    might not give the same object as decoding would: the body is not an object, the object is empty (a
+    trailing comma), the key appears anywhere in the body (maybe as a field), or the body has a `\\u`
+    escape (a key may be spelled with one)."""
+    start = body.find(b"{")
+    if start < 0 or body[:start].strip() or body[start + 1 :].lstrip()[:1] == b"}":
+        return None
+    if b'"' + key + b'"' in body or b"\\u" in body:
+        return None
+    return body[: start + 1] + b'"' + key + b'":' + value + b"," + body[start + 1 :]
+
+
 def with_retention(body: bytes, session_id: str, ttl_s: float, priority: int | None = None) -> bytes:
     call = _decoder.decode(body)
     xargs = call.get("vllm_xargs")
@@ -34,9 +47,9 @@ def asking_for_usage(body: bytes) -> bytes:
     """The body of a streamed call with `stream_options.include_usage` set, so the replica reports token
     usage at the end of the stream (the scheduler needs it); the proxy strips that chunk from what the client
     sees. A body without `stream_options` gets it spliced in after its opening brace, without re-encoding."""
-    start = body.find(b"{")
-    if b'"stream_options"' not in body and start >= 0:
-        return body[: start + 1] + b'"stream_options":{"include_usage":true},' + body[start + 1 :]
+    spliced = _spliced(body, b"stream_options", b'{"include_usage":true}')
+    if spliced is not None:
+        return spliced
     call = _decoder.decode(body)
     options = call.get("stream_options")
     options = dict(options) if isinstance(options, dict) else {}

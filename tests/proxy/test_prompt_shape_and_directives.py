@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import msgspec
+import json
 
-from proxy.directives import with_retention
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.directives import asking_for_usage, with_retention
 from proxy.identity import decode_call
 from proxy.prompt_shape import CHUNK_BYTES, estimated_tokens, prefix_hashes
 
@@ -56,3 +60,43 @@ def test_retention_rewrite_adds_the_retention_priority_only_when_given() -> None
     }
     body = msgspec.json.encode({"prompt": "x"})
     assert "saga_retain_priority" not in msgspec.json.decode(with_retention(body, "s", 2.0))["vllm_xargs"]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_keys = st.sampled_from(["model", "messages", "vllm_xargs", "stream_options", "stream", "x\u00e9"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(_keys | st.text(max_size=6), _json_values, max_size=5),
+    st.booleans(),
+    st.sampled_from([b"", b" ", b"\n\t"]),
+    st.booleans(),
+)
+def test_rewrites_without_decoding_give_what_decoding_would(
+    call: dict[str, object], ascii_only: bool, space: bytes, escaped_keys: bool
+) -> None:
+    """Whatever the body (keys that are there, or spelled with \\u escapes, unicode, empty objects, leading
+    whitespace), the replica sees exactly the object that decoding, setting the field and re-encoding gives,
+    though the usage request is spliced in without decoding where that is safe (a `\\u0073tream_options`
+    key or an empty object once gave a duplicate key or a trailing comma)."""
+    body = space + json.dumps(call, ensure_ascii=ascii_only).encode()
+    if escaped_keys:  # the same keys spelled with an escape, which a byte search does not see
+        body = body.replace(b'"vllm_xargs"', b'"vllm\\u005fxargs"').replace(
+            b'"stream_options"', b'"\\u0073tream_options"'
+        )
+    reference = json.loads(body)
+    xargs = reference.get("vllm_xargs")
+    xargs = dict(xargs) if isinstance(xargs, dict) else {}
+    xargs["saga_retain_ttl_s"] = 2.5
+    xargs["saga_retain_priority"] = 3
+    xargs.setdefault("session_id", "s\n\u00e9")
+    assert json.loads(with_retention(body, "s\n\u00e9", 2.5, 3)) == {**reference, "vllm_xargs": xargs}
+    options = reference.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    assert json.loads(asking_for_usage(body)) == {**reference, "stream_options": options}
