@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import tempfile
@@ -77,6 +78,17 @@ def server_kind(config: ProxyConfig) -> str:
     return config.server
 
 
+def freeze_start_up_heap() -> None:
+    """Move everything alive after start-up (modules, the app, the scheduler core: ~100k objects) out of the
+    cyclic GC's reach, so its full (generation-2) collections scan only what calls created since.
+
+    Measured under load (docs/results/overhead.md): each full collection over the start-up heap paused the
+    event loop 20-65 ms, which was the proxy's p99; after the freeze, ~6 ms. The frozen objects are the
+    long-lived ones anyway; cycles among them are never collected, which costs nothing worth having."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_forever(config: ProxyConfig) -> None:
     if config.log_format == "json":
         use_json_logs()
@@ -87,6 +99,7 @@ async def serve_forever(config: ProxyConfig) -> None:
             log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
             replicas = ", ".join(config.replicas)
             print(f"SAGA proxy listening on {url} (policy {policy}) -> {replicas}", flush=True)
+            freeze_start_up_heap()
             while True:
                 await asyncio.sleep(ACCESS_LOG_FLUSH_S)
                 if access is not None:
