@@ -6,12 +6,13 @@ import asyncio
 import gc
 
 from proxy.config import ProxyConfig
-from proxy.server import serve_forever
+from proxy.server import FULL_COLLECTION_AFTER, serve_forever
 
 
 async def test_serve_forever_freezes_the_start_up_heap_once_listening(capsys: object) -> None:
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     config = ProxyConfig(replicas=["http://127.0.0.1:9"], port=0, seed=1, health_interval_s=60.0)
     task = asyncio.create_task(serve_forever(config))
     try:
@@ -21,6 +22,7 @@ async def test_serve_forever_freezes_the_start_up_heap_once_listening(capsys: ob
             await asyncio.sleep(0.05)
         assert not task.done()
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (*thresholds[:2], FULL_COLLECTION_AFTER)  # full passes rarer
         frozen = gc.get_freeze_count()
         await asyncio.sleep(0.5)  # a few access-log flushes later: frozen once, not on every loop round
         assert gc.get_freeze_count() <= frozen  # frozen objects may still be freed; none are added
@@ -28,3 +30,4 @@ async def test_serve_forever_freezes_the_start_up_heap_once_listening(capsys: ob
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         gc.unfreeze()  # the rest of the suite runs with an ordinary GC
+        gc.set_threshold(*thresholds)
