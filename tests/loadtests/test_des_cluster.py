@@ -139,13 +139,7 @@ def test_an_engines_last_output_carries_the_hash_chain_of_prompt_and_output() ->
     engine = Engine(PROFILES["llama3-8b-h100"], hash_algo="builtin")
     prompt = random_token_ids(random.Random(3), 100)
     request = EngineRequest(request_id="r", prompt_token_ids=prompt, max_tokens=40, ignore_eos=True)
-    engine.add_request(request, 0.0)
-    outputs: list[RequestOutput] = []
-    now = 0.0
-    while engine.has_unfinished():
-        result = engine.step(now)
-        outputs += result.outputs
-        now = result.end
+    outputs = _run_alone(engine, request, own_prompt=False)
     last = outputs[-1]
     assert last.finish_reason is not None and last.block_hashes is not None
     tokens = list(prompt) + [t for o in outputs for t in o.new_token_ids]
