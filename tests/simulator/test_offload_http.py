@@ -54,7 +54,8 @@ async def test_an_evicted_prefix_is_loaded_back_from_cpu() -> None:
     loaded_bytes = cached * TINY.kv_bytes_per_token
     assert metric(metrics, "vllm:kv_offload_load_bytes_total") == loaded_bytes
     assert "saga:cpu_kv_usage_perc" in metrics
-    assert "kv_offload" not in plain_metrics
+    assert "vllm:kv_offload" not in plain_metrics  # no offload counters without a CPU tier
+    assert 'kv_offloading_size="None"' in plain_metrics and 'kv_offloading_size="None"' not in metrics
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "x"])
