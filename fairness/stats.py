@@ -79,8 +79,7 @@ class TenantLedger:
         if rec is None:
             rec = self.record(tenant)
         rec.ttft.observe(ttft_s)
-        config = self.config  # config.slo(tenant), inlined: every call's first token comes here
-        target = config.slo_classes[config.tenants.get(tenant, config.default).slo_class].ttft_s
+        target = self.config.ttft_target_s(tenant)
         if target is not None:
             rec.ttft_slo_calls += 1
             rec.ttft_slo_met += 1 if ttft_s <= target else 0

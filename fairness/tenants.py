@@ -67,5 +67,9 @@ class TenantsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def slo(self, tenant: str) -> SloClass:
         return self.slo_classes[self.spec(tenant).slo_class]
 
+    def ttft_target_s(self, tenant: str) -> float | None:
+        """`slo(tenant).ttft_s` in one method: the scheduler asks it on every dispatch and first token."""
+        return self.slo_classes[self.tenants.get(tenant, self.default).slo_class].ttft_s
+
     def header_sources(self) -> tuple[str, ...]:
         return tuple(s.lower() for s in self.identity)

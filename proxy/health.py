@@ -44,7 +44,8 @@ def parse_load(metrics_text: str) -> dict[str, float]:
             for s in family.samples:
                 offloading = s.labels.get("kv_offloading_size")
                 if offloading is not None:  # a vLLM that has the option says whether it is on
-                    found["cpu_kv_tier"] = max(found.get("cpu_kv_tier", 0.0), _gib(offloading))
+                    on = 1.0 if _offloading_on(offloading) else 0.0
+                    found["cpu_kv_tier"] = max(found.get("cpu_kv_tier", 0.0), on)
                 try:
                     blocks = int(s.labels.get("num_gpu_blocks", ""))
                     size = int(s.labels.get("block_size", ""))
@@ -62,14 +63,14 @@ def parse_load(metrics_text: str) -> dict[str, float]:
     return found
 
 
-def _gib(label: str) -> float:
-    """1.0 when a `kv_offloading_size` label names a CPU KV tier (a positive, finite number of GiB; vLLM
-    writes "None" when offloading is off), else 0.0."""
+def _offloading_on(label: str) -> bool:
+    """Whether a `kv_offloading_size` label names a CPU KV tier: a positive, finite number of GiB (vLLM writes
+    "None" when offloading is off)."""
     try:
         size = float(label)
     except ValueError:
-        return 0.0
-    return 1.0 if 0 < size < math.inf else 0.0
+        return False
+    return 0 < size < math.inf
 
 
 class _Model(msgspec.Struct):

@@ -2,7 +2,8 @@
 
 Contract: `policy_for(name)` is a preset's name unchanged, or for `saga-no-<mechanism>` the `saga` preset's
 spec with that mechanism switched off exactly as a user would in the config (docs/saga-policy.md), and for
-`saga-arrival-order` / `saga-measured-room` one admission setting changed; unknown
+`saga-arrival-order` / `saga-measured-room` one admission setting changed, and for `saga-gpu-hold` the
+retention held on the GPU on replicas with a CPU KV tier too; unknown
 names raise ValueError listing the known ones. `saga-no-admission` also turns work stealing off: stealing
 moves admitted workflows, so it needs admission's table of them.
 """
@@ -35,6 +36,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "retention": PluginSpec(
             _SAGA.retention.type, params={**_SAGA.retention.params, "release_answer_gap_s": None}
         )
+    },
+    # on replicas with a CPU KV tier, hold retentions on the GPU as elsewhere (the preset lets them go there)
+    "saga-gpu-hold": {
+        "retention": PluginSpec(_SAGA.retention.type, params={**_SAGA.retention.params, "cpu_tier": "hold"})
     },
     # the option the preset leaves off: also admit where the reported KV is free and nothing waits
     "saga-measured-room": {"admission": msgspec.structs.replace(_SAGA.admission, measured_room=True)},

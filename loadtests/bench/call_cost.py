@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.calls <= 0 or args.repeats <= 0:
         parser.error("--calls and --repeats must be > 0")
+    unknown = [m for m in args.mode.split(",") if m not in ("json", "sse")]
+    if unknown:
+        parser.error(f"--mode takes json, sse or json,sse; got {', '.join(map(repr, unknown))}")
     results = _run(args)
     for r in results:
         print(

@@ -209,7 +209,7 @@ class SchedulerCore:
         if replica is not None:
             replica.in_flight -= 1
             replica.healthy = False
-        self._session_done(flight.req)
+        self._session_done(flight.req, self.clock())
         if self.admission is not None:
             self.admission.withdrawn(flight.req.session_id)
         return self._proceed(flight.req, flight.tried)
@@ -557,13 +557,11 @@ class SchedulerCore:
             return 0 if session.calls else 1
         if mode == "workflow-age":
             # a tenant whose class has a first-token target (interactive) goes before every other workflow
-            tenants = self.tenants  # tenants.slo(...), inlined: asked on every dispatch
-            spec = tenants.tenants.get(session.tenant_id, tenants.default)
-            urgent = tenants.slo_classes[spec.slo_class].ttft_s is not None
+            urgent = self.tenants.ttft_target_s(session.tenant_id) is not None
             return session.seq - _SLO_PRIORITY_LEAD if urgent else session.seq
         return None
 
-    def _session_done(self, req: RequestInfo, now: float | None = None) -> None:
+    def _session_done(self, req: RequestInfo, now: float) -> None:
         session = self.sessions.pop(req.session_id, None)
         if session is not None:
             self.sessions[req.session_id] = session  # to the end: the table stays in last-seen order
@@ -571,4 +569,4 @@ class SchedulerCore:
                 del self._single_call[req.session_id]
                 self._single_call[req.session_id] = None
             session.in_flight -= 1
-            session.last_seen = self.clock() if now is None else now
+            session.last_seen = now

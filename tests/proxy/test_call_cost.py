@@ -39,3 +39,9 @@ def test_the_command_line_writes_its_results(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert [r["mode"] for r in results] == ["json", "sse"]
     assert all(r["answered"] == 40 for r in results)  # 20 warm-up calls, 20 measured
+
+
+def test_an_unknown_mode_is_refused_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        call_cost.main(["--mode", "json,xml"])
+    assert refused.value.code == 2 and "'xml'" in capsys.readouterr().err

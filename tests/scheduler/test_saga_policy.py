@@ -423,5 +423,5 @@ def test_continuum_ttl_holds_on_a_replica_with_a_cpu_kv_tier_as_continuum_does()
 
 def test_an_unknown_cpu_tier_setting_fails_naming_the_key() -> None:
     spec = saga_spec(retention=PluginSpec("predicted-ttl-retention", params={"cpu_tier": "ssd"}))
-    with pytest.raises(Exception, match="cpu_tier"):
+    with pytest.raises(ConfigError, match="cpu_tier"):
         build_policy(spec, seed=0)
