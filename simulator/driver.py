@@ -9,6 +9,8 @@ Contract:
 - Simulated time advances by step durations while busy, paced to wall time x `time_scale` (when the host
   falls behind, simulated time lags rather than racing ahead); when idle it catches up with wall time, so
   arrival times and latencies are in simulated seconds.
+- `lag_s` counts the wall seconds the replica fell behind its schedule and gave up catching up (the host was
+  too busy to run it at `time_scale`): a comparison on such a host is not faithful, and `saga demo` says so.
 - A request's stream yields its `RequestOutput`s in order and ends with the one carrying `finish_reason`; if
   the engine fails, every open stream yields the exception instead.
 """
@@ -72,6 +74,7 @@ class ReplicaDriver:
         self._anchor_wall: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._failed: Exception | None = None
+        self.lag_s = 0.0  # wall seconds lost behind schedule (see the module docstring)
 
     # ---- clock ----------------------------------------------------------------------------------------
 
@@ -160,6 +163,7 @@ class ReplicaDriver:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 elif delay < -_MAX_LAG_S:
+                    self.lag_s -= delay
                     self._anchor(end)
                 self._step_end = None
             else:

@@ -35,6 +35,10 @@ class ReplicaFleet:
         self.replicas: list[Replica] = []
         self._runners: list[web.AppRunner] = []
 
+    def lag_s(self) -> float:
+        """The most wall seconds any replica fell behind its schedule (`ReplicaDriver.lag_s`)."""
+        return max((replica.driver.lag_s for replica in self.replicas), default=0.0)
+
     async def close(self) -> None:
         """Stop every server and engine driver (in-flight requests are cut off)."""
         runners, self._runners = self._runners, []

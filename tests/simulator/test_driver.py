@@ -68,3 +68,21 @@ async def test_a_broken_engine_fails_open_streams_and_refuses_new_requests() -> 
             driver.submit(request("b"))
     finally:
         await driver.stop()
+
+
+async def test_time_the_host_kept_the_replica_behind_its_clock_is_counted_as_lag() -> None:
+    """`saga demo` warns from this figure: a replica starved of CPU no longer runs at the modelled speed."""
+    import time
+
+    driver = ReplicaDriver(Engine(PROFILES["llama3-8b-h100"]), time_scale=1.0)  # ~8 ms of wall time a step
+    driver.start()
+    try:
+        stream = driver.submit(request("long", max_tokens=100_000))
+        await stream.get()
+        before = driver.lag_s
+        time.sleep(0.4)  # noqa: ASYNC251 - on purpose: a busy host, the event loop (and the replica) cannot run
+        for _ in range(30):  # past what the replica had already queued before the pause
+            await stream.get()
+        assert driver.lag_s - before >= 0.3
+    finally:
+        await driver.stop()

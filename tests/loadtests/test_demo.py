@@ -1,0 +1,35 @@
+"""`saga demo` (the README's first command) end to end on a tiny fleet, and its busy-host warning."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from loadtests.demo import LAG_WARNING_SHARE, DemoConfig, PolicyRun, busy_host_warning, run_demo
+from loadtests.summary import summarize
+
+
+async def test_a_small_demo_runs_every_policy_on_the_same_tasks_and_prints_the_table() -> None:
+    config = DemoConfig(
+        replicas=2, sessions=4, steps=3, time_scale=20.0, policies=["round-robin", "saga"], kv_blocks=None
+    )
+    out = io.StringIO()
+    results = await run_demo(config, Console(file=out, width=160))
+    assert list(results) == ["round-robin", "saga"]
+    for run in results.values():
+        assert run.summary.tasks == 4 and run.summary.failed == 0
+        assert run.summary.tct_mean_s > 0 and run.wall_s > 0 and run.lag_s >= 0
+    printed = out.getvalue()
+    assert "Task completion time" in printed and "round-robin" in printed and "saga" in printed
+    assert "speedup vs round-robin" in printed
+
+
+def test_the_busy_host_warning_names_only_the_runs_whose_replicas_fell_behind() -> None:
+    summary = summarize([])
+    quiet = PolicyRun(summary, wall_s=100.0, lag_s=100.0 * LAG_WARNING_SHARE / 2)
+    late = PolicyRun(summary, wall_s=100.0, lag_s=12.0)
+    assert busy_host_warning({"round-robin": quiet, "saga": quiet}) == ""
+    warning = busy_host_warning({"round-robin": quiet, "saga": late})
+    assert "saga 12% of 100 s" in warning and "round-robin" not in warning
+    assert "too busy" in warning
