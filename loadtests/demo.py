@@ -3,12 +3,11 @@
 Each policy gets a fresh set of simulated replicas (cold caches) and the same seeded tasks, so the only
 difference between runs is the routing. Times are simulated seconds (wall seconds x time scale). The replicas
 run against wall-clock time, so a host too busy to keep up changes the comparison: when any replica fell
-behind its clock for more than `LAG_WARNING_SHARE` of a policy's run, the demo says so under its table.
+behind its clock for more than 2% of a policy's run, the demo says so under its table (loadtests.busy_host).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import aiohttp
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadtests.agent_client import AgentClient
+from loadtests.busy_host import busy_host_warning
 from loadtests.summary import Summary, summarize
 from loadtests.workloads.demo import demo_tasks
 from proxy.config import ProxyConfig
@@ -40,19 +40,10 @@ class DemoConfig(msgspec.Struct, kw_only=True):
     stream: bool = False
 
 
-# Over this share of a run spent behind schedule, the replicas no longer ran at the speed the demo models
-# (busy runs on the 2-core development VM gave 0.96-1.06x where quiet ones gave 1.18-1.25x).
-LAG_WARNING_SHARE = 0.02
-
-
 class PolicyRun(msgspec.Struct, frozen=True):
     summary: Summary
     wall_s: float
     lag_s: float  # the most wall seconds a replica fell behind its clock (simulator.driver)
-
-    @property
-    def lag_share(self) -> float:
-        return self.lag_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
 async def run_policy(config: DemoConfig, policy: str) -> PolicyRun:
@@ -92,26 +83,10 @@ async def run_demo(config: DemoConfig, console: Console | None = None) -> dict[s
         with console.status(f"running {policy} ..."):
             results[policy] = await run_policy(config, policy)
     console.print(results_table({policy: run.summary for policy, run in results.items()}, config.policies[0]))
-    warning = busy_host_warning(results)
+    warning = busy_host_warning({policy: (run.wall_s, run.lag_s) for policy, run in results.items()})
     if warning:
         console.print(warning, style="yellow")
     return results
-
-
-def busy_host_warning(results: dict[str, PolicyRun]) -> str:
-    """A warning naming the runs whose replicas fell behind their clock, or "" when none did."""
-    late = {policy: run for policy, run in results.items() if run.lag_share > LAG_WARNING_SHARE}
-    if not late:
-        return ""
-    runs = ", ".join(f"{policy} {run.lag_share:.0%} of {run.wall_s:.0f} s" for policy, run in late.items())
-    cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"Warning: the simulated replicas fell behind their clock ({runs}; load average {load:.1f} on "
-        f"{cores} cores). This host was too busy to run them at the demo's speed, so the figures above "
-        "understate the differences between policies. Rerun on a quieter machine, or with a smaller "
-        "--time-scale."
-    )
 
 
 def results_table(results: dict[str, Summary], baseline: str) -> Table:

@@ -41,6 +41,7 @@ from loadtests.bench.report import (
     write_json,
 )
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
+from loadtests.busy_host import busy_host_warning
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
 from loadtests.workloads.trace_replay import load_trace
@@ -204,7 +205,9 @@ async def _bench_live(args: argparse.Namespace, console: Console) -> int:
                 raise ContenderUnavailable(str(e)) from e
             finally:
                 progress.remove_task(bar)
-            return ContenderRun(run.records, run.preemptions, run.kv_utilization_mean)
+            return ContenderRun(
+                run.records, run.preemptions, run.kv_utilization_mean, replica_lag_s=run.replica_lag_s
+            )
 
         def on_result(name: str, result: PolicyMetrics | str) -> None:
             if isinstance(result, str):
@@ -219,6 +222,10 @@ async def _bench_live(args: argparse.Namespace, console: Console) -> int:
             on_result=on_result,
         )  # fmt: skip
     _finish(args, report, times, console)
+    lags = {name: (m.wall_s, m.replica_lag_s or 0.0) for name, m in report.policies.items()}
+    warning = busy_host_warning(lags)
+    if warning:
+        console.print(warning, style="yellow")
     return _exit_status(report, console)
 
 

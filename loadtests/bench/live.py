@@ -109,10 +109,13 @@ async def running_router(
 class LiveRun:
     """What one router's run produced."""
 
-    def __init__(self, records: list[TaskRecord], preemptions: int, kv_utilization_mean: float) -> None:
+    def __init__(
+        self, records: list[TaskRecord], preemptions: int, kv_utilization_mean: float, replica_lag_s: float
+    ) -> None:
         self.records = records
         self.preemptions = preemptions
         self.kv_utilization_mean = kv_utilization_mean
+        self.replica_lag_s = replica_lag_s  # the most wall seconds a replica fell behind its clock
 
 
 async def run_router(
@@ -159,4 +162,4 @@ async def run_router(
         preemptions = sum(r.engine.stats().num_preemptions_total for r in fleet.replicas)
     finally:
         await fleet.close()
-    return LiveRun(records, preemptions, sum(samples) / len(samples) if samples else 0.0)
+    return LiveRun(records, preemptions, sum(samples) / len(samples) if samples else 0.0, fleet.lag_s())

@@ -126,6 +126,8 @@ class PolicyMetrics(msgspec.Struct, kw_only=True):
     preemptions: int | None = None
     kv_utilization_mean: float | None = None
     useful_kv_fraction: float | None = None
+    # `saga bench live` on simulated replicas: the most wall seconds one fell behind its clock (busy host)
+    replica_lag_s: float | None = None
     speedup_vs_baseline: float = 1.0
     wall_s: float = 0.0
     failed_reasons: dict[str, int] = msgspec.field(default_factory=dict)

@@ -42,6 +42,7 @@ class ContenderRun(msgspec.Struct):
     kv_utilization_mean: float | None = None
     useful_kv_fraction: float | None = None
     kv: KvFigures | None = None
+    replica_lag_s: float | None = None  # simulated replicas over HTTP: wall seconds behind their clock
 
 
 RunOne = Callable[[str], Awaitable[ContenderRun]]
@@ -82,7 +83,9 @@ async def compare(
             kv_utilization_mean=run.kv_utilization_mean,
             useful_kv_fraction=run.useful_kv_fraction,
         )
-        results[name] = msgspec.structs.replace(m, wall_s=time.monotonic() - started, kv=run.kv)
+        results[name] = msgspec.structs.replace(
+            m, wall_s=time.monotonic() - started, kv=run.kv, replica_lag_s=run.replica_lag_s
+        )
         finished[name] = {r.session_id: r.completion_time_s for r in run.records if not r.failed}
         times[name] = list(finished[name].values())
         if on_result is not None:

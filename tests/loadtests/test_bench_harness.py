@@ -72,12 +72,16 @@ async def test_compare_reports_unavailable_contenders_and_speedups(tmp_path: Pat
             raise ContenderUnavailable("not installed")
         finish = {"slow": 20.0, "fast": 5.0}[name]
         calls = [CallRecord(0, 0.0, 1.0, 0.2, 150, 96, 10)]
-        return ContenderRun([TaskRecord("a", "default", "default", 0.0, finish, calls)], preemptions=0)
+        lag = {"slow": 0.5, "fast": None}[name]
+        return ContenderRun(
+            [TaskRecord("a", "default", "default", 0.0, finish, calls)], preemptions=0, replica_lag_s=lag
+        )
 
     report, times = await compare(["slow", "ghost", "fast"], run_one, tasks, baseline="slow", meta=meta(1))
     assert report.missing == {"ghost": "not installed"}
     assert report.policies["fast"].speedup_vs_baseline == pytest.approx(4.0)
     assert times == {"slow": [20.0], "fast": [5.0]}
+    assert report.policies["slow"].replica_lag_s == 0.5 and report.policies["fast"].replica_lag_s is None
     write_json(report, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["policies"]["fast"]["tct_mean_s"] == 5.0
     md = tmp_path / "b.md"

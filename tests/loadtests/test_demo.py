@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from loadtests.demo import LAG_WARNING_SHARE, DemoConfig, PolicyRun, busy_host_warning, run_demo
-from loadtests.summary import summarize
+from loadtests.busy_host import LAG_WARNING_SHARE, busy_host_warning
+from loadtests.demo import DemoConfig, run_demo
 
 
 async def test_a_small_demo_runs_every_policy_on_the_same_tasks_and_prints_the_table() -> None:
@@ -26,10 +26,10 @@ async def test_a_small_demo_runs_every_policy_on_the_same_tasks_and_prints_the_t
 
 
 def test_the_busy_host_warning_names_only_the_runs_whose_replicas_fell_behind() -> None:
-    summary = summarize([])
-    quiet = PolicyRun(summary, wall_s=100.0, lag_s=100.0 * LAG_WARNING_SHARE / 2)
-    late = PolicyRun(summary, wall_s=100.0, lag_s=12.0)
+    quiet = (100.0, 100.0 * LAG_WARNING_SHARE / 2)
+    late = (100.0, 12.0)
     assert busy_host_warning({"round-robin": quiet, "saga": quiet}) == ""
     warning = busy_host_warning({"round-robin": quiet, "saga": late})
     assert "saga 12% of 100 s" in warning and "round-robin" not in warning
     assert "too busy" in warning
+    assert busy_host_warning({"never ran": (0.0, 0.0)}) == ""
