@@ -93,6 +93,7 @@ class InlineRelay:
         key: Key,
         conn: _Connection,
         extra_headers: Mapping[str, str],
+        extra_dropped: frozenset[str],  # forward.dropped_with(tuple(extra_headers))
         first_byte_timeout_s: float,
         idle_timeout_s: float,
         collect_answer: bool,
@@ -101,6 +102,7 @@ class InlineRelay:
     ) -> None:
         self.call, self.downstream, self.pool, self.key, self.conn = call, downstream, pool, key, conn
         self.extra_headers = extra_headers
+        self.dropped = extra_dropped
         self.idle_timeout_s = idle_timeout_s
         self.collect_answer, self.strip_usage = collect_answer, strip_usage
         self.max_answer_bytes = max_answer_bytes
@@ -164,7 +166,7 @@ class InlineRelay:
             self.call.resume(UpstreamAnswer(self.pool, self.key, conn), None, False)
             return False
         outcome = self.outcome = Relayed(conn.status)
-        self.headers = forwarded_headers(conn.headers, self.extra_headers)
+        self.headers = forwarded_headers(conn.headers, self.extra_headers, self.dropped)
         if not conn.complete:  # more of the body to come: the idle timeout runs from now on
             self.timer.cancel()
             self.timer = conn.loop.call_later(self.idle_timeout_s, self._timer_fired)
@@ -196,8 +198,8 @@ class InlineRelay:
             self.call.first_byte()
             outcome.first_byte = True
             outcome.usage, outcome.answer = read_answer(body)
-            head = body[:4096]
-            outcome.response_id = response_id_of(head) if b'"resp_' in head else None
+            if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
+                outcome.response_id = response_id_of(body[:4096])
             try:
                 self.downstream.answer(outcome.status, self.headers, body)
             except ConnectionError:

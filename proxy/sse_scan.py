@@ -104,7 +104,9 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
         first = answer.choices[0]
         finish = first.finish_reason or ""
         message = first.message
-        if message is not None:
+        if message is not None and not message.tool_calls:  # the usual answer: text only
+            said = Answer(message.content or "")
+        elif message is not None:
             calls = [c.function for c in message.tool_calls or () if c.function and c.function.name]
             tools = [f.name or "" for f in calls]
             said = Answer(message.content or "", tuple((f.name or "", f.arguments or "") for f in calls))

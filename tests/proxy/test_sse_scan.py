@@ -158,3 +158,31 @@ def test_a_line_holding_two_objects_is_not_read_as_two_events() -> None:
     usage, answer, _ = _reference(stream)
     assert scanner.answer() == answer == Answer("x")
     assert scanner.usage() == usage
+
+
+def test_a_whole_answers_message_is_read_with_and_without_tool_calls() -> None:
+    """`read_answer` reads a text-only message on a shorter path; both shapes give the same fields."""
+    from proxy.data_structs import Answer
+    from proxy.sse_scan import read_answer
+
+    def whole(message: dict[str, object], finish: str) -> bytes:
+        usage = {"prompt_tokens": 7, "completion_tokens": 2}
+        return json.dumps(
+            {"choices": [{"message": message, "finish_reason": finish}], "usage": usage}
+        ).encode()
+
+    usage, said = read_answer(whole({"role": "assistant", "content": "hi"}, "stop"))
+    assert said == Answer("hi", ()) and usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.finish_reason, usage.tool_names) == (
+        7,
+        2,
+        "stop",
+        (),
+    )
+    call = {"function": {"name": "grep", "arguments": "{}"}}
+    usage, said = read_answer(
+        whole({"content": None, "tool_calls": [call, {"function": None}]}, "tool_calls")
+    )
+    assert said == Answer("", (("grep", "{}"),)) and usage is not None and usage.tool_names == ("grep",)
+    usage, said = read_answer(whole({"content": "x", "tool_calls": []}, "stop"))
+    assert said == Answer("x", ()) and usage is not None and usage.tool_names == ()
