@@ -69,6 +69,8 @@ class Call:
         add_usage: bool,
     ) -> None:
         self.path, self.headers, self.downstream = path, headers, downstream
+        # What the replica is sent of the client's headers: `headers`, or the same as parsed pairs.
+        self.forwarded_from: Mapping[str, str] | list[tuple[str, str]] = headers
         # A streamed chat/completions call that did not ask for usage: ask upstream, strip it downstream.
         self.add_usage = add_usage
         self.app = app
@@ -294,7 +296,7 @@ class Call:
         if with_priority:
             extra["X-Vllm-Priority"] = str(decision.priority)
             dropped = forward.REQUEST_EXTRA_PRIORITY
-        headers = forward.forwarded_headers(self.headers, extra, dropped)
+        headers = forward.forwarded_headers(self.forwarded_from, extra, dropped)
         forward.upstream_auth(headers, self.config)
         sent = self.body
         if self.add_usage:
