@@ -186,3 +186,21 @@ def test_a_whole_answers_message_is_read_with_and_without_tool_calls() -> None:
     assert said == Answer("", (("grep", "{}"),)) and usage is not None and usage.tool_names == ("grep",)
     usage, said = read_answer(whole({"content": "x", "tool_calls": []}, "stop"))
     assert said == Answer("x", ()) and usage is not None and usage.tool_names == ()
+
+
+def test_one_event_chunks_are_read_whatever_the_space_after_data() -> None:
+    """A chunk that is one event (a token-by-token stream) is decoded without stripping it when it starts
+    `data: {` or `data:{`; other spacing (a tab, two spaces) still goes the stripping way, and an event with
+    no space is read the same."""
+    for spacing in ("", " ", "  ", "\t", " \t"):
+        scanner = StreamScanner(collect_answer=True)
+        for word in ("Hel", "lo"):
+            delta = {"choices": [{"index": 0, "delta": {"content": word}}]}
+            scanner.feed(f"data:{spacing}{json.dumps(delta)}\n\n".encode())
+        finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        scanner.feed(f"data:{spacing}{json.dumps(finish)}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+        scanner.feed(f"data:{spacing}{json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        assert scanner.answer() == Answer("Hello", ()), repr(spacing)
+        found = scanner.usage()
+        assert found is not None and (found.prompt_tokens, found.finish_reason) == (3, "stop"), repr(spacing)
