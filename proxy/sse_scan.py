@@ -181,10 +181,16 @@ class StreamScanner:
 
     def feed(self, chunk: bytes) -> None:
         # Whole-block checks (C speed) decide what per-line work a chunk needs at all.
-        if chunk.find(b"\n") < 0:
+        line_end = chunk.find(b"\n")  # becomes the first newline of `data` (`_partial` holds none)
+        if line_end < 0:
             self._partial += chunk
             return
-        data = self._partial + chunk if self._partial else chunk
+        partial = self._partial
+        if partial:
+            data = partial + chunk
+            line_end += len(partial)
+        else:
+            data = chunk
         cut = data.rfind(b"\n") + 1
         if cut == len(data):
             block, self._partial = data, b""
@@ -192,7 +198,6 @@ class StreamScanner:
             block, self._partial = data[:cut], data[cut:]
         if self.response_id is None and block.find(b'"resp_') >= 0:
             self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
-        line_end = block.find(b"\n")
         if line_end >= cut - 2 and block.startswith(b"data:"):  # one data line, maybe a blank one after it
             self._one_data_line(block[5:line_end])
             return
