@@ -69,6 +69,8 @@ class Call:
         add_usage: bool,
     ) -> None:
         self.path, self.headers, self.downstream = path, headers, downstream
+        # What the replica is sent of the client's headers: `headers`, or the same as parsed pairs.
+        self.forwarded_from: Mapping[str, str] | list[tuple[str, str]] = headers
         # A streamed chat/completions call that did not ask for usage: ask upstream, strip it downstream.
         self.add_usage = add_usage
         self.app = app
@@ -146,17 +148,20 @@ class Call:
                 return
             self.dispatch, self.with_priority = decision, with_priority
             config = self.config
-            InlineRelay(
+            key, conn = pooled
+            InlineRelay(  # positional: a compiled call, not one through Python's argument parsing
                 self,
                 downstream,
                 pool,
-                *pooled,
+                key,
+                conn,
                 {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
+                forward.ANSWER_EXTRA,
                 config.first_byte_timeout_s,
                 config.stream_idle_timeout_s,
-                collect_answer=self.who.prompt_chain is not None,
-                strip_usage=self.add_usage,
-                max_answer_bytes=config.max_answer_bytes,
+                self.who.prompt_chain is not None,
+                self.add_usage,
+                config.max_answer_bytes,
             )
         except BaseException:
             self._finish(cancelled=False)
@@ -287,9 +292,11 @@ class Call:
         with_priority = decision.priority is not None and not self.shared.no_priority.refuses(
             decision.replica_id
         )
+        dropped = forward.REQUEST_EXTRA
         if with_priority:
             extra["X-Vllm-Priority"] = str(decision.priority)
-        headers = forward.forwarded_headers(self.headers, extra)
+            dropped = forward.REQUEST_EXTRA_PRIORITY
+        headers = forward.forwarded_headers(self.forwarded_from, extra, dropped)
         forward.upstream_auth(headers, self.config)
         sent = self.body
         if self.add_usage:

@@ -87,11 +87,16 @@ def begin_call(
     body: bytes,
     tenant: str | None,
     downstream: InlineDownstream,
+    pairs: list[tuple[str, str]] | None = None,
 ) -> None:
     """`serve_call` without a coroutine where it can: the call is under way in callbacks (it ends with
     `downstream.done()`), or its rest is handed over to a task (`downstream.hand_over`, raising ProxyError
-    there as `serve_call` does). Raises ProxyError for a refusal."""
-    _prepared(app, path, headers, body, tenant, downstream).begin(downstream)
+    there as `serve_call` does). Raises ProxyError for a refusal. `pairs`: the header lines `headers` was
+    made of, in order (what is forwarded is read from them: cheaper than walking a CIMultiDict)."""
+    call = _prepared(app, path, headers, body, tenant, downstream)
+    if pairs is not None:
+        call.forwarded_from = pairs
+    call.begin(downstream)
 
 
 def _prepared(

@@ -133,14 +133,18 @@ def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
 
 
 def forwarded_headers(
-    headers: Mapping[str, str] | list[tuple[str, str]], extra: Mapping[str, str]
+    headers: Mapping[str, str] | list[tuple[str, str]],
+    extra: Mapping[str, str],
+    dropped: frozenset[str] | None = None,
 ) -> dict[str, str]:
     """The headers to pass on: hop-by-hop ones dropped, and any the proxy sets itself (`extra`, whatever the
     client's spelling) replaced, so each is sent once. `headers`: a mapping, or the parsed (name, value)
-    pairs of proxy/upstream_pool.py and proxy/fast_server.py."""
+    pairs of proxy/upstream_pool.py and proxy/fast_server.py. `dropped`, when given, must be
+    `dropped_with(tuple(extra))` (a caller whose `extra` always has the same names keeps it)."""
     # A list is told apart exactly; `isinstance(x, Mapping)` is an ABC check, ~0.7 µs twice a call.
     pairs = headers if type(headers) is list else cast(Mapping[str, str], headers).items()
-    dropped = _dropped_with(tuple(extra)) if extra else _NOT_FORWARDED
+    if dropped is None:
+        dropped = dropped_with(tuple(extra)) if extra else _NOT_FORWARDED
     out = {k: v for k, v in pairs if k.lower() not in dropped}
     out.update(extra)
     return out
@@ -149,7 +153,7 @@ def forwarded_headers(
 _dropped: dict[tuple[str, ...], frozenset[str]] = {}
 
 
-def _dropped_with(names: tuple[str, ...]) -> frozenset[str]:
+def dropped_with(names: tuple[str, ...]) -> frozenset[str]:
     """The headers not passed on when the proxy sets `names` itself; a few name sets recur, so kept."""
     found = _dropped.get(names)
     if found is None:
@@ -157,6 +161,12 @@ def _dropped_with(names: tuple[str, ...]) -> frozenset[str]:
             _dropped.clear()
         found = _dropped[names] = _NOT_FORWARDED.union([k.lower() for k in names])
     return found
+
+
+# The names the call path sets itself, whose dropped sets are looked up once.
+ANSWER_EXTRA = dropped_with(("X-Saga-Replica", "X-Session-ID"))
+REQUEST_EXTRA = dropped_with(("X-Session-ID",))
+REQUEST_EXTRA_PRIORITY = dropped_with(("X-Session-ID", "X-Vllm-Priority"))
 
 
 async def open_upstream(
@@ -230,8 +240,8 @@ async def _relay_whole(
     on_first_byte()
     outcome.first_byte = True
     outcome.usage, outcome.answer = read_answer(body)
-    head = body[:4096]
-    outcome.response_id = response_id_of(head) if b'"resp_' in head else None
+    if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
+        outcome.response_id = response_id_of(body[:4096])
     downstream.answer(upstream.status, headers, body)
 
 

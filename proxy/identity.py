@@ -83,6 +83,10 @@ def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return None
 
 
+_KEY_HASH = hashlib.blake2b(digest_size=12)
+_encode = msgspec.json.encode  # looked up once: two module lookups a call otherwise
+
+
 def _conversation_key(decoded: list[ChatMessage]) -> str | None:
     """A stable key for a conversation: the hash of its system and first user message."""
     opening: list[Any] = []
@@ -92,8 +96,9 @@ def _conversation_key(decoded: list[ChatMessage]) -> str | None:
             break
     if not opening:
         return None
-    digest = hashlib.blake2b(msgspec.json.encode(opening), digest_size=12).hexdigest()
-    return f"conv-{digest}"
+    hasher = _KEY_HASH.copy()  # a copy: the constructor's keyword arguments cost more than the hash
+    hasher.update(_encode(opening))
+    return f"conv-{hasher.hexdigest()}"
 
 
 def _inferred_session(

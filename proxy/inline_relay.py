@@ -93,6 +93,7 @@ class InlineRelay:
         key: Key,
         conn: _Connection,
         extra_headers: Mapping[str, str],
+        extra_dropped: frozenset[str],  # forward.dropped_with(tuple(extra_headers))
         first_byte_timeout_s: float,
         idle_timeout_s: float,
         collect_answer: bool,
@@ -101,6 +102,7 @@ class InlineRelay:
     ) -> None:
         self.call, self.downstream, self.pool, self.key, self.conn = call, downstream, pool, key, conn
         self.extra_headers = extra_headers
+        self.dropped = extra_dropped
         self.idle_timeout_s = idle_timeout_s
         self.collect_answer, self.strip_usage = collect_answer, strip_usage
         self.max_answer_bytes = max_answer_bytes
@@ -110,8 +112,8 @@ class InlineRelay:
         self.ended = False
         self.paused = False  # reading from the replica stopped until the client drains
         self.last = 0.0  # when the replica last sent something (the idle timeout)
-        self.timer = conn.loop.call_later(first_byte_timeout_s, self._timer_fired)
         conn.listener = self
+        conn.set_deadline(conn.loop.time() + first_byte_timeout_s)  # the first-byte timeout
         downstream.hold(self)
 
     # -- driven by the connections ------------------------------------------------------------------
@@ -164,11 +166,10 @@ class InlineRelay:
             self.call.resume(UpstreamAnswer(self.pool, self.key, conn), None, False)
             return False
         outcome = self.outcome = Relayed(conn.status)
-        self.headers = forwarded_headers(conn.headers, self.extra_headers)
+        self.headers = forwarded_headers(conn.headers, self.extra_headers, self.dropped)
+        now = self.last = conn.loop.time()
         if not conn.complete:  # more of the body to come: the idle timeout runs from now on
-            self.timer.cancel()
-            self.timer = conn.loop.call_later(self.idle_timeout_s, self._timer_fired)
-        self.last = conn.loop.time()
+            conn.set_deadline(now + self.idle_timeout_s)
         if conn.content_type == "text/event-stream":
             self.scanner = StreamScanner(self.collect_answer)
             try:
@@ -196,8 +197,8 @@ class InlineRelay:
             self.call.first_byte()
             outcome.first_byte = True
             outcome.usage, outcome.answer = read_answer(body)
-            head = body[:4096]
-            outcome.response_id = response_id_of(head) if b'"resp_' in head else None
+            if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
+                outcome.response_id = response_id_of(body[:4096])
             try:
                 self.downstream.answer(outcome.status, self.headers, body)
             except ConnectionError:
@@ -267,7 +268,7 @@ class InlineRelay:
             pass
         self._end()
 
-    def _timer_fired(self) -> None:
+    def deadline_passed(self) -> None:
         if self.ended:
             return
         loop = self.conn.loop
@@ -277,7 +278,7 @@ class InlineRelay:
             return
         left = self.idle_timeout_s - (loop.time() - self.last)
         if self.paused or left > 0:
-            self.timer = loop.call_later(self.idle_timeout_s if self.paused else left, self._timer_fired)
+            self.conn.set_deadline(loop.time() + (self.idle_timeout_s if self.paused else left))
             return
         if self.scanner is None:
             self._whole_failed(repr(TimeoutError()))
@@ -289,7 +290,7 @@ class InlineRelay:
     def _stop(self, close: bool) -> None:
         """The relay lets go of the upstream connection (closing it, which aborts the call upstream)."""
         self.ended = True
-        self.timer.cancel()
+        self.conn.clear_deadline()
         conn = self.conn
         conn.listener = None
         if close and conn.transport is not None:
@@ -299,7 +300,7 @@ class InlineRelay:
         """The answer ended (or the client went away mid-answer): report it once, free the connection."""
         assert self.outcome is not None
         self.ended = True
-        self.timer.cancel()
+        self.conn.clear_deadline()
         if self.paused and self.conn.transport is not None:
             self.conn.transport.resume_reading()
         self.pool.give_back(self.key, self.conn)

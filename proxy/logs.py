@@ -76,15 +76,16 @@ class BatchedLines(logging.Handler):
         self.stream = stream
         self.setFormatter(formatter)
         self.max_lines = max_lines
-        self._lines: list[str] = []
+        # The lines not written yet; one list for the handler's life (the fast server appends to it).
+        self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._lines.append(self.format(record))
+            self.lines.append(self.format(record))
         except Exception:
             self.handleError(record)
             return
-        if len(self._lines) >= self.max_lines:
+        if len(self.lines) >= self.max_lines:
             self.flush()
 
     def add_info(self, name: str, message: str) -> None:
@@ -92,17 +93,19 @@ class BatchedLines(logging.Handler):
         without making the record: about a third of an access-log line's cost. Formatters other than this
         module's get a real record."""
         formatter = self.formatter
-        if isinstance(formatter, TimeNameMessage | JsonFormatter):
-            self._lines.append(formatter.info_line(time.time(), name, message))
-            if len(self._lines) >= self.max_lines:
+        if isinstance(formatter, _OWN_FORMATTERS):
+            self.lines.append(formatter.info_line(time.time(), name, message))
+            if len(self.lines) >= self.max_lines:
                 self.flush()
         else:
             self.handle(logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None))
 
     def flush(self) -> None:
-        if self._lines:
-            lines, self._lines = self._lines, []
-            self.stream.write("\n".join(lines) + "\n")
+        lines = self.lines
+        if lines:
+            text = "\n".join(lines) + "\n"
+            lines.clear()
+            self.stream.write(text)
             self.stream.flush()
 
 
@@ -121,9 +124,16 @@ class TimeNameMessage(logging.Formatter):
         stamp = self._seconds.text(record.created)
         return f"{stamp},{int(record.msecs):03d} {record.name} {record.getMessage()}"
 
+    def stamp(self, created: float) -> str:
+        """The line's time to the second (the milliseconds follow a comma)."""
+        return self._seconds.text(created)
+
     def info_line(self, created: float, name: str, message: str) -> str:
         """What `format` makes of a record with this time, logger name and message, without the record."""
         return f"{self._seconds.text(created)},{int((created - int(created)) * 1000):03d} {name} {message}"
+
+
+_OWN_FORMATTERS = (TimeNameMessage, JsonFormatter)  # a tuple: `A | B` would build a union per call
 
 
 def batch_access_log(logger: logging.Logger) -> BatchedLines:

@@ -56,6 +56,10 @@ class AnswerTooLarge(Exception):
 class Listener(Protocol):
     def progress(self) -> None: ...
 
+    def deadline_passed(self) -> None:
+        """The connection's deadline (`set_deadline`) came."""
+        ...
+
 
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
@@ -79,6 +83,9 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.idle_since = 0.0
         self._name = b""
+        self.deadline = 0.0  # when the listener's deadline comes (loop time); 0.0: none
+        self._alarm: asyncio.TimerHandle | None = None  # the one loop timer behind the deadlines
+        self._alarm_at = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -99,6 +106,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._alarm is not None:  # else it would hold the connection until it rang
+            self._alarm.cancel()
+            self._alarm = None
         if self.until_close and exc is None and self.headed and not self.complete:
             self.complete = True  # a body without a length ends when the connection does
             self._wake()
@@ -107,6 +117,37 @@ class _Connection(asyncio.Protocol):
         listener = self.listener
         if listener is not None:
             listener.progress()
+
+    # -- the listener's deadline --------------------------------------------------------------------
+
+    def set_deadline(self, at: float) -> None:
+        """The listener's `deadline_passed()` runs at loop time `at`, unless the deadline is set again or
+        cleared first. One loop timer per connection, made again only when it would ring too late: a call
+        on a pooled connection usually just moves the deadline on (a loop timer per call cost ~0.7 µs)."""
+        self.deadline = at
+        alarm = self._alarm
+        if alarm is None or at < self._alarm_at:
+            if alarm is not None:
+                alarm.cancel()
+            self._alarm_at = at
+            self._alarm = self.loop.call_at(at, self._alarm_rang)
+
+    def clear_deadline(self) -> None:
+        self.deadline = 0.0
+
+    def _alarm_rang(self) -> None:
+        self._alarm = None
+        deadline = self.deadline
+        if deadline == 0.0:
+            return
+        if self.loop.time() < deadline:  # moved on since the timer was made (or the timer rang early)
+            self._alarm_at = deadline
+            self._alarm = self.loop.call_at(deadline, self._alarm_rang)
+            return
+        self.deadline = 0.0
+        listener = self.listener
+        if listener is not None:
+            listener.deadline_passed()
 
     # -- httptools callbacks ------------------------------------------------------------------------
 

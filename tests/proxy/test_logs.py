@@ -88,3 +88,32 @@ def test_the_fast_server_hands_lines_to_the_batching_handler_only_when_it_is_the
     finally:
         logger.handlers.clear()
         logger.propagate = True
+
+
+def test_the_fast_servers_own_lines_are_the_formatters_and_stop_when_it_is_replaced() -> None:
+    """The fast server formats access lines itself for `TimeNameMessage` (compiled, no interpreted call per
+    request): the same line the formatter makes, into the handler's batch; with another formatter on the
+    handler it steps aside and the handler formats (as `add_info` does)."""
+    import time
+
+    from proxy.fast_server import _AccessLines
+
+    stream = io.StringIO()
+    formatter = TimeNameMessage()
+    handler = BatchedLines(stream, formatter, max_lines=2)
+    lines = _AccessLines(handler, formatter)
+    message = '127.0.0.1 "POST /v1/chat/completions HTTP/1.1" 200 321 0.001000'
+    before = time.time()
+    assert lines.add(message)
+    after = time.time()
+    (line,) = handler.lines
+    possible = {
+        formatter.info_line((t + 0.5) / 1000, "saga.access", message)  # mid-millisecond
+        for t in range(int(before * 1000) - 1, int(after * 1000) + 2)
+    }
+    assert line in possible
+    assert lines.add("second")  # a full batch goes out by itself
+    assert handler.lines == [] and stream.getvalue().splitlines()[1].endswith(" saga.access second")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    assert not lines.add("third")
+    assert handler.lines == []

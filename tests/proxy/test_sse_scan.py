@@ -158,3 +158,49 @@ def test_a_line_holding_two_objects_is_not_read_as_two_events() -> None:
     usage, answer, _ = _reference(stream)
     assert scanner.answer() == answer == Answer("x")
     assert scanner.usage() == usage
+
+
+def test_a_whole_answers_message_is_read_with_and_without_tool_calls() -> None:
+    """`read_answer` reads a text-only message on a shorter path; both shapes give the same fields."""
+    from proxy.data_structs import Answer
+    from proxy.sse_scan import read_answer
+
+    def whole(message: dict[str, object], finish: str) -> bytes:
+        usage = {"prompt_tokens": 7, "completion_tokens": 2}
+        return json.dumps(
+            {"choices": [{"message": message, "finish_reason": finish}], "usage": usage}
+        ).encode()
+
+    usage, said = read_answer(whole({"role": "assistant", "content": "hi"}, "stop"))
+    assert said == Answer("hi", ()) and usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.finish_reason, usage.tool_names) == (
+        7,
+        2,
+        "stop",
+        (),
+    )
+    call = {"function": {"name": "grep", "arguments": "{}"}}
+    usage, said = read_answer(
+        whole({"content": None, "tool_calls": [call, {"function": None}]}, "tool_calls")
+    )
+    assert said == Answer("", (("grep", "{}"),)) and usage is not None and usage.tool_names == ("grep",)
+    usage, said = read_answer(whole({"content": "x", "tool_calls": []}, "stop"))
+    assert said == Answer("x", ()) and usage is not None and usage.tool_names == ()
+
+
+def test_one_event_chunks_are_read_whatever_the_space_after_data() -> None:
+    """A chunk that is one event (a token-by-token stream) is decoded without stripping it when it starts
+    `data: {` or `data:{`; other spacing (a tab, two spaces) still goes the stripping way, and an event with
+    no space is read the same."""
+    for spacing in ("", " ", "  ", "\t", " \t"):
+        scanner = StreamScanner(collect_answer=True)
+        for word in ("Hel", "lo"):
+            delta = {"choices": [{"index": 0, "delta": {"content": word}}]}
+            scanner.feed(f"data:{spacing}{json.dumps(delta)}\n\n".encode())
+        finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        scanner.feed(f"data:{spacing}{json.dumps(finish)}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+        scanner.feed(f"data:{spacing}{json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        assert scanner.answer() == Answer("Hello", ()), repr(spacing)
+        found = scanner.usage()
+        assert found is not None and (found.prompt_tokens, found.finish_reason) == (3, "stop"), repr(spacing)
