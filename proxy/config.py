@@ -58,7 +58,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
     # A replica's whole (non-streaming) answer is held in memory before it is sent on: above this, the
-    # call is answered 502 instead (streams are relayed as they come and are not bounded by it).
+    # call is answered 502 instead (streams are relayed as they come; what the proxy keeps of one for session
+    # inference is bounded by it too, and dropped past it).
     max_answer_bytes: int = 64 * 1024 * 1024
     session_idle_ttl_s: float = 3600.0
     # A session whose id was inferred (the client sent none) and that made one call is forgotten sooner.

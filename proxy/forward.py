@@ -25,7 +25,7 @@ from aiohttp import web
 from proxy.config import ProxyConfig
 from proxy.data_structs import Relayed
 from proxy.errors import ProxyError, error_body, sse_error_event
-from proxy.sse_scan import StreamScanner, parse_usage, read_answer, response_id_of
+from proxy.sse_scan import DEFAULT_COLLECT_LIMIT, StreamScanner, parse_usage, read_answer, response_id_of
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
@@ -209,7 +209,8 @@ async def relay(
                 downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome, max_answer_bytes
             )
         else:
-            scanner = StreamScanner(collect_answer)
+            limit = DEFAULT_COLLECT_LIMIT if max_answer_bytes is None else max_answer_bytes
+            scanner = StreamScanner(collect_answer, limit)
             await _relay_stream(
                 downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner, strip_usage
             )

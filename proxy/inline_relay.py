@@ -171,7 +171,7 @@ class InlineRelay:
         if not conn.complete:  # more of the body to come: the idle timeout runs from now on
             conn.set_deadline(now + self.idle_timeout_s)
         if conn.content_type == "text/event-stream":
-            self.scanner = StreamScanner(self.collect_answer)
+            self.scanner = StreamScanner(self.collect_answer, self.max_answer_bytes)
             try:
                 self.downstream.start_now(conn.status, self.headers)
             except ConnectionError:

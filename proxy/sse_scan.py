@@ -142,17 +142,29 @@ def parse_usage(payload: bytes) -> Usage | None:
     return scanner.usage()
 
 
+# Tool names read out of one stream (the predictor's graph needs the first few; a stream naming more is odd).
+MAX_STREAM_TOOL_NAMES = 64
+# The rebuilt message's bound when the caller gives none (`max_answer_bytes`' default).
+DEFAULT_COLLECT_LIMIT = 64 * 1024 * 1024
+
+
 class StreamScanner:
     """Feeds on a chat/completions SSE stream. With `collect_answer`, it also decodes each chunk's delta to
-    rebuild the assistant message (text and tool calls), which session inference by prefix chaining needs."""
+    rebuild the assistant message (text and tool calls), which session inference by prefix chaining needs.
 
-    def __init__(self, collect_answer: bool = False) -> None:
+    What it keeps is bounded whatever the replica sends: the rebuilt message by `collect_limit` characters
+    (past it the scanner stops collecting and `answer()` is None: the call's session is not chained from this
+    answer, and the next call of the conversation is matched from its start instead), tool names by
+    MAX_STREAM_TOOL_NAMES, and a held partial line by the stream's own lines."""
+
+    def __init__(self, collect_answer: bool = False, collect_limit: int = DEFAULT_COLLECT_LIMIT) -> None:
         self._partial = b""
         self._usage: UsageFields | None = None
         self._seen_usage = False
         self._finish = ""
         self._tools: list[str] = []
         self._collect = collect_answer
+        self._collect_left = collect_limit  # characters the rebuilt message may still grow by
         self._text: list[str] = []
         self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
         self._pending_events = b""
@@ -264,18 +276,23 @@ class StreamScanner:
         content = delta.content
         if content:
             self._text.append(content)
+            self._collect_left -= len(content)
         tool_calls = delta.tool_calls
-        if not tool_calls:
-            return
-        for call in tool_calls:
-            parts = self._calls.setdefault(call.index, [""])
-            if call.function is not None:
-                if call.function.name:
-                    parts[0] = call.function.name
-                if call.function.arguments:
-                    parts.append(call.function.arguments)
+        if tool_calls:
+            for call in tool_calls:
+                parts = self._calls.setdefault(call.index, [""])
+                if call.function is not None:
+                    if call.function.name:
+                        parts[0] = call.function.name
+                    if call.function.arguments:
+                        parts.append(call.function.arguments)
+                        self._collect_left -= len(call.function.arguments)
+        if self._collect_left < 0:  # too long to keep: stop collecting (see the class docstring)
+            self._collect = False
+            self._text, self._calls = [], {}
 
     def answer(self) -> Answer | None:
+        """The rebuilt assistant message; None unless collecting, or when it grew past `collect_limit`."""
         if not self._collect:
             return None
         if not self._calls:
@@ -302,7 +319,10 @@ class StreamScanner:
         if finish is not None:
             self._finish = finish.group(1).decode()
         if line.find(b'"tool_calls"') >= 0 or line.find(b'"function_call"') >= 0:
-            self._tools.extend(m.group(1).decode() for m in _TOOL_NAME.finditer(line))
+            for m in _TOOL_NAME.finditer(line):
+                if len(self._tools) >= MAX_STREAM_TOOL_NAMES:
+                    break
+                self._tools.append(m.group(1).decode())
 
     def usage(self) -> Usage | None:
         if not self._seen_usage and not self._finish and not self._tools:

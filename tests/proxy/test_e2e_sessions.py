@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from proxy.config import ProxyConfig
@@ -92,3 +93,23 @@ async def test_sessions_end_by_header_or_admin_call(fleet: ReplicaFleet, http: a
     assert ended == (200, {"session_id": "kept", "ended": True}) and "kept" not in after_admin
     assert again[0] == 404 and again[1]["error"]["code"] == "unknown_session"
     assert queue["in_flight"] == 0 and queue["calls"] == []
+
+
+async def test_a_stream_longer_than_max_answer_bytes_is_relayed_whole_but_not_kept_for_chaining(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """Streams are relayed as they come; what the proxy keeps of one to chain the next call is bounded by
+    `max_answer_bytes`. Past it the answer is not kept: the conversation's next call still finds its session
+    from the conversation's opening, but a second agent given the same task is no longer told apart from the
+    first (the first test above, within the limit, tells them apart)."""
+    limit = 8
+    bounded = msgspec.structs.replace(config(fleet.urls), max_answer_bytes=limit)
+    async with running_proxy(bounded) as url:
+        messages = list(OPENING)
+        first, text = await chat(http, url, messages, stream=True)
+        assert len(text) > limit  # the client got all of it
+        messages += [{"role": "assistant", "content": text}, {"role": "tool", "content": "result"}]
+        second, _ = await chat(http, url, messages, stream=True)
+        other, _ = await chat(http, url, list(OPENING), stream=True)
+    assert second == first
+    assert other == first

@@ -204,3 +204,41 @@ def test_one_event_chunks_are_read_whatever_the_space_after_data() -> None:
         assert scanner.answer() == Answer("Hello", ()), repr(spacing)
         found = scanner.usage()
         assert found is not None and (found.prompt_tokens, found.finish_reason) == (3, "stop"), repr(spacing)
+
+
+def _delta_event(content: str = "", tool: tuple[int, str, str] | None = None) -> bytes:
+    delta: dict[str, object] = {"content": content} if content else {}
+    if tool is not None:
+        index, name, arguments = tool
+        delta["tool_calls"] = [{"index": index, "function": {"name": name, "arguments": arguments}}]
+    return f"data: {json.dumps({'choices': [{'index': 0, 'delta': delta}]})}\n\n".encode()
+
+
+def test_the_rebuilt_answer_is_bounded_and_dropped_past_its_limit_while_usage_is_still_read() -> None:
+    """A replica that streams without end cannot grow the proxy's memory through session inference: past
+    `collect_limit` characters (text and tool arguments together) the answer is dropped, not truncated (a
+    truncated answer would chain the session to a key no later call can match), and usage still counts."""
+    within = StreamScanner(collect_answer=True, collect_limit=10)
+    for event in (_delta_event("abcd"), _delta_event(tool=(0, "grep", "{}")), _delta_event("efgh")):
+        within.feed(event)
+    assert within.answer() == Answer("abcdefgh", (("grep", "{}"),))  # exactly 10 characters
+
+    past = StreamScanner(collect_answer=True, collect_limit=10)
+    for event in (_delta_event("abcd"), _delta_event(tool=(0, "grep", "{}")), _delta_event("efghi")):
+        past.feed(event)
+    usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 11}}
+    past.feed(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+    assert past.answer() is None
+    found = past.usage()
+    assert found is not None and (found.prompt_tokens, found.completion_tokens) == (7, 11)
+
+
+def test_tool_names_read_from_one_stream_are_bounded() -> None:
+    from proxy.sse_scan import MAX_STREAM_TOOL_NAMES
+
+    scanner = StreamScanner()
+    for i in range(MAX_STREAM_TOOL_NAMES + 50):
+        scanner.feed(_delta_event(tool=(i, f"tool{i}", "")))
+    found = scanner.usage()
+    assert found is not None and len(found.tool_names) == MAX_STREAM_TOOL_NAMES
+    assert found.tool_names[0] == "tool0"
