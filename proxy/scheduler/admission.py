@@ -18,6 +18,8 @@ Contract:
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
   gap (at most `max_hold_s`), then lapses.
 - Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
+  the lapse heap holds at most two entries per admitted workflow (plus 64; compacted on the call path, so
+  also when nothing calls `expire`); admitted workflows end with their session in the core;
   per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
 - Sans-IO: time is passed in; nothing here awaits.
 """
@@ -31,28 +33,17 @@ from collections.abc import Callable, Iterable
 
 from fairness import FairQueue
 from predictor import Predictor
+from proxy.scheduler.records import WorkflowRecord
 from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 _GROWTH_EWMA = 0.05  # weight of one new observation in an agent type's mean growth per call
+_LAPSES_SLACK = 64  # entries the lapse heap may hold beyond two per workflow before it is compacted
 
 
 def _measured_room(replica: ReplicaView, footprint: int) -> bool:
     """Nothing waits in the replica's engine and its free KV (its last reported usage) holds `footprint`."""
     return not replica.waiting and (1.0 - replica.kv_usage) * replica.kv_capacity_tokens >= footprint
-
-
-class _Workflow:
-    __slots__ = ("agent_type", "context", "footprint", "in_flight", "quiet_at", "replica_id", "reserved")
-
-    def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
-        self.replica_id = replica_id
-        self.agent_type = agent_type
-        self.context = context  # tokens: last prompt (+ its answer once finished)
-        self.footprint = footprint
-        self.reserved = 0  # what this workflow holds in its replica's reservation now
-        self.in_flight = 0
-        self.quiet_at: float | None = None  # when the reservation lapses (between calls)
 
 
 class WorkflowAdmission:
@@ -69,12 +60,13 @@ class WorkflowAdmission:
         self.spec = spec
         self.predictor = predictor
         self.views = views if views is not None else {}  # the core's: their reserved_tokens mirror ours
-        self.workflows: dict[str, _Workflow] = {}
+        self.workflows: dict[str, WorkflowRecord] = {}
         self.reserved: dict[ReplicaId, int] = {}
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
         self._waiting_per_session: dict[str, int] = {}
-        self._lapses: list[tuple[float, int, str]] = []  # (quiet_at, seq, session): a heap, lazily pruned
+        # (quiet_at, seq, session): a heap, pruned lazily; at most 2 x workflows + slack entries (compacted)
+        self._lapses: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._growth: OrderedDict[str, float] = OrderedDict()  # agent type -> mean context growth per call
         self.admitted = 0
@@ -154,9 +146,18 @@ class WorkflowAdmission:
             self._unwait(req)
         else:
             self.cancel(req.request_id)
-        if req.session_id in self.workflows:
-            return
-        wf = _Workflow(replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req))
+        if req.session_id not in self.workflows:
+            self._bind(req, replica_id)
+
+    def admit_at_once(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        """Admit a new workflow's first call that found nothing waiting and room on `replica_id` without
+        queueing it: its tenant is charged as the queue's push and pop would have (admissions keep following
+        the tenants' weights), and it is bound there as `admit` binds."""
+        self.waiting.serve_now(req.tenant_id, 1.0)
+        self._bind(req, replica_id)
+
+    def _bind(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        wf = WorkflowRecord(replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req))
         self.workflows[req.session_id] = wf
         self._reserve(wf, wf.footprint)
         self.admitted += 1
@@ -167,7 +168,7 @@ class WorkflowAdmission:
         """A call of an admitted workflow went to `replica_id`: it is live there (re-bound if it moved)."""
         wf = self.workflows.get(req.session_id)
         if wf is None:  # admitted before this core learned of admission (e.g. a policy change): admit now
-            wf = self.workflows[req.session_id] = _Workflow(
+            wf = self.workflows[req.session_id] = WorkflowRecord(
                 replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req)
             )
         if wf.replica_id != replica_id:
@@ -251,7 +252,7 @@ class WorkflowAdmission:
 
     # -- internals --------------------------------------------------------------------------------------
 
-    def _reserve(self, wf: _Workflow, tokens: int) -> None:
+    def _reserve(self, wf: WorkflowRecord, tokens: int) -> None:
         delta = tokens - wf.reserved
         if delta:
             total = self.reserved[wf.replica_id] = self.reserved.get(wf.replica_id, 0) + delta
@@ -260,15 +261,36 @@ class WorkflowAdmission:
             if view is not None:
                 view.reserved_tokens = total
 
-    def _lapse(self, wf: _Workflow) -> None:
+    def _lapse(self, wf: WorkflowRecord) -> None:
         if wf.reserved:
             self.lapsed += 1
         wf.quiet_at = None
         self._reserve(wf, 0)
 
-    def _hold_until(self, session_id: str, wf: _Workflow, at: float) -> None:
+    def _hold_until(self, session_id: str, wf: WorkflowRecord, at: float) -> None:
         wf.quiet_at = at
-        heapq.heappush(self._lapses, (at, next(self._seq), session_id))
+        lapses = self._lapses
+        heapq.heappush(lapses, (at, next(self._seq), session_id))
+        if len(lapses) > 2 * len(self.workflows) + _LAPSES_SLACK:
+            self._compact_lapses()
+
+    def _compact_lapses(self) -> None:
+        """Drop the heap's stale entries: each call's finish pushes one, and only `expire` (on the core's
+        tick) pops them, so without ticks the heap would grow by one per call. An entry is live while its
+        workflow's `quiet_at` is its time (every later hold pushes its own); one per workflow is kept, so
+        the heap holds at most one entry per workflow after this, and `expire` lapses exactly what it did.
+        Run when the heap is over twice the workflows: amortised O(1) per push."""
+        live: dict[str, tuple[float, int, str]] = {}
+        workflows = self.workflows
+        for entry in self._lapses:
+            session_id = entry[2]
+            wf = workflows.get(session_id)
+            if wf is not None and wf.quiet_at == entry[0]:
+                kept = live.get(session_id)
+                if kept is None or entry < kept:  # the first `expire` would pop
+                    live[session_id] = entry
+        self._lapses = list(live.values())
+        heapq.heapify(self._lapses)
 
     def _learn_growth(self, agent_type: str, growth: int) -> None:
         prior = self._growth.get(agent_type)

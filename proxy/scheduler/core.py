@@ -29,6 +29,7 @@ from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
 from proxy.scheduler.admission import WorkflowAdmission
 from proxy.scheduler.framework import RoutingPolicy
+from proxy.scheduler.records import SessionRecord
 from proxy.scheduler.release import HeldCall, ReleaseQueue
 from proxy.scheduler.stealing import steal_target
 from proxy.scheduler.types import (
@@ -46,8 +47,8 @@ _MAX_TENANTS_SEEN = 4096
 _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
 
 
-# Plain classes, not msgspec Structs: mypyc compiles them to native classes (setup.py; a Struct stays a
-# Python class there); same fields and constructors.
+# A plain class, not a msgspec Struct: mypyc compiles it to a native class (setup.py; a Struct stays a Python
+# class there). It lives while its call is in flight; what outlives calls is in records.py (GC-untracked).
 class _InFlight:
     __slots__ = ("first_token_at", "replica_id", "req", "retained", "tried")
 
@@ -64,26 +65,6 @@ class _InFlight:
         self.tried = tried
         self.first_token_at = first_token_at
         self.retained = retained
-
-
-class _Session:
-    __slots__ = ("calls", "in_flight", "last_seen", "seq", "started", "tenant_id")
-
-    def __init__(
-        self,
-        last_seen: float,
-        in_flight: int = 0,
-        calls: int = 0,
-        started: float = 0.0,
-        tenant_id: str = "default",
-        seq: int = 0,  # order of arrival among workflows (older = lower)
-    ) -> None:
-        self.last_seen = last_seen
-        self.in_flight = in_flight
-        self.calls = calls
-        self.started = started
-        self.tenant_id = tenant_id
-        self.seq = seq
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # the tests subclass it
@@ -130,7 +111,7 @@ class SchedulerCore:
         self._single_call: dict[str, None] = {}
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
-        self.sessions: dict[str, _Session] = {}
+        self.sessions: dict[str, SessionRecord] = {}
         tenants = release.tenants if release is not None else tenants or TenantsConfig()
         if release is None and policy.queue is not None:
             release = ReleaseQueue(policy.queue, tenants)
@@ -161,7 +142,7 @@ class SchedulerCore:
             if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
                 self._evict_idle_session()
             self._workflows_seen += 1
-            session = _Session(now, started=now, tenant_id=req.tenant_id, seq=self._workflows_seen)
+            session = SessionRecord(now, started=now, tenant_id=req.tenant_id, seq=self._workflows_seen)
             if req.session_inferred:
                 self._single_call[req.session_id] = None
         elif self._single_call:
@@ -433,11 +414,23 @@ class SchedulerCore:
         if not any(r.healthy for r in self.replicas.values()):
             self.predictor.call_failed(req.session_id)
             return [Reject(req.request_id, "no healthy replica", status=503)]
-        if not self.admission.wait(req, self.clock()):
+        admission = self.admission
+        alone = not len(admission.waiting)
+        if alone:
+            # Nothing waits: `_admit_waiting` would take this call first, so route it as it would (the same
+            # footprint, candidates and one `route`) without the queue's push, peek and pop.
+            footprint = admission.footprint_of_new(req)
+            room = admission.healthy_with_room(self.replicas.values(), footprint)
+            replica_id = self.policy.route(req, room) if room else None
+            if replica_id is not None:
+                admission.admit_at_once(req, replica_id)
+                return self._proceed(req, set(), replica_id)
+        if not admission.wait(req, self.clock()):
             self.predictor.call_failed(req.session_id)
-            limit = self.admission.spec.max_waiting
+            limit = admission.spec.max_waiting
             return [Reject(req.request_id, f"the proxy's admission queue is full ({limit} waiting)", 429)]
-        return self._admit_waiting()
+        # alone, it found no room just now (`_admit_waiting` would route it again, to no avail): it waits
+        return [] if alone else self._admit_waiting()
 
     def _admit_waiting(self) -> list[Decision]:
         """Admit waiting workflows, in the fair order, while a replica has room for the next one."""
@@ -522,7 +515,7 @@ class SchedulerCore:
         self.replicas[replica_id].in_flight += 1
         session = self.sessions.get(req.session_id)
         if session is None:
-            session = self.sessions[req.session_id] = _Session(last_seen=self.clock())
+            session = self.sessions[req.session_id] = SessionRecord(last_seen=self.clock())
         priority = self._priority(session)
         session.in_flight += 1
         session.calls += 1
@@ -547,7 +540,7 @@ class SchedulerCore:
             req.request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
         )
 
-    def _priority(self, session: _Session) -> int | None:
+    def _priority(self, session: SessionRecord) -> int | None:
         """vLLM's request priority (lower first; retentions rank with their call): "first-call" puts a
         workflow's later calls before new work; "workflow-age" puts every call of an older workflow before
         those of newer ones, so under KV pressure the engine preempts the newest workflows (cheap to
