@@ -59,6 +59,7 @@ class WorkflowAdmission:
         spec.validate()
         self.spec = spec
         self.predictor = predictor
+        self._levels = predictor.config.quantiles  # the levels of `hold_outlook`'s gaps (a frozen config)
         self.views = views if views is not None else {}  # the core's: their reserved_tokens mirror ours
         self.workflows: dict[str, WorkflowRecord] = {}
         self.reserved: dict[ReplicaId, int] = {}
@@ -174,7 +175,9 @@ class WorkflowAdmission:
         if wf.replica_id != replica_id:
             self._reserve(wf, 0)
             wf.replica_id = replica_id
-        wf.context = max(wf.context, req.prompt_tokens)
+        prompt_tokens = req.prompt_tokens
+        if prompt_tokens > wf.context:  # (each field read and written once: a Struct's are not native)
+            wf.context = prompt_tokens
         wf.in_flight += 1
         wf.quiet_at = None
         self._reserve(wf, wf.footprint)
@@ -184,31 +187,35 @@ class WorkflowAdmission:
         wf = self.workflows.get(session_id)
         if wf is None:
             return
-        wf.in_flight = max(0, wf.in_flight - 1)
+        in_flight = wf.in_flight = max(0, wf.in_flight - 1)
         if prompt_tokens > 0:  # unknown (0) when the call failed or was cancelled: keep what we knew
             context = prompt_tokens + completion_tokens
-            if context > wf.context:
-                self._learn_growth(wf.agent_type, context - wf.context)
+            before = wf.context
+            if context > before:
+                self._learn_growth(wf.agent_type, context - before)
             wf.context = context  # may shrink: an agent that compacts its history
-        if wf.in_flight:
+        if in_flight:
             return
-        prediction = self.predictor.predict(session_id, now)
-        if prediction is None:  # unknown to the predictor: hold for the longest allowed
+        outlook = self.predictor.hold_outlook(session_id, now)  # `predict`'s fields this reads, alone
+        spec = self.spec
+        if outlook is None:  # unknown to the predictor: hold for the longest allowed
             wf.footprint = max(wf.footprint, wf.context)
-            self._hold_until(session_id, wf, now + self.spec.max_hold_s)
+            self._hold_until(session_id, wf, now + spec.max_hold_s)
             return
-        if prediction.p_return < self.spec.end_below_p_return:
+        p_return, return_gap_s, next_prompt_tokens, remaining_calls = outlook
+        if p_return < spec.end_below_p_return:
             self._lapse(wf)
             return
-        if _quantile(prediction.quantiles, prediction.return_gap_s, 0.5) > self.spec.quiet_gap_s:
+        levels = self._levels
+        if _quantile(levels, return_gap_s, 0.5) > spec.quiet_gap_s:
             self._lapse(wf)  # it comes back after minutes if at all: a tool call does not take that long
             return
-        growth = max(0.0, prediction.next_prompt_tokens - prompt_tokens)
-        calls = min(max(prediction.remaining_calls, 1.0), max(self.spec.horizon_calls, 1.0))
-        wf.footprint = int(wf.context + growth * calls)
-        self._reserve(wf, wf.footprint)
-        gap = _quantile(prediction.quantiles, prediction.return_gap_s, self.spec.hold_quantile)
-        self._hold_until(session_id, wf, now + min(gap, self.spec.max_hold_s))
+        growth = max(0.0, next_prompt_tokens - prompt_tokens)
+        calls = min(max(remaining_calls, 1.0), max(spec.horizon_calls, 1.0))
+        footprint = wf.footprint = int(wf.context + growth * calls)
+        self._reserve(wf, footprint)
+        gap = _quantile(levels, return_gap_s, spec.hold_quantile)
+        self._hold_until(session_id, wf, now + min(gap, spec.max_hold_s))
 
     def withdrawn(self, session_id: str) -> None:
         """A dispatched call never reached its replica (it will be dispatched again)."""
@@ -255,9 +262,10 @@ class WorkflowAdmission:
     def _reserve(self, wf: WorkflowRecord, tokens: int) -> None:
         delta = tokens - wf.reserved
         if delta:
-            total = self.reserved[wf.replica_id] = self.reserved.get(wf.replica_id, 0) + delta
+            replica_id = wf.replica_id
+            total = self.reserved[replica_id] = self.reserved.get(replica_id, 0) + delta
             wf.reserved = tokens
-            view = self.views.get(wf.replica_id)
+            view = self.views.get(replica_id)
             if view is not None:
                 view.reserved_tokens = total
 
