@@ -1,6 +1,6 @@
-"""What calls leave behind in the scheduler (issue 12): per-session records the cyclic GC does not track, a lapse
-heap bounded without `tick`, a new workflow admitted at once when nothing waits (charged as the queue would),
-and the predictor's `hold_outlook` equal to `predict`'s fields."""
+"""What calls leave behind in the scheduler (issue 12): per-session records the cyclic GC does not track, a
+lapse heap bounded without `tick`, a new workflow admitted at once when nothing waits (charged as the queue
+would), and the predictor's `hold_outlook` equal to `predict`'s fields."""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def test_compacting_the_lapse_heap_changes_no_lapse() -> None:
         for adm in (plain, compacted):
             if op < 0.45:
                 adm.predictor.call_arrived(sid, "coder", now, prompt)
-                adm.dispatched(RequestInfo(f"q{n}", sid, now, prompt_tokens=prompt, agent_type="coder"), replica)
+                req = RequestInfo(f"q{n}", sid, now, prompt_tokens=prompt, agent_type="coder")
+                adm.dispatched(req, replica)
             elif op < 0.9:
                 adm.predictor.call_finished(sid, now, prompt, output, "tool_calls", ("bash",))
                 adm.finished(sid, prompt, output, now)
