@@ -28,15 +28,44 @@ import itertools
 import math
 from collections import OrderedDict
 
+from mypy_extensions import mypyc_attr
+
 from predictor.graph import OTHER, START, AgentGraph, node_key
 from predictor.return_model import ReturnModel
 from predictor.sketch import LogSketch, seconds_sketch
-from predictor.structs import Prediction, PredictorConfig, SessionTrack
+from predictor.structs import Prediction, PredictorConfig
 
 # (p_return, return_gap_s, next_prompt_tokens, remaining_calls): `hold_outlook`
 HoldOutlook = tuple[float, tuple[float, ...], float, float]
 _Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 _MAX_CACHED_MODELS = 4096  # return models cached per (agent type, state): dropped all at once when full
+
+
+# Acyclic (mypyc): numbers, strings and a tuple of them only, so an instance can be in no reference cycle and
+# the cyclic GC does not track it (one per live session, up to `max_sessions` plus `max_ghosts`).
+@mypyc_attr(acyclic=True)
+class _Session:
+    __slots__ = (
+        "agent_type",
+        "calls",
+        "finished_at",
+        "in_flight",
+        "last_output",
+        "last_prompt",
+        "pending",
+        "state",
+    )
+
+    def __init__(self, agent_type: str) -> None:
+        self.agent_type = agent_type
+        self.calls = 0
+        self.state = START  # node key after the last answer
+        self.finished_at: float | None = None
+        self.in_flight = 0
+        self.last_prompt = 0
+        self.last_output = 0
+        # Measured at the arrival of the call in flight: (source node, gap, growth).
+        self.pending: tuple[str, float | None, float] | None = None
 
 
 class Predictor:
@@ -48,8 +77,8 @@ class Predictor:
         if model not in ("residual", "chain"):
             raise ValueError(f"predictor: remaining_model must be 'residual' or 'chain', got {model!r}")
         self.graphs: OrderedDict[str, AgentGraph] = OrderedDict()
-        self.sessions: OrderedDict[str, SessionTrack] = OrderedDict()
-        self._ghosts: OrderedDict[str, SessionTrack] = OrderedDict()
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._ghosts: OrderedDict[str, _Session] = OrderedDict()
         self._next_scan = -math.inf
         # Sessions that have answered, grouped by the (agent type, state) their last answer left them in,
         # each group by the time of that answer (oldest first): one group shares one end horizon, so `tick`
@@ -84,11 +113,11 @@ class Predictor:
                 # It was not over after all.
                 self.graphs[s.agent_type].observe_end(s.state, -1.0, calls=s.calls, peak_prompt=s.last_prompt)
             if s is None:
-                s = SessionTrack(agent_type[: self.config.max_agent_type_chars], START)
+                s = _Session(agent_type[: self.config.max_agent_type_chars])
             self._admit(session_id, s)
         else:
             self.sessions.move_to_end(session_id)
-        in_flight = s.in_flight  # (a Struct's fields: each read once)
+        in_flight = s.in_flight  #
         if in_flight == 0:
             state = s.state
             if tool_names and state.startswith("call#") and s.calls > 0:
@@ -115,7 +144,7 @@ class Predictor:
         s = self.sessions.get(session_id)
         if s is None:
             return
-        in_flight = s.in_flight  # (a Struct's fields: each read once)
+        in_flight = s.in_flight  #
         if in_flight == 0:
             return
         s.in_flight = in_flight - 1
@@ -185,7 +214,7 @@ class Predictor:
         self._next_scan = now + self.config.end_scan_interval_s
         horizons: dict[tuple[str, str], float] = {}  # one per state, not per session
 
-        def horizon_of(s: SessionTrack) -> float:
+        def horizon_of(s: _Session) -> float:
             key = (s.agent_type, s.state)
             horizon = horizons.get(key)
             if horizon is None:
@@ -236,7 +265,7 @@ class Predictor:
 
     # -- predictions ----------------------------------------------------------------------------------
 
-    def horizon_s(self, s: SessionTrack) -> float:
+    def horizon_s(self, s: _Session) -> float:
         cfg = self.config
         gap, _ = self._sketch(s, "gap")
         p99 = (gap if gap is not None else self._prior_sketch).quantile(0.99)
@@ -270,11 +299,11 @@ class Predictor:
             return None
         return self._return_model_of(s)
 
-    def _return_model_of(self, s: SessionTrack) -> tuple[ReturnModel, str]:
+    def _return_model_of(self, s: _Session) -> tuple[ReturnModel, str]:
         key, updates = ("at", s.agent_type, s.state), self._updates(s.agent_type)
         return self._cached(key, updates) or self._store(key, updates, self._return_model(s))
 
-    def _return_model(self, s: SessionTrack) -> tuple[ReturnModel, str]:
+    def _return_model(self, s: _Session) -> tuple[ReturnModel, str]:
         gap, source = self._sketch(s, "gap")
         graph = self.graphs.get(s.agent_type)
         node = graph.nodes.get(s.state) if graph is not None else None
@@ -299,7 +328,7 @@ class Predictor:
             key, updates, self._return_model_after_call(s, max_gap_s)
         )
 
-    def _return_model_after_call(self, s: SessionTrack, max_gap_s: float | None) -> tuple[ReturnModel, str]:
+    def _return_model_after_call(self, s: _Session, max_gap_s: float | None) -> tuple[ReturnModel, str]:
         graph = self.graphs.get(s.agent_type)
         node = graph.nodes.get(s.state) if graph is not None else None
         probs = graph.transitions(node) if graph is not None and node is not None else {}
@@ -429,7 +458,7 @@ class Predictor:
 
     def _remaining(
         self,
-        s: SessionTrack,
+        s: _Session,
         p_return: float,
         next_growth: float,
         next_output: float,
@@ -462,7 +491,7 @@ class Predictor:
             calls = rest.calls if rest is not None else cfg.priors.remaining_calls
         return calls, calls * new_per_call, calls * out_per_call
 
-    def _admit(self, session_id: str, s: SessionTrack) -> None:
+    def _admit(self, session_id: str, s: _Session) -> None:
         self.sessions[session_id] = s
         while len(self.sessions) > self.config.max_sessions:
             dropped, _ = self.sessions.popitem(last=False)
@@ -507,7 +536,7 @@ class Predictor:
         state_end = (ends + lim.prior_end * lim.prior_weight) / (weight + lim.prior_weight)
         return (node.ends + state_end * lim.prior_weight) / (node.weight + lim.prior_weight)
 
-    def _sketch(self, s: SessionTrack, which: str) -> tuple[LogSketch | None, str]:
+    def _sketch(self, s: _Session, which: str) -> tuple[LogSketch | None, str]:
         graph = self.graphs.get(s.agent_type)
         return (None, "prior") if graph is None else self._sketch_for(graph, s.state, which)
 

@@ -1,5 +1,5 @@
 """The predictor's msgspec Structs: its configuration (`PredictorConfig`, `Priors`, `GraphLimits`) and its
-answers (`Prediction`, `RemainingWork`), and its per-session record (`SessionTrack`).
+answers (`Prediction`, `RemainingWork`).
 
 They live apart from graph.py and predictor.py, which setup.py compiles with mypyc: a Struct's class keywords
 (`frozen`, `forbid_unknown_fields`) do not survive mypyc, so Struct classes stay in pure-Python modules.
@@ -78,20 +78,3 @@ class Prediction(msgspec.Struct, frozen=True):
     remaining_output_tokens: float
     remaining_service_s: float
     peak_prompt_tokens: float = 0.0  # the expected prompt of its last call (last prompt + growth to come)
-
-
-class SessionTrack(msgspec.Struct, gc=False):
-    """What the predictor follows of one live session. One per session, up to `max_sessions` (100,000) plus
-    `max_ghosts`: every field is a number, a string or a tuple of them, so it can be in no reference cycle and
-    the cyclic GC does not track it (`gc=False`; a compiled module's native class would be walked by every
-    full collection)."""
-
-    agent_type: str
-    state: str  # node key after the last answer
-    calls: int = 0
-    finished_at: float | None = None
-    in_flight: int = 0
-    last_prompt: int = 0
-    last_output: int = 0
-    # Measured at the arrival of the call in flight: (source node, gap, growth).
-    pending: tuple[str, float | None, float] | None = None

@@ -31,9 +31,10 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from mypy_extensions import mypyc_attr
+
 from fairness import FairQueue
 from predictor import Predictor
-from proxy.scheduler.records import WorkflowRecord
 from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
@@ -44,6 +45,21 @@ _LAPSES_SLACK = 64  # entries the lapse heap may hold beyond two per workflow be
 def _measured_room(replica: ReplicaView, footprint: int) -> bool:
     """Nothing waits in the replica's engine and its free KV (its last reported usage) holds `footprint`."""
     return not replica.waiting and (1.0 - replica.kv_usage) * replica.kv_capacity_tokens >= footprint
+
+
+# Acyclic (mypyc): numbers and strings only, so the cyclic GC does not track it (one per admitted workflow).
+@mypyc_attr(acyclic=True)
+class _Workflow:
+    __slots__ = ("agent_type", "context", "footprint", "in_flight", "quiet_at", "replica_id", "reserved")
+
+    def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
+        self.replica_id = replica_id
+        self.agent_type = agent_type
+        self.context = context  # tokens: last prompt (+ its answer once finished)
+        self.footprint = footprint
+        self.reserved = 0  # what this workflow holds in its replica's reservation now
+        self.in_flight = 0
+        self.quiet_at: float | None = None  # when the reservation lapses (between calls)
 
 
 class WorkflowAdmission:
@@ -61,7 +77,7 @@ class WorkflowAdmission:
         self.predictor = predictor
         self._levels = predictor.config.quantiles  # the levels of `hold_outlook`'s gaps (a frozen config)
         self.views = views if views is not None else {}  # the core's: their reserved_tokens mirror ours
-        self.workflows: dict[str, WorkflowRecord] = {}
+        self.workflows: dict[str, _Workflow] = {}
         self.reserved: dict[ReplicaId, int] = {}
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
@@ -158,7 +174,7 @@ class WorkflowAdmission:
         self._bind(req, replica_id)
 
     def _bind(self, req: RequestInfo, replica_id: ReplicaId) -> None:
-        wf = WorkflowRecord(replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req))
+        wf = _Workflow(replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req))
         self.workflows[req.session_id] = wf
         self._reserve(wf, wf.footprint)
         self.admitted += 1
@@ -169,14 +185,14 @@ class WorkflowAdmission:
         """A call of an admitted workflow went to `replica_id`: it is live there (re-bound if it moved)."""
         wf = self.workflows.get(req.session_id)
         if wf is None:  # admitted before this core learned of admission (e.g. a policy change): admit now
-            wf = self.workflows[req.session_id] = WorkflowRecord(
+            wf = self.workflows[req.session_id] = _Workflow(
                 replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req)
             )
         if wf.replica_id != replica_id:
             self._reserve(wf, 0)
             wf.replica_id = replica_id
         prompt_tokens = req.prompt_tokens
-        if prompt_tokens > wf.context:  # (each field read and written once: a Struct's are not native)
+        if prompt_tokens > wf.context:
             wf.context = prompt_tokens
         wf.in_flight += 1
         wf.quiet_at = None
@@ -259,7 +275,7 @@ class WorkflowAdmission:
 
     # -- internals --------------------------------------------------------------------------------------
 
-    def _reserve(self, wf: WorkflowRecord, tokens: int) -> None:
+    def _reserve(self, wf: _Workflow, tokens: int) -> None:
         delta = tokens - wf.reserved
         if delta:
             replica_id = wf.replica_id
@@ -269,13 +285,15 @@ class WorkflowAdmission:
             if view is not None:
                 view.reserved_tokens = total
 
-    def _lapse(self, wf: WorkflowRecord) -> None:
+    def _lapse(self, wf: _Workflow) -> None:
         if wf.reserved:
             self.lapsed += 1
         wf.quiet_at = None
         self._reserve(wf, 0)
 
-    def _hold_until(self, session_id: str, wf: WorkflowRecord, at: float) -> None:
+    def _hold_until(self, session_id: str, wf: _Workflow, at: float) -> None:
+        if wf.quiet_at == at:  # held to the same time already: its entry is in the heap
+            return
         wf.quiet_at = at
         lapses = self._lapses
         heapq.heappush(lapses, (at, next(self._seq), session_id))
@@ -285,20 +303,17 @@ class WorkflowAdmission:
     def _compact_lapses(self) -> None:
         """Drop the heap's stale entries: each call's finish pushes one, and only `expire` (on the core's
         tick) pops them, so without ticks the heap would grow by one per call. An entry is live while its
-        workflow's `quiet_at` is its time (every later hold pushes its own); one per workflow is kept, so
-        the heap holds at most one entry per workflow after this, and `expire` lapses exactly what it did.
-        Run when the heap is over twice the workflows: amortised O(1) per push."""
-        live: dict[str, tuple[float, int, str]] = {}
+        workflow's `quiet_at` is its time; every other time set pushes its own, and one already set pushes
+        none, so a workflow has at most one live entry and `expire` lapses exactly what it did. Run when the
+        heap is over twice the workflows: amortised O(1) per push, at most one entry per workflow after."""
         workflows = self.workflows
+        live = []
         for entry in self._lapses:
-            session_id = entry[2]
-            wf = workflows.get(session_id)
+            wf = workflows.get(entry[2])
             if wf is not None and wf.quiet_at == entry[0]:
-                kept = live.get(session_id)
-                if kept is None or entry < kept:  # the first `expire` would pop
-                    live[session_id] = entry
-        self._lapses = list(live.values())
-        heapq.heapify(self._lapses)
+                live.append(entry)
+        heapq.heapify(live)
+        self._lapses = live
 
     def _learn_growth(self, agent_type: str, growth: int) -> None:
         prior = self._growth.get(agent_type)

@@ -29,7 +29,6 @@ from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
 from proxy.scheduler.admission import WorkflowAdmission
 from proxy.scheduler.framework import RoutingPolicy
-from proxy.scheduler.records import SessionRecord
 from proxy.scheduler.release import HeldCall, ReleaseQueue
 from proxy.scheduler.stealing import steal_target
 from proxy.scheduler.types import (
@@ -47,8 +46,8 @@ _MAX_TENANTS_SEEN = 4096
 _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
 
 
-# A plain class, not a msgspec Struct: mypyc compiles it to a native class (setup.py; a Struct stays a Python
-# class there). It lives while its call is in flight; what outlives calls is in records.py (GC-untracked).
+# Plain classes, not msgspec Structs: mypyc compiles them to native classes (setup.py; a Struct stays a
+# Python class there, and its fields cost a lookup each from compiled code).
 class _InFlight:
     __slots__ = ("first_token_at", "replica_id", "req", "retained", "tried")
 
@@ -65,6 +64,30 @@ class _InFlight:
         self.tried = tried
         self.first_token_at = first_token_at
         self.retained = retained
+
+
+# Acyclic (mypyc): every field is a number or a string, so an instance can be in no reference cycle and the
+# cyclic GC does not track it. One lives per session the core knows (with calls that carry no session id, one
+# more every two calls, kept `single_call_session_ttl_s`); tracked, a full collection would walk every one.
+@mypyc_attr(acyclic=True)
+class _Session:
+    __slots__ = ("calls", "in_flight", "last_seen", "seq", "started", "tenant_id")
+
+    def __init__(
+        self,
+        last_seen: float,
+        in_flight: int = 0,
+        calls: int = 0,
+        started: float = 0.0,
+        tenant_id: str = "default",
+        seq: int = 0,  # order of arrival among workflows (older = lower)
+    ) -> None:
+        self.last_seen = last_seen
+        self.in_flight = in_flight
+        self.calls = calls
+        self.started = started
+        self.tenant_id = tenant_id
+        self.seq = seq
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # the tests subclass it
@@ -111,7 +134,7 @@ class SchedulerCore:
         self._single_call: dict[str, None] = {}
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
-        self.sessions: dict[str, SessionRecord] = {}
+        self.sessions: dict[str, _Session] = {}
         tenants = release.tenants if release is not None else tenants or TenantsConfig()
         if release is None and policy.queue is not None:
             release = ReleaseQueue(policy.queue, tenants)
@@ -134,7 +157,7 @@ class SchedulerCore:
     # -- events ---------------------------------------------------------------------------------------
 
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
-        request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: read once)
+        request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         if request_id in self.in_flight:
             raise ValueError(f"request id {request_id!r} is already in flight")
         now = self.clock()
@@ -143,7 +166,7 @@ class SchedulerCore:
             if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
                 self._evict_idle_session()
             self._workflows_seen += 1
-            session = SessionRecord(now, 0, 0, now, req.tenant_id, self._workflows_seen)
+            session = _Session(now, 0, 0, now, req.tenant_id, self._workflows_seen)
             if req.session_inferred:
                 self._single_call[session_id] = None
         else:
@@ -208,7 +231,7 @@ class SchedulerCore:
         req = flight.req
         self._session_done(req, now)
         usage = usage or Usage()
-        session_id = req.session_id  # (a Struct's fields: read once)
+        session_id = req.session_id  # (a Struct's fields: a lookup each)
         prompt_tokens = usage.prompt_tokens or req.prompt_tokens
         completion_tokens = usage.completion_tokens
         self.predictor.call_finished(
@@ -503,12 +526,12 @@ class SchedulerCore:
 
     def _dispatch(self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId]) -> Dispatch:
         tried.add(replica_id)
-        request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: read once)
+        request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         flight = self.in_flight[request_id] = _InFlight(req, replica_id, tried)
         self.replicas[replica_id].in_flight += 1
         session = self.sessions.get(session_id)
         if session is None:
-            session = self.sessions[session_id] = SessionRecord(last_seen=self.clock())
+            session = self.sessions[session_id] = _Session(last_seen=self.clock())
         priority = self._priority(session)
         session.in_flight += 1
         session.calls += 1
@@ -533,7 +556,7 @@ class SchedulerCore:
             request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
         )
 
-    def _priority(self, session: SessionRecord) -> int | None:
+    def _priority(self, session: _Session) -> int | None:
         """vLLM's request priority (lower first; retentions rank with their call): "first-call" puts a
         workflow's later calls before new work; "workflow-age" puts every call of an older workflow before
         those of newer ones, so under KV pressure the engine preempts the newest workflows (cheap to

@@ -12,11 +12,14 @@ import pytest
 from fairness import FairQueue
 from predictor import Predictor
 from proxy.scheduler import RequestInfo, SchedulerCore, Usage, build_policy
+from proxy.scheduler import core as core_module
 from proxy.scheduler.admission import AdmissionSpec, WorkflowAdmission
 from proxy.scheduler.types import ReplicaView
 from tests.clocks import Clock
 
 STOP = Usage(prompt_tokens=12, completion_tokens=3, finish_reason="stop")
+# The records are acyclic native classes once mypyc compiles them; pure Python tracks every instance.
+COMPILED = not core_module.__file__.endswith(".py")
 
 
 def _one_shot_calls(core: SchedulerCore, clock: Clock, calls: int, first: int = 0, every: int = 2) -> None:
@@ -31,6 +34,7 @@ def _one_shot_calls(core: SchedulerCore, clock: Clock, calls: int, first: int = 
         core.request_finished(req.request_id, STOP)
 
 
+@pytest.mark.skipif(not COMPILED, reason="the records are untracked once compiled (mypyc's acyclic classes)")
 @pytest.mark.parametrize("policy", ["saga", "round-robin"])
 def test_calls_leave_no_records_the_gc_tracks(policy: str) -> None:
     clock = Clock()
