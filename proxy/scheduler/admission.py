@@ -18,8 +18,8 @@ Contract:
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
   gap (at most `max_hold_s`), then lapses.
 - Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
-  the lapse heap holds at most two entries per admitted workflow (plus 64; compacted on the call path, so
-  also when nothing calls `expire`); admitted workflows end with their session in the core;
+  the lapse heap holds about one wake-up per admitted workflow, at most two (plus 64: compacted on the call
+  path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
   per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
 - Sans-IO: time is passed in; nothing here awaits.
 """
@@ -50,7 +50,16 @@ def _measured_room(replica: ReplicaView, footprint: int) -> bool:
 # Acyclic (mypyc): numbers and strings only, so the cyclic GC does not track it (one per admitted workflow).
 @mypyc_attr(acyclic=True)
 class _Workflow:
-    __slots__ = ("agent_type", "context", "footprint", "in_flight", "quiet_at", "replica_id", "reserved")
+    __slots__ = (
+        "agent_type",
+        "context",
+        "footprint",
+        "in_flight",
+        "queued_at",
+        "quiet_at",
+        "replica_id",
+        "reserved",
+    )
 
     def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
         self.replica_id = replica_id
@@ -60,6 +69,7 @@ class _Workflow:
         self.reserved = 0  # what this workflow holds in its replica's reservation now
         self.in_flight = 0
         self.quiet_at: float | None = None  # when the reservation lapses (between calls)
+        self.queued_at: float | None = None  # its wake-up in the lapse heap (at or before quiet_at)
 
 
 class WorkflowAdmission:
@@ -82,7 +92,8 @@ class WorkflowAdmission:
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
         self._waiting_per_session: dict[str, int] = {}
-        # (quiet_at, seq, session): a heap, pruned lazily; at most 2 x workflows + slack entries (compacted)
+        # Wake-ups (at, seq, session): a heap, a workflow's at or before its `quiet_at` (about one a workflow:
+        # a finish that holds longer pushes none); at most 2 x workflows + slack entries (compacted)
         self._lapses: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._growth: OrderedDict[str, float] = OrderedDict()  # agent type -> mean context growth per call
@@ -242,10 +253,19 @@ class WorkflowAdmission:
     def expire(self, now: float) -> bool:
         """Lapse the reservations whose hold ran out; True when any did (there may be room now)."""
         freed = False
-        while self._lapses and self._lapses[0][0] <= now:
-            at, _, session_id = heapq.heappop(self._lapses)
-            wf = self.workflows.get(session_id)
-            if wf is not None and wf.quiet_at == at and wf.in_flight == 0:
+        lapses, workflows = self._lapses, self.workflows
+        while lapses and lapses[0][0] <= now:
+            at, _, session_id = heapq.heappop(lapses)
+            wf = workflows.get(session_id)
+            if wf is None or wf.queued_at != at:
+                continue  # its workflow ended, or it has an earlier wake-up
+            wf.queued_at = None
+            quiet_at = wf.quiet_at
+            if quiet_at is None:  # a call came since: nothing held
+                continue
+            if quiet_at > now:  # held longer since this wake-up was set: wake up then
+                self._wake_at(session_id, wf, quiet_at)
+            elif wf.in_flight == 0:
                 self._lapse(wf)
                 freed = True
         return freed
@@ -292,25 +312,30 @@ class WorkflowAdmission:
         self._reserve(wf, 0)
 
     def _hold_until(self, session_id: str, wf: _Workflow, at: float) -> None:
-        if wf.quiet_at == at:  # held to the same time already: its entry is in the heap
-            return
         wf.quiet_at = at
+        queued = wf.queued_at
+        if queued is None or at < queued:
+            self._wake_at(session_id, wf, at)
+        # else its wake-up comes first, and `expire` then sets one at `quiet_at`: a call's finish pushes no
+        # entry for a workflow already in the heap (the heap would grow by one per call without ticks)
+
+    def _wake_at(self, session_id: str, wf: _Workflow, at: float) -> None:
+        wf.queued_at = at  # a later wake-up it had is left in the heap, stale
         lapses = self._lapses
         heapq.heappush(lapses, (at, next(self._seq), session_id))
         if len(lapses) > 2 * len(self.workflows) + _LAPSES_SLACK:
             self._compact_lapses()
 
     def _compact_lapses(self) -> None:
-        """Drop the heap's stale entries: each call's finish pushes one, and only `expire` (on the core's
-        tick) pops them, so without ticks the heap would grow by one per call. An entry is live while its
-        workflow's `quiet_at` is its time; every other time set pushes its own, and one already set pushes
-        none, so a workflow has at most one live entry and `expire` lapses exactly what it did. Run when the
-        heap is over twice the workflows: amortised O(1) per push, at most one entry per workflow after."""
+        """Drop the heap's stale entries (wake-ups of ended workflows, or later than a workflow's own): a
+        workflow's wake-up is the entry at its `queued_at`, so about one entry per workflow is left. Run when
+        the heap is over twice the workflows (wake-ups moved earlier, or ended workflows, with nothing
+        calling `expire`): amortised O(1) per push."""
         workflows = self.workflows
         live = []
         for entry in self._lapses:
             wf = workflows.get(entry[2])
-            if wf is not None and wf.quiet_at == entry[0]:
+            if wf is not None and wf.queued_at == entry[0]:
                 live.append(entry)
         heapq.heapify(live)
         self._lapses = live
