@@ -179,3 +179,15 @@ def test_hold_outlook_is_predicts_fields() -> None:
         )
     assert checked > 2000
     assert predictor.hold_outlook("unknown", now) is None
+
+
+def test_the_state_bench_counts_what_calls_leave() -> None:
+    import asyncio
+
+    from loadtests.bench.core_bench_state import measure
+
+    got = asyncio.run(measure("saga", 400))
+    assert got["calls"] == 400 and got["sessions"] == got["workflows"] == 301  # 100 warm-up + 200 one-call
+    assert got["lapse_heap"] <= got["workflows"] + 16
+    if COMPILED:
+        assert got["tracked_objects_left_per_call"] < 0.2
