@@ -109,15 +109,22 @@ class WorkflowAdmission:
         """Whether a call of the session waits here."""
         return session_id in self._waiting_per_session
 
-    def wait(self, req: RequestInfo, now: float) -> bool:
-        """Hold a new workflow's first call; False when `max_waiting` calls already wait."""
-        if len(self.waiting) >= self.spec.max_waiting:
-            return False
+    def rank_of_new(self, req: RequestInfo, now: float) -> float:
+        """A new workflow's first call's place among its tenant's waiting calls (lower first)."""
         rank = float(next(self._seq))  # first come, first admitted within a tenant (ties: by arrival)
         if self.spec.order == "least-work":
             # A deadline of arrival + expected service: shorter work overtakes, by at most its difference
             # (a long workflow is never starved); an agent type not learned yet goes by its arrival.
             rank = now + (self.predictor.expected_work_s(req.session_id) or 0.0)
+        return rank
+
+    def wait(self, req: RequestInfo, now: float, rank: float | None = None) -> bool:
+        """Hold a new workflow's first call (at `rank`, default `rank_of_new`); False when `max_waiting`
+        calls already wait."""
+        if len(self.waiting) >= self.spec.max_waiting:
+            return False
+        if rank is None:
+            rank = self.rank_of_new(req, now)
         self.waiting.push(req.request_id, req, tenant=req.tenant_id, cost=1.0, remaining=rank, now=now)
         self._waiting_per_session[req.session_id] = self._waiting_per_session.get(req.session_id, 0) + 1
         return True

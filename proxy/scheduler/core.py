@@ -431,16 +431,21 @@ class SchedulerCore:
             return [Reject(req.request_id, "no healthy replica", status=503)]
         admission = self.admission
         alone = not len(admission.waiting)
+        rank: float | None = None
         if alone:
             # Nothing waits: `_admit_waiting` would take this call first, so route it as it would (the same
-            # footprint, candidates and one `route`) without the queue's push, peek and pop.
+            # footprint, candidates and one `route`) without the queue's push, peek and pop. Its rank is
+            # taken first all the same, as `wait` took it: least-work's look-up of the predictor's remaining
+            # work may refresh a graph's chain, which must happen at the same moment for every later
+            # prediction to stay the same.
+            rank = admission.rank_of_new(req, self.clock())
             footprint = admission.footprint_of_new(req)
             room = admission.healthy_with_room(self.replicas.values(), footprint)
             replica_id = self.policy.route(req, room) if room else None
             if replica_id is not None:
                 admission.admit_at_once(req, replica_id)
                 return self._proceed(req, set(), replica_id)
-        if not admission.wait(req, self.clock()):
+        if not admission.wait(req, self.clock(), rank):
             self.predictor.call_failed(req.session_id)
             limit = admission.spec.max_waiting
             return [Reject(req.request_id, f"the proxy's admission queue is full ({limit} waiting)", 429)]
