@@ -260,9 +260,9 @@ class WorkflowAdmission:
     def expire(self, now: float) -> bool:
         """Lapse the reservations whose hold ran out; True when any did (there may be room now)."""
         freed = False
-        lapses, workflows = self._lapses, self.workflows
-        while lapses and lapses[0][0] <= now:
-            at, _, session_id = heapq.heappop(lapses)
+        workflows = self.workflows
+        while self._lapses and self._lapses[0][0] <= now:  # (re-read: a re-arm may compact the heap anew)
+            at, _, session_id = heapq.heappop(self._lapses)
             wf = workflows.get(session_id)
             if wf is None or wf.queued_at != at:
                 continue  # its workflow ended, or it has an earlier wake-up

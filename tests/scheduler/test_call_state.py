@@ -191,3 +191,19 @@ def test_the_state_bench_counts_what_calls_leave() -> None:
     assert got["lapse_heap"] <= got["workflows"] + 16
     if COMPILED:
         assert got["tracked_objects_left_per_call"] < 0.2
+
+
+def test_a_wake_up_re_armed_by_expire_lapses_the_hold_in_time_even_when_it_compacts_the_heap() -> None:
+    adm = _admission()
+    for i in range(200):  # unknown to the predictor: each holds until now + max_hold_s (120 s)
+        adm.dispatched(RequestInfo(f"q{i}", f"s{i}", 0.0, prompt_tokens=100), "r0")
+        adm.finished(f"s{i}", 100, 10, 0.0)
+    assert len(adm._lapses) == 200
+    for i in range(1, 200):
+        adm.end(f"s{i}")  # their wake-ups stay in the heap, stale
+    adm.dispatched(RequestInfo("q-again", "s0", 10.0, prompt_tokens=100), "r0")
+    adm.finished("s0", 100, 10, 10.0)  # holds until 130: its wake-up at 120 stays, nothing pushed
+    assert len(adm._lapses) == 200 and adm.workflows["s0"].quiet_at == 130.0
+    assert not adm.expire(125.0)  # the wake-up at 120 re-arms at 130 and compacts the heap
+    assert adm._lapses == [(130.0, adm._lapses[0][1], "s0")] and adm.workflows["s0"].reserved > 0
+    assert adm.expire(130.0) and adm.workflows["s0"].reserved == 0 and adm._lapses == []
