@@ -2,7 +2,8 @@
 
 Contract (pure: no I/O, no clock of its own; `now` is passed in):
 - `push(key, item, tenant=, cost=, remaining=, now=)` holds an item; `pop(now)` releases the next one (None
-  when empty); `remove(key)` takes a held item out without charging anyone (a client gone).
+  when empty); `remove(key)` takes a held item out without charging anyone (a client gone); `serve_now`
+  charges an item that an empty queue would release at once, without holding it.
 - Orders: `fifo` releases in arrival order and ignores tenants (no fairness). `vtc` and `afs` are weighted
   fair queueing on a virtual counter per tenant: the backlogged tenant with the least counter goes next and
   is charged `cost / weight`. The caller decides what cost means: token counts for `vtc` (the published
@@ -126,6 +127,21 @@ class FairQueue(Generic[T]):
         backlog.by_age.append(held)
         if self.order == "afs":
             heapq.heappush(backlog.by_work, (remaining, held.seq, held))
+
+    def serve_now(self, tenant: str, cost: float) -> None:
+        """Account for an item that `push` then `pop` would release at once, without holding it: the
+        tenant's counter, the system virtual time, `served` and `max_cost` end as they would. Only while
+        nothing is held (otherwise the item would wait its turn): ValueError."""
+        if self._held:
+            raise ValueError("serve_now needs an empty queue")
+        cost = max(0.0, cost)
+        if self.order != "fifo":
+            # push: a tenant that becomes backlogged starts at max(its counter, F); pop: F moves to it
+            counter = max(self.counters.get(tenant, 0.0), self.system_time)
+            self.system_time = counter
+            self.counters[tenant] = counter + cost / self.weight_of(tenant)
+        self.served[tenant] = self.served.get(tenant, 0.0) + cost
+        self.max_cost[tenant] = max(self.max_cost.get(tenant, 0.0), cost)
 
     def next_tenant(self) -> str | None:
         """The tenant whose call `pop` releases next (None when empty)."""

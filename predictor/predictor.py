@@ -28,15 +28,22 @@ import itertools
 import math
 from collections import OrderedDict
 
+from mypy_extensions import mypyc_attr
+
 from predictor.graph import OTHER, START, AgentGraph, node_key
 from predictor.return_model import ReturnModel
 from predictor.sketch import LogSketch, seconds_sketch
 from predictor.structs import Prediction, PredictorConfig
 
+# (p_return, return_gap_s, next_prompt_tokens, remaining_calls): `hold_outlook`
+HoldOutlook = tuple[float, tuple[float, ...], float, float]
 _Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 _MAX_CACHED_MODELS = 4096  # return models cached per (agent type, state): dropped all at once when full
 
 
+# Acyclic (mypyc): numbers, strings and a tuple of them only, so an instance can be in no reference cycle and
+# the cyclic GC does not track it (one per live session, up to `max_sessions` plus `max_ghosts`).
+@mypyc_attr(acyclic=True)
 class _Session:
     __slots__ = (
         "agent_type",
@@ -110,17 +117,20 @@ class Predictor:
             self._admit(session_id, s)
         else:
             self.sessions.move_to_end(session_id)
-        if s.in_flight == 0:
-            if s.calls > 0 and s.state.startswith("call#") and tool_names:
-                s.state = node_key(tool_names[0], s.calls)  # the request's tool messages name the state
+        in_flight = s.in_flight  #
+        if in_flight == 0:
+            state = s.state
+            if tool_names and state.startswith("call#") and s.calls > 0:
+                state = s.state = node_key(tool_names[0], s.calls)  # the request's tool messages name it
                 filed = self._filed.get(session_id)
-                if filed is not None and filed[0] is not None and filed[0][1] != s.state:
+                if filed is not None and filed[0] is not None and filed[0][1] != state:
                     self._unfile(session_id)  # its group's horizon is no longer its own
                     self._filed[session_id] = (None, filed[1])
                     self._misfiled[session_id] = None
-            gap = None if s.finished_at is None else max(0.0, now - s.finished_at)
-            s.pending = (s.state, gap, float(max(0, prompt_tokens - s.last_prompt)))
-        s.in_flight += 1
+            finished_at = s.finished_at
+            gap = None if finished_at is None else max(0.0, now - finished_at)
+            s.pending = (state, gap, float(max(0, prompt_tokens - s.last_prompt)))
+        s.in_flight = in_flight + 1
 
     def call_finished(
         self,
@@ -132,33 +142,38 @@ class Predictor:
         tool_names: tuple[str, ...] = (),
     ) -> None:
         s = self.sessions.get(session_id)
-        if s is None or s.in_flight == 0:
+        if s is None:
             return
-        s.in_flight -= 1
-        if s.pending is None:  # a parallel call of the session: the first one's answer moves the state
+        in_flight = s.in_flight  #
+        if in_flight == 0:
             return
-        src, gap, growth = s.pending
+        s.in_flight = in_flight - 1
+        pending = s.pending
+        if pending is None:  # a parallel call of the session: the first one's answer moves the state
+            return
+        src, gap, growth = pending
         s.pending = None
-        s.calls += 1
+        calls = s.calls = s.calls + 1
         if tool_names:
             state = tool_names[0]
         elif finish_reason == "stop":
             state = "answer"
         else:
             state = "call"
-        graph = self._graph(s.agent_type)
-        s.state = graph.observe_transition(
-            src, node_key(state, s.calls), gap_s=gap, growth=growth, output=float(output_tokens)
+        agent_type = s.agent_type
+        graph = self._graph(agent_type)
+        landed = s.state = graph.observe_transition(
+            src, node_key(state, calls), gap_s=gap, growth=growth, output=float(output_tokens)
         )
         s.finished_at = now
         self._answers += 1
         filed = self._filed.get(session_id)
-        if filed is not None and filed[0] is not None and filed[0][1] == s.state:  # same group: to its end
+        if filed is not None and filed[0] is not None and filed[0][1] == landed:  # same group: to its end
             self._groups[filed[0]].move_to_end(session_id)
             self._filed[session_id] = (filed[0], self._answers)
         else:
             self._unfile(session_id)
-            key = (s.agent_type, s.state)
+            key = (agent_type, landed)
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = OrderedDict()
@@ -370,6 +385,27 @@ class Predictor:
             new_tokens * cfg.prefill_s_per_token + out_tokens * cfg.decode_s_per_token,
             s.last_prompt + new_tokens,
         )
+
+    def hold_outlook(self, session_id: str, now: float) -> HoldOutlook | None:
+        """`predict`'s `p_return`, `return_gap_s` (at `config.quantiles`), `next_prompt_tokens` and
+        `remaining_calls`, the same values, alone: what admission re-sizes a workflow's hold from after each
+        of its calls, without building the whole `Prediction` (nor reading the output sketch it does not
+        use). None when `predict` gives None."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            return None
+        finished_at = s.finished_at
+        if finished_at is None or s.in_flight:
+            return None
+        model, _ = self._return_model_of(s)
+        cfg = self.config
+        waited = max(0.0, now - finished_at)
+        p_return = model.p_return(waited)
+        gaps = model.conditional_quantiles(cfg.quantiles, waited)
+        growth, _ = self._sketch(s, "growth")
+        next_growth = growth.mean() if growth is not None else cfg.priors.growth_tokens
+        calls = self._remaining(s, p_return, next_growth, 0.0)[0]  # the calls do not depend on the output
+        return p_return, gaps, s.last_prompt + next_growth, calls
 
     def peak_context_tokens(self, session_id: str) -> float | None:
         """The session's expected peak context: the prompt of its last call, the prompt tokens its remaining

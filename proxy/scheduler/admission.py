@@ -18,6 +18,8 @@ Contract:
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
   gap (at most `max_hold_s`), then lapses.
 - Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
+  the lapse heap holds about one wake-up per admitted workflow, at most two (plus 64: compacted on the call
+  path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
   per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
 - Sans-IO: time is passed in; nothing here awaits.
 """
@@ -29,12 +31,15 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from mypy_extensions import mypyc_attr
+
 from fairness import FairQueue
 from predictor import Predictor
 from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 _GROWTH_EWMA = 0.05  # weight of one new observation in an agent type's mean growth per call
+_LAPSES_SLACK = 64  # entries the lapse heap may hold beyond two per workflow before it is compacted
 
 
 def _measured_room(replica: ReplicaView, footprint: int) -> bool:
@@ -42,8 +47,19 @@ def _measured_room(replica: ReplicaView, footprint: int) -> bool:
     return not replica.waiting and (1.0 - replica.kv_usage) * replica.kv_capacity_tokens >= footprint
 
 
+# Acyclic (mypyc): numbers and strings only, so the cyclic GC does not track it (one per admitted workflow).
+@mypyc_attr(acyclic=True)
 class _Workflow:
-    __slots__ = ("agent_type", "context", "footprint", "in_flight", "quiet_at", "replica_id", "reserved")
+    __slots__ = (
+        "agent_type",
+        "context",
+        "footprint",
+        "in_flight",
+        "queued_at",
+        "quiet_at",
+        "replica_id",
+        "reserved",
+    )
 
     def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
         self.replica_id = replica_id
@@ -53,6 +69,7 @@ class _Workflow:
         self.reserved = 0  # what this workflow holds in its replica's reservation now
         self.in_flight = 0
         self.quiet_at: float | None = None  # when the reservation lapses (between calls)
+        self.queued_at: float | None = None  # its wake-up in the lapse heap (at or before quiet_at)
 
 
 class WorkflowAdmission:
@@ -68,13 +85,16 @@ class WorkflowAdmission:
         spec.validate()
         self.spec = spec
         self.predictor = predictor
+        self._levels = predictor.config.quantiles  # the levels of `hold_outlook`'s gaps (a frozen config)
         self.views = views if views is not None else {}  # the core's: their reserved_tokens mirror ours
         self.workflows: dict[str, _Workflow] = {}
         self.reserved: dict[ReplicaId, int] = {}
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
         self._waiting_per_session: dict[str, int] = {}
-        self._lapses: list[tuple[float, int, str]] = []  # (quiet_at, seq, session): a heap, lazily pruned
+        # Wake-ups (at, seq, session): a heap, a workflow's at or before its `quiet_at` (about one a workflow:
+        # a finish that holds longer pushes none); at most 2 x workflows + slack entries (compacted)
+        self._lapses: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._growth: OrderedDict[str, float] = OrderedDict()  # agent type -> mean context growth per call
         self.admitted = 0
@@ -89,15 +109,22 @@ class WorkflowAdmission:
         """Whether a call of the session waits here."""
         return session_id in self._waiting_per_session
 
-    def wait(self, req: RequestInfo, now: float) -> bool:
-        """Hold a new workflow's first call; False when `max_waiting` calls already wait."""
-        if len(self.waiting) >= self.spec.max_waiting:
-            return False
+    def rank_of_new(self, req: RequestInfo, now: float) -> float:
+        """A new workflow's first call's place among its tenant's waiting calls (lower first)."""
         rank = float(next(self._seq))  # first come, first admitted within a tenant (ties: by arrival)
         if self.spec.order == "least-work":
             # A deadline of arrival + expected service: shorter work overtakes, by at most its difference
             # (a long workflow is never starved); an agent type not learned yet goes by its arrival.
             rank = now + (self.predictor.expected_work_s(req.session_id) or 0.0)
+        return rank
+
+    def wait(self, req: RequestInfo, now: float, rank: float | None = None) -> bool:
+        """Hold a new workflow's first call (at `rank`, default `rank_of_new`); False when `max_waiting`
+        calls already wait."""
+        if len(self.waiting) >= self.spec.max_waiting:
+            return False
+        if rank is None:
+            rank = self.rank_of_new(req, now)
         self.waiting.push(req.request_id, req, tenant=req.tenant_id, cost=1.0, remaining=rank, now=now)
         self._waiting_per_session[req.session_id] = self._waiting_per_session.get(req.session_id, 0) + 1
         return True
@@ -154,8 +181,17 @@ class WorkflowAdmission:
             self._unwait(req)
         else:
             self.cancel(req.request_id)
-        if req.session_id in self.workflows:
-            return
+        if req.session_id not in self.workflows:
+            self._bind(req, replica_id)
+
+    def admit_at_once(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        """Admit a new workflow's first call that found nothing waiting and room on `replica_id` without
+        queueing it: its tenant is charged as the queue's push and pop would have (admissions keep following
+        the tenants' weights), and it is bound there as `admit` binds."""
+        self.waiting.serve_now(req.tenant_id, 1.0)
+        self._bind(req, replica_id)
+
+    def _bind(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         wf = _Workflow(replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req))
         self.workflows[req.session_id] = wf
         self._reserve(wf, wf.footprint)
@@ -173,7 +209,9 @@ class WorkflowAdmission:
         if wf.replica_id != replica_id:
             self._reserve(wf, 0)
             wf.replica_id = replica_id
-        wf.context = max(wf.context, req.prompt_tokens)
+        prompt_tokens = req.prompt_tokens
+        if prompt_tokens > wf.context:
+            wf.context = prompt_tokens
         wf.in_flight += 1
         wf.quiet_at = None
         self._reserve(wf, wf.footprint)
@@ -183,31 +221,35 @@ class WorkflowAdmission:
         wf = self.workflows.get(session_id)
         if wf is None:
             return
-        wf.in_flight = max(0, wf.in_flight - 1)
+        in_flight = wf.in_flight = max(0, wf.in_flight - 1)
         if prompt_tokens > 0:  # unknown (0) when the call failed or was cancelled: keep what we knew
             context = prompt_tokens + completion_tokens
-            if context > wf.context:
-                self._learn_growth(wf.agent_type, context - wf.context)
+            before = wf.context
+            if context > before:
+                self._learn_growth(wf.agent_type, context - before)
             wf.context = context  # may shrink: an agent that compacts its history
-        if wf.in_flight:
+        if in_flight:
             return
-        prediction = self.predictor.predict(session_id, now)
-        if prediction is None:  # unknown to the predictor: hold for the longest allowed
+        outlook = self.predictor.hold_outlook(session_id, now)  # `predict`'s fields this reads, alone
+        spec = self.spec
+        if outlook is None:  # unknown to the predictor: hold for the longest allowed
             wf.footprint = max(wf.footprint, wf.context)
-            self._hold_until(session_id, wf, now + self.spec.max_hold_s)
+            self._hold_until(session_id, wf, now + spec.max_hold_s)
             return
-        if prediction.p_return < self.spec.end_below_p_return:
+        p_return, return_gap_s, next_prompt_tokens, remaining_calls = outlook
+        if p_return < spec.end_below_p_return:
             self._lapse(wf)
             return
-        if _quantile(prediction.quantiles, prediction.return_gap_s, 0.5) > self.spec.quiet_gap_s:
+        levels = self._levels
+        if _quantile(levels, return_gap_s, 0.5) > spec.quiet_gap_s:
             self._lapse(wf)  # it comes back after minutes if at all: a tool call does not take that long
             return
-        growth = max(0.0, prediction.next_prompt_tokens - prompt_tokens)
-        calls = min(max(prediction.remaining_calls, 1.0), max(self.spec.horizon_calls, 1.0))
-        wf.footprint = int(wf.context + growth * calls)
-        self._reserve(wf, wf.footprint)
-        gap = _quantile(prediction.quantiles, prediction.return_gap_s, self.spec.hold_quantile)
-        self._hold_until(session_id, wf, now + min(gap, self.spec.max_hold_s))
+        growth = max(0.0, next_prompt_tokens - prompt_tokens)
+        calls = min(max(remaining_calls, 1.0), max(spec.horizon_calls, 1.0))
+        footprint = wf.footprint = int(wf.context + growth * calls)
+        self._reserve(wf, footprint)
+        gap = _quantile(levels, return_gap_s, spec.hold_quantile)
+        self._hold_until(session_id, wf, now + min(gap, spec.max_hold_s))
 
     def withdrawn(self, session_id: str) -> None:
         """A dispatched call never reached its replica (it will be dispatched again)."""
@@ -218,10 +260,19 @@ class WorkflowAdmission:
     def expire(self, now: float) -> bool:
         """Lapse the reservations whose hold ran out; True when any did (there may be room now)."""
         freed = False
-        while self._lapses and self._lapses[0][0] <= now:
+        workflows = self.workflows
+        while self._lapses and self._lapses[0][0] <= now:  # (re-read: a re-arm may compact the heap anew)
             at, _, session_id = heapq.heappop(self._lapses)
-            wf = self.workflows.get(session_id)
-            if wf is not None and wf.quiet_at == at and wf.in_flight == 0:
+            wf = workflows.get(session_id)
+            if wf is None or wf.queued_at != at:
+                continue  # its workflow ended, or it has an earlier wake-up
+            wf.queued_at = None
+            quiet_at = wf.quiet_at
+            if quiet_at is None:  # a call came since: nothing held
+                continue
+            if quiet_at > now:  # held longer since this wake-up was set: wake up then
+                self._wake_at(session_id, wf, quiet_at)
+            elif wf.in_flight == 0:
                 self._lapse(wf)
                 freed = True
         return freed
@@ -254,9 +305,10 @@ class WorkflowAdmission:
     def _reserve(self, wf: _Workflow, tokens: int) -> None:
         delta = tokens - wf.reserved
         if delta:
-            total = self.reserved[wf.replica_id] = self.reserved.get(wf.replica_id, 0) + delta
+            replica_id = wf.replica_id
+            total = self.reserved[replica_id] = self.reserved.get(replica_id, 0) + delta
             wf.reserved = tokens
-            view = self.views.get(wf.replica_id)
+            view = self.views.get(replica_id)
             if view is not None:
                 view.reserved_tokens = total
 
@@ -268,7 +320,32 @@ class WorkflowAdmission:
 
     def _hold_until(self, session_id: str, wf: _Workflow, at: float) -> None:
         wf.quiet_at = at
-        heapq.heappush(self._lapses, (at, next(self._seq), session_id))
+        queued = wf.queued_at
+        if queued is None or at < queued:
+            self._wake_at(session_id, wf, at)
+        # else its wake-up comes first, and `expire` then sets one at `quiet_at`: a call's finish pushes no
+        # entry for a workflow already in the heap (the heap would grow by one per call without ticks)
+
+    def _wake_at(self, session_id: str, wf: _Workflow, at: float) -> None:
+        wf.queued_at = at  # a later wake-up it had is left in the heap, stale
+        lapses = self._lapses
+        heapq.heappush(lapses, (at, next(self._seq), session_id))
+        if len(lapses) > 2 * len(self.workflows) + _LAPSES_SLACK:
+            self._compact_lapses()
+
+    def _compact_lapses(self) -> None:
+        """Drop the heap's stale entries (wake-ups of ended workflows, or later than a workflow's own): a
+        workflow's wake-up is the entry at its `queued_at`, so about one entry per workflow is left. Run when
+        the heap is over twice the workflows (wake-ups moved earlier, or ended workflows, with nothing
+        calling `expire`): amortised O(1) per push."""
+        workflows = self.workflows
+        live = []
+        for entry in self._lapses:
+            wf = workflows.get(entry[2])
+            if wf is not None and wf.queued_at == entry[0]:
+                live.append(entry)
+        heapq.heapify(live)
+        self._lapses = live
 
     def _learn_growth(self, agent_type: str, growth: int) -> None:
         prior = self._growth.get(agent_type)

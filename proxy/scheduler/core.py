@@ -47,7 +47,7 @@ _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants a
 
 
 # Plain classes, not msgspec Structs: mypyc compiles them to native classes (setup.py; a Struct stays a
-# Python class there); same fields and constructors.
+# Python class there, and its fields cost a lookup each from compiled code).
 class _InFlight:
     __slots__ = ("first_token_at", "replica_id", "req", "retained", "tried")
 
@@ -66,6 +66,10 @@ class _InFlight:
         self.retained = retained
 
 
+# Acyclic (mypyc): every field is a number or a string, so an instance can be in no reference cycle and the
+# cyclic GC does not track it. One lives per session the core knows (with calls that carry no session id, one
+# more every two calls, kept `single_call_session_ttl_s`); tracked, a full collection would walk every one.
+@mypyc_attr(acyclic=True)
 class _Session:
     __slots__ = ("calls", "in_flight", "last_seen", "seq", "started", "tenant_id")
 
@@ -153,31 +157,33 @@ class SchedulerCore:
     # -- events ---------------------------------------------------------------------------------------
 
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
-        if req.request_id in self.in_flight:
-            raise ValueError(f"request id {req.request_id!r} is already in flight")
+        request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
+        if request_id in self.in_flight:
+            raise ValueError(f"request id {request_id!r} is already in flight")
         now = self.clock()
-        session = self.sessions.pop(req.session_id, None)  # re-inserted last: the dict is in LRU order
+        session = self.sessions.pop(session_id, None)  # re-inserted last: the dict is in LRU order
         if session is None:
             if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
                 self._evict_idle_session()
             self._workflows_seen += 1
-            session = _Session(now, started=now, tenant_id=req.tenant_id, seq=self._workflows_seen)
+            session = _Session(now, 0, 0, now, req.tenant_id, self._workflows_seen)
             if req.session_inferred:
-                self._single_call[req.session_id] = None
-        elif self._single_call:
-            self._single_call.pop(req.session_id, None)  # its second call: the full idle TTL
-        self.sessions[req.session_id] = session
-        session.last_seen = now
+                self._single_call[session_id] = None
+        else:
+            session.last_seen = now
+            if self._single_call:
+                self._single_call.pop(session_id, None)  # its second call: the full idle TTL
+        self.sessions[session_id] = session
         if self.release is not None and self.release.spec.min_active_tenants > 1:
             self._tenant_seen.pop(req.tenant_id, None)
             self._tenant_seen[req.tenant_id] = now  # in last-seen order: the oldest first
             if len(self._tenant_seen) > _MAX_TENANTS_SEEN:  # a flood of tenant ids: forget the quietest
                 del self._tenant_seen[next(iter(self._tenant_seen))]
-        self.predictor.call_arrived(req.session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
-        if self.release is not None and req.request_id in self.release:
-            raise ValueError(f"request id {req.request_id!r} is already held")
+        self.predictor.call_arrived(session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
+        if self.release is not None and request_id in self.release:
+            raise ValueError(f"request id {request_id!r} is already held")
         if self.admission is not None:
-            if not self.admission.is_admitted(req.session_id):
+            if not self.admission.is_admitted(session_id):
                 return self._wait_for_admission(req)
             return self._proceed(req, set(), self._place_admitted(req))
         return self._proceed(req, set())
@@ -222,36 +228,26 @@ class SchedulerCore:
         if replica is not None:
             replica.in_flight -= 1
         now = self.clock()  # one reading for the whole event (the same in the DES, whose clock stands still)
-        self._session_done(flight.req, now)
+        req = flight.req
+        self._session_done(req, now)
         usage = usage or Usage()
+        session_id = req.session_id  # (a Struct's fields: a lookup each)
+        prompt_tokens = usage.prompt_tokens or req.prompt_tokens
+        completion_tokens = usage.completion_tokens
         self.predictor.call_finished(
-            flight.req.session_id,
-            now,
-            usage.prompt_tokens or flight.req.prompt_tokens,
-            usage.completion_tokens,
-            usage.finish_reason,
-            usage.tool_names,
+            session_id, now, prompt_tokens, completion_tokens, usage.finish_reason, usage.tool_names
         )
         for on_finish in self.policy.finish_hooks:
-            on_finish(flight.req, flight.replica_id, usage)
-        retention = self.policy.retention
-        if (
-            flight.retained
-            and retention is not None
-            and retention.release_after(flight.req, flight.replica_id, usage)
-        ):
-            self.releases.append((flight.req.session_id, flight.replica_id))
+            on_finish(req, flight.replica_id, usage)
+        retention, replica_id = self.policy.retention, flight.replica_id
+        if flight.retained and retention is not None and retention.release_after(req, replica_id, usage):
+            self.releases.append((session_id, replica_id))
         decisions: list[Decision] = []
         if self.release is not None:
-            self.release.finished(flight.req, usage)
+            self.release.finished(req, usage)
             decisions = self._pump(flight.replica_id)
         if self.admission is not None:
-            self.admission.finished(
-                flight.req.session_id,
-                usage.prompt_tokens or flight.req.prompt_tokens,
-                usage.completion_tokens,
-                now,
-            )
+            self.admission.finished(session_id, prompt_tokens, completion_tokens, now)
             decisions += self._admit_waiting()
         return decisions
 
@@ -433,11 +429,28 @@ class SchedulerCore:
         if not any(r.healthy for r in self.replicas.values()):
             self.predictor.call_failed(req.session_id)
             return [Reject(req.request_id, "no healthy replica", status=503)]
-        if not self.admission.wait(req, self.clock()):
+        admission = self.admission
+        alone = not len(admission.waiting)
+        rank: float | None = None
+        if alone:
+            # Nothing waits: `_admit_waiting` would take this call first, so route it as it would (the same
+            # footprint, candidates and one `route`) without the queue's push, peek and pop. Its rank is
+            # taken first all the same, as `wait` took it: least-work's look-up of the predictor's remaining
+            # work may refresh a graph's chain, which must happen at the same moment for every later
+            # prediction to stay the same.
+            rank = admission.rank_of_new(req, self.clock())
+            footprint = admission.footprint_of_new(req)
+            room = admission.healthy_with_room(self.replicas.values(), footprint)
+            replica_id = self.policy.route(req, room) if room else None
+            if replica_id is not None:
+                admission.admit_at_once(req, replica_id)
+                return self._proceed(req, set(), replica_id)
+        if not admission.wait(req, self.clock(), rank):
             self.predictor.call_failed(req.session_id)
-            limit = self.admission.spec.max_waiting
+            limit = admission.spec.max_waiting
             return [Reject(req.request_id, f"the proxy's admission queue is full ({limit} waiting)", 429)]
-        return self._admit_waiting()
+        # alone, it found no room just now (`_admit_waiting` would route it again, to no avail): it waits
+        return [] if alone else self._admit_waiting()
 
     def _admit_waiting(self) -> list[Decision]:
         """Admit waiting workflows, in the fair order, while a replica has room for the next one."""
@@ -518,11 +531,12 @@ class SchedulerCore:
 
     def _dispatch(self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId]) -> Dispatch:
         tried.add(replica_id)
-        self.in_flight[req.request_id] = _InFlight(req, replica_id, tried)
+        request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
+        flight = self.in_flight[request_id] = _InFlight(req, replica_id, tried)
         self.replicas[replica_id].in_flight += 1
-        session = self.sessions.get(req.session_id)
+        session = self.sessions.get(session_id)
         if session is None:
-            session = self.sessions[req.session_id] = _Session(last_seen=self.clock())
+            session = self.sessions[session_id] = _Session(last_seen=self.clock())
         priority = self._priority(session)
         session.in_flight += 1
         session.calls += 1
@@ -542,9 +556,9 @@ class SchedulerCore:
         retain_priority = None
         if ttl_s is not None and retention is not None:
             retain_priority = retention.retain_priority(req, replica_id)
-            self.in_flight[req.request_id].retained = True
+            flight.retained = True
         return Dispatch(
-            req.request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
+            request_id, replica_id, priority=priority, retain_ttl_s=ttl_s, retain_priority=retain_priority
         )
 
     def _priority(self, session: _Session) -> int | None:
@@ -558,15 +572,18 @@ class SchedulerCore:
         if mode == "workflow-age":
             # a tenant whose class has a first-token target (interactive) goes before every other workflow
             urgent = self.tenants.ttft_target_s(session.tenant_id) is not None
-            return session.seq - _SLO_PRIORITY_LEAD if urgent else session.seq
+            seq = session.seq
+            return seq - _SLO_PRIORITY_LEAD if urgent else seq
         return None
 
     def _session_done(self, req: RequestInfo, now: float) -> None:
-        session = self.sessions.pop(req.session_id, None)
+        session_id = req.session_id
+        session = self.sessions.pop(session_id, None)
         if session is not None:
-            self.sessions[req.session_id] = session  # to the end: the table stays in last-seen order
-            if req.session_id in self._single_call:
-                del self._single_call[req.session_id]
-                self._single_call[req.session_id] = None
+            self.sessions[session_id] = session  # to the end: the table stays in last-seen order
+            single_call = self._single_call
+            if session_id in single_call:
+                del single_call[session_id]
+                single_call[session_id] = None
             session.in_flight -= 1
             session.last_seen = now
