@@ -186,11 +186,13 @@ def test_the_state_bench_counts_what_calls_leave() -> None:
 
     from loadtests.bench.core_bench_state import measure
 
-    got = asyncio.run(measure("saga", 400))
-    assert got["calls"] == 400 and got["sessions"] == got["workflows"] == 301  # 100 warm-up + 200 one-call
+    got = asyncio.run(measure("saga", 2000))
+    assert got["calls"] == 2000 and got["sessions"] == got["workflows"] == 1101  # 100 warm-up + 1000 one-call
     assert got["lapse_heap"] <= got["workflows"] + 16
     if COMPILED:
-        assert got["tracked_objects_left_per_call"] < 0.2
+        # 1.5 per call when the records were tracked; the count moves by a few hundred objects from run to
+        # run (the loop's timers, the collector's timing), hence a margin and 2,000 calls to spread it over
+        assert got["tracked_objects_left_per_call"] < 0.5
 
 
 def test_a_wake_up_re_armed_by_expire_lapses_the_hold_in_time_even_when_it_compacts_the_heap() -> None:
