@@ -195,8 +195,9 @@ class AgentClient:
                 elif self.stream:
                     text = await self._read_stream(resp, call, started)
                 else:
+                    # a whole answer's first token is not seen: ttft_s stays None (reports count its
+                    # latency as its TTFT, and do not split it into prefill and decode)
                     answer = _answer.decode(await resp.read())
-                    call.ttft_s = self.now() - started
                     text = answer.choices[0].message.content or "" if answer.choices[0].message else ""
                     _record_usage(call, answer.usage)
         except _CallFailed as e:

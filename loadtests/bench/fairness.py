@@ -184,7 +184,12 @@ def _outcome(
             for c in r.calls
             if c.error is None and window[0] <= c.started_s + c.latency_s <= window[1]
         )
-        ttfts = [c.ttft_s for r in records for c in r.calls if c.ttft_s is not None]
+        ttfts = [  # a whole (non-streamed) answer's latency stands for its TTFT, as in bench/metrics.py
+            c.ttft_s if c.ttft_s is not None else c.latency_s
+            for r in records
+            for c in r.calls
+            if c.ttft_s is not None or c.error is None
+        ]
         outcomes.append(
             TenantOutcome(
                 tenant=tenant,

@@ -225,7 +225,8 @@ def policy_metrics(
     times = [r.completion_time_s for r in done]
     service = [service_time_s(r, by_session[r.session_id]) for r in done]
     calls = [c for r in records for c in r.calls if c.error is None]
-    ttfts = [c.ttft_s for c in calls if c.ttft_s is not None]
+    # a whole (non-streamed) answer's first token comes with its end: its latency stands for its TTFT
+    ttfts = [c.ttft_s if c.ttft_s is not None else c.latency_s for c in calls]
     prompt = sum(c.prompt_tokens for c in calls)
     met = 0
     for r in done:

@@ -10,7 +10,7 @@ import pytest
 
 from loadtests.bench import peers
 from loadtests.bench.live import run_router
-from loadtests.bench.metrics import PolicyMetrics
+from loadtests.bench.metrics import PolicyMetrics, time_split
 from loadtests.bench.peers import parse_router, peer_command, unavailable
 from loadtests.bench.report import RunMeta, append_markdown, plot_completion_times, write_json
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
@@ -105,6 +105,9 @@ async def test_live_run_through_saga_finishes_every_task_and_affinity_hits_the_c
     later = [c for r in affinity.records for c in r.calls[1:]]
     assert all(c.cached_tokens > 0 for c in later)
     assert affinity.preemptions == 0 and 0.0 <= affinity.kv_utilization_mean <= 1.0
+    # whole answers over HTTP: no first token is seen, so no prefill/decode split is made up from them
+    split = time_split(affinity.records)
+    assert split is not None and split.prefill_s is None and split.decode_s is None
 
 
 def test_sweep_peak_throughput_only_counts_loads_where_the_slo_holds() -> None:

@@ -132,3 +132,20 @@ def test_isolated_split_adds_up_to_the_isolated_task_times() -> None:
     mean = sum(isolated_task_time_s(t, profile) for t in tasks) / len(tasks)
     assert split.prefill_s + split.decode_s + split.waits_s == pytest.approx(mean)
     assert isolated_split([], profile) is None
+
+
+def test_a_whole_answers_latency_is_its_ttft_and_is_not_split_into_prefill_and_decode() -> None:
+    """Over HTTP a non-streamed call's first token comes with its end (the agent client leaves its ttft_s
+    None): the TTFT figures use its latency, and the time split says n/a rather than call it all prefill."""
+    whole = [CallRecord(0, 0.0, 2.0, None, 100, 0, 10), CallRecord(1, 3.0, 1.0, None, 150, 100, 10)]
+    records = [TaskRecord("w", "t", "x", 0.0, 5.0, whole)]
+    tasks = [AgentTask("w", 100, 10, [Step(50, "t", 1.0, 10)], agent_type="x", tenant_id="t")]
+    m = policy_metrics(records, tasks, {"w": 4.0})
+    assert m.ttft_mean_s == pytest.approx(1.5)  # the two latencies
+    split = time_split(records)
+    assert split is not None and split.prefill_s is None and split.decode_s is None
+    assert split.waits_s == pytest.approx(2.0)  # 5 s of task, 3 s of it in the two calls
+    streamed = [CallRecord(0, 0.0, 2.0, 0.5, 100, 0, 10), CallRecord(1, 3.0, 1.0, 0.25, 150, 100, 10)]
+    split = time_split([TaskRecord("s", "t", "x", 0.0, 5.0, streamed)])
+    assert split is not None
+    assert split.prefill_s == pytest.approx(0.75) and split.decode_s == pytest.approx(2.25)
