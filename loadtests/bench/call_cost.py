@@ -24,9 +24,9 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from proxy.app import create_app
 from proxy.config import ProxyConfig
@@ -35,6 +35,8 @@ from proxy.fast_server import FastServer, _batched_sink, access_log
 from proxy.logs import BatchedLines, TimeNameMessage
 from proxy.retention_release import RetentionReleaser
 from proxy.upstream_pool import UpstreamPool, _Connection
+
+T = TypeVar("T")
 
 REPLICA = "http://127.0.0.1:9"
 _KEY = ("127.0.0.1", 9, False)
@@ -170,26 +172,43 @@ def _access_log_like_serve() -> Iterator[None]:
         access_log.propagate = saved[1]
 
 
+@contextmanager
+def harness_like_serve(policy: str) -> Iterator[Harness]:
+    """A `Harness` whose access log is written as `saga serve` writes it (batched); closed on exit."""
+    with _access_log_like_serve():
+        harness = Harness(policy)
+        harness.server.access_sink = _batched_sink(access_log)
+        try:
+            yield harness
+        finally:
+            harness.close()
+
+
+def run_on_uvloop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`main()` on uvloop as `saga serve` runs, or on asyncio's loop where uvloop is missing."""
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:  # pragma: no cover (uvloop is a dependency on Linux)
+        return asyncio.run(main())
+
+
 async def measure(policy: str, mode: str, calls: int, repeats: int, segments: str = "one") -> dict[str, Any]:
     """Runs `repeats` rounds of `calls` calls; the least CPU per call (µs) and the counts."""
     stream = mode == "sse"
     request, answer = request_bytes(stream), answer_segments(stream, segments)
     end = b"0\r\n\r\n" if stream else _ANSWER
-    with _access_log_like_serve():
-        harness = Harness(policy)
-        harness.server.access_sink = _batched_sink(access_log)  # as `saga serve` has it
-        try:
-            for _ in range(min(calls, 200)):  # warm up (caches, the first call's lookups)
+    with harness_like_serve(policy) as harness:
+        for _ in range(min(calls, 200)):  # warm up (caches, the first call's lookups)
+            await harness.call(request, answer, end)
+        per_call = []
+        for _ in range(repeats):
+            gc.collect()
+            start = time.process_time()
+            for _ in range(calls):
                 await harness.call(request, answer, end)
-            per_call = []
-            for _ in range(repeats):
-                gc.collect()
-                start = time.process_time()
-                for _ in range(calls):
-                    await harness.call(request, answer, end)
-                per_call.append((time.process_time() - start) / calls * 1e6)
-        finally:
-            harness.close()
+            per_call.append((time.process_time() - start) / calls * 1e6)
     return {
         "policy": policy,
         "mode": mode,
@@ -209,12 +228,7 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for mode in args.mode.split(",")
         ]
 
-    try:
-        import uvloop
-
-        return uvloop.run(main())
-    except ImportError:  # pragma: no cover (uvloop is a dependency on Linux)
-        return asyncio.run(main())
+    return run_on_uvloop(main)
 
 
 def main(argv: list[str] | None = None) -> None:

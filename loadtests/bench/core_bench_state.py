@@ -18,7 +18,6 @@ from typing import Any
 
 from loadtests.bench import call_cost
 from proxy.context import CORE
-from proxy.fast_server import _batched_sink, access_log
 
 
 async def measure(policy: str, calls: int) -> dict[str, Any]:
@@ -34,30 +33,25 @@ async def measure(policy: str, calls: int) -> dict[str, Any]:
             spent[info["generation"]] += time.perf_counter() - started[0]
             count[info["generation"]] += 1
 
-    with call_cost._access_log_like_serve():
-        harness = call_cost.Harness(policy)
-        harness.server.access_sink = _batched_sink(access_log)  # as `saga serve` has it
+    with call_cost.harness_like_serve(policy) as harness:
+        for _ in range(200):  # warm up
+            await harness.call(request, answer, call_cost._ANSWER)
+        gc.collect()
+        tracked = len(gc.get_objects())
+        gc.callbacks.append(on_gc)
         try:
-            for _ in range(200):  # warm up
+            start = time.process_time()
+            for i in range(calls):
                 await harness.call(request, answer, call_cost._ANSWER)
-            gc.collect()
-            tracked = len(gc.get_objects())
-            gc.callbacks.append(on_gc)
-            try:
-                start = time.process_time()
-                for i in range(calls):
-                    await harness.call(request, answer, call_cost._ANSWER)
-                    if i % 64 == 0:
-                        await asyncio.sleep(0)
-                cpu_s = time.process_time() - start
-            finally:
-                gc.callbacks.remove(on_gc)
-            gc.collect()
-            left = len(gc.get_objects()) - tracked
-            core = harness.app[CORE]
-            admission = core.admission
+                if i % 64 == 0:
+                    await asyncio.sleep(0)
+            cpu_s = time.process_time() - start
         finally:
-            harness.close()
+            gc.callbacks.remove(on_gc)
+        gc.collect()
+        left = len(gc.get_objects()) - tracked
+        core = harness.app[CORE]
+        admission = core.admission
     return {
         "policy": policy,
         "calls": calls,
@@ -76,13 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", default="saga")
     parser.add_argument("--calls", type=int, default=100_000)
     args = parser.parse_args(argv)
-    try:
-        import uvloop
-
-        result = uvloop.run(measure(args.policy, args.calls))
-    except ImportError:  # pragma: no cover (uvloop is a dependency on Linux)
-        result = asyncio.run(measure(args.policy, args.calls))
-    print(result)
+    print(call_cost.run_on_uvloop(lambda: measure(args.policy, args.calls)))
 
 
 if __name__ == "__main__":
