@@ -9,6 +9,10 @@ Reported: medians over rounds, latency added over direct, and throughput ratios 
 `saga-aiohttp` (SAGA with `--server aiohttp`, not run by default) compares SAGA's two client-facing servers.
 `--backend paced` streams as vLLM does instead (loadtests/bench/paced_backend.py: one event per write, a few
 ms apart), so a router's per-chunk cost shows; its non-streaming answers are nginx's.
+`--rate R` paces the load below saturation: each connection waits `connections / R` seconds after each
+answer before its next request (wrk's `delay()`), so every target sees about the same offered load and the
+latency columns say what a router adds when it is not the bottleneck (closed loop with a fixed think time:
+the achieved rate is a little under R, by each answer's own latency, and is reported).
 
 Contract: `run_overhead(args)` writes the results to `--json` (and prints a table); a router whose package is
 missing is skipped with the reason recorded; nginx and wrk are required (`apt-get install -y nginx wrk`).
@@ -93,6 +97,26 @@ class OverheadReport(msgspec.Struct):
     backend: str
     load_generator: str
     modes: dict[str, dict[str, TargetResult]]
+    rate: float | None = None  # paced: requests/s offered over all connections; None: as fast as answered
+
+
+def request_rate(text: str) -> float:
+    """`--rate`: requests per second over all connections, finite and above 0."""
+    value = float(text)
+    if not 0 < value < math.inf:  # false for nan too
+        raise argparse.ArgumentTypeError(f"needs a finite rate above 0 requests/s, got {text}")
+    return value
+
+
+def wrk_script(request_body: str, connections: int, rate: float | None) -> str:
+    """wrk's Lua script: POST `request_body`; paced at `rate` requests/s over `connections` when given."""
+    script = (
+        f'wrk.method = "POST"\nwrk.body = {msgspec.json.encode(request_body).decode()}\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    if rate is not None:
+        script += f"function delay()\n  return {1000.0 * connections / rate:.3f}\nend\n"
+    return script
 
 
 def add_overhead_parser(modes: Any) -> None:
@@ -112,6 +136,13 @@ def add_overhead_parser(modes: Any) -> None:
         help="comma-separated subset of "
         + ", ".join(TARGETS)
         + " (saga-aiohttp: SAGA with `--server aiohttp`); default: %(default)s",
+    )
+    p.add_argument(
+        "--rate",
+        type=request_rate,
+        default=None,
+        help="pace the load at about this many requests/s over all connections, below saturation "
+        "(default: as fast as answered)",
     )
     p.add_argument("--saga-args", default="", help="extra `saga serve` flags, e.g. '--policy round-robin'")
     p.add_argument(
@@ -255,6 +286,7 @@ def run_overhead(args: argparse.Namespace) -> int:
         else f"paced ({args.paced_events} events {args.paced_interval_ms:g} ms apart; JSON as nginx)",
         load_generator="wrk -t1 --latency",
         modes={},
+        rate=getattr(args, "rate", None),
     )
     with tempfile.TemporaryDirectory(prefix="saga-overhead-") as tmp:
         workdir = Path(tmp)
@@ -276,10 +308,7 @@ def _run_mode(
     backend = f"http://127.0.0.1:{backend_port}"
     script = workdir / f"wrk-{mode}.lua"
     request = msgspec.json.encode({**REQUEST, "stream": stream}).decode()
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = {msgspec.json.encode(request).decode()}\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
+    script.write_text(wrk_script(request, args.connections, getattr(args, "rate", None)))
     results = {t: TargetResult() for t in targets}
     with contextlib.ExitStack() as stack:
         if stream and getattr(args, "backend", "nginx") == "paced":
@@ -353,8 +382,10 @@ def _summarise(results: dict[str, TargetResult]) -> None:
 
 def _print(report: OverheadReport) -> None:
     for mode, results in report.modes.items():
+        paced = "" if report.rate is None else f", paced at {report.rate:g} requests/s"
         print(
-            f"\n{mode} ({report.connections} connections, {report.rounds} x {report.duration_s:g} s, medians)"
+            f"\n{mode} ({report.connections} connections{paced}, {report.rounds} x {report.duration_s:g} s, "
+            "medians)"
         )
         head = ("target", "req/s", "p50 ms", "p99 ms", "+p50", "+p99", "CPU us/req", "vs vllm-r")
         print("{:15} {:>9} {:>8} {:>8} {:>7} {:>7} {:>10} {:>9}".format(*head))

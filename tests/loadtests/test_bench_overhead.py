@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench import paced_backend
-from loadtests.bench.overhead import add_overhead_parser, parse_wrk, run_overhead
+from loadtests.bench.overhead import add_overhead_parser, parse_wrk, run_overhead, wrk_script
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:8000/v1/chat/completions
   1 threads and 32 connections
@@ -51,6 +51,22 @@ def test_paced_options_refuse_what_cannot_pace(
     assert flag in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "fast"])
+def test_rate_refuses_what_cannot_pace(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_overhead_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["overhead", "--rate", value])
+    assert "--rate" in capsys.readouterr().err
+
+
+def test_a_paced_script_waits_connections_over_rate_after_each_answer() -> None:
+    unpaced = wrk_script('{"a": "b"}', 32, None)
+    assert "delay" not in unpaced and 'wrk.body = "{\\"a\\": \\"b\\"}"' in unpaced
+    paced = wrk_script('{"a": "b"}', 32, 2000.0)
+    assert paced.startswith(unpaced) and "return 16.000" in paced  # 32 connections / 2000 per s = 16 ms
+
+
 def test_wrk_output_is_parsed_with_units() -> None:
     assert parse_wrk(WRK_OUTPUT) == (10000.5, 0.85, 1200.0, 12, 30000)
 
@@ -67,6 +83,21 @@ def test_a_tiny_overhead_run_measures_direct_and_saga(tmp_path: Path) -> None:
         assert direct["rps"] > 0 and saga["rps"] > 0
         assert saga["rounds"][0]["non_2xx"] == 0  # every call went through the proxy intact
         assert saga["cpu_us_per_request"] is not None and direct["cpu_us_per_request"] is None
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("wrk") is None, reason="needs nginx and wrk"
+)
+def test_a_paced_run_offers_about_the_rate_asked(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+    assert run_overhead(_tiny_run(out, modes="json", backend="nginx", rate=100.0)) == 0
+    report = json.loads(out.read_text())
+    assert report["rate"] == 100.0
+    for target in ("direct", "saga"):
+        result = report["modes"]["json"][target]
+        # 4 connections each waiting 40 ms after every answer stay near 100 requests/s (wrk sends each
+        # connection's first request at once, hence the margin); unpaced, it answers thousands a second
+        assert 0 < result["rps"] <= 120.0 and result["rounds"][0]["non_2xx"] == 0
 
 
 async def test_the_paced_backend_writes_each_event_on_its_own() -> None:
