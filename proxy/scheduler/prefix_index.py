@@ -60,7 +60,9 @@ class PrefixIndex:
         if bit is None:
             bit = self._bit[replica] = 1 << len(self._replicas)
             self._replicas.append(replica)
-        lru = self._lru.setdefault(replica, OrderedDict())
+        lru = self._lru.get(replica)
+        if lru is None:  # (not setdefault: no OrderedDict made and dropped on every call)
+            lru = self._lru[replica] = OrderedDict()
         holders, move_to_end = self._holders, lru.move_to_end
         for h in hashes:
             if h in lru:
