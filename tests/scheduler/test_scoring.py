@@ -47,7 +47,8 @@ def test_scorer_values_are_the_comprehensions_floats() -> None:
     rng = random.Random(11)
     for _ in range(300):
         views = _views(rng, rng.randrange(0, 70))
-        assert least_request_scores(views) == [1.0 / (1.0 + r.in_flight + r.queued + r.waiting) for r in views]
+        plain = [1.0 / (1.0 + r.in_flight + r.queued + r.waiting) for r in views]
+        assert least_request_scores(views) == plain
         assert headroom_scores(views) == [
             _old_headroom(r.kv_usage, r.reserved_tokens, r.kv_capacity_tokens) for r in views
         ]
@@ -71,7 +72,8 @@ def test_weighted_sum_and_ties_are_the_old_ones() -> None:
             old = [t + weight * v for t, v in zip(old, values, strict=True)]
         assert totals == old
         floor = max(old) - 1e-9
-        assert best_ids(views, totals, 1e-9) == [r.replica_id for r, s in zip(views, old, strict=True) if s >= floor]
+        tied = [r.replica_id for r, s in zip(views, old, strict=True) if s >= floor]
+        assert best_ids(views, totals, 1e-9) == tied
 
 
 def test_mismatched_lengths_raise_as_zip_strict_did() -> None:
@@ -89,9 +91,8 @@ def test_saga_route_picks_as_the_plugins_always_did() -> None:
     fast, plain = build_policy("saga", seed=3), build_policy("saga", seed=3)
     for k in range(400):
         views = _views(rng, rng.randrange(1, 65))
-        req = RequestInfo(
-            request_id=f"q{k}", session_id=f"s{rng.randrange(20)}", arrived_at=0.0, prefix_hashes=(1, 2, k % 5)
-        )
+        session = f"s{rng.randrange(20)}"
+        req = RequestInfo(request_id=f"q{k}", session_id=session, arrived_at=0.0, prefix_hashes=(1, 2, k % 5))
         totals = {r.replica_id: 0.0 for r in views}
         for scorer, weight in plain.scorers:
             scores = scorer.score(req, views)
