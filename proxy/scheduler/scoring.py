@@ -10,7 +10,7 @@ the plugin's own comprehension did (tests/scheduler/test_scoring.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from proxy.scheduler.types import ReplicaId, ReplicaView
 
@@ -36,11 +36,9 @@ def affinity_scores(replicas: Sequence[ReplicaView], home: ReplicaId) -> list[fl
     return [1.0 if r.replica_id == home else 0.0 for r in replicas]
 
 
-def prefix_scores(
-    replicas: Sequence[ReplicaView], matched: Mapping[ReplicaId, int], total: int
-) -> list[float]:
-    """Leading chunks matched on each replica / the prompt's chunks (`total` > 0)."""
-    return [matched.get(r.replica_id, 0) / total for r in replicas]
+def prefix_scores(depths: Sequence[int], total: int) -> list[float]:
+    """Leading chunks matched on each replica (`PrefixIndex.depths`) / the prompt's chunks (`total` > 0)."""
+    return [depth / total for depth in depths]
 
 
 def headroom_scores(replicas: Sequence[ReplicaView]) -> list[float]:

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from proxy.scheduler import build_policy
+from proxy.scheduler.prefix_index import PrefixIndex
 from proxy.scheduler.scoring import (
     add_weighted,
     affinity_scores,
@@ -56,7 +57,27 @@ def test_scorer_values_are_the_comprehensions_floats() -> None:
         assert affinity_scores(views, home) == [1.0 if r.replica_id == home else 0.0 for r in views]
         total = rng.randrange(1, 70)
         matched = {r.replica_id: rng.randrange(total + 1) for r in views if rng.random() < 0.5}
-        assert prefix_scores(views, matched, total) == [matched.get(r.replica_id, 0) / total for r in views]
+        depths = [matched.get(r.replica_id, 0) for r in views]
+        assert prefix_scores(depths, total) == [matched.get(r.replica_id, 0) / total for r in views]
+
+
+def test_prefix_depths_are_the_matches_per_candidate() -> None:
+    """`PrefixIndex.depths` over random inserts (with eviction), forgotten replicas and prompts sharing
+    prefixes: each candidate's depth is what `matches` maps it to (0 when absent)."""
+    rng = random.Random(2)
+    index = PrefixIndex(capacity_per_replica=40)
+    names = [f"r{i}" for i in range(70)]  # more than 64: bits past a machine word
+    chains = [[rng.randrange(1 << 60) for _ in range(12)] for _ in range(30)]
+    for step in range(3000):
+        chain = rng.choice(chains)
+        prompt = chain[: rng.randrange(0, 13)] + ([rng.randrange(1 << 60)] if rng.random() < 0.3 else [])
+        if rng.random() < 0.5:
+            index.insert(prompt, rng.choice(names))
+        elif rng.random() < 0.01:
+            index.forget_replica(rng.choice(names))
+        views = [ReplicaView(n) for n in rng.sample(names, rng.randrange(0, 70))]
+        matched = index.matches(prompt)
+        assert index.depths(prompt, views) == [matched.get(v.replica_id, 0) for v in views], step
 
 
 def test_weighted_sum_and_ties_are_the_old_ones() -> None:
