@@ -35,6 +35,7 @@ COMPILED = [
     "proxy/scheduler/admission.py",
     "proxy/scheduler/core.py",
     "proxy/scheduler/prefix_index.py",
+    "proxy/scheduler/scoring.py",
     "proxy/scheduler/stealing.py",
     "proxy/scheduler/ttl_answers.py",
     "fairness/queue.py",

@@ -42,6 +42,8 @@ def _step_bucket(calls_done: int) -> int:
 
 
 _BUCKET_OF = tuple(_step_bucket(n) for n in range(256))  # one look-up per answer instead of a loop
+# 2^(53 - decays): below it a node's running total of departures is exact (`Node.departures`)
+_EXACT_BELOW = tuple(math.ldexp(1.0, 53 - d) for d in range(54))
 
 
 def node_key(state: str, calls_done: int) -> str:
@@ -79,7 +81,7 @@ class Edge:
 
 
 class Node:
-    __slots__ = ("ends", "key", "out", "state", "total")
+    __slots__ = ("decays", "ends", "key", "out", "state", "total")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -89,9 +91,19 @@ class Node:
         # The sum of the edges' sketches, kept up to date as they learn (what a prediction for a session in
         # this node reads on every call: no merge per call).
         self.total = Edge()
+        self.decays = 0  # how often its counts were halved
 
     @property
     def departures(self) -> float:
+        """The sum of the edges' counts, in their order: read from the running total `total.count` (each
+        transition adds 1.0 to it and to its edge, a decay halves both) while that is exactly the same float,
+        which holds as long as no addition ever rounded: every count is a multiple of 2^-decays, so all of
+        them, and every partial sum, are exact while the total stays below 2^(53 - decays) (the ratio of the
+        total to that bound never falls, so checking it now covers the past). Past that (~40 decays of one
+        node at the default `decay_weight`), the sum itself, as before."""
+        count, decays = self.total.count, self.decays
+        if decays < len(_EXACT_BELOW) and count < _EXACT_BELOW[decays]:
+            return count
         return sum(e.count for e in self.out.values())
 
     @property
@@ -121,6 +133,8 @@ class AgentGraph:
         # prediction falls back to, kept current as the graph learns (no merge per call).
         self._state_totals: dict[str, Edge] = {}
         self._graph_total = Edge()
+        # The nodes of each state, in the nodes' order (nodes are only ever added): `state_nodes`.
+        self._state_nodes: dict[str, list[Node]] = {}
 
     # -- learning -------------------------------------------------------------------------------------
 
@@ -133,6 +147,7 @@ class AgentGraph:
                 node = self.nodes.get(key)
             if node is None:
                 node = self.nodes[key] = Node(key)
+                self._state_nodes.setdefault(node.state, []).append(node)
         return node
 
     def observe_transition(
@@ -201,6 +216,7 @@ class AgentGraph:
             if node.key != START:
                 self._graph_total.add_scaled(node.total, -0.5)
             node.total.scale(0.5)
+            node.decays += 1
 
     def _state_total(self, state: str) -> Edge:
         total = self._state_totals.get(state)
@@ -254,7 +270,12 @@ class AgentGraph:
         return getattr(total, which) if total.count > 0 else None
 
     def keys_with_state(self, state: str) -> list[str]:
-        return [k for k, n in self.nodes.items() if n.state == state]
+        return [n.key for n in self.state_nodes(state)]
+
+    def state_nodes(self, state: str) -> list[Node]:
+        """The nodes of `state` (every step bucket), in the nodes' order: kept as nodes are made, not a walk
+        over the graph (read on every return model built; do not modify it)."""
+        return self._state_nodes.get(state, _NO_NODES)
 
     def remaining(self, key: str, *, refresh_every: int = 64) -> RemainingWork | None:
         """Expected calls and tokens still to come after a call that left the agent in `key` (an absorbing
@@ -304,6 +325,9 @@ class AgentGraph:
             if delta < 1e-3:
                 break
         return {k: RemainingWork(calls[i], new[i], out[i]) for k, i in index.items()}
+
+
+_NO_NODES: list[Node] = []
 
 
 def _finite(x: float) -> float:

@@ -529,8 +529,7 @@ class Predictor:
         node = graph.nodes[key]
         lim = graph.limits
         ends = weight = 0.0
-        for k in graph.keys_with_state(state):
-            sibling = graph.nodes[k]
+        for sibling in graph.state_nodes(state):
             ends += sibling.ends
             weight += sibling.weight
         state_end = (ends + lim.prior_end * lim.prior_weight) / (weight + lim.prior_weight)

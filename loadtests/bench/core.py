@@ -17,7 +17,11 @@ three) twice: on the wall clock (`time.perf_counter_ns`) and in this thread's CP
 (`time.thread_time_ns`), which leaves out the time the OS ran other processes — on a shared machine the
 wall-clock tail is mostly that, the CPU-time tail is the core's own. After `--warmup` untimed calls,
 `--calls` timed ones: p50/p99/max in µs per event and per call, and calls/s = timed calls / the CPU time
-spent inside those core methods. Compare figures measured side by side only.
+spent inside those core methods. Compare figures measured side by side only. With `--repeats N` (> 1) the
+same seeded run is made N times (the calls and decisions are the same each time) and each row also gives the
+per-call costs' p50/p99 of every call's least CPU time over the N runs (`per_call_least`): a delay the host
+adds to one run (another process's cache pollution, a page fault) rarely lands on the same call twice, so
+it shows what the core itself costs a call; the row's other figures are the first run's.
 """
 
 from __future__ import annotations
@@ -84,6 +88,10 @@ class CoreBenchRow(msgspec.Struct):
     request_finished: EventCost
     held_at_end: int = 0  # calls the release queue still held when the timed calls ended
     tick: EventCost | None = None  # the periodic `tick` (not part of a call's cost)
+    # --repeats N > 1: per call, its least CPU (and wall) time over the N identical runs
+    per_call_least: EventCost | None = None
+    repeats: int = 1
+    per_call_p99_runs: list[float] = msgspec.field(default_factory=list)  # each run's per-call p99 (CPU µs)
     new_workflows: float = 0.0  # --new-workflows: the chance that a timed call begins a new workflow
     workflows_begun: int = 0  # timed calls that did (each in place of one that ended)
 
@@ -205,7 +213,9 @@ def bench_core(
     seed: int = 0,
     kv_capacity_tokens: int = DEFAULT_KV_CAPACITY_TOKENS,
     new_workflows: float = 0.0,
+    call_samples: list[_Samples] | None = None,
 ) -> CoreBenchRow:
+    """One run; with `call_samples`, its per-call samples (in the calls' order) are appended there."""
     clock = _Clock()
     tenants = TenantsConfig()
     release = ReleaseQueue(ReleaseQueueSpec(max_queued=max(10_000, 2 * in_flight)), tenants, seed=seed)
@@ -303,6 +313,8 @@ def bench_core(
         finish_oldest()
     timing = False
     total_ns = sum(sum(costs[kind].cpu) for kind in ("arrived", "first", "finished"))
+    if call_samples is not None:
+        call_samples.append(costs["call"])
     return CoreBenchRow(
         policy=policy,
         queue=queue,
@@ -342,6 +354,12 @@ def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=0.0,
         help="share of timed calls that end their session's workflow and begin a new one (routed anew)",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="identical runs per row: adds each call's least time over them (per_call_least)",
+    )
     p.add_argument("--json", type=Path, help="write the results as JSON here")
 
 
@@ -352,7 +370,7 @@ def run_core(args: argparse.Namespace) -> int:
     if unknown:
         console.print(f"[red]error:[/red] unknown policies {', '.join(unknown)}; known: {', '.join(PRESETS)}")
         return 2
-    for name in ("replicas", "sessions", "calls", "in_flight"):
+    for name in ("replicas", "sessions", "calls", "in_flight", "repeats"):
         if getattr(args, name) < 1:
             console.print(f"[red]error:[/red] --{name.replace('_', '-')} must be at least 1")
             return 2
@@ -363,23 +381,43 @@ def run_core(args: argparse.Namespace) -> int:
     rows = []
     for policy in policies:
         for queue in queues:
-            row = bench_core(
-                policy,
-                queue=queue,
-                replicas=args.replicas,
-                sessions=args.sessions,
-                calls=args.calls,
-                warmup=args.warmup,
-                in_flight=args.in_flight,
-                seed=args.seed,
-                kv_capacity_tokens=args.kv_capacity_tokens,
-                new_workflows=args.new_workflows,
-            )
+            runs: list[_Samples] = []
+            first: CoreBenchRow | None = None
+            for _ in range(args.repeats):
+                row = bench_core(
+                    policy,
+                    queue=queue,
+                    replicas=args.replicas,
+                    sessions=args.sessions,
+                    calls=args.calls,
+                    warmup=args.warmup,
+                    in_flight=args.in_flight,
+                    seed=args.seed,
+                    kv_capacity_tokens=args.kv_capacity_tokens,
+                    new_workflows=args.new_workflows,
+                    call_samples=runs,
+                )
+                first = first or row
+            assert first is not None
+            row = first
+            if args.repeats > 1:
+                row = msgspec.structs.replace(
+                    first,
+                    per_call_least=_cost(least_per_call(runs)),
+                    repeats=args.repeats,
+                    per_call_p99_runs=[round(_cost(r).p99_us, 1) for r in runs],
+                )
             rows.append(row)
             console.print(
                 f"{policy}{' + queue' if queue else ''}: p99 {row.per_call.p99_us:.1f} µs CPU per call "
                 f"({row.per_call.wall_p99_us:.1f} µs wall), {row.calls_per_s:,.0f} calls/s"
             )
+            least = row.per_call_least
+            if least is not None:
+                console.print(
+                    f"  per-call p99 of each run {row.per_call_p99_runs}; each call's least over the "
+                    f"{row.repeats} runs: p50 {least.p50_us:.1f}, p99 {least.p99_us:.1f} µs"
+                )
     report = CoreBenchReport(
         command=recorded_command(),
         machine=machine_description(),
@@ -398,6 +436,16 @@ def run_core(args: argparse.Namespace) -> int:
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
         console.print(f"results: {args.json}")
     return 0
+
+
+def least_per_call(runs: list[_Samples]) -> _Samples:
+    """Each call's least CPU and least wall time over identical runs (their samples are in the same order)."""
+    if len({len(r) for r in runs}) != 1:
+        raise RuntimeError("the repeated runs timed different numbers of calls")
+    least = _Samples()
+    least.cpu = array("q", map(min, *(r.cpu for r in runs))) if len(runs) > 1 else array("q", runs[0].cpu)
+    least.wall = array("q", map(min, *(r.wall for r in runs))) if len(runs) > 1 else array("q", runs[0].wall)
+    return least
 
 
 def core_table(report: CoreBenchReport) -> Table:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
+from proxy.scheduler.scoring import add_weighted
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
 
 if TYPE_CHECKING:
@@ -190,11 +191,10 @@ class RoutingPolicy:
         if self.picker.takes_lone_candidate and len(candidates) == 1:
             return candidates[0].replica_id  # what the picker would answer, whatever the scores
         # One list per scorer, aligned with the candidates and summed in the scorers' order (the same floats
-        # as a per-replica sum); a scorer of weight 0 adds nothing and is not asked.
+        # as a per-replica sum; compiled: scoring.py); a scorer of weight 0 adds nothing and is not asked.
         totals = [0.0] * len(candidates)
         for scorer, weight in self._weighted:
-            values = scorer.score_each(req, candidates)
-            totals = [total + weight * value for total, value in zip(totals, values, strict=True)]
+            add_weighted(totals, weight, scorer.score_each(req, candidates))
         return self.picker.pick_each(req, candidates, totals)
 
 

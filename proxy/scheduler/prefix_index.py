@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from proxy.scheduler.types import ReplicaId
+from proxy.scheduler.types import ReplicaId, ReplicaView
 
 
 class PrefixIndex:
@@ -48,6 +48,39 @@ class PrefixIndex:
         self._note(alive, depth, matched)
         return matched
 
+    def depths(self, hashes: Sequence[int], replicas: Sequence[ReplicaView]) -> list[int]:
+        """`matches(hashes).get(r.replica_id, 0)` for each of `replicas`, in their order, without the mapping:
+        the chain is walked once as `matches` walks it, keeping where sets of replicas drop out (a few
+        masks), and each candidate looks its bit up in them (a prompt whose shared prefix every replica holds
+        no longer makes a dict entry per replica on every new workflow)."""
+        drops: list[tuple[int, int]] = []  # (replicas holding exactly `depth` leading chunks, depth)
+        holders = self._holders
+        alive = 0  # the replicas holding every chunk so far (`depth` of them)
+        for depth, h in enumerate(hashes):
+            now = holders.get(h, 0)
+            if depth:
+                now &= alive
+                if now != alive:
+                    drops.append((alive & ~now, depth))
+            if not now:
+                break
+            alive = now
+        else:
+            if alive:
+                drops.append((alive, len(hashes)))
+        out = [0] * len(replicas)
+        if not drops:
+            return out
+        bits = self._bit
+        for i, r in enumerate(replicas):
+            bit = bits.get(r.replica_id, 0)
+            if bit:
+                for mask, held in drops:
+                    if mask & bit:
+                        out[i] = held
+                        break
+        return out
+
     def _note(self, mask: int, depth: int, matched: dict[ReplicaId, int]) -> None:
         replicas = self._replicas
         while mask:
@@ -60,7 +93,9 @@ class PrefixIndex:
         if bit is None:
             bit = self._bit[replica] = 1 << len(self._replicas)
             self._replicas.append(replica)
-        lru = self._lru.setdefault(replica, OrderedDict())
+        lru = self._lru.get(replica)
+        if lru is None:  # (not setdefault: no OrderedDict made and dropped on every call)
+            lru = self._lru[replica] = OrderedDict()
         holders, move_to_end = self._holders, lru.move_to_end
         for h in hashes:
             if h in lru:

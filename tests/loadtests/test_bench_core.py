@@ -53,3 +53,26 @@ def test_the_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.C
     assert "prefix-load" in capsys.readouterr().out
     bad = parser.parse_args(["bench", "core", "--policies", "nope", "--sessions", "4"])
     assert run_bench(bad) == 2
+
+
+def test_repeats_give_each_calls_least_time_over_identical_runs(tmp_path: Path) -> None:
+    from loadtests.bench.core import _Samples, least_per_call
+
+    a, b = _Samples(), _Samples()
+    for cpu_a, cpu_b in ((5, 7), (9, 2), (4, 4)):
+        a.add(cpu_a, cpu_a * 2)
+        b.add(cpu_b, cpu_b * 3)
+    least = least_per_call([a, b])
+    assert list(least.cpu) == [5, 2, 4] and list(least.wall) == [10, 6, 8]
+    with pytest.raises(RuntimeError):
+        least_per_call([a, _Samples()])
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="cmd"))
+    out = tmp_path / "core.json"
+    argv = "bench core --policies saga --queue off --replicas 4 --sessions 40 --calls 200 --warmup 20"
+    argv += f" --in-flight 4 --repeats 2 --json {out}"
+    assert run_bench(parser.parse_args(argv.split())) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["repeats"] == 2 and len(row["per_call_p99_runs"]) == 2
+    least_p99 = row["per_call_least"]["p99_us"]
+    assert 0 < least_p99 <= max(row["per_call_p99_runs"]) + 1e-9  # a call's least is at most either run's

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from proxy.scheduler.framework import Scorer, by_replica
+from proxy.scheduler.scoring import headroom_scores
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -23,11 +24,4 @@ class KvHeadroomScorer(Scorer):
         return by_replica(replicas, self.score_each(req, replicas))
 
     def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
-        return [_headroom(r.kv_usage, r.reserved_tokens, r.kv_capacity_tokens) for r in replicas]
-
-
-def _headroom(used: float, reserved: int, capacity: int) -> float:
-    if capacity > 0 and reserved / capacity > used:  # max(used, reserved share): the same float
-        used = reserved / capacity
-    free = 1.0 - used
-    return 1.0 if free > 1.0 else free if free > 0.0 else 0.0
+        return headroom_scores(replicas)  # compiled (scoring.py)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from proxy.scheduler.framework import Scorer, by_replica
+from proxy.scheduler.scoring import least_request_scores
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -22,4 +23,4 @@ class LeastRequestScorer(Scorer):
         return by_replica(replicas, self.score_each(req, replicas))
 
     def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
-        return [1.0 / (1.0 + r.in_flight + r.queued + r.waiting) for r in replicas]
+        return least_request_scores(replicas)  # compiled (scoring.py)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from proxy.scheduler.framework import Picker
+from proxy.scheduler.scoring import best_ids
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 # Scores closer than this are a tie: float sums of weights must not decide placement by rounding.
@@ -25,6 +26,5 @@ class MaxScorePicker(Picker):
     def pick_each(
         self, req: RequestInfo, replicas: Sequence[ReplicaView], scores: Sequence[float]
     ) -> ReplicaId:
-        floor = max(scores) - _TIE
-        tied = [r.replica_id for r, score in zip(replicas, scores, strict=True) if score >= floor]
+        tied = best_ids(replicas, scores, _TIE)  # compiled (scoring.py)
         return tied[0] if len(tied) == 1 else self.rng.choice(tied)

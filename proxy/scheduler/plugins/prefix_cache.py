@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from proxy.scheduler.framework import PluginParams, Scorer, by_replica
 from proxy.scheduler.prefix_index import PrefixIndex
+from proxy.scheduler.scoring import prefix_scores
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -38,10 +39,9 @@ class PrefixCacheScorer(Scorer):
 
     def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
         total = len(req.prefix_hashes)
-        matched = self.index.matches(req.prefix_hashes) if total else {}
-        if not matched:
+        if not total:
             return [0.0] * len(replicas)
-        return [matched.get(r.replica_id, 0) / total for r in replicas]
+        return prefix_scores(self.index.depths(req.prefix_hashes, replicas), total)  # compiled
 
     def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         self.index.insert(req.prefix_hashes, replica_id)

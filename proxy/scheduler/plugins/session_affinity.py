@@ -11,6 +11,7 @@ import random
 from collections.abc import Mapping, Sequence
 
 from proxy.scheduler.framework import PluginParams, Scorer, by_replica
+from proxy.scheduler.scoring import affinity_scores
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
@@ -31,7 +32,7 @@ class SessionAffinityScorer(Scorer):
         home = self.bound.get(req.session_id)
         if home is None:
             return [0.0] * len(replicas)
-        return [1.0 if r.replica_id == home else 0.0 for r in replicas]
+        return affinity_scores(replicas, home)  # compiled (scoring.py)
 
     def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         self.bound[req.session_id] = replica_id
