@@ -17,12 +17,13 @@ Contract:
   or to come back only after a person's think time (median predicted gap above `quiet_gap_s`) frees its
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
   gap (at most `max_hold_s`), then lapses.
-- Cost-aware hold (`hold_price`, off when None): after a call, while new workflows wait for room, a
-  workflow that will be back within `price_max_gap_s` (its median predicted gap) keeps its reservation
-  only while the re-prefill that saves, p_return x recompute(context), is worth at least `hold_price` x
-  (footprint / the replica's KV capacity) x that gap; otherwise the reservation lapses at once and
-  `finished` answers True (the core lets the retention go too). The re-prefill's cost is learned from the
-  calls' first tokens (`prefill_seen`); until it is, every workflow holds.
+- Cost-aware hold (`hold_price`, off when None): after a call, while work waits for KV (new workflows
+  here, or calls in its replica's engine: `waiting`, as last scraped), a workflow that will be back
+  within `price_max_gap_s` (its median predicted gap) keeps its reservation only while the re-prefill that
+  saves, p_return x recompute(context), is worth at least `hold_price` x (footprint / the replica's KV
+  capacity) x that gap; otherwise the reservation lapses at once and `finished` answers True (the core
+  lets the retention go too). The re-prefill's cost is learned from the calls' first tokens
+  (`prefill_seen`); until it is, every workflow holds.
 - Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
   the lapse heap holds about one wake-up per admitted workflow, at most two (plus 64: compacted on the call
   path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
@@ -260,10 +261,12 @@ class WorkflowAdmission:
         calls = min(max(remaining_calls, 1.0), max(spec.horizon_calls, 1.0))
         footprint = wf.footprint = int(wf.context + growth * calls)
         price = spec.hold_price
-        # the hold delays only the workflows that wait for room: with none waiting it costs nothing
-        if price is not None and median_gap <= spec.price_max_gap_s and len(self.waiting):
+        if price is not None and median_gap <= spec.price_max_gap_s:
             view = self.views.get(wf.replica_id)
             capacity = view.kv_capacity_tokens if view is not None else 0
+            # the hold delays only work that waits for KV, here or in its replica's engine: else it is free
+            if not len(self.waiting) and (view is None or not view.waiting):
+                capacity = 0
             recompute_s = self.prefill.recompute_s(wf.context)
             if (
                 capacity > 0

@@ -32,15 +32,16 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # call waits in its engine, whatever the reservations say: work-conserving at light load, when the live
     # workflows' reservations are mostly tool time.
     measured_room: bool = False
-    # Cost-aware hold between calls (None: off, every workflow holds as above). After a call, while new
-    # workflows wait for room (with none waiting a hold delays no one), a workflow whose median predicted
-    # gap is at most `price_max_gap_s` keeps its reservation, and its retention, only while the re-prefill
-    # that saves, p_return x recompute(context), is worth at least `hold_price` x (its footprint / the
-    # replica's KV) x that gap: the share of the replica's KV it keeps idle while away, in replica-seconds.
-    # Otherwise both go at once and the call's KV is left to the replica's LRU cache. recompute(n) =
-    # n x s x (1 + n / (2 x `attention_tokens`)), s per token learned from the calls' first tokens
-    # (proxy/scheduler/prefill_rate.py; every workflow holds until it is learned). Longer gaps keep the
-    # hold: released there, returning workflows overcommitted busy replicas (docs/results/grid-saga/floor).
+    # Cost-aware hold between calls (None: off, every workflow holds as above). After a call, while work
+    # waits for KV (new workflows here, or calls in the replica's engine; else a hold delays no one), a
+    # workflow whose median predicted gap is at most `price_max_gap_s` keeps its reservation, and its
+    # retention, only while the re-prefill that saves, p_return x recompute(context), is worth at least
+    # `hold_price` x (its footprint / the replica's KV) x that gap: the share of the replica's KV it keeps
+    # idle while away, in replica-seconds. Otherwise both go at once and the call's KV is left to the
+    # replica's LRU cache. recompute(n) = n x s x (1 + n / (2 x `attention_tokens`)), s per token learned
+    # from the calls' first tokens (proxy/scheduler/prefill_rate.py; every workflow holds until it is
+    # learned). Longer gaps keep the hold: released there, returning workflows overcommitted busy
+    # replicas (docs/results/grid-saga/floor).
     hold_price: float | None = None
     price_max_gap_s: float = 2.0
     attention_tokens: float = 20_000.0

@@ -461,20 +461,28 @@ def test_a_hold_that_costs_waiting_workflows_more_than_its_re_prefill_lets_go_at
         assert kept.take_releases() == []
 
 
-def test_with_nothing_waiting_or_no_learned_prefill_cost_every_workflow_holds() -> None:
+def test_a_cheap_hold_goes_only_while_work_waits_for_kv_and_once_the_prefill_cost_is_learned() -> None:
     spec = saga_spec(admission=AdmissionSpec(overcommit=1.0, hold_price=1.0, price_max_gap_s=1e6))
-    for learned in (True, False):
+    # (learned, a new workflow waits in the proxy, calls wait in the replica's engine) -> let go
+    for learned, proxy_waits, engine_waits, let_go in (
+        (True, False, False, False),  # nothing waits: the hold delays no one
+        (True, False, True, True),  # calls wait in its replica's engine for KV
+        (True, True, False, True),
+        (False, True, True, False),  # what a re-prefill costs is not known yet
+    ):
         core, clock = make_core(replicas=1, spec=spec)
         assert core.admission is not None
         for _ in range(16 if learned else 0):
             core.admission.prefill_seen(1e-7 * 4_000, 5_000, 1_000)
         req = call("alone", prompt_tokens=60_000)
         only_dispatch(core.request_arrived(req))
-        if not learned:  # someone waits, but what a re-prefill costs is not known yet
+        if proxy_waits:
             assert core.request_arrived(call("waiting", prompt_tokens=60_000)) == []
+        core.replica_stats(ReplicaStats("r0", waiting=3 if engine_waits else 0))
         clock.now = 1.0
         core.request_finished(req.request_id, Usage(60_000, 100, finish_reason="tool_calls"))
-        assert core.admission.let_go == 0 and core.admission.reserved["r0"] > 0
+        assert core.admission.let_go == int(let_go)
+        assert (core.admission.reserved["r0"] == 0) == (let_go and not proxy_waits)
 
 
 def test_the_prefill_rate_is_a_low_quantile_of_first_tokens_over_the_computed_tokens() -> None:
