@@ -17,6 +17,13 @@ Contract:
   or to come back only after a person's think time (median predicted gap above `quiet_gap_s`) frees its
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
   gap (at most `max_hold_s`), then lapses.
+- Cost-aware hold (`hold_price`, off when None): after a call, while work waits for KV (new workflows
+  here, or calls in its replica's engine: `waiting`, as last scraped), a workflow that will be back
+  within `price_max_gap_s` (its median predicted gap) keeps its reservation only while the re-prefill that
+  saves, p_return x recompute(context), is worth at least `hold_price` x (footprint / the replica's KV
+  capacity) x that gap; otherwise the reservation lapses at once and `finished` answers True (the core
+  lets the retention go too). The re-prefill's cost is learned from the calls' first tokens
+  (`prefill_seen`); until it is, every workflow holds.
 - Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
   the lapse heap holds about one wake-up per admitted workflow, at most two (plus 64: compacted on the call
   path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
@@ -35,6 +42,7 @@ from mypy_extensions import mypyc_attr
 
 from fairness import FairQueue
 from predictor import Predictor
+from proxy.scheduler.prefill_rate import PrefillRate
 from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
@@ -99,6 +107,8 @@ class WorkflowAdmission:
         self._growth: OrderedDict[str, float] = OrderedDict()  # agent type -> mean context growth per call
         self.admitted = 0
         self.lapsed = 0
+        self.prefill = PrefillRate(spec.attention_tokens)
+        self.let_go = 0  # holds given up because they cost more than the re-prefill they save
 
     # -- waiting ----------------------------------------------------------------------------------------
 
@@ -216,11 +226,13 @@ class WorkflowAdmission:
         wf.quiet_at = None
         self._reserve(wf, wf.footprint)
 
-    def finished(self, session_id: str, prompt_tokens: int, completion_tokens: int, now: float) -> None:
-        """A call of the workflow ended: learn its growth, re-size its footprint, decide how long it holds."""
+    def finished(self, session_id: str, prompt_tokens: int, completion_tokens: int, now: float) -> bool:
+        """A call of the workflow ended: learn its growth, re-size its footprint, decide how long it holds.
+        True when the hold would cost more than the re-prefill it saves (`hold_price`): the reservation
+        lapsed at once, and the retention should go too."""
         wf = self.workflows.get(session_id)
         if wf is None:
-            return
+            return False
         in_flight = wf.in_flight = max(0, wf.in_flight - 1)
         if prompt_tokens > 0:  # unknown (0) when the call failed or was cancelled: keep what we knew
             context = prompt_tokens + completion_tokens
@@ -229,27 +241,50 @@ class WorkflowAdmission:
                 self._learn_growth(wf.agent_type, context - before)
             wf.context = context  # may shrink: an agent that compacts its history
         if in_flight:
-            return
+            return False
         outlook = self.predictor.hold_outlook(session_id, now)  # `predict`'s fields this reads, alone
         spec = self.spec
         if outlook is None:  # unknown to the predictor: hold for the longest allowed
             wf.footprint = max(wf.footprint, wf.context)
             self._hold_until(session_id, wf, now + spec.max_hold_s)
-            return
+            return False
         p_return, return_gap_s, next_prompt_tokens, remaining_calls = outlook
         if p_return < spec.end_below_p_return:
             self._lapse(wf)
-            return
+            return False
         levels = self._levels
-        if _quantile(levels, return_gap_s, 0.5) > spec.quiet_gap_s:
+        median_gap = _quantile(levels, return_gap_s, 0.5)
+        if median_gap > spec.quiet_gap_s:
             self._lapse(wf)  # it comes back after minutes if at all: a tool call does not take that long
-            return
+            return False
         growth = max(0.0, next_prompt_tokens - prompt_tokens)
         calls = min(max(remaining_calls, 1.0), max(spec.horizon_calls, 1.0))
         footprint = wf.footprint = int(wf.context + growth * calls)
+        price = spec.hold_price
+        if price is not None and median_gap <= spec.price_max_gap_s:
+            view = self.views.get(wf.replica_id)
+            capacity = view.kv_capacity_tokens if view is not None else 0
+            # the hold delays only work that waits for KV, here or in its replica's engine: else it is free
+            if not len(self.waiting) and (view is None or not view.waiting):
+                capacity = 0
+            recompute_s = self.prefill.recompute_s(wf.context)
+            if (
+                capacity > 0
+                and recompute_s is not None
+                and p_return * recompute_s < price * footprint / capacity * median_gap
+            ):
+                self._lapse(wf)
+                self.let_go += 1
+                return True
         self._reserve(wf, footprint)
         gap = _quantile(levels, return_gap_s, spec.hold_quantile)
         self._hold_until(session_id, wf, now + min(gap, spec.max_hold_s))
+        return False
+
+    def prefill_seen(self, ttft_s: float, prompt_tokens: int, cached_tokens: int) -> None:
+        """A call's time from arrival to its first token: what a re-prefill costs (only with `hold_price`)."""
+        if self.spec.hold_price is not None:
+            self.prefill.observe(ttft_s, prompt_tokens, cached_tokens)
 
     def withdrawn(self, session_id: str) -> None:
         """A dispatched call never reached its replica (it will be dispatched again)."""
@@ -297,6 +332,7 @@ class WorkflowAdmission:
             "live": sum(1 for wf in self.workflows.values() if wf.reserved),
             "admitted": self.admitted,
             "lapsed": self.lapsed,
+            "let_go": self.let_go,
             "reserved_tokens": dict(self.reserved),
         }
 

@@ -240,14 +240,24 @@ class SchedulerCore:
         for on_finish in self.policy.finish_hooks:
             on_finish(req, flight.replica_id, usage)
         retention, replica_id = self.policy.retention, flight.replica_id
+        released = False
         if flight.retained and retention is not None and retention.release_after(req, replica_id, usage):
             self.releases.append((session_id, replica_id))
+            released = True
         decisions: list[Decision] = []
         if self.release is not None:
             self.release.finished(req, usage)
             decisions = self._pump(flight.replica_id)
         if self.admission is not None:
-            self.admission.finished(session_id, prompt_tokens, completion_tokens, now)
+            admission = self.admission
+            if flight.first_token_at is not None:
+                admission.prefill_seen(
+                    flight.first_token_at - req.arrived_at, prompt_tokens, usage.cached_tokens
+                )
+            # a hold that costs more than the re-prefill it saves (`hold_price`): its retention goes too
+            let_go = admission.finished(session_id, prompt_tokens, completion_tokens, now)
+            if let_go and flight.retained and not released:
+                self.releases.append((session_id, replica_id))
             decisions += self._admit_waiting()
         return decisions
 

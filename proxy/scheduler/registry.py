@@ -92,7 +92,8 @@ PRESETS: dict[str, PolicySpec] = {
         ],
         # retentions rank with their workflow (its vLLM priority): only older workflows' calls break them
         retention=PluginSpec("predicted-ttl-retention", params={"priority_base_s": None}),
-        admission=AdmissionSpec(order="least-work"),
+        # a between-calls hold that costs waiting workflows more than the re-prefill it saves goes at once
+        admission=AdmissionSpec(order="least-work", hold_price=1.0),
         prioritize="workflow-age",
         stealing=StealingSpec(rebalance_above=1.0),
     ),

@@ -32,6 +32,19 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # call waits in its engine, whatever the reservations say: work-conserving at light load, when the live
     # workflows' reservations are mostly tool time.
     measured_room: bool = False
+    # Cost-aware hold between calls (None: off, every workflow holds as above). After a call, while work
+    # waits for KV (new workflows here, or calls in the replica's engine; else a hold delays no one), a
+    # workflow whose median predicted gap is at most `price_max_gap_s` keeps its reservation, and its
+    # retention, only while the re-prefill that saves, p_return x recompute(context), is worth at least
+    # `hold_price` x (its footprint / the replica's KV) x that gap: the share of the replica's KV it keeps
+    # idle while away, in replica-seconds. Otherwise both go at once and the call's KV is left to the
+    # replica's LRU cache. recompute(n) = n x s x (1 + n / (2 x `attention_tokens`)), s per token learned
+    # from the calls' first tokens (proxy/scheduler/prefill_rate.py; every workflow holds until it is
+    # learned). Longer gaps keep the hold: released there, returning workflows overcommitted busy
+    # replicas (docs/results/grid-saga/floor).
+    hold_price: float | None = None
+    price_max_gap_s: float = 2.0
+    attention_tokens: float = 20_000.0
 
     def validate(self) -> None:
         checks = {
@@ -43,6 +56,9 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "quiet_gap_s": self.quiet_gap_s > 0,
             "max_waiting": self.max_waiting >= 1,
             "max_agent_types": self.max_agent_types >= 1,
+            "hold_price": self.hold_price is None or self.hold_price > 0,
+            "price_max_gap_s": self.price_max_gap_s > 0,
+            "attention_tokens": self.attention_tokens > 0,
         }
         for name, ok in checks.items():
             if not ok:

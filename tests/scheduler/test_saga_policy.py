@@ -22,6 +22,7 @@ from proxy.scheduler import (
     build_policy,
 )
 from proxy.scheduler.admission import AdmissionSpec
+from proxy.scheduler.prefill_rate import PrefillRate
 from proxy.scheduler.registry import PRESETS, PluginSpec
 from proxy.scheduler.stealing import StealingSpec, recompute_s, steal_target
 from proxy.scheduler.types import ReplicaView
@@ -425,3 +426,71 @@ def test_an_unknown_cpu_tier_setting_fails_naming_the_key() -> None:
     spec = saga_spec(retention=PluginSpec("predicted-ttl-retention", params={"cpu_tier": "ssd"}))
     with pytest.raises(ConfigError, match="cpu_tier"):
         build_policy(spec, seed=0)
+
+
+def _priced_core(price: float | None, s_per_token: float) -> tuple[SchedulerCore, list[Decision]]:
+    """One replica, a retained call's workflow `held` finished, a new workflow waiting behind it; the
+    replicas' prefill rate learned as `s_per_token` (from calls' first tokens, as the core feeds them).
+    Returns the core and what the finish decided."""
+    admission = AdmissionSpec(overcommit=1.0, hold_price=price, price_max_gap_s=1e6)
+    retention = PluginSpec("predicted-ttl-retention", params={"priority_base_s": None, "cold_ttl_s": 30.0})
+    core, clock = make_core(replicas=1, spec=saga_spec(admission=admission, retention=retention))
+    assert core.admission is not None
+    for _ in range(16):  # 4,000 tokens computed after 1,000 cached, at `s_per_token`
+        core.admission.prefill_seen(s_per_token * 4_000 * (1 + 3_000 / 20_000), 5_000, 1_000)
+    held = call("held", prompt_tokens=60_000)
+    assert only_dispatch(core.request_arrived(held)).retain_ttl_s == 30.0
+    assert core.request_arrived(call("waiting", prompt_tokens=60_000)) == []  # no room: it waits
+    clock.now = 1.0
+    usage = Usage(60_000, 100, finish_reason="tool_calls", tool_names=("bash",))
+    return core, core.request_finished(held.request_id, usage)
+
+
+def test_a_hold_that_costs_waiting_workflows_more_than_its_re_prefill_lets_go_at_once() -> None:
+    cheap, decided = _priced_core(price=1.0, s_per_token=1e-7)  # a re-prefill of 60k tokens: ~10 ms
+    assert cheap.admission is not None and cheap.admission.let_go == 1
+    # its reservation lapsed: the waiting workflow is admitted by the finish itself, and the retention goes
+    assert len(decided) == 1 and only_dispatch(decided).replica_id == "r0"
+    assert cheap.take_releases() == [("held", "r0")]
+    back = only_dispatch(cheap.request_arrived(call("held", prompt_tokens=61_000)))
+    assert back.replica_id == "r0"  # admitted before: it comes back at once, without waiting
+    for price, rate in ((None, 1e-7), (1.0, 1e-2)):  # switched off, or a re-prefill that costs minutes
+        kept, decided = _priced_core(price=price, s_per_token=rate)
+        assert kept.admission is not None and kept.admission.let_go == 0
+        assert decided == []
+        assert kept.take_releases() == []
+
+
+def test_a_cheap_hold_goes_only_while_work_waits_for_kv_and_once_the_prefill_cost_is_learned() -> None:
+    spec = saga_spec(admission=AdmissionSpec(overcommit=1.0, hold_price=1.0, price_max_gap_s=1e6))
+    # (learned, a new workflow waits in the proxy, calls wait in the replica's engine) -> let go
+    for learned, proxy_waits, engine_waits, let_go in (
+        (True, False, False, False),  # nothing waits: the hold delays no one
+        (True, False, True, True),  # calls wait in its replica's engine for KV
+        (True, True, False, True),
+        (False, True, True, False),  # what a re-prefill costs is not known yet
+    ):
+        core, clock = make_core(replicas=1, spec=spec)
+        assert core.admission is not None
+        for _ in range(16 if learned else 0):
+            core.admission.prefill_seen(1e-7 * 4_000, 5_000, 1_000)
+        req = call("alone", prompt_tokens=60_000)
+        only_dispatch(core.request_arrived(req))
+        if proxy_waits:
+            assert core.request_arrived(call("waiting", prompt_tokens=60_000)) == []
+        core.replica_stats(ReplicaStats("r0", waiting=3 if engine_waits else 0))
+        clock.now = 1.0
+        core.request_finished(req.request_id, Usage(60_000, 100, finish_reason="tool_calls"))
+        assert core.admission.let_go == int(let_go)
+        assert (core.admission.reserved["r0"] == 0) == (let_go and not proxy_waits)
+
+
+def test_the_prefill_rate_is_a_low_quantile_of_first_tokens_over_the_computed_tokens() -> None:
+    rate = PrefillRate(attention_tokens=20_000.0)
+    assert rate.recompute_s(10_000) is None  # nothing learned: unknown
+    for queued_s in (0.0, 0.0, 5.0, 9.0, 3.0, 0.0, 7.0, 2.0):  # calls that waited in the engine count too
+        rate.observe(2e-5 * 4_000 * (1 + 3_000 / 20_000) + queued_s, 5_000, 1_000)
+    rate.observe(0.001, 5_000, 0)  # no cached tokens reported: not counted
+    rate.observe(0.001, 1_100, 1_000)  # too few tokens computed: not counted
+    assert rate.s_per_token == pytest.approx(2e-5)
+    assert rate.recompute_s(20_000) == pytest.approx(20_000 * 2e-5 * 1.5)
