@@ -2,7 +2,7 @@
 
 Contract: `policy_for(name)` is a preset's name unchanged, or for `saga-no-<mechanism>` the `saga` preset's
 spec with that mechanism switched off exactly as a user would in the config (docs/saga-policy.md), and for
-`saga-arrival-order` / `saga-measured-room` one admission setting changed, and for `saga-gpu-hold` the
+`saga-arrival-order` / `saga-measured-room` / `saga-hold-always` one admission setting changed, and for `saga-gpu-hold` the
 retention held on the GPU on replicas with a CPU KV tier too; unknown
 names raise ValueError listing the known ones. `saga-no-admission` also turns work stealing off: stealing
 moves admitted workflows, so it needs admission's table of them.
@@ -43,6 +43,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },
     # the option the preset leaves off: also admit where the reported KV is free and nothing waits
     "saga-measured-room": {"admission": msgspec.structs.replace(_SAGA.admission, measured_room=True)},
+    # every between-calls hold kept, whatever it costs waiting work (the preset prices it: `hold_price`)
+    "saga-hold-always": {"admission": msgspec.structs.replace(_SAGA.admission, hold_price=None)},
 }
 
 
