@@ -24,7 +24,7 @@ def holds(sa: dict) -> bool:
 
 
 def key(r: dict) -> tuple:
-    return (r["profile"], r["workload"], r["kv_tokens"], r["rate"], r["seed"])
+    return (r["profile"], r["replicas"], r["workload"], r["kv_tokens"], r["rate"], r["seed"])
 
 
 def headroom(speedup: float, bound: float) -> str:
@@ -58,14 +58,15 @@ def main() -> None:
         verdict = "steady" if steady else "**not steady**"
         return f"{twice['bound']:.2f}x / {saga['speedup_vs_sa']:.2f}x ({verdict})"
 
-    head = "file,profile,workload,tasks,KV/replica,offered/s,SA done/s,SA 2nd half,SA late/early,SA oversub"
+    head = "file,fleet,workload,tasks,KV/replica,offered/s,SA done/s,SA 2nd half,SA late/early,SA oversub"
     head += ",SA TCT,saga TCT,saga vs SA,bound,headroom,SA holds,2x tasks: bound / saga"
     print(bar(*head.split(",")))
     print(bar(*(["---"] * 3 + ["---:"] * 12 + ["---"] * 2)))
     for r in rows:
         sa, saga = r["policies"][SA], r["policies"]["saga"]
         print(bar(
-            r["file"], r["profile"].removeprefix("llama3-"), r["workload"], str(r["tasks"]),
+            r["file"], f"{r['replicas']} x {r['profile'].removeprefix('llama3-')}", r["workload"],
+            str(r["tasks"]),
             f"{r['kv_tokens']:,}", f"{r['rate']:g}", f"{sa['completed_per_s']:.3f}", half_of(sa),
             f"{sa['late_over_early']:.2f}",
             f"{sa['oversub_mean']:.2f}", f"{sa['tct_geomean_s']:.0f} s", f"{saga['tct_geomean_s']:.0f} s",
