@@ -14,6 +14,7 @@ are counted (a backend that reports none would make every call look fully comput
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 _WINDOW = 64
@@ -33,7 +34,7 @@ class PrefillRate:
     def observe(self, ttft_s: float, prompt_tokens: int, cached_tokens: int) -> None:
         """A call's time from arrival to first token, its prompt and how much of it was cached."""
         computed = prompt_tokens - cached_tokens
-        if cached_tokens <= 0 or computed < _MIN_TOKENS or ttft_s <= 0:
+        if cached_tokens <= 0 or computed < _MIN_TOKENS or not 0 < ttft_s < math.inf:  # NaN too
             return
         work = computed * (1.0 + (cached_tokens + computed / 2.0) / self.attention_tokens)
         self.samples.append(ttft_s / work)

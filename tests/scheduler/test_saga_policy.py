@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import msgspec
 import pytest
@@ -492,5 +493,14 @@ def test_the_prefill_rate_is_a_low_quantile_of_first_tokens_over_the_computed_to
         rate.observe(2e-5 * 4_000 * (1 + 3_000 / 20_000) + queued_s, 5_000, 1_000)
     rate.observe(0.001, 5_000, 0)  # no cached tokens reported: not counted
     rate.observe(0.001, 1_100, 1_000)  # too few tokens computed: not counted
+    rate.observe(0.001, 1_000, 5_000)  # more cached than the prompt (a replica's odd usage): not counted
     assert rate.s_per_token == pytest.approx(2e-5)
     assert rate.recompute_s(20_000) == pytest.approx(20_000 * 2e-5 * 1.5)
+
+
+@pytest.mark.parametrize("ttft_s", [math.nan, math.inf, -1.0, 0.0])
+def test_unusable_first_token_times_teach_the_prefill_rate_nothing(ttft_s: float) -> None:
+    rate = PrefillRate(attention_tokens=20_000.0)
+    for _ in range(16):
+        rate.observe(ttft_s, 5_000, 1_000)
+    assert rate.s_per_token is None and rate.recompute_s(10_000) is None
