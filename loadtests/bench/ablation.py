@@ -2,9 +2,9 @@
 
 Contract: `policy_for(name)` is a preset's name unchanged, or for `saga-no-<mechanism>` the `saga` preset's
 spec with that mechanism switched off exactly as a user would in the config (docs/saga-policy.md), and for
-`saga-arrival-order` / `saga-measured-room` / `saga-hold-always` one admission setting changed, and for `saga-gpu-hold` the
-retention held on the GPU on replicas with a CPU KV tier too; unknown
-names raise ValueError listing the known ones. `saga-no-admission` also turns work stealing off: stealing
+`saga-arrival-order` / `saga-measured-room` / `saga-hold-always` one admission setting changed, and for
+`saga-gpu-hold` the retention held on the GPU on replicas with a CPU KV tier too; unknown names raise
+ValueError listing the known ones. `saga-no-admission` also turns work stealing off: stealing
 moves admitted workflows, so it needs admission's table of them.
 """
 
