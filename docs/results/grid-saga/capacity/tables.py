@@ -64,14 +64,14 @@ def main() -> None:
         summary.append((cell, best, first_fail))
     out += [
         "",
-        "| workload | KV/replica | seed | tasks | SA holds / fails | saga holds / fails | saga / SA | its bracket "
-        "| best other (holds / fails) | saga / best other |",
+        "| workload | KV/replica | seed | tasks | SA holds / fails | saga holds / fails | saga / SA "
+        "| its bracket | best other (holds / fails) | saga / best other |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for cell, best, first_fail in summary:
         sa, sg = best.get("session-affinity"), best.get("saga")
         ratio = f"{sg / sa:.2f}x" if sa and sg else "-"
-        # Each capacity lies in [holds, fails): the ratio lies in (saga holds / SA fails, saga fails / SA holds).
+        # Each capacity lies in [holds, fails), the ratio in (saga holds / SA fails, saga fails / SA holds).
         sa_f, sg_f = first_fail.get("session-affinity"), first_fail.get("saga")
         if sa and sg and sa_f and sg_f:
             ratio += f" | ({sg / sa_f:.2f}x, {sg_f / sa:.2f}x)"
@@ -84,12 +84,13 @@ def main() -> None:
             pick = max(others, key=lambda p: (best[p] or 0.0, first_fail[p] or 0.0))
             lo, hi = best[pick], first_fail[pick]
             other = f"{pick} ({lo if lo is not None else '-'} / {hi if hi is not None else '-'})"
+            sg_f = first_fail.get("saga")
             if lo is None and hi is not None:
                 vs_other = f"> {sg / hi:.2f}x"
             elif lo is not None and hi is None:
-                vs_other = f"<= {sg / lo:.2f}x"
+                vs_other = f"<= {sg_f / lo:.2f}x" if sg_f else "-"
             elif lo is not None and hi is not None:
-                vs_other = f"({sg / hi:.2f}x, {sg / lo:.2f}x]"
+                vs_other = f"{sg / lo:.2f}x ({sg / hi:.2f}x, {sg_f / lo:.2f}x)" if sg_f else f"{sg / lo:.2f}x"
         sa_s = f"{sa} / {first_fail.get('session-affinity')}"
         sg_s = f"{sg} / {first_fail.get('saga')}"
         out.append(
