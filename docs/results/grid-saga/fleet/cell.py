@@ -53,6 +53,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policies", default="session-affinity,saga")
     p.add_argument("--label", default="")
+    p.add_argument(
+        "--no-reference", action="store_true",
+        help="run only --policies (for a capacity bisection: no speedup or bound, and no slow SA collapse)",
+    )  # fmt: skip
     p.add_argument("--out", required=True)
     a = p.parse_args()
     prof = get_profile(a.profile)
@@ -64,7 +68,7 @@ def main() -> int:
     order = sorted(arrivals, key=lambda s: arrivals[s])
     quarter = max(1, len(order) // 4)
     policies = [x for x in a.policies.split(",") if x]
-    if REFERENCE not in policies:
+    if REFERENCE not in policies and not a.no_reference:
         policies.insert(0, REFERENCE)
     started = time.perf_counter()
     runs = {}
@@ -76,6 +80,7 @@ def main() -> int:
     common = sorted(set.intersection(*(set(r.finished) for r in runs.values())))
     geo = {pol: geomean([r.finished[s] for s in common]) for pol, r in runs.items()}
     iso = geomean([isolated[s] for s in common])
+    ref = geo.get(REFERENCE)
     out: dict[str, object] = {}
     for pol, r in runs.items():
         m = r.metrics
@@ -90,7 +95,7 @@ def main() -> int:
         late = [r.finished[s] for s in order[-quarter:] if s in r.finished]
         out[pol] = {
             "tct_geomean_s": geo[pol],
-            "speedup_vs_sa": geo[REFERENCE] / geo[pol],
+            "speedup_vs_sa": ref / geo[pol] if ref else None,
             "finished": len(r.finished),
             "completed_per_s": m.throughput_tasks_per_s,
             "makespan_s": m.makespan_s,
@@ -110,24 +115,26 @@ def main() -> int:
         "longest_context": max(peak_context_tokens(t) for t in tasks),
         "isolated_geomean_s": iso,
         "iso_window_ratio": sum(1 for s in arrivals if arrivals[s] + isolated[s] <= last) / len(tasks),
-        "bound": geo[REFERENCE] / iso, "compared": len(common),
+        "bound": ref / iso if ref else None, "compared": len(common),
         "policies": out, "wall_s": time.perf_counter() - started,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python3", *sys.argv]),
     }  # fmt: skip
     with open(a.out, "a") as f:
         f.write(json.dumps(rec) + "\n")
-    sa = out[REFERENCE]
-    assert isinstance(sa, dict)
-    line = (
-        f"{a.label} {a.workload} n={a.tasks} kv={rec['kv_tokens']} rate={a.rate:.4g} "
-        f"bound={rec['bound']:.2f} iso win={rec['iso_window_ratio']:.2f} SA win={sa['window_ratio']:.2f} "
-        f"half={sa['second_half_ratio']:.2f} l/e={sa['late_over_early']:.2f} ov={sa['oversub_mean']:.2f}"
-    )
+    line = f"{a.label} {a.workload} s={a.seed} n={a.tasks} kv={rec['kv_tokens']} rate={a.rate:.4g}"
+    if ref:
+        sa = out[REFERENCE]
+        assert isinstance(sa, dict)
+        line += (
+            f" bound={rec['bound']:.2f} iso win={rec['iso_window_ratio']:.2f} SA win={sa['window_ratio']:.2f}"
+            f" ov={sa['oversub_mean']:.2f}"
+        )
     for pol, v in out.items():
         assert isinstance(v, dict)
-        line += f" | {pol} {v['tct_geomean_s']:.0f}s {v['speedup_vs_sa']:.2f}x"
-        line += f" half={v['second_half_ratio']:.2f}"
+        line += f" | {pol} {v['tct_geomean_s']:.0f}s"
+        line += f" {v['speedup_vs_sa']:.2f}x" if v["speedup_vs_sa"] else ""
+        line += f" half={v['second_half_ratio']:.2f} l/e={v['late_over_early']:.2f}"
     print(line + f" [{rec['wall_s']:.0f}s]", flush=True)
     return 0
 
