@@ -261,25 +261,35 @@ class WorkflowAdmission:
         calls = min(max(remaining_calls, 1.0), max(spec.horizon_calls, 1.0))
         footprint = wf.footprint = int(wf.context + growth * calls)
         price = spec.hold_price
-        if price is not None and median_gap <= spec.price_max_gap_s:
-            view = self.views.get(wf.replica_id)
-            capacity = view.kv_capacity_tokens if view is not None else 0
-            # the hold delays only work that waits for KV, here or in its replica's engine: else it is free
-            if not len(self.waiting) and (view is None or not view.waiting):
-                capacity = 0
-            recompute_s = self.prefill.recompute_s(wf.context)
-            if (
-                capacity > 0
-                and recompute_s is not None
-                and p_return * recompute_s < price * footprint / capacity * median_gap
-            ):
-                self._lapse(wf)
-                self.let_go += 1
-                return True
+        if (
+            price is not None
+            and median_gap <= spec.price_max_gap_s
+            and self._hold_costs_more(wf, footprint, p_return, median_gap, price)
+        ):
+            self._lapse(wf)
+            self.let_go += 1
+            return True
         self._reserve(wf, footprint)
         gap = _quantile(levels, return_gap_s, spec.hold_quantile)
         self._hold_until(session_id, wf, now + min(gap, spec.max_hold_s))
         return False
+
+    def _hold_costs_more(
+        self, wf: _Workflow, footprint: int, p_return: float, gap_s: float, price: float
+    ) -> bool:
+        """`hold_price`'s test: the re-prefill the hold saves is worth less than its share of the replica's
+        KV kept idle over the gap (replica-seconds); False while the capacity or the prefill cost is
+        unknown."""
+        view = self.views.get(wf.replica_id)
+        if view is None or view.kv_capacity_tokens <= 0:
+            return False
+        # the hold delays only work that waits for KV, here or in its replica's engine: else it is free
+        if not len(self.waiting) and not view.waiting:
+            return False
+        recompute_s = self.prefill.recompute_s(wf.context)
+        if recompute_s is None:
+            return False
+        return p_return * recompute_s < price * footprint / view.kv_capacity_tokens * gap_s
 
     def prefill_seen(self, ttft_s: float, prompt_tokens: int, cached_tokens: int) -> None:
         """A call's time from arrival to its first token: what a re-prefill costs (only with `hold_price`)."""
