@@ -28,6 +28,7 @@ from proxy.context import (
     POOL,
     RELEASER,
     UPSTREAM,
+    WORKERS,
     DecisionGate,
     Guards,
 )
@@ -43,6 +44,7 @@ from proxy.scheduler.release import ReleaseQueue
 from proxy.session_chain import PrefixChains
 from proxy.tenant_metrics import TenantCollector
 from proxy.upstream_pool import UpstreamPool
+from proxy.worker_set import WorkerSet
 
 RESOLVER: web.AppKey[Resolver] = web.AppKey("resolver")
 
@@ -142,6 +144,7 @@ def create_app(
     app[CHAINS] = PrefixChains()
     app[MODELS] = models
     app[RESOLVER] = resolver
+    app[WORKERS] = WorkerSet.from_environ()
     app[METRICS] = ProxyMetrics()
     app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])

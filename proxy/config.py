@@ -79,6 +79,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Who holds client connections: "fast" (proxy/fast_server.py serves the call routes, aiohttp the rest)
     # or "aiohttp" (aiohttp serves everything).
     server: str = "fast"
+    # Worker processes sharing the port (proxy/worker_set.py); each session is scheduled by one of them.
+    workers: int = 1
     access_log: bool = True
     log_format: str = "text"  # or "json": one JSON object per log line
 
@@ -100,6 +102,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ConfigError("discovery.interval_s must be > 0")
         if self.server not in ("fast", "aiohttp"):
             raise ConfigError(f"server must be 'fast' or 'aiohttp', got {self.server!r}")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers must be between 1 and 256, got {self.workers}")
+        if self.workers > 1 and self.server != "fast":
+            raise ConfigError("workers > 1 needs server: fast (it hands client connections between workers)")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be 'text' or 'json'")
         for key, tenant in (self.api_keys or {}).items():

@@ -16,6 +16,7 @@ from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
 from proxy.upstream_pool import UpstreamPool
+from proxy.worker_set import WorkerSet
 
 
 class DecisionGate:
@@ -79,4 +80,5 @@ CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chain
 POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
 RELEASER = web.AppKey("releaser", RetentionReleaser)  # retentions the policy gives up before their TTL
 MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves
+WORKERS: web.AppKey[WorkerSet | None] = web.AppKey("workers")  # None: single-process (proxy/worker_set.py)
 TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased

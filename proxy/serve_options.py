@@ -45,6 +45,7 @@ _HELP = {
     "admin_token": "token the /saga/v1/* admin routes require",
     "log_format": "text or json",
     "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
+    "workers": "proxy processes sharing the port; each session is scheduled by one of them",
 }
 # --replica / --simulate (and its --time-scale); structured keys: the YAML file
 _SKIPPED = {"replicas", "discovery", "api_keys", "time_scale"}

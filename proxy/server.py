@@ -20,6 +20,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ProxyConfig
+from proxy.context import WORKERS
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
@@ -55,8 +56,13 @@ async def running_proxy(
             host, port = runner.addresses[0][:2]
             yield f"http://{host}:{port}"
             return
-        with tempfile.TemporaryDirectory(prefix="saga-") as private:
-            inner = os.path.join(private, "app.sock")  # only this process's user can reach it
+        workers = app[WORKERS]
+        with contextlib.ExitStack() as stack:
+            if workers is None:
+                private = stack.enter_context(tempfile.TemporaryDirectory(prefix="saga-"))
+                inner = os.path.join(private, "app.sock")  # only this process's user can reach it
+            else:  # other workers gather metrics and state from it (the supervisor made the dir 0700)
+                inner = workers.app_socket(workers.index)
             await web.UnixSite(runner, inner).start()
             protocol = FastServer(app, inner)
             server = await asyncio.get_running_loop().create_server(
