@@ -10,17 +10,23 @@ sent, failed, dropped, pending: proxy/retention_release.py) are read from it on 
 The request path only bumps plain Python numbers (`Counts`, `Buckets`): no locks, no label lookups in
 prometheus_client, about a microsecond a call. A collector turns them into metric families when
 `/metrics` is scraped.
+
+With workers (`saga serve --workers N`), `merge_expositions` combines every worker's exposition into one
+(proxy/worker_gather.py asks them): counters and histograms summed, each gauge by its rule in `GAUGE_RULES`,
+plus `saga_workers` (configured) and `saga_workers_reporting` (the workers whose figures are included).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore
@@ -170,3 +176,94 @@ class ProxyMetrics(Collector):
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+
+# How each gauge combines across workers. Summed: what each worker counts of its own (calls queued or in
+# flight, sessions: a session lives in its owner only). One value, for what every worker knows alike: a
+# replica's health is the worst any worker sees (a replica one worker cannot reach is reported down); a
+# tenant's fair-share lead the largest (the bound holds per worker). A ratio is recomputed from the summed
+# counters it is made of (`_RATIOS`). A gauge not named here is summed (tests/proxy/test_worker_gather.py
+# checks that every gauge the proxy exports is named).
+GAUGE_RULES: dict[str, Callable[[list[float]], float]] = {
+    "saga_queue_depth": sum,
+    "saga_in_flight": sum,
+    "saga_sessions": sum,
+    "saga_replica_in_flight": sum,
+    "saga_retention_releases_pending": sum,
+    "saga_tenant_queued_calls": sum,
+    "saga_replica_healthy": min,
+    "saga_tenant_share_lead_seconds": max,
+    "saga_tenant_share_bound_seconds": max,
+    "saga_tenant_ttft_slo_attainment": min,  # replaced by met / calls where both counters are there
+}
+_RATIOS = {"saga_tenant_ttft_slo_attainment": ("saga_tenant_ttft_slo_met", "saga_tenant_ttft_slo_calls")}
+_SUMMED_TYPES = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+_SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class _Family:
+    """One metric family's samples across workers: each sample's values, in first-seen order."""
+
+    def __init__(self, first: Metric) -> None:
+        self.metric = first
+        self.values: dict[_SampleKey, list[float]] = {}
+
+    def add(self, family: Metric) -> None:
+        for sample in family.samples:
+            key = (sample.name, tuple(sample.labels.items()))
+            self.values.setdefault(key, []).append(sample.value)
+
+    def combined(self, sample_name: str, values: list[float]) -> float:
+        kind, name = self.metric.type, self.metric.name
+        if sample_name.endswith("_created"):
+            return min(values)
+        if kind in _SUMMED_TYPES:
+            return sum(values)
+        if kind == "gauge":
+            rule = GAUGE_RULES.get(name)
+            return sum(values) if rule is None else rule(values)
+        return values[0]
+
+
+def merge_expositions(texts: Sequence[str], workers: int) -> bytes:
+    """One exposition for the proxy from each reporting worker's (`workers`: how many are configured)."""
+    families: dict[str, _Family] = {}
+    for text in texts:
+        for metric in text_string_to_metric_families(text):
+            family = families.get(metric.name)
+            if family is None:
+                family = families[metric.name] = _Family(metric)
+            family.add(metric)
+    merged: dict[str, Metric] = {}
+    totals: dict[_SampleKey, float] = {}
+    for name, family in families.items():
+        first = family.metric
+        metric = merged[name] = Metric(name, first.documentation, first.type, first.unit)
+        for (sample_name, labels), values in family.values.items():
+            value = totals[sample_name, labels] = family.combined(sample_name, values)
+            metric.add_sample(sample_name, dict(labels), value)
+    for name, (numerator, denominator) in _RATIOS.items():
+        if name in merged:
+            merged[name].samples = [_ratio(s, totals, numerator, denominator) for s in merged[name].samples]
+    merged["saga_workers"] = GaugeMetricFamily("saga_workers", "Worker processes configured", workers)
+    merged["saga_workers_reporting"] = GaugeMetricFamily(
+        "saga_workers_reporting", "Workers whose figures this answer includes", len(texts)
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(merged.values())))
+    return generate_latest(registry)
+
+
+def _ratio(sample: Sample, totals: dict[_SampleKey, float], numerator: str, denominator: str) -> Sample:
+    labels = tuple(sample.labels.items())
+    part = totals.get((numerator + "_total", labels))
+    whole = totals.get((denominator + "_total", labels))
+    return sample if not whole or part is None else sample._replace(value=part / whole)
+
+
+class _Fixed(Collector):
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
