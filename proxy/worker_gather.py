@@ -39,6 +39,7 @@ log = logging.getLogger("saga.workers")
 GATHER_TIMEOUT_S = 2.0  # a worker that has not answered by then is reported missing
 _FORWARDED = ("Authorization", "Content-Type", "Accept")  # the admin token is sent on: each worker checks it
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_BROADCASTS: set[asyncio.Future[tuple[list[WorkerAnswer], list[int]]]] = set()  # held until each ends
 
 
 class WorkerAnswer(msgspec.Struct, frozen=True):
@@ -205,12 +206,11 @@ async def _broadcast(request: web.Request, handler: Handler) -> web.StreamRespon
     others = asyncio.ensure_future(
         gatherer.ask_others(request.method, request.path_qs, _headers(request), body)
     )
-    try:
-        here = await _answer_here(request, handler)
-    except BaseException:
-        others.cancel()
-        raise
-    answers, missing = await others
+    # A client that hangs up does not stop the change half-way: the other workers are still told.
+    _BROADCASTS.add(others)
+    others.add_done_callback(_BROADCASTS.discard)
+    here = await _answer_here(request, handler)
+    answers, missing = await asyncio.shield(others)
     everyone: list[WorkerAnswer | ProxyError] = [here, *answers]
     applied = sorted(a.worker for a in everyone if isinstance(a, WorkerAnswer) and 200 <= a.status < 300)
     missing = sorted([*missing, *(a.worker for a in answers if a.status >= 500)])

@@ -5,6 +5,7 @@ fake replicas; calls are sent to each worker directly and any worker is asked fo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from proxy import server
 from proxy.metrics import GAUGE_RULES, merge_expositions
 from proxy.scheduler.release import ReleaseQueueSpec
 from proxy.server import running_proxy
+from proxy.worker_gather import Gatherer
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 from tests.proxy.fakes import config, fake_replica
 
@@ -311,3 +313,23 @@ def test_expositions_merge_by_each_metrics_rule() -> None:
     assert value(samples, "saga_tenant_ttft_slo_attainment", tenant="a") == pytest.approx(4 / 10)
     assert value(samples, "saga_tenant_ttft_slo_attainment", tenant="b") == 1.0
     assert value(samples, "saga_workers") == 4 and value(samples, "saga_workers_reporting") == 3
+
+
+async def test_a_worker_that_hangs_is_reported_missing_after_the_timeout(worker_dir: str) -> None:
+    workers = WorkerSet(0, 3, worker_dir)
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # reads nothing, answers nothing
+
+    hung = await asyncio.start_unix_server(never_answers, workers.app_socket(1))
+    gatherer = Gatherer(workers, timeout_s=0.2)
+    try:
+        answers, missing = await gatherer.ask_others("GET", "/metrics", {}, b"")
+    finally:
+        await gatherer.close()
+        for writer in held:
+            writer.close()
+        hung.close()
+        await hung.wait_closed()
+    assert answers == [] and missing == [1, 2]  # 1 hangs, 2 has no socket at all
