@@ -19,14 +19,13 @@ plus `saga_workers` (configured) and `saga_workers_reporting` (the workers whose
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore
@@ -197,73 +196,81 @@ GAUGE_RULES: dict[str, Callable[[list[float]], float]] = {
     "saga_tenant_ttft_slo_attainment": min,  # replaced by met / calls where both counters are there
 }
 _RATIOS = {"saga_tenant_ttft_slo_attainment": ("saga_tenant_ttft_slo_met", "saga_tenant_ttft_slo_calls")}
-_SUMMED_TYPES = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
-_SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+_SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
 
 
 class _Family:
-    """One metric family's samples across workers: each sample's values, in first-seen order."""
+    """One metric family across workers: its HELP and TYPE lines, and each sample's values in first-seen
+    order, keyed by the sample's text before its value (name and labels, which every worker writes alike:
+    the same code, labels sorted by prometheus_client)."""
 
-    def __init__(self, first: Metric) -> None:
-        self.metric = first
-        self.values: dict[_SampleKey, list[float]] = {}
+    def __init__(self, name: str, kind: str, head: list[str]) -> None:
+        self.name, self.kind, self.head = name, kind, head
+        self.values: dict[str, list[float]] = {}
 
-    def add(self, family: Metric) -> None:
-        for sample in family.samples:
-            key = (sample.name, tuple(sample.labels.items()))
-            self.values.setdefault(key, []).append(sample.value)
-
-    def combined(self, sample_name: str, values: list[float]) -> float:
-        kind, name = self.metric.type, self.metric.name
-        if sample_name.endswith("_created"):
-            return min(values)
-        if kind in _SUMMED_TYPES:
+    def combined(self, values: list[float]) -> float:
+        if self.kind in _SUMMED_TYPES:
             return sum(values)
-        if kind == "gauge":
-            rule = GAUGE_RULES.get(name)
-            return sum(values) if rule is None else rule(values)
-        return values[0]
+        if self.kind != "gauge":
+            return values[0]
+        if self.name.endswith("_created"):  # a counter's creation time, exposed as a gauge
+            return min(values)
+        rule = GAUGE_RULES.get(self.name)
+        return sum(values) if rule is None else rule(values)
 
 
 def merge_expositions(texts: Sequence[str], workers: int) -> bytes:
-    """One exposition for the proxy from each reporting worker's (`workers`: how many are configured)."""
+    """One exposition for the proxy from each reporting worker's (`workers`: how many are configured).
+
+    Read line by line rather than with prometheus_client's parser: the texts are this proxy's own
+    (generate_latest's format), and the parser alone costs ~20x more of the event loop (15 ms against 0.8 for
+    4 workers with 64 replicas: `python -m loadtests.bench.metrics_merge`, docs/config.md Routes)."""
     families: dict[str, _Family] = {}
     for text in texts:
-        for metric in text_string_to_metric_families(text):
-            family = families.get(metric.name)
-            if family is None:
-                family = families[metric.name] = _Family(metric)
-            family.add(metric)
-    merged: dict[str, Metric] = {}
-    totals: dict[_SampleKey, float] = {}
-    for name, family in families.items():
-        first = family.metric
-        metric = merged[name] = Metric(name, first.documentation, first.type, first.unit)
-        for (sample_name, labels), values in family.values.items():
-            value = totals[sample_name, labels] = family.combined(sample_name, values)
-            metric.add_sample(sample_name, dict(labels), value)
+        family: _Family | None = None
+        head: list[str] = []
+        for line in text.split("\n"):  # not splitlines: a label value may hold U+2028
+            if line.startswith("#"):
+                head.append(line)
+                parts = line.split(" ", 3)
+                if len(parts) >= 4 and parts[1] == "TYPE":
+                    family = families.get(parts[2])
+                    if family is None:
+                        family = families[parts[2]] = _Family(parts[2], parts[3], head)
+                    head = []
+            elif line and family is not None:
+                key, _, value = line.rpartition(" ")
+                family.values.setdefault(key, []).append(float(value))
+    totals: dict[str, float] = {}
+    for family in families.values():
+        for key, values in family.values.items():
+            totals[key] = family.combined(values)
     for name, (numerator, denominator) in _RATIOS.items():
-        if name in merged:
-            merged[name].samples = [_ratio(s, totals, numerator, denominator) for s in merged[name].samples]
-    merged["saga_workers"] = GaugeMetricFamily("saga_workers", "Worker processes configured", workers)
-    merged["saga_workers_reporting"] = GaugeMetricFamily(
-        "saga_workers_reporting", "Workers whose figures this answer includes", len(texts)
-    )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(list(merged.values())))
-    return generate_latest(registry)
+        if name in families:
+            for key in families[name].values:
+                labels = key[len(name) :]
+                part, whole = (
+                    totals.get(f"{numerator}_total{labels}"),
+                    totals.get(f"{denominator}_total{labels}"),
+                )
+                if part is not None and whole:
+                    totals[key] = part / whole
+    lines = []
+    for family in families.values():
+        lines.extend(family.head)
+        lines.extend(f"{key} {_number(totals[key])}" for key in family.values)
+    for name, doc, count in (
+        ("saga_workers", "Worker processes configured", workers),
+        ("saga_workers_reporting", "Workers whose figures this answer includes", len(texts)),
+    ):
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name} {_number(count)}"]
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _ratio(sample: Sample, totals: dict[_SampleKey, float], numerator: str, denominator: str) -> Sample:
-    labels = tuple(sample.labels.items())
-    part = totals.get((numerator + "_total", labels))
-    whole = totals.get((denominator + "_total", labels))
-    return sample if not whole or part is None else sample._replace(value=part / whole)
-
-
-class _Fixed(Collector):
-    def __init__(self, metrics: list[Metric]) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.metrics)
+def _number(value: float) -> str:
+    """As the text format writes a value (prometheus_client's floatToGoString, for what this proxy sends)."""
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))

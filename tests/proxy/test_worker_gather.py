@@ -333,3 +333,27 @@ async def test_a_worker_that_hangs_is_reported_missing_after_the_timeout(worker_
         hung.close()
         await hung.wait_closed()
     assert answers == [] and missing == [1, 2]  # 1 hangs, 2 has no socket at all
+
+
+async def test_one_workers_exposition_merges_to_itself(http: aiohttp.ClientSession) -> None:
+    async with (
+        fake_replica() as replica,
+        running_proxy(config([replica.url], queue=ReleaseQueueSpec())) as url,
+    ):
+        assert await chat(http, url, "s") == 200
+        async with http.get(url + "/metrics") as r:
+            text = await r.text()
+
+    def parsed(exposition: str) -> dict[tuple[str, str, tuple[Any, ...]], float]:
+        return {
+            (f.type, s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(exposition)
+            for s in f.samples
+        }
+
+    merged = parsed(merge_expositions([text], 1).decode())
+    assert (
+        merged.pop(("gauge", "saga_workers", ())) == 1
+        and merged.pop(("gauge", "saga_workers_reporting", ())) == 1
+    )
+    assert merged == parsed(text) and len(merged) > 50
