@@ -4,6 +4,9 @@
 breaker state, KV capacity and whether it is draining. `POST /saga/v1/replicas` (`{"url": ...}`) adds a
 replica; `POST /saga/v1/replicas/drain` stops new calls to one (calls in flight finish; its sessions rebind
 elsewhere) and `POST /saga/v1/replicas/remove` takes it out of the pool.
+
+With workers, /metrics, /saga/v1/state and /saga/v1/replicas answer for all of them (the merges below;
+proxy/worker_gather.py) and the POSTs are applied on every worker.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.context import CORE, GATE, GUARDS, METRICS, MODELS, down_stats
 from proxy.errors import ProxyError
+from proxy.metrics import merge_expositions
+from proxy.worker_gather import Gathered, add_gathered_get, json_answer, merge_replica_rows, sum_numbers
 
 log = logging.getLogger("saga.admin")
 
@@ -56,6 +62,25 @@ async def replicas(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     return request.app[METRICS].response(request.app[CORE])
+
+
+def merge_metrics(gathered: Gathered) -> web.Response:
+    texts = [a.body.decode("utf-8") for a in gathered.answers]
+    body = merge_expositions(texts, gathered.count)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def merge_state(gathered: Gathered) -> web.Response:
+    """Counts summed (admission's too), one row per replica (`REPLICA_FIELDS`), the rest the first's."""
+    states = [state for _, state in gathered.json()]
+    merged = sum_numbers(states)
+    merged["replicas"] = merge_replica_rows(s.get("replicas", []) for s in states)
+    return json_answer(merged, gathered)
+
+
+def merge_replicas(gathered: Gathered) -> web.Response:
+    rows = merge_replica_rows(answer.get("replicas", []) for _, answer in gathered.json())
+    return json_answer({"replicas": rows}, gathered)
 
 
 class _ReplicaUrl(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,6 +134,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/saga/v1/replicas/drain", drain_replica)
     app.router.add_post("/saga/v1/replicas/remove", remove_replica)
     app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/saga/v1/state", state)
-    app.router.add_get("/saga/v1/replicas", replicas)
+    add_gathered_get(app, "/metrics", metrics_endpoint, merge_metrics)
+    add_gathered_get(app, "/saga/v1/state", state, merge_state)
+    add_gathered_get(app, "/saga/v1/replicas", replicas, merge_replicas)

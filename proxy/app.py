@@ -44,6 +44,7 @@ from proxy.scheduler.release import ReleaseQueue
 from proxy.session_chain import PrefixChains
 from proxy.tenant_metrics import TenantCollector
 from proxy.upstream_pool import UpstreamPool
+from proxy.worker_gather import GATHERER, Gatherer, gather_workers, gathering
 from proxy.worker_set import WorkerSet
 
 RESOLVER: web.AppKey[Resolver] = web.AppKey("resolver")
@@ -111,11 +112,17 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    config: ProxyConfig, core: SchedulerCore | None = None, resolver: Resolver = resolve_with_getaddrinfo
+    config: ProxyConfig,
+    core: SchedulerCore | None = None,
+    resolver: Resolver = resolve_with_getaddrinfo,
+    workers: WorkerSet | None = None,
 ) -> web.Application:
     """The proxy app; `core` may be given to share or inspect it (tests), else one is built from config;
-    `resolver` resolves the DNS discovery name (tests inject their own)."""
+    `resolver` resolves the DNS discovery name (tests inject their own); `workers`: which worker this is
+    (default: from the supervisor's environment; None there: a single process)."""
     config.validate()
+    if workers is None:
+        workers = WorkerSet.from_environ()
     replicas = [url.rstrip("/") for url in config.replicas]
     models = ReplicaModels()
     if core is None:
@@ -136,6 +143,8 @@ def create_app(
         )
     # Authentication is a middleware only when something must be checked: one layer less per call otherwise.
     middlewares = [openai_errors, authenticate] if config.api_keys or config.admin_token else [openai_errors]
+    if workers is not None:  # /metrics and the admin API answer for every worker (after the token check)
+        middlewares.append(gather_workers)
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[CORE] = core
@@ -144,10 +153,13 @@ def create_app(
     app[CHAINS] = PrefixChains()
     app[MODELS] = models
     app[RESOLVER] = resolver
-    app[WORKERS] = WorkerSet.from_environ()
+    app[WORKERS] = workers
     app[METRICS] = ProxyMetrics()
     app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])
+    if workers is not None:
+        app[GATHERER] = Gatherer(workers)
+        app.cleanup_ctx.append(gathering)
     for add_routes in ROUTE_MODULES:
         add_routes(app)
     return app

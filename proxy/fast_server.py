@@ -46,6 +46,7 @@ from proxy.errors import ProxyError
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
 from proxy.upstream_pool import ConnectFailed, UpstreamPool
+from proxy.worker_set import LOCAL_HEADER
 
 log = logging.getLogger("saga.proxy")
 access_log = logging.getLogger("saga.access")
@@ -551,8 +552,11 @@ class FastServer:
         self.app[METRICS].errors.labels(cause).inc()
 
     async def hand_off(self, request: _Request, downstream: _Downstream, peer: str) -> None:
-        """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed."""
-        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer})
+        """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed.
+
+        Without a client's `LOCAL_HEADER`: only another worker may ask a worker to answer for itself alone."""
+        dropped = forward.dropped_with(("X-Forwarded-For", LOCAL_HEADER))
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, dropped)
         head_only = request.method == "HEAD"  # asked as GET: the relay must know the answer has a body
         try:
             upstream = await self.inner.request(

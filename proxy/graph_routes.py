@@ -4,6 +4,10 @@ Routes: `GET /saga/v1/graphs` (every agent type's graph: nodes, edges with trans
 context-growth and output quantiles, end probabilities) and `GET /saga/v1/graphs/{agent_type}.dot` (one graph
 to render with `dot -Tsvg`; `?by=state` merges the step buckets into one node per state). An agent type the
 core has not seen is a 404 in OpenAI's error shape.
+
+With workers, each learns from the sessions it owns: `/saga/v1/graphs` lists every worker's graphs (each
+with its `worker`; an agent type may have one per worker), and a `.dot` is the first worker's (by index,
+this one first) that learned that agent type.
 """
 
 from __future__ import annotations
@@ -13,6 +17,20 @@ from aiohttp import web
 from predictor.export import graph_dot, graph_json, state_graph_dot
 from proxy.errors import ProxyError
 from proxy.scheduler import SchedulerCore
+from proxy.worker_gather import Gathered, add_gathered_get, json_answer
+
+
+def merge_graphs(gathered: Gathered) -> web.Response:
+    answers = gathered.json()
+    agent_types = list(dict.fromkeys(t for _, answer in answers for t in answer.get("agent_types", [])))
+    live = sum(answer.get("live_sessions", 0) for _, answer in answers)
+    graphs = [{**g, "worker": worker} for worker, answer in answers for g in answer.get("graphs", [])]
+    return json_answer({"agent_types": agent_types, "live_sessions": live, "graphs": graphs}, gathered)
+
+
+def first_graph(gathered: Gathered) -> web.Response:
+    answer = gathered.answers[0]
+    return web.Response(body=answer.body, content_type=answer.content_type)
 
 
 def add_graph_routes(app: web.Application, core: SchedulerCore) -> None:
@@ -37,5 +55,5 @@ def add_graph_routes(app: web.Application, core: SchedulerCore) -> None:
         text = state_graph_dot(graph) if by_state else graph_dot(graph)
         return web.Response(text=text, content_type="text/vnd.graphviz")
 
-    app.router.add_get("/saga/v1/graphs", all_graphs)
-    app.router.add_get(r"/saga/v1/graphs/{agent_type:.+}.dot", one_graph_dot)
+    add_gathered_get(app, "/saga/v1/graphs", all_graphs, merge_graphs)
+    add_gathered_get(app, r"/saga/v1/graphs/{agent_type:.+}.dot", one_graph_dot, first_graph, any_worker=True)

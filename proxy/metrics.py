@@ -10,12 +10,17 @@ sent, failed, dropped, pending: proxy/retention_release.py) are read from it on 
 The request path only bumps plain Python numbers (`Counts`, `Buckets`): no locks, no label lookups in
 prometheus_client, about a microsecond a call. A collector turns them into metric families when
 `/metrics` is scraped.
+
+With workers (`saga serve --workers N`), `merge_expositions` combines every worker's exposition into one
+(proxy/worker_gather.py asks them): counters and histograms summed, each gauge by its rule in `GAUGE_RULES`,
+plus `saga_workers` (configured) and `saga_workers_reporting` (the workers whose figures are included).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -170,3 +175,102 @@ class ProxyMetrics(Collector):
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+
+# How each gauge combines across workers. Summed: what each worker counts of its own (calls queued or in
+# flight, sessions: a session lives in its owner only). One value, for what every worker knows alike: a
+# replica's health is the worst any worker sees (a replica one worker cannot reach is reported down); a
+# tenant's fair-share lead the largest (the bound holds per worker). A ratio is recomputed from the summed
+# counters it is made of (`_RATIOS`). A gauge not named here is summed (tests/proxy/test_worker_gather.py
+# checks that every gauge the proxy exports is named).
+GAUGE_RULES: dict[str, Callable[[list[float]], float]] = {
+    "saga_queue_depth": sum,
+    "saga_in_flight": sum,
+    "saga_sessions": sum,
+    "saga_replica_in_flight": sum,
+    "saga_retention_releases_pending": sum,
+    "saga_tenant_queued_calls": sum,
+    "saga_replica_healthy": min,
+    "saga_tenant_share_lead_seconds": max,
+    "saga_tenant_share_bound_seconds": max,
+    "saga_tenant_ttft_slo_attainment": min,  # replaced by met / calls where both counters are there
+}
+_RATIOS = {"saga_tenant_ttft_slo_attainment": ("saga_tenant_ttft_slo_met", "saga_tenant_ttft_slo_calls")}
+_SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
+
+
+class _Family:
+    """One metric family across workers: its HELP and TYPE lines, and each sample's values in first-seen
+    order, keyed by the sample's text before its value (name and labels, which every worker writes alike:
+    the same code, labels sorted by prometheus_client)."""
+
+    def __init__(self, name: str, kind: str, head: list[str]) -> None:
+        self.name, self.kind, self.head = name, kind, head
+        self.values: dict[str, list[float]] = {}
+
+    def combined(self, values: list[float]) -> float:
+        if self.kind in _SUMMED_TYPES:
+            return sum(values)
+        if self.kind != "gauge":
+            return values[0]
+        if self.name.endswith("_created"):  # a counter's creation time, exposed as a gauge
+            return min(values)
+        rule = GAUGE_RULES.get(self.name)
+        return sum(values) if rule is None else rule(values)
+
+
+def merge_expositions(texts: Sequence[str], workers: int) -> bytes:
+    """One exposition for the proxy from each reporting worker's (`workers`: how many are configured).
+
+    Read line by line rather than with prometheus_client's parser: the texts are this proxy's own
+    (generate_latest's format), and the parser alone costs ~20x more of the event loop (15 ms against 0.8 for
+    4 workers with 64 replicas: `python -m loadtests.bench.metrics_merge`, docs/config.md Routes)."""
+    families: dict[str, _Family] = {}
+    for text in texts:
+        family: _Family | None = None
+        head: list[str] = []
+        for line in text.split("\n"):  # not splitlines: a label value may hold U+2028
+            if line.startswith("#"):
+                head.append(line)
+                parts = line.split(" ", 3)
+                if len(parts) >= 4 and parts[1] == "TYPE":
+                    family = families.get(parts[2])
+                    if family is None:
+                        family = families[parts[2]] = _Family(parts[2], parts[3], head)
+                    head = []
+            elif line and family is not None:
+                key, _, value = line.rpartition(" ")
+                family.values.setdefault(key, []).append(float(value))
+    totals: dict[str, float] = {}
+    for family in families.values():
+        for key, values in family.values.items():
+            totals[key] = family.combined(values)
+    for name, (numerator, denominator) in _RATIOS.items():
+        if name in families:
+            for key in families[name].values:
+                labels = key[len(name) :]
+                part, whole = (
+                    totals.get(f"{numerator}_total{labels}"),
+                    totals.get(f"{denominator}_total{labels}"),
+                )
+                if part is not None and whole:
+                    totals[key] = part / whole
+    lines = []
+    for family in families.values():
+        lines.extend(family.head)
+        lines.extend(f"{key} {_number(totals[key])}" for key in family.values)
+    for name, doc, count in (
+        ("saga_workers", "Worker processes configured", workers),
+        ("saga_workers_reporting", "Workers whose figures this answer includes", len(texts)),
+    ):
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name} {_number(count)}"]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _number(value: float) -> str:
+    """As the text format writes a value (prometheus_client's floatToGoString, for what this proxy sends)."""
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))

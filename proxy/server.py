@@ -26,6 +26,7 @@ from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
 from proxy.logs import batch_access_log, use_json_logs
 from proxy.scheduler import SchedulerCore
+from proxy.worker_set import WorkerSet
 
 log = logging.getLogger("saga.proxy")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
@@ -34,12 +35,19 @@ ACCESS_LOG_FLUSH_S = 0.2  # `saga serve` writes the access log out this often
 
 @contextlib.asynccontextmanager
 async def running_proxy(
-    config: ProxyConfig, core: SchedulerCore | None = None, resolver: Resolver | None = None
+    config: ProxyConfig,
+    core: SchedulerCore | None = None,
+    resolver: Resolver | None = None,
+    workers: WorkerSet | None = None,
 ) -> AsyncIterator[str]:
     """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port).
 
-    `core` may be given to share or inspect the scheduler core, `resolver` to answer DNS discovery (tests)."""
-    app = create_app(config, core) if resolver is None else create_app(config, core, resolver)
+    `core` may be given to share or inspect the scheduler core, `resolver` to answer DNS discovery (tests),
+    `workers` to run it as one worker of several (tests; `saga serve` takes it from the environment)."""
+    if resolver is None:
+        app = create_app(config, core, workers=workers)
+    else:
+        app = create_app(config, core, resolver, workers=workers)
     fast = server_kind(config) == "fast"
     runner = OpenAIErrorAppRunner(
         app,

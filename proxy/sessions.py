@@ -5,6 +5,9 @@ A client ends its session with `X-Session-End: true` on its last call (ended onc
 of after `session_idle_ttl_s`. The scheduler core owns sessions: when it offers `session_ended(id)` the shell
 calls it; otherwise it removes the session from the core's datastore and tells the policy's plugins, as the
 core's own idle expiry does.
+
+With workers, a session lives in the worker that owns it: the listing and the queue gather every worker's
+(each entry names its `worker`), and an end is sent to all, applied by the one that knows the session.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aiohttp import web
 from proxy.context import CHAINS, CORE, GATE, METRICS
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id
+from proxy.worker_gather import Gathered, add_gathered_get, json_answer
 
 SESSION_END_HEADER = "x-session-end"
 
@@ -83,7 +87,29 @@ async def queue(request: web.Request) -> web.Response:
     return web.json_response({"queued": queued, "in_flight": len(core.in_flight), "calls": flights})
 
 
+def _entries(gathered: Gathered, field: str, limit: int) -> list[dict[str, Any]]:
+    """Every worker's entries under `field`, each with its worker, the first `limit` of them."""
+    out: list[dict[str, Any]] = []
+    for worker, answer in gathered.json():
+        out.extend({**entry, "worker": worker} for entry in answer.get(field, []))
+    return out[:limit]
+
+
+def merge_sessions(gathered: Gathered) -> web.Response:
+    limit = max(0, int(gathered.query.get("limit", "1000")))  # each worker checked it already
+    total = sum(answer.get("total", 0) for _, answer in gathered.json())
+    return json_answer({"sessions": _entries(gathered, "sessions", limit), "total": total}, gathered)
+
+
+def merge_queue(gathered: Gathered) -> web.Response:
+    answers = [answer for _, answer in gathered.json()]
+    queued = sum(a.get("queued", 0) for a in answers)
+    in_flight = sum(a.get("in_flight", 0) for a in answers)
+    calls = _entries(gathered, "calls", 1000)
+    return json_answer({"queued": queued, "in_flight": in_flight, "calls": calls}, gathered)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/saga/v1/sessions", list_sessions)
+    add_gathered_get(app, "/saga/v1/sessions", list_sessions, merge_sessions)
     app.router.add_post("/saga/v1/sessions/{session_id}/end", end_session_route)
-    app.router.add_get("/saga/v1/queue", queue)
+    add_gathered_get(app, "/saga/v1/queue", queue, merge_queue)

@@ -1,0 +1,315 @@
+"""With `saga serve --workers N`, /metrics and the admin API answer for the whole proxy, not one process.
+
+A request to /metrics or /saga/v1/* reaches whichever worker the kernel picked. `gather_workers` (an aiohttp
+middleware, after authentication) makes that worker answer for all of them:
+- A GET registered with `add_gathered_get` is asked of every other worker's app socket (`Gatherer`, with
+  `LOCAL_HEADER: 1`) while this worker answers it itself; the route's merge function combines the answers
+  (lists concatenated, counts summed, per-replica facts every worker knows alike taken once). Other GETs
+  answer for this worker alone.
+- Any other method under /saga/v1/ (an admin change) is applied here and broadcast to every other worker with
+  `LOCAL_HEADER`, so a worker never re-broadcasts. Its answer lists the workers that applied it
+  (`workers_applied`); a worker that did not answer (or failed with a 5xx) makes it a 502 OpenAI error that
+  names them (`workers_missing`): the change stands on the workers that applied it.
+- A request carrying `LOCAL_HEADER` is answered for this worker alone, but only when it came over a Unix
+  socket (from another worker, or relayed by the fast server, which strips the header from clients' requests).
+A worker that does not answer within `timeout_s` is left out and named (`workers_missing` in JSON,
+`saga_workers_reporting` on /metrics) rather than failing the request. Merge functions are pure: answers in,
+body out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, NamedTuple
+
+import aiohttp
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.auth import ADMIN_PREFIX
+from proxy.context import METRICS
+from proxy.errors import ProxyError, error_body
+from proxy.worker_set import LOCAL_HEADER, WorkerSet
+
+log = logging.getLogger("saga.workers")
+
+GATHER_TIMEOUT_S = 2.0  # a worker that has not answered by then is reported missing
+_FORWARDED = ("Authorization", "Content-Type", "Accept")  # the admin token is sent on: each worker checks it
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_BROADCASTS: set[asyncio.Future[tuple[list[WorkerAnswer], list[int]]]] = set()  # held until each ends
+
+
+class WorkerAnswer(msgspec.Struct, frozen=True):
+    worker: int
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+class Gathered(msgspec.Struct, frozen=True):
+    """The answers of the workers that answered (this worker's first) and those that did not (or failed)."""
+
+    answers: list[WorkerAnswer]
+    missing: list[int]
+    count: int  # workers configured
+    query: dict[str, str] = msgspec.field(default_factory=dict)  # the request's query parameters
+
+    def json(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(a.worker, msgspec.json.decode(a.body)) for a in self.answers]
+
+
+Merge = Callable[[Gathered], web.Response]
+
+
+class GatheredRoute(NamedTuple):
+    merge: Merge
+    any_worker: bool  # given the others' answers even when this worker refused (a graph one worker learned)
+
+
+ROUTES: web.AppKey[dict[str, GatheredRoute]] = web.AppKey("gathered_routes")  # route path -> how to merge
+
+
+class Gatherer:
+    """Asks the other workers' app sockets; one client session per worker, made on first use."""
+
+    def __init__(self, workers: WorkerSet, timeout_s: float = GATHER_TIMEOUT_S) -> None:
+        self.workers = workers
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._clients: dict[int, aiohttp.ClientSession] = {}
+
+    def _client(self, worker: int) -> aiohttp.ClientSession:
+        client = self._clients.get(worker)
+        if client is None or client.closed:
+            connector = aiohttp.UnixConnector(path=self.workers.app_socket(worker))
+            client = self._clients[worker] = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, auto_decompress=False
+            )
+        return client
+
+    async def ask_others(
+        self, method: str, path_qs: str, headers: dict[str, str], body: bytes
+    ) -> tuple[list[WorkerAnswer], list[int]]:
+        """Every other worker's answer to the same request (answered for itself alone), and who gave none."""
+        headers = {**headers, LOCAL_HEADER: "1"}
+        others = self.workers.others()
+        got = await asyncio.gather(*(self._ask(i, method, path_qs, headers, body) for i in others))
+        answers = [a for a in got if a is not None]
+        return answers, [i for i, a in zip(others, got, strict=True) if a is None]
+
+    async def _ask(
+        self, worker: int, method: str, path_qs: str, headers: dict[str, str], body: bytes
+    ) -> WorkerAnswer | None:
+        try:
+            async with self._client(worker).request(
+                method, "http://saga" + path_qs, data=body or None, headers=headers
+            ) as resp:
+                content = await resp.read()
+                return WorkerAnswer(worker, resp.status, content, resp.content_type)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            log.warning("worker %d did not answer %s %s: %s", worker, method, path_qs, type(e).__name__)
+            return None
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+GATHERER = web.AppKey("gatherer", Gatherer)
+
+
+def add_gathered_get(
+    app: web.Application, path: str, handler: Handler, merge: Merge, *, any_worker: bool = False
+) -> None:
+    """A GET route that, with workers, answers for all of them: `merge` combines their 200 answers (this
+    worker's first). A refusal here (4xx) is the answer, unless `any_worker`: then the others' answers."""
+    resource = app.router.add_get(path, handler).resource
+    if ROUTES not in app:
+        app[ROUTES] = {}
+    if resource is not None:  # keyed as the request's route names it (a pattern's regex left out)
+        app[ROUTES][resource.canonical] = GatheredRoute(merge, any_worker)
+
+
+async def gathering(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the client sessions to the other workers, closed with the app."""
+    yield
+    await app[GATHERER].close()
+
+
+@web.middleware
+async def gather_workers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if LOCAL_HEADER in request.headers and _between_workers(request):
+        return await handler(request)
+    if request.method not in _READS and request.path.startswith(ADMIN_PREFIX):
+        return await _broadcast(request, handler)
+    resource = request.match_info.route.resource
+    route = None if resource is None else request.app.get(ROUTES, {}).get(resource.canonical)
+    if route is None or request.method != "GET":
+        return await handler(request)
+    return await _gather(request, handler, route)
+
+
+def _between_workers(request: web.Request) -> bool:
+    """Over a Unix socket (a Unix socket's name is a str; a TCP one's a tuple): not a client's own request."""
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    return {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+
+
+async def _answer_here(request: web.Request, handler: Handler) -> WorkerAnswer | ProxyError:
+    """This worker's own answer, as data; a refusal is kept to be raised as it was when it is the answer."""
+    index = request.app[GATHERER].workers.index
+    try:
+        response = await handler(request)
+    except ProxyError as e:
+        return e
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return ProxyError(e.status, e.reason if e.text is None else e.text)
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        raise ProxyError(500, "a gathered route answered with a stream")
+    return WorkerAnswer(index, response.status, response.body, response.content_type)
+
+
+async def _gather(request: web.Request, handler: Handler, route: GatheredRoute) -> web.StreamResponse:
+    gatherer = request.app[GATHERER]
+    others = asyncio.ensure_future(gatherer.ask_others("GET", request.path_qs, _headers(request), b""))
+    try:
+        here = await _answer_here(request, handler)
+    except BaseException:
+        others.cancel()
+        raise
+    answers, missing = await others
+    ok = [a for a in answers if a.status == 200]
+    count, query = gatherer.workers.count, dict(request.query)
+    if isinstance(here, WorkerAnswer) and here.status == 200:
+        # A worker that refused what this one answered is in another state: named, not merged.
+        missing += [a.worker for a in answers if a.status != 200]
+        return route.merge(Gathered([here, *ok], sorted(missing), count, query))
+    if route.any_worker and ok:
+        missing += [a.worker for a in answers if a.status >= 500]
+        return route.merge(Gathered(ok, sorted(missing), count, query))
+    if isinstance(here, ProxyError):
+        raise here
+    return web.Response(status=here.status, body=here.body, content_type=here.content_type)
+
+
+async def _broadcast(request: web.Request, handler: Handler) -> web.StreamResponse:
+    gatherer = request.app[GATHERER]
+    body = await request.read()  # kept by aiohttp: the handler reads it again
+    others = asyncio.ensure_future(
+        gatherer.ask_others(request.method, request.path_qs, _headers(request), body)
+    )
+    # A client that hangs up does not stop the change half-way: the other workers are still told.
+    _BROADCASTS.add(others)
+    others.add_done_callback(_BROADCASTS.discard)
+    here = await _answer_here(request, handler)
+    answers, missing = await asyncio.shield(others)
+    everyone: list[WorkerAnswer | ProxyError] = [here, *answers]
+    applied = sorted(a.worker for a in everyone if isinstance(a, WorkerAnswer) and 200 <= a.status < 300)
+    missing = sorted([*missing, *(a.worker for a in answers if a.status >= 500)])
+    if isinstance(here, WorkerAnswer) and here.status >= 500:
+        missing = sorted([*missing, here.worker])
+    if missing:
+        request.app[METRICS].errors.bump("workers_missing")
+        log.error(
+            "admin %s %s applied on workers %s, not on %s", request.method, request.path, applied, missing
+        )
+        return _missing_answer(applied, missing)
+    if not applied:  # refused everywhere (a bad request, an unknown replica or session): as this worker did
+        if isinstance(here, ProxyError):
+            raise here
+        return web.Response(status=here.status, body=here.body, content_type=here.content_type)
+    # Applied where it applies (a session is known to its owner only): the first such answer, with who.
+    first = next(a for a in everyone if isinstance(a, WorkerAnswer) and 200 <= a.status < 300)
+    return _with_fields(first, {"workers_applied": applied})
+
+
+def _missing_answer(applied: list[int], missing: list[int]) -> web.Response:
+    message = (
+        f"workers {missing} did not apply this change (no answer, or an error); it stands on workers "
+        f"{applied}: retry it, or restart the workers named"
+    )
+    error = msgspec.json.decode(error_body(502, message, code="workers_missing"))
+    error.update(workers_applied=applied, workers_missing=missing)
+    return web.Response(status=502, body=msgspec.json.encode(error), content_type="application/json")
+
+
+def _with_fields(answer: WorkerAnswer, fields: dict[str, Any]) -> web.Response:
+    try:
+        data = msgspec.json.decode(answer.body)
+    except msgspec.DecodeError:
+        data = None
+    if not isinstance(data, dict):
+        return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+    data.update(fields)
+    return web.Response(status=answer.status, body=msgspec.json.encode(data), content_type="application/json")
+
+
+def json_answer(data: dict[str, Any], gathered: Gathered) -> web.Response:
+    """A merged JSON answer, saying which workers it covers."""
+    data["workers"] = gathered.count
+    data["workers_missing"] = gathered.missing
+    return web.Response(body=msgspec.json.encode(data), content_type="application/json")
+
+
+# -- merging rules shared by the routes --------------------------------------------------------------------
+
+
+def sum_numbers(values: Iterable[Any]) -> Any:
+    """Numbers summed, dicts merged key by key (recursively), anything else the first value's."""
+    items = list(values)
+    first = items[0]
+    if isinstance(first, bool) or not isinstance(first, int | float | dict):
+        return first
+    if isinstance(first, dict):
+        keys: dict[str, None] = {}
+        for item in items:
+            if isinstance(item, dict):
+                keys.update(dict.fromkeys(item))
+        return {k: sum_numbers([i[k] for i in items if isinstance(i, dict) and k in i]) for k in keys}
+    return sum(i for i in items if isinstance(i, int | float) and not isinstance(i, bool))
+
+
+_BREAKER_ORDER = {"closed": 0, "half-open": 1, "open": 2}
+
+# How each per-replica field of /saga/v1/state and /saga/v1/replicas combines across workers. A worker's own
+# accounting is summed; what every worker scrapes alike from the replica is taken once (the highest, the
+# freshest load any worker saw); health is the worst any worker sees. Fields not named: the first worker's.
+REPLICA_FIELDS: dict[str, Callable[[list[Any]], Any]] = {
+    "in_flight": sum,
+    "queued": sum,
+    "reserved_tokens": sum,
+    "waiting": max,
+    "running": max,
+    "kv_usage": max,
+    "kv_capacity_tokens": lambda vs: max((v for v in vs if v is not None), default=None),
+    "cpu_kv_tier": any,
+    "healthy": all,
+    "draining": any,
+    "breaker": lambda vs: max(vs, key=lambda v: _BREAKER_ORDER.get(v, 3)),
+    "models": lambda vs: sorted({m for v in vs for m in v}),
+}
+
+
+def merge_replica_rows(rows_per_worker: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-replica rows from every worker, one row per replica (in first-seen order) by `REPLICA_FIELDS`."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for rows in rows_per_worker:
+        for row in rows:
+            grouped.setdefault(str(row.get("replica_id")), []).append(row)
+    merged = []
+    for rows in grouped.values():
+        out = dict(rows[0])
+        for field, combine in REPLICA_FIELDS.items():
+            values = [r[field] for r in rows if field in r]
+            if values:
+                out[field] = combine(values)
+        merged.append(out)
+    return merged

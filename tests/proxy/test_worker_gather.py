@@ -1,0 +1,359 @@
+"""With workers, /metrics and the /saga/v1/* API answer for every worker process (proxy/worker_gather.py).
+
+In process: N proxies, each given `WorkerSet(i, N, dir)` (its aiohttp app on `app_socket(i)`), in front of
+fake replicas; calls are sent to each worker directly and any worker is asked for the whole proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy import server
+from proxy.metrics import GAUGE_RULES, merge_expositions
+from proxy.scheduler.release import ReleaseQueueSpec
+from proxy.server import running_proxy
+from proxy.worker_gather import Gatherer
+from proxy.worker_set import LOCAL_HEADER, WorkerSet
+from tests.proxy.fakes import config, fake_replica
+
+ADMIN = {"Authorization": "Bearer adm"}
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture(autouse=True)
+def _fast_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Workers need the fast server (proxy/config.py): only it puts each worker's app on its app socket.
+    monkeypatch.setattr(server, "server_kind", lambda config: "fast")
+
+
+@pytest.fixture
+def worker_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="saga-w-")  # short: a Unix socket's path has a length limit
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Workers:
+    """N proxies as the workers of one; each can be stopped on its own."""
+
+    def __init__(self, directory: str, count: int) -> None:
+        self.directory, self.count = directory, count
+        self.urls: list[str] = []
+        self.stacks: list[contextlib.AsyncExitStack] = []
+
+    async def start(self, replicas: list[str], **settings: Any) -> None:
+        for i in range(self.count):
+            stack = contextlib.AsyncExitStack()
+            workers = WorkerSet(i, self.count, self.directory)
+            self.urls.append(
+                await stack.enter_async_context(running_proxy(config(replicas, **settings), workers=workers))
+            )
+            self.stacks.append(stack)
+
+    async def stop(self, index: int) -> None:
+        await self.stacks[index].aclose()
+
+    async def close(self) -> None:
+        for stack in self.stacks:
+            await stack.aclose()
+
+    async def local(self, index: int, path: str) -> dict[str, Any]:
+        """Worker `index`'s own answer, asked over its app socket as another worker would."""
+        connector = aiohttp.UnixConnector(path=WorkerSet(index, self.count, self.directory).app_socket(index))
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.get("http://saga" + path, headers={LOCAL_HEADER: "1", **ADMIN}) as r,
+        ):
+            assert r.status == 200
+            answer: dict[str, Any] = await r.json()
+            return answer
+
+
+@contextlib.asynccontextmanager
+async def workers_of(
+    directory: str, count: int, replicas: list[str], **settings: Any
+) -> AsyncIterator[Workers]:
+    workers = Workers(directory, count)
+    try:
+        await workers.start(replicas, **settings)
+        yield workers
+    finally:
+        await workers.close()
+
+
+async def chat(http: aiohttp.ClientSession, url: str, session_id: str) -> int:
+    body = {"messages": [{"role": "user", "content": "hello"}]}
+    headers = {"X-Session-ID": session_id, "X-Agent-Type": "coder"}
+    async with http.post(url + CHAT, json=body, headers=headers) as r:
+        await r.read()
+        return r.status
+
+
+async def metrics(
+    http: aiohttp.ClientSession, url: str, **headers: str
+) -> dict[tuple[str, tuple[Any, ...]], float]:
+    async with http.get(url + "/metrics", headers=headers) as r:
+        assert r.status == 200
+        text = await r.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):  # raises on an invalid exposition
+        for s in family.samples:
+            samples[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+def value(samples: dict[tuple[str, tuple[Any, ...]], float], name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+async def get_json(http: aiohttp.ClientSession, url: str, path: str, **headers: str) -> dict[str, Any]:
+    async with http.get(url + path, headers={**ADMIN, **headers}) as r:
+        assert r.status == 200, await r.text()
+        answer: dict[str, Any] = await r.json()
+        return answer
+
+
+async def post_json(
+    http: aiohttp.ClientSession, url: str, path: str, body: object = None, **headers: str
+) -> tuple[int, dict[str, Any]]:
+    async with http.post(url + path, json=body, headers={**ADMIN, **headers}) as r:
+        return r.status, await r.json()
+
+
+async def test_any_worker_answers_metrics_and_sessions_for_all(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    async with fake_replica() as replica, workers_of(worker_dir, 3, [replica.url], admin_token="adm") as w:
+        sent = {f"s-{i}-{k}" for i in range(3) for k in range(i + 1)}  # 1, 2 and 3 sessions to workers 0-2
+        for session_id in sorted(sent):
+            assert await chat(http, w.urls[int(session_id.split("-")[1])], session_id) == 200
+        by_worker = [await metrics(http, url) for url in w.urls]
+        listings = [await get_json(http, url, "/saga/v1/sessions") for url in w.urls]
+        state = await get_json(http, w.urls[1], "/saga/v1/state")
+        replicas = await get_json(http, w.urls[2], "/saga/v1/replicas")
+        queue = await get_json(http, w.urls[0], "/saga/v1/queue")
+        own = [(await w.local(i, "/saga/v1/sessions"))["total"] for i in range(3)]
+    for samples in by_worker:
+        assert value(samples, "saga_calls_total", route=CHAT, status="200") == 6
+        assert value(samples, "saga_call_latency_seconds_count") == 6
+        assert value(samples, "saga_call_latency_seconds_bucket", le="+Inf") == 6
+        assert value(samples, "saga_sessions") == 6
+        assert value(samples, "saga_replica_healthy", replica=replica.url) == 1  # one value, not three
+        assert value(samples, "saga_workers") == 3 and value(samples, "saga_workers_reporting") == 3
+    assert sum(own) == 6  # each worker alone knows only its own
+    for listing in listings:
+        assert {s["session_id"] for s in listing["sessions"]} == sent and listing["total"] == 6
+        assert all(s["worker"] in (0, 1, 2) for s in listing["sessions"]) and listing["workers_missing"] == []
+    assert state["sessions"] == 6 and state["in_flight"] == 0 and len(state["replicas"]) == 1
+    assert replicas["replicas"][0]["replica_id"] == replica.url and replicas["replicas"][0]["healthy"]
+    assert queue["queued"] == 0 and queue["calls"] == [] and queue["workers"] == 3
+
+
+async def test_an_admin_change_reaches_every_worker(http: aiohttp.ClientSession, worker_dir: str) -> None:
+    async with (
+        fake_replica() as first,
+        fake_replica() as second,
+        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
+    ):
+        async with http.post(w.urls[0] + "/saga/v1/replicas", json={"url": second.url}) as r:
+            refused = r.status  # no token: refused where it arrived, sent to no one
+        unchanged = [len((await w.local(i, "/saga/v1/state"))["replicas"]) for i in range(3)]
+        added = await post_json(http, w.urls[0], "/saga/v1/replicas", {"url": second.url})
+        after_add = [
+            [r["replica_id"] for r in (await w.local(i, "/saga/v1/state"))["replicas"]] for i in range(3)
+        ]
+        drained = await post_json(http, w.urls[1], "/saga/v1/replicas/drain", {"url": second.url})
+        draining = [(await w.local(i, "/saga/v1/replicas"))["replicas"][1]["draining"] for i in range(3)]
+        removed = await post_json(http, w.urls[2], "/saga/v1/replicas/remove", {"url": second.url})
+        after_remove = [len((await w.local(i, "/saga/v1/state"))["replicas"]) for i in range(3)]
+        unknown = await post_json(http, w.urls[0], "/saga/v1/replicas/remove", {"url": second.url})
+    assert refused == 401 and unchanged == [1, 1, 1]
+    assert added == (201, {"url": second.url, "added": True, "workers_applied": [0, 1, 2]})
+    assert after_add == [[first.url, second.url]] * 3
+    assert drained[0] == 200 and drained[1]["workers_applied"] == [0, 1, 2] and draining == [True] * 3
+    assert removed[0] == 200 and removed[1]["workers_applied"] == [0, 1, 2] and after_remove == [1, 1, 1]
+    assert unknown[0] == 404 and unknown[1]["error"]["code"] == "unknown_replica"  # refused by all: as is
+
+
+async def test_a_session_end_reaches_the_worker_that_knows_it(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    async with fake_replica() as replica, workers_of(worker_dir, 2, [replica.url]) as w:
+        assert await chat(http, w.urls[1], "task-7") == 200
+        ended = await post_json(http, w.urls[0], "/saga/v1/sessions/task-7/end")
+        again = await post_json(http, w.urls[0], "/saga/v1/sessions/task-7/end")
+        left = await get_json(http, w.urls[0], "/saga/v1/sessions")
+    assert ended == (200, {"session_id": "task-7", "ended": True, "workers_applied": [1]})
+    assert again[0] == 404 and again[1]["error"]["code"] == "unknown_session"
+    assert left["total"] == 0
+
+
+async def test_graphs_are_gathered_and_a_dot_comes_from_the_worker_that_learned_it(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    async with fake_replica() as replica, workers_of(worker_dir, 2, [replica.url]) as w:
+        assert await chat(http, w.urls[1], "g-1") == 200
+        graphs = await get_json(http, w.urls[0], "/saga/v1/graphs")
+        async with http.get(w.urls[0] + "/saga/v1/graphs/coder.dot") as r:
+            dot = (r.status, await r.text())
+        async with http.get(w.urls[0] + "/saga/v1/graphs/nobody.dot") as r:
+            unknown = (r.status, await r.json())
+    assert graphs["agent_types"] == ["coder"] and [g["worker"] for g in graphs["graphs"]] == [1]
+    assert dot[0] == 200 and "digraph" in dot[1]
+    assert unknown[0] == 404 and unknown[1]["error"]["code"] == "unknown_agent_type"
+
+
+async def test_a_clients_local_header_is_ignored(http: aiohttp.ClientSession, worker_dir: str) -> None:
+    async with (
+        fake_replica() as first,
+        fake_replica() as second,
+        workers_of(worker_dir, 2, [first.url], admin_token="adm") as w,
+    ):
+        assert await chat(http, w.urls[0], "a") == 200
+        assert await chat(http, w.urls[1], "b") == 200
+        samples = await metrics(http, w.urls[0], **{LOCAL_HEADER: "1"})
+        listing = await get_json(http, w.urls[0], "/saga/v1/sessions", **{LOCAL_HEADER: "1"})
+        added = await post_json(
+            http, w.urls[1], "/saga/v1/replicas", {"url": second.url}, **{LOCAL_HEADER: "1"}
+        )
+        on_worker_0 = len((await w.local(0, "/saga/v1/state"))["replicas"])
+    assert value(samples, "saga_calls_total", route=CHAT, status="200") == 2
+    assert value(samples, "saga_workers_reporting") == 2
+    assert listing["total"] == 2
+    assert added[1]["workers_applied"] == [0, 1] and on_worker_0 == 2
+
+
+async def test_a_stopped_worker_is_named_and_the_others_still_answer(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    async with (
+        fake_replica() as first,
+        fake_replica() as second,
+        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
+    ):
+        for i, url in enumerate(w.urls):
+            assert await chat(http, url, f"s{i}") == 200
+        await w.stop(2)
+        samples = await metrics(http, w.urls[0])
+        listing = await get_json(http, w.urls[1], "/saga/v1/sessions")
+        status, answer = await post_json(http, w.urls[0], "/saga/v1/replicas", {"url": second.url})
+        applied = [len((await w.local(i, "/saga/v1/state"))["replicas"]) for i in (0, 1)]
+    assert value(samples, "saga_workers") == 3 and value(samples, "saga_workers_reporting") == 2
+    assert value(samples, "saga_calls_total", route=CHAT, status="200") == 2
+    assert listing["workers_missing"] == [2] and listing["total"] == 2
+    assert (
+        status == 502 and answer["error"]["code"] == "workers_missing" and "[2]" in answer["error"]["message"]
+    )
+    assert answer["workers_missing"] == [2] and answer["workers_applied"] == [0, 1]
+    assert applied == [2, 2]  # the change stands where it was applied
+
+
+async def test_every_gauge_the_proxy_exports_has_a_rule(http: aiohttp.ClientSession) -> None:
+    async with (
+        fake_replica() as replica,
+        running_proxy(config([replica.url], queue=ReleaseQueueSpec())) as url,
+        http.get(url + "/metrics") as r,
+    ):
+        text = await r.text()
+    gauges = {f.name for f in text_string_to_metric_families(text) if f.type == "gauge"}
+    assert "saga_replica_healthy" in gauges and "saga_tenant_share_lead_seconds" in gauges
+    assert gauges <= set(GAUGE_RULES), f"say how these combine across workers: {gauges - set(GAUGE_RULES)}"
+
+
+EXPOSITION = """# HELP saga_calls_total LLM calls
+# TYPE saga_calls_total counter
+saga_calls_total{{route="/v1/completions",status="200"}} {calls}
+# HELP saga_call_latency_seconds Arrival to end
+# TYPE saga_call_latency_seconds histogram
+saga_call_latency_seconds_bucket{{le="0.1"}} {fast}
+saga_call_latency_seconds_bucket{{le="+Inf"}} {calls}
+saga_call_latency_seconds_count {calls}
+saga_call_latency_seconds_sum {total}
+# HELP saga_replica_healthy 1 if healthy
+# TYPE saga_replica_healthy gauge
+saga_replica_healthy{{replica="http://r1"}} {healthy}
+# HELP saga_in_flight Calls in flight
+# TYPE saga_in_flight gauge
+saga_in_flight {in_flight}
+# HELP saga_tenant_ttft_slo_calls_total Calls with a target
+# TYPE saga_tenant_ttft_slo_calls_total counter
+saga_tenant_ttft_slo_calls_total{{tenant="{tenant}"}} {calls}
+# HELP saga_tenant_ttft_slo_met_total Calls that met it
+# TYPE saga_tenant_ttft_slo_met_total counter
+saga_tenant_ttft_slo_met_total{{tenant="{tenant}"}} {fast}
+# HELP saga_tenant_ttft_slo_attainment Share met
+# TYPE saga_tenant_ttft_slo_attainment gauge
+saga_tenant_ttft_slo_attainment{{tenant="{tenant}"}} {share}
+"""
+
+
+def test_expositions_merge_by_each_metrics_rule() -> None:
+    one = EXPOSITION.format(calls=4, fast=3, total=1.5, healthy=1, in_flight=2, tenant="a", share=0.75)
+    two = EXPOSITION.format(calls=6, fast=1, total=2.5, healthy=0, in_flight=5, tenant="a", share=1 / 6)
+    three = EXPOSITION.format(calls=1, fast=1, total=0.1, healthy=1, in_flight=0, tenant="b", share=1.0)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(merge_expositions([one, two, three], 4).decode())
+        for s in f.samples
+    }
+    assert value(samples, "saga_calls_total", route="/v1/completions", status="200") == 11
+    assert value(samples, "saga_call_latency_seconds_bucket", le="0.1") == 5
+    assert value(samples, "saga_call_latency_seconds_bucket", le="+Inf") == 11
+    assert value(samples, "saga_call_latency_seconds_sum") == pytest.approx(4.1)
+    assert value(samples, "saga_replica_healthy", replica="http://r1") == 0  # the worst any worker sees
+    assert value(samples, "saga_in_flight") == 7
+    assert value(samples, "saga_tenant_ttft_slo_attainment", tenant="a") == pytest.approx(4 / 10)
+    assert value(samples, "saga_tenant_ttft_slo_attainment", tenant="b") == 1.0
+    assert value(samples, "saga_workers") == 4 and value(samples, "saga_workers_reporting") == 3
+
+
+async def test_a_worker_that_hangs_is_reported_missing_after_the_timeout(worker_dir: str) -> None:
+    workers = WorkerSet(0, 3, worker_dir)
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # reads nothing, answers nothing
+
+    hung = await asyncio.start_unix_server(never_answers, workers.app_socket(1))
+    gatherer = Gatherer(workers, timeout_s=0.2)
+    try:
+        answers, missing = await gatherer.ask_others("GET", "/metrics", {}, b"")
+    finally:
+        await gatherer.close()
+        for writer in held:
+            writer.close()
+        hung.close()
+        await hung.wait_closed()
+    assert answers == [] and missing == [1, 2]  # 1 hangs, 2 has no socket at all
+
+
+async def test_one_workers_exposition_merges_to_itself(http: aiohttp.ClientSession) -> None:
+    async with (
+        fake_replica() as replica,
+        running_proxy(config([replica.url], queue=ReleaseQueueSpec())) as url,
+    ):
+        assert await chat(http, url, "s") == 200
+        async with http.get(url + "/metrics") as r:
+            text = await r.text()
+
+    def parsed(exposition: str) -> dict[tuple[str, str, tuple[Any, ...]], float]:
+        return {
+            (f.type, s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(exposition)
+            for s in f.samples
+        }
+
+    merged = parsed(merge_expositions([text], 1).decode())
+    assert (
+        merged.pop(("gauge", "saga_workers", ())) == 1
+        and merged.pop(("gauge", "saga_workers_reporting", ())) == 1
+    )
+    assert merged == parsed(text) and len(merged) > 50
