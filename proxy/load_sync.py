@@ -48,8 +48,13 @@ class LoadSync:
 
     def step(self, now_ns: int | None = None) -> list[Decision]:
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
-        core, key_of = self.core, self.key_of
-        own = [(key_of(rid), reserved, in_flight) for rid, reserved, in_flight in core.own_load()]
+        core, keys = self.core, self._keys
+        ids: list[str] = []
+        own: list[tuple[int, int, int]] = []
+        for replica_id, reserved, in_flight in core.own_load():
+            key = keys.get(replica_id)
+            own.append((self.key_of(replica_id) if key is None else key, reserved, in_flight))
+            ids.append(replica_id)
         dropped = self.table.publish(own, now_ns)
         if dropped and not self.dropped:
             log.warning(
@@ -61,10 +66,12 @@ class LoadSync:
         self.dropped = dropped
         totals = self.table.others(now_ns, self.stale_after_ns)
         decisions: list[Decision] = []
-        for replica in list(core.replicas.values()):
-            reserved, in_flight = totals.get(key_of(replica.replica_id), (0, 0))
-            if reserved != replica.foreign_reserved_tokens or in_flight != replica.foreign_in_flight:
-                decisions += core.foreign_load(replica.replica_id, reserved, in_flight)
+        views = core.replicas
+        for replica_id, (key, _, _) in zip(ids, own, strict=True):
+            reserved, in_flight = totals.get(key, (0, 0))
+            view = views[replica_id]
+            if reserved != view.foreign_reserved_tokens or in_flight != view.foreign_in_flight:
+                decisions += core.foreign_load(replica_id, reserved, in_flight)
         return decisions
 
 

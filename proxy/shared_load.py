@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import operator
 import os
 from array import array
 from collections.abc import Iterable
@@ -76,20 +77,16 @@ class LoadTable:
     def publish(self, loads: Iterable[tuple[int, int, int]], now_ns: int) -> int:
         """Write this worker's (replica key, reserved tokens, calls in flight) records and heartbeat; returns
         how many replicas did not fit in the slots (left out)."""
-        flat = array("q")
-        count = 0
-        dropped = 0
-        for key, reserved, in_flight in loads:
-            if count == self.slots:
-                dropped += 1
-                continue
-            flat.extend((key, reserved, in_flight))
-            count += 1
+        records = list(loads)
+        dropped = max(0, len(records) - self.slots)
+        if dropped:
+            del records[self.slots :]
+        flat = array("q", [value for record in records for value in record])
         words, base = self._words, self.index * self._region
         self._seq += 1
         words[base] = self._seq  # odd: being written
         words[base + 1] = now_ns
-        words[base + 2] = count
+        words[base + 2] = len(records)
         words[base + 3] = dropped
         start = base + _HEADER
         words[start : start + len(flat)] = flat
@@ -100,7 +97,12 @@ class LoadTable:
     def others(self, now_ns: int, stale_after_ns: int) -> dict[int, tuple[int, int]]:
         """replica key -> (reserved tokens, calls in flight) summed over the other workers whose heartbeat is
         at most `stale_after_ns` old."""
-        totals: dict[int, tuple[int, int]] = {}
+        # Workers usually list the same replicas in the same order: their columns add up element-wise (in C);
+        # a region with another list is merged key by key.
+        keys: list[int] | None = None
+        reserved: list[int] = []
+        in_flight: list[int] = []
+        odd: list[list[int]] = []
         for worker in range(self.workers):
             if worker == self.index:
                 continue
@@ -108,13 +110,19 @@ class LoadTable:
             if copy is None or now_ns - copy[0] > stale_after_ns:
                 continue
             records = copy[1]
+            if keys is None:
+                keys, reserved, in_flight = records[0::_RECORD], records[1::_RECORD], records[2::_RECORD]
+            elif records[0::_RECORD] == keys:
+                reserved = list(map(operator.add, reserved, records[1::_RECORD]))
+                in_flight = list(map(operator.add, in_flight, records[2::_RECORD]))
+            else:
+                odd.append(records)
+        totals = dict(zip(keys or (), zip(reserved, in_flight, strict=True), strict=True))
+        for records in odd:
             for i in range(0, len(records), _RECORD):
                 key = records[i]
-                was = totals.get(key)
-                if was is None:
-                    totals[key] = (records[i + 1], records[i + 2])
-                else:
-                    totals[key] = (was[0] + records[i + 1], was[1] + records[i + 2])
+                was = totals.get(key, (0, 0))
+                totals[key] = (was[0] + records[i + 1], was[1] + records[i + 2])
         return totals
 
     def _read(self, worker: int) -> tuple[int, list[int]] | None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 from proxy.load_sync import LoadSync
-from proxy.scheduler import SchedulerCore, build_policy
+from proxy.scheduler import Dispatch, ReplicaStats, SchedulerCore, Usage, build_policy
 from proxy.scheduler.types import RequestInfo
 from proxy.shared_load import LoadTable, region_words, replica_key
+from proxy.worker_set import owner_of
 
 SECOND = 1_000_000_000
 KEYS = [replica_key(f"http://replica-{i}:8000") for i in range(64)]
@@ -132,3 +134,51 @@ def test_two_cores_synced_through_the_table_each_count_the_others_calls(tmp_path
     assert sum(r.foreign_in_flight for r in cores[1].replicas.values()) == 1
     syncs[1].step(4 * SECOND)
     assert sum(r.foreign_in_flight for r in cores[1].replicas.values()) == 0
+
+
+def test_workers_listing_different_replicas_are_summed_by_key(tmp_path: Path) -> None:
+    tables = [LoadTable(str(tmp_path), 4, i) for i in range(4)]
+    a, b, c = KEYS[:3]
+    tables[0].publish([(a, 10, 1), (b, 20, 2)], now_ns=SECOND)
+    tables[1].publish([(a, 100, 10), (b, 200, 20)], now_ns=SECOND)  # the same list: added column-wise
+    tables[2].publish([(c, 5, 5), (a, 1000, 100)], now_ns=SECOND)  # another: merged key by key
+    assert tables[3].others(SECOND, SECOND) == {a: (1110, 111), b: (220, 22), c: (5, 5)}
+    assert tables[2].others(SECOND, SECOND) == {a: (110, 11), b: (220, 22)}
+
+
+def test_two_workers_synced_between_arrivals_never_reserve_past_a_replicas_room(tmp_path: Path) -> None:
+    """Sessions split between two workers by owner, the table synced after every event: together they admit
+    no more onto a replica than one core would (its capacity x overcommit, or one workflow alone)."""
+    rng = random.Random(7)
+    replicas = [f"http://r{i}" for i in range(3)]
+    capacity = 100_000
+    cores, syncs = [], []
+    for i in range(2):
+        core = SchedulerCore(replicas, build_policy("saga", seed=i), lambda: 0.0)
+        for rid in replicas:
+            core.replica_stats(ReplicaStats(rid, kv_capacity_tokens=capacity))
+        cores.append(core)
+        syncs.append(LoadSync(core, LoadTable(str(tmp_path), 2, i)))
+    admissions = [c.admission for c in cores if c.admission is not None]
+    limit = capacity * admissions[0].spec.overcommit
+    live: list[tuple[int, str]] = []
+    waited = 0
+    for n in range(300):
+        if live and rng.random() < 0.4:  # a workflow's call ends, and its session with it
+            worker, request_id = live.pop(rng.randrange(len(live)))
+            cores[worker].request_finished(request_id, Usage(prompt_tokens=1, completion_tokens=1))
+            decisions = cores[worker].session_ended(f"s{request_id[1:]}")
+        else:
+            session = f"s{n}"
+            worker = owner_of(session, 2)
+            req = RequestInfo(f"q{n}", session, 0.0, prompt_tokens=rng.randrange(5_000, 40_000))
+            decisions = cores[worker].request_arrived(req)
+            waited += not decisions
+        live += [(worker, d.request_id) for d in decisions if isinstance(d, Dispatch)]
+        for i in (0, 1, 0, 1):  # each publishes its change, then reads the other's
+            live += [(i, d.request_id) for d in syncs[i].step(SECOND) if isinstance(d, Dispatch)]
+        for rid in replicas:
+            own = [admission.own_reserved(rid) for admission in admissions]
+            together, alone = sum(own), max(own)
+            assert together <= limit or together == alone, (n, rid, together)
+    assert waited > 10  # the replicas were full often enough for the bound to matter
