@@ -55,7 +55,7 @@ class LoadSync:
             key = keys.get(replica_id)
             own.append((self.key_of(replica_id) if key is None else key, reserved, in_flight))
             ids.append(replica_id)
-        dropped = self.table.publish(own, now_ns)
+        dropped = self.table.publish(own, now_ns, core.own_waiting())
         if dropped and not self.dropped:
             log.warning(
                 "%d replicas beyond the load table's %d slots: the other workers do not see this worker's "
@@ -65,6 +65,7 @@ class LoadSync:
             )
         self.dropped = dropped
         totals = self.table.others(now_ns, self.stale_after_ns)
+        core.foreign_waiting(self.table.waiting)
         decisions: list[Decision] = []
         views = core.replicas
         for replica_id, (key, _, _) in zip(ids, own, strict=True):

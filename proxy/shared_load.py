@@ -5,7 +5,8 @@ Layout: the file `load.table` in the worker directory (`WorkerSet.directory`, pr
 run) holds one fixed-size region per worker, region i written only by worker i. A region is int64 words:
 a sequence counter (odd while its writer is writing), a heartbeat (the writer's `time.monotonic_ns()` at its
 last publish: CLOCK_MONOTONIC, one clock for every process on the host), the number of records, the number of
-replicas left out, then `slots` records of (replica key, KV tokens reserved, calls in flight).
+replicas left out, the new workflows waiting for admission in the writer, then `slots` records of (replica
+key, KV tokens reserved, calls in flight).
 
 Contract:
 - Replicas come and go (admin API, DNS discovery), so a publish rewrites the writer's whole list: record k is
@@ -20,7 +21,7 @@ Contract:
   retries it keeps the region's last consistent copy.
 - A dead worker: a region whose heartbeat (as last read consistently) is older than `stale_after_ns`, or
   that was never written, counts for nothing. A worker restarted at the same index continues its counter.
-- Bounded: workers x (32 + 24 x slots) bytes, fixed at open.
+- Bounded: workers x (40 + 24 x slots) bytes, fixed at open.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Iterable
 
 TABLE_FILE = "load.table"
 DEFAULT_SLOTS = 1024
-_HEADER = 4  # words: sequence, heartbeat (ns), records, dropped
+_HEADER = 5  # words: sequence, heartbeat (ns), records, dropped, workflows waiting
 _RECORD = 3  # words: replica key, reserved tokens, calls in flight
 _WORD = 8
 _READ_TRIES = 4
@@ -70,13 +71,15 @@ class LoadTable:
         self._words = memoryview(self._map).cast("q")
         base = index * self._region
         self._seq = self._words[base] + (self._words[base] & 1)  # a restart continues (even) its counter
-        # worker -> its region's last consistent copy: (heartbeat, [key, reserved, in flight, ...])
-        self._last: dict[int, tuple[int, list[int]]] = {}
+        # worker -> its region's last consistent copy: (heartbeat, [key, reserved, in flight, ...], waiting)
+        self._last: dict[int, tuple[int, list[int], int]] = {}
+        self.waiting = 0  # the live other workers' waiting workflows, as of the last `others`
         self.torn_reads = 0  # reads that found the region being written (retried)
 
-    def publish(self, loads: Iterable[tuple[int, int, int]], now_ns: int) -> int:
-        """Write this worker's (replica key, reserved tokens, calls in flight) records and heartbeat; returns
-        how many replicas did not fit in the slots (left out)."""
+    def publish(self, loads: Iterable[tuple[int, int, int]], now_ns: int, waiting: int = 0) -> int:
+        """Write this worker's (replica key, reserved tokens, calls in flight) records, its number of new
+        workflows `waiting` for admission and its heartbeat; returns how many replicas did not fit in the
+        slots (left out)."""
         records = list(loads)
         dropped = max(0, len(records) - self.slots)
         if dropped:
@@ -88,6 +91,7 @@ class LoadTable:
         words[base + 1] = now_ns
         words[base + 2] = len(records)
         words[base + 3] = dropped
+        words[base + 4] = waiting
         start = base + _HEADER
         words[start : start + len(flat)] = flat
         self._seq += 1
@@ -96,13 +100,14 @@ class LoadTable:
 
     def others(self, now_ns: int, stale_after_ns: int) -> dict[int, tuple[int, int]]:
         """replica key -> (reserved tokens, calls in flight) summed over the other workers whose heartbeat is
-        at most `stale_after_ns` old."""
+        at most `stale_after_ns` old; their waiting workflows, summed too, are left in `waiting`."""
         # Workers usually list the same replicas in the same order: their columns add up element-wise (in C);
         # a region with another list is merged key by key.
         keys: list[int] | None = None
         reserved: list[int] = []
         in_flight: list[int] = []
         odd: list[list[int]] = []
+        waiting = 0
         for worker in range(self.workers):
             if worker == self.index:
                 continue
@@ -110,6 +115,7 @@ class LoadTable:
             if copy is None or now_ns - copy[0] > stale_after_ns:
                 continue
             records = copy[1]
+            waiting += copy[2]
             if keys is None:
                 keys, reserved, in_flight = records[0::_RECORD], records[1::_RECORD], records[2::_RECORD]
             elif records[0::_RECORD] == keys:
@@ -117,6 +123,7 @@ class LoadTable:
                 in_flight = list(map(operator.add, in_flight, records[2::_RECORD]))
             else:
                 odd.append(records)
+        self.waiting = waiting
         totals = dict(zip(keys or (), zip(reserved, in_flight, strict=True), strict=True))
         for records in odd:
             for i in range(0, len(records), _RECORD):
@@ -125,11 +132,11 @@ class LoadTable:
                 totals[key] = (was[0] + records[i + 1], was[1] + records[i + 2])
         return totals
 
-    def _read(self, worker: int) -> tuple[int, list[int]] | None:
+    def _read(self, worker: int) -> tuple[int, list[int], int] | None:
         """The worker's region as of its last consistent read (None: never written, or never read whole)."""
         words, base = self._words, worker * self._region
         for _ in range(_READ_TRIES):
-            seq, heartbeat, count = words[base], words[base + 1], words[base + 2]
+            seq, heartbeat, count, waiting = words[base], words[base + 1], words[base + 2], words[base + 4]
             if seq & 1 or not 0 <= count <= self.slots:
                 self.torn_reads += 1
                 continue
@@ -140,7 +147,7 @@ class LoadTable:
                 continue
             if seq == 0:
                 return None  # never written
-            self._last[worker] = (heartbeat, records)
+            self._last[worker] = (heartbeat, records, waiting)
             break
         return self._last.get(worker)
 

@@ -29,7 +29,8 @@ Contract:
   path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
   per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
 - Other workers (`saga serve --workers N`): what they reserve on a replica (`foreign_reserved`, synced every
-  few ms) counts in its `reserved` like this worker's own, so N workers admit against one capacity.
+  few ms) counts in its `reserved` like this worker's own, so N workers admit against one capacity; their
+  waiting workflows (`foreign_waiting`) are work waiting for KV to the cost-aware hold like this worker's.
 - Sans-IO: time is passed in; nothing here awaits.
 """
 
@@ -100,6 +101,7 @@ class WorkflowAdmission:
         self.workflows: dict[str, _Workflow] = {}
         self.reserved: dict[ReplicaId, int] = {}  # this worker's reservations plus the other workers'
         self.foreign: dict[ReplicaId, int] = {}  # the other workers' share of `reserved` (none: one process)
+        self.foreign_waiting = 0  # new workflows waiting in the other workers' admission
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
         self._waiting_per_session: dict[str, int] = {}
@@ -287,7 +289,7 @@ class WorkflowAdmission:
         if view is None or view.kv_capacity_tokens <= 0:
             return False
         # the hold delays only work that waits for KV, here or in its replica's engine: else it is free
-        if not len(self.waiting) and not view.waiting:
+        if not len(self.waiting) and not view.waiting and not self.foreign_waiting:
             return False
         recompute_s = self.prefill.recompute_s(wf.context)
         if recompute_s is None:

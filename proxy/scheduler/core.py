@@ -314,6 +314,16 @@ class SchedulerCore:
             decisions += self._admit_waiting()
         return decisions
 
+    def foreign_waiting(self, workflows: int) -> None:
+        """The other workers have `workflows` new workflows waiting for admission (proxy/load_sync.py): work
+        waiting for KV, which the cost-aware hold weighs as it weighs this worker's own."""
+        if self.admission is not None:
+            self.admission.foreign_waiting = workflows
+
+    def own_waiting(self) -> int:
+        """New workflows waiting in this worker's admission (what it publishes to the others)."""
+        return 0 if self.admission is None else len(self.admission.waiting)
+
     def own_load(self) -> list[tuple[ReplicaId, int, int]]:
         """(replica, KV tokens reserved, calls in flight) of this worker alone, for every replica: what it
         publishes to the other workers (the totals less what `foreign_load` added)."""

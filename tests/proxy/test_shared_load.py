@@ -182,3 +182,15 @@ def test_two_workers_synced_between_arrivals_never_reserve_past_a_replicas_room(
             together, alone = sum(own), max(own)
             assert together <= limit or together == alone, (n, rid, together)
     assert waited > 10  # the replicas were full often enough for the bound to matter
+
+
+def test_the_other_live_workers_waiting_workflows_are_summed(tmp_path: Path) -> None:
+    tables = [LoadTable(str(tmp_path), 3, i) for i in range(3)]
+    tables[0].publish([(KEYS[0], 1, 1)], now_ns=SECOND, waiting=4)
+    tables[1].publish([], now_ns=3 * SECOND, waiting=2)
+    tables[2].others(3 * SECOND, 5 * SECOND)
+    assert tables[2].waiting == 6
+    tables[2].others(3 * SECOND, SECOND)  # worker 0's region is stale now
+    assert tables[2].waiting == 2
+    tables[0].others(3 * SECOND, SECOND)
+    assert tables[0].waiting == 2  # not its own

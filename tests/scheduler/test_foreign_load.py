@@ -9,9 +9,10 @@ import msgspec
 import pytest
 
 from proxy.scheduler import Dispatch, PolicySpec, RequestInfo, SchedulerCore, Usage, build_policy
+from proxy.scheduler.admission import AdmissionSpec
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import ReleaseQueueSpec
-from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch
+from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch, saga_spec
 
 _ids = itertools.count()
 
@@ -126,3 +127,21 @@ def test_no_foreign_load_leaves_the_snapshot_as_in_one_process() -> None:
     assert "foreign_reserved_tokens" not in admission
     assert admission["reserved_tokens"] == dict(core.admission.reserved)  # type: ignore[union-attr]
     assert msgspec.to_builtins(core.replicas["r0"])["foreign_in_flight"] == 0
+
+
+@pytest.mark.parametrize("elsewhere", [0, 2])
+def test_a_cheap_hold_goes_when_workflows_wait_in_another_worker(elsewhere: int) -> None:
+    """The cost-aware hold weighs the other workers' waiting workflows as work waiting for KV."""
+    spec = saga_spec(admission=AdmissionSpec(overcommit=1.0, hold_price=1.0, price_max_gap_s=1e6))
+    core, clock = make_core(replicas=1, spec=spec)
+    assert core.admission is not None
+    for _ in range(16):
+        core.admission.prefill_seen(1e-7 * 4_000, 5_000, 1_000)
+    req = call("alone", prompt_tokens=60_000)
+    only_dispatch(core.request_arrived(req))
+    core.foreign_waiting(elsewhere)
+    assert core.own_waiting() == 0
+    clock.now = 1.0
+    core.request_finished(req.request_id, Usage(60_000, 100, finish_reason="tool_calls"))
+    assert core.admission.let_go == int(elsewhere > 0)
+    assert (core.own_load()[0][1] == 0) == (elsewhere > 0)
