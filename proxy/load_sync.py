@@ -83,7 +83,15 @@ async def load_sync_loop(
     interval_s: float = SYNC_INTERVAL_S,
 ) -> None:
     """Run `LoadSync.step` every `interval_s` on the table in the worker directory until cancelled."""
-    table = LoadTable(workers.directory, workers.count, workers.index)
+    try:
+        table = LoadTable(workers.directory, workers.count, workers.index)
+    except OSError as err:  # say so at once: a background task's exception would show only at shutdown
+        log.error(
+            "no shared load table in %s (%s): this worker schedules on its own load alone",
+            workers.directory,
+            err,
+        )
+        return
     sync = LoadSync(core, table)
     failures = 0
     try:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import random
 import time
 from pathlib import Path
 from typing import Any
 
-from proxy.load_sync import LoadSync
+import pytest
+
+from proxy.load_sync import LoadSync, load_sync_loop
 from proxy.scheduler import Dispatch, ReplicaStats, SchedulerCore, Usage, build_policy
 from proxy.scheduler.types import RequestInfo
 from proxy.shared_load import LoadTable, region_words, replica_key
-from proxy.worker_set import owner_of
+from proxy.worker_set import WorkerSet, owner_of
 
 SECOND = 1_000_000_000
 KEYS = [replica_key(f"http://replica-{i}:8000") for i in range(64)]
@@ -194,3 +197,12 @@ def test_the_other_live_workers_waiting_workflows_are_summed(tmp_path: Path) -> 
     assert tables[2].waiting == 2
     tables[0].others(3 * SECOND, SECOND)
     assert tables[0].waiting == 2  # not its own
+
+
+async def test_a_worker_without_a_usable_directory_says_so_and_schedules_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    core = SchedulerCore(["http://r0"], build_policy("least-request", seed=0), lambda: 0.0)
+    workers = WorkerSet(0, 2, str(tmp_path / "missing"))
+    await asyncio.wait_for(load_sync_loop(core, workers, lambda decisions: None), 5.0)  # returns at once
+    assert "no shared load table" in caplog.text
