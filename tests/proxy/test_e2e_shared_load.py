@@ -30,7 +30,7 @@ def directory() -> Iterator[str]:
 
 @pytest.fixture
 async def replica() -> AsyncIterator[FakeReplica]:
-    async with fake_replica("slow", slow_s=1.5, metrics=METRICS) as fake:
+    async with fake_replica("slow", slow_s=3.0, metrics=METRICS) as fake:  # long: a busy host
         yield fake
 
 
