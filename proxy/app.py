@@ -36,6 +36,7 @@ from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrin
 from proxy.errors import openai_errors
 from proxy.graph_routes import add_graph_routes
 from proxy.health import replica_health_loop
+from proxy.load_sync import load_sync_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
 from proxy.retention_release import RetentionReleaser
@@ -86,6 +87,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         tasks.append(
             asyncio.create_task(dns_discovery_loop(app[CORE], app[GUARDS], discovery, app[RESOLVER]))
         )
+    workers = app[WORKERS]
+    if workers is not None and workers.count > 1:  # count the other workers' KV reservations and calls
+        tasks.append(asyncio.create_task(load_sync_loop(app[CORE], workers, app[GATE].apply)))
     first_round = asyncio.Event()
     tasks.append(
         asyncio.create_task(

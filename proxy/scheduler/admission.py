@@ -28,6 +28,9 @@ Contract:
   the lapse heap holds about one wake-up per admitted workflow, at most two (plus 64: compacted on the call
   path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
   per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
+- Other workers (`saga serve --workers N`): what they reserve on a replica (`foreign_reserved`, synced every
+  few ms) counts in its `reserved` like this worker's own, so N workers admit against one capacity; their
+  waiting workflows (`foreign_waiting`) are work waiting for KV to the cost-aware hold like this worker's.
 - Sans-IO: time is passed in; nothing here awaits.
 """
 
@@ -96,7 +99,9 @@ class WorkflowAdmission:
         self._levels = predictor.config.quantiles  # the levels of `hold_outlook`'s gaps (a frozen config)
         self.views = views if views is not None else {}  # the core's: their reserved_tokens mirror ours
         self.workflows: dict[str, _Workflow] = {}
-        self.reserved: dict[ReplicaId, int] = {}
+        self.reserved: dict[ReplicaId, int] = {}  # this worker's reservations plus the other workers'
+        self.foreign: dict[ReplicaId, int] = {}  # the other workers' share of `reserved` (none: one process)
+        self.foreign_waiting = 0  # new workflows waiting in the other workers' admission
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
         self._waiting_per_session: dict[str, int] = {}
@@ -284,7 +289,7 @@ class WorkflowAdmission:
         if view is None or view.kv_capacity_tokens <= 0:
             return False
         # the hold delays only work that waits for KV, here or in its replica's engine: else it is free
-        if not len(self.waiting) and not view.waiting:
+        if not len(self.waiting) and not view.waiting and not self.foreign_waiting:
             return False
         recompute_s = self.prefill.recompute_s(wf.context)
         if recompute_s is None:
@@ -335,15 +340,40 @@ class WorkflowAdmission:
             if wf.replica_id == replica_id:
                 self._reserve(wf, 0)
         self.reserved.pop(replica_id, None)
+        self.foreign.pop(replica_id, None)
+
+    def foreign_reserved(self, replica_id: ReplicaId, tokens: int) -> bool:
+        """The other workers now reserve `tokens` on the replica in all; True when that is less than before
+        (there may be room now)."""
+        before = self.foreign.get(replica_id, 0)
+        if tokens == before:
+            return False
+        if tokens:
+            self.foreign[replica_id] = tokens
+        else:
+            del self.foreign[replica_id]
+        total = self.reserved[replica_id] = self.reserved.get(replica_id, 0) + tokens - before
+        view = self.views.get(replica_id)
+        if view is not None:
+            view.reserved_tokens = total
+            view.foreign_reserved_tokens = tokens
+        return tokens < before
+
+    def own_reserved(self, replica_id: ReplicaId) -> int:
+        """What this worker's workflows reserve on the replica (the figure it publishes to the others)."""
+        return self.reserved.get(replica_id, 0) - self.foreign.get(replica_id, 0)
 
     def snapshot(self) -> dict[str, object]:
+        foreign = self.foreign
         return {
             "waiting": len(self.waiting),
             "live": sum(1 for wf in self.workflows.values() if wf.reserved),
             "admitted": self.admitted,
             "lapsed": self.lapsed,
             "let_go": self.let_go,
-            "reserved_tokens": dict(self.reserved),
+            # this worker's own (the other workers' are theirs to report)
+            "reserved_tokens": {r: t - foreign.get(r, 0) for r, t in self.reserved.items()},
+            **({"foreign_reserved_tokens": dict(foreign)} if foreign else {}),
         }
 
     # -- internals --------------------------------------------------------------------------------------

@@ -287,6 +287,56 @@ class SchedulerCore:
             decisions += self._admit_waiting()
         return decisions
 
+    def foreign_load(self, replica_id: ReplicaId, reserved_tokens: int, in_flight: int) -> list[Decision]:
+        """The other workers of `saga serve --workers N` now reserve `reserved_tokens` of KV on the replica
+        and have `in_flight` calls on it, in all (proxy/load_sync.py, every few ms): admission counts their
+        reservations as capacity already taken and placement, gates and stealing their calls as calls already
+        there, so N workers admit and place as one core would (stale by one sync). Less than before may make
+        room: held or waiting calls that now fit are returned. Never called in a single-process proxy."""
+        replica = self.replicas.get(replica_id)
+        if replica is None:
+            return []
+        fewer_calls = in_flight < replica.foreign_in_flight
+        replica.in_flight += in_flight - replica.foreign_in_flight
+        replica.foreign_in_flight = in_flight
+        freed = False
+        if self.admission is not None:
+            freed = self.admission.foreign_reserved(replica_id, reserved_tokens)
+        else:
+            replica.reserved_tokens += reserved_tokens - replica.foreign_reserved_tokens
+            replica.foreign_reserved_tokens = reserved_tokens
+        decisions: list[Decision] = []
+        if not replica.healthy:
+            return decisions
+        if fewer_calls and self.release is not None:
+            decisions = self._pump(replica_id)
+        if freed and self.admission is not None:
+            decisions += self._admit_waiting()
+        return decisions
+
+    def foreign_waiting(self, workflows: int) -> None:
+        """The other workers have `workflows` new workflows waiting for admission (proxy/load_sync.py): work
+        waiting for KV, which the cost-aware hold weighs as it weighs this worker's own."""
+        if self.admission is not None:
+            self.admission.foreign_waiting = workflows
+
+    def own_waiting(self) -> int:
+        """New workflows waiting in this worker's admission (what it publishes to the others)."""
+        return 0 if self.admission is None else len(self.admission.waiting)
+
+    def own_load(self) -> list[tuple[ReplicaId, int, int]]:
+        """(replica, KV tokens reserved, calls in flight) of this worker alone, for every replica: what it
+        publishes to the other workers (the totals less what `foreign_load` added)."""
+        admission = self.admission
+        return [
+            (
+                r.replica_id,
+                0 if admission is None else admission.own_reserved(r.replica_id),
+                r.in_flight - r.foreign_in_flight,
+            )
+            for r in self.replicas.values()
+        ]
+
     def tick(self) -> list[Decision]:
         """Periodic housekeeping: the predictor ends sessions silent past its horizon; forget idle sessions;
         with a release queue, move the calls held for a replica that is down or gone, and release what the

@@ -54,7 +54,9 @@ class ReplicaView(msgspec.Struct):
 
     replica_id: ReplicaId
     healthy: bool = True
-    in_flight: int = 0  # calls this proxy has dispatched and not yet seen finish
+    # calls this proxy has dispatched and not yet seen finish; with `saga serve --workers N`, plus the other
+    # workers' (`foreign_in_flight`, as last synced), so load scoring and gates count every worker's calls
+    in_flight: int = 0
     queued: int = 0  # calls held in this proxy's release queue for this replica (0 without a queue)
     waiting: int = 0  # from the replica's metrics: vllm:num_requests_waiting
     running: int = 0  # vllm:num_requests_running
@@ -63,7 +65,12 @@ class ReplicaView(msgspec.Struct):
     # vllm:cache_config_info kv_offloading_size is set: blocks evicted from the GPU can be reloaded from a
     # CPU tier instead of recomputed (vLLM's native offloading, LMCache)
     cpu_kv_tier: bool = False
-    reserved_tokens: int = 0  # KV the admitted workflows bound here are predicted to need (admission only)
+    # KV the admitted workflows bound here are predicted to need (admission only), the other workers' included
+    reserved_tokens: int = 0
+    # The other workers' share of `in_flight` and `reserved_tokens` (`SchedulerCore.foreign_load`; 0 in a
+    # single-process proxy): what this worker publishes as its own is the total less these.
+    foreign_in_flight: int = 0
+    foreign_reserved_tokens: int = 0
 
 
 class ReplicaStats(msgspec.Struct, frozen=True):

@@ -1,0 +1,164 @@
+"""`python -m loadtests.bench.shared_view_des`: N workers' scheduling in the discrete-event cluster, with and
+without the shared view of replica load (proxy/load_sync.py), against one core.
+
+`saga serve --workers N` gives each session to one worker (`owner_of`), whose core sees only its own
+workflows. Here the cluster drives `WorkerCores`: N cores behind the one-core interface, each event going to
+the core that owns its session; with `shared`, every `sync_s` of virtual time (checked at each event, as the
+workers' loop runs every period) each core is told the others' totals per replica through
+`SchedulerCore.foreign_load`, the figures `own_load` gives (the table itself is not simulated: a read is
+exact here, and at most `sync_s` old). `one_predictor` gives every core the same `Predictor` (a diagnostic:
+as if the workers also shared their learned Agent Execution Graphs, which they do not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from loadtests.des.cluster import Cluster
+from loadtests.des.fingerprint import CASES
+from loadtests.des.result import ClusterConfig, ClusterResult
+from loadtests.workloads.swe import swe_tasks
+from predictor import Predictor
+from proxy.scheduler import Decision, ReplicaStats, RequestInfo, SchedulerCore, Usage, build_policy
+from proxy.worker_set import owner_of
+
+
+class WorkerCores(SchedulerCore):
+    """N worker cores, each scheduling the sessions it owns, in place of the cluster's one core."""
+
+    def __init__(
+        self,
+        replicas: Iterable[str],
+        config: ClusterConfig,
+        clock: Callable[[], float],
+        workers: int,
+        sync_s: float | None,
+        one_predictor: bool = False,
+    ) -> None:
+        ids = list(replicas)
+        super().__init__(ids, build_policy(config.policy, seed=config.seed), clock)
+        shared = Predictor() if one_predictor else None
+        self.cores = [
+            SchedulerCore(
+                ids,
+                build_policy(config.policy, seed=config.seed + i),
+                clock,
+                session_idle_ttl_s=config.session_idle_ttl_s,
+                predictor=shared,
+            )
+            for i in range(workers)
+        ]
+        self.replicas = self.cores[0].replicas  # the cluster's progress reads the replicas' gauges here
+        self.sync_s = sync_s  # None: the workers do not share their load
+        self._synced_at = -1e18
+        self._worker_of: dict[str, int] = {}  # request id -> the worker that scheduled it
+
+    def _sync(self) -> list[Decision]:
+        """Every `sync_s`: tell each core the other cores' reservations and calls per replica."""
+        now = self.clock()
+        if self.sync_s is None or now - self._synced_at < self.sync_s:
+            return []
+        self._synced_at = now
+        own = [{rid: (res, fl) for rid, res, fl in core.own_load()} for core in self.cores]
+        waiting = [core.own_waiting() for core in self.cores]
+        decisions: list[Decision] = []
+        for i, core in enumerate(self.cores):
+            core.foreign_waiting(sum(waiting) - waiting[i])
+            for rid in core.replicas:
+                reserved = sum(own[j][rid][0] for j in range(len(self.cores)) if j != i)
+                in_flight = sum(own[j][rid][1] for j in range(len(self.cores)) if j != i)
+                decisions += self._mine(i, core.foreign_load(rid, reserved, in_flight))
+        return decisions
+
+    def _mine(self, worker: int, decisions: list[Decision]) -> list[Decision]:
+        for d in decisions:
+            self._worker_of[d.request_id] = worker
+        return decisions
+
+    def request_arrived(self, req: RequestInfo) -> list[Decision]:
+        worker = owner_of(req.session_id, len(self.cores))
+        self._worker_of[req.request_id] = worker
+        return self._sync() + self._mine(worker, self.cores[worker].request_arrived(req))
+
+    def first_token(self, request_id: str) -> list[Decision]:
+        return self.cores[self._worker_of[request_id]].first_token(request_id)
+
+    def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
+        worker = self._worker_of.pop(request_id)
+        return self._sync() + self._mine(worker, self.cores[worker].request_finished(request_id, usage))
+
+    def take_releases(self) -> list[tuple[str, str]]:
+        return [r for core in self.cores for r in core.take_releases()]
+
+    def replica_stats(self, stats: ReplicaStats) -> list[Decision]:
+        decisions = self._sync()
+        for i, core in enumerate(self.cores):
+            decisions += self._mine(i, core.replica_stats(stats))
+        return decisions
+
+    def tick(self) -> list[Decision]:
+        decisions = self._sync()
+        for i, core in enumerate(self.cores):
+            decisions += self._mine(i, core.tick())
+        return decisions
+
+
+# The fingerprint's KV-short saga case with four times the tasks: long enough for each worker's predictor to
+# learn the agent type from its quarter of the sessions.
+LONGER = {"swe-saga-kv-short-160": (lambda: swe_tasks(160, seed=8), CASES["swe-saga-kv-short"][1])}
+
+
+def run(case: str, workers: int, sync_s: float | None, one_predictor: bool) -> tuple[ClusterResult, float]:
+    make_tasks, config = {**CASES, **LONGER}[case]
+    cluster = Cluster(make_tasks(), config)
+    if workers > 1:
+        cluster.core = WorkerCores(cluster.replicas, config, cluster.queue, workers, sync_s, one_predictor)
+    started = time.perf_counter()
+    result = cluster.run()
+    return result, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="swe-saga-kv-short,tight-saga-open")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--sync-s", type=float, default=0.015)
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+    rows = []
+    for case in args.cases.split(","):
+        shared = f"{args.workers} workers, shared every {args.sync_s * 1000:g} ms"
+        for label, workers, sync_s, one_predictor in (
+            ("one core", 1, None, False),
+            (f"{args.workers} workers, apart", args.workers, None, False),
+            (shared, args.workers, args.sync_s, False),
+            (f"{args.workers} workers, apart, one predictor", args.workers, None, True),
+            (f"{shared}, one predictor", args.workers, args.sync_s, True),
+        ):
+            result, wall = run(case, workers, sync_s, one_predictor)
+            s = result.summary()
+            row = {
+                "case": case,
+                "scheduling": label,
+                "tasks": s.tasks,
+                "failed": s.failed,
+                "tct_mean_s": round(s.tct_mean_s, 2),
+                "tct_p90_s": round(s.tct_p90_s, 2),
+                "duration_s": round(result.duration_s, 1),
+                "preemptions": sum(r.preemptions for r in result.replicas),
+                "prefix_hit_rate": round(result.prefix_hit_rate(), 3),
+                "wall_s": round(wall, 1),
+            }
+            rows.append(row)
+            print(" | ".join(f"{v}" for v in row.values()), flush=True)
+    if args.json:
+        with open(args.json, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(rows)))
+
+
+if __name__ == "__main__":
+    main()

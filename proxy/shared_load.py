@@ -1,0 +1,156 @@
+"""The workers' shared load table: each worker's KV reservations and calls in flight per replica, in one
+memory-mapped file, so every worker of `saga serve --workers N` can count the others' load.
+
+Layout: the file `load.table` in the worker directory (`WorkerSet.directory`, private to the supervisor's
+run) holds one fixed-size region per worker, region i written only by worker i. A region is int64 words:
+a sequence counter (odd while its writer is writing), a heartbeat (the writer's `time.monotonic_ns()` at its
+last publish: CLOCK_MONOTONIC, one clock for every process on the host), the number of records, the number of
+replicas left out, the new workflows waiting for admission in the writer, then `slots` records of (replica
+key, KV tokens reserved, calls in flight).
+
+Contract:
+- Replicas come and go (admin API, DNS discovery), so a publish rewrites the writer's whole list: record k is
+  whichever replica came k-th this time, keyed by `replica_key` (a stable hash of its URL: the same in every
+  process). Readers sum by key; a key a reader does not know is ignored.
+- Slots run out: a worker with more than `slots` replicas publishes the first `slots` in its order and
+  counts the rest in its region's `dropped` (`publish` returns it). Those replicas are scheduled by each
+  worker on its own load alone, as in a single-process proxy. 1,024 slots by default (24 KiB a region).
+- No torn record: the writer makes the counter odd, writes, makes it even again (aligned 8-byte stores, in
+  program order on x86-64 and between two separate C calls on any CPU Python runs on); a reader copies the
+  region between two reads of the counter and retries a few times while they differ or are odd. After the
+  retries it keeps the region's last consistent copy.
+- A dead worker: a region whose heartbeat (as last read consistently) is older than `stale_after_ns`, or
+  that was never written, counts for nothing. A worker restarted at the same index continues its counter.
+- Bounded: workers x (40 + 24 x slots) bytes, fixed at open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import operator
+import os
+from array import array
+from collections.abc import Iterable
+
+TABLE_FILE = "load.table"
+DEFAULT_SLOTS = 1024
+_HEADER = 5  # words: sequence, heartbeat (ns), records, dropped, workflows waiting
+_RECORD = 3  # words: replica key, reserved tokens, calls in flight
+_WORD = 8
+_READ_TRIES = 4
+
+
+def replica_key(replica_id: str) -> int:
+    """A replica's key in the table: the same in every process and run (not Python's salted `hash`)."""
+    digest = hashlib.blake2b(replica_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def region_words(slots: int) -> int:
+    return _HEADER + _RECORD * slots
+
+
+class LoadTable:
+    """This worker's view of the table: `publish` writes its own region, `others` sums the live others'."""
+
+    def __init__(self, directory: str, workers: int, index: int, slots: int = DEFAULT_SLOTS) -> None:
+        if not (workers >= 1 and 0 <= index < workers) or slots < 1:
+            raise ValueError(f"load table: worker {index} of {workers}, {slots} slots")
+        self.workers, self.index, self.slots = workers, index, slots
+        self._region = region_words(slots)
+        size = workers * self._region * _WORD
+        self.path = os.path.join(directory, TABLE_FILE)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:  # every worker grows it to the same size: no race to lose
+                os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)  # the mapping keeps the file open
+        self._words = memoryview(self._map).cast("q")
+        base = index * self._region
+        self._seq = self._words[base] + (self._words[base] & 1)  # a restart continues (even) its counter
+        # worker -> its region's last consistent copy: (heartbeat, [key, reserved, in flight, ...], waiting)
+        self._last: dict[int, tuple[int, list[int], int]] = {}
+        self.waiting = 0  # the live other workers' waiting workflows, as of the last `others`
+        self.torn_reads = 0  # reads that found the region being written (retried)
+
+    def publish(self, loads: Iterable[tuple[int, int, int]], now_ns: int, waiting: int = 0) -> int:
+        """Write this worker's (replica key, reserved tokens, calls in flight) records, its number of new
+        workflows `waiting` for admission and its heartbeat; returns how many replicas did not fit in the
+        slots (left out)."""
+        records = list(loads)
+        dropped = max(0, len(records) - self.slots)
+        if dropped:
+            del records[self.slots :]
+        flat = array("q", [value for record in records for value in record])
+        words, base = self._words, self.index * self._region
+        self._seq += 1
+        words[base] = self._seq  # odd: being written
+        words[base + 1] = now_ns
+        words[base + 2] = len(records)
+        words[base + 3] = dropped
+        words[base + 4] = waiting
+        start = base + _HEADER
+        words[start : start + len(flat)] = flat
+        self._seq += 1
+        words[base] = self._seq  # even: consistent
+        return dropped
+
+    def others(self, now_ns: int, stale_after_ns: int) -> dict[int, tuple[int, int]]:
+        """replica key -> (reserved tokens, calls in flight) summed over the other workers whose heartbeat is
+        at most `stale_after_ns` old; their waiting workflows, summed too, are left in `waiting`."""
+        # Workers usually list the same replicas in the same order: their columns add up element-wise (in C);
+        # a region with another list is merged key by key.
+        keys: list[int] | None = None
+        reserved: list[int] = []
+        in_flight: list[int] = []
+        odd: list[list[int]] = []
+        waiting = 0
+        for worker in range(self.workers):
+            if worker == self.index:
+                continue
+            copy = self._read(worker)
+            if copy is None or now_ns - copy[0] > stale_after_ns:
+                continue
+            records = copy[1]
+            waiting += copy[2]
+            if keys is None:
+                keys, reserved, in_flight = records[0::_RECORD], records[1::_RECORD], records[2::_RECORD]
+            elif records[0::_RECORD] == keys:
+                reserved = list(map(operator.add, reserved, records[1::_RECORD]))
+                in_flight = list(map(operator.add, in_flight, records[2::_RECORD]))
+            else:
+                odd.append(records)
+        self.waiting = waiting
+        totals = dict(zip(keys or (), zip(reserved, in_flight, strict=True), strict=True))
+        for records in odd:
+            for i in range(0, len(records), _RECORD):
+                key = records[i]
+                was = totals.get(key, (0, 0))
+                totals[key] = (was[0] + records[i + 1], was[1] + records[i + 2])
+        return totals
+
+    def _read(self, worker: int) -> tuple[int, list[int], int] | None:
+        """The worker's region as of its last consistent read (None: never written, or never read whole)."""
+        words, base = self._words, worker * self._region
+        for _ in range(_READ_TRIES):
+            seq, heartbeat, count, waiting = words[base], words[base + 1], words[base + 2], words[base + 4]
+            if seq & 1 or not 0 <= count <= self.slots:
+                self.torn_reads += 1
+                continue
+            start = base + _HEADER
+            records = words[start : start + _RECORD * count].tolist()
+            if words[base] != seq:
+                self.torn_reads += 1
+                continue
+            if seq == 0:
+                return None  # never written
+            self._last[worker] = (heartbeat, records, waiting)
+            break
+        return self._last.get(worker)
+
+    def close(self) -> None:
+        self._words.release()
+        self._map.close()
