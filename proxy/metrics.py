@@ -144,7 +144,8 @@ class ProxyMetrics(Collector):
         in_flight = GaugeMetricFamily("saga_replica_in_flight", "Calls in flight", labels=["replica"])
         healthy = GaugeMetricFamily("saga_replica_healthy", "1 if the replica is healthy", labels=["replica"])
         for replica in core.replicas.values():
-            in_flight.add_metric([replica.replica_id], replica.in_flight)
+            # This worker's own calls: workers' /metrics are summed (proxy/worker_gather.py).
+            in_flight.add_metric([replica.replica_id], replica.in_flight - replica.foreign_in_flight)
             healthy.add_metric([replica.replica_id], 1 if replica.healthy else 0)
         yield in_flight
         yield healthy

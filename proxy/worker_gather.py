@@ -298,12 +298,28 @@ REPLICA_FIELDS: dict[str, Callable[[list[Any]], Any]] = {
 }
 
 
+# Each worker's totals already include the other workers' share as last synced (proxy/load_sync.py): summing
+# them would count every call and reservation once per worker, so a row is reduced to its worker's own part.
+_FOREIGN_PARTS = (("in_flight", "foreign_in_flight"), ("reserved_tokens", "foreign_reserved_tokens"))
+
+
+def _own_share(row: dict[str, Any]) -> dict[str, Any]:
+    if not any(foreign in row for _, foreign in _FOREIGN_PARTS):
+        return row
+    own = dict(row)
+    for total, foreign in _FOREIGN_PARTS:
+        part = own.pop(foreign, 0)
+        if total in own and isinstance(part, int | float):
+            own[total] -= part
+    return own
+
+
 def merge_replica_rows(rows_per_worker: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per-replica rows from every worker, one row per replica (in first-seen order) by `REPLICA_FIELDS`."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for rows in rows_per_worker:
         for row in rows:
-            grouped.setdefault(str(row.get("replica_id")), []).append(row)
+            grouped.setdefault(str(row.get("replica_id")), []).append(_own_share(row))
     merged = []
     for rows in grouped.values():
         out = dict(rows[0])

@@ -20,7 +20,7 @@ from proxy import server
 from proxy.metrics import GAUGE_RULES, merge_expositions
 from proxy.scheduler.release import ReleaseQueueSpec
 from proxy.server import running_proxy
-from proxy.worker_gather import Gatherer
+from proxy.worker_gather import Gatherer, merge_replica_rows
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 from tests.proxy.fakes import config, fake_replica
 
@@ -357,3 +357,29 @@ async def test_one_workers_exposition_merges_to_itself(http: aiohttp.ClientSessi
         and merged.pop(("gauge", "saga_workers_reporting", ())) == 1
     )
     assert merged == parsed(text) and len(merged) > 50
+
+
+def test_replica_rows_sum_each_workers_own_calls_not_the_shared_totals() -> None:
+    # With the shared load view each worker's row already includes the others' calls (foreign_*): the merge
+    # must count every call once.
+    worker0 = {
+        "replica_id": "r",
+        "in_flight": 5,
+        "foreign_in_flight": 3,
+        "reserved_tokens": 900,
+        "foreign_reserved_tokens": 400,
+        "waiting": 2,
+    }
+    worker1 = {
+        "replica_id": "r",
+        "in_flight": 5,
+        "foreign_in_flight": 2,
+        "reserved_tokens": 900,
+        "foreign_reserved_tokens": 500,
+        "waiting": 1,
+    }
+    (row,) = merge_replica_rows([[worker0], [worker1]])
+    assert row["in_flight"] == 5 and row["reserved_tokens"] == 900
+    assert "foreign_in_flight" not in row and row["waiting"] == 2
+    (alone,) = merge_replica_rows([[{"replica_id": "r", "in_flight": 4, "reserved_tokens": 10}]])
+    assert alone["in_flight"] == 4 and alone["reserved_tokens"] == 10
