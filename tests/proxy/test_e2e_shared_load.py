@@ -84,7 +84,9 @@ async def test_a_worker_admits_a_new_workflow_only_into_the_kv_the_other_worker_
             waited = cores[1].admission.is_waiting("late")  # type: ignore[union-attr]
             assert await big == 200
             async with http.post(f"{first}/saga/v1/sessions/big/end") as r:
-                assert r.status == 200  # its reservation goes: the next sync gives worker 1 the room
+                # Its reservation goes: the next sync gives worker 1 the room. Apart, worker 1's app socket
+                # is not in worker 0's directory, so the broadcast names it missing (the end stands on 0).
+                assert r.status == (200 if shared else 502)
             assert await late == 200
     assert waited is shared
     assert replica.calls == 2
