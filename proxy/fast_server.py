@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -41,7 +42,7 @@ from multidict import CIMultiDict
 
 from proxy import forward
 from proxy.auth import call_tenant
-from proxy.calls import CALL_ROUTES, begin_call, parse_call
+from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HandoffLinks, HandoffListener
 from proxy.context import CONFIG, METRICS, WORKERS
 from proxy.errors import ProxyError
@@ -175,7 +176,7 @@ class _Downstream:
 
 
 class _ClientConnection(asyncio.Protocol):
-    def __init__(self, server: FastServer, prefix: bytes = b"") -> None:
+    def __init__(self, server: FastServer, prefix: bytes = b"", relayed: bool = False) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = "-"
@@ -190,13 +191,17 @@ class _ClientConnection(asyncio.Protocol):
         # With several workers: every byte read since the start of the first request not yet served here
         # (from a message boundary: `_raw_served` complete messages at its head were served here already),
         # so the connection can be handed to the worker that owns that request's session. None otherwise.
-        self._raw: list[bytes] | None = [] if server.links is not None else None
+        # None too on a connection from another worker relaying calls this one owns (`relay_call`).
+        self._raw: list[bytes] | None = [] if server.links is not None and not relayed else None
         self._raw_size = 0
         self._raw_served = 0
         self._raw_lost = False  # over the bound: no hand-off until the connection is between requests
         self._between = True  # the parser is between messages
         self._prefix = prefix  # what another worker read from this connection before handing it here
         self._serve_here = bool(prefix)  # its first request is served here whatever the owner (no ping-pong)
+        # A connection moves once: later calls of other workers' sessions on it (a client pooling connections
+        # across sessions) are relayed to their owner instead of moving it back and forth.
+        self._moved = bool(prefix)
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -424,10 +429,14 @@ class _ClientConnection(asyncio.Protocol):
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
                     key, decoded = ownership_key(headers, fields)
                     owner = self._owner_elsewhere(key)
-                    if owner >= 0:
+                    if owner >= 0 and not self._moved:
                         self.queue.appendleft(request)
                         self._raw_served -= 1
                         self._pass_to(owner)
+                        return
+                    if owner >= 0:
+                        relay = self.server.relay_call(owner, request, downstream, self.peer, path, tenant)
+                        self.hand_over(downstream, relay, None)
                         return
                     app = self.server.app
                     begin_call(
@@ -673,6 +682,10 @@ class FastServer:
         self.handoffs_sent = 0  # connections handed to the worker that owns their call's session
         self.handoffs_received = 0
         self.handoffs_failed = 0  # calls served here because their owner could not be reached
+        self.calls_relayed = 0  # calls sent to their owner on a connection that had moved once already
+        self.relays: dict[int, UpstreamPool] = {}
+        self.relay_warned: set[int] = set()
+        self.calls_server: asyncio.AbstractServer | None = None
         self._adoptions: set[asyncio.Task[None]] = set()
 
     @property
@@ -688,11 +701,6 @@ class FastServer:
 
     def __call__(self) -> _ClientConnection:
         return _ClientConnection(self)
-
-    def listen_for_handoffs(self) -> None:
-        """Adopts the connections other workers hand to this one (on this worker's hand-off socket)."""
-        if self.links is not None and self.workers is not None:
-            self.listener = HandoffListener(self.workers.handoff_socket(self.workers.index), self.adopt)
 
     def adopt(self, sock: socket.socket, data: bytes) -> None:
         self.handoffs_received += 1
@@ -710,6 +718,46 @@ class FastServer:
 
     def metrics_errors(self, cause: str) -> None:
         self.app[METRICS].errors.labels(cause).inc()
+
+    def calls_socket(self, index: int) -> str:
+        """Where worker `index`'s fast server takes the calls other workers relay to it."""
+        assert self.workers is not None
+        return os.path.join(self.workers.directory, f"calls-{index}.sock")
+
+    async def listen_for_workers(self) -> None:
+        """Adopts the connections other workers hand to this one (its hand-off socket) and serves the calls
+        they relay to it (its calls socket)."""
+        workers = self.workers
+        if self.links is None or workers is None:
+            return
+        self.listener = HandoffListener(workers.handoff_socket(workers.index), self.adopt)
+        path = self.calls_socket(workers.index)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # left by this worker's previous run
+        loop = asyncio.get_running_loop()
+        self.calls_server = await loop.create_unix_server(lambda: _ClientConnection(self, relayed=True), path)
+
+    async def relay_call(
+        self, owner: int, request: _Request, downstream: _Downstream, peer: str, path: str, tenant: str | None
+    ) -> None:
+        """A call of `owner`'s session on a connection that moved once already: sent to the owner's fast
+        server over its calls socket and the answer relayed (the owner applies every timeout upstream). If
+        the owner cannot be reached, the call is served here (counted in `handoffs_failed`)."""
+        pool = self.relays.get(owner)
+        if pool is None:
+            pool = self.relays[owner] = UpstreamPool(unix_path=self.calls_socket(owner))
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer})
+        try:
+            upstream = await pool.request("http://saga" + request.url, request.body, headers, 10.0)
+        except ConnectFailed as e:
+            self.handoffs_failed += 1
+            if owner not in self.relay_warned:
+                self.relay_warned.add(owner)
+                log.warning("cannot relay a call to worker %d (%s): serving its calls here", owner, e)
+            await serve_call(self.app, path, CIMultiDict(request.headers), request.body, tenant, downstream)
+            return
+        self.calls_relayed += 1
+        await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
 
     async def hand_off(self, request: _Request, downstream: _Downstream, peer: str) -> None:
         """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed."""
@@ -744,3 +792,7 @@ class FastServer:
             self.listener.close()
         if self.links is not None:
             self.links.close()
+        if self.calls_server is not None:
+            self.calls_server.close()
+        for pool in self.relays.values():
+            pool.close()

@@ -72,7 +72,7 @@ async def running_proxy(
             server = await asyncio.get_running_loop().create_server(
                 protocol, config.host, config.port, backlog=1024, reuse_port=workers is not None
             )
-            protocol.listen_for_handoffs()
+            await protocol.listen_for_workers()
             try:
                 host, port = server.sockets[0].getsockname()[:2]
                 yield f"http://{host}:{port}"

@@ -321,3 +321,24 @@ def test_message_start_finds_a_pipelined_request_after_served_ones() -> None:
     assert _message_start(data, 1) == len(plain)
     assert _message_start(data, 2) == len(plain) + len(chunked)
     assert _message_start(data, 3) == len(data) - 20
+
+
+async def test_a_connection_pooled_across_sessions_moves_once_then_relays(saga: Saga) -> None:
+    """One keep-alive connection carrying both workers' sessions in turn (a client pooling connections
+    across agents): it moves to another worker at most once; later calls of the other worker's sessions are
+    relayed to it. Either way each session is scheduled by its owner."""
+    sessions = owned_by(0, 2, "pooled") + owned_by(1, 2, "pooled")
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for step in range(3):
+            for s in sessions:
+                body = chat(s, f"step {step}", stream=s == sessions[-1])
+                async with http.post(f"{saga.url}/v1/chat/completions", json=body) as r:
+                    text = await r.text()
+                    assert r.status == 200, text
+                    if s == sessions[-1]:
+                        assert text.rstrip().endswith("data: [DONE]")
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in sessions:
+        assert scheduled[owner_of(s, 2)].get(s) == 3, (s, scheduled)
+        assert s not in scheduled[1 - owner_of(s, 2)]
