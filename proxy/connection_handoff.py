@@ -16,6 +16,8 @@ Contract:
   now (not listening, restarting, its link full): the caller then serves the request itself. Warns once
   per owner.
 - `HandoffListener`: accepts links from the other workers and calls `adopt(sock, data)` for each frame.
+- `HandoffCounts` (`app[HANDOFF_COUNTS]` in a worker of several): connections sent and received, calls
+  relayed, calls served here because their owner could not be reached.
 """
 
 from __future__ import annotations
@@ -29,10 +31,26 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
+from aiohttp import web
+
 log = logging.getLogger("saga.proxy")
 _LENGTH = struct.Struct("!I")
 _READ_BYTES = 256 * 1024
 _MAX_FDS = 16  # descriptors one read may carry (the kernel delivers each frame's with its first byte)
+
+
+class HandoffCounts:
+    """One worker's counts of connections moved and calls relayed between workers (for /metrics: the app
+    holds them under `HANDOFF_COUNTS` in a worker of several)."""
+
+    def __init__(self) -> None:
+        self.sent = 0  # connections handed to the worker that owns their call's session
+        self.received = 0  # connections handed to this worker
+        self.relayed = 0  # calls sent to their owner on a connection that had moved once already
+        self.failed = 0  # calls served here because their owner could not be reached
+
+
+HANDOFF_COUNTS = web.AppKey("handoff_counts", HandoffCounts)
 
 
 def _rights(fd: int) -> list[tuple[int, int, bytes]]:

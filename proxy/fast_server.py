@@ -20,6 +20,15 @@ Contract:
   pooled upstream connection idle) it is relayed from the connections' callbacks with no task
   (proxy/inline_relay.py); anything else goes on in a task, as every other request does.
 - One access-log line per request on `saga.access` when `access_log` is on, in aiohttp's format.
+- With several workers (`saga serve --workers N`, proxy/worker_set.py), a call whose session another worker
+  owns (proxy/identity.py's `ownership_key`) is not served here: once every earlier answer on the connection
+  is out, the connection moves to the owner with the bytes read since that request began
+  (proxy/connection_handoff.py; the owner serves its first request whatever it computes, so no ping-pong). A
+  connection moves at most once: later calls of other workers' sessions on it are relayed to the owner's
+  calls socket (`relay_call`). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
+  read; an owner that cannot be reached means the call is served here (`HandoffCounts.failed`). What a
+  connection keeps for a possible move is bounded by `max_body_bytes` + `MAX_HEAD_BYTES` and released
+  whenever the connection is between requests.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from multidict import CIMultiDict
 from proxy import forward
 from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
-from proxy.connection_handoff import HandoffLinks, HandoffListener
+from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CONFIG, METRICS, WORKERS
 from proxy.errors import ProxyError
 from proxy.identity import ownership_key
@@ -493,9 +502,9 @@ class _ClientConnection(asyncio.Protocol):
             data = data[_message_start(data, self._raw_served) :]
         sock = transport.get_extra_info("socket")
         if sock is None or not server.links.pass_now(owner, sock.fileno(), data):
-            server.handoffs_failed += 1
+            server.counts.failed += 1
             return False
-        server.handoffs_sent += 1
+        server.counts.sent += 1
         # The owner's descriptor keeps the TCP connection open: closing this one sends neither FIN nor RST.
         self._raw = None
         self.queue.clear()
@@ -505,7 +514,7 @@ class _ClientConnection(asyncio.Protocol):
         return True
 
     def _serve_here_instead(self) -> None:
-        """The owner cannot be reached: the request is served here (counted in `handoffs_failed`)."""
+        """The owner cannot be reached: the request is served here (counted in `HandoffCounts.failed`)."""
         self._serve_here = True
         if self.transport is not None:
             self.transport.resume_reading()
@@ -679,10 +688,7 @@ class FastServer:
         )
         self.listener: HandoffListener | None = None
         self.handoff_bytes = config.max_body_bytes + MAX_HEAD_BYTES  # what a connection keeps for one
-        self.handoffs_sent = 0  # connections handed to the worker that owns their call's session
-        self.handoffs_received = 0
-        self.handoffs_failed = 0  # calls served here because their owner could not be reached
-        self.calls_relayed = 0  # calls sent to their owner on a connection that had moved once already
+        self.counts = app.get(HANDOFF_COUNTS) or HandoffCounts()
         self.relays: dict[int, UpstreamPool] = {}
         self.relay_warned: set[int] = set()
         self.calls_server: asyncio.AbstractServer | None = None
@@ -703,7 +709,7 @@ class FastServer:
         return _ClientConnection(self)
 
     def adopt(self, sock: socket.socket, data: bytes) -> None:
-        self.handoffs_received += 1
+        self.counts.received += 1
         conn = _ClientConnection(self, data)
         task = asyncio.get_running_loop().create_task(self._adopted(conn, sock))
         self._adoptions.add(task)
@@ -742,7 +748,7 @@ class FastServer:
     ) -> None:
         """A call of `owner`'s session on a connection that moved once already: sent to the owner's fast
         server over its calls socket and the answer relayed (the owner applies every timeout upstream). If
-        the owner cannot be reached, the call is served here (counted in `handoffs_failed`)."""
+        the owner cannot be reached, the call is served here (counted in `HandoffCounts.failed`)."""
         pool = self.relays.get(owner)
         if pool is None:
             pool = self.relays[owner] = UpstreamPool(unix_path=self.calls_socket(owner))
@@ -750,13 +756,13 @@ class FastServer:
         try:
             upstream = await pool.request("http://saga" + request.url, request.body, headers, 10.0)
         except ConnectFailed as e:
-            self.handoffs_failed += 1
+            self.counts.failed += 1
             if owner not in self.relay_warned:
                 self.relay_warned.add(owner)
                 log.warning("cannot relay a call to worker %d (%s): serving its calls here", owner, e)
             await serve_call(self.app, path, CIMultiDict(request.headers), request.body, tenant, downstream)
             return
-        self.calls_relayed += 1
+        self.counts.relayed += 1
         await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
 
     async def hand_off(self, request: _Request, downstream: _Downstream, peer: str) -> None:

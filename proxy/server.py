@@ -20,6 +20,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ProxyConfig
+from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts
 from proxy.context import WORKERS
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
@@ -41,6 +42,8 @@ async def running_proxy(
 
     `core` may be given to share or inspect the scheduler core, `resolver` to answer DNS discovery (tests)."""
     app = create_app(config, core) if resolver is None else create_app(config, core, resolver)
+    if app[WORKERS] is not None:  # before the app is frozen: /metrics can read them
+        app[HANDOFF_COUNTS] = HandoffCounts()
     fast = server_kind(config) == "fast"
     runner = OpenAIErrorAppRunner(
         app,
