@@ -342,3 +342,16 @@ async def test_a_connection_pooled_across_sessions_moves_once_then_relays(saga: 
     for s in sessions:
         assert scheduled[owner_of(s, 2)].get(s) == 3, (s, scheduled)
         assert s not in scheduled[1 - owner_of(s, 2)]
+
+
+async def test_a_large_request_is_handed_over_whole(saga: Saga) -> None:
+    """A body bigger than a Unix socket's buffer: the hand-off frame is finished in the background."""
+    sessions = owned_by(0, 1, "large") + owned_by(1, 1, "large")
+    padding = "x" * (3 * 1024 * 1024)
+    for _ in range(3):
+        for s in sessions:
+            status, text = await fresh_call(saga.url, chat(s, metadata={"padding": padding}))
+            assert status == 200, text[:300]
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in sessions:
+        assert scheduled[owner_of(s, 2)].get(s) == 3, (s, scheduled)
