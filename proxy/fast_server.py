@@ -438,7 +438,7 @@ class _ClientConnection(asyncio.Protocol):
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
                     key, decoded = ownership_key(headers, fields)
                     owner = self._owner_elsewhere(key)
-                    if owner >= 0 and not self._moved:
+                    if owner >= 0 and not (self._moved or self._raw_lost):
                         self.queue.appendleft(request)
                         self._raw_served -= 1
                         self._pass_to(owner)
@@ -465,16 +465,19 @@ class _ClientConnection(asyncio.Protocol):
     # -- handing the connection to another worker (proxy/connection_handoff.py) ---------------------------
 
     def _owner_elsewhere(self, key: str | None) -> int:
-        """The worker that owns `key` when it is not this one and the connection can go to it, else -1."""
+        """The worker that owns `key` when it is not this one, else -1 (also for the first request of a
+        connection handed to this worker: served here whatever this worker computes, so no ping-pong)."""
         serve_here, self._serve_here = self._serve_here, False
         workers = self.server.workers
-        if key is None or workers is None or serve_here or self._raw_lost:
+        if key is None or workers is None or serve_here:
             return -1
         owner = workers.owner_of(key)
         return -1 if owner == workers.index else owner
 
     def _pass_to(self, owner: int) -> None:
-        """Hands the connection to `owner` once every earlier answer is out (now, when it is already)."""
+        """Hands the connection to `owner` once every earlier answer is out (now, when it is already). A
+        connection that moved already, or whose bytes since the request began were over the bound, is not
+        moved: its calls of other workers' sessions are relayed (`relay_call`)."""
         transport = self.transport
         assert transport is not None
         transport.pause_reading()

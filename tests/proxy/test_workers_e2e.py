@@ -355,3 +355,26 @@ async def test_a_large_request_is_handed_over_whole(saga: Saga) -> None:
     scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
     for s in sessions:
         assert scheduled[owner_of(s, 2)].get(s) == 3, (s, scheduled)
+
+
+async def test_pipelined_requests_over_the_hand_off_bound_are_relayed_to_their_owners(tmp_path: Path) -> None:
+    """What a connection keeps for a move is bounded (max_body_bytes + the head limit): past it, the
+    connection stays where it is and the calls of other workers' sessions on it are relayed."""
+    with saga_workers(tmp_path, "--max-body-bytes", "4096") as saga:
+        sessions = owned_by(0, 3, "bound") + owned_by(1, 3, "bound")
+        padding = {"padding": "p" * 3000}
+        prompt = {"model": MODEL, "prompt": "once upon", "max_tokens": 3, "metadata": padding}
+        requests = []
+        for i in range(30):  # ~100 kB at once: over 4 kB + 64 kB
+            s = sessions[i % len(sessions)]
+            if i % 2:
+                requests.append(request_bytes("/v1/completions", {**prompt, "session_id": s}, close=i == 29))
+            else:
+                requests.append(request_bytes("/v1/chat/completions", chat(s, metadata=padding)))
+        answers = await pipelined(saga.url, requests)
+        assert [status for status, _ in answers] == [200] * 30, answers[:3]
+        kinds = [json.loads(body)["object"] for _, body in answers]
+        assert kinds == ["chat.completion", "text_completion"] * 15
+        scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+        for s in sessions:
+            assert scheduled[owner_of(s, 2)].get(s) == 5, (s, scheduled)
