@@ -378,3 +378,22 @@ async def test_pipelined_requests_over_the_hand_off_bound_are_relayed_to_their_o
         scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
         for s in sessions:
             assert scheduled[owner_of(s, 2)].get(s) == 5, (s, scheduled)
+
+
+def test_workers_that_keep_exiting_stop_the_supervisor(tmp_path: Path) -> None:
+    with saga_workers(tmp_path) as saga:
+        for _ in range(5):  # supervisor.MAX_EXITS within EXIT_WINDOW_S
+            victims = saga.children()
+            assert victims, "".join(saga.output)
+            os.kill(victims[0], signal.SIGKILL)
+            wait_for(
+                lambda v=victims[0]: saga.proc.poll() is not None or v not in saga.children(),
+                "no exit seen",
+                saga,
+            )
+            wait_for(lambda: saga.proc.poll() is not None or len(saga.children()) == 2, "no restart", saga)
+        assert saga.proc.wait(timeout=60) == 1
+        wait_for(
+            lambda: any("saga: error: workers exited 5 times" in x for x in saga.output), "no message", saga
+        )
+        assert not saga.directory.exists()
