@@ -24,7 +24,7 @@ from proxy import forward
 from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CONFIG, TENANT_SOURCES
-from proxy.data_structs import CallFields
+from proxy.data_structs import CallFields, ChatMessage
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
@@ -88,12 +88,16 @@ def begin_call(
     tenant: str | None,
     downstream: InlineDownstream,
     pairs: list[tuple[str, str]] | None = None,
+    fields: CallFields | None = None,
+    decoded: list[ChatMessage] | None = None,
 ) -> None:
     """`serve_call` without a coroutine where it can: the call is under way in callbacks (it ends with
     `downstream.done()`), or its rest is handed over to a task (`downstream.hand_over`, raising ProxyError
     there as `serve_call` does). Raises ProxyError for a refusal. `pairs`: the header lines `headers` was
-    made of, in order (what is forwarded is read from them: cheaper than walking a CIMultiDict)."""
-    call = _prepared(app, path, headers, body, tenant, downstream)
+    made of, in order (what is forwarded is read from them: cheaper than walking a CIMultiDict). `fields`
+    and `decoded`: the body's fields and messages when the caller decoded them (proxy/identity.py's
+    `ownership_key`), so they are not decoded again."""
+    call = _prepared(app, path, headers, body, tenant, downstream, fields, decoded)
     if pairs is not None:
         call.forwarded_from = pairs
     call.begin(downstream)
@@ -106,15 +110,20 @@ def _prepared(
     body: bytes,
     tenant: str | None,
     downstream: forward.Downstream | InlineDownstream,
+    fields: CallFields | None = None,
+    decoded: list[ChatMessage] | None = None,
 ) -> Call:
     shared = app[SHARED]
     if not shared.ready:  # the first call, after startup (the upstream pool is made at startup)
         shared.resolve()
     core = shared.core
-    fields = parse_call(body)
+    if fields is None:
+        fields = parse_call(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
-        who = identify(headers, fields, request_id, shared.tenant_sources, chains=shared.chains)
+        who = identify(
+            headers, fields, request_id, shared.tenant_sources, chains=shared.chains, decoded=decoded
+        )
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -22,13 +23,13 @@ from simulator.cost_model import PROFILES
 DEFAULT_PROFILE = "llama3-8b-h100"
 
 
-def _run(main: Coroutine[Any, Any, object]) -> None:
+def _run(main: Coroutine[Any, Any, Any]) -> Any:
     try:
         import uvloop
 
-        uvloop.run(main)
+        return uvloop.run(main)
     except ImportError:  # uvloop has no Windows build
-        asyncio.run(main)
+        return asyncio.run(main)
 
 
 def _num_blocks(text: str) -> int:
@@ -136,12 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from proxy.server import serve_forever
+    from proxy.supervisor import supervise
+    from proxy.worker_set import WorkerSet
 
+    worker = WorkerSet.from_environ() is not None
     if not args.simulate:
-        await serve_forever(proxy_config(args, args.replica))
-        return
+        config = proxy_config(args, args.replica)
+        if config.workers > 1 and not worker:
+            return await supervise(config, argv)
+        await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
+        return 0
     from simulator.server import start_fleet
 
     fleet = await start_fleet(args.simulate, **_fleet_options(args))
@@ -149,7 +156,13 @@ async def _serve(args: argparse.Namespace) -> None:
         print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
         config = proxy_config(args, [*args.replica, *fleet.urls])
         # the core keeps the simulated replicas' time (TTLs and learned gaps in their seconds)
-        await serve_forever(msgspec.structs.replace(config, time_scale=args.time_scale))
+        config = msgspec.structs.replace(config, time_scale=args.time_scale)
+        if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
+            replicas = [flag for url in fleet.urls for flag in ("--replica", url)]
+            environ = {**os.environ, "SAGA_TIME_SCALE": str(args.time_scale)}
+            return await supervise(config, [*argv, "--simulate", "0", *replicas], environ)
+        await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
+        return 0
     finally:
         await fleet.close()
 
@@ -175,6 +188,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
@@ -182,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             if args.command == "serve":
-                _run(_serve(args))
+                return _run(_serve(args, argv)) or 0
             elif args.command == "sim":
                 from simulator.server import serve_fleet_forever
 

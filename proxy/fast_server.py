@@ -20,6 +20,15 @@ Contract:
   pooled upstream connection idle) it is relayed from the connections' callbacks with no task
   (proxy/inline_relay.py); anything else goes on in a task, as every other request does.
 - One access-log line per request on `saga.access` when `access_log` is on, in aiohttp's format.
+- With several workers (`saga serve --workers N`, proxy/worker_set.py), a call whose session another worker
+  owns (proxy/identity.py's `ownership_key`) is not served here: once every earlier answer on the connection
+  is out, the connection moves to the owner with the bytes read since that request began
+  (proxy/connection_handoff.py; the owner serves its first request whatever it computes, so no ping-pong). A
+  connection moves at most once: later calls of other workers' sessions on it are relayed to the owner's
+  calls socket (`relay_call`). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
+  read; an owner that cannot be reached means the call is served here (`HandoffCounts.failed`). What a
+  connection keeps for a possible move is bounded by `max_body_bytes` + `MAX_HEAD_BYTES` and released
+  whenever the connection is between requests.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -40,9 +51,11 @@ from multidict import CIMultiDict
 
 from proxy import forward
 from proxy.auth import call_tenant
-from proxy.calls import CALL_ROUTES, begin_call
-from proxy.context import CONFIG, METRICS
+from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
+from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
+from proxy.context import CONFIG, METRICS, WORKERS
 from proxy.errors import ProxyError
+from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
 from proxy.upstream_pool import ConnectFailed, UpstreamPool
@@ -173,7 +186,7 @@ class _Downstream:
 
 
 class _ClientConnection(asyncio.Protocol):
-    def __init__(self, server: FastServer) -> None:
+    def __init__(self, server: FastServer, prefix: bytes = b"", relayed: bool = False) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = "-"
@@ -185,6 +198,20 @@ class _ClientConnection(asyncio.Protocol):
         self._paused = False
         # What a call writes within one turn of the event loop goes out in one write (head, chunks, end).
         self._pending: list[bytes] = []
+        # With several workers: every byte read since the start of the first request not yet served here
+        # (from a message boundary: `_raw_served` complete messages at its head were served here already),
+        # so the connection can be handed to the worker that owns that request's session. None otherwise.
+        # None too on a connection from another worker relaying calls this one owns (`relay_call`).
+        self._raw: list[bytes] | None = [] if server.links is not None and not relayed else None
+        self._raw_size = 0
+        self._raw_served = 0
+        self._raw_lost = False  # over the bound: no hand-off until the connection is between requests
+        self._between = True  # the parser is between messages
+        self._prefix = prefix  # what another worker read from this connection before handing it here
+        self._serve_here = bool(prefix)  # its first request is served here whatever the owner (no ping-pong)
+        # A connection moves once: later calls of other workers' sessions on it (a client pooling connections
+        # across sessions) are relayed to their owner instead of moving it back and forth.
+        self._moved = bool(prefix)
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -204,6 +231,9 @@ class _ClientConnection(asyncio.Protocol):
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "-"
         self.server.connections.add(self)
         self._arm_idle_timer()
+        if self._prefix:  # a connection handed over by another worker: what it read comes first
+            prefix, self._prefix = self._prefix, b""
+            self.data_received(prefix)
 
     def _arm_idle_timer(self) -> None:
         """A connection with no request in progress is closed after `KEEP_ALIVE_S` (aiohttp's default).
@@ -226,11 +256,19 @@ class _ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        raw = self._raw
+        if raw is not None and not self._raw_lost:
+            raw.append(data)
+            self._raw_size += len(data)
+            if self._raw_size > self.server.handoff_bytes:
+                raw.clear()
+                self._raw_size, self._raw_lost = 0, True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             # An upgrade offer (h2c, websocket) is declined: the request is answered in HTTP/1.1, then the
             # connection closed (the parser reads nothing after an upgrade, not even the request's body).
+            self._raw = None
             if self.queue:
                 request = self.queue[-1]
                 request.keep_alive = False
@@ -241,6 +279,11 @@ class _ClientConnection(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP request ({type(bad).__name__})")
         if self.queue and not self._busy():
             self._serve_next()
+        raw = self._raw
+        if raw is not None and self._between and not self.queue:  # all read so far is served here
+            raw.clear()
+            self._raw_size = self._raw_served = 0
+            self._raw_lost = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -267,6 +310,7 @@ class _ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._between = False
         self._reset_message()
 
     def on_url(self, url: bytes) -> None:
@@ -313,6 +357,7 @@ class _ClientConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._between = True
         if self._refused:
             return
         parser = self.parser
@@ -334,6 +379,7 @@ class _ClientConnection(asyncio.Protocol):
         if self._refused:
             return
         self._refused = True
+        self._raw = None  # the connection closes after the refusal
         if self.transport is not None:
             self.transport.pause_reading()
         code = "request_too_large" if status == 413 else "malformed_http"
@@ -375,6 +421,7 @@ class _ClientConnection(asyncio.Protocol):
         first that needs waiting goes on in a task (which calls this again when its request is served)."""
         while self.queue and self.transport is not None and not self._busy():
             request = self.queue.popleft()
+            self._raw_served += 1
             downstream = _Downstream(self, request)
             path = request.url.partition("?")[0]
             if request.refused is not None or request.method != "POST" or path not in _FAST_PATHS:
@@ -384,7 +431,27 @@ class _ClientConnection(asyncio.Protocol):
                 headers = CIMultiDict(request.headers)
                 keys = self.server.api_keys
                 tenant = call_tenant(keys, headers.get("Authorization")) if keys else None
-                begin_call(self.server.app, path, headers, request.body, tenant, downstream, request.headers)
+                if self._raw is None:
+                    begin_call(
+                        self.server.app, path, headers, request.body, tenant, downstream, request.headers
+                    )
+                else:  # one worker of several: the call is served by its session's owner
+                    fields = parse_call(request.body)  # a refusal is answered here, where it was read
+                    key, decoded = ownership_key(headers, fields)
+                    owner = self._owner_elsewhere(key)
+                    if owner >= 0 and not (self._moved or self._raw_lost):
+                        self.queue.appendleft(request)
+                        self._raw_served -= 1
+                        self._pass_to(owner)
+                        return
+                    if owner >= 0:
+                        relay = self.server.relay_call(owner, request, downstream, self.peer, path, tenant)
+                        self.hand_over(downstream, relay, None)
+                        return
+                    app = self.server.app
+                    begin_call(
+                        app, path, headers, request.body, tenant, downstream, request.headers, fields, decoded
+                    )
             except ProxyError as e:
                 self._answer_error(downstream, e)
             except Exception:
@@ -395,6 +462,67 @@ class _ClientConnection(asyncio.Protocol):
                 return
         if not self.queue:
             self._idle_since = self.loop.time()
+
+    # -- handing the connection to another worker (proxy/connection_handoff.py) ---------------------------
+
+    def _owner_elsewhere(self, key: str | None) -> int:
+        """The worker that owns `key` when it is not this one, else -1 (also for the first request of a
+        connection handed to this worker: served here whatever this worker computes, so no ping-pong)."""
+        serve_here, self._serve_here = self._serve_here, False
+        workers = self.server.workers
+        if key is None or workers is None or serve_here:
+            return -1
+        owner = workers.owner_of(key)
+        return -1 if owner == workers.index else owner
+
+    def _pass_to(self, owner: int) -> None:
+        """Hands the connection to `owner` once every earlier answer is out (now, when it is already). A
+        connection that moved already, or whose bytes since the request began were over the bound, is not
+        moved: its calls of other workers' sessions are relayed (`relay_call`)."""
+        transport = self.transport
+        assert transport is not None
+        transport.pause_reading()
+        self.flush()
+        if transport.get_write_buffer_size() == 0:
+            if not self._pass_now(owner):
+                self._serve_here_instead()
+            return
+        self.task = asyncio.get_running_loop().create_task(self._pass_when_written(owner))
+
+    async def _pass_when_written(self, owner: int) -> None:
+        delay = 0.001
+        while self.transport is not None and self.transport.get_write_buffer_size() > 0:
+            await asyncio.sleep(delay)  # rare: a client reading its earlier answers slowly
+            delay = min(delay * 2, 0.05)
+        self.task = None
+        if self.transport is not None and not self._pass_now(owner):
+            self._serve_here_instead()
+
+    def _pass_now(self, owner: int) -> bool:
+        raw, transport, server = self._raw, self.transport, self.server
+        assert raw is not None and transport is not None and server.links is not None
+        data = raw[0] if len(raw) == 1 else b"".join(raw)
+        if self._raw_served:  # requests served here precede this one in what was read
+            data = data[_message_start(data, self._raw_served) :]
+        sock = transport.get_extra_info("socket")
+        if sock is None or not server.links.pass_now(owner, sock.fileno(), data):
+            server.counts.failed += 1
+            return False
+        server.counts.sent += 1
+        # The owner's descriptor keeps the TCP connection open: closing this one sends neither FIN nor RST.
+        self._raw = None
+        self.queue.clear()
+        self._idle_timer.cancel()
+        server.connections.discard(self)
+        transport.close()
+        return True
+
+    def _serve_here_instead(self) -> None:
+        """The owner cannot be reached: the request is served here (counted in `HandoffCounts.failed`)."""
+        self._serve_here = True
+        if self.transport is not None:
+            self.transport.resume_reading()
+            self._serve_next()
 
     def hand_over(
         self, downstream: _Downstream, work: Coroutine[Any, Any, None], ended: Callable[[], None] | None
@@ -478,6 +606,29 @@ class _ClientConnection(asyncio.Protocol):
             access_log.handle(record)
 
 
+class _MessageEnds:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message_complete(self) -> None:
+        self.count += 1
+
+
+def _message_start(data: bytes, messages: int) -> int:
+    """Where message number `messages` (from 0) starts in `data`, which starts at a message's start: the
+    shortest prefix in which a fresh parser completes that many (only when requests were pipelined)."""
+    low, high = 0, len(data)
+    while low < high:
+        middle = (low + high) // 2
+        ends = _MessageEnds()
+        httptools.HttpRequestParser(ends).feed_data(data[:middle])
+        if ends.count >= messages:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 _MILLIS = [f"{ms:03d}" for ms in range(1000)]  # a line's milliseconds, as `TimeNameMessage` writes them
 
 
@@ -533,6 +684,19 @@ class FastServer:
         self.idle_timeout_s = config.stream_idle_timeout_s
         self.inner = UpstreamPool(unix_path=inner_socket)
         self.connections: set[_ClientConnection] = set()
+        # With several workers (proxy/worker_set.py): links to the others, to hand them connections.
+        self.workers = app.get(WORKERS)
+        workers = self.workers
+        self.links = (
+            HandoffLinks(workers.handoff_socket) if workers is not None and workers.count > 1 else None
+        )
+        self.listener: HandoffListener | None = None
+        self.handoff_bytes = config.max_body_bytes + MAX_HEAD_BYTES  # what a connection keeps for one
+        self.counts = app.get(HANDOFF_COUNTS) or HandoffCounts()
+        self.relays: dict[int, UpstreamPool] = {}
+        self.relay_warned: set[int] = set()
+        self.calls_server: asyncio.AbstractServer | None = None
+        self._adoptions: set[asyncio.Task[None]] = set()
 
     @property
     def access_sink(self) -> BatchedLines | None:
@@ -548,8 +712,62 @@ class FastServer:
     def __call__(self) -> _ClientConnection:
         return _ClientConnection(self)
 
+    def adopt(self, sock: socket.socket, data: bytes) -> None:
+        self.counts.received += 1
+        conn = _ClientConnection(self, data)
+        task = asyncio.get_running_loop().create_task(self._adopted(conn, sock))
+        self._adoptions.add(task)
+        task.add_done_callback(self._adoptions.discard)
+
+    async def _adopted(self, conn: _ClientConnection, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
+        except Exception:
+            log.exception("could not serve a connection handed over by another worker")
+            sock.close()
+
     def metrics_errors(self, cause: str) -> None:
         self.app[METRICS].errors.labels(cause).inc()
+
+    def calls_socket(self, index: int) -> str:
+        """Where worker `index`'s fast server takes the calls other workers relay to it."""
+        assert self.workers is not None
+        return os.path.join(self.workers.directory, f"calls-{index}.sock")
+
+    async def listen_for_workers(self) -> None:
+        """Adopts the connections other workers hand to this one (its hand-off socket) and serves the calls
+        they relay to it (its calls socket)."""
+        workers = self.workers
+        if self.links is None or workers is None:
+            return
+        self.listener = HandoffListener(workers.handoff_socket(workers.index), self.adopt)
+        path = self.calls_socket(workers.index)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # left by this worker's previous run
+        loop = asyncio.get_running_loop()
+        self.calls_server = await loop.create_unix_server(lambda: _ClientConnection(self, relayed=True), path)
+
+    async def relay_call(
+        self, owner: int, request: _Request, downstream: _Downstream, peer: str, path: str, tenant: str | None
+    ) -> None:
+        """A call of `owner`'s session on a connection that moved once already: sent to the owner's fast
+        server over its calls socket and the answer relayed (the owner applies every timeout upstream). If
+        the owner cannot be reached, the call is served here (counted in `HandoffCounts.failed`)."""
+        pool = self.relays.get(owner)
+        if pool is None:
+            pool = self.relays[owner] = UpstreamPool(unix_path=self.calls_socket(owner))
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer})
+        try:
+            upstream = await pool.request("http://saga" + request.url, request.body, headers, 10.0)
+        except ConnectFailed as e:
+            self.counts.failed += 1
+            if owner not in self.relay_warned:
+                self.relay_warned.add(owner)
+                log.warning("cannot relay a call to worker %d (%s): serving its calls here", owner, e)
+            await serve_call(self.app, path, CIMultiDict(request.headers), request.body, tenant, downstream)
+            return
+        self.counts.relayed += 1
+        await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
 
     async def hand_off(self, request: _Request, downstream: _Downstream, peer: str) -> None:
         """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed.
@@ -583,3 +801,11 @@ class FastServer:
             if conn.transport is not None:
                 conn.transport.close()
         self.inner.close()
+        if self.listener is not None:
+            self.listener.close()
+        if self.links is not None:
+            self.links.close()
+        if self.calls_server is not None:
+            self.calls_server.close()
+        for pool in self.relays.values():
+            pool.close()

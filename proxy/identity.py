@@ -115,16 +115,8 @@ def _inferred_session(
     return session, chain[-1]
 
 
-def identify(
-    headers: Mapping[str, str],
-    fields: CallFields,
-    request_id: str,
-    tenant_sources: tuple[str, ...] = (*TENANT_HEADERS, API_KEY),
-    *,
-    chains: PrefixChains | None = None,
-) -> Identity:
-    """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
-    The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default"."""
+def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | None:
+    """The session the client named, in precedence order; raises IdentityError on a bad value."""
     session = _first(headers, SESSION_HEADERS)
     if session is None and fields.session_id:
         session = check_id("session_id", fields.session_id)
@@ -136,14 +128,54 @@ def identify(
             if not isinstance(xarg, str):
                 raise IdentityError("vllm_xargs.session_id", "vllm_xargs.session_id must be a string")
             session = check_id("vllm_xargs.session_id", xarg)
+    return session
+
+
+def ownership_key(
+    headers: Mapping[str, str], fields: CallFields
+) -> tuple[str | None, list[ChatMessage] | None]:
+    """The key whose owner schedules this call when the proxy runs as N workers (proxy/worker_set.py), and
+    the call's decoded messages when finding it decoded them (for `identify`, so they are decoded once).
+
+    The explicit session id if the client named one; else, for a chat call, the conversation's opening
+    (what the inferred session id hashes: system and first user message, which every later call of the
+    conversation repeats, so prefix-chained continuations share the key); else None: a call that is a
+    session of its own, served by whichever worker read it. A bad identity value is None too: the call is
+    refused where it was read. Known limit: a Responses API call continuing through `previous_response_id`
+    alone has no key (the response-to-session index lives in the worker that served the response)."""
+    try:
+        session = _explicit_session(headers, fields)
+    except IdentityError:
+        return None, None
+    if session:
+        return session, None
+    if fields.previous_response_id or not fields.messages:
+        return None, None
+    decoded = decode_messages(fields.messages)
+    return (None if decoded is None else _conversation_key(decoded)), decoded
+
+
+def identify(
+    headers: Mapping[str, str],
+    fields: CallFields,
+    request_id: str,
+    tenant_sources: tuple[str, ...] = (*TENANT_HEADERS, API_KEY),
+    *,
+    chains: PrefixChains | None = None,
+    decoded: list[ChatMessage] | None = None,
+) -> Identity:
+    """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
+    The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default".
+    `decoded`: the call's messages when `ownership_key` decoded them already (decoded once a call)."""
+    session = _explicit_session(headers, fields)
     inferred = False
     prompt_chain = None
-    decoded: list[ChatMessage] | None = None  # the messages, when session inference decoded them
     if not session and fields.previous_response_id and chains is not None:
         session = chains.session_of_response(fields.previous_response_id)
         inferred = session is not None
     if not session and fields.messages:
-        decoded = decode_messages(fields.messages)
+        if decoded is None:
+            decoded = decode_messages(fields.messages)
         if decoded is not None:
             session, prompt_chain = _inferred_session(decoded, request_id, chains)
         inferred = session is not None

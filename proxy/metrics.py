@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from proxy.connection_handoff import HandoffCounts
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore
 
@@ -114,6 +115,7 @@ class ProxyMetrics(Collector):
         )
         self._core: SchedulerCore | None = None
         self.releaser: RetentionReleaser | None = None  # set at startup, with the upstream session
+        self.handoffs: HandoffCounts | None = None  # set in a worker of several (proxy/server.py)
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -132,6 +134,16 @@ class ProxyMetrics(Collector):
         for histogram in (self.ttft, self.latency, self.task_completion):
             yield histogram.family()
         yield from self._releases()
+        if self.handoffs is not None:
+            moved = CounterMetricFamily(
+                "saga_handoffs",
+                "Between workers: connections sent to and received from a session's owner, calls relayed to "
+                "it, calls served here because it could not be reached",
+                labels=["kind"],
+            )
+            for kind in ("sent", "received", "relayed", "failed"):
+                moved.add_metric([kind], getattr(self.handoffs, kind))
+            yield moved
         core = self._core
         if core is None:
             return

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ProxyConfig
-from proxy.context import WORKERS
+from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts
+from proxy.context import METRICS, WORKERS
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
@@ -48,6 +49,8 @@ async def running_proxy(
         app = create_app(config, core, workers=workers)
     else:
         app = create_app(config, core, resolver, workers=workers)
+    if app[WORKERS] is not None:  # before the app is frozen: /metrics can read them
+        app[HANDOFF_COUNTS] = app[METRICS].handoffs = HandoffCounts()
     fast = server_kind(config) == "fast"
     runner = OpenAIErrorAppRunner(
         app,
@@ -71,11 +74,15 @@ async def running_proxy(
                 inner = os.path.join(private, "app.sock")  # only this process's user can reach it
             else:  # other workers gather metrics and state from it (the supervisor made the dir 0700)
                 inner = workers.app_socket(workers.index)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(inner)  # left by this worker's previous run (the supervisor restarted it)
             await web.UnixSite(runner, inner).start()
             protocol = FastServer(app, inner)
+            # Workers share the port: the kernel spreads new connections over them (SO_REUSEPORT).
             server = await asyncio.get_running_loop().create_server(
-                protocol, config.host, config.port, backlog=1024
+                protocol, config.host, config.port, backlog=1024, reuse_port=workers is not None
             )
+            await protocol.listen_for_workers()
             try:
                 host, port = server.sockets[0].getsockname()[:2]
                 yield f"http://{host}:{port}"
@@ -85,6 +92,11 @@ async def running_proxy(
                 await server.wait_closed()
     finally:
         await runner.cleanup()
+
+
+def ready_file(directory: str, index: int) -> str:
+    """Made by worker `index` once it serves (the supervisor waits for every worker's)."""
+    return os.path.join(directory, f"ready-{index}")
 
 
 def server_kind(config: ProxyConfig) -> str:
@@ -115,21 +127,37 @@ def freeze_start_up_heap() -> None:
     gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
+def listening_line(url: str, config: ProxyConfig) -> str:
+    policy = config.policy if isinstance(config.policy, str) else "custom"
+    return f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}"
+
+
 async def serve_forever(config: ProxyConfig) -> None:
+    """`saga serve`'s proxy, or one worker of `saga serve --workers N` (proxy/supervisor.py), until killed."""
     if config.log_format == "json":
         use_json_logs()
     access = batch_access_log(logging.getLogger("saga.access")) if config.access_log else None
+    workers = WorkerSet.from_environ()
+    supervisor = os.getppid()
     try:
         async with running_proxy(config) as url:
             policy = config.policy if isinstance(config.policy, str) else "custom"
-            log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
-            replicas = ", ".join(config.replicas)
-            print(f"SAGA proxy listening on {url} (policy {policy}) -> {replicas}", flush=True)
+            if workers is None:
+                log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
+                print(listening_line(url, config), flush=True)
+            else:  # the supervisor prints the listening line once every worker is ready
+                log.debug("worker %d of %d on %s", workers.index, workers.count, url)
+                os.close(
+                    os.open(ready_file(workers.directory, workers.index), os.O_CREAT | os.O_WRONLY, 0o600)
+                )
             freeze_start_up_heap()
             while True:
                 await asyncio.sleep(ACCESS_LOG_FLUSH_S)
                 if access is not None:
                     access.flush()
+                if workers is not None and os.getppid() != supervisor:
+                    log.error("worker %d: the supervisor is gone; stopping", workers.index)
+                    return
     finally:
         if access is not None:
             access.flush()

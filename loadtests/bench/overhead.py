@@ -6,7 +6,12 @@ generator (wrk, one thread, `--connections` connections) drives every target in 
 drift on the machine hits all of them alike. Per round and target: requests/s, p50/p99 latency, non-2xx
 answers and the router process's CPU time per request (utime + stime from /proc/<pid>/stat, all threads).
 Reported: medians over rounds, latency added over direct, and throughput ratios against vllm-router.
-`saga-aiohttp` (SAGA with `--server aiohttp`, not run by default) compares SAGA's two client-facing servers.
+`saga-aiohttp` (SAGA with `--server aiohttp`, not run by default) compares SAGA's two client-facing servers;
+`saga-workers` (not run by default) is SAGA with `--workers N` (`--saga-workers`; its CPU is the supervisor's
+and its workers'). `--sessions` says whether the load carries session ids: none (every call repeats one
+conversation opening, so N workers would hand every call to one owner), per-connection (an agent per
+connection, as agents hold theirs) or pooled (sessions rotating over connections per request: the worst
+case for hand-offs).
 `--backend paced` streams as vLLM does instead (loadtests/bench/paced_backend.py: one event per write, a few
 ms apart), so a router's per-chunk cost shows; its non-streaming answers are nginx's.
 `--rate R` paces the load below saturation: each connection waits `connections / R` seconds after each
@@ -63,7 +68,8 @@ CHAT_SSE = (
     '"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}\\n\\n' + "data: [DONE]\\n\\n"
 )
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-TARGETS = ("direct", "saga", "saga-aiohttp", "vllm-router", "sglang-router")
+TARGETS = ("direct", "saga", "saga-workers", "saga-aiohttp", "vllm-router", "sglang-router")
+SESSION_LOADS = ("none", "per-connection", "pooled")
 DEFAULT_TARGETS = ("direct", "saga", "vllm-router", "sglang-router")
 
 
@@ -98,6 +104,8 @@ class OverheadReport(msgspec.Struct):
     load_generator: str
     modes: dict[str, dict[str, TargetResult]]
     rate: float | None = None  # paced: requests/s offered over all connections; None: as fast as answered
+    sessions: str = "none"  # how the load names sessions (`--sessions`)
+    saga_workers: int | None = None  # the `saga-workers` target's `--workers`
 
 
 def request_rate(text: str) -> float:
@@ -108,12 +116,31 @@ def request_rate(text: str) -> float:
     return value
 
 
-def wrk_script(request_body: str, connections: int, rate: float | None) -> str:
-    """wrk's Lua script: POST `request_body`; paced at `rate` requests/s over `connections` when given."""
+def wrk_script(request_body: str, connections: int, rate: float | None, sessions: str = "none") -> str:
+    """wrk's Lua script: POST `request_body`; paced at `rate` requests/s over `connections` when given.
+
+    `sessions`: none (no session id: every call repeats one conversation opening), per-connection (as agents
+    holding their connections: wrk runs a thread per connection, each sending its own `X-Session-Id`), or
+    pooled (a client pooling connections across agents: the session rotates over `connections` ids per
+    request, so a connection carries every session in turn)."""
     script = (
         f'wrk.method = "POST"\nwrk.body = {msgspec.json.encode(request_body).decode()}\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
+    if sessions == "per-connection":  # `init` runs before wrk formats the thread's one request
+        script += (
+            "local threads = 0\n"
+            'function setup(thread)\n  thread:set("session", "agent-" .. threads)\n'
+            "  threads = threads + 1\nend\n"
+            'function init(args)\n  wrk.headers["X-Session-Id"] = session\nend\n'
+        )
+    elif sessions == "pooled":
+        script += (
+            "local sent = 0\n"
+            "function request()\n  sent = sent + 1\n"
+            f'  wrk.headers["X-Session-Id"] = "agent-" .. (sent % {connections})\n'
+            "  return wrk.format()\nend\n"
+        )
     if rate is not None:
         script += f"function delay()\n  return {1000.0 * connections / rate:.3f}\nend\n"
     return script
@@ -135,7 +162,23 @@ def add_overhead_parser(modes: Any) -> None:
         default=",".join(DEFAULT_TARGETS),
         help="comma-separated subset of "
         + ", ".join(TARGETS)
-        + " (saga-aiohttp: SAGA with `--server aiohttp`); default: %(default)s",
+        + " (saga-workers: SAGA with `--workers N`; saga-aiohttp: SAGA with `--server aiohttp`); "
+        "default: %(default)s",
+    )
+    p.add_argument(
+        "--saga-workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="worker processes of the saga-workers target (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sessions",
+        choices=SESSION_LOADS,
+        default="none",
+        help="session ids the load carries: none; per-connection (one agent per connection, wrk with a "
+        "thread per connection); pooled (sessions rotating over the connections per request); "
+        "default: %(default)s",
     )
     p.add_argument(
         "--rate",
@@ -228,8 +271,14 @@ def _started(cmd: list[str], health_url: str, env: dict[str, str] | None = None)
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` and its live child processes (`saga serve --workers N`'s workers)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                seconds += _cpu_seconds(int(child))
+    return seconds
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -254,8 +303,17 @@ def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
     )
 
 
-def _wrk(url: str, script: Path, connections: int, duration_s: float) -> str:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", "-s", str(script), url]
+def _wrk(url: str, script: Path, connections: int, duration_s: float, threads: int = 1) -> str:
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration_s + 60).stdout
 
 
@@ -284,9 +342,11 @@ def run_overhead(args: argparse.Namespace) -> int:
         backend="nginx (1 worker, fixed body)"
         if args.backend == "nginx"
         else f"paced ({args.paced_events} events {args.paced_interval_ms:g} ms apart; JSON as nginx)",
-        load_generator="wrk -t1 --latency",
+        load_generator=f"wrk -t{args.connections if _sessions(args) == 'per-connection' else 1} --latency",
         modes={},
         rate=getattr(args, "rate", None),
+        sessions=_sessions(args),
+        saga_workers=getattr(args, "saga_workers", 2) if "saga-workers" in targets else None,
     )
     with tempfile.TemporaryDirectory(prefix="saga-overhead-") as tmp:
         workdir = Path(tmp)
@@ -296,6 +356,10 @@ def run_overhead(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     return 0
+
+
+def _sessions(args: argparse.Namespace) -> str:
+    return str(getattr(args, "sessions", "none"))
 
 
 def _run_mode(
@@ -308,7 +372,9 @@ def _run_mode(
     backend = f"http://127.0.0.1:{backend_port}"
     script = workdir / f"wrk-{mode}.lua"
     request = msgspec.json.encode({**REQUEST, "stream": stream}).decode()
-    script.write_text(wrk_script(request, args.connections, getattr(args, "rate", None)))
+    sessions = _sessions(args)
+    script.write_text(wrk_script(request, args.connections, getattr(args, "rate", None), sessions))
+    threads = args.connections if sessions == "per-connection" else 1
     results = {t: TargetResult() for t in targets}
     with contextlib.ExitStack() as stack:
         if stream and getattr(args, "backend", "nginx") == "paced":
@@ -326,12 +392,14 @@ def _run_mode(
             if target == "direct":
                 urls[target] = (backend, None)
                 continue
-            if target in ("saga", "saga-aiohttp"):
+            if target in ("saga", "saga-workers", "saga-aiohttp"):
                 env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
                 cmd = [sys.executable, "-m", "proxy.cli", "serve", "--replica", backend, "--port", str(port)]
                 cmd += args.saga_args.split()
                 if target == "saga-aiohttp":
                     cmd += ["--server", "aiohttp"]
+                if target == "saga-workers":
+                    cmd += ["--workers", str(getattr(args, "saga_workers", 2))]
                 pid = stack.enter_context(_started(cmd, f"http://127.0.0.1:{port}/health", env))
             else:
                 spec = RouterSpec(target, "round_robin")
@@ -343,11 +411,11 @@ def _run_mode(
                 pid = stack.enter_context(_started(cmd, f"http://127.0.0.1:{port}/health"))
             urls[target] = (f"http://127.0.0.1:{port}", pid)
         for url, _ in urls.values():  # warm-up: connections, caches, JITs
-            _wrk(url + "/v1/chat/completions", script, args.connections, 1.0)
+            _wrk(url + "/v1/chat/completions", script, args.connections, 1.0, threads)
         for _ in range(args.rounds):
             for name, (url, router_pid) in urls.items():
                 cpu_before = _cpu_seconds(router_pid) if router_pid else 0.0
-                out = _wrk(url + "/v1/chat/completions", script, args.connections, args.duration)
+                out = _wrk(url + "/v1/chat/completions", script, args.connections, args.duration, threads)
                 cpu = _cpu_seconds(router_pid) - cpu_before if router_pid else None
                 rps, p50, p99, non_2xx, total = parse_wrk(out)
                 per_request = cpu / total * 1e6 if cpu is not None and total else None
@@ -383,9 +451,10 @@ def _summarise(results: dict[str, TargetResult]) -> None:
 def _print(report: OverheadReport) -> None:
     for mode, results in report.modes.items():
         paced = "" if report.rate is None else f", paced at {report.rate:g} requests/s"
+        workers = "" if report.saga_workers is None else f", saga-workers: {report.saga_workers}"
         print(
-            f"\n{mode} ({report.connections} connections{paced}, {report.rounds} x {report.duration_s:g} s, "
-            "medians)"
+            f"\n{mode} ({report.connections} connections{paced}, sessions {report.sessions}{workers}, "
+            f"{report.rounds} x {report.duration_s:g} s, medians)"
         )
         head = ("target", "req/s", "p50 ms", "p99 ms", "+p50", "+p99", "CPU us/req", "vs vllm-r")
         print("{:15} {:>9} {:>8} {:>8} {:>7} {:>7} {:>10} {:>9}".format(*head))

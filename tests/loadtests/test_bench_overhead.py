@@ -67,6 +67,17 @@ def test_a_paced_script_waits_connections_over_rate_after_each_answer() -> None:
     assert paced.startswith(unpaced) and "return 16.000" in paced  # 32 connections / 2000 per s = 16 ms
 
 
+def test_session_scripts_name_a_session_per_connection_or_per_request() -> None:
+    plain = wrk_script('{"a": "b"}', 8, None)
+    assert "X-Session-Id" not in plain
+    per_connection = wrk_script('{"a": "b"}', 8, None, "per-connection")
+    # each wrk thread (one per connection) sets its own id before wrk formats its one request
+    assert 'thread:set("session", "agent-" .. threads)' in per_connection
+    assert 'function init(args)\n  wrk.headers["X-Session-Id"] = session' in per_connection
+    pooled = wrk_script('{"a": "b"}', 8, 100.0, "pooled")
+    assert '"agent-" .. (sent % 8)' in pooled and "return wrk.format()" in pooled and "delay" in pooled
+
+
 def test_wrk_output_is_parsed_with_units() -> None:
     assert parse_wrk(WRK_OUTPUT) == (10000.5, 0.85, 1200.0, 12, 30000)
 
@@ -137,3 +148,19 @@ def test_a_tiny_paced_run_streams_through_saga(tmp_path: Path) -> None:
     assert report["backend"].startswith("paced")
     saga = report["modes"]["sse"]["saga"]
     assert saga["rps"] > 0 and saga["rounds"][0]["non_2xx"] == 0
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("wrk") is None, reason="needs nginx and wrk"
+)
+@pytest.mark.parametrize("sessions", ["per-connection", "pooled"])
+def test_a_tiny_run_measures_saga_workers_with_sessions(tmp_path: Path, sessions: str) -> None:
+    out = tmp_path / "overhead.json"
+    args = _tiny_run(out, modes="json", backend="nginx", sessions=sessions, saga_workers=2)
+    args.targets = "saga-workers"
+    assert run_overhead(args) == 0
+    report = json.loads(out.read_text())
+    assert report["sessions"] == sessions and report["saga_workers"] == 2
+    workers = report["modes"]["json"]["saga-workers"]
+    assert workers["rps"] > 0 and workers["rounds"][0]["non_2xx"] == 0
+    assert workers["cpu_us_per_request"] is not None

@@ -1,0 +1,174 @@
+"""`saga serve --workers N`: N worker processes serving one port, started, watched and stopped by this one.
+
+One event-loop thread bounds a single proxy (docs/results/overhead.md), so with `workers > 1` `saga serve`
+becomes a supervisor: it makes a private directory (mode 0700) for the workers' sockets, binds the port with
+SO_REUSEPORT (port 0 picks one; the socket stays bound, not listening, so no other program takes the port
+while workers come and go), and runs the same `saga serve` command N times with `SAGA_WORKER_INDEX/COUNT/DIR`
+set (proxy/worker_set.py). Each worker listens on the port with SO_REUSEPORT and hands a client connection
+to the worker that owns its call's session (proxy/fast_server.py, proxy/connection_handoff.py).
+
+Contract:
+- The usual "SAGA proxy listening on ..." line is printed once, when every worker is ready (its ready file).
+- A worker that exits is restarted after a bounded backoff; `MAX_EXITS` exits within `EXIT_WINDOW_S`, or a
+  worker that exits before the first start-up completes, stop everything: exit code 1 with a message.
+- SIGTERM/SIGINT stop the workers (SIGTERM, then SIGKILL after `STOP_GRACE_S`), and the directory is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import deque
+
+from proxy.config import ProxyConfig
+from proxy.server import listening_line, ready_file
+from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
+
+log = logging.getLogger("saga.proxy")
+MAX_EXITS, EXIT_WINDOW_S = 5, 30.0
+RESTART_DELAY_S, MAX_RESTART_DELAY_S = 0.1, 5.0
+STOP_GRACE_S = 10.0
+READY_POLL_S = 0.05
+
+
+def hold_port(host: str, port: int) -> socket.socket:
+    """A socket bound (not listening) to the port with SO_REUSEPORT: learns port 0's pick and keeps it."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _all_exist(paths: list[str]) -> bool:
+    return all(os.path.exists(p) for p in paths)
+
+
+class Supervisor:
+    def __init__(self, config: ProxyConfig, worker_argv: list[str], environ: dict[str, str]) -> None:
+        self.config, self.worker_argv, self.environ = config, worker_argv, environ
+        self.count = config.workers
+        self.directory = ""
+        self.port = 0
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.exits: deque[float] = deque()  # when workers exited, over the last EXIT_WINDOW_S
+        self.stopping = asyncio.Event()
+        self.failure = ""
+        self.started = False  # every worker was ready once
+
+    async def run(self) -> int:
+        try:
+            held = hold_port(self.config.host, self.config.port)
+        except OSError as e:
+            print(f"saga: error: cannot bind {self.config.host}:{self.config.port}: {e}", file=sys.stderr)
+            return 1
+        self.directory = tempfile.mkdtemp(prefix="saga-workers-")  # mode 0700
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            self.port = held.getsockname()[1]
+            watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
+            if await self._all_ready():
+                self.started = True
+                host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+                print(listening_line(f"http://{host}:{self.port}", self.config), flush=True)
+                log.info("%d workers serving port %d", self.count, self.port)
+            await self.stopping.wait()
+            for task in watchers:
+                task.cancel()
+            await self._stop_all()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            held.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+        if self.failure:
+            print(f"saga: error: {self.failure}", file=sys.stderr, flush=True)
+            return 1
+        return 0
+
+    async def _all_ready(self) -> bool:
+        paths = [ready_file(self.directory, i) for i in range(self.count)]
+        while not self.stopping.is_set():
+            if _all_exist(paths):
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), READY_POLL_S)
+        return False
+
+    async def _start(self, index: int) -> asyncio.subprocess.Process:
+        env = {
+            **self.environ,
+            INDEX_VAR: str(index),
+            COUNT_VAR: str(self.count),
+            DIRECTORY_VAR: self.directory,
+        }
+        argv = [*self.worker_argv, "--port", str(self.port)]
+        return await asyncio.create_subprocess_exec(sys.executable, "-m", "proxy.cli", *argv, env=env)
+
+    async def _keep(self, index: int) -> None:
+        """Runs worker `index`, restarting it when it exits, until the supervisor stops."""
+        ready = ready_file(self.directory, index)
+        delay = RESTART_DELAY_S
+        while not self.stopping.is_set():
+            proc = self.procs[index] = await self._start(index)
+            code = await proc.wait()
+            if self.stopping.is_set():
+                return
+            if not self.started:  # a worker that cannot start (its error is above) is not retried
+                self.failure = f"worker {index} exited with code {code} while starting; stopped"
+                self.stopping.set()
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ready)
+            now = time.monotonic()
+            self.exits.append(now)
+            while self.exits and self.exits[0] < now - EXIT_WINDOW_S:
+                self.exits.popleft()
+            if len(self.exits) >= MAX_EXITS:
+                self.failure = (
+                    f"workers exited {len(self.exits)} times within {EXIT_WINDOW_S:.0f} s "
+                    f"(worker {index} last, code {code}); stopped"
+                )
+                self.stopping.set()
+                return
+            log.error("worker %d exited with code %s; restarting it in %.1f s", index, code, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(delay * 2, MAX_RESTART_DELAY_S)
+
+    async def _stop_all(self) -> None:
+        running = [p for p in self.procs.values() if p.returncode is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), STOP_GRACE_S)
+        except TimeoutError:
+            for proc in running:
+                if proc.returncode is None:
+                    log.error("worker pid %d did not stop in %.0f s; killing it", proc.pid, STOP_GRACE_S)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            await asyncio.gather(*(p.wait() for p in running))
+
+
+async def supervise(
+    config: ProxyConfig, worker_argv: list[str], environ: dict[str, str] | None = None
+) -> int:
+    """Runs `config.workers` workers, each `python -m proxy.cli *worker_argv --port P`, until stopped."""
+    return await Supervisor(config, worker_argv, dict(os.environ if environ is None else environ)).run()

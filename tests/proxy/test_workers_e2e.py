@@ -1,0 +1,399 @@
+"""`saga serve --workers 2` end to end over loopback: the supervisor, one port, and client connections handed
+to the worker that owns their call's session (proxy/supervisor.py, proxy/connection_handoff.py).
+
+Each test runs the real command (`python3 -m proxy.cli serve --simulate 2 --workers 2 --port 0`) and asks
+each worker's app socket what it scheduled. Fresh connections are spread over the workers by the kernel
+(SO_REUSEPORT), so a call reaches a worker that does not own its session about half the time: without the
+hand-off a session's calls would be split between the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httptools
+import pytest
+
+from proxy.worker_set import LOCAL_HEADER, WorkerSet, owner_of
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "saga-sim"
+START_S = 60.0
+
+
+class Saga:
+    def __init__(self, proc: subprocess.Popen[str], url: str, directory: Path, output: list[str]) -> None:
+        self.proc, self.url, self.directory, self.output = proc, url, directory, output
+        self.workers = WorkerSet(0, 2, str(directory))
+
+    def children(self) -> list[int]:
+        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(pid) for pid in text.split()]
+
+
+@contextlib.contextmanager
+def saga_workers(tmp_path: Path, *extra: str) -> Iterator[Saga]:
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "2", "--workers", "2", "--port", "0"]
+    cmd += ["--time-scale", "50", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:  # the supervisor's and workers' output, kept for failure messages
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith("SAGA proxy listening on "):
+                listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert listening.wait(START_S), "".join(output)
+        line = next(x for x in output if x.startswith("SAGA proxy listening on "))
+        url = line.split()[4]
+        (directory,) = tmp_path.glob("saga-workers-*")
+        assert directory.stat().st_mode & 0o777 == 0o700
+        yield Saga(proc, url, directory, output)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saga]:
+    with saga_workers(tmp_path_factory.mktemp("workers")) as s:
+        yield s
+
+
+def chat(session: str | None, text: str = "hello", stream: bool = False, **more: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 4}
+    if session is not None:
+        body["session_id"] = session
+    return {**body, "stream": stream, **more}
+
+
+async def fresh_call(
+    url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """One call on a connection of its own (so the kernel picks the worker)."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+        http.post(f"{url}/v1/chat/completions", json=body, headers=headers or {}) as r,
+    ):
+        return r.status, await r.text()
+
+
+async def sessions_of(saga: Saga, index: int) -> dict[str, int]:
+    """The sessions worker `index` scheduled (its own, not gathered from the others) and their calls."""
+    connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get("http://worker/saga/v1/sessions", headers={LOCAL_HEADER: "1"}) as r,
+    ):
+        assert r.status == 200
+        return {s["session_id"]: s["calls"] for s in (await r.json())["sessions"]}
+
+
+def owned_by(owner: int, count: int, prefix: str) -> list[str]:
+    return [k for k in (f"{prefix}-{i}" for i in range(100)) if owner_of(k, 2) == owner][:count]
+
+
+async def test_calls_of_a_session_on_fresh_connections_are_scheduled_by_its_owner(saga: Saga) -> None:
+    sessions = owned_by(0, 3, "fresh") + owned_by(1, 3, "fresh")
+    for step in range(4):
+        for s in sessions:  # streams too: a stream's answer goes out from the owner after a hand-off
+            status, text = await fresh_call(saga.url, chat(s, f"step {step}", stream=step % 2 == 1))
+            assert status == 200, text
+            if step % 2 == 1:
+                assert text.rstrip().endswith("data: [DONE]")
+            else:
+                assert json.loads(text)["object"] == "chat.completion"
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in sessions:
+        owner = owner_of(s, 2)
+        assert scheduled[owner].get(s) == 4, (s, scheduled)
+        assert s not in scheduled[1 - owner]
+
+
+async def test_an_inferred_conversation_stays_with_one_worker(saga: Saga) -> None:
+    """No session id: the owner is found by the conversation's opening, which every later call repeats."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are the inferred-conversation test agent."},
+        {"role": "user", "content": "first task"},
+    ]
+    for step in range(4):
+        body = {"model": MODEL, "messages": messages, "max_tokens": 4}
+        status, text = await fresh_call(saga.url, body)
+        assert status == 200, text
+        answer = json.loads(text)["choices"][0]["message"]
+        messages = [*messages, {"role": "assistant", "content": answer["content"]}]
+        messages.append({"role": "user", "content": f"tool result {step}"})
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    inferred = [{k: v for k, v in w.items() if k.startswith("conv-")} for w in scheduled]
+    assert sorted(len(w) for w in inferred) == [0, 1], inferred  # one session, on one worker
+    assert sum(sum(w.values()) for w in inferred) == 4
+
+
+def request_bytes(path: str, body: dict[str, Any] | None, close: bool = False) -> bytes:
+    payload = b"" if body is None else json.dumps(body).encode()
+    method = "GET" if body is None else "POST"
+    head = f"{method} {path} HTTP/1.1\r\nHost: saga\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(payload)}\r\n" + ("Connection: close\r\n" if close else "")
+    return head.encode() + b"\r\n" + payload
+
+
+class _Answers:
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, bytes]] = []
+        self.parser = httptools.HttpResponseParser(self)
+        self._body: list[bytes] = []
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.answers.append((self.parser.get_status_code(), b"".join(self._body)))
+        self._body = []
+
+
+async def pipelined(url: str, requests: list[bytes]) -> list[tuple[int, bytes]]:
+    """Sends every request at once on one keep-alive connection; the answers, as they came, to the close."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"".join(requests))
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 60)  # to the close the last request asks for
+    writer.close()
+    answers = _Answers()
+    answers.parser.feed_data(data)
+    return answers.answers
+
+
+async def test_pipelined_requests_of_sessions_owned_by_different_workers_are_answered_in_order(
+    saga: Saga,
+) -> None:
+    zero, one = owned_by(0, 3, "pipe"), owned_by(1, 3, "pipe")
+    prompt = {"model": MODEL, "prompt": "once upon", "max_tokens": 3}
+    requests = [
+        request_bytes("/v1/chat/completions", chat(zero[0])),
+        request_bytes("/v1/completions", {**prompt, "session_id": one[0]}),
+        request_bytes("/health", None),
+        request_bytes("/v1/chat/completions", chat(one[1], stream=True)),
+        request_bytes("/v1/completions", {**prompt, "session_id": zero[1]}),
+        request_bytes("/v1/chat/completions", chat(zero[2])),
+        request_bytes("/v1/chat/completions", chat(one[2]), close=True),
+    ]
+    for _ in range(3):  # whichever worker accepts the connection, it changes hands on the way
+        answers = await pipelined(saga.url, requests)
+        assert [status for status, _ in answers] == [200] * 7, answers
+        kinds = []
+        for _, body in answers:
+            if body.startswith(b"data:"):
+                kinds.append("stream")
+            else:
+                kinds.append(json.loads(body).get("object", "health"))
+        assert kinds == [
+            "chat.completion",
+            "text_completion",
+            "health",
+            "stream",
+            "text_completion",
+            "chat.completion",
+            "chat.completion",
+        ]
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in zero + one:
+        assert scheduled[owner_of(s, 2)].get(s) == 3, (s, scheduled)
+
+
+async def test_refusals_are_answered_where_they_are_read(saga: Saga) -> None:
+    for _ in range(6):  # fresh connections: both workers read some
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+            http.post(f"{saga.url}/v1/chat/completions", data=b"{not json") as bad_json,
+        ):
+            assert bad_json.status == 400
+            assert (await bad_json.json())["error"]["code"] == "invalid_request_body"
+        status, text = await fresh_call(saga.url, chat("caf\u00e9 session"))  # not printable ASCII
+        assert status == 400
+        assert json.loads(text)["error"]["code"] == "invalid_identity"
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def wait_for(condition: Any, what: str, saga: Saga) -> None:
+    deadline = time.monotonic() + START_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}:\n{''.join(saga.output)}"
+        time.sleep(0.1)
+
+
+async def test_a_killed_worker_is_restarted_and_sigterm_stops_everything(tmp_path: Path) -> None:
+    with saga_workers(tmp_path) as saga:
+        before = saga.children()
+        assert len(before) == 2
+        os.kill(before[0], signal.SIGKILL)
+        wait_for(lambda: len(saga.children()) == 2 and before[0] not in saga.children(), "no restart", saga)
+        ready = [Path(saga.workers.directory) / f"ready-{i}" for i in range(2)]
+        wait_for(lambda: all(p.exists() for p in ready), "the restarted worker is not ready", saga)
+        sessions = owned_by(0, 2, "restart") + owned_by(1, 2, "restart")
+        for s in sessions * 2:  # both workers serve, and hand connections to each other again
+            status, text = await fresh_call(saga.url, chat(s))
+            assert status == 200, text
+        scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+        for s in sessions:
+            assert scheduled[owner_of(s, 2)].get(s) == 2, (s, scheduled)
+        children = saga.children()
+        saga.proc.send_signal(signal.SIGTERM)
+        assert saga.proc.wait(timeout=30) == 0, "".join(saga.output)
+        assert not any(_alive(pid) for pid in children)
+        assert not saga.directory.exists()
+
+
+def test_workers_need_the_fast_server(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--replica", "http://127.0.0.1:9", "--workers", "2"]
+    cmd += ["--server", "aiohttp"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "workers > 1 needs server: fast" in done.stderr
+
+
+# ---- the pure parts ----------------------------------------------------------------------------------
+
+
+def test_ownership_key_follows_the_session_precedence() -> None:
+    from multidict import CIMultiDict
+
+    from proxy.identity import decode_call, ownership_key
+
+    def key(headers: dict[str, str], body: dict[str, Any]) -> str | None:
+        return ownership_key(CIMultiDict(headers), decode_call(json.dumps(body).encode()))[0]
+
+    assert key({"X-Session-Id": "h"}, {"session_id": "b", "prompt_cache_key": "p"}) == "h"
+    assert key({}, {"session_id": "b", "prompt_cache_key": "p"}) == "b"
+    assert key({}, {"prompt_cache_key": "p", "vllm_xargs": {"session_id": "x"}}) == "p"
+    assert key({}, {"vllm_xargs": {"session_id": "x"}}) == "x"
+    assert key({"X-Session-Id": "bad\x01"}, {"session_id": "b"}) is None  # refused where it is read
+    assert key({}, {"input": "go on", "previous_response_id": "resp-1"}) is None  # the known limit
+    assert key({}, {"prompt": "a completion of its own"}) is None
+    opening = [{"role": "system", "content": "agent"}, {"role": "user", "content": "task"}]
+    first = key({}, {"messages": opening})
+    later = key(
+        {}, {"messages": [*opening, {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}
+    )
+    assert first is not None and first.startswith("conv-") and first == later
+    assert (
+        key({}, {"messages": [{"role": "system", "content": "agent"}, {"role": "user", "content": "other"}]})
+        != first
+    )
+
+
+def test_message_start_finds_a_pipelined_request_after_served_ones() -> None:
+    from proxy.fast_server import _message_start
+
+    chunked = b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    plain = request_bytes("/v1/chat/completions", chat("s"))
+    data = plain + chunked + b"GET /health HTTP/1.1\r\n\r\n" + plain[:20]
+    assert _message_start(data, 0) == 0
+    assert _message_start(data, 1) == len(plain)
+    assert _message_start(data, 2) == len(plain) + len(chunked)
+    assert _message_start(data, 3) == len(data) - 20
+
+
+async def test_a_connection_pooled_across_sessions_moves_once_then_relays(saga: Saga) -> None:
+    """One keep-alive connection carrying both workers' sessions in turn (a client pooling connections
+    across agents): it moves to another worker at most once; later calls of the other worker's sessions are
+    relayed to it. Either way each session is scheduled by its owner."""
+    sessions = owned_by(0, 2, "pooled") + owned_by(1, 2, "pooled")
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for step in range(3):
+            for s in sessions:
+                body = chat(s, f"step {step}", stream=s == sessions[-1])
+                async with http.post(f"{saga.url}/v1/chat/completions", json=body) as r:
+                    text = await r.text()
+                    assert r.status == 200, text
+                    if s == sessions[-1]:
+                        assert text.rstrip().endswith("data: [DONE]")
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in sessions:
+        assert scheduled[owner_of(s, 2)].get(s) == 3, (s, scheduled)
+        assert s not in scheduled[1 - owner_of(s, 2)]
+
+
+async def test_a_large_request_is_handed_over_whole(saga: Saga) -> None:
+    """A body bigger than a Unix socket's buffer: the hand-off frame is finished in the background."""
+    sessions = owned_by(0, 1, "large") + owned_by(1, 1, "large")
+    padding = "x" * (3 * 1024 * 1024)
+    for _ in range(3):
+        for s in sessions:
+            status, text = await fresh_call(saga.url, chat(s, metadata={"padding": padding}))
+            assert status == 200, text[:300]
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in sessions:
+        assert scheduled[owner_of(s, 2)].get(s) == 3, (s, scheduled)
+
+
+async def test_pipelined_requests_over_the_hand_off_bound_are_relayed_to_their_owners(tmp_path: Path) -> None:
+    """What a connection keeps for a move is bounded (max_body_bytes + the head limit): past it, the
+    connection stays where it is and the calls of other workers' sessions on it are relayed."""
+    with saga_workers(tmp_path, "--max-body-bytes", "4096") as saga:
+        sessions = owned_by(0, 3, "bound") + owned_by(1, 3, "bound")
+        padding = {"padding": "p" * 3000}
+        prompt = {"model": MODEL, "prompt": "once upon", "max_tokens": 3, "metadata": padding}
+        requests = []
+        for i in range(30):  # ~100 kB at once: over 4 kB + 64 kB
+            s = sessions[i % len(sessions)]
+            if i % 2:
+                requests.append(request_bytes("/v1/completions", {**prompt, "session_id": s}, close=i == 29))
+            else:
+                requests.append(request_bytes("/v1/chat/completions", chat(s, metadata=padding)))
+        answers = await pipelined(saga.url, requests)
+        assert [status for status, _ in answers] == [200] * 30, answers[:3]
+        kinds = [json.loads(body)["object"] for _, body in answers]
+        assert kinds == ["chat.completion", "text_completion"] * 15
+        scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+        for s in sessions:
+            assert scheduled[owner_of(s, 2)].get(s) == 5, (s, scheduled)
+
+
+def test_workers_that_keep_exiting_stop_the_supervisor(tmp_path: Path) -> None:
+    with saga_workers(tmp_path) as saga:
+        for _ in range(5):  # supervisor.MAX_EXITS within EXIT_WINDOW_S
+            victims = saga.children()
+            assert victims, "".join(saga.output)
+            os.kill(victims[0], signal.SIGKILL)
+            wait_for(
+                lambda v=victims[0]: saga.proc.poll() is not None or v not in saga.children(),
+                "no exit seen",
+                saga,
+            )
+            wait_for(lambda: saga.proc.poll() is not None or len(saga.children()) == 2, "no restart", saga)
+        assert saga.proc.wait(timeout=60) == 1
+        wait_for(
+            lambda: any("saga: error: workers exited 5 times" in x for x in saga.output), "no message", saga
+        )
+        assert not saga.directory.exists()
