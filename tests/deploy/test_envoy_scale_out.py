@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from simulator.server import ReplicaFleet, start_fleet
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = shutil.which("envoy")
@@ -110,13 +110,7 @@ def stack(fleet: ReplicaFleet, tmp_path: Path) -> Iterator[Stack]:
     procs.append(start([ENVOY, "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"]))
     yield Stack(procs, ports, listen, admin)
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_process(p, 10)
 
 
 async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack) -> None:

@@ -30,6 +30,7 @@ from loadtests.locust_options import TaskSource, parse_tenant_mix
 from loadtests.tasks import AgentTask, Step
 from loadtests.workloads.catalog import generate
 from simulator.server import start_fleet
+from tests.processes import stop_process
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("locust") is None, reason="locust is not installed (in the test extra)"
@@ -49,13 +50,7 @@ def free_port() -> int:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, 15)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.config import ProxyConfig
+from proxy.worker_set import owner_of
 
 OK_JSON = (
     b'{"id":"c1","object":"chat.completion","model":"fake","choices":[{"index":0,"message":{"role":"assistant",'
@@ -201,3 +202,9 @@ async def dying_stream_replica() -> AsyncIterator[str]:
 def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
     """The proxy's configuration for an end-to-end test: a free port, a seed, fast health rounds."""
     return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)
+
+
+def session_owned_by(worker: int, workers: int, stem: str) -> str:
+    """A session id that worker `worker` of `workers` owns (proxy/worker_set.py), so a call sent to it with
+    this id is scheduled there and not handed to another worker."""
+    return next(f"{stem}-{k}" for k in range(1000) if owner_of(f"{stem}-{k}", workers) == worker)

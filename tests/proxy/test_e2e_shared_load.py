@@ -15,7 +15,7 @@ import pytest
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.server import running_proxy
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
-from tests.proxy.fakes import FakeReplica, config, fake_replica
+from tests.proxy.fakes import FakeReplica, config, fake_replica, session_owned_by
 
 # 1,000 blocks of 16 tokens: 16k tokens of KV, 24k with admission's default overcommit of 1.5
 METRICS = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0\n'
@@ -71,7 +71,8 @@ async def test_a_worker_admits_a_new_workflow_only_into_the_kv_the_other_worker_
         async with running_proxy(config([replica.url]), cores[1]) as second:
             await until(lambda: all(c.replicas[replica.url].kv_capacity_tokens == 16_000 for c in cores))
             # worker 0's workflow: ~20k tokens reserved while its call is in flight
-            big = asyncio.create_task(chat(http, first, "big", 80_000))
+            big_id, late_id = session_owned_by(0, 2, "big"), session_owned_by(1, 2, "late")
+            big = asyncio.create_task(chat(http, first, big_id, 80_000))
             await until(lambda: cores[0].admission.own_reserved(replica.url) > 20_000)  # type: ignore[union-attr]
             held = cores[0].admission.own_reserved(replica.url)  # type: ignore[union-attr]
             view = cores[1].replicas[replica.url]
@@ -79,11 +80,11 @@ async def test_a_worker_admits_a_new_workflow_only_into_the_kv_the_other_worker_
                 await until(lambda: view.foreign_reserved_tokens == held)
                 assert view.reserved_tokens == held
             # worker 1's new workflow, ~11k tokens: fits the replica alone, not beside worker 0's
-            late = asyncio.create_task(chat(http, second, "late", 40_000))
-            await until(lambda: "late" in cores[1].sessions)
-            waited = cores[1].admission.is_waiting("late")  # type: ignore[union-attr]
+            late = asyncio.create_task(chat(http, second, late_id, 40_000))
+            await until(lambda: late_id in cores[1].sessions)
+            waited = cores[1].admission.is_waiting(late_id)  # type: ignore[union-attr]
             assert await big == 200
-            async with http.post(f"{first}/saga/v1/sessions/big/end") as r:
+            async with http.post(f"{first}/saga/v1/sessions/{big_id}/end") as r:
                 # Its reservation goes: the next sync gives worker 1 the room. Apart, worker 1's app socket
                 # is not in worker 0's directory, so the broadcast names it missing (the end stands on 0).
                 assert r.status == (200 if shared else 502)

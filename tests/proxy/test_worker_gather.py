@@ -22,7 +22,7 @@ from proxy.scheduler.release import ReleaseQueueSpec
 from proxy.server import running_proxy
 from proxy.worker_gather import Gatherer, merge_replica_rows
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
-from tests.proxy.fakes import config, fake_replica
+from tests.proxy.fakes import config, fake_replica, session_owned_by
 
 ADMIN = {"Authorization": "Bearer adm"}
 CHAT = "/v1/chat/completions"
@@ -187,11 +187,12 @@ async def test_a_session_end_reaches_the_worker_that_knows_it(
     http: aiohttp.ClientSession, worker_dir: str
 ) -> None:
     async with fake_replica() as replica, workers_of(worker_dir, 2, [replica.url]) as w:
-        assert await chat(http, w.urls[1], "task-7") == 200
-        ended = await post_json(http, w.urls[0], "/saga/v1/sessions/task-7/end")
-        again = await post_json(http, w.urls[0], "/saga/v1/sessions/task-7/end")
+        task = session_owned_by(1, 2, "task")  # scheduled by worker 1, which it is sent to
+        assert await chat(http, w.urls[1], task) == 200
+        ended = await post_json(http, w.urls[0], f"/saga/v1/sessions/{task}/end")
+        again = await post_json(http, w.urls[0], f"/saga/v1/sessions/{task}/end")
         left = await get_json(http, w.urls[0], "/saga/v1/sessions")
-    assert ended == (200, {"session_id": "task-7", "ended": True, "workers_applied": [1]})
+    assert ended == (200, {"session_id": task, "ended": True, "workers_applied": [1]})
     assert again[0] == 404 and again[1]["error"]["code"] == "unknown_session"
     assert left["total"] == 0
 
@@ -200,7 +201,7 @@ async def test_graphs_are_gathered_and_a_dot_comes_from_the_worker_that_learned_
     http: aiohttp.ClientSession, worker_dir: str
 ) -> None:
     async with fake_replica() as replica, workers_of(worker_dir, 2, [replica.url]) as w:
-        assert await chat(http, w.urls[1], "g-1") == 200
+        assert await chat(http, w.urls[1], session_owned_by(1, 2, "g")) == 200
         graphs = await get_json(http, w.urls[0], "/saga/v1/graphs")
         async with http.get(w.urls[0] + "/saga/v1/graphs/coder.dot") as r:
             dot = (r.status, await r.text())
@@ -239,8 +240,8 @@ async def test_a_stopped_worker_is_named_and_the_others_still_answer(
         fake_replica() as second,
         workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
     ):
-        for i, url in enumerate(w.urls):
-            assert await chat(http, url, f"s{i}") == 200
+        for i, url in enumerate(w.urls):  # one session scheduled by each worker
+            assert await chat(http, url, session_owned_by(i, 3, "s")) == 200
         await w.stop(2)
         samples = await metrics(http, w.urls[0])
         listing = await get_json(http, w.urls[1], "/saga/v1/sessions")

@@ -27,6 +27,7 @@ import httptools
 import pytest
 
 from proxy.worker_set import LOCAL_HEADER, WorkerSet, owner_of
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "saga-sim"
@@ -70,13 +71,7 @@ def saga_workers(tmp_path: Path, *extra: str) -> Iterator[Saga]:
         assert directory.stat().st_mode & 0o777 == 0o700
         yield Saga(proc, url, directory, output)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 30)
 
 
 @pytest.fixture(scope="module")
