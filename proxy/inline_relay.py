@@ -99,13 +99,17 @@ class InlineRelay:
         collect_answer: bool,
         strip_usage: bool,
         max_answer_bytes: int,
+        account: bool = True,
     ) -> None:
+        """`account`: read the answer's usage, message and response id for `InlineCall.relayed`; False for
+        an answer another worker read them from already (proxy/fast_server.py's relayed calls)."""
         self.call, self.downstream, self.pool, self.key, self.conn = call, downstream, pool, key, conn
         self.extra_headers = extra_headers
         self.dropped = extra_dropped
         self.idle_timeout_s = idle_timeout_s
         self.collect_answer, self.strip_usage = collect_answer, strip_usage
         self.max_answer_bytes = max_answer_bytes
+        self.account = account
         self.outcome: Relayed | None = None  # set once the status line is in and the relay owns the answer
         self.headers: dict[str, str] = {}
         self.scanner: StreamScanner | None = None  # set for a stream
@@ -196,9 +200,10 @@ class InlineRelay:
             body = pending[0] if len(pending) == 1 else b"".join(pending)
             self.call.first_byte()
             outcome.first_byte = True
-            outcome.usage, outcome.answer = read_answer(body)
-            if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
-                outcome.response_id = response_id_of(body[:4096])
+            if self.account:
+                outcome.usage, outcome.answer = read_answer(body)
+                if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
+                    outcome.response_id = response_id_of(body[:4096])
             try:
                 self.downstream.answer(outcome.status, self.headers, body)
             except ConnectionError:
@@ -233,7 +238,7 @@ class InlineRelay:
                     outcome.first_byte = True
                 if self.strip_usage:
                     chunk = scanner.feed_stripping_usage(chunk)
-                else:
+                elif self.account:
                     scanner.feed(chunk)
                 # A chunk with more to come goes out now; the last waits to go with the stream's end.
                 if chunk and downstream.write_now(chunk, not conn.complete) and not conn.complete:
@@ -244,9 +249,10 @@ class InlineRelay:
                 rest = scanner.flush() if self.strip_usage else b""
                 if rest:
                     downstream.write_now(rest)
-                outcome.usage = scanner.usage()
-                outcome.answer = scanner.answer()
-                outcome.response_id = scanner.response_id
+                if self.account:
+                    outcome.usage = scanner.usage()
+                    outcome.answer = scanner.answer()
+                    outcome.response_id = scanner.response_id
                 downstream.end_now()
                 self._end()
             elif conn.broken is not None:
