@@ -25,7 +25,8 @@ Contract:
   is out, the connection moves to the owner with the bytes read since that request began
   (proxy/connection_handoff.py; the owner serves its first request whatever it computes, so no ping-pong). A
   connection moves at most once: later calls of other workers' sessions on it are relayed to the owner's
-  calls socket (`relay_call`). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
+  calls socket (`begin_relay`: from callbacks on an idle pooled connection, as calls to replicas are; else
+  `relay_call`, in a task). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
   read; an owner that cannot be reached means the call is served here (`HandoffCounts.failed`). What a
   connection keeps for a possible move is bounded by `max_body_bytes` + `MAX_HEAD_BYTES` and released
   whenever the connection is between requests.
@@ -682,6 +683,7 @@ def _nothing() -> None:
 
 _NO_HEADERS: dict[str, str] = {}
 _ANSWER_DROPPED = forward.dropped_with(())
+_RELAY_DROPPED = forward.dropped_with(("X-Forwarded-For",))
 # A relayed call's first byte and answer size are the owner's to limit (it may queue the call a long while).
 _NO_FIRST_BYTE_LIMIT_S = 365 * 86400.0
 _NO_ANSWER_LIMIT = 1 << 62
@@ -819,7 +821,7 @@ class FastServer:
         """`relay_call` from the connections' callbacks when an idle connection to the owner is pooled
         (proxy/inline_relay.py): no task, future or coroutine per call; else in a task, as `relay_call`."""
         pool = self.relay_pool(owner)
-        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer})
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, _RELAY_DROPPED)
         pooled = pool.send_pooled("http://saga" + request.url, request.body, headers)
         if pooled is None:
             downstream.hand_over(self.relay_call(owner, request, downstream, peer, path, tenant), _nothing)
@@ -855,7 +857,7 @@ class FastServer:
         server over its calls socket and the answer relayed (the owner applies every timeout upstream). If
         the owner cannot be reached, the call is served here (counted in `HandoffCounts.failed`)."""
         pool = self.relay_pool(owner)
-        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer})
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, _RELAY_DROPPED)
         try:
             upstream = await pool.request("http://saga" + request.url, request.body, headers, 10.0)
         except ConnectFailed as e:

@@ -17,6 +17,8 @@ Contract:
   makes a vLLM replica abort the call). A stream whose replica fails or stalls for the idle timeout ends with
   one OpenAI-style error event; a whole answer that fails, or grows past `max_answer_bytes`, is a 502, as in
   `forward.relay`.
+- With `account` False (a call relayed to the worker that owns its session, proxy/fast_server.py) the answer
+  is passed on unread: its usage, message and response id are the owner's to read, and were.
 - A client that does not keep up pauses reading from the replica until it drains (`writable`); the idle
   timeout does not run meanwhile, as the coroutine path does not time a drain.
 """
