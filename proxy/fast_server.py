@@ -25,7 +25,8 @@ Contract:
   is out, the connection moves to the owner with the bytes read since that request began
   (proxy/connection_handoff.py; the owner serves its first request whatever it computes, so no ping-pong). A
   connection moves at most once: later calls of other workers' sessions on it are relayed to the owner's
-  calls socket (`relay_call`). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
+  calls socket (`begin_relay`: from callbacks on an idle pooled connection, as calls to replicas are; else
+  `relay_call`, in a task). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
   read; an owner that cannot be reached means the call is served here (`HandoffCounts.failed`). What a
   connection keeps for a possible move is bounded by `max_body_bytes` + `MAX_HEAD_BYTES` and released
   whenever the connection is between requests.
@@ -58,7 +59,7 @@ from proxy.errors import ProxyError
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
-from proxy.upstream_pool import ConnectFailed, UpstreamPool
+from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
 from proxy.worker_set import LOCAL_HEADER
 
 log = logging.getLogger("saga.proxy")
@@ -68,6 +69,7 @@ MAX_FIELD_BYTES = 8190  # one header line, as aiohttp allows
 MAX_HEAD_BYTES = 64 * 1024  # all header lines of one request
 KEEP_ALIVE_S = 75.0  # an idle keep-alive connection, or one sending a request this slowly, is closed
 _FAST_PATHS = frozenset(CALL_ROUTES)
+_KNOWN_OWNERS = 4096  # session keys whose owner is kept (forgotten all at once past it)
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
 _JSON = {"Content-Type": "application/json"}
 _METHODS = {b"POST": "POST", b"GET": "GET"}  # decoded once
@@ -445,8 +447,7 @@ class _ClientConnection(asyncio.Protocol):
                         self._pass_to(owner)
                         return
                     if owner >= 0:
-                        relay = self.server.relay_call(owner, request, downstream, self.peer, path, tenant)
-                        self.hand_over(downstream, relay, None)
+                        self.server.begin_relay(owner, request, downstream, self.peer, path, tenant)
                         return
                     app = self.server.app
                     begin_call(
@@ -472,7 +473,12 @@ class _ClientConnection(asyncio.Protocol):
         workers = self.server.workers
         if key is None or workers is None or serve_here:
             return -1
-        owner = workers.owner_of(key)
+        owners = self.server.owners
+        owner = owners.get(key, -1)
+        if owner < 0:
+            if len(owners) >= _KNOWN_OWNERS:
+                owners.clear()
+            owner = owners[key] = workers.owner_of(key)
         return -1 if owner == workers.index else owner
 
     def _pass_to(self, owner: int) -> None:
@@ -671,6 +677,67 @@ def _batched_sink(logger: logging.Logger) -> BatchedLines | None:
     return handler
 
 
+def _nothing() -> None:
+    pass
+
+
+_NO_HEADERS: dict[str, str] = {}
+_ANSWER_DROPPED = forward.dropped_with(())
+_RELAY_DROPPED = forward.dropped_with(("X-Forwarded-For",))
+# A relayed call's first byte and answer size are the owner's to limit (it may queue the call a long while).
+_NO_FIRST_BYTE_LIMIT_S = 365 * 86400.0
+_NO_ANSWER_LIMIT = 1 << 62
+
+
+class _RelayedCall:
+    """The reader's side of a call relayed inline (`FastServer.begin_relay`; proxy/inline_relay.py's
+    `InlineCall`): the owner made every decision and did the accounting, so the answer is passed on as it
+    came; what the inline relay cannot finish goes on as `relay_call` does."""
+
+    def __init__(
+        self,
+        server: FastServer,
+        owner: int,
+        request: _Request,
+        downstream: _Downstream,
+        peer: str,
+        path: str,
+        tenant: str | None,
+    ) -> None:
+        self.server, self.owner, self.request, self.downstream = server, owner, request, downstream
+        self.peer, self.path, self.tenant = peer, path, tenant
+
+    def takes_over(self, status: int) -> bool:
+        return False  # every status is the owner's answer
+
+    def first_byte(self) -> None:
+        pass
+
+    def relayed(self, outcome: forward.Relayed) -> None:
+        self.server.counts.relayed += 1
+
+    def abandoned(self) -> None:
+        pass  # the relay closed its connection to the owner, which aborts the call there
+
+    def failed(self, error: Exception) -> None:
+        self.downstream.hand_over(_raise(error), _nothing)
+
+    def resume(self, upstream: UpstreamAnswer | None, failure: str | None, timed_out: bool) -> None:
+        """The owner's connection closed before answering: a stale pooled one is tried afresh
+        (`relay_call`, which serves the call here if the owner cannot be reached); one closed after reading
+        some of the answer is an owner that cannot be reached, as `relay_call` takes a `ConnectFailed`."""
+        server, downstream = self.server, self.downstream
+        if failure is None:
+            work = server.relay_call(self.owner, self.request, downstream, self.peer, self.path, self.tenant)
+        else:
+            work = server.serve_here(self.owner, failure, self.request, downstream, self.path, self.tenant)
+        downstream.hand_over(work, _nothing)
+
+
+async def _raise(error: Exception) -> None:
+    raise error
+
+
 class FastServer:
     """Protocol factory and shared state; `inner_socket` is where the aiohttp app listens (Unix socket)."""
 
@@ -694,6 +761,7 @@ class FastServer:
         self.handoff_bytes = config.max_body_bytes + MAX_HEAD_BYTES  # what a connection keeps for one
         self.counts = app.get(HANDOFF_COUNTS) or HandoffCounts()
         self.relays: dict[int, UpstreamPool] = {}
+        self.owners: dict[str, int] = {}  # session key -> owner (a hash per call: ~2% of its CPU)
         self.relay_warned: set[int] = set()
         self.calls_server: asyncio.AbstractServer | None = None
         self._adoptions: set[asyncio.Task[None]] = set()
@@ -747,27 +815,72 @@ class FastServer:
         loop = asyncio.get_running_loop()
         self.calls_server = await loop.create_unix_server(lambda: _ClientConnection(self, relayed=True), path)
 
+    def begin_relay(
+        self, owner: int, request: _Request, downstream: _Downstream, peer: str, path: str, tenant: str | None
+    ) -> None:
+        """`relay_call` from the connections' callbacks when an idle connection to the owner is pooled
+        (proxy/inline_relay.py): no task, future or coroutine per call; else in a task, as `relay_call`."""
+        pool = self.relay_pool(owner)
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, _RELAY_DROPPED)
+        pooled = pool.send_pooled("http://saga" + request.url, request.body, headers)
+        if pooled is None:
+            downstream.hand_over(self.relay_call(owner, request, downstream, peer, path, tenant), _nothing)
+            return
+        key, conn = pooled
+        call = _RelayedCall(self, owner, request, downstream, peer, path, tenant)
+        InlineRelay(
+            call,
+            downstream,
+            pool,
+            key,
+            conn,
+            _NO_HEADERS,
+            _ANSWER_DROPPED,
+            _NO_FIRST_BYTE_LIMIT_S,
+            self.idle_timeout_s,
+            False,
+            False,
+            _NO_ANSWER_LIMIT,
+            False,  # the owner accounted for the answer
+        )
+
+    def relay_pool(self, owner: int) -> UpstreamPool:
+        pool = self.relays.get(owner)
+        if pool is None:
+            pool = self.relays[owner] = UpstreamPool(unix_path=self.calls_socket(owner))
+        return pool
+
     async def relay_call(
         self, owner: int, request: _Request, downstream: _Downstream, peer: str, path: str, tenant: str | None
     ) -> None:
         """A call of `owner`'s session on a connection that moved once already: sent to the owner's fast
         server over its calls socket and the answer relayed (the owner applies every timeout upstream). If
         the owner cannot be reached, the call is served here (counted in `HandoffCounts.failed`)."""
-        pool = self.relays.get(owner)
-        if pool is None:
-            pool = self.relays[owner] = UpstreamPool(unix_path=self.calls_socket(owner))
-        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer})
+        pool = self.relay_pool(owner)
+        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, _RELAY_DROPPED)
         try:
             upstream = await pool.request("http://saga" + request.url, request.body, headers, 10.0)
         except ConnectFailed as e:
-            self.counts.failed += 1
-            if owner not in self.relay_warned:
-                self.relay_warned.add(owner)
-                log.warning("cannot relay a call to worker %d (%s): serving its calls here", owner, e)
-            await serve_call(self.app, path, CIMultiDict(request.headers), request.body, tenant, downstream)
+            await self.serve_here(owner, str(e), request, downstream, path, tenant)
             return
         self.counts.relayed += 1
         await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
+
+    async def serve_here(
+        self,
+        owner: int,
+        failure: str,
+        request: _Request,
+        downstream: _Downstream,
+        path: str,
+        tenant: str | None,
+    ) -> None:
+        """A call `owner` cannot be reached for is served here (counted in `HandoffCounts.failed`)."""
+        self.counts.failed += 1
+        if owner not in self.relay_warned:
+            self.relay_warned.add(owner)
+            log.warning("cannot relay a call to worker %d (%s): serving its calls here", owner, failure)
+        await serve_call(self.app, path, CIMultiDict(request.headers), request.body, tenant, downstream)
 
     async def hand_off(self, request: _Request, downstream: _Downstream, peer: str) -> None:
         """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed.

@@ -17,6 +17,8 @@ Contract:
   makes a vLLM replica abort the call). A stream whose replica fails or stalls for the idle timeout ends with
   one OpenAI-style error event; a whole answer that fails, or grows past `max_answer_bytes`, is a 502, as in
   `forward.relay`.
+- With `account` False (a call relayed to the worker that owns its session, proxy/fast_server.py) the answer
+  is passed on unread: its usage, message and response id are the owner's to read, and were.
 - A client that does not keep up pauses reading from the replica until it drains (`writable`); the idle
   timeout does not run meanwhile, as the coroutine path does not time a drain.
 """
@@ -99,13 +101,17 @@ class InlineRelay:
         collect_answer: bool,
         strip_usage: bool,
         max_answer_bytes: int,
+        account: bool = True,
     ) -> None:
+        """`account`: read the answer's usage, message and response id for `InlineCall.relayed`; False for
+        an answer another worker read them from already (proxy/fast_server.py's relayed calls)."""
         self.call, self.downstream, self.pool, self.key, self.conn = call, downstream, pool, key, conn
         self.extra_headers = extra_headers
         self.dropped = extra_dropped
         self.idle_timeout_s = idle_timeout_s
         self.collect_answer, self.strip_usage = collect_answer, strip_usage
         self.max_answer_bytes = max_answer_bytes
+        self.account = account
         self.outcome: Relayed | None = None  # set once the status line is in and the relay owns the answer
         self.headers: dict[str, str] = {}
         self.scanner: StreamScanner | None = None  # set for a stream
@@ -196,9 +202,10 @@ class InlineRelay:
             body = pending[0] if len(pending) == 1 else b"".join(pending)
             self.call.first_byte()
             outcome.first_byte = True
-            outcome.usage, outcome.answer = read_answer(body)
-            if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
-                outcome.response_id = response_id_of(body[:4096])
+            if self.account:
+                outcome.usage, outcome.answer = read_answer(body)
+                if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
+                    outcome.response_id = response_id_of(body[:4096])
             try:
                 self.downstream.answer(outcome.status, self.headers, body)
             except ConnectionError:
@@ -233,7 +240,7 @@ class InlineRelay:
                     outcome.first_byte = True
                 if self.strip_usage:
                     chunk = scanner.feed_stripping_usage(chunk)
-                else:
+                elif self.account:
                     scanner.feed(chunk)
                 # A chunk with more to come goes out now; the last waits to go with the stream's end.
                 if chunk and downstream.write_now(chunk, not conn.complete) and not conn.complete:
@@ -244,9 +251,10 @@ class InlineRelay:
                 rest = scanner.flush() if self.strip_usage else b""
                 if rest:
                     downstream.write_now(rest)
-                outcome.usage = scanner.usage()
-                outcome.answer = scanner.answer()
-                outcome.response_id = scanner.response_id
+                if self.account:
+                    outcome.usage = scanner.usage()
+                    outcome.answer = scanner.answer()
+                    outcome.response_id = scanner.response_id
                 downstream.end_now()
                 self._end()
             elif conn.broken is not None:

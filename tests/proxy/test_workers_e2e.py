@@ -339,6 +339,59 @@ async def test_a_connection_pooled_across_sessions_moves_once_then_relays(saga: 
         assert s not in scheduled[1 - owner_of(s, 2)]
 
 
+async def relayed_by(saga: Saga, index: int) -> float:
+    """The calls worker `index` relayed to their owners (its own count, not gathered)."""
+    connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get("http://worker/metrics", headers={LOCAL_HEADER: "1"}) as r,
+    ):
+        assert r.status == 200
+        text = await r.text()
+    line = next(x for x in text.splitlines() if x.startswith('saga_handoffs_total{kind="relayed"}'))
+    return float(line.split()[-1])
+
+
+def worker_pid(saga: Saga, index: int) -> int:
+    for pid in saga.children():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"SAGA_WORKER_INDEX={index}".encode() in environ:
+            return pid
+    raise AssertionError(f"no worker {index} among {saga.children()}")
+
+
+async def test_relayed_calls_reach_their_owner_after_it_restarts(tmp_path: Path) -> None:
+    """The reader keeps its connections to the owner's calls socket pooled: once the owner restarts, later
+    calls of its sessions are relayed to the new process (a connection made afresh), still scheduled there."""
+    with saga_workers(tmp_path) as saga:
+        sessions = owned_by(0, 1, "restarted") + owned_by(1, 1, "restarted")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+
+            async def calls(stream: bool) -> None:
+                for s in sessions * 2:
+                    body = chat(s, stream=stream)
+                    async with http.post(f"{saga.url}/v1/chat/completions", json=body) as r:
+                        text = await r.text()
+                        assert r.status == 200, text
+
+            await calls(False)  # the connection moves once, then the other worker's calls are relayed
+            relayed = [await relayed_by(saga, 0), await relayed_by(saga, 1)]
+            reader = 0 if relayed[0] > 0 else 1
+            assert relayed[reader] > 0 and relayed[1 - reader] == 0, relayed
+            victim = worker_pid(saga, 1 - reader)
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(saga.children()) == 2 and victim not in saga.children(), "no restart", saga)
+            ready = Path(saga.workers.directory) / f"ready-{1 - reader}"
+            wait_for(ready.exists, "the restarted worker is not ready", saga)
+            await calls(True)
+            assert await relayed_by(saga, reader) == relayed[reader] + 2
+        scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+        for s in sessions:
+            owner = owner_of(s, 2)
+            assert scheduled[owner].get(s) == (4 if owner == reader else 2), (s, scheduled)
+            assert s not in scheduled[1 - owner]
+
+
 async def test_a_large_request_is_handed_over_whole(saga: Saga) -> None:
     """A body bigger than a Unix socket's buffer: the hand-off frame is finished in the background."""
     sessions = owned_by(0, 1, "large") + owned_by(1, 1, "large")
