@@ -67,6 +67,8 @@ async def running_proxy(
             host, port = runner.addresses[0][:2]
             yield f"http://{host}:{port}"
             return
+        # Started by the supervisor (from the environment), all workers start at once: wait for the others.
+        wait_for_peers = workers is None and app[WORKERS] is not None
         workers = app[WORKERS]
         with contextlib.ExitStack() as stack:
             if workers is None:
@@ -78,11 +80,13 @@ async def running_proxy(
                     os.unlink(inner)  # left by this worker's previous run (the supervisor restarted it)
             await web.UnixSite(runner, inner).start()
             protocol = FastServer(app, inner)
+            await protocol.listen_for_workers()
+            if wait_for_peers and workers is not None:
+                await _peers_listening(workers, protocol)
             # Workers share the port: the kernel spreads new connections over them (SO_REUSEPORT).
             server = await asyncio.get_running_loop().create_server(
                 protocol, config.host, config.port, backlog=1024, reuse_port=workers is not None
             )
-            await protocol.listen_for_workers()
             try:
                 host, port = server.sockets[0].getsockname()[:2]
                 yield f"http://{host}:{port}"
@@ -92,6 +96,25 @@ async def running_proxy(
                 await server.wait_closed()
     finally:
         await runner.cleanup()
+
+
+PEERS_WAIT_S = 10.0  # at start, how long a worker waits for the others before taking clients anyway
+PEERS_POLL_S = 0.02
+
+
+def all_exist(paths: list[str]) -> bool:
+    return all(os.path.exists(p) for p in paths)
+
+
+async def _peers_listening(workers: WorkerSet, server: FastServer) -> None:
+    """Waits (up to `PEERS_WAIT_S`) until every other worker takes hand-offs and relayed calls, so the first
+    clients' calls reach their owners instead of being served where they were read. A worker restarted by the
+    supervisor finds its peers there already; one that never comes is left to the hand-off's own fallback."""
+    paths = [p for i in workers.others() for p in (workers.handoff_socket(i), server.calls_socket(i))]
+    for _ in range(int(PEERS_WAIT_S / PEERS_POLL_S)):
+        if all_exist(paths):
+            return
+        await asyncio.sleep(PEERS_POLL_S)
 
 
 def ready_file(directory: str, index: int) -> str:

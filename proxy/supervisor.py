@@ -29,7 +29,7 @@ import time
 from collections import deque
 
 from proxy.config import ProxyConfig
-from proxy.server import listening_line, ready_file
+from proxy.server import all_exist, listening_line, ready_file
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
 
 log = logging.getLogger("saga.proxy")
@@ -51,10 +51,6 @@ def hold_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def _all_exist(paths: list[str]) -> bool:
-    return all(os.path.exists(p) for p in paths)
 
 
 class Supervisor:
@@ -104,7 +100,7 @@ class Supervisor:
     async def _all_ready(self) -> bool:
         paths = [ready_file(self.directory, i) for i in range(self.count)]
         while not self.stopping.is_set():
-            if _all_exist(paths):
+            if all_exist(paths):
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), READY_POLL_S)
