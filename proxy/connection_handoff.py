@@ -15,7 +15,9 @@ Contract:
   too big for the link's buffer is finished in the background); False when the owner cannot be reached
   now (not listening, restarting, its link full): the caller then serves the request itself. Warns once
   per owner.
-- `HandoffListener`: accepts links from the other workers and calls `adopt(sock, data)` for each frame.
+- `HandoffListener`: accepts links from the other workers and calls `adopt(sock, data)` for each frame. A
+  frame announcing more than `max_frame` bytes (senders never send more than what a connection keeps for a
+  move) closes its link, with the descriptors it carried: nothing is buffered past the bound.
 - `HandoffCounts` (`app[HANDOFF_COUNTS]` in a worker of several): connections sent and received, calls
   relayed, calls served here because their owner could not be reached.
 """
@@ -167,11 +169,11 @@ class HandoffLinks:
 class HandoffListener:
     """Accepts the other workers' links on `path` and adopts each connection they send."""
 
-    def __init__(self, path: str, adopt: Callable[[socket.socket, bytes], None]) -> None:
+    def __init__(self, path: str, adopt: Callable[[socket.socket, bytes], None], max_frame: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by this worker's previous run
         self.loop = asyncio.get_running_loop()
-        self.adopt = adopt
+        self.adopt, self.max_frame = adopt, max_frame
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
         self.sock.listen(64)
@@ -229,6 +231,10 @@ class _Receiver:
         buffer = self.buffer
         while len(buffer) >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(buffer)
+            if length > self.listener.max_frame:
+                log.error("a hand-off frame of %d bytes is over the bound; closing the link", length)
+                self.close()
+                return
             end = _LENGTH.size + length
             if len(buffer) < end:
                 return

@@ -808,7 +808,7 @@ class FastServer:
         workers = self.workers
         if self.links is None or workers is None:
             return
-        self.listener = HandoffListener(workers.handoff_socket(workers.index), self.adopt)
+        self.listener = HandoffListener(workers.handoff_socket(workers.index), self.adopt, self.handoff_bytes)
         path = self.calls_socket(workers.index)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # left by this worker's previous run

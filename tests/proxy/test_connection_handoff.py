@@ -6,6 +6,8 @@ import asyncio
 import socket
 from pathlib import Path
 
+import pytest
+
 from proxy.connection_handoff import HandoffLinks, HandoffListener
 
 
@@ -18,7 +20,7 @@ async def test_a_connection_and_its_bytes_arrive_in_order(tmp_path: Path) -> Non
         if len(adopted) == 3:
             arrived.set()
 
-    listener = HandoffListener(str(tmp_path / "handoff-1.sock"), adopt)
+    listener = HandoffListener(str(tmp_path / "handoff-1.sock"), adopt, max_frame=4 * 1024 * 1024)
     links = HandoffLinks(lambda index: str(tmp_path / f"handoff-{index}.sock"))
     pairs = [socket.socketpair() for _ in range(3)]
     frames = [b"GET / HTTP/1.1\r\n\r\n", b"x" * (2 * 1024 * 1024), b""]  # the middle one is over a buffer
@@ -52,3 +54,28 @@ async def test_an_owner_that_is_not_listening_is_reported_not_reached(tmp_path: 
         ours.close()
         theirs.close()
         links.close()
+
+
+@pytest.mark.parametrize("max_frame", [64, 65])
+async def test_a_frame_over_the_bound_closes_its_link_and_is_not_buffered(
+    tmp_path: Path, max_frame: int
+) -> None:
+    adopted: list[bytes] = []
+    listener = HandoffListener(str(tmp_path / "handoff-1.sock"), lambda s, d: adopted.append(d), max_frame)
+    links = HandoffLinks(lambda index: str(tmp_path / f"handoff-{index}.sock"))
+    ours, theirs = socket.socketpair()
+    try:
+        assert links.pass_now(1, ours.fileno(), b"x" * 65)
+        for _ in range(100):  # accepted, then read: adopted (within the bound) or the link closed
+            await asyncio.sleep(0.01)
+            if adopted:
+                break
+        if max_frame < 65:
+            assert adopted == [] and not listener.peers
+        else:
+            assert adopted == [b"x" * 65] and len(listener.peers) == 1
+    finally:
+        ours.close()
+        theirs.close()
+        links.close()
+        listener.close()
