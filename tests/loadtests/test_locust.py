@@ -12,7 +12,6 @@ import csv
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from loadtests.locust_options import TaskSource, parse_tenant_mix
 from loadtests.tasks import AgentTask, Step
 from loadtests.workloads.catalog import generate
 from simulator.server import start_fleet
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("locust") is None, reason="locust is not installed (in the test extra)"
@@ -40,13 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 TIME_SCALE = 50.0  # simulated replicas 50x faster than real time; Locust scales its tool waits to match
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

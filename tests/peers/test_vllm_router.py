@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import aiohttp
 import pytest
 
 from simulator.server import ReplicaFleet, start_fleet
+from tests.processes import free_ports
 
 pytest.importorskip(
     "vllm_router", reason="vllm-router is not installed (pip install vllm-router==0.1.17, in the test extra)"
@@ -52,13 +52,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def log_text(log: Path) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))  # without terminal colours
 
@@ -66,7 +59,7 @@ def log_text(log: Path) -> str:
 @contextlib.asynccontextmanager
 async def vllm_router(log: Path, worker_urls: list[str], *args: str) -> AsyncIterator[str]:
     """Run `python -m vllm_router.launch_router` on free ports until the block exits; yields its URL."""
-    port = free_port()
+    port, metrics_port = free_ports(2)
     cmd = [
         sys.executable,
         "-m",
@@ -76,7 +69,7 @@ async def vllm_router(log: Path, worker_urls: list[str], *args: str) -> AsyncIte
         "--port",
         str(port),
         "--prometheus-port",
-        str(free_port()),  # default 29000 would clash between instances
+        str(metrics_port),  # default 29000 would clash between instances
         "--worker-urls",
         *worker_urls,
         "--log-level",

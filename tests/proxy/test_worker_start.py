@@ -14,14 +14,8 @@ import pytest
 from proxy import server
 from proxy.server import running_proxy
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR, WorkerSet
+from tests.processes import free_port
 from tests.proxy.fakes import config, fake_replica
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def accepts(port: int) -> bool:
