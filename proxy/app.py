@@ -27,6 +27,7 @@ from proxy.context import (
     MODELS,
     POOL,
     RELEASER,
+    RESPONSE_OWNERS,
     UPSTREAM,
     WORKERS,
     DecisionGate,
@@ -39,6 +40,7 @@ from proxy.health import replica_health_loop
 from proxy.load_sync import load_sync_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
+from proxy.response_owners import ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.scheduler.release import ReleaseQueue
@@ -78,6 +80,12 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         finally:
             await app[RELEASER].close()
             app[POOL].close()
+
+
+async def _close_response_owners(app: web.Application) -> None:
+    owners = app[RESPONSE_OWNERS]
+    if owners is not None:
+        owners.close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -158,6 +166,10 @@ def create_app(
     app[MODELS] = models
     app[RESOLVER] = resolver
     app[WORKERS] = workers
+    app[RESPONSE_OWNERS] = None
+    if workers is not None and workers.count > 1:
+        app[RESPONSE_OWNERS] = ResponseOwners(workers.directory, workers.index)
+        app.on_cleanup.append(_close_response_owners)
     app[METRICS] = ProxyMetrics()
     app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])

@@ -22,7 +22,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from proxy import call_attempts, forward
-from proxy.context import CHAINS, CONFIG, CORE, GATE, GUARDS, METRICS, POOL, RELEASER, TENANT_SOURCES
+from proxy.context import (
+    CHAINS,
+    CONFIG,
+    CORE,
+    GATE,
+    GUARDS,
+    METRICS,
+    POOL,
+    RELEASER,
+    RESPONSE_OWNERS,
+    TENANT_SOURCES,
+)
 from proxy.data_structs import Identity
 from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
@@ -46,6 +57,7 @@ class CallShared:
         self.core, self.gate, self.metrics, self.config = app[CORE], app[GATE], app[METRICS], app[CONFIG]
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
         self.releaser = app[RELEASER]
+        self.response_owners = app.get(RESPONSE_OWNERS)
         self.tenant_sources = app[TENANT_SOURCES]
         # replicas that refused a request priority (FCFS vLLM): their calls go without one for a while
         self.no_priority = self.guards.no_priority
@@ -223,6 +235,8 @@ class Call:
             self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
         if outcome.response_id is not None:
             self.shared.chains.remember_response(outcome.response_id, self.who.session_id)
+            if self.shared.response_owners is not None:  # one worker of several: later calls find it here
+                self.shared.response_owners.record(outcome.response_id)
 
     def _hung_up(self) -> None:
         self.metrics.client_disconnects.inc()

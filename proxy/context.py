@@ -12,6 +12,7 @@ from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ReplicaModels
 from proxy.priority_fallback import PriorityRefusals
 from proxy.replica_guard import GuardParams, ReplicaGuard
+from proxy.response_owners import ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
@@ -81,4 +82,6 @@ POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replic
 RELEASER = web.AppKey("releaser", RetentionReleaser)  # retentions the policy gives up before their TTL
 MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves
 WORKERS: web.AppKey[WorkerSet | None] = web.AppKey("workers")  # None: single-process (proxy/worker_set.py)
+# which worker served a Responses API answer (proxy/response_owners.py); None with one process
+RESPONSE_OWNERS: web.AppKey[ResponseOwners | None] = web.AppKey("response_owners")
 TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased

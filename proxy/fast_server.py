@@ -54,7 +54,7 @@ from proxy import forward
 from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
-from proxy.context import CONFIG, METRICS, WORKERS
+from proxy.context import CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
 from proxy.errors import ProxyError
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
@@ -440,7 +440,7 @@ class _ClientConnection(asyncio.Protocol):
                 else:  # one worker of several: the call is served by its session's owner
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
                     key, decoded = ownership_key(headers, fields)
-                    owner = self._owner_elsewhere(key)
+                    owner = self._owner_elsewhere(key, fields.previous_response_id)
                     if owner >= 0 and not (self._moved or self._raw_lost):
                         self.queue.appendleft(request)
                         self._raw_served -= 1
@@ -466,13 +466,20 @@ class _ClientConnection(asyncio.Protocol):
 
     # -- handing the connection to another worker (proxy/connection_handoff.py) ---------------------------
 
-    def _owner_elsewhere(self, key: str | None) -> int:
+    def _owner_elsewhere(self, key: str | None, previous_response: str | None) -> int:
         """The worker that owns `key` when it is not this one, else -1 (also for the first request of a
-        connection handed to this worker: served here whatever this worker computes, so no ping-pong)."""
+        connection handed to this worker: served here whatever this worker computes, so no ping-pong). A
+        call with no key that continues a Responses API answer goes to the worker that served it."""
         serve_here, self._serve_here = self._serve_here, False
         workers = self.server.workers
-        if key is None or workers is None or serve_here:
+        if workers is None or serve_here:
             return -1
+        if key is None:
+            owners_of_responses = self.server.response_owners
+            if previous_response is None or owners_of_responses is None:
+                return -1
+            owner = owners_of_responses.owner(previous_response)
+            return -1 if owner == workers.index or owner >= workers.count else owner
         owners = self.server.owners
         owner = owners.get(key, -1)
         if owner < 0:
@@ -762,6 +769,7 @@ class FastServer:
         self.counts = app.get(HANDOFF_COUNTS) or HandoffCounts()
         self.relays: dict[int, UpstreamPool] = {}
         self.owners: dict[str, int] = {}  # session key -> owner (a hash per call: ~2% of its CPU)
+        self.response_owners = app.get(RESPONSE_OWNERS)
         self.relay_warned: set[int] = set()
         self.calls_server: asyncio.AbstractServer | None = None
         self._adoptions: set[asyncio.Task[None]] = set()

@@ -141,8 +141,9 @@ def ownership_key(
     (what the inferred session id hashes: system and first user message, which every later call of the
     conversation repeats, so prefix-chained continuations share the key); else None: a call that is a
     session of its own, served by whichever worker read it. A bad identity value is None too: the call is
-    refused where it was read. Known limit: a Responses API call continuing through `previous_response_id`
-    alone has no key (the response-to-session index lives in the worker that served the response)."""
+    refused where it was read. A Responses API call continuing through `previous_response_id` alone has no
+    key either: the response-to-session index lives in the worker that served the response, which the
+    workers' shared table names (proxy/response_owners.py)."""
     try:
         session = _explicit_session(headers, fields)
     except IdentityError:

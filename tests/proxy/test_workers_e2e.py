@@ -28,6 +28,7 @@ import pytest
 
 from proxy.worker_set import LOCAL_HEADER, WorkerSet, owner_of
 from tests.processes import stop_process
+from tests.proxy.fakes import fake_replica
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "saga-sim"
@@ -45,9 +46,13 @@ class Saga:
 
 
 @contextlib.contextmanager
-def saga_workers(tmp_path: Path, *extra: str) -> Iterator[Saga]:
-    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "2", "--workers", "2", "--port", "0"]
-    cmd += ["--time-scale", "50", *extra]
+def saga_workers(tmp_path: Path, *extra: str, replicas: list[str] | None = None) -> Iterator[Saga]:
+    """Two workers in front of two simulated replicas, or of `replicas`."""
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--workers", "2", "--port", "0"]
+    if replicas is None:
+        cmd += ["--simulate", "2", "--time-scale", "50", *extra]
+    else:
+        cmd += [*(arg for url in replicas for arg in ("--replica", url)), *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -128,6 +133,32 @@ async def test_calls_of_a_session_on_fresh_connections_are_scheduled_by_its_owne
         owner = owner_of(s, 2)
         assert scheduled[owner].get(s) == 4, (s, scheduled)
         assert s not in scheduled[1 - owner]
+
+
+async def test_a_responses_conversation_continues_on_the_worker_that_served_it(tmp_path: Path) -> None:
+    """A Responses API call naming only `previous_response_id` carries no session key: it goes to the worker
+    that served that response (proxy/response_owners.py), which knows its session. Each call is on a fresh
+    connection, so without that about half would start a session of their own on the other worker."""
+    async with fake_replica() as replica:
+        workers = saga_workers(tmp_path, replicas=[replica.url])
+        saga = await asyncio.to_thread(workers.__enter__)  # the replica answers while the workers start
+        try:
+            body: dict[str, Any] = {"model": "fake", "input": "start the task"}
+            sessions = []
+            for step in range(8):
+                async with (
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+                    http.post(f"{saga.url}/v1/responses", json=body) as r,
+                ):
+                    assert r.status == 200, await r.text()
+                    sessions.append(r.headers["X-Session-ID"])
+                    body = {"model": "fake", "input": f"tool result {step}"}
+                    body["previous_response_id"] = (await r.json())["id"]
+            assert sessions == [sessions[0]] * 8, sessions
+            scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+            assert sorted(w.get(sessions[0], 0) for w in scheduled) == [0, 8], scheduled
+        finally:
+            await asyncio.to_thread(workers.__exit__, None, None, None)
 
 
 async def test_an_inferred_conversation_stays_with_one_worker(saga: Saga) -> None:
@@ -292,7 +323,8 @@ def test_ownership_key_follows_the_session_precedence() -> None:
     assert key({}, {"prompt_cache_key": "p", "vllm_xargs": {"session_id": "x"}}) == "p"
     assert key({}, {"vllm_xargs": {"session_id": "x"}}) == "x"
     assert key({"X-Session-Id": "bad\x01"}, {"session_id": "b"}) is None  # refused where it is read
-    assert key({}, {"input": "go on", "previous_response_id": "resp-1"}) is None  # the known limit
+    # no key: the call goes to the worker that served that response (proxy/response_owners.py)
+    assert key({}, {"input": "go on", "previous_response_id": "resp-1"}) is None
     assert key({}, {"prompt": "a completion of its own"}) is None
     opening = [{"role": "system", "content": "agent"}, {"role": "user", "content": "task"}]
     first = key({}, {"messages": opening})

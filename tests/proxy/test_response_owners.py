@@ -1,0 +1,66 @@
+"""The workers' table of which worker served a Responses API answer (proxy/response_owners.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.response_owners import ResponseOwners
+
+
+def test_a_response_recorded_by_one_worker_is_found_by_the_others(tmp_path: Path) -> None:
+    workers = [ResponseOwners(str(tmp_path), i, slots=1024) for i in range(3)]
+    workers[2].record("resp_abc")
+    workers[0].record("resp_def")
+    assert [w.owner("resp_abc") for w in workers] == [2, 2, 2]
+    assert [w.owner("resp_def") for w in workers] == [0, 0, 0]
+    assert workers[1].owner("resp_never_served") == -1
+    assert (tmp_path / "responses.table").stat().st_mode & 0o777 == 0o600
+    for w in workers:
+        w.close()
+
+
+def test_a_later_response_in_the_same_slot_takes_it(tmp_path: Path) -> None:
+    one, two = ResponseOwners(str(tmp_path), 1, slots=1), ResponseOwners(str(tmp_path), 2, slots=1)
+    one.record("resp_old")
+    two.record("resp_new")
+    assert one.owner("resp_old") == -1  # lost, not misattributed to worker 2
+    assert one.owner("resp_new") == 2
+    one.close()
+    two.close()
+
+
+def test_the_table_outlives_a_worker_restarted_at_its_index(tmp_path: Path) -> None:
+    before = ResponseOwners(str(tmp_path), 255, slots=64)
+    before.record("resp_1")
+    before.close()
+    after = ResponseOwners(str(tmp_path), 255, slots=64)
+    assert after.owner("resp_1") == 255
+    after.close()
+
+
+@pytest.mark.parametrize(("index", "slots"), [(-1, 8), (512, 8), (0, 0)])
+def test_out_of_range_tables_are_refused(tmp_path: Path, index: int, slots: int) -> None:
+    with pytest.raises(ValueError, match="response owners"):
+        ResponseOwners(str(tmp_path), index, slots=slots)
+
+
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=40), st.integers(0, 3)), max_size=40))
+def test_an_owner_found_is_the_last_worker_that_recorded_that_response(
+    tmp_path_factory: pytest.TempPathFactory, served: list[tuple[str, int]]
+) -> None:
+    directory = str(tmp_path_factory.mktemp("owners"))
+    workers = [ResponseOwners(directory, i, slots=16) for i in range(4)]  # few slots: collisions happen
+    last: dict[str, int] = {}
+    for response_id, worker in served:
+        workers[worker].record(response_id)
+        last[response_id] = worker
+    for response_id, worker in last.items():
+        assert workers[0].owner(response_id) in (-1, worker)
+    if served:  # the very last record is never lost
+        assert workers[3].owner(served[-1][0]) == served[-1][1]
+    for w in workers:
+        w.close()
