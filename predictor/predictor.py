@@ -13,6 +13,10 @@ Events (the scheduler core reports them; no I/O, times come from the caller's cl
   horizon (`horizon_factor` x the p99 gap, clamped). A session that comes back after such an end takes the end
   back (a bounded ghost list remembers where it was).
 
+Sharing (`saga serve --workers N`, where each worker's predictor sees only the sessions it owns): after
+`keep_learned`, every observation the graphs learn is kept for `take_learned`, and `learn` replays another
+predictor's into this one's graphs (proxy/shared_learning.py carries them between workers).
+
 Contract: memory is bounded — at most `max_agent_types` graphs (least recently used dropped), `max_sessions`
 live sessions and `max_ghosts` ghosts (oldest dropped), each graph bounded by its `GraphLimits`. A prediction
 comes from the node's own edges when they hold `min_samples` observations, else the same tool over all step
@@ -37,6 +41,12 @@ from predictor.structs import Prediction, PredictorConfig
 
 # (p_return, return_gap_s, next_prompt_tokens, remaining_calls): `hold_outlook`
 HoldOutlook = tuple[float, tuple[float, ...], float, float]
+# One observation a graph learned, as `take_learned` gives it and `learn` replays it elsewhere:
+# (TRANSITION, agent type, from, to, gap s (-1: none), prompt growth, output tokens, 0) or
+# (END, agent type, state, "", weight, peak prompt tokens, 0.0, calls).
+Learned = tuple[int, str, str, str, float, float, float, int]
+TRANSITION, END = 0, 1
+MAX_KEPT = 65_536  # observations kept between two takes (bounded when nobody takes them): later ones dropped
 _Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 _MAX_CACHED_MODELS = 4096  # return models cached per (agent type, state): dropped all at once when full
 
@@ -95,6 +105,44 @@ class Predictor:
         self._answered_ordered = True
         self._models: dict[tuple[object, ...], tuple[int, tuple[ReturnModel, str]]] = {}
         self._prior_sketch = _lognormal_sketch(self.config.priors.gap_median_s, self.config.priors.gap_p90_s)
+        self._journal: list[Learned] | None = None  # what the graphs learned, kept once `keep_learned`
+
+    # -- sharing what the graphs learn (`saga serve --workers N`: proxy/shared_learning.py) -------------
+
+    def keep_learned(self) -> None:
+        """From now on keep every observation the graphs learn, for `take_learned`."""
+        if self._journal is None:
+            self._journal = []
+
+    def take_learned(self) -> list[Learned]:
+        """The observations learned since the last take (oldest first)."""
+        journal = self._journal
+        if not journal:
+            return []
+        self._journal = []
+        return journal
+
+    def learn(self, observations: list[Learned]) -> None:
+        """Learn what another predictor's graphs learned (its `take_learned`), as if observed here; it is
+        not kept for this predictor's own `take_learned`. Sessions, and what they predict, stay this one's."""
+        for kind, agent_type, key, to, number, amount, output, calls in observations:
+            agent_type = agent_type[: self.config.max_agent_type_chars]
+            if number < 0.0 and kind == END and agent_type not in self.graphs:
+                continue  # an end taken back, whose end this predictor never learned
+            graph = self._graph(agent_type)
+            if kind == TRANSITION:
+                graph.observe_transition(
+                    key, to, gap_s=None if number < 0.0 else number, growth=amount, output=output
+                )
+            elif kind == END:
+                graph.observe_end(key, number, calls=calls, peak_prompt=int(amount))
+
+    def _learned_end(self, s: _Session, weight: float = 1.0) -> None:
+        graph = self.graphs[s.agent_type] if weight < 0.0 else self._graph(s.agent_type)
+        graph.observe_end(s.state, weight, calls=s.calls, peak_prompt=s.last_prompt)
+        journal = self._journal
+        if journal is not None and len(journal) < MAX_KEPT:
+            journal.append((END, s.agent_type, s.state, "", weight, float(s.last_prompt), 0.0, s.calls))
 
     # -- events ---------------------------------------------------------------------------------------
 
@@ -111,7 +159,7 @@ class Predictor:
             s = self._ghosts.pop(session_id, None)
             if s is not None and s.agent_type in self.graphs:
                 # It was not over after all.
-                self.graphs[s.agent_type].observe_end(s.state, -1.0, calls=s.calls, peak_prompt=s.last_prompt)
+                self._learned_end(s, -1.0)
             if s is None:
                 s = _Session(agent_type[: self.config.max_agent_type_chars])
             self._admit(session_id, s)
@@ -162,9 +210,14 @@ class Predictor:
             state = "call"
         agent_type = s.agent_type
         graph = self._graph(agent_type)
+        to = node_key(state, calls)
         landed = s.state = graph.observe_transition(
-            src, node_key(state, calls), gap_s=gap, growth=growth, output=float(output_tokens)
+            src, to, gap_s=gap, growth=growth, output=float(output_tokens)
         )
+        journal = self._journal
+        if journal is not None and len(journal) < MAX_KEPT:
+            gap_s = -1.0 if gap is None else gap
+            journal.append((TRANSITION, agent_type, src, to, gap_s, growth, float(output_tokens), 0))
         s.finished_at = now
         self._answers += 1
         filed = self._filed.get(session_id)
@@ -198,7 +251,7 @@ class Predictor:
         s = self.sessions.pop(session_id, None)
         self._unfile(session_id)
         if s is not None and s.calls > 0:
-            self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
+            self._learned_end(s)
 
     def forget(self, session_id: str) -> None:
         """Drop a session without learning anything from it."""
@@ -257,7 +310,7 @@ class Predictor:
         for _, sid in ended:
             s = self.sessions.pop(sid)
             self._unfile(sid)
-            self._graph(s.agent_type).observe_end(s.state, calls=s.calls, peak_prompt=s.last_prompt)
+            self._learned_end(s)
             self._ghosts[sid] = s
             while len(self._ghosts) > self.config.max_ghosts:
                 self._ghosts.popitem(last=False)

@@ -5,9 +5,10 @@ context-growth and output quantiles, end probabilities) and `GET /saga/v1/graphs
 to render with `dot -Tsvg`; `?by=state` merges the step buckets into one node per state). An agent type the
 core has not seen is a 404 in OpenAI's error shape.
 
-With workers, each learns from the sessions it owns: `/saga/v1/graphs` lists every worker's graphs (each
-with its `worker`; an agent type may have one per worker), and a `.dot` is the first worker's (by index,
-this one first) that learned that agent type.
+With workers, each worker's graphs learn from every worker's tasks (exchanged every sync period:
+proxy/shared_learning.py): `/saga/v1/graphs` lists every worker's copy (each with its `worker`; copies differ
+by what the last period has not carried yet), and a `.dot` is the first worker's (by index, this one first)
+that learned that agent type.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ it had every replica's whole KV capacity (N workers: up to N times over) and pla
 own in flight. Every `SYNC_INTERVAL_S` this loop writes the core's own totals per replica (`own_load`) to the
 shared table (proxy/shared_load.py), sums the other live workers' and gives the core what changed
 (`foreign_load`); decisions that new room allows go to the handlers like the health loop's. The per-call path
-does no new work: the figures are at most one period (plus the other worker's) stale.
+does no new work: the figures are at most one period (plus the other worker's) stale. In the same step it
+publishes what this worker's predictor learned and replays the other workers' (proxy/shared_learning.py), so
+every worker's Agent Execution Graphs learn from every worker's tasks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from proxy.scheduler import Decision, SchedulerCore
+from proxy.shared_learning import LearningRings
 from proxy.shared_load import LoadTable, replica_key
 from proxy.worker_set import WorkerSet
 
@@ -31,9 +34,18 @@ STALE_AFTER_S = 0.5
 class LoadSync:
     """One worker's side of the table: `step` publishes, reads and updates the core once."""
 
-    def __init__(self, core: SchedulerCore, table: LoadTable, stale_after_s: float = STALE_AFTER_S) -> None:
+    def __init__(
+        self,
+        core: SchedulerCore,
+        table: LoadTable,
+        stale_after_s: float = STALE_AFTER_S,
+        rings: LearningRings | None = None,
+    ) -> None:
         self.core = core
         self.table = table
+        self.rings = rings
+        if rings is not None:
+            core.predictor.keep_learned()
         self.stale_after_ns = int(stale_after_s * 1e9)
         self._keys: dict[str, int] = {}  # replica id -> its table key (hashed once)
         self.dropped = 0  # replicas left out of the last publish (more than the table's slots)
@@ -49,6 +61,10 @@ class LoadSync:
     def step(self, now_ns: int | None = None) -> list[Decision]:
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         core, keys = self.core, self._keys
+        rings = self.rings
+        if rings is not None:
+            rings.publish(core.predictor.take_learned())
+            core.predictor.learn(rings.read_others())
         ids: list[str] = []
         own: list[tuple[int, int, int]] = []
         for replica_id, reserved, in_flight in core.own_load():
@@ -92,7 +108,16 @@ async def load_sync_loop(
             err,
         )
         return
-    sync = LoadSync(core, table)
+    try:
+        rings: LearningRings | None = LearningRings(workers.directory, workers.count, workers.index)
+    except OSError as err:
+        log.error(
+            "no shared learning rings in %s (%s): this worker learns from its own tasks alone",
+            workers.directory,
+            err,
+        )
+        rings = None
+    sync = LoadSync(core, table, rings=rings)
     failures = 0
     try:
         while True:
@@ -105,3 +130,5 @@ async def load_sync_loop(
             await asyncio.sleep(interval_s)
     finally:
         table.close()
+        if rings is not None:
+            rings.close()

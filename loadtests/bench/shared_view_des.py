@@ -6,8 +6,10 @@ workflows. Here the cluster drives `WorkerCores`: N cores behind the one-core in
 the core that owns its session; with `shared`, every `sync_s` of virtual time (checked at each event, as the
 workers' loop runs every period) each core is told the others' totals per replica through
 `SchedulerCore.foreign_load`, the figures `own_load` gives (the table itself is not simulated: a read is
-exact here, and at most `sync_s` old). `one_predictor` gives every core the same `Predictor` (a diagnostic:
-as if the workers also shared their learned Agent Execution Graphs, which they do not).
+exact here, and at most `sync_s` old). With `share_learning`, in the same sync each core also replays what
+the others' predictors learned since the last (`Predictor.take_learned` / `learn`: what proxy/load_sync.py
+does through proxy/shared_learning.py). `one_predictor` gives every core the same `Predictor` (the
+diagnostic bound: as if the workers shared one predictor, sessions and all).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class WorkerCores(SchedulerCore):
         workers: int,
         sync_s: float | None,
         one_predictor: bool = False,
+        share_learning: bool = False,
     ) -> None:
         ids = list(replicas)
         super().__init__(ids, build_policy(config.policy, seed=config.seed), clock)
@@ -53,6 +56,10 @@ class WorkerCores(SchedulerCore):
             for i in range(workers)
         ]
         self.replicas = self.cores[0].replicas  # the cluster's progress reads the replicas' gauges here
+        self.share_learning = share_learning and not one_predictor
+        if self.share_learning:
+            for core in self.cores:
+                core.predictor.keep_learned()
         self.sync_s = sync_s  # None: the workers do not share their load
         self._synced_at = -1e18
         self._worker_of: dict[str, int] = {}  # request id -> the worker that scheduled it
@@ -63,6 +70,10 @@ class WorkerCores(SchedulerCore):
         if self.sync_s is None or now - self._synced_at < self.sync_s:
             return []
         self._synced_at = now
+        if self.share_learning:
+            learned = [core.predictor.take_learned() for core in self.cores]
+            for i, core in enumerate(self.cores):
+                core.predictor.learn([o for j, batch in enumerate(learned) if j != i for o in batch])
         own = [{rid: (res, fl) for rid, res, fl in core.own_load()} for core in self.cores]
         waiting = [core.own_waiting() for core in self.cores]
         decisions: list[Decision] = []
@@ -112,11 +123,15 @@ class WorkerCores(SchedulerCore):
 LONGER = {"swe-saga-kv-short-160": (lambda: swe_tasks(160, seed=8), CASES["swe-saga-kv-short"][1])}
 
 
-def run(case: str, workers: int, sync_s: float | None, one_predictor: bool) -> tuple[ClusterResult, float]:
+def run(
+    case: str, workers: int, sync_s: float | None, one_predictor: bool, share_learning: bool = False
+) -> tuple[ClusterResult, float]:
     make_tasks, config = {**CASES, **LONGER}[case]
     cluster = Cluster(make_tasks(), config)
     if workers > 1:
-        cluster.core = WorkerCores(cluster.replicas, config, cluster.queue, workers, sync_s, one_predictor)
+        cluster.core = WorkerCores(
+            cluster.replicas, config, cluster.queue, workers, sync_s, one_predictor, share_learning
+        )
     started = time.perf_counter()
     result = cluster.run()
     return result, time.perf_counter() - started
@@ -132,14 +147,14 @@ def main() -> None:
     rows = []
     for case in args.cases.split(","):
         shared = f"{args.workers} workers, shared every {args.sync_s * 1000:g} ms"
-        for label, workers, sync_s, one_predictor in (
-            ("one core", 1, None, False),
-            (f"{args.workers} workers, apart", args.workers, None, False),
-            (shared, args.workers, args.sync_s, False),
-            (f"{args.workers} workers, apart, one predictor", args.workers, None, True),
-            (f"{shared}, one predictor", args.workers, args.sync_s, True),
+        for label, workers, sync_s, one_predictor, learning in (
+            ("one core", 1, None, False, False),
+            (f"{args.workers} workers, apart", args.workers, None, False, False),
+            (f"{shared}, load only", args.workers, args.sync_s, False, False),
+            (f"{shared}, load and learned graphs", args.workers, args.sync_s, False, True),
+            (f"{shared}, one predictor", args.workers, args.sync_s, True, False),
         ):
-            result, wall = run(case, workers, sync_s, one_predictor)
+            result, wall = run(case, workers, sync_s, one_predictor, learning)
             s = result.summary()
             row = {
                 "case": case,

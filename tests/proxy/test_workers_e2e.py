@@ -161,6 +161,43 @@ async def test_a_responses_conversation_continues_on_the_worker_that_served_it(t
             await asyncio.to_thread(workers.__exit__, None, None, None)
 
 
+async def local_graphs(saga: Saga, index: int) -> dict[str, Any]:
+    """Worker `index`'s own learned graphs (not gathered from the others), by agent type."""
+    connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get("http://worker/saga/v1/graphs", headers={LOCAL_HEADER: "1"}) as r,
+    ):
+        assert r.status == 200
+        return {g["agent_type"]: g for g in (await r.json())["graphs"]}
+
+
+async def test_each_worker_learns_from_the_sessions_the_others_own(saga: Saga) -> None:
+    """Sessions all owned by worker 0: worker 1's predictor learns their agent type's graph too (shared
+    through the learning rings every sync period: proxy/shared_learning.py)."""
+    headers = {"X-Agent-Type": "shared-learning-test"}
+    for step in range(3):
+        for s in owned_by(0, 4, "learned"):
+            status, text = await fresh_call(saga.url, chat(s, f"step {step}"), headers)
+            assert status == 200, text
+
+    def learned(graph: dict[str, Any] | None) -> dict[str, Any]:  # transitions seen, by node
+        nodes = [] if graph is None else graph["nodes"]
+        return {n["key"]: sorted((e["to"], e["count"]) for e in n["edges"]) for n in nodes}
+
+    own = learned((await local_graphs(saga, 0))["shared-learning-test"])
+    assert sum(count for edges in own.values() for _, count in edges) == 12
+    deadline = time.monotonic() + 10
+    while True:  # the next sync period, at most a few ms away on a machine that is not overloaded
+        other = learned((await local_graphs(saga, 1)).get("shared-learning-test"))
+        if other == own or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert other == own, "worker 1 did not learn worker 0's sessions"
+    scheduled = await sessions_of(saga, 1)
+    assert not any(s.startswith("learned-") for s in scheduled)  # it learned them without scheduling them
+
+
 async def test_an_inferred_conversation_stays_with_one_worker(saga: Saga) -> None:
     """No session id: the owner is found by the conversation's opening, which every later call repeats."""
     messages: list[dict[str, Any]] = [

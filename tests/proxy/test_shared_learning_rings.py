@@ -1,0 +1,103 @@
+"""The workers' rings of learned observations (proxy/shared_learning.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from predictor.predictor import END, TRANSITION, Learned
+from proxy.shared_learning import LearningRings, ring_path
+
+
+def observations(n: int, tag: str = "a") -> list[Learned]:
+    return [(TRANSITION, f"agent-{tag}", f"search#{i}", "read#1", float(i), 10.0, 5.0, 0) for i in range(n)]
+
+
+def test_what_one_worker_publishes_each_other_worker_reads_once(tmp_path: Path) -> None:
+    rings = [LearningRings(str(tmp_path), 3, i, size=4096) for i in range(3)]
+    rings[0].publish(observations(3))
+    rings[2].publish([(END, "agent-b", "answer#2", "", 1.0, 900.0, 0.0, 4)])
+    assert rings[1].read_others() == [*observations(3), (END, "agent-b", "answer#2", "", 1.0, 900.0, 0.0, 4)]
+    assert rings[0].read_others() == [(END, "agent-b", "answer#2", "", 1.0, 900.0, 0.0, 4)]
+    assert rings[1].read_others() == []  # read once
+    assert oct(Path(ring_path(str(tmp_path), 0)).stat().st_mode & 0o777) == "0o600"
+    for r in rings:
+        r.close()
+
+
+def test_batches_that_wrap_around_the_ring_arrive_whole(tmp_path: Path) -> None:
+    writer, reader = (
+        LearningRings(str(tmp_path), 2, 0, size=512),
+        LearningRings(str(tmp_path), 2, 1, size=512),
+    )
+    for round_ in range(40):  # several times around
+        batch = observations(1 + round_ % 3, tag=str(round_))
+        writer.publish(batch)
+        assert reader.read_others() == batch
+    assert reader.lost_bytes == 0
+    writer.close()
+    reader.close()
+
+
+def test_a_reader_left_behind_skips_to_the_writer_and_counts_the_loss(tmp_path: Path) -> None:
+    writer, reader = (
+        LearningRings(str(tmp_path), 2, 0, size=512),
+        LearningRings(str(tmp_path), 2, 1, size=512),
+    )
+    for _ in range(20):
+        writer.publish(observations(2))
+    assert reader.read_others() == []
+    assert reader.lost_bytes > 512
+    writer.publish(observations(1, tag="later"))
+    assert reader.read_others() == observations(1, tag="later")
+    writer.close()
+    reader.close()
+
+
+def test_a_batch_too_large_for_the_ring_is_dropped_and_counted(tmp_path: Path) -> None:
+    writer, reader = (
+        LearningRings(str(tmp_path), 2, 0, size=256),
+        LearningRings(str(tmp_path), 2, 1, size=256),
+    )
+    writer.publish(observations(50))
+    assert writer.dropped == 50
+    assert reader.read_others() == []
+    writer.close()
+    reader.close()
+
+
+def test_garbage_in_a_ring_is_skipped_and_reading_goes_on(tmp_path: Path) -> None:
+    writer, reader = (
+        LearningRings(str(tmp_path), 2, 0, size=1024),
+        LearningRings(str(tmp_path), 2, 1, size=1024),
+    )
+    garbage = (5).to_bytes(4, "little") + b"\xc1\xc1\xc1\xc1\xc1"  # 0xc1 is never valid msgpack
+    writer._copy_in(writer._maps[0], 0, garbage)
+    writer._positions[0][0] = len(garbage)
+    assert reader.read_others() == []
+    assert reader.undecodable == 1
+    writer.publish(observations(2))
+    assert reader.read_others() == observations(2)
+    writer.close()
+    reader.close()
+
+
+def test_a_restarted_writer_continues_its_ring_and_a_new_reader_skips_history(tmp_path: Path) -> None:
+    reader = LearningRings(str(tmp_path), 2, 1, size=1024)
+    writer = LearningRings(str(tmp_path), 2, 0, size=1024)
+    writer.publish(observations(2))
+    writer.close()
+    writer = LearningRings(str(tmp_path), 2, 0, size=1024)  # the same index, restarted
+    writer.publish(observations(1, tag="after"))
+    assert reader.read_others() == [*observations(2), *observations(1, tag="after")]
+    late = LearningRings(str(tmp_path), 2, 1, size=1024)
+    assert late.read_others() == []
+    for r in (reader, writer, late):
+        r.close()
+
+
+@pytest.mark.parametrize(("workers", "index", "size"), [(2, 2, 1024), (0, 0, 1024), (2, 0, 8)])
+def test_impossible_rings_are_refused(tmp_path: Path, workers: int, index: int, size: int) -> None:
+    with pytest.raises(ValueError, match="learning rings"):
+        LearningRings(str(tmp_path), workers, index, size=size)
