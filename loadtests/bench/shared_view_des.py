@@ -3,13 +3,16 @@ without the shared view of replica load (proxy/load_sync.py), against one core.
 
 `saga serve --workers N` gives each session to one worker (`owner_of`), whose core sees only its own
 workflows. Here the cluster drives `WorkerCores`: N cores behind the one-core interface, each event going to
-the core that owns its session; with `shared`, every `sync_s` of virtual time (checked at each event, as the
-workers' loop runs every period) each core is told the others' totals per replica through
-`SchedulerCore.foreign_load`, the figures `own_load` gives (the table itself is not simulated: a read is
-exact here, and at most `sync_s` old). With `share_learning`, in the same sync each core also replays what
-the others' predictors learned since the last (`Predictor.take_learned` / `learn`: what proxy/load_sync.py
-does through proxy/shared_learning.py). `one_predictor` gives every core the same `Predictor` (the
-diagnostic bound: as if the workers shared one predictor, sessions and all).
+the core that owns its session. With `shared`, a sync runs every `sync_s` of virtual time (as the workers'
+loop runs every period, events or not; also at an event once `sync_s` has passed): each core in turn is told
+the others' totals per replica through `SchedulerCore.foreign_load`, the figures `own_load` gives as they
+are at that moment (the table itself is not simulated). With `share_learning`, in the same sync each core
+also replays what the others' predictors learned since the last (`Predictor.take_learned` / `learn`: what
+proxy/load_sync.py does through proxy/shared_learning.py). `exact_admission` is an experiment `saga serve`
+does not run (docs/saga-policy.md, "Several workers"): a new workflow's first call, and a call's end while
+workflows wait, first read the other cores' figures as they are then, so no two workers admit into the same
+room. `one_predictor` gives every core the same `Predictor` (a diagnostic: as if the workers shared one
+predictor, sessions and all).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class WorkerCores(SchedulerCore):
         sync_s: float | None,
         one_predictor: bool = False,
         share_learning: bool = False,
+        exact_admission: bool = False,
     ) -> None:
         ids = list(replicas)
         super().__init__(ids, build_policy(config.policy, seed=config.seed), clock)
@@ -57,6 +61,7 @@ class WorkerCores(SchedulerCore):
         ]
         self.replicas = self.cores[0].replicas  # the cluster's progress reads the replicas' gauges here
         self.share_learning = share_learning and not one_predictor
+        self.exact_admission = exact_admission
         if self.share_learning:
             for core in self.cores:
                 core.predictor.keep_learned()
@@ -74,15 +79,22 @@ class WorkerCores(SchedulerCore):
             learned = [core.predictor.take_learned() for core in self.cores]
             for i, core in enumerate(self.cores):
                 core.predictor.learn([o for j, batch in enumerate(learned) if j != i for o in batch])
+        decisions: list[Decision] = []
+        for i in range(len(self.cores)):
+            decisions += self._refresh(i)
+        return decisions
+
+    def _refresh(self, i: int) -> list[Decision]:
+        """Tell core `i` the other cores' reservations, calls and waiting workflows as they are now."""
         own = [{rid: (res, fl) for rid, res, fl in core.own_load()} for core in self.cores]
         waiting = [core.own_waiting() for core in self.cores]
+        core = self.cores[i]
+        core.foreign_waiting(sum(waiting) - waiting[i])
         decisions: list[Decision] = []
-        for i, core in enumerate(self.cores):
-            core.foreign_waiting(sum(waiting) - waiting[i])
-            for rid in core.replicas:
-                reserved = sum(own[j][rid][0] for j in range(len(self.cores)) if j != i)
-                in_flight = sum(own[j][rid][1] for j in range(len(self.cores)) if j != i)
-                decisions += self._mine(i, core.foreign_load(rid, reserved, in_flight))
+        for rid in core.replicas:
+            reserved = sum(own[j][rid][0] for j in range(len(self.cores)) if j != i)
+            in_flight = sum(own[j][rid][1] for j in range(len(self.cores)) if j != i)
+            decisions += self._mine(i, core.foreign_load(rid, reserved, in_flight))
         return decisions
 
     def _mine(self, worker: int, decisions: list[Decision]) -> list[Decision]:
@@ -93,14 +105,28 @@ class WorkerCores(SchedulerCore):
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
         worker = owner_of(req.session_id, len(self.cores))
         self._worker_of[req.request_id] = worker
-        return self._sync() + self._mine(worker, self.cores[worker].request_arrived(req))
+        decisions = self._sync()
+        core = self.cores[worker]
+        admission = core.admission
+        if (
+            self.exact_admission
+            and admission is not None
+            and req.session_id not in admission.workflows
+            and not admission.is_waiting(req.session_id)
+        ):  # the experiment: a new workflow is admitted on the others' figures read now
+            decisions += self._refresh(worker)
+        return decisions + self._mine(worker, core.request_arrived(req))
 
     def first_token(self, request_id: str) -> list[Decision]:
         return self.cores[self._worker_of[request_id]].first_token(request_id)
 
     def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
         worker = self._worker_of.pop(request_id)
-        return self._sync() + self._mine(worker, self.cores[worker].request_finished(request_id, usage))
+        decisions = self._sync()
+        admission = self.cores[worker].admission
+        if self.exact_admission and admission is not None and len(admission.waiting):
+            decisions += self._refresh(worker)  # the experiment: read before the end may admit
+        return decisions + self._mine(worker, self.cores[worker].request_finished(request_id, usage))
 
     def take_releases(self) -> list[tuple[str, str]]:
         return [r for core in self.cores for r in core.take_releases()]
@@ -124,14 +150,36 @@ LONGER = {"swe-saga-kv-short-160": (lambda: swe_tasks(160, seed=8), CASES["swe-s
 
 
 def run(
-    case: str, workers: int, sync_s: float | None, one_predictor: bool, share_learning: bool = False
+    case: str,
+    workers: int,
+    sync_s: float | None,
+    one_predictor: bool,
+    share_learning: bool = False,
+    exact_admission: bool = False,
 ) -> tuple[ClusterResult, float]:
     make_tasks, config = {**CASES, **LONGER}[case]
     cluster = Cluster(make_tasks(), config)
     if workers > 1:
-        cluster.core = WorkerCores(
-            cluster.replicas, config, cluster.queue, workers, sync_s, one_predictor, share_learning
+        cores = WorkerCores(
+            cluster.replicas,
+            config,
+            cluster.queue,
+            workers,
+            sync_s,
+            one_predictor,
+            share_learning,
+            exact_admission,
         )
+        cluster.core = cores
+        if sync_s is not None:  # every period of virtual time, events or not, as the workers' loop runs
+            period = sync_s
+
+            def sync(_: None) -> None:
+                cluster._apply(cores._sync())
+                if not cluster._done:
+                    cluster.queue.schedule(cluster.queue.now + period, sync, None)
+
+            cluster.queue.schedule(0.0, sync, None)
     started = time.perf_counter()
     result = cluster.run()
     return result, time.perf_counter() - started
@@ -147,14 +195,22 @@ def main() -> None:
     rows = []
     for case in args.cases.split(","):
         shared = f"{args.workers} workers, shared every {args.sync_s * 1000:g} ms"
-        for label, workers, sync_s, one_predictor, learning in (
-            ("one core", 1, None, False, False),
-            (f"{args.workers} workers, apart", args.workers, None, False, False),
-            (f"{shared}, load only", args.workers, args.sync_s, False, False),
-            (f"{shared}, load and learned graphs", args.workers, args.sync_s, False, True),
-            (f"{shared}, one predictor", args.workers, args.sync_s, True, False),
+        for label, workers, sync_s, one_predictor, learning, split in (
+            ("one core", 1, None, False, False, False),
+            (f"{args.workers} workers, apart", args.workers, None, False, False, False),
+            (f"{shared}, load only", args.workers, args.sync_s, False, False, False),
+            (f"{shared}, load and learned graphs", args.workers, args.sync_s, False, True, False),
+            (
+                f"{shared}, load, learned graphs, exact admission",
+                args.workers,
+                args.sync_s,
+                False,
+                True,
+                True,
+            ),
+            (f"{shared}, one predictor", args.workers, args.sync_s, True, False, False),
         ):
-            result, wall = run(case, workers, sync_s, one_predictor, learning)
+            result, wall = run(case, workers, sync_s, one_predictor, learning, split)
             s = result.summary()
             row = {
                 "case": case,

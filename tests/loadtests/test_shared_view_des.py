@@ -18,3 +18,16 @@ def test_worker_cores_finish_every_task_and_sharing_admits_against_one_capacity(
 def test_the_sync_cost_bench_times_every_period() -> None:
     samples = measure(replicas=8, workers=3, periods=20, changing=True)
     assert len(samples) == 20 and all(s >= 0 for s in samples)
+
+
+def test_sharing_the_learned_graphs_brings_four_workers_near_one_core() -> None:
+    """In virtual time (deterministic): each of four workers learning from a quarter of the tasks holds
+    reservations for workflows long over; replaying each other's observations (proxy/shared_learning.py)
+    takes that back."""
+    one, _ = run("tight-saga-open", workers=1, sync_s=None, one_predictor=False)
+    load, _ = run("tight-saga-open", workers=4, sync_s=0.015, one_predictor=False)
+    learned, _ = run("tight-saga-open", workers=4, sync_s=0.015, one_predictor=False, share_learning=True)
+    tct = [r.summary().tct_mean_s for r in (one, load, learned)]
+    assert all(r.summary().failed == 0 for r in (one, load, learned))
+    assert tct[2] < tct[1] / 2, tct
+    assert tct[2] < 1.5 * tct[0], tct
