@@ -97,7 +97,12 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         )
     workers = app[WORKERS]
     if workers is not None and workers.count > 1:  # count the other workers' KV reservations and calls
-        tasks.append(asyncio.create_task(load_sync_loop(app[CORE], workers, app[GATE].apply)))
+        metrics = app[METRICS]
+        tasks.append(
+            asyncio.create_task(
+                load_sync_loop(app[CORE], workers, app[GATE].apply, on_rings=metrics.count_learning)
+            )
+        )
     first_round = asyncio.Event()
     tasks.append(
         asyncio.create_task(

@@ -97,6 +97,7 @@ async def load_sync_loop(
     workers: WorkerSet,
     apply: Callable[[list[Decision]], None],
     interval_s: float = SYNC_INTERVAL_S,
+    on_rings: Callable[[LearningRings], None] = lambda rings: None,
 ) -> None:
     """Run `LoadSync.step` every `interval_s` on the table in the worker directory until cancelled."""
     try:
@@ -117,6 +118,8 @@ async def load_sync_loop(
             err,
         )
         rings = None
+    if rings is not None:
+        on_rings(rings)  # its counters on /metrics
     sync = LoadSync(core, table, rings=rings)
     failures = 0
     try:

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from proxy.connection_handoff import HandoffCounts
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore
+from proxy.shared_learning import LearningRings
 
 _CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TASK_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -116,8 +117,12 @@ class ProxyMetrics(Collector):
         self._core: SchedulerCore | None = None
         self.releaser: RetentionReleaser | None = None  # set at startup, with the upstream session
         self.handoffs: HandoffCounts | None = None  # set in a worker of several (proxy/server.py)
+        self.learning: LearningRings | None = None  # likewise (proxy/load_sync.py)
         self.registry = CollectorRegistry()
         self.registry.register(self)
+
+    def count_learning(self, rings: LearningRings) -> None:
+        self.learning = rings
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         for counter in (
@@ -144,6 +149,21 @@ class ProxyMetrics(Collector):
             for kind in ("sent", "received", "relayed", "failed"):
                 moved.add_metric([kind], getattr(self.handoffs, kind))
             yield moved
+        if self.learning is not None:
+            learned = CounterMetricFamily(
+                "saga_learned_observations",
+                "Between workers: what this worker's predictor learned and published, what it replayed from "
+                "the others, and what it could not publish (a batch over half its ring)",
+                labels=["kind"],
+            )
+            for kind in ("published", "replayed", "dropped"):
+                learned.add_metric([kind], getattr(self.learning, kind))
+            yield learned
+            yield CounterMetricFamily(
+                "saga_learning_lost_bytes",
+                "Between workers: the others' learned observations overwritten before this worker read them",
+                self.learning.lost_bytes,
+            )
         core = self._core
         if core is None:
             return

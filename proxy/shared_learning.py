@@ -62,8 +62,10 @@ class LearningRings:
         self._cursors = {i: self._positions[i][0] for i in self._maps if i != index}
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(list[tuple[int, str, str, str, float, float, float, int]])
-        self.lost_bytes = 0  # others' batches overwritten before this worker read them
+        self.published = 0  # observations this worker wrote to its ring
+        self.replayed = 0  # observations read from the others' rings
         self.dropped = 0  # this worker's observations in batches too large to publish
+        self.lost_bytes = 0  # others' batches overwritten before this worker read them
         self.undecodable = 0  # batches that did not decode
 
     def publish(self, learned: list[Learned]) -> None:
@@ -78,6 +80,7 @@ class LearningRings:
         start = position[0]
         self._copy_in(ring, start, record)
         position[0] = start + len(record)  # after the bytes: a reader that sees it sees them
+        self.published += len(learned)
 
     def read_others(self) -> list[Learned]:
         learned: list[Learned] = []
@@ -95,6 +98,7 @@ class LearningRings:
                 self._cursors[i] = now
                 continue
             self._cursors[i] = self._decode(data, learned, i, end)
+        self.replayed += len(learned)
         return learned
 
     def _decode(self, data: bytes, into: list[Learned], ring: int, end: int) -> int:

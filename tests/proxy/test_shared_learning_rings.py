@@ -21,6 +21,7 @@ def test_what_one_worker_publishes_each_other_worker_reads_once(tmp_path: Path) 
     assert rings[1].read_others() == [*observations(3), (END, "agent-b", "answer#2", "", 1.0, 900.0, 0.0, 4)]
     assert rings[0].read_others() == [(END, "agent-b", "answer#2", "", 1.0, 900.0, 0.0, 4)]
     assert rings[1].read_others() == []  # read once
+    assert (rings[0].published, rings[1].replayed, rings[0].replayed) == (3, 4, 1)  # on /metrics
     assert oct(Path(ring_path(str(tmp_path), 0)).stat().st_mode & 0o777) == "0o600"
     for r in rings:
         r.close()

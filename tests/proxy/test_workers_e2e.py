@@ -194,6 +194,16 @@ async def test_each_worker_learns_from_the_sessions_the_others_own(saga: Saga) -
             break
         await asyncio.sleep(0.05)
     assert other == own, "worker 1 did not learn worker 0's sessions"
+    async with aiohttp.ClientSession() as http, http.get(f"{saga.url}/metrics") as r:
+        exposition = await r.text()
+    counted = {
+        kind: float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        for kind in ("published", "replayed", "dropped")
+        if line.startswith(f'saga_learned_observations_total{{kind="{kind}"}}')
+    }
+    assert counted["published"] >= 12 and counted["replayed"] >= 12 and counted["dropped"] == 0, counted
+    assert "saga_learning_lost_bytes_total 0.0" in exposition
     scheduled = await sessions_of(saga, 1)
     assert not any(s.startswith("learned-") for s in scheduled)  # it learned them without scheduling them
 
