@@ -96,7 +96,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             asyncio.create_task(dns_discovery_loop(app[CORE], app[GUARDS], discovery, app[RESOLVER]))
         )
     workers = app[WORKERS]
-    if workers is not None and workers.count > 1:  # count the other workers' KV reservations and calls
+    if workers is not None and workers.count > 1:  # the other workers' KV reservations, calls and learning
         metrics = app[METRICS]
         tasks.append(
             asyncio.create_task(
