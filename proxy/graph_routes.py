@@ -6,12 +6,15 @@ to render with `dot -Tsvg`; `?by=state` merges the step buckets into one node pe
 core has not seen is a 404 in OpenAI's error shape.
 
 With workers, each worker's graphs learn from every worker's tasks (exchanged every sync period:
-proxy/shared_learning.py): `/saga/v1/graphs` lists every worker's copy (each with its `worker`; copies differ
-by what the last period has not carried yet), and a `.dot` is the first worker's (by index, this one first)
-that learned that agent type.
+proxy/shared_learning.py), so every worker holds a copy of each graph, differing by what the last period has
+not carried yet: `/saga/v1/graphs` lists each agent type once, the copy that has learned most (transitions
+and ends; on a tie the lowest worker's), with its `worker`; a `.dot` is the first worker's (by index, this
+one first) that learned that agent type.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -21,11 +24,23 @@ from proxy.scheduler import SchedulerCore
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer
 
 
+def _learned(graph: dict[str, Any]) -> float:
+    """How much a graph copy has learned: its transitions and ends."""
+    nodes = graph.get("nodes", [])
+    return float(sum(n.get("ends", 0) + sum(e.get("count", 0) for e in n.get("edges", [])) for n in nodes))
+
+
 def merge_graphs(gathered: Gathered) -> web.Response:
     answers = gathered.json()
     agent_types = list(dict.fromkeys(t for _, answer in answers for t in answer.get("agent_types", [])))
     live = sum(answer.get("live_sessions", 0) for _, answer in answers)
-    graphs = [{**g, "worker": worker} for worker, answer in answers for g in answer.get("graphs", [])]
+    best: dict[str, dict[str, Any]] = {}  # agent type -> the copy that learned most (first worker on a tie)
+    for worker, answer in sorted(answers, key=lambda wa: wa[0]):
+        for g in answer.get("graphs", []):
+            kept = best.get(g["agent_type"])
+            if kept is None or _learned(g) > _learned(kept):
+                best[g["agent_type"]] = {**g, "worker": worker}
+    graphs = [best[t] for t in agent_types if t in best]
     return json_answer({"agent_types": agent_types, "live_sessions": live, "graphs": graphs}, gathered)
 
 

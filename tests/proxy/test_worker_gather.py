@@ -13,14 +13,16 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import server
+from proxy.graph_routes import merge_graphs
 from proxy.metrics import GAUGE_RULES, merge_expositions
 from proxy.scheduler.release import ReleaseQueueSpec
 from proxy.server import running_proxy
-from proxy.worker_gather import Gatherer, merge_replica_rows
+from proxy.worker_gather import Gathered, Gatherer, WorkerAnswer, merge_replica_rows
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 from tests.proxy.fakes import config, fake_replica, session_owned_by
 
@@ -207,7 +209,8 @@ async def test_graphs_are_gathered_and_a_dot_comes_from_the_worker_that_learned_
             dot = (r.status, await r.text())
         async with http.get(w.urls[0] + "/saga/v1/graphs/nobody.dot") as r:
             unknown = (r.status, await r.json())
-    assert graphs["agent_types"] == ["coder"] and [g["worker"] for g in graphs["graphs"]] == [1]
+    # one copy per agent type (worker 0 may hold a replayed copy by now: proxy/shared_learning.py)
+    assert graphs["agent_types"] == ["coder"] and [g["agent_type"] for g in graphs["graphs"]] == ["coder"]
     assert dot[0] == 200 and "digraph" in dot[1]
     assert unknown[0] == 404 and unknown[1]["error"]["code"] == "unknown_agent_type"
 
@@ -384,3 +387,22 @@ def test_replica_rows_sum_each_workers_own_calls_not_the_shared_totals() -> None
     assert "foreign_in_flight" not in row and row["waiting"] == 2
     (alone,) = merge_replica_rows([[{"replica_id": "r", "in_flight": 4, "reserved_tokens": 10}]])
     assert alone["in_flight"] == 4 and alone["reserved_tokens"] == 10
+
+
+def test_gathered_graphs_list_each_agent_type_once_the_copy_that_learned_most() -> None:
+    def graph(agent_type: str, count: float, ends: float = 0.0) -> dict[str, object]:
+        edges = [{"to": "read#1", "count": count}]
+        return {"agent_type": agent_type, "nodes": [{"key": "search#0", "ends": ends, "edges": edges}]}
+
+    def answer(worker: int, *graphs: dict[str, object]) -> WorkerAnswer:
+        body = {"agent_types": [g["agent_type"] for g in graphs], "live_sessions": 1, "graphs": list(graphs)}
+        return WorkerAnswer(worker, 200, msgspec.json.encode(body))
+
+    answers = [  # this worker (1) first, as gathered
+        answer(1, graph("coder", 5.0), graph("browser", 2.0)),
+        answer(0, graph("coder", 4.0, ends=2.0), graph("browser", 2.0)),
+        answer(2, graph("coder", 3.0)),
+    ]
+    merged = msgspec.json.decode(merge_graphs(Gathered(answers, [], 3)).body)  # type: ignore[arg-type]
+    assert merged["agent_types"] == ["coder", "browser"] and merged["live_sessions"] == 3
+    assert [(g["agent_type"], g["worker"]) for g in merged["graphs"]] == [("coder", 0), ("browser", 0)]
