@@ -222,6 +222,7 @@ class Call:
             collect_answer=self.who.prompt_chain is not None,
             strip_usage=self.add_usage,
             max_answer_bytes=self.config.max_answer_bytes,
+            on_response_id=self.response_id if self.shared.response_owners is not None else None,
         )
         self._relayed(dispatch, outcome)
 
@@ -235,8 +236,6 @@ class Call:
             self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
         if outcome.response_id is not None:
             self.shared.chains.remember_response(outcome.response_id, self.who.session_id)
-            if self.shared.response_owners is not None:  # one worker of several: later calls find it here
-                self.shared.response_owners.record(outcome.response_id)
 
     def _hung_up(self) -> None:
         self.metrics.client_disconnects.inc()
@@ -267,6 +266,12 @@ class Call:
     def first_byte(self) -> None:
         self.metrics.ttft.observe(time.perf_counter() - self.started)
         self.gate.apply(self.core.first_token(self.info.request_id))
+
+    def response_id(self, response_id: str) -> None:
+        """One worker of several: the next call naming this response finds this worker, also when the
+        client sends it the moment the answer ends (so this comes before the answer's last bytes)."""
+        if self.shared.response_owners is not None:
+            self.shared.response_owners.record(response_id)
 
     def relayed(self, outcome: forward.Relayed) -> None:
         assert self.dispatch is not None

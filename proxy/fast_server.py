@@ -720,6 +720,9 @@ class _RelayedCall:
     def first_byte(self) -> None:
         pass
 
+    def response_id(self, response_id: str) -> None:
+        pass  # the owner that served the call records it (this relay does not read the answer)
+
     def relayed(self, outcome: forward.Relayed) -> None:
         self.server.counts.relayed += 1
 

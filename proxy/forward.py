@@ -195,24 +195,42 @@ async def relay(
     collect_answer: bool = False,
     strip_usage: bool = False,
     max_answer_bytes: int | None = None,
+    on_response_id: Callable[[str], None] | None = None,
 ) -> Relayed:
     """Relays the replica's answer to the client; returns what happened.
 
     With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced; with
     `strip_usage`, a stream's usage-only event is read but not forwarded. A whole answer over
-    `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`)."""
+    `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`). `on_response_id`
+    gets a Responses API answer's id before the answer's last bytes go out (a client's next call may name it
+    at once, at another worker)."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
         if upstream.content_type != "text/event-stream":
             await _relay_whole(
-                downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome, max_answer_bytes
+                downstream,
+                upstream,
+                headers,
+                on_first_byte,
+                idle_timeout_s,
+                outcome,
+                max_answer_bytes,
+                on_response_id,
             )
         else:
             limit = DEFAULT_COLLECT_LIMIT if max_answer_bytes is None else max_answer_bytes
             scanner = StreamScanner(collect_answer, limit)
             await _relay_stream(
-                downstream, upstream, headers, on_first_byte, idle_timeout_s, outcome, scanner, strip_usage
+                downstream,
+                upstream,
+                headers,
+                on_first_byte,
+                idle_timeout_s,
+                outcome,
+                scanner,
+                strip_usage,
+                on_response_id,
             )
         return outcome
     finally:
@@ -227,6 +245,7 @@ async def _relay_whole(
     idle_timeout_s: float,
     outcome: Relayed,
     max_answer_bytes: int | None,
+    on_response_id: Callable[[str], None] | None,
 ) -> None:
     try:
         body = await upstream.read(idle_timeout_s=idle_timeout_s, max_bytes=max_answer_bytes)
@@ -243,6 +262,8 @@ async def _relay_whole(
     outcome.usage, outcome.answer = read_answer(body)
     if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
         outcome.response_id = response_id_of(body[:4096])
+        if outcome.response_id is not None and on_response_id is not None:
+            on_response_id(outcome.response_id)
     downstream.answer(upstream.status, headers, body)
 
 
@@ -255,6 +276,7 @@ async def _relay_stream(
     outcome: Relayed,
     scanner: StreamScanner,
     strip_usage: bool,
+    on_response_id: Callable[[str], None] | None,
 ) -> None:
     try:
         await downstream.start(upstream.status, headers)
@@ -297,6 +319,8 @@ async def _relay_stream(
     outcome.usage = scanner.usage()
     outcome.answer = scanner.answer()
     outcome.response_id = scanner.response_id
+    if outcome.response_id is not None and on_response_id is not None:
+        on_response_id(outcome.response_id)
     try:
         await downstream.end()
     except ConnectionError:

@@ -73,6 +73,10 @@ class InlineCall(Protocol):
 
     def first_byte(self) -> None: ...
 
+    def response_id(self, response_id: str) -> None:
+        """A Responses API answer's id, before the answer's last bytes go out."""
+        ...
+
     def relayed(self, outcome: Relayed) -> None: ...
 
     def abandoned(self) -> None: ...
@@ -206,6 +210,8 @@ class InlineRelay:
                 outcome.usage, outcome.answer = read_answer(body)
                 if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
                     outcome.response_id = response_id_of(body[:4096])
+                    if outcome.response_id is not None:
+                        self.call.response_id(outcome.response_id)
             try:
                 self.downstream.answer(outcome.status, self.headers, body)
             except ConnectionError:
@@ -255,6 +261,8 @@ class InlineRelay:
                     outcome.usage = scanner.usage()
                     outcome.answer = scanner.answer()
                     outcome.response_id = scanner.response_id
+                    if outcome.response_id is not None:
+                        self.call.response_id(outcome.response_id)
                 downstream.end_now()
                 self._end()
             elif conn.broken is not None:

@@ -23,8 +23,9 @@ Contract:
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
+
+from proxy.shared_load import map_shared
 
 TABLE_FILE = "responses.table"
 DEFAULT_SLOTS = 1 << 18
@@ -40,13 +41,7 @@ class ResponseOwners:
         self.index, self.slots = index, slots
         size = slots * 8
         self.path = os.path.join(directory, TABLE_FILE)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < size:  # every worker grows it to the same size: no race to lose
-                os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)  # the mapping keeps the file open
+        self._map = map_shared(self.path, size)
         self._words = memoryview(self._map).cast("q")
 
     def _slot_and_tag(self, response_id: str) -> tuple[int, int]:

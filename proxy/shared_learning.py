@@ -30,6 +30,7 @@ import os
 import msgspec
 
 from predictor.predictor import Learned
+from proxy.shared_load import map_shared
 
 DEFAULT_SIZE = 1 << 20
 _HEADER = 8
@@ -40,16 +41,6 @@ def ring_path(directory: str, index: int) -> str:
     return os.path.join(directory, f"learned-{index}.ring")
 
 
-def _open(path: str, size: int) -> mmap.mmap:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        if os.fstat(fd).st_size < _HEADER + size:  # every worker grows it to the same size
-            os.ftruncate(fd, _HEADER + size)
-        return mmap.mmap(fd, _HEADER + size)
-    finally:
-        os.close(fd)  # the mapping keeps the file open
-
-
 class LearningRings:
     """This worker's ring to write and the others' to read."""
 
@@ -57,7 +48,7 @@ class LearningRings:
         if not (workers >= 1 and 0 <= index < workers) or size < 64:
             raise ValueError(f"learning rings: worker {index} of {workers}, {size} bytes")
         self.index, self.size = index, size
-        self._maps = {i: _open(ring_path(directory, i), size) for i in range(workers)}
+        self._maps = {i: map_shared(ring_path(directory, i), _HEADER + size) for i in range(workers)}
         self._positions = {i: memoryview(m)[:_HEADER].cast("q") for i, m in self._maps.items()}
         self._cursors = {i: self._positions[i][0] for i in self._maps if i != index}
         self._encoder = msgspec.msgpack.Encoder()

@@ -47,6 +47,18 @@ def replica_key(replica_id: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+def map_shared(path: str, size: int) -> mmap.mmap:
+    """The file at `path` (in the worker directory) mapped shared, made (mode 0600) and grown to `size` bytes
+    when smaller: every worker grows it to the same size, so there is no race to lose."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)  # the mapping keeps the file open
+
+
 def region_words(slots: int) -> int:
     return _HEADER + _RECORD * slots
 
@@ -61,13 +73,7 @@ class LoadTable:
         self._region = region_words(slots)
         size = workers * self._region * _WORD
         self.path = os.path.join(directory, TABLE_FILE)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < size:  # every worker grows it to the same size: no race to lose
-                os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)  # the mapping keeps the file open
+        self._map = map_shared(self.path, size)
         self._words = memoryview(self._map).cast("q")
         base = index * self._region
         self._seq = self._words[base] + (self._words[base] & 1)  # a restart continues (even) its counter

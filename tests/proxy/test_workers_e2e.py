@@ -103,15 +103,22 @@ async def fresh_call(
         return r.status, await r.text()
 
 
-async def sessions_of(saga: Saga, index: int) -> dict[str, int]:
-    """The sessions worker `index` scheduled (its own, not gathered from the others) and their calls."""
+async def local_get(saga: Saga, index: int, path: str) -> Any:
+    """Worker `index`'s own answer to GET `path` (not gathered from the others), as JSON."""
     connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
     async with (
         aiohttp.ClientSession(connector=connector) as http,
-        http.get("http://worker/saga/v1/sessions", headers={LOCAL_HEADER: "1"}) as r,
+        http.get(f"http://worker{path}", headers={LOCAL_HEADER: "1"}) as r,
     ):
         assert r.status == 200
-        return {s["session_id"]: s["calls"] for s in (await r.json())["sessions"]}
+        return await r.json()
+
+
+async def sessions_of(saga: Saga, index: int) -> dict[str, int]:
+    """The sessions worker `index` scheduled (its own, not gathered from the others) and their calls."""
+    return {
+        s["session_id"]: s["calls"] for s in (await local_get(saga, index, "/saga/v1/sessions"))["sessions"]
+    }
 
 
 def owned_by(owner: int, count: int, prefix: str) -> list[str]:
@@ -163,13 +170,7 @@ async def test_a_responses_conversation_continues_on_the_worker_that_served_it(t
 
 async def local_graphs(saga: Saga, index: int) -> dict[str, Any]:
     """Worker `index`'s own learned graphs (not gathered from the others), by agent type."""
-    connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
-    async with (
-        aiohttp.ClientSession(connector=connector) as http,
-        http.get("http://worker/saga/v1/graphs", headers={LOCAL_HEADER: "1"}) as r,
-    ):
-        assert r.status == 200
-        return {g["agent_type"]: g for g in (await r.json())["graphs"]}
+    return {g["agent_type"]: g for g in (await local_get(saga, index, "/saga/v1/graphs"))["graphs"]}
 
 
 async def test_each_worker_learns_from_the_sessions_the_others_own(saga: Saga) -> None:
@@ -185,9 +186,13 @@ async def test_each_worker_learns_from_the_sessions_the_others_own(saga: Saga) -
         nodes = [] if graph is None else graph["nodes"]
         return {n["key"]: sorted((e["to"], e["count"]) for e in n["edges"]) for n in nodes}
 
-    own = learned((await local_graphs(saga, 0))["shared-learning-test"])
-    assert sum(count for edges in own.values() for _, count in edges) == 12
     deadline = time.monotonic() + 10
+    while True:  # a call's end is reported just after its answer is out: the last may still be on its way
+        own = learned((await local_graphs(saga, 0)).get("shared-learning-test"))
+        if sum(count for edges in own.values() for _, count in edges) == 12 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert sum(count for edges in own.values() for _, count in edges) == 12, own
     while True:  # the next sync period, at most a few ms away on a machine that is not overloaded
         other = learned((await local_graphs(saga, 1)).get("shared-learning-test"))
         if other == own or time.monotonic() > deadline:
