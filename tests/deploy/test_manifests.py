@@ -5,6 +5,7 @@ the Grafana dashboard and alert rules against the metrics the code really export
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -25,6 +26,7 @@ from dockerfile_parse import DockerfileParser
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
 from simulator.server import start_fleet
+from tests.proxy.test_workers_e2e import saga_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -181,18 +183,27 @@ def referenced_metrics() -> dict[str, set[str]]:
 
 
 @pytest.fixture
-async def exported() -> AsyncIterator[set[str]]:
-    """Metric family names the proxy and a simulated replica (vLLM's names) expose on /metrics."""
+async def exported(tmp_path: Path) -> AsyncIterator[set[str]]:
+    """Metric family names the proxy (one process, and two workers: their series are only there) and a
+    simulated replica (vLLM's names) expose on /metrics."""
     fleet = await start_fleet(1, time_scale=100.0)
+    names: set[str] = set()
+
+    async def scrape(base: str) -> None:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as r:
+            names.update(re.findall(r"^# TYPE (\S+) ", await r.text(), re.M))
+
     try:
         async with running_proxy(ProxyConfig(replicas=fleet.urls, port=0)) as url:
-            names: set[str] = set()
-            async with aiohttp.ClientSession() as http:
-                for base in (url, fleet.urls[0]):
-                    async with http.get(f"{base}/metrics") as r:
-                        text = await r.text()
-                    names.update(re.findall(r"^# TYPE (\S+) ", text, re.M))
-            yield names
+            for base in (url, fleet.urls[0]):
+                await scrape(base)
+        workers = saga_workers(tmp_path, replicas=fleet.urls)
+        saga = await asyncio.to_thread(workers.__enter__)  # the replica answers while the workers start
+        try:
+            await scrape(saga.url)
+        finally:
+            await asyncio.to_thread(workers.__exit__, None, None, None)
+        yield names
     finally:
         await fleet.close()
 
