@@ -78,6 +78,15 @@ class _Session:
         self.pending: tuple[str, float | None, float] | None = None
 
 
+def _possible(kind: int, number: float, amount: float, output: float, calls: int) -> bool:
+    """Whether `Predictor.take_learned` could have given this observation (the fields after the names)."""
+    if not (math.isfinite(number) and math.isfinite(amount) and math.isfinite(output)) or calls < 0:
+        return False
+    if kind == TRANSITION:  # gap (-1: none), prompt growth, output tokens
+        return (number >= 0.0 or number == -1.0) and amount >= 0.0 and output >= 0.0
+    return kind == END and number in (1.0, -1.0) and amount >= 0.0  # weight, peak prompt tokens
+
+
 class Predictor:
     """Agent Execution Graphs learned online and the predictions built on them (see the module docstring)."""
 
@@ -124,8 +133,12 @@ class Predictor:
 
     def learn(self, observations: list[Learned]) -> None:
         """Learn what another predictor's graphs learned (its `take_learned`), as if observed here; it is
-        not kept for this predictor's own `take_learned`. Sessions, and what they predict, stay this one's."""
+        not kept for this predictor's own `take_learned`. Sessions, and what they predict, stay this one's.
+        An observation no predictor makes (another kind, a number that is not finite or out of its range, an
+        end weighing other than +-1) is skipped: the graphs never learn from it."""
         for kind, agent_type, key, to, number, amount, output, calls in observations:
+            if not _possible(kind, number, amount, output, calls):
+                continue
             agent_type = agent_type[: self.config.max_agent_type_chars]
             if number < 0.0 and kind == END and agent_type not in self.graphs:
                 continue  # an end taken back, whose end this predictor never learned
@@ -134,7 +147,7 @@ class Predictor:
                 graph.observe_transition(
                     key, to, gap_s=None if number < 0.0 else number, growth=amount, output=output
                 )
-            elif kind == END:
+            else:
                 graph.observe_end(key, number, calls=calls, peak_prompt=int(amount))
 
     def _learned_end(self, s: _Session, weight: float = 1.0) -> None:

@@ -34,13 +34,14 @@ def merge_graphs(gathered: Gathered) -> web.Response:
     answers = gathered.json()
     agent_types = list(dict.fromkeys(t for _, answer in answers for t in answer.get("agent_types", [])))
     live = sum(answer.get("live_sessions", 0) for _, answer in answers)
-    best: dict[str, dict[str, Any]] = {}  # agent type -> the copy that learned most (first worker on a tie)
+    # agent type -> (how much, the copy) that learned most (the lowest worker on a tie)
+    best: dict[str, tuple[float, dict[str, Any]]] = {}
     for worker, answer in sorted(answers, key=lambda wa: wa[0]):
         for g in answer.get("graphs", []):
-            kept = best.get(g["agent_type"])
-            if kept is None or _learned(g) > _learned(kept):
-                best[g["agent_type"]] = {**g, "worker": worker}
-    graphs = [best[t] for t in agent_types if t in best]
+            learned, kept = _learned(g), best.get(g["agent_type"])
+            if kept is None or learned > kept[0]:
+                best[g["agent_type"]] = (learned, {**g, "worker": worker})
+    graphs = [best[t][1] for t in agent_types if t in best]
     return json_answer({"agent_types": agent_types, "live_sessions": live, "graphs": graphs}, gathered)
 
 

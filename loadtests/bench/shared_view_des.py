@@ -224,8 +224,11 @@ def main() -> None:
                 "prefix_hit_rate": round(result.prefix_hit_rate(), 3),
                 "wall_s": round(wall, 1),
             }
-            rows.append(row)
             print(" | ".join(f"{v}" for v in row.values()), flush=True)
+            # TCT figures are over the completed tasks: which failed, and why, so rows compare like with like
+            row["failed_tasks"] = [i for i, task in enumerate(result.tasks) if task.failed]
+            row["failed_reasons"] = s.failed_reasons
+            rows.append(row)
     if args.json:
         with open(args.json, "wb") as f:
             f.write(msgspec.json.format(msgspec.json.encode(rows)))

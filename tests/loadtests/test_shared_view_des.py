@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loadtests.bench import burst_admission, learning_cost
 from loadtests.bench.load_sync_cost import measure
 from loadtests.bench.shared_view_des import run
 
@@ -31,3 +32,13 @@ def test_sharing_the_learned_graphs_brings_four_workers_near_one_core() -> None:
     assert all(r.summary().failed == 0 for r in (one, load, learned))
     assert tct[2] < tct[1] / 2, tct
     assert tct[2] < 1.5 * tct[0], tct
+
+
+def test_the_learning_cost_bench_passes_every_observation_through_a_ring() -> None:
+    observations, replay_us, ring_us = learning_cost.measure(sessions=30)  # asserts all came through
+    assert observations > 100 and replay_us > 0 and ring_us > 0
+
+
+def test_the_burst_bench_reads_the_reservations_of_both_workers() -> None:
+    peaks, _ = burst_admission.run(workers=2, sessions=3)
+    assert len(peaks) == 2 and max(peaks) > 0  # a replica's reservation, summed over the workers, was seen

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from predictor import Predictor
 from predictor.export import graph_json
-from predictor.predictor import END, MAX_KEPT
+from predictor.predictor import END, MAX_KEPT, TRANSITION
 from tests.predictor.streams import feed_sessions
 
 
@@ -58,3 +58,21 @@ def test_nothing_is_kept_unless_asked_and_what_is_kept_is_bounded() -> None:
         keeping.call_arrived(f"s{i}", "toy", float(i), 100)
         keeping.call_finished(f"s{i}", float(i) + 0.5, 100, 10, "stop")
     assert len(keeping.take_learned()) == MAX_KEPT
+
+
+def test_observations_no_predictor_makes_are_not_learned() -> None:
+    learner = Predictor()
+    impossible = [
+        (TRANSITION, "toy", "search#1", "read#2", float("nan"), 10.0, 5.0, 0),
+        (TRANSITION, "toy", "search#1", "read#2", 1.0, float("inf"), 5.0, 0),
+        (TRANSITION, "toy", "search#1", "read#2", -5.0, 10.0, 5.0, 0),
+        (TRANSITION, "toy", "search#1", "read#2", 1.0, 10.0, -1.0, 0),
+        (END, "toy", "search#1", "", 1e300, 100.0, 0.0, 3),
+        (END, "toy", "search#1", "", 1.0, 100.0, 0.0, -3),
+        (7, "toy", "search#1", "read#2", 1.0, 10.0, 5.0, 0),
+    ]
+    learner.learn(impossible)
+    assert learner.graph("toy") is None
+    learner.learn([(TRANSITION, "toy", "search#1", "read#2", -1.0, 10.0, 5.0, 0)])  # no gap: possible
+    graph = learner.graph("toy")
+    assert graph is not None and graph.nodes["search#1"].out["read#2"].count == 1.0

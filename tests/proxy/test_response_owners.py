@@ -64,3 +64,14 @@ def test_an_owner_found_is_the_last_worker_that_recorded_that_response(
         assert workers[3].owner(served[-1][0]) == served[-1][1]
     for w in workers:
         w.close()
+
+
+def test_any_string_a_client_names_is_looked_up_without_error(tmp_path: Path) -> None:
+    """`previous_response_id` comes from the client: control characters, a lone surrogate (valid JSON
+    `\\ud800`), a megabyte are hashed like any id, found only if recorded."""
+    owners = ResponseOwners(str(tmp_path), 1, slots=1024)
+    odd = ["resp_\r\n\x00", "resp_\ud800", "r" * 1_000_000, ""]
+    assert [owners.owner(i) for i in odd] == [-1, -1, -1, -1]
+    owners.record("resp_\ud800")
+    assert owners.owner("resp_\ud800") == 1 and owners.owner("resp_\udc00") == -1
+    owners.close()

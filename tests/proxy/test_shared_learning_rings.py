@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from predictor.predictor import END, TRANSITION, Learned
 from proxy.shared_learning import LearningRings, ring_path
+
+
+@contextlib.contextmanager
+def writer_and_reader(directory: Path, size: int) -> Iterator[tuple[LearningRings, LearningRings]]:
+    """Two workers' sides of the rings: worker 0 (the writer here) and worker 1 (its reader)."""
+    writer, reader = (
+        LearningRings(str(directory), 2, 0, size=size),
+        LearningRings(str(directory), 2, 1, size=size),
+    )
+    try:
+        yield writer, reader
+    finally:
+        writer.close()
+        reader.close()
 
 
 def observations(n: int, tag: str = "a") -> list[Learned]:
@@ -28,60 +44,40 @@ def test_what_one_worker_publishes_each_other_worker_reads_once(tmp_path: Path) 
 
 
 def test_batches_that_wrap_around_the_ring_arrive_whole(tmp_path: Path) -> None:
-    writer, reader = (
-        LearningRings(str(tmp_path), 2, 0, size=512),
-        LearningRings(str(tmp_path), 2, 1, size=512),
-    )
-    for round_ in range(40):  # several times around
-        batch = observations(1 + round_ % 3, tag=str(round_))
-        writer.publish(batch)
-        assert reader.read_others() == batch
-    assert reader.lost_bytes == 0
-    writer.close()
-    reader.close()
+    with writer_and_reader(tmp_path, 512) as (writer, reader):
+        for round_ in range(40):  # several times around
+            batch = observations(1 + round_ % 3, tag=str(round_))
+            writer.publish(batch)
+            assert reader.read_others() == batch
+        assert reader.lost_bytes == 0
 
 
 def test_a_reader_left_behind_skips_to_the_writer_and_counts_the_loss(tmp_path: Path) -> None:
-    writer, reader = (
-        LearningRings(str(tmp_path), 2, 0, size=512),
-        LearningRings(str(tmp_path), 2, 1, size=512),
-    )
-    for _ in range(20):
-        writer.publish(observations(2))
-    assert reader.read_others() == []
-    assert reader.lost_bytes > 512
-    writer.publish(observations(1, tag="later"))
-    assert reader.read_others() == observations(1, tag="later")
-    writer.close()
-    reader.close()
+    with writer_and_reader(tmp_path, 512) as (writer, reader):
+        for _ in range(20):
+            writer.publish(observations(2))
+        assert reader.read_others() == []
+        assert reader.lost_bytes > 512
+        writer.publish(observations(1, tag="later"))
+        assert reader.read_others() == observations(1, tag="later")
 
 
 def test_a_batch_too_large_for_the_ring_is_dropped_and_counted(tmp_path: Path) -> None:
-    writer, reader = (
-        LearningRings(str(tmp_path), 2, 0, size=256),
-        LearningRings(str(tmp_path), 2, 1, size=256),
-    )
-    writer.publish(observations(50))
-    assert writer.dropped == 50
-    assert reader.read_others() == []
-    writer.close()
-    reader.close()
+    with writer_and_reader(tmp_path, 256) as (writer, reader):
+        writer.publish(observations(50))
+        assert writer.dropped == 50
+        assert reader.read_others() == []
 
 
 def test_garbage_in_a_ring_is_skipped_and_reading_goes_on(tmp_path: Path) -> None:
-    writer, reader = (
-        LearningRings(str(tmp_path), 2, 0, size=1024),
-        LearningRings(str(tmp_path), 2, 1, size=1024),
-    )
-    garbage = (5).to_bytes(4, "little") + b"\xc1\xc1\xc1\xc1\xc1"  # 0xc1 is never valid msgpack
-    writer._copy_in(writer._maps[0], 0, garbage)
-    writer._positions[0][0] = len(garbage)
-    assert reader.read_others() == []
-    assert reader.undecodable == 1
-    writer.publish(observations(2))
-    assert reader.read_others() == observations(2)
-    writer.close()
-    reader.close()
+    with writer_and_reader(tmp_path, 1024) as (writer, reader):
+        garbage = (5).to_bytes(4, "little") + b"\xc1\xc1\xc1\xc1\xc1"  # 0xc1 is never valid msgpack
+        writer._copy_in(writer._maps[0], 0, garbage)
+        writer._positions[0][0] = len(garbage)
+        assert reader.read_others() == []
+        assert reader.undecodable == 1
+        writer.publish(observations(2))
+        assert reader.read_others() == observations(2)
 
 
 def test_a_restarted_writer_continues_its_ring_and_a_new_reader_skips_history(tmp_path: Path) -> None:
