@@ -6,7 +6,8 @@ replica; `POST /saga/v1/replicas/drain` stops new calls to one (calls in flight 
 elsewhere) and `POST /saga/v1/replicas/remove` takes it out of the pool.
 
 With workers, /metrics, /saga/v1/state and /saga/v1/replicas answer for all of them (the merges below;
-proxy/worker_gather.py) and the POSTs are applied on every worker.
+proxy/worker_gather.py) and the POSTs are applied on every worker; a worker restarted later applies them at
+start (proxy/replica_changes.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy.context import CORE, GATE, GUARDS, METRICS, MODELS, down_stats
+from proxy.context import CORE, GATE, GUARDS, METRICS, MODELS, REPLICA_CHANGES, down_stats
 from proxy.errors import ProxyError
 from proxy.metrics import merge_expositions
+from proxy.replica_changes import ChangeKind, ReplicaChangesError
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer, merge_replica_rows, sum_numbers
 
 log = logging.getLogger("saga.admin")
@@ -99,34 +101,74 @@ async def _replica_url(request: web.Request) -> str:
 
 async def add_replica(request: web.Request) -> web.Response:
     url = await _replica_url(request)
-    core, guards = request.app[CORE], request.app[GUARDS]
-    known = url in core.replicas
-    core.add_replica(url)
-    guards.draining.discard(url)
+    known = url in request.app[CORE].replicas
+    apply_replica_change(request.app, "added", url)
     log.info("replica %s added through the admin API", url)
     return web.json_response({"url": url, "added": not known}, status=200 if known else 201)
 
 
 async def drain_replica(request: web.Request) -> web.Response:
     url = await _replica_url(request)
-    core, guards = request.app[CORE], request.app[GUARDS]
+    core = request.app[CORE]
     if url not in core.replicas:
         raise ProxyError(404, "no such replica", param="url", code="unknown_replica")
-    guards.draining.add(url)
-    request.app[GATE].apply(core.replica_stats(down_stats(url)))
+    apply_replica_change(request.app, "draining", url)
     log.info("replica %s draining", url)
     return web.json_response({"url": url, "draining": True, "in_flight": core.replicas[url].in_flight})
 
 
 async def remove_replica(request: web.Request) -> web.Response:
     url = await _replica_url(request)
-    core = request.app[CORE]
-    if url not in core.replicas:
+    if url not in request.app[CORE].replicas:
         raise ProxyError(404, "no such replica", param="url", code="unknown_replica")
-    core.remove_replica(url)
-    request.app[GUARDS].forget(url)
+    apply_replica_change(request.app, "removed", url)
     log.info("replica %s removed through the admin API", url)
     return web.json_response({"url": url, "removed": True})
+
+
+def apply_replica_change(app: web.Application, kind: ChangeKind, url: str, *, record: bool = True) -> None:
+    """One admin change of the replica set, applied to this process and, with workers, recorded for a worker
+    that starts later (proxy/replica_changes.py)."""
+    core, guards = app[CORE], app[GUARDS]
+    if kind == "added":
+        core.add_replica(url)
+        guards.draining.discard(url)
+    elif kind == "draining":
+        guards.draining.add(url)
+        app[GATE].apply(core.replica_stats(down_stats(url)))
+    else:
+        core.remove_replica(url)
+        guards.forget(url)
+    changes = app[REPLICA_CHANGES]
+    if record and changes is not None:
+        try:
+            changes.record(kind, url)
+        except ReplicaChangesError as e:  # applied here all the same; only a later restart would miss it
+            log.error("replica %s %s but not recorded for restarted workers: %s", url, kind, e)
+
+
+def replay_replica_changes(app: web.Application) -> set[str]:
+    """A starting worker applies the replica set changes the admin API made before it started; returns the
+    replicas removed that way (DNS discovery must not bring them back, as it would not in the workers that
+    saw the removal)."""
+    changes = app[REPLICA_CHANGES]
+    if changes is None:
+        return set()
+    try:
+        state = changes.load()
+    except ReplicaChangesError as e:
+        log.error("starting from the configured replicas: %s", e)
+        return set()
+    plan: tuple[tuple[ChangeKind, list[str]], ...] = (
+        ("added", state.added),
+        ("draining", state.draining),
+        ("removed", state.removed),
+    )
+    for kind, urls in plan:
+        for url in urls:
+            apply_replica_change(app, kind, url, record=False)
+            log.info("replica %s %s through the admin API before this worker started", url, kind)
+    return set(state.removed)
 
 
 def add_routes(app: web.Application) -> None:

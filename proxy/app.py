@@ -27,6 +27,7 @@ from proxy.context import (
     MODELS,
     POOL,
     RELEASER,
+    REPLICA_CHANGES,
     RESPONSE_OWNERS,
     UPSTREAM,
     WORKERS,
@@ -40,6 +41,7 @@ from proxy.health import replica_health_loop
 from proxy.load_sync import load_sync_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
+from proxy.replica_changes import ReplicaChanges
 from proxy.response_owners import ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore, build_policy
@@ -90,10 +92,13 @@ async def _close_response_owners(app: web.Application) -> None:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     tasks = []
+    removed = admin.replay_replica_changes(app)  # a restarted worker: the admin changes made before it
     discovery = app[CONFIG].discovery
     if discovery is not None:
         tasks.append(
-            asyncio.create_task(dns_discovery_loop(app[CORE], app[GUARDS], discovery, app[RESOLVER]))
+            asyncio.create_task(
+                dns_discovery_loop(app[CORE], app[GUARDS], discovery, app[RESOLVER], managed=removed)
+            )
         )
     workers = app[WORKERS]
     if workers is not None and workers.count > 1:  # the other workers' KV reservations, calls and learning
@@ -172,8 +177,10 @@ def create_app(
     app[RESOLVER] = resolver
     app[WORKERS] = workers
     app[RESPONSE_OWNERS] = None
+    app[REPLICA_CHANGES] = None
     if workers is not None and workers.count > 1:
         app[RESPONSE_OWNERS] = ResponseOwners(workers.directory, workers.index)
+        app[REPLICA_CHANGES] = ReplicaChanges(workers.directory)
         app.on_cleanup.append(_close_response_owners)
     app[METRICS] = ProxyMetrics()
     app[METRICS].registry.register(TenantCollector(core))

@@ -11,6 +11,7 @@ from proxy.config import ProxyConfig
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ReplicaModels
 from proxy.priority_fallback import PriorityRefusals
+from proxy.replica_changes import ReplicaChanges
 from proxy.replica_guard import GuardParams, ReplicaGuard
 from proxy.response_owners import ResponseOwners
 from proxy.retention_release import RetentionReleaser
@@ -84,4 +85,6 @@ MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serv
 WORKERS: web.AppKey[WorkerSet | None] = web.AppKey("workers")  # None: single-process (proxy/worker_set.py)
 # which worker served a Responses API answer (proxy/response_owners.py); None with one process
 RESPONSE_OWNERS: web.AppKey[ResponseOwners | None] = web.AppKey("response_owners")
+# With workers: the admin API's replica set changes, kept for a worker restarted later (None: one process).
+REPLICA_CHANGES: web.AppKey[ReplicaChanges | None] = web.AppKey("replica_changes")
 TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased

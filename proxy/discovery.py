@@ -3,8 +3,9 @@
 Contract: `discovered_urls(addresses, discovery)` turns resolved addresses into replica URLs (IPv6 in
 brackets, sorted, duplicates dropped). `dns_discovery_loop` re-resolves `discovery.name` every `interval_s`:
 new addresses become replicas, vanished ones are removed from routing (their calls in flight still finish and
-are accounted for). A failed resolution changes nothing (a DNS hiccup must not empty the pool). The resolver
-is injected, so tests resolve any name they like; by default it is the event loop's `getaddrinfo`.
+are accounted for). A replica removed through the admin API stays removed while its address still resolves.
+A failed resolution changes nothing (a DNS hiccup must not empty the pool). The resolver is injected, so tests
+resolve any name they like; by default it is the event loop's `getaddrinfo`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ def apply_replica_set(core: SchedulerCore, guards: Guards, wanted: set[str], man
 
 
 async def dns_discovery_loop(
-    core: SchedulerCore, guards: Guards, discovery: DnsDiscovery, resolve: Resolver = resolve_with_getaddrinfo
+    core: SchedulerCore,
+    guards: Guards,
+    discovery: DnsDiscovery,
+    resolve: Resolver = resolve_with_getaddrinfo,
+    managed: set[str] | None = None,
 ) -> None:
-    managed: set[str] = set()
+    """`managed`: replicas to treat as added by discovery already (a restarted worker's admin-removed ones,
+    which a resolution must not bring back while they still resolve, as in the workers that removed them)."""
+    managed = set() if managed is None else set(managed)
     while True:
         try:
             addresses = await resolve(discovery.name, discovery.port)

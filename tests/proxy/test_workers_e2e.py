@@ -529,3 +529,48 @@ def test_workers_that_keep_exiting_stop_the_supervisor(tmp_path: Path) -> None:
             lambda: any("saga: error: workers exited 5 times" in x for x in saga.output), "no message", saga
         )
         assert not saga.directory.exists()
+
+
+async def replica_rows(saga: Saga, index: int) -> dict[str, bool]:
+    """Worker `index`'s own replicas (not gathered): URL -> draining."""
+    return {
+        r["replica_id"]: r["draining"]
+        for r in (await local_get(saga, index, "/saga/v1/replicas"))["replicas"]
+    }
+
+
+async def test_a_restarted_worker_applies_the_replica_changes_made_before_it_started(tmp_path: Path) -> None:
+    """Replicas added, drained and removed through the admin API before a worker is restarted: the new
+    process starts from the configuration, and without `replica-changes.json` it would route to the removed
+    replica, never to the added one, and keep serving from the draining one."""
+    async with fake_replica() as kept, fake_replica() as drained, fake_replica() as removed:
+        added = "http://127.0.0.1:9"  # never answers: only the replica set is checked
+        workers = saga_workers(tmp_path, replicas=[kept.url, drained.url, removed.url])
+        saga = await asyncio.to_thread(workers.__enter__)  # the replicas answer while the workers start
+        try:
+            async with aiohttp.ClientSession() as http:
+                for path, url in (("", added), ("/drain", drained.url), ("/remove", removed.url)):
+                    async with http.post(f"{saga.url}/saga/v1/replicas{path}", json={"url": url}) as r:
+                        assert r.status in (200, 201), await r.text()
+            wanted = {kept.url: False, drained.url: True, added: False}
+            assert [await replica_rows(saga, 0), await replica_rows(saga, 1)] == [wanted, wanted]
+            victim = worker_pid(saga, 1)
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + START_S
+            while True:  # until the new worker 1 answers on its app socket
+                assert time.monotonic() < deadline, "".join(saga.output)
+                if victim not in saga.children():
+                    with contextlib.suppress(aiohttp.ClientError, OSError, AssertionError):
+                        rows = await replica_rows(saga, 1)
+                        break
+                await asyncio.sleep(0.1)
+            assert rows == wanted, "".join(saga.output[-20:])
+            async with (  # a change after the restart still reaches every worker, and the record
+                aiohttp.ClientSession() as http,
+                http.post(f"{saga.url}/saga/v1/replicas", json={"url": removed.url}) as r,
+            ):
+                assert r.status == 201, await r.text()
+            record = json.loads((saga.directory / "replica-changes.json").read_text())
+            assert record == {"added": sorted([added, removed.url]), "draining": [drained.url], "removed": []}
+        finally:
+            await asyncio.to_thread(workers.__exit__, None, None, None)

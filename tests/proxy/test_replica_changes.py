@@ -1,0 +1,90 @@
+"""The admin API's replica set changes, recorded for workers that start later (proxy/replica_changes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from proxy.config import DnsDiscovery
+from proxy.context import Guards
+from proxy.discovery import dns_discovery_loop
+from proxy.replica_changes import FILE, ReplicaChanges, ReplicaChangesError, ReplicaSetChanges
+from proxy.replica_guard import GuardParams
+from proxy.scheduler import SchedulerCore, build_policy
+
+
+def test_changes_fold_into_the_resulting_state() -> None:
+    state = ReplicaSetChanges()
+    state = state.fold("added", "http://b").fold("added", "http://a").fold("draining", "http://a")
+    assert state == ReplicaSetChanges(["http://a", "http://b"], ["http://a"], [])
+    state = state.fold("removed", "http://a").fold("removed", "http://c")
+    assert state == ReplicaSetChanges(["http://b"], [], ["http://a", "http://c"])
+    assert state.fold("removed", "http://c") == state  # idempotent: every worker records what it applied
+    assert state.fold("added", "http://c") == ReplicaSetChanges(["http://b", "http://c"], [], ["http://a"])
+
+
+def test_the_record_survives_a_new_reader_and_a_missing_one_is_no_change(tmp_path: Path) -> None:
+    assert ReplicaChanges(str(tmp_path)).load() == ReplicaSetChanges()
+    ReplicaChanges(str(tmp_path)).record("added", "http://x")
+    ReplicaChanges(str(tmp_path)).record("draining", "http://x")
+    assert ReplicaChanges(str(tmp_path)).load() == ReplicaSetChanges(["http://x"], ["http://x"], [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE, "replica-changes.lock"]  # nothing left aside
+
+
+@pytest.mark.parametrize(
+    "content", [b"{", b"[]", b'{"added": "http://x"}', b'{"added": [], "extra": 1}', b"\xff"]
+)
+def test_a_damaged_record_is_reported_and_replaced_by_the_next_change(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / FILE).write_bytes(content)
+    with pytest.raises(ReplicaChangesError, match=FILE):
+        ReplicaChanges(str(tmp_path)).load()
+    ReplicaChanges(str(tmp_path)).record("removed", "http://y")
+    assert ReplicaChanges(str(tmp_path)).load() == ReplicaSetChanges([], [], ["http://y"])
+
+
+def test_an_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ReplicaChangesError, match="cannot record"):
+        ReplicaChanges(str(tmp_path / "gone")).record("added", "http://x")
+
+
+def _record_many(directory: str, prefix: str) -> None:
+    changes = ReplicaChanges(directory)
+    for i in range(40):
+        changes.record("added", f"http://{prefix}-{i}")
+
+
+def test_workers_recording_at_once_lose_no_change(tmp_path: Path) -> None:
+    """Read-modify-write under the lock: without it two processes overwrite each other's additions."""
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_record_many, args=(str(tmp_path), p)) for p in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    added = ReplicaChanges(str(tmp_path)).load().added
+    assert len(added) == 120 and len(set(added)) == 120
+
+
+async def test_discovery_does_not_bring_back_a_replica_removed_before_a_restart() -> None:
+    """A restarted worker passes its admin-removed replicas as already managed: while they still resolve
+    they stay out, as they do in the workers that removed them; a new address is still added."""
+    core = SchedulerCore([], build_policy("round-robin"), lambda: 0.0)
+    discovery = DnsDiscovery(name="vllm.local", port=8000, interval_s=0.01)
+    resolutions = 0
+
+    async def resolve(name: str, port: int) -> list[str]:
+        nonlocal resolutions
+        resolutions += 1
+        if resolutions >= 3:
+            raise asyncio.CancelledError
+        return ["10.0.0.1", "10.0.0.2"]
+
+    with pytest.raises(asyncio.CancelledError):
+        await dns_discovery_loop(
+            core, Guards(GuardParams()), discovery, resolve, managed={"http://10.0.0.1:8000"}
+        )
+    assert sorted(core.replicas) == ["http://10.0.0.2:8000"]
