@@ -167,7 +167,10 @@ class Call:
                 pool,
                 key,
                 conn,
-                {"X-Saga-Replica": decision.replica_id, "X-Session-ID": self.who.session_id},
+                {
+                    "X-Saga-Replica": decision.replica_id,
+                    "X-Session-ID": self.who.shown_session_id or self.who.session_id,
+                },
                 forward.ANSWER_EXTRA,
                 config.first_byte_timeout_s,
                 config.stream_idle_timeout_s,
@@ -216,7 +219,10 @@ class Call:
         outcome = await forward.relay(
             self.downstream,  # type: ignore[arg-type]  # the fast server's downstream is both kinds
             upstream,
-            {"X-Saga-Replica": dispatch.replica_id, "X-Session-ID": self.who.session_id},
+            {
+                "X-Saga-Replica": dispatch.replica_id,
+                "X-Session-ID": self.who.shown_session_id or self.who.session_id,
+            },
             self.first_byte,
             self.config.stream_idle_timeout_s,
             collect_answer=self.who.prompt_chain is not None,

@@ -24,7 +24,7 @@ from proxy import forward
 from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CONFIG, TENANT_SOURCES
-from proxy.data_structs import CallFields, ChatMessage
+from proxy.data_structs import CallFields, ChatMessage, Identity
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
@@ -103,6 +103,17 @@ def begin_call(
     call.begin(downstream)
 
 
+def _keyed(who: Identity, tenant: str) -> Identity:
+    """The identity of a call authenticated by a client API key: the key's tenant, and sessions of its own.
+    Another key naming the same session id has another session, so it cannot ride on this tenant's admitted
+    workflows, end them (`X-Session-End`) or mix its calls into their predictions. A session found by the
+    conversation's chain or `previous_response_id` is already the tenant's own (ids made here)."""
+    session = who.session_id if who.session_inferred else f"{tenant}:{who.session_id}"
+    prefix = tenant + ":"
+    shown = session[len(prefix) :] if session.startswith(prefix) else None
+    return msgspec.structs.replace(who, tenant_id=tenant, session_id=session, shown_session_id=shown)
+
+
 def _prepared(
     app: web.Application,
     path: str,
@@ -127,7 +138,7 @@ def _prepared(
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
-        who = msgspec.structs.replace(who, tenant_id=tenant)
+        who = _keyed(who, tenant)
     prompt = fields.messages or fields.prompt or fields.input  # a view into the body: copied only when hashed
     info = RequestInfo(
         request_id=request_id,

@@ -7,6 +7,7 @@ Every key is documented in docs/config.md. Unknown keys are errors naming the ke
 from __future__ import annotations
 
 import math
+import re
 
 import msgspec
 
@@ -14,6 +15,8 @@ from fairness.tenants import TenantsConfig
 from proxy.replica_guard import GuardParams
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
 from proxy.scheduler.release import ReleaseQueueSpec
+
+_TENANT_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # printable ASCII but ':' (it ends a session's prefix)
 
 
 class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -111,6 +114,11 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for key, tenant in (self.api_keys or {}).items():
             if not key or not tenant:
                 raise ConfigError("api_keys: every key and tenant must be non-empty")
+            if not _TENANT_NAME.fullmatch(tenant) or len(tenant) > 128:
+                # "<tenant>:" prefixes the tenant's session ids, which go to the replicas in a header
+                raise ConfigError(
+                    "api_keys: a tenant name must be 1 to 128 printable ASCII characters, no space or ':'"
+                )
         for url in self.replicas:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"replica {url!r} is not an http(s) URL")

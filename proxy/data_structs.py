@@ -55,6 +55,9 @@ class Identity(msgspec.Struct, frozen=True):
     # The chain hash of the call's whole conversation, when its session was inferred from it: the shell
     # remembers it with the call's answer so that the next call of the conversation finds the session.
     prompt_chain: bytes | None = None
+    # The session id the client is told (X-Session-ID), when it is not `session_id`: a client API key's
+    # tenant has sessions of its own, so the proxy's id for a named session is "<tenant>:<the client's id>".
+    shown_session_id: str | None = None
 
 
 # proxy/session_chain.py: a conversation's messages and a call's answer

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.config import DnsDiscovery
+from proxy.config import DnsDiscovery, ProxyConfig
 from proxy.logs import JsonFormatter
 from proxy.scheduler import ConfigError, Decision, RequestInfo, SchedulerCore, build_policy
 from proxy.serve_options import proxy_config
@@ -53,6 +53,46 @@ async def test_client_api_keys_name_the_tenant_and_stay_at_the_proxy(http: aioht
     assert ok[0] == 200 and health == 200
     assert [a.tenant_id for a in core.arrivals] == ["acme"]
     assert "Authorization" not in replica.headers[0] and "authorization" not in replica.headers[0]
+
+
+async def test_each_client_key_has_sessions_of_its_own(http: aiohttp.ClientSession) -> None:
+    """Two tenants' keys naming the same session id: two sessions. Without the namespace one tenant's calls
+    joined the other's session (its admitted workflow, its predictions) and its `X-Session-End` ended it."""
+    async with fake_replica() as replica:
+        core = ArrivalsCore([replica.url])
+        cfg = config([replica.url], api_keys={"sk-acme": "acme", "sk-beta": "beta"})
+        async with running_proxy(cfg, core) as url:
+            shown = []
+            for key in ("sk-acme", "sk-beta", "sk-acme"):
+                headers = {"Authorization": f"Bearer {key}", "X-Session-ID": "task-1"}
+                async with http.post(
+                    f"{url}/v1/chat/completions", json={"messages": MESSAGES}, headers=headers
+                ) as r:
+                    assert r.status == 200, await r.text()
+                    shown.append(r.headers["X-Session-ID"])
+            assert set(core.sessions) >= {"acme:task-1", "beta:task-1"}
+            headers = {"Authorization": "Bearer sk-beta", "X-Session-ID": "task-1", "X-Session-End": "true"}
+            async with http.post(
+                f"{url}/v1/chat/completions", json={"messages": MESSAGES}, headers=headers
+            ) as r:
+                assert r.status == 200
+            assert "acme:task-1" in core.sessions and "beta:task-1" not in core.sessions
+            async with http.post(f"{url}/saga/v1/sessions/acme:task-1/end") as r:  # the admin names it whole
+                assert r.status == 200, await r.text()
+            assert "acme:task-1" not in core.sessions
+    assert shown == ["task-1"] * 3  # the client is told its own id
+    assert [(a.tenant_id, a.session_id) for a in core.arrivals[:3]] == [
+        ("acme", "acme:task-1"),
+        ("beta", "beta:task-1"),
+        ("acme", "acme:task-1"),
+    ]
+    assert replica.headers[1]["X-Session-ID"] == "beta:task-1"  # the replica's id is the proxy's
+
+
+@pytest.mark.parametrize("tenant", ["", "two words", "tab\tin", "x" * 129, "caf\u00e9", "a:b"])
+def test_a_client_key_tenant_name_must_be_printable_ascii(tenant: str) -> None:
+    with pytest.raises(ConfigError, match="api_keys"):
+        ProxyConfig(replicas=["http://a"], api_keys={"sk-1": tenant}).validate()
 
 
 async def test_the_admin_api_needs_its_token(http: aiohttp.ClientSession) -> None:
