@@ -32,6 +32,12 @@ from collections.abc import Callable, Iterator
 from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
+
+# Tenants are named by clients (a header), so their state is bounded: once more than this many are known, the
+# tenants not backlogged are forgotten (their counter, `served` total and C_i). For one whose counter F has
+# reached that is exact (it would restart at F anyway); one ahead of F comes back with at most one call's
+# cost of credit (C_i / w_i). The guarantee is about tenants backlogged throughout, which are never forgotten.
+MAX_IDLE_TENANTS = 4096
 Order = Literal["fifo", "vtc", "afs"]
 ORDERS: tuple[Order, ...] = ("fifo", "vtc", "afs")
 
@@ -77,6 +83,7 @@ class FairQueue(Generic[T]):
         weight_of: Callable[[str], float] = lambda _: 1.0,
         *,
         age_bound_s: float | None = 30.0,
+        max_idle_tenants: int = MAX_IDLE_TENANTS,
     ) -> None:
         if order not in ORDERS:
             raise ValueError(f"unknown queue order {order!r}; known: {', '.join(ORDERS)}")
@@ -95,6 +102,8 @@ class FairQueue(Generic[T]):
         self._held: dict[str, _Held[T]] = {}
         self._tenants: dict[str, _TenantBacklog[T]] = {}
         self._arrivals: deque[_Held[T]] = deque()  # fifo order only
+        self.max_idle_tenants = max_idle_tenants
+        self._sweep_at = max_idle_tenants  # tenants known past which idle ones are forgotten (amortised)
 
     def __len__(self) -> int:
         return len(self._held)
@@ -142,6 +151,8 @@ class FairQueue(Generic[T]):
             self.counters[tenant] = counter + cost / self.weight_of(tenant)
         self.served[tenant] = self.served.get(tenant, 0.0) + cost
         self.max_cost[tenant] = max(self.max_cost.get(tenant, 0.0), cost)
+        if len(self.served) > self._sweep_at:
+            self._forget_idle()
 
     def next_tenant(self) -> str | None:
         """The tenant whose call `pop` releases next (None when empty)."""
@@ -245,3 +256,15 @@ class FairQueue(Generic[T]):
         self.served[held.tenant] = self.served.get(held.tenant, 0.0) + held.cost
         self.max_cost[held.tenant] = max(self.max_cost.get(held.tenant, 0.0), held.cost)
         self.remove(held.key)
+        if len(self.served) > self._sweep_at:
+            self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        """Forgets the tenants not backlogged (see MAX_IDLE_TENANTS); the next sweep waits until twice as many
+        are known, so sweeps cost O(1) per call amortised."""
+        keep = self._tenants
+        for tenant in [t for t in self.served if t not in keep]:
+            del self.served[tenant]
+            self.max_cost.pop(tenant, None)
+            self.counters.pop(tenant, None)
+        self._sweep_at = max(self.max_idle_tenants, 2 * len(self.served))

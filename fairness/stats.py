@@ -2,8 +2,9 @@
 
 Contract: `TenantLedger` is told each call's time to first token and each task's (session's) completion
 time; it keeps, per tenant, cumulative histogram buckets (Prometheus style: `counts[k]` observations
-<= `buckets[k]`), the count of calls that met the tenant's TTFT target and of those that had one. Memory is
-bounded by the number of tenants.
+<= `buckets[k]`), the count of calls that met the tenant's TTFT target and of those that had one (by the
+tenant's own target). Memory is bounded: past `max_records` tenants, those the configuration does not name
+share the record `_other`.
 """
 
 from __future__ import annotations
@@ -63,15 +64,26 @@ class TenantRecord:
         return self.ttft_slo_met / self.ttft_slo_calls if self.ttft_slo_calls else None
 
 
+# Tenants are named by clients (a header), and each record is a metrics label value: past this many, a tenant
+# the configuration does not name is counted under OTHER, so /metrics and memory stay bounded.
+MAX_TENANT_RECORDS = 256
+OTHER = "_other"
+
+
 class TenantLedger:
-    def __init__(self, config: TenantsConfig) -> None:
+    def __init__(self, config: TenantsConfig, max_records: int = MAX_TENANT_RECORDS) -> None:
         self.config = config
+        self.max_records = max_records
         self.records: dict[str, TenantRecord] = {}
 
     def record(self, tenant: str) -> TenantRecord:
         rec = self.records.get(tenant)
         if rec is None:
-            rec = self.records[tenant] = TenantRecord()
+            if len(self.records) >= self.max_records and tenant not in self.config.tenants:
+                tenant = OTHER
+                rec = self.records.get(OTHER)
+            if rec is None:
+                rec = self.records[tenant] = TenantRecord()
         return rec
 
     def first_token(self, tenant: str, ttft_s: float) -> None:

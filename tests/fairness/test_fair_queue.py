@@ -196,3 +196,60 @@ def test_peek_names_what_pop_releases_and_changes_nothing(
             if peeked is not None:
                 live.remove(peeked)
     assert q.peek(1e9) == q.pop(1e9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.sampled_from(["vtc", "afs"]),
+    ops=st.lists(
+        st.tuples(st.integers(0, 39), st.floats(0.0, 5.0), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=300,
+    ),
+)
+def test_a_queue_that_forgets_idle_tenants_stays_bounded_and_fair(
+    order: str, ops: list[tuple[int, float, int, bool]]
+) -> None:
+    """Forty tenants named by clients and a queue that may remember four idle ones: the invariant holds after
+    every step, every held call comes out once, and what the queue knows stays bounded."""
+    q: FairQueue[str] = FairQueue(order, age_bound_s=None, max_idle_tenants=4)  # type: ignore[arg-type]
+    pushed, released = set(), []
+    for i, (tenant_no, cost, pops, at_once) in enumerate(ops):
+        tenant = f"t{tenant_no}"
+        if at_once and not len(q):
+            q.serve_now(tenant, cost)
+        else:
+            q.push(f"k{i}", f"k{i}", tenant=tenant, cost=cost, remaining=cost, now=0.0)
+            pushed.add(f"k{i}")
+        for _ in range(pops):
+            item = q.pop(0.0)
+            if item is not None:
+                released.append(item)
+        q.check_invariant()
+        backlogged = len(q.backlog())
+        assert len(q.served) <= max(4, 2 * backlogged) + backlogged + 1
+    released += drain(q)
+    assert sorted(released) == sorted(pushed)
+
+
+def test_a_flood_of_one_off_tenants_is_forgotten_and_known_tenants_order_as_before() -> None:
+    """10,000 tenant ids seen once each (a client putting a request id in X-Tenant-Id) leave a bounded state;
+    two tenants backlogged throughout are served as they are without the flood."""
+
+    def run(flood: bool) -> tuple[list[str], int]:
+        q: FairQueue[str] = FairQueue("vtc", max_idle_tenants=64)
+        order = []
+        for i in range(10_000):
+            if flood:
+                q.serve_now(f"once-{i}", 1.0)
+        for i in range(20):
+            q.push(f"a{i}", "a", tenant="a", cost=1.0, remaining=0, now=0)
+            q.push(f"b{i}", "b", tenant="b", cost=2.0, remaining=0, now=0)
+        while (item := q.pop(0.0)) is not None:
+            order.append(item)
+            q.check_invariant()
+        return order, len(q.served)
+
+    flooded, known = run(True)
+    assert flooded == run(False)[0]
+    assert known <= 130
