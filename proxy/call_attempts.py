@@ -2,11 +2,13 @@
 
 Contract:
 - `attempts` dispatches until a replica answers: a connect error or a 5xx before any byte reached the client
-  marks the replica down and asks the core again (`dispatch_failed`, which rebinds the session), up to
-  `max_retries` times; a first-byte timeout is a 504 (the replica may be working on it: not retried); a 400
-  to a request priority from a replica without vLLM's priority scheduling sends the call again without one.
-  It returns the answer to relay, the core's Reject when no replica is left, or `ANSWERED` when it relayed
-  the replica's own error itself.
+  asks the core again (`dispatch_failed`, which rebinds the session, never to a replica the call tried), up
+  to `max_retries` times. A connect error marks the replica down; a 5xx only counts toward its circuit
+  breaker (consecutive failures), since one request that every replica refuses must not take them all
+  down; a first-byte timeout is a 504 (the replica may be working on it: not retried); a 400 to a request
+  priority from a replica without vLLM's priority scheduling sends the call again without one. It returns
+  the answer to relay, the core's Reject when no replica is left, or `ANSWERED` when it relayed the
+  replica's own error itself.
 - `no_replica_left` relays the last replica error as it was, or raises the refusal (a 429 from a full queue
   and a 503 carry `Retry-After`).
 - `account` counts a relayed answer once: the replica's circuit breaker, the error causes, the logs.
@@ -75,7 +77,9 @@ async def attempts(
         upstream = None
         if answered.status >= 500 and call.failures < config.max_retries:
             call.last_5xx = await read_error(call, answered, replica)
-            decision = await failed(call, replica, f"answered {answered.status}", "upstream_5xx")
+            decision = await failed(
+                call, replica, f"answered {answered.status}", "upstream_5xx", replica_down=False
+            )
             continue
         if answered.status == 400 and with_priority:
             status, headers, error_body = await read_error(call, answered, replica)
@@ -128,26 +132,31 @@ def note_failure(call: Call, replica: str, reason: str, cause: str) -> bool:
     return opened
 
 
-async def failed(call: Call, replica: str, reason: str, cause: str) -> Decision:
-    """A dispatch failed before any byte reached the client: mark the replica down, maybe retry."""
+async def failed(call: Call, replica: str, reason: str, cause: str, *, replica_down: bool = True) -> Decision:
+    """A dispatch failed before any byte reached the client: maybe retry elsewhere. `replica_down`: the
+    replica could not be reached, so it is out of rotation until a probe succeeds (one that answered an
+    error is only counted toward its breaker, by `note_failure`)."""
     core, gate = call.core, call.gate
     call.failures += 1
-    note_failure(call, replica, reason, cause)
+    opened = note_failure(call, replica, reason, cause)
     retry = call.failures <= call.config.max_retries
     log.warning(
-        "replica %s marked down: call %s %s%s",
+        "replica %s %s: call %s %s%s",
         replica,
+        "marked down" if replica_down or opened else "failed a call",
         call.info.request_id,
         reason,
         "; retrying on another replica" if retry else "",
         extra=log_context(call, replica),
     )
     if not retry:
-        gate.apply(core.replica_stats(down_stats(replica)))
+        if replica_down:
+            gate.apply(core.replica_stats(down_stats(replica)))
         raise ProxyError(502, f"replica failed: {reason}", code="upstream_error")
     call.metrics.retries.inc()
-    decision = await call._decided(core.dispatch_failed(call.info.request_id))
-    gate.apply(core.replica_stats(down_stats(replica)))
+    decision = await call._decided(core.dispatch_failed(call.info.request_id, replica_down))
+    if replica_down:
+        gate.apply(core.replica_stats(down_stats(replica)))
     return decision
 
 

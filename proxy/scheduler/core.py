@@ -206,15 +206,18 @@ class SchedulerCore:
             return []
         return self.request_finished(request_id)
 
-    def dispatch_failed(self, request_id: str) -> list[Decision]:
-        """The replica could not be reached before any response byte: mark it down and try another."""
+    def dispatch_failed(self, request_id: str, replica_down: bool = True) -> list[Decision]:
+        """The call failed on its replica before any response byte: try another (not one it tried). The
+        replica is marked down when it could not be reached (`replica_down`); one that answered an error is
+        alive, and marking it down for one call would let one bad request take the whole fleet down."""
         flight = self.in_flight.pop(request_id, None)
         if flight is None:
             return []
         replica = self.replicas.get(flight.replica_id)
         if replica is not None:
             replica.in_flight -= 1
-            replica.healthy = False
+            if replica_down:
+                replica.healthy = False
         self._session_done(flight.req, self.clock())
         if self.admission is not None:
             self.admission.withdrawn(flight.req.session_id)

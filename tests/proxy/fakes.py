@@ -4,9 +4,10 @@
 routes) and answers calls the way `mode` says: "ok" (a tiny JSON or SSE answer), "error-503" (5xx before any
 byte), "hang" (never answers), "stall-stream" (headers and one event, then silence), "slow" (answers after
 `slow_s`), "tools" (an answer calling the tool `run_tests`, streamed in pieces when asked, with the usage
-chunk only when `stream_options.include_usage` is set). `/v1/responses` answers a Responses API object with
-ids `resp_1`, `resp_2`, ... `dying_stream_replica` is a raw socket server that starts an SSE answer and
-drops the connection.
+chunk only when `stream_options.include_usage` is set). In every mode a call whose body has
+`"metadata": {"poison": true}` gets a 500: a request every replica refuses. `/v1/responses` answers a
+Responses API object with ids `resp_1`, `resp_2`, ... `dying_stream_replica` is a raw socket server that
+starts an SSE answer and drops the connection.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class FakeReplica:
         self.headers.append(dict(request.headers))
         body = await request.json()
         try:
+            if isinstance(body.get("metadata"), dict) and body["metadata"].get("poison"):
+                return web.json_response({"error": {"message": "engine error on this request"}}, status=500)
             if self.mode == "error-503":
                 return web.json_response({"error": {"message": "overloaded"}}, status=503)
             if self.mode == "hang":

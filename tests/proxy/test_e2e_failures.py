@@ -66,6 +66,27 @@ async def test_a_5xx_before_any_byte_is_retried_and_the_session_rebinds(http: ai
     assert (status, replica) == (200, good.url)  # the session now lives where its prefix is
 
 
+async def test_a_request_every_replica_refuses_does_not_take_the_fleet_down(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A call that makes every replica answer 500 (a request vLLM chokes on) is tried on each and its error
+    relayed, but the replicas answered: they stay in rotation. Before, each was marked down until its next
+    probe, so one such request (or a client retrying it) left every other call a 503."""
+    cfg = config([], breaker_failures=3)
+    cfg.health_interval_s = 30.0  # no probe brings a replica back during the test
+    async with fake_replica() as a, fake_replica() as b:
+        cfg.replicas = [a.url, b.url]
+        async with running_proxy(cfg) as url:
+            for _ in range(2):  # fewer in a row than the breaker's count
+                status, payload, _ = await call(http, url, metadata={"poison": True})
+                assert status == 500 and payload["error"]["message"] == "engine error on this request"
+                statuses = [(await call(http, url, f"good-{i}"))[0] for i in range(4)]
+                assert statuses == [200] * 4
+            views = [await replica_view(http, url, r) for r in (a.url, b.url)]
+        assert a.calls >= 2 and b.calls >= 2  # the poisoned calls were tried on both
+    assert all(v["healthy"] and v["breaker"] == "closed" for v in views), views
+
+
 async def test_when_every_replica_fails_the_last_replica_error_is_relayed(
     http: aiohttp.ClientSession,
 ) -> None:

@@ -94,6 +94,17 @@ def test_least_request_balances_in_flight_calls() -> None:
     assert max(placed.values()) - min(placed.values()) <= 4
 
 
+def test_a_replica_that_answered_an_error_stays_healthy_while_the_call_moves_on() -> None:
+    core, _ = make_core("session-affinity", replicas=["r0", "r1"])
+    req = call("s")
+    first = dispatch(core, req)
+    (retry,) = core.dispatch_failed(req.request_id, replica_down=False)
+    assert isinstance(retry, Dispatch) and retry.replica_id != first
+    assert all(r.healthy for r in core.replicas.values())
+    (final,) = core.dispatch_failed(req.request_id, replica_down=False)  # never back to a replica it tried
+    assert isinstance(final, Reject)
+
+
 def test_failed_dispatch_retries_elsewhere_then_rejects() -> None:
     core, _ = make_core("session-affinity", replicas=["r0", "r1"])
     req = call("s")
