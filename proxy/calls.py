@@ -25,7 +25,7 @@ from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, ChatMessage, Identity
-from proxy.errors import ProxyError
+from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
@@ -57,6 +57,10 @@ def parse_call(body: bytes) -> CallFields:
 
 async def proxy_call(request: web.Request) -> web.StreamResponse:
     """The aiohttp handler of the call routes."""
+    if compressed_body(request.headers.get("Content-Encoding", "")):
+        refusal = error_response(ProxyError(415, COMPRESSED_BODY, code="unsupported_content_encoding"))
+        refusal.force_close()  # the body is left unread: aiohttp would try to decode it for the next request
+        return refusal
     downstream = forward.AiohttpDownstream(request)
     await serve_call(
         request.app, request.path, request.headers, await request.read(), request.get(TENANT), downstream

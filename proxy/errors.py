@@ -22,6 +22,15 @@ from proxy.context import METRICS
 
 log = logging.getLogger("saga.proxy")
 
+# A request body sent compressed (Content-Encoding other than identity): the proxy reads the JSON to schedule
+# the call and vLLM does not decompress requests either, so it is refused, the same way by both servers.
+COMPRESSED_BODY = "request bodies must not be compressed: send the JSON without a Content-Encoding"
+
+
+def compressed_body(encoding: str) -> bool:
+    return encoding.strip().lower() not in ("", "identity")
+
+
 # The `type` OpenAI's clients map each status to.
 _TYPES = {
     400: "invalid_request_error",
@@ -30,6 +39,7 @@ _TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     431: "invalid_request_error",
     502: "bad_gateway",

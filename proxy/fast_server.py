@@ -55,7 +55,7 @@ from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
-from proxy.errors import ProxyError
+from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
@@ -346,6 +346,9 @@ class _ClientConnection(asyncio.Protocol):
             if lowered == "content-length" and value.strip().isdigit() and int(value) > limit:
                 self._refuse(413, f"request body over the proxy's limit of {limit} bytes")
                 return
+            if lowered == "content-encoding" and compressed_body(value):
+                self._refuse(415, COMPRESSED_BODY, "unsupported_content_encoding")
+                return
             if lowered == "expect" and value.strip().lower() == "100-continue":
                 self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -376,7 +379,7 @@ class _ClientConnection(asyncio.Protocol):
 
     # -- serving ------------------------------------------------------------------------------------
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, code: str = "") -> None:
         """Queues an OpenAI-style refusal that closes the connection; reads no more from it."""
         if self._refused:
             return
@@ -384,7 +387,8 @@ class _ClientConnection(asyncio.Protocol):
         self._raw = None  # the connection closes after the refusal
         if self.transport is not None:
             self.transport.pause_reading()
-        code = "request_too_large" if status == 413 else "malformed_http"
+        if not code:
+            code = "request_too_large" if status == 413 else "malformed_http"
         refusal = ProxyError(status, message, code=code)
         self.queue.append(_Request("-", "-", [], b"", False, "1.1", refused=refusal))
 

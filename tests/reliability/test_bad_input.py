@@ -5,6 +5,8 @@ error shape, memory stays bounded, and other clients are served meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import logging
 
 import pytest
@@ -43,6 +45,26 @@ async def test_deeply_nested_json_is_a_400(depth: int) -> None:
             r, b'{"model": "m", "vllm_xargs": ' + b"[" * depth + b"]" * depth + b"}"
         )
         assert code == 400 and is_openai_error(payload)
+        await still_serves(r)
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_a_compressed_body_is_a_415_and_no_replica_sees_it(server: str) -> None:
+    """The proxy reads the JSON to schedule a call, and vLLM does not decompress requests: a gzip body (or a
+    plain one labelled gzip) is refused here. Before, a labelled plain body went on to the replicas, and one
+    that decompresses requests (the simulator's aiohttp) answered 500 on every retry."""
+    body = json.dumps({"model": MODEL, "messages": messages("gz"), "max_tokens": 2}).encode()
+    async with rig(replicas=2, server=server) as r:
+        cases = [(gzip.compress(body), "gzip"), (body, "gzip")]
+        if server == "fast":  # aiohttp's own parser drops a connection whose chained encoding it cannot undo
+            cases.append((body, "br, gzip"))
+        for sent, encoding in cases:
+            code, payload = await post_raw(r, sent, {"Content-Encoding": encoding})
+            assert code == 415 and is_openai_error(payload), payload
+            assert payload["error"]["code"] == "unsupported_content_encoding"  # type: ignore[index]
+        code, _ = await post_raw(r, body, {"Content-Encoding": "identity"})
+        assert code == 200
+        assert all(v["healthy"] for v in (await r.replica_views()).values())
         await still_serves(r)
 
 
