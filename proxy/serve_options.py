@@ -2,7 +2,8 @@
 
 Precedence, lowest first: ProxyConfig's defaults, the YAML file (`--config`), `SAGA_<KEY>` environment
 variables (e.g. `SAGA_PORT=9000`, `SAGA_STREAM_IDLE_TIMEOUT_S=30`), then command-line flags
-(`--stream-idle-timeout-s 30`). Unknown keys in the file are errors naming the key.
+(`--stream-idle-timeout-s 30`). Unknown keys in the file are errors naming the key; so are a key given twice
+in one mapping (YAML would keep the last silently), a file that cannot be read and one that is not YAML.
 """
 
 from __future__ import annotations
@@ -78,10 +79,38 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=field.name, type=_scalar_type(default), help=text)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"the key {key!r} is given twice in one mapping (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(file: Path) -> Any:
+    """The file's YAML, or ConfigError saying why not (no traceback for a typo in a path or a file)."""
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the configuration file {file}: {e}") from e
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except ConfigError as e:
+        raise ConfigError(f"{file}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file} is not valid YAML: {e}") from e
+
+
 def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if file is not None:
-        loaded = yaml.safe_load(file.read_text())
+        loaded = read_config_file(file)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
