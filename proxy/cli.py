@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.arg_types import at_least, positive
 from proxy.scheduler import PRESETS, ConfigError
 from proxy.serve_options import add_config_flags, proxy_config
 from simulator.block_hash import HASH_FUNCTIONS
@@ -49,7 +50,7 @@ def _gib(text: str) -> float:
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-scale",
-        type=float,
+        type=positive,
         default=1.0,
         help="simulated time runs K times faster (default: %(default)s)",
     )
@@ -108,25 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the proxy in front of vLLM replicas")
     serve.add_argument("--replica", action="append", default=[], metavar="URL", help="a replica base URL")
-    serve.add_argument("--simulate", type=int, metavar="N", help="run N simulated replicas in-process")
+    serve.add_argument(
+        "--simulate", type=at_least(0), metavar="N", help="run N simulated replicas in-process (0: none)"
+    )
     serve.add_argument("--config", type=Path, help="YAML file of ProxyConfig keys (docs/config.md)")
     add_config_flags(serve)
     _add_sim_options(serve)
 
     sim = sub.add_parser("sim", help="run N simulated vLLM replicas over HTTP")
-    sim.add_argument("--replicas", type=int, default=1)
-    sim.add_argument("--base-port", type=int, default=8100)
+    sim.add_argument("--replicas", type=at_least(1), default=1)
+    sim.add_argument("--base-port", type=at_least(0), default=8100)
     sim.add_argument("--host", default="127.0.0.1")
     _add_sim_options(sim)
 
     demo = sub.add_parser("demo", help="compare routing policies on a small agent workload")
-    demo.add_argument("--replicas", type=int, default=4)
-    demo.add_argument("--sessions", type=int, default=48)
-    demo.add_argument("--steps", type=int, default=12)
-    demo.add_argument("--time-scale", type=float, default=4.0)
+    demo.add_argument("--replicas", type=at_least(1), default=4)
+    demo.add_argument("--sessions", type=at_least(1), default=48)
+    demo.add_argument("--steps", type=at_least(1), default=12)
+    demo.add_argument("--time-scale", type=positive, default=4.0)
     demo.add_argument("--policies", default="round-robin,session-affinity,saga")
     demo.add_argument(
-        "--kv-blocks", type=int, default=8000, help="KV blocks per replica (0: the profile's own, ~27k)"
+        "--kv-blocks",
+        type=at_least(0),
+        default=8000,
+        help="KV blocks per replica (0: the profile's own, ~27k)",
     )
     demo.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE)
     demo.add_argument("--seed", type=int, default=0)

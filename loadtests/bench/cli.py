@@ -45,6 +45,7 @@ from loadtests.busy_host import busy_host_warning
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
 from loadtests.workloads.trace_replay import load_trace
+from proxy.arg_types import at_least, positive
 from simulator.cost_model import PROFILES
 
 DES_POLICIES = "round-robin,least-request,session-affinity,prefix-load,cache-aware,continuum-ttl"
@@ -75,12 +76,12 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_fairness_parser(modes)
     for p, default_tasks, default_replicas in ((des, 1000, 64), (live, 48, 4)):
         p.add_argument("--workload", choices=WORKLOADS, default="swe")
-        p.add_argument("--tasks", type=int, default=default_tasks, help="tasks to generate")
-        p.add_argument("--concurrency", type=int, help="closed loop: agents running at once")
-        p.add_argument("--arrival-rate", type=float, help="open loop: tasks per second (Poisson)")
+        p.add_argument("--tasks", type=at_least(1), default=default_tasks, help="tasks to generate")
+        p.add_argument("--concurrency", type=at_least(1), help="closed loop: agents running at once")
+        p.add_argument("--arrival-rate", type=positive, help="open loop: tasks per second (Poisson)")
         p.add_argument("--tenants", type=_tenants, default=[], help="name:weight:slo_class:workload,...")
         p.add_argument("--trace", type=Path, help="replay sessions from a CSV trace instead of generating")
-        p.add_argument("--replicas", type=int, default=default_replicas)
+        p.add_argument("--replicas", type=at_least(1), default=default_replicas)
         p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--baseline", default=None, help="speedups are against this contender")
@@ -96,12 +97,17 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     des.add_argument(
         "--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(known_policies())}"
     )
-    des.add_argument("--jobs", type=int, default=1, help="run policies (or sweep cells) in N processes")
+    des.add_argument(
+        "--jobs", type=at_least(1), default=1, help="run policies (or sweep cells) in N processes"
+    )
     live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
-    live.add_argument("--time-scale", type=float, default=20.0, help="simulated time runs K times faster")
+    live.add_argument("--time-scale", type=positive, default=20.0, help="simulated time runs K times faster")
     live.add_argument("--stream", action="store_true", help="stream answers (measures TTFT per token)")
     live.add_argument(
-        "--kv-blocks", type=int, metavar="N", help="KV blocks per replica (vLLM's --num-gpu-blocks-override)"
+        "--kv-blocks",
+        type=at_least(1),
+        metavar="N",
+        help="KV blocks per replica (vLLM's --num-gpu-blocks-override)",
     )
     from loadtests.bench.overhead import add_overhead_parser
 

@@ -44,6 +44,7 @@ from rich.table import Table
 from fairness.tenants import TenantsConfig
 from loadtests.bench.report import machine_description, recorded_command
 from loadtests.summary import percentile
+from proxy.arg_types import at_least
 from proxy.scheduler import (
     PRESETS,
     Decision,
@@ -338,11 +339,15 @@ def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--policies", default=",".join(PRESETS), help=f"comma-separated; known: {', '.join(PRESETS)}"
     )
-    p.add_argument("--replicas", type=int, default=64)
-    p.add_argument("--sessions", type=int, default=10_000, help="live sessions, calls spread over them")
-    p.add_argument("--calls", type=int, default=20_000, help="timed calls per policy")
-    p.add_argument("--warmup", type=int, default=10_000, help="untimed calls first (after the sessions')")
-    p.add_argument("--in-flight", type=int, default=256, help="calls dispatched and not yet finished")
+    p.add_argument("--replicas", type=at_least(1), default=64)
+    p.add_argument(
+        "--sessions", type=at_least(1), default=10_000, help="live sessions, calls spread over them"
+    )
+    p.add_argument("--calls", type=at_least(1), default=20_000, help="timed calls per policy")
+    p.add_argument(
+        "--warmup", type=at_least(0), default=10_000, help="untimed calls first (after the sessions')"
+    )
+    p.add_argument("--in-flight", type=at_least(1), default=256, help="calls dispatched and not yet finished")
     p.add_argument("--queue", choices=("both", "off", "on"), default="both", help="a release queue")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -34,6 +34,7 @@ from loadtests.des.result import ClusterConfig, ClusterResult
 from loadtests.summary import percentile
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
+from proxy.arg_types import at_least, positive
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import ReleaseQueueSpec
 from simulator.cost_model import PROFILES, Profile, get_profile
@@ -238,29 +239,33 @@ def run_contender(
 def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = modes.add_parser("fairness", help="an interactive tenant against a flooding batch tenant (DES)")
     p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated of {CONTENDERS}")
-    p.add_argument("--replicas", type=int, default=8)
+    p.add_argument("--replicas", type=at_least(1), default=8)
     p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
     p.add_argument("--policy", default="session-affinity")
     p.add_argument("--interactive-workload", choices=WORKLOADS, default="webarena")
-    p.add_argument("--interactive-tasks", type=int, default=30)
-    p.add_argument("--interactive-rate", type=float, default=0.2, help="interactive tasks per second")
-    p.add_argument("--interactive-weight", type=float, default=1.0)
+    p.add_argument("--interactive-tasks", type=at_least(1), default=30)
+    p.add_argument("--interactive-rate", type=positive, default=0.2, help="interactive tasks per second")
+    p.add_argument("--interactive-weight", type=positive, default=1.0)
     p.add_argument(
-        "--slo-factor", type=float, default=1.5, help="interactive SLO: completion <= F x isolated"
+        "--slo-factor", type=positive, default=1.5, help="interactive SLO: completion <= F x isolated"
     )
     p.add_argument("--batch-workload", choices=WORKLOADS, default="webarena")
-    p.add_argument("--batch-tasks", type=int, default=200)
-    p.add_argument("--batch-agents", type=int, default=96, help="batch agents running at once")
-    p.add_argument("--batch-weight", type=float, default=1.0)
-    p.add_argument("--max-in-flight", type=int, default=6, help="the gate: calls in flight per replica")
+    p.add_argument("--batch-tasks", type=at_least(1), default=200)
+    p.add_argument("--batch-agents", type=at_least(1), default=96, help="batch agents running at once")
+    p.add_argument("--batch-weight", type=positive, default=1.0)
+    p.add_argument(
+        "--max-in-flight", type=at_least(1), default=6, help="the gate: calls in flight per replica"
+    )
     p.add_argument(
         "--min-active-tenants",
         type=int,
         default=1,
         help="the queue holds calls only while this many tenants are active (queue.min_active_tenants)",
     )
-    p.add_argument("--slo-headroom", type=int, default=2, help="extra calls per replica for SLO tenants")
-    p.add_argument("--age-bound-s", type=float, default=30.0)
+    p.add_argument(
+        "--slo-headroom", type=at_least(0), default=2, help="extra calls per replica for SLO tenants"
+    )
+    p.add_argument("--age-bound-s", type=positive, default=30.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument(

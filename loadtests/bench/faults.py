@@ -36,6 +36,7 @@ from rich.table import Table
 
 from loadtests.agent_client import AgentClient
 from loadtests.tasks import AgentTask, TaskRecord
+from proxy.arg_types import at_least, non_negative, positive
 from simulator.faults import Fault
 from simulator.server import ReplicaFleet, start_fleet
 
@@ -309,15 +310,15 @@ async def run_fault_bench(config: FaultBenchConfig, tasks: Sequence[AgentTask]) 
 def add_faults_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = modes.add_parser("faults", help="agent load through SAGA while replicas fail on a schedule")
     defaults = FaultBenchConfig()
-    p.add_argument("--replicas", type=int, default=defaults.replicas)
-    p.add_argument("--tasks", type=int, default=defaults.tasks)
-    p.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    p.add_argument("--replicas", type=at_least(1), default=defaults.replicas)
+    p.add_argument("--tasks", type=at_least(1), default=defaults.tasks)
+    p.add_argument("--concurrency", type=at_least(1), default=defaults.concurrency)
     p.add_argument("--workload", default=defaults.workload)
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--time-scale", type=float, default=defaults.time_scale)
+    p.add_argument("--time-scale", type=positive, default=defaults.time_scale)
     p.add_argument("--policy", default=defaults.policy)
-    p.add_argument("--spacing", type=float, default=4.0, help="wall seconds between scheduled faults")
-    p.add_argument("--max-run-s", type=float, default=defaults.max_run_s)
+    p.add_argument("--spacing", type=non_negative, default=4.0, help="wall seconds between scheduled faults")
+    p.add_argument("--max-run-s", type=positive, default=defaults.max_run_s)
     p.add_argument("--json", type=Path, help="write the report as JSON here")
 
 

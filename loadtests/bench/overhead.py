@@ -48,6 +48,7 @@ from typing import Any
 import msgspec
 
 from loadtests.bench.peers import RouterSpec, peer_command, unavailable
+from proxy.arg_types import at_least, positive
 
 CHAT_JSON = (
     '{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
@@ -149,11 +150,15 @@ def wrk_script(request_body: str, connections: int, rate: float | None, sessions
 def add_overhead_parser(modes: Any) -> None:
     p = modes.add_parser("overhead", help="router overhead: SAGA vs vllm-router vs sglang-router vs direct")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode (default: %(default)s)")
     p.add_argument(
-        "--duration", type=float, default=5.0, help="seconds per target per round (default: %(default)s)"
+        "--rounds", type=at_least(1), default=3, help="alternating rounds per mode (default: %(default)s)"
     )
-    p.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
+    p.add_argument(
+        "--duration", type=positive, default=5.0, help="seconds per target per round (default: %(default)s)"
+    )
+    p.add_argument(
+        "--connections", type=at_least(1), default=32, help="wrk connections (default: %(default)s)"
+    )
     p.add_argument(
         "--modes", default="json,sse", help="json (non-streaming), sse (streaming); default: %(default)s"
     )
@@ -167,7 +172,7 @@ def add_overhead_parser(modes: Any) -> None:
     )
     p.add_argument(
         "--saga-workers",
-        type=int,
+        type=at_least(1),
         default=2,
         metavar="N",
         help="worker processes of the saga-workers target (default: %(default)s)",
