@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -33,20 +32,6 @@ def _run(main: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run(main)
 
 
-def _num_blocks(text: str) -> int:
-    value = int(text)
-    if value < 2:  # vLLM's null block and at least one for KV
-        raise argparse.ArgumentTypeError(f"needs at least 2 blocks, got {value}")
-    return value
-
-
-def _gib(text: str) -> float:
-    value = float(text)
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"needs a positive, finite size in GiB, got {text}")
-    return value
-
-
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-scale",
@@ -71,13 +56,13 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-gpu-blocks-override",
-        type=_num_blocks,
+        type=at_least(2),  # vLLM's null block and at least one for KV
         metavar="N",
         help="KV capacity in blocks (default: the profile's), as vLLM's flag",
     )
     p.add_argument(
         "--kv-offload-gib",
-        type=_gib,
+        type=positive,
         metavar="GIB",
         help="CPU KV offload pool per replica, as vLLM's --kv-offloading-backend native --kv-offloading-size",
     )

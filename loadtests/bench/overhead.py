@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import platform
 import re
@@ -48,7 +47,7 @@ from typing import Any
 import msgspec
 
 from loadtests.bench.peers import RouterSpec, peer_command, unavailable
-from proxy.arg_types import at_least, positive
+from proxy.arg_types import at_least, non_negative, positive
 
 CHAT_JSON = (
     '{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
@@ -107,14 +106,6 @@ class OverheadReport(msgspec.Struct):
     rate: float | None = None  # paced: requests/s offered over all connections; None: as fast as answered
     sessions: str = "none"  # how the load names sessions (`--sessions`)
     saga_workers: int | None = None  # the `saga-workers` target's `--workers`
-
-
-def request_rate(text: str) -> float:
-    """`--rate`: requests per second over all connections, finite and above 0."""
-    value = float(text)
-    if not 0 < value < math.inf:  # false for nan too
-        raise argparse.ArgumentTypeError(f"needs a finite rate above 0 requests/s, got {text}")
-    return value
 
 
 def wrk_script(request_body: str, connections: int, rate: float | None, sessions: str = "none") -> str:
@@ -187,7 +178,7 @@ def add_overhead_parser(modes: Any) -> None:
     )
     p.add_argument(
         "--rate",
-        type=request_rate,
+        type=positive,
         default=None,
         help="pace the load at about this many requests/s over all connections, below saturation "
         "(default: as fast as answered)",
@@ -201,11 +192,11 @@ def add_overhead_parser(modes: Any) -> None:
         "(loadtests/bench/paced_backend.py); default: %(default)s",
     )
     p.add_argument(
-        "--paced-events", type=event_count, default=16, help="content events per paced stream (default: 16)"
+        "--paced-events", type=at_least(1), default=16, help="content events per paced stream (default: 16)"
     )
     p.add_argument(
         "--paced-interval-ms",
-        type=interval_ms,
+        type=non_negative,
         default=2.0,
         help="between a paced stream's events (default: 2)",
     )
@@ -476,19 +467,3 @@ def _print(report: OverheadReport) -> None:
                 f"{f(r.added_p50_ms, '7.2f')} {f(r.added_p99_ms, '7.2f')} {f(r.cpu_us_per_request, '10.0f')} "
                 f"{f(r.rps_vs_vllm_router, '9.2f')}"
             )
-
-
-def event_count(text: str) -> int:
-    """A paced stream's number of content events: a whole number, at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"needs at least 1 event, got {value}")
-    return value
-
-
-def interval_ms(text: str) -> float:
-    """Milliseconds between a paced stream's events: finite, not negative (0: no pause)."""
-    value = float(text)
-    if not 0 <= value < math.inf:  # false for nan too
-        raise argparse.ArgumentTypeError(f"needs a finite number of milliseconds >= 0, got {text}")
-    return value

@@ -22,7 +22,8 @@ import socket
 import httptools
 import uvloop
 
-from loadtests.bench.overhead import _CHUNK, CHAT_JSON, event_count, interval_ms
+from loadtests.bench.overhead import _CHUNK, CHAT_JSON
+from proxy.arg_types import at_least, non_negative
 
 _END_EVENTS = (
     'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
@@ -127,10 +128,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument(
-        "--events", type=event_count, default=16, help="content events per stream (default: %(default)s)"
+        "--events", type=at_least(1), default=16, help="content events per stream (default: %(default)s)"
     )
     p.add_argument(
-        "--interval-ms", type=interval_ms, default=2.0, help="between events (default: %(default)s)"
+        "--interval-ms", type=non_negative, default=2.0, help="between events (default: %(default)s)"
     )
     args = p.parse_args()
     uvloop.run(serve(args.port, args.events, args.interval_ms))
