@@ -5,7 +5,9 @@ capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens, and 
 gives it a CPU KV tier) from `/metrics`; each replica's
 `ReplicaGuard` turns the probe into the health the core sees (thresholds, circuit breaker). A replica that is
 down is reported with zero load, so no stale figure of a dead replica steers routing or shows in the state.
-Then the core does its periodic housekeeping (`tick`).
+Then the core does its periodic housekeeping (`tick`). What a probe reads is bounded (`MAX_PROBE_BYTES`): a
+replica answering an endless `/metrics` or `/v1/models` costs the proxy that much memory at most, and is read
+as publishing no figures (or no model list).
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 log = logging.getLogger("saga.health")
 
 _MODELS_EVERY = 5  # health rounds between two reads of each replica's /v1/models
+MAX_PROBE_BYTES = 16 * 1024 * 1024  # vLLM's /metrics is ~0.1-1 MB, even with many models and LoRA adapters
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None once it passes `limit` bytes (the rest is not read)."""
+    parts, size = [], 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
 
 _GAUGES = {
     "vllm:num_requests_waiting": "waiting",
@@ -91,7 +106,13 @@ async def models_of(
         ) as r:
             if r.status != 200:
                 return None
-            return frozenset(m.id for m in msgspec.json.decode(await r.read(), type=_Models).data)
+            body = await read_capped(r, MAX_PROBE_BYTES)
+            if body is None:
+                log.warning(
+                    "replica %s answered /v1/models with over %d bytes: ignored", replica_id, MAX_PROBE_BYTES
+                )
+                return None
+            return frozenset(m.id for m in msgspec.json.decode(body, type=_Models).data)
     except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
         return None
 
@@ -104,7 +125,14 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
             if resp.status != 200:
                 return ReplicaStats(replica_id, healthy=False)
         async with session.get(replica_id + "/metrics", timeout=timeout) as resp:
-            load = parse_load(await resp.text()) if resp.status == 200 else {}
+            text = await read_capped(resp, MAX_PROBE_BYTES) if resp.status == 200 else b""
+            if text is None:
+                log.warning(
+                    "replica %s answered /metrics with over %d bytes: no load figures",
+                    replica_id,
+                    MAX_PROBE_BYTES,
+                )
+            load = parse_load(text.decode("utf-8", "replace")) if text else {}
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return ReplicaStats(replica_id, healthy=False)
     waiting, running = load.get("waiting"), load.get("running")
