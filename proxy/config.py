@@ -57,6 +57,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # A replica that refused a request priority (vLLM without `--scheduling-policy priority`) gets its calls
     # without one for this long, then is asked again (a restart with the priority policy is picked up).
     priority_reprobe_s: float = 300.0
+    # On SIGTERM / SIGINT `saga serve` stops accepting connections and lets the calls in progress finish for
+    # up to this long (a rolling update must not cut agents' streams); a second signal stops it at once.
+    shutdown_grace_s: float = 30.0
     # Sent as Retry-After (seconds, rounded up to at least 1) with 429 and 503 refusals.
     retry_after_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024  # agent prompts reach 100k+ tokens of JSON
@@ -160,3 +163,5 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             self.queue.validate()
         if self.max_retries < 0:
             raise ConfigError("max_retries must be >= 0")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError("shutdown_grace_s must be >= 0")

@@ -922,6 +922,11 @@ class FastServer:
             return
         await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
 
+    def busy(self) -> int:
+        """Client connections with a call in progress or requests waiting their turn (a draining proxy waits
+        for none)."""
+        return sum(1 for c in self.connections if c.task is not None or c.inline is not None or c.queue)
+
     def close(self) -> None:
         for conn in list(self.connections):
             if conn.task is not None:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 
@@ -21,7 +22,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import ProxyConfig
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts
-from proxy.context import METRICS, WORKERS
+from proxy.context import CORE, METRICS, WORKERS
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
@@ -40,11 +41,14 @@ async def running_proxy(
     core: SchedulerCore | None = None,
     resolver: Resolver | None = None,
     workers: WorkerSet | None = None,
+    drain_s: float = 0.0,
 ) -> AsyncIterator[str]:
     """Serves the proxy while the context is open and yields its base URL (port 0 picks a free port).
 
     `core` may be given to share or inspect the scheduler core, `resolver` to answer DNS discovery (tests),
-    `workers` to run it as one worker of several (tests; `saga serve` takes it from the environment)."""
+    `workers` to run it as one worker of several (tests; `saga serve` takes it from the environment).
+    On leaving, the fast server stops accepting connections, then lets the calls in progress finish for up to
+    `drain_s` seconds before it closes what is left (`saga serve` on SIGTERM: `shutdown_grace_s`)."""
     if resolver is None:
         app = create_app(config, core, workers=workers)
     else:
@@ -91,7 +95,9 @@ async def running_proxy(
                 host, port = server.sockets[0].getsockname()[:2]
                 yield f"http://{host}:{port}"
             finally:
-                server.close()
+                server.close()  # no new connections; those open keep being served while the calls drain
+                if drain_s > 0:
+                    await _drained(protocol, app[CORE], drain_s)
                 protocol.close()
                 await server.wait_closed()
     finally:
@@ -155,6 +161,22 @@ def listening_line(url: str, config: ProxyConfig) -> str:
     return f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}"
 
 
+async def _drained(protocol: FastServer, core: SchedulerCore, within_s: float) -> None:
+    """Waits until no client connection has a call in progress and no call is in flight, or `within_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    busy = protocol.busy() or len(core.in_flight)
+    if busy:
+        log.info("draining: %d calls in progress, waiting up to %g s", busy, within_s)
+    while loop.time() < deadline:  # polled: calls end on many paths, none of which need to signal a drain
+        if not (protocol.busy() or core.in_flight):
+            break
+        await asyncio.sleep(0.05)
+    left = protocol.busy()
+    if left:
+        log.warning("drain time (%g s) over: closing %d connections with calls in progress", within_s, left)
+
+
 async def serve_forever(config: ProxyConfig) -> None:
     """`saga serve`'s proxy, or one worker of `saga serve --workers N` (proxy/supervisor.py), until killed."""
     if config.log_format == "json":
@@ -162,8 +184,18 @@ async def serve_forever(config: ProxyConfig) -> None:
     access = batch_access_log(logging.getLogger("saga.access")) if config.access_log else None
     workers = WorkerSet.from_environ()
     supervisor = os.getppid()
+    stopping = asyncio.Event()
+
+    def stop() -> None:  # SIGTERM / SIGINT: drain (calls in progress finish); a second one: stop at once
+        if stopping.is_set():
+            os._exit(1)
+        stopping.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
     try:
-        async with running_proxy(config) as url:
+        async with running_proxy(config, drain_s=config.shutdown_grace_s) as url:
             policy = config.policy if isinstance(config.policy, str) else "custom"
             if workers is None:
                 log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
@@ -174,13 +206,19 @@ async def serve_forever(config: ProxyConfig) -> None:
                     os.open(ready_file(workers.directory, workers.index), os.O_CREAT | os.O_WRONLY, 0o600)
                 )
             freeze_start_up_heap()
-            while True:
-                await asyncio.sleep(ACCESS_LOG_FLUSH_S)
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), ACCESS_LOG_FLUSH_S)
                 if access is not None:
                     access.flush()
                 if workers is not None and os.getppid() != supervisor:
                     log.error("worker %d: the supervisor is gone; stopping", workers.index)
                     return
+            log.info(
+                "stopping: no new connections; calls in progress get up to %g s", config.shutdown_grace_s
+            )
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         if access is not None:
             access.flush()

@@ -11,7 +11,8 @@ Contract:
 - The usual "SAGA proxy listening on ..." line is printed once, when every worker is ready (its ready file).
 - A worker that exits is restarted after a bounded backoff; `MAX_EXITS` exits within `EXIT_WINDOW_S`, or a
   worker that exits before the first start-up completes, stop everything: exit code 1 with a message.
-- SIGTERM/SIGINT stop the workers (SIGTERM, then SIGKILL after `STOP_GRACE_S`), and the directory is removed.
+- SIGTERM/SIGINT stop the workers (SIGTERM: each drains its calls for `shutdown_grace_s`; SIGKILL after that
+  and `STOP_GRACE_S` more), and the directory is removed.
 """
 
 from __future__ import annotations
@@ -147,17 +148,23 @@ class Supervisor:
                 await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(delay * 2, MAX_RESTART_DELAY_S)
 
+    def _stop_grace_s(self) -> float:
+        """A worker drains its calls for `shutdown_grace_s` after SIGTERM; past that and a margin: SIGKILL."""
+        return self.config.shutdown_grace_s + STOP_GRACE_S
+
     async def _stop_all(self) -> None:
         running = [p for p in self.procs.values() if p.returncode is None]
         for proc in running:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), STOP_GRACE_S)
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), self._stop_grace_s())
         except TimeoutError:
             for proc in running:
                 if proc.returncode is None:
-                    log.error("worker pid %d did not stop in %.0f s; killing it", proc.pid, STOP_GRACE_S)
+                    log.error(
+                        "worker pid %d did not stop in %.0f s; killing it", proc.pid, self._stop_grace_s()
+                    )
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
             await asyncio.gather(*(p.wait() for p in running))
