@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 from contextlib import ExitStack
 from typing import Any
 
@@ -34,3 +35,32 @@ def stop_process(proc: subprocess.Popen[Any], timeout_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+LISTENING = "SAGA proxy listening on "
+
+
+def start_saga_serve(
+    cmd: list[str], cwd: Any, env: dict[str, str], start_s: float = 60.0
+) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Starts `saga serve` (`cmd`), keeps its output (for failure messages) and waits for its listening line;
+    returns the process, its URL and the output list, which keeps growing."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith(LISTENING):
+                listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not listening.wait(start_s):
+        stop_process(proc, 10)
+        raise AssertionError("".join(output))
+    url = next(x for x in output if x.startswith(LISTENING)).split()[4]
+    return proc, url, output

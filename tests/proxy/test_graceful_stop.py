@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.processes import stop_process
+from tests.processes import start_saga_serve, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,23 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
     cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "1", "--time-scale", "5", "--port", "0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [*cmd, *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output: list[str] = []
-    listening = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            if line.startswith("SAGA proxy listening on "):
-                listening.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    assert listening.wait(60), "".join(output)
-    url = next(x for x in output if x.startswith("SAGA proxy listening on ")).split()[4]
-    return proc, url, output
+    return start_saga_serve([*cmd, *extra], ROOT, env)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

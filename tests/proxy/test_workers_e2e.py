@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import httptools
 import pytest
 
 from proxy.worker_set import LOCAL_HEADER, WorkerSet, owner_of
-from tests.processes import stop_process
+from tests.processes import start_saga_serve, stop_process
 from tests.proxy.fakes import fake_replica
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,24 +53,8 @@ def saga_workers(tmp_path: Path, *extra: str, replicas: list[str] | None = None)
     else:
         cmd += [*(arg for url in replicas for arg in ("--replica", url)), *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output: list[str] = []
-    listening = threading.Event()
-
-    def read() -> None:  # the supervisor's and workers' output, kept for failure messages
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            if line.startswith("SAGA proxy listening on "):
-                listening.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    proc, url, output = start_saga_serve(cmd, ROOT, env, START_S)  # the output is kept for failure messages
     try:
-        assert listening.wait(START_S), "".join(output)
-        line = next(x for x in output if x.startswith("SAGA proxy listening on "))
-        url = line.split()[4]
         (directory,) = tmp_path.glob("saga-workers-*")
         assert directory.stat().st_mode & 0o777 == 0o700
         yield Saga(proc, url, directory, output)
