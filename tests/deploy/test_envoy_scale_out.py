@@ -148,7 +148,19 @@ def stack(fleet: ReplicaFleet, tmp_path: Path) -> Iterator[Stack]:
     config_file = tmp_path / "envoy.yaml"
     config_file.write_text(yaml.safe_dump(envoy_config(listen, admin, ports)))
     assert ENVOY is not None
-    envoy_cmd = [ENVOY, "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"]
+    # One worker thread: each Envoy worker thread routes with its own copy of the host set, updated up to a
+    # second apart, and the routed probes (one connection) reach one thread; with two, calls on the other
+    # thread's connections could still see one instance and put a session there (seen once in CI).
+    envoy_cmd = [
+        ENVOY,
+        "-c",
+        str(config_file),
+        "--disable-hot-restart",
+        "--log-level",
+        "warn",
+        "--concurrency",
+        "1",
+    ]
     procs.append(start(envoy_cmd, tmp_path / "envoy.log"))
     yield Stack(procs, ports, listen, admin, tmp_path)
     for p in procs:
