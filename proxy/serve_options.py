@@ -86,6 +86,9 @@ class _StrictLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"a key must be a plain value, not {type(key).__name__} (line {line})")
             if key in seen:
                 line = key_node.start_mark.line + 1
                 raise ConfigError(f"the key {key!r} is given twice in one mapping (line {line})")
@@ -105,6 +108,8 @@ def read_config_file(file: Path) -> Any:
         raise ConfigError(f"{file}: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{file} is not valid YAML: {e}") from e
+    except RecursionError as e:
+        raise ConfigError(f"{file} nests too deeply to be a configuration") from e
 
 
 def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from proxy.arg_types import at_least
+
 LIMIT_TOKENS = 24_000  # 1,000 blocks of 16 tokens x overcommit 1.5
 
 
@@ -83,9 +85,9 @@ def run(workers: int, sessions: int) -> tuple[list[int], float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--workers", type=at_least(1), default=2)
+    parser.add_argument("--sessions", type=at_least(1), default=16)
+    parser.add_argument("--runs", type=at_least(1), default=2)
     args = parser.parse_args()
     for _ in range(args.runs):
         peaks, wall = run(args.workers, args.sessions)

@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 
+from proxy.arg_types import at_least
 from proxy.load_sync import LoadSync
 from proxy.scheduler import ReplicaStats, RequestInfo, SchedulerCore, build_policy
 from proxy.shared_load import LoadTable, replica_key
@@ -46,9 +47,9 @@ def measure(replicas: int, workers: int, periods: int, changing: bool) -> list[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicas", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--periods", type=int, default=5_000)
+    parser.add_argument("--replicas", type=at_least(1), default=64)
+    parser.add_argument("--workers", type=at_least(1), default=4)
+    parser.add_argument("--periods", type=at_least(1), default=5_000)
     args = parser.parse_args()
     for changing in (False, True):
         samples = sorted(measure(args.replicas, args.workers, args.periods, changing))

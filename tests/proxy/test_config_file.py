@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
         (b"tenants:\n  tenants:\n    x: {weight: 1}\n    x: {weight: 2}\n", "key 'x' is given twice"),
         (b": bad: yaml: [\n", "is not valid YAML"),
         (b"\xff\xfe\x00", "cannot read the configuration file"),
+        (b"? [a, b]\n: 1\n", "a key must be a plain value, not list (line 1)"),
+        (b"a: " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "nests too deeply"),
     ],
 )
 def test_a_bad_file_is_a_config_error_naming_it(tmp_path: Path, content: bytes, message: str) -> None:
