@@ -241,7 +241,9 @@ class Call:
         if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
             self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
         if outcome.response_id is not None:
-            self.shared.chains.remember_response(outcome.response_id, self.who.session_id)
+            self.shared.chains.remember_response(
+                outcome.response_id, self.who.session_id, decision.replica_id
+            )
 
     def _hung_up(self) -> None:
         self.metrics.client_disconnects.inc()

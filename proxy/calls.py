@@ -156,6 +156,13 @@ def _prepared(
         prefix_hashes=prefix_hashes(bytes(prompt)) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream,
         session_inferred=who.session_inferred,
+        # a Responses API continuation: vLLM keeps stored responses in its own memory, so only the replica
+        # that answered the previous one can serve it
+        pinned_replica=(
+            shared.chains.replica_of_response(fields.previous_response_id)
+            if fields.previous_response_id
+            else ""
+        ),
     )
     add_usage = (
         fields.stream

@@ -79,7 +79,8 @@ class PrefixChains:
         self.max_entries = max_entries
         self._sessions: OrderedDict[bytes, str] = OrderedDict()
         self._keys_of: dict[str, int] = {}  # session -> how many keys point to it
-        self._responses: OrderedDict[str, str] = OrderedDict()  # Responses API id -> session
+        # Responses API id -> (its session, the replica that answered it: the only one that stored it)
+        self._responses: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -92,15 +93,21 @@ class PrefixChains:
                 return session
         return None
 
-    def remember_response(self, response_id: str, session_id: str) -> None:
+    def remember_response(self, response_id: str, session_id: str, replica_id: str = "") -> None:
         """A Responses API answer's id, which a later call names as `previous_response_id`."""
-        self._responses[response_id] = session_id
+        self._responses[response_id] = (session_id, replica_id)
         self._responses.move_to_end(response_id)
         while len(self._responses) > self.max_entries:
             self._responses.popitem(last=False)
 
     def session_of_response(self, response_id: str) -> str | None:
-        return self._responses.get(response_id)
+        known = self._responses.get(response_id)
+        return known[0] if known is not None else None
+
+    def replica_of_response(self, response_id: str) -> str:
+        """The replica that answered (and stored) `response_id`; "" when unknown."""
+        known = self._responses.get(response_id)
+        return known[1] if known is not None else ""
 
     def knows(self, session_id: str) -> bool:
         return session_id in self._keys_of

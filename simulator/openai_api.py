@@ -26,7 +26,7 @@ class StreamOptions(msgspec.Struct):
     continuous_usage_stats: bool = False
 
 
-class _SamplingFields(msgspec.Struct, kw_only=True):
+class SamplingFields(msgspec.Struct, kw_only=True):
     model: str | None = None
     max_tokens: int | None = None
     min_tokens: int = 0
@@ -41,7 +41,7 @@ class _SamplingFields(msgspec.Struct, kw_only=True):
     vllm_xargs: dict[str, Any] | None = None  # vLLM's extension args: session_id, saga_retain_*
 
 
-class ChatCompletionRequest(_SamplingFields, kw_only=True):
+class ChatCompletionRequest(SamplingFields, kw_only=True):
     messages: list[dict[str, Any]]
     max_completion_tokens: int | None = None
     add_generation_prompt: bool = True
@@ -50,7 +50,7 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
     tool_choice: Any = None
 
 
-class CompletionRequest(_SamplingFields, kw_only=True):
+class CompletionRequest(SamplingFields, kw_only=True):
     prompt: Any  # str, list[int], or a batch of one of those (validated by the handler)
 
 

@@ -30,8 +30,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from simulator.driver import RequestStream
-from simulator.engine import EngineRequest, InvalidRequestError
 from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
+from simulator.generation import submit
 from simulator.http_common import (
     REPLICA,
     HttpError,
@@ -51,7 +51,8 @@ from simulator.openai_api import (
     error_body,
 )
 from simulator.replica import Replica
-from simulator.retention_routes import add_retention_routes, expire_retentions, retain_priority_field
+from simulator.responses_api import add_responses_routes
+from simulator.retention_routes import add_retention_routes, expire_retentions
 from simulator.tokenizer import Tokenizer, render_chat
 from simulator.tool_calls import SimulatedToolCall, ToolCallStream, ToolsError, ToolSpec
 
@@ -110,29 +111,8 @@ async def _generate(
     chat: bool,
     tool_call: SimulatedToolCall | None = None,
 ) -> web.StreamResponse:
-    if body.n != 1:
-        raise HttpError(400, f"n must be 1 on the simulated replica, got {body.n}.")
-    if body.model is not None and body.model != replica.model:
-        raise HttpError(404, f"The model `{body.model}` does not exist.")
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-    engine_req = EngineRequest(
-        request_id=request_id,
-        prompt_token_ids=prompt,
-        max_tokens=max_tokens,
-        min_tokens=body.min_tokens,
-        ignore_eos=body.ignore_eos,
-        priority=body.priority if body.priority is not None else _header_priority(request),
-        cache_salt=body.cache_salt,
-        session_id=_session_id(request, body),
-        retain_ttl_s=_retain_ttl_s(body),
-        retain_priority=retain_priority_field(body.vllm_xargs),
-    )
-    try:
-        stream = replica.driver.submit(engine_req)
-    except InvalidRequestError as e:
-        raise HttpError(400, str(e)) from None
-    except RuntimeError as e:
-        raise HttpError(500, str(e)) from None
+    stream = submit(request, replica, body, prompt, max_tokens, request_id)
     fmt = ResponseFormat(chat=chat, request_id=request_id, created=int(time.time()), model=replica.model)
     try:
         if body.stream:
@@ -142,33 +122,6 @@ async def _generate(
     finally:
         if not stream.finished:
             replica.driver.abort(request_id)
-
-
-def _header_priority(request: web.Request) -> int:
-    raw = request.headers.get("X-Vllm-Priority")
-    if raw is None:
-        return 0
-    try:
-        return int(raw)
-    except ValueError:
-        raise HttpError(400, f"X-Vllm-Priority must be an integer, got {raw!r}.") from None
-
-
-def _session_id(request: web.Request, body: ChatCompletionRequest | CompletionRequest) -> str | None:
-    xarg = (body.vllm_xargs or {}).get("session_id")
-    return request.headers.get("X-Session-ID") or body.session_id or (xarg if isinstance(xarg, str) else None)
-
-
-def _retain_ttl_s(body: ChatCompletionRequest | CompletionRequest) -> float | None:
-    raw = (body.vllm_xargs or {}).get("saga_retain_ttl_s")
-    if raw is None:
-        return None
-    try:
-        if isinstance(raw, bool):
-            raise ValueError
-        return float(raw)
-    except (TypeError, ValueError):
-        raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None
 
 
 async def _whole(
@@ -362,6 +315,7 @@ def create_app(replica: Replica) -> web.Application:
     app.router.add_post("/reset_prefix_cache", reset_prefix_cache)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/kv_event_sources", kv_event_sources)
+    add_responses_routes(app)
     add_retention_routes(app)
     add_fault_routes(app, replica.driver)
     return app

@@ -182,6 +182,8 @@ class SchedulerCore:
         self.predictor.call_arrived(session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
         if self.release is not None and request_id in self.release:
             raise ValueError(f"request id {request_id!r} is already held")
+        if req.pinned_replica:
+            return self._pinned(req)
         if self.admission is not None:
             if not self.admission.is_admitted(session_id):
                 return self._wait_for_admission(req)
@@ -221,6 +223,9 @@ class SchedulerCore:
         self._session_done(flight.req, self.clock())
         if self.admission is not None:
             self.admission.withdrawn(flight.req.session_id)
+        if flight.req.pinned_replica:  # no other replica holds what it names: no retry elsewhere
+            self.predictor.call_failed(flight.req.session_id)
+            return [_pin_lost(flight.req, "failed it", status=502)]
         return self._proceed(flight.req, flight.tried)
 
     def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
@@ -439,6 +444,19 @@ class SchedulerCore:
                 self._forget_session(sid)
                 return
 
+    def _pinned(self, req: RequestInfo) -> list[Decision]:
+        """A call naming state that only its pinned replica holds goes there, admitted at once (its
+        workflow lives there already), or is refused while that replica is down or gone: it would fail
+        anywhere else."""
+        replica = self.replicas.get(req.pinned_replica)
+        if replica is None or not replica.healthy:
+            self.predictor.call_failed(req.session_id)
+            return [_pin_lost(req, "is down" if replica is not None else "is no longer served")]
+        admission = self.admission
+        if admission is not None and not admission.is_admitted(req.session_id):
+            admission.admit_at_once(req, replica.replica_id)
+        return self._proceed(req, set(), replica.replica_id)
+
     def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
         candidates = [r for r in self.replicas.values() if r.healthy and r.replica_id not in tried]
         replica_id = self.policy.route(req, candidates) if candidates else None
@@ -584,6 +602,10 @@ class SchedulerCore:
             self.replicas[replica_id].queued = 0
         decisions: list[Decision] = []
         for held in moved:
+            if held.req.pinned_replica:
+                self.predictor.call_failed(held.req.session_id)
+                decisions.append(_pin_lost(held.req, "is down"))
+                continue
             decisions += self._hold(held.req, held.tried)  # re-placed: the admission follows the dispatch
         return decisions
 
@@ -650,3 +672,11 @@ class SchedulerCore:
                 single_call[session_id] = None
             session.in_flight -= 1
             session.last_seen = now
+
+
+def _pin_lost(req: RequestInfo, what: str, status: int = 503) -> Reject:
+    return Reject(
+        req.request_id,
+        f"replica {req.pinned_replica}, the only one holding what this call continues, {what}",
+        status,
+    )

@@ -35,6 +35,10 @@ class RequestInfo(msgspec.Struct, frozen=True):
     # Names of the tools whose results this request carries (its tool messages, in order): they say which
     # tool the previous answer called when that answer's own tool calls were not seen.
     tool_names: tuple[str, ...] = ()
+    # The replica holding state this call names, which no other replica has (a Responses API
+    # `previous_response_id`: vLLM keeps stored responses in its own memory): the call goes there or is
+    # refused, whatever the policy, admission, work stealing or a retry would choose. "" when none.
+    pinned_replica: ReplicaId = ""
 
 
 class Usage(msgspec.Struct, frozen=True):

@@ -1,0 +1,79 @@
+"""One generation request handed to the simulated engine, from any of the OpenAI routes that generate.
+
+Contract: `submit(request, replica, body, prompt, max_tokens, request_id)` checks what every generating
+route checks (`n` is 1, the model is the replica's), builds the engine request from the body's sampling
+fields and vLLM's extension args (priority from the body, else `X-Vllm-Priority`; the retention session is
+the `X-Session-ID` header, else body `session_id`, else `vllm_xargs.session_id`; `vllm_xargs.saga_retain_*`)
+and returns the engine's stream. Bad values raise `HttpError` 400 (an unknown model 404) before anything is
+queued; the caller aborts the request if it stops reading before the stream finished.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from simulator.driver import RequestStream
+from simulator.engine import EngineRequest, InvalidRequestError
+from simulator.http_common import HttpError
+from simulator.openai_api import SamplingFields
+from simulator.replica import Replica
+from simulator.retention_routes import retain_priority_field
+
+
+def submit(
+    request: web.Request,
+    replica: Replica,
+    body: SamplingFields,
+    prompt: list[int],
+    max_tokens: int | None,
+    request_id: str,
+) -> RequestStream:
+    if body.n != 1:
+        raise HttpError(400, f"n must be 1 on the simulated replica, got {body.n}.")
+    if body.model is not None and body.model != replica.model:
+        raise HttpError(404, f"The model `{body.model}` does not exist.")
+    engine_req = EngineRequest(
+        request_id=request_id,
+        prompt_token_ids=prompt,
+        max_tokens=max_tokens,
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
+        priority=body.priority if body.priority is not None else _header_priority(request),
+        cache_salt=body.cache_salt,
+        session_id=_session_id(request, body),
+        retain_ttl_s=_retain_ttl_s(body),
+        retain_priority=retain_priority_field(body.vllm_xargs),
+    )
+    try:
+        return replica.driver.submit(engine_req)
+    except InvalidRequestError as e:
+        raise HttpError(400, str(e)) from None
+    except RuntimeError as e:
+        raise HttpError(500, str(e)) from None
+
+
+def _header_priority(request: web.Request) -> int:
+    raw = request.headers.get("X-Vllm-Priority")
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise HttpError(400, f"X-Vllm-Priority must be an integer, got {raw!r}.") from None
+
+
+def _session_id(request: web.Request, body: SamplingFields) -> str | None:
+    xarg = (body.vllm_xargs or {}).get("session_id")
+    return request.headers.get("X-Session-ID") or body.session_id or (xarg if isinstance(xarg, str) else None)
+
+
+def _retain_ttl_s(body: SamplingFields) -> float | None:
+    raw = (body.vllm_xargs or {}).get("saga_retain_ttl_s")
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        return float(raw)
+    except (TypeError, ValueError):
+        raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None

@@ -1,0 +1,80 @@
+"""Calls pinned to the one replica holding what they continue (a Responses API `previous_response_id`): every
+policy, admission, work stealing and retries leave them there, and a pin that cannot be kept is refused."""
+
+from __future__ import annotations
+
+import msgspec
+
+from proxy.scheduler import (
+    Dispatch,
+    Reject,
+    ReplicaStats,
+    RequestInfo,
+    SchedulerCore,
+    Usage,
+    build_policy,
+)
+from tests.clocks import Clock
+from tests.scheduler.test_saga_policy import call, make_core, only_dispatch
+
+
+def pinned(req: RequestInfo, replica: str) -> RequestInfo:
+    return msgspec.structs.replace(req, pinned_replica=replica)
+
+
+def test_work_stealing_leaves_a_pinned_call_on_its_replica() -> None:
+    core, clock = make_core(replicas=2)
+    a = only_dispatch(core.request_arrived(first := call("a", prompt_tokens=2_000)))
+    clock.now = 1.0
+    core.request_finished(first.request_id, Usage(2_000, 100, finish_reason="tool_calls"))
+    # a's replica has a long engine queue and the other is idle: an unpinned call of "a" is stolen ...
+    core.replica_stats(ReplicaStats(a.replica_id, waiting=20, running=2))
+    probe = only_dispatch(core.request_arrived(call("a", prompt_tokens=3_000)))
+    assert probe.replica_id != a.replica_id and core.moves == 1
+    core.request_finished(probe.request_id, Usage(3_000, 100, finish_reason="tool_calls"))
+    # ... but a call that continues a response stored on a's first replica stays there
+    stay = only_dispatch(core.request_arrived(pinned(call("a", prompt_tokens=3_500), a.replica_id)))
+    assert stay.replica_id == a.replica_id and core.moves == 1
+
+
+def test_a_pinned_call_of_an_unknown_session_skips_admission_and_placement() -> None:
+    core, _ = make_core(replicas=2)
+    busy = only_dispatch(core.request_arrived(call("busy", prompt_tokens=20_000)))
+    # placement would send a new workflow to the emptier replica; the pin wins and the workflow binds there
+    d = only_dispatch(core.request_arrived(pinned(call("forgotten"), busy.replica_id)))
+    assert d.replica_id == busy.replica_id
+    assert core.admission is not None and core.admission.workflows["forgotten"].replica_id == busy.replica_id
+    follow = only_dispatch(core.request_arrived(call("forgotten")))
+    assert follow.replica_id == busy.replica_id
+
+
+def test_a_pinned_call_that_fails_is_not_retried_on_another_replica() -> None:
+    core, _ = make_core(replicas=3)
+    d = only_dispatch(core.request_arrived(pinned(call("s"), "r1")))
+    assert d.replica_id == "r1"
+    (refused,) = core.dispatch_failed(d.request_id, replica_down=False)
+    assert isinstance(refused, Reject) and refused.status == 502 and "r1" in refused.reason
+    assert not core.in_flight and core.replicas["r1"].in_flight == 0
+    # unpinned, the same failure is retried elsewhere
+    d = only_dispatch(core.request_arrived(call("t")))
+    (retry,) = core.dispatch_failed(d.request_id, replica_down=False)
+    assert isinstance(retry, Dispatch) and retry.replica_id != d.replica_id
+
+
+def test_a_pin_to_a_replica_down_or_gone_is_refused_with_a_503() -> None:
+    core, _ = make_core(replicas=2)
+    core.replica_stats(ReplicaStats("r1", healthy=False))
+    (down,) = core.request_arrived(pinned(call("s"), "r1"))
+    assert isinstance(down, Reject) and down.status == 503 and "down" in down.reason
+    (gone,) = core.request_arrived(pinned(call("s"), "r9"))
+    assert isinstance(gone, Reject) and gone.status == 503 and "no longer served" in gone.reason
+    assert not core.in_flight
+
+
+def test_every_policy_keeps_the_pin() -> None:
+    for policy in ("round-robin", "least-request", "cache-aware", "prefix-load", "session-affinity"):
+        clock = Clock()
+        core = SchedulerCore(["r0", "r1", "r2"], build_policy(policy, seed=0), clock)
+        for i in range(6):
+            d = only_dispatch(core.request_arrived(pinned(call(f"s{i}"), "r2")))
+            assert d.replica_id == "r2", policy
