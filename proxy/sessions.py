@@ -12,6 +12,7 @@ With workers, a session lives in the worker that owns it: the listing and the qu
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from aiohttp import web
@@ -53,12 +54,14 @@ async def end_session_route(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     core = request.app[CORE]
     try:
-        limit = max(0, int(request.query.get("limit", "1000")))
-    except ValueError as e:
-        raise ProxyError(400, "limit must be an integer", param="limit") from e
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise ProxyError(400, "limit must be a non-negative integer", param="limit")
     now = core.clock()
     out: list[dict[str, Any]] = []
-    for session_id, s in list(core.sessions.items())[:limit]:
+    for session_id, s in itertools.islice(core.sessions.items(), limit):
         out.append(
             {
                 "session_id": session_id,

@@ -95,6 +95,23 @@ async def test_sessions_end_by_header_or_admin_call(fleet: ReplicaFleet, http: a
     assert queue["in_flight"] == 0 and queue["calls"] == []
 
 
+async def test_the_session_listing_takes_a_non_negative_limit(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    async with running_proxy(config(fleet.urls)) as url:
+        for name in ("one", "two", "three"):
+            await chat(http, url, list(OPENING), False, **{"X-Session-ID": name})
+        answers = {}
+        for limit in ("2", "0", "-1", "abc", "1.5"):
+            async with http.get(f"{url}/saga/v1/sessions", params={"limit": limit}) as r:
+                answers[limit] = (r.status, await r.json())
+    assert [len(answers[k][1]["sessions"]) for k in ("2", "0")] == [2, 0]
+    assert answers["2"][1]["total"] == 3
+    for bad in ("-1", "abc", "1.5"):  # refused, not taken as 0 (an empty listing that looks like no sessions)
+        status, body = answers[bad]
+        assert status == 400 and body["error"]["param"] == "limit", bad
+
+
 async def test_a_stream_longer_than_max_answer_bytes_is_relayed_whole_but_not_kept_for_chaining(
     fleet: ReplicaFleet, http: aiohttp.ClientSession
 ) -> None:
