@@ -16,11 +16,14 @@ REPLICA = web.AppKey("replica", Replica)
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, err_type: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.err_type = err_type
 
 
 def json_response(body: bytes, status: int = 200) -> web.Response:
@@ -36,7 +39,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
     except HttpError as e:
-        return json_response(error_body(e.status, e.message, e.param), e.status)
+        return json_response(error_body(e.status, e.message, e.param, e.err_type), e.status)
     return response
 
 

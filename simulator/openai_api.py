@@ -180,9 +180,11 @@ _ERROR_TYPES = {
 }
 
 
-def error_body(status: int, message: str, param: str | None = None) -> bytes:
-    """vLLM's JSON error body for an HTTP status."""
-    info = ErrorInfo(message=message, type=_ERROR_TYPES.get(status, "Error"), param=param, code=status)
+def error_body(status: int, message: str, param: str | None = None, err_type: str | None = None) -> bytes:
+    """vLLM's JSON error body for an HTTP status (its type named after the status unless `err_type`)."""
+    info = ErrorInfo(
+        message=message, type=err_type or _ERROR_TYPES.get(status, "Error"), param=param, code=status
+    )
     return msgspec.json.encode(ErrorResponse(error=info))
 
 

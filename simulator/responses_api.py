@@ -100,7 +100,12 @@ async def retrieve(request: web.Request) -> web.Response:
 
 
 def _not_found(response_id: str) -> HttpError:
-    return HttpError(404, f"Response with id '{response_id}' not found.", param="response_id")
+    return HttpError(
+        404,
+        f"Response with id '{response_id}' not found.",
+        param="response_id",
+        err_type="invalid_request_error",
+    )
 
 
 async def responses(request: web.Request) -> web.StreamResponse:

@@ -66,6 +66,7 @@ async def test_a_stored_response_continues_only_on_the_replica_that_answered_it(
     status, other, _ = await respond(http, replicas[1], model, first["id"])
     assert status == 404
     assert other["error"]["message"] == f"Response with id '{first['id']}' not found."
+    assert other["error"]["type"] == "invalid_request_error"  # the simulated replica answers the same
 
 
 async def test_saga_keeps_a_responses_chain_on_its_replica_under_round_robin(

@@ -100,7 +100,7 @@ async def test_the_store_is_the_replicas_own_as_vllms_is(
     status, body = await respond(http, fleet.urls[1], input="again", previous_response_id=first["id"])
     assert status == 404
     assert body["error"]["message"] == f"Response with id '{first['id']}' not found."
-    assert body["error"]["param"] == "response_id"
+    assert body["error"]["param"] == "response_id" and body["error"]["type"] == "invalid_request_error"
     # not stored: nothing to continue from, even on the replica that answered
     status, unstored = await respond(http, fleet.urls[0], input="hello", max_output_tokens=4, store=False)
     assert status == 200
