@@ -18,6 +18,7 @@ agents = pytest.importorskip("agents", reason="openai-agents is not installed (i
 from agents import (  # noqa: E402
     Agent,
     OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
     Runner,
     ToolCallItem,
     ToolCallOutputItem,
@@ -48,15 +49,28 @@ async def proxy_url() -> AsyncIterator[str]:
         await fleet.close()
 
 
-class Recorder:
-    """The JSON bodies the SDK sends to /chat/completions (a request hook of the OpenAI client's HTTP
-    client; typed loosely, as openai ships its own httpx fork)."""
+@pytest.fixture
+async def round_robin_proxy_url() -> AsyncIterator[str]:
+    """Two replicas behind a policy that alternates them call by call."""
+    fleet = await start_fleet(2, time_scale=TIME_SCALE)
+    config = ProxyConfig(replicas=fleet.urls, policy="round-robin", port=0, seed=1, health_interval_s=2.0)
+    try:
+        async with running_proxy(config) as url:
+            yield url
+    finally:
+        await fleet.close()
 
-    def __init__(self) -> None:
+
+class Recorder:
+    """The JSON bodies the SDK sends to one API path (a request hook of the OpenAI client's HTTP client;
+    typed loosely, as openai ships its own httpx fork)."""
+
+    def __init__(self, path: str = "/chat/completions") -> None:
+        self.path = path
         self.bodies: list[dict[str, Any]] = []
 
     async def __call__(self, request: Any) -> None:
-        if request.url.path.endswith("/chat/completions"):
+        if request.url.path.endswith(self.path):
             self.bodies.append(json.loads(request.content))
 
 
@@ -112,3 +126,60 @@ async def test_agent_calls_the_tool_and_uses_its_result(proxy_url: str, streamed
     assert json.loads(tool_call["function"]["arguments"]) == {"city": city, "days": days}
     tool_message = next(m for m in second["messages"] if m["role"] == "tool")
     assert tool_message["tool_call_id"] == tool_call["id"] and FORECAST in str(tool_message["content"])
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_responses_agent_chaining_its_turns_by_previous_response_id_stays_on_one_replica(
+    round_robin_proxy_url: str, streamed: bool
+) -> None:
+    """The SDK's default model (the Responses API) with `auto_previous_response_id`: each turn names the last
+    response instead of resending the conversation, so it must reach the replica that stored that response
+    (the proxy pins it: round-robin alone sends the tool round to the other replica, which answers 404)."""
+    set_tracing_disabled(True)
+    calls: list[str] = []
+
+    @function_tool
+    def get_forecast(city: str) -> str:
+        """The weather forecast for a city.
+
+        Args:
+            city: the city's name.
+        """
+        calls.append(city)
+        return FORECAST
+
+    recorder = Recorder("/responses")
+    http = DefaultAsyncHttpxClient(event_hooks={"request": [recorder]})
+    client = AsyncOpenAI(
+        base_url=f"{round_robin_proxy_url}/v1", api_key="unused", http_client=http, max_retries=0
+    )
+    agent = Agent(
+        name="weather",
+        instructions="You answer questions about the weather. Use the tool.",
+        tools=[get_forecast],
+        model=OpenAIResponsesModel(model="saga-sim", openai_client=client),
+    )
+    question = "Will it rain in Lisbon this week?"
+    try:
+        if streamed:
+            run = Runner.run_streamed(agent, question, max_turns=4, auto_previous_response_id=True)
+            async for _ in run.stream_events():
+                pass
+            items, output = run.new_items, run.final_output
+        else:
+            result = await Runner.run(agent, question, max_turns=4, auto_previous_response_id=True)
+            items, output = result.new_items, result.final_output
+    finally:
+        await http.aclose()
+
+    assert len(calls) == 1 and calls[0]
+    assert [type(i) for i in items if isinstance(i, ToolCallItem | ToolCallOutputItem)] == [
+        ToolCallItem,
+        ToolCallOutputItem,
+    ]
+    assert isinstance(output, str) and output
+    first, second = recorder.bodies
+    assert "previous_response_id" not in first or first["previous_response_id"] is None
+    assert second["previous_response_id"]  # the tool round continues the first response, not resent
+    (tool_output,) = [i for i in second["input"] if i.get("type") == "function_call_output"]
+    assert FORECAST in str(tool_output["output"])
