@@ -23,12 +23,13 @@ from aiohttp import web
 from proxy import forward
 from proxy.auth import TENANT
 from proxy.call import Call, CallShared
-from proxy.context import CONFIG, TENANT_SOURCES
+from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, ChatMessage, Identity
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
+from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
 from proxy.scheduler import RequestInfo
 
 CALL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
@@ -81,7 +82,41 @@ async def serve_call(
 
     `headers` must be case-insensitive; `tenant` is the tenant a client API key named (None without keys).
     Raises ProxyError for the proxy's own refusals; the server answers it (nothing was sent yet then)."""
-    await _prepared(app, path, headers, body, tenant, downstream).run()
+    fields = parse_call(body)
+    await _find_previous_response(app, fields)
+    await _prepared(app, path, headers, body, tenant, downstream, fields).run()
+
+
+async def _find_previous_response(app: web.Application, fields: CallFields) -> None:
+    """A call continuing a response this proxy has no record of: which replica stored it, asked of them
+    (proxy/response_lookup.py), so the call is pinned there."""
+    chains = app[CHAINS]
+    if fields.previous_response_id and needs_lookup(app, fields, chains):
+        holder = await find_holder(app, fields.previous_response_id)
+        if holder:
+            chains.remember_response(fields.previous_response_id, "", holder)
+
+
+async def _served_after_lookup(
+    app: web.Application,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    tenant: str | None,
+    downstream: InlineDownstream,
+    fields: CallFields,
+    decoded: list[ChatMessage] | None,
+    pairs: list[tuple[str, str]] | None,
+) -> None:
+    await _find_previous_response(app, fields)
+    call = _prepared(app, path, headers, body, tenant, downstream, fields, decoded)
+    if pairs is not None:
+        call.forwarded_from = pairs
+    await call.run()
+
+
+def _nothing() -> None:
+    pass
 
 
 def begin_call(
@@ -101,6 +136,12 @@ def begin_call(
     made of, in order (what is forwarded is read from them: cheaper than walking a CIMultiDict). `fields`
     and `decoded`: the body's fields and messages when the caller decoded them (proxy/identity.py's
     `ownership_key`), so they are not decoded again."""
+    if fields is None:
+        fields = parse_call(body)
+    if fields.previous_response_id and needs_lookup(app, fields, app[CHAINS]):
+        work = _served_after_lookup(app, path, headers, body, tenant, downstream, fields, decoded, pairs)
+        downstream.hand_over(work, _nothing)
+        return
     call = _prepared(app, path, headers, body, tenant, downstream, fields, decoded)
     if pairs is not None:
         call.forwarded_from = pairs
@@ -175,5 +216,6 @@ def _prepared(
 def add_routes(app: web.Application) -> None:
     app[TENANT_SOURCES] = app[CONFIG].tenants.header_sources()
     app[SHARED] = CallShared(app)
+    app[LOOKUP_STATE] = LookupState()
     for path in CALL_ROUTES:
         app.router.add_post(path, proxy_call)

@@ -249,7 +249,7 @@ class _ClientConnection(asyncio.Protocol):
     def _idle_too_long(self) -> None:
         if self.transport is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         busy = bool(self.queue) or self._busy()
         left = KEEP_ALIVE_S - (loop.time() - self._idle_since)
         if busy or left > 0:  # serving, or idle for less than the limit since the last request ended
@@ -400,8 +400,8 @@ class _ClientConnection(asyncio.Protocol):
         if at_once and not self._pending:
             self.transport.write(data)
             return
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
+        if not self._pending:  # (the connection's loop: get_running_loop() makes a getpid() call each time)
+            self.loop.call_soon(self.flush)
         self._pending.append(data)
 
     def flush(self) -> None:
@@ -416,7 +416,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
         if self._paused:
-            self._writable = asyncio.get_running_loop().create_future()
+            self._writable = self.loop.create_future()
             await self._writable
 
     def _busy(self) -> bool:
@@ -545,7 +545,7 @@ class _ClientConnection(asyncio.Protocol):
         self, downstream: _Downstream, work: Coroutine[Any, Any, None], ended: Callable[[], None] | None
     ) -> None:
         self.inline = None
-        self.task = asyncio.get_running_loop().create_task(self._serve_in_task(downstream, work))
+        self.task = self.loop.create_task(self._serve_in_task(downstream, work))
         if ended is not None:
             self.task.add_done_callback(lambda _: ended())
 

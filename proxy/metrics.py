@@ -107,6 +107,11 @@ class ProxyMetrics(Collector):
         )
         self.retries = Counts("saga_retries", "Calls retried on another replica")
         self.client_disconnects = Counts("saga_client_disconnects", "Clients gone before their answer ended")
+        self.response_lookups = Counts(
+            "saga_response_lookups",
+            "Responses API ids this proxy had no record of, looked up on the replicas, by result",
+            ["result"],
+        )
         self.ttft = Buckets(
             "saga_time_to_first_byte_seconds", "Arrival to the answer's first byte", _CALL_BUCKETS
         )
@@ -134,6 +139,7 @@ class ProxyMetrics(Collector):
             self.upstream_failures,
             self.retries,
             self.client_disconnects,
+            self.response_lookups,
         ):
             yield counter.family()
         for histogram in (self.ttft, self.latency, self.task_completion):

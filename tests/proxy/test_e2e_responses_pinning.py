@@ -93,3 +93,34 @@ async def test_a_continuation_whose_replica_is_gone_gets_a_clear_error_and_nothi
         # a new chain is served by the replicas left
         status, _, other = await respond(http, url, None, stream=False)
         assert status == 200 and other != replica
+
+
+async def test_a_proxy_with_no_record_of_a_response_finds_the_replica_that_stored_it(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """Chains begun through one SAGA instance continue through another (a second pod, or the first after a
+    restart), which asks the replicas which one stored each response; an id no replica has is looked up
+    once, then routed as usual for a while (vLLM's own 404)."""
+    config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, policy="round-robin", access_log=False)
+    async with running_proxy(config) as first_url:
+        begun = [await respond(http, first_url, None, stream=False) for _ in range(6)]
+    assert len({replica for _, _, replica in begun}) > 1  # round-robin spread them
+    async with running_proxy(config) as url:
+        # a call of its own first: this instance's round-robin turn is then one off the first one's, so
+        # without a lookup every continuation would go to the other replica
+        assert (await respond(http, url, None, stream=False))[0] == 200
+        for (_, previous, home), stream in zip(begun, [False, True] * 3, strict=True):
+            for _turn in range(2):
+                status, previous, replica = await respond(http, url, previous, stream=stream)
+                assert status == 200 and replica == home, replica
+        for _attempt in range(3):
+            status, _, error = await respond(http, url, "resp_unknown", stream=False)
+            assert status == 404 and "resp_unknown" in error
+        async with http.get(f"{url}/saga/v1/state") as r:
+            assert all(row["in_flight"] == 0 for row in (await r.json())["replicas"])
+        async with http.get(f"{url}/metrics") as r:
+            metrics = await r.text()
+    # one lookup per chain (its second turn's id is known: this proxy answered it), one for the unknown id
+    assert 'saga_response_lookups_total{result="found"} 6.0' in metrics
+    assert 'saga_response_lookups_total{result="missing"} 1.0' in metrics
+    assert 'saga_response_lookups_total{result="skipped"} 2.0' in metrics

@@ -83,3 +83,19 @@ async def test_saga_keeps_a_responses_chain_on_its_replica_under_round_robin(
                 previous = answer["id"]
                 homes.add(replica)
             assert len(homes) == 1
+
+
+async def test_a_fresh_proxy_finds_which_real_replica_stored_a_response(
+    replicas: list[str], http: aiohttp.ClientSession
+) -> None:
+    """vLLM's retrieve route (`GET /v1/responses/{id}`) answers where the response is stored: a proxy with no
+    record of a chain (restarted, or another instance) pins its continuation there."""
+    model = await model_of(http, replicas[0])
+    config = ProxyConfig(replicas=replicas, port=0, policy="round-robin", access_log=False)
+    async with running_proxy(config) as url:
+        begun = [await respond(http, url, model, None) for _ in range(2)]
+    assert {replica for _, _, replica in begun} == set(replicas)
+    async with running_proxy(config) as url:
+        for _, first, home in reversed(begun):  # round-robin alone would send each to the other replica
+            status, answer, replica = await respond(http, url, model, first["id"])
+            assert status == 200 and replica == home, answer
