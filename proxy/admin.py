@@ -133,8 +133,10 @@ def apply_replica_change(app: web.Application, kind: ChangeKind, url: str, *, re
     if kind == "added":
         core.add_replica(url)
         guards.draining.discard(url)
+        core.draining.discard(url)
     elif kind == "draining":
         guards.draining.add(url)
+        core.draining.add(url)
         app[GATE].apply(core.replica_stats(down_stats(url)))
     else:
         core.remove_replica(url)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from proxy import admin, calls, models, passthrough, sessions
+from proxy import admin, calls, models, passthrough, response_routes, sessions
 from proxy.auth import authenticate
 from proxy.config import ProxyConfig
 from proxy.context import (
@@ -58,6 +58,7 @@ ROUTE_MODULES: list[Callable[[web.Application], None]] = [
     calls.add_routes,
     models.add_routes,
     passthrough.add_routes,
+    response_routes.add_routes,
     admin.add_routes,
     sessions.add_routes,
     lambda app: add_graph_routes(app, app[CORE]),  # the predictor's learned graphs

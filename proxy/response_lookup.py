@@ -4,8 +4,9 @@ A call continuing through `previous_response_id` must go to the replica that sto
 stored responses in its own memory (proxy/scheduler/types.py `RequestInfo.pinned_replica`). The proxy records
 which replica answered each response (proxy/session_chain.py), but has no record after it restarted (a
 rolling update), when another SAGA instance served the response, or once the record aged out. Then it asks
-every healthy replica at once with vLLM's retrieve route (`GET /v1/responses/{id}`, served while the store is
-on) and pins the call to the one that answers 200, remembering it for the rest of the chain.
+every healthy (or draining) replica at once with vLLM's retrieve route (`GET /v1/responses/{id}`, served
+while the store is on) and pins the call to the one that answers 200, remembering it for the rest of the
+chain.
 
 Contract:
 - `needs_lookup(app, fields)`: the call names a response the proxy has no record of, and there is more than
@@ -71,7 +72,8 @@ async def find_holder(app: web.Application, response_id: str) -> str:
     session = app[UPSTREAM]
     headers: dict[str, str] = {}
     forward.upstream_auth(headers, config)
-    replicas = [r.replica_id for r in app[CORE].replicas.values() if r.healthy]
+    core = app[CORE]
+    replicas = [r.replica_id for r in core.replicas.values() if r.healthy or r.replica_id in core.draining]
     timeout = aiohttp.ClientTimeout(total=config.health_timeout_s)
 
     async def holds(replica: str) -> str:

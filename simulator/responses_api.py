@@ -10,7 +10,8 @@ Contract:
   `VLLM_ENABLE_RESPONSES_API_STORE=1`): a `previous_response_id` this replica did not answer, or has
   dropped, is vLLM's 404 `Response with id '...' not found.` (param `response_id`). So a router must send a
   continuation back to the replica that answered it. Answers with `store: true` (the default) are kept, the
-  latest `STORE_LIMIT` of them.
+  latest `STORE_LIMIT` of them. `GET /v1/responses/{id}` retrieves one; `POST /v1/responses/{id}/cancel`
+  answers vLLM's 400 for a response that was not run in the background (none is, here).
 - Function `tools` (`{"type": "function", "name", "parameters"}`) and `tool_choice` ("none", "auto",
   "required", `{"type": "function", "name"}`) answer with a simulated `function_call` output item
   (simulator.tool_calls decides, as for chat); bad ones answer 400.
@@ -89,6 +90,7 @@ def add_responses_routes(app: web.Application) -> None:
     app[RESPONSE_STORE] = ResponseStore()
     app.router.add_post("/v1/responses", responses)
     app.router.add_get("/v1/responses/{response_id}", retrieve)
+    app.router.add_post("/v1/responses/{response_id}/cancel", cancel)
 
 
 async def retrieve(request: web.Request) -> web.Response:
@@ -97,6 +99,14 @@ async def retrieve(request: web.Request) -> web.Response:
     if stored is None:
         raise _not_found(response_id)
     return json_response(msgspec.json.encode(stored.body))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    """Only background responses can be cancelled (vLLM); the simulated replica answers every call at once."""
+    response_id = request.match_info["response_id"]
+    if request.app[RESPONSE_STORE].get(response_id) is None:
+        raise _not_found(response_id)
+    raise HttpError(400, "Cannot cancel a synchronous response.", param="response_id")
 
 
 def _not_found(response_id: str) -> HttpError:

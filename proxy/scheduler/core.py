@@ -144,6 +144,9 @@ class SchedulerCore:
         self.tenant_stats = TenantLedger(tenants)
         self._workflows_seen = 0
         self.moves = 0  # calls of bound workflows that work stealing moved to an idle replica
+        # Replicas an operator is draining (the shell marks them unhealthy too, so nothing new goes there):
+        # a pinned call still goes to one, since only it holds what the call continues.
+        self.draining: set[ReplicaId] = set()
         # Retentions to release before their TTL, (session, replica), for the shell to carry out
         # (`take_releases`; the retention contract's `POST /saga/v1/release`).
         # Bounded: a shell that never drains it keeps the newest.
@@ -374,6 +377,7 @@ class SchedulerCore:
     def remove_replica(self, replica_id: ReplicaId) -> None:
         """Stop routing to a replica; calls already on it still finish and are accounted for."""
         self.replicas.pop(replica_id, None)
+        self.draining.discard(replica_id)
         if self.admission is not None:
             self.admission.replica_gone(replica_id)
 
@@ -445,17 +449,19 @@ class SchedulerCore:
                 return
 
     def _pinned(self, req: RequestInfo) -> list[Decision]:
-        """A call naming state that only its pinned replica holds goes there, admitted at once (its
-        workflow lives there already), or is refused while that replica is down or gone: it would fail
-        anywhere else."""
+        """A call naming state that only its pinned replica holds goes there at once, admitted (its workflow
+        lives there already), also while an operator drains that replica, or is refused while the replica is
+        down or gone: it would fail anywhere else."""
         replica = self.replicas.get(req.pinned_replica)
-        if replica is None or not replica.healthy:
+        if replica is None or not (replica.healthy or replica.replica_id in self.draining):
             self.predictor.call_failed(req.session_id)
             return [_pin_lost(req, "is down" if replica is not None else "is no longer served")]
         admission = self.admission
         if admission is not None and not admission.is_admitted(req.session_id):
             admission.admit_at_once(req, replica.replica_id)
-        return self._proceed(req, set(), replica.replica_id)
+        # not held in the release queue either: its lane may not release (a draining replica is not healthy)
+        # and the call has nowhere else to go
+        return [self._dispatch(req, replica.replica_id, set())]
 
     def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
         candidates = [r for r in self.replicas.values() if r.healthy and r.replica_id not in tried]
@@ -601,11 +607,7 @@ class SchedulerCore:
         if replica_id in self.replicas:
             self.replicas[replica_id].queued = 0
         decisions: list[Decision] = []
-        for held in moved:
-            if held.req.pinned_replica:
-                self.predictor.call_failed(held.req.session_id)
-                decisions.append(_pin_lost(held.req, "is down"))
-                continue
+        for held in moved:  # (never a pinned call: those are not held)
             decisions += self._hold(held.req, held.tried)  # re-placed: the admission follows the dispatch
         return decisions
 

@@ -124,3 +124,49 @@ async def test_a_proxy_with_no_record_of_a_response_finds_the_replica_that_store
     assert 'saga_response_lookups_total{result="found"} 6.0' in metrics
     assert 'saga_response_lookups_total{result="missing"} 1.0' in metrics
     assert 'saga_response_lookups_total{result="skipped"} 2.0' in metrics
+
+
+async def test_a_chain_goes_on_on_a_draining_replica_until_it_is_removed(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, access_log=False)
+    async with running_proxy(config) as url:
+        status, previous, home = await respond(http, url, None, stream=False)
+        assert status == 200
+        async with http.post(f"{url}/saga/v1/replicas/drain", json={"url": home}) as r:
+            assert r.status == 200
+        for stream in (False, True):
+            status, previous, replica = await respond(http, url, previous, stream=stream)
+            assert status == 200 and replica == home  # only the draining replica holds the chain
+        for _ in range(3):  # new work goes elsewhere
+            status, _, replica = await respond(http, url, None, stream=False)
+            assert status == 200 and replica != home
+        async with http.post(f"{url}/saga/v1/replicas/remove", json={"url": home}) as r:
+            assert r.status == 200
+        status, _, error = await respond(http, url, previous, stream=False)
+        assert status == 503 and "no longer served" in error
+
+
+async def test_retrieve_and_cancel_reach_the_replica_that_stored_the_response(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, policy="round-robin", access_log=False)
+    async with running_proxy(config) as url:
+        stored = [await respond(http, url, None, stream=False) for _ in range(3)]
+    async with running_proxy(config) as url:  # a fresh proxy: it asks the replicas
+        for fresh in (True, False):  # then from its own record
+            for _, response_id, home in reversed(stored):
+                async with http.get(f"{url}/v1/responses/{response_id}") as r:
+                    assert r.status == 200 and r.headers["X-Saga-Replica"] == home, fresh
+                    assert (await r.json())["id"] == response_id
+        _, response_id, home = stored[0]
+        async with http.post(f"{url}/v1/responses/{response_id}/cancel") as r:
+            answer = (r.status, r.headers.get("X-Saga-Replica"), await r.json())
+        assert answer[:2] == (400, home) and "Cannot cancel" in answer[2]["error"]["message"]
+        async with http.get(f"{url}/v1/responses/resp_nowhere") as r:
+            assert r.status == 404
+            error = (await r.json())["error"]
+        assert (
+            error["message"] == "Response with id 'resp_nowhere' not found."
+            and error["param"] == "response_id"
+        )

@@ -99,3 +99,6 @@ async def test_a_fresh_proxy_finds_which_real_replica_stored_a_response(
         for _, first, home in reversed(begun):  # round-robin alone would send each to the other replica
             status, answer, replica = await respond(http, url, model, first["id"])
             assert status == 200 and replica == home, answer
+            async with http.get(f"{url}/v1/responses/{first['id']}") as r:  # retrieve goes there too
+                assert r.status == 200 and r.headers["X-Saga-Replica"] == home
+                assert (await r.json())["id"] == first["id"]

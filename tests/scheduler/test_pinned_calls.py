@@ -14,6 +14,8 @@ from proxy.scheduler import (
     Usage,
     build_policy,
 )
+from proxy.scheduler.registry import PRESETS, PluginSpec
+from proxy.scheduler.release import ReleaseQueueSpec
 from tests.clocks import Clock
 from tests.scheduler.test_saga_policy import call, make_core, only_dispatch
 
@@ -78,3 +80,29 @@ def test_every_policy_keeps_the_pin() -> None:
         for i in range(6):
             d = only_dispatch(core.request_arrived(pinned(call(f"s{i}"), "r2")))
             assert d.replica_id == "r2", policy
+
+
+def test_a_pinned_call_goes_to_its_replica_while_an_operator_drains_it() -> None:
+    core, _ = make_core(replicas=2)
+    core.draining.add("r1")  # as the admin API's drain does: marked draining, and unhealthy for new work
+    core.replica_stats(ReplicaStats("r1", healthy=False))
+    assert only_dispatch(core.request_arrived(pinned(call("s"), "r1"))).replica_id == "r1"
+    assert only_dispatch(core.request_arrived(call("new"))).replica_id == "r0"
+    core.remove_replica("r1")  # removed: the pin cannot be kept
+    (gone,) = core.request_arrived(pinned(call("s"), "r1"))
+    assert isinstance(gone, Reject) and gone.status == 503 and not core.draining
+
+
+def test_a_pinned_call_is_not_held_in_the_release_queue() -> None:
+    """Its lane may never release (a draining replica is unhealthy) and it has nowhere else to go."""
+    queue = ReleaseQueueSpec(gate=PluginSpec("max-in-flight-gate", params={"max_in_flight": 1}))
+    spec = msgspec.structs.replace(PRESETS["session-affinity"], queue=queue)
+    core = SchedulerCore(["r0", "r1"], build_policy(spec, seed=0), Clock())
+    only_dispatch(core.request_arrived(call("a")))
+    only_dispatch(core.request_arrived(call("b")))
+    assert core.request_arrived(call("c")) == []  # both replicas at the gate's limit: held
+    d = only_dispatch(core.request_arrived(pinned(call("d"), "r1")))
+    assert d.replica_id == "r1"
+    core.draining.add("r0")
+    core.replica_stats(ReplicaStats("r0", healthy=False))
+    assert only_dispatch(core.request_arrived(pinned(call("e"), "r0"))).replica_id == "r0"

@@ -1,0 +1,61 @@
+"""Routes that name a stored Responses API response: `GET /v1/responses/{id}` (retrieve, `?stream=true` to
+resume a background stream) and `POST /v1/responses/{id}/cancel`, as vLLM serves them.
+
+Only the replica that stored a response can answer for it (vLLM keeps stored responses in its own memory),
+so these go there: the replica this proxy saw answer it, else the one that says it holds it
+(proxy/response_lookup.py). Not calls of a session: no core events, no accounting. Contract: the request is
+forwarded as sent (the query string kept; the upstream key in place of a client's), the replica's answer
+relayed as it comes with `X-Saga-Replica`; a response no replica holds is vLLM's own 404 (`Response with id
+'...' not found.`, param `response_id`); a holder that cannot be reached is a 502, one too slow a 504.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy import forward
+from proxy.context import CHAINS, CONFIG, CORE, POOL
+from proxy.errors import ProxyError
+from proxy.response_lookup import find_holder
+from proxy.upstream_pool import ConnectFailed
+
+
+async def stored_response(request: web.Request) -> web.StreamResponse:
+    app, response_id = request.app, request.match_info["response_id"]
+    config, core = app[CONFIG], app[CORE]
+    holder = app[CHAINS].replica_of_response(response_id)
+    if holder not in core.replicas:  # unknown here, or its replica was removed since
+        holder = await find_holder(app, response_id)
+    if not holder:
+        raise ProxyError(
+            404, f"Response with id '{response_id}' not found.", param="response_id", code="not_found"
+        )
+    headers = forward.forwarded_headers(request.headers, {})
+    forward.upstream_auth(headers, config)
+    target = holder + request.rel_url.raw_path_qs
+    try:
+        upstream = await app[POOL].request(
+            target,
+            await request.read(),
+            headers,
+            config.connect_timeout_s,
+            request.method,
+            config.first_byte_timeout_s,
+        )
+    except ConnectFailed as e:
+        raise ProxyError(502, f"the replica holding this response failed: {e}", code="upstream_error") from e
+    except TimeoutError as e:
+        raise ProxyError(
+            504, "the replica holding this response did not answer in time", code="upstream_timeout"
+        ) from e
+    downstream = forward.AiohttpDownstream(request)
+    await forward.relay(
+        downstream, upstream, {"X-Saga-Replica": holder}, lambda: None, config.stream_idle_timeout_s
+    )
+    assert downstream.response is not None
+    return downstream.response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/responses/{response_id}", stored_response)
+    app.router.add_post("/v1/responses/{response_id}/cancel", stored_response)
