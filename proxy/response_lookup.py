@@ -37,7 +37,7 @@ from proxy.session_chain import PrefixChains
 MAX_LOOKUPS = 16  # lookups under way at once; past it a call is routed without one
 MISS_TTL_S = 10.0  # an id found nowhere is not looked up again for this long
 MAX_MISSES = 4096
-_PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+PLAUSIBLE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class LookupState:
@@ -61,11 +61,7 @@ def needs_lookup(app: web.Application, fields: CallFields, chains: PrefixChains)
 
 async def find_holder(app: web.Application, response_id: str) -> str:
     state, lookups = app[LOOKUP_STATE], app[METRICS].response_lookups
-    if (
-        not _PLAUSIBLE_ID.fullmatch(response_id)
-        or state.running >= MAX_LOOKUPS
-        or _missed(state, response_id)
-    ):
+    if not PLAUSIBLE_ID.fullmatch(response_id) or state.running >= MAX_LOOKUPS or _missed(state, response_id):
         lookups.bump("skipped")
         return ""
     config = app[CONFIG]

@@ -5,7 +5,8 @@ Only the replica that stored a response can answer for it (vLLM keeps stored res
 so these go there: the replica this proxy saw answer it, else the one that says it holds it
 (proxy/response_lookup.py). Not calls of a session: no core events, no accounting. Contract: the request is
 forwarded as sent (the query string kept; the upstream key in place of a client's), the replica's answer
-relayed as it comes with `X-Saga-Replica`; a response no replica holds is vLLM's own 404 (`Response with id
+relayed as it comes with `X-Saga-Replica`; an id that cannot be one (proxy/response_lookup.py) is a 400 that
+does not repeat it; a response no replica holds is vLLM's own 404 (`Response with id
 '...' not found.`, param `response_id`); a holder that cannot be reached is a 502, one too slow a 504.
 """
 
@@ -16,12 +17,19 @@ from aiohttp import web
 from proxy import forward
 from proxy.context import CHAINS, CONFIG, CORE, POOL
 from proxy.errors import ProxyError
-from proxy.response_lookup import find_holder
+from proxy.response_lookup import PLAUSIBLE_ID, find_holder
 from proxy.upstream_pool import ConnectFailed
 
 
 async def stored_response(request: web.Request) -> web.StreamResponse:
     app, response_id = request.app, request.match_info["response_id"]
+    if not PLAUSIBLE_ID.fullmatch(response_id):  # refused, not echoed: it would not be found anywhere
+        raise ProxyError(
+            400,
+            "a response id is 1 to 256 letters, digits, '_' or '-'",
+            param="response_id",
+            code="invalid_response_id",
+        )
     config, core = app[CONFIG], app[CORE]
     holder = app[CHAINS].replica_of_response(response_id)
     if holder not in core.replicas:  # unknown here, or its replica was removed since

@@ -170,3 +170,8 @@ async def test_retrieve_and_cancel_reach_the_replica_that_stored_the_response(
             error["message"] == "Response with id 'resp_nowhere' not found."
             and error["param"] == "response_id"
         )
+        for bad in ("..%2Fmetrics", "a%0D%0AX-Injected:%201", "r" * 300):
+            async with http.get(f"{url}/v1/responses/{bad}") as r:
+                text = await r.text()
+                assert r.status == 400 and "Injected" not in text and "rrrr" not in text, text
+                assert (await r.json())["error"]["code"] == "invalid_response_id"
