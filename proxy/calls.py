@@ -32,7 +32,7 @@ from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
 from proxy.scheduler import RequestInfo
 
-CALL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+CALL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
 USAGE_OPTION_ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/completions"}
 )  # the Responses API always reports
@@ -184,7 +184,11 @@ def _prepared(
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = _keyed(who, tenant)
-    prompt = fields.messages or fields.prompt or fields.input  # a view into the body: copied only when hashed
+    prompt: bytes | msgspec.Raw = (
+        fields.messages or fields.prompt or fields.input
+    )  # a view into the body: copied only when hashed
+    if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
+        prompt = bytes(fields.system) + bytes(prompt)
     info = RequestInfo(
         request_id=request_id,
         session_id=who.session_id,

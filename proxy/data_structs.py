@@ -45,6 +45,9 @@ class CallFields(msgspec.Struct):
     previous_response_id: str | None = None  # /v1/responses: continues that response's session
     tools: msgspec.Raw = msgspec.Raw(b"")  # only hashed, to name the agent type without X-Agent-Type
     instructions: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses' system prompt; likewise
+    system: msgspec.Raw = msgspec.Raw(
+        b""
+    )  # /v1/messages' (Anthropic) system prompt; likewise, and prompt bytes
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -100,6 +103,7 @@ class UsageFields(msgspec.Struct):
     output_tokens: int | None = 0
     prompt_tokens_details: TokenDetails | None = None
     input_tokens_details: TokenDetails | None = None
+    cache_read_input_tokens: int | None = 0  # /v1/messages (Anthropic): the prefix-cache hit
 
 
 class DeltaFunction(msgspec.Struct):
@@ -128,8 +132,15 @@ class OutputItem(msgspec.Struct):
     name: str | None = None
 
 
+class ContentBlock(msgspec.Struct):
+    type: str = ""
+    name: str | None = None
+
+
 class AnswerFields(msgspec.Struct):
     usage: UsageFields | None = None
     choices: list[AnswerChoice] | None = None
     output: list[OutputItem] | None = None  # Responses API
     status: str | None = None  # Responses API
+    content: list[ContentBlock] | str | None = None  # /v1/messages (Anthropic): text and tool_use blocks
+    stop_reason: Any = None  # /v1/messages: end_turn, tool_use, max_tokens, ...

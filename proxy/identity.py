@@ -199,8 +199,10 @@ def identify(
         messages: bytes | msgspec.Raw = fields.messages
         if decoded is not None and (not decoded or decoded[0].role not in SYSTEM_ROLES):
             messages = b""  # decoded already, and no system prompt to hash: no need to look for one
-        if not messages and not fields.tools and not fields.instructions:
+        if not messages and not fields.tools and not fields.instructions and not fields.system:
             agent_type = "default"  # nothing to name it by: what agent_signature concludes, without its cost
         else:
-            agent_type = agent_signature(messages, fields.tools, fields.instructions) or "default"
+            agent_type = (
+                agent_signature(messages, fields.tools, fields.instructions or fields.system) or "default"
+            )
     return Identity(session, tenant, agent_type, inferred, prompt_chain)

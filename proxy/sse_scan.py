@@ -1,6 +1,7 @@
 """What the scheduler learns from an answer, read without re-encoding it: usage, finish reason, tool names.
 
-Contract: `parse_answer(body)` reads a whole JSON answer (chat, completion or Responses API) and returns its
+Contract: `parse_answer(body)` reads a whole JSON answer (chat, completion, Responses API or Anthropic
+Messages) and returns its
 `Usage` (token counts, the first choice's `finish_reason`, the names of the tools it called, in order) or None
 when the body is not a JSON object. `StreamScanner` does the same for an SSE stream fed chunk by chunk at any
 boundaries: it only searches each complete `data:` line for a few byte markers and decodes just the lines
@@ -17,6 +18,19 @@ from proxy.data_structs import Answer, AnswerFields, UsageFields
 from proxy.scheduler.types import Usage
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
+# /v1/messages (Anthropic) says why it stopped in its own words (only these: vLLM's chat choices carry a
+# `stop_reason` too, the matched stop string, which must not be read as one)
+_STOP_REASON = re.compile(
+    rb'"stop_reason":\s*"(end_turn|tool_use|max_tokens|stop_sequence|pause_turn|refusal)"'
+)
+ANTHROPIC_FINISH = {
+    "end_turn": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "refusal": "stop",
+}
 _TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
 _RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[A-Za-z0-9_-]{1,200})"')
 
@@ -31,8 +45,8 @@ _answer_decoder = msgspec.json.Decoder(AnswerFields)
 _answers_decoder = msgspec.json.Decoder(list[AnswerFields])
 # An SSE data line's payload (a trailing CR is JSON whitespace).
 _DATA_LINE = re.compile(rb"^data:(.*)$", re.MULTILINE)
-_FINISH_OR_NAME = (b'"finish_reason"', b'"name"')
-_USAGE_FINISH_OR_NAME = (b'"usage"', b'"finish_reason"', b'"name"')
+_FINISH_OR_NAME = (b'"finish_reason"', b'"name"', b'"stop_reason"')
+_USAGE_FINISH_OR_NAME = (b'"usage"', b'"finish_reason"', b'"name"', b'"stop_reason"')
 _JSON_DATA_LINE = re.compile(rb"^data:[ \t]*(\{.*)$", re.MULTILINE)  # a data line holding a JSON object
 
 
@@ -96,7 +110,7 @@ def _usage(u: UsageFields | None, finish_reason: str, tool_names: tuple[str, ...
     return Usage(
         u.prompt_tokens or u.input_tokens or 0,
         u.completion_tokens or u.output_tokens or 0,
-        (details.cached_tokens or 0) if details else 0,
+        ((details.cached_tokens or 0) if details else 0) or u.cache_read_input_tokens or 0,
         finish_reason,
         tool_names,
     )
@@ -123,6 +137,11 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
     if answer.output:
         tools = [o.name for o in answer.output if o.type == "function_call" and o.name]
         finish = "tool_calls" if tools else (answer.status or "")
+    content = answer.content
+    if isinstance(content, list):  # /v1/messages (Anthropic)
+        tools = [b.name for b in content if b.type == "tool_use" and b.name]
+        stop = answer.stop_reason
+        finish = ANTHROPIC_FINISH.get(stop, "") if isinstance(stop, str) else ""
     if answer.usage is None and not finish:
         return None, said
     return _usage(answer.usage, finish, tuple(tools)), said
@@ -234,7 +253,11 @@ class StreamScanner:
                     self._scan_usage(payload)
                 else:
                     self._read_event(answer)
-            if payload.find(b'"finish_reason"') >= 0 or payload.find(b'"name"') >= 0:
+            if (
+                payload.find(b'"finish_reason"') >= 0
+                or payload.find(b'"name"') >= 0
+                or payload.find(b'"stop_reason"') >= 0
+            ):
                 self._scan_finish_and_tools(payload)
         elif _has_any(payload, _USAGE_FINISH_OR_NAME):
             self._scan(payload)
@@ -318,7 +341,15 @@ class StreamScanner:
         finish = _FINISH.search(line)
         if finish is not None:
             self._finish = finish.group(1).decode()
-        if line.find(b'"tool_calls"') >= 0 or line.find(b'"function_call"') >= 0:
+        elif line.find(b'"stop_reason"') >= 0:
+            stop = _STOP_REASON.search(line)
+            if stop is not None:
+                self._finish = ANTHROPIC_FINISH[stop.group(1).decode()]
+        if (
+            line.find(b'"tool_calls"') >= 0
+            or line.find(b'"function_call"') >= 0
+            or line.find(b'"tool_use"') >= 0
+        ):
             for m in _TOOL_NAME.finditer(line):
                 if len(self._tools) >= MAX_STREAM_TOOL_NAMES:
                     break

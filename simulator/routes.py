@@ -14,6 +14,7 @@ Contract:
   when KV events are off; see simulator.kv_publisher).
 - Chat requests with `tools` answer with simulated tool calls (simulator.tool_calls: which tool, when, the
   stream shape); bad `tools`/`tool_choice` answer 400 naming the parameter.
+- `/v1/responses` (simulator.responses_api) and `/v1/messages` (simulator.anthropic_api) generate too.
 - Every response carries `X-Replica: <replica name>`.
 """
 
@@ -29,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from simulator.anthropic_api import add_messages_routes
 from simulator.driver import RequestStream
 from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
 from simulator.generation import submit
@@ -316,6 +318,7 @@ def create_app(replica: Replica) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/kv_event_sources", kv_event_sources)
     add_responses_routes(app)
+    add_messages_routes(app)
     add_retention_routes(app)
     add_fault_routes(app, replica.driver)
     return app

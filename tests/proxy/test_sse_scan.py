@@ -3,6 +3,7 @@ what a plain line-by-line reading of the same stream concludes, however the stre
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -242,3 +243,98 @@ def test_tool_names_read_from_one_stream_are_bounded() -> None:
     found = scanner.usage()
     assert found is not None and len(found.tool_names) == MAX_STREAM_TOOL_NAMES
     assert found.tool_names[0] == "tool0"
+
+
+# -- /v1/messages (Anthropic, as vLLM sends it) --------------------------------------------------------------
+
+_ANTHROPIC_STREAM = b"".join(
+    b"event: " + kind.encode() + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
+    for kind, data in [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": "m",
+                    "stop_reason": None,
+                    "usage": {"input_tokens": 25, "output_tokens": 0},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": '{"command": "ls"}'},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {
+                    "input_tokens": 25,
+                    "output_tokens": 9,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 16,
+                },
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=len(_ANTHROPIC_STREAM) - 1), max_size=8),
+    collect=st.booleans(),
+)
+def test_an_anthropic_stream_gives_its_usage_stop_reason_and_tools_however_it_is_cut(
+    cuts: list[int], collect: bool
+) -> None:
+    scanner = StreamScanner(collect_answer=collect)
+    edges = [0, *sorted(set(cuts)), len(_ANTHROPIC_STREAM)]
+    for start, end in itertools.pairwise(edges):
+        scanner.feed(_ANTHROPIC_STREAM[start:end])
+    scanner.feed(b"\n")
+    assert scanner.usage() == Usage(25, 9, 16, "tool_calls", ("Bash",))
+
+
+def test_a_whole_anthropic_answer_and_chat_stop_strings() -> None:
+    from proxy.sse_scan import parse_answer
+
+    whole = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "stop_reason": "end_turn",
+        "content": [
+            {"type": "text", "text": "done"},
+            {"type": "tool_use", "id": "t", "name": "Read", "input": {}},
+        ],
+        "usage": {"input_tokens": 40, "output_tokens": 3, "cache_read_input_tokens": 32},
+    }
+    assert parse_answer(json.dumps(whole).encode()) == Usage(40, 3, 32, "stop", ("Read",))
+    assert parse_answer(json.dumps({**whole, "stop_reason": "max_tokens"}).encode()).finish_reason == "length"
+    # vLLM's chat choices carry `stop_reason` too (the stop string matched): never read as Anthropic's
+    chunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": None, "stop_reason": "end_turn"}]}
+    scanner = StreamScanner()
+    scanner.feed(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    assert scanner.usage() is None or scanner.usage().finish_reason == "stop"  # type: ignore[union-attr]

@@ -1,0 +1,112 @@
+"""End-to-end over loopback: the Anthropic Messages API (`/v1/messages`, what Claude Code speaks to vLLM)
+through the proxy: scheduled like any call, bytes unchanged, and what the scheduler learns (tokens, the
+prefix-cache hit, why the answer stopped, the tools it called) read from whole answers and from streams."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.scheduler import Decision, SchedulerCore, Usage, build_policy
+from proxy.server import running_proxy
+from simulator.server import ReplicaFleet, start_fleet
+
+SYSTEM = "You are Claude Code, a coding agent in a terminal. " * 30
+TOOLS = [
+    {
+        "name": "Bash",
+        "description": "Run a shell command",
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}},
+            "required": ["command"],
+        },
+    }
+]
+
+
+class RecordingCore(SchedulerCore):
+    def __init__(self, replicas: list[str], policy: str) -> None:
+        super().__init__(replicas, build_policy(policy, seed=1), time.monotonic)
+        self.usages: list[Usage | None] = []
+
+    def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
+        self.usages.append(usage)
+        return super().request_finished(request_id, usage)
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[ReplicaFleet]:
+    fleet = await start_fleet(2, time_scale=200.0)
+    yield fleet
+    await fleet.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+def config(replicas: list[str], policy: str) -> ProxyConfig:
+    return ProxyConfig(replicas=replicas, port=0, seed=1, policy=policy, access_log=False)
+
+
+async def message(
+    http: aiohttp.ClientSession, url: str, messages: list[dict[str, Any]], stream: bool, **extra: Any
+) -> tuple[dict[str, Any], str, str]:
+    """(the answer, rebuilt from the events when streamed; the replica; the session id echoed)."""
+    body = {"model": "saga-sim", "system": SYSTEM, "messages": messages, "stream": stream, **extra}
+    headers = {"x-claude-code-session-id": "cc-session-1"}
+    async with http.post(f"{url}/v1/messages", json=body, headers=headers) as r:
+        raw = await r.text()
+        assert r.status == 200, raw
+        where = (r.headers["X-Saga-Replica"], r.headers["X-Session-ID"])
+    if not stream:
+        return json.loads(raw), *where
+    data = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: ")]
+    start, delta = data[0]["message"], next(d for d in data if d["type"] == "message_delta")
+    blocks = [d["content_block"] for d in data if d["type"] == "content_block_start"]
+    return {
+        **start,
+        "content": blocks,
+        "stop_reason": delta["delta"]["stop_reason"],
+        "usage": delta["usage"],
+    }, *where
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_claude_code_conversation_is_one_session_and_reports_its_usage(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    core = RecordingCore(fleet.urls, "session-affinity")
+    async with running_proxy(config(fleet.urls, "session-affinity"), core) as url:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "Fix the failing test."}]
+        answer, home, session = await message(
+            http, url, messages, stream, tools=TOOLS, tool_choice={"type": "any"}, max_tokens=40
+        )
+        (block,) = answer["content"]
+        assert block["type"] == "tool_use" and answer["stop_reason"] == "tool_use"
+        messages += [
+            {"role": "assistant", "content": [{**block, "input": {"command": "pytest"}}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": block["id"], "content": "1 failed"}],
+            },
+        ]
+        second, replica, again = await message(http, url, messages, stream, tools=TOOLS, max_tokens=6)
+    assert session == again == "cc-session-1" and replica == home
+    first_usage, second_usage = core.usages
+    assert first_usage == Usage(
+        answer["usage"]["input_tokens"], answer["usage"]["output_tokens"], 0, "tool_calls", ("Bash",)
+    )
+    assert second_usage is not None and second_usage.finish_reason in ("stop", "length")
+    assert second_usage.prompt_tokens == second["usage"]["input_tokens"]
+    # the conversation's head came from the prefix cache, and the scheduler heard so
+    assert second_usage.cached_tokens == second["usage"]["cache_read_input_tokens"] > 0
