@@ -4,6 +4,7 @@ prefix-cache hit, why the answer stopped, the tools it called) read from whole a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -110,3 +111,34 @@ async def test_a_claude_code_conversation_is_one_session_and_reports_its_usage(
     assert second_usage.prompt_tokens == second["usage"]["input_tokens"]
     # the conversation's head came from the prefix cache, and the scheduler heard so
     assert second_usage.cached_tokens == second["usage"]["cache_read_input_tokens"] > 0
+
+
+async def test_the_official_anthropic_client_works_through_the_proxy(fleet: ReplicaFleet) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    async with running_proxy(config(fleet.urls, "saga")) as url:
+
+        def calls() -> tuple[Any, ...]:
+            client = anthropic.Anthropic(base_url=url, api_key="none", max_retries=0)
+            kwargs: dict[str, Any] = {"model": "saga-sim", "max_tokens": 40, "system": SYSTEM}
+            ask = [{"role": "user", "content": "Fix the failing test."}]
+            whole = client.messages.create(**kwargs, messages=ask, tools=TOOLS, tool_choice={"type": "any"})
+            with client.messages.stream(**kwargs, messages=ask) as stream:
+                text = "".join(stream.text_stream)
+                streamed = stream.get_final_message()
+            with client.messages.stream(
+                **kwargs, messages=ask, tools=TOOLS, tool_choice={"type": "any"}
+            ) as stream:
+                called = stream.get_final_message()
+            with pytest.raises(anthropic.BadRequestError) as bad:
+                client.messages.create(
+                    **kwargs, messages=ask, extra_headers={"x-claude-code-session-id": "a\tb"}
+                )
+            client.close()
+            return whole, text, streamed, called, bad.value
+
+        whole, text, streamed, called, bad = await asyncio.to_thread(calls)
+    assert whole.stop_reason == "tool_use" and whole.content[0].name == "Bash"
+    assert "command" in whole.content[0].input
+    assert text and streamed.stop_reason == "max_tokens" and streamed.usage.output_tokens == 40
+    assert called.stop_reason == "tool_use" and "command" in called.content[0].input  # rebuilt from deltas
+    assert bad.status_code == 400 and "x-claude-code-session-id" in str(bad)
