@@ -1,5 +1,6 @@
-"""Routes relayed to any healthy replica without scheduling: `/tokenize`, `/detokenize` and vLLM's prompt
-renderers (`/v1/chat/completions/render`, `/v1/completions/render`).
+"""Routes relayed to any healthy replica without scheduling: `/tokenize`, `/detokenize`, vLLM's prompt
+renderers (`/v1/chat/completions/render`, `/v1/completions/render`) and Anthropic's
+`/v1/messages/count_tokens`.
 
 They do no generation, so they are not calls of a session: no core events, no accounting. Contract: the body
 is forwarded byte for byte to the next healthy replica in turn; a replica that cannot be reached is skipped;
@@ -16,7 +17,13 @@ from proxy import forward
 from proxy.context import CONFIG, CORE, POOL
 from proxy.errors import ProxyError
 
-PASSTHROUGH_ROUTES = ("/tokenize", "/detokenize", "/v1/chat/completions/render", "/v1/completions/render")
+PASSTHROUGH_ROUTES = (
+    "/tokenize",
+    "/detokenize",
+    "/v1/chat/completions/render",
+    "/v1/completions/render",
+    "/v1/messages/count_tokens",  # Anthropic's token count, which Claude Code asks for
+)
 _turn = itertools.count()
 
 

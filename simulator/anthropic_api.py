@@ -13,6 +13,7 @@ Contract:
   `message_delta` (`stop_reason` and the whole usage), `message_stop`.
 - Tools (`{"name", "description", "input_schema"}`) and `tool_choice` (`auto`, `any`, `tool` with a `name`,
   `none`) answer with a simulated `tool_use` block (simulator.tool_calls decides, as for chat).
+- `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` for the prompt the same call would run.
 - Bad requests are 400s in vLLM's error shape, before anything is generated.
 """
 
@@ -46,8 +47,26 @@ class MessagesRequest(SamplingFields, kw_only=True):
     tool_choice: Any = None
 
 
+class CountTokensRequest(msgspec.Struct, kw_only=True):
+    model: str | None = None
+    messages: list[Any]
+    system: Any = None
+
+
 def add_messages_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", messages_route)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """`{"input_tokens": N}`: the prompt `/v1/messages` would run for the same conversation."""
+    replica = request.app[REPLICA]
+    body = await decode(request, CountTokensRequest)
+    chat = _system(body.system) + _chat_messages(body.messages)
+    tokens = replica.tokenizer.encode(render_chat(chat))
+    return web.Response(
+        body=msgspec.json.encode({"input_tokens": len(tokens)}), content_type="application/json"
+    )
 
 
 async def messages_route(request: web.Request) -> web.StreamResponse:

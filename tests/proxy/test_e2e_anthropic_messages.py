@@ -129,16 +129,18 @@ async def test_the_official_anthropic_client_works_through_the_proxy(fleet: Repl
                 **kwargs, messages=ask, tools=TOOLS, tool_choice={"type": "any"}
             ) as stream:
                 called = stream.get_final_message()
+            counted = client.messages.count_tokens(model="saga-sim", system=SYSTEM, messages=ask)
             with pytest.raises(anthropic.BadRequestError) as bad:
                 client.messages.create(
                     **kwargs, messages=ask, extra_headers={"x-claude-code-session-id": "a\tb"}
                 )
             client.close()
-            return whole, text, streamed, called, bad.value
+            return whole, text, streamed, called, bad.value, counted
 
-        whole, text, streamed, called, bad = await asyncio.to_thread(calls)
+        whole, text, streamed, called, bad, counted = await asyncio.to_thread(calls)
     assert whole.stop_reason == "tool_use" and whole.content[0].name == "Bash"
     assert "command" in whole.content[0].input
     assert text and streamed.stop_reason == "max_tokens" and streamed.usage.output_tokens == 40
     assert called.stop_reason == "tool_use" and "command" in called.content[0].input  # rebuilt from deltas
     assert bad.status_code == 400 and "x-claude-code-session-id" in str(bad)
+    assert counted.input_tokens == streamed.usage.input_tokens  # count_tokens: passed through to a replica
