@@ -1,8 +1,9 @@
 """What the proxy can tell about a prompt without tokenizing it: its rough length and its prefix chunks.
 
 Contract: `prefix_hashes(raw)` returns one chain hash per full chunk of `4 x PREFIX_CHUNK_TOKENS` bytes of the
-raw JSON of the prompt (`messages` or `prompt`), each hash covering every byte before it, so two calls of a
-conversation that grew by appending messages share their leading hashes. JSON bytes stand in for tokens (about
+raw JSON of the prompt (`messages` or `prompt`), each hash covering every byte before it (stable within one
+process only: Python's seeded hash), so two calls of a conversation that grew by appending messages share
+their leading hashes. JSON bytes stand in for tokens (about
 four bytes a token): good enough for an approximate prefix index, which is all a router without the
 replica's tokenizer can have.
 
@@ -43,11 +44,13 @@ def estimated_tokens(raw: Sized) -> int:
 
 def prefix_hashes(raw: bytes) -> tuple[int, ...]:
     hashes: list[int] = []
-    parent = b""
-    view = memoryview(raw)
+    parent = 0
     for start in range(0, len(raw) - CHUNK_BYTES + 1, CHUNK_BYTES):
-        parent = hashlib.blake2b(view[start : start + CHUNK_BYTES], digest_size=8, key=parent).digest()
-        hashes.append(int.from_bytes(parent, "big"))
+        # Python's own hash of (the previous chunk's hash, this chunk): ~4x faster than keyed BLAKE2 over a
+        # coding agent's 100k-token prompt (0.2 against 0.84 ms for 462 kB), 64 bits, and seeded per process,
+        # which is all an index local to this process needs (nothing compares these across processes).
+        parent = hash((parent, raw[start : start + CHUNK_BYTES]))
+        hashes.append(parent)
     return tuple(hashes)
 
 
