@@ -5,6 +5,8 @@ raised in handlers (`ProxyError`), aiohttp's routing and body-size errors (404, 
 parser's own refusals (a malformed request line, a header over aiohttp's size limit), which aiohttp would
 otherwise answer in text/plain with the offending bytes quoted back. Replicas' own errors are relayed as
 they are. `sse_error_event` is the same shape as one server-sent event, for streams that already started.
+Requests to the Anthropic Messages API (`/v1/messages...`) get Anthropic's shape instead
+(`{"type": "error", "error": {"type", "message"}}`, and `event: error` in a stream): `refusal_body`.
 """
 
 from __future__ import annotations
@@ -77,10 +79,41 @@ def sse_error_event(status: int, message: str, *, code: str | None = None) -> by
     return b"data: " + error_body(status, message, code=code) + b"\n\n"
 
 
-def error_response(err: ProxyError) -> web.Response:
+# The Anthropic Messages API (`/v1/messages`, vLLM's and Claude Code's) has its own error shape and types: its
+# clients raise the right exception, and end a stream with an error, only when they get it.
+ANTHROPIC_PREFIX = "/v1/messages"
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return msgspec.json.encode({"type": "error", "error": {"type": kind, "message": message}})
+
+
+def refusal_body(path: str, err: ProxyError) -> bytes:
+    """The proxy's refusal of a request to `path`, in the shape that route's clients read."""
+    if path.startswith(ANTHROPIC_PREFIX):
+        return anthropic_error_body(err.status, err.message)
+    return error_body(err.status, err.message, param=err.param, code=err.code)
+
+
+MID_ANSWER = "the replica failed mid-answer"
+OPENAI_MID_ANSWER_EVENT = sse_error_event(502, MID_ANSWER, code="upstream_error")
+ANTHROPIC_MID_ANSWER_EVENT = b"event: error\ndata: " + anthropic_error_body(502, MID_ANSWER) + b"\n\n"
+
+
+def error_response(err: ProxyError, path: str = "") -> web.Response:
     return web.Response(
         status=err.status,
-        body=error_body(err.status, err.message, param=err.param, code=err.code),
+        body=refusal_body(path, err),
         content_type="application/json",
         headers=err.headers,
     )
@@ -93,12 +126,12 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     except ProxyError as e:
         _count(request, e.code or f"http_{e.status}")
-        return error_response(e)
+        return error_response(e, request.path)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         _count(request, f"http_{e.status}")
-        return error_response(ProxyError(e.status, e.reason if e.text is None else e.text))
+        return error_response(ProxyError(e.status, e.reason if e.text is None else e.text), request.path)
 
 
 def _count(request: web.Request, cause: str) -> None:

@@ -55,7 +55,7 @@ from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
-from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body
+from proxy.errors import ANTHROPIC_PREFIX, COMPRESSED_BODY, ProxyError, compressed_body
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
@@ -600,7 +600,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def _answer_error(self, downstream: _Downstream, err: ProxyError) -> None:
         self.server.metrics_errors(err.code or f"http_{err.status}")
-        forward.answer_error(downstream, err)
+        forward.answer_error(downstream, err, downstream.request.url)
 
     def _log_access(self, request: _Request, downstream: _Downstream, elapsed: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
@@ -857,6 +857,7 @@ class FastServer:
             False,
             _NO_ANSWER_LIMIT,
             False,  # the owner accounted for the answer
+            path == ANTHROPIC_PREFIX,
         )
 
     def relay_pool(self, owner: int) -> UpstreamPool:
@@ -879,7 +880,9 @@ class FastServer:
             await self.serve_here(owner, str(e), request, downstream, path, tenant)
             return
         self.counts.relayed += 1
-        await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
+        await forward.relay(
+            downstream, upstream, {}, lambda: None, self.idle_timeout_s, anthropic=path == ANTHROPIC_PREFIX
+        )
 
     async def serve_here(
         self,
@@ -920,7 +923,14 @@ class FastServer:
             headers = forward.forwarded_headers(upstream.headers, {})
             downstream.answer(upstream.status, headers, b"")
             return
-        await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s)
+        await forward.relay(
+            downstream,
+            upstream,
+            {},
+            lambda: None,
+            self.idle_timeout_s,
+            anthropic=request.url.startswith(ANTHROPIC_PREFIX),
+        )
 
     def busy(self) -> int:
         """Client connections with a call in progress or requests waiting their turn (a draining proxy waits

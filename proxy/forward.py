@@ -24,7 +24,13 @@ from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.data_structs import Relayed
-from proxy.errors import ProxyError, error_body, sse_error_event
+from proxy.errors import (
+    ANTHROPIC_MID_ANSWER_EVENT,
+    ANTHROPIC_PREFIX,
+    OPENAI_MID_ANSWER_EVENT,
+    ProxyError,
+    refusal_body,
+)
 from proxy.sse_scan import DEFAULT_COLLECT_LIMIT, StreamScanner, parse_usage, read_answer, response_id_of
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
@@ -109,8 +115,8 @@ class Answers(Protocol):
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None: ...
 
 
-def answer_error(downstream: Answers, err: ProxyError) -> None:
-    body = error_body(err.status, err.message, param=err.param, code=err.code)
+def answer_error(downstream: Answers, err: ProxyError, path: str = "") -> None:
+    body = refusal_body(path, err)
     downstream.answer(err.status, {**err.headers, "Content-Type": "application/json"}, body)
 
 
@@ -196,6 +202,7 @@ async def relay(
     strip_usage: bool = False,
     max_answer_bytes: int | None = None,
     on_response_id: Callable[[str], None] | None = None,
+    anthropic: bool = False,
 ) -> Relayed:
     """Relays the replica's answer to the client; returns what happened.
 
@@ -203,7 +210,8 @@ async def relay(
     `strip_usage`, a stream's usage-only event is read but not forwarded. A whole answer over
     `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`). `on_response_id`
     gets a Responses API answer's id before the answer's last bytes go out (a client's next call may name it
-    at once, at another worker)."""
+    at once, at another worker). `anthropic`: a /v1/messages stream, ended with Anthropic's error event if
+    the replica fails mid-answer."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
@@ -217,6 +225,7 @@ async def relay(
                 outcome,
                 max_answer_bytes,
                 on_response_id,
+                anthropic,
             )
         else:
             limit = DEFAULT_COLLECT_LIMIT if max_answer_bytes is None else max_answer_bytes
@@ -231,6 +240,7 @@ async def relay(
                 scanner,
                 strip_usage,
                 on_response_id,
+                anthropic,
             )
         return outcome
     finally:
@@ -246,16 +256,19 @@ async def _relay_whole(
     outcome: Relayed,
     max_answer_bytes: int | None,
     on_response_id: Callable[[str], None] | None,
+    anthropic: bool,
 ) -> None:
+    path = ANTHROPIC_PREFIX if anthropic else ""
     try:
         body = await upstream.read(idle_timeout_s=idle_timeout_s, max_bytes=max_answer_bytes)
     except AnswerTooLarge:
         outcome.too_large = True
-        answer_error(downstream, too_large_error(max_answer_bytes or 0))
+        answer_error(downstream, too_large_error(max_answer_bytes or 0), path)
         return
     except (BodyFailed, TimeoutError) as e:
         outcome.upstream_error = repr(e)
-        answer_error(downstream, ProxyError(502, "the replica failed while answering", code="upstream_error"))
+        error = ProxyError(502, "the replica failed while answering", code="upstream_error")
+        answer_error(downstream, error, path)
         return
     on_first_byte()
     outcome.first_byte = True
@@ -277,6 +290,7 @@ async def _relay_stream(
     scanner: StreamScanner,
     strip_usage: bool,
     on_response_id: Callable[[str], None] | None,
+    anthropic: bool,
 ) -> None:
     try:
         await downstream.start(upstream.status, headers)
@@ -292,7 +306,7 @@ async def _relay_stream(
                 await upstream.more(idle_timeout_s)
             except (BodyFailed, TimeoutError) as e:
                 outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
-                await _end_with_error(downstream)
+                await _end_with_error(downstream, anthropic)
                 return
             continue
         if not outcome.first_byte:
@@ -327,12 +341,12 @@ async def _relay_stream(
         outcome.client_gone = True
 
 
-async def _end_with_error(downstream: Downstream) -> None:
+async def _end_with_error(downstream: Downstream, anthropic: bool) -> None:
     """Ends a started stream with an OpenAI-style error event. The chunked framing stays intact, so the
     client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
     socket)."""
     try:
-        await downstream.write(sse_error_event(502, "the replica failed mid-answer", code="upstream_error"))
+        await downstream.write(ANTHROPIC_MID_ANSWER_EVENT if anthropic else OPENAI_MID_ANSWER_EVENT)
         await downstream.end()
     except ConnectionError:
         pass

@@ -144,3 +144,82 @@ async def test_the_official_anthropic_client_works_through_the_proxy(fleet: Repl
     assert called.stop_reason == "tool_use" and "command" in called.content[0].input  # rebuilt from deltas
     assert bad.status_code == 400 and "x-claude-code-session-id" in str(bad)
     assert counted.input_tokens == streamed.usage.input_tokens  # count_tokens: passed through to a replica
+
+
+async def _dying_replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Health and models answered; a /v1/messages stream cut after its first text delta."""
+    head = await reader.read(65536)
+    if head.startswith(b"GET /v1/models"):
+        body = json.dumps({"object": "list", "data": [{"id": "saga-sim", "object": "model"}]}).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+    elif head.startswith(b"GET"):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    else:
+        start = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "saga-sim"}
+        usage = {"input_tokens": 5, "output_tokens": 0}
+        events = [
+            {"type": "message_start", "message": {**start, "stop_reason": None, "usage": usage}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "partial answ"},
+            },
+        ]
+        payload = b"".join(
+            b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events
+        )
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(payload), payload)
+        )
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()  # the replica dies mid-answer
+        return
+    await writer.drain()
+    writer.close()
+
+
+async def test_an_anthropic_client_is_told_when_the_replica_dies_mid_stream_and_gets_anthropic_errors() -> (
+    None
+):
+    """Anthropic's clients read errors in Anthropic's shape only: an OpenAI-shaped error event at the end of a
+    cut stream left the official client returning the truncated message as if it were whole."""
+    anthropic = pytest.importorskip("anthropic")
+    server = await asyncio.start_server(_dying_replica, "127.0.0.1", 0)
+    replica = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with running_proxy(ProxyConfig(replicas=[replica], port=0, access_log=False)) as url:
+
+            def calls() -> tuple[Any, Any]:
+                client = anthropic.Anthropic(base_url=url, api_key="none", max_retries=0)
+                ask = [{"role": "user", "content": "hi"}]
+                with (
+                    pytest.raises(anthropic.APIStatusError) as cut,
+                    client.messages.stream(model="saga-sim", max_tokens=8, messages=ask) as stream,
+                ):
+                    "".join(stream.text_stream)
+                with pytest.raises(anthropic.BadRequestError) as refused:
+                    client.messages.create(
+                        model="saga-sim", max_tokens=8, messages=ask, extra_headers={"x-session-id": "a\tb"}
+                    )
+                client.close()
+                return cut.value, refused.value
+
+            cut, refused = await asyncio.to_thread(calls)
+            async with aiohttp.ClientSession() as http:  # the proxy's own refusals: by route
+                bad = {"x-session-id": "a\tb"}
+                async with http.post(f"{url}/v1/messages", json={"messages": []}, headers=bad) as r:
+                    anthropic_shape = await r.json()
+                async with http.post(f"{url}/v1/chat/completions", json={"messages": []}, headers=bad) as r:
+                    openai_shape = await r.json()
+    finally:
+        server.close()
+    assert "failed mid-answer" in str(cut) and cut.body["error"]["type"] == "api_error"
+    assert refused.status_code == 400 and refused.body["error"]["type"] == "invalid_request_error"
+    assert anthropic_shape["type"] == "error" and "x-session-id" in anthropic_shape["error"]["message"]
+    assert openai_shape["error"]["param"] == "x-session-id" and "type" not in openai_shape
