@@ -184,9 +184,8 @@ def _prepared(
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = _keyed(who, tenant)
-    prompt: bytes | msgspec.Raw = (
-        fields.messages or fields.prompt or fields.input
-    )  # a view into the body: copied only when hashed
+    # a view into the body: copied only when hashed
+    prompt: bytes | msgspec.Raw = fields.messages or fields.prompt or fields.input
     if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
         prompt = bytes(fields.system) + bytes(prompt)
     info = RequestInfo(

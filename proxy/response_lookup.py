@@ -9,8 +9,8 @@ while the store is on) and pins the call to the one that answers 200, rememberin
 chain.
 
 Contract:
-- `needs_lookup(app, fields)`: the call names a response the proxy has no record of, and there is more than
-  one healthy replica to choose from (with one, the call goes there anyway).
+- `needs_lookup(app, fields, chains)`: the call names a response the proxy has no record of, and more than one
+  replica serves (healthy or draining) to choose from (with one, the call goes there anyway).
 - `find_holder(app, response_id)` returns the replica holding it, or "" when none answers 200 within
   `health_timeout_s` (the call is then routed as usual, and a replica answers vLLM's 404). It asks nothing for
   an id that is not plausible (`[A-Za-z0-9_-]`, at most 256 characters: nothing else goes into a URL), for
@@ -53,10 +53,10 @@ def needs_lookup(app: web.Application, fields: CallFields, chains: PrefixChains)
     previous = fields.previous_response_id
     if not previous or chains.replica_of_response(previous):
         return False
-    healthy = 0
-    for replica in app[CORE].replicas.values():
-        healthy += replica.healthy
-    return healthy > 1
+    core, serving = app[CORE], 0
+    for replica in core.replicas.values():  # a draining replica still serves the chains it holds
+        serving += replica.healthy or replica.replica_id in core.draining
+    return serving > 1
 
 
 async def find_holder(app: web.Application, response_id: str) -> str:

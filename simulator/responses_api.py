@@ -34,6 +34,7 @@ import uuid
 import zlib
 from array import array
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -140,17 +141,17 @@ async def responses(request: web.Request) -> web.StreamResponse:
     prompt = replica.tokenizer.encode(render_chat(messages))
     tool_call = tools.decide(messages, zlib.crc32(array("q", prompt).tobytes())) if tools else None
     answer = _Answer(body, replica, f"resp_{uuid.uuid4().hex}", tool_call)
+    if body.store:  # stored as it finishes, before the client hears of it: its next call may name it at once
+        answer.on_finish = lambda done: store.put(
+            answer.id, StoredResponse(conversation + answer.output_messages(), done)
+        )
     stream = submit(request, replica, body, prompt, body.max_output_tokens, answer.id)
     try:
         if body.stream:
-            result = await _stream(request, answer, stream)
-        else:
-            result = web.Response(
-                body=msgspec.json.encode(await _whole(answer, stream)), content_type="application/json"
-            )
-        if body.store and answer.done is not None:
-            store.put(answer.id, StoredResponse(conversation + answer.output_messages(), answer.done))
-        return result
+            return await _stream(request, answer, stream)
+        return web.Response(
+            body=msgspec.json.encode(await _whole(answer, stream)), content_type="application/json"
+        )
     finally:
         if not stream.finished:
             replica.driver.abort(answer.id)
@@ -224,7 +225,7 @@ class _Answer:
         self.created_at = int(time.time())
         self.item_id = f"fc_{uuid.uuid4().hex}" if call is not None else f"msg_{uuid.uuid4().hex}"
         self.text = ""
-        self.done: dict[str, Any] | None = None  # the finished response object
+        self.on_finish: Callable[[dict[str, Any]], None] | None = None  # given the finished response object
 
     def item(self, finished: bool) -> dict[str, Any]:
         status = "completed" if finished else "in_progress"
@@ -285,8 +286,10 @@ class _Answer:
         }
 
     def finish(self, usage: Usage, finish_reason: str | None) -> dict[str, Any]:
-        self.done = self.response(usage, finish_reason)
-        return self.done
+        done = self.response(usage, finish_reason)
+        if self.on_finish is not None:
+            self.on_finish(done)
+        return done
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
