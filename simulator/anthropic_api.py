@@ -30,7 +30,7 @@ from aiohttp import web
 
 from simulator.driver import RequestStream
 from simulator.engine import Usage
-from simulator.generation import submit
+from simulator.generation import submit, whole_output
 from simulator.http_common import REPLICA, HttpError, decode
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
@@ -220,16 +220,7 @@ def _tool_block(call: SimulatedToolCall, whole: bool) -> dict[str, Any]:
 async def _whole(
     replica: Replica, stream: RequestStream, message_id: str, call: SimulatedToolCall | None
 ) -> dict[str, Any]:
-    token_ids: list[int] = []
-    try:
-        while True:
-            out = await stream.get()
-            token_ids.extend(out.new_token_ids)
-            if out.finish_reason is not None:
-                break
-    except Exception as e:
-        raise HttpError(500, f"engine error: {e!r}") from None
-    assert out.usage is not None
+    token_ids, out, usage = await whole_output(stream)
     if call is not None:
         content: list[dict[str, Any]] = [_tool_block(call, whole=True)]
     else:
@@ -242,7 +233,7 @@ async def _whole(
         "model": replica.model,
         "stop_reason": _stop_reason(out.finish_reason, call),
         "stop_sequence": None,
-        "usage": _usage(out.usage),
+        "usage": _usage(usage),
     }
 
 

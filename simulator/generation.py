@@ -5,7 +5,8 @@ route checks (`n` is 1, the model is the replica's), builds the engine request f
 fields and vLLM's extension args (priority from the body, else `X-Vllm-Priority`; the retention session is
 the `X-Session-ID` header, else body `session_id`, else `vllm_xargs.session_id`; `vllm_xargs.saga_retain_*`)
 and returns the engine's stream. Bad values raise `HttpError` 400 (an unknown model 404) before anything is
-queued; the caller aborts the request if it stops reading before the stream finished.
+queued; the caller aborts the request if it stops reading before the stream finished. `whole_output(stream)`
+waits for the whole answer: its token ids, its last output and its usage (an engine failure is a 500).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from simulator.driver import RequestStream
-from simulator.engine import EngineRequest, InvalidRequestError
+from simulator.engine import EngineRequest, InvalidRequestError, Usage
+from simulator.engine_types import RequestOutput
 from simulator.http_common import HttpError
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
@@ -77,3 +79,17 @@ def _retain_ttl_s(body: SamplingFields) -> float | None:
         return float(raw)
     except (TypeError, ValueError):
         raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None
+
+
+async def whole_output(stream: RequestStream) -> tuple[list[int], RequestOutput, Usage]:
+    token_ids: list[int] = []
+    try:
+        while True:
+            out = await stream.get()
+            token_ids.extend(out.new_token_ids)
+            if out.finish_reason is not None:
+                break
+    except Exception as e:
+        raise HttpError(500, f"engine error: {e!r}") from None
+    assert out.usage is not None
+    return token_ids, out, out.usage

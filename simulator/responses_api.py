@@ -42,7 +42,7 @@ from aiohttp import web
 
 from simulator.driver import RequestStream
 from simulator.engine import Usage
-from simulator.generation import submit
+from simulator.generation import submit, whole_output
 from simulator.http_common import REPLICA, HttpError, decode, json_response
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
@@ -303,18 +303,9 @@ def _usage(usage: Usage) -> dict[str, Any]:
 
 
 async def _whole(answer: _Answer, stream: RequestStream) -> dict[str, Any]:
-    token_ids: list[int] = []
-    try:
-        while True:
-            out = await stream.get()
-            token_ids.extend(out.new_token_ids)
-            if out.finish_reason is not None:
-                break
-    except Exception as e:
-        raise HttpError(500, f"engine error: {e!r}") from None
-    assert out.usage is not None
+    token_ids, out, usage = await whole_output(stream)
     answer.text = answer.replica.tokenizer.decode(token_ids)
-    return answer.finish(out.usage, out.finish_reason)
+    return answer.finish(usage, out.finish_reason)
 
 
 async def _stream(request: web.Request, answer: _Answer, stream: RequestStream) -> web.StreamResponse:

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from simulator.anthropic_api import add_messages_routes
 from simulator.driver import RequestStream
 from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
-from simulator.generation import submit
+from simulator.generation import submit, whole_output
 from simulator.http_common import (
     REPLICA,
     HttpError,
@@ -129,18 +129,9 @@ async def _generate(
 async def _whole(
     replica: Replica, stream: RequestStream, fmt: ResponseFormat, tool_call: SimulatedToolCall | None
 ) -> web.Response:
-    token_ids: list[int] = []
-    try:
-        while True:
-            out = await stream.get()
-            token_ids.extend(out.new_token_ids)
-            if out.finish_reason is not None:
-                break
-    except Exception as e:
-        raise HttpError(500, f"engine error: {e!r}") from None
-    assert out.usage is not None
+    token_ids, out, usage = await whole_output(stream)
     text = replica.tokenizer.decode(token_ids)
-    return json_response(fmt.full(text, out.finish_reason, out.usage, tool_call))
+    return json_response(fmt.full(text, out.finish_reason, usage, tool_call))
 
 
 async def _stream(

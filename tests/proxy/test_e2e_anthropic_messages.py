@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,9 +13,10 @@ import aiohttp
 import pytest
 
 from proxy.config import ProxyConfig
-from proxy.scheduler import Decision, SchedulerCore, Usage, build_policy
+from proxy.scheduler import Usage
 from proxy.server import running_proxy
 from simulator.server import ReplicaFleet, start_fleet
+from tests.recording_core import RecordingCore
 
 SYSTEM = "You are Claude Code, a coding agent in a terminal. " * 30
 TOOLS = [
@@ -30,16 +30,6 @@ TOOLS = [
         },
     }
 ]
-
-
-class RecordingCore(SchedulerCore):
-    def __init__(self, replicas: list[str], policy: str) -> None:
-        super().__init__(replicas, build_policy(policy, seed=1), time.monotonic)
-        self.usages: list[Usage | None] = []
-
-    def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
-        self.usages.append(usage)
-        return super().request_finished(request_id, usage)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,24 +12,13 @@ import aiohttp
 import pytest
 
 from proxy.config import ProxyConfig
-from proxy.scheduler import Decision, SchedulerCore, Usage, build_policy
+from proxy.scheduler import Usage
 from proxy.server import running_proxy
 from simulator.server import ReplicaFleet, start_fleet
 from tests.proxy.fakes import fake_replica
+from tests.recording_core import RecordingCore
 
 MESSAGES = [{"role": "user", "content": "run the tests"}]
-
-
-class RecordingCore(SchedulerCore):
-    """The real core, recording what each finished call reported."""
-
-    def __init__(self, replicas: list[str]) -> None:
-        super().__init__(replicas, build_policy("round-robin"), time.monotonic)
-        self.usages: list[Usage | None] = []
-
-    def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
-        self.usages.append(usage)
-        return super().request_finished(request_id, usage)
 
 
 @pytest.fixture

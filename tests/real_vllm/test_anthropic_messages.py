@@ -5,26 +5,15 @@ reason out of whole answers and streams."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 
 from proxy.config import ProxyConfig
-from proxy.scheduler import Decision, SchedulerCore, Usage, build_policy
 from proxy.server import running_proxy
 from tests.real_vllm.real_vllm import running_vllm
-
-
-class RecordingCore(SchedulerCore):
-    def __init__(self, replicas: list[str]) -> None:
-        super().__init__(replicas, build_policy("session-affinity"), time.monotonic)
-        self.usages: list[Usage | None] = []
-
-    def request_finished(self, request_id: str, usage: Usage | None = None) -> list[Decision]:
-        self.usages.append(usage)
-        return super().request_finished(request_id, usage)
+from tests.recording_core import RecordingCore
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +33,7 @@ async def test_messages_whole_and_streamed_report_vllms_usage_to_the_scheduler(
 ) -> None:
     async with http.get(f"{replica}/v1/models") as r:
         model = (await r.json())["data"][0]["id"]
-    core = RecordingCore([replica])
+    core = RecordingCore([replica], "session-affinity")
     body = {
         "model": model,
         "max_tokens": 5,

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from simulator.server import ReplicaFleet, start_fleet
+from tests.simulator.named_events import named_events
 
 SYSTEM = "You are a coding agent in a terminal. Use the tools. " * 30
 TOOLS = [
@@ -42,16 +43,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def post(http: aiohttp.ClientSession, url: str, **body: Any) -> tuple[int, str]:
     async with http.post(f"{url}/v1/messages", json={"model": "saga-sim", **body}) as r:
         return r.status, await r.text()
-
-
-def events(raw: str) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for block in raw.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        data = json.loads(lines["data"])
-        assert data["type"] == lines["event"]
-        out.append((lines["event"], data))
-    return out
 
 
 async def test_a_conversation_grows_and_its_second_call_hits_the_prefix_cache(
@@ -108,7 +99,7 @@ async def test_streams_send_vllms_events_with_the_usage_in_message_delta(
     url = fleet.urls[0]
     messages = [{"role": "user", "content": "hello"}]
     status, raw = await post(http, url, messages=messages, max_tokens=6, stream=True)
-    streamed = events(raw)
+    streamed = named_events(raw)
     names = [name for name, _ in streamed]
     assert status == 200
     assert names[:2] == ["message_start", "content_block_start"]
@@ -128,7 +119,7 @@ async def test_streams_send_vllms_events_with_the_usage_in_message_delta(
         max_tokens=40,
         stream=True,
     )
-    streamed = events(raw)
+    streamed = named_events(raw)
     assert streamed[1][1]["content_block"]["type"] == "tool_use"
     partial = "".join(d["delta"]["partial_json"] for n, d in streamed if n == "content_block_delta")
     assert "command" in json.loads(partial) and streamed[-2][1]["delta"]["stop_reason"] == "tool_use"

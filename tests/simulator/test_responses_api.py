@@ -13,6 +13,7 @@ import pytest
 
 from simulator.responses_api import ResponseStore, StoredResponse
 from simulator.server import ReplicaFleet, start_fleet
+from tests.simulator.named_events import named_events
 
 TIME_SCALE = 1000.0
 INSTRUCTIONS = "You are a coding agent. Use the tools to fix the repository. " * 30
@@ -41,17 +42,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def respond(http: aiohttp.ClientSession, url: str, **body: Any) -> tuple[int, Any]:
     async with http.post(url + "/v1/responses", data=msgspec.json.encode({"model": "saga-sim", **body})) as r:
         return r.status, await r.json(content_type=None)
-
-
-def events(raw: str) -> list[tuple[str, dict[str, Any]]]:
-    """(event name, data) of each SSE event; the name line and the data's `type` must agree."""
-    out = []
-    for block in raw.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        data = json.loads(lines["data"])
-        assert data["type"] == lines["event"]
-        out.append((lines["event"], data))
-    return out
 
 
 async def test_a_chain_of_responses_grows_one_conversation_and_hits_the_prefix_cache(
@@ -146,7 +136,7 @@ async def test_streamed_text_and_calls_send_the_named_events_and_end_with_the_wh
     body = {"model": "saga-sim", "input": "hello", "max_output_tokens": 6, "stream": True}
     async with http.post(url + "/v1/responses", json=body) as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
-        streamed = events(await r.text())
+        streamed = named_events(await r.text())
     names = [name for name, _ in streamed]
     assert names[:4] == [
         "response.created",
@@ -170,7 +160,7 @@ async def test_streamed_text_and_calls_send_the_named_events_and_end_with_the_wh
 
     body = {"model": "saga-sim", "input": "go", "tools": TOOLS, "tool_choice": "required", "stream": True}
     async with http.post(url + "/v1/responses", json={**body, "max_output_tokens": 40}) as r:
-        streamed = events(await r.text())
+        streamed = named_events(await r.text())
     pieces = "".join(d["delta"] for n, d in streamed if n == "response.function_call_arguments.delta")
     item = streamed[-1][1]["response"]["output"][0]
     assert item["type"] == "function_call" and pieces == item["arguments"]
