@@ -55,7 +55,7 @@ async def replicas(request: web.Request) -> web.Response:
                 "kv_usage": r.kv_usage,
                 "kv_capacity_tokens": r.kv_capacity_tokens or None,  # from the scrape; None: not published
                 "breaker": guards[r.replica_id].breaker_state(now),
-                "draining": r.replica_id in guards.draining,
+                "draining": r.replica_id in core.draining,
                 "models": sorted(models.by_replica.get(r.replica_id, ())),
             }
         )
@@ -132,10 +132,7 @@ def apply_replica_change(app: web.Application, kind: ChangeKind, url: str, *, re
     core, guards = app[CORE], app[GUARDS]
     if kind == "added":
         core.add_replica(url)
-        guards.draining.discard(url)
-        core.draining.discard(url)
     elif kind == "draining":
-        guards.draining.add(url)
         core.draining.add(url)
         app[GATE].apply(core.replica_stats(down_stats(url)))
     else:

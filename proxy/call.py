@@ -36,7 +36,7 @@ from proxy.context import (
 )
 from proxy.data_structs import Identity
 from proxy.directives import asking_for_usage, with_retention
-from proxy.errors import ANTHROPIC_PREFIX, ProxyError
+from proxy.errors import ProxyError
 from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
 from proxy.sessions import SESSION_END_HEADER, end_session, wants_end
@@ -178,7 +178,7 @@ class Call:
                 self.add_usage,
                 config.max_answer_bytes,
                 True,
-                self.path == ANTHROPIC_PREFIX,
+                self.path,
             )
         except BaseException:
             self._finish(cancelled=False)
@@ -231,7 +231,7 @@ class Call:
             strip_usage=self.add_usage,
             max_answer_bytes=self.config.max_answer_bytes,
             on_response_id=self.response_id if self.shared.response_owners is not None else None,
-            anthropic=self.path == ANTHROPIC_PREFIX,
+            path=self.path,
         )
         self._relayed(dispatch, outcome)
 

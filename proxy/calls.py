@@ -82,19 +82,7 @@ async def serve_call(
 
     `headers` must be case-insensitive; `tenant` is the tenant a client API key named (None without keys).
     Raises ProxyError for the proxy's own refusals; the server answers it (nothing was sent yet then)."""
-    fields = parse_call(body)
-    await _find_previous_response(app, fields)
-    await _prepared(app, path, headers, body, tenant, downstream, fields).run()
-
-
-async def _find_previous_response(app: web.Application, fields: CallFields) -> None:
-    """A call continuing a response this proxy has no record of: which replica stored it, asked of them
-    (proxy/response_lookup.py), so the call is pinned there."""
-    chains = app[CHAINS]
-    if fields.previous_response_id and needs_lookup(app, fields, chains):
-        holder = await find_holder(app, fields.previous_response_id)
-        if holder:
-            chains.remember_response(fields.previous_response_id, "", holder)
+    await _served_after_lookup(app, path, headers, body, tenant, downstream, parse_call(body))
 
 
 async def _served_after_lookup(
@@ -103,12 +91,18 @@ async def _served_after_lookup(
     headers: Mapping[str, str],
     body: bytes,
     tenant: str | None,
-    downstream: InlineDownstream,
+    downstream: forward.Downstream | InlineDownstream,
     fields: CallFields,
-    decoded: list[ChatMessage] | None,
-    pairs: list[tuple[str, str]] | None,
+    decoded: list[ChatMessage] | None = None,
+    pairs: list[tuple[str, str]] | None = None,
 ) -> None:
-    await _find_previous_response(app, fields)
+    """The call, once the replica that stored the response it continues is known: a response this proxy
+    has no record of is asked of the replicas (proxy/response_lookup.py), so the call is pinned there."""
+    chains, previous = app[CHAINS], fields.previous_response_id
+    if previous and needs_lookup(app, fields, chains):
+        holder = await find_holder(app, previous)
+        if holder:
+            chains.remember_response(previous, "", holder)
     call = _prepared(app, path, headers, body, tenant, downstream, fields, decoded)
     if pairs is not None:
         call.forwarded_from = pairs
@@ -138,6 +132,7 @@ def begin_call(
     `ownership_key`), so they are not decoded again."""
     if fields is None:
         fields = parse_call(body)
+    # (the cheap test first: most calls name no previous response, and needs_lookup is a Python-level call)
     if fields.previous_response_id and needs_lookup(app, fields, app[CHAINS]):
         work = _served_after_lookup(app, path, headers, body, tenant, downstream, fields, decoded, pairs)
         downstream.hand_over(work, _nothing)

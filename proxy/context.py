@@ -52,7 +52,6 @@ class Guards:
     def __init__(self, params: GuardParams, priority_reprobe_s: float = 300.0) -> None:
         self.params = params
         self._guards: dict[str, ReplicaGuard] = {}
-        self.draining: set[str] = set()  # replicas taking no new calls until removed
         self.no_priority = PriorityRefusals(priority_reprobe_s)  # replicas that refused a request priority
 
     def __getitem__(self, replica_id: str) -> ReplicaGuard:
@@ -63,7 +62,6 @@ class Guards:
 
     def forget(self, replica_id: str) -> None:
         self._guards.pop(replica_id, None)
-        self.draining.discard(replica_id)
         self.no_priority.forget(replica_id)
 
 

@@ -45,9 +45,8 @@ class CallFields(msgspec.Struct):
     previous_response_id: str | None = None  # /v1/responses: continues that response's session
     tools: msgspec.Raw = msgspec.Raw(b"")  # only hashed, to name the agent type without X-Agent-Type
     instructions: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses' system prompt; likewise
-    system: msgspec.Raw = msgspec.Raw(
-        b""
-    )  # /v1/messages' (Anthropic) system prompt; likewise, and prompt bytes
+    # /v1/messages' (Anthropic) system prompt: hashed likewise, and counted in the prompt
+    system: msgspec.Raw = msgspec.Raw(b"")
 
 
 class Identity(msgspec.Struct, frozen=True):

@@ -81,7 +81,7 @@ def sse_error_event(status: int, message: str, *, code: str | None = None) -> by
 
 # The Anthropic Messages API (`/v1/messages`, vLLM's and Claude Code's) has its own error shape and types: its
 # clients raise the right exception, and end a stream with an error, only when they get it.
-ANTHROPIC_PREFIX = "/v1/messages"
+_ANTHROPIC_PREFIX = "/v1/messages"
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -100,14 +100,19 @@ def anthropic_error_body(status: int, message: str) -> bytes:
 
 def refusal_body(path: str, err: ProxyError) -> bytes:
     """The proxy's refusal of a request to `path`, in the shape that route's clients read."""
-    if path.startswith(ANTHROPIC_PREFIX):
+    if path.startswith(_ANTHROPIC_PREFIX):
         return anthropic_error_body(err.status, err.message)
     return error_body(err.status, err.message, param=err.param, code=err.code)
 
 
-MID_ANSWER = "the replica failed mid-answer"
-OPENAI_MID_ANSWER_EVENT = sse_error_event(502, MID_ANSWER, code="upstream_error")
-ANTHROPIC_MID_ANSWER_EVENT = b"event: error\ndata: " + anthropic_error_body(502, MID_ANSWER) + b"\n\n"
+_MID_ANSWER = "the replica failed mid-answer"
+_OPENAI_MID_ANSWER_EVENT = sse_error_event(502, _MID_ANSWER, code="upstream_error")
+_ANTHROPIC_MID_ANSWER_EVENT = b"event: error\ndata: " + anthropic_error_body(502, _MID_ANSWER) + b"\n\n"
+
+
+def mid_answer_event(path: str) -> bytes:
+    """The event that ends a stream to `path` whose replica failed mid-answer, in that route's shape."""
+    return _ANTHROPIC_MID_ANSWER_EVENT if path.startswith(_ANTHROPIC_PREFIX) else _OPENAI_MID_ANSWER_EVENT
 
 
 def error_response(err: ProxyError, path: str = "") -> web.Response:

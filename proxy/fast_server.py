@@ -55,7 +55,7 @@ from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
-from proxy.errors import ANTHROPIC_PREFIX, COMPRESSED_BODY, ProxyError, compressed_body
+from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
@@ -857,7 +857,7 @@ class FastServer:
             False,
             _NO_ANSWER_LIMIT,
             False,  # the owner accounted for the answer
-            path == ANTHROPIC_PREFIX,
+            path,
         )
 
     def relay_pool(self, owner: int) -> UpstreamPool:
@@ -880,9 +880,7 @@ class FastServer:
             await self.serve_here(owner, str(e), request, downstream, path, tenant)
             return
         self.counts.relayed += 1
-        await forward.relay(
-            downstream, upstream, {}, lambda: None, self.idle_timeout_s, anthropic=path == ANTHROPIC_PREFIX
-        )
+        await forward.relay(downstream, upstream, {}, lambda: None, self.idle_timeout_s, path=path)
 
     async def serve_here(
         self,
@@ -929,7 +927,7 @@ class FastServer:
             {},
             lambda: None,
             self.idle_timeout_s,
-            anthropic=request.url.startswith(ANTHROPIC_PREFIX),
+            path=request.url,
         )
 
     def busy(self) -> int:

@@ -24,13 +24,7 @@ from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.data_structs import Relayed
-from proxy.errors import (
-    ANTHROPIC_MID_ANSWER_EVENT,
-    ANTHROPIC_PREFIX,
-    OPENAI_MID_ANSWER_EVENT,
-    ProxyError,
-    refusal_body,
-)
+from proxy.errors import ProxyError, mid_answer_event, refusal_body
 from proxy.sse_scan import DEFAULT_COLLECT_LIMIT, StreamScanner, parse_usage, read_answer, response_id_of
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
@@ -202,7 +196,7 @@ async def relay(
     strip_usage: bool = False,
     max_answer_bytes: int | None = None,
     on_response_id: Callable[[str], None] | None = None,
-    anthropic: bool = False,
+    path: str = "",
 ) -> Relayed:
     """Relays the replica's answer to the client; returns what happened.
 
@@ -210,8 +204,8 @@ async def relay(
     `strip_usage`, a stream's usage-only event is read but not forwarded. A whole answer over
     `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`). `on_response_id`
     gets a Responses API answer's id before the answer's last bytes go out (a client's next call may name it
-    at once, at another worker). `anthropic`: a /v1/messages stream, ended with Anthropic's error event if
-    the replica fails mid-answer."""
+    at once, at another worker). `path`: the call's route, whose shape the proxy's errors take
+    (proxy/errors.py)."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
@@ -225,7 +219,7 @@ async def relay(
                 outcome,
                 max_answer_bytes,
                 on_response_id,
-                anthropic,
+                path,
             )
         else:
             limit = DEFAULT_COLLECT_LIMIT if max_answer_bytes is None else max_answer_bytes
@@ -240,7 +234,7 @@ async def relay(
                 scanner,
                 strip_usage,
                 on_response_id,
-                anthropic,
+                path,
             )
         return outcome
     finally:
@@ -256,9 +250,8 @@ async def _relay_whole(
     outcome: Relayed,
     max_answer_bytes: int | None,
     on_response_id: Callable[[str], None] | None,
-    anthropic: bool,
+    path: str,
 ) -> None:
-    path = ANTHROPIC_PREFIX if anthropic else ""
     try:
         body = await upstream.read(idle_timeout_s=idle_timeout_s, max_bytes=max_answer_bytes)
     except AnswerTooLarge:
@@ -290,7 +283,7 @@ async def _relay_stream(
     scanner: StreamScanner,
     strip_usage: bool,
     on_response_id: Callable[[str], None] | None,
-    anthropic: bool,
+    path: str,
 ) -> None:
     try:
         await downstream.start(upstream.status, headers)
@@ -306,7 +299,7 @@ async def _relay_stream(
                 await upstream.more(idle_timeout_s)
             except (BodyFailed, TimeoutError) as e:
                 outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
-                await _end_with_error(downstream, anthropic)
+                await _end_with_error(downstream, path)
                 return
             continue
         if not outcome.first_byte:
@@ -341,12 +334,12 @@ async def _relay_stream(
         outcome.client_gone = True
 
 
-async def _end_with_error(downstream: Downstream, anthropic: bool) -> None:
-    """Ends a started stream with an OpenAI-style error event. The chunked framing stays intact, so the
-    client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
+async def _end_with_error(downstream: Downstream, path: str) -> None:
+    """Ends a started stream with an error event in its route's shape. The chunked framing stays intact, so
+    the client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
     socket)."""
     try:
-        await downstream.write(ANTHROPIC_MID_ANSWER_EVENT if anthropic else OPENAI_MID_ANSWER_EVENT)
+        await downstream.write(mid_answer_event(path))
         await downstream.end()
     except ConnectionError:
         pass

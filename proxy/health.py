@@ -184,7 +184,7 @@ async def replica_health_loop(
         for stats in results:
             guard = guards[stats.replica_id]
             guard.probe(bool(stats.healthy))
-            healthy = guard.healthy(now) and stats.replica_id not in guards.draining
+            healthy = guard.healthy(now) and stats.replica_id not in core.draining
             was = core.replicas.get(stats.replica_id)
             if was is None:
                 continue

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
-from proxy.errors import ANTHROPIC_MID_ANSWER_EVENT, ANTHROPIC_PREFIX, OPENAI_MID_ANSWER_EVENT, ProxyError
+from proxy.errors import ProxyError, mid_answer_event
 from proxy.forward import Relayed, answer_error, forwarded_headers, too_large_error
 from proxy.sse_scan import StreamScanner, read_answer, response_id_of
 from proxy.upstream_pool import BodyFailed, Key, UpstreamAnswer, UpstreamPool, _Connection
@@ -106,11 +106,11 @@ class InlineRelay:
         strip_usage: bool,
         max_answer_bytes: int,
         account: bool = True,
-        anthropic: bool = False,
+        path: str = "",
     ) -> None:
         """`account`: read the answer's usage, message and response id for `InlineCall.relayed`; False for
         an answer another worker read them from already (proxy/fast_server.py's relayed calls).
-        `anthropic`: a /v1/messages call, whose errors take Anthropic's shape."""
+        `path`: the call's route, whose shape the proxy's errors take (proxy/errors.py)."""
         self.call, self.downstream, self.pool, self.key, self.conn = call, downstream, pool, key, conn
         self.extra_headers = extra_headers
         self.dropped = extra_dropped
@@ -118,7 +118,7 @@ class InlineRelay:
         self.collect_answer, self.strip_usage = collect_answer, strip_usage
         self.max_answer_bytes = max_answer_bytes
         self.account = account
-        self.error_path = ANTHROPIC_PREFIX if anthropic else ""  # the route the refusals' shape follows
+        self.path = path
         self.outcome: Relayed | None = None  # set once the status line is in and the relay owns the answer
         self.headers: dict[str, str] = {}
         self.scanner: StreamScanner | None = None  # set for a stream
@@ -200,7 +200,7 @@ class InlineRelay:
             conn.chunks = []  # pooled again (complete: nothing of it is left unread)
             outcome.too_large = True
             try:
-                answer_error(self.downstream, too_large_error(self.max_answer_bytes), self.error_path)
+                answer_error(self.downstream, too_large_error(self.max_answer_bytes), self.path)
             except ConnectionError:
                 outcome.client_gone = True
             self._end()
@@ -230,7 +230,7 @@ class InlineRelay:
         self.outcome.upstream_error = error
         try:
             failure = ProxyError(502, "the replica failed while answering", code="upstream_error")
-            answer_error(self.downstream, failure, self.error_path)
+            answer_error(self.downstream, failure, self.path)
         except ConnectionError:
             self.outcome.client_gone = True
         self._end()
@@ -278,9 +278,7 @@ class InlineRelay:
         assert self.outcome is not None
         self.outcome.upstream_error = error
         try:
-            self.downstream.write_now(
-                ANTHROPIC_MID_ANSWER_EVENT if self.error_path else OPENAI_MID_ANSWER_EVENT
-            )
+            self.downstream.write_now(mid_answer_event(self.path))
             self.downstream.end_now()
         except ConnectionError:
             pass

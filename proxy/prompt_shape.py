@@ -3,9 +3,8 @@
 Contract: `prefix_hashes(raw)` returns one chain hash per full chunk of `4 x PREFIX_CHUNK_TOKENS` bytes of the
 raw JSON of the prompt (`messages` or `prompt`), each hash covering every byte before it (stable within one
 process only: Python's seeded hash), so two calls of a conversation that grew by appending messages share
-their leading hashes. JSON bytes stand in for tokens (about
-four bytes a token): good enough for an approximate prefix index, which is all a router without the
-replica's tokenizer can have.
+their leading hashes. JSON bytes stand in for tokens (about four bytes a token): good enough for an
+approximate prefix index, which is all a router without the replica's tokenizer can have.
 
 `agent_signature(messages, tools, instructions)` names an agent type for a call that sent no `X-Agent-Type`:
 `auto-` and a hash of the head of its system prompt (the first message when its role is `system` or
@@ -46,9 +45,10 @@ def prefix_hashes(raw: bytes) -> tuple[int, ...]:
     hashes: list[int] = []
     parent = 0
     for start in range(0, len(raw) - CHUNK_BYTES + 1, CHUNK_BYTES):
-        # Python's own hash of (the previous chunk's hash, this chunk): ~4x faster than keyed BLAKE2 over a
-        # coding agent's 100k-token prompt (0.2 against 0.84 ms for 462 kB), 64 bits, and seeded per process,
-        # which is all an index local to this process needs (nothing compares these across processes).
+        # Python's own hash of (the previous chunk's hash, this chunk): 64 bits, ~4.5x faster than keyed
+        # BLAKE2 over a coding agent's 118k-token prompt (`python -m loadtests.bench.prompt_cost`), and
+        # seeded per process, which is all an index local to this process needs (nothing compares these
+        # across processes).
         parent = hash((parent, raw[start : start + CHUNK_BYTES]))
         hashes.append(parent)
     return tuple(hashes)

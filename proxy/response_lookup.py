@@ -53,10 +53,7 @@ def needs_lookup(app: web.Application, fields: CallFields, chains: PrefixChains)
     previous = fields.previous_response_id
     if not previous or chains.replica_of_response(previous):
         return False
-    core, serving = app[CORE], 0
-    for replica in core.replicas.values():  # a draining replica still serves the chains it holds
-        serving += replica.healthy or replica.replica_id in core.draining
-    return serving > 1
+    return len(app[CORE].serving()) > 1  # a draining replica still serves the chains it holds
 
 
 async def find_holder(app: web.Application, response_id: str) -> str:
@@ -68,8 +65,10 @@ async def find_holder(app: web.Application, response_id: str) -> str:
     session = app[UPSTREAM]
     headers: dict[str, str] = {}
     forward.upstream_auth(headers, config)
-    core = app[CORE]
-    replicas = [r.replica_id for r in core.replicas.values() if r.healthy or r.replica_id in core.draining]
+    replicas = app[CORE].serving()
+    if not replicas:  # nothing to ask: not a miss to remember
+        lookups.bump("skipped")
+        return ""
     timeout = aiohttp.ClientTimeout(total=config.health_timeout_s)
 
     async def holds(replica: str) -> str:

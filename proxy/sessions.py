@@ -61,7 +61,8 @@ async def list_sessions(request: web.Request) -> web.Response:
         raise ProxyError(400, "limit must be a non-negative integer", param="limit")
     now = core.clock()
     out: list[dict[str, Any]] = []
-    for session_id, s in itertools.islice(core.sessions.items(), limit):
+    # (islice takes no stop past sys.maxsize: a limit above the table's size is the whole table)
+    for session_id, s in itertools.islice(core.sessions.items(), min(limit, len(core.sessions))):
         out.append(
             {
                 "session_id": session_id,

@@ -253,11 +253,7 @@ class StreamScanner:
                     self._scan_usage(payload)
                 else:
                     self._read_event(answer)
-            if (
-                payload.find(b'"finish_reason"') >= 0
-                or payload.find(b'"name"') >= 0
-                or payload.find(b'"stop_reason"') >= 0
-            ):
+            if _has_any(payload, _FINISH_OR_NAME):
                 self._scan_finish_and_tools(payload)
         elif _has_any(payload, _USAGE_FINISH_OR_NAME):
             self._scan(payload)

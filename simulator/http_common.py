@@ -52,3 +52,5 @@ async def decode(request: web.Request, type_: type[T]) -> T:
         return msgspec.json.decode(await request.read(), type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise HttpError(400, f"Invalid request body: {e}") from None
+    except RecursionError:  # nesting past Python's limit in an untyped field (messages, system, tools)
+        raise HttpError(400, "Invalid request body: nested too deeply") from None

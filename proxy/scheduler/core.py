@@ -144,8 +144,8 @@ class SchedulerCore:
         self.tenant_stats = TenantLedger(tenants)
         self._workflows_seen = 0
         self.moves = 0  # calls of bound workflows that work stealing moved to an idle replica
-        # Replicas an operator is draining (the shell marks them unhealthy too, so nothing new goes there):
-        # a pinned call still goes to one, since only it holds what the call continues.
+        # Replicas an operator is draining (the admin API; the shell's health loop reports them unhealthy,
+        # so nothing new goes there): a pinned call still goes to one, only it holds what the call continues.
         self.draining: set[ReplicaId] = set()
         # Retentions to release before their TTL, (session, replica), for the shell to carry out
         # (`take_releases`; the retention contract's `POST /saga/v1/release`).
@@ -372,7 +372,14 @@ class SchedulerCore:
     # -- replica set ----------------------------------------------------------------------------------
 
     def add_replica(self, replica_id: ReplicaId) -> None:
+        """Route to a replica (again: one being drained takes new work once more)."""
         self.replicas.setdefault(replica_id, ReplicaView(replica_id))
+        self.draining.discard(replica_id)
+
+    def serving(self) -> list[ReplicaId]:
+        """The replicas that take calls: the healthy ones, and those being drained (pinned calls only)."""
+        draining = self.draining
+        return [r.replica_id for r in self.replicas.values() if r.healthy or r.replica_id in draining]
 
     def remove_replica(self, replica_id: ReplicaId) -> None:
         """Stop routing to a replica; calls already on it still finish and are accounted for."""

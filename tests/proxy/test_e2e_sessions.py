@@ -102,11 +102,13 @@ async def test_the_session_listing_takes_a_non_negative_limit(
         for name in ("one", "two", "three"):
             await chat(http, url, list(OPENING), False, **{"X-Session-ID": name})
         answers = {}
-        for limit in ("2", "0", "-1", "abc", "1.5"):
+        for limit in ("2", "0", "99999999999999999999", "-1", "abc", "1.5"):
             async with http.get(f"{url}/saga/v1/sessions", params={"limit": limit}) as r:
                 answers[limit] = (r.status, await r.json())
     assert [len(answers[k][1]["sessions"]) for k in ("2", "0")] == [2, 0]
     assert answers["2"][1]["total"] == 3
+    assert answers["99999999999999999999"][0] == 200  # past the table's size: all of it (was a 500)
+    assert len(answers["99999999999999999999"][1]["sessions"]) == 3
     for bad in ("-1", "abc", "1.5"):  # refused, not taken as 0 (an empty listing that looks like no sessions)
         status, body = answers[bad]
         assert status == 400 and body["error"]["param"] == "limit", bad

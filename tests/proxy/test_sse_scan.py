@@ -333,8 +333,12 @@ def test_a_whole_anthropic_answer_and_chat_stop_strings() -> None:
     }
     assert parse_answer(json.dumps(whole).encode()) == Usage(40, 3, 32, "stop", ("Read",))
     assert parse_answer(json.dumps({**whole, "stop_reason": "max_tokens"}).encode()).finish_reason == "length"
-    # vLLM's chat choices carry `stop_reason` too (the stop string matched): never read as Anthropic's
-    chunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": None, "stop_reason": "end_turn"}]}
+    # vLLM's chat choices carry `stop_reason` too, the stop string matched: one spelled like an Anthropic stop
+    # reason must not override the chat's own finish_reason, streamed or whole
+    choice = {"index": 0, "finish_reason": "stop", "stop_reason": "tool_use"}
     scanner = StreamScanner()
-    scanner.feed(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-    assert scanner.usage() is None or scanner.usage().finish_reason == "stop"  # type: ignore[union-attr]
+    scanner.feed(b"data: " + json.dumps({"choices": [{**choice, "delta": {}}]}).encode() + b"\n\n")
+    streamed = scanner.usage()
+    assert streamed is not None and streamed.finish_reason == "stop"
+    whole_chat = {"choices": [{**choice, "message": {"role": "assistant", "content": "ok"}}]}
+    assert parse_answer(json.dumps(whole_chat).encode()) == Usage(finish_reason="stop")

@@ -152,6 +152,21 @@ ONE_MESSAGE = b'"messages": [{"role": "user", "content": "x"}]'
         ("/v1/completions", b'{"prompt": "hi", "max_tokens": 0}', 400, "max_tokens"),
         ("/v1/completions", b'{"prompt": "hi", "cache_salt": ""}', 400, "'cache_salt' must be a non-empty"),
         ("/v1/completions", b'{"prompt": "hi", "cache_salt": "a/b"}', 400, "at most 128 characters"),
+        # nesting past Python's recursion limit in a loosely typed field (was a 500)
+        pytest.param(
+            "/v1/chat/completions",
+            b"{" + ONE_MESSAGE + b', "tools": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            400,
+            "nested",
+            id="chat-tools-nested-too-deeply",
+        ),
+        pytest.param(
+            "/v1/messages",
+            b'{"system": ' + b"[" * 100_000 + b"]" * 100_000 + b', "messages": [], "max_tokens": 4}',
+            400,
+            "nested",
+            id="messages-system-nested-too-deeply",
+        ),
     ],
 )
 async def test_bad_requests_get_vllm_style_errors(
