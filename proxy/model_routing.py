@@ -10,10 +10,30 @@ with its own 404), so routing never stops because the model map is incomplete. T
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from proxy.scheduler.framework import Filter, PluginParams
 from proxy.scheduler.types import ReplicaView, RequestInfo
+
+T = TypeVar("T")
+
+
+def for_model(
+    known: Mapping[str, frozenset[str]], model: str | None, items: Sequence[T], replica_of: Callable[[T], str]
+) -> Sequence[T]:
+    """The items whose replica lists `model`, then those whose models are not known yet; all of them when
+    no replica lists it (the replica answers an unknown model with its own 404) or no model is named."""
+    if not model or not known:
+        return items
+    serving = [x for x in items if model in known.get(replica_of(x), frozenset())]
+    if not serving:
+        return items
+    return [*serving, *(x for x in items if replica_of(x) not in known)]
+
+
+def _replica_id(view: ReplicaView) -> str:
+    return view.replica_id
 
 
 class ReplicaModels:
@@ -37,11 +57,4 @@ class ModelFilter(Filter):
         self.models = models
 
     def filter(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Sequence[ReplicaView]:
-        known = self.models.by_replica
-        if not req.model or not known:
-            return replicas
-        serving = [r for r in replicas if req.model in known.get(r.replica_id, frozenset())]
-        if serving:
-            unknown = [r for r in replicas if r.replica_id not in known]
-            return [*serving, *unknown]
-        return replicas
+        return for_model(self.models.by_replica, req.model, replicas, _replica_id)

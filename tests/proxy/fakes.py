@@ -6,7 +6,9 @@ byte), "hang" (never answers), "stall-stream" (headers and one event, then silen
 `slow_s`), "tools" (an answer calling the tool `run_tests`, streamed in pieces when asked, with the usage
 chunk only when `stream_options.include_usage` is set). In every mode a call whose body has
 `"metadata": {"poison": true}` gets a 500: a request every replica refuses. `/v1/responses` answers a
-Responses API object with ids `resp_1`, `resp_2`, ... `dying_stream_replica` is a raw socket server that
+Responses API object with ids `resp_1`, `resp_2`, ... A few passthrough routes (`/v1/embeddings`,
+`/v1/rerank`, `/tokenize`, `/v1/audio/transcriptions`) answer their `model` only, as vLLM does (another is a
+404), after `hold` is set when one is given. `dying_stream_replica` is a raw socket server that
 starts an SSE answer and drops the connection.
 """
 
@@ -57,6 +59,8 @@ class FakeReplica:
         self.headers: list[dict[str, str]] = []  # headers of every chat/completions call
         self.bodies: list[dict[str, object]] = []  # bodies of "tools" and /v1/responses calls
         self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
+        self.passthrough_paths: list[str] = []  # the passthrough requests it answered, in order
+        self.hold: asyncio.Event | None = None  # when set to an Event, passthrough answers wait for it
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -118,6 +122,21 @@ class FakeReplica:
         }
         return web.json_response(answer)
 
+    async def _passthrough(self, request: web.Request) -> web.Response:
+        """vLLM's way with a passthrough route: the model it does not serve is a 404, else an answer."""
+        if request.content_type == "multipart/form-data":
+            field = (await request.post()).get("model")
+            model = field if isinstance(field, str) else None
+        else:
+            model = (await request.json()).get("model")
+        if model != self.model:
+            error = {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "code": 404}
+            return web.json_response({"error": error}, status=404)
+        if self.hold is not None:
+            await self.hold.wait()
+        self.passthrough_paths.append(request.path)
+        return web.json_response({"object": "list", "model": self.model, "data": [{"index": 0}]})
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="")
 
@@ -132,6 +151,8 @@ class FakeReplica:
         app.router.add_post("/v1/chat/completions", self._call)
         app.router.add_post("/v1/completions", self._call)
         app.router.add_post("/v1/responses", self._responses)
+        for path in ("/v1/embeddings", "/v1/rerank", "/tokenize", "/v1/audio/transcriptions"):
+            app.router.add_post(path, self._passthrough)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)

@@ -1,0 +1,119 @@
+"""End-to-end over loopback: the routes the proxy relays without scheduling (pooling, audio, tokenize) reach a
+replica that serves the model they name, the least busy one first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.passthrough import model_of
+from proxy.server import running_proxy
+from tests.proxy.fakes import FakeReplica, fake_replica
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+def config(replicas: list[str]) -> ProxyConfig:
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.2, access_log=False)
+
+
+async def models_known(http: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(200):  # until the health loop has read every replica's model list
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            if all(v["models"] for v in (await r.json())["replicas"]):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the proxy never learned the replicas' models")
+
+
+async def test_pooling_audio_and_tokenize_go_to_the_replica_serving_their_model(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A chat model and an embedding model behind one URL: every request reaches the replica that serves what
+    it names (taken in turn, every other one would be the wrong replica's 404)."""
+    async with (
+        fake_replica(model="chat") as chat,
+        fake_replica(model="embed") as embed,
+        running_proxy(config([chat.url, embed.url])) as url,
+    ):
+        await models_known(http, url)
+        answers = []
+        for i in range(6):
+            for path, model in (("/v1/embeddings", "embed"), ("/v1/rerank", "embed"), ("/tokenize", "chat")):
+                body = {"model": model, "input": f"def f{i}(): pass", "prompt": "x", "query": "q"}
+                async with http.post(url + path, json=body) as r:
+                    answers.append((path, r.status, r.headers.get("X-Saga-Replica"), await r.json()))
+            form = aiohttp.FormData()
+            form.add_field("file", b"RIFF....WAVE", filename="a.wav", content_type="audio/wav")
+            form.add_field("model", "chat")
+            async with http.post(f"{url}/v1/audio/transcriptions", data=form) as r:
+                answers.append(("audio", r.status, r.headers.get("X-Saga-Replica"), await r.json()))
+        async with http.get(f"{url}/metrics") as r:
+            metrics = await r.text()
+    assert [status for _, status, _, _ in answers] == [200] * 24, answers
+    assert all(
+        replica == (embed.url if body["model"] == "embed" else chat.url) for _, _, replica, body in answers
+    )
+    assert embed.passthrough_paths == ["/v1/embeddings", "/v1/rerank"] * 6
+    assert chat.passthrough_paths == ["/tokenize", "/v1/audio/transcriptions"] * 6
+    assert 'saga_calls_total{route="/v1/embeddings",status="200"} 6.0' in metrics
+
+
+async def test_a_replica_busy_with_a_passthrough_request_gets_the_next_ones_after_an_idle_one(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Both replicas serve the model; one holds every answer. Once it holds one request, the next go to the
+    idle replica (in turn, every other one would wait behind the held one)."""
+    held = FakeReplica(model="embed")
+    held.hold = asyncio.Event()
+    await held.start()
+    waiting: list[asyncio.Task[int]] = []
+    try:
+        async with fake_replica(model="embed") as idle, running_proxy(config([held.url, idle.url])) as url:
+            await models_known(http, url)
+            body = {"model": "embed", "input": "hello"}
+
+            async def embed_status() -> int:
+                async with http.post(f"{url}/v1/embeddings", json=body) as r:
+                    return r.status
+
+            while True:  # until one request is held (the first goes to either replica)
+                task = asyncio.create_task(embed_status())
+                await asyncio.sleep(0.2)
+                if not task.done():
+                    waiting.append(task)
+                    break
+                assert task.result() == 200
+            served_before = len(idle.passthrough_paths)
+            for _ in range(8):
+                assert await asyncio.wait_for(embed_status(), 10) == 200
+            assert len(idle.passthrough_paths) == served_before + 8
+            held.hold.set()
+            assert await asyncio.wait_for(waiting[0], 10) == 200
+    finally:
+        for task in waiting:
+            task.cancel()
+        await held.stop()
+
+
+def test_the_model_is_read_from_json_and_multipart_bodies_and_anything_else_is_none() -> None:
+    assert model_of(b'{"input": "x", "model": "bge"}', "application/json") == "bge"
+    assert model_of(b'{"input": "x"}', "application/json") is None
+    assert model_of(b'{"model": 5}', "application/json") is None  # the replica answers that one
+    assert model_of(b"[" * 100_000, "application/json") is None
+    assert model_of(b"not json", "application/json") is None
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\nRIFF\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-large\r\n--b--\r\n'
+    )
+    assert model_of(form, "multipart/form-data") == "whisper-large"
+    assert model_of(form.replace(b'name="model"', b'name="modelx"'), "multipart/form-data") is None
