@@ -206,6 +206,12 @@ class WorkflowAdmission:
         self.waiting.serve_now(req.tenant_id, 1.0)
         self._bind(req, replica_id)
 
+    def admit_joined(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        """Admit, without the queue, a workflow that joins work already placed: a subagent of an admitted
+        workflow, a call pinned to the replica holding its state. Bound as `admit` binds; its tenant is not
+        charged in the queue (which may hold others: `serve_now` is for an empty one)."""
+        self._bind(req, replica_id)
+
     def _bind(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         wf = _Workflow(replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req))
         self.workflows[req.session_id] = wf

@@ -71,7 +71,7 @@ class _InFlight:
 # more every two calls, kept `single_call_session_ttl_s`); tracked, a full collection would walk every one.
 @mypyc_attr(acyclic=True)
 class _Session:
-    __slots__ = ("calls", "in_flight", "last_seen", "seq", "started", "tenant_id")
+    __slots__ = ("calls", "in_flight", "last_seen", "seq", "spawned", "started", "tenant_id")
 
     def __init__(
         self,
@@ -88,6 +88,7 @@ class _Session:
         self.started = started
         self.tenant_id = tenant_id
         self.seq = seq
+        self.spawned = False  # a subagent's: its first call continues its parent's workflow
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # the tests subclass it
@@ -172,6 +173,10 @@ class SchedulerCore:
             session = _Session(now, 0, 0, now, req.tenant_id, self._workflows_seen)
             if req.session_inferred:
                 self._single_call[session_id] = None
+            parent = self.sessions.get(req.parent_session) if req.parent_session else None
+            if parent is not None:  # a subagent ranks with the workflow that spawned it
+                session.seq = parent.seq
+                session.spawned = True
         else:
             session.last_seen = now
             if self._single_call:
@@ -189,6 +194,8 @@ class SchedulerCore:
             return self._pinned(req)
         if self.admission is not None:
             if not self.admission.is_admitted(session_id):
+                if req.parent_session and self.admission.is_admitted(req.parent_session):
+                    return self._admit_subagent(req)
                 return self._wait_for_admission(req)
             return self._proceed(req, set(), self._place_admitted(req))
         return self._proceed(req, set())
@@ -465,7 +472,7 @@ class SchedulerCore:
             return [_pin_lost(req, "is down" if replica is not None else "is no longer served")]
         admission = self.admission
         if admission is not None and not admission.is_admitted(req.session_id):
-            admission.admit_at_once(req, replica.replica_id)
+            admission.admit_joined(req, replica.replica_id)
         # not held in the release queue either: its lane may not release (a draining replica is not healthy)
         # and the call has nowhere else to go
         return [self._dispatch(req, replica.replica_id, set())]
@@ -516,6 +523,22 @@ class SchedulerCore:
         if self.policy.affinity_decides and (not filters or all(f.filter(req, [bound]) for f in filters)):
             return bound.replica_id
         return None
+
+    def _admit_subagent(self, req: RequestInfo) -> list[Decision]:
+        """A subagent of an admitted workflow is part of it: admitted at once, never queued behind new
+        workflows (its parent waits for it while holding its own KV), on a replica with room for its
+        footprint where one has it, else where the policy routes it."""
+        assert self.admission is not None
+        admission = self.admission
+        room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
+        if not room:
+            room = [r for r in self.replicas.values() if r.healthy]
+        replica_id = self.policy.route(req, room) if room else None
+        if replica_id is None:
+            self.predictor.call_failed(req.session_id)
+            return [Reject(req.request_id, "no healthy replica", status=503)]
+        admission.admit_joined(req, replica_id)
+        return self._proceed(req, set(), replica_id)
 
     def _wait_for_admission(self, req: RequestInfo) -> list[Decision]:
         """A new workflow's call waits for a replica with room for its footprint (or is refused now)."""
@@ -662,7 +685,7 @@ class SchedulerCore:
         recompute) and new work cannot break the KV of a workflow in flight."""
         mode = self.policy.prioritize
         if mode == "first-call":
-            return 0 if session.calls else 1
+            return 0 if session.calls or session.spawned else 1
         if mode == "workflow-age":
             # a tenant whose class has a first-token target (interactive) goes before every other workflow
             urgent = self.tenants.ttft_target_s(session.tenant_id) is not None

@@ -39,6 +39,9 @@ class RequestInfo(msgspec.Struct, frozen=True):
     # `previous_response_id`: vLLM keeps stored responses in its own memory): the call goes there or is
     # refused, whatever the policy, admission, work stealing or a retry would choose. "" when none.
     pinned_replica: ReplicaId = ""
+    # The session that spawned this one, when it is a subagent's (Claude Code's `x-claude-code-agent-id`
+    # within a session): part of the parent's workflow, so admitted with it and ranked with it. "" when none.
+    parent_session: str = ""
 
 
 class Usage(msgspec.Struct, frozen=True):

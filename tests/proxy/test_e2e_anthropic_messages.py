@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from proxy.config import ProxyConfig
-from proxy.scheduler import Usage
+from proxy.scheduler import Decision, RequestInfo, Usage
 from proxy.server import running_proxy
 from simulator.server import ReplicaFleet, start_fleet
 from tests.recording_core import RecordingCore
@@ -213,3 +213,48 @@ async def test_an_anthropic_client_is_told_when_the_replica_dies_mid_stream_and_
     assert refused.status_code == 400 and refused.body["error"]["type"] == "invalid_request_error"
     assert anthropic_shape["type"] == "error" and "x-session-id" in anthropic_shape["error"]["message"]
     assert openai_shape["error"]["param"] == "x-session-id" and "type" not in openai_shape
+
+
+class ArrivalsCore(RecordingCore):
+    """Records every call's RequestInfo as the scheduler got it."""
+
+    def __init__(self, replicas: list[str], policy: str) -> None:
+        super().__init__(replicas, policy)
+        self.arrivals: list[RequestInfo] = []
+
+    def request_arrived(self, req: RequestInfo) -> list[Decision]:
+        self.arrivals.append(req)
+        return super().request_arrived(req)
+
+
+async def test_claude_code_subagents_are_workflows_of_their_own_spawned_by_the_session(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """Claude Code names each subagent's calls with `x-claude-code-agent-id` inside the session's id: each
+    subagent is a session of its own (its own agent type, predictions and placement), linked to the main
+    agent's, and the client is told the session id it sent."""
+    core = ArrivalsCore(fleet.urls, "saga")
+    explorer = "You are a read-only search agent. Find files and report back. " * 20
+    async with running_proxy(config(fleet.urls, "saga"), core) as url:
+
+        async def ask(system: str, agent: str | None) -> str:
+            headers = {"x-claude-code-session-id": "cc-1"}
+            if agent is not None:
+                headers["x-claude-code-agent-id"] = agent
+            go = [{"role": "user", "content": "go"}]
+            body = {"model": "saga-sim", "system": system, "max_tokens": 4, "messages": go}
+            async with http.post(f"{url}/v1/messages", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                return r.headers["X-Session-ID"]
+
+        shown = [await ask(SYSTEM, None)]
+        shown += await asyncio.gather(ask(explorer, "agent-a"), ask(explorer, "agent-b"))
+        shown.append(await ask(explorer, "agent-a"))
+    assert shown == ["cc-1"] * 4
+    arrivals = [(r.session_id, r.parent_session) for r in core.arrivals]
+    assert arrivals[0] == ("cc-1", "")
+    assert sorted(arrivals[1:3]) == [("cc-1/agent-a", "cc-1"), ("cc-1/agent-b", "cc-1")]
+    assert arrivals[3] == ("cc-1/agent-a", "cc-1")
+    main_type, *sub_types = {r.session_id: r.agent_type for r in core.arrivals}.values()
+    assert len(set(sub_types)) == 1 and main_type not in sub_types  # each learned as its own agent
+    assert {"cc-1", "cc-1/agent-a", "cc-1/agent-b"} <= set(core.sessions)

@@ -17,7 +17,7 @@ from proxy.scheduler import (
 from proxy.scheduler.registry import PRESETS, PluginSpec
 from proxy.scheduler.release import ReleaseQueueSpec
 from tests.clocks import Clock
-from tests.scheduler.test_saga_policy import call, make_core, only_dispatch
+from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch
 
 
 def pinned(req: RequestInfo, replica: str) -> RequestInfo:
@@ -106,3 +106,18 @@ def test_a_pinned_call_is_not_held_in_the_release_queue() -> None:
     core.draining.add("r0")
     core.replica_stats(ReplicaStats("r0", healthy=False))
     assert only_dispatch(core.request_arrived(pinned(call("e"), "r0"))).replica_id == "r0"
+
+
+def test_a_pinned_call_of_an_unknown_session_is_admitted_while_new_workflows_wait() -> None:
+    """A continuation of a response the proxy looked up (it restarted) joins its replica while other
+    workflows wait for room (it raised in the fair queue's `serve_now`, which needs an empty queue)."""
+    core, _ = make_core(replicas=1)
+    assert core.admission is not None
+    footprint = core.admission.footprint_of_new(call("x", 30_000))
+    fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
+    for i in range(fits):
+        only_dispatch(core.request_arrived(call(f"m{i}", prompt_tokens=30_000)))
+    assert core.request_arrived(call("newcomer", prompt_tokens=30_000)) == []  # waits for room
+    d = only_dispatch(core.request_arrived(pinned(call("forgotten"), "r0")))
+    assert d.replica_id == "r0" and core.admission.is_admitted("forgotten")
+    assert core.admission.is_waiting("newcomer")
