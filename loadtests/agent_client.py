@@ -91,6 +91,8 @@ class AgentClient:
         return time.monotonic() * self.time_scale
 
     async def run_task(self, task: AgentTask) -> TaskRecord:
+        if any(step.subagents for step in task.steps):
+            raise ValueError(f"task {task.session_id!r} spawns subagents: such workloads run in the DES only")
         record = TaskRecord(task.session_id, task.tenant_id, task.agent_type, started_s=self.now())
         rng = random.Random(f"{task.session_id}/{task.seed}")
         messages: list[dict[str, Any]] = [

@@ -20,7 +20,9 @@ from typing import Any
 import msgspec
 
 from loadtests.tasks import AgentTask
-from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate
+from loadtests.workloads.catalog import DES_ONLY_WORKLOADS, WORKLOADS, TenantStream, generate
+
+HTTP_WORKLOADS = tuple(w for w in WORKLOADS if w not in DES_ONLY_WORKLOADS)
 
 AUTO = "auto"  # each user class runs its own workload (SweAgent: swe, WebArenaAgent: webarena)
 SHAPES = ("none", "ramp", "step", "burst")
@@ -64,7 +66,7 @@ def add_options(parser: Any) -> None:
     parser.add_argument(
         "--workload",
         default=AUTO,
-        choices=(AUTO, *WORKLOADS),
+        choices=(AUTO, *HTTP_WORKLOADS),
         help="workload every user runs; 'auto': each user class its own (SweAgent: swe, WebArenaAgent: "
         "webarena)",
     )
@@ -108,7 +110,7 @@ def parse_tenant_mix(text: str) -> list[TenantStream]:
             )
         slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
         workload = rest[2] if len(rest) > 2 and rest[2] else AUTO
-        if workload != AUTO and workload not in WORKLOADS:
+        if workload != AUTO and workload not in HTTP_WORKLOADS:
             raise ValueError(f"tenant mix item {item!r}: unknown workload {workload!r}")
         streams.append(TenantStream(name, weight, slo, workload))
     if not streams:

@@ -26,6 +26,10 @@ class Step(msgspec.Struct, frozen=True):
     # Compaction before the next call: keep only the conversation's first N tokens, then the tool's result.
     compact_to_tokens: int | None = None
     turn: int | None = None  # the person's turn this call serves, where a trace marks turns
+    # Subagents this call spawns (a coding agent's Task tool): they start as its answer ends and run in
+    # parallel; the next call waits for the tool time and for every one of them to end. Run in the
+    # discrete-event cluster only.
+    subagents: tuple[AgentTask, ...] = ()
 
 
 class AgentTask(msgspec.Struct, frozen=True):
@@ -45,6 +49,10 @@ class AgentTask(msgspec.Struct, frozen=True):
     # When the task starts, in workload seconds from the run's start (trace replay, open loop); None: as soon
     # as a closed-loop slot is free.
     arrival_s: float | None = None
+    # A subagent's task: the session of the task that spawned it. `merged`: its calls are sent under that
+    # session's id, as a proxy that does not tell subagents apart sees them (for comparisons).
+    parent_session: str = ""
+    merged: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the task and field of a value no run could honour (a NaN arrival or
@@ -59,6 +67,8 @@ class AgentTask(msgspec.Struct, frozen=True):
                 )
             if step.compact_to_tokens is not None and step.compact_to_tokens < 0:
                 raise ValueError(f"{where} step {k}: compact_to_tokens must be >= 0")
+            for sub in step.subagents:
+                sub.validate()
 
     @property
     def wait_s(self) -> float:
@@ -108,6 +118,7 @@ class TaskRecord(msgspec.Struct):
     started_s: float
     finished_s: float = 0.0
     calls: list[CallRecord] = msgspec.field(default_factory=list)
+    subagents: list[TaskRecord] = msgspec.field(default_factory=list)  # the subagents it spawned, in order
 
     @property
     def completion_time_s(self) -> float:
@@ -115,4 +126,4 @@ class TaskRecord(msgspec.Struct):
 
     @property
     def failed(self) -> bool:
-        return any(c.error is not None for c in self.calls)
+        return any(c.error is not None for c in self.calls) or any(s.failed for s in self.subagents)

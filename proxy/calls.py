@@ -150,11 +150,8 @@ def _keyed(who: Identity, tenant: str) -> Identity:
     conversation's chain or `previous_response_id` is already the tenant's own (ids made here)."""
     session = who.session_id if who.session_inferred else f"{tenant}:{who.session_id}"
     prefix = tenant + ":"
-    shown = who.shown_session_id or (session[len(prefix) :] if session.startswith(prefix) else None)
-    parent = f"{tenant}:{who.parent_session_id}" if who.parent_session_id else None
-    return msgspec.structs.replace(
-        who, tenant_id=tenant, session_id=session, shown_session_id=shown, parent_session_id=parent
-    )
+    shown = session[len(prefix) :] if session.startswith(prefix) else None
+    return msgspec.structs.replace(who, tenant_id=tenant, session_id=session, shown_session_id=shown)
 
 
 def _prepared(
@@ -198,7 +195,6 @@ def _prepared(
         prefix_hashes=prefix_hashes(bytes(prompt)) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream,
         session_inferred=who.session_inferred,
-        parent_session=who.parent_session_id or "",
         # a Responses API continuation: vLLM keeps stored responses in its own memory, so only the replica
         # that answered the previous one can serve it
         pinned_replica=(

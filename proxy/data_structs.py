@@ -60,9 +60,6 @@ class Identity(msgspec.Struct, frozen=True):
     # The session id the client is told (X-Session-ID), when it is not `session_id`: a client API key's
     # tenant has sessions of its own, so the proxy's id for a named session is "<tenant>:<the client's id>".
     shown_session_id: str | None = None
-    # The session a subagent's call belongs to, when the call is a subagent's (`SUBAGENT_HEADERS` within a
-    # named session): the subagent is a session of its own, "<session>/<subagent>", spawned by this one.
-    parent_session_id: str | None = None
 
 
 # proxy/session_chain.py: a conversation's messages and a call's answer

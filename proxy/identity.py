@@ -2,12 +2,10 @@
 
 Functions over headers, the few body fields the proxy decodes and the prefix-chain index. Session precedence:
 the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
-`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A named session's call that also names a
-subagent (`X-Subagent-ID`, Claude Code's `x-claude-code-agent-id`) is that subagent's own session,
-"<session>/<subagent>", spawned by the named one (the client is still told the named id). A Responses API call
-naming a `previous_response_id` continues that response's session. A chat call that names no session is
-inferred: first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's
-messages and answer), else from the start of its conversation (system and first user message, which every
+`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A Responses API call naming a
+`previous_response_id` continues that response's session. A chat call that names no session is inferred:
+first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and
+answer), else from the start of its conversation (system and first user message, which every
 later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
 is already a live chained session gets a fresh id, so two agents given the same task stay apart. Any other
 call is a session of its own. The agent type is `X-Agent-Type`, else a hash of the head of the system prompt
@@ -33,10 +31,9 @@ from proxy.data_structs import ChatMessage, Identity
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
 from proxy.session_chain import PrefixChains, chain_of, decode_messages
 
+# Claude Code's subagents send their session's id too (with an `x-claude-code-agent-id`): they stay in that
+# session, on its replica; a session of their own was measured slower (docs/results/subagents/README.md).
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
-# A subagent within a named session: Claude Code sends its per-subagent id on every call a subagent makes
-# (the main agent sends none), with the session id of the conversation that spawned it.
-SUBAGENT_HEADERS = ("x-subagent-id", "x-claude-code-agent-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
 API_KEY = "api-key"  # a tenant source: the hash of the Authorization header
 AGENT_TYPE_HEADERS = ("x-agent-type",)
@@ -176,11 +173,6 @@ def identify(
     session = _explicit_session(headers, fields)
     inferred = False
     prompt_chain = None
-    parent = None
-    if session:
-        subagent = _first(headers, SUBAGENT_HEADERS)
-        if subagent is not None:  # its own workflow, spawned by the session's
-            parent, session = session, f"{session}/{subagent}"
     if not session and fields.previous_response_id and chains is not None:
         session = chains.session_of_response(fields.previous_response_id)
         inferred = session is not None
@@ -215,6 +207,4 @@ def identify(
             agent_type = (
                 agent_signature(messages, fields.tools, fields.instructions or fields.system) or "default"
             )
-    return Identity(
-        session, tenant, agent_type, inferred, prompt_chain, shown_session_id=parent, parent_session_id=parent
-    )
+    return Identity(session, tenant, agent_type, inferred, prompt_chain)

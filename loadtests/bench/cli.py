@@ -43,7 +43,13 @@ from loadtests.bench.report import (
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
 from loadtests.busy_host import busy_host_warning
 from loadtests.tasks import AgentTask
-from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
+from loadtests.workloads.catalog import (
+    DES_ONLY_WORKLOADS,
+    WORKLOADS,
+    TenantStream,
+    generate,
+    with_poisson_arrivals,
+)
 from loadtests.workloads.trace_replay import load_trace
 from proxy.arg_types import at_least, positive
 from simulator.cost_model import PROFILES
@@ -74,8 +80,11 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     live = modes.add_parser("live", help="SAGA and peer routers over HTTP in front of simulated replicas")
     add_faults_parser(modes)
     add_fairness_parser(modes)
-    for p, default_tasks, default_replicas in ((des, 1000, 64), (live, 48, 4)):
-        p.add_argument("--workload", choices=WORKLOADS, default="swe")
+    for p, default_tasks, default_replicas, workloads in (
+        (des, 1000, 64, WORKLOADS),
+        (live, 48, 4, tuple(w for w in WORKLOADS if w not in DES_ONLY_WORKLOADS)),
+    ):
+        p.add_argument("--workload", choices=workloads, default="swe")
         p.add_argument("--tasks", type=at_least(1), default=default_tasks, help="tasks to generate")
         p.add_argument("--concurrency", type=at_least(1), help="closed loop: agents running at once")
         p.add_argument("--arrival-rate", type=positive, help="open loop: tasks per second (Poisson)")

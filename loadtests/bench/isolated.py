@@ -6,6 +6,8 @@ uses). Alone, a task never waits in a queue and never loses its cache: each call
 previous call did not leave in full cached blocks (the shared system prompt counts as cached, as it is in a
 warm fleet), in chunks of the profile's token budget, then decodes its output one token per step. A compacting
 step leaves the first `compact_to_tokens` of the context cached (they are a prefix of what ran before).
+A step that spawns subagents waits for the longer of its tool time and its slowest subagent's isolated time
+(the subagents side by side, none slowing another: a lower bound, as the rest is).
 """
 
 from __future__ import annotations
@@ -49,7 +51,17 @@ def isolated_time_split_s(task: AgentTask, profile: Profile) -> tuple[float, flo
             if step.compact_to_tokens is not None:
                 after = min(after, step.compact_to_tokens)
             cached = after // bs * bs
-    return prefill, decode, task.wait_s
+    return prefill, decode, _waits_s(task, profile)
+
+
+def _waits_s(task: AgentTask, profile: Profile) -> float:
+    last = len(task.steps) - 1
+    return sum(
+        max([step.tool_time_s, *(isolated_task_time_s(sub, profile) for sub in step.subagents)])
+        if step.subagents and k < last  # (the last call spawns none: the task ends with its answer)
+        else step.tool_time_s
+        for k, step in enumerate(task.steps)
+    )
 
 
 def isolated_task_time_s(task: AgentTask, profile: Profile) -> float:

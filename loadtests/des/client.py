@@ -170,20 +170,28 @@ class PendingCall:
 class AgentRun:
     """One task being run: its conversation, which step it is at, and its record."""
 
-    __slots__ = ("conversation", "record", "rng", "task")
+    __slots__ = ("conversation", "parent", "record", "rng", "task", "waiting")
 
-    def __init__(self, task: AgentTask, prompts: PromptSource, now: float) -> None:
+    def __init__(
+        self, task: AgentTask, prompts: PromptSource, now: float, parent: AgentRun | None = None
+    ) -> None:
         self.task = task
         self.conversation, self.rng = prompts.start(task)
         self.record = TaskRecord(task.session_id, task.tenant_id, task.agent_type, started_s=now)
+        self.parent = parent  # the run that spawned this subagent's
+        self.waiting = 0  # what its next call waits for: its tool's time and the subagents it spawned
 
     def next_call(self, now: float) -> PendingCall:
         """The call of the current step, sent at `now` (the prompt is the conversation's: an engine copies
         what it keeps)."""
         task, conv = self.task, self.conversation
+        session, parent = task.session_id, task.parent_session
+        if task.merged:  # as a proxy that does not tell subagents apart: one session with its parent
+            session, parent = parent, ""
         info = RequestInfo(
             request_id=f"{task.session_id}/{len(self.record.calls)}",
-            session_id=task.session_id,
+            session_id=session,
+            parent_session=parent,
             arrived_at=now,
             tenant_id=task.tenant_id,
             agent_type=task.agent_type,

@@ -160,12 +160,33 @@ class Cluster:
 
     def _end_task(self, run: AgentRun) -> None:
         self.oversubscription.remove(run)
+        if run.parent is not None:  # a subagent: its parent's next call may be due
+            self._resume(run.parent)
+            return
         self.tasks_finished += 1
         self.end_s = max(self.end_s, self.queue.now)
         if run.task.arrival_s is None and self.config.arrival_rate is None:
             next_index = next(self._slot_tasks, None)  # closed loop: the freed slot takes the next task
             if next_index is not None:
                 self._start_task(next_index)
+
+    def _resume(self, run: AgentRun) -> None:
+        """One of the things the run's next call waits for (its tool's time, a subagent) is done."""
+        run.waiting -= 1
+        if run.waiting == 0:
+            self._send(run)
+
+    def _spawn(self, run: AgentRun, subagents: tuple[AgentTask, ...], tool_done_at: float) -> None:
+        """The run's last answer spawned subagents: they start now, and its next call waits for them and
+        its tool's time."""
+        now = self.queue.now
+        run.waiting = len(subagents) + 1
+        self.queue.schedule(tool_done_at, self._resume, run)
+        for task in subagents:
+            child = AgentRun(task, self.prompts, now, parent=run)
+            run.record.subagents.append(child.record)
+            self.oversubscription.update(child)
+            self._send(child)
 
     def _send(self, run: AgentRun) -> None:
         call = run.next_call(self.queue.now)
@@ -273,10 +294,14 @@ class Cluster:
         run = call.run
         at, more = run.call_finished(call, last, now)
         self.oversubscription.update(run)
-        self.queue.schedule(at, self._send if more else self._end_task, run)
+        subagents = run.task.steps[call.record.step].subagents if more else ()
+        if not subagents:
+            self.queue.schedule(at, self._send if more else self._end_task, run)
         self._apply(self.core.request_finished(call.info.request_id, usage))
         for session_id, replica_id in self.core.take_releases():  # the policy gave a retention up early
             self.replicas[replica_id].engine.release_retention(session_id)
+        if subagents:  # after its call's end: the scheduler sees the parent's workflow between calls
+            self._spawn(run, subagents, at)
 
     # ---- periodic events ------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ with its SLO class. `with_poisson_arrivals` stamps tasks with seeded exponential
 loop); tasks without `arrival_s` run closed loop (a new task when a slot frees). Names: `swe`, `webarena`
 (`history` context mode), `webarena-baseline`, `trace-agent`, `mixed` (swe, webarena and trace-agent tasks
 by `MixedParams` weights), `interactive` (a coding assistant a person drives: bursts of calls, minutes of
-think time between them).
+think time between them), `swe-subagents` and `swe-subagents-merged` (`swe` spawning subagents, discrete-event
+cluster only: loadtests/workloads/subagents.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import msgspec
 from loadtests.tasks import AgentTask
 from loadtests.workloads.demo import demo_task
 from loadtests.workloads.interactive import InteractiveParams, interactive_task
+from loadtests.workloads.subagents import SubagentParams, swe_subagent_task
 from loadtests.workloads.swe import SweParams, swe_task
 from loadtests.workloads.trace_agent import TraceAgentParams, trace_agent_task
 from loadtests.workloads.webarena import WebArenaParams, webarena_task
@@ -48,6 +50,7 @@ def _makers(mixed: MixedParams) -> dict[str, TaskMaker]:
     swe, web, trace = mixed.swe, mixed.webarena, mixed.trace
     web_base = msgspec.structs.replace(web, context_mode="baseline")
     person = InteractiveParams()
+    spawning = SubagentParams(swe=swe)
 
     def mixed_task(rng: random.Random, sid: str, tenant: str) -> AgentTask:
         (kind,) = rng.choices(
@@ -62,6 +65,11 @@ def _makers(mixed: MixedParams) -> dict[str, TaskMaker]:
         "webarena-baseline": lambda rng, sid, tenant: webarena_task(rng, sid, web_base, tenant_id=tenant),
         "trace-agent": lambda rng, sid, tenant: trace_agent_task(rng, sid, trace, tenant_id=tenant),
         "mixed": mixed_task,
+        # `swe` whose agents spawn subagents (Claude Code's Task tool); the DES only
+        "swe-subagents": lambda rng, sid, tenant: swe_subagent_task(rng, sid, spawning, tenant_id=tenant),
+        "swe-subagents-merged": lambda rng, sid, tenant: swe_subagent_task(
+            rng, sid, spawning, tenant_id=tenant, merged=True
+        ),
         "interactive": lambda rng, sid, tenant: interactive_task(rng, sid, person, tenant_id=tenant),
         # `saga demo`'s coding agents: 12 calls, contexts to ~20k tokens (small enough for HTTP runs)
         "demo": lambda rng, sid, tenant: demo_task(rng, sid, tenant_id=tenant),
@@ -70,6 +78,9 @@ def _makers(mixed: MixedParams) -> dict[str, TaskMaker]:
 
 
 WORKLOADS = tuple(_makers(MixedParams()))
+# Workloads that are another's tasks sent differently: the same session ids, so the same draws and tokens.
+_SAME_TASKS_AS = {"swe-subagents-merged": "swe-subagents"}
+DES_ONLY_WORKLOADS = ("swe-subagents", "swe-subagents-merged")  # the HTTP agent client spawns no subagents
 
 
 def generate(
@@ -88,8 +99,9 @@ def generate(
             raise ValueError(f"unknown workload {wanted!r}; known: {', '.join(makers)}")
     rng = random.Random(seed)
     tasks = []
+    label = _SAME_TASKS_AS.get(name, name)
     for i in range(n):
-        sid = f"{name}-{seed}-{i}"
+        sid = f"{label}-{seed}-{i}"
         if not tenants:
             tasks.append(makers[name](rng, sid, "default"))
             continue

@@ -227,17 +227,17 @@ class ArrivalsCore(RecordingCore):
         return super().request_arrived(req)
 
 
-async def test_claude_code_subagents_are_workflows_of_their_own_spawned_by_the_session(
+async def test_claude_code_subagents_stay_in_the_session_that_spawned_them(
     fleet: ReplicaFleet, http: aiohttp.ClientSession
 ) -> None:
-    """Claude Code names each subagent's calls with `x-claude-code-agent-id` inside the session's id: each
-    subagent is a session of its own (its own agent type, predictions and placement), linked to the main
-    agent's, and the client is told the session id it sent."""
+    """Claude Code's subagents send their session's id and an `x-claude-code-agent-id`: their calls stay in
+    that session, on its replica (a session each was measured slower: docs/results/subagents/README.md), and
+    are told apart by their own system prompt as an agent type."""
     core = ArrivalsCore(fleet.urls, "saga")
     explorer = "You are a read-only search agent. Find files and report back. " * 20
     async with running_proxy(config(fleet.urls, "saga"), core) as url:
 
-        async def ask(system: str, agent: str | None) -> str:
+        async def ask(system: str, agent: str | None) -> tuple[str, str]:
             headers = {"x-claude-code-session-id": "cc-1"}
             if agent is not None:
                 headers["x-claude-code-agent-id"] = agent
@@ -245,16 +245,11 @@ async def test_claude_code_subagents_are_workflows_of_their_own_spawned_by_the_s
             body = {"model": "saga-sim", "system": system, "max_tokens": 4, "messages": go}
             async with http.post(f"{url}/v1/messages", json=body, headers=headers) as r:
                 assert r.status == 200, await r.text()
-                return r.headers["X-Session-ID"]
+                return r.headers["X-Session-ID"], r.headers["X-Saga-Replica"]
 
-        shown = [await ask(SYSTEM, None)]
-        shown += await asyncio.gather(ask(explorer, "agent-a"), ask(explorer, "agent-b"))
-        shown.append(await ask(explorer, "agent-a"))
-    assert shown == ["cc-1"] * 4
-    arrivals = [(r.session_id, r.parent_session) for r in core.arrivals]
-    assert arrivals[0] == ("cc-1", "")
-    assert sorted(arrivals[1:3]) == [("cc-1/agent-a", "cc-1"), ("cc-1/agent-b", "cc-1")]
-    assert arrivals[3] == ("cc-1/agent-a", "cc-1")
-    main_type, *sub_types = {r.session_id: r.agent_type for r in core.arrivals}.values()
-    assert len(set(sub_types)) == 1 and main_type not in sub_types  # each learned as its own agent
-    assert {"cc-1", "cc-1/agent-a", "cc-1/agent-b"} <= set(core.sessions)
+        answers = [await ask(SYSTEM, None)]
+        answers += await asyncio.gather(ask(explorer, "agent-a"), ask(explorer, "agent-b"))
+    assert answers == [answers[0]] * 3 and answers[0][0] == "cc-1"
+    assert [r.session_id for r in core.arrivals] == ["cc-1"] * 3
+    main_type, *sub_types = [r.agent_type for r in core.arrivals]
+    assert len(set(sub_types)) == 1 and main_type not in sub_types

@@ -95,34 +95,3 @@ def test_the_agent_type_is_the_same_whether_or_not_the_session_was_inferred(
         assert inferred.agent_type == named.agent_type
         opens_with_system = bool(messages) and messages[0]["role"] in ("system", "developer")
         assert (inferred.agent_type == "default") == (not with_tools and not opens_with_system)
-
-
-def test_a_subagent_of_a_named_session_is_a_session_of_its_own_spawned_by_it() -> None:
-    from proxy.identity import IdentityError, ownership_key
-
-    def full(body: dict[str, object], headers: dict[str, str]) -> tuple[str, str | None, str | None]:
-        i = identify(CIMultiDict(headers), decode_call(msgspec.json.encode(body)), "rid1")
-        return i.session_id, i.parent_session_id, i.shown_session_id
-
-    body = chat(("system", "you explore"), ("user", "find the bug"))
-    claude = {"x-claude-code-session-id": "cc-1", "x-claude-code-agent-id": "agent-7"}
-    assert full(body, claude) == ("cc-1/agent-7", "cc-1", "cc-1")
-    assert full(body, {"x-session-id": "s", "x-subagent-id": "a"}) == ("s/a", "s", "s")
-    assert full(body, {"x-claude-code-session-id": "cc-1"}) == ("cc-1", None, None)  # the main agent
-    # without a named session the subagent header names nothing: the conversation is inferred as usual
-    inferred, parent, _ = full(body, {"x-claude-code-agent-id": "agent-7"})
-    assert inferred.startswith("conv-") and parent is None
-    # with workers, the subagent is scheduled by the worker that owns its parent's session
-    assert ownership_key(CIMultiDict(claude), decode_call(msgspec.json.encode(body)))[0] == "cc-1"
-    with pytest.raises(IdentityError) as bad:
-        full(body, {"x-claude-code-session-id": "cc-1", "x-claude-code-agent-id": "a\r\nb"})
-    assert bad.value.param == "x-claude-code-agent-id"
-
-
-def test_a_client_keys_tenant_namespaces_the_subagent_and_its_parent() -> None:
-    from proxy.calls import _keyed
-
-    h = CIMultiDict({"x-session-id": "s", "x-subagent-id": "a"})
-    keyed = _keyed(identify(h, decode_call(msgspec.json.encode(chat(("user", "hi")))), "rid1"), "team-a")
-    ids = (keyed.session_id, keyed.parent_session_id, keyed.shown_session_id)
-    assert ids == ("team-a:s/a", "team-a:s", "s")
