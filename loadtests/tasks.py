@@ -70,6 +70,13 @@ class AgentTask(msgspec.Struct, frozen=True):
             for sub in step.subagents:
                 sub.validate()
 
+    def and_subagents(self) -> Iterator[AgentTask]:
+        """This task, then every subagent task its steps spawn (theirs included), in order."""
+        yield self
+        for step in self.steps:
+            for sub in step.subagents:
+                yield from sub.and_subagents()
+
     @property
     def wait_s(self) -> float:
         """The task's own client-side waits: every tool (or think) time after its calls."""
@@ -119,6 +126,12 @@ class TaskRecord(msgspec.Struct):
     finished_s: float = 0.0
     calls: list[CallRecord] = msgspec.field(default_factory=list)
     subagents: list[TaskRecord] = msgspec.field(default_factory=list)  # the subagents it spawned, in order
+
+    def and_subagents(self) -> Iterator[TaskRecord]:
+        """This record, then its subagents' (theirs included), in the order they were spawned."""
+        yield self
+        for sub in self.subagents:
+            yield from sub.and_subagents()
 
     @property
     def completion_time_s(self) -> float:

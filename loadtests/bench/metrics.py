@@ -224,7 +224,9 @@ def policy_metrics(
     done = [r for r in records if not r.failed]
     times = [r.completion_time_s for r in done]
     service = [service_time_s(r, by_session[r.session_id]) for r in done]
-    calls = [c for r in records for c in r.calls if c.error is None]
+    every = [x for r in records for x in r.and_subagents()]  # per-call figures count subagents' calls too
+    every_task = {x.session_id: x for t in tasks for x in t.and_subagents()}
+    calls = [c for r in every for c in r.calls if c.error is None]
     # a whole (non-streamed) answer's first token comes with its end: its latency stands for its TTFT
     ttfts = [c.ttft_s if c.ttft_s is not None else c.latency_s for c in calls]
     prompt = sum(c.prompt_tokens for c in calls)
@@ -233,7 +235,7 @@ def policy_metrics(
         task = by_session[r.session_id]
         factor = slo_factors.get(task.slo_class, slo_factors.get("standard", 1.5))
         met += r.completion_time_s <= factor * isolated_s[r.session_id]
-    recomputed = sum(recomputed_tokens(r, by_session[r.session_id]) for r in records)
+    recomputed = sum(recomputed_tokens(r, every_task[r.session_id]) for r in every)
     per_task = [turn_latencies_s(r, by_session[r.session_id]) for r in records]
     marked = [lat for lat in per_task if lat is not None]
     turns = [t for lat in marked for t in lat] if marked else None

@@ -39,8 +39,9 @@ class RequestInfo(msgspec.Struct, frozen=True):
     # `previous_response_id`: vLLM keeps stored responses in its own memory): the call goes there or is
     # refused, whatever the policy, admission, work stealing or a retry would choose. "" when none.
     pinned_replica: ReplicaId = ""
-    # The session that spawned this one, when it is a subagent's (Claude Code's `x-claude-code-agent-id`
-    # within a session): part of the parent's workflow, so admitted with it and ranked with it. "" when none.
+    # The session that spawned this one, when a subagent has a session of its own: part of the parent's
+    # workflow, so admitted with it and ranked with it. "" when none. (The proxy keeps a subagent's calls in
+    # the session they name; the discrete-event cluster's `swe-subagents` sets it: docs/results/subagents/.)
     parent_session: str = ""
 
 

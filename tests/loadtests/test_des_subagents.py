@@ -8,6 +8,7 @@ import msgspec
 
 from fairness import TenantsConfig
 from loadtests.bench.isolated import isolated_task_time_s
+from loadtests.bench.metrics import policy_metrics
 from loadtests.des.cluster import Cluster
 from loadtests.des.result import ClusterConfig, ClusterResult
 from loadtests.tasks import AgentTask
@@ -82,6 +83,11 @@ def test_a_task_waits_for_its_subagents_and_the_scheduler_sees_them_as_the_proxy
                 ended = max(r.finished_s for r in record.subagents if r.session_id in ids)
                 assert record.calls[k + 1].started_s >= ended
         assert record.completion_time_s >= isolated_task_time_s(task, PROFILES["llama3-8b-h100"]) * 0.99
+    # the per-call figures count the subagents' calls too
+    profile = PROFILES["llama3-8b-h100"]
+    isolated = {t.session_id: isolated_task_time_s(t, profile) for t in tasks}
+    metrics = policy_metrics(result.tasks, tasks, isolated)
+    assert metrics.calls == len(seen) == sum(len(t.steps) for task in tasks for t in task.and_subagents())
     subagent_calls = [r for r in seen if r.parent_session]
     assert subagent_calls
     assert all(r.session_id.startswith(r.parent_session + "/agent-") for r in subagent_calls)
