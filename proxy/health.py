@@ -174,10 +174,12 @@ async def replica_health_loop(
     rounds = 0
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
-            listed = await asyncio.gather(*(models_of(session, r, timeout_s) for r in list(core.replicas)))
-            for replica_id, found in zip(list(core.replicas), listed, strict=False):
+            asked = list(core.replicas)  # one list: the set may change while the answers come
+            listed = await asyncio.gather(*(models_of(session, r, timeout_s) for r in asked))
+            for replica_id, found in zip(asked, listed, strict=True):
                 if found is not None:
                     models.update(replica_id, found)
+            models.keep_only(core.replicas)
         rounds += 1
         results = await asyncio.gather(*(probe(session, r, timeout_s) for r in list(core.replicas)))
         now = core.clock()

@@ -1,16 +1,19 @@
 """Routing by model when replicas serve different models.
 
 `ModelFilter` is a routing-framework filter the shell adds to the policy it builds: a call naming a model
-goes only to replicas whose `/v1/models` lists it. Contract: replicas whose models are not known yet, and
-calls naming no model or a model no replica lists, are not filtered (the replica answers an unknown model
-with its own 404), so routing never stops because the model map is incomplete. The health loop keeps the map
-(`ReplicaModels`) up to date.
+goes only to replicas whose `/v1/models` lists it, whichever decision routes it (placement, admission among
+the replicas with room, a retry among those not tried; work stealing takes only replicas the filters keep).
+Contract: replicas whose models are not known yet stay candidates, and calls naming no model or a model no
+replica lists are not filtered (the replica answers an unknown model with its own 404), so routing never
+stops because the model map is incomplete. A call whose model some replica lists, with none of them among
+the candidates, has no candidate: it waits for room, or is refused, rather than reach a replica of another
+model. The health loop keeps the map (`ReplicaModels`) up to date.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from proxy.scheduler.framework import Filter, PluginParams
@@ -19,34 +22,48 @@ from proxy.scheduler.types import ReplicaView, RequestInfo
 T = TypeVar("T")
 
 
+class ReplicaModels:
+    """Replica id -> the model ids its `/v1/models` listed last, and every model some replica lists."""
+
+    def __init__(self) -> None:
+        self.by_replica: dict[str, frozenset[str]] = {}
+        self.listed: frozenset[str] = frozenset()
+
+    def update(self, replica_id: str, models: frozenset[str]) -> None:
+        if self.by_replica.get(replica_id) != models:
+            self.by_replica[replica_id] = models
+            self._relist()
+
+    def keep_only(self, replica_ids: Iterable[str]) -> None:
+        """Forget the replicas that are gone (removed, or no longer resolved by discovery)."""
+        keep = set(replica_ids)
+        gone = [r for r in self.by_replica if r not in keep]
+        for r in gone:
+            del self.by_replica[r]
+        if gone:
+            self._relist()
+
+    def _relist(self) -> None:
+        self.listed = frozenset().union(*self.by_replica.values())
+
+
 def for_model(
-    known: Mapping[str, frozenset[str]], model: str | None, items: Sequence[T], replica_of: Callable[[T], str]
+    models: ReplicaModels, model: str | None, items: Sequence[T], replica_of: Callable[[T], str]
 ) -> Sequence[T]:
-    """The items whose replica lists `model`, then those whose models are not known yet; all of them when
-    no replica lists it (the replica answers an unknown model with its own 404) or no model is named."""
-    if not model or not known:
+    """The items whose replica lists `model`, then those whose models are not known yet. When some replica
+    lists it, that is all, possibly none of `items` (a subset of the fleet: replicas with room, those not
+    tried yet); when no replica lists it, or no model is named, all of `items` (the replica answers an
+    unknown model with its own 404)."""
+    if not model or model not in models.listed:
         return items
+    known = models.by_replica
     serving = [x for x in items if model in known.get(replica_of(x), frozenset())]
-    if not serving:
-        return items
-    return [*serving, *(x for x in items if replica_of(x) not in known)]
+    unknown = [x for x in items if replica_of(x) not in known]
+    return [*serving, *unknown] if unknown else serving
 
 
 def _replica_id(view: ReplicaView) -> str:
     return view.replica_id
-
-
-class ReplicaModels:
-    """Replica id -> the model ids its `/v1/models` listed last."""
-
-    def __init__(self) -> None:
-        self.by_replica: dict[str, frozenset[str]] = {}
-
-    def update(self, replica_id: str, models: frozenset[str]) -> None:
-        self.by_replica[replica_id] = models
-
-    def forget(self, replica_id: str) -> None:
-        self.by_replica.pop(replica_id, None)
 
 
 class ModelFilter(Filter):
@@ -57,4 +74,4 @@ class ModelFilter(Filter):
         self.models = models
 
     def filter(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Sequence[ReplicaView]:
-        return for_model(self.models.by_replica, req.model, replicas, _replica_id)
+        return for_model(self.models, req.model, replicas, _replica_id)

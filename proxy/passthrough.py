@@ -9,11 +9,11 @@ one URL.
 
 Contract: the body is forwarded byte for byte. The replica is chosen among the healthy ones (a draining
 replica is not healthy) that list the body's `model` (a JSON body's `model`, or a multipart form's `model`
-field; replicas whose models are not known yet stay candidates, and a model no replica lists goes to any, as
-for calls: proxy/model_routing.py), the least busy first (this proxy's passthrough requests in flight on it,
-plus the calls in flight and waiting there), ties taken in turn. A replica that cannot be reached is skipped;
-with none left the client gets a 503. A whole answer is held to `max_answer_bytes` like a call's. Each answer
-is counted in `saga_calls_total{route,status}`.
+field; replicas whose models are not known yet stay candidates, a model no replica lists goes to any, and one
+whose replicas are all down is a 503, as for calls: proxy/model_routing.py), the least busy first (this
+proxy's passthrough requests in flight on it, plus the calls in flight and waiting there), ties taken in turn.
+A replica that cannot be reached is skipped; with none left the client gets a 503. A whole answer is held to
+`max_answer_bytes` like a call's. Each answer is counted in `saga_calls_total{route,status}`.
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def order_replicas(request: web.Request, model: str | None) -> list[str]:
     healthy = list(views)
     if not healthy:
         return []
-    candidates = for_model(app[MODELS].by_replica, model, healthy, str)  # str: the items are the ids
+    candidates = for_model(app[MODELS], model, healthy, str)  # str: the items are the ids
+    if not candidates:  # the replicas serving its model are all down
+        return []
     start = next(_turn) % len(candidates)
     turn = [*candidates[start:], *candidates[:start]]
     busy = app[BUSY]
@@ -110,9 +112,11 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     app = request.app
     config = app[CONFIG]
     body = await request.read()
-    replicas = order_replicas(request, model_of(body, request.content_type))
+    model = model_of(body, request.content_type)
+    replicas = order_replicas(request, model)
     if not replicas:
-        raise ProxyError(503, "no healthy replica", code="no_replica")
+        why = "no healthy replica serves the model this request names" if model else "no healthy replica"
+        raise ProxyError(503, why, code="no_replica")
     headers = forward.forwarded_headers(request.headers, {})
     forward.upstream_auth(headers, config)
     for replica in replicas:

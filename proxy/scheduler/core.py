@@ -19,7 +19,7 @@ its later calls go on without waiting for admission again. A waiting call is ans
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -508,11 +508,14 @@ class SchedulerCore:
         # Both moves need a backlog on the bound replica (stealing.py): without one, no closure, no scan.
         if spec is not None and (bound.waiting or bound.queued):
             footprint = max(wf.footprint, req.prompt_tokens)
+            movable: Sequence[ReplicaView] = list(self.replicas.values())
+            for f in self.policy.filters:  # a move goes only where routing could send the call (its model)
+                movable = f.filter(req, movable)
             to = steal_target(
                 spec,
                 req,
                 bound,
-                self.replicas.values(),
+                movable,
                 lambda r: admission.has_room(r, footprint),
                 footprint,
             )

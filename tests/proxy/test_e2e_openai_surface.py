@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from proxy.config import ProxyConfig
@@ -161,3 +162,27 @@ async def test_calls_go_to_the_replicas_serving_their_model(http: aiohttp.Client
     assert known == {llama.url: ["llama"], qwen.url: ["qwen"]}
     assert listed == ["llama", "qwen"]
     assert all(replica == (qwen.url if model == "qwen" else llama.url) for model, replica in routed)
+
+
+async def test_a_backlogged_replica_keeps_its_models_calls_under_saga(http: aiohttp.ClientSession) -> None:
+    """Work stealing moves a call off a replica with a long engine queue to an idle one, but never to an idle
+    replica serving another model (an embedding replica beside a chat one is idle to the scheduler)."""
+    backlog = "vllm:num_requests_waiting 40\nvllm:num_requests_running 4\n"
+    config = ProxyConfig(replicas=[], port=0, policy="saga", health_interval_s=0.2)
+    async with fake_replica(model="llama", metrics=backlog) as llama, fake_replica(model="embed") as embed:
+        config = msgspec.structs.replace(config, replicas=[llama.url, embed.url])
+        async with running_proxy(config) as url:
+            for _ in range(100):  # until the health loop has read the models and the backlog
+                async with http.get(f"{url}/saga/v1/replicas") as r:
+                    seen = {v["replica_id"]: v for v in (await r.json())["replicas"]}
+                if all(v["models"] for v in seen.values()) and seen[llama.url]["waiting"] == 40:
+                    break
+                await asyncio.sleep(0.05)
+            routed = []
+            for _ in range(6):
+                body = {"model": "llama", "messages": MESSAGES}
+                headers = {"X-Session-ID": "a"}
+                async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                    routed.append(r.headers["X-Saga-Replica"])
+    assert seen[llama.url]["waiting"] == 40
+    assert routed == [llama.url] * 6

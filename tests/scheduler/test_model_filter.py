@@ -1,0 +1,92 @@
+"""Routing by model inside the scheduler: when some replica serves the model a call names, no decision sends
+it to one that does not (it would answer 404): not admission's choice among the replicas with room, not
+work stealing's idle replica, not a retry's remaining ones."""
+
+from __future__ import annotations
+
+import msgspec
+
+from proxy.model_routing import ModelFilter, ReplicaModels, for_model
+from proxy.scheduler import Dispatch, Reject, ReplicaStats, RequestInfo, SchedulerCore, Usage, build_policy
+from tests.clocks import Clock
+from tests.scheduler.test_saga_policy import CAPACITY, call, only_dispatch
+
+
+def fleet(policy: str = "saga", unknown: bool = False) -> tuple[SchedulerCore, Clock]:
+    """r0 serves `chat`, r1 `embed` (and r2, with `unknown`, has not been probed yet)."""
+    models = ReplicaModels()
+    models.update("r0", frozenset({"chat"}))
+    models.update("r1", frozenset({"embed"}))
+    built = build_policy(policy, seed=0)
+    built.filters.append(ModelFilter(models))
+    clock = Clock()
+    ids = ["r0", "r1", "r2"] if unknown else ["r0", "r1"]
+    core = SchedulerCore(ids, built, clock)
+    for r in ids:
+        core.replica_stats(ReplicaStats(r, kv_capacity_tokens=CAPACITY))
+    return core, clock
+
+
+def chat(session: str, prompt_tokens: int = 10_000) -> RequestInfo:
+    return msgspec.structs.replace(call(session, prompt_tokens), model="chat")
+
+
+def test_a_new_workflow_waits_for_room_on_a_replica_serving_its_model() -> None:
+    core, _ = fleet()
+    assert core.admission is not None
+    fits = int(CAPACITY * core.admission.spec.overcommit) // core.admission.footprint_of_new(
+        chat("x", 30_000)
+    )
+    for i in range(fits):
+        assert only_dispatch(core.request_arrived(chat(f"s{i}", 30_000))).replica_id == "r0"
+    # r0 is full and r1 has room, but r1 serves another model: the workflow waits
+    assert core.request_arrived(chat("late", 30_000)) == []
+    assert core.admission.is_waiting("late")
+
+
+def test_work_stealing_does_not_move_a_call_to_an_idle_replica_of_another_model() -> None:
+    core, clock = fleet()
+    first = only_dispatch(core.request_arrived(req := chat("a", 2_000)))
+    assert first.replica_id == "r0"
+    clock.now = 1.0
+    core.request_finished(req.request_id, Usage(2_000, 100, finish_reason="tool_calls"))
+    core.replica_stats(ReplicaStats("r0", waiting=20, running=2))  # a long engine queue; r1 idle
+    assert only_dispatch(core.request_arrived(chat("a", 3_000))).replica_id == "r0"
+    assert core.moves == 0
+
+
+def test_a_failed_call_is_not_retried_on_a_replica_of_another_model() -> None:
+    for policy in ("saga", "round-robin", "least-request", "session-affinity"):
+        core, _ = fleet(policy)
+        d = only_dispatch(core.request_arrived(chat("s")))
+        assert d.replica_id == "r0"
+        (refused,) = core.dispatch_failed(d.request_id, replica_down=False)
+        assert isinstance(refused, Reject) and refused.status == 503, policy
+        assert not core.in_flight
+
+
+def test_a_model_no_replica_lists_goes_anywhere_and_unprobed_replicas_stay_candidates() -> None:
+    core, _ = fleet("round-robin")
+    unlisted = [msgspec.structs.replace(call(f"u{i}"), model="other") for i in range(4)]
+    assert {only_dispatch(core.request_arrived(r)).replica_id for r in unlisted} == {"r0", "r1"}
+    core, _ = fleet("round-robin", unknown=True)
+    got = {only_dispatch(core.request_arrived(chat(f"c{i}"))).replica_id for i in range(6)}
+    assert got == {"r0", "r2"}  # r2's models are not known yet: it may serve chat
+    d = only_dispatch(core.request_arrived(chat("retry")))
+    (retry,) = core.dispatch_failed(d.request_id, replica_down=False)
+    assert isinstance(retry, Dispatch) and retry.replica_id in {"r0", "r2"} - {d.replica_id}
+
+
+def test_the_model_map_lists_what_replicas_serve_and_forgets_replicas_gone() -> None:
+    models = ReplicaModels()
+    models.update("r0", frozenset({"chat"}))
+    models.update("r1", frozenset({"embed", "chat"}))
+    assert models.listed == {"chat", "embed"}
+    ids = ["r0", "r1", "r2"]
+    assert for_model(models, "embed", ids, str) == ["r1", "r2"]  # r2 not probed yet: it may serve it
+    assert for_model(models, "embed", ["r0"], str) == []  # the replicas with room serve another model
+    assert for_model(models, "other", ["r0"], str) == ["r0"]  # no replica lists it: the replica's 404
+    assert for_model(models, None, ids, str) == ids
+    models.keep_only(["r0"])  # r1 removed
+    assert models.by_replica == {"r0": frozenset({"chat"})} and models.listed == {"chat"}
+    assert for_model(models, "embed", ["r0"], str) == ["r0"]
