@@ -134,6 +134,14 @@ class OutputItem(msgspec.Struct):
 class ContentBlock(msgspec.Struct):
     type: str = ""
     name: str | None = None
+    text: str | None = None  # a text block's
+
+
+class BlockDelta(msgspec.Struct):
+    """/v1/messages stream: a `content_block_delta` event's delta (`text_delta` carries text)."""
+
+    type: str = ""
+    text: str | None = None
 
 
 class AnswerFields(msgspec.Struct):
@@ -143,3 +151,5 @@ class AnswerFields(msgspec.Struct):
     status: str | None = None  # Responses API
     content: list[ContentBlock] | str | None = None  # /v1/messages (Anthropic): text and tool_use blocks
     stop_reason: Any = None  # /v1/messages: end_turn, tool_use, max_tokens, ...
+    # /v1/messages stream events' delta; a Responses API stream event's `delta` is a string (not collected)
+    delta: BlockDelta | str | None = None

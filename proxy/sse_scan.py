@@ -14,7 +14,7 @@ import re
 
 import msgspec
 
-from proxy.data_structs import Answer, AnswerFields, UsageFields
+from proxy.data_structs import Answer, AnswerFields, BlockDelta, UsageFields
 from proxy.scheduler.types import Usage
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
@@ -140,6 +140,8 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
     content = answer.content
     if isinstance(content, list):  # /v1/messages (Anthropic)
         tools = [b.name for b in content if b.type == "tool_use" and b.name]
+        # the message as a client sends it back, read as session_chain reads it: its text blocks' text
+        said = Answer("".join(b.text for b in content if b.type == "text" and b.text))
         stop = answer.stop_reason
         finish = ANTHROPIC_FINISH.get(stop, "") if isinstance(stop, str) else ""
     if answer.usage is None and not finish:
@@ -169,7 +171,9 @@ DEFAULT_COLLECT_LIMIT = 64 * 1024 * 1024
 
 class StreamScanner:
     """Feeds on a chat/completions SSE stream. With `collect_answer`, it also decodes each chunk's delta to
-    rebuild the assistant message (text and tool calls), which session inference by prefix chaining needs.
+    rebuild the assistant message (text and tool calls), which session inference by prefix chaining needs;
+    on a /v1/messages stream, the text of its text blocks (what a client's next call carries of it for
+    session_chain: text blocks' text).
 
     What it keeps is bounded whatever the replica sends: the rebuilt message by `collect_limit` characters
     (past it the scanner stops collecting and `answer()` is None: the call's session is not chained from this
@@ -288,6 +292,11 @@ class StreamScanner:
     def _collect_delta(self, chunk: AnswerFields) -> None:
         choices = chunk.choices  # each field read once: a Struct's attribute is a lookup from compiled code
         if not choices:
+            block = chunk.delta  # /v1/messages: a text block's delta
+            if isinstance(block, BlockDelta) and block.text:
+                self._text.append(block.text)
+                self._collect_left -= len(block.text)
+                self._stop_collecting_past_limit()
             return
         delta = choices[0].delta
         if delta is None:
@@ -306,6 +315,9 @@ class StreamScanner:
                     if call.function.arguments:
                         parts.append(call.function.arguments)
                         self._collect_left -= len(call.function.arguments)
+        self._stop_collecting_past_limit()
+
+    def _stop_collecting_past_limit(self) -> None:
         if self._collect_left < 0:  # too long to keep: stop collecting (see the class docstring)
             self._collect = False
             self._text, self._calls = [], {}

@@ -253,3 +253,53 @@ async def test_claude_code_subagents_stay_in_the_session_that_spawned_them(
     assert [r.session_id for r in core.arrivals] == ["cc-1"] * 3
     main_type, *sub_types = [r.agent_type for r in core.arrivals]
     assert len(set(sub_types)) == 1 and main_type not in sub_types
+
+
+async def exchange(
+    http: aiohttp.ClientSession, url: str, messages: list[dict[str, Any]], stream: bool, max_tokens: int
+) -> tuple[list[dict[str, Any]], str]:
+    """One call naming no session: (the answer's content blocks as a client rebuilds them, the session)."""
+    body = {"model": "saga-sim", "system": SYSTEM, "messages": messages, "stream": stream}
+    body["max_tokens"] = max_tokens
+    async with http.post(f"{url}/v1/messages", json=body) as r:
+        raw = await r.text()
+        assert r.status == 200, raw
+        session = r.headers["X-Session-ID"]
+    if not stream:
+        return json.loads(raw)["content"], session
+    blocks: dict[int, dict[str, Any]] = {}
+    for line in raw.splitlines():
+        if not line.startswith("data: "):
+            continue
+        event = json.loads(line[6:])
+        if event["type"] == "content_block_start":
+            blocks[event["index"]] = dict(event["content_block"])
+        elif event["type"] == "content_block_delta" and event["delta"]["type"] == "text_delta":
+            blocks[event["index"]]["text"] += event["delta"]["text"]
+    return [blocks[i] for i in sorted(blocks)], session
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_two_agents_with_one_opening_and_no_session_id_stay_apart_by_prefix_chaining(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    """An Anthropic client that names no session (not Claude Code) is told apart by its conversation: each
+    answer's text is remembered, and the next call that carries it continues that session, even when
+    another agent started from the same system prompt and first message. (The simulated model answers a
+    prompt the same way every time: the agents' answers differ by length, as a sampled model's would by
+    content; two agents given the same answer cannot be told apart.)"""
+    async with running_proxy(config(fleet.urls, "saga")) as url:
+        talks: dict[str, list[dict[str, Any]]] = {
+            agent: [{"role": "user", "content": "Fix the failing test."}] for agent in "ab"
+        }
+        sessions: dict[str, list[str]] = {"a": [], "b": []}
+        for turn in range(3):
+            for agent, messages in talks.items():
+                content, session = await exchange(http, url, messages, stream, 6 if agent == "a" else 9)
+                sessions[agent].append(session)
+                messages += [
+                    {"role": "assistant", "content": content},
+                    {"role": "user", "content": f"{agent}: go on ({turn})"},
+                ]
+    assert len(set(sessions["a"])) == 1 and len(set(sessions["b"])) == 1, sessions
+    assert sessions["a"][0] != sessions["b"][0]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
-from proxy.sse_scan import StreamScanner
+from proxy.sse_scan import StreamScanner, read_answer
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
 _NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
@@ -342,3 +342,49 @@ def test_a_whole_anthropic_answer_and_chat_stop_strings() -> None:
     assert streamed is not None and streamed.finish_reason == "stop"
     whole_chat = {"choices": [{**choice, "message": {"role": "assistant", "content": "ok"}}]}
     assert parse_answer(json.dumps(whole_chat).encode()) == Usage(finish_reason="stop")
+
+
+def test_an_anthropic_answer_is_rebuilt_as_its_text_blocks_text_whole_and_streamed() -> None:
+    whole = (
+        b'{"type":"message","role":"assistant","content":[{"type":"text","text":"Let me "},'
+        b'{"type":"tool_use","id":"t1","name":"Bash","input":{"command":"ls"}},{"type":"text","text":"look."}],'
+        b'"stop_reason":"tool_use","usage":{"input_tokens":9,"output_tokens":4}}'
+    )
+    _, said = read_answer(whole)
+    assert said == Answer("Let me look.")  # what session_chain reads of the message a client sends back
+    events = [
+        {"type": "message_start", "message": {"content": [], "usage": {"input_tokens": 9}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me "}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "look."}},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "name": "Bash"}},
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": "{}"},
+        },
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 4}},
+    ]
+    stream = b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode())  # type: ignore[index]
+        for e in events
+    )
+    for pieces in ([stream], [stream[:100], stream[100:]], [bytes([b]) for b in stream]):
+        scanner = StreamScanner(collect_answer=True)
+        for piece in pieces:
+            scanner.feed(piece)
+        assert scanner.answer() == Answer("Let me look.")
+        usage = scanner.usage()
+        assert usage is not None and usage.finish_reason == "tool_calls" and usage.tool_names == ("Bash",)
+
+
+def test_a_responses_stream_whose_delta_is_a_string_is_still_read() -> None:
+    scanner = StreamScanner(collect_answer=True)
+    scanner.feed(
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}\n\n'
+    )
+    scanner.feed(
+        b'data: {"type":"response.completed","response":{"id":"resp_1","status":"completed",'
+        b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+    )
+    assert scanner.response_id == "resp_1"
