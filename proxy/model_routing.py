@@ -23,16 +23,16 @@ T = TypeVar("T")
 
 
 class ReplicaModels:
-    """Replica id -> the model ids its `/v1/models` listed last, and every model some replica lists."""
+    """Replica id -> the model ids its `/v1/models` listed last; and model -> the replicas listing it."""
 
     def __init__(self) -> None:
         self.by_replica: dict[str, frozenset[str]] = {}
-        self.listed: frozenset[str] = frozenset()
+        self.serving: dict[str, frozenset[str]] = {}
 
     def update(self, replica_id: str, models: frozenset[str]) -> None:
         if self.by_replica.get(replica_id) != models:
             self.by_replica[replica_id] = models
-            self._relist()
+            self._reindex()
 
     def keep_only(self, replica_ids: Iterable[str]) -> None:
         """Forget the replicas that are gone (removed, or no longer resolved by discovery)."""
@@ -41,10 +41,19 @@ class ReplicaModels:
         for r in gone:
             del self.by_replica[r]
         if gone:
-            self._relist()
+            self._reindex()
 
-    def _relist(self) -> None:
-        self.listed = frozenset().union(*self.by_replica.values())
+    def _reindex(self) -> None:
+        serving: dict[str, set[str]] = {}
+        for replica_id, models in self.by_replica.items():
+            for model in models:
+                serving.setdefault(model, set()).add(replica_id)
+        self.serving = {model: frozenset(ids) for model, ids in serving.items()}
+
+    @property
+    def listed(self) -> frozenset[str]:
+        """Every model some replica lists."""
+        return frozenset(self.serving)
 
 
 def for_model(
@@ -53,13 +62,15 @@ def for_model(
     """The items whose replica lists `model`, then those whose models are not known yet. When some replica
     lists it, that is all, possibly none of `items` (a subset of the fleet: replicas with room, those not
     tried yet); when no replica lists it, or no model is named, all of `items` (the replica answers an
-    unknown model with its own 404)."""
-    if not model or model not in models.listed:
+    unknown model with its own 404). Every known replica listing it (one model, the usual fleet): `items`
+    as they are, without a look at each (this runs on every routed call)."""
+    serving = models.serving.get(model) if model else None
+    if serving is None or len(serving) == len(models.by_replica):
         return items
     known = models.by_replica
-    serving = [x for x in items if model in known.get(replica_of(x), frozenset())]
+    listing = [x for x in items if replica_of(x) in serving]
     unknown = [x for x in items if replica_of(x) not in known]
-    return [*serving, *unknown] if unknown else serving
+    return [*listing, *unknown] if unknown else listing
 
 
 def _replica_id(view: ReplicaView) -> str:

@@ -1,13 +1,14 @@
 """Routes that name a stored Responses API response: `GET /v1/responses/{id}` (retrieve, `?stream=true` to
 resume a background stream) and `POST /v1/responses/{id}/cancel`, as vLLM serves them.
 
-Only the replica that stored a response can answer for it (vLLM keeps stored responses in its own memory),
-so these go there: the replica this proxy saw answer it, else the one that says it holds it
+Only the replica that stored a response can answer for it (vLLM keeps stored responses in its own memory), so
+these go there: the replica this proxy saw answer it, else the one that says it holds it
 (proxy/response_lookup.py). Not calls of a session: no core events, no accounting. Contract: the request is
 forwarded as sent (the query string kept; the upstream key in place of a client's), the replica's answer
-relayed as it comes with `X-Saga-Replica`; an id that cannot be one (proxy/response_lookup.py) is a 400 that
-does not repeat it; a response no replica holds is vLLM's own 404 (`Response with id
-'...' not found.`, param `response_id`); a holder that cannot be reached is a 502, one too slow a 504.
+relayed with `X-Saga-Replica` (a whole one held to `max_answer_bytes`, as a call's); an id that cannot be one
+(proxy/response_lookup.py) is a 400 that does not repeat it; a response no replica holds is vLLM's own 404
+(`Response with id '...' not found.`, param `response_id`); a holder that cannot be reached is a 502, one too
+slow a 504.
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         ) from e
     downstream = forward.AiohttpDownstream(request)
     await forward.relay(
-        downstream, upstream, {"X-Saga-Replica": holder}, lambda: None, config.stream_idle_timeout_s
+        downstream,
+        upstream,
+        {"X-Saga-Replica": holder},
+        lambda: None,
+        config.stream_idle_timeout_s,
+        max_answer_bytes=config.max_answer_bytes,  # a stored response comes whole: held to the calls' limit
     )
     assert downstream.response is not None
     return downstream.response

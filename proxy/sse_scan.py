@@ -107,10 +107,13 @@ def _usage(u: UsageFields | None, finish_reason: str, tool_names: tuple[str, ...
     if u is None:
         return Usage(finish_reason=finish_reason, tool_names=tool_names)
     details = u.prompt_tokens_details or u.input_tokens_details
+    # a replica's counts as the scheduler may use them: none negative, no more cached than prompted
+    prompt = max(0, u.prompt_tokens or u.input_tokens or 0)
+    cached = ((details.cached_tokens or 0) if details else 0) or u.cache_read_input_tokens or 0
     return Usage(
-        u.prompt_tokens or u.input_tokens or 0,
-        u.completion_tokens or u.output_tokens or 0,
-        ((details.cached_tokens or 0) if details else 0) or u.cache_read_input_tokens or 0,
+        prompt,
+        max(0, u.completion_tokens or u.output_tokens or 0),
+        min(max(0, cached), prompt),
         finish_reason,
         tool_names,
     )

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import uuid
-import zlib
-from array import array
 from typing import Any
 
 import msgspec
@@ -30,12 +28,12 @@ from aiohttp import web
 
 from simulator.driver import RequestStream
 from simulator.engine import Usage
-from simulator.generation import submit, whole_output
+from simulator.generation import chat_prompt, submit, whole_output
 from simulator.http_common import REPLICA, HttpError, decode
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
 from simulator.tokenizer import render_chat
-from simulator.tool_calls import SimulatedToolCall, ToolCallStream, ToolsError, ToolSpec
+from simulator.tool_calls import SimulatedToolCall, ToolCallStream
 
 Message = dict[str, Any]
 
@@ -75,12 +73,9 @@ async def messages_route(request: web.Request) -> web.StreamResponse:
     if body.max_tokens is None:
         raise HttpError(400, "max_tokens is required.", param="max_tokens")
     chat = _system(body.system) + _chat_messages(body.messages)
-    try:
-        tools = ToolSpec.parse(_chat_tools(body.tools), _chat_tool_choice(body.tool_choice), body.vllm_xargs)
-    except ToolsError as e:
-        raise HttpError(400, str(e), param=e.param) from None
-    prompt = replica.tokenizer.encode(render_chat(chat))
-    call = tools.decide(chat, zlib.crc32(array("q", prompt).tobytes())) if tools else None
+    prompt, call = chat_prompt(
+        replica, chat, _chat_tools(body.tools), _chat_tool_choice(body.tool_choice), body.vllm_xargs
+    )
     message_id = f"msg_{uuid.uuid4().hex}"
     stream = submit(request, replica, body, prompt, body.max_tokens, message_id)
     try:

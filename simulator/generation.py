@@ -7,9 +7,17 @@ the `X-Session-ID` header, else body `session_id`, else `vllm_xargs.session_id`;
 and returns the engine's stream. Bad values raise `HttpError` 400 (an unknown model 404) before anything is
 queued; the caller aborts the request if it stops reading before the stream finished. `whole_output(stream)`
 waits for the whole answer: its token ids, its last output and its usage (an engine failure is a 500).
+`chat_prompt(replica, messages, tools, tool_choice, xargs)` is what every chat-shaped route (chat
+completions, the Responses API, Anthropic's messages) does before that: the rendered prompt's token ids and
+the tool call the simulated model will make (None: it answers in text); a bad tool spec is a 400.
 """
 
 from __future__ import annotations
+
+import zlib
+from array import array
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +28,25 @@ from simulator.http_common import HttpError
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
 from simulator.retention_routes import retain_priority_field
+from simulator.tokenizer import render_chat
+from simulator.tool_calls import SimulatedToolCall, ToolsError, ToolSpec
+
+
+def chat_prompt(
+    replica: Replica,
+    messages: Sequence[Mapping[str, Any]],
+    tools: Any,
+    tool_choice: Any,
+    xargs: Mapping[str, Any] | None,
+    *,
+    add_generation_prompt: bool = True,
+) -> tuple[list[int], SimulatedToolCall | None]:
+    try:
+        spec = ToolSpec.parse(tools, tool_choice, xargs)
+    except ToolsError as e:
+        raise HttpError(400, str(e), param=e.param) from None
+    prompt = replica.tokenizer.encode(render_chat(messages, add_generation_prompt=add_generation_prompt))
+    return prompt, (spec.decide(messages, zlib.crc32(array("q", prompt).tobytes())) if spec else None)
 
 
 def submit(

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import zlib
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -42,12 +40,11 @@ from aiohttp import web
 
 from simulator.driver import RequestStream
 from simulator.engine import Usage
-from simulator.generation import submit, whole_output
+from simulator.generation import chat_prompt, submit, whole_output
 from simulator.http_common import REPLICA, HttpError, decode, json_response
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
-from simulator.tokenizer import render_chat
-from simulator.tool_calls import SimulatedToolCall, ToolCallStream, ToolsError, ToolSpec
+from simulator.tool_calls import SimulatedToolCall, ToolCallStream
 
 STORE_LIMIT = 10_000  # stored responses per replica (oldest dropped)
 Message = dict[str, Any]
@@ -134,12 +131,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
         messages = [{"role": "system", "content": body.instructions}, *conversation]
     else:
         messages = conversation
-    try:
-        tools = ToolSpec.parse(_chat_tools(body.tools), _chat_tool_choice(body.tool_choice), body.vllm_xargs)
-    except ToolsError as e:
-        raise HttpError(400, str(e), param=e.param) from None
-    prompt = replica.tokenizer.encode(render_chat(messages))
-    tool_call = tools.decide(messages, zlib.crc32(array("q", prompt).tobytes())) if tools else None
+    prompt, tool_call = chat_prompt(
+        replica, messages, _chat_tools(body.tools), _chat_tool_choice(body.tool_choice), body.vllm_xargs
+    )
     answer = _Answer(body, replica, f"resp_{uuid.uuid4().hex}", tool_call)
     if body.store:  # stored as it finishes, before the client hears of it: its next call may name it at once
         answer.on_finish = lambda done: store.put(

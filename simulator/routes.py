@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import zlib
-from array import array
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from simulator.anthropic_api import add_messages_routes
 from simulator.driver import RequestStream
 from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
-from simulator.generation import submit, whole_output
+from simulator.generation import chat_prompt, submit, whole_output
 from simulator.http_common import (
     REPLICA,
     HttpError,
@@ -56,7 +54,7 @@ from simulator.replica import Replica
 from simulator.responses_api import add_responses_routes
 from simulator.retention_routes import add_retention_routes, expire_retentions
 from simulator.tokenizer import Tokenizer, render_chat
-from simulator.tool_calls import SimulatedToolCall, ToolCallStream, ToolsError, ToolSpec
+from simulator.tool_calls import SimulatedToolCall, ToolCallStream
 
 VERSION = "0.33.0+saga.sim"
 _COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/completions
@@ -71,14 +69,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     for message in body.messages:
         if not isinstance(message.get("role"), str):
             raise HttpError(400, "Every message needs a string 'role'.")
-    try:
-        tools = ToolSpec.parse(body.tools, body.tool_choice, body.vllm_xargs)
-    except ToolsError as e:
-        raise HttpError(400, str(e), param=e.param) from None
-    prompt = replica.tokenizer.encode(
-        render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
+    prompt, tool_call = chat_prompt(
+        replica,
+        body.messages,
+        body.tools,
+        body.tool_choice,
+        body.vllm_xargs,
+        add_generation_prompt=body.add_generation_prompt,
     )
-    tool_call = tools.decide(body.messages, zlib.crc32(array("q", prompt).tobytes())) if tools else None
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     return await _generate(request, replica, body, prompt, max_tokens, chat=True, tool_call=tool_call)
 

@@ -16,8 +16,9 @@ from loadtests.workloads.catalog import generate
 from loadtests.workloads.distributions import LogNormal, ToolKind, Uniform
 from loadtests.workloads.subagents import SubagentParams, with_subagents
 from loadtests.workloads.swe import SweParams, swe_tasks
-from proxy.scheduler import Decision, RequestInfo, SchedulerCore, build_policy
+from proxy.scheduler import RequestInfo, build_policy
 from simulator.cost_model import PROFILES
+from tests.recording_core import ArrivalsCore
 
 SMALL = SubagentParams(
     spawn_share=1.0,
@@ -32,24 +33,14 @@ def spawning_tasks(n: int, merged: bool = False) -> list[AgentTask]:
     return [with_subagents(t, SMALL, merged=merged) for t in swe_tasks(n, seed=3, params=SMALL.swe)]
 
 
-class Recording(SchedulerCore):
-    """The cluster's core, keeping every call it is given."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.seen: list[RequestInfo] = []
-
-    def request_arrived(self, req: RequestInfo) -> list[Decision]:
-        self.seen.append(req)
-        return super().request_arrived(req)
-
-
 def run(tasks: list[AgentTask], concurrency: int) -> tuple[ClusterResult, list[RequestInfo]]:
     config = ClusterConfig(replicas=2, policy="saga", concurrency=concurrency)
     cluster = Cluster(tasks, config)
-    core = Recording(cluster.replicas, build_policy("saga", seed=0), cluster.queue, tenants=TenantsConfig())
+    core = ArrivalsCore(
+        cluster.replicas, build_policy("saga", seed=0), cluster.queue, tenants=TenantsConfig()
+    )
     cluster.core = core
-    return cluster.run(), core.seen
+    return cluster.run(), core.arrivals
 
 
 def test_the_workload_adds_subagents_to_swe_tasks_and_nothing_else() -> None:

@@ -13,23 +13,13 @@ import aiohttp
 import pytest
 
 from proxy.config import ProxyConfig
-from proxy.scheduler import Decision, RequestInfo, Usage
+from proxy.scheduler import Usage
 from proxy.server import running_proxy
 from simulator.server import ReplicaFleet, start_fleet
+from tests.anthropic_tools import TOOLS
 from tests.recording_core import RecordingCore
 
 SYSTEM = "You are Claude Code, a coding agent in a terminal. " * 30
-TOOLS = [
-    {
-        "name": "Bash",
-        "description": "Run a shell command",
-        "input_schema": {
-            "type": "object",
-            "properties": {"command": {"type": "string"}},
-            "required": ["command"],
-        },
-    }
-]
 
 
 @pytest.fixture
@@ -37,12 +27,6 @@ async def fleet() -> AsyncIterator[ReplicaFleet]:
     fleet = await start_fleet(2, time_scale=200.0)
     yield fleet
     await fleet.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
 
 
 def config(replicas: list[str], policy: str) -> ProxyConfig:
@@ -215,25 +199,13 @@ async def test_an_anthropic_client_is_told_when_the_replica_dies_mid_stream_and_
     assert openai_shape["error"]["param"] == "x-session-id" and "type" not in openai_shape
 
 
-class ArrivalsCore(RecordingCore):
-    """Records every call's RequestInfo as the scheduler got it."""
-
-    def __init__(self, replicas: list[str], policy: str) -> None:
-        super().__init__(replicas, policy)
-        self.arrivals: list[RequestInfo] = []
-
-    def request_arrived(self, req: RequestInfo) -> list[Decision]:
-        self.arrivals.append(req)
-        return super().request_arrived(req)
-
-
 async def test_claude_code_subagents_stay_in_the_session_that_spawned_them(
     fleet: ReplicaFleet, http: aiohttp.ClientSession
 ) -> None:
     """Claude Code's subagents send their session's id and an `x-claude-code-agent-id`: their calls stay in
     that session, on its replica (a session each was measured slower: docs/results/subagents/README.md), and
     are told apart by their own system prompt as an agent type."""
-    core = ArrivalsCore(fleet.urls, "saga")
+    core = RecordingCore(fleet.urls, "saga")
     explorer = "You are a read-only search agent. Find files and report back. " * 20
     async with running_proxy(config(fleet.urls, "saga"), core) as url:
 

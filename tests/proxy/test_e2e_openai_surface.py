@@ -23,12 +23,6 @@ MESSAGES = [{"role": "user", "content": "run the tests"}]
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        yield session
-
-
-@pytest.fixture
 async def fleet() -> AsyncIterator[ReplicaFleet]:
     fleet = await start_fleet(2, time_scale=200.0)
     yield fleet

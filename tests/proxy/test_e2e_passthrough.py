@@ -4,21 +4,13 @@ replica that serves the model they name, the least busy one first."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from proxy.config import ProxyConfig
 from proxy.passthrough import model_of
 from proxy.server import running_proxy
 from tests.proxy.fakes import FakeReplica, fake_replica
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 def config(replicas: list[str]) -> ProxyConfig:

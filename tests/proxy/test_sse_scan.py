@@ -378,13 +378,32 @@ def test_an_anthropic_answer_is_rebuilt_as_its_text_blocks_text_whole_and_stream
         assert usage is not None and usage.finish_reason == "tool_calls" and usage.tool_names == ("Bash",)
 
 
-def test_a_responses_stream_whose_delta_is_a_string_is_still_read() -> None:
-    scanner = StreamScanner(collect_answer=True)
-    scanner.feed(
-        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}\n\n'
+def counts(answer: bytes) -> tuple[int, int, int]:
+    usage, _ = read_answer(answer)
+    assert usage is not None
+    return usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+
+
+def test_a_replicas_usage_is_taken_only_as_far_as_it_makes_sense() -> None:
+    """Negative counts, or more cached tokens than prompted (an Anthropic `cache_read_input_tokens` or an
+    OpenAI `cached_tokens`), are clamped before the scheduler learns prefill speeds from them."""
+    anthropic = (
+        b'{"content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn",'
+        b'"usage":{"input_tokens":10,"output_tokens":-3,"cache_read_input_tokens":99}}'
     )
-    scanner.feed(
-        b'data: {"type":"response.completed","response":{"id":"resp_1","status":"completed",'
-        b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+    usage, _ = read_answer(anthropic)
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (
+        10,
+        0,
+        10,
     )
-    assert scanner.response_id == "resp_1"
+    openai = (
+        b'{"choices":[{"message":{"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":-7,'
+        b'"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":-4}}}'
+    )
+    usage, _ = read_answer(openai)
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (
+        0,
+        2,
+        0,
+    )

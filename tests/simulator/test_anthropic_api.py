@@ -11,20 +11,10 @@ import aiohttp
 import pytest
 
 from simulator.server import ReplicaFleet, start_fleet
+from tests.anthropic_tools import TOOLS
 from tests.simulator.named_events import named_events
 
 SYSTEM = "You are a coding agent in a terminal. Use the tools. " * 30
-TOOLS = [
-    {
-        "name": "Bash",
-        "description": "Run a shell command",
-        "input_schema": {
-            "type": "object",
-            "properties": {"command": {"type": "string"}},
-            "required": ["command"],
-        },
-    }
-]
 
 
 @pytest.fixture
