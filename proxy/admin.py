@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy.context import CORE, GATE, GUARDS, METRICS, MODELS, REPLICA_CHANGES, down_stats
+from proxy.context import CORE, GATE, GUARDS, KV_RESIDENCY, METRICS, MODELS, REPLICA_CHANGES, down_stats
 from proxy.errors import ProxyError
 from proxy.metrics import merge_expositions
 from proxy.replica_changes import ChangeKind, ReplicaChangesError
@@ -44,7 +44,9 @@ async def replicas(request: web.Request) -> web.Response:
     models = request.app[MODELS]
     now = core.clock()
     out: list[dict[str, Any]] = []
+    kv = request.app[KV_RESIDENCY]
     for r in core.replicas.values():
+        view = None if kv is None else kv.replicas.get(r.replica_id)
         out.append(
             {
                 "replica_id": r.replica_id,
@@ -57,6 +59,8 @@ async def replicas(request: web.Request) -> web.Response:
                 "breaker": guards[r.replica_id].breaker_state(now),
                 "draining": r.replica_id in core.draining,
                 "models": sorted(models.by_replica.get(r.replica_id, ())),
+                # what its KV events told this proxy (None: not subscribed; proxy/kv_residency.py)
+                "kv_events": None if kv is None or view is None else view.report(),
             }
         )
     return web.json_response({"replicas": out})

@@ -23,6 +23,7 @@ from proxy.context import (
     CORE,
     GATE,
     GUARDS,
+    KV_RESIDENCY,
     METRICS,
     MODELS,
     POOL,
@@ -38,6 +39,8 @@ from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrin
 from proxy.errors import openai_errors
 from proxy.graph_routes import add_graph_routes
 from proxy.health import replica_health_loop
+from proxy.kv_events import KvEventSubscriber, kv_events_loop
+from proxy.kv_residency import KvResidency
 from proxy.load_sync import load_sync_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
@@ -109,6 +112,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 load_sync_loop(app[CORE], workers, app[GATE].apply, on_rings=metrics.count_learning)
             )
         )
+    kv = app[KV_RESIDENCY]
+    kv_config = app[CONFIG].kv_events
+    if kv is not None and kv_config is not None:  # which prefix of each session every replica caches
+        tasks.append(asyncio.create_task(kv_events_loop(app[CORE], KvEventSubscriber(kv_config, kv))))
     first_round = asyncio.Event()
     tasks.append(
         asyncio.create_task(
@@ -179,6 +186,10 @@ def create_app(
     app[WORKERS] = workers
     app[RESPONSE_OWNERS] = None
     app[REPLICA_CHANGES] = None
+    kv_events = config.kv_events
+    app[KV_RESIDENCY] = (
+        None if kv_events is None else KvResidency(kv_events.max_sessions, kv_events.max_blocks)
+    )
     if workers is not None and workers.count > 1:
         app[RESPONSE_OWNERS] = ResponseOwners(workers.directory, workers.index)
         app[REPLICA_CHANGES] = ReplicaChanges(workers.directory)

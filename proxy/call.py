@@ -28,6 +28,7 @@ from proxy.context import (
     CORE,
     GATE,
     GUARDS,
+    KV_RESIDENCY,
     METRICS,
     POOL,
     RELEASER,
@@ -58,6 +59,7 @@ class CallShared:
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
         self.releaser = app[RELEASER]
         self.response_owners = app.get(RESPONSE_OWNERS)
+        self.kv_residency = app.get(KV_RESIDENCY)
         self.tenant_sources = app[TENANT_SOURCES]
         # replicas that refused a request priority (FCFS vLLM): their calls go without one for a while
         self.no_priority = self.guards.no_priority

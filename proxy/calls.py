@@ -28,6 +28,7 @@ from proxy.data_structs import CallFields, ChatMessage, Identity
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
+from proxy.kv_residency import KvResidency
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
 from proxy.scheduler import RequestInfo
@@ -154,6 +155,17 @@ def _keyed(who: Identity, tenant: str) -> Identity:
     return msgspec.structs.replace(who, tenant_id=tenant, session_id=session, shown_session_id=shown)
 
 
+def _kv_resident(kv: KvResidency, who: Identity, fields: CallFields) -> dict[str, int]:
+    """What each replica's KV events say it caches of this call's session. The replica names the session
+    the proxy sends (`X-Session-ID`), unless the body names one: vLLM reads the body's first."""
+    resident = kv.resident_tokens(who.session_id)
+    named = fields.session_id
+    if named and named != who.session_id:
+        for replica, tokens in kv.resident_tokens(named).items():
+            resident[replica] = tokens
+    return resident
+
+
 def _prepared(
     app: web.Application,
     path: str,
@@ -202,6 +214,7 @@ def _prepared(
             if fields.previous_response_id
             else ""
         ),
+        kv_resident=None if shared.kv_residency is None else _kv_resident(shared.kv_residency, who, fields),
     )
     add_usage = (
         fields.stream

@@ -10,15 +10,19 @@ import os
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from proxy.arg_types import at_least, positive
+from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.scheduler import PRESETS, ConfigError
 from proxy.serve_options import add_config_flags, proxy_config
 from simulator.block_hash import HASH_FUNCTIONS
 from simulator.cost_model import PROFILES
+
+if TYPE_CHECKING:
+    from simulator.server import ReplicaFleet
 
 DEFAULT_PROFILE = "llama3-8b-h100"
 
@@ -148,6 +152,7 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         config = proxy_config(args, [*args.replica, *fleet.urls])
         # the core keeps the simulated replicas' time (TTLs and learned gaps in their seconds)
         config = msgspec.structs.replace(config, time_scale=args.time_scale)
+        config = _subscribed_to(config, fleet)
         if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
             replicas = [flag for url in fleet.urls for flag in ("--replica", url)]
             environ = {**os.environ, "SAGA_TIME_SCALE": str(args.time_scale)}
@@ -156,6 +161,23 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     finally:
         await fleet.close()
+
+
+def _subscribed_to(config: ProxyConfig, fleet: ReplicaFleet) -> ProxyConfig:
+    """With `--simulate N --kv-events ENDPOINT`: the proxy subscribes to the simulated replicas' KV events
+    (those that bind their endpoint; one that connects to a subscriber is left to the user's)."""
+    from simulator.kv_publisher import binds
+
+    endpoints = {
+        url: replica.kv_publisher.endpoint.replace("//0.0.0.0:", "//127.0.0.1:")
+        for url, replica in zip(fleet.urls, fleet.replicas, strict=True)
+        if replica.kv_publisher is not None and binds(replica.kv_events_endpoint or "")
+    }
+    if not endpoints:
+        return config
+    kv_events = config.kv_events or KvEventsConfig(port=None)
+    merged = msgspec.structs.replace(kv_events, endpoints={**endpoints, **kv_events.endpoints})
+    return msgspec.structs.replace(config, kv_events=merged)
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -28,6 +28,30 @@ class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval_s: float = 10.0
 
 
+class KvEventsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Subscribe to the replicas' vLLM KV-cache events (proxy/kv_events.py): which prefix of each session
+    every replica still caches, exactly, for work stealing and prefix scoring."""
+
+    # The replicas' publisher port (vLLM `--kv-events-config` endpoint `tcp://*:PORT`), on each replica's
+    # host.
+    port: int | None = 5557
+    # Replica URL -> its ZMQ endpoint, where it is not `tcp://<host>:<port>`.
+    endpoints: dict[str, str] = msgspec.field(default_factory=dict)
+    # Session chains kept per replica (least recently extended dropped first) and cached blocks per replica
+    # (past it, the replica's view starts afresh): bounds on memory, ~100 bytes a block.
+    max_sessions: int = 100_000
+    max_blocks: int = 4_000_000
+
+    def validate(self) -> None:
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError("kv_events.port must be a TCP port (1-65535)")
+        if self.max_sessions <= 0 or self.max_blocks <= 0:
+            raise ConfigError("kv_events.max_sessions and kv_events.max_blocks must be > 0")
+        for url, endpoint in self.endpoints.items():
+            if not endpoint.startswith(("tcp://", "ipc://")):
+                raise ConfigError(f"kv_events.endpoints[{url!r}] must be a tcp:// or ipc:// ZMQ endpoint")
+
+
 class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     replicas: list[str] = msgspec.field(default_factory=list)
     discovery: DnsDiscovery | None = None
@@ -88,6 +112,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Worker processes sharing the port (proxy/worker_set.py); each session is scheduled by one of them.
     workers: int = 1
     access_log: bool = True
+    # vLLM KV-cache events: off when None (the prefix-cache view is then the proxy's own estimate).
+    kv_events: KvEventsConfig | None = None
     log_format: str = "text"  # or "json": one JSON object per log line
 
     def guard_params(self) -> GuardParams:
@@ -161,6 +187,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError(str(e)) from e
         if self.queue is not None:
             self.queue.validate()
+        if self.kv_events is not None:
+            self.kv_events.validate()
         if self.max_retries < 0:
             raise ConfigError("max_retries must be >= 0")
         if self.shutdown_grace_s < 0:

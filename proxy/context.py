@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.config import ProxyConfig
+from proxy.kv_residency import KvResidency
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ReplicaModels
 from proxy.priority_fallback import PriorityRefusals
@@ -85,4 +86,6 @@ WORKERS: web.AppKey[WorkerSet | None] = web.AppKey("workers")  # None: single-pr
 RESPONSE_OWNERS: web.AppKey[ResponseOwners | None] = web.AppKey("response_owners")
 # With workers: the admin API's replica set changes, kept for a worker restarted later (None: one process).
 REPLICA_CHANGES: web.AppKey[ReplicaChanges | None] = web.AppKey("replica_changes")
+# What each replica caches of each session, from its KV events (proxy/kv_residency.py); None: not subscribed.
+KV_RESIDENCY: web.AppKey[KvResidency | None] = web.AppKey("kv_residency")
 TENANT_SOURCES = web.AppKey("tenant_sources", tuple[str, ...])  # the tenants' identity headers, lowercased

@@ -48,8 +48,9 @@ _HELP = {
     "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
     "workers": "proxy processes sharing the port; each session is scheduled by one of them",
 }
-# --replica / --simulate (and its --time-scale); structured keys: the YAML file
-_SKIPPED = {"replicas", "discovery", "api_keys", "time_scale"}
+# --replica / --simulate (and its --time-scale); structured keys: the YAML file (kv_events: also
+# --kv-events-port, below)
+_SKIPPED = {"replicas", "discovery", "api_keys", "time_scale", "kv_events"}
 
 
 def _scalar_type(default: Any) -> Any:
@@ -77,6 +78,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=field.name, type=int, help=text)
         else:
             parser.add_argument(flag, dest=field.name, type=_scalar_type(default), help=text)
+    parser.add_argument(
+        "--kv-events-port",
+        type=int,
+        metavar="PORT",
+        help="subscribe to the replicas' vLLM KV-cache events on PORT of each replica's host (vLLM "
+        "--kv-events-config endpoint tcp://*:PORT): exact prefix residency for stealing and prefix scoring "
+        "(default: off; the YAML key kv_events has the other options; env SAGA_KV_EVENTS_PORT)",
+    )
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -145,7 +154,12 @@ def proxy_config(
     """ProxyConfig from defaults < YAML file < SAGA_* environment < command-line flags."""
     names = [f.name for f in msgspec.structs.fields(ProxyConfig) if f.name not in _SKIPPED]
     flags = {name: getattr(args, name, None) for name in names}
-    data = config_data(args.config, os.environ if environ is None else environ, flags)
+    environ = os.environ if environ is None else environ
+    data = config_data(args.config, environ, flags)
+    port = getattr(args, "kv_events_port", None) or environ.get("SAGA_KV_EVENTS_PORT")
+    if port is not None:
+        kv_events = data.get("kv_events")
+        data["kv_events"] = {**(kv_events if isinstance(kv_events, dict) else {}), "port": port}
     if replicas:
         data["replicas"] = replicas
     data.setdefault("replicas", [])

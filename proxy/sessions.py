@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.context import CHAINS, CORE, GATE, METRICS
+from proxy.context import CHAINS, CORE, GATE, KV_RESIDENCY, METRICS
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer
@@ -60,6 +60,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     if limit < 0:
         raise ProxyError(400, "limit must be a non-negative integer", param="limit")
     now = core.clock()
+    kv = request.app[KV_RESIDENCY]
     out: list[dict[str, Any]] = []
     # (islice takes no stop past sys.maxsize: a limit above the table's size is the whole table)
     for session_id, s in itertools.islice(core.sessions.items(), min(limit, len(core.sessions))):
@@ -69,6 +70,8 @@ async def list_sessions(request: web.Request) -> web.Response:
                 "in_flight": s.in_flight,
                 "calls": getattr(s, "calls", None),
                 "idle_s": round(now - s.last_seen, 3),
+                # tokens of its context each replica's KV events say it caches (absent: not subscribed)
+                **({} if kv is None else {"kv_resident": kv.resident_tokens(session_id)}),
             }
         )
     return web.json_response({"sessions": out, "total": len(core.sessions)})

@@ -465,11 +465,13 @@ class BlockPool:
         start: int,
         end: int,
         tokens: Sequence[int],
+        session_id: str | None = None,
     ) -> None:
         """Report blocks `start`..`end`-1 of one request (block k: `block_ids[k]`, hash `block_hashes[k]`,
         tokens `tokens[k*block_size:(k+1)*block_size]`) that `cache_block` just registered, as BlockStored
         events, one per run of consecutive registered blocks (a block whose hash was already cached by
-        another block is skipped: it is not a new cached hash). No-op without a sink."""
+        another block is skipped: it is not a new cached hash), naming the request's `session_id`. No-op
+        without a sink."""
         sink = self.kv_event_sink
         if sink is None:
             return
@@ -482,7 +484,11 @@ class BlockPool:
                 parent = block_hashes[run_start - 1] if run_start > 0 else None
                 sink(
                     block_stored(
-                        list(block_hashes[run_start:k]), parent, list(tokens[run_start * bs : k * bs]), bs
+                        list(block_hashes[run_start:k]),
+                        parent,
+                        list(tokens[run_start * bs : k * bs]),
+                        bs,
+                        session_id,
                     )
                 )
             run_start = k + 1

@@ -518,7 +518,9 @@ class Engine(OffloadHooks):
             self._hash_next_block(seq)
         self.pool.cache_blocks(seq.block_ids, seq.block_hashes, start, full)
         if self.pool.kv_event_sink is not None and full > start:
-            self.pool.log_stored(seq.block_ids, seq.block_hashes, start, full, seq.tokens)
+            self.pool.log_stored(
+                seq.block_ids, seq.block_hashes, start, full, seq.tokens, self.session_of(seq.request_id)
+            )
         seq.num_cached_blocks = max(start, full)
         if self.offload is not None:
             self._offer_prompt_blocks(seq, full)

@@ -50,6 +50,11 @@ class OffloadHooks:
     def _iter_hashes(self, seq: RequestState, num_blocks: int) -> Iterator[BlockHash]:
         raise NotImplementedError
 
+    def session_of(self, request_id: str) -> str | None:
+        """The session a running request names (None: none): its KV events carry it, as vLLM's do."""
+        session = self._session_of.get(request_id)
+        return None if session is None else session[0]
+
     def _free(self, seq: RequestState) -> None:
         raise NotImplementedError
 
@@ -115,7 +120,14 @@ class OffloadHooks:
                 self.pool.cache_block(seq.block_ids[k], seq.block_hashes[k])
             self.pool.record_reuse(loaded)  # loaded for a prefix hit: useful KV by construction
             if self.pool.kv_event_sink is not None:
-                self.pool.log_stored(seq.block_ids, seq.block_hashes, seq.num_cached_blocks, n, seq.tokens)
+                self.pool.log_stored(
+                    seq.block_ids,
+                    seq.block_hashes,
+                    seq.num_cached_blocks,
+                    n,
+                    seq.tokens,
+                    self.session_of(seq.request_id),
+                )
             seq.num_cached_blocks = n
             seq.num_computed = n * self.block_size
             self._loaded.append(seq)

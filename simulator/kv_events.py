@@ -44,6 +44,9 @@ class BlockStored(KVCacheEvent):
     group_idx: int | None = None  # vLLM names the KV cache group; a single-group model is group 0
     kv_cache_spec_kind: str | None = None
     kv_cache_spec_sliding_window: int | None = None
+    locality: str | None = None
+    ownership: str | None = None
+    session_id: str | None = None  # the request's session (vLLM 0.32+): body `session_id` or X-Session-ID
 
 
 class BlockRemoved(KVCacheEvent):
@@ -75,7 +78,11 @@ def external_hash(block_hash: BlockHash) -> int:
 
 
 def block_stored(
-    hashes: list[BlockHash], parent: BlockHash | None, token_ids: list[int], block_size: int
+    hashes: list[BlockHash],
+    parent: BlockHash | None,
+    token_ids: list[int],
+    block_size: int,
+    session_id: str | None = None,
 ) -> BlockStored:
     """The event for a run of newly cached blocks (`token_ids` covers exactly those blocks)."""
     return BlockStored(
@@ -87,6 +94,7 @@ def block_stored(
         medium=MEDIUM_GPU,
         lora_name=None,
         group_idx=0,
+        session_id=session_id,
     )
 
 

@@ -5,7 +5,9 @@ Contract (pure; the core asks on each call of an admitted workflow, before routi
   scraped) or the proxy holds calls for it (`queued`), and the predicted wait there exceeds the cost of
   recomputing the call's prompt elsewhere: wait = backlog x `call_s` / max(1, running); recompute =
   prompt_tokens x `prefill_s_per_token` x (1 + prompt_tokens / `attention_tokens`) (prefill grows faster
-  than linearly with the context: the attention term).
+  than linearly with the context: the attention term). When the replica's KV events say how much of the
+  context it still caches (`RequestInfo.kv_resident`), what staying saves is recompute(prompt) less
+  recompute(the part it evicted): a workflow whose KV is gone from its replica moves for any wait.
 - Another healthy replica is *idle* when nothing of this proxy is in flight or held there, its engine
   has nothing waiting, and it has room for the workflow's footprint (`has_room`).
 - Then the call moves to the idle replica with the fewest running calls (ties: first in the core's
@@ -45,7 +47,13 @@ def steal_target(
     backlog = bound.waiting + bound.queued
     if not bound.healthy or backlog == 0:
         return None
-    if backlog * spec.call_s / max(1, bound.running) <= recompute_s(spec, req.prompt_tokens):
+    prompt = req.prompt_tokens
+    saved = recompute_s(spec, prompt)
+    if req.kv_resident is not None:
+        held = req.kv_resident.get(bound.replica_id)
+        if held is not None and held < prompt:
+            saved -= recompute_s(spec, prompt - held)
+    if backlog * spec.call_s / max(1, bound.running) <= saved:
         return None
     best: ReplicaView | None = None
     for r in replicas:

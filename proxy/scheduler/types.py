@@ -43,6 +43,10 @@ class RequestInfo(msgspec.Struct, frozen=True):
     # workflow, so admitted with it and ranked with it. "" when none. (The proxy keeps a subagent's calls in
     # the session they name; the discrete-event cluster's `swe-subagents` sets it: docs/results/subagents/.)
     parent_session: str = ""
+    # Tokens of this session's context each replica reports still caching, from the replicas' KV-cache
+    # events (proxy/kv_residency.py), for the replicas where the session stored blocks; None when the proxy
+    # takes no KV events (then policies assume a replica holds what they sent it and has not evicted it).
+    kv_resident: dict[ReplicaId, int] | None = None
 
 
 class Usage(msgspec.Struct, frozen=True):

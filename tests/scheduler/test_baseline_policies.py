@@ -72,6 +72,34 @@ def test_prefix_load_leaves_a_cached_replica_whose_queue_is_long_for_a_short_mat
     assert route(core, call("s", (1, 2, 3, 4, 5, 6, 7))).replica_id == home
 
 
+def test_prefix_scores_take_the_replicas_word_where_their_kv_events_give_it() -> None:
+    """The estimate says the session's home holds its whole prompt; the home's KV events say it evicted
+    it: prefix-load then goes by load, as for a prompt cached nowhere."""
+    core = core_for("prefix-load")
+    prefix = (1, 2, 3, 4, 5, 6)
+    home = route(core, call("s", prefix)).replica_id
+    for rid in REPLICAS:
+        core.replica_stats(ReplicaStats(rid, waiting=4 if rid == home else (0 if rid == "r3" else 1)))
+    again = RequestInfo(
+        request_id="q-held",
+        session_id="s",
+        arrived_at=0.0,
+        prefix_hashes=prefix,
+        prompt_tokens=1_536,
+        kv_resident={home: 1_536},
+    )
+    assert route(core, again).replica_id == home
+    gone = RequestInfo(
+        request_id="q-gone",
+        session_id="s",
+        arrived_at=0.0,
+        prefix_hashes=prefix,
+        prompt_tokens=1_536,
+        kv_resident={home: 0},
+    )
+    assert route(core, gone).replica_id == "r3"
+
+
 def test_cache_aware_follows_a_long_match_else_the_emptiest_cache() -> None:
     core = core_for("cache-aware")
     first = route(core, call("s", (1, 2, 3, 4))).replica_id

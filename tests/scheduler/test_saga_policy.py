@@ -222,6 +222,27 @@ def test_stealing_stays_when_the_wait_is_cheaper_than_recomputing() -> None:
     assert steal_target(spec, small, bound, [bound, idle], lambda _: False) is None
 
 
+def test_stealing_weighs_what_the_bound_replica_still_caches() -> None:
+    """With the replicas' KV events (RequestInfo.kv_resident), staying saves only the re-prefill of the part
+    the bound replica still holds: a workflow whose KV it evicted moves for a wait that would keep it."""
+    spec = StealingSpec(call_s=1.0)
+    bound = ReplicaView("r0", waiting=1, running=4)
+    idle = ReplicaView("r1")
+    replicas = [bound, idle]
+    held_all = RequestInfo("q", "s", 0.0, prompt_tokens=100_000, kv_resident={"r0": 100_000})
+    assert steal_target(spec, held_all, bound, replicas, lambda _: True) is None
+    evicted = RequestInfo("q", "s", 0.0, prompt_tokens=100_000, kv_resident={"r0": 0})
+    assert steal_target(spec, evicted, bound, replicas, lambda _: True) == "r1"
+    mostly = RequestInfo("q", "s", 0.0, prompt_tokens=100_000, kv_resident={"r0": 99_900})
+    assert steal_target(spec, mostly, bound, replicas, lambda _: True) is None
+    # a replica the events do not cover (or where the session stored nothing): as without events
+    unknown = RequestInfo("q", "s", 0.0, prompt_tokens=100_000, kv_resident={"r1": 0})
+    assert steal_target(spec, unknown, bound, replicas, lambda _: True) is None
+    # no backlog: nothing to save by moving, evicted or not
+    calm = ReplicaView("r0", running=4)
+    assert steal_target(spec, evicted, calm, [calm, idle], lambda _: True) is None
+
+
 def test_rebalancing_moves_a_workflow_off_a_replica_whose_reservations_outgrew_its_kv() -> None:
     spec = StealingSpec(rebalance_above=1.0)
     full = ReplicaView("r0", kv_capacity_tokens=100_000, reserved_tokens=120_000, waiting=1, running=3)

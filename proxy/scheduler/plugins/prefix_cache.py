@@ -3,7 +3,8 @@
 llm-d's approximate prefix-cache scorer: the router remembers the prompt chunks it sent to each replica and
 scores a replica by the fraction of the prompt's leading chunks it would find there. It sees no KV events, so
 its view ages by an LRU capacity per replica (`capacity_chunks`, default ~ a 430k-token H100 cache of
-256-token chunks).
+256-token chunks). Where the replicas' KV events say how much of the session's context a replica still
+caches (`RequestInfo.kv_resident`, proxy/kv_residency.py), that figure replaces the estimate there.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ class PrefixCacheScorer(Scorer):
         total = len(req.prefix_hashes)
         if not total:
             return [0.0] * len(replicas)
-        return prefix_scores(self.index.depths(req.prefix_hashes, replicas), total)  # compiled
+        scores = prefix_scores(self.index.depths(req.prefix_hashes, replicas), total)  # compiled
+        resident = req.kv_resident
+        if resident and req.prompt_tokens > 0:  # the replicas' own word, where they gave it
+            for i, r in enumerate(replicas):
+                held = resident.get(r.replica_id)
+                if held is not None:
+                    scores[i] = min(1.0, held / req.prompt_tokens)
+        return scores
 
     def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         self.index.insert(req.prefix_hashes, replica_id)

@@ -1,0 +1,249 @@
+"""Which part of each session's context every replica still caches, from the replicas' own KV-cache events.
+
+vLLM (`--kv-events-config`, REFERENCE.md) publishes a `BlockStored` event for the full blocks a request adds
+to its prefix cache, naming the request's `session_id` (which the proxy sends as `X-Session-ID`), and a
+`BlockRemoved` event for every block it evicts. From them this index keeps, per replica and session, the
+chain of blocks the session's calls stored there, and answers exactly how many tokens of the session's
+context the replica would find cached: the prefix-cache estimate (proxy/scheduler/prefix_index.py) only
+knows what the proxy sent, not what the replica has evicted since.
+
+Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
+- `apply(replica, seq, batch)` takes one published batch. A sequence number that skips (ZMQ PUB drops
+  under load) or goes back (the replica restarted) makes the replica's view start afresh: an event lost
+  may have been an eviction, and a view that only ever under-counts is safe; the gap is counted.
+- A session's chain on a replica: the blocks its calls stored there, in order. A stored run whose parent
+  is the chain's block k replaces the chain after k (the conversation went on from there); a run with no
+  parent, or whose parent is not in the chain, starts a new chain on top of that parent's (its *base*: a
+  shared system prompt another session stored, counted as that block's depth). A run of blocks already
+  known (vLLM's `kv_cache_report_mode: full` reuse report) becomes the base of a new chain.
+- `resident_tokens(session)`: per replica where the session has a chain, block_size x (the base's blocks,
+  if its last block is still cached, + the chain's leading blocks up to the first evicted one); 0 when the
+  base was evicted (a prefix match stops there). Replicas where the session stored nothing are absent.
+- Only the GPU tier (`medium` None or "GPU") and the first KV-cache group count.
+- Memory: one entry per cached block per replica (bounded by the replicas' KV: ~100 bytes a block) and at
+  most `max_sessions` chains per replica, the least recently extended dropped first; past `max_blocks` a
+  replica's view starts afresh (counted), so a replica that never reports evictions cannot grow it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import msgspec
+
+# vLLM sends 64-bit ints by default, digests when VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0
+BlockKey = int | bytes
+
+
+class BlockStored(msgspec.Struct, tag="BlockStored", gc=False):
+    """The fields read of vLLM's event (token ids and the rest are skipped while decoding)."""
+
+    block_hashes: list[BlockKey]
+    parent_block_hash: BlockKey | None = None
+    block_size: int = 0
+    medium: str | None = None
+    group_idx: int | None = None
+    session_id: str | None = None
+
+
+class BlockRemoved(msgspec.Struct, tag="BlockRemoved", gc=False):
+    block_hashes: list[BlockKey]
+    medium: str | None = None
+    group_idx: int | None = None
+
+
+class AllBlocksCleared(msgspec.Struct, tag="AllBlocksCleared", gc=False):
+    pass
+
+
+KvEvent = BlockStored | BlockRemoved | AllBlocksCleared
+
+
+class EventBatch(msgspec.Struct, array_like=True, gc=False):
+    """vLLM's `KVEventBatch`: `[ts, events, data_parallel_rank]`; events are decoded one by one (below)."""
+
+    ts: float
+    events: list[msgspec.Raw]
+    data_parallel_rank: int | None = None
+
+
+_batch_decoder = msgspec.msgpack.Decoder(EventBatch)
+_event_decoder = msgspec.msgpack.Decoder(KvEvent)
+
+
+def decode_batch(payload: bytes) -> tuple[list[KvEvent], int]:
+    """The events of one payload frame, and how many events were skipped (a type this proxy does not know,
+    or a malformed one); raises msgspec.DecodeError when the frame is not a batch at all."""
+    batch = _batch_decoder.decode(payload)
+    events: list[KvEvent] = []
+    skipped = 0
+    for raw in batch.events:
+        try:
+            events.append(_event_decoder.decode(raw))
+        except msgspec.DecodeError:
+            skipped += 1
+    return events, skipped
+
+
+def _counts(medium: str | None, group_idx: int | None) -> bool:
+    return (medium is None or medium == "GPU") and not group_idx
+
+
+class _Chain:
+    """One session's blocks on one replica."""
+
+    __slots__ = ("base_blocks", "base_hash", "block_size", "hashes", "held")
+
+    def __init__(self, base_hash: BlockKey | None, base_blocks: int, block_size: int) -> None:
+        self.base_hash = base_hash  # the block the chain grew from (not its own); None: from the start
+        self.base_blocks = base_blocks  # that block's depth: blocks up to and including it
+        self.block_size = block_size
+        self.hashes: list[BlockKey] = []
+        self.held = 0  # leading blocks of `hashes` still cached
+
+
+class ReplicaBlocks:
+    """One replica's view; see the module contract."""
+
+    def __init__(self, max_sessions: int, max_blocks: int) -> None:
+        self.max_sessions = max_sessions
+        self.max_blocks = max_blocks
+        self.owner: dict[BlockKey, tuple[_Chain, int]] = {}  # cached block -> the chain and index it is at
+        self.chains: OrderedDict[str, _Chain] = OrderedDict()  # session -> its chain, least recent first
+        self.endpoint = ""  # where its events come from (set by the subscriber)
+        self.last_seq: int | None = None
+        self.batches = 0
+        self.gaps = 0  # batches lost (or a restart): the view started afresh
+        self.overflows = 0  # times past max_blocks
+        self.skipped = 0  # events not understood
+
+    def reset(self) -> None:
+        self.owner.clear()
+        self.chains.clear()
+
+    def report(self) -> dict[str, object]:
+        """For `GET /saga/v1/replicas`."""
+        return {
+            "endpoint": self.endpoint,
+            "batches": self.batches,
+            "gaps": self.gaps,
+            "overflows": self.overflows,
+            "skipped_events": self.skipped,
+            "cached_blocks": len(self.owner),
+            "sessions": len(self.chains),
+        }
+
+    def _depth(self, block: BlockKey) -> int | None:
+        """Blocks up to and including `block` along the chain it is cached in; None if unknown."""
+        entry = self.owner.get(block)
+        if entry is None:
+            return None
+        chain, i = entry
+        if i >= len(chain.hashes) or chain.hashes[i] != block:
+            return None  # the chain moved on past it
+        return chain.base_blocks + i + 1
+
+    def stored(self, event: BlockStored) -> None:
+        hashes = event.block_hashes
+        if not hashes or not _counts(event.medium, event.group_idx):
+            return
+        owner = self.owner
+        session = event.session_id
+        chain = self.chains.get(session) if session else None
+        if all(h in owner for h in hashes):  # a reuse report: the session's context starts on these blocks
+            if session:
+                depth = self._depth(hashes[-1])
+                self._start(session, hashes[-1] if depth else None, depth or 0, event.block_size)
+            return
+        parent = event.parent_block_hash
+        at = owner.get(parent) if parent is not None else None
+        if chain is not None and at is not None and at[0] is chain and at[1] < len(chain.hashes):
+            keep = at[1] + 1  # the conversation went on from the chain's block `keep - 1`
+            del chain.hashes[keep:]
+            chain.held = min(chain.held, keep)
+        elif session:
+            base = (self._depth(parent) or 0) if parent is not None else 0
+            chain = self._start(session, parent if base else None, base, event.block_size)
+        else:  # no session: kept only so that sessions growing from these blocks know their depth
+            base = (self._depth(parent) or 0) if parent is not None else 0
+            chain = _Chain(parent if base else None, base, event.block_size)
+        all_held = chain.held == len(chain.hashes)
+        for h in hashes:
+            owner[h] = (chain, len(chain.hashes))
+            chain.hashes.append(h)
+        if all_held:
+            chain.held = len(chain.hashes)
+        if session:
+            self.chains.move_to_end(session)
+        if len(owner) > self.max_blocks:
+            self.overflows += 1
+            self.reset()
+
+    def _start(self, session: str, base_hash: BlockKey | None, base_blocks: int, block_size: int) -> _Chain:
+        chain = self.chains[session] = _Chain(base_hash, base_blocks, block_size)
+        self.chains.move_to_end(session)
+        while len(self.chains) > self.max_sessions:
+            self.chains.popitem(last=False)
+        return chain
+
+    def removed(self, event: BlockRemoved) -> None:
+        if not _counts(event.medium, event.group_idx):
+            return
+        pop = self.owner.pop
+        for h in event.block_hashes:
+            entry = pop(h, None)
+            if entry is not None:
+                chain, i = entry
+                if i < chain.held and chain.hashes[i] == h:  # (not a branch the chain has left)
+                    chain.held = i
+
+    def resident_tokens(self, session: str) -> int | None:
+        chain = self.chains.get(session)
+        if chain is None:
+            return None
+        if chain.base_hash is not None and self._depth(chain.base_hash) != chain.base_blocks:
+            return 0  # the block the chain grew from is gone (or moved): a prefix match stops before it
+        return (chain.base_blocks + chain.held) * chain.block_size
+
+
+class KvResidency:
+    """Every subscribed replica's view (module contract)."""
+
+    def __init__(self, max_sessions: int = 100_000, max_blocks: int = 4_000_000) -> None:
+        self.max_sessions = max_sessions
+        self.max_blocks = max_blocks
+        self.replicas: dict[str, ReplicaBlocks] = {}
+
+    def replica(self, replica: str) -> ReplicaBlocks:
+        view = self.replicas.get(replica)
+        if view is None:
+            view = self.replicas[replica] = ReplicaBlocks(self.max_sessions, self.max_blocks)
+        return view
+
+    def forget_replica(self, replica: str) -> None:
+        self.replicas.pop(replica, None)
+
+    def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0) -> None:
+        view = self.replica(replica)
+        if view.last_seq is not None and seq != view.last_seq + 1:
+            view.gaps += 1
+            view.reset()
+        view.last_seq = seq
+        view.batches += 1
+        view.skipped += skipped
+        for event in events:
+            if isinstance(event, BlockStored):
+                view.stored(event)
+            elif isinstance(event, BlockRemoved):
+                view.removed(event)
+            else:
+                view.reset()
+
+    def resident_tokens(self, session: str) -> dict[str, int]:
+        """Tokens of `session`'s context cached on each replica where it has a chain (module contract)."""
+        out: dict[str, int] = {}
+        for replica, view in self.replicas.items():
+            tokens = view.resident_tokens(session)
+            if tokens is not None:
+                out[replica] = tokens
+        return out

@@ -1,0 +1,139 @@
+"""End to end: the proxy subscribes to simulated replicas' vLLM KV-cache events (ZMQ, vLLM's wire format)
+and knows which part of each session's context every replica still caches, and what it evicted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import KvEventsConfig, ProxyConfig
+from proxy.scheduler import ConfigError
+from proxy.server import running_proxy
+from simulator.server import ReplicaFleet, start_fleet
+
+BS = 16  # the simulated replica's block size (vLLM's on a GPU)
+WAIT_S = 10.0
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[ReplicaFleet]:
+    # 250 blocks: 4,000 tokens of KV, so two long sessions cannot both stay cached
+    fleet = await start_fleet(1, time_scale=200.0, kv_events_endpoint="tcp://127.0.0.1:*", num_gpu_blocks=250)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
+
+
+def _config(fleet: ReplicaFleet) -> ProxyConfig:
+    endpoints = {}
+    for url, replica in zip(fleet.urls, fleet.replicas, strict=True):
+        assert replica.kv_publisher is not None
+        endpoints[url] = replica.kv_publisher.endpoint
+    kv_events = KvEventsConfig(port=None, endpoints=endpoints)
+    return ProxyConfig(
+        replicas=fleet.urls,
+        port=0,
+        seed=1,
+        health_interval_s=0.2,
+        policy="session-affinity",
+        kv_events=kv_events,
+    )
+
+
+async def _subscribed(fleet: ReplicaFleet) -> None:
+    for _ in range(int(WAIT_S / 0.02)):
+        if all(r.kv_publisher is not None and r.kv_publisher.has_subscriber() for r in fleet.replicas):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the proxy never subscribed to the replicas' KV events")
+
+
+async def _call(http: aiohttp.ClientSession, url: str, session: str, words: int) -> dict[str, Any]:
+    body = {
+        "model": "saga-sim",
+        "messages": [{"role": "user", "content": f"{session} " + "lorem ipsum " * words}],
+        "max_tokens": 8,
+    }
+    async with http.post(f"{url}/v1/chat/completions", json=body, headers={"X-Session-ID": session}) as r:
+        assert r.status == 200, await r.text()
+        usage: dict[str, Any] = (await r.json())["usage"]
+        return usage
+
+
+async def _resident(http: aiohttp.ClientSession, url: str, session: str) -> dict[str, int]:
+    async with http.get(f"{url}/saga/v1/sessions") as r:
+        assert r.status == 200
+        for s in (await r.json())["sessions"]:
+            if s["session_id"] == session:
+                resident: dict[str, int] = s["kv_resident"]
+                return resident
+    raise AssertionError(f"no session {session}")
+
+
+async def _until(http: aiohttp.ClientSession, url: str, session: str, check: Any) -> dict[str, int]:
+    """The session's residency once `check` holds (events arrive after the answer)."""
+    resident: dict[str, int] = {}
+    for _ in range(int(WAIT_S / 0.05)):
+        resident = await _resident(http, url, session)
+        if check(resident):
+            return resident
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{session}: {resident}")
+
+
+async def test_the_proxy_knows_what_each_replica_caches_of_a_session_and_what_it_evicts(
+    http: aiohttp.ClientSession, fleet: ReplicaFleet
+) -> None:
+    replica = fleet.urls[0]
+    async with running_proxy(_config(fleet)) as url:
+        await _subscribed(fleet)
+        usage = await _call(http, url, "s-1", 600)
+        computed = usage["prompt_tokens"] + usage["completion_tokens"] - 1  # the last token has no KV yet
+        resident = await _until(http, url, "s-1", lambda r: r.get(replica, 0) > 0)
+        assert resident == {replica: computed // BS * BS}
+        # another session's long prompt needs most of the KV: the replica evicts s-1's blocks
+        await _call(http, url, "s-2", 1_500)
+        evicted = await _until(http, url, "s-1", lambda r: r.get(replica, 0) < computed // BS * BS)
+        assert evicted[replica] < computed // BS * BS
+        assert (await _resident(http, url, "s-2"))[replica] > 0
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            (row,) = (await r.json())["replicas"]
+        events = row["kv_events"]
+        assert events["endpoint"] == fleet.replicas[0].kv_publisher.endpoint  # type: ignore[union-attr]
+        assert events["batches"] > 0 and events["gaps"] == 0 and events["cached_blocks"] > 0
+        # the replica drops its whole prefix cache: the proxy's view of it goes too
+        async with http.post(f"{replica}/reset_prefix_cache") as r:
+            assert (await r.json())["success"] is True
+        await _until(http, url, "s-2", lambda r: r == {})
+
+
+async def test_a_proxy_without_kv_events_reports_none(
+    http: aiohttp.ClientSession, fleet: ReplicaFleet
+) -> None:
+    config = ProxyConfig(replicas=fleet.urls, port=0, health_interval_s=0.2)
+    async with running_proxy(config) as url:
+        await _call(http, url, "s-1", 10)
+        async with http.get(f"{url}/saga/v1/sessions") as r:
+            (session,) = (await r.json())["sessions"]
+        assert "kv_resident" not in session
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            (row,) = (await r.json())["replicas"]
+        assert row["kv_events"] is None
+
+
+@pytest.mark.parametrize(
+    ("kv_events", "message"),
+    [
+        (KvEventsConfig(port=70_000), "kv_events.port"),
+        (KvEventsConfig(max_blocks=0), "kv_events.max_sessions and kv_events.max_blocks"),
+        (KvEventsConfig(endpoints={"http://r:8000": "http://r:5557"}), "kv_events.endpoints"),
+    ],
+)
+def test_bad_kv_events_settings_are_refused_by_name(kv_events: KvEventsConfig, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ProxyConfig(replicas=["http://r:8000"], kv_events=kv_events).validate()

@@ -1,0 +1,159 @@
+"""proxy/kv_residency.py: what a replica's KV events say it caches of each session."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from proxy.kv_residency import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    KvResidency,
+    decode_batch,
+)
+from simulator.kv_events import block_removed, block_stored, encode_message
+
+BS = 16
+
+
+def stored(hashes: list[int], parent: int | None, session: str | None = "s", **kw: object) -> BlockStored:
+    return BlockStored(hashes, parent, BS, session_id=session, **kw)  # type: ignore[arg-type]
+
+
+def removed(*hashes: int, **kw: object) -> BlockRemoved:
+    return BlockRemoved(list(hashes), **kw)  # type: ignore[arg-type]
+
+
+class Feed:
+    """One replica's events, numbered as its publisher numbers them."""
+
+    def __init__(self, kv: KvResidency, replica: str = "r1") -> None:
+        self.kv, self.replica, self.seq = kv, replica, 0
+
+    def __call__(self, *events: BlockStored | BlockRemoved | AllBlocksCleared) -> None:
+        self.kv.apply(self.replica, self.seq, list(events))
+        self.seq += 1
+
+
+def test_a_chain_is_held_up_to_its_first_evicted_block() -> None:
+    kv = KvResidency()
+    feed = Feed(kv)
+    feed(stored([1, 2, 3], None))
+    feed(stored([4, 5], 3))  # chunked prefill / the next call: the chain goes on
+    assert kv.resident_tokens("s") == {"r1": 5 * BS}
+    feed(removed(99))  # another session's block
+    assert kv.resident_tokens("s") == {"r1": 5 * BS}
+    feed(removed(4))
+    assert kv.resident_tokens("s") == {"r1": 3 * BS}
+    feed(removed(2))
+    assert kv.resident_tokens("s") == {"r1": 1 * BS}
+    assert kv.resident_tokens("unknown") == {}
+
+
+def test_a_conversation_going_on_from_an_earlier_block_replaces_the_rest() -> None:
+    kv = KvResidency()
+    feed = Feed(kv)
+    feed(stored([1, 2, 3, 4], None))
+    feed(stored([7, 8], 2))  # history rewritten after block 2 (compaction, an edited message)
+    assert kv.resident_tokens("s") == {"r1": 4 * BS}
+    feed(removed(3, 4))  # the abandoned branch's blocks: no longer the session's
+    assert kv.resident_tokens("s") == {"r1": 4 * BS}
+    feed(removed(7))
+    assert kv.resident_tokens("s") == {"r1": 2 * BS}
+
+
+def test_a_session_grown_from_a_shared_prompt_counts_it_while_it_is_cached() -> None:
+    kv = KvResidency()
+    feed = Feed(kv)
+    feed(stored([1, 2, 3], None, session="a"))  # the shared system prompt, stored by the first agent
+    feed(stored([10, 11], 3, session="b"))  # the second agent hit it and stored only its own blocks
+    assert kv.resident_tokens("b") == {"r1": 5 * BS}
+    feed(removed(3))  # the shared prefix's last block is gone: a prefix match stops before b's blocks
+    assert kv.resident_tokens("b") == {"r1": 0}
+    assert kv.resident_tokens("a") == {"r1": 2 * BS}
+
+
+def test_blocks_stored_without_a_session_still_give_depth() -> None:
+    kv = KvResidency()
+    feed = Feed(kv)
+    feed(stored([1, 2], None, session=None))
+    feed(stored([5], 2, session="s"))
+    assert kv.resident_tokens("s") == {"r1": 3 * BS}
+
+
+def test_a_reuse_report_starts_the_session_on_known_blocks() -> None:
+    """vLLM's `kv_cache_report_mode: full`: a hit is reported as BlockStored of blocks already cached."""
+    kv = KvResidency()
+    feed = Feed(kv)
+    feed(stored([1, 2, 3], None, session="a"))
+    feed(stored([1, 2], None, session="b"))
+    assert kv.resident_tokens("b") == {"r1": 2 * BS}
+    feed(stored([20], 2, session="b"))
+    assert kv.resident_tokens("b") == {"r1": 3 * BS}
+
+
+def test_lost_batches_a_restart_or_a_clear_start_the_view_afresh() -> None:
+    kv = KvResidency()
+    kv.apply("r1", 0, [stored([1, 2], None)])
+    kv.apply("r1", 2, [])  # batch 1 was dropped: it may have held an eviction
+    assert kv.resident_tokens("s") == {}
+    assert kv.replicas["r1"].gaps == 1
+    kv.apply("r1", 3, [stored([1, 2], None)])
+    kv.apply("r1", 0, [])  # the replica restarted
+    assert kv.resident_tokens("s") == {}
+    kv.apply("r1", 1, [stored([1, 2], None)])
+    kv.apply("r1", 2, [AllBlocksCleared()])
+    assert kv.resident_tokens("s") == {}
+
+
+def test_other_tiers_and_groups_are_not_the_gpu_prefix_cache() -> None:
+    kv = KvResidency()
+    feed = Feed(kv)
+    feed(stored([1, 2], None, medium="CPU"), stored([3], None, group_idx=1))
+    assert kv.resident_tokens("s") == {}
+    feed(stored([1, 2], None, medium="GPU"))
+    feed(removed(1, medium="CPU"), removed(1, group_idx=1))
+    assert kv.resident_tokens("s") == {"r1": 2 * BS}
+
+
+def test_memory_is_bounded() -> None:
+    kv = KvResidency(max_sessions=2, max_blocks=5)
+    feed = Feed(kv)
+    for i, session in enumerate(("a", "b", "c")):
+        feed(stored([i], None, session=session))
+    assert set(kv.replicas["r1"].chains) == {"b", "c"}  # the least recently extended went first
+    feed(stored([10, 11, 12], None, session="d"))  # 6 blocks > 5: the view starts afresh
+    assert kv.replicas["r1"].overflows == 1
+    assert kv.resident_tokens("d") == {}
+
+
+def test_replicas_are_apart_and_forgotten() -> None:
+    kv = KvResidency()
+    Feed(kv, "r1")(stored([1, 2], None))
+    Feed(kv, "r2")(stored([1], None))
+    assert kv.resident_tokens("s") == {"r1": 2 * BS, "r2": BS}
+    kv.forget_replica("r1")
+    assert kv.resident_tokens("s") == {"r2": BS}
+
+
+def test_vllm_batches_decode_with_what_is_not_read() -> None:
+    """The simulator's publisher writes vLLM's wire format (token ids, extra keys, omitted defaults)."""
+    events = [block_stored([1, 2], None, [7] * 32, BS, "s"), block_removed([2])]
+    _, seq, payload = encode_message(b"", 5, 1.0, events)
+    decoded, skipped = decode_batch(payload)
+    assert skipped == 0
+    assert int.from_bytes(seq, "big") == 5
+    kv = KvResidency()
+    kv.apply("r1", 5, decoded)
+    assert kv.resident_tokens("s") == {"r1": BS}
+
+
+def test_an_unknown_event_is_skipped_and_garbage_refused() -> None:
+    enc = msgspec.msgpack.Encoder()
+    payload = enc.encode([1.0, [{"type": "BlockTeleported", "x": 1}, {"type": "AllBlocksCleared"}], 0])
+    events, skipped = decode_batch(payload)
+    assert (len(events), skipped) == (1, 1)
+    for bad in (b"\xc1", enc.encode({"ts": 1}), enc.encode([1.0, "events"])):
+        with pytest.raises(msgspec.DecodeError):
+            decode_batch(bad)

@@ -1,0 +1,115 @@
+"""A real vLLM server (CPU build) publishing its KV-cache events over ZMQ, and SAGA subscribed to them: the
+events name the session the proxy sends (`X-Session-ID`), so the proxy knows exactly how many tokens of each
+session's context the server caches, follows it as the conversation grows, and drops it when the server's
+prefix cache is reset."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.config import KvEventsConfig, ProxyConfig
+from proxy.server import running_proxy
+from tests.real_vllm.real_vllm import _free_port, running_vllm
+
+CPU_BLOCK_SIZE = 128  # vLLM's block size on the CPU backend
+WAIT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    port = _free_port()
+    events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{port}"}
+    with running_vllm(
+        ["--served-model-name", "tiny", "--kv-events-config", json.dumps(events)], name="kv-events"
+    ) as url:
+        yield url, port
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        yield session
+
+
+async def _resident(http: aiohttp.ClientSession, url: str, session: str) -> dict[str, int] | None:
+    async with http.get(f"{url}/saga/v1/sessions") as r:
+        for s in (await r.json())["sessions"]:
+            if s["session_id"] == session:
+                resident: dict[str, int] = s["kv_resident"]
+                return resident
+    return None
+
+
+async def _until(
+    http: aiohttp.ClientSession, url: str, session: str, check: Callable[[dict[str, int]], bool]
+) -> dict[str, int]:
+    resident: dict[str, int] | None = None
+    for _ in range(int(WAIT_S / 0.1)):
+        resident = await _resident(http, url, session)
+        if resident is not None and check(resident):
+            return resident
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{session}: {resident}")
+
+
+async def _chat(
+    http: aiohttp.ClientSession, url: str, messages: list[dict[str, str]], session: str = "agent-1"
+) -> dict[str, Any]:
+    body = {"model": "tiny", "messages": messages, "max_tokens": 6, "temperature": 0}
+    async with http.post(f"{url}/v1/chat/completions", json=body, headers={"X-Session-ID": session}) as r:
+        assert r.status == 200, await r.text()
+        answer: dict[str, Any] = await r.json()
+        return answer
+
+
+def _cached(usage: dict[str, Any]) -> int:
+    """Full blocks of what the server computed: the prompt and every answer token but the last."""
+    return (usage["prompt_tokens"] + usage["completion_tokens"] - 1) // CPU_BLOCK_SIZE * CPU_BLOCK_SIZE
+
+
+async def test_the_proxy_follows_a_sessions_kv_on_a_real_vllm(
+    server: tuple[str, int], http: aiohttp.ClientSession
+) -> None:
+    replica, port = server
+    async with http.post(f"{replica}/reset_prefix_cache") as r:
+        assert r.status == 200
+    config = ProxyConfig(
+        replicas=[replica],
+        port=0,
+        health_interval_s=0.2,
+        access_log=False,
+        policy="session-affinity",
+        kv_events=KvEventsConfig(port=port),  # tcp://127.0.0.1:<port>, from the replica's URL
+    )
+    async with running_proxy(config) as url:
+        await asyncio.sleep(1.5)  # a SUB socket sees only what is published after it connected
+        messages = [{"role": "user", "content": "Refactor the parser module. " * 40}]
+        first = await _chat(http, url, messages)
+        held = _cached(first["usage"])
+        assert held >= CPU_BLOCK_SIZE
+        assert await _until(http, url, "agent-1", lambda r: bool(r)) == {replica: held}
+        messages += [
+            {"role": "assistant", "content": first["choices"][0]["message"]["content"] or "ok"},
+            {"role": "user", "content": "Now run the tests and fix what fails. " * 40},
+        ]
+        second = await _chat(http, url, messages)
+        assert second["usage"]["prompt_tokens_details"]["cached_tokens"] > 0  # it went on from the first
+        grown = _cached(second["usage"])
+        assert grown > held
+        assert await _until(http, url, "agent-1", lambda r: r.get(replica) == grown) == {replica: grown}
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            (row,) = (await r.json())["replicas"]
+        assert row["kv_events"]["endpoint"] == f"tcp://127.0.0.1:{port}"
+        assert row["kv_events"]["gaps"] == 0 and row["kv_events"]["skipped_events"] == 0
+        async with http.post(f"{replica}/reset_prefix_cache") as r:
+            assert r.status == 200
+        # vLLM publishes a step's events with its next step: another agent's call
+        other = await _chat(http, url, [{"role": "user", "content": "List the files. " * 60}], "agent-2")
+        assert await _until(http, url, "agent-2", lambda r: bool(r)) == {replica: _cached(other["usage"])}
+        assert await _resident(http, url, "agent-1") == {}  # the cache was cleared: nothing of it is left
