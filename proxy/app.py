@@ -195,6 +195,7 @@ def create_app(
         app[REPLICA_CHANGES] = ReplicaChanges(workers.directory)
         app.on_cleanup.append(_close_response_owners)
     app[METRICS] = ProxyMetrics()
+    app[METRICS].kv_residency = app[KV_RESIDENCY]
     app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])
     if workers is not None:

@@ -18,7 +18,8 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
   known (vLLM's `kv_cache_report_mode: full` reuse report) becomes the base of a new chain.
 - `resident_tokens(session)`: per replica where the session has a chain, block_size x (the base's blocks,
   if its last block is still cached, + the chain's leading blocks up to the first evicted one); 0 when the
-  base was evicted (a prefix match stops there). Replicas where the session stored nothing are absent.
+  base was evicted (a prefix match stops there). Replicas where the session stored nothing are absent. On
+  the request path it looks only at the replicas holding a chain of the session (one shared map says which).
 - Only the GPU tier (`medium` None or "GPU") and the first KV-cache group count.
 - Memory: one entry per cached block per replica (bounded by the replicas' KV: ~100 bytes a block) and at
   most `max_sessions` chains per replica, the least recently extended dropped first; past `max_blocks` a
@@ -105,7 +106,12 @@ class _Chain:
 class ReplicaBlocks:
     """One replica's view; see the module contract."""
 
-    def __init__(self, max_sessions: int, max_blocks: int) -> None:
+    def __init__(
+        self, max_sessions: int, max_blocks: int, name: str = "", where: dict[str, set[str]] | None = None
+    ) -> None:
+        self.name = name
+        # session -> the replicas holding a chain of it, shared by every replica's view (KvResidency.where)
+        self.where: dict[str, set[str]] = {} if where is None else where
         self.max_sessions = max_sessions
         self.max_blocks = max_blocks
         self.owner: dict[BlockKey, tuple[_Chain, int]] = {}  # cached block -> the chain and index it is at
@@ -118,8 +124,17 @@ class ReplicaBlocks:
         self.skipped = 0  # events not understood
 
     def reset(self) -> None:
+        for session in self.chains:
+            self._unlist(session)
         self.owner.clear()
         self.chains.clear()
+
+    def _unlist(self, session: str) -> None:
+        replicas = self.where.get(session)
+        if replicas is not None:
+            replicas.discard(self.name)
+            if not replicas:
+                del self.where[session]
 
     def report(self) -> dict[str, object]:
         """For `GET /saga/v1/replicas`."""
@@ -180,10 +195,12 @@ class ReplicaBlocks:
             self.reset()
 
     def _start(self, session: str, base_hash: BlockKey | None, base_blocks: int, block_size: int) -> _Chain:
+        if session not in self.chains:
+            self.where.setdefault(session, set()).add(self.name)
         chain = self.chains[session] = _Chain(base_hash, base_blocks, block_size)
         self.chains.move_to_end(session)
         while len(self.chains) > self.max_sessions:
-            self.chains.popitem(last=False)
+            self._unlist(self.chains.popitem(last=False)[0])
         return chain
 
     def removed(self, event: BlockRemoved) -> None:
@@ -213,15 +230,19 @@ class KvResidency:
         self.max_sessions = max_sessions
         self.max_blocks = max_blocks
         self.replicas: dict[str, ReplicaBlocks] = {}
+        self.where: dict[str, set[str]] = {}  # session -> the replicas with a chain of it: a call looks there
 
     def replica(self, replica: str) -> ReplicaBlocks:
         view = self.replicas.get(replica)
         if view is None:
-            view = self.replicas[replica] = ReplicaBlocks(self.max_sessions, self.max_blocks)
+            view = ReplicaBlocks(self.max_sessions, self.max_blocks, replica, self.where)
+            self.replicas[replica] = view
         return view
 
     def forget_replica(self, replica: str) -> None:
-        self.replicas.pop(replica, None)
+        view = self.replicas.pop(replica, None)
+        if view is not None:
+            view.reset()
 
     def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0) -> None:
         view = self.replica(replica)
@@ -242,8 +263,11 @@ class KvResidency:
     def resident_tokens(self, session: str) -> dict[str, int]:
         """Tokens of `session`'s context cached on each replica where it has a chain (module contract)."""
         out: dict[str, int] = {}
-        for replica, view in self.replicas.items():
-            tokens = view.resident_tokens(session)
-            if tokens is not None:
-                out[replica] = tokens
+        replicas = self.where.get(session)
+        if replicas:
+            views = self.replicas
+            for replica in replicas:
+                tokens = views[replica].resident_tokens(session)
+                if tokens is not None:
+                    out[replica] = tokens
         return out

@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from proxy.connection_handoff import HandoffCounts
+from proxy.kv_residency import KvResidency
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore
 from proxy.shared_learning import LearningRings
@@ -123,6 +124,7 @@ class ProxyMetrics(Collector):
         self.releaser: RetentionReleaser | None = None  # set at startup, with the upstream session
         self.handoffs: HandoffCounts | None = None  # set in a worker of several (proxy/server.py)
         self.learning: LearningRings | None = None  # likewise (proxy/load_sync.py)
+        self.kv_residency: KvResidency | None = None  # with `kv_events` (proxy/kv_residency.py)
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -145,6 +147,7 @@ class ProxyMetrics(Collector):
         for histogram in (self.ttft, self.latency, self.task_completion):
             yield histogram.family()
         yield from self._releases()
+        yield from self._kv_events()
         if self.handoffs is not None:
             moved = CounterMetricFamily(
                 "saga_handoffs",
@@ -188,6 +191,29 @@ class ProxyMetrics(Collector):
         yield in_flight
         yield healthy
 
+    def _kv_events(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        kv = self.kv_residency
+        if kv is None:
+            return
+        batches = CounterMetricFamily(
+            "saga_kv_events_batches", "KV-event batches received from the replica", labels=["replica"]
+        )
+        gaps = CounterMetricFamily(
+            "saga_kv_events_gaps",
+            "Times the replica's KV events skipped or restarted their numbering (its view started afresh)",
+            labels=["replica"],
+        )
+        blocks = GaugeMetricFamily(
+            "saga_kv_events_cached_blocks", "Blocks the replica's KV events say it caches", labels=["replica"]
+        )
+        for replica, view in kv.replicas.items():
+            batches.add_metric([replica], view.batches)
+            gaps.add_metric([replica], view.gaps)
+            blocks.add_metric([replica], len(view.owner))
+        yield batches
+        yield gaps
+        yield blocks
+
     def _releases(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         releaser = self.releaser
         if releaser is None:
@@ -230,6 +256,7 @@ GAUGE_RULES: dict[str, Callable[[list[float]], float]] = {
     "saga_retention_releases_pending": sum,
     "saga_tenant_queued_calls": sum,
     "saga_replica_healthy": min,
+    "saga_kv_events_cached_blocks": max,  # every worker subscribes to every replica
     "saga_tenant_share_lead_seconds": max,
     "saga_tenant_share_bound_seconds": max,
     "saga_tenant_ttft_slo_attainment": min,  # replaced by met / calls where both counters are there

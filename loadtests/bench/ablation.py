@@ -5,7 +5,9 @@ spec with that mechanism switched off exactly as a user would in the config (doc
 `saga-arrival-order` / `saga-measured-room` / `saga-hold-always` one admission setting changed, and for
 `saga-gpu-hold` the retention held on the GPU on replicas with a CPU KV tier too; unknown names raise
 ValueError listing the known ones. `saga-no-admission` also turns work stealing off: stealing
-moves admitted workflows, so it needs admission's table of them.
+moves admitted workflows, so it needs admission's table of them. Any of these names + `+kv-events` is
+the same policy with the core told what the replicas' KV events say each caches of a session (the
+cluster's `kv_events`: `cluster_options(name)`).
 """
 
 from __future__ import annotations
@@ -48,11 +50,32 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+# Suffixes that run a policy on a cluster set up otherwise (loadtests/des/result.py ClusterConfig).
+VARIANTS: dict[str, dict[str, Any]] = {"+kv-events": {"kv_events": True}}
+
+
 def known_policies() -> list[str]:
     return [*PRESETS, *ABLATIONS]
 
 
+def split_variant(name: str) -> tuple[str, dict[str, Any]]:
+    """The policy a contender name runs, and the cluster options its suffix (if any) sets."""
+    for suffix, options in VARIANTS.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)], options
+    return name, {}
+
+
+def is_known(name: str) -> bool:
+    return split_variant(name)[0] in known_policies()
+
+
+def cluster_options(name: str) -> dict[str, Any]:
+    return split_variant(name)[1]
+
+
 def policy_for(name: str) -> str | PolicySpec:
+    name = split_variant(name)[0]
     if name in PRESETS:
         return name
     if name in ABLATIONS:

@@ -22,7 +22,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import Progress
 
-from loadtests.bench.ablation import known_policies, policy_for
+from loadtests.bench.ablation import cluster_options, is_known, known_policies, policy_for
 from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import PolicyMetrics, policy_metrics
 from loadtests.bench.report import BenchReport, RunMeta
@@ -92,9 +92,12 @@ def bench_des(
     progress_factory: Callable[[Console], Progress],
 ) -> tuple[BenchReport, dict[str, list[float]]]:
     policies = [p for p in args.policies.split(",") if p]
-    unknown = [p for p in policies if p not in known_policies()]
+    unknown = [p for p in policies if not is_known(p)]
     if unknown:
-        raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(known_policies())}")
+        raise ValueError(
+            f"unknown policies {', '.join(unknown)}; known: {', '.join(known_policies())}"
+            " (each also with '+kv-events')"
+        )
 
     def options(name: str) -> dict[str, Any]:
         return dict(
@@ -104,6 +107,7 @@ def bench_des(
             seed=args.seed,
             concurrency=args.concurrency,
             **kv_options(args),
+            **cluster_options(name),
         )
 
     pool = worker_pool(getattr(args, "jobs", 1), len(policies))
@@ -226,6 +230,7 @@ def sweep_cell(
             seed=seed,
             concurrency=concurrency,
             **kv,
+            **cluster_options(policy),
         )
     )
     m = policy_metrics(run.records, arriving, isolated, preemptions=run.preemptions)

@@ -10,7 +10,9 @@ Contract:
 - With `config.queue`, the core holds calls in its release queue (proxy/scheduler/release.py) and answers
   them later, from `request_finished`, `replica_stats` or `tick`.
 - Every call is reported with `request_arrived` (RequestInfo filled: session, tenant, agent type, arrival,
-  prompt tokens, prefix hashes) and its decision carried out: `Dispatch` adds it to that replica's engine
+  prompt tokens, prefix hashes; with `config.kv_events`, `kv_resident`: for each replica the session was
+  sent to, the tokens of the call's prompt its prefix cache holds now, what the replicas' KV events tell a
+  subscribed proxy) and its decision carried out: `Dispatch` adds it to that replica's engine
   (max_tokens = the step's output with ignore_eos, priority, session id, retain_ttl_s); `Reject`, or an
   engine refusing the request, fails the call and ends its task. The core also hears `first_token`,
   `request_finished` with usage for every dispatched call, `replica_stats` (waiting, running, KV usage) for
@@ -32,6 +34,8 @@ import random
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import msgspec
 
 from fairness.tenants import TenantsConfig
 from loadtests.des.client import HASH_ALGO, AgentRun, PendingCall, PromptSource
@@ -102,6 +106,8 @@ class Cluster:
         self.tasks_started = self.tasks_finished = self.calls_finished = self.calls_failed = 0
         self.end_s = 0.0
         self.kv_capacity_tokens = profile.num_gpu_blocks * profile.block_size
+        self.block_size = profile.block_size
+        self._sent_to: dict[str, set[str]] = {}  # session -> the replicas it was sent to (`kv_events` only)
         self.oversubscription = Oversubscription(config.replicas * self.kv_capacity_tokens)
 
     # ---- the run --------------------------------------------------------------------------------------
@@ -190,8 +196,19 @@ class Cluster:
 
     def _send(self, run: AgentRun) -> None:
         call = run.next_call(self.queue.now)
+        if self.config.kv_events:
+            call.info = msgspec.structs.replace(call.info, kv_resident=self._resident(call))
         self._pending[call.info.request_id] = call
         self._apply(self.core.request_arrived(call.info))
+
+    def _resident(self, call: PendingCall) -> dict[str, int]:
+        """What each replica the session was sent to caches of the call's prompt (its leading cached
+        blocks)."""
+        sent_to = self._sent_to.get(call.info.session_id)
+        if not sent_to:
+            return {}
+        bs = self.block_size
+        return {r: len(self.replicas[r].engine.pool.lookup(call.prompt_hashes)) * bs for r in sorted(sent_to)}
 
     def _apply(self, decisions: list[Decision]) -> None:
         for decision in decisions:
@@ -219,6 +236,8 @@ class Cluster:
             retain_priority=decision.retain_priority,
         )
         call.replica_id = replica.replica_id
+        if self.config.kv_events:
+            self._sent_to.setdefault(info.session_id, set()).add(replica.replica_id)
         call.prompt, call.prompt_hashes = array("q"), array("q")  # the engine owns or copied them
         now = self.queue.now
         try:

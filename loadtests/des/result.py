@@ -44,6 +44,9 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kv_blocks: int | None = None
     kv_scale: float | None = None
     kv_offload_gib: float | None = None
+    # Give the core each call's `kv_resident`: how much of its session's context every replica it was sent to
+    # still caches, as a proxy subscribed to the replicas' KV events knows it (proxy/kv_residency.py)
+    kv_events: bool = False
 
     def resolved_profile(self) -> Profile:
         profile = self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)

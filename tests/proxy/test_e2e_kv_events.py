@@ -106,6 +106,11 @@ async def test_the_proxy_knows_what_each_replica_caches_of_a_session_and_what_it
         events = row["kv_events"]
         assert events["endpoint"] == fleet.replicas[0].kv_publisher.endpoint  # type: ignore[union-attr]
         assert events["batches"] > 0 and events["gaps"] == 0 and events["cached_blocks"] > 0
+        async with http.get(f"{url}/metrics") as r:
+            scraped = await r.text()
+        blocks = float(events["cached_blocks"])
+        assert f'saga_kv_events_cached_blocks{{replica="{replica}"}} {blocks}' in scraped
+        assert f'saga_kv_events_gaps_total{{replica="{replica}"}} 0.0' in scraped
         # the replica drops its whole prefix cache: the proxy's view of it goes too
         async with http.post(f"{replica}/reset_prefix_cache") as r:
             assert (await r.json())["success"] is True

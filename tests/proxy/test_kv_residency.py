@@ -123,9 +123,11 @@ def test_memory_is_bounded() -> None:
     for i, session in enumerate(("a", "b", "c")):
         feed(stored([i], None, session=session))
     assert set(kv.replicas["r1"].chains) == {"b", "c"}  # the least recently extended went first
+    assert kv.where == {"b": {"r1"}, "c": {"r1"}}  # nor does the map of who holds what keep it
     feed(stored([10, 11, 12], None, session="d"))  # 6 blocks > 5: the view starts afresh
     assert kv.replicas["r1"].overflows == 1
     assert kv.resident_tokens("d") == {}
+    assert kv.where == {}
 
 
 def test_replicas_are_apart_and_forgotten() -> None:
@@ -135,6 +137,7 @@ def test_replicas_are_apart_and_forgotten() -> None:
     assert kv.resident_tokens("s") == {"r1": 2 * BS, "r2": BS}
     kv.forget_replica("r1")
     assert kv.resident_tokens("s") == {"r2": BS}
+    assert kv.where == {"s": {"r2"}}
 
 
 def test_vllm_batches_decode_with_what_is_not_read() -> None:
