@@ -7,7 +7,9 @@ Contract:
 - The loop follows the replica set (static, admin API, DNS discovery) once a second: a new replica is
   subscribed, a removed one's socket closed and its view dropped. ZMQ reconnects by itself, so a replica
   restarting needs nothing (its sequence numbers start again: the view starts afresh, proxy/kv_residency.py).
-- A frame that is not a batch is counted (`bad`) and skipped; nothing a replica sends can stop the loop.
+- A message that is not `[topic, seq, batch]` is counted (`bad`) and skipped, and a frame over
+  `MAX_FRAME_BYTES` closes that connection (ZMQ reconnects): nothing a replica sends can stop the loop or
+  grow the proxy's memory past the index's bounds.
 - The figures reach the scheduler through `RequestInfo.kv_resident` (proxy/calls.py): stealing and the
   prefix-cache scorer read them (docs/saga-policy.md).
 """
@@ -28,6 +30,9 @@ from proxy.kv_residency import KvResidency, decode_batch
 from proxy.scheduler import SchedulerCore
 
 log = logging.getLogger("saga.kv_events")
+# vLLM batches a step's events (a few thousand blocks' token ids: well under a MiB); a publisher sending
+# more per frame is not vLLM, and is cut off rather than buffered
+MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
 def endpoint_for(replica: str, config: KvEventsConfig) -> str | None:
@@ -71,6 +76,7 @@ class KvEventSubscriber:
             sock = self.context.socket(zmq.SUB)
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)  # a larger frame drops the connection (ZMQ)
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as e:

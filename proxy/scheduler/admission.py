@@ -105,6 +105,8 @@ class WorkflowAdmission:
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
         self._waiting_per_session: dict[str, int] = {}
+        # model -> calls waiting that name it: with one model (the usual fleet) nothing waits behind another
+        self.waiting_models: dict[str, int] = {}
         # Wake-ups (at, seq, session): a heap, a workflow's at or before its `quiet_at` (about one a workflow:
         # a finish that holds longer pushes none); at most 2 x workflows + slack entries (compacted)
         self._lapses: list[tuple[float, int, str]] = []
@@ -142,6 +144,7 @@ class WorkflowAdmission:
             rank = self.rank_of_new(req, now)
         self.waiting.push(req.request_id, req, tenant=req.tenant_id, cost=1.0, remaining=rank, now=now)
         self._waiting_per_session[req.session_id] = self._waiting_per_session.get(req.session_id, 0) + 1
+        self.waiting_models[req.model] = self.waiting_models.get(req.model, 0) + 1
         return True
 
     def peek(self, now: float) -> RequestInfo | None:
@@ -158,6 +161,9 @@ class WorkflowAdmission:
         left = self._waiting_per_session.pop(req.session_id) - 1
         if left:
             self._waiting_per_session[req.session_id] = left
+        left = self.waiting_models.pop(req.model) - 1
+        if left:
+            self.waiting_models[req.model] = left
 
     def footprint_of_new(self, req: RequestInfo) -> int:
         growth = self._growth.get(req.agent_type, self.predictor.config.priors.growth_tokens)

@@ -589,9 +589,38 @@ class SchedulerCore:
             room = admission.healthy_with_room(self.replicas.values(), footprint)
             replica_id = self.policy.route(head, room) if room else None
             if replica_id is None:
+                if len(admission.waiting_models) > 1:  # replicas serving other models may have room
+                    decisions += self._admit_other_models(head.model, now)
                 break
             admission.admit(head, replica_id, now)
             decisions += self._proceed(head, set(), replica_id)
+        return decisions
+
+    def _admit_other_models(self, stuck_model: str, now: float) -> list[Decision]:
+        """The waiting head found no room on the replicas serving its model (proxy/model_routing.py): the
+        workflows of other models are not held behind it. Each model keeps its own head of line: in
+        arrival order, a workflow of a model whose earlier one did not fit waits; one that fits is admitted
+        (out of the fair order, so its tenant is not charged for it)."""
+        assert self.admission is not None
+        admission = self.admission
+        stuck = {stuck_model}
+        decisions: list[Decision] = []
+        for req in list(admission.waiting.items()):
+            if req.model in stuck:
+                continue
+            if admission.is_admitted(req.session_id):  # a later call of a workflow admitted meanwhile
+                admission.admit(req, "", now)
+                decisions += self._proceed(req, set())
+                continue
+            room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
+            replica_id = self.policy.route(req, room) if room else None
+            if replica_id is None:
+                stuck.add(req.model)
+                if stuck.issuperset(admission.waiting_models):
+                    break
+                continue
+            admission.admit(req, replica_id, now)
+            decisions += self._proceed(req, set(), replica_id)
         return decisions
 
     def _queue_active(self) -> bool:

@@ -9,10 +9,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+import zmq
+import zmq.asyncio
 
 from proxy.config import KvEventsConfig, ProxyConfig
+from proxy.kv_events import KvEventSubscriber
+from proxy.kv_residency import KvResidency
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
+from simulator.kv_events import block_stored, encode_message
 from simulator.server import ReplicaFleet, start_fleet
 
 BS = 16  # the simulated replica's block size (vLLM's on a GPU)
@@ -142,3 +147,37 @@ async def test_a_proxy_without_kv_events_reports_none(
 def test_bad_kv_events_settings_are_refused_by_name(kv_events: KvEventsConfig, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ProxyConfig(replicas=["http://r:8000"], kv_events=kv_events).validate()
+
+
+async def test_a_publisher_sending_garbage_is_counted_and_does_not_stop_the_subscriber() -> None:
+    """A raw ZMQ publisher (not vLLM): malformed messages, then a real batch, which still arrives."""
+    context = zmq.asyncio.Context()
+    pub = context.socket(zmq.XPUB)
+    pub.bind("tcp://127.0.0.1:*")
+    endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+    kv = KvResidency()
+    subscriber = KvEventSubscriber(KvEventsConfig(port=None, endpoints={"http://r:1": endpoint}), kv)
+    try:
+        subscriber.follow(["http://r:1"])
+        assert await asyncio.wait_for(pub.recv(), WAIT_S) == b"\x01"  # the subscription reached it
+        garbage: list[list[bytes]] = [
+            [b"only one frame"],
+            [b"", b"short", b"payload"],  # a sequence number is 8 bytes
+            [b"", (0).to_bytes(8, "big"), b"\xc1 not msgpack"],
+            [b"", (1).to_bytes(8, "big"), b"\x91" * 100_000],  # deeply nested arrays
+        ]
+        for frames in garbage:
+            await pub.send_multipart(frames)
+        await pub.send_multipart(
+            list(encode_message(b"", 2, 0.0, [block_stored([5, 6], None, [1] * 32, 16, "s")]))
+        )
+        for _ in range(int(WAIT_S / 0.05)):
+            await subscriber.poll(0.05)
+            if kv.resident_tokens("s"):
+                break
+        assert subscriber.bad == len(garbage)
+        assert kv.resident_tokens("s") == {"http://r:1": 32}
+    finally:
+        subscriber.close()
+        pub.close(linger=0)
+        context.term()

@@ -44,6 +44,40 @@ def test_a_new_workflow_waits_for_room_on_a_replica_serving_its_model() -> None:
     assert core.admission.is_waiting("late")
 
 
+def test_a_workflow_of_another_model_is_not_held_behind_one_waiting_for_its_own() -> None:
+    """Admission has one queue; a head waiting for room on its model's replicas blocks only its model."""
+    core, clock = fleet()
+    assert core.admission is not None
+    size = 30_000
+    fits = int(CAPACITY * core.admission.spec.overcommit) // core.admission.footprint_of_new(chat("x", size))
+    firsts = [chat(f"s{i}", size) for i in range(fits)]
+    for req in firsts:
+        assert only_dispatch(core.request_arrived(req)).replica_id == "r0"
+    assert core.request_arrived(late := chat("late", size)) == []  # r0 is full: it waits
+    embed = msgspec.structs.replace(call("e0", size), model="embed")
+    assert only_dispatch(core.request_arrived(embed)).replica_id == "r1"  # before: it waited behind "late"
+    # r1 full too: the next embed workflow waits, and a second chat one keeps its place behind "late"
+    embeds = [msgspec.structs.replace(call(f"e{i}", size), model="embed") for i in range(1, fits)]
+    for req in embeds:
+        assert only_dispatch(core.request_arrived(req)).replica_id == "r1"
+    assert (
+        core.request_arrived(waiting_embed := msgspec.structs.replace(call("e-late", size), model="embed"))
+        == []
+    )
+    assert core.request_arrived(chat("later", size)) == []
+    # room on r1 (an embed workflow ends): its waiting workflow goes, though "late" still heads the queue
+    clock.now = 1.0
+    core.request_finished(embed.request_id, Usage(size, 10, finish_reason="stop"))
+    freed = core.session_ended(embed.session_id)
+    assert [d.request_id for d in freed if isinstance(d, Dispatch)] == [waiting_embed.request_id]
+    assert core.admission.is_waiting("late") and core.admission.is_waiting("later")
+    # room on r0 for one: the chat workflow first in line goes
+    core.request_finished(firsts[0].request_id, Usage(size, 10, finish_reason="stop"))
+    freed = core.session_ended(firsts[0].session_id)
+    assert [d.request_id for d in freed if isinstance(d, Dispatch)] == [late.request_id]
+    assert core.admission.is_waiting("later")
+
+
 def test_work_stealing_does_not_move_a_call_to_an_idle_replica_of_another_model() -> None:
     core, clock = fleet()
     first = only_dispatch(core.request_arrived(req := chat("a", 2_000)))
