@@ -180,3 +180,41 @@ async def test_a_backlogged_replica_keeps_its_models_calls_under_saga(http: aioh
                     routed.append(r.headers["X-Saga-Replica"])
     assert seen[llama.url]["waiting"] == 40
     assert routed == [llama.url] * 6
+
+
+async def test_a_workflow_of_another_model_is_admitted_past_one_waiting_for_its_own(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Under saga's admission, a new llama workflow waits for room on the llama replica; a qwen workflow
+    arriving after it goes at once to the qwen replica, which has room (before: it waited behind)."""
+    small_kv = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="64"} 1\n'  # 1,024 tokens
+    config = ProxyConfig(replicas=[], port=0, policy="saga", health_interval_s=0.2)
+    async with fake_replica(model="llama", metrics=small_kv) as llama, fake_replica(model="qwen") as qwen:
+        config = msgspec.structs.replace(config, replicas=[llama.url, qwen.url])
+        async with running_proxy(config) as url:
+            for _ in range(100):  # until the health loop has read the models and the capacity
+                async with http.get(f"{url}/saga/v1/replicas") as r:
+                    seen = {v["replica_id"]: v for v in (await r.json())["replicas"]}
+                if all(v["models"] for v in seen.values()) and seen[llama.url]["kv_capacity_tokens"]:
+                    break
+                await asyncio.sleep(0.05)
+
+            async def chat(model: str, session: str) -> str:
+                body = {"model": model, "messages": MESSAGES}
+                headers = {"X-Session-ID": session}
+                async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                    return r.headers["X-Saga-Replica"]
+
+            assert await chat("llama", "a") == llama.url  # "a" keeps its reservation between calls
+            waiting = asyncio.create_task(chat("llama", "b"))  # no room left on the llama replica
+            for _ in range(100):
+                async with http.get(f"{url}/saga/v1/state") as r:
+                    if (await r.json())["admission"]["waiting"]:
+                        break
+                await asyncio.sleep(0.02)
+            assert await asyncio.wait_for(chat("qwen", "c"), 10) == qwen.url
+            assert not waiting.done()
+            async with http.post(f"{url}/saga/v1/sessions/a/end") as r:
+                assert r.status == 200
+            assert await asyncio.wait_for(waiting, 10) == llama.url
