@@ -23,7 +23,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from proxy.config import ProxyConfig
+from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.server import running_proxy
 from simulator.server import start_fleet
 from tests.proxy.test_workers_e2e import saga_workers
@@ -186,7 +186,10 @@ def referenced_metrics() -> dict[str, set[str]]:
 async def exported(tmp_path: Path) -> AsyncIterator[set[str]]:
     """Metric family names the proxy (one process, and two workers: their series are only there) and a
     simulated replica (vLLM's names) expose on /metrics."""
-    fleet = await start_fleet(1, time_scale=100.0)
+    fleet = await start_fleet(1, time_scale=100.0, kv_events_endpoint="tcp://127.0.0.1:*")
+    publisher = fleet.replicas[0].kv_publisher
+    assert publisher is not None
+    kv_events = KvEventsConfig(port=None, endpoints={fleet.urls[0]: publisher.endpoint})
     names: set[str] = set()
 
     async def scrape(base: str) -> None:
@@ -194,7 +197,7 @@ async def exported(tmp_path: Path) -> AsyncIterator[set[str]]:
             names.update(re.findall(r"^# TYPE (\S+) ", await r.text(), re.M))
 
     try:
-        async with running_proxy(ProxyConfig(replicas=fleet.urls, port=0)) as url:
+        async with running_proxy(ProxyConfig(replicas=fleet.urls, port=0, kv_events=kv_events)) as url:
             for base in (url, fleet.urls[0]):
                 await scrape(base)
         workers = saga_workers(tmp_path, replicas=fleet.urls)
