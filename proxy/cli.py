@@ -156,6 +156,8 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
             replicas = [flag for url in fleet.urls for flag in ("--replica", url)]
             environ = {**os.environ, "SAGA_TIME_SCALE": str(args.time_scale)}
+            if config.kv_events is not None:  # the simulated replicas' endpoints, known only now
+                environ["SAGA_KV_EVENTS"] = msgspec.json.encode(config.kv_events).decode()
             return await supervise(config, [*argv, "--simulate", "0", *replicas], environ)
         await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
         return 0

@@ -51,6 +51,8 @@ _HELP = {
 # --replica / --simulate (and its --time-scale); structured keys: the YAML file (kv_events: also
 # --kv-events-port, below)
 _SKIPPED = {"replicas", "discovery", "api_keys", "time_scale", "kv_events"}
+# structured keys an environment variable may give as JSON (e.g. SAGA_KV_EVENTS='{"port": 5557}')
+_JSON_ENV = {"kv_events"}
 
 
 def _scalar_type(default: Any) -> Any:
@@ -131,9 +133,19 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
             raise ConfigError(f"{file}: expected a mapping of ProxyConfig keys (docs/config.md)")
         data.update(loaded)
     for field in msgspec.structs.fields(ProxyConfig):
-        value = environ.get(f"SAGA_{field.name.upper()}")
-        if value is not None:
-            data[field.name] = value.split(",") if field.name == "replicas" else value
+        name = f"SAGA_{field.name.upper()}"
+        value = environ.get(name)
+        if value is None:
+            continue
+        if field.name == "replicas":
+            data[field.name] = value.split(",")
+        elif field.name in _JSON_ENV:
+            try:
+                data[field.name] = msgspec.json.decode(value)
+            except msgspec.DecodeError as e:
+                raise ConfigError(f"{name} must be a JSON object of the {field.name} keys: {e}") from None
+        else:
+            data[field.name] = value
     data.update({k: v for k, v in flags.items() if v is not None})
     return data
 

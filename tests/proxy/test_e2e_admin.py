@@ -197,6 +197,34 @@ def test_config_layers_file_then_env_then_flags(tmp_path: Path) -> None:
     )
 
 
+def test_kv_events_come_from_the_file_the_environment_or_a_port_flag(tmp_path: Path) -> None:
+    yaml_text = "replicas: [http://a:1]\nkv_events: {endpoints: {'http://a:1': 'tcp://a:7000'}}\n"
+    config = proxy_config(_args(tmp_path, yaml_text), [], {})
+    assert config.kv_events is not None
+    assert (config.kv_events.port, config.kv_events.endpoints) == (5557, {"http://a:1": "tcp://a:7000"})
+    # the port flag keeps the file's other keys
+    config = proxy_config(_args(tmp_path, yaml_text, kv_events_port=6000), [], {})
+    assert config.kv_events is not None
+    assert (config.kv_events.port, config.kv_events.endpoints) == (6000, {"http://a:1": "tcp://a:7000"})
+    env = {"SAGA_KV_EVENTS": '{"port": null, "max_sessions": 10}', "SAGA_REPLICAS": "http://a:1"}
+    config = proxy_config(_args(tmp_path, None), [], env)
+    assert config.kv_events is not None and (config.kv_events.port, config.kv_events.max_sessions) == (
+        None,
+        10,
+    )
+    config = proxy_config(
+        _args(tmp_path, None), [], {"SAGA_KV_EVENTS_PORT": "7001", "SAGA_REPLICAS": "http://a:1"}
+    )
+    assert config.kv_events is not None and config.kv_events.port == 7001
+    assert proxy_config(_args(tmp_path, "replicas: [http://a:1]\n"), [], {}).kv_events is None
+    with pytest.raises(ConfigError, match="SAGA_KV_EVENTS must be a JSON object"):
+        proxy_config(_args(tmp_path, None), [], {"SAGA_KV_EVENTS": "{port: 1", "SAGA_REPLICAS": "http://a:1"})
+    with pytest.raises(ConfigError, match="max_sesions"):
+        proxy_config(
+            _args(tmp_path, None), [], {"SAGA_KV_EVENTS": '{"max_sesions": 1}', "SAGA_REPLICAS": "x"}
+        )
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "named"),
     [
