@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -158,6 +158,20 @@ async def test_calls_go_to_the_replicas_serving_their_model(http: aiohttp.Client
     assert all(replica == (qwen.url if model == "qwen" else llama.url) for model, replica in routed)
 
 
+async def _replicas_once(
+    http: aiohttp.ClientSession, url: str, ready: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """`GET /saga/v1/replicas` by replica, once every replica's models are known and `ready` holds."""
+    seen: dict[str, Any] = {}
+    for _ in range(100):
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            seen = {v["replica_id"]: v for v in (await r.json())["replicas"]}
+        if all(v["models"] for v in seen.values()) and ready(seen):
+            break
+        await asyncio.sleep(0.05)
+    return seen
+
+
 async def test_a_backlogged_replica_keeps_its_models_calls_under_saga(http: aiohttp.ClientSession) -> None:
     """Work stealing moves a call off a replica with a long engine queue to an idle one, but never to an idle
     replica serving another model (an embedding replica beside a chat one is idle to the scheduler)."""
@@ -166,12 +180,8 @@ async def test_a_backlogged_replica_keeps_its_models_calls_under_saga(http: aioh
     async with fake_replica(model="llama", metrics=backlog) as llama, fake_replica(model="embed") as embed:
         config = msgspec.structs.replace(config, replicas=[llama.url, embed.url])
         async with running_proxy(config) as url:
-            for _ in range(100):  # until the health loop has read the models and the backlog
-                async with http.get(f"{url}/saga/v1/replicas") as r:
-                    seen = {v["replica_id"]: v for v in (await r.json())["replicas"]}
-                if all(v["models"] for v in seen.values()) and seen[llama.url]["waiting"] == 40:
-                    break
-                await asyncio.sleep(0.05)
+            # until the health loop has read the models and the backlog
+            seen = await _replicas_once(http, url, lambda seen: seen[llama.url]["waiting"] == 40)
             routed = []
             for _ in range(6):
                 body = {"model": "llama", "messages": MESSAGES}
@@ -192,12 +202,8 @@ async def test_a_workflow_of_another_model_is_admitted_past_one_waiting_for_its_
     async with fake_replica(model="llama", metrics=small_kv) as llama, fake_replica(model="qwen") as qwen:
         config = msgspec.structs.replace(config, replicas=[llama.url, qwen.url])
         async with running_proxy(config) as url:
-            for _ in range(100):  # until the health loop has read the models and the capacity
-                async with http.get(f"{url}/saga/v1/replicas") as r:
-                    seen = {v["replica_id"]: v for v in (await r.json())["replicas"]}
-                if all(v["models"] for v in seen.values()) and seen[llama.url]["kv_capacity_tokens"]:
-                    break
-                await asyncio.sleep(0.05)
+            # until the health loop has read the models and the capacity
+            await _replicas_once(http, url, lambda seen: bool(seen[llama.url]["kv_capacity_tokens"]))
 
             async def chat(model: str, session: str) -> str:
                 body = {"model": model, "messages": MESSAGES}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
 import pytest
 
 from proxy.scheduler import (
@@ -81,24 +82,12 @@ def test_prefix_scores_take_the_replicas_word_where_their_kv_events_give_it() ->
     idle = next(rid for rid in REPLICAS if rid != home)
     for rid in REPLICAS:
         core.replica_stats(ReplicaStats(rid, waiting=4 if rid == home else (0 if rid == idle else 1)))
-    again = RequestInfo(
-        request_id="q-held",
-        session_id="s",
-        arrived_at=0.0,
-        prefix_hashes=prefix,
-        prompt_tokens=1_536,
-        kv_resident={home: 1_536},
-    )
-    assert route(core, again).replica_id == home
-    gone = RequestInfo(
-        request_id="q-gone",
-        session_id="s",
-        arrived_at=0.0,
-        prefix_hashes=prefix,
-        prompt_tokens=1_536,
-        kv_resident={home: 0},
-    )
-    assert route(core, gone).replica_id == idle
+
+    def again(held: int) -> RequestInfo:  # the session's next call, its home's events saying `held`
+        return msgspec.structs.replace(call("s", prefix), prompt_tokens=1_536, kv_resident={home: held})
+
+    assert route(core, again(1_536)).replica_id == home
+    assert route(core, again(0)).replica_id == idle
 
 
 def test_cache_aware_follows_a_long_match_else_the_emptiest_cache() -> None:
