@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import aiohttp
 
 from loadtests.agent_client import AgentClient
-from loadtests.bench.peers import RouterSpec, needs_kv_events, peer_command, unavailable
+from loadtests.bench.peers import RouterSpec, needs_kv_events, peer_command, saga_policy, unavailable
 from loadtests.tasks import AgentTask, TaskRecord
-from proxy.config import ProxyConfig
+from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.server import running_proxy
 from simulator.cost_model import get_profile
 from simulator.server import ReplicaFleet, start_fleet
@@ -67,13 +67,17 @@ async def running_router(
 ) -> AsyncIterator[str]:
     """Yields the base URL of router `spec` in front of `fleet`; stops it on exit."""
     if spec.kind == "saga":
+        kv_events = None
+        if needs_kv_events(spec):
+            kv_events = KvEventsConfig(port=None, endpoints=await _kv_event_sources(http, fleet.urls))
         config = ProxyConfig(
             replicas=list(fleet.urls),
-            policy=spec.policy,
+            policy=saga_policy(spec),
             port=0,
             health_interval_s=0.5,
             access_log=False,
             time_scale=time_scale,
+            kv_events=kv_events,
         )
         async with running_proxy(config) as url:
             yield url

@@ -1,6 +1,7 @@
 """The routers `saga bench live` compares: SAGA itself and the peers users would pick, run from pip.
 
-Contract: a router is named `KIND:POLICY` — `saga:<any SAGA policy>` (plain `saga` is the default policy),
+Contract: a router is named `KIND:POLICY` — `saga:<any SAGA policy>` (plain `saga` is the default policy;
+`+kv-events` after the policy subscribes SAGA to the replicas' KV-cache events, its `kv_events`),
 `vllm-router:<round_robin|consistent_hash|cache_aware|kv_aware|power_of_two|program>` (`program` is
 vllm-router's agent-aware program scheduling) and `sglang-router:<cache_aware|round_robin|power_of_two>`.
 `unavailable(spec)` says why a router cannot run here (a peer not installed) or None; `peer_command` builds a
@@ -58,8 +59,18 @@ def unavailable(spec: RouterSpec) -> str | None:
     return None
 
 
+KV_EVENTS_SUFFIX = "+kv-events"
+
+
 def needs_kv_events(spec: RouterSpec) -> bool:
+    if spec.kind == "saga":
+        return spec.policy.endswith(KV_EVENTS_SUFFIX)
     return spec.kind == "vllm-router" and spec.policy == "kv_aware"
+
+
+def saga_policy(spec: RouterSpec) -> str:
+    """The SAGA policy a `saga:` router runs (its name less `+kv-events`)."""
+    return spec.policy.removesuffix(KV_EVENTS_SUFFIX)
 
 
 def peer_command(

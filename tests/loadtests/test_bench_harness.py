@@ -11,7 +11,7 @@ import pytest
 from loadtests.bench import peers
 from loadtests.bench.live import run_router
 from loadtests.bench.metrics import PolicyMetrics, time_split
-from loadtests.bench.peers import parse_router, peer_command, unavailable
+from loadtests.bench.peers import needs_kv_events, parse_router, peer_command, saga_policy, unavailable
 from loadtests.bench.report import RunMeta, append_markdown, plot_completion_times, write_json
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
 from loadtests.tasks import AgentTask, CallRecord, Step, TaskRecord
@@ -25,6 +25,11 @@ def test_router_specs_are_checked_and_defaulted() -> None:
         parse_router("nginx:rr")
     with pytest.raises(ValueError, match="has no policy 'lru'"):
         parse_router("vllm-router:lru")
+    # SAGA subscribed to the replicas' KV events, like vllm-router's kv_aware
+    with_events = parse_router("saga:prefix-load+kv-events")
+    assert needs_kv_events(with_events) and saga_policy(with_events) == "prefix-load"
+    assert not needs_kv_events(parse_router("saga:saga")) and saga_policy(parse_router("saga:saga")) == "saga"
+    assert needs_kv_events(parse_router("vllm-router:kv_aware"))
 
 
 def test_peer_commands_scale_wall_clock_parameters_by_the_time_scale() -> None:

@@ -181,3 +181,51 @@ async def test_a_publisher_sending_garbage_is_counted_and_does_not_stop_the_subs
         subscriber.close()
         pub.close(linger=0)
         context.term()
+
+
+async def test_the_proxys_figure_is_what_the_replica_then_finds_cached(
+    http: aiohttp.ClientSession, fleet: ReplicaFleet
+) -> None:
+    """Five agents sharing a system prompt take turns on one replica whose KV holds about two of their
+    contexts, so it keeps evicting; before each call the proxy says how much of the session's context the
+    replica caches, and the replica's answer says how much of the call's prompt it found cached: the same
+    (agents whose own blocks were all evicted still find the shared system prompt, and the proxy says so)."""
+    replica = fleet.urls[0]
+    system = {"role": "system", "content": "You are a careful coding agent. " * 40}
+    conversations = {
+        f"agent-{i}": [system, {"role": "user", "content": f"task {i}: " + "fix it " * 150}] for i in range(5)
+    }
+    compared = []
+    async with running_proxy(_config(fleet)) as url:
+        await _subscribed(fleet)
+        for turn in range(4):
+            for session, messages in conversations.items():
+                await _settled(http, url)
+                said = (await _resident(http, url, session)).get(replica, 0) if turn else None
+                body = {"model": "saga-sim", "messages": messages, "max_tokens": 8}
+                headers = {"X-Session-ID": session}
+                async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                    answer = await r.json()
+                found = answer["usage"]["prompt_tokens_details"]["cached_tokens"]
+                if said is not None:
+                    compared.append((session, turn, said, found))
+                messages += [
+                    {"role": "assistant", "content": answer["choices"][0]["message"]["content"]},
+                    {"role": "user", "content": f"turn {turn}: " + "and then " * 120},
+                ]
+    before = {(session, turn): found for session, turn, _, found in compared}
+    # evictions happened: some sessions found less than the turn before
+    assert any(found < before.get((session, turn - 1), 0) for session, turn, _, found in compared)
+    assert all(said == found for _, _, said, found in compared), compared
+
+
+async def _settled(http: aiohttp.ClientSession, url: str) -> None:
+    """Until the proxy has read every batch the replica published (its count stops moving)."""
+    last = -1
+    for _ in range(int(WAIT_S / 0.05)):
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            batches = sum(row["kv_events"]["batches"] for row in (await r.json())["replicas"])
+        if batches == last:
+            return
+        last = batches
+        await asyncio.sleep(0.05)
