@@ -239,7 +239,10 @@ class Call:
 
     def _relayed(self, decision: Dispatch, outcome: forward.Relayed) -> None:
         metrics = self.metrics
-        self.usage = outcome.usage
+        self.usage = usage = outcome.usage
+        kv = self.shared.kv_residency
+        if kv is not None and usage is not None and usage.prompt_tokens > 0:  # its figures in our units
+            kv.learn_scale(self.info.prompt_tokens, usage.prompt_tokens)
         call_attempts.account(self, decision.replica_id, outcome)
         metrics.latency.observe(time.perf_counter() - self.started)
         metrics.calls.bump(self.path, str(outcome.status))

@@ -231,6 +231,10 @@ class KvResidency:
         self.max_blocks = max_blocks
         self.replicas: dict[str, ReplicaBlocks] = {}
         self.where: dict[str, set[str]] = {}  # session -> the replicas with a chain of it: a call looks there
+        # The core's token counts are the proxy's estimate from the prompt's bytes (~4 a token), the replicas'
+        # are their tokenizer's: estimated tokens per real one, learned from the calls' reported usage
+        self.scale = 1.0
+        self._scaled = False
 
     def replica(self, replica: str) -> ReplicaBlocks:
         view = self.replicas.get(replica)
@@ -259,6 +263,20 @@ class KvResidency:
                 view.removed(event)
             else:
                 view.reset()
+
+    def learn_scale(self, estimated: int, reported: int) -> None:
+        """A call the proxy estimated at `estimated` prompt tokens was `reported` by its replica."""
+        ratio = estimated / reported
+        if not self._scaled:
+            self.scale, self._scaled = ratio, True
+        else:
+            self.scale += 0.05 * (ratio - self.scale)  # a moving mean over the last ~20 calls
+
+    def resident_estimated(self, session: str) -> dict[str, int]:
+        """`resident_tokens` in the units of the proxy's own prompt estimate (`RequestInfo.prompt_tokens`),
+        so that policies compare like with like."""
+        scale = self.scale
+        return {replica: int(tokens * scale) for replica, tokens in self.resident_tokens(session).items()}
 
     def resident_tokens(self, session: str) -> dict[str, int]:
         """Tokens of `session`'s context cached on each replica where it has a chain (module contract)."""

@@ -44,8 +44,10 @@ class RequestInfo(msgspec.Struct, frozen=True):
     # the session they name; the discrete-event cluster's `swe-subagents` sets it: docs/results/subagents/.)
     parent_session: str = ""
     # Tokens of this session's context each replica reports still caching, from the replicas' KV-cache
-    # events (proxy/kv_residency.py), for the replicas where the session stored blocks; None when the proxy
-    # takes no KV events (then policies assume a replica holds what they sent it and has not evicted it).
+    # events (proxy/kv_residency.py), for the replicas where the session stored blocks, in the units of
+    # `prompt_tokens` (over HTTP the replica's count times the learned ratio of estimated to reported
+    # prompt tokens); None when the proxy takes no KV events (then policies assume a replica holds what
+    # they sent it and has not evicted it).
     kv_resident: dict[ReplicaId, int] | None = None
 
 

@@ -160,3 +160,16 @@ def test_an_unknown_event_is_skipped_and_garbage_refused() -> None:
     for bad in (b"\xc1", enc.encode({"ts": 1}), enc.encode([1.0, "events"])):
         with pytest.raises(msgspec.DecodeError):
             decode_batch(bad)
+
+
+def test_figures_for_the_core_are_in_the_units_of_its_prompt_estimate() -> None:
+    """The core's prompt_tokens are the proxy's estimate (~4 bytes a token); the replica counts its own."""
+    kv = KvResidency()
+    Feed(kv)(stored([1, 2, 3, 4], None))
+    assert kv.resident_estimated("s") == {"r1": 4 * BS}  # nothing learned yet: taken as equal
+    kv.learn_scale(1_500, 1_000)  # the proxy estimated 1.5 tokens for each the replica counted
+    assert kv.resident_estimated("s") == {"r1": 6 * BS}
+    for _ in range(200):
+        kv.learn_scale(500, 1_000)
+    assert kv.resident_estimated("s") == {"r1": pytest.approx(2 * BS, abs=1)}
+    assert kv.resident_tokens("s") == {"r1": 4 * BS}  # what /saga/v1/sessions shows: the replica's tokens
