@@ -68,6 +68,19 @@ async def _chat(
         return answer
 
 
+async def _subscribed(http: aiohttp.ClientSession, url: str) -> None:
+    """A SUB socket sees only what is published after its subscription reached the publisher: warm-up calls
+    (each a new prompt, so that it stores blocks) until the proxy has received a batch."""
+    for attempt in range(int(WAIT_S / 0.5)):
+        await _chat(http, url, [{"role": "user", "content": f"warm-up {attempt} " * 80}], "warm-up")
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            (row,) = (await r.json())["replicas"]
+        if row["kv_events"]["batches"]:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("the proxy received no KV events from the server")
+
+
 def _cached(usage: dict[str, Any]) -> int:
     """Full blocks of what the server computed: the prompt and every answer token but the last."""
     return (usage["prompt_tokens"] + usage["completion_tokens"] - 1) // CPU_BLOCK_SIZE * CPU_BLOCK_SIZE
@@ -88,7 +101,7 @@ async def test_the_proxy_follows_a_sessions_kv_on_a_real_vllm(
         kv_events=KvEventsConfig(port=port),  # tcp://127.0.0.1:<port>, from the replica's URL
     )
     async with running_proxy(config) as url:
-        await asyncio.sleep(1.5)  # a SUB socket sees only what is published after it connected
+        await _subscribed(http, url)
         messages = [{"role": "user", "content": "Refactor the parser module. " * 40}]
         first = await _chat(http, url, messages)
         held = _cached(first["usage"])
