@@ -241,7 +241,7 @@ class Call:
         metrics = self.metrics
         self.usage = usage = outcome.usage
         kv = self.shared.kv_residency
-        if kv is not None and usage is not None and usage.prompt_tokens > 0:  # its figures in our units
+        if kv is not None and usage is not None:  # its figures in the units of our prompt estimate
             kv.learn_scale(self.info.prompt_tokens, usage.prompt_tokens)
         call_attempts.account(self, decision.replica_id, outcome)
         metrics.latency.observe(time.perf_counter() - self.started)

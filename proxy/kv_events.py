@@ -56,7 +56,7 @@ class KvEventSubscriber:
         self.index = index
         self.context = zmq.asyncio.Context()
         self.sockets: dict[str, zmq.asyncio.Socket] = {}
-        self.endpoints: dict[str, str] = {}
+        self.poller = zmq.asyncio.Poller()  # every socket in `sockets`
         self.bad = 0  # frames that were not a batch
 
     def follow(self, replicas: list[str]) -> None:
@@ -64,8 +64,9 @@ class KvEventSubscriber:
         wanted = set(replicas)
         for replica in list(self.sockets):
             if replica not in wanted:
-                self.sockets.pop(replica).close(linger=0)
-                self.endpoints.pop(replica, None)
+                sock = self.sockets.pop(replica)
+                self.poller.unregister(sock)
+                sock.close(linger=0)
                 self.index.forget_replica(replica)
         for replica in replicas:
             if replica in self.sockets:
@@ -84,7 +85,7 @@ class KvEventSubscriber:
                 log.warning("KV events of %s: cannot connect to %r: %s", replica, endpoint, e)
                 continue
             self.sockets[replica] = sock
-            self.endpoints[replica] = endpoint
+            self.poller.register(sock, zmq.POLLIN)
             self.index.replica(replica).endpoint = endpoint
             log.info("KV events of %s: subscribed to %s", replica, endpoint)
 
@@ -102,15 +103,11 @@ class KvEventSubscriber:
 
     async def poll(self, timeout_s: float) -> None:
         """Drain every socket with something to read, waiting up to `timeout_s` for the first."""
-        poller = zmq.asyncio.Poller()
-        by_socket = {}
-        for replica, sock in self.sockets.items():
-            poller.register(sock, zmq.POLLIN)
-            by_socket[sock] = replica
-        if not by_socket:
+        if not self.sockets:
             await asyncio.sleep(timeout_s)
             return
-        for sock, _ in await poller.poll(timeout_s * 1000):
+        by_socket = {sock: replica for replica, sock in self.sockets.items()}
+        for sock, _ in await self.poller.poll(timeout_s * 1000):
             replica = by_socket[sock]
             for _ in range(1000):  # a busy replica cannot starve the others
                 try:

@@ -29,6 +29,7 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Annotated
 
 import msgspec
 
@@ -40,11 +41,13 @@ class BlockStored(msgspec.Struct, tag="BlockStored", gc=False):
     """The fields read of vLLM's event (token ids and the rest are skipped while decoding)."""
 
     block_hashes: list[BlockKey]
+    # tokens a block: vLLM's are 16 to a few thousand; out of range, the event is skipped as malformed
+    block_size: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)]
     parent_block_hash: BlockKey | None = None
-    block_size: int = 0
     medium: str | None = None
     group_idx: int | None = None
-    session_id: str | None = None
+    # the proxy's session ids are under 400 characters (proxy/identity.py, with a tenant's prefix)
+    session_id: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
 class BlockRemoved(msgspec.Struct, tag="BlockRemoved", gc=False):
@@ -74,8 +77,12 @@ _event_decoder = msgspec.msgpack.Decoder(KvEvent)
 
 def decode_batch(payload: bytes) -> tuple[list[KvEvent], int]:
     """The events of one payload frame, and how many events were skipped (a type this proxy does not know,
-    or a malformed one); raises msgspec.DecodeError when the frame is not a batch at all."""
-    batch = _batch_decoder.decode(payload)
+    or a malformed one); raises msgspec.DecodeError when the frame is not a batch at all (nested past the
+    decoder's depth included)."""
+    try:
+        batch = _batch_decoder.decode(payload)
+    except RecursionError:
+        raise msgspec.DecodeError("nested too deeply to be a KV-event batch") from None
     events: list[KvEvent] = []
     skipped = 0
     for raw in batch.events:
@@ -232,9 +239,9 @@ class KvResidency:
         self.replicas: dict[str, ReplicaBlocks] = {}
         self.where: dict[str, set[str]] = {}  # session -> the replicas with a chain of it: a call looks there
         # The core's token counts are the proxy's estimate from the prompt's bytes (~4 a token), the replicas'
-        # are their tokenizer's: estimated tokens per real one, learned from the calls' reported usage
-        self.scale = 1.0
-        self._scaled = False
+        # are their tokenizer's: estimated tokens per real one, learned from the calls' reported usage (None:
+        # nothing learned yet, taken as 1)
+        self.scale: float | None = None
 
     def replica(self, replica: str) -> ReplicaBlocks:
         view = self.replicas.get(replica)
@@ -265,21 +272,22 @@ class KvResidency:
                 view.reset()
 
     def learn_scale(self, estimated: int, reported: int) -> None:
-        """A call the proxy estimated at `estimated` prompt tokens was `reported` by its replica."""
-        ratio = estimated / reported
-        if not self._scaled:
-            self.scale, self._scaled = ratio, True
-        else:
-            self.scale += 0.05 * (ratio - self.scale)  # a moving mean over the last ~20 calls
+        """A call the proxy estimated at `estimated` prompt tokens was `reported` by its replica (both > 0;
+        a ratio past 1/16..16 is a replica's error, not a tokenizer's, and is held to that range)."""
+        if estimated <= 0 or reported <= 0:
+            return
+        ratio = min(16.0, max(1 / 16, estimated / reported))
+        scale = self.scale
+        self.scale = ratio if scale is None else scale + 0.05 * (ratio - scale)  # the last ~20 calls' mean
 
     def resident_estimated(self, session: str) -> dict[str, int]:
         """`resident_tokens` in the units of the proxy's own prompt estimate (`RequestInfo.prompt_tokens`),
         so that policies compare like with like."""
-        scale = self.scale
-        return {replica: int(tokens * scale) for replica, tokens in self.resident_tokens(session).items()}
+        return self.resident_tokens(session, 1.0 if self.scale is None else self.scale)
 
-    def resident_tokens(self, session: str) -> dict[str, int]:
-        """Tokens of `session`'s context cached on each replica where it has a chain (module contract)."""
+    def resident_tokens(self, session: str, scale: float = 1.0) -> dict[str, int]:
+        """Tokens of `session`'s context cached on each replica where it has a chain (module contract),
+        times `scale`."""
         out: dict[str, int] = {}
         replicas = self.where.get(session)
         if replicas:
@@ -287,5 +295,5 @@ class KvResidency:
             for replica in replicas:
                 tokens = views[replica].resident_tokens(session)
                 if tokens is not None:
-                    out[replica] = tokens
+                    out[replica] = int(tokens * scale)
         return out

@@ -50,11 +50,6 @@ class ReplicaModels:
                 serving.setdefault(model, set()).add(replica_id)
         self.serving = {model: frozenset(ids) for model, ids in serving.items()}
 
-    @property
-    def listed(self) -> frozenset[str]:
-        """Every model some replica lists."""
-        return frozenset(self.serving)
-
 
 def for_model(
     models: ReplicaModels, model: str | None, items: Sequence[T], replica_of: Callable[[T], str]

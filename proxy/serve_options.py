@@ -48,11 +48,11 @@ _HELP = {
     "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
     "workers": "proxy processes sharing the port; each session is scheduled by one of them",
 }
-# --replica / --simulate (and its --time-scale); structured keys: the YAML file (kv_events: also
-# --kv-events-port, below)
+# --replica / --simulate (and its --time-scale); structured keys: the YAML file, or JSON in SAGA_<KEY>
+# (kv_events: also --kv-events-port, below)
 _SKIPPED = {"replicas", "discovery", "api_keys", "time_scale", "kv_events"}
-# structured keys an environment variable may give as JSON (e.g. SAGA_KV_EVENTS='{"port": 5557}')
-_JSON_ENV = {"kv_events"}
+# keys whose value is a mapping: an environment variable gives them as JSON (SAGA_KV_EVENTS='{"port": 5557}')
+_STRUCTURED = {"discovery", "api_keys", "kv_events", "tenants", "queue"}
 
 
 def _scalar_type(default: Any) -> Any:
@@ -139,10 +139,10 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
             continue
         if field.name == "replicas":
             data[field.name] = value.split(",")
-        elif field.name in _JSON_ENV:
+        elif field.name in _STRUCTURED:
             try:
                 data[field.name] = msgspec.json.decode(value)
-            except msgspec.DecodeError as e:
+            except (msgspec.DecodeError, RecursionError) as e:
                 raise ConfigError(f"{name} must be a JSON object of the {field.name} keys: {e}") from None
         else:
             data[field.name] = value
@@ -168,7 +168,9 @@ def proxy_config(
     flags = {name: getattr(args, name, None) for name in names}
     environ = os.environ if environ is None else environ
     data = config_data(args.config, environ, flags)
-    port = getattr(args, "kv_events_port", None) or environ.get("SAGA_KV_EVENTS_PORT")
+    port = getattr(args, "kv_events_port", None)
+    if port is None:
+        port = environ.get("SAGA_KV_EVENTS_PORT")
     if port is not None:
         kv_events = data.get("kv_events")
         data["kv_events"] = {**(kv_events if isinstance(kv_events, dict) else {}), "port": port}

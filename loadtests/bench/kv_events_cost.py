@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 
 from proxy.kv_residency import KvResidency, decode_batch
 from simulator.block_hash import BlockHash
@@ -53,11 +54,11 @@ def payloads(
     return out, stored
 
 
-def best_of(repeat: int, run: object) -> float:
+def best_of(repeat: int, run: Callable[[], None]) -> float:
     best = float("inf")
     for _ in range(repeat):
         started = time.process_time()
-        run()  # type: ignore[operator]
+        run()
         best = min(best, time.process_time() - started)
     return best
 

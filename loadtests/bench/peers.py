@@ -18,6 +18,8 @@ import sys
 
 import msgspec
 
+from loadtests.bench.ablation import split_variant
+
 KINDS = {"saga": None, "vllm-router": "vllm_router", "sglang-router": "sglang_router"}
 VLLM_ROUTER_POLICIES = (
     "round_robin",
@@ -59,18 +61,17 @@ def unavailable(spec: RouterSpec) -> str | None:
     return None
 
 
-KV_EVENTS_SUFFIX = "+kv-events"
-
-
 def needs_kv_events(spec: RouterSpec) -> bool:
-    if spec.kind == "saga":
-        return spec.policy.endswith(KV_EVENTS_SUFFIX)
+    if (
+        spec.kind == "saga"
+    ):  # `<policy>+kv-events`, as `saga bench des` names it (loadtests/bench/ablation.py)
+        return bool(split_variant(spec.policy)[1].get("kv_events"))
     return spec.kind == "vllm-router" and spec.policy == "kv_aware"
 
 
 def saga_policy(spec: RouterSpec) -> str:
-    """The SAGA policy a `saga:` router runs (its name less `+kv-events`)."""
-    return spec.policy.removesuffix(KV_EVENTS_SUFFIX)
+    """The SAGA policy a `saga:` router runs (its name less a `+kv-events`)."""
+    return split_variant(spec.policy)[0]
 
 
 def peer_command(

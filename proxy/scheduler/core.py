@@ -581,20 +581,28 @@ class SchedulerCore:
         now = self.clock()
         decisions: list[Decision] = []
         while (head := admission.peek(now)) is not None:
-            if admission.is_admitted(head.session_id):  # a later call of a workflow admitted meanwhile
-                admission.admit(head, "", now)
-                decisions += self._proceed(head, set())
-                continue
-            footprint = admission.footprint_of_new(head)
-            room = admission.healthy_with_room(self.replicas.values(), footprint)
-            replica_id = self.policy.route(head, room) if room else None
-            if replica_id is None:
+            admitted = self._admit_one(head, now)
+            if admitted is None:
                 if len(admission.waiting_models) > 1:  # replicas serving other models may have room
                     decisions += self._admit_other_models(head.model, now)
                 break
-            admission.admit(head, replica_id, now)
-            decisions += self._proceed(head, set(), replica_id)
+            decisions += admitted
         return decisions
+
+    def _admit_one(self, req: RequestInfo, now: float) -> list[Decision] | None:
+        """Admit the waiting call `req` where placement sends it among the replicas with room for its
+        workflow's footprint (a later call of a workflow admitted meanwhile: at once); None when none has."""
+        assert self.admission is not None
+        admission = self.admission
+        if admission.is_admitted(req.session_id):
+            admission.admit(req, "", now)
+            return self._proceed(req, set())
+        room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
+        replica_id = self.policy.route(req, room) if room else None
+        if replica_id is None:
+            return None
+        admission.admit(req, replica_id, now)
+        return self._proceed(req, set(), replica_id)
 
     def _admit_other_models(self, stuck_model: str, now: float) -> list[Decision]:
         """The waiting head found no room on the replicas serving its model (proxy/model_routing.py): the
@@ -608,19 +616,13 @@ class SchedulerCore:
         for req in list(admission.waiting.items()):
             if req.model in stuck:
                 continue
-            if admission.is_admitted(req.session_id):  # a later call of a workflow admitted meanwhile
-                admission.admit(req, "", now)
-                decisions += self._proceed(req, set())
-                continue
-            room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
-            replica_id = self.policy.route(req, room) if room else None
-            if replica_id is None:
+            admitted = self._admit_one(req, now)
+            if admitted is None:
                 stuck.add(req.model)
                 if stuck.issuperset(admission.waiting_models):
                     break
                 continue
-            admission.admit(req, replica_id, now)
-            decisions += self._proceed(req, set(), replica_id)
+            decisions += admitted
         return decisions
 
     def _queue_active(self) -> bool:

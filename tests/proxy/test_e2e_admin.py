@@ -219,6 +219,16 @@ def test_kv_events_come_from_the_file_the_environment_or_a_port_flag(tmp_path: P
     assert proxy_config(_args(tmp_path, "replicas: [http://a:1]\n"), [], {}).kv_events is None
     with pytest.raises(ConfigError, match="SAGA_KV_EVENTS must be a JSON object"):
         proxy_config(_args(tmp_path, None), [], {"SAGA_KV_EVENTS": "{port: 1", "SAGA_REPLICAS": "http://a:1"})
+    with pytest.raises(ConfigError, match="SAGA_KV_EVENTS must be a JSON object"):  # nested past the decoder
+        proxy_config(
+            _args(tmp_path, None), [], {"SAGA_KV_EVENTS": "[" * 100_000, "SAGA_REPLICAS": "http://a:1"}
+        )
+    with pytest.raises(ConfigError, match=r"kv_events\.port"):  # a port flag of 0 is refused, not ignored
+        proxy_config(_args(tmp_path, yaml_text, kv_events_port=0), [], {"SAGA_KV_EVENTS_PORT": "6000"})
+    # the other mappings come the same way
+    discovery = {"SAGA_DISCOVERY": '{"name": "vllm.svc", "port": 8001}'}
+    found = proxy_config(_args(tmp_path, None), [], discovery).discovery
+    assert found is not None and (found.name, found.port) == ("vllm.svc", 8001)
     with pytest.raises(ConfigError, match="max_sesions"):
         proxy_config(
             _args(tmp_path, None), [], {"SAGA_KV_EVENTS": '{"max_sesions": 1}', "SAGA_REPLICAS": "x"}

@@ -165,11 +165,13 @@ async def test_a_publisher_sending_garbage_is_counted_and_does_not_stop_the_subs
             [b"", b"short", b"payload"],  # a sequence number is 8 bytes
             [b"", (0).to_bytes(8, "big"), b"\xc1 not msgpack"],
             [b"", (1).to_bytes(8, "big"), b"\x91" * 100_000],  # deeply nested arrays
+            # a batch whose one event nests past the decoder's depth (a RecursionError, were it not caught)
+            [b"", (2).to_bytes(8, "big"), b"\x93\xcb" + bytes(8) + b"\x91" + b"\x91" * 100_000 + b"\xc0\x00"],
         ]
         for frames in garbage:
             await pub.send_multipart(frames)
         await pub.send_multipart(
-            list(encode_message(b"", 2, 0.0, [block_stored([5, 6], None, [1] * 32, 16, "s")]))
+            list(encode_message(b"", 3, 0.0, [block_stored([5, 6], None, [1] * 32, 16, "s")]))
         )
         for _ in range(int(WAIT_S / 0.05)):
             await subscriber.poll(0.05)

@@ -138,12 +138,8 @@ async def test_calls_go_to_the_replicas_serving_their_model(http: aiohttp.Client
         fake_replica(model="qwen") as qwen,
         running_proxy(config([llama.url, qwen.url])) as url,
     ):
-        for _ in range(100):  # until the health loop has read both replicas' model lists
-            async with http.get(f"{url}/saga/v1/replicas") as r:
-                known = {v["replica_id"]: v["models"] for v in (await r.json())["replicas"]}
-            if all(known.values()):
-                break
-            await asyncio.sleep(0.05)
+        # until the health loop has read both replicas' model lists
+        known = {r: v["models"] for r, v in (await _replicas_once(http, url, lambda _: True)).items()}
         async with http.get(f"{url}/v1/models") as r:
             listed = sorted(m["id"] for m in (await r.json())["data"])
         routed = []

@@ -18,7 +18,7 @@ BS = 16
 
 
 def stored(hashes: list[int], parent: int | None, session: str | None = "s", **kw: object) -> BlockStored:
-    return BlockStored(hashes, parent, BS, session_id=session, **kw)  # type: ignore[arg-type]
+    return BlockStored(hashes, BS, parent, session_id=session, **kw)  # type: ignore[arg-type]
 
 
 def removed(*hashes: int, **kw: object) -> BlockRemoved:
@@ -173,3 +173,37 @@ def test_figures_for_the_core_are_in_the_units_of_its_prompt_estimate() -> None:
         kv.learn_scale(500, 1_000)
     assert kv.resident_estimated("s") == {"r1": pytest.approx(2 * BS, abs=1)}
     assert kv.resident_tokens("s") == {"r1": 4 * BS}  # what /saga/v1/sessions shows: the replica's tokens
+
+
+def test_a_malformed_event_is_skipped_and_the_rest_of_its_batch_kept() -> None:
+    """Attacked: a block size out of range, a session id no proxy sends; and nesting past the decoder's depth,
+    which makes the whole frame one the subscriber counts as bad (a DecodeError, not a RecursionError)."""
+    enc = msgspec.msgpack.Encoder()
+    good = {"type": "BlockStored", "block_hashes": [1], "block_size": BS, "session_id": "s"}
+    bad = [
+        {**good, "block_size": 0},
+        {**good, "block_size": -16},
+        {**good, "block_size": 1 << 40},
+        {**good, "session_id": "x" * 5_000},
+        {**good, "block_hashes": [1.5]},
+    ]
+    payload = enc.encode([1.0, [*bad, good], 0])
+    events, skipped = decode_batch(payload)
+    assert (len(events), skipped) == (1, len(bad))
+    deep = b"\x91" * 100_000 + b"\xc0"
+    nested = b"\x93" + enc.encode(1.0) + b"\x92" + deep + enc.encode(good) + b"\x00"
+    with pytest.raises(msgspec.DecodeError, match="nested too deeply"):
+        decode_batch(nested)
+    kv = KvResidency()
+    kv.apply("r1", 0, events)
+    assert kv.resident_tokens("s") == {"r1": BS}
+
+
+def test_the_units_learned_are_held_to_a_sane_range() -> None:
+    kv = KvResidency()
+    Feed(kv)(stored([1, 2], None))
+    kv.learn_scale(0, 1_000)  # nothing estimated (an empty prompt): nothing learned
+    kv.learn_scale(1_000, 0)
+    assert kv.scale is None
+    kv.learn_scale(10**12, 1)  # a replica's nonsense count: held to 16
+    assert kv.scale == 16.0

@@ -115,12 +115,12 @@ def test_the_model_map_lists_what_replicas_serve_and_forgets_replicas_gone() -> 
     models = ReplicaModels()
     models.update("r0", frozenset({"chat"}))
     models.update("r1", frozenset({"embed", "chat"}))
-    assert models.listed == {"chat", "embed"}
+    assert set(models.serving) == {"chat", "embed"}
     ids = ["r0", "r1", "r2"]
     assert for_model(models, "embed", ids, str) == ["r1", "r2"]  # r2 not probed yet: it may serve it
     assert for_model(models, "embed", ["r0"], str) == []  # the replicas with room serve another model
     assert for_model(models, "other", ["r0"], str) == ["r0"]  # no replica lists it: the replica's 404
     assert for_model(models, None, ids, str) == ids
     models.keep_only(["r0"])  # r1 removed
-    assert models.by_replica == {"r0": frozenset({"chat"})} and models.listed == {"chat"}
+    assert models.by_replica == {"r0": frozenset({"chat"})} and set(models.serving) == {"chat"}
     assert for_model(models, "embed", ["r0"], str) == ["r0"]
