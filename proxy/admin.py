@@ -46,7 +46,6 @@ async def replicas(request: web.Request) -> web.Response:
     out: list[dict[str, Any]] = []
     kv = request.app[KV_RESIDENCY]
     for r in core.replicas.values():
-        view = None if kv is None else kv.replicas.get(r.replica_id)
         out.append(
             {
                 "replica_id": r.replica_id,
@@ -59,8 +58,8 @@ async def replicas(request: web.Request) -> web.Response:
                 "breaker": guards[r.replica_id].breaker_state(now),
                 "draining": r.replica_id in core.draining,
                 "models": sorted(models.by_replica.get(r.replica_id, ())),
-                # what its KV events told this proxy (None: not subscribed; proxy/kv_residency.py)
-                "kv_events": None if kv is None or view is None else view.report(),
+                # what its ranks' KV events told this proxy (None: not subscribed; proxy/kv_residency.py)
+                "kv_events": None if kv is None else kv.report(r.replica_id),
             }
         )
     return web.json_response({"replicas": out})

@@ -10,6 +10,9 @@ Contract:
   coroutine; anything else (a wait in the queue, a new connection, a retry, a timeout, a priority refusal)
   is handed over to a task that goes on in the coroutine path from where the call is.
 - Retries, failures and the accounting of each outcome are proxy/call_attempts.py's.
+- With `kv_events`, a call sent to a replica with several data-parallel ranks carries vLLM's
+  `X-data-parallel-rank`: the rank whose events say it caches most of the session (proxy/kv_residency.py
+  `rank_for`; none when no rank holds any of it, and the engine's own balancing chooses).
 """
 
 from __future__ import annotations
@@ -331,6 +334,11 @@ class Call:
         if with_priority:
             extra["X-Vllm-Priority"] = str(decision.priority)
             dropped = forward.REQUEST_EXTRA_PRIORITY
+        kv = self.shared.kv_residency
+        rank = None if kv is None else kv.rank_for(self.who.session_id, decision.replica_id)
+        if rank is not None:  # a data-parallel vLLM: the call goes to the rank caching its session's KV
+            extra["X-data-parallel-rank"] = str(rank)
+            dropped = forward.dropped_with(tuple(extra))
         headers = forward.forwarded_headers(self.forwarded_from, extra, dropped)
         forward.upstream_auth(headers, self.config)
         sent = self.body

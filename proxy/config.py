@@ -32,13 +32,17 @@ class KvEventsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Subscribe to the replicas' vLLM KV-cache events (proxy/kv_events.py): which prefix of each session
     every replica still caches, exactly, for work stealing and prefix scoring."""
 
+    # Ask each replica not in `endpoints` where its ranks publish (vLLM 0.32+ `GET /kv_event_sources`,
+    # proxy/kv_event_sources.py); `port` is the fallback where it cannot say.
+    discover: bool = True
     # The replicas' publisher port (vLLM `--kv-events-config` endpoint `tcp://*:PORT`), on each replica's
     # host.
     port: int | None = 5557
-    # Replica URL -> its ZMQ endpoint, where it is not `tcp://<host>:<port>`.
+    # Replica URL -> its ZMQ endpoint, where it is not `tcp://<host>:<port>` (one rank; not discovered).
     endpoints: dict[str, str] = msgspec.field(default_factory=dict)
-    # Session chains kept per replica (least recently extended dropped first) and cached blocks per replica
-    # (past it, the replica's view starts afresh): bounds on memory, ~100 bytes a block.
+    # Session chains kept per view (one per replica and data-parallel rank; least recently extended dropped
+    # first) and cached blocks per view (past it, the view starts afresh): bounds on memory, ~100 bytes a
+    # block.
     max_sessions: int = 100_000
     max_blocks: int = 4_000_000
 

@@ -8,8 +8,10 @@ context the replica would find cached: the prefix-cache estimate (proxy/schedule
 knows what the proxy sent, not what the replica has evicted since.
 
 Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
-- `apply(replica, seq, batch)` takes one published batch. A sequence number that skips (ZMQ PUB drops
-  under load) or goes back (the replica restarted) makes the replica's view start afresh: an event lost
+- One view per (replica, data-parallel rank): a vLLM server running data parallel ranks has one engine,
+  one prefix cache and one publisher (its own sequence numbers) per rank (proxy/kv_event_sources.py).
+- `apply(replica, seq, batch, rank=0)` takes one published batch. A sequence number that skips (ZMQ PUB
+  drops under load) or goes back (the rank restarted) makes that rank's view start afresh: an event lost
   may have been an eviction, and a view that only ever under-counts is safe; the gap is counted.
 - A session's chain on a replica: the blocks its calls stored there, in order. A stored run whose parent
   is the chain's block k replaces the chain after k (the conversation went on from there); a run with no
@@ -18,23 +20,28 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
   known (vLLM's `kv_cache_report_mode: full` reuse report) becomes the base of a new chain.
 - `resident_tokens(session)`: per replica where the session has a chain, block_size x (the base's blocks,
   if its last block is still cached, + the chain's leading blocks up to the first evicted one); 0 when the
-  base was evicted (a prefix match stops there). Replicas where the session stored nothing are absent. On
-  the request path it looks only at the replicas holding a chain of the session (one shared map says which).
+  base was evicted (a prefix match stops there). Replicas where the session stored nothing are absent. A
+  replica's figure is its best rank's (a call that lands on that rank finds that much cached). On the
+  request path it looks only at the views holding a chain of the session (one shared map says which).
+- `rank_for(session, replica)`: that best rank, for vLLM's `X-data-parallel-rank` (proxy/call.py), when
+  the replica has more than one rank and one of them holds some of the session (ties: the lowest rank).
 - Only the GPU tier (`medium` None or "GPU") and the first KV-cache group count.
-- Memory: one entry per cached block per replica (bounded by the replicas' KV: ~100 bytes a block) and at
-  most `max_sessions` chains per replica, the least recently extended dropped first; past `max_blocks` a
-  replica's view starts afresh (counted), so a replica that never reports evictions cannot grow it.
+- Memory: one entry per cached block per view (bounded by the ranks' KV: ~100 bytes a block) and at most
+  `max_sessions` chains per view, the least recently extended dropped first; past `max_blocks` a view
+  starts afresh (counted), so a rank that never reports evictions cannot grow it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 # vLLM sends 64-bit ints by default, digests when VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0
 BlockKey = int | bytes
+# a view: (replica URL, data-parallel rank)
+ViewKey = tuple[str, int]
 
 
 class BlockStored(msgspec.Struct, tag="BlockStored", gc=False):
@@ -111,19 +118,24 @@ class _Chain:
 
 
 class ReplicaBlocks:
-    """One replica's view; see the module contract."""
+    """One (replica, rank)'s view; see the module contract."""
 
     def __init__(
-        self, max_sessions: int, max_blocks: int, name: str = "", where: dict[str, set[str]] | None = None
+        self,
+        max_sessions: int,
+        max_blocks: int,
+        name: ViewKey = ("", 0),
+        where: dict[str, set[ViewKey]] | None = None,
     ) -> None:
         self.name = name
-        # session -> the replicas holding a chain of it, shared by every replica's view (KvResidency.where)
-        self.where: dict[str, set[str]] = {} if where is None else where
+        # session -> the views holding a chain of it, shared by every view (KvResidency.where)
+        self.where: dict[str, set[ViewKey]] = {} if where is None else where
         self.max_sessions = max_sessions
         self.max_blocks = max_blocks
         self.owner: dict[BlockKey, tuple[_Chain, int]] = {}  # cached block -> the chain and index it is at
         self.chains: OrderedDict[str, _Chain] = OrderedDict()  # session -> its chain, least recent first
         self.endpoint = ""  # where its events come from (set by the subscriber)
+        self.source = ""  # how the subscriber found that endpoint (proxy/kv_events.py)
         self.last_seq: int | None = None
         self.batches = 0
         self.gaps = 0  # batches lost (or a restart): the view started afresh
@@ -137,14 +149,14 @@ class ReplicaBlocks:
         self.chains.clear()
 
     def _unlist(self, session: str) -> None:
-        replicas = self.where.get(session)
-        if replicas is not None:
-            replicas.discard(self.name)
-            if not replicas:
+        views = self.where.get(session)
+        if views is not None:
+            views.discard(self.name)
+            if not views:
                 del self.where[session]
 
-    def report(self) -> dict[str, object]:
-        """For `GET /saga/v1/replicas`."""
+    def report(self) -> dict[str, Any]:
+        """One rank's figures for `GET /saga/v1/replicas`."""
         return {
             "endpoint": self.endpoint,
             "batches": self.batches,
@@ -231,32 +243,52 @@ class ReplicaBlocks:
 
 
 class KvResidency:
-    """Every subscribed replica's view (module contract)."""
+    """Every subscribed (replica, rank)'s view (module contract)."""
 
     def __init__(self, max_sessions: int = 100_000, max_blocks: int = 4_000_000) -> None:
         self.max_sessions = max_sessions
         self.max_blocks = max_blocks
-        self.replicas: dict[str, ReplicaBlocks] = {}
-        self.where: dict[str, set[str]] = {}  # session -> the replicas with a chain of it: a call looks there
+        self.replicas: dict[str, dict[int, ReplicaBlocks]] = {}  # replica -> rank -> its view
+        self.where: dict[str, set[ViewKey]] = {}  # session -> the views with a chain of it: calls look there
         # The core's token counts are the proxy's estimate from the prompt's bytes (~4 a token), the replicas'
         # are their tokenizer's: estimated tokens per real one, learned from the calls' reported usage (None:
         # nothing learned yet, taken as 1)
         self.scale: float | None = None
 
-    def replica(self, replica: str) -> ReplicaBlocks:
-        view = self.replicas.get(replica)
+    def view(self, replica: str, rank: int = 0) -> ReplicaBlocks:
+        ranks = self.replicas.setdefault(replica, {})
+        view = ranks.get(rank)
         if view is None:
-            view = ReplicaBlocks(self.max_sessions, self.max_blocks, replica, self.where)
-            self.replicas[replica] = view
+            view = ReplicaBlocks(self.max_sessions, self.max_blocks, (replica, rank), self.where)
+            ranks[rank] = view
         return view
 
-    def forget_replica(self, replica: str) -> None:
-        view = self.replicas.pop(replica, None)
+    def forget_view(self, replica: str, rank: int) -> None:
+        ranks = self.replicas.get(replica)
+        view = None if ranks is None else ranks.pop(rank, None)
         if view is not None:
             view.reset()
+        if ranks is not None and not ranks:
+            del self.replicas[replica]
 
-    def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0) -> None:
-        view = self.replica(replica)
+    def forget_replica(self, replica: str) -> None:
+        for view in self.replicas.pop(replica, {}).values():
+            view.reset()
+
+    def report(self, replica: str) -> dict[str, Any] | None:
+        """For `GET /saga/v1/replicas`: the ranks' figures summed, and each rank's (None: not subscribed)."""
+        ranks = self.replicas.get(replica)
+        if not ranks:
+            return None
+        shown = {str(rank): view.report() for rank, view in sorted(ranks.items())}
+        out: dict[str, Any] = {"source": next(iter(ranks.values())).source}
+        for key in ("batches", "gaps", "overflows", "skipped_events", "cached_blocks", "sessions"):
+            out[key] = sum(rank[key] for rank in shown.values())
+        out["ranks"] = shown
+        return out
+
+    def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0, rank: int = 0) -> None:
+        view = self.view(replica, rank)
         if view.last_seq is not None and seq != view.last_seq + 1:
             view.gaps += 1
             view.reset()
@@ -286,14 +318,34 @@ class KvResidency:
         return self.resident_tokens(session, 1.0 if self.scale is None else self.scale)
 
     def resident_tokens(self, session: str, scale: float = 1.0) -> dict[str, int]:
-        """Tokens of `session`'s context cached on each replica where it has a chain (module contract),
-        times `scale`."""
+        """Tokens of `session`'s context cached on each replica where it has a chain, its best rank's (module
+        contract), times `scale`."""
         out: dict[str, int] = {}
-        replicas = self.where.get(session)
-        if replicas:
-            views = self.replicas
-            for replica in replicas:
-                tokens = views[replica].resident_tokens(session)
+        held = self.where.get(session)
+        if held:
+            replicas = self.replicas
+            for replica, rank in held:
+                tokens = replicas[replica][rank].resident_tokens(session)
                 if tokens is not None:
-                    out[replica] = int(tokens * scale)
+                    tokens = int(tokens * scale)
+                    if tokens >= out.get(replica, 0):
+                        out[replica] = tokens
         return out
+
+    def rank_for(self, session: str, replica: str) -> int | None:
+        """The rank of `replica` holding most of `session` (module contract); None when it has one rank, or
+        no rank holds any of it."""
+        held = self.where.get(session)
+        if not held:
+            return None
+        ranks = self.replicas.get(replica)
+        if ranks is None or len(ranks) < 2:
+            return None
+        best: int | None = None
+        most = 0
+        for name, rank in held:
+            if name == replica:
+                tokens = ranks[rank].resident_tokens(session) or 0
+                if tokens > most or (tokens == most and best is not None and rank < best):
+                    best, most = rank, tokens
+        return best

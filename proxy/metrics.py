@@ -206,10 +206,11 @@ class ProxyMetrics(Collector):
         blocks = GaugeMetricFamily(
             "saga_kv_events_cached_blocks", "Blocks the replica's KV events say it caches", labels=["replica"]
         )
-        for replica, view in kv.replicas.items():
-            batches.add_metric([replica], view.batches)
-            gaps.add_metric([replica], view.gaps)
-            blocks.add_metric([replica], len(view.owner))
+        for replica, ranks in kv.replicas.items():  # its data-parallel ranks' views summed
+            views = ranks.values()
+            batches.add_metric([replica], sum(view.batches for view in views))
+            gaps.add_metric([replica], sum(view.gaps for view in views))
+            blocks.add_metric([replica], sum(len(view.owner) for view in views))
         yield batches
         yield gaps
         yield blocks

@@ -5,7 +5,9 @@ Contract:
   any other (e.g. `tcp://127.0.0.1:5557`) is connected to, so there the subscriber binds. A fleet gives
   replica i the endpoint's port + i (as vLLM offsets the port by data-parallel rank); `tcp://127.0.0.1:*`
   binds each replica to its own ephemeral loopback port. `endpoint` is the resolved address (the bound
-  port when bound), which `/kv_event_sources` reports.
+  port when bound). `/kv_event_sources` reports it as vLLM does (`sources()`): `{"<rank>": KVEventsConfig}`
+  with this publisher's settings, the configured wildcard host kept (`tcp://*:5557`), an ephemeral port
+  resolved (vLLM resolves `tcp://*:0` too).
 - `emit` is the block pool's event sink: events emitted during one run of the event loop (one engine step,
   one `/reset_prefix_cache`) go out as one batch right after it, with the next sequence number from 0.
   vLLM publishes a step's events after the step's forward pass; here they go out when the step is
@@ -33,6 +35,13 @@ def binds(endpoint: str) -> bool:
     return "*" in endpoint or "::" in endpoint or endpoint.startswith(("ipc://", "inproc://"))
 
 
+def _wildcard_kept(configured: str, bound: str) -> str:
+    """The bound endpoint as vLLM reports it: a configured `tcp://*:PORT` stays so, a `*` port resolved."""
+    if configured.startswith("tcp://*:"):
+        return "tcp://*:" + bound.rpartition(":")[2]
+    return bound
+
+
 def replica_endpoint(endpoint: str, index: int) -> str:
     """`endpoint` for replica `index`: a numeric tcp port shifted by `index` (vLLM's per-DP-rank offset)."""
     if index == 0 or not endpoint.startswith("tcp://"):
@@ -51,6 +60,7 @@ class KvEventPublisher:
     ) -> None:
         self.topic = topic
         self.data_parallel_rank = data_parallel_rank
+        self.hwm = hwm
         self._topic = topic.encode()
         self._sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.XPUB)
         self._sock.set_hwm(hwm)
@@ -58,9 +68,10 @@ class KvEventPublisher:
             if binds(endpoint):
                 self._sock.bind(endpoint)
                 self.endpoint: str = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+                self.configured = _wildcard_kept(endpoint, self.endpoint)
             else:
                 self._sock.connect(endpoint)
-                self.endpoint = endpoint
+                self.endpoint = self.configured = endpoint
         except zmq.ZMQError as e:
             self._sock.close(linger=0)
             raise ValueError(f"KV events endpoint {endpoint!r}: {e}") from None
@@ -108,16 +119,19 @@ class KvEventPublisher:
         with contextlib.suppress(zmq.Again):  # past the high-water mark a PUB socket drops, as in vLLM
             self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
 
-    def sources(self) -> list[dict[str, Any]]:
-        """This publisher as vLLM's `/kv_event_sources` lists it (one entry per data-parallel rank)."""
-        return [
-            {
-                "data_parallel_rank": self.data_parallel_rank,
-                "endpoint": self.endpoint,
-                "replay_endpoint": None,
-                "topic": self.topic,
-            }
-        ]
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """This publisher as vLLM's `/kv_event_sources` lists it: its rank (a JSON key) -> KVEventsConfig."""
+        config = {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": self.configured,
+            "replay_endpoint": None,
+            "buffer_steps": 10_000,  # vLLM's default; there is no replay socket here
+            "hwm": self.hwm,
+            "max_queue_size": 100_000,
+            "topic": self.topic,
+        }
+        return {str(self.data_parallel_rank): config}
 
     def close(self) -> None:
         """Send what is queued, then close the socket."""

@@ -10,8 +10,8 @@ Contract:
   body `session_id`, else `vllm_xargs.session_id` (the proxy's precedence); `vllm_xargs.saga_retain_ttl_s`
   asks to retain its KV. `POST /saga/v1/retain` re-arms a retention, `POST /saga/v1/release` drops it,
   `GET /saga/v1/retained` lists them; these and `/metrics` first expire retentions at the driver's now.
-- `GET /kv_event_sources` lists the replica's KV-event publisher as vLLM does (`{"sources": [...]}`, empty
-  when KV events are off; see simulator.kv_publisher).
+- `GET /kv_event_sources` lists the replica's KV-event publisher as vLLM 0.32 does: `{"0": <KVEventsConfig>}`
+  (keyed by data-parallel rank), `{}` when KV events are off (simulator.kv_publisher).
 - Chat requests with `tools` answer with simulated tool calls (simulator.tool_calls: which tool, when, the
   stream shape); bad `tools`/`tool_choice` answer 400 naming the parameter.
 - `/v1/responses` (simulator.responses_api) and `/v1/messages` (simulator.anthropic_api) generate too.
@@ -264,9 +264,9 @@ async def reset_prefix_cache(request: web.Request) -> web.Response:
 
 
 async def kv_event_sources(request: web.Request) -> web.Response:
-    """vLLM's discovery of its KV-event publishers: one entry per data-parallel rank, none when off."""
+    """vLLM's discovery of its KV-event publishers: rank -> its config, `{}` when off."""
     publisher = request.app[REPLICA].kv_publisher
-    return json_obj({"sources": publisher.sources() if publisher is not None else []})
+    return json_obj(publisher.sources() if publisher is not None else {})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from loadtests.agent_client import AgentClient
 from loadtests.bench.peers import RouterSpec, needs_kv_events, peer_command, saga_policy, unavailable
 from loadtests.tasks import AgentTask, TaskRecord
 from proxy.config import KvEventsConfig, ProxyConfig
+from proxy.kv_event_sources import parse_sources
 from proxy.server import running_proxy
 from simulator.cost_model import get_profile
 from simulator.server import ReplicaFleet, start_fleet
@@ -40,11 +41,11 @@ def _free_port() -> int:
 
 
 async def _kv_event_sources(http: aiohttp.ClientSession, urls: Sequence[str]) -> dict[str, str]:
+    """Each simulated replica's publisher (its one rank, 0), from its `/kv_event_sources` (vLLM's answer)."""
     sources = {}
     for url in urls:
         async with http.get(f"{url}/kv_event_sources") as r:
-            entries = (await r.json())["sources"]
-        sources[url] = entries[0]["endpoint"]
+            sources[url] = parse_sources(await r.read(), url)[0]
     return sources
 
 

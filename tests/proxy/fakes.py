@@ -8,8 +8,9 @@ chunk only when `stream_options.include_usage` is set). In every mode a call who
 `"metadata": {"poison": true}` gets a 500: a request every replica refuses. `/v1/responses` answers a
 Responses API object with ids `resp_1`, `resp_2`, ... A few passthrough routes (`/v1/embeddings`,
 `/v1/rerank`, `/tokenize`, `/v1/audio/transcriptions`) answer their `model` only, as vLLM does (another is a
-404), after `hold` is set when one is given. `dying_stream_replica` is a raw socket server that
-starts an SSE answer and drops the connection.
+404), after `hold` is set when one is given. `GET /kv_event_sources` answers `kv_event_sources` (vLLM 0.32's
+publisher list), a 404 while it is None (an older vLLM); `kv_event_sources_asked` counts the asks.
+`dying_stream_replica` is a raw socket server that starts an SSE answer and drops the connection.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class FakeReplica:
         self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
         self.passthrough_paths: list[str] = []  # the passthrough requests it answered, in order
         self.hold: asyncio.Event | None = None  # when set to an Event, passthrough answers wait for it
+        self.kv_event_sources: bytes | None = None  # GET /kv_event_sources's answer; None: a 404
+        self.kv_event_sources_asked = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -143,6 +146,12 @@ class FakeReplica:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.metrics)
 
+    async def _kv_event_sources(self, request: web.Request) -> web.Response:
+        self.kv_event_sources_asked += 1
+        if self.kv_event_sources is None:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        return web.Response(body=self.kv_event_sources, content_type="application/json")
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
@@ -156,6 +165,7 @@ class FakeReplica:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/kv_event_sources", self._kv_event_sources)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -109,7 +109,8 @@ async def test_the_proxy_knows_what_each_replica_caches_of_a_session_and_what_it
         async with http.get(f"{url}/saga/v1/replicas") as r:
             (row,) = (await r.json())["replicas"]
         events = row["kv_events"]
-        assert events["endpoint"] == fleet.replicas[0].kv_publisher.endpoint  # type: ignore[union-attr]
+        assert events["source"] == "endpoints" and list(events["ranks"]) == ["0"]
+        assert events["ranks"]["0"]["endpoint"] == fleet.replicas[0].kv_publisher.endpoint  # type: ignore[union-attr]
         assert events["batches"] > 0 and events["gaps"] == 0 and events["cached_blocks"] > 0
         async with http.get(f"{url}/metrics") as r:
             scraped = await r.text()

@@ -98,7 +98,7 @@ def test_lost_batches_a_restart_or_a_clear_start_the_view_afresh() -> None:
     kv.apply("r1", 0, [stored([1, 2], None)])
     kv.apply("r1", 2, [])  # batch 1 was dropped: it may have held an eviction
     assert kv.resident_tokens("s") == {}
-    assert kv.replicas["r1"].gaps == 1
+    assert kv.replicas["r1"][0].gaps == 1
     kv.apply("r1", 3, [stored([1, 2], None)])
     kv.apply("r1", 0, [])  # the replica restarted
     assert kv.resident_tokens("s") == {}
@@ -122,10 +122,10 @@ def test_memory_is_bounded() -> None:
     feed = Feed(kv)
     for i, session in enumerate(("a", "b", "c")):
         feed(stored([i], None, session=session))
-    assert set(kv.replicas["r1"].chains) == {"b", "c"}  # the least recently extended went first
-    assert kv.where == {"b": {"r1"}, "c": {"r1"}}  # nor does the map of who holds what keep it
+    assert set(kv.replicas["r1"][0].chains) == {"b", "c"}  # the least recently extended went first
+    assert kv.where == {"b": {("r1", 0)}, "c": {("r1", 0)}}  # nor does the map of who holds what keep it
     feed(stored([10, 11, 12], None, session="d"))  # 6 blocks > 5: the view starts afresh
-    assert kv.replicas["r1"].overflows == 1
+    assert kv.replicas["r1"][0].overflows == 1
     assert kv.resident_tokens("d") == {}
     assert kv.where == {}
 
@@ -137,7 +137,7 @@ def test_replicas_are_apart_and_forgotten() -> None:
     assert kv.resident_tokens("s") == {"r1": 2 * BS, "r2": BS}
     kv.forget_replica("r1")
     assert kv.resident_tokens("s") == {"r2": BS}
-    assert kv.where == {"s": {"r2"}}
+    assert kv.where == {"s": {("r2", 0)}}
 
 
 def test_vllm_batches_decode_with_what_is_not_read() -> None:
@@ -207,3 +207,43 @@ def test_the_units_learned_are_held_to_a_sane_range() -> None:
     assert kv.scale is None
     kv.learn_scale(10**12, 1)  # a replica's nonsense count: held to 16
     assert kv.scale == 16.0
+
+
+def test_each_data_parallel_rank_has_its_own_view_and_the_replica_shows_its_best() -> None:
+    """Two ranks of one vLLM server: their own sequence numbers, their own caches (the same block hashes on
+    both mean nothing shared), and the replica's figure is the rank holding most of the session."""
+    kv = KvResidency()
+    kv.apply("r1", 0, [stored([1, 2], None)], rank=0)
+    kv.apply("r1", 0, [stored([1, 2, 3, 4], None)], rank=1)
+    assert kv.resident_tokens("s") == {"r1": 4 * BS}
+    kv.apply("r1", 1, [removed(1)], rank=0)  # rank 0 evicts: rank 1 still holds its own copy
+    assert kv.resident_tokens("s") == {"r1": 4 * BS}
+    kv.apply("r1", 5, [], rank=1)  # rank 1 lost batches: only its view starts afresh
+    assert kv.resident_tokens("s") == {"r1": 0}
+    assert (kv.replicas["r1"][0].gaps, kv.replicas["r1"][1].gaps) == (0, 1)
+    kv.apply("r1", 2, [stored([7, 8, 9], None)], rank=0)  # rank 0's numbering goes on: no gap
+    assert kv.resident_tokens("s") == {"r1": 3 * BS}
+    report = kv.report("r1")
+    assert report is not None and list(report["ranks"]) == ["0", "1"]
+    assert (report["batches"], report["gaps"], report["cached_blocks"]) == (5, 1, 4)
+    kv.forget_view("r1", 0)
+    assert kv.resident_tokens("s") == {} and kv.where == {}
+    kv.forget_view("r1", 1)
+    assert kv.report("r1") is None and kv.replicas == {}
+
+
+def test_the_rank_a_call_is_sent_to_is_the_one_holding_most_of_its_session() -> None:
+    kv = KvResidency()
+    kv.apply("r1", 0, [stored([1], None)], rank=0)
+    assert kv.rank_for("s", "r1") is None  # one rank: nothing to choose
+    kv.apply("r1", 0, [stored([1, 2, 3], None)], rank=1)
+    kv.apply("r1", 0, [stored([1, 2], None)], rank=2)
+    assert kv.rank_for("s", "r1") == 1
+    assert kv.rank_for("s", "r2") is None and kv.rank_for("other", "r1") is None
+    kv.apply("r1", 1, [removed(2)], rank=1)  # rank 1 keeps 1 block, rank 2 holds 2
+    assert kv.rank_for("s", "r1") == 2
+    kv.apply("r1", 1, [removed(2)], rank=2)  # 1 block on every rank: the lowest
+    assert kv.rank_for("s", "r1") == 0
+    for rank in range(3):
+        kv.apply("r1", 9, [], rank=rank)  # every view starts afresh: no rank holds any of it
+    assert kv.rank_for("s", "r1") is None

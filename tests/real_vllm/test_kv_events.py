@@ -1,7 +1,7 @@
 """A real vLLM server (CPU build) publishing its KV-cache events over ZMQ, and SAGA subscribed to them: the
-events name the session the proxy sends (`X-Session-ID`), so the proxy knows exactly how many tokens of each
-session's context the server caches, follows it as the conversation grows, and drops it when the server's
-prefix cache is reset."""
+proxy finds the publisher by asking the server (`GET /kv_event_sources`), the events name the session the
+proxy sends (`X-Session-ID`), so the proxy knows exactly how many tokens of each session's context the server
+caches, follows it as the conversation grows, and drops it when the server's prefix cache is reset."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from proxy.config import KvEventsConfig, ProxyConfig
+from proxy.kv_event_sources import parse_sources
 from proxy.server import running_proxy
 from tests.real_vllm.real_vllm import _free_port, running_vllm
 
@@ -75,7 +76,7 @@ async def _subscribed(http: aiohttp.ClientSession, url: str) -> None:
         await _chat(http, url, [{"role": "user", "content": f"warm-up {attempt} " * 80}], "warm-up")
         async with http.get(f"{url}/saga/v1/replicas") as r:
             (row,) = (await r.json())["replicas"]
-        if row["kv_events"]["batches"]:
+        if row["kv_events"] is not None and row["kv_events"]["batches"]:  # None: not subscribed yet
             return
         await asyncio.sleep(0.5)
     raise AssertionError("the proxy received no KV events from the server")
@@ -84,6 +85,22 @@ async def _subscribed(http: aiohttp.ClientSession, url: str) -> None:
 def _cached(usage: dict[str, Any]) -> int:
     """Full blocks of what the server computed: the prompt and every answer token but the last."""
     return (usage["prompt_tokens"] + usage["completion_tokens"] - 1) // CPU_BLOCK_SIZE * CPU_BLOCK_SIZE
+
+
+async def test_the_servers_kv_event_sources_read_as_the_proxy_reads_them(
+    server: tuple[str, int], http: aiohttp.ClientSession
+) -> None:
+    """vLLM 0.32's answer: data-parallel rank (a JSON key) -> that rank's KVEventsConfig, the endpoint as
+    configured (its wildcard host kept, its port offset by the rank: none for rank 0)."""
+    replica, port = server
+    async with http.get(f"{replica}/kv_event_sources") as r:
+        assert r.status == 200
+        body = await r.read()
+    answer = json.loads(body)
+    assert list(answer) == ["0"]
+    assert answer["0"]["endpoint"] == f"tcp://*:{port}"
+    assert answer["0"]["enable_kv_cache_events"] is True and answer["0"]["publisher"] == "zmq"
+    assert parse_sources(body, replica) == {0: f"tcp://127.0.0.1:{port}"}
 
 
 async def test_the_proxy_follows_a_sessions_kv_on_a_real_vllm(
@@ -98,7 +115,7 @@ async def test_the_proxy_follows_a_sessions_kv_on_a_real_vllm(
         health_interval_s=0.2,
         access_log=False,
         policy="session-affinity",
-        kv_events=KvEventsConfig(port=port),  # tcp://127.0.0.1:<port>, from the replica's URL
+        kv_events=KvEventsConfig(port=None),  # found by asking the server: tcp://127.0.0.1:<port>
     )
     async with running_proxy(config) as url:
         await _subscribed(http, url)
@@ -118,7 +135,8 @@ async def test_the_proxy_follows_a_sessions_kv_on_a_real_vllm(
         assert await _until(http, url, "agent-1", lambda r: r.get(replica) == grown) == {replica: grown}
         async with http.get(f"{url}/saga/v1/replicas") as r:
             (row,) = (await r.json())["replicas"]
-        assert row["kv_events"]["endpoint"] == f"tcp://127.0.0.1:{port}"
+        assert row["kv_events"]["source"] == "kv_event_sources"
+        assert row["kv_events"]["ranks"]["0"]["endpoint"] == f"tcp://127.0.0.1:{port}"
         assert row["kv_events"]["gaps"] == 0 and row["kv_events"]["skipped_events"] == 0
         async with http.post(f"{replica}/reset_prefix_cache") as r:
             assert r.status == 200

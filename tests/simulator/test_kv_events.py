@@ -252,13 +252,23 @@ async def test_replica_publishes_stored_removed_and_cleared_in_vllm_format(
     assert publisher is not None
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/kv_event_sources") as r:
-            sources = (await r.json())["sources"]
-        assert sources == [
-            {"data_parallel_rank": 0, "endpoint": publisher.endpoint, "replay_endpoint": None, "topic": ""}
-        ]
+            sources = await r.json()
+        # vLLM 0.32's answer: data-parallel rank (a JSON key) -> that rank's KVEventsConfig
+        assert sources == {
+            "0": {
+                "enable_kv_cache_events": True,
+                "publisher": "zmq",
+                "endpoint": publisher.endpoint,
+                "replay_endpoint": None,
+                "buffer_steps": 10_000,
+                "hwm": 100_000,
+                "max_queue_size": 100_000,
+                "topic": "",
+            }
+        }
         sock = zctx.socket(zmq.SUB)
         sock.subscribe(b"")
-        sock.connect(sources[0]["endpoint"])
+        sock.connect(sources["0"]["endpoint"])
         await wait_for(publisher.has_subscriber, "the subscription to reach the replica")
         sub = Subscriber(sock)
 
@@ -344,11 +354,21 @@ async def test_a_plain_endpoint_connects_to_a_binding_subscriber(zctx: zmq.async
         await fleet.close()
 
 
+def test_kv_event_sources_keeps_a_wildcard_host_as_vllm_reports_it() -> None:
+    publisher = KvEventPublisher("tcp://*:*")
+    try:
+        port = publisher.endpoint.rpartition(":")[2]
+        assert publisher.endpoint == f"tcp://0.0.0.0:{port}"
+        assert publisher.sources()["0"]["endpoint"] == f"tcp://*:{port}"
+    finally:
+        publisher.close()
+
+
 async def test_kv_event_sources_is_empty_when_events_are_off() -> None:
     fleet = await start_fleet(1)
     try:
         async with aiohttp.ClientSession() as http, http.get(f"{fleet.urls[0]}/kv_event_sources") as r:
-            assert r.status == 200 and await r.json() == {"sources": []}
+            assert r.status == 200 and await r.json() == {}
         assert fleet.replicas[0].engine.pool.kv_event_sink is None
     finally:
         await fleet.close()
