@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config import KvEventsConfig, ProxyConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("SAGA_VLLM_VENV", ROOT / ".venv-vllm"))
 TINY_MODEL = Path(os.environ.get("SAGA_TINY_MODEL", ROOT / ".cache" / "tiny-llama"))
@@ -125,3 +127,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
     with contextlib.suppress(ProcessLookupError):  # stragglers of the group (the engine process)
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def subscribing_proxy(replica: str) -> ProxyConfig:
+    """A proxy in front of `replica` that finds its KV-event publishers by asking it (no port given)."""
+    return ProxyConfig(
+        replicas=[replica],
+        port=0,
+        health_interval_s=0.2,
+        access_log=False,
+        policy="session-affinity",
+        kv_events=KvEventsConfig(port=None),
+    )

@@ -13,10 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.kv_event_sources import parse_sources
 from proxy.server import running_proxy
-from tests.real_vllm.real_vllm import _free_port, running_vllm
+from tests.real_vllm.real_vllm import _free_port, running_vllm, subscribing_proxy
 
 CPU_BLOCK_SIZE = 128  # vLLM's block size on the CPU backend
 SESSIONS = 6
@@ -96,15 +95,7 @@ async def test_both_ranks_are_found_and_a_sessions_calls_go_to_the_rank_caching_
     direct = await _second_calls_cached(http, replica, "direct", proxied=False)
     assert any(cached == 0 for _, cached in direct), direct
 
-    config = ProxyConfig(
-        replicas=[replica],
-        port=0,
-        health_interval_s=0.2,
-        access_log=False,
-        policy="session-affinity",
-        kv_events=KvEventsConfig(port=None),  # found by asking the server
-    )
-    async with running_proxy(config) as url:
+    async with running_proxy(subscribing_proxy(replica)) as url:
         # subscribed to both ranks once each has published a batch (warm-up calls land on both)
         for attempt in range(int(WAIT_S / 0.5)):
             warm_up = [{"role": "user", "content": f"warm-up {attempt} " * 80}]

@@ -13,10 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.kv_event_sources import parse_sources
 from proxy.server import running_proxy
-from tests.real_vllm.real_vllm import _free_port, running_vllm
+from tests.real_vllm.real_vllm import _free_port, running_vllm, subscribing_proxy
 
 CPU_BLOCK_SIZE = 128  # vLLM's block size on the CPU backend
 WAIT_S = 20.0
@@ -109,14 +108,7 @@ async def test_the_proxy_follows_a_sessions_kv_on_a_real_vllm(
     replica, port = server
     async with http.post(f"{replica}/reset_prefix_cache") as r:
         assert r.status == 200
-    config = ProxyConfig(
-        replicas=[replica],
-        port=0,
-        health_interval_s=0.2,
-        access_log=False,
-        policy="session-affinity",
-        kv_events=KvEventsConfig(port=None),  # found by asking the server: tcp://127.0.0.1:<port>
-    )
+    config = subscribing_proxy(replica)
     async with running_proxy(config) as url:
         await _subscribed(http, url)
         messages = [{"role": "user", "content": "Refactor the parser module. " * 40}]
