@@ -110,5 +110,8 @@ async def test_both_ranks_are_found_and_a_sessions_calls_go_to_the_rank_caching_
         else:
             raise AssertionError(f"not subscribed to both ranks: {row}")
         through = await _second_calls_cached(http, url, "through", proxied=True)
+    # the figures docs/results/kv-events/README.md quotes (pytest -s shows them)
+    print(f"(full blocks of the first call, tokens the continuation found cached): direct {direct}")
+    print(f"through SAGA {through}")
     # Through SAGA every continuation finds all its first call's full blocks on its rank.
     assert all(blocks >= CPU_BLOCK_SIZE and cached == blocks for blocks, cached in through), through
