@@ -12,7 +12,8 @@ Contract:
 - Retries, failures and the accounting of each outcome are proxy/call_attempts.py's.
 - With `kv_events`, a call sent to a replica with several data-parallel ranks carries vLLM's
   `X-data-parallel-rank`: the rank whose events say it caches most of the session (proxy/kv_residency.py
-  `rank_for`; none when no rank holds any of it, and the engine's own balancing chooses).
+  `rank_for`; none when no rank holds any of it, and the engine's own balancing chooses). The session is
+  the one vLLM files the call's blocks under: a body `session_id`, else the `X-Session-ID` sent.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class Call:
         self.config = shared.config
         self.info = info
         self.who = who
+        # the session vLLM's KV events file this call's blocks under (the body's `session_id` if it names one)
+        self.kv_session = who.session_id
         self.body = body
         self.failures = 0
         self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
@@ -335,7 +338,7 @@ class Call:
             extra["X-Vllm-Priority"] = str(decision.priority)
             dropped = forward.REQUEST_EXTRA_PRIORITY
         kv = self.shared.kv_residency
-        rank = None if kv is None else kv.rank_for(self.who.session_id, decision.replica_id)
+        rank = None if kv is None else kv.rank_for(self.kv_session, decision.replica_id)
         if rank is not None:  # a data-parallel vLLM: the call goes to the rank caching its session's KV
             extra["X-data-parallel-rank"] = str(rank)
             dropped = forward.dropped_with(tuple(extra))

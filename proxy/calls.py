@@ -158,7 +158,7 @@ def _keyed(who: Identity, tenant: str) -> Identity:
 def _kv_resident(kv: KvResidency, who: Identity, fields: CallFields) -> dict[str, int]:
     """What each replica's KV events say it caches of this call's session, in the units of the call's
     estimated prompt tokens. The replica names the session the proxy sends (`X-Session-ID`), unless the
-    body names one: vLLM reads the body's first."""
+    body names one: vLLM reads the body's first (`kv_session_name`)."""
     resident = kv.resident_estimated(who.session_id)
     named = fields.session_id
     if named and named != who.session_id:
@@ -222,7 +222,10 @@ def _prepared(
         and path in USAGE_OPTION_ROUTES
         and not (fields.stream_options is not None and fields.stream_options.include_usage)
     )
-    return Call(app, shared, path, headers, downstream, info, who, body, add_usage)
+    call = Call(app, shared, path, headers, downstream, info, who, body, add_usage)
+    if fields.session_id:  # vLLM files this call's blocks under the body's session id, not X-Session-ID
+        call.kv_session = fields.session_id
+    return call
 
 
 def add_routes(app: web.Application) -> None:

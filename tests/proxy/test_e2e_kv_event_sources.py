@@ -69,8 +69,8 @@ def vllm_sources(*ports: int) -> bytes:
     return json.dumps(sources).encode()
 
 
-def stored(hashes: list[int], parent: int | None = None) -> KvEvent:
-    return block_stored(hashes, parent, [1] * (len(hashes) * BS), BS, "s")
+def stored(hashes: list[int], parent: int | None = None, session: str = "s") -> KvEvent:
+    return block_stored(hashes, parent, [1] * (len(hashes) * BS), BS, session)
 
 
 async def _resident(http: aiohttp.ClientSession, url: str, session: str) -> dict[str, int]:
@@ -101,9 +101,13 @@ async def _kv_events(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     return events
 
 
-async def _chat(http: aiohttp.ClientSession, url: str, replica: FakeReplica) -> str | None:
+async def _chat(
+    http: aiohttp.ClientSession, url: str, replica: FakeReplica, body_session: str | None = None
+) -> str | None:
     """One call of the session; the `X-data-parallel-rank` the replica got with it."""
-    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    body: dict[str, Any] = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    if body_session is not None:
+        body["session_id"] = body_session
     async with http.post(f"{url}/v1/chat/completions", json=body, headers={"X-Session-ID": "s"}) as r:
         assert r.status == 200, await r.text()
     ranks = [v for k, v in replica.headers[-1].items() if k.lower() == "x-data-parallel-rank"]
@@ -147,6 +151,34 @@ async def test_two_ranks_found_by_asking_each_followed_apart(
             assert await _chat(http, url, replica) == "0"
             assert (await _kv_events(http, url))["gaps"] == 1
             assert replica.kv_event_sources_asked == 1  # a usable answer is not asked again
+    for rank in ranks:
+        rank.sock.close(linger=0)
+
+
+async def test_the_rank_named_is_the_one_caching_the_session_vllm_files_the_blocks_under(
+    http: aiohttp.ClientSession, zctx: zmq.asyncio.Context
+) -> None:
+    """A body `session_id` differing from the `X-Session-ID` the proxy sends: vLLM files the call's blocks
+    under the body's, so the rank named is the one caching that session, not the header's."""
+    ranks = [Rank(zctx, 0), Rank(zctx, 1)]
+    async with fake_replica() as replica:
+        replica.kv_event_sources = vllm_sources(*(r.port for r in ranks))
+        config = ProxyConfig(
+            replicas=[replica.url], port=0, health_interval_s=0.2, kv_events=KvEventsConfig()
+        )
+        async with running_proxy(config) as url:
+            for rank in ranks:
+                await rank.subscribed()
+            assert await _chat(http, url, replica) is None
+            await ranks[0].publish(stored([1, 2, 3, 4, 5]))  # the header's session "s", on rank 0
+            await ranks[1].publish(stored([11, 12], session="b"))  # the body's "b", on rank 1
+            await _until(http, url, lambda r: r.get(replica.url) == 5 * BS)
+            for _ in range(int(WAIT_S / 0.05)):
+                if (await _kv_events(http, url))["ranks"]["1"]["cached_blocks"] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _chat(http, url, replica) == "0"
+            assert await _chat(http, url, replica, body_session="b") == "1"
     for rank in ranks:
         rank.sock.close(linger=0)
 
