@@ -41,12 +41,26 @@ def _free_port() -> int:
 
 
 async def _kv_event_sources(http: aiohttp.ClientSession, urls: Sequence[str]) -> dict[str, str]:
-    """Each simulated replica's publisher (its one rank, 0), from its `/kv_event_sources` (vLLM's answer)."""
+    """Each simulated replica's publisher (its one rank, 0), from its `/kv_event_sources` (vLLM's answer), for
+    the peer routers, which are told their endpoints."""
     sources = {}
     for url in urls:
         async with http.get(f"{url}/kv_event_sources") as r:
             sources[url] = parse_sources(await r.read(), url)[0]
     return sources
+
+
+async def _subscribed(http: aiohttp.ClientSession, url: str) -> None:
+    """Until SAGA has found and subscribed to every replica's publishers, so that no run's first events go
+    unseen; a router that cannot within the start-up time fails."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            rows = (await r.json())["replicas"]
+        if rows and all((row.get("kv_events") or {}).get("ranks") for row in rows):
+            return
+        await asyncio.sleep(0.1)
+    raise RouterFailed(f"not subscribed to the replicas' KV events after {STARTUP_TIMEOUT_S:.0f} s")
 
 
 async def _wait_ready(http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
@@ -68,9 +82,8 @@ async def running_router(
 ) -> AsyncIterator[str]:
     """Yields the base URL of router `spec` in front of `fleet`; stops it on exit."""
     if spec.kind == "saga":
-        kv_events = None
-        if needs_kv_events(spec):
-            kv_events = KvEventsConfig(port=None, endpoints=await _kv_event_sources(http, fleet.urls))
+        # SAGA finds each replica's publishers itself, asking it as it would a vLLM (`kv_events.discover`)
+        kv_events = KvEventsConfig(port=None) if needs_kv_events(spec) else None
         config = ProxyConfig(
             replicas=list(fleet.urls),
             policy=saga_policy(spec),
@@ -81,6 +94,8 @@ async def running_router(
             kv_events=kv_events,
         )
         async with running_proxy(config) as url:
+            if kv_events is not None:
+                await _subscribed(http, url)
             yield url
         return
     port = _free_port()
