@@ -18,6 +18,7 @@ from proxy import admin, calls, models, passthrough, response_routes, sessions
 from proxy.auth import authenticate
 from proxy.config import ProxyConfig
 from proxy.context import (
+    CHAIN_OWNERS,
     CHAINS,
     CONFIG,
     CORE,
@@ -45,7 +46,7 @@ from proxy.load_sync import load_sync_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
 from proxy.replica_changes import ReplicaChanges
-from proxy.response_owners import ResponseOwners
+from proxy.response_owners import ChainOwners, ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.scheduler.release import ReleaseQueue
@@ -88,10 +89,10 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
             app[POOL].close()
 
 
-async def _close_response_owners(app: web.Application) -> None:
-    owners = app[RESPONSE_OWNERS]
-    if owners is not None:
-        owners.close()
+async def _close_owner_tables(app: web.Application) -> None:
+    for owners in (app[RESPONSE_OWNERS], app[CHAIN_OWNERS]):
+        if owners is not None:
+            owners.close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -185,6 +186,7 @@ def create_app(
     app[RESOLVER] = resolver
     app[WORKERS] = workers
     app[RESPONSE_OWNERS] = None
+    app[CHAIN_OWNERS] = None
     app[REPLICA_CHANGES] = None
     kv_events = config.kv_events
     app[KV_RESIDENCY] = (
@@ -192,8 +194,9 @@ def create_app(
     )
     if workers is not None and workers.count > 1:
         app[RESPONSE_OWNERS] = ResponseOwners(workers.directory, workers.index)
+        app[CHAIN_OWNERS] = ChainOwners(workers.directory, workers.index)
         app[REPLICA_CHANGES] = ReplicaChanges(workers.directory)
-        app.on_cleanup.append(_close_response_owners)
+        app.on_cleanup.append(_close_owner_tables)
     app[METRICS] = ProxyMetrics()
     app[METRICS].kv_residency = app[KV_RESIDENCY]
     app[METRICS].registry.register(TenantCollector(core))

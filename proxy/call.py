@@ -27,6 +27,7 @@ from aiohttp import web
 
 from proxy import call_attempts, forward
 from proxy.context import (
+    CHAIN_OWNERS,
     CHAINS,
     CONFIG,
     CORE,
@@ -44,6 +45,7 @@ from proxy.directives import asking_for_usage, with_retention
 from proxy.errors import ProxyError
 from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
+from proxy.session_chain import answer_key
 from proxy.sessions import SESSION_END_HEADER, end_session, wants_end
 from proxy.upstream_pool import UpstreamAnswer
 
@@ -63,6 +65,7 @@ class CallShared:
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
         self.releaser = app[RELEASER]
         self.response_owners = app.get(RESPONSE_OWNERS)
+        self.chain_owners = app.get(CHAIN_OWNERS)
         self.kv_residency = app.get(KV_RESIDENCY)
         self.tenant_sources = app[TENANT_SOURCES]
         # replicas that refused a request priority (FCFS vLLM): their calls go without one for a while
@@ -238,7 +241,7 @@ class Call:
             collect_answer=self.who.prompt_chain is not None,
             strip_usage=self.add_usage,
             max_answer_bytes=self.config.max_answer_bytes,
-            on_response_id=self.response_id if self.shared.response_owners is not None else None,
+            on_answer=self.answered if self.shared.response_owners is not None else None,
             path=self.path,
         )
         self._relayed(dispatch, outcome)
@@ -289,11 +292,16 @@ class Call:
         self.metrics.ttft.observe(time.perf_counter() - self.started)
         self.gate.apply(self.core.first_token(self.info.request_id))
 
-    def response_id(self, response_id: str) -> None:
-        """One worker of several: the next call naming this response finds this worker, also when the
-        client sends it the moment the answer ends (so this comes before the answer's last bytes)."""
-        if self.shared.response_owners is not None:
-            self.shared.response_owners.record(response_id)
+    def answered(self, outcome: forward.Relayed) -> None:
+        """One worker of several: the next call naming this response, or repeating this answer in a
+        conversation naming no session, finds this worker, also when the client sends it the moment the
+        answer ends (so this comes before the answer's last bytes; proxy/response_owners.py)."""
+        shared = self.shared
+        if outcome.response_id is not None and shared.response_owners is not None:
+            shared.response_owners.record(outcome.response_id)
+        chain, owners = self.who.prompt_chain, shared.chain_owners
+        if chain is not None and owners is not None and outcome.answer is not None and outcome.status == 200:
+            owners.record(answer_key(chain, outcome.answer))
 
     def relayed(self, outcome: forward.Relayed) -> None:
         assert self.dispatch is not None

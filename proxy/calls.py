@@ -24,7 +24,7 @@ from proxy import forward
 from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
-from proxy.data_structs import CallFields, ChatMessage, Identity
+from proxy.data_structs import CallFields, Identity, SeenMessages
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
@@ -94,7 +94,7 @@ async def _served_after_lookup(
     tenant: str | None,
     downstream: forward.Downstream | InlineDownstream,
     fields: CallFields,
-    decoded: list[ChatMessage] | None = None,
+    seen: SeenMessages | None = None,
     pairs: list[tuple[str, str]] | None = None,
 ) -> None:
     """The call, once the replica that stored the response it continues is known: a response this proxy
@@ -104,7 +104,7 @@ async def _served_after_lookup(
         holder = await find_holder(app, previous)
         if holder:
             chains.remember_response(previous, "", holder)
-    call = _prepared(app, path, headers, body, tenant, downstream, fields, decoded)
+    call = _prepared(app, path, headers, body, tenant, downstream, fields, seen)
     if pairs is not None:
         call.forwarded_from = pairs
     await call.run()
@@ -123,22 +123,22 @@ def begin_call(
     downstream: InlineDownstream,
     pairs: list[tuple[str, str]] | None = None,
     fields: CallFields | None = None,
-    decoded: list[ChatMessage] | None = None,
+    seen: SeenMessages | None = None,
 ) -> None:
     """`serve_call` without a coroutine where it can: the call is under way in callbacks (it ends with
     `downstream.done()`), or its rest is handed over to a task (`downstream.hand_over`, raising ProxyError
     there as `serve_call` does). Raises ProxyError for a refusal. `pairs`: the header lines `headers` was
     made of, in order (what is forwarded is read from them: cheaper than walking a CIMultiDict). `fields`
-    and `decoded`: the body's fields and messages when the caller decoded them (proxy/identity.py's
+    and `seen`: the body's fields and messages when the caller read them (proxy/identity.py's
     `ownership_key`), so they are not decoded again."""
     if fields is None:
         fields = parse_call(body)
     # (the cheap test first: most calls name no previous response, and needs_lookup is a Python-level call)
     if fields.previous_response_id and needs_lookup(app, fields, app[CHAINS]):
-        work = _served_after_lookup(app, path, headers, body, tenant, downstream, fields, decoded, pairs)
+        work = _served_after_lookup(app, path, headers, body, tenant, downstream, fields, seen, pairs)
         downstream.hand_over(work, _nothing)
         return
-    call = _prepared(app, path, headers, body, tenant, downstream, fields, decoded)
+    call = _prepared(app, path, headers, body, tenant, downstream, fields, seen)
     if pairs is not None:
         call.forwarded_from = pairs
     call.begin(downstream)
@@ -175,7 +175,7 @@ def _prepared(
     tenant: str | None,
     downstream: forward.Downstream | InlineDownstream,
     fields: CallFields | None = None,
-    decoded: list[ChatMessage] | None = None,
+    seen: SeenMessages | None = None,
 ) -> Call:
     shared = app[SHARED]
     if not shared.ready:  # the first call, after startup (the upstream pool is made at startup)
@@ -185,9 +185,7 @@ def _prepared(
         fields = parse_call(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
-        who = identify(
-            headers, fields, request_id, shared.tenant_sources, chains=shared.chains, decoded=decoded
-        )
+        who = identify(headers, fields, request_id, shared.tenant_sources, chains=shared.chains, seen=seen)
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant

@@ -14,7 +14,7 @@ from proxy.model_routing import ReplicaModels
 from proxy.priority_fallback import PriorityRefusals
 from proxy.replica_changes import ReplicaChanges
 from proxy.replica_guard import GuardParams, ReplicaGuard
-from proxy.response_owners import ResponseOwners
+from proxy.response_owners import ChainOwners, ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
@@ -84,6 +84,8 @@ MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serv
 WORKERS: web.AppKey[WorkerSet | None] = web.AppKey("workers")  # None: single-process (proxy/worker_set.py)
 # which worker served a Responses API answer (proxy/response_owners.py); None with one process
 RESPONSE_OWNERS: web.AppKey[ResponseOwners | None] = web.AppKey("response_owners")
+# which worker served a chat answer, by its prefix-chain key (proxy/response_owners.py); None with one process
+CHAIN_OWNERS: web.AppKey[ChainOwners | None] = web.AppKey("chain_owners")
 # With workers: the admin API's replica set changes, kept for a worker restarted later (None: one process).
 REPLICA_CHANGES: web.AppKey[ReplicaChanges | None] = web.AppKey("replica_changes")
 # What each replica caches of each session, from its KV events (proxy/kv_residency.py); None: not subscribed.

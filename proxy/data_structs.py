@@ -153,3 +153,15 @@ class AnswerFields(msgspec.Struct):
     stop_reason: Any = None  # /v1/messages: end_turn, tool_use, max_tokens, ...
     # /v1/messages stream events' delta; a Responses API stream event's `delta` is a string (not collected)
     delta: BlockDelta | str | None = None
+
+
+class SeenMessages(msgspec.Struct):
+    """A chat call's messages as the worker that read it saw them (proxy/identity.py `ownership_key`), so
+    that serving it decodes and hashes them once."""
+
+    messages: list[ChatMessage]
+    chain: list[bytes]  # proxy/session_chain.py `chain_of`: a hash per message
+    assistants: list[int]  # the positions of its assistant messages
+    # a conversation's first call served by a worker that does not own its opening (proxy/fast_server.py):
+    # a session id of its own, as the opening's id may be another worker's live session
+    opening_elsewhere: bool = False

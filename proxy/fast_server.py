@@ -54,13 +54,14 @@ from proxy import forward
 from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
-from proxy.context import CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
+from proxy.context import CHAIN_OWNERS, CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
+from proxy.data_structs import SeenMessages
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
 from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
-from proxy.worker_set import LOCAL_HEADER
+from proxy.worker_set import LOCAL_HEADER, WorkerSet
 
 log = logging.getLogger("saga.proxy")
 access_log = logging.getLogger("saga.access")
@@ -70,6 +71,9 @@ MAX_HEAD_BYTES = 64 * 1024  # all header lines of one request
 KEEP_ALIVE_S = 75.0  # an idle keep-alive connection, or one sending a request this slowly, is closed
 _FAST_PATHS = frozenset(CALL_ROUTES)
 _KNOWN_OWNERS = 4096  # session keys whose owner is kept (forgotten all at once past it)
+# A conversation's answers looked up in the workers' chain table, latest first: the latest is the one its
+# worker recorded last; earlier ones only matter when a client rewrote its history.
+_CHAIN_LOOKUPS = 4
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
 _JSON = {"Content-Type": "application/json"}
 _METHODS = {b"POST": "POST", b"GET": "GET"}  # decoded once
@@ -443,8 +447,8 @@ class _ClientConnection(asyncio.Protocol):
                     )
                 else:  # one worker of several: the call is served by its session's owner
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
-                    key, decoded = ownership_key(headers, fields)
-                    owner = self._owner_elsewhere(key, fields.previous_response_id)
+                    key, seen = ownership_key(headers, fields)
+                    owner = self._owner_elsewhere(key, fields.previous_response_id, seen)
                     if owner >= 0 and not (self._moved or self._raw_lost):
                         self.queue.appendleft(request)
                         self._raw_served -= 1
@@ -455,7 +459,7 @@ class _ClientConnection(asyncio.Protocol):
                         return
                     app = self.server.app
                     begin_call(
-                        app, path, headers, request.body, tenant, downstream, request.headers, fields, decoded
+                        app, path, headers, request.body, tenant, downstream, request.headers, fields, seen
                     )
             except ProxyError as e:
                 self._answer_error(downstream, e)
@@ -470,13 +474,32 @@ class _ClientConnection(asyncio.Protocol):
 
     # -- handing the connection to another worker (proxy/connection_handoff.py) ---------------------------
 
-    def _owner_elsewhere(self, key: str | None, previous_response: str | None) -> int:
+    def _owner_elsewhere(
+        self, key: str | None, previous_response: str | None, seen: SeenMessages | None
+    ) -> int:
         """The worker that owns `key` when it is not this one, else -1 (also for the first request of a
         connection handed to this worker: served here whatever this worker computes, so no ping-pong). A
-        call with no key that continues a Responses API answer goes to the worker that served it."""
+        call with no key that continues a Responses API answer goes to the worker that served it. A chat
+        call naming no session (`seen`) goes to the worker that served the latest of its answers the workers'
+        chain table holds (proxy/response_owners.py); its
+        conversation's first call is served here (so calls that share an opening are spread over the
+        workers), with an id of its own unless this worker owns the opening; a continuation no worker
+        recorded goes to its opening's owner."""
         serve_here, self._serve_here = self._serve_here, False
         workers = self.server.workers
-        if workers is None or serve_here:
+        if workers is None:
+            return -1
+        if seen is not None and key is not None:
+            chain_owners = self.server.chain_owners
+            if chain_owners is not None:
+                for i in reversed(seen.assistants[-_CHAIN_LOOKUPS:]):
+                    owner = chain_owners.owner(seen.chain[i])
+                    if owner >= 0:
+                        return -1 if serve_here or owner == workers.index or owner >= workers.count else owner
+                if not seen.assistants:
+                    seen.opening_elsewhere = self._owner_of(key, workers) != workers.index
+                    return -1
+        if serve_here:
             return -1
         if key is None:
             owners_of_responses = self.server.response_owners
@@ -484,13 +507,17 @@ class _ClientConnection(asyncio.Protocol):
                 return -1
             owner = owners_of_responses.owner(previous_response)
             return -1 if owner == workers.index or owner >= workers.count else owner
+        owner = self._owner_of(key, workers)
+        return -1 if owner == workers.index else owner
+
+    def _owner_of(self, key: str, workers: WorkerSet) -> int:
         owners = self.server.owners
         owner = owners.get(key, -1)
         if owner < 0:
             if len(owners) >= _KNOWN_OWNERS:
                 owners.clear()
             owner = owners[key] = workers.owner_of(key)
-        return -1 if owner == workers.index else owner
+        return owner
 
     def _pass_to(self, owner: int) -> None:
         """Hands the connection to `owner` once every earlier answer is out (now, when it is already). A
@@ -724,7 +751,7 @@ class _RelayedCall:
     def first_byte(self) -> None:
         pass
 
-    def response_id(self, response_id: str) -> None:
+    def answered(self, outcome: forward.Relayed) -> None:
         pass  # the owner that served the call records it (this relay does not read the answer)
 
     def relayed(self, outcome: forward.Relayed) -> None:
@@ -777,6 +804,7 @@ class FastServer:
         self.relays: dict[int, UpstreamPool] = {}
         self.owners: dict[str, int] = {}  # session key -> owner (a hash per call: ~2% of its CPU)
         self.response_owners = app.get(RESPONSE_OWNERS)
+        self.chain_owners = app.get(CHAIN_OWNERS)
         self.relay_warned: set[int] = set()
         self.calls_server: asyncio.AbstractServer | None = None
         self._adoptions: set[asyncio.Task[None]] = set()

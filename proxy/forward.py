@@ -195,17 +195,17 @@ async def relay(
     collect_answer: bool = False,
     strip_usage: bool = False,
     max_answer_bytes: int | None = None,
-    on_response_id: Callable[[str], None] | None = None,
+    on_answer: Callable[[Relayed], None] | None = None,
     path: str = "",
 ) -> Relayed:
     """Relays the replica's answer to the client; returns what happened.
 
     With `collect_answer`, `Relayed.answer` holds the assistant message the replica produced; with
     `strip_usage`, a stream's usage-only event is read but not forwarded. A whole answer over
-    `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`). `on_response_id`
-    gets a Responses API answer's id before the answer's last bytes go out (a client's next call may name it
-    at once, at another worker). `path`: the call's route, whose shape the proxy's errors take
-    (proxy/errors.py)."""
+    `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`). `on_answer` gets
+    the outcome once the answer (and a Responses API answer's id) is read, before its last bytes go out (a
+    client's next call may continue from it at once, at another worker). `path`: the call's route, whose
+    shape the proxy's errors take (proxy/errors.py)."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
@@ -218,7 +218,7 @@ async def relay(
                 idle_timeout_s,
                 outcome,
                 max_answer_bytes,
-                on_response_id,
+                on_answer,
                 path,
             )
         else:
@@ -233,7 +233,7 @@ async def relay(
                 outcome,
                 scanner,
                 strip_usage,
-                on_response_id,
+                on_answer,
                 path,
             )
         return outcome
@@ -249,7 +249,7 @@ async def _relay_whole(
     idle_timeout_s: float,
     outcome: Relayed,
     max_answer_bytes: int | None,
-    on_response_id: Callable[[str], None] | None,
+    on_answer: Callable[[Relayed], None] | None,
     path: str,
 ) -> None:
     try:
@@ -268,8 +268,8 @@ async def _relay_whole(
     outcome.usage, outcome.answer = read_answer(body)
     if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
         outcome.response_id = response_id_of(body[:4096])
-        if outcome.response_id is not None and on_response_id is not None:
-            on_response_id(outcome.response_id)
+    if on_answer is not None:
+        on_answer(outcome)
     downstream.answer(upstream.status, headers, body)
 
 
@@ -282,7 +282,7 @@ async def _relay_stream(
     outcome: Relayed,
     scanner: StreamScanner,
     strip_usage: bool,
-    on_response_id: Callable[[str], None] | None,
+    on_answer: Callable[[Relayed], None] | None,
     path: str,
 ) -> None:
     try:
@@ -326,8 +326,8 @@ async def _relay_stream(
     outcome.usage = scanner.usage()
     outcome.answer = scanner.answer()
     outcome.response_id = scanner.response_id
-    if outcome.response_id is not None and on_response_id is not None:
-        on_response_id(outcome.response_id)
+    if on_answer is not None:
+        on_answer(outcome)
     try:
         await downstream.end()
     except ConnectionError:

@@ -7,7 +7,8 @@ the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the
 first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and
 answer), else from the start of its conversation (system and first user message, which every
 later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
-is already a live chained session gets a fresh id, so two agents given the same task stay apart. Any other
+is already a live chained session gets a fresh id, so two agents given the same task stay apart (with
+several workers, so does one served by a worker that does not own its opening: it may be another's). Any other
 call is a session of its own. The agent type is `X-Agent-Type`, else a hash of the head of the system prompt
 and the tool definitions (`prompt_shape.agent_signature`), else `default`.
 
@@ -27,7 +28,7 @@ from typing import Any
 import msgspec
 
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
-from proxy.data_structs import ChatMessage, Identity
+from proxy.data_structs import ChatMessage, Identity, SeenMessages
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
 from proxy.session_chain import PrefixChains, chain_of, decode_messages
 
@@ -104,15 +105,19 @@ def _conversation_key(decoded: list[ChatMessage]) -> str | None:
 
 
 def _inferred_session(
-    messages: list[ChatMessage], request_id: str, chains: PrefixChains | None
+    messages: list[ChatMessage], request_id: str, chains: PrefixChains | None, seen: SeenMessages | None
 ) -> tuple[str | None, bytes | None]:
     if chains is None or not messages:
         return _conversation_key(messages), None
-    chain, assistants = chain_of(messages)
+    chain, assistants = (seen.chain, seen.assistants) if seen is not None else chain_of(messages)
     session = chains.find(chain, assistants)
     if session is None:
         session = _conversation_key(messages)
-        if session is not None and not assistants and chains.knows(session):
+        if (
+            session is not None
+            and not assistants
+            and (chains.knows(session) or (seen is not None and seen.opening_elsewhere))
+        ):
             session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
     return session, chain[-1]
 
@@ -133,19 +138,19 @@ def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | N
     return session
 
 
-def ownership_key(
-    headers: Mapping[str, str], fields: CallFields
-) -> tuple[str | None, list[ChatMessage] | None]:
-    """The key whose owner schedules this call when the proxy runs as N workers (proxy/worker_set.py), and
-    the call's decoded messages when finding it decoded them (for `identify`, so they are decoded once).
+def ownership_key(headers: Mapping[str, str], fields: CallFields) -> tuple[str | None, SeenMessages | None]:
+    """The key whose owner schedules this call when the proxy runs as N workers (proxy/worker_set.py), and,
+    for a chat call naming no session, its messages as read (for the worker's choice and `identify`, so they
+    are decoded and hashed once).
 
     The explicit session id if the client named one; else, for a chat call, the conversation's opening
     (what the inferred session id hashes: system and first user message, which every later call of the
-    conversation repeats, so prefix-chained continuations share the key); else None: a call that is a
-    session of its own, served by whichever worker read it. A bad identity value is None too: the call is
-    refused where it was read. A Responses API call continuing through `previous_response_id` alone has no
-    key either: the response-to-session index lives in the worker that served the response, which the
-    workers' shared table names (proxy/response_owners.py)."""
+    conversation repeats); else None: a call that is a session of its own, served by whichever worker read
+    it. A bad identity value is None too: the call is refused where it was read. A Responses API call
+    continuing through `previous_response_id` alone has no key either: the response-to-session index lives
+    in the worker that served the response, which the workers' shared table names
+    (proxy/response_owners.py). A chat call naming no session goes first where the shared table says its
+    latest answer was served, and only then to its opening's owner (proxy/fast_server.py)."""
     try:
         session = _explicit_session(headers, fields)
     except IdentityError:
@@ -155,7 +160,10 @@ def ownership_key(
     if fields.previous_response_id or not fields.messages:
         return None, None
     decoded = decode_messages(fields.messages)
-    return (None if decoded is None else _conversation_key(decoded)), decoded
+    if decoded is None:
+        return None, None
+    chain, assistants = chain_of(decoded)
+    return _conversation_key(decoded), SeenMessages(decoded, chain, assistants)
 
 
 def identify(
@@ -165,11 +173,12 @@ def identify(
     tenant_sources: tuple[str, ...] = (*TENANT_HEADERS, API_KEY),
     *,
     chains: PrefixChains | None = None,
-    decoded: list[ChatMessage] | None = None,
+    seen: SeenMessages | None = None,
 ) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
     The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default".
-    `decoded`: the call's messages when `ownership_key` decoded them already (decoded once a call)."""
+    `seen`: the call's messages when `ownership_key` read them already (decoded and hashed once a call)."""
+    decoded = None if seen is None else seen.messages
     session = _explicit_session(headers, fields)
     inferred = False
     prompt_chain = None
@@ -180,7 +189,7 @@ def identify(
         if decoded is None:
             decoded = decode_messages(fields.messages)
         if decoded is not None:
-            session, prompt_chain = _inferred_session(decoded, request_id, chains)
+            session, prompt_chain = _inferred_session(decoded, request_id, chains, seen)
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True

@@ -73,8 +73,8 @@ class InlineCall(Protocol):
 
     def first_byte(self) -> None: ...
 
-    def response_id(self, response_id: str) -> None:
-        """A Responses API answer's id, before the answer's last bytes go out."""
+    def answered(self, outcome: Relayed) -> None:
+        """The answer (and a Responses API answer's id) is read; its last bytes are not out yet."""
         ...
 
     def relayed(self, outcome: Relayed) -> None: ...
@@ -213,8 +213,7 @@ class InlineRelay:
                 outcome.usage, outcome.answer = read_answer(body)
                 if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
                     outcome.response_id = response_id_of(body[:4096])
-                    if outcome.response_id is not None:
-                        self.call.response_id(outcome.response_id)
+                self.call.answered(outcome)
             try:
                 self.downstream.answer(outcome.status, self.headers, body)
             except ConnectionError:
@@ -263,8 +262,7 @@ class InlineRelay:
                     outcome.usage = scanner.usage()
                     outcome.answer = scanner.answer()
                     outcome.response_id = scanner.response_id
-                    if outcome.response_id is not None:
-                        self.call.response_id(outcome.response_id)
+                    self.call.answered(outcome)
                 downstream.end_now()
                 self._end()
             elif conn.broken is not None:

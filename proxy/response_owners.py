@@ -1,21 +1,35 @@
-"""Which worker served a Responses API answer, for `saga serve --workers N`: a call that continues a
-conversation through `previous_response_id` alone names no session and repeats none of the conversation, so
-its owner cannot be computed from the call (proxy/identity.py `ownership_key`); the worker that served the
-response knows its session (proxy/session_chain.py), so the call goes there.
+"""Which worker served an answer, for `saga serve --workers N`, in two tables of one layout:
+- `ResponseOwners`: a Responses API answer's id. A call that continues a conversation through
+  `previous_response_id` alone names no session and repeats none of the conversation, so its owner cannot be
+  computed from the call (proxy/identity.py `ownership_key`); the worker that served the response knows its
+  session (proxy/session_chain.py), so the call goes there.
+- `ChainOwners`: a chat answer's prefix-chain key (proxy/session_chain.py `answer_key`: the conversation up
+  to and with that answer). A call naming no session that repeats the answer continues the session of the
+  worker that served it, which keeps the chain index: the call goes there. So a conversation's first call
+  can be served by whichever worker read it (proxy/fast_server.py), and calls sharing one opening are not all
+  one worker's.
 
-Layout: the file `responses.table` in the worker directory (`WorkerSet.directory`) holds `slots` int64 words,
-shared by every worker. A response id hashes to a slot and a 54-bit tag (blake2b: the same in every process);
-the slot holds `tag << 9 | worker` (workers are at most 256). 0 is an empty slot (a tag is never 0).
+Layout: a file in the worker directory (`WorkerSet.directory`: `responses.table`, `chains.table`) shared by
+every worker: `slots` slots of two int64 words, in buckets of `WAYS` slots. A key's 16-byte digest (blake2b:
+the same in every process; a chain key is one already) gives a bucket and a 54-bit tag; a slot holds
+`tag << 9 | worker` (workers are at most 256; 0 is an empty slot, a tag is never 0) and when it was written
+(CLOCK_MONOTONIC, the same clock in every process). A record takes the key's own slot in its bucket, else an
+empty one, else the one written longest ago: so an entry is lost only once `WAYS` later keys fell in its
+bucket (with a direct-mapped table, as this was first, any one later key in its slot lost it: at 1,000 calls
+a second, ~11% of conversations whose tool call took a minute).
 
 Contract:
-- `record(response_id)` after this worker served that response; `owner(response_id)` is the worker that
-  recorded it last, or -1 if none did or its slot was taken since (a later response hashing to the same
-  slot overwrites it). A lost entry costs what it costs in a single process past `PrefixChains.max_entries`:
-  the call starts a session of its own where it was read.
-- No locks: a record is one aligned 8-byte store (atomic on x86-64 and arm64), so a reader sees the old or
-  the new word, never half of each; a word with another tag reads as -1.
-- Bounded: `slots` x 8 bytes (2 MiB by default: 262,144 slots, over twice the 100,000 responses each
-  worker's chain index keeps), fixed at open; every worker opens the same size.
+- `record(key)` after this worker served that answer, before its last bytes go out (so a call the client
+  sends the moment the answer ends finds it); `owner(key)` is the worker that recorded it last, or -1 if none
+  did or it was pushed out since. A lost entry costs what it costs in a single process past
+  `PrefixChains.max_entries`: the call starts a session of its own (a chat call: where its conversation's
+  opening hashes, so a conversation whose entry was lost may go on as a new session on another worker).
+- No locks: a slot's owner word is one aligned 8-byte store (atomic on x86-64 and arm64), so a reader sees
+  the old or the new word, never half of each; a word with another tag reads as -1. Two workers recording
+  into one bucket at the same instant may pick the same slot: one of the two entries is lost.
+- Bounded: `slots` x 16 bytes, fixed at open; every worker opens the same size. Responses: 4 MiB (262,144
+  slots, over twice the 100,000 responses each worker's chain index keeps). Chains: 8 MiB (524,288 slots: a
+  conversation is looked up by its latest answer, so what counts is one key per live conversation).
 - A restarted worker keeps the table (the file outlives it), and its earlier answers' entries: those calls
   go to it and, its chain index being empty, start sessions of their own there.
 """
@@ -24,40 +38,85 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 from proxy.shared_load import map_shared
 
 TABLE_FILE = "responses.table"
 DEFAULT_SLOTS = 1 << 18
+CHAINS_FILE = "chains.table"
+CHAIN_SLOTS = 1 << 19
+WAYS = 8
 _WORKER_BITS = 9
 _WORKER_MASK = (1 << _WORKER_BITS) - 1
 _TAG_BITS = 63 - _WORKER_BITS  # a non-negative int64 word
 
 
-class ResponseOwners:
-    def __init__(self, directory: str, index: int, slots: int = DEFAULT_SLOTS) -> None:
+class _OwnerTable:
+    def __init__(self, directory: str, index: int, slots: int, file: str, what: str) -> None:
         if not 0 <= index <= _WORKER_MASK or slots < 1:
-            raise ValueError(f"response owners: worker {index}, {slots} slots")
-        self.index, self.slots = index, slots
-        size = slots * 8
-        self.path = os.path.join(directory, TABLE_FILE)
-        self._map = map_shared(self.path, size)
-        self._words = memoryview(self._map).cast("q")
+            raise ValueError(f"{what}: worker {index}, {slots} slots")
+        self.index = index
+        self.ways = min(WAYS, slots)
+        self.buckets = slots // self.ways
+        self.path = os.path.join(directory, file)
+        self._map = map_shared(self.path, self.buckets * self.ways * 16)
+        self._words = memoryview(self._map).cast("q")  # per slot: the owner word, then when it was written
 
-    def _slot_and_tag(self, response_id: str) -> tuple[int, int]:
-        digest = hashlib.blake2b(response_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        tag = int.from_bytes(digest[8:], "little") >> (64 - _TAG_BITS) or 1
-        return int.from_bytes(digest[:8], "little") % self.slots, tag
+    def _bucket_and_tag(self, digest: bytes) -> tuple[int, int]:
+        tag = int.from_bytes(digest[8:16], "little") >> (64 - _TAG_BITS) or 1
+        return (int.from_bytes(digest[:8], "little") % self.buckets) * self.ways * 2, tag
 
-    def record(self, response_id: str) -> None:
-        slot, tag = self._slot_and_tag(response_id)
-        self._words[slot] = tag << _WORKER_BITS | self.index
+    def _record(self, digest: bytes) -> None:
+        first, tag = self._bucket_and_tag(digest)
+        words = self._words
+        slot, oldest = first, -1
+        for at in range(first, first + 2 * self.ways, 2):
+            word = words[at]
+            if word == 0 or word >> _WORKER_BITS == tag:
+                slot = at
+                break
+            written = words[at + 1]
+            if oldest < 0 or written < oldest:
+                slot, oldest = at, written
+        words[slot + 1] = time.monotonic_ns()
+        words[slot] = tag << _WORKER_BITS | self.index
 
-    def owner(self, response_id: str) -> int:
-        slot, tag = self._slot_and_tag(response_id)
-        word = self._words[slot]
-        return word & _WORKER_MASK if word >> _WORKER_BITS == tag else -1
+    def _owner(self, digest: bytes) -> int:
+        first, tag = self._bucket_and_tag(digest)
+        words = self._words
+        for at in range(first, first + 2 * self.ways, 2):
+            word = words[at]
+            if word >> _WORKER_BITS == tag:
+                return word & _WORKER_MASK
+        return -1
 
     def close(self) -> None:
         self._words.release()
         self._map.close()
+
+
+def _digest(response_id: str) -> bytes:
+    return hashlib.blake2b(response_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class ResponseOwners(_OwnerTable):
+    def __init__(self, directory: str, index: int, slots: int = DEFAULT_SLOTS) -> None:
+        super().__init__(directory, index, slots, TABLE_FILE, "response owners")
+
+    def record(self, response_id: str) -> None:
+        self._record(_digest(response_id))
+
+    def owner(self, response_id: str) -> int:
+        return self._owner(_digest(response_id))
+
+
+class ChainOwners(_OwnerTable):
+    def __init__(self, directory: str, index: int, slots: int = CHAIN_SLOTS) -> None:
+        super().__init__(directory, index, slots, CHAINS_FILE, "chain owners")
+
+    def record(self, chain_key: bytes) -> None:
+        self._record(chain_key)
+
+    def owner(self, chain_key: bytes) -> int:
+        return self._owner(chain_key)

@@ -3,8 +3,10 @@
 One event-loop thread is what bounds a single proxy's throughput (docs/results/overhead.md), so the proxy can
 run as N worker processes sharing its port (SO_REUSEPORT). A session must still be scheduled by one process
 (its binding, KV reservation, retention and learned graph live in one scheduler core), so every session has
-an owner: `owner_of(session_key)`, a stable hash of the session's key modulo the number of workers. A worker
-that reads a call whose session another worker owns hands the client connection to that owner.
+an owner: `owner_of(session_key)`, a stable hash of the session's key modulo the number of workers; a chat
+conversation naming no session is owned by the worker that served its first call, which the workers' shared
+table names (proxy/response_owners.py `ChainOwners`; proxy/fast_server.py). A worker that reads a call whose
+session another worker owns hands the client connection to that owner.
 
 Contract: `WorkerSet.from_environ()` is None in a single-process proxy (the default); in a worker it names the
 worker's index, the number of workers and the private directory (mode 0700, made by the supervisor) that holds

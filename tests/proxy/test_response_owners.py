@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.response_owners import ResponseOwners
+from proxy.data_structs import Answer, ChatMessage
+from proxy.response_owners import WAYS, ChainOwners, ResponseOwners
+from proxy.session_chain import answer_key, chain_of
 
 
 def test_a_response_recorded_by_one_worker_is_found_by_the_others(tmp_path: Path) -> None:
@@ -75,3 +77,38 @@ def test_any_string_a_client_names_is_looked_up_without_error(tmp_path: Path) ->
     owners.record("resp_\ud800")
     assert owners.owner("resp_\ud800") == 1 and owners.owner("resp_\udc00") == -1
     owners.close()
+
+
+def test_a_chain_key_recorded_by_one_worker_is_found_by_the_others(tmp_path: Path) -> None:
+    """The chat table: a conversation's latest answer, by its prefix-chain key (a 16-byte digest)."""
+    workers = [ChainOwners(str(tmp_path), i, slots=1024) for i in range(2)]
+    opening = chain_of([ChatMessage("user", "task")])[0][-1]
+    answer = answer_key(opening, Answer("a plan"))
+    workers[1].record(answer)
+    assert [w.owner(answer) for w in workers] == [1, 1]
+    assert workers[0].owner(answer_key(opening, Answer("another plan"))) == -1
+    assert (tmp_path / "chains.table").exists() and not (tmp_path / "responses.table").exists()
+    with pytest.raises(ValueError, match="chain owners"):
+        ChainOwners(str(tmp_path), 512)
+    for w in workers:
+        w.close()
+
+
+def test_an_entry_is_pushed_out_only_by_a_full_bucket_of_later_keys(tmp_path: Path) -> None:
+    """Buckets of `WAYS` slots, the one written longest ago taken first: a conversation's entry survives
+    until `WAYS` later keys fell in its bucket (a direct-mapped table lost it to any one)."""
+    one, two = ChainOwners(str(tmp_path), 0, slots=2 * WAYS), ChainOwners(str(tmp_path), 1, slots=2 * WAYS)
+
+    def key(n: int) -> bytes:  # an even first word: bucket 0 of 2; a tag of its own
+        return (2 * n).to_bytes(8, "little") + ((n + 1) << 32).to_bytes(8, "little")
+
+    one.record(key(0))
+    for n in range(1, WAYS):
+        two.record(key(n))
+    assert [one.owner(key(n)) for n in range(WAYS)] == [0] + [1] * (WAYS - 1)
+    one.record(key(0))  # written again: its own slot, now the newest
+    two.record(key(WAYS))  # a full bucket: the oldest (key 1) goes
+    assert one.owner(key(0)) == 0 and one.owner(key(1)) == -1
+    assert [one.owner(key(n)) for n in range(2, WAYS + 1)] == [1] * (WAYS - 1)
+    one.close()
+    two.close()

@@ -197,7 +197,7 @@ async def test_each_worker_learns_from_the_sessions_the_others_own(saga: Saga) -
 
 
 async def test_an_inferred_conversation_stays_with_one_worker(saga: Saga) -> None:
-    """No session id: the owner is found by the conversation's opening, which every later call repeats."""
+    """No session id: each later call goes to the worker that served the answer it repeats."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "You are the inferred-conversation test agent."},
         {"role": "user", "content": "first task"},
@@ -213,6 +213,45 @@ async def test_an_inferred_conversation_stays_with_one_worker(saga: Saga) -> Non
     inferred = [{k: v for k, v in w.items() if k.startswith("conv-")} for w in scheduled]
     assert sorted(len(w) for w in inferred) == [0, 1], inferred  # one session, on one worker
     assert sum(sum(w.values()) for w in inferred) == 4
+
+
+async def test_conversations_sharing_an_opening_are_spread_and_each_stays_on_its_worker(saga: Saga) -> None:
+    """No session id, and one opening for all (a load test's fixed prompt, or agents given one task): each
+    conversation's first call is served where the kernel sent it, and every later call goes to the worker
+    that served the answer it repeats (proxy/response_owners.py `ChainOwners`), so the conversations are
+    spread over both workers and none is split. (Before, the opening's owner served them all.)"""
+    opening: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are the shared-opening test agent."},
+        {"role": "user", "content": "the one task"},
+    ]
+
+    async def conversation(n: int) -> None:
+        messages = list(opening)
+        for step in range(3):
+            body = {"model": MODEL, "messages": messages, "max_tokens": 6}
+            status, text = await fresh_call(saga.url, body)
+            assert status == 200, text
+            answer = json.loads(text)["choices"][0]["message"]
+            messages = [*messages, {"role": "assistant", "content": answer["content"]}]
+            messages.append({"role": "user", "content": f"tool result {n}.{step}"})
+
+    conversations = 16
+    for n in range(conversations):  # one after another: every answer differs (the simulator's seed moves)
+        await conversation(n)
+    from multidict import CIMultiDict
+
+    from proxy.identity import decode_call, ownership_key
+
+    key = ownership_key(CIMultiDict(), decode_call(json.dumps({"messages": opening}).encode()))[0]
+    assert key is not None
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    ours = [{k: v for k, v in w.items() if k.startswith(key)} for w in scheduled]
+    assert all(calls == 3 for w in ours for calls in w.values()), ours  # no conversation split
+    assert sum(len(w) for w in ours) == conversations, ours
+    assert all(ours), ours  # both workers served some (all on one: a chance of 2 in 65,536)
+    # ids stay apart: the bare opening's id only where its owner served a first call
+    bare = [i for i, w in enumerate(ours) if key in w]
+    assert bare in ([], [owner_of(key, 2)]), ours
 
 
 def request_bytes(path: str, body: dict[str, Any] | None, close: bool = False) -> bytes:
@@ -367,6 +406,13 @@ def test_ownership_key_follows_the_session_precedence() -> None:
         {}, {"messages": [*opening, {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}
     )
     assert first is not None and first.startswith("conv-") and first == later
+    # a chat call naming no session is read once: its messages and their chain, for the worker's choice
+    seen = ownership_key(
+        CIMultiDict(),
+        decode_call(json.dumps({"messages": [*opening, {"role": "assistant", "content": "a"}]}).encode()),
+    )[1]
+    assert seen is not None and len(seen.chain) == 3 and seen.assistants == [2] and not seen.opening_elsewhere
+    assert ownership_key(CIMultiDict(), decode_call(b'{"messages": [], "session_id": "s"}'))[1] is None
     assert (
         key({}, {"messages": [{"role": "system", "content": "agent"}, {"role": "user", "content": "other"}]})
         != first
