@@ -5,6 +5,7 @@ replica cannot say."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -115,10 +116,9 @@ async def _chat(
     return ranks[0] if ranks else None
 
 
-async def test_two_ranks_found_by_asking_each_followed_apart(
-    http: aiohttp.ClientSession, zctx: zmq.asyncio.Context
-) -> None:
-    ranks = [Rank(zctx, 0), Rank(zctx, 1)]
+@contextlib.asynccontextmanager
+async def two_rank_proxy(ranks: list[Rank]) -> AsyncIterator[tuple[FakeReplica, str]]:
+    """A fake replica listing `ranks` at its `/kv_event_sources`, and the proxy subscribed to each."""
     async with fake_replica() as replica:
         replica.kv_event_sources = vllm_sources(*(r.port for r in ranks))
         config = ProxyConfig(
@@ -127,30 +127,38 @@ async def test_two_ranks_found_by_asking_each_followed_apart(
         async with running_proxy(config) as url:
             for rank in ranks:
                 await rank.subscribed()
-            assert await _chat(http, url, replica) is None  # the session, known to the proxy; no rank yet
-            # the same blocks on both ranks: two caches, nothing shared
-            await ranks[0].publish(stored([1, 2]))
-            await ranks[1].publish(stored([1, 2, 3, 4]))
-            assert await _until(http, url, lambda r: r.get(replica.url) == 4 * BS) == {replica.url: 4 * BS}
-            assert await _chat(http, url, replica) == "1"  # vLLM sends it to the rank caching its KV
-            events = await _kv_events(http, url)
-            assert events["source"] == "kv_event_sources"
-            assert {rank: shown["endpoint"] for rank, shown in events["ranks"].items()} == {
-                "0": f"tcp://127.0.0.1:{ranks[0].port}",
-                "1": f"tcp://127.0.0.1:{ranks[1].port}",
-            }
-            # rank 0 evicts its copy, then rank 1 loses a batch (a gap: its view starts afresh)
-            await ranks[0].publish(block_removed([1]))
-            await ranks[1].publish(seq=5)
-            assert await _until(http, url, lambda r: r.get(replica.url) == 0) == {replica.url: 0}
-            events = await _kv_events(http, url)
-            assert (events["ranks"]["0"]["gaps"], events["ranks"]["1"]["gaps"]) == (0, 1)
-            # rank 0's view went on through rank 1's gap: its next batch is no gap
-            await ranks[0].publish(stored([7, 8, 9]))
-            assert await _until(http, url, lambda r: r.get(replica.url) == 3 * BS) == {replica.url: 3 * BS}
-            assert await _chat(http, url, replica) == "0"
-            assert (await _kv_events(http, url))["gaps"] == 1
-            assert replica.kv_event_sources_asked == 1  # a usable answer is not asked again
+            yield replica, url
+
+
+async def test_two_ranks_found_by_asking_each_followed_apart(
+    http: aiohttp.ClientSession, zctx: zmq.asyncio.Context
+) -> None:
+    ranks = [Rank(zctx, 0), Rank(zctx, 1)]
+    async with two_rank_proxy(ranks) as (replica, url):
+        assert await _chat(http, url, replica) is None  # the session, known to the proxy; no rank yet
+        # the same blocks on both ranks: two caches, nothing shared
+        await ranks[0].publish(stored([1, 2]))
+        await ranks[1].publish(stored([1, 2, 3, 4]))
+        assert await _until(http, url, lambda r: r.get(replica.url) == 4 * BS) == {replica.url: 4 * BS}
+        assert await _chat(http, url, replica) == "1"  # vLLM sends it to the rank caching its KV
+        events = await _kv_events(http, url)
+        assert events["source"] == "kv_event_sources"
+        assert {rank: shown["endpoint"] for rank, shown in events["ranks"].items()} == {
+            "0": f"tcp://127.0.0.1:{ranks[0].port}",
+            "1": f"tcp://127.0.0.1:{ranks[1].port}",
+        }
+        # rank 0 evicts its copy, then rank 1 loses a batch (a gap: its view starts afresh)
+        await ranks[0].publish(block_removed([1]))
+        await ranks[1].publish(seq=5)
+        assert await _until(http, url, lambda r: r.get(replica.url) == 0) == {replica.url: 0}
+        events = await _kv_events(http, url)
+        assert (events["ranks"]["0"]["gaps"], events["ranks"]["1"]["gaps"]) == (0, 1)
+        # rank 0's view went on through rank 1's gap: its next batch is no gap
+        await ranks[0].publish(stored([7, 8, 9]))
+        assert await _until(http, url, lambda r: r.get(replica.url) == 3 * BS) == {replica.url: 3 * BS}
+        assert await _chat(http, url, replica) == "0"
+        assert (await _kv_events(http, url))["gaps"] == 1
+        assert replica.kv_event_sources_asked == 1  # a usable answer is not asked again
     for rank in ranks:
         rank.sock.close(linger=0)
 
@@ -161,24 +169,17 @@ async def test_the_rank_named_is_the_one_caching_the_session_vllm_files_the_bloc
     """A body `session_id` differing from the `X-Session-ID` the proxy sends: vLLM files the call's blocks
     under the body's, so the rank named is the one caching that session, not the header's."""
     ranks = [Rank(zctx, 0), Rank(zctx, 1)]
-    async with fake_replica() as replica:
-        replica.kv_event_sources = vllm_sources(*(r.port for r in ranks))
-        config = ProxyConfig(
-            replicas=[replica.url], port=0, health_interval_s=0.2, kv_events=KvEventsConfig()
-        )
-        async with running_proxy(config) as url:
-            for rank in ranks:
-                await rank.subscribed()
-            assert await _chat(http, url, replica) is None
-            await ranks[0].publish(stored([1, 2, 3, 4, 5]))  # the header's session "s", on rank 0
-            await ranks[1].publish(stored([11, 12], session="b"))  # the body's "b", on rank 1
-            await _until(http, url, lambda r: r.get(replica.url) == 5 * BS)
-            for _ in range(int(WAIT_S / 0.05)):
-                if (await _kv_events(http, url))["ranks"]["1"]["cached_blocks"] == 2:
-                    break
-                await asyncio.sleep(0.05)
-            assert await _chat(http, url, replica) == "0"
-            assert await _chat(http, url, replica, body_session="b") == "1"
+    async with two_rank_proxy(ranks) as (replica, url):
+        assert await _chat(http, url, replica) is None
+        await ranks[0].publish(stored([1, 2, 3, 4, 5]))  # the header's session "s", on rank 0
+        await ranks[1].publish(stored([11, 12], session="b"))  # the body's "b", on rank 1
+        await _until(http, url, lambda r: r.get(replica.url) == 5 * BS)
+        for _ in range(int(WAIT_S / 0.05)):
+            if (await _kv_events(http, url))["ranks"]["1"]["cached_blocks"] == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await _chat(http, url, replica) == "0"
+        assert await _chat(http, url, replica, body_session="b") == "1"
     for rank in ranks:
         rank.sock.close(linger=0)
 

@@ -196,19 +196,26 @@ async def test_each_worker_learns_from_the_sessions_the_others_own(saga: Saga) -
     assert not any(s.startswith("learned-") for s in scheduled)  # it learned them without scheduling them
 
 
+async def conversation(saga: Saga, opening: list[dict[str, Any]], calls: int, tag: str) -> None:
+    """An agent's conversation naming no session: each call on a fresh connection, then its answer and a
+    tool result ("tool result <tag><step>") appended."""
+    messages = list(opening)
+    for step in range(calls):
+        body = {"model": MODEL, "messages": messages, "max_tokens": 6}
+        status, text = await fresh_call(saga.url, body)
+        assert status == 200, text
+        answer = json.loads(text)["choices"][0]["message"]
+        messages = [*messages, {"role": "assistant", "content": answer["content"]}]
+        messages.append({"role": "user", "content": f"tool result {tag}{step}"})
+
+
 async def test_an_inferred_conversation_stays_with_one_worker(saga: Saga) -> None:
     """No session id: each later call goes to the worker that served the answer it repeats."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "You are the inferred-conversation test agent."},
         {"role": "user", "content": "first task"},
     ]
-    for step in range(4):
-        body = {"model": MODEL, "messages": messages, "max_tokens": 4}
-        status, text = await fresh_call(saga.url, body)
-        assert status == 200, text
-        answer = json.loads(text)["choices"][0]["message"]
-        messages = [*messages, {"role": "assistant", "content": answer["content"]}]
-        messages.append({"role": "user", "content": f"tool result {step}"})
+    await conversation(saga, messages, 4, "")
     scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
     inferred = [{k: v for k, v in w.items() if k.startswith("conv-")} for w in scheduled]
     assert sorted(len(w) for w in inferred) == [0, 1], inferred  # one session, on one worker
@@ -224,20 +231,9 @@ async def test_conversations_sharing_an_opening_are_spread_and_each_stays_on_its
         {"role": "system", "content": "You are the shared-opening test agent."},
         {"role": "user", "content": "the one task"},
     ]
-
-    async def conversation(n: int) -> None:
-        messages = list(opening)
-        for step in range(3):
-            body = {"model": MODEL, "messages": messages, "max_tokens": 6}
-            status, text = await fresh_call(saga.url, body)
-            assert status == 200, text
-            answer = json.loads(text)["choices"][0]["message"]
-            messages = [*messages, {"role": "assistant", "content": answer["content"]}]
-            messages.append({"role": "user", "content": f"tool result {n}.{step}"})
-
     conversations = 16
     for n in range(conversations):  # one after another: every answer differs (the simulator's seed moves)
-        await conversation(n)
+        await conversation(saga, opening, 3, f"{n}.")
     from multidict import CIMultiDict
 
     from proxy.identity import decode_call, ownership_key
