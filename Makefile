@@ -17,7 +17,7 @@ lint:
 	$(PYTHON) -m mypy
 
 test: install lint real-vllm bench-tools
-	SAGA_REQUIRE_REAL_VLLM=1 $(PYTHON) -m pytest -q
+	SAGA_REQUIRE_REAL_VLLM=1 $(PYTHON) -m pytest -q --durations=20
 
 # The overhead benchmark's fast backend and load generator (tests/loadtests/test_bench_overhead.py): Debian's
 # nginx and wrk, installed once where apt-get works as root; elsewhere those tests skip and say why.
