@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -74,7 +75,15 @@ def _healthy(url: str) -> bool:
 
 
 def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return f"{path}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Server(NamedTuple):
+    """One server of `running_vllms`: its extra flags, extra environment and log name."""
+
+    args: Sequence[str] = ()
+    env: Mapping[str, str] | None = None
+    name: str = "server"
 
 
 @contextmanager
@@ -83,33 +92,50 @@ def running_vllm(
 ) -> Iterator[str]:
     """A real vLLM OpenAI server on the tiny model; yields its base URL. `extra_env` is added to its
     environment; `name` names its log file (two servers at once need two names)."""
-    python, model = require_real_vllm()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"{name}.log"  # the latest run's, for debugging
-    argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
-    argv += [*SERVER_FLAGS, "--host", "127.0.0.1", "--port", str(port), *extra_args]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **SERVER_ENV, **(extra_env or {})},
-            start_new_session=True,  # its own process group: the engine child dies with it
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _healthy(url):
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited ({proc.returncode}) while starting; {log_path}:\n{_tail(log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM not healthy in {START_TIMEOUT_S:.0f} s; {log_path}:\n{_tail(log_path)}")
-            time.sleep(0.5)
+    with running_vllms(Server(extra_args, extra_env, name)) as (url,):
         yield url
+
+
+@contextmanager
+def running_vllms(*servers: Server) -> Iterator[tuple[str, ...]]:
+    """Several real vLLM servers, started at once (a start is ~40 s of one core's work, so on two cores two
+    start in about the time of one); yields their base URLs in order, once every one is healthy."""
+    python, model = require_real_vllm()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    started: list[tuple[subprocess.Popen[bytes], str, Path]] = []
+    try:
+        for server in servers:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            log_path = LOG_DIR / f"{server.name}.log"  # the latest run's, for debugging
+            argv = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+            argv += [*SERVER_FLAGS, "--host", "127.0.0.1", "--port", str(port), *server.args]
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **SERVER_ENV, **(server.env or {})},
+                    start_new_session=True,  # its own process group: the engine child dies with it
+                )
+            started.append((proc, url, log_path))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        waiting = list(started)
+        while waiting:
+            for proc, url, log_path in list(waiting):
+                if _healthy(url):
+                    waiting.remove((proc, url, log_path))
+                elif proc.poll() is not None:
+                    pytest.fail(f"vLLM exited ({proc.returncode}) while starting; {_tail(log_path)}")
+                elif time.monotonic() > deadline:
+                    pytest.fail(f"vLLM not healthy in {START_TIMEOUT_S:.0f} s; {_tail(log_path)}")
+            if waiting:
+                time.sleep(0.5)
+        yield tuple(url for _, url, _ in started)
     finally:
-        _stop(proc)
+        for proc, _, _ in started:
+            _stop(proc)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -14,19 +14,19 @@ import pytest
 
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from tests.real_vllm.real_vllm import running_vllm
+from tests.real_vllm.real_vllm import Server, running_vllms
 
 CHAT, EMBED = "tiny-chat", "tiny-embed"
 
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[tuple[str, str]]:
-    with (
-        running_vllm(["--served-model-name", CHAT], name="pooling-chat") as chat,
-        running_vllm(
+    with running_vllms(
+        Server(["--served-model-name", CHAT], name="pooling-chat"),
+        Server(
             ["--served-model-name", EMBED, "--runner", "pooling", "--convert", "embed"], name="pooling-embed"
-        ) as embed,
-    ):
+        ),
+    ) as (chat, embed):
         yield chat, embed
 
 

@@ -14,18 +14,17 @@ import pytest
 
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from tests.real_vllm.real_vllm import running_vllm
+from tests.real_vllm.real_vllm import Server, running_vllms
 
 STORE_ON = {"VLLM_ENABLE_RESPONSES_API_STORE": "1"}
 
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[list[str]]:
-    with (
-        running_vllm(extra_env=STORE_ON, name="responses-0") as first,
-        running_vllm(extra_env=STORE_ON, name="responses-1") as second,
-    ):
-        yield [first, second]
+    with running_vllms(
+        Server(env=STORE_ON, name="responses-0"), Server(env=STORE_ON, name="responses-1")
+    ) as urls:
+        yield list(urls)
 
 
 @pytest.fixture

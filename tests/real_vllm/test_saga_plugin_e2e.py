@@ -17,7 +17,7 @@ from proxy.scheduler import PRESETS
 from proxy.scheduler.registry import PluginSpec
 from proxy.server import running_proxy
 from tests.real_vllm.plugin import PLUGIN_ENV, plugin_server_args, require_plugin
-from tests.real_vllm.real_vllm import running_vllm
+from tests.real_vllm.real_vllm import Server, running_vllms
 
 BLOCK = 128
 
@@ -31,11 +31,8 @@ def tokens(seed: int, n: int) -> list[int]:
 def replicas() -> Iterator[list[str]]:
     require_plugin()
     args = plugin_server_args(40)
-    with (
-        running_vllm(args, PLUGIN_ENV, name="e2e-0") as first,
-        running_vllm(args, PLUGIN_ENV, name="e2e-1") as second,
-    ):
-        yield [first, second]
+    with running_vllms(Server(args, PLUGIN_ENV, "e2e-0"), Server(args, PLUGIN_ENV, "e2e-1")) as urls:
+        yield list(urls)
 
 
 @pytest.fixture
