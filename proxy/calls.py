@@ -158,7 +158,7 @@ def _keyed(who: Identity, tenant: str) -> Identity:
 def _kv_resident(kv: KvResidency, who: Identity, fields: CallFields) -> dict[str, int]:
     """What each replica's KV events say it caches of this call's session, in the units of the call's
     estimated prompt tokens. The replica names the session the proxy sends (`X-Session-ID`), unless the
-    body names one: vLLM reads the body's first (`kv_session_name`)."""
+    body names one: vLLM reads the body's first (as `Call.kv_session` does)."""
     resident = kv.resident_estimated(who.session_id)
     named = fields.session_id
     if named and named != who.session_id:

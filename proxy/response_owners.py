@@ -17,7 +17,7 @@ the same in every process; a chain key is one already) gives a bucket and a 54-b
 empty one, else the one written longest ago: so an entry is lost only once `WAYS` later keys fell in its
 bucket. At 1,000 calls a second, of the conversations whose tool call took a minute, a direct-mapped table
 of as many slots (any one later key in its slot loses it) would lose ~11%; this one lost 5 in 400,000
-(a throwaway simulation with this class, 2026-12-02).
+(`python -m loadtests.bench.owner_table_loss`).
 
 Contract:
 - `record(key)` after this worker served that answer, before its last bytes go out (so a call the client
