@@ -1,12 +1,15 @@
 # `make test` is the whole gate: install the test extras, lint, type-check, build the real vLLM that the
-# differential tests run against (once: it stays in gitignored directories), run every test.
+# differential tests run against (once: it stays in gitignored directories), run every test. The steps before
+# pytest run side by side (`test-deps`): the vLLM venv is mostly download and unpacking, the install mostly
+# one gcc process compiling the mypyc output, so on 2 cores they overlap instead of adding up. Each step's
+# output is printed whole when it ends (--output-sync), so a failure reads as it would run alone.
 PYTHON ?= python3
 VLLM_VERSION := 0.32.0
 VLLM_VENV := .venv-vllm
 TINY_MODEL := .cache/tiny-llama
 VLLM_PLUGIN_STAMP = $(VLLM_VENV)/.saga-vllm-plugin$(subst /,-,$(abspath deploy/vllm-plugin))
 
-.PHONY: test install lint demo real-vllm bench-tools
+.PHONY: test test-deps checked install lint demo real-vllm bench-tools
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -16,8 +19,15 @@ lint:
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 
-test: install lint real-vllm bench-tools
+test:
+	$(MAKE) -j3 --output-sync=target test-deps
 	SAGA_REQUIRE_REAL_VLLM=1 $(PYTHON) -m pytest -q --durations=20
+
+test-deps: checked real-vllm bench-tools
+
+# lint after install (ruff and mypy come with the test extras); `make lint` alone does not reinstall
+checked: install
+	$(MAKE) lint
 
 # The overhead benchmark's fast backend and load generator (tests/loadtests/test_bench_overhead.py): Debian's
 # nginx and wrk, installed once where apt-get works as root; elsewhere those tests skip and say why.
