@@ -100,7 +100,7 @@ class Call:
         self.config = shared.config
         self.info = info
         self.who = who
-        # the session vLLM's KV events file this call's blocks under (the body's `session_id` if it names one)
+        # the session vLLM's KV events file this call's blocks under (calls.py `_kv_session` sets it)
         self.kv_session = who.session_id
         self.body = body
         self.failures = 0

@@ -155,15 +155,22 @@ def _keyed(who: Identity, tenant: str) -> Identity:
     return msgspec.structs.replace(who, tenant_id=tenant, session_id=session, shown_session_id=shown)
 
 
-def _kv_resident(kv: KvResidency, who: Identity, fields: CallFields) -> dict[str, int]:
+def _kv_session(who: Identity, fields: CallFields) -> str:
+    """The session vLLM files this call's blocks under in its KV events: the body's `session_id` when it
+    names one (vLLM reads it first), else the `X-Session-ID` the proxy sends."""
+    return fields.session_id or who.session_id
+
+
+def _kv_resident(kv: KvResidency, sent_session: str, kv_session: str) -> dict[str, int]:
     """What each replica's KV events say it caches of this call's session, in the units of the call's
-    estimated prompt tokens. The replica names the session the proxy sends (`X-Session-ID`), unless the
-    body names one: vLLM reads the body's first (as `Call.kv_session` does)."""
-    resident = kv.resident_estimated(who.session_id)
-    named = fields.session_id
-    if named and named != who.session_id:
-        for replica, tokens in kv.resident_estimated(named).items():
-            resident[replica] = tokens
+    estimated prompt tokens: under `kv_session`, and under the session the proxy sends when that differs
+    (earlier calls that named no session in their body were filed under it); both are this conversation's
+    context, so a replica's figure is the larger."""
+    resident = kv.resident_estimated(sent_session)
+    if kv_session != sent_session:
+        for replica, tokens in kv.resident_estimated(kv_session).items():
+            if tokens > resident.get(replica, 0):
+                resident[replica] = tokens
     return resident
 
 
@@ -190,6 +197,7 @@ def _prepared(
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = _keyed(who, tenant)
+    kv_session, kv = _kv_session(who, fields), shared.kv_residency
     # a view into the body: copied only when hashed
     prompt: bytes | msgspec.Raw = fields.messages or fields.prompt or fields.input
     if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
@@ -213,7 +221,7 @@ def _prepared(
             if fields.previous_response_id
             else ""
         ),
-        kv_resident=None if shared.kv_residency is None else _kv_resident(shared.kv_residency, who, fields),
+        kv_resident=None if kv is None else _kv_resident(kv, who.session_id, kv_session),
     )
     add_usage = (
         fields.stream
@@ -221,8 +229,7 @@ def _prepared(
         and not (fields.stream_options is not None and fields.stream_options.include_usage)
     )
     call = Call(app, shared, path, headers, downstream, info, who, body, add_usage)
-    if fields.session_id:  # vLLM files this call's blocks under the body's session id, not X-Session-ID
-        call.kv_session = fields.session_id
+    call.kv_session = kv_session
     return call
 
 
