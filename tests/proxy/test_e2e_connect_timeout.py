@@ -46,9 +46,16 @@ async def test_a_replica_whose_connect_hangs_is_retried_on_another(http: aiohttp
     with black_hole() as hole:
         async with (
             fake_replica() as good,
-            # Probes of the black hole take health_timeout_s to fail: long enough for the calls to meet it.
+            # Each probe of the black hole fails after health_timeout_s (the proxy starts serving after the
+            # first round, so after 1 s); it is marked down only by 100 of them in a row, so the calls meet it.
             running_proxy(
-                config([hole, good.url], policy="round-robin", connect_timeout_s=0.3, health_timeout_s=30)
+                config(
+                    [hole, good.url],
+                    policy="round-robin",
+                    connect_timeout_s=0.3,
+                    health_timeout_s=1.0,
+                    unhealthy_after=100,
+                )
             ) as url,
         ):
             answered = []
