@@ -46,8 +46,8 @@ async def test_a_replica_whose_connect_hangs_is_retried_on_another(http: aiohttp
     with black_hole() as hole:
         async with (
             fake_replica() as good,
-            # Each probe of the black hole fails after health_timeout_s (the proxy starts serving after the
-            # first round, so after 1 s); it is marked down only by 100 of them in a row, so the calls meet it.
+            # Each probe of the black hole fails after health_timeout_s (the proxy serves after the first
+            # round, so after 1 s); it is marked down only by 100 of them in a row, so the calls meet it.
             running_proxy(
                 config(
                     [hole, good.url],
