@@ -55,10 +55,14 @@ async def _subscribed(http: aiohttp.ClientSession, url: str) -> None:
     unseen; a router that cannot within the start-up time fails."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
-        async with http.get(f"{url}/saga/v1/replicas") as r:
-            rows = (await r.json())["replicas"]
-        if rows and all((row.get("kv_events") or {}).get("ranks") for row in rows):
-            return
+        try:
+            async with http.get(f"{url}/saga/v1/replicas") as r:
+                r.raise_for_status()
+                rows = (await r.json())["replicas"]
+            if rows and all((row.get("kv_events") or {}).get("ranks") for row in rows):
+                return
+        except (aiohttp.ClientError, ValueError, LookupError, TypeError, AttributeError) as e:
+            raise RouterFailed(f"GET /saga/v1/replicas while waiting for KV events: {e!r}") from e
         await asyncio.sleep(0.1)
     raise RouterFailed(f"not subscribed to the replicas' KV events after {STARTUP_TIMEOUT_S:.0f} s")
 

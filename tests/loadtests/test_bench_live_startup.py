@@ -1,0 +1,54 @@
+"""loadtests/bench/live.py: waiting for SAGA to subscribe to the replicas' KV events fails with the reason
+when `/saga/v1/replicas` answers something other than its rows, instead of a traceback from deep inside."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from loadtests.bench.live import RouterFailed, _subscribed
+
+
+async def _serving(answer: web.Response) -> AsyncIterator[str]:
+    async def replicas(_: web.Request) -> web.Response:
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/saga/v1/replicas", replicas)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (web.Response(text="not json", content_type="application/json"), "JSONDecodeError"),
+        (web.json_response({"rows": []}), "KeyError"),
+        (web.json_response({"replicas": [1, 2]}), "AttributeError"),
+        (web.json_response({"error": "down"}, status=503), "503"),
+    ],
+)
+async def test_a_malformed_replicas_answer_fails_the_router_with_its_reason(
+    answer: web.Response, reason: str
+) -> None:
+    async for url in _serving(answer):
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(RouterFailed, match=reason):
+                await _subscribed(http, url)
+
+
+async def test_it_returns_once_every_replica_has_ranks() -> None:
+    rows = [{"url": "a", "kv_events": {"ranks": [0]}}, {"url": "b", "kv_events": {"ranks": [0, 1]}}]
+    async for url in _serving(web.json_response({"replicas": rows})):
+        async with aiohttp.ClientSession() as http:
+            await _subscribed(http, url)
