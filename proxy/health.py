@@ -2,12 +2,12 @@
 
 Each round probes every replica's `/health` and, for healthy ones, reads vLLM's queue and KV gauges and its KV
 capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens, and whether `kv_offloading_size`
-gives it a CPU KV tier) from `/metrics`; each replica's
-`ReplicaGuard` turns the probe into the health the core sees (thresholds, circuit breaker). A replica that is
-down is reported with zero load, so no stale figure of a dead replica steers routing or shows in the state.
-Then the core does its periodic housekeeping (`tick`). What a probe reads is bounded (`MAX_PROBE_BYTES`): a
-replica answering an endless `/metrics` or `/v1/models` costs the proxy that much memory at most, and is read
-as publishing no figures (or no model list).
+gives it a CPU KV tier) from `/metrics`; each replica's `ReplicaGuard` turns the probe into the health the
+core sees (thresholds, circuit breaker). A replica that is down is reported with zero load, so no stale
+figure of a dead replica steers routing or shows in the state. (The core's periodic housekeeping, `tick`,
+runs on its own and more often: proxy/housekeeping.py.) What a probe reads is bounded (`MAX_PROBE_BYTES`): a
+replica answering an endless `/metrics` or `/v1/models` costs the proxy that much memory at most, and is
+read as publishing no figures (or no model list).
 """
 
 from __future__ import annotations
@@ -194,7 +194,6 @@ async def replica_health_loop(
                 why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
                 log.warning("replica %s is now %s%s", stats.replica_id, "up" if healthy else "down", why)
             apply(core.replica_stats(reported(stats, healthy)))
-        apply(core.tick())
         if first_round is not None:
             first_round.set()
         await asyncio.sleep(interval_s)

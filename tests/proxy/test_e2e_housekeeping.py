@@ -1,0 +1,67 @@
+"""End-to-end over loopback: the scheduler core's housekeeping (`tick`) runs on its own cadence
+(proxy/housekeeping.py), not once per health round: a workflow waiting for KV is admitted as soon as the hold
+of the workflow in its way lapses, with health rounds a minute apart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import aiohttp
+import msgspec
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.housekeeping import housekeeping_loop
+from proxy.scheduler import PRESETS, Decision, Reject, SchedulerCore, build_policy
+from proxy.server import running_proxy
+from tests.proxy.fakes import fake_replica
+from tests.proxy.test_e2e_shared_load import METRICS, chat, until
+
+
+async def test_a_waiting_workflow_is_admitted_when_a_hold_lapses_between_health_rounds(
+    http: aiohttp.ClientSession,
+) -> None:
+    saga = PRESETS["saga"]
+    assert saga.admission is not None
+    # holds between calls last at most 0.5 s, so the first workflow's lapses long before the next health round
+    policy = msgspec.structs.replace(saga, admission=msgspec.structs.replace(saga.admission, max_hold_s=0.5))
+    async with fake_replica("ok", metrics=METRICS) as replica:  # 16k tokens of KV: 24k to admission
+        core = SchedulerCore([replica.url], build_policy(policy, seed=1), time.monotonic)
+        admission = core.admission
+        assert admission is not None
+        config = ProxyConfig(replicas=[replica.url], port=0, seed=1, health_interval_s=60.0)
+        async with running_proxy(config, core) as url:
+            await until(lambda: core.replicas[replica.url].kv_capacity_tokens == 16_000)
+            assert await chat(http, url, "first", 4_000) == 200
+            assert admission.own_reserved(replica.url) > 0  # held after its call, for up to 0.5 s
+            # ~24k tokens: no room beside the hold, the whole replica once it lapses; the next health round is
+            # ~60 s away, past the client's timeout
+            second = asyncio.create_task(chat(http, url, "second", 96_000))
+            await until(lambda: len(admission.waiting) == 1)
+            async with asyncio.timeout(20):
+                assert await second == 200
+            assert len(admission.waiting) == 0
+
+
+async def test_a_failing_tick_is_logged_and_housekeeping_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Core:
+        ticks = 0
+
+        def tick(self) -> list[Decision]:
+            self.ticks += 1
+            if self.ticks == 2:
+                raise RuntimeError("a bug")
+            return [Reject("r", f"tick {self.ticks}")]
+
+    core, applied = Core(), []
+    loop = asyncio.create_task(housekeeping_loop(core, applied.extend, interval_s=0.001))  # type: ignore[arg-type]
+    await until(lambda: core.ticks >= 4)
+    loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
+    assert [d.reason for d in applied if isinstance(d, Reject)][:3] == ["tick 1", "tick 3", "tick 4"]
+    assert "housekeeping (tick) failed" in caplog.text
