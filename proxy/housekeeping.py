@@ -1,14 +1,15 @@
-"""The scheduler core's periodic housekeeping (`SchedulerCore.tick`), in small steps.
+"""The scheduler core's periodic housekeeping (`SchedulerCore.tick`), on its own cadence.
 
 A tick lapses the admission holds that ran out, ends the sessions the predictor saw go silent, forgets idle
-sessions and releases what the release queue's gate allows. Its work grows with the calls since the last
-tick (each call arms a hold; each new session is forgotten once), so run once per health round (2 s) it was
-one long step: at ~1,750 calls/s of new conversations, ~3,500 lapses at once, 3-7 ms during which the event
-loop served no call. Run every `HOUSEKEEPING_S` it is the same work in steps of a few dozen items, and holds
-lapse within that much of their time instead of up to a health round late.
+sessions and releases what the release queue's gate allows. It used to run after each health round (2 s):
+its work grows with the calls since the last tick (each call arms a hold), so at ~1,750 calls/s of new
+conversations one tick lapsed ~3,500 holds at once and held the event loop 4-5 ms, and a hold lapsed up to a
+round late (8 s of the replicas' time in the demo at x4). Now it runs once a second of the core's clock
+(`HOUSEKEEPING_S` / `time_scale` of wall time), as the discrete-event cluster ticks (`tick_interval_s`), so
+the proxy lapses holds when the policy measured there does, in half the steps' size of before.
 
-Contract: `housekeeping_loop(core, apply)` calls `apply(core.tick())` every `interval_s` until cancelled; an
-exception from one tick is logged and the loop goes on (a bug must not stop the housekeeping for good).
+Contract: `housekeeping_loop(core, apply, interval_s)` calls `apply(core.tick())` every `interval_s` until
+cancelled; an exception from one tick is logged and the loop goes on (a bug must not stop the housekeeping).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from proxy.scheduler import Decision, SchedulerCore
 
 log = logging.getLogger("saga.housekeeping")
 
-HOUSEKEEPING_S = 0.05
+HOUSEKEEPING_S = 1.0  # of the core's clock: the discrete-event cluster's tick_interval_s
 
 
 async def housekeeping_loop(
-    core: SchedulerCore, apply: Callable[[list[Decision]], None], interval_s: float = HOUSEKEEPING_S
+    core: SchedulerCore, apply: Callable[[list[Decision]], None], interval_s: float
 ) -> None:
     while True:
         await asyncio.sleep(interval_s)
