@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from loadtests.bench.live import RouterFailed, _subscribed
+from tests.proxy.fakes import serving
 
 
 async def _serving(answer: web.Response) -> AsyncIterator[str]:
@@ -18,15 +19,8 @@ async def _serving(answer: web.Response) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/saga/v1/replicas", replicas)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

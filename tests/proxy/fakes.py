@@ -233,6 +233,18 @@ async def dying_stream_replica() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serves `app` on a free loopback port while the context is open; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:
     """The proxy's configuration for an end-to-end test: a free port, a seed, fast health rounds."""
     return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.1, **kwargs)

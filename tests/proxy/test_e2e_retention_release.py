@@ -22,6 +22,7 @@ from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.types import ReplicaId, RequestInfo, Usage
 from proxy.server import running_proxy
 from simulator.server import start_fleet
+from tests.proxy.fakes import serving
 
 
 class _Hold(Retention):
@@ -115,23 +116,15 @@ async def test_a_retention_given_up_at_the_end_of_its_call_is_released_on_the_re
 
 
 async def test_a_replica_without_the_contract_or_gone_only_counts_a_failed_release() -> None:
-    app = web.Application()  # a replica with no /saga/v1/release: 404
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            releaser = RetentionReleaser(session, upstream_api_key=None)
-            releaser.release([("s-1", f"http://127.0.0.1:{port}"), ("s-2", "http://127.0.0.1:9")])
-            await asyncio.gather(*releaser.pending)
-            assert (releaser.sent, releaser.failed, releaser.dropped) == (2, 2, 0)
-            assert not releaser.pending
-            metrics = ProxyMetrics()
-            metrics.releaser = releaser
-            scraped = _samples(generate_latest(metrics.registry).decode())
-            assert scraped["saga_retention_releases_sent_total"] == 2.0
-            assert scraped["saga_retention_releases_failed_total"] == 2.0
-    finally:
-        await runner.cleanup()
+    # a replica with no /saga/v1/release: 404
+    async with serving(web.Application()) as url, aiohttp.ClientSession() as session:
+        releaser = RetentionReleaser(session, upstream_api_key=None)
+        releaser.release([("s-1", url), ("s-2", "http://127.0.0.1:9")])
+        await asyncio.gather(*releaser.pending)
+        assert (releaser.sent, releaser.failed, releaser.dropped) == (2, 2, 0)
+        assert not releaser.pending
+        metrics = ProxyMetrics()
+        metrics.releaser = releaser
+        scraped = _samples(generate_latest(metrics.registry).decode())
+        assert scraped["saga_retention_releases_sent_total"] == 2.0
+        assert scraped["saga_retention_releases_failed_total"] == 2.0

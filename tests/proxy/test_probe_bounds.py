@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from proxy import health
+from tests.proxy.fakes import serving
 
 METRICS = b'vllm:num_requests_waiting{engine="0"} 3.0\nvllm:num_requests_running{engine="0"} 2.0\n'
 MODELS = b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
@@ -30,15 +31,8 @@ async def replica() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", bodies
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, bodies
 
 
 async def test_a_probe_reads_figures_and_models_within_the_bound(
