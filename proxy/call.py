@@ -13,7 +13,8 @@ Contract:
 - With `kv_events`, a call sent to a replica with several data-parallel ranks carries vLLM's
   `X-data-parallel-rank`: the rank whose events say it caches most of the session (proxy/kv_residency.py
   `rank_for`; none when no rank holds any of it, and the engine's own balancing chooses). The session is
-  the one vLLM files the call's blocks under: a body `session_id`, else the `X-Session-ID` sent.
+  the one vLLM files the call's blocks under, a body `session_id`, else the `X-Session-ID` sent; where
+  both have chains, the rank holding the most of either (as the call's residency figures count).
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ class Call:
             extra["X-Vllm-Priority"] = str(decision.priority)
             dropped = forward.REQUEST_EXTRA_PRIORITY
         kv = self.shared.kv_residency
-        rank = None if kv is None else kv.rank_for(self.kv_session, decision.replica_id)
+        rank = None if kv is None else kv.rank_for(self.kv_session, decision.replica_id, self.who.session_id)
         if rank is not None:  # a data-parallel vLLM: the call goes to the rank caching its session's KV
             extra["X-data-parallel-rank"] = str(rank)
             dropped = forward.dropped_with(tuple(extra))

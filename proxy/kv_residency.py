@@ -23,8 +23,9 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
   base was evicted (a prefix match stops there). Replicas where the session stored nothing are absent. A
   replica's figure is its best rank's (a call that lands on that rank finds that much cached). On the
   request path it looks only at the views holding a chain of the session (one shared map says which).
-- `rank_for(session, replica)`: that best rank, for vLLM's `X-data-parallel-rank` (proxy/call.py), when
-  the replica has more than one rank and one of them holds some of the session (ties: the lowest rank).
+- `rank_for(session, replica, also=None)`: that best rank, for vLLM's `X-data-parallel-rank` (proxy/call.py),
+  when the replica has more than one rank and one of them holds some of the session (ties: the lowest rank);
+  with `also`, the best over both sessions' chains (a call's context may be filed under two names).
 - Only the GPU tier (`medium` None or "GPU") and the first KV-cache group count.
 - Memory: one entry per cached block per view (bounded by the ranks' KV: ~100 bytes a block) and at most
   `max_sessions` chains per view, the least recently extended dropped first; past `max_blocks` a view
@@ -332,20 +333,18 @@ class KvResidency:
                         out[replica] = tokens
         return out
 
-    def rank_for(self, session: str, replica: str) -> int | None:
-        """The rank of `replica` holding most of `session` (module contract); None when it has one rank, or
-        no rank holds any of it."""
-        held = self.where.get(session)
-        if not held:
-            return None
+    def rank_for(self, session: str, replica: str, also: str | None = None) -> int | None:
+        """The rank of `replica` holding most of `session` (or of `also`'s chain, when given: module
+        contract); None when it has one rank, or no rank holds any of either."""
         ranks = self.replicas.get(replica)
         if ranks is None or len(ranks) < 2:
             return None
         best: int | None = None
         most = 0
-        for name, rank in held:
-            if name == replica:
-                tokens = ranks[rank].resident_tokens(session) or 0
-                if tokens > most or (tokens == most and best is not None and rank < best):
-                    best, most = rank, tokens
+        for named in (session,) if also is None or also == session else (session, also):
+            for name, rank in self.where.get(named, ()):
+                if name == replica:
+                    tokens = ranks[rank].resident_tokens(named) or 0
+                    if tokens > most or (tokens == most and best is not None and rank < best):
+                        best, most = rank, tokens
         return best

@@ -167,15 +167,16 @@ async def test_the_rank_named_is_the_one_caching_the_session_vllm_files_the_bloc
     http: aiohttp.ClientSession, zctx: zmq.asyncio.Context
 ) -> None:
     """A body `session_id` differing from the `X-Session-ID` the proxy sends: vLLM files the call's blocks
-    under the body's, so the rank named is the one caching that session, not the header's."""
+    under the body's, so a call naming it is sent to the rank caching that session's longer chain, not the
+    header's (the rank holding the most of either: test_kv_residency.py)."""
     ranks = [Rank(zctx, 0), Rank(zctx, 1)]
     async with two_rank_proxy(ranks) as (replica, url):
         assert await _chat(http, url, replica) is None
-        await ranks[0].publish(stored([1, 2, 3, 4, 5]))  # the header's session "s", on rank 0
-        await ranks[1].publish(stored([11, 12], session="b"))  # the body's "b", on rank 1
-        await _until(http, url, lambda r: r.get(replica.url) == 5 * BS)
+        await ranks[0].publish(stored([1, 2]))  # the header's session "s", on rank 0
+        await ranks[1].publish(stored([11, 12, 13, 14, 15], session="b"))  # the body's "b", on rank 1
+        await _until(http, url, lambda r: r.get(replica.url) == 2 * BS)
         for _ in range(int(WAIT_S / 0.05)):
-            if (await _kv_events(http, url))["ranks"]["1"]["cached_blocks"] == 2:
+            if (await _kv_events(http, url))["ranks"]["1"]["cached_blocks"] == 5:
                 break
             await asyncio.sleep(0.05)
         assert await _chat(http, url, replica) == "0"

@@ -249,6 +249,19 @@ def test_the_rank_a_call_is_sent_to_is_the_one_holding_most_of_its_session() -> 
     assert kv.rank_for("s", "r1") is None
 
 
+def test_the_rank_follows_the_longer_chain_of_a_calls_two_session_names() -> None:
+    """A call's context may be filed under the body's session and under the one the proxy sends: the rank is
+    the one holding most of either, as the call's residency figures count (proxy/calls.py `_kv_resident`)."""
+    kv = KvResidency()
+    kv.apply("r1", 0, [stored([1, 2, 3, 4], None, session="tenant:sent")], rank=0)
+    kv.apply("r1", 0, [stored([5], None, session="named")], rank=1)
+    assert kv.rank_for("named", "r1") == 1
+    assert kv.rank_for("named", "r1", also="tenant:sent") == 0
+    assert kv.rank_for("named", "r1", also="named") == 1
+    assert kv.rank_for("nobody", "r1", also="tenant:sent") == 0
+    assert kv.rank_for("nobody", "r1", also="nor-this") is None
+
+
 def test_a_call_is_scored_by_the_session_vllm_files_its_blocks_under_and_the_one_the_proxy_sends() -> None:
     """proxy/calls.py: a body `session_id` is what vLLM files the call's blocks under (`_kv_session`); what
     earlier calls naming none left under the proxy's `X-Session-ID` still counts: the larger figure."""
