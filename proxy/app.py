@@ -40,7 +40,7 @@ from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrin
 from proxy.errors import openai_errors
 from proxy.graph_routes import add_graph_routes
 from proxy.health import replica_health_loop
-from proxy.housekeeping import HOUSEKEEPING_S, housekeeping_loop
+from proxy.housekeeping import housekeeping_interval_s, housekeeping_loop
 from proxy.kv_events import KvEventSubscriber, kv_events_loop
 from proxy.kv_residency import KvResidency
 from proxy.load_sync import load_sync_loop
@@ -118,7 +118,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     kv_config = app[CONFIG].kv_events
     if kv is not None and kv_config is not None:  # which prefix of each session every replica caches
         tasks.append(asyncio.create_task(kv_events_loop(app[CORE], KvEventSubscriber(kv_config, kv))))
-    every_s = HOUSEKEEPING_S / app[CONFIG].time_scale  # a second of the core's clock
+    every_s = housekeeping_interval_s(app[CONFIG].time_scale)  # a second of the core's clock
     tasks.append(asyncio.create_task(housekeeping_loop(app[CORE], app[GATE].apply, every_s)))
     first_round = asyncio.Event()
     tasks.append(

@@ -89,6 +89,7 @@ class Call:
         who: Identity,
         body: bytes,
         add_usage: bool,
+        kv_session: str,
     ) -> None:
         self.path, self.headers, self.downstream = path, headers, downstream
         # What the replica is sent of the client's headers: `headers`, or the same as parsed pairs.
@@ -101,8 +102,8 @@ class Call:
         self.config = shared.config
         self.info = info
         self.who = who
-        # the session vLLM's KV events file this call's blocks under (calls.py `_kv_session` sets it)
-        self.kv_session = who.session_id
+        # the session vLLM's KV events file this call's blocks under (calls.py `_kv_session`)
+        self.kv_session = kv_session
         self.body = body
         self.failures = 0
         self.last_5xx: tuple[int, dict[str, str], bytes] | None = None

@@ -228,9 +228,7 @@ def _prepared(
         and path in USAGE_OPTION_ROUTES
         and not (fields.stream_options is not None and fields.stream_options.include_usage)
     )
-    call = Call(app, shared, path, headers, downstream, info, who, body, add_usage)
-    call.kv_session = kv_session
-    return call
+    return Call(app, shared, path, headers, downstream, info, who, body, add_usage, kv_session)
 
 
 def add_routes(app: web.Application) -> None:

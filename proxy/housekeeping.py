@@ -10,6 +10,8 @@ the proxy lapses holds when the policy measured there does, in half the steps' s
 
 Contract: `housekeeping_loop(core, apply, interval_s)` calls `apply(core.tick())` every `interval_s` until
 cancelled; an exception from one tick is logged and the loop goes on (a bug must not stop the housekeeping).
+`housekeeping_interval_s(time_scale)` is that interval for a core whose clock runs `time_scale` times the
+wall clock's: never under `MIN_WALL_S`, so an absurd time scale cannot make the loop spin.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from proxy.scheduler import Decision, SchedulerCore
 log = logging.getLogger("saga.housekeeping")
 
 HOUSEKEEPING_S = 1.0  # of the core's clock: the discrete-event cluster's tick_interval_s
+MIN_WALL_S = 0.001  # however fast a simulated fleet's clock runs, the loop still waits between ticks
+
+
+def housekeeping_interval_s(time_scale: float) -> float:
+    """Wall seconds between two ticks: a second of the core's clock, which runs `time_scale` times faster."""
+    return max(HOUSEKEEPING_S / time_scale, MIN_WALL_S)
 
 
 async def housekeeping_loop(

@@ -341,10 +341,10 @@ class KvResidency:
             return None
         best: int | None = None
         most = 0
-        for named in (session,) if also is None or also == session else (session, also):
-            for name, rank in self.where.get(named, ()):
-                if name == replica:
-                    tokens = ranks[rank].resident_tokens(named) or 0
-                    if tokens > most or (tokens == most and best is not None and rank < best):
-                        best, most = rank, tokens
+        names = (session,) if also is None or also == session else (session, also)
+        for named in names:
+            for rank in [r for name, r in self.where.get(named, ()) if name == replica]:
+                tokens = ranks[rank].resident_tokens(named) or 0
+                if tokens > most or (tokens == most and best is not None and rank < best):
+                    best, most = rank, tokens
         return best

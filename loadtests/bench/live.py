@@ -61,7 +61,7 @@ async def _subscribed(http: aiohttp.ClientSession, url: str) -> None:
                 rows = (await r.json())["replicas"]
             if rows and all((row.get("kv_events") or {}).get("ranks") for row in rows):
                 return
-        except (aiohttp.ClientError, ValueError, LookupError, TypeError, AttributeError) as e:
+        except (aiohttp.ClientError, ValueError, LookupError, TypeError, AttributeError, RecursionError) as e:
             raise RouterFailed(f"GET /saga/v1/replicas while waiting for KV events: {e!r}") from e
         await asyncio.sleep(0.1)
     raise RouterFailed(f"not subscribed to the replicas' KV events after {STARTUP_TIMEOUT_S:.0f} s")

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from proxy.config import ProxyConfig
-from proxy.housekeeping import housekeeping_loop
+from proxy.housekeeping import MIN_WALL_S, housekeeping_interval_s, housekeeping_loop
 from proxy.scheduler import PRESETS, Decision, Reject, SchedulerCore, build_policy
 from proxy.server import running_proxy
 from tests.proxy.fakes import fake_replica
@@ -65,3 +65,9 @@ async def test_a_failing_tick_is_logged_and_housekeeping_goes_on(
         await loop
     assert [d.reason for d in applied if isinstance(d, Reject)][:3] == ["tick 1", "tick 3", "tick 4"]
     assert "housekeeping (tick) failed" in caplog.text
+
+
+def test_the_interval_is_a_second_of_the_cores_clock_and_never_a_spin() -> None:
+    assert housekeeping_interval_s(1.0) == 1.0
+    assert housekeeping_interval_s(4.0) == 0.25  # the demo's replicas run 4x the wall clock
+    assert housekeeping_interval_s(1e12) == MIN_WALL_S

@@ -9,6 +9,8 @@ much of that the thread spent waiting for a CPU (/proc/thread-self/schedstat) an
 collections near it (`gc.callbacks`). Prints wrk's latency distribution, the late wake-ups (count, over
 5 ms, the largest twelve) and the GC's collections. `LAGDEBUG=1` also logs, through asyncio's debug mode,
 every callback that held the loop over 3 ms (debug mode slows everything: read only which callbacks).
+`TIMETICK=1` (with `SAGA_PURE_PYTHON=1`: compiled classes cannot be wrapped) also times each
+`SchedulerCore.tick` and the `WorkflowAdmission.expire` inside it, and prints their count, median and most.
 """
 
 from __future__ import annotations
@@ -32,6 +34,28 @@ from proxy.config import ProxyConfig
 from proxy.server import freeze_start_up_heap, running_proxy
 
 RATE = float(sys.argv[1]) if len(sys.argv) > 1 else 2000.0
+timed: dict[str, list[float]] = {}  # with TIMETICK: ms per call of each wrapped method
+
+
+def _time_calls(cls: type, name: str) -> None:
+    original = getattr(cls, name)
+
+    def wrapper(self: object, *args: object) -> object:
+        started = time.perf_counter()
+        try:
+            return original(self, *args)
+        finally:
+            timed.setdefault(f"{cls.__name__}.{name}", []).append((time.perf_counter() - started) * 1e3)
+
+    setattr(cls, name, wrapper)
+
+
+if os.environ.get("TIMETICK"):
+    from proxy.scheduler.admission import WorkflowAdmission
+    from proxy.scheduler.core import SchedulerCore
+
+    _time_calls(SchedulerCore, "tick")
+    _time_calls(WorkflowAdmission, "expire")
 BODY = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 
 
@@ -116,6 +140,9 @@ async def main() -> None:
         print(f"  at {when - began:6.3f} s: {ms:5.1f} ms late, {queued:4.1f} ms for a CPU, GC near: {near}")
     by_gen = Counter(g for _, g, _ in collections)
     print("GC collections by generation:", dict(by_gen))
+    for name, ms in timed.items():
+        ms.sort()
+        print(f"{name}: {len(ms)} calls, median {ms[len(ms) // 2]:.2f} ms, most {ms[-1]:.2f} ms")
 
 
 if __name__ == "__main__":
