@@ -26,6 +26,7 @@ _HELP = {
     "port": "port to listen on",
     "seed": "seed for randomised policies",
     "health_interval_s": "seconds between health probes of each replica",
+    "health_timeout_s": "timeout of one health probe (/health, then /metrics)",
     "unhealthy_after": "consecutive failed probes before a replica is marked down",
     "healthy_after": "consecutive good probes before a down replica is marked up",
     "breaker_failures": "consecutive failed calls that open a replica's circuit breaker",
@@ -35,6 +36,7 @@ _HELP = {
     "stream_idle_timeout_s": "timeout between two chunks of a streamed answer",
     "max_retries": "retries on another replica after a connect error or 5xx before the first byte",
     "priority_reprobe_s": "seconds a replica that refused a request priority gets calls without one",
+    "shutdown_grace_s": "seconds the calls in progress may finish after SIGTERM/SIGINT",
     "retry_after_s": "Retry-After sent with 429/503 refusals",
     "max_body_bytes": "largest request body accepted (413 above)",
     "max_answer_bytes": "largest whole (non-streaming) answer relayed from a replica (502 above)",
@@ -48,11 +50,11 @@ _HELP = {
     "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
     "workers": "proxy processes sharing the port; each session is scheduled by one of them",
 }
-# --replica / --simulate (and its --time-scale); structured keys: the YAML file, or JSON in SAGA_<KEY>
-# (kv_events: also --kv-events-port, below)
-_SKIPPED = {"replicas", "discovery", "api_keys", "time_scale", "kv_events"}
 # keys whose value is a mapping: an environment variable gives them as JSON (SAGA_KV_EVENTS='{"port": 5557}')
 _STRUCTURED = {"discovery", "api_keys", "kv_events", "tenants", "queue"}
+# No flag of their own: --replica / --simulate (and its --time-scale), and the structured keys (the YAML file,
+# or JSON in SAGA_<KEY>; kv_events: also --kv-events-port, below)
+_SKIPPED = {"replicas", "time_scale", *_STRUCTURED}
 
 
 def _scalar_type(default: Any) -> Any:

@@ -3,13 +3,17 @@ the fault, never a traceback, and YAML's silent last-one-wins for a repeated key
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from proxy.cli import build_parser
+from proxy.config import ProxyConfig
 from proxy.scheduler import ConfigError
 from proxy.serve_options import config_data
 
@@ -63,3 +67,59 @@ def test_saga_serve_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
     assert (
         result.stderr.strip().splitlines()[-1].startswith("saga: error: cannot read the configuration file")
     )
+
+
+def _documented_keys() -> dict[str, str]:
+    """docs/config.md's "Keys" table: key -> its default column, backticks removed."""
+    text = (ROOT / "docs" / "config.md").read_text()
+    table = text.split("## Keys", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", table, re.MULTILINE)
+    return {key: default.strip().strip("`") for key, default in rows}
+
+
+def test_every_key_is_documented_with_its_default() -> None:
+    """docs/config.md lists every ProxyConfig key, and only those, each with the schema's default."""
+    documented = _documented_keys()
+    fields = {f.name: f for f in msgspec.structs.fields(ProxyConfig)}
+    assert set(documented) == set(fields)
+    for name, field in fields.items():
+        shown = documented[name]
+        default = field.default if field.default is not msgspec.NODEFAULT else field.default_factory()
+        if isinstance(default, msgspec.Struct):
+            continue  # a mapping with defaults of its own (tenants: docs/fairness.md)
+        if default is None:
+            assert shown == "none", name
+        elif isinstance(default, bool):
+            assert shown == str(default).lower(), name
+        elif isinstance(default, int | float):
+            assert float(shown) == default, name
+        elif isinstance(default, list):
+            assert shown == "[]", name
+        else:
+            assert shown == default, name
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser: argparse.ArgumentParser = subparsers.choices["serve"]
+    return parser
+
+
+def test_every_scalar_key_has_a_flag_with_its_own_help() -> None:
+    """`saga serve --help` explains each key's flag; a mapping key (tenants, queue, ...) has none: it comes
+    from the file or JSON in SAGA_<KEY>, and a flag would only take a string the schema refuses."""
+    actions = [a for a in _serve_parser()._actions if a.option_strings]
+    by_flag = {flag: a for a in actions for flag in a.option_strings}
+    for field in msgspec.structs.fields(ProxyConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name in ("replicas", "time_scale", "kv_events"):  # --replica; --simulate's --time-scale and
+            continue  # --kv-events (the simulated replicas' publisher; the key's port: --kv-events-port)
+        default = field.default if field.default is not msgspec.NODEFAULT else field.default_factory()
+        if field.name in ("discovery", "api_keys", "queue") or isinstance(default, msgspec.Struct):
+            assert flag not in by_flag, flag
+            continue
+        assert flag in by_flag, flag
+        assert by_flag[flag].dest == field.name, flag
+        assert (by_flag[flag].help or "").split(" (default: ")[0] != field.name, flag
+    with pytest.raises(SystemExit):
+        _serve_parser().parse_args(["--tenants", "{}"])
