@@ -222,3 +222,21 @@ async def test_dashboard_and_alerts_use_only_exported_metrics(exported: set[str]
     assert len(refs) >= 8, refs
     missing = {name: sorted(where) for name, where in refs.items() if not _known(name, exported)}
     assert not missing, f"not exported by the proxy or the (simulated) vLLM replicas: {missing}"
+
+
+async def test_every_exported_saga_metric_is_documented(exported: set[str]) -> None:
+    """docs/observability.md names every `saga_*` family the proxy exports (one process and workers)."""
+    text = (ROOT / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"`(saga_[a-z0-9_]+)`", text))
+    ours = {name for name in exported if name.startswith("saga_")}
+    assert len(ours) >= 20, ours
+    missing = {n for n in ours if not _known(n, documented)}  # `saga_calls_total` or `saga_calls`
+    assert not missing, f"exported but not in docs/observability.md: {sorted(missing)}"
+
+
+def test_every_alert_is_in_the_deploy_guide() -> None:
+    """docs/deploy.md's alert table lists every rule of deploy/prometheus/alerts.yaml, and no other."""
+    rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yaml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    guide = (ROOT / "docs" / "deploy.md").read_text().split("| alert | fires when |", 1)[1]
+    assert set(re.findall(r"^\| `(\w+)` \|", guide, re.M)) == alerts
