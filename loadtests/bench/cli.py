@@ -104,12 +104,17 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     add_kv_options(des)
     des.add_argument(
-        "--policies", default=DES_POLICIES, help=f"comma-separated; known: {', '.join(known_policies())}"
+        "--policies",
+        default=DES_POLICIES,
+        help=f"comma-separated (default: the baselines, {DES_POLICIES}); "
+        f"known: {', '.join(known_policies())}",
     )
     des.add_argument(
         "--jobs", type=at_least(1), default=1, help="run policies (or sweep cells) in N processes"
     )
-    live.add_argument("--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY")
+    live.add_argument(
+        "--routers", default=LIVE_ROUTERS, help="comma-separated KIND:POLICY (default: %(default)s)"
+    )
     live.add_argument("--time-scale", type=positive, default=20.0, help="simulated time runs K times faster")
     live.add_argument("--stream", action="store_true", help="stream answers (measures TTFT per token)")
     live.add_argument(
