@@ -1,11 +1,12 @@
 """The proxy's own Prometheus metrics (a registry per app, so several proxies can live in one process).
 
-All names start with `saga_`. Counters: calls by route and status, errors by cause (`bad_request`,
-`unauthorized`, `rejected`, `upstream_unreachable`, `upstream_5xx`, `upstream_timeout`, `upstream_mid_answer`,
-`client_disconnect`, ...), scheduler decisions, retries, replica failures. Histograms: time to first byte,
-call latency, task (session) completion time for sessions ended explicitly. Gauges, refreshed on scrape:
-queue depth, calls in flight, live sessions, replica health. The retention releaser's counts (releases
-sent, failed, dropped, pending: proxy/retention_release.py) are read from it on scrape.
+All names start with `saga_`. Counters: calls by route and status, errors by cause (`invalid_request_body`,
+`invalid_api_key`, `rejected`, `upstream_unreachable`, `upstream_5xx`, `upstream_timeout`,
+`upstream_mid_answer`, `client_disconnect`, ...: docs/observability.md), scheduler decisions, retries, replica
+failures. Histograms: time to first byte, call latency, task (session) completion time for sessions ended
+explicitly. Gauges, refreshed on scrape: queue depth, calls in flight, live sessions, replica health. The
+retention releaser's counts (releases sent, failed, dropped, pending: proxy/retention_release.py) are read
+from it on scrape.
 
 The request path only bumps plain Python numbers (`Counts`, `Buckets`): no locks, no label lookups in
 prometheus_client, about a microsecond a call. A collector turns them into metric families when
