@@ -73,7 +73,10 @@ async def run_policy(config: DemoConfig, policy: str) -> PolicyRun:
 
 
 async def run_demo(config: DemoConfig, console: Console | None = None) -> dict[str, PolicyRun]:
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log or a pipe: the table as in a wide terminal, headers whole
+            console = Console(width=160)
     results: dict[str, PolicyRun] = {}
     console.print(
         f"SAGA demo: {config.sessions} agent tasks x {config.steps} LLM calls, {config.replicas} simulated "

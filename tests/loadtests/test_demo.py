@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from rich.console import Console
 
 from loadtests.busy_host import LAG_WARNING_SHARE, busy_host_warning
 from loadtests.demo import DemoConfig, run_demo
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_a_small_demo_runs_every_policy_on_the_same_tasks_and_prints_the_table() -> None:
@@ -33,3 +39,21 @@ def test_the_busy_host_warning_names_only_the_runs_whose_replicas_fell_behind() 
     assert "saga 12% of 100 s" in warning and "round-robin" not in warning
     assert "too busy" in warning
     assert busy_host_warning({"never ran": (0.0, 0.0)}) == ""
+
+
+def test_the_demo_piped_to_a_file_prints_the_table_as_the_readme_shows_it() -> None:
+    """Out of a terminal (a log, `| tee`) rich would fit the table into 80 columns and cut its headers."""
+    command = "demo --replicas 1 --sessions 2 --steps 2 --time-scale 20"
+    command += " --policies round-robin,session-affinity,saga"
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *command.split()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("SAGA demo: 2 agent tasks") and lines[0].endswith("simulated time x20")
+    assert "speedup vs round-robin" in result.stdout and "…" not in result.stdout
