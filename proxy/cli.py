@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -229,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"saga: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a port taken, or a host not on this machine: say so, without a traceback
+        if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise
+        print(f"saga: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,23 @@ def test_every_scalar_key_has_a_flag_with_its_own_help() -> None:
         assert (by_flag[flag].help or "").split(" (default: ")[0] != field.name, flag
     with pytest.raises(SystemExit):
         _serve_parser().parse_args(["--tenants", "{}"])
+
+
+@pytest.mark.parametrize("command", ["serve --replica http://127.0.0.1:9 --health-timeout-s 0.2", "sim"])
+def test_a_port_in_use_is_one_line_not_a_traceback(command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flag = "--port" if command.startswith("serve") else "--base-port"
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", *command.split(), flag, str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("saga: error:") and "address already in use" in last.lower()
