@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy import forward
 from proxy.auth import TENANT
@@ -64,8 +65,9 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         refusal.force_close()  # the body is left unread: aiohttp would try to decode it for the next request
         return refusal
     downstream = forward.AiohttpDownstream(request)
+    headers = CIMultiDict(forward.client_header_pairs(request))  # passed on as sent, as the fast server does
     await serve_call(
-        request.app, request.path, request.headers, await request.read(), request.get(TENANT), downstream
+        request.app, request.path, headers, await request.read(), request.get(TENANT), downstream
     )
     assert downstream.response is not None
     return downstream.response

@@ -61,6 +61,7 @@ class FakeReplica:
         self.bodies: list[dict[str, object]] = []  # bodies of "tools" and /v1/responses calls
         self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
         self.passthrough_paths: list[str] = []  # the passthrough requests it answered, in order
+        self.passthrough_headers: list[dict[str, str]] = []  # their headers, in order
         self.hold: asyncio.Event | None = None  # when set to an Event, passthrough answers wait for it
         self.kv_event_sources: bytes | None = None  # GET /kv_event_sources's answer; None: a 404
         self.kv_event_sources_asked = 0
@@ -138,6 +139,7 @@ class FakeReplica:
         if self.hold is not None:
             await self.hold.wait()
         self.passthrough_paths.append(request.path)
+        self.passthrough_headers.append(dict(request.headers))
         return web.json_response({"object": "list", "model": self.model, "data": [{"index": 0}]})
 
     async def _health(self, request: web.Request) -> web.Response:
