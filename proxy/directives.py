@@ -49,5 +49,8 @@ def asking_for_usage(body: bytes) -> bytes:
     call = _fields.decode(body)
     options = _object(call.get("stream_options"))
     options["include_usage"] = True
+    # vLLM sends continuous usage (in every chunk, not stripped) only with include_usage: a client that asked
+    # for it without include_usage gets none from vLLM, so none through the proxy either
+    options.pop("continuous_usage_stats", None)
     call["stream_options"] = msgspec.Raw(_encoder.encode(options))
     return _encoder.encode(call)
