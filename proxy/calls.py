@@ -9,6 +9,8 @@ Contract:
   rules, are OpenAI-style 400s (`ProxyError`) raised before the core hears of the call: nothing to release.
 - A streamed chat/completions call that did not ask for usage asks upstream for it (`stream_options`), and
   the usage event is stripped from what the client gets.
+- A client's own KV retention directives (`vllm_xargs.saga_retain_*`, docs/retention-api.md) are dropped:
+  only the scheduler asks replicas for retention.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, Identity, SeenMessages
+from proxy.directives import asks_for_retention, without_client_retention
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
@@ -192,6 +195,8 @@ def _prepared(
     core = shared.core
     if fields is None:
         fields = parse_call(body)
+    if asks_for_retention(fields.vllm_xargs):  # rare: only the scheduler asks replicas for KV retention
+        body = without_client_retention(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
         who = identify(headers, fields, request_id, shared.tenant_sources, chains=shared.chains, seen=seen)
