@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from proxy.config import replica_url_problem
 from proxy.context import CORE, GATE, GUARDS, KV_RESIDENCY, METRICS, MODELS, REPLICA_CHANGES, down_stats
 from proxy.errors import ProxyError
 from proxy.metrics import merge_expositions
@@ -97,8 +98,9 @@ async def _replica_url(request: web.Request) -> str:
         url = msgspec.json.decode(await request.read(), type=_ReplicaUrl).url.rstrip("/")
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise ProxyError(400, f'expected {{"url": "http://host:port"}}: {e}', param="url") from e
-    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url) or len(url) > 2048:
-        raise ProxyError(400, "url must be an http(s) URL", param="url")
+    problem = replica_url_problem(url)
+    if problem is not None:  # a replica the proxy could never reach: not added to be probed as down forever
+        raise ProxyError(400, f"url {problem}; expected http(s)://host:port", param="url")
     return url
 
 

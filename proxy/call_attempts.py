@@ -23,16 +23,15 @@ from typing import TYPE_CHECKING
 
 from proxy import forward
 from proxy.context import down_stats
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, refusal_body
 from proxy.scheduler import Decision, Dispatch, Reject
-from proxy.upstream_pool import BodyFailed, UpstreamAnswer
+from proxy.upstream_pool import AnswerTooLarge, BodyFailed, UpstreamAnswer
 
 if TYPE_CHECKING:
     from proxy.call import Call
 
 log = logging.getLogger("saga.proxy")
 
-_MAX_ERROR_BODY = 64 * 1024
 # What vLLM answers (400) to a request priority when it runs without `--scheduling-policy priority`
 _PRIORITY_OFF = b"Priority scheduling is not enabled"
 
@@ -100,11 +99,20 @@ async def attempts(
 
 
 async def read_error(call: Call, upstream: UpstreamAnswer, replica: str) -> tuple[int, dict[str, str], bytes]:
+    """The replica's error answer, read whole (up to `max_answer_bytes`, as any whole answer; past it the
+    proxy's 502): cut short, it was JSON the client could not parse (vLLM before 0.32 quoted the whole input
+    in its 400 to a body it could not validate; a reverse proxy's error page can be long too)."""
+    limit = call.config.max_answer_bytes
     try:
         async with asyncio.timeout(call.config.first_byte_timeout_s):
-            error_body = await upstream.read(_MAX_ERROR_BODY)
+            error_body = await upstream.read(max_bytes=limit)
     except (BodyFailed, TimeoutError):
         error_body = b""
+    except AnswerTooLarge:
+        call.metrics.errors.labels("upstream_answer_too_large").inc()
+        too_large = forward.too_large_error(limit)
+        headers = {"Content-Type": "application/json", "X-Saga-Replica": replica}
+        return too_large.status, headers, refusal_body(call.path, too_large)
     finally:
         upstream.close()
     return (

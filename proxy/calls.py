@@ -9,6 +9,8 @@ Contract:
   rules, are OpenAI-style 400s (`ProxyError`) raised before the core hears of the call: nothing to release.
 - A streamed chat/completions call that did not ask for usage asks upstream for it (`stream_options`), and
   the usage event is stripped from what the client gets.
+- A client's own KV retention directives (`vllm_xargs.saga_retain_*`, docs/retention-api.md) are dropped:
+  only the scheduler asks replicas for retention.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from collections.abc import Mapping
 
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy import forward
 from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, Identity, SeenMessages
+from proxy.directives import asks_for_retention, without_client_retention
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
 from proxy.identity import IdentityError, decode_call, identify
 from proxy.inline_relay import InlineDownstream
@@ -64,8 +68,9 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
         refusal.force_close()  # the body is left unread: aiohttp would try to decode it for the next request
         return refusal
     downstream = forward.AiohttpDownstream(request)
+    headers = CIMultiDict(forward.client_header_pairs(request))  # passed on as sent, as the fast server does
     await serve_call(
-        request.app, request.path, request.headers, await request.read(), request.get(TENANT), downstream
+        request.app, request.path, headers, await request.read(), request.get(TENANT), downstream
     )
     assert downstream.response is not None
     return downstream.response
@@ -190,6 +195,8 @@ def _prepared(
     core = shared.core
     if fields is None:
         fields = parse_call(body)
+    if asks_for_retention(fields.vllm_xargs):  # rare: only the scheduler asks replicas for KV retention
+        body = without_client_retention(body)
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
         who = identify(headers, fields, request_id, shared.tenant_sources, chains=shared.chains, seen=seen)

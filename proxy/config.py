@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -17,6 +18,27 @@ from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
 from proxy.scheduler.release import ReleaseQueueSpec
 
 _TENANT_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # printable ASCII but ':' (it ends a session's prefix)
+
+
+def replica_url_problem(url: str) -> str | None:
+    """Why `url` cannot name a replica, or None. The proxy appends the API's paths to it (a path prefix is
+    fine) and connects to its host and port, so it needs both, and no user info, query or fragment."""
+    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url) or len(url) > 2048:
+        return "is not an http(s) URL"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a ValueError when out of range
+    except ValueError as e:
+        return f"is not a URL ({e})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "names port 0"
+    if "@" in parts.netloc:
+        return "holds user info (the replica's API key is upstream_api_key)"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "holds a query or fragment"
+    return None
 
 
 class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -153,8 +175,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     "api_keys: a tenant name must be 1 to 128 printable ASCII characters, no space or ':'"
                 )
         for url in self.replicas:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"replica {url!r} is not an http(s) URL")
+            problem = replica_url_problem(url)
+            if problem is not None:
+                raise ConfigError(f"replica {url!r} {problem}")
         if len(set(self.replicas)) != len(self.replicas):
             raise ConfigError("a replica URL is listed twice")
         if isinstance(self.policy, str) and self.policy not in PRESETS:

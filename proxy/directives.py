@@ -5,9 +5,10 @@ Contract: `with_retention(body, session_id, ttl_s, priority)` returns the body w
 `vllm_xargs.saga_retain_ttl_s`, `vllm_xargs.session_id` (unless the client set one) and, when `priority` is
 not None, `vllm_xargs.saga_retain_priority` set (docs/retention-api.md), every other field unchanged;
 bodies the proxy would not touch otherwise are forwarded byte for byte. Priority needs no rewrite: vLLM
-reads the `X-Vllm-Priority` header.
+reads the `X-Vllm-Priority` header. `without_client_retention` drops the retention directives a client sent
+(`asks_for_retention`): only the scheduler asks replicas for retention.
 
-Both rewrites decode only the body's top level: each field's value stays the bytes the client sent
+The rewrites decode only the body's top level: each field's value stays the bytes the client sent
 (`msgspec.Raw`), only the one field rewritten is decoded, so a long conversation is scanned, not rebuilt
 (a 1.4 KB chat body: ~7 µs decoded and re-encoded whole, ~1.2 µs so). A body that is not a JSON object
 raises msgspec's DecodeError or ValidationError, as a whole decode did.
@@ -31,6 +32,26 @@ def _object(raw: msgspec.Raw | None) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
+# docs/retention-api.md's directives: the scheduler's to send, never a client's (`without_client_retention`)
+RETENTION_KEYS = ("saga_retain_ttl_s", "saga_retain_priority")
+
+
+def asks_for_retention(xargs: dict[str, Any] | None) -> bool:
+    return xargs is not None and ("saga_retain_ttl_s" in xargs or "saga_retain_priority" in xargs)
+
+
+def without_client_retention(body: bytes) -> bytes:
+    """The body without the retention directives a client put in `vllm_xargs`: the replica would pin the
+    session's KV for as long and at whatever priority the client says (nothing less important breaks it),
+    outside the scheduler, which asks for retention itself and counts what it retains."""
+    call = _fields.decode(body)
+    xargs = _object(call.get("vllm_xargs"))
+    for key in RETENTION_KEYS:
+        xargs.pop(key, None)
+    call["vllm_xargs"] = msgspec.Raw(_encoder.encode(xargs))
+    return _encoder.encode(call)
+
+
 def with_retention(body: bytes, session_id: str, ttl_s: float, priority: int | None = None) -> bytes:
     call = _fields.decode(body)  # a duplicated key: the last, as a whole decode keeps
     xargs = _object(call.get("vllm_xargs"))
@@ -49,5 +70,8 @@ def asking_for_usage(body: bytes) -> bytes:
     call = _fields.decode(body)
     options = _object(call.get("stream_options"))
     options["include_usage"] = True
+    # vLLM sends continuous usage (in every chunk, not stripped) only with include_usage: a client that asked
+    # for it without include_usage gets none from vLLM, so none through the proxy either
+    options.pop("continuous_usage_stats", None)
     call["stream_options"] = msgspec.Raw(_encoder.encode(options))
     return _encoder.encode(call)

@@ -13,8 +13,9 @@ Contract:
   routes, this server only takes the hot ones off it.
 - The HTTP layer's own refusals are OpenAI-shaped and close the connection: malformed HTTP or a header line
   over 8190 bytes (aiohttp's limit) is a 400 quoting nothing back, a body over `max_body_bytes` a 413.
-- Requests on a keep-alive connection are served one at a time, in order (pipelining included); a connection
-  without a complete request for `KEEP_ALIVE_S` is closed. A client that hangs up cancels what its
+- Requests on a keep-alive connection are served one at a time, in order (pipelining included; the
+  `100 Continue` a request expects goes out after every earlier answer); a connection without a complete
+  request for `KEEP_ALIVE_S` is closed. A client that hangs up cancels what its
   connection was serving (a call is then aborted upstream and reported cancelled).
 - A call is begun from the parser's callback (`calls.begin_call`): on the common path (dispatched at once, a
   pooled upstream connection idle) it is relayed from the connections' callbacks with no task
@@ -77,6 +78,7 @@ _CHAIN_LOOKUPS = 4
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
 _JSON = {"Content-Type": "application/json"}
 _METHODS = {b"POST": "POST", b"GET": "GET"}  # decoded once
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _Request:
@@ -228,6 +230,7 @@ class _ClientConnection(asyncio.Protocol):
         self._head_size = 0
         self._field_size = 0
         self._refused = False  # this message was already answered with a refusal; skip the rest
+        self._continue_pending = False  # it asked for `100 Continue` while an earlier answer was going out
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -345,6 +348,7 @@ class _ClientConnection(asyncio.Protocol):
         if self._refused:
             return
         limit = self.server.max_body_bytes
+        expects = False
         for name, value in self._headers:
             lowered = name.lower()
             if lowered == "content-length" and value.strip().isdigit() and int(value) > limit:
@@ -354,7 +358,14 @@ class _ClientConnection(asyncio.Protocol):
                 self._refuse(415, COMPRESSED_BODY, "unsupported_content_encoding")
                 return
             if lowered == "expect" and value.strip().lower() == "100-continue":
-                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                expects = True
+        if expects:  # after the refusals: a body that would be refused is not asked for
+            if self.queue or self._busy():
+                # an earlier answer is still going out: the interim answer would land inside it, so it goes
+                # once that is out (`_serve_next`), unless the body comes first anyway
+                self._continue_pending = True
+            else:
+                self.send(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         if self._refused:
@@ -367,6 +378,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._between = True
+        self._continue_pending = False  # the body came: no interim answer is owed
         if self._refused:
             return
         parser = self.parser
@@ -471,6 +483,9 @@ class _ClientConnection(asyncio.Protocol):
                 return
         if not self.queue:
             self._idle_since = self.loop.time()
+            if self._continue_pending and self.transport is not None and not self._busy():
+                self._continue_pending = False
+                self.send(_CONTINUE)
 
     # -- handing the connection to another worker (proxy/connection_handoff.py) ---------------------------
 

@@ -52,6 +52,7 @@ __all__ = [
     "Relayed",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "client_header_pairs",
     "forwarded_headers",
     "open_upstream",
     "parse_usage",
@@ -148,6 +149,14 @@ def forwarded_headers(
     out = {k: v for k, v in pairs if k.lower() not in dropped}
     out.update(extra)
     return out
+
+
+def client_header_pairs(request: web.Request) -> list[tuple[str, str]]:
+    """An aiohttp request's header lines as the client sent them, one character a byte (latin-1), as the fast
+    server reads them: aiohttp's own `headers` decode a value as UTF-8, an invalid byte (which HTTP allows in
+    a value) as a lone surrogate that no header encoding takes, and a valid non-ASCII one as a character the
+    upstream pool would send as another byte."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers]
 
 
 _dropped: dict[tuple[str, ...], frozenset[str]] = {}

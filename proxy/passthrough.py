@@ -117,7 +117,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     if not replicas:
         why = "no healthy replica serves the model this request names" if model else "no healthy replica"
         raise ProxyError(503, why, code="no_replica")
-    headers = forward.forwarded_headers(request.headers, {})
+    headers = forward.forwarded_headers(forward.client_header_pairs(request), {})
     forward.upstream_auth(headers, config)
     for replica in replicas:
         with _in_flight(app[BUSY], replica):

@@ -39,7 +39,7 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         raise ProxyError(
             404, f"Response with id '{response_id}' not found.", param="response_id", code="not_found"
         )
-    headers = forward.forwarded_headers(request.headers, {})
+    headers = forward.forwarded_headers(forward.client_header_pairs(request), {})
     forward.upstream_auth(headers, config)
     target = holder + request.rel_url.raw_path_qs
     try:

@@ -4,7 +4,8 @@
 routes) and answers calls the way `mode` says: "ok" (a tiny JSON or SSE answer), "error-503" (5xx before any
 byte), "hang" (never answers), "stall-stream" (headers and one event, then silence), "slow" (answers after
 `slow_s`), "tools" (an answer calling the tool `run_tests`, streamed in pieces when asked, with the usage
-chunk only when `stream_options.include_usage` is set). In every mode a call whose body has
+chunk only when `stream_options.include_usage` is set, and usage in every chunk when `continuous_usage_stats`
+is set too, as vLLM does). In every mode a call whose body has
 `"metadata": {"poison": true}` gets a 500: a request every replica refuses. `/v1/responses` answers a
 Responses API object with ids `resp_1`, `resp_2`, ... A few passthrough routes (`/v1/embeddings`,
 `/v1/rerank`, `/tokenize`, `/v1/audio/transcriptions`) answer their `model` only, as vLLM does (another is a
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -61,6 +63,7 @@ class FakeReplica:
         self.bodies: list[dict[str, object]] = []  # bodies of "tools" and /v1/responses calls
         self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
         self.passthrough_paths: list[str] = []  # the passthrough requests it answered, in order
+        self.passthrough_headers: list[dict[str, str]] = []  # their headers, in order
         self.hold: asyncio.Event | None = None  # when set to an Event, passthrough answers wait for it
         self.kv_event_sources: bytes | None = None  # GET /kv_event_sources's answer; None: a 404
         self.kv_event_sources_asked = 0
@@ -102,10 +105,17 @@ class FakeReplica:
             return web.Response(body=TOOL_JSON, content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for event in TOOL_EVENTS:
-            await response.write(event)
         options = body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        # vLLM's continuous usage: every chunk carries usage, only when include_usage is set too
+        continuous = usage and isinstance(options, dict) and bool(options.get("continuous_usage_stats"))
+        for event in TOOL_EVENTS:
+            if continuous:
+                chunk = json.loads(event.removeprefix(b"data: "))
+                chunk["usage"] = {"prompt_tokens": 9, "completion_tokens": 1}
+                event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            await response.write(event)
+        if usage:
             await response.write(USAGE_EVENT)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -138,6 +148,7 @@ class FakeReplica:
         if self.hold is not None:
             await self.hold.wait()
         self.passthrough_paths.append(request.path)
+        self.passthrough_headers.append(dict(request.headers))
         return web.json_response({"object": "list", "model": self.model, "data": [{"index": 0}]})
 
     async def _health(self, request: web.Request) -> web.Response:

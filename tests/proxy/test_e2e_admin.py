@@ -178,6 +178,37 @@ async def test_replicas_are_added_drained_and_removed_through_the_admin_api(
     assert after == [second.url] and bad[0] == 400
 
 
+BAD_REPLICA_URLS = [
+    "http://[::1",  # not a URL: an unclosed IPv6 literal
+    "http://127.0.0.1:99999",  # no such port
+    "http://:8000",  # no host
+    "http://user:pw@127.0.0.1:8000",  # credentials the proxy would send in the Host header, not as auth
+    "http://127.0.0.1:8000/?a=1",  # the API's paths would go after the query
+    "http://127.0.0.1:8000#x",
+]
+
+
+async def test_the_admin_api_refuses_a_replica_url_it_could_never_reach(http: aiohttp.ClientSession) -> None:
+    """Each was added (a 201) and then only ever probed as down; a path prefix is a URL the proxy can use."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        answers = []
+        for bad in BAD_REPLICA_URLS:
+            async with http.post(f"{url}/saga/v1/replicas", json={"url": bad}) as r:
+                answers.append((bad, r.status, (await r.json())["error"]["param"]))
+        async with http.post(f"{url}/saga/v1/replicas", json={"url": replica.url + "/prefix"}) as r:
+            with_path = r.status
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            listed = [v["replica_id"] for v in (await r.json())["replicas"]]
+    assert answers == [(bad, 400, "url") for bad in BAD_REPLICA_URLS]
+    assert with_path == 201 and listed == [replica.url, replica.url + "/prefix"]
+
+
+@pytest.mark.parametrize("bad", BAD_REPLICA_URLS)
+def test_a_replica_url_it_could_never_reach_fails_at_start(bad: str) -> None:
+    with pytest.raises(ConfigError, match="replica"):
+        ProxyConfig(replicas=[bad]).validate()
+
+
 def _args(tmp_path: Path, yaml_text: str | None, **flags: Any) -> argparse.Namespace:
     file = None
     if yaml_text is not None:

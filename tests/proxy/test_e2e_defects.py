@@ -197,3 +197,27 @@ async def test_state_forgets_a_dead_replicas_load(http: aiohttp.ClientSession) -
     dead = seen[busy.url]
     assert not dead["healthy"]
     assert (dead["waiting"], dead["running"], dead["kv_usage"]) == (0, 0, 0.0)
+
+
+@pytest.mark.parametrize("policy", ["round-robin", "saga"])
+async def test_a_client_cannot_ask_the_replicas_for_kv_retention_itself(
+    http: aiohttp.ClientSession, policy: str
+) -> None:
+    """KV retention is the scheduler's to ask for (docs/retention-api.md): a client's `saga_retain_ttl_s` and
+    `saga_retain_priority` in `vllm_xargs` reached the replica, which pinned the session's KV for its longest
+    TTL at a priority nothing could break, outside the scheduler's accounting. The client's other xargs and
+    its session id stay."""
+    hog = {"saga_retain_ttl_s": 600, "saga_retain_priority": -(10**9), "session_id": "mine", "foo": 1}
+    body = {"model": "fake", "messages": MESSAGES, "vllm_xargs": hog}
+    async with (
+        fake_replica("tools") as replica,
+        running_proxy(config([replica.url], policy=policy)) as url,
+        http.post(f"{url}/v1/chat/completions", json=body) as r,
+    ):
+        status = r.status
+    assert status == 200
+    sent = replica.bodies[0]["vllm_xargs"]
+    assert isinstance(sent, dict) and sent["session_id"] == "mine" and sent["foo"] == 1
+    if policy == "round-robin":  # asks for no retention of its own
+        assert sent == {"session_id": "mine", "foo": 1}
+    assert sent.get("saga_retain_priority") != -(10**9) and sent.get("saga_retain_ttl_s") != 600

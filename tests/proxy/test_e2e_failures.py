@@ -9,10 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from proxy.scheduler import Decision, Reject, RequestInfo, SchedulerCore, build_policy
 from proxy.server import running_proxy
-from tests.proxy.fakes import FakeReplica, config, fake_replica
+from tests.proxy.fakes import FakeReplica, config, fake_replica, serving
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -187,3 +188,39 @@ async def test_upstream_api_key_is_sent_to_replicas(http: aiohttp.ClientSession)
     finally:
         await replica.stop()
     assert status == 200 and seen == ["Bearer sk-up"]
+
+
+@pytest.mark.parametrize(("status", "max_answer_bytes"), [(400, None), (503, None), (400, 100_000)])
+async def test_a_long_replica_error_reaches_the_client_whole(
+    http: aiohttp.ClientSession, status: int, max_answer_bytes: int | None
+) -> None:
+    """The proxy reads error answers itself (a 400 may be a replica refusing request priorities, a 5xx is
+    retried and the last one relayed) and cut them to 64 KiB: a longer one (vLLM before 0.32 quoted the whole
+    input in its 400 to a body it could not validate) reached the client as JSON that did not parse. Past
+    `max_answer_bytes` it is the proxy's 502, as a whole answer is."""
+    error = {"error": {"message": "validation failed: " + "x" * 200_000, "type": "BadRequestError"}}
+
+    async def refuse(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(error, status=status)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", refuse)
+    app.router.add_get("/health", ok)
+    app.router.add_get("/metrics", ok)
+    limits = {} if max_answer_bytes is None else {"max_answer_bytes": max_answer_bytes}
+    async with serving(app) as replica, running_proxy(config([replica], access_log=False, **limits)) as url:
+        async with http.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:
+            answered = (r.status, await r.read())
+        async with http.get(f"{url}/saga/v1/state") as r:
+            in_flight = (await r.json())["in_flight"]
+    if max_answer_bytes is None:
+        assert answered[0] == status
+        assert json.loads(answered[1]) == error
+    else:
+        assert answered[0] == 502
+        assert json.loads(answered[1])["error"]["code"] == "upstream_answer_too_large"
+    assert in_flight == 0

@@ -58,6 +58,30 @@ async def test_streams_report_usage_and_tools_to_the_core_and_the_client_gets_wh
     assert core.usages == [Usage(9, 4, 0, "tool_calls", ("run_tests",))]
 
 
+async def test_continuous_usage_without_include_usage_gives_the_client_no_usage(
+    http: aiohttp.ClientSession,
+) -> None:
+    """vLLM reports continuous usage only with `include_usage`: a client asking for the first alone gets no
+    usage from vLLM, so it must get none through the proxy, which asks for `include_usage` itself."""
+    body = {
+        "model": "fake",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"continuous_usage_stats": True},
+    }
+    async with fake_replica("tools") as replica:
+        core = RecordingCore([replica.url])
+        async with (
+            running_proxy(config([replica.url]), core) as url,
+            http.post(f"{url}/v1/chat/completions", json=body) as r,
+        ):
+            raw = await r.read()
+    events = data_events(raw)
+    assert events[-1] == "[DONE]" and len(events) > 2
+    assert [e for e in events if e != "[DONE]" and "usage" in json.loads(e)] == []
+    assert core.usages == [Usage(9, 4, 0, "tool_calls", ("run_tests",))]
+
+
 async def test_whole_answers_report_finish_reason_and_tool_names(http: aiohttp.ClientSession) -> None:
     async with fake_replica("tools") as replica:
         core = RecordingCore([replica.url])

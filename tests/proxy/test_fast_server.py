@@ -6,16 +6,18 @@ under both servers (`SAGA_TEST_SERVER`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from urllib.parse import urlsplit
 
 import httptools
 import pytest
+from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, fake_replica
+from tests.proxy.fakes import SSE_EVENT, config, fake_replica, serving
 
 pytestmark = pytest.mark.usefixtures("_fast_only")
 
@@ -227,3 +229,55 @@ async def test_an_upgrade_offer_is_answered_in_http_1_1_then_closed() -> None:
         data = await asyncio.wait_for(reader.read(), 10)  # returns once the proxy closes
         writer.close()
     assert data.startswith(b"HTTP/1.1 200") and b'"content":"hi"' in data
+
+
+async def test_an_interim_100_waits_for_the_answer_going_out_before_it() -> None:
+    """A pipelined request with `Expect: 100-continue` whose head comes while an earlier stream is still going
+    out: its `100 Continue` was written at once, inside the stream's chunked body (a chunk size the client
+    cannot parse). It now goes out once the earlier answer is out, and the request is served."""
+    release = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(SSE_EVENT)
+        await release.wait()
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stream)
+    app.router.add_get("/health", ok)
+    app.router.add_get("/metrics", ok)
+    async with serving(app) as replica, running_proxy(config([replica])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", STREAM_CALL))
+        first = await asyncio.wait_for(reader.readuntil(b"\n\n"), 10)  # the stream's head and first event
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(STREAM_CALL)}\r\n"
+        writer.write(head.encode() + b"Expect: 100-continue\r\n\r\n")
+        try:
+            with contextlib.suppress(TimeoutError):  # before the fix the 100 came here, inside the stream
+                while True:  # whatever comes until a second passes with nothing
+                    first += await asyncio.wait_for(reader.read(65536), 1)
+        finally:
+            release.set()
+        assert b"100 Continue" not in first
+        rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"), 10)
+        writer.write(STREAM_CALL)
+        second = await _read_answers(reader, 1)
+        writer.close()
+    answers = await _read_answers(_fed(first + rest.removesuffix(b"HTTP/1.1 100 Continue\r\n\r\n")), 1)
+    assert answers[0].status == 200 and answers[0].body.endswith(b"data: [DONE]\n\n")
+    assert second[0].status == 200 and second[0].body.endswith(b"data: [DONE]\n\n")
+
+
+def _fed(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
