@@ -261,7 +261,7 @@ class Call:
             self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
         if outcome.response_id is not None:
             self.shared.chains.remember_response(
-                outcome.response_id, self.who.session_id, decision.replica_id
+                outcome.response_id, self.who.session_id, decision.replica_id, self.who.tenant_id
             )
 
     def _hung_up(self) -> None:

@@ -152,8 +152,10 @@ def begin_call(
 def _keyed(who: Identity, tenant: str) -> Identity:
     """The identity of a call authenticated by a client API key: the key's tenant, and sessions of its own.
     Another key naming the same session id has another session, so it cannot ride on this tenant's admitted
-    workflows, end them (`X-Session-End`) or mix its calls into their predictions. A session found by the
-    conversation's chain or `previous_response_id` is already the tenant's own (ids made here)."""
+    workflows, end them (`X-Session-End`) or mix its calls into their predictions. A session inferred (from
+    the conversation's opening or chain, or from `previous_response_id`) is not prefixed: `identify`, given
+    the tenant as `scope`, finds only the tenant's own (the opening and chain hashes include it, a response
+    recorded under another tenant is not found), and a new one's id is made here."""
     session = who.session_id if who.session_inferred else f"{tenant}:{who.session_id}"
     prefix = tenant + ":"
     shown = session[len(prefix) :] if session.startswith(prefix) else None
@@ -197,9 +199,17 @@ def _prepared(
         fields = parse_call(body)
     if asks_for_retention(fields.vllm_xargs):  # rare: only the scheduler asks replicas for KV retention
         body = without_client_retention(body)
+    previous = fields.previous_response_id
+    if tenant is not None and previous and shared.chains.foreign_response(previous, tenant):
+        # another tenant's response: its replica would continue that conversation for this caller
+        raise ProxyError(
+            404, f"Response with id '{previous}' not found.", param="previous_response_id", code="not_found"
+        )
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
-        who = identify(headers, fields, request_id, shared.tenant_sources, chains=shared.chains, seen=seen)
+        who = identify(
+            headers, fields, request_id, shared.tenant_sources, chains=shared.chains, seen=seen, scope=tenant
+        )
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant

@@ -459,7 +459,7 @@ class _ClientConnection(asyncio.Protocol):
                     )
                 else:  # one worker of several: the call is served by its session's owner
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
-                    key, seen = ownership_key(headers, fields)
+                    key, seen = ownership_key(headers, fields, tenant)
                     owner = self._owner_elsewhere(key, fields.previous_response_id, seen)
                     if owner >= 0 and not (self._moved or self._raw_lost):
                         self.queue.appendleft(request)

@@ -9,8 +9,12 @@ answer), else from the start of its conversation (system and first user message,
 later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
 is already a live chained session gets a fresh id, so two agents given the same task stay apart (with
 several workers, so does one served by a worker that does not own its opening: it may be another's). Any other
-call is a session of its own. The agent type is `X-Agent-Type`, else a hash of the head of the system prompt
-and the tool definitions (`prompt_shape.agent_signature`), else `default`.
+call is a session of its own. With client API keys (`scope`: the key's tenant), a session is found only
+among the tenant's own: the opening's id hashes the tenant too, the chains start from its seed
+(proxy/session_chain.py `tenant_seed`) and a response recorded under another tenant is not found, so another
+tenant sending the same conversation, or naming the response's id, starts a session of its own. The agent
+type is `X-Agent-Type`, else a hash of the head of the system prompt and the tool definitions
+(`prompt_shape.agent_signature`), else `default`.
 
 Every identity value a client sends (session, tenant, agent type) is checked by `check_id`: 1 to
 `MAX_ID_CHARS` printable ASCII characters, no leading or trailing space. Anything else (CR/LF, other control
@@ -30,7 +34,7 @@ import msgspec
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, Identity, SeenMessages
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
-from proxy.session_chain import PrefixChains, chain_of, decode_messages
+from proxy.session_chain import PrefixChains, chain_of, decode_messages, tenant_seed
 
 # Claude Code's subagents send their session's id too (with an `x-claude-code-agent-id`): they stay in that
 # session, on its replica; a session of their own was measured slower (docs/results/subagents/README.md).
@@ -90,8 +94,9 @@ _KEY_HASH = hashlib.blake2b(digest_size=12)
 _encode = msgspec.json.encode  # looked up once: two module lookups a call otherwise
 
 
-def _conversation_key(decoded: list[ChatMessage]) -> str | None:
-    """A stable key for a conversation: the hash of its system and first user message."""
+def _conversation_key(decoded: list[ChatMessage], scope: str | None = None) -> str | None:
+    """A stable key for a conversation: the hash of its system and first user message (and of `scope`, a
+    client API key's tenant, when there is one)."""
     opening: list[Any] = []
     for m in decoded:
         opening.append((m.role, m.content))
@@ -100,19 +105,26 @@ def _conversation_key(decoded: list[ChatMessage]) -> str | None:
     if not opening:
         return None
     hasher = _KEY_HASH.copy()  # a copy: the constructor's keyword arguments cost more than the hash
-    hasher.update(_encode(opening))
+    hasher.update(_encode(opening if scope is None else (scope, opening)))
     return f"conv-{hasher.hexdigest()}"
 
 
 def _inferred_session(
-    messages: list[ChatMessage], request_id: str, chains: PrefixChains | None, seen: SeenMessages | None
+    messages: list[ChatMessage],
+    request_id: str,
+    chains: PrefixChains | None,
+    seen: SeenMessages | None,
+    scope: str | None,
 ) -> tuple[str | None, bytes | None]:
     if chains is None or not messages:
-        return _conversation_key(messages), None
-    chain, assistants = (seen.chain, seen.assistants) if seen is not None else chain_of(messages)
+        return _conversation_key(messages, scope), None
+    if seen is not None:  # `ownership_key` read them, with the same scope
+        chain, assistants = seen.chain, seen.assistants
+    else:
+        chain, assistants = chain_of(messages, tenant_seed(scope))
     session = chains.find(chain, assistants)
     if session is None:
-        session = _conversation_key(messages)
+        session = _conversation_key(messages, scope)
         if (
             session is not None
             and not assistants
@@ -138,7 +150,9 @@ def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | N
     return session
 
 
-def ownership_key(headers: Mapping[str, str], fields: CallFields) -> tuple[str | None, SeenMessages | None]:
+def ownership_key(
+    headers: Mapping[str, str], fields: CallFields, scope: str | None = None
+) -> tuple[str | None, SeenMessages | None]:
     """The key whose owner schedules this call when the proxy runs as N workers (proxy/worker_set.py), and,
     for a chat call naming no session, its messages as read (for the worker's choice and `identify`, so they
     are decoded and hashed once).
@@ -150,7 +164,8 @@ def ownership_key(headers: Mapping[str, str], fields: CallFields) -> tuple[str |
     continuing through `previous_response_id` alone has no key either: the response-to-session index lives
     in the worker that served the response, which the workers' shared table names
     (proxy/response_owners.py). A chat call naming no session goes first where the shared table says its
-    latest answer was served, and only then to its opening's owner (proxy/fast_server.py)."""
+    latest answer was served, and only then to its opening's owner (proxy/fast_server.py). `scope`: the
+    client API key's tenant, as `identify` is given it (the opening and chain hashes are the tenant's)."""
     try:
         session = _explicit_session(headers, fields)
     except IdentityError:
@@ -162,8 +177,8 @@ def ownership_key(headers: Mapping[str, str], fields: CallFields) -> tuple[str |
     decoded = decode_messages(fields.messages)
     if decoded is None:
         return None, None
-    chain, assistants = chain_of(decoded)
-    return _conversation_key(decoded), SeenMessages(decoded, chain, assistants)
+    chain, assistants = chain_of(decoded, tenant_seed(scope))
+    return _conversation_key(decoded, scope), SeenMessages(decoded, chain, assistants)
 
 
 def identify(
@@ -174,22 +189,25 @@ def identify(
     *,
     chains: PrefixChains | None = None,
     seen: SeenMessages | None = None,
+    scope: str | None = None,
 ) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
     The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default".
-    `seen`: the call's messages when `ownership_key` read them already (decoded and hashed once a call)."""
+    `seen`: the call's messages when `ownership_key` read them already (decoded and hashed once a call).
+    `scope`: the tenant a client API key named (None without keys): sessions are inferred only from its own
+    conversations and responses."""
     decoded = None if seen is None else seen.messages
     session = _explicit_session(headers, fields)
     inferred = False
     prompt_chain = None
     if not session and fields.previous_response_id and chains is not None:
-        session = chains.session_of_response(fields.previous_response_id)
+        session = chains.session_of_response(fields.previous_response_id, scope)
         inferred = session is not None
     if not session and fields.messages:
         if decoded is None:
             decoded = decode_messages(fields.messages)
         if decoded is not None:
-            session, prompt_chain = _inferred_session(decoded, request_id, chains, seen)
+            session, prompt_chain = _inferred_session(decoded, request_id, chains, seen, scope)
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True

@@ -7,8 +7,9 @@ these go there: the replica this proxy saw answer it, else the one that says it 
 forwarded as sent (the query string kept; the upstream key in place of a client's), the replica's answer
 relayed with `X-Saga-Replica` (a whole one held to `max_answer_bytes`, as a call's); an id that cannot be one
 (proxy/response_lookup.py) is a 400 that does not repeat it; a response no replica holds is vLLM's own 404
-(`Response with id '...' not found.`, param `response_id`); a holder that cannot be reached is a 502, one too
-slow a 504.
+(`Response with id '...' not found.`, param `response_id`), as is, with client API keys, one this proxy
+recorded as another tenant's (not forwarded: vLLM would hand it to anyone); a holder that cannot be reached
+is a 502, one too slow a 504.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy import forward
+from proxy.auth import TENANT
 from proxy.context import CHAINS, CONFIG, CORE, POOL
 from proxy.errors import ProxyError
 from proxy.response_lookup import PLAUSIBLE_ID, find_holder
@@ -31,9 +33,11 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
             param="response_id",
             code="invalid_response_id",
         )
-    config, core = app[CONFIG], app[CORE]
-    holder = app[CHAINS].replica_of_response(response_id)
-    if holder not in core.replicas:  # unknown here, or its replica was removed since
+    config, core, chains = app[CONFIG], app[CORE], app[CHAINS]
+    tenant = request.get(TENANT)
+    foreign = tenant is not None and chains.foreign_response(response_id, tenant)
+    holder = "" if foreign else chains.replica_of_response(response_id)
+    if not foreign and holder not in core.replicas:  # unknown here, or its replica was removed since
         holder = await find_holder(app, response_id)
     if not holder:
         raise ProxyError(

@@ -5,13 +5,16 @@ Agents re-send the whole conversation each call: call k+1's messages are call k'
 answer (the assistant message), then the tool results. So after a call ends, the proxy remembers a key for
 "its messages followed by its answer"; a later call whose messages, up to one of its assistant messages, hash
 to a remembered key continues that session. Two agents that start from the same system prompt and task stay
-apart, since their answers differ.
+apart, since their answers differ. With client API keys each tenant's chains start from its own
+`tenant_seed`, so another tenant repeating the same conversation, answers and all, hashes to other keys and
+never finds this tenant's session; likewise a response id is found only by the tenant recorded with it.
 
-Contract (sans-IO): `conversation_chain(messages)` returns one chain hash per message (hash i covers
-messages 0..i, each normalised to role, text and tool calls, so a client's re-encoding of the assistant
+Contract (sans-IO): `chain_of(messages, seed)` returns one chain hash per message (hash i covers the seed
+and messages 0..i, each normalised to role, text and tool calls, so a client's re-encoding of the assistant
 message does not matter) and the positions of assistant messages; `PrefixChains.find` looks the assistant
 positions up, latest first; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of prompt +
-answer. The index holds at most `max_entries` keys, oldest first out.
+answer. The index holds at most `max_entries` keys, oldest first out. `session_of_response(id, tenant)` is
+None for a response recorded under another tenant (`foreign_response`).
 """
 
 from __future__ import annotations
@@ -50,11 +53,17 @@ def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | No
         return None
 
 
-def chain_of(messages: list[ChatMessage]) -> tuple[list[bytes], list[int]]:
-    """Chain hashes of a chat call's messages and the indexes of its assistant messages."""
+def tenant_seed(tenant: str | None) -> bytes:
+    """Where a tenant's chains start: b"" for calls not authenticated by a client API key (as before)."""
+    return b"" if tenant is None else hashlib.blake2b(tenant.encode(), digest_size=16).digest()
+
+
+def chain_of(messages: list[ChatMessage], seed: bytes = b"") -> tuple[list[bytes], list[int]]:
+    """Chain hashes of a chat call's messages (from `seed`: `tenant_seed`) and the indexes of its assistant
+    messages."""
     chain: list[bytes] = []
     assistants: list[int] = []
-    parent = b""
+    parent = seed
     for i, m in enumerate(messages):
         calls = tuple((c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function)
         parent = _link(parent, m.role, _text(m.content), calls)
@@ -79,8 +88,9 @@ class PrefixChains:
         self.max_entries = max_entries
         self._sessions: OrderedDict[bytes, str] = OrderedDict()
         self._keys_of: dict[str, int] = {}  # session -> how many keys point to it
-        # Responses API id -> (its session, the replica that answered it: the only one that stored it)
-        self._responses: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # Responses API id -> (its session, the replica that answered it: the only one that stored it, the
+        # tenant of the call that made it; "" when unknown)
+        self._responses: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -93,16 +103,27 @@ class PrefixChains:
                 return session
         return None
 
-    def remember_response(self, response_id: str, session_id: str, replica_id: str = "") -> None:
+    def remember_response(
+        self, response_id: str, session_id: str, replica_id: str = "", tenant: str = ""
+    ) -> None:
         """A Responses API answer's id, which a later call names as `previous_response_id`."""
-        self._responses[response_id] = (session_id, replica_id)
+        self._responses[response_id] = (session_id, replica_id, tenant)
         self._responses.move_to_end(response_id)
         while len(self._responses) > self.max_entries:
             self._responses.popitem(last=False)
 
-    def session_of_response(self, response_id: str) -> str | None:
+    def session_of_response(self, response_id: str, tenant: str | None = None) -> str | None:
+        """The session of `response_id`; with `tenant` (a client API key's), None unless it was that
+        tenant's."""
         known = self._responses.get(response_id)
-        return known[0] if known is not None else None
+        if known is None or (tenant is not None and known[2] != tenant):
+            return None
+        return known[0]
+
+    def foreign_response(self, response_id: str, tenant: str) -> bool:
+        """Whether `response_id` is known here as made by a call of another tenant than `tenant`."""
+        known = self._responses.get(response_id)
+        return known is not None and known[2] != "" and known[2] != tenant
 
     def replica_of_response(self, response_id: str) -> str:
         """The replica that answered (and stored) `response_id`; "" when unknown."""
