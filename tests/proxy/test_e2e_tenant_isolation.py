@@ -132,11 +132,13 @@ async def test_another_tenants_response_id_is_not_found(http: aiohttp.ClientSess
     assert "alpha:a-private" in left
 
 
-async def test_two_workers_keep_each_tenants_conversations_apart(
+async def test_two_workers_keep_each_tenants_sessions_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
 ) -> None:
-    """Repro A under `saga serve --workers 2`: the workers' chain table and the owner of a conversation's
-    opening are the tenant's too, so each tenant's conversation stays one session on one worker."""
+    """Repro A and B under `saga serve --workers 2`: the workers' chain table and the owner of a
+    conversation's opening are the tenant's too, so each tenant's conversation stays one session on one
+    worker; another tenant's continuation of a response goes to the worker that served it (the shared
+    response table), which knows its tenant: a 404."""
     monkeypatch.setenv("SAGA_API_KEYS", json.dumps(KEYS))
     workers = saga_workers(tmp_path)
     saga = await asyncio.to_thread(workers.__enter__)
@@ -149,6 +151,18 @@ async def test_two_workers_keep_each_tenants_conversations_apart(
             assert alpha[0] in left and beta[1] not in left, left
         scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
         assert all(sum(s in w for w in scheduled) == 1 for s in left), scheduled  # none split
+
+        body = {"model": "saga-sim", "input": "alpha's private task", "max_output_tokens": 4}
+        async with http.post(
+            f"{saga.url}/v1/responses", json=body, headers={**A, "X-Session-ID": "a-private"}
+        ) as r:
+            assert r.status == 200, await r.text()
+            follow = {**body, "previous_response_id": (await r.json())["id"]}
+        for _ in range(4):  # fresh connections: read by either worker
+            async with http.post(f"{saga.url}/v1/responses", json=follow, headers={**B, **END}) as r:
+                text = await r.text()
+                assert r.status == 404 and "a-private" not in text + json.dumps(dict(r.headers)), text
+        assert "alpha:a-private" in await sessions(http, saga.url)
     finally:
         await asyncio.to_thread(workers.__exit__, None, None, None)
 
