@@ -58,6 +58,28 @@ COMPILED = [
     "proxy/session_chain.py",
     "proxy/sse_scan.py",
     "proxy/upstream_pool.py",
+    # The scheduler's plugins and their framework (their msgspec params: proxy/scheduler/plugin_params.py)
+    "proxy/scheduler/framework.py",
+    "proxy/scheduler/plugins/cache_aware.py",
+    "proxy/scheduler/plugins/engine_waiting_gate.py",
+    "proxy/scheduler/plugins/fixed_ttl.py",
+    "proxy/scheduler/plugins/kv_headroom.py",
+    "proxy/scheduler/plugins/kv_utilization.py",
+    "proxy/scheduler/plugins/least_request.py",
+    "proxy/scheduler/plugins/max_in_flight_gate.py",
+    "proxy/scheduler/plugins/max_score.py",
+    "proxy/scheduler/plugins/power_of_two.py",
+    "proxy/scheduler/plugins/predicted_ttl.py",
+    "proxy/scheduler/plugins/prefix_cache.py",
+    "proxy/scheduler/plugins/queue_depth.py",
+    "proxy/scheduler/plugins/round_robin.py",
+    "proxy/scheduler/plugins/session_affinity.py",
+    # Called on every call from the compiled path above (loadtests/bench/call_cost.py)
+    "proxy/scheduler/prefill_rate.py",
+    "proxy/metrics.py",
+    "proxy/context.py",
+    "proxy/model_routing.py",
+    "proxy/priority_fallback.py",
 ]
 
 MANIFEST = "saga_native/compiled.json"

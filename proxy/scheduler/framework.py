@@ -11,8 +11,10 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-import msgspec
+from mypy_extensions import mypyc_attr
 
+# re-exported: plugins import it from here
+from proxy.scheduler.plugin_params import PluginParams as PluginParams
 from proxy.scheduler.scoring import add_weighted
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
 
@@ -22,10 +24,8 @@ if TYPE_CHECKING:
     from proxy.scheduler.stealing import StealingSpec
 
 
-class PluginParams(msgspec.Struct, forbid_unknown_fields=True):
-    """Base of every plugin's parameters: unknown fields are a configuration error."""
-
-
+# compiled (setup.py); users' plugins and the tests subclass it
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Plugin:
     """Base of every plugin: a kebab-case `type_name`, a msgspec `Params` struct and no-op hooks.
 
@@ -52,6 +52,7 @@ class Plugin:
         """Called when the core forgets a session (idle too long): drop any per-session state."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Filter(Plugin):
     """Narrows candidates. Contract: returns a subset of `replicas` in their order; may return empty."""
 
@@ -59,6 +60,7 @@ class Filter(Plugin):
         raise NotImplementedError
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Scorer(Plugin):
     """Scores candidates. Contract: one value in [0, 1] per candidate, higher is better; no I/O.
 
@@ -81,6 +83,7 @@ def by_replica(replicas: Sequence[ReplicaView], values: Sequence[float]) -> dict
     return {r.replica_id: value for r, value in zip(replicas, values, strict=True)}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Picker(Plugin):
     """Chooses one replica. Contract: `replicas` is non-empty; returns the id of one of them.
 
@@ -104,6 +107,7 @@ class Picker(Plugin):
         return self.pick(req, replicas, by_replica(replicas, scores))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Retention(Plugin):
     """Decides KV retention after a call. Contract: returns the seconds the replica should keep the call's KV
     cached after it ends (the retention contract, docs/retention-api.md), or None for no retention.
@@ -126,6 +130,7 @@ class Retention(Plugin):
         return False
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Gate(Plugin):
     """Decides when a replica takes the next call held in the proxy's release queue. Contract: pure, reads
     only the replica's view; the workflow-atomic scheduler replaces it with admission by KV working set."""

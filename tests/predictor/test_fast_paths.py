@@ -58,7 +58,8 @@ def test_conditional_quantiles_equal_one_question_each() -> None:
 
 def test_retention_answers_kept_per_model_equal_fresh_answers() -> None:
     from predictor import Predictor
-    from proxy.scheduler.plugins.predicted_ttl import PredictedTtlParams, PredictedTtlRetention
+    from proxy.scheduler.plugin_params import PredictedTtlParams
+    from proxy.scheduler.plugins.predicted_ttl import PredictedTtlRetention
     from proxy.scheduler.types import RequestInfo
 
     rng = random.Random(11)

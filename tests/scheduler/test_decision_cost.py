@@ -16,7 +16,7 @@ import pytest
 from predictor import Predictor
 from proxy.scheduler import PRESETS, PolicySpec, RequestInfo, SchedulerCore, build_policy
 from proxy.scheduler.admission import AdmissionSpec, WorkflowAdmission
-from proxy.scheduler.framework import RoutingPolicy, Scorer
+from proxy.scheduler.framework import PluginParams, RoutingPolicy, Scorer
 from proxy.scheduler.prefix_index import PrefixIndex
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.types import ReplicaId, ReplicaView
@@ -136,13 +136,18 @@ def test_every_scorers_list_matches_its_mapping() -> None:
 
 
 def test_a_weight_zero_scorer_is_not_asked() -> None:
-    policy = build_policy(WEIGHTED, seed=0)
-    unused = next(s for s, w in policy.scorers if w == 0)
+    built = build_policy(WEIGHTED, seed=0)
 
-    def refuse(*_: object) -> list[float]:
-        raise AssertionError("a weight-0 scorer was asked")
+    class Refusing(Scorer):  # in the weight-0 scorer's place (compiled plugins take no patched methods)
+        type_name = "refusing-scorer"
 
-    unused.score_each = refuse  # type: ignore[method-assign]
+        def score_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Sequence[float]:
+            raise AssertionError("a weight-0 scorer was asked")
+
+    refusing = Refusing(PluginParams(), random.Random(0))
+    scorers = [(refusing if w == 0 else s, w) for s, w in built.scorers]
+    assert refusing in [s for s, _ in scorers]
+    policy = RoutingPolicy(built.name, built.filters, scorers, built.picker)
     assert policy.route(random_request(random.Random(0), 0), random_views(random.Random(0), 4)) is not None
 
 

@@ -14,7 +14,8 @@ from fairness.stats import SECONDS_BUCKETS, Histogram, TenantLedger
 from predictor import Predictor
 from predictor.return_model import ReturnModel
 from proxy.scheduler import RequestInfo, SchedulerCore, Usage, build_policy
-from proxy.scheduler.plugins.predicted_ttl import PredictedTtlParams, PredictedTtlRetention
+from proxy.scheduler.plugin_params import PredictedTtlParams
+from proxy.scheduler.plugins.predicted_ttl import PredictedTtlRetention
 from proxy.scheduler.stealing import StealingSpec, steal_target
 from proxy.scheduler.types import ReplicaView
 

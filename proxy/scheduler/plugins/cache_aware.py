@@ -14,15 +14,9 @@ import random
 from collections.abc import Mapping, Sequence
 
 from proxy.scheduler.framework import Picker, PluginParams
+from proxy.scheduler.plugin_params import CacheAwareParams
 from proxy.scheduler.prefix_index import PrefixIndex
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
-
-
-class CacheAwareParams(PluginParams):
-    cache_threshold: float = 0.3
-    balance_abs_threshold: int = 64
-    balance_rel_threshold: float = 1.5
-    capacity_chunks: int = 1680
 
 
 class CacheAwarePicker(Picker):

@@ -9,12 +9,8 @@ from __future__ import annotations
 import random
 
 from proxy.scheduler.framework import Gate, PluginParams
+from proxy.scheduler.plugin_params import EngineWaitingParams
 from proxy.scheduler.types import ReplicaView
-
-
-class EngineWaitingParams(PluginParams):
-    max_waiting: int = 0  # room while the engine has at most this many calls waiting
-    max_in_flight: int = 64
 
 
 class EngineWaitingGate(Gate):

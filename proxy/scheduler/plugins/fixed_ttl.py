@@ -12,12 +12,8 @@ from __future__ import annotations
 import random
 
 from proxy.scheduler.framework import PluginParams, Retention
+from proxy.scheduler.plugin_params import FixedTtlParams
 from proxy.scheduler.types import ReplicaId, RequestInfo
-
-
-class FixedTtlParams(PluginParams):
-    ttl_s: float = 10.0
-    priority: int | None = None
 
 
 class FixedTtlRetention(Retention):

@@ -10,11 +10,8 @@ from __future__ import annotations
 import random
 
 from proxy.scheduler.framework import Gate, PluginParams
+from proxy.scheduler.plugin_params import MaxInFlightParams
 from proxy.scheduler.types import ReplicaView
-
-
-class MaxInFlightParams(PluginParams):
-    max_in_flight: int = 8
 
 
 class MaxInFlightGate(Gate):

@@ -39,24 +39,12 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Literal
 
 from predictor import Predictor
 from proxy.scheduler.framework import PluginParams, Retention
+from proxy.scheduler.plugin_params import PredictedTtlParams
 from proxy.scheduler.ttl_answers import TtlAnswers
 from proxy.scheduler.types import ReplicaId, RequestInfo, Usage
-
-
-class PredictedTtlParams(PluginParams):
-    ttl_quantile: float = 0.95
-    max_ttl_s: float = 300.0
-    min_return_probability: float = 0.2
-    cold_ttl_s: float | None = None
-    long_gap_s: float | None = 60.0
-    priority_base_s: float | None = 1.0
-    priority_levels: int = 8
-    release_answer_gap_s: float | None = 5.0
-    cpu_tier: Literal["offload", "hold"] = "offload"
 
 
 class PredictedTtlRetention(Retention):

@@ -13,13 +13,10 @@ import random
 from collections.abc import Mapping, Sequence
 
 from proxy.scheduler.framework import PluginParams, Scorer, by_replica
+from proxy.scheduler.plugin_params import PrefixCacheParams
 from proxy.scheduler.prefix_index import PrefixIndex
 from proxy.scheduler.scoring import prefix_scores
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
-
-
-class PrefixCacheParams(PluginParams):
-    capacity_chunks: int = 1680
 
 
 class PrefixCacheScorer(Scorer):
