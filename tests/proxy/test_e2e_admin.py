@@ -178,6 +178,22 @@ async def test_replicas_are_added_drained_and_removed_through_the_admin_api(
     assert after == [second.url] and bad[0] == 400
 
 
+async def test_adding_a_draining_replica_again_says_it_takes_new_calls_again(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Not added (it was there all along), but no longer draining: the answer says which."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        answers = []
+        for path in ("/saga/v1/replicas/drain", "/saga/v1/replicas", "/saga/v1/replicas"):
+            async with http.post(f"{url}{path}", json={"url": replica.url}) as r:
+                answers.append((r.status, await r.json()))
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            draining = [v["draining"] for v in (await r.json())["replicas"]]
+    assert answers[1] == (200, {"url": replica.url, "added": False, "undrained": True})
+    assert answers[2] == (200, {"url": replica.url, "added": False, "undrained": False})  # nothing to undo
+    assert draining == [False]
+
+
 BAD_REPLICA_URLS = [
     "http://[::1",  # not a URL: an unclosed IPv6 literal
     "http://127.0.0.1:99999",  # no such port
