@@ -144,6 +144,14 @@ class _Downstream:
         self.sent += len(payload)
         self.conn.send(payload, at_once=True)
 
+    def answer_head(self, status: int, headers: Mapping[str, str], length: str | None) -> None:
+        """A HEAD request's answer: the GET's headers and length (none said when not known), no body."""
+        self.status = status
+        said = "" if length is None else f"Content-Length: {length}\r\n"
+        payload = _head(status, headers, f"{said}{self._connection}\r\n")
+        self.sent += len(payload)
+        self.conn.send(payload, at_once=True)
+
     async def start(self, status: int, headers: Mapping[str, str]) -> None:
         if self.start_now(status, headers):
             await self.conn.drain()
@@ -961,8 +969,11 @@ class FastServer:
             raise ProxyError(502, "internal error in the proxy") from e
         if head_only:
             upstream.close()
-            headers = forward.forwarded_headers(upstream.headers, {})
-            downstream.answer(upstream.status, headers, b"")
+            length = None  # the GET's, which a HEAD answer states (RFC 9110 9.3.2); a stream's is not known
+            for name, value in upstream.headers:
+                if name.lower() == "content-length":
+                    length = value
+            downstream.answer_head(upstream.status, forward.forwarded_headers(upstream.headers, {}), length)
             return
         await forward.relay(
             downstream,
