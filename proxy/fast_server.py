@@ -16,7 +16,8 @@ Contract:
 - Requests on a keep-alive connection are served one at a time, in order (pipelining included; the
   `100 Continue` a request expects goes out after every earlier answer); a connection without a complete
   request for `KEEP_ALIVE_S` is closed. A client that hangs up cancels what its
-  connection was serving (a call is then aborted upstream and reported cancelled).
+  connection was serving (a call is then aborted upstream and reported cancelled); so does a half-close
+  (`shutdown(SHUT_WR)`), which TCP tells from a hang-up only once a write fails (docs/config.md, `server`).
 - A call is begun from the parser's callback (`calls.begin_call`): on the common path (dispatched at once, a
   pooled upstream connection idle) it is relayed from the connections' callbacks with no task
   (proxy/inline_relay.py); anything else goes on in a task, as every other request does.
