@@ -22,7 +22,9 @@ _NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
 def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Answer, bytes]:
     """Line by line, every event on its own (events ending in `blank`): usage, the collected answer, and the
     bytes forwarded when the client did not ask for usage."""
-    finish, tools, usage, text = "", [], None, []
+    finish, usage = "", None
+    tools: list[str] = []
+    text: list[str] = []
     calls: dict[int, list[str]] = {}
     for line in stream.split(b"\n"):
         if not line.startswith(b"data:"):
@@ -343,7 +345,8 @@ def test_a_whole_anthropic_answer_and_chat_stop_strings() -> None:
         "usage": {"input_tokens": 40, "output_tokens": 3, "cache_read_input_tokens": 32},
     }
     assert parse_answer(json.dumps(whole).encode()) == Usage(40, 3, 32, "stop", ("Read",))
-    assert parse_answer(json.dumps({**whole, "stop_reason": "max_tokens"}).encode()).finish_reason == "length"
+    stopped = parse_answer(json.dumps({**whole, "stop_reason": "max_tokens"}).encode())
+    assert stopped is not None and stopped.finish_reason == "length"
     # vLLM's chat choices carry `stop_reason` too, the stop string matched: one spelled like an Anthropic stop
     # reason must not override the chat's own finish_reason, streamed or whole
     choice = {"index": 0, "finish_reason": "stop", "stop_reason": "tool_use"}
