@@ -2,8 +2,9 @@
 
 `GET /saga/v1/state` is the scheduler's datastore snapshot; `GET /saga/v1/replicas` adds each replica's
 breaker state, KV capacity and whether it is draining. `POST /saga/v1/replicas` (`{"url": ...}`) adds a
-replica; `POST /saga/v1/replicas/drain` stops new calls to one (calls in flight finish; its sessions rebind
-elsewhere) and `POST /saga/v1/replicas/remove` takes it out of the pool.
+replica (or has one being drained take new calls again: `"undrained": true`); `POST /saga/v1/replicas/drain`
+stops new calls to one (calls in flight finish; its sessions rebind elsewhere) and
+`POST /saga/v1/replicas/remove` takes it out of the pool.
 
 With workers, /metrics, /saga/v1/state and /saga/v1/replicas answer for all of them (the merges below;
 proxy/worker_gather.py) and the POSTs are applied on every worker; a worker restarted later applies them at
@@ -106,10 +107,12 @@ async def _replica_url(request: web.Request) -> str:
 
 async def add_replica(request: web.Request) -> web.Response:
     url = await _replica_url(request)
-    known = url in request.app[CORE].replicas
+    core = request.app[CORE]
+    known, undrained = url in core.replicas, url in core.draining  # adding a draining one undoes the drain
     apply_replica_change(request.app, "added", url)
-    log.info("replica %s added through the admin API", url)
-    return web.json_response({"url": url, "added": not known}, status=200 if known else 201)
+    log.info("replica %s %s through the admin API", url, "undrained" if undrained else "added")
+    answer = {"url": url, "added": not known, "undrained": undrained}
+    return web.json_response(answer, status=200 if known else 201)
 
 
 async def drain_replica(request: web.Request) -> web.Response:

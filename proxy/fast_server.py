@@ -16,7 +16,8 @@ Contract:
 - Requests on a keep-alive connection are served one at a time, in order (pipelining included; the
   `100 Continue` a request expects goes out after every earlier answer); a connection without a complete
   request for `KEEP_ALIVE_S` is closed. A client that hangs up cancels what its
-  connection was serving (a call is then aborted upstream and reported cancelled).
+  connection was serving (a call is then aborted upstream and reported cancelled); so does a half-close
+  (`shutdown(SHUT_WR)`), which TCP tells from a hang-up only once a write fails (docs/config.md, `server`).
 - A call is begun from the parser's callback (`calls.begin_call`): on the common path (dispatched at once, a
   pooled upstream connection idle) it is relayed from the connections' callbacks with no task
   (proxy/inline_relay.py); anything else goes on in a task, as every other request does.
@@ -141,6 +142,14 @@ class _Downstream:
         self.status = status
         framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
         payload = _head(status, headers, framing) + body
+        self.sent += len(payload)
+        self.conn.send(payload, at_once=True)
+
+    def answer_head(self, status: int, headers: Mapping[str, str], length: str | None) -> None:
+        """A HEAD request's answer: the GET's headers and length (none said when not known), no body."""
+        self.status = status
+        said = "" if length is None else f"Content-Length: {length}\r\n"
+        payload = _head(status, headers, f"{said}{self._connection}\r\n")
         self.sent += len(payload)
         self.conn.send(payload, at_once=True)
 
@@ -961,8 +970,11 @@ class FastServer:
             raise ProxyError(502, "internal error in the proxy") from e
         if head_only:
             upstream.close()
-            headers = forward.forwarded_headers(upstream.headers, {})
-            downstream.answer(upstream.status, headers, b"")
+            length = None  # the GET's, which a HEAD answer states (RFC 9110 9.3.2); a stream's is not known
+            for name, value in upstream.headers:
+                if name.lower() == "content-length":
+                    length = value
+            downstream.answer_head(upstream.status, forward.forwarded_headers(upstream.headers, {}), length)
             return
         await forward.relay(
             downstream,

@@ -91,10 +91,10 @@ class AiohttpDownstream:
         self.response: web.StreamResponse | None = None
 
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.response = web.Response(status=status, body=body, headers=headers)
+        self.response = web.Response(status=status, body=body, headers=aiohttp_header_values(headers))
 
     async def start(self, status: int, headers: Mapping[str, str]) -> None:
-        self.response = web.StreamResponse(status=status, headers=headers)
+        self.response = web.StreamResponse(status=status, headers=aiohttp_header_values(headers))
         await self.response.prepare(self.request)
 
     async def write(self, chunk: bytes) -> None:
@@ -104,6 +104,20 @@ class AiohttpDownstream:
     async def end(self) -> None:
         assert self.response is not None
         await self.response.write_eof()
+
+
+def aiohttp_header_values(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` as aiohttp must be given them to write the bytes they stand for: the upstream pool reads a
+    value one character a byte (latin-1) and aiohttp writes values as UTF-8, so a non-ASCII value is read
+    back as the UTF-8 it holds ("é" went out as "Ã©"). A byte that is not UTF-8 has no character aiohttp
+    writes as that byte: it goes out as U+FFFD (the fast server's relay passes it on as it is)."""
+    fixed: dict[str, str] | None = None
+    for name, value in headers.items():
+        if not value.isascii():  # the usual headers are ASCII: nothing copied for them
+            if fixed is None:
+                fixed = dict(headers)
+            fixed[name] = value.encode("latin-1", "replace").decode("utf-8", "replace")
+    return headers if fixed is None else fixed
 
 
 class Answers(Protocol):

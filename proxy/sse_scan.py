@@ -82,17 +82,37 @@ def _data_payloads_with(block: bytes, markers: tuple[bytes, ...]) -> list[bytes]
     return payloads
 
 
+def _event_start(events: bytes, at: int) -> int:
+    """Where the event holding `at` starts: just past the blank line before it (LF or CRLF lines), else 0."""
+    lf = events.rfind(b"\n\n", 0, at)
+    crlf = events.rfind(b"\n\r\n", max(lf, 0), at)  # only past the LF one: no second scan of a long stream
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+
+
+def _event_end(events: bytes, at: int) -> int:
+    """Just past the blank line ending the event holding `at` (LF or CRLF lines), else `len(events)`."""
+    lf = events.find(b"\n\n", at)
+    crlf = events.find(b"\n\r\n", at, lf + 2 if lf >= 0 else len(events))  # only before the LF one
+    if crlf >= 0:
+        return crlf + 3
+    return lf + 2 if lf >= 0 else len(events)
+
+
 def _without_usage_events(events: bytes) -> bytes:
     """`events` (whole events, each ending in a blank line) less the usage-only ones (`"choices":[]` with a
     usage), found with byte searches rather than splitting every event out."""
     kept: list[bytes] = []
     copied = 0
     at = events.find(b'"choices":[]')
+    crlf = events.find(b"\n\r\n") >= 0  # some line ends in CRLF (legal SSE; vLLM's all end in LF)
     while at >= 0:
-        start = events.rfind(b"\n\n", 0, at)
-        start = 0 if start < 0 else start + 2
-        end = events.find(b"\n\n", at)
-        end = len(events) if end < 0 else end + 2
+        if crlf:
+            start, end = _event_start(events, at), _event_end(events, at)
+        else:
+            start = events.rfind(b"\n\n", 0, at)
+            start = 0 if start < 0 else start + 2
+            end = events.find(b"\n\n", at)
+            end = len(events) if end < 0 else end + 2
         if events.find(b'"usage":{', start, end) >= 0:
             kept.append(events[copied:start])
             copied = end
@@ -200,14 +220,17 @@ class StreamScanner:
         """Scans `chunk` like `feed` and returns what to forward: the complete events in it, less the
         usage-only event (`"choices":[]` with a usage) that the proxy asked for and the client did not."""
         data = self._pending_events + chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._pending_events = data
-            return b""
-        if end + 2 == len(data):  # the chunk ends with its last event (a token's event as vLLM sends it)
+        lf = data.rfind(b"\n\n")
+        if lf >= 0 and lf + 2 == len(data):  # the chunk ends with its last event (as vLLM sends each token)
             complete, self._pending_events = data, b""
         else:
-            complete, self._pending_events = data[: end + 2], data[end + 2 :]
+            # SSE lines may end in CRLF too: an event's blank line is then "\r\n" after the last line's "\n"
+            crlf = data.rfind(b"\n\r\n")
+            end = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)  # past the last whole event
+            if not end:
+                self._pending_events = data
+                return b""
+            complete, self._pending_events = data[:end], data[end:]
         self.feed(complete)
         return _without_usage_events(complete) if complete.find(b'"usage"') >= 0 else complete
 

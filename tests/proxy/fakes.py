@@ -5,7 +5,7 @@ routes) and answers calls the way `mode` says: "ok" (a tiny JSON or SSE answer),
 byte), "hang" (never answers), "stall-stream" (headers and one event, then silence), "slow" (answers after
 `slow_s`), "tools" (an answer calling the tool `run_tests`, streamed in pieces when asked, with the usage
 chunk only when `stream_options.include_usage` is set, and usage in every chunk when `continuous_usage_stats`
-is set too, as vLLM does). In every mode a call whose body has
+is set too, as vLLM does; its SSE lines end in CRLF when `crlf` is set). In every mode a call whose body has
 `"metadata": {"poison": true}` gets a 500: a request every replica refuses. `/v1/responses` answers a
 Responses API object with ids `resp_1`, `resp_2`, ... A few passthrough routes (`/v1/embeddings`,
 `/v1/rerank`, `/tokenize`, `/v1/audio/transcriptions`) answer their `model` only, as vLLM does (another is a
@@ -67,6 +67,7 @@ class FakeReplica:
         self.hold: asyncio.Event | None = None  # when set to an Event, passthrough answers wait for it
         self.kv_event_sources: bytes | None = None  # GET /kv_event_sources's answer; None: a 404
         self.kv_event_sources_asked = 0
+        self.crlf = False  # "tools" streams end their SSE lines in CRLF (legal SSE; vLLM uses LF)
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -114,12 +115,15 @@ class FakeReplica:
                 chunk = json.loads(event.removeprefix(b"data: "))
                 chunk["usage"] = {"prompt_tokens": 9, "completion_tokens": 1}
                 event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
-            await response.write(event)
+            await response.write(self._lines(event))
         if usage:
-            await response.write(USAGE_EVENT)
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(self._lines(USAGE_EVENT))
+        await response.write(self._lines(b"data: [DONE]\n\n"))
         await response.write_eof()
         return response
+
+    def _lines(self, event: bytes) -> bytes:
+        return event.replace(b"\n", b"\r\n") if self.crlf else event
 
     async def _responses(self, request: web.Request) -> web.Response:
         self.calls += 1

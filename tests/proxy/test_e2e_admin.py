@@ -178,6 +178,50 @@ async def test_replicas_are_added_drained_and_removed_through_the_admin_api(
     assert after == [second.url] and bad[0] == 400
 
 
+async def test_adding_a_draining_replica_again_says_it_takes_new_calls_again(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Not added (it was there all along), but no longer draining: the answer says which."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        answers = []
+        for path in ("/saga/v1/replicas/drain", "/saga/v1/replicas", "/saga/v1/replicas"):
+            async with http.post(f"{url}{path}", json={"url": replica.url}) as r:
+                answers.append((r.status, await r.json()))
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            draining = [v["draining"] for v in (await r.json())["replicas"]]
+    assert answers[1] == (200, {"url": replica.url, "added": False, "undrained": True})
+    assert answers[2] == (200, {"url": replica.url, "added": False, "undrained": False})  # nothing to undo
+    assert draining == [False]
+
+
+async def test_a_head_request_says_the_length_of_the_get_answer(http: aiohttp.ClientSession) -> None:
+    """RFC 9110 9.3.2: a HEAD answer carries the GET's headers without the body; under the fast server its
+    `Content-Length` was 0 on every route it hands to the aiohttp app. Asked on one keep-alive connection,
+    then a GET: no body follows the HEAD answer."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        for _ in range(100):  # until the health loop has seen the replica (/v1/models is a 503 before)
+            async with http.get(f"{url}/v1/models") as r:
+                if r.status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        heads = []
+        for path in ("/health", "/v1/models"):
+            async with http.get(f"{url}{path}") as r:
+                length = len(await r.read())
+            writer.write(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            after = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)  # the GET's head, right after
+            declared = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(int(after.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            heads.append((head.split(b" ")[1], declared, length, after.split(b" ")[1]))
+        writer.close()
+    assert heads == [(b"200", length, length, b"200") for _, _, length, _ in heads]
+    assert all(length > 0 for _, _, length, _ in heads)
+
+
 BAD_REPLICA_URLS = [
     "http://[::1",  # not a URL: an unclosed IPv6 literal
     "http://127.0.0.1:99999",  # no such port

@@ -147,6 +147,29 @@ async def test_client_disconnects_log_no_error(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+async def test_a_client_half_closing_after_its_call_is_taken_as_gone(http: aiohttp.ClientSession) -> None:
+    """`shutdown(SHUT_WR)` once the call is sent reads as a hang-up (TCP tells them apart only when a write
+    fails): the call is aborted upstream rather than left generating for a client that may have given up
+    (docs/config.md, `server`)."""
+    body = b'{"model":"fake","messages":[{"role":"user","content":"hi"}]}'
+    async with fake_replica("hang") as hanging, running_proxy(config([hanging.url])) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        for _ in range(500):  # until the call reached the replica
+            if hanging.calls:
+                break
+            await asyncio.sleep(0.01)
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        await asyncio.wait_for(hanging.cancelled.wait(), 10)  # the proxy hung up on the replica
+        writer.close()
+        state = await eventually_idle(http, url)
+    assert answer == b"" and state["in_flight"] == 0
+
+
 async def test_access_log_and_replica_down_are_logged(
     http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,14 +5,16 @@ never make the proxy fail (a 500 with a traceback in its log, before these tests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
 from proxy import server
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, fake_replica
+from tests.proxy.fakes import config, fake_replica, read_request
 
 # A valid UTF-8 "é" and a byte that is not UTF-8 at all; aiohttp (the fake replica) reads them as "é" and a
 # lone surrogate, so the value it sees tells exactly which bytes the proxy sent.
@@ -78,3 +80,83 @@ async def test_an_api_key_or_admin_token_that_is_not_utf8_is_a_401(kind: str) ->
     assert [status for status, _ in answers] == [401, 401, 401], answers
     assert all(json.loads(body)["error"]["code"] == "invalid_api_key" for _, body in answers)
     assert ok[0] == 200
+
+
+# The replica's header: valid UTF-8 ("é", which aiohttp's writer sends as such) and, on its own line, a byte
+# that is not UTF-8 (which no aiohttp response can carry: it writes header values as UTF-8).
+ANSWER_NOTE = b"caf\xc3\xa9"
+ANSWER_ODD = b"agent \xff"
+
+
+@contextlib.asynccontextmanager
+async def noting_replica() -> AsyncIterator[str]:
+    """A replica on a raw socket, so its header bytes are exactly these: GETs (health, metrics, models) answer
+    plainly; every POST answers a small JSON object with `X-Replica-Note: ANSWER_NOTE` and
+    `X-Replica-Odd: ANSWER_ODD`."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await read_request(reader)
+                if head.startswith(b"GET /v1/models"):
+                    body, extra = b'{"object":"list","data":[{"id":"fake","object":"model"}]}', b""
+                elif head.startswith(b"GET"):
+                    body, extra = b"", b""
+                else:
+                    body = b'{"object":"list","model":"fake","data":[{"index":0}]}'
+                    extra = b"X-Replica-Note: " + ANSWER_NOTE + b"\r\nX-Replica-Odd: " + ANSWER_ODD + b"\r\n"
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + extra
+                    + b"Content-Length: %d\r\n\r\n" % len(body)
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def _header(answer: bytes, name: bytes) -> bytes | None:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.lower() == name.lower():
+            return value.strip()
+    return None
+
+
+async def _ask_raw(url: str, path: str, body: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    writer.write(head.encode() + body)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+async def test_header_bytes_reach_the_client_as_the_replica_sent_them(kind: str) -> None:
+    """On every route, whichever server answers it: valid UTF-8 byte for byte (it reached the client as
+    "cafÃ©" from the routes aiohttp answers), and a byte that is not UTF-8 exactly where the fast server
+    relays the answer, as U+FFFD where aiohttp writes it (it cannot write that byte), never a failure."""
+    call = b'{"model":"fake","messages":[{"role":"user","content":"hi"}]}'
+    async with noting_replica() as replica, running_proxy(config([replica], access_log=False)) as url:
+        for _ in range(100):  # until the health loop has read the replica's model list
+            tokenized = await _ask_raw(url, "/tokenize", b'{"model":"fake","prompt":"x"}')
+            if tokenized.startswith(b"HTTP/1.1 200"):
+                break
+            await asyncio.sleep(0.05)
+        called = await _ask_raw(url, "/v1/chat/completions", call)
+    assert called.startswith(b"HTTP/1.1 200") and tokenized.startswith(b"HTTP/1.1 200")
+    assert _header(called, b"X-Replica-Note") == ANSWER_NOTE
+    assert _header(tokenized, b"X-Replica-Note") == ANSWER_NOTE
+    odd_by_aiohttp = "agent \ufffd".encode()
+    assert _header(called, b"X-Replica-Odd") == (ANSWER_ODD if kind == "fast" else odd_by_aiohttp)
+    assert _header(tokenized, b"X-Replica-Odd") == odd_by_aiohttp

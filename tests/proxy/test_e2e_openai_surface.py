@@ -37,14 +37,18 @@ def data_events(raw: bytes) -> list[str]:
     return [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
 
 
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
 @pytest.mark.parametrize("asked", [False, True], ids=["usage-not-asked", "usage-asked"])
 async def test_streams_report_usage_and_tools_to_the_core_and_the_client_gets_what_it_asked(
-    http: aiohttp.ClientSession, asked: bool
+    http: aiohttp.ClientSession, asked: bool, crlf: bool
 ) -> None:
+    """Whether the replica ends its SSE lines in LF (vLLM) or CRLF (legal SSE too): the usage event the proxy
+    asked for itself is read, and kept from a client that did not ask for it."""
     body: dict[str, Any] = {"model": "fake", "messages": MESSAGES, "stream": True}
     if asked:
         body["stream_options"] = {"include_usage": True}
     async with fake_replica("tools") as replica:
+        replica.crlf = crlf
         core = RecordingCore([replica.url])
         async with (
             running_proxy(config([replica.url]), core) as url,

@@ -19,10 +19,12 @@ _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
 _NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
 
 
-def _reference(stream: bytes) -> tuple[Usage | None, Answer, bytes]:
-    """Line by line, every event on its own: usage, the collected answer, and the bytes forwarded when the
-    client did not ask for usage."""
-    finish, tools, usage, text = "", [], None, []
+def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Answer, bytes]:
+    """Line by line, every event on its own (events ending in `blank`): usage, the collected answer, and the
+    bytes forwarded when the client did not ask for usage."""
+    finish, usage = "", None
+    tools: list[str] = []
+    text: list[str] = []
     calls: dict[int, list[str]] = {}
     for line in stream.split(b"\n"):
         if not line.startswith(b"data:"):
@@ -58,8 +60,8 @@ def _reference(stream: bytes) -> tuple[Usage | None, Answer, bytes]:
         u = usage or {}
         stats = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), 0, finish, tuple(tools))
     answer = Answer("".join(text), tuple((p[0], "".join(p[1:])) for _, p in sorted(calls.items())))
-    kept = [e for e in stream.split(b"\n\n") if not (b'"choices":[]' in e and b'"usage":{' in e)]
-    return stats, answer, b"\n\n".join(kept)
+    kept = [e for e in stream.split(blank) if not (b'"choices":[]' in e and b'"usage":{' in e)]
+    return stats, answer, blank.join(kept)
 
 
 def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
@@ -96,11 +98,13 @@ events = st.lists(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events, st.lists(st.integers(min_value=0, max_value=600), max_size=6))
+@given(events, st.lists(st.integers(min_value=0, max_value=600), max_size=6), st.booleans())
 def test_the_scanner_reads_a_stream_as_a_line_by_line_reading_does(
-    stream_events: list[bytes], cuts: list[int]
+    stream_events: list[bytes], cuts: list[int], crlf: bool
 ) -> None:
     stream = b"\n\n".join(stream_events) + b"\n\n"
+    if crlf:  # lines ending in CRLF, as SSE allows
+        stream = stream.replace(b"\n", b"\r\n")
     pieces, last = [], 0
     for cut in sorted(c for c in cuts if c <= len(stream)):
         pieces.append(stream[last:cut])
@@ -113,10 +117,19 @@ def test_the_scanner_reads_a_stream_as_a_line_by_line_reading_does(
         forwarded += stripping.feed_stripping_usage(piece)
     collecting.feed(b"\n")
     forwarded += stripping.flush()
-    usage, answer, kept = _reference(stream)
+    usage, answer, kept = _reference(stream, b"\r\n\r\n" if crlf else b"\n\n")
     assert collecting.usage() == usage and stripping.usage() == usage
     assert collecting.answer() == answer and stripping.answer() == answer
     assert forwarded == kept
+
+
+def test_events_with_crlf_lines_are_forwarded_as_each_ends() -> None:
+    """Not held until the stream's end (which a search for LF blank lines alone did)."""
+    scanner = StreamScanner()
+    first, second = _chunk({"content": "a"}) + b"\r\n\r\n", _chunk({"content": "b"}) + b"\r\n"
+    assert scanner.feed_stripping_usage(first) == first
+    assert scanner.feed_stripping_usage(second) == b""
+    assert scanner.feed_stripping_usage(b"\r\n") == second + b"\r\n"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -332,7 +345,8 @@ def test_a_whole_anthropic_answer_and_chat_stop_strings() -> None:
         "usage": {"input_tokens": 40, "output_tokens": 3, "cache_read_input_tokens": 32},
     }
     assert parse_answer(json.dumps(whole).encode()) == Usage(40, 3, 32, "stop", ("Read",))
-    assert parse_answer(json.dumps({**whole, "stop_reason": "max_tokens"}).encode()).finish_reason == "length"
+    stopped = parse_answer(json.dumps({**whole, "stop_reason": "max_tokens"}).encode())
+    assert stopped is not None and stopped.finish_reason == "length"
     # vLLM's chat choices carry `stop_reason` too, the stop string matched: one spelled like an Anthropic stop
     # reason must not override the chat's own finish_reason, streamed or whole
     choice = {"index": 0, "finish_reason": "stop", "stop_reason": "tool_use"}

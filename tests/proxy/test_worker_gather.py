@@ -178,7 +178,10 @@ async def test_an_admin_change_reaches_every_worker(http: aiohttp.ClientSession,
         after_remove = [len((await w.local(i, "/saga/v1/state"))["replicas"]) for i in range(3)]
         unknown = await post_json(http, w.urls[0], "/saga/v1/replicas/remove", {"url": second.url})
     assert refused == 401 and unchanged == [1, 1, 1]
-    assert added == (201, {"url": second.url, "added": True, "workers_applied": [0, 1, 2]})
+    assert added == (
+        201,
+        {"url": second.url, "added": True, "undrained": False, "workers_applied": [0, 1, 2]},
+    )
     assert after_add == [[first.url, second.url]] * 3
     assert drained[0] == 200 and drained[1]["workers_applied"] == [0, 1, 2] and draining == [True] * 3
     assert removed[0] == 200 and removed[1]["workers_applied"] == [0, 1, 2] and after_remove == [1, 1, 1]
