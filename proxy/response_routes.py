@@ -9,7 +9,9 @@ relayed with `X-Saga-Replica` (a whole one held to `max_answer_bytes`, as a call
 (proxy/response_lookup.py) is a 400 that does not repeat it; a response no replica holds is vLLM's own 404
 (`Response with id '...' not found.`, param `response_id`), as is, with client API keys, one this proxy
 recorded as another tenant's (not forwarded: vLLM would hand it to anyone); a holder that cannot be reached
-is a 502, one too slow a 504.
+is a 502, one too slow a 504. With workers, a response another worker served (the workers' shared
+`responses.table`, proxy/response_owners.py) is asked of that worker, which knows its tenant and replica;
+if it does not answer, a proxy with client API keys answers 502 rather than forward what it cannot check.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from aiohttp import web
 
 from proxy import forward
 from proxy.auth import TENANT
-from proxy.context import CHAINS, CONFIG, CORE, POOL
+from proxy.context import CHAINS, CONFIG, CORE, POOL, RESPONSE_OWNERS, WORKERS
 from proxy.errors import ProxyError
 from proxy.response_lookup import PLAUSIBLE_ID, find_holder
 from proxy.upstream_pool import ConnectFailed
+from proxy.worker_gather import GATHERER, between_workers, forwarded_headers
 
 
 async def stored_response(request: web.Request) -> web.StreamResponse:
@@ -35,6 +38,21 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         )
     config, core, chains = app[CONFIG], app[CORE], app[CHAINS]
     tenant = request.get(TENANT)
+    owner = _other_owner(request, response_id)
+    if owner >= 0:
+        answer = await app[GATHERER].ask_one(
+            owner,
+            request.method,
+            request.rel_url.raw_path_qs,
+            forwarded_headers(request),
+            await request.read(),
+        )
+        if answer is not None:
+            return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+        if tenant is not None:  # its tenant is known there only: nothing is handed over unchecked
+            raise ProxyError(
+                502, "the proxy worker that served this response did not answer", code="worker_error"
+            )
     foreign = tenant is not None and chains.foreign_response(response_id, tenant)
     holder = "" if foreign else chains.replica_of_response(response_id)
     if not foreign and holder not in core.replicas:  # unknown here, or its replica was removed since
@@ -72,6 +90,17 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     )
     assert downstream.response is not None
     return downstream.response
+
+
+def _other_owner(request: web.Request, response_id: str) -> int:
+    """The other worker that served `response_id` (the workers' shared table), else -1: with one process, for
+    an id the table does not hold, and when another worker is the one asking."""
+    app = request.app
+    workers, owners = app[WORKERS], app[RESPONSE_OWNERS]
+    if workers is None or owners is None or between_workers(request):
+        return -1
+    owner = owners.owner(response_id)
+    return owner if 0 <= owner < workers.count and owner != workers.index else -1
 
 
 def add_routes(app: web.Application) -> None:

@@ -99,6 +99,12 @@ class Gatherer:
         answers = [a for a in got if a is not None]
         return answers, [i for i, a in zip(others, got, strict=True) if a is None]
 
+    async def ask_one(
+        self, worker: int, method: str, path_qs: str, headers: dict[str, str], body: bytes
+    ) -> WorkerAnswer | None:
+        """One other worker's answer to the same request (answered for itself alone); None if it gave none."""
+        return await self._ask(worker, method, path_qs, {**headers, LOCAL_HEADER: "1"}, body)
+
     async def _ask(
         self, worker: int, method: str, path_qs: str, headers: dict[str, str], body: bytes
     ) -> WorkerAnswer | None:
@@ -155,6 +161,16 @@ def _between_workers(request: web.Request) -> bool:
     """Over a Unix socket (a Unix socket's name is a str; a TCP one's a tuple): not a client's own request."""
     transport = request.transport
     return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
+def forwarded_headers(request: web.Request) -> dict[str, str]:
+    """What a request asked of another worker carries of the client's: its credentials and content type."""
+    return _headers(request)
+
+
+def between_workers(request: web.Request) -> bool:
+    """Asked by another worker for its own answer (`LOCAL_HEADER`, over a Unix socket)."""
+    return LOCAL_HEADER in request.headers and _between_workers(request)
 
 
 def _headers(request: web.Request) -> dict[str, str]:

@@ -138,7 +138,7 @@ async def test_two_workers_keep_each_tenants_sessions_apart(
     """Repro A and B under `saga serve --workers 2`: the workers' chain table and the owner of a
     conversation's opening are the tenant's too, so each tenant's conversation stays one session on one
     worker; another tenant's continuation of a response goes to the worker that served it (the shared
-    response table), which knows its tenant: a 404."""
+    response table), which knows its tenant: a 404; so does its retrieval, whichever worker reads it."""
     monkeypatch.setenv("SAGA_API_KEYS", json.dumps(KEYS))
     workers = saga_workers(tmp_path)
     saga = await asyncio.to_thread(workers.__enter__)
@@ -157,11 +157,17 @@ async def test_two_workers_keep_each_tenants_sessions_apart(
             f"{saga.url}/v1/responses", json=body, headers={**A, "X-Session-ID": "a-private"}
         ) as r:
             assert r.status == 200, await r.text()
-            follow = {**body, "previous_response_id": (await r.json())["id"]}
+            response_id = (await r.json())["id"]
+            follow = {**body, "previous_response_id": response_id}
         for _ in range(4):  # fresh connections: read by either worker
             async with http.post(f"{saga.url}/v1/responses", json=follow, headers={**B, **END}) as r:
                 text = await r.text()
                 assert r.status == 404 and "a-private" not in text + json.dumps(dict(r.headers)), text
+            # retrieving it: the worker that did not serve it asks the one that did, which knows its tenant
+            async with http.get(f"{saga.url}/v1/responses/{response_id}", headers=B) as r:
+                assert r.status == 404, await r.text()
+            async with http.get(f"{saga.url}/v1/responses/{response_id}", headers=A) as r:
+                assert r.status == 200 and (await r.json())["id"] == response_id
         assert "alpha:a-private" in await sessions(http, saga.url)
     finally:
         await asyncio.to_thread(workers.__exit__, None, None, None)
