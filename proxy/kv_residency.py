@@ -1,11 +1,11 @@
 """Which part of each session's context every replica still caches, from the replicas' own KV-cache events.
 
-vLLM (`--kv-events-config`, REFERENCE.md) publishes a `BlockStored` event for the full blocks a request adds
-to its prefix cache, naming the request's `session_id` (which the proxy sends as `X-Session-ID`), and a
-`BlockRemoved` event for every block it evicts. From them this index keeps, per replica and session, the
-chain of blocks the session's calls stored there, and answers exactly how many tokens of the session's
-context the replica would find cached: the prefix-cache estimate (proxy/scheduler/prefix_index.py) only
-knows what the proxy sent, not what the replica has evicted since.
+vLLM (`--kv-events-config`; docs/config.md, `kv_events`) publishes a `BlockStored` event for the full blocks a
+request adds to its prefix cache, naming the request's `session_id` (which the proxy sends as `X-Session-ID`),
+and a `BlockRemoved` event for every block it evicts. From them this index keeps, per replica and session, the
+chain of blocks the session's calls stored there, and answers exactly how many tokens of the session's context
+the replica would find cached: the prefix-cache estimate (proxy/scheduler/prefix_index.py) only knows what the
+proxy sent, not what the replica has evicted since.
 
 Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
 - One view per (replica, data-parallel rank): a vLLM server running data parallel ranks has one engine,

@@ -240,10 +240,10 @@ PROFILES: dict[str, Profile] = {
     "tiny-cpu": Profile(
         name="tiny-cpu",
         source=(
-            "REFERENCE.md: vLLM CPU backend with a tiny random Llama (2 layers, hidden 128), block size 128, "
-            "--max-model-len 2048, ~50 ms per 1000-token prompt; KV kept small (32 blocks) so eviction and "
-            "preemption show up with a few requests; KV 2 layers x (K, V) x 4 heads x 32 x 4 B = 2 KiB per "
-            "token; "
+            "vLLM's CPU backend (tests/real_vllm) with a tiny random Llama (2 layers, hidden 128), "
+            "block size 128, --max-model-len 2048, ~50 ms per 1000-token prompt; KV kept small (32 blocks) "
+            "so eviction and preemption show up with a few requests; "
+            "KV 2 layers x (K, V) x 4 heads x 32 x 4 B = 2 KiB per token; "
             "host link 10 GB/s is a placeholder (vLLM's CPU build cannot offload, docs/offload.md)"
         ),
         block_size=128,

@@ -7,7 +7,7 @@ vllm-router's agent-aware program scheduling) and `sglang-router:<cache_aware|ro
 `unavailable(spec)` says why a router cannot run here (a peer not installed) or None; `peer_command` builds a
 peer's command line. Peers' own time parameters are wall-clock seconds: with replicas `time_scale` times
 faster than real time they are scaled by 1/time_scale, so every router sees the same workload time.
-Retries and circuit breakers are turned off so the comparison is of routing alone, as REFERENCE.md advises.
+Retries and circuit breakers are turned off so the comparison is of routing alone.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`swe-subagents`: the `swe` coding agent spawning subagents, as Claude Code's Task tool does.
 
-vLLM's agentic traffic study (REFERENCE.md) finds subagents in 44% of sessions and publishes nothing on their
+vLLM's agentic traffic study finds subagents in 44% of sessions and publishes nothing on their
 size, so the explorer below is this project's assumption, stated here: a task spawns with probability
 `spawn_share`; such a task spawns at 1 to `max_spawns` of its steps (never its last), each time 1 to
 `max_fan_out` explorers in parallel. An explorer is a read-only search agent of its own agent type (a shared

@@ -1,4 +1,4 @@
-"""vllm-router 0.1.17 (a peer router, REFERENCE.md) in front of four simulated replicas, end to end.
+"""vllm-router 0.1.17 (a peer router: loadtests/bench/peers.py) before four simulated replicas, end to end.
 
 `cache_aware` and `kv_aware` (fed by the replicas' ZMQ KV events, with session affinity) keep each multi-turn
 session (X-Session-ID) on one replica, so later turns hit its prefix cache. kv_aware must learn where a prefix

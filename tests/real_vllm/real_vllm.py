@@ -33,7 +33,7 @@ TINY_MODEL = Path(os.environ.get("SAGA_TINY_MODEL", ROOT / ".cache" / "tiny-llam
 LOG_DIR = ROOT / ".cache" / "real-vllm"
 START_TIMEOUT_S = 240.0  # ~20 s on an idle 2-core machine; CI shares its cores with the other tests
 
-# The flags and environment that start vLLM's CPU build in seconds (REFERENCE.md).
+# The flags and environment that start vLLM's CPU build in seconds.
 SERVER_FLAGS = (
     "--dtype", "float32", "--enforce-eager", "--distributed-executor-backend", "uni",
     "--max-model-len", "2048", "--enable-prefix-caching", "--enable-prompt-tokens-details",
