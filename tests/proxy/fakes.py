@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -258,6 +258,19 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def replica_app(chat: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    """A replica for one test: `chat` answers chat completions; health and metrics answer an empty 200."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/health", ok)
+    app.router.add_get("/metrics", ok)
+    return app
 
 
 def config(replicas: list[str], **kwargs: Any) -> ProxyConfig:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from proxy.scheduler import Decision, Reject, RequestInfo, SchedulerCore, build_policy
 from proxy.server import running_proxy
-from tests.proxy.fakes import FakeReplica, config, fake_replica, serving
+from tests.proxy.fakes import FakeReplica, config, fake_replica, replica_app, serving
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -204,13 +204,7 @@ async def test_a_long_replica_error_reaches_the_client_whole(
         await request.read()
         return web.json_response(error, status=status)
 
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", refuse)
-    app.router.add_get("/health", ok)
-    app.router.add_get("/metrics", ok)
+    app = replica_app(refuse)
     limits = {} if max_answer_bytes is None else {"max_answer_bytes": max_answer_bytes}
     async with serving(app) as replica, running_proxy(config([replica], access_log=False, **limits)) as url:
         async with http.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:

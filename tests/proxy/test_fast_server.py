@@ -17,7 +17,7 @@ from aiohttp import web
 from proxy.config import ProxyConfig
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
-from tests.proxy.fakes import SSE_EVENT, config, fake_replica, serving
+from tests.proxy.fakes import SSE_EVENT, config, fake_replica, replica_app, serving
 
 pytestmark = pytest.mark.usefixtures("_fast_only")
 
@@ -247,13 +247,7 @@ async def test_an_interim_100_waits_for_the_answer_going_out_before_it() -> None
         await response.write_eof()
         return response
 
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", stream)
-    app.router.add_get("/health", ok)
-    app.router.add_get("/metrics", ok)
+    app = replica_app(stream)
     async with serving(app) as replica, running_proxy(config([replica])) as url:
         reader, writer = await _connect(url)
         writer.write(_request("/v1/chat/completions", STREAM_CALL))
