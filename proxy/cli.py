@@ -37,12 +37,14 @@ def _run(main: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run(main)
 
 
-def _add_sim_options(p: argparse.ArgumentParser) -> None:
+def _add_sim_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
     p.add_argument(
         "--time-scale",
         type=positive,
-        default=1.0,
-        help="simulated time runs K times faster (default: %(default)s)",
+        # serve: None when not given, so SAGA_TIME_SCALE or the file still apply (serve_options.proxy_config)
+        default=None if serve else 1.0,
+        help="simulated time runs K times faster (default: 1.0)"
+        + ("; with --replica, say the speed of a `saga sim --time-scale K` fleet" if serve else ""),
     )
     p.add_argument(
         "--profile",
@@ -82,7 +84,7 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
 def _fleet_options(args: argparse.Namespace) -> dict[str, Any]:
     """The simulated replicas' options (`_add_sim_options`) as `start_fleet` keyword arguments."""
     return {
-        "time_scale": args.time_scale,
+        "time_scale": 1.0 if args.time_scale is None else args.time_scale,
         "profile": args.profile,
         "model": args.model,
         "kv_events_endpoint": args.kv_events,
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, help="YAML file of ProxyConfig keys (docs/config.md)")
     add_config_flags(serve)
-    _add_sim_options(serve)
+    _add_sim_options(serve, serve=True)
 
     sim = sub.add_parser("sim", help="run N simulated vLLM replicas over HTTP")
     sim.add_argument("--replicas", type=at_least(1), default=1)
@@ -152,11 +154,12 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
         config = proxy_config(args, [*args.replica, *fleet.urls])
         # the core keeps the simulated replicas' time (TTLs and learned gaps in their seconds)
-        config = msgspec.structs.replace(config, time_scale=args.time_scale)
+        scale = _fleet_options(args)["time_scale"]
+        config = msgspec.structs.replace(config, time_scale=scale)
         config = _subscribed_to(config, fleet)
         if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
             replicas = [flag for url in fleet.urls for flag in ("--replica", url)]
-            environ = {**os.environ, "SAGA_TIME_SCALE": str(args.time_scale)}
+            environ = {**os.environ, "SAGA_TIME_SCALE": str(scale)}
             if config.kv_events is not None:  # the simulated replicas' endpoints, known only now
                 environ["SAGA_KV_EVENTS"] = msgspec.json.encode(config.kv_events).decode()
             return await supervise(config, [*argv, "--simulate", "0", *replicas], environ)

@@ -52,8 +52,8 @@ _HELP = {
 }
 # keys whose value is a mapping: an environment variable gives them as JSON (SAGA_KV_EVENTS='{"port": 5557}')
 _STRUCTURED = {"discovery", "api_keys", "kv_events", "tenants", "queue"}
-# No flag of their own: --replica / --simulate (and its --time-scale), and the structured keys (the YAML file,
-# or JSON in SAGA_<KEY>; kv_events: also --kv-events-port, below)
+# No generic flag: --replica / --simulate, --time-scale (shared with --simulate: below), and the structured
+# keys (the YAML file, or JSON in SAGA_<KEY>; kv_events: also --kv-events-port, below)
 _SKIPPED = {"replicas", "time_scale", *_STRUCTURED}
 
 
@@ -176,6 +176,9 @@ def proxy_config(
     if port is not None:
         kv_events = data.get("kv_events")
         data["kv_events"] = {**(kv_events if isinstance(kv_events, dict) else {}), "port": port}
+    time_scale = getattr(args, "time_scale", None)  # `saga serve --time-scale K`, flags over the rest
+    if time_scale is not None:
+        data["time_scale"] = time_scale
     if replicas:
         data["replicas"] = replicas
     data.setdefault("replicas", [])

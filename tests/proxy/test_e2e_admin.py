@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from proxy.cli import build_parser
 from proxy.config import DnsDiscovery, ProxyConfig
 from proxy.logs import JsonFormatter
 from proxy.scheduler import ConfigError, Decision, RequestInfo, SchedulerCore, build_policy
@@ -270,6 +271,21 @@ def test_config_layers_file_then_env_then_flags(tmp_path: Path) -> None:
         "0.0.0.0",
         ["http://a:1"],
     )
+
+
+def test_time_scale_comes_from_the_flag_without_simulate(tmp_path: Path) -> None:
+    """`saga serve --replica URL --time-scale K` in front of a `saga sim --time-scale K` fleet: the core keeps
+    the replicas' time (it was silently left at 1.0 unless --simulate was given); without the flag the
+    environment or the file still apply."""
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--replica", "http://a:1", "--time-scale", "4"])
+    assert proxy_config(args, args.replica, {"SAGA_TIME_SCALE": "2"}).time_scale == 4.0  # the flag wins
+    args = parser.parse_args(["serve", "--replica", "http://a:1"])
+    assert proxy_config(args, args.replica, {"SAGA_TIME_SCALE": "2"}).time_scale == 2.0
+    assert proxy_config(args, args.replica, {}).time_scale == 1.0
+    args = parser.parse_args(["serve", "--replica", "http://a:1", "--config", str(tmp_path / "saga.yaml")])
+    (tmp_path / "saga.yaml").write_text("time_scale: 3\n")
+    assert proxy_config(args, args.replica, {}).time_scale == 3.0
 
 
 def test_kv_events_come_from_the_file_the_environment_or_a_port_flag(tmp_path: Path) -> None:
