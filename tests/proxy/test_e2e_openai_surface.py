@@ -37,6 +37,22 @@ def data_events(raw: bytes) -> list[str]:
     return [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
 
 
+async def streamed_by_tools_replica(
+    http: aiohttp.ClientSession, body: dict[str, Any], crlf: bool = False
+) -> tuple[list[str], list[dict[str, object]], RecordingCore]:
+    """A streamed chat call through the proxy to a replica answering with a tool call: the client's data
+    events, the bodies the replica got and the core that recorded the call's usage."""
+    async with fake_replica("tools") as replica:
+        replica.crlf = crlf
+        core = RecordingCore([replica.url])
+        async with (
+            running_proxy(config([replica.url]), core) as url,
+            http.post(f"{url}/v1/chat/completions", json=body) as r,
+        ):
+            raw = await r.read()
+    return data_events(raw), replica.bodies, core
+
+
 @pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
 @pytest.mark.parametrize("asked", [False, True], ids=["usage-not-asked", "usage-asked"])
 async def test_streams_report_usage_and_tools_to_the_core_and_the_client_gets_what_it_asked(
@@ -47,18 +63,10 @@ async def test_streams_report_usage_and_tools_to_the_core_and_the_client_gets_wh
     body: dict[str, Any] = {"model": "fake", "messages": MESSAGES, "stream": True}
     if asked:
         body["stream_options"] = {"include_usage": True}
-    async with fake_replica("tools") as replica:
-        replica.crlf = crlf
-        core = RecordingCore([replica.url])
-        async with (
-            running_proxy(config([replica.url]), core) as url,
-            http.post(f"{url}/v1/chat/completions", json=body) as r,
-        ):
-            raw = await r.read()
-    events = data_events(raw)
+    events, bodies, core = await streamed_by_tools_replica(http, body, crlf)
     usage_events = [e for e in events if e != "[DONE]" and json.loads(e).get("usage")]
     assert events[-1] == "[DONE]" and len(usage_events) == (1 if asked else 0)
-    assert replica.bodies[0]["stream_options"] == {"include_usage": True}  # asked upstream either way
+    assert bodies[0]["stream_options"] == {"include_usage": True}  # asked upstream either way
     assert core.usages == [Usage(9, 4, 0, "tool_calls", ("run_tests",))]
 
 
@@ -73,14 +81,7 @@ async def test_continuous_usage_without_include_usage_gives_the_client_no_usage(
         "stream": True,
         "stream_options": {"continuous_usage_stats": True},
     }
-    async with fake_replica("tools") as replica:
-        core = RecordingCore([replica.url])
-        async with (
-            running_proxy(config([replica.url]), core) as url,
-            http.post(f"{url}/v1/chat/completions", json=body) as r,
-        ):
-            raw = await r.read()
-    events = data_events(raw)
+    events, _, core = await streamed_by_tools_replica(http, body)
     assert events[-1] == "[DONE]" and len(events) > 2
     assert [e for e in events if e != "[DONE]" and "usage" in json.loads(e)] == []
     assert core.usages == [Usage(9, 4, 0, "tool_calls", ("run_tests",))]
