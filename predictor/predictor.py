@@ -502,6 +502,12 @@ class Predictor:
         per_call = growth.mean() if growth is not None else self.config.priors.growth_tokens
         return s.last_prompt + self._remaining(s, p_return, per_call, 0.0)[1]
 
+    def agent_type_of(self, session_id: str) -> str | None:
+        """The agent type a live session was filed under at its first call (None: not a live session). A
+        session keeps it: later calls are not filed again, so naming their type again is wasted work."""
+        s = self.sessions.get(session_id)
+        return None if s is None else s.agent_type
+
     def graph(self, agent_type: str) -> AgentGraph | None:
         return self.graphs.get(agent_type)
 

@@ -30,7 +30,7 @@ from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, Identity, SeenMessages
 from proxy.directives import asks_for_retention, without_client_retention
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
-from proxy.identity import IdentityError, decode_call, identify
+from proxy.identity import IdentityError, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
 from proxy.kv_residency import KvResidency
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
@@ -156,7 +156,7 @@ def _keyed(who: Identity, tenant: str) -> Identity:
     the conversation's opening or chain, or from `previous_response_id`) is not prefixed: `identify`, given
     the tenant as `scope`, finds only the tenant's own (the opening and chain hashes include it, a response
     recorded under another tenant is not found), and a new one's id is made here."""
-    session = who.session_id if who.session_inferred else f"{tenant}:{who.session_id}"
+    session = scheduled_session_id(who.session_id, who.session_inferred, tenant)
     prefix = tenant + ":"
     shown = session[len(prefix) :] if session.startswith(prefix) else None
     return msgspec.structs.replace(who, tenant_id=tenant, session_id=session, shown_session_id=shown)
@@ -208,7 +208,14 @@ def _prepared(
     request_id = f"{_id_prefix}-{next(_request_ids)}"
     try:
         who = identify(
-            headers, fields, request_id, shared.tenant_sources, chains=shared.chains, seen=seen, scope=tenant
+            headers,
+            fields,
+            request_id,
+            shared.tenant_sources,
+            chains=shared.chains,
+            seen=seen,
+            scope=tenant,
+            agent_type_of=core.predictor.agent_type_of,
         )
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -181,6 +181,13 @@ def ownership_key(
     return _conversation_key(decoded, scope), SeenMessages(decoded, chain, assistants)
 
 
+def scheduled_session_id(session: str, inferred: bool, scope: str | None) -> str:
+    """The id the scheduler knows a session by: with client API keys (`scope`, the key's tenant) a session
+    the client named is the tenant's own (`tenant:id`); an inferred one is already the tenant's (its
+    opening and chain hashes include the tenant)."""
+    return session if inferred or scope is None else f"{scope}:{session}"
+
+
 def identify(
     headers: Mapping[str, str],
     fields: CallFields,
@@ -190,12 +197,16 @@ def identify(
     chains: PrefixChains | None = None,
     seen: SeenMessages | None = None,
     scope: str | None = None,
+    agent_type_of: Callable[[str], str | None] | None = None,
 ) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
     The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default".
     `seen`: the call's messages when `ownership_key` read them already (decoded and hashed once a call).
     `scope`: the tenant a client API key named (None without keys): sessions are inferred only from its own
-    conversations and responses."""
+    conversations and responses.
+    `agent_type_of`: the agent type the scheduler filed a live session under (by the session id it knows,
+    `scheduled_session_id`), or None; a call of such a session keeps that type unless a header names one,
+    so the system prompt and tools of its every call are not hashed again (up to 66 KiB of them a call)."""
     decoded = None if seen is None else seen.messages
     session = _explicit_session(headers, fields)
     inferred = False
@@ -224,6 +235,8 @@ def identify(
             tenant = value
             break
     agent_type = _first(headers, AGENT_TYPE_HEADERS)
+    if agent_type is None and agent_type_of is not None:
+        agent_type = agent_type_of(scheduled_session_id(session, inferred, scope))
     if agent_type is None:  # the agent named by its system prompt and tools (proxy/prompt_shape.py)
         messages: bytes | msgspec.Raw = fields.messages
         if decoded is not None and (not decoded or decoded[0].role not in SYSTEM_ROLES):

@@ -2,11 +2,11 @@
 callbacks with fake transports, no sockets and no other process.
 
 `python -m loadtests.bench.call_cost [--calls N] [--repeats R] [--policy P] [--mode json|sse]
-[--segments one|each]` prints, for each mode, the least `time.process_time` per call over the repeats (µs):
-the Python a call costs on the common path (parse, identity, the core's decisions, headers, the inline relay,
-accounting, the access log line), without the system calls a live server adds. The machine is shared: compare
-runs side by side (e.g. a branch against main, both compiled or both pure), never against a number from
-elsewhere.
+[--segments one|each] [--request plain|agent]` prints, for each mode, the least `time.process_time` per call
+over the repeats (µs): the Python a call costs on the common path (parse, identity, the core's decisions,
+headers, the inline relay, accounting, the access log line), without the system calls a live server adds.
+The machine is shared: compare runs side by side (e.g. a branch against main, both compiled or both pure),
+never against a number from elsewhere.
 
 How a call goes: the client's request bytes are fed to the client connection (`data_received`), the call is
 sent on a pooled upstream connection whose fake transport records it, the replica's answer bytes are fed to
@@ -49,14 +49,44 @@ _ANSWER = (
     b'"message":{"role":"assistant","content":"Hello there."},"finish_reason":"stop"}],'
     b'"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}'
 )
+# A coding agent's call (`--request agent`): its session named in a header, a system prompt and tool
+# definitions of the size such agents send (8 KiB and 24 tools, ~16 KiB), and a few turns of history.
+_AGENT_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": f"tool_{i}",
+            "description": "Runs one of the agent's tools on the repository. " * 8,
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string", "description": "A file path in the repository."}},
+                "required": ["path"],
+            },
+        },
+    }
+    for i in range(24)
+]
+_AGENT_MESSAGES = [
+    {"role": "system", "content": "You are a careful software engineer working in a repository. " * 128},
+    {"role": "user", "content": "Fix the failing test in tests/test_parser.py."},
+    {"role": "assistant", "content": "I will read the test first."},
+    {"role": "tool", "content": "def test_parse():\n    assert parse('1+1') == 2\n" * 20},
+]
 _EVENTS = 9  # content events of a streamed answer (then the finish, usage and [DONE] events)
 
 
-def request_bytes(stream: bool) -> bytes:
-    body = json.dumps({**_REQUEST_BODY, "stream": stream}, separators=(",", ":")).encode()
+def request_bytes(stream: bool, kind: str = "plain") -> bytes:
+    """`plain`: a one-line chat call naming no session; `agent`: a coding agent's call (above)."""
+    fields = (
+        _REQUEST_BODY
+        if kind == "plain"
+        else {"model": "m", "messages": _AGENT_MESSAGES, "tools": _AGENT_TOOLS}
+    )
+    body = json.dumps({**fields, "stream": stream}, separators=(",", ":")).encode()
+    session = "" if kind == "plain" else "X-Session-Id: agent-1\r\n"
     head = (
         "POST /v1/chat/completions HTTP/1.1\r\nHost: saga\r\nUser-Agent: bench\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\n{session}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -194,10 +224,12 @@ def run_on_uvloop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(main())
 
 
-async def measure(policy: str, mode: str, calls: int, repeats: int, segments: str = "one") -> dict[str, Any]:
+async def measure(
+    policy: str, mode: str, calls: int, repeats: int, segments: str = "one", request_kind: str = "plain"
+) -> dict[str, Any]:
     """Runs `repeats` rounds of `calls` calls; the least CPU per call (µs) and the counts."""
     stream = mode == "sse"
-    request, answer = request_bytes(stream), answer_segments(stream, segments)
+    request, answer = request_bytes(stream, request_kind), answer_segments(stream, segments)
     end = b"0\r\n\r\n" if stream else _ANSWER
     with harness_like_serve(policy) as harness:
         for _ in range(min(calls, 200)):  # warm up (caches, the first call's lookups)
@@ -213,6 +245,7 @@ async def measure(policy: str, mode: str, calls: int, repeats: int, segments: st
         "policy": policy,
         "mode": mode,
         "segments": segments if stream else "one",
+        "request": request_kind,
         "calls": calls * repeats,
         "answered": harness.answered,
         "upstream_requests": harness.upstream_requests,
@@ -224,7 +257,7 @@ async def measure(policy: str, mode: str, calls: int, repeats: int, segments: st
 def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     async def main() -> list[dict[str, Any]]:
         return [
-            await measure(args.policy, mode, args.calls, args.repeats, args.segments)
+            await measure(args.policy, mode, args.calls, args.repeats, args.segments, args.request)
             for mode in args.mode.split(",")
         ]
 
@@ -238,6 +271,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", default="saga", help="the routing policy (e.g. round-robin)")
     parser.add_argument("--mode", default="json,sse", help="json (whole answers), sse (streams), or both")
     parser.add_argument("--segments", choices=("one", "each"), default="one", help="a stream's reads")
+    parser.add_argument(
+        "--request",
+        choices=("plain", "agent"),
+        default="plain",
+        help="plain: a one-line call naming no session; agent: a coding agent's (its session in a header, "
+        "an 8 KiB system prompt, 24 tool definitions, a few turns)",
+    )
     parser.add_argument("--json", dest="json_out", help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.calls <= 0 or args.repeats <= 0:
@@ -248,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     results = _run(args)
     for r in results:
         print(
-            f"{r['policy']:>12} {r['mode']:>4} ({r['segments']} segment(s)): "
+            f"{r['policy']:>12} {r['mode']:>4} {r['request']} ({r['segments']} segment(s)): "
             f"{r['cpu_us_per_call_min']:7.1f} µs/call (min of {r['cpu_us_per_call_each']}), "
             f"{r['answered']} answered"
         )

@@ -95,3 +95,31 @@ def test_the_agent_type_is_the_same_whether_or_not_the_session_was_inferred(
         assert inferred.agent_type == named.agent_type
         opens_with_system = bool(messages) and messages[0]["role"] in ("system", "developer")
         assert (inferred.agent_type == "default") == (not with_tools and not opens_with_system)
+
+
+def test_a_live_session_keeps_the_agent_type_it_was_filed_under() -> None:
+    """A call of a session the scheduler knows takes that session's agent type (its system prompt and tools
+    are not hashed again); a header still names the type, and an unknown session is named by its prompt."""
+    filed = {"s1": "auto-first", "alpha:s2": "auto-keyed", "conv-x": "auto-inferred"}
+    asked: list[str] = []
+
+    def agent_type_of(session: str) -> str | None:
+        asked.append(session)
+        return filed.get(session)
+
+    body = chat(("system", "a new system prompt"), ("user", "go"))
+    fields = decode_call(msgspec.json.encode(body))
+    named_by_prompt = identify(CIMultiDict(), fields, "r0").agent_type
+    assert named_by_prompt.startswith("auto-") and named_by_prompt != "auto-first"
+
+    def type_of(headers: dict[str, str], scope: str | None = None) -> str:
+        return identify(
+            CIMultiDict(headers), fields, "r1", scope=scope, agent_type_of=agent_type_of
+        ).agent_type
+
+    assert type_of({"X-Session-ID": "s1"}) == "auto-first"
+    assert type_of({"X-Session-ID": "s1", "X-Agent-Type": "coder"}) == "coder"
+    assert type_of({"X-Session-ID": "unknown"}) == named_by_prompt
+    # with client API keys, a named session is asked for by the tenant's own id (as `_keyed` names it)
+    assert type_of({"X-Session-ID": "s2"}, scope="alpha") == "auto-keyed"
+    assert asked[-1] == "alpha:s2"
