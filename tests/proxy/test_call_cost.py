@@ -12,11 +12,16 @@ from loadtests.bench import call_cost
 
 
 @pytest.mark.parametrize(
-    ("policy", "mode", "segments"),
-    [("round-robin", "json", "one"), ("saga", "sse", "one"), ("round-robin", "sse", "each")],
+    ("policy", "mode", "segments", "kind"),
+    [
+        ("round-robin", "json", "one", "plain"),
+        ("saga", "sse", "one", "plain"),
+        ("round-robin", "sse", "each", "plain"),
+        ("saga", "json", "one", "agent"),
+    ],
 )
-async def test_every_call_is_sent_and_answered(policy: str, mode: str, segments: str) -> None:
-    result = await call_cost.measure(policy, mode, calls=30, repeats=2, segments=segments)
+async def test_every_call_is_sent_and_answered(policy: str, mode: str, segments: str, kind: str) -> None:
+    result = await call_cost.measure(policy, mode, calls=30, repeats=2, segments=segments, request_kind=kind)
     warm_up = 30
     assert result["calls"] == 60
     assert result["answered"] == 60 + warm_up
