@@ -34,11 +34,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "h2oc1.25": _admission(horizon_calls=2.0, overcommit=1.25),
 }
 
-if __name__ == "__main__":
-    split = sys.argv.index("--")
-    names = sys.argv[1:split]
+
+def run(variants: dict[str, dict[str, Any]], argv: list[str]) -> int:
+    """`saga bench des` with the named `variants` registered as `x-NAME` (argv: VARIANT... -- ARGS...)."""
+    split = argv.index("--")
+    names = argv[:split]
     for name in names:
-        if name in VARIANTS:
-            ablation.ABLATIONS["x-" + name] = VARIANTS[name]
-    policies = ",".join("x-" + n if n in VARIANTS else n for n in names)
-    sys.exit(main(["bench", "des", *sys.argv[split + 1 :], "--policies", policies]))
+        if name in variants:
+            ablation.ABLATIONS["x-" + name] = variants[name]
+    policies = ",".join("x-" + n if n in variants else n for n in names)
+    return main(["bench", "des", *argv[split + 1 :], "--policies", policies])
+
+
+if __name__ == "__main__":
+    sys.exit(run(VARIANTS, sys.argv[1:]))
