@@ -42,6 +42,8 @@ SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
 API_KEY = "api-key"  # a tenant source: the hash of the Authorization header
 AGENT_TYPE_HEADERS = ("x-agent-type",)
+# A subagent's call within its session (Claude Code): named by its own system prompt, not the session's type.
+SUBAGENT_HEADERS = ("x-claude-code-agent-id",)
 MAX_ID_CHARS = 256
 _VALID_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
@@ -205,8 +207,9 @@ def identify(
     `scope`: the tenant a client API key named (None without keys): sessions are inferred only from its own
     conversations and responses.
     `agent_type_of`: the agent type the scheduler filed a live session under (by the session id it knows,
-    `scheduled_session_id`), or None; a call of such a session keeps that type unless a header names one,
-    so the system prompt and tools of its every call are not hashed again (up to 66 KiB of them a call)."""
+    `scheduled_session_id`), or None; a call of such a session keeps that type unless a header names one
+    or the call is a subagent's (`SUBAGENT_HEADERS`: its own system prompt names it), so the system prompt
+    and tools of its every call are not hashed again (up to 66 KiB of them a call)."""
     decoded = None if seen is None else seen.messages
     session = _explicit_session(headers, fields)
     inferred = False
@@ -235,7 +238,7 @@ def identify(
             tenant = value
             break
     agent_type = _first(headers, AGENT_TYPE_HEADERS)
-    if agent_type is None and agent_type_of is not None:
+    if agent_type is None and agent_type_of is not None and _first(headers, SUBAGENT_HEADERS) is None:
         agent_type = agent_type_of(scheduled_session_id(session, inferred, scope))
     if agent_type is None:  # the agent named by its system prompt and tools (proxy/prompt_shape.py)
         messages: bytes | msgspec.Raw = fields.messages

@@ -120,6 +120,8 @@ def test_a_live_session_keeps_the_agent_type_it_was_filed_under() -> None:
     assert type_of({"X-Session-ID": "s1"}) == "auto-first"
     assert type_of({"X-Session-ID": "s1", "X-Agent-Type": "coder"}) == "coder"
     assert type_of({"X-Session-ID": "unknown"}) == named_by_prompt
+    # a Claude Code subagent's call in the session is named by its own prompt
+    assert type_of({"X-Claude-Code-Session-ID": "s1", "X-Claude-Code-Agent-ID": "a1"}) == named_by_prompt
     # with client API keys, a named session is asked for by the tenant's own id (as `_keyed` names it)
     assert type_of({"X-Session-ID": "s2"}, scope="alpha") == "auto-keyed"
     assert asked[-1] == "alpha:s2"
