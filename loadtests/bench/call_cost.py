@@ -75,15 +75,19 @@ _AGENT_MESSAGES = [
 _EVENTS = 9  # content events of a streamed answer (then the finish, usage and [DONE] events)
 
 
+# `--request`: the body's fields and the extra header lines of each kind of call
+REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
+    "plain": (_REQUEST_BODY, ""),  # a one-line chat call naming no session
+    "agent": (
+        {"model": "m", "messages": _AGENT_MESSAGES, "tools": _AGENT_TOOLS},
+        "X-Session-Id: agent-1\r\n",
+    ),
+}
+
+
 def request_bytes(stream: bool, kind: str = "plain") -> bytes:
-    """`plain`: a one-line chat call naming no session; `agent`: a coding agent's call (above)."""
-    fields = (
-        _REQUEST_BODY
-        if kind == "plain"
-        else {"model": "m", "messages": _AGENT_MESSAGES, "tools": _AGENT_TOOLS}
-    )
+    fields, session = REQUESTS[kind]
     body = json.dumps({**fields, "stream": stream}, separators=(",", ":")).encode()
-    session = "" if kind == "plain" else "X-Session-Id: agent-1\r\n"
     head = (
         "POST /v1/chat/completions HTTP/1.1\r\nHost: saga\r\nUser-Agent: bench\r\n"
         f"Content-Type: application/json\r\n{session}Content-Length: {len(body)}\r\n\r\n"
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--segments", choices=("one", "each"), default="one", help="a stream's reads")
     parser.add_argument(
         "--request",
-        choices=("plain", "agent"),
+        choices=tuple(REQUESTS),
         default="plain",
         help="plain: a one-line call naming no session; agent: a coding agent's (its session in a header, "
         "an 8 KiB system prompt, 24 tool definitions, a few turns)",

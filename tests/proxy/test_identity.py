@@ -100,17 +100,17 @@ def test_the_agent_type_is_the_same_whether_or_not_the_session_was_inferred(
 def test_a_live_session_keeps_the_agent_type_it_was_filed_under() -> None:
     """A call of a session the scheduler knows takes that session's agent type (its system prompt and tools
     are not hashed again); a header still names the type, and an unknown session is named by its prompt."""
-    filed = {"s1": "auto-first", "alpha:s2": "auto-keyed", "conv-x": "auto-inferred"}
+    body = chat(("system", "a new system prompt"), ("user", "go"))
+    fields = decode_call(msgspec.json.encode(body))
+    first = identify(CIMultiDict(), fields, "r0")
+    named_by_prompt, inferred_session = first.agent_type, first.session_id
+    assert named_by_prompt.startswith("auto-") and first.session_inferred
+    filed = {"s1": "auto-first", "alpha:s2": "auto-keyed", inferred_session: "auto-inferred"}
     asked: list[str] = []
 
     def agent_type_of(session: str) -> str | None:
         asked.append(session)
         return filed.get(session)
-
-    body = chat(("system", "a new system prompt"), ("user", "go"))
-    fields = decode_call(msgspec.json.encode(body))
-    named_by_prompt = identify(CIMultiDict(), fields, "r0").agent_type
-    assert named_by_prompt.startswith("auto-") and named_by_prompt != "auto-first"
 
     def type_of(headers: dict[str, str], scope: str | None = None) -> str:
         return identify(
@@ -125,3 +125,7 @@ def test_a_live_session_keeps_the_agent_type_it_was_filed_under() -> None:
     # with client API keys, a named session is asked for by the tenant's own id (as `_keyed` names it)
     assert type_of({"X-Session-ID": "s2"}, scope="alpha") == "auto-keyed"
     assert asked[-1] == "alpha:s2"
+    # an inferred session (no id named) is asked for by its own id, which already is the tenant's
+    assert type_of({}) == "auto-inferred"
+    assert type_of({}, scope="alpha") != "auto-inferred"  # the tenant's opening hash: another session
+    assert not asked[-1].startswith("alpha:")
