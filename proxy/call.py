@@ -42,7 +42,7 @@ from proxy.context import (
     TENANT_SOURCES,
 )
 from proxy.data_structs import Identity
-from proxy.directives import asking_for_usage, with_retention
+from proxy.directives import NOTHING_LACKED, BodyLacks, asking_for_usage, with_retention
 from proxy.errors import ProxyError
 from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
@@ -90,6 +90,7 @@ class Call:
         body: bytes,
         add_usage: bool,
         kv_session: str,
+        lacks: BodyLacks = NOTHING_LACKED,
     ) -> None:
         self.path, self.headers, self.downstream = path, headers, downstream
         # What the replica is sent of the client's headers: `headers`, or the same as parsed pairs.
@@ -105,6 +106,7 @@ class Call:
         # the session vLLM's KV events file this call's blocks under (calls.py `_kv_session`)
         self.kv_session = kv_session
         self.body = body
+        self.lacks = lacks  # members `body` does not have: added to it without decoding it again
         self.failures = 0
         self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
         self.usage: Usage | None = None  # what the answer reported, for the finish report
@@ -355,10 +357,13 @@ class Call:
         headers = forward.forwarded_headers(self.forwarded_from, extra, dropped)
         forward.upstream_auth(headers, self.config)
         sent = self.body
+        lacks = self.lacks
         if self.add_usage:
-            sent = asking_for_usage(sent)
+            sent = asking_for_usage(sent, lacks.stream_options)
         if decision.retain_ttl_s is not None:
-            sent = with_retention(sent, self.who.session_id, decision.retain_ttl_s, decision.retain_priority)
+            sent = with_retention(
+                sent, self.who.session_id, decision.retain_ttl_s, decision.retain_priority, lacks.vllm_xargs
+            )
         return headers, sent, with_priority
 
 

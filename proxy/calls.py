@@ -27,8 +27,8 @@ from proxy import forward
 from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
-from proxy.data_structs import CallFields, Identity, SeenMessages
-from proxy.directives import asks_for_retention, without_client_retention
+from proxy.data_structs import CallFields, Identity, SeenMessages, StreamOptions
+from proxy.directives import asks_for_retention, lacks_of, without_client_retention
 from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
 from proxy.identity import IdentityError, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
@@ -197,7 +197,8 @@ def _prepared(
     core = shared.core
     if fields is None:
         fields = parse_call(body)
-    if asks_for_retention(fields.vllm_xargs):  # rare: only the scheduler asks replicas for KV retention
+    xargs = fields.vllm_xargs
+    if isinstance(xargs, dict) and asks_for_retention(xargs):  # rare: only the scheduler asks for retention
         body = without_client_retention(body)
     previous = fields.previous_response_id
     if tenant is not None and previous and shared.chains.foreign_response(previous, tenant):
@@ -247,12 +248,15 @@ def _prepared(
         ),
         kv_resident=None if kv is None else _kv_resident(kv, who.session_id, kv_session),
     )
+    options = fields.stream_options
     add_usage = (
         fields.stream
         and path in USAGE_OPTION_ROUTES
-        and not (fields.stream_options is not None and fields.stream_options.include_usage)
+        and not (isinstance(options, StreamOptions) and options.include_usage)
     )
-    return Call(app, shared, path, headers, downstream, info, who, body, add_usage, kv_session)
+    # members the body lacks are added to it without decoding it again (proxy/directives.py)
+    lacks = lacks_of(fields)
+    return Call(app, shared, path, headers, downstream, info, who, body, add_usage, kv_session, lacks)
 
 
 def add_routes(app: web.Application) -> None:

@@ -35,10 +35,12 @@ class CallFields(msgspec.Struct):
 
     model: str = ""
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    # UNSET when the body has no such member (None: it is null), so the proxy can add it without decoding
+    # the body again (proxy/directives.py)
+    stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
     session_id: str | None = None
     prompt_cache_key: str | None = None
-    vllm_xargs: dict[str, Any] | None = None
+    vllm_xargs: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
     messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
     prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at
     input: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses

@@ -12,6 +12,11 @@ The rewrites decode only the body's top level: each field's value stays the byte
 (`msgspec.Raw`), only the one field rewritten is decoded, so a long conversation is scanned, not rebuilt
 (a 1.4 KB chat body: ~7 µs decoded and re-encoded whole, ~1.2 µs so). A body that is not a JSON object
 raises msgspec's DecodeError or ValidationError, as a whole decode did.
+
+When the caller knows the body lacks the member (`absent`: its decode found no `vllm_xargs` or
+`stream_options` at the top level, `BodyLacks`), the member is added before the object's closing brace
+without reading the body at all: one copy instead of a scan and a re-encode (a coding agent's 470 KB call:
+~165 µs -> ~20 µs). The body must then be a JSON object (the caller decoded it as one).
 """
 
 from __future__ import annotations
@@ -20,8 +25,47 @@ from typing import Any
 
 import msgspec
 
+from proxy.data_structs import CallFields
+
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])  # the top level; values left as sent
 _encoder = msgspec.json.Encoder()
+
+
+class BodyLacks:
+    """Top-level members a call's body does not have (its decode found none): added without a re-decode.
+    (A plain class: compiled, it is made without entering the interpreter, which a NamedTuple's is not.)"""
+
+    def __init__(self, vllm_xargs: bool = False, stream_options: bool = False) -> None:
+        self.vllm_xargs = vllm_xargs
+        self.stream_options = stream_options
+
+
+NOTHING_LACKED = BodyLacks()
+
+
+def lacks_of(fields: CallFields) -> BodyLacks:
+    """What the body `fields` were decoded from lacks (a member set to null is there: it is rewritten)."""
+    return BodyLacks(fields.vllm_xargs is msgspec.UNSET, fields.stream_options is msgspec.UNSET)
+
+
+_SPACE = b" \t\r\n"
+
+
+def _with_member(body: bytes, name: str, value: bytes) -> bytes:
+    """`body`, a JSON object without a member `name`, with `"name": value` added last; the body is not read
+    past its closing brace (and the whitespace around it)."""
+    end = len(body)
+    while end and body[end - 1] in _SPACE:
+        end -= 1
+    if not end or body[end - 1] != 0x7D:  # "}"; callers decoded the body as an object first
+        raise ValueError("the body is not a JSON object")
+    close = end - 1
+    before = close
+    while before and body[before - 1] in _SPACE:
+        before -= 1
+    separator = b"" if before and body[before - 1] == 0x7B else b","  # "{": an empty object
+    member = b"".join((separator, _encoder.encode(name), b":", value, b"}"))
+    return b"".join((memoryview(body)[:close], member))
 
 
 def _object(raw: msgspec.Raw | None) -> dict[str, Any]:
@@ -52,21 +96,30 @@ def without_client_retention(body: bytes) -> bytes:
     return _encoder.encode(call)
 
 
-def with_retention(body: bytes, session_id: str, ttl_s: float, priority: int | None = None) -> bytes:
+def with_retention(
+    body: bytes, session_id: str, ttl_s: float, priority: int | None = None, absent: bool = False
+) -> bytes:
+    """`absent`: the body is known to have no `vllm_xargs` (`BodyLacks`), so it is added without a decode."""
+    directives: dict[str, Any] = {"saga_retain_ttl_s": ttl_s}
+    if priority is not None:
+        directives["saga_retain_priority"] = priority
+    if absent:
+        directives["session_id"] = session_id
+        return _with_member(body, "vllm_xargs", _encoder.encode(directives))
     call = _fields.decode(body)  # a duplicated key: the last, as a whole decode keeps
     xargs = _object(call.get("vllm_xargs"))
-    xargs["saga_retain_ttl_s"] = ttl_s
-    if priority is not None:
-        xargs["saga_retain_priority"] = priority
+    xargs.update(directives)
     xargs.setdefault("session_id", session_id)
     call["vllm_xargs"] = msgspec.Raw(_encoder.encode(xargs))
     return _encoder.encode(call)
 
 
-def asking_for_usage(body: bytes) -> bytes:
+def asking_for_usage(body: bytes, absent: bool = False) -> bytes:
     """The body of a streamed call with `stream_options.include_usage` set, so the replica reports token
     usage at the end of the stream (the scheduler needs it); the proxy strips that chunk from what the client
-    sees."""
+    sees. `absent`: the body is known to have no `stream_options` (`BodyLacks`)."""
+    if absent:
+        return _with_member(body, "stream_options", b'{"include_usage":true}')
     call = _fields.decode(body)
     options = _object(call.get("stream_options"))
     options["include_usage"] = True

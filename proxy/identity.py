@@ -143,7 +143,7 @@ def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | N
         session = check_id("session_id", fields.session_id)
     if session is None and fields.prompt_cache_key:
         session = check_id("prompt_cache_key", fields.prompt_cache_key)
-    if session is None and fields.vllm_xargs:
+    if session is None and isinstance(fields.vllm_xargs, dict):
         xarg = fields.vllm_xargs.get("session_id")
         if xarg:
             if not isinstance(xarg, str):

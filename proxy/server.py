@@ -27,6 +27,7 @@ from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
 from proxy.logs import batch_access_log, use_json_logs
+from proxy.malloc_tuning import tune_malloc
 from proxy.scheduler import SchedulerCore
 from proxy.worker_set import WorkerSet
 
@@ -179,6 +180,7 @@ async def _drained(protocol: FastServer, core: SchedulerCore, within_s: float) -
 
 async def serve_forever(config: ProxyConfig) -> None:
     """`saga serve`'s proxy, or one worker of `saga serve --workers N` (proxy/supervisor.py), until killed."""
+    tune_malloc()  # before the first large body is read (proxy/malloc_tuning.py)
     if config.log_format == "json":
         use_json_logs()
     access = batch_access_log(logging.getLogger("saga.access")) if config.access_log else None

@@ -2,9 +2,10 @@
 callbacks with fake transports, no sockets and no other process.
 
 `python -m loadtests.bench.call_cost [--calls N] [--repeats R] [--policy P] [--mode json|sse]
-[--segments one|each] [--request plain|agent]` prints, for each mode, the least `time.process_time` per call
-over the repeats (µs): the Python a call costs on the common path (parse, identity, the core's decisions,
-headers, the inline relay, accounting, the access log line), without the system calls a live server adds.
+[--segments one|each] [--request plain|agent|long|long-anon]` prints, for each mode, the least
+`time.process_time` per call over the repeats (µs): the Python a call costs on the common path (parse,
+identity, the core's decisions, headers, the inline relay, accounting, the access log line), without the
+system calls a live server adds, with the C allocator's thresholds as `saga serve` sets them.
 The machine is shared: compare runs side by side (e.g. a branch against main, both compiled or both pure),
 never against a number from elsewhere.
 
@@ -33,6 +34,7 @@ from proxy.config import ProxyConfig
 from proxy.context import METRICS, POOL, RELEASER
 from proxy.fast_server import FastServer, _batched_sink, access_log
 from proxy.logs import BatchedLines, TimeNameMessage
+from proxy.malloc_tuning import tune_malloc
 from proxy.retention_release import RetentionReleaser
 from proxy.upstream_pool import UpstreamPool, _Connection
 
@@ -72,6 +74,17 @@ _AGENT_MESSAGES = [
     {"role": "assistant", "content": "I will read the test first."},
     {"role": "tool", "content": "def test_parse():\n    assert parse('1+1') == 2\n" * 20},
 ]
+# A coding agent deep in its task (`--request long`, `long-anon`): the same call after 160 turns of tool use,
+# ~470 KB of JSON (~115k tokens), the context such agents reach; `long-anon` names no session, so the proxy
+# infers it from the conversation (what a client that sends no session id costs).
+_LONG_MESSAGES = _AGENT_MESSAGES + [
+    message
+    for turn in range(160)
+    for message in (
+        {"role": "assistant", "content": f"Step {turn}: I will run the tests again and read them. " * 4},
+        {"role": "tool", "content": f"output {turn}:\n" + "x = compute(y) + 1  # checked\n" * 80},
+    )
+]
 _EVENTS = 9  # content events of a streamed answer (then the finish, usage and [DONE] events)
 
 
@@ -82,6 +95,11 @@ REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
         {"model": "m", "messages": _AGENT_MESSAGES, "tools": _AGENT_TOOLS},
         "X-Session-Id: agent-1\r\n",
     ),
+    "long": (
+        {"model": "m", "messages": _LONG_MESSAGES, "tools": _AGENT_TOOLS},
+        "X-Session-Id: agent-1\r\n",
+    ),
+    "long-anon": ({"model": "m", "messages": _LONG_MESSAGES, "tools": _AGENT_TOOLS}, ""),
 }
 
 
@@ -208,7 +226,9 @@ def _access_log_like_serve() -> Iterator[None]:
 
 @contextmanager
 def harness_like_serve(policy: str) -> Iterator[Harness]:
-    """A `Harness` whose access log is written as `saga serve` writes it (batched); closed on exit."""
+    """A `Harness` whose access log is written as `saga serve` writes it (batched), with the C allocator's
+    thresholds as `saga serve` sets them; closed on exit."""
+    tune_malloc()
     with _access_log_like_serve():
         harness = Harness(policy)
         harness.server.access_sink = _batched_sink(access_log)

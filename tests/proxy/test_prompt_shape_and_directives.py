@@ -8,7 +8,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.directives import asking_for_usage, with_retention
+from proxy.directives import asking_for_usage, lacks_of, with_retention
 from proxy.identity import decode_call
 from proxy.prompt_shape import CHUNK_BYTES, estimated_tokens, prefix_hashes
 
@@ -76,15 +76,16 @@ _keys = st.sampled_from(["model", "messages", "vllm_xargs", "stream_options", "s
     st.booleans(),
     st.sampled_from([b"", b" ", b"\n\t"]),
     st.booleans(),
+    st.sampled_from([b"", b" ", b"\r\n"]),
 )
 def test_rewrites_without_decoding_give_what_decoding_would(
-    call: dict[str, object], ascii_only: bool, space: bytes, escaped_keys: bool
+    call: dict[str, object], ascii_only: bool, space: bytes, escaped_keys: bool, trailing: bytes
 ) -> None:
     """Whatever the body (keys that are there, or spelled with \\u escapes, unicode, empty objects, leading
     whitespace), the replica sees exactly the object that decoding, setting the field and re-encoding gives,
     though the usage request is spliced in without decoding where that is safe (a `\\u0073tream_options`
     key or an empty object once gave a duplicate key or a trailing comma)."""
-    body = space + json.dumps(call, ensure_ascii=ascii_only).encode()
+    body = space + json.dumps(call, ensure_ascii=ascii_only).encode() + trailing
     if escaped_keys:  # the same keys spelled with an escape, which a byte search does not see
         body = body.replace(b'"vllm_xargs"', b'"vllm\\u005fxargs"').replace(
             b'"stream_options"', b'"\\u0073tream_options"'
@@ -100,3 +101,17 @@ def test_rewrites_without_decoding_give_what_decoding_would(
     options = dict(options) if isinstance(options, dict) else {}
     options["include_usage"] = True
     assert json.loads(asking_for_usage(body)) == {**reference, "stream_options": options}
+    # Where the call's decode says the body lacks the member (as the proxy decides: `lacks_of`), it is added
+    # without decoding the body, and the replica sees the same object.
+    try:
+        lacks = lacks_of(decode_call(body))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return  # not a call the proxy would forward (a 400 before any rewrite)
+    assert lacks.vllm_xargs == ("vllm_xargs" not in reference)
+    assert lacks.stream_options == ("stream_options" not in reference)
+    spliced = with_retention(body, "s\n\u00e9", 2.5, 3, lacks.vllm_xargs)
+    assert json.loads(spliced) == {**reference, "vllm_xargs": xargs}
+    usage_asked = asking_for_usage(body, lacks.stream_options)
+    assert json.loads(usage_asked) == {**reference, "stream_options": options}
+    both = with_retention(asking_for_usage(body, lacks.stream_options), "s", 1.0, None, lacks.vllm_xargs)
+    assert json.loads(both)["stream_options"] == options and json.loads(both)["vllm_xargs"]["session_id"]
