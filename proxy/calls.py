@@ -223,7 +223,7 @@ def _prepared(
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = _keyed(who, tenant)
     kv_session, kv = _kv_session(who, fields), shared.kv_residency
-    # a view into the body: copied only when hashed
+    # a view into the body, hashed in place
     prompt: bytes | msgspec.Raw = fields.messages or fields.prompt or fields.input
     if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
         prompt = bytes(fields.system) + bytes(prompt)
@@ -236,7 +236,7 @@ def _prepared(
         model=fields.model,
         prompt_chars=len(body),
         prompt_tokens=estimated_tokens(prompt),
-        prefix_hashes=prefix_hashes(bytes(prompt)) if core.policy.wants_prefix_hashes else (),
+        prefix_hashes=prefix_hashes(prompt) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream,
         session_inferred=who.session_inferred,
         # a Responses API continuation: vLLM keeps stored responses in its own memory, so only the replica

@@ -10,14 +10,14 @@
   one worker's.
 
 Layout: a file in the worker directory (`WorkerSet.directory`: `responses.table`, `chains.table`) shared by
-every worker: `slots` slots of two int64 words, in buckets of `WAYS` slots. A key's 16-byte digest (blake2b:
-the same in every process; a chain key is one already) gives a bucket and a 54-bit tag; a slot holds
-`tag << 9 | worker` (workers are at most 256; 0 is an empty slot, a tag is never 0) and when it was written
-(CLOCK_MONOTONIC, the same clock in every process). A record takes the key's own slot in its bucket, else an
-empty one, else the one written longest ago: so an entry is lost only once `WAYS` later keys fell in its
-bucket. At 1,000 calls a second, of the conversations whose tool call took a minute, a direct-mapped table
-of as many slots (any one later key in its slot loses it) would lose ~11%; this one lost 5 in 400,000
-(`python -m loadtests.bench.owner_table_loss`).
+every worker: `slots` slots of two int64 words, in buckets of `WAYS` slots. A key's digest (its first 16
+bytes; the same in every process: BLAKE2b of a response id, a chain key is a digest already) gives a bucket
+and a 54-bit tag; a slot holds `tag << 9 | worker` (workers are at most 256; 0 is an empty slot, a tag is
+never 0) and when it was written (CLOCK_MONOTONIC, the same clock in every process). A record takes the key's
+own slot in its bucket, else an empty one, else the one written longest ago: so an entry is lost only once
+`WAYS` later keys fell in its bucket. At 1,000 calls a second, of the conversations whose tool call took a
+minute, a direct-mapped table of as many slots (any one later key in its slot loses it) would lose ~11%; this
+one lost 5 in 400,000 (`python -m loadtests.bench.owner_table_loss`).
 
 Contract:
 - `record(key)` after this worker served that answer, before its last bytes go out (so a call the client

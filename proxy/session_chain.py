@@ -24,6 +24,7 @@ from collections import OrderedDict
 from typing import Any
 
 import msgspec
+from xxhash import xxh3_128_digest
 
 from proxy.data_structs import Answer as Answer  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage
@@ -43,20 +44,19 @@ def _text(content: Any) -> str:
 
 
 # A link hashes the parent's hash, then the message: a call naming no session hashes its whole conversation
-# each call. Long messages go through SHA-256 (about twice BLAKE2b's speed on hosts with SHA extensions: a
-# coding agent's 470 KB conversation, `python -m loadtests.bench.call_cost --request long-anon`), short ones
-# through BLAKE2b, whose set-up costs less than OpenSSL's; both from a prepared state, copied.
-_SHORT_MESSAGE = 1024
-_SHORT_HASH = hashlib.blake2b(digest_size=16)
-_LONG_HASH = hashlib.sha256()
+# each call (a coding agent's late calls: ~470 KB). Without client API keys the chain is XXH3-128 (~30x
+# SHA-256's speed here; `python -m loadtests.bench.call_cost --request long-anon`): nothing stops a client
+# from naming any session then, so a hash an adversary could steer guards nothing. A tenant's chain (client
+# API keys) is SHA-256 from its 32-byte seed (`tenant_seed`), so one tenant cannot craft a conversation that
+# lands in another's session: a link knows which by its parent's length.
+_TENANT_CHAIN_BYTES = 32
 
 
 def _link(parent: bytes, role: str, text: str, tool_calls: tuple[tuple[str, str], ...]) -> bytes:
-    message = _encode((role, text, tool_calls))
-    hasher = _SHORT_HASH.copy() if len(message) < _SHORT_MESSAGE else _LONG_HASH.copy()
-    hasher.update(parent)
-    hasher.update(message)
-    return hasher.digest()[:16]
+    message = parent + _encode((role, text, tool_calls))
+    if len(parent) == _TENANT_CHAIN_BYTES:
+        return hashlib.sha256(message).digest()
+    return xxh3_128_digest(message)
 
 
 def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | None:
@@ -67,8 +67,9 @@ def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | No
 
 
 def tenant_seed(tenant: str | None) -> bytes:
-    """Where a tenant's chains start: b"" for calls not authenticated by a client API key (as before)."""
-    return b"" if tenant is None else hashlib.blake2b(tenant.encode(), digest_size=16).digest()
+    """Where a tenant's chains start: b"" for calls not authenticated by a client API key (their chains are
+    XXH3-128), else the SHA-256 of the tenant (32 bytes: its chains are SHA-256, see `_link`)."""
+    return b"" if tenant is None else hashlib.sha256(tenant.encode()).digest()
 
 
 def chain_of(messages: list[ChatMessage], seed: bytes = b"") -> tuple[list[bytes], list[int]]:

@@ -68,6 +68,9 @@ CHAT_SSE = (
     '"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}\\n\\n' + "data: [DONE]\\n\\n"
 )
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+# `--request`: the body each call sends: `plain` (the line above), or a coding agent's call
+# (loadtests/bench/call_cost.py: `agent`, 24 KB; `long`, the same agent 160 turns later, ~470 KB)
+REQUEST_KINDS = ("plain", "agent", "long")
 TARGETS = ("direct", "saga", "saga-workers", "saga-aiohttp", "vllm-router", "sglang-router")
 SESSION_LOADS = ("none", "per-connection", "pooled")
 DEFAULT_TARGETS = ("direct", "saga", "vllm-router", "sglang-router")
@@ -105,6 +108,7 @@ class OverheadReport(msgspec.Struct):
     modes: dict[str, dict[str, TargetResult]]
     rate: float | None = None  # paced: requests/s offered over all connections; None: as fast as answered
     sessions: str = "none"  # how the load names sessions (`--sessions`)
+    request: str = "plain"  # the body each call sends (`--request`)
     saga_workers: int | None = None  # the `saga-workers` target's `--workers`
 
 
@@ -182,6 +186,13 @@ def add_overhead_parser(modes: Any) -> None:
         default=None,
         help="pace the load at about this many requests/s over all connections, below saturation "
         "(default: as fast as answered)",
+    )
+    p.add_argument(
+        "--request",
+        choices=REQUEST_KINDS,
+        default="plain",
+        help="the body each call sends: plain (a one-line chat call), agent (a coding agent's call, 24 KB), "
+        "long (the same agent 160 turns later, ~470 KB); default: %(default)s",
     )
     p.add_argument("--saga-args", default="", help="extra `saga serve` flags, e.g. '--policy round-robin'")
     p.add_argument(
@@ -342,6 +353,7 @@ def run_overhead(args: argparse.Namespace) -> int:
         modes={},
         rate=getattr(args, "rate", None),
         sessions=_sessions(args),
+        request=_request_kind(args),
         saga_workers=getattr(args, "saga_workers", 2) if "saga-workers" in targets else None,
     )
     with tempfile.TemporaryDirectory(prefix="saga-overhead-") as tmp:
@@ -358,6 +370,19 @@ def _sessions(args: argparse.Namespace) -> str:
     return str(getattr(args, "sessions", "none"))
 
 
+def _request_kind(args: argparse.Namespace) -> str:
+    return str(getattr(args, "request", "plain"))
+
+
+def request_fields(kind: str) -> dict[str, Any]:
+    """The body's fields of `--request kind` (its session, if any, comes from `--sessions`)."""
+    if kind == "plain":
+        return REQUEST
+    from loadtests.bench.call_cost import REQUESTS  # the in-process harness's calls (imports the proxy)
+
+    return REQUESTS[kind][0]
+
+
 def _run_mode(
     args: argparse.Namespace, mode: str, targets: list[str], workdir: Path
 ) -> dict[str, TargetResult]:
@@ -367,7 +392,7 @@ def _run_mode(
     conf = _nginx_conf(workdir, backend_port, body, "text/event-stream" if stream else "application/json")
     backend = f"http://127.0.0.1:{backend_port}"
     script = workdir / f"wrk-{mode}.lua"
-    request = msgspec.json.encode({**REQUEST, "stream": stream}).decode()
+    request = msgspec.json.encode({**request_fields(_request_kind(args)), "stream": stream}).decode()
     sessions = _sessions(args)
     script.write_text(wrk_script(request, args.connections, getattr(args, "rate", None), sessions))
     threads = args.connections if sessions == "per-connection" else 1

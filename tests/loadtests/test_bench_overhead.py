@@ -7,11 +7,12 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loadtests.bench import paced_backend
-from loadtests.bench.overhead import add_overhead_parser, parse_wrk, run_overhead, wrk_script
+from loadtests.bench import overhead, paced_backend
+from loadtests.bench.overhead import add_overhead_parser, parse_wrk, request_fields, run_overhead, wrk_script
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:8000/v1/chat/completions
   1 threads and 32 connections
@@ -164,3 +165,28 @@ def test_a_tiny_run_measures_saga_workers_with_sessions(tmp_path: Path, sessions
     workers = report["modes"]["json"]["saga-workers"]
     assert workers["rps"] > 0 and workers["rounds"][0]["non_2xx"] == 0
     assert workers["cpu_us_per_request"] is not None
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("wrk") is None, reason="needs nginx and wrk"
+)
+def test_a_tiny_run_sends_a_long_agent_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--request long`: every call carries the ~470 KB conversation of an agent 160 turns in, and goes
+    through the proxy intact (the proxy reads it whole: a body it refused would be a non-2xx answer)."""
+    bodies: list[str] = []
+    script_of = overhead.wrk_script
+
+    def recording(body: str, *args: Any, **kwargs: Any) -> str:
+        bodies.append(body)
+        return script_of(body, *args, **kwargs)
+
+    monkeypatch.setattr(overhead, "wrk_script", recording)
+    out = tmp_path / "overhead.json"
+    args = _tiny_run(out, modes="json", backend="nginx", sessions="per-connection", request="long")
+    assert run_overhead(args) == 0
+    report = json.loads(out.read_text())
+    assert report["request"] == "long"
+    saga = report["modes"]["json"]["saga"]
+    assert saga["rps"] > 0 and saga["rounds"][0]["non_2xx"] == 0
+    assert len(bodies) == 1 and len(bodies[0]) > 400_000
+    assert json.loads(bodies[0])["messages"] == request_fields("long")["messages"]

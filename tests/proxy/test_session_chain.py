@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -55,6 +56,29 @@ def test_two_agents_with_the_same_opening_stay_apart() -> None:
     b2 = [SYSTEM, TASK, assistant("look at test_b"), {"role": "user", "content": "go on"}]
     assert who(a2, chains, "ra2")[0] == a_session
     assert who(b2, chains, "rb2")[0] == b_session
+
+
+def test_a_tenants_chains_are_sha256_and_keyless_chains_xxh3() -> None:
+    """Without client API keys a conversation's chain is XXH3-128 (16 bytes a link); a tenant's (keys) is
+    SHA-256 from its seed (32 bytes), and its conversations are still followed from call to call."""
+    body = msgspec.json.encode({"model": "m", "messages": [SYSTEM, TASK]})
+    keyless = identify(CIMultiDict(), decode_call(body), "r0", chains=PrefixChains())
+    first_link = msgspec.json.encode(("system", SYSTEM["content"], ()))
+    assert keyless.prompt_chain is not None and len(keyless.prompt_chain) == 16
+    chains = PrefixChains()
+    first = identify(CIMultiDict(), decode_call(body), "r1", chains=chains, scope="alpha")
+    assert first.prompt_chain is not None and len(first.prompt_chain) == 32
+    seed = hashlib.sha256(b"alpha").digest()
+    system_link = hashlib.sha256(seed + first_link).digest()
+    task_link = hashlib.sha256(system_link + msgspec.json.encode(("user", TASK["content"], ()))).digest()
+    assert first.prompt_chain == task_link
+    chains.remember(first.prompt_chain, Answer("look at test_a"), first.session_id)
+    turn2 = [SYSTEM, TASK, assistant("look at test_a"), {"role": "tool", "content": "1 failed"}]
+    body2 = msgspec.json.encode({"model": "m", "messages": turn2})
+    second = identify(CIMultiDict(), decode_call(body2), "r2", chains=chains, scope="alpha")
+    assert second.session_id == first.session_id
+    other = identify(CIMultiDict(), decode_call(body2), "r3", chains=chains, scope="beta")
+    assert other.session_id != first.session_id
 
 
 def test_the_latest_matching_turn_wins_and_content_parts_match_plain_text() -> None:
