@@ -78,7 +78,9 @@ class MessageToolCall(msgspec.Struct):
 
 class ChatMessage(msgspec.Struct):
     role: str = ""
-    content: Any = None
+    # the content's JSON as sent: decoded (to its text) only where it must match the proxy's own reading of
+    # an answer, in assistant messages (proxy/session_chain.py `chain_of`)
+    content: msgspec.Raw = msgspec.Raw(b"null")
     tool_calls: list[MessageToolCall] | None = None
 
 

@@ -9,13 +9,13 @@ apart, since their answers differ. With client API keys each tenant's chains sta
 `tenant_seed`, so another tenant repeating the same conversation, answers and all, hashes to other keys and
 never finds this tenant's session; likewise a response id is found only by the tenant recorded with it.
 
-Contract (sans-IO): `chain_of(messages, seed)` returns one chain hash per message (hash i covers the seed
-and messages 0..i, each normalised to role, text and tool calls, so a client's re-encoding of the assistant
-message does not matter) and the positions of assistant messages; `PrefixChains.find` looks the assistant
-positions up, latest first; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of prompt +
-answer. The index holds at most `max_entries` keys, oldest first out. `session_of_response(id, tenant)` is
-None for a response recorded under another tenant (`foreign_response`).
-"""
+Contract (sans-IO): `chain_of(messages, seed)` returns one chain hash per message (hash i covers the seed and
+messages 0..i: each assistant message normalised to its role, text and tool calls, so a client's re-encoding
+of an answer does not matter; every other message's content as the client sent it, which the same client sends
+again the same way) and the positions of assistant messages; `PrefixChains.find` looks the assistant positions
+up, latest first; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of prompt + answer.
+The index holds at most `max_entries` keys, oldest first out. `session_of_response(id, tenant)` is None for a
+response recorded under another tenant (`foreign_response`)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from proxy.data_structs import ChatMessage
 
 _messages_decoder = msgspec.json.Decoder(list[ChatMessage])
 _encode = msgspec.json.encode
+_decode = msgspec.json.decode
 
 
 def _text(content: Any) -> str:
@@ -52,7 +53,9 @@ def _text(content: Any) -> str:
 _TENANT_CHAIN_BYTES = 32
 
 
-def _link(parent: bytes, role: str, text: str, tool_calls: tuple[tuple[str, str], ...]) -> bytes:
+def _link(
+    parent: bytes, role: str, text: str | msgspec.Raw, tool_calls: tuple[tuple[str, str], ...]
+) -> bytes:
     message = parent + _encode((role, text, tool_calls))
     if len(parent) == _TENANT_CHAIN_BYTES:
         return hashlib.sha256(message).digest()
@@ -80,10 +83,12 @@ def chain_of(messages: list[ChatMessage], seed: bytes = b"") -> tuple[list[bytes
     parent = seed
     for i, m in enumerate(messages):
         calls = tuple((c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function)
-        parent = _link(parent, m.role, _text(m.content), calls)
-        chain.append(parent)
-        if m.role == "assistant":
+        if m.role == "assistant":  # as the proxy reads an answer (`answer_key`): its text, however encoded
+            parent = _link(parent, m.role, _text(_decode(m.content)), calls)
             assistants.append(i)
+        else:  # as sent (the same client re-sends it the same way): not decoded, not re-encoded
+            parent = _link(parent, m.role, m.content, calls)
+        chain.append(parent)
     return chain, assistants
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import msgspec
@@ -56,6 +57,31 @@ def test_two_agents_with_the_same_opening_stay_apart() -> None:
     b2 = [SYSTEM, TASK, assistant("look at test_b"), {"role": "user", "content": "go on"}]
     assert who(a2, chains, "ra2")[0] == a_session
     assert who(b2, chains, "rb2")[0] == b_session
+
+
+def test_an_answer_re_encoded_by_the_client_still_continues_its_session() -> None:
+    """Assistant messages are hashed as the proxy read the answer (its text), however the client encodes
+    them again (escapes, content parts); the client's own messages as it sent them, in the same encoding
+    on every call (here Python's json with ASCII escapes, as the OpenAI client's default encoder sends).
+    Two agents share the opening, so only the chain tells the second's continuation from the first's."""
+    chains = PrefixChains()
+    opening = [SYSTEM, {"role": "user", "content": "Réparer le test échoué."}]
+    body = json.dumps({"model": "m", "messages": opening}).encode()  # \u00e9 escapes
+    first = identify(CIMultiDict(), decode_call(body), "r1", chains=chains)
+    assert first.prompt_chain is not None
+    chains.remember(first.prompt_chain, Answer("Je lis le test."), first.session_id)
+    second = identify(CIMultiDict(), decode_call(body), "r2", chains=chains)
+    assert second.prompt_chain is not None and second.session_id != first.session_id
+    chains.remember(second.prompt_chain, Answer("Je vérifie d'abord le test."), second.session_id)
+    for answer_as_sent in (
+        "Je vérifie d'abord le test.",
+        [{"type": "text", "text": "Je vérifie d'abord "}, {"type": "text", "text": "le test."}],
+    ):
+        answer = {"role": "assistant", "content": answer_as_sent}
+        turn2 = [*opening, answer, {"role": "tool", "content": "ok"}]
+        body2 = json.dumps({"model": "m", "messages": turn2}).encode()
+        third = identify(CIMultiDict(), decode_call(body2), "r3", chains=chains)
+        assert third.session_id == second.session_id
 
 
 def test_a_tenants_chains_are_sha256_and_keyless_chains_xxh3() -> None:
