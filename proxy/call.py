@@ -42,7 +42,7 @@ from proxy.context import (
     TENANT_SOURCES,
 )
 from proxy.data_structs import Identity
-from proxy.directives import NOTHING_LACKED, BodyLacks, asking_for_usage, with_retention
+from proxy.directives import BodyLacks, asking_for_usage, with_retention
 from proxy.errors import ProxyError
 from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
@@ -90,7 +90,7 @@ class Call:
         body: bytes,
         add_usage: bool,
         kv_session: str,
-        lacks: BodyLacks = NOTHING_LACKED,
+        lacks: BodyLacks,
     ) -> None:
         self.path, self.headers, self.downstream = path, headers, downstream
         # What the replica is sent of the client's headers: `headers`, or the same as parsed pairs.

@@ -40,9 +40,6 @@ class BodyLacks:
         self.stream_options = stream_options
 
 
-NOTHING_LACKED = BodyLacks()
-
-
 def lacks_of(fields: CallFields) -> BodyLacks:
     """What the body `fields` were decoded from lacks (a member set to null is there: it is rewritten)."""
     return BodyLacks(fields.vllm_xargs is msgspec.UNSET, fields.stream_options is msgspec.UNSET)

@@ -47,10 +47,10 @@ def prefix_hashes(raw: Buffer) -> tuple[int, ...]:
     parent = 0
     view = memoryview(raw)  # chunks hashed in place, not copied out
     for start in range(0, len(view) - CHUNK_BYTES + 1, CHUNK_BYTES):
-        # XXH3-64 of this chunk, seeded with the previous chunk's hash: 64 bits, about twice the speed of
-        # Python's own hash of (parent, chunk) (which was ~4.5x faster than keyed BLAKE2) over a coding
-        # agent's 470 KB prompt (~100 against ~210 µs; `python -m loadtests.bench.prompt_cost`). Nothing
-        # compares these across processes: the index is local to this one.
+        # XXH3-64 of this chunk, seeded with the previous chunk's hash: 64 bits, faster than Python's own
+        # hash of (parent, chunk) (which was ~4.5x faster than keyed BLAKE2) over a coding agent's 462 kB
+        # prompt (~130 against ~220 µs; `python -m loadtests.bench.prompt_cost`). Nothing compares these
+        # across processes: the index is local to this one.
         parent = xxh3_64_intdigest(view[start : start + CHUNK_BYTES], parent)
         hashes.append(parent)
     return tuple(hashes)

@@ -34,6 +34,16 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
+def _answer_text(content: msgspec.Raw) -> str | msgspec.Raw:
+    """An assistant message's text, as the proxy reads an answer's; its bytes as sent when they are not JSON
+    text (a string that is not UTF-8: the proxy decodes no more of a body than it reads, so such a message
+    reaches here; no answer the proxy read can match it, and the replica judges the body)."""
+    try:
+        return _text(_decode(content))
+    except msgspec.DecodeError:
+        return content
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -45,8 +55,9 @@ def _text(content: Any) -> str:
 
 
 # A link hashes the parent's hash, then the message: a call naming no session hashes its whole conversation
-# each call (a coding agent's late calls: ~470 KB). Without client API keys the chain is XXH3-128 (~30x
-# SHA-256's speed here; `python -m loadtests.bench.call_cost --request long-anon`): nothing stops a client
+# each call (a coding agent's late calls: ~470 KB). Without client API keys the chain is XXH3-128 (the whole
+# chain of a 462 kB body: ~490 µs against keyed BLAKE2b's ~1,250, decoding included; `python -m
+# loadtests.bench.prompt_cost`, step `conversation_chain`): nothing stops a client
 # from naming any session then, so a hash an adversary could steer guards nothing. A tenant's chain (client
 # API keys) is SHA-256 from its 32-byte seed (`tenant_seed`), so one tenant cannot craft a conversation that
 # lands in another's session: a link knows which by its parent's length.
@@ -84,7 +95,7 @@ def chain_of(messages: list[ChatMessage], seed: bytes = b"") -> tuple[list[bytes
     for i, m in enumerate(messages):
         calls = tuple((c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function)
         if m.role == "assistant":  # as the proxy reads an answer (`answer_key`): its text, however encoded
-            parent = _link(parent, m.role, _text(_decode(m.content)), calls)
+            parent = _link(parent, m.role, _answer_text(m.content), calls)
             assistants.append(i)
         else:  # as sent (the same client re-sends it the same way): not decoded, not re-encoded
             parent = _link(parent, m.role, m.content, calls)

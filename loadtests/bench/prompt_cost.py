@@ -4,7 +4,8 @@ A coding agent's later calls carry 100k tokens and more (WORKLOADS.md: Claude Co
 median cached prefix of 118k tokens). For one chat body of that size this times, in the proxy's own
 (compiled, when built) code: decoding the routing fields (`decode_call`), the prefix-chunk hashes the
 prefix-aware policies use (`prefix_hashes`, on the messages' bytes), the agent signature, and the previous
-prefix hash (keyed BLAKE2 per chunk, chained through its key: kept here as the baseline it replaced).
+prefix hash (keyed BLAKE2 per chunk, chained through its key: kept here as the baseline it replaced), and
+the conversation's chain a call naming no session is inferred from (`conversation_chain`).
 Prints the median of `--repeats` timings per step, in µs of this thread's CPU time.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from proxy.arg_types import at_least
 from proxy.identity import decode_call
 from proxy.prompt_shape import CHUNK_BYTES, agent_signature, prefix_hashes
+from proxy.session_chain import conversation_chain
 
 
 def agent_body(tokens: int) -> bytes:
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         ("prefix_hashes (now)", lambda: prefix_hashes(messages)),
         ("keyed BLAKE2 chain (before)", lambda: blake2_chain(messages)),
         ("agent_signature", lambda: agent_signature(messages, b"", b"")),
+        ("conversation_chain (no session)", lambda: conversation_chain(messages)),
     ]
     for name, step in steps:
         print(f"  {name:32} {timed(step, args.repeats):9.0f} µs")

@@ -11,10 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from proxy.cli import build_parser
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, dying_stream_replica, fake_replica
+from tests.proxy.fakes import OK_JSON, config, dying_stream_replica, fake_replica, replica_app, serving
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -110,6 +111,28 @@ async def test_deeply_nested_json_is_an_openai_400(http: aiohttp.ClientSession, 
         state = await state_of(http, url)
     assert status == 400 and assert_openai_error(payload)["type"] == "invalid_request_error"
     assert state["in_flight"] == 0
+
+
+async def test_a_message_that_is_not_utf8_is_relayed_not_a_proxy_error(http: aiohttp.ClientSession) -> None:
+    """The proxy decodes only what it reads of a body: a conversation naming no session has its assistant
+    messages decoded (to infer the session), and one that was not UTF-8 was an uncaught error, the proxy's
+    own 500. Now such a message is hashed as sent and the body goes to the replica, which judges it."""
+    body = (
+        b'{"model":"m","messages":[{"role":"user","content":"go"},'
+        b'{"role":"assistant","content":"bad \xff"},{"role":"user","content":"on"}]}'
+    )
+    received: list[bytes] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(body=OK_JSON, content_type="application/json")
+
+    async with serving(replica_app(chat)) as replica, running_proxy(config([replica])) as url:
+        async with http.post(f"{url}/v1/chat/completions", data=body) as r:
+            status = r.status
+        state = await state_of(http, url)
+    assert status == 200 and state["in_flight"] == 0
+    assert len(received) == 1 and b"bad \xff" in received[0]
 
 
 async def test_the_proxy_refuses_in_one_openai_shape(http: aiohttp.ClientSession) -> None:

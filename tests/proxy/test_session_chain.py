@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 from multidict import CIMultiDict
+from xxhash import xxh3_128_digest
 
 from proxy.identity import MAX_ID_CHARS, IdentityError, check_id, decode_call, identify
 from proxy.session_chain import Answer, PrefixChains, conversation_chain
@@ -62,7 +63,7 @@ def test_two_agents_with_the_same_opening_stay_apart() -> None:
 def test_an_answer_re_encoded_by_the_client_still_continues_its_session() -> None:
     """Assistant messages are hashed as the proxy read the answer (its text), however the client encodes
     them again (escapes, content parts); the client's own messages as it sent them, in the same encoding
-    on every call (here Python's json with ASCII escapes, as the OpenAI client's default encoder sends).
+    on every call (here Python's json with its default ASCII escapes).
     Two agents share the opening, so only the chain tells the second's continuation from the first's."""
     chains = PrefixChains()
     opening = [SYSTEM, {"role": "user", "content": "Réparer le test échoué."}]
@@ -90,13 +91,14 @@ def test_a_tenants_chains_are_sha256_and_keyless_chains_xxh3() -> None:
     body = msgspec.json.encode({"model": "m", "messages": [SYSTEM, TASK]})
     keyless = identify(CIMultiDict(), decode_call(body), "r0", chains=PrefixChains())
     first_link = msgspec.json.encode(("system", SYSTEM["content"], ()))
-    assert keyless.prompt_chain is not None and len(keyless.prompt_chain) == 16
+    task_message = msgspec.json.encode(("user", TASK["content"], ()))
+    assert keyless.prompt_chain == xxh3_128_digest(xxh3_128_digest(first_link) + task_message)
     chains = PrefixChains()
     first = identify(CIMultiDict(), decode_call(body), "r1", chains=chains, scope="alpha")
     assert first.prompt_chain is not None and len(first.prompt_chain) == 32
     seed = hashlib.sha256(b"alpha").digest()
     system_link = hashlib.sha256(seed + first_link).digest()
-    task_link = hashlib.sha256(system_link + msgspec.json.encode(("user", TASK["content"], ()))).digest()
+    task_link = hashlib.sha256(system_link + task_message).digest()
     assert first.prompt_chain == task_link
     chains.remember(first.prompt_chain, Answer("look at test_a"), first.session_id)
     turn2 = [SYSTEM, TASK, assistant("look at test_a"), {"role": "tool", "content": "1 failed"}]
