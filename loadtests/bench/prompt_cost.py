@@ -5,7 +5,8 @@ median cached prefix of 118k tokens). For one chat body of that size this times,
 (compiled, when built) code: decoding the routing fields (`decode_call`), the prefix-chunk hashes the
 prefix-aware policies use (`prefix_hashes`, on the messages' bytes), the agent signature, and the previous
 prefix hash (keyed BLAKE2 per chunk, chained through its key: kept here as the baseline it replaced), and
-the conversation's chain a call naming no session is inferred from (`conversation_chain`).
+the conversation's chain a call naming no session is inferred from (`conversation_chain`; again with
+answers written in lines, whose escapes make the chain decode them).
 Prints the median of `--repeats` timings per step, in µs of this thread's CPU time.
 """
 
@@ -24,13 +25,15 @@ from proxy.prompt_shape import CHUNK_BYTES, agent_signature, prefix_hashes
 from proxy.session_chain import conversation_chain
 
 
-def agent_body(tokens: int) -> bytes:
-    """A chat body of about `tokens` tokens (4 bytes a token): a system prompt, then turns of tool output."""
+def agent_body(tokens: int, answer_lines: bool = False) -> bytes:
+    """A chat body of about `tokens` tokens (4 bytes a token): a system prompt, then turns of tool output.
+    `answer_lines`: the assistant messages are lines of text (escaped newlines, as most answers have)."""
     messages = [{"role": "system", "content": "You are a coding agent in a terminal. " * 200}]
     turn = 0
     while len(json.dumps(messages)) < tokens * 4:
         role = "user" if turn % 2 == 0 else "assistant"
-        messages.append({"role": role, "content": f"tool output line {turn} " * 110})
+        line = f"tool output line {turn}" + ("\n" if answer_lines and role == "assistant" else " ")
+        messages.append({"role": role, "content": line * 110})
         turn += 1
     return json.dumps({"model": "m", "messages": messages, "max_tokens": 100, "stream": True}).encode()
 
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     body = agent_body(args.tokens)
     messages = bytes(decode_call(body).messages)
+    with_lines = bytes(decode_call(agent_body(args.tokens, answer_lines=True)).messages)
     assert len(prefix_hashes(messages)) == len(blake2_chain(messages))
     print(f"one chat body of {len(body) // 1024} kB (~{len(body) // 4:,} tokens), median of {args.repeats}:")
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ("keyed BLAKE2 chain (before)", lambda: blake2_chain(messages)),
         ("agent_signature", lambda: agent_signature(messages, b"", b"")),
         ("conversation_chain (no session)", lambda: conversation_chain(messages)),
+        ("  the same, answers in lines", lambda: conversation_chain(with_lines)),
     ]
     for name, step in steps:
         print(f"  {name:32} {timed(step, args.repeats):9.0f} µs")
