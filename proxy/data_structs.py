@@ -164,9 +164,8 @@ class SeenMessages(msgspec.Struct):
     that serving it decodes and hashes them once."""
 
     messages: list[ChatMessage]
-    # proxy/session_chain.py `chain_of`: the chain hash through each assistant message, and the whole's
-    answered: list[bytes]
-    whole: bytes
+    chain: list[bytes]  # proxy/session_chain.py `chain_of`: a hash per message
+    assistants: list[int]  # the positions of its assistant messages
     # a conversation's first call served by a worker that does not own its opening (proxy/fast_server.py):
     # a session id of its own, as the opening's id may be another worker's live session
     opening_elsewhere: bool = False

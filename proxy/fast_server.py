@@ -516,11 +516,11 @@ class _ClientConnection(asyncio.Protocol):
         if seen is not None and key is not None:
             chain_owners = self.server.chain_owners
             if chain_owners is not None:
-                for link in reversed(seen.answered[-_CHAIN_LOOKUPS:]):
-                    owner = chain_owners.owner(link)
+                for i in reversed(seen.assistants[-_CHAIN_LOOKUPS:]):
+                    owner = chain_owners.owner(seen.chain[i])
                     if owner >= 0:
                         return -1 if serve_here or owner == workers.index or owner >= workers.count else owner
-                if not seen.answered:
+                if not seen.assistants:
                     seen.opening_elsewhere = self._owner_of(key, workers) != workers.index
                     return -1
         if serve_here:

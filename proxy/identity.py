@@ -121,19 +121,19 @@ def _inferred_session(
     if chains is None or not messages:
         return _conversation_key(messages, scope), None
     if seen is not None:  # `ownership_key` read them, with the same scope
-        answered, whole = seen.answered, seen.whole
+        chain, assistants = seen.chain, seen.assistants
     else:
-        answered, whole = chain_of(messages, tenant_seed(scope))
-    session = chains.find(answered)
+        chain, assistants = chain_of(messages, tenant_seed(scope))
+    session = chains.find(chain, assistants)
     if session is None:
         session = _conversation_key(messages, scope)
         if (
             session is not None
-            and not answered
+            and not assistants
             and (chains.knows(session) or (seen is not None and seen.opening_elsewhere))
         ):
             session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
-    return session, whole
+    return session, chain[-1]
 
 
 def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | None:
@@ -179,8 +179,8 @@ def ownership_key(
     decoded = decode_messages(fields.messages)
     if decoded is None:
         return None, None
-    answered, whole = chain_of(decoded, tenant_seed(scope))
-    return _conversation_key(decoded, scope), SeenMessages(decoded, answered, whole)
+    chain, assistants = chain_of(decoded, tenant_seed(scope))
+    return _conversation_key(decoded, scope), SeenMessages(decoded, chain, assistants)
 
 
 def scheduled_session_id(session: str, inferred: bool, scope: str | None) -> str:

@@ -9,13 +9,11 @@ apart, since their answers differ. With client API keys each tenant's chains sta
 `tenant_seed`, so another tenant repeating the same conversation, answers and all, hashes to other keys and
 never finds this tenant's session; likewise a response id is found only by the tenant recorded with it.
 
-Contract (sans-IO): `chain_of(messages, seed)` returns the chain hash through each assistant message, in
-order, and through the whole conversation (hash i covers the seed and messages 0..i: each assistant message
-normalised to its text and tool calls, so a client's re-encoding of an answer does not matter; every other
-message's content as the client sent it, which the same client sends again the same way);
-`PrefixChains.find` looks those through the assistant messages up, latest first;
-`PrefixChains.remember(prompt_chain, answer, session)` stores the key of the whole conversation followed by
-the answer (`answer_key`), which the next call finds at that assistant message.
+Contract (sans-IO): `chain_of(messages, seed)` returns one chain hash per message (hash i covers the seed and
+messages 0..i: each assistant message normalised to its role, text and tool calls, so a client's re-encoding
+of an answer does not matter; every other message's content as the client sent it, which the same client sends
+again the same way) and the positions of assistant messages; `PrefixChains.find` looks the assistant positions
+up, latest first; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of prompt + answer.
 The index holds at most `max_entries` keys, oldest first out. `session_of_response(id, tenant)` is None for a
 response recorded under another tenant (`foreign_response`)."""
 
@@ -23,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Any, Final
+from typing import Any
 
 import msgspec
-from xxhash import xxh3_64_intdigest, xxh3_128_intdigest
+from xxhash import xxh3_128_digest
 
 from proxy.data_structs import Answer as Answer  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage
@@ -36,54 +34,14 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
-# A link hashes the parent's hash, then the message: a call naming no session hashes its whole conversation
-# each call (a coding agent's late calls: ~470 KB in ~200 messages), so a link must cost little beyond its
-# bytes. Without client API keys the chain is XXH3-128, each link seeded with the low 64 bits of its parent
-# xor its role's salt, over the message's content bytes in place (a second link over the tool calls, when it
-# has any): no copy, no re-encoding. Nothing stops a client from naming any session then, so a hash an
-# adversary could steer guards nothing (two conversations whose links agree in 64 bits would continue alike:
-# 2^-64 a pair by chance). A tenant's chain (client API keys) is SHA-256 from its 32-byte seed
-# (`tenant_seed`) over the whole link, so one tenant cannot craft a conversation that lands in another's
-# session: a link knows which by its parent's length. `python -m loadtests.bench.prompt_cost`, step
-# `conversation_chain`, times it.
-_TENANT_CHAIN_BYTES: Final = 32
-_LOW_64: Final[Any] = (1 << 64) - 1
-
-
-def _role_salt(role: str) -> Any:
-    return xxh3_64_intdigest(role.encode())
-
-
-_ROLE_SALTS: Final[dict[str, Any]] = {
-    role: _role_salt(role) for role in ("system", "user", "tool", "developer", "function")
-}
-_ASSISTANT_SALT: Final[Any] = _role_salt("assistant")
-_TOOL_CALLS_SALT: Final[Any] = _role_salt("tool_calls")
-
-
-# An assistant message's text is hashed as UTF-8 between quotes (clients escape differently: \u00e9 or é,
-# \/ or /): a JSON string without a backslash is exactly that, hashed as sent, not decoded.
-_BACKSLASH: Final = 0x5C
-_QUOTE: Final = 0x22
-_QUOTE_BYTES: Final = b'"'
-
-
-def _answer_bytes(content: msgspec.Raw) -> bytes:
-    """An assistant message's text as UTF-8 between quotes, as the proxy reads an answer's (`Answer.text`):
-    content parts joined, null or no text empty; its bytes as sent when they are not JSON text (a string
-    that is not UTF-8: the proxy decodes no more of a body than it reads, so such a message reaches here; no
-    answer the proxy read can match it, and the replica judges the body)."""
-    sent = bytes(content)
-    if sent and sent[0] == _QUOTE and sent.find(_BACKSLASH) < 0:
-        return sent
+def _answer_text(content: msgspec.Raw) -> str | msgspec.Raw:
+    """An assistant message's text, as the proxy reads an answer's; its bytes as sent when they are not JSON
+    text (a string that is not UTF-8: the proxy decodes no more of a body than it reads, so such a message
+    reaches here; no answer the proxy read can match it, and the replica judges the body)."""
     try:
-        return _quoted(_text(_decode(sent)))
+        return _text(_decode(content))
     except msgspec.DecodeError:
-        return sent
-
-
-def _quoted(text: str) -> bytes:
-    return _QUOTE_BYTES + text.encode("utf-8", "surrogatepass") + _QUOTE_BYTES
+        return content
 
 
 def _text(content: Any) -> str:
@@ -96,25 +54,23 @@ def _text(content: Any) -> str:
     return ""
 
 
-# Chain values are 128-bit: typed Any, not int, so that compiled code keeps them as Python ints instead of
-# trying (and failing) to unbox each into a machine word, which made the compiled loop slower than the
-# interpreted one.
-def _keyless_link(parent: Any, salt: Any, content: Any, calls: tuple[tuple[str, str], ...]) -> Any:
-    link = xxh3_128_intdigest(content, (parent & _LOW_64) ^ salt)
-    if calls:
-        link = xxh3_128_intdigest(_encode(calls), (link & _LOW_64) ^ _TOOL_CALLS_SALT)
-    return link
+# A link hashes the parent's hash, then the message: a call naming no session hashes its whole conversation
+# each call (a coding agent's late calls: ~470 KB). Without client API keys the chain is XXH3-128 (the whole
+# chain of a 462 kB body: ~490 µs against keyed BLAKE2b's ~1,250, decoding included; `python -m
+# loadtests.bench.prompt_cost`, step `conversation_chain`): nothing stops a client
+# from naming any session then, so a hash an adversary could steer guards nothing. A tenant's chain (client
+# API keys) is SHA-256 from its 32-byte seed (`tenant_seed`), so one tenant cannot craft a conversation that
+# lands in another's session: a link knows which by its parent's length.
+_TENANT_CHAIN_BYTES = 32
 
 
-def _tenant_link(parent: bytes, role: str, text: Any, calls: tuple[tuple[str, str], ...]) -> bytes:
-    return hashlib.sha256(parent + _encode((role, text, calls))).digest()
-
-
-def _calls_of(message: ChatMessage) -> tuple[tuple[str, str], ...]:
-    calls = message.tool_calls
-    if not calls:
-        return ()
-    return tuple((c.function.name, c.function.arguments) for c in calls if c.function)
+def _link(
+    parent: bytes, role: str, text: str | msgspec.Raw, tool_calls: tuple[tuple[str, str], ...]
+) -> bytes:
+    message = parent + _encode((role, text, tool_calls))
+    if len(parent) == _TENANT_CHAIN_BYTES:
+        return hashlib.sha256(message).digest()
+    return xxh3_128_digest(message)
 
 
 def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | None:
@@ -126,64 +82,35 @@ def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | No
 
 def tenant_seed(tenant: str | None) -> bytes:
     """Where a tenant's chains start: b"" for calls not authenticated by a client API key (their chains are
-    XXH3-128), else the SHA-256 of the tenant (32 bytes: its chains are SHA-256, see `_tenant_link`)."""
+    XXH3-128), else the SHA-256 of the tenant (32 bytes: its chains are SHA-256, see `_link`)."""
     return b"" if tenant is None else hashlib.sha256(tenant.encode()).digest()
 
 
-def chain_of(messages: list[ChatMessage], seed: bytes = b"") -> tuple[list[bytes], bytes]:
-    """A chat call's conversation chain from `seed` (`tenant_seed`): the chain hash through each of its
-    assistant messages, in order, and through the whole conversation."""
-    if len(seed) == _TENANT_CHAIN_BYTES:
-        return _tenant_chain(messages, seed)
-    answered: list[bytes] = []
-    parent: Any = 0
-    for m in messages:
-        if m.role == "assistant":  # as the proxy reads an answer (`answer_key`): its text, however encoded
-            parent = _keyless_link(parent, _ASSISTANT_SALT, _answer_bytes(m.content), _calls_of(m))
-            answered.append(parent.to_bytes(16, "little"))
-        else:  # as sent (the same client re-sends it the same way): not decoded, not copied
-            salt = _ROLE_SALTS.get(m.role)
-            if salt is None:
-                salt = _role_salt(m.role)
-            parent = _keyless_link(parent, salt, m.content, _calls_of(m))
-    return answered, parent.to_bytes(16, "little")
-
-
-def _tenant_chain(messages: list[ChatMessage], seed: bytes) -> tuple[list[bytes], bytes]:
-    answered: list[bytes] = []
+def chain_of(messages: list[ChatMessage], seed: bytes = b"") -> tuple[list[bytes], list[int]]:
+    """Chain hashes of a chat call's messages (from `seed`: `tenant_seed`) and the indexes of its assistant
+    messages."""
+    chain: list[bytes] = []
+    assistants: list[int] = []
     parent = seed
-    for m in messages:
-        if m.role == "assistant":
-            parent = _tenant_link(parent, m.role, _answer_text(m.content), _calls_of(m))
-            answered.append(parent)
-        else:
-            parent = _tenant_link(parent, m.role, m.content, _calls_of(m))
-    return answered, parent
+    for i, m in enumerate(messages):
+        calls = tuple((c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function)
+        if m.role == "assistant":  # as the proxy reads an answer (`answer_key`): its text, however encoded
+            parent = _link(parent, m.role, _answer_text(m.content), calls)
+            assistants.append(i)
+        else:  # as sent (the same client re-sends it the same way): not decoded, not re-encoded
+            parent = _link(parent, m.role, m.content, calls)
+        chain.append(parent)
+    return chain, assistants
 
 
-def _answer_text(content: msgspec.Raw) -> str | msgspec.Raw:
-    """`_answer_bytes`, as text for a tenant's (SHA-256) links."""
-    try:
-        return _text(_decode(content))
-    except msgspec.DecodeError:
-        return content
-
-
-def conversation_chain(raw_messages: bytes | msgspec.Raw) -> tuple[list[bytes], bytes] | None:
+def conversation_chain(raw_messages: bytes | msgspec.Raw) -> tuple[list[bytes], list[int]] | None:
     """`chain_of` the decoded messages; None if they are unreadable."""
     messages = decode_messages(raw_messages)
     return None if messages is None else chain_of(messages)
 
 
 def answer_key(prompt_chain: bytes, answer: Answer) -> bytes:
-    """The chain hash of a call's conversation (`prompt_chain`, the whole of `chain_of`) followed by its
-    answer: the hash the next call finds at that assistant message."""
-    if len(prompt_chain) == _TENANT_CHAIN_BYTES:
-        return _tenant_link(prompt_chain, "assistant", answer.text, answer.tool_calls)
-    parent: Any = int.from_bytes(prompt_chain, "little")
-    text = _quoted(answer.text)
-    key: bytes = _keyless_link(parent, _ASSISTANT_SALT, text, answer.tool_calls).to_bytes(16, "little")
-    return key
+    return _link(prompt_chain, "assistant", answer.text, answer.tool_calls)
 
 
 class PrefixChains:
@@ -198,12 +125,11 @@ class PrefixChains:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def find(self, answered: list[bytes]) -> str | None:
-        """The session of the latest of a conversation's answers (`chain_of`) that one was remembered with."""
-        for link in reversed(answered):
-            session = self._sessions.get(link)
+    def find(self, chain: list[bytes], assistants: list[int]) -> str | None:
+        for i in reversed(assistants):
+            session = self._sessions.get(chain[i])
             if session is not None:
-                self._sessions.move_to_end(link)
+                self._sessions.move_to_end(chain[i])
                 return session
         return None
 

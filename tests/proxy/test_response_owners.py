@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -83,7 +82,7 @@ def test_any_string_a_client_names_is_looked_up_without_error(tmp_path: Path) ->
 def test_a_chain_key_recorded_by_one_worker_is_found_by_the_others(tmp_path: Path) -> None:
     """The chat table: a conversation's latest answer, by its prefix-chain key (a 16-byte digest)."""
     workers = [ChainOwners(str(tmp_path), i, slots=1024) for i in range(2)]
-    opening = chain_of([ChatMessage("user", msgspec.Raw(b'"task"'))])[1]
+    opening = chain_of([ChatMessage("user", "task")])[0][-1]
     answer = answer_key(opening, Answer("a plan"))
     workers[1].record(answer)
     assert [w.owner(answer) for w in workers] == [1, 1]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
-from xxhash import xxh3_64_intdigest, xxh3_128_intdigest
+from xxhash import xxh3_128_digest
 
 from proxy.identity import MAX_ID_CHARS, IdentityError, check_id, decode_call, identify
 from proxy.session_chain import Answer, PrefixChains, answer_key, conversation_chain
@@ -88,20 +88,13 @@ def test_an_answer_re_encoded_by_the_client_still_continues_its_session() -> Non
 
 
 def test_a_tenants_chains_are_sha256_and_keyless_chains_xxh3() -> None:
-    """Without client API keys a conversation's chain is XXH3-128 (16 bytes a link), each link seeded with
-    its parent's low 64 bits xor its role's salt over the content as sent; a tenant's (keys) is SHA-256 from
-    its seed (32 bytes), and its conversations are still followed from call to call."""
+    """Without client API keys a conversation's chain is XXH3-128 (16 bytes a link); a tenant's (keys) is
+    SHA-256 from its seed (32 bytes), and its conversations are still followed from call to call."""
     body = msgspec.json.encode({"model": "m", "messages": [SYSTEM, TASK]})
     keyless = identify(CIMultiDict(), decode_call(body), "r0", chains=PrefixChains())
-
-    def salt(role: str) -> int:
-        return xxh3_64_intdigest(role.encode())
-
-    system = xxh3_128_intdigest(msgspec.json.encode(SYSTEM["content"]), salt("system"))
-    task = xxh3_128_intdigest(msgspec.json.encode(TASK["content"]), (system & (2**64 - 1)) ^ salt("user"))
-    assert keyless.prompt_chain == task.to_bytes(16, "little")
     first_link = msgspec.json.encode(("system", SYSTEM["content"], ()))
     task_message = msgspec.json.encode(("user", TASK["content"], ()))
+    assert keyless.prompt_chain == xxh3_128_digest(xxh3_128_digest(first_link) + task_message)
     chains = PrefixChains()
     first = identify(CIMultiDict(), decode_call(body), "r1", chains=chains, scope="alpha")
     assert first.prompt_chain is not None and len(first.prompt_chain) == 32
@@ -134,7 +127,7 @@ def test_the_index_is_bounded_and_sessions_can_be_forgotten() -> None:
     for i in range(3):
         linked = conversation_chain(msgspec.json.encode([{"role": "user", "content": str(i)}]))
         assert linked is not None
-        chains.remember(linked[1], Answer(str(i)), f"s{i}")
+        chains.remember(linked[0][-1], Answer(str(i)), f"s{i}")
     assert len(chains) == 2 and not chains.knows("s0") and chains.knows("s2")
     chains.forget_session("s2")
     assert len(chains) == 1 and not chains.knows("s2")
@@ -182,8 +175,8 @@ def test_bad_header_values_name_the_header() -> None:
 )
 def test_an_answer_matches_its_key_however_the_client_encodes_it(text: str, encoding: str) -> None:
     """The chain's link through an assistant message equals the key of the answer the proxy read, whether
-    the client sends the text as msgspec or JSON.stringify would (read in place), with ASCII escapes, with
-    "/" escaped, as content parts, or (no text) as null; a different text does not match."""
+    the client sends the text as msgspec or JSON.stringify would, with ASCII escapes, with "/" escaped, as
+    content parts, or (no text) as null; a different text does not match."""
     opening = msgspec.json.encode([SYSTEM, TASK])
     prompt = conversation_chain(opening)
     assert prompt is not None
@@ -200,6 +193,6 @@ def test_an_answer_matches_its_key_however_the_client_encodes_it(text: str, enco
     }[encoding]
     turn2 = b"[" + opening[1:-1] + b',{"role":"assistant","content":' + sent + b"}]"
     linked = conversation_chain(turn2)
-    assert linked is not None and len(linked[0]) == 1
-    assert linked[0][0] == answer_key(prompt[1], Answer(text)) == linked[1]
-    assert linked[0][0] != answer_key(prompt[1], Answer(text + "."))
+    assert linked is not None and linked[1] == [2]
+    assert linked[0][2] == answer_key(prompt[0][-1], Answer(text))
+    assert linked[0][2] != answer_key(prompt[0][-1], Answer(text + "."))

@@ -407,8 +407,7 @@ def test_ownership_key_follows_the_session_precedence() -> None:
         CIMultiDict(),
         decode_call(json.dumps({"messages": [*opening, {"role": "assistant", "content": "a"}]}).encode()),
     )[1]
-    assert seen is not None and len(seen.answered) == 1 and seen.answered[0] == seen.whole
-    assert not seen.opening_elsewhere
+    assert seen is not None and len(seen.chain) == 3 and seen.assistants == [2] and not seen.opening_elsewhere
     assert ownership_key(CIMultiDict(), decode_call(b'{"messages": [], "session_id": "s"}'))[1] is None
     assert (
         key({}, {"messages": [{"role": "system", "content": "agent"}, {"role": "user", "content": "other"}]})

@@ -121,8 +121,8 @@ def test_check_id_accepts_exactly_short_printable_ascii(value: str) -> None:
 def test_message_lists_of_any_shape_chain_or_are_ignored(raw: bytes) -> None:
     result = conversation_chain(raw)
     if result is not None:
-        answered, whole = result
-        assert all(len(link) == 16 for link in answered) and len(whole) == 16
+        chain, assistants = result
+        assert all(0 <= i < len(chain) for i in assistants)
 
 
 sse_events = st.lists(
