@@ -6,7 +6,7 @@ median cached prefix of 118k tokens). For one chat body of that size this times,
 prefix-aware policies use (`prefix_hashes`, on the messages' bytes), the agent signature, and the previous
 prefix hash (keyed BLAKE2 per chunk, chained through its key: kept here as the baseline it replaced), and
 the conversation's chain a call naming no session is inferred from (`conversation_chain`; again with
-answers written in lines, whose escapes make the chain decode them).
+answers written in lines: their escaped newlines make the answers dearer to decode).
 Prints the median of `--repeats` timings per step, in µs of this thread's CPU time.
 """
 

@@ -218,13 +218,14 @@ async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack)
         if not all(len(places) == 1 for places in seen.values()):
             raise AssertionError(f"{dict(seen)}\n{await explain_failure(http, stack)}")
         instance_of = {sid: next(iter(places))[0] for sid, places in seen.items()}
-        assert set(instance_of.values()) <= {f"127.0.0.1:{port}" for port in ports}, instance_of
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        assert set(instance_of.values()) <= set(addresses), instance_of
 
         # Kill the instance holding the most sessions outright; its sessions must continue on the other. Which
         # instance a session hashes to is Envoy's ring (both instances took probes above), and CI once saw all
         # twelve sessions of an earlier version of this test on one instance: the victim is chosen, not fixed.
         victim = Counter(instance_of.values()).most_common(1)[0][0]
-        victim_index = [f"127.0.0.1:{port}" for port in ports].index(victim)
+        victim_index = addresses.index(victim)
         procs[victim_index].kill()
         procs[victim_index].wait()
         moved = [sid for sid, inst in instance_of.items() if inst == victim]
@@ -235,7 +236,7 @@ async def test_sessions_stick_to_one_instance_and_survive_its_loss(stack: Stack)
                 sessions, await asyncio.gather(*(call(s, turn) for s in sessions)), strict=True
             ):
                 after[sid].add(where)
-        survivor = f"127.0.0.1:{ports[1 - victim_index]}"
+        survivor = addresses[1 - victim_index]
         assert all({inst for inst, _ in places} == {survivor} for places in after.values()), dict(after)
         # Sessions that were on the survivor stayed on their replica; moved ones are bound again, once.
         for sid, places in after.items():

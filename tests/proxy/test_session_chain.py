@@ -196,3 +196,20 @@ def test_an_answer_matches_its_key_however_the_client_encodes_it(text: str, enco
     assert linked is not None and linked[1] == [2]
     assert linked[0][2] == answer_key(prompt[0][-1], Answer(text))
     assert linked[0][2] != answer_key(prompt[0][-1], Answer(text + "."))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 900 + b"]" * 900, b'{"a":' * 900 + b"1" + b"}" * 900, b"1e999", b"-1e999", b"true", b"{}"],
+)
+def test_an_answer_of_any_json_shape_chains_without_error(content: bytes) -> None:
+    """An assistant message's content is decoded to infer the session: nesting as deep as the call's decode
+    lets through, non-finite numbers and values that are no text chain as no text, and the call continues."""
+    body = b'{"messages":[{"role":"user","content":"go"},{"role":"assistant","content":' + content + b"}]}"
+    chains = PrefixChains()
+    first = identify(
+        CIMultiDict(), decode_call(b'{"messages":[{"role":"user","content":"go"}]}'), "r1", chains=chains
+    )
+    assert first.prompt_chain is not None
+    chains.remember(first.prompt_chain, Answer(""), first.session_id)
+    assert identify(CIMultiDict(), decode_call(body), "r2", chains=chains).session_id == first.session_id
