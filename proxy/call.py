@@ -43,7 +43,7 @@ from proxy.context import (
 )
 from proxy.data_structs import Identity
 from proxy.directives import BodyLacks, asking_for_usage, with_retention
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, retry_after
 from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
 from proxy.session_chain import answer_key
@@ -108,7 +108,9 @@ class Call:
         self.body = body
         self.lacks = lacks  # members `body` does not have: added to it without decoding it again
         self.failures = 0
-        self.last_5xx: tuple[int, dict[str, str], bytes] | None = None
+        # the last 5xx a replica answered before the call was retried elsewhere: (replica, status, headers,
+        # body), relayed as it was if no replica is left
+        self.last_5xx: tuple[str, int, dict[str, str], bytes] | None = None
         self.usage: Usage | None = None  # what the answer reported, for the finish report
         self.finished = False
         self.started = 0.0
@@ -265,6 +267,18 @@ class Call:
             self.shared.chains.remember_response(
                 outcome.response_id, self.who.session_id, decision.replica_id, self.who.tenant_id
             )
+
+    def relay_error(self, replica: str, status: int, headers: dict[str, str], body: bytes) -> None:
+        """A replica's error answer, read whole, relayed as it was: with the session header every relayed
+        answer carries, and counted as one (`saga_calls_total`, `saga_responses_total`, the latency)."""
+        headers["X-Session-ID"] = self.who.shown_session_id or self.who.session_id
+        if status in (429, 503) and not any(name.lower() == "retry-after" for name in headers):
+            headers["Retry-After"] = retry_after(self.config.retry_after_s)  # as the proxy's own refusals
+        self.downstream.answer(status, headers, body)
+        metrics = self.metrics
+        metrics.responses.bump(replica, str(status))
+        metrics.calls.bump(self.path, str(status))
+        metrics.latency.observe(time.perf_counter() - self.started)
 
     def _hung_up(self) -> None:
         self.metrics.client_disconnects.inc()

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from typing import TYPE_CHECKING
 
 from proxy import forward
 from proxy.context import down_stats
-from proxy.errors import ProxyError, refusal_body
+from proxy.errors import ProxyError, refusal_body, retry_after
 from proxy.scheduler import Decision, Dispatch, Reject
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, UpstreamAnswer
 
@@ -75,7 +74,8 @@ async def attempts(
         answered = upstream
         upstream = None
         if answered.status >= 500 and call.failures < config.max_retries:
-            call.last_5xx = await read_error(call, answered, replica)
+            status, headers, error_body = await read_error(call, answered, replica)
+            call.last_5xx = (replica, status, headers, error_body)
             decision = await failed(
                 call, replica, f"answered {answered.status}", "upstream_5xx", replica_down=False
             )
@@ -92,7 +92,8 @@ async def attempts(
                     extra=log_context(call, replica),
                 )
                 continue  # the same dispatch again, without the priority
-            call.downstream.answer(status, headers, error_body)  # the client's own mistake: relay it
+            call.shared.guards[replica].call_succeeded()  # it answered: the client's own mistake
+            call.relay_error(replica, status, headers, error_body)
             return ANSWERED
         return answered, decision
     return decision
@@ -147,37 +148,47 @@ async def failed(call: Call, replica: str, reason: str, cause: str, *, replica_d
     core, gate = call.core, call.gate
     call.failures += 1
     opened = note_failure(call, replica, reason, cause)
-    retry = call.failures <= call.config.max_retries
-    log.warning(
-        "replica %s %s: call %s %s%s",
-        replica,
-        "marked down" if replica_down or opened else "failed a call",
-        call.info.request_id,
-        reason,
-        "; retrying on another replica" if retry else "",
-        extra=log_context(call, replica),
-    )
-    if not retry:
+    what = "marked down" if replica_down or opened else "failed a call"
+    if call.failures > call.config.max_retries:
+        log.warning(
+            "replica %s %s: call %s %s",
+            replica,
+            what,
+            call.info.request_id,
+            reason,
+            extra=log_context(call, replica),
+        )
         if replica_down:
             gate.apply(core.replica_stats(down_stats(replica)))
         raise ProxyError(502, f"replica failed: {reason}", code="upstream_error")
-    call.metrics.retries.inc()
     decision = await call._decided(core.dispatch_failed(call.info.request_id, replica_down))
     if replica_down:
         gate.apply(core.replica_stats(down_stats(replica)))
+    retried = isinstance(decision, Dispatch)  # else no other replica is left: counted as no retry
+    if retried:
+        call.metrics.retries.inc()
+    log.warning(
+        "replica %s %s: call %s %s; %s",
+        replica,
+        what,
+        call.info.request_id,
+        reason,
+        "retrying on another replica" if retried else "no other replica left to retry on",
+        extra=log_context(call, replica),
+    )
     return decision
 
 
 def no_replica_left(call: Call, decision: Reject) -> None:
     if call.last_5xx is not None:  # every replica failed: relay the last replica error as it was
-        status, headers, body = call.last_5xx
-        call.downstream.answer(status, headers, body)
+        replica, status, headers, body = call.last_5xx
+        call.relay_error(replica, status, headers, body)  # (its failure was counted when it was retried)
         return
     call.metrics.rejected.inc()
     call.metrics.errors.labels("rejected").inc()
     headers = {}
     if decision.status in (429, 503):
-        headers["Retry-After"] = str(max(1, math.ceil(call.config.retry_after_s)))
+        headers["Retry-After"] = retry_after(call.config.retry_after_s)
     code = "queue_full" if decision.status == 429 else "no_replica"
     raise ProxyError(decision.status, f"request not routed: {decision.reason}", code=code, headers=headers)
 

@@ -29,7 +29,7 @@ from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, Identity, SeenMessages, StreamOptions
 from proxy.directives import asks_for_retention, lacks_of, without_client_retention
-from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body, error_response
+from proxy.errors import ProxyError
 from proxy.identity import IdentityError, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
 from proxy.kv_residency import KvResidency
@@ -63,10 +63,6 @@ def parse_call(body: bytes) -> CallFields:
 
 async def proxy_call(request: web.Request) -> web.StreamResponse:
     """The aiohttp handler of the call routes."""
-    if compressed_body(request.headers.get("Content-Encoding", "")):
-        refusal = error_response(ProxyError(415, COMPRESSED_BODY, code="unsupported_content_encoding"))
-        refusal.force_close()  # the body is left unread: aiohttp would try to decode it for the next request
-        return refusal
     downstream = forward.AiohttpDownstream(request)
     headers = CIMultiDict(forward.client_header_pairs(request))  # passed on as sent, as the fast server does
     await serve_call(

@@ -6,6 +6,7 @@ Every key is documented in docs/config.md. Unknown keys are errors naming the ke
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from urllib.parse import urlsplit
@@ -20,11 +21,25 @@ from proxy.scheduler.release import ReleaseQueueSpec
 _TENANT_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")  # printable ASCII but ':' (it ends a session's prefix)
 
 
+# What RFC 3986 lets a URL hold (unreserved, reserved, percent signs): no controls, spaces, quotes, <>\^`{|}
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")  # a DNS name: labels, dotted
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def replica_url_problem(url: str) -> str | None:
     """Why `url` cannot name a replica, or None. The proxy appends the API's paths to it (a path prefix is
     fine) and connects to its host and port, so it needs both, and no user info, query or fragment."""
-    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url) or len(url) > 2048:
-        return "is not an http(s) URL"
+    if not url.startswith(("http://", "https://")) or not _URL_CHARS.fullmatch(url) or len(url) > 2048:
+        return "is not an http(s) URL (RFC 3986: printable ASCII, no spaces, quotes or angle brackets)"
     try:
         parts = urlsplit(url)
         port = parts.port  # a ValueError when out of range
@@ -32,6 +47,8 @@ def replica_url_problem(url: str) -> str | None:
         return f"is not a URL ({e})"
     if not parts.hostname:
         return "names no host"
+    if not _HOST_NAME.fullmatch(parts.hostname) and not _is_ip(parts.hostname):
+        return "names no valid host (a DNS name, an IPv4 address or a bracketed IPv6 address)"
     if port == 0:
         return "names port 0"
     if "@" in parts.netloc:

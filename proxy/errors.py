@@ -12,6 +12,7 @@ Requests to the Anthropic Messages API (`/v1/messages...`) get Anthropic's shape
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,8 @@ from aiohttp import web, web_protocol, web_server
 from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
-from proxy.context import METRICS
+from proxy.context import CONFIG, METRICS
+from proxy.worker_set import LOCAL_HEADER
 
 log = logging.getLogger("saga.proxy")
 
@@ -108,11 +110,20 @@ def refusal_body(path: str, err: ProxyError) -> bytes:
 _MID_ANSWER = "the replica failed mid-answer"
 _OPENAI_MID_ANSWER_EVENT = sse_error_event(502, _MID_ANSWER, code="upstream_error")
 _ANTHROPIC_MID_ANSWER_EVENT = b"event: error\ndata: " + anthropic_error_body(502, _MID_ANSWER) + b"\n\n"
+_STALLED = (
+    "the replica sent nothing for longer than the stream idle timeout (stream_idle_timeout_s): "
+    "the answer was cut short"
+)
+_OPENAI_STALLED_EVENT = sse_error_event(504, _STALLED, code="upstream_timeout")
+_ANTHROPIC_STALLED_EVENT = b"event: error\ndata: " + anthropic_error_body(504, _STALLED) + b"\n\n"
 
 
-def mid_answer_event(path: str) -> bytes:
-    """The event that ends a stream to `path` whose replica failed mid-answer, in that route's shape."""
-    return _ANTHROPIC_MID_ANSWER_EVENT if path.startswith(_ANTHROPIC_PREFIX) else _OPENAI_MID_ANSWER_EVENT
+def mid_answer_event(path: str, stalled: bool = False) -> bytes:
+    """The event that ends a stream to `path` whose replica failed mid-answer (or, `stalled`, went silent
+    past the stream idle timeout), in that route's shape."""
+    if path.startswith(_ANTHROPIC_PREFIX):
+        return _ANTHROPIC_STALLED_EVENT if stalled else _ANTHROPIC_MID_ANSWER_EVENT
+    return _OPENAI_STALLED_EVENT if stalled else _OPENAI_MID_ANSWER_EVENT
 
 
 def error_response(err: ProxyError, path: str = "") -> web.Response:
@@ -126,23 +137,54 @@ def error_response(err: ProxyError, path: str = "") -> web.Response:
 
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turns ProxyError and aiohttp's own HTTP errors (404, 405, 413, ...) into OpenAI error bodies."""
+    """Turns ProxyError and aiohttp's own HTTP errors (404, 405, 413, ...) into OpenAI error bodies
+    (Anthropic's on its routes); refuses a compressed body on any route before it is read (aiohttp would
+    decode it: a passthrough route answered a 500 when it could not)."""
+    if compressed_body(request.headers.get("Content-Encoding", "")):
+        _count(request, "unsupported_content_encoding")
+        refusal = error_response(
+            ProxyError(415, COMPRESSED_BODY, code="unsupported_content_encoding"), request.path
+        )
+        refusal.force_close()  # the body is left unread: aiohttp would try to decode it for the next request
+        return refusal
     try:
         return await handler(request)
     except ProxyError as e:
         _count(request, e.code or f"http_{e.status}")
+        if e.status in (429, 503) and "Retry-After" not in e.headers:  # every such refusal says when to retry
+            config = request.app.get(CONFIG)
+            if config is not None:
+                e.headers["Retry-After"] = retry_after(config.retry_after_s)
         return error_response(e, request.path)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         _count(request, f"http_{e.status}")
-        return error_response(ProxyError(e.status, e.reason if e.text is None else e.text), request.path)
+        allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None  # a 405 says what is allowed
+        error = ProxyError(e.status, e.reason if e.text is None else e.text, headers=allow)
+        return error_response(error, request.path)
+
+
+def retry_after(seconds: float) -> str:
+    """A `Retry-After` value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def _count(request: web.Request, cause: str) -> None:
     metrics = request.app.get(METRICS)
-    if metrics is not None:
+    # Asked by another worker (an admin request it broadcast, a view it gathers): the worker the client
+    # asked counts the one refusal the client sees (the workers' /metrics are summed).
+    if metrics is not None and not between_workers(request):
         metrics.errors.labels(cause).inc()
+
+
+def between_workers(request: BaseRequest) -> bool:
+    """Asked by another worker for its own answer (`LOCAL_HEADER`, over a Unix socket: a Unix socket's name
+    is a str, a TCP one's a tuple), not by a client."""
+    if LOCAL_HEADER not in request.headers:
+        return False
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
 
 
 class _OpenAIErrorRequestHandler(web_protocol.RequestHandler):

@@ -361,10 +361,10 @@ class _ClientConnection(asyncio.Protocol):
         for name, value in self._headers:
             lowered = name.lower()
             if lowered == "content-length" and value.strip().isdigit() and int(value) > limit:
-                self._refuse(413, f"request body over the proxy's limit of {limit} bytes")
+                self._refuse(413, f"request body over the proxy's limit of {limit} bytes", whole_head=True)
                 return
             if lowered == "content-encoding" and compressed_body(value):
-                self._refuse(415, COMPRESSED_BODY, "unsupported_content_encoding")
+                self._refuse(415, COMPRESSED_BODY, "unsupported_content_encoding", whole_head=True)
                 return
             if lowered == "expect" and value.strip().lower() == "100-continue":
                 expects = True
@@ -381,7 +381,8 @@ class _ClientConnection(asyncio.Protocol):
             return
         self._size += len(body)
         if self._size > self.server.max_body_bytes:
-            self._refuse(413, f"request body over the proxy's limit of {self.server.max_body_bytes} bytes")
+            limit = self.server.max_body_bytes
+            self._refuse(413, f"request body over the proxy's limit of {limit} bytes", whole_head=True)
             return
         self._body.append(body)
 
@@ -404,8 +405,10 @@ class _ClientConnection(asyncio.Protocol):
 
     # -- serving ------------------------------------------------------------------------------------
 
-    def _refuse(self, status: int, message: str, code: str = "") -> None:
-        """Queues an OpenAI-style refusal that closes the connection; reads no more from it."""
+    def _refuse(self, status: int, message: str, code: str = "", whole_head: bool = False) -> None:
+        """Queues a refusal that closes the connection; reads no more from it. `whole_head`: the request line
+        was read whole and parsed, so the refusal names its method and URL (in the access log) and takes
+        its route's error shape (Anthropic's on /v1/messages); else it is OpenAI's, for "-"."""
         if self._refused:
             return
         self._refused = True
@@ -415,7 +418,12 @@ class _ClientConnection(asyncio.Protocol):
         if not code:
             code = "request_too_large" if status == 413 else "malformed_http"
         refusal = ProxyError(status, message, code=code)
-        self.queue.append(_Request("-", "-", [], b"", False, "1.1", refused=refusal))
+        method, url = "-", "-"
+        if whole_head:
+            raw_method = self.parser.get_method()
+            method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
+            url = b"".join(self._url).decode("latin-1")
+        self.queue.append(_Request(method, url, [], b"", False, "1.1", refused=refusal))
 
     def send(self, data: bytes, at_once: bool = False) -> None:
         """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` (a whole
@@ -616,6 +624,11 @@ class _ClientConnection(asyncio.Protocol):
                 self._answer_error(downstream, e)
         except ConnectionError:
             request.keep_alive = False
+        except asyncio.CancelledError:
+            if self.transport is None and self.server.access_log:  # the client hung up (connection_lost)
+                # logged as nginx logs it: 499 when no answer had started, else what was sent of it
+                self._log_access(request, downstream, time.perf_counter() - downstream.started, 499)
+            raise
         except Exception:
             self._failed(request, downstream)
         if self._served(request, downstream):
@@ -653,15 +666,22 @@ class _ClientConnection(asyncio.Protocol):
         self.server.metrics_errors(err.code or f"http_{err.status}")
         forward.answer_error(downstream, err, downstream.request.url)
 
-    def _log_access(self, request: _Request, downstream: _Downstream, elapsed: float) -> None:
+    def _log_access(
+        self, request: _Request, downstream: _Downstream, elapsed: float, unanswered: int = 0
+    ) -> None:
+        """The request's access line; `unanswered`: the status to log when no answer started."""
         if not access_log.isEnabledFor(logging.INFO):
             return
         # No format spec in the f-string: mypyc turns an f-string with one into a `str.format` call per
         # field (~1.3 µs here); `format` is one C call.
         seconds = format(elapsed, "f")
+        status = downstream.status or unanswered
+        url = request.url
+        if '"' in url or "\\" in url:  # legal in a request target: escaped, so the line parses as it reads
+            url = url.replace("\\", "\\\\").replace('"', '\\"')
         message = (
-            f'{self.peer} "{request.method} {request.url} HTTP/{request.version}" '
-            f"{downstream.status} {downstream.sent} {seconds}"
+            f'{self.peer} "{request.method} {url} HTTP/{request.version}" '
+            f"{status} {downstream.sent} {seconds}"
         )
         server = self.server
         if server.access_lines is not None and server.access_lines.add(message):

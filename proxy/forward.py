@@ -321,8 +321,9 @@ async def _relay_stream(
             try:
                 await upstream.more(idle_timeout_s)
             except (BodyFailed, TimeoutError) as e:
-                outcome.upstream_error = "stalled" if isinstance(e, TimeoutError) else repr(e)
-                await _end_with_error(downstream, path)
+                stalled = isinstance(e, TimeoutError)
+                outcome.upstream_error = "stalled" if stalled else repr(e)
+                await _end_with_error(downstream, path, stalled)
                 return
             continue
         if not outcome.first_byte:
@@ -357,12 +358,12 @@ async def _relay_stream(
         outcome.client_gone = True
 
 
-async def _end_with_error(downstream: Downstream, path: str) -> None:
+async def _end_with_error(downstream: Downstream, path: str, stalled: bool = False) -> None:
     """Ends a started stream with an error event in its route's shape. The chunked framing stays intact, so
     the client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
     socket)."""
     try:
-        await downstream.write(mid_answer_event(path))
+        await downstream.write(mid_answer_event(path, stalled))
         await downstream.end()
     except ConnectionError:
         pass

@@ -276,7 +276,7 @@ class InlineRelay:
         assert self.outcome is not None
         self.outcome.upstream_error = error
         try:
-            self.downstream.write_now(mid_answer_event(self.path))
+            self.downstream.write_now(mid_answer_event(self.path, error == "stalled"))
             self.downstream.end_now()
         except ConnectionError:
             pass

@@ -9,9 +9,10 @@ relayed with `X-Saga-Replica` (a whole one held to `max_answer_bytes`, as a call
 (proxy/response_lookup.py) is a 400 that does not repeat it; a response no replica holds is vLLM's own 404
 (`Response with id '...' not found.`, param `response_id`), as is, with client API keys, one this proxy
 recorded as another tenant's (not forwarded: vLLM would hand it to anyone); a holder that cannot be reached
-is a 502, one too slow a 504. With workers, a response another worker served (the workers' shared
-`responses.table`, proxy/response_owners.py) is asked of that worker, which knows its tenant and replica;
-if it does not answer, a proxy with client API keys answers 502 rather than forward what it cannot check.
+is a 502, one too slow a 504; with no replica serving to ask (all down), a 503. With workers, a response
+another worker served (the workers' shared `responses.table`, proxy/response_owners.py) is asked of that
+worker, which knows its tenant and replica; if it does not answer, a proxy with client API keys answers 502
+rather than forward what it cannot check.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from aiohttp import web
 from proxy import forward
 from proxy.auth import TENANT
 from proxy.context import CHAINS, CONFIG, CORE, POOL, RESPONSE_OWNERS, WORKERS
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, between_workers
 from proxy.response_lookup import PLAUSIBLE_ID, find_holder
 from proxy.upstream_pool import ConnectFailed
-from proxy.worker_gather import GATHERER, between_workers, forwarded_headers
+from proxy.worker_gather import GATHERER, forwarded_headers
 
 
 async def stored_response(request: web.Request) -> web.StreamResponse:
@@ -57,6 +58,8 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     holder = "" if foreign else chains.replica_of_response(response_id)
     if not foreign and holder not in core.replicas:  # unknown here, or its replica was removed since
         holder = await find_holder(app, response_id)
+    if not holder and not foreign and not core.serving():  # no replica to ask: not known to be gone
+        raise ProxyError(503, "no healthy replica to look this response up on", code="no_replica")
     if not holder:
         raise ProxyError(
             404, f"Response with id '{response_id}' not found.", param="response_id", code="not_found"

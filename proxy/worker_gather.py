@@ -31,7 +31,7 @@ from aiohttp.typedefs import Handler
 
 from proxy.auth import ADMIN_PREFIX
 from proxy.context import METRICS
-from proxy.errors import ProxyError, error_body
+from proxy.errors import ProxyError, between_workers, error_body
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 
 log = logging.getLogger("saga.workers")
@@ -146,7 +146,7 @@ async def gathering(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def gather_workers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if LOCAL_HEADER in request.headers and _between_workers(request):
+    if between_workers(request):
         return await handler(request)
     if request.method not in _READS and request.path.startswith(ADMIN_PREFIX):
         return await _broadcast(request, handler)
@@ -157,20 +157,9 @@ async def gather_workers(request: web.Request, handler: Handler) -> web.StreamRe
     return await _gather(request, handler, route)
 
 
-def _between_workers(request: web.Request) -> bool:
-    """Over a Unix socket (a Unix socket's name is a str; a TCP one's a tuple): not a client's own request."""
-    transport = request.transport
-    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
-
-
 def forwarded_headers(request: web.Request) -> dict[str, str]:
     """What a request asked of another worker carries of the client's: its credentials and content type."""
     return _headers(request)
-
-
-def between_workers(request: web.Request) -> bool:
-    """Asked by another worker for its own answer (`LOCAL_HEADER`, over a Unix socket)."""
-    return LOCAL_HEADER in request.headers and _between_workers(request)
 
 
 def _headers(request: web.Request) -> dict[str, str]:

@@ -135,7 +135,10 @@ async def test_bad_input_gets_an_openai_error(
     ):
         assert r.status == status
         error = (await r.json())["error"]
+        allow = r.headers.get("Allow")
     assert error["message"] and error["type"]
+    assert (allow is not None) == (status == 405)  # a 405 names the methods the route takes
+    assert allow is None or "POST" in allow
 
 
 async def test_replica_errors_are_relayed_unchanged(fleet: ReplicaFleet, http: aiohttp.ClientSession) -> None:

@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=5000, help="calls per repeat")
     parser.add_argument("--repeats", type=int, default=5, help="repeats; the least CPU per call is reported")
     parser.add_argument("--policy", default="saga", help="the routing policy (e.g. round-robin)")
-    parser.add_argument("--mode", default="json,sse", help="json (whole answers), sse (streams), or both")
+    parser.add_argument(
+        "--mode", default="json,sse", help="json (whole answers), sse (streams), or json,sse (both)"
+    )
     parser.add_argument("--segments", choices=("one", "each"), default="one", help="a stream's reads")
     parser.add_argument(
         "--request",

@@ -69,6 +69,7 @@ class FaultBenchConfig(msgspec.Struct, kw_only=True):
     seed: int = 0
     time_scale: float = 50.0
     policy: str = "session-affinity"
+    workers: int = 1  # `saga serve --workers`: its processes' memory is summed
     # The proxy's timeouts (wall seconds): short, so that hangs resolve within the run.
     connect_timeout_s: float = 1.0
     first_byte_timeout_s: float = 3.0
@@ -108,9 +109,30 @@ def _free_port() -> int:
 
 
 def _rss_mb(pid: int, field: str = "VmRSS") -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
-    return int(match.group(1)) / 1024 if match else 0.0
+    """`field` of `pid` and every process under it (a proxy with workers is a supervisor and its children),
+    summed: for `VmHWM` that is the sum of each process's own peak, an upper bound of the tree's."""
+    total = 0
+    for each in _process_tree(pid):
+        try:
+            text = Path(f"/proc/{each}/status").read_text()
+        except OSError:  # gone between the listing and the read
+            continue
+        match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+        total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+def _process_tree(pid: int) -> list[int]:
+    tree, todo = [], [pid]
+    while todo:
+        each = todo.pop()
+        tree.append(each)
+        try:
+            for task in Path(f"/proc/{each}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return tree
 
 
 async def _wait_ready(http: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -140,6 +162,7 @@ def start_proxy(
         "first_byte_timeout_s": config.first_byte_timeout_s,
         "stream_idle_timeout_s": config.stream_idle_timeout_s,
         "health_interval_s": config.health_interval_s,
+        "workers": config.workers,
     }
     path = workdir / "saga.yaml"
     path.write_text(yaml.safe_dump(settings))
@@ -225,6 +248,11 @@ class FaultRig:
         if self.fleet is not None:
             await self.fleet.close()
         self._tmp.cleanup()
+
+    @property
+    def proxy_log(self) -> Path:
+        """The proxy's output (its log), while the rig is open."""
+        return Path(self._tmp.name) / "proxy.log"
 
     def rss_mb(self, field: str = "VmRSS") -> float:
         assert self.proc is not None
@@ -317,6 +345,9 @@ def add_faults_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--time-scale", type=positive, default=defaults.time_scale)
     p.add_argument("--policy", default=defaults.policy)
+    p.add_argument(
+        "--workers", type=at_least(1), default=defaults.workers, help="the proxy's worker processes"
+    )
     p.add_argument("--spacing", type=non_negative, default=4.0, help="wall seconds between scheduled faults")
     p.add_argument("--max-run-s", type=positive, default=defaults.max_run_s)
     p.add_argument("--json", type=Path, help="write the report as JSON here")
@@ -334,6 +365,7 @@ def run_faults(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         time_scale=args.time_scale,
         policy=args.policy,
+        workers=args.workers,
         max_run_s=args.max_run_s,
         schedule=default_schedule(args.replicas, args.spacing),
     )

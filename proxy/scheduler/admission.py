@@ -50,6 +50,7 @@ from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported:
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 _GROWTH_EWMA = 0.05  # weight of one new observation in an agent type's mean growth per call
+_UNBOUND = ""  # the replica of a workflow whose replica left the set, until its next call lands
 _LAPSES_SLACK = 64  # entries the lapse heap may hold beyond two per workflow before it is compacted
 
 
@@ -347,10 +348,13 @@ class WorkflowAdmission:
             self._reserve(wf, 0)
 
     def replica_gone(self, replica_id: ReplicaId) -> None:
-        """A replica left the set: its workflows reserve nothing until their next call lands somewhere."""
+        """A replica left the set: its workflows reserve nothing until their next call lands somewhere (they
+        are unbound: a call of theirs still in flight there that ends reserves nothing, so the replica, if
+        added again, does not start with reservations of workflows no longer on it)."""
         for wf in self.workflows.values():
             if wf.replica_id == replica_id:
                 self._reserve(wf, 0)
+                wf.replica_id = _UNBOUND
         self.reserved.pop(replica_id, None)
         self.foreign.pop(replica_id, None)
 
@@ -394,6 +398,8 @@ class WorkflowAdmission:
         delta = tokens - wf.reserved
         if delta:
             replica_id = wf.replica_id
+            if replica_id == _UNBOUND:  # (its reservation went with its replica: `replica_gone`)
+                return
             total = self.reserved[replica_id] = self.reserved.get(replica_id, 0) + delta
             wf.reserved = tokens
             view = self.views.get(replica_id)

@@ -80,6 +80,9 @@ class FakeReplica:
                 return web.json_response({"error": {"message": "engine error on this request"}}, status=500)
             if self.mode == "error-503":
                 return web.json_response({"error": {"message": "overloaded"}}, status=503)
+            if self.mode == "error-400":  # vLLM's answer to a request it cannot take (the client's mistake)
+                error = {"message": "max_tokens must be at least 1", "type": "BadRequestError", "code": 400}
+                return web.json_response({"error": error}, status=400)
             if self.mode == "hang":
                 await asyncio.sleep(3600)
             if self.mode == "slow":

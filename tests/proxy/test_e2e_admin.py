@@ -230,6 +230,13 @@ BAD_REPLICA_URLS = [
     "http://user:pw@127.0.0.1:8000",  # credentials the proxy would send in the Host header, not as auth
     "http://127.0.0.1:8000/?a=1",  # the API's paths would go after the query
     "http://127.0.0.1:8000#x",
+    "http://127.0.0.1:9/\x1b]0;title\x07\x00",  # control characters: they went raw into logs and /metrics
+    "http://a\x00b:80",
+    "http://<script>:80",  # not a host name
+    'http://e"}:80',
+    "http://-bad-.example:80",
+    "http://a..b:80",
+    "http://caf\u00e9.example:80",  # a host name in Unicode (IDNA's ASCII form is a URL: xn--caf-dma)
 ]
 
 

@@ -275,3 +275,32 @@ async def test_two_agents_with_one_opening_and_no_session_id_stay_apart_by_prefi
                 ]
     assert len(set(sessions["a"])) == 1 and len(set(sessions["b"])) == 1, sessions
     assert sessions["a"][0] != sessions["b"][0]
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_refusals_before_the_body_is_read_are_in_anthropics_shape_on_its_routes(server: str) -> None:
+    """A body too large (by its Content-Length, or read past the limit) or compressed is refused before the
+    call is read; on /v1/messages the refusal still comes in Anthropic's shape, and the access log names the
+    route (the fast server answered these in OpenAI's shape for a request it logged as "-")."""
+    config = ProxyConfig(replicas=["http://127.0.0.1:9"], port=0, max_body_bytes=1024, server=server)
+    too_big = json.dumps({"messages": [{"role": "user", "content": "x" * 4096}]}).encode()
+    async with running_proxy(config) as url, aiohttp.ClientSession() as http:
+        shapes = []
+        for path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/chat/completions"):
+            async with http.post(url + path, data=too_big, headers={"Content-Type": "application/json"}) as r:
+                shapes.append((path, r.status, await r.json()))
+            gzip = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+            async with http.post(url + path, data=b"{}", headers=gzip) as r:
+                shapes.append((path, r.status, await r.json()))
+
+    def shape(body: dict[str, Any]) -> str:
+        return "anthropic" if body.get("type") == "error" and "type" in body["error"] else "openai"
+
+    assert [(path, status, shape(body)) for path, status, body in shapes] == [
+        ("/v1/messages", 413, "anthropic"),
+        ("/v1/messages", 415, "anthropic"),
+        ("/v1/messages/count_tokens", 413, "anthropic"),
+        ("/v1/messages/count_tokens", 415, "anthropic"),
+        ("/v1/chat/completions", 413, "openai"),
+        ("/v1/chat/completions", 415, "openai"),
+    ]

@@ -168,6 +168,12 @@ async def test_client_disconnects_log_no_error(
         hung_state = await eventually_idle(http, url)
     assert state["in_flight"] == 0 and hung_state["in_flight"] == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # Each hang-up has its access line, as nginx writes it: the status sent (the stream's 200), or 499 when
+    # no answer had started.
+    calls = [
+        r.getMessage() for r in caplog.records if r.name == "saga.access" and "/v1/chat" in r.getMessage()
+    ]
+    assert [line.split('" ')[1].split()[0] for line in calls] == ["200", "499"]
 
 
 async def test_a_client_half_closing_after_its_call_is_taken_as_gone(http: aiohttp.ClientSession) -> None:
@@ -267,3 +273,73 @@ async def test_a_client_cannot_ask_the_replicas_for_kv_retention_itself(
     if policy == "round-robin":  # asks for no retention of its own
         assert sent == {"session_id": "mine", "foo": 1}
     assert sent.get("saga_retain_priority") != -(10**9) and sent.get("saga_retain_ttl_s") != 600
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one series of `/metrics` (0 when it is absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{want}}}" if want else name
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.parametrize("policy", ["round-robin", "saga"])
+async def test_a_replica_error_relayed_as_it_was_carries_the_session_and_is_counted(
+    http: aiohttp.ClientSession, policy: str
+) -> None:
+    """A replica's 400 (a request it cannot take) and, when every replica failed, the last replica's 5xx are
+    relayed as they were; like every relayed answer they name the session and count in `saga_calls_total`
+    and `saga_responses_total`. Under `saga` the 400 took another path (the proxy reads it whole to see
+    whether the replica refused the request priority), which did neither. One real retry counts one."""
+    body = {"model": "fake", "messages": MESSAGES}
+    session = {"X-Session-ID": "relayed-errors"}
+    async with (
+        fake_replica("error-400") as refusing,
+        running_proxy(config([refusing.url], policy=policy)) as url,
+    ):
+        async with http.post(f"{url}/v1/chat/completions", json=body, headers=session) as r:
+            refused = (r.status, r.headers.get("X-Session-ID"), (await r.json())["error"]["message"])
+        async with http.get(f"{url}/metrics") as r:
+            after_400 = await r.text()
+    async with (
+        fake_replica("error-503") as one,
+        fake_replica("error-503") as other,
+        running_proxy(config([one.url, other.url], policy=policy)) as url,
+    ):
+        async with http.post(f"{url}/v1/chat/completions", json=body, headers=session) as r:
+            failed = (r.status, r.headers.get("X-Session-ID"), (await r.json())["error"]["message"])
+            retry_after = r.headers.get("Retry-After")  # added, as on the proxy's own 503s
+        async with http.get(f"{url}/metrics") as r:
+            after_503 = await r.text()
+    assert refused == (400, "relayed-errors", "max_tokens must be at least 1")
+    route = "/v1/chat/completions"
+    assert _metric(after_400, "saga_calls_total", route=route, status="400") == 1
+    assert _metric(after_400, "saga_responses_total", replica=refusing.url, status="400") == 1
+    assert failed == (503, "relayed-errors", "overloaded") and retry_after == "1"
+    assert one.calls == other.calls == 1  # tried on each replica once: one retry
+    assert _metric(after_503, "saga_calls_total", route=route, status="503") == 1
+    assert _metric(after_503, "saga_retries_total") == 1
+
+
+async def test_every_503_says_when_to_retry(http: aiohttp.ClientSession) -> None:
+    """`retry_after_s` (docs/config.md) is on every 429 and 503 the proxy answers: the routes passed through
+    to a replica and `/v1/models` said nothing when no replica could answer them."""
+    async with fake_replica() as gone:
+        dead = gone.url
+    async with running_proxy(config([dead], retry_after_s=2.5)) as url:
+        answers = []
+        for method, path, body in (
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/embeddings", {"model": "fake", "input": "hi"}),
+            ("POST", "/tokenize", {"model": "fake", "prompt": "hi"}),
+            ("POST", "/v1/chat/completions", {"model": "fake", "messages": MESSAGES}),
+        ):
+            async with http.request(method, url + path, json=body) as r:
+                answers.append(
+                    (path, r.status, r.headers.get("Retry-After"), assert_openai_error(await r.json()))
+                )
+    assert [(path, status, after) for path, status, after, _ in answers] == [
+        (path, 503, "3") for path, _, _, _ in answers
+    ]

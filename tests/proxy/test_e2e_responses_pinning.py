@@ -175,3 +175,24 @@ async def test_retrieve_and_cancel_reach_the_replica_that_stored_the_response(
                 text = await r.text()
                 assert r.status == 400 and "Injected" not in text and "rrrr" not in text, text
                 assert (await r.json())["error"]["code"] == "invalid_response_id"
+
+
+async def test_retrieving_a_response_with_no_replica_up_to_ask_is_a_503_not_a_404(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A 404 tells the client the response is gone for good (the Agents SDK starts over); with every
+    replica down the proxy could ask none of them, so it says so, with when to try again."""
+    fleet = await start_fleet(1, time_scale=200.0)
+    config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, health_interval_s=0.05, access_log=False)
+    async with running_proxy(config) as url:
+        _, response_id, _ = await respond(http, url, None, stream=False)
+        await fleet.close()  # its replica is gone; this proxy never learns where the response was
+    async with running_proxy(config) as url:
+        for _ in range(200):  # until its first health round found the replica down
+            async with http.get(f"{url}/saga/v1/replicas") as r:
+                if not any(row["healthy"] for row in (await r.json())["replicas"]):
+                    break
+            await asyncio.sleep(0.05)
+        async with http.get(f"{url}/v1/responses/{response_id}") as r:
+            answer = (r.status, r.headers.get("Retry-After"), (await r.json())["error"]["code"])
+    assert answer == (503, "1", "no_replica")

@@ -197,9 +197,12 @@ async def test_a_session_end_reaches_the_worker_that_knows_it(
         ended = await post_json(http, w.urls[0], f"/saga/v1/sessions/{task}/end")
         again = await post_json(http, w.urls[0], f"/saga/v1/sessions/{task}/end")
         left = await get_json(http, w.urls[0], "/saga/v1/sessions")
+        counted = await metrics(http, w.urls[1], **ADMIN)
     assert ended == (200, {"session_id": task, "ended": True, "workers_applied": [1]})
     assert again[0] == 404 and again[1]["error"]["code"] == "unknown_session"
     assert left["total"] == 0
+    # The client saw one refusal: counted once, by the worker it asked, not once by every worker refusing
+    assert value(counted, "saga_errors_total", cause="unknown_session") == 1
 
 
 async def test_graphs_are_gathered_and_a_dot_comes_from_the_worker_that_learned_it(

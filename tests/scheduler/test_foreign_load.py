@@ -95,6 +95,23 @@ def test_foreign_load_of_an_unknown_replica_is_ignored_and_a_removed_one_starts_
     assert core.admission is not None and core.admission.own_reserved("r1") == 0
 
 
+def test_a_call_ending_after_its_replica_was_removed_reserves_nothing_there() -> None:
+    """The replica left the set while the call ran on it: its workflow's reservation went with it, and the
+    call's end must not bring one back, or the replica, added again, admits against KV no workflow holds."""
+    core, _ = make_core(replicas=2)
+    assert core.admission is not None
+    running = only_dispatch(core.request_arrived(call("s")))
+    core.remove_replica(running.replica_id)
+    core.request_finished(running.request_id, Usage(prompt_tokens=10_000, completion_tokens=500))
+    core.add_replica(running.replica_id)
+    assert core.admission.reserved.get(running.replica_id, 0) == 0
+    assert core.replicas[running.replica_id].reserved_tokens == 0
+    assert core.snapshot()["admission"]["live"] == 0
+    # its next call lands somewhere and reserves there again
+    again = only_dispatch(core.request_arrived(call("s")))
+    assert core.admission.reserved[again.replica_id] > 0
+
+
 def test_own_figures_survive_any_interleaving_with_foreign_load() -> None:
     """The view's totals are always own + foreign; own_load gives back exactly this worker's."""
     core, clock = make_core(replicas=2)
