@@ -46,6 +46,7 @@ _TYPES = {
     415: "invalid_request_error",
     429: "rate_limit_error",
     431: "invalid_request_error",
+    501: "invalid_request_error",
     502: "bad_gateway",
     503: "service_unavailable",
     504: "timeout",

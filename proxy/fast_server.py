@@ -366,6 +366,9 @@ class _ClientConnection(asyncio.Protocol):
             if lowered == "content-encoding" and compressed_body(value):
                 self._refuse(415, COMPRESSED_BODY, "unsupported_content_encoding", whole_head=True)
                 return
+            if lowered == "transfer-encoding" and _coded_transfer(value):  # RFC 9112 6.1: a 501
+                self._refuse(501, UNKNOWN_TRANSFER_CODING, "unsupported_transfer_encoding", whole_head=True)
+                return
             if lowered == "expect" and value.strip().lower() == "100-continue":
                 expects = True
         if expects:  # after the refusals: a body that would be refused is not asked for
@@ -700,6 +703,15 @@ class _MessageEnds:
 
     def on_message_complete(self) -> None:
         self.count += 1
+
+
+UNKNOWN_TRANSFER_CODING = "transfer codings other than chunked are not supported: send the body without one"
+
+
+def _coded_transfer(value: str) -> bool:
+    """A Transfer-Encoding naming a coding besides chunked (gzip, deflate, ...): the parser would pass the
+    coded bytes on as the body."""
+    return any(coding.strip().lower() not in ("chunked", "identity", "") for coding in value.split(","))
 
 
 def _message_start(data: bytes, messages: int) -> int:

@@ -160,9 +160,28 @@ def forwarded_headers(
     pairs = headers if type(headers) is list else cast(Mapping[str, str], headers).items()
     if dropped is None:
         dropped = dropped_with(tuple(extra)) if extra else _NOT_FORWARDED
-    out = {k: v for k, v in pairs if k.lower() not in dropped}
+    out = {}
+    connection = ""
+    for k, v in pairs:
+        lowered = k.lower()
+        if lowered not in dropped:
+            out[k] = v
+        elif lowered == "connection":
+            connection = v
+    if connection and connection.lower() not in _PLAIN_CONNECTION:
+        _drop_nominated(out, connection)
     out.update(extra)
     return out
+
+
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "upgrade"})
+
+
+def _drop_nominated(out: dict[str, str], connection: str) -> None:
+    """RFC 9110 7.6.1: the headers a Connection header names are this hop's, not passed on."""
+    nominated = {token.strip().lower() for token in connection.split(",")}
+    for name in [k for k in out if k.lower() in nominated]:
+        del out[name]
 
 
 def client_header_pairs(request: web.Request) -> list[tuple[str, str]]:

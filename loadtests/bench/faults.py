@@ -163,6 +163,9 @@ def start_proxy(
         "stream_idle_timeout_s": config.stream_idle_timeout_s,
         "health_interval_s": config.health_interval_s,
         "workers": config.workers,
+        # the core's clock runs at the replicas' speed, as `saga serve --simulate N --time-scale K` runs it:
+        # learned gaps, holds and retention TTLs in the replicas' seconds (the timeouts above stay wall time)
+        "time_scale": config.time_scale,
     }
     path = workdir / "saga.yaml"
     path.write_text(yaml.safe_dump(settings))

@@ -343,3 +343,35 @@ async def test_every_503_says_when_to_retry(http: aiohttp.ClientSession) -> None
     assert [(path, status, after) for path, status, after, _ in answers] == [
         (path, 503, "3") for path, _, _, _ in answers
     ]
+
+
+async def test_headers_a_client_names_in_connection_stay_at_the_proxy(http: aiohttp.ClientSession) -> None:
+    """RFC 9110 7.6.1: a header the Connection header names is for this hop only; it reached the replica."""
+    headers = {"Connection": "keep-alive, X-Hop-Secret", "X-Hop-Secret": "s3cret", "X-Kept": "yes"}
+    body = {"messages": MESSAGES}
+    async with (
+        fake_replica() as replica,
+        running_proxy(config([replica.url])) as url,
+        http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        assert r.status == 200
+    (seen,) = replica.headers
+    names = {name.lower() for name in seen}
+    assert "x-hop-secret" not in names and seen.get("X-Kept") == "yes"
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate,chunked"])
+async def test_a_transfer_coding_the_proxy_cannot_decode_is_a_501(coding: str) -> None:
+    """The parser dechunks but does not decompress: the gzip bytes went on as the JSON body (RFC 9112 6.1)."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: " + coding.encode() + b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 ") and replica.calls == 0
+    assert assert_openai_error(json.loads(body))["code"] == "unsupported_transfer_encoding"
