@@ -67,7 +67,7 @@ def submit(
         max_tokens=max_tokens,
         min_tokens=body.min_tokens,
         ignore_eos=body.ignore_eos,
-        priority=body.priority if body.priority is not None else _header_priority(request),
+        priority=_priority(request, body),
         cache_salt=body.cache_salt,
         session_id=_session_id(request, body),
         retain_ttl_s=_retain_ttl_s(body),
@@ -81,10 +81,11 @@ def submit(
         raise HttpError(500, str(e)) from None
 
 
-def _header_priority(request: web.Request) -> int:
+def _priority(request: web.Request, body: SamplingFields) -> int:
+    """vLLM's: the `X-Vllm-Priority` header, which overrides the body's `priority` (its docs), else that."""
     raw = request.headers.get("X-Vllm-Priority")
     if raw is None:
-        return 0
+        return body.priority if body.priority is not None else 0
     try:
         return int(raw)
     except ValueError:

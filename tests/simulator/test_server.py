@@ -199,6 +199,12 @@ async def test_priority_from_body_or_header_needs_the_priority_policy(http: aioh
             assert (await post(http, url, body, headers={"X-Vllm-Priority": "2"}))[0] == ok
             assert (await post(http, url, body))[0] == 200
         assert (await post(http, url, body, headers={"X-Vllm-Priority": "high"}))[0] == 400
+        # As in vLLM, the header overrides the body: a 0 there makes the body's 3 moot, and the other way
+        # round the header's 2 is what needs the priority policy (what a router sets wins over its client)
+        on_fcfs = f"{fcfs.urls[0]}/v1/chat/completions"
+        zero, two = {"X-Vllm-Priority": "0"}, {"X-Vllm-Priority": "2"}
+        assert (await post(http, on_fcfs, {**body, "priority": 3}, headers=zero))[0] == 200
+        assert (await post(http, on_fcfs, {**body, "priority": 0}, headers=two))[0] == 400
     finally:
         await fcfs.close()
         await prio.close()
