@@ -150,14 +150,7 @@ async def failed(call: Call, replica: str, reason: str, cause: str, *, replica_d
     opened = note_failure(call, replica, reason, cause)
     what = "marked down" if replica_down or opened else "failed a call"
     if call.failures > call.config.max_retries:
-        log.warning(
-            "replica %s %s: call %s %s",
-            replica,
-            what,
-            call.info.request_id,
-            reason,
-            extra=log_context(call, replica),
-        )
+        _log_failed(call, replica, what, reason, "")
         if replica_down:
             gate.apply(core.replica_stats(down_stats(replica)))
         raise ProxyError(502, f"replica failed: {reason}", code="upstream_error")
@@ -167,16 +160,21 @@ async def failed(call: Call, replica: str, reason: str, cause: str, *, replica_d
     retried = isinstance(decision, Dispatch)  # else no other replica is left: counted as no retry
     if retried:
         call.metrics.retries.inc()
+    then = "; retrying on another replica" if retried else "; no other replica left to retry on"
+    _log_failed(call, replica, what, reason, then)
+    return decision
+
+
+def _log_failed(call: Call, replica: str, what: str, reason: str, then: str) -> None:
     log.warning(
-        "replica %s %s: call %s %s; %s",
+        "replica %s %s: call %s %s%s",
         replica,
         what,
         call.info.request_id,
         reason,
-        "retrying on another replica" if retried else "no other replica left to retry on",
+        then,
         extra=log_context(call, replica),
     )
-    return decision
 
 
 def no_replica_left(call: Call, decision: Reject) -> None:

@@ -38,7 +38,7 @@ def _is_ip(host: str) -> bool:
 def replica_url_problem(url: str) -> str | None:
     """Why `url` cannot name a replica, or None. The proxy appends the API's paths to it (a path prefix is
     fine) and connects to its host and port, so it needs both, and no user info, query or fragment."""
-    if not url.startswith(("http://", "https://")) or not _URL_CHARS.fullmatch(url) or len(url) > 2048:
+    if len(url) > 2048 or not url.startswith(("http://", "https://")) or not _URL_CHARS.fullmatch(url):
         return "is not an http(s) URL (RFC 3986: printable ASCII, no spaces, quotes or angle brackets)"
     try:
         parts = urlsplit(url)

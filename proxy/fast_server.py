@@ -361,7 +361,7 @@ class _ClientConnection(asyncio.Protocol):
         for name, value in self._headers:
             lowered = name.lower()
             if lowered == "content-length" and value.strip().isdigit() and int(value) > limit:
-                self._refuse(413, f"request body over the proxy's limit of {limit} bytes", whole_head=True)
+                self._refuse_too_large()
                 return
             if lowered == "content-encoding" and compressed_body(value):
                 self._refuse(415, COMPRESSED_BODY, "unsupported_content_encoding", whole_head=True)
@@ -384,8 +384,7 @@ class _ClientConnection(asyncio.Protocol):
             return
         self._size += len(body)
         if self._size > self.server.max_body_bytes:
-            limit = self.server.max_body_bytes
-            self._refuse(413, f"request body over the proxy's limit of {limit} bytes", whole_head=True)
+            self._refuse_too_large()
             return
         self._body.append(body)
 
@@ -395,9 +394,8 @@ class _ClientConnection(asyncio.Protocol):
         if self._refused:
             return
         parser = self.parser
-        method = parser.get_method()
         request = _Request(
-            _METHODS.get(method) or method.decode("latin-1"),
+            _method_name(parser.get_method()),
             b"".join(self._url).decode("latin-1"),
             self._headers,
             b"".join(self._body),
@@ -407,6 +405,10 @@ class _ClientConnection(asyncio.Protocol):
         self.queue.append(request)  # served once the parser returns (`data_received`)
 
     # -- serving ------------------------------------------------------------------------------------
+
+    def _refuse_too_large(self) -> None:
+        limit = self.server.max_body_bytes
+        self._refuse(413, f"request body over the proxy's limit of {limit} bytes", whole_head=True)
 
     def _refuse(self, status: int, message: str, code: str = "", whole_head: bool = False) -> None:
         """Queues a refusal that closes the connection; reads no more from it. `whole_head`: the request line
@@ -423,9 +425,7 @@ class _ClientConnection(asyncio.Protocol):
         refusal = ProxyError(status, message, code=code)
         method, url = "-", "-"
         if whole_head:
-            raw_method = self.parser.get_method()
-            method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
-            url = b"".join(self._url).decode("latin-1")
+            method, url = _method_name(self.parser.get_method()), b"".join(self._url).decode("latin-1")
         self.queue.append(_Request(method, url, [], b"", False, "1.1", refused=refusal))
 
     def send(self, data: bytes, at_once: bool = False) -> None:
@@ -703,6 +703,10 @@ class _MessageEnds:
 
     def on_message_complete(self) -> None:
         self.count += 1
+
+
+def _method_name(raw: bytes) -> str:
+    return _METHODS.get(raw) or raw.decode("latin-1")
 
 
 UNKNOWN_TRANSFER_CODING = "transfer codings other than chunked are not supported: send the body without one"

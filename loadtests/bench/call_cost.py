@@ -105,10 +105,16 @@ REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
 
 def request_bytes(stream: bool, kind: str = "plain") -> bytes:
     fields, session = REQUESTS[kind]
-    body = json.dumps({**fields, "stream": stream}, separators=(",", ":")).encode()
+    return chat_request({**fields, "stream": stream}, session)
+
+
+def chat_request(fields: dict[str, Any], header_lines: str = "") -> bytes:
+    """A chat completions request's bytes: `fields` as its JSON body, `header_lines` ("Name: value\\r\\n"
+    each) among its headers."""
+    body = json.dumps(fields, separators=(",", ":")).encode()
     head = (
         "POST /v1/chat/completions HTTP/1.1\r\nHost: saga\r\nUser-Agent: bench\r\n"
-        f"Content-Type: application/json\r\n{session}Content-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\n{header_lines}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 

@@ -25,6 +25,7 @@ from loadtests.bench.call_cost import (
     _AGENT_TOOLS,
     _ANSWER,
     answer_segments,
+    chat_request,
     harness_like_serve,
     run_on_uvloop,
 )
@@ -41,13 +42,8 @@ def request(session: str | None, task: int, turn: int, tool_lines: int) -> bytes
         messages.append(
             {"role": "user", "content": f"tool output {task}/{t}:\n" + "a line of output\n" * tool_lines}
         )
-    body = json.dumps({"model": "m", "messages": messages, "tools": _AGENT_TOOLS[:4]}, separators=(",", ":"))
     named = f"X-Session-Id: {session}\r\n" if session else ""
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: saga\r\nContent-Type: application/json\r\n"
-        f"{named}Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body.encode()
+    return chat_request({"model": "m", "messages": messages, "tools": _AGENT_TOOLS[:4]}, named)
 
 
 async def measure(policy: str, sessions: int, calls: int, tool_lines: int, anonymous: bool) -> dict[str, Any]:
