@@ -402,6 +402,9 @@ class _ClientConnection(asyncio.Protocol):
             parser.should_keep_alive(),  # only valid here
             parser.get_http_version(),
         )
+        # The request owns what was read: a connection kept alive between calls holds none of it (an agent's
+        # body of hundreds of kB, in chunks beside its joined copy, stayed until the next request began).
+        self._reset_message()
         self.queue.append(request)  # served once the parser returns (`data_received`)
 
     # -- serving ------------------------------------------------------------------------------------

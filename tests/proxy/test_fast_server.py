@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 from urllib.parse import urlsplit
 
@@ -119,6 +120,23 @@ async def test_chunked_bodies_and_expect_continue_are_served() -> None:
         writer.close()
     assert interim.startswith(b"HTTP/1.1 100 Continue")
     assert answers[0].status == 200 and b'"content":"hi"' in answers[0].body
+
+
+async def test_a_kept_alive_connection_holds_nothing_of_a_request_it_answered() -> None:
+    """Between calls a connection keeps no part of the last request (an agent's body of hundreds of kB, read
+    in chunks: before, the chunks stayed on the connection until its next request began)."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        half = len(CALL) // 2
+        chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, CALL[:half], len(CALL) - half, CALL[half:])
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(chunked)
+        answers = await _read_answers(reader, 1)
+        open_connections = [c for c in gc.get_objects() if type(c).__name__ == "_ClientConnection"]
+        held = [(c._url, c._headers, c._body) for c in open_connections if c.transport is not None]
+        writer.close()
+    assert answers[0].status == 200
+    assert held == [([], [], [])]
 
 
 async def test_an_http_1_0_stream_ends_with_the_connection() -> None:
