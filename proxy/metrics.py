@@ -181,6 +181,12 @@ class ProxyMetrics(Collector):
         yield GaugeMetricFamily(
             "saga_queue_depth", "Calls held in the proxy's queue", snapshot.get("queued", 0)
         )
+        if core.admission is not None:
+            yield CounterMetricFamily(
+                "saga_admitted_past_max_wait",
+                "New workflows admitted where no replica had room, after waiting admission.max_wait_s",
+                core.admission.admitted_overdue,
+            )
         yield GaugeMetricFamily("saga_in_flight", "Calls dispatched and not finished", len(core.in_flight))
         yield GaugeMetricFamily("saga_sessions", "Live sessions the scheduler tracks", len(core.sessions))
         in_flight = GaugeMetricFamily("saga_replica_in_flight", "Calls in flight", labels=["replica"])

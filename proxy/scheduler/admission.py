@@ -24,6 +24,9 @@ Contract:
   capacity) x that gap; otherwise the reservation lapses at once and `finished` answers True (the core
   lets the retention go too). The re-prefill's cost is learned from the calls' first tokens
   (`prefill_seen`); until it is, every workflow holds.
+- Waiting is bounded in time by `max_wait_s` (None: no bound): `take_overdue` hands out, oldest first, the
+  waiting calls that waited that long, for the core to admit where placement sends them, room or not
+  (`admit_overdue`; out of the fair order, so their tenants are not charged for them).
 - Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
   the lapse heap holds about one wake-up per admitted workflow, at most two (plus 64: compacted on the call
   path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
 from mypy_extensions import mypyc_attr
@@ -108,6 +111,10 @@ class WorkflowAdmission:
         self._waiting_per_session: dict[str, int] = {}
         # model -> calls waiting that name it: with one model (the usual fleet) nothing waits behind another
         self.waiting_models: dict[str, int] = {}
+        # (when it began waiting, request id) in arrival order, only with `max_wait_s`: entries of calls no
+        # longer waiting are dropped when they reach the front (at most the calls of the last `max_wait_s`)
+        self._arrivals: deque[tuple[float, str]] = deque()
+        self.admitted_overdue = 0
         # Wake-ups (at, seq, session): a heap, a workflow's at or before its `quiet_at` (about one a workflow:
         # a finish that holds longer pushes none); at most 2 x workflows + slack entries (compacted)
         self._lapses: list[tuple[float, int, str]] = []
@@ -144,6 +151,8 @@ class WorkflowAdmission:
         if rank is None:
             rank = self.rank_of_new(req, now)
         self.waiting.push(req.request_id, req, tenant=req.tenant_id, cost=1.0, remaining=rank, now=now)
+        if self.spec.max_wait_s is not None:
+            self._arrivals.append((now, req.request_id))
         self._waiting_per_session[req.session_id] = self._waiting_per_session.get(req.session_id, 0) + 1
         self.waiting_models[req.model] = self.waiting_models.get(req.model, 0) + 1
         return True
@@ -165,6 +174,28 @@ class WorkflowAdmission:
         left = self.waiting_models.pop(req.model) - 1
         if left:
             self.waiting_models[req.model] = left
+
+    def take_overdue(self, now: float) -> RequestInfo | None:
+        """The longest-waiting call that has waited `max_wait_s` or more, taken out of the waiting calls
+        (None when there is none, or no bound); the core admits it with `admit_overdue`."""
+        limit = self.spec.max_wait_s
+        if limit is None:
+            return None
+        arrivals, waiting = self._arrivals, self.waiting
+        while arrivals and arrivals[0][0] + limit <= now:
+            request_id = arrivals.popleft()[1]
+            req = waiting.remove(request_id) if request_id in waiting else None
+            if req is not None:
+                self._unwait(req)
+                return req
+        return None
+
+    def admit_overdue(self, req: RequestInfo, replica_id: ReplicaId) -> None:
+        """Admit a call `take_overdue` handed out on `replica_id`, room or not: a new workflow is bound
+        there and reserves its footprint, as `admit` binds."""
+        self.admitted_overdue += 1
+        if req.session_id not in self.workflows:
+            self._bind(req, replica_id)
 
     def footprint_of_new(self, req: RequestInfo) -> int:
         growth = self._growth.get(req.agent_type, self.predictor.config.priors.growth_tokens)
@@ -387,6 +418,7 @@ class WorkflowAdmission:
             "admitted": self.admitted,
             "lapsed": self.lapsed,
             "let_go": self.let_go,
+            "admitted_overdue": self.admitted_overdue,
             # this worker's own (the other workers' are theirs to report)
             "reserved_tokens": {r: t - foreign.get(r, 0) for r, t in self.reserved.items()},
             **({"foreign_reserved_tokens": dict(foreign)} if foreign else {}),

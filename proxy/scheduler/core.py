@@ -579,7 +579,7 @@ class SchedulerCore:
         if not len(admission.waiting):
             return []
         now = self.clock()
-        decisions: list[Decision] = []
+        decisions = self._admit_overdue(now) if admission.spec.max_wait_s is not None else []
         while (head := admission.peek(now)) is not None:
             admitted = self._admit_one(head, now)
             if admitted is None:
@@ -587,6 +587,26 @@ class SchedulerCore:
                     decisions += self._admit_other_models(head.model, now)
                 break
             decisions += admitted
+        return decisions
+
+    def _admit_overdue(self, now: float) -> list[Decision]:
+        """Admit the calls that waited `max_wait_s` for room where placement sends them among the healthy
+        replicas, room or not (none healthy: refused, as a new call is)."""
+        assert self.admission is not None
+        admission = self.admission
+        decisions: list[Decision] = []
+        while (req := admission.take_overdue(now)) is not None:
+            if admission.is_admitted(req.session_id):  # its workflow was admitted meanwhile
+                decisions += self._proceed(req, set())
+                continue
+            healthy = [r for r in self.replicas.values() if r.healthy]
+            replica_id = self.policy.route(req, healthy) if healthy else None
+            if replica_id is None:
+                self.predictor.call_failed(req.session_id)
+                decisions.append(Reject(req.request_id, "no healthy replica", status=503))
+                continue
+            admission.admit_overdue(req, replica_id)
+            decisions += self._proceed(req, set(), replica_id)
         return decisions
 
     def _admit_one(self, req: RequestInfo, now: float) -> list[Decision] | None:

@@ -23,6 +23,10 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_hold_s: float = 120.0
     quiet_gap_s: float = 60.0  # a predicted median return gap this long is a person's think time: lapse now
     max_waiting: int = 10_000
+    # A new workflow that waited this long for KV is admitted where placement sends it, room or not (None:
+    # it waits for room however long that takes). Clients give up on a call after their own timeout (the
+    # OpenAI SDK's default is 600 s); a fleet that lost half its replicas must not hold first calls past it.
+    max_wait_s: float | None = 300.0
     max_agent_types: int = 256
     # Which waiting workflow a tenant gets admitted first: "arrival" (first come), or "least-work" (the
     # earliest arrival + expected service of its agent type, learned by the predictor: short work overtakes
@@ -55,6 +59,7 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "max_hold_s": self.max_hold_s > 0,
             "quiet_gap_s": self.quiet_gap_s > 0,
             "max_waiting": self.max_waiting >= 1,
+            "max_wait_s": self.max_wait_s is None or self.max_wait_s > 0,
             "max_agent_types": self.max_agent_types >= 1,
             "hold_price": self.hold_price is None or self.hold_price > 0,
             "price_max_gap_s": self.price_max_gap_s > 0,

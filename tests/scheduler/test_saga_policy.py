@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.metrics import ProxyMetrics
 from proxy.scheduler import (
     ConfigError,
     Decision,
@@ -141,6 +142,61 @@ def test_a_full_admission_queue_answers_429_and_no_healthy_replica_503() -> None
     core.replica_stats(ReplicaStats("r0", healthy=False))
     (down,) = core.request_arrived(call("w4"))
     assert isinstance(down, Reject) and down.status == 503
+
+
+def test_a_workflow_that_waited_max_wait_s_is_admitted_room_or_not_oldest_first() -> None:
+    spec = saga_spec(admission=AdmissionSpec(max_wait_s=30.0))
+    core, clock = make_core(replicas=2, spec=spec)
+    assert core.admission is not None
+    for r in ("r0", "r1"):  # both replicas full: every new workflow waits
+        only_dispatch(core.request_arrived(call(f"big-{r}", prompt_tokens=10 * CAPACITY)))
+    first, second = call("first"), call("second")
+    assert core.request_arrived(first) == []
+    clock.now = 10.0
+    assert core.request_arrived(second) == []
+    clock.now = 29.9
+    assert core.tick() == []  # not yet: both still wait
+    clock.now = 30.0
+    (admitted,) = core.tick()
+    assert isinstance(admitted, Dispatch) and admitted.request_id == first.request_id
+    assert core.admission.is_admitted("first") and core.admission.is_waiting("second")
+    assert core.admission.reserved[admitted.replica_id] > 10 * CAPACITY  # it reserves its footprint there
+    clock.now = 45.0  # a new workflow's arrival admits what is overdue too, not only the housekeeping tick
+    third = call("third")
+    assert [d.request_id for d in core.request_arrived(third)] == [second.request_id]
+    assert core.admission.is_waiting("third")
+    assert core.admission.snapshot()["admitted_overdue"] == 2
+    scrape = ProxyMetrics().response(core).body
+    assert isinstance(scrape, bytes) and b"\nsaga_admitted_past_max_wait_total 2.0\n" in scrape
+
+
+def test_without_max_wait_s_a_workflow_waits_for_room_however_long() -> None:
+    assert AdmissionSpec().max_wait_s == 300.0  # the default bound
+    core, clock = make_core(replicas=1, spec=saga_spec(admission=AdmissionSpec(max_wait_s=None)))
+    assert core.admission is not None
+    only_dispatch(core.request_arrived(call("big", prompt_tokens=10 * CAPACITY)))
+    assert core.request_arrived(call("w")) == []
+    clock.now = 100_000.0
+    assert core.tick() == [] and core.admission.is_waiting("w")
+
+
+def test_an_overdue_call_with_no_healthy_replica_is_refused_and_a_withdrawn_one_is_skipped() -> None:
+    core, clock = make_core(replicas=1, spec=saga_spec(admission=AdmissionSpec(max_wait_s=5.0)))
+    assert core.admission is not None
+    only_dispatch(core.request_arrived(call("big", prompt_tokens=10 * CAPACITY)))
+    gone, stays = call("gone"), call("stays")
+    assert core.request_arrived(gone) == [] and core.request_arrived(stays) == []
+    assert core.request_cancelled(gone.request_id) == []
+    core.replica_stats(ReplicaStats("r0", healthy=False))
+    clock.now = 5.0
+    (refused,) = core.tick()
+    assert isinstance(refused, Reject) and refused.request_id == stays.request_id and refused.status == 503
+    assert not core.admission.is_waiting("stays") and not core.admission.is_admitted("stays")
+
+
+def test_max_wait_s_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_wait_s"):
+        AdmissionSpec(max_wait_s=0.0).validate()
 
 
 def test_a_waiting_call_whose_client_leaves_is_withdrawn_and_its_session_can_be_forgotten() -> None:
