@@ -357,9 +357,11 @@ class _ClientConnection(asyncio.Protocol):
         if self._refused:
             return
         limit = self.server.max_body_bytes
-        expects = False
+        expects = host = False
         for name, value in self._headers:
             lowered = name.lower()
+            if lowered == "host":
+                host = True
             if lowered == "content-length" and value.strip().isdigit() and int(value) > limit:
                 self._refuse_too_large()
                 return
@@ -371,6 +373,9 @@ class _ClientConnection(asyncio.Protocol):
                 return
             if lowered == "expect" and value.strip().lower() == "100-continue":
                 expects = True
+        if not host and self.parser.get_http_version() == "1.1":  # RFC 9112 3.2: a 400
+            self._refuse(400, "an HTTP/1.1 request must carry a Host header", whole_head=True)
+            return
         if expects:  # after the refusals: a body that would be refused is not asked for
             if self.queue or self._busy():
                 # an earlier answer is still going out: the interim answer would land inside it, so it goes
@@ -394,9 +399,12 @@ class _ClientConnection(asyncio.Protocol):
         if self._refused:
             return
         parser = self.parser
+        url = b"".join(self._url).decode("latin-1")
+        if url[:1] != "/" and "://" in url:  # absolute-form (RFC 9112 3.2.2): served as its origin-form
+            url = _origin_form(url)
         request = _Request(
             _method_name(parser.get_method()),
-            b"".join(self._url).decode("latin-1"),
+            url,
             self._headers,
             b"".join(self._body),
             parser.should_keep_alive(),  # only valid here
@@ -706,6 +714,12 @@ class _MessageEnds:
 
     def on_message_complete(self) -> None:
         self.count += 1
+
+
+def _origin_form(url: str) -> str:
+    """`http://host:port/path?query` -> `/path?query` (`/` when it names no path)."""
+    start = url.find("/", url.find("://") + 3)
+    return url[start:] if start >= 0 else "/" + url[len(url.split("?", 1)[0]) :]
 
 
 def _method_name(raw: bytes) -> str:

@@ -139,6 +139,33 @@ async def test_a_kept_alive_connection_holds_nothing_of_a_request_it_answered() 
     assert held == [([], [], [])]
 
 
+async def test_an_absolute_form_request_target_is_served_as_its_path() -> None:
+    """RFC 9112 3.2.2: a server must accept the absolute-form (`POST http://host/v1/...`), as a proxy's
+    client may send it; before, the fast server looked the whole URL up as a path and answered 404."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        call = _request("/v1/chat/completions", CALL).replace(b"POST /v1/", f"POST {url}/v1/".encode(), 1)
+        writer.write(call + f"GET {url}/v1/models?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        answers = await _read_answers(reader, 2)
+        writer.close()
+    assert [a.status for a in answers] == [200, 200]
+    assert json.loads(answers[0].body)["choices"][0]["message"]["content"] == "hi"
+    assert [m["id"] for m in json.loads(answers[1].body)["data"]] == ["fake"]  # handed to the aiohttp app
+    assert replica.calls == 1
+
+
+async def test_an_http_1_0_request_needs_no_host() -> None:
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        body = CALL
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert raw.startswith(b"HTTP/1.1 200") and b'"content":"hi"' in raw
+
+
 async def test_an_http_1_0_stream_ends_with_the_connection() -> None:
     async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
         reader, writer = await _connect(url)
@@ -156,8 +183,9 @@ async def test_an_http_1_0_stream_ends_with_the_connection() -> None:
         (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413),
         (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 400),
         (b"NOT HTTP AT ALL\x00\r\n\r\n", 400),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400),  # RFC 9112 3.2
     ],
-    ids=["declared-too-big", "header-too-long", "garbage"],
+    ids=["declared-too-big", "header-too-long", "garbage", "http-1.1-without-host"],
 )
 async def test_the_http_layers_refusals_are_openai_errors_that_close(raw: bytes, status: int) -> None:
     async with fake_replica() as replica, running_proxy(config([replica.url], max_body_bytes=1000)) as url:
