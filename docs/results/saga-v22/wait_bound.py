@@ -5,8 +5,9 @@ experiment, not a policy):
 
 VARIANT: `saga` (since this experiment the preset bounds the wait at 300 s), `wnone` (the preset without a
 bound: what `saga` was when the experiment ran) or `wN` (the preset with `max_wait_s` N seconds). Prints, for
-each bound, how many first calls were admitted past it (room or not). Run it with SAGA_PURE_PYTHON=1 (the
-count wraps a method of the admission). The loops over cells: run_cells.sh and grid_cells.py beside it.
+each variant, how many first calls waited in admission at all and how many were admitted past the bound (room
+or not). Run it with SAGA_PURE_PYTHON=1 (the counts wrap methods of the admission). The sweep's cells:
+grid_cells.py beside it; the nine declared cells: the loop in README.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ BOUNDS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 VARIANTS = {f"w{b:g}": {"admission": msgspec.structs.replace(ADMISSION, max_wait_s=b)} for b in BOUNDS}
 VARIANTS["wnone"] = {"admission": msgspec.structs.replace(ADMISSION, max_wait_s=None)}
 OVERDUE: Counter[float | None] = Counter()
+WAITED: Counter[float | None] = Counter()
 _admit_overdue = admission.WorkflowAdmission.admit_overdue
+_wait = admission.WorkflowAdmission.wait
 
 
 def _counted(self: admission.WorkflowAdmission, req: object, replica_id: str) -> None:
@@ -34,8 +37,17 @@ def _counted(self: admission.WorkflowAdmission, req: object, replica_id: str) ->
     _admit_overdue(self, req, replica_id)  # type: ignore[arg-type]
 
 
+def _counted_wait(
+    self: admission.WorkflowAdmission, req: object, now: float, rank: float | None = None
+) -> bool:
+    WAITED[self.spec.max_wait_s] += 1
+    return _wait(self, req, now, rank)  # type: ignore[arg-type]
+
+
 if __name__ == "__main__":
     admission.WorkflowAdmission.admit_overdue = _counted  # type: ignore[method-assign]
+    admission.WorkflowAdmission.wait = _counted_wait  # type: ignore[method-assign]
     code = run(VARIANTS, sys.argv[1:])
-    print("admitted past the bound:", {f"w{b:g}": OVERDUE[b] for b in BOUNDS if f"w{b:g}" in sys.argv})
+    print("waited for KV, by max_wait_s:", dict(WAITED))
+    print("admitted past the bound, by max_wait_s:", dict(OVERDUE))
     sys.exit(code)
