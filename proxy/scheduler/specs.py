@@ -8,6 +8,7 @@ modules.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import msgspec
@@ -59,7 +60,8 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "max_hold_s": self.max_hold_s > 0,
             "quiet_gap_s": self.quiet_gap_s > 0,
             "max_waiting": self.max_waiting >= 1,
-            "max_wait_s": self.max_wait_s is None or self.max_wait_s > 0,
+            # finite: an infinite bound would keep every waiting call's entry in the arrivals queue forever
+            "max_wait_s": self.max_wait_s is None or 0 < self.max_wait_s < math.inf,
             "max_agent_types": self.max_agent_types >= 1,
             "hold_price": self.hold_price is None or self.hold_price > 0,
             "price_max_gap_s": self.price_max_gap_s > 0,

@@ -136,7 +136,7 @@ async def test_a_kept_alive_connection_holds_nothing_of_a_request_it_answered() 
         held = [(c._url, c._headers, c._body) for c in open_connections if c.transport is not None]
         writer.close()
     assert answers[0].status == 200
-    assert held == [([], [], [])]
+    assert held and all(parts == ([], [], []) for parts in held)  # other tests' connections may linger here
 
 
 async def test_an_absolute_form_request_target_is_served_as_its_path() -> None:

@@ -194,9 +194,10 @@ def test_an_overdue_call_with_no_healthy_replica_is_refused_and_a_withdrawn_one_
     assert not core.admission.is_waiting("stays") and not core.admission.is_admitted("stays")
 
 
-def test_max_wait_s_must_be_positive() -> None:
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
+def test_max_wait_s_must_be_positive_and_finite(bad: float) -> None:
     with pytest.raises(ConfigError, match="max_wait_s"):
-        AdmissionSpec(max_wait_s=0.0).validate()
+        AdmissionSpec(max_wait_s=bad).validate()
 
 
 def test_a_waiting_call_whose_client_leaves_is_withdrawn_and_its_session_can_be_forgotten() -> None:
