@@ -29,8 +29,8 @@ from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, Identity, SeenMessages, StreamOptions
 from proxy.directives import asks_for_retention, lacks_of, without_client_retention
-from proxy.errors import ProxyError
-from proxy.identity import IdentityError, decode_call, identify, scheduled_session_id
+from proxy.errors import ProxyError, meet_expectation
+from proxy.identity import IdentityError, check_id, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
 from proxy.kv_residency import KvResidency
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
@@ -197,6 +197,11 @@ def _prepared(
     if isinstance(xargs, dict) and asks_for_retention(xargs):  # rare: only the scheduler asks for retention
         body = without_client_retention(body)
     previous = fields.previous_response_id
+    if previous:  # it is looked up, and would be quoted back in a 404: an identity value's rules
+        try:
+            check_id("previous_response_id", previous)
+        except IdentityError as e:
+            raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None and previous and shared.chains.foreign_response(previous, tenant):
         # another tenant's response: its replica would continue that conversation for this caller
         raise ProxyError(
@@ -260,4 +265,4 @@ def add_routes(app: web.Application) -> None:
     app[SHARED] = CallShared(app)
     app[LOOKUP_STATE] = LookupState()
     for path in CALL_ROUTES:
-        app.router.add_post(path, proxy_call)
+        app.router.add_post(path, proxy_call, expect_handler=meet_expectation)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from aiohttp import web, web_protocol, web_server
+from aiohttp import HttpVersion11, web, web_protocol, web_server
 from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
@@ -35,6 +35,28 @@ def compressed_body(encoding: str) -> bool:
     return encoding.strip().lower() not in ("", "identity")
 
 
+# An `Expect` other than 100-continue in an HTTP/1.1 request: a 417 on both servers (RFC 9110 10.1.1).
+UNKNOWN_EXPECTATION = "the only expectation the proxy meets is Expect: 100-continue"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def meet_expectation(request: web.Request) -> web.StreamResponse | None:
+    """Every route's `expect_handler` on the aiohttp server: aiohttp's own answers an unknown `Expect` in
+    text/plain, quoting the value back, and before any middleware could reshape it."""
+    if request.version != HttpVersion11:  # an HTTP/1.0 expectation is ignored
+        return None
+    if request.headers.get("Expect", "").strip().lower() == "100-continue":
+        await request.writer.write(_CONTINUE)
+        request.writer.output_size = 0  # the interim answer is not the answer's start
+        return None
+    _count(request, "unsupported_expectation")
+    refusal = error_response(
+        ProxyError(417, UNKNOWN_EXPECTATION, code="unsupported_expectation"), request.path
+    )
+    refusal.force_close()  # the body is left unread
+    return refusal
+
+
 # The `type` OpenAI's clients map each status to.
 _TYPES = {
     400: "invalid_request_error",
@@ -44,6 +66,7 @@ _TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
+    417: "invalid_request_error",
     429: "rate_limit_error",
     431: "invalid_request_error",
     501: "invalid_request_error",

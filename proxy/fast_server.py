@@ -58,7 +58,7 @@ from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CHAIN_OWNERS, CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
 from proxy.data_structs import SeenMessages
-from proxy.errors import COMPRESSED_BODY, ProxyError, compressed_body
+from proxy.errors import COMPRESSED_BODY, UNKNOWN_EXPECTATION, ProxyError, compressed_body
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
@@ -70,6 +70,7 @@ access_log = logging.getLogger("saga.access")
 
 MAX_FIELD_BYTES = 8190  # one header line, as aiohttp allows
 MAX_HEAD_BYTES = 64 * 1024  # all header lines of one request
+MAX_HEADERS = 128  # header lines of one request, as aiohttp's server allows (it answers more with a 400)
 KEEP_ALIVE_S = 75.0  # an idle keep-alive connection, or one sending a request this slowly, is closed
 _FAST_PATHS = frozenset(CALL_ROUTES)
 _KNOWN_OWNERS = 4096  # session keys whose owner is kept (forgotten all at once past it)
@@ -344,6 +345,9 @@ class _ClientConnection(asyncio.Protocol):
         size = len(name) + len(value)
         self._head_size += size
         if name:
+            if len(self._headers) >= MAX_HEADERS:
+                self._refuse(431, f"more than {MAX_HEADERS} header fields", "too_many_headers")
+                return
             self._field_size = size
             self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
         else:  # a header value continued in another data chunk
@@ -357,7 +361,7 @@ class _ClientConnection(asyncio.Protocol):
         if self._refused:
             return
         limit = self.server.max_body_bytes
-        expects = host = False
+        expects = host = unknown_expectation = False
         for name, value in self._headers:
             lowered = name.lower()
             if lowered == "host":
@@ -371,10 +375,18 @@ class _ClientConnection(asyncio.Protocol):
             if lowered == "transfer-encoding" and _coded_transfer(value):  # RFC 9112 6.1: a 501
                 self._refuse(501, UNKNOWN_TRANSFER_CODING, "unsupported_transfer_encoding", whole_head=True)
                 return
-            if lowered == "expect" and value.strip().lower() == "100-continue":
-                expects = True
-        if not host and self.parser.get_http_version() == "1.1":  # RFC 9112 3.2: a 400
+            if lowered == "expect":
+                if value.strip().lower() == "100-continue":
+                    expects = True
+                else:
+                    unknown_expectation = True
+        if self.parser.get_http_version() != "1.1":  # RFC 9110 10.1.1: HTTP/1.0 expectations are ignored
+            expects = False
+        elif not host:  # RFC 9112 3.2: a 400
             self._refuse(400, "an HTTP/1.1 request must carry a Host header", whole_head=True)
+            return
+        elif unknown_expectation:  # RFC 9110 10.1.1: a 417, as aiohttp's server answers it
+            self._refuse(417, UNKNOWN_EXPECTATION, "unsupported_expectation", whole_head=True)
             return
         if expects:  # after the refusals: a body that would be refused is not asked for
             if self.queue or self._busy():
@@ -498,7 +510,7 @@ class _ClientConnection(asyncio.Protocol):
                         self._pass_to(owner)
                         return
                     if owner >= 0:
-                        self.server.begin_relay(owner, request, downstream, self.peer, path, tenant)
+                        self.server.begin_relay(owner, request, downstream, path, tenant)
                         return
                     app = self.server.app
                     begin_call(
@@ -674,7 +686,7 @@ class _ClientConnection(asyncio.Protocol):
             log.info("refused a request from %s: %s", self.peer, request.refused.message)
             self._answer_error(downstream, request.refused)
             return
-        await self.server.hand_off(request, downstream, self.peer)
+        await self.server.hand_off(request, downstream)
 
     def _answer_error(self, downstream: _Downstream, err: ProxyError) -> None:
         self.server.metrics_errors(err.code or f"http_{err.status}")
@@ -798,7 +810,9 @@ def _nothing() -> None:
 
 _NO_HEADERS: dict[str, str] = {}
 _ANSWER_DROPPED = forward.dropped_with(())
-_RELAY_DROPPED = forward.dropped_with(("X-Forwarded-For",))
+# A call relayed or handed to another worker keeps the client's headers as sent (its X-Forwarded-For too),
+# so a replica sees the same headers whichever worker served the call; LOCAL_HEADER is other workers' only.
+_HANDED_OFF_DROPPED = forward.dropped_with((LOCAL_HEADER,))
 # A relayed call's first byte and answer size are the owner's to limit (it may queue the call a long while).
 _NO_FIRST_BYTE_LIMIT_S = 365 * 86400.0
 _NO_ANSWER_LIMIT = 1 << 62
@@ -815,12 +829,11 @@ class _RelayedCall:
         owner: int,
         request: _Request,
         downstream: _Downstream,
-        peer: str,
         path: str,
         tenant: str | None,
     ) -> None:
         self.server, self.owner, self.request, self.downstream = server, owner, request, downstream
-        self.peer, self.path, self.tenant = peer, path, tenant
+        self.path, self.tenant = path, tenant
 
     def takes_over(self, status: int) -> bool:
         return False  # every status is the owner's answer
@@ -846,7 +859,7 @@ class _RelayedCall:
         some of the answer is an owner that cannot be reached, as `relay_call` takes a `ConnectFailed`."""
         server, downstream = self.server, self.downstream
         if failure is None:
-            work = server.relay_call(self.owner, self.request, downstream, self.peer, self.path, self.tenant)
+            work = server.relay_call(self.owner, self.request, downstream, self.path, self.tenant)
         else:
             work = server.serve_here(self.owner, failure, self.request, downstream, self.path, self.tenant)
         downstream.hand_over(work, _nothing)
@@ -936,18 +949,18 @@ class FastServer:
         self.calls_server = await loop.create_unix_server(lambda: _ClientConnection(self, relayed=True), path)
 
     def begin_relay(
-        self, owner: int, request: _Request, downstream: _Downstream, peer: str, path: str, tenant: str | None
+        self, owner: int, request: _Request, downstream: _Downstream, path: str, tenant: str | None
     ) -> None:
         """`relay_call` from the connections' callbacks when an idle connection to the owner is pooled
         (proxy/inline_relay.py): no task, future or coroutine per call; else in a task, as `relay_call`."""
         pool = self.relay_pool(owner)
-        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, _RELAY_DROPPED)
+        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _ANSWER_DROPPED)
         pooled = pool.send_pooled("http://saga" + request.url, request.body, headers)
         if pooled is None:
-            downstream.hand_over(self.relay_call(owner, request, downstream, peer, path, tenant), _nothing)
+            downstream.hand_over(self.relay_call(owner, request, downstream, path, tenant), _nothing)
             return
         key, conn = pooled
-        call = _RelayedCall(self, owner, request, downstream, peer, path, tenant)
+        call = _RelayedCall(self, owner, request, downstream, path, tenant)
         InlineRelay(
             call,
             downstream,
@@ -972,13 +985,13 @@ class FastServer:
         return pool
 
     async def relay_call(
-        self, owner: int, request: _Request, downstream: _Downstream, peer: str, path: str, tenant: str | None
+        self, owner: int, request: _Request, downstream: _Downstream, path: str, tenant: str | None
     ) -> None:
         """A call of `owner`'s session on a connection that moved once already: sent to the owner's fast
         server over its calls socket and the answer relayed (the owner applies every timeout upstream). If
         the owner cannot be reached, the call is served here (counted in `HandoffCounts.failed`)."""
         pool = self.relay_pool(owner)
-        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, _RELAY_DROPPED)
+        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _ANSWER_DROPPED)
         try:
             upstream = await pool.request("http://saga" + request.url, request.body, headers, 10.0)
         except ConnectFailed as e:
@@ -1003,12 +1016,11 @@ class FastServer:
             log.warning("cannot relay a call to worker %d (%s): serving its calls here", owner, failure)
         await serve_call(self.app, path, CIMultiDict(request.headers), request.body, tenant, downstream)
 
-    async def hand_off(self, request: _Request, downstream: _Downstream, peer: str) -> None:
+    async def hand_off(self, request: _Request, downstream: _Downstream) -> None:
         """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed.
 
         Without a client's `LOCAL_HEADER`: only another worker may ask a worker to answer for itself alone."""
-        dropped = forward.dropped_with(("X-Forwarded-For", LOCAL_HEADER))
-        headers = forward.forwarded_headers(request.headers, {"X-Forwarded-For": peer}, dropped)
+        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _HANDED_OFF_DROPPED)
         head_only = request.method == "HEAD"  # asked as GET: the relay must know the answer has a body
         try:
             upstream = await self.inner.request(

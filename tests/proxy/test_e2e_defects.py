@@ -87,6 +87,48 @@ async def test_bad_identity_values_are_a_400_and_release_their_accounting(
     assert replica.calls == 1 and ok == 200  # the bad call never reached the replica; the next one did
 
 
+@pytest.mark.parametrize("previous", ["resp_1\r\nX-Injected: yes", "r" * 1_000_000], ids=["crlf", "1mb"])
+async def test_a_bad_previous_response_id_is_a_400_that_quotes_nothing_back(
+    http: aiohttp.ClientSession, previous: str
+) -> None:
+    body = {"model": "fake", "input": "and then?", "previous_response_id": previous}
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        async with http.post(f"{url}/v1/responses", json=body) as r:
+            status, raw = r.status, await r.read()
+        state = await state_of(http, url)
+    assert status == 400
+    assert assert_openai_error(json.loads(raw))["param"] == "previous_response_id"
+    assert b"Injected" not in raw and b"rrrrrrrr" not in raw
+    assert state["in_flight"] == 0 and replica.calls == 0
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_an_unknown_expectation_is_a_417_in_the_openai_shape_on_every_route(
+    http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, server: str
+) -> None:
+    """aiohttp's own expectation check answered in text/plain, quoting the value, before any middleware."""
+    from proxy import server as proxy_server
+
+    monkeypatch.setattr(proxy_server, "server_kind", lambda config: server)
+    headers = {"Expect": "yyyy-please"}
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        answers = []
+        for method, path in [
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/models"),
+            ("GET", "/saga/v1/state"),
+        ]:
+            async with http.request(method, url + path, json={"messages": MESSAGES}, headers=headers) as r:
+                answers.append((path, r.status, r.content_type, await r.read()))
+        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
+            ok = r.status
+    for path, status, content_type, raw in answers:
+        assert (path, status, content_type) == (path, 417, "application/json")
+        assert assert_openai_error(json.loads(raw))["code"] == "unsupported_expectation"
+        assert b"yyyy" not in raw
+    assert replica.calls == 1 and ok == 200
+
+
 async def test_bad_identity_headers_are_a_400(http: aiohttp.ClientSession) -> None:
     async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
         headers = {"X-Session-ID": "x" * 5000}

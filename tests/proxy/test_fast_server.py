@@ -166,6 +166,21 @@ async def test_an_http_1_0_request_needs_no_host() -> None:
     assert raw.startswith(b"HTTP/1.1 200") and b'"content":"hi"' in raw
 
 
+async def test_an_http_1_0_expectation_is_ignored() -> None:
+    """RFC 9110 10.1.1: no interim 100 to an HTTP/1.0 client, and no 417 for one it would not understand."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        for expectation in (b"100-continue", b"something-else"):
+            reader, writer = await _connect(url)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.0\r\nExpect: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (expectation, len(CALL), CALL)
+            )
+            raw = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert raw.startswith(b"HTTP/1.1 200") and b"100 Continue" not in raw
+    assert replica.calls == 2
+
+
 async def test_an_http_1_0_stream_ends_with_the_connection() -> None:
     async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
         reader, writer = await _connect(url)
@@ -184,8 +199,20 @@ async def test_an_http_1_0_stream_ends_with_the_connection() -> None:
         (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 400),
         (b"NOT HTTP AT ALL\x00\r\n\r\n", 400),
         (b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400),  # RFC 9112 3.2
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + b"X-A: yyyy\r\n" * 200 + b"\r\n", 431),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: yyyy\r\nContent-Length: 2\r\n\r\n{}",
+            417,
+        ),
     ],
-    ids=["declared-too-big", "header-too-long", "garbage", "http-1.1-without-host"],
+    ids=[
+        "declared-too-big",
+        "header-too-long",
+        "garbage",
+        "http-1.1-without-host",
+        "too-many-headers",
+        "unknown-expectation",
+    ],
 )
 async def test_the_http_layers_refusals_are_openai_errors_that_close(raw: bytes, status: int) -> None:
     async with fake_replica() as replica, running_proxy(config([replica.url], max_body_bytes=1000)) as url:

@@ -448,6 +448,34 @@ async def test_a_connection_pooled_across_sessions_moves_once_then_relays(saga: 
         assert s not in scheduled[1 - owner_of(s, 2)]
 
 
+async def test_a_replica_sees_the_clients_headers_whichever_worker_served_the_call(tmp_path: Path) -> None:
+    """Calls read by one worker and relayed to the other (a pooled connection), or moved to it, reach the
+    replica with the client's X-Forwarded-For as sent, as a call served where it was read does (the relay
+    replaced it with the reading worker's peer address)."""
+    sessions = owned_by(0, 2, "forwarded") + owned_by(1, 2, "forwarded")
+    headers = {"X-Forwarded-For": "203.0.113.7"}
+    async with fake_replica() as replica:
+        workers = saga_workers(tmp_path, replicas=[replica.url])
+        saga = await asyncio.to_thread(workers.__enter__)  # the replica answers while the workers start
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+                for step in range(2):
+                    for s in sessions:
+                        body = chat(s, f"step {step}")
+                        async with http.post(
+                            f"{saga.url}/v1/chat/completions", json=body, headers=headers
+                        ) as r:
+                            assert r.status == 200, await r.text()
+            relayed = await relayed_by(saga, 0) + await relayed_by(saga, 1)
+        finally:
+            await asyncio.to_thread(workers.__exit__, None, None, None)
+    assert relayed > 0  # some calls did cross between the workers
+    assert len(replica.headers) == 2 * len(sessions)
+    for seen in replica.headers:
+        assert seen.get("X-Forwarded-For") == "203.0.113.7", seen
+        assert LOCAL_HEADER not in seen
+
+
 async def relayed_by(saga: Saga, index: int) -> float:
     """The calls worker `index` relayed to their owners (its own count, not gathered)."""
     connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
