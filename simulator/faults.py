@@ -32,6 +32,7 @@ import msgspec
 from aiohttp import web
 
 from simulator.driver import ReplicaDriver
+from simulator.http_common import read_body
 from simulator.openai_api import error_body
 
 FaultKind = Literal["none", "crash", "hang", "die_mid_stream", "slow", "error", "flap_health"]
@@ -193,7 +194,7 @@ async def get_fault(request: web.Request) -> web.Response:
 
 async def post_fault(request: web.Request) -> web.Response:
     try:
-        fault = msgspec.json.decode(await request.read(), type=Fault)
+        fault = msgspec.json.decode(await read_body(request), type=Fault)
         await request.app[FAULTS].set(fault, keep=request.protocol)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
         body = error_body(400, f"bad fault: {e}")

@@ -47,9 +47,29 @@ async def add_replica_header(request: web.Request, response: web.StreamResponse)
     response.headers["X-Replica"] = request.app[REPLICA].name
 
 
+class ClientGone(HttpError):
+    """The client's connection closed before its whole body was read: the answer goes nowhere (aiohttp
+    drops it quietly), and nothing is logged as a server error."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "the connection closed before the whole request body arrived")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body; ClientGone when its connection went away first. A handler that resumes after
+    its connection was cut (a crash fault while a hang held it) gets aiohttp's RuntimeError from the read,
+    which would otherwise log a traceback."""
+    try:
+        return await request.read()
+    except RuntimeError:
+        if request.transport is None:
+            raise ClientGone() from None
+        raise
+
+
 async def decode(request: web.Request, type_: type[T]) -> T:
     try:
-        return msgspec.json.decode(await request.read(), type=type_)
+        return msgspec.json.decode(await read_body(request), type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise HttpError(400, f"Invalid request body: {e}") from None
     except RecursionError:  # nesting past Python's limit in an untyped field (messages, system, tools)

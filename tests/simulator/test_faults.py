@@ -4,8 +4,10 @@ through the replica's admin API."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -204,3 +206,40 @@ async def test_bad_faults_are_refused(
 def _controller(fleet: ReplicaFleet) -> Any:
     runner = fleet._runners[0]
     return runner.app[FAULTS]
+
+
+def _held_calls(fleet: ReplicaFleet) -> list[str]:
+    server = fleet._runners[0].server
+    assert server is not None
+    requests = [connection._current_request for connection in server.connections]
+    return [r.path for r in requests if r is not None and r.path == "/v1/chat/completions"]
+
+
+async def test_a_call_held_by_a_hang_and_cut_by_a_crash_logs_no_error(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call whose body had not all arrived, held by `hang`, is cut by the `crash` that replaces it: the
+    handler resumes on a closed connection (aiohttp's body read raised RuntimeError, logged as a server
+    error with its traceback, seen in soaks)."""
+    caplog.set_level(logging.WARNING)
+    url = fleet.urls[0]
+    await set_fault(http, url, kind="hang")
+    address = urlsplit(url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"model"'
+    )
+    await writer.drain()
+    for _ in range(1000):  # a bounded wait for its handler to wait on the hang
+        if _held_calls(fleet):
+            break
+        await asyncio.sleep(0.01)
+    assert _held_calls(fleet)
+    await set_fault(http, url, kind="crash", duration_s=0.3)
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # cut, no answer
+    writer.close()
+    await asyncio.sleep(0.5)  # the crash ends; the replica listens again
+    status, _ = await chat(http, url)
+    assert status == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
