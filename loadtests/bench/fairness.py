@@ -148,6 +148,7 @@ def cluster_config(
         policy=args.policy,
         seed=args.seed,
         concurrency=args.batch_agents,
+        kv_scale=args.kv_scale,
         queue=queue,
         tenants=tenants,
     )
@@ -241,6 +242,12 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated of {CONTENDERS}")
     p.add_argument("--replicas", type=at_least(1), default=8)
     p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
+    p.add_argument(
+        "--kv-scale",
+        type=positive,
+        metavar="F",
+        help="KV capacity as a fraction of the profile's (tenants competing for KV, not only for compute)",
+    )
     p.add_argument("--policy", default="session-affinity")
     p.add_argument("--interactive-workload", choices=WORKLOADS, default="webarena")
     p.add_argument("--interactive-tasks", type=at_least(1), default=30)

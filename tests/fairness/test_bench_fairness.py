@@ -33,6 +33,26 @@ def test_bench_fairness_writes_per_tenant_results(tmp_path: Path) -> None:
             assert c.peak_spread_s <= c.spread_bound_s + 1e-9
 
 
+def test_kv_scale_puts_the_tenants_under_kv_pressure(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_fairness_parser(parser.add_subparsers(dest="bench_mode"))
+    slowdowns = {}
+    for scale in (None, 0.1):
+        out = tmp_path / f"fairness-{scale}.json"
+        argv = ["fairness", "--replicas", "1", "--interactive-tasks", "2", "--interactive-rate", "0.5",
+                "--batch-tasks", "6", "--batch-agents", "6", "--contenders", "none",
+                "--json", str(out)]  # fmt: skip
+        if scale is not None:
+            argv += ["--kv-scale", str(scale)]
+        assert run_fairness(parser.parse_args(argv)) == 0
+        report = msgspec.json.decode(out.read_bytes(), type=FairnessReport)
+        assert report.setup["kv_scale"] == scale
+        (none,) = report.contenders
+        assert all(t.failed == 0 for t in none.tenants)
+        slowdowns[scale] = none.tenants[1].slowdown_mean
+    assert slowdowns[0.1] > slowdowns[None]  # the batch agents' contexts no longer all fit
+
+
 def test_tenants_section_of_a_proxy_config_file(tmp_path: Path) -> None:
     import pytest
 
