@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.config import replica_url_problem
 from proxy.context import CORE, GATE, GUARDS, KV_RESIDENCY, METRICS, MODELS, REPLICA_CHANGES, down_stats
-from proxy.errors import ProxyError, meet_expectation
+from proxy.errors import ProxyError
 from proxy.metrics import merge_expositions
 from proxy.replica_changes import ChangeKind, ReplicaChangesError
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer, merge_replica_rows, sum_numbers
@@ -179,10 +179,10 @@ def replay_replica_changes(app: web.Application) -> set[str]:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/saga/v1/replicas", add_replica, expect_handler=meet_expectation)
-    app.router.add_post("/saga/v1/replicas/drain", drain_replica, expect_handler=meet_expectation)
-    app.router.add_post("/saga/v1/replicas/remove", remove_replica, expect_handler=meet_expectation)
-    app.router.add_get("/health", health, expect_handler=meet_expectation)
+    app.router.add_post("/saga/v1/replicas", add_replica)
+    app.router.add_post("/saga/v1/replicas/drain", drain_replica)
+    app.router.add_post("/saga/v1/replicas/remove", remove_replica)
+    app.router.add_get("/health", health)
     add_gathered_get(app, "/metrics", metrics_endpoint, merge_metrics)
     add_gathered_get(app, "/saga/v1/state", state, merge_state)
     add_gathered_get(app, "/saga/v1/replicas", replicas, merge_replicas)

@@ -29,7 +29,7 @@ from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, Identity, SeenMessages, StreamOptions
 from proxy.directives import asks_for_retention, lacks_of, without_client_retention
-from proxy.errors import ProxyError, meet_expectation
+from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
 from proxy.kv_residency import KvResidency
@@ -265,4 +265,4 @@ def add_routes(app: web.Application) -> None:
     app[SHARED] = CallShared(app)
     app[LOOKUP_STATE] = LookupState()
     for path in CALL_ROUTES:
-        app.router.add_post(path, proxy_call, expect_handler=meet_expectation)
+        app.router.add_post(path, proxy_call)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from aiohttp import HttpVersion11, web, web_protocol, web_server
+from aiohttp import web, web_protocol, web_server
 from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
@@ -37,24 +37,6 @@ def compressed_body(encoding: str) -> bool:
 
 # An `Expect` other than 100-continue in an HTTP/1.1 request: a 417 on both servers (RFC 9110 10.1.1).
 UNKNOWN_EXPECTATION = "the only expectation the proxy meets is Expect: 100-continue"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-async def meet_expectation(request: web.Request) -> web.StreamResponse | None:
-    """Every route's `expect_handler` on the aiohttp server: aiohttp's own answers an unknown `Expect` in
-    text/plain, quoting the value back, and before any middleware could reshape it."""
-    if request.version != HttpVersion11:  # an HTTP/1.0 expectation is ignored
-        return None
-    if request.headers.get("Expect", "").strip().lower() == "100-continue":
-        await request.writer.write(_CONTINUE)
-        request.writer.output_size = 0  # the interim answer is not the answer's start
-        return None
-    _count(request, "unsupported_expectation")
-    refusal = error_response(
-        ProxyError(417, UNKNOWN_EXPECTATION, code="unsupported_expectation"), request.path
-    )
-    refusal.force_close()  # the body is left unread
-    return refusal
 
 
 # The `type` OpenAI's clients map each status to.
@@ -248,9 +230,33 @@ class OpenAIErrorServer(web_server.Server):
 
 
 class OpenAIErrorAppRunner(web.AppRunner):
-    """`web.AppRunner` serving the app through `OpenAIErrorServer`."""
+    """`web.AppRunner` serving the app through `OpenAIErrorServer`, its refusals before routing reshaped."""
 
     async def _make_server(self) -> web_server.Server:
         server = await super()._make_server()
         server.__class__ = OpenAIErrorServer  # same state, our connection factory
+        server.request_handler = _refusals_before_middleware(server.request_handler)
         return server
+
+
+def _refusals_before_middleware(handler: Handler) -> Handler:
+    """The app's handler, with what aiohttp refuses before any middleware runs answered in the OpenAI shape:
+    its check of `Expect` (run for every route, an unknown one too) raises a 417 whose text/plain body
+    quotes the value back."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            _count(request, "unsupported_expectation" if e.status == 417 else f"http_{e.status}")
+            if e.status == 417:
+                error = ProxyError(417, UNKNOWN_EXPECTATION, code="unsupported_expectation")
+            else:
+                error = ProxyError(e.status, e.reason)
+            refusal = error_response(error, request.path)
+            refusal.force_close()  # the body is left unread
+            return refusal
+
+    return handle

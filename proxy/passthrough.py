@@ -28,7 +28,7 @@ from aiohttp import web
 
 from proxy import forward
 from proxy.context import CONFIG, CORE, METRICS, MODELS, POOL
-from proxy.errors import ProxyError, meet_expectation
+from proxy.errors import ProxyError
 from proxy.model_routing import for_model
 
 POOLING_ROUTES = (
@@ -154,4 +154,4 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app[BUSY] = {}
     for path in PASSTHROUGH_ROUTES:
-        app.router.add_post(path, passthrough, expect_handler=meet_expectation)
+        app.router.add_post(path, passthrough)

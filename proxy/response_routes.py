@@ -22,7 +22,7 @@ from aiohttp import web
 from proxy import forward
 from proxy.auth import TENANT
 from proxy.context import CHAINS, CONFIG, CORE, POOL, RESPONSE_OWNERS, WORKERS
-from proxy.errors import ProxyError, between_workers, meet_expectation
+from proxy.errors import ProxyError, between_workers
 from proxy.response_lookup import PLAUSIBLE_ID, find_holder
 from proxy.upstream_pool import ConnectFailed
 from proxy.worker_gather import GATHERER, forwarded_headers
@@ -107,7 +107,5 @@ def _other_owner(request: web.Request, response_id: str) -> int:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/responses/{response_id}", stored_response, expect_handler=meet_expectation)
-    app.router.add_post(
-        "/v1/responses/{response_id}/cancel", stored_response, expect_handler=meet_expectation
-    )
+    app.router.add_get("/v1/responses/{response_id}", stored_response)
+    app.router.add_post("/v1/responses/{response_id}/cancel", stored_response)

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.context import CHAINS, CORE, GATE, KV_RESIDENCY, METRICS
-from proxy.errors import ProxyError, meet_expectation
+from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer
 
@@ -118,7 +118,5 @@ def merge_queue(gathered: Gathered) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     add_gathered_get(app, "/saga/v1/sessions", list_sessions, merge_sessions)
-    app.router.add_post(
-        "/saga/v1/sessions/{session_id}/end", end_session_route, expect_handler=meet_expectation
-    )
+    app.router.add_post("/saga/v1/sessions/{session_id}/end", end_session_route)
     add_gathered_get(app, "/saga/v1/queue", queue, merge_queue)

@@ -31,7 +31,7 @@ from aiohttp.typedefs import Handler
 
 from proxy.auth import ADMIN_PREFIX
 from proxy.context import METRICS
-from proxy.errors import ProxyError, between_workers, error_body, meet_expectation
+from proxy.errors import ProxyError, between_workers, error_body
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 
 log = logging.getLogger("saga.workers")
@@ -131,7 +131,7 @@ def add_gathered_get(
 ) -> None:
     """A GET route that, with workers, answers for all of them: `merge` combines their 200 answers (this
     worker's first). A refusal here (4xx) is the answer, unless `any_worker`: then the others' answers."""
-    resource = app.router.add_get(path, handler, expect_handler=meet_expectation).resource
+    resource = app.router.add_get(path, handler).resource
     if ROUTES not in app:
         app[ROUTES] = {}
     if resource is not None:  # keyed as the request's route names it (a pattern's regex left out)

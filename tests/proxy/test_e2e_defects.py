@@ -117,11 +117,13 @@ async def test_an_unknown_expectation_is_a_417_in_the_openai_shape_on_every_rout
             ("POST", "/v1/chat/completions"),
             ("GET", "/v1/models"),
             ("GET", "/saga/v1/state"),
+            ("GET", "/nowhere"),  # no route
+            ("GET", "/v1/chat/completions"),  # not its method
         ]:
             async with http.request(method, url + path, json={"messages": MESSAGES}, headers=headers) as r:
                 answers.append((path, r.status, r.content_type, await r.read()))
-        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}) as r:
-            ok = r.status
+        async with http.post(f"{url}/v1/chat/completions", json={"messages": MESSAGES}, expect100=True) as r:
+            ok = r.status  # 100-continue is met
     for path, status, content_type, raw in answers:
         assert (path, status, content_type) == (path, 417, "application/json")
         assert assert_openai_error(json.loads(raw))["code"] == "unsupported_expectation"
