@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -239,16 +239,21 @@ class OpenAIErrorAppRunner(web.AppRunner):
         return server
 
 
-def _refusals_before_middleware(handler: Handler) -> Handler:
+_ServerHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def _refusals_before_middleware(handler: _ServerHandler) -> _ServerHandler:
     """The app's handler, with what aiohttp refuses before any middleware runs answered in the OpenAI shape:
     its check of `Expect` (run for every route, an unknown one too) raises a 417 whose text/plain body
     quotes the value back."""
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: BaseRequest) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPException as e:
-            if e.status < 400:
+            if e.status < 400 or not isinstance(
+                request, web.Request
+            ):  # the app makes every request a Request
                 raise
             _count(request, "unsupported_expectation" if e.status == 417 else f"http_{e.status}")
             if e.status == 417:
