@@ -30,5 +30,5 @@ if __name__ == "__main__":
         queue = sum(c.queue_s or 0.0 for c in calls) / len(calls)
         ttft = sum(c.ttft_s or 0.0 for c in calls) / len(calls)
         latency = sum(c.latency_s for c in calls) / len(calls)
-        print(f"{tenant}: later calls' cache hits {hit:.1%}; a call's mean wait to be scheduled {queue:.2f} s,")
+        print(f"{tenant}: later calls' cache hits {hit:.1%}; mean wait to be scheduled {queue:.2f} s,")
         print(f"  first token {ttft:.2f} s, latency {latency:.2f} s")
