@@ -35,6 +35,15 @@ def compressed_body(encoding: str) -> bool:
     return encoding.strip().lower() not in ("", "identity")
 
 
+# A Transfer-Encoding naming a coding besides chunked (gzip, deflate, ...): both servers' parsers dechunk but
+# would pass the coded bytes on as the body, so it is refused (RFC 9112 6.1: a 501).
+UNKNOWN_TRANSFER_CODING = "transfer codings other than chunked are not supported: send the body without one"
+
+
+def coded_transfer(value: str) -> bool:
+    return any(coding.strip().lower() not in ("chunked", "identity", "") for coding in value.split(","))
+
+
 # An `Expect` other than 100-continue in an HTTP/1.1 request: a 417 on both servers (RFC 9110 10.1.1).
 UNKNOWN_EXPECTATION = "the only expectation the proxy meets is Expect: 100-continue"
 
@@ -152,6 +161,12 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
             ProxyError(415, COMPRESSED_BODY, code="unsupported_content_encoding"), request.path
         )
         refusal.force_close()  # the body is left unread: aiohttp would try to decode it for the next request
+        return refusal
+    if coded_transfer(request.headers.get("Transfer-Encoding", "")):
+        _count(request, "unsupported_transfer_encoding")
+        error = ProxyError(501, UNKNOWN_TRANSFER_CODING, code="unsupported_transfer_encoding")
+        refusal = error_response(error, request.path)
+        refusal.force_close()  # the body is left unread
         return refusal
     try:
         return await handler(request)

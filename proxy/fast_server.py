@@ -58,7 +58,14 @@ from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CHAIN_OWNERS, CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
 from proxy.data_structs import SeenMessages
-from proxy.errors import COMPRESSED_BODY, UNKNOWN_EXPECTATION, ProxyError, compressed_body
+from proxy.errors import (
+    COMPRESSED_BODY,
+    UNKNOWN_EXPECTATION,
+    UNKNOWN_TRANSFER_CODING,
+    ProxyError,
+    coded_transfer,
+    compressed_body,
+)
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
@@ -372,7 +379,7 @@ class _ClientConnection(asyncio.Protocol):
             if lowered == "content-encoding" and compressed_body(value):
                 self._refuse(415, COMPRESSED_BODY, "unsupported_content_encoding", whole_head=True)
                 return
-            if lowered == "transfer-encoding" and _coded_transfer(value):  # RFC 9112 6.1: a 501
+            if lowered == "transfer-encoding" and coded_transfer(value):  # RFC 9112 6.1: a 501
                 self._refuse(501, UNKNOWN_TRANSFER_CODING, "unsupported_transfer_encoding", whole_head=True)
                 return
             if lowered == "expect":
@@ -736,15 +743,6 @@ def _origin_form(url: str) -> str:
 
 def _method_name(raw: bytes) -> str:
     return _METHODS.get(raw) or raw.decode("latin-1")
-
-
-UNKNOWN_TRANSFER_CODING = "transfer codings other than chunked are not supported: send the body without one"
-
-
-def _coded_transfer(value: str) -> bool:
-    """A Transfer-Encoding naming a coding besides chunked (gzip, deflate, ...): the parser would pass the
-    coded bytes on as the body."""
-    return any(coding.strip().lower() not in ("chunked", "identity", "") for coding in value.split(","))
 
 
 def _message_start(data: bytes, messages: int) -> int:
