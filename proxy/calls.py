@@ -54,11 +54,18 @@ def parse_call(body: bytes) -> CallFields:
     if not body:
         raise _bad_request("request body is empty; expected a JSON object")
     try:
-        return decode_call(body)
+        fields = decode_call(body)
     except msgspec.ValidationError as e:
         raise _bad_request(f"invalid request body: {e}") from e
     except msgspec.DecodeError as bad:  # one name per exception type: mypyc types it once
         raise _bad_request(f"request body is not valid JSON: {bad}") from bad
+    previous = fields.previous_response_id
+    if previous:  # before anything looks it up (a replica asked for it, another worker's table), or quotes it
+        try:
+            check_id("previous_response_id", previous)
+        except IdentityError as e:
+            raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
+    return fields
 
 
 async def proxy_call(request: web.Request) -> web.StreamResponse:
@@ -197,11 +204,6 @@ def _prepared(
     if isinstance(xargs, dict) and asks_for_retention(xargs):  # rare: only the scheduler asks for retention
         body = without_client_retention(body)
     previous = fields.previous_response_id
-    if previous:  # it is looked up, and would be quoted back in a 404: an identity value's rules
-        try:
-            check_id("previous_response_id", previous)
-        except IdentityError as e:
-            raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None and previous and shared.chains.foreign_response(previous, tenant):
         # another tenant's response: its replica would continue that conversation for this caller
         raise ProxyError(

@@ -266,9 +266,8 @@ def _refusals_before_middleware(handler: _ServerHandler) -> _ServerHandler:
         try:
             return await handler(request)
         except web.HTTPException as e:
-            if e.status < 400 or not isinstance(
-                request, web.Request
-            ):  # the app makes every request a Request
+            # (the app makes every request a web.Request; the check is for the type checker)
+            if e.status < 400 or not isinstance(request, web.Request):
                 raise
             _count(request, "unsupported_expectation" if e.status == 417 else f"http_{e.status}")
             if e.status == 417:

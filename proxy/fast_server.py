@@ -810,7 +810,7 @@ _NO_HEADERS: dict[str, str] = {}
 _ANSWER_DROPPED = forward.dropped_with(())
 # A call relayed or handed to another worker keeps the client's headers as sent (its X-Forwarded-For too),
 # so a replica sees the same headers whichever worker served the call; LOCAL_HEADER is other workers' only.
-_HANDED_OFF_DROPPED = forward.dropped_with((LOCAL_HEADER,))
+_TO_WORKER_DROPPED = forward.dropped_with((LOCAL_HEADER,))
 # A relayed call's first byte and answer size are the owner's to limit (it may queue the call a long while).
 _NO_FIRST_BYTE_LIMIT_S = 365 * 86400.0
 _NO_ANSWER_LIMIT = 1 << 62
@@ -952,7 +952,7 @@ class FastServer:
         """`relay_call` from the connections' callbacks when an idle connection to the owner is pooled
         (proxy/inline_relay.py): no task, future or coroutine per call; else in a task, as `relay_call`."""
         pool = self.relay_pool(owner)
-        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _ANSWER_DROPPED)
+        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _TO_WORKER_DROPPED)
         pooled = pool.send_pooled("http://saga" + request.url, request.body, headers)
         if pooled is None:
             downstream.hand_over(self.relay_call(owner, request, downstream, path, tenant), _nothing)
@@ -989,7 +989,7 @@ class FastServer:
         server over its calls socket and the answer relayed (the owner applies every timeout upstream). If
         the owner cannot be reached, the call is served here (counted in `HandoffCounts.failed`)."""
         pool = self.relay_pool(owner)
-        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _ANSWER_DROPPED)
+        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _TO_WORKER_DROPPED)
         try:
             upstream = await pool.request("http://saga" + request.url, request.body, headers, 10.0)
         except ConnectFailed as e:
@@ -1018,7 +1018,7 @@ class FastServer:
         """Serves a request with the aiohttp app: sent as it came over the Unix socket, answer relayed.
 
         Without a client's `LOCAL_HEADER`: only another worker may ask a worker to answer for itself alone."""
-        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _HANDED_OFF_DROPPED)
+        headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _TO_WORKER_DROPPED)
         head_only = request.method == "HEAD"  # asked as GET: the relay must know the answer has a body
         try:
             upstream = await self.inner.request(

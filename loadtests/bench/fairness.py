@@ -296,6 +296,7 @@ def run_fairness(args: argparse.Namespace) -> int:
             if args.tenants_config
             else tenants_config(args.interactive_weight, args.batch_weight, args.slo_factor)
         )
+        cluster_config("none", args, profile, tenants).resolved_profile().validate()  # a KV scale too small
     except (OSError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         return 2

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from loadtests.bench.fairness import FairnessReport, add_fairness_parser, run_fairness
 
@@ -51,6 +52,17 @@ def test_kv_scale_puts_the_tenants_under_kv_pressure(tmp_path: Path) -> None:
         assert all(t.failed == 0 for t in none.tenants)
         slowdowns[scale] = none.tenants[1].slowdown_mean
     assert slowdowns[0.1] > slowdowns[None]  # the batch agents' contexts no longer all fit
+
+
+def test_a_kv_scale_too_small_for_one_block_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_fairness_parser(parser.add_subparsers(dest="bench_mode"))
+    out = tmp_path / "fairness.json"
+    args = parser.parse_args(["fairness", "--kv-scale", "1e-9", "--json", str(out)])
+    assert run_fairness(args) == 2
+    assert "KV capacity" in capsys.readouterr().out and not out.exists()
 
 
 def test_tenants_section_of_a_proxy_config_file(tmp_path: Path) -> None:

@@ -24,7 +24,12 @@ if __name__ == "__main__":
     tasks = fairness.make_tasks(args)
     result = Cluster(tasks, fairness.cluster_config("afs", args, profile, tenants)).run()
     for tenant in (fairness.INTERACTIVE, fairness.BATCH):
-        calls = [c for r in result.tasks if r.tenant_id == tenant for c in r.calls if c.error is None]
+        records = [r for r in result.tasks if r.tenant_id == tenant]
+        every_call = [c for r in records for c in r.calls]
+        calls = [c for c in every_call if c.error is None]
+        failed_tasks = sum(r.failed for r in records)
+        print(f"{tenant}: {len(records)} tasks, {failed_tasks} failed; {len(every_call)} calls, ", end="")
+        print(f"{len(every_call) - len(calls)} failed (the figures below are the answered calls')")
         later = [c for c in calls if c.step > 0]
         hit = sum(c.cached_tokens for c in later) / max(1, sum(c.prompt_tokens for c in later))
         queue = sum(c.queue_s or 0.0 for c in calls) / len(calls)
