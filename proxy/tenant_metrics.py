@@ -8,6 +8,11 @@ counters `saga_tenant_ttft_slo_calls_total` and `saga_tenant_ttft_slo_met_total`
 burn-rate alerts), and
 `saga_tenant_share_lead_seconds` with `saga_tenant_share_bound_seconds`: how far the tenant's fair-queue
 counter runs ahead of the system virtual time (the deviation docs/fairness.md bounds) and that bound.
+
+Bounded: tenants are named by clients, so the queue's three gauges use the ledger's labels. A tenant with a
+record of its own (or named in the configuration) keeps its label, and new ones take the room the ledger has
+left (`MAX_TENANT_RECORDS`); the rest are folded into `_other` (queued calls summed, lead and bound their
+largest, so lead <= bound still holds there).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from fairness.stats import Histogram
+from fairness.stats import OTHER, Histogram, TenantLedger
 from proxy.scheduler import SchedulerCore
 
 
@@ -28,6 +33,35 @@ def _histogram(name: str, doc: str, per_tenant: dict[str, Histogram]) -> Histogr
         buckets.append(("+Inf", float(h.count)))
         family.add_metric([tenant], buckets, h.total)
     return family
+
+
+class _Labels:
+    """One scrape's label per tenant: its own while the ledger has (or has room for) its record, else
+    OTHER."""
+
+    def __init__(self, ledger: TenantLedger) -> None:
+        self.ledger = ledger
+        self.room = ledger.max_records - len(ledger.records)
+        self.new: set[str] = set()
+
+    def __call__(self, tenant: str) -> str:
+        ledger = self.ledger
+        if tenant in ledger.records or tenant in ledger.config.tenants or tenant in self.new:
+            return tenant
+        if len(self.new) < self.room:
+            self.new.add(tenant)
+            return tenant
+        return OTHER
+
+
+def _folded(values: dict[str, float], label: _Labels, *, total: bool) -> dict[str, float]:
+    """`values` per label: summed (`total`) or the largest where several tenants share one."""
+    out: dict[str, float] = {}
+    for tenant, value in values.items():
+        name = label(tenant)
+        seen = out.get(name)
+        out[name] = value if seen is None else (seen + value if total else max(seen, value))
+    return out
 
 
 class TenantCollector(Collector):
@@ -45,11 +79,13 @@ class TenantCollector(Collector):
             "saga_tenant_share_bound_seconds", "Proved bound on that lead (C_i / w_i)", labels=["tenant"]
         )
         if core.release is not None:
-            for tenant, n in core.release.queued_by_tenant().items():
-                queued.add_metric([tenant], n)
-            for tenant, value in core.release.share_lead().items():
+            label_of = _Labels(core.tenant_stats)
+            held: dict[str, float] = dict(core.release.queued_by_tenant())
+            for tenant, value in _folded(held, label_of, total=True).items():
+                queued.add_metric([tenant], value)
+            for tenant, value in _folded(core.release.share_lead(), label_of, total=False).items():
                 lead.add_metric([tenant], value)
-            for tenant, value in core.release.share_bound().items():
+            for tenant, value in _folded(core.release.share_bound(), label_of, total=False).items():
                 bound.add_metric([tenant], value)
         attainment = GaugeMetricFamily(
             "saga_tenant_ttft_slo_attainment", "Share of calls meeting the TTFT target", labels=["tenant"]

@@ -281,3 +281,38 @@ def test_min_active_tenants_is_validated() -> None:
         ReleaseQueueSpec(min_active_tenants=0).validate()
     with pytest.raises(ConfigError, match="active_window_s"):
         ReleaseQueueSpec(active_window_s=0).validate()
+
+
+def test_tenant_metrics_stay_bounded_however_many_tenants_clients_name() -> None:
+    """Tenant ids come from a header: 300 tenants holding calls give at most the ledger's 256 labels plus
+    `_other` in each queue gauge, and the folded figures keep their meaning (held calls summed)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from fairness.stats import MAX_TENANT_RECORDS, OTHER
+    from proxy.tenant_metrics import TenantCollector
+
+    core, _ = make_core(max_queued=1000)
+    names = [f"client-{i}" for i in range(300)]
+    for name in names:
+        core.request_arrived(call(name, session=name))
+    held = len(core.release) if core.release is not None else 0
+    assert held >= 290  # the gate let a few start; the rest are held, one tenant each
+    registry = CollectorRegistry()
+    registry.register(TenantCollector(core))
+    samples = {
+        metric.name: {s.labels["tenant"]: s.value for s in metric.samples}
+        for metric in registry.collect()
+        if metric.name.startswith("saga_tenant_share") or metric.name == "saga_tenant_queued_calls"
+    }
+    for name in (
+        "saga_tenant_queued_calls",
+        "saga_tenant_share_lead_seconds",
+        "saga_tenant_share_bound_seconds",
+    ):
+        assert len(samples[name]) <= MAX_TENANT_RECORDS + 1, name
+        assert OTHER in samples[name], name
+    assert sum(samples["saga_tenant_queued_calls"].values()) == held
+    bounds = samples["saga_tenant_share_bound_seconds"]
+    for tenant, lead in samples["saga_tenant_share_lead_seconds"].items():
+        assert lead <= bounds.get(tenant, 0.0) + 1e-9  # (a tenant never released yet has no bound, lead 0)
+    assert 'tenant="client-299"' not in generate_latest(registry).decode()
