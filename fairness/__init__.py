@@ -15,7 +15,7 @@ from fairness.cost import (
     SessionHistory,
     TokenCostModel,
 )
-from fairness.queue import ORDERS, FairQueue, Order
+from fairness.queue import ORDERS, FairQueue, FleetShare, Order
 from fairness.stats import TenantLedger, jain_index
 from fairness.tenants import SloClass, TenantsConfig, TenantSpec
 
@@ -24,6 +24,7 @@ __all__ = [
     "CallEstimate",
     "CallsSoFarEstimate",
     "FairQueue",
+    "FleetShare",
     "GpuCostModel",
     "Order",
     "RemainingWork",

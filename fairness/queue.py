@@ -21,6 +21,14 @@ released to them in that interval (summed costs) satisfies
 It rests on one invariant, checked by `check_invariant`: with F the counter of the last tenant picked (the
 "system virtual time", non-decreasing), every backlogged tenant's counter lies in [F, F + C_i / w_i]. A
 tenant that becomes backlogged starts at max(its counter, F): idle time earns no credit, past service no debt.
+
+Fleet share: lanes built with one `FleetShare` share their counters and F (the largest counter picked in any
+of them), so a tenant's counter is its normalised service over the whole fleet, and a lane releases first
+the tenant least served fleet-wide among those backlogged in it. A tenant light over the fleet then goes
+first where its workflows gathered. The theorem above is per lane and does not hold there (a lane's tenants
+may be served in other lanes); what holds is the rule itself: no lane releases a call of a tenant while
+another tenant backlogged in that lane has a smaller counter, except that a call held past `age_bound_s` goes
+first whatever its tenant (without it, a tenant served in other lanes could wait in this one without bound).
 """
 
 from __future__ import annotations
@@ -74,8 +82,37 @@ class _TenantBacklog(Generic[T]):
         return self.by_age[0].seq
 
 
+class FleetShare:
+    """The counters and system virtual time every lane of one release queue shares (the fleet share), and
+    in how many lanes each tenant is backlogged, so that only tenants backlogged nowhere are forgotten."""
+
+    __slots__ = ("_sweep_at", "backlogged", "counters", "max_idle_tenants", "system_time")
+
+    def __init__(self, max_idle_tenants: int = MAX_IDLE_TENANTS) -> None:
+        self.counters: dict[str, float] = {}
+        self.system_time = 0.0
+        self.backlogged: dict[str, int] = {}  # lanes a tenant is backlogged in
+        self.max_idle_tenants = max_idle_tenants
+        self._sweep_at = max_idle_tenants
+
+    def joined(self, tenant: str) -> None:
+        self.backlogged[tenant] = self.backlogged.get(tenant, 0) + 1
+        if len(self.counters) > self._sweep_at:  # forget the tenants backlogged in no lane (as a lane does)
+            for idle in [t for t in self.counters if t not in self.backlogged]:
+                del self.counters[idle]
+            self._sweep_at = max(self.max_idle_tenants, 2 * len(self.counters))
+
+    def left(self, tenant: str) -> None:
+        n = self.backlogged.get(tenant, 0) - 1
+        if n > 0:
+            self.backlogged[tenant] = n
+        else:
+            self.backlogged.pop(tenant, None)
+
+
 class FairQueue(Generic[T]):
-    """One release lane. `weight_of(tenant)` must be > 0; costs are clamped to >= 0."""
+    """One release lane. `weight_of(tenant)` must be > 0; costs are clamped to >= 0. With `fleet`, the lane
+    shares its counters and system virtual time with the other lanes built with it (module contract)."""
 
     def __init__(
         self,
@@ -84,16 +121,19 @@ class FairQueue(Generic[T]):
         *,
         age_bound_s: float | None = 30.0,
         max_idle_tenants: int = MAX_IDLE_TENANTS,
+        fleet: FleetShare | None = None,
     ) -> None:
         if order not in ORDERS:
             raise ValueError(f"unknown queue order {order!r}; known: {', '.join(ORDERS)}")
         self.order = order
         self.weight_of = weight_of
         self.age_bound_s = age_bound_s
-        self.counters: dict[str, float] = {}  # virtual counter V_i per tenant (normalised service)
+        self.fleet = fleet
+        # virtual counter V_i per tenant (normalised service): the fleet's when shared
+        self.counters: dict[str, float] = fleet.counters if fleet is not None else {}
         self.served: dict[str, float] = {}  # summed cost released per tenant
         self.max_cost: dict[str, float] = {}  # C_i seen so far
-        self.system_time = 0.0  # F
+        self._system_time = 0.0  # F (the fleet's when shared)
         # Largest spread max V - min V among backlogged tenants seen after any release, and the bound it
         # obeys there (max C_i / w_i over those tenants): what a benchmark reports as observed deviation.
         self.peak_spread = 0.0
@@ -104,6 +144,17 @@ class FairQueue(Generic[T]):
         self._arrivals: deque[_Held[T]] = deque()  # fifo order only
         self.max_idle_tenants = max_idle_tenants
         self._sweep_at = max_idle_tenants  # tenants known past which idle ones are forgotten (amortised)
+
+    @property
+    def system_time(self) -> float:
+        return self.fleet.system_time if self.fleet is not None else self._system_time
+
+    @system_time.setter
+    def system_time(self, value: float) -> None:
+        if self.fleet is not None:  # lanes pick in their own order: the fleet's F is the largest picked
+            self.fleet.system_time = max(self.fleet.system_time, value)
+        else:
+            self._system_time = value
 
     def __len__(self) -> int:
         return len(self._held)
@@ -132,6 +183,8 @@ class FairQueue(Generic[T]):
         if backlog is None:  # becomes backlogged: no credit for idle time, no debt for past service
             backlog = self._tenants[tenant] = _TenantBacklog()
             self.counters[tenant] = max(self.counters.get(tenant, 0.0), self.system_time)
+            if self.fleet is not None:
+                self.fleet.joined(tenant)
         backlog.size += 1
         backlog.by_age.append(held)
         if self.order == "afs":
@@ -166,8 +219,24 @@ class FairQueue(Generic[T]):
             return next(iter(self._tenants))
         return min(self._tenants, key=lambda t: (self.counters[t], self._tenants[t].head_seq()))
 
-    def pop(self, now: float) -> T | None:
+    def _next_tenant_at(self, now: float) -> str | None:
+        """`next_tenant`, except that in a fleet share a call held past `age_bound_s` goes first whatever its
+        tenant (the oldest such): there a tenant served elsewhere could otherwise wait here without bound."""
         tenant = self.next_tenant()
+        if self.fleet is None or self.age_bound_s is None or len(self._tenants) < 2:
+            return tenant
+        oldest: _Held[T] | None = None
+        for backlog in self._tenants.values():
+            backlog.head_seq()  # drops released heads
+            head = backlog.by_age[0]
+            if oldest is None or head.arrived_at < oldest.arrived_at:
+                oldest = head
+        if oldest is not None and now - oldest.arrived_at > self.age_bound_s:
+            return oldest.tenant
+        return tenant
+
+    def pop(self, now: float) -> T | None:
+        tenant = self._next_tenant_at(now)
         if tenant is None:
             return None
         if self.order == "fifo":
@@ -183,7 +252,7 @@ class FairQueue(Generic[T]):
 
     def peek(self, now: float) -> T | None:
         """The item `pop(now)` would release, left in place (None when empty)."""
-        tenant = self.next_tenant()
+        tenant = self._next_tenant_at(now)
         if tenant is None:
             return None
         if self.order == "fifo":
@@ -207,6 +276,8 @@ class FairQueue(Generic[T]):
             backlog.size -= 1
             if backlog.size == 0:
                 del self._tenants[held.tenant]
+                if self.fleet is not None:
+                    self.fleet.left(held.tenant)
         return held.item
 
     # -- the guarantee --------------------------------------------------------------------------------
@@ -266,5 +337,6 @@ class FairQueue(Generic[T]):
         for tenant in [t for t in self.served if t not in keep]:
             del self.served[tenant]
             self.max_cost.pop(tenant, None)
-            self.counters.pop(tenant, None)
+            if self.fleet is None:  # shared counters are the fleet's to forget (FleetShare.joined)
+                self.counters.pop(tenant, None)
         self._sweep_at = max(self.max_idle_tenants, 2 * len(self.served))

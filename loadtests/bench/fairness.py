@@ -36,7 +36,7 @@ from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
 from proxy.arg_types import at_least, positive
 from proxy.scheduler.registry import PluginSpec
-from proxy.scheduler.release import ReleaseQueueSpec
+from proxy.scheduler.release import SHARES, ReleaseQueueSpec
 from simulator.cost_model import PROFILES, Profile, get_profile
 
 CONTENDERS = ("none", "fifo", "vtc", "afs")
@@ -140,6 +140,7 @@ def cluster_config(
             age_bound_s=args.age_bound_s,
             gpu_cost=gpu_cost_for(profile, args.max_in_flight),
             slo_headroom=args.slo_headroom,
+            share=args.share,
             min_active_tenants=args.min_active_tenants,
         )
     return ClusterConfig(
@@ -209,7 +210,7 @@ def _outcome(
     release = cluster.core.release
     spread = bound = None
     held = None
-    if release is not None and name != "fifo":
+    if release is not None and name != "fifo" and release.fleet is None:  # (the bound is per replica)
         peak = max(
             release.lanes.values(), key=lambda lane: lane.peak_spread - lane.peak_spread_bound, default=None
         )
@@ -271,6 +272,12 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument(
         "--slo-headroom", type=at_least(0), default=2, help="extra calls per replica for SLO tenants"
+    )
+    p.add_argument(
+        "--share",
+        choices=SHARES,
+        default="replica",
+        help="count a tenant's fair share per replica (the proved bound) or over the fleet (queue.share)",
     )
     p.add_argument("--age-bound-s", type=positive, default=30.0)
     p.add_argument("--seed", type=int, default=0)

@@ -5,7 +5,8 @@ Contract:
 - On arrival the routing policy picks the call's replica as usual (its home: affinity, prefix, load); the call
   is held in that replica's lane. A lane releases while the `Gate` plugin says its replica has room, in the
   lane's `FairQueue` order (fifo, vtc or afs; fairness/queue.py), so the guarantee of docs/fairness.md holds
-  per replica: among tenants backlogged on the same replica.
+  per replica: among tenants backlogged on the same replica. With `share: fleet` the lanes share one
+  `FleetShare`: a lane releases first the tenant least served over the whole fleet among those it holds.
 - Charges: `afs` in estimated GPU seconds (`GpuCostModel` over `SessionHistory`'s guess of the uncached
   prompt and the output), `vtc` in tokens (`TokenCostModel`), `fifo` none. Within a tenant, `afs` orders by
   `RemainingWork` (a predictor's, or `CallsSoFarEstimate`) with the age bound `age_bound_s`.
@@ -21,6 +22,7 @@ import msgspec
 from fairness import (
     CallsSoFarEstimate,
     FairQueue,
+    FleetShare,
     GpuCostModel,
     RemainingWork,
     SessionHistory,
@@ -32,9 +34,15 @@ from proxy.scheduler.framework import Gate
 from proxy.scheduler.plugin_spec import ConfigError, PluginSpec, build_plugin
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
 
+SHARES = ("replica", "fleet")
+
 
 class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     order: str = "afs"  # fifo | vtc | afs
+    # Where a tenant's share is counted: "replica" (each lane on its own: the proved bound of
+    # docs/fairness.md) or "fleet" (one count over every lane, so a tenant whose workflows gathered on one
+    # replica is not held to that replica's share there while it is light over the fleet).
+    share: str = "replica"
     gate: PluginSpec = msgspec.field(default_factory=lambda: PluginSpec("max-in-flight-gate"))
     max_queued: int = 10_000
     age_bound_s: float | None = 30.0  # within a tenant, a call held this long goes before shorter work
@@ -54,6 +62,8 @@ class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     def validate(self) -> None:
         if self.order not in ORDERS:
             raise ConfigError(f"queue.order {self.order!r} is unknown; known: {', '.join(ORDERS)}")
+        if self.share not in SHARES:
+            raise ConfigError(f"queue.share {self.share!r} is unknown; known: {', '.join(SHARES)}")
         if self.max_queued < 1:
             raise ConfigError(f"queue.max_queued must be >= 1, got {self.max_queued}")
         if self.slo_headroom < 0:
@@ -94,6 +104,7 @@ class ReleaseQueue:
         self.gate = build_plugin(spec.gate, Gate, random.Random(seed))
         self.remaining_work: RemainingWork = remaining_work or CallsSoFarEstimate(spec.expected_calls)
         self.history = SessionHistory(spec.default_output_tokens)
+        self.fleet = FleetShare() if spec.share == "fleet" else None
         self.lanes: dict[ReplicaId, FairQueue[HeldCall]] = {}
         self._lane_of: dict[str, ReplicaId] = {}
         self._held_per_session: dict[str, int] = {}  # a session with a held call is not idle
@@ -128,7 +139,7 @@ class ReleaseQueue:
         lane = self.lanes.get(replica_id)
         if lane is None:
             lane = self.lanes[replica_id] = FairQueue(
-                self.order, self.tenants.weight, age_bound_s=self.spec.age_bound_s
+                self.order, self.tenants.weight, age_bound_s=self.spec.age_bound_s, fleet=self.fleet
             )
         estimate = self.history.estimate(req.session_id, req.prompt_tokens)
         cost = (self.spec.token_cost if self.order == "vtc" else self.spec.gpu_cost).call_cost_s(estimate)
@@ -173,6 +184,7 @@ class ReleaseQueue:
         for h in held:
             del self._lane_of[h.req.request_id]
             self._unheld(h)
+            lane.remove(h.req.request_id)  # (so a fleet share counts the tenant out of this lane)
         return held
 
     def queued_on(self, replica_id: ReplicaId) -> int:

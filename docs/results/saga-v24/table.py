@@ -13,7 +13,8 @@ for path in sys.argv[1:]:
     inter, batch = afs["tenants"]
     print(
         f"{path.rsplit('/', 1)[-1]:36s} SLO {inter['slo_attainment']:6.1%}  p99 {inter['slowdown_p99']:.2f}  "
-        f"batch slowdown {batch['slowdown_mean']:.3f}  batch tasks/s {batch['window_tasks_per_s']:.3f}  "
+        f"batch slowdown {batch['slowdown_mean']:.3f} (p99 {batch['slowdown_p99']:.2f})  "
+        f"batch tasks/s {batch['window_tasks_per_s']:.3f}  "
         f"failed {inter['failed'] + batch['failed']}  "
         f"makespan {afs['makespan_s']:.0f}  invariant {afs['invariant_held']}"
     )
