@@ -34,6 +34,25 @@ def test_bench_fairness_writes_per_tenant_results(tmp_path: Path) -> None:
             assert c.peak_spread_s <= c.spread_bound_s + 1e-9
 
 
+def test_share_fleet_reaches_the_release_queue(tmp_path: Path) -> None:
+    """`--share fleet` runs every queue on one fleet-wide count: the per-lane spread bound is not reported
+    for it (it does not hold there), and every task still completes."""
+    parser = argparse.ArgumentParser()
+    add_fairness_parser(parser.add_subparsers(dest="bench_mode"))
+    out = tmp_path / "fairness.json"
+    args = parser.parse_args(
+        ["fairness", "--replicas", "2", "--interactive-tasks", "2", "--interactive-rate", "0.5",
+         "--batch-tasks", "6", "--batch-agents", "6", "--max-in-flight", "2", "--contenders", "vtc,afs",
+         "--share", "fleet", "--json", str(out)]
+    )  # fmt: skip
+    assert run_fairness(args) == 0
+    report = msgspec.json.decode(out.read_bytes(), type=FairnessReport)
+    assert report.setup["share"] == "fleet"
+    for c in report.contenders:
+        assert all(t.failed == 0 for t in c.tenants) and [t.tasks for t in c.tenants] == [2, 6]
+        assert c.invariant_held is None and c.peak_spread_s is None
+
+
 def test_kv_scale_puts_the_tenants_under_kv_pressure(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_fairness_parser(parser.add_subparsers(dest="bench_mode"))
