@@ -135,3 +135,20 @@ def test_the_measured_h200_profile_is_the_fit_of_its_committed_probe() -> None:
     assert got.linear_knee_tokens == profile.linear_knee_tokens
     for name in ("step_fixed_ms", "prefill_token_ms", "prefill_attention_ms", "decode_ms_per_kctx"):
         assert getattr(got, name) == pytest.approx(getattr(profile, name), rel=0.01), name
+
+
+def test_the_probe_models_have_the_published_parameter_counts() -> None:
+    """The probe's decoders are the real shapes: Llama-3-8B's 8.03B parameters and Llama-3-70B's 70.55B, less
+    the input embedding (a lookup, not a matmul), the 70B split four ways as one TP4 rank."""
+    python, _ = require_real_vllm()
+    code = (
+        "import sys, json, torch; sys.path.insert(0, 'simulator'); import gpu_probe as g; "
+        "print(json.dumps({s['name']: g.Model(s, torch.device('meta'), torch.bfloat16).params() "
+        "for s in (g.LLAMA3_8B, g.LLAMA3_70B_TP4_RANK)}))"
+    )
+    done = subprocess.run(
+        [str(python), "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    params = json.loads(done.stdout)
+    assert params["llama3-8b"] == pytest.approx(8.03e9 - 128256 * 4096, rel=0.005)
+    assert 4 * params["llama3-70b-tp4-rank"] == pytest.approx(70.55e9 - 128256 * 8192, rel=0.005)
