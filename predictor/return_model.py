@@ -22,7 +22,17 @@ _MAX_HIT_RATES = 64  # per model (models are cached by the thousand): cleared wh
 
 
 class ReturnModel:
-    __slots__ = ("_cum", "_hit_rates", "_levels", "_quantiles", "_survival_integral", "_xs", "p_end")
+    __slots__ = (
+        "_cum",
+        "_hit_rates",
+        "_levels",
+        "_quantiles",
+        "_survival_integral",
+        "_xs",
+        "asked_by",
+        "p_end",
+        "ttl_answer",
+    )
 
     def __init__(self, gap: LogSketch, p_end: float) -> None:
         if gap.total <= 0:
@@ -35,6 +45,11 @@ class ReturnModel:
         self._survival_integral: list[float] | None = None
         self._hit_rates: dict[int, float] = {}
         self._levels: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # conditional_quantiles at 0
+        # The retention answer (TTL, priority) computed from this model by `asked_by`
+        # (proxy/scheduler/ttl_answers.py), kept here so that it goes when the predictor replaces the model: a
+        # table of answers keyed by model kept every replaced model alive until it was cleared.
+        self.asked_by: object | None = None
+        self.ttl_answer: tuple[float | None, int | None] | None = None
 
     def cdf(self, x: float) -> float:
         xs, cum = self._xs, self._cum

@@ -13,8 +13,6 @@ import math
 from predictor import Predictor
 from predictor.return_model import ReturnModel
 
-_MAX_ANSWERS = 4096
-
 
 class TtlAnswers:
     """(TTL, priority) at dispatch and release-or-keep at finish, for one plugin instance."""
@@ -41,9 +39,6 @@ class TtlAnswers:
         self.predictor: Predictor | None = None
         self.priority_for = ""  # the request id whose TTL was sized last, and its priority
         self.priority: int | None = None
-        # (TTL, priority) per return model: the predictor shares one model between the calls of a state
-        # until its graph has learned more, so most calls ask a model already answered (bounded: cleared).
-        self.answers: dict[ReturnModel, tuple[float | None, int | None]] = {}
 
     def retain_ttl_s(self, request_id: str, session_id: str) -> float | None:
         self.priority_for = request_id
@@ -57,11 +52,12 @@ class TtlAnswers:
         if got is None or got[1] == "prior":
             return self.cold_ttl_s
         model = got[0]
-        answer = self.answers.get(model)
+        # The predictor shares one model between the calls of a state until its graph has learned more, so
+        # most calls ask a model already answered: the answer is kept on the model, and goes with it.
+        answer = model.ttl_answer if model.asked_by is self else None
         if answer is None:
-            if len(self.answers) >= _MAX_ANSWERS:
-                self.answers.clear()
-            answer = self.answers[model] = self.answer(model)
+            answer = model.ttl_answer = self.answer(model)
+            model.asked_by = self
         ttl, priority = answer
         if priority is not None:
             self.priority = priority

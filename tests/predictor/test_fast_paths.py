@@ -150,3 +150,39 @@ def test_cdf_steps_equal_the_walk_over_non_empty_buckets() -> None:
             cum.append(cum[-1] + count / sketch.total)
         cum[-1] = 1.0
         assert sketch.cdf_steps() == (xs, cum)
+
+
+def test_retention_answers_keep_no_model_the_predictor_has_replaced() -> None:
+    """The answers kept per model live as long as the model does: a model the predictor rebuilt (its graph
+    learned more) is freed, not held by the retention plugin. Held, the plugin grew by a model a rebuild,
+    up to 4,096 of them: the slow growth of the soaks (docs/results/reliability.md, the 26th session)."""
+    import gc
+
+    from predictor import Predictor
+    from proxy.scheduler.plugin_params import PredictedTtlParams
+    from proxy.scheduler.plugins.predicted_ttl import PredictedTtlRetention
+    from proxy.scheduler.types import RequestInfo
+
+    rng = random.Random(12)
+    predictor = Predictor()
+    retention = PredictedTtlRetention(PredictedTtlParams(), rng)
+    retention.bind_predictor(predictor)
+    tools = ("bash", "edit", "bash", "ask", "")
+    now = 0.0
+    for n in range(3000):
+        sid = f"s{rng.randrange(4)}"
+        now += rng.random()
+        tool = rng.choice(tools)
+        predictor.call_arrived(sid, "agent", now, 1000 + n)
+        retention.retain_ttl_s(RequestInfo(request_id=f"r{n}", session_id=sid, arrived_at=now), "r0")
+        now += rng.choice((0.05, 1.0, 10.0)) if tool != "ask" else 120.0
+        predictor.call_finished(
+            sid, now, 1000 + n, 50, "stop" if tool == "ask" else "tool_calls", (tool,) if tool else ()
+        )
+    gc.collect()
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, ReturnModel))
+    # the graph learned all along, so each state's model was rebuilt dozens of times (every ~6% more updates;
+    # before the fix 211 models were alive here)
+    assert predictor.graphs["agent"].updates > 1000
+    states = len(predictor.graphs["agent"].nodes)
+    assert alive <= 2 * states + 2, f"{alive} return models alive for {states} states"  # at and after a call

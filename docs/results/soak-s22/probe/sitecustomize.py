@@ -2,7 +2,9 @@
 SAGA_TM_DIR set: every `saga serve` process (the supervisor and each worker) logs, every SAGA_TM_PERIOD
 seconds (60), its RSS, glibc's heap figures (mallinfo2) and tracemalloc's total to SAGA_TM_DIR/stats-PID.txt.
 SAGA_TM_FRAMES (1; 0: no tracemalloc) is the traceback depth; SAGA_TM_SNAP=1 also dumps a snapshot each
-period (compare.py reads them). With SAGA_PURE_PYTHON=1 the snapshots name the proxy's lines.
+period (compare.py reads them); SAGA_TM_COLLECT=1 runs a full garbage collection first, so that a snapshot
+holds what is alive and not cycles waiting for the next full collection (the proxy runs those rarely:
+proxy/server.py). With SAGA_PURE_PYTHON=1 the snapshots name the proxy's lines.
 
     SAGA_TM_DIR=/tmp/probe PYTHONPATH=docs/results/soak-s22/probe \
         python -m loadtests.soak --minutes 14 --policy saga --workers 2
@@ -11,6 +13,7 @@ period (compare.py reads them). With SAGA_PURE_PYTHON=1 the snapshots name the p
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 import threading
@@ -56,12 +59,15 @@ def _probe(directory: str) -> None:
         tracemalloc.start(frames)
     period = float(os.environ.get("SAGA_TM_PERIOD", "60"))
     snapshots = os.environ.get("SAGA_TM_SNAP") == "1"
+    collect = os.environ.get("SAGA_TM_COLLECT") == "1"
     pid = os.getpid()
     with open(os.path.join(directory, f"argv-{pid}.txt"), "w") as f:
         f.write(argv)
     n = 0
     while True:
         time.sleep(period)
+        if collect:
+            gc.collect()
         if snapshots:
             tracemalloc.take_snapshot().dump(os.path.join(directory, f"snap-{pid}-{n:03d}.tm"))
         fields = {**_status(), **_heap(), "traced_kb": tracemalloc.get_traced_memory()[0] // 1024}
