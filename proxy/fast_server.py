@@ -210,6 +210,10 @@ class _Downstream:
         self.conn.inline_done(self)
 
 
+# What a closed connection's `parser` is: nothing is parsed after the connection is lost.
+_SPENT_PARSER = httptools.HttpRequestParser(object())
+
+
 class _ClientConnection(asyncio.Protocol):
     def __init__(self, server: FastServer, prefix: bytes = b"", relayed: bool = False) -> None:
         self.server = server
@@ -322,6 +326,10 @@ class _ClientConnection(asyncio.Protocol):
             inline.client_gone()
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(ConnectionResetError("the client closed the connection"))
+        # The parser calls back into this connection, a reference cycle that only a full garbage collection
+        # would free, and those are rare here (proxy/server.py): with a parser of its own no longer, a closed
+        # connection (a request body it read too) is freed as soon as nothing else holds it.
+        self.parser = _SPENT_PARSER
 
     def pause_writing(self) -> None:
         self._paused = True

@@ -61,6 +61,10 @@ class Listener(Protocol):
         ...
 
 
+# What a closed connection's `parser` is: no answer is parsed after the connection is lost.
+_SPENT_PARSER = httptools.HttpResponseParser(object())
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -117,6 +121,10 @@ class _Connection(asyncio.Protocol):
         listener = self.listener
         if listener is not None:
             listener.progress()
+        # The parser calls back into this connection, a reference cycle that only a full garbage collection
+        # would free, and those are rare here (proxy/server.py): with a parser of its own no longer, a closed
+        # connection (its buffers too) is freed as soon as nothing else holds it.
+        self.parser = _SPENT_PARSER
 
     # -- the listener's deadline --------------------------------------------------------------------
 

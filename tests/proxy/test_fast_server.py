@@ -139,6 +139,31 @@ async def test_a_kept_alive_connection_holds_nothing_of_a_request_it_answered() 
     assert held and all(parts == ([], [], []) for parts in held)  # other tests' connections may linger here
 
 
+async def test_a_closed_client_connection_is_freed_without_waiting_for_a_full_collection() -> None:
+    """The proxy's full garbage collections are rare (proxy/server.py): a client connection that closed must
+    not sit in a reference cycle with its parser (before, each stayed, with what it had read, until the next
+    full collection)."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                reader, writer = await _connect(url)
+                writer.write(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(CALL), CALL)
+                )
+                assert (await _read_answers(reader, 1))[0].status == 200
+                writer.close()
+                await writer.wait_closed()
+            await asyncio.sleep(0.1)  # the server sees the closes
+            alive = [c for c in gc.get_objects() if type(c).__name__ == "_ClientConnection"]
+            closed = [c for c in alive if c.transport is None]
+        finally:
+            gc.enable()
+    assert not closed, f"{len(closed)} closed client connections still alive"
+
+
 async def test_an_absolute_form_request_target_is_served_as_its_path() -> None:
     """RFC 9112 3.2.2: a server must accept the absolute-form (`POST http://host/v1/...`), as a proxy's
     client may send it; before, the fast server looked the whole URL up as a path and answered 404."""
