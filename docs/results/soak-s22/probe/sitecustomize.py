@@ -70,7 +70,14 @@ def _probe(directory: str) -> None:
             gc.collect()
         if snapshots:
             tracemalloc.take_snapshot().dump(os.path.join(directory, f"snap-{pid}-{n:03d}.tm"))
-        fields = {**_status(), **_heap(), "traced_kb": tracemalloc.get_traced_memory()[0] // 1024}
+        gen = gc.get_stats()  # passive: how often each generation was collected, and what it freed
+        fields = {
+            **_status(),
+            **_heap(),
+            "traced_kb": tracemalloc.get_traced_memory()[0] // 1024,
+            **{f"gc{i}_runs": g["collections"] for i, g in enumerate(gen)},
+            **{f"gc{i}_freed": g["collected"] for i, g in enumerate(gen)},
+        }
         with open(os.path.join(directory, f"stats-{pid}.txt"), "a") as f:
             f.write(f"{n} {time.time():.0f} " + " ".join(f"{k}={v}" for k, v in fields.items()) + "\n")
         n += 1
