@@ -25,7 +25,14 @@ from aiohttp import web
 from proxy.config import ProxyConfig
 from proxy.data_structs import Relayed
 from proxy.errors import ProxyError, mid_answer_event, refusal_body
-from proxy.sse_scan import DEFAULT_COLLECT_LIMIT, StreamScanner, parse_usage, read_answer, response_id_of
+from proxy.sse_scan import (
+    DEFAULT_COLLECT_LIMIT,
+    StreamScanner,
+    complete_events_length,
+    parse_usage,
+    read_answer,
+    response_id_of,
+)
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
@@ -332,6 +339,7 @@ async def _relay_stream(
     except ConnectionError:
         outcome.client_gone = True
         return
+    held = b""
     while True:
         chunk = upstream.ready()  # all that arrived since the last write: one scan and one write for it
         if not chunk:
@@ -348,18 +356,25 @@ async def _relay_stream(
         if not outcome.first_byte:
             on_first_byte()
             outcome.first_byte = True
-        if strip_usage:
+        if strip_usage:  # the scanner passes whole events only
             chunk = scanner.feed_stripping_usage(chunk)
             if not chunk:
                 continue
         else:
             scanner.feed(chunk)
+            if held:
+                chunk, held = held + chunk, b""
+            whole = complete_events_length(chunk)
+            if whole < len(chunk):  # an event's start: it goes out once whole, and never if the replica fails
+                chunk, held = chunk[:whole], chunk[whole:]
+                if not chunk:
+                    continue
         try:
             await downstream.write(chunk)
         except ConnectionError:
             outcome.client_gone = True
             return
-    rest = scanner.flush() if strip_usage else b""
+    rest = scanner.flush() if strip_usage else held  # the answer ended: its last bytes as they came
     try:
         if rest:
             await downstream.write(rest)

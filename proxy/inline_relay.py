@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from proxy.errors import ProxyError, mid_answer_event
 from proxy.forward import Relayed, answer_error, forwarded_headers, too_large_error
-from proxy.sse_scan import StreamScanner, read_answer, response_id_of
+from proxy.sse_scan import StreamScanner, complete_events_length, read_answer, response_id_of
 from proxy.upstream_pool import BodyFailed, Key, UpstreamAnswer, UpstreamPool, _Connection
 
 log = logging.getLogger("saga.proxy")
@@ -124,6 +124,7 @@ class InlineRelay:
         self.scanner: StreamScanner | None = None  # set for a stream
         self.ended = False
         self.paused = False  # reading from the replica stopped until the client drains
+        self.held = b""  # the start of an event not yet whole (sse_scan.complete_events_length)
         self.last = 0.0  # when the replica last sent something (the idle timeout)
         conn.listener = self
         conn.set_deadline(conn.loop.time() + first_byte_timeout_s)  # the first-byte timeout
@@ -245,17 +246,25 @@ class InlineRelay:
                 if not outcome.first_byte:
                     self.call.first_byte()
                     outcome.first_byte = True
-                if self.strip_usage:
+                if self.strip_usage:  # the scanner passes whole events only
                     chunk = scanner.feed_stripping_usage(chunk)
-                elif self.account:
-                    scanner.feed(chunk)
+                else:
+                    if self.account:
+                        scanner.feed(chunk)
+                    if self.held:
+                        chunk, self.held = self.held + chunk, b""
+                    whole = complete_events_length(chunk)
+                    if whole < len(chunk) and not conn.complete:
+                        # an event's start: it goes out once whole, and never if the replica fails
+                        chunk, self.held = chunk[:whole], chunk[whole:]
                 # A chunk with more to come goes out now; the last waits to go with the stream's end.
                 if chunk and downstream.write_now(chunk, not conn.complete) and not conn.complete:
                     if conn.transport is not None:
                         conn.transport.pause_reading()
                     self.paused = True
             if conn.complete:
-                rest = scanner.flush() if self.strip_usage else b""
+                rest = scanner.flush() if self.strip_usage else self.held  # the last bytes, as they came
+                self.held = b""
                 if rest:
                     downstream.write_now(rest)
                 if self.account:

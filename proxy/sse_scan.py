@@ -35,6 +35,16 @@ _TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
 _RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[A-Za-z0-9_-]{1,200})"')
 
 
+def complete_events_length(data: bytes) -> int:
+    """How much of `data` ends at an SSE event's end (a blank line, LF or CRLF): 0 when no event in it is
+    complete. A relay holds the rest back until its event is whole, so that a replica cut in the middle of an
+    event leaves no half event before the proxy's error event (a client would read the two as one malformed
+    line)."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
 def response_id_of(data: bytes) -> str | None:
     """The first Responses API id (`resp_...`) in `data`, if any."""
     found = _RESPONSE_ID.search(data)

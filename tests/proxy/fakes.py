@@ -220,8 +220,9 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def dying_stream_replica() -> AsyncIterator[str]:
-    """Answers /health with 200; answers a call with SSE headers and one event, then drops the connection."""
+async def dying_stream_replica(partial: bool = False) -> AsyncIterator[str]:
+    """Answers /health with 200; answers a call with SSE headers and one event (with `partial`, then the first
+    half of a second event, in its own chunk: a replica cut mid-write), then drops the connection."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -236,7 +237,12 @@ async def dying_stream_replica() -> AsyncIterator[str]:
                     + SSE_EVENT
                     + b"\r\n"
                 )
+                if partial:
+                    half = SSE_EVENT[: len(SSE_EVENT) // 2]
+                    writer.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
             await writer.drain()
+            if partial:
+                await asyncio.sleep(0.2)  # read before the reset (which would discard what is unread)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

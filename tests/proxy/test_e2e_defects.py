@@ -44,11 +44,22 @@ def assert_openai_error(payload: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
+@pytest.mark.parametrize(
+    ("partial", "usage"),
+    [(False, False), (True, False), (True, True)],
+    ids=["between-events", "mid-event", "mid-event-usage-asked"],
+)
 async def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error_event(
-    http: aiohttp.ClientSession,
+    http: aiohttp.ClientSession, partial: bool, usage: bool
 ) -> None:
-    body = {"model": "fake", "messages": MESSAGES, "stream": True}
-    async with dying_stream_replica() as replica, running_proxy(config([replica])) as url:
+    """Whole events and then the error event, each line of them valid JSON: a replica cut in the middle of an
+    event leaves no half event glued to the error. When the client asks for usage the proxy relays the bytes
+    as they come (nothing to strip), and before the fix the half event went out and the error event was
+    appended to its line (one soak answer of 94,235 was malformed so, 2026-12-04)."""
+    body: dict[str, Any] = {"model": "fake", "messages": MESSAGES, "stream": True}
+    if usage:
+        body["stream_options"] = {"include_usage": True}
+    async with dying_stream_replica(partial) as replica, running_proxy(config([replica])) as url:
         async with http.post(f"{url}/v1/chat/completions", json=body) as r:
             assert r.status == 200
             raw = await r.read()  # returns only because the proxy ends the stream
@@ -57,6 +68,7 @@ async def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error_event(
     events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
     assert json.loads(events[0])["choices"][0]["delta"]["content"] == "hi"  # what came before is kept
     assert_openai_error(json.loads(events[-1]))
+    assert len(events) == 2  # the half event is not relayed
     assert state["in_flight"] == 0
 
 

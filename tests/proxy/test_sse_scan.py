@@ -421,3 +421,13 @@ def test_a_replicas_usage_is_taken_only_as_far_as_it_makes_sense() -> None:
         2,
         0,
     )
+
+
+def test_complete_events_length_ends_at_the_last_blank_line() -> None:
+    from proxy.sse_scan import complete_events_length
+
+    assert complete_events_length(b'data: {"a":1}\n\ndata: {"b"') == len(b'data: {"a":1}\n\n')
+    assert complete_events_length(b'data: {"a":1}\r\n\r\ndata: {"b"') == len(b'data: {"a":1}\r\n\r\n')
+    assert complete_events_length(b'data: {"a":1}\n\n') == len(b'data: {"a":1}\n\n')
+    assert complete_events_length(b'data: {"a":1}\n') == 0  # the line is whole, its event is not
+    assert complete_events_length(b"") == 0
