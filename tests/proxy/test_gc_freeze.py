@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import pytest
+
+from proxy import server
 from proxy.config import ProxyConfig
 from proxy.server import FULL_COLLECTION_AFTER, serve_forever
 
@@ -31,3 +34,31 @@ async def test_serve_forever_freezes_the_start_up_heap_once_listening(capsys: ob
         await asyncio.gather(task, return_exceptions=True)
         gc.unfreeze()  # the rest of the suite runs with an ordinary GC
         gc.set_threshold(*thresholds)
+
+
+async def test_serve_forever_runs_a_full_collection_every_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full collections by count alone came about once a day in a soak (net allocations fill the generations
+    slowly): `saga serve` also runs one every FULL_COLLECTION_PERIOD_S, so garbage in cycles is bounded."""
+    monkeypatch.setattr(server, "FULL_COLLECTION_PERIOD_S", 0.3)
+    thresholds = gc.get_threshold()
+    config = ProxyConfig(replicas=["http://127.0.0.1:9"], port=0, seed=1, health_interval_s=60.0)
+    task = asyncio.create_task(serve_forever(config))
+    try:
+        for _ in range(200):  # until it is listening (bounded: ~10 s)
+            if gc.get_freeze_count() > 0 or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert not task.done()
+        gc.set_threshold(thresholds[0], thresholds[1], 10**9)  # none by count: only the period's
+        before = gc.get_stats()[2]["collections"]
+        for _ in range(200):  # until two have run (bounded: ~20 s on a loaded machine)
+            if gc.get_stats()[2]["collections"] - before >= 2:
+                break
+            await asyncio.sleep(0.1)
+        after = gc.get_stats()[2]["collections"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    assert after - before >= 2
