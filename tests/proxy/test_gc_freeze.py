@@ -39,7 +39,7 @@ async def test_serve_forever_freezes_the_start_up_heap_once_listening(capsys: ob
 async def test_serve_forever_runs_a_full_collection_every_period(monkeypatch: pytest.MonkeyPatch) -> None:
     """Full collections by count alone came about once a day in a soak (net allocations fill the generations
     slowly): `saga serve` also runs one every FULL_COLLECTION_PERIOD_S, so garbage in cycles is bounded."""
-    monkeypatch.setattr(server, "FULL_COLLECTION_PERIOD_S", 0.3)
+    monkeypatch.setattr(server, "FULL_COLLECTION_PERIOD_S", 0.3, raising=False)
     thresholds = gc.get_threshold()
     config = ProxyConfig(replicas=["http://127.0.0.1:9"], port=0, seed=1, health_interval_s=60.0)
     task = asyncio.create_task(serve_forever(config))
