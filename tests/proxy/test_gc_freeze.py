@@ -12,18 +12,24 @@ from proxy.config import ProxyConfig
 from proxy.server import FULL_COLLECTION_AFTER, serve_forever
 
 
+async def _listening() -> asyncio.Task[None]:
+    """`saga serve` (serve_forever) running, once it is listening (its start-up heap frozen)."""
+    config = ProxyConfig(replicas=["http://127.0.0.1:9"], port=0, seed=1, health_interval_s=60.0)
+    task = asyncio.create_task(serve_forever(config))
+    for _ in range(200):  # bounded: ~10 s
+        if gc.get_freeze_count() > 0 or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert not task.done()
+    return task
+
+
 async def test_serve_forever_freezes_the_start_up_heap_once_listening(capsys: object) -> None:
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
     thresholds = gc.get_threshold()
-    config = ProxyConfig(replicas=["http://127.0.0.1:9"], port=0, seed=1, health_interval_s=60.0)
-    task = asyncio.create_task(serve_forever(config))
+    task = await _listening()
     try:
-        for _ in range(200):  # until it is listening (bounded: ~10 s)
-            if gc.get_freeze_count() > 0 or task.done():
-                break
-            await asyncio.sleep(0.05)
-        assert not task.done()
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == (*thresholds[:2], FULL_COLLECTION_AFTER)  # full passes rarer
         frozen = gc.get_freeze_count()
@@ -41,14 +47,8 @@ async def test_serve_forever_runs_a_full_collection_every_period(monkeypatch: py
     slowly): `saga serve` also runs one every FULL_COLLECTION_PERIOD_S, so garbage in cycles is bounded."""
     monkeypatch.setattr(server, "FULL_COLLECTION_PERIOD_S", 0.3, raising=False)
     thresholds = gc.get_threshold()
-    config = ProxyConfig(replicas=["http://127.0.0.1:9"], port=0, seed=1, health_interval_s=60.0)
-    task = asyncio.create_task(serve_forever(config))
+    task = await _listening()
     try:
-        for _ in range(200):  # until it is listening (bounded: ~10 s)
-            if gc.get_freeze_count() > 0 or task.done():
-                break
-            await asyncio.sleep(0.05)
-        assert not task.done()
         gc.set_threshold(thresholds[0], thresholds[1], 10**9)  # none by count: only the period's
         before = gc.get_stats()[2]["collections"]
         for _ in range(200):  # until two have run (bounded: ~20 s on a loaded machine)

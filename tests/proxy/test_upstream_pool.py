@@ -46,6 +46,14 @@ class Server:
         await self.server.wait_closed()
 
 
+async def serve_many(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers every request on a connection with ANSWER, keeping it alive."""
+    while True:
+        await _read_request(reader)
+        writer.write(ANSWER)
+        await writer.drain()
+
+
 @pytest.fixture
 async def pool() -> AsyncIterator[UpstreamPool]:
     pool = UpstreamPool()
@@ -54,12 +62,6 @@ async def pool() -> AsyncIterator[UpstreamPool]:
 
 
 async def test_keep_alive_connections_are_reused(pool: UpstreamPool) -> None:
-    async def serve_many(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await _read_request(reader)
-            writer.write(ANSWER)
-            await writer.drain()
-
     async with Server(serve_many) as server:
         for _ in range(5):
             answer = await pool.request(server.url + "/v1/x", b"{}", {"X-A": "1"}, 5.0)
@@ -139,12 +141,6 @@ def test_the_pool_works_on_uvloop() -> None:
     uvloop = pytest.importorskip("uvloop")
 
     async def scenario() -> int:
-        async def serve_many(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                await _read_request(reader)
-                writer.write(ANSWER)
-                await writer.drain()
-
         pool = UpstreamPool()
         async with Server(serve_many) as server:
             for _ in range(3):
@@ -229,12 +225,6 @@ async def test_a_closed_connection_is_freed_without_waiting_for_a_full_collectio
     a reference cycle with its parser: before, every one of them (and what its last answer left on it) stayed
     until the next full collection."""
     import gc
-
-    async def serve_many(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await _read_request(reader)
-            writer.write(ANSWER)
-            await writer.drain()
 
     async with Server(serve_many) as server:
         gc.collect()
