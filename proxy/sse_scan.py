@@ -40,6 +40,8 @@ def complete_events_length(data: bytes) -> int:
     complete. A relay holds the rest back until its event is whole, so that a replica cut in the middle of an
     event leaves no half event before the proxy's error event (a client would read the two as one malformed
     line)."""
+    if data.endswith(b"\n\n"):  # the usual chunk: whole events (vLLM separates them with LF LF)
+        return len(data)
     lf = data.rfind(b"\n\n")
     crlf = data.rfind(b"\r\n\r\n")
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

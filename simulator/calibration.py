@@ -8,7 +8,7 @@ context tokens, fitted together by least squares on every step's relative error 
 as much as a 1 s prefill); the knee is the measured `linear` token count that fits best.
 The `mixed` rows (a prefill chunk and a decode batch in one step) are left out of the fit: `compare` predicts
 them as a check that the terms add up. `compare(steps, profile)` gives each row's measured and predicted
-milliseconds; `retention_costs` gives what a dropped prefix costs to bring back: re-prefilled in 8,192-token
+milliseconds; `retention_costs` gives what a dropped prefix costs to bring back: re-prefilled in the profile's
 chunks, or reloaded over the measured host link. Pure functions; `main` prints a Markdown report.
 """
 
@@ -24,9 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from simulator.cost_model import PROFILES, Profile, prefill_attention_pairs, step_time_s
-
-_CHUNK = 8192  # vLLM's default max_num_batched_tokens: a long prefix is re-prefilled in chunks this size
+from simulator.cost_model import PROFILES, Profile, chunked_prefill_s, step_time_s
 
 
 class Fit(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,7 +54,15 @@ class Fit(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def measured(steps: Iterable[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
-    return [s for s in steps if s["kind"] in kinds and s.get("ms") is not None]
+    """The rows of these kinds that were measured (ms None: failed, left out); a measurement that is not a
+    positive finite number is an error naming its row (the fit divides by it)."""
+    rows = [s for s in steps if s["kind"] in kinds and s.get("ms") is not None]
+    for row in rows:
+        ms = row["ms"]
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms < math.inf:
+            step = f"{row['kind']} {row.get('tokens')}"
+            raise ValueError(f"step {step}: ms must be a positive number, got {ms!r}")
+    return rows
 
 
 def _design(rows: list[dict[str, Any]], knee: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,13 +133,8 @@ def compare(steps: list[dict[str, Any]], profiles: dict[str, Profile]) -> list[d
 
 
 def recompute_s(profile: Profile, tokens: int) -> float:
-    """Seconds to re-prefill a `tokens`-token prefix alone on a replica, in `_CHUNK`-token steps."""
-    total, done = 0.0, 0
-    while done < tokens:
-        chunk = min(_CHUNK, tokens - done)
-        total += step_time_s(profile, num_tokens=chunk, attention_pairs=prefill_attention_pairs(chunk, done))
-        done += chunk
-    return total
+    """Seconds to re-prefill a `tokens`-token prefix alone on a replica, in the profile's chunks."""
+    return chunked_prefill_s(profile, tokens)
 
 
 def retention_costs(
@@ -198,10 +199,10 @@ def report(probe: dict[str, Any], base: str) -> str:
             lines.append(f"| {_describe(row)} | failed: {row.get('error', '?')} | | |")
             continue
         pb, pf = row["predicted"][base], row["predicted"]["fit"]
+        rb, rf = row["ratio"][base], row["ratio"]["fit"]
         mark = " (held out)" if row["kind"] == "mixed" else ""
         lines.append(
-            f"| {_describe(row)}{mark} | {row['ms']:.2f} | {pb:.2f} ({pb / row['ms']:.2f}) | "
-            f"{pf:.2f} ({pf / row['ms']:.2f}) |"
+            f"| {_describe(row)}{mark} | {row['ms']:.2f} | {pb:.2f} ({rb:.2f}) | {pf:.2f} ({rf:.2f}) |"
         )
     link = probe.get("host_link", {})
     if "whole" in link:
@@ -220,7 +221,7 @@ def report(probe: dict[str, Any], base: str) -> str:
         reload_gb_s = min(link["block_2MiB"]["h2d_gb_s"], link["whole"]["h2d_gb_s"])
         lines += [
             "",
-            "A dropped prefix brought back: re-prefilled (8,192-token chunks) or reloaded (2 MiB "
+            "A dropped prefix brought back: re-prefilled (in the profile's chunks) or reloaded (2 MiB "
             "blocks, host to GPU):",
             "",
             "| prefix tokens | re-prefill s (fit) | reload s (measured link) | re-prefill / reload | "

@@ -99,6 +99,17 @@ def step_time_s(
     return ms / 1000.0
 
 
+def chunked_prefill_s(profile: Profile, prompt: int, cached: int = 0) -> float:
+    """Seconds to prefill tokens `cached`..`prompt` of a prompt alone on a replica, in chunks of the profile's
+    token budget (vLLM's chunked prefill), each attending to everything before it."""
+    total, done = 0.0, cached
+    while done < prompt:
+        chunk = min(profile.max_num_batched_tokens, prompt - done)
+        total += step_time_s(profile, num_tokens=chunk, attention_pairs=prefill_attention_pairs(chunk, done))
+        done += chunk
+    return total
+
+
 def prefill_attention_pairs(num_new: int, num_context: int) -> float:
     """Token pairs a prefill chunk of `num_new` tokens attends to after `num_context` tokens (causal)."""
     return num_new * (num_context + num_new / 2.0)

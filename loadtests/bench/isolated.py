@@ -13,19 +13,12 @@ A step that spawns subagents waits for the longer of its tool time and its slowe
 from __future__ import annotations
 
 from loadtests.tasks import AgentTask
-from simulator.cost_model import Profile, prefill_attention_pairs, step_time_s
+from simulator.cost_model import Profile, chunked_prefill_s, step_time_s
 
 
 def _call_times_s(profile: Profile, prompt: int, cached: int, output: int) -> tuple[float, float]:
     """(prefill, decode) seconds of one call alone."""
-    prefill = 0.0
-    done = cached
-    while done < prompt:  # chunked prefill; the last chunk also samples the first output token
-        chunk = min(profile.max_num_batched_tokens, prompt - done)
-        prefill += step_time_s(
-            profile, num_tokens=chunk, attention_pairs=prefill_attention_pairs(chunk, done)
-        )
-        done += chunk
+    prefill = chunked_prefill_s(profile, prompt, cached)  # its last chunk also samples the first output token
     decode = 0.0
     steps = output - 1
     if steps > 0:  # decode steps: time is linear in context, so n steps cost n x the mean of first and last

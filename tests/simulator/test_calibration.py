@@ -152,3 +152,11 @@ def test_the_probe_models_have_the_published_parameter_counts() -> None:
     params = json.loads(done.stdout)
     assert params["llama3-8b"] == pytest.approx(8.03e9 - 128256 * 4096, rel=0.005)
     assert 4 * params["llama3-70b-tp4-rank"] == pytest.approx(70.55e9 - 128256 * 8192, rel=0.005)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1.0, "5", True])
+def test_a_measurement_that_is_not_a_positive_number_is_refused_naming_its_step(bad: object) -> None:
+    steps = synthetic_steps()
+    steps[3] = {**steps[3], "ms": bad}
+    with pytest.raises(ValueError, match=f"step linear {steps[3]['tokens']}: ms must be a positive number"):
+        fit(steps)
