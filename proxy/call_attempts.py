@@ -12,6 +12,11 @@ Contract:
 - `no_replica_left` relays the last replica error as it was, or raises the refusal (a 429 from a full queue
   and a 503 carry `Retry-After`).
 - `account` counts a relayed answer once: the replica's circuit breaker, the error causes, the logs.
+- Counting: every failed attempt on a replica is one `saga_upstream_failures_total{replica, cause}`
+  (`note_failure`), whether or not a retry saved the call; a call that failed for its client is one
+  `saga_errors_total{cause}`: the code of the proxy's own error answer (counted where it is written), or here
+  `upstream_5xx` (a replica's 5xx relayed as it was), `upstream_mid_answer` (the replica failed after its
+  answer began), `upstream_answer_too_large` or `client_disconnect`. So no cause is counted twice for a call.
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ async def attempts(
                     extra=log_context(call, replica),
                 )
                 continue  # the same dispatch again, without the priority
+            if status != answered.status:  # the replica's error answer was over max_answer_bytes
+                call.metrics.errors.bump("upstream_answer_too_large")
             call.shared.guards[replica].call_succeeded()  # it answered: the client's own mistake
             call.relay_error(replica, status, headers, error_body)
             return ANSWERED
@@ -109,8 +116,7 @@ async def read_error(call: Call, upstream: UpstreamAnswer, replica: str) -> tupl
             error_body = await upstream.read(max_bytes=limit)
     except (BodyFailed, TimeoutError):
         error_body = b""
-    except AnswerTooLarge:
-        call.metrics.errors.labels("upstream_answer_too_large").inc()
+    except AnswerTooLarge:  # counted if relayed: the caller may retry elsewhere
         too_large = forward.too_large_error(limit)
         headers = {"Content-Type": "application/json", "X-Saga-Replica": replica}
         return too_large.status, headers, refusal_body(call.path, too_large)
@@ -129,9 +135,7 @@ def log_context(call: Call, replica: str) -> dict[str, str]:
 
 
 def note_failure(call: Call, replica: str, reason: str, cause: str) -> bool:
-    metrics = call.metrics
-    metrics.upstream_failures.labels(replica).inc()
-    metrics.errors.labels(cause).inc()
+    call.metrics.upstream_failures.bump(replica, cause)  # an attempt: the call's own error is counted once
     opened = call.shared.guards[replica].call_failed(call.core.clock())
     if opened:
         log.warning("circuit breaker for replica %s opened after repeated failures", replica)
@@ -180,10 +184,10 @@ def _log_failed(call: Call, replica: str, what: str, reason: str, then: str) -> 
 def no_replica_left(call: Call, decision: Reject) -> None:
     if call.last_5xx is not None:  # every replica failed: relay the last replica error as it was
         replica, status, headers, body = call.last_5xx
-        call.relay_error(replica, status, headers, body)  # (its failure was counted when it was retried)
+        call.relay_error(replica, status, headers, body)  # (each attempt was counted when it failed)
+        call.metrics.errors.bump("upstream_5xx")
         return
-    call.metrics.rejected.inc()
-    call.metrics.errors.labels("rejected").inc()
+    call.metrics.rejected.inc()  # the refusal's code is counted in saga_errors_total when it is answered
     headers = {}
     if decision.status in (429, 503):
         headers["Retry-After"] = retry_after(call.config.retry_after_s)
@@ -196,6 +200,7 @@ def account(call: Call, replica: str, outcome: forward.Relayed) -> None:
     metrics.responses.bump(replica, str(outcome.status))
     if outcome.upstream_error is not None:
         note_failure(call, replica, outcome.upstream_error, "upstream_mid_answer")
+        metrics.errors.bump("upstream_mid_answer")
         log.warning(
             "replica %s failed mid-answer to %s: %s",
             replica,
@@ -216,6 +221,7 @@ def account(call: Call, replica: str, outcome: forward.Relayed) -> None:
         call.shared.guards[replica].call_succeeded()
     else:
         note_failure(call, replica, f"answered {outcome.status}", "upstream_5xx")
+        metrics.errors.bump("upstream_5xx")
     if outcome.client_gone:
         metrics.client_disconnects.inc()
         metrics.errors.labels("client_disconnect").inc()

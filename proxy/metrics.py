@@ -1,12 +1,12 @@
 """The proxy's own Prometheus metrics (a registry per app, so several proxies can live in one process).
 
-All names start with `saga_`. Counters: calls by route and status, errors by cause (`invalid_request_body`,
-`invalid_api_key`, `rejected`, `upstream_unreachable`, `upstream_5xx`, `upstream_timeout`,
-`upstream_mid_answer`, `client_disconnect`, ...: docs/observability.md), scheduler decisions, retries, replica
-failures. Histograms: time to first byte, call latency, task (session) completion time for sessions ended
-explicitly. Gauges, refreshed on scrape: queue depth, calls in flight, live sessions, replica health. The
-retention releaser's counts (releases sent, failed, dropped, pending: proxy/retention_release.py) are read
-from it on scrape.
+All names start with `saga_`. Counters: calls by route and status, calls that failed for their client by cause
+(once each: `invalid_request_body`, `invalid_api_key`, `queue_full`, `upstream_error`, `upstream_5xx`,
+`upstream_timeout`, `upstream_mid_answer`, `client_disconnect`, ...: docs/observability.md), scheduler
+decisions, retries, failed attempts on replicas by replica and cause. Histograms: time to first byte, call
+latency, task (session) completion time for sessions ended explicitly. Gauges, refreshed on scrape: queue
+depth, calls in flight, live sessions, replica health. The retention releaser's counts (releases sent, failed,
+dropped, pending: proxy/retention_release.py) are read from it on scrape.
 
 The request path only bumps plain Python numbers (`Counts`, `Buckets`): no locks, no label lookups in
 prometheus_client, about a microsecond a call. A collector turns them into metric families when
@@ -98,14 +98,18 @@ class Buckets:
 class ProxyMetrics(Collector):
     def __init__(self) -> None:
         self.calls = Counts("saga_calls", "LLM calls answered, by route and status", ["route", "status"])
-        self.errors = Counts("saga_errors", "Calls that failed, by cause", ["cause"])
+        self.errors = Counts(
+            "saga_errors", "Calls that failed for their client, once each, by cause", ("cause",)
+        )
         self.decisions = Counts("saga_decisions", "Scheduler decisions, by kind", ["kind"])
         self.responses = Counts(
             "saga_responses", "Answers relayed, by replica and status", ["replica", "status"]
         )
         self.rejected = Counts("saga_rejected", "Calls refused by the scheduler")
         self.upstream_failures = Counts(
-            "saga_upstream_failures", "Replica failures (connect, 5xx, timeout, mid-answer)", ["replica"]
+            "saga_upstream_failures",
+            "Failed attempts on a replica (retried or not), by replica and cause",
+            ["replica", "cause"],
         )
         self.retries = Counts("saga_retries", "Calls retried on another replica")
         self.client_disconnects = Counts("saga_client_disconnects", "Clients gone before their answer ended")

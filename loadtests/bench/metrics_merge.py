@@ -29,7 +29,7 @@ def exposition(replicas: int) -> str:
     for url in urls:
         metrics.responses.bump(url, "200")
         metrics.responses.bump(url, "503")
-        metrics.upstream_failures.bump(url)
+        metrics.upstream_failures.bump(url, "upstream_5xx")
     for route in ("/v1/chat/completions", "/v1/completions"):
         metrics.calls.bump(route, "200")
     for seconds in (0.01, 0.2, 3.0):

@@ -68,4 +68,4 @@ async def test_a_replica_whose_connect_hangs_is_retried_on_another(http: aiohttp
     assert answered == [(200, good.url), (200, good.url)]
     retries = [line for line in metrics.splitlines() if line.startswith("saga_retries_total")]
     assert retries and float(retries[0].split()[-1]) >= 1
-    assert f'saga_upstream_failures_total{{replica="{hole}"}}' in metrics
+    assert f'saga_upstream_failures_total{{cause="upstream_unreachable",replica="{hole}"}}' in metrics

@@ -1,0 +1,104 @@
+"""End-to-end over loopback: `saga_errors_total` counts each call that failed for its client once, by the
+cause the client saw; every failed attempt on a replica, saved by a retry or not, is one
+`saga_upstream_failures_total{replica, cause}` (docs/observability.md). Before, an attempt counted in both, so
+a call answered 504 after its replica timed out counted `upstream_timeout` twice, a call every replica
+refused counted `upstream_5xx` once per replica, and a call a retry saved still counted as an error."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.scheduler import build_policy
+from proxy.server import running_proxy
+from tests.proxy.fakes import config, dying_stream_replica, fake_replica
+from tests.proxy.test_e2e_failures import MESSAGES, _FullQueueCore, call
+
+SERVERS = pytest.mark.parametrize("server", ["fast", "aiohttp"])
+
+
+async def counts(http: aiohttp.ClientSession, url: str) -> dict[str, dict[tuple[str, ...], float]]:
+    """Each counter's samples by label values (`saga_errors_total`: (cause,); upstream failures: (replica,
+    cause))."""
+    async with http.get(f"{url}/metrics") as r:
+        text = await r.text()
+    out: dict[str, dict[tuple[str, ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("saga_errors_total", "saga_upstream_failures_total", "saga_rejected_total"):
+                key = tuple(sample.labels[name] for name in ("replica", "cause") if name in sample.labels)
+                out.setdefault(sample.name, {})[key] = sample.value
+    return out
+
+
+@SERVERS
+async def test_a_first_byte_timeout_counts_one_error_and_one_failed_attempt(
+    http: aiohttp.ClientSession, server: str
+) -> None:
+    async with (
+        fake_replica("hang") as hanging,
+        running_proxy(config([hanging.url], first_byte_timeout_s=0.3, server=server)) as url,
+    ):
+        status, payload, _ = await call(http, url)
+        seen = await counts(http, url)
+    assert status == 504 and payload["error"]["code"] == "upstream_timeout"
+    assert seen["saga_errors_total"] == {("upstream_timeout",): 1.0}
+    assert seen["saga_upstream_failures_total"] == {(hanging.url, "upstream_timeout"): 1.0}
+
+
+@SERVERS
+async def test_a_call_every_replica_refuses_is_one_error_and_an_attempt_per_replica(
+    http: aiohttp.ClientSession, server: str
+) -> None:
+    async with (
+        fake_replica("error-503") as a,
+        fake_replica("error-503") as b,
+        running_proxy(config([a.url, b.url], server=server)) as url,
+    ):
+        status, _, _ = await call(http, url)
+        seen = await counts(http, url)
+    assert status == 503
+    assert seen["saga_errors_total"] == {("upstream_5xx",): 1.0}
+    failed = {(a.url, "upstream_5xx"): 1.0, (b.url, "upstream_5xx"): 1.0}
+    assert seen["saga_upstream_failures_total"] == failed
+
+
+@SERVERS
+async def test_a_call_a_retry_saved_is_no_error(http: aiohttp.ClientSession, server: str) -> None:
+    async with (
+        fake_replica("error-503") as bad,
+        fake_replica() as good,
+        running_proxy(config([bad.url, good.url], policy="round-robin", server=server)) as url,
+    ):
+        statuses = [(await call(http, url))[0] for _ in range(2)]  # round robin: one starts on the bad one
+        seen = await counts(http, url)
+    assert statuses == [200, 200] and bad.calls >= 1  # each call that met the bad replica moved on
+    assert seen.get("saga_errors_total", {}) == {}
+    assert seen["saga_upstream_failures_total"] == {(bad.url, "upstream_5xx"): float(bad.calls)}
+
+
+@SERVERS
+async def test_a_refusal_counts_its_code_once(http: aiohttp.ClientSession, server: str) -> None:
+    async with fake_replica() as replica:
+        core = _FullQueueCore([replica.url], build_policy("round-robin"), time.monotonic)
+        async with running_proxy(config([replica.url], server=server), core) as url:
+            status, payload, _ = await call(http, url)
+            seen = await counts(http, url)
+    assert status == 429 and payload["error"]["code"] == "queue_full"
+    assert seen["saga_errors_total"] == {("queue_full",): 1.0}  # not also `rejected`
+    assert seen["saga_rejected_total"] == {(): 1.0}
+
+
+@SERVERS
+async def test_a_replica_dying_mid_stream_counts_once(http: aiohttp.ClientSession, server: str) -> None:
+    async with dying_stream_replica() as dying, running_proxy(config([dying], server=server)) as url:
+        body = {"model": "fake", "messages": MESSAGES, "stream": True}
+        async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            raw = await r.read()
+        seen = await counts(http, url)
+    assert b'"error"' in raw
+    assert seen["saga_errors_total"] == {("upstream_mid_answer",): 1.0}
+    assert seen["saga_upstream_failures_total"] == {(dying, "upstream_mid_answer"): 1.0}
