@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -219,6 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif args.command == "sim":
                 from simulator.server import serve_fleet_forever
 
+                if args.base_port and args.base_port + args.replicas - 1 > 65535:
+                    raise ConfigError(
+                        f"--base-port {args.base_port} with {args.replicas} replicas runs past port 65535"
+                    )
+
                 _run(
                     serve_fleet_forever(
                         args.replicas, host=args.host, base_port=args.base_port, **_fleet_options(args)
@@ -233,8 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"saga: error: {e}", file=sys.stderr)
         return 2
+    except socket.gaierror as e:  # a host to listen on that does not resolve
+        host = getattr(args, "host", None)  # None: the host came from the file or the environment
+        where = f"host {host!r}" if host else "the configured host"
+        print(f"saga: error: cannot listen on {where}: {e.strerror}", file=sys.stderr)
+        return 1
     except OSError as e:  # a port taken, or a host not on this machine: say so, without a traceback
-        if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        # (a negative errno is getaddrinfo's, as some servers re-raise it: a host that does not resolve)
+        if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES) and not (e.errno or 0) < 0:
             raise
         print(f"saga: error: {e}", file=sys.stderr)
         return 1

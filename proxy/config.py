@@ -175,6 +175,8 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ConfigError("discovery.scheme must be http or https")
             if not (math.isfinite(self.discovery.interval_s) and self.discovery.interval_s > 0):
                 raise ConfigError("discovery.interval_s must be > 0")
+        if not 0 <= self.port <= 65535:  # the socket layer would take 99999 as 34463 (modulo 2**16)
+            raise ConfigError(f"port must be a TCP port (0-65535; 0: any free one), got {self.port}")
         if self.server not in ("fast", "aiohttp"):
             raise ConfigError(f"server must be 'fast' or 'aiohttp', got {self.server!r}")
         if not 1 <= self.workers <= 256:

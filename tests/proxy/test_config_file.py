@@ -144,3 +144,31 @@ def test_a_port_in_use_is_one_line_not_a_traceback(command: str) -> None:
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("saga: error:") and "address already in use" in last.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # the socket layer took 99999 as port 34463 and listened there without a word
+        ("serve --replica http://127.0.0.1:9 --port 99999", "port must be a tcp port"),
+        ("serve --replica http://127.0.0.1:9 --port -1", "port must be a tcp port"),
+        (
+            "serve --replica http://127.0.0.1:9 --port 0 --health-timeout-s 0.2 --host no-such-host.invalid",
+            "no-such-host",
+        ),
+        ("sim --host no-such-host.invalid", "name or service not known"),
+        ("sim --replicas 2 --base-port 65535", "runs past port 65535"),
+    ],
+)
+def test_a_place_to_listen_that_cannot_be_is_one_line_not_a_traceback(args: str, says: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args.split()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("saga: error:") and says in last.lower(), last
