@@ -32,6 +32,7 @@ from proxy.directives import asks_for_retention, lacks_of, without_client_retent
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
+from proxy.json_problems import json_problem
 from proxy.kv_residency import KvResidency
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
@@ -58,7 +59,7 @@ def parse_call(body: bytes) -> CallFields:
     except msgspec.ValidationError as e:
         raise _bad_request(f"invalid request body: {e}") from e
     except msgspec.DecodeError as bad:  # one name per exception type: mypyc types it once
-        raise _bad_request(f"request body is not valid JSON: {bad}") from bad
+        raise _bad_request(f"request body is not valid JSON: {json_problem(body, bad)}") from bad
     previous = fields.previous_response_id
     if previous:  # before anything looks it up (a replica asked for it, another worker's table), or quotes it
         try:
