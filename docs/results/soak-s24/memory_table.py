@@ -2,6 +2,8 @@
 
     python3 docs/results/soak-s24/memory_table.py PROBE_DIR [MINUTE ...]
 
+PROBE_DIR: the probe's directory (`SAGA_TM_DIR`), or a copy committed as `supervisor.txt` and `worker-*.txt`.
+
 MiB: anonymous RSS, glibc's heap arena and heap in use (mallinfo2), and what is neither the heap arena nor
 mmapped blocks (Python's own object arenas among it): anonymous RSS - arena - mmapped.
 """
@@ -23,10 +25,12 @@ def rows(path: str) -> dict[int, dict[str, int]]:
 
 
 def main(directory: str, minutes: list[int]) -> None:
-    # workers are forked from the supervisor (the same argv): the supervisor is the first process started
-    paths = sorted(glob.glob(f"{directory}/stats-*.txt"), key=lambda p: int(os.path.basename(p)[6:-4]))
-    for n, path in enumerate(paths):
-        pid = os.path.basename(path)[6:-4]
+    # the probe's own names (stats-<pid>.txt): the supervisor is the first process started; as committed
+    # beside the results: supervisor.txt, worker-a.txt, ...
+    probed = sorted(glob.glob(f"{directory}/stats-*.txt"), key=lambda p: int(os.path.basename(p)[6:-4]))
+    named = glob.glob(f"{directory}/supervisor.txt") + sorted(glob.glob(f"{directory}/worker-*.txt"))
+    for n, path in enumerate(probed or named):
+        pid = os.path.basename(path)[6:-4] if probed else os.path.basename(path)[:-4]
         role = "supervisor" if n == 0 else "worker"
         data = rows(path)
         print(f"{role} {pid}:")
