@@ -4,38 +4,72 @@ Contract: `json_problem(body, error)` is msgspec's own message, except where tha
 holding an unpaired UTF-16 surrogate escape (`\\ud83d` without its `\\ude00`: JavaScript's `JSON.stringify`
 writes one for text cut inside an emoji, as an agent truncating a tool's output by length does) is valid
 JSON text, but no UTF-8 string can hold it and no tokenizer can encode it (vLLM's fails on it too); msgspec
-calls it "Input data was truncated". Only the error path calls this: a body is scanned once, linearly.
+calls it "Input data was truncated". Only the error path calls this, which a client can choose, so its work
+is bounded: a body over 16 MiB keeps msgspec's message (scanning 16 MiB of crafted escapes takes ~0.1 s).
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 
 import msgspec
 
-# a run of backslashes before `u` and a surrogate's four hex digits: an escape when the run is odd
-_SURROGATE = re.compile(rb"(\\+)u([dD][89a-fA-F][0-9a-fA-F]{2})")
+# Bounds on the work for one body (this runs on the error path, which a client can choose): `\\ud` and
+# `\\uD` found (each by bytes.find, at C speed), and backslashes counted back from one (a real client
+# escapes one backslash, not hundreds). Past either, msgspec's own message stands.
+_LARGEST_BODY = 16 << 20
+_MOST_HITS = 65536
+_LONGEST_RUN = 64
+_BACKSLASH = 0x5C
+_HIGH_DIGIT = frozenset(b"89abAB")
+_LOW_DIGIT = frozenset(b"cdefCDEF")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _surrogate_escapes(body: bytes) -> Iterator[tuple[int, bool]]:
+    """(offset, is low) of each `\\uDxxx` surrogate escape in `body`, in order, escaped or not; it stops
+    after `_MOST_HITS` places that begin like one."""
+    lower, upper = body.find(b"\\ud"), body.find(b"\\uD")
+    for _ in range(_MOST_HITS):
+        if lower < 0 and upper < 0:
+            return
+        at = upper if lower < 0 or 0 <= upper < lower else lower
+        if at == lower:
+            lower = body.find(b"\\ud", at + 1)
+        else:
+            upper = body.find(b"\\uD", at + 1)
+        digits = body[at + 3 : at + 6]
+        if (
+            len(digits) == 3
+            and (digits[0] in _HIGH_DIGIT or digits[0] in _LOW_DIGIT)
+            and _HEX.issuperset(digits[1:])
+        ):
+            yield at, digits[0] in _LOW_DIGIT
 
 
 def unpaired_surrogate(body: bytes) -> int | None:
-    """The byte offset of the first unpaired surrogate escape in `body`, or None."""
-    expect_low_at = -1  # where a high surrogate's pair must start
-    for match in _SURROGATE.finditer(body):
-        if len(match.group(1)) % 2 == 0:  # `\\ud800`: an escaped backslash, then text
+    """The byte offset of the first unpaired surrogate escape in `body`, or None (also when the bounds
+    above were reached first)."""
+    if len(body) > _LARGEST_BODY:
+        return None
+    expect_low_at = -1  # where the last high surrogate's pair must start
+    for at, low in _surrogate_escapes(body):
+        run = 0  # backslashes before this one: an odd count escapes it (`\\\\ud83d` is text)
+        while run <= _LONGEST_RUN and at - run > 0 and body[at - run - 1] == _BACKSLASH:
+            run += 1
+        if run > _LONGEST_RUN:
+            return None
+        if run % 2:
             continue
-        escape_at = match.end(1) - 1
-        low = int(match.group(2), 16) >= 0xDC00
         if expect_low_at >= 0:
-            if not (low and escape_at == expect_low_at):
+            if not (low and at == expect_low_at):
                 return expect_low_at - 6
             expect_low_at = -1
         elif low:
-            return escape_at
+            return at
         else:
-            expect_low_at = match.end()
-    if expect_low_at >= 0:
-        return expect_low_at - 6
-    return None
+            expect_low_at = at + 6
+    return None if expect_low_at < 0 else expect_low_at - 6
 
 
 def json_problem(body: bytes, error: msgspec.DecodeError) -> str:
