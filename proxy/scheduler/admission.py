@@ -13,6 +13,10 @@ Contract:
   the predicted remaining calls), from the predictor's graph after each call; for a new workflow, its prompt
   plus its agent type's mean growth per call (learned here, the predictor's prior until then) times
   `horizon_calls`.
+- A workflow none of whose calls has yet come back with the engine's usage (each was refused, as a prompt
+  past the model's context is, or failed, or was cancelled) holds nothing once no call of it is in flight:
+  its reservation lapses at once (its binding stays; a retry reserves again at once). Held as a live
+  workflow's, the footprint of a prompt no engine took would keep new work waiting for the whole hold.
 - After each call: a workflow the predictor expects to end (return probability below `end_below_p_return`)
   or to come back only after a person's think time (median predicted gap above `quiet_gap_s`) frees its
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
@@ -74,6 +78,7 @@ class _Workflow:
         "quiet_at",
         "replica_id",
         "reserved",
+        "served",
     )
 
     def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
@@ -85,6 +90,7 @@ class _Workflow:
         self.in_flight = 0
         self.quiet_at: float | None = None  # when the reservation lapses (between calls)
         self.queued_at: float | None = None  # its wake-up in the lapse heap (at or before quiet_at)
+        self.served = False  # a call of it came back with the engine's usage
 
 
 class WorkflowAdmission:
@@ -275,14 +281,23 @@ class WorkflowAdmission:
         wf.quiet_at = None
         self._reserve(wf, wf.footprint)
 
-    def finished(self, session_id: str, prompt_tokens: int, completion_tokens: int, now: float) -> bool:
+    def finished(
+        self, session_id: str, prompt_tokens: int, completion_tokens: int, now: float, served: bool = True
+    ) -> bool:
         """A call of the workflow ended: learn its growth, re-size its footprint, decide how long it holds.
-        True when the hold would cost more than the re-prefill it saves (`hold_price`): the reservation
-        lapsed at once, and the retention should go too."""
+        `served`: it came back with the engine's usage (False: refused, failed or cancelled). True when the
+        hold would cost more than the re-prefill it saves (`hold_price`): the reservation lapsed at once,
+        and the retention should go too."""
         wf = self.workflows.get(session_id)
         if wf is None:
             return False
         in_flight = wf.in_flight = max(0, wf.in_flight - 1)
+        if served:
+            wf.served = True
+        elif not wf.served:
+            if not in_flight:  # no engine holds anything of it: nothing to keep room for
+                self._lapse(wf)
+            return False
         if prompt_tokens > 0:  # unknown (0) when the call failed or was cancelled: keep what we knew
             context = prompt_tokens + completion_tokens
             before = wf.context

@@ -248,6 +248,7 @@ class SchedulerCore:
         now = self.clock()  # one reading for the whole event (the same in the DES, whose clock stands still)
         req = flight.req
         self._session_done(req, now)
+        served = usage is not None  # none: refused, failed or cancelled before the engine's usage came
         usage = usage or Usage()
         session_id = req.session_id  # (a Struct's fields: a lookup each)
         prompt_tokens = usage.prompt_tokens or req.prompt_tokens
@@ -273,7 +274,7 @@ class SchedulerCore:
                     flight.first_token_at - req.arrived_at, prompt_tokens, usage.cached_tokens
                 )
             # a hold that costs more than the re-prefill it saves (`hold_price`): its retention goes too
-            let_go = admission.finished(session_id, prompt_tokens, completion_tokens, now)
+            let_go = admission.finished(session_id, prompt_tokens, completion_tokens, now, served)
             if let_go and flight.retained and not released:
                 self.releases.append((session_id, replica_id))
             decisions += self._admit_waiting()

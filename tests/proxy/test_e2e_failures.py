@@ -220,3 +220,30 @@ async def test_a_long_replica_error_reaches_the_client_whole(
         assert answered[0] == 502
         assert json.loads(answered[1])["error"]["code"] == "upstream_answer_too_large"
     assert in_flight == 0
+
+
+async def test_a_prompt_the_replica_refuses_keeps_no_room_from_the_next_workflow(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Under saga's admission, a call the replica refuses (vLLM's 400 to a prompt past the model's context)
+    reserved its footprint as a new workflow; it then held it as if the workflow were live between calls,
+    so each next new workflow on that replica waited out the whole hold. Now nothing is held for it."""
+    small_kv = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="64"} 1\n'  # 1,024 tokens
+    async with fake_replica("error-400", metrics=small_kv) as replica:
+        cfg = config([replica.url], policy="saga")
+        async with running_proxy(cfg) as url:
+            for _ in range(200):  # until the health loop has read the capacity (bounded)
+                async with http.get(f"{url}/saga/v1/replicas") as r:
+                    if (await r.json())["replicas"][0]["kv_capacity_tokens"]:
+                        break
+                await asyncio.sleep(0.02)
+            status, _, _ = await call(
+                http, url, "too-long", messages=[{"role": "user", "content": "x " * 20_000}]
+            )
+            assert status == 400
+            async with http.get(f"{url}/saga/v1/state") as r:
+                state = await r.json()
+            replica.mode = "ok"
+            status, _, _ = await asyncio.wait_for(call(http, url, "next"), 10)
+    assert state["admission"]["reserved_tokens"] == {replica.url: 0}
+    assert status == 200

@@ -132,6 +132,43 @@ def test_a_workflow_larger_than_a_replica_still_runs_alone() -> None:
     assert core.request_arrived(call("next", prompt_tokens=1_000)) == []
 
 
+def test_a_workflow_whose_only_call_no_engine_took_holds_nothing_after_it() -> None:
+    """A prompt past the model's context (the replica's 400) reserved its footprint like any new workflow;
+    held as a live workflow's afterwards, it kept every new workflow on that replica waiting for the whole
+    hold (found over HTTP: a 1 MB prompt, then each next call waited ~80-120 s for `max_hold_s`)."""
+    core, clock = make_core(replicas=1)
+    assert core.admission is not None
+    refused = call("too-long", prompt_tokens=10 * CAPACITY)
+    only_dispatch(core.request_arrived(refused))
+    waiting = call("next", prompt_tokens=1_000)
+    assert core.request_arrived(waiting) == []  # it waits while the large one is in flight
+    clock.now = 1.0
+    released = core.request_finished(refused.request_id, None)  # refused: no usage came back
+    assert [d.request_id for d in released] == [waiting.request_id]
+    assert core.admission.reserved["r0"] == core.admission.workflows["next"].reserved
+    # the refused workflow stays bound: its retry goes straight through, reserving again
+    retry = only_dispatch(core.request_arrived(call("too-long", prompt_tokens=2_000)))
+    assert retry.replica_id == "r0"
+
+
+def test_a_failed_call_of_a_workflow_already_served_keeps_its_hold() -> None:
+    """Once a call of a workflow came back with usage, its context is on the replica: a later call that
+    fails (a replica hiccup; the agent retries) does not give up the hold."""
+    spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0, overcommit=1.0))
+    core, clock = make_core(replicas=1, spec=spec)
+    assert core.admission is not None
+    first = call("agent", prompt_tokens=60_000)
+    only_dispatch(core.request_arrived(first))
+    clock.now = 1.0
+    core.request_finished(first.request_id, Usage(60_000, 100, finish_reason="tool_calls"))
+    second = call("agent", prompt_tokens=61_000)
+    only_dispatch(core.request_arrived(second))
+    clock.now = 2.0
+    core.request_finished(second.request_id, None)
+    assert core.admission.reserved["r0"] > 0
+    assert core.request_arrived(call("other", prompt_tokens=60_000)) == []  # still no room
+
+
 def test_a_full_admission_queue_answers_429_and_no_healthy_replica_503() -> None:
     admission = AdmissionSpec(max_waiting=2)
     core, _ = make_core(replicas=1, spec=saga_spec(admission=admission))
