@@ -293,14 +293,25 @@ async def test_nothing_deadlocks_retentions_yield_when_nothing_else_could_free_b
 async def test_reset_prefix_cache_releases_every_retention_but_is_refused_while_a_request_runs(
     base: str, http: aiohttp.ClientSession
 ) -> None:
-    kept = tokens(30, 1000)
-    await complete(http, base, kept, session="kept", ttl=300.0)
-    hog = await running_hog(http, base, 31, prompt=500, decode=300)  # 7 blocks
-    status, out = await call(http, "POST", f"{base}/reset_prefix_cache")
-    assert (status, out) == (200, {"success": False})
+    # A hog that ended before the reset reached the engine (its last tokens decoded while the API server was
+    # busy: a loaded machine) leaves nothing running, so the reset rightly succeeds and proves nothing: that
+    # round is tried again. A reset that succeeds while the hog still streams seconds later is the failure.
+    for attempt in range(4):
+        kept = tokens(30 + 2 * attempt, 1000)
+        await complete(http, base, kept, session="kept", ttl=300.0)
+        hog = await running_hog(http, base, 31 + 2 * attempt, prompt=500, decode=300)  # 7 blocks
+        status, out = await call(http, "POST", f"{base}/reset_prefix_cache")
+        assert status == 200
+        if out == {"success": False}:
+            break
+        assert out == {"success": True}
+        done, _ = await asyncio.wait([hog], timeout=5.0)
+        assert done, "the reset succeeded while a request was still running"
+    else:
+        pytest.skip("the hog ended before the reset reached the engine, four times: machine too slow")
     assert "kept" in await retained(http, base)  # kept when the reset is refused
     await hog
     status, out = await call(http, "POST", f"{base}/reset_prefix_cache")
     assert (status, out) == (200, {"success": True})
     assert (await retained(http, base))["_"]["num_blocks"] == 0
-    assert await complete(http, base, kept + tokens(32, 10), session="kept") == 0
+    assert await complete(http, base, kept + tokens(40, 10), session="kept") == 0
