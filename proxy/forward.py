@@ -28,10 +28,10 @@ from proxy.errors import ProxyError, mid_answer_event, refusal_body
 from proxy.sse_scan import (
     DEFAULT_COLLECT_LIMIT,
     StreamScanner,
-    complete_events_length,
     parse_usage,
     read_answer,
     response_id_of,
+    whole_events,
 )
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
@@ -362,13 +362,10 @@ async def _relay_stream(
                 continue
         else:
             scanner.feed(chunk)
-            if held:
-                chunk, held = held + chunk, b""
-            whole = complete_events_length(chunk)
-            if whole < len(chunk):  # an event's start: it goes out once whole, and never if the replica fails
-                chunk, held = chunk[:whole], chunk[whole:]
-                if not chunk:
-                    continue
+            # an event's start goes out once whole, and never if the replica fails
+            chunk, held = whole_events(held, chunk)
+            if not chunk:
+                continue
         try:
             await downstream.write(chunk)
         except ConnectionError:

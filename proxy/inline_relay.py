@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from proxy.errors import ProxyError, mid_answer_event
 from proxy.forward import Relayed, answer_error, forwarded_headers, too_large_error
-from proxy.sse_scan import StreamScanner, complete_events_length, read_answer, response_id_of
+from proxy.sse_scan import StreamScanner, read_answer, response_id_of, whole_events
 from proxy.upstream_pool import BodyFailed, Key, UpstreamAnswer, UpstreamPool, _Connection
 
 log = logging.getLogger("saga.proxy")
@@ -124,7 +124,7 @@ class InlineRelay:
         self.scanner: StreamScanner | None = None  # set for a stream
         self.ended = False
         self.paused = False  # reading from the replica stopped until the client drains
-        self.held = b""  # the start of an event not yet whole (sse_scan.complete_events_length)
+        self.held = b""  # the start of an event not yet whole (sse_scan.whole_events)
         self.last = 0.0  # when the replica last sent something (the idle timeout)
         conn.listener = self
         conn.set_deadline(conn.loop.time() + first_byte_timeout_s)  # the first-byte timeout
@@ -251,12 +251,10 @@ class InlineRelay:
                 else:
                     if self.account:
                         scanner.feed(chunk)
-                    if self.held:
+                    if not conn.complete:  # an event's start goes out once whole, never if the replica fails
+                        chunk, self.held = whole_events(self.held, chunk)
+                    elif self.held:
                         chunk, self.held = self.held + chunk, b""
-                    whole = complete_events_length(chunk)
-                    if whole < len(chunk) and not conn.complete:
-                        # an event's start: it goes out once whole, and never if the replica fails
-                        chunk, self.held = chunk[:whole], chunk[whole:]
                 # A chunk with more to come goes out now; the last waits to go with the stream's end.
                 if chunk and downstream.write_now(chunk, not conn.complete) and not conn.complete:
                     if conn.transport is not None:

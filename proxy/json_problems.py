@@ -21,7 +21,7 @@ _LARGEST_BODY = 16 << 20
 _MOST_HITS = 65536
 _LONGEST_RUN = 64
 _BACKSLASH = 0x5C
-_HIGH_DIGIT = frozenset(b"89abAB")
+_SURROGATE_DIGIT = frozenset(b"89abcdefABCDEF")  # \ud800-\udfff
 _LOW_DIGIT = frozenset(b"cdefCDEF")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -39,11 +39,7 @@ def _surrogate_escapes(body: bytes) -> Iterator[tuple[int, bool]]:
         else:
             upper = body.find(b"\\uD", at + 1)
         digits = body[at + 3 : at + 6]
-        if (
-            len(digits) == 3
-            and (digits[0] in _HIGH_DIGIT or digits[0] in _LOW_DIGIT)
-            and _HEX.issuperset(digits[1:])
-        ):
+        if len(digits) == 3 and digits[0] in _SURROGATE_DIGIT and _HEX.issuperset(digits[1:]):
             yield at, digits[0] in _LOW_DIGIT
 
 

@@ -47,6 +47,23 @@ def complete_events_length(data: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
+# The most of one unfinished event a relay holds back: past it the event goes out as it comes (a backend that
+# never ends its events, or one event of megabytes, still streams, in bounded memory; vLLM's are under a KB,
+# a Responses API `response.completed` event carries the whole answer)
+MAX_HELD_EVENT = 256 * 1024
+
+
+def whole_events(held: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """What a relay sends of `held + chunk` now, and what it holds until the rest of its event arrives: the
+    bytes up to the last complete event, unless the unfinished rest is over `MAX_HELD_EVENT`."""
+    if held:
+        chunk = held + chunk
+    whole = complete_events_length(chunk)
+    if whole == len(chunk) or len(chunk) - whole > MAX_HELD_EVENT:
+        return chunk, b""
+    return chunk[:whole], chunk[whole:]
+
+
 def response_id_of(data: bytes) -> str | None:
     """The first Responses API id (`resp_...`) in `data`, if any."""
     found = _RESPONSE_ID.search(data)

@@ -55,19 +55,22 @@ def test_the_same_key_in_different_mappings_is_fine(tmp_path: Path) -> None:
     assert set(config_data(file, {}, {})) == {"tenants", "queue"}
 
 
-def test_saga_serve_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(tmp_path / "nope.yaml")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
+def saga(*args: str) -> subprocess.CompletedProcess[str]:
+    """`saga ARGS` run as a user runs it (a process of its own), its output captured."""
+    command = [sys.executable, "-m", "proxy.cli", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The last line `saga` wrote to stderr, after checking it wrote no traceback."""
     assert "Traceback" not in result.stderr
-    assert (
-        result.stderr.strip().splitlines()[-1].startswith("saga: error: cannot read the configuration file")
-    )
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_saga_serve_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
+    result = saga("serve", "--config", str(tmp_path / "nope.yaml"))
+    assert result.returncode != 0
+    assert error_line(result).startswith("saga: error: cannot read the configuration file")
 
 
 def _documented_keys() -> dict[str, str]:
@@ -133,16 +136,9 @@ def test_a_port_in_use_is_one_line_not_a_traceback(command: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         flag = "--port" if command.startswith("serve") else "--base-port"
-        result = subprocess.run(
-            [sys.executable, "-m", "proxy.cli", *command.split(), flag, str(port)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = saga(*command.split(), flag, str(port))
     assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
+    last = error_line(result)
     assert last.startswith("saga: error:") and "address already in use" in last.lower()
 
 
@@ -161,14 +157,7 @@ def test_a_port_in_use_is_one_line_not_a_traceback(command: str) -> None:
     ],
 )
 def test_a_place_to_listen_that_cannot_be_is_one_line_not_a_traceback(args: str, says: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args.split()],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = saga(*args.split())
     assert result.returncode in (1, 2)
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
+    last = error_line(result)
     assert last.startswith("saga: error:") and says in last.lower(), last

@@ -431,3 +431,20 @@ def test_complete_events_length_ends_at_the_last_blank_line() -> None:
     assert complete_events_length(b'data: {"a":1}\n\n') == len(b'data: {"a":1}\n\n')
     assert complete_events_length(b'data: {"a":1}\n') == 0  # the line is whole, its event is not
     assert complete_events_length(b"") == 0
+
+
+def test_a_relay_holds_an_unfinished_event_back_but_never_more_than_its_bound() -> None:
+    from proxy.sse_scan import MAX_HELD_EVENT, whole_events
+
+    assert whole_events(b"", b'data: {"a":1}\n\ndata: {"b"') == (b'data: {"a":1}\n\n', b'data: {"b"')
+    assert whole_events(b'data: {"b"', b":2}\n\n") == (b'data: {"b":2}\n\n', b"")
+    assert whole_events(b"", b"data: x") == (b"", b"data: x")  # nothing whole yet
+    # A backend that never ends its events (or one event of megabytes) still streams, in bounded memory:
+    # before, everything it sent was held until the stream ended.
+    held = b""
+    sent = 0
+    for _ in range(100):
+        out, held = whole_events(held, b"data: " + b"x" * 8186)  # 8 KiB, never a blank line
+        sent += len(out)
+        assert len(held) <= MAX_HELD_EVENT
+    assert sent + len(held) == 100 * 8192 and sent > 0

@@ -132,6 +132,18 @@ def test_a_workflow_larger_than_a_replica_still_runs_alone() -> None:
     assert core.request_arrived(call("next", prompt_tokens=1_000)) == []
 
 
+def served_once(session: str, finish_reason: str) -> tuple[SchedulerCore, Clock]:
+    """One replica whose KV holds a single 60k-token workflow (holds of at most 30 s), and `session`'s first
+    call served there, finished at t = 1 s with `finish_reason`."""
+    spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0, overcommit=1.0))
+    core, clock = make_core(replicas=1, spec=spec)
+    first = call(session, prompt_tokens=60_000)
+    only_dispatch(core.request_arrived(first))
+    clock.now = 1.0
+    core.request_finished(first.request_id, Usage(60_000, 100, finish_reason=finish_reason))
+    return core, clock
+
+
 def test_a_workflow_whose_only_call_no_engine_took_holds_nothing_after_it() -> None:
     """A prompt past the model's context (the replica's 400) reserved its footprint like any new workflow;
     held as a live workflow's afterwards, it kept every new workflow on that replica waiting for the whole
@@ -154,13 +166,8 @@ def test_a_workflow_whose_only_call_no_engine_took_holds_nothing_after_it() -> N
 def test_a_failed_call_of_a_workflow_already_served_keeps_its_hold() -> None:
     """Once a call of a workflow came back with usage, its context is on the replica: a later call that
     fails (a replica hiccup; the agent retries) does not give up the hold."""
-    spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0, overcommit=1.0))
-    core, clock = make_core(replicas=1, spec=spec)
+    core, clock = served_once("agent", "tool_calls")
     assert core.admission is not None
-    first = call("agent", prompt_tokens=60_000)
-    only_dispatch(core.request_arrived(first))
-    clock.now = 1.0
-    core.request_finished(first.request_id, Usage(60_000, 100, finish_reason="tool_calls"))
     second = call("agent", prompt_tokens=61_000)
     only_dispatch(core.request_arrived(second))
     clock.now = 2.0
@@ -253,13 +260,8 @@ def test_a_waiting_call_whose_client_leaves_is_withdrawn_and_its_session_can_be_
 
 
 def test_a_quiet_workflow_lapses_its_reservation_and_comes_back_at_once() -> None:
-    spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0, overcommit=1.0))
-    core, clock = make_core(replicas=1, spec=spec)
+    core, clock = served_once("person", "stop")
     assert core.admission is not None
-    req = call("person", prompt_tokens=60_000)
-    only_dispatch(core.request_arrived(req))
-    clock.now = 1.0
-    core.request_finished(req.request_id, Usage(60_000, 100, finish_reason="stop"))
     assert core.admission.reserved["r0"] > 0
     blocked = call("other", prompt_tokens=60_000)
     assert core.request_arrived(blocked) == []
