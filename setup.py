@@ -40,6 +40,7 @@ COMPILED = [
     "proxy/scheduler/ttl_answers.py",
     "fairness/queue.py",
     "fairness/stats.py",
+    "predictor/absorbing_chain.py",
     "predictor/graph.py",
     "predictor/predictor.py",
     "predictor/return_model.py",

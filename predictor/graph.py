@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from predictor.absorbing_chain import solve_absorbing
 from predictor.sketch import LogSketch, seconds_sketch, tokens_sketch
 from predictor.structs import GraphLimits, RemainingWork
 
@@ -278,52 +279,38 @@ class AgentGraph:
         return self._state_nodes.get(state, _NO_NODES)
 
     def remaining(self, key: str, *, refresh_every: int = 64) -> RemainingWork | None:
-        """Expected calls and tokens still to come after a call that left the agent in `key` (an absorbing
-        Markov chain solved by value iteration; refreshed at most every `refresh_every` updates)."""
+        """Expected calls and tokens still to come after a call that left the agent in `key` (the absorbing
+        Markov chain solved exactly, `absorbing_chain`; refreshed at most every `refresh_every` updates)."""
         if self._remaining_at < 0 or self.updates - self._remaining_at >= refresh_every:
             self._remaining = self._solve()
             self._remaining_at = self.updates
         return self._remaining.get(key)
 
-    def _solve(self, iterations: int = 300) -> dict[str, RemainingWork]:
-        # Per node: continue probability, and per edge (target, probability, mean growth, mean output).
-        plan: dict[str, tuple[float, list[tuple[str, float, float, float]]]] = {}
-        for key, node in self.nodes.items():
+    def _solve(self) -> dict[str, RemainingWork]:
+        # Per node: continue probability, and per edge (target index, probability, mean growth, mean
+        # output); a target outside the nodes (none today) reads as nothing after its own step.
+        index = {key: i for i, key in enumerate(self.nodes)}
+        size = len(index)
+        rows: list[tuple[float, list[tuple[int, float, float, float]]]] = []
+        for node in self.nodes.values():
             probs = self.transitions(node)
             cont = 1.0 - self.end_probability(node) if probs else 0.0
-            edges = [
-                (k, p, _finite(node.out[k].growth.mean()), _finite(node.out[k].output.mean()))
-                for k, p in probs.items()
-            ]
-            plan[key] = (cont, edges)
-        # Gauss-Seidel over the nodes in their order, on lists indexed by node (the same sums, in the same
-        # order, as over dicts: an index per target instead of a look-up per edge per sweep); a target
-        # outside the plan reads a slot that stays 0.
-        index = {key: i for i, key in enumerate(plan)}
-        size = len(plan)
-        calls, new, out = [0.0] * (size + 1), [0.0] * (size + 1), [0.0] * (size + 1)
-        rows = [
-            (i, cont, [(index.get(k, size), p, g, y) for k, p, g, y in edges])
-            for i, (cont, edges) in enumerate(plan.values())
-        ]
-        for _ in range(iterations):
-            delta = 0.0
-            for i, cont, targets in rows:
-                if len(targets) == 1:  # sum() of one term: 0 + the term (most nodes of a chain-like agent)
-                    j, p, g, y = targets[0]
-                    c = cont * (0 + p * (1.0 + calls[j]))
-                    n = cont * (0 + p * (g + new[j]))
-                    o = cont * (0 + p * (y + out[j]))
-                else:
-                    c = cont * sum([p * (1.0 + calls[j]) for j, p, _, _ in targets])
-                    n = cont * sum([p * (g + new[j]) for j, p, g, _ in targets])
-                    o = cont * sum([p * (y + out[j]) for j, p, _, y in targets])
-                change = abs(c - calls[i])
-                if change > delta:
-                    delta = change
-                calls[i], new[i], out[i] = c, n, o
-            if delta < 1e-3:
-                break
+            edges = node.out
+            rows.append(
+                (
+                    cont,
+                    [
+                        (
+                            index.get(k, size),
+                            p,
+                            _finite(edges[k].growth.mean()),
+                            _finite(edges[k].output.mean()),
+                        )
+                        for k, p in probs.items()
+                    ],
+                )
+            )
+        calls, new, out = solve_absorbing(rows, size)
         return {k: RemainingWork(calls[i], new[i], out[i]) for k, i in index.items()}
 
 

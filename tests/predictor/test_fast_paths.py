@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import random
 
-from predictor.graph import START, STEP_BUCKETS, AgentGraph, _finite, node_key, step_bucket
+from predictor.graph import STEP_BUCKETS, step_bucket
 from predictor.return_model import ReturnModel
 from predictor.sketch import LogSketch, _edges, seconds_sketch, tokens_sketch
-from predictor.structs import GraphLimits
 
 
 def test_batch_add_equals_one_add_per_sketch() -> None:
@@ -85,54 +84,6 @@ def test_retention_answers_kept_per_model_equal_fresh_answers() -> None:
             sid, now, 1000 + n, 50, "stop" if tool == "ask" else "tool_calls", (tool,) if tool else ()
         )
     assert asked > 100  # learned: most calls got a TTL to compare
-
-
-def _plain_solve(graph: AgentGraph, iterations: int = 300) -> dict[str, tuple[float, float, float]]:
-    """The absorbing chain by value iteration over dicts (what `AgentGraph._solve` computed before)."""
-    plan = {}
-    for key, node in graph.nodes.items():
-        probs = graph.transitions(node)
-        cont = 1.0 - graph.end_probability(node) if probs else 0.0
-        edges = [
-            (k, p, _finite(node.out[k].growth.mean()), _finite(node.out[k].output.mean()))
-            for k, p in probs.items()
-        ]
-        plan[key] = (cont, edges)
-    calls = dict.fromkeys(plan, 0.0)
-    new = dict.fromkeys(plan, 0.0)
-    out = dict.fromkeys(plan, 0.0)
-    for _ in range(iterations):
-        delta = 0.0
-        for key, (cont, edges) in plan.items():
-            c = cont * sum(p * (1.0 + calls.get(k, 0.0)) for k, p, _, _ in edges)
-            n = cont * sum(p * (g + new.get(k, 0.0)) for k, p, g, _ in edges)
-            o = cont * sum(p * (y + out.get(k, 0.0)) for k, p, _, y in edges)
-            delta = max(delta, abs(c - calls[key]))
-            calls[key], new[key], out[key] = c, n, o
-        if delta < 1e-3:
-            break
-    return {k: (calls[k], new[k], out[k]) for k in plan}
-
-
-def test_remaining_work_solve_equals_the_plain_value_iteration() -> None:
-    rng = random.Random(9)
-    for trial in range(6):
-        graph = AgentGraph("a", GraphLimits(max_nodes=8 + 4 * trial, max_edges_per_node=3 + trial))
-        # the last trials: a chain-like agent (one tool: most nodes have a single edge)
-        states = ["bash", "edit", "search", "answer", "call", "think"] if trial < 4 else ["call"]
-        for _ in range(rng.randrange(20, 200)):
-            prev, calls = START, 0
-            for _ in range(rng.randrange(1, 40)):
-                calls += 1
-                dst = node_key(rng.choice(states), calls)
-                graph.observe_transition(
-                    prev, dst, gap_s=rng.random() * 10, growth=rng.random() * 3000, output=rng.random() * 500
-                )
-                prev = graph.node(dst).key
-            graph.observe_end(prev, calls=calls, peak_prompt=calls * 1000)
-        solved = graph._solve()
-        assert {k: (w.calls, w.new_tokens, w.output_tokens) for k, w in solved.items()} == _plain_solve(graph)
-        assert list(solved) == list(graph.nodes)
 
 
 def test_cdf_steps_equal_the_walk_over_non_empty_buckets() -> None:
