@@ -230,10 +230,16 @@ class StreamScanner:
     What it keeps is bounded whatever the replica sends: the rebuilt message by `collect_limit` characters
     (past it the scanner stops collecting and `answer()` is None: the call's session is not chained from this
     answer, and the next call of the conversation is matched from its start instead), tool names by
-    MAX_STREAM_TOOL_NAMES, and a held partial line by the stream's own lines."""
+    MAX_STREAM_TOOL_NAMES, a held partial line by `collect_limit` bytes (a longer line is skipped to its end:
+    its usage or finish reason, if any, is not read), and what `feed_stripping_usage` holds of an unfinished
+    event by `MAX_HELD_EVENT` (past it the event flows unstripped: a usage-only event is small). The held line
+    grows in place, so a stream of one long line costs time linear in its length (a copy per chunk made it
+    quadratic: one line of 128 MB stalled the proxy's loop ~1 s)."""
 
     def __init__(self, collect_answer: bool = False, collect_limit: int = DEFAULT_COLLECT_LIMIT) -> None:
-        self._partial = b""
+        self._partial = bytearray()  # the stream's last line so far, no newline in it yet
+        self._line_limit = max(collect_limit, MAX_HELD_EVENT)
+        self._skipping = False  # in a line past `_line_limit`: dropped up to its newline
         self._usage: UsageFields | None = None
         self._seen_usage = False
         self._finish = ""
@@ -243,6 +249,7 @@ class StreamScanner:
         self._text: list[str] = []
         self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
         self._pending_events = b""
+        self._flowing = False  # inside an event too long to hold (`feed_stripping_usage`)
         self.response_id: str | None = None
 
     def feed_stripping_usage(self, chunk: bytes) -> bytes:
@@ -257,9 +264,17 @@ class StreamScanner:
             crlf = data.rfind(b"\n\r\n")
             end = max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)  # past the last whole event
             if not end:
+                # An event over MAX_HELD_EVENT is not a usage-only one (those are small): it flows as it
+                # comes, up to its end, instead of being held and copied again with every chunk.
+                if self._flowing or len(data) > MAX_HELD_EVENT:
+                    self._flowing = True
+                    self._pending_events = b""
+                    self.feed(data)
+                    return data
                 self._pending_events = data
                 return b""
             complete, self._pending_events = data[:end], data[end:]
+        self._flowing = False
         self.feed(complete)
         return _without_usage_events(complete) if complete.find(b'"usage"') >= 0 else complete
 
@@ -272,20 +287,34 @@ class StreamScanner:
     def feed(self, chunk: bytes) -> None:
         # Whole-block checks (C speed) decide what per-line work a chunk needs at all.
         line_end = chunk.find(b"\n")  # becomes the first newline of `data` (`_partial` holds none)
-        if line_end < 0:
-            self._partial += chunk
-            return
+        if self._skipping:
+            if line_end < 0:
+                return
+            self._skipping = False
+            chunk = chunk[line_end + 1 :]
+            line_end = chunk.find(b"\n")
         partial = self._partial
+        if line_end < 0:
+            if len(partial) + len(chunk) > self._line_limit:
+                partial.clear()
+                self._skipping = True
+                self._collect_left = -1  # the answer would miss this line's part of it: not collected
+                self._stop_collecting_past_limit()
+            else:
+                partial += chunk
+            return
         if partial:
-            data = partial + chunk
+            data = b"".join((partial, chunk))
             line_end += len(partial)
+            partial.clear()
         else:
             data = chunk
         cut = data.rfind(b"\n") + 1
         if cut == len(data):
-            block, self._partial = data, b""
+            block = data
         else:
-            block, self._partial = data[:cut], data[cut:]
+            block = data[:cut]
+            partial += data[cut:]
         if self.response_id is None and block.find(b'"resp_') >= 0:
             self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
         if line_end >= cut - 2 and block.startswith(b"data:"):  # one data line, maybe a blank one after it

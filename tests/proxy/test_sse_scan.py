@@ -448,3 +448,55 @@ def test_a_relay_holds_an_unfinished_event_back_but_never_more_than_its_bound() 
         sent += len(out)
         assert len(held) <= MAX_HELD_EVENT
     assert sent + len(held) == 100 * 8192 and sent > 0
+
+
+_USAGE_EVENT = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}\n\n'
+
+
+def _one_long_line(scanner: StreamScanner, chunks: int, strip: bool) -> tuple[bytes, int]:
+    """Feeds a chat stream whose first event is one line of `chunks` x 8 KiB, then a usage-only event: what
+    the scanner forwarded (stripping) and the most it held at once."""
+    feed = scanner.feed_stripping_usage if strip else scanner.feed
+    out, most = [], 0
+    for i in range(chunks):
+        piece = (b'data: {"choices":[{"delta":{"content":"' if i == 0 else b"") + b"x" * 8192
+        out.append(feed(piece) or b"")
+        most = max(most, len(scanner._partial), len(scanner._pending_events))
+    out.append(feed(b'"}}]}\n\n' + _USAGE_EVENT + b"data: [DONE]\n\n") or b"")
+    return b"".join(out), most
+
+
+def test_a_line_longer_than_the_limit_is_skipped_in_bounded_memory_and_the_rest_is_read() -> None:
+    """A replica's line that never ends was held whole, and copied again with each chunk: time quadratic in
+    its length (128 MB stalled the proxy's loop ~1 s). Past the limit it is dropped up to its newline."""
+    from proxy.sse_scan import MAX_HELD_EVENT
+
+    scanner = StreamScanner(collect_answer=True, collect_limit=1)  # the line limit is then MAX_HELD_EVENT
+    _, most = _one_long_line(scanner, 200, strip=False)  # 1.6 MB in one line
+    assert most <= MAX_HELD_EVENT
+    assert scanner.usage() == Usage(7, 3)  # the events after the skipped line are read
+    assert scanner.answer() is None  # past its limit: not collected
+
+
+def test_a_long_line_under_the_limit_is_still_read_whole() -> None:
+    scanner = StreamScanner(collect_answer=True)  # the default limit, 64 MiB
+    _one_long_line(scanner, 200, strip=False)
+    assert scanner.usage() == Usage(7, 3)
+    answer = scanner.answer()
+    assert answer is not None and answer.text == "x" * 8192 * 200
+
+
+def test_an_event_too_long_to_hold_flows_before_it_ends_and_the_usage_event_is_still_stripped() -> None:
+    from proxy.sse_scan import MAX_HELD_EVENT
+
+    scanner = StreamScanner(collect_answer=True)
+    stream = scanner.feed_stripping_usage(b'data: {"choices":[{"delta":{"content":"')
+    for _ in range(100):
+        stream += scanner.feed_stripping_usage(b"x" * 8192)
+        assert len(scanner._pending_events) <= MAX_HELD_EVENT
+    assert len(stream) > 100 * 8192 - MAX_HELD_EVENT  # flowing before the event's end
+    stream += scanner.feed_stripping_usage(b'"}}]}\n\n' + _USAGE_EVENT + b"data: [DONE]\n\n")
+    stream += scanner.flush()
+    head = b'data: {"choices":[{"delta":{"content":"' + b"x" * 819200 + b'"}}]}\n\n'
+    assert stream == head + b"data: [DONE]\n\n"  # every byte but the usage-only event
+    assert scanner.usage() == Usage(7, 3)
