@@ -61,6 +61,17 @@ class Listener(Protocol):
         ...
 
 
+# The most of an answer's head the proxy reads: a replica (or something in front of it) that sends more is
+# broken, and its answer fails like a malformed one (vLLM sends ~5 fields; the client side's bounds are the
+# same, proxy/fast_server.py). Unbounded, 200,000 fields or one header of 16 MB were held and relayed whole.
+MAX_ANSWER_HEADERS = 128
+MAX_ANSWER_HEAD_BYTES = 64 * 1024
+
+
+class AnswerHeadTooLarge(Exception):
+    """A replica's answer had more header fields or bytes than the proxy reads."""
+
+
 # What a closed connection's `parser` is: no answer is parsed after the connection is lost.
 _SPENT_PARSER = httptools.HttpResponseParser(object())
 
@@ -87,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.idle_since = 0.0
         self._name = b""
+        self._head_bytes = 0  # the answer's header bytes so far (bounded by MAX_ANSWER_HEAD_BYTES)
         self.deadline = 0.0  # when the listener's deadline comes (loop time); 0.0: none
         self._alarm: asyncio.TimerHandle | None = None  # the one loop timer behind the deadlines
         self._alarm_at = 0.0
@@ -160,12 +172,24 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_ANSWER_HEAD_BYTES:
+            self._head_too_large(f"headers over {MAX_ANSWER_HEAD_BYTES} bytes")
         if name:
+            if len(self.headers) >= MAX_ANSWER_HEADERS:
+                self._head_too_large(f"more than {MAX_ANSWER_HEADERS} header fields")
             self._name = name
             self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
         else:  # a header value continued in another data chunk
             last_name, last_value = self.headers[-1]
             self.headers[-1] = (last_name, last_value + value.decode("latin-1"))
+
+    def _head_too_large(self, what: str) -> None:
+        # Failed first, so the error the call reports is this one, not the parser's wrapper around it
+        # (httptools turns an exception raised here into HttpParserCallbackError; data_received closes).
+        error = AnswerHeadTooLarge(f"the replica's answer has {what}")
+        self._fail(error)
+        raise error
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -218,7 +242,7 @@ class _Connection(asyncio.Protocol):
         self.headers_ready = self.loop.create_future() if awaited else None
         self.listener, self.headed = None, False
         self.status, self.headers, self.chunks, self.content_type = 0, [], [], ""
-        self.body_size = 0
+        self.body_size = self._head_bytes = 0
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
         self.until_close = False
 
