@@ -152,16 +152,22 @@ def _without_usage_events(events: bytes) -> bytes:
     return b"".join(kept)
 
 
+# No model's context comes near it: a replica's count past it is nonsense, and taken as it came it sized the
+# workflow's KV reservation (`/saga/v1/state` showed 4.9e29 tokens reserved after one such answer).
+MAX_USAGE_TOKENS = 1 << 31
+
+
 def _usage(u: UsageFields | None, finish_reason: str, tool_names: tuple[str, ...]) -> Usage:
     if u is None:
         return Usage(finish_reason=finish_reason, tool_names=tool_names)
     details = u.prompt_tokens_details or u.input_tokens_details
-    # a replica's counts as the scheduler may use them: none negative, no more cached than prompted
-    prompt = max(0, u.prompt_tokens or u.input_tokens or 0)
+    # a replica's counts as the scheduler may use them: none negative or past MAX_USAGE_TOKENS, no more
+    # cached than prompted
+    prompt = min(max(0, u.prompt_tokens or u.input_tokens or 0), MAX_USAGE_TOKENS)
     cached = ((details.cached_tokens or 0) if details else 0) or u.cache_read_input_tokens or 0
     return Usage(
         prompt,
-        max(0, u.completion_tokens or u.output_tokens or 0),
+        min(max(0, u.completion_tokens or u.output_tokens or 0), MAX_USAGE_TOKENS),
         min(max(0, cached), prompt),
         finish_reason,
         tool_names,

@@ -423,6 +423,21 @@ def test_a_replicas_usage_is_taken_only_as_far_as_it_makes_sense() -> None:
     )
 
 
+def test_a_replicas_count_past_any_context_is_clamped() -> None:
+    from proxy.sse_scan import MAX_USAGE_TOKENS
+
+    huge = b"123456789012345678901234567890"
+    whole = (
+        b'{"choices":[{"message":{"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":%b,'
+        b'"completion_tokens":%b,"prompt_tokens_details":{"cached_tokens":%b}}}' % (huge, huge, huge)
+    )
+    usage, _ = read_answer(whole)
+    assert usage == Usage(MAX_USAGE_TOKENS, MAX_USAGE_TOKENS, MAX_USAGE_TOKENS, "stop")
+    scanner = StreamScanner()
+    scanner.feed(b'data: {"choices":[],"usage":{"prompt_tokens":%b,"completion_tokens":2}}\n\n' % huge)
+    assert scanner.usage() == Usage(MAX_USAGE_TOKENS, 2)
+
+
 def test_complete_events_length_ends_at_the_last_blank_line() -> None:
     from proxy.sse_scan import complete_events_length
 
