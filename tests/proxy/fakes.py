@@ -210,13 +210,45 @@ async def fake_replica(mode: str = "ok", **kwargs: object) -> AsyncIterator[Fake
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     """One HTTP/1.1 request off a raw connection: its head (its Content-Length body is read and dropped)."""
+    return (await read_request_whole(reader))[0]
+
+
+async def read_request_whole(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 request off a raw connection: its head and its Content-Length body."""
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
     for line in head.split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return head
+    return head, await reader.readexactly(length)
+
+
+RawAnswer = Callable[[bytes, bytes, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_replica(answer: RawAnswer) -> AsyncIterator[str]:
+    """A replica that writes its answers byte by byte: every request on a connection (its head and body) goes
+    to `answer`, which writes what the replica sends back; a connection the proxy drops ends quietly. Yields
+    its URL."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head, body = await read_request_whole(reader)
+                await answer(head, body, writer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @contextlib.asynccontextmanager

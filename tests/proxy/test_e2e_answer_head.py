@@ -7,18 +7,15 @@ An answer with many fields within the bounds is relayed as before."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from proxy.server import running_proxy
 from proxy.upstream_pool import MAX_ANSWER_HEAD_BYTES, MAX_ANSWER_HEADERS
-from tests.proxy.fakes import OK_JSON, config
-from tests.proxy.test_e2e_answer_limit import _read_request
+from tests.proxy.fakes import OK_JSON, config, raw_replica
 
 
 def _head(prompt: bytes) -> bytes:
@@ -29,29 +26,12 @@ def _head(prompt: bytes) -> bytes:
     return b"".join(b"X-Extra-%d: v\r\n" % i for i in range(100))  # many, within the bounds
 
 
-@contextlib.asynccontextmanager
-async def _replica_with_long_heads() -> AsyncIterator[str]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head, body = await _read_request(reader)
-                if head.startswith(b"GET"):
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                else:
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + _head(body))
-                    writer.write(b"Content-Length: %d\r\n\r\n%b" % (len(OK_JSON), OK_JSON))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
+async def _answer(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+    if head.startswith(b"GET"):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + _head(body))
+    writer.write(b"Content-Length: %d\r\n\r\n%b" % (len(OK_JSON), OK_JSON))
 
 
 async def _call(http: aiohttp.ClientSession, url: str, prompt: str) -> tuple[int, dict[str, object], int]:
@@ -68,7 +48,7 @@ async def test_an_answer_head_past_its_bounds_fails_like_a_malformed_answer(
     caplog.set_level(logging.WARNING)
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-        _replica_with_long_heads() as replica,
+        raw_replica(_answer) as replica,
         running_proxy(config([replica], server=server, access_log=False)) as url,
     ):
         status, answer, extra = await _call(http, url, "fine")

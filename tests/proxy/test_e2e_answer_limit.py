@@ -15,19 +15,10 @@ import aiohttp
 import pytest
 
 from proxy.server import running_proxy
-from tests.proxy.fakes import OK_JSON, config
+from tests.proxy.fakes import OK_JSON, config, read_request_whole
 
 LIMIT = 100_000
 BIG = 1_000_000  # ten times the limit
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    return head, await reader.readexactly(length)
 
 
 @contextlib.asynccontextmanager
@@ -40,7 +31,7 @@ async def _oversized_replica() -> AsyncIterator[tuple[str, list[str]]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head, body = await _read_request(reader)
+                head, body = await read_request_whole(reader)
                 if head.startswith(b"GET"):
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 elif b"big-chunked" in body:

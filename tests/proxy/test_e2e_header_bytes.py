@@ -5,16 +5,14 @@ never make the proxy fail (a 500 with a traceback in its log, before these tests
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from proxy import server
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, fake_replica, read_request
+from tests.proxy.fakes import config, fake_replica, raw_replica
 
 # A valid UTF-8 "é" and a byte that is not UTF-8 at all; aiohttp (the fake replica) reads them as "é" and a
 # lone surrogate, so the value it sees tells exactly which bytes the proxy sent.
@@ -88,40 +86,23 @@ ANSWER_NOTE = b"caf\xc3\xa9"
 ANSWER_ODD = b"agent \xff"
 
 
-@contextlib.asynccontextmanager
-async def noting_replica() -> AsyncIterator[str]:
-    """A replica on a raw socket, so its header bytes are exactly these: GETs (health, metrics, models) answer
-    plainly; every POST answers a small JSON object with `X-Replica-Note: ANSWER_NOTE` and
-    `X-Replica-Odd: ANSWER_ODD`."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await read_request(reader)
-                if head.startswith(b"GET /v1/models"):
-                    body, extra = b'{"object":"list","data":[{"id":"fake","object":"model"}]}', b""
-                elif head.startswith(b"GET"):
-                    body, extra = b"", b""
-                else:
-                    body = b'{"object":"list","model":"fake","data":[{"index":0}]}'
-                    extra = b"X-Replica-Note: " + ANSWER_NOTE + b"\r\nX-Replica-Odd: " + ANSWER_ODD + b"\r\n"
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + extra
-                    + b"Content-Length: %d\r\n\r\n" % len(body)
-                    + body
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    finally:
-        listener.close()
+async def _noting(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+    """A replica on a raw socket, so its header bytes are exactly these: GETs (health,
+    metrics, models) answer plainly; every POST answers a small JSON object with `X-Replica-Note: ANSWER_NOTE`
+    and `X-Replica-Odd: ANSWER_ODD`."""
+    if head.startswith(b"GET /v1/models"):
+        answer, extra = b'{"object":"list","data":[{"id":"fake","object":"model"}]}', b""
+    elif head.startswith(b"GET"):
+        answer, extra = b"", b""
+    else:
+        answer = b'{"object":"list","model":"fake","data":[{"index":0}]}'
+        extra = b"X-Replica-Note: " + ANSWER_NOTE + b"\r\nX-Replica-Odd: " + ANSWER_ODD + b"\r\n"
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: %d\r\n\r\n" % len(answer)
+        + answer
+    )
 
 
 def _header(answer: bytes, name: bytes) -> bytes | None:
@@ -147,7 +128,7 @@ async def test_header_bytes_reach_the_client_as_the_replica_sent_them(kind: str)
     "cafÃ©" from the routes aiohttp answers), and a byte that is not UTF-8 exactly where the fast server
     relays the answer, as U+FFFD where aiohttp writes it (it cannot write that byte), never a failure."""
     call = b'{"model":"fake","messages":[{"role":"user","content":"hi"}]}'
-    async with noting_replica() as replica, running_proxy(config([replica], access_log=False)) as url:
+    async with raw_replica(_noting) as replica, running_proxy(config([replica], access_log=False)) as url:
         for _ in range(100):  # until the health loop has read the replica's model list
             tokenized = await _ask_raw(url, "/tokenize", b'{"model":"fake","prompt":"x"}')
             if tokenized.startswith(b"HTTP/1.1 200"):

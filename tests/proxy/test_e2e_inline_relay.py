@@ -6,14 +6,12 @@ a long stream whole (the relay pauses the replica instead of buffering or droppi
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, fake_replica, read_request
+from tests.proxy.fakes import config, fake_replica, raw_replica
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 1000 + b'"}}]}\n\n'
@@ -62,44 +60,25 @@ async def test_a_client_hanging_up_mid_stream_aborts_the_call_and_releases_it_on
         assert (await _state(http, url))["in_flight"] == 0
 
 
-@contextlib.asynccontextmanager
-async def _long_stream_replica() -> AsyncIterator[str]:
+async def _long_stream(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
     """Answers /health; answers every call with EVENTS SSE events in one go (chunked), then [DONE]."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await read_request(reader)
-                if head.startswith(b"GET"):
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                else:
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
-                    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
-                    chunk = b"%x\r\n%b\r\n" % (len(EVENT), EVENT)
-                    for _ in range(EVENTS):
-                        writer.write(chunk)
-                        await writer.drain()
-                    done = b"data: [DONE]\n\n"
-                    writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(done), done))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    if head.startswith(b"GET"):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%b\r\n" % (len(EVENT), EVENT)
+    for _ in range(EVENTS):
+        writer.write(chunk)
+        await writer.drain()
+    done = b"data: [DONE]\n\n"
+    writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(done), done))
 
 
 async def test_a_slow_reader_gets_a_long_stream_whole() -> None:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http,
-        _long_stream_replica() as replica,
+        raw_replica(_long_stream) as replica,
         running_proxy(config([replica])) as url,
     ):
         body = {
