@@ -236,11 +236,12 @@ class StreamScanner:
     What it keeps is bounded whatever the replica sends: the rebuilt message by `collect_limit` characters
     (past it the scanner stops collecting and `answer()` is None: the call's session is not chained from this
     answer, and the next call of the conversation is matched from its start instead), tool names by
-    MAX_STREAM_TOOL_NAMES, a held partial line by `collect_limit` bytes (a longer line is skipped to its end:
-    its usage or finish reason, if any, is not read), and what `feed_stripping_usage` holds of an unfinished
-    event by `MAX_HELD_EVENT` (past it the event flows unstripped: a usage-only event is small). The held line
-    grows in place, so a stream of one long line costs time linear in its length (a copy per chunk made it
-    quadratic: one line of 128 MB stalled the proxy's loop ~1 s)."""
+    MAX_STREAM_TOOL_NAMES, a held partial line by `collect_limit` bytes or MAX_HELD_EVENT, whichever is more
+    (a longer line is skipped to its end: its usage or finish reason, if any, is not read), and what
+    `feed_stripping_usage` holds of an unfinished event by `MAX_HELD_EVENT` (past it the event flows
+    unstripped: a usage-only event is small). The held line grows in place, so a stream of one long line
+    costs time linear in its length (a copy per chunk made it quadratic: one line of 128 MB stalled the
+    proxy's loop ~1 s)."""
 
     def __init__(self, collect_answer: bool = False, collect_limit: int = DEFAULT_COLLECT_LIMIT) -> None:
         self._partial = bytearray()  # the stream's last line so far, no newline in it yet
