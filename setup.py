@@ -52,6 +52,7 @@ COMPILED = [
     "proxy/calls.py",
     "proxy/directives.py",
     "proxy/fast_server.py",
+    "proxy/http_limits.py",
     "proxy/forward.py",
     "proxy/identity.py",
     "proxy/inline_relay.py",

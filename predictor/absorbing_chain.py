@@ -25,103 +25,93 @@ Row = tuple[float, list[Target]]
 def solve_absorbing(
     rows: list[Row], size: int, max_continue: float = 1.0 - 1e-4
 ) -> tuple[list[float], list[float], list[float]]:
-    calls = [0.0] * size
-    new = [0.0] * size
-    out = [0.0] * size
+    work = _Work(rows, size, max_continue)
     for component in _components(rows, size):
         if len(component) == 1:
-            _solve_one(component[0], rows, size, max_continue, calls, new, out)
+            work.solve_one(component[0])
         else:
-            _solve_block(component, rows, size, max_continue, calls, new, out)
-    return calls, new, out
+            work.solve_block(component)
+    return work.calls, work.new, work.out
 
 
-def _solve_one(
-    i: int,
-    rows: list[Row],
-    size: int,
-    max_continue: float,
-    calls: list[float],
-    new: list[float],
-    out: list[float],
-) -> None:
-    cont, targets = rows[i]
-    cont = min(cont, max_continue)
-    stay = 0.0
-    c = n = o = 0.0
-    for j, p, g, y in targets:
-        c += p
-        n += p * g
-        o += p * y
-        if j == i:
-            stay += p
-        elif j < size:
-            c += p * calls[j]
-            n += p * new[j]
-            o += p * out[j]
-    keep = 1.0 - cont * stay
-    calls[i], new[i], out[i] = cont * c / keep, cont * n / keep, cont * o / keep
+class _Work:
+    """The three answers, filled in one component at a time (those a component leads to are in already)."""
 
+    def __init__(self, rows: list[Row], size: int, max_continue: float) -> None:
+        self.rows, self.size, self.max_continue = rows, size, max_continue
+        self.calls = [0.0] * size
+        self.new = [0.0] * size
+        self.out = [0.0] * size
 
-def _solve_block(
-    component: list[int],
-    rows: list[Row],
-    size: int,
-    max_continue: float,
-    calls: list[float],
-    new: list[float],
-    out: list[float],
-) -> None:
-    # (I - A) x = b over the component, with what it leads to outside already solved and folded into b.
-    k = len(component)
-    place = {node: r for r, node in enumerate(component)}
-    matrix = [[0.0] * k for _ in range(k)]
-    rhs = [[0.0, 0.0, 0.0] for _ in range(k)]
-    for r, i in enumerate(component):
-        cont, targets = rows[i]
-        cont = min(cont, max_continue)
-        row, b = matrix[r], rhs[r]
-        row[r] = 1.0
+    def solve_one(self, i: int) -> None:
+        calls, new, out, size = self.calls, self.new, self.out, self.size
+        cont, targets = self.rows[i]
+        cont = min(cont, self.max_continue)
+        stay = 0.0
+        c = n = o = 0.0
         for j, p, g, y in targets:
-            w = cont * p
-            b[0] += w
-            b[1] += w * g
-            b[2] += w * y
-            col = place.get(j, -1)
-            if col >= 0:
-                row[col] -= w
+            c += p
+            n += p * g
+            o += p * y
+            if j == i:
+                stay += p
             elif j < size:
-                b[0] += w * calls[j]
-                b[1] += w * new[j]
-                b[2] += w * out[j]
-    for r in range(k):  # Gaussian elimination; strictly diagonally dominant, so no pivoting
-        pivot_row, pivot_rhs = matrix[r], rhs[r]
-        pivot = pivot_row[r]
-        for below in range(r + 1, k):
-            row = matrix[below]
-            factor = row[r] / pivot
-            if factor != 0.0:
-                for col in range(r, k):
-                    row[col] -= factor * pivot_row[col]
-                b = rhs[below]
-                b[0] -= factor * pivot_rhs[0]
-                b[1] -= factor * pivot_rhs[1]
-                b[2] -= factor * pivot_rhs[2]
-    solved = [[0.0, 0.0, 0.0] for _ in range(k)]
-    for r in range(k - 1, -1, -1):
-        row, b = matrix[r], rhs[r]
-        x = [b[0], b[1], b[2]]
-        for col in range(r + 1, k):
-            a = row[col]
-            if a != 0.0:
-                s = solved[col]
-                x[0] -= a * s[0]
-                x[1] -= a * s[1]
-                x[2] -= a * s[2]
-        pivot = row[r]
-        solved[r] = [x[0] / pivot, x[1] / pivot, x[2] / pivot]
-    for r, i in enumerate(component):
-        calls[i], new[i], out[i] = solved[r][0], solved[r][1], solved[r][2]
+                c += p * calls[j]
+                n += p * new[j]
+                o += p * out[j]
+        keep = 1.0 - cont * stay
+        calls[i], new[i], out[i] = cont * c / keep, cont * n / keep, cont * o / keep
+
+    def solve_block(self, component: list[int]) -> None:
+        # (I - A) x = b over the component, with what it leads to outside already solved and folded into b.
+        calls, new, out, size = self.calls, self.new, self.out, self.size
+        k = len(component)
+        place = {node: r for r, node in enumerate(component)}
+        matrix = [[0.0] * k for _ in range(k)]
+        rhs = [[0.0, 0.0, 0.0] for _ in range(k)]
+        for r, i in enumerate(component):
+            cont, targets = self.rows[i]
+            cont = min(cont, self.max_continue)
+            row, b = matrix[r], rhs[r]
+            row[r] = 1.0
+            for j, p, g, y in targets:
+                w = cont * p
+                b[0] += w
+                b[1] += w * g
+                b[2] += w * y
+                col = place.get(j, -1)
+                if col >= 0:
+                    row[col] -= w
+                elif j < size:
+                    b[0] += w * calls[j]
+                    b[1] += w * new[j]
+                    b[2] += w * out[j]
+        for r in range(k):  # Gaussian elimination; strictly diagonally dominant, so no pivoting
+            pivot_row, pivot_rhs = matrix[r], rhs[r]
+            pivot = pivot_row[r]
+            for below in range(r + 1, k):
+                row = matrix[below]
+                factor = row[r] / pivot
+                if factor != 0.0:
+                    for col in range(r, k):
+                        row[col] -= factor * pivot_row[col]
+                    b = rhs[below]
+                    b[0] -= factor * pivot_rhs[0]
+                    b[1] -= factor * pivot_rhs[1]
+                    b[2] -= factor * pivot_rhs[2]
+        for r in range(k - 1, -1, -1):  # back substitution, into the answers (solved rows: already there)
+            row, b = matrix[r], rhs[r]
+            x0, x1, x2 = b[0], b[1], b[2]
+            for col in range(r + 1, k):
+                a = row[col]
+                if a != 0.0:
+                    j = component[col]
+                    x0 -= a * calls[j]
+                    x1 -= a * new[j]
+                    x2 -= a * out[j]
+            pivot = row[r]
+            i = component[r]
+            calls[i], new[i], out[i] = x0 / pivot, x1 / pivot, x2 / pivot
 
 
 def _components(rows: list[Row], size: int) -> list[list[int]]:

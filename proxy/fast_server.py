@@ -66,6 +66,7 @@ from proxy.errors import (
     coded_transfer,
     compressed_body,
 )
+from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
@@ -75,9 +76,6 @@ from proxy.worker_set import LOCAL_HEADER, WorkerSet
 log = logging.getLogger("saga.proxy")
 access_log = logging.getLogger("saga.access")
 
-MAX_FIELD_BYTES = 8190  # one header line, as aiohttp allows
-MAX_HEAD_BYTES = 64 * 1024  # all header lines of one request
-MAX_HEADERS = 128  # header lines of one request, as aiohttp's server allows (it answers more with a 400)
 KEEP_ALIVE_S = 75.0  # an idle keep-alive connection, or one sending a request this slowly, is closed
 _FAST_PATHS = frozenset(CALL_ROUTES)
 _KNOWN_OWNERS = 4096  # session keys whose owner is kept (forgotten all at once past it)

@@ -27,8 +27,9 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _surrogate_escapes(body: bytes) -> Iterator[tuple[int, bool]]:
-    """(offset, is low) of each `\\uDxxx` surrogate escape in `body`, in order, escaped or not; it stops
-    after `_MOST_HITS` places that begin like one."""
+    """(offset, is low) of each `\\uDxxx` surrogate escape in `body`, in order, escaped or not; after
+    `_MOST_HITS` places that begin like one it gives up with (-1, False), so that a pair the bound cut in two
+    does not read as unpaired."""
     lower, upper = body.find(b"\\ud"), body.find(b"\\uD")
     for _ in range(_MOST_HITS):
         if lower < 0 and upper < 0:
@@ -41,6 +42,7 @@ def _surrogate_escapes(body: bytes) -> Iterator[tuple[int, bool]]:
         digits = body[at + 3 : at + 6]
         if len(digits) == 3 and digits[0] in _SURROGATE_DIGIT and _HEX.issuperset(digits[1:]):
             yield at, digits[0] in _LOW_DIGIT
+    yield -1, False
 
 
 def unpaired_surrogate(body: bytes) -> int | None:
@@ -50,6 +52,8 @@ def unpaired_surrogate(body: bytes) -> int | None:
         return None
     expect_low_at = -1  # where the last high surrogate's pair must start
     for at, low in _surrogate_escapes(body):
+        if at < 0:  # the bound: what is still open is undecided
+            return None
         run = 0  # backslashes before this one: an odd count escapes it (`\\\\ud83d` is text)
         while run <= _LONGEST_RUN and at - run > 0 and body[at - run - 1] == _BACKSLASH:
             run += 1

@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from proxy.http_limits import MAX_HEAD_BYTES, MAX_HEADERS
+
 Key = tuple[str, int, bool]  # a replica's connection key: host, port, TLS
 
 
@@ -61,15 +63,10 @@ class Listener(Protocol):
         ...
 
 
-# The most of an answer's head the proxy reads: a replica (or something in front of it) that sends more is
-# broken, and its answer fails like a malformed one (vLLM sends ~5 fields; the client side's bounds are the
-# same, proxy/fast_server.py). Unbounded, 200,000 fields or one header of 16 MB were held and relayed whole.
-MAX_ANSWER_HEADERS = 128
-MAX_ANSWER_HEAD_BYTES = 64 * 1024
-
-
 class AnswerHeadTooLarge(Exception):
-    """A replica's answer had more header fields or bytes than the proxy reads."""
+    """A replica's answer had more header fields or bytes than the proxy reads (proxy/http_limits.py: a
+    replica, or something in front of it, that sends more is broken; unbounded, 200,000 fields or one
+    header of 16 MB were held and relayed whole)."""
 
 
 # What a closed connection's `parser` is: no answer is parsed after the connection is lost.
@@ -98,7 +95,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.idle_since = 0.0
         self._name = b""
-        self._head_bytes = 0  # the answer's header bytes so far (bounded by MAX_ANSWER_HEAD_BYTES)
+        self._head_bytes = 0  # the answer's header bytes so far (bounded by MAX_HEAD_BYTES)
         self.deadline = 0.0  # when the listener's deadline comes (loop time); 0.0: none
         self._alarm: asyncio.TimerHandle | None = None  # the one loop timer behind the deadlines
         self._alarm_at = 0.0
@@ -173,11 +170,11 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
-        if self._head_bytes > MAX_ANSWER_HEAD_BYTES:
-            self._head_too_large(f"headers over {MAX_ANSWER_HEAD_BYTES} bytes")
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._head_too_large(f"headers over {MAX_HEAD_BYTES} bytes")
         if name:
-            if len(self.headers) >= MAX_ANSWER_HEADERS:
-                self._head_too_large(f"more than {MAX_ANSWER_HEADERS} header fields")
+            if len(self.headers) >= MAX_HEADERS:
+                self._head_too_large(f"more than {MAX_HEADERS} header fields")
             self._name = name
             self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
         else:  # a header value continued in another data chunk

@@ -1,8 +1,8 @@
-"""End-to-end over loopback, under both servers: a replica's answer head is read within bounds. One with more
-header fields than `MAX_ANSWER_HEADERS`, or more header bytes than `MAX_ANSWER_HEAD_BYTES`, fails like a
-malformed answer (the reason in the proxy's log, an OpenAI-style error to the client, the call's accounting
-released); before, 200,000 fields or one header of 16 MB were held in memory and relayed to the client whole.
-An answer with many fields within the bounds is relayed as before."""
+"""End-to-end over loopback, under both servers: a replica's answer head is read within the bounds of
+proxy/http_limits.py. One with more header fields than `MAX_HEADERS`, or more header bytes than
+`MAX_HEAD_BYTES`, fails like a malformed answer (the reason in the proxy's log, an OpenAI-style error to the
+client, the call's accounting released); before, 200,000 fields or one header of 16 MB were held in memory
+and relayed to the client whole. An answer with many fields within the bounds is relayed as before."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import logging
 import aiohttp
 import pytest
 
+from proxy.http_limits import MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.server import running_proxy
-from proxy.upstream_pool import MAX_ANSWER_HEAD_BYTES, MAX_ANSWER_HEADERS
 from tests.proxy.fakes import OK_JSON, config, raw_replica
 
 
 def _head(prompt: bytes) -> bytes:
     if b"many-fields" in prompt:
-        return b"".join(b"X-Extra-%d: v\r\n" % i for i in range(MAX_ANSWER_HEADERS + 1))
+        return b"".join(b"X-Extra-%d: v\r\n" % i for i in range(MAX_HEADERS + 1))
     if b"long-field" in prompt:
-        return b"X-Long: " + b"v" * MAX_ANSWER_HEAD_BYTES + b"\r\n"
+        return b"X-Long: " + b"v" * MAX_HEAD_BYTES + b"\r\n"
     return b"".join(b"X-Extra-%d: v\r\n" % i for i in range(100))  # many, within the bounds
 
 
@@ -54,8 +54,8 @@ async def test_an_answer_head_past_its_bounds_fails_like_a_malformed_answer(
         status, answer, extra = await _call(http, url, "fine")
         assert (status, extra) == (200, 100)  # relayed, every field
         for prompt, reason in (
-            ("many-fields", f"more than {MAX_ANSWER_HEADERS} header fields"),
-            ("long-field", f"headers over {MAX_ANSWER_HEAD_BYTES} bytes"),
+            ("many-fields", f"more than {MAX_HEADERS} header fields"),
+            ("long-field", f"headers over {MAX_HEAD_BYTES} bytes"),
         ):
             for _ in range(100):  # the replica marked down by the last failure: until it is back (bounded)
                 if (await _call(http, url, "fine"))[0] == 200:

@@ -72,3 +72,11 @@ def test_the_scan_s_work_is_bounded_whatever_the_body() -> None:
     assert unpaired_surrogate(b'"' + b"\\\\" * 20 + b"\\" + lone) is None  # 41 before: it is text
     assert unpaired_surrogate(b'"' + b"\\" * 200 + lone) is None  # a run too long to count
     assert unpaired_surrogate(b'"' + b"x" * (17 << 20) + lone) is None  # past 16 MiB
+
+
+def test_a_pair_the_bound_cuts_in_two_is_not_called_unpaired() -> None:
+    """The 65,536th place the scan looks at is a high surrogate whose low half comes just after the bound:
+    the body holds no unpaired escape, so the scan must not name one (it named the high half before)."""
+    body = b'"\\ud000' + b"\\ud83d\\ude00" * 32768 + b'"'  # one non-surrogate `\ud`, then 32,768 pairs
+    assert unpaired_surrogate(body) is None
+    assert unpaired_surrogate(b'"\\ud83d' + b"\\ud83d\\ude00" * 40_000 + b'"') == 1  # found before the bound
