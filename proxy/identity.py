@@ -5,15 +5,15 @@ the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the
 `vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A Responses API call naming a
 `previous_response_id` continues that response's session. A chat call that names no session is inferred:
 first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and
-answer), else from the start of its conversation (system and first user message, which every
-later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call whose opening
-is already a live chained session gets a fresh id, so two agents given the same task stay apart (with
-several workers, so does one served by a worker that does not own its opening: it may be another's). Any other
-call is a session of its own. With client API keys (`scope`: the key's tenant), a session is found only
-among the tenant's own: the opening's id hashes the tenant too, the chains start from its seed
-(proxy/session_chain.py `tenant_seed`) and a response recorded under another tenant is not found, so another
-tenant sending the same conversation, or naming the response's id, starts a session of its own. The agent
-type is `X-Agent-Type`, else a hash of the head of the system prompt and the tool definitions
+answer; not past `MAX_CHAINED_MESSAGES` messages), else from the start of its conversation (system and first
+user message, which every later call repeats, so the id is stable across proxy restarts and proxy replicas); a
+first call whose opening is already a live chained session gets a fresh id, so two agents given the same task
+stay apart (with several workers, so does one served by a worker that does not own its opening: it may be
+another's). Any other call is a session of its own. With client API keys (`scope`: the key's tenant), a
+session is found only among the tenant's own: the opening's id hashes the tenant too, the chains start from
+its seed (proxy/session_chain.py `tenant_seed`) and a response recorded under another tenant is not found, so
+another tenant sending the same conversation, or naming the response's id, starts a session of its own. The
+agent type is `X-Agent-Type`, else a hash of the head of the system prompt and the tool definitions
 (`prompt_shape.agent_signature`), else `default`.
 
 Every identity value a client sends (session, tenant, agent type) is checked by `check_id`: 1 to
@@ -34,7 +34,7 @@ import msgspec
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, Identity, SeenMessages
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
-from proxy.session_chain import PrefixChains, chain_of, decode_messages, tenant_seed
+from proxy.session_chain import MAX_CHAINED_MESSAGES, PrefixChains, chain_of, decode_messages, tenant_seed
 
 # Claude Code's subagents send their session's id too (with an `x-claude-code-agent-id`): they stay in that
 # session, on its replica; a session of their own was measured slower (docs/results/subagents/README.md).
@@ -118,7 +118,7 @@ def _inferred_session(
     seen: SeenMessages | None,
     scope: str | None,
 ) -> tuple[str | None, bytes | None]:
-    if chains is None or not messages:
+    if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
         return _conversation_key(messages, scope), None
     if seen is not None:  # `ownership_key` read them, with the same scope
         chain, assistants = seen.chain, seen.assistants
@@ -179,7 +179,10 @@ def ownership_key(
     decoded = decode_messages(fields.messages)
     if decoded is None:
         return None, None
-    chain, assistants = chain_of(decoded, tenant_seed(scope))
+    if len(decoded) > MAX_CHAINED_MESSAGES:  # named by its opening alone (`_inferred_session`)
+        chain, assistants = [], []
+    else:
+        chain, assistants = chain_of(decoded, tenant_seed(scope))
     return _conversation_key(decoded, scope), SeenMessages(decoded, chain, assistants)
 
 

@@ -62,6 +62,11 @@ def _text(content: Any) -> str:
 # API keys) is SHA-256 from its 32-byte seed (`tenant_seed`), so one tenant cannot craft a conversation that
 # lands in another's session: a link knows which by its parent's length.
 _TENANT_CHAIN_BYTES = 32
+# A conversation longer than this is not chained: its session is named by its opening alone
+# (proxy/identity.py). No agent's context holds so many messages (a 1M-token context at ~60 tokens a message),
+# and the chain costs ~0.45 µs a message on the event loop: 1.6M one-word messages (52 MB) took 0.73 s, with
+# the decode 0.33 s more, stalling every other call.
+MAX_CHAINED_MESSAGES = 16_384
 
 
 def _link(
@@ -117,7 +122,10 @@ class PrefixChains:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._sessions: OrderedDict[bytes, str] = OrderedDict()
-        self._keys_of: dict[str, int] = {}  # session -> how many keys point to it
+        # session -> the keys that point to it, oldest first (evictions take them from the front), so ending
+        # a session touches its own keys only: a scan of the whole index took ~8 ms at 100,000 keys. A list,
+        # not a set: most sessions hold one or a few keys, and a set costs ~200 bytes more each.
+        self._keys_of: dict[str, list[bytes]] = {}
         # Responses API id -> (its session, the replica that answered it: the only one that stored it, the
         # tenant of the call that made it; "" when unknown)
         self._responses: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
@@ -167,24 +175,26 @@ class PrefixChains:
         key = answer_key(prompt_chain, answer)
         old = self._sessions.get(key)
         if old is not None:
-            self._drop_key_of(old)
+            self._drop_key_of(old, key)
         self._sessions[key] = session_id
         self._sessions.move_to_end(key)
-        self._keys_of[session_id] = self._keys_of.get(session_id, 0) + 1
+        keys = self._keys_of.get(session_id)
+        if keys is None:
+            self._keys_of[session_id] = [key]
+        else:
+            keys.append(key)
         while len(self._sessions) > self.max_entries:
-            _, evicted = self._sessions.popitem(last=False)
-            self._drop_key_of(evicted)
+            evicted_key, evicted = self._sessions.popitem(last=False)
+            self._drop_key_of(evicted, evicted_key)
 
     def forget_session(self, session_id: str) -> None:
-        if session_id not in self._keys_of:
-            return
-        for key in [k for k, s in self._sessions.items() if s == session_id]:
+        for key in self._keys_of.pop(session_id, ()):
             del self._sessions[key]
-        del self._keys_of[session_id]
 
-    def _drop_key_of(self, session_id: str) -> None:
-        left = self._keys_of.get(session_id, 0) - 1
-        if left > 0:
-            self._keys_of[session_id] = left
-        else:
-            self._keys_of.pop(session_id, None)
+    def _drop_key_of(self, session_id: str, key: bytes) -> None:
+        keys = self._keys_of.get(session_id)
+        if keys is None:
+            return
+        keys.remove(key)
+        if not keys:
+            del self._keys_of[session_id]

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from xxhash import xxh3_128_digest
 
-from proxy.identity import MAX_ID_CHARS, IdentityError, check_id, decode_call, identify
-from proxy.session_chain import Answer, PrefixChains, answer_key, conversation_chain
+from proxy.identity import MAX_ID_CHARS, IdentityError, check_id, decode_call, identify, ownership_key
+from proxy.session_chain import MAX_CHAINED_MESSAGES, Answer, PrefixChains, answer_key, conversation_chain
 
 SYSTEM = {"role": "system", "content": "You are a coding agent."}
 TASK = {"role": "user", "content": "Fix the failing test."}
@@ -139,6 +139,22 @@ def test_without_an_index_the_opening_names_the_session() -> None:
     assert identity.session_id.startswith("conv-") and identity.prompt_chain is None
 
 
+@pytest.mark.parametrize("seen_first", [False, True])
+def test_a_conversation_past_the_chain_bound_is_named_by_its_opening(seen_first: bool) -> None:
+    """1.6M one-word messages cost ~1 s of the loop to chain: past the bound the opening names the session
+    and nothing is chained or remembered; at the bound the conversation still chains."""
+    chains = PrefixChains()
+    for count, chained in ((MAX_CHAINED_MESSAGES, True), (MAX_CHAINED_MESSAGES + 1, False)):
+        turns = [assistant(str(i)) if i % 2 else {"role": "user", "content": "go"} for i in range(count - 1)]
+        fields = decode_call(msgspec.json.encode({"model": "m", "messages": [SYSTEM, *turns]}))
+        seen = ownership_key(CIMultiDict(), fields)[1] if seen_first else None
+        identity = identify(CIMultiDict(), fields, "r1", chains=chains, seen=seen)
+        assert identity.session_inferred and identity.session_id.startswith("conv-")
+        assert (identity.prompt_chain is not None) is chained
+        if seen is not None:
+            assert (len(seen.chain) == count) is chained
+
+
 @pytest.mark.parametrize(
     "value",
     ["a\r\nb", "a\nb", "a\rb", "tab\there", "", " lead", "trail ", "é", "x" * (MAX_ID_CHARS + 1), "\x00"],
@@ -213,3 +229,41 @@ def test_an_answer_of_any_json_shape_chains_without_error(content: bytes) -> Non
     assert first.prompt_chain is not None
     chains.remember(first.prompt_chain, Answer(""), first.session_id)
     assert identify(CIMultiDict(), decode_call(body), "r2", chains=chains).session_id == first.session_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["remember", "find", "forget"]), st.integers(0, 11), st.integers(0, 3)),
+        max_size=60,
+    )
+)
+def test_the_index_matches_a_plain_lru_of_keys_through_evictions_remaps_and_ends(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """Ending a session reads its own keys only (it scanned the whole index, ~9 ms at 100,000 keys): the
+    per-session bookkeeping must follow every eviction, remap and end exactly as a plain LRU of keys would."""
+    chains = PrefixChains(max_entries=5)
+    model: dict[bytes, str] = {}  # insertion order is the LRU order
+    prompts = [xxh3_128_digest(str(i).encode()) for i in range(12)]
+    keys = [answer_key(p, Answer("a")) for p in prompts]
+    for op, k, s in ops:
+        session = f"s{s}"
+        if op == "remember":
+            chains.remember(prompts[k], Answer("a"), session)
+            model.pop(keys[k], None)
+            model[keys[k]] = session
+            while len(model) > 5:
+                del model[next(iter(model))]
+        elif op == "find":
+            found = chains.find([keys[k]], [0])
+            assert found == model.get(keys[k])
+            if found is not None:
+                model[keys[k]] = model.pop(keys[k])
+        else:
+            chains.forget_session(session)
+            for key in [key for key, owner in model.items() if owner == session]:
+                del model[key]
+        assert len(chains) == len(model)
+        for i in range(4):
+            assert chains.knows(f"s{i}") == (f"s{i}" in model.values())
