@@ -179,9 +179,9 @@ def ownership_key(
     decoded = decode_messages(fields.messages)
     if decoded is None:
         return None, None
-    if len(decoded) > MAX_CHAINED_MESSAGES:  # named by its opening alone (`_inferred_session`)
-        chain, assistants = [], []
-    else:
+    chain: list[bytes] = []
+    assistants: list[int] = []
+    if len(decoded) <= MAX_CHAINED_MESSAGES:  # past it, named by its opening alone (`_inferred_session`)
         chain, assistants = chain_of(decoded, tenant_seed(scope))
     return _conversation_key(decoded, scope), SeenMessages(decoded, chain, assistants)
 
