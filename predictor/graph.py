@@ -64,8 +64,11 @@ class Edge:
         self.gap = seconds_sketch()
         self.growth = tokens_sketch()
         self.output = tokens_sketch()
-        # For an edge out of a node: it and the running sums a transition along it adds to, and their gap,
-        # growth and output sketches (built on its first transition; none of them is ever replaced).
+        # For an edge out of a node: the running sums a transition along it adds to (not the edge itself: a
+        # list holding its own edge is a reference cycle, and a dropped graph's edges were then left to the
+        # cyclic GC, whose full collections stalled the proxy for 1-2 s under agent-type churn), and the gap,
+        # growth and output sketches of the edge and those sums (built on its first transition; none of them
+        # is ever replaced).
         self.rows: tuple[list[Edge], list[LogSketch], list[LogSketch], list[LogSketch]] | None = None
 
     def scale(self, factor: float) -> None:
@@ -168,16 +171,17 @@ class AgentGraph:
                 edge = node.out[key] = Edge()
         rows = edge.rows
         if rows is None:
-            totals = [edge, node.total, self._state_total(node.state)]
+            totals = [node.total, self._state_total(node.state)]
             if node.key != START:
                 totals.append(self._graph_total)
             rows = edge.rows = (
                 totals,
-                [e.gap for e in totals],
-                [e.growth for e in totals],
-                [e.output for e in totals],
+                [edge.gap, *(e.gap for e in totals)],
+                [edge.growth, *(e.growth for e in totals)],
+                [edge.output, *(e.output for e in totals)],
             )
         totals, gaps, growths, outputs = rows
+        edge.count += 1.0
         for e in totals:
             e.count += 1.0
         if gap_s is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from predictor import GraphLimits, Predictor, PredictorConfig
 
 
@@ -53,3 +55,34 @@ def test_node_counts_stay_finite_under_endless_traffic() -> None:
     graph = predictor.graph("a")
     assert graph is not None
     assert max(n.weight for n in graph.nodes.values()) <= limits.decay_weight + 1
+
+
+def test_a_flood_of_agent_types_leaves_no_reference_cycles() -> None:
+    """What the predictor drops (graphs of evicted agent types, forgotten sessions) is freed when dropped.
+    An edge once listed itself among the sums its transitions add to; the cycle left every dropped graph to
+    the cyclic GC, whose full collections stalled `saga serve` for 1-2 s when each session had an agent type
+    of its own (a system prompt naming its user)."""
+    cfg = PredictorConfig(max_agent_types=4, max_sessions=50, max_ghosts=20)
+    predictor = Predictor(cfg)
+    gc.collect()
+    gc.disable()  # nothing collects behind the test's back: the count below is everything left cyclic
+    try:
+        now = 0.0
+        for i in range(400):
+            sid, agent = f"s{i}", f"agent-{i}"
+            for k in range(3):
+                predictor.call_arrived(sid, agent, now, 1000 + 100 * k)
+                predictor.call_finished(sid, now + 0.5, 1000 + 100 * k, 10, "tool_calls", (f"tool{k}",))
+                now += 1.0
+                # the reads that fill the graph's caches (remaining work, merged sketches, return models)
+                predictor.predict(sid, now)
+                predictor.hold_outlook(sid, now)
+                predictor.expected_work_s(sid)
+                predictor.peak_context_tokens(sid)
+            predictor.session_ended(sid)
+            if i % 50 == 0:
+                predictor.tick(now)
+        assert len(predictor.graphs) <= cfg.max_agent_types
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
