@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 from predictor import GraphLimits, Predictor, PredictorConfig
+from predictor.predictor import ONE_OFF_AGENT_TYPE
 
 
 def test_a_flood_of_agent_types_and_sessions_is_capped() -> None:
@@ -86,3 +87,37 @@ def test_a_flood_of_agent_types_leaves_no_reference_cycles() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def _session(predictor: Predictor, sid: str, agent: str, now: float) -> None:
+    predictor.call_arrived(sid, agent, now, 1000)
+    predictor.call_finished(sid, now + 0.5, 1000, 10, "tool_calls", ("t",))
+    predictor.session_ended(sid)
+
+
+def test_types_seen_once_share_one_graph_while_the_recurring_types_keep_theirs() -> None:
+    """With every graph slot taken, a stream of types each seen once (a system prompt naming its user) would
+    build a graph per session and evict the recurring agents' graphs: they are filed together instead, and a
+    type earns a graph of its own at its second session."""
+    cfg = PredictorConfig(max_agent_types=4)
+    predictor = Predictor(cfg)
+    for i, agent in enumerate(("coder", "browser", "planner")):
+        _session(predictor, f"warm-{i}", agent, float(i))
+    assert predictor.agent_type_of("warm-0") is None  # ended sessions are no longer live
+    for i in range(200):
+        predictor.call_arrived(f"user-{i}", f"assistant-for-user-{i}", 10.0 + i, 1000)
+        assert predictor.agent_type_of(f"user-{i}") in (f"assistant-for-user-{i}", ONE_OFF_AGENT_TYPE)
+        predictor.call_finished(f"user-{i}", 10.5 + i, 1000, 10, "tool_calls", ("t",))
+        _session(predictor, f"coder-{i}", "coder", 10.6 + i)  # the recurring agent keeps coming back
+    # the first took the last free slot; the shared graph took the least recently used one's (browser's)
+    assert list(predictor.graphs) == ["planner", "assistant-for-user-0", ONE_OFF_AGENT_TYPE, "coder"]
+    one_off = predictor.graph(ONE_OFF_AGENT_TYPE)
+    assert one_off is not None and one_off.sessions_seen == 199
+    # a type met again recently earns its own graph (the least recently used one makes room)
+    predictor.call_arrived("again", "assistant-for-user-199", 500.0, 1000)
+    assert predictor.agent_type_of("again") == "assistant-for-user-199"
+    predictor.call_finished("again", 500.5, 1000, 10, "tool_calls", ("t",))
+    assert list(predictor.graphs)[-1] == "assistant-for-user-199" and "planner" not in predictor.graphs
+    # one met long ago (past the doorkeeper's 4 x 4 recent new types) starts over as a one-off
+    predictor.call_arrived("late", "assistant-for-user-5", 501.0, 1000)
+    assert predictor.agent_type_of("late") == ONE_OFF_AGENT_TYPE
