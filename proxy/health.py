@@ -54,7 +54,7 @@ _CACHE_CONFIG = "vllm:cache_config_info"
 # ~12 ms of the event loop for one replica's 60 KB every health round (16 replicas: ~10% of a core).
 _SAMPLE = re.compile(
     r"^(vllm:(?:num_requests_waiting|num_requests_running|kv_cache_usage_perc|cache_config_info))"
-    r"(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+\S+)?[ \t]*$",
+    r"(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+\S+)?[ \t\r]*$",  # (a page with CRLF line ends reads the same)
     re.MULTILINE,
 )
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')

@@ -138,6 +138,8 @@ def test_any_page_reads_as_prometheus_client_reads_it(families: list[tuple[str, 
             lines.append(f"{name}{{{rendered}}} {value}" + (" 1700000000000" if stamped else ""))
     text = "\n".join(lines) + "\n"
     assert same_figures(parse_load(text), reference_load(text))
+    crlf = text.replace("\n", "\r\n")  # line ends as a Windows-built exporter might write them
+    assert same_figures(parse_load(crlf), reference_load(crlf))
 
 
 def test_label_escapes_are_undone_as_the_text_format_says() -> None:
