@@ -176,7 +176,9 @@ class Predictor:
         now: float,
         prompt_tokens: int,
         tool_names: tuple[str, ...] = (),
-    ) -> None:
+    ) -> str:
+        """Returns the agent type the session is filed under (set at its first call: `agent_type`, or
+        `ONE_OFF_AGENT_TYPE` while every graph slot is taken by other types)."""
         s = self.sessions.get(session_id)
         if s is None:
             s = self._ghosts.pop(session_id, None)
@@ -202,6 +204,7 @@ class Predictor:
             gap = None if finished_at is None else max(0.0, now - finished_at)
             s.pending = (state, gap, float(max(0, prompt_tokens - s.last_prompt)))
         s.in_flight = in_flight + 1
+        return s.agent_type
 
     def call_finished(
         self,

@@ -57,17 +57,27 @@ _SAMPLE = re.compile(
     r"(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+\S+)?[ \t\r]*$",  # (a page with CRLF line ends reads the same)
     re.MULTILINE,
 )
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+# (possessive: a label value that never closes is given up at the page's end, not retried a character shorter
+# each time)
+_LABEL = re.compile(r'\s*+([a-zA-Z_][a-zA-Z0-9_]*+)\s*+=\s*+"([^"\\]*+(?:\\.[^"\\]*+)*+)"\s*+,?')
 _UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 _ESCAPE = re.compile(r"\\[\\\"n]")
 
 
 def _labels(text: str) -> dict[str, str]:
-    """A sample's labels, with the text format's escapes (backslash, quote, newline) undone."""
+    """A sample's labels, with the text format's escapes (backslash, quote, newline) undone, read one after
+    the other from the start and up to the first that is not a label: linear in the text. (Searching for
+    labels anywhere in it instead tried a label at every character, each try running to the end of a run of
+    name characters or an unclosed quote: 8 KB took 0.6 s, and a replica's page may hold 16 MB.)"""
     labels = {}
-    for m in _LABEL.finditer(text):
+    pos, end = 0, len(text)
+    while pos < end:
+        m = _LABEL.match(text, pos)
+        if m is None:
+            break
         value = m.group(2)
         labels[m.group(1)] = _ESCAPE.sub(lambda e: _UNESCAPE[e.group()], value) if "\\" in value else value
+        pos = m.end()
     return labels
 
 

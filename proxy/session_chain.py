@@ -64,8 +64,9 @@ def _text(content: Any) -> str:
 _TENANT_CHAIN_BYTES = 32
 # A conversation longer than this is not chained: its session is named by its opening alone
 # (proxy/identity.py). No agent's context holds so many messages (a 1M-token context at ~60 tokens a message),
-# and the chain costs ~0.45 µs a message on the event loop: 1.6M one-word messages (52 MB) took 0.73 s, with
-# the decode 0.33 s more, stalling every other call.
+# and the chain costs ~0.5 µs a message on the event loop, compiled: 1.6M one-word messages (52 MB) took
+# 0.76-0.79 s, with the decode ~0.31 s more, stalling every other call
+# (docs/results/overhead-s29/many_messages.py).
 MAX_CHAINED_MESSAGES = 16_384
 
 
@@ -192,9 +193,7 @@ class PrefixChains:
             del self._sessions[key]
 
     def _drop_key_of(self, session_id: str, key: bytes) -> None:
-        keys = self._keys_of.get(session_id)
-        if keys is None:
-            return
+        keys = self._keys_of[session_id]  # every key in the index is in its session's list
         keys.remove(key)
         if not keys:
             del self._keys_of[session_id]

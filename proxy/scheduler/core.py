@@ -188,12 +188,13 @@ class SchedulerCore:
             self._tenant_seen[req.tenant_id] = now  # in last-seen order: the oldest first
             if len(self._tenant_seen) > _MAX_TENANTS_SEEN:  # a flood of tenant ids: forget the quietest
                 del self._tenant_seen[next(iter(self._tenant_seen))]
-        predictor = self.predictor
-        predictor.call_arrived(session_id, req.agent_type, now, req.prompt_tokens, req.tool_names)
-        if req.agent_type != ONE_OFF_AGENT_TYPE and predictor.agent_type_of(session_id) == ONE_OFF_AGENT_TYPE:
+        filed = self.predictor.call_arrived(
+            session_id, req.agent_type, now, req.prompt_tokens, req.tool_names
+        )
+        if filed == ONE_OFF_AGENT_TYPE and req.agent_type != filed:
             # filed with the types seen once (every graph slot taken): admission and the release order read
             # the figures learned for those, as the predictor does
-            req = msgspec.structs.replace(req, agent_type=ONE_OFF_AGENT_TYPE)
+            req = msgspec.structs.replace(req, agent_type=filed)
         if self.release is not None and request_id in self.release:
             raise ValueError(f"request id {request_id!r} is already held")
         if req.pinned_replica:

@@ -6,6 +6,8 @@ import random
 from collections.abc import Callable
 
 from predictor import Predictor
+from predictor.graph import START, AgentGraph, node_key
+from predictor.structs import GraphLimits
 
 # A toy agent: after `search` it calls `read` (70%) or `search` again (30%); after `read`, `edit` (100%);
 # after `edit`, `search` (60%) or it answers the person (40%, finish_reason stop). Tool gaps are log-normal
@@ -58,3 +60,23 @@ def feed_sessions(
             predictor.session_ended(sid)
         now += 1.0
     return now
+
+
+def learned_graph(
+    rng: random.Random, states: list[str], tasks: int, longest: int, limits: GraphLimits
+) -> AgentGraph:
+    """An agent graph learned from `tasks` random tasks of 1 to `longest` - 1 calls, each call's tool drawn
+    from `states` (gaps, growth and output uniform); the remaining-work solve's tests and its speed script
+    (docs/results/overhead-s28/solve_speed.py) learn theirs here."""
+    graph = AgentGraph("a", limits)
+    for _ in range(tasks):
+        prev, calls = START, 0
+        for _ in range(rng.randrange(1, longest)):
+            calls += 1
+            dst = node_key(rng.choice(states), calls)
+            graph.observe_transition(
+                prev, dst, gap_s=rng.random() * 10, growth=rng.random() * 3000, output=rng.random() * 500
+            )
+            prev = graph.node(dst).key
+        graph.observe_end(prev, calls=calls, peak_prompt=calls * 1000)
+    return graph

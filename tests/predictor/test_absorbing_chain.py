@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from predictor.absorbing_chain import Row, solve_absorbing
 from predictor.graph import START, AgentGraph, _finite, node_key
 from predictor.structs import GraphLimits
+from tests.predictor.streams import learned_graph
 
 
 def _equations(graph: AgentGraph) -> dict[str, tuple[float, list[tuple[str, float, float, float]]]]:
@@ -42,30 +43,13 @@ def _value_iteration(graph: AgentGraph, sweeps: int) -> dict[str, tuple[float, f
     return {k: (calls[k], new[k], out[k]) for k in plan}
 
 
-def _learned(
-    rng: random.Random, states: list[str], tasks: int, longest: int, limits: GraphLimits
-) -> AgentGraph:
-    graph = AgentGraph("a", limits)
-    for _ in range(tasks):
-        prev, calls = START, 0
-        for _ in range(rng.randrange(1, longest)):
-            calls += 1
-            dst = node_key(rng.choice(states), calls)
-            graph.observe_transition(
-                prev, dst, gap_s=rng.random() * 10, growth=rng.random() * 3000, output=rng.random() * 500
-            )
-            prev = graph.node(dst).key
-        graph.observe_end(prev, calls=calls, peak_prompt=calls * 1000)
-    return graph
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_the_solution_satisfies_every_node_equation(seed: int) -> None:
     rng = random.Random(seed)
     states = ["bash", "edit", "search", "answer", "call", "think"] if seed % 2 else ["call"]
     # a small node limit folds later states into `other`, whose edges lead back: loops across buckets
     limits = GraphLimits(max_nodes=6 + 6 * seed, max_edges_per_node=3 + seed)
-    graph = _learned(rng, states, rng.randrange(20, 200), 300, limits)
+    graph = learned_graph(rng, states, rng.randrange(20, 200), 300, limits)
     solved = graph._solve()
     assert list(solved) == list(graph.nodes)
     for key, (cont, edges) in _equations(graph).items():
@@ -79,7 +63,7 @@ def test_the_solution_satisfies_every_node_equation(seed: int) -> None:
 
 def test_short_agents_get_what_value_iteration_converges_to() -> None:
     rng = random.Random(4)
-    graph = _learned(rng, ["bash", "edit", "answer"], 150, 20, GraphLimits())
+    graph = learned_graph(rng, ["bash", "edit", "answer"], 150, 20, GraphLimits())
     reference = _value_iteration(graph, 3000)
     for key, work in graph._solve().items():
         assert (work.calls, work.new_tokens, work.output_tokens) == pytest.approx(reference[key], rel=1e-9)

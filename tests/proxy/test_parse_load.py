@@ -151,3 +151,14 @@ def test_label_escapes_are_undone_as_the_text_format_says() -> None:
     assert parse_load(text) == reference_load(text) == {"kv_capacity_tokens": 160.0, "cpu_kv_tier": 1.0}
     forged = head + 'vllm:cache_config_info{engine="x\\",num_gpu_blocks=\\"9",block_size="16"} 1\n'
     assert parse_load(forged) == reference_load(forged) == {}
+
+
+def test_a_label_that_never_closes_costs_one_pass() -> None:
+    """A value whose quote never closes, or a run of name characters with no `=`, ends the labels read; the
+    next line is read as usual. Labels were once searched for at every character, each try running to the
+    end of the run: these 64 KB lines took ~40 s (8 KB: 0.6 s), and a page may hold 16 MB."""
+    head = "# TYPE vllm:cache_config_info gauge\n"
+    unclosed = 'vllm:cache_config_info{block_size="16",engine="' + "a" * 65_536 + "} 1\n"
+    nameless = 'vllm:cache_config_info{block_size="16",' + "b" * 65_536 + "} 1\n"
+    good = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="10"} 1\n'
+    assert parse_load(head + unclosed + nameless + good) == {"kv_capacity_tokens": 160.0}

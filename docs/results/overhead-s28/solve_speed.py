@@ -12,10 +12,14 @@ from __future__ import annotations
 import random
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository, for its test helpers
 
 import predictor.graph
-from predictor.graph import START, AgentGraph, _finite, node_key
+from predictor.graph import AgentGraph, _finite
 from predictor.structs import GraphLimits
+from tests.predictor.streams import learned_graph
 
 
 def value_iteration(graph: AgentGraph, iterations: int = 300) -> dict[str, float]:
@@ -45,22 +49,6 @@ def value_iteration(graph: AgentGraph, iterations: int = 300) -> dict[str, float
     return {key: calls[i] for key, i in index.items()}
 
 
-def learned(rng: random.Random, trial: int) -> AgentGraph:
-    graph = AgentGraph("a", GraphLimits(max_nodes=8 + 4 * trial, max_edges_per_node=3 + trial))
-    states = ["bash", "edit", "search", "answer", "call", "think"] if trial % 3 else ["call"]
-    for _ in range(rng.randrange(20, 200)):
-        prev, calls = START, 0
-        for _ in range(rng.randrange(1, 300)):
-            calls += 1
-            dst = node_key(rng.choice(states), calls)
-            graph.observe_transition(
-                prev, dst, gap_s=rng.random() * 10, growth=rng.random() * 3000, output=rng.random() * 500
-            )
-            prev = graph.node(dst).key
-        graph.observe_end(prev, calls=calls, peak_prompt=calls * 1000)
-    return graph
-
-
 def best_of(fn: object, repeats: int = 5) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -76,7 +64,9 @@ def main() -> None:
     rng = random.Random(9)
     print(f"{'nodes':>5} {'exact us':>9} {'sweeps us':>10} {'ratio':>6} {'sweeps error':>13}")
     for trial in range(12):
-        graph = learned(rng, trial)
+        states = ["bash", "edit", "search", "answer", "call", "think"] if trial % 3 else ["call"]
+        limits = GraphLimits(max_nodes=8 + 4 * trial, max_edges_per_node=3 + trial)
+        graph = learned_graph(rng, states, rng.randrange(20, 200), 300, limits)
         exact_s = best_of(graph._solve)
         sweeps_s = best_of(lambda graph=graph: value_iteration(graph))
         exact = graph._solve()

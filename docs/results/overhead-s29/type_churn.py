@@ -14,6 +14,7 @@ starts).
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -86,11 +87,14 @@ def main() -> None:
         started = time.time()
         out = subprocess.run([*wrk, url], capture_output=True, text=True, check=True).stdout
         rps, p50, p99, non_2xx, total = parse_wrk(out)
+        # calls that got no answer (connect, read, write errors, timeouts) are not in `total`: say so
+        socket_errors = re.search(r"Socket errors: (.*)", out)
         longest = out.split("Latency", 1)[1].split()[2]
         logged = (work / "proxy.err").read_text().splitlines()
         collections = [line for line in logged if line.startswith("GC")]
         print(
-            f"prompts {args.prompts}: {rps:,.0f} calls/s ({total:,} calls, {non_2xx} not 2xx) in "
+            f"prompts {args.prompts}: {rps:,.0f} calls/s ({total:,} calls, {non_2xx} not 2xx, socket errors: "
+            f"{socket_errors.group(1) if socket_errors else 'none'}) in "
             f"{time.time() - started:.0f} s; latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {longest}; "
             f"proxy RSS at the end {rss_mb(proxy.pid)} MB; collections over 20 ms: {len(collections)}"
         )
