@@ -104,11 +104,16 @@ class Node:
         which holds as long as no addition ever rounded: every count is a multiple of 2^-decays, so all of
         them, and every partial sum, are exact while the total stays below 2^(53 - decays) (the ratio of the
         total to that bound never falls, so checking it now covers the past). Past that (~40 decays of one
-        node at the default `decay_weight`), the sum itself, as before."""
+        node at the default `decay_weight`), the sum itself, as before, added left to right: Python 3.12's
+        `sum()` compensates its rounding and mypyc's does not, so `sum()` here gave compiled and interpreted
+        runs, and Python 3.11 and 3.12, different predictions."""
         count, decays = self.total.count, self.decays
         if decays < len(_EXACT_BELOW) and count < _EXACT_BELOW[decays]:
             return count
-        return sum(e.count for e in self.out.values())
+        total = 0.0
+        for edge in self.out.values():
+            total += edge.count
+        return total
 
     @property
     def weight(self) -> float:

@@ -112,7 +112,13 @@ def parse_load(metrics_text: str) -> dict[str, float]:
     if capacity:
         found["kv_capacity_tokens"] = capacity
     for field, values in gauges.items():
-        found[field] = sum(values) if field != "kv_usage" else max(values)
+        if field == "kv_usage":
+            found[field] = max(values)
+            continue
+        total = 0.0  # left to right, as prometheus_client's readers add: Python 3.12's sum() compensates
+        for value in values:
+            total += value
+        found[field] = total
     return found
 
 

@@ -78,6 +78,7 @@ class BatchedLines(logging.Handler):
         self.max_lines = max_lines
         # The lines not written yet; one list for the handler's life (the fast server appends to it).
         self.lines: list[str] = []
+        self.propagated = True  # whether the logger propagated before `batch_access_log` stopped it
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -145,6 +146,16 @@ def batch_access_log(logger: logging.Logger) -> BatchedLines:
     if formatter is not None and formatter._fmt == TimeNameMessage.FORMAT and formatter.datefmt is None:
         formatter = TimeNameMessage()  # the same lines, cheaper
     handler = BatchedLines(stream, formatter)
+    handler.propagated = logger.propagate
     logger.addHandler(handler)
     logger.propagate = False
     return handler
+
+
+def unbatch_access_log(logger: logging.Logger, handler: BatchedLines) -> None:
+    """Undoes `batch_access_log`: writes out what `handler` holds, removes it and lets `logger` propagate as
+    it did before, so a proxy started again in the same process (tests, `saga demo`) does not write each line
+    once more per earlier start, and loggers are left as they were found."""
+    handler.flush()
+    logger.removeHandler(handler)
+    logger.propagate = handler.propagated

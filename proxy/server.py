@@ -26,7 +26,7 @@ from proxy.context import CORE, METRICS, WORKERS
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
-from proxy.logs import batch_access_log, use_json_logs
+from proxy.logs import batch_access_log, unbatch_access_log, use_json_logs
 from proxy.malloc_tuning import tune_malloc
 from proxy.scheduler import SchedulerCore
 from proxy.worker_set import WorkerSet
@@ -188,7 +188,8 @@ async def serve_forever(config: ProxyConfig) -> None:
     tune_malloc()  # before the first large body is read (proxy/malloc_tuning.py)
     if config.log_format == "json":
         use_json_logs()
-    access = batch_access_log(logging.getLogger("saga.access")) if config.access_log else None
+    access_log = logging.getLogger("saga.access")
+    access = batch_access_log(access_log) if config.access_log else None
     workers = WorkerSet.from_environ()
     supervisor = os.getppid()
     stopping = asyncio.Event()
@@ -232,4 +233,4 @@ async def serve_forever(config: ProxyConfig) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if access is not None:
-            access.flush()
+            unbatch_access_log(access_log, access)

@@ -1,9 +1,11 @@
-"""`saga serve` freezes its start-up heap out of the cyclic GC (the full collections over it were the p99)."""
+"""`saga serve` freezes its start-up heap out of the cyclic GC (the full collections over it were the p99),
+and leaves the process's loggers as it found them when it stops."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 
 import pytest
 
@@ -62,3 +64,22 @@ async def test_serve_forever_runs_a_full_collection_every_period(monkeypatch: py
         gc.unfreeze()
         gc.set_threshold(*thresholds)
     assert after - before >= 2
+
+
+async def test_serve_forever_leaves_the_access_logger_as_it_found_it() -> None:
+    """Each start used to add a batching handler to `saga.access` and stop it propagating, for good: a proxy
+    started again in one process wrote every access line once per earlier start, and pytest's log capture
+    (9.2) then kept a record of every call a later test made."""
+    access = logging.getLogger("saga.access")
+    before = (list(access.handlers), access.propagate)
+    thresholds = gc.get_threshold()
+    for _ in range(2):
+        task = await _listening()
+        try:
+            assert len(access.handlers) == len(before[0]) + 1 and not access.propagate  # batched meanwhile
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
+        assert (access.handlers, access.propagate) == before
