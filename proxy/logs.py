@@ -154,8 +154,8 @@ def batch_access_log(logger: logging.Logger) -> BatchedLines:
 
 def unbatch_access_log(logger: logging.Logger, handler: BatchedLines) -> None:
     """Undoes `batch_access_log`: writes out what `handler` holds, removes it and lets `logger` propagate as
-    it did before, so a proxy started again in the same process (tests, `saga demo`) does not write each line
-    once more per earlier start, and loggers are left as they were found."""
+    it did before, so a proxy started again in one process (tests, a program embedding it) does not write
+    each line once more per earlier start, and loggers are left as they were found."""
     handler.flush()
     logger.removeHandler(handler)
     logger.propagate = handler.propagated
