@@ -115,7 +115,7 @@ def parse_load(metrics_text: str) -> dict[str, float]:
         if field == "kv_usage":
             found[field] = max(values)
             continue
-        total = 0.0  # left to right, as prometheus_client's readers add: Python 3.12's sum() compensates
+        total = 0.0  # left to right, as Python 3.11's sum() adds (3.12's compensates): the same on both
         for value in values:
             total += value
         found[field] = total
