@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.synchronize
 from pathlib import Path
 
 import pytest
@@ -50,16 +51,20 @@ def test_an_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
         ReplicaChanges(str(tmp_path / "gone")).record("added", "http://x")
 
 
-def _record_many(directory: str, prefix: str) -> None:
+def _record_many(directory: str, prefix: str, start: multiprocessing.synchronize.Barrier) -> None:
     changes = ReplicaChanges(directory)
+    start.wait(60)  # all three at once: each spawned child takes its own time to start
     for i in range(40):
         changes.record("added", f"http://{prefix}-{i}")
 
 
 def test_workers_recording_at_once_lose_no_change(tmp_path: Path) -> None:
     """Read-modify-write under the lock: without it two processes overwrite each other's additions."""
-    context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=_record_many, args=(str(tmp_path), p)) for p in ("a", "b", "c")]
+    # spawn, not fork: pytest runs threads by now, and a forked child can inherit a lock one of them held
+    # (Python 3.12 warns of it)
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(3)
+    procs = [context.Process(target=_record_many, args=(str(tmp_path), p, start)) for p in ("a", "b", "c")]
     for p in procs:
         p.start()
     for p in procs:
