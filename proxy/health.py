@@ -7,7 +7,9 @@ core sees (thresholds, circuit breaker). A replica that is down is reported with
 figure of a dead replica steers routing or shows in the state. (The core's periodic housekeeping, `tick`,
 runs on its own and more often: proxy/housekeeping.py.) What a probe reads is bounded (`MAX_PROBE_BYTES`): a
 replica answering an endless `/metrics` or `/v1/models` costs the proxy that much memory at most, and is
-read as publishing no figures (or no model list).
+read as publishing no figures (or no model list). A figure that is no count (NaN, an infinity, a negative
+request count) is unknown, as if not published; a probe that fails in any other way fails for its replica
+alone, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ _GAUGES = {
     "vllm:kv_cache_usage_perc": "kv_usage",
 }
 _CACHE_CONFIG = "vllm:cache_config_info"
+_MAX_CAPACITY_TOKENS = 2**53  # KV tokens one engine may report: a float holds every count up to it exactly
 # A sample line of one of the four families the proxy reads: name, labels (to the line's last "}", so a "}"
 # inside a label value is kept), value, optional timestamp. Every other line is skipped unread: vLLM's
 # /metrics is ~600 lines of histograms per model, and prometheus_client's parser, which reads them all, took
@@ -107,7 +110,9 @@ def parse_load(metrics_text: str) -> dict[str, float]:
             size = int(labels.get("block_size", ""))
         except ValueError:
             continue
-        if blocks > 0 and size > 0:  # a negative or zero label is no capacity, not a smaller one
+        # a negative or zero label is no capacity, not a smaller one; nor is one past any GPU's (a float
+        # could not hold the sum: the whole probe failed with OverflowError)
+        if blocks > 0 and size > 0 and blocks * size <= _MAX_CAPACITY_TOKENS:
             capacity += blocks * size
     if capacity:
         found["kv_capacity_tokens"] = capacity
@@ -179,19 +184,26 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
             load = parse_load(text.decode("utf-8", "replace")) if text else {}
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return ReplicaStats(replica_id, healthy=False)
-    waiting, running = load.get("waiting"), load.get("running")
     capacity = load.get("kv_capacity_tokens")
     cpu_tier = load.get("cpu_kv_tier")
+    usage = load.get("kv_usage")
     stats = ReplicaStats(
         replica_id,
         healthy=True,
-        waiting=None if waiting is None else int(waiting),
-        running=None if running is None else int(running),
-        kv_usage=load.get("kv_usage"),
+        waiting=_count(load.get("waiting")),
+        running=_count(load.get("running")),
+        kv_usage=usage if usage is not None and math.isfinite(usage) else None,
         kv_capacity_tokens=None if capacity is None else int(capacity),  # for admission by KV working set
         cpu_kv_tier=None if cpu_tier is None else cpu_tier > 0,
     )
     return stats
+
+
+def _count(value: float | None) -> int | None:
+    """A number of requests as the replica reported it; None (unknown, as when it reports none) for NaN, an
+    infinity or a negative figure. `int()` of the first two raised out of the probe and ended the health loop
+    for every replica."""
+    return int(value) if value is not None and 0 <= value < math.inf else None
 
 
 def reported(stats: ReplicaStats, healthy: bool) -> ReplicaStats:
@@ -225,9 +237,15 @@ async def replica_health_loop(
                     models.update(replica_id, found)
             models.keep_only(core.replicas)
         rounds += 1
-        results = await asyncio.gather(*(probe(session, r, timeout_s) for r in list(core.replicas)))
+        asked = list(core.replicas)
+        answers = await asyncio.gather(*(probe(session, r, timeout_s) for r in asked), return_exceptions=True)
         now = core.clock()
-        for stats in results:
+        for replica_id, stats in zip(asked, answers, strict=True):
+            if isinstance(stats, BaseException):  # a defect in one probe fails that probe, not the loop
+                if not isinstance(stats, Exception):
+                    raise stats
+                log.error("probing replica %s failed: %r", replica_id, stats)
+                stats = ReplicaStats(replica_id, healthy=False)
             guard = guards[stats.replica_id]
             guard.probe(bool(stats.healthy))
             healthy = guard.healthy(now) and stats.replica_id not in core.draining

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -10,6 +11,9 @@ import pytest
 from aiohttp import web
 
 from proxy import health
+from proxy.context import Guards
+from proxy.replica_guard import GuardParams
+from proxy.scheduler import ReplicaStats, SchedulerCore, build_policy
 from tests.proxy.fakes import serving
 
 METRICS = b'vllm:num_requests_waiting{engine="0"} 3.0\nvllm:num_requests_running{engine="0"} 2.0\n'
@@ -57,3 +61,63 @@ async def test_past_the_bound_a_replica_publishes_nothing_but_stays_healthy(
         models = await health.models_of(http, url, 5.0)
     assert (stats.healthy, stats.waiting, stats.running) == (True, None, None)
     assert models is None
+
+
+HUGE_CAPACITY = b'vllm:cache_config_info{num_gpu_blocks="' + b"9" * 400 + b'",block_size="16"} 1\n'
+
+
+@pytest.mark.parametrize(
+    ("page", "read"),
+    [
+        (b"vllm:num_requests_waiting NaN\nvllm:num_requests_running 2\n", {"waiting": None, "running": 2}),
+        (b"vllm:num_requests_waiting 3\nvllm:num_requests_running +Inf\n", {"waiting": 3, "running": None}),
+        (b"vllm:num_requests_waiting -3\nvllm:num_requests_running 2\n", {"waiting": None, "running": 2}),
+        (b"vllm:kv_cache_usage_perc NaN\nvllm:num_requests_waiting 3\n", {"kv_usage": None, "waiting": 3}),
+        (HUGE_CAPACITY, {"kv_capacity_tokens": None}),
+    ],
+)
+async def test_a_figure_that_is_no_count_is_unknown_and_the_replica_stays_healthy(
+    replica: tuple[str, dict[str, bytes]], page: bytes, read: dict[str, int | None]
+) -> None:
+    """NaN, infinite or negative request counts, a NaN KV usage, a KV capacity past any float: the probe
+    raised for the first two and the last (ValueError, OverflowError), which ended the health loop."""
+    url, bodies = replica
+    bodies["/metrics"] = page
+    async with aiohttp.ClientSession() as http:
+        stats = await health.probe(http, url, 5.0)
+    assert stats.healthy is True
+    assert {field: getattr(stats, field) for field in read} == read
+
+
+async def test_the_health_loop_outlives_a_probe_that_raises(
+    replica: tuple[str, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defect in one replica's probe counts as that probe failing; the loop goes on probing them all."""
+    url, _ = replica
+    broken = "http://127.0.0.1:9"
+    probe = health.probe
+
+    async def probe_or_fail(
+        session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+    ) -> ReplicaStats:
+        if replica_id == broken:
+            raise RuntimeError("a defect in the probe")
+        return await probe(session, replica_id, timeout_s)
+
+    monkeypatch.setattr(health, "probe", probe_or_fail)
+    core = SchedulerCore([url, broken], build_policy("round-robin"), lambda: 0.0)
+    guards = Guards(GuardParams(unhealthy_after=1))
+    rounds = asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        loop = asyncio.create_task(
+            health.replica_health_loop(core, http, lambda _: None, 0.01, guards, 5.0, None, rounds)
+        )
+        try:
+            await asyncio.wait_for(rounds.wait(), 10)
+            rounds.clear()
+            await asyncio.wait_for(rounds.wait(), 10)  # a second round: the loop is still going
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert (core.replicas[url].healthy, core.replicas[url].waiting) == (True, 3)
+    assert core.replicas[broken].healthy is False
