@@ -11,6 +11,9 @@ from __future__ import annotations
 import msgspec
 
 API_KEY_SOURCE = "api-key"
+# A charge is divided by its tenant's weight: a weight near 0 (1e-320) makes the virtual time infinite, for
+# good and for every tenant (the fair order becomes arrival order); a million to one is past any real share.
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 
 
 class SloClass(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -52,8 +55,10 @@ class TenantsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     raise ValueError(f"tenants.slo_classes.{name}.{field} must be > 0, got {value}")
         for name, spec in [("default", self.default), *self.tenants.items()]:
             where = "tenants.default" if name == "default" else f"tenants.tenants.{name}"
-            if not spec.weight > 0:
-                raise ValueError(f"{where}.weight must be > 0, got {spec.weight}")
+            if not MIN_WEIGHT <= spec.weight <= MAX_WEIGHT:
+                raise ValueError(
+                    f"{where}.weight must be between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, got {spec.weight}"
+                )
             if spec.slo_class not in self.slo_classes:
                 known = ", ".join(sorted(self.slo_classes))
                 raise ValueError(f"{where}.slo_class {spec.slo_class!r} is not defined; known: {known}")

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from proxy import admin, calls, models, passthrough, response_routes, sessions
@@ -155,6 +156,8 @@ def create_app(
     `resolver` resolves the DNS discovery name (tests inject their own); `workers`: which worker this is
     (default: from the supervisor's environment; None there: a single process)."""
     config.validate()
+    if config.kv_events is not None:  # keyed by replica id, as `replicas` below
+        config = msgspec.structs.replace(config, kv_events=config.kv_events.normalised())
     if workers is None:
         workers = WorkerSet.from_environ()
     replicas = [url.rstrip("/") for url in config.replicas]
@@ -176,7 +179,8 @@ def create_app(
             tenants=config.tenants,
         )
     # Authentication is a middleware only when something must be checked: one layer less per call otherwise.
-    middlewares = [openai_errors, authenticate] if config.api_keys or config.admin_token else [openai_errors]
+    checked = config.api_keys or config.admin_token is not None  # as proxy/auth.py (validate refuses "")
+    middlewares = [openai_errors, authenticate] if checked else [openai_errors]
     if workers is not None:  # /metrics and the admin API answer for every worker (after the token check)
         middlewares.append(gather_workers)
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)

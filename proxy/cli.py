@@ -19,7 +19,7 @@ import msgspec
 from proxy.arg_types import at_least, positive
 from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.scheduler import PRESETS, ConfigError
-from proxy.serve_options import add_config_flags, proxy_config
+from proxy.serve_options import add_config_flags, layered_time_scale, proxy_config
 from simulator.block_hash import HASH_FUNCTIONS
 from simulator.cost_model import PROFILES
 
@@ -150,13 +150,13 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     from simulator.server import start_fleet
 
-    fleet = await start_fleet(args.simulate, **_fleet_options(args))
+    # the replicas run at the configured speed (file < environment < --time-scale), and the core with them
+    # (TTLs and learned gaps in their seconds): proxy_config below layers time_scale the same way
+    scale = layered_time_scale(args)
+    fleet = await start_fleet(args.simulate, **{**_fleet_options(args), "time_scale": scale})
     try:
         print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
         config = proxy_config(args, [*args.replica, *fleet.urls])
-        # the core keeps the simulated replicas' time (TTLs and learned gaps in their seconds)
-        scale = _fleet_options(args)["time_scale"]
-        config = msgspec.structs.replace(config, time_scale=scale)
         config = _subscribed_to(config, fleet)
         if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
             replicas = [flag for url in fleet.urls for flag in ("--replica", url)]

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from fairness.tenants import TenantsConfig
+from proxy.kv_event_sources import SourcesError, reachable
 from proxy.replica_guard import GuardParams
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
 from proxy.scheduler.release import ReleaseQueueSpec
@@ -33,6 +34,18 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def credential_problem(value: str) -> str | None:
+    """Why `value` cannot be a bearer token, or None. A header cannot carry a line break (one sent to a
+    replica would inject header lines) and the proxy strips the token a client presents, so a key with a
+    control character or surrounding whitespace (a secret file's final newline) could never match.
+    The message never shows the value: it is a secret."""
+    if not value:
+        return "must be non-empty (leave it unset for none)"
+    if value != value.strip() or any(c < " " or c == "\x7f" for c in value):
+        return "holds a control character or leading/trailing whitespace (a secret file's final newline?)"
+    return None
 
 
 def replica_url_problem(url: str) -> str | None:
@@ -58,6 +71,10 @@ def replica_url_problem(url: str) -> str | None:
     return None
 
 
+MIN_HEALTH_INTERVAL_S = 0.05  # below it the probes spin the event loop (and the replicas) to no end
+MIN_DISCOVERY_INTERVAL_S = 1.0  # DNS answers change no faster; a lookup loop must not hammer the resolver
+
+
 class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Replicas found by resolving a DNS name (a Kubernetes headless service: one address per pod)."""
 
@@ -65,6 +82,18 @@ class DnsDiscovery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 8000
     scheme: str = "http"
     interval_s: float = 10.0
+
+    def validate(self) -> None:
+        if self.scheme not in ("http", "https"):
+            raise ConfigError("discovery.scheme must be http or https")
+        if not (math.isfinite(self.interval_s) and self.interval_s >= MIN_DISCOVERY_INTERVAL_S):
+            raise ConfigError(
+                f"discovery.interval_s must be >= {MIN_DISCOVERY_INTERVAL_S}, got {self.interval_s}"
+            )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"discovery.port must be a TCP port (1-65535), got {self.port}")
+        if len(self.name) > 253 or not (_HOST_NAME.fullmatch(self.name) or _is_ip(self.name)):
+            raise ConfigError(f"discovery.name must be a DNS name or an IP address, got {self.name[:100]!r}")
 
 
 class KvEventsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -91,8 +120,22 @@ class KvEventsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if self.max_sessions <= 0 or self.max_blocks <= 0:
             raise ConfigError("kv_events.max_sessions and kv_events.max_blocks must be > 0")
         for url, endpoint in self.endpoints.items():
-            if not endpoint.startswith(("tcp://", "ipc://")):
-                raise ConfigError(f"kv_events.endpoints[{url!r}] must be a tcp:// or ipc:// ZMQ endpoint")
+            problem = replica_url_problem(url)
+            if problem is not None:
+                raise ConfigError(f"kv_events.endpoints: the key {url!r} {problem}")
+            try:  # the rule a replica's own /kv_event_sources answer is held to
+                reachable(endpoint, url)
+            except SourcesError as e:
+                raise ConfigError(f"kv_events.endpoints[{url!r}]: {e}") from None
+        if len({url.rstrip("/") for url in self.endpoints}) != len(self.endpoints):
+            raise ConfigError("kv_events.endpoints: a replica URL is listed twice")
+
+    def normalised(self) -> KvEventsConfig:
+        """Validated, with the endpoints' keys as the replicas' ids (their URLs without a trailing slash, as
+        proxy/app.py makes them) and a wildcard host as the replica's, as for a discovered endpoint."""
+        self.validate()
+        endpoints = {url.rstrip("/"): reachable(endpoint, url) for url, endpoint in self.endpoints.items()}
+        return msgspec.structs.replace(self, endpoints=endpoints)
 
 
 class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -171,10 +214,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if not self.replicas and self.discovery is None:
             raise ConfigError("no replicas: give at least one --replica URL, --simulate N or discovery")
         if self.discovery is not None:
-            if self.discovery.scheme not in ("http", "https"):
-                raise ConfigError("discovery.scheme must be http or https")
-            if not (math.isfinite(self.discovery.interval_s) and self.discovery.interval_s > 0):
-                raise ConfigError("discovery.interval_s must be > 0")
+            self.discovery.validate()
         if not 0 <= self.port <= 65535:  # the socket layer would take 99999 as 34463 (modulo 2**16)
             raise ConfigError(f"port must be a TCP port (0-65535; 0: any free one), got {self.port}")
         if self.server not in ("fast", "aiohttp"):
@@ -185,9 +225,15 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError("workers > 1 needs server: fast (it hands client connections between workers)")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be 'text' or 'json'")
+        for name in ("upstream_api_key", "admin_token"):
+            value = getattr(self, name)
+            if value is not None and (problem := credential_problem(value)) is not None:
+                raise ConfigError(f"{name} {problem}")
         for key, tenant in (self.api_keys or {}).items():
             if not key or not tenant:
                 raise ConfigError("api_keys: every key and tenant must be non-empty")
+            if (problem := credential_problem(key)) is not None:
+                raise ConfigError(f"api_keys: the key of tenant {tenant[:128]!r} {problem}")
             if not _TENANT_NAME.fullmatch(tenant) or len(tenant) > 128:
                 # "<tenant>:" prefixes the tenant's session ids, which go to the replicas in a header
                 raise ConfigError(
@@ -223,6 +269,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if self.health_interval_s < MIN_HEALTH_INTERVAL_S:
+            raise ConfigError(
+                f"health_interval_s must be >= {MIN_HEALTH_INTERVAL_S}, got {self.health_interval_s}"
+            )
         for field in msgspec.structs.fields(self):  # NaN passes `<= 0`; inf is no timeout at all
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):

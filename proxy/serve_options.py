@@ -9,6 +9,7 @@ in one mapping (YAML would keep the last silently), a file that cannot be read a
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,21 +93,29 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping."""
+_MERGE = "tag:yaml.org,2002:merge"
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping. Checked as each mapping is composed:
+    the safe loader's merge keys (`<<: *anchor`) then rewrite the nodes in place, so a key a merge brought
+    in (which the mapping's own may override, as YAML says) is never taken for the mapping's own."""
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node: yaml.MappingNode = super().compose_mapping_node(anchor)
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "dict"
+                raise ConfigError(f"a key must be a plain value, not {kind} (line {line})")
+            key = "<<" if key_node.tag == _MERGE else self.construct_object(key_node)
             if not isinstance(key, str | int | float | bool | None):
-                line = key_node.start_mark.line + 1
                 raise ConfigError(f"a key must be a plain value, not {type(key).__name__} (line {line})")
             if key in seen:
-                line = key_node.start_mark.line + 1
                 raise ConfigError(f"the key {key!r} is given twice in one mapping (line {line})")
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return node
 
 
 def read_config_file(file: Path) -> Any:
@@ -152,20 +161,39 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
     return data
 
 
-def build_config(data: Mapping[str, Any]) -> ProxyConfig:
+def _converted(data: Mapping[str, Any]) -> ProxyConfig:
     try:
         # strict=False: environment values are strings ("8000" -> 8000, "true" -> True).
-        config = msgspec.convert(dict(data), ProxyConfig, strict=False)
+        return msgspec.convert(dict(data), ProxyConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(f"bad configuration: {e}") from e
+
+
+def build_config(data: Mapping[str, Any]) -> ProxyConfig:
+    config = _converted(data)
     config.validate()
     return config
+
+
+def layered_time_scale(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> float:
+    """`time_scale` as `proxy_config` layers it, for `saga serve --simulate N`: its fleet starts (at this
+    speed) before the configuration, which lists the fleet's URLs, can be whole."""
+    scale = _converted(_layered(args, [], environ)).time_scale
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"time_scale must be a finite number > 0, got {scale}")
+    return scale
 
 
 def proxy_config(
     args: argparse.Namespace, replicas: list[str], environ: Mapping[str, str] | None = None
 ) -> ProxyConfig:
     """ProxyConfig from defaults < YAML file < SAGA_* environment < command-line flags."""
+    return build_config(_layered(args, replicas, environ))
+
+
+def _layered(
+    args: argparse.Namespace, replicas: list[str], environ: Mapping[str, str] | None
+) -> dict[str, Any]:
     names = [f.name for f in msgspec.structs.fields(ProxyConfig) if f.name not in _SKIPPED]
     flags = {name: getattr(args, name, None) for name in names}
     environ = os.environ if environ is None else environ
@@ -182,4 +210,4 @@ def proxy_config(
     if replicas:
         data["replicas"] = replicas
     data.setdefault("replicas", [])
-    return build_config(data)
+    return data

@@ -36,6 +36,11 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 ACCESS_LOG_FLUSH_S = 0.2  # `saga serve` writes the access log out this often
 
 
+def base_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 address in brackets (RFC 3986; `http://::1:8000` is no URL)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 @contextlib.asynccontextmanager
 async def running_proxy(
     config: ProxyConfig,
@@ -70,7 +75,7 @@ async def running_proxy(
             site = web.TCPSite(runner, config.host, config.port, backlog=1024)
             await site.start()
             host, port = runner.addresses[0][:2]
-            yield f"http://{host}:{port}"
+            yield base_url(host, port)
             return
         # Started by the supervisor (from the environment), all workers start at once: wait for the others.
         wait_for_peers = workers is None and app[WORKERS] is not None
@@ -94,7 +99,7 @@ async def running_proxy(
             )
             try:
                 host, port = server.sockets[0].getsockname()[:2]
-                yield f"http://{host}:{port}"
+                yield base_url(host, port)
             finally:
                 server.close()  # no new connections; those open keep being served while the calls drain
                 if drain_s > 0:

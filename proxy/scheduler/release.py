@@ -35,6 +35,9 @@ from proxy.scheduler.plugin_spec import ConfigError, PluginSpec, build_plugin
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
 
 SHARES = ("replica", "fleet")
+# A cost parameter's bound: a call's charge (parameter x tokens, / the tenant's weight) must stay finite, or
+# the lane's virtual time becomes infinite for good and the fair order arrival order.
+MAX_COST = 1e6
 
 
 class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -74,6 +77,13 @@ class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             raise ConfigError(f"queue.active_window_s must be > 0, got {self.active_window_s}")
         if self.age_bound_s is not None and not self.age_bound_s > 0:
             raise ConfigError(f"queue.age_bound_s must be > 0, got {self.age_bound_s}")
+        for model in ("gpu_cost", "token_cost"):
+            for field in msgspec.structs.fields(getattr(self, model)):
+                value = getattr(getattr(self, model), field.name)
+                if not 0 <= value <= MAX_COST:  # NaN and inf too: either ends the fair order (see MAX_COST)
+                    raise ConfigError(
+                        f"queue.{model}.{field.name} must be between 0 and {MAX_COST:g}, got {value}"
+                    )
 
 
 class HeldCall(msgspec.Struct):

@@ -4,19 +4,29 @@ the fault, never a traceback, and YAML's silent last-one-wins for a repeated key
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
+import yaml
 
+from proxy.app import create_app
 from proxy.cli import build_parser
-from proxy.config import ProxyConfig
+from proxy.config import KvEventsConfig, ProxyConfig
+from proxy.context import CONFIG
+from proxy.kv_events import endpoint_for
 from proxy.scheduler import ConfigError
-from proxy.serve_options import config_data
+from proxy.serve_options import build_config, config_data
+from proxy.server import running_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,10 +65,12 @@ def test_the_same_key_in_different_mappings_is_fine(tmp_path: Path) -> None:
     assert set(config_data(file, {}, {})) == {"tenants", "queue"}
 
 
-def saga(*args: str) -> subprocess.CompletedProcess[str]:
-    """`saga ARGS` run as a user runs it (a process of its own), its output captured."""
+def saga(*args: str, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`saga ARGS` run as a user runs it (a process of its own, `environ` added to its environment), its
+    output captured."""
     command = [sys.executable, "-m", "proxy.cli", *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, **(environ or {})}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -161,3 +173,156 @@ def test_a_place_to_listen_that_cannot_be_is_one_line_not_a_traceback(args: str,
     assert result.returncode in (1, 2)
     last = error_line(result)
     assert last.startswith("saga: error:") and says in last.lower(), last
+
+
+SECRETS = ("sekrit", "sk-team", "s3cret")  # never shown in an error: they are credentials
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        # an empty admin token opened the admin API to anyone (with api_keys set: shut it to everyone)
+        ({"admin_token": ""}, "admin_token must be non-empty"),
+        # a line break in the upstream key injected header lines into every request to the replicas
+        ({"upstream_api_key": "sekrit\r\nX-Injected: yes"}, "upstream_api_key holds a control character"),
+        ({"upstream_api_key": "sekrit\n"}, "upstream_api_key holds a control character"),
+        ({"upstream_api_key": ""}, "upstream_api_key must be non-empty"),
+        # keys no client can present (a header carries no line break; the presented token is stripped):
+        # accepted, then every call was a 401
+        ({"api_keys": {"sk-team-a\n": "team-a"}}, "api_keys: the key of tenant 'team-a' holds a control"),
+        ({"api_keys": {" sk-team-b": "team-b"}}, "api_keys: the key of tenant 'team-b' holds a control"),
+        ({"api_keys": {"sk-team\tc": "team-c"}}, "api_keys: the key of tenant 'team-c' holds a control"),
+        ({"admin_token": "admin-s3cret\n"}, "admin_token holds a control character"),
+        # a tiny weight made the release queue's virtual time infinite for good (vtc became arrival order)
+        ({"tenants": {"tenants": {"x": {"weight": 1e-320}}}}, "tenants.tenants.x.weight must be between"),
+        ({"tenants": {"default": {"weight": math.inf}}}, "tenants.default.weight must be between"),
+        ({"tenants": {"tenants": {"x": {"weight": 1e7}}}}, "tenants.tenants.x.weight must be between"),
+        ({"queue": {"token_cost": {"input_weight": math.inf}}}, "queue.token_cost.input_weight must be"),
+        ({"queue": {"gpu_cost": {"per_call_s": -1.0}}}, "queue.gpu_cost.per_call_s must be"),
+        ({"queue": {"gpu_cost": {"decode_token_s": math.nan}}}, "queue.gpu_cost.decode_token_s must be"),
+        # discovery that could never reach anything
+        ({"discovery": {"name": "vllm.svc", "port": 99999}}, "discovery.port must be a TCP port"),
+        ({"discovery": {"name": "vllm.svc", "port": 0}}, "discovery.port must be a TCP port"),
+        ({"discovery": {"name": "vllm.svc", "port": -5}}, "discovery.port must be a TCP port"),
+        ({"discovery": {"name": ""}}, "discovery.name must be a DNS name"),
+        ({"discovery": {"name": "a b\x00"}}, "discovery.name must be a DNS name"),
+        # intervals that spun the proxy (~2,700 probes a second to a replica)
+        ({"health_interval_s": 1e-9}, "health_interval_s must be >= 0.05"),
+        ({"discovery": {"name": "vllm.svc", "interval_s": 1e-9}}, "discovery.interval_s must be >= 1"),
+        # KV event endpoints a replica's /kv_event_sources may not list: a warning every second, for good
+        (
+            {"kv_events": {"endpoints": {"http://a:1": "tcp://127.0.0.1"}}},
+            "kv_events.endpoints['http://a:1']",
+        ),
+        ({"kv_events": {"endpoints": {"http://a:1": "tcp://127.0.0.1:99999"}}}, "not a TCP port"),
+        ({"kv_events": {"endpoints": {"http://a:1": "tcp://a b:5557"}}}, "not a host name or address"),
+        ({"kv_events": {"endpoints": {"a:1": "tcp://a:5557"}}}, "kv_events.endpoints: the key 'a:1'"),
+        (
+            {"kv_events": {"endpoints": {"http://a:1": "tcp://a:5557", "http://a:1/": "tcp://a:5558"}}},
+            "kv_events.endpoints: a replica URL is listed twice",
+        ),
+    ],
+)
+def test_a_bad_value_is_refused_at_start_naming_its_key(data: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)) as e:
+        build_config({"replicas": ["http://a:1"], **data})
+    message = str(e.value)
+    assert "\n" not in message and not any(secret in message for secret in SECRETS), message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"admin_token": "tok en", "upstream_api_key": "k", "api_keys": {"sk-1 2": "a"}},  # spaces inside
+        {"tenants": {"tenants": {"x": {"weight": 1e-6}, "y": {"weight": 1e6}}}},
+        {"queue": {"token_cost": {"input_weight": 0.0, "output_weight": 1e6}}},
+        {"health_interval_s": 0.05, "discovery": {"name": "10.0.0.1", "port": 65535, "interval_s": 1}},
+        {"kv_events": {"endpoints": {"http://a:1": "tcp://*:5557", "http://b:2/": "ipc:///tmp/kv"}}},
+    ],
+)
+def test_the_limits_themselves_are_accepted(data: dict[str, Any]) -> None:
+    build_config({"replicas": ["http://a:1"], **data})
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"SAGA_ADMIN_TOKEN": ""}, "admin_token must be non-empty"),
+        ({"SAGA_UPSTREAM_API_KEY": "sekrit\r\nX-Injected: yes"}, "upstream_api_key holds a control"),
+    ],
+)
+def test_saga_serve_refuses_a_bad_credential_in_one_line(environ: dict[str, str], says: str) -> None:
+    result = saga("serve", "--replica", "http://127.0.0.1:9", "--port", "0", environ=environ)
+    assert result.returncode == 2
+    last = error_line(result)
+    assert last.startswith(f"saga: error: {says}") and "sekrit" not in result.stderr + result.stdout
+
+
+def test_kv_event_endpoints_are_keyed_as_the_replicas_are() -> None:
+    """A key with a trailing slash was never matched (replica URLs lose theirs) and was silently ignored; a
+    wildcard host is the replica's, as for an endpoint the replica lists itself."""
+    endpoints = {"http://a:1/": "tcp://a:7000", "http://b:2": "tcp://*:7001"}
+    kv_events = KvEventsConfig(port=None, endpoints=endpoints)
+    app = create_app(ProxyConfig(replicas=["http://a:1/", "http://b:2"], kv_events=kv_events))
+    config = app[CONFIG].kv_events
+    assert config is not None
+    assert endpoint_for("http://a:1", config) == "tcp://a:7000"
+    assert endpoint_for("http://b:2", config) == "tcp://b:7001"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # refused as "not valid YAML": the loader constructed the merge key itself
+        (
+            "gold: &gold {weight: 4, slo_class: interactive}\nsilver:\n  <<: *gold\n  weight: 2\n",
+            {
+                "gold": {"weight": 4, "slo_class": "interactive"},
+                "silver": {"weight": 2, "slo_class": "interactive"},
+            },
+        ),
+        (
+            "a: &a {x: 1, y: 1}\nb: &b {<<: *a, x: 2}\nc: {<<: [*b, *a], z: 3}\n",
+            {"a": {"x": 1, "y": 1}, "b": {"x": 2, "y": 1}, "c": {"x": 2, "y": 1, "z": 3}},
+        ),
+    ],
+)
+def test_yaml_merge_keys_work_and_the_mapping_s_own_key_wins(
+    tmp_path: Path, content: str, expected: dict[str, Any]
+) -> None:
+    file = tmp_path / "saga.yaml"
+    file.write_text(f"tenants:\n  tenants:\n{textwrap.indent(content, '    ')}")
+    assert config_data(file, {}, {}) == {"tenants": {"tenants": expected}}
+    assert yaml.safe_load(file.read_text()) == {"tenants": {"tenants": expected}}
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["a: &a {x: 1}\nb: {<<: *a, y: 1, y: 2}\n", "a: &a {x: 1}\nb: {<<: *a, <<: *a}\n"],
+)
+def test_a_key_given_twice_beside_a_merge_is_still_refused(tmp_path: Path, content: str) -> None:
+    file = tmp_path / "saga.yaml"
+    file.write_text(content)
+    with pytest.raises(ConfigError, match="is given twice in one mapping"):
+        config_data(file, {}, {})
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_an_ipv6_host_is_listened_on_at_a_bracketed_url(server: str) -> None:
+    """`--host ::1` printed `listening on http://::1:PORT`, no URL (the supervisor's line bracketed it)."""
+    cfg = ProxyConfig(
+        replicas=["http://127.0.0.1:9"], host="::1", port=0, health_timeout_s=0.2, server=server
+    )
+    async with running_proxy(cfg) as url:
+        assert re.fullmatch(r"http://\[::1\]:\d+", url), url
+        assert urlsplit(url).port is not None

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.cli import build_parser
+from proxy.cli import _serve, build_parser
 from proxy.config import DnsDiscovery, ProxyConfig
 from proxy.logs import JsonFormatter
 from proxy.scheduler import ConfigError, Decision, RequestInfo, SchedulerCore, build_policy
@@ -131,7 +131,7 @@ async def test_dns_discovery_adds_and_removes_replicas(http: aiohttp.ClientSessi
         async def resolve(name: str, _port: int) -> list[str]:
             return answers[name]
 
-        cfg = config([], discovery=DnsDiscovery(name="pods.test", port=port, interval_s=0.05))
+        cfg = config([], discovery=DnsDiscovery(name="pods.test", port=port, interval_s=1.0))  # the least
         async with running_proxy(cfg, resolver=resolve) as url:
             for _ in range(100):
                 status, _ = await post_chat(http, url)
@@ -293,6 +293,42 @@ def test_time_scale_comes_from_the_flag_without_simulate(tmp_path: Path) -> None
     args = parser.parse_args(["serve", "--replica", "http://a:1", "--config", str(tmp_path / "saga.yaml")])
     (tmp_path / "saga.yaml").write_text("time_scale: 3\n")
     assert proxy_config(args, args.replica, {}).time_scale == 3.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "scale"),
+    [
+        (["--config", "FILE"], {}, 3.0),
+        (["--config", "FILE"], {"SAGA_TIME_SCALE": "2"}, 2.0),
+        (["--config", "FILE", "--time-scale", "4"], {"SAGA_TIME_SCALE": "2"}, 4.0),
+        ([], {}, 1.0),
+    ],
+)
+def test_simulated_replicas_run_at_the_layered_time_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], environ: dict[str, str], scale: float
+) -> None:
+    """`saga serve --simulate N` took its fleet's (and its core's) speed from `--time-scale` alone: the file's
+    and SAGA_TIME_SCALE were ignored, against the documented precedence."""
+    import simulator.server
+
+    class Started(Exception):
+        pass
+
+    speeds = []
+
+    async def start_fleet(count: int, **options: Any) -> None:
+        speeds.append(options["time_scale"])
+        raise Started
+
+    monkeypatch.setattr(simulator.server, "start_fleet", start_fleet)
+    monkeypatch.delenv("SAGA_TIME_SCALE", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "saga.yaml").write_text("time_scale: 3\n")
+    argv = ["serve", "--simulate", "1", *[str(tmp_path / "saga.yaml") if f == "FILE" else f for f in flags]]
+    with pytest.raises(Started):
+        asyncio.run(_serve(build_parser().parse_args(argv), argv))
+    assert speeds == [scale]
 
 
 def test_kv_events_come_from_the_file_the_environment_or_a_port_flag(tmp_path: Path) -> None:
