@@ -9,8 +9,8 @@ to the worker that owns its call's session (proxy/fast_server.py, proxy/connecti
 
 Contract:
 - The usual "SAGA proxy listening on ..." line is printed once, when every worker is ready (its ready file).
-- A worker that exits is restarted after a bounded backoff; `MAX_EXITS` exits within `EXIT_WINDOW_S`, or a
-  worker that exits before the first start-up completes, stop everything: exit code 1 with a message.
+- A worker that exits is restarted after a bounded backoff; `max_exits(N)` exits within `EXIT_WINDOW_S`, or
+  a worker that exits before the first start-up completes, stop everything: exit code 1 with a message.
 - SIGTERM/SIGINT stop the workers (SIGTERM: each drains its calls for `shutdown_grace_s`; SIGKILL after that
   and `STOP_GRACE_S` more), and the directory is removed.
 """
@@ -30,7 +30,7 @@ import time
 from collections import deque
 
 from proxy.config import ProxyConfig
-from proxy.server import all_exist, listening_line, ready_file
+from proxy.server import all_exist, base_url, listening_line, ready_file
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
 
 log = logging.getLogger("saga.proxy")
@@ -38,6 +38,12 @@ MAX_EXITS, EXIT_WINDOW_S = 5, 30.0
 RESTART_DELAY_S, MAX_RESTART_DELAY_S = 0.1, 5.0
 STOP_GRACE_S = 10.0
 READY_POLL_S = 0.05
+
+
+def max_exits(workers: int) -> int:
+    """Exits within `EXIT_WINDOW_S` that stop the proxy: one fault of what the workers share (`load.table`
+    truncated: every worker's SIGBUS) kills each worker once, and is survived whatever their number."""
+    return max(MAX_EXITS, 2 * workers)
 
 
 def hold_port(host: str, port: int) -> socket.socket:
@@ -81,8 +87,7 @@ class Supervisor:
             watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
             if await self._all_ready():
                 self.started = True
-                host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-                print(listening_line(f"http://{host}:{self.port}", self.config), flush=True)
+                print(listening_line(base_url(self.config.host, self.port), self.config), flush=True)
                 log.info("%d workers serving port %d", self.count, self.port)
             await self.stopping.wait()
             for task in watchers:
@@ -136,7 +141,7 @@ class Supervisor:
             self.exits.append(now)
             while self.exits and self.exits[0] < now - EXIT_WINDOW_S:
                 self.exits.popleft()
-            if len(self.exits) >= MAX_EXITS:
+            if len(self.exits) >= max_exits(self.count):
                 self.failure = (
                     f"workers exited {len(self.exits)} times within {EXIT_WINDOW_S:.0f} s "
                     f"(worker {index} last, code {code}); stopped"
