@@ -45,6 +45,8 @@ def credential_problem(value: str) -> str | None:
         return "must be non-empty (leave it unset for none)"
     if value != value.strip() or any(c < " " or c == "\x7f" for c in value):
         return "holds a control character or leading/trailing whitespace (a secret file's final newline?)"
+    if not value.isascii():  # the head of a request to a replica is written one byte a character (latin-1)
+        return "holds a character outside ASCII"
     return None
 
 

@@ -187,6 +187,8 @@ SECRETS = ("sekrit", "sk-team", "s3cret")  # never shown in an error: they are c
         ({"upstream_api_key": "sekrit\r\nX-Injected: yes"}, "upstream_api_key holds a control character"),
         ({"upstream_api_key": "sekrit\n"}, "upstream_api_key holds a control character"),
         ({"upstream_api_key": ""}, "upstream_api_key must be non-empty"),
+        # not ASCII: every request to a replica failed to encode its head
+        ({"upstream_api_key": "sekrit-\u20ac"}, "upstream_api_key holds a character outside ASCII"),
         # keys no client can present (a header carries no line break; the presented token is stripped):
         # accepted, then every call was a 401
         ({"api_keys": {"sk-team-a\n": "team-a"}}, "api_keys: the key of tenant 'team-a' holds a control"),
