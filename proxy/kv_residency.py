@@ -251,6 +251,7 @@ class KvResidency:
         self.max_blocks = max_blocks
         self.replicas: dict[str, dict[int, ReplicaBlocks]] = {}  # replica -> rank -> its view
         self.where: dict[str, set[ViewKey]] = {}  # session -> the views with a chain of it: calls look there
+        self.unsubscribed: dict[str, int] = {}  # replica -> its ranks the subscriber could not open
         # The core's token counts are the proxy's estimate from the prompt's bytes (~4 a token), the replicas'
         # are their tokenizer's: estimated tokens per real one, learned from the calls' reported usage (None:
         # nothing learned yet, taken as 1)
@@ -277,15 +278,18 @@ class KvResidency:
             view.reset()
 
     def report(self, replica: str) -> dict[str, Any] | None:
-        """For `GET /saga/v1/replicas`: the ranks' figures summed, and each rank's (None: not subscribed)."""
-        ranks = self.replicas.get(replica)
-        if not ranks:
+        """For `GET /saga/v1/replicas`: the ranks' figures summed, each rank's, and how many ranks could not
+        be subscribed (None: none subscribed or tried)."""
+        ranks = self.replicas.get(replica, {})
+        unsubscribed = self.unsubscribed.get(replica, 0)
+        if not ranks and not unsubscribed:
             return None
         shown = {str(rank): view.report() for rank, view in sorted(ranks.items())}
-        out: dict[str, Any] = {"source": next(iter(ranks.values())).source}
+        out: dict[str, Any] = {"source": next(iter(ranks.values())).source if ranks else ""}
         for key in ("batches", "gaps", "overflows", "skipped_events", "cached_blocks", "sessions"):
             out[key] = sum(rank[key] for rank in shown.values())
         out["ranks"] = shown
+        out["ranks_not_subscribed"] = unsubscribed
         return out
 
     def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0, rank: int = 0) -> None:
