@@ -20,7 +20,8 @@ Contract:
   loop but its cancellation.
 - A message that is not `[topic, seq, batch]` is counted (`bad`) and skipped, and a frame over
   `MAX_FRAME_BYTES` closes that connection (ZMQ reconnects): nothing a replica sends can stop the loop or
-  grow the proxy's memory past the index's bounds.
+  grow the proxy's memory past the index's bounds. Reading yields to the event loop every BLOCKS_PER_TURN
+  blocks applied (a message counts as one more), so a burst of batches does not hold up the calls.
 - The figures reach the scheduler through `RequestInfo.kv_resident` (proxy/calls.py): stealing and the
   prefix-cache scorer read them (docs/saga-policy.md).
 """
@@ -53,6 +54,9 @@ DISCOVERY_TIMEOUT_S = 5.0
 # every rank /kv_event_sources may (MAX_RANK); each holds two file descriptors. ZMQ's context holds 1,023
 # by default, raised to twice this: a closed socket's slot is freed a moment later (ZMQ's reaper thread)
 MAX_SOCKETS = 4096
+# blocks applied (~0.5 us each) before the loop lets the calls run: a burst of batches waiting in the sockets
+# is read in turns of a few ms (a receive that finds a message waiting does not yield by itself)
+BLOCKS_PER_TURN = 10_000
 
 
 def endpoint_for(replica: str, config: KvEventsConfig) -> str | None:
@@ -216,17 +220,17 @@ class KvEventSubscriber:
         sock.close(linger=0)
         self.index.forget_view(*key)
 
-    def take(self, replica: str, frames: list[bytes], rank: int = 0) -> None:
-        """One received message of `replica`'s rank `rank`: `[topic, seq, payload]`."""
+    def take(self, replica: str, frames: list[bytes], rank: int = 0) -> int:
+        """One received message of `replica`'s rank `rank`: `[topic, seq, payload]`; the blocks it named."""
         if len(frames) != 3 or len(frames[1]) != 8:
             self.bad += 1
-            return
+            return 0
         try:
             events, skipped = decode_batch(frames[2])
         except msgspec.DecodeError:
             self.bad += 1
-            return
-        self.index.apply(replica, int.from_bytes(frames[1], "big"), events, skipped, rank)
+            return 0
+        return self.index.apply(replica, int.from_bytes(frames[1], "big"), events, skipped, rank)
 
     async def poll(self, timeout_s: float) -> None:
         """Drain every socket with something to read, waiting up to `timeout_s` for the first."""
@@ -234,6 +238,7 @@ class KvEventSubscriber:
             await asyncio.sleep(timeout_s)
             return
         by_socket = {sock: key for key, sock in self.sockets.items()}
+        spent = 0  # blocks applied since the loop last ran something else
         for sock, _ in await self.poller.poll(timeout_s * 1000):
             replica, rank = by_socket[sock]
             for _ in range(1000):  # a busy rank cannot starve the others
@@ -241,7 +246,14 @@ class KvEventSubscriber:
                     frames = await sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.take(replica, frames, rank)
+                try:
+                    spent += 1 + self.take(replica, frames, rank)
+                except Exception:  # a defect: the rest are read, the view starts afresh (it may have evicted)
+                    log.exception("KV events of %s (rank %d): a batch failed", replica, rank)
+                    self.index.view(replica, rank).reset()
+                if spent >= BLOCKS_PER_TURN:
+                    spent = 0
+                    await asyncio.sleep(0)
 
     def close(self) -> None:
         for task in self.asking.values():

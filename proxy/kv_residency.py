@@ -29,7 +29,8 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
 - Only the GPU tier (`medium` None or "GPU") and the first KV-cache group count.
 - Memory: one entry per cached block per view (bounded by the ranks' KV: ~100 bytes a block) and at most
   `max_sessions` chains per view, the least recently extended dropped first; past `max_blocks` a view
-  starts afresh (counted), so a rank that never reports evictions cannot grow it.
+  starts afresh (counted), so a rank that never reports evictions cannot grow it; an event storing more
+  than `max_blocks` blocks does so before indexing any.
 """
 
 from __future__ import annotations
@@ -182,6 +183,10 @@ class ReplicaBlocks:
         hashes = event.block_hashes
         if not hashes or not _counts(event.medium, event.group_idx):
             return
+        if len(hashes) > self.max_blocks:  # past the bound whatever it adds: not indexed first (a huge frame)
+            self.overflows += 1
+            self.reset()
+            return
         owner = self.owner
         session = event.session_id
         chain = self.chains.get(session) if session else None
@@ -292,7 +297,8 @@ class KvResidency:
         out["ranks_not_subscribed"] = unsubscribed
         return out
 
-    def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0, rank: int = 0) -> None:
+    def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0, rank: int = 0) -> int:
+        """One batch of `replica`'s rank `rank`; the blocks it named (the caller's measure of work done)."""
         view = self.view(replica, rank)
         if view.last_seq is not None and seq != view.last_seq + 1:
             view.gaps += 1
@@ -300,13 +306,17 @@ class KvResidency:
         view.last_seq = seq
         view.batches += 1
         view.skipped += skipped
+        blocks = 0
         for event in events:
             if isinstance(event, BlockStored):
                 view.stored(event)
+                blocks += len(event.block_hashes)
             elif isinstance(event, BlockRemoved):
                 view.removed(event)
+                blocks += len(event.block_hashes)
             else:
                 view.reset()
+        return blocks
 
     def learn_scale(self, estimated: int, reported: int) -> None:
         """A call the proxy estimated at `estimated` prompt tokens was `reported` by its replica (both > 0;

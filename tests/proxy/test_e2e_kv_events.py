@@ -337,3 +337,56 @@ async def test_a_replica_that_cannot_be_followed_is_logged_and_the_others_still_
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop
+
+
+async def test_a_burst_of_batches_is_read_in_turns_that_let_the_event_loop_run() -> None:
+    """Batches waiting in a socket are applied a bounded number of blocks at a time, and other tasks (the
+    calls) run between the turns: an awaited receive that finds a message waiting does not yield."""
+    context = zmq.asyncio.Context()
+    pub = context.socket(zmq.XPUB)
+    endpoint = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+    kv = KvResidency()
+    subscriber = KvEventSubscriber(KvEventsConfig(port=None, endpoints={"http://r:1": endpoint}), kv)
+    ticks = 0  # turns another task had
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    applied: list[tuple[int, int]] = []  # (ticks then, blocks) of each batch applied
+    apply = kv.apply
+
+    def recording(replica: str, seq: int, events: list[Any], skipped: int = 0, rank: int = 0) -> Any:
+        applied.append((ticks, sum(len(e.block_hashes) for e in events)))
+        return apply(replica, seq, events, skipped, rank)
+
+    kv.apply = recording  # type: ignore[method-assign]
+    other = asyncio.create_task(other_task())
+    per_batch, batches = 2_000, 40
+    try:
+        subscriber.follow(["http://r:1"])
+        assert await asyncio.wait_for(pub.recv(), WAIT_S) == b"\x01"
+        for seq in range(batches):
+            hashes = list(range(seq * per_batch, (seq + 1) * per_batch))
+            await pub.send_multipart(
+                list(encode_message(b"", seq, 0.0, [block_stored(hashes, None, [], BS)]))
+            )
+        await asyncio.sleep(0.1)  # ZMQ queues them: the subscriber finds them waiting
+        for _ in range(int(WAIT_S / 0.05)):
+            if len(applied) == batches:
+                break
+            await subscriber.poll(0.05)
+        assert len(applied) == batches
+        # blocks applied while no other task ran: at most a turn's budget and the batch that spent it
+        most = run = 0
+        for i, (at, blocks) in enumerate(applied):
+            run = run + blocks if i and at == applied[i - 1][0] else blocks
+            most = max(most, run)
+        assert most <= kv_events.BLOCKS_PER_TURN + per_batch, (most, applied)
+    finally:
+        other.cancel()
+        subscriber.close()
+        pub.close(linger=0)
+        context.term()

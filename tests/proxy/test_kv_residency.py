@@ -130,6 +130,31 @@ def test_memory_is_bounded() -> None:
     assert kv.where == {}
 
 
+class _MostHeld(dict[int, object]):
+    """A view's block map that remembers the most blocks it ever held."""
+
+    most = 0
+
+    def __setitem__(self, key: int, value: object) -> None:
+        super().__setitem__(key, value)
+        self.most = max(self.most, len(self))
+
+
+def test_a_run_of_more_blocks_than_max_blocks_starts_the_view_afresh_before_indexing_it() -> None:
+    """One event naming more blocks than the view may hold (a frame of millions) is an overflow at once:
+    the index never holds more than max_blocks, and nothing of it is counted."""
+    kv = KvResidency(max_blocks=100)
+    feed = Feed(kv)
+    feed(stored([1, 2], None, session="a"))
+    view = kv.view("r1")
+    view.owner = held = _MostHeld(view.owner)  # type: ignore[assignment]
+    feed(stored(list(range(1_000, 2_000)), 2, session="b"))
+    assert view.overflows == 1 and held.most <= 100
+    assert kv.resident_tokens("a") == {} and kv.resident_tokens("b") == {}
+    feed(stored([3], None, session="c"))  # and the view goes on from there
+    assert kv.resident_tokens("c") == {"r1": BS}
+
+
 def test_replicas_are_apart_and_forgotten() -> None:
     kv = KvResidency()
     Feed(kv, "r1")(stored([1, 2], None))
