@@ -28,9 +28,11 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
   with `also`, the best over both sessions' chains (a call's context may be filed under two names).
 - Only the GPU tier (`medium` None or "GPU") and the first KV-cache group count.
 - Memory: one entry per cached block per view (bounded by the ranks' KV: ~100 bytes a block) and at most
-  `max_sessions` chains per view, the least recently extended dropped first; past `max_blocks` a view
-  starts afresh (counted), so a rank that never reports evictions cannot grow it; an event storing more
-  than `max_blocks` blocks does so before indexing any.
+  `max_sessions` chains per view, the least recently extended dropped first; past `max_blocks` (cached
+  blocks, or blocks in one chain) a view starts afresh (counted), so a rank that never reports evictions
+  cannot grow it; an event storing more than `max_blocks` blocks does so before indexing any. A chain
+  holds a block once: a stored run is cut before a block its chain holds already (not a chain vLLM
+  stores, and counting it twice would over-count).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def decode_batch(payload: bytes) -> tuple[list[KvEvent], int]:
         except msgspec.DecodeError:
             skipped += 1
     return events, skipped
+
+
+_NOWHERE = (None, 0)  # `owner`'s answer for a block not cached
 
 
 def _counts(medium: str | None, group_idx: int | None) -> bool:
@@ -207,15 +212,19 @@ class ReplicaBlocks:
         else:  # no session: kept only so that sessions growing from these blocks know their depth
             base = (self._depth(parent) or 0) if parent is not None else 0
             chain = _Chain(parent if base else None, base, event.block_size)
-        all_held = chain.held == len(chain.hashes)
+        listed = chain.hashes
+        all_held = chain.held == len(listed)
         for h in hashes:
-            owner[h] = (chain, len(chain.hashes))
-            chain.hashes.append(h)
+            entry = owner.get(h, _NOWHERE)
+            if entry[0] is chain and entry[1] < len(listed) and listed[entry[1]] == h:
+                break  # a block the chain holds already: not a chain (a hash covers its prefix); cut here
+            owner[h] = (chain, len(listed))
+            listed.append(h)
         if all_held:
-            chain.held = len(chain.hashes)
+            chain.held = len(listed)
         if session:
             self.chains.move_to_end(session)
-        if len(owner) > self.max_blocks:
+        if len(owner) > self.max_blocks or len(listed) > self.max_blocks:
             self.overflows += 1
             self.reset()
 
