@@ -13,9 +13,15 @@ Contract:
   subscribed, a removed one's sockets closed and its views dropped, and a rank whose endpoint changed (a
   later answer) is subscribed afresh. ZMQ reconnects by itself, so a replica restarting needs nothing (its
   sequence numbers start again: the view starts afresh, proxy/kv_residency.py).
+- At most MAX_SOCKETS ranks are subscribed, over all replicas: a rank past it, or one whose socket ZMQ
+  will not open or connect, is left out (counted in the replica's `ranks_not_subscribed`, one warning
+  naming the replica each time that count changes) and tried again at the next follow. Following one
+  replica that fails (a defect) is logged at ERROR and the others are followed still; nothing ends the
+  loop but its cancellation.
 - A message that is not `[topic, seq, batch]` is counted (`bad`) and skipped, and a frame over
   `MAX_FRAME_BYTES` closes that connection (ZMQ reconnects): nothing a replica sends can stop the loop or
-  grow the proxy's memory past the index's bounds.
+  grow the proxy's memory past the index's bounds. Reading yields to the event loop every BLOCKS_PER_TURN
+  blocks applied (a message counts as one more), so a burst of batches does not hold up the calls.
 - The figures reach the scheduler through `RequestInfo.kv_resident` (proxy/calls.py): stealing and the
   prefix-cache scorer read them (docs/saga-policy.md).
 """
@@ -44,6 +50,13 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 # a replica whose /kv_event_sources gave nothing usable is asked again at most this often; one call's limit
 DISCOVERY_RETRY_S = 30.0
 DISCOVERY_TIMEOUT_S = 5.0
+# SUB sockets at most (ranks subscribed, over all replicas): 512 replicas of 8 ranks, four replicas listing
+# every rank /kv_event_sources may (MAX_RANK); each holds two file descriptors. ZMQ's context holds 1,023
+# by default, raised to twice this: a closed socket's slot is freed a moment later (ZMQ's reaper thread)
+MAX_SOCKETS = 4096
+# blocks applied (~0.5 us each) before the loop lets the calls run: a burst of batches waiting in the sockets
+# is read in turns of a few ms (a receive that finds a message waiting does not yield by itself)
+BLOCKS_PER_TURN = 10_000
 
 
 def endpoint_for(replica: str, config: KvEventsConfig) -> str | None:
@@ -86,6 +99,7 @@ class KvEventSubscriber:
         self.config = config
         self.index = index
         self.context = zmq.asyncio.Context()
+        self.context.set(zmq.MAX_SOCKETS, 2 * MAX_SOCKETS)
         self.sockets: dict[ViewKey, zmq.asyncio.Socket] = {}
         self.poller = zmq.asyncio.Poller()  # every socket in `sockets`
         self.bad = 0  # frames that were not a batch
@@ -96,7 +110,13 @@ class KvEventSubscriber:
     def follow(self, replicas: list[str]) -> None:
         """Subscribe to new replicas' (and ranks') endpoints, close those no longer wanted."""
         self.answered = False
-        wanted = {replica: self._wanted(replica) for replica in replicas}
+        wanted: dict[str, tuple[dict[int, str], str]] = {}
+        for replica in replicas:
+            try:
+                wanted[replica] = self._wanted(replica)
+            except Exception:  # a defect, not the replica's doing: the others are still followed
+                log.exception("KV events of %s: following it failed", replica)
+                wanted[replica] = {}, ""
         for replica in [r for r in (*self.asking, *self.book.answers) if r not in wanted]:
             task = self.asking.pop(replica, None)
             if task is not None:
@@ -107,12 +127,36 @@ class KvEventSubscriber:
             endpoints = wanted.get(replica, ({}, ""))[0]
             if endpoints.get(rank) != self.index.replicas[replica][rank].endpoint:
                 self._close(key)
+        unsubscribed = self.index.unsubscribed
+        for replica in [r for r in unsubscribed if r not in wanted]:
+            del unsubscribed[replica]
         for replica, (endpoints, source) in wanted.items():
-            for rank, endpoint in endpoints.items():
-                if (replica, rank) in self.sockets:
-                    self.index.view(replica, rank).source = source
-                else:
-                    self._open(replica, rank, endpoint, source)
+            try:
+                self._subscribe(replica, endpoints, source)
+            except Exception:  # a defect, not the replica's doing: the others are still followed
+                log.exception("KV events of %s: following it failed", replica)
+
+    def _subscribe(self, replica: str, endpoints: dict[int, str], source: str) -> None:
+        """Open `replica`'s ranks not yet subscribed; count (and warn once of) those that cannot be."""
+        left_out, why = 0, ""
+        for rank, endpoint in endpoints.items():
+            if (replica, rank) in self.sockets:
+                self.index.view(replica, rank).source = source
+            elif (error := self._open(replica, rank, endpoint, source)) is not None:
+                left_out, why = left_out + 1, why or error
+        unsubscribed = self.index.unsubscribed
+        if left_out != unsubscribed.get(replica, 0):
+            if left_out:
+                log.warning(
+                    "KV events of %s: %d of its %d ranks not subscribed (%s)",
+                    replica,
+                    left_out,
+                    len(endpoints),
+                    why,
+                )
+                unsubscribed[replica] = left_out
+            else:
+                del unsubscribed[replica]
 
     def _wanted(self, replica: str) -> tuple[dict[int, str], str]:
         """{rank: endpoint} to subscribe to for `replica`, and how it was found (module contract)."""
@@ -146,23 +190,29 @@ class KvEventSubscriber:
         self.book.answered(replica, ranks, asyncio.get_running_loop().time())
         self.answered = True
 
-    def _open(self, replica: str, rank: int, endpoint: str, source: str) -> None:
-        sock = self.context.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)  # a larger frame drops the connection (ZMQ)
-        sock.setsockopt(zmq.IPV6, 1)  # a replica's bracketed IPv6 address (IPv4 still works)
+    def _open(self, replica: str, rank: int, endpoint: str, source: str) -> str | None:
+        """Subscribe to one rank; None when done, else why not."""
+        if len(self.sockets) >= MAX_SOCKETS:
+            return f"{MAX_SOCKETS} sockets open, the most subscribed"
         try:
+            sock = self.context.socket(zmq.SUB)
+        except zmq.ZMQError as e:  # ZMQ's own limit, or the process's on file descriptors
+            return f"no socket: {e}"
+        try:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)  # a larger frame drops the connection (ZMQ)
+            sock.setsockopt(zmq.IPV6, 1)  # a replica's bracketed IPv6 address (IPv4 still works)
             sock.connect(endpoint)
         except zmq.ZMQError as e:
             sock.close(linger=0)
-            log.warning("KV events of %s (rank %d): cannot connect to %r: %s", replica, rank, endpoint, e)
-            return
+            return f"cannot connect to {endpoint!r}: {e}"
         self.sockets[(replica, rank)] = sock
         self.poller.register(sock, zmq.POLLIN)
         view = self.index.view(replica, rank)
         view.endpoint, view.source = endpoint, source
         log.info("KV events of %s (rank %d): subscribed to %s", replica, rank, endpoint)
+        return None
 
     def _close(self, key: ViewKey) -> None:
         sock = self.sockets.pop(key)
@@ -170,17 +220,17 @@ class KvEventSubscriber:
         sock.close(linger=0)
         self.index.forget_view(*key)
 
-    def take(self, replica: str, frames: list[bytes], rank: int = 0) -> None:
-        """One received message of `replica`'s rank `rank`: `[topic, seq, payload]`."""
+    def take(self, replica: str, frames: list[bytes], rank: int = 0) -> int:
+        """One received message of `replica`'s rank `rank`: `[topic, seq, payload]`; the blocks it named."""
         if len(frames) != 3 or len(frames[1]) != 8:
             self.bad += 1
-            return
+            return 0
         try:
             events, skipped = decode_batch(frames[2])
         except msgspec.DecodeError:
             self.bad += 1
-            return
-        self.index.apply(replica, int.from_bytes(frames[1], "big"), events, skipped, rank)
+            return 0
+        return self.index.apply(replica, int.from_bytes(frames[1], "big"), events, skipped, rank)
 
     async def poll(self, timeout_s: float) -> None:
         """Drain every socket with something to read, waiting up to `timeout_s` for the first."""
@@ -188,6 +238,7 @@ class KvEventSubscriber:
             await asyncio.sleep(timeout_s)
             return
         by_socket = {sock: key for key, sock in self.sockets.items()}
+        spent = 0  # blocks applied since the loop last ran something else
         for sock, _ in await self.poller.poll(timeout_s * 1000):
             replica, rank = by_socket[sock]
             for _ in range(1000):  # a busy rank cannot starve the others
@@ -195,7 +246,14 @@ class KvEventSubscriber:
                     frames = await sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.take(replica, frames, rank)
+                try:
+                    spent += 1 + self.take(replica, frames, rank)
+                except Exception:  # a defect: the rest are read, the view starts afresh (it may have evicted)
+                    log.exception("KV events of %s (rank %d): a batch failed", replica, rank)
+                    self.index.view(replica, rank).reset()
+                if spent >= BLOCKS_PER_TURN:
+                    spent = 0
+                    await asyncio.sleep(0)
 
     def close(self) -> None:
         for task in self.asking.values():
@@ -213,7 +271,10 @@ async def kv_events_loop(core: SchedulerCore, subscriber: KvEventSubscriber, fol
     loop = asyncio.get_running_loop()
     try:
         while True:
-            subscriber.follow(list(core.replicas))
+            try:
+                subscriber.follow(list(core.replicas))
+            except Exception:  # a defect: the sockets already open are still read
+                log.exception("KV events: following the replicas failed")
             until = loop.time() + follow_s
             while (left := until - loop.time()) > 0 and not subscriber.answered:
                 try:

@@ -28,8 +28,11 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
   with `also`, the best over both sessions' chains (a call's context may be filed under two names).
 - Only the GPU tier (`medium` None or "GPU") and the first KV-cache group count.
 - Memory: one entry per cached block per view (bounded by the ranks' KV: ~100 bytes a block) and at most
-  `max_sessions` chains per view, the least recently extended dropped first; past `max_blocks` a view
-  starts afresh (counted), so a rank that never reports evictions cannot grow it.
+  `max_sessions` chains per view, the least recently extended dropped first; past `max_blocks` (cached
+  blocks, or blocks in one chain) a view starts afresh (counted), so a rank that never reports evictions
+  cannot grow it; an event storing more than `max_blocks` blocks does so before indexing any. A chain
+  holds a block once: a stored run is cut before a block its chain holds already (not a chain vLLM
+  stores, and counting it twice would over-count).
 """
 
 from __future__ import annotations
@@ -99,6 +102,9 @@ def decode_batch(payload: bytes) -> tuple[list[KvEvent], int]:
         except msgspec.DecodeError:
             skipped += 1
     return events, skipped
+
+
+_NOWHERE = (None, 0)  # `owner`'s answer for a block not cached
 
 
 def _counts(medium: str | None, group_idx: int | None) -> bool:
@@ -182,6 +188,10 @@ class ReplicaBlocks:
         hashes = event.block_hashes
         if not hashes or not _counts(event.medium, event.group_idx):
             return
+        if len(hashes) > self.max_blocks:  # past the bound whatever it adds: not indexed first (a huge frame)
+            self.overflows += 1
+            self.reset()
+            return
         owner = self.owner
         session = event.session_id
         chain = self.chains.get(session) if session else None
@@ -202,15 +212,19 @@ class ReplicaBlocks:
         else:  # no session: kept only so that sessions growing from these blocks know their depth
             base = (self._depth(parent) or 0) if parent is not None else 0
             chain = _Chain(parent if base else None, base, event.block_size)
-        all_held = chain.held == len(chain.hashes)
+        listed = chain.hashes
+        all_held = chain.held == len(listed)
         for h in hashes:
-            owner[h] = (chain, len(chain.hashes))
-            chain.hashes.append(h)
+            entry = owner.get(h, _NOWHERE)
+            if entry[0] is chain and entry[1] < len(listed) and listed[entry[1]] == h:
+                break  # a block the chain holds already: not a chain (a hash covers its prefix); cut here
+            owner[h] = (chain, len(listed))
+            listed.append(h)
         if all_held:
-            chain.held = len(chain.hashes)
+            chain.held = len(listed)
         if session:
             self.chains.move_to_end(session)
-        if len(owner) > self.max_blocks:
+        if len(owner) > self.max_blocks or len(listed) > self.max_blocks:
             self.overflows += 1
             self.reset()
 
@@ -251,6 +265,7 @@ class KvResidency:
         self.max_blocks = max_blocks
         self.replicas: dict[str, dict[int, ReplicaBlocks]] = {}  # replica -> rank -> its view
         self.where: dict[str, set[ViewKey]] = {}  # session -> the views with a chain of it: calls look there
+        self.unsubscribed: dict[str, int] = {}  # replica -> its ranks the subscriber could not open
         # The core's token counts are the proxy's estimate from the prompt's bytes (~4 a token), the replicas'
         # are their tokenizer's: estimated tokens per real one, learned from the calls' reported usage (None:
         # nothing learned yet, taken as 1)
@@ -277,18 +292,22 @@ class KvResidency:
             view.reset()
 
     def report(self, replica: str) -> dict[str, Any] | None:
-        """For `GET /saga/v1/replicas`: the ranks' figures summed, and each rank's (None: not subscribed)."""
-        ranks = self.replicas.get(replica)
-        if not ranks:
+        """For `GET /saga/v1/replicas`: the ranks' figures summed, each rank's, and how many ranks could not
+        be subscribed (None: none subscribed or tried)."""
+        ranks = self.replicas.get(replica, {})
+        unsubscribed = self.unsubscribed.get(replica, 0)
+        if not ranks and not unsubscribed:
             return None
         shown = {str(rank): view.report() for rank, view in sorted(ranks.items())}
-        out: dict[str, Any] = {"source": next(iter(ranks.values())).source}
+        out: dict[str, Any] = {"source": next(iter(ranks.values())).source if ranks else ""}
         for key in ("batches", "gaps", "overflows", "skipped_events", "cached_blocks", "sessions"):
             out[key] = sum(rank[key] for rank in shown.values())
         out["ranks"] = shown
+        out["ranks_not_subscribed"] = unsubscribed
         return out
 
-    def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0, rank: int = 0) -> None:
+    def apply(self, replica: str, seq: int, events: list[KvEvent], skipped: int = 0, rank: int = 0) -> int:
+        """One batch of `replica`'s rank `rank`; the blocks it named (the caller's measure of work done)."""
         view = self.view(replica, rank)
         if view.last_seq is not None and seq != view.last_seq + 1:
             view.gaps += 1
@@ -296,13 +315,17 @@ class KvResidency:
         view.last_seq = seq
         view.batches += 1
         view.skipped += skipped
+        blocks = 0
         for event in events:
             if isinstance(event, BlockStored):
                 view.stored(event)
+                blocks += len(event.block_hashes)
             elif isinstance(event, BlockRemoved):
                 view.removed(event)
+                blocks += len(event.block_hashes)
             else:
                 view.reset()
+        return blocks
 
     def learn_scale(self, estimated: int, reported: int) -> None:
         """A call the proxy estimated at `estimated` prompt tokens was `reported` by its replica (both > 0;

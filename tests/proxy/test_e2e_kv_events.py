@@ -4,6 +4,7 @@ and knows which part of each session's context every replica still caches, and w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from proxy import kv_events
 from proxy.config import KvEventsConfig, ProxyConfig
-from proxy.kv_events import KvEventSubscriber
+from proxy.kv_events import KvEventSubscriber, kv_events_loop
 from proxy.kv_residency import KvResidency
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
@@ -232,3 +234,159 @@ async def _settled(http: aiohttp.ClientSession, url: str) -> None:
             return
         last = batches
         await asyncio.sleep(0.05)
+
+
+class _Core:
+    """What kv_events_loop reads of the scheduler core: the replica set."""
+
+    def __init__(self, *replicas: str) -> None:
+        self.replicas = dict.fromkeys(replicas)
+
+
+async def _read(kv: KvResidency, replica: str, batches: int) -> None:
+    for _ in range(int(WAIT_S / 0.02)):
+        report = kv.report(replica)
+        if report is not None and report["batches"] >= batches:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{replica}: {kv.report(replica)}")
+
+
+async def test_a_replica_whose_ranks_cannot_all_be_opened_stops_no_other_replicas_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Replica A lists more ranks than ZMQ will open sockets for (its per-context limit, 1,023 by default:
+    here 4); B, subscribed before, is still read, A's ranks past the limit are counted and warned of once."""
+    context = zmq.asyncio.Context()
+    pub = context.socket(zmq.XPUB)
+    endpoint = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+    a, b = "http://a:1", "http://b:1"
+    kv = KvResidency()
+    subscriber = KvEventSubscriber(KvEventsConfig(port=None, endpoints={b: endpoint}), kv)
+    subscriber.context.set(zmq.MAX_SOCKETS, 4)
+    core = _Core(b)
+    loop = asyncio.create_task(kv_events_loop(core, subscriber, follow_s=0.05))  # type: ignore[arg-type]
+    try:
+        assert await asyncio.wait_for(pub.recv(), WAIT_S) == b"\x01"
+        await pub.send_multipart(
+            list(encode_message(b"", 0, 0.0, [block_stored([1], None, [1] * BS, BS, "s")]))
+        )
+        await _read(kv, b, 1)
+        # A said where its ten ranks publish (as its GET /kv_event_sources would): B and three of them fit
+        ranks = {rank: f"tcp://127.0.0.1:{1 + rank}" for rank in range(10)}
+        subscriber.book.answered(a, ranks, asyncio.get_running_loop().time())
+        core.replicas[a] = None
+        for seq in range(1, 6):  # several follows later, B's events are still read
+            await pub.send_multipart(
+                list(encode_message(b"", seq, 0.0, [block_stored([1 + seq], seq, [1] * BS, BS, "s")]))
+            )
+            await _read(kv, b, 1 + seq)
+        assert not loop.done()
+        assert kv.resident_tokens("s") == {b: 6 * BS}
+        report = kv.report(a)
+        assert report is not None and len(report["ranks"]) == 3 and report["ranks_not_subscribed"] == 7
+        warned = [r for r in caplog.records if r.levelname == "WARNING" and a in r.getMessage()]
+        assert len(warned) == 1, warned
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        pub.close(linger=0)
+        context.term()
+
+
+async def test_ranks_past_the_bound_on_sockets_are_not_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kv_events, "MAX_SOCKETS", 5)
+    kv = KvResidency()
+    subscriber = KvEventSubscriber(KvEventsConfig(port=None), kv)
+    # the context holds more than the bound: the bound, not ZMQ, refuses the rest
+    assert subscriber.context.get(zmq.MAX_SOCKETS) > kv_events.MAX_SOCKETS
+    now = asyncio.get_running_loop().time()
+    for replica in ("http://a:1", "http://b:1"):
+        subscriber.book.answered(replica, {rank: f"tcp://127.0.0.1:{1 + rank}" for rank in range(4)}, now)
+    try:
+        subscriber.follow(["http://a:1", "http://b:1"])
+        assert len(subscriber.sockets) == 5
+        assert [kv.report(r)["ranks_not_subscribed"] for r in ("http://a:1", "http://b:1")] == [0, 3]  # type: ignore[index]
+        subscriber.follow(["http://b:1"])  # A leaves: B's ranks fit now
+        assert len(subscriber.sockets) == 4 and kv.report("http://b:1")["ranks_not_subscribed"] == 0  # type: ignore[index]
+        assert kv.report("http://a:1") is None
+    finally:
+        subscriber.close()
+
+
+async def test_a_replica_that_cannot_be_followed_is_logged_and_the_others_still_are(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replica URL the port rule cannot take apart (the defect of following it raises) is logged at
+    ERROR; the loop follows the others."""
+    kv = KvResidency()
+    subscriber = KvEventSubscriber(KvEventsConfig(port=5557, discover=False), kv)
+    bad, good = "http://[::1:8000", "http://127.0.0.1:8000"
+    loop = asyncio.create_task(kv_events_loop(_Core(bad, good), subscriber, follow_s=0.05))  # type: ignore[arg-type]
+    try:
+        for _ in range(int(WAIT_S / 0.02)):
+            if kv.report(good) is not None:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # a few follows more
+        assert not loop.done()
+        assert kv.report(good) is not None and kv.report(bad) is None
+        assert any(r.levelname == "ERROR" and bad in r.getMessage() for r in caplog.records)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def test_a_burst_of_batches_is_read_in_turns_that_let_the_event_loop_run() -> None:
+    """Batches waiting in a socket are applied a bounded number of blocks at a time, and other tasks (the
+    calls) run between the turns: an awaited receive that finds a message waiting does not yield."""
+    context = zmq.asyncio.Context()
+    pub = context.socket(zmq.XPUB)
+    endpoint = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+    kv = KvResidency()
+    subscriber = KvEventSubscriber(KvEventsConfig(port=None, endpoints={"http://r:1": endpoint}), kv)
+    ticks = 0  # turns another task had
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    applied: list[tuple[int, int]] = []  # (ticks then, blocks) of each batch applied
+    apply = kv.apply
+
+    def recording(replica: str, seq: int, events: list[Any], skipped: int = 0, rank: int = 0) -> Any:
+        applied.append((ticks, sum(len(e.block_hashes) for e in events)))
+        return apply(replica, seq, events, skipped, rank)
+
+    kv.apply = recording  # type: ignore[method-assign]
+    other = asyncio.create_task(other_task())
+    per_batch, batches = 2_000, 40
+    try:
+        subscriber.follow(["http://r:1"])
+        assert await asyncio.wait_for(pub.recv(), WAIT_S) == b"\x01"
+        for seq in range(batches):
+            hashes = list(range(seq * per_batch, (seq + 1) * per_batch))
+            await pub.send_multipart(
+                list(encode_message(b"", seq, 0.0, [block_stored(hashes, None, [], BS)]))
+            )
+        await asyncio.sleep(0.1)  # ZMQ queues them: the subscriber finds them waiting
+        for _ in range(int(WAIT_S / 0.05)):
+            if len(applied) == batches:
+                break
+            await subscriber.poll(0.05)
+        assert len(applied) == batches
+        # blocks applied while no other task ran: at most a turn's budget and the batch that spent it
+        most = run = 0
+        for i, (at, blocks) in enumerate(applied):
+            run = run + blocks if i and at == applied[i - 1][0] else blocks
+            most = max(most, run)
+        assert most <= kv_events.BLOCKS_PER_TURN + per_batch, (most, applied)
+    finally:
+        other.cancel()
+        subscriber.close()
+        pub.close(linger=0)
+        context.term()

@@ -130,6 +130,59 @@ def test_memory_is_bounded() -> None:
     assert kv.where == {}
 
 
+class _MostHeld(dict[int, object]):
+    """A view's block map that remembers the most blocks it ever held."""
+
+    most = 0
+
+    def __setitem__(self, key: int, value: object) -> None:
+        super().__setitem__(key, value)
+        self.most = max(self.most, len(self))
+
+
+def test_a_run_of_more_blocks_than_max_blocks_starts_the_view_afresh_before_indexing_it() -> None:
+    """One event naming more blocks than the view may hold (a frame of millions) is an overflow at once:
+    the index never holds more than max_blocks, and nothing of it is counted."""
+    kv = KvResidency(max_blocks=100)
+    feed = Feed(kv)
+    feed(stored([1, 2], None, session="a"))
+    view = kv.view("r1")
+    view.owner = held = _MostHeld(view.owner)  # type: ignore[assignment]
+    feed(stored(list(range(1_000, 2_000)), 2, session="b"))
+    assert view.overflows == 1 and held.most <= 100
+    assert kv.resident_tokens("a") == {} and kv.resident_tokens("b") == {}
+    feed(stored([3], None, session="c"))  # and the view goes on from there
+    assert kv.resident_tokens("c") == {"r1": BS}
+
+
+def test_a_block_named_twice_in_a_chain_is_kept_and_counted_once() -> None:
+    """A block's hash covers its whole prefix, so no chain holds one twice: a run repeating a block (or one
+    the chain holds already) is cut before the repeat, and the memory kept is the blocks', not the run's."""
+    kv = KvResidency(max_sessions=10, max_blocks=1_000)
+    feed = Feed(kv)
+    parent = None
+    for i in range(12):
+        feed(stored([100 + i] * 500, parent))
+        parent = 100 + i
+    view = kv.replicas["r1"][0]
+    assert kv.resident_tokens("s") == {"r1": 12 * BS}
+    assert len(view.chains["s"].hashes) == 12 and view.overflows == 0
+    feed(stored([1, 2, 3], None, session="t"))
+    feed(stored([4, 2, 5], 3, session="t"))  # 2 is the chain's second block already
+    assert kv.resident_tokens("t") == {"r1": 4 * BS}
+    feed(removed(2))
+    assert kv.resident_tokens("t") == {"r1": 1 * BS}
+    feed(stored([7, 7, 8], None, session=None))  # without a session too: 8's depth is not known
+    feed(stored([9], 8, session="u"))
+    assert kv.resident_tokens("u") == {"r1": 1 * BS}
+    # a chain whose earlier blocks were evicted is bounded too: past max_blocks the view starts afresh
+    kv = KvResidency(max_blocks=4)
+    feed = Feed(kv)
+    feed(stored([1, 2, 3], None), removed(1, 2))
+    feed(stored([4, 5], 3))  # 3 blocks cached, 5 in the chain
+    assert kv.replicas["r1"][0].overflows == 1 and kv.resident_tokens("s") == {}
+
+
 def test_replicas_are_apart_and_forgotten() -> None:
     kv = KvResidency()
     Feed(kv, "r1")(stored([1, 2], None))
