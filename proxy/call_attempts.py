@@ -97,8 +97,9 @@ async def attempts(
                     extra=log_context(call, replica),
                 )
                 continue  # the same dispatch again, without the priority
-            if status != answered.status:  # the replica's error answer was over max_answer_bytes
-                call.metrics.errors.bump("upstream_answer_too_large")
+            if status != answered.status:  # its error answer was over max_answer_bytes, or was cut short
+                too_large = b'"upstream_answer_too_large"' in error_body
+                call.metrics.errors.bump("upstream_answer_too_large" if too_large else "upstream_error")
             call.shared.guards[replica].call_succeeded()  # it answered: the client's own mistake
             call.relay_error(replica, status, headers, error_body)
             return ANSWERED
@@ -110,12 +111,21 @@ async def read_error(call: Call, upstream: UpstreamAnswer, replica: str) -> tupl
     """The replica's error answer, read whole (up to `max_answer_bytes`, as any whole answer; past it the
     proxy's 502): cut short, it was JSON the client could not parse (vLLM before 0.32 quoted the whole input
     in its 400 to a body it could not validate; a reverse proxy's error page can be long too)."""
-    limit = call.config.max_answer_bytes
+    config = call.config
+    limit = config.max_answer_bytes
     try:
-        async with asyncio.timeout(call.config.first_byte_timeout_s):
-            error_body = await upstream.read(max_bytes=limit)
-    except (BodyFailed, TimeoutError):
-        error_body = b""
+        async with asyncio.timeout(config.first_byte_timeout_s):
+            error_body = await upstream.read(max_bytes=limit, idle_timeout_s=config.stream_idle_timeout_s)
+    except (BodyFailed, TimeoutError) as e:  # stalled or cut: the proxy's own error, not an empty "JSON" body
+        stalled = isinstance(e, TimeoutError)
+        failure = ProxyError(
+            502,
+            f"the replica answered {upstream.status}, then its error answer "
+            + ("stalled (stream_idle_timeout_s)" if stalled else "broke off"),
+            code="upstream_error",
+        )
+        headers = {"Content-Type": "application/json", "X-Saga-Replica": replica}
+        return failure.status, headers, refusal_body(call.path, failure)
     except AnswerTooLarge:  # counted if relayed: the caller may retry elsewhere
         too_large = forward.too_large_error(limit)
         headers = {"Content-Type": "application/json", "X-Saga-Replica": replica}
