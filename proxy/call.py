@@ -111,6 +111,9 @@ class Call:
         # the last 5xx a replica answered before the call was retried elsewhere: (replica, status, headers,
         # body), relayed as it was if no replica is left
         self.last_5xx: tuple[str, int, dict[str, str], bytes] | None = None
+        # the replicas that answered this call a 5xx before any byte, in order: they count toward their
+        # breakers once another replica answers it without a 5xx (proxy/call_attempts.py); None: none
+        self.refused: list[str] | None = None
         self.usage: Usage | None = None  # what the answer reported, for the finish report
         self.finished = False
         self.started = 0.0
@@ -289,6 +292,7 @@ class Call:
         if self.finished:
             return
         self.finished = True
+        self.refused = None  # 5xx no other replica answered past: the request's fault, counted for nothing
         core, rid = self.core, self.info.request_id
         # A call the client abandoned may still be held in the core's release queue: withdraw it; for a
         # dispatched call both mean "finished".

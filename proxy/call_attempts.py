@@ -3,20 +3,26 @@
 Contract:
 - `attempts` dispatches until a replica answers: a connect error or a 5xx before any byte reached the client
   asks the core again (`dispatch_failed`, which rebinds the session, never to a replica the call tried), up
-  to `max_retries` times. A connect error marks the replica down; a 5xx only counts toward its circuit
-  breaker (consecutive failures), since one request that every replica refuses must not take them all
-  down; a first-byte timeout is a 504 (the replica may be working on it: not retried); a 400 to a request
-  priority from a replica without vLLM's priority scheduling sends the call again without one. It returns
-  the answer to relay, the core's Reject when no replica is left, or `ANSWERED` when it relayed the
-  replica's own error itself.
+  to `max_retries` times. A connect error marks the replica down; a first-byte timeout is a 504 (the replica
+  may be working on it: not retried); a 400 to a request priority from a replica without vLLM's priority
+  scheduling sends the call again without one. It returns the answer to relay, the core's Reject when no
+  replica is left, or `ANSWERED` when it relayed the replica's own error itself.
+- Circuit breakers: a connect error, a first-byte timeout and a failure mid-answer count toward the
+  replica's breaker at once. A 5xx before any byte may be the request's fault (one that crashes the engine):
+  the replica is kept in `Call.refused` and counts only once another replica answered the same call with a
+  status below 500 (`attempts`, when it takes that answer); a call whose every answer was a 5xx (relayed as
+  it was, or with no replica left), or that ends otherwise (a 504, a 502, its client gone), counts its 5xx
+  toward no breaker, so a request every replica refuses does not take them all out (nor does any 5xx with
+  one replica, or with `max_retries` 0). `Call._finish` drops what is left, so each is settled once.
 - `no_replica_left` relays the last replica error as it was, or raises the refusal (a 429 from a full queue
   and a 503 carry `Retry-After`).
 - `account` counts a relayed answer once: the replica's circuit breaker, the error causes, the logs.
 - Counting: every failed attempt on a replica is one `saga_upstream_failures_total{replica, cause}`
-  (`note_failure`), whether or not a retry saved the call; a call that failed for its client is one
-  `saga_errors_total{cause}`: the code of the proxy's own error answer (counted where it is written), or here
-  `upstream_5xx` (a replica's 5xx relayed as it was), `upstream_mid_answer` (the replica failed after its
-  answer began), `upstream_answer_too_large` or `client_disconnect`. So no cause is counted twice for a call.
+  (`note_failure`, or `failed` for a 5xx), at once, whether or not a retry saved the call; a call that
+  failed for its client is one `saga_errors_total{cause}`: the code of the proxy's own error answer (counted
+  where it is written), or here `upstream_5xx` (a replica's 5xx relayed as it was), `upstream_mid_answer`
+  (the replica failed after its answer began), `upstream_answer_too_large` or `client_disconnect`. So no
+  cause is counted twice for a call.
 """
 
 from __future__ import annotations
@@ -97,11 +103,16 @@ async def attempts(
                     extra=log_context(call, replica),
                 )
                 continue  # the same dispatch again, without the priority
-            if status != answered.status:  # the replica's error answer was over max_answer_bytes
-                call.metrics.errors.bump("upstream_answer_too_large")
+            if call.refused is not None:  # it answered what others failed with a 5xx: theirs count
+                count_refused(call)
+            if status != answered.status:  # its error answer was over max_answer_bytes, or was cut short
+                too_large = b'"upstream_answer_too_large"' in error_body
+                call.metrics.errors.bump("upstream_answer_too_large" if too_large else "upstream_error")
             call.shared.guards[replica].call_succeeded()  # it answered: the client's own mistake
             call.relay_error(replica, status, headers, error_body)
             return ANSWERED
+        if answered.status < 500 and call.refused is not None:  # it answered what others failed with a 5xx
+            count_refused(call)
         return answered, decision
     return decision
 
@@ -110,12 +121,21 @@ async def read_error(call: Call, upstream: UpstreamAnswer, replica: str) -> tupl
     """The replica's error answer, read whole (up to `max_answer_bytes`, as any whole answer; past it the
     proxy's 502): cut short, it was JSON the client could not parse (vLLM before 0.32 quoted the whole input
     in its 400 to a body it could not validate; a reverse proxy's error page can be long too)."""
-    limit = call.config.max_answer_bytes
+    config = call.config
+    limit = config.max_answer_bytes
     try:
-        async with asyncio.timeout(call.config.first_byte_timeout_s):
-            error_body = await upstream.read(max_bytes=limit)
-    except (BodyFailed, TimeoutError):
-        error_body = b""
+        async with asyncio.timeout(config.first_byte_timeout_s):
+            error_body = await upstream.read(max_bytes=limit, idle_timeout_s=config.stream_idle_timeout_s)
+    except (BodyFailed, TimeoutError) as e:  # stalled or cut: the proxy's own error, not an empty "JSON" body
+        stalled = isinstance(e, TimeoutError)
+        failure = ProxyError(
+            502,
+            f"the replica answered {upstream.status}, then its error answer "
+            + ("stalled (stream_idle_timeout_s)" if stalled else "broke off"),
+            code="upstream_error",
+        )
+        headers = {"Content-Type": "application/json", "X-Saga-Replica": replica}
+        return failure.status, headers, refusal_body(call.path, failure)
     except AnswerTooLarge:  # counted if relayed: the caller may retry elsewhere
         too_large = forward.too_large_error(limit)
         headers = {"Content-Type": "application/json", "X-Saga-Replica": replica}
@@ -135,7 +155,22 @@ def log_context(call: Call, replica: str) -> dict[str, str]:
 
 
 def note_failure(call: Call, replica: str, reason: str, cause: str) -> bool:
+    """A failed attempt that counts toward the replica's breaker at once; True when it opened it."""
     call.metrics.upstream_failures.bump(replica, cause)  # an attempt: the call's own error is counted once
+    return breaker_failed(call, replica)
+
+
+def count_refused(call: Call) -> None:
+    """Another replica answered the call without a 5xx: each earlier 5xx counts toward its replica's
+    breaker (once: the list is let go)."""
+    refused = call.refused
+    call.refused = None
+    if refused is not None:
+        for replica in refused:
+            breaker_failed(call, replica)
+
+
+def breaker_failed(call: Call, replica: str) -> bool:
     opened = call.shared.guards[replica].call_failed(call.core.clock())
     if opened:
         log.warning("circuit breaker for replica %s opened after repeated failures", replica)
@@ -147,11 +182,19 @@ def note_failure(call: Call, replica: str, reason: str, cause: str) -> bool:
 
 async def failed(call: Call, replica: str, reason: str, cause: str, *, replica_down: bool = True) -> Decision:
     """A dispatch failed before any byte reached the client: maybe retry elsewhere. `replica_down`: the
-    replica could not be reached, so it is out of rotation until a probe succeeds (one that answered an
-    error is only counted toward its breaker, by `note_failure`)."""
+    replica could not be reached, so it is out of rotation until a probe succeeds and counts toward its
+    breaker now; one that answered a 5xx (`replica_down` False) waits in `Call.refused` (`count_refused`)."""
     core, gate = call.core, call.gate
     call.failures += 1
-    opened = note_failure(call, replica, reason, cause)
+    opened = False
+    if replica_down:
+        opened = note_failure(call, replica, reason, cause)
+    else:
+        call.metrics.upstream_failures.bump(replica, cause)  # the attempt is counted at once all the same
+        if call.refused is None:
+            call.refused = [replica]
+        else:
+            call.refused.append(replica)
     what = "marked down" if replica_down or opened else "failed a call"
     if call.failures > call.config.max_retries:
         _log_failed(call, replica, what, reason, "")
@@ -219,8 +262,8 @@ def account(call: Call, replica: str, outcome: forward.Relayed) -> None:
         )
     elif outcome.status < 500:
         call.shared.guards[replica].call_succeeded()
-    else:
-        note_failure(call, replica, f"answered {outcome.status}", "upstream_5xx")
+    else:  # a 5xx relayed: no replica answered the call without one, so it counts toward no breaker
+        metrics.upstream_failures.bump(replica, "upstream_5xx")
         metrics.errors.bump("upstream_5xx")
     if outcome.client_gone:
         metrics.client_disconnects.inc()

@@ -172,7 +172,8 @@ def forwarded_headers(
     for k, v in pairs:
         lowered = k.lower()
         if lowered not in dropped:
-            out[k] = v
+            if k not in out:  # a field given twice is read as its first line, as aiohttp reads it
+                out[k] = v
         elif lowered == "connection":
             connection = v
     if connection and connection.lower() not in _PLAIN_CONNECTION:

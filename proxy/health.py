@@ -162,8 +162,8 @@ async def models_of(
                 )
                 return None
             return frozenset(m.id for m in msgspec.json.decode(body, type=_Models).data)
-    except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None  # (msgspec raises RecursionError for JSON nested past its depth, e.g. 100,000 "[")
 
 
 async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
@@ -231,9 +231,15 @@ async def replica_health_loop(
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
             asked = list(core.replicas)  # one list: the set may change while the answers come
-            listed = await asyncio.gather(*(models_of(session, r, timeout_s) for r in asked))
+            listed = await asyncio.gather(
+                *(models_of(session, r, timeout_s) for r in asked), return_exceptions=True
+            )
             for replica_id, found in zip(asked, listed, strict=True):
-                if found is not None:
+                if isinstance(found, BaseException):  # a defect in one read, not the end of the loop
+                    if not isinstance(found, Exception):
+                        raise found
+                    log.error("reading replica %s's models failed: %r", replica_id, found)
+                elif found is not None:
                     models.update(replica_id, found)
             models.keep_only(core.replicas)
         rounds += 1

@@ -3,9 +3,10 @@
 Contract: `ReplicaGuard.healthy(now)` is what the shell reports to the core as the replica's health after each
 probe round. A replica goes down after `unhealthy_after` consecutive failed probes and comes back after
 `healthy_after` consecutive good ones. Independently, its circuit breaker opens after `breaker_failures`
-consecutive failed calls (connect errors, 5xx before any byte, first-byte timeouts) and keeps the replica
+consecutive failed calls (connect errors, first-byte timeouts, failures mid-answer, and a 5xx before any
+byte once another replica answered that call without one: proxy/call_attempts.py) and keeps the replica
 out for `breaker_cooldown_s`; after that it is half-open: calls flow again, the first success closes it, a
-failure re-opens it at once. A single failed call already takes the replica out until the next good probe
+failure re-opens it at once. A single connect error already takes the replica out until the next good probe
 (the core marks it down on `dispatch_failed`); the breaker is what keeps a replica whose `/health` still
 answers 200 but whose calls keep failing out of rotation.
 """

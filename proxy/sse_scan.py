@@ -452,7 +452,12 @@ class StreamScanner:
             for m in _TOOL_NAME.finditer(line):
                 if len(self._tools) >= MAX_STREAM_TOOL_NAMES:
                     break
-                self._tools.append(m.group(1).decode())
+                try:
+                    self._tools.append(m.group(1).decode())
+                except (
+                    UnicodeDecodeError
+                ):  # not UTF-8, so not JSON: left unread, as a whole answer's would be
+                    continue
 
     def usage(self) -> Usage | None:
         if not self._seen_usage and not self._finish and not self._tools:

@@ -63,11 +63,20 @@ class Listener(Protocol):
         ...
 
 
+class AnswerOutOfStep(Exception):
+    """A replica's answer the proxy cannot relay as the answer to its request: a protocol switch (101) or
+    bytes past the answer's end. The connection is closed, never pooled: what came next on it would be read
+    as the next call's answer (another client's)."""
+
+
 class AnswerHeadTooLarge(Exception):
     """A replica's answer had more header fields or bytes than the proxy reads (proxy/http_limits.py: a
     replica, or something in front of it, that sends more is broken; unbounded, 200,000 fields or one
     header of 16 MB were held and relayed whole)."""
 
+
+_SMALL_PIECE = 256  # body pieces smaller than this are merged ...
+_MERGE_RUN = 256  # ... once this many have come (each byte is copied at most once more)
 
 # What a closed connection's `parser` is: no answer is parsed after the connection is lost.
 _SPENT_PARSER = httptools.HttpResponseParser(object())
@@ -96,6 +105,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._name = b""
         self._head_bytes = 0  # the answer's header bytes so far (bounded by MAX_HEAD_BYTES)
+        self.interim = False  # reading an interim (1xx) answer, which the final one follows
+        self.idle = False  # in the pool: bytes arriving now were not asked for
+        self._small = 0  # body pieces under _SMALL_PIECE bytes since the last merge (on_body)
         self.deadline = 0.0  # when the listener's deadline comes (loop time); 0.0: none
         self._alarm: asyncio.TimerHandle | None = None  # the one loop timer behind the deadlines
         self._alarm_at = 0.0
@@ -106,10 +118,14 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.idle:  # the replica wrote while no request was out: out of step with it, never reused
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
             self._fail(e)
             if self.transport is not None:
                 self.transport.close()
@@ -168,7 +184,14 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # more bytes after the answer's end: a second answer nobody asked for
+            self.keep_alive = False
+            raise AnswerOutOfStep("the replica sent bytes past its answer's end")
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headed:  # a chunked answer's trailer fields: not relayed (they are not part of the head)
+            return
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._head_too_large(f"headers over {MAX_HEAD_BYTES} bytes")
@@ -189,7 +212,17 @@ class _Connection(asyncio.Protocol):
         raise error
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:  # the proxy speaks HTTP to replicas, nothing else
+                error = AnswerOutOfStep("the replica switched protocols (101)")
+                self._fail(error)
+                raise error
+            # An interim answer (100 Continue, 103 Early Hints): skipped; the final answer follows it.
+            self.interim = True
+            self.headers, self._head_bytes = [], 0
+            return
+        self.status = status
         sized, content_type = False, ""
         for name, value in self.headers:
             lowered = name.lower()
@@ -204,12 +237,27 @@ class _Connection(asyncio.Protocol):
             self.headers_ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.body_size += len(body)
+        chunks = self.chunks
+        chunks.append(body)
+        size = len(body)
+        self.body_size += size
+        if size < _SMALL_PIECE:
+            # Tiny pieces (a chunked answer of 1-byte chunks) would cost ~40 bytes of Python object each
+            # until the answer is whole: merged in runs, so what is held stays near the bytes received.
+            self._small += 1
+            if self._small >= _MERGE_RUN:
+                self._small = 0
+                run = min(_MERGE_RUN, len(chunks))  # a reader may have taken some: those are gone
+                merged = b"".join(chunks[-run:])
+                del chunks[-run:]
+                chunks.append(merged)
         if self.waiter is not None:  # a coroutine reader waits (a listener reads after the parser returns)
             self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.keep_alive = self.parser.should_keep_alive()  # only valid here, not after
         self.complete = True
         self._wake()
@@ -241,7 +289,8 @@ class _Connection(asyncio.Protocol):
         self.status, self.headers, self.chunks, self.content_type = 0, [], [], ""
         self.body_size = self._head_bytes = 0
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
-        self.until_close = False
+        self.until_close = self.interim = False
+        self._small = 0
 
 
 def _consume(future: asyncio.Future[None]) -> None:
@@ -375,6 +424,7 @@ class UpstreamPool:
                 conn.transport.close()
             return
         conn.idle_since = time.monotonic()
+        conn.idle = True
         idle.append(conn)
 
     def _take(self, key: tuple[str, int, bool], awaited: bool = True) -> _Connection | None:
@@ -382,6 +432,7 @@ class UpstreamPool:
         horizon = time.monotonic() - self.idle_ttl_s
         while idle:
             conn = idle.pop()
+            conn.idle = False
             if conn.transport is not None and not conn.transport.is_closing() and conn.idle_since >= horizon:
                 conn.reset_for_request(awaited)
                 return conn

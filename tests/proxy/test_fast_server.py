@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import socket
 from urllib.parse import urlsplit
 
 import httptools
@@ -18,7 +19,7 @@ from aiohttp import web
 from proxy.config import ProxyConfig
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
-from tests.proxy.fakes import SSE_EVENT, config, fake_replica, replica_app, serving
+from tests.proxy.fakes import SSE_EVENT, config, fake_replica, raw_replica, replica_app, serving
 
 pytestmark = pytest.mark.usefixtures("_fast_only")
 
@@ -320,13 +321,34 @@ async def test_an_idle_keep_alive_connection_is_closed(monkeypatch: pytest.Monke
     assert answers[0].status == 200 and rest == b"" and slow_rest == b""
 
 
-async def test_an_upgrade_offer_is_answered_in_http_1_1_then_closed() -> None:
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_an_upgrade_offer_is_declined_and_the_body_read_whole(framing: str) -> None:
+    """`curl --http2` on http:// offers h2c. httptools stops at the end of an upgrading request's head, and
+    the body was taken from that one read only: a body arriving in later reads was cut ("not valid JSON"), a
+    chunked one empty. The offer is declined now and the connection goes on in HTTP/1.1."""
+    offer = (
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    )
+    body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "x" * 200_000}]}).encode()
+    if framing == "length":
+        head = _request("/v1/chat/completions", b"", offer).removesuffix(b"Content-Length: 0\r\n\r\n")
+        first, rest = head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:1000], body[1000:]
+    else:
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{offer}Transfer-Encoding: chunked\r\n\r\n"
+        first = head.encode() + b"%x\r\n%b\r\n" % (1000, body[:1000])
+        rest = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body) - 1000, body[1000:])
     async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
         reader, writer = await _connect(url)
-        writer.write(_request("/v1/chat/completions", CALL, "Connection: Upgrade\r\nUpgrade: h2c\r\n"))
-        data = await asyncio.wait_for(reader.read(), 10)  # returns once the proxy closes
+        writer.write(first)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the rest in reads of its own
+        writer.write(rest)
+        writer.write(_request("/v1/chat/completions", CALL))  # and the connection goes on
+        answers = await _read_answers(reader, 2)
         writer.close()
-    assert data.startswith(b"HTTP/1.1 200") and b'"content":"hi"' in data
+    assert [a.status for a in answers] == [200, 200], answers[0].body
+    assert b"101" not in answers[0].body and b'"content":"hi"' in answers[0].body
+    assert replica.calls == 2
 
 
 async def test_an_interim_100_waits_for_the_answer_going_out_before_it() -> None:
@@ -373,3 +395,132 @@ def _fed(data: bytes) -> asyncio.StreamReader:
     reader.feed_data(data)
     reader.feed_eof()
     return reader
+
+
+async def test_a_header_field_that_never_ends_is_refused() -> None:
+    """httptools hands a field over only once it is whole: a field that never ended was buffered without a
+    limit (168 MB: +227 MiB, and joining its pieces stalled the loop for 17 s). Refused past the head's
+    bound now (`MAX_HEAD_BYTES`, 64 KiB)."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: ")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # (the request begins in a read of its own)
+        writer.write(b"a" * 60_000)  # never a line end ...
+        await writer.drain()
+        await asyncio.sleep(0.2)  # (read by the proxy, so the refusal leaves nothing unread: no reset)
+        writer.write(b"a" * 8_000)  # ... past the head's bound
+        data = await asyncio.wait_for(reader.read(), 10)  # the proxy closes after its refusal
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 400") and b"header too long" in data
+    assert replica.calls == 0
+
+
+async def test_trailer_fields_of_a_chunked_request_are_not_its_headers() -> None:
+    """A chunked request's trailer fields were appended to its header fields: an `Authorization` trailer
+    authenticated the call, a `Content-Encoding` trailer skipped the 415 (RFC 9110 6.5.1: not headers)."""
+    keys = {"k-alpha": "alpha"}
+    trailers = b"Authorization: Bearer k-alpha\r\nX-Session-ID: from-trailer\r\n"
+    chunked = b"%x\r\n%b\r\n0\r\n%b\r\n" % (len(CALL), CALL, trailers)
+    async with fake_replica() as replica, running_proxy(config([replica.url], api_keys=keys)) as url:
+        reader, writer = await _connect(url)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(chunked)
+        answers = await _read_answers(reader, 1)
+        writer.close()
+    assert answers[0].status == 401 and replica.calls == 0
+
+
+async def test_a_request_arriving_slowly_after_an_idle_time_gets_the_whole_keep_alive_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keep-alive timer counted from the last answer: a request begun after some idle time and sent over
+    a few seconds was cut when the timer fired mid-request (no answer, a broken pipe)."""
+    from proxy import fast_server
+
+    monkeypatch.setattr(fast_server, "KEEP_ALIVE_S", 2.0)
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", CALL))
+        first = await _read_answers(reader, 1)
+        await asyncio.sleep(1.2)  # idle, within the keep-alive time
+        request = _request("/v1/chat/completions", CALL)
+        writer.write(request[:20])  # the next request begins ...
+        await asyncio.sleep(1.5)  # ... and arrives slowly, past the keep-alive time counted from the answer
+        writer.write(request[20:])
+        second = await _read_answers(reader, 1)
+        writer.close()
+    assert first[0].status == 200 and second[0].status == 200
+
+
+async def test_a_client_pipelining_without_reading_is_held_back() -> None:
+    """A client that pipelines requests and reads none of the answers: every request was parsed and queued
+    and every answer buffered (42 MB of requests: +555 MiB). Reading now pauses while answers pile up or
+    many requests wait, so the client's own sends stop."""
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 1024
+    limit = 24 * 1024 * 1024
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        parts = urlsplit(url)
+        loop = asyncio.get_running_loop()
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (parts.hostname, parts.port))
+            sent, blocked = 0, False
+            while sent < limit:
+                try:
+                    await asyncio.wait_for(loop.sock_sendall(sock, request), 3)
+                except TimeoutError:
+                    blocked = True  # the proxy stopped reading: the kernel's buffers are full
+                    break
+                sent += len(request)
+    del replica
+    assert blocked, f"sent {sent} bytes of requests without reading an answer"
+
+
+async def test_a_client_that_reads_nothing_is_let_go_after_the_idle_timeout() -> None:
+    """A client that stopped reading a stream held its call in flight (and its KV reservation) for as long
+    as it kept the connection open; it is taken as gone once it read nothing for `stream_idle_timeout_s`."""
+    event = b"data: " + json.dumps({"choices": [{"delta": {"content": "x" * 60_000}}]}).encode() + b"\n\n"
+
+    async def answer(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        if head.startswith(b"GET"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(1000):  # ~60 MB, far more than the buffers between here and a client reading nothing
+            writer.write(b"%x\r\n%b\r\n" % (len(event), event))
+            await writer.drain()
+
+    async with (
+        raw_replica(answer) as replica,
+        running_proxy(config([replica], stream_idle_timeout_s=0.5)) as url,
+    ):
+        _, writer = await _connect(url)
+        writer.write(_request("/v1/chat/completions", STREAM_CALL))  # and never reads
+        reader2, writer2 = await _connect(url)
+        for _ in range(100):  # (bounded) until the proxy lets the silent client go
+            await asyncio.sleep(0.1)
+            writer2.write(b"GET /saga/v1/state HTTP/1.1\r\nHost: x\r\n\r\n")
+            state = json.loads((await _read_answers(reader2, 1))[0].body)
+            if state["in_flight"] == 0:
+                break
+        writer.close()
+        writer2.close()
+    assert state["in_flight"] == 0
+
+
+async def test_a_field_given_twice_is_read_as_its_first_line_on_every_route() -> None:
+    """The fast server served a call with a repeated field's first line (as aiohttp does) but handed other
+    routes to the app with the last: two `Authorization` lines were read differently by the two servers."""
+    async with fake_replica() as replica, running_proxy(config([replica.url], admin_token="tok")) as url:
+        reader, writer = await _connect(url)
+        for first, second in (("wrong", "tok"), ("tok", "wrong")):
+            writer.write(
+                f"GET /saga/v1/state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {first}\r\n"
+                f"Authorization: Bearer {second}\r\n\r\n".encode()
+            )
+        answers = await _read_answers(reader, 2)
+        writer.close()
+    assert [a.status for a in answers] == [401, 200]  # what `--server aiohttp` answers

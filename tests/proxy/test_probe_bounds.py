@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +15,8 @@ from proxy import health
 from proxy.context import Guards
 from proxy.replica_guard import GuardParams
 from proxy.scheduler import ReplicaStats, SchedulerCore, build_policy
-from tests.proxy.fakes import serving
+from proxy.server import running_proxy
+from tests.proxy.fakes import config, serving
 
 METRICS = b'vllm:num_requests_waiting{engine="0"} 3.0\nvllm:num_requests_running{engine="0"} 2.0\n'
 MODELS = b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
@@ -121,3 +123,60 @@ async def test_the_health_loop_outlives_a_probe_that_raises(
             await asyncio.gather(loop, return_exceptions=True)
     assert (core.replicas[url].healthy, core.replicas[url].waiting) == (True, 3)
     assert core.replicas[broken].healthy is False
+
+
+DEEP = b'{"data": [{"id": "m", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+
+
+async def test_a_models_list_nested_past_msgspecs_depth_is_no_list(
+    replica: tuple[str, dict[str, bytes]],
+) -> None:
+    """msgspec raises RecursionError there; it escaped `models_of` and the health loop's gather, which ended
+    the loop, so no replica was probed again."""
+    url, bodies = replica
+    bodies["/v1/models"] = DEEP
+    async with aiohttp.ClientSession() as http:
+        assert await health.models_of(http, url, 5.0) is None
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [
+        b"[1, 2]",
+        b'{"data": null}',
+        b'{"data": "m"}',
+        b'{"data": [1, {"id": 5}, {"name": "x"}]}',
+        DEEP,
+        b"{",
+        b"huge",
+    ],
+    ids=["list", "null", "string", "entries-without-ids", "deep", "not-json", "past-the-bound"],
+)
+async def test_one_replicas_broken_models_list_leaves_the_others_in_v1_models(
+    listed: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GET /v1/models` is the union of the replicas' lists; one replica answering JSON of another shape,
+    JSON nested past msgspec's depth or more than the probe bound answered a 500 (or was read whole into
+    memory)."""
+    monkeypatch.setattr(health, "MAX_PROBE_BYTES", 64 * 1024)
+    good_entry = b'{"id": "good", "object": "model", "owned_by": "vllm", "max_model_len": 4096}'
+
+    def app_listing(models: bytes) -> web.Application:
+        async def answer(request: web.Request) -> web.Response:
+            if request.path != "/v1/models":
+                return web.Response()
+            return web.Response(body=b"[" * 70_000 if models == b"huge" else models)
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", answer)
+        return app
+
+    async with (
+        serving(app_listing(b'{"object": "list", "data": [' + good_entry + b"]}")) as good,
+        serving(app_listing(listed)) as bad,
+        running_proxy(config([good, bad], access_log=False)) as url,
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/v1/models") as r,
+    ):
+        assert r.status == 200
+        assert json.loads(await r.read()) == {"object": "list", "data": [json.loads(good_entry)]}
