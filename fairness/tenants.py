@@ -8,6 +8,8 @@ Authorization header). Tenants not listed get `default`. `validate()` raises Val
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 API_KEY_SOURCE = "api-key"
@@ -51,8 +53,10 @@ class TenantsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for name, cls in self.slo_classes.items():
             for field in ("tct_factor", "ttft_s"):
                 value = getattr(cls, field)
-                if value is not None and not value > 0:
-                    raise ValueError(f"tenants.slo_classes.{name}.{field} must be > 0, got {value}")
+                if value is not None and not 0 < value < math.inf:  # inf: a target nothing misses
+                    raise ValueError(
+                        f"tenants.slo_classes.{name}.{field} must be > 0 and finite, got {value}"
+                    )
         for name, spec in [("default", self.default), *self.tenants.items()]:
             where = "tenants.default" if name == "default" else f"tenants.tenants.{name}"
             if not MIN_WEIGHT <= spec.weight <= MAX_WEIGHT:

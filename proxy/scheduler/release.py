@@ -15,6 +15,7 @@ Contract:
 
 from __future__ import annotations
 
+import math
 import random
 
 import msgspec
@@ -73,10 +74,22 @@ class ReleaseQueueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             raise ConfigError(f"queue.slo_headroom must be >= 0, got {self.slo_headroom}")
         if self.min_active_tenants < 1:
             raise ConfigError(f"queue.min_active_tenants must be >= 1, got {self.min_active_tenants}")
-        if not self.active_window_s > 0:
-            raise ConfigError(f"queue.active_window_s must be > 0, got {self.active_window_s}")
-        if self.age_bound_s is not None and not self.age_bound_s > 0:
-            raise ConfigError(f"queue.age_bound_s must be > 0, got {self.age_bound_s}")
+        if not 0 < self.active_window_s < math.inf:
+            raise ConfigError(f"queue.active_window_s must be > 0 and finite, got {self.active_window_s}")
+        if self.age_bound_s is not None and not 0 < self.age_bound_s < math.inf:
+            raise ConfigError(
+                f"queue.age_bound_s must be > 0 and finite (null: none), got {self.age_bound_s}"
+            )
+        # (an estimate of 0 calls or tokens charged every call nothing: the fair order was arrival order)
+        if not 1 <= self.expected_calls <= 1_000_000:
+            raise ConfigError(
+                f"queue.expected_calls must be between 1 and 1000000, got {self.expected_calls}"
+            )
+        if not 1 <= self.default_output_tokens <= 10_000_000:
+            raise ConfigError(
+                "queue.default_output_tokens must be between 1 and 10000000, "
+                f"got {self.default_output_tokens}"
+            )
         for model in ("gpu_cost", "token_cost"):
             for field in msgspec.structs.fields(getattr(self, model)):
                 value = getattr(getattr(self, model), field.name)

@@ -202,6 +202,15 @@ SECRETS = ("sekrit", "sk-team", "s3cret")  # never shown in an error: they are c
         ({"queue": {"token_cost": {"input_weight": math.inf}}}, "queue.token_cost.input_weight must be"),
         ({"queue": {"gpu_cost": {"per_call_s": -1.0}}}, "queue.gpu_cost.per_call_s must be"),
         ({"queue": {"gpu_cost": {"decode_token_s": math.nan}}}, "queue.gpu_cost.decode_token_s must be"),
+        # values nested in a mapping that only the top level's finite check would have caught
+        ({"queue": {"age_bound_s": math.inf}}, "queue.age_bound_s must be > 0 and finite"),
+        ({"queue": {"active_window_s": math.inf}}, "queue.active_window_s must be > 0 and finite"),
+        ({"queue": {"expected_calls": 0}}, "queue.expected_calls must be between 1 and"),
+        ({"queue": {"default_output_tokens": -5}}, "queue.default_output_tokens must be between 1 and"),
+        (
+            {"tenants": {"slo_classes": {"interactive": {"ttft_s": math.inf}}}},
+            "tenants.slo_classes.interactive.ttft_s must be > 0 and finite",
+        ),
         # discovery that could never reach anything
         ({"discovery": {"name": "vllm.svc", "port": 99999}}, "discovery.port must be a TCP port"),
         ({"discovery": {"name": "vllm.svc", "port": 0}}, "discovery.port must be a TCP port"),
