@@ -20,6 +20,7 @@ log = logging.getLogger("saga.proxy")
 
 MAX_IN_FLIGHT = 256
 TIMEOUT_S = 2.0
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class _Release(msgspec.Struct):
@@ -56,7 +57,14 @@ class RetentionReleaser:
                 headers=self.headers,
                 timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
             ) as resp:
-                await resp.read()
+                # read, so the connection is kept for the next release, but never more than an answer of
+                # the contract can be: a replica (or what answers in its place) could send without end
+                size = 0
+                async for chunk in resp.content.iter_any():
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        self.failed += 1
+                        return
                 if resp.status != 200:
                     self.failed += 1
         except (TimeoutError, aiohttp.ClientError) as e:

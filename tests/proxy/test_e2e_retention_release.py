@@ -115,6 +115,25 @@ async def test_a_retention_given_up_at_the_end_of_its_call_is_released_on_the_re
         await fleet.close()
 
 
+async def test_a_release_answer_past_the_bound_is_not_read_and_counts_as_failed() -> None:
+    """The release's answer was read whole, whatever its size, within the 2 s timeout."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(1024):  # 64 MiB, unless the reader stops first
+            await response.write(b" " * 65536)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/saga/v1/release", endless)
+    async with serving(app) as url, aiohttp.ClientSession() as session:
+        releaser = RetentionReleaser(session, upstream_api_key=None)
+        releaser.release([("s-1", url)])
+        await asyncio.gather(*releaser.pending)
+    assert (releaser.sent, releaser.failed) == (1, 1)
+
+
 async def test_a_replica_without_the_contract_or_gone_only_counts_a_failed_release() -> None:
     # a replica with no /saga/v1/release: 404
     async with serving(web.Application()) as url, aiohttp.ClientSession() as session:
