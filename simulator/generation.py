@@ -105,7 +105,7 @@ def _retain_ttl_s(body: SamplingFields) -> float | None:
         if isinstance(raw, bool):
             raise ValueError
         return float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
         raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None
 
 

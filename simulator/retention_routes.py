@@ -4,7 +4,8 @@ Contract: `POST /saga/v1/retain` re-arms a session's retention and, with `priori
 (404 when the session holds none), `POST /saga/v1/release` drops it (always 200, saying whether there was
 one), `GET /saga/v1/retained` lists retentions and the caps. Each first expires retentions at the driver's
 simulated now, since an idle engine does not step. `retain_priority_field` reads a generation request's
-`vllm_xargs.saga_retain_priority` (the retention's priority; default the request's own).
+`vllm_xargs.saga_retain_priority` (the retention's priority; default the request's own). A priority, there
+or in `retain`, outside the signed 64-bit range is a 400, as on the vLLM plugin.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from simulator.http_common import REPLICA, HttpError, decode, json_obj
 from simulator.openai_api import ReleaseRequest, ReleaseResponse, RetainedResponse, RetainRequest
 from simulator.replica import Replica
 
+# a priority the vLLM plugin's engine client can carry (msgpack: signed 64-bit); both refuse others alike
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
+
 
 def expire_retentions(replica: Replica) -> float:
     """Tick the engine's retention clock (it may be idle) to the driver's simulated now; returns now."""
@@ -28,6 +32,8 @@ def expire_retentions(replica: Replica) -> float:
 async def retain(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, RetainRequest)
+    if body.priority is not None and not PRIORITY_MIN <= body.priority <= PRIORITY_MAX:
+        raise HttpError(400, f"Invalid request body: `priority` must be an integer, got {body.priority!r}")
     now = expire_retentions(replica)
     try:
         info = replica.engine.retention.extend(body.session_id, body.ttl_s, now, body.priority)
@@ -71,7 +77,10 @@ def retain_priority_field(vllm_xargs: dict[str, Any] | None) -> int | None:
     try:
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise ValueError
-        return int(raw)
+        priority = int(raw)
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError
+        return priority
     except (TypeError, ValueError, OverflowError):
         raise HttpError(400, f"vllm_xargs.saga_retain_priority must be an integer, got {raw!r}.") from None
 

@@ -3,8 +3,9 @@
 Contract:
 - `/v1/chat/completions` and `/v1/completions` stream (SSE, `data: [DONE]`, a final usage chunk with
   `stream_options.include_usage`) or answer whole; `usage.prompt_tokens_details.cached_tokens` is always set.
-- Bad requests (unparseable JSON, missing messages/prompt, `n` != 1, over-long prompts, priority without
-  the priority policy) answer 400 in vLLM's error shape before anything is streamed; an unknown model 404.
+- Bad requests (unparseable JSON, missing messages/prompt, malformed assistant `tool_calls`, `n` != 1,
+  over-long prompts, priority without the priority policy) answer 400 in vLLM's error shape before
+  anything is streamed; an unknown model 404.
 - A client that goes away aborts its request in the engine (handlers run with handler cancellation).
 - KV retention (docs/retention-api.md): a generation request's session is the `X-Session-ID` header, else
   body `session_id`, else `vllm_xargs.session_id` (the proxy's precedence); `vllm_xargs.saga_retain_ttl_s`
@@ -53,7 +54,7 @@ from simulator.openai_api import (
 from simulator.replica import Replica
 from simulator.responses_api import add_responses_routes
 from simulator.retention_routes import add_retention_routes, expire_retentions
-from simulator.tokenizer import Tokenizer, render_chat
+from simulator.tokenizer import Tokenizer, check_tool_calls, render_chat
 from simulator.tool_calls import SimulatedToolCall, ToolCallStream
 
 VERSION = "0.33.0+saga.sim"
@@ -69,6 +70,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     for message in body.messages:
         if not isinstance(message.get("role"), str):
             raise HttpError(400, "Every message needs a string 'role'.")
+    _check_tool_calls(body.messages)
     prompt, tool_call = chat_prompt(
         replica,
         body.messages,
@@ -87,6 +89,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
     prompt = _completion_prompt(replica.tokenizer, body.prompt)
     max_tokens = body.max_tokens if body.max_tokens is not None else _COMPLETIONS_DEFAULT_MAX_TOKENS
     return await _generate(request, replica, body, prompt, max_tokens, chat=False)
+
+
+def _check_tool_calls(messages: list[dict[str, Any]]) -> None:
+    problem = check_tool_calls(messages)
+    if problem is not None:
+        raise HttpError(400, problem)
 
 
 def _completion_prompt(tokenizer: Tokenizer, prompt: Any) -> list[int]:
@@ -197,6 +205,7 @@ async def tokenize(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, TokenizeRequest)
     if body.messages is not None:
+        _check_tool_calls(body.messages)
         tokens = replica.tokenizer.encode(
             render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
         )
@@ -217,6 +226,7 @@ async def detokenize(request: web.Request) -> web.Response:
 async def render_chat_prompt(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, ChatCompletionRequest)
+    _check_tool_calls(body.messages)
     text = render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
     return json_obj({"token_ids": replica.tokenizer.encode(text)})
 

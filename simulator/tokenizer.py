@@ -151,14 +151,17 @@ class Tokenizer:
 def render_chat(messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> str:
     """The prompt text of a chat: `<|start|>{role}\\n{content}<|end|>\\n` per message, then
     `<|start|>assistant\\n` when `add_generation_prompt`. Content may be a string, a list of parts with
-    `text`, or absent; tool calls are rendered after the content."""
+    `text`, or absent; tool calls are rendered after the content (entries that are not
+    `{"function": {...}}` render as an empty call: `check_tool_calls` is the check a route makes first)."""
     out: list[str] = []
     for message in messages:
         out.append(f"{START_TOKEN}{message.get('role', 'user')}\n{_content_text(message.get('content'))}")
         tool_calls = message.get("tool_calls")
-        if tool_calls:
+        if isinstance(tool_calls, list):
             for call in tool_calls:
-                function = call.get("function", {}) if isinstance(call, Mapping) else {}
+                function = call.get("function") if isinstance(call, Mapping) else None
+                if not isinstance(function, Mapping):
+                    function = {}  # the HTTP routes answer 400 first (check_tool_calls)
                 out.append(f"\n<|tool_call|>{function.get('name', '')} {function.get('arguments', '')}")
         out.append(f"{END_TOKEN}\n")
     if add_generation_prompt:
@@ -174,3 +177,26 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
     return str(content)
+
+
+def check_tool_calls(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a chat's assistant `tool_calls` are malformed (vLLM answers such a request 400), or None: each
+    must be a list of objects whose `function` is an object, its `name` and `arguments` strings."""
+    for i, message in enumerate(messages):
+        tool_calls = message.get("tool_calls")
+        if tool_calls is None:
+            continue
+        if not isinstance(tool_calls, list):
+            return f"messages[{i}].tool_calls must be a list of tool calls."
+        for j, call in enumerate(tool_calls):
+            where = f"messages[{i}].tool_calls[{j}]"
+            if not isinstance(call, Mapping):
+                return f"{where} must be an object."
+            function = call.get("function")
+            if not isinstance(function, Mapping):
+                return f"{where}.function must be an object with a 'name' and 'arguments'."
+            for field in ("name", "arguments"):
+                value = function.get(field)
+                if value is not None and not isinstance(value, str):
+                    return f"{where}.function.{field} must be a string."
+    return None

@@ -147,6 +147,43 @@ async def test_bad_retention_requests_answer_400(fleet: ReplicaFleet, http: aioh
     assert status == 400 and "saga_retain_ttl_s" in error["error"]["message"]
 
 
+async def test_integers_past_float_or_int64_range_answer_400_not_500(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    # a TTL integer past float's range raised OverflowError (a 500); a priority past signed 64 bits is one
+    # the vLLM plugin's engine client cannot carry, so both refuse it alike
+    base = fleet.urls[0]
+    status, error = await complete(
+        http, base, tokens(64, 1), session_id="s", vllm_xargs={"saga_retain_ttl_s": 10**400}
+    )
+    assert status == 400 and "saga_retain_ttl_s" in error["error"]["message"]
+    for bad in (2**63, -(2**63) - 1, 10**30):
+        status, error = await complete(
+            http,
+            base,
+            tokens(64, 1),
+            session_id="s",
+            vllm_xargs={"saga_retain_ttl_s": 30, "saga_retain_priority": bad},
+        )
+        assert status == 400 and "saga_retain_priority" in error["error"]["message"]
+    status, _ = await complete(
+        http,
+        base,
+        tokens(300, 3),
+        session_id="edge",
+        vllm_xargs={"saga_retain_ttl_s": 30, "saga_retain_priority": 2**63 - 1},
+    )
+    assert status == 200
+    status, error = await call(
+        http, "POST", f"{base}/saga/v1/retain", {"session_id": "edge", "ttl_s": 30, "priority": 2**63}
+    )
+    assert status == 400 and "priority" in error["error"]["message"]
+    status, info = await call(
+        http, "POST", f"{base}/saga/v1/retain", {"session_id": "edge", "ttl_s": 30, "priority": -(2**63)}
+    )
+    assert (status, info["priority"]) == (200, -(2**63))
+
+
 async def test_the_retention_priority_comes_from_xargs_or_the_request_and_retain_can_change_it(
     fleet: ReplicaFleet, http: aiohttp.ClientSession
 ) -> None:

@@ -138,6 +138,19 @@ ONE_MESSAGE = b'"messages": [{"role": "user", "content": "x"}]'
         ("/v1/chat/completions", b"{not json", 400, "Invalid request body"),
         ("/v1/chat/completions", b"[1, 2]", 400, "Invalid request body"),
         ("/v1/chat/completions", b'{"model": "saga-sim"}', 400, "messages"),
+        # an assistant's tool call with a null or non-object function was a 500 (render_chat crashed)
+        *(
+            pytest.param(
+                path, b'{"messages": [{"role": "assistant", "tool_calls": %s}]}' % calls, 400, needle
+            )
+            for path in ("/v1/chat/completions", "/tokenize", "/v1/chat/completions/render")
+            for calls, needle in (
+                (b'[{"function": null}]', "tool_calls[0].function"),
+                (b'[{"function": "x"}]', "tool_calls[0].function"),
+                (b"[null]", "tool_calls[0]"),
+                (b"5", "tool_calls"),
+            )
+        ),
         ("/v1/chat/completions", b'{"messages": [{"content": "x"}]}', 400, "role"),
         ("/v1/chat/completions", b"{" + ONE_MESSAGE + b', "n": 2}', 400, "n must be 1"),
         ("/v1/chat/completions", b'{"messages": [], "model": "other"}', 404, "does not exist"),

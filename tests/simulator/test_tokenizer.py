@@ -7,13 +7,14 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.sentence_ids import SentenceIds, reference_sentence_ids
-from simulator.tokenizer import EOS_ID, VOCAB_SIZE, Tokenizer, render_chat
+from simulator.tokenizer import EOS_ID, VOCAB_SIZE, Tokenizer, check_tool_calls, render_chat
 
 TOK = Tokenizer()
 
@@ -101,6 +102,15 @@ def test_tool_calls_are_rendered() -> None:
         [{"role": "assistant", "content": None, "tool_calls": [call]}], add_generation_prompt=False
     )
     assert "run_tests" in text and '{"path": "a"}' in text and not text.endswith("assistant\n")
+
+
+@pytest.mark.parametrize("tool_calls", [[{"function": None}], [{"function": "x"}], [None], 5, "abc"])
+def test_malformed_tool_calls_render_as_empty_and_are_named_by_the_check(tool_calls: Any) -> None:
+    messages = [{"role": "assistant", "content": None, "tool_calls": tool_calls}]
+    render_chat(messages)  # raised AttributeError / TypeError (a 500 on the routes)
+    assert check_tool_calls(messages) is not None and "tool_calls" in str(check_tool_calls(messages))
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assert check_tool_calls([{"role": "assistant", "tool_calls": [call]}, {"role": "user"}]) is None
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 63, 64, 65, 300, 1023, 1024, 1025, 2049, 4500])

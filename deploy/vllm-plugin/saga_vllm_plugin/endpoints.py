@@ -8,7 +8,8 @@ Contract (docs/retention-api.md, answered as the simulated replica answers):
 - A middleware checks the retention fields of `POST /v1/chat/completions`, `/v1/completions` before vLLM
   sees the request: `vllm_xargs.saga_retain_ttl_s` a positive finite number (or numeric string) with a
   session id (`X-Session-ID`, body `session_id` or `vllm_xargs.session_id`), `saga_retain_priority` an
-  integer (or integer string); else 400. The body is passed on unchanged.
+  integer (or integer string) in the signed 64-bit range (what the engine's msgpack carries); else 400.
+  The body is passed on unchanged.
 - `/metrics` gains `saga:retained_blocks`, `saga:retained_sessions` (gauges) and
   `saga:retentions_dropped_total` (counter), labelled `model_name` and `engine` like vLLM's; the middleware
   refreshes them from the engine before each scrape (single API server; not under PROMETHEUS_MULTIPROC_DIR).
@@ -40,6 +41,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 GENERATE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# what the engine client's msgpack carries (an int outside fails to encode: a 500 instead of a 400)
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 501: "NotImplementedError"}
 
 
@@ -110,7 +113,7 @@ def retention_field_error(body: Any, headers: dict[str, str]) -> str | None:
             if isinstance(raw_ttl, bool):
                 raise ValueError
             ttl = float(raw_ttl)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
             return f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw_ttl!r}."
         if not (math.isfinite(ttl) and ttl > 0):
             return f"saga_retain_ttl_s: a retention TTL must be a positive number of seconds, got {ttl}"
@@ -124,7 +127,8 @@ def retention_field_error(body: Any, headers: dict[str, str]) -> str | None:
                 isinstance(raw_priority, float) and not raw_priority.is_integer()
             ):
                 raise ValueError
-            int(raw_priority)
+            if not PRIORITY_MIN <= int(raw_priority) <= PRIORITY_MAX:
+                raise ValueError
         except (TypeError, ValueError, OverflowError):
             return f"vllm_xargs.saga_retain_priority must be an integer, got {raw_priority!r}."
     return None
@@ -164,7 +168,7 @@ class RetentionMiddleware:
         raw = b"".join(chunks)
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None  # vLLM answers it
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         problem = retention_field_error(body, headers)
@@ -198,6 +202,8 @@ async def _json(request: Request) -> dict[str, Any] | JSONResponse:
         body = await request.json()
     except ValueError as e:
         return error(400, f"Invalid request body: {e}")
+    except RecursionError:
+        return error(400, "Invalid request body: nested too deeply")
     if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
         return error(400, "Invalid request body: `session_id` (a string) is required")
     return body
@@ -218,13 +224,19 @@ async def retain(request: Request) -> JSONResponse:
     ttl, priority = body.get("ttl_s"), body.get("priority")
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
         return error(400, "Invalid request body: `ttl_s` (a number) is required")
+    try:
+        ttl = float(ttl)
+    except OverflowError:  # an integer past float's range
+        ttl = math.inf
     if not (math.isfinite(ttl) and ttl > 0):
         return error(400, f"a retention TTL must be a positive number of seconds, got {ttl}")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+    if priority is not None and (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
         return error(400, f"Invalid request body: `priority` must be an integer, got {priority!r}")
-    return await _reply(
-        "retain", {"session_id": body["session_id"], "ttl_s": float(ttl), "priority": priority}
-    )
+    return await _reply("retain", {"session_id": body["session_id"], "ttl_s": ttl, "priority": priority})
 
 
 @router.post("/saga/v1/release")

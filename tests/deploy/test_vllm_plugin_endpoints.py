@@ -1,0 +1,83 @@
+"""saga-vllm-plugin's HTTP surface (deploy/vllm-plugin/saga_vllm_plugin/endpoints.py) in-process, over a fake
+engine client: malformed retention fields and bodies answer 400 in vLLM's error shape, never a 500, and
+reach the engine only when valid. Needs fastapi (vLLM's server framework), not vLLM."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi.testclient")  # fastapi and the HTTP client its TestClient needs
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "vllm-plugin"))
+from saga_vllm_plugin import endpoints
+
+BIG = "1" + "0" * 400  # an integer past float's range
+XARGS = '{"session_id": "s", "vllm_xargs": {'
+NESTED = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit
+
+
+class FakeEngineCore:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def call_utility_async(self, method: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((op, body))
+        return {"status": 200, "body": {"op": op}}
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, FakeEngineCore]:
+    core = FakeEngineCore()
+    monkeypatch.setattr(endpoints._Engine, "client", type("Client", (), {"engine_core": core})())
+    app = FastAPI()
+    app.include_router(endpoints.router)
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> dict[str, bool]:
+        return {"generated": True}
+
+    app.add_middleware(endpoints.RetentionMiddleware)
+    return TestClient(app, raise_server_exceptions=False), core
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "needle"),
+    [
+        ("/v1/chat/completions", XARGS + '"saga_retain_ttl_s": ' + BIG + "}}", "ttl"),
+        (
+            "/v1/chat/completions",
+            XARGS + '"saga_retain_ttl_s": 5, "saga_retain_priority": 9223372036854775808}}',
+            "saga_retain_priority",
+        ),
+        ("/saga/v1/retain", '{"session_id": "s", "ttl_s": ' + BIG + "}", "TTL"),
+        ("/saga/v1/retain", '{"session_id": "s", "ttl_s": 5, "priority": -9223372036854775809}', "priority"),
+        ("/saga/v1/retain", NESTED, "nested"),
+        ("/saga/v1/release", NESTED, "nested"),
+    ],
+)
+def test_out_of_range_numbers_and_deep_nesting_answer_400_not_500(
+    served: tuple[TestClient, FakeEngineCore], path: str, body: str, needle: str
+) -> None:
+    client, core = served
+    r = client.post(path, content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "BadRequestError" and error["code"] == 400 and needle in error["message"]
+    assert core.calls == []
+
+
+def test_values_at_the_edges_of_the_ranges_pass(served: tuple[TestClient, FakeEngineCore]) -> None:
+    client, core = served
+    xargs = {"saga_retain_ttl_s": 1e300, "saga_retain_priority": 2**63 - 1}
+    r = client.post("/v1/chat/completions", json={"session_id": "s", "vllm_xargs": xargs})
+    assert (r.status_code, r.json()) == (200, {"generated": True})
+    r = client.post("/saga/v1/retain", json={"session_id": "s", "ttl_s": 10**300, "priority": -(2**63)})
+    assert r.status_code == 200
+    assert core.calls == [("retain", {"session_id": "s", "ttl_s": 1e300, "priority": -(2**63)})]
