@@ -157,6 +157,9 @@ class AnswerFields(msgspec.Struct):
     stop_reason: Any = None  # /v1/messages: end_turn, tool_use, max_tokens, ...
     # /v1/messages stream events' delta; a Responses API stream event's `delta` is a string (not collected)
     delta: BlockDelta | str | None = None
+    # a Responses API stream event's response: the final one (`response.completed`, `.incomplete`, `.failed`)
+    # is the whole answer, its usage with it
+    response: AnswerFields | None = None
 
 
 class SeenMessages(msgspec.Struct):

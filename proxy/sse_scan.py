@@ -5,7 +5,9 @@ Messages) and returns its
 `Usage` (token counts, the first choice's `finish_reason`, the names of the tools it called, in order) or None
 when the body is not a JSON object. `StreamScanner` does the same for an SSE stream fed chunk by chunk at any
 boundaries: it only searches each complete `data:` line for a few byte markers and decodes just the lines
-that carry usage, so the relayed bytes are never parsed whole or re-encoded.
+that carry usage, so the relayed bytes are never parsed whole or re-encoded. (A Responses API stream's usage
+is in its last event's `response`, the whole answer: read as one.) A Responses API answer's `status` is given
+as chat's finish reason (`RESPONSES_FINISH`), an Anthropic one's `stop_reason` likewise (`ANTHROPIC_FINISH`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ANTHROPIC_FINISH = {
     "pause_turn": "stop",
     "refusal": "stop",
 }
+# The Responses API says how an answer ended in its `status`; in chat's words (other statuses kept as sent)
+RESPONSES_FINISH = {"completed": "stop", "incomplete": "length"}
 _TOOL_NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
 _RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[A-Za-z0-9_-]{1,200})"')
 
@@ -80,7 +84,7 @@ _JSON_DATA_LINE = re.compile(rb"^data:[ \t]*(\{.*)$", re.MULTILINE)  # a data li
 
 
 _OBJECT_STARTS = (b"{", b" {")
-_USAGE_OR_RESPONSE = (b'"usage":{', b'"usage": {', b'"response":{')
+_USAGE_OR_RESPONSE = (b'"usage":{', b'"usage": {', b'"response":{', b'"response": {')
 
 
 # Byte searches here use `find`, not `in`: on CPython 3.11 `marker in data` first tries `marker` as an int
@@ -193,8 +197,7 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
             tools = [f.name or "" for f in calls]
             said = Answer(message.content or "", tuple((f.name or "", f.arguments or "") for f in calls))
     if answer.output:
-        tools = [o.name for o in answer.output if o.type == "function_call" and o.name]
-        finish = "tool_calls" if tools else (answer.status or "")
+        finish, tools = _response_end(answer)
     content = answer.content
     if isinstance(content, list):  # /v1/messages (Anthropic)
         tools = [b.name for b in content if b.type == "tool_use" and b.name]
@@ -205,6 +208,15 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
     if answer.usage is None and not finish:
         return None, said
     return _usage(answer.usage, finish, tuple(tools)), said
+
+
+def _response_end(answer: AnswerFields) -> tuple[str, list[str]]:
+    """A Responses API answer's finish reason, in chat's words, and the tools it called."""
+    tools = [o.name for o in answer.output or () if o.type == "function_call" and o.name]
+    if tools:
+        return "tool_calls", tools
+    status = answer.status or ""
+    return RESPONSES_FINISH.get(status, status), tools
 
 
 def parse_answer(body: bytes) -> Usage | None:
@@ -228,8 +240,9 @@ DEFAULT_COLLECT_LIMIT = 64 * 1024 * 1024
 
 
 class StreamScanner:
-    """Feeds on a chat/completions SSE stream. With `collect_answer`, it also decodes each chunk's delta to
-    rebuild the assistant message (text and tool calls), which session inference by prefix chaining needs;
+    """Feeds on a chat/completions SSE stream (or a Responses API or /v1/messages one). With `collect_answer`,
+    it also decodes each chunk's delta to rebuild the assistant message (text and tool calls), which session
+    inference by prefix chaining needs;
     on a /v1/messages stream, the text of its text blocks (what a client's next call carries of it for
     session_chain: text blocks' text).
 
@@ -328,10 +341,11 @@ class StreamScanner:
             self._one_data_line(block[5:line_end])
             return
         if self._collect and block.find(b'"delta"') >= 0:
-            # Every JSON event is decoded anyway to rebuild the answer: read the rest from the same objects.
-            self._read_events(_JSON_DATA_LINE.findall(block))
             for payload in _data_payloads_with(block, _FINISH_OR_NAME):  # read as the other branch does
                 self._scan_finish_and_tools(payload)
+            # Every JSON event is decoded anyway to rebuild the answer: read the rest from the same objects
+            # (after the scan: a Responses API answer's last event replaces the tool names scanned before)
+            self._read_events(_JSON_DATA_LINE.findall(block))
         else:
             for payload in _data_payloads_with(block, _USAGE_FINISH_OR_NAME):
                 self._scan(payload)
@@ -340,6 +354,8 @@ class StreamScanner:
         """What `feed` concludes from a block that is one data line (`payload`, after `data:`), the shape of
         every chunk of a token-by-token stream, without the searches for the lines of a longer block."""
         if self._collect and payload.find(b'"delta"') >= 0:
+            if _has_any(payload, _FINISH_OR_NAME):  # first: as in `feed`'s collecting branch
+                self._scan_finish_and_tools(payload)
             # what _JSON_DATA_LINE finds; the usual "data: {" without copying the payload to strip it
             if payload.startswith(_OBJECT_STARTS) or payload.lstrip(b" \t").startswith(b"{"):
                 try:
@@ -348,8 +364,6 @@ class StreamScanner:
                     self._scan_usage(payload)
                 else:
                     self._read_event(answer)
-            if _has_any(payload, _FINISH_OR_NAME):
-                self._scan_finish_and_tools(payload)
         elif _has_any(payload, _USAGE_FINISH_OR_NAME):
             self._scan(payload)
 
@@ -378,7 +392,20 @@ class StreamScanner:
         """An event's usage (as `_scan` reads it) and its delta."""
         if event.usage is not None:
             self._usage, self._seen_usage = event.usage, True
+        elif event.response is not None:
+            self._read_response(event.response)
         self._collect_delta(event)
+
+    def _read_response(self, response: AnswerFields) -> None:
+        """A Responses API event's response. The final one (the only one with usage) is the whole answer:
+        its usage, status and function calls are read as a whole answer's, and its tool names replace those
+        the earlier events named (each function call is named in several: added, done, completed)."""
+        if response.usage is None:  # created, in progress: nothing final yet
+            return
+        self._usage, self._seen_usage = response.usage, True
+        finish, tools = _response_end(response)
+        self._finish = finish
+        self._tools = tools[:MAX_STREAM_TOOL_NAMES]
 
     def _collect_delta(self, chunk: AnswerFields) -> None:
         choices = chunk.choices  # each field read once: a Struct's attribute is a lookup from compiled code
@@ -435,6 +462,8 @@ class StreamScanner:
                 return
             if answer.usage is not None:
                 self._usage, self._seen_usage = answer.usage, True
+            elif answer.response is not None:
+                self._read_response(answer.response)
 
     def _scan_finish_and_tools(self, line: bytes) -> None:
         finish = _FINISH.search(line)

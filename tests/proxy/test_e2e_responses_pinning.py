@@ -15,6 +15,7 @@ import pytest
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
 from simulator.server import ReplicaFleet, start_fleet
+from tests.recording_core import RecordingCore
 
 
 @pytest.fixture
@@ -66,6 +67,32 @@ async def test_a_chain_of_responses_stays_on_the_replica_that_stored_them(
         # round-robin alone would scatter every chain over the three replicas (a 404 on each move)
         for replicas in await asyncio.gather(*(chain(k) for k in range(4))):
             assert len(replicas) == 1
+
+
+async def test_a_streamed_response_reports_its_usage_and_tool_call_as_a_whole_one_does(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """The scheduler learns a streamed answer's usage, finish and tool calls from its last event's
+    `response`, as from the whole answer. Before, a streamed one reported no usage (the session learned no
+    output tokens, no finish reason) and its function call four times over (each event naming it)."""
+    core = RecordingCore(fleet.urls)
+    config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, policy="round-robin", access_log=False)
+    tools = [{"type": "function", "name": "read_file", "parameters": {"type": "object"}}]
+    async with running_proxy(config, core) as url:
+        for stream in (False, True):
+            for extra in ({}, {"tools": tools, "tool_choice": "required"}):
+                body = {"model": "saga-sim", "input": "read it", "max_output_tokens": 40, "stream": stream}
+                async with http.post(f"{url}/v1/responses", json={**body, **extra}) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+    whole_text, whole_call, streamed_text, streamed_call = core.usages
+    for whole, streamed in ((whole_text, streamed_text), (whole_call, streamed_call)):
+        assert whole is not None and streamed is not None
+        assert streamed.prompt_tokens == whole.prompt_tokens > 0 and streamed.completion_tokens > 0
+    for text in (whole_text, streamed_text):
+        assert text is not None and text.finish_reason in ("stop", "length") and not text.tool_names
+    for call in (whole_call, streamed_call):
+        assert call is not None and (call.finish_reason, call.tool_names) == ("tool_calls", ("read_file",))
 
 
 async def test_a_continuation_whose_replica_is_gone_gets_a_clear_error_and_nothing_leaks(

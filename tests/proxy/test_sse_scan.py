@@ -258,6 +258,81 @@ def test_tool_names_read_from_one_stream_are_bounded() -> None:
     assert found.tool_names[0] == "tool0"
 
 
+# -- /v1/responses (the Responses API, as vLLM sends it) --------------------------------------------------
+
+_CALL_ITEM = {
+    "type": "function_call",
+    "id": "fc_1",
+    "call_id": "call_1",
+    "name": "read_file",
+    "arguments": "",
+}
+_RESPONSE = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
+_RESPONSE_USAGE = {"input_tokens": 30, "input_tokens_details": {"cached_tokens": 16}, "output_tokens": 9}
+_RESPONSES_STREAM = b"".join(
+    b"event: " + kind.encode() + b"\ndata: " + json.dumps({"type": kind, **data}).encode() + b"\n\n"
+    for kind, data in [
+        ("response.created", {"response": {**_RESPONSE, "usage": None}}),
+        ("response.in_progress", {"response": {**_RESPONSE, "usage": None}}),
+        ("response.output_item.added", {"output_index": 0, "item": _CALL_ITEM}),
+        ("response.function_call_arguments.delta", {"item_id": "fc_1", "delta": '{"path": "a"}'}),
+        ("response.function_call_arguments.done", {"item_id": "fc_1", "arguments": '{"path": "a"}'}),
+        ("response.output_item.done", {"output_index": 0, "item": {**_CALL_ITEM, "status": "completed"}}),
+        (
+            "response.completed",
+            {
+                "response": {
+                    **_RESPONSE,
+                    "status": "completed",
+                    "output": [{**_CALL_ITEM, "status": "completed"}],
+                    "usage": _RESPONSE_USAGE,
+                }
+            },
+        ),
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=len(_RESPONSES_STREAM) - 1), max_size=8),
+    collect=st.booleans(),
+)
+def test_a_responses_stream_gives_what_its_whole_answer_gives_however_it_is_cut(
+    cuts: list[int], collect: bool
+) -> None:
+    """The usage is in the last event's `response` (read as nothing before: the scheduler learned no output
+    and no finish reason of a streamed Responses API call), and its function call is named once, as the whole
+    answer names it (each event naming it counted it: four calls of `read_file`)."""
+    from proxy.sse_scan import parse_answer
+
+    scanner = StreamScanner(collect_answer=collect)
+    edges = [0, *sorted(set(cuts)), len(_RESPONSES_STREAM)]
+    for start, end in itertools.pairwise(edges):
+        scanner.feed(_RESPONSES_STREAM[start:end])
+    scanner.feed(b"\n")
+    whole = {**_RESPONSE, "status": "completed", "output": [_CALL_ITEM], "usage": _RESPONSE_USAGE}
+    assert (
+        scanner.usage()
+        == parse_answer(json.dumps(whole).encode())
+        == Usage(30, 9, 16, "tool_calls", ("read_file",))
+    )
+
+
+def test_a_responses_answers_status_is_read_as_chats_finish_reason_whole_and_streamed() -> None:
+    from proxy.sse_scan import parse_answer
+
+    text = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done"}]}
+    for status, finish in (("completed", "stop"), ("incomplete", "length"), ("failed", "failed")):
+        whole = {**_RESPONSE, "status": status, "output": [text], "usage": _RESPONSE_USAGE}
+        scanner = StreamScanner()
+        scanner.feed(
+            b"event: response.created\ndata: " + json.dumps({"response": _RESPONSE}).encode() + b"\n\n"
+        )
+        scanner.feed(b"event: response.done\ndata: " + json.dumps({"response": whole}).encode() + b"\n\n")
+        assert scanner.usage() == parse_answer(json.dumps(whole).encode()) == Usage(30, 9, 16, finish)
+
+
 # -- /v1/messages (Anthropic, as vLLM sends it) --------------------------------------------------------------
 
 _ANTHROPIC_STREAM = b"".join(
