@@ -37,7 +37,9 @@ Contract:
   `relay_call`, in a task). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
   read; an owner that cannot be reached means the call is served here (`HandoffCounts.failed`). What a
   connection keeps for a possible move is bounded by `max_body_bytes` + `MAX_HEAD_BYTES` and released
-  whenever the connection is between requests.
+  whenever the connection is between requests. A connection whose bytes cannot be handed on as read (an
+  upgrade offer declined, a refusal queued behind earlier requests) does not move: its calls of other
+  workers' sessions are relayed.
 """
 
 from __future__ import annotations
@@ -235,8 +237,12 @@ class _ClientConnection(asyncio.Protocol):
         # With several workers: every byte read since the start of the first request not yet served here
         # (from a message boundary: `_raw_served` complete messages at its head were served here already),
         # so the connection can be handed to the worker that owns that request's session. None otherwise.
-        # None too on a connection from another worker relaying calls this one owns (`relay_call`).
+        # None too on a connection from another worker relaying calls this one owns (`relay_call`), and once
+        # what was read can no longer be handed on as it came (an upgrade declined, a refusal).
         self._raw: list[bytes] | None = [] if server.links is not None and not relayed else None
+        # With several workers, calls go to their session's owner (`_serve_next`); not the calls another
+        # worker relays here, which are this worker's.
+        self._routes = server.links is not None and not relayed
         self._raw_size = 0
         self._raw_served = 0
         self._raw_lost = False  # over the bound: no hand-off until the connection is between requests
@@ -329,7 +335,9 @@ class _ClientConnection(asyncio.Protocol):
         """An upgrade offer (h2c, websocket: `curl --http2` sends one) is declined, as RFC 9110 7.8 lets a
         server: the request is read again without it, by a parser of its own, with its body (httptools
         stops at the end of an upgrading request's head and reads nothing after it)."""
-        self._raw = None  # what the parser reads is no longer what was read: this connection is not handed on
+        # What the parser reads is no longer what was read: this connection is not handed on (its calls of
+        # other workers' sessions are relayed).
+        self._raw = None
         request = self.queue[-1] if self.queue else None
         if request is None or request.refused is not None or request.method == "CONNECT":
             if request is not None:
@@ -586,7 +594,7 @@ class _ClientConnection(asyncio.Protocol):
                 headers = CIMultiDict(request.headers)
                 keys = self.server.api_keys
                 tenant = call_tenant(keys, headers.get("Authorization")) if keys else None
-                if self._raw is None:
+                if not self._routes:
                     begin_call(
                         self.server.app, path, headers, request.body, tenant, downstream, request.headers
                     )
@@ -594,7 +602,7 @@ class _ClientConnection(asyncio.Protocol):
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
                     key, seen = ownership_key(headers, fields, tenant)
                     owner = self._owner_elsewhere(key, fields.previous_response_id, seen)
-                    if owner >= 0 and not (self._moved or self._raw_lost):
+                    if owner >= 0 and not (self._moved or self._raw_lost or self._raw is None):
                         self.queue.appendleft(request)
                         self._raw_served -= 1
                         self._pass_to(owner)
@@ -671,8 +679,9 @@ class _ClientConnection(asyncio.Protocol):
 
     def _pass_to(self, owner: int) -> None:
         """Hands the connection to `owner` once every earlier answer is out (now, when it is already). A
-        connection that moved already, or whose bytes since the request began were over the bound, is not
-        moved: its calls of other workers' sessions are relayed (`relay_call`)."""
+        connection that moved already, whose bytes since the request began were over the bound, or whose
+        bytes cannot be handed on as read (`_raw` None) is not moved: its calls of other workers' sessions
+        are relayed (`relay_call`)."""
         transport = self.transport
         assert transport is not None
         transport.pause_reading()

@@ -565,6 +565,39 @@ async def test_pipelined_requests_over_the_hand_off_bound_are_relayed_to_their_o
             assert scheduled[owner_of(s, 2)].get(s) == 5, (s, scheduled)
 
 
+async def test_calls_on_a_connection_that_declined_an_upgrade_or_ends_in_a_refusal_reach_their_owners(
+    saga: Saga,
+) -> None:
+    """A connection whose first request offered an upgrade (`curl --http2` on http://: `Upgrade: h2c`) is
+    read again without it, so its bytes cannot be handed on as they came; nor can those of pipelined calls
+    ahead of a malformed request. Their calls are relayed to their owners, not served where they were read
+    (which split a session between the workers)."""
+    upgrade = (
+        "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    )
+    sessions = []
+    for k in range(3):  # whichever worker accepts each connection, some of its calls are the other's
+        zero, one = owned_by(0, 1, f"upgrade{k}")[0], owned_by(1, 1, f"upgrade{k}")[0]
+        sessions += [zero, one]
+        offer = request_bytes("/v1/chat/completions", chat(zero)).replace(
+            b"\r\n\r\n", f"\r\n{upgrade}\r\n".encode(), 1
+        )
+        follow = [request_bytes("/v1/chat/completions", chat(s)) for s in (one, zero)]
+        answers = await pipelined(
+            saga.url, [offer, *follow, request_bytes("/v1/chat/completions", chat(one), close=True)]
+        )
+        assert [status for status, _ in answers] == [200] * 4, answers
+        zero, one = owned_by(0, 1, f"refused{k}")[0], owned_by(1, 1, f"refused{k}")[0]
+        sessions += [zero, one]
+        calls = [request_bytes("/v1/chat/completions", chat(s)) for s in (zero, one)]
+        answers = await pipelined(saga.url, [*calls, b"NOT HTTP\x00\r\n\r\n"])
+        assert [status for status, _ in answers] == [200, 200, 400], answers
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in sessions:
+        assert s in scheduled[owner_of(s, 2)], (s, scheduled)
+        assert s not in scheduled[1 - owner_of(s, 2)], (s, scheduled)
+
+
 def test_workers_that_keep_exiting_stop_the_supervisor(tmp_path: Path) -> None:
     with saga_workers(tmp_path) as saga:
         for _ in range(5):  # supervisor.MAX_EXITS within EXIT_WINDOW_S
