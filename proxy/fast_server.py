@@ -39,7 +39,7 @@ Contract:
   connection keeps for a possible move is bounded by `max_body_bytes` + `MAX_HEAD_BYTES` and released
   whenever the connection is between requests. A connection whose bytes cannot be handed on as read (an
   upgrade offer declined, a refusal queued behind earlier requests) does not move: its calls of other
-  workers' sessions are relayed.
+  workers' sessions are relayed. A call relayed to its owner gets one access-log line, the reader's.
 """
 
 from __future__ import annotations
@@ -243,6 +243,9 @@ class _ClientConnection(asyncio.Protocol):
         # With several workers, calls go to their session's owner (`_serve_next`); not the calls another
         # worker relays here, which are this worker's.
         self._routes = server.links is not None and not relayed
+        # One access-log line per request: a relayed call's is the reading worker's (with the client's
+        # address), not the owner's too.
+        self._logs_access = server.access_log and not relayed
         self._raw_size = 0
         self._raw_served = 0
         self._raw_lost = False  # over the bound: no hand-off until the connection is between requests
@@ -752,7 +755,7 @@ class _ClientConnection(asyncio.Protocol):
         except ConnectionError:
             request.keep_alive = False
         except asyncio.CancelledError:
-            if self.transport is None and self.server.access_log:  # the client hung up (connection_lost)
+            if self.transport is None and self._logs_access:  # the client hung up (connection_lost)
                 # logged as nginx logs it: 499 when no answer had started, else what was sent of it
                 self._log_access(request, downstream, time.perf_counter() - downstream.started, 499)
             raise
@@ -771,7 +774,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def _served(self, request: _Request, downstream: _Downstream) -> bool:
         """The request's answer is out: logged, and the connection closed unless kept alive (False)."""
-        if self.server.access_log:
+        if self._logs_access:
             self._log_access(request, downstream, time.perf_counter() - downstream.started)
         if request.keep_alive and self.transport is not None and not self.transport.is_closing():
             return True

@@ -598,6 +598,28 @@ async def test_calls_on_a_connection_that_declined_an_upgrade_or_ends_in_a_refus
         assert s not in scheduled[1 - owner_of(s, 2)], (s, scheduled)
 
 
+async def test_a_relayed_call_gets_one_access_log_line(saga: Saga) -> None:
+    """docs/config.md `access_log`: one line per request. A call relayed to its owner is logged by the
+    worker that read it (with the client's address), not by the owner as well."""
+    sessions = owned_by(0, 2, "logged") + owned_by(1, 2, "logged")
+    url = f"{saga.url}/v1/chat/completions?trace=relayed-once"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+        for step in range(2):  # one connection across both workers' sessions: it moves once, then relays
+            for s in sessions:
+                async with http.post(url, json=chat(s, f"step {step}")) as r:
+                    assert r.status == 200, await r.text()
+    calls = 2 * len(sessions)
+
+    def logged() -> list[str]:
+        return [line for line in list(saga.output) if "relayed-once" in line and "saga.access" in line]
+
+    wait_for(lambda: len(logged()) >= calls, "the calls' access-log lines", saga)
+    await asyncio.sleep(1.0)  # access lines are written in batches every 0.2 s: any more are out by now
+    lines = logged()
+    assert len(lines) == calls, lines
+    assert all(" 127.0.0.1 " in line for line in lines), lines
+
+
 def test_workers_that_keep_exiting_stop_the_supervisor(tmp_path: Path) -> None:
     with saga_workers(tmp_path) as saga:
         for _ in range(5):  # supervisor.MAX_EXITS within EXIT_WINDOW_S
