@@ -399,6 +399,12 @@ class _ClientConnection(asyncio.Protocol):
         inline, self.inline = self.inline, None
         if inline is not None:
             inline.client_gone()
+            downstream = inline.downstream
+            if self._logs_access and isinstance(downstream, _Downstream):
+                # as a task's hang-up is logged (`_serve_in_task`): what was sent, or 499 if nothing was
+                self._log_access(
+                    downstream.request, downstream, time.perf_counter() - downstream.started, 499
+                )
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(ConnectionResetError("the client closed the connection"))
         # The parser calls back into this connection, a reference cycle that only a full garbage collection
