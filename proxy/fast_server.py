@@ -37,7 +37,9 @@ Contract:
   `relay_call`, in a task). Refusals (malformed HTTP, bad JSON, bad identity values) are answered where
   read; an owner that cannot be reached means the call is served here (`HandoffCounts.failed`). What a
   connection keeps for a possible move is bounded by `max_body_bytes` + `MAX_HEAD_BYTES` and released
-  whenever the connection is between requests.
+  whenever the connection is between requests. A connection whose bytes cannot be handed on as read (an
+  upgrade offer declined, a refusal queued behind earlier requests) does not move: its calls of other
+  workers' sessions are relayed. A call relayed to its owner gets one access-log line, the reader's.
 """
 
 from __future__ import annotations
@@ -235,8 +237,15 @@ class _ClientConnection(asyncio.Protocol):
         # With several workers: every byte read since the start of the first request not yet served here
         # (from a message boundary: `_raw_served` complete messages at its head were served here already),
         # so the connection can be handed to the worker that owns that request's session. None otherwise.
-        # None too on a connection from another worker relaying calls this one owns (`relay_call`).
+        # None too on a connection from another worker relaying calls this one owns (`relay_call`), and once
+        # what was read can no longer be handed on as it came (an upgrade declined, a refusal).
         self._raw: list[bytes] | None = [] if server.links is not None and not relayed else None
+        # With several workers, calls go to their session's owner (`_serve_next`); not the calls another
+        # worker relays here, which are this worker's.
+        self._routes = server.links is not None and not relayed
+        # One access-log line per request: a relayed call's is the reading worker's (with the client's
+        # address), not the owner's too.
+        self._logs_access = server.access_log and not relayed
         self._raw_size = 0
         self._raw_served = 0
         self._raw_lost = False  # over the bound: no hand-off until the connection is between requests
@@ -329,7 +338,9 @@ class _ClientConnection(asyncio.Protocol):
         """An upgrade offer (h2c, websocket: `curl --http2` sends one) is declined, as RFC 9110 7.8 lets a
         server: the request is read again without it, by a parser of its own, with its body (httptools
         stops at the end of an upgrading request's head and reads nothing after it)."""
-        self._raw = None  # what the parser reads is no longer what was read: this connection is not handed on
+        # What the parser reads is no longer what was read: this connection is not handed on (its calls of
+        # other workers' sessions are relayed).
+        self._raw = None
         request = self.queue[-1] if self.queue else None
         if request is None or request.refused is not None or request.method == "CONNECT":
             if request is not None:
@@ -388,6 +399,12 @@ class _ClientConnection(asyncio.Protocol):
         inline, self.inline = self.inline, None
         if inline is not None:
             inline.client_gone()
+            downstream = inline.downstream
+            if self._logs_access and isinstance(downstream, _Downstream):
+                # as a task's hang-up is logged (`_serve_in_task`): what was sent, or 499 if nothing was
+                self._log_access(
+                    downstream.request, downstream, time.perf_counter() - downstream.started, 499
+                )
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(ConnectionResetError("the client closed the connection"))
         # The parser calls back into this connection, a reference cycle that only a full garbage collection
@@ -586,7 +603,7 @@ class _ClientConnection(asyncio.Protocol):
                 headers = CIMultiDict(request.headers)
                 keys = self.server.api_keys
                 tenant = call_tenant(keys, headers.get("Authorization")) if keys else None
-                if self._raw is None:
+                if not self._routes:
                     begin_call(
                         self.server.app, path, headers, request.body, tenant, downstream, request.headers
                     )
@@ -594,7 +611,7 @@ class _ClientConnection(asyncio.Protocol):
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
                     key, seen = ownership_key(headers, fields, tenant)
                     owner = self._owner_elsewhere(key, fields.previous_response_id, seen)
-                    if owner >= 0 and not (self._moved or self._raw_lost):
+                    if owner >= 0 and not (self._moved or self._raw_lost or self._raw is None):
                         self.queue.appendleft(request)
                         self._raw_served -= 1
                         self._pass_to(owner)
@@ -671,8 +688,9 @@ class _ClientConnection(asyncio.Protocol):
 
     def _pass_to(self, owner: int) -> None:
         """Hands the connection to `owner` once every earlier answer is out (now, when it is already). A
-        connection that moved already, or whose bytes since the request began were over the bound, is not
-        moved: its calls of other workers' sessions are relayed (`relay_call`)."""
+        connection that moved already, whose bytes since the request began were over the bound, or whose
+        bytes cannot be handed on as read (`_raw` None) is not moved: its calls of other workers' sessions
+        are relayed (`relay_call`)."""
         transport = self.transport
         assert transport is not None
         transport.pause_reading()
@@ -743,7 +761,7 @@ class _ClientConnection(asyncio.Protocol):
         except ConnectionError:
             request.keep_alive = False
         except asyncio.CancelledError:
-            if self.transport is None and self.server.access_log:  # the client hung up (connection_lost)
+            if self.transport is None and self._logs_access:  # the client hung up (connection_lost)
                 # logged as nginx logs it: 499 when no answer had started, else what was sent of it
                 self._log_access(request, downstream, time.perf_counter() - downstream.started, 499)
             raise
@@ -762,7 +780,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def _served(self, request: _Request, downstream: _Downstream) -> bool:
         """The request's answer is out: logged, and the connection closed unless kept alive (False)."""
-        if self.server.access_log:
+        if self._logs_access:
             self._log_access(request, downstream, time.perf_counter() - downstream.started)
         if request.keep_alive and self.transport is not None and not self.transport.is_closing():
             return True

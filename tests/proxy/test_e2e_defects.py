@@ -232,6 +232,32 @@ async def test_client_disconnects_log_no_error(
         assert [line.split('" ')[1].split()[0] for line in calls] == ["200", "499"]
 
 
+async def test_a_hang_up_mid_answer_relayed_from_callbacks_has_its_access_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A call relayed from the connections' callbacks (proxy/inline_relay.py: an idle pooled connection to
+    the replica, here left by the call before it on the same client connection) whose client hangs up
+    mid-answer has its access line too, as one served in a task has: the status sent (the stream's 200)."""
+    if proxy_server.server_kind(config([])) != "fast":
+        pytest.skip("aiohttp logs no cancelled handler (docs/config.md)")
+    caplog.set_level(logging.INFO, logger="saga.access")
+    async with (
+        fake_replica("stall-stream") as streaming,
+        running_proxy(config([streaming.url])) as url,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http,
+    ):
+        async with http.post(f"{url}/v1/chat/completions?warm", json={"messages": MESSAGES}) as r:
+            assert r.status == 200, await r.text()
+        body = {"model": "fake", "messages": MESSAGES, "stream": True}
+        async with http.post(f"{url}/v1/chat/completions?cut", json=body) as r:
+            await r.content.readline()  # the stream has started; now hang up
+            r.close()
+        await asyncio.wait_for(streaming.cancelled.wait(), 30)  # the proxy hung up on the replica too
+        assert (await eventually_idle(http, url))["in_flight"] == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "saga.access" and "?cut" in r.getMessage()]
+    assert [line.split('" ')[1].split()[0] for line in lines] == ["200"], lines
+
+
 async def test_a_client_half_closing_after_its_call_is_taken_as_gone(http: aiohttp.ClientSession) -> None:
     """`shutdown(SHUT_WR)` once the call is sent reads as a hang-up (TCP tells them apart only when a write
     fails): the call is aborted upstream rather than left generating for a client that may have given up

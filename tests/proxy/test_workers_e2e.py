@@ -565,6 +565,61 @@ async def test_pipelined_requests_over_the_hand_off_bound_are_relayed_to_their_o
             assert scheduled[owner_of(s, 2)].get(s) == 5, (s, scheduled)
 
 
+async def test_calls_on_a_connection_that_declined_an_upgrade_or_ends_in_a_refusal_reach_their_owners(
+    saga: Saga,
+) -> None:
+    """A connection whose first request offered an upgrade (`curl --http2` on http://: `Upgrade: h2c`) is
+    read again without it, so its bytes cannot be handed on as they came; nor can those of pipelined calls
+    ahead of a malformed request. Their calls are relayed to their owners, not served where they were read
+    (which split a session between the workers)."""
+    upgrade = (
+        "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    )
+    sessions = []
+    for k in range(3):  # whichever worker accepts each connection, some of its calls are the other's
+        zero, one = owned_by(0, 1, f"upgrade{k}")[0], owned_by(1, 1, f"upgrade{k}")[0]
+        sessions += [zero, one]
+        offer = request_bytes("/v1/chat/completions", chat(zero)).replace(
+            b"\r\n\r\n", f"\r\n{upgrade}\r\n".encode(), 1
+        )
+        follow = [request_bytes("/v1/chat/completions", chat(s)) for s in (one, zero)]
+        answers = await pipelined(
+            saga.url, [offer, *follow, request_bytes("/v1/chat/completions", chat(one), close=True)]
+        )
+        assert [status for status, _ in answers] == [200] * 4, answers
+        zero, one = owned_by(0, 1, f"refused{k}")[0], owned_by(1, 1, f"refused{k}")[0]
+        sessions += [zero, one]
+        calls = [request_bytes("/v1/chat/completions", chat(s)) for s in (zero, one)]
+        answers = await pipelined(saga.url, [*calls, b"NOT HTTP\x00\r\n\r\n"])
+        assert [status for status, _ in answers] == [200, 200, 400], answers
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    for s in sessions:
+        assert s in scheduled[owner_of(s, 2)], (s, scheduled)
+        assert s not in scheduled[1 - owner_of(s, 2)], (s, scheduled)
+
+
+async def test_a_relayed_call_gets_one_access_log_line(saga: Saga) -> None:
+    """docs/config.md `access_log`: one line per request. A call relayed to its owner is logged by the
+    worker that read it (with the client's address), not by the owner as well."""
+    sessions = owned_by(0, 2, "logged") + owned_by(1, 2, "logged")
+    url = f"{saga.url}/v1/chat/completions?trace=relayed-once"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+        for step in range(2):  # one connection across both workers' sessions: it moves once, then relays
+            for s in sessions:
+                async with http.post(url, json=chat(s, f"step {step}")) as r:
+                    assert r.status == 200, await r.text()
+    calls = 2 * len(sessions)
+
+    def logged() -> list[str]:
+        return [line for line in list(saga.output) if "relayed-once" in line and "saga.access" in line]
+
+    wait_for(lambda: len(logged()) >= calls, "the calls' access-log lines", saga)
+    await asyncio.sleep(1.0)  # access lines are written in batches every 0.2 s: any more are out by now
+    lines = logged()
+    assert len(lines) == calls, lines
+    assert all(" 127.0.0.1 " in line for line in lines), lines
+
+
 def test_workers_that_keep_exiting_stop_the_supervisor(tmp_path: Path) -> None:
     with saga_workers(tmp_path) as saga:
         for _ in range(5):  # supervisor.MAX_EXITS within EXIT_WINDOW_S
