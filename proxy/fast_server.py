@@ -326,7 +326,7 @@ class _ClientConnection(asyncio.Protocol):
                 self._refuse(400, "malformed HTTP request (header too long)")
         if self.queue and not self._busy():
             self._serve_next()
-        if len(self.queue) > _MAX_QUEUED and self.transport is not None and not self._refused:
+        if len(self.queue) > _MAX_QUEUED and not self._refused:
             self._hold_back()  # a client pipelining requests faster than it reads their answers
         raw = self._raw
         if raw is not None and self._between and not self.queue:  # all read so far is served here

@@ -209,11 +209,8 @@ def _members(buf: bytes, start: int) -> tuple[int, bytes, int]:
         if pos >= len(buf):
             return _PAST, role, content_at
         if buf[pos] == 0x7D:
-            return (
-                pos + 1,
-                role,
-                content_at,
-            )  # (after a `,` too: where _object_end ends it, the decoder refuses)
+            # (after a `,` too: where _object_end ends it, the decoder refuses)
+            return pos + 1, role, content_at
         if buf[pos] != 0x22:
             return _INVALID, role, content_at
         name_end = _string_end(buf, pos)
@@ -261,9 +258,8 @@ def _names_a_system_role(raw: bytes) -> bool:
     if raw in (b'"system"', b'"developer"'):
         return True
     if not raw.startswith(b'"') or 0x5C not in raw:
-        return (
-            False  # not a string (the decoder refuses it), or one spelled without escapes: not a system role
-        )
+        # not a string (the decoder refuses it), or one spelled without escapes: not a system role
+        return False
     try:
         return msgspec.json.decode(raw, type=str) in SYSTEM_ROLES
     except msgspec.DecodeError:

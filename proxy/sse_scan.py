@@ -390,11 +390,15 @@ class StreamScanner:
 
     def _read_event(self, event: AnswerFields) -> None:
         """An event's usage (as `_scan` reads it) and its delta."""
+        self._take_usage(event)
+        self._collect_delta(event)
+
+    def _take_usage(self, event: AnswerFields) -> None:
+        """An event's usage: a chat chunk's own, or a Responses API event's whole answer."""
         if event.usage is not None:
             self._usage, self._seen_usage = event.usage, True
         elif event.response is not None:
             self._read_response(event.response)
-        self._collect_delta(event)
 
     def _read_response(self, response: AnswerFields) -> None:
         """A Responses API event's response. The final one (the only one with usage) is the whole answer:
@@ -460,10 +464,7 @@ class StreamScanner:
                 answer = _answer_decoder.decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 return
-            if answer.usage is not None:
-                self._usage, self._seen_usage = answer.usage, True
-            elif answer.response is not None:
-                self._read_response(answer.response)
+            self._take_usage(answer)
 
     def _scan_finish_and_tools(self, line: bytes) -> None:
         finish = _FINISH.search(line)
@@ -483,10 +484,8 @@ class StreamScanner:
                     break
                 try:
                     self._tools.append(m.group(1).decode())
-                except (
-                    UnicodeDecodeError
-                ):  # not UTF-8, so not JSON: left unread, as a whole answer's would be
-                    continue
+                except UnicodeDecodeError:
+                    continue  # not UTF-8, so not JSON: left unread, as a whole answer's would be
 
     def usage(self) -> Usage | None:
         if not self._seen_usage and not self._finish and not self._tools:

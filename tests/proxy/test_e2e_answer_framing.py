@@ -15,9 +15,11 @@ keep-alive connections. Each case failed before its fix:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -81,6 +83,20 @@ def _client() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
 
 
+@contextlib.asynccontextmanager
+async def _proxy_before(
+    calls: Answer, server: str, **settings: Any
+) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """The proxy (server `server`, `settings`) in front of one raw replica whose calls `calls` answers, and a
+    client with a bounded timeout (a call the proxy fails to answer ends the test instead of hanging it)."""
+    async with (
+        _client() as http,
+        raw_replica(_replica(calls)) as replica,
+        running_proxy(config([replica], server=server, access_log=False, **settings)) as url,
+    ):
+        yield http, url
+
+
 @SERVERS
 async def test_interim_answers_are_skipped_and_each_client_gets_its_own_answer(server: str) -> None:
     async def calls(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -89,11 +105,7 @@ async def test_interim_answers_are_skipped_and_each_client_gets_its_own_answer(s
         await asyncio.sleep(0.05)  # the final answer in a read of its own
         writer.write(_whole(_echo(body)))
 
-    async with (
-        _client() as http,
-        raw_replica(_replica(calls)) as replica,
-        running_proxy(config([replica], server=server, access_log=False)) as url,
-    ):
+    async with _proxy_before(calls, server) as (http, url):
         for prompt in ("alice", "bob", "carol"):  # on one pooled connection, one after another
             status, headers, body = await _call(http, url, prompt)
             assert status == 200, (status, body)
@@ -110,11 +122,7 @@ async def test_a_protocol_switch_is_an_upstream_error_not_the_answer(
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
 
     caplog.set_level(logging.WARNING)
-    async with (
-        _client() as http,
-        raw_replica(_replica(calls)) as replica,
-        running_proxy(config([replica], server=server, access_log=False)) as url,
-    ):
+    async with _proxy_before(calls, server) as (http, url):
         status, _, body = await _call(http, url, "switch")
         assert status in (502, 503), (status, body)
         assert set(json.loads(body)["error"]) == {"message", "type", "param", "code"}
@@ -142,11 +150,8 @@ async def test_bytes_a_replica_sent_unasked_never_reach_the_next_call(server: st
             await asyncio.sleep(0.1)  # the proxy has pooled the connection by now
             writer.write(stray)
 
-    async with (
-        _client() as http,  # before: the second call waited for the first-byte timeout, past the client's
-        raw_replica(_replica(calls)) as replica,
-        running_proxy(config([replica], server=server, access_log=False, first_byte_timeout_s=60.0)) as url,
-    ):
+    # before, the second call waited for the first-byte timeout, past the client's
+    async with _proxy_before(calls, server, first_byte_timeout_s=60.0) as (http, url):
         for prompt in ("first", "second", "third"):
             status, _, body = await _call(http, url, prompt)
             assert status == 200, (prompt, status, body)
@@ -175,11 +180,7 @@ async def test_a_stream_whose_tool_name_is_not_utf8_is_relayed_whole(
         writer.write(b"0\r\n\r\n")
 
     caplog.set_level(logging.ERROR)
-    async with (
-        _client() as http,
-        raw_replica(_replica(calls)) as replica,
-        running_proxy(config([replica], server=server, access_log=False)) as url,
-    ):
+    async with _proxy_before(calls, server) as (http, url):
         status, _, body = await _call(http, url, "tools", stream=True)
         assert status == 200
         assert body == b"".join(events)
@@ -197,11 +198,7 @@ async def test_trailer_fields_are_not_relayed_as_header_fields(server: str) -> N
             b"0\r\nX-Checksum: 1234\r\nContent-Type: text/plain\r\n\r\n" % (len(answer), answer)
         )
 
-    async with (
-        _client() as http,
-        raw_replica(_replica(calls)) as replica,
-        running_proxy(config([replica], server=server, access_log=False)) as url,
-    ):
+    async with _proxy_before(calls, server) as (http, url):
         for prompt in ("one", "two"):
             status, headers, body = await _call(http, url, prompt)
             assert status == 200
@@ -223,11 +220,8 @@ async def test_a_replica_error_whose_body_fails_is_the_proxys_own_error(server: 
             writer.transport.abort()
 
     settings = {"max_retries": 1, "first_byte_timeout_s": 60.0, "stream_idle_timeout_s": 0.5}
-    async with (
-        _client() as http,  # before, a stalled body waited the first-byte timeout, past the client's
-        raw_replica(_replica(calls)) as replica,
-        running_proxy(config([replica], server=server, access_log=False, **settings)) as url,
-    ):
+    # before, a stalled body waited the first-byte timeout, past the client's
+    async with _proxy_before(calls, server, **settings) as (http, url):
         status, _, body = await _call(http, url, "fails")
         assert status == 502, (status, body)
         error = json.loads(body)["error"]
