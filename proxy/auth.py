@@ -1,8 +1,9 @@
 """Who may call the proxy: optional client API keys (each mapped to a tenant) and the admin token.
 
-Contract: with `api_keys` set, every route but `/health`, `/metrics` and the admin API needs
-`Authorization: Bearer <key>` for a listed key, else a 401 OpenAI error; the key's tenant becomes the call's
-tenant (a tenant header cannot override it) and the client's key is never forwarded to a replica. With
+Contract: with `api_keys` set, every route but `/health`, `/metrics` and the admin API needs a listed key,
+as `Authorization: Bearer <key>` or, where that header is absent, as `x-api-key: <key>` (how Anthropic's SDKs
+and Claude Code send theirs), else a 401 OpenAI error; the key's tenant becomes the call's tenant (a tenant
+header cannot override it) and the client's key, in either header, is never forwarded to a replica. With
 `admin_token` set, every `/saga/v1/*` route needs `Authorization: Bearer <admin_token>`. Keys are compared in
 constant time and never logged or echoed.
 """
@@ -31,6 +32,13 @@ def _bearer_of(auth: str) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def client_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a client presents: its bearer token, else (no `Authorization` at all) its `x-api-key`."""
+    if authorization is not None:
+        return _bearer_of(authorization)
+    return x_api_key.strip() or None if x_api_key is not None else None
+
+
 def _matches(token: str, expected: str) -> bool:
     # aiohttp reads a byte that is not UTF-8 as a lone surrogate: compared as the byte it was, not a 500
     return hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode())
@@ -50,7 +58,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             )
         return await handler(request)
     if config.api_keys:
-        request[TENANT] = client_tenant(config.api_keys, token)
+        key = client_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+        request[TENANT] = client_tenant(config.api_keys, key)
     return await handler(request)
 
 
@@ -66,6 +75,8 @@ def client_tenant(api_keys: dict[str, str], token: str | None) -> str:
     return tenant
 
 
-def call_tenant(api_keys: dict[str, str] | None, authorization: str | None) -> str | None:
+def call_tenant(
+    api_keys: dict[str, str] | None, authorization: str | None, x_api_key: str | None = None
+) -> str | None:
     """For servers without aiohttp's middleware (proxy/fast_server.py): None when no keys are configured."""
-    return client_tenant(api_keys, _bearer_of(authorization or "")) if api_keys else None
+    return client_tenant(api_keys, client_key(authorization, x_api_key)) if api_keys else None

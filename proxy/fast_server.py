@@ -602,7 +602,11 @@ class _ClientConnection(asyncio.Protocol):
             try:
                 headers = CIMultiDict(request.headers)
                 keys = self.server.api_keys
-                tenant = call_tenant(keys, headers.get("Authorization")) if keys else None
+                tenant = (
+                    call_tenant(keys, headers.get("Authorization"), headers.get("x-api-key"))
+                    if keys
+                    else None
+                )
                 if not self._routes:
                     begin_call(
                         self.server.app, path, headers, request.body, tenant, downstream, request.headers

@@ -145,10 +145,16 @@ def too_large_error(max_answer_bytes: int) -> ProxyError:
     )
 
 
+_AUTHORIZATION = frozenset({"authorization"})
+_CLIENT_KEYS = frozenset({"authorization", "x-api-key"})
+
+
 def upstream_auth(headers: dict[str, str], config: ProxyConfig) -> None:
-    """The replica sees the proxy's upstream key, never a client key the proxy checked itself."""
+    """The replica sees the proxy's upstream key, never a client key the proxy checked itself (in either
+    header proxy/auth.py reads one from)."""
     if config.api_keys or config.upstream_api_key:
-        for name in [k for k in headers if k.lower() == "authorization"]:
+        dropped = _CLIENT_KEYS if config.api_keys else _AUTHORIZATION
+        for name in [k for k in headers if k.lower() in dropped]:
             del headers[name]
     if config.upstream_api_key:
         headers["Authorization"] = f"Bearer {config.upstream_api_key}"

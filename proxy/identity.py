@@ -40,7 +40,7 @@ from proxy.session_chain import MAX_CHAINED_MESSAGES, PrefixChains, chain_of, de
 # session, on its replica; a session of their own was measured slower (docs/results/subagents/README.md).
 SESSION_HEADERS = ("x-session-id", "session-id", "x-claude-code-session-id")
 TENANT_HEADERS = ("x-tenant-id", "x-gateway-inference-fairness-id")
-API_KEY = "api-key"  # a tenant source: the hash of the Authorization header
+API_KEY = "api-key"  # a tenant source: the hash of the Authorization header (or of x-api-key)
 AGENT_TYPE_HEADERS = ("x-agent-type",)
 # A subagent's call within its session (Claude Code): named by its own system prompt, not the session's type.
 SUBAGENT_HEADERS = ("x-claude-code-agent-id",)
@@ -233,6 +233,8 @@ def identify(
     for source in tenant_sources:
         if source == API_KEY:
             auth = headers.get("authorization", "")
+            if not auth and (key := headers.get("x-api-key", "").strip()):
+                auth = f"Bearer {key}"  # Anthropic's header: the same key names the same tenant either way
             # Tenants named by API key, hashed so keys never reach logs or metrics.
             value = "key-" + hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else None
         else:

@@ -56,6 +56,32 @@ async def test_client_api_keys_name_the_tenant_and_stay_at_the_proxy(http: aioht
     assert "Authorization" not in replica.headers[0] and "authorization" not in replica.headers[0]
 
 
+async def test_an_anthropic_clients_x_api_key_names_the_tenant_and_stays_at_the_proxy(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Anthropic's SDKs and Claude Code send their key as `x-api-key`: with `api_keys` it is read like a bearer
+    key (on the call routes and on the others), never forwarded, and an `Authorization` header, when there
+    is one, is the key that counts. Before: every such client got a 401."""
+    async with fake_replica() as replica:
+        core = ArrivalsCore([replica.url])
+        cfg = config([replica.url], api_keys={"sk-acme": "acme"})
+        async with running_proxy(cfg, core) as url:
+            ok = await post_chat(http, url, **{"x-api-key": "sk-acme"})
+            wrong = await post_chat(http, url, **{"x-api-key": "sk-nope"})
+            shadowed = await post_chat(http, url, Authorization="Bearer sk-nope", **{"x-api-key": "sk-acme"})
+            statuses = []
+            for key in ("sk-acme", "sk-nope"):
+                body = {"model": replica.model, "prompt": "hello"}
+                async with http.post(f"{url}/tokenize", json=body, headers={"x-api-key": key}) as r:
+                    statuses.append(r.status)
+    assert ok[0] == 200, ok
+    assert wrong[0] == shadowed[0] == 401 and wrong[1]["error"]["type"] == "authentication_error"
+    assert statuses == [200, 401]
+    assert [a.tenant_id for a in core.arrivals] == ["acme"]
+    forwarded = replica.headers + replica.passthrough_headers
+    assert len(forwarded) == 2 and not any("x-api-key" in {k.lower() for k in h} for h in forwarded)
+
+
 async def test_each_client_key_has_sessions_of_its_own(http: aiohttp.ClientSession) -> None:
     """Two tenants' keys naming the same session id: two sessions. Without the namespace one tenant's calls
     joined the other's session (its admitted workflow, its predictions) and its `X-Session-End` ended it."""

@@ -64,6 +64,16 @@ def test_tenant_and_agent_type() -> None:
     assert who(chat(("user", "x")))[1] == "default"
 
 
+def test_an_x_api_key_names_the_tenant_its_bearer_form_names() -> None:
+    """Anthropic clients send their key as `x-api-key`: hashed like the same key sent as a bearer token, so
+    one key is one tenant whichever header carries it; `Authorization`, when present, is the one read."""
+    call = chat(("user", "x"))
+    bearer = who(call, Authorization="Bearer sk-secret")[1]
+    assert who(call, **{"x-api-key": "sk-secret"})[1] == bearer
+    assert who(call, **{"x-api-key": "sk-other"})[1] not in (bearer, "default")
+    assert who(call, Authorization="Bearer sk-secret", **{"x-api-key": "sk-other"})[1] == bearer
+
+
 @pytest.mark.parametrize("body", [b"{", b"[1, 2]", b'{"stream": "yes"}', b'{"model": 3}'])
 def test_malformed_bodies_raise(body: bytes) -> None:
     with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
