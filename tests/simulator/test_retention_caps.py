@@ -4,6 +4,7 @@ retentions hold together, so many sessions sharing one prompt's blocks cannot gr
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -125,3 +126,19 @@ def test_the_id_cap_admits_every_session_id_the_proxy_sends() -> None:
     assert len(sent) == 128 + 1 + MAX_ID_CHARS <= MAX_SESSION_ID_CHARS
     table, _ = table_of(64)
     assert table.retain(sent, [0], 60.0, now=0.0) is not None
+
+
+def test_rearming_in_a_loop_keeps_the_expiries_bounded_and_in_order() -> None:
+    # each re-arm used to leave its old expiry in the heap until that time came: one entry a call
+    table, _ = table_of(64)
+    rng = random.Random(7)
+    for i in range(10):
+        table.retain(f"s{i}", [i], 600.0, now=0.0)
+    for n in range(5000):
+        table.extend(f"s{rng.randrange(10)}", rng.uniform(1.0, 600.0), now=n * 1e-3)
+        assert len(table._expiry) <= 2 * table.num_sessions + 64 + 1
+    expiries = sorted((info.expires_at, info.session_id) for info in table.snapshot(5.0))
+    for expires_at, session_id in expiries:
+        assert table.next_expiry() == expires_at
+        assert table.expire(expires_at) == 1 and session_id not in table
+    assert table.next_expiry() is None and table.num_sessions == 0

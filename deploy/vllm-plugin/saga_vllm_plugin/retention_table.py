@@ -24,7 +24,8 @@ Contract (docs/retention-api.md; the same contract the vLLM plugin serves on rea
   in O(pool size) however many sessions ask.
 - `version` changes whenever the set of retentions, their priorities or their blocks change, so a caller
   caching "this request cannot be admitted" knows when to look again; `next_expiry()` is the earliest
-  `expires_at`, an event that can change admission.
+  `expires_at`, an event that can change admission. The expiries that re-arming leaves stale are
+  compacted away, so however often clients re-arm, they stay within twice the retentions (plus 64).
 - Time is simulated seconds passed in by the caller; a retention with `expires_at <= now` is released by
   `expire(now)`. No I/O; the engine calls this on its own thread of control only.
 - Bookkeeping (no effect on any decision): `ended` sums, per way a retention ended, the count and the
@@ -148,7 +149,7 @@ class RetentionTable:
         self.max_ttl_s = max_ttl_s
         self._by_session: dict[str, _Retention] = {}
         self._by_priority: dict[int, OrderedDict[str, _Retention]] = {}  # each oldest first
-        self._expiry: list[tuple[float, int, str]] = []  # (expires_at, stamp, session), stale entries kept
+        self._expiry: list[tuple[float, int, str]] = []  # (expires_at, stamp, session), some stale (_insert)
         self._holders: dict[int, int] = {}  # block id -> retentions holding it
         self.num_references = 0  # the sum of the holders' counts: blocks of every retention
         self._stamp = 0
@@ -355,7 +356,14 @@ class RetentionTable:
         retention.stamp = self._stamp
         self._by_session[session_id] = retention
         self._by_priority.setdefault(retention.priority, OrderedDict())[session_id] = retention
-        heapq.heappush(self._expiry, (retention.expires_at, retention.stamp, session_id))
+        heap = self._expiry
+        heapq.heappush(heap, (retention.expires_at, retention.stamp, session_id))
+        if len(heap) > 2 * len(self._by_session) + 64:
+            # re-arming leaves stale entries until their old expiry: a client calling `extend` in a loop
+            # would grow the heap without bound; keep the live ones (same order: stamps are unique)
+            live = self._by_session.items()
+            self._expiry = [(r.expires_at, r.stamp, s) for s, r in live]
+            heapq.heapify(self._expiry)
 
     def _release_order(self, priority: int | None) -> Iterator[tuple[str, _Retention]]:
         """Retentions breakable by a request of `priority` (all when None), least important then oldest
