@@ -78,6 +78,7 @@ from simulator.retention import (
     DEFAULT_MAX_RETAIN_TTL_S,
     DEFAULT_MAX_RETAINED_FRACTION,
     RetentionTable,
+    check_session_id,
     check_ttl,
 )
 from simulator.tokenizer import Tokenizer
@@ -173,6 +174,7 @@ class Engine(OffloadHooks):
                 raise InvalidRequestError("saga_retain_ttl_s needs a session id to retain the KV under.")
             try:
                 check_ttl(req.retain_ttl_s)
+                check_session_id(req.session_id)  # else the table refuses it when the request ends, mid-step
             except ValueError as e:
                 raise InvalidRequestError(f"saga_retain_ttl_s: {e}") from None
         plan, finish_reason = output_plan(req, max_model_len=max_len, tokenizer=self.tokenizer)

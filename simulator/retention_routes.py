@@ -5,7 +5,8 @@ Contract: `POST /saga/v1/retain` re-arms a session's retention and, with `priori
 one), `GET /saga/v1/retained` lists retentions and the caps. Each first expires retentions at the driver's
 simulated now, since an idle engine does not step. `retain_priority_field` reads a generation request's
 `vllm_xargs.saga_retain_priority` (the retention's priority; default the request's own). A priority, there
-or in `retain`, outside the signed 64-bit range is a 400, as on the vLLM plugin.
+or in `retain`, outside the signed 64-bit range is a 400, as on the vLLM plugin, and so is a session id
+longer than the retention table's cap, in `retain` or `release` (a generation request's: the engine's 400).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 from simulator.http_common import REPLICA, HttpError, decode, json_obj
 from simulator.openai_api import ReleaseRequest, ReleaseResponse, RetainedResponse, RetainRequest
 from simulator.replica import Replica
+from simulator.retention import check_session_id
 
 # a priority the vLLM plugin's engine client can carry (msgpack: signed 64-bit); both refuse others alike
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
@@ -32,6 +34,7 @@ def expire_retentions(replica: Replica) -> float:
 async def retain(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, RetainRequest)
+    session_id_field(body.session_id)
     if body.priority is not None and not PRIORITY_MIN <= body.priority <= PRIORITY_MAX:
         raise HttpError(400, f"Invalid request body: `priority` must be an integer, got {body.priority!r}")
     now = expire_retentions(replica)
@@ -47,6 +50,7 @@ async def retain(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, ReleaseRequest)
+    session_id_field(body.session_id)
     expire_retentions(replica)
     num_blocks = replica.engine.release_retention(body.session_id)
     return json_obj(ReleaseResponse(body.session_id, num_blocks is not None, num_blocks or 0))
@@ -66,6 +70,14 @@ async def retained(request: web.Request) -> web.Response:
             sessions=table.snapshot(now),
         )
     )
+
+
+def session_id_field(session_id: str) -> None:
+    """HttpError 400 for a session id longer than the retention table's cap (none could be held)."""
+    try:
+        check_session_id(session_id)
+    except ValueError as e:
+        raise HttpError(400, f"Invalid request body: {e}", param="session_id") from None
 
 
 def retain_priority_field(vllm_xargs: dict[str, Any] | None) -> int | None:

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "vllm-plugin"))
 from saga_vllm_plugin import endpoints
+from saga_vllm_plugin.retention_table import MAX_SESSION_ID_CHARS
 
 BIG = "1" + "0" * 400  # an integer past float's range
 XARGS = '{"session_id": "s", "vllm_xargs": {'
@@ -81,3 +82,42 @@ def test_values_at_the_edges_of_the_ranges_pass(served: tuple[TestClient, FakeEn
     r = client.post("/saga/v1/retain", json={"session_id": "s", "ttl_s": 10**300, "priority": -(2**63)})
     assert r.status_code == 200
     assert core.calls == [("retain", {"session_id": "s", "ttl_s": 1e300, "priority": -(2**63)})]
+
+
+LONG_ID = "s" * (MAX_SESSION_ID_CHARS + 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/v1/chat/completions", {"session_id": LONG_ID, "vllm_xargs": {"saga_retain_ttl_s": 5}}, {}),
+        ("/v1/chat/completions", {"vllm_xargs": {"saga_retain_ttl_s": 5, "session_id": LONG_ID}}, {}),
+        ("/v1/chat/completions", {"vllm_xargs": {"saga_retain_ttl_s": 5}}, {"X-Session-ID": LONG_ID}),
+        ("/saga/v1/retain", {"session_id": LONG_ID, "ttl_s": 5}, {}),
+        ("/saga/v1/release", {"session_id": LONG_ID}, {}),
+    ],
+)
+def test_a_session_id_past_the_tables_cap_answers_400_before_the_engine(
+    served: tuple[TestClient, FakeEngineCore], path: str, body: dict[str, Any], headers: dict[str, str]
+) -> None:
+    client, core = served
+    r = client.post(path, json=body, headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "BadRequestError" and error["code"] == 400
+    assert f"at most {MAX_SESSION_ID_CHARS} characters, got {MAX_SESSION_ID_CHARS + 1}" in error["message"]
+    assert core.calls == []
+
+
+def test_a_session_id_at_the_cap_passes(served: tuple[TestClient, FakeEngineCore]) -> None:
+    client, core = served
+    longest = "s" * MAX_SESSION_ID_CHARS
+    r = client.post(
+        "/v1/chat/completions", json={"session_id": longest, "vllm_xargs": {"saga_retain_ttl_s": 5}}
+    )
+    assert (r.status_code, r.json()) == (200, {"generated": True})
+    assert client.post("/saga/v1/release", json={"session_id": longest}).status_code == 200
+    assert core.calls == [("release", {"session_id": longest})]
+    # without a retention asked for, the session id is vLLM's business, not the retention table's
+    r = client.post("/v1/chat/completions", json={"session_id": LONG_ID})
+    assert (r.status_code, r.json()) == (200, {"generated": True})

@@ -331,6 +331,8 @@ def test_random_requests_retains_releases_and_resets_keep_the_pool_consistent(
             engine.reset_prefix_cache()
         engine.pool.check_invariants(engine.held_blocks())
         assert engine.retention.num_blocks <= engine.retention.max_blocks
+        references = sum(map(len, engine.retention.held()))
+        assert engine.retention.num_references == references <= engine.retention.max_references
         assert engine.pool.num_free + sum(map(len, engine.held_blocks())) >= engine.pool.num_blocks
     clock.drain()  # everything finishes: retention never deadlocks the engine
     assert engine.reset_prefix_cache() is True

@@ -10,6 +10,7 @@ import aiohttp
 import msgspec
 import pytest
 
+from simulator.retention import MAX_SESSION_ID_CHARS
 from simulator.server import ReplicaFleet, start_fleet
 
 # tiny-cpu: 32 blocks of 128 tokens, so a handful of prompts evicts everything; retention cap 16 blocks.
@@ -220,3 +221,37 @@ async def test_the_retention_priority_comes_from_xargs_or_the_request_and_retain
         http, "POST", f"{base}/saga/v1/retain", {"session_id": "own", "ttl_s": 30, "priority": "x"}
     )
     assert status == 400
+
+
+async def test_a_session_id_past_the_tables_cap_answers_400_wherever_a_retention_is_asked_for(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    # any client may ask for retentions: ids of any length each held a copy for up to the TTL cap
+    base = fleet.urls[0]
+    long_id = "s" * (MAX_SESSION_ID_CHARS + 1)
+    retain = {"saga_retain_ttl_s": 60}
+    for fields in (
+        {"headers": {"X-Session-ID": long_id}, "vllm_xargs": retain},
+        {"session_id": long_id, "vllm_xargs": retain},
+        {"vllm_xargs": {**retain, "session_id": long_id}},
+    ):
+        status, error = await complete(http, base, tokens(300, 1), **fields)
+        assert status == 400, fields
+        assert (
+            error["error"]["type"] == "BadRequestError"
+            and f"at most {MAX_SESSION_ID_CHARS} characters" in error["error"]["message"]
+        )
+    for path, body in (
+        ("retain", {"session_id": long_id, "ttl_s": 30}),
+        ("release", {"session_id": long_id}),
+    ):
+        status, error = await call(http, "POST", f"{base}/saga/v1/{path}", body)
+        assert status == 400 and error["error"]["param"] == "session_id", path
+        assert f"at most {MAX_SESSION_ID_CHARS} characters" in error["error"]["message"]
+    longest = "s" * MAX_SESSION_ID_CHARS
+    status, _ = await complete(http, base, tokens(300, 2), session_id=longest, vllm_xargs=retain)
+    assert status == 200
+    _, listing = await call(http, "GET", f"{base}/saga/v1/retained")
+    assert [s["session_id"] for s in listing["sessions"]] == [longest]
+    status, released = await call(http, "POST", f"{base}/saga/v1/release", {"session_id": longest})
+    assert (status, released["released"]) == (200, True)

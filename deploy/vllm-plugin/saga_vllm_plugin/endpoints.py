@@ -7,8 +7,9 @@ Contract (docs/retention-api.md, answered as the simulated replica answers):
   core's `saga_retention` method (saga_vllm_plugin.engine_hook), which runs on the engine thread.
 - A middleware checks the retention fields of `POST /v1/chat/completions`, `/v1/completions` before vLLM
   sees the request: `vllm_xargs.saga_retain_ttl_s` a positive finite number (or numeric string) with a
-  session id (`X-Session-ID`, body `session_id` or `vllm_xargs.session_id`), `saga_retain_priority` an
-  integer (or integer string) in the signed 64-bit range (what the engine's msgpack carries); else 400.
+  session id (`X-Session-ID`, body `session_id` or `vllm_xargs.session_id`) of at most
+  `MAX_SESSION_ID_CHARS` (the retention table's cap; also in `retain` and `release`), `saga_retain_priority`
+  an integer (or integer string) in the signed 64-bit range (what the engine's msgpack carries); else 400.
   The body is passed on unchanged.
 - `/metrics` gains `saga:retained_blocks`, `saga:retained_sessions` (gauges) and
   `saga:retentions_dropped_total` (counter), labelled `model_name` and `engine` like vLLM's; the middleware
@@ -31,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from saga_vllm_plugin import check_vllm_version
 from saga_vllm_plugin.engine_hook import METHOD
+from saga_vllm_plugin.retention_table import check_session_id
 
 log = logging.getLogger("vllm.saga_vllm_plugin")  # under vLLM's logger: its handlers and level apply
 
@@ -120,6 +122,10 @@ def retention_field_error(body: Any, headers: dict[str, str]) -> str | None:
         session = headers.get("x-session-id") or body.get("session_id") or xargs.get("session_id")
         if not isinstance(session, str) or not session:
             return "saga_retain_ttl_s needs a session id to retain the KV under."
+        try:
+            check_session_id(session)
+        except ValueError as e:
+            return f"saga_retain_ttl_s: {e}"
     raw_priority = xargs.get("saga_retain_priority")
     if raw_priority is not None:
         try:
@@ -206,6 +212,10 @@ async def _json(request: Request) -> dict[str, Any] | JSONResponse:
         return error(400, "Invalid request body: nested too deeply")
     if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
         return error(400, "Invalid request body: `session_id` (a string) is required")
+    try:
+        check_session_id(body["session_id"])
+    except ValueError as e:
+        return error(400, f"Invalid request body: {e}")
     return body
 
 

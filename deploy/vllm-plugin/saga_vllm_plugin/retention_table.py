@@ -13,13 +13,19 @@ Contract (docs/retention-api.md; the same contract the vLLM plugin serves on rea
   queue's head must progress) may release any; `release_least_important` (a running request needs a block)
   releases any. `make_room` releases nothing unless releasing would let the request in.
 - Caps, enforced here because any client may ask: a TTL above `max_ttl_s` is clamped to it (the granted TTL
-  is reported); retained blocks (distinct, counted once however many sessions share them) stay within
-  `max_blocks` = floor(`max_fraction` x pool size). A new retention that would exceed the cap first drops
-  other retentions no more important than itself (least important, then oldest first); if it still
-  exceeds the cap it keeps only the leading blocks that fit (a shorter prefix still gives hits), or none.
+  is reported); a session id longer than `MAX_SESSION_ID_CHARS` is refused (ValueError); retained blocks
+  (distinct, counted once however many sessions share them) stay within `max_blocks` = floor(`max_fraction`
+  x pool size), and references (the sum over retentions of their blocks, shared ones counted once per
+  retention) within `max_references` = max(`REFERENCES_PER_RETAINED_BLOCK` x `max_blocks`,
+  `MIN_MAX_REFERENCES`). A new retention that would exceed either cap first drops other retentions no
+  more important than itself (least important, then oldest first); if it still exceeds one it keeps only
+  the leading blocks that fit (a shorter prefix still gives hits), or none, and then is not kept at all.
+  Every retention holds at least one block, so the entries, their ids and their block lists take memory
+  in O(pool size) however many sessions ask.
 - `version` changes whenever the set of retentions, their priorities or their blocks change, so a caller
   caching "this request cannot be admitted" knows when to look again; `next_expiry()` is the earliest
-  `expires_at`, an event that can change admission.
+  `expires_at`, an event that can change admission. The expiries that re-arming leaves stale are
+  compacted away, so however often clients re-arm, they stay within twice the retentions (plus 64).
 - Time is simulated seconds passed in by the caller; a retention with `expires_at <= now` is released by
   `expire(now)`. No I/O; the engine calls this on its own thread of control only.
 - Bookkeeping (no effect on any decision): `ended` sums, per way a retention ended, the count and the
@@ -64,6 +70,15 @@ class KvPool(Protocol):
 RetentionEnd = Literal["used", "expired", "dropped", "released"]
 DEFAULT_MAX_RETAINED_FRACTION = 0.5
 DEFAULT_MAX_RETAIN_TTL_S = 600.0
+# The longest id the SAGA proxy sends: a client's (at most 256, proxy/identity.py MAX_ID_CHARS) prefixed
+# with its API key's tenant (at most 128, proxy/config.py) and ":" (proxy/identity.py scheduled_session_id).
+MAX_SESSION_ID_CHARS = 512
+# Sessions sharing a prompt's blocks each hold their own references. 4 per retained block lets four sessions
+# share a whole cap's worth of context, or more share part of it (the simulated workloads peak at 1.2); the
+# floor keeps a tiny pool useful to dozens of sessions. Worst case, one block per retention, ~1 KB each with
+# a 512-character id: ~2 KB per pool block at the default fraction, beside the MBs of KV each block holds.
+REFERENCES_PER_RETAINED_BLOCK = 4
+MIN_MAX_REFERENCES = 1024
 
 
 class RetentionInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +122,14 @@ def check_ttl(ttl_s: float) -> None:
         raise ValueError(f"a retention TTL must be a positive number of seconds, got {ttl_s}")
 
 
+def check_session_id(session_id: str) -> None:
+    """Raise ValueError if `session_id` is longer than `MAX_SESSION_ID_CHARS`."""
+    if len(session_id) > MAX_SESSION_ID_CHARS:
+        raise ValueError(
+            f"a session id must be at most {MAX_SESSION_ID_CHARS} characters, got {len(session_id)}"
+        )
+
+
 class RetentionTable:
     """Retentions of one engine's block pool, keyed by session id."""
 
@@ -122,11 +145,13 @@ class RetentionTable:
         check_ttl(max_ttl_s)
         self._pool = pool
         self.max_blocks = int(max_fraction * pool.num_blocks)
+        self.max_references = max(REFERENCES_PER_RETAINED_BLOCK * self.max_blocks, MIN_MAX_REFERENCES)
         self.max_ttl_s = max_ttl_s
         self._by_session: dict[str, _Retention] = {}
         self._by_priority: dict[int, OrderedDict[str, _Retention]] = {}  # each oldest first
-        self._expiry: list[tuple[float, int, str]] = []  # (expires_at, stamp, session), stale entries kept
+        self._expiry: list[tuple[float, int, str]] = []  # (expires_at, stamp, session), some stale (_insert)
         self._holders: dict[int, int] = {}  # block id -> retentions holding it
+        self.num_references = 0  # the sum of the holders' counts: blocks of every retention
         self._stamp = 0
         self.version = 0
         self.num_dropped = 0  # released early, by the cap or by memory pressure
@@ -154,8 +179,10 @@ class RetentionTable:
         self, session_id: str, block_ids: Sequence[int], ttl_s: float, now: float, priority: int = 0
     ) -> RetentionInfo | None:
         """Hold `block_ids` (a cached prefix chain, in order) for `session_id` until `now + ttl_s` (clamped)
-        with `priority`, replacing its previous retention. None when the cap leaves it no block at all."""
+        with `priority`, replacing its previous retention. None when the caps leave it no block at all (then
+        the session holds none). ValueError for a TTL that is not positive or an id that is too long."""
         check_ttl(ttl_s)
+        check_session_id(session_id)
         self._now = max(self._now, now)
         blocks = list(block_ids[: self.max_blocks])
         if not blocks:
@@ -329,7 +356,14 @@ class RetentionTable:
         retention.stamp = self._stamp
         self._by_session[session_id] = retention
         self._by_priority.setdefault(retention.priority, OrderedDict())[session_id] = retention
-        heapq.heappush(self._expiry, (retention.expires_at, retention.stamp, session_id))
+        heap = self._expiry
+        heapq.heappush(heap, (retention.expires_at, retention.stamp, session_id))
+        if len(heap) > 2 * len(self._by_session) + 64:
+            # re-arming leaves stale entries until their old expiry: a client calling `extend` in a loop
+            # would grow the heap without bound; keep the live ones (same order: stamps are unique)
+            live = self._by_session.items()
+            self._expiry = [(r.expires_at, r.stamp, s) for s, r in live]
+            heapq.heapify(self._expiry)
 
     def _release_order(self, priority: int | None) -> Iterator[tuple[str, _Retention]]:
         """Retentions breakable by a request of `priority` (all when None), least important then oldest
@@ -344,24 +378,30 @@ class RetentionTable:
             if p > priority:
                 yield from bucket.values()
 
+    def _within_caps(self) -> bool:
+        return self.num_blocks <= self.max_blocks and self.num_references <= self.max_references
+
     def _enforce_cap(self, session_id: str, new: _Retention) -> None:
         """Drop others no more important than `new` (least important, then oldest first), then cut `new`
-        to the leading blocks that fit."""
-        if self.num_blocks <= self.max_blocks:
+        to the leading blocks that fit both caps (dropping it if none do)."""
+        if self._within_caps():
             return
         for other, retention in self._release_order(None):
-            if self.num_blocks <= self.max_blocks or retention.priority < new.priority:
+            if self._within_caps() or retention.priority < new.priority:
                 break
             if other != session_id:
                 self.release(other, way="dropped")
                 self.num_dropped += 1
-        excess = self.num_blocks - self.max_blocks
-        if excess <= 0:
+        if self._within_caps():
             return
+        excess = self.num_blocks - self.max_blocks
+        excess_references = self.num_references - self.max_references
         holders = self._holders
         keep = len(new.block_ids)
-        while excess > 0 and keep > 0:  # drop the tail; a block others hold too frees nothing
+        # drop the tail: each block cut is one reference less; one others hold too frees no distinct block
+        while (excess > 0 or excess_references > 0) and keep > 0:
             keep -= 1
+            excess_references -= 1
             if holders[new.block_ids[keep]] == 1:
                 excess -= 1
         if keep == 0:
@@ -374,11 +414,13 @@ class RetentionTable:
         self._unhold(dropped)
 
     def _hold(self, block_ids: list[int]) -> None:
+        self.num_references += len(block_ids)
         holders = self._holders
         for block_id in block_ids:
             holders[block_id] = holders.get(block_id, 0) + 1
 
     def _unhold(self, block_ids: list[int]) -> None:
+        self.num_references -= len(block_ids)
         holders = self._holders
         for block_id in block_ids:
             holders[block_id] -= 1

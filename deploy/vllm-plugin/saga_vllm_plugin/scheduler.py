@@ -41,6 +41,7 @@ from saga_vllm_plugin.retention_table import (
     DEFAULT_MAX_RETAIN_TTL_S,
     DEFAULT_MAX_RETAINED_FRACTION,
     RetentionTable,
+    check_session_id,
     check_ttl,
 )
 
@@ -105,6 +106,7 @@ def retain_args(request: Request) -> tuple[str, float, int] | None:
         priority = request.priority if raw_priority is None else int(raw_priority)
         if not isinstance(session, str) or not session:
             raise ValueError("no session id")
+        check_session_id(session)  # else the table's retain would raise on the engine thread
     except (TypeError, ValueError) as e:
         log.warning("request %s: retention not granted: %s", request.request_id, e)
         return None
