@@ -257,6 +257,7 @@ class _ClientConnection(asyncio.Protocol):
         self._moved = bool(prefix)
         self._in_head = False  # a request's head is being read (its fields come whole from the parser)
         self._head_fed = 0  # bytes fed while in one request's head, past the parser's own field checks
+        self._began = False  # a request began during the current feed (its head's start is inside it)
         self._held_back = False  # reading paused: answers pile up that the client is not reading
         self._stalled: asyncio.TimerHandle | None = None  # the client has read nothing for a while
         self._reset_message()
@@ -312,14 +313,16 @@ class _ClientConnection(asyncio.Protocol):
                 raw.clear()
                 self._raw_size, self._raw_lost = 0, True
         in_head = self._in_head
+        self._began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._decline_upgrade(data[int(e.args[0]) :])
         except httptools.HttpParserError as bad:  # one name per exception type: mypyc types it once
             self._refuse(400, f"malformed HTTP request ({type(bad).__name__})")
-        if in_head and self._in_head and not self._refused:
-            # All of `data` was more of one head. httptools hands a field over only once it is whole, joining
+        if in_head and self._in_head and not self._began and not self._refused:
+            # All of `data` was more of one head (not the end of one, whole requests and another's start, as a
+            # pipelining client's read can be). httptools hands a field over only once it is whole, joining
             # its pieces meanwhile (in time quadratic in its length): a field that never ends is refused here.
             self._head_fed += len(data)
             if self._head_fed > MAX_HEAD_BYTES:
@@ -434,7 +437,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._between = False
-        self._in_head, self._head_fed = True, 0
+        self._in_head, self._head_fed, self._began = True, 0, True
         self._idle_since = self.loop.time()  # a request arriving slowly has the whole keep-alive time
         self._reset_message()
 

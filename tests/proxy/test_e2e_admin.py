@@ -59,9 +59,9 @@ async def test_client_api_keys_name_the_tenant_and_stay_at_the_proxy(http: aioht
 async def test_an_anthropic_clients_x_api_key_names_the_tenant_and_stays_at_the_proxy(
     http: aiohttp.ClientSession,
 ) -> None:
-    """Anthropic's SDKs and Claude Code send their key as `x-api-key`: with `api_keys` it is read like a bearer
-    key (on the call routes and on the others), never forwarded, and an `Authorization` header, when there
-    is one, is the key that counts. Before: every such client got a 401."""
+    """Anthropic's SDKs and Claude Code send their key as `x-api-key`: with `api_keys` it is read like a
+    bearer key (on the call routes and on the others), never forwarded, and an `Authorization` header, when
+    there is one, is the key that counts. Before: every such client got a 401."""
     async with fake_replica() as replica:
         core = ArrivalsCore([replica.url])
         cfg = config([replica.url], api_keys={"sk-acme": "acme"})

@@ -16,7 +16,9 @@ import httptools
 import pytest
 from aiohttp import web
 
+from loadtests.bench.call_cost import Harness
 from proxy.config import ProxyConfig
+from proxy.http_limits import MAX_HEAD_BYTES
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
 from tests.proxy.fakes import SSE_EVENT, config, fake_replica, raw_replica, replica_app, serving
@@ -414,6 +416,27 @@ async def test_a_header_field_that_never_ends_is_refused() -> None:
         writer.close()
     assert data.startswith(b"HTTP/1.1 400") and b"header too long" in data
     assert replica.calls == 0
+
+
+async def test_a_read_ending_one_head_and_starting_many_more_is_not_one_long_head() -> None:
+    """A pipelining client's read can end one request's head, hold many whole requests and stop inside another
+    request's head. It was counted as one head past `MAX_HEAD_BYTES` and the connection refused (400 "header
+    too long"): reads of 256 KiB, as once reading resumes after a pause, did it. A field that never ends is
+    still refused, over the reads that follow."""
+    harness = Harness("round-robin")
+    try:
+        body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        request = _request("/v1/chat/completions", body)
+        cut = request.index(b"Host: ") + 6  # inside a field's value
+        client = harness.client
+        client.data_received(request[:cut])
+        client.data_received(request[cut:] + request * (2 * MAX_HEAD_BYTES // len(request)) + request[:cut])
+        assert not client._refused
+        for _ in range(MAX_HEAD_BYTES // 4096 + 1):  # the last request's head never ends
+            client.data_received(b"X" * 4096)
+        assert client._refused
+    finally:
+        harness.close()
 
 
 async def test_trailer_fields_of_a_chunked_request_are_not_its_headers() -> None:
