@@ -558,8 +558,9 @@ class Engine(OffloadHooks):
             return
         own = block_ids[: seq.num_cached_blocks]
         self._drop_chain_hint(session[0])
-        self._chain_hints[session[0]] = own
-        self._chain_hint_blocks += len(own)
+        if len(own):  # an empty hint finds nothing, and would be an entry the block bound never drops
+            self._chain_hints[session[0]] = own
+            self._chain_hint_blocks += len(own)
         hints = self._chain_hints
         while self._chain_hint_blocks > 2 * self.pool.num_blocks:  # bounded: forget the oldest hints
             self._drop_chain_hint(next(iter(hints)))

@@ -14,7 +14,7 @@ from proxy.identity import MAX_ID_CHARS, scheduled_session_id
 from proxy.scheduler.registry import ConfigError
 from simulator.engine import Engine, InvalidRequestError
 from simulator.retention import MAX_SESSION_ID_CHARS, RetentionTable
-from tests.simulator.test_retention import POOL, req, tokens
+from tests.simulator.test_retention import POOL, Clock, req, tokens
 
 
 class CountingPool:
@@ -142,3 +142,15 @@ def test_rearming_in_a_loop_keeps_the_expiries_bounded_and_in_order() -> None:
         assert table.next_expiry() == expires_at
         assert table.expire(expires_at) == 1 and session_id not in table
     assert table.next_expiry() is None and table.num_sessions == 0
+
+
+def test_sessions_that_cached_nothing_leave_no_chain_hint_behind() -> None:
+    """The engine keeps each session's last cached chain as a hint for its next lookup, bounded in blocks:
+    a session whose request cached no whole block left an empty hint, an entry that bound never dropped
+    (one per session id ever seen, ids of any length)."""
+    clock = Clock(Engine(POOL))
+    for i in range(500):
+        clock.run(req(f"r{i}", tokens(8, i), max_tokens=2, session=f"session-{i}-" + "x" * 200))
+    assert len(clock.engine._chain_hints) == 0
+    clock.run(req("long", tokens(64, 1), max_tokens=2, session="kept"))
+    assert list(clock.engine._chain_hints) == ["kept"]
