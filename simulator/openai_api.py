@@ -302,3 +302,5 @@ class RetainedResponse(msgspec.Struct):
     max_ttl_s: float
     block_size: int
     sessions: list[RetentionInfo]
+    num_references: int = 0  # the retentions' blocks summed (a block shared by two counts twice)
+    max_references: int = 0

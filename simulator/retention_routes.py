@@ -68,6 +68,8 @@ async def retained(request: web.Request) -> web.Response:
             max_ttl_s=table.max_ttl_s,
             block_size=replica.engine.block_size,
             sessions=table.snapshot(now),
+            num_references=table.num_references,
+            max_references=table.max_references,
         )
     )
 

@@ -252,6 +252,7 @@ async def test_the_block_cap_drops_the_oldest_equal_retention_and_keeps_a_leadin
     listing = await retained(http, base)
     assert "a" not in listing and listing["b"]["num_blocks"] == 7
     assert listing["_"]["max_blocks"] == CAP_BLOCKS and listing["_"]["num_blocks"] == 7
+    assert listing["_"]["num_references"] == 7 and listing["_"]["max_references"] == 1024  # the floor
     long = tokens(19, 1500)
     await complete(http, base, long, session="c", ttl=300.0)  # 11 full blocks: b goes, c is cut to 9
     listing = await retained(http, base)

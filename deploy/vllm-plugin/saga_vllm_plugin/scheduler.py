@@ -242,6 +242,8 @@ class RetentionMixin:
                 "max_ttl_s": table.max_ttl_s,
                 "block_size": self.saga_pool.block_size,
                 "sessions": msgspec.to_builtins(table.snapshot(now)),
+                "num_references": table.num_references,
+                "max_references": table.max_references,
             }
             return {"status": 200, "body": listing}
         if op == "stats":
