@@ -123,14 +123,20 @@ def wrk_script(request_body: str, connections: int, rate: float | None, sessions
         f'wrk.method = "POST"\nwrk.body = {msgspec.json.encode(request_body).decode()}\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    if sessions == "per-connection":  # `init` runs before wrk formats the thread's one request
-        script += (
-            "local threads = 0\n"
-            'function setup(thread)\n  thread:set("session", "agent-" .. threads)\n'
-            "  threads = threads + 1\nend\n"
-            'function init(args)\n  wrk.headers["X-Session-Id"] = session\nend\n'
-        )
-    elif sessions == "pooled":
+    # `setup` runs once per wrk thread, in the main Lua state; `init` in the thread's own state, before wrk
+    # formats the thread's one request
+    setup, init = [], []
+    if sessions == "per-connection":
+        setup.append('thread:set("session", "agent-" .. threads)')
+        init.append('wrk.headers["X-Session-Id"] = session')
+    if rate is not None:  # each thread's own random sequence: threads seeded alike would pause in step
+        setup.append('thread:set("seed", threads + 1)')
+        init.append("math.randomseed(seed)")
+    if setup:
+        script += "local threads = 0\nfunction setup(thread)\n"
+        script += "".join(f"  {line}\n" for line in setup) + "  threads = threads + 1\nend\n"
+        script += "function init(args)\n" + "".join(f"  {line}\n" for line in init) + "end\n"
+    if sessions == "pooled":
         script += (
             "local sent = 0\n"
             "function request()\n  sent = sent + 1\n"
@@ -138,7 +144,12 @@ def wrk_script(request_body: str, connections: int, rate: float | None, sessions
             "  return wrk.format()\nend\n"
         )
     if rate is not None:
-        script += f"function delay()\n  return {1000.0 * connections / rate:.3f}\nend\n"
+        # A pause drawn between 0 and twice the mean, not the mean itself: with one fixed pause the
+        # connections, all started at once, stay in step and send in bursts of `connections` calls, which a
+        # router serves one after another (the latency added is then half a burst's service time, not what
+        # it adds when it is not the bottleneck); + 0.5 since wrk truncates the pause to whole milliseconds
+        mean_ms = 1000.0 * connections / rate
+        script += f"function delay()\n  return math.random() * {2.0 * mean_ms:.3f} + 0.5\nend\n"
     return script
 
 
