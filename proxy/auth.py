@@ -36,7 +36,9 @@ def client_key(authorization: str | None, x_api_key: str | None) -> str | None:
     """The key a client presents: its bearer token, else (no `Authorization` at all) its `x-api-key`."""
     if authorization is not None:
         return _bearer_of(authorization)
-    return x_api_key.strip() or None if x_api_key is not None else None
+    if x_api_key is None:
+        return None
+    return x_api_key.strip() or None
 
 
 def _matches(token: str, expected: str) -> bool:

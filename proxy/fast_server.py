@@ -312,7 +312,6 @@ class _ClientConnection(asyncio.Protocol):
             if self._raw_size > self.server.handoff_bytes:
                 raw.clear()
                 self._raw_size, self._raw_lost = 0, True
-        in_head = self._in_head
         self._began = False
         try:
             self.parser.feed_data(data)
@@ -320,10 +319,11 @@ class _ClientConnection(asyncio.Protocol):
             self._decline_upgrade(data[int(e.args[0]) :])
         except httptools.HttpParserError as bad:  # one name per exception type: mypyc types it once
             self._refuse(400, f"malformed HTTP request ({type(bad).__name__})")
-        if in_head and self._in_head and not self._began and not self._refused:
-            # All of `data` was more of one head (not the end of one, whole requests and another's start, as a
-            # pipelining client's read can be). httptools hands a field over only once it is whole, joining
-            # its pieces meanwhile (in time quadratic in its length): a field that never ends is refused here.
+        if self._in_head and not self._began and not self._refused:
+            # A head open now that did not begin in `data` was open before it: all of `data` was more of that
+            # one head (not the end of one, whole requests and another's start, as a pipelining client's read
+            # can be). httptools hands a field over only once it is whole, joining its pieces meanwhile (in
+            # time quadratic in its length): a field that never ends is refused here.
             self._head_fed += len(data)
             if self._head_fed > MAX_HEAD_BYTES:
                 self._refuse(400, "malformed HTTP request (header too long)")

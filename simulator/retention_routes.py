@@ -18,10 +18,7 @@ from aiohttp import web
 from simulator.http_common import REPLICA, HttpError, decode, json_obj
 from simulator.openai_api import ReleaseRequest, ReleaseResponse, RetainedResponse, RetainRequest
 from simulator.replica import Replica
-from simulator.retention import check_session_id
-
-# a priority the vLLM plugin's engine client can carry (msgpack: signed 64-bit); both refuse others alike
-PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
+from simulator.retention import PRIORITY_MAX, PRIORITY_MIN, check_session_id
 
 
 def expire_retentions(replica: Replica) -> float:

@@ -293,6 +293,16 @@ _RESPONSES_STREAM = b"".join(
 )
 
 
+def _fed_in_pieces(stream: bytes, cuts: list[int], collect: bool) -> StreamScanner:
+    """A scanner fed `stream` cut at `cuts`, then the line end a stream's last event may lack."""
+    scanner = StreamScanner(collect_answer=collect)
+    edges = [0, *sorted(set(cuts)), len(stream)]
+    for start, end in itertools.pairwise(edges):
+        scanner.feed(stream[start:end])
+    scanner.feed(b"\n")
+    return scanner
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cuts=st.lists(st.integers(min_value=1, max_value=len(_RESPONSES_STREAM) - 1), max_size=8),
@@ -306,11 +316,7 @@ def test_a_responses_stream_gives_what_its_whole_answer_gives_however_it_is_cut(
     answer names it (each event naming it counted it: four calls of `read_file`)."""
     from proxy.sse_scan import parse_answer
 
-    scanner = StreamScanner(collect_answer=collect)
-    edges = [0, *sorted(set(cuts)), len(_RESPONSES_STREAM)]
-    for start, end in itertools.pairwise(edges):
-        scanner.feed(_RESPONSES_STREAM[start:end])
-    scanner.feed(b"\n")
+    scanner = _fed_in_pieces(_RESPONSES_STREAM, cuts, collect)
     whole = {**_RESPONSE, "status": "completed", "output": [_CALL_ITEM], "usage": _RESPONSE_USAGE}
     assert (
         scanner.usage()
@@ -396,11 +402,7 @@ _ANTHROPIC_STREAM = b"".join(
 def test_an_anthropic_stream_gives_its_usage_stop_reason_and_tools_however_it_is_cut(
     cuts: list[int], collect: bool
 ) -> None:
-    scanner = StreamScanner(collect_answer=collect)
-    edges = [0, *sorted(set(cuts)), len(_ANTHROPIC_STREAM)]
-    for start, end in itertools.pairwise(edges):
-        scanner.feed(_ANTHROPIC_STREAM[start:end])
-    scanner.feed(b"\n")
+    scanner = _fed_in_pieces(_ANTHROPIC_STREAM, cuts, collect)
     assert scanner.usage() == Usage(25, 9, 16, "tool_calls", ("Bash",))
 
 

@@ -148,6 +148,19 @@ async def test_bad_retention_requests_answer_400(fleet: ReplicaFleet, http: aioh
     assert status == 400 and "saga_retain_ttl_s" in error["error"]["message"]
 
 
+async def _priorities_refused(http: aiohttp.ClientSession, base: str, bad: tuple[object, ...]) -> None:
+    """Each of `bad` as a generation request's `saga_retain_priority` answers 400 naming the field."""
+    for priority in bad:
+        status, error = await complete(
+            http,
+            base,
+            tokens(64, 1),
+            session_id="s",
+            vllm_xargs={"saga_retain_ttl_s": 30, "saga_retain_priority": priority},
+        )
+        assert status == 400 and "saga_retain_priority" in error["error"]["message"]
+
+
 async def test_integers_past_float_or_int64_range_answer_400_not_500(
     fleet: ReplicaFleet, http: aiohttp.ClientSession
 ) -> None:
@@ -158,15 +171,7 @@ async def test_integers_past_float_or_int64_range_answer_400_not_500(
         http, base, tokens(64, 1), session_id="s", vllm_xargs={"saga_retain_ttl_s": 10**400}
     )
     assert status == 400 and "saga_retain_ttl_s" in error["error"]["message"]
-    for bad in (2**63, -(2**63) - 1, 10**30):
-        status, error = await complete(
-            http,
-            base,
-            tokens(64, 1),
-            session_id="s",
-            vllm_xargs={"saga_retain_ttl_s": 30, "saga_retain_priority": bad},
-        )
-        assert status == 400 and "saga_retain_priority" in error["error"]["message"]
+    await _priorities_refused(http, base, (2**63, -(2**63) - 1, 10**30))
     status, _ = await complete(
         http,
         base,
@@ -208,15 +213,7 @@ async def test_the_retention_priority_comes_from_xargs_or_the_request_and_retain
     assert (status, info["priority"]) == (200, -7)
     status, info = await call(http, "POST", f"{base}/saga/v1/retain", {"session_id": "own", "ttl_s": 30})
     assert (status, info["priority"]) == (200, -7)  # kept when not given
-    for bad in ("high", 1.5, True):
-        status, error = await complete(
-            http,
-            base,
-            tokens(64, 1),
-            session_id="s",
-            vllm_xargs={"saga_retain_ttl_s": 30, "saga_retain_priority": bad},
-        )
-        assert status == 400 and "saga_retain_priority" in error["error"]["message"]
+    await _priorities_refused(http, base, ("high", 1.5, True))
     status, _ = await call(
         http, "POST", f"{base}/saga/v1/retain", {"session_id": "own", "ttl_s": 30, "priority": "x"}
     )

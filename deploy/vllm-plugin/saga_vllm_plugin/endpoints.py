@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from saga_vllm_plugin import check_vllm_version
 from saga_vllm_plugin.engine_hook import METHOD
-from saga_vllm_plugin.retention_table import check_session_id
+from saga_vllm_plugin.retention_table import PRIORITY_MAX, PRIORITY_MIN, check_session_id
 
 log = logging.getLogger("vllm.saga_vllm_plugin")  # under vLLM's logger: its handlers and level apply
 
@@ -43,8 +43,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 GENERATE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
-# what the engine client's msgpack carries (an int outside fails to encode: a 500 instead of a 400)
-PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 501: "NotImplementedError"}
 
 

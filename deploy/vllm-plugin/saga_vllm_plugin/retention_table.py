@@ -73,6 +73,9 @@ DEFAULT_MAX_RETAIN_TTL_S = 600.0
 # The longest id the SAGA proxy sends: a client's (at most 256, proxy/identity.py MAX_ID_CHARS) prefixed
 # with its API key's tenant (at most 128, proxy/config.py) and ":" (proxy/identity.py scheduled_session_id).
 MAX_SESSION_ID_CHARS = 512
+# The retention priorities both servers accept: what the vLLM engine client's msgpack carries (signed 64-bit;
+# an int outside fails to encode there, a 500 instead of a 400).
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 # Sessions sharing a prompt's blocks each hold their own references. 4 per retained block lets four sessions
 # share a whole cap's worth of context, or more share part of it (the simulated workloads peak at 1.2); the
 # floor keeps a tiny pool useful to dozens of sessions. Worst case, one block per retention, ~1 KB each with
