@@ -18,7 +18,7 @@ its later calls go on without waiting for admission again. A waiting call is ans
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -133,15 +133,19 @@ class SchedulerCore:
         # Sessions whose id the shell inferred (the client sent none) with one call so far, in last-seen
         # order (a subset of `sessions`): forgotten after `single_call_session_ttl_s` idle instead (a flood
         # of one-shot calls does not fill the table for an hour); a second call gives the full idle TTL.
-        self._single_call: dict[str, None] = {}
+        # These tables are LRU queues (pop from the front, append at the end): OrderedDicts, whose front is
+        # found in O(1). A plain dict leaves a hole at the front of its entries for each key taken away and
+        # walks them all to find the first: with 100,000 sessions evicted one per new call, ~38 µs a call.
+        self._single_call: OrderedDict[str, None] = OrderedDict()
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
-        self.sessions: dict[str, _Session] = {}
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()
         tenants = release.tenants if release is not None else tenants or TenantsConfig()
         if release is None and policy.queue is not None:
             release = ReleaseQueue(policy.queue, tenants)
         self.release = release
-        self._tenant_seen: dict[str, float] = {}  # tenant -> its last call's arrival (the queue's activation)
+        # tenant -> its last call's arrival (the queue's activation)
+        self._tenant_seen: OrderedDict[str, float] = OrderedDict()
         self.tenants = tenants
         self.tenant_stats = TenantLedger(tenants)
         self._workflows_seen = 0
@@ -757,13 +761,12 @@ class SchedulerCore:
 
     def _session_done(self, req: RequestInfo, now: float) -> None:
         session_id = req.session_id
-        session = self.sessions.pop(session_id, None)
+        session = self.sessions.get(session_id)
         if session is not None:
-            self.sessions[session_id] = session  # to the end: the table stays in last-seen order
+            self.sessions.move_to_end(session_id)  # the table stays in last-seen order
             single_call = self._single_call
             if session_id in single_call:
-                del single_call[session_id]
-                single_call[session_id] = None
+                single_call.move_to_end(session_id)
             session.in_flight -= 1
             session.last_seen = now
 

@@ -9,6 +9,7 @@ can never change a decision.
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import pytest
@@ -187,6 +188,38 @@ def test_tick_forgets_a_session_by_its_last_call_not_its_first() -> None:
     clock.now += 101.0  # a session behind a busy expired one is still found
     core.tick()
     assert set(core.sessions) == {"busy"}
+
+
+def test_a_flood_of_new_sessions_evicts_the_least_recently_seen_idle_one_each_time() -> None:
+    # The session tables are LRU queues, and they are OrderedDicts: a plain dict leaves a hole at the front
+    # of its entries for each key taken away and walks all of them to find the first one, which made each
+    # eviction under a flood of new sessions cost ~38 µs at 100,000 sessions (the proxy's throughput fell
+    # by a third within 30 s of one-shot calls). The order they keep is checked against a list.
+    rng = random.Random(7)
+    clock = Clock()
+    core = SchedulerCore(["r0", "r1"], build_policy("session-affinity"), clock, max_sessions=50)
+    expected: list[str] = []  # the least recently seen first
+    busy: set[str] = set()
+    for n in range(3_000):
+        clock.now += 1.0
+        sid = rng.choice(expected[-20:]) if expected and rng.random() < 0.3 else f"s{n}"  # or seen again
+        rid = f"c{n}"
+        if sid in expected:
+            expected.remove(sid)
+        elif len(expected) >= 50:
+            expected.remove(next(s for s in expected if s not in busy))
+        expected.append(sid)
+        core.request_arrived(
+            RequestInfo(request_id=rid, session_id=sid, arrived_at=clock.now, session_inferred=True)
+        )
+        if rng.random() < 0.02 and len(busy) < 5:
+            busy.add(sid)  # its call never ends: never evicted
+        else:
+            core.request_finished(rid)
+            expected.remove(sid)
+            expected.append(sid)  # a finish moves it to the end too
+        assert list(core.sessions) == expected
+    assert type(core.sessions) is OrderedDict and type(core._single_call) is OrderedDict
 
 
 class PlainPrefixIndex:
