@@ -2,7 +2,7 @@
 callbacks with fake transports, no sockets and no other process.
 
 `python -m loadtests.bench.call_cost [--calls N] [--repeats R] [--policy P] [--mode json|sse]
-[--segments one|each] [--request plain|agent|long|long-anon]` prints, for each mode, the least
+[--segments one|each] [--request plain|plain-session|agent|long|long-anon]` prints, for each mode, the least
 `time.process_time` per call over the repeats (µs): the Python a call costs on the common path (parse,
 identity, the core's decisions, headers, the inline relay, accounting, the access log line), without the
 system calls a live server adds, with the C allocator's thresholds as `saga serve` sets them.
@@ -91,6 +91,7 @@ _EVENTS = 9  # content events of a streamed answer (then the finish, usage and [
 # `--request`: the body's fields and the extra header lines of each kind of call
 REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
     "plain": (_REQUEST_BODY, ""),  # a one-line chat call naming no session
+    "plain-session": (_REQUEST_BODY, "X-Session-Id: agent-1\r\n"),  # the same call naming its session
     "agent": (
         {"model": "m", "messages": _AGENT_MESSAGES, "tools": _AGENT_TOOLS},
         "X-Session-Id: agent-1\r\n",

@@ -26,6 +26,11 @@ def _schedstat(pid: int) -> tuple[float, float]:
     return cpu_ns / 1e9, wait_ns / 1e9
 
 
+def _rss_mib(pid: int) -> float:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def _processes(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children] or [pid]
@@ -70,7 +75,7 @@ def main() -> None:
             rps, _, p99, _, _ = bench.parse_wrk(out.stdout)
             sched = ", ".join(
                 f"pid {p}: cpu {_schedstat(p)[0] - before[p][0]:.2f} s, run-queue wait "
-                f"{_schedstat(p)[1] - before[p][1]:.2f} s"
+                f"{_schedstat(p)[1] - before[p][1]:.2f} s, RSS {_rss_mib(p):.0f} MiB"
                 for p in pids
             )
             print(f"round {n}: {rps:,.0f} req/s, p99 {p99:.2f} ms ({sched})", flush=True)
