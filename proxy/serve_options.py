@@ -43,7 +43,7 @@ _HELP = {
     "max_answer_bytes": "largest whole (non-streaming) answer relayed from a replica (502 above)",
     "session_idle_ttl_s": "seconds an idle session is remembered",
     "single_call_session_ttl_s": "seconds an idle one-call session with an inferred id is remembered",
-    "max_sessions": "sessions remembered at most (least recently seen idle one evicted)",
+    "max_sessions": "sessions remembered at most (the least recently seen idle one evicted, one-shots first)",
     "upstream_api_key": "API key sent to the replicas (vLLM's --api-key)",
     "access_log": "one log line per request on the saga.access logger",
     "admin_token": "token the /saga/v1/* admin routes require",

@@ -101,8 +101,9 @@ class SchedulerCore:
     reported exactly once for every dispatched call; retentions the policy releases early are queued for
     the shell (`take_releases`), which drains them after each `request_finished`. Sessions idle longer than
     `session_idle_ttl_s` with no call in flight are forgotten on `tick`, so memory stays bounded by the live
-    sessions; beyond `max_sessions`, a new session first evicts the least recently seen idle one (a flood of
-    distinct session ids cannot grow the table without bound between two ticks or within the idle TTL). The
+    sessions; beyond `max_sessions`, a new session first evicts the least recently seen idle one, a one-call
+    inferred session before any other (a flood of distinct session ids cannot grow the table without bound
+    between two ticks or within the idle TTL, and one-shot calls push out their own kind first). The
     clock must not go back: the table is kept in last-seen order, and `tick` reads only its expired head.
     """
 
@@ -468,11 +469,15 @@ class SchedulerCore:
                 self._forget_session(sid)
 
     def _evict_idle_session(self) -> None:
-        """Forgets the least recently seen session with nothing in flight or held (if there is one)."""
-        for sid, session in self.sessions.items():
-            if session.in_flight == 0 and not self._holds_call(sid):
-                self._forget_session(sid)
-                return
+        """Forgets the least recently seen session with nothing in flight or held (if there is one): first
+        among the one-call sessions the shell inferred (those go after the short TTL anyway), so a flood of
+        one-shot calls pushes out its own kind, not the agents' sessions waiting on a tool call."""
+        sessions = self.sessions
+        for table in (self._single_call, sessions):
+            for sid in table:
+                if sessions[sid].in_flight == 0 and not self._holds_call(sid):
+                    self._forget_session(sid)
+                    return
 
     def _pinned(self, req: RequestInfo) -> list[Decision]:
         """A call naming state that only its pinned replica holds goes there at once, admitted (its workflow

@@ -132,3 +132,22 @@ async def test_a_stream_longer_than_max_answer_bytes_is_relayed_whole_but_not_ke
         other, _ = await chat(http, url, list(OPENING), stream=True)
     assert second == first
     assert other == first
+
+
+async def test_a_flood_of_one_shot_calls_past_max_sessions_keeps_an_agents_inferred_session(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    async def listed(url: str) -> set[str]:
+        async with http.get(f"{url}/saga/v1/sessions") as r:
+            return {s["session_id"] for s in (await r.json())["sessions"]}
+
+    settings = msgspec.structs.replace(config(fleet.urls), max_sessions=20)
+    async with running_proxy(settings) as url:
+        messages = list(OPENING)
+        agent, text = await chat(http, url, messages, False)
+        messages += [{"role": "assistant", "content": text}, {"role": "tool", "content": "3 tests failed"}]
+        assert (await chat(http, url, messages, False))[0] == agent  # its second call: no longer a one-shot
+        for n in range(60):  # while it runs a tool: one-shot calls naming no session, each a session
+            await chat(http, url, [{"role": "user", "content": f"one-shot question {n}"}], False)
+        kept = await listed(url)
+    assert agent in kept and len(kept) <= 20

@@ -194,11 +194,13 @@ def test_a_flood_of_new_sessions_evicts_the_least_recently_seen_idle_one_each_ti
     # The session tables are LRU queues, and they are OrderedDicts: a plain dict leaves a hole at the front
     # of its entries for each key taken away and walks all of them to find the first one, which made each
     # eviction under a flood of new sessions cost ~38 µs at 100,000 sessions (the proxy's throughput fell
-    # by a third within 30 s of one-shot calls). The order they keep is checked against a list.
+    # by a third within 30 s of one-shot calls). The order they keep is checked against a list: the victim
+    # is the least recently seen idle session that made one call, else the least recently seen idle one.
     rng = random.Random(7)
     clock = Clock()
     core = SchedulerCore(["r0", "r1"], build_policy("session-affinity"), clock, max_sessions=50)
     expected: list[str] = []  # the least recently seen first
+    one_call: set[str] = set()  # inferred sessions with one call so far
     busy: set[str] = set()
     for n in range(3_000):
         clock.now += 1.0
@@ -206,8 +208,14 @@ def test_a_flood_of_new_sessions_evicts_the_least_recently_seen_idle_one_each_ti
         rid = f"c{n}"
         if sid in expected:
             expected.remove(sid)
-        elif len(expected) >= 50:
-            expected.remove(next(s for s in expected if s not in busy))
+            one_call.discard(sid)
+        else:
+            if len(expected) >= 50:
+                idle = [s for s in expected if s not in busy]
+                victim = next((s for s in idle if s in one_call), idle[0])
+                expected.remove(victim)
+                one_call.discard(victim)
+            one_call.add(sid)
         expected.append(sid)
         core.request_arrived(
             RequestInfo(request_id=rid, session_id=sid, arrived_at=clock.now, session_inferred=True)
@@ -219,7 +227,30 @@ def test_a_flood_of_new_sessions_evicts_the_least_recently_seen_idle_one_each_ti
             expected.remove(sid)
             expected.append(sid)  # a finish moves it to the end too
         assert list(core.sessions) == expected
+        assert set(core._single_call) == one_call
     assert type(core.sessions) is OrderedDict and type(core._single_call) is OrderedDict
+
+
+def test_a_flood_of_one_shot_calls_does_not_push_out_an_agent_waiting_on_a_tool() -> None:
+    clock = Clock()
+    core = SchedulerCore(["r0", "r1"], build_policy("session-affinity"), clock, max_sessions=10)
+    for rid in ("a1", "a2"):  # an agent's two calls (its session inferred from its conversation)
+        core.request_arrived(
+            RequestInfo(request_id=rid, session_id="agent", arrived_at=clock.now, session_inferred=True)
+        )
+        core.request_finished(rid)
+    clock.now += 1.0
+    core.request_arrived(RequestInfo(request_id="n1", session_id="named", arrived_at=clock.now))  # one call,
+    core.request_finished("n1")  # its id sent by the client: not a one-shot the proxy guessed
+    for n in range(100):  # then one-shot calls, each a session of its own, while the agent runs a tool
+        clock.now += 1.0
+        core.request_arrived(
+            RequestInfo(request_id=f"o{n}", session_id=f"o{n}", arrived_at=clock.now, session_inferred=True)
+        )
+        core.request_finished(f"o{n}")
+    assert "agent" in core.sessions and "named" in core.sessions
+    assert len(core.sessions) == 10
+    assert [s for s in core.sessions if s.startswith("o")] == [f"o{n}" for n in range(92, 100)]
 
 
 class PlainPrefixIndex:
