@@ -1,14 +1,15 @@
 """Consecutive rounds of one-line calls naming no session against one `saga serve`, to see whether the proxy
 slows down as it runs (thirty-third session, docs/results/overhead.md).
 
-    python3 docs/results/overhead-s33/flood.py [--tree DIR] [--rounds N] [--seconds S] [-- saga serve flags]
+    python3 docs/results/overhead-s33/flood.py [--tree DIR] [--rounds N] [--seconds S] [--mode json|sse]
+        [-- saga serve flags]
 
-Starts nginx answering a fixed chat completion (the overhead bench's backend) and `saga serve` from `--tree`
-(a checkout, compiled in place; default: this one), warms it for a second with wrk, then runs `--rounds`
-rounds of wrk (1 thread, 32 connections) and prints, per round, requests/s, the p99 and, for each proxy
-process (the workers with `--workers N`), its CPU seconds and the seconds it waited on a run queue
-(/proc/PID/schedstat): a worker that waits there while its connections' calls wait for it is where a p99 of
-several times the p50 comes from on a 2-core host shared with wrk and nginx.
+Starts nginx answering a fixed chat completion or stream (the overhead bench's backend) and `saga serve`
+from `--tree` (a checkout, compiled in place; default: this one), warms it for a second with wrk, then runs
+`--rounds` rounds of wrk (1 thread, 32 connections) and prints, per round, requests/s, the p99 and, for each
+proxy process (the workers with `--workers N`), its CPU seconds, the seconds it waited on a run queue
+(/proc/PID/schedstat) and its resident memory. A worker that waits there while its connections' calls wait
+for it is where a p99 of several times the p50 comes from on a 2-core host shared with wrk and nginx.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[3]))
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--mode", choices=("json", "sse"), default="json", help="whole answers or streams")
     parser.add_argument("serve_args", nargs="*", help="extra `saga serve` flags (after --)")
     args = parser.parse_args()
     sys.path.insert(0, args.tree)
@@ -51,7 +53,9 @@ def main() -> None:
     work = Path("/tmp/saga-flood")
     work.mkdir(exist_ok=True)
     backend_port, port = bench._free_port(), bench._free_port()
-    conf = bench._nginx_conf(work, backend_port, bench.CHAT_JSON, "application/json")
+    stream = args.mode == "sse"
+    body, kind = (bench.CHAT_SSE, "text/event-stream") if stream else (bench.CHAT_JSON, "application/json")
+    conf = bench._nginx_conf(work, backend_port, body, kind)
     nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work), "-g", "daemon off;"])
     backend = f"http://127.0.0.1:{backend_port}"
     bench._wait_http(backend + "/health")
@@ -63,7 +67,7 @@ def main() -> None:
     try:
         bench._wait_http(f"http://127.0.0.1:{port}/health")
         script = work / "wrk.lua"
-        request = msgspec.json.encode({**bench.request_fields("plain"), "stream": False}).decode()
+        request = msgspec.json.encode({**bench.request_fields("plain"), "stream": stream}).decode()
         script.write_text(bench.wrk_script(request, 32, None, "none"))
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         wrk = ["wrk", "-t1", "-c32", "-s", str(script), "--latency", url]
