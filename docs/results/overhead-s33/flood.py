@@ -84,7 +84,8 @@ def main() -> None:
             )
             print(f"round {n}: {rps:,.0f} req/s, p99 {p99:.2f} ms ({sched})", flush=True)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-        print(next((line for line in metrics.splitlines() if line.startswith("saga_sessions ")), ""))
+        shown = ("saga_sessions ", "saga_handoffs_total")
+        print("\n".join(line for line in metrics.splitlines() if line.startswith(shown)))
     finally:
         proxy.terminate()
         proxy.wait()
