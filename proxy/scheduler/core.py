@@ -134,9 +134,10 @@ class SchedulerCore:
         # Sessions whose id the shell inferred (the client sent none) with one call so far, in last-seen
         # order (a subset of `sessions`): forgotten after `single_call_session_ttl_s` idle instead (a flood
         # of one-shot calls does not fill the table for an hour); a second call gives the full idle TTL.
-        # These tables are LRU queues (pop from the front, append at the end): OrderedDicts, whose front is
-        # found in O(1). A plain dict leaves a hole at the front of its entries for each key taken away and
-        # walks them all to find the first: with 100,000 sessions evicted one per new call, ~38 µs a call.
+        # This table, `sessions` and `_tenant_seen` are LRU queues (taken from the front, appended at the
+        # end): OrderedDicts, whose front is found in O(1). A plain dict leaves a hole at the front of its
+        # entries for each key taken away and walks them all to find the first: with 100,000 sessions
+        # evicted one per new call, ~38 µs a call.
         self._single_call: OrderedDict[str, None] = OrderedDict()
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
