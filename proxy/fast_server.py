@@ -64,7 +64,7 @@ from proxy import forward
 from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
-from proxy.context import CHAIN_OWNERS, CONFIG, METRICS, RESPONSE_OWNERS, WORKERS
+from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, RESPONSE_OWNERS, WORKERS
 from proxy.data_structs import SeenMessages
 from proxy.errors import (
     COMPRESSED_BODY,
@@ -158,7 +158,10 @@ class _Downstream:
         framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
         payload = _head(status, headers, framing) + body
         self.sent += len(payload)
-        self.conn.send(payload, at_once=True)
+        conn = self.conn
+        # With other calls in flight the answer goes with the turn's other writes: a client that holds
+        # several connections (an agent runner, a load generator) wakes once for them, not once an answer.
+        conn.send(payload, len(conn.server.calls_in_flight) <= 1)
 
     def answer_head(self, status: int, headers: Mapping[str, str], length: str | None) -> None:
         """A HEAD request's answer: the GET's headers and length (none said when not known), no body."""
@@ -562,8 +565,8 @@ class _ClientConnection(asyncio.Protocol):
         self.queue.append(_Request(method, url, [], b"", False, "1.1", refused=refusal))
 
     def send(self, data: bytes, at_once: bool = False) -> None:
-        """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` (a whole
-        answer) writes it now when nothing is queued before it."""
+        """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` writes it
+        now when nothing is queued before it."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
         if at_once and not self._pending:
@@ -1015,6 +1018,8 @@ class FastServer:
         self.chain_owners = app.get(CHAIN_OWNERS)
         self.relay_warned: set[int] = set()
         self.calls_server: asyncio.AbstractServer | None = None
+        core = app.get(CORE)  # its calls in flight: whether an answer waits for the turn's end (`answer`)
+        self.calls_in_flight: dict[str, Any] = core.in_flight if core is not None else {}
         self._adoptions: set[asyncio.Task[None]] = set()
 
     @property

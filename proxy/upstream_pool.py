@@ -20,7 +20,9 @@ Contract:
   closes (which makes a vLLM replica abort the call). Idle connections older than `idle_ttl_s` are not
   reused (uvicorn, which serves vLLM, closes idle keep-alive connections after 5 s).
 - `send_pooled(url, body, headers)` is the callback-driven form (proxy/inline_relay.py): it writes the request
-  on an idle pooled connection and returns it, or None (nothing sent) when none is idle. The caller sets the
+  on an idle pooled connection and returns it, or None (nothing sent) when none is idle; with `batched` the
+  write waits for the end of this turn of the event loop, to go out with the turn's other writes (a
+  connection closed before then sends nothing, as if it had closed before the write). The caller sets the
   connection's `listener`, whose `progress()` is called after every read and when the connection ends; it
   reads the connection's state (`headed`, `status`, `chunks`, `body_size`, `complete`, `broken`) and hands
   the connection back with `give_back` (pooled if the answer ended cleanly, else closed) or on to an
@@ -111,6 +113,20 @@ class _Connection(asyncio.Protocol):
         self.deadline = 0.0  # when the listener's deadline comes (loop time); 0.0: none
         self._alarm: asyncio.TimerHandle | None = None  # the one loop timer behind the deadlines
         self._alarm_at = 0.0
+        self._batched: list[bytes] = []  # written at the end of this turn of the loop (`write_batched`)
+
+    def write_batched(self, data: bytes) -> None:
+        """Writes `data` at the end of this turn of the loop, when the writes of the turn's other calls go
+        out too: a replica woken by the first reads the rest in the same wake-up."""
+        if not self._batched:
+            self.loop.call_soon(self._write_batch)
+        self._batched.append(data)
+
+    def _write_batch(self) -> None:
+        data = b"".join(self._batched) if len(self._batched) > 1 else self._batched[0]
+        self._batched.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -482,16 +498,20 @@ class UpstreamPool:
         return key, f"{request_line}{lines}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
 
     def send_pooled(
-        self, url: str, body: bytes, headers: Mapping[str, str], method: str = "POST"
+        self, url: str, body: bytes, headers: Mapping[str, str], method: str = "POST", batched: bool = False
     ) -> tuple[Key, _Connection] | None:
         """Writes the request on an idle pooled connection and returns it; None, sending nothing, when no
-        connection is idle. The answer is read through the connection's `listener`."""
+        connection is idle. The answer is read through the connection's `listener`. `batched`: the write
+        goes out at the end of this turn of the loop (`_Connection.write_batched`)."""
         key, payload = self._payload(method, url, body, headers)
         conn = self._take(key, awaited=False)
         if conn is None:
             return None
         assert conn.transport is not None
-        conn.transport.write(payload)
+        if batched:
+            conn.write_batched(payload)
+        else:
+            conn.transport.write(payload)
         return key, conn
 
     def give_back(self, key: Key, conn: _Connection) -> None:

@@ -16,11 +16,12 @@ import httptools
 import pytest
 from aiohttp import web
 
-from loadtests.bench.call_cost import Harness
+from loadtests.bench.call_cost import _KEY, FakeTransport, Harness, answer_segments, request_bytes
 from proxy.config import ProxyConfig
 from proxy.http_limits import MAX_HEAD_BYTES
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
+from proxy.upstream_pool import _Connection
 from tests.proxy.fakes import SSE_EVENT, config, fake_replica, raw_replica, replica_app, serving
 
 pytestmark = pytest.mark.usefixtures("_fast_only")
@@ -547,3 +548,37 @@ async def test_a_field_given_twice_is_read_as_its_first_line_on_every_route() ->
         answers = await _read_answers(reader, 2)
         writer.close()
     assert [a.status for a in answers] == [401, 200]  # what `--server aiohttp` answers
+
+
+async def test_with_other_calls_in_flight_a_request_and_an_answer_wait_for_the_end_of_the_turn() -> None:
+    """Writes that go out together wake a replica (or a client holding several connections) once, not once a
+    call: while the process has other calls in flight, a request to a replica and a whole answer are
+    written at the end of the loop's turn, whole; a lone call's are written at once (nothing would join
+    them)."""
+    harness = Harness("round-robin")
+    try:
+        other_upstream, other_upstream_out = _Connection(), FakeTransport()
+        other_upstream.connection_made(other_upstream_out)  # type: ignore[arg-type]
+        harness.pool._put(_KEY, other_upstream)  # lent first (the most recently pooled)
+        other_client, other_client_out = harness.server(), FakeTransport()
+        other_client.connection_made(other_client_out)  # type: ignore[arg-type]
+        upstream_out, client_out = harness.upstream_transport.written, harness.client_transport.written
+        request, (answer,) = request_bytes(stream=False), answer_segments(stream=False, segments="one")
+
+        harness.client.data_received(request)  # alone: at once
+        assert len(other_upstream_out.written) == 1
+        other_client.data_received(request)  # the first is in flight: at the end of the turn
+        assert upstream_out == []
+        await asyncio.sleep(0)
+        assert len(upstream_out) == 1 and upstream_out[0].startswith(b"POST /v1/chat/completions HTTP/1.1")
+
+        other_upstream.data_received(answer)  # the first call's answer, the second still in flight
+        assert client_out == []
+        await asyncio.sleep(0)
+        assert len(client_out) == 1 and client_out[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        harness.upstream.data_received(answer)  # the second's, alone now: at once
+        assert len(other_client_out.written) == 1 and other_client_out.written[0].startswith(b"HTTP/1.1 200 ")
+        body = client_out[0].partition(b"\r\n\r\n")[2]
+        assert body and body == other_client_out.written[0].partition(b"\r\n\r\n")[2]
+    finally:
+        harness.close()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from proxy.upstream_pool import BodyFailed, ConnectFailed, UpstreamPool
+from proxy.upstream_pool import BodyFailed, ConnectFailed, UpstreamPool, _Connection
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -267,3 +267,33 @@ async def test_an_answer_in_tiny_pieces_is_held_in_few_buffers(pool: UpstreamPoo
             await asyncio.sleep(0.01)
         assert len(conn.chunks) <= 2 * len(body) // 256  # was one per byte
         assert await answer.read() == body
+
+
+async def test_a_batched_request_goes_out_whole_at_the_end_of_the_turn_and_not_on_a_closed_connection(
+    pool: UpstreamPool,
+) -> None:
+    """`send_pooled(batched=True)` (several calls in flight) writes at the end of the loop's turn, with the
+    turn's other writes, in one buffer; a connection closed before then (the client hung up) sends nothing
+    and raises nothing. Unbatched, the request is written at once."""
+    from loadtests.bench.call_cost import FakeTransport
+
+    key = ("127.0.0.1", 9, False)
+    written: list[list[bytes]] = []
+    for _ in range(3):
+        conn = _Connection()
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        pool._put(key, conn)
+        written.append(transport.written)
+    sent = pool.send_pooled("http://127.0.0.1:9/v1/x", b"{}", {"X-A": "1"}, "POST", True)
+    closing = pool.send_pooled("http://127.0.0.1:9/v1/x", b"{}", {}, "POST", True)
+    at_once = pool.send_pooled("http://127.0.0.1:9/v1/x", b"{}", {})
+    assert sent is not None and closing is not None and at_once is not None
+    assert closing[1].transport is not None
+    closing[1].transport.close()
+    last, middle, first = written  # the pool lends its most recently pooled connection first
+    assert (first, middle) == ([], []) and len(last) == 1
+    await asyncio.sleep(0)
+    assert middle == []
+    assert len(first) == 1 and first[0].startswith(b"POST /v1/x HTTP/1.1\r\n") and first[0].endswith(b"{}")
+    assert b"\r\nX-A: 1\r\n" in first[0] and b"X-A" not in last[0]
