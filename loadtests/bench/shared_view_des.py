@@ -137,10 +137,10 @@ class WorkerCores(SchedulerCore):
             decisions += self._mine(i, core.replica_stats(stats))
         return decisions
 
-    def tick(self) -> list[Decision]:
+    def tick(self, lapse_limit: int = 0) -> list[Decision]:
         decisions = self._sync()
         for i, core in enumerate(self.cores):
-            decisions += self._mine(i, core.tick())
+            decisions += self._mine(i, core.tick(lapse_limit))
         return decisions
 
 

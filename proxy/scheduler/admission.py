@@ -366,11 +366,16 @@ class WorkflowAdmission:
         if wf is not None:
             wf.in_flight = max(0, wf.in_flight - 1)
 
-    def expire(self, now: float) -> bool:
-        """Lapse the reservations whose hold ran out; True when any did (there may be room now)."""
+    def expire(self, now: float, limit: int = 0) -> bool:
+        """Lapse the reservations whose hold ran out by `now`; True when any did (there may be room now).
+        `limit` (0: none): take at most that many wake-ups off the heap; those left are still `due(now)`."""
         freed = False
         workflows = self.workflows
+        taken = 0
         while self._lapses and self._lapses[0][0] <= now:  # (re-read: a re-arm may compact the heap anew)
+            if limit and taken == limit:
+                break
+            taken += 1
             at, _, session_id = heapq.heappop(self._lapses)
             wf = workflows.get(session_id)
             if wf is None or wf.queued_at != at:
@@ -385,6 +390,11 @@ class WorkflowAdmission:
                 self._lapse(wf)
                 freed = True
         return freed
+
+    def due(self, now: float) -> bool:
+        """A wake-up is due by `now` (`expire(now)` has holds to look at)."""
+        lapses = self._lapses
+        return bool(lapses) and lapses[0][0] <= now
 
     def end(self, session_id: str) -> None:
         """The workflow is over (ended or forgotten): free its reservation. Its waiting calls, if any, stay

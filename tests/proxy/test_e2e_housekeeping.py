@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from proxy.config import ProxyConfig
-from proxy.housekeeping import MIN_WALL_S, housekeeping_interval_s, housekeeping_loop
+from proxy.housekeeping import LAPSES_PER_STEP, MIN_WALL_S, housekeeping_interval_s, housekeeping_loop
 from proxy.scheduler import PRESETS, Decision, Reject, SchedulerCore, build_policy
 from proxy.server import running_proxy
 from tests.proxy.fakes import fake_replica
@@ -51,11 +51,14 @@ async def test_a_failing_tick_is_logged_and_housekeeping_goes_on(
     class Core:
         ticks = 0
 
-        def tick(self) -> list[Decision]:
+        def tick(self, lapse_limit: int = 0) -> list[Decision]:
             self.ticks += 1
             if self.ticks == 2:
                 raise RuntimeError("a bug")
             return [Reject("r", f"tick {self.ticks}")]
+
+        def ticking(self) -> bool:
+            return False
 
     core, applied = Core(), []
     loop = asyncio.create_task(housekeeping_loop(core, applied.extend, interval_s=0.001))  # type: ignore[arg-type]
@@ -65,6 +68,43 @@ async def test_a_failing_tick_is_logged_and_housekeeping_goes_on(
         await loop
     assert [d.reason for d in applied if isinstance(d, Reject)][:3] == ["tick 1", "tick 3", "tick 4"]
     assert "housekeeping (tick) failed" in caplog.text
+
+
+async def test_a_tick_goes_on_in_steps_with_the_loops_other_work_between_them() -> None:
+    """One tick's lapses no longer hold the event loop at once (8-12 ms at ~20,000 new sessions a second):
+    after `tick(LAPSES_PER_STEP)` the loop lets what is ready run before each `tick_more` step."""
+    events: list[str] = []
+
+    class Core:
+        steps = 0
+        limits: list[int] = []
+
+        def tick(self, lapse_limit: int = 0) -> list[Decision]:
+            self.limits.append(lapse_limit)
+            if self.steps == 0 and not events:
+                self.steps = 3
+                asyncio.get_running_loop().call_soon(events.append, "a call")
+            events.append("tick")
+            return [Reject("r", "tick")]
+
+        def ticking(self) -> bool:
+            return self.steps > 0
+
+        def tick_more(self, lapse_limit: int) -> list[Decision]:
+            self.limits.append(lapse_limit)
+            self.steps -= 1
+            events.append("step")
+            return [Reject("r", "step")]
+
+    core, applied = Core(), []
+    loop = asyncio.create_task(housekeeping_loop(core, applied.extend, interval_s=0.001))  # type: ignore[arg-type]
+    await until(lambda: events.count("tick") >= 2)
+    loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
+    assert events[:6] == ["tick", "a call", "step", "step", "step", "tick"]
+    assert [d.reason for d in applied if isinstance(d, Reject)][:4] == ["tick", "step", "step", "step"]
+    assert set(core.limits) == {LAPSES_PER_STEP}
 
 
 def test_the_interval_is_a_second_of_the_cores_clock_and_never_a_spin() -> None:

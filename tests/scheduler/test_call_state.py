@@ -209,3 +209,36 @@ def test_a_wake_up_re_armed_by_expire_lapses_the_hold_in_time_even_when_it_compa
     assert not adm.expire(125.0)  # the wake-up at 120 re-arms at 130 and compacts the heap
     assert adm._lapses == [(130.0, adm._lapses[0][1], "s0")] and adm.workflows["s0"].reserved > 0
     assert adm.expire(130.0) and adm.workflows["s0"].reserved == 0 and adm._lapses == []
+
+
+def test_a_tick_in_bounded_steps_lapses_the_holds_one_tick_lapses() -> None:
+    """The proxy's housekeeping ticks in steps (`tick(lapse_limit)`, then `tick_more` while `ticking()`: one
+    tick of ~20,000 lapses held its event loop 8-12 ms). The steps lapse exactly what one tick lapses, the
+    holds due by the tick's time, however far the clock moves between them."""
+    runs = []
+    for _ in range(2):
+        clock = Clock()
+        core = SchedulerCore(["r0"], build_policy("saga", seed=0), clock)
+        _one_shot_calls(core, clock, 4000)
+        runs.append((core, clock))
+    (whole, _), (stepped, stepped_clock) = runs
+    assert whole.admission is not None and stepped.admission is not None
+    whole.tick()
+    assert not whole.ticking()
+    stepped.tick(lapse_limit=100)
+    assert stepped.ticking() and 0 < stepped.admission.lapsed <= 100
+    steps = 1
+    while stepped.ticking():
+        stepped_clock.now += 1000.0  # every hold is due by now: only those due by the tick's time may lapse
+        stepped.tick_more(100)
+        steps += 1
+    assert steps >= 10
+    assert (stepped.admission.lapsed, stepped.admission.reserved) == (
+        whole.admission.lapsed,
+        whole.admission.reserved,
+    )
+    held = {sid: wf.quiet_at for sid, wf in whole.admission.workflows.items() if wf.quiet_at is not None}
+    assert held == {
+        sid: wf.quiet_at for sid, wf in stepped.admission.workflows.items() if wf.quiet_at is not None
+    }
+    assert whole.admission.lapsed > 1000 and held  # most holds were due at the tick's time, not all

@@ -4,11 +4,12 @@ tick takes (thirty-fourth session, docs/results/overhead.md).
     python3 docs/results/overhead-s34/loop_stalls.py [--tree DIR] [--seconds S] [-- saga serve flags]
 
 Starts nginx and `saga serve` from `--tree` as docs/results/overhead-s33/flood.py does, with a `sitecustomize`
-on the proxy's path that (1) runs the housekeeping loop with each `SchedulerCore.tick()` timed and (2) starts
-a watchdog task that sleeps 2 ms and reports each wake-up more than 4 ms late (a turn of the loop that long).
+on the proxy's path that (1) runs the housekeeping loop as proxy/housekeeping.py does (in steps where the
+core has `ticking`) with each tick's longest step timed, and (2) starts a watchdog task that sleeps 2 ms and
+reports each wake-up more than 4 ms late (a turn of the loop that long).
 Drives it with wrk (1 thread, 32 connections, one-line calls naming no session) and prints wrk's p50/p99,
 then each tick's time and each stall, from the proxy's log. The watchdog's own wake-ups cost some CPU: read
-the stalls, not the throughput.
+the stalls, not the throughput. `--no-gc`: the proxy runs with the cyclic GC disabled.
 """
 
 from __future__ import annotations
@@ -29,14 +30,24 @@ import proxy.housekeeping as housekeeping
 
 async def timed_loop(core, apply, interval_s):
     asyncio.get_running_loop().create_task(watchdog())
+    stepped = hasattr(core, "ticking")  # a tick in steps (after the thirty-fourth session's change)
+    limit = getattr(housekeeping, "LAPSES_PER_STEP", 0)
     while True:
         await asyncio.sleep(interval_s)
         started = time.perf_counter()
-        decisions = core.tick()
-        ticked = time.perf_counter()
-        apply(decisions)
-        print(f"TICK {time.time():.3f} tick {1e3 * (ticked - started):.2f} ms, "
-              f"apply {1e3 * (time.perf_counter() - ticked):.2f} ms, {len(decisions)} decisions",
+        sessions = len(core.sessions)
+        apply(core.tick(limit) if stepped else core.tick())
+        longest = time.perf_counter() - started
+        steps = 1
+        while stepped and core.ticking():
+            await asyncio.sleep(0)
+            step_started = time.perf_counter()
+            apply(core.tick_more(limit))
+            longest = max(longest, time.perf_counter() - step_started)
+            steps += 1
+        print(f"TICK {time.time():.3f} {steps} step(s), the longest {1e3 * longest:.2f} ms, "
+              f"sessions {sessions} -> {len(core.sessions)}, "
+              f"{1e3 * (time.perf_counter() - started):.2f} ms from its start to its end",
               file=sys.stderr, flush=True)
 
 async def watchdog():
@@ -55,10 +66,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[3]))
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--no-gc", action="store_true", help="the proxy with the cyclic GC disabled")
     parser.add_argument("serve_args", nargs="*", help="extra `saga serve` flags (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "sitecustomize.py").write_text(SITECUSTOMIZE)
+        Path(tmp, "sitecustomize.py").write_text(
+            SITECUSTOMIZE + ("import gc\ngc.disable()\n" if args.no_gc else "")
+        )
         log = Path(tmp, "proxy.log")
         with proxied(args.tree, "json", args.serve_args, tmp, log) as (url, _, _pid):
             wrk = ["wrk", "-t1", "-c32", "--latency", "-s", str(wrk_script("json")), url]
