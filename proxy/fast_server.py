@@ -1018,8 +1018,8 @@ class FastServer:
         self.chain_owners = app.get(CHAIN_OWNERS)
         self.relay_warned: set[int] = set()
         self.calls_server: asyncio.AbstractServer | None = None
-        core = app.get(CORE)  # its calls in flight: whether an answer waits for the turn's end (`answer`)
-        self.calls_in_flight: dict[str, Any] = core.in_flight if core is not None else {}
+        # the core's calls in flight (the dict itself): whether an answer waits for the turn's end (`answer`)
+        self.calls_in_flight: dict[str, Any] = app[CORE].in_flight
         self._adoptions: set[asyncio.Task[None]] = set()
 
     @property

@@ -55,6 +55,12 @@ def failures(wrk_output: str) -> str:
     return f" FAILED: {non_2xx} not 2xx, {socket_errors} socket errors"
 
 
+def wrk_quantiles(wrk_output: str) -> str:
+    """wrk's p50/p90/p99 as it printed them, and what failed (`failures`)."""
+    found = re.findall(r"^\s+(50|90|99)%\s+(\S+)$", wrk_output, re.M)
+    return " ".join(f"p{p} {v}" for p, v in found) + failures(wrk_output)
+
+
 def _bench() -> Any:
     from loadtests.bench import overhead
 

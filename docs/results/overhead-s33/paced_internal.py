@@ -7,19 +7,19 @@ Per run: nginx answering the overhead bench's fixed chat completion, `saga serve
 it, and wrk paced at `--rate` calls/s over 32 connections (the bench's `--rate` script), first through the
 proxy, then straight to nginx. Prints wrk's p50/p90/p99 for both and, from the proxy's access log (each
 call's duration from its request's head read to its answer's last byte written), the proxy's own p50, p90,
-p99 and p99.9 over the paced round's calls. `--no-gc` runs the proxy with the cyclic GC disabled (a
-`sitecustomize` calling `gc.disable()`), to see whether its pauses are the tail.
+p99 and p99.9 over the paced round's calls. `--rate 0`: wrk unpaced (saturating the proxy). `--no-gc` runs
+the proxy with the cyclic GC disabled (a `sitecustomize` calling `gc.disable()`), to see whether its pauses
+are the tail.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import tempfile
 from pathlib import Path
 
-from flood import failures, proxied, wrk_script
+from flood import proxied, wrk_quantiles, wrk_script
 
 
 def _quantiles(durations: list[float]) -> str:
@@ -37,15 +37,12 @@ def _wrk(url: str, script: Path, seconds: int) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
-def _wrk_quantiles(out: str) -> str:
-    found = re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M)
-    return " ".join(f"p{p} {v}" for p, v in found) + failures(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[3]))
-    parser.add_argument("--rate", type=float, default=3000.0)
+    parser.add_argument(
+        "--rate", type=float, default=3000.0, help="calls/s (0: not paced, wrk at saturation)"
+    )
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--no-gc", action="store_true", help="the proxy with the cyclic GC disabled")
@@ -60,7 +57,7 @@ def main() -> None:
                 direct,
                 _,
             ):
-                script = wrk_script("json", args.rate)
+                script = wrk_script("json", args.rate or None)
                 _wrk(url, script, 1)  # warm-up
                 warm = log.stat().st_size
                 through = _wrk(url, script, args.seconds)
@@ -68,7 +65,7 @@ def main() -> None:
             with log.open() as f:
                 f.seek(warm)
                 durations = [float(line.split()[-1]) for line in f if '"POST /v1/chat/completions' in line]
-            print(f"run {run}: through SAGA {_wrk_quantiles(through)}; direct {_wrk_quantiles(straight)}")
+            print(f"run {run}: through SAGA {wrk_quantiles(through)}; direct {wrk_quantiles(straight)}")
             print(f"  inside the proxy (access log): {_quantiles(durations)}", flush=True)
 
 

@@ -15,14 +15,13 @@ the stalls, not the throughput. `--no-gc`: the proxy runs with the cyclic GC dis
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "overhead-s33"))
-from flood import proxied, wrk_script
+from flood import proxied, wrk_quantiles, wrk_script
 
 SITECUSTOMIZE = """
 import asyncio, sys, time
@@ -79,7 +78,7 @@ def main() -> None:
             subprocess.run([*wrk, "-d1s"], capture_output=True, check=True)
             start = log.stat().st_size
             out = subprocess.run([*wrk, f"-d{args.seconds}s"], capture_output=True, text=True, check=True)
-        print("wrk:", " ".join(re.findall(r"^\s+(?:50|99)%\s+\S+$", out.stdout, re.M)))
+        print("wrk:", wrk_quantiles(out.stdout))
         with log.open() as f:
             f.seek(start)
             for line in f:
