@@ -45,6 +45,7 @@ COMPILED = [
     "predictor/predictor.py",
     "predictor/return_model.py",
     "predictor/session_scale.py",
+    "predictor/sharded.py",
     "predictor/sketch.py",
     # The proxy's data path (docs/results/overhead.md, h-fast6; measured with loadtests/bench/call_cost.py).
     "proxy/call.py",

@@ -37,6 +37,7 @@ from mypy_extensions import mypyc_attr
 
 from predictor.graph import OTHER, START, AgentGraph, node_key
 from predictor.return_model import ReturnModel
+from predictor.sharded import ShardedLru
 from predictor.sketch import LogSketch, seconds_sketch
 from predictor.structs import Prediction, PredictorConfig
 
@@ -67,6 +68,7 @@ class _Session:
     __slots__ = (
         "agent_type",
         "calls",
+        "filed",
         "finished_at",
         "in_flight",
         "last_output",
@@ -85,6 +87,15 @@ class _Session:
         self.last_output = 0
         # Measured at the arrival of the call in flight: (source node, gap, growth).
         self.pending: tuple[str, float | None, float] | None = None
+        # `Predictor.tick`'s filing: (its group's key, None while misfiled; the order of its last answer
+        # among all), None while not filed (no answer yet, or ended)
+        self.filed: tuple[tuple[str, str] | None, int] | None = None
+
+
+def _answer_order(s: _Session) -> int:
+    filed = s.filed
+    assert filed is not None  # (filed: in a group or misfiled)
+    return filed[1]
 
 
 def _possible(kind: int, number: float, amount: float, output: float, calls: int) -> bool:
@@ -105,19 +116,22 @@ class Predictor:
         if model not in ("residual", "chain"):
             raise ValueError(f"predictor: remaining_model must be 'residual' or 'chain', got {model!r}")
         self.graphs: OrderedDict[str, AgentGraph] = OrderedDict()
-        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        # split over shards (predictor/sharded.py): a table of ~100,000 sessions rebuilds itself in one step
+        self.sessions: ShardedLru[_Session] = ShardedLru(salt=2, start_up=True)
         self._ghosts: OrderedDict[str, _Session] = OrderedDict()
         self._next_scan = -math.inf
         # Sessions that have answered, grouped by the (agent type, state) their last answer left them in,
         # each group by the time of that answer (oldest first): one group shares one end horizon, so `tick`
         # reads a group's head only while it is past the horizon (O(groups + ended), not O(sessions)). A
         # session whose state changed since (a request's tool messages named it) waits in `_misfiled`, read
-        # whole on each scan; `_filed` maps a session to its group (None: misfiled) and the order of its
+        # whole on each scan; a session's `filed` names its group (None: misfiled) and the order of its
         # answer among all. An answer stamped earlier than the last one (a clock that went back) turns the
         # shortcut off: `tick` then reads every session.
-        self._groups: dict[tuple[str, str], OrderedDict[str, None]] = {}
+        self._groups: dict[tuple[str, str], ShardedLru[None]] = {}
         self._misfiled: dict[str, None] = {}
-        self._filed: dict[str, tuple[tuple[str, str] | None, int]] = {}
+        # The last `tick`'s time, and whether it has sessions left to find and end (`end_more`)
+        self._scan_at = -math.inf
+        self._scan_more = False
         self._answers = 0
         self._answered_last = -math.inf
         self._answered_ordered = True
@@ -179,7 +193,7 @@ class Predictor:
     ) -> str:
         """Returns the agent type the session is filed under (set at its first call: `agent_type`, or
         `ONE_OFF_AGENT_TYPE` while every graph slot is taken by other types)."""
-        s = self.sessions.get(session_id)
+        s = self.sessions.touch(session_id)  # (made the newest)
         if s is None:
             s = self._ghosts.pop(session_id, None)
             if s is not None and s.agent_type in self.graphs:
@@ -188,17 +202,15 @@ class Predictor:
             if s is None:
                 s = _Session(self._filed_type(agent_type[: self.config.max_agent_type_chars]))
             self._admit(session_id, s)
-        else:
-            self.sessions.move_to_end(session_id)
         in_flight = s.in_flight  #
         if in_flight == 0:
             state = s.state
             if tool_names and state.startswith("call#") and s.calls > 0:
                 state = s.state = node_key(tool_names[0], s.calls)  # the request's tool messages name it
-                filed = self._filed.get(session_id)
+                filed = s.filed
                 if filed is not None and filed[0] is not None and filed[0][1] != state:
-                    self._unfile(session_id)  # its group's horizon is no longer its own
-                    self._filed[session_id] = (None, filed[1])
+                    self._unfile(session_id, s)  # its group's horizon is no longer its own
+                    s.filed = (None, filed[1])
                     self._misfiled[session_id] = None
             finished_at = s.finished_at
             gap = None if finished_at is None else max(0.0, now - finished_at)
@@ -246,18 +258,18 @@ class Predictor:
             journal.append((TRANSITION, agent_type, src, to, gap_s, growth, float(output_tokens), 0))
         s.finished_at = now
         self._answers += 1
-        filed = self._filed.get(session_id)
+        filed = s.filed
         if filed is not None and filed[0] is not None and filed[0][1] == landed:  # same group: to its end
             self._groups[filed[0]].move_to_end(session_id)
-            self._filed[session_id] = (filed[0], self._answers)
+            s.filed = (filed[0], self._answers)
         else:
-            self._unfile(session_id)
+            self._unfile(session_id, s)
             key = (agent_type, landed)
             group = self._groups.get(key)
             if group is None:
-                group = self._groups[key] = OrderedDict()
+                group = self._groups[key] = ShardedLru(salt=3)
             group[session_id] = None
-            self._filed[session_id] = (key, self._answers)
+            s.filed = (key, self._answers)
         if now < self._answered_last:
             self._answered_ordered = False
         self._answered_last = max(self._answered_last, now)
@@ -274,23 +286,48 @@ class Predictor:
 
     def session_ended(self, session_id: str) -> None:
         """The session is over (explicitly): its state learns an end."""
-        s = self.sessions.pop(session_id, None)
-        self._unfile(session_id)
-        if s is not None and s.calls > 0:
-            self._learned_end(s)
+        s = self.sessions.pop(session_id)
+        if s is not None:
+            self._unfile(session_id, s)
+            if s.calls > 0:
+                self._learned_end(s)
 
     def forget(self, session_id: str) -> None:
-        """Drop a session without learning anything from it."""
-        self.sessions.pop(session_id, None)
-        self._unfile(session_id)
+        """Drop a session without learning anything from it; one the last `tick` found ended and left to a
+        later step ends first, as that tick would have ended it."""
+        s = self.sessions.get(session_id) if self._scan_more else None
+        if s is not None and self._quiet_past_horizon(s):
+            self._end(session_id)
+        else:
+            s = self.sessions.pop(session_id)
+            if s is not None:
+                self._unfile(session_id, s)
         self._ghosts.pop(session_id, None)
 
-    def tick(self, now: float) -> list[str]:
+    def tick(self, now: float, end_limit: int = 0) -> list[str]:
         """End the sessions silent past their horizon (checked at most every `end_scan_interval_s`); returns
-        their ids."""
+        their ids. `end_limit` (0: none): find and end at most that many here, and the rest, silent past
+        their horizon at this tick's time, in `end_more` steps while `ending()` (the proxy: each step a turn
+        of its event loop of its own; a flood of one-call sessions going quiet ended thousands a tick, 18-22
+        ms at once). A session with a call since is not ended; one forgotten before its step ends first, as
+        one tick would have ended it."""
         if now < self._next_scan:
             return []
         self._next_scan = now + self.config.end_scan_interval_s
+        self._scan_at = now
+        return self._end_quiet(end_limit)
+
+    def ending(self) -> bool:
+        """The last `tick` (with an `end_limit`) has sessions left to find and end."""
+        return self._scan_more
+
+    def end_more(self, end_limit: int) -> list[str]:
+        """The next step of the last `tick`: at most `end_limit` more sessions silent past their horizon at
+        its time end; returns their ids."""
+        return self._end_quiet(end_limit) if self._scan_more else []
+
+    def _end_quiet(self, limit: int) -> list[str]:
+        now = self._scan_at
         horizons: dict[tuple[str, str], float] = {}  # one per state, not per session
 
         def horizon_of(s: _Session) -> float:
@@ -301,46 +338,77 @@ class Predictor:
             return horizon
 
         ended: list[tuple[int, str]] = []  # (order of the last answer, session): ended in that order
-        gone: list[str] = []
+        gone: list[tuple[tuple[str, str] | None, str]] = []  # filed, no longer live (not expected)
+        full = False  # `limit` found: the rest in the next step
         if not self._answered_ordered:
             for sid, session in self.sessions.items():
                 at = session.finished_at
                 if at is not None and not session.in_flight and now - at > horizon_of(session):
                     ended.append((0, sid))
+                    if len(ended) == limit:
+                        full = True
+                        break
         else:
             # Every horizon is at least `min_horizon_s`: a group's head answered later than that is not over,
             # nor is anything behind it; past a head still within its group's horizon, nothing is either.
-            for group in self._groups.values():
-                for sid in group:
+            for key, group in self._groups.items():
+                for part in group.parts():  # (each in answer order)
+                    for sid in part:
+                        s = self.sessions.get(sid)
+                        if s is None:
+                            gone.append((key, sid))
+                            continue
+                        assert s.finished_at is not None
+                        if now - s.finished_at <= self.config.min_horizon_s:
+                            break
+                        if s.in_flight:
+                            continue
+                        if now - s.finished_at <= horizon_of(s):
+                            break
+                        ended.append((_answer_order(s), sid))
+                        if len(ended) == limit:
+                            full = True
+                            break
+                    if full:
+                        break
+                if full:
+                    break
+            if not full:
+                for sid in self._misfiled:
                     s = self.sessions.get(sid)
                     if s is None:
-                        gone.append(sid)
-                        continue
-                    assert s.finished_at is not None
-                    if now - s.finished_at <= self.config.min_horizon_s:
-                        break
-                    if s.in_flight:
-                        continue
-                    if now - s.finished_at <= horizon_of(s):
-                        break
-                    ended.append((self._filed[sid][1], sid))
-            for sid in self._misfiled:
-                s = self.sessions.get(sid)
-                if s is None:
-                    gone.append(sid)
-                elif s.finished_at is not None and not s.in_flight and now - s.finished_at > horizon_of(s):
-                    ended.append((self._filed[sid][1], sid))
+                        gone.append((None, sid))
+                    elif (
+                        s.finished_at is not None and not s.in_flight and now - s.finished_at > horizon_of(s)
+                    ):
+                        ended.append((_answer_order(s), sid))
             ended.sort()
-        for sid in gone:
-            self._unfile(sid)
+        self._scan_more = full
+        for filed_under, sid in gone:
+            self._drop_filing(filed_under, sid)
         for _, sid in ended:
-            s = self.sessions.pop(sid)
-            self._unfile(sid)
-            self._learned_end(s)
-            self._ghosts[sid] = s
-            while len(self._ghosts) > self.config.max_ghosts:
-                self._ghosts.popitem(last=False)
+            self._end(sid)
         return [sid for _, sid in ended]
+
+    def _quiet_past_horizon(self, s: _Session) -> bool:
+        """What the last `tick` ends: a filed session with no call in flight, silent past its horizon at the
+        tick's time."""
+        at = s.finished_at
+        return (
+            s.filed is not None
+            and at is not None
+            and not s.in_flight
+            and self._scan_at - at > self.horizon_s(s)
+        )
+
+    def _end(self, session_id: str) -> None:
+        s = self.sessions.pop(session_id)
+        assert s is not None, session_id
+        self._unfile(session_id, s)
+        self._learned_end(s)
+        self._ghosts[session_id] = s
+        while len(self._ghosts) > self.config.max_ghosts:
+            self._ghosts.popitem(last=False)
 
     # -- predictions ----------------------------------------------------------------------------------
 
@@ -579,20 +647,22 @@ class Predictor:
     def _admit(self, session_id: str, s: _Session) -> None:
         self.sessions[session_id] = s
         while len(self.sessions) > self.config.max_sessions:
-            dropped, _ = self.sessions.popitem(last=False)
-            self._unfile(dropped)
+            dropped, dropped_session = self.sessions.pop_oldest()
+            self._unfile(dropped, dropped_session)
 
-    def _unfile(self, session_id: str) -> None:
+    def _unfile(self, session_id: str, s: _Session) -> None:
         """Take the session out of `tick`'s groups (if it is filed)."""
-        filed = self._filed.pop(session_id, None)
-        if filed is None:
-            return
-        key = filed[0]
+        filed = s.filed
+        if filed is not None:
+            s.filed = None
+            self._drop_filing(filed[0], session_id)
+
+    def _drop_filing(self, key: tuple[str, str] | None, session_id: str) -> None:
         if key is None:
-            del self._misfiled[session_id]
+            self._misfiled.pop(session_id, None)
             return
         group = self._groups[key]
-        del group[session_id]
+        group.pop(session_id)
         if not group:
             del self._groups[key]
 

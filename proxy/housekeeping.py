@@ -12,7 +12,9 @@ A tick lapses the holds due by its time in steps of at most `LAPSES_PER_STEP`, e
 loop of its own: at ~20,000 new one-call sessions a second (calls naming no session, `saga bench overhead`)
 one tick had as many holds to lapse and held the loop 8-12 ms once a second, every connection's call
 waiting (docs/results/overhead.md, thirty-fourth session). The same holds lapse: those due by the tick's
-time.
+time. The sessions the predictor finds gone quiet end in steps of as many (a flood of one-call sessions
+that went quiet ended thousands a tick, 18-22 ms at once: thirty-fifth session); one with a call since its
+tick is not ended.
 
 Contract: `housekeeping_loop(core, apply, interval_s)` calls `apply(core.tick(LAPSES_PER_STEP))` every
 `interval_s`, then `apply(core.tick_more(LAPSES_PER_STEP))` once a turn of the loop while `core.ticking()`,
@@ -33,7 +35,7 @@ from proxy.scheduler import Decision, SchedulerCore
 log = logging.getLogger("saga.housekeeping")
 
 HOUSEKEEPING_S = 1.0  # of the core's clock: the discrete-event cluster's tick_interval_s
-LAPSES_PER_STEP = 256  # holds' wake-ups a step of a tick looks at (1,024 took up to 2 ms under load)
+LAPSES_PER_STEP = 256  # holds' wake-ups (and ended sessions) a step of a tick takes (1,024 holds: up to 2 ms)
 MIN_WALL_S = 0.001  # however fast a simulated fleet's clock runs, the loop still waits between ticks
 
 

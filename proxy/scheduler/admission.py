@@ -52,6 +52,7 @@ from mypy_extensions import mypyc_attr
 
 from fairness import FairQueue
 from predictor import Predictor
+from predictor.sharded import ShardedDict
 from proxy.scheduler.prefill_rate import PrefillRate
 from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
@@ -108,7 +109,8 @@ class WorkflowAdmission:
         self.predictor = predictor
         self._levels = predictor.config.quantiles  # the levels of `hold_outlook`'s gaps (a frozen config)
         self.views = views if views is not None else {}  # the core's: their reserved_tokens mirror ours
-        self.workflows: dict[str, _Workflow] = {}
+        # split over shards (predictor/sharded.py): one dict of ~100,000 workflows rebuilds itself in one step
+        self.workflows: ShardedDict[_Workflow] = ShardedDict(salt=5, start_up=True)
         self.reserved: dict[ReplicaId, int] = {}  # this worker's reservations plus the other workers'
         self.foreign: dict[ReplicaId, int] = {}  # the other workers' share of `reserved` (none: one process)
         self.foreign_waiting = 0  # new workflows waiting in the other workers' admission
@@ -399,7 +401,7 @@ class WorkflowAdmission:
     def end(self, session_id: str) -> None:
         """The workflow is over (ended or forgotten): free its reservation. Its waiting calls, if any, stay
         (each accepted call gets an answer); they are admitted again as a new workflow."""
-        wf = self.workflows.pop(session_id, None)
+        wf = self.workflows.pop(session_id)
         if wf is not None:
             self._reserve(wf, 0)
 

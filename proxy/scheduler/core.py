@@ -28,6 +28,7 @@ from mypy_extensions import mypyc_attr
 from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
 from predictor.predictor import ONE_OFF_AGENT_TYPE
+from predictor.sharded import ShardedLru
 from proxy.scheduler.admission import WorkflowAdmission
 from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.release import HeldCall, ReleaseQueue
@@ -135,13 +136,14 @@ class SchedulerCore:
         # order (a subset of `sessions`): forgotten after `single_call_session_ttl_s` idle instead (a flood
         # of one-shot calls does not fill the table for an hour); a second call gives the full idle TTL.
         # This table, `sessions` and `_tenant_seen` are LRU queues (taken from the front, appended at the
-        # end): OrderedDicts, whose front is found in O(1). A plain dict leaves a hole at the front of its
-        # entries for each key taken away and walks them all to find the first: with 100,000 sessions
-        # evicted one per new call, ~38 µs a call.
-        self._single_call: OrderedDict[str, None] = OrderedDict()
+        # end), whose front is found in O(1). A plain dict leaves a hole at the front of its entries for
+        # each key taken away and walks them all to find the first: with 100,000 sessions evicted one per
+        # new call, ~38 µs a call. The two session tables are split over shards (predictor/sharded.py): one
+        # OrderedDict of 100,000 sessions rebuilds itself whole when it grows or compacts, ~7 ms at once.
+        self._single_call: ShardedLru[None] = ShardedLru(salt=1, start_up=True)
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
-        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.sessions: ShardedLru[_Session] = ShardedLru(salt=0, start_up=True)
         tenants = release.tenants if release is not None else tenants or TenantsConfig()
         if release is None and policy.queue is not None:
             release = ReleaseQueue(policy.queue, tenants)
@@ -173,7 +175,7 @@ class SchedulerCore:
         if request_id in self.in_flight:
             raise ValueError(f"request id {request_id!r} is already in flight")
         now = self.clock()
-        session = self.sessions.pop(session_id, None)  # re-inserted last: the dict is in LRU order
+        session = self.sessions.touch(session_id)  # the table is in last-seen order
         if session is None:
             if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
                 self._evict_idle_session()
@@ -185,11 +187,11 @@ class SchedulerCore:
             if parent is not None:  # a subagent ranks with the workflow that spawned it
                 session.seq = parent.seq
                 session.spawned = True
+            self.sessions[session_id] = session
         else:
             session.last_seen = now
             if self._single_call:
-                self._single_call.pop(session_id, None)  # its second call: the full idle TTL
-        self.sessions[session_id] = session
+                self._single_call.pop(session_id)  # its second call: the full idle TTL
         if self.release is not None and self.release.spec.min_active_tenants > 1:
             self._tenant_seen.pop(req.tenant_id, None)
             self._tenant_seen[req.tenant_id] = now  # in last-seen order: the oldest first
@@ -376,8 +378,9 @@ class SchedulerCore:
         gate allows; lapse the admission holds due by now and admit waiting workflows where there is room.
         `lapse_limit` (0: none): lapse at most that many holds' wake-ups here, and the rest of those due by
         this tick's time in `tick_more` steps while `ticking()` (the proxy: each step a short turn of its
-        event loop, where ~20,000 lapses at once held it 8-12 ms; the same holds lapse as in one tick)."""
-        self.predictor.tick(self.clock())
+        event loop, where ~20,000 lapses at once held it 8-12 ms; the same holds lapse as in one tick); the
+        predictor ends as many sessions a step (those with a call since, not)."""
+        self.predictor.tick(self.clock(), lapse_limit)
         self._forget_idle_sessions(self.clock() - self.session_idle_ttl_s)
         if self._single_call:
             self._forget_idle_sessions(self.clock() - self.single_call_session_ttl_s, self._single_call)
@@ -396,12 +399,16 @@ class SchedulerCore:
         return decisions
 
     def ticking(self) -> bool:
-        """Holds due by the last tick's time are left to lapse (`tick` with a `lapse_limit`)."""
-        return self.admission is not None and self.admission.due(self._tick_at)
+        """Holds due by the last tick's time are left to lapse, or sessions it found ended to end (`tick`
+        with a `lapse_limit`)."""
+        return (self.admission is not None and self.admission.due(self._tick_at)) or self.predictor.ending()
 
     def tick_more(self, lapse_limit: int) -> list[Decision]:
-        """The next step of the last tick: at most `lapse_limit` more holds due by its time lapse, then
-        waiting workflows are admitted where there is room."""
+        """The next step of the last tick: at most `lapse_limit` more sessions it found ended end in the
+        predictor and as many holds due by its time lapse, then waiting workflows are admitted where there
+        is room."""
+        if self.predictor.ending():
+            self.predictor.end_more(lapse_limit)
         if self.admission is None:
             return []
         self.admission.expire(self._tick_at, lapse_limit)
@@ -459,7 +466,8 @@ class SchedulerCore:
 
     def _forget_session(self, sid: str) -> None:
         session = self.sessions.pop(sid)
-        self._single_call.pop(sid, None)
+        assert session is not None, sid
+        self._single_call.pop(sid)
         self.predictor.forget(sid)
         self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
         for on_session_end in self.policy.session_end_hooks:
@@ -469,19 +477,20 @@ class SchedulerCore:
         if self.admission is not None:
             self.admission.end(sid)
 
-    def _forget_idle_sessions(self, horizon: float, among: dict[str, Any] | None = None) -> None:
+    def _forget_idle_sessions(self, horizon: float, among: ShardedLru[None] | None = None) -> None:
         """Forgets the sessions last seen before `horizon` with nothing in flight or held (`among` these, in
         last-seen order, default all). The table is in last-seen order (arrival and finish move a session to
         its end), so only its expired head is read: a tick costs the sessions it forgets plus the expired
         ones still busy, not the whole table."""
         idle = []
         sessions = self.sessions
-        for sid in among if among is not None else sessions:
-            s = sessions[sid]
-            if s.last_seen >= horizon:
-                break
-            if s.in_flight == 0:
-                idle.append(sid)
+        for part in among.parts() if among is not None else sessions.parts():  # (each in last-seen order)
+            for sid in part:
+                s = sessions[sid]
+                if s.last_seen >= horizon:
+                    break
+                if s.in_flight == 0:
+                    idle.append(sid)
         for sid in idle:
             if not self._holds_call(sid):  # a call of it waits in the proxy: not idle
                 self._forget_session(sid)
@@ -491,11 +500,12 @@ class SchedulerCore:
         among the one-call sessions the shell inferred (those go after the short TTL anyway), so a flood of
         one-shot calls pushes out its own kind, not the agents' sessions waiting on a tool call."""
         sessions = self.sessions
-        for table in (self._single_call, sessions):
-            for sid in table:
-                if sessions[sid].in_flight == 0 and not self._holds_call(sid):
-                    self._forget_session(sid)
-                    return
+        for parts in (self._single_call.parts_in_turn(), sessions.parts_in_turn()):
+            for part in parts:  # (each in last-seen order; a large table's shards in turn)
+                for sid in part:
+                    if sessions[sid].in_flight == 0 and not self._holds_call(sid):
+                        self._forget_session(sid)
+                        return
 
     def _pinned(self, req: RequestInfo) -> list[Decision]:
         """A call naming state that only its pinned replica holds goes there at once, admitted (its workflow
@@ -784,12 +794,9 @@ class SchedulerCore:
 
     def _session_done(self, req: RequestInfo, now: float) -> None:
         session_id = req.session_id
-        session = self.sessions.get(session_id)
+        session = self.sessions.touch(session_id)  # the table stays in last-seen order
         if session is not None:
-            self.sessions.move_to_end(session_id)  # the table stays in last-seen order
-            single_call = self._single_call
-            if session_id in single_call:
-                single_call.move_to_end(session_id)
+            self._single_call.touch(session_id)
             session.in_flight -= 1
             session.last_seen = now
 

@@ -172,8 +172,35 @@ def test_tick_looks_only_at_sessions_silent_long_enough_and_ends_the_same_ones()
     _answer(predictor, "fresh", 95.0)
     assert predictor.tick(100.0) == ["old"]
     assert "old" not in predictor.sessions and "busy" in predictor.sessions and "fresh" in predictor.sessions
-    assert "young" not in predictor._filed
+    assert all("young" not in group for group in predictor._groups.values())
     assert predictor.tick(200.0) == ["fresh"]
+
+
+@pytest.mark.parametrize("clock_went_back", [False, True])
+def test_a_tick_in_steps_ends_what_one_tick_ends_but_a_session_with_a_call_since(
+    clock_went_back: bool,
+) -> None:
+    """The proxy ends a tick's sessions a few hundred a turn of its loop (a flood going quiet ended thousands
+    a tick in one go): the steps end the sessions one tick ends, in the same order, except one with a call in
+    flight by its step (it was not over). Both scans: by groups, and of every session once the clock went
+    back (the warm-up answers at 2 s, then at 1 s)."""
+    whole, stepped = Predictor(), Predictor()
+    for predictor in (whole, stepped):
+        if clock_went_back:
+            _warm(predictor)
+        for i in range(40):
+            _answer(predictor, f"s{i}", 10.0 + i * 0.01)
+        assert predictor._answered_ordered is not clock_went_back
+    at = 100.0 if clock_went_back else 100_000.0  # past the horizon: the warm-up's 30 s, or the priors'
+    assert whole.tick(at) == [f"s{i}" for i in range(40)]
+    assert not whole.ending()
+    done = stepped.tick(at, end_limit=16)
+    assert done == [f"s{i}" for i in range(16)] and stepped.ending()
+    stepped.call_arrived("s20", "t", at + 0.5, 1200)  # back before its step: in flight
+    while stepped.ending():
+        done += stepped.end_more(16)
+    assert done == [f"s{i}" for i in range(40) if i != 20]
+    assert list(stepped.sessions) == ["s20"] and len(whole.sessions) == 0
 
 
 def test_tick_with_a_clock_that_went_back_still_ends_every_silent_session() -> None:

@@ -211,6 +211,34 @@ def test_a_wake_up_re_armed_by_expire_lapses_the_hold_in_time_even_when_it_compa
     assert adm.expire(130.0) and adm.workflows["s0"].reserved == 0 and adm._lapses == []
 
 
+def test_a_tick_in_bounded_steps_ends_and_forgets_what_one_tick_does() -> None:
+    """The predictor's ends go in the same steps (a flood going quiet ended thousands of sessions a tick at
+    once): with sessions both past the predictor's horizon and the core's idle TTL, one tick ends each
+    (learning its end) and then forgets it; in steps the core forgets some before their step comes, and
+    those end first. Same sessions left, same ends learned."""
+    runs = []
+    for _ in range(2):
+        clock = Clock()
+        core = SchedulerCore(["r0"], build_policy("saga", seed=0), clock)
+        _one_shot_calls(core, clock, 3000)
+        clock.now += 100_000.0  # past every horizon and every idle TTL
+        runs.append((core, clock))
+    (whole, _), (stepped, _) = runs
+    whole.tick()
+    stepped.tick(lapse_limit=50)
+    assert stepped.ticking()  # the rest of the tick: its steps
+    while stepped.ticking():
+        stepped.tick_more(50)
+    assert set(whole.sessions) == set(stepped.sessions) == set()
+    assert set(whole.predictor.sessions) == set(stepped.predictor.sessions) == set()
+    ends = [
+        {key: node.ends for key, node in core.predictor.graphs[agent].nodes.items()}
+        for core in (whole, stepped)
+        for agent in core.predictor.graphs
+    ]
+    assert ends[0] == ends[1] and sum(ends[0].values()) >= 1000
+
+
 def test_a_tick_in_bounded_steps_lapses_the_holds_one_tick_lapses() -> None:
     """The proxy's housekeeping ticks in steps (`tick(lapse_limit)`, then `tick_more` while `ticking()`: one
     tick of ~20,000 lapses held its event loop 8-12 ms). The steps lapse exactly what one tick lapses, the

@@ -9,12 +9,12 @@ can never change a decision.
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import pytest
 
 from predictor import Predictor
+from predictor.sharded import ShardedLru
 from proxy.scheduler import PRESETS, PolicySpec, RequestInfo, SchedulerCore, build_policy
 from proxy.scheduler.admission import AdmissionSpec, WorkflowAdmission
 from proxy.scheduler.framework import PluginParams, RoutingPolicy, Scorer
@@ -191,11 +191,12 @@ def test_tick_forgets_a_session_by_its_last_call_not_its_first() -> None:
 
 
 def test_a_flood_of_new_sessions_evicts_the_least_recently_seen_idle_one_each_time() -> None:
-    # The session tables are LRU queues, and they are OrderedDicts: a plain dict leaves a hole at the front
-    # of its entries for each key taken away and walks all of them to find the first one, which made each
-    # eviction under a flood of new sessions cost ~38 µs at 100,000 sessions (the proxy's throughput fell
-    # by a third within 30 s of one-shot calls). The order they keep is checked against a list: the victim
-    # is the least recently seen idle session that made one call, else the least recently seen idle one.
+    # The session tables are LRU queues whose front is found in O(1) (OrderedDicts split over shards,
+    # predictor/sharded.py): a plain dict leaves a hole at the front of its entries for each key taken away
+    # and walks all of them to find the first one, which made each eviction under a flood of new sessions
+    # cost ~38 µs at 100,000 sessions (the proxy's throughput fell by a third within 30 s of one-shot calls).
+    # The order they keep is checked against a list: the victim is the least recently seen idle session
+    # that made one call, else the least recently seen idle one.
     rng = random.Random(7)
     clock = Clock()
     core = SchedulerCore(["r0", "r1"], build_policy("session-affinity"), clock, max_sessions=50)
@@ -228,7 +229,7 @@ def test_a_flood_of_new_sessions_evicts_the_least_recently_seen_idle_one_each_ti
             expected.append(sid)  # a finish moves it to the end too
         assert list(core.sessions) == expected
         assert set(core._single_call) == one_call
-    assert type(core.sessions) is OrderedDict and type(core._single_call) is OrderedDict
+    assert type(core.sessions) is ShardedLru and type(core._single_call) is ShardedLru
 
 
 def test_a_flood_of_one_shot_calls_does_not_push_out_an_agent_waiting_on_a_tool() -> None:

@@ -1,7 +1,8 @@
 """Where the anonymous load's p99 comes from: how long the event loop stalls, and how long each housekeeping
 tick takes (thirty-fourth session, docs/results/overhead.md).
 
-    python3 docs/results/overhead-s34/loop_stalls.py [--tree DIR] [--seconds S] [-- saga serve flags]
+    python3 docs/results/overhead-s34/loop_stalls.py [--tree DIR] [--seconds S] [--rounds N --pause P]
+        [-- saga serve flags]
 
 Starts nginx and `saga serve` from `--tree` as docs/results/overhead-s33/flood.py does, with a `sitecustomize`
 on the proxy's path that (1) runs the housekeeping loop as proxy/housekeeping.py does (in steps where the
@@ -9,7 +10,10 @@ core has `ticking`) with each tick's longest step timed, and (2) starts a watchd
 reports each wake-up more than 4 ms late (a turn of the loop that long).
 Drives it with wrk (1 thread, 32 connections, one-line calls naming no session) and prints wrk's p50/p99,
 then each tick's time and each stall, from the proxy's log. The watchdog's own wake-ups cost some CPU: read
-the stalls, not the throughput. `--no-gc`: the proxy runs with the cyclic GC disabled.
+the stalls, not the throughput. `--no-gc`: the proxy runs with the cyclic GC disabled. `--rounds N --pause P`
+(thirty-fifth session): N rounds of wrk with P seconds between them, as `saga bench overhead` leaves the
+proxy idle while the other targets run (its sessions then go quiet and the predictor ends them), wrk's
+quantiles for each round.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "overhead-s33"))
@@ -66,6 +71,8 @@ def main() -> None:
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[3]))
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--no-gc", action="store_true", help="the proxy with the cyclic GC disabled")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of wrk")
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between rounds")
     parser.add_argument("serve_args", nargs="*", help="extra `saga serve` flags (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +84,16 @@ def main() -> None:
             wrk = ["wrk", "-t1", "-c32", "--latency", "-s", str(wrk_script("json")), url]
             subprocess.run([*wrk, "-d1s"], capture_output=True, check=True)
             start = log.stat().st_size
-            out = subprocess.run([*wrk, f"-d{args.seconds}s"], capture_output=True, text=True, check=True)
-        print("wrk:", wrk_quantiles(out.stdout))
+            outs = []
+            for n in range(args.rounds):
+                if n:
+                    time.sleep(args.pause)
+                print(f"round {n + 1} at {time.time():.3f}")
+                outs.append(
+                    subprocess.run([*wrk, f"-d{args.seconds}s"], capture_output=True, text=True, check=True)
+                )
+        for n, out in enumerate(outs):
+            print(f"wrk round {n + 1}:", wrk_quantiles(out.stdout))
         with log.open() as f:
             f.seek(start)
             for line in f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
+from predictor.sharded import ShardedDict
 from proxy.scheduler.framework import PluginParams, Scorer, by_replica
 from proxy.scheduler.scoring import affinity_scores
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
@@ -23,7 +24,8 @@ class SessionAffinityScorer(Scorer):
 
     def __init__(self, params: PluginParams, rng: random.Random) -> None:
         super().__init__(params, rng)
-        self.bound: dict[str, ReplicaId] = {}
+        # split over shards (predictor/sharded.py): one dict of ~100,000 sessions rebuilds itself in one step
+        self.bound: ShardedDict[ReplicaId] = ShardedDict(salt=6, start_up=True)
 
     def score(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Mapping[ReplicaId, float]:
         return by_replica(replicas, self.score_each(req, replicas))
@@ -38,4 +40,4 @@ class SessionAffinityScorer(Scorer):
         self.bound[req.session_id] = replica_id
 
     def on_session_end(self, session_id: str) -> None:
-        self.bound.pop(session_id, None)
+        self.bound.pop(session_id)
