@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from mypy_extensions import i64
 
@@ -68,9 +68,12 @@ class ShardedDict(Generic[V]):
     def __init__(self, salt: int = 0, split_at: int = SPLIT_AT, *, start_up: bool = False) -> None:
         self._shift = _shift(salt)
         self._split_at = split_at
-        self._whole: dict[str, V] | None = {}  # None once split
-        self._shards: list[dict[str, V]] = [{} for _ in range(SHARDS)] if start_up else []
+        self._whole: dict[str, V] | None = self._new_part()  # None once split
+        self._shards: list[dict[str, V]] = [self._new_part() for _ in range(SHARDS)] if start_up else []
         self._len = 0  # once split
+
+    def _new_part(self) -> dict[str, V]:
+        return {}
 
     def _shard(self, key: str) -> dict[str, V]:
         return self._shards[_shard_of(key, self._shift)]
@@ -101,8 +104,8 @@ class ShardedDict(Generic[V]):
 
     def _split(self, whole: dict[str, V]) -> None:
         if not self._shards:
-            self._shards = [{} for _ in range(SHARDS)]
-        for key, value in whole.items():
+            self._shards = [self._new_part() for _ in range(SHARDS)]
+        for key, value in whole.items():  # in the table's order: each shard in it too
             self._shard(key)[key] = value
         self._len = len(whole)
         self._whole = None
@@ -126,11 +129,12 @@ class ShardedDict(Generic[V]):
         return len(self) > 0
 
     def parts(self) -> list[dict[str, V]]:
-        """The table whole, or its shards."""
+        """The table whole, or its shards (a `ShardedLru`'s each in the table's order)."""
         whole = self._whole
         return [whole] if whole is not None else self._shards
 
     def __iter__(self) -> Iterator[str]:
+        """The keys: a `ShardedLru`'s oldest first while whole, shard by shard once split."""
         for part in self.parts():
             yield from part
 
@@ -143,36 +147,24 @@ class ShardedDict(Generic[V]):
             yield from part.items()
 
 
-class ShardedLru(Generic[V]):
-    """An `OrderedDict` of str keys, split over shards once large; see the module contract."""
+class ShardedLru(ShardedDict[V]):
+    """An `OrderedDict` of str keys, split over shards once large; see the module contract. Its parts are
+    `OrderedDict`s."""
 
     def __init__(self, salt: int = 0, split_at: int = SPLIT_AT, *, start_up: bool = False) -> None:
-        self._shift = _shift(salt)
-        self._split_at = split_at
-        self._whole: OrderedDict[str, V] | None = OrderedDict()  # None once split
-        self._shards: list[OrderedDict[str, V]] = [OrderedDict() for _ in range(SHARDS)] if start_up else []
-        self._len = 0  # once split
+        super().__init__(salt, split_at, start_up=start_up)
         self._turn: i64 = 0  # once split: the shard `pop_oldest` and `parts_in_turn` start from
 
-    def _shard(self, key: str) -> OrderedDict[str, V]:
-        return self._shards[_shard_of(key, self._shift)]
+    def _new_part(self) -> dict[str, V]:
+        return OrderedDict()
 
-    def get(self, key: str) -> V | None:
+    def _part_of(self, key: str) -> OrderedDict[str, V]:
         whole = self._whole
-        return whole.get(key) if whole is not None else self._shard(key).get(key)
-
-    def __getitem__(self, key: str) -> V:
-        whole = self._whole
-        return whole[key] if whole is not None else self._shard(key)[key]
-
-    def __contains__(self, key: str) -> bool:
-        whole = self._whole
-        return key in whole if whole is not None else key in self._shard(key)
+        return cast(OrderedDict[str, V], whole if whole is not None else self._shard(key))
 
     def touch(self, key: str) -> V | None:
         """The key's value, the key made the newest; None (and nothing moved) if it is not there."""
-        whole = self._whole
-        part = whole if whole is not None else self._shard(key)
+        part = self._part_of(key)
         if key not in part:
             return None
         part.move_to_end(key)
@@ -180,39 +172,7 @@ class ShardedLru(Generic[V]):
 
     def move_to_end(self, key: str) -> None:
         """Makes the key the newest (KeyError if it is not there)."""
-        whole = self._whole
-        (whole if whole is not None else self._shard(key)).move_to_end(key)
-
-    def __setitem__(self, key: str, value: V) -> None:
-        whole = self._whole
-        if whole is not None:
-            whole[key] = value
-            if len(whole) >= self._split_at:
-                self._split(whole)
-            return
-        shard = self._shard(key)
-        size = len(shard)
-        shard[key] = value
-        self._len += len(shard) - size
-
-    def _split(self, whole: OrderedDict[str, V]) -> None:
-        if not self._shards:
-            self._shards = [OrderedDict() for _ in range(SHARDS)]
-        for key, value in whole.items():  # oldest first: each shard in the table's order
-            self._shard(key)[key] = value
-        self._len = len(whole)
-        self._whole = None
-
-    def pop(self, key: str) -> V | None:
-        """The key's value, taken out; None if it was not there."""
-        whole = self._whole
-        if whole is not None:
-            return whole.pop(key, None)
-        shard = self._shard(key)
-        if key not in shard:
-            return None
-        self._len -= 1
-        return shard.pop(key)
+        self._part_of(key).move_to_end(key)
 
     def oldest(self) -> str | None:
         """The oldest key (once split: the head of the next shard in turn); None when empty."""
@@ -226,23 +186,18 @@ class ShardedLru(Generic[V]):
         from the next shard."""
         for part in self._parts(True):
             if part:
-                key, value = part.popitem(last=False)
+                key, value = cast(OrderedDict[str, V], part).popitem(last=False)
                 if self._whole is None:
                     self._len -= 1
                 return key, value
         raise KeyError("pop_oldest from an empty table")
 
-    def parts(self) -> list[OrderedDict[str, V]]:
-        """The table whole, or its shards: each in the table's order."""
-        whole = self._whole
-        return [whole] if whole is not None else self._shards
-
-    def parts_in_turn(self) -> list[OrderedDict[str, V]]:
+    def parts_in_turn(self) -> list[dict[str, V]]:
         """`parts`, once split starting from the next shard in turn (and the next call from the one after):
         for a caller that takes the oldest entry it can use, so that it takes from every shard alike."""
         return self._parts(True)
 
-    def _parts(self, advance: bool) -> list[OrderedDict[str, V]]:
+    def _parts(self, advance: bool) -> list[dict[str, V]]:
         whole = self._whole
         if whole is not None:
             return [whole]
@@ -250,23 +205,3 @@ class ShardedLru(Generic[V]):
         if advance:
             self._turn = (turn + 1) & _MASK
         return self._shards[turn:] + self._shards[:turn]
-
-    def __len__(self) -> int:
-        whole = self._whole
-        return len(whole) if whole is not None else self._len
-
-    def __bool__(self) -> bool:
-        return len(self) > 0
-
-    def __iter__(self) -> Iterator[str]:
-        """The keys: oldest first while whole, shard by shard once split."""
-        for part in self.parts():
-            yield from part
-
-    def items(self) -> Iterator[tuple[str, V]]:
-        for part in self.parts():
-            yield from part.items()
-
-    def values(self) -> Iterator[V]:
-        for part in self.parts():
-            yield from part.values()
