@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 
 from mypy_extensions import mypyc_attr
 
@@ -349,26 +350,9 @@ class Predictor:
                         full = True
                         break
         else:
-            # Every horizon is at least `min_horizon_s`: a group's head answered later than that is not over,
-            # nor is anything behind it; past a head still within its group's horizon, nothing is either.
             for key, group in self._groups.items():
                 for part in group.parts():  # (each in answer order)
-                    for sid in part:
-                        s = self.sessions.get(sid)
-                        if s is None:
-                            gone.append((key, sid))
-                            continue
-                        assert s.finished_at is not None
-                        if now - s.finished_at <= self.config.min_horizon_s:
-                            break
-                        if s.in_flight:
-                            continue
-                        if now - s.finished_at <= horizon_of(s):
-                            break
-                        ended.append((_answer_order(s), sid))
-                        if len(ended) == limit:
-                            full = True
-                            break
+                    full = self._scan_part(key, part, now, horizon_of, ended, gone, limit)
                     if full:
                         break
                 if full:
@@ -389,6 +373,37 @@ class Predictor:
         for _, sid in ended:
             self._end(sid)
         return [sid for _, sid in ended]
+
+    def _scan_part(
+        self,
+        key: tuple[str, str],
+        part: dict[str, None],
+        now: float,
+        horizon_of: Callable[[_Session], float],
+        ended: list[tuple[int, str]],
+        gone: list[tuple[tuple[str, str] | None, str]],
+        limit: int,
+    ) -> bool:
+        """Adds a group's (part's) sessions silent past their horizon to `ended`, in answer order; True once
+        `ended` holds `limit`. Every horizon is at least `min_horizon_s`: a head answered later than that is
+        not over, nor is anything behind it; past a head still within its group's horizon, nothing is
+        either."""
+        for sid in part:
+            s = self.sessions.get(sid)
+            if s is None:
+                gone.append((key, sid))
+                continue
+            assert s.finished_at is not None
+            if now - s.finished_at <= self.config.min_horizon_s:
+                return False
+            if s.in_flight:
+                continue
+            if now - s.finished_at <= horizon_of(s):
+                return False
+            ended.append((_answer_order(s), sid))
+            if len(ended) == limit:
+                return True
+        return False
 
     def _quiet_past_horizon(self, s: _Session) -> bool:
         """What the last `tick` ends: a filed session with no call in flight, silent past its horizon at the

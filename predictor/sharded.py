@@ -2,11 +2,12 @@
 keys.
 
 Why: CPython grows a dict, and compacts one that keys churn through, by rebuilding it whole in one step, and
-an `OrderedDict` then rebuilds its index too (a hash lookup per key): ~5 ms for a dict of 100,000 session
-ids and ~7.5 ms for an `OrderedDict` on this machine. Under a flood of one-call sessions the proxy's seven
-session tables (the core's two, the predictor's three, the admission's and session affinity's) hold the
-same keys, so they reached their rebuilds within the same call and held the event loop 30-50 ms
-(docs/results/overhead.md, thirty-fifth session). Split over `SHARDS` shards each rebuild is a sixteenth of
+an `OrderedDict` then rebuilds its index too (a hash lookup per key): 4.4-4.9 ms for a dict of 100,000
+keys and 7.6-7.7 ms for an `OrderedDict` on this machine (docs/results/overhead-s34/lru_tables.py). Under a
+flood of one-call sessions the proxy's seven session tables (the core's two, the predictor's three, the
+admission's and session affinity's) hold the same keys, so they reached their rebuilds within the same call:
+54-57 ms at worst (docs/results/overhead-s35/table_stalls.py; docs/results/overhead.md, thirty-fifth
+session). Split over `SHARDS` shards each rebuild is a sixteenth of
 that, and `salt` gives each table its own function of a key (`_shard_of`), so the shards of different
 tables fill, and rebuild, at different times. A table is one dict until it holds `SPLIT_AT` keys (its
 rebuilds are short below that) and stays split after: a small table, as most of the predictor's groups and

@@ -407,8 +407,7 @@ class SchedulerCore:
         """The next step of the last tick: at most `lapse_limit` more sessions it found ended end in the
         predictor and as many holds due by its time lapse, then waiting workflows are admitted where there
         is room."""
-        if self.predictor.ending():
-            self.predictor.end_more(lapse_limit)
+        self.predictor.end_more(lapse_limit)
         if self.admission is None:
             return []
         self.admission.expire(self._tick_at, lapse_limit)
@@ -796,7 +795,8 @@ class SchedulerCore:
         session_id = req.session_id
         session = self.sessions.touch(session_id)  # the table stays in last-seen order
         if session is not None:
-            self._single_call.touch(session_id)
+            if self._single_call:
+                self._single_call.touch(session_id)
             session.in_flight -= 1
             session.last_seen = now
 

@@ -117,6 +117,25 @@ def test_a_sharded_dict_answers_as_a_dict(ops: list[tuple[bool, str, int]], salt
                 table[key]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=300), max_size=60), st.integers(0, 20))
+def test_any_id_has_a_shard_and_is_found_there(keys: list[str], salt: int) -> None:
+    """The shard comes from an id's characters: empty ids, one character, control characters, characters
+    past the BMP and long ids each have one, and are found again, split or not."""
+    for split_at in (1, 4096):
+        table: ShardedLru[int] = ShardedLru(salt, split_at)
+        model: OrderedDict[str, int] = OrderedDict()
+        for n, key in enumerate(keys):
+            table[key] = n
+            model[key] = n
+        assert dict(table.items()) == dict(model) and len(table) == len(model)
+        for key in keys:
+            assert table.touch(key) == model[key]
+        for key in keys:
+            assert table.pop(key) == model.pop(key, None)
+        assert len(table) == 0
+
+
 @pytest.mark.parametrize(
     "make_key",
     [
