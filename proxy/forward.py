@@ -30,8 +30,8 @@ from proxy.sse_scan import (
     StreamScanner,
     parse_usage,
     read_answer,
-    response_id_of,
     whole_events,
+    whole_response_id,
 )
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
@@ -279,7 +279,7 @@ async def relay(
             )
         else:
             limit = DEFAULT_COLLECT_LIMIT if max_answer_bytes is None else max_answer_bytes
-            scanner = StreamScanner(collect_answer, limit)
+            scanner = StreamScanner(collect_answer, limit, path)
             await _relay_stream(
                 downstream,
                 upstream,
@@ -322,8 +322,7 @@ async def _relay_whole(
     on_first_byte()
     outcome.first_byte = True
     outcome.usage, outcome.answer = read_answer(body)
-    if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
-        outcome.response_id = response_id_of(body[:4096])
+    outcome.response_id = whole_response_id(body, path)
     if on_answer is not None:
         on_answer(outcome)
     downstream.answer(upstream.status, headers, body)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from proxy.errors import ProxyError, mid_answer_event
 from proxy.forward import Relayed, answer_error, forwarded_headers, too_large_error
-from proxy.sse_scan import StreamScanner, read_answer, response_id_of, whole_events
+from proxy.sse_scan import StreamScanner, read_answer, whole_events, whole_response_id
 from proxy.upstream_pool import BodyFailed, Key, UpstreamAnswer, UpstreamPool, _Connection
 
 log = logging.getLogger("saga.proxy")
@@ -185,7 +185,7 @@ class InlineRelay:
         if not conn.complete:  # more of the body to come: the idle timeout runs from now on
             conn.set_deadline(now + self.idle_timeout_s)
         if conn.content_type == "text/event-stream":
-            self.scanner = StreamScanner(self.collect_answer, self.max_answer_bytes)
+            self.scanner = StreamScanner(self.collect_answer, self.max_answer_bytes, self.path)
             try:
                 self.downstream.start_now(conn.status, self.headers)
             except ConnectionError:
@@ -212,8 +212,7 @@ class InlineRelay:
             outcome.first_byte = True
             if self.account:
                 outcome.usage, outcome.answer = read_answer(body)
-                if body.find(b'"resp_', 0, 4096) >= 0:  # searched in place: no copy of the head
-                    outcome.response_id = response_id_of(body[:4096])
+                outcome.response_id = whole_response_id(body, self.path)
                 self.call.answered(outcome)
             try:
                 self.downstream.answer(outcome.status, self.headers, body)

@@ -14,18 +14,19 @@ messages 0..i: each assistant message normalised to its role, text and tool call
 of an answer does not matter; every other message's content as the client sent it, which the same client sends
 again the same way) and the positions of assistant messages; `PrefixChains.find` looks the assistant positions
 up, latest first; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of prompt + answer.
-The index holds at most `max_entries` keys, oldest first out. `session_of_response(id, tenant)` is None for a
+The index holds at most `max_entries` keys, oldest first out (once split into shards, past 4,096 keys: the
+oldest of the shards taken in turn). `session_of_response(id, tenant)` is None for a
 response recorded under another tenant (`foreign_response`)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from typing import Any
 
 import msgspec
 from xxhash import xxh3_128_digest
 
+from predictor.sharded import ShardedDict, ShardedLru
 from proxy.data_structs import Answer as Answer  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage
 
@@ -119,26 +120,36 @@ def answer_key(prompt_chain: bytes, answer: Answer) -> bytes:
     return _link(prompt_chain, "assistant", answer.text, answer.tool_calls)
 
 
+def _index_key(key: bytes) -> str:
+    """A chain hash as the index holds it: a character per byte (a split table's shard is a function of a
+    key's last characters, predictor/sharded.py)."""
+    return key.decode("latin-1")
+
+
 class PrefixChains:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
-        self._sessions: OrderedDict[bytes, str] = OrderedDict()
+        # Split into shards once large, as the scheduler's session tables are (predictor/sharded.py): a flood
+        # of conversations of one call each churns through the index, and a whole table of 100,000 keys was
+        # rebuilt in one step of the event loop now and then (docs/results/overhead-s36/chain_stalls.py).
+        # Past `max_entries` the oldest key of the shards taken in turn goes, close to the oldest of all
+        # (each shard holds a uniform sample of the keys).
+        self._sessions: ShardedLru[str] = ShardedLru(7, start_up=True)
         # session -> the keys that point to it, oldest first (evictions take them from the front), so ending
         # a session touches its own keys only: a scan of the whole index took ~8 ms at 100,000 keys. A list,
         # not a set: most sessions hold one or a few keys, and a set costs ~200 bytes more each.
-        self._keys_of: dict[str, list[bytes]] = {}
+        self._keys_of: ShardedDict[list[str]] = ShardedDict(8, start_up=True)
         # Responses API id -> (its session, the replica that answered it: the only one that stored it, the
         # tenant of the call that made it; "" when unknown)
-        self._responses: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._responses: ShardedLru[tuple[str, str, str]] = ShardedLru(9, start_up=True)
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def find(self, chain: list[bytes], assistants: list[int]) -> str | None:
         for i in reversed(assistants):
-            session = self._sessions.get(chain[i])
+            session = self._sessions.touch(_index_key(chain[i]))
             if session is not None:
-                self._sessions.move_to_end(chain[i])
                 return session
         return None
 
@@ -146,10 +157,13 @@ class PrefixChains:
         self, response_id: str, session_id: str, replica_id: str = "", tenant: str = ""
     ) -> None:
         """A Responses API answer's id, which a later call names as `previous_response_id`."""
-        self._responses[response_id] = (session_id, replica_id, tenant)
-        self._responses.move_to_end(response_id)
+        responses = self._responses
+        known = response_id in responses
+        responses[response_id] = (session_id, replica_id, tenant)
+        if known:
+            responses.move_to_end(response_id)
         while len(self._responses) > self.max_entries:
-            self._responses.popitem(last=False)
+            self._responses.pop_oldest()
 
     def session_of_response(self, response_id: str, tenant: str | None = None) -> str | None:
         """The session of `response_id`; with `tenant` (a client API key's), None unless it was that
@@ -173,27 +187,28 @@ class PrefixChains:
         return session_id in self._keys_of
 
     def remember(self, prompt_chain: bytes, answer: Answer, session_id: str) -> None:
-        key = answer_key(prompt_chain, answer)
-        old = self._sessions.get(key)
+        key = _index_key(answer_key(prompt_chain, answer))
+        sessions = self._sessions
+        old = sessions.get(key)
+        sessions[key] = session_id  # a new key goes last; a known one keeps its place until moved
         if old is not None:
             self._drop_key_of(old, key)
-        self._sessions[key] = session_id
-        self._sessions.move_to_end(key)
+            sessions.move_to_end(key)
         keys = self._keys_of.get(session_id)
         if keys is None:
             self._keys_of[session_id] = [key]
         else:
             keys.append(key)
         while len(self._sessions) > self.max_entries:
-            evicted_key, evicted = self._sessions.popitem(last=False)
+            evicted_key, evicted = self._sessions.pop_oldest()
             self._drop_key_of(evicted, evicted_key)
 
     def forget_session(self, session_id: str) -> None:
-        for key in self._keys_of.pop(session_id, ()):
-            del self._sessions[key]
+        for key in self._keys_of.pop(session_id) or ():
+            self._sessions.pop(key)
 
-    def _drop_key_of(self, session_id: str, key: bytes) -> None:
+    def _drop_key_of(self, session_id: str, key: str) -> None:
         keys = self._keys_of[session_id]  # every key in the index is in its session's list
         keys.remove(key)
         if not keys:
-            del self._keys_of[session_id]
+            self._keys_of.pop(session_id)

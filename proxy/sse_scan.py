@@ -74,11 +74,22 @@ def response_id_of(data: bytes) -> str | None:
     return found.group(1).decode() if found else None
 
 
+def whole_response_id(body: bytes, path: str) -> str | None:
+    """A whole answer's Responses API id, looked for in its head (and not on `NO_RESPONSE_ID_ROUTES`)."""
+    if path in NO_RESPONSE_ID_ROUTES or body.find(b'"resp_', 0, 4096) < 0:  # searched in place: no copy
+        return None
+    return response_id_of(body[:4096])
+
+
 _answer_decoder = msgspec.json.Decoder(AnswerFields)
 _answers_decoder = msgspec.json.Decoder(list[AnswerFields])
 # An SSE data line's payload (a trailing CR is JSON whitespace).
 _DATA_LINE = re.compile(rb"^data:(.*)$", re.MULTILINE)
-_FINISH_OR_NAME = (b'"finish_reason"', b'"name"', b'"stop_reason"')
+_FINISH_MARK, _STOP_MARK = b'"finish_reason"', b'"stop_reason"'
+_FINISH_OR_NAME = (_FINISH_MARK, b'"name"', _STOP_MARK)
+_NAME_MARKS, _USAGE_MARKS = (b'"name"',), (b'"usage"',)
+# The call routes whose answers carry no Responses API id (`StreamScanner`'s `path`)
+NO_RESPONSE_ID_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/messages"))
 _USAGE_FINISH_OR_NAME = (b'"usage"', b'"finish_reason"', b'"name"', b'"stop_reason"')
 _JSON_DATA_LINE = re.compile(rb"^data:[ \t]*(\{.*)$", re.MULTILINE)  # a data line holding a JSON object
 
@@ -137,7 +148,10 @@ def _without_usage_events(events: bytes) -> bytes:
     kept: list[bytes] = []
     copied = 0
     at = events.find(b'"choices":[]')
-    crlf = events.find(b"\n\r\n") >= 0  # some line ends in CRLF (legal SSE; vLLM's all end in LF)
+    if at < 0:
+        return events
+    # some line ends in CRLF (legal SSE; vLLM's all end in LF): a search for CR alone is a memchr
+    crlf = events.find(b"\r") >= 0 and events.find(b"\n\r\n") >= 0
     while at >= 0:
         if crlf:
             start, end = _event_start(events, at), _event_end(events, at)
@@ -256,7 +270,11 @@ class StreamScanner:
     costs time linear in its length (a copy per chunk made it quadratic: one line of 128 MB stalled the
     proxy's loop ~1 s)."""
 
-    def __init__(self, collect_answer: bool = False, collect_limit: int = DEFAULT_COLLECT_LIMIT) -> None:
+    def __init__(
+        self, collect_answer: bool = False, collect_limit: int = DEFAULT_COLLECT_LIMIT, path: str = ""
+    ) -> None:
+        """`path`: the call's route. Only a Responses API answer's id is looked for (`response_id`): on the
+        other call routes (`NO_RESPONSE_ID_ROUTES`) that search, a pass over every chunk, is skipped."""
         self._partial = bytearray()  # the stream's last line so far, no newline in it yet
         self._line_limit = max(collect_limit, MAX_HELD_EVENT)
         self._skipping = False  # in a line past `_line_limit`: dropped up to its newline
@@ -271,6 +289,7 @@ class StreamScanner:
         self._pending_events = b""
         self._flowing = False  # inside an event too long to hold (`feed_stripping_usage`)
         self.response_id: str | None = None
+        self._find_response_id = path not in NO_RESPONSE_ID_ROUTES
 
     def feed_stripping_usage(self, chunk: bytes) -> bytes:
         """Scans `chunk` like `feed` and returns what to forward: the complete events in it, less the
@@ -296,7 +315,7 @@ class StreamScanner:
             complete, self._pending_events = data[:end], data[end:]
         self._flowing = False
         self.feed(complete)
-        return _without_usage_events(complete) if complete.find(b'"usage"') >= 0 else complete
+        return _without_usage_events(complete)
 
     def flush(self) -> bytes:
         """What `feed_stripping_usage` still holds at the end of the stream."""
@@ -335,20 +354,24 @@ class StreamScanner:
         else:
             block = data[:cut]
             partial += data[cut:]
-        if self.response_id is None and block.find(b'"resp_') >= 0:
+        if self._find_response_id and self.response_id is None and block.find(b'"resp_') >= 0:
             self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
         if line_end >= cut - 2 and block.startswith(b"data:"):  # one data line, maybe a blank one after it
             self._one_data_line(block[5:line_end])
             return
         if self._collect and block.find(b'"delta"') >= 0:
-            for payload in _data_payloads_with(block, _FINISH_OR_NAME):  # read as the other branch does
-                self._scan_finish_and_tools(payload)
+            self._scan_block_finish_and_tools(block)  # what the other branch's scans conclude
             # Every JSON event is decoded anyway to rebuild the answer: read the rest from the same objects
             # (after the scan: a Responses API answer's last event replaces the tool names scanned before)
             self._read_events(_JSON_DATA_LINE.findall(block))
-        else:
+        elif block.find(b'"response"') >= 0:  # a Responses API stream: its last answer and the scans in order
             for payload in _data_payloads_with(block, _USAGE_FINISH_OR_NAME):
                 self._scan(payload)
+        else:  # usage is read apart from the rest: only a Responses API answer's sets a finish reason too
+            self._scan_block_finish_and_tools(block)
+            if block.find(b'"usage"') >= 0:
+                for payload in _data_payloads_with(block, _USAGE_MARKS):
+                    self._scan_usage(payload)
 
     def _one_data_line(self, payload: bytes) -> None:
         """What `feed` concludes from a block that is one data line (`payload`, after `data:`), the shape of
@@ -467,13 +490,51 @@ class StreamScanner:
             self._take_usage(answer)
 
     def _scan_finish_and_tools(self, line: bytes) -> None:
+        self._scan_finish(line)
+        self._scan_tools(line)
+
+    def _scan_block_finish_and_tools(self, block: bytes) -> None:
+        """What `_scan_finish_and_tools` on each of `block`'s data lines in turn concludes, with fewer passes
+        over the block: the finish reason is the last line's that gives one, so lines are tried from the
+        block's end (a stream names its reason in its last events, and every vLLM chunk says
+        `"finish_reason":null`: a search forward would try every line); tool names come only from lines
+        that name something, in order."""
+        end = len(block)
+        finish = block.rfind(_FINISH_MARK)
+        while True:
+            # The last line (before `end`) with either marker: the last finish marker's, or one after it
+            # with a stop reason (searched for only from that line on: the rest is searched if need be).
+            line = block.rfind(b"\n", 0, finish) + 1 if finish >= 0 else 0
+            stop = block.rfind(_STOP_MARK, line, end)
+            at = max(finish, stop)
+            if at < 0:
+                break
+            start = block.rfind(b"\n", 0, at) + 1
+            if block.startswith(b"data:", start):
+                line_end = block.find(b"\n", at)
+                if self._scan_finish(block[start + 5 : line_end if line_end >= 0 else len(block)]):
+                    break
+            end = start
+            if finish >= start:
+                finish = block.rfind(_FINISH_MARK, 0, start)
+        if block.find(b'"name"') >= 0:
+            for payload in _data_payloads_with(block, _NAME_MARKS):
+                self._scan_tools(payload)
+
+    def _scan_finish(self, line: bytes) -> bool:
+        """Takes `line`'s finish reason (chat's, else /v1/messages' stop reason): True if it gives one."""
         finish = _FINISH.search(line)
         if finish is not None:
             self._finish = finish.group(1).decode()
-        elif line.find(b'"stop_reason"') >= 0:
+            return True
+        if line.find(_STOP_MARK) >= 0:
             stop = _STOP_REASON.search(line)
             if stop is not None:
                 self._finish = ANTHROPIC_FINISH[stop.group(1).decode()]
+                return True
+        return False
+
+    def _scan_tools(self, line: bytes) -> None:
         if (
             line.find(b'"tool_calls"') >= 0
             or line.find(b'"function_call"') >= 0

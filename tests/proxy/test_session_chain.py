@@ -267,3 +267,20 @@ def test_the_index_matches_a_plain_lru_of_keys_through_evictions_remaps_and_ends
         assert len(chains) == len(model)
         for i in range(4):
             assert chains.knows(f"s{i}") == (f"s{i}" in model.values())
+
+
+def test_an_index_split_into_shards_keeps_the_newest_keys_and_ends_sessions_as_a_whole_one_does() -> None:
+    """Past predictor/sharded.py's SPLIT_AT the index is split (a flood of one-call conversations rebuilt the
+    whole table in one step); evictions take the shards' oldest in turn, so the newest keys stay, and a
+    session's bookkeeping follows its keys out."""
+    chains = PrefixChains(max_entries=20_000)
+    prompts = [xxh3_128_digest(b"%d" % i) for i in range(30_000)]
+    for i, prompt in enumerate(prompts):
+        chains.remember(prompt, Answer("a"), f"s{i}")
+    assert len(chains) == 20_000
+    found = [chains.find([answer_key(p, Answer("a"))], [0]) for p in prompts]
+    assert found[15_000:] == [f"s{i}" for i in range(15_000, 30_000)]  # the newest half: all kept
+    assert sum(f is not None for f in found) == 20_000
+    assert all(chains.knows(f"s{i}") == (f is not None) for i, f in enumerate(found))
+    chains.forget_session("s29999")
+    assert len(chains) == 19_999 and chains.find([answer_key(prompts[-1], Answer("a"))], [0]) is None

@@ -592,3 +592,86 @@ def test_an_event_too_long_to_hold_flows_before_it_ends_and_the_usage_event_is_s
     head = b'data: {"choices":[{"delta":{"content":"' + b"x" * 819200 + b'"}}]}\n\n'
     assert stream == head + b"data: [DONE]\n\n"  # every byte but the usage-only event
     assert scanner.usage() == Usage(7, 3)
+
+
+_STOP = re.compile(rb'"stop_reason":\s*"(end_turn|tool_use|max_tokens|stop_sequence|pause_turn|refusal)"')
+_STOPS = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+# Lines whose finish reason, stop reason and tool names a block's backward search must read as a reading of
+# each data line in turn does: reasons null or not, both on one line, markers outside data lines, CR endings.
+_MARKED_LINES = st.sampled_from(
+    [
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}',
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        b'data: {"choices":[{"finish_reason":null},{"finish_reason":"length"}]}',
+        b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn"}}',
+        b'data: {"delta":{"stop_reason":"no such reason"}}',
+        b'data: {"finish_reason": "length", "stop_reason":"tool_use"}',
+        b'data: {"finish_reason":null,"stop_reason":"max_tokens"}',
+        b': comment "finish_reason":"length" "stop_reason":"end_turn"',
+        b'event: x "finish_reason":"tool_calls"',
+        b'data: {"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"search"}}]}}]}',
+        b'data: {"content_block":{"type":"tool_use","name":"Bash"}}',
+        b'data: {"name":"not a tool"}',
+        b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}',
+        b'data: {"choices":[{"finish_reason":"stop"}],"usage": {"prompt_tokens":3}}',
+        b': "usage":{"prompt_tokens":99}',
+        b"data: [DONE]",
+        b"",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_MARKED_LINES, max_size=14), st.booleans(), st.booleans())
+def test_a_blocks_finish_reason_usage_and_tools_are_those_of_its_data_lines_read_in_turn(
+    lines: list[bytes], crlf: bool, collect: bool
+) -> None:
+    # A block of several lines (the branches that search the block back from its end), collecting or not
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}'
+    end = b"\r\n" if crlf else b"\n"
+    block = b"".join(line + end for line in [first, *lines])
+    finish, tools, prompt = "", [], 0
+    for line in block.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        if b'"usage"' in line:
+            prompt = json.loads(line[5:])["usage"]["prompt_tokens"]
+        found, stop = _FINISH.search(line), _STOP.search(line)
+        if found:
+            finish = found.group(1).decode()
+        elif stop:
+            finish = _STOPS[stop.group(1).decode()]
+        if b'"tool_calls"' in line or b'"tool_use"' in line:
+            tools.extend(m.group(1).decode() for m in _NAME.finditer(line))
+    scanner = StreamScanner(collect_answer=collect)
+    scanner.feed(block)
+    usage = scanner.usage()
+    read = (usage.finish_reason, usage.tool_names, usage.prompt_tokens) if usage is not None else ("", (), 0)
+    assert read == (finish, tuple(tools), prompt)
+
+
+def test_a_response_id_is_read_on_the_responses_route_and_not_on_the_other_call_routes() -> None:
+    from proxy.sse_scan import whole_response_id
+
+    event = b'data: {"type":"response.created","response":{"id":"resp_abc","status":"in_progress"}}\n\n'
+    for path, expected in [("/v1/responses", "resp_abc"), ("", "resp_abc"), ("/v1/chat/completions", None)]:
+        scanner = StreamScanner(collect_answer=True, path=path)
+        scanner.feed(event + b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n')
+        assert scanner.response_id == expected
+        assert whole_response_id(b'{"id":"resp_abc","object":"response"}', path) == expected
+
+
+def test_what_an_answer_and_a_body_decode_to_is_left_out_of_the_cyclic_gc() -> None:
+    import gc
+
+    from proxy.data_structs import AnswerFields, CallFields, ChatMessage
+
+    answer = msgspec.json.decode(
+        b'{"choices":[{"delta":{"tool_calls":[{"function":{"name":"a"}}]}}],"usage":{"prompt_tokens":1}}',
+        type=AnswerFields,
+    )
+    assert answer.choices and answer.choices[0].delta and answer.usage
+    message = msgspec.json.decode(b'{"role":"user","content":"x","tool_calls":[]}', type=ChatMessage)
+    call = msgspec.json.decode(b'{"model":"m","vllm_xargs":{"a":[1]}}', type=CallFields)
+    for struct in (answer, answer.choices[0], answer.choices[0].delta, answer.usage, message, call):
+        assert not gc.is_tracked(struct)
