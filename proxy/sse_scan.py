@@ -320,7 +320,8 @@ class StreamScanner:
     def flush(self) -> bytes:
         """What `feed_stripping_usage` still holds at the end of the stream."""
         rest, self._pending_events = self._pending_events, b""
-        self.feed(rest + b"\n")
+        if rest or self._partial:  # a newline ends the last line; with nothing held it would read nothing
+            self.feed(rest + b"\n")
         return rest
 
     def feed(self, chunk: bytes) -> None:
