@@ -69,7 +69,8 @@ class _Session:
     __slots__ = (
         "agent_type",
         "calls",
-        "filed",
+        "filed_key",
+        "filed_order",
         "finished_at",
         "in_flight",
         "last_output",
@@ -88,15 +89,17 @@ class _Session:
         self.last_output = 0
         # Measured at the arrival of the call in flight: (source node, gap, growth).
         self.pending: tuple[str, float | None, float] | None = None
-        # `Predictor.tick`'s filing: (its group's key, None while misfiled; the order of its last answer
-        # among all), None while not filed (no answer yet, or ended)
-        self.filed: tuple[tuple[str, str] | None, int] | None = None
+        # `Predictor.tick`'s filing: the order of its last answer among all (-1 while not filed: no answer
+        # yet, or ended) and its group's key (None while misfiled). Two fields, not a pair: a new pair each
+        # answer was a tuple holding a tuple, which the cyclic GC tracks until two young collections have
+        # passed it (~10,000 of them in the young generations under a flood of one-call sessions).
+        self.filed_order = -1
+        self.filed_key: tuple[str, str] | None = None
 
 
 def _answer_order(s: _Session) -> int:
-    filed = s.filed
-    assert filed is not None  # (filed: in a group or misfiled)
-    return filed[1]
+    assert s.filed_order >= 0  # (filed: in a group or misfiled)
+    return s.filed_order
 
 
 def _possible(kind: int, number: float, amount: float, output: float, calls: int) -> bool:
@@ -125,9 +128,9 @@ class Predictor:
         # each group by the time of that answer (oldest first): one group shares one end horizon, so `tick`
         # reads a group's head only while it is past the horizon (O(groups + ended), not O(sessions)). A
         # session whose state changed since (a request's tool messages named it) waits in `_misfiled`, read
-        # whole on each scan; a session's `filed` names its group (None: misfiled) and the order of its
-        # answer among all. An answer stamped earlier than the last one (a clock that went back) turns the
-        # shortcut off: `tick` then reads every session.
+        # whole on each scan; a session's `filed_key` names its group (None: misfiled), `filed_order` the
+        # order of its answer among all. An answer stamped earlier than the last one (a clock that went
+        # back) turns the shortcut off: `tick` then reads every session.
         self._groups: dict[tuple[str, str], ShardedLru[None]] = {}
         self._misfiled: dict[str, None] = {}
         # The last `tick`'s time, and whether it has sessions left to find and end (`end_more`)
@@ -208,10 +211,11 @@ class Predictor:
             state = s.state
             if tool_names and state.startswith("call#") and s.calls > 0:
                 state = s.state = node_key(tool_names[0], s.calls)  # the request's tool messages name it
-                filed = s.filed
-                if filed is not None and filed[0] is not None and filed[0][1] != state:
+                filed_key = s.filed_key
+                if filed_key is not None and filed_key[1] != state:
+                    order = s.filed_order
                     self._unfile(session_id, s)  # its group's horizon is no longer its own
-                    s.filed = (None, filed[1])
+                    s.filed_order = order  # misfiled: no group
                     self._misfiled[session_id] = None
             finished_at = s.finished_at
             gap = None if finished_at is None else max(0.0, now - finished_at)
@@ -259,10 +263,10 @@ class Predictor:
             journal.append((TRANSITION, agent_type, src, to, gap_s, growth, float(output_tokens), 0))
         s.finished_at = now
         self._answers += 1
-        filed = s.filed
-        if filed is not None and filed[0] is not None and filed[0][1] == landed:  # same group: to its end
-            self._groups[filed[0]].move_to_end(session_id)
-            s.filed = (filed[0], self._answers)
+        filed_key = s.filed_key
+        if filed_key is not None and filed_key[1] == landed:  # same group: to its end
+            self._groups[filed_key].move_to_end(session_id)
+            s.filed_order = self._answers
         else:
             self._unfile(session_id, s)
             key = (agent_type, landed)
@@ -270,7 +274,7 @@ class Predictor:
             if group is None:
                 group = self._groups[key] = ShardedLru(salt=3)
             group[session_id] = None
-            s.filed = (key, self._answers)
+            s.filed_key, s.filed_order = key, self._answers
         if now < self._answered_last:
             self._answered_ordered = False
         self._answered_last = max(self._answered_last, now)
@@ -410,7 +414,7 @@ class Predictor:
         tick's time."""
         at = s.finished_at
         return (
-            s.filed is not None
+            s.filed_order >= 0
             and at is not None
             and not s.in_flight
             and self._scan_at - at > self.horizon_s(s)
@@ -667,10 +671,10 @@ class Predictor:
 
     def _unfile(self, session_id: str, s: _Session) -> None:
         """Take the session out of `tick`'s groups (if it is filed)."""
-        filed = s.filed
-        if filed is not None:
-            s.filed = None
-            self._drop_filing(filed[0], session_id)
+        if s.filed_order >= 0:
+            key = s.filed_key
+            s.filed_order, s.filed_key = -1, None
+            self._drop_filing(key, session_id)
 
     def _drop_filing(self, key: tuple[str, str] | None, session_id: str) -> None:
         if key is None:
