@@ -35,21 +35,11 @@ def main() -> None:
     sys.path.insert(0, args.tree)
     import msgspec
 
-    from loadtests.bench.call_cost import _EVENTS
+    from loadtests.bench.call_cost import answer_segments
     from proxy import data_structs
     from proxy.sse_scan import _JSON_DATA_LINE
 
-    chunk = b'{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}'
-    events = [b"data: " + chunk + b"\n\n" for _ in range(_EVENTS)]
-    events.append(
-        b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},'
-        b'"finish_reason":"stop"}]}\n\n'
-    )
-    events.append(
-        b'data: {"id":"c","object":"chat.completion.chunk","choices":[],'
-        b'"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}\n\n'
-    )
-    events.append(b"data: [DONE]\n\n")
+    events = _dechunked(b"".join(answer_segments(True, "one")))
     body = b"".join(events)
     print(f"{args.tree}: a stream of {len(events)} events, {len(body)} bytes")
     needles = (b'"finish_reason"', b'"name"', b'"stop_reason"', b'"resp_', b'"usage"', b'"choices":[]', b"\r")
@@ -67,6 +57,17 @@ def main() -> None:
     for _ in range(2):
         decode_us = _per_call_us(partial(decoder.decode, array))
         print(f"  decode the events into the answer Structs {decode_us:6.2f} µs")
+
+
+def _dechunked(answer: bytes) -> list[bytes]:
+    """The body's chunks of a chunked HTTP answer (here: one SSE event each)."""
+    body, chunks = answer.split(b"\r\n\r\n", 1)[1], []
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        if int(size, 16) == 0:
+            return chunks
+        chunks.append(body[: int(size, 16)])
+        body = body[int(size, 16) + 2 :]
 
 
 def _scan_us(body: bytes, collect: bool, strip: bool) -> float:
