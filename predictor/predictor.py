@@ -102,6 +102,12 @@ def _answer_order(s: _Session) -> int:
     return s.filed_order
 
 
+def _silent_past(s: _Session, now: float, horizon_of: Callable[[_Session], float]) -> bool:
+    """No call in flight, and silent since its last answer for longer than its horizon at `now`."""
+    at = s.finished_at
+    return at is not None and not s.in_flight and now - at > horizon_of(s)
+
+
 def _possible(kind: int, number: float, amount: float, output: float, calls: int) -> bool:
     """Whether `Predictor.take_learned` could have given this observation (the fields after the names)."""
     if not (math.isfinite(number) and math.isfinite(amount) and math.isfinite(output)) or calls < 0:
@@ -347,8 +353,7 @@ class Predictor:
         full = False  # `limit` found: the rest in the next step
         if not self._answered_ordered:
             for sid, session in self.sessions.items():
-                at = session.finished_at
-                if at is not None and not session.in_flight and now - at > horizon_of(session):
+                if _silent_past(session, now, horizon_of):
                     ended.append((0, sid))
                     if len(ended) == limit:
                         full = True
@@ -366,9 +371,7 @@ class Predictor:
                     s = self.sessions.get(sid)
                     if s is None:
                         gone.append((None, sid))
-                    elif (
-                        s.finished_at is not None and not s.in_flight and now - s.finished_at > horizon_of(s)
-                    ):
+                    elif _silent_past(s, now, horizon_of):
                         ended.append((_answer_order(s), sid))
             ended.sort()
         self._scan_more = full
@@ -412,13 +415,7 @@ class Predictor:
     def _quiet_past_horizon(self, s: _Session) -> bool:
         """What the last `tick` ends: a filed session with no call in flight, silent past its horizon at the
         tick's time."""
-        at = s.finished_at
-        return (
-            s.filed_order >= 0
-            and at is not None
-            and not s.in_flight
-            and self._scan_at - at > self.horizon_s(s)
-        )
+        return s.filed_order >= 0 and _silent_past(s, self._scan_at, self.horizon_s)
 
     def _end(self, session_id: str) -> None:
         s = self.sessions.pop(session_id)

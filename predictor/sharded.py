@@ -21,7 +21,8 @@ Contract:
 - `ShardedDict` answers as a dict does for `get`, `[]`, `in`, `len`, `pop`, assignment, `values` and `items`;
   its iteration order once split is shard by shard (deterministic, but not the order keys came in).
 - `ShardedLru` answers as an `OrderedDict` does for the same, plus `move_to_end`, `touch` (`get` and
-  `move_to_end` in one) and `pop_oldest` (its `popitem(last=False)`); while whole, its iteration, `oldest`
+  `move_to_end` in one), `set_newest` (assignment and `move_to_end` in one) and `pop_oldest` (its
+  `popitem(last=False)`); while whole, its iteration, `oldest`
   and `pop_oldest` are exactly the `OrderedDict`'s (oldest first; a key assigned again keeps its place,
   `move_to_end` and a new key go last), which is all the DES ever sees (its tables stay below `SPLIT_AT`).
   Once split, each shard (`parts`) is in the `OrderedDict`'s order, and iteration goes shard by shard: a
@@ -174,6 +175,16 @@ class ShardedLru(ShardedDict[V]):
     def move_to_end(self, key: str) -> None:
         """Makes the key the newest (KeyError if it is not there)."""
         self._part_of(key).move_to_end(key)
+
+    def set_newest(self, key: str, value: V) -> None:
+        """Assigns the key and makes it the newest, as an `OrderedDict`'s assignment and `move_to_end` do (a
+        known key's move only: a new one goes last)."""
+        part = self._part_of(key)
+        if key in part:
+            part[key] = value
+            part.move_to_end(key)
+        else:
+            self[key] = value
 
     def oldest(self) -> str | None:
         """The oldest key (once split: the head of the next shard in turn); None when empty."""

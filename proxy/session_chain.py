@@ -157,11 +157,7 @@ class PrefixChains:
         self, response_id: str, session_id: str, replica_id: str = "", tenant: str = ""
     ) -> None:
         """A Responses API answer's id, which a later call names as `previous_response_id`."""
-        responses = self._responses
-        known = response_id in responses
-        responses[response_id] = (session_id, replica_id, tenant)
-        if known:
-            responses.move_to_end(response_id)
+        self._responses.set_newest(response_id, (session_id, replica_id, tenant))
         while len(self._responses) > self.max_entries:
             self._responses.pop_oldest()
 
@@ -188,12 +184,10 @@ class PrefixChains:
 
     def remember(self, prompt_chain: bytes, answer: Answer, session_id: str) -> None:
         key = _index_key(answer_key(prompt_chain, answer))
-        sessions = self._sessions
-        old = sessions.get(key)
-        sessions[key] = session_id  # a new key goes last; a known one keeps its place until moved
+        old = self._sessions.get(key)
+        self._sessions.set_newest(key, session_id)
         if old is not None:
             self._drop_key_of(old, key)
-            sessions.move_to_end(key)
         keys = self._keys_of.get(session_id)
         if keys is None:
             self._keys_of[session_id] = [key]

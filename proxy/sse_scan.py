@@ -86,11 +86,12 @@ _answers_decoder = msgspec.json.Decoder(list[AnswerFields])
 # An SSE data line's payload (a trailing CR is JSON whitespace).
 _DATA_LINE = re.compile(rb"^data:(.*)$", re.MULTILINE)
 _FINISH_MARK, _STOP_MARK = b'"finish_reason"', b'"stop_reason"'
-_FINISH_OR_NAME = (_FINISH_MARK, b'"name"', _STOP_MARK)
-_NAME_MARKS, _USAGE_MARKS = (b'"name"',), (b'"usage"',)
+_NAME_MARK, _USAGE_MARK = b'"name"', b'"usage"'
+_NAME_MARKS, _USAGE_MARKS = (_NAME_MARK,), (_USAGE_MARK,)
+_FINISH_OR_NAME = (_FINISH_MARK, _NAME_MARK, _STOP_MARK)
+_USAGE_FINISH_OR_NAME = (_USAGE_MARK, _FINISH_MARK, _NAME_MARK, _STOP_MARK)
 # The call routes whose answers carry no Responses API id (`StreamScanner`'s `path`)
 NO_RESPONSE_ID_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/messages"))
-_USAGE_FINISH_OR_NAME = (b'"usage"', b'"finish_reason"', b'"name"', b'"stop_reason"')
 _JSON_DATA_LINE = re.compile(rb"^data:[ \t]*(\{.*)$", re.MULTILINE)  # a data line holding a JSON object
 
 
@@ -370,7 +371,7 @@ class StreamScanner:
                 self._scan(payload)
         else:  # usage is read apart from the rest: only a Responses API answer's sets a finish reason too
             self._scan_block_finish_and_tools(block)
-            if block.find(b'"usage"') >= 0:
+            if block.find(_USAGE_MARK) >= 0:
                 for payload in _data_payloads_with(block, _USAGE_MARKS):
                     self._scan_usage(payload)
 
@@ -518,7 +519,7 @@ class StreamScanner:
             end = start
             if finish >= start:
                 finish = block.rfind(_FINISH_MARK, 0, start)
-        if block.find(b'"name"') >= 0:
+        if block.find(_NAME_MARK) >= 0:
             for payload in _data_payloads_with(block, _NAME_MARKS):
                 self._scan_tools(payload)
 

@@ -17,6 +17,7 @@ KEYS = st.sampled_from([f"s{i}" for i in range(40)])
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("set"), KEYS, st.integers()),
+        st.tuples(st.just("set_newest"), KEYS, st.integers()),
         st.tuples(st.just("move"), KEYS, st.just(0)),
         st.tuples(st.just("touch"), KEYS, st.just(0)),
         st.tuples(st.just("pop"), KEYS, st.just(0)),
@@ -44,6 +45,10 @@ def test_an_lru_table_answers_as_an_ordered_dict_and_keeps_its_order_in_every_pa
         if op == "set":
             table[key] = value
             model[key] = value
+        elif op == "set_newest":
+            table.set_newest(key, value)
+            model[key] = value
+            model.move_to_end(key)
         elif op == "move":
             if key in model:
                 table.move_to_end(key)

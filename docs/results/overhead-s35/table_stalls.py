@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _run(insert: Callable[[str], None], evict: Callable[[], None], keys: int, steps: int) -> str:
+def timed_steps(insert: Callable[[str], None], evict: Callable[[], None], keys: int, steps: int) -> str:
+    """`keys` insertions, then `steps` of an insertion and an eviction: the longest step of each phase."""
     grow_worst = churn_worst = total = 0.0
     for i in range(keys):
         started = time.perf_counter()
@@ -41,13 +42,19 @@ def _run(insert: Callable[[str], None], evict: Callable[[], None], keys: int, st
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parsed_args(doc: str | None) -> argparse.Namespace:
+    """`--keys`, `--steps` and `--tree` (put first on the import path)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=300_000)
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[3]))
     args = parser.parse_args()
     sys.path.insert(0, args.tree)
+    return args
+
+
+def main() -> None:
+    args = parsed_args(__doc__)
     from predictor.sharded import ShardedDict, ShardedLru
 
     lru_whole: list[OrderedDict[str, object]] = [OrderedDict() for _ in range(4)]
@@ -82,8 +89,9 @@ def main() -> None:
         for plain in plain_split:
             plain.pop(oldest)
 
-    print("whole (OrderedDict x4, dict x3):", _run(whole_insert, whole_evict, args.keys, args.steps))
-    print("split (ShardedLru x4, ShardedDict x3):", _run(split_insert, split_evict, args.keys, args.steps))
+    keys, steps = args.keys, args.steps
+    print("whole (OrderedDict x4, dict x3):", timed_steps(whole_insert, whole_evict, keys, steps))
+    print("split (ShardedLru x4, ShardedDict x3):", timed_steps(split_insert, split_evict, keys, steps))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Drives `loadtests/bench/call_cost.py`'s harness (the fast server and the upstrea
 callbacks, `saga serve`'s start-up heap frozen) with one-line calls naming no session, runs the scheduler's
 housekeeping tick once a second as proxy/housekeeping.py does (in steps), and times every collection of the
 cyclic GC (`gc.callbacks`). Prints, per generation, how many collections ran and how long they took (the
-median and the longest), and how many tracked objects the young generations held at the end.
+median and the longest), and how many tracked objects the young generations held at the end, and of what
+kind the most of them were.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import gc
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+
+
+def _kind(o: object) -> str:
+    """A tracked object's type; a tuple's with its items' types, e.g. `(tuple, int)`."""
+    if type(o) is tuple:
+        return "(" + ", ".join(type(item).__name__ for item in o) + ")"
+    return type(o).__name__
 
 
 def main() -> None:
@@ -61,8 +70,10 @@ def main() -> None:
                     while core.ticking():
                         core.tick_more(LAPSES_PER_STEP)
             gc.callbacks.remove(timed)
-            young = len(gc.get_objects(0)) + len(gc.get_objects(1))
-            print(f"{args.tree}: {args.calls} calls; tracked in the young generations at the end: {young}")
+            young = gc.get_objects(0) + gc.get_objects(1)
+            print(f"{args.tree}: {args.calls} calls; young tracked objects at the end: {len(young)}")
+            kinds = Counter(_kind(o) for o in young).most_common(3)
+            print("  the most of them:", ", ".join(f"{kind} x{n}" for kind, n in kinds))
 
     run_on_uvloop(flood)
     for generation, times in spent.items():
