@@ -158,6 +158,9 @@ class SchedulerCore:
         # Replicas an operator is draining (the admin API; the shell's health loop reports them unhealthy,
         # so nothing new goes there): a pinned call still goes to one, only it holds what the call continues.
         self.draining: set[ReplicaId] = set()
+        # Calls still in flight on replicas taken out of the pool (`remove_replica`): a replica added back
+        # before they end counts them again, and their ends are subtracted here, never from a new view.
+        self._departed_calls: dict[ReplicaId, int] = {}
         # Retentions to release before their TTL, (session, replica), for the shell to carry out
         # (`take_releases`; the retention contract's `POST /saga/v1/release`).
         # Bounded: a shell that never drains it keeps the newest.
@@ -241,11 +244,9 @@ class SchedulerCore:
         flight = self.in_flight.pop(request_id, None)
         if flight is None:
             return []
-        replica = self.replicas.get(flight.replica_id)
-        if replica is not None:
-            replica.in_flight -= 1
-            if replica_down:
-                replica.healthy = False
+        replica = self._call_ended_on(flight.replica_id)
+        if replica is not None and replica_down:
+            replica.healthy = False
         self._session_done(flight.req, self.clock())
         if self.admission is not None:
             self.admission.withdrawn(flight.req.session_id)
@@ -258,9 +259,7 @@ class SchedulerCore:
         flight = self.in_flight.pop(request_id, None)
         if flight is None:
             return []
-        replica = self.replicas.get(flight.replica_id)
-        if replica is not None:
-            replica.in_flight -= 1
+        self._call_ended_on(flight.replica_id)
         now = self.clock()  # one reading for the whole event (the same in the DES, whose clock stands still)
         req = flight.req
         self._session_done(req, now)
@@ -417,7 +416,9 @@ class SchedulerCore:
 
     def add_replica(self, replica_id: ReplicaId) -> None:
         """Route to a replica (again: one being drained takes new work once more)."""
-        self.replicas.setdefault(replica_id, ReplicaView(replica_id))
+        if replica_id not in self.replicas:
+            view = self.replicas[replica_id] = ReplicaView(replica_id)
+            view.in_flight = self._departed_calls.pop(replica_id, 0)
         self.draining.discard(replica_id)
 
     def serving(self) -> list[ReplicaId]:
@@ -427,10 +428,26 @@ class SchedulerCore:
 
     def remove_replica(self, replica_id: ReplicaId) -> None:
         """Stop routing to a replica; calls already on it still finish and are accounted for."""
-        self.replicas.pop(replica_id, None)
+        view = self.replicas.pop(replica_id, None)
+        if view is not None and view.in_flight - view.foreign_in_flight > 0:
+            self._departed_calls[replica_id] = view.in_flight - view.foreign_in_flight
         self.draining.discard(replica_id)
         if self.admission is not None:
             self.admission.replica_gone(replica_id)
+
+    def _call_ended_on(self, replica_id: ReplicaId) -> ReplicaView | None:
+        """One call of this process's on `replica_id` ended: its view counts one fewer (or, the replica taken
+        out of the pool, its departed calls do). The view, if the replica is in the pool."""
+        replica = self.replicas.get(replica_id)
+        if replica is not None:
+            replica.in_flight -= 1
+            return replica
+        left = self._departed_calls.get(replica_id, 0) - 1
+        if left > 0:
+            self._departed_calls[replica_id] = left
+        else:
+            self._departed_calls.pop(replica_id, None)
+        return None
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view of the datastore for the admin API and logs."""

@@ -112,6 +112,29 @@ def test_a_call_ending_after_its_replica_was_removed_reserves_nothing_there() ->
     assert core.admission.reserved[again.replica_id] > 0
 
 
+def test_calls_running_on_a_replica_removed_and_added_back_are_counted_once() -> None:
+    """An operator takes a replica out and puts it back while calls run on it: the view counts them again,
+    and their ends bring it to 0, not below (it went to -3 and stayed there)."""
+    core, _ = make_core(replicas=2)
+    running = [only_dispatch(core.request_arrived(call(f"s{i}"))) for i in range(4)]
+    replica_id = running[0].replica_id
+    on_it = sum(r.replica_id == replica_id for r in running)
+    core.remove_replica(replica_id)
+    core.add_replica(replica_id)
+    assert core.replicas[replica_id].in_flight == on_it
+    for r in running[:-1]:
+        core.request_finished(r.request_id, Usage(prompt_tokens=100, completion_tokens=5))
+    retried = only_dispatch(core.dispatch_failed(running[-1].request_id, replica_down=False))
+    core.request_finished(retried.request_id, Usage(prompt_tokens=100, completion_tokens=5))
+    assert {v.replica_id: v.in_flight for v in core.replicas.values()} == {"r0": 0, "r1": 0}
+    # taken out, its call ends while it is out, then back: nothing is carried over
+    late = only_dispatch(core.request_arrived(call("late")))
+    core.remove_replica(late.replica_id)
+    core.request_finished(late.request_id, Usage(prompt_tokens=100, completion_tokens=5))
+    core.add_replica(late.replica_id)
+    assert core.replicas[late.replica_id].in_flight == 0
+
+
 def test_own_figures_survive_any_interleaving_with_foreign_load() -> None:
     """The view's totals are always own + foreign; own_load gives back exactly this worker's."""
     core, clock = make_core(replicas=2)
