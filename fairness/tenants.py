@@ -57,6 +57,8 @@ class TenantsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     raise ValueError(
                         f"tenants.slo_classes.{name}.{field} must be > 0 and finite, got {value}"
                     )
+        if "" in self.tenants:  # no call's tenant is empty (identity values: proxy/identity.py, check_id)
+            raise ValueError("tenants.tenants: a tenant's name must not be empty")
         for name, spec in [("default", self.default), *self.tenants.items()]:
             where = "tenants.default" if name == "default" else f"tenants.tenants.{name}"
             if not MIN_WEIGHT <= spec.weight <= MAX_WEIGHT:

@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy.config import replica_url_problem
+from proxy.config import replica_url_problem, same_replica
 from proxy.context import CORE, GATE, GUARDS, KV_RESIDENCY, METRICS, MODELS, REPLICA_CHANGES, down_stats
 from proxy.errors import ProxyError
 from proxy.metrics import merge_expositions
@@ -102,7 +102,8 @@ async def _replica_url(request: web.Request) -> str:
     problem = replica_url_problem(url)
     if problem is not None:  # a replica the proxy could never reach: not added to be probed as down forever
         raise ProxyError(400, f"url {problem}; expected http(s)://host:port", param="url")
-    return url
+    # another spelling of a replica in the set (`http://LOCALHOST:08000`) acts on that one
+    return same_replica(url, request.app[CORE].replicas) or url
 
 
 async def add_replica(request: web.Request) -> web.Response:

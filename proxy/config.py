@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -71,6 +72,22 @@ def replica_url_problem(url: str) -> str | None:
     if parts.query or parts.fragment or "?" in url or "#" in url:
         return "holds a query or fragment"
     return None
+
+
+def replica_identity(url: str) -> tuple[str, str, int, str]:
+    """What a replica URL names, however it is spelled (a URL `replica_url_problem` passed): scheme, host in
+    lower case, port (the scheme's default when none is given), path without its trailing slashes. Two URLs
+    with one identity are one replica: `http://LOCALHOST:018000/` and `http://localhost:8000`."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def same_replica(url: str, known: Iterable[str]) -> str | None:
+    """The URL among `known` that names the same replica as `url` (`replica_identity`), or None."""
+    identity = replica_identity(url)
+    return next((k for k in known if replica_identity(k) == identity), None)
 
 
 MIN_HEALTH_INTERVAL_S = 0.05  # below it the probes spin the event loop (and the replicas) to no end
@@ -221,6 +238,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError(f"port must be a TCP port (0-65535; 0: any free one), got {self.port}")
         if self.server not in ("fast", "aiohttp"):
             raise ConfigError(f"server must be 'fast' or 'aiohttp', got {self.server!r}")
+        if not self.host.strip():  # the socket layer takes "" for every interface, not the default
+            raise ConfigError("host is empty (the default is 127.0.0.1; 0.0.0.0 is every interface)")
+        if self.api_keys is not None and not self.api_keys:  # else {} would quietly mean "no authentication"
+            raise ConfigError("api_keys is empty: map at least one key to a tenant, or leave api_keys out")
         if not 1 <= self.workers <= 256:
             raise ConfigError(f"workers must be between 1 and 256, got {self.workers}")
         if self.workers > 1 and self.server != "fast":
@@ -245,8 +266,11 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             problem = replica_url_problem(url)
             if problem is not None:
                 raise ConfigError(f"replica {url!r} {problem}")
-        if len(set(self.replicas)) != len(self.replicas):
-            raise ConfigError("a replica URL is listed twice")
+        for i, url in enumerate(self.replicas):
+            twin = same_replica(url, self.replicas[:i])
+            if twin is not None:
+                shown = "twice" if twin == url else f"twice ({twin!r} and {url!r} name the same replica)"
+                raise ConfigError(f"a replica URL is listed {shown}")
         if isinstance(self.policy, str) and self.policy not in PRESETS:
             raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(PRESETS))}")
         positive = (

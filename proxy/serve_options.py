@@ -134,6 +134,18 @@ def read_config_file(file: Path) -> Any:
         raise ConfigError(f"{file} nests too deeply to be a configuration") from e
 
 
+def _check_types(file: Path, loaded: dict[Any, Any]) -> None:
+    """The file's values as typed as its keys want (`port: "8000"`, `workers: 2.0` or `access_log: "no"` stop
+    the proxy): only environment variables, which are text, are converted from text."""
+    try:
+        msgspec.convert(loaded, ProxyConfig, strict=True)
+    except msgspec.ValidationError as e:
+        # YAML 1.1 (PyYAML's) reads an exponent without a dot as text: 1e-3 is "1e-3", 1.0e-3 a number
+        text_for_float = "Expected `float`, got `str`" in str(e)
+        hint = " (a number with an exponent needs a dot in YAML: 1.0e-3, not 1e-3)" if text_for_float else ""
+        raise ConfigError(f"{file}: {e}{hint}") from None
+
+
 def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if file is not None:
@@ -142,6 +154,7 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{file}: expected a mapping of ProxyConfig keys (docs/config.md)")
+        _check_types(file, loaded)
         data.update(loaded)
     for field in msgspec.structs.fields(ProxyConfig):
         name = f"SAGA_{field.name.upper()}"

@@ -53,6 +53,34 @@ def test_a_bad_file_is_a_config_error_naming_it(tmp_path: Path, content: bytes, 
     assert str(file) in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('port: "18390"', "Expected `int`, got `str` - at `$.port`"),
+        ("workers: 2.0", "Expected `int`, got `float` - at `$.workers`"),
+        ('access_log: "false"', "Expected `bool`, got `str` - at `$.access_log`"),
+        ("connect_timeout_s: 1e-3", "a number with an exponent needs a dot in YAML: 1.0e-3"),
+        ("tenants: {default: {weight: '2'}}", "Expected `float`, got `str` - at `$.tenants.default.weight`"),
+    ],
+)
+def test_a_value_of_the_wrong_type_in_the_file_is_refused(tmp_path: Path, line: str, says: str) -> None:
+    """docs/config.md says so; the file was converted as loosely as the environment's text was."""
+    file = tmp_path / "saga.yaml"
+    file.write_text(f"replicas: [http://a:1]\n{line}\n")
+    with pytest.raises(ConfigError, match=re.escape(says)) as e:
+        config_data(file, {}, {})
+    assert str(file) in str(e.value)
+
+
+def test_the_file_s_numbers_and_the_environment_s_text_are_taken_as_their_keys_want(tmp_path: Path) -> None:
+    file = tmp_path / "saga.yaml"
+    file.write_text("replicas: [http://a:1]\nconnect_timeout_s: 5\nfirst_byte_timeout_s: 1.0e+2\n")
+    data = config_data(file, {"SAGA_PORT": "9000", "SAGA_ACCESS_LOG": "false"}, {})
+    config = build_config(data)
+    assert (config.connect_timeout_s, config.first_byte_timeout_s) == (5.0, 100.0)
+    assert (config.port, config.access_log) == (9000, False)
+
+
 @pytest.mark.parametrize("name", ["missing.yaml", "."])
 def test_a_file_that_cannot_be_read_is_a_config_error(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
@@ -228,6 +256,22 @@ SECRETS = ("sekrit", "sk-team", "s3cret")  # never shown in an error: they are c
         ({"kv_events": {"endpoints": {"http://a:1": "tcp://127.0.0.1:99999"}}}, "not a TCP port"),
         ({"kv_events": {"endpoints": {"http://a:1": "tcp://a b:5557"}}}, "not a host name or address"),
         ({"kv_events": {"endpoints": {"a:1": "tcp://a:5557"}}}, "kv_events.endpoints: the key 'a:1'"),
+        # an empty host listened on every interface; an empty api_keys turned client authentication off
+        ({"host": ""}, "host is empty"),
+        ({"host": "  "}, "host is empty"),
+        ({"api_keys": {}}, "api_keys is empty"),
+        ({"tenants": {"tenants": {"": {"weight": 2.0}}}}, "a tenant's name must not be empty"),
+        # one replica spelled twice was accepted as two, then merged into one behind the operator's back
+        ({"replicas": ["http://a:1", "http://a:1"]}, "a replica URL is listed twice"),
+        (
+            {"replicas": ["http://a:1", "http://a:1/"]},
+            "('http://a:1' and 'http://a:1/' name the same replica)",
+        ),
+        (
+            {"replicas": ["http://h:8000", "http://H:08000"]},
+            "'http://h:8000' and 'http://H:08000' name the same",
+        ),
+        ({"replicas": ["https://h", "https://h:443/"]}, "'https://h' and 'https://h:443/' name the same"),
         (
             {"kv_events": {"endpoints": {"http://a:1": "tcp://a:5557", "http://a:1/": "tcp://a:5558"}}},
             "kv_events.endpoints: a replica URL is listed twice",
@@ -249,6 +293,7 @@ def test_a_bad_value_is_refused_at_start_naming_its_key(data: dict[str, Any], na
         {"queue": {"token_cost": {"input_weight": 0.0, "output_weight": 1e6}}},
         {"health_interval_s": 0.05, "discovery": {"name": "10.0.0.1", "port": 65535, "interval_s": 1}},
         {"kv_events": {"endpoints": {"http://a:1": "tcp://*:5557", "http://b:2/": "ipc:///tmp/kv"}}},
+        {"replicas": ["http://a:1", "https://a:1", "http://a:1/v2", "http://a:2", "http://b:1"]},  # all apart
     ],
 )
 def test_the_limits_themselves_are_accepted(data: dict[str, Any]) -> None:
@@ -292,9 +337,15 @@ def test_kv_event_endpoints_are_keyed_as_the_replicas_are() -> None:
                 "silver": {"weight": 2, "slo_class": "interactive"},
             },
         ),
-        (
-            "a: &a {x: 1, y: 1}\nb: &b {<<: *a, x: 2}\nc: {<<: [*b, *a], z: 3}\n",
-            {"a": {"x": 1, "y": 1}, "b": {"x": 2, "y": 1}, "c": {"x": 2, "y": 1, "z": 3}},
+        (  # the first of several merged mappings wins, and the mapping's own key over all of them
+            "a: &a {weight: 1, slo_class: batch}\nb: &b {<<: *a, weight: 2}\n"
+            "c: {<<: [*b, *a], slo_class: standard}\nd: {<<: [*b, *a]}\n",
+            {
+                "a": {"weight": 1, "slo_class": "batch"},
+                "b": {"weight": 2, "slo_class": "batch"},
+                "c": {"weight": 2, "slo_class": "standard"},
+                "d": {"weight": 2, "slo_class": "batch"},
+            },
         ),
     ],
 )

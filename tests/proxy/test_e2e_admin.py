@@ -221,6 +221,27 @@ async def test_adding_a_draining_replica_again_says_it_takes_new_calls_again(
     assert draining == [False]
 
 
+async def test_another_spelling_of_a_replica_in_the_set_acts_on_that_one(http: aiohttp.ClientSession) -> None:
+    """`http://127.0.0.1:0PORT/` was added as a second replica beside `http://127.0.0.1:PORT`: one backend
+    counted twice by every load figure."""
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        scheme, rest = replica.url.split("://")
+        host, port = rest.split(":")
+        other = f"{scheme}://{host}:0{port}/"
+        answers = []
+        for path in ("/saga/v1/replicas", "/saga/v1/replicas/drain"):
+            async with http.post(f"{url}{path}", json={"url": other}) as r:
+                answers.append((r.status, await r.json()))
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            views = [(v["replica_id"], v["draining"]) for v in (await r.json())["replicas"]]
+        async with http.post(f"{url}/saga/v1/replicas/remove", json={"url": other}) as r:
+            removed = (r.status, await r.json())
+    assert answers[0] == (200, {"url": replica.url, "added": False, "undrained": False})
+    assert answers[1][0] == 200 and answers[1][1]["url"] == replica.url
+    assert views == [(replica.url, True)]
+    assert removed == (200, {"url": replica.url, "removed": True})
+
+
 async def test_a_head_request_says_the_length_of_the_get_answer(http: aiohttp.ClientSession) -> None:
     """RFC 9110 9.3.2: a HEAD answer carries the GET's headers without the body; under the fast server its
     `Content-Length` was 0 on every route it hands to the aiohttp app. Asked on one keep-alive connection,
