@@ -138,10 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from proxy.server import serve_forever
-    from proxy.supervisor import supervise
+    from proxy.supervisor import supervise, worker_config
     from proxy.worker_set import WorkerSet
 
-    worker = WorkerSet.from_environ() is not None
+    workers = WorkerSet.from_environ()
+    worker = workers is not None
+    if workers is not None and (validated := worker_config(workers.directory)) is not None:
+        await serve_forever(msgspec.structs.replace(validated, workers=1))  # the supervisor's, as it began
+        return 0
     if not args.simulate:
         config = proxy_config(args, args.replica)
         if config.workers > 1 and not worker:

@@ -11,6 +11,10 @@ Contract:
 - The usual "SAGA proxy listening on ..." line is printed once, when every worker is ready (its ready file).
 - A worker that exits is restarted after a bounded backoff; `max_exits(N)` exits within `EXIT_WINDOW_S`, or
   a worker that exits before the first start-up completes, stop everything: exit code 1 with a message.
+- Every worker, and every restart of one, runs the configuration the supervisor validated at its start
+  (`config.json` in the directory, `worker_config`): not the file, environment and flags read again, which an
+  operator may have edited since (one worker on a new admin token, the other on the old one) or left half
+  written (each restart failing until the supervisor stopped the healthy workers too).
 - SIGTERM/SIGINT stop the workers (SIGTERM: each drains its calls for `shutdown_grace_s`; SIGKILL after that
   and `STOP_GRACE_S` more), and the directory is removed.
 """
@@ -29,6 +33,8 @@ import tempfile
 import time
 from collections import deque
 
+import msgspec
+
 from proxy.config import ProxyConfig
 from proxy.server import all_exist, base_url, listening_line, ready_file
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
@@ -38,6 +44,25 @@ MAX_EXITS, EXIT_WINDOW_S = 5, 30.0
 RESTART_DELAY_S, MAX_RESTART_DELAY_S = 0.1, 5.0
 STOP_GRACE_S = 10.0
 READY_POLL_S = 0.05
+WORKER_CONFIG = "config.json"
+
+
+def write_worker_config(directory: str, config: ProxyConfig) -> None:
+    """`config` for the workers of the supervisor whose private `directory` this is (readable by its owner
+    alone: it holds the admin token and API keys)."""
+    fd = os.open(os.path.join(directory, WORKER_CONFIG), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(msgspec.json.encode(config))
+
+
+def worker_config(directory: str) -> ProxyConfig | None:
+    """The configuration the supervisor wrote for its workers (`write_worker_config`), or None where it wrote
+    none."""
+    try:
+        with open(os.path.join(directory, WORKER_CONFIG), "rb") as f:
+            return msgspec.json.decode(f.read(), type=ProxyConfig)
+    except FileNotFoundError:
+        return None
 
 
 def max_exits(workers: int) -> int:
@@ -84,6 +109,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         try:
             self.port = held.getsockname()[1]
+            write_worker_config(self.directory, msgspec.structs.replace(self.config, port=self.port))
             watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
             if await self._all_ready():
                 self.started = True

@@ -6,10 +6,14 @@ middleware, after authentication) makes that worker answer for all of them:
   `LOCAL_HEADER: 1`) while this worker answers it itself; the route's merge function combines the answers
   (lists concatenated, counts summed, per-replica facts every worker knows alike taken once). Other GETs
   answer for this worker alone.
-- Any other method under /saga/v1/ (an admin change) is applied here and broadcast to every other worker with
-  `LOCAL_HEADER`, so a worker never re-broadcasts. Its answer lists the workers that applied it
-  (`workers_applied`); a worker that did not answer (or failed with a 5xx) makes it a 502 OpenAI error that
-  names them (`workers_missing`): the change stands on the workers that applied it.
+- Any other method under /saga/v1/ (an admin change) is ordered by worker 0 (`COORDINATOR`): another worker
+  hands it there, and worker 0 applies it and broadcasts it to every other worker with `LOCAL_HEADER` (so a
+  worker never re-broadcasts), one change at a time, so every worker applies the changes in one order (an add
+  and a remove of one replica read by two workers at once left one worker with it and the other without).
+  Worker 0 not answering (restarting), the worker that read the change broadcasts it itself. The answer
+  lists the workers that applied it (`workers_applied`); a worker that did not answer (or failed with a 5xx)
+  makes it a 502 OpenAI error that names them (`workers_missing`): the change stands on the workers that
+  applied it.
 - A request carrying `LOCAL_HEADER` is answered for this worker alone, but only when it came over a Unix
   socket (from another worker, or relayed by the fast server, which strips the header from clients' requests).
 A worker that does not answer within `timeout_s` is left out and named (`workers_missing` in JSON,
@@ -37,9 +41,12 @@ from proxy.worker_set import LOCAL_HEADER, WorkerSet
 log = logging.getLogger("saga.workers")
 
 GATHER_TIMEOUT_S = 2.0  # a worker that has not answered by then is reported missing
+COORDINATOR = 0  # the worker that orders admin changes
+# Worker 0's answer to a change handed to it comes after the others' answers to its broadcast.
+COORDINATED_TIMEOUT_S = 2 * GATHER_TIMEOUT_S + 1.0
 _FORWARDED = ("Authorization", "Content-Type", "Accept")  # the admin token is sent on: each worker checks it
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-_BROADCASTS: set[asyncio.Future[tuple[list[WorkerAnswer], list[int]]]] = set()  # held until each ends
+_BROADCASTS: set[asyncio.Future[Any]] = set()  # held until each ends
 
 
 class WorkerAnswer(msgspec.Struct, frozen=True):
@@ -79,6 +86,7 @@ class Gatherer:
         self.workers = workers
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._clients: dict[int, aiohttp.ClientSession] = {}
+        self.changes = asyncio.Lock()  # held by the coordinator while a change goes to every worker
 
     def _client(self, worker: int) -> aiohttp.ClientSession:
         client = self._clients.get(worker)
@@ -105,12 +113,29 @@ class Gatherer:
         """One other worker's answer to the same request (answered for itself alone); None if it gave none."""
         return await self._ask(worker, method, path_qs, {**headers, LOCAL_HEADER: "1"}, body)
 
+    async def ask_coordinator(
+        self, method: str, path_qs: str, headers: dict[str, str], body: bytes
+    ) -> WorkerAnswer | None:
+        """Hands a change to the coordinator, which applies and broadcasts it; its answer, or None."""
+        limit = aiohttp.ClientTimeout(total=COORDINATED_TIMEOUT_S)
+        return await self._ask(COORDINATOR, method, path_qs, headers, body, limit)
+
     async def _ask(
-        self, worker: int, method: str, path_qs: str, headers: dict[str, str], body: bytes
+        self,
+        worker: int,
+        method: str,
+        path_qs: str,
+        headers: dict[str, str],
+        body: bytes,
+        limit: aiohttp.ClientTimeout | None = None,
     ) -> WorkerAnswer | None:
         try:
             async with self._client(worker).request(
-                method, "http://saga" + path_qs, data=body or None, headers=headers
+                method,
+                "http://saga" + path_qs,
+                data=body or None,
+                headers=headers,
+                timeout=limit or self.timeout,  # None would be no timeout at all
             ) as resp:
                 content = await resp.read()
                 return WorkerAnswer(worker, resp.status, content, resp.content_type)
@@ -149,7 +174,7 @@ async def gather_workers(request: web.Request, handler: Handler) -> web.StreamRe
     if between_workers(request):
         return await handler(request)
     if request.method not in _READS and request.path.startswith(ADMIN_PREFIX):
-        return await _broadcast(request, handler)
+        return await _change(request, handler)
     resource = request.match_info.route.resource
     route = None if resource is None else request.app.get(ROUTES, {}).get(resource.canonical)
     if route is None or request.method != "GET":
@@ -205,9 +230,31 @@ async def _gather(request: web.Request, handler: Handler, route: GatheredRoute) 
     return web.Response(status=here.status, body=here.body, content_type=here.content_type)
 
 
-async def _broadcast(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _change(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An admin change: handed to the coordinator to order and broadcast, or broadcast from here."""
     gatherer = request.app[GATHERER]
     body = await request.read()  # kept by aiohttp: the handler reads it again
+    if gatherer.workers.index != COORDINATOR:
+        handed = asyncio.ensure_future(
+            gatherer.ask_coordinator(request.method, request.path_qs, _headers(request), body)
+        )
+        _BROADCASTS.add(handed)  # a client that hangs up does not stop the change half-way
+        handed.add_done_callback(_BROADCASTS.discard)
+        answer = await asyncio.shield(handed)
+        if answer is not None:
+            return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+        log.warning(
+            "worker %d did not order admin %s %s: broadcast from here",
+            COORDINATOR,
+            request.method,
+            request.path,
+        )
+    async with gatherer.changes:
+        return await _broadcast(request, handler, body)
+
+
+async def _broadcast(request: web.Request, handler: Handler, body: bytes) -> web.StreamResponse:
+    gatherer = request.app[GATHERER]
     others = asyncio.ensure_future(
         gatherer.ask_others(request.method, request.path_qs, _headers(request), body)
     )

@@ -188,6 +188,51 @@ async def test_an_admin_change_reaches_every_worker(http: aiohttp.ClientSession,
     assert unknown[0] == 404 and unknown[1]["error"]["code"] == "unknown_replica"  # refused by all: as is
 
 
+async def test_conflicting_changes_read_by_two_workers_at_once_leave_them_alike(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    """An add and a remove of one replica, read by two workers at once: each applied its own first and the
+    other's broadcast second, so one worker kept the replica and the other did not (11 rounds of 30)."""
+    async with (
+        fake_replica() as first,
+        fake_replica() as second,
+        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
+    ):
+        views = []
+        for round_ in range(12):
+            paths = ["/saga/v1/replicas", "/saga/v1/replicas/remove"]
+            readers = [1, 2] if round_ % 2 else [2, 0]  # the coordinator among them, or not
+            answers = await asyncio.gather(
+                *(
+                    post_json(http, w.urls[i], path, {"url": second.url})
+                    for i, path in zip(readers, paths, strict=True)
+                )
+            )
+            assert all(status in (200, 201, 404) for status, _ in answers), answers
+            views.append(
+                [
+                    [r["replica_id"] for r in (await w.local(i, "/saga/v1/state"))["replicas"]]
+                    for i in range(3)
+                ]
+            )
+    assert all(view[0] == view[1] == view[2] for view in views), views
+
+
+async def test_a_change_read_while_the_coordinator_is_down_is_broadcast_from_where_it_was_read(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    async with (
+        fake_replica() as first,
+        fake_replica() as second,
+        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
+    ):
+        await w.stop(0)
+        status, answer = await post_json(http, w.urls[1], "/saga/v1/replicas", {"url": second.url})
+        applied = [len((await w.local(i, "/saga/v1/state"))["replicas"]) for i in (1, 2)]
+    assert status == 502 and answer["workers_missing"] == [0] and answer["workers_applied"] == [1, 2]
+    assert applied == [2, 2]
+
+
 async def test_a_session_end_reaches_the_worker_that_knows_it(
     http: aiohttp.ClientSession, worker_dir: str
 ) -> None:

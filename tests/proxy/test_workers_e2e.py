@@ -86,12 +86,13 @@ async def fresh_call(
         return r.status, await r.text()
 
 
-async def local_get(saga: Saga, index: int, path: str) -> Any:
+async def local_get(saga: Saga, index: int, path: str, token: str | None = None) -> Any:
     """Worker `index`'s own answer to GET `path` (not gathered from the others), as JSON."""
     connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
+    headers = {LOCAL_HEADER: "1", **({"Authorization": f"Bearer {token}"} if token else {})}
     async with (
         aiohttp.ClientSession(connector=connector) as http,
-        http.get(f"http://worker{path}", headers={LOCAL_HEADER: "1"}) as r,
+        http.get(f"http://worker{path}", headers=headers) as r,
     ):
         assert r.status == 200
         return await r.json()
@@ -682,3 +683,33 @@ async def test_a_restarted_worker_applies_the_replica_changes_made_before_it_sta
             assert record == {"added": sorted([added, removed.url]), "draining": [drained.url], "removed": []}
         finally:
             await asyncio.to_thread(workers.__exit__, None, None, None)
+
+
+async def test_a_restarted_worker_runs_the_configuration_the_proxy_started_with(tmp_path: Path) -> None:
+    """The file was read again by each restarted worker: edited since, one worker took the new admin token and
+    the other kept the old; left half written, every restart failed until the supervisor stopped them all."""
+    file = tmp_path / "saga.yaml"
+    file.write_text("admin_token: first-token\n")
+    with saga_workers(tmp_path, "--config", str(file)) as saga:
+        config_file = saga.directory / "config.json"
+        assert config_file.stat().st_mode & 0o777 == 0o600  # it holds the admin token
+        file.write_text("admin_token: [\n")  # an operator's edit, half written
+        victim = worker_pid(saga, 1)
+        os.kill(victim, signal.SIGKILL)
+        bearer = {LOCAL_HEADER: "1", "Authorization": "Bearer first-token"}
+        connector = aiohttp.UnixConnector(path=saga.workers.app_socket(1))
+        deadline = time.monotonic() + START_S
+        async with aiohttp.ClientSession(connector=connector) as http:
+            while True:  # until the new worker 1 answers on its app socket
+                assert time.monotonic() < deadline and saga.proc.poll() is None, "".join(saga.output[-20:])
+                if victim not in saga.children():
+                    with contextlib.suppress(aiohttp.ClientError, OSError):
+                        async with http.get("http://worker/saga/v1/state", headers=bearer) as r:
+                            restarted = r.status
+                            break
+                await asyncio.sleep(0.1)
+        assert restarted == 200
+        for index in (0, 1):
+            await local_get(saga, index, "/saga/v1/state", token="first-token")
+        status, text = await fresh_call(saga.url, chat("after-restart"))
+        assert status == 200, text
