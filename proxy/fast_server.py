@@ -130,6 +130,11 @@ class _Date:
 _date = _Date()
 
 
+# A replica's answer with one of these statuses has no body (a stray one is dropped as the replica's parser
+# reads it), and the client must be told no length: RFC 9110 forbids Content-Length on a 204.
+_NO_BODY_STATUSES = frozenset((204, 304))
+
+
 def _head(status: int, headers: Mapping[str, str], framing: str) -> bytes:
     lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
     for name, value in headers.items():  # a loop: mypyc makes a generator expression an object
@@ -155,7 +160,10 @@ class _Downstream:
 
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
-        framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
+        if status in _NO_BODY_STATUSES:  # RFC 9110: no body, and no Content-Length on a 204
+            framing, body = f"{self._connection}\r\n", b""
+        else:
+            framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
         payload = _head(status, headers, framing) + body
         self.sent += len(payload)
         conn = self.conn

@@ -79,6 +79,7 @@ class AnswerHeadTooLarge(Exception):
 
 _SMALL_PIECE = 256  # body pieces smaller than this are merged ...
 _MERGE_RUN = 256  # ... once this many have come (each byte is copied at most once more)
+MAX_UNREAD_BYTES = 256 * 1024  # a coroutine reader's body held before reading pauses (`on_body`)
 
 # What a closed connection's `parser` is: no answer is parsed after the connection is lost.
 _SPENT_PARSER = httptools.HttpResponseParser(object())
@@ -110,6 +111,9 @@ class _Connection(asyncio.Protocol):
         self.interim = False  # reading an interim (1xx) answer, which the final one follows
         self.idle = False  # in the pool: bytes arriving now were not asked for
         self._small = 0  # body pieces under _SMALL_PIECE bytes since the last merge (on_body)
+        # A coroutine reader's body bytes not taken yet, and whether reading paused on them (`on_body`).
+        self.unread = 0
+        self.flow_paused = False
         self.deadline = 0.0  # when the listener's deadline comes (loop time); 0.0: none
         self._alarm: asyncio.TimerHandle | None = None  # the one loop timer behind the deadlines
         self._alarm_at = 0.0
@@ -267,8 +271,23 @@ class _Connection(asyncio.Protocol):
                 merged = b"".join(chunks[-run:])
                 del chunks[-run:]
                 chunks.append(merged)
+        if self.listener is None:  # a coroutine reader's (a listener pauses reading itself: inline_relay)
+            self.unread += size
+            if self.unread > MAX_UNREAD_BYTES and not self.flow_paused and self.transport is not None:
+                # its client reads slower than the replica writes: without a pause the whole answer piled
+                # up here (a client that stopped reading held ~500 MB of it until its stream timed out)
+                self.transport.pause_reading()
+                self.flow_paused = True
         if self.waiter is not None:  # a coroutine reader waits (a listener reads after the parser returns)
             self._wake()
+
+    def taken(self) -> None:
+        """The reader took every body byte that arrived: reading goes on if it paused."""
+        self.unread = 0
+        if self.flow_paused:
+            self.flow_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -307,6 +326,7 @@ class _Connection(asyncio.Protocol):
         self.complete, self.keep_alive, self.broken, self.got_bytes = False, False, None, False
         self.until_close = self.interim = False
         self._small = 0
+        self.taken()
 
 
 def _consume(future: asyncio.Future[None]) -> None:
@@ -353,6 +373,7 @@ class UpstreamAnswer:
         if not conn.chunks:
             return b""
         pending, conn.chunks = conn.chunks, []
+        conn.taken()
         return pending[0] if len(pending) == 1 else b"".join(pending)
 
     async def more(self, idle_timeout_s: float | None = None) -> None:
@@ -378,6 +399,7 @@ class UpstreamAnswer:
             raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
         if conn.complete:  # the whole body came with the head (a short answer): no need to wait or iterate
             pending, conn.chunks = conn.chunks, []
+            conn.taken()
             body = pending[0] if len(pending) == 1 else b"".join(pending)
             return _cut(body, limit)
         parts: list[bytes] = []
@@ -441,6 +463,7 @@ class UpstreamPool:
             return
         conn.idle_since = time.monotonic()
         conn.idle = True
+        conn.taken()  # an idle connection reads: a replica closing it is seen at once
         idle.append(conn)
 
     def _take(self, key: tuple[str, int, bool], awaited: bool = True) -> _Connection | None:

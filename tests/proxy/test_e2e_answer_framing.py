@@ -10,6 +10,7 @@ keep-alive connections. Each case failed before its fix:
 - a chunked answer's trailer fields were relayed as header fields (one replaced the Content-Type);
 - a 5xx whose body stalled waited the first-byte timeout and relayed an empty "JSON" body; cut short, the same
   empty body.
+- a 204 went out with `Content-Length: 0`, which RFC 9110 forbids (fast server).
 """
 
 from __future__ import annotations
@@ -226,4 +227,25 @@ async def test_a_replica_error_whose_body_fails_is_the_proxys_own_error(server: 
         assert status == 502, (status, body)
         error = json.loads(body)["error"]
         assert error["code"] == "upstream_error" and "answered 500" in error["message"]
+        assert await _in_flight(http, url) == 0
+
+
+@SERVERS
+async def test_a_204_is_relayed_without_a_body_or_a_length_and_the_connection_stays_in_step(
+    server: str,
+) -> None:
+    """RFC 9110: no Content-Length on a 204 (the fast server said `Content-Length: 0`)."""
+
+    async def calls(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        if b"nothing" in body:
+            writer.write(b"HTTP/1.1 204 No Content\r\nX-Replica: yes\r\n\r\n")
+        else:
+            writer.write(_whole(_echo(body)))
+
+    async with _proxy_before(calls, server) as (http, url):
+        status, headers, body = await _call(http, url, "nothing")
+        assert (status, body, headers.get("X-Replica")) == (204, b"", "yes")
+        assert "Content-Length" not in headers and "Transfer-Encoding" not in headers
+        status, _, body = await _call(http, url, "after")  # the next answer is its own
+        assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == "to after"
         assert await _in_flight(http, url) == 0

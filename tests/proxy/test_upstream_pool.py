@@ -297,3 +297,34 @@ async def test_a_batched_request_goes_out_whole_at_the_end_of_the_turn_and_not_o
     assert middle == []
     assert len(first) == 1 and first[0].startswith(b"POST /v1/x HTTP/1.1\r\n") and first[0].endswith(b"{}")
     assert b"\r\nX-A: 1\r\n" in first[0] and b"X-A" not in last[0]
+
+
+async def test_a_reader_that_falls_behind_pauses_the_replica_and_gets_every_byte_after(
+    pool: UpstreamPool,
+) -> None:
+    """The coroutine relay waits on its client while the connection kept reading: a client that stopped
+    reading left the replica's whole answer (~500 MB) piled up in the proxy until the stream timed out."""
+    from proxy.upstream_pool import MAX_UNREAD_BYTES
+
+    piece, pieces = b"x" * 65_536, 512  # 32 MiB
+    written = 0
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(piece) * pieces))
+        for _ in range(pieces):
+            writer.write(piece)
+            await writer.drain()
+            written += 1
+
+    async with Server(flood) as server:
+        answer = await pool.request(server.url + "/", b"{}", {}, 5.0)
+        await asyncio.sleep(0.5)  # the reader is busy elsewhere
+        conn = answer._conn
+        held = sum(len(c) for c in conn.chunks)
+        assert held <= 2 * MAX_UNREAD_BYTES and written < pieces // 2, (held, written)  # the replica waits
+        assert conn.flow_paused
+        taken = await _drain_ready(answer)
+        assert sum(len(t) for t in taken) == len(piece) * pieces and not conn.flow_paused
+        answer.release()
