@@ -10,8 +10,9 @@ Failure contract:
   replica accepted the call but sent no status line within the first-byte timeout: the replica may be
   working on it, so the call is not retried.
 - `relay` never raises for an upstream or client failure. Once a stream's headers went out, a replica that
-  dies or stalls longer than the idle timeout ends the stream with one OpenAI-style error event and the
-  connection is closed, so no client waits on a dead stream. A client that hangs up stops the relay and
+  dies or stalls longer than the idle timeout ends the stream with one OpenAI-style error event and its
+  chunked framing's end, so no client waits on a dead stream (the replica's connection is closed; the
+  client's stays usable for its next call: `_end_with_error`). A client that hangs up stops the relay and
   closes the upstream connection, which makes the replica abort the call.
 """
 
