@@ -91,6 +91,17 @@ async def workers_of(
         await workers.close()
 
 
+@contextlib.asynccontextmanager
+async def one_of_two_added(directory: str, count: int) -> AsyncIterator[tuple[Any, Any, Workers]]:
+    """`count` workers (admin token "adm") in front of the first of two fake replicas; the second to add."""
+    async with (
+        fake_replica() as first,
+        fake_replica() as second,
+        workers_of(directory, count, [first.url], admin_token="adm") as w,
+    ):
+        yield first, second, w
+
+
 async def chat(http: aiohttp.ClientSession, url: str, session_id: str) -> int:
     body = {"messages": [{"role": "user", "content": "hello"}]}
     headers = {"X-Session-ID": session_id, "X-Agent-Type": "coder"}
@@ -160,11 +171,7 @@ async def test_any_worker_answers_metrics_and_sessions_for_all(
 
 
 async def test_an_admin_change_reaches_every_worker(http: aiohttp.ClientSession, worker_dir: str) -> None:
-    async with (
-        fake_replica() as first,
-        fake_replica() as second,
-        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
-    ):
+    async with one_of_two_added(worker_dir, 3) as (first, second, w):
         async with http.post(w.urls[0] + "/saga/v1/replicas", json={"url": second.url}) as r:
             refused = r.status  # no token: refused where it arrived, sent to no one
         unchanged = [len((await w.local(i, "/saga/v1/state"))["replicas"]) for i in range(3)]
@@ -193,11 +200,7 @@ async def test_conflicting_changes_read_by_two_workers_at_once_leave_them_alike(
 ) -> None:
     """An add and a remove of one replica, read by two workers at once: each applied its own first and the
     other's broadcast second, so one worker kept the replica and the other did not (11 rounds of 30)."""
-    async with (
-        fake_replica() as first,
-        fake_replica() as second,
-        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
-    ):
+    async with one_of_two_added(worker_dir, 3) as (_first, second, w):
         views = []
         for round_ in range(12):
             paths = ["/saga/v1/replicas", "/saga/v1/replicas/remove"]
@@ -221,11 +224,7 @@ async def test_conflicting_changes_read_by_two_workers_at_once_leave_them_alike(
 async def test_a_change_read_while_the_coordinator_is_down_is_broadcast_from_where_it_was_read(
     http: aiohttp.ClientSession, worker_dir: str
 ) -> None:
-    async with (
-        fake_replica() as first,
-        fake_replica() as second,
-        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
-    ):
+    async with one_of_two_added(worker_dir, 3) as (_first, second, w):
         await w.stop(0)
         status, answer = await post_json(http, w.urls[1], "/saga/v1/replicas", {"url": second.url})
         applied = [len((await w.local(i, "/saga/v1/state"))["replicas"]) for i in (1, 2)]
@@ -267,11 +266,7 @@ async def test_graphs_are_gathered_and_a_dot_comes_from_the_worker_that_learned_
 
 
 async def test_a_clients_local_header_is_ignored(http: aiohttp.ClientSession, worker_dir: str) -> None:
-    async with (
-        fake_replica() as first,
-        fake_replica() as second,
-        workers_of(worker_dir, 2, [first.url], admin_token="adm") as w,
-    ):
+    async with one_of_two_added(worker_dir, 2) as (_first, second, w):
         assert await chat(http, w.urls[0], "a") == 200
         assert await chat(http, w.urls[1], "b") == 200
         samples = await metrics(http, w.urls[0], **{LOCAL_HEADER: "1"})
@@ -289,11 +284,7 @@ async def test_a_clients_local_header_is_ignored(http: aiohttp.ClientSession, wo
 async def test_a_stopped_worker_is_named_and_the_others_still_answer(
     http: aiohttp.ClientSession, worker_dir: str
 ) -> None:
-    async with (
-        fake_replica() as first,
-        fake_replica() as second,
-        workers_of(worker_dir, 3, [first.url], admin_token="adm") as w,
-    ):
+    async with one_of_two_added(worker_dir, 3) as (_first, second, w):
         for i, url in enumerate(w.urls):  # one session scheduled by each worker
             assert await chat(http, url, session_owned_by(i, 3, "s")) == 200
         await w.stop(2)
