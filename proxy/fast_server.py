@@ -664,7 +664,8 @@ class _ClientConnection(asyncio.Protocol):
     ) -> int:
         """The worker that owns `key` when it is not this one, else -1 (also for the first request of a
         connection handed to this worker: served here whatever this worker computes, so no ping-pong). A
-        call with no key that continues a Responses API answer goes to the worker that served it. A chat
+        call that continues a Responses API answer goes to the worker that served it, whatever session it
+        names: that worker alone knows which tenant the answer is for. A chat
         call naming no session (`seen`) goes to the worker that served the latest of its answers the workers'
         chain table holds (proxy/response_owners.py); its
         conversation's first call is served here (so calls that share an opening are spread over the
@@ -686,12 +687,15 @@ class _ClientConnection(asyncio.Protocol):
                     return -1
         if serve_here:
             return -1
-        if key is None:
-            owners_of_responses = self.server.response_owners
-            if previous_response is None or owners_of_responses is None:
-                return -1
+        owners_of_responses = self.server.response_owners
+        if previous_response is not None and owners_of_responses is not None:
+            # Only the worker that served it knows whose it is (`foreign_response`): a session the call names
+            # does not send it elsewhere, where another tenant's response would be continued unchecked.
             owner = owners_of_responses.owner(previous_response)
-            return -1 if owner == workers.index or owner >= workers.count else owner
+            if 0 <= owner < workers.count:
+                return -1 if owner == workers.index else owner
+        if key is None:
+            return -1
         owner = self._owner_of(key, workers)
         return -1 if owner == workers.index else owner
 

@@ -713,3 +713,36 @@ async def test_a_restarted_worker_runs_the_configuration_the_proxy_started_with(
             await local_get(saga, index, "/saga/v1/state", token="first-token")
         status, text = await fresh_call(saga.url, chat("after-restart"))
         assert status == 200, text
+
+
+async def test_another_tenants_response_is_not_continued_whatever_session_the_call_names(
+    tmp_path: Path,
+) -> None:
+    """A call naming a session went to that session's worker, which had no record of the response it named:
+    tenant B continued tenant A's stored response (its input and all) whenever B's session was owned by the
+    worker that had not served it."""
+    file = tmp_path / "saga.yaml"
+    file.write_text("api_keys: {sk-a: team-a, sk-b: team-b}\n")
+    with saga_workers(tmp_path, "--config", str(file)) as saga:
+        a, b = {"Authorization": "Bearer sk-a"}, {"Authorization": "Bearer sk-b"}
+        body = {"model": MODEL, "input": "tenant A's secret", "store": True, "max_output_tokens": 3}
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+            http.post(f"{saga.url}/v1/responses", json=body, headers=a) as r,
+        ):
+            assert r.status == 200, await r.text()
+            stored = (await r.json())["id"]
+        answers = []
+        sessions = owned_by(0, 3, "b") + owned_by(1, 3, "b")  # some on each worker
+        for tenant, session in [(b, s) for s in sessions] + [
+            (a, s) for s in owned_by(0, 1, "a") + owned_by(1, 1, "a")
+        ]:
+            body = {"model": MODEL, "input": "go on", "previous_response_id": stored, "max_output_tokens": 3}
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+                http.post(
+                    f"{saga.url}/v1/responses", json=body, headers={**tenant, "X-Session-ID": session}
+                ) as r,
+            ):
+                answers.append(r.status)
+    assert answers == [404] * 6 + [200] * 2, answers
