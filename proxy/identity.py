@@ -96,15 +96,18 @@ _KEY_HASH = hashlib.blake2b(digest_size=12)
 _encode = msgspec.json.encode  # looked up once: two module lookups a call otherwise
 
 
-def _conversation_key(decoded: list[ChatMessage], scope: str | None = None) -> str | None:
+def _conversation_key(
+    decoded: list[ChatMessage], scope: str | None = None, system: bytes = b""
+) -> str | None:
     """A stable key for a conversation: the hash of its system and first user message (and of `scope`, a
-    client API key's tenant, when there is one)."""
-    opening: list[Any] = []
+    client API key's tenant, when there is one). `system`: a /v1/messages call's top-level system prompt, as
+    sent (Anthropic's place for it: two agents differing only there were one conversation)."""
+    opening: list[Any] = [("system", system.decode("latin-1"))] if system else []
     for m in decoded:
         opening.append((m.role, m.content))
         if m.role == "user":
             break
-    if not opening:
+    if not decoded:
         return None
     hasher = _KEY_HASH.copy()  # a copy: the constructor's keyword arguments cost more than the hash
     hasher.update(_encode(opening if scope is None else (scope, opening)))
@@ -117,16 +120,17 @@ def _inferred_session(
     chains: PrefixChains | None,
     seen: SeenMessages | None,
     scope: str | None,
+    system: bytes = b"",
 ) -> tuple[str | None, bytes | None]:
     if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
-        return _conversation_key(messages, scope), None
+        return _conversation_key(messages, scope, system), None
     if seen is not None:  # `ownership_key` read them, with the same scope
         chain, assistants = seen.chain, seen.assistants
     else:
         chain, assistants = chain_of(messages, tenant_seed(scope))
     session = chains.find(chain, assistants)
     if session is None:
-        session = _conversation_key(messages, scope)
+        session = _conversation_key(messages, scope, system)
         if (
             session is not None
             and not assistants
@@ -183,7 +187,7 @@ def ownership_key(
     assistants: list[int] = []
     if len(decoded) <= MAX_CHAINED_MESSAGES:  # past it, named by its opening alone (`_inferred_session`)
         chain, assistants = chain_of(decoded, tenant_seed(scope))
-    return _conversation_key(decoded, scope), SeenMessages(decoded, chain, assistants)
+    return _conversation_key(decoded, scope, bytes(fields.system)), SeenMessages(decoded, chain, assistants)
 
 
 def scheduled_session_id(session: str, inferred: bool, scope: str | None) -> str:
@@ -224,7 +228,9 @@ def identify(
         if decoded is None:
             decoded = decode_messages(fields.messages)
         if decoded is not None:
-            session, prompt_chain = _inferred_session(decoded, request_id, chains, seen, scope)
+            session, prompt_chain = _inferred_session(
+                decoded, request_id, chains, seen, scope, bytes(fields.system)
+            )
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True

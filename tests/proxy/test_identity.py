@@ -51,6 +51,19 @@ def test_inferred_session_is_stable_across_turns_of_one_conversation() -> None:
     assert who(other)[0] != s1
 
 
+def test_an_anthropic_calls_system_prompt_is_part_of_its_conversations_opening() -> None:
+    """/v1/messages puts the system prompt beside the messages: two agents differing only there (a planner
+    and a reviewer given the same task) were one conversation, and one with a chat call naming none."""
+    planner = {**chat(("user", "review PR 7")), "system": "you plan"}
+    reviewer = {**chat(("user", "review PR 7")), "system": [{"type": "text", "text": "you review"}]}
+    plain = chat(("user", "review PR 7"))
+    sessions = {who(planner)[0], who(reviewer)[0], who(plain)[0]}
+    assert len(sessions) == 3 and all(s.startswith("conv-") for s in sessions)
+    assert who({**planner, "max_tokens": 9})[0] == who(planner)[0]  # stable across the agent's calls
+    later = {**chat(("user", "review PR 7"), ("assistant", "ok"), ("user", "go")), "system": "you plan"}
+    assert who(later)[0] == who(planner)[0]  # a later call no chain index knows: named by the same opening
+
+
 def test_call_without_messages_or_session_is_its_own_session() -> None:
     session, _, _, inferred = who({"model": "m", "prompt": "hello"})
     assert session == "req-rid1" and inferred
