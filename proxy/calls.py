@@ -241,7 +241,7 @@ def _prepared(
         prompt_chars=len(body),
         prompt_tokens=estimated_tokens(prompt),
         prefix_hashes=prefix_hashes(prompt) if core.policy.wants_prefix_hashes else (),
-        stream=fields.stream,
+        stream=fields.stream is True,
         session_inferred=who.session_inferred,
         # a Responses API continuation: vLLM keeps stored responses in its own memory, so only the replica
         # that answered the previous one can serve it
@@ -254,7 +254,7 @@ def _prepared(
     )
     options = fields.stream_options
     add_usage = (
-        fields.stream
+        fields.stream is True
         and path in USAGE_OPTION_ROUTES
         and not (isinstance(options, StreamOptions) and options.include_usage)
     )

@@ -39,7 +39,7 @@ class CallFields(msgspec.Struct, gc=False):
     """The only body fields the proxy decodes; the original bytes are forwarded unchanged."""
 
     model: str = ""
-    stream: bool = False
+    stream: bool | None = False  # null is OpenAI's (and vLLM's) default: not streamed
     # UNSET when the body has no such member (None: it is null), so the proxy can add it without decoding
     # the body again (proxy/directives.py)
     stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET

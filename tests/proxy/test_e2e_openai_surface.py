@@ -100,6 +100,24 @@ async def test_whole_answers_report_finish_reason_and_tool_names(http: aiohttp.C
     assert "stream_options" not in replica.bodies[0]  # a whole answer is forwarded as sent
 
 
+async def test_a_null_stream_is_a_whole_answer_as_openai_and_vllm_read_it(
+    http: aiohttp.ClientSession,
+) -> None:
+    """`"stream": null` is the API's default (vLLM: `Optional[bool]`); the proxy refused it with a 400."""
+    async with fake_replica("tools") as replica:
+        core = RecordingCore([replica.url])
+        body = {"model": "fake", "messages": MESSAGES, "stream": None}
+        async with (
+            running_proxy(config([replica.url]), core) as url,
+            http.post(f"{url}/v1/chat/completions", json=body) as r,
+        ):
+            status, answer = r.status, await r.json()
+    assert status == 200 and answer["choices"][0]["finish_reason"] == "tool_calls", answer
+    assert (
+        replica.bodies[0]["stream"] is None and "stream_options" not in replica.bodies[0]
+    )  # sent as it came
+
+
 async def test_responses_calls_continue_the_session_of_their_previous_response(
     http: aiohttp.ClientSession,
 ) -> None:
