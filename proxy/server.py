@@ -167,6 +167,16 @@ def freeze_start_up_heap() -> None:
     gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
+def open_admin_warning(config: ProxyConfig) -> None:
+    """Client API keys make tenants, but the admin API (every tenant's sessions: listed, ended) is locked by
+    `admin_token` alone: said at start when only the first is set."""
+    if config.api_keys and config.admin_token is None:
+        log.warning(
+            "api_keys are set but admin_token is not: /saga/v1/* (every tenant's sessions, listed and ended) "
+            "answers any client that reaches the port; set admin_token to lock it"
+        )
+
+
 def listening_line(url: str, config: ProxyConfig) -> str:
     policy = config.policy if isinstance(config.policy, str) else "custom"
     return f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}"
@@ -210,6 +220,8 @@ async def serve_forever(config: ProxyConfig) -> None:
     try:
         async with running_proxy(config, drain_s=config.shutdown_grace_s) as url:
             policy = config.policy if isinstance(config.policy, str) else "custom"
+            if workers is None or workers.index == 0:
+                open_admin_warning(config)
             if workers is None:
                 log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
                 print(listening_line(url, config), flush=True)

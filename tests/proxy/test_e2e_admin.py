@@ -442,3 +442,22 @@ def test_json_logs_are_one_escaped_object_per_line() -> None:
         "message": "replica r\n1 down",
         "request_id": "saga-1",
     }
+
+
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({"api_keys": {"sk-a": "a"}}, True),
+        ({"api_keys": {"sk-a": "a"}, "admin_token": "adm"}, False),
+        ({}, False),
+    ],
+)
+def test_client_keys_without_an_admin_token_are_warned_of_at_start(
+    settings: dict[str, Any], warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tenants by API key, but /saga/v1/* open to any client (every tenant's sessions listed and ended)."""
+    from proxy.server import open_admin_warning
+
+    caplog.set_level(logging.WARNING)
+    open_admin_warning(config(["http://a:1"], **settings))
+    assert ("admin_token is not" in caplog.text) == warned
