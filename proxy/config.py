@@ -266,9 +266,13 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             problem = replica_url_problem(url)
             if problem is not None:
                 raise ConfigError(f"replica {url!r} {problem}")
-        for i, url in enumerate(self.replicas):
-            twin = same_replica(url, self.replicas[:i])
-            if twin is not None:
+        spellings: dict[tuple[str, str, int, str], str] = {}  # each identity once: no pair-wise comparison
+        for url in self.replicas:
+            identity = replica_identity(url)
+            twin = spellings.get(identity)
+            if twin is None:
+                spellings[identity] = url
+            else:
                 shown = "twice" if twin == url else f"twice ({twin!r} and {url!r} name the same replica)"
                 raise ConfigError(f"a replica URL is listed {shown}")
         if isinstance(self.policy, str) and self.policy not in PRESETS:

@@ -94,22 +94,27 @@ def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
 
 _KEY_HASH = hashlib.blake2b(digest_size=12)
 _encode = msgspec.json.encode  # looked up once: two module lookups a call otherwise
+_NO_SYSTEM = msgspec.Raw(b"")  # a call with no top-level system prompt (every route but /v1/messages)
 
 
 def _conversation_key(
-    decoded: list[ChatMessage], scope: str | None = None, system: bytes = b""
+    decoded: list[ChatMessage], scope: str | None = None, system: msgspec.Raw = _NO_SYSTEM
 ) -> str | None:
     """A stable key for a conversation: the hash of its system and first user message (and of `scope`, a
     client API key's tenant, when there is one). `system`: a /v1/messages call's top-level system prompt, as
-    sent (Anthropic's place for it: two agents differing only there were one conversation)."""
-    opening: list[Any] = [("system", system.decode("latin-1"))] if system else []
+    sent (Anthropic's place for it: two agents differing only there were one conversation), hashed as its
+    bytes, after their length (so no two splits of one byte string hash alike)."""
+    opening: list[Any] = []
     for m in decoded:
         opening.append((m.role, m.content))
         if m.role == "user":
             break
-    if not decoded:
+    if not opening:
         return None
     hasher = _KEY_HASH.copy()  # a copy: the constructor's keyword arguments cost more than the hash
+    if system:
+        hasher.update(b"system %d\n" % len(system))
+        hasher.update(system)
     hasher.update(_encode(opening if scope is None else (scope, opening)))
     return f"conv-{hasher.hexdigest()}"
 
@@ -120,7 +125,7 @@ def _inferred_session(
     chains: PrefixChains | None,
     seen: SeenMessages | None,
     scope: str | None,
-    system: bytes = b"",
+    system: msgspec.Raw = _NO_SYSTEM,
 ) -> tuple[str | None, bytes | None]:
     if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
         return _conversation_key(messages, scope, system), None
@@ -187,7 +192,7 @@ def ownership_key(
     assistants: list[int] = []
     if len(decoded) <= MAX_CHAINED_MESSAGES:  # past it, named by its opening alone (`_inferred_session`)
         chain, assistants = chain_of(decoded, tenant_seed(scope))
-    return _conversation_key(decoded, scope, bytes(fields.system)), SeenMessages(decoded, chain, assistants)
+    return _conversation_key(decoded, scope, fields.system), SeenMessages(decoded, chain, assistants)
 
 
 def scheduled_session_id(session: str, inferred: bool, scope: str | None) -> str:
@@ -228,9 +233,7 @@ def identify(
         if decoded is None:
             decoded = decode_messages(fields.messages)
         if decoded is not None:
-            session, prompt_chain = _inferred_session(
-                decoded, request_id, chains, seen, scope, bytes(fields.system)
-            )
+            session, prompt_chain = _inferred_session(decoded, request_id, chains, seen, scope, fields.system)
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True

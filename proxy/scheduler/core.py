@@ -429,8 +429,9 @@ class SchedulerCore:
     def remove_replica(self, replica_id: ReplicaId) -> None:
         """Stop routing to a replica; calls already on it still finish and are accounted for."""
         view = self.replicas.pop(replica_id, None)
-        if view is not None and view.in_flight - view.foreign_in_flight > 0:
-            self._departed_calls[replica_id] = view.in_flight - view.foreign_in_flight
+        own_calls = 0 if view is None else view.in_flight - view.foreign_in_flight
+        if own_calls > 0:
+            self._departed_calls[replica_id] = own_calls
         self.draining.discard(replica_id)
         if self.admission is not None:
             self.admission.replica_gone(replica_id)
