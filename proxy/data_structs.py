@@ -174,6 +174,7 @@ class SeenMessages(msgspec.Struct):
     messages: list[ChatMessage]
     chain: list[bytes]  # proxy/session_chain.py `chain_of`: a hash per message
     assistants: list[int]  # the positions of its assistant messages
+    seed: bytes = b""  # where its chain starts (proxy/session_chain.py `tenant_seed`)
     # a conversation's first call served by a worker that does not own its opening (proxy/fast_server.py):
     # a session id of its own, as the opening's id may be another worker's live session
     opening_elsewhere: bool = False

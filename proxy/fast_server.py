@@ -78,6 +78,7 @@ from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage
+from proxy.session_chain import answer_keys
 from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 
@@ -678,8 +679,9 @@ class _ClientConnection(asyncio.Protocol):
         if seen is not None and key is not None:
             chain_owners = self.server.chain_owners
             if chain_owners is not None:
-                for i in reversed(seen.assistants[-_CHAIN_LOOKUPS:]):
-                    owner = chain_owners.owner(seen.chain[i])
+                answers = answer_keys(seen.chain, seen.assistants, seen.messages, seen.seed, _CHAIN_LOOKUPS)
+                for answer in answers:
+                    owner = chain_owners.owner(answer)
                     if owner >= 0:
                         return -1 if serve_here or owner == workers.index or owner >= workers.count else owner
                 if not seen.assistants:

@@ -34,7 +34,14 @@ import msgspec
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, Identity, SeenMessages
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
-from proxy.session_chain import MAX_CHAINED_MESSAGES, PrefixChains, chain_of, decode_messages, tenant_seed
+from proxy.session_chain import (
+    MAX_CHAINED_MESSAGES,
+    PrefixChains,
+    answer_keys,
+    chain_of,
+    decode_messages,
+    tenant_seed,
+)
 
 # Claude Code's subagents send their session's id too (with an `x-claude-code-agent-id`): they stay in that
 # session, on its replica; a session of their own was measured slower (docs/results/subagents/README.md).
@@ -130,10 +137,11 @@ def _inferred_session(
     if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
         return _conversation_key(messages, scope, system), None
     if seen is not None:  # `ownership_key` read them, with the same scope
-        chain, assistants = seen.chain, seen.assistants
+        chain, assistants, seed = seen.chain, seen.assistants, seen.seed
     else:
-        chain, assistants = chain_of(messages, tenant_seed(scope))
-    session = chains.find(chain, assistants)
+        seed = tenant_seed(scope)
+        chain, assistants = chain_of(messages, seed)
+    session = chains.find(answer_keys(chain, assistants, messages, seed))
     if session is None:
         session = _conversation_key(messages, scope, system)
         if (
@@ -190,9 +198,10 @@ def ownership_key(
         return None, None
     chain: list[bytes] = []
     assistants: list[int] = []
+    seed = tenant_seed(scope)
     if len(decoded) <= MAX_CHAINED_MESSAGES:  # past it, named by its opening alone (`_inferred_session`)
-        chain, assistants = chain_of(decoded, tenant_seed(scope))
-    return _conversation_key(decoded, scope, fields.system), SeenMessages(decoded, chain, assistants)
+        chain, assistants = chain_of(decoded, seed)
+    return _conversation_key(decoded, scope, fields.system), SeenMessages(decoded, chain, assistants, seed)
 
 
 def scheduled_session_id(session: str, inferred: bool, scope: str | None) -> str:

@@ -11,9 +11,15 @@ never finds this tenant's session; likewise a response id is found only by the t
 
 Contract (sans-IO): `chain_of(messages, seed)` returns one chain hash per message (hash i covers the seed and
 messages 0..i: each assistant message normalised to its role, text and tool calls, so a client's re-encoding
-of an answer does not matter; every other message's content as the client sent it, which the same client sends
-again the same way) and the positions of assistant messages; `PrefixChains.find` looks the assistant positions
-up, latest first; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of prompt + answer.
+of an answer's text does not matter; every other message's content, and tool-call arguments, as the client
+sent them, which the same client sends again the same way) and the positions of assistant messages.
+An answer is looked up by its `answer_key`: the chain up to it, then its text and tool calls with each call's
+arguments as canonical JSON (decoded and encoded again), so a client that rebuilds the arguments it was
+given (`{"a":1}` or ASCII escapes for the replica's `{"a": 1}`, as LangChain-style clients do) still
+continues its session; only the answer being looked up is canonicalised, never the history before it, which
+the client sends the same way every call. `answer_keys` gives a conversation's, latest first;
+`PrefixChains.find` looks them up; `PrefixChains.remember(prompt_chain, answer, session)` stores the key of
+prompt + answer.
 The index holds at most `max_entries` keys, oldest first out (once split into shards, past 4,096 keys: the
 oldest of the shards taken in turn). `session_of_response(id, tenant)` is None for a
 response recorded under another tenant (`foreign_response`)."""
@@ -21,6 +27,7 @@ response recorded under another tenant (`foreign_response`)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -72,12 +79,43 @@ MAX_CHAINED_MESSAGES = 16_384
 
 
 def _link(
-    parent: bytes, role: str, text: str | msgspec.Raw, tool_calls: tuple[tuple[str, str], ...]
+    parent: bytes,
+    role: str,
+    text: str | msgspec.Raw,
+    tool_calls: tuple[tuple[str, str], ...] | tuple[tuple[str, str | msgspec.Raw], ...],
 ) -> bytes:
     message = parent + _encode((role, text, tool_calls))
     if len(parent) == _TENANT_CHAIN_BYTES:
         return hashlib.sha256(message).digest()
     return xxh3_128_digest(message)
+
+
+# Arguments past this many characters are keyed as sent, not decoded again (a client's assistant message can
+# be as large as a body; the answers a replica writes are smaller).
+MAX_CANONICAL_ARGUMENTS = 256 * 1024
+# A call naming no session looks up at most this many of its answers with tool calls (each decodes their
+# arguments: ~3 µs for 1.4 KB); earlier ones only matter when a client rewrote its history that far back.
+MAX_TOOL_ANSWER_LOOKUPS = 64
+
+
+def _canonical_calls(calls: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str | msgspec.Raw], ...]:
+    """Tool calls as an answer key holds them: each call's arguments as canonical JSON (what msgspec writes
+    back of what it read: no insignificant space, UTF-8 rather than escapes, the last of duplicate keys,
+    numbers in their shortest form), or as sent when they are not JSON or too long."""
+    out: list[tuple[str, str | msgspec.Raw]] = []
+    for name, arguments in calls:
+        canonical: str | msgspec.Raw = arguments
+        if len(arguments) <= MAX_CANONICAL_ARGUMENTS:
+            try:
+                canonical = msgspec.Raw(_encode(_decode(arguments)))
+            except (msgspec.MsgspecError, RecursionError):
+                canonical = arguments
+        out.append((name, canonical))
+    return tuple(out)
+
+
+def _tool_calls(message: ChatMessage) -> tuple[tuple[str, str], ...]:
+    return tuple((c.function.name, c.function.arguments) for c in message.tool_calls or () if c.function)
 
 
 def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | None:
@@ -100,7 +138,7 @@ def chain_of(messages: list[ChatMessage], seed: bytes = b"") -> tuple[list[bytes
     assistants: list[int] = []
     parent = seed
     for i, m in enumerate(messages):
-        calls = tuple((c.function.name, c.function.arguments) for c in m.tool_calls or () if c.function)
+        calls = _tool_calls(m)
         if m.role == "assistant":  # as the proxy reads an answer (`answer_key`): its text, however encoded
             parent = _link(parent, m.role, _answer_text(m.content), calls)
             assistants.append(i)
@@ -117,7 +155,30 @@ def conversation_chain(raw_messages: bytes | msgspec.Raw) -> tuple[list[bytes], 
 
 
 def answer_key(prompt_chain: bytes, answer: Answer) -> bytes:
-    return _link(prompt_chain, "assistant", answer.text, answer.tool_calls)
+    """The key of `answer` to a call whose conversation's chain was `prompt_chain`."""
+    if not answer.tool_calls:
+        return _link(prompt_chain, "assistant", answer.text, ())
+    return _link(prompt_chain, "assistant", answer.text, _canonical_calls(answer.tool_calls))
+
+
+def answer_keys(
+    chain: list[bytes], assistants: list[int], messages: list[ChatMessage], seed: bytes, limit: int = 0
+) -> Iterator[bytes]:
+    """The `answer_key` of each assistant message of a conversation (`chain_of(messages, seed)`), latest
+    first; the latest `limit` alone when it is not 0, and no more than `MAX_TOOL_ANSWER_LOOKUPS` of those with
+    tool calls. An answer without tool calls is keyed by its chain hash, computed already."""
+    positions = assistants[-limit:] if limit else assistants
+    with_calls = 0
+    for i in reversed(positions):
+        calls = _tool_calls(messages[i])
+        if not calls:
+            yield chain[i]
+            continue
+        with_calls += 1
+        if with_calls > MAX_TOOL_ANSWER_LOOKUPS:
+            return
+        parent = chain[i - 1] if i > 0 else seed
+        yield _link(parent, "assistant", _answer_text(messages[i].content), _canonical_calls(calls))
 
 
 def _index_key(key: bytes) -> str:
@@ -146,9 +207,10 @@ class PrefixChains:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def find(self, chain: list[bytes], assistants: list[int]) -> str | None:
-        for i in reversed(assistants):
-            session = self._sessions.touch(_index_key(chain[i]))
+    def find(self, keys: Iterable[bytes]) -> str | None:
+        """The session of the first of `keys` (`answer_keys`, latest first) held here."""
+        for key in keys:
+            session = self._sessions.touch(_index_key(key))
             if session is not None:
                 return session
         return None

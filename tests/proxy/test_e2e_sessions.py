@@ -73,6 +73,82 @@ async def test_calls_extending_an_earlier_call_continue_its_session(
     assert other != first
 
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "limit": {"type": "number"}},
+                "required": ["path", "limit"],
+            },
+        },
+    }
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_tool_arguments_a_client_rebuilds_still_continue_its_session(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    """A LangChain-style agent parses each tool call's arguments and sends them back written its own way
+    (here compact, where the replica writes spaces); two such agents sharing their opening each keep their
+    own session over four calls. Before the fix the second agent's later calls fell back to the opening and
+    joined the first agent's session."""
+
+    async def turn(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        body = {
+            "model": "saga-sim",
+            "messages": messages,
+            "tools": TOOLS,
+            "max_tokens": 24,
+            "stream": stream,
+            "vllm_xargs": {"saga_sim_tool_turns": 9},
+        }
+        async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            session = r.headers["X-Session-ID"]
+            if not stream:
+                return session, (await r.json())["choices"][0]["message"]
+            raw = (await r.read()).decode()
+        calls: dict[int, dict[str, Any]] = {}
+        text = ""
+        for line in raw.splitlines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    text += choice["delta"].get("content") or ""
+                    for piece in choice["delta"].get("tool_calls") or ():
+                        call = calls.setdefault(piece["index"], {"function": {"arguments": ""}})
+                        call.update({k: v for k, v in piece.items() if k in ("id", "type")})
+                        function = call["function"]
+                        function["name"] = piece["function"].get("name") or function.get("name")
+                        function["arguments"] += piece["function"].get("arguments") or ""
+        return session, {"role": "assistant", "content": text or None, "tool_calls": list(calls.values())}
+
+    def rebuilt(message: dict[str, Any]) -> dict[str, Any]:
+        calls = message["tool_calls"]
+        for call in calls:
+            parsed = json.loads(call["function"]["arguments"])
+            call["function"]["arguments"] = json.dumps(parsed, separators=(",", ":"))
+        return {"role": "assistant", "content": message["content"], "tool_calls": calls}
+
+    async with running_proxy(config(fleet.urls)) as url:
+        # the same opening; b's first call adds a hint, so the two agents' answers differ from the first
+        agents = {"a": list(OPENING), "b": [*OPENING, {"role": "user", "content": "Start with the parser."}]}
+        sessions: dict[str, list[str]] = {"a": [], "b": []}
+        for step in range(4):
+            for name, messages in agents.items():
+                session, answer = await turn(messages)
+                sessions[name].append(session)
+                assert answer["tool_calls"] and " " in answer["tool_calls"][0]["function"]["arguments"]
+                call_id = answer["tool_calls"][0]["id"]
+                messages += [rebuilt(answer), {"role": "tool", "tool_call_id": call_id, "content": f"{step}"}]
+    assert sessions["a"] == [sessions["a"][0]] * 4
+    assert sessions["b"] == [sessions["b"][0]] * 4
+    assert sessions["a"][0] != sessions["b"][0]
+
+
 async def test_sessions_end_by_header_or_admin_call(fleet: ReplicaFleet, http: aiohttp.ClientSession) -> None:
     async def listed(url: str) -> set[str]:
         async with http.get(f"{url}/saga/v1/sessions") as r:

@@ -14,7 +14,17 @@ from multidict import CIMultiDict
 from xxhash import xxh3_128_digest
 
 from proxy.identity import MAX_ID_CHARS, IdentityError, check_id, decode_call, identify, ownership_key
-from proxy.session_chain import MAX_CHAINED_MESSAGES, Answer, PrefixChains, answer_key, conversation_chain
+from proxy.session_chain import (
+    MAX_CHAINED_MESSAGES,
+    MAX_TOOL_ANSWER_LOOKUPS,
+    Answer,
+    PrefixChains,
+    answer_key,
+    answer_keys,
+    chain_of,
+    conversation_chain,
+    decode_messages,
+)
 
 SYSTEM = {"role": "system", "content": "You are a coding agent."}
 TASK = {"role": "user", "content": "Fix the failing test."}
@@ -85,6 +95,95 @@ def test_an_answer_re_encoded_by_the_client_still_continues_its_session() -> Non
         body2 = json.dumps({"model": "m", "messages": turn2}).encode()
         third = identify(CIMultiDict(), decode_call(body2), "r3", chains=chains)
         assert third.session_id == second.session_id
+
+
+def _rebuilt(message: dict[str, Any]) -> dict[str, Any]:
+    """An assistant message as a LangChain-style client sends it back: the arguments it was given parsed
+    and written again with Python's json (", " and ": " separators, ASCII escapes)."""
+    calls = [
+        {**c, "function": {**c["function"], "arguments": json.dumps(json.loads(c["function"]["arguments"]))}}
+        for c in message.get("tool_calls", ())
+    ]
+    return {**message, "tool_calls": calls} if calls else message
+
+
+@pytest.mark.parametrize("scope", [None, "alpha"])
+def test_tool_arguments_rebuilt_by_the_client_still_continue_their_session(scope: str | None) -> None:
+    """A client that parses each tool call's arguments and writes them again (compact replica output,
+    non-ASCII text, a number written another way) continues its session on every call, the earlier rebuilt
+    calls of its history included; two agents sharing the opening whose calls differ only in their
+    arguments stay apart. Before the fix the second call fell back to the opening, which the other agent
+    held."""
+    chains = PrefixChains()
+
+    def call(messages: list[dict[str, Any]], rid: str) -> tuple[str, bytes | None]:
+        body = json.dumps({"model": "m", "messages": messages}).encode()
+        identity = identify(CIMultiDict(), decode_call(body), rid, chains=chains, scope=scope)
+        return identity.session_id, identity.prompt_chain
+
+    conversations: dict[str, list[dict[str, Any]]] = {}
+    sessions: dict[str, str] = {}
+    for agent in ("a", "b"):
+        sessions[agent], chain = call([SYSTEM, TASK], f"r-{agent}0")
+        assert chain is not None
+        replica_args = '{"path":"src/caf\u00e9.py","depth":1.50,"note":"%s"}' % ("é" + agent)
+        answer = Answer("", (("read_file", replica_args),))
+        chains.remember(chain, answer, sessions[agent])
+        conversations[agent] = [SYSTEM, TASK, _rebuilt(assistant("", answer.tool_calls))]
+    assert sessions["a"] != sessions["b"]
+    for turn in range(1, 4):
+        for agent in ("a", "b"):
+            result = {"role": "tool", "tool_call_id": "call_0", "content": f"{turn}"}
+            messages = [*conversations[agent], result]
+            session, chain = call(messages, f"r-{agent}{turn}")
+            assert session == sessions[agent]
+            assert chain is not None
+            answer = Answer("", (("edit", f'{{"line": {turn}, "text": "\u00fc{agent}"}}'),))
+            chains.remember(chain, answer, session)
+            conversations[agent] = [*messages, _rebuilt(assistant("", answer.tool_calls))]
+
+
+def test_an_answers_key_reads_its_arguments_as_json_values() -> None:
+    """Arguments that are one JSON value however written key alike; other values, arguments that are not
+    JSON (kept as sent) and another tool name do not."""
+    chain = conversation_chain(msgspec.json.encode([SYSTEM, TASK]))
+    assert chain is not None
+    prompt = chain[0][-1]
+
+    def key(name: str, arguments: str) -> bytes:
+        return answer_key(prompt, Answer("", ((name, arguments),)))
+
+    same = key("f", '{"a": [1, 2.0], "b": "\u00e9"}')
+    assert key("f", '{"a":[1,2.00],"b":"é"}') == same == key("f", ' {"a":[1,2e0],"b":"x","b":"é"} ')
+    assert key("f", '{"b": "é", "a": [1, 2.0]}') != same  # another order is another text the model wrote
+    assert key("f", '{"a": [1, 2.5], "b": "é"}') != same
+    assert key("g", '{"a": [1, 2.0], "b": "é"}') != same
+    assert key("f", '{"a": 1') != key("f", '{"a":1')  # not JSON: as sent
+    assert key("f", "[" * 5000 + "]" * 5000) != key("f", "[]")
+
+
+def test_a_conversations_answer_keys_come_latest_first_and_bounded() -> None:
+    """`answer_keys` gives each assistant message's key, latest first: a text answer's is its chain hash, a
+    tool call's the key `remember` stores for it; `limit` keeps the latest; past MAX_TOOL_ANSWER_LOOKUPS
+    answers with tool calls it stops (each decodes its arguments)."""
+    n = 2 * MAX_TOOL_ANSWER_LOOKUPS + 10
+    messages: list[dict[str, Any]] = [SYSTEM, TASK]
+    for i in range(n):
+        calls = (("read", json.dumps({"i": i})),) if i % 2 else ()
+        messages += [assistant(f"step {i}", calls), {"role": "tool", "content": str(i)}]
+    decoded = decode_messages(msgspec.json.encode(messages))
+    assert decoded is not None
+    chain, assistants = chain_of(decoded)
+    keys = list(answer_keys(chain, assistants, decoded, b""))
+    expected = [
+        answer_key(chain[a - 1], Answer(f"step {i}", (("read", json.dumps({"i": i})),) if i % 2 else ()))
+        for i, a in reversed(list(enumerate(assistants)))
+    ]
+    with_calls = [k for k, i in zip(expected, reversed(range(n)), strict=True) if i % 2]
+    cut = expected.index(with_calls[MAX_TOOL_ANSWER_LOOKUPS])
+    assert keys == expected[:cut]
+    assert list(answer_keys(chain, assistants, decoded, b"", 3)) == expected[:3]
+    assert expected[1] == chain[assistants[-2]]  # a text answer is keyed by its own chain hash
 
 
 def test_a_tenants_chains_are_sha256_and_keyless_chains_xxh3() -> None:
@@ -256,7 +355,7 @@ def test_the_index_matches_a_plain_lru_of_keys_through_evictions_remaps_and_ends
             while len(model) > 5:
                 del model[next(iter(model))]
         elif op == "find":
-            found = chains.find([keys[k]], [0])
+            found = chains.find([keys[k]])
             assert found == model.get(keys[k])
             if found is not None:
                 model[keys[k]] = model.pop(keys[k])
@@ -278,9 +377,9 @@ def test_an_index_split_into_shards_keeps_the_newest_keys_and_ends_sessions_as_a
     for i, prompt in enumerate(prompts):
         chains.remember(prompt, Answer("a"), f"s{i}")
     assert len(chains) == 20_000
-    found = [chains.find([answer_key(p, Answer("a"))], [0]) for p in prompts]
+    found = [chains.find([answer_key(p, Answer("a"))]) for p in prompts]
     assert found[15_000:] == [f"s{i}" for i in range(15_000, 30_000)]  # the newest half: all kept
     assert sum(f is not None for f in found) == 20_000
     assert all(chains.knows(f"s{i}") == (f is not None) for i, f in enumerate(found))
     chains.forget_session("s29999")
-    assert len(chains) == 19_999 and chains.find([answer_key(prompts[-1], Answer("a"))], [0]) is None
+    assert len(chains) == 19_999 and chains.find([answer_key(prompts[-1], Answer("a"))]) is None
