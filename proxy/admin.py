@@ -13,6 +13,7 @@ start (proxy/replica_changes.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -21,12 +22,25 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.config import replica_url_problem, same_replica
-from proxy.context import CORE, GATE, GUARDS, KV_RESIDENCY, METRICS, MODELS, REPLICA_CHANGES, down_stats
+from proxy.context import (
+    CORE,
+    GATE,
+    GUARDS,
+    KV_RESIDENCY,
+    METRICS,
+    MODELS,
+    REPLICA_CHANGES,
+    WORKERS,
+    down_stats,
+)
 from proxy.errors import ProxyError
 from proxy.metrics import merge_expositions
+from proxy.metrics_carry import CarriedMetrics
 from proxy.replica_changes import ChangeKind, ReplicaChangesError
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer, merge_replica_rows, sum_numbers
 
+# With workers: this worker's side of the figures carried for workers that did not answer or restarted
+CARRIED_METRICS: web.AppKey[CarriedMetrics] = web.AppKey("carried_metrics")
 log = logging.getLogger("saga.admin")
 
 
@@ -68,12 +82,19 @@ async def replicas(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    return request.app[METRICS].response(request.app[CORE])
+    response = request.app[METRICS].response(request.app[CORE])
+    carried = request.app.get(CARRIED_METRICS)
+    if carried is not None and isinstance(response.body, bytes):  # what a scrape saw: carried from here on
+        carried.remember(response.body)
+    return response
 
 
-def merge_metrics(gathered: Gathered) -> web.Response:
+def merge_metrics(gathered: Gathered, carried: CarriedMetrics | None = None) -> web.Response:
+    """The workers' expositions summed; with `carried`, the figures of workers that did not answer and of
+    earlier incarnations too, so no counter goes down (proxy/metrics_carry.py)."""
     texts = [a.body.decode("utf-8") for a in gathered.answers]
-    body = merge_expositions(texts, gathered.count)
+    merged = texts if carried is None else carried.texts(texts, gathered.missing)
+    body = merge_expositions(merged, gathered.count, reporting=len(texts))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -184,6 +205,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/saga/v1/replicas/drain", drain_replica)
     app.router.add_post("/saga/v1/replicas/remove", remove_replica)
     app.router.add_get("/health", health)
-    add_gathered_get(app, "/metrics", metrics_endpoint, merge_metrics)
+    workers = app.get(WORKERS)
+    carried = None
+    if workers is not None and workers.count > 1:
+        carried = app[CARRIED_METRICS] = CarriedMetrics(workers.directory, workers.index, workers.count)
+        carried.start()
+    add_gathered_get(app, "/metrics", metrics_endpoint, functools.partial(merge_metrics, carried=carried))
     add_gathered_get(app, "/saga/v1/state", state, merge_state)
     add_gathered_get(app, "/saga/v1/replicas", replicas, merge_replicas)

@@ -91,6 +91,8 @@ _KNOWN_OWNERS = 4096  # session keys whose owner is kept (forgotten all at once 
 # A conversation's answers looked up in the workers' chain table, latest first: the latest is the one its
 # worker recorded last; earlier ones only matter when a client rewrote its history.
 _CHAIN_LOOKUPS = 4
+# An access line shows this much of a request target at most (the head may be 64 KiB).
+MAX_LOGGED_TARGET = 2048
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n" for s in HTTPStatus}
 _JSON = {"Content-Type": "application/json"}
 _METHODS = {b"POST": "POST", b"GET": "GET"}  # decoded once
@@ -837,6 +839,8 @@ class _ClientConnection(asyncio.Protocol):
         seconds = format(elapsed, "f")
         status = downstream.status or unanswered
         url = request.url
+        if len(url) > MAX_LOGGED_TARGET:  # a 60 KB query string made a 240 KB line, which shippers cut
+            url = f"{url[:MAX_LOGGED_TARGET]}...(+{len(url) - MAX_LOGGED_TARGET} chars)"
         if '"' in url or "\\" in url:  # legal in a request target: escaped, so the line parses as it reads
             url = url.replace("\\", "\\\\").replace('"', '\\"')
         message = (

@@ -36,6 +36,7 @@ from collections import deque
 import msgspec
 
 from proxy.config import ProxyConfig
+from proxy.logs import use_json_logs
 from proxy.server import all_exist, base_url, listening_line, ready_file
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
 
@@ -204,5 +205,9 @@ class Supervisor:
 async def supervise(
     config: ProxyConfig, worker_argv: list[str], environ: dict[str, str] | None = None
 ) -> int:
-    """Runs `config.workers` workers, each `python -m proxy.cli *worker_argv --port P`, until stopped."""
+    """Runs `config.workers` workers, each `python -m proxy.cli *worker_argv --port P`, until stopped. Its own
+    lines (workers exiting and restarted, the listening line) are logged in `config.log_format`, as the
+    workers' are."""
+    if config.log_format == "json":
+        use_json_logs()
     return await Supervisor(config, worker_argv, dict(os.environ if environ is None else environ)).run()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import AsyncIterator
 
 import aiohttp
+import msgspec
 import pytest
 
+from proxy import graph_routes
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
 from simulator.server import ReplicaFleet, start_fleet
@@ -58,3 +62,51 @@ async def test_graphs_fill_from_traffic_and_render(fleet: ReplicaFleet) -> None:
     # The proxy does not see tool names yet: every state is `call`, one node once step buckets merge.
     assert '"start" -> "call"' in states_dot and '"call#' not in states_dot
     assert error["code"] == "unknown_agent_type" and "nobody" in error["message"]
+
+
+class _Predictor:
+    def __init__(self, agent_types: int) -> None:
+        self.graphs = {f"agent-{i}": f"graph-{i}" for i in range(agent_types)}
+        self.sessions: dict[str, object] = {}
+
+
+class _Core:
+    def __init__(self, agent_types: int) -> None:
+        self.predictor = _Predictor(agent_types)
+
+
+async def test_the_graphs_listing_is_built_a_graph_a_step_once_for_every_waiting_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each graph's JSON is built in its own step of the event loop (64 of them built in one step stalled
+    every call for 0.6 s), once for all the requests waiting on it, and kept a while: a loop of requests
+    does not rebuild it on every one."""
+    built: list[tuple[str, int]] = []
+    steps = 0
+
+    def graph_json(graph: str) -> dict[str, str]:
+        built.append((graph, steps))
+        return {"graph": graph}
+
+    async def ticker() -> None:
+        nonlocal steps
+        while True:
+            steps += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(graph_routes, "graph_json", graph_json)
+    answer = graph_routes.GraphsAnswer(_Core(5))  # type: ignore[arg-type]
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        bodies = await asyncio.gather(*(answer.get() for _ in range(3)))
+        again = await answer.get()
+        answer.fresh_until = -math.inf  # kept until then: built anew after
+        await answer.get()
+    finally:
+        ticking.cancel()
+    assert len(set(bodies)) == 1 and again == bodies[0]
+    data = msgspec.json.decode(bodies[0])
+    assert data["agent_types"] == [f"agent-{i}" for i in range(5)] and len(data["graphs"]) == 5
+    assert len(built) == 10  # twice five graphs: not once per request
+    first_steps = [step for _, step in built[:5]]
+    assert len(set(first_steps)) == 5  # each in a step of its own

@@ -12,6 +12,7 @@ import pytest
 
 from proxy.config import ProxyConfig
 from proxy.server import running_proxy
+from proxy.sessions import MAX_SESSIONS_PAGE
 from simulator.server import ReplicaFleet, start_fleet
 
 
@@ -171,23 +172,39 @@ async def test_sessions_end_by_header_or_admin_call(fleet: ReplicaFleet, http: a
     assert queue["in_flight"] == 0 and queue["calls"] == []
 
 
-async def test_the_session_listing_takes_a_non_negative_limit(
+async def test_the_session_listing_is_paged_with_bounded_limits(
     fleet: ReplicaFleet, http: aiohttp.ClientSession
 ) -> None:
+    """`limit` is 0 to MAX_SESSIONS_PAGE (one page is built in one step of the event loop: a listing of
+    100,000 sessions stalled every call for half a second), `offset` pages on; bad values are a 400 naming
+    the parameter, not taken as 0 (an empty listing that looks like no sessions)."""
     async with running_proxy(config(fleet.urls)) as url:
         for name in ("one", "two", "three"):
             await chat(http, url, list(OPENING), False, **{"X-Session-ID": name})
         answers = {}
-        for limit in ("2", "0", "99999999999999999999", "-1", "abc", "1.5"):
-            async with http.get(f"{url}/saga/v1/sessions", params={"limit": limit}) as r:
-                answers[limit] = (r.status, await r.json())
-    assert [len(answers[k][1]["sessions"]) for k in ("2", "0")] == [2, 0]
-    assert answers["2"][1]["total"] == 3
-    assert answers["99999999999999999999"][0] == 200  # past the table's size: all of it (was a 500)
-    assert len(answers["99999999999999999999"][1]["sessions"]) == 3
-    for bad in ("-1", "abc", "1.5"):  # refused, not taken as 0 (an empty listing that looks like no sessions)
-        status, body = answers[bad]
-        assert status == 400 and body["error"]["param"] == "limit", bad
+        queries = [("limit", v) for v in ("2", "0", str(MAX_SESSIONS_PAGE), str(MAX_SESSIONS_PAGE + 1))]
+        queries += [("limit", v) for v in ("99999999999999999999", "-1", "abc", "1.5")]
+        queries += [("offset", v) for v in ("-1", "x")]
+        for name, value in queries:
+            async with http.get(f"{url}/saga/v1/sessions", params={name: value}) as r:
+                answers[name, value] = (r.status, await r.json())
+        pages = []
+        offset: int | None = 0
+        while offset is not None:
+            async with http.get(f"{url}/saga/v1/sessions", params={"limit": "2", "offset": offset}) as r:
+                page = await r.json()
+            pages.append([s["session_id"] for s in page["sessions"]])
+            offset = page["next_offset"]
+    assert [len(answers["limit", k][1]["sessions"]) for k in ("2", "0")] == [2, 0]
+    assert answers["limit", "2"][1]["total"] == 3 and answers["limit", "2"][1]["next_offset"] == 2
+    assert len(answers["limit", str(MAX_SESSIONS_PAGE)][1]["sessions"]) == 3
+    assert answers["limit", str(MAX_SESSIONS_PAGE)][1]["next_offset"] is None
+    assert pages == [["one", "two"], ["three"]]
+    for name, value in answers:
+        if (name, value) in {("limit", "2"), ("limit", "0"), ("limit", str(MAX_SESSIONS_PAGE))}:
+            continue
+        status, body = answers[name, value]
+        assert status == 400 and body["error"]["param"] == name, (name, value)
 
 
 async def test_a_stream_longer_than_max_answer_bytes_is_relayed_whole_but_not_kept_for_chaining(

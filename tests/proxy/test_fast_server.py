@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import socket
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from loadtests.bench.call_cost import _KEY, FakeTransport, Harness, answer_segments, request_bytes
 from proxy.config import ProxyConfig
+from proxy.fast_server import MAX_LOGGED_TARGET
 from proxy.http_limits import MAX_HEAD_BYTES
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
@@ -582,3 +584,20 @@ async def test_with_other_calls_in_flight_a_request_and_an_answer_wait_for_the_e
         assert body and body == other_client_out.written[0].partition(b"\r\n\r\n")[2]
     finally:
         harness.close()
+
+
+async def test_an_access_line_shows_a_long_request_target_cut(caplog: pytest.LogCaptureFixture) -> None:
+    """A 60 KB query string of quotes made one 240 KB access line (each quote escaped, then JSON-escaped
+    again under `log_format: json`), which log shippers cut into invalid pieces: the target is cut at
+    MAX_LOGGED_TARGET characters, saying how much was left out."""
+    caplog.set_level(logging.INFO, logger="saga.access")
+    target = "/v1/chat/completions?q=" + '"' * 60_000
+    async with fake_replica() as replica, running_proxy(config([replica.url])) as url:
+        reader, writer = await _connect(url)
+        writer.write(_request(target, CALL))
+        (answer,) = await _read_answers(reader, 1)
+        writer.close()
+    assert answer.status == 200
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "saga.access"]
+    assert len(line) < 2 * MAX_LOGGED_TARGET + 200
+    assert f"...(+{len(target) - MAX_LOGGED_TARGET} chars)" in line and " 200 " in line

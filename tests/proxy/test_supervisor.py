@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
+import json
+import logging
 import signal
 from pathlib import Path
 
 import pytest
 
-from proxy.supervisor import Supervisor
+from proxy.supervisor import Supervisor, supervise
 from tests.proxy.fakes import config
 
 
@@ -61,3 +64,27 @@ async def test_one_shared_fault_that_kills_every_worker_once_is_survived(
         assert f"workers exited {max(5, 2 * workers)} times within 30 s" in supervisor.failure
     else:
         assert starts == dict.fromkeys(range(workers), 2)
+
+
+async def test_the_supervisors_own_lines_follow_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `log_format: json` the supervisor's lines (a worker exited and is restarted) are JSON objects
+    like the workers', not text lines in the middle of a JSON stream."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    formatters = [(h, h.formatter) for h in root.handlers]
+
+    async def run(self: Supervisor) -> int:
+        logging.getLogger("saga.proxy").warning("worker 0 exited with code -9; restarting it in 0.1 s")
+        return 0
+
+    monkeypatch.setattr(Supervisor, "run", run)
+    try:
+        assert await supervise(config(["http://a:1"], workers=2, log_format="json"), [], {}) == 0
+    finally:
+        root.removeHandler(handler)
+        for h, formatter in formatters:
+            h.setFormatter(formatter)
+    entry = json.loads(stream.getvalue().splitlines()[-1])
+    assert entry["level"] == "WARNING" and entry["message"].startswith("worker 0 exited")

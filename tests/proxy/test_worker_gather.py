@@ -52,13 +52,22 @@ class Workers:
         self.stacks: list[contextlib.AsyncExitStack] = []
 
     async def start(self, replicas: list[str], **settings: Any) -> None:
+        self.replicas, self.settings = replicas, settings
         for i in range(self.count):
-            stack = contextlib.AsyncExitStack()
-            workers = WorkerSet(i, self.count, self.directory)
-            self.urls.append(
-                await stack.enter_async_context(running_proxy(config(replicas, **settings), workers=workers))
-            )
+            url, stack = await self._start(i)
+            self.urls.append(url)
             self.stacks.append(stack)
+
+    async def _start(self, index: int) -> tuple[str, contextlib.AsyncExitStack]:
+        stack = contextlib.AsyncExitStack()
+        workers = WorkerSet(index, self.count, self.directory)
+        proxy = running_proxy(config(self.replicas, **self.settings), workers=workers)
+        return await stack.enter_async_context(proxy), stack
+
+    async def restart(self, index: int) -> None:
+        """A new process for worker `index`, as the supervisor starts after one exited."""
+        await self.stop(index)
+        self.urls[index], self.stacks[index] = await self._start(index)
 
     async def stop(self, index: int) -> None:
         await self.stacks[index].aclose()
@@ -154,6 +163,13 @@ async def test_any_worker_answers_metrics_and_sessions_for_all(
         replicas = await get_json(http, w.urls[2], "/saga/v1/replicas")
         queue = await get_json(http, w.urls[0], "/saga/v1/queue")
         own = [(await w.local(i, "/saga/v1/sessions"))["total"] for i in range(3)]
+        pages: list[list[str]] = []
+        offset: int | None = 0
+        while offset is not None:  # `offset` and `limit` page each worker's own table
+            page = await get_json(http, w.urls[0], f"/saga/v1/sessions?limit=1&offset={offset}")
+            pages.append(sorted(s["session_id"] for s in page["sessions"]))
+            offset = page["next_offset"]
+    assert [len(p) for p in pages] == [3, 2, 1] and sorted(s for p in pages for s in p) == sorted(sent)
     for samples in by_worker:
         assert value(samples, "saga_calls_total", route=CHAT, status="200") == 6
         assert value(samples, "saga_call_latency_seconds_count") == 6
@@ -300,6 +316,34 @@ async def test_a_stopped_worker_is_named_and_the_others_still_answer(
     )
     assert answer["workers_missing"] == [2] and answer["workers_applied"] == [0, 1]
     assert applied == [2, 2]  # the change stands where it was applied
+
+
+async def test_summed_counters_never_go_down_when_a_worker_is_missing_or_restarted(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    """A worker that does not answer is counted by what it last reported, and a restarted worker's counts go
+    on from its predecessor's (proxy/metrics_carry.py): before, `saga_calls_total` went 3 -> 2 -> 3 when
+    a worker missed a scrape, and to 1 after it restarted, which Prometheus reads as resets, counting the
+    whole new value as calls made."""
+    async with fake_replica() as replica, workers_of(worker_dir, 3, [replica.url]) as w:
+        for i, url in enumerate(w.urls):  # one session scheduled by each worker
+            assert await chat(http, url, session_owned_by(i, 3, "s")) == 200
+        seen = [value(await metrics(http, w.urls[0]), "saga_calls_total", route=CHAT, status="200")]
+        await w.stop(2)
+        stopped = await metrics(http, w.urls[1])
+        seen.append(value(stopped, "saga_calls_total", route=CHAT, status="200"))
+        await w.restart(2)
+        assert await chat(http, w.urls[2], session_owned_by(2, 3, "t")) == 200
+        for url in w.urls:
+            seen.append(value(await metrics(http, url), "saga_calls_total", route=CHAT, status="200"))
+        await w.restart(2)  # restarted again before answering any scrape: nothing is counted twice
+        after = await metrics(http, w.urls[2])
+        seen.append(value(after, "saga_calls_total", route=CHAT, status="200"))
+    assert seen == [3, 3, 4, 4, 4, 4]
+    assert value(stopped, "saga_workers_reporting") == 2
+    count = value(stopped, "saga_call_latency_seconds_count")
+    assert count == 3 and value(stopped, "saga_call_latency_seconds_bucket", le="+Inf") == count
+    assert value(stopped, "saga_sessions") == 2  # a gauge of a worker that did not answer is left out
 
 
 async def test_every_gauge_the_proxy_exports_has_a_rule(http: aiohttp.ClientSession) -> None:

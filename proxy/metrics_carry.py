@@ -1,0 +1,119 @@
+"""With workers, the summed counters on /metrics never go down: a worker that does not answer in time, or one
+the supervisor restarted, is counted by what it last reported.
+
+A counter that goes down is a reset to Prometheus, which then counts its whole new value as an increase:
+before this, one worker paused past the gather timeout took `saga_calls_total` from 10,440 to 5,178 and back,
+and `increase()` over that window reported ~10,440 calls that never happened (the same for the error
+counters alerts watch).
+
+Contract: each worker keeps, in the workers' directory,
+- `metrics-<i>.last`: the exposition it last gave for /metrics, written each time it gives one (so it is
+  never behind what any scrape saw), its incarnation on the first line;
+- `metrics-<i>.base`: the counter, histogram and summary samples of its earlier incarnations, summed:
+  a worker folds its predecessor's `.last` into it when it starts (`CarriedMetrics.start`), before it answers
+  anything, and notes the incarnation folded so a start that fails half-way does not count one twice.
+A merge (`CarriedMetrics.texts`) adds every worker's `.base`, and for a worker that did not answer its
+`.last` (counted samples only: its gauges are left out, as before). Gauges are never carried. The directory
+is the supervisor's and goes with it, so a new `saga serve` starts from zero, as a restarted process does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+
+from proxy.metrics import merge_expositions
+
+log = logging.getLogger("saga.proxy")
+
+_COUNTED_TYPES = frozenset({"counter", "histogram", "summary"})
+_INCARNATION = "# saga-incarnation "
+
+
+def counted_part(text: str) -> str:
+    """The samples of `text` (an exposition) whose families only grow: counters, histograms, summaries."""
+    lines: list[str] = []
+    head: list[str] = []
+    keep = False
+    for line in text.split("\n"):  # not splitlines: a label value may hold U+2028
+        if line.startswith("#"):
+            head.append(line)
+            parts = line.split(" ", 3)
+            if len(parts) >= 4 and parts[1] == "TYPE":
+                keep = parts[3] in _COUNTED_TYPES
+                if keep:
+                    lines.extend(head)
+                head = []
+        elif line and keep:
+            lines.append(line)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _write(path: str, text: str) -> None:
+    """Replaces `path` whole (a reader sees the old file or the new one)."""
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(partial, path)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+class CarriedMetrics:
+    """One worker's side of the carry (above)."""
+
+    def __init__(self, directory: str, index: int, count: int) -> None:
+        self.directory, self.index, self.count = directory, index, count
+        self.incarnation = uuid.uuid4().hex
+
+    def _path(self, index: int, kind: str) -> str:
+        return os.path.join(self.directory, f"metrics-{index}.{kind}")
+
+    def start(self) -> None:
+        """Folds the previous incarnation's last exposition into this worker's base, once, then clears it."""
+        last = _read(self._path(self.index, "last"))
+        if last is not None and last.startswith(_INCARNATION):
+            folded, exposition = _incarnation(last), last.partition("\n")[2]
+            base = _read(self._path(self.index, "base")) or ""
+            if not (base.startswith(_INCARNATION) and _incarnation(base) == folded):
+                earlier = base.partition("\n")[2] if base.startswith(_INCARNATION) else ""
+                parts = [t for t in (earlier, counted_part(exposition)) if t]
+                summed = merge_expositions(parts, 0, tally=False).decode() if parts else ""
+                _write(self._path(self.index, "base"), f"{_INCARNATION}{folded}\n{counted_part(summed)}")
+        self.remember(b"")  # the predecessor's figures are in the base now, not to be counted twice
+
+    def remember(self, body: bytes) -> None:
+        """This worker's exposition, as it gives it to a scrape."""
+        try:
+            _write(self._path(self.index, "last"), f"{_INCARNATION}{self.incarnation}\n{body.decode()}")
+        except OSError as e:  # the directory is gone (the supervisor stopping): nothing left to carry
+            log.debug("could not keep this worker's metrics: %s", e)
+
+    def texts(self, live: Sequence[str], missing: Iterable[int]) -> list[str]:
+        """The texts to merge: the workers' that answered (`live`), then every worker's base, then the last
+        counted samples of each worker in `missing` (unless its base holds them already: a restart that
+        stopped between the two writes of `start`)."""
+        texts = list(live)
+        folded: dict[int, str] = {}
+        for index in range(self.count):
+            base = _read(self._path(index, "base"))
+            if base and base.startswith(_INCARNATION):
+                folded[index] = _incarnation(base)
+                texts.append(base.partition("\n")[2])
+        for index in missing:
+            last = _read(self._path(index, "last"))
+            if last and last.startswith(_INCARNATION) and folded.get(index) != _incarnation(last):
+                texts.append(counted_part(last.partition("\n")[2]))
+        return [t for t in texts if t]
+
+
+def _incarnation(text: str) -> str:
+    return text.partition("\n")[0][len(_INCARNATION) :]
