@@ -21,6 +21,16 @@ Contract:
   or to come back only after a person's think time (median predicted gap above `quiet_gap_s`) frees its
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
   gap (at most `max_hold_s`), then lapses.
+- Holds that no call uses: per agent type, the holds that ran out with no call of the workflow coming back
+  and those a call came back into are counted (halved past `HOLD_OUTCOMES_KEPT`, so they follow a change);
+  once `MIN_HOLD_OUTCOMES` are known and fewer than `end_below_p_return` of them had a call come back, a
+  workflow of that type lapses its reservation after each call instead of holding it, but one finish every
+  `HOLD_PROBE_S` still holds, so the count goes on (a type's probes hold at most `max_hold_s` / HOLD_PROBE_S
+  reservations at once, whatever the rate of its calls). One-shot sessions that name an id (a client sending
+  a fresh `X-Session-ID` per call) otherwise held ~1,000 tokens each for `max_hold_s`, as the predictor
+  learns that a session ended only once it has been silent a while: 2,400 of them sent within 5 s filled a
+  1.6M-token replica and the next new workflow waited ~2 minutes. What this learns comes from holds that
+  ran out, so a burst of a type not seen before still holds for its first `max_hold_s`.
 - Cost-aware hold (`hold_price`, off when None): after a call, while work waits for KV (new workflows
   here, or calls in its replica's engine: `waiting`, as last scraped), a workflow that will be back
   within `price_max_gap_s` (its median predicted gap) keeps its reservation only while the re-prefill that
@@ -45,6 +55,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
@@ -65,6 +76,13 @@ _LAPSES_SLACK = 64  # entries the lapse heap may hold beyond two per workflow be
 def _measured_room(replica: ReplicaView, footprint: int) -> bool:
     """Nothing waits in the replica's engine and its free KV (its last reported usage) holds `footprint`."""
     return not replica.waiting and (1.0 - replica.kv_usage) * replica.kv_capacity_tokens >= footprint
+
+
+# Holds that ran out unused (above): the outcomes needed before a type stops holding, the count past which
+# both counts halve, and how often a finish of such a type still holds (so its count goes on).
+MIN_HOLD_OUTCOMES = 32
+HOLD_OUTCOMES_KEPT = 256
+HOLD_PROBE_S = 1.0
 
 
 # Acyclic (mypyc): numbers and strings only, so the cyclic GC does not track it (one per admitted workflow).
@@ -128,6 +146,8 @@ class WorkflowAdmission:
         self._lapses: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._growth: OrderedDict[str, float] = OrderedDict()  # agent type -> mean context growth per call
+        # agent type -> [holds a call came back into, holds that ran out unused, when one last held]
+        self._hold_outcomes: OrderedDict[str, list[float]] = OrderedDict()
         self.admitted = 0
         self.lapsed = 0
         self.prefill = PrefillRate(spec.attention_tokens)
@@ -273,6 +293,8 @@ class WorkflowAdmission:
             wf = self.workflows[req.session_id] = _Workflow(
                 replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req)
             )
+        if wf.quiet_at is not None:  # back while its reservation was held for it
+            self._count_hold(wf.agent_type, came_back=True)
         if wf.replica_id != replica_id:
             self._reserve(wf, 0)
             wf.replica_id = replica_id
@@ -307,6 +329,9 @@ class WorkflowAdmission:
                 self._learn_growth(wf.agent_type, context - before)
             wf.context = context  # may shrink: an agent that compacts its history
         if in_flight:
+            return False
+        if self._rarely_back(wf.agent_type, now):
+            self._lapse(wf)
             return False
         outlook = self.predictor.hold_outlook(session_id, now)  # `predict`'s fields this reads, alone
         spec = self.spec
@@ -389,6 +414,8 @@ class WorkflowAdmission:
             if quiet_at > now:  # held longer since this wake-up was set: wake up then
                 self._wake_at(session_id, wf, quiet_at)
             elif wf.in_flight == 0:
+                if wf.reserved:
+                    self._count_hold(wf.agent_type, came_back=False)
                 self._lapse(wf)
                 freed = True
         return freed
@@ -499,6 +526,34 @@ class WorkflowAdmission:
                 live.append(entry)
         heapq.heapify(live)
         self._lapses = live
+
+    def _count_hold(self, agent_type: str, came_back: bool) -> None:
+        counts = self._hold_outcomes.get(agent_type)
+        if counts is None:
+            counts = self._hold_outcomes[agent_type] = [0.0, 0.0, -math.inf]
+            if len(self._hold_outcomes) > self.spec.max_agent_types:
+                self._hold_outcomes.popitem(last=False)
+        else:
+            self._hold_outcomes.move_to_end(agent_type)
+        counts[0 if came_back else 1] += 1.0
+        if counts[0] + counts[1] > HOLD_OUTCOMES_KEPT:
+            counts[0] /= 2
+            counts[1] /= 2
+
+    def _rarely_back(self, agent_type: str, now: float) -> bool:
+        """Too few of this type's holds had a call come back into them to hold after this call (the
+        contract); False once every HOLD_PROBE_S, a finish that holds to keep counting."""
+        counts = self._hold_outcomes.get(agent_type)
+        if counts is None:
+            return False
+        back, unused = counts[0], counts[1]
+        known = back + unused
+        if known < MIN_HOLD_OUTCOMES or back >= self.spec.end_below_p_return * known:
+            return False
+        if now - counts[2] >= HOLD_PROBE_S:
+            counts[2] = now
+            return False
+        return True
 
     def _learn_growth(self, agent_type: str, growth: int) -> None:
         prior = self._growth.get(agent_type)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from predictor import Predictor
 from proxy.metrics import ProxyMetrics
 from proxy.scheduler import (
     ConfigError,
@@ -23,7 +24,7 @@ from proxy.scheduler import (
     Usage,
     build_policy,
 )
-from proxy.scheduler.admission import AdmissionSpec
+from proxy.scheduler.admission import MIN_HOLD_OUTCOMES, AdmissionSpec, WorkflowAdmission
 from proxy.scheduler.prefill_rate import PrefillRate
 from proxy.scheduler.registry import PRESETS, PluginSpec
 from proxy.scheduler.stealing import StealingSpec, recompute_s, steal_target
@@ -621,3 +622,38 @@ def test_unusable_first_token_times_teach_the_prefill_rate_nothing(ttft_s: float
     for _ in range(16):
         rate.observe(ttft_s, 5_000, 1_000)
     assert rate.s_per_token is None and rate.recompute_s(10_000) is None
+
+
+def test_an_agent_type_whose_holds_run_out_unused_stops_holding_between_calls() -> None:
+    """One-shot sessions naming ids of their own (a client sending a fresh X-Session-ID per call) held
+    their reservation for `max_hold_s` each: over HTTP 2,400 of them filled a 1.6M-token replica and the next
+    new workflow waited ~2 minutes. Once MIN_HOLD_OUTCOMES of a type's holds are known and fewer than
+    `end_below_p_return` of them had a call come back, its workflows lapse after each call (a finish every
+    HOLD_PROBE_S still holds); a type whose calls come back keeps holding."""
+    views = {"r0": ReplicaView("r0", kv_capacity_tokens=10_000_000)}
+    # sessions the predictor has not been told of: each call's reservation holds for `max_hold_s`
+    admission = WorkflowAdmission(AdmissionSpec(max_hold_s=30.0), Predictor(), views=views)
+    now = 0.0
+
+    def one_call(session: str, agent_type: str) -> int:
+        nonlocal now
+        req = msgspec.structs.replace(call(session, prompt_tokens=1_000), agent_type=agent_type)
+        if session not in admission.workflows:
+            admission.admit(req, "r0", now)
+        admission.dispatched(req, "r0")
+        now += 0.25
+        admission.finished(session, 1_000, 10, now)
+        return admission.workflows[session].reserved
+
+    for i in range(MIN_HOLD_OUTCOMES):  # every hold runs out: nothing comes back
+        assert one_call(f"shot-{i}", "one-shot") > 0
+        now += 31.0
+        admission.expire(now)
+    for i in range(MIN_HOLD_OUTCOMES):  # each comes back once within its hold, then ends
+        one_call(f"agent-{i}", "agent")
+        one_call(f"agent-{i}", "agent")
+        now += 31.0
+        admission.expire(now)
+    held = [one_call(f"late-shot-{i}", "one-shot") > 0 for i in range(12)]  # four a second
+    assert held == [True, False, False, False] * 3  # a probe a second
+    assert one_call("late-agent", "agent") > 0
