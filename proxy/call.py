@@ -14,8 +14,9 @@ Contract:
 - With `kv_events`, a call sent to a replica with several data-parallel ranks carries vLLM's
   `X-data-parallel-rank`: the rank whose events say it caches most of the session (proxy/kv_residency.py
   `rank_for`; none when no rank holds any of it, and the engine's own balancing chooses). The session is
-  the one vLLM files the call's blocks under, a body `session_id`, else the `X-Session-ID` sent; where
-  both have chains, the rank holding the most of either (as the call's residency figures count).
+  the one the proxy schedules, which vLLM files the call's blocks under: the `X-Session-ID` sent, and the
+  body's `session_id` made the same where the client's named another (proxy/directives.py
+  `with_session_id`; vLLM reads the body's first).
 """
 
 from __future__ import annotations

@@ -28,12 +28,11 @@ from proxy.auth import TENANT
 from proxy.call import Call, CallShared
 from proxy.context import CHAINS, CONFIG, TENANT_SOURCES
 from proxy.data_structs import CallFields, Identity, SeenMessages, StreamOptions
-from proxy.directives import asks_for_retention, lacks_of, without_client_retention
+from proxy.directives import asks_for_retention, lacks_of, with_session_id, without_client_retention
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
 from proxy.json_problems import json_problem
-from proxy.kv_residency import KvResidency
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
 from proxy.scheduler import RequestInfo
@@ -166,25 +165,6 @@ def _keyed(who: Identity, tenant: str) -> Identity:
     return msgspec.structs.replace(who, tenant_id=tenant, session_id=session, shown_session_id=shown)
 
 
-def _kv_session(who: Identity, fields: CallFields) -> str:
-    """The session vLLM files this call's blocks under in its KV events: the body's `session_id` when it
-    names one (vLLM reads it first), else the `X-Session-ID` the proxy sends."""
-    return fields.session_id or who.session_id
-
-
-def _kv_resident(kv: KvResidency, sent_session: str, kv_session: str) -> dict[str, int]:
-    """What each replica's KV events say it caches of this call's session, in the units of the call's
-    estimated prompt tokens: under `kv_session`, and under the session the proxy sends when that differs
-    (earlier calls that named no session in their body were filed under it); both are this conversation's
-    context, so a replica's figure is the larger."""
-    resident = kv.resident_estimated(sent_session)
-    if kv_session != sent_session:
-        for replica, tokens in kv.resident_estimated(kv_session).items():
-            if tokens > resident.get(replica, 0):
-                resident[replica] = tokens
-    return resident
-
-
 def _prepared(
     app: web.Application,
     path: str,
@@ -226,7 +206,9 @@ def _prepared(
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = _keyed(who, tenant)
-    kv_session, kv = _kv_session(who, fields), shared.kv_residency
+    if fields.session_id and fields.session_id != who.session_id:
+        body = with_session_id(body, who.session_id)  # vLLM reads the body's before the header's
+    kv_session, kv = who.session_id, shared.kv_residency
     # a view into the body, hashed in place
     prompt: bytes | msgspec.Raw = fields.messages or fields.prompt or fields.input
     if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
@@ -250,7 +232,7 @@ def _prepared(
             if fields.previous_response_id
             else ""
         ),
-        kv_resident=None if kv is None else _kv_resident(kv, who.session_id, kv_session),
+        kv_resident=None if kv is None else kv.resident_estimated(who.session_id),
     )
     options = fields.stream_options
     add_usage = (

@@ -6,7 +6,8 @@ Contract: `with_retention(body, session_id, ttl_s, priority)` returns the body w
 not None, `vllm_xargs.saga_retain_priority` set (docs/retention-api.md), every other field unchanged;
 bodies the proxy would not touch otherwise are forwarded byte for byte. Priority needs no rewrite: vLLM
 reads the `X-Vllm-Priority` header. `without_client_retention` drops the retention directives a client sent
-(`asks_for_retention`): only the scheduler asks replicas for retention.
+(`asks_for_retention`): only the scheduler asks replicas for retention. `with_session_id` makes a body's
+`session_id` the session the proxy schedules.
 
 The rewrites decode only the body's top level: each field's value stays the bytes the client sent
 (`msgspec.Raw`), only the one field rewritten is decoded, so a long conversation is scanned, not rebuilt
@@ -108,6 +109,17 @@ def with_retention(
     xargs.update(directives)
     xargs.setdefault("session_id", session_id)
     call["vllm_xargs"] = msgspec.Raw(_encoder.encode(xargs))
+    return _encoder.encode(call)
+
+
+def with_session_id(body: bytes, session_id: str) -> bytes:
+    """The body with its top-level `session_id` set to `session_id`: vLLM files a call's blocks (its KV
+    events, the plugin's retention) under the body's `session_id` before the `X-Session-ID` header, so a
+    body naming another id than the session the proxy schedules (a client API key's tenant prefix, or a
+    header naming another session) would be filed apart from it, and two tenants' `"session_id": "x"`
+    together."""
+    call = _fields.decode(body)
+    call["session_id"] = msgspec.Raw(_encoder.encode(session_id))
     return _encoder.encode(call)
 
 

@@ -60,6 +60,7 @@ class FakeReplica:
         self.model = model
         self.calls = 0
         self.headers: list[dict[str, str]] = []  # headers of every chat/completions call
+        self.session_ids: list[object] = []  # the body's `session_id` of every chat/completions call
         self.bodies: list[dict[str, object]] = []  # bodies of "tools" and /v1/responses calls
         self.cancelled = asyncio.Event()  # a call's handler was cancelled: the proxy hung up on it
         self.passthrough_paths: list[str] = []  # the passthrough requests it answered, in order
@@ -75,6 +76,7 @@ class FakeReplica:
         self.calls += 1
         self.headers.append(dict(request.headers))
         body = await request.json()
+        self.session_ids.append(body.get("session_id"))
         try:
             if isinstance(body.get("metadata"), dict) and body["metadata"].get("poison"):
                 return web.json_response({"error": {"message": "engine error on this request"}}, status=500)

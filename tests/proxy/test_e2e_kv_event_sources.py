@@ -163,24 +163,27 @@ async def test_two_ranks_found_by_asking_each_followed_apart(
         rank.sock.close(linger=0)
 
 
-async def test_the_rank_named_is_the_one_caching_the_session_vllm_files_the_blocks_under(
+async def test_a_body_session_id_is_made_the_session_scheduled_so_vllm_files_the_blocks_there(
     http: aiohttp.ClientSession, zctx: zmq.asyncio.Context
 ) -> None:
-    """A body `session_id` differing from the `X-Session-ID` the proxy sends: vLLM files the call's blocks
-    under the body's, so a call naming it is sent to the rank caching that session's longer chain, not the
-    header's (the rank holding the most of either: test_kv_residency.py)."""
+    """A body `session_id` differing from the `X-Session-ID` the client sends: the proxy schedules the
+    header's (its precedence) and sends the body's as that one, since vLLM files a call's blocks under the
+    body's first; the rank named is the one caching the session scheduled. Before, vLLM filed the blocks
+    under the body's id, apart from the session the proxy scheduled (and with client API keys, two tenants'
+    equal body ids together)."""
     ranks = [Rank(zctx, 0), Rank(zctx, 1)]
     async with two_rank_proxy(ranks) as (replica, url):
         assert await _chat(http, url, replica) is None
-        await ranks[0].publish(stored([1, 2]))  # the header's session "s", on rank 0
-        await ranks[1].publish(stored([11, 12, 13, 14, 15], session="b"))  # the body's "b", on rank 1
+        await ranks[0].publish(stored([1, 2]))  # the session "s", on rank 0
+        await ranks[1].publish(stored([11, 12, 13, 14, 15], session="b"))  # a longer chain of "b", on rank 1
         await _until(http, url, lambda r: r.get(replica.url) == 2 * BS)
         for _ in range(int(WAIT_S / 0.05)):
             if (await _kv_events(http, url))["ranks"]["1"]["cached_blocks"] == 5:
                 break
             await asyncio.sleep(0.05)
         assert await _chat(http, url, replica) == "0"
-        assert await _chat(http, url, replica, body_session="b") == "1"
+        assert await _chat(http, url, replica, body_session="b") == "0"
+    assert replica.session_ids == [None, None, "s"]
     for rank in ranks:
         rank.sock.close(linger=0)
 

@@ -23,7 +23,7 @@ from proxy.identity import decode_call, identify, ownership_key
 from proxy.server import running_proxy
 from proxy.session_chain import Answer, PrefixChains
 from simulator.server import start_fleet
-from tests.proxy.fakes import config
+from tests.proxy.fakes import config, fake_replica
 from tests.proxy.test_workers_e2e import saga_workers, sessions_of
 
 KEYS = {"key-a": "alpha", "key-b": "beta"}
@@ -206,3 +206,23 @@ def test_sessions_are_found_only_among_the_tenants_own() -> None:
     assert chains.foreign_response("resp_1", "beta") and not chains.foreign_response("resp_1", "alpha")
     chains.remember_response("resp_2", "", "http://r")  # found by asking the replicas: its tenant unknown
     assert not chains.foreign_response("resp_2", "beta") and not chains.foreign_response("resp_9", "beta")
+
+
+async def test_two_tenants_naming_one_body_session_id_reach_vllm_as_sessions_of_their_own(
+    http: aiohttp.ClientSession,
+) -> None:
+    """vLLM files a call's blocks (KV events, the plugin's retention) under the body's `session_id` before
+    the `X-Session-ID` header: two tenants' `"session_id": "same"` reached the replica as one session (their
+    retentions replacing each other's, their KV figures merged) while the proxy scheduled them apart. The
+    body now carries the session scheduled, the tenant's own."""
+    async with (
+        fake_replica(mode="tools") as replica,
+        running_proxy(config([replica.url], api_keys=KEYS)) as url,
+    ):
+        for headers in (A, B):
+            body = {"model": "fake", "session_id": "same", "messages": [{"role": "user", "content": "hi"}]}
+            async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["X-Session-ID"] == "same"  # the client's own id, as it named it
+    assert [b["session_id"] for b in replica.bodies] == ["alpha:same", "beta:same"]
+    assert [h["X-Session-ID"] for h in replica.headers] == ["alpha:same", "beta:same"]

@@ -313,24 +313,3 @@ def test_the_rank_follows_the_longer_chain_of_a_calls_two_session_names() -> Non
     assert kv.rank_for("named", "r1", also="named") == 1
     assert kv.rank_for("nobody", "r1", also="tenant:sent") == 0
     assert kv.rank_for("nobody", "r1", also="nor-this") is None
-
-
-def test_a_call_is_scored_by_the_session_vllm_files_its_blocks_under_and_the_one_the_proxy_sends() -> None:
-    """proxy/calls.py: a body `session_id` is what vLLM files the call's blocks under (`_kv_session`); what
-    earlier calls naming none left under the proxy's `X-Session-ID` still counts: the larger figure."""
-    from proxy.calls import _kv_resident, _kv_session
-    from proxy.data_structs import CallFields, Identity
-
-    kv = KvResidency()
-    Feed(kv, "r1")(stored([1, 2], None, session="tenant:sent"))
-    Feed(kv, "r2")(stored([3, 4, 5], None, session="named"))
-    r3 = Feed(kv, "r3")
-    r3(stored([6, 7, 8, 9], None, session="tenant:sent"))
-    r3(stored([10], None, session="named"))
-    who = Identity("tenant:sent", "tenant", "agent", session_inferred=False)
-    named = msgspec.json.decode(b'{"session_id": "named"}', type=CallFields)
-    assert _kv_session(who, named) == "named"
-    assert _kv_session(who, msgspec.json.decode(b"{}", type=CallFields)) == "tenant:sent"
-    assert _kv_resident(kv, "tenant:sent", "named") == {"r1": 2 * BS, "r2": 3 * BS, "r3": 4 * BS}
-    assert _kv_resident(kv, "tenant:sent", "tenant:sent") == {"r1": 2 * BS, "r3": 4 * BS}
-    assert _kv_resident(kv, "named", "named") == {"r2": 3 * BS, "r3": 1 * BS}

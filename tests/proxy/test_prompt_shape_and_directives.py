@@ -8,7 +8,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.directives import asking_for_usage, lacks_of, with_retention
+from proxy.directives import asking_for_usage, lacks_of, with_retention, with_session_id
 from proxy.identity import decode_call
 from proxy.prompt_shape import CHUNK_BYTES, estimated_tokens, prefix_hashes
 
@@ -115,3 +115,13 @@ def test_rewrites_without_decoding_give_what_decoding_would(
     assert json.loads(usage_asked) == {**reference, "stream_options": options}
     both = with_retention(asking_for_usage(body, lacks.stream_options), "s", 1.0, None, lacks.vllm_xargs)
     assert json.loads(both)["stream_options"] == options and json.loads(both)["vllm_xargs"]["session_id"]
+
+
+def test_the_session_id_rewrite_sets_it_and_keeps_every_other_field_as_sent() -> None:
+    body = b'{"model":"m","session_id":"x","messages":[{"role":"user","content":"caf\\u00e9 1.50"}],"n":1}'
+    sent = with_session_id(body, "alpha:x")
+    assert json.loads(sent)["session_id"] == "alpha:x"
+    assert b'"content":"caf\\u00e9 1.50"' in sent  # other values as the client wrote them
+    assert {k: v for k, v in json.loads(sent).items() if k != "session_id"} == {
+        k: v for k, v in json.loads(body).items() if k != "session_id"
+    }
