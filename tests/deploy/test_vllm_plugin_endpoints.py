@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "vllm-plugin"))
 from saga_vllm_plugin import endpoints
-from saga_vllm_plugin.retention_table import MAX_SESSION_ID_CHARS
+from saga_vllm_plugin.retention_table import MAX_SESSION_ID_CHARS, retain_priority
 
 BIG = "1" + "0" * 400  # an integer past float's range
 XARGS = '{"session_id": "s", "vllm_xargs": {'
@@ -42,6 +42,10 @@ def served(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, FakeEngineCore]
 
     @app.post("/v1/chat/completions")
     async def chat() -> dict[str, bool]:
+        return {"generated": True}
+
+    @app.post("/v1/responses")
+    async def responses() -> dict[str, bool]:
         return {"generated": True}
 
     app.add_middleware(endpoints.RetentionMiddleware)
@@ -121,3 +125,43 @@ def test_a_session_id_at_the_cap_passes(served: tuple[TestClient, FakeEngineCore
     # without a retention asked for, the session id is vLLM's business, not the retention table's
     r = client.post("/v1/chat/completions", json={"session_id": LONG_ID})
     assert (r.status_code, r.json()) == (200, {"generated": True})
+
+
+@pytest.mark.parametrize("priority", ["Infinity", "-Infinity", "NaN", "1e300", "1.5", "18446744073709551616"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_a_priority_that_is_no_64_bit_integer_is_a_400_on_every_route_taking_vllm_xargs(
+    served: tuple[TestClient, FakeEngineCore], path: str, priority: str
+) -> None:
+    """vLLM's JSON parser takes `Infinity`; on `/v1/responses`, which the middleware did not check, it
+    reached the engine thread and stopped vLLM (`int(inf)`), and 1e300 hung it."""
+    client, _ = served
+    body = XARGS + '"saga_retain_ttl_s": 5, "saga_retain_priority": ' + priority + "}}"
+    r = client.post(path, content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "saga_retain_priority" in r.json()["error"]["message"], r.text
+
+
+def test_the_session_id_checked_is_the_one_vllm_takes(served: tuple[TestClient, FakeEngineCore]) -> None:
+    """vLLM takes the body's `session_id` before the `X-Session-ID` header: a long header beside a short
+    body id is not refused, and a long body id beside a short header is."""
+    client, _ = served
+    xargs = {"saga_retain_ttl_s": 5}
+    short_in_body = {"session_id": "s", "vllm_xargs": xargs}
+    r = client.post("/v1/chat/completions", json=short_in_body, headers={"X-Session-ID": LONG_ID})
+    assert r.status_code == 200, r.text
+    long_in_body = {"session_id": LONG_ID, "vllm_xargs": xargs}
+    r = client.post("/v1/chat/completions", json=long_in_body, headers={"X-Session-ID": "s"})
+    assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(7, 7), (7.0, 7), ("7", 7), (-(2**63), -(2**63)), (2**63 - 1, 2**63 - 1)]
+)
+def test_retain_priority_takes_64_bit_integers(raw: object, expected: int) -> None:
+    assert retain_priority(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [float("inf"), float("nan"), 1e300, 1.5, 2**63, True, None, "x", [1]])
+def test_retain_priority_refuses_everything_else_with_a_value_error(raw: object) -> None:
+    """What the scheduler's `retain_args` catches on the engine thread: never OverflowError or TypeError."""
+    with pytest.raises(ValueError, match="retention priority"):
+        retain_priority(raw)

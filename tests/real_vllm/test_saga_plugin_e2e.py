@@ -111,3 +111,27 @@ async def test_a_policys_retention_priority_reaches_the_engine(
     home, _ = seen["delta"]
     info = (await retained(http, home))["delta"]
     assert info["priority"] == -4 and 50.0 < info["ttl_left_s"] <= 60.0
+
+
+@pytest.mark.parametrize("priority", ["Infinity", "1e300", "1.5"])
+async def test_a_bad_retention_priority_on_the_responses_api_is_a_400_and_the_engine_lives(
+    replicas: list[str], http: aiohttp.ClientSession, priority: str
+) -> None:
+    """`/v1/responses` takes `vllm_xargs` too: a non-finite priority sent there reached the engine thread,
+    whose `int(inf)` stopped vLLM; one past 64 bits hung it. The plugin answers 400 before vLLM sees it."""
+    replica = replicas[0]
+    body = (
+        '{"model": "%s", "input": "hello", "max_output_tokens": 4, "session_id": "bad-priority",'
+        ' "vllm_xargs": {"saga_retain_ttl_s": 5, "saga_retain_priority": %s}}'
+    )
+    async with http.get(f"{replica}/v1/models") as r:
+        model = (await r.json())["data"][0]["id"]
+    headers = {"Content-Type": "application/json"}
+    async with http.post(f"{replica}/v1/responses", data=body % (model, priority), headers=headers) as r:
+        refused = (r.status, await r.json())
+    assert refused[0] == 400 and "saga_retain_priority" in refused[1]["error"]["message"], refused
+    after = {"prompt": tokens(7, 8), "max_tokens": 2}
+    async with http.post(f"{replica}/v1/completions", json=after) as r:
+        assert r.status == 200  # the engine still serves
+    async with http.get(f"{replica}/saga/v1/retained") as r:
+        assert r.status == 200

@@ -5,9 +5,10 @@ Contract (docs/retention-api.md, answered as the simulated replica answers):
   holds none), `POST /saga/v1/release {"session_id"}` drops one, `GET /saga/v1/retained` lists them; errors
   in vLLM's shape `{"error": {"message", "type", "param", "code"}}`. Each is one utility call to the engine
   core's `saga_retention` method (saga_vllm_plugin.engine_hook), which runs on the engine thread.
-- A middleware checks the retention fields of `POST /v1/chat/completions`, `/v1/completions` before vLLM
-  sees the request: `vllm_xargs.saga_retain_ttl_s` a positive finite number (or numeric string) with a
-  session id (`X-Session-ID`, body `session_id` or `vllm_xargs.session_id`) of at most
+- A middleware checks the retention fields of `POST /v1/chat/completions`, `/v1/completions` and
+  `/v1/responses` before vLLM sees the request: `vllm_xargs.saga_retain_ttl_s` a positive finite number (or
+  numeric string) with a session id (body `session_id`, else `X-Session-ID`, as vLLM picks it, else
+  `vllm_xargs.session_id`) of at most
   `MAX_SESSION_ID_CHARS` (the retention table's cap; also in `retain` and `release`), `saga_retain_priority`
   an integer (or integer string) in the signed 64-bit range (what the engine's msgpack carries); else 400.
   The body is passed on unchanged.
@@ -32,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from saga_vllm_plugin import check_vllm_version
 from saga_vllm_plugin.engine_hook import METHOD
-from saga_vllm_plugin.retention_table import PRIORITY_MAX, PRIORITY_MIN, check_session_id
+from saga_vllm_plugin.retention_table import PRIORITY_MAX, PRIORITY_MIN, check_session_id, retain_priority
 
 log = logging.getLogger("vllm.saga_vllm_plugin")  # under vLLM's logger: its handlers and level apply
 
@@ -42,7 +43,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-GENERATE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# vLLM's routes that take `vllm_xargs` (the Responses API's too: a non-finite priority sent there stopped the
+# engine before it was checked here)
+GENERATE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 501: "NotImplementedError"}
 
 
@@ -117,7 +120,9 @@ def retention_field_error(body: Any, headers: dict[str, str]) -> str | None:
             return f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw_ttl!r}."
         if not (math.isfinite(ttl) and ttl > 0):
             return f"saga_retain_ttl_s: a retention TTL must be a positive number of seconds, got {ttl}"
-        session = headers.get("x-session-id") or body.get("session_id") or xargs.get("session_id")
+        # in vLLM's order (its `_get_session_id`: the body's, then the header), then the xargs' the
+        # scheduler falls back to (`retain_args`)
+        session = body.get("session_id") or headers.get("x-session-id") or xargs.get("session_id")
         if not isinstance(session, str) or not session:
             return "saga_retain_ttl_s needs a session id to retain the KV under."
         try:
@@ -127,13 +132,8 @@ def retention_field_error(body: Any, headers: dict[str, str]) -> str | None:
     raw_priority = xargs.get("saga_retain_priority")
     if raw_priority is not None:
         try:
-            if isinstance(raw_priority, bool) or (
-                isinstance(raw_priority, float) and not raw_priority.is_integer()
-            ):
-                raise ValueError
-            if not PRIORITY_MIN <= int(raw_priority) <= PRIORITY_MAX:
-                raise ValueError
-        except (TypeError, ValueError, OverflowError):
+            retain_priority(raw_priority)
+        except ValueError:
             return f"vllm_xargs.saga_retain_priority must be an integer, got {raw_priority!r}."
     return None
 

@@ -125,6 +125,24 @@ def check_ttl(ttl_s: float) -> None:
         raise ValueError(f"a retention TTL must be a positive number of seconds, got {ttl_s}")
 
 
+def retain_priority(raw: object) -> int:
+    """A retention priority as a request's `vllm_xargs.saga_retain_priority` gives it: an integer, a float
+    with no fraction or an integer string, in [PRIORITY_MIN, PRIORITY_MAX]; ValueError otherwise (a
+    non-finite float included: `int(inf)` would raise OverflowError on the engine thread, which stopped
+    vLLM, and a priority past 64 bits hung it once its output could not be encoded)."""
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError
+        priority = int(raw)
+    except (ValueError, OverflowError):
+        raise ValueError(f"a retention priority must be an integer, got {raw!r}") from None
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"a retention priority must be a signed 64-bit integer, got {raw!r}")
+    return priority
+
+
 def check_session_id(session_id: str) -> None:
     """Raise ValueError if `session_id` is longer than `MAX_SESSION_ID_CHARS`."""
     if len(session_id) > MAX_SESSION_ID_CHARS:

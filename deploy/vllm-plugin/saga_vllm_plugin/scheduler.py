@@ -43,6 +43,7 @@ from saga_vllm_plugin.retention_table import (
     RetentionTable,
     check_session_id,
     check_ttl,
+    retain_priority,
 )
 
 log = logging.getLogger("vllm.saga_vllm_plugin")  # under vLLM's logger: its handlers and level apply
@@ -103,11 +104,11 @@ def retain_args(request: Request) -> tuple[str, float, int] | None:
         ttl = float(raw_ttl)
         check_ttl(ttl)
         raw_priority = extra.get("saga_retain_priority")
-        priority = request.priority if raw_priority is None else int(raw_priority)
+        priority = request.priority if raw_priority is None else retain_priority(raw_priority)
         if not isinstance(session, str) or not session:
             raise ValueError("no session id")
         check_session_id(session)  # else the table's retain would raise on the engine thread
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # on the engine thread: never raise from here
         log.warning("request %s: retention not granted: %s", request.request_id, e)
         return None
     return session, ttl, priority
