@@ -89,6 +89,11 @@ async def run_demo(config: DemoConfig, console: Console | None = None) -> dict[s
     warning = busy_host_warning({policy: (run.wall_s, run.lag_s) for policy, run in results.items()})
     if warning:
         console.print(warning, style="yellow")
+    for policy, run in results.items():  # failed work is a result: said, with why (and the exit status)
+        s = run.summary
+        if s.failed:
+            reasons = "; ".join(f"{reason} ({n})" for reason, n in sorted(s.failed_reasons.items()))
+            console.print(f"{policy}: {s.failed} of {s.tasks} tasks failed: {reasons}", style="red")
     return results
 
 

@@ -12,6 +12,7 @@ Contract:
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 import zlib
@@ -21,6 +22,7 @@ import msgspec
 
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import DES_ONLY_WORKLOADS, WORKLOADS, TenantStream, generate
+from proxy.arg_types import positive
 
 HTTP_WORKLOADS = tuple(w for w in WORKLOADS if w not in DES_ONLY_WORKLOADS)
 
@@ -77,7 +79,7 @@ def add_options(parser: Any) -> None:
     )
     parser.add_argument(
         "--time-scale",
-        type=float,
+        type=positive,
         default=1.0,
         help="speed-up of simulated replicas (their --time-scale): tool waits are divided by it and reported "
         "times multiplied by it; 1 against real vLLM",
@@ -91,7 +93,7 @@ def add_options(parser: Any) -> None:
         include_in_web_ui=False,  # read once at start
     )
     parser.add_argument("--no-stream", action="store_true", help="whole answers instead of SSE streaming")
-    parser.add_argument("--request-timeout", type=float, default=600.0, help="seconds per LLM call")
+    parser.add_argument("--request-timeout", type=positive, default=600.0, help="seconds per LLM call")
     parser.add_argument("--agent-seed", type=int, default=0, help="seed of the generated agent tasks")
 
 
@@ -104,9 +106,9 @@ def parse_tenant_mix(text: str) -> list[TenantStream]:
             weight = float(rest[0]) if rest and rest[0] else 1.0
         except ValueError:
             raise ValueError(f"tenant mix item {item!r}: weight {rest[0]!r} is not a number") from None
-        if not name or weight <= 0 or len(rest) > 3:
+        if not name or not math.isfinite(weight) or weight <= 0 or len(rest) > 3:
             raise ValueError(
-                f"tenant mix item {item!r}: want tenant:weight[:slo_class[:workload]] with weight > 0"
+                f"tenant mix item {item!r}: want tenant:weight[:slo_class[:workload]], a finite weight > 0"
             )
         slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
         workload = rest[2] if len(rest) > 2 and rest[2] else AUTO

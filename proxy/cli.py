@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from proxy.arg_types import at_least, positive
+from proxy.arg_types import at_least, listen_host, positive, whole_between
 from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.scheduler import PRESETS, ConfigError
 from proxy.serve_options import add_config_flags, layered_time_scale, proxy_config
 from simulator.block_hash import HASH_FUNCTIONS
 from simulator.cost_model import PROFILES
+from simulator.kv_publisher import EndpointError
 
 if TYPE_CHECKING:
     from simulator.server import ReplicaFleet
@@ -64,7 +65,9 @@ def _add_sim_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
     )
     p.add_argument(
         "--num-gpu-blocks-override",
-        type=at_least(2),  # vLLM's null block and at least one for KV
+        # vLLM's null block and at least one for KV; at most what no GPU holds (the simulated pool keeps a
+        # few words a block: 10M blocks of 16 tokens is ~0.5 GB of the host's memory)
+        type=whole_between(2, MAX_SIMULATED_BLOCKS),
         metavar="N",
         help="KV capacity in blocks (default: the profile's), as vLLM's flag",
     )
@@ -80,6 +83,9 @@ def _add_sim_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
         help="publish vLLM KV-cache events over ZMQ: replica i on ENDPOINT's port + i (e.g. 'tcp://*:5557'; "
         "'tcp://127.0.0.1:*' for ephemeral loopback ports; a plain host:port is connected to, as in vLLM)",
     )
+
+
+MAX_SIMULATED_BLOCKS = 10_000_000
 
 
 def _fleet_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run N simulated vLLM replicas over HTTP")
     sim.add_argument("--replicas", type=at_least(1), default=1)
     sim.add_argument("--base-port", type=at_least(0), default=8100)
-    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--host", type=listen_host, default="127.0.0.1")
     _add_sim_options(sim)
 
     demo = sub.add_parser("demo", help="compare routing policies on a small agent workload")
@@ -191,7 +197,8 @@ def _subscribed_to(config: ProxyConfig, fleet: ReplicaFleet) -> ProxyConfig:
     return msgspec.structs.replace(config, kv_events=merged)
 
 
-def _demo(args: argparse.Namespace) -> None:
+def _demo(args: argparse.Namespace) -> int:
+    """Runs the demo; 1 when any task failed (the table shows it, and why is printed under it)."""
     from loadtests.demo import DemoConfig, run_demo
 
     config = DemoConfig(
@@ -208,7 +215,10 @@ def _demo(args: argparse.Namespace) -> None:
     unknown = [p for p in config.policies if p not in PRESETS]
     if unknown or not config.policies:
         raise ConfigError(f"unknown policies {unknown}; known: {', '.join(sorted(PRESETS))}")
-    _run(run_demo(config))
+    if args.kv_blocks == 1:  # a replica needs two (simulator/block_pool.py): said here, not as a traceback
+        raise ConfigError("--kv-blocks must be 0 (the profile's own) or at least 2")
+    results = _run(run_demo(config))
+    return 1 if any(run.summary.failed for run in results.values()) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return run_bench(args)
             else:
-                _demo(args)
-    except ConfigError as e:
+                return _demo(args)
+    except (ConfigError, EndpointError) as e:
         print(f"saga: error: {e}", file=sys.stderr)
         return 2
     except socket.gaierror as e:  # a host to listen on that does not resolve

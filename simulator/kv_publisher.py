@@ -30,6 +30,10 @@ import zmq
 from simulator.kv_events import KvEvent, encode_message
 
 
+class EndpointError(ValueError):
+    """A KV events endpoint ZMQ cannot bind or connect to (the command line says so in one line)."""
+
+
 def binds(endpoint: str) -> bool:
     """Whether vLLM's publisher binds `endpoint` (else it connects)."""
     return "*" in endpoint or "::" in endpoint or endpoint.startswith(("ipc://", "inproc://"))
@@ -74,7 +78,7 @@ class KvEventPublisher:
                 self.endpoint = self.configured = endpoint
         except zmq.ZMQError as e:
             self._sock.close(linger=0)
-            raise ValueError(f"KV events endpoint {endpoint!r}: {e}") from None
+            raise EndpointError(f"KV events endpoint {endpoint!r}: {e}") from None
         self._seq = 0
         self._pending: list[KvEvent] = []
         self._closed = False

@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 from proxy.arg_types import at_least, non_negative, positive
-from proxy.cli import build_parser
+from proxy.cli import build_parser, main
 
 BAD = [
     "demo --time-scale 0",
@@ -34,6 +34,24 @@ BAD = [
     "bench core --replicas 0",
     "bench core --warmup -5",
     "bench fairness --interactive-rate 0",
+    "bench grid --loads nan",
+    "bench grid --oversub 1,inf",
+    "bench grid --jobs -2",
+    "bench grid --json /nonexistent/x.json",
+    "bench des --json /nonexistent/x.json",
+    "bench live --markdown /nonexistent/x.md",
+    "bench core --json /nonexistent/x.json",
+    "bench fairness --json /nonexistent/x.json",
+    "bench overhead --json /nonexistent/x.json",
+    "bench predictor --json /nonexistent/x.json",
+    "bench predictor --concurrency 0",
+    "bench predictor --session-speed-sigma inf",
+    "bench predictor --noise-sigmas nan",
+    "bench predictor --trace /nonexistent.csv",
+    "bench fairness --min-active-tenants -5",
+    "bench des --tenants a:1:bogus",
+    "bench des --tenants a:nan",
+    "sim --num-gpu-blocks-override 1000000000000",
 ]
 
 
@@ -72,3 +90,13 @@ def test_the_types_say_what_they_need() -> None:
     ):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+def test_a_demo_whose_tasks_failed_says_why_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """Three KV blocks hold no demo task's context: every task fails. The table said 0/2 and the command
+    exited 0 with no reason; it now prints the reasons and exits 1 (failed work is a result)."""
+    argv = ["demo", "--replicas", "1", "--sessions", "2", "--steps", "2", "--time-scale", "50"]
+    assert main([*argv, "--policies", "saga", "--kv-blocks", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "saga: 2 of 2 tasks failed: " in out and "maximum context length" in out
+    assert main([*argv, "--kv-blocks", "1"]) == 2

@@ -20,6 +20,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fairness.tenants import TenantsConfig
 from loadtests.bench.ablation import known_policies
 from loadtests.bench.des import add_kv_options
 from loadtests.bench.fairness import add_fairness_parser, run_fairness
@@ -51,7 +52,7 @@ from loadtests.workloads.catalog import (
     with_poisson_arrivals,
 )
 from loadtests.workloads.trace_replay import load_trace
-from proxy.arg_types import at_least, positive
+from proxy.arg_types import at_least, output_file, positive
 from simulator.cost_model import PROFILES
 
 DES_POLICIES = "round-robin,least-request,session-affinity,prefix-load,cache-aware,continuum-ttl"
@@ -62,13 +63,20 @@ LIVE_ROUTERS = (
 
 
 def _tenants(text: str) -> list[TenantStream]:
-    """`name:weight:slo_class:workload,...` (trailing fields optional)."""
+    """`name:weight:slo_class:workload,...` (trailing fields optional); a bad item is argparse's error naming
+    it (an unknown SLO class was taken for `standard`)."""
     streams = []
+    classes = TenantsConfig().slo_classes
     for item in filter(None, text.split(",")):
         name, *rest = item.split(":")
-        weight = float(rest[0]) if len(rest) > 0 and rest[0] else 1.0
+        weight = positive(rest[0]) if len(rest) > 0 and rest[0] else 1.0
         slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
         workload = rest[2] if len(rest) > 2 and rest[2] else "swe"
+        if not name or len(rest) > 3 or slo not in classes or workload not in WORKLOADS:
+            raise argparse.ArgumentTypeError(
+                f"item {item!r}: want name:weight:slo_class:workload with a class of {', '.join(classes)} "
+                f"and a workload of {', '.join(WORKLOADS)}"
+            )
         streams.append(TenantStream(name, weight, slo, workload))
     return streams
 
@@ -94,9 +102,15 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--baseline", default=None, help="speedups are against this contender")
-        p.add_argument("--json", type=Path, help="write the results as JSON here")
-        p.add_argument("--markdown", metavar="FILE", default=None, help="append a results section to FILE")
-        p.add_argument("--plot", type=Path, help="write a completion-time plot (PNG) here")
+        p.add_argument("--json", type=output_file, help="write the results as JSON here")
+        p.add_argument(
+            "--markdown",
+            metavar="FILE",
+            type=output_file,
+            default=None,
+            help="append a results section to FILE",
+        )
+        p.add_argument("--plot", type=output_file, help="write a completion-time plot (PNG) here")
         p.add_argument("--title", default=None, help="section title in the markdown")
         p.add_argument("--notes", default="", help="a note to record with the results")
     des.add_argument(
@@ -204,6 +218,10 @@ def _meta(args: argparse.Namespace, mode: str, tasks: Sequence[AgentTask]) -> Ru
 async def _bench_live(args: argparse.Namespace, console: Console) -> int:
     tasks = _tasks(args)
     names = [parse_router(r).name for r in args.routers.split(",") if r]
+    if not names:
+        raise ValueError(f"--routers {args.routers!r} names no router")
+    if args.baseline is not None and args.baseline not in names:
+        raise ValueError(f"--baseline {args.baseline!r} is not among the routers run: {', '.join(names)}")
     concurrency = args.concurrency if args.concurrency or args.arrival_rate else min(len(tasks), 16)
     with _progress(console) as progress:
 
@@ -306,9 +324,13 @@ def run_bench(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a log or a pipe: keep every column of the table readable
         console = Console(width=220)
     if args.bench_mode == "overhead":
-        from loadtests.bench.overhead import run_overhead
+        from loadtests.bench.overhead import NotStarted, run_overhead
 
-        return run_overhead(args)
+        try:
+            return run_overhead(args)
+        except NotStarted as e:
+            console.print(f"[red]error:[/red] {e}")
+            return 2
     try:
         if args.bench_mode == "faults":
             return run_faults(args, console)

@@ -34,7 +34,6 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -44,7 +43,7 @@ from rich.table import Table
 from fairness.tenants import TenantsConfig
 from loadtests.bench.report import machine_description, recorded_command
 from loadtests.summary import percentile
-from proxy.arg_types import at_least
+from proxy.arg_types import at_least, output_file
 from proxy.scheduler import (
     PRESETS,
     Decision,
@@ -365,14 +364,14 @@ def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=1,
         help="identical runs per row: adds each call's least time over them (per_call_least)",
     )
-    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--json", type=output_file, help="write the results as JSON here")
 
 
 def run_core(args: argparse.Namespace) -> int:
     console = Console(width=200)
     policies = [p for p in args.policies.split(",") if p]
     unknown = [p for p in policies if p not in PRESETS]
-    if unknown:
+    if unknown or not policies:
         console.print(f"[red]error:[/red] unknown policies {', '.join(unknown)}; known: {', '.join(PRESETS)}")
         return 2
     for name in ("replicas", "sessions", "calls", "in_flight", "repeats"):

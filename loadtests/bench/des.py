@@ -93,11 +93,13 @@ def bench_des(
 ) -> tuple[BenchReport, dict[str, list[float]]]:
     policies = [p for p in args.policies.split(",") if p]
     unknown = [p for p in policies if not is_known(p)]
-    if unknown:
+    if unknown or not policies:
         raise ValueError(
-            f"unknown policies {', '.join(unknown)}; known: {', '.join(known_policies())}"
+            f"unknown or no policies {', '.join(unknown)}; known: {', '.join(known_policies())}"
             " (each also with '+kv-events')"
         )
+    if args.baseline is not None and args.baseline not in policies:
+        raise ValueError(f"--baseline {args.baseline!r} is not among the policies run: {', '.join(policies)}")
 
     def options(name: str) -> dict[str, Any]:
         return dict(

@@ -34,7 +34,8 @@ from loadtests.des.result import ClusterConfig, ClusterResult
 from loadtests.summary import percentile
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import WORKLOADS, TenantStream, generate, with_poisson_arrivals
-from proxy.arg_types import at_least, positive
+from proxy.arg_types import at_least, output_file, positive
+from proxy.scheduler import PRESETS
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import SHARES, ReleaseQueueSpec
 from simulator.cost_model import PROFILES, Profile, get_profile
@@ -249,7 +250,7 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="F",
         help="KV capacity as a fraction of the profile's (tenants competing for KV, not only for compute)",
     )
-    p.add_argument("--policy", default="session-affinity")
+    p.add_argument("--policy", choices=sorted(PRESETS), default="session-affinity")
     p.add_argument("--interactive-workload", choices=WORKLOADS, default="webarena")
     p.add_argument("--interactive-tasks", type=at_least(1), default=30)
     p.add_argument("--interactive-rate", type=positive, default=0.2, help="interactive tasks per second")
@@ -266,7 +267,7 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument(
         "--min-active-tenants",
-        type=int,
+        type=at_least(1),
         default=1,
         help="the queue holds calls only while this many tenants are active (queue.min_active_tenants)",
     )
@@ -281,7 +282,7 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument("--age-bound-s", type=positive, default=30.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--json", type=output_file, help="write the results as JSON here")
     p.add_argument(
         "--tenants-config",
         type=Path,
@@ -293,7 +294,7 @@ def run_fairness(args: argparse.Namespace) -> int:
     console = Console(width=200)
     names = [n for n in args.contenders.split(",") if n]
     unknown = [n for n in names if n not in CONTENDERS]
-    if unknown:
+    if unknown or not names:
         console.print(f"[red]error:[/red] unknown contenders {unknown}; known: {', '.join(CONTENDERS)}")
         return 2
     profile = get_profile(args.profile)

@@ -36,7 +36,8 @@ from rich.table import Table
 
 from loadtests.agent_client import AgentClient
 from loadtests.tasks import AgentTask, TaskRecord
-from proxy.arg_types import at_least, non_negative, positive
+from proxy.arg_types import at_least, non_negative, output_file, positive
+from proxy.scheduler import PRESETS
 from simulator.faults import Fault
 from simulator.server import ReplicaFleet, start_fleet
 
@@ -347,13 +348,13 @@ def add_faults_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--workload", default=defaults.workload)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--time-scale", type=positive, default=defaults.time_scale)
-    p.add_argument("--policy", default=defaults.policy)
+    p.add_argument("--policy", choices=sorted(PRESETS), default=defaults.policy)
     p.add_argument(
         "--workers", type=at_least(1), default=defaults.workers, help="the proxy's worker processes"
     )
     p.add_argument("--spacing", type=non_negative, default=4.0, help="wall seconds between scheduled faults")
     p.add_argument("--max-run-s", type=positive, default=defaults.max_run_s)
-    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.add_argument("--json", type=output_file, help="write the report as JSON here")
 
 
 def run_faults(args: argparse.Namespace, console: Console) -> int:

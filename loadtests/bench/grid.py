@@ -61,6 +61,7 @@ from loadtests.bench.isolated import isolated_task_time_s
 from loadtests.bench.metrics import geomean, with_speedups
 from loadtests.bench.report import machine_description, recorded_command
 from loadtests.workloads.catalog import WORKLOADS
+from proxy.arg_types import at_least, number_list, output_file, output_folder, positive
 from proxy.scheduler import PRESETS
 from simulator.cost_model import PROFILES, get_profile
 
@@ -96,8 +97,7 @@ def cell_results(
 def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
     workloads = [w for w in args.workloads.split(",") if w]
     policies = [p for p in args.policies.split(",") if p]
-    loads = [float(x) for x in args.loads.split(",") if x]
-    targets = [float(x) for x in args.oversub.split(",") if x]
+    loads, targets = list(args.loads), list(args.oversub)
     for name, values, known in (("workloads", workloads, WORKLOADS), ("policies", policies, tuple(PRESETS))):
         unknown = [v for v in values if v not in known]
         if unknown or not values:
@@ -202,14 +202,20 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
 def add_grid_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = modes.add_parser("grid", help="every policy across offered load x KV oversubscription (DES)")
     p.add_argument("--workloads", default="swe,webarena,mixed", help=f"comma-separated of {WORKLOADS}")
-    p.add_argument("--loads", default="0.3,0.5,0.7,0.85,0.95,1.1", help="of session-affinity's saturation")
-    p.add_argument("--oversub", default="0.5,1,1.5,2,3", help="KV oversubscription targets (time-average)")
+    p.add_argument(
+        "--loads", type=number_list(positive), default="0.3,0.5,0.7,0.85,0.95,1.1",
+        help="of session-affinity's saturation",
+    )  # fmt: skip
+    p.add_argument(
+        "--oversub", type=number_list(positive), default="0.5,1,1.5,2,3",
+        help="KV oversubscription targets (time-average)",
+    )  # fmt: skip
     p.add_argument(
         "--policies", default=",".join(PRESETS), help=f"comma-separated; known: {', '.join(PRESETS)}"
     )
     p.add_argument("--focus", default=None, help="the heat maps' policy (default saga, else the last policy)")
-    p.add_argument("--tasks", type=int, default=100, help="tasks per run")
-    p.add_argument("--replicas", type=int, default=4)
+    p.add_argument("--tasks", type=at_least(1), default=100, help="tasks per run")
+    p.add_argument("--replicas", type=at_least(1), default=4)
     p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -219,15 +225,17 @@ def add_grid_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="load is relative to session-affinity's saturation at the cell's KV, or at the full KV",
     )
     p.add_argument(
-        "--calibration-steps", type=int, default=1, help="refine each cell's kv_scale N times (0: none)"
-    )
+        "--calibration-steps", type=at_least(0), default=1,
+        help="refine each cell's kv_scale N times (0: none)",
+    )  # fmt: skip
     p.add_argument(
-        "--saturation-max-tasks", type=int, default=None, help="largest saturation population (8 x --tasks)"
-    )
-    p.add_argument("--jobs", type=int, default=1, help="runs in N worker processes")
-    p.add_argument("--json", type=Path, help="write everything as JSON here")
-    p.add_argument("--markdown", type=Path, help="write the tables (and plot links) to this file")
-    p.add_argument("--plot-dir", type=Path, help="write one heat-map PNG per workload here")
+        "--saturation-max-tasks", type=at_least(1), default=None,
+        help="largest saturation population (8 x --tasks)",
+    )  # fmt: skip
+    p.add_argument("--jobs", type=at_least(1), default=1, help="runs in N worker processes")
+    p.add_argument("--json", type=output_file, help="write everything as JSON here")
+    p.add_argument("--markdown", type=output_file, help="write the tables (and plot links) to this file")
+    p.add_argument("--plot-dir", type=output_folder, help="write one heat-map PNG per workload here")
     p.add_argument("--render", type=Path, metavar="JSON", help="only tables and plots of an earlier --json")
 
 

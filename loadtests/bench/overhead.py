@@ -42,12 +42,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from loadtests.bench.peers import RouterSpec, peer_command, unavailable
-from proxy.arg_types import at_least, non_negative, positive
+from proxy.arg_types import at_least, non_negative, output_file, positive
 
 CHAT_JSON = (
     '{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
@@ -155,7 +155,7 @@ def wrk_script(request_body: str, connections: int, rate: float | None, sessions
 
 def add_overhead_parser(modes: Any) -> None:
     p = modes.add_parser("overhead", help="router overhead: SAGA vs vllm-router vs sglang-router vs direct")
-    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--json", type=output_file, help="write the results as JSON here")
     p.add_argument(
         "--rounds", type=at_least(1), default=3, help="alternating rounds per mode (default: %(default)s)"
     )
@@ -230,9 +230,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, timeout_s: float = 60.0) -> None:
+class NotStarted(RuntimeError):
+    """A router or backend did not come up: it exited (its own error in the message) or never answered."""
+
+
+def _wait_http(
+    url: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:  # exited: say why at once, not after the timeout
+            said = log.read_text(errors="replace").strip().splitlines()[-3:] if log is not None else []
+            command = " ".join(str(a) for a in cast(list[str], proc.args))
+            raise NotStarted(f"{command} exited with status {proc.returncode}: {' '.join(said)}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
@@ -240,7 +250,7 @@ def _wait_http(url: str, timeout_s: float = 60.0) -> None:
         except OSError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up within {timeout_s:g} s")
+    raise NotStarted(f"{url} did not come up within {timeout_s:g} s")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -280,12 +290,13 @@ http {{
 
 @contextlib.contextmanager
 def _started(cmd: list[str], health_url: str, env: dict[str, str] | None = None) -> Iterator[int]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        _wait_http(health_url)
-        yield proc.pid
-    finally:
-        _stop(proc)
+    with tempfile.NamedTemporaryFile(prefix="saga-overhead-", suffix=".log") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        try:
+            _wait_http(health_url, proc=proc, log=Path(log.name))
+            yield proc.pid
+        finally:
+            _stop(proc)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -347,8 +358,12 @@ def run_overhead(args: argparse.Namespace) -> int:
             return 2
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
-    if unknown:
-        print(f"error: unknown targets {unknown}; known: {', '.join(TARGETS)}", file=sys.stderr)
+    if unknown or not targets:
+        print(f"error: unknown or no targets {unknown}; known: {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("json", "sse") for m in modes):
+        print(f"error: --modes {args.modes!r}: a comma-separated list of json and sse", file=sys.stderr)
         return 2
     report = OverheadReport(
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -369,7 +384,7 @@ def run_overhead(args: argparse.Namespace) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="saga-overhead-") as tmp:
         workdir = Path(tmp)
-        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+        for mode in modes:
             report.modes[mode] = _run_mode(args, mode, targets, workdir)
     _print(report)
     if args.json:

@@ -39,7 +39,6 @@ import random
 import statistics
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -51,6 +50,7 @@ from loadtests.workloads.trace_replay import load_trace
 from predictor import PredictedRetention, Predictor, PredictorConfig, RetentionLedger, RetentionParams
 from predictor.return_model import ReturnModel
 from predictor.sketch import LogSketch, seconds_sketch
+from proxy.arg_types import at_least, input_file, non_negative, number_list, output_file, positive
 
 
 class TraceCall(msgspec.Struct):
@@ -428,30 +428,35 @@ def _mean(xs: Sequence[float], digits: int) -> float | None:
 def add_predictor_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = modes.add_parser("predictor", help="prediction quality and KV retention against Bélády's optimum")
     p.add_argument("--workload", choices=WORKLOADS, default="swe")
-    p.add_argument("--tasks", type=int, default=400, help="sessions to generate")
-    p.add_argument("--trace", type=Path, help="replay sessions from a CSV trace instead of generating")
-    p.add_argument("--concurrency", type=float, default=64, help="mean live sessions (sets the arrival rate)")
+    p.add_argument("--tasks", type=at_least(1), default=400, help="sessions to generate")
+    p.add_argument("--trace", type=input_file, help="replay sessions from a CSV trace instead of generating")
+    p.add_argument(
+        "--concurrency", type=positive, default=64, help="mean live sessions (sets the arrival rate)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--cache-fractions", default="0.1,0.25,0.5,1.0",
+        "--cache-fractions", type=number_list(non_negative), default="0.1,0.25,0.5,1.0",
         help="cache sizes as fractions of the time-averaged working set of waiting sessions",
     )  # fmt: skip
-    p.add_argument("--cache-tokens", default="", help="cache sizes in tokens (overrides --cache-fractions)")
-    p.add_argument("--fixed-ttl", type=float, default=10.0, help="TTL of the fixed-TTL baseline (s)")
     p.add_argument(
-        "--noise-sigmas", default="0.5,1.0",
+        "--cache-tokens", type=number_list(non_negative), default="",
+        help="cache sizes in tokens (overrides --cache-fractions)",
+    )  # fmt: skip
+    p.add_argument("--fixed-ttl", type=positive, default=10.0, help="TTL of the fixed-TTL baseline (s)")
+    p.add_argument(
+        "--noise-sigmas", type=number_list(non_negative), default="0.5,1.0",
         help="references: Bélády told each gap up to a log-normal factor of these sigmas ('' for none)",
     )  # fmt: skip
     p.add_argument(
-        "--session-speed-sigma", type=float, default=0.0,
+        "--session-speed-sigma", type=non_negative, default=0.0,
         help="scale each generated session's tool and think times by its own log-normal factor of this sigma "
         "(per-session information the generated workloads do not carry; 0: none)",
     )  # fmt: skip
     p.add_argument(
-        "--session-scale-weight", type=float, default=None,
+        "--session-scale-weight", type=non_negative, default=None,
         help="RetentionParams.session_scale_weight for saga (pseudo-gaps; 0 off; default: the policy's)",
     )  # fmt: skip
-    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--json", type=output_file, help="write the results as JSON here")
 
 
 def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -466,13 +471,13 @@ def run_predictor_bench(args: argparse.Namespace) -> dict[str, Any]:
     events = _events(sessions)
     mean_ws, peak_ws = waiting_working_set(sessions)
     if args.cache_tokens:
-        sizes = [int(float(x)) for x in args.cache_tokens.split(",") if x]
+        sizes = [int(x) for x in args.cache_tokens]
     else:
-        sizes = [int(float(f) * mean_ws) for f in args.cache_fractions.split(",") if f]
+        sizes = [int(f * mean_ws) for f in args.cache_fractions]
     # Imported here: the references build on this module's policies.
     from loadtests.bench.predictor_references import EndOraclePolicy, NoisyBeladyPolicy, gap_information
 
-    sigmas = [float(x) for x in args.noise_sigmas.split(",") if x]
+    sigmas = list(args.noise_sigmas)
     params = RetentionParams()
     if args.session_scale_weight is not None:
         params = msgspec.structs.replace(params, session_scale_weight=args.session_scale_weight)

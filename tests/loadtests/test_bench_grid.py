@@ -137,11 +137,24 @@ def test_bad_options_fail_naming_them(capsys: pytest.CaptureFixture[str]) -> Non
     for bad, words in (
         (["--workloads", "nope"], "--workloads"),
         (["--policies", "nope"], "--policies"),
-        (["--loads", "0,1"], "--loads"),
         (["--focus", "prefix-load", "--policies", "round-robin"], "--focus"),
     ):
         assert run_bench(parser.parse_args(["bench", "grid", *bad])) == 2
         assert words in capsys.readouterr().out
+    # numbers are checked as the command line is read, before any run (NaN passed `min(...) <= 0` and failed
+    # only after the saturation search; a missing output folder failed after the whole grid)
+    for bad, words in (
+        (["--loads", "0,1"], "--loads"),
+        (["--loads", "nan"], "--loads"),
+        (["--oversub", "1,inf"], "--oversub"),
+        (["--jobs", "-2"], "--jobs"),
+        (["--calibration-steps", "-1"], "--calibration-steps"),
+        (["--json", "/nonexistent/x.json"], "--json"),
+        (["--plot-dir", "/nonexistent/plots"], "--plot-dir"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["bench", "grid", *bad])
+        assert exit_info.value.code == 2 and words in capsys.readouterr().err
 
 
 def test_load_against_the_full_kv_keeps_each_load_columns_rate(tmp_path: Path) -> None:

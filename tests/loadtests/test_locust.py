@@ -98,7 +98,7 @@ def test_tenant_mix_presets_and_explicit_mixes() -> None:
         ("a", 2.0, "standard", "auto"),
         ("b", 1.0, "batch", "webarena"),
     ]
-    for bad in ("a:x", "a:-1", "a:1:s:nosuch", ":1", "", "a:1:s:swe:extra"):
+    for bad in ("a:x", "a:-1", "a:1:s:nosuch", ":1", "", "a:1:s:swe:extra", "a:nan,b:1", "a:inf,b:1"):
         with pytest.raises(ValueError):
             parse_tenant_mix(bad)
 
@@ -193,6 +193,32 @@ def test_headless_run_reports_finished_agent_tasks_and_no_failures(tmp_path: Pat
     chats = {r["Name"]: r for r in rows if r["Type"] == "chat"}
     for row in tasks:  # a task's completion time spans several calls
         assert float(row["Average Response Time"]) > float(chats[row["Name"]]["Average Response Time"])
+
+
+@pytest.mark.parametrize(
+    "option", ["--time-scale=nan", "--time-scale=0", "--time-scale=-2", "--request-timeout=0"]
+)
+def test_a_bad_option_value_stops_locust_at_start(tmp_path: Path, option: str) -> None:
+    """`--time-scale nan` hung past `-t` (every task raised), 0 raised on every task, -2 reported negative
+    times, `--request-timeout 0` made no request: each is now argparse's one-line error, at start."""
+    cmd = locust_cmd("http://127.0.0.1:9", tmp_path / "run", "--headless", "-u", "1", "-r", "1", "-t", "30s")
+    cmd = [c for c in cmd if c != str(TIME_SCALE) and c != "--time-scale"] + [option]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=60)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and option.split("=")[0] in err and "Traceback" not in err, err[-2000:]
+
+
+def test_failed_tasks_are_grouped_by_cause_not_listed_one_row_each(tmp_path: Path) -> None:
+    """A task's failure is reported by its cause (the session id goes in the context): one row per task made
+    Locust's failure table grow without bound and impossible to read."""
+    prefix = tmp_path / "run"
+    cmd = locust_cmd(f"http://127.0.0.1:{free_port()}", prefix, "--headless", "-u", "2", "-r", "2")
+    cmd += ["-t", "3s", "--stop-timeout", "5", "WebArenaAgent"]
+    subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=60)  # every call refused: exit 1
+    failed_tasks = sum(int(r["Failure Count"]) for r in stats_rows(prefix) if r["Type"] == "agent_task")
+    with open(f"{prefix}_failures.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["Method"] == "agent_task"]
+    assert failed_tasks >= 4 and 1 <= len(rows) <= 2, rows
 
 
 def test_web_ui_shows_the_agent_options(tmp_path: Path) -> None:
