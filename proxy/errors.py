@@ -227,7 +227,9 @@ class _OpenAIErrorRequestHandler(web_protocol.RequestHandler):
             self.log_exception("Error handling request", exc_info=exc)
             text = "internal error in the proxy"
         else:
-            log.info("refused a malformed HTTP request from %s: %s", request.remote, type(exc).__name__)
+            # (no address over the fast server's private socket: the client is the fast server's)
+            client = request.remote or "a client of the fast server"
+            log.info("refused a malformed HTTP request from %s: %s", client, type(exc).__name__)
             text = f"malformed HTTP request ({type(exc).__name__ if exc else 'bad request'})"
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error response")
