@@ -93,8 +93,12 @@ def merge_metrics(gathered: Gathered, carried: CarriedMetrics | None = None) -> 
     """The workers' expositions summed; with `carried`, the figures of workers that did not answer and of
     earlier incarnations too, so no counter goes down (proxy/metrics_carry.py)."""
     texts = [a.body.decode("utf-8") for a in gathered.answers]
-    merged = texts if carried is None else carried.texts(texts, gathered.missing)
-    body = merge_expositions(merged, gathered.count, reporting=len(texts))
+    try:
+        merged = texts if carried is None else carried.texts(texts, gathered.missing)
+        body = merge_expositions(merged, gathered.count, reporting=len(texts))
+    except ValueError as e:  # a carried file that is no exposition (edited by hand?): the live figures alone
+        log.warning("the workers' carried metrics are unreadable, left out: %s", e)
+        body = merge_expositions(texts, gathered.count)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -78,7 +78,15 @@ class CarriedMetrics:
         return os.path.join(self.directory, f"metrics-{index}.{kind}")
 
     def start(self) -> None:
-        """Folds the previous incarnation's last exposition into this worker's base, once, then clears it."""
+        """Folds the previous incarnation's last exposition into this worker's base, once, then clears it;
+        a directory it cannot write, or files it cannot read as expositions, are logged and carried no further
+        (the worker starts anyway: what it would lose is a counter's continuity, not a call)."""
+        try:
+            self._fold()
+        except (OSError, ValueError) as e:
+            log.warning("worker %d: could not carry its predecessor's metrics: %s", self.index, e)
+
+    def _fold(self) -> None:
         last = _read(self._path(self.index, "last"))
         if last is not None and last.startswith(_INCARNATION):
             folded, exposition = _incarnation(last), last.partition("\n")[2]

@@ -10,6 +10,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -492,3 +493,18 @@ def test_gathered_graphs_list_each_agent_type_once_the_copy_that_learned_most() 
     merged = msgspec.json.decode(merge_graphs(Gathered(answers, [], 3)).body)  # type: ignore[arg-type]
     assert merged["agent_types"] == ["coder", "browser"] and merged["live_sessions"] == 3
     assert [(g["agent_type"], g["worker"]) for g in merged["graphs"]] == [("coder", 0), ("browser", 0)]
+
+
+async def test_unreadable_carried_metrics_leave_the_live_figures(
+    http: aiohttp.ClientSession, worker_dir: str
+) -> None:
+    """A carried file that is no exposition (proxy/metrics_carry.py) is logged and left out: the workers
+    start, and /metrics answers with the live figures rather than a 500."""
+    bad = '# TYPE saga_calls counter\nsaga_calls_total{route="x"} oops\n'
+    for index in range(2):
+        (Path(worker_dir) / f"metrics-{index}.last").write_text(f"# saga-incarnation x\n{bad}")
+    async with fake_replica() as replica, workers_of(worker_dir, 2, [replica.url]) as w:
+        assert await chat(http, w.urls[0], session_owned_by(0, 2, "s")) == 200
+        (Path(worker_dir) / "metrics-1.base").write_text(f"# saga-incarnation y\n{bad}")
+        samples = await metrics(http, w.urls[0])
+    assert value(samples, "saga_calls_total", route=CHAT, status="200") == 1
