@@ -96,7 +96,8 @@ async def list_sessions(request: web.Request) -> web.Response:
                 **({} if kv is None else {"kv_resident": kv.resident_tokens(session_id)}),
             }
         )
-    next_offset = offset + limit if offset + limit < total else None
+    # (none after `limit=0`, a count alone: a client paging by it would ask for the same empty page forever)
+    next_offset = offset + limit if limit and offset + limit < total else None
     answer = {"sessions": out, "total": total, "next_offset": next_offset}
     return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
 

@@ -196,6 +196,7 @@ async def test_the_session_listing_is_paged_with_bounded_limits(
             pages.append([s["session_id"] for s in page["sessions"]])
             offset = page["next_offset"]
     assert [len(answers["limit", k][1]["sessions"]) for k in ("2", "0")] == [2, 0]
+    assert answers["limit", "0"][1]["total"] == 3 and answers["limit", "0"][1]["next_offset"] is None
     assert answers["limit", "2"][1]["total"] == 3 and answers["limit", "2"][1]["next_offset"] == 2
     assert len(answers["limit", str(MAX_SESSIONS_PAGE)][1]["sessions"]) == 3
     assert answers["limit", str(MAX_SESSIONS_PAGE)][1]["next_offset"] is None
