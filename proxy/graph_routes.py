@@ -83,7 +83,7 @@ class GraphsAnswer:
 
     async def _build(self) -> bytes:
         try:
-            started, spent = time.monotonic(), 0.0
+            spent = 0.0
             predictor = self.core.predictor
             agent_types = list(predictor.graphs)
             graphs: list[dict[str, Any]] = []
@@ -96,7 +96,8 @@ class GraphsAnswer:
                 await asyncio.sleep(0)
             answer = {"agent_types": agent_types, "live_sessions": len(predictor.sessions), "graphs": graphs}
             self.body = msgspec.json.encode(answer)
-            self.fresh_until = started + max(GRAPHS_KEPT_S, 10 * spent)
+            # from the end: a build spread over a busy loop's steps would otherwise be stale when done
+            self.fresh_until = time.monotonic() + max(GRAPHS_KEPT_S, 10 * spent)
             return self.body
         finally:
             self.building = None
