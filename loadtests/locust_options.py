@@ -12,7 +12,6 @@ Contract:
 
 from __future__ import annotations
 
-import math
 import random
 import uuid
 import zlib
@@ -21,7 +20,13 @@ from typing import Any
 import msgspec
 
 from loadtests.tasks import AgentTask
-from loadtests.workloads.catalog import DES_ONLY_WORKLOADS, WORKLOADS, TenantStream, generate
+from loadtests.workloads.catalog import (
+    DES_ONLY_WORKLOADS,
+    WORKLOADS,
+    TenantStream,
+    generate,
+    parse_tenant_streams,
+)
 from proxy.arg_types import positive
 
 HTTP_WORKLOADS = tuple(w for w in WORKLOADS if w not in DES_ONLY_WORKLOADS)
@@ -98,23 +103,9 @@ def add_options(parser: Any) -> None:
 
 
 def parse_tenant_mix(text: str) -> list[TenantStream]:
-    spec = TENANT_MIXES.get(text, text)
-    streams = []
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, *rest = item.split(":")
-        try:
-            weight = float(rest[0]) if rest and rest[0] else 1.0
-        except ValueError:
-            raise ValueError(f"tenant mix item {item!r}: weight {rest[0]!r} is not a number") from None
-        if not name or not math.isfinite(weight) or weight <= 0 or len(rest) > 3:
-            raise ValueError(
-                f"tenant mix item {item!r}: want tenant:weight[:slo_class[:workload]], a finite weight > 0"
-            )
-        slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
-        workload = rest[2] if len(rest) > 2 and rest[2] else AUTO
-        if workload != AUTO and workload not in HTTP_WORKLOADS:
-            raise ValueError(f"tenant mix item {item!r}: unknown workload {workload!r}")
-        streams.append(TenantStream(name, weight, slo, workload))
+    streams = parse_tenant_streams(
+        TENANT_MIXES.get(text, text), default_workload=AUTO, workloads=(AUTO, *HTTP_WORKLOADS)
+    )
     if not streams:
         raise ValueError(f"empty tenant mix {text!r}")
     return streams

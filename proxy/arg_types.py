@@ -100,10 +100,14 @@ def number_list(each: Callable[[str], float]) -> Callable[[str], list[float]]:
     return parse
 
 
+# an empty host to listen on: the socket layer takes it for every interface, which 0.0.0.0 says openly
+EMPTY_HOST = "is empty (the default is 127.0.0.1; 0.0.0.0 is every interface)"
+
+
 def listen_host(text: str) -> str:
-    """A host to listen on: not empty (an empty host listened on every interface; 0.0.0.0 says so)."""
+    """A host to listen on: not empty (`EMPTY_HOST`)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("is empty (the default is 127.0.0.1; 0.0.0.0 is every interface)")
+        raise argparse.ArgumentTypeError(EMPTY_HOST)
     return text
 
 

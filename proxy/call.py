@@ -91,7 +91,6 @@ class Call:
         who: Identity,
         body: bytes,
         add_usage: bool,
-        kv_session: str,
         lacks: BodyLacks,
     ) -> None:
         self.path, self.headers, self.downstream = path, headers, downstream
@@ -105,8 +104,6 @@ class Call:
         self.config = shared.config
         self.info = info
         self.who = who
-        # the session vLLM's KV events file this call's blocks under (calls.py `_kv_session`)
-        self.kv_session = kv_session
         self.body = body
         self.lacks = lacks  # members `body` does not have: added to it without decoding it again
         self.failures = 0
@@ -122,6 +119,8 @@ class Call:
         # the inline relay's dispatch: the one decision, and whether it went with a priority
         self.dispatch: Dispatch | None = None
         self.with_priority = False
+        # the answer's prefix-chain key, once computed: with workers both `answered` and `_relayed` need it
+        self.chained_key: bytes | None = None
 
     def _decided_now(self, decisions: list[Decision]) -> Decision | None:
         """This call's decision when the core made it at once (usually); None when it must wait for it."""
@@ -272,8 +271,9 @@ class Call:
         call_attempts.account(self, decision.replica_id, outcome)
         metrics.latency.observe(time.perf_counter() - self.started)
         metrics.calls.bump(self.path, str(outcome.status))
-        if self.who.prompt_chain is not None and outcome.answer is not None and outcome.status == 200:
-            self.shared.chains.remember(self.who.prompt_chain, outcome.answer, self.who.session_id)
+        key = self._chained_key(outcome)
+        if key is not None:
+            self.shared.chains.remember_key(key, self.who.session_id)
         if outcome.response_id is not None:
             self.shared.chains.remember_response(
                 outcome.response_id, self.who.session_id, decision.replica_id, self.who.tenant_id
@@ -329,9 +329,21 @@ class Call:
         shared = self.shared
         if outcome.response_id is not None and shared.response_owners is not None:
             shared.response_owners.record(outcome.response_id)
-        chain, owners = self.who.prompt_chain, shared.chain_owners
-        if chain is not None and owners is not None and outcome.answer is not None and outcome.status == 200:
-            owners.record(answer_key(chain, outcome.answer))
+        owners = shared.chain_owners
+        if owners is not None:
+            key = self._chained_key(outcome)
+            if key is not None:
+                owners.record(key)
+
+    def _chained_key(self, outcome: forward.Relayed) -> bytes | None:
+        """The key a later call of this conversation finds this answer by (proxy/session_chain.py
+        `answer_key`), computed once; None when the call chains nothing (a session named, or no answer)."""
+        chain, answer = self.who.prompt_chain, outcome.answer
+        if chain is None or answer is None or outcome.status != 200:
+            return None
+        if self.chained_key is None:
+            self.chained_key = answer_key(chain, answer)
+        return self.chained_key
 
     def relayed(self, outcome: forward.Relayed) -> None:
         assert self.dispatch is not None
@@ -376,7 +388,7 @@ class Call:
             extra["X-Vllm-Priority"] = str(decision.priority)
             dropped = forward.REQUEST_EXTRA_PRIORITY
         kv = self.shared.kv_residency
-        rank = None if kv is None else kv.rank_for(self.kv_session, decision.replica_id, self.who.session_id)
+        rank = None if kv is None else kv.rank_for(self.who.session_id, decision.replica_id)
         if rank is not None:  # a data-parallel vLLM: the call goes to the rank caching its session's KV
             extra["X-data-parallel-rank"] = str(rank)
             dropped = forward.dropped_with(tuple(extra))

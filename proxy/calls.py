@@ -208,7 +208,7 @@ def _prepared(
         who = _keyed(who, tenant)
     if fields.session_id and fields.session_id != who.session_id:
         body = with_session_id(body, who.session_id)  # vLLM reads the body's before the header's
-    kv_session, kv = who.session_id, shared.kv_residency
+    kv = shared.kv_residency
     # a view into the body, hashed in place
     prompt: bytes | msgspec.Raw = fields.messages or fields.prompt or fields.input
     if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
@@ -242,7 +242,7 @@ def _prepared(
     )
     # members the body lacks are added to it without decoding it again (proxy/directives.py)
     lacks = lacks_of(fields)
-    return Call(app, shared, path, headers, downstream, info, who, body, add_usage, kv_session, lacks)
+    return Call(app, shared, path, headers, downstream, info, who, body, add_usage, lacks)
 
 
 def add_routes(app: web.Application) -> None:

@@ -22,7 +22,7 @@ from proxy.scheduler import PRESETS, ConfigError
 from proxy.serve_options import add_config_flags, layered_time_scale, proxy_config
 from simulator.block_hash import HASH_FUNCTIONS
 from simulator.cost_model import PROFILES
-from simulator.kv_publisher import EndpointError
+from simulator.kv_events import EndpointError
 
 if TYPE_CHECKING:
     from simulator.server import ReplicaFleet
@@ -37,6 +37,9 @@ def _run(main: Coroutine[Any, Any, Any]) -> Any:
         return uvloop.run(main)
     except ImportError:  # uvloop has no Windows build
         return asyncio.run(main)
+
+
+MAX_SIMULATED_BLOCKS = 10_000_000  # `--num-gpu-blocks-override`'s bound (below)
 
 
 def _add_sim_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
@@ -83,9 +86,6 @@ def _add_sim_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
         help="publish vLLM KV-cache events over ZMQ: replica i on ENDPOINT's port + i (e.g. 'tcp://*:5557'; "
         "'tcp://127.0.0.1:*' for ephemeral loopback ports; a plain host:port is connected to, as in vLLM)",
     )
-
-
-MAX_SIMULATED_BLOCKS = 10_000_000
 
 
 def _fleet_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from fairness.tenants import TenantsConfig
+from proxy.arg_types import EMPTY_HOST
 from proxy.kv_event_sources import SourcesError, reachable
 from proxy.replica_guard import GuardParams
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
@@ -239,7 +240,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if self.server not in ("fast", "aiohttp"):
             raise ConfigError(f"server must be 'fast' or 'aiohttp', got {self.server!r}")
         if not self.host.strip():  # the socket layer takes "" for every interface, not the default
-            raise ConfigError("host is empty (the default is 127.0.0.1; 0.0.0.0 is every interface)")
+            raise ConfigError(f"host {EMPTY_HOST}")
         if self.api_keys is not None and not self.api_keys:  # else {} would quietly mean "no authentication"
             raise ConfigError("api_keys is empty: map at least one key to a tenant, or leave api_keys out")
         if not 1 <= self.workers <= 256:

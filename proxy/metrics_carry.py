@@ -59,12 +59,17 @@ def _write(path: str, text: str) -> None:
     os.replace(partial, path)
 
 
-def _read(path: str) -> str | None:
+def _read(path: str) -> tuple[str, str] | None:
+    """A carried file's (incarnation, exposition); None when it is missing, unreadable or not one of ours."""
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            text = f.read()
     except (OSError, UnicodeDecodeError):
         return None
+    first, _, exposition = text.partition("\n")
+    if not first.startswith(_INCARNATION):
+        return None
+    return first[len(_INCARNATION) :], exposition
 
 
 class CarriedMetrics:
@@ -88,13 +93,13 @@ class CarriedMetrics:
 
     def _fold(self) -> None:
         last = _read(self._path(self.index, "last"))
-        if last is not None and last.startswith(_INCARNATION):
-            folded, exposition = _incarnation(last), last.partition("\n")[2]
-            base = _read(self._path(self.index, "base")) or ""
-            if not (base.startswith(_INCARNATION) and _incarnation(base) == folded):
-                earlier = base.partition("\n")[2] if base.startswith(_INCARNATION) else ""
-                parts = [t for t in (earlier, counted_part(exposition)) if t]
-                summed = merge_expositions(parts, 0, tally=False).decode() if parts else ""
+        if last is not None:
+            folded, exposition = last
+            base = _read(self._path(self.index, "base"))
+            if base is None or base[0] != folded:
+                parts = [t for t in ("" if base is None else base[1], counted_part(exposition)) if t]
+                summed = merge_expositions(parts, 0).decode() if parts else ""
+                # (counted_part drops the merge's own gauges, saga_workers and the like)
                 _write(self._path(self.index, "base"), f"{_INCARNATION}{folded}\n{counted_part(summed)}")
         self.remember(b"")  # the predecessor's figures are in the base now, not to be counted twice
 
@@ -113,15 +118,11 @@ class CarriedMetrics:
         folded: dict[int, str] = {}
         for index in range(self.count):
             base = _read(self._path(index, "base"))
-            if base and base.startswith(_INCARNATION):
-                folded[index] = _incarnation(base)
-                texts.append(base.partition("\n")[2])
+            if base is not None:
+                folded[index] = base[0]
+                texts.append(base[1])
         for index in missing:
             last = _read(self._path(index, "last"))
-            if last and last.startswith(_INCARNATION) and folded.get(index) != _incarnation(last):
-                texts.append(counted_part(last.partition("\n")[2]))
+            if last is not None and folded.get(index) != last[0]:
+                texts.append(counted_part(last[1]))
         return [t for t in texts if t]
-
-
-def _incarnation(text: str) -> str:
-    return text.partition("\n")[0][len(_INCARNATION) :]

@@ -154,11 +154,13 @@ def conversation_chain(raw_messages: bytes | msgspec.Raw) -> tuple[list[bytes], 
     return None if messages is None else chain_of(messages)
 
 
+def _answer_link(parent: bytes, text: str | msgspec.Raw, calls: tuple[tuple[str, str], ...]) -> bytes:
+    return _link(parent, "assistant", text, _canonical_calls(calls))
+
+
 def answer_key(prompt_chain: bytes, answer: Answer) -> bytes:
     """The key of `answer` to a call whose conversation's chain was `prompt_chain`."""
-    if not answer.tool_calls:
-        return _link(prompt_chain, "assistant", answer.text, ())
-    return _link(prompt_chain, "assistant", answer.text, _canonical_calls(answer.tool_calls))
+    return _answer_link(prompt_chain, answer.text, answer.tool_calls)
 
 
 def answer_keys(
@@ -177,8 +179,7 @@ def answer_keys(
         with_calls += 1
         if with_calls > MAX_TOOL_ANSWER_LOOKUPS:
             return
-        parent = chain[i - 1] if i > 0 else seed
-        yield _link(parent, "assistant", _answer_text(messages[i].content), _canonical_calls(calls))
+        yield _answer_link(chain[i - 1] if i > 0 else seed, _answer_text(messages[i].content), calls)
 
 
 def _index_key(key: bytes) -> str:
@@ -245,7 +246,11 @@ class PrefixChains:
         return session_id in self._keys_of
 
     def remember(self, prompt_chain: bytes, answer: Answer, session_id: str) -> None:
-        key = _index_key(answer_key(prompt_chain, answer))
+        self.remember_key(answer_key(prompt_chain, answer), session_id)
+
+    def remember_key(self, chained: bytes, session_id: str) -> None:
+        """`remember` with the answer's key computed already (`answer_key`)."""
+        key = _index_key(chained)
         old = self._sessions.get(key)
         self._sessions.set_newest(key, session_id)
         if old is not None:

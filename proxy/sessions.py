@@ -58,27 +58,23 @@ async def end_session_route(request: web.Request) -> web.Response:
 MAX_SESSIONS_PAGE = 5000
 
 
-def _page_query(query: Mapping[str, str]) -> tuple[int, int]:
-    """`limit` (default 1000, at most MAX_SESSIONS_PAGE) and `offset` (default 0) of a listing; a
-    ProxyError naming the parameter otherwise."""
-    bounds = {"limit": (1000, MAX_SESSIONS_PAGE), "offset": (0, None)}
-    values: list[int] = []
-    for name, (default, most) in bounds.items():
-        raw = query.get(name)
-        try:
-            value = default if raw is None else int(raw)
-        except ValueError:
-            value = -1
-        if value < 0 or (most is not None and value > most):
-            bound = "" if most is None else f" of at most {most} (page with `offset`)"
-            raise ProxyError(400, f"{name} must be a non-negative integer{bound}", param=name)
-        values.append(value)
-    return values[0], values[1]
+def _query_int(query: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
+    """A non-negative integer query parameter (at most `most`); a ProxyError naming it otherwise."""
+    raw = query.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or (most is not None and value > most):
+        bound = "" if most is None else f" of at most {most} (page with `offset`)"
+        raise ProxyError(400, f"{name} must be a non-negative integer{bound}", param=name)
+    return value
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    limit, offset = _page_query(request.query)
+    limit = _query_int(request.query, "limit", 1000, MAX_SESSIONS_PAGE)
+    offset = _query_int(request.query, "offset", 0)
     now = core.clock()
     kv = request.app[KV_RESIDENCY]
     out: list[dict[str, Any]] = []
@@ -119,12 +115,9 @@ async def queue(request: web.Request) -> web.Response:
     return web.json_response({"queued": queued, "in_flight": len(core.in_flight), "calls": flights})
 
 
-def _entries(gathered: Gathered, field: str, limit: int) -> list[dict[str, Any]]:
-    """Every worker's entries under `field`, each with its worker, the first `limit` of them."""
-    out: list[dict[str, Any]] = []
-    for worker, answer in gathered.json():
-        out.extend({**entry, "worker": worker} for entry in answer.get(field, []))
-    return out[:limit]
+def _entries(answers: list[tuple[int, dict[str, Any]]], field: str) -> list[dict[str, Any]]:
+    """Every worker's entries under `field`, one worker's after the other, each with its worker."""
+    return [{**entry, "worker": worker} for worker, answer in answers for entry in answer.get(field, [])]
 
 
 def merge_sessions(gathered: Gathered) -> web.Response:
@@ -134,17 +127,15 @@ def merge_sessions(gathered: Gathered) -> web.Response:
     total = sum(answer.get("total", 0) for _, answer in answers)
     offsets = [answer.get("next_offset") for _, answer in answers]
     next_offset = max((o for o in offsets if isinstance(o, int)), default=None)
-    sessions = [
-        {**entry, "worker": worker} for worker, answer in answers for entry in answer.get("sessions", [])
-    ]
+    sessions = _entries(answers, "sessions")
     return json_answer({"sessions": sessions, "total": total, "next_offset": next_offset}, gathered)
 
 
 def merge_queue(gathered: Gathered) -> web.Response:
-    answers = [answer for _, answer in gathered.json()]
-    queued = sum(a.get("queued", 0) for a in answers)
-    in_flight = sum(a.get("in_flight", 0) for a in answers)
-    calls = _entries(gathered, "calls", 1000)
+    answers = gathered.json()
+    queued = sum(a.get("queued", 0) for _, a in answers)
+    in_flight = sum(a.get("in_flight", 0) for _, a in answers)
+    calls = _entries(answers, "calls")[:1000]
     return json_answer({"queued": queued, "in_flight": in_flight, "calls": calls}, gathered)
 
 

@@ -398,10 +398,7 @@ class UpstreamAnswer:
         if max_bytes is not None and conn.body_size > max_bytes:
             raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
         if conn.complete:  # the whole body came with the head (a short answer): no need to wait or iterate
-            pending, conn.chunks = conn.chunks, []
-            conn.taken()
-            body = pending[0] if len(pending) == 1 else b"".join(pending)
-            return _cut(body, limit)
+            return _cut(self.ready(), limit)
         parts: list[bytes] = []
         size = 0
         while True:  # returns from inside: after a `while True` mypy (so mypyc) mistypes `limit` as int

@@ -26,6 +26,11 @@ MEDIUM_GPU = "GPU"
 _U64 = (1 << 64) - 1
 
 
+class EndpointError(ValueError):
+    """A KV events endpoint ZMQ cannot bind or connect to (simulator/kv_publisher.py; the command line says
+    so in one line). Here, not there, so the command line need not import ZMQ to catch it."""
+
+
 class KVCacheEvent(msgspec.Struct, omit_defaults=True, gc=False, tag=True):
     """Base of the three event types; the tag ("type": class name) tells them apart."""
 

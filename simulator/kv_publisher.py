@@ -27,11 +27,7 @@ from typing import Any
 
 import zmq
 
-from simulator.kv_events import KvEvent, encode_message
-
-
-class EndpointError(ValueError):
-    """A KV events endpoint ZMQ cannot bind or connect to (the command line says so in one line)."""
+from simulator.kv_events import EndpointError, KvEvent, encode_message
 
 
 def binds(endpoint: str) -> bool:

@@ -49,6 +49,7 @@ from loadtests.workloads.catalog import (
     WORKLOADS,
     TenantStream,
     generate,
+    parse_tenant_streams,
     with_poisson_arrivals,
 )
 from loadtests.workloads.trace_replay import load_trace
@@ -63,21 +64,18 @@ LIVE_ROUTERS = (
 
 
 def _tenants(text: str) -> list[TenantStream]:
-    """`name:weight:slo_class:workload,...` (trailing fields optional); a bad item is argparse's error naming
-    it (an unknown SLO class was taken for `standard`)."""
-    streams = []
+    """`name:weight:slo_class:workload,...` (trailing fields optional, workload `swe`); a bad item is
+    argparse's error naming it (an unknown SLO class was taken for `standard`)."""
+    try:
+        streams = parse_tenant_streams(text, default_workload="swe", workloads=WORKLOADS)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     classes = TenantsConfig().slo_classes
-    for item in filter(None, text.split(",")):
-        name, *rest = item.split(":")
-        weight = positive(rest[0]) if len(rest) > 0 and rest[0] else 1.0
-        slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
-        workload = rest[2] if len(rest) > 2 and rest[2] else "swe"
-        if not name or len(rest) > 3 or slo not in classes or workload not in WORKLOADS:
+    for stream in streams:
+        if stream.slo_class not in classes:
             raise argparse.ArgumentTypeError(
-                f"item {item!r}: want name:weight:slo_class:workload with a class of {', '.join(classes)} "
-                f"and a workload of {', '.join(WORKLOADS)}"
+                f"tenant {stream.tenant!r}: SLO class {stream.slo_class!r} is not one of {', '.join(classes)}"
             )
-        streams.append(TenantStream(name, weight, slo, workload))
     return streams
 
 

@@ -102,7 +102,7 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
         unknown = [v for v in values if v not in known]
         if unknown or not values:
             raise ValueError(f"--{name}: unknown or none: {', '.join(unknown)}; known: {', '.join(known)}")
-    if not loads or not targets or min(loads + targets) <= 0:
+    if not loads or not targets:  # (each is a positive number: the option's type)
         raise ValueError("--loads and --oversub need positive numbers")
     if args.tasks < 1 or args.replicas < 1:
         raise ValueError("--tasks and --replicas must be at least 1")

@@ -12,8 +12,9 @@ cluster only: loadtests/workloads/subagents.py).
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import msgspec
 
@@ -44,6 +45,31 @@ class TenantStream(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weight: float = 1.0
     slo_class: str = "standard"
     workload: str = "swe"
+
+
+def parse_tenant_streams(
+    spec: str, *, default_workload: str, workloads: Collection[str]
+) -> list[TenantStream]:
+    """`tenant:weight[:slo_class[:workload]],...`, trailing fields optional (weight 1, `standard`,
+    `default_workload`); ValueError naming the bad item: no name, a weight that is not a finite number
+    above 0, more fields, or a workload not in `workloads`. (The SLO class is the caller's to check.)"""
+    streams = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, *rest = item.split(":")
+        try:
+            weight = float(rest[0]) if rest and rest[0] else 1.0
+        except ValueError:
+            raise ValueError(f"tenant mix item {item!r}: weight {rest[0]!r} is not a number") from None
+        if not name or not math.isfinite(weight) or weight <= 0 or len(rest) > 3:
+            raise ValueError(
+                f"tenant mix item {item!r}: want tenant:weight[:slo_class[:workload]], a finite weight > 0"
+            )
+        slo = rest[1] if len(rest) > 1 and rest[1] else "standard"
+        workload = rest[2] if len(rest) > 2 and rest[2] else default_workload
+        if workload not in workloads:
+            raise ValueError(f"tenant mix item {item!r}: unknown workload {workload!r}")
+        streams.append(TenantStream(name, weight, slo, workload))
+    return streams
 
 
 def _makers(mixed: MixedParams) -> dict[str, TaskMaker]:
