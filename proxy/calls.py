@@ -50,7 +50,17 @@ def _bad_request(message: str, code: str = "invalid_request_body") -> ProxyError
     return ProxyError(400, message, code=code)
 
 
+# A UTF-8 byte order mark before a JSON body (some Windows tools write one): vLLM reads past it, so the
+# proxy does too, and forwards the body without it.
+_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(body: bytes) -> bytes:
+    return body[3:] if body[:3] == _BOM else body
+
+
 def parse_call(body: bytes) -> CallFields:
+    body = without_bom(body)
     if not body:
         raise _bad_request("request body is empty; expected a JSON object")
     try:
@@ -91,6 +101,7 @@ async def serve_call(
 
     `headers` must be case-insensitive; `tenant` is the tenant a client API key named (None without keys).
     Raises ProxyError for the proxy's own refusals; the server answers it (nothing was sent yet then)."""
+    body = without_bom(body)
     await _served_after_lookup(app, path, headers, body, tenant, downstream, parse_call(body))
 
 
@@ -139,6 +150,7 @@ def begin_call(
     made of, in order (what is forwarded is read from them: cheaper than walking a CIMultiDict). `fields`
     and `seen`: the body's fields and messages when the caller read them (proxy/identity.py's
     `ownership_key`), so they are not decoded again."""
+    body = without_bom(body)
     if fields is None:
         fields = parse_call(body)
     # (the cheap test first: most calls name no previous response, and needs_lookup is a Python-level call)
@@ -219,7 +231,7 @@ def _prepared(
         arrived_at=core.clock(),
         tenant_id=who.tenant_id,
         agent_type=who.agent_type,
-        model=fields.model,
+        model=fields.model or "",
         prompt_chars=len(body),
         prompt_tokens=estimated_tokens(prompt),
         prefix_hashes=prefix_hashes(prompt) if core.policy.wants_prefix_hashes else (),

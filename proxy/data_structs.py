@@ -36,15 +36,19 @@ class StreamOptions(msgspec.Struct, gc=False):
 
 
 class CallFields(msgspec.Struct, gc=False):
-    """The only body fields the proxy decodes; the original bytes are forwarded unchanged."""
+    """The only body fields the proxy decodes; the original bytes are forwarded unchanged. Decoded as
+    loosely as vLLM's (pydantic's lax mode) reads them, so the proxy refuses no body vLLM serves: `"stream":
+    "true"` or `1`, `"include_usage": 1` are booleans (proxy/identity.py's decoder), `"model": null` names
+    the replica's default model, and a `prompt_cache_key` that is no string names no session (vLLM's chat
+    and completions ignore the field)."""
 
-    model: str = ""
+    model: str | None = ""
     stream: bool | None = False  # null is OpenAI's (and vLLM's) default: not streamed
     # UNSET when the body has no such member (None: it is null), so the proxy can add it without decoding
     # the body again (proxy/directives.py)
     stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
     session_id: str | None = None
-    prompt_cache_key: str | None = None
+    prompt_cache_key: str | int | float | bool | None = None
     vllm_xargs: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
     messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
     prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at

@@ -77,7 +77,7 @@ def check_id(param: str, value: str) -> str:
     return value
 
 
-_call_decoder = msgspec.json.Decoder(CallFields)
+_call_decoder = msgspec.json.Decoder(CallFields, strict=False)  # vLLM's lax reading (CallFields)
 
 
 def decode_call(body: bytes) -> CallFields:
@@ -158,8 +158,9 @@ def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | N
     session = _first(headers, SESSION_HEADERS)
     if session is None and fields.session_id:
         session = check_id("session_id", fields.session_id)
-    if session is None and fields.prompt_cache_key:
-        session = check_id("prompt_cache_key", fields.prompt_cache_key)
+    cache_key = fields.prompt_cache_key
+    if session is None and cache_key and isinstance(cache_key, str):
+        session = check_id("prompt_cache_key", cache_key)
     if session is None and isinstance(fields.vllm_xargs, dict):
         xarg = fields.vllm_xargs.get("session_id")
         if xarg:

@@ -6,12 +6,13 @@ these go there: the replica this proxy saw answer it, else the one that says it 
 (proxy/response_lookup.py). Not calls of a session: no core events, no accounting. Contract: the request is
 forwarded as sent (the query string kept; the upstream key in place of a client's), the replica's answer
 relayed with `X-Saga-Replica` (a whole one held to `max_answer_bytes`, as a call's); an id that cannot be one
-(proxy/response_lookup.py) is a 400 that does not repeat it; a response no replica holds is vLLM's own 404
-(`Response with id '...' not found.`, param `response_id`), as is, with client API keys, one this proxy
-recorded as another tenant's (not forwarded: vLLM would hand it to anyone); a holder that cannot be reached
-is a 502, one too slow a 504; with no replica serving to ask (all down), a 503. With workers, a response
-another worker served (the workers' shared `responses.table`, proxy/response_owners.py) is asked of that
-worker, which knows its tenant and replica; if it does not answer, a proxy with client API keys answers 502
+(proxy/response_lookup.py) is a 400 that does not repeat it; a response no replica holds is a 404 with
+vLLM's message (`Response with id '...' not found.`) and param (`response_id`) in the proxy's error shape
+(`type` `not_found_error`, `code` `not_found`), as is, with client API keys, one this proxy recorded as
+another tenant's (not forwarded: vLLM would hand it to anyone); a holder that cannot be reached is a 502,
+one too slow a 504; with no replica serving to ask (all down), a 503. With workers, a response another
+worker served (the workers' shared `responses.table`, proxy/response_owners.py) is asked of that worker,
+which knows its tenant and replica; if it does not answer, a proxy with client API keys answers 502
 rather than forward what it cannot check.
 """
 

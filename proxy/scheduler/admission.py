@@ -13,10 +13,10 @@ Contract:
   the predicted remaining calls), from the predictor's graph after each call; for a new workflow, its prompt
   plus its agent type's mean growth per call (learned here, the predictor's prior until then) times
   `horizon_calls`.
-- A workflow none of whose calls has yet come back with the engine's usage (each was refused, as a prompt
-  past the model's context is, or failed, or was cancelled) holds nothing once no call of it is in flight:
-  its reservation lapses at once (its binding stays; a retry reserves again at once). Held as a live
-  workflow's, the footprint of a prompt no engine took would keep new work waiting for the whole hold.
+- A call that comes back without the engine's usage (refused, as a prompt past the model's context is, or
+  failed, or cancelled) learns nothing and sizes nothing: once no call of its workflow is in flight, the
+  workflow's reservation lapses (its binding stays; its next call reserves again at once). Held as a live
+  workflow's, the footprint of a prompt no engine took kept new work waiting for the whole hold.
 - After each call: a workflow the predictor expects to end (return probability below `end_below_p_return`)
   or to come back only after a person's think time (median predicted gap above `quiet_gap_s`) frees its
   reservation at once; otherwise the reservation holds until the `hold_quantile` of its predicted return
@@ -97,7 +97,6 @@ class _Workflow:
         "quiet_at",
         "replica_id",
         "reserved",
-        "served",
     )
 
     def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
@@ -109,7 +108,6 @@ class _Workflow:
         self.in_flight = 0
         self.quiet_at: float | None = None  # when the reservation lapses (between calls)
         self.queued_at: float | None = None  # its wake-up in the lapse heap (at or before quiet_at)
-        self.served = False  # a call of it came back with the engine's usage
 
 
 class WorkflowAdmission:
@@ -194,6 +192,16 @@ class WorkflowAdmission:
         if req is not None:
             self._unwait(req)
         return req
+
+    def take_waiting_of(self, session_id: str) -> list[RequestInfo]:
+        """The calls of `session_id` that wait here, taken out uncharged (its workflow was admitted: they go
+        with it). One pass over the waiting calls, only while one of the session's waits."""
+        if session_id not in self._waiting_per_session:
+            return []
+        taken = [req for req in self.waiting.items() if req.session_id == session_id]
+        for req in taken:
+            self.cancel(req.request_id)
+        return taken
 
     def _unwait(self, req: RequestInfo) -> None:
         left = self._waiting_per_session.pop(req.session_id) - 1
@@ -316,13 +324,14 @@ class WorkflowAdmission:
         if wf is None:
             return False
         in_flight = wf.in_flight = max(0, wf.in_flight - 1)
-        if served:
-            wf.served = True
-        elif not wf.served:
-            if not in_flight:  # no engine holds anything of it: nothing to keep room for
+        if not served:
+            # No engine took this call: it grew nothing, and its prompt (one past the model's context, or
+            # a replica that came back with less KV) is no footprint to hold. Sized by it, the hold kept a
+            # refused call's prompt reserved (three times the replica) for `max_hold_s`, and new work waited.
+            if not in_flight:
                 self._lapse(wf)
             return False
-        if prompt_tokens > 0:  # unknown (0) when the call failed or was cancelled: keep what we knew
+        if prompt_tokens > 0:  # unknown (0): keep what we knew
             context = prompt_tokens + completion_tokens
             before = wf.context
             if context > before:

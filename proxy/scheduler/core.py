@@ -45,13 +45,16 @@ from proxy.scheduler.types import (
 )
 
 _MAX_TENANTS_SEEN = 4096
+_NO_REPLICA_FOR_MODEL = "no healthy replica serves the model this call names"
+_EVICTIONS_PER_NEW_SESSION = 8  # past `max_sessions`: idle sessions a new one evicts at most
+_EVICTIONS_PER_TICK = 1024  # and each housekeeping tick
 _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
 
 
 # Plain classes, not msgspec Structs: mypyc compiles them to native classes (setup.py; a Struct stays a
 # Python class there, and its fields cost a lookup each from compiled code).
 class _InFlight:
-    __slots__ = ("first_token_at", "replica_id", "req", "retained", "tried")
+    __slots__ = ("first_token_at", "replica_id", "req", "retained", "session", "tried")
 
     def __init__(
         self,
@@ -66,6 +69,9 @@ class _InFlight:
         self.tried = tried
         self.first_token_at = first_token_at
         self.retained = retained
+        # the session it was dispatched in: one ended (and its id sent again) while it ran is not this
+        # call's, and its finish must not count against the new one
+        self.session: _Session | None = None
 
 
 # Acyclic (mypyc): every field is a number or a string, so an instance can be in no reference cycle and the
@@ -102,10 +108,12 @@ class SchedulerCore:
     reported exactly once for every dispatched call; retentions the policy releases early are queued for
     the shell (`take_releases`), which drains them after each `request_finished`. Sessions idle longer than
     `session_idle_ttl_s` with no call in flight are forgotten on `tick`, so memory stays bounded by the live
-    sessions; beyond `max_sessions`, a new session first evicts the least recently seen idle one, a one-call
-    inferred session before any other (a flood of distinct session ids cannot grow the table without bound
-    between two ticks or within the idle TTL, and one-shot calls push out their own kind first). The
-    clock must not go back: the table is kept in last-seen order, and `tick` reads only its expired head.
+    sessions; beyond `max_sessions`, a new session first evicts the least recently seen idle one (up to 8
+    while the table is over the bound, and each `tick` up to 1,024: sessions busy when a burst filled it
+    go once idle), a one-call inferred session before any other (a flood of distinct session ids cannot
+    grow the table without bound between two ticks or within the idle TTL, and one-shot calls push out
+    their own kind first). The clock must not go back: the table is kept in last-seen order, and `tick`
+    reads only its expired head.
     """
 
     def __init__(
@@ -165,6 +173,9 @@ class SchedulerCore:
         # (`take_releases`; the retention contract's `POST /saga/v1/release`).
         # Bounded: a shell that never drains it keeps the newest.
         self.releases: deque[tuple[str, ReplicaId]] = deque(maxlen=4096)
+        # Sessions the client ended while a call of theirs waited in the proxy (`session_ended`)
+        self._ending: set[str] = set()
+        self._replica_left = False  # a replica was removed since the last tick
         self.admission = (
             None
             if policy.admission is None
@@ -181,7 +192,11 @@ class SchedulerCore:
         session = self.sessions.touch(session_id)  # the table is in last-seen order
         if session is None:
             if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
-                self._evict_idle_session()
+                # a few while over the bound (sessions busy when the table filled are idle by now), so a
+                # burst past it shrinks back with the next calls, not only at the idle TTL
+                for _ in range(_EVICTIONS_PER_NEW_SESSION):
+                    if not self._evict_idle_session() or len(self.sessions) < self.max_sessions:
+                        break
             self._workflows_seen += 1
             session = _Session(now, 0, 0, now, req.tenant_id, self._workflows_seen)
             if req.session_inferred:
@@ -232,9 +247,11 @@ class SchedulerCore:
             held = self.release.cancel(request_id)
             if held is not None:
                 self._queued_changed(held.replica_id, -1)
-                return []
-        if self.admission is not None and self.admission.cancel(request_id) is not None:
-            return []
+                return self._end_if_done(held.req.session_id) if self._ending else []
+        if self.admission is not None:
+            waited = self.admission.cancel(request_id)
+            if waited is not None:
+                return self._end_if_done(waited.session_id) if self._ending else []
         return self.request_finished(request_id)
 
     def dispatch_failed(self, request_id: str, replica_down: bool = True) -> list[Decision]:
@@ -247,8 +264,7 @@ class SchedulerCore:
         replica = self._call_ended_on(flight.replica_id)
         if replica is not None and replica_down:
             replica.healthy = False
-        self._session_done(flight.req, self.clock())
-        if self.admission is not None:
+        if self._session_done(flight, self.clock()) and self.admission is not None:
             self.admission.withdrawn(flight.req.session_id)
         if flight.req.pinned_replica:  # no other replica holds what it names: no retry elsewhere
             self.predictor.call_failed(flight.req.session_id)
@@ -262,15 +278,16 @@ class SchedulerCore:
         self._call_ended_on(flight.replica_id)
         now = self.clock()  # one reading for the whole event (the same in the DES, whose clock stands still)
         req = flight.req
-        self._session_done(req, now)
+        current = self._session_done(flight, now)
         served = usage is not None  # none: refused, failed or cancelled before the engine's usage came
         usage = usage or Usage()
         session_id = req.session_id  # (a Struct's fields: a lookup each)
         prompt_tokens = usage.prompt_tokens or req.prompt_tokens
         completion_tokens = usage.completion_tokens
-        self.predictor.call_finished(
-            session_id, now, prompt_tokens, completion_tokens, usage.finish_reason, usage.tool_names
-        )
+        if current:
+            self.predictor.call_finished(
+                session_id, now, prompt_tokens, completion_tokens, usage.finish_reason, usage.tool_names
+            )
         for on_finish in self.policy.finish_hooks:
             on_finish(req, flight.replica_id, usage)
         retention, replica_id = self.policy.retention, flight.replica_id
@@ -289,10 +306,12 @@ class SchedulerCore:
                     flight.first_token_at - req.arrived_at, prompt_tokens, usage.cached_tokens
                 )
             # a hold that costs more than the re-prefill it saves (`hold_price`): its retention goes too
-            let_go = admission.finished(session_id, prompt_tokens, completion_tokens, now, served)
+            let_go = current and admission.finished(session_id, prompt_tokens, completion_tokens, now, served)
             if let_go and flight.retained and not released:
                 self.releases.append((session_id, replica_id))
             decisions += self._admit_waiting()
+        if current and self._ending:
+            decisions += self._end_if_done(session_id)
         return decisions
 
     def take_releases(self) -> list[tuple[str, ReplicaId]]:
@@ -317,8 +336,8 @@ class SchedulerCore:
                 decisions = self._rehome(replica.replica_id)
             else:
                 decisions = self._pump(replica.replica_id)
-        if self.admission is not None and replica.healthy:
-            decisions += self._admit_waiting()
+        if self.admission is not None:
+            decisions += self._admit_waiting() if replica.healthy else self._refuse_stranded()
         return decisions
 
     def foreign_load(self, replica_id: ReplicaId, reserved_tokens: int, in_flight: int) -> list[Decision]:
@@ -381,6 +400,10 @@ class SchedulerCore:
         predictor ends as many sessions a step (those with a call since, not)."""
         self.predictor.tick(self.clock(), lapse_limit)
         self._forget_idle_sessions(self.clock() - self.session_idle_ttl_s)
+        if self.max_sessions is not None:  # a burst past the bound, busy then: evicted once idle
+            for _ in range(_EVICTIONS_PER_TICK):
+                if len(self.sessions) <= self.max_sessions or not self._evict_idle_session():
+                    break
         if self._single_call:
             self._forget_idle_sessions(self.clock() - self.single_call_session_ttl_s, self._single_call)
         decisions: list[Decision] = []
@@ -394,6 +417,9 @@ class SchedulerCore:
         if self.admission is not None:
             self._tick_at = self.clock()
             self.admission.expire(self._tick_at, lapse_limit)
+            if self._replica_left:
+                self._replica_left = False
+                decisions += self._refuse_stranded()
             decisions += self._admit_waiting()
         return decisions
 
@@ -415,9 +441,11 @@ class SchedulerCore:
     # -- replica set ----------------------------------------------------------------------------------
 
     def add_replica(self, replica_id: ReplicaId) -> None:
-        """Route to a replica (again: one being drained takes new work once more)."""
+        """Route to a replica (again: one being drained takes new work once more). One not in the set starts
+        down until the shell's first probe reports it up, with its KV capacity: taken up at once, its
+        capacity unknown (room for any workflow), it took every workflow waiting for admission."""
         if replica_id not in self.replicas:
-            view = self.replicas[replica_id] = ReplicaView(replica_id)
+            view = self.replicas[replica_id] = ReplicaView(replica_id, healthy=False)
             view.in_flight = self._departed_calls.pop(replica_id, 0)
         self.draining.discard(replica_id)
 
@@ -435,6 +463,7 @@ class SchedulerCore:
         self.draining.discard(replica_id)
         if self.admission is not None:
             self.admission.replica_gone(replica_id)
+            self._replica_left = True  # the next tick refuses the waiting calls no replica is left for
 
     def _call_ended_on(self, replica_id: ReplicaId) -> ReplicaView | None:
         """One call of this process's on `replica_id` ended: its view counts one fewer (or, the replica taken
@@ -465,14 +494,30 @@ class SchedulerCore:
 
     def session_ended(self, session_id: str) -> list[Decision]:
         """The client ended the session (`X-Session-End`, the admin API): the predictor learns the end and
-        the session is forgotten now, unless a call of it is still held in the release queue (its calls in
-        flight still finish and are accounted)."""
+        the session is forgotten now (its calls in flight still finish, accounted on their replicas alone:
+        the id may name a new session by then), or, while a call of it waits in the proxy (release queue or
+        admission), once no call of it waits or runs."""
         if session_id not in self.sessions:
             return []
         self.predictor.session_ended(session_id)
-        if not self._holds_call(session_id):
-            self._forget_session(session_id)
+        if self._holds_call(session_id):
+            self._ending.add(session_id)  # (bounded by the sessions: forgetting one drops it)
+            return []
+        self._forget_session(session_id)
         # its reservation is free now: a waiting workflow may fit
+        return self._admit_waiting() if self.admission is not None else []
+
+    def _end_if_done(self, session_id: str) -> list[Decision]:
+        """A session ended while a call of it waited in the proxy: forgotten once none waits or runs."""
+        if session_id not in self._ending:
+            return []
+        session = self.sessions.get(session_id)
+        if session is not None and (session.in_flight or self._holds_call(session_id)):
+            return []
+        self._ending.discard(session_id)
+        if session is None:
+            return []
+        self._forget_session(session_id)
         return self._admit_waiting() if self.admission is not None else []
 
     def _holds_call(self, session_id: str) -> bool:
@@ -481,12 +526,14 @@ class SchedulerCore:
             self.admission is not None and self.admission.is_waiting(session_id)
         )
 
-    def _forget_session(self, sid: str) -> None:
+    def _forget_session(self, sid: str, task_done: bool = True) -> None:
         session = self.sessions.pop(sid)
         assert session is not None, sid
         self._single_call.pop(sid)
+        self._ending.discard(sid)
         self.predictor.forget(sid)
-        self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
+        if task_done:
+            self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
         for on_session_end in self.policy.session_end_hooks:
             on_session_end(sid)
         if self.release is not None:
@@ -512,7 +559,7 @@ class SchedulerCore:
             if not self._holds_call(sid):  # a call of it waits in the proxy: not idle
                 self._forget_session(sid)
 
-    def _evict_idle_session(self) -> None:
+    def _evict_idle_session(self) -> bool:
         """Forgets the least recently seen session with nothing in flight or held (if there is one): first
         among the one-call sessions the shell inferred (those go after the short TTL anyway), so a flood of
         one-shot calls pushes out its own kind, not the agents' sessions waiting on a tool call."""
@@ -522,7 +569,8 @@ class SchedulerCore:
                 for sid in part:
                     if sessions[sid].in_flight == 0 and not self._holds_call(sid):
                         self._forget_session(sid)
-                        return
+                        return True
+        return False
 
     def _pinned(self, req: RequestInfo) -> list[Decision]:
         """A call naming state that only its pinned replica holds goes there at once, admitted (its workflow
@@ -539,13 +587,24 @@ class SchedulerCore:
         # and the call has nowhere else to go
         return [self._dispatch(req, replica.replica_id, set())]
 
+    def _refuse(self, req: RequestInfo, reason: str, status: int) -> Reject:
+        """Refuse `req`; a session none of whose calls was ever dispatched, held or waiting is forgotten
+        with it (a client retrying after 429s and 503s filed one session per refusal, kept for the idle
+        TTL)."""
+        session_id = req.session_id
+        self.predictor.call_failed(session_id)
+        session = self.sessions.get(session_id)
+        unstarted = session is not None and not session.calls and not session.in_flight
+        if unstarted and not self._holds_call(session_id):
+            self._forget_session(session_id, task_done=False)
+        return Reject(req.request_id, reason, status=status)
+
     def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
         candidates = [r for r in self.replicas.values() if r.healthy and r.replica_id not in tried]
         replica_id = self.policy.route(req, candidates) if candidates else None
         if replica_id is None:
             reason = "no healthy replica" if not tried else "every healthy replica failed this request"
-            self.predictor.call_failed(req.session_id)
-            return Reject(req.request_id, reason, status=503)
+            return self._refuse(req, reason, 503)
         return replica_id
 
     def _proceed(
@@ -600,8 +659,7 @@ class SchedulerCore:
             room = [r for r in self.replicas.values() if r.healthy]
         replica_id = self.policy.route(req, room) if room else None
         if replica_id is None:
-            self.predictor.call_failed(req.session_id)
-            return [Reject(req.request_id, "no healthy replica", status=503)]
+            return [self._refuse(req, "no healthy replica", 503)]
         admission.admit_joined(req, replica_id)
         return self._proceed(req, set(), replica_id)
 
@@ -609,8 +667,11 @@ class SchedulerCore:
         """A new workflow's call waits for a replica with room for its footprint (or is refused now)."""
         assert self.admission is not None
         if not any(r.healthy for r in self.replicas.values()):
-            self.predictor.call_failed(req.session_id)
-            return [Reject(req.request_id, "no healthy replica", status=503)]
+            return [self._refuse(req, "no healthy replica", 503)]
+        if self.policy.filters and not self.policy.has_candidate(
+            req, [r for r in self.replicas.values() if r.healthy]
+        ):  # (the replicas serving its model are all down or drained: it would wait for ever)
+            return [self._refuse(req, _NO_REPLICA_FOR_MODEL, 503)]
         admission = self.admission
         alone = not len(admission.waiting)
         rank: float | None = None
@@ -623,14 +684,13 @@ class SchedulerCore:
             rank = admission.rank_of_new(req, self.clock())
             footprint = admission.footprint_of_new(req)
             room = admission.healthy_with_room(self.replicas.values(), footprint)
-            replica_id = self.policy.route(req, room) if room else None
+            replica_id = self.policy.route(req, room) if room else self._past_every_replica(req)
             if replica_id is not None:
                 admission.admit_at_once(req, replica_id)
                 return self._proceed(req, set(), replica_id)
         if not admission.wait(req, self.clock(), rank):
-            self.predictor.call_failed(req.session_id)
             limit = admission.spec.max_waiting
-            return [Reject(req.request_id, f"the proxy's admission queue is full ({limit} waiting)", 429)]
+            return [self._refuse(req, f"the proxy's admission queue is full ({limit} waiting)", 429)]
         # alone, it found no room just now (`_admit_waiting` would route it again, to no avail): it waits
         return [] if alone else self._admit_waiting()
 
@@ -664,11 +724,11 @@ class SchedulerCore:
             healthy = [r for r in self.replicas.values() if r.healthy]
             replica_id = self.policy.route(req, healthy) if healthy else None
             if replica_id is None:
-                self.predictor.call_failed(req.session_id)
-                decisions.append(Reject(req.request_id, "no healthy replica", status=503))
+                decisions.append(self._refuse(req, "no healthy replica", 503))
                 continue
             admission.admit_overdue(req, replica_id)
             decisions += self._proceed(req, set(), replica_id)
+            decisions += self._with_workflow(req.session_id)
         return decisions
 
     def _admit_one(self, req: RequestInfo, now: float) -> list[Decision] | None:
@@ -678,13 +738,56 @@ class SchedulerCore:
         admission = self.admission
         if admission.is_admitted(req.session_id):
             admission.admit(req, "", now)
-            return self._proceed(req, set())
+            return self._proceed(req, set()) + self._with_workflow(req.session_id)
         room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
-        replica_id = self.policy.route(req, room) if room else None
+        replica_id = self.policy.route(req, room) if room else self._past_every_replica(req)
         if replica_id is None:
             return None
         admission.admit(req, replica_id, now)
-        return self._proceed(req, set(), replica_id)
+        return self._proceed(req, set(), replica_id) + self._with_workflow(req.session_id)
+
+    def _refuse_stranded(self) -> list[Decision]:
+        """Refuse the new workflows waiting here that no healthy replica can take (every replica down,
+        drained or removed, or none left serving their model): they waited for `max_wait_s`, or for ever,
+        while a new call in their place got a 503 at once."""
+        assert self.admission is not None
+        admission = self.admission
+        if not len(admission.waiting):
+            return []
+        healthy = [r for r in self.replicas.values() if r.healthy]
+        has_candidate = self.policy.has_candidate
+        stranded = [
+            req for req in admission.waiting.items() if not healthy or not has_candidate(req, healthy)
+        ]
+        decisions: list[Decision] = []
+        for req in stranded:
+            admission.cancel(req.request_id)
+            reason = "no healthy replica" if not healthy else _NO_REPLICA_FOR_MODEL
+            decisions.append(self._refuse(req, reason, 503))
+            if self._ending:
+                decisions += self._end_if_done(req.session_id)
+        return decisions
+
+    def _with_workflow(self, session_id: str) -> list[Decision]:
+        """The other calls of a workflow just admitted that wait here (parallel calls sent before it was)
+        go with it: calls of an admitted workflow never wait for admission."""
+        assert self.admission is not None
+        decisions: list[Decision] = []
+        for req in self.admission.take_waiting_of(session_id):
+            decisions += self._proceed(req, set(), self._place_admitted(req))
+        return decisions
+
+    def _past_every_replica(self, req: RequestInfo) -> ReplicaId | None:
+        """Where a new workflow whose prompt alone is larger than the KV of every healthy replica (each
+        known) goes at once: no engine can take it (vLLM refuses a prompt past its context, which is at most
+        its KV) and no room would ever come; waiting, it held every workflow queued behind it until the
+        holds ran out. The replica answers it (an error, as a rule). None: some replica may hold it."""
+        healthy = [r for r in self.replicas.values() if r.healthy]
+        if not healthy or any(
+            req.prompt_tokens <= r.kv_capacity_tokens or r.kv_capacity_tokens <= 0 for r in healthy
+        ):
+            return None
+        return self.policy.route(req, healthy)
 
     def _admit_other_models(self, stuck_model: str, now: float) -> list[Decision]:
         """The waiting head found no room on the replicas serving its model (proxy/model_routing.py): the
@@ -728,8 +831,7 @@ class SchedulerCore:
             return [replica_id]
         if not self.release.hold(req, replica_id, tried, self.clock()):
             limit = self.release.spec.max_queued
-            self.predictor.call_failed(req.session_id)
-            return [Reject(req.request_id, f"the proxy's queue is full ({limit} calls waiting)", status=429)]
+            return [self._refuse(req, f"the proxy's queue is full ({limit} calls waiting)", 429)]
         self._queued_changed(replica_id, +1)
         return self._pump(replica_id)
 
@@ -770,6 +872,7 @@ class SchedulerCore:
         session = self.sessions.get(session_id)
         if session is None:
             session = self.sessions[session_id] = _Session(last_seen=self.clock())
+        flight.session = session
         priority = self._priority(session)
         session.in_flight += 1
         session.calls += 1
@@ -809,14 +912,18 @@ class SchedulerCore:
             return seq - _SLO_PRIORITY_LEAD if urgent else seq
         return None
 
-    def _session_done(self, req: RequestInfo, now: float) -> None:
-        session_id = req.session_id
+    def _session_done(self, flight: _InFlight, now: float) -> bool:
+        """A dispatched call left its replica: its session counts one call fewer in flight. False when that
+        session is gone (ended while the call ran), or its id names a new one now: nothing is counted."""
+        session_id = flight.req.session_id
         session = self.sessions.touch(session_id)  # the table stays in last-seen order
-        if session is not None:
-            if self._single_call:
-                self._single_call.touch(session_id)
-            session.in_flight -= 1
-            session.last_seen = now
+        if session is None or session is not flight.session:
+            return False
+        if self._single_call:
+            self._single_call.touch(session_id)
+        session.in_flight -= 1
+        session.last_seen = now
+        return True
 
 
 def _pin_lost(req: RequestInfo, what: str, status: int = 503) -> Reject:

@@ -186,6 +186,15 @@ class RoutingPolicy:
     def release_after(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> bool:
         return self.retention is not None and self.retention.release_after(req, replica_id, usage)
 
+    def has_candidate(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> bool:
+        """Whether the filters leave `req` any of `replicas` (those `route` picks from; nothing scored)."""
+        candidates: Sequence[ReplicaView] = replicas
+        for f in self.filters:
+            candidates = f.filter(req, candidates)
+            if not candidates:
+                return False
+        return bool(candidates)
+
     def route(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> ReplicaId | None:
         """The replica for `req`, or None when no candidate is left."""
         candidates: Sequence[ReplicaView] = replicas

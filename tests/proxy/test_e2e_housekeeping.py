@@ -26,8 +26,9 @@ async def test_a_waiting_workflow_is_admitted_when_a_hold_lapses_between_health_
     saga = PRESETS["saga"]
     assert saga.admission is not None
     # holds between calls last at most 0.5 s, so the first workflow's lapses long before the next health round
-    policy = msgspec.structs.replace(saga, admission=msgspec.structs.replace(saga.admission, max_hold_s=0.5))
-    async with fake_replica("ok", metrics=METRICS) as replica:  # 16k tokens of KV: 24k to admission
+    admission_spec = msgspec.structs.replace(saga.admission, max_hold_s=0.5, overcommit=1.0)
+    policy = msgspec.structs.replace(saga, admission=admission_spec)
+    async with fake_replica("ok", metrics=METRICS) as replica:  # 16k tokens of KV, all of it to admission
         core = SchedulerCore([replica.url], build_policy(policy, seed=1), time.monotonic)
         admission = core.admission
         assert admission is not None
@@ -36,9 +37,9 @@ async def test_a_waiting_workflow_is_admitted_when_a_hold_lapses_between_health_
             await until(lambda: core.replicas[replica.url].kv_capacity_tokens == 16_000)
             assert await chat(http, url, "first", 4_000) == 200
             assert admission.own_reserved(replica.url) > 0  # held after its call, for up to 0.5 s
-            # ~24k tokens: no room beside the hold, the whole replica once it lapses; the next health round is
-            # ~60 s away, past the client's timeout
-            second = asyncio.create_task(chat(http, url, "second", 96_000))
+            # ~15.5k tokens (a prompt the replica takes): no room beside the hold, the whole replica once it
+            # lapses; the next health round is ~60 s away, past the client's timeout
+            second = asyncio.create_task(chat(http, url, "second", 62_000))
             await until(lambda: len(admission.waiting) == 1)
             async with asyncio.timeout(20):
                 assert await second == 200

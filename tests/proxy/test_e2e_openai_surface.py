@@ -118,6 +118,53 @@ async def test_a_null_stream_is_a_whole_answer_as_openai_and_vllm_read_it(
     )  # sent as it came
 
 
+@pytest.mark.parametrize(
+    ("fields", "streamed"),
+    [
+        ({"stream": "true"}, True),
+        ({"stream": 1, "stream_options": {"include_usage": 1}}, True),
+        ({"stream": 0}, False),
+        ({"model": None}, False),
+        ({"prompt_cache_key": 5}, False),
+    ],
+)
+async def test_bodies_vllm_reads_loosely_are_served_not_refused(
+    http: aiohttp.ClientSession, fields: dict[str, Any], streamed: bool
+) -> None:
+    """vLLM reads a body with pydantic's lax mode: `"stream": "true"` or `1` is a boolean, `"model": null`
+    its default model, and chat ignores a `prompt_cache_key` of another type. The proxy answered each with
+    its own 400 (`Expected bool | null, got str`), refusing calls a replica serves (fourth review)."""
+    async with fake_replica("tools") as replica:
+        body = {"model": "fake", "messages": MESSAGES, **fields}
+        async with (
+            running_proxy(config([replica.url])) as url,
+            http.post(f"{url}/v1/chat/completions", json=body) as r,
+        ):
+            status, kind, text = r.status, r.headers.get("Content-Type", ""), await r.text()
+    assert status == 200, text
+    assert kind.startswith("text/event-stream") == streamed, (kind, text)
+    assert ("data: [DONE]" in text) == streamed
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_body_behind_a_byte_order_mark_is_served_and_forwarded_without_it(
+    http: aiohttp.ClientSession, stream: bool
+) -> None:
+    """vLLM reads past a UTF-8 BOM (some Windows tools write one); the proxy refused the body as not JSON."""
+    async with fake_replica("tools") as replica:
+        body = (
+            b"\xef\xbb\xbf" + json.dumps({"model": "fake", "messages": MESSAGES, "stream": stream}).encode()
+        )
+        headers = {"Content-Type": "application/json"}
+        async with (
+            running_proxy(config([replica.url])) as url,
+            http.post(f"{url}/v1/chat/completions", data=body, headers=headers) as r,
+        ):
+            status, text = r.status, await r.text()
+    assert status == 200, text
+    assert replica.bodies[0]["messages"] == MESSAGES  # it read the forwarded body as JSON
+
+
 async def test_responses_calls_continue_the_session_of_their_previous_response(
     http: aiohttp.ClientSession,
 ) -> None:

@@ -8,7 +8,15 @@ import itertools
 import msgspec
 import pytest
 
-from proxy.scheduler import Dispatch, PolicySpec, RequestInfo, SchedulerCore, Usage, build_policy
+from proxy.scheduler import (
+    Dispatch,
+    PolicySpec,
+    ReplicaStats,
+    RequestInfo,
+    SchedulerCore,
+    Usage,
+    build_policy,
+)
 from proxy.scheduler.admission import AdmissionSpec
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import ReleaseQueueSpec
@@ -36,8 +44,9 @@ def test_a_new_workflow_is_admitted_where_another_worker_reserved_only_when_it_f
 
 
 def test_a_replica_another_worker_holds_anything_on_is_not_empty_for_a_workflow_larger_than_it() -> None:
-    core, _ = make_core(replicas=1)
-    big = call("big", prompt_tokens=3 * CAPACITY)
+    admission = AdmissionSpec(overcommit=0.5)  # a prompt the replica's KV holds, a footprint past its room
+    core, _ = make_core(replicas=1, spec=saga_spec(admission=admission))
+    big = call("big", prompt_tokens=CAPACITY)
     core.foreign_load("r0", 1, 0)
     assert core.request_arrived(big) == []  # "alone" means alone across the workers
     assert only_dispatch(core.foreign_load("r0", 0, 0)).replica_id == "r0"
@@ -121,6 +130,7 @@ def test_calls_running_on_a_replica_removed_and_added_back_are_counted_once() ->
     on_it = sum(r.replica_id == replica_id for r in running)
     core.remove_replica(replica_id)
     core.add_replica(replica_id)
+    core.replica_stats(ReplicaStats(replica_id, healthy=True, kv_capacity_tokens=CAPACITY))  # probed up
     assert core.replicas[replica_id].in_flight == on_it
     for r in running[:-1]:
         core.request_finished(r.request_id, Usage(prompt_tokens=100, completion_tokens=5))

@@ -164,17 +164,23 @@ def test_a_workflow_whose_only_call_no_engine_took_holds_nothing_after_it() -> N
     assert retry.replica_id == "r0"
 
 
-def test_a_failed_call_of_a_workflow_already_served_keeps_its_hold() -> None:
-    """Once a call of a workflow came back with usage, its context is on the replica: a later call that
-    fails (a replica hiccup; the agent retries) does not give up the hold."""
+def test_a_call_no_engine_took_neither_sizes_nor_keeps_its_workflows_hold() -> None:
+    """A call of a served workflow that comes back without usage (refused: a prompt past the model's
+    context, or a replica that came back with less KV; failed; cancelled) grew nothing on the replica: its
+    prompt is no footprint to hold. Sized by it, a refused 3x-the-replica prompt stayed reserved for
+    `max_hold_s` and new work waited. The reservation lapses; the workflow stays bound, and its next call
+    reserves again at once."""
     core, clock = served_once("agent", "tool_calls")
     assert core.admission is not None
-    second = call("agent", prompt_tokens=61_000)
+    second = call("agent", prompt_tokens=3 * CAPACITY)
     only_dispatch(core.request_arrived(second))
     clock.now = 2.0
     core.request_finished(second.request_id, None)
-    assert core.admission.reserved["r0"] > 0
-    assert core.request_arrived(call("other", prompt_tokens=60_000)) == []  # still no room
+    assert core.admission.reserved["r0"] == 0
+    only_dispatch(core.request_arrived(call("other", prompt_tokens=60_000)))  # room at once
+    retry = call("agent", prompt_tokens=61_000)
+    assert only_dispatch(core.request_arrived(retry)).replica_id == "r0"  # still bound, never held back
+    assert core.admission.workflows["agent"].reserved > 0
 
 
 def test_a_full_admission_queue_answers_429_and_no_healthy_replica_503() -> None:
@@ -232,8 +238,8 @@ def test_an_overdue_call_with_no_healthy_replica_is_refused_and_a_withdrawn_one_
     gone, stays = call("gone"), call("stays")
     assert core.request_arrived(gone) == [] and core.request_arrived(stays) == []
     assert core.request_cancelled(gone.request_id) == []
-    core.replica_stats(ReplicaStats("r0", healthy=False))
     clock.now = 5.0
+    core.replicas["r0"].healthy = False  # (as a shell's own view would say, no event yet)
     (refused,) = core.tick()
     assert isinstance(refused, Reject) and refused.request_id == stays.request_id and refused.status == 503
     assert not core.admission.is_waiting("stays") and not core.admission.is_admitted("stays")

@@ -1,0 +1,226 @@
+"""Admission's edges, found by the fourth adversarial review (2026-12-06): calls that waited for ever, a
+session's count that went below zero, and room that was not there. Each test fails on the core before its fix
+(main at 2d83a79); the review's HTTP reproductions are in docs/results/reliability.md."""
+
+from __future__ import annotations
+
+import msgspec
+
+from proxy.model_routing import ModelFilter, ReplicaModels
+from proxy.scheduler import Dispatch, Reject, ReplicaStats, Usage
+from proxy.scheduler.admission import AdmissionSpec
+from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch, saga_spec
+
+USAGE = Usage(prompt_tokens=10_000, completion_tokens=100, finish_reason="tool_calls")
+
+
+def _fill(core: object, session: str = "filler") -> Dispatch:
+    """A workflow whose footprint takes r0's whole room (one replica, overcommit 1)."""
+    return only_dispatch(core.request_arrived(call(session, prompt_tokens=CAPACITY - 1_000)))  # type: ignore[attr-defined]
+
+
+def _one_replica(**admission: object) -> tuple:  # type: ignore[type-arg]
+    spec = saga_spec(admission=AdmissionSpec(overcommit=1.0, **admission))  # type: ignore[arg-type]
+    return make_core(replicas=1, spec=spec)
+
+
+def test_a_prompt_larger_than_every_replicas_kv_goes_at_once_and_holds_no_one_back() -> None:
+    """No engine takes a prompt past its KV (vLLM's context is at most its KV): waiting for room, it waited
+    until a replica had nothing reserved, and every workflow queued behind it, any tenant's, with it."""
+    core, clock = _one_replica()
+    filler = _fill(core)
+    huge = call("huge", prompt_tokens=2 * CAPACITY, tenant="a")
+    assert only_dispatch(core.request_arrived(huge)).replica_id == "r0"  # no wait: the replica answers it
+    small = call("small", prompt_tokens=1_000, tenant="b")
+    assert core.request_arrived(small) == []  # r0 is full: it waits, as it should
+    clock.now = 1.0
+    assert core.request_finished(huge.request_id, None) == []  # refused: its reservation lapses
+    released = core.request_finished(filler.request_id, USAGE)
+    assert [d.request_id for d in released] == [small.request_id]
+
+
+def test_a_prompt_past_every_replica_queued_behind_others_is_let_through_at_the_head() -> None:
+    core, clock = _one_replica()
+    filler = _fill(core)
+    first = call("first", prompt_tokens=1_000)
+    huge = call("huge", prompt_tokens=2 * CAPACITY)
+    behind = call("behind", prompt_tokens=1_000)
+    for c in (first, huge, behind):
+        assert core.request_arrived(c) == []  # something waits already: each queues
+    clock.now = 1.0
+    released = core.request_finished(filler.request_id, USAGE)
+    assert [d.request_id for d in released] == [first.request_id, huge.request_id]
+    assert core.admission is not None and core.admission.is_waiting("behind")
+    assert [d.request_id for d in core.request_finished(huge.request_id, None)] == [behind.request_id]
+
+
+def test_parallel_calls_of_a_waiting_workflow_go_with_it_when_it_is_admitted() -> None:
+    """A fan-out sent before the workflow was admitted: its first call was admitted, the other two waited
+    behind the queue's next head (another tenant's, which did not fit) until their clients gave up."""
+    core, clock = _one_replica()
+    filler = _fill(core)
+    fan = [call("fan", prompt_tokens=2_000, tenant="a") for _ in range(3)]
+    for c in fan:
+        assert core.request_arrived(c) == []
+    blocker = call("blocker", prompt_tokens=CAPACITY - 1_000, tenant="b")  # fits only an empty replica
+    assert core.request_arrived(blocker) == []
+    clock.now = 1.0
+    released = core.request_finished(filler.request_id, USAGE)
+    assert sorted(d.request_id for d in released) == sorted(c.request_id for c in fan)
+    assert all(isinstance(d, Dispatch) and d.replica_id == "r0" for d in released)
+    assert core.admission is not None and not core.admission.is_waiting("fan")
+    assert core.admission.is_waiting("blocker")
+
+
+def test_a_call_that_outlives_its_ended_session_does_not_count_against_a_new_one_of_the_same_id() -> None:
+    """The session ended (X-Session-End, the admin API) while a call of it ran, and its id was sent again:
+    the old call's end was subtracted from the new session (in flight -1 for good, never idle, never
+    forgotten)."""
+    core, clock = make_core(replicas=2, session_idle_ttl_s=10.0)
+    old = only_dispatch(core.request_arrived(call("s")))
+    core.session_ended("s")
+    new = only_dispatch(core.request_arrived(call("s")))
+    core.request_finished(old.request_id, USAGE)
+    assert core.sessions["s"].in_flight == 1  # the new call's, still running
+    core.request_finished(new.request_id, USAGE)
+    assert core.sessions["s"].in_flight == 0
+    clock.now = 100.0
+    core.tick()
+    assert "s" not in core.sessions
+    assert core.admission is not None and "s" not in core.admission.workflows
+
+
+def test_waiting_calls_are_refused_once_no_replica_is_left_for_them() -> None:
+    """Every replica removed or down: a new call got a 503 at once, one already waiting got nothing until
+    `max_wait_s` (or never, without it)."""
+    core, clock = make_core(
+        replicas=2, spec=saga_spec(admission=AdmissionSpec(overcommit=1.0, max_wait_s=None))
+    )
+    for r in ("r0", "r1"):
+        _fill_on = only_dispatch(core.request_arrived(call(f"fill-{r}", prompt_tokens=CAPACITY - 5_000)))
+        assert _fill_on.replica_id in ("r0", "r1")
+    first, second = call("w1"), call("w2")
+    assert core.request_arrived(first) == [] and core.request_arrived(second) == []
+    assert core.replica_stats(ReplicaStats("r0", healthy=False)) == []  # r1 may still take them
+    core.remove_replica("r1")
+    clock.now = 1.0
+    refused = core.tick()
+    assert sorted(d.request_id for d in refused) == sorted([first.request_id, second.request_id])
+    assert all(isinstance(d, Reject) and d.status == 503 for d in refused)
+    assert core.admission is not None and not len(core.admission.waiting)
+
+
+def test_a_replica_going_down_refuses_the_waiting_calls_at_once_when_it_was_the_last() -> None:
+    core, _ = _one_replica()
+    _fill(core)
+    waiting = call("w")
+    assert core.request_arrived(waiting) == []
+    (refused,) = core.replica_stats(ReplicaStats("r0", healthy=False))
+    assert isinstance(refused, Reject) and refused.request_id == waiting.request_id and refused.status == 503
+    assert "w" not in core.sessions  # never started: nothing kept of it
+
+
+def test_a_replica_added_at_run_time_takes_no_workflow_before_a_probe_reports_its_kv() -> None:
+    """Added through the admin API or discovery, a replica's capacity is unknown until probed, which reads
+    as room for anything: six waiting workflows went there at once, three times its KV."""
+    core, clock = _one_replica()
+    filler = _fill(core)
+    waiting = [call(f"w{i}", prompt_tokens=40_000) for i in range(6)]
+    for c in waiting:
+        assert core.request_arrived(c) == []
+    core.add_replica("r1")
+    clock.now = 1.0
+    assert core.tick() == []  # down until probed
+    admitted = core.replica_stats(ReplicaStats("r1", healthy=True, kv_capacity_tokens=CAPACITY))
+    assert core.admission is not None
+    assert 0 < len(admitted) < 6
+    assert core.admission.reserved["r1"] <= CAPACITY
+    assert filler.replica_id == "r0"
+
+
+def test_ending_a_session_while_its_call_waits_ends_it_once_that_call_is_done() -> None:
+    """The end answered `ended: true`, but with a call waiting the session was kept, and nothing ended it
+    after that call was served: it stayed listed, its workflow holding KV."""
+    core, clock = _one_replica()
+    filler = _fill(core)
+    waiting = call("e", prompt_tokens=2_000)
+    assert core.request_arrived(waiting) == []
+    assert core.session_ended("e") == []
+    assert "e" in core.sessions  # its call still waits: it is answered first
+    clock.now = 1.0
+    (admitted,) = core.request_finished(filler.request_id, USAGE)
+    assert admitted.request_id == waiting.request_id
+    core.request_finished(waiting.request_id, USAGE)
+    assert "e" not in core.sessions
+    assert core.admission is not None and "e" not in core.admission.workflows
+
+
+def test_ending_a_session_whose_waiting_call_is_withdrawn_ends_it_then() -> None:
+    core, _ = _one_replica()
+    _fill(core)
+    waiting = call("e", prompt_tokens=2_000)
+    assert core.request_arrived(waiting) == []
+    core.session_ended("e")
+    core.request_cancelled(waiting.request_id)
+    assert "e" not in core.sessions
+
+
+def test_a_burst_past_max_sessions_shrinks_back_with_the_next_new_sessions() -> None:
+    """Sessions busy when the table filled cannot be evicted then; one eviction per new session afterwards
+    kept the table at the burst's size until the idle TTL (an hour)."""
+    core, _ = make_core(replicas=2, capacity=None, max_sessions=20)
+    burst = [only_dispatch(core.request_arrived(call(f"b{i}"))) for i in range(100)]
+    assert len(core.sessions) == 100  # all in flight: none could go
+    for d in burst:
+        core.request_finished(d.request_id, USAGE)
+    for i in range(12):
+        only_dispatch(core.request_arrived(call(f"n{i}")))
+    assert len(core.sessions) <= 20
+
+
+def test_a_burst_past_max_sessions_is_evicted_by_the_next_tick_once_idle() -> None:
+    core, clock = make_core(replicas=2, capacity=None, max_sessions=20)
+    burst = [only_dispatch(core.request_arrived(call(f"b{i}"))) for i in range(100)]
+    for d in burst:
+        core.request_finished(d.request_id, USAGE)
+    clock.now = 1.0
+    core.tick()
+    assert len(core.sessions) == 20
+
+
+def test_a_refused_first_call_leaves_no_session_behind() -> None:
+    """Each 429 or 503 of a new session's first call filed a session, kept for the idle TTL."""
+    core, _ = make_core(replicas=1, spec=saga_spec(admission=AdmissionSpec(overcommit=1.0, max_waiting=1)))
+    _fill(core)
+    assert core.request_arrived(call("w")) == []
+    for i in range(17):
+        (refused,) = core.request_arrived(call(f"r{i}"))
+        assert isinstance(refused, Reject) and refused.status == 429
+    assert sorted(core.sessions) == ["filler", "w"]
+
+
+def _two_models() -> tuple:  # type: ignore[type-arg]
+    """r0 serves `m1`, r1 `m2` (routing by model, as the shell adds it); both full."""
+    models = ReplicaModels()
+    models.update("r0", frozenset({"m1"}))
+    models.update("r1", frozenset({"m2"}))
+    spec = saga_spec(admission=AdmissionSpec(overcommit=1.0))
+    core, clock = make_core(replicas=2, spec=spec)
+    core.policy.filters.append(ModelFilter(models))
+    for r, m in (("r0", "m1"), ("r1", "m2")):
+        fill = msgspec.structs.replace(call(f"fill-{r}", prompt_tokens=CAPACITY - 1_000), model=m)
+        assert only_dispatch(core.request_arrived(fill)).replica_id == r
+    return core, clock
+
+
+def test_a_workflow_whose_models_replicas_are_all_down_is_refused_not_kept_waiting() -> None:
+    """The only replica of `m2` drained: a new `m2` workflow waited (until its client gave up), and one
+    already waiting stayed there, while `m1`'s replica was up."""
+    core, _ = _two_models()
+    waiting = msgspec.structs.replace(call("w2"), model="m2")
+    assert core.request_arrived(waiting) == []
+    (refused,) = core.replica_stats(ReplicaStats("r1", healthy=False))
+    assert isinstance(refused, Reject) and refused.request_id == waiting.request_id and refused.status == 503
+    (new,) = core.request_arrived(msgspec.structs.replace(call("n2"), model="m2"))
+    assert isinstance(new, Reject) and new.status == 503
+    assert core.request_arrived(msgspec.structs.replace(call("n1"), model="m1")) == []  # m1: waits for room
