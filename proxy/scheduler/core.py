@@ -175,7 +175,7 @@ class SchedulerCore:
         self.releases: deque[tuple[str, ReplicaId]] = deque(maxlen=4096)
         # Sessions the client ended while a call of theirs waited in the proxy (`session_ended`)
         self._ending: set[str] = set()
-        self._replica_left = False  # a replica was removed since the last tick
+        self._check_stranded = False  # a replica was removed or found down by a call since the last tick
         self.admission = (
             None
             if policy.admission is None
@@ -264,6 +264,7 @@ class SchedulerCore:
         replica = self._call_ended_on(flight.replica_id)
         if replica is not None and replica_down:
             replica.healthy = False
+            self._check_stranded = True  # the next tick refuses the waiting calls no replica is left for
         if self._session_done(flight, self.clock()) and self.admission is not None:
             self.admission.withdrawn(flight.req.session_id)
         if flight.req.pinned_replica:  # no other replica holds what it names: no retry elsewhere
@@ -326,6 +327,7 @@ class SchedulerCore:
         replica = self.replicas.get(stats.replica_id)
         if replica is None:
             return []
+        was_healthy = replica.healthy
         for field in ("healthy", "waiting", "running", "kv_usage", "kv_capacity_tokens", "cpu_kv_tier"):
             value = getattr(stats, field)
             if value is not None:
@@ -337,7 +339,10 @@ class SchedulerCore:
             else:
                 decisions = self._pump(replica.replica_id)
         if self.admission is not None:
-            decisions += self._admit_waiting() if replica.healthy else self._refuse_stranded()
+            if replica.healthy:
+                decisions += self._admit_waiting()
+            elif was_healthy:  # (reported down every health round while it stays down: once is enough)
+                decisions += self._refuse_stranded()
         return decisions
 
     def foreign_load(self, replica_id: ReplicaId, reserved_tokens: int, in_flight: int) -> list[Decision]:
@@ -417,8 +422,8 @@ class SchedulerCore:
         if self.admission is not None:
             self._tick_at = self.clock()
             self.admission.expire(self._tick_at, lapse_limit)
-            if self._replica_left:
-                self._replica_left = False
+            if self._check_stranded:
+                self._check_stranded = False
                 decisions += self._refuse_stranded()
             decisions += self._admit_waiting()
         return decisions
@@ -463,7 +468,7 @@ class SchedulerCore:
         self.draining.discard(replica_id)
         if self.admission is not None:
             self.admission.replica_gone(replica_id)
-            self._replica_left = True  # the next tick refuses the waiting calls no replica is left for
+            self._check_stranded = True  # the next tick refuses the waiting calls no replica is left for
 
     def _call_ended_on(self, replica_id: ReplicaId) -> ReplicaView | None:
         """One call of this process's on `replica_id` ended: its view counts one fewer (or, the replica taken
@@ -668,10 +673,6 @@ class SchedulerCore:
         assert self.admission is not None
         if not any(r.healthy for r in self.replicas.values()):
             return [self._refuse(req, "no healthy replica", 503)]
-        if self.policy.filters and not self.policy.has_candidate(
-            req, [r for r in self.replicas.values() if r.healthy]
-        ):  # (the replicas serving its model are all down or drained: it would wait for ever)
-            return [self._refuse(req, _NO_REPLICA_FOR_MODEL, 503)]
         admission = self.admission
         alone = not len(admission.waiting)
         rank: float | None = None
@@ -688,6 +689,10 @@ class SchedulerCore:
             if replica_id is not None:
                 admission.admit_at_once(req, replica_id)
                 return self._proceed(req, set(), replica_id)
+        if self.policy.filters and not self.policy.has_candidate(
+            req, [r for r in self.replicas.values() if r.healthy]
+        ):  # the replicas serving its model are all down or drained: it would wait for ever
+            return [self._refuse(req, _NO_REPLICA_FOR_MODEL, 503)]
         if not admission.wait(req, self.clock(), rank):
             limit = admission.spec.max_waiting
             return [self._refuse(req, f"the proxy's admission queue is full ({limit} waiting)", 429)]

@@ -224,3 +224,18 @@ def test_a_workflow_whose_models_replicas_are_all_down_is_refused_not_kept_waiti
     (new,) = core.request_arrived(msgspec.structs.replace(call("n2"), model="m2"))
     assert isinstance(new, Reject) and new.status == 503
     assert core.request_arrived(msgspec.structs.replace(call("n1"), model="m1")) == []  # m1: waits for room
+
+
+def test_waiting_calls_are_refused_at_the_next_tick_once_a_call_finds_the_last_replica_down() -> None:
+    """A call that could not reach its replica marks it down with no health report; the waiting calls go
+    with the next housekeeping tick (a replica reported down every round refuses them once, when it goes)."""
+    core, clock = _one_replica()
+    filler = _fill(core)
+    waiting = call("w")
+    assert core.request_arrived(waiting) == []
+    retried = core.dispatch_failed(filler.request_id, replica_down=True)
+    assert isinstance(retried[0], Reject)  # nowhere else to go
+    clock.now = 1.0
+    (refused,) = core.tick()
+    assert isinstance(refused, Reject) and refused.request_id == waiting.request_id and refused.status == 503
+    assert core.replica_stats(ReplicaStats("r0", healthy=False)) == []  # still down: nothing left to refuse
