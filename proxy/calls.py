@@ -165,16 +165,24 @@ def begin_call(
 
 
 def _keyed(who: Identity, tenant: str) -> Identity:
-    """The identity of a call authenticated by a client API key: the key's tenant, and sessions of its own.
-    Another key naming the same session id has another session, so it cannot ride on this tenant's admitted
-    workflows, end them (`X-Session-End`) or mix its calls into their predictions. A session inferred (from
-    the conversation's opening or chain, or from `previous_response_id`) is not prefixed: `identify`, given
-    the tenant as `scope`, finds only the tenant's own (the opening and chain hashes include it, a response
+    """The identity of a call authenticated by a client API key: the key's tenant, and sessions and agent
+    types of its own. Another key naming the same session id has another session, so it cannot ride on this
+    tenant's admitted workflows, end them (`X-Session-End`) or mix its calls into their predictions; naming
+    the same agent type (`X-Agent-Type: coder`), it learns a graph of its own (`beta:coder`), so it cannot
+    teach this tenant's admission and holds (a type whose workflows seem never to come back stops holding
+    KV between calls; one whose contexts seem to grow reserves more). A session inferred (from the
+    conversation's opening or chain, or from `previous_response_id`) is not prefixed: `identify`, given the
+    tenant as `scope`, finds only the tenant's own (the opening and chain hashes include it, a response
     recorded under another tenant is not found), and a new one's id is made here."""
     session = scheduled_session_id(who.session_id, who.session_inferred, tenant)
     prefix = tenant + ":"
     shown = session[len(prefix) :] if session.startswith(prefix) else None
-    return msgspec.structs.replace(who, tenant_id=tenant, session_id=session, shown_session_id=shown)
+    agent_type = who.agent_type
+    if not agent_type.startswith(prefix):  # (a live session's type, looked up, is the tenant's already)
+        agent_type = prefix + agent_type
+    return msgspec.structs.replace(
+        who, tenant_id=tenant, session_id=session, shown_session_id=shown, agent_type=agent_type
+    )
 
 
 def _prepared(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.identity import decode_call, identify, ownership_key
+from proxy.scheduler import SchedulerCore, build_policy
 from proxy.server import running_proxy
 from proxy.session_chain import Answer, PrefixChains
 from simulator.server import start_fleet
@@ -226,3 +228,22 @@ async def test_two_tenants_naming_one_body_session_id_reach_vllm_as_sessions_of_
                 assert r.headers["X-Session-ID"] == "same"  # the client's own id, as it named it
     assert [b["session_id"] for b in replica.bodies] == ["alpha:same", "beta:same"]
     assert [h["X-Session-ID"] for h in replica.headers] == ["alpha:same", "beta:same"]
+
+
+async def test_two_tenants_naming_one_agent_type_learn_graphs_of_their_own(
+    http: aiohttp.ClientSession,
+) -> None:
+    """`X-Agent-Type` is the client's to name: with one graph per name, another key's tenant sending calls
+    under this tenant's agent type taught this tenant's admission and holds (e.g. workflows that never come
+    back stop holding KV between calls). With client API keys each tenant's types are its own."""
+    fleet = await start_fleet(1, time_scale=200.0)
+    core = SchedulerCore(fleet.urls, build_policy("saga", seed=0), time.monotonic)
+    try:
+        async with running_proxy(config(fleet.urls, api_keys=KEYS, access_log=False), core) as url:
+            for tenant, name in ((A, "a-1"), (B, "b-1"), (A, "a-1")):
+                headers = {**tenant, "X-Agent-Type": "coder", "X-Session-ID": name}
+                await chat(http, url, OPENING, headers)
+    finally:
+        await fleet.close()
+    learned = set(core.predictor.graphs)
+    assert {"alpha:coder", "beta:coder"} <= learned and "coder" not in learned, learned
