@@ -22,6 +22,7 @@ from aiohttp import web
 from proxy.context import CHAINS, CORE, GATE, KV_RESIDENCY, METRICS
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id
+from proxy.scheduler import RequestInfo, SchedulerCore
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer
 
 SESSION_END_HEADER = "x-session-end"
@@ -112,7 +113,38 @@ async def queue(request: web.Request) -> web.Response:
         for rid, f in list(core.in_flight.items())[:1000]
     ]
     queued = core.snapshot().get("queued", 0)
-    return web.json_response({"queued": queued, "in_flight": len(core.in_flight), "calls": flights})
+    answer = {
+        "queued": queued,
+        "in_flight": len(core.in_flight),
+        "calls": flights,
+        "waiting": _waiting(core, now),
+    }
+    return web.json_response(answer)
+
+
+def _waiting(core: SchedulerCore, now: float, limit: int = 1000) -> list[dict[str, Any]]:
+    """The calls waiting in the proxy, at most `limit`: new workflows waiting for admission (`where`:
+    "admission") and calls held in the release queue for a replica ("release-queue")."""
+    entries: list[dict[str, Any]] = []
+    admission, release = core.admission, core.release
+    held: list[tuple[str, RequestInfo, str | None]] = []
+    if admission is not None:
+        held += [("admission", req, None) for req in itertools.islice(admission.waiting.items(), limit)]
+    if release is not None:
+        for lane_of, lane in list(release.lanes.items()):
+            held += [("release-queue", h.req, lane_of) for h in itertools.islice(lane.items(), limit)]
+    for where, req, replica_id in held[:limit]:
+        entries.append(
+            {
+                "request_id": req.request_id,
+                "session_id": req.session_id,
+                "tenant_id": req.tenant_id,
+                "where": where,
+                "replica_id": replica_id,
+                "age_s": round(now - req.arrived_at, 3),
+            }
+        )
+    return entries
 
 
 def _entries(answers: list[tuple[int, dict[str, Any]]], field: str) -> list[dict[str, Any]]:
@@ -136,7 +168,10 @@ def merge_queue(gathered: Gathered) -> web.Response:
     queued = sum(a.get("queued", 0) for _, a in answers)
     in_flight = sum(a.get("in_flight", 0) for _, a in answers)
     calls = _entries(answers, "calls")[:1000]
-    return json_answer({"queued": queued, "in_flight": in_flight, "calls": calls}, gathered)
+    waiting = _entries(answers, "waiting")[:1000]
+    return json_answer(
+        {"queued": queued, "in_flight": in_flight, "calls": calls, "waiting": waiting}, gathered
+    )
 
 
 def add_routes(app: web.Application) -> None:

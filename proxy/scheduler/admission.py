@@ -396,6 +396,15 @@ class WorkflowAdmission:
         if self.spec.hold_price is not None:
             self.prefill.observe(ttft_s, prompt_tokens, cached_tokens)
 
+    def call_dropped(self, session_id: str) -> None:
+        """A call of an admitted workflow ended before any engine took it (withdrawn while held in the release
+        queue, or refused after its replica failed): with none of its calls in flight and no hold running, the
+        workflow's reservation lapses, as after a call no engine took (it stays bound). Held on, a new
+        workflow's reservation had nothing to lapse it but the session's idle TTL (an hour)."""
+        wf = self.workflows.get(session_id)
+        if wf is not None and not wf.in_flight and wf.quiet_at is None:
+            self._lapse(wf)
+
     def withdrawn(self, session_id: str) -> None:
         """A dispatched call never reached its replica (it will be dispatched again)."""
         wf = self.workflows.get(session_id)

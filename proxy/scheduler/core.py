@@ -247,6 +247,8 @@ class SchedulerCore:
             held = self.release.cancel(request_id)
             if held is not None:
                 self._queued_changed(held.replica_id, -1)
+                if self.admission is not None:
+                    self.admission.call_dropped(held.req.session_id)
                 return self._end_if_done(held.req.session_id) if self._ending else []
         if self.admission is not None:
             waited = self.admission.cancel(request_id)
@@ -598,10 +600,15 @@ class SchedulerCore:
         TTL)."""
         session_id = req.session_id
         self.predictor.call_failed(session_id)
+        if self.admission is not None:
+            self.admission.call_dropped(session_id)
         session = self.sessions.get(session_id)
-        unstarted = session is not None and not session.calls and not session.in_flight
-        if unstarted and not self._holds_call(session_id):
-            self._forget_session(session_id, task_done=False)
+        if session is not None and not session.in_flight and not self._holds_call(session_id):
+            if not session.calls:
+                self._forget_session(session_id, task_done=False)
+            elif session_id in self._ending:  # ended while this call waited: the end is due now
+                self._ending.discard(session_id)
+                self._forget_session(session_id)  # (its freed room is admitted into at the next event)
         return Reject(req.request_id, reason, status=status)
 
     def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
@@ -834,7 +841,8 @@ class SchedulerCore:
         replica_id = to if to is not None else self._pick(req, tried)
         if isinstance(replica_id, Reject):
             return [replica_id]
-        if not self.release.hold(req, replica_id, tried, self.clock()):
+        # a retry (its replica failed it) was accepted already: the queue's bound is for new calls
+        if not self.release.hold(req, replica_id, tried, self.clock(), bounded=not tried):
             limit = self.release.spec.max_queued
             return [self._refuse(req, f"the proxy's queue is full ({limit} calls waiting)", 429)]
         self._queued_changed(replica_id, +1)

@@ -155,9 +155,12 @@ class ReleaseQueue:
         slo = self.tenants.slo(tenant)
         return slo.tct_factor is not None or slo.ttft_s is not None
 
-    def hold(self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId], now: float) -> bool:
-        """Hold `req` for `replica_id`; False when the queue is full."""
-        if len(self._lane_of) >= self.spec.max_queued:
+    def hold(
+        self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId], now: float, bounded: bool = True
+    ) -> bool:
+        """Hold `req` for `replica_id`; False when the queue is full (`bounded`: a retry of a call accepted
+        already is held past the bound)."""
+        if bounded and len(self._lane_of) >= self.spec.max_queued:
             return False
         lane = self.lanes.get(replica_id)
         if lane is None:

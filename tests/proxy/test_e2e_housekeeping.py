@@ -46,6 +46,30 @@ async def test_a_waiting_workflow_is_admitted_when_a_hold_lapses_between_health_
             assert len(admission.waiting) == 0
 
 
+async def test_the_queue_route_lists_the_calls_waiting_for_admission(http: aiohttp.ClientSession) -> None:
+    """`GET /saga/v1/queue` counted the calls waiting in the proxy but listed only those in flight: nothing
+    said whose call waited, for which tenant, or since when."""
+    saga = PRESETS["saga"]
+    assert saga.admission is not None
+    admission_spec = msgspec.structs.replace(saga.admission, max_hold_s=30.0, overcommit=1.0)
+    policy = msgspec.structs.replace(saga, admission=admission_spec)
+    async with fake_replica("ok", metrics=METRICS) as replica:
+        core = SchedulerCore([replica.url], build_policy(policy, seed=1), time.monotonic)
+        config = ProxyConfig(replicas=[replica.url], port=0, seed=1, health_interval_s=60.0)
+        async with running_proxy(config, core) as url:
+            await until(lambda: core.replicas[replica.url].kv_capacity_tokens == 16_000)
+            assert await chat(http, url, "first", 4_000) == 200  # held after its call
+            second = asyncio.create_task(chat(http, url, "second", 62_000))
+            await until(lambda: core.admission is not None and len(core.admission.waiting) == 1)
+            async with http.get(f"{url}/saga/v1/queue") as r:
+                listing = await r.json()
+            second.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await second
+    (waiting,) = listing["waiting"]
+    assert waiting["session_id"] == "second" and waiting["where"] == "admission" and waiting["age_s"] >= 0
+
+
 async def test_a_failing_tick_is_logged_and_housekeeping_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

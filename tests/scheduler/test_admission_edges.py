@@ -9,6 +9,8 @@ import msgspec
 from proxy.model_routing import ModelFilter, ReplicaModels
 from proxy.scheduler import Dispatch, Reject, ReplicaStats, Usage
 from proxy.scheduler.admission import AdmissionSpec
+from proxy.scheduler.registry import PluginSpec
+from proxy.scheduler.release import ReleaseQueueSpec
 from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch, saga_spec
 
 USAGE = Usage(prompt_tokens=10_000, completion_tokens=100, finish_reason="tool_calls")
@@ -239,3 +241,66 @@ def test_waiting_calls_are_refused_at_the_next_tick_once_a_call_finds_the_last_r
     (refused,) = core.tick()
     assert isinstance(refused, Reject) and refused.request_id == waiting.request_id and refused.status == 503
     assert core.replica_stats(ReplicaStats("r0", healthy=False)) == []  # still down: nothing left to refuse
+
+
+def _queued_core(max_queued: int = 10_000, replicas: int = 1) -> tuple:  # type: ignore[type-arg]
+    """`saga` admission with a release queue whose gate lets one call per replica in flight."""
+    gate = PluginSpec("max-in-flight-gate", params={"max_in_flight": 1})
+    spec = saga_spec(
+        admission=AdmissionSpec(overcommit=1.0, max_hold_s=0.5),
+        queue=ReleaseQueueSpec(gate=gate, max_queued=max_queued),
+    )
+    return make_core(replicas=replicas, spec=spec, session_idle_ttl_s=3600.0)
+
+
+def test_a_held_call_whose_client_leaves_lets_its_new_workflows_reservation_go() -> None:
+    """Admitted, then held in the release queue behind the gate, then withdrawn: nothing lapsed the new
+    workflow's reservation (no call in flight, no hold running) but the session's idle TTL, an hour."""
+    core, clock = _queued_core()
+    busy = only_dispatch(core.request_arrived(call("busy", prompt_tokens=1_000)))
+    held = call("held", prompt_tokens=20_000)
+    assert core.request_arrived(held) == []  # admitted, held behind the gate
+    assert core.admission is not None and core.admission.workflows["held"].reserved > 0
+    assert core.request_cancelled(held.request_id) == []
+    assert core.admission.workflows["held"].reserved == 0
+    clock.now = 1.0
+    core.request_finished(busy.request_id, USAGE)
+
+
+def test_a_call_its_replica_failed_and_no_other_could_take_lets_its_reservation_go() -> None:
+    """The replica died under a new workflow's first call: the client's 503 was right, but the workflow kept
+    its reservation, and the replica, back and empty, made the next new workflow wait."""
+    core, _ = _one_replica()
+    first = only_dispatch(core.request_arrived(call("first", prompt_tokens=CAPACITY - 1_000)))
+    (refused,) = core.dispatch_failed(first.request_id, replica_down=True)
+    assert isinstance(refused, Reject) and refused.status == 503
+    assert core.admission is not None and core.admission.reserved["r0"] == 0
+    core.replica_stats(ReplicaStats("r0", healthy=True))
+    only_dispatch(core.request_arrived(call("next", prompt_tokens=CAPACITY - 1_000)))
+
+
+def test_a_retry_after_its_replica_failed_is_held_past_the_queues_bound() -> None:
+    """A running call whose replica died went back through the bounded queue and got a 429 while later
+    calls were served: it was accepted already."""
+    core, _ = _queued_core(max_queued=1, replicas=2)
+    running = [only_dispatch(core.request_arrived(call(f"run{i}", prompt_tokens=1_000))) for i in range(2)]
+    assert core.request_arrived(call("later", prompt_tokens=1_000)) == []  # held: the queue is full now
+    retried = core.dispatch_failed(running[0].request_id, replica_down=True)
+    assert retried == []  # held for the other replica, not refused
+    assert core.release is not None and core.release.holds_session("run0")
+
+
+def test_a_session_ended_while_its_held_call_waits_is_forgotten_when_that_call_is_refused() -> None:
+    """Ended while its call was held, then its replica drained: the held call got its 503, and the session
+    stayed (its reservation until the hold lapsed, itself until the idle TTL)."""
+    core, clock = _queued_core()
+    first = only_dispatch(core.request_arrived(call("s", prompt_tokens=1_000)))
+    clock.now = 1.0
+    core.request_finished(first.request_id, USAGE)
+    only_dispatch(core.request_arrived(call("busy", prompt_tokens=1_000)))
+    held = call("s", prompt_tokens=2_000)
+    assert core.request_arrived(held) == []  # behind the gate
+    assert core.session_ended("s") == [] and "s" in core.sessions
+    refused = core.replica_stats(ReplicaStats("r0", healthy=False))
+    assert [(d.request_id, d.status) for d in refused if isinstance(d, Reject)] == [(held.request_id, 503)]
+    assert "s" not in core.sessions
