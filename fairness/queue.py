@@ -165,6 +165,10 @@ class FairQueue(Generic[T]):
     def items(self) -> Iterator[T]:
         return (h.item for h in self._held.values())
 
+    def get(self, key: str) -> T | None:
+        held = self._held.get(key)
+        return None if held is None else held.item
+
     def backlog(self) -> dict[str, int]:
         """Held calls per backlogged tenant."""
         return {t: b.size for t, b in self._tenants.items()}

@@ -842,11 +842,20 @@ class SchedulerCore:
         if isinstance(replica_id, Reject):
             return [replica_id]
         # a retry (its replica failed it) was accepted already: the queue's bound is for new calls
-        if not self.release.hold(req, replica_id, tried, self.clock(), bounded=not tried):
-            limit = self.release.spec.max_queued
+        release = self.release
+        if not release.hold(req, replica_id, tried, self.clock(), bounded=not tried):
+            limit = release.spec.max_queued
             return [self._refuse(req, f"the proxy's queue is full ({limit} calls waiting)", 429)]
         self._queued_changed(replica_id, +1)
-        return self._pump(replica_id)
+        decisions: list[Decision] = []
+        if release.pushed_out:  # the bound was full: the tenant holding most gave up its newest place
+            for pushed in release.pushed_out:
+                self._queued_changed(pushed.replica_id, -1)
+                limit = release.spec.max_queued
+                reason = f"the proxy's queue is full ({limit} calls waiting; this tenant held the most)"
+                decisions.append(self._refuse(pushed.req, reason, 429))
+            release.pushed_out.clear()
+        return decisions + self._pump(replica_id)
 
     def _pump(self, replica_id: ReplicaId) -> list[Decision]:
         """Release held calls to `replica_id`, in the fair order, while its gate has room."""

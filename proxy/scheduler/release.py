@@ -131,6 +131,8 @@ class ReleaseQueue:
         self.lanes: dict[ReplicaId, FairQueue[HeldCall]] = {}
         self._lane_of: dict[str, ReplicaId] = {}
         self._held_per_session: dict[str, int] = {}  # a session with a held call is not idle
+        self._held_per_tenant: dict[str, int] = {}  # who fills the bound (`hold`'s push-out)
+        self.pushed_out: list[HeldCall] = []  # held calls `hold` took out to make room: the core refuses them
 
     def __len__(self) -> int:
         return len(self._lane_of)
@@ -159,9 +161,14 @@ class ReleaseQueue:
         self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId], now: float, bounded: bool = True
     ) -> bool:
         """Hold `req` for `replica_id`; False when the queue is full (`bounded`: a retry of a call accepted
-        already is held past the bound)."""
+        already is held past the bound). Full, a call of a tenant holding fewer calls than another makes
+        room: that tenant's newest held call is pushed out (`pushed_out`, for the core to refuse), so a
+        tenant retrying at once after each 429 cannot keep every place."""
         if bounded and len(self._lane_of) >= self.spec.max_queued:
-            return False
+            pushed = self._push_out_for(req.tenant_id)
+            if pushed is None:
+                return False
+            self.pushed_out.append(pushed)
         lane = self.lanes.get(replica_id)
         if lane is None:
             lane = self.lanes[replica_id] = FairQueue(
@@ -175,7 +182,23 @@ class ReleaseQueue:
         lane.push(req.request_id, held, tenant=req.tenant_id, cost=cost, remaining=remaining, now=now)
         self._lane_of[req.request_id] = replica_id
         self._held_per_session[req.session_id] = self._held_per_session.get(req.session_id, 0) + 1
+        tenant = req.tenant_id
+        self._held_per_tenant[tenant] = self._held_per_tenant.get(tenant, 0) + 1
         return True
+
+    def _push_out_for(self, tenant: str) -> HeldCall | None:
+        """The newest held call of the tenant holding the most, taken out, when that is more than `tenant`
+        holds plus one (None: `tenant` holds its share already)."""
+        counts = self._held_per_tenant
+        most = max(counts, key=counts.__getitem__, default=None)
+        if most is None or most == tenant or counts[most] <= counts.get(tenant, 0) + 1:
+            return None
+        for request_id in reversed(self._lane_of):
+            lane = self.lanes[self._lane_of[request_id]]
+            held = lane.get(request_id)
+            if held is not None and held.req.tenant_id == most:
+                return self.cancel(request_id)
+        return None
 
     def holds_session(self, session_id: str) -> bool:
         return session_id in self._held_per_session
@@ -185,6 +208,10 @@ class ReleaseQueue:
         left = self._held_per_session.pop(sid, 1) - 1
         if left:
             self._held_per_session[sid] = left
+        tenant = held.req.tenant_id
+        left = self._held_per_tenant.pop(tenant, 1) - 1
+        if left:
+            self._held_per_tenant[tenant] = left
 
     def next_for(self, replica_id: ReplicaId, now: float) -> HeldCall | None:
         lane = self.lanes.get(replica_id)

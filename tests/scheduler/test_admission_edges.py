@@ -304,3 +304,24 @@ def test_a_session_ended_while_its_held_call_waits_is_forgotten_when_that_call_i
     refused = core.replica_stats(ReplicaStats("r0", healthy=False))
     assert [(d.request_id, d.status) for d in refused if isinstance(d, Reject)] == [(held.request_id, 503)]
     assert "s" not in core.sessions
+
+
+def test_a_full_release_queue_gives_a_light_tenant_a_place_by_pushing_out_the_floods_newest() -> None:
+    """The queue's bound was shared first come: a flood retrying at once after each 429 kept it full, and a
+    light tenant's calls were all refused (10 of 10 with `max_queued: 5`) while the flood was served."""
+    core, _ = _queued_core(max_queued=4)
+    only_dispatch(core.request_arrived(call("busy", prompt_tokens=100, tenant="flood")))
+    flood = [call(f"f{i}", prompt_tokens=100, tenant="flood") for i in range(4)]
+    for c in flood:
+        assert core.request_arrived(c) == []  # held behind the gate
+    (refused,) = core.request_arrived(call("f-more", prompt_tokens=100, tenant="flood"))
+    assert isinstance(refused, Reject) and refused.status == 429  # the flood holds every place
+    light = [call(f"l{i}", prompt_tokens=100, tenant="light") for i in range(3)]
+    (pushed,) = core.request_arrived(light[0])
+    assert isinstance(pushed, Reject) and pushed.request_id == flood[-1].request_id and pushed.status == 429
+    (pushed,) = core.request_arrived(light[1])
+    assert isinstance(pushed, Reject) and pushed.request_id == flood[-2].request_id
+    (refused,) = core.request_arrived(light[2])  # two each: the light tenant has its share
+    assert isinstance(refused, Reject) and refused.request_id == light[2].request_id
+    assert core.release is not None and len(core.release) == 4
+    assert core.replicas["r0"].queued == 4
