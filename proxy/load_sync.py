@@ -71,7 +71,7 @@ class LoadSync:
             key = keys.get(replica_id)
             own.append((self.key_of(replica_id) if key is None else key, reserved, in_flight))
             ids.append(replica_id)
-        dropped = self.table.publish(own, now_ns, core.own_waiting())
+        dropped = self.table.publish(own, now_ns, core.own_waiting(), core.own_admitted())
         if dropped and not self.dropped:
             log.warning(
                 "%d replicas beyond the load table's %d slots: the other workers do not see this worker's "
@@ -81,7 +81,6 @@ class LoadSync:
             )
         self.dropped = dropped
         totals = self.table.others(now_ns, self.stale_after_ns)
-        core.foreign_waiting(self.table.waiting)
         decisions: list[Decision] = []
         views = core.replicas
         for replica_id, (key, _, _) in zip(ids, own, strict=True):
@@ -89,7 +88,8 @@ class LoadSync:
             view = views[replica_id]
             if reserved != view.foreign_reserved_tokens or in_flight != view.foreign_in_flight:
                 decisions += core.foreign_load(replica_id, reserved, in_flight)
-        return decisions
+        # last: what waits here may take room only as the others' reservations now leave it
+        return decisions + core.foreign_waiting(self.table.waiting, self.table.turns)
 
 
 async def load_sync_loop(

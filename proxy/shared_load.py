@@ -5,8 +5,8 @@ Layout: the file `load.table` in the worker directory (`WorkerSet.directory`, pr
 run) holds one fixed-size region per worker, region i written only by worker i. A region is int64 words:
 a sequence counter (odd while its writer is writing), a heartbeat (the writer's `time.monotonic_ns()` at its
 last publish: CLOCK_MONOTONIC, one clock for every process on the host), the number of records, the number of
-replicas left out, the new workflows waiting for admission in the writer, then `slots` records of (replica
-key, KV tokens reserved, calls in flight).
+replicas left out, the new workflows waiting for admission in the writer and the new workflows it admitted so
+far, then `slots` records of (replica key, KV tokens reserved, calls in flight).
 
 Contract:
 - Replicas come and go (admin API, DNS discovery), so a publish rewrites the writer's whole list: record k is
@@ -21,7 +21,7 @@ Contract:
   retries it keeps the region's last consistent copy.
 - A dead worker: a region whose heartbeat (as last read consistently) is older than `stale_after_ns`, or
   that was never written, counts for nothing. A worker restarted at the same index continues its counter.
-- Bounded: workers x (40 + 24 x slots) bytes, fixed at open.
+- Bounded: workers x (48 + 24 x slots) bytes, fixed at open.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections.abc import Iterable
 
 TABLE_FILE = "load.table"
 DEFAULT_SLOTS = 1024
-_HEADER = 5  # words: sequence, heartbeat (ns), records, dropped, workflows waiting
+_HEADER = 6  # words: sequence, heartbeat (ns), records, dropped, workflows waiting, workflows admitted
 _RECORD = 3  # words: replica key, reserved tokens, calls in flight
 _WORD = 8
 _READ_TRIES = 4
@@ -77,15 +77,20 @@ class LoadTable:
         self._words = memoryview(self._map).cast("q")
         base = index * self._region
         self._seq = self._words[base] + (self._words[base] & 1)  # a restart continues (even) its counter
-        # worker -> its region's last consistent copy: (heartbeat, [key, reserved, in flight, ...], waiting)
-        self._last: dict[int, tuple[int, list[int], int]] = {}
+        # worker -> its region's last consistent copy: (heartbeat, [key, reserved, in flight, ...], waiting,
+        # admitted)
+        self._last: dict[int, tuple[int, list[int], int, int]] = {}
         self.waiting = 0  # the live other workers' waiting workflows, as of the last `others`
+        # the live other workers with workflows waiting: worker -> the new workflows it admitted so far
+        self.turns: dict[int, int] = {}
         self.torn_reads = 0  # reads that found the region being written (retried)
 
-    def publish(self, loads: Iterable[tuple[int, int, int]], now_ns: int, waiting: int = 0) -> int:
+    def publish(
+        self, loads: Iterable[tuple[int, int, int]], now_ns: int, waiting: int = 0, admitted: int = 0
+    ) -> int:
         """Write this worker's (replica key, reserved tokens, calls in flight) records, its number of new
-        workflows `waiting` for admission and its heartbeat; returns how many replicas did not fit in the
-        slots (left out)."""
+        workflows `waiting` for admission and of those it `admitted` so far, and its heartbeat; returns how
+        many replicas did not fit in the slots (left out)."""
         records = list(loads)
         dropped = max(0, len(records) - self.slots)
         if dropped:
@@ -98,6 +103,7 @@ class LoadTable:
         words[base + 2] = len(records)
         words[base + 3] = dropped
         words[base + 4] = waiting
+        words[base + 5] = admitted
         start = base + _HEADER
         words[start : start + len(flat)] = flat
         self._seq += 1
@@ -106,7 +112,8 @@ class LoadTable:
 
     def others(self, now_ns: int, stale_after_ns: int) -> dict[int, tuple[int, int]]:
         """replica key -> (reserved tokens, calls in flight) summed over the other workers whose heartbeat is
-        at most `stale_after_ns` old; their waiting workflows, summed too, are left in `waiting`."""
+        at most `stale_after_ns` old; their waiting workflows, summed too, are left in `waiting`, and the
+        admissions so far of those with workflows waiting in `turns`."""
         # Workers usually list the same replicas in the same order: their columns add up element-wise (in C);
         # a region with another list is merged key by key.
         keys: list[int] | None = None
@@ -114,6 +121,7 @@ class LoadTable:
         in_flight: list[int] = []
         odd: list[list[int]] = []
         waiting = 0
+        turns: dict[int, int] = {}
         for worker in range(self.workers):
             if worker == self.index:
                 continue
@@ -122,6 +130,8 @@ class LoadTable:
                 continue
             records = copy[1]
             waiting += copy[2]
+            if copy[2]:
+                turns[worker] = copy[3]
             if keys is None:
                 keys, reserved, in_flight = records[0::_RECORD], records[1::_RECORD], records[2::_RECORD]
             elif records[0::_RECORD] == keys:
@@ -129,7 +139,7 @@ class LoadTable:
                 in_flight = list(map(operator.add, in_flight, records[2::_RECORD]))
             else:
                 odd.append(records)
-        self.waiting = waiting
+        self.waiting, self.turns = waiting, turns
         totals = dict(zip(keys or (), zip(reserved, in_flight, strict=True), strict=True))
         for records in odd:
             for i in range(0, len(records), _RECORD):
@@ -138,11 +148,12 @@ class LoadTable:
                 totals[key] = (was[0] + records[i + 1], was[1] + records[i + 2])
         return totals
 
-    def _read(self, worker: int) -> tuple[int, list[int], int] | None:
+    def _read(self, worker: int) -> tuple[int, list[int], int, int] | None:
         """The worker's region as of its last consistent read (None: never written, or never read whole)."""
         words, base = self._words, worker * self._region
         for _ in range(_READ_TRIES):
             seq, heartbeat, count, waiting = words[base], words[base + 1], words[base + 2], words[base + 4]
+            admitted = words[base + 5]
             if seq & 1 or not 0 <= count <= self.slots:
                 self.torn_reads += 1
                 continue
@@ -153,7 +164,7 @@ class LoadTable:
                 continue
             if seq == 0:
                 return None  # never written
-            self._last[worker] = (heartbeat, records, waiting)
+            self._last[worker] = (heartbeat, records, waiting, admitted)
             break
         return self._last.get(worker)
 

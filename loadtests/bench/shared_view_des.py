@@ -5,14 +5,15 @@ without the shared view of replica load (proxy/load_sync.py), against one core.
 workflows. Here the cluster drives `WorkerCores`: N cores behind the one-core interface, each event going to
 the core that owns its session. With `shared`, a sync runs every `sync_s` of virtual time (as the workers'
 loop runs every period, events or not; also at an event once `sync_s` has passed): each core in turn is told
-the others' totals per replica through `SchedulerCore.foreign_load`, the figures `own_load` gives as they
-are at that moment (the table itself is not simulated). With `share_learning`, in the same sync each core
-also replays what the others' predictors learned since the last (`Predictor.take_learned` / `learn`: what
-proxy/load_sync.py does through proxy/shared_learning.py). `exact_admission` is an experiment `saga serve`
-does not run (docs/saga-policy.md, "Several workers"): a new workflow's first call, and a call's end while
-workflows wait, first read the other cores' figures as they are then, so no two workers admit into the same
-room. `one_predictor` gives every core the same `Predictor` (a diagnostic: as if the workers shared one
-predictor, sessions and all).
+the others' totals per replica through `SchedulerCore.foreign_load`, the figures `own_load` gives as they are
+at that moment (the table itself is not simulated), and the others' waiting workflows and admissions so far
+(`foreign_waiting`: admission's turns between workers; `turns=False` leaves them out). With `share_learning`,
+in the same sync each core also replays what the others' predictors learned since the last
+(`Predictor.take_learned` / `learn`: what proxy/load_sync.py does through proxy/shared_learning.py).
+`exact_admission` is an experiment `saga serve` does not run (docs/saga-policy.md, "Several workers"): a new
+workflow's first call, and a call's end while workflows wait, first read the other cores' figures as they are
+then, so no two workers admit into the same room. `one_predictor` gives every core the same `Predictor` (a
+diagnostic: as if the workers shared one predictor, sessions and all).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class WorkerCores(SchedulerCore):
         one_predictor: bool = False,
         share_learning: bool = False,
         exact_admission: bool = False,
+        turns: bool = True,
     ) -> None:
         ids = list(replicas)
         super().__init__(ids, build_policy(config.policy, seed=config.seed), clock)
@@ -62,6 +64,7 @@ class WorkerCores(SchedulerCore):
         self.replicas = self.cores[0].replicas  # the cluster's progress reads the replicas' gauges here
         self.share_learning = share_learning and not one_predictor
         self.exact_admission = exact_admission
+        self.turns = turns  # each core told how many workflows the others with some waiting admitted
         if self.share_learning:
             for core in self.cores:
                 core.predictor.keep_learned()
@@ -89,13 +92,17 @@ class WorkerCores(SchedulerCore):
         own = [{rid: (res, fl) for rid, res, fl in core.own_load()} for core in self.cores]
         waiting = [core.own_waiting() for core in self.cores]
         core = self.cores[i]
-        core.foreign_waiting(sum(waiting) - waiting[i])
+        turns = (
+            {j: other.own_admitted() for j, other in enumerate(self.cores) if j != i and waiting[j]}
+            if self.turns
+            else None
+        )
         decisions: list[Decision] = []
         for rid in core.replicas:
             reserved = sum(own[j][rid][0] for j in range(len(self.cores)) if j != i)
             in_flight = sum(own[j][rid][1] for j in range(len(self.cores)) if j != i)
             decisions += self._mine(i, core.foreign_load(rid, reserved, in_flight))
-        return decisions
+        return decisions + self._mine(i, core.foreign_waiting(sum(waiting) - waiting[i], turns))
 
     def _mine(self, worker: int, decisions: list[Decision]) -> list[Decision]:
         for d in decisions:
@@ -156,6 +163,7 @@ def run(
     one_predictor: bool,
     share_learning: bool = False,
     exact_admission: bool = False,
+    turns: bool = True,
 ) -> tuple[ClusterResult, float]:
     make_tasks, config = {**CASES, **LONGER}[case]
     cluster = Cluster(make_tasks(), config)
@@ -169,6 +177,7 @@ def run(
             one_predictor,
             share_learning,
             exact_admission,
+            turns,
         )
         cluster.core = cores
         if sync_s is not None:  # every period of virtual time, events or not, as the workers' loop runs

@@ -48,6 +48,7 @@ _MAX_TENANTS_SEEN = 4096
 _NO_REPLICA_FOR_MODEL = "no healthy replica serves the model this call names"
 _EVICTIONS_PER_NEW_SESSION = 8  # past `max_sessions`: idle sessions a new one evicts at most
 _EVICTIONS_PER_TICK = 1024  # and each housekeeping tick
+_TURN_S = 0.25  # how long room freed here is left to another worker's turn at most
 _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
 
 
@@ -176,6 +177,11 @@ class SchedulerCore:
         # Sessions the client ended while a call of theirs waited in the proxy (`session_ended`)
         self._ending: set[str] = set()
         self._check_stranded = False  # a replica was removed or found down by a call since the last tick
+        # With workers: the others with new workflows waiting -> their admissions so far, as last synced;
+        # the same at this worker's last admission; since when this worker has left a turn to them
+        self._turns: dict[int, int] = {}
+        self._turns_at_admit: dict[int, int] = {}
+        self._owed_since: float | None = None
         self.admission = (
             None
             if policy.admission is None
@@ -374,15 +380,28 @@ class SchedulerCore:
             decisions += self._admit_waiting()
         return decisions
 
-    def foreign_waiting(self, workflows: int) -> None:
+    def foreign_waiting(self, workflows: int, turns: dict[int, int] | None = None) -> list[Decision]:
         """The other workers have `workflows` new workflows waiting for admission (proxy/load_sync.py): work
-        waiting for KV, which the cost-aware hold weighs as it weighs this worker's own."""
-        if self.admission is not None:
-            self.admission.foreign_waiting = workflows
+        waiting for KV, which the cost-aware hold weighs as it weighs this worker's own. `turns`: for each
+        other worker with workflows waiting, how many it has admitted so far; room this worker frees goes to
+        them in turn (`_owes_a_turn`). Returns what this worker's waiting workflows may take now."""
+        admission = self.admission
+        if admission is None:
+            return []
+        admission.foreign_waiting = workflows
+        turns = turns or {}
+        if turns == self._turns and not (turns and len(admission.waiting)):
+            return []
+        self._turns = turns  # (while they wait and so does a workflow here, looked at each sync)
+        return self._admit_waiting()
 
     def own_waiting(self) -> int:
         """New workflows waiting in this worker's admission (what it publishes to the others)."""
         return 0 if self.admission is None else len(self.admission.waiting)
+
+    def own_admitted(self) -> int:
+        """New workflows this worker's admission admitted so far (what it publishes to the others)."""
+        return 0 if self.admission is None else self.admission.admitted
 
     def own_load(self) -> list[tuple[ReplicaId, int, int]]:
         """(replica, KV tokens reserved, calls in flight) of this worker alone, for every replica: what it
@@ -693,8 +712,10 @@ class SchedulerCore:
             footprint = admission.footprint_of_new(req)
             room = admission.healthy_with_room(self.replicas.values(), footprint)
             replica_id = self.policy.route(req, room) if room else self._past_every_replica(req)
-            if replica_id is not None:
+            # (owing another worker a turn, it queues, as behind a workflow of this worker's own)
+            if replica_id is not None and not (self._turns and self._owes_a_turn(self.clock())):
                 admission.admit_at_once(req, replica_id)
+                self._took_a_turn()
                 return self._proceed(req, set(), replica_id)
         if self.policy.filters and not self.policy.has_candidate(
             req, [r for r in self.replicas.values() if r.healthy]
@@ -753,10 +774,31 @@ class SchedulerCore:
             return self._proceed(req, set()) + self._with_workflow(req.session_id)
         room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
         replica_id = self.policy.route(req, room) if room else self._past_every_replica(req)
-        if replica_id is None:
+        if replica_id is None or (self._turns and self._owes_a_turn(now)):
             return None
         admission.admit(req, replica_id, now)
+        self._took_a_turn()
         return self._proceed(req, set(), replica_id) + self._with_workflow(req.session_id)
+
+    def _owes_a_turn(self, now: float) -> bool:
+        """With workers, asked where this worker has room for its next new workflow: another worker has new
+        workflows waiting and has admitted none since this worker last did (while it waited), so the room
+        is left to it (it sees the room at its next sync, ~15-30 ms), and the workers take turns. A worker
+        whose calls freed the room otherwise admitted its own next workflow in the same step, every time:
+        a flood owned by one worker kept another worker's tenant waiting until it stopped (12-14 s against
+        0.7 s in one process). A turn is left for at most `_TURN_S` from when room was first withheld, so a
+        worker whose head fits nowhere yet holds this one's back no longer."""
+        last = self._turns_at_admit
+        if not any(last.get(worker) == admitted for worker, admitted in self._turns.items()):
+            self._owed_since = None
+            return False
+        if self._owed_since is None:
+            self._owed_since = now
+        return now - self._owed_since < _TURN_S
+
+    def _took_a_turn(self) -> None:
+        self._turns_at_admit = dict(self._turns)
+        self._owed_since = None
 
     def _refuse_stranded(self) -> list[Decision]:
         """Refuse the new workflows waiting here that no healthy replica can take (every replica down,

@@ -189,10 +189,14 @@ def test_two_workers_synced_between_arrivals_never_reserve_past_a_replicas_room(
 
 def test_the_other_live_workers_waiting_workflows_are_summed(tmp_path: Path) -> None:
     tables = [LoadTable(str(tmp_path), 3, i) for i in range(3)]
-    tables[0].publish([(KEYS[0], 1, 1)], now_ns=SECOND, waiting=4)
-    tables[1].publish([], now_ns=3 * SECOND, waiting=2)
+    tables[0].publish([(KEYS[0], 1, 1)], now_ns=SECOND, waiting=4, admitted=7)
+    tables[1].publish([], now_ns=3 * SECOND, waiting=2, admitted=3)
+    tables[2].publish([], now_ns=3 * SECOND, waiting=0, admitted=9)
     tables[2].others(3 * SECOND, 5 * SECOND)
     assert tables[2].waiting == 6
+    assert tables[2].turns == {0: 7, 1: 3}  # the admissions of the others with workflows waiting
+    tables[0].others(3 * SECOND, 5 * SECOND)
+    assert tables[0].turns == {1: 3}  # worker 2 has none waiting: no turn owed to it
     tables[2].others(3 * SECOND, SECOND)  # worker 0's region is stale now
     assert tables[2].waiting == 2
     tables[0].others(3 * SECOND, SECOND)
@@ -206,3 +210,50 @@ async def test_a_worker_without_a_usable_directory_says_so_and_schedules_alone(
     workers = WorkerSet(0, 2, str(tmp_path / "missing"))
     await asyncio.wait_for(load_sync_loop(core, workers, lambda decisions: None), 5.0)  # returns at once
     assert "no shared load table" in caplog.text
+
+
+def test_a_flood_owned_by_one_worker_lets_another_workers_waiting_workflow_in(tmp_path: Path) -> None:
+    """Each time one of worker 0's flood workflows ended, worker 0 admitted its own next one into the room in
+    the same step, before worker 1 heard of the room: worker 1's workflow waited until the flood stopped.
+    The table now says how many workflows each worker admitted, and a worker owing another a turn leaves
+    the room to it."""
+    now = [0.0]
+    capacity = 2_200  # two 600-token workflows at a time (1,600 with predicted growth each; x 1.5)
+    cores, syncs = [], []
+    for i in range(2):
+        core = SchedulerCore(["http://r0"], build_policy("saga", seed=i), lambda: now[0])
+        core.replica_stats(ReplicaStats("http://r0", kv_capacity_tokens=capacity))
+        cores.append(core)
+        syncs.append(LoadSync(core, LoadTable(str(tmp_path), 2, i)))
+
+    def sync() -> list[Any]:
+        out = []
+        for i in (0, 1, 0, 1):
+            out += [(i, d) for d in syncs[i].step(int(now[0] * SECOND) + SECOND)]
+        return out
+
+    running: list[str] = []
+    for n in range(2):  # the flood fills the replica
+        (d,) = cores[0].request_arrived(RequestInfo(f"f{n}", f"flood-{n}", now[0], prompt_tokens=600))
+        running.append(d.request_id)
+    assert cores[0].request_arrived(RequestInfo("f2", "flood-2", now[0], prompt_tokens=600)) == []
+    sync()
+    now[0] = 1.0
+    light = RequestInfo("light", "light-0", now[0], prompt_tokens=600)
+    assert cores[1].request_arrived(light) == []  # no room: it waits in worker 1
+    sync()
+    done = Usage(prompt_tokens=600, completion_tokens=0)
+    for n in range(3, 13):  # a flood workflow ends and the next arrives, again and again
+        now[0] += 0.5
+        ended = running.pop(0)
+        out = [(0, d) for d in cores[0].request_finished(ended, done)]
+        out += [(0, d) for d in cores[0].session_ended(f"flood-{ended[1:]}")]
+        out += [
+            (0, d)
+            for d in cores[0].request_arrived(RequestInfo(f"f{n}", f"flood-{n}", now[0], prompt_tokens=600))
+        ]
+        out += sync()
+        running += [d.request_id for w, d in out if isinstance(d, Dispatch) and w == 0]
+        if any(isinstance(d, Dispatch) and d.request_id == "light" for _, d in out):
+            break
+    assert n <= 4, n  # the next room but one at most (one process: the next)

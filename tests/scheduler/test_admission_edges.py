@@ -325,3 +325,31 @@ def test_a_full_release_queue_gives_a_light_tenant_a_place_by_pushing_out_the_fl
     assert isinstance(refused, Reject) and refused.request_id == light[2].request_id
     assert core.release is not None and len(core.release) == 4
     assert core.replicas["r0"].queued == 4
+
+
+def test_with_workers_room_goes_in_turn_to_a_worker_with_workflows_waiting() -> None:
+    """A worker whose calls freed room admitted its own next workflow in the same step, every time, so a
+    flood owned by one worker kept another worker's tenant waiting until it stopped (12-14 s against 0.7 s
+    in one process). Now a worker that admitted since another began waiting leaves it the next room."""
+    core, clock = _one_replica()
+    clock.now = 1.0
+    assert core.foreign_waiting(1, {1: 5}) == []  # worker 1 waits, having admitted 5 so far
+    only_dispatch(core.request_arrived(call("first", prompt_tokens=1_000)))  # this worker's turn
+    second = call("second", prompt_tokens=1_000)
+    assert core.request_arrived(second) == []  # room, but worker 1's turn
+    assert core.foreign_waiting(1, {1: 5}) == []  # still its turn
+    (admitted,) = core.foreign_waiting(1, {1: 6})  # worker 1 took it: this one goes
+    assert admitted.request_id == second.request_id
+
+
+def test_a_turn_is_left_to_another_worker_for_a_bounded_time() -> None:
+    core, clock = _one_replica()
+    clock.now = 1.0
+    core.foreign_waiting(1, {1: 5})
+    only_dispatch(core.request_arrived(call("first", prompt_tokens=1_000)))
+    second = call("second", prompt_tokens=1_000)
+    assert core.request_arrived(second) == []
+    clock.now = 1.1
+    assert core.foreign_waiting(1, {1: 5}) == []
+    clock.now = 1.4  # worker 1's head fits nowhere, it seems: this one goes
+    assert [d.request_id for d in core.foreign_waiting(1, {1: 5})] == [second.request_id]
