@@ -797,7 +797,8 @@ class SchedulerCore:
         return now - self._owed_since < _TURN_S
 
     def _took_a_turn(self) -> None:
-        self._turns_at_admit = dict(self._turns)
+        if self._turns or self._turns_at_admit:  # (one process: neither, and no copy a call)
+            self._turns_at_admit = dict(self._turns)
         self._owed_since = None
 
     def _refuse_stranded(self) -> list[Decision]:
