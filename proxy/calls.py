@@ -56,11 +56,15 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def without_bom(body: bytes) -> bytes:
-    return body[3:] if body[:3] == _BOM else body
+    return body[3:] if body.startswith(_BOM) else body
 
 
 def parse_call(body: bytes) -> CallFields:
-    body = without_bom(body)
+    """The body's fields (a BOM before it skipped); ProxyError 400 for a body that is not a call."""
+    return _parsed(without_bom(body))
+
+
+def _parsed(body: bytes) -> CallFields:
     if not body:
         raise _bad_request("request body is empty; expected a JSON object")
     try:
@@ -102,7 +106,7 @@ async def serve_call(
     `headers` must be case-insensitive; `tenant` is the tenant a client API key named (None without keys).
     Raises ProxyError for the proxy's own refusals; the server answers it (nothing was sent yet then)."""
     body = without_bom(body)
-    await _served_after_lookup(app, path, headers, body, tenant, downstream, parse_call(body))
+    await _served_after_lookup(app, path, headers, body, tenant, downstream, _parsed(body))
 
 
 async def _served_after_lookup(
@@ -152,7 +156,7 @@ def begin_call(
     `ownership_key`), so they are not decoded again."""
     body = without_bom(body)
     if fields is None:
-        fields = parse_call(body)
+        fields = _parsed(body)
     # (the cheap test first: most calls name no previous response, and needs_lookup is a Python-level call)
     if fields.previous_response_id and needs_lookup(app, fields, app[CHAINS]):
         work = _served_after_lookup(app, path, headers, body, tenant, downstream, fields, seen, pairs)
@@ -200,7 +204,7 @@ def _prepared(
         shared.resolve()
     core = shared.core
     if fields is None:
-        fields = parse_call(body)
+        fields = _parsed(body)  # (the callers skipped a BOM)
     xargs = fields.vllm_xargs
     if isinstance(xargs, dict) and asks_for_retention(xargs):  # rare: only the scheduler asks for retention
         body = without_client_retention(body)

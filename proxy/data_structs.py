@@ -39,8 +39,8 @@ class CallFields(msgspec.Struct, gc=False):
     """The only body fields the proxy decodes; the original bytes are forwarded unchanged. Decoded as
     loosely as vLLM's (pydantic's lax mode) reads them, so the proxy refuses no body vLLM serves: `"stream":
     "true"` or `1`, `"include_usage": 1` are booleans (proxy/identity.py's decoder), `"model": null` names
-    the replica's default model, and a `prompt_cache_key` that is no string names no session (vLLM's chat
-    and completions ignore the field)."""
+    the replica's default model, and a `prompt_cache_key` that is no string, of any shape, names no session
+    (vLLM's chat and completions ignore the field)."""
 
     model: str | None = ""
     stream: bool | None = False  # null is OpenAI's (and vLLM's) default: not streamed
@@ -48,7 +48,7 @@ class CallFields(msgspec.Struct, gc=False):
     # the body again (proxy/directives.py)
     stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
     session_id: str | None = None
-    prompt_cache_key: str | int | float | bool | None = None
+    prompt_cache_key: msgspec.Raw = msgspec.Raw(b"")  # read as a session id only when it is a string
     vllm_xargs: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
     messages: msgspec.Raw = msgspec.Raw(b"")  # left undecoded unless a session must be inferred
     prompt: msgspec.Raw = msgspec.Raw(b"")  # /v1/completions; only its bytes are looked at

@@ -91,6 +91,14 @@ def decode_call(body: bytes) -> CallFields:
         raise msgspec.DecodeError("JSON nested too deeply") from e
 
 
+def _string(raw: msgspec.Raw) -> str | None:
+    """The JSON string `raw` holds; None when absent or another value (a number, even past a float's range,
+    an array, an object: vLLM's chat ignores such a field, so the proxy reads none of them)."""
+    if not raw or bytes(memoryview(raw)[:1]) != b'"':
+        return None
+    return msgspec.json.decode(raw, type=str)
+
+
 def _first(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     for name in names:
         value = headers.get(name)
@@ -158,8 +166,7 @@ def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | N
     session = _first(headers, SESSION_HEADERS)
     if session is None and fields.session_id:
         session = check_id("session_id", fields.session_id)
-    cache_key = fields.prompt_cache_key
-    if session is None and cache_key and isinstance(cache_key, str):
+    if session is None and (cache_key := _string(fields.prompt_cache_key)):
         session = check_id("prompt_cache_key", cache_key)
     if session is None and isinstance(fields.vllm_xargs, dict):
         xarg = fields.vllm_xargs.get("session_id")

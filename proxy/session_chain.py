@@ -102,6 +102,8 @@ def _canonical_calls(calls: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str
     """Tool calls as an answer key holds them: each call's arguments as canonical JSON (what msgspec writes
     back of what it read: no insignificant space, UTF-8 rather than escapes, the last of duplicate keys,
     numbers in their shortest form), or as sent when they are not JSON or too long."""
+    if not calls:  # (an answer of text alone: every anonymous call's)
+        return ()
     out: list[tuple[str, str | msgspec.Raw]] = []
     for name, arguments in calls:
         canonical: str | msgspec.Raw = arguments

@@ -534,17 +534,23 @@ class SchedulerCore:
         return self._admit_waiting() if self.admission is not None else []
 
     def _end_if_done(self, session_id: str) -> list[Decision]:
-        """A session ended while a call of it waited in the proxy: forgotten once none waits or runs."""
-        if session_id not in self._ending:
+        """A session ended while a call of it waited in the proxy: forgotten once none waits or runs, and
+        the room it held offered to the waiting workflows."""
+        if not self._forget_if_ended(session_id):
             return []
+        return self._admit_waiting() if self.admission is not None else []
+
+    def _forget_if_ended(self, session_id: str) -> bool:
+        """`_end_if_done` without the admission: True when the session was forgotten."""
+        if session_id not in self._ending:
+            return False
         session = self.sessions.get(session_id)
         if session is not None and (session.in_flight or self._holds_call(session_id)):
-            return []
+            return False
         self._ending.discard(session_id)
-        if session is None:
-            return []
-        self._forget_session(session_id)
-        return self._admit_waiting() if self.admission is not None else []
+        if session is not None:
+            self._forget_session(session_id)
+        return session is not None
 
     def _holds_call(self, session_id: str) -> bool:
         """Whether a call of the session waits in the proxy (release queue or admission)."""
@@ -622,12 +628,11 @@ class SchedulerCore:
         if self.admission is not None:
             self.admission.call_dropped(session_id)
         session = self.sessions.get(session_id)
-        if session is not None and not session.in_flight and not self._holds_call(session_id):
-            if not session.calls:
+        if session is not None and not session.calls and not session.in_flight:
+            if not self._holds_call(session_id):
                 self._forget_session(session_id, task_done=False)
-            elif session_id in self._ending:  # ended while this call waited: the end is due now
-                self._ending.discard(session_id)
-                self._forget_session(session_id)  # (its freed room is admitted into at the next event)
+        elif self._ending:  # ended while this call waited: the end is due now (its room: at the next event)
+            self._forget_if_ended(session_id)
         return Reject(req.request_id, reason, status=status)
 
     def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
@@ -711,9 +716,12 @@ class SchedulerCore:
             rank = admission.rank_of_new(req, self.clock())
             footprint = admission.footprint_of_new(req)
             room = admission.healthy_with_room(self.replicas.values(), footprint)
-            replica_id = self.policy.route(req, room) if room else self._past_every_replica(req)
             # (owing another worker a turn, it queues, as behind a workflow of this worker's own)
-            if replica_id is not None and not (self._turns and self._owes_a_turn(self.clock())):
+            owed = bool(room) and bool(self._turns) and self._owes_a_turn(self.clock())
+            replica_id = (
+                None if owed else self.policy.route(req, room) if room else self._past_every_replica(req)
+            )
+            if replica_id is not None:
                 admission.admit_at_once(req, replica_id)
                 self._took_a_turn()
                 return self._proceed(req, set(), replica_id)
@@ -773,8 +781,10 @@ class SchedulerCore:
             admission.admit(req, "", now)
             return self._proceed(req, set()) + self._with_workflow(req.session_id)
         room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
+        if room and self._turns and self._owes_a_turn(now):
+            return None
         replica_id = self.policy.route(req, room) if room else self._past_every_replica(req)
-        if replica_id is None or (self._turns and self._owes_a_turn(now)):
+        if replica_id is None:
             return None
         admission.admit(req, replica_id, now)
         self._took_a_turn()
@@ -818,9 +828,7 @@ class SchedulerCore:
         for req in stranded:
             admission.cancel(req.request_id)
             reason = "no healthy replica" if not healthy else _NO_REPLICA_FOR_MODEL
-            decisions.append(self._refuse(req, reason, 503))
-            if self._ending:
-                decisions += self._end_if_done(req.session_id)
+            decisions.append(self._refuse(req, reason, 503))  # (a pending end, too)
         return decisions
 
     def _with_workflow(self, session_id: str) -> list[Decision]:
@@ -837,12 +845,13 @@ class SchedulerCore:
         known) goes at once: no engine can take it (vLLM refuses a prompt past its context, which is at most
         its KV) and no room would ever come; waiting, it held every workflow queued behind it until the
         holds ran out. The replica answers it (an error, as a rule). None: some replica may hold it."""
-        healthy = [r for r in self.replicas.values() if r.healthy]
-        if not healthy or any(
-            req.prompt_tokens <= r.kv_capacity_tokens or r.kv_capacity_tokens <= 0 for r in healthy
-        ):
-            return None
-        return self.policy.route(req, healthy)
+        healthy: list[ReplicaView] = []
+        for r in self.replicas.values():
+            if r.healthy:
+                if req.prompt_tokens <= r.kv_capacity_tokens or r.kv_capacity_tokens <= 0:
+                    return None  # (the common case: the first healthy replica answers it)
+                healthy.append(r)
+        return self.policy.route(req, healthy) if healthy else None
 
     def _admit_other_models(self, stuck_model: str, now: float) -> list[Decision]:
         """The waiting head found no room on the replicas serving its model (proxy/model_routing.py): the
@@ -884,20 +893,19 @@ class SchedulerCore:
         replica_id = to if to is not None else self._pick(req, tried)
         if isinstance(replica_id, Reject):
             return [replica_id]
-        # a retry (its replica failed it) was accepted already: the queue's bound is for new calls
         release = self.release
-        if not release.hold(req, replica_id, tried, self.clock(), bounded=not tried):
-            limit = release.spec.max_queued
-            return [self._refuse(req, f"the proxy's queue is full ({limit} calls waiting)", 429)]
-        self._queued_changed(replica_id, +1)
+        limit = release.spec.max_queued
         decisions: list[Decision] = []
-        if release.pushed_out:  # the bound was full: the tenant holding most gave up its newest place
-            for pushed in release.pushed_out:
-                self._queued_changed(pushed.replica_id, -1)
-                limit = release.spec.max_queued
-                reason = f"the proxy's queue is full ({limit} calls waiting; this tenant held the most)"
-                decisions.append(self._refuse(pushed.req, reason, 429))
-            release.pushed_out.clear()
+        # a retry (its replica failed it) was accepted already: the queue's bound is for new calls
+        if not tried and release.is_full():
+            pushed = release.push_out_for(req.tenant_id)  # the tenant holding the most gives up a place
+            if pushed is None:
+                return [self._refuse(req, f"the proxy's queue is full ({limit} calls waiting)", 429)]
+            self._queued_changed(pushed.replica_id, -1)
+            reason = f"the proxy's queue is full ({limit} calls waiting; this tenant held the most)"
+            decisions.append(self._refuse(pushed.req, reason, 429))
+        release.hold(req, replica_id, tried, self.clock(), bounded=False)
+        self._queued_changed(replica_id, +1)
         return decisions + self._pump(replica_id)
 
     def _pump(self, replica_id: ReplicaId) -> list[Decision]:

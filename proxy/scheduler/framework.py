@@ -186,20 +186,23 @@ class RoutingPolicy:
     def release_after(self, req: RequestInfo, replica_id: ReplicaId, usage: Usage) -> bool:
         return self.retention is not None and self.retention.release_after(req, replica_id, usage)
 
-    def has_candidate(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> bool:
-        """Whether the filters leave `req` any of `replicas` (those `route` picks from; nothing scored)."""
+    def candidates(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> Sequence[ReplicaView]:
+        """The `replicas` the filters leave `req` (those `route` scores; empty: none)."""
         candidates: Sequence[ReplicaView] = replicas
         for f in self.filters:
             candidates = f.filter(req, candidates)
             if not candidates:
-                return False
-        return bool(candidates)
+                break
+        return candidates
+
+    def has_candidate(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> bool:
+        return bool(self.candidates(req, replicas))
 
     def route(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> ReplicaId | None:
         """The replica for `req`, or None when no candidate is left."""
-        candidates: Sequence[ReplicaView] = replicas
-        for f in self.filters:
-            candidates = f.filter(req, candidates)
+        candidates = replicas
+        if self.filters:
+            candidates = self.candidates(req, replicas)
             if not candidates:
                 return None
         if self.picker.takes_lone_candidate and len(candidates) == 1:

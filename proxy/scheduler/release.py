@@ -131,11 +131,14 @@ class ReleaseQueue:
         self.lanes: dict[ReplicaId, FairQueue[HeldCall]] = {}
         self._lane_of: dict[str, ReplicaId] = {}
         self._held_per_session: dict[str, int] = {}  # a session with a held call is not idle
-        self._held_per_tenant: dict[str, int] = {}  # who fills the bound (`hold`'s push-out)
-        self.pushed_out: list[HeldCall] = []  # held calls `hold` took out to make room: the core refuses them
+        self._held_per_tenant: dict[str, int] = {}  # who fills the bound (`push_out_for`)
 
     def __len__(self) -> int:
         return len(self._lane_of)
+
+    def is_full(self) -> bool:
+        """`max_queued` calls are held."""
+        return len(self._lane_of) >= self.spec.max_queued
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._lane_of
@@ -160,15 +163,10 @@ class ReleaseQueue:
     def hold(
         self, req: RequestInfo, replica_id: ReplicaId, tried: set[ReplicaId], now: float, bounded: bool = True
     ) -> bool:
-        """Hold `req` for `replica_id`; False when the queue is full (`bounded`: a retry of a call accepted
-        already is held past the bound). Full, a call of a tenant holding fewer calls than another makes
-        room: that tenant's newest held call is pushed out (`pushed_out`, for the core to refuse), so a
-        tenant retrying at once after each 429 cannot keep every place."""
-        if bounded and len(self._lane_of) >= self.spec.max_queued:
-            pushed = self._push_out_for(req.tenant_id)
-            if pushed is None:
-                return False
-            self.pushed_out.append(pushed)
+        """Hold `req` for `replica_id`; False when the queue is full (`bounded`: False for a call the caller
+        made room for, `push_out_for`, or one accepted already, a retry)."""
+        if bounded and self.is_full():
+            return False
         lane = self.lanes.get(replica_id)
         if lane is None:
             lane = self.lanes[replica_id] = FairQueue(
@@ -186,9 +184,11 @@ class ReleaseQueue:
         self._held_per_tenant[tenant] = self._held_per_tenant.get(tenant, 0) + 1
         return True
 
-    def _push_out_for(self, tenant: str) -> HeldCall | None:
-        """The newest held call of the tenant holding the most, taken out, when that is more than `tenant`
-        holds plus one (None: `tenant` holds its share already)."""
+    def push_out_for(self, tenant: str) -> HeldCall | None:
+        """The queue is full and a call of `tenant` arrives: the newest held call of the tenant holding the
+        most, taken out for the caller to refuse, when that tenant holds more than `tenant` plus one (None:
+        `tenant` holds its share already). So a tenant retrying at once after each 429 cannot keep every
+        place."""
         counts = self._held_per_tenant
         most = max(counts, key=counts.__getitem__, default=None)
         if most is None or most == tenant or counts[most] <= counts.get(tenant, 0) + 1:

@@ -126,6 +126,7 @@ async def test_a_null_stream_is_a_whole_answer_as_openai_and_vllm_read_it(
         ({"stream": 0}, False),
         ({"model": None}, False),
         ({"prompt_cache_key": 5}, False),
+        ({"prompt_cache_key": [1, {"a": None}]}, False),
     ],
 )
 async def test_bodies_vllm_reads_loosely_are_served_not_refused(

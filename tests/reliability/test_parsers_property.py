@@ -77,6 +77,7 @@ def test_deep_nesting_is_a_400_or_parses(depth: int) -> None:
     for inner in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
         parsed_or_400(b'{"messages": ' + inner + b"}")
         parsed_or_400(b'{"vllm_xargs": {"x": ' + inner + b"}}")
+        parsed_or_400(b'{"prompt_cache_key": ' + inner + b"}")  # (any shape: a session only if a string)
 
 
 def identity_or_error(headers: dict[str, str], fields: CallFields) -> None:

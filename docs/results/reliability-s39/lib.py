@@ -1,5 +1,6 @@
 """Helpers for the repro scripts: start sims + proxy, send calls, read state."""
 
+import atexit
 import json
 import os
 import signal
@@ -9,6 +10,8 @@ import time
 import urllib.request
 
 import aiohttp
+
+_STARTED = []  # every process started here, stopped at exit even when a script fails half-way
 
 ROOT = os.environ.get("SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 ENV = dict(os.environ, SAGA_PURE_PYTHON="1", PYTHONPATH=ROOT)
@@ -35,6 +38,7 @@ def start_sims(base_port, n, blocks, extra=()):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    _STARTED.append(p)
     for i in range(n):
         wait_http(f"http://127.0.0.1:{base_port + i}/health")
     return p
@@ -51,6 +55,7 @@ def start_proxy(port, replicas, extra=(), config=None, log=None):
     p = subprocess.Popen(
         args, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
+    _STARTED.append(p)
     wait_http(f"http://127.0.0.1:{port}/health")
     return p
 
@@ -117,6 +122,8 @@ async def chat(session, base, content, sid=None, headers=None, max_tokens=8, tim
             return r.status, time.time() - t0, text, dict(r.headers)
     except TimeoutError:
         return "timeout", time.time() - t0, "", {}
+    except aiohttp.ClientError as e:  # the connection closed, reset or refused: no answer
+        return f"conn:{type(e).__name__}", time.time() - t0, str(e), {}
 
 
 def state(base):
@@ -133,3 +140,29 @@ def summary(base):
         "reserved": s["admission"]["reserved_tokens"],
         "replica_in_flight": [r["in_flight"] for r in s["replicas"]],
     }
+
+
+def worker_pids(proxy):
+    """{worker index: pid} of a `--workers N` proxy started by start_proxy (its supervisor's children)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != proxy.pid:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            if b"SAGA_WORKER_INDEX" in env:
+                out[int(env[b"SAGA_WORKER_INDEX"])] = int(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+@atexit.register
+def _stop_all():
+    for p in reversed(_STARTED):
+        stop(p)
