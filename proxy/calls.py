@@ -245,7 +245,7 @@ def _prepared(
         agent_type=who.agent_type,
         model=fields.model or "",
         prompt_chars=len(body),
-        prompt_tokens=estimated_tokens(prompt),
+        prompt_tokens=int(estimated_tokens(prompt) * core.prompt_scale),  # (the engines' counts' scale)
         prefix_hashes=prefix_hashes(prompt) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream is True,
         session_inferred=who.session_inferred,

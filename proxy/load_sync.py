@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from proxy.scheduler import Decision, SchedulerCore
 from proxy.shared_learning import LearningRings
-from proxy.shared_load import LoadTable, replica_key
+from proxy.shared_load import HELD_NOW, TENANT_WORDS, WAITING_NOW, LoadTable, replica_key
 from proxy.worker_set import WorkerSet
 
 log = logging.getLogger("saga.load_sync")
@@ -47,7 +47,9 @@ class LoadSync:
         if rings is not None:
             core.predictor.keep_learned()
         self.stale_after_ns = int(stale_after_s * 1e9)
+        core.share_bounds(table.live_count(HELD_NOW), table.live_count(WAITING_NOW))
         self._keys: dict[str, int] = {}  # replica id -> its table key (hashed once)
+        self._tenant_keys: dict[str, int] = {}  # tenant -> its key (`min_active_tenants` over every worker)
         self.dropped = 0  # replicas left out of the last publish (more than the table's slots)
 
     def key_of(self, replica_id: str) -> int:
@@ -58,6 +60,14 @@ class LoadSync:
             key = self._keys[replica_id] = replica_key(replica_id)
         return key
 
+    def tenant_key(self, tenant: str) -> int:
+        key = self._tenant_keys.get(tenant)
+        if key is None:
+            if len(self._tenant_keys) > 4096:  # tenants that came and went: start over
+                self._tenant_keys.clear()
+            key = self._tenant_keys[tenant] = replica_key(tenant)
+        return key
+
     def step(self, now_ns: int | None = None) -> list[Decision]:
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         core, keys = self.core, self._keys
@@ -66,12 +76,14 @@ class LoadSync:
             rings.publish(core.predictor.take_learned())
             core.predictor.learn(rings.read_others())
         ids: list[str] = []
-        own: list[tuple[int, int, int]] = []
-        for replica_id, reserved, in_flight in core.own_load():
+        own: list[tuple[int, int, int, int, int]] = []
+        for replica_id, reserved, in_flight, held, released in core.own_load():
             key = keys.get(replica_id)
-            own.append((self.key_of(replica_id) if key is None else key, reserved, in_flight))
+            own.append((self.key_of(replica_id) if key is None else key, reserved, in_flight, held, released))
             ids.append(replica_id)
-        dropped = self.table.publish(own, now_ns, core.own_waiting(), core.own_admitted())
+        active, latest = core.own_tenants(TENANT_WORDS)
+        tenants = [self.tenant_key(t) for t in latest]
+        dropped = self.table.publish(own, now_ns, core.own_waiting(), core.own_admitted(), active, tenants)
         if dropped and not self.dropped:
             log.warning(
                 "%d replicas beyond the load table's %d slots: the other workers do not see this worker's "
@@ -83,11 +95,18 @@ class LoadSync:
         totals = self.table.others(now_ns, self.stale_after_ns)
         decisions: list[Decision] = []
         views = core.replicas
-        for replica_id, (key, _, _) in zip(ids, own, strict=True):
+        lanes = self.table.lanes
+        lane_turns: dict[str, dict[int, int]] = {}
+        for replica_id, (key, *_) in zip(ids, own, strict=True):
             reserved, in_flight = totals.get(key, (0, 0))
             view = views[replica_id]
             if reserved != view.foreign_reserved_tokens or in_flight != view.foreign_in_flight:
                 decisions += core.foreign_load(replica_id, reserved, in_flight)
+            if lanes and key in lanes:
+                lane_turns[replica_id] = lanes[key]
+        table = self.table
+        core.foreign_tenants(len(table.tenants.difference(tenants)) + table.tenants_unlisted)
+        decisions += core.foreign_lanes(lane_turns)
         # last: what waits here may take room only as the others' reservations now leave it
         return decisions + core.foreign_waiting(self.table.waiting, self.table.turns)
 

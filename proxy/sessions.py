@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy.context import CHAINS, CORE, GATE, KV_RESIDENCY, METRICS
+from proxy.context import CHAINS, CORE, GATE, KV_RESIDENCY, METRICS, RELEASER
 from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id
 from proxy.scheduler import RequestInfo, SchedulerCore
@@ -41,6 +41,9 @@ def end_session(app: web.Application, session_id: str) -> bool:
         return False
     app[METRICS].task_completion.observe(max(0.0, core.clock() - session.started))
     app[GATE].apply(core.session_ended(session_id))
+    releaser = app.get(RELEASER)  # (set at startup)
+    if core.releases and releaser is not None:  # the KV its last call asked a replica to keep is of no use
+        releaser.release(core.take_releases())
     return True
 
 

@@ -36,7 +36,7 @@ def measure(replicas: int, workers: int, periods: int, changing: bool) -> list[f
             now = time.monotonic_ns()
             n = period if changing else 1
             for table in others:
-                table.publish([(k, 10_000 * (n % 7), n % 5) for k in keys], now)
+                table.publish([(k, 10_000 * (n % 7), n % 5, 0, 0) for k in keys], now)
             start = time.thread_time_ns()
             sync.step(now)
             samples.append((time.thread_time_ns() - start) / 1_000)

@@ -7,8 +7,10 @@ the core that owns its session. With `shared`, a sync runs every `sync_s` of vir
 loop runs every period, events or not; also at an event once `sync_s` has passed): each core in turn is told
 the others' totals per replica through `SchedulerCore.foreign_load`, the figures `own_load` gives as they are
 at that moment (the table itself is not simulated), and the others' waiting workflows and admissions so far
-(`foreign_waiting`: admission's turns between workers; `turns=False` leaves them out). With `share_learning`,
-in the same sync each core also replays what the others' predictors learned since the last
+(`foreign_waiting`: admission's turns between workers; `turns=False` leaves them out), their calls held and
+released per replica (`foreign_lanes`: the release queue's turns) and their tenants (`foreign_tenants`).
+With `share_learning`, in the same sync each core also replays what the others' predictors learned since the
+last
 (`Predictor.take_learned` / `learn`: what proxy/load_sync.py does through proxy/shared_learning.py).
 `exact_admission` is an experiment `saga serve` does not run (docs/saga-policy.md, "Several workers"): a new
 workflow's first call, and a call's end while workflows wait, first read the other cores' figures as they are
@@ -89,9 +91,18 @@ class WorkerCores(SchedulerCore):
 
     def _refresh(self, i: int) -> list[Decision]:
         """Tell core `i` the other cores' reservations, calls and waiting workflows as they are now."""
-        own = [{rid: (res, fl) for rid, res, fl in core.own_load()} for core in self.cores]
+        loads = [core.own_load() for core in self.cores]
+        own = [{rid: (res, fl) for rid, res, fl, _, _ in load} for load in loads]
         waiting = [core.own_waiting() for core in self.cores]
         core = self.cores[i]
+        lanes: dict[str, dict[int, int]] = {}  # the others holding calls per replica: their releases so far
+        for j, load in enumerate(loads):
+            for rid, _, _, held, released in load:
+                if j != i and held:
+                    lanes.setdefault(rid, {})[j] = released
+        mine = set(core.own_tenants(1 << 30)[1])
+        others = {t for j, other in enumerate(self.cores) if j != i for t in other.own_tenants(1 << 30)[1]}
+        core.foreign_tenants(len(others - mine))
         turns = (
             {j: other.own_admitted() for j, other in enumerate(self.cores) if j != i and waiting[j]}
             if self.turns
@@ -102,6 +113,7 @@ class WorkerCores(SchedulerCore):
             reserved = sum(own[j][rid][0] for j in range(len(self.cores)) if j != i)
             in_flight = sum(own[j][rid][1] for j in range(len(self.cores)) if j != i)
             decisions += self._mine(i, core.foreign_load(rid, reserved, in_flight))
+        decisions += self._mine(i, core.foreign_lanes(lanes))
         return decisions + self._mine(i, core.foreign_waiting(sum(waiting) - waiting[i], turns))
 
     def _mine(self, worker: int, decisions: list[Decision]) -> list[Decision]:

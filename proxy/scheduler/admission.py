@@ -41,7 +41,8 @@ Contract:
 - Waiting is bounded in time by `max_wait_s` (None: no bound): `take_overdue` hands out, oldest first, the
   waiting calls that waited that long, for the core to admit where placement sends them, room or not
   (`admit_overdue`; out of the fair order, so their tenants are not charged for them).
-- Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429);
+- Bounded: at most `max_waiting` workflows' calls wait (`wait` refuses beyond; the core answers 429; with
+  workers, a bound shared by them: proxy/scheduler/shared_bound.py);
   the lapse heap holds about one wake-up per admitted workflow, at most two (plus 64: compacted on the call
   path, so also when nothing calls `expire`); admitted workflows end with their session in the core;
   per-agent-type growth figures are kept for at most `max_agent_types` types (least recently seen dropped).
@@ -65,6 +66,7 @@ from fairness import FairQueue
 from predictor import Predictor
 from predictor.sharded import ShardedDict
 from proxy.scheduler.prefill_rate import PrefillRate
+from proxy.scheduler.shared_bound import SharedCount, reached
 from proxy.scheduler.specs import AdmissionSpec as AdmissionSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
@@ -130,6 +132,8 @@ class WorkflowAdmission:
         self.reserved: dict[ReplicaId, int] = {}  # this worker's reservations plus the other workers'
         self.foreign: dict[ReplicaId, int] = {}  # the other workers' share of `reserved` (none: one process)
         self.foreign_waiting = 0  # new workflows waiting in the other workers' admission
+        # `saga serve --workers N`: the workflows waiting in every worker (`max_waiting`: shared_bound.py)
+        self.shared: SharedCount | None = None
         # New workflows' first calls, one per session; cost 1 per workflow: tenants get admissions by weight.
         self.waiting: FairQueue[RequestInfo] = FairQueue("afs", weight_of, age_bound_s=None)
         self._waiting_per_session: dict[str, int] = {}
@@ -172,7 +176,7 @@ class WorkflowAdmission:
     def wait(self, req: RequestInfo, now: float, rank: float | None = None) -> bool:
         """Hold a new workflow's first call (at `rank`, default `rank_of_new`); False when `max_waiting`
         calls already wait."""
-        if len(self.waiting) >= self.spec.max_waiting:
+        if reached(len(self.waiting), self.shared, self.spec.max_waiting):
             return False
         if rank is None:
             rank = self.rank_of_new(req, now)
@@ -181,6 +185,8 @@ class WorkflowAdmission:
             self._arrivals.append((now, req.request_id))
         self._waiting_per_session[req.session_id] = self._waiting_per_session.get(req.session_id, 0) + 1
         self.waiting_models[req.model] = self.waiting_models.get(req.model, 0) + 1
+        if self.shared is not None:
+            self.shared.publish(len(self.waiting))
         return True
 
     def peek(self, now: float) -> RequestInfo | None:
@@ -204,6 +210,8 @@ class WorkflowAdmission:
         return taken
 
     def _unwait(self, req: RequestInfo) -> None:
+        if self.shared is not None:
+            self.shared.publish(len(self.waiting))
         left = self._waiting_per_session.pop(req.session_id) - 1
         if left:
             self._waiting_per_session[req.session_id] = left

@@ -18,6 +18,7 @@ its later calls go on without waiting for admission again. A waiting call is ans
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -27,11 +28,11 @@ from mypy_extensions import mypyc_attr
 
 from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
-from predictor.predictor import ONE_OFF_AGENT_TYPE
 from predictor.sharded import ShardedLru
 from proxy.scheduler.admission import WorkflowAdmission
 from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.release import HeldCall, ReleaseQueue
+from proxy.scheduler.shared_bound import SharedCount
 from proxy.scheduler.stealing import steal_target
 from proxy.scheduler.types import (
     Decision,
@@ -48,6 +49,8 @@ _MAX_TENANTS_SEEN = 4096
 _NO_REPLICA_FOR_MODEL = "no healthy replica serves the model this call names"
 _EVICTIONS_PER_NEW_SESSION = 8  # past `max_sessions`: idle sessions a new one evicts at most
 _EVICTIONS_PER_TICK = 1024  # and each housekeeping tick
+_PROMPT_SCALE_WEIGHT = 0.05  # of one call's engine / estimate ratio in `prompt_scale` (geometric)
+_NO_TURNS: dict[int, int] = {}  # (shared, never written: a release seen by no other worker's lane)
 _TURN_S = 0.25  # how long room freed here is left to another worker's turn at most
 _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants are this much lower (first)
 
@@ -80,7 +83,7 @@ class _InFlight:
 # more every two calls, kept `single_call_session_ttl_s`); tracked, a full collection would walk every one.
 @mypyc_attr(acyclic=True)
 class _Session:
-    __slots__ = ("calls", "in_flight", "last_seen", "seq", "spawned", "started", "tenant_id")
+    __slots__ = ("calls", "in_flight", "last_seen", "retained_on", "seq", "spawned", "started", "tenant_id")
 
     def __init__(
         self,
@@ -98,6 +101,8 @@ class _Session:
         self.tenant_id = tenant_id
         self.seq = seq
         self.spawned = False  # a subagent's: its first call continues its parent's workflow
+        # the replica its last call asked to keep its KV after it ended (a retention standing, or run out)
+        self.retained_on: ReplicaId | None = None
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # the tests subclass it
@@ -182,6 +187,16 @@ class SchedulerCore:
         self._turns: dict[int, int] = {}
         self._turns_at_admit: dict[int, int] = {}
         self._owed_since: float | None = None
+        # The same for the release queue, per replica: the others holding calls for it -> their releases
+        # to it so far, as last synced; the same at this worker's last release to it; since when this worker
+        # has left it to them; and this worker's releases to each replica so far (what it publishes)
+        self._lane_turns: dict[ReplicaId, dict[int, int]] = {}
+        self._lane_turns_at_release: dict[ReplicaId, dict[int, int]] = {}
+        self._lane_owed_since: dict[ReplicaId, float] = {}
+        self._released_to: dict[ReplicaId, int] = {}
+        self._foreign_tenants = 0  # the other workers' lately active tenants this worker has not seen
+        # Engine prompt tokens per estimated one (`_learn_prompt_scale`): the shell scales its estimate by it
+        self.prompt_scale = 1.0
         self.admission = (
             None
             if policy.admission is None
@@ -224,9 +239,9 @@ class SchedulerCore:
         filed = self.predictor.call_arrived(
             session_id, req.agent_type, now, req.prompt_tokens, req.tool_names
         )
-        if filed == ONE_OFF_AGENT_TYPE and req.agent_type != filed:
-            # filed with the types seen once (every graph slot taken): admission and the release order read
-            # the figures learned for those, as the predictor does
+        if filed != req.agent_type:
+            # filed with its owner's types seen once (every graph slot taken): admission and the release
+            # order read the figures learned for those, as the predictor does
             req = msgspec.structs.replace(req, agent_type=filed)
         if self.release is not None and request_id in self.release:
             raise ValueError(f"request id {request_id!r} is already held")
@@ -292,6 +307,8 @@ class SchedulerCore:
         usage = usage or Usage()
         session_id = req.session_id  # (a Struct's fields: a lookup each)
         prompt_tokens = usage.prompt_tokens or req.prompt_tokens
+        if prompt_tokens != req.prompt_tokens and served and not req.pinned_replica:
+            self._learn_prompt_scale(prompt_tokens, req.prompt_tokens)
         completion_tokens = usage.completion_tokens
         if current:
             self.predictor.call_finished(
@@ -304,6 +321,13 @@ class SchedulerCore:
         if flight.retained and retention is not None and retention.release_after(req, replica_id, usage):
             self.releases.append((session_id, replica_id))
             released = True
+        session = flight.session
+        if flight.retained and not released:
+            if current and session is not None:
+                session.retained_on = replica_id  # (what the session's end or move gives up)
+            elif session_id not in self.sessions:  # its session ended while it ran: nothing will use it
+                self.releases.append((session_id, replica_id))
+                released = True
         decisions: list[Decision] = []
         if self.release is not None:
             self.release.finished(req, usage)
@@ -318,10 +342,25 @@ class SchedulerCore:
             let_go = current and admission.finished(session_id, prompt_tokens, completion_tokens, now, served)
             if let_go and flight.retained and not released:
                 self.releases.append((session_id, replica_id))
+                if session is not None:
+                    session.retained_on = None
             decisions += self._admit_waiting()
         if current and self._ending:
             decisions += self._end_if_done(session_id)
         return decisions
+
+    def _learn_prompt_scale(self, engine_tokens: int, estimated: int) -> None:
+        """The shell estimates a prompt's tokens from its bytes (bytes / 4) before any engine counts them, and
+        admission sizes a new workflow by it: with a tokenizer that counts otherwise, every new workflow
+        reserved that much more or less (1.9x on the simulator's, where 8 tasks that fit in the KV reserved
+        20,575 tokens of 16,000 and new workflows waited with the KV at 9%). `prompt_scale`, which the shell
+        multiplies its estimate by, follows the engines' counts: a geometric moving average of engine over
+        estimate (each call's ratio clamped to 1/4..4: an image's base64 is no text; the scale to 0.1..10). A
+        continued response (`previous_response_id`: the engine counts what it stored) teaches nothing."""
+        if estimated <= 0 or engine_tokens <= 0:
+            return
+        ratio = min(4.0, max(0.25, engine_tokens / estimated))
+        self.prompt_scale = min(10.0, max(0.1, self.prompt_scale * ratio**_PROMPT_SCALE_WEIGHT))
 
     def take_releases(self) -> list[tuple[str, ReplicaId]]:
         """The retentions the policy gave up since the last call, (session id, replica id): the shell asks
@@ -390,6 +429,8 @@ class SchedulerCore:
             return []
         admission.foreign_waiting = workflows
         turns = turns or {}
+        if not turns:
+            self._owed_since = None  # nobody waits: no turn is owed (a later one starts its own wait)
         if turns == self._turns and not (turns and len(admission.waiting)):
             return []
         self._turns = turns  # (while they wait and so does a workflow here, looked at each sync)
@@ -403,18 +444,65 @@ class SchedulerCore:
         """New workflows this worker's admission admitted so far (what it publishes to the others)."""
         return 0 if self.admission is None else self.admission.admitted
 
-    def own_load(self) -> list[tuple[ReplicaId, int, int]]:
-        """(replica, KV tokens reserved, calls in flight) of this worker alone, for every replica: what it
-        publishes to the other workers (the totals less what `foreign_load` added)."""
+    def own_load(self) -> list[tuple[ReplicaId, int, int, int, int]]:
+        """(replica, KV tokens reserved, calls in flight, calls held in the release queue, calls released from
+        there so far) of this worker alone, for every replica: what it publishes to the other workers (the
+        totals less what `foreign_load` added)."""
         admission = self.admission
+        released = self._released_to
         return [
             (
                 r.replica_id,
                 0 if admission is None else admission.own_reserved(r.replica_id),
                 r.in_flight - r.foreign_in_flight,
+                r.queued,
+                released.get(r.replica_id, 0),
             )
             for r in self.replicas.values()
         ]
+
+    def foreign_lanes(self, turns: dict[ReplicaId, dict[int, int]]) -> list[Decision]:
+        """The other workers holding calls in their release queues: per replica, worker -> the calls it has
+        released to that replica so far (proxy/load_sync.py, every sync). Room on a replica then goes to them
+        in turn (`_owes_a_lane_turn`), as admission's room does. Returns what this worker's held calls may
+        take now (looked at each sync while another worker holds calls for a replica this one holds for)."""
+        release = self.release
+        if release is None or not (turns or self._lane_turns):
+            return []
+        self._lane_turns = turns
+        for replica_id in [r for r in self._lane_owed_since if r not in turns]:
+            del self._lane_owed_since[replica_id]  # nobody holds calls for it any more: no turn is owed
+        decisions: list[Decision] = []
+        for replica_id, replica in self.replicas.items():
+            if replica.queued and replica.healthy:
+                decisions += self._pump(replica_id)
+        return decisions
+
+    def own_tenants(self, limit: int) -> tuple[int, list[str]]:
+        """How many tenants sent this worker calls within the release queue's `active_window_s`, and the
+        latest `limit` of them (what it publishes, so `min_active_tenants` counts every worker's): none unless
+        that bound is above 1."""
+        if self.release is None or self.release.spec.min_active_tenants <= 1:
+            return 0, []
+        self._forget_quiet_tenants()
+        seen = self._tenant_seen
+        return len(seen), list(itertools.islice(reversed(seen), limit))
+
+    def share_bounds(self, held: SharedCount, waiting: SharedCount) -> None:
+        """With workers (proxy/load_sync.py, once): the calls every worker's release queue holds and the
+        workflows waiting in every worker's admission, as they are, so that `max_queued` and `max_waiting`
+        bound the workers together (proxy/scheduler/shared_bound.py)."""
+        if self.release is not None:
+            self.release.shared = held
+            held.publish(len(self.release))
+        if self.admission is not None:
+            self.admission.shared = waiting
+            waiting.publish(len(self.admission.waiting))
+
+    def foreign_tenants(self, unseen: int) -> None:
+        """The other workers have `unseen` lately active tenants this worker has not (proxy/load_sync.py):
+        with them, enough tenants may compete for the release queue to turn it on."""
+        self._foreign_tenants = unseen
 
     def tick(self, lapse_limit: int = 0) -> list[Decision]:
         """Periodic housekeeping: the predictor ends sessions silent past its horizon; forget idle sessions;
@@ -487,6 +575,8 @@ class SchedulerCore:
         if own_calls > 0:
             self._departed_calls[replica_id] = own_calls
         self.draining.discard(replica_id)
+        for per_replica in (self._lane_turns, self._lane_turns_at_release, self._lane_owed_since):
+            per_replica.pop(replica_id, None)  # (its held calls were re-homed when it went down or away)
         if self.admission is not None:
             self.admission.replica_gone(replica_id)
             self._check_stranded = True  # the next tick refuses the waiting calls no replica is left for
@@ -523,15 +613,28 @@ class SchedulerCore:
         the session is forgotten now (its calls in flight still finish, accounted on their replicas alone:
         the id may name a new session by then), or, while a call of it waits in the proxy (release queue or
         admission), once no call of it waits or runs."""
-        if session_id not in self.sessions:
+        session = self.sessions.get(session_id)
+        if session is None:
             return []
         self.predictor.session_ended(session_id)
+        self._give_up_retained(session_id, session)
         if self._holds_call(session_id):
             self._ending.add(session_id)  # (bounded by the sessions: forgetting one drops it)
             return []
         self._forget_session(session_id)
         # its reservation is free now: a waiting workflow may fit
         return self._admit_waiting() if self.admission is not None else []
+
+    def _give_up_retained(self, session_id: str, session: _Session) -> None:
+        """The session is over: the KV its last call asked a replica to keep is of no use now, and held it
+        until the TTL ran out (the predictor's tool gap, up to minutes), ranked with its workflow, so newer
+        work on that replica waited for it (6.9 s against 0.07 s: the fifth review). (Giving it up also when
+        work stealing moves the workflow was tried: the nine declared cells' TCT went up 0.55%, from -2.1%
+        to +4.4% a cell; docs/results/reliability.md, "A fifth adversarial review".)"""
+        retained_on = session.retained_on
+        if retained_on is not None:
+            self.releases.append((session_id, retained_on))
+            session.retained_on = None
 
     def _end_if_done(self, session_id: str) -> list[Decision]:
         """A session ended while a call of it waited in the proxy: forgotten once none waits or runs, and
@@ -881,11 +984,15 @@ class SchedulerCore:
         spec = self.release.spec
         if spec.min_active_tenants <= 1 or len(self.release):
             return True
-        horizon = self.clock() - spec.active_window_s
+        self._forget_quiet_tenants()
+        return len(self._tenant_seen) + self._foreign_tenants >= spec.min_active_tenants
+
+    def _forget_quiet_tenants(self) -> None:
+        assert self.release is not None
+        horizon = self.clock() - self.release.spec.active_window_s
         seen = self._tenant_seen
         while seen and next(iter(seen.values())) < horizon:  # forget tenants quiet past the window
             del seen[next(iter(seen))]
-        return len(seen) >= spec.min_active_tenants
 
     def _hold(self, req: RequestInfo, tried: set[ReplicaId], to: ReplicaId | None = None) -> list[Decision]:
         """Hold `req` in its replica's lane, then release what that replica has room for."""
@@ -914,12 +1021,41 @@ class SchedulerCore:
         replica = self.replicas.get(replica_id)
         decisions: list[Decision] = []
         while replica is not None and self.release.has_room(replica):
+            if self._lane_turns and replica.queued and self._owes_a_lane_turn(replica_id):
+                break
             held = self.release.next_for(replica_id, self.clock())
             if held is None:
                 break
             self._queued_changed(replica_id, -1)
+            self._released_to[replica_id] = self._released_to.get(replica_id, 0) + 1
+            turns = self._lane_turns.get(replica_id)
+            self._lane_turns_at_release[replica_id] = dict(turns) if turns else _NO_TURNS
+            if self._lane_owed_since:
+                self._lane_owed_since.pop(replica_id, None)
             decisions.append(self._dispatch(held.req, replica_id, held.tried))
         return decisions
+
+    def _owes_a_lane_turn(self, replica_id: ReplicaId) -> bool:
+        """With workers, asked where this worker's release queue has room on `replica_id` for its next held
+        call: another worker holds calls for that replica and has released none there since this worker last
+        did, so the room is left to it (it sees it at its next sync), and the workers take turns. A worker
+        whose call ended released its own next call in the same step, every time: a flood owned by one
+        worker kept another worker's tenant from the gate until it stopped (9.6-13.2 s against 0.3-0.6 s in
+        one process). A turn is left for at most `_TURN_S` from when this worker first withheld the room,
+        each time (a worker that cannot take it, its event loop behind or its gate another, delays each of
+        this worker's releases there by that much at most)."""
+        turns = self._lane_turns.get(replica_id)
+        last = self._lane_turns_at_release.get(replica_id)
+        if turns and last is not None and any(w not in last for w in turns):
+            # began holding calls after this worker's last release: owed a turn from its count now
+            last = self._lane_turns_at_release[replica_id] = {**turns, **last}
+        # (this worker having released none here: owed to nobody)
+        if not turns or last is None or not any(last.get(w) == n for w, n in turns.items()):
+            self._lane_owed_since.pop(replica_id, None)
+            return False
+        now = self.clock()
+        since = self._lane_owed_since.setdefault(replica_id, now)
+        return now - since < _TURN_S
 
     def _rehome(self, replica_id: ReplicaId) -> list[Decision]:
         """The replica is down or gone: route the calls held for it again."""

@@ -10,7 +10,8 @@ Contract:
 - Charges: `afs` in estimated GPU seconds (`GpuCostModel` over `SessionHistory`'s guess of the uncached
   prompt and the output), `vtc` in tokens (`TokenCostModel`), `fifo` none. Within a tenant, `afs` orders by
   `RemainingWork` (a predictor's, or `CallsSoFarEstimate`) with the age bound `age_bound_s`.
-- Bounded: `hold` refuses (returns False) once `max_queued` calls are held; the core answers 429.
+- Bounded: `hold` refuses (returns False) once `max_queued` calls are held; the core answers 429. With
+  workers, the bound is shared (proxy/scheduler/shared_bound.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from fairness import (
 from fairness.queue import ORDERS, Order
 from proxy.scheduler.framework import Gate
 from proxy.scheduler.plugin_spec import ConfigError, PluginSpec, build_plugin
+from proxy.scheduler.shared_bound import SharedCount, reached
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo, Usage
 
 SHARES = ("replica", "fleet")
@@ -132,13 +134,15 @@ class ReleaseQueue:
         self._lane_of: dict[str, ReplicaId] = {}
         self._held_per_session: dict[str, int] = {}  # a session with a held call is not idle
         self._held_per_tenant: dict[str, int] = {}  # who fills the bound (`push_out_for`)
+        # `saga serve --workers N`: the calls every worker holds (max_queued is shared: shared_bound.py)
+        self.shared: SharedCount | None = None
 
     def __len__(self) -> int:
         return len(self._lane_of)
 
     def is_full(self) -> bool:
-        """`max_queued` calls are held."""
-        return len(self._lane_of) >= self.spec.max_queued
+        """`max_queued` calls are held (with workers, `shared`: shared_bound.py)."""
+        return reached(len(self._lane_of), self.shared, self.spec.max_queued)
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._lane_of
@@ -179,6 +183,8 @@ class ReleaseQueue:
         held = HeldCall(req, tried, replica_id)
         lane.push(req.request_id, held, tenant=req.tenant_id, cost=cost, remaining=remaining, now=now)
         self._lane_of[req.request_id] = replica_id
+        if self.shared is not None:
+            self.shared.publish(len(self._lane_of))
         self._held_per_session[req.session_id] = self._held_per_session.get(req.session_id, 0) + 1
         tenant = req.tenant_id
         self._held_per_tenant[tenant] = self._held_per_tenant.get(tenant, 0) + 1
@@ -204,6 +210,8 @@ class ReleaseQueue:
         return session_id in self._held_per_session
 
     def _unheld(self, held: HeldCall) -> None:
+        if self.shared is not None:
+            self.shared.publish(len(self._lane_of))
         sid = held.req.session_id
         left = self._held_per_session.pop(sid, 1) - 1
         if left:

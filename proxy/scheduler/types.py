@@ -23,7 +23,8 @@ class RequestInfo(msgspec.Struct, frozen=True):
     agent_type: str = "default"
     model: str = ""
     prompt_chars: int = 0
-    # Estimated prompt length in tokens (exact in the discrete-event cluster; ~chars/4 over HTTP).
+    # Estimated prompt length in tokens (exact in the discrete-event cluster; over HTTP bytes / 4 times
+    # `SchedulerCore.prompt_scale`, the ratio the engines' counts showed).
     prompt_tokens: int = 0
     # Chain hashes of the prompt's leading chunks, one per chunk of PREFIX_CHUNK_TOKENS tokens (over HTTP: of
     # 4 x PREFIX_CHUNK_TOKENS characters): two calls whose first k hashes are equal share that prefix. Used by

@@ -121,3 +121,25 @@ def test_types_seen_once_share_one_graph_while_the_recurring_types_keep_theirs()
     # one met long ago (past the doorkeeper's 4 x 4 recent new types) starts over as a one-off
     predictor.call_arrived("late", "assistant-for-user-5", 501.0, 1000)
     assert predictor.agent_type_of("late") == ONE_OFF_AGENT_TYPE
+
+
+def test_one_owner_sending_many_types_evicts_its_own_graphs_not_anothers() -> None:
+    """One LRU table for every tenant: a tenant sending 64 types (two one-call sessions each) in 0.8 s evicted
+    every other tenant's graphs, whose workflows went back to the cold priors (no retention, prior holds),
+    and while the slots were full every tenant's new types were learned in one shared graph (the fifth
+    review). The graph dropped is now the least recently used of the owner holding the most, and each owner
+    has its own types seen once."""
+    predictor = Predictor(PredictorConfig(max_agent_types=8))
+    for k in range(3):
+        _session(predictor, f"a-{k}", "alpha:coder", float(k))
+    for i in range(64):
+        for k in range(2):
+            _session(predictor, f"m-{i}-{k}", f"mallory:type-{i}", 10.0 + i + k / 2)
+    assert "alpha:coder" in predictor.graphs  # alpha's one graph stays: mallory holds the most
+    coder = predictor.graph("alpha:coder")
+    assert coder is not None and coder.sessions_seen == 3
+    predictor.call_arrived("a-new", "alpha:reviewer", 100.0, 1000)  # alpha's new type, every slot taken
+    predictor.call_arrived("m-new", "mallory:type-new", 100.0, 1000)
+    assert predictor.agent_type_of("a-new") == "alpha:" + ONE_OFF_AGENT_TYPE
+    assert predictor.agent_type_of("m-new") == "mallory:" + ONE_OFF_AGENT_TYPE
+    assert len(predictor.graphs) <= 8

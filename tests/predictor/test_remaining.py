@@ -117,3 +117,29 @@ def test_conditional_mean_of_the_gap_matches_samples() -> None:
 def test_bad_remaining_model_fails_naming_the_key() -> None:
     with pytest.raises(ValueError, match="remaining_model"):
         Predictor(PredictorConfig(remaining_model="guess"))
+
+
+def test_growth_is_learned_from_like_counts_when_the_arrival_estimate_is_off() -> None:
+    """At arrival the prompt is the proxy's estimate (bytes / 4), at the end the engine's count: learning
+    growth as the one less the other learned the estimate's error over the whole context as growth, every
+    call (the fifth review: 1,540 tokens a call where the engine saw 14; reservations twice the KV)."""
+    predictor = Predictor()
+    now = 0.0
+    for task in range(200):
+        sid = f"t{task}"
+        for k in range(10):
+            engine = 1000 + 14 * k
+            predictor.call_arrived(sid, "coder", now, prompt_tokens=2 * engine)  # the estimate: twice over
+            now += 1.0
+            reason = "stop" if k == 9 else "tool_calls"
+            predictor.call_finished(sid, now, engine, 20, reason, () if k == 9 else ("bash",))
+            now += 1.0
+        predictor.session_ended(sid)
+    for k in range(5):
+        predictor.call_arrived("live", "coder", now, prompt_tokens=2 * (1000 + 14 * k))
+        now += 1.0
+        predictor.call_finished("live", now, 1000 + 14 * k, 20, "tool_calls", ("bash",))
+    pred = predictor.predict("live", now + 0.5)
+    assert pred is not None
+    peak = pred.peak_prompt_tokens
+    assert peak == pytest.approx(1000 + 14 * 9, rel=0.05), peak

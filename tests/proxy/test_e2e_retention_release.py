@@ -64,6 +64,16 @@ async def _retained_sessions(http: aiohttp.ClientSession, replica: str) -> list[
         return [s["session_id"] for s in (await r.json())["sessions"]]
 
 
+def _config(replicas: list[str], retention: str) -> ProxyConfig:
+    """The proxy in front of `replicas` with session affinity and the test `retention` plugin."""
+    policy = PolicySpec(
+        picker=PluginSpec("max-score-picker"),
+        scorers=[PluginSpec("session-affinity-scorer")],
+        retention=PluginSpec(retention),
+    )
+    return ProxyConfig(replicas=replicas, port=0, seed=1, health_interval_s=0.2, policy=policy)
+
+
 def _samples(text: str) -> dict[str, float]:
     """Unlabelled samples of a Prometheus text scrape, by name."""
     found = {}
@@ -79,14 +89,8 @@ async def test_a_retention_given_up_at_the_end_of_its_call_is_released_on_the_re
     http: aiohttp.ClientSession, test_plugins: None, retention: str
 ) -> None:
     fleet = await start_fleet(1, time_scale=200.0)
-    policy = PolicySpec(
-        picker=PluginSpec("max-score-picker"),
-        scorers=[PluginSpec("session-affinity-scorer")],
-        retention=PluginSpec(retention),
-    )
     try:
-        config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, health_interval_s=0.2, policy=policy)
-        async with running_proxy(config) as url:
+        async with running_proxy(_config(fleet.urls, retention)) as url:
             body = {
                 "model": "saga-sim",
                 "messages": [{"role": "user", "content": "hi " * 200}],
@@ -111,6 +115,44 @@ async def test_a_retention_given_up_at_the_end_of_its_call_is_released_on_the_re
             assert scraped["saga_retention_releases_failed_total"] == 0.0
             assert scraped["saga_retention_releases_dropped_total"] == 0.0
             assert scraped["saga_retention_releases_pending"] == 0.0
+    finally:
+        await fleet.close()
+
+
+@pytest.mark.parametrize("end", ["header", "admin"])
+async def test_a_session_ended_gives_up_its_retention_on_the_replica(
+    http: aiohttp.ClientSession, test_plugins: None, end: str
+) -> None:
+    """Ending a session (`X-Session-End` on its last call, or the admin route) forgot it and kept the KV its
+    last call asked the replica to keep until the TTL ran out (the learned tool gap, up to 300 s), ranked with
+    its workflow: newer work on that replica waited 6.9 s behind ended sessions (the fifth review)."""
+    fleet = await start_fleet(1, time_scale=200.0)
+    try:
+        async with running_proxy(_config(fleet.urls, _Hold.type_name)) as url:
+            body = {
+                "model": "saga-sim",
+                "messages": [{"role": "user", "content": "hi " * 200}],
+                "max_tokens": 4,
+            }
+            for last in (False, True):
+                headers = {"X-Session-ID": "s-1"}
+                if last and end == "header":
+                    headers["X-Session-End"] = "true"
+                async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+            if end == "admin":
+                assert await _retained_sessions(http, fleet.urls[0]) == ["s-1"]  # not ended yet: kept
+                async with http.post(f"{url}/saga/v1/sessions/s-1/end") as r:
+                    assert r.status == 200, await r.text()
+            held = await _retained_sessions(http, fleet.urls[0])
+            for _ in range(100):  # the release goes out in the background
+                if not held:
+                    break
+                await asyncio.sleep(0.05)
+                held = await _retained_sessions(http, fleet.urls[0])
+            assert held == []
+            async with http.get(f"{url}/metrics") as r:
+                assert _samples(await r.text())["saga_retention_releases_sent_total"] == 1.0
     finally:
         await fleet.close()
 

@@ -12,6 +12,7 @@ from proxy.scheduler.admission import AdmissionSpec
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import ReleaseQueueSpec
 from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch, saga_spec
+from tests.scheduler.test_shared_bound import Counts
 
 USAGE = Usage(prompt_tokens=10_000, completion_tokens=100, finish_reason="tool_calls")
 
@@ -353,3 +354,67 @@ def test_a_turn_is_left_to_another_worker_for_a_bounded_time() -> None:
     assert core.foreign_waiting(1, {1: 5}) == []
     clock.now = 1.4  # worker 1's head fits nowhere, it seems: this one goes
     assert [d.request_id for d in core.foreign_waiting(1, {1: 5})] == [second.request_id]
+
+
+def test_a_turn_left_and_never_taken_does_not_shorten_the_next() -> None:
+    """The call that waited for worker 1's turn left, and worker 1 stopped waiting: the next turn, much
+    later, counted from that first wait and was no turn at all."""
+    core, clock = _one_replica()
+    clock.now = 1.0
+    core.foreign_waiting(1, {1: 5})
+    only_dispatch(core.request_arrived(call("first", prompt_tokens=1_000)))
+    second = call("second", prompt_tokens=1_000)
+    assert core.request_arrived(second) == []  # worker 1's turn
+    core.request_cancelled(second.request_id)
+    assert core.foreign_waiting(0, {}) == []
+    clock.now = 3.0
+    core.foreign_waiting(1, {1: 5})
+    assert core.request_arrived(call("third", prompt_tokens=1_000)) == []  # worker 1's turn, from 3.0
+
+
+def test_with_workers_a_free_gate_slot_goes_in_turn_to_a_worker_holding_calls_for_it() -> None:
+    """The release queue's version of admission's turns (proxy/load_sync.py gives `foreign_lanes`): this
+    worker leaves the slot its call freed to another worker holding calls for that replica, for at most
+    0.25 s each time."""
+    core, clock = _queued_core()
+    busy = only_dispatch(core.request_arrived(call("busy", prompt_tokens=100)))
+    held = [call(f"h{i}", prompt_tokens=100) for i in range(4)]
+    for c in held:
+        assert core.request_arrived(c) == []  # behind the gate
+    assert core.foreign_lanes({"r0": {1: 3}}) == []  # worker 1 holds calls for r0 too: 3 released so far
+    clock.now = 1.0
+    assert core.request_finished(busy.request_id, USAGE) == []  # its turn (this worker released last)
+    assert core.own_load()[0][3:] == (4, 1)  # 4 held, 1 released: what the others read
+    assert core.foreign_lanes({"r0": {1: 3}}) == []
+    # worker 1 released into the slot, and its call ended: this worker's turn
+    clock.now = 1.1
+    (first,) = core.foreign_lanes({"r0": {1: 4}})
+    assert first.request_id == held[0].request_id
+    clock.now = 1.2
+    assert core.request_finished(first.request_id, USAGE) == []  # worker 1's turn again
+    clock.now = 1.5  # past 0.25 s: worker 1 cannot take it, it seems
+    (second,) = core.foreign_lanes({"r0": {1: 4}})
+    clock.now = 1.6
+    assert core.request_finished(second.request_id, USAGE) == []  # worker 1's turn again, for 0.25 s
+    clock.now = 1.7
+    (third,) = core.foreign_lanes({"r0": {1: 5}})  # it released one: this worker's turn
+    assert [second.request_id, third.request_id] == [h.request_id for h in held[1:3]]
+    clock.now = 5.0
+    assert core.foreign_lanes({}) == []  # worker 1 holds none now: nothing owed
+    (last,) = core.request_finished(third.request_id, USAGE)
+    assert last.request_id == held[3].request_id and core.own_load()[0][3:] == (0, 5)
+
+
+def test_with_workers_the_admission_queues_bound_is_shared() -> None:
+    """`max_waiting` bounded each worker's own waiting workflows: N workers let N times as many wait."""
+    core, _ = _one_replica(max_waiting=4)
+    _fill(core)
+    waiting = Counts([0, 3])  # the other worker has 3 waiting: this one has its share, 2
+    core.share_bounds(Counts([0, 0]), waiting)
+    for n in range(2):
+        assert core.request_arrived(call(f"w{n}", prompt_tokens=1_000)) == []
+    assert waiting.held == [2, 3]  # published as it changed
+    (refused,) = core.request_arrived(call("w2", prompt_tokens=1_000))
+    assert isinstance(refused, Reject) and refused.status == 429
+    waiting.held[1] = 0  # it has none now: this one borrows its places
+    assert core.request_arrived(call("w3", prompt_tokens=1_000)) == []

@@ -38,7 +38,7 @@ def test_a_new_workflow_is_admitted_where_another_worker_reserved_only_when_it_f
     assert only_dispatch(admitted).replica_id == "r0"
     assert core.replicas["r0"].reserved_tokens == limit
     # what this worker publishes is its own reservation alone
-    assert core.own_load() == [("r0", footprint, 1)]
+    assert core.own_load() == [("r0", footprint, 1, 0, 0)]
     assert core.snapshot()["admission"]["reserved_tokens"] == {"r0": footprint}
     assert core.snapshot()["admission"]["foreign_reserved_tokens"] == {"r0": limit - footprint}
 
@@ -59,7 +59,8 @@ def test_a_new_workflow_goes_to_the_replica_the_other_workers_load_less(busy: st
     assert core.replicas[busy].in_flight == 6
     placed = only_dispatch(core.request_arrived(call("s")))
     assert placed.replica_id != busy
-    assert core.own_load() == [(r, core.admission.own_reserved(r), int(r != busy)) for r in ("r0", "r1")]  # type: ignore[union-attr]
+    reserved = core.admission.own_reserved  # type: ignore[union-attr]
+    assert core.own_load() == [(r, reserved(r), int(r != busy), 0, 0) for r in ("r0", "r1")]
 
 
 @pytest.mark.parametrize("busy", ["r0", "r1"])
@@ -70,7 +71,7 @@ def test_without_admission_load_scoring_counts_the_other_workers_calls(busy: str
     req = RequestInfo(request_id="q", session_id="s", arrived_at=0.0)
     assert only_dispatch(core.request_arrived(req)).replica_id != busy
     core.request_finished("q", Usage())
-    assert core.replicas[busy].in_flight == 3 and core.own_load() == [("r0", 0, 0), ("r1", 0, 0)]
+    assert core.replicas[busy].in_flight == 3 and core.own_load() == [("r0", 0, 0, 0, 0), ("r1", 0, 0, 0, 0)]
 
 
 def test_a_held_call_goes_when_the_other_workers_calls_leave_room_under_the_gate() -> None:
@@ -85,7 +86,7 @@ def test_a_held_call_goes_when_the_other_workers_calls_leave_room_under_the_gate
     assert core.foreign_load("r0", 0, 2) == []
     (released,) = core.foreign_load("r0", 0, 1)
     assert isinstance(released, Dispatch) and released.request_id == "q"
-    assert core.replicas["r0"].in_flight == 2 and core.own_load() == [("r0", 0, 1)]
+    assert core.replicas["r0"].in_flight == 2 and core.own_load() == [("r0", 0, 1, 0, 1)]
 
 
 def test_foreign_load_of_an_unknown_replica_is_ignored_and_a_removed_one_starts_over() -> None:
@@ -161,7 +162,7 @@ def test_own_figures_survive_any_interleaving_with_foreign_load() -> None:
                 if isinstance(d, Dispatch):
                     live.append(d.request_id)
         clock.now += 1.0
-        for rid, reserved, in_flight in core.own_load():
+        for rid, reserved, in_flight, _, _ in core.own_load():
             view = core.replicas[rid]
             assert view.in_flight == in_flight + view.foreign_in_flight
             assert in_flight == sum(1 for f in core.in_flight.values() if f.replica_id == rid)
