@@ -1,6 +1,7 @@
 #!/bin/sh
-# The fourth review's items left with `--workers` (docs/results/reliability.md, "The fourth review's release
-# queue with workers, closed"): its reproductions, each run twice on this tree; prints DEFECT while present.
+# The fourth review's items left with `--workers` (docs/results/reliability.md, "A fifth adversarial review,
+# and the fourth's release queue with workers closed"): its reproductions, each run twice on this tree;
+# prints DEFECT while present.
 # Usage: sh docs/results/reliability-s40/run.sh > docs/results/reliability-s40/run-after-fixes.txt
 # (SAGA_ROOT=/another/tree runs that tree's proxy: the lib's variable)
 set -e
