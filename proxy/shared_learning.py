@@ -10,10 +10,12 @@ holding the latest batches, each a 4-byte length and a msgpack list of observati
 Contract:
 - Single writer, lock-free readers: the writer copies a batch in, then advances the position (one aligned
   8-byte store); a reader copies the bytes between its cursor and the position, then reads the position
-  again and keeps the copy only if the writer cannot have overwritten it meanwhile.
-- A reader that falls more than `size` behind (or whose copy was overwritten) skips to the writer's position
-  and counts the bytes it lost in `lost_bytes`: those observations are not learned here, nothing else is
-  wrong. A reader starts at the position it finds (history before it is not replayed).
+  again and keeps the copy only if the writer cannot have overwritten it meanwhile, nor be overwriting it
+  (a batch being copied in, at most half the ring, is past the position it reads: a copy more than half a
+  ring behind is dropped).
+- A reader that falls more than `size` behind (or whose copy may be overwritten) skips to the writer's
+  position and counts the bytes it lost in `lost_bytes`: those observations are not learned here, nothing
+  else is wrong. A reader starts at the position it finds (history before it is not replayed).
 - A batch that does not fit in half the ring is not published (`dropped` counts its observations).
 - A batch that does not decode (a ring of an unexpected shape) is skipped, and the reader moves to the
   writer's position.
@@ -84,7 +86,9 @@ class LearningRings:
                 continue
             data = self._copy_out(self._maps[i], cursor, end)
             now = position[0]
-            if now - cursor > self.size:  # overwritten while copied
+            # The writer copies a batch (at most half the ring) in before it moves the position: bytes more
+            # than size - size // 2 behind the position may be under that copy as we read them.
+            if now - cursor > self.size - self.size // 2:  # overwritten, or maybe being, while copied
                 self.lost_bytes += end - cursor
                 self._cursors[i] = now
                 continue

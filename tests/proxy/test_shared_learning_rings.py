@@ -98,3 +98,21 @@ def test_a_restarted_writer_continues_its_ring_and_a_new_reader_skips_history(tm
 def test_impossible_rings_are_refused(tmp_path: Path, workers: int, index: int, size: int) -> None:
     with pytest.raises(ValueError, match="learning rings"):
         LearningRings(str(tmp_path), workers, index, size=size)
+
+
+def test_a_copy_the_writer_may_be_overwriting_is_not_read(tmp_path: Path) -> None:
+    """The writer copies a batch in before it moves its position, so a reader more than half a ring behind
+    (a batch is at most half the ring) could copy bytes the writer was overwriting at that moment and find
+    the position unchanged (the fifth review's lead): here the writer is stopped mid-publish."""
+    with writer_and_reader(tmp_path, 512) as (writer, reader):
+        published = []
+        while writer._positions[0][0] - reader._cursors[0] < 400:  # past half the ring behind, not a whole
+            batch = observations(1, tag=str(len(published)))
+            writer.publish(batch)
+            published += batch
+        behind = writer._positions[0][0] - reader._cursors[0]
+        record = writer._encoder.encode(observations(2, tag="next"))
+        record = len(record).to_bytes(4, "little") + record
+        writer._copy_in(writer._maps[0], writer._positions[0][0], record)  # in, the position not yet moved
+        assert reader.read_others() == []  # not garbage, nor a half-overwritten batch
+        assert (reader.lost_bytes, reader.undecodable) == (behind, 0)
