@@ -617,10 +617,10 @@ class SchedulerCore:
         if session is None:
             return []
         self.predictor.session_ended(session_id)
-        self._give_up_retained(session_id, session)
-        if self._holds_call(session_id):
+        if self._holds_call(session_id):  # (its KV kept for it stays: that call still goes, and uses it)
             self._ending.add(session_id)  # (bounded by the sessions: forgetting one drops it)
             return []
+        self._give_up_retained(session_id, session)
         self._forget_session(session_id)
         # its reservation is free now: a waiting workflow may fit
         return self._admit_waiting() if self.admission is not None else []
@@ -652,6 +652,7 @@ class SchedulerCore:
             return False
         self._ending.discard(session_id)
         if session is not None:
+            self._give_up_retained(session_id, session)
             self._forget_session(session_id)
         return session is not None
 

@@ -12,6 +12,7 @@ from proxy.scheduler import Dispatch, PolicySpec, ReplicaStats, SchedulerCore, U
 from proxy.scheduler.framework import Retention
 from proxy.scheduler.plugin_spec import PLUGIN_TYPES
 from proxy.scheduler.registry import PluginSpec
+from proxy.scheduler.release import ReleaseQueueSpec
 from proxy.scheduler.types import ReplicaId, RequestInfo
 
 USAGE = Usage(prompt_tokens=1_000, completion_tokens=10, finish_reason="tool_calls")
@@ -67,3 +68,28 @@ def test_a_call_that_goes_elsewhere_keeps_the_kv_kept_where_it_was(core: Schedul
     (d,) = core.request_arrived(RequestInfo("q2", "s", 0.0, prompt_tokens=1_000))
     assert isinstance(d, Dispatch) and d.replica_id != first
     assert core.take_releases() == []
+
+
+def test_a_session_ended_while_its_call_waits_keeps_its_kv_for_that_call() -> None:
+    """Its call still goes after the end, and uses what its last call kept: the KV goes once it is done."""
+    PLUGIN_TYPES[_Keep.type_name] = _Keep
+    try:
+        gate = PluginSpec("max-in-flight-gate", params={"max_in_flight": 1})
+        spec = PolicySpec(
+            picker=PluginSpec("max-score-picker"),
+            scorers=[PluginSpec("session-affinity-scorer")],
+            retention=PluginSpec(_Keep.type_name),
+            queue=ReleaseQueueSpec(gate=gate),
+        )
+        core = SchedulerCore(["r0"], build_policy(spec, seed=0), lambda: 0.0)
+    finally:
+        del PLUGIN_TYPES[_Keep.type_name]
+    replica = _served(core, "q1", "s")
+    (busy,) = core.request_arrived(RequestInfo("b", "other", 0.0, prompt_tokens=1_000))
+    assert core.request_arrived(RequestInfo("q2", "s", 0.0, prompt_tokens=1_000)) == []  # behind the gate
+    core.session_ended("s")
+    assert core.take_releases() == []  # q2 still goes, onto what q1 kept
+    (q2,) = core.request_finished(busy.request_id, USAGE)
+    assert q2.request_id == "q2" and core.take_releases() == []
+    core.request_finished("q2", USAGE)
+    assert core.take_releases() == [("s", replica)]
