@@ -53,20 +53,10 @@ class LoadSync:
         self.dropped = 0  # replicas left out of the last publish (more than the table's slots)
 
     def key_of(self, replica_id: str) -> int:
-        key = self._keys.get(replica_id)
-        if key is None:
-            if len(self._keys) > 4 * self.table.slots:  # replicas that came and went: start over
-                self._keys.clear()
-            key = self._keys[replica_id] = replica_key(replica_id)
-        return key
+        return _cached_key(self._keys, replica_id, 4 * self.table.slots)
 
     def tenant_key(self, tenant: str) -> int:
-        key = self._tenant_keys.get(tenant)
-        if key is None:
-            if len(self._tenant_keys) > 4096:  # tenants that came and went: start over
-                self._tenant_keys.clear()
-            key = self._tenant_keys[tenant] = replica_key(tenant)
-        return key
+        return _cached_key(self._tenant_keys, tenant, 4096)
 
     def step(self, now_ns: int | None = None) -> list[Decision]:
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
@@ -109,6 +99,16 @@ class LoadSync:
         decisions += core.foreign_lanes(lane_turns)
         # last: what waits here may take room only as the others' reservations now leave it
         return decisions + core.foreign_waiting(self.table.waiting, self.table.turns)
+
+
+def _cached_key(cache: dict[str, int], name: str, bound: int) -> int:
+    """`name`'s table key, hashed once; past `bound` names (ones that came and went) the cache starts over."""
+    key = cache.get(name)
+    if key is None:
+        if len(cache) > bound:
+            cache.clear()
+        key = cache[name] = replica_key(name)
+    return key
 
 
 async def load_sync_loop(
