@@ -61,12 +61,17 @@ async def replicas(request: web.Request) -> web.Response:
     now = core.clock()
     out: list[dict[str, Any]] = []
     kv = request.app[KV_RESIDENCY]
+    # With workers each core's `in_flight` counts the others' calls as last synced: the gathered listing sums
+    # each worker's own share (`merge_replica_rows`), so it must know that part (without it, every call was
+    # counted once per worker: 4 calls listed as 8 with two).
+    workers = request.app.get(WORKERS) is not None
     for r in core.replicas.values():
         out.append(
             {
                 "replica_id": r.replica_id,
                 "healthy": r.healthy,
                 "in_flight": r.in_flight,
+                **({"foreign_in_flight": r.foreign_in_flight} if workers else {}),
                 "waiting": r.waiting,
                 "running": r.running,
                 "kv_usage": r.kv_usage,

@@ -292,6 +292,10 @@ class Call:
         metrics.latency.observe(time.perf_counter() - self.started)
 
     def _hung_up(self) -> None:
+        if self.gate.stopping:  # the proxy cut it at the end of its drain, not the client
+            self.metrics.errors.labels("shutting_down").inc()
+            log.info("%s ended by the proxy's stop before its answer ended", self.info.request_id)
+            return
         self.metrics.client_disconnects.inc()
         self.metrics.errors.labels("client_disconnect").inc()
         log.info("client hung up on %s before its answer ended", self.info.request_id)

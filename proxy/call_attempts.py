@@ -234,7 +234,7 @@ def no_replica_left(call: Call, decision: Reject) -> None:
     headers = {}
     if decision.status in (429, 503):
         headers["Retry-After"] = retry_after(call.config.retry_after_s)
-    code = "queue_full" if decision.status == 429 else "no_replica"
+    code = "queue_full" if decision.status == 429 else "shutting_down" if call.gate.stopping else "no_replica"
     raise ProxyError(decision.status, f"request not routed: {decision.reason}", code=code, headers=headers)
 
 
@@ -265,7 +265,10 @@ def account(call: Call, replica: str, outcome: forward.Relayed) -> None:
     else:  # a 5xx relayed: no replica answered the call without one, so it counts toward no breaker
         metrics.upstream_failures.bump(replica, "upstream_5xx")
         metrics.errors.bump("upstream_5xx")
-    if outcome.client_gone:
+    if outcome.client_gone and call.gate.stopping:  # the proxy cut it at the end of its drain
+        metrics.errors.labels("shutting_down").inc()
+        log.info("%s ended by the proxy's stop before its answer ended", call.info.request_id)
+    elif outcome.client_gone:
         metrics.client_disconnects.inc()
         metrics.errors.labels("client_disconnect").inc()
         log.info("client hung up on %s before its answer ended", call.info.request_id)

@@ -31,6 +31,7 @@ class DecisionGate:
 
     def __init__(self) -> None:
         self._waiting: dict[str, asyncio.Future[Decision]] = {}
+        self.stopping = False  # the proxy's drain time is over: it ends the calls left (proxy/server.py)
 
     def expect(self, request_id: str) -> asyncio.Future[Decision]:
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()

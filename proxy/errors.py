@@ -141,6 +141,13 @@ def mid_answer_event(path: str, stalled: bool = False) -> bytes:
     return _OPENAI_STALLED_EVENT if stalled else _OPENAI_MID_ANSWER_EVENT
 
 
+def stopping_event(path: str, message: str) -> bytes:
+    """The event that ends a stream to `path` the proxy cuts as it stops (its drain time over)."""
+    if path.startswith(_ANTHROPIC_PREFIX):
+        return b"event: error\ndata: " + anthropic_error_body(503, message) + b"\n\n"
+    return sse_error_event(503, message, code="shutting_down")
+
+
 def error_response(err: ProxyError, path: str = "") -> web.Response:
     return web.Response(
         status=err.status,

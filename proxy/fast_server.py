@@ -73,6 +73,7 @@ from proxy.errors import (
     ProxyError,
     coded_transfer,
     compressed_body,
+    stopping_event,
 )
 from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.identity import ownership_key
@@ -156,17 +157,28 @@ class _Downstream:
         self.started = time.perf_counter()
         self.status = 0
         self.sent = 0
+        self.head_fields: Mapping[str, str] | None = None  # a started stream's header fields
         self.chunked = request.version == "1.1"  # an HTTP/1.0 client reads a stream to the close
         self._connection = "" if request.keep_alive else "Connection: close\r\n"
         if request.keep_alive and request.version == "1.0":
             self._connection = "Connection: keep-alive\r\n"
 
+    def _connection_field(self) -> str:
+        """What the head says of the connection: while the proxy stops (`FastServer.drain`), that it closes
+        after this answer unless the client sent more requests already (those are answered first)."""
+        conn = self.conn
+        if conn.server.draining and not conn.queue:
+            self.request.keep_alive = False
+            return "Connection: close\r\n"
+        return self._connection
+
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
+        connection = self._connection_field()
         if status in _NO_BODY_STATUSES:  # RFC 9110: no body, and no Content-Length on a 204
-            framing, body = f"{self._connection}\r\n", b""
+            framing, body = f"{connection}\r\n", b""
         else:
-            framing = f"Content-Length: {len(body)}\r\n{self._connection}\r\n"
+            framing = f"Content-Length: {len(body)}\r\n{connection}\r\n"
         payload = _head(status, headers, framing) + body
         self.sent += len(payload)
         conn = self.conn
@@ -178,7 +190,7 @@ class _Downstream:
         """A HEAD request's answer: the GET's headers and length (none said when not known), no body."""
         self.status = status
         said = "" if length is None else f"Content-Length: {length}\r\n"
-        payload = _head(status, headers, f"{said}{self._connection}\r\n")
+        payload = _head(status, headers, f"{said}{self._connection_field()}\r\n")
         self.sent += len(payload)
         self.conn.send(payload, at_once=True)
 
@@ -198,11 +210,12 @@ class _Downstream:
 
     def start_now(self, status: int, headers: Mapping[str, str]) -> bool:
         self.status = status
+        self.head_fields = headers
         if not self.chunked:
             self.request.keep_alive = False
             framing = "Connection: close\r\n\r\n"
         else:
-            framing = f"Transfer-Encoding: chunked\r\n{self._connection}\r\n"
+            framing = f"Transfer-Encoding: chunked\r\n{self._connection_field()}\r\n"
         return self._send(_head(status, headers, framing))
 
     def write_now(self, chunk: bytes, at_once: bool = False) -> bool:
@@ -231,6 +244,15 @@ class _Downstream:
         self.conn.inline_done(self)
 
 
+def _is_event_stream(fields: Mapping[str, str] | None) -> bool:
+    if not fields:
+        return False
+    for name, value in fields.items():
+        if name.lower() == "content-type":
+            return value.lower().startswith("text/event-stream")
+    return False
+
+
 # What a closed connection's `parser` is: nothing is parsed after the connection is lost.
 _SPENT_PARSER = httptools.HttpRequestParser(object())
 
@@ -244,6 +266,7 @@ class _ClientConnection(asyncio.Protocol):
         self.queue: deque[_Request] = deque()
         self.task: asyncio.Task[None] | None = None
         self.inline: InlineRelay | None = None  # the call being relayed from callbacks, when one is
+        self.current: _Downstream | None = None  # the answer of the request served last (`FastServer.cut`)
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
         # What a call writes within one turn of the event loop goes out in one write (head, chunks, end).
@@ -406,6 +429,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.current = None  # (it refers back to this connection: no cycle left for the rare full collection)
         self._idle_timer.cancel()
         if self._stalled is not None:
             self._stalled.cancel()
@@ -587,6 +611,10 @@ class _ClientConnection(asyncio.Protocol):
             self.loop.call_soon(self.flush)
         self._pending.append(data)
 
+    def idle(self) -> bool:
+        """No request is being read (the parser is between messages)."""
+        return self._between
+
     def flush(self) -> None:
         if not self._pending:
             return
@@ -611,7 +639,7 @@ class _ClientConnection(asyncio.Protocol):
         while self.queue and self.transport is not None and not self._busy():
             request = self.queue.popleft()
             self._raw_served += 1
-            downstream = _Downstream(self, request)
+            downstream = self.current = _Downstream(self, request)
             path = request.url.partition("?")[0]
             if request.refused is not None or request.method != "POST" or path not in _FAST_PATHS:
                 self.hand_over(downstream, self._serve(request, downstream), None)
@@ -808,7 +836,12 @@ class _ClientConnection(asyncio.Protocol):
         """The request's answer is out: logged, and the connection closed unless kept alive (False)."""
         if self._logs_access:
             self._log_access(request, downstream, time.perf_counter() - downstream.started)
-        if request.keep_alive and self.transport is not None and not self.transport.is_closing():
+        if (
+            request.keep_alive
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and not (self.server.draining and not self.queue)
+        ):
             return True
         request.keep_alive = False
         self.flush()
@@ -1039,6 +1072,7 @@ class FastServer:
         # the core's calls in flight (the dict itself): whether an answer waits for the turn's end (`answer`)
         self.calls_in_flight: dict[str, Any] = app[CORE].in_flight
         self._adoptions: set[asyncio.Task[None]] = set()
+        self.draining = False  # the proxy is stopping: no connection is kept alive past its answers (`drain`)
 
     @property
     def access_sink(self) -> BatchedLines | None:
@@ -1192,9 +1226,41 @@ class FastServer:
         )
 
     def busy(self) -> int:
-        """Client connections with a call in progress or requests waiting their turn (a draining proxy waits
-        for none)."""
-        return sum(1 for c in self.connections if c.task is not None or c.inline is not None or c.queue)
+        """Client connections with a call in progress, requests waiting their turn or one being read (a
+        draining proxy waits for none)."""
+        return sum(
+            1
+            for c in self.connections
+            if c.task is not None or c.inline is not None or c.queue or not c.idle()
+        )
+
+    def drain(self) -> None:
+        """A graceful stop begins (the listener is closed): connections are no longer kept alive. Each answer
+        from now on says `Connection: close` and its connection closes once it is out (after the requests
+        the client sent before it); connections with nothing in progress close now. Without it an agent
+        reusing its connection kept sending calls to the stopping proxy until one was cut at the deadline."""
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.transport is not None and conn.idle() and not conn.queue and not conn._busy():
+                conn.transport.close()
+
+    def cut(self, message: str) -> None:
+        """The drain's deadline: each call still in progress gets the proxy's own end before its connection
+        closes: a 503 where no answer began, an error event where a stream did (the relay's own end for a
+        replica that failed mid-answer, with `message`); a whole answer half sent can only be cut."""
+        for conn in list(self.connections):
+            downstream = conn.current
+            if conn.transport is None or downstream is None or not conn._busy():
+                continue
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                if downstream.status == 0:  # (counted once, by the call's end: `Call._hung_up`)
+                    stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
+                    forward.answer_error(downstream, stopping, downstream.request.url)
+                elif downstream.chunked and _is_event_stream(downstream.head_fields):
+                    path = downstream.request.url.partition("?")[0]
+                    downstream.write_now(stopping_event(path, message))
+                    downstream.end_now()
+                conn.flush()
 
     def close(self) -> None:
         for conn in list(self.connections):

@@ -37,7 +37,7 @@ _HELP = {
     "stream_idle_timeout_s": "timeout between two chunks of a streamed answer",
     "max_retries": "retries on another replica after a connect error or 5xx before the first byte",
     "priority_reprobe_s": "seconds a replica that refused a request priority gets calls without one",
-    "shutdown_grace_s": "seconds the calls in progress may finish after SIGTERM/SIGINT",
+    "shutdown_grace_s": "seconds the calls in progress may finish after SIGTERM, SIGINT or SIGHUP",
     "retry_after_s": "Retry-After sent with 429/503 refusals",
     "max_body_bytes": "largest request body accepted (413 above)",
     "max_answer_bytes": "largest whole (non-streaming) answer relayed from a replica (502 above)",

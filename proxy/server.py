@@ -22,7 +22,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import ProxyConfig
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts
-from proxy.context import CORE, METRICS, WORKERS
+from proxy.context import CORE, GATE, METRICS, WORKERS
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
@@ -68,6 +68,9 @@ async def running_proxy(
         access_log=logging.getLogger("saga.access") if config.access_log and not fast else None,
         access_log_format=ACCESS_LOG_FORMAT,
         handler_cancellation=True,
+        # `server: aiohttp`: on leaving, aiohttp lets the handlers finish for this long (its default: 60 s,
+        # past a pod's grace period), then cancels them
+        shutdown_timeout=drain_s,
     )
     await runner.setup()
     try:
@@ -101,15 +104,19 @@ async def running_proxy(
                 host, port = server.sockets[0].getsockname()[:2]
                 yield base_url(host, port)
             finally:
-                server.close()  # no new connections; those open keep being served while the calls drain
+                server.close()  # no new connections; those open are served while the calls drain, not kept
+                protocol.drain()
                 if drain_s > 0:
-                    await _drained(protocol, app[CORE], drain_s)
+                    await _drained(protocol, app, drain_s)
                 protocol.close()
                 await server.wait_closed()
     finally:
         await runner.cleanup()
 
 
+# What stops `saga serve` gracefully: SIGHUP too (its terminal went away; there is no reload to do), which
+# otherwise killed it at once, calls and all, and left `--workers`' private directory behind.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PEERS_WAIT_S = 10.0  # at start, how long a worker waits for the others before taking clients anyway
 PEERS_POLL_S = 0.02
 
@@ -182,8 +189,11 @@ def listening_line(url: str, config: ProxyConfig) -> str:
     return f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}"
 
 
-async def _drained(protocol: FastServer, core: SchedulerCore, within_s: float) -> None:
-    """Waits until no client connection has a call in progress and no call is in flight, or `within_s`."""
+async def _drained(protocol: FastServer, app: web.Application, within_s: float) -> None:
+    """Waits until no client connection has a call in progress and no call is in flight, or `within_s`. Past
+    that, the calls still waiting in the proxy are refused (503) and those in progress get the proxy's own
+    end (`FastServer.cut`), so that no client reads a bare closed connection."""
+    core = app[CORE]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     busy = protocol.busy() or len(core.in_flight)
@@ -191,11 +201,19 @@ async def _drained(protocol: FastServer, core: SchedulerCore, within_s: float) -
         log.info("draining: %d calls in progress, waiting up to %g s", busy, within_s)
     while loop.time() < deadline:  # polled: calls end on many paths, none of which need to signal a drain
         if not (protocol.busy() or core.in_flight):
-            break
+            return
         await asyncio.sleep(0.05)
     left = protocol.busy()
-    if left:
-        log.warning("drain time (%g s) over: closing %d connections with calls in progress", within_s, left)
+    if not left:
+        return
+    message = f"the proxy is stopping (its drain time, shutdown_grace_s = {within_s:g} s, is over)"
+    log.warning("drain time (%g s) over: ending %d connections with calls in progress", within_s, left)
+    gate = app[GATE]
+    gate.stopping = True  # what ends now is the proxy's doing, not the clients' (logged and counted so)
+    gate.apply(core.refuse_waiting(message))
+    for _ in range(10):  # (their handlers answer the 503s in a turn or two)
+        await asyncio.sleep(0.01)
+    protocol.cut(message)
 
 
 async def serve_forever(config: ProxyConfig) -> None:
@@ -209,13 +227,17 @@ async def serve_forever(config: ProxyConfig) -> None:
     supervisor = os.getppid()
     stopping = asyncio.Event()
 
-    def stop() -> None:  # SIGTERM / SIGINT: drain (calls in progress finish); a second one: stop at once
-        if stopping.is_set():
+    def stop() -> None:  # SIGTERM / SIGINT / SIGHUP: drain (calls in progress finish)
+        if not stopping.is_set():
+            stopping.set()
+        elif workers is None:  # a second one: stop at once
             os._exit(1)
-        stopping.set()
+        # A worker's second signal is left to its supervisor (proxy/supervisor.py), which stops it at once
+        # on its own second one: a signal to the process group (Ctrl-C, systemd) reaches every worker and
+        # then the supervisor's own SIGTERM follows, which read as a second signal cut every call at once.
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop)
     try:
         async with running_proxy(config, drain_s=config.shutdown_grace_s) as url:
@@ -247,7 +269,7 @@ async def serve_forever(config: ProxyConfig) -> None:
                 "stopping: no new connections; calls in progress get up to %g s", config.shutdown_grace_s
             )
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         if access is not None:
             unbatch_access_log(access_log, access)

@@ -15,8 +15,10 @@ Contract:
   (`config.json` in the directory, `worker_config`): not the file, environment and flags read again, which an
   operator may have edited since (one worker on a new admin token, the other on the old one) or left half
   written (each restart failing until the supervisor stopped the healthy workers too).
-- SIGTERM/SIGINT stop the workers (SIGTERM: each drains its calls for `shutdown_grace_s`; SIGKILL after that
-  and `STOP_GRACE_S` more), and the directory is removed.
+- SIGTERM, SIGINT or SIGHUP stop the workers (SIGTERM: each drains its calls for `shutdown_grace_s`; SIGKILL
+  after that and `STOP_GRACE_S` more, or at once on a second signal), and the directory is removed. A
+  worker leaves its own second signal to the supervisor: a signal to the process group reaches each worker
+  before the supervisor's SIGTERM does.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import msgspec
 
 from proxy.config import ProxyConfig
 from proxy.logs import use_json_logs
-from proxy.server import all_exist, base_url, listening_line, ready_file
+from proxy.server import STOP_SIGNALS, all_exist, base_url, listening_line, ready_file
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
 
 log = logging.getLogger("saga.proxy")
@@ -106,8 +108,8 @@ class Supervisor:
             return 1
         self.directory = tempfile.mkdtemp(prefix="saga-workers-")  # mode 0700
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._signalled)
         try:
             self.port = held.getsockname()[1]
             write_worker_config(self.directory, msgspec.structs.replace(self.config, port=self.port))
@@ -121,7 +123,7 @@ class Supervisor:
                 task.cancel()
             await self._stop_all()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             held.close()
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -129,6 +131,18 @@ class Supervisor:
             print(f"saga: error: {self.failure}", file=sys.stderr, flush=True)
             return 1
         return 0
+
+    def _signalled(self) -> None:
+        """The first stop signal drains the workers (`_stop_all`); a second one stops them at once, as a
+        second one stops a single process (the workers leave a second signal to the supervisor)."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            return
+        log.warning("a second stop signal: stopping the workers at once")
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
 
     async def _all_ready(self) -> bool:
         paths = [ready_file(self.directory, i) for i in range(self.count)]

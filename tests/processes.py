@@ -41,12 +41,19 @@ LISTENING = "SAGA proxy listening on "
 
 
 def start_saga_serve(
-    cmd: list[str], cwd: Any, env: dict[str, str], start_s: float = 60.0
+    cmd: list[str], cwd: Any, env: dict[str, str], start_s: float = 60.0, own_group: bool = False
 ) -> tuple[subprocess.Popen[str], str, list[str]]:
     """Starts `saga serve` (`cmd`), keeps its output (for failure messages) and waits for its listening line;
-    returns the process, its URL and the output list, which keeps growing."""
+    returns the process, its URL and the output list, which keeps growing. `own_group`: in a process group
+    of its own (a test signals the whole group, as Ctrl-C does)."""
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=own_group,
     )
     output: list[str] = []
     listening = threading.Event()

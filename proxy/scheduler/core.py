@@ -277,6 +277,23 @@ class SchedulerCore:
                 return self._end_if_done(waited.session_id) if self._ending else []
         return self.request_finished(request_id)
 
+    def refuse_waiting(self, reason: str) -> list[Decision]:
+        """Refuse, with a 503, every call still waiting in the proxy: new workflows waiting for admission and
+        calls held in the release queue, none of which an engine has. `saga serve` at the end of its drain
+        (the proxy is stopping): their clients get an answer that says so, not a closed connection."""
+        decisions: list[Decision] = []
+        if self.release is not None:
+            for replica_id in list(self.release.lanes):
+                for held in self.release.drain(replica_id):
+                    self._queued_changed(replica_id, -1)
+                    decisions.append(self._refuse(held.req, reason, 503))
+        if self.admission is not None:
+            admission = self.admission
+            for req in list(admission.waiting.items()):
+                admission.cancel(req.request_id)
+                decisions.append(self._refuse(req, reason, 503))
+        return decisions
+
     def dispatch_failed(self, request_id: str, replica_down: bool = True) -> list[Decision]:
         """The call failed on its replica before any response byte: try another (not one it tried). The
         replica is marked down when it could not be reached (`replica_down`); one that answered an error is

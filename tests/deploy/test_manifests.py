@@ -240,3 +240,27 @@ def test_every_alert_is_in_the_deploy_guide() -> None:
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     guide = (ROOT / "docs" / "deploy.md").read_text().split("| alert | fires when |", 1)[1]
     assert set(re.findall(r"^\| `(\w+)` \|", guide, re.M)) == alerts
+
+
+def test_the_proxy_pod_can_write_its_private_directory_and_keeps_serving_until_endpoints_drop_it() -> None:
+    """The Deployment's root filesystem is read-only, and `saga serve` makes its private directory in
+    TMPDIR at start (the fast server's inner socket; with workers, their tables): with nothing writable
+    mounted there it exited at start and restarted in a loop. And with no preStop delay, connections that
+    came before the endpoints dropped the terminating pod were refused."""
+    (doc,) = k8s_docs(DEPLOY / "k8s/base/saga-deployment.yaml")
+    pod = doc["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    tmpdir = env.get("TMPDIR") or "/tmp"
+    if container["securityContext"].get("readOnlyRootFilesystem"):
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert tmpdir in mounts and not mounts[tmpdir].get("readOnly"), mounts
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[tmpdir]["name"]]
+        assert "emptyDir" in volume, volume
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    config = yaml.safe_load(
+        next(d for d in k8s_docs(DEPLOY / "k8s/base/saga-configmap.yaml"))["data"]["saga.yaml"]
+    )
+    grace = config.get("shutdown_grace_s", ProxyConfig(replicas=["http://r:1"]).shutdown_grace_s)
+    assert pod["terminationGracePeriodSeconds"] > float(command[1]) + grace

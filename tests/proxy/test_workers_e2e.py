@@ -746,3 +746,38 @@ async def test_another_tenants_response_is_not_continued_whatever_session_the_ca
             ):
                 answers.append(r.status)
     assert answers == [404] * 6 + [200] * 2, answers
+
+
+async def test_the_replicas_listing_counts_each_call_in_flight_once(tmp_path: Path) -> None:
+    """`GET /saga/v1/replicas` summed every worker's `in_flight`, each of which counts the other workers'
+    calls as last synced: 4 calls in flight were listed as 8 with two workers (`/metrics` and
+    `/saga/v1/state` said 4). Each worker's row now says which part is the others' and the sum takes its
+    own."""
+    with saga_workers(tmp_path, "--time-scale", "1") as s:
+        sessions = owned_by(0, 2, "left")[:2] + owned_by(1, 2, "right")[:2]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            streams = [
+                await http.post(
+                    f"{s.url}/v1/chat/completions",
+                    json=chat(sid, stream=True, max_tokens=2000, ignore_eos=True),
+                )
+                for sid in sessions
+            ]
+            try:
+                for r in streams:
+                    await r.content.readline()
+                state: dict[str, Any] = {}
+                for _ in range(100):  # until both workers synced the others' calls (every 15 ms)
+                    async with http.get(f"{s.url}/saga/v1/state") as r:
+                        state = await r.json()
+                    if state["in_flight"] == 4:
+                        break
+                    await asyncio.sleep(0.05)
+                assert state["in_flight"] == 4, state
+                async with http.get(f"{s.url}/saga/v1/replicas") as r:
+                    rows = (await r.json())["replicas"]
+                assert sum(row["in_flight"] for row in rows) == 4, rows
+                assert all("foreign_in_flight" not in row for row in rows)
+            finally:
+                for r in streams:
+                    r.close()
