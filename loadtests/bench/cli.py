@@ -269,7 +269,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> None:
     from loadtests.bench.des import sweep_des
     from loadtests.bench.sweep import plot_sweep, sweep_markdown
 
-    tasks = generate(args.workload, args.tasks, seed=args.seed, tenants=args.tenants)
+    tasks = _tasks(args)  # (a trace's tasks too: each load offers them at its own Poisson arrivals)
     result = sweep_des(args, tasks, console)
     table = sweep_markdown(result)
     console.print(table)

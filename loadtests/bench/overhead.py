@@ -47,7 +47,9 @@ from typing import Any, cast
 import msgspec
 
 from loadtests.bench.peers import RouterSpec, peer_command, unavailable
+from loadtests.bench.report import recorded_command
 from proxy.arg_types import at_least, non_negative, output_file, positive
+from saga_native import build_description
 
 CHAT_JSON = (
     '{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
@@ -367,8 +369,8 @@ def run_overhead(args: argparse.Namespace) -> int:
         return 2
     report = OverheadReport(
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        command="saga bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "saga bench overhead",
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, {build_description()}",
+        command=recorded_command(joined=("--saga-args",)),
         connections=args.connections,
         duration_s=args.duration,
         rounds=args.rounds,

@@ -2,12 +2,16 @@
 
 Contract: a router is named `KIND:POLICY` — `saga:<any SAGA policy>` (plain `saga` is the default policy;
 `+kv-events` after the policy subscribes SAGA to the replicas' KV-cache events, its `kv_events`),
-`vllm-router:<round_robin|consistent_hash|cache_aware|kv_aware|power_of_two|program>` (`program` is
-vllm-router's agent-aware program scheduling) and `sglang-router:<cache_aware|round_robin|power_of_two>`.
+`vllm-router:<round_robin|consistent_hash|cache_aware|cache_aware_balanced|kv_aware|power_of_two|program>`
+(`program` is vllm-router's agent-aware program scheduling; `cache_aware_balanced` its `cache_aware` with the
+load-balance thresholds lowered to this harness's scale: by default it balances only once one worker has 64
+more requests than another, which tens of agents never reach, so every task sharing a system prompt went
+to one replica) and `sglang-router:<cache_aware|round_robin|power_of_two>`.
 `unavailable(spec)` says why a router cannot run here (a peer not installed) or None; `peer_command` builds a
 peer's command line. Peers' own time parameters are wall-clock seconds: with replicas `time_scale` times
 faster than real time they are scaled by 1/time_scale, so every router sees the same workload time.
-Retries and circuit breakers are turned off so the comparison is of routing alone.
+vllm-router's retries and circuit breaker are turned off so the comparison is of routing alone;
+sglang-router runs with its own (which can only hide failures in its favour).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ VLLM_ROUTER_POLICIES = (
     "round_robin",
     "consistent_hash",
     "cache_aware",
+    "cache_aware_balanced",
     "kv_aware",
     "power_of_two",
     "program",
@@ -111,6 +116,9 @@ def peer_command(
         }
         cmd += ["--policy", "round_robin", "--enable-program-scheduling"]
         cmd += ["--program-scheduling-config-json", json.dumps(config)]
+        return cmd
+    if spec.policy == "cache_aware_balanced":  # balance once loads differ by 2 calls and 20%
+        cmd += ["--policy", "cache_aware", "--balance-abs-threshold", "2", "--balance-rel-threshold", "1.2"]
         return cmd
     cmd += ["--policy", spec.policy]
     if spec.policy == "kv_aware":

@@ -22,6 +22,7 @@ import msgspec
 from rich.table import Table
 
 from loadtests.bench.metrics import PolicyMetrics, TimeSplit
+from saga_native import build_description
 
 
 class RunMeta(msgspec.Struct, kw_only=True):
@@ -51,10 +52,14 @@ class BenchReport(msgspec.Struct, kw_only=True):
     isolated_split: TimeSplit | None = None
 
 
-def recorded_command(argv: Sequence[str] | None = None) -> str:
+def recorded_command(argv: Sequence[str] | None = None, joined: Sequence[str] = ()) -> str:
     """The command line a result records, as a user would type it again: `saga ...` whether it ran as the
-    `saga` script or as `python -m proxy.cli`; anything else verbatim."""
+    `saga` script or as `python -m proxy.cli`; anything else verbatim. The options in `joined` are written
+    `--option=value`: a value that begins with "-" (`--saga-args "--policy x"`) reads back only so."""
     argv = list(sys.argv if argv is None else argv)
+    for i in range(len(argv) - 2, -1, -1):
+        if argv[i] in joined:
+            argv[i : i + 2] = [f"{argv[i]}={argv[i + 1]}"]
     if argv and argv[0].endswith(("saga", "proxy/cli.py")):
         return shlex.join(["saga", *argv[1:]])
     return shlex.join(argv)
@@ -68,7 +73,8 @@ def machine_description() -> str:
     except (ValueError, OSError, AttributeError):
         pass
     python = platform.python_version()
-    return f"{platform.machine()} {os.cpu_count()} cores{mem}, {platform.system()}, Python {python}"
+    system = f"{platform.machine()} {os.cpu_count()} cores{mem}, {platform.system()}, Python {python}"
+    return f"{system}, {build_description()}"
 
 
 def _fmt(value: float | int | None, kind: str) -> str:

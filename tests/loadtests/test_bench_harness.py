@@ -53,6 +53,11 @@ def test_peer_commands_scale_wall_clock_parameters_by_the_time_scale() -> None:
         parse_router("sglang-router:cache_aware"), urls, port=9, metrics_port=10, time_scale=1
     )
     assert sglang[sglang.index("--policy") + 1] == "cache_aware" and urls[1] in sglang
+    balanced = peer_command(
+        parse_router("vllm-router:cache_aware_balanced"), urls, port=9, metrics_port=10, time_scale=1
+    )
+    assert balanced[balanced.index("--policy") + 1] == "cache_aware"
+    assert balanced[balanced.index("--balance-abs-threshold") + 1] == "2"
 
 
 def test_a_missing_peer_package_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,3 +61,14 @@ def test_jobs_below_one_is_refused(tmp_path: Path) -> None:
 
 
 pytestmark = pytest.mark.timeout(290)
+
+
+def test_a_sweep_replays_the_trace_it_names(tmp_path: Path) -> None:
+    """`--trace F --sweep-load` ran generated tasks of `--workload` under the trace's name."""
+    trace = tmp_path / "tiny.csv"
+    head = "session_id,arrival_time,round_idx,prefix_len,input_len,output_len,tool_wait_after_ms"
+    rows = [f"t{s},0,{r},{'' if r else 100},50,20,{100 if r == 0 else 0}" for s in range(3) for r in range(2)]
+    trace.write_text("\n".join([head, *rows]) + "\n")
+    swept = bench_json(tmp_path, "trace", "--trace", str(trace), "--sweep-load", "0.05")
+    (point,) = swept["points"]["round-robin"]
+    assert point["metrics"]["calls"] == 6  # 3 sessions of 2 calls (the generated webarena tasks make more)

@@ -138,3 +138,19 @@ def test_the_real_build_is_refused_when_stale_and_bypassed_when_pure(tmp_path: P
     pure = _run(code, SAGA_PURE_PYTHON="1")
     assert pure.returncode == 0, pure.stderr
     assert pure.stdout.startswith("LOADED") and pure.stdout.strip().endswith(".py")
+
+
+def test_benchmark_reports_say_whether_saga_ran_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result could not say which build made it, though per-call CPU differs ~2x between them."""
+    from loadtests.bench.report import machine_description
+
+    manifest = tmp_path / "compiled.json"
+    manifest.write_text(json.dumps({"modules": {"proxy.a": "x", "proxy.b": "y"}}))
+    monkeypatch.delenv("SAGA_PURE_PYTHON", raising=False)
+    assert saga_native.build_description(manifest) == "SAGA compiled (mypyc, 2 modules)"
+    assert saga_native.build_description(tmp_path / "missing.json") == "SAGA pure Python (not compiled)"
+    monkeypatch.setenv("SAGA_PURE_PYTHON", "1")
+    assert saga_native.build_description(manifest) == "SAGA pure Python (SAGA_PURE_PYTHON=1)"
+    assert machine_description().endswith("SAGA pure Python (SAGA_PURE_PYTHON=1)")
