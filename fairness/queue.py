@@ -3,8 +3,7 @@
 Contract (pure: no I/O, no clock of its own; `now` is passed in):
 - `push(key, item, tenant=, cost=, remaining=, now=)` holds an item; `pop(now)` releases the next one (None
   when empty); `remove(key)` takes a held item out without charging anyone (a client gone); `serve_now`
-  charges an item that an empty queue would release at once, without holding it; `charge_elsewhere` counts
-  service another worker released in the order (`saga serve --workers N`).
+  charges an item that an empty queue would release at once, without holding it.
 - Orders: `fifo` releases in arrival order and ignores tenants (no fairness). `vtc` and `afs` are weighted
   fair queueing on a virtual counter per tenant: the backlogged tenant with the least counter goes next and
   is charged `cost / weight`. The caller decides what cost means: token counts for `vtc` (the published
@@ -132,7 +131,7 @@ class FairQueue(Generic[T]):
         self.fleet = fleet
         # virtual counter V_i per tenant (normalised service): the fleet's when shared
         self.counters: dict[str, float] = fleet.counters if fleet is not None else {}
-        self.served: dict[str, float] = {}  # summed cost released per tenant, the least recently served first
+        self.served: dict[str, float] = {}  # summed cost released per tenant
         self.max_cost: dict[str, float] = {}  # C_i seen so far
         self._system_time = 0.0  # F (the fleet's when shared)
         # Largest spread max V - min V among backlogged tenants seen after any release, and the bound it
@@ -207,30 +206,10 @@ class FairQueue(Generic[T]):
             counter = max(self.counters.get(tenant, 0.0), self.system_time)
             self.system_time = counter
             self.counters[tenant] = counter + cost / self.weight_of(tenant)
-        self.served[tenant] = self.served.pop(tenant, 0.0) + cost  # (last: `served` runs least recent first)
+        self.served[tenant] = self.served.get(tenant, 0.0) + cost
         self.max_cost[tenant] = max(self.max_cost.get(tenant, 0.0), cost)
         if len(self.served) > self._sweep_at:
             self._forget_idle()
-
-    def charge_elsewhere(self, tenant: str, amount: float, lead_calls: float) -> None:
-        """Service released to `tenant` by another worker (`saga serve --workers N`) for what this queue
-        orders, `amount` in the counters' units (cost / weight): its counter moves on by it, so that the
-        order here is over every worker's releases, not this worker's alone. A tenant this queue does not
-        know is not charged (it starts at F when it comes, as always). The charge takes a tenant at most
-        `lead_calls` of its largest calls' cost (C_i / w_i) past F: service elsewhere while this queue is idle
-        is no lasting debt here (idle time earns no credit, past service no debt: the rule above)."""
-        if self.order == "fifo" or not amount > 0.0:
-            return
-        counter = self.counters.get(tenant)
-        if counter is None:
-            return
-        weight = self.weight_of(tenant)
-        largest = self.max_cost.get(tenant, 0.0) / weight
-        if largest <= 0.0:  # never released here: the largest call of any tenant it knows
-            largest = max([c / self.weight_of(t) for t, c in self.max_cost.items()], default=amount)
-        cap = self.system_time + lead_calls * largest
-        if counter < cap:
-            self.counters[tenant] = min(counter + amount, cap)
 
     def next_tenant(self) -> str | None:
         """The tenant whose call `pop` releases next (None when empty)."""
@@ -349,7 +328,7 @@ class FairQueue(Generic[T]):
         return now - backlog.by_age[0].arrived_at > self.age_bound_s
 
     def _release(self, held: _Held[T]) -> None:
-        self.served[held.tenant] = self.served.pop(held.tenant, 0.0) + held.cost  # (most recent last)
+        self.served[held.tenant] = self.served.get(held.tenant, 0.0) + held.cost
         self.max_cost[held.tenant] = max(self.max_cost.get(held.tenant, 0.0), held.cost)
         self.remove(held.key)
         if len(self.served) > self._sweep_at:

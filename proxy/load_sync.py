@@ -8,28 +8,22 @@ shared table (proxy/shared_load.py), sums the other live workers' and gives the 
 (`foreign_load`); decisions that new room allows go to the handlers like the health loop's. The per-call path
 does no new work: the figures are at most one period (plus the other worker's) stale. In the same step it
 publishes what this worker's predictor learned and replays the other workers' (proxy/shared_learning.py), so
-every worker's Agent Execution Graphs learn from every worker's tasks. And the service each worker released
-to each tenant where another contends (`own_service`) is charged in the others' fair orders
-(`foreign_service`), so that the tenants' order at admission and at each replica's gate is fleet-wide.
+every worker's Agent Execution Graphs learn from every worker's tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import TypeVar
+from collections.abc import Callable
 
 from proxy.scheduler import Decision, SchedulerCore
 from proxy.shared_learning import LearningRings
-from proxy.shared_load import HELD_NOW, SERVICE_ENTRIES, TENANT_WORDS, WAITING_NOW, LoadTable, replica_key
+from proxy.shared_load import HELD_NOW, TENANT_WORDS, WAITING_NOW, LoadTable, replica_key
 from proxy.worker_set import WorkerSet
 
 log = logging.getLogger("saga.load_sync")
-_Scope = TypeVar("_Scope", bound=Hashable)
-_Tenant = TypeVar("_Tenant", bound=Hashable)
 
 SYNC_INTERVAL_S = 0.015
 # A region not refreshed for this long is a dead worker's: ignored. Well above the period, so an event loop
@@ -57,8 +51,6 @@ class LoadSync:
         self._keys: dict[str, int] = {}  # replica id -> its table key (hashed once)
         self._tenant_keys: dict[str, int] = {}  # tenant -> its key (`min_active_tenants` over every worker)
         self.dropped = 0  # replicas left out of the last publish (more than the table's slots)
-        self._service = ServiceDeltas()  # the other workers' service entries as last read
-        self._tenant_names: dict[int, str] = {}  # tenant key -> name, for the tenants this worker knows
 
     def key_of(self, replica_id: str) -> int:
         return _cached_key(self._keys, replica_id, 4 * self.table.slots)
@@ -81,13 +73,7 @@ class LoadSync:
             ids.append(replica_id)
         active, latest = core.own_tenants(TENANT_WORDS)
         tenants = [self.tenant_key(t) for t in latest]
-        service = [
-            (0 if scope is None else self.key_of(scope), self.tenant_key(tenant), served)
-            for scope, tenant, served in core.own_service(SERVICE_ENTRIES)
-        ]
-        dropped = self.table.publish(
-            own, now_ns, core.own_waiting(), core.own_admitted(), active, tenants, service[:SERVICE_ENTRIES]
-        )
+        dropped = self.table.publish(own, now_ns, core.own_waiting(), core.own_admitted(), active, tenants)
         if dropped and not self.dropped:
             log.warning(
                 "%d replicas beyond the load table's %d slots: the other workers do not see this worker's "
@@ -109,67 +95,10 @@ class LoadSync:
             if lanes and key in lanes:
                 lane_turns[replica_id] = lanes[key]
         table = self.table
-        if table.service or self._service.tracking():
-            self._charge_service(dict(zip((key for key, *_ in own), ids, strict=True)))
         core.foreign_tenants(len(table.tenants.difference(tenants)) + table.tenants_unlisted)
         decisions += core.foreign_lanes(lane_turns)
         # last: what waits here may take room only as the others' reservations now leave it
         return decisions + core.foreign_waiting(self.table.waiting, self.table.turns)
-
-    def _charge_service(self, replica_of: dict[int, str]) -> None:
-        """Charge the core what the other workers' service entries grew since this worker last read them
-        (`ServiceDeltas`), for the replicas and tenants it knows."""
-        names = self._tenant_names
-        charges: list[tuple[str | None, str, float]] = []
-        looked_up = False
-        for scope_key, tenant_key, grown in self._service.grown(self.table.service):
-            scope = None if scope_key == 0 else replica_of.get(scope_key)
-            if scope is None and scope_key != 0:
-                continue  # a replica this worker does not have
-            tenant = names.get(tenant_key)
-            if tenant is None and not looked_up:  # (once a step: the core's tenants, hashed)
-                looked_up = True
-                if len(names) > 4096:
-                    names.clear()
-                for known in self.core.service_tenants():
-                    names[self.tenant_key(known)] = known
-                tenant = names.get(tenant_key)
-            if tenant is None:
-                continue  # a tenant this worker's orders do not know: it starts at F when it comes
-            charges.append((scope, tenant, grown))
-        if charges:
-            self.core.foreign_service(charges, len(self.table.live) + 1)
-
-
-class ServiceDeltas:
-    """The other workers' service entries (`SchedulerCore.own_service`) as this worker last read them:
-    `grown` returns by how much each grew since. An entry read for the first time, or gone down (its
-    worker restarted, or forgot the tenant), is a baseline only: it charges nothing; so is a value that is
-    not a finite increase. Entries no longer listed are forgotten (bounded by what the workers list)."""
-
-    __slots__ = ("_seen",)
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[int, Hashable, Hashable], float] = {}
-
-    def grown(
-        self, service: Mapping[int, Iterable[tuple[_Scope, _Tenant, float]]]
-    ) -> list[tuple[_Scope, _Tenant, float]]:
-        seen = self._seen
-        now_seen: dict[tuple[int, Hashable, Hashable], float] = {}
-        out: list[tuple[_Scope, _Tenant, float]] = []
-        for worker, entries in service.items():
-            for scope, tenant, served in entries:
-                entry = (worker, scope, tenant)
-                now_seen[entry] = served
-                grown = served - seen.get(entry, served)
-                if 0.0 < grown < math.inf:  # (NaN is not)
-                    out.append((scope, tenant, grown))
-        self._seen = now_seen
-        return out
-
-    def tracking(self) -> bool:
-        return bool(self._seen)
 
 
 def _cached_key(cache: dict[str, int], name: str, bound: int) -> int:

@@ -7,9 +7,7 @@ a sequence counter (odd while its writer is writing), a heartbeat (the writer's 
 last publish: CLOCK_MONOTONIC, one clock for every process on the host), the number of records, the number of
 replicas left out, the new workflows waiting for admission in the writer and the new workflows it admitted so
 far, the number of tenants that sent it calls lately, its calls held and workflows waiting now (`LiveCount`),
-up to `TENANT_WORDS` of the tenants' keys, the number of service entries and up to `SERVICE_ENTRIES` of them
-(scope key: 0 for admission, else the replica's; tenant key; the service released to that tenant there so
-far, a float64 in the fair order's units, `SchedulerCore.own_service`), then `slots`
+up to `TENANT_WORDS` of the tenants' keys, then `slots`
 records of (replica key, KV tokens reserved, calls in flight, calls held in its release queue for the replica,
 calls it released from there to the replica so far).
 
@@ -31,10 +29,7 @@ Contract:
   workers share).
 - Tenants: a writer with more lately active tenants than `TENANT_WORDS` lists that many and counts the rest;
   a reader counts the distinct listed keys and adds the unlisted (an upper bound, exact up to 16 a worker).
-- Service: a writer lists its tenants served last where another worker contends (at most `SERVICE_ENTRIES`);
-  a reader charges what each entry grew since it last read it (proxy/load_sync.py); an entry that went down
-  (a restart, a tenant forgotten) starts over from its new value, charging nothing.
-- Bounded: workers x (1,744 + 40 x slots) bytes, fixed at open.
+- Bounded: workers x (200 + 40 x slots) bytes, fixed at open.
 """
 
 from __future__ import annotations
@@ -45,19 +40,14 @@ import operator
 import os
 from array import array
 from collections.abc import Iterable, Sequence
-from typing import cast
 
 TABLE_FILE = "load.table"
 DEFAULT_SLOTS = 1024
 TENANT_WORDS = 16
-SERVICE_ENTRIES = 64
 # words: sequence, heartbeat (ns), records, dropped, workflows waiting, workflows admitted, active tenants,
-# calls held now, workflows waiting now, up to TENANT_WORDS of the tenants' keys, the service entries' count
-# and up to SERVICE_ENTRIES entries of 3 words (scope key, tenant key, service as float64)
+# calls held now, workflows waiting now, then up to TENANT_WORDS of the tenants' keys
 _TENANTS = 9  # the first tenant key's word (7 and 8: the live counts, `LiveCount`)
-_SERVICE_COUNT = _TENANTS + TENANT_WORDS
-_SERVICE = _SERVICE_COUNT + 1
-_HEADER = _SERVICE + 3 * SERVICE_ENTRIES
+_HEADER = _TENANTS + TENANT_WORDS
 _RECORD = 5  # words: replica key, reserved tokens, calls in flight, calls held, calls released so far
 _WORD = 8
 _READ_TRIES = 4
@@ -113,7 +103,7 @@ class LiveCount:
 class _Region:
     """One worker's region as last read whole."""
 
-    __slots__ = ("active_tenants", "admitted", "heartbeat", "records", "service", "tenants", "waiting")
+    __slots__ = ("active_tenants", "admitted", "heartbeat", "records", "tenants", "waiting")
 
     def __init__(
         self,
@@ -123,7 +113,6 @@ class _Region:
         admitted: int,
         active_tenants: int,
         tenants: list[int],
-        service: list[tuple[int, int, float]],
     ) -> None:
         self.heartbeat = heartbeat
         self.records = records
@@ -131,7 +120,6 @@ class _Region:
         self.admitted = admitted
         self.active_tenants = active_tenants
         self.tenants = tenants
-        self.service = service
 
 
 def region_words(slots: int) -> int:
@@ -150,7 +138,6 @@ class LoadTable:
         self.path = os.path.join(directory, TABLE_FILE)
         self._map = map_shared(self.path, size)
         self._words = memoryview(self._map).cast("q")
-        self._floats = memoryview(self._map).cast("d")  # the same words, for the service figures
         base = index * self._region
         self._seq = self._words[base] + (self._words[base] & 1)  # a restart continues (even) its counter
         # worker -> its region's last consistent copy
@@ -164,8 +151,6 @@ class LoadTable:
         # the live other workers' lately active tenants: their distinct keys, and how many they did not list
         self.tenants: set[int] = set()
         self.tenants_unlisted = 0
-        # the live other workers' service entries: worker -> [(scope key, tenant key, service so far)]
-        self.service: dict[int, list[tuple[int, int, float]]] = {}
         self.live: list[int] = []  # the live other workers
         self.torn_reads = 0  # reads that found the region being written (retried)
 
@@ -177,13 +162,11 @@ class LoadTable:
         admitted: int = 0,
         active_tenants: int = 0,
         tenants: Sequence[int] = (),
-        service: Sequence[tuple[int, int, float]] = (),
     ) -> int:
         """Write this worker's (replica key, reserved tokens, calls in flight, calls held, calls released so
         far) records, its number of new workflows `waiting` for admission and of those it `admitted` so far,
-        how many tenants were active here lately and the keys of up to `TENANT_WORDS` of them (`tenants`), up
-        to `SERVICE_ENTRIES` of its (scope key, tenant key, service so far) entries (`service`), and its
-        heartbeat; returns how many replicas did not fit in
+        how many tenants were active here lately and the keys of up to `TENANT_WORDS` of them (`tenants`), and
+        its heartbeat; returns how many replicas did not fit in
         the slots (left out)."""
         records = list(loads)
         dropped = max(0, len(records) - self.slots)
@@ -191,7 +174,6 @@ class LoadTable:
             del records[self.slots :]
         flat = array("q", [value for record in records for value in record])
         listed = tenants[:TENANT_WORDS]
-        entries = service[:SERVICE_ENTRIES]
         words, base = self._words, self.index * self._region
         self._seq += 1
         words[base] = self._seq  # odd: being written
@@ -202,11 +184,6 @@ class LoadTable:
         words[base + 5] = admitted
         words[base + 6] = max(active_tenants, len(listed))
         words[base + _TENANTS : base + _TENANTS + len(listed)] = array("q", listed)
-        words[base + _SERVICE_COUNT] = len(entries)
-        floats, at = self._floats, base + _SERVICE
-        for scope, tenant, served in entries:
-            words[at], words[at + 1], floats[at + 2] = scope, tenant, served
-            at += 3
         start = base + _HEADER
         words[start : start + len(flat)] = flat
         self._seq += 1
@@ -217,8 +194,8 @@ class LoadTable:
         """replica key -> (reserved tokens, calls in flight) summed over the other workers whose heartbeat is
         at most `stale_after_ns` old; their waiting workflows, summed too, are left in `waiting`, the
         admissions so far of those with workflows waiting in `turns`, the releases so far of those holding
-        calls for a replica in `lanes`, their tenants in `tenants` and `tenants_unlisted`, their service
-        entries in `service`, and which they are in `live`."""
+        calls for a replica in `lanes`, their tenants in `tenants` and `tenants_unlisted`, and which they are
+        in `live`."""
         # Workers usually list the same replicas in the same order: their columns add up element-wise (in C);
         # a region with another list is merged key by key.
         keys: list[int] | None = None
@@ -230,7 +207,6 @@ class LoadTable:
         turns: dict[int, int] = {}
         lanes: dict[int, dict[int, int]] = {}
         tenants: set[int] = set()
-        service: dict[int, list[tuple[int, int, float]]] = {}
         for worker in range(self.workers):
             if worker == self.index:
                 continue
@@ -243,8 +219,6 @@ class LoadTable:
             if region.waiting:
                 turns[worker] = region.admitted
             tenants.update(region.tenants)
-            if region.service:
-                service[worker] = region.service
             unlisted += region.active_tenants - len(region.tenants)
             held = records[3::_RECORD]
             if any(held):
@@ -260,7 +234,6 @@ class LoadTable:
                 odd.append(records)
         self.waiting, self.turns, self.lanes = waiting, turns, lanes
         self.tenants, self.tenants_unlisted = tenants, unlisted
-        self.service = service
         self.live = live
         totals = dict(zip(keys or (), zip(reserved, in_flight, strict=True), strict=True))
         for records in odd:
@@ -275,25 +248,19 @@ class LoadTable:
         words, base = self._words, worker * self._region
         for _ in range(_READ_TRIES):
             seq, heartbeat, count, waiting = words[base], words[base + 1], words[base + 2], words[base + 4]
-            admitted, active, entries = words[base + 5], words[base + 6], words[base + _SERVICE_COUNT]
-            if seq & 1 or not 0 <= count <= self.slots or active < 0 or not 0 <= entries <= SERVICE_ENTRIES:
+            admitted, active = words[base + 5], words[base + 6]
+            if seq & 1 or not 0 <= count <= self.slots or active < 0:
                 self.torn_reads += 1
                 continue
             tenants = words[base + _TENANTS : base + _TENANTS + min(active, TENANT_WORDS)].tolist()
             start = base + _HEADER
             records = words[start : start + _RECORD * count].tolist()
-            at = base + _SERVICE
-            keys: list[int] = words[at : at + 3 * entries].tolist()
-            served = cast(
-                list[float], self._floats[at + 2 : at + 3 * entries : 3].tolist()
-            )  # (typed as ints)
             if words[base] != seq:
                 self.torn_reads += 1
                 continue
             if seq == 0:
                 return None  # never written
-            service = list(zip(keys[0::3], keys[1::3], served, strict=True))
-            self._last[worker] = _Region(heartbeat, records, waiting, admitted, active, tenants, service)
+            self._last[worker] = _Region(heartbeat, records, waiting, admitted, active, tenants)
             break
         return self._last.get(worker)
 
@@ -302,5 +269,4 @@ class LoadTable:
 
     def close(self) -> None:
         self._words.release()
-        self._floats.release()
         self._map.close()

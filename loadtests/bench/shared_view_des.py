@@ -8,8 +8,7 @@ loop runs every period, events or not; also at an event once `sync_s` has passed
 the others' totals per replica through `SchedulerCore.foreign_load`, the figures `own_load` gives as they are
 at that moment (the table itself is not simulated), and the others' waiting workflows and admissions so far
 (`foreign_waiting`: admission's turns between workers; `turns=False` leaves them out), their calls held and
-released per replica (`foreign_lanes`: the release queue's turns), their tenants (`foreign_tenants`) and
-the service their fair orders released where another contends (`own_service` into `foreign_service`).
+released per replica (`foreign_lanes`: the release queue's turns) and their tenants (`foreign_tenants`).
 With `share_learning`, in the same sync each core also replays what the others' predictors learned since the
 last
 (`Predictor.take_learned` / `learn`: what proxy/load_sync.py does through proxy/shared_learning.py).
@@ -32,9 +31,7 @@ from loadtests.des.fingerprint import CASES
 from loadtests.des.result import ClusterConfig, ClusterResult
 from loadtests.workloads.swe import swe_tasks
 from predictor import Predictor
-from proxy.load_sync import ServiceDeltas
 from proxy.scheduler import Decision, ReplicaStats, RequestInfo, SchedulerCore, Usage, build_policy
-from proxy.shared_load import SERVICE_ENTRIES
 from proxy.worker_set import owner_of
 
 
@@ -67,7 +64,6 @@ class WorkerCores(SchedulerCore):
             for i in range(workers)
         ]
         self.replicas = self.cores[0].replicas  # the cluster's progress reads the replicas' gauges here
-        self._service = [ServiceDeltas() for _ in self.cores]  # what each core charged of the others
         self.share_learning = share_learning and not one_predictor
         self.exact_admission = exact_admission
         self.turns = turns  # each core told how many workflows the others with some waiting admitted
@@ -107,10 +103,6 @@ class WorkerCores(SchedulerCore):
         mine = set(core.own_tenants(1 << 30)[1])
         others = {t for j, other in enumerate(self.cores) if j != i for t in other.own_tenants(1 << 30)[1]}
         core.foreign_tenants(len(others - mine))
-        service = {j: other.own_service(SERVICE_ENTRIES) for j, other in enumerate(self.cores) if j != i}
-        charges = self._service[i].grown(service)
-        if charges:
-            core.foreign_service(charges, len(self.cores))
         turns = (
             {j: other.own_admitted() for j, other in enumerate(self.cores) if j != i and waiting[j]}
             if self.turns

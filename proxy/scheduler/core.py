@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 from mypy_extensions import mypyc_attr
 
-from fairness import FairQueue, TenantLedger, TenantsConfig
+from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
 from predictor.sharded import ShardedLru
 from proxy.scheduler.admission import WorkflowAdmission
@@ -515,48 +515,6 @@ class SchedulerCore:
         if self.admission is not None:
             self.admission.shared = waiting
             waiting.publish(len(self.admission.waiting))
-
-    def own_service(self, limit: int) -> list[tuple[ReplicaId | None, str, float]]:
-        """(replica, or None for admission; tenant; the service this worker released to the tenant there so
-        far, in the fair order's units: cost / weight) for the `limit` tenants served last in its admission
-        while another worker has new workflows waiting, and in each release lane another worker holds calls
-        for: what it publishes, so that the other workers' fair orders count its releases
-        (`foreign_service`). Where no other worker waits, the order is this worker's alone: nothing."""
-        out: list[tuple[ReplicaId | None, str, float]] = []
-        if self.admission is not None and self._turns:
-            out += _latest_service(None, self.admission.waiting, limit)
-        if self.release is not None and self._lane_turns:
-            lanes = self.release.lanes
-            for replica_id in self._lane_turns:
-                if (lane := lanes.get(replica_id)) is not None:
-                    out += _latest_service(replica_id, lane, limit)
-        return out
-
-    def service_tenants(self) -> list[str]:
-        """The tenants this worker's admission order and release lanes know (have a counter for): those
-        `foreign_service` can charge."""
-        known: set[str] = set()
-        if self.admission is not None:
-            known.update(self.admission.waiting.counters)
-        if self.release is not None:
-            for lane in self.release.lanes.values():
-                known.update(lane.counters)
-        return list(known)
-
-    def foreign_service(self, charges: list[tuple[ReplicaId | None, str, float]], workers: int) -> None:
-        """The service the other `workers - 1` workers released since the last sync, as `own_service` counts
-        it (proxy/load_sync.py): charged to the same tenants in this worker's admission order and in the
-        same replica's release lane, so that a tenant whose calls all reach one worker gets its share of
-        the gate or of admissions fleet-wide, not of that worker's turns (the workers take turns: a tenant
-        on one of two workers, beside a flood on both, had a quarter). A charge takes a tenant at most
-        `workers` calls past the order's virtual time (`FairQueue.charge_elsewhere`)."""
-        admission, release = self.admission, self.release
-        for replica_id, tenant, amount in charges:
-            if replica_id is None:
-                if admission is not None:
-                    admission.waiting.charge_elsewhere(tenant, amount, workers)
-            elif release is not None and (lane := release.lanes.get(replica_id)) is not None:
-                lane.charge_elsewhere(tenant, amount, workers)
 
     def foreign_tenants(self, unseen: int) -> None:
         """The other workers have `unseen` lately active tenants this worker has not (proxy/load_sync.py):
@@ -1201,15 +1159,3 @@ def _pin_lost(req: RequestInfo, what: str, status: int = 503) -> Reject:
         f"replica {req.pinned_replica}, the only one holding what this call continues, {what}",
         status,
     )
-
-
-def _latest_service(
-    scope: ReplicaId | None, queue: FairQueue[Any], limit: int
-) -> list[tuple[ReplicaId | None, str, float]]:
-    """`own_service`'s entries for one queue: its `limit` tenants served last (`served` runs least recent
-    first), each service in the order's units."""
-    weight_of = queue.weight_of
-    return [
-        (scope, t, served / weight_of(t))
-        for t, served in itertools.islice(reversed(queue.served.items()), limit)
-    ]

@@ -138,36 +138,3 @@ def test_a_drained_lane_counts_its_tenants_out_of_the_fleet() -> None:
 def test_an_unknown_share_is_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"queue\.share 'cluster' is unknown; known: replica, fleet"):
         ReleaseQueue(ReleaseQueueSpec(share="cluster"), TENANTS)
-
-
-def test_service_charged_from_elsewhere_moves_a_tenant_back_in_the_order_within_its_cap() -> None:
-    """`charge_elsewhere` (another worker's releases): a known tenant's counter moves on by the charge, at
-    most `lead_calls` of its largest call past F; an unknown tenant, a FIFO queue and a charge that is not
-    positive (NaN too) change nothing."""
-    lane = FairQueue[str]("afs", age_bound_s=None)
-    for i in range(3):
-        push(lane, f"flood-{i}", "flood", cost=2.0)
-        push(lane, f"light-{i}", "light", cost=2.0)
-    assert (lane.pop(0.0) or "").startswith("flood")  # F = 0; flood's counter 2
-    lane.charge_elsewhere("flood", 1.0, lead_calls=2)
-    assert lane.counters["flood"] == 3.0
-    lane.charge_elsewhere("flood", 100.0, lead_calls=2)
-    assert lane.counters["flood"] == 4.0  # F + 2 calls of cost 2: a bounded debt
-    for amount in (0.0, -5.0, float("nan")):
-        lane.charge_elsewhere("light", amount, lead_calls=2)
-    lane.charge_elsewhere("stranger", 1.0, lead_calls=2)
-    assert lane.counters == {"flood": 4.0, "light": 0.0}
-    assert [(lane.pop(0.0) or "").split("-")[0] for _ in range(3)] == ["light", "light", "flood"]
-    fifo = FairQueue[str]("fifo")
-    push(fifo, "a", "flood")
-    fifo.charge_elsewhere("flood", 1.0, lead_calls=2)
-    assert fifo.counters == {}
-
-
-def test_a_charge_for_a_tenant_never_released_here_is_capped_by_the_largest_call_known() -> None:
-    lane = FairQueue[str]("vtc", age_bound_s=None)
-    push(lane, "a-0", "a", cost=3.0)
-    push(lane, "b-0", "b", cost=1.0)
-    assert lane.pop(0.0) == "a-0"
-    lane.charge_elsewhere("b", 50.0, lead_calls=1)
-    assert lane.counters["b"] == 3.0  # F (0) + one call of the largest cost known here (a's 3)

@@ -17,7 +17,7 @@ from proxy.scheduler import PRESETS, Dispatch, Reject, ReplicaStats, SchedulerCo
 from proxy.scheduler.plugin_spec import PluginSpec
 from proxy.scheduler.release import ReleaseQueueSpec
 from proxy.scheduler.types import RequestInfo
-from proxy.shared_load import SERVICE_ENTRIES, LoadTable, region_words, replica_key
+from proxy.shared_load import LoadTable, region_words, replica_key
 from proxy.worker_set import WorkerSet, owner_of
 
 SECOND = 1_000_000_000
@@ -278,23 +278,6 @@ def test_the_other_workers_lanes_and_tenants_are_read(tmp_path: Path) -> None:
     assert tables[1].lanes == {} and tables[1].tenants == set() and tables[1].tenants_unlisted == 0
 
 
-def test_the_other_workers_service_entries_are_read_as_written_and_bounded(tmp_path: Path) -> None:
-    """Service entries (scope key, tenant key, float service) come back as each live other worker wrote them,
-    at most `SERVICE_ENTRIES` a worker; a stale worker's are gone."""
-    tables = [LoadTable(str(tmp_path), 3, i) for i in range(3)]
-    entries = [(0, 11, 2.5), (KEYS[0], 12, 1e-3), (KEYS[1], -7, 12345.0625)]
-    tables[0].publish([(KEYS[0], 0, 1, 0, 0)], now_ns=SECOND, service=entries)
-    many = [(KEYS[0], t, float(t)) for t in range(SERVICE_ENTRIES + 10)]
-    tables[1].publish([(KEYS[0], 0, 1, 0, 0)], now_ns=SECOND, service=many)
-    tables[2].others(SECOND, SECOND)
-    assert tables[2].service == {0: entries, 1: many[:SERVICE_ENTRIES]}
-    tables[0].publish([(KEYS[0], 0, 1, 0, 0)], now_ns=SECOND)  # nothing contended any more
-    tables[2].others(SECOND, SECOND)
-    assert tables[2].service == {1: many[:SERVICE_ENTRIES]}
-    tables[2].others(3 * SECOND, SECOND)
-    assert tables[2].service == {}
-
-
 def _queued_workers(tmp_path: Path, now: list[float], **queue: Any) -> tuple[list[SchedulerCore], Any]:
     """Two workers' cores with a release queue whose gate lets one call per replica in flight, synced
     through the table; returns them and a `sync()` running each worker's step twice, in turn."""
@@ -383,120 +366,3 @@ def test_workers_share_the_release_queues_bound(tmp_path: Path) -> None:
     assert isinstance(refused, Reject) and refused.status == 429
     (refused,) = cores[0].request_arrived(RequestInfo("a4", "sa4", 0.0))
     assert isinstance(refused, Reject) and refused.status == 429
-
-
-def _gate_shares(cores: list[SchedulerCore], sync: Any, now: list[float], rounds: int) -> dict[str, int]:
-    """Worker 0 holds 4 batch calls for one replica; worker 1 holds 4 batch and 4 steady ones; the gate lets
-    one call in flight. Each round the call in flight ends and every call released is replaced by its
-    tenant's next on the same worker (both tenants stay backlogged); returns the releases per tenant."""
-    owner: dict[str, tuple[int, str]] = {}
-    serial = iter(range(10**6))
-
-    def arrive(worker: int, tenant: str) -> list[Any]:
-        rid = f"{tenant}-{next(serial)}"
-        owner[rid] = (worker, tenant)
-        info = RequestInfo(rid, f"s-{rid}", now[0], prompt_tokens=500, tenant_id=tenant)
-        return [(worker, d) for d in cores[worker].request_arrived(info)]
-
-    out = arrive(0, "batch")  # the first goes at once; the rest are held behind it
-    for _ in range(3):
-        assert arrive(0, "batch") == []
-    out += sync()  # (worker 1 hears of the call in flight)
-    for tenant in ("batch", "steady"):
-        for _ in range(4):
-            assert arrive(1, tenant) == []
-    out += sync()
-    released = {"batch": 0, "steady": 0}
-    running = [d.request_id for _, d in out if isinstance(d, Dispatch)]
-    for _ in range(rounds):
-        now[0] += 0.5
-        (rid,) = running
-        worker, _tenant = owner[rid]
-        out = [(worker, d) for d in cores[worker].request_finished(rid, Usage(500, 10))]
-        out += sync()
-        running = [d.request_id for _, d in out if isinstance(d, Dispatch)]
-        for started in running:
-            worker, tenant = owner[started]
-            released[tenant] += 1
-            assert arrive(worker, tenant) == []
-        if not running:  # a turn left to the other worker: it takes the slot at its next sync
-            out = sync()
-            running = [d.request_id for _, d in out if isinstance(d, Dispatch)]
-            for started in running:
-                worker, tenant = owner[started]
-                released[tenant] += 1
-                assert arrive(worker, tenant) == []
-    return released
-
-
-def test_a_tenant_on_one_worker_gets_its_fleet_share_of_a_gate_it_shares_with_a_flood_on_both(
-    tmp_path: Path,
-) -> None:
-    """The workers take turns at a replica's gate, and each released its own calls in its tenants' order as
-    counted by its own releases: a tenant whose sessions all belong to worker 1 got half of worker 1's
-    turns, a quarter of the gate, beside a tenant on both workers (0.25 over HTTP; one process 0.48). Each
-    worker now counts the others' releases in that order (`own_service`, `foreign_service`)."""
-    now = [0.0]
-    cores, sync = _queued_workers(tmp_path, now)
-    released = _gate_shares(cores, sync, now, rounds=60)
-    share = released["steady"] / sum(released.values())
-    assert 0.4 <= share <= 0.6, released
-
-
-def test_a_tenant_on_one_worker_gets_its_fleet_share_of_admissions_beside_a_flood_on_both(
-    tmp_path: Path,
-) -> None:
-    """The same at admission: worker 0 has batch workflows waiting, worker 1 batch and steady ones, the
-    replica room for two at a time. Each worker admitted in its tenants' order as counted by its own
-    admissions: the steady tenant got a quarter of them (0.27 over HTTP; one process 0.49)."""
-    now = [0.0]
-    capacity = 2_200  # two 600-token workflows at a time (as above)
-    cores, syncs = [], []
-    for i in range(2):
-        core = SchedulerCore(["http://r0"], build_policy("saga", seed=i), lambda: now[0])
-        core.replica_stats(ReplicaStats("http://r0", kv_capacity_tokens=capacity))
-        cores.append(core)
-        syncs.append(LoadSync(core, LoadTable(str(tmp_path), 2, i)))
-
-    def sync() -> list[tuple[int, Any]]:
-        out = []
-        for i in (0, 1, 0, 1):
-            out += [(i, d) for d in syncs[i].step(int(now[0] * SECOND) + SECOND)]
-        return out
-
-    owner: dict[str, tuple[int, str]] = {}
-    serial = iter(range(10**6))
-
-    def arrive(worker: int, tenant: str) -> list[tuple[int, Any]]:
-        rid = f"{tenant}-{next(serial)}"
-        owner[rid] = (worker, tenant)
-        info = RequestInfo(rid, f"s-{rid}", now[0], prompt_tokens=600, tenant_id=tenant)
-        return [(worker, d) for d in cores[worker].request_arrived(info)]
-
-    out = arrive(0, "batch") + arrive(0, "batch")  # the replica's room
-    for _ in range(3):
-        assert arrive(0, "batch") == []
-    out += sync()
-    for tenant in ("batch", "steady"):
-        for _ in range(4):
-            assert arrive(1, tenant) == []
-    out += sync()
-    running = [d.request_id for _, d in out if isinstance(d, Dispatch)]
-    admitted = {"batch": 0, "steady": 0}
-    for _ in range(60):
-        now[0] += 0.5
-        ended = running.pop(0)
-        worker, _tenant = owner[ended]
-        out = [(worker, d) for d in cores[worker].request_finished(ended, Usage(600, 0))]
-        out += [(worker, d) for d in cores[worker].session_ended(f"s-{ended}")]
-        out += sync()
-        if not any(isinstance(d, Dispatch) for _, d in out):  # a turn left: taken at the next sync
-            out += sync()
-        for _, d in out:
-            if isinstance(d, Dispatch):
-                running.append(d.request_id)
-                worker, tenant = owner[d.request_id]
-                admitted[tenant] += 1
-                assert arrive(worker, tenant) == []
-    share = admitted["steady"] / sum(admitted.values())
-    assert 0.4 <= share <= 0.6, admitted

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The tenants' fair order with `--workers 2` (docs/results/reliability.md, "The tenants' order over every
-# worker"): this session's two reproductions, then the fifth review's workers items (their turns must still
-# hold), each run twice on this tree; prints DEFECT while present.
+# worker: tried, reverted"): its two reproductions, then the fifth review's workers items (their turns must
+# still hold), each run twice on this tree; prints DEFECT while present (the two reproductions do on main:
+# the change they were written for, 6d47bf6, was reverted; run-after.txt is its output on that change).
 # Usage: sh docs/results/reliability-s41/run.sh > docs/results/reliability-s41/run-after.txt
 # (SAGA_ROOT=/another/tree runs that tree's proxy: the lib's variable)
 set -e
