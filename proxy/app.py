@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from proxy import admin, calls, models, passthrough, response_routes, sessions
+from proxy import admin, calls, forward, models, passthrough, response_routes, sessions
 from proxy.auth import authenticate
 from proxy.config import ProxyConfig
 from proxy.context import (
@@ -38,7 +38,7 @@ from proxy.context import (
     Guards,
 )
 from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrinfo
-from proxy.errors import openai_errors
+from proxy.errors import add_unknown_route, openai_errors
 from proxy.graph_routes import add_graph_routes
 from proxy.health import replica_health_loop
 from proxy.housekeeping import housekeeping_interval_s, housekeeping_loop
@@ -68,7 +68,15 @@ ROUTE_MODULES: list[Callable[[web.Application], None]] = [
     admin.add_routes,
     sessions.add_routes,
     lambda app: add_graph_routes(app, app[CORE]),  # the predictor's learned graphs
+    add_unknown_route,  # last: what no route above serves
 ]
+
+
+def upstream_headers(config: ProxyConfig) -> dict[str, str]:
+    """What the proxy's own requests to a replica's `/v1/*` carry: the upstream key, if set."""
+    headers: dict[str, str] = {}
+    forward.upstream_auth(headers, config)
+    return headers
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -133,6 +141,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 app[CONFIG].health_timeout_s,
                 app[MODELS],
                 first_round,
+                upstream_headers(app[CONFIG]),
             )
         )
     )

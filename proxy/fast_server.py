@@ -244,6 +244,20 @@ class _Downstream:
         self.conn.inline_done(self)
 
 
+def _cut_answer(downstream: _Downstream, stopping: ProxyError) -> bool:
+    """`FastServer.cut` for one answer in progress; False where it could only be cut (a whole answer half
+    sent, or a stream that is not server-sent events): what the client sent after it goes unanswered."""
+    if downstream.status == 0:  # (counted once, by the call's end: `Call._hung_up`)
+        forward.answer_error(downstream, stopping, downstream.request.url)
+        return True
+    if not _is_event_stream(downstream.head_fields):
+        return False
+    path = downstream.request.url.partition("?")[0]
+    downstream.write_now(stopping_event(path, stopping.message))  # (HTTP/1.0: read to the close)
+    downstream.end_now()  # (chunked only)
+    return downstream.chunked
+
+
 def _is_event_stream(fields: Mapping[str, str] | None) -> bool:
     if not fields:
         return False
@@ -1247,19 +1261,28 @@ class FastServer:
     def cut(self, message: str) -> None:
         """The drain's deadline: each call still in progress gets the proxy's own end before its connection
         closes: a 503 where no answer began, an error event where a stream did (the relay's own end for a
-        replica that failed mid-answer, with `message`); a whole answer half sent can only be cut."""
+        replica that failed mid-answer, with `message`); a whole answer half sent can only be cut. Requests
+        the client sent after it on the same connection (pipelined) get the 503 too, in order, the last one
+        saying `Connection: close`."""
+        stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
         for conn in list(self.connections):
             downstream = conn.current
-            if conn.transport is None or downstream is None or not conn._busy():
+            busy = downstream is not None and conn._busy()
+            if conn.transport is None or not (busy or conn.queue):
                 continue
             with contextlib.suppress(ConnectionError, RuntimeError):
-                if downstream.status == 0:  # (counted once, by the call's end: `Call._hung_up`)
-                    stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
-                    forward.answer_error(downstream, stopping, downstream.request.url)
-                elif downstream.chunked and _is_event_stream(downstream.head_fields):
-                    path = downstream.request.url.partition("?")[0]
-                    downstream.write_now(stopping_event(path, message))
-                    downstream.end_now()
+                ended = True
+                if busy and downstream is not None:
+                    ended = _cut_answer(downstream, stopping)
+                    if conn._logs_access and conn.inline is None:  # (a relay's end logs its own line)
+                        elapsed = time.perf_counter() - downstream.started
+                        conn._log_access(downstream.request, downstream, elapsed, 499)
+                while ended and conn.queue:
+                    request = conn.queue.popleft()
+                    queued = _Downstream(conn, request)
+                    forward.answer_error(queued, stopping, request.url)
+                    if conn._logs_access:
+                        conn._log_access(request, queued, 0.0)
                 conn.flush()
 
     def close(self) -> None:

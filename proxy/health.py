@@ -18,7 +18,7 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 import msgspec
@@ -146,12 +146,16 @@ class _Models(msgspec.Struct):
 
 
 async def models_of(
-    session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+    session: aiohttp.ClientSession,
+    replica_id: str,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
 ) -> frozenset[str] | None:
-    """The model ids a replica's `/v1/models` lists; None when it did not answer."""
+    """The model ids a replica's `/v1/models` lists; None when it did not answer. `headers`: the upstream
+    key (vLLM's `--api-key` guards `/v1/*`, not `/health` or `/metrics`)."""
     try:
         async with session.get(
-            replica_id + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            replica_id + "/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers
         ) as r:
             if r.status != 200:
                 return None
@@ -224,6 +228,7 @@ async def replica_health_loop(
     timeout_s: float = 5.0,
     models: ReplicaModels | None = None,
     first_round: asyncio.Event | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Probe every replica each `interval_s`; `first_round` is set once the first round's figures (health,
     load, KV capacity) have reached the core."""
@@ -232,7 +237,7 @@ async def replica_health_loop(
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
             asked = list(core.replicas)  # one list: the set may change while the answers come
             listed = await asyncio.gather(
-                *(models_of(session, r, timeout_s) for r in asked), return_exceptions=True
+                *(models_of(session, r, timeout_s, headers) for r in asked), return_exceptions=True
             )
             for replica_id, found in zip(asked, listed, strict=True):
                 if isinstance(found, BaseException):  # a defect in one read, not the end of the loop

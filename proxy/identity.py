@@ -25,7 +25,9 @@ field; the value itself is never echoed, logged or stored.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,6 +44,20 @@ from proxy.session_chain import (
     decode_messages,
     tenant_seed,
 )
+
+
+class TenantKey:
+    """The secret that keys the hash naming a tenant by its API key (the `api-key` identity source): random
+    for each proxy; `saga serve --workers N` gives every worker the supervisor's (`tenant.key` in the
+    worker directory), so one key names one tenant on every worker."""
+
+    __slots__ = ("secret",)
+
+    def __init__(self) -> None:
+        self.secret = secrets.token_bytes(32)
+
+
+TENANT_KEY = TenantKey()
 
 # Claude Code's subagents send their session's id too (with an `x-claude-code-agent-id`): they stay in that
 # session, on its replica; a session of their own was measured slower (docs/results/subagents/README.md).
@@ -261,8 +277,11 @@ def identify(
             auth = headers.get("authorization", "")
             if not auth and (key := headers.get("x-api-key", "").strip()):
                 auth = f"Bearer {key}"  # Anthropic's header: the same key names the same tenant either way
-            # Tenants named by API key, hashed so keys never reach logs or metrics.
-            value = "key-" + hashlib.sha256(auth.encode()).hexdigest()[:12] if auth else None
+            # Tenants named by API key, hashed so keys never reach logs or metrics; keyed with a secret, so
+            # that the name, shown on the open /metrics, cannot confirm a guessed key offline
+            value = None
+            if auth:
+                value = "key-" + hmac.new(TENANT_KEY.secret, auth.encode(), "sha256").hexdigest()[:12]
         else:
             value = _first(headers, (source,))
         if value:

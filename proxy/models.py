@@ -14,8 +14,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from proxy import health
-from proxy.context import CORE, UPSTREAM
+from proxy import forward, health
+from proxy.context import CONFIG, CORE, UPSTREAM
 from proxy.errors import ProxyError
 
 
@@ -32,10 +32,13 @@ _entry = msgspec.json.Decoder(_Entry)
 _PROBLEMS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
-async def _models_of(session: aiohttp.ClientSession, url: str) -> list[tuple[str, msgspec.Raw]]:
+async def _models_of(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> list[tuple[str, msgspec.Raw]]:
     """A replica's models as (id, the entry's JSON); none when it failed or answered something else."""
     try:
-        async with session.get(url + "/v1/models", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with session.get(url + "/v1/models", timeout=timeout, headers=headers) as resp:
             if resp.status != 200:
                 return []
             body = await health.read_capped(resp, health.MAX_PROBE_BYTES)
@@ -56,8 +59,10 @@ async def _models_of(session: aiohttp.ClientSession, url: str) -> list[tuple[str
 async def list_models(request: web.Request) -> web.Response:
     core, session = request.app[CORE], request.app[UPSTREAM]
     healthy = [r.replica_id for r in core.replicas.values() if r.healthy]
+    headers: dict[str, str] = {}
+    forward.upstream_auth(headers, request.app[CONFIG])  # (vLLM's `--api-key` guards /v1/models)
     seen: dict[str, msgspec.Raw] = {}
-    for models in await asyncio.gather(*(_models_of(session, u) for u in healthy)):
+    for models in await asyncio.gather(*(_models_of(session, u, headers) for u in healthy)):
         for model_id, raw in models:
             seen.setdefault(model_id, raw)
     if not seen:

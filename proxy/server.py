@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from proxy.context import CORE, GATE, METRICS, WORKERS
 from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
+from proxy.identity import TENANT_KEY
 from proxy.logs import batch_access_log, unbatch_access_log, use_json_logs
 from proxy.malloc_tuning import tune_malloc
 from proxy.scheduler import SchedulerCore
@@ -86,6 +88,8 @@ async def running_proxy(
         with contextlib.ExitStack() as stack:
             if workers is None:
                 private = stack.enter_context(tempfile.TemporaryDirectory(prefix="saga-"))
+                PRIVATE_DIRECTORIES.add(private)
+                stack.callback(PRIVATE_DIRECTORIES.discard, private)
                 inner = os.path.join(private, "app.sock")  # only this process's user can reach it
             else:  # other workers gather metrics and state from it (the supervisor made the dir 0700)
                 inner = workers.app_socket(workers.index)
@@ -114,6 +118,9 @@ async def running_proxy(
         await runner.cleanup()
 
 
+# The private directories `running_proxy` made in TMPDIR (one process): a second signal's `os._exit` removes
+# them, as leaving the `with` would
+PRIVATE_DIRECTORIES: set[str] = set()
 # What stops `saga serve` gracefully: SIGHUP too (its terminal went away; there is no reload to do), which
 # otherwise killed it at once, calls and all, and left `--workers`' private directory behind.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -224,13 +231,17 @@ async def serve_forever(config: ProxyConfig) -> None:
     access_log = logging.getLogger("saga.access")
     access = batch_access_log(access_log) if config.access_log else None
     workers = WorkerSet.from_environ()
+    if workers is not None and (secret := workers.tenant_key()) is not None:
+        TENANT_KEY.secret = secret  # the supervisor's: one API key names one tenant on every worker
     supervisor = os.getppid()
     stopping = asyncio.Event()
 
     def stop() -> None:  # SIGTERM / SIGINT / SIGHUP: drain (calls in progress finish)
         if not stopping.is_set():
             stopping.set()
-        elif workers is None:  # a second one: stop at once
+        elif workers is None:  # a second one: stop at once (what `with` blocks would remove, removed first)
+            for private in PRIVATE_DIRECTORIES:
+                shutil.rmtree(private, ignore_errors=True)
             os._exit(1)
         # A worker's second signal is left to its supervisor (proxy/supervisor.py), which stops it at once
         # on its own second one: a signal to the process group (Ctrl-C, systemd) reaches every worker and

@@ -91,6 +91,7 @@ async def list_sessions(request: web.Request) -> web.Response:
                 "session_id": session_id,
                 "in_flight": s.in_flight,
                 "calls": getattr(s, "calls", None),
+                "tenant_id": getattr(s, "tenant_id", None),
                 "idle_s": round(now - s.last_seen, 3),
                 # tokens of its context each replica's KV events say it caches (absent: not subscribed)
                 **({} if kv is None else {"kv_resident": kv.resident_tokens(session_id)}),

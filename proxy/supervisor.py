@@ -40,7 +40,7 @@ import msgspec
 from proxy.config import ProxyConfig
 from proxy.logs import use_json_logs
 from proxy.server import STOP_SIGNALS, all_exist, base_url, listening_line, ready_file
-from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR
+from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR, write_tenant_key
 
 log = logging.getLogger("saga.proxy")
 MAX_EXITS, EXIT_WINDOW_S = 5, 30.0
@@ -113,6 +113,7 @@ class Supervisor:
         try:
             self.port = held.getsockname()[1]
             write_worker_config(self.directory, msgspec.structs.replace(self.config, port=self.port))
+            write_tenant_key(self.directory)
             watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
             if await self._all_ready():
                 self.started = True

@@ -20,10 +20,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 
 import msgspec
 
 INDEX_VAR, COUNT_VAR, DIRECTORY_VAR = "SAGA_WORKER_INDEX", "SAGA_WORKER_COUNT", "SAGA_WORKER_DIR"
+TENANT_KEY_FILE = "tenant.key"  # the secret that keys tenants named by API key (proxy/identity.py)
+
+
+def write_tenant_key(directory: str) -> None:
+    """A random secret for the workers' tenant names (`identity.TENANT_KEY`), readable by its owner alone: one
+    for every worker, so that one API key names one tenant on each."""
+    fd = os.open(os.path.join(directory, TENANT_KEY_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+
+
 LOCAL_HEADER = "X-Saga-Worker-Local"  # on a request between workers: answer for this worker alone
 
 
@@ -48,6 +60,14 @@ class WorkerSet(msgspec.Struct, frozen=True):
 
     def app_socket(self, index: int) -> str:
         return os.path.join(self.directory, f"app-{index}.sock")
+
+    def tenant_key(self) -> bytes | None:
+        """The secret the supervisor wrote for its workers' tenant names (`write_tenant_key`), or None."""
+        try:
+            with open(os.path.join(self.directory, TENANT_KEY_FILE), "rb") as f:
+                return f.read() or None
+        except FileNotFoundError:
+            return None
 
     def handoff_socket(self, index: int) -> str:
         return os.path.join(self.directory, f"handoff-{index}.sock")

@@ -48,6 +48,7 @@ from proxy.scheduler.types import (
 _MAX_TENANTS_SEEN = 4096
 _NO_REPLICA_FOR_MODEL = "no healthy replica serves the model this call names"
 _EVICTIONS_PER_NEW_SESSION = 8  # past `max_sessions`: idle sessions a new one evicts at most
+_EVICTION_SCAN = 256  # ... looking this far into the idle ones for a tenant over its share of the table
 _EVICTIONS_PER_TICK = 1024  # and each housekeeping tick
 _PROMPT_SCALE_WEIGHT = 0.05  # of one call's engine / estimate ratio in `prompt_scale` (geometric)
 _NO_TURNS: dict[int, int] = {}  # (shared, never written: a release seen by no other worker's lane)
@@ -155,6 +156,7 @@ class SchedulerCore:
         # new call, ~38 µs a call. The two session tables are split over shards (predictor/sharded.py): one
         # OrderedDict of 100,000 sessions rebuilds itself whole when it grows or compacts, ~7 ms at once.
         self._single_call: ShardedLru[None] = ShardedLru(salt=1, start_up=True)
+        self._tenant_sessions: dict[str, int] = {}  # sessions in the table per tenant
         self.replicas: dict[ReplicaId, ReplicaView] = {r: ReplicaView(r) for r in replicas}
         self.in_flight: dict[str, _InFlight] = {}
         self.sessions: ShardedLru[_Session] = ShardedLru(salt=0, start_up=True)
@@ -227,6 +229,7 @@ class SchedulerCore:
                 session.seq = parent.seq
                 session.spawned = True
             self.sessions[session_id] = session
+            self._count_session(req.tenant_id, 1)
         else:
             session.last_seen = now
             if self._single_call:
@@ -682,6 +685,7 @@ class SchedulerCore:
     def _forget_session(self, sid: str, task_done: bool = True) -> None:
         session = self.sessions.pop(sid)
         assert session is not None, sid
+        self._count_session(session.tenant_id, -1)
         self._single_call.pop(sid)
         self._ending.discard(sid)
         self.predictor.forget(sid)
@@ -715,15 +719,46 @@ class SchedulerCore:
     def _evict_idle_session(self) -> bool:
         """Forgets the least recently seen session with nothing in flight or held (if there is one): first
         among the one-call sessions the shell inferred (those go after the short TTL anyway), so a flood of
-        one-shot calls pushes out its own kind, not the agents' sessions waiting on a tool call."""
+        one-shot calls pushes out its own kind, not the agents' sessions waiting on a tool call; then, among
+        the `_EVICTION_SCAN` least recently seen idle sessions, the first of a tenant holding more than an
+        equal share of the table, so one tenant opening sessions pushes out its own, not another tenant's
+        workflows waiting on a tool call (with client API keys, 1,200 sessions of one took another's)."""
         sessions = self.sessions
-        for parts in (self._single_call.parts_in_turn(), sessions.parts_in_turn()):
-            for part in parts:  # (each in last-seen order; a large table's shards in turn)
-                for sid in part:
-                    if sessions[sid].in_flight == 0 and not self._holds_call(sid):
-                        self._forget_session(sid)
-                        return True
-        return False
+        for one_call in self._single_call.parts_in_turn():  # (each in last-seen order; shards in turn)
+            for sid in one_call:
+                if sessions[sid].in_flight == 0 and not self._holds_call(sid):
+                    self._forget_session(sid)
+                    return True
+        counts, total = self._tenant_sessions, len(sessions)
+        shared = len(counts) > 1  # (one tenant: the least recently seen idle session, found first)
+        oldest: str | None = None
+        scanned = 0
+        for part in sessions.parts_in_turn():
+            for sid in part:
+                session = sessions[sid]
+                if session.in_flight or self._holds_call(sid):
+                    continue
+                if not shared or counts.get(session.tenant_id, 0) * len(counts) > total:  # over a share
+                    self._forget_session(sid)
+                    return True
+                if oldest is None:
+                    oldest = sid
+                scanned += 1
+                if scanned >= _EVICTION_SCAN:
+                    break
+            if scanned >= _EVICTION_SCAN:
+                break
+        if oldest is None:
+            return False
+        self._forget_session(oldest)
+        return True
+
+    def _count_session(self, tenant: str, change: int) -> None:
+        count = self._tenant_sessions.get(tenant, 0) + change
+        if count > 0:
+            self._tenant_sessions[tenant] = count
+        else:
+            self._tenant_sessions.pop(tenant, None)
 
     def _pinned(self, req: RequestInfo) -> list[Decision]:
         """A call naming state that only its pinned replica holds goes there at once, admitted (its workflow
@@ -1099,6 +1134,7 @@ class SchedulerCore:
         session = self.sessions.get(session_id)
         if session is None:
             session = self.sessions[session_id] = _Session(last_seen=self.clock())
+            self._count_session(session.tenant_id, 1)
         flight.session = session
         priority = self._priority(session)
         session.in_flight += 1

@@ -192,6 +192,38 @@ async def test_upstream_api_key_is_sent_to_replicas(http: aiohttp.ClientSession)
     assert status == 200 and seen == ["Bearer sk-up"]
 
 
+async def test_the_proxys_own_reads_of_a_replicas_models_carry_the_upstream_key(
+    http: aiohttp.ClientSession,
+) -> None:
+    """vLLM's `--api-key` guards `/v1/*`: the health loop's and `GET /v1/models`' reads of a replica's models
+    sent no key, so with `upstream_api_key` set each replica answered 401: `GET /v1/models` through the
+    proxy was a 503 and routing by model knew no replica's models (found by the seventh review)."""
+    replica = FakeReplica()
+    original = replica._models
+
+    async def guarded(request: Any) -> Any:
+        if request.headers.get("Authorization") != "Bearer sk-up":
+            return web.json_response({"error": {"message": "Unauthorized"}}, status=401)
+        return await original(request)
+
+    replica._models = guarded  # type: ignore[method-assign]
+    await replica.start()
+    try:
+        async with running_proxy(config([replica.url], upstream_api_key="sk-up")) as url:
+            async with http.get(f"{url}/v1/models") as r:
+                status, listed = r.status, await r.json()
+            for _ in range(100):  # the health loop's first read (a bounded wait)
+                async with http.get(f"{url}/saga/v1/replicas") as r:
+                    (row,) = (await r.json())["replicas"]
+                if row["models"]:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await replica.stop()
+    assert status == 200 and [m["id"] for m in listed["data"]] == [replica.model]
+    assert row["models"] == [replica.model]
+
+
 @pytest.mark.parametrize(("status", "max_answer_bytes"), [(400, None), (503, None), (400, 100_000)])
 async def test_a_long_replica_error_reaches_the_client_whole(
     http: aiohttp.ClientSession, status: int, max_answer_bytes: int | None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -238,5 +239,68 @@ async def test_the_aiohttp_server_keeps_to_the_grace_period(tmp_path: Path) -> N
             code = await asyncio.to_thread(proc.wait, 30)  # (aiohttp's own 60 s would be past this)
             assert code == 0, "".join(output)
             call.cancel()
+    finally:
+        stop_process(proc, 30)
+
+
+def raw_call(body: dict[str, object], version: str = "1.1") -> bytes:
+    data = json.dumps(body).encode()
+    head = f"POST /v1/chat/completions HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return head.encode() + b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+
+
+async def test_at_the_deadline_pipelined_calls_and_plain_http_streams_get_an_answer_and_an_access_line(
+    tmp_path: Path,
+) -> None:
+    """Found by the seventh review: at the drain's deadline, calls a client had pipelined behind a call in
+    progress got no answer; an HTTP/1.0 stream (not chunked) got no error event; and the calls ended there
+    had no access-log line."""
+    proc, url, output = start(tmp_path, "--shutdown-grace-s", "1")
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    long = {**BODY, "max_tokens": 4000, "ignore_eos": True, "stream": True}
+    try:
+        pipelined_r, pipelined_w = await asyncio.open_connection(host, int(port))
+        pipelined_w.write(raw_call(long) + raw_call({**BODY, "max_tokens": 5}) * 2)
+        plain_r, plain_w = await asyncio.open_connection(host, int(port))
+        plain_w.write(raw_call(long, version="1.0"))
+        for reader in (pipelined_r, plain_r):
+            assert (await reader.readline()).startswith(b"HTTP/1.")  # both streams began
+        proc.send_signal(signal.SIGTERM)
+        pipelined = await asyncio.wait_for(pipelined_r.read(), 60)  # to the close
+        plain = await asyncio.wait_for(plain_r.read(), 60)
+        assert b'"code":"shutting_down"' in pipelined.replace(b" ", b"")
+        assert pipelined.count(b"HTTP/1.1 503") == 2, pipelined[-600:]
+        last = pipelined[pipelined.rindex(b"HTTP/1.1 503") :]
+        assert b"Connection: close" in last and b"Retry-After: 1" in last
+        assert b'"code":"shutting_down"' in plain.replace(b" ", b""), plain[-300:]
+        assert await asyncio.to_thread(proc.wait, 60) == 0, "".join(output)
+        access = [line for line in output if '"POST /v1/chat/completions' in line]
+        assert sum(" 503 " in line for line in access) == 2, access
+        assert sum('HTTP/1.1" 200 ' in line or 'HTTP/1.0" 200 ' in line for line in access) == 2, access
+        pipelined_w.close()
+        plain_w.close()
+    finally:
+        stop_process(proc, 30)
+
+
+async def test_a_second_signal_removes_the_private_directory(tmp_path: Path) -> None:
+    """A second signal stops one process at once (`os._exit`), which skipped removing its private
+    directory (the inner socket) from TMPDIR."""
+    proc, url, output = start(tmp_path, "--shutdown-grace-s", "60")
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{url}/v1/chat/completions",
+                json={**BODY, "max_tokens": 4000, "ignore_eos": True, "stream": True},
+            ) as r,
+        ):
+            await r.content.readline()
+            assert await asyncio.to_thread(lambda: list(tmp_path.glob("saga-*")))
+            proc.send_signal(signal.SIGTERM)
+            await listener_closed(url, output)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 60) == 1
+        assert not await asyncio.to_thread(lambda: list(tmp_path.glob("saga-*")))
     finally:
         stop_process(proc, 30)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 import pytest
 from multidict import CIMultiDict
@@ -75,6 +77,14 @@ def test_tenant_and_agent_type() -> None:
     _, keyed, agent, _ = who(chat(("user", "x")), Authorization="Bearer sk-secret")
     assert keyed.startswith("key-") and "secret" not in keyed and agent == "default"
     assert who(chat(("user", "x")))[1] == "default"
+
+
+def test_a_tenant_named_by_api_key_cannot_confirm_a_guessed_key() -> None:
+    """The name (on the open /metrics) was a plain SHA-256 prefix of `Bearer <key>`: anyone could confirm a
+    guessed key offline (vLLM's documented example key in an instant). It is keyed with a secret now."""
+    keyed = who(chat(("user", "x")), Authorization="Bearer token-abc123")[1]
+    assert keyed == who(chat(("user", "y")), Authorization="Bearer token-abc123")[1]  # one key, one tenant
+    assert keyed != "key-" + hashlib.sha256(b"Bearer token-abc123").hexdigest()[:12]
 
 
 def test_an_x_api_key_names_the_tenant_its_bearer_form_names() -> None:

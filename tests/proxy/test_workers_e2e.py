@@ -781,3 +781,17 @@ async def test_the_replicas_listing_counts_each_call_in_flight_once(tmp_path: Pa
             finally:
                 for r in streams:
                     r.close()
+
+
+async def test_one_api_key_names_one_tenant_on_every_worker(saga: Saga) -> None:
+    """Tenants named by API key are keyed with a secret (proxy/identity.py): the supervisor's, so both workers
+    name a client's key the same (else its sessions on one worker and the other were two tenants)."""
+    sessions = [owned_by(0, 1, "keyed-a")[0], owned_by(1, 1, "keyed-b")[0]]
+    for sid in sessions:
+        status, _ = await fresh_call(saga.url, chat(sid), {"Authorization": "Bearer sk-one-client"})
+        assert status == 200
+    tenants = set()
+    for index, sid in enumerate(sessions):
+        listed = (await local_get(saga, index, "/saga/v1/sessions"))["sessions"]
+        tenants |= {s["tenant_id"] for s in listed if s["session_id"] == sid}
+    assert len(tenants) == 1 and next(iter(tenants)).startswith("key-"), tenants

@@ -191,6 +191,24 @@ def test_a_burst_past_max_sessions_is_evicted_by_the_next_tick_once_idle() -> No
     assert len(core.sessions) == 20
 
 
+def test_one_tenant_opening_sessions_past_max_sessions_evicts_its_own_not_another_tenants() -> None:
+    """The table is shared: a new session past `max_sessions` evicted the least recently seen idle one of any
+    tenant, so with client API keys one tenant opening 1,200 sessions took another tenant's workflow while
+    it waited on a tool call (its replica, reservation and learned progress). A tenant over an equal share
+    of the table now gives up its own first."""
+    core, _ = make_core(replicas=2, capacity=None, max_sessions=20)
+    waiting = only_dispatch(core.request_arrived(call("b:agent", tenant="beta")))
+    core.request_finished(waiting.request_id, USAGE)  # idle between calls (a tool call)
+    for i in range(60):
+        d = only_dispatch(core.request_arrived(call(f"a:s{i}", tenant="alpha")))
+        core.request_finished(d.request_id, USAGE)
+    assert "b:agent" in core.sessions and len(core.sessions) <= 20
+    for i in range(60):  # alone, a tenant's sessions are evicted oldest first, as before
+        d = only_dispatch(core.request_arrived(call(f"a:t{i}", tenant="alpha")))
+        core.request_finished(d.request_id, USAGE)
+    assert "a:t59" in core.sessions and "a:s0" not in core.sessions
+
+
 def test_a_refused_first_call_leaves_no_session_behind() -> None:
     """Each 429 or 503 of a new session's first call filed a session, kept for the idle TTL."""
     core, _ = make_core(replicas=1, spec=saga_spec(admission=AdmissionSpec(overcommit=1.0, max_waiting=1)))
