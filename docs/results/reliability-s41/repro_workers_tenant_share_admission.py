@@ -20,13 +20,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import lib
 
 sys.path.insert(0, lib.ROOT)
+from repro_workers_tenant_share import WARM_S, compare
+
 from proxy.worker_set import owner_of
 
 SIM, PORT = 19541, 19540
 B = f"http://127.0.0.1:{PORT}"
 R = [f"http://127.0.0.1:{SIM}"]
 RUN_S = 12.0
-WARM_S = 2.0  # workflows ending before this are not counted (both tenants waiting by then)
 
 
 def ids(tag: str, worker: int):
@@ -66,27 +67,11 @@ async def run() -> dict[str, int]:
     return served
 
 
-def once(workers: int) -> float:
-    sims = lib.start_sims(SIM, 1, 200)  # 3,200 tokens of KV: a few of these workflows at a time
-    proxy = lib.start_proxy(PORT, R, extra=["--workers", str(workers)])
-    try:
-        served = asyncio.run(run())
-        share = served["steady"] / max(1, sum(served.values()))
-        print(
-            f"workers={workers}: workflows served after {WARM_S:.0f}s: {served}; "
-            f"the steady tenant's share {share:.2f}"
-        )
-        return share
-    finally:
-        lib.stop(proxy)
-        lib.stop(sims)
-
-
 if __name__ == "__main__":
-    once(1)
-    share = once(2)
-    print(
-        f"DEFECT: with 2 workers the steady tenant got {share:.2f} of the admissions, against a fair 0.5"
-        if share < 0.4
-        else "ok"
+    compare(
+        run,
+        lambda: lib.start_sims(SIM, 1, 200),  # 3,200 tokens of KV: a few of these workflows at a time
+        lambda workers: lib.start_proxy(PORT, R, extra=["--workers", str(workers)]),
+        "workflows",
+        "the admissions",
     )
