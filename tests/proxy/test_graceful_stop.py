@@ -21,10 +21,12 @@ from tests.processes import start_saga_serve, stop_process
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+def start(
+    tmp_path: Path, *extra: str, own_group: bool = False
+) -> tuple[subprocess.Popen[str], str, list[str]]:
     cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "1", "--time-scale", "5", "--port", "0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    return start_saga_serve([*cmd, *extra], ROOT, env)
+    return start_saga_serve([*cmd, *extra], ROOT, env, own_group=own_group)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -41,26 +43,12 @@ async def test_sigterm_lets_a_stream_in_progress_finish_and_takes_no_new_connect
             assert r.status == 200
             await r.content.readline()  # the answer has started
             proc.send_signal(signal.SIGTERM)
-            for _ in range(100):  # until the listener is closed (a bounded wait, not a timing assertion)
-                try:
-                    async with aiohttp.ClientSession() as fresh, fresh.get(f"{url}/health") as probe:
-                        await probe.read()
-                except aiohttp.ClientConnectionError:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("a new connection was still taken after SIGTERM:\n" + "".join(output))
+            await listener_closed(url, output)
             text = await r.text()
         assert text.rstrip().endswith("data: [DONE]"), text[-300:]
         assert await asyncio.to_thread(proc.wait, 60) == 0, "".join(output)
     finally:
         stop_process(proc, 30)
-
-
-def start_in_group(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
-    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "1", "--time-scale", "5", "--port", "0"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    return start_saga_serve([*cmd, *extra], ROOT, env, own_group=True)
 
 
 BODY = {"model": "saga-sim", "messages": [{"role": "user", "content": "go"}]}
@@ -129,7 +117,7 @@ async def test_a_signal_to_the_whole_process_group_or_a_hang_up_drains_the_worke
     supervisor's own SIGTERM reached it as a second signal, which stops a process at once: every call in
     progress was cut. SIGHUP was not handled (the process died of it, calls and all). Both drain now."""
     workers = ["--workers", "2"] if stop.startswith("SIGINT") else []
-    proc, url, output = start_in_group(tmp_path, *workers)
+    proc, url, output = start(tmp_path, *workers, own_group=True)
     try:
         async with (
             aiohttp.ClientSession() as http,
