@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.auth import client_key
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, Identity, SeenMessages
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
@@ -275,8 +276,11 @@ def identify(
     for source in tenant_sources:
         if source == API_KEY:
             auth = headers.get("authorization", "")
-            if not auth and (key := headers.get("x-api-key", "").strip()):
-                auth = f"Bearer {key}"  # Anthropic's header: the same key names the same tenant either way
+            # the key as proxy/auth.py reads it (scheme in any case, spaces around the token), from
+            # Anthropic's `x-api-key` too: one key names one tenant however a client sends it
+            key = client_key(auth or None, headers.get("x-api-key"))
+            if key is not None:
+                auth = f"Bearer {key}"
             # Tenants named by API key, hashed so keys never reach logs or metrics; keyed with a secret, so
             # that the name, shown on the open /metrics, cannot confirm a guessed key offline
             value = None

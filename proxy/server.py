@@ -110,8 +110,7 @@ async def running_proxy(
             finally:
                 server.close()  # no new connections; those open are served while the calls drain, not kept
                 protocol.drain()
-                if drain_s > 0:
-                    await _drained(protocol, app, drain_s)
+                await _drained(protocol, app, drain_s)  # (no grace: what is left ends as at a deadline)
                 protocol.close()
                 await server.wait_closed()
     finally:
@@ -231,8 +230,16 @@ async def serve_forever(config: ProxyConfig) -> None:
     access_log = logging.getLogger("saga.access")
     access = batch_access_log(access_log) if config.access_log else None
     workers = WorkerSet.from_environ()
-    if workers is not None and (secret := workers.tenant_key()) is not None:
-        TENANT_KEY.secret = secret  # the supervisor's: one API key names one tenant on every worker
+    if workers is not None:
+        secret = workers.tenant_key()
+        if secret is not None:
+            TENANT_KEY.secret = secret  # the supervisor's: one API key names one tenant on every worker
+        else:
+            log.error(
+                "worker %d: no tenant.key in the worker directory (removed or emptied since the supervisor "
+                "wrote it): tenants named by API key differ between this worker and the others",
+                workers.index,
+            )
     supervisor = os.getppid()
     stopping = asyncio.Event()
 

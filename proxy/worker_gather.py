@@ -54,6 +54,11 @@ class WorkerAnswer(msgspec.Struct, frozen=True):
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)  # the ones a client acts on (`_KEPT`)
+
+
+# Header fields of a worker's answer that a relayed answer keeps: a 405's `Allow`, a refusal's `Retry-After`
+_KEPT = ("Allow", "Retry-After")
 
 
 class Gathered(msgspec.Struct, frozen=True):
@@ -138,7 +143,8 @@ class Gatherer:
                 timeout=limit or self.timeout,  # None would be no timeout at all
             ) as resp:
                 content = await resp.read()
-                return WorkerAnswer(worker, resp.status, content, resp.content_type)
+                kept = {name: resp.headers[name] for name in _KEPT if name in resp.headers}
+                return WorkerAnswer(worker, resp.status, content, resp.content_type, kept)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             log.warning("worker %d did not answer %s %s: %s", worker, method, path_qs, type(e).__name__)
             return None
@@ -242,7 +248,10 @@ async def _change(request: web.Request, handler: Handler) -> web.StreamResponse:
         handed.add_done_callback(_BROADCASTS.discard)
         answer = await asyncio.shield(handed)
         if answer is not None:
-            return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+            relayed = answer.body
+            return web.Response(
+                status=answer.status, body=relayed, content_type=answer.content_type, headers=answer.headers
+            )
         log.warning(
             "worker %d did not order admin %s %s: broadcast from here",
             COORDINATOR,

@@ -730,7 +730,8 @@ class SchedulerCore:
                     self._forget_session(sid)
                     return True
         counts, total = self._tenant_sessions, len(sessions)
-        shared = len(counts) > 1  # (one tenant: the least recently seen idle session, found first)
+        # (one tenant, or one session each: none is over its share; the least recently seen idle one goes)
+        shared = 1 < len(counts) < total
         oldest: str | None = None
         scanned = 0
         for part in sessions.parts_in_turn():

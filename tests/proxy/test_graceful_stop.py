@@ -275,3 +275,25 @@ async def test_a_second_signal_stops_at_once_and_leaves_no_private_directory(
         assert not await asyncio.to_thread(lambda: list(tmp_path.glob("saga-*")))
     finally:
         stop_process(proc, 30)
+
+
+async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(tmp_path: Path) -> None:
+    """`shutdown_grace_s: 0` skipped the deadline's ends: a stream stopped mid-answer and a whole answer got
+    a bare close (found by the eighth review)."""
+    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0")
+    long = {**BODY, "max_tokens": 4000, "ignore_eos": True}
+    try:
+        async with aiohttp.ClientSession() as http:
+            stream = await http.post(f"{url}/v1/chat/completions", json={**long, "stream": True})
+            await stream.content.readline()
+            whole = asyncio.create_task(http.post(f"{url}/v1/chat/completions", json=long))
+            await in_flight(url, 2)
+            proc.send_signal(signal.SIGTERM)
+            text = await stream.text()
+            assert '"code":"shutting_down"' in text.replace(" ", ""), text[-300:]
+            async with await whole as r:
+                assert r.status == 503 and (await r.json())["error"]["code"] == "shutting_down"
+            stream.release()
+        assert await asyncio.to_thread(proc.wait, 60) == 0, "".join(output)
+    finally:
+        stop_process(proc, 30)

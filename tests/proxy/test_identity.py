@@ -162,3 +162,12 @@ def test_a_live_session_keeps_the_agent_type_it_was_filed_under() -> None:
     assert type_of({}) == "auto-inferred"
     assert type_of({}, scope="alpha") != "auto-inferred"  # the tenant's opening hash: another session
     assert not asked[-1].startswith("alpha:")
+
+
+def test_one_key_names_one_tenant_however_its_header_is_spelled() -> None:
+    """The name hashed the header's text: `bearer k1` and `Bearer  k1` named two more tenants than
+    `Bearer k1`, while the proxy's own key check (proxy/auth.py) reads all three as the key k1."""
+    call = chat(("user", "x"))
+    names = {who(call, Authorization=spelled)[1] for spelled in ("Bearer k1", "bearer k1", "Bearer  k1 ")}
+    assert len(names) == 1 and names == {who(call, **{"x-api-key": " k1"})[1]}
+    assert who(call, Authorization="Basic dTpw")[1].startswith("key-")  # another scheme: its own tenant

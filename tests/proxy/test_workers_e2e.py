@@ -795,3 +795,23 @@ async def test_one_api_key_names_one_tenant_on_every_worker(saga: Saga) -> None:
         listed = (await local_get(saga, index, "/saga/v1/sessions"))["sessions"]
         tenants |= {s["tenant_id"] for s in listed if s["session_id"] == sid}
     assert len(tenants) == 1 and next(iter(tenants)).startswith("key-"), tenants
+
+
+async def test_an_admin_refusal_relayed_between_workers_keeps_its_allow_header(saga: Saga) -> None:
+    """An admin call read by worker 1 is carried out by worker 0, whose answer was relayed without its header
+    fields: a 405 lost its `Allow` about half the time (found by the eighth review)."""
+    for _ in range(8):  # fresh connections: the kernel picks either worker
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+            http.post(f"{saga.url}/saga/v1/state") as r,
+        ):
+            assert r.status == 405 and r.headers.get("Allow") == "GET,HEAD", dict(r.headers)
+
+
+async def test_a_worker_restarted_without_the_tenant_key_says_so(tmp_path: Path) -> None:
+    """A worker restarted after `tenant.key` was removed from the worker directory took a random secret of its
+    own without a word: one API key named two tenants (found by the eighth review)."""
+    with saga_workers(tmp_path) as s:
+        await asyncio.to_thread((s.directory / "tenant.key").unlink)
+        os.kill(worker_pid(s, 1), signal.SIGKILL)
+        wait_for(lambda: any("no tenant.key" in line for line in s.output), "the restarted worker's error", s)
