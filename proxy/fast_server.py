@@ -625,9 +625,10 @@ class _ClientConnection(asyncio.Protocol):
             self.loop.call_soon(self.flush)
         self._pending.append(data)
 
-    def idle(self) -> bool:
-        """No request is being read (the parser is between messages)."""
-        return self._between
+    def in_progress(self) -> bool:
+        """A call is being served, requests wait their turn, or one is being read (the parser is not between
+        messages): what a graceful stop waits for (`FastServer.busy`) and does not close (`drain`)."""
+        return self._busy() or bool(self.queue) or not self._between
 
     def flush(self) -> None:
         if not self._pending:
@@ -1242,11 +1243,7 @@ class FastServer:
     def busy(self) -> int:
         """Client connections with a call in progress, requests waiting their turn or one being read (a
         draining proxy waits for none)."""
-        return sum(
-            1
-            for c in self.connections
-            if c.task is not None or c.inline is not None or c.queue or not c.idle()
-        )
+        return sum(1 for c in self.connections if c.in_progress())
 
     def drain(self) -> None:
         """A graceful stop begins (the listener is closed): connections are no longer kept alive. Each answer
@@ -1255,7 +1252,7 @@ class FastServer:
         reusing its connection kept sending calls to the stopping proxy until one was cut at the deadline."""
         self.draining = True
         for conn in list(self.connections):
-            if conn.transport is not None and conn.idle() and not conn.queue and not conn._busy():
+            if conn.transport is not None and not conn.in_progress():
                 conn.transport.close()
 
     def cut(self, message: str) -> None:
@@ -1266,13 +1263,12 @@ class FastServer:
         saying `Connection: close`."""
         stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
         for conn in list(self.connections):
-            downstream = conn.current
-            busy = downstream is not None and conn._busy()
-            if conn.transport is None or not (busy or conn.queue):
+            downstream = conn.current if conn._busy() else None
+            if conn.transport is None or not (downstream is not None or conn.queue):
                 continue
             with contextlib.suppress(ConnectionError, RuntimeError):
                 ended = True
-                if busy and downstream is not None:
+                if downstream is not None:
                     ended = _cut_answer(downstream, stopping)
                     if conn._logs_access and conn.inline is None:  # (a relay's end logs its own line)
                         elapsed = time.perf_counter() - downstream.started

@@ -50,12 +50,31 @@ from proxy.session_chain import (
 class TenantKey:
     """The secret that keys the hash naming a tenant by its API key (the `api-key` identity source): random
     for each proxy; `saga serve --workers N` gives every worker the supervisor's (`tenant.key` in the
-    worker directory), so one key names one tenant on every worker."""
+    worker directory, `use`), so one key names one tenant on every worker. `name` remembers the names of
+    the keys seen lately, so an agent's calls do not each compute an HMAC."""
 
-    __slots__ = ("secret",)
+    __slots__ = ("_names", "_secret")
 
     def __init__(self) -> None:
-        self.secret = secrets.token_bytes(32)
+        self._secret = secrets.token_bytes(32)
+        self._names: dict[str, str] = {}
+
+    def use(self, secret: bytes) -> None:
+        self._secret = secret
+        self._names.clear()
+
+    def name(self, auth: str) -> str:
+        named = self._names.get(auth)
+        if named is None:
+            if len(self._names) >= _TENANT_NAMES_KEPT:  # (keys a client makes up: start over)
+                self._names.clear()
+            named = self._names[auth] = (
+                "key-" + hmac.new(self._secret, auth.encode(), "sha256").hexdigest()[:12]
+            )
+        return named
+
+
+_TENANT_NAMES_KEPT = 4096
 
 
 TENANT_KEY = TenantKey()
@@ -283,9 +302,7 @@ def identify(
                 auth = f"Bearer {key}"
             # Tenants named by API key, hashed so keys never reach logs or metrics; keyed with a secret, so
             # that the name, shown on the open /metrics, cannot confirm a guessed key offline
-            value = None
-            if auth:
-                value = "key-" + hmac.new(TENANT_KEY.secret, auth.encode(), "sha256").hexdigest()[:12]
+            value = TENANT_KEY.name(auth) if auth else None
         else:
             value = _first(headers, (source,))
         if value:

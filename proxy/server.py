@@ -217,8 +217,7 @@ async def _drained(protocol: FastServer, app: web.Application, within_s: float) 
     gate = app[GATE]
     gate.stopping = True  # what ends now is the proxy's doing, not the clients' (logged and counted so)
     gate.apply(core.refuse_waiting(message))
-    for _ in range(10):  # (their handlers answer the 503s in a turn or two)
-        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # (their handlers answer the 503s in a turn or two)
     protocol.cut(message)
 
 
@@ -233,7 +232,7 @@ async def serve_forever(config: ProxyConfig) -> None:
     if workers is not None:
         secret = workers.tenant_key()
         if secret is not None:
-            TENANT_KEY.secret = secret  # the supervisor's: one API key names one tenant on every worker
+            TENANT_KEY.use(secret)  # the supervisor's: one API key names one tenant on every worker
         else:
             log.error(
                 "worker %d: no tenant.key in the worker directory (removed or emptied since the supervisor "

@@ -40,7 +40,7 @@ import msgspec
 from proxy.config import ProxyConfig
 from proxy.logs import use_json_logs
 from proxy.server import STOP_SIGNALS, all_exist, base_url, listening_line, ready_file
-from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR, write_tenant_key
+from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR, write_private, write_tenant_key
 
 log = logging.getLogger("saga.proxy")
 MAX_EXITS, EXIT_WINDOW_S = 5, 30.0
@@ -53,9 +53,7 @@ WORKER_CONFIG = "config.json"
 def write_worker_config(directory: str, config: ProxyConfig) -> None:
     """`config` for the workers of the supervisor whose private `directory` this is (readable by its owner
     alone: it holds the admin token and API keys)."""
-    fd = os.open(os.path.join(directory, WORKER_CONFIG), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(msgspec.json.encode(config))
+    write_private(os.path.join(directory, WORKER_CONFIG), msgspec.json.encode(config))
 
 
 def worker_config(directory: str) -> ProxyConfig | None:

@@ -28,12 +28,17 @@ INDEX_VAR, COUNT_VAR, DIRECTORY_VAR = "SAGA_WORKER_INDEX", "SAGA_WORKER_COUNT", 
 TENANT_KEY_FILE = "tenant.key"  # the secret that keys tenants named by API key (proxy/identity.py)
 
 
-def write_tenant_key(directory: str) -> None:
-    """A random secret for the workers' tenant names (`identity.TENANT_KEY`), readable by its owner alone: one
-    for every worker, so that one API key names one tenant on each."""
-    fd = os.open(os.path.join(directory, TENANT_KEY_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def write_private(path: str, data: bytes) -> None:
+    """A new file in the worker directory that its owner alone can read (it may hold secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
+        f.write(data)
+
+
+def write_tenant_key(directory: str) -> None:
+    """A random secret for the workers' tenant names (`identity.TENANT_KEY`): one for every worker, so that
+    one API key names one tenant on each."""
+    write_private(os.path.join(directory, TENANT_KEY_FILE), secrets.token_bytes(32))
 
 
 LOCAL_HEADER = "X-Saga-Worker-Local"  # on a request between workers: answer for this worker alone

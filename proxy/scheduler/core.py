@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -723,36 +723,32 @@ class SchedulerCore:
         the `_EVICTION_SCAN` least recently seen idle sessions, the first of a tenant holding more than an
         equal share of the table, so one tenant opening sessions pushes out its own, not another tenant's
         workflows waiting on a tool call (with client API keys, 1,200 sessions of one took another's)."""
-        sessions = self.sessions
-        for one_call in self._single_call.parts_in_turn():  # (each in last-seen order; shards in turn)
-            for sid in one_call:
-                if sessions[sid].in_flight == 0 and not self._holds_call(sid):
-                    self._forget_session(sid)
-                    return True
-        counts, total = self._tenant_sessions, len(sessions)
+        for sid in self._idle_sessions(self._single_call):
+            self._forget_session(sid)
+            return True
+        counts, total = self._tenant_sessions, len(self.sessions)
         # (one tenant, or one session each: none is over its share; the least recently seen idle one goes)
-        shared = 1 < len(counts) < total
+        shares = 1 < len(counts) < total
         oldest: str | None = None
-        scanned = 0
-        for part in sessions.parts_in_turn():
-            for sid in part:
-                session = sessions[sid]
-                if session.in_flight or self._holds_call(sid):
-                    continue
-                if not shared or counts.get(session.tenant_id, 0) * len(counts) > total:  # over a share
-                    self._forget_session(sid)
-                    return True
-                if oldest is None:
-                    oldest = sid
-                scanned += 1
-                if scanned >= _EVICTION_SCAN:
-                    break
-            if scanned >= _EVICTION_SCAN:
-                break
+        for sid in itertools.islice(self._idle_sessions(self.sessions), _EVICTION_SCAN if shares else 1):
+            tenant = self.sessions[sid].tenant_id
+            if not shares or counts.get(tenant, 0) * len(counts) > total:  # a tenant over an equal share
+                self._forget_session(sid)
+                return True
+            oldest = oldest or sid
         if oldest is None:
             return False
         self._forget_session(oldest)
         return True
+
+    def _idle_sessions(self, table: ShardedLru[Any]) -> Iterator[str]:
+        """The sessions of `table` with nothing in flight or held, least recently seen first (a large table's
+        shards in turn). Forgetting one ends the walk (the table changes under it)."""
+        sessions = self.sessions
+        for part in table.parts_in_turn():
+            for sid in part:
+                if sessions[sid].in_flight == 0 and not self._holds_call(sid):
+                    yield sid
 
     def _count_session(self, tenant: str, change: int) -> None:
         count = self._tenant_sessions.get(tenant, 0) + change

@@ -607,8 +607,9 @@ async def test_an_access_line_shows_a_long_request_target_cut(caplog: pytest.Log
 async def test_refusals_of_unknown_routes_and_methods_leave_no_cycles_behind() -> None:
     """aiohttp's own 404 and 405 built, per request, a route holding its exception and a bound method of
     itself: cycles that only the proxy's rare full collections freed, so a flood of unknown routes (open to
-    any client, even with API keys: `POST /health`) held ~870 bytes each until the next one (the seventh
-    review: +234 MiB in 300,000 requests). The proxy answers them itself now, in the same shape."""
+    any client, even with API keys: `POST /health`) held 500-650 bytes each until the next one
+    (docs/results/reliability-s41/unknown_routes_memory.sh). The proxy answers them itself now, in the same
+    shape."""
     async with (
         fake_replica() as replica,
         running_proxy(config([replica.url])) as url,

@@ -1,6 +1,7 @@
 """The fifth review's helpers: docs/results/reliability-s39/lib.py of the tree at `SAGA_ROOT` (default: this
 repository), compiled modules unless PURE=1."""
 
+import asyncio
 import json
 import os
 import sys
@@ -92,3 +93,16 @@ async def long_direct(s, url, words, tag, max_tokens=1500, timeout=120, priority
             return r.status, await r.text()
     except Exception as e:
         return f"err:{type(e).__name__}", ""
+
+
+def run_with_proxy(main, sim_port: int, replicas: int, blocks: int, proxy_port: int, extra=()) -> None:
+    """`main()` against `saga serve` on `proxy_port` (health every 0.2 s, then `extra`) in front of `replicas`
+    simulated ones of `blocks` KV blocks each on `sim_port`..; both stopped after, whatever happens."""
+    sims = lib.start_sims(sim_port, replicas, blocks)
+    urls = [f"http://127.0.0.1:{sim_port + i}" for i in range(replicas)]
+    proxy = lib.start_proxy(proxy_port, urls, ["--health-interval-s", "0.2", *extra])
+    try:
+        asyncio.run(main())
+    finally:
+        lib.stop(proxy)
+        lib.stop(sims)

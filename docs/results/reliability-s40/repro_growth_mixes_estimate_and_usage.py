@@ -7,7 +7,7 @@ the proxy on a replica with KV to spare. Prints DEFECT while the learned growth 
 
 import asyncio
 
-from common import aiohttp, lib
+from common import aiohttp, lib, run_with_proxy
 
 SIM, PORT = 19491, 19490
 B = f"http://127.0.0.1:{PORT}"
@@ -101,10 +101,4 @@ async def main():
         print("ok")
 
 
-sims = lib.start_sims(SIM, 1, 1000)
-proxy = lib.start_proxy(PORT, R, ["--health-interval-s", "0.2"])
-try:
-    asyncio.run(main())
-finally:
-    lib.stop(proxy)
-    lib.stop(sims)
+run_with_proxy(main, SIM, 1, 1000, PORT)

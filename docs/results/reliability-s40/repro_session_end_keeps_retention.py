@@ -6,7 +6,7 @@ cannot break). Prints DEFECT while ended sessions' retentions are still held on 
 import asyncio
 import re
 
-from common import agent_call, aiohttp, lib, next_msgs
+from common import agent_call, aiohttp, lib, next_msgs, run_with_proxy
 
 SIM, PORT = 19431, 19430
 B = f"http://127.0.0.1:{PORT}"
@@ -73,10 +73,4 @@ async def main():
         print("ok")
 
 
-sims = lib.start_sims(SIM, 1, 2000)
-proxy = lib.start_proxy(PORT, R, ["--health-interval-s", "0.2"])
-try:
-    asyncio.run(main())
-finally:
-    lib.stop(proxy)
-    lib.stop(sims)
+run_with_proxy(main, SIM, 1, 2000, PORT)

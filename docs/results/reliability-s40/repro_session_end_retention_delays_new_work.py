@@ -8,7 +8,7 @@ import asyncio
 import sys
 import time
 
-from common import agent_call, aiohttp, lib, long_direct, next_msgs
+from common import agent_call, aiohttp, lib, long_direct, next_msgs, run_with_proxy
 
 SIM, PORT = 19511, 19510
 B = f"http://127.0.0.1:{PORT}"
@@ -67,10 +67,4 @@ async def main():
             print("ok")
 
 
-sims = lib.start_sims(SIM, 1, BLOCKS)
-proxy = lib.start_proxy(PORT, R, ["--health-interval-s", "0.2"])
-try:
-    asyncio.run(main())
-finally:
-    lib.stop(proxy)
-    lib.stop(sims)
+run_with_proxy(main, SIM, 1, BLOCKS, PORT)

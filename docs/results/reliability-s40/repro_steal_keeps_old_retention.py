@@ -8,7 +8,7 @@ import asyncio
 import re
 import urllib.request
 
-from common import agent_call, aiohttp, lib, long_direct, next_msgs
+from common import agent_call, aiohttp, lib, long_direct, next_msgs, run_with_proxy
 
 SIM, PORT = 19441, 19440
 B = f"http://127.0.0.1:{PORT}"
@@ -93,10 +93,4 @@ async def main():
         print("ok")
 
 
-sims = lib.start_sims(SIM, 2, 8000)
-proxy = lib.start_proxy(PORT, R, ["--health-interval-s", "0.2"])
-try:
-    asyncio.run(main())
-finally:
-    lib.stop(proxy)
-    lib.stop(sims)
+run_with_proxy(main, SIM, 2, 8000, PORT)
