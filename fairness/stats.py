@@ -4,7 +4,10 @@ Contract: `TenantLedger` is told each call's time to first token and each task's
 time; it keeps, per tenant, cumulative histogram buckets (Prometheus style: `counts[k]` observations
 <= `buckets[k]`), the count of calls that met the tenant's TTFT target and of those that had one (by the
 tenant's own target). Memory is bounded: past `max_records` tenants, those the configuration does not name
-share the record `_other`.
+share the record `_other`. A full ledger makes room for a new tenant by dropping the record of the one the
+configuration does not name that has been idle longest, once it has been idle `idle_s` (by the times the
+calls give: a call's first token, a task's last call); so names a client made up once give their places
+(and /metrics' series) back, while every tenant active within `idle_s` keeps its own.
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ class Histogram:
 
 
 class TenantRecord:
-    __slots__ = ("task_completion", "ttft", "ttft_slo_calls", "ttft_slo_met")
+    __slots__ = ("last_seen", "task_completion", "ttft", "ttft_slo_calls", "ttft_slo_met")
 
     def __init__(self) -> None:
+        self.last_seen = 0.0  # the latest time a call or task of the tenant was recorded
         self.ttft = Histogram()
         self.task_completion = Histogram()
         self.ttft_slo_calls = 0  # calls whose tenant has a TTFT target
@@ -68,33 +72,81 @@ class TenantRecord:
 # the configuration does not name is counted under OTHER, so /metrics and memory stay bounded.
 MAX_TENANT_RECORDS = 256
 OTHER = "_other"
+# How long a tenant's record stays once it records nothing, while the ledger is full and a new tenant waits
+# for a place: longer than any scrape interval, so a series ends only for a tenant gone quiet.
+TENANT_RECORD_IDLE_S = 900.0
 
 
 class TenantLedger:
-    def __init__(self, config: TenantsConfig, max_records: int = MAX_TENANT_RECORDS) -> None:
+    def __init__(
+        self,
+        config: TenantsConfig,
+        max_records: int = MAX_TENANT_RECORDS,
+        idle_s: float = TENANT_RECORD_IDLE_S,
+    ) -> None:
         self.config = config
         self.max_records = max_records
+        self.idle_s = idle_s
         self.records: dict[str, TenantRecord] = {}
+        # no record can be dropped before this (the idlest one's last time plus `idle_s`): a full ledger
+        # under a stream of new names scans its records once per record it can drop, not once per call
+        self._next_drop_at = 0.0
+        self.dropped = 0  # records dropped to make room
 
-    def record(self, tenant: str) -> TenantRecord:
+    def record(self, tenant: str, now: float = 0.0) -> TenantRecord:
         rec = self.records.get(tenant)
         if rec is None:
-            if len(self.records) >= self.max_records and tenant not in self.config.tenants:
+            if (
+                len(self.records) >= self.max_records
+                and tenant not in self.config.tenants
+                and not self._drop_idlest(now)
+            ):
                 tenant = OTHER
                 rec = self.records.get(OTHER)
             if rec is None:
                 rec = self.records[tenant] = TenantRecord()
+        if now > rec.last_seen:
+            rec.last_seen = now
         return rec
 
-    def first_token(self, tenant: str, ttft_s: float) -> None:
+    def _drop_idlest(self, now: float) -> bool:
+        """Drops the record idle longest, if it has been idle `idle_s` (never a configured tenant's, nor
+        OTHER's): True if one was dropped."""
+        if now < self._next_drop_at:
+            return False
+        idlest, idlest_at, next_at = "", 0.0, float("inf")
+        tenants = self.config.tenants
+        for name, rec in self.records.items():
+            if name == OTHER or name in tenants:
+                continue
+            if not idlest or rec.last_seen < idlest_at:
+                if idlest:
+                    next_at = min(next_at, idlest_at)
+                idlest, idlest_at = name, rec.last_seen
+            else:
+                next_at = min(next_at, rec.last_seen)
+        if not idlest:  # every record is a configured tenant's: none can go
+            self._next_drop_at = float("inf")
+            return False
+        if now - idlest_at < self.idle_s:
+            self._next_drop_at = idlest_at + self.idle_s
+            return False
+        del self.records[idlest]
+        self.dropped += 1
+        self._next_drop_at = min(next_at, now) + self.idle_s  # `now`: the new record's time
+        return True
+
+    def first_token(self, tenant: str, ttft_s: float, now: float = 0.0) -> None:
         rec = self.records.get(tenant)
         if rec is None:
-            rec = self.record(tenant)
+            rec = self.record(tenant, now)
+        elif now > rec.last_seen:
+            rec.last_seen = now
         rec.ttft.observe(ttft_s)
         target = self.config.ttft_target_s(tenant)
         if target is not None:
             rec.ttft_slo_calls += 1
             rec.ttft_slo_met += 1 if ttft_s <= target else 0
 
-    def task_done(self, tenant: str, completion_s: float) -> None:
-        self.record(tenant).task_completion.observe(completion_s)
+    def task_done(self, tenant: str, completion_s: float, now: float = 0.0) -> None:
+        self.record(tenant, now).task_completion.observe(completion_s)

@@ -19,7 +19,13 @@ import msgspec
 from proxy.arg_types import at_least, listen_host, positive, whole_between
 from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.scheduler import PRESETS, ConfigError
-from proxy.serve_options import add_config_flags, layered_time_scale, proxy_config
+from proxy.serve_options import (
+    add_config_flags,
+    configured_host,
+    layered_time_scale,
+    proxy_config,
+    unknown_variables,
+)
 from simulator.block_hash import HASH_FUNCTIONS
 from simulator.cost_model import PROFILES
 from simulator.kv_events import EndpointError
@@ -48,8 +54,12 @@ def _add_sim_options(p: argparse.ArgumentParser, serve: bool = False) -> None:
         type=positive,
         # serve: None when not given, so SAGA_TIME_SCALE or the file still apply (serve_options.proxy_config)
         default=None if serve else 1.0,
-        help="simulated time runs K times faster (default: 1.0)"
-        + ("; with --replica, say the speed of a `saga sim --time-scale K` fleet" if serve else ""),
+        help="simulated time runs K times faster (default: 1.0"
+        + (
+            "; env SAGA_TIME_SCALE); with --replica, say the speed of a `saga sim --time-scale K` fleet"
+            if serve
+            else ")"
+        ),
     )
     p.add_argument(
         "--profile",
@@ -152,6 +162,9 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     if workers is not None and (validated := worker_config(workers.directory)) is not None:
         await serve_forever(msgspec.structs.replace(validated, workers=1))  # the supervisor's, as it began
         return 0
+    if not worker:  # the supervisor says it once for every worker
+        for warning in unknown_variables(os.environ):
+            print(f"saga: warning: {warning}", file=sys.stderr)
     if not args.simulate:
         config = proxy_config(args, args.replica)
         if config.workers > 1 and not worker:
@@ -254,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"saga: error: {e}", file=sys.stderr)
         return 2
     except socket.gaierror as e:  # a host to listen on that does not resolve
-        host = getattr(args, "host", None)  # None: the host came from the file or the environment
+        host = getattr(args, "host", None) or configured_host(args)  # the flag, else the file or environment
         where = f"host {host!r}" if host else "the configured host"
         print(f"saga: error: cannot listen on {where}: {e.strerror}", file=sys.stderr)
         return 1

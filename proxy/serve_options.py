@@ -9,6 +9,7 @@ in one mapping (YAML would keep the last silently), a file that cannot be read a
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 from collections.abc import Mapping
@@ -174,6 +175,39 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
     return data
 
 
+# SAGA_* variables read elsewhere than the configuration: the workers' own, the build's, the tests' and tools'
+_OTHER_VARIABLES = frozenset(
+    {
+        "SAGA_KV_EVENTS_PORT",
+        "SAGA_WORKER_INDEX",
+        "SAGA_WORKER_DIR",
+        "SAGA_WORKER_COUNT",
+        "SAGA_PURE_PYTHON",
+        "SAGA_NO_COMPILE",
+        "SAGA_TEST_SERVER",
+        "SAGA_REQUIRE_REAL_VLLM",
+        "SAGA_VLLM_VENV",
+        "SAGA_VLLM_PLUGIN_SKIP_VERSION_CHECK",
+        "SAGA_ROOT",
+    }
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each `SAGA_*` environment variable that is no setting (a misspelt `SAGA_PROT` was
+    silently ignored, where the same key in the file is an error), naming the nearest setting."""
+    settings = [f"SAGA_{f.name.upper()}" for f in msgspec.structs.fields(ProxyConfig)]
+    known = {*settings, *_OTHER_VARIABLES}
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("SAGA_") or name in known or name.startswith("SAGA_TM_"):
+            continue
+        near = difflib.get_close_matches(name, [*settings, "SAGA_KV_EVENTS_PORT"], n=1, cutoff=0.8)
+        hint = f"; did you mean {near[0]}?" if near else " (docs/config.md lists the settings)"
+        warnings.append(f"{name[:64]!r} is set but is no setting of saga serve: ignored{hint}")
+    return warnings
+
+
 def _converted(data: Mapping[str, Any]) -> ProxyConfig:
     try:
         # strict=False: environment values are strings ("8000" -> 8000, "true" -> True).
@@ -186,6 +220,16 @@ def build_config(data: Mapping[str, Any]) -> ProxyConfig:
     config = _converted(data)
     config.validate()
     return config
+
+
+def configured_host(args: argparse.Namespace) -> str | None:
+    """The host `saga serve` was to listen on, as the file and environment give it (for an error naming
+    it); None if they give none or cannot be read."""
+    try:
+        host = _layered(args, [], None).get("host")
+    except (ConfigError, OSError, ValueError):
+        return None
+    return host if isinstance(host, str) else None
 
 
 def layered_time_scale(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> float:

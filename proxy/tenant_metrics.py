@@ -11,7 +11,8 @@ counter runs ahead of the system virtual time (the deviation docs/fairness.md bo
 
 Bounded: tenants are named by clients, so the queue's three gauges use the ledger's labels. A tenant with a
 record of its own (or named in the configuration) keeps its label, and new ones take the room the ledger has
-left (`MAX_TENANT_RECORDS`); the rest are folded into `_other` (queued calls summed, lead and bound their
+left (`MAX_TENANT_RECORDS`; a full ledger drops the record of a tenant idle 15 minutes for a new one:
+fairness/stats.py); the rest are folded into `_other` (queued calls summed, lead and bound their
 largest, so lead <= bound still holds there).
 """
 

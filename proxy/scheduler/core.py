@@ -262,7 +262,9 @@ class SchedulerCore:
         flight = self.in_flight.get(request_id)
         if flight is not None and flight.first_token_at is None:
             flight.first_token_at = self.clock()
-            self.tenant_stats.first_token(flight.req.tenant_id, flight.first_token_at - flight.req.arrived_at)
+            self.tenant_stats.first_token(
+                flight.req.tenant_id, flight.first_token_at - flight.req.arrived_at, flight.first_token_at
+            )
         return []
 
     def request_cancelled(self, request_id: str) -> list[Decision]:
@@ -690,7 +692,9 @@ class SchedulerCore:
         self._ending.discard(sid)
         self.predictor.forget(sid)
         if task_done:
-            self.tenant_stats.task_done(session.tenant_id, session.last_seen - session.started)
+            self.tenant_stats.task_done(
+                session.tenant_id, session.last_seen - session.started, session.last_seen
+            )
         for on_session_end in self.policy.session_end_hooks:
             on_session_end(sid)
         if self.release is not None:

@@ -264,3 +264,18 @@ def test_the_proxy_pod_can_write_its_private_directory_and_keeps_serving_until_e
     )
     grace = config.get("shutdown_grace_s", ProxyConfig(replicas=["http://r:1"]).shutdown_grace_s)
     assert pod["terminationGracePeriodSeconds"] > float(command[1]) + grace
+
+
+def test_the_vllm_image_is_built_under_the_name_the_manifests_run() -> None:
+    """The plugin's README and Dockerfile built `vllm-saga` while k8s and compose ran `saga-vllm:latest`: a
+    user following one then the other got an image that does not exist."""
+    run = {
+        re.search(r"image:\s*(\S*vllm\S*)", (DEPLOY / path).read_text()).group(1)  # type: ignore[union-attr]
+        for path in ("k8s/base/vllm-statefulset.yaml", "compose/gpu.yaml")
+    }
+    built = {
+        tag
+        for path in ("vllm-plugin/README.md", "vllm-plugin/Dockerfile")
+        for tag in re.findall(r"docker build -t (\S+)", (DEPLOY / path).read_text())
+    }
+    assert len(run) == 1 and built == run, (built, run)

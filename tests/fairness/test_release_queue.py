@@ -316,3 +316,44 @@ def test_tenant_metrics_stay_bounded_however_many_tenants_clients_name() -> None
     for tenant, lead in samples["saga_tenant_share_lead_seconds"].items():
         assert lead <= bounds.get(tenant, 0.0) + 1e-9  # (a tenant never released yet has no bound, lead 0)
     assert 'tenant="client-299"' not in generate_latest(registry).decode()
+
+
+def test_made_up_tenant_names_give_their_metrics_labels_back_once_idle() -> None:
+    """Without client API keys tenants are named by a header: names a client made up once held the ledger's
+    labels (and `/metrics`' series) for the life of the process, folding every later tenant into `_other`.
+    Now a tenant arriving at a full ledger takes the place of the one idle longest, once it has been idle
+    `idle_s`, and a tenant active since keeps its own."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from fairness.stats import MAX_TENANT_RECORDS, TENANT_RECORD_IDLE_S
+    from proxy.tenant_metrics import TenantCollector
+
+    core = SchedulerCore(["r0"], build_policy("session-affinity"), clock := Clock())
+    registry = CollectorRegistry()
+    registry.register(TenantCollector(core))
+
+    def serve(tenant: str) -> None:
+        req = call(tenant)
+        core.request_arrived(req)
+        core.first_token(req.request_id)
+        core.request_finished(req.request_id)
+
+    for i in range(MAX_TENANT_RECORDS):
+        clock.now = float(i)
+        serve(f"made-up-{i}")
+    clock.now = 300.0
+    serve("regular")  # the ledger is full: folded
+    page = generate_latest(registry).decode()
+    assert 'tenant="regular"' not in page and 'tenant="_other"' in page
+    clock.now = TENANT_RECORD_IDLE_S + 0.5  # made-up-0 idle that long; the others not yet
+    serve("regular")
+    serve("another")  # one place came free, and it is taken
+    page = generate_latest(registry).decode()
+    assert 'saga_tenant_ttft_seconds_count{tenant="regular"} 1.0' in page
+    assert 'tenant="made-up-0"' not in page and 'tenant="another"' not in page
+    assert 'tenant="made-up-1"' in page
+    clock.now = TENANT_RECORD_IDLE_S + 400.0  # made-up-1..255 idle past it too
+    serve("another")
+    page = generate_latest(registry).decode()
+    assert 'tenant="another"' in page and 'tenant="regular"' in page and 'tenant="made-up-1"' not in page
+    assert len(core.tenant_stats.records) <= MAX_TENANT_RECORDS + 1

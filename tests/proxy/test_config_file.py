@@ -203,6 +203,47 @@ def test_a_place_to_listen_that_cannot_be_is_one_line_not_a_traceback(args: str,
     assert last.startswith("saga: error:") and says in last.lower(), last
 
 
+@pytest.mark.parametrize("given_by", ["file", "environment"])
+def test_a_host_that_does_not_resolve_is_named_however_it_was_given(tmp_path: Path, given_by: str) -> None:
+    """From the file or SAGA_HOST the error said "the configured host", naming none (docs/config.md says
+    one line naming it)."""
+    args = ["serve", "--replica", "http://127.0.0.1:9", "--port", "0", "--health-timeout-s", "0.2"]
+    environ = {}
+    if given_by == "file":
+        (tmp_path / "saga.yaml").write_text("host: no-such-host.invalid\n")
+        args += ["--config", str(tmp_path / "saga.yaml")]
+    else:
+        environ["SAGA_HOST"] = "no-such-host.invalid"
+    result = saga(*args, environ=environ)
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "saga: error: cannot listen on host 'no-such-host.invalid': Name or service not known"
+    )
+
+
+def test_a_misspelt_saga_variable_is_warned_of_not_silently_ignored() -> None:
+    """The file refuses an unknown key; an unknown SAGA_* variable was dropped without a word."""
+    from proxy.serve_options import unknown_variables
+
+    environ = {
+        "SAGA_PROT": "9000",
+        "SAGA_UPSTREAM_APIKEY": "k",
+        "SAGA_BOGUS": "1",
+        "SAGA_PORT": "1",
+        "HOME": "/",
+    }
+    environ |= {"SAGA_PURE_PYTHON": "1", "SAGA_KV_EVENTS_PORT": "5557", "SAGA_WORKER_INDEX": "0"}
+    warnings = unknown_variables(environ)
+    assert warnings == [
+        "'SAGA_BOGUS' is set but is no setting of saga serve: ignored (docs/config.md lists the settings)",
+        "'SAGA_PROT' is set but is no setting of saga serve: ignored; did you mean SAGA_PORT?",
+        "'SAGA_UPSTREAM_APIKEY' is set but is no setting of saga serve: ignored; did you mean "
+        "SAGA_UPSTREAM_API_KEY?",
+    ]
+    result = saga("serve", "--port", "99999", environ={"SAGA_PROT": "9000"})  # said before any other error
+    assert "saga: warning: 'SAGA_PROT' is set but is no setting" in result.stderr
+
+
 SECRETS = ("sekrit", "sk-team", "s3cret")  # never shown in an error: they are credentials
 
 
