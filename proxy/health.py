@@ -5,11 +5,14 @@ capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens, and 
 gives it a CPU KV tier) from `/metrics`; each replica's `ReplicaGuard` turns the probe into the health the
 core sees (thresholds, circuit breaker). A replica that is down is reported with zero load, so no stale
 figure of a dead replica steers routing or shows in the state. (The core's periodic housekeeping, `tick`,
-runs on its own and more often: proxy/housekeeping.py.) What a probe reads is bounded (`MAX_PROBE_BYTES`): a
-replica answering an endless `/metrics` or `/v1/models` costs the proxy that much memory at most, and is
-read as publishing no figures (or no model list). A figure that is no count (NaN, an infinity, a negative
-request count) is unknown, as if not published; a probe that fails in any other way fails for its replica
-alone, and the loop goes on.
+runs on its own and more often: proxy/housekeeping.py.) Each replica is probed on its own schedule, so a
+replica that never answers delays no other's probes. Its health is its `/health`: a `/metrics` that fails,
+is slow or endless leaves its figures unknown and the replica up. What a probe reads is bounded
+(`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs the
+proxy that much memory at most, and is read as publishing no figures (or no model list); a page is parsed
+a slice of lines at a time, the calls running between slices. A figure that is no count (NaN, an infinity,
+a negative request count) is unknown, as if not published; a probe that fails in any other way fails for
+its replica alone, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 log = logging.getLogger("saga.health")
 
 _MODELS_EVERY = 5  # health rounds between two reads of each replica's /v1/models
-MAX_PROBE_BYTES = 16 * 1024 * 1024  # vLLM's /metrics is ~0.1-1 MB, even with many models and LoRA adapters
+# vLLM's /metrics is ~0.1-1 MB, even with many models and LoRA adapters (16 MiB before 2026-12-06: reading
+# a page that size took the event loop 0.1-0.75 s every round)
+MAX_PROBE_BYTES = 4 * 1024 * 1024
+# model ids kept of one replica's /v1/models (a base model and its LoRA adapters: vLLM serves a few
+# hundred at most); past it the rest are left out (a replica listing a million kept ~670 MB in the proxy)
+MAX_MODELS = 4096
+# a page is read a slice at a time, the event loop running calls between slices (~1-2 ms each at most)
+_SLICE_CHARS = 32 * 1024
 
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -84,47 +94,84 @@ def _labels(text: str) -> dict[str, str]:
     return labels
 
 
+class _LoadPage:
+    """What `parse_load` reads of a page, fed a part at a time (each part whole lines)."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, float] = {}
+        self.gauges: dict[str, list[float]] = {}
+        self.capacity = 0.0
+
+    def feed(self, text: str, start: int = 0, end: int | None = None) -> None:
+        found, gauges = self.found, self.gauges
+        for m in _SAMPLE.finditer(text, start, len(text) if end is None else end):
+            name, label_text, value_text = m.group(1), m.group(2), m.group(3)
+            try:
+                value = float(value_text)
+            except ValueError:
+                continue
+            if name != _CACHE_CONFIG:
+                gauges.setdefault(_GAUGES[name], []).append(value)
+                continue
+            labels = _labels(label_text or "")
+            offloading = labels.get("kv_offloading_size")
+            if offloading is not None:  # a vLLM that has the option says whether it is on
+                on = 1.0 if _offloading_on(offloading) else 0.0
+                found["cpu_kv_tier"] = max(found.get("cpu_kv_tier", 0.0), on)
+            try:
+                blocks = int(labels.get("num_gpu_blocks", ""))
+                size = int(labels.get("block_size", ""))
+            except ValueError:
+                continue
+            # a negative or zero label is no capacity, not a smaller one; nor is one past any GPU's (a float
+            # could not hold the sum: the whole probe failed with OverflowError)
+            if blocks > 0 and size > 0 and blocks * size <= _MAX_CAPACITY_TOKENS:
+                self.capacity += blocks * size
+
+    def result(self) -> dict[str, float]:
+        found = dict(self.found)
+        if self.capacity:
+            found["kv_capacity_tokens"] = self.capacity
+        for field, values in self.gauges.items():
+            if field == "kv_usage":
+                found[field] = max(values)
+                continue
+            total = 0.0  # left to right, as Python 3.11's sum() adds (3.12's compensates): the same on both
+            for value in values:
+                total += value
+            found[field] = total
+        return found
+
+
 def parse_load(metrics_text: str) -> dict[str, float]:
     """vLLM's load gauges summed over engines (a replica may run several), and its KV capacity in tokens
     (`kv_capacity_tokens`, summed over engines); missing figures are left out. Reads only the four families
     it needs (`_SAMPLE`); a sample of them whose value is not a number is skipped."""
-    found: dict[str, float] = {}
-    gauges: dict[str, list[float]] = {}
-    capacity = 0.0
-    for m in _SAMPLE.finditer(metrics_text):
-        name, label_text, value_text = m.group(1), m.group(2), m.group(3)
-        try:
-            value = float(value_text)
-        except ValueError:
-            continue
-        if name != _CACHE_CONFIG:
-            gauges.setdefault(_GAUGES[name], []).append(value)
-            continue
-        labels = _labels(label_text or "")
-        offloading = labels.get("kv_offloading_size")
-        if offloading is not None:  # a vLLM that has the option says whether it is on
-            on = 1.0 if _offloading_on(offloading) else 0.0
-            found["cpu_kv_tier"] = max(found.get("cpu_kv_tier", 0.0), on)
-        try:
-            blocks = int(labels.get("num_gpu_blocks", ""))
-            size = int(labels.get("block_size", ""))
-        except ValueError:
-            continue
-        # a negative or zero label is no capacity, not a smaller one; nor is one past any GPU's (a float
-        # could not hold the sum: the whole probe failed with OverflowError)
-        if blocks > 0 and size > 0 and blocks * size <= _MAX_CAPACITY_TOKENS:
-            capacity += blocks * size
-    if capacity:
-        found["kv_capacity_tokens"] = capacity
-    for field, values in gauges.items():
-        if field == "kv_usage":
-            found[field] = max(values)
-            continue
-        total = 0.0  # left to right, as Python 3.11's sum() adds (3.12's compensates): the same on both
-        for value in values:
-            total += value
-        found[field] = total
-    return found
+    page = _LoadPage()
+    page.feed(metrics_text)
+    return page.result()
+
+
+async def read_load(metrics_text: str) -> dict[str, float]:
+    """`parse_load`, a slice of whole lines at a time, letting the event loop run between slices, so that a
+    large page does not hold up the calls; a line longer than a slice is no sample vLLM writes and is skipped
+    unread (a pattern tried on one line of megabytes would be a long step again)."""
+    page = _LoadPage()
+    start, size = 0, len(metrics_text)
+    while start < size:
+        end = start + _SLICE_CHARS
+        if end < size:
+            line_end = metrics_text.rfind("\n", start, end)
+            if line_end < 0:  # one line longer than a slice: skipped to its end
+                line_end = metrics_text.find("\n", end)
+                start = size if line_end < 0 else line_end + 1
+                continue
+            end = line_end + 1
+        page.feed(metrics_text, start, min(end, size))
+        start = end
+        if start < size:
+            await asyncio.sleep(0)
+    return page.result()
 
 
 def _offloading_on(label: str) -> bool:
@@ -165,7 +212,13 @@ async def models_of(
                     "replica %s answered /v1/models with over %d bytes: ignored", replica_id, MAX_PROBE_BYTES
                 )
                 return None
-            return frozenset(m.id for m in msgspec.json.decode(body, type=_Models).data)
+            listed = msgspec.json.decode(body, type=_Models).data
+            if len(listed) > MAX_MODELS:
+                log.warning(
+                    "replica %s lists %d models: the first %d kept", replica_id, len(listed), MAX_MODELS
+                )
+                del listed[MAX_MODELS:]
+            return frozenset(m.id for m in listed)
     except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None  # (msgspec raises RecursionError for JSON nested past its depth, e.g. 100,000 "[")
 
@@ -177,17 +230,21 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
             if resp.status != 200:
                 return ReplicaStats(replica_id, healthy=False)
-        async with session.get(replica_id + "/metrics", timeout=timeout) as resp:
-            text = await read_capped(resp, MAX_PROBE_BYTES) if resp.status == 200 else b""
-            if text is None:
-                log.warning(
-                    "replica %s answered /metrics with over %d bytes: no load figures",
-                    replica_id,
-                    MAX_PROBE_BYTES,
-                )
-            load = parse_load(text.decode("utf-8", "replace")) if text else {}
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return ReplicaStats(replica_id, healthy=False)
+    # Its health said, its figures are read: a /metrics that fails, is slow or endless leaves them unknown
+    # and the replica up (before 2026-12-06 a /metrics slower than the timeout took a serving replica out)
+    try:
+        async with session.get(replica_id + "/metrics", timeout=timeout) as resp:
+            text = await read_capped(resp, MAX_PROBE_BYTES) if resp.status == 200 else b""
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        log.debug("replica %s: /metrics not read (%r): no load figures", replica_id, e)
+        text = b""
+    if text is None:
+        log.warning(
+            "replica %s answered /metrics with over %d bytes: no load figures", replica_id, MAX_PROBE_BYTES
+        )
+    load = await read_load(text.decode("utf-8", "replace")) if text else {}
     capacity = load.get("kv_capacity_tokens")
     cpu_tier = load.get("cpu_kv_tier")
     usage = load.get("kv_usage")
@@ -230,43 +287,103 @@ async def replica_health_loop(
     first_round: asyncio.Event | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Probe every replica each `interval_s`; `first_round` is set once the first round's figures (health,
-    load, KV capacity) have reached the core."""
+    """Probe every replica each `interval_s`, each on its own (a replica that does not answer delays no
+    other's probes: with one round for all, a hung replica held every round to its timeout, so a restarted
+    replica took 4.3 s to be routed to again instead of 0.2); follows the replica set every `interval_s`.
+    `first_round` is set once every replica of the start has been probed once (health, load, KV capacity
+    with the core)."""
+    probing: dict[str, asyncio.Task[None]] = {}
+    first = set(core.replicas)
+    probed_once: Callable[[str], None] | None = None
+    if first_round is not None:
+        event = first_round
+
+        def probed_once(replica_id: str) -> None:
+            first.discard(replica_id)
+            if not first:
+                event.set()
+
+        if not first:
+            event.set()
+    try:
+        while True:
+            for replica_id in core.replicas:
+                if replica_id not in probing:
+                    probing[replica_id] = asyncio.create_task(
+                        _probe_replica(
+                            core,
+                            session,
+                            apply,
+                            replica_id,
+                            interval_s,
+                            guards,
+                            timeout_s,
+                            models,
+                            headers,
+                            probed_once,
+                        )
+                    )
+            for replica_id in [r for r in probing if r not in core.replicas]:
+                probing.pop(replica_id).cancel()
+                if probed_once is not None and replica_id in first:
+                    probed_once(replica_id)  # removed before its first probe: nothing to wait for
+            for replica_id, task in list(probing.items()):
+                if task.done():  # a defect that ended one replica's probing: logged, and it starts again
+                    probing.pop(replica_id)
+                    if not task.cancelled() and (error := task.exception()) is not None:
+                        if not isinstance(error, Exception):
+                            raise error
+                        log.error("probing replica %s failed: %r", replica_id, error)
+            if models is not None:
+                models.keep_only(core.replicas)
+            await asyncio.sleep(interval_s)
+    finally:
+        for task in probing.values():
+            task.cancel()
+        await asyncio.gather(*probing.values(), return_exceptions=True)
+
+
+async def _probe_replica(
+    core: SchedulerCore,
+    session: aiohttp.ClientSession,
+    apply: Callable[[list[Decision]], None],
+    replica_id: str,
+    interval_s: float,
+    guards: Guards,
+    timeout_s: float,
+    models: ReplicaModels | None,
+    headers: Mapping[str, str] | None,
+    probed_once: Callable[[str], None] | None,
+) -> None:
+    """One replica's probes, each `interval_s` after the last ended, and its models every few."""
     rounds = 0
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
-            asked = list(core.replicas)  # one list: the set may change while the answers come
-            listed = await asyncio.gather(
-                *(models_of(session, r, timeout_s, headers) for r in asked), return_exceptions=True
-            )
-            for replica_id, found in zip(asked, listed, strict=True):
-                if isinstance(found, BaseException):  # a defect in one read, not the end of the loop
-                    if not isinstance(found, Exception):
-                        raise found
-                    log.error("reading replica %s's models failed: %r", replica_id, found)
-                elif found is not None:
-                    models.update(replica_id, found)
-            models.keep_only(core.replicas)
+            try:
+                found = await models_of(session, replica_id, timeout_s, headers)
+            except Exception as e:  # a defect in one read, not the end of the probes
+                log.error("reading replica %s's models failed: %r", replica_id, e)
+                found = None
+            if found is not None and replica_id in core.replicas:
+                models.update(replica_id, found)
         rounds += 1
-        asked = list(core.replicas)
-        answers = await asyncio.gather(*(probe(session, r, timeout_s) for r in asked), return_exceptions=True)
+        try:
+            stats = await probe(session, replica_id, timeout_s)
+        except Exception as e:  # a defect in one probe fails that probe, not the loop
+            log.error("probing replica %s failed: %r", replica_id, e)
+            stats = ReplicaStats(replica_id, healthy=False)
+        was = core.replicas.get(replica_id)
+        if was is None:  # removed while it was probed
+            return
         now = core.clock()
-        for replica_id, stats in zip(asked, answers, strict=True):
-            if isinstance(stats, BaseException):  # a defect in one probe fails that probe, not the loop
-                if not isinstance(stats, Exception):
-                    raise stats
-                log.error("probing replica %s failed: %r", replica_id, stats)
-                stats = ReplicaStats(replica_id, healthy=False)
-            guard = guards[stats.replica_id]
-            guard.probe(bool(stats.healthy))
-            healthy = guard.healthy(now) and stats.replica_id not in core.draining
-            was = core.replicas.get(stats.replica_id)
-            if was is None:
-                continue
-            if was.healthy != healthy:
-                why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
-                log.warning("replica %s is now %s%s", stats.replica_id, "up" if healthy else "down", why)
-            apply(core.replica_stats(reported(stats, healthy)))
-        if first_round is not None:
-            first_round.set()
+        guard = guards[replica_id]
+        guard.probe(bool(stats.healthy))
+        healthy = guard.healthy(now) and replica_id not in core.draining
+        if was.healthy != healthy:
+            why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
+            log.warning("replica %s is now %s%s", replica_id, "up" if healthy else "down", why)
+        apply(core.replica_stats(reported(stats, healthy)))
+        if probed_once is not None:
+            probed_once(replica_id)
+            probed_once = None
         await asyncio.sleep(interval_s)

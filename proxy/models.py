@@ -1,14 +1,20 @@
 """`GET /v1/models`: the union of the healthy replicas' models, in first-seen order.
 
-Each replica's list is read as the health loop reads it (at most `MAX_PROBE_BYTES`, JSON of OpenAI's shape);
-a replica whose answer is larger, not JSON, nested past msgspec's depth or of another shape, and any entry
-without a string `id`, is left out, so one broken replica does not break the route for the fleet. Entries
-are relayed as the replicas wrote them (not decoded past their `id`).
+Each replica's list is read as the health loop reads it (at most `MAX_PROBE_BYTES`, JSON of OpenAI's shape,
+its first `MAX_MODELS` entries); a replica whose answer is larger, not JSON, nested past msgspec's depth or
+of another shape, and any entry without a string `id`, is left out, so one broken replica does not break the
+route for the fleet. Entries are relayed as the replicas wrote them (not decoded past their `id`).
+The union is read once for every request arriving while it is read, and served again for `LISTING_TTL_S`
+while the healthy replicas are the same (the route is open to every client: each request read every
+replica's list, so a client asking in a loop took the event loop from the calls).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -28,6 +34,7 @@ class _Entry(msgspec.Struct):
 
 
 _entries = msgspec.json.Decoder(_Entries)
+LISTING_TTL_S = 1.0
 _entry = msgspec.json.Decoder(_Entry)
 _PROBLEMS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
@@ -48,7 +55,7 @@ async def _models_of(
     except (aiohttp.ClientError, TimeoutError, *_PROBLEMS):
         return []
     found = []
-    for raw in entries:
+    for raw in entries[: health.MAX_MODELS]:
         try:
             found.append((_entry.decode(raw).id, raw))
         except _PROBLEMS:
@@ -56,20 +63,63 @@ async def _models_of(
     return found
 
 
-async def list_models(request: web.Request) -> web.Response:
-    core, session = request.app[CORE], request.app[UPSTREAM]
-    healthy = [r.replica_id for r in core.replicas.values() if r.healthy]
-    headers: dict[str, str] = {}
-    forward.upstream_auth(headers, request.app[CONFIG])  # (vLLM's `--api-key` guards /v1/models)
+class _Listing:
+    """The union last read (for which healthy replicas, when), and the read in flight."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.replicas: tuple[str, ...] = ()
+        self.read_at = -math.inf
+        self.reading: asyncio.Task[bytes] | None = None
+        self.reading_for: tuple[str, ...] = ()
+
+    def read(self, replicas: tuple[str, ...], union: Coroutine[Any, Any, bytes]) -> asyncio.Task[bytes]:
+        """The read of `replicas`' union in flight, started with `union` unless one is (else `union` is
+        closed unstarted)."""
+        task = self.reading
+        if task is not None and self.reading_for == replicas:
+            union.close()
+            return task
+        task = self.reading = asyncio.ensure_future(union)
+        self.reading_for = replicas
+        task.add_done_callback(lambda done: self._read(done, replicas))
+        return task
+
+    def _read(self, task: asyncio.Task[bytes], replicas: tuple[str, ...]) -> None:
+        if self.reading is task:
+            self.reading = None
+        if task.cancelled() or task.exception() is not None:  # (retrieved: no waiter may be left to)
+            return
+        self.body, self.replicas, self.read_at = task.result(), replicas, asyncio.get_running_loop().time()
+
+
+_LISTING = web.AppKey("models_listing", _Listing)
+
+
+async def _union(session: aiohttp.ClientSession, healthy: tuple[str, ...], headers: dict[str, str]) -> bytes:
     seen: dict[str, msgspec.Raw] = {}
     for models in await asyncio.gather(*(_models_of(session, u, headers) for u in healthy)):
         for model_id, raw in models:
             seen.setdefault(model_id, raw)
     if not seen:
         raise ProxyError(503, "no healthy replica answered /v1/models", code="no_replica")
-    body = msgspec.json.encode({"object": "list", "data": list(seen.values())})
+    return msgspec.json.encode({"object": "list", "data": list(seen.values())})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    core, session, listing = request.app[CORE], request.app[UPSTREAM], request.app[_LISTING]
+    healthy = tuple(r.replica_id for r in core.replicas.values() if r.healthy)
+    now = asyncio.get_running_loop().time()
+    if listing.replicas == healthy and now - listing.read_at < LISTING_TTL_S:
+        body = listing.body
+    else:
+        headers: dict[str, str] = {}
+        forward.upstream_auth(headers, request.app[CONFIG])  # (vLLM's `--api-key` guards /v1/models)
+        # shielded: a client hanging up does not cancel the read the others wait on
+        body = await asyncio.shield(listing.read(healthy, _union(session, healthy, headers)))
     return web.Response(body=body, content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:
+    app[_LISTING] = _Listing()
     app.router.add_get("/v1/models", list_models)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +29,7 @@ from simulator.server import ReplicaFleet, start_fleet
 
 BS = 16  # the simulated replica's block size (vLLM's on a GPU)
 WAIT_S = 10.0
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture
@@ -399,3 +405,55 @@ async def test_a_burst_of_batches_is_read_in_turns_that_let_the_event_loop_run()
         subscriber.close()
         pub.close(linger=0)
         context.term()
+
+
+def test_a_publisher_faster_than_the_proxy_cannot_grow_the_proxy_past_its_receive_queue() -> None:
+    """A publisher sending valid batches faster than the proxy applies them grew the proxy without bound:
+    ZMQ held up to 100,000 messages of up to 64 MiB for one rank (2 GB in 5 s). Now a rank's queue holds
+    `RECEIVE_QUEUE_MESSAGES`, and what the proxy cannot take yet waits on the publisher's side (vLLM's
+    queue, which drops past its own bound: the proxy then sees a gap and starts the view afresh)."""
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", _PUBLISHER],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    try:
+        assert publisher.stdout is not None
+        endpoint = publisher.stdout.readline().strip()
+        kv = KvResidency()
+        subscriber = KvEventSubscriber(KvEventsConfig(port=None, endpoints={"http://r:1": endpoint}), kv)
+        error = subscriber._open("http://r:1", 0, endpoint, "endpoints")  # the proxy's socket, as it sets it
+        assert error is None
+        before = _rss_mib()
+        publisher.stdout.readline()  # it saw the subscription and sends 240 batches of ~0.9 MB at once
+        time.sleep(5.0)  # the proxy's loop reads nothing meanwhile (busy); ZMQ's own thread receives
+        grown = _rss_mib() - before
+        assert grown < 120, f"the proxy grew {grown:.0f} MiB while it read nothing"  # 100,000: ~205
+        subscriber.close()
+    finally:
+        publisher.kill()
+        publisher.wait()
+
+
+# A publisher of valid batches as fast as it can: 240 of ~0.9 MB (100,000 blocks), all kept on its side
+_PUBLISHER = """
+import sys, time, zmq
+from simulator.kv_events import block_stored, encode_message
+context = zmq.Context()
+pub = context.socket(zmq.XPUB)
+pub.setsockopt(zmq.SNDHWM, 0)
+print(f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}", flush=True)
+pub.recv()
+print("subscribed", flush=True)
+for seq in range(240):
+    hashes = list(range(2**60 + seq * 100_000, 2**60 + (seq + 1) * 100_000))  # 9 bytes each in msgpack
+    pub.send_multipart(list(encode_message(b"", seq, 0.0, [block_stored(hashes, None, [], 16)])))
+time.sleep(60)
+"""
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
