@@ -232,18 +232,25 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
                 return ReplicaStats(replica_id, healthy=False)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return ReplicaStats(replica_id, healthy=False)
-    # Its health said, its figures are read: a /metrics that fails, is slow or endless leaves them unknown
-    # and the replica up (before 2026-12-06 a /metrics slower than the timeout took a serving replica out)
+    # Its health said, its figures are read: a /metrics that fails, is slow or endless leaves the replica up
+    # (before 2026-12-06 a /metrics slower than the timeout took a serving replica out) and its load
+    # unknown: cleared as a down replica's are, so no figure read before it broke steers routing or holds a
+    # gate shut (its KV capacity, the hardware's, is kept)
+    text: bytes | None = None
     try:
         async with session.get(replica_id + "/metrics", timeout=timeout) as resp:
-            text = await read_capped(resp, MAX_PROBE_BYTES) if resp.status == 200 else b""
+            if resp.status == 200:
+                text = await read_capped(resp, MAX_PROBE_BYTES)
+                if text is None:
+                    log.warning(
+                        "replica %s answered /metrics with over %d bytes: no load figures",
+                        replica_id,
+                        MAX_PROBE_BYTES,
+                    )
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         log.debug("replica %s: /metrics not read (%r): no load figures", replica_id, e)
-        text = b""
     if text is None:
-        log.warning(
-            "replica %s answered /metrics with over %d bytes: no load figures", replica_id, MAX_PROBE_BYTES
-        )
+        return ReplicaStats(replica_id, healthy=True, waiting=0, running=0, kv_usage=0.0)
     load = await read_load(text.decode("utf-8", "replace")) if text else {}
     capacity = load.get("kv_capacity_tokens")
     cpu_tier = load.get("cpu_kv_tier")

@@ -63,7 +63,7 @@ async def test_past_the_bound_a_replica_publishes_nothing_but_stays_healthy(
     async with aiohttp.ClientSession() as http:
         stats = await health.probe(http, url, 5.0)
         models = await health.models_of(http, url, 5.0)
-    assert (stats.healthy, stats.waiting, stats.running) == (True, None, None)
+    assert (stats.healthy, stats.waiting, stats.running) == (True, 0, 0)  # no figures: cleared
     assert models is None
 
 
@@ -207,7 +207,11 @@ async def test_a_replica_whose_metrics_are_slow_stays_up_with_its_load_unknown()
     async with serving(slow) as slow_url, aiohttp.ClientSession() as http:
         stats = await health.probe(http, slow_url, 0.3)
         down = await health.probe(http, "http://127.0.0.1:9", 0.3)  # no /health answer: down, as before
-    assert (stats.healthy, stats.waiting, stats.kv_capacity_tokens) == (True, None, None)
+    assert (stats.healthy, stats.waiting, stats.kv_capacity_tokens) == (
+        True,
+        0,
+        None,
+    )  # cleared; capacity kept
     assert down.healthy is False
 
 
@@ -346,3 +350,27 @@ async def test_v1_models_reads_the_replicas_once_for_the_requests_of_a_moment() 
             for status, body in answers
         )
         assert reads - before <= 2, reads - before  # one read for the twenty (and maybe one health read)
+
+
+async def test_load_figures_read_before_metrics_broke_are_cleared_not_kept() -> None:
+    """A replica whose /metrics stops answering stays up; the waiting count it reported before must not
+    stay to steer routing or hold an engine-waiting gate shut (its KV capacity, the hardware's, is kept)."""
+    page = {
+        "body": 'vllm:num_requests_waiting 7\nvllm:cache_config_info{num_gpu_blocks="10",block_size="16"} 1\n'
+    }
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/metrics" and not page["body"]:
+            return web.Response(status=500)
+        return web.Response(text=page["body"])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        core = SchedulerCore([url], build_policy("round-robin"), lambda: 0.0)
+        core.replica_stats(await health.probe(http, url, 5.0))
+        assert (core.replicas[url].waiting, core.replicas[url].kv_capacity_tokens) == (7, 160)
+        page["body"] = ""
+        core.replica_stats(await health.probe(http, url, 5.0))
+    replica = core.replicas[url]
+    assert (replica.healthy, replica.waiting, replica.kv_capacity_tokens) == (True, 0, 160)
