@@ -7,7 +7,7 @@ core sees (thresholds, circuit breaker). A replica that is down is reported with
 figure of a dead replica steers routing or shows in the state. (The core's periodic housekeeping, `tick`,
 runs on its own and more often: proxy/housekeeping.py.) Each replica is probed on its own schedule, so a
 replica that never answers delays no other's probes. Its health is its `/health`: a `/metrics` that fails,
-is slow or endless leaves its figures unknown and the replica up. What a probe reads is bounded
+is slow or endless leaves the replica up with its load figures cleared (as a down replica's). What a probe reads is bounded
 (`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs the
 proxy that much memory at most, and is read as publishing no figures (or no model list); a page is parsed
 a slice of lines at a time, the calls running between slices. A figure that is no count (NaN, an infinity,
