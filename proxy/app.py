@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -142,6 +143,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 app[MODELS],
                 first_round,
                 upstream_headers(app[CONFIG]),
+                None if kv is None else kv.replica_down,  # a replica down may come back with its cache empty
             )
         )
     )
@@ -209,6 +211,9 @@ def create_app(
         None if kv_events is None else KvResidency(kv_events.max_sessions, kv_events.max_blocks)
     )
     if workers is not None and workers.count > 1:
+        # A worker keeps its tenants' records: one dropping an idle tenant's while another worker still
+        # counts it would take that tenant's summed counters on /metrics down (a reset to Prometheus)
+        core.tenant_stats.idle_s = math.inf
         app[RESPONSE_OWNERS] = ResponseOwners(workers.directory, workers.index)
         app[CHAIN_OWNERS] = ChainOwners(workers.directory, workers.index)
         app[REPLICA_CHANGES] = ReplicaChanges(workers.directory)

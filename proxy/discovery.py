@@ -2,10 +2,14 @@
 
 Contract: `discovered_urls(addresses, discovery)` turns resolved addresses into replica URLs (IPv6 in
 brackets, sorted, duplicates dropped). `dns_discovery_loop` re-resolves `discovery.name` every `interval_s`:
-new addresses become replicas, vanished ones are removed from routing (their calls in flight still finish and
-are accounted for). A replica removed through the admin API stays removed while its address still resolves.
-A failed resolution changes nothing (a DNS hiccup must not empty the pool). The resolver is injected, so tests
-resolve any name they like; by default it is the event loop's `getaddrinfo`.
+new addresses become replicas, and those that vanished from `MISSES_TO_REMOVE` resolutions in a row are
+removed from routing (their calls in flight still finish and are accounted for; one answer missing a pod is
+no reason to drop its sessions' bindings). Discovery removes only the replicas it added: one the
+configuration lists or the admin API added stays, whatever the name resolves to. It never undoes a drain:
+a drained replica found again (in a restarted worker that replayed the drain, or after it stopped resolving
+for a while) comes back drained. A replica removed through the admin API stays removed while its address
+still resolves. A failed resolution changes nothing (a DNS hiccup must not empty the pool). The resolver is
+injected, so tests resolve any name they like; by default it is the event loop's `getaddrinfo`.
 """
 
 from __future__ import annotations
@@ -38,16 +42,47 @@ def discovered_urls(addresses: list[str], discovery: DnsDiscovery) -> list[str]:
     return sorted(urls)
 
 
-def apply_replica_set(core: SchedulerCore, guards: Guards, wanted: set[str], managed: set[str]) -> set[str]:
-    """Adds the wanted replicas and removes the managed ones no longer wanted; returns the new managed set."""
-    for url in sorted(wanted - managed):
-        log.info("replica %s discovered", url)
-        core.add_replica(url)
-    for url in sorted(managed - wanted):
-        log.warning("replica %s no longer resolves: removed from routing", url)
-        core.remove_replica(url)
-        guards.forget(url)
-    return set(wanted)
+# resolutions in a row a discovered replica must be missing from before it is removed
+MISSES_TO_REMOVE = 2
+
+
+class DiscoveredReplicas:
+    """What discovery added and still answers for (module contract)."""
+
+    def __init__(self, managed: set[str] | None = None) -> None:
+        self.managed: set[str] = set() if managed is None else set(managed)  # added by discovery
+        self.misses: dict[str, int] = {}  # managed replicas missing from the latest resolutions: how many
+        self.drained: set[str] = set()  # managed replicas removed while drained: drained again if found
+
+    def apply(self, core: SchedulerCore, guards: Guards, wanted: set[str]) -> None:
+        """One resolution's replicas: adds the new ones, removes those missing long enough."""
+        drained = self.drained
+        for url in sorted(wanted - self.managed):
+            if url in core.replicas:  # the configuration's, the admin API's: not discovery's to remove
+                continue
+            log.info("replica %s discovered", url)
+            was_draining = url in core.draining or url in drained  # (a restarted worker replayed a drain)
+            core.add_replica(url)
+            if was_draining:
+                core.draining.add(url)
+                log.info("replica %s is still drained", url)
+            drained.discard(url)
+            self.managed.add(url)
+        for url in wanted:
+            self.misses.pop(url, None)
+        for url in sorted(self.managed - wanted):
+            missed = self.misses[url] = self.misses.get(url, 0) + 1
+            if missed < MISSES_TO_REMOVE:
+                continue
+            log.warning("replica %s no longer resolves: removed from routing", url)
+            if url in core.draining:
+                drained.add(url)
+            core.remove_replica(url)
+            guards.forget(url)
+            self.managed.discard(url)
+            del self.misses[url]
+        for url in [u for u in drained if u in core.replicas]:  # added again by the admin API: its call
+            drained.discard(url)
 
 
 async def dns_discovery_loop(
@@ -59,15 +94,15 @@ async def dns_discovery_loop(
 ) -> None:
     """`managed`: replicas to treat as added by discovery already (a restarted worker's admin-removed ones,
     which a resolution must not bring back while they still resolve, as in the workers that removed them)."""
-    managed = set() if managed is None else set(managed)
+    found = DiscoveredReplicas(managed)
     while True:
         try:
             addresses = await resolve(discovery.name, discovery.port)
         except (OSError, ValueError) as e:
-            log.warning("resolving %s failed, keeping %d replicas: %s", discovery.name, len(managed), e)
+            log.warning("resolving %s failed, keeping %d replicas: %s", discovery.name, len(found.managed), e)
         else:
             try:
-                managed = apply_replica_set(core, guards, set(discovered_urls(addresses, discovery)), managed)
+                found.apply(core, guards, set(discovered_urls(addresses, discovery)))
             except ValueError as e:  # not an IP address: a resolver bug
                 log.warning("resolver gave a bad address for %s: %s", discovery.name, e)
         await asyncio.sleep(discovery.interval_s)

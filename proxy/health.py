@@ -3,16 +3,18 @@
 Each round probes every replica's `/health` and, for healthy ones, reads vLLM's queue and KV gauges and its KV
 capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens, and whether `kv_offloading_size`
 gives it a CPU KV tier) from `/metrics`; each replica's `ReplicaGuard` turns the probe into the health the
-core sees (thresholds, circuit breaker). A replica that is down is reported with zero load, so no stale
-figure of a dead replica steers routing or shows in the state. (The core's periodic housekeeping, `tick`,
-runs on its own and more often: proxy/housekeeping.py.) Each replica is probed on its own schedule, so a
-replica that never answers delays no other's probes. Its health is its `/health`: a `/metrics` that fails,
-is slow or endless leaves the replica up with its load figures cleared (as a down replica's). What a probe reads is bounded
-(`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs the
-proxy that much memory at most, and is read as publishing no figures (or no model list); a page is parsed
-a slice of lines at a time, the calls running between slices. A figure that is no count (NaN, an infinity,
-a negative request count) is unknown, as if not published; a probe that fails in any other way fails for
-its replica alone, and the loop goes on.
+core sees (thresholds, circuit breaker). A replica that is down is reported with zero load and its KV
+capacity unknown (read again once it is up), so no stale figure of a dead or restarted replica steers
+routing or shows in the state. (The core's periodic housekeeping, `tick`, runs on its own and more often:
+proxy/housekeeping.py.) Each replica is probed on its own schedule, so a replica that never answers delays
+no other's probes. Its health is its `/health`: a `/metrics` that fails, is slow or endless leaves the
+replica up with its load figures cleared (as a down replica's), once its KV capacity is known (until then
+such a probe fails: a replica is not routed to before admission knows its room). What a probe reads is
+bounded (`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs
+the proxy that much memory at most, and is read as publishing no figures (or no model list); a page is
+parsed a slice of lines at a time, the calls running between slices. A figure that is no count (NaN, an
+infinity, a negative request count) is unknown, as if not published; a probe that fails in any other way
+fails for its replica alone, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -223,8 +225,13 @@ async def models_of(
         return None  # (msgspec raises RecursionError for JSON nested past its depth, e.g. 100,000 "[")
 
 
-async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
-    """The replica's health, load and KV capacity in tokens (when it publishes them)."""
+async def probe(
+    session: aiohttp.ClientSession, replica_id: str, timeout_s: float, capacity_known: bool = True
+) -> ReplicaStats:
+    """The replica's health, load and KV capacity in tokens (when it publishes them). `capacity_known`:
+    whether the core knows the replica's KV capacity already; if not, a `/metrics` that does not answer (in
+    time) fails the probe, so that a replica added or back from down is not routed to with its capacity
+    unknown, which admission reads as room for every waiting workflow."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
@@ -248,6 +255,8 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
                         MAX_PROBE_BYTES,
                     )
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        if not capacity_known:
+            return ReplicaStats(replica_id, healthy=False)
         log.debug("replica %s: /metrics not read (%r): no load figures", replica_id, e)
     if text is None:
         return ReplicaStats(replica_id, healthy=True, waiting=0, running=0, kv_usage=0.0)
@@ -293,12 +302,13 @@ async def replica_health_loop(
     models: ReplicaModels | None = None,
     first_round: asyncio.Event | None = None,
     headers: Mapping[str, str] | None = None,
+    on_down: Callable[[str], None] | None = None,
 ) -> None:
     """Probe every replica each `interval_s`, each on its own (a replica that does not answer delays no
     other's probes: with one round for all, a hung replica held every round to its timeout, so a restarted
     replica took 4.3 s to be routed to again instead of 0.2); follows the replica set every `interval_s`.
     `first_round` is set once every replica of the start has been probed once (health, load, KV capacity
-    with the core)."""
+    with the core). `on_down(replica)` is told, each probe, of a replica its guard holds down."""
     probing: dict[str, asyncio.Task[None]] = {}
     first = set(core.replicas)
     probed_once: Callable[[str], None] | None = None
@@ -328,6 +338,7 @@ async def replica_health_loop(
                             models,
                             headers,
                             probed_once,
+                            on_down,
                         )
                     )
             for replica_id in [r for r in probing if r not in core.replicas]:
@@ -361,6 +372,7 @@ async def _probe_replica(
     models: ReplicaModels | None,
     headers: Mapping[str, str] | None,
     probed_once: Callable[[str], None] | None,
+    on_down: Callable[[str], None] | None = None,
 ) -> None:
     """One replica's probes, each `interval_s` after the last ended, and its models every few."""
     rounds = 0
@@ -374,8 +386,10 @@ async def _probe_replica(
             if found is not None and replica_id in core.replicas:
                 models.update(replica_id, found)
         rounds += 1
+        view = core.replicas.get(replica_id)
+        known = view is not None and view.kv_capacity_tokens > 0
         try:
-            stats = await probe(session, replica_id, timeout_s)
+            stats = await probe(session, replica_id, timeout_s, known)
         except Exception as e:  # a defect in one probe fails that probe, not the loop
             log.error("probing replica %s failed: %r", replica_id, e)
             stats = ReplicaStats(replica_id, healthy=False)
@@ -385,7 +399,10 @@ async def _probe_replica(
         now = core.clock()
         guard = guards[replica_id]
         guard.probe(bool(stats.healthy))
-        healthy = guard.healthy(now) and replica_id not in core.draining
+        up = guard.healthy(now)
+        healthy = up and replica_id not in core.draining
+        if not up and on_down is not None:
+            on_down(replica_id)
         if was.healthy != healthy:
             why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
             log.warning("replica %s is now %s%s", replica_id, "up" if healthy else "down", why)

@@ -32,7 +32,11 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
   blocks, or blocks in one chain) a view starts afresh (counted), so a rank that never reports evictions
   cannot grow it; an event storing more than `max_blocks` blocks does so before indexing any. A chain
   holds a block once: a stored run is cut before a block its chain holds already (not a chain vLLM
-  stores, and counting it twice would over-count).
+  stores, and counting it twice would over-count). A block stored again in another chain (two sessions
+  computing one prefix at once: vLLM keeps, and evicts, each copy) belongs to the later chain; the earlier
+  one counts only up to it from then on, since only one owner hears of an eviction.
+- `replica_down(replica)`: a replica that went down may come back restarted, its cache empty, and publish
+  nothing until it is busy again: its views start afresh.
 """
 
 from __future__ import annotations
@@ -215,9 +219,14 @@ class ReplicaBlocks:
         listed = chain.hashes
         all_held = chain.held == len(listed)
         for h in hashes:
-            entry = owner.get(h, _NOWHERE)
-            if entry[0] is chain and entry[1] < len(listed) and listed[entry[1]] == h:
+            other, place = owner.get(h, _NOWHERE)
+            if other is chain and place < len(listed) and listed[place] == h:
                 break  # a block the chain holds already: not a chain (a hash covers its prefix); cut here
+            if other is not None and place < other.held and other.hashes[place] == h:
+                # Another chain's copy of the same block (two sessions computed a shared prefix at once: vLLM
+                # caches and evicts each copy on its own). The index follows one owner a block, so the other
+                # chain would never hear of its copy's eviction: it gives the block up now (under-counting)
+                other.held = place
             owner[h] = (chain, len(listed))
             listed.append(h)
         if all_held:
@@ -286,6 +295,13 @@ class KvResidency:
             view.reset()
         if ranks is not None and not ranks:
             del self.replicas[replica]
+
+    def replica_down(self, replica: str) -> None:
+        """The replica is down (its health probe, or the calls sent to it, failed): what its views held may be
+        gone with a restart (module contract)."""
+        for view in self.replicas.get(replica, {}).values():
+            if view.owner or view.chains:
+                view.reset()
 
     def forget_replica(self, replica: str) -> None:
         for view in self.replicas.pop(replica, {}).values():

@@ -175,7 +175,8 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
     return data
 
 
-# SAGA_* variables read elsewhere than the configuration: the workers' own, the build's, the tests' and tools'
+# SAGA_* variables read elsewhere than the configuration: the workers' own, the build's, the vLLM plugin's,
+# the tests' and tools' (tests/proxy/test_config_file.py finds every one the repository reads)
 _OTHER_VARIABLES = frozenset(
     {
         "SAGA_KV_EVENTS_PORT",
@@ -188,6 +189,10 @@ _OTHER_VARIABLES = frozenset(
         "SAGA_REQUIRE_REAL_VLLM",
         "SAGA_VLLM_VENV",
         "SAGA_VLLM_PLUGIN_SKIP_VERSION_CHECK",
+        "SAGA_RETAIN_MAX_FRACTION",  # the vLLM plugin's (deploy/vllm-plugin)
+        "SAGA_RETAIN_MAX_TTL_S",
+        "SAGA_TINY_MODEL",
+        "SAGA_CONTRACT_VLLM_URL",
         "SAGA_ROOT",
     }
 )

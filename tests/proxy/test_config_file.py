@@ -244,6 +244,22 @@ def test_a_misspelt_saga_variable_is_warned_of_not_silently_ignored() -> None:
     assert "saga: warning: 'SAGA_PROT' is set but is no setting" in result.stderr
 
 
+def test_no_saga_variable_the_repository_reads_is_warned_of() -> None:
+    """The vLLM plugin's SAGA_RETAIN_* and the tests' SAGA_TINY_MODEL and SAGA_CONTRACT_VLLM_URL were warned
+    of as no setting (a machine running both the plugin and the proxy, or the test suite, set them)."""
+    from proxy.serve_options import unknown_variables
+
+    named = set()
+    for path in [*ROOT.glob("**/*.py"), *ROOT.glob("deploy/**/Dockerfile"), ROOT / "Makefile"]:
+        if {".venv", "build", "results", ".venv-vllm"} & set(path.parts) or path.name == Path(__file__).name:
+            continue
+        named |= set(
+            re.findall(r"[\"'\s](SAGA_[A-Z0-9_]*[A-Z0-9])(?=[\"'=\s])", path.read_text(errors="ignore"))
+        )
+    assert {"SAGA_RETAIN_MAX_TTL_S", "SAGA_TINY_MODEL", "SAGA_PORT"} <= named  # (the search finds them)
+    assert unknown_variables(dict.fromkeys(named, "1")) == []
+
+
 SECRETS = ("sekrit", "sk-team", "s3cret")  # never shown in an error: they are credentials
 
 

@@ -313,3 +313,31 @@ def test_the_rank_follows_the_longer_chain_of_a_calls_two_session_names() -> Non
     assert kv.rank_for("named", "r1", also="named") == 1
     assert kv.rank_for("nobody", "r1", also="tenant:sent") == 0
     assert kv.rank_for("nobody", "r1", also="nor-this") is None
+
+
+def test_two_sessions_copies_of_one_shared_block_never_leave_the_first_counting_an_evicted_one() -> None:
+    """Two sessions computing one system prompt at once: vLLM caches a copy each (the same hashes, no parent)
+    and evicts each on its own. The index follows one owner a block, so the first session never heard of
+    its copy's eviction and went on counting 32 tokens the replica no longer held. Now it gives the blocks
+    up when the other session stores them again (under-counting, as the contract allows)."""
+    kv = KvResidency()
+    feed = Feed(kv)
+    feed(stored([1, 2], None, session="a"))
+    feed(stored([1, 2, 3], None, session="b"))  # the same two blocks, and its own third
+    assert kv.resident_tokens("a") == {"r1": 0} and kv.resident_tokens("b") == {"r1": 3 * BS}
+    feed(removed(1, 2))  # one copy evicted
+    feed(removed(1, 2, 3))  # the other, and b's own block
+    assert kv.resident_tokens("a") == {"r1": 0} and kv.resident_tokens("b") == {"r1": 0}
+    assert kv.report("r1")["cached_blocks"] == 0  # type: ignore[index]
+
+
+def test_a_replica_that_went_down_starts_its_views_afresh() -> None:
+    """A replica restarted with an empty cache publishes nothing until it is busy again: what its views held
+    before stayed counted (48 tokens of a session on a replica that had none)."""
+    kv = KvResidency()
+    Feed(kv)(stored([1, 2, 3], None, session="a"))
+    Feed(kv, "r2")(stored([7], None, session="a"))
+    kv.replica_down("r1")
+    assert kv.resident_tokens("a") == {"r2": BS}
+    assert kv.report("r1")["cached_blocks"] == 0  # type: ignore[index]
+    kv.replica_down("r9")  # not subscribed: nothing to do

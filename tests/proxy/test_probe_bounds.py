@@ -102,17 +102,19 @@ async def test_the_health_loop_outlives_a_probe_that_raises(
     probe = health.probe
 
     async def probe_or_fail(
-        session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+        session: aiohttp.ClientSession, replica_id: str, timeout_s: float, known: bool = True
     ) -> ReplicaStats:
         if replica_id == broken:
             raise RuntimeError("a defect in the probe")
-        return await probe(session, replica_id, timeout_s)
+        return await probe(session, replica_id, timeout_s, known)
 
     probes = {url: 0, broken: 0}
 
-    async def counted(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+    async def counted(
+        session: aiohttp.ClientSession, replica_id: str, timeout_s: float, known: bool = True
+    ) -> ReplicaStats:
         probes[replica_id] += 1
-        return await probe_or_fail(session, replica_id, timeout_s)
+        return await probe_or_fail(session, replica_id, timeout_s, known)
 
     monkeypatch.setattr(health, "probe", counted)
     core = SchedulerCore([url, broken], build_policy("round-robin"), lambda: 0.0)
@@ -229,8 +231,10 @@ async def test_a_replica_that_never_answers_delays_no_other_replicas_probes() ->
     ok.router.add_get("/{tail:.*}", answer)
     probe, log = health.probe, []
 
-    async def logged(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
-        stats = await probe(session, replica_id, timeout_s)
+    async def logged(
+        session: aiohttp.ClientSession, replica_id: str, timeout_s: float, known: bool = True
+    ) -> ReplicaStats:
+        stats = await probe(session, replica_id, timeout_s, known)
         log.append(replica_id)
         return stats
 
@@ -374,3 +378,48 @@ async def test_load_figures_read_before_metrics_broke_are_cleared_not_kept() -> 
         core.replica_stats(await health.probe(http, url, 5.0))
     replica = core.replicas[url]
     assert (replica.healthy, replica.waiting, replica.kv_capacity_tokens) == (True, 0, 160)
+
+
+async def test_a_replica_whose_capacity_is_not_known_yet_is_not_taken_up_while_metrics_fail() -> None:
+    """Up with its KV capacity unknown, a replica takes every workflow waiting for admission (room for any):
+    while the capacity is not known, a /metrics that does not answer in time fails the probe."""
+    slow = web.Application()
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/metrics":
+            await asyncio.sleep(5)
+        return web.Response()
+
+    slow.router.add_get("/{tail:.*}", answer)
+    async with serving(slow) as url, aiohttp.ClientSession() as http:
+        unknown = await health.probe(http, url, 0.3, capacity_known=False)
+        known = await health.probe(http, url, 0.3, capacity_known=True)
+    assert (unknown.healthy, known.healthy) == (False, True)
+
+
+async def test_a_replica_held_down_is_told_and_comes_back_with_its_capacity_read_again() -> None:
+    """A replica that went down may come back restarted: its KV views start afresh (`on_down`) and the
+    capacity it published before is not kept (it restarted publishing none, and 16,000 tokens stayed)."""
+    from proxy.context import down_stats
+
+    core = SchedulerCore(["http://127.0.0.1:9"], build_policy("round-robin"), lambda: 0.0)
+    core.replica_stats(ReplicaStats("http://127.0.0.1:9", healthy=True, kv_capacity_tokens=16_000))
+    core.replica_stats(down_stats("http://127.0.0.1:9"))
+    assert core.replicas["http://127.0.0.1:9"].kv_capacity_tokens == 0  # unknown until read again
+    told: list[str] = []
+    guards = Guards(GuardParams(unhealthy_after=1))
+    async with aiohttp.ClientSession() as http:
+        loop = asyncio.create_task(
+            health.replica_health_loop(
+                core, http, lambda _: None, 0.01, guards, 1.0, None, None, None, told.append
+            )
+        )
+        try:
+            for _ in range(500):
+                if told:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert told and set(told) == {"http://127.0.0.1:9"}

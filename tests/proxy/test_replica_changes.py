@@ -93,3 +93,72 @@ async def test_discovery_does_not_bring_back_a_replica_removed_before_a_restart(
             core, Guards(GuardParams()), discovery, resolve, managed={"http://10.0.0.1:8000"}
         )
     assert sorted(core.replicas) == ["http://10.0.0.2:8000"]
+
+
+async def run_discovery(
+    core: SchedulerCore, *answers: list[str], managed: set[str] | None = None
+) -> list[tuple[list[str], list[str]]]:
+    """Runs discovery over `answers` (one a resolution); the replica set and drains after each."""
+    seen: list[tuple[list[str], list[str]]] = []
+    left = list(answers)
+    first = True
+
+    async def resolve(name: str, port: int) -> list[str]:
+        nonlocal first
+        if not first:
+            seen.append((sorted(core.replicas), sorted(core.draining)))
+        first = False
+        if not left:
+            raise asyncio.CancelledError
+        return left.pop(0)
+
+    discovery = DnsDiscovery(name="vllm.local", port=8000, interval_s=0.001)
+    with pytest.raises(asyncio.CancelledError):
+        await dns_discovery_loop(core, Guards(GuardParams()), discovery, resolve, managed=managed)
+    return seen
+
+
+A, B = "http://10.0.0.1:8000", "http://10.0.0.2:8000"
+
+
+async def test_discovery_never_removes_a_replica_the_configuration_lists() -> None:
+    """A configured replica the name also resolved to was taken as discovery's, and removed once the name
+    stopped listing it: every call went to the other."""
+    core = SchedulerCore([A], build_policy("round-robin"), lambda: 0.0)
+    seen = await run_discovery(core, ["10.0.0.1", "10.0.0.2"], ["10.0.0.2"], ["10.0.0.2"], ["10.0.0.2"])
+    assert seen[-1][0] == [A, B]
+
+
+async def test_one_missed_answer_removes_nothing_and_a_drained_replica_comes_back_drained() -> None:
+    """A discovered replica drained through the admin API was removed by one answer that missed it and
+    came back undrained when listed again: 10 of 10 new sessions went to it."""
+    both = ["10.0.0.1", "10.0.0.2"]
+    core = SchedulerCore([], build_policy("round-robin"), lambda: 0.0)
+    left = [both, ["10.0.0.2"], ["10.0.0.2"], ["10.0.0.2"], both, both]
+    states: list[tuple[list[str], list[str]]] = []
+
+    async def resolve(name: str, port: int) -> list[str]:
+        if states or core.replicas:
+            states.append((sorted(core.replicas), sorted(core.draining)))
+        if len(states) == 1:
+            core.draining.add(A)  # the admin API drains it after it was found
+        if not left:
+            raise asyncio.CancelledError
+        return left.pop(0)
+
+    discovery = DnsDiscovery(name="vllm.local", port=8000, interval_s=0.001)
+    with pytest.raises(asyncio.CancelledError):
+        await dns_discovery_loop(core, Guards(GuardParams()), discovery, resolve)
+    assert states[1] == ([A, B], [A])  # missing from one answer: kept
+    replicas_seen = [replicas for replicas, _ in states]
+    assert [B] in replicas_seen  # missing from two answers in a row: removed
+    assert states[-1] == ([A, B], [A])  # listed again: back, and still drained
+
+
+async def test_a_restarted_worker_keeps_a_drain_it_replayed_before_discovery_found_the_replica() -> None:
+    """With workers, a restarted worker replays the admin API's drain, then its first resolution added the
+    replica and undid the drain: 7 of 20 new sessions went to the drained replica."""
+    core = SchedulerCore([], build_policy("round-robin"), lambda: 0.0)
+    core.draining.add(A)  # replayed (proxy/admin.py replay_replica_changes) before the replica is known
+    seen = await run_discovery(core, ["10.0.0.1", "10.0.0.2"], ["10.0.0.1", "10.0.0.2"])
+    assert seen[-1] == ([A, B], [A])

@@ -508,3 +508,23 @@ async def test_unreadable_carried_metrics_leave_the_live_figures(
         (Path(worker_dir) / "metrics-1.base").write_text(f"# saga-incarnation y\n{bad}")
         samples = await metrics(http, w.urls[0])
     assert value(samples, "saga_calls_total", route=CHAT, status="200") == 1
+
+
+def test_workers_keep_their_tenants_records_so_summed_counters_never_go_down(worker_dir: str) -> None:
+    """A worker dropping a tenant idle on it (its ledger full) while the other worker still counts that
+    tenant took the tenant's summed counters on /metrics down (19 -> 14 TTFT observations), which
+    Prometheus reads as a reset. With workers each keeps its records, as before records could be dropped;
+    one process still gives an idle tenant's place to a new one (tests/fairness/test_tenant_ledger.py)."""
+    from fairness.stats import TENANT_RECORD_IDLE_S
+    from proxy.app import create_app
+    from proxy.context import CORE
+
+    one = create_app(config(["http://127.0.0.1:9"]), workers=None)
+    two = create_app(config(["http://127.0.0.1:9"]), workers=WorkerSet(0, 2, worker_dir))
+    assert one[CORE].tenant_stats.idle_s == TENANT_RECORD_IDLE_S
+    ledger = two[CORE].tenant_stats
+    assert ledger.idle_s == float("inf")
+    ledger.max_records = 1
+    ledger.first_token("x", 0.1, now=0.0)
+    ledger.first_token("y", 0.1, now=1e9)  # idle for ever: still x's place
+    assert "x" in ledger.records and "y" not in ledger.records
