@@ -140,7 +140,9 @@ async def add_replica(request: web.Request) -> web.Response:
     url = await _replica_url(request)
     core = request.app[CORE]
     known, undrained = url in core.replicas, url in core.draining  # adding a draining one undoes the drain
-    apply_replica_change(request.app, "added", url)
+    # a replica already in the set is undrained, not added: recorded as added, a restarted worker took a
+    # discovered replica for the admin API's, and kept it after the name stopped listing it
+    apply_replica_change(request.app, "undrained" if known else "added", url)
     log.info("replica %s %s through the admin API", url, "undrained" if undrained else "added")
     answer = {"url": url, "added": not known, "undrained": undrained}
     return web.json_response(answer, status=200 if known else 201)
@@ -171,6 +173,8 @@ def apply_replica_change(app: web.Application, kind: ChangeKind, url: str, *, re
     core, guards = app[CORE], app[GUARDS]
     if kind == "added":
         core.add_replica(url)
+    elif kind == "undrained":
+        core.draining.discard(url)
     elif kind == "draining":
         core.draining.add(url)
         app[GATE].apply(core.replica_stats(down_stats(url)))

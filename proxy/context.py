@@ -68,9 +68,10 @@ class Guards:
 
 
 def down_stats(replica_id: str) -> ReplicaStats:
-    """A replica that is down: its last load figures no longer describe anything, nor its KV capacity (it may
-    come back restarted with another, or publishing none): read again once it is up."""
-    return ReplicaStats(replica_id, healthy=False, waiting=0, running=0, kv_usage=0.0, kv_capacity_tokens=0)
+    """A replica that is down: its last load figures no longer describe anything. Its KV capacity, the
+    hardware's, is kept (a replica back up with it unknown would be room for every waiting workflow); a page
+    read without one says it publishes none."""
+    return ReplicaStats(replica_id, healthy=False, waiting=0, running=0, kv_usage=0.0)
 
 
 CONFIG = web.AppKey("config", ProxyConfig)

@@ -5,7 +5,8 @@ brackets, sorted, duplicates dropped). `dns_discovery_loop` re-resolves `discove
 new addresses become replicas, and those that vanished from `MISSES_TO_REMOVE` resolutions in a row are
 removed from routing (their calls in flight still finish and are accounted for; one answer missing a pod is
 no reason to drop its sessions' bindings). Discovery removes only the replicas it added: one the
-configuration lists or the admin API added stays, whatever the name resolves to. It never undoes a drain:
+configuration lists or the admin API added stays, whatever the name resolves to (and once the admin API
+removes it, discovery does not bring it back while the name still lists it). It never undoes a drain:
 a drained replica found again (in a restarted worker that replayed the drain, or after it stopped resolving
 for a while) comes back drained. A replica removed through the admin API stays removed while its address
 still resolves. A failed resolution changes nothing (a DNS hiccup must not empty the pool). The resolver is
@@ -53,12 +54,18 @@ class DiscoveredReplicas:
         self.managed: set[str] = set() if managed is None else set(managed)  # added by discovery
         self.misses: dict[str, int] = {}  # managed replicas missing from the latest resolutions: how many
         self.drained: set[str] = set()  # managed replicas removed while drained: drained again if found
+        # listed replicas found in the set already (configured, added through the admin API): not
+        # discovery's; one the admin API removes stays out while the name lists it
+        self.others: set[str] = set()
 
     def apply(self, core: SchedulerCore, guards: Guards, wanted: set[str]) -> None:
         """One resolution's replicas: adds the new ones, removes those missing long enough."""
         drained = self.drained
         for url in sorted(wanted - self.managed):
             if url in core.replicas:  # the configuration's, the admin API's: not discovery's to remove
+                self.others.add(url)
+                continue
+            if url in self.others:  # removed through the admin API: out while it still resolves
                 continue
             log.info("replica %s discovered", url)
             was_draining = url in core.draining or url in drained  # (a restarted worker replayed a drain)
@@ -70,6 +77,7 @@ class DiscoveredReplicas:
             self.managed.add(url)
         for url in wanted:
             self.misses.pop(url, None)
+        self.others &= wanted  # (a listed replica gone from the name: found again later, it is new)
         for url in sorted(self.managed - wanted):
             missed = self.misses[url] = self.misses.get(url, 0) + 1
             if missed < MISSES_TO_REMOVE:

@@ -3,16 +3,17 @@
 Each round probes every replica's `/health` and, for healthy ones, reads vLLM's queue and KV gauges and its KV
 capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens, and whether `kv_offloading_size`
 gives it a CPU KV tier) from `/metrics`; each replica's `ReplicaGuard` turns the probe into the health the
-core sees (thresholds, circuit breaker). A replica that is down is reported with zero load and its KV
-capacity unknown (read again once it is up), so no stale figure of a dead or restarted replica steers
-routing or shows in the state. (The core's periodic housekeeping, `tick`, runs on its own and more often:
-proxy/housekeeping.py.) Each replica is probed on its own schedule, so a replica that never answers delays
-no other's probes. Its health is its `/health`: a `/metrics` that fails, is slow or endless leaves the
-replica up with its load figures cleared (as a down replica's), once its KV capacity is known (until then
-such a probe fails: a replica is not routed to before admission knows its room). What a probe reads is
-bounded (`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs
-the proxy that much memory at most, and is read as publishing no figures (or no model list); a page is
-parsed a slice of lines at a time, the calls running between slices. A figure that is no count (NaN, an
+core sees (thresholds, circuit breaker). A replica that is down is reported with zero load, so no stale
+figure of a dead replica steers routing or shows in the state; its KV capacity (the hardware's) is kept
+until a page it answers says another, or none (a replica restarted publishing none). (The core's periodic
+housekeeping, `tick`, runs on its own and more often: proxy/housekeeping.py.) Each replica is probed on its
+own schedule, so a replica that never answers delays no other's probes. Its health is its `/health`: a
+`/metrics` that fails, is slow or endless leaves the replica up with its load figures cleared (as a down
+replica's), once its capacity is known or a page of it was read (before that, such a probe fails: a
+replica just added is not routed to before admission knows its room). What a probe reads is bounded
+(`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs the
+proxy that much memory at most, and is read as publishing no figures (or no model list); a page is parsed
+a slice of lines at a time, the calls running between slices. A figure that is no count (NaN, an
 infinity, a negative request count) is unknown, as if not published; a probe that fails in any other way
 fails for its replica alone, and the loop goes on.
 """
@@ -228,10 +229,11 @@ async def models_of(
 async def probe(
     session: aiohttp.ClientSession, replica_id: str, timeout_s: float, capacity_known: bool = True
 ) -> ReplicaStats:
-    """The replica's health, load and KV capacity in tokens (when it publishes them). `capacity_known`:
-    whether the core knows the replica's KV capacity already; if not, a `/metrics` that does not answer (in
-    time) fails the probe, so that a replica added or back from down is not routed to with its capacity
-    unknown, which admission reads as room for every waiting workflow."""
+    """The replica's health, load and KV capacity in tokens (0: its page publishes none). `capacity_known`:
+    whether the replica's capacity is known, or its page was read before (it publishes none); if not, a
+    `/metrics` that gives no page (no answer in time, an error status, past the bound) fails the probe, so
+    that a replica just added is not routed to with its capacity unknown, which admission reads as room for
+    every waiting workflow."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
@@ -255,10 +257,10 @@ async def probe(
                         MAX_PROBE_BYTES,
                     )
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        if not capacity_known:
-            return ReplicaStats(replica_id, healthy=False)
         log.debug("replica %s: /metrics not read (%r): no load figures", replica_id, e)
     if text is None:
+        if not capacity_known:
+            return ReplicaStats(replica_id, healthy=False)
         return ReplicaStats(replica_id, healthy=True, waiting=0, running=0, kv_usage=0.0)
     load = await read_load(text.decode("utf-8", "replace")) if text else {}
     capacity = load.get("kv_capacity_tokens")
@@ -270,7 +272,9 @@ async def probe(
         waiting=_count(load.get("waiting")),
         running=_count(load.get("running")),
         kv_usage=usage if usage is not None and math.isfinite(usage) else None,
-        kv_capacity_tokens=None if capacity is None else int(capacity),  # for admission by KV working set
+        # for admission by KV working set; 0 (unknown) when the page has none: a replica restarted publishing
+        # none kept the capacity it published before
+        kv_capacity_tokens=0 if capacity is None else int(capacity),
         cpu_kv_tier=None if cpu_tier is None else cpu_tier > 0,
     )
     return stats
@@ -376,6 +380,7 @@ async def _probe_replica(
 ) -> None:
     """One replica's probes, each `interval_s` after the last ended, and its models every few."""
     rounds = 0
+    page_read = False  # a /metrics page of it read: a replica publishing no capacity is known so
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
             try:
@@ -387,7 +392,7 @@ async def _probe_replica(
                 models.update(replica_id, found)
         rounds += 1
         view = core.replicas.get(replica_id)
-        known = view is not None and view.kv_capacity_tokens > 0
+        known = page_read or (view is not None and view.kv_capacity_tokens > 0)
         try:
             stats = await probe(session, replica_id, timeout_s, known)
         except Exception as e:  # a defect in one probe fails that probe, not the loop
@@ -396,6 +401,7 @@ async def _probe_replica(
         was = core.replicas.get(replica_id)
         if was is None:  # removed while it was probed
             return
+        page_read = page_read or (bool(stats.healthy) and stats.kv_capacity_tokens is not None)
         now = core.clock()
         guard = guards[replica_id]
         guard.probe(bool(stats.healthy))

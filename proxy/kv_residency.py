@@ -32,9 +32,10 @@ Contract (sans-IO; proxy/kv_events.py feeds it from the ZMQ sockets):
   blocks, or blocks in one chain) a view starts afresh (counted), so a rank that never reports evictions
   cannot grow it; an event storing more than `max_blocks` blocks does so before indexing any. A chain
   holds a block once: a stored run is cut before a block its chain holds already (not a chain vLLM
-  stores, and counting it twice would over-count). A block stored again in another chain (two sessions
-  computing one prefix at once: vLLM keeps, and evicts, each copy) belongs to the later chain; the earlier
-  one counts only up to it from then on, since only one owner hears of an eviction.
+  stores, and counting it twice would over-count). A run whose leading blocks are cached in a chain
+  already (two sessions computing one prefix at once: vLLM keeps, and evicts, each copy) grows from the
+  last of them, which then counts for both until either copy's eviction (the index follows one owner a
+  block); a block of a run found in another chain past its start is the later chain's alone.
 - `replica_down(replica)`: a replica that went down may come back restarted, its cache empty, and publish
   nothing until it is busy again: its views start afresh.
 """
@@ -109,6 +110,7 @@ def decode_batch(payload: bytes) -> tuple[list[KvEvent], int]:
 
 
 _NOWHERE = (None, 0)  # `owner`'s answer for a block not cached
+_MAX_BASES = 64  # chains grown from chains that `_depth` follows down to their first block
 
 
 def _counts(medium: str | None, group_idx: int | None) -> bool:
@@ -179,14 +181,26 @@ class ReplicaBlocks:
         }
 
     def _depth(self, block: BlockKey) -> int | None:
-        """Blocks up to and including `block` along the chain it is cached in; None if unknown."""
+        """Blocks up to and including `block` along the chain it is cached in, if every block before it there
+        is cached too (its chain's held prefix, and the base that chain grew from, and so on); None if not
+        (a prefix match stops before it) or unknown."""
         entry = self.owner.get(block)
-        if entry is None:
-            return None
-        chain, i = entry
-        if i >= len(chain.hashes) or chain.hashes[i] != block:
-            return None  # the chain moved on past it
-        return chain.base_blocks + i + 1
+        depth: int | None = None
+        for _ in range(_MAX_BASES):
+            if entry is None:
+                return None
+            chain, i = entry
+            if i >= chain.held or chain.hashes[i] != block:
+                return None  # evicted before it, or the chain moved on past it
+            if depth is None:
+                depth = chain.base_blocks + i + 1
+            if chain.base_hash is None:
+                return depth
+            block = chain.base_hash
+            entry = self.owner.get(block)
+            if entry is None or entry[0].base_blocks + entry[1] + 1 != chain.base_blocks:
+                return None
+        return None  # bases on bases past the bound: not followed (under-counting)
 
     def stored(self, event: BlockStored) -> None:
         hashes = event.block_hashes
@@ -205,6 +219,15 @@ class ReplicaBlocks:
                 self._start(session, hashes[-1] if depth else None, depth or 0, event.block_size)
             return
         parent = event.parent_block_hash
+        lead = 0
+        while lead < len(hashes) and self._depth(hashes[lead]) is not None:
+            lead += 1
+        if lead:
+            # Its leading blocks are cached in a chain already: another copy of a shared prefix (two sessions
+            # computed it at once; vLLM caches, and evicts, each copy). The run grows from the last of them,
+            # which counts for both sessions until a copy's eviction names them (then for neither: an
+            # under-count while the other copy lasts)
+            parent, hashes = hashes[lead - 1], hashes[lead:]
         at = owner.get(parent) if parent is not None else None
         if chain is not None and at is not None and at[0] is chain and at[1] < len(chain.hashes):
             keep = at[1] + 1  # the conversation went on from the chain's block `keep - 1`
@@ -262,7 +285,7 @@ class ReplicaBlocks:
         if chain is None:
             return None
         if chain.base_hash is not None and self._depth(chain.base_hash) != chain.base_blocks:
-            return 0  # the block the chain grew from is gone (or moved): a prefix match stops before it
+            return 0  # the block the chain grew from, or one before it, is gone: a prefix match stops there
         return (chain.base_blocks + chain.held) * chain.block_size
 
 

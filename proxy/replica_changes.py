@@ -10,8 +10,9 @@ Contract:
   private by the supervisor, fresh per `saga serve`). The file holds the resulting state, not a log: the
   replicas added, the ones draining and the ones removed, each a sorted list of URLs, so it never grows past
   the URLs an operator named.
-- `record(kind, url)` (kind: added, draining, removed) folds one change in: adding undoes a removal and a
-  drain, removing undoes an addition and a drain. Every worker that applies a change records it: the fold
+- `record(kind, url)` (kind: added, undrained, draining, removed) folds one change in: adding undoes a
+  removal and a drain, undraining (the admin API's add of a replica already in the set) a drain only,
+  removing undoes an addition and a drain. Every worker that applies a change records it: the fold
   is idempotent, and one client's changes reach the file in the order it made them (an admin answer comes
   once every worker applied it). A read-modify-write holds an exclusive `flock` on `replica-changes.lock`,
   and the file is replaced whole (written aside, then renamed), so a reader never sees half of it.
@@ -33,7 +34,7 @@ import msgspec
 FILE = "replica-changes.json"
 LOCK = "replica-changes.lock"
 
-ChangeKind = Literal["added", "draining", "removed"]
+ChangeKind = Literal["added", "undrained", "draining", "removed"]
 
 
 class ReplicaChangesError(Exception):
@@ -51,6 +52,8 @@ class ReplicaSetChanges(msgspec.Struct, forbid_unknown_fields=True):
             added.add(url)
             draining.discard(url)
             removed.discard(url)
+        elif kind == "undrained":  # (a replica in the set: the configuration's, discovery's or one added)
+            draining.discard(url)
         elif kind == "draining":
             draining.add(url)
         else:

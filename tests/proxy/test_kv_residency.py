@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.kv_residency import (
     AllBlocksCleared,
@@ -317,18 +319,75 @@ def test_the_rank_follows_the_longer_chain_of_a_calls_two_session_names() -> Non
 
 def test_two_sessions_copies_of_one_shared_block_never_leave_the_first_counting_an_evicted_one() -> None:
     """Two sessions computing one system prompt at once: vLLM caches a copy each (the same hashes, no parent)
-    and evicts each on its own. The index follows one owner a block, so the first session never heard of
-    its copy's eviction and went on counting 32 tokens the replica no longer held. Now it gives the blocks
-    up when the other session stores them again (under-counting, as the contract allows)."""
+    and evicts each on its own. The later store took the blocks, so the first session never heard of its
+    copy's eviction and went on counting 32 tokens the replica no longer held. Now the later run grows from
+    the cached blocks: both count them until a copy's eviction, then neither (under-counting)."""
     kv = KvResidency()
     feed = Feed(kv)
     feed(stored([1, 2], None, session="a"))
     feed(stored([1, 2, 3], None, session="b"))  # the same two blocks, and its own third
-    assert kv.resident_tokens("a") == {"r1": 0} and kv.resident_tokens("b") == {"r1": 3 * BS}
+    feed(stored([4], 2, session="a"))  # a goes on from its own blocks
+    assert kv.resident_tokens("a") == {"r1": 3 * BS} and kv.resident_tokens("b") == {"r1": 3 * BS}
     feed(removed(1, 2))  # one copy evicted
-    feed(removed(1, 2, 3))  # the other, and b's own block
+    assert kv.resident_tokens("a") == {"r1": 0} and kv.resident_tokens("b") == {"r1": 0}
+    feed(removed(1, 2, 3, 4))  # the other, and each session's own block
     assert kv.resident_tokens("a") == {"r1": 0} and kv.resident_tokens("b") == {"r1": 0}
     assert kv.report("r1")["cached_blocks"] == 0  # type: ignore[index]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_sessions_sharing_a_prefix_never_count_more_than_the_replica_holds(data: st.DataObject) -> None:
+    """Sessions storing one shared prefix, each its own copy or reusing a cached one, in chunks, in any
+    order, with copies evicted in any order vLLM's tail-first freeing allows: each session's count is never
+    more than the blocks of its context the replica holds, leading ones up to the first missing (the
+    contract: never over-count)."""
+    shared = [1, 2, 3]
+    own = {"a": [10, 11], "b": [20], "c": [30, 31]}
+    copies: dict[int, int] = {}
+    kv = KvResidency()
+    feed = Feed(kv)
+    runs = {name: [*shared, *blocks] for name, blocks in own.items()}
+    # the blocks cached on top of each: vLLM frees a request's blocks tail first, so a block's last copy is
+    # evicted after those (an order the index relies on: it cannot see ancestors it was never told of)
+    after: dict[int, set[int]] = {}
+    for run in runs.values():
+        for k, h in enumerate(run):
+            after.setdefault(h, set()).update(run[k + 1 :])
+    done = dict.fromkeys(own, 0)  # blocks of each session stored so far
+    for _ in range(data.draw(st.integers(5, 25))):
+        choices = list(own)
+        cached = [h for h, n in copies.items() if n > 0]
+        if choices and (not cached or data.draw(st.booleans())):
+            # a call of the session: its prompt hits the leading blocks still cached (vLLM holds them while
+            # it runs), and it stores the next ones, a new copy each, on top of the last hit (its parent)
+            name = data.draw(st.sampled_from(choices))
+            hit = 0
+            while hit < done[name] and copies.get(runs[name][hit], 0):
+                hit += 1
+            if hit and data.draw(st.booleans()):
+                feed(stored(runs[name][:hit], None, session=name))  # the hit, as a reuse report names it
+            if hit == len(runs[name]):
+                continue  # all of it cached: nothing to store
+            end = data.draw(st.integers(hit + 1, len(runs[name])))
+            run = runs[name][hit:end]
+            for h in run:
+                copies[h] = copies.get(h, 0) + 1
+            feed(stored(run, runs[name][hit - 1] if hit else None, session=name))
+            done[name] = max(done[name], end)
+        elif evictable := [
+            h for h in sorted(cached) if copies[h] > 1 or not any(copies.get(d) for d in after[h])
+        ]:
+            h = data.draw(st.sampled_from(evictable))
+            copies[h] -= 1
+            feed(removed(h))
+        for name in own:
+            held = 0
+            for h in runs[name][: done[name]]:
+                if not copies.get(h, 0):
+                    break
+                held += 1
+            assert kv.resident_tokens(name).get("r1", 0) <= held * BS, (name, copies)
 
 
 def test_a_replica_that_went_down_starts_its_views_afresh() -> None:

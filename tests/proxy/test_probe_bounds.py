@@ -77,7 +77,7 @@ HUGE_CAPACITY = b'vllm:cache_config_info{num_gpu_blocks="' + b"9" * 400 + b'",bl
         (b"vllm:num_requests_waiting 3\nvllm:num_requests_running +Inf\n", {"waiting": 3, "running": None}),
         (b"vllm:num_requests_waiting -3\nvllm:num_requests_running 2\n", {"waiting": None, "running": 2}),
         (b"vllm:kv_cache_usage_perc NaN\nvllm:num_requests_waiting 3\n", {"kv_usage": None, "waiting": 3}),
-        (HUGE_CAPACITY, {"kv_capacity_tokens": None}),
+        (HUGE_CAPACITY, {"kv_capacity_tokens": 0}),  # 0: unknown (no capacity, not a huge one)
     ],
 )
 async def test_a_figure_that_is_no_count_is_unknown_and_the_replica_stays_healthy(
@@ -397,15 +397,16 @@ async def test_a_replica_whose_capacity_is_not_known_yet_is_not_taken_up_while_m
     assert (unknown.healthy, known.healthy) == (False, True)
 
 
-async def test_a_replica_held_down_is_told_and_comes_back_with_its_capacity_read_again() -> None:
-    """A replica that went down may come back restarted: its KV views start afresh (`on_down`) and the
-    capacity it published before is not kept (it restarted publishing none, and 16,000 tokens stayed)."""
+async def test_a_replica_held_down_is_told_and_keeps_its_capacity() -> None:
+    """A replica that went down may come back restarted: its KV views start afresh (`on_down`). Its capacity,
+    the hardware's, is kept: cleared, a replica back up while its /metrics answered 500 was room for every
+    waiting workflow (12 of 12 admitted on a 16,000-token replica)."""
     from proxy.context import down_stats
 
     core = SchedulerCore(["http://127.0.0.1:9"], build_policy("round-robin"), lambda: 0.0)
     core.replica_stats(ReplicaStats("http://127.0.0.1:9", healthy=True, kv_capacity_tokens=16_000))
-    core.replica_stats(down_stats("http://127.0.0.1:9"))
-    assert core.replicas["http://127.0.0.1:9"].kv_capacity_tokens == 0  # unknown until read again
+    core.replica_stats(down_stats("http://127.0.0.1:9"))  # a failed call, or the probe
+    assert core.replicas["http://127.0.0.1:9"].kv_capacity_tokens == 16_000
     told: list[str] = []
     guards = Guards(GuardParams(unhealthy_after=1))
     async with aiohttp.ClientSession() as http:
@@ -423,3 +424,57 @@ async def test_a_replica_held_down_is_told_and_comes_back_with_its_capacity_read
             loop.cancel()
             await asyncio.gather(loop, return_exceptions=True)
     assert told and set(told) == {"http://127.0.0.1:9"}
+
+
+async def test_a_page_without_a_capacity_says_the_replica_publishes_none() -> None:
+    """A replica restarted publishing no `vllm:cache_config_info` kept the 16,000 tokens it published
+    before."""
+    page = {"body": 'vllm:cache_config_info{num_gpu_blocks="1000",block_size="16"} 1\n'}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text=page["body"])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        core = SchedulerCore([url], build_policy("round-robin"), lambda: 0.0)
+        core.replica_stats(await health.probe(http, url, 5.0))
+        assert core.replicas[url].kv_capacity_tokens == 16_000
+        page["body"] = "vllm:num_requests_waiting 0\n"
+        core.replica_stats(await health.probe(http, url, 5.0))
+    assert core.replicas[url].kv_capacity_tokens == 0
+
+
+async def test_a_replica_publishing_no_capacity_stays_up_when_its_metrics_turn_slow() -> None:
+    """Its capacity is never known (a backend without `vllm:cache_config_info`), so every slow /metrics
+    failed its probe and took a serving replica out (every call a 503). Once a page of it was read, a slow
+    one leaves it up, as for a replica whose capacity is known."""
+    slow = {"on": False}
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/metrics" and slow["on"]:
+            await asyncio.sleep(5)
+        return web.Response(text="vllm:num_requests_waiting 1\n")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        core = SchedulerCore([url], build_policy("round-robin"), lambda: 0.0)
+        guards = Guards(GuardParams(unhealthy_after=1))
+        ups: list[bool] = []
+
+        def apply(_: object) -> None:
+            ups.append(core.replicas[url].healthy)
+            if len(ups) == 2:
+                slow["on"] = True  # after two good rounds its /metrics turns slow
+
+        loop = asyncio.create_task(health.replica_health_loop(core, http, apply, 0.01, guards, 0.2))
+        try:
+            for _ in range(1000):
+                if len(ups) >= 5:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert len(ups) >= 5 and all(ups), ups

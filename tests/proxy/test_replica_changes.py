@@ -162,3 +162,36 @@ async def test_a_restarted_worker_keeps_a_drain_it_replayed_before_discovery_fou
     core.draining.add(A)  # replayed (proxy/admin.py replay_replica_changes) before the replica is known
     seen = await run_discovery(core, ["10.0.0.1", "10.0.0.2"], ["10.0.0.1", "10.0.0.2"])
     assert seen[-1] == ([A, B], [A])
+
+
+async def test_a_replica_the_admin_api_removed_stays_out_while_the_name_lists_it() -> None:
+    """A configured (or admin-added) replica the name also listed came back one resolution after the admin
+    API removed it: 10 of 20 new sessions went to it."""
+    core = SchedulerCore([A], build_policy("round-robin"), lambda: 0.0)
+    both = ["10.0.0.1", "10.0.0.2"]
+    left = [both, both, both, both]
+    states: list[list[str]] = []
+
+    async def resolve(name: str, port: int) -> list[str]:
+        if core.replicas and len(left) < 4:
+            states.append(sorted(core.replicas))
+        if len(left) == 3:
+            core.remove_replica(A)  # the admin API removes it after the first resolution
+        if not left:
+            raise asyncio.CancelledError
+        return left.pop(0)
+
+    discovery = DnsDiscovery(name="vllm.local", port=8000, interval_s=0.001)
+    with pytest.raises(asyncio.CancelledError):
+        await dns_discovery_loop(core, Guards(GuardParams()), discovery, resolve)
+    assert states[-1] == [B]
+
+
+def test_an_undrain_is_recorded_as_one_not_as_an_addition() -> None:
+    """The admin API's add of a replica in the set (an undrain) was recorded as `added`: a restarted worker
+    then took a discovered replica for the admin API's and kept it once the name stopped listing it, while
+    the other workers removed it (5 of 20 new sessions still sent there)."""
+    state = ReplicaSetChanges().fold("draining", A).fold("undrained", A)
+    assert state == ReplicaSetChanges([], [], [])
+    state = ReplicaSetChanges().fold("added", B).fold("draining", B).fold("undrained", B)
+    assert state == ReplicaSetChanges([B], [], [])  # added by the admin API, and still
