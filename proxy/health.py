@@ -9,13 +9,13 @@ until a page it answers says another, or none (a replica restarted publishing no
 housekeeping, `tick`, runs on its own and more often: proxy/housekeeping.py.) Each replica is probed on its
 own schedule, so a replica that never answers delays no other's probes. Its health is its `/health`: a
 `/metrics` that fails, is slow or endless leaves the replica up with its load figures cleared (as a down
-replica's), once its capacity is known or a page of it was read (before that, such a probe fails: a
-replica just added is not routed to before admission knows its room). What a probe reads is bounded
-(`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs the
-proxy that much memory at most, and is read as publishing no figures (or no model list); a page is parsed
-a slice of lines at a time, the calls running between slices. A figure that is no count (NaN, an
-infinity, a negative request count) is unknown, as if not published; a probe that fails in any other way
-fails for its replica alone, and the loop goes on.
+replica's); a replica up before any page of it was read is taken to have the smallest KV capacity of the
+others until one is (unknown, its room would be every waiting workflow's to admission). What a probe
+reads is bounded (`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or
+`/v1/models` costs the proxy that much memory at most, and is read as publishing no figures (or no model
+list); a page is parsed a slice of lines at a time, the calls running between slices. A figure that is no
+count (NaN, an infinity, a negative request count) is unknown, as if not published; a probe that fails in
+any other way fails for its replica alone, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -226,14 +226,9 @@ async def models_of(
         return None  # (msgspec raises RecursionError for JSON nested past its depth, e.g. 100,000 "[")
 
 
-async def probe(
-    session: aiohttp.ClientSession, replica_id: str, timeout_s: float, capacity_known: bool = True
-) -> ReplicaStats:
-    """The replica's health, load and KV capacity in tokens (0: its page publishes none). `capacity_known`:
-    whether the replica's capacity is known, or its page was read before (it publishes none); if not, a
-    `/metrics` that gives no page (no answer in time, an error status, past the bound) fails the probe, so
-    that a replica just added is not routed to with its capacity unknown, which admission reads as room for
-    every waiting workflow."""
+async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+    """The replica's health, load and KV capacity in tokens (0: its page publishes none; None: no page read,
+    the capacity known stays)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
@@ -259,8 +254,6 @@ async def probe(
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         log.debug("replica %s: /metrics not read (%r): no load figures", replica_id, e)
     if text is None:
-        if not capacity_known:
-            return ReplicaStats(replica_id, healthy=False)
         return ReplicaStats(replica_id, healthy=True, waiting=0, running=0, kv_usage=0.0)
     load = await read_load(text.decode("utf-8", "replace")) if text else {}
     capacity = load.get("kv_capacity_tokens")
@@ -278,6 +271,15 @@ async def probe(
         cpu_kv_tier=None if cpu_tier is None else cpu_tier > 0,
     )
     return stats
+
+
+def _assumed_capacity(core: SchedulerCore, replica_id: str) -> int:
+    """For a replica up whose `/metrics` has not given a page yet: the smallest KV capacity among the other
+    replicas (0 when none is known). Unknown, its capacity is room for every waiting workflow to admission;
+    its fleet's is the likeliest, and the smallest is the safe guess (before 2026-12-06 such a replica was
+    down until its page came, and a serving replica whose /metrics was slow from the start stayed out)."""
+    known = [r.kv_capacity_tokens for r in core.replicas.values() if r.replica_id != replica_id]
+    return min((c for c in known if c > 0), default=0)
 
 
 def _count(value: float | None) -> int | None:
@@ -380,7 +382,8 @@ async def _probe_replica(
 ) -> None:
     """One replica's probes, each `interval_s` after the last ended, and its models every few."""
     rounds = 0
-    page_read = False  # a /metrics page of it read: a replica publishing no capacity is known so
+    page_read = False  # a /metrics page of it read (one without a capacity: it publishes none)
+    assumed = False  # its capacity taken from the other replicas' (`_assumed_capacity`)
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
             try:
@@ -391,10 +394,8 @@ async def _probe_replica(
             if found is not None and replica_id in core.replicas:
                 models.update(replica_id, found)
         rounds += 1
-        view = core.replicas.get(replica_id)
-        known = page_read or (view is not None and view.kv_capacity_tokens > 0)
         try:
-            stats = await probe(session, replica_id, timeout_s, known)
+            stats = await probe(session, replica_id, timeout_s)
         except Exception as e:  # a defect in one probe fails that probe, not the loop
             log.error("probing replica %s failed: %r", replica_id, e)
             stats = ReplicaStats(replica_id, healthy=False)
@@ -402,6 +403,18 @@ async def _probe_replica(
         if was is None:  # removed while it was probed
             return
         page_read = page_read or (bool(stats.healthy) and stats.kv_capacity_tokens is not None)
+        if stats.healthy and not page_read and was.kv_capacity_tokens <= 0:
+            capacity = _assumed_capacity(core, replica_id)
+            if capacity:
+                stats = msgspec.structs.replace(stats, kv_capacity_tokens=capacity)
+                if not assumed:
+                    log.warning(
+                        "replica %s: no /metrics page read yet; its KV capacity is taken as the smallest "
+                        "of the other replicas' (%d tokens) until one is",
+                        replica_id,
+                        capacity,
+                    )
+                    assumed = True
         now = core.clock()
         guard = guards[replica_id]
         guard.probe(bool(stats.healthy))

@@ -102,19 +102,17 @@ async def test_the_health_loop_outlives_a_probe_that_raises(
     probe = health.probe
 
     async def probe_or_fail(
-        session: aiohttp.ClientSession, replica_id: str, timeout_s: float, known: bool = True
+        session: aiohttp.ClientSession, replica_id: str, timeout_s: float
     ) -> ReplicaStats:
         if replica_id == broken:
             raise RuntimeError("a defect in the probe")
-        return await probe(session, replica_id, timeout_s, known)
+        return await probe(session, replica_id, timeout_s)
 
     probes = {url: 0, broken: 0}
 
-    async def counted(
-        session: aiohttp.ClientSession, replica_id: str, timeout_s: float, known: bool = True
-    ) -> ReplicaStats:
+    async def counted(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
         probes[replica_id] += 1
-        return await probe_or_fail(session, replica_id, timeout_s, known)
+        return await probe_or_fail(session, replica_id, timeout_s)
 
     monkeypatch.setattr(health, "probe", counted)
     core = SchedulerCore([url, broken], build_policy("round-robin"), lambda: 0.0)
@@ -231,10 +229,8 @@ async def test_a_replica_that_never_answers_delays_no_other_replicas_probes() ->
     ok.router.add_get("/{tail:.*}", answer)
     probe, log = health.probe, []
 
-    async def logged(
-        session: aiohttp.ClientSession, replica_id: str, timeout_s: float, known: bool = True
-    ) -> ReplicaStats:
-        stats = await probe(session, replica_id, timeout_s, known)
+    async def logged(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+        stats = await probe(session, replica_id, timeout_s)
         log.append(replica_id)
         return stats
 
@@ -380,9 +376,11 @@ async def test_load_figures_read_before_metrics_broke_are_cleared_not_kept() -> 
     assert (replica.healthy, replica.waiting, replica.kv_capacity_tokens) == (True, 0, 160)
 
 
-async def test_a_replica_whose_capacity_is_not_known_yet_is_not_taken_up_while_metrics_fail() -> None:
-    """Up with its KV capacity unknown, a replica takes every workflow waiting for admission (room for any):
-    while the capacity is not known, a /metrics that does not answer in time fails the probe."""
+async def test_a_replica_up_before_any_page_of_it_is_read_takes_the_others_capacity() -> None:
+    """Up with its KV capacity unknown, a replica is room for every workflow waiting for admission; held
+    down until its /metrics answered, a serving replica whose /metrics was slow from the start stayed out.
+    It is up, with the smallest capacity of the other replicas until a page of its own is read; alone,
+    with none known, it is up with its capacity unknown."""
     slow = web.Application()
 
     async def answer(request: web.Request) -> web.Response:
@@ -392,9 +390,26 @@ async def test_a_replica_whose_capacity_is_not_known_yet_is_not_taken_up_while_m
 
     slow.router.add_get("/{tail:.*}", answer)
     async with serving(slow) as url, aiohttp.ClientSession() as http:
-        unknown = await health.probe(http, url, 0.3, capacity_known=False)
-        known = await health.probe(http, url, 0.3, capacity_known=True)
-    assert (unknown.healthy, known.healthy) == (False, True)
+        for others, expected in (
+            ({"http://127.0.0.1:9": 16_000, "http://127.0.0.1:8": 24_000}, 16_000),
+            ({}, 0),
+        ):
+            core = SchedulerCore([url, *others], build_policy("round-robin"), lambda: 0.0)
+            for other, capacity in others.items():
+                core.replica_stats(ReplicaStats(other, healthy=False, kv_capacity_tokens=capacity))
+            core.replica_stats(ReplicaStats(url, healthy=False))  # as a replica just added starts
+            rounds = asyncio.Event()
+            loop = asyncio.create_task(
+                health.replica_health_loop(
+                    core, http, lambda _: None, 0.01, Guards(GuardParams()), 0.2, None, rounds
+                )
+            )
+            try:
+                await asyncio.wait_for(rounds.wait(), 10)  # every replica probed once
+            finally:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+            assert (core.replicas[url].healthy, core.replicas[url].kv_capacity_tokens) == (True, expected)
 
 
 async def test_a_replica_held_down_is_told_and_keeps_its_capacity() -> None:
