@@ -493,3 +493,29 @@ async def test_a_replica_publishing_no_capacity_stays_up_when_its_metrics_turn_s
             loop.cancel()
             await asyncio.gather(loop, return_exceptions=True)
     assert len(ups) >= 5 and all(ups), ups
+
+
+async def test_a_backend_without_metrics_is_up_with_its_capacity_unknown() -> None:
+    """A server with no /metrics route (an OpenAI-compatible backend other than vLLM) answers it with a 404:
+    it is up, its capacity unknown (admission by KV working set cannot apply to it), and no load read."""
+    app = web.Application()
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=404 if request.path == "/metrics" else 200)
+
+    app.router.add_get("/{tail:.*}", answer)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        core = SchedulerCore([url], build_policy("round-robin"), lambda: 0.0)
+        core.replica_stats(ReplicaStats(url, healthy=False))  # as a replica just added starts
+        rounds = asyncio.Event()
+        loop = asyncio.create_task(
+            health.replica_health_loop(
+                core, http, lambda _: None, 0.01, Guards(GuardParams()), 1.0, None, rounds
+            )
+        )
+        try:
+            await asyncio.wait_for(rounds.wait(), 10)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert (core.replicas[url].healthy, core.replicas[url].kv_capacity_tokens) == (True, 0)
