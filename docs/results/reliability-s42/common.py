@@ -53,10 +53,12 @@ def start(args, env=None, log=None, cwd=HERE):
 
 def fake(port, mode="ok", **env):
     e = dict(ENV, **{k: str(v) for k, v in env.items()})
+    host = env.get("FAKE_HOST")  # on another loopback address: the discovery scripts' replicas
     p = start([sys.executable, os.path.join(HERE, "fake.py"), str(port), mode], env=e)
-    wait_http(f"http://127.0.0.1:{port}/health", ok_status=(200,)) if mode != "health_hang" else time.sleep(
-        1.0
-    )
+    if mode == "health_hang":
+        time.sleep(1.0)
+    else:
+        wait_http(f"http://{host or '127.0.0.1'}:{port}/health", ok_status=(200,))
     return p
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 PORT = int(sys.argv[1])
 MODE = sys.argv[2] if len(sys.argv) > 2 else "ok"
+HOST = os.environ.get("FAKE_HOST")  # another loopback address (127.0.0.2, ...): the discovery scripts
 STATE = {"t0": time.time()}
 NORMAL_METRICS = (
     'vllm:num_requests_waiting{model_name="m"} 0\n'
@@ -54,6 +55,9 @@ async def metrics(req):
         while True:
             await r.write(b"# filler\n")
             await asyncio.sleep(0.1)
+    if MODE == "metrics_file":
+        with open(os.environ["FAKE_METRICS_FILE"]) as page:  # noqa: ASYNC230 (a small local file)
+            return web.Response(text=page.read(), content_type="text/plain")
     if MODE == "metrics_env":
         return web.Response(text=os.environ["FAKE_METRICS"].replace("\\n", "\n"), content_type="text/plain")
     if MODE == "metrics_500":
@@ -90,7 +94,8 @@ async def chat(req):
         await r.write(b"data: [DONE]\n\n")
         await r.write_eof()
         return r
-    return web.json_response(answer(body.get("model", "saga-sim")), headers={"X-Fake": str(PORT)})
+    # which replica answered: its address when several share the port (FAKE_HOST), else its port
+    return web.json_response(answer(body.get("model", "saga-sim")), headers={"X-Fake": HOST or str(PORT)})
 
 
 app = web.Application()
@@ -98,4 +103,4 @@ app.router.add_get("/health", health)
 app.router.add_get("/metrics", metrics)
 app.router.add_get("/v1/models", models)
 app.router.add_post("/v1/chat/completions", chat)
-web.run_app(app, host="127.0.0.1", port=PORT, print=None, access_log=None)
+web.run_app(app, host=HOST or "127.0.0.1", port=PORT, print=None, access_log=None)

@@ -3,8 +3,8 @@
 # the tree SAGA_ROOT names (default: this checkout); each prints DEFECT or OK last. The discovery scripts run
 # in a private mount namespace (ns_run.sh: needs root).
 # Usage: [SAGA_ROOT=/path/to/tree] sh docs/results/reliability-s42/run_eleventh.sh
-cd "$(dirname "$0")/eleventh" || exit 1
-echo "# $(date -u +%FT%TZ) tree ${SAGA_ROOT:-$(cd ../../../.. && pwd)} at $(git -C "${SAGA_ROOT:-../../../..}" rev-parse --short HEAD 2>/dev/null)"
+cd "$(dirname "$0")" || exit 1
+echo "# $(date -u +%FT%TZ) tree ${SAGA_ROOT:-$(cd ../../.. && pwd)} at $(git -C "${SAGA_ROOT:-../../..}" rev-parse --short HEAD 2>/dev/null)"
 for args in "d1_removed_comes_back.py configured" "d1_removed_comes_back.py admin" "d2_workers_undrain_restart.py"; do
     echo "## $args"
     sh ns_run.sh $args 2>&1 | tail -2

@@ -14,9 +14,7 @@ import zmq
 
 sys.path.insert(
     0,
-    os.environ.get(
-        "SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-    ),
+    os.environ.get("SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))),
 )
 from simulator.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
 

@@ -6,7 +6,7 @@ import sys
 
 env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
 env["PYTHONPATH"] = os.environ.get(
-    "SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+    "SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 )
 env.update(
     {

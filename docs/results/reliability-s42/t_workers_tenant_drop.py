@@ -8,9 +8,7 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault(
-    "SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-)
+os.environ.setdefault("SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.environ["SAGA_ROOT"])
 import common as C

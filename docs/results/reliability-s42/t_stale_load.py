@@ -7,9 +7,7 @@ import os
 import sys
 import time
 
-os.environ.setdefault(
-    "SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-)
+os.environ.setdefault("SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import common as C
