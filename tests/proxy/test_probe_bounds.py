@@ -398,17 +398,7 @@ async def test_a_replica_up_before_any_page_of_it_is_read_takes_the_others_capac
             for other, capacity in others.items():
                 core.replica_stats(ReplicaStats(other, healthy=False, kv_capacity_tokens=capacity))
             core.replica_stats(ReplicaStats(url, healthy=False))  # as a replica just added starts
-            rounds = asyncio.Event()
-            loop = asyncio.create_task(
-                health.replica_health_loop(
-                    core, http, lambda _: None, 0.01, Guards(GuardParams()), 0.2, None, rounds
-                )
-            )
-            try:
-                await asyncio.wait_for(rounds.wait(), 10)  # every replica probed once
-            finally:
-                loop.cancel()
-                await asyncio.gather(loop, return_exceptions=True)
+            await one_round(core, http, 0.2)
             assert (core.replicas[url].healthy, core.replicas[url].kv_capacity_tokens) == (True, expected)
 
 
@@ -507,15 +497,20 @@ async def test_a_backend_without_metrics_is_up_with_its_capacity_unknown() -> No
     async with serving(app) as url, aiohttp.ClientSession() as http:
         core = SchedulerCore([url], build_policy("round-robin"), lambda: 0.0)
         core.replica_stats(ReplicaStats(url, healthy=False))  # as a replica just added starts
-        rounds = asyncio.Event()
-        loop = asyncio.create_task(
-            health.replica_health_loop(
-                core, http, lambda _: None, 0.01, Guards(GuardParams()), 1.0, None, rounds
-            )
-        )
-        try:
-            await asyncio.wait_for(rounds.wait(), 10)
-        finally:
-            loop.cancel()
-            await asyncio.gather(loop, return_exceptions=True)
+        await one_round(core, http, 1.0)
     assert (core.replicas[url].healthy, core.replicas[url].kv_capacity_tokens) == (True, 0)
+
+
+async def one_round(core: SchedulerCore, http: aiohttp.ClientSession, timeout_s: float) -> None:
+    """The health loop run until every replica was probed once."""
+    rounds = asyncio.Event()
+    loop = asyncio.create_task(
+        health.replica_health_loop(
+            core, http, lambda _: None, 0.01, Guards(GuardParams()), timeout_s, None, rounds
+        )
+    )
+    try:
+        await asyncio.wait_for(rounds.wait(), 10)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.synchronize
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -96,9 +97,13 @@ async def test_discovery_does_not_bring_back_a_replica_removed_before_a_restart(
 
 
 async def run_discovery(
-    core: SchedulerCore, *answers: list[str], managed: set[str] | None = None
+    core: SchedulerCore,
+    *answers: list[str],
+    managed: set[str] | None = None,
+    after: Callable[[int], None] | None = None,
 ) -> list[tuple[list[str], list[str]]]:
-    """Runs discovery over `answers` (one a resolution); the replica set and drains after each."""
+    """Runs discovery over `answers` (one a resolution); the replica set and drains after each. `after(n)`
+    acts after the n-th resolution (as the admin API would between two)."""
     seen: list[tuple[list[str], list[str]]] = []
     left = list(answers)
     first = True
@@ -107,6 +112,8 @@ async def run_discovery(
         nonlocal first
         if not first:
             seen.append((sorted(core.replicas), sorted(core.draining)))
+            if after is not None:
+                after(len(seen))
         first = False
         if not left:
             raise asyncio.CancelledError
@@ -134,24 +141,16 @@ async def test_one_missed_answer_removes_nothing_and_a_drained_replica_comes_bac
     came back undrained when listed again: 10 of 10 new sessions went to it."""
     both = ["10.0.0.1", "10.0.0.2"]
     core = SchedulerCore([], build_policy("round-robin"), lambda: 0.0)
-    left = [both, ["10.0.0.2"], ["10.0.0.2"], ["10.0.0.2"], both, both]
-    states: list[tuple[list[str], list[str]]] = []
 
-    async def resolve(name: str, port: int) -> list[str]:
-        if states or core.replicas:
-            states.append((sorted(core.replicas), sorted(core.draining)))
-        if len(states) == 1:
-            core.draining.add(A)  # the admin API drains it after it was found
-        if not left:
-            raise asyncio.CancelledError
-        return left.pop(0)
+    def drain(n: int) -> None:
+        if n == 1:
+            core.draining.add(A)  # the admin API drains it once it was found
 
-    discovery = DnsDiscovery(name="vllm.local", port=8000, interval_s=0.001)
-    with pytest.raises(asyncio.CancelledError):
-        await dns_discovery_loop(core, Guards(GuardParams()), discovery, resolve)
+    states = await run_discovery(
+        core, both, ["10.0.0.2"], ["10.0.0.2"], ["10.0.0.2"], both, both, after=drain
+    )
     assert states[1] == ([A, B], [A])  # missing from one answer: kept
-    replicas_seen = [replicas for replicas, _ in states]
-    assert [B] in replicas_seen  # missing from two answers in a row: removed
+    assert ([B], []) in states  # missing from two answers in a row: removed
     assert states[-1] == ([A, B], [A])  # listed again: back, and still drained
 
 
@@ -169,22 +168,13 @@ async def test_a_replica_the_admin_api_removed_stays_out_while_the_name_lists_it
     API removed it: 10 of 20 new sessions went to it."""
     core = SchedulerCore([A], build_policy("round-robin"), lambda: 0.0)
     both = ["10.0.0.1", "10.0.0.2"]
-    left = [both, both, both, both]
-    states: list[list[str]] = []
 
-    async def resolve(name: str, port: int) -> list[str]:
-        if core.replicas and len(left) < 4:
-            states.append(sorted(core.replicas))
-        if len(left) == 3:
+    def remove(n: int) -> None:
+        if n == 1:
             core.remove_replica(A)  # the admin API removes it after the first resolution
-        if not left:
-            raise asyncio.CancelledError
-        return left.pop(0)
 
-    discovery = DnsDiscovery(name="vllm.local", port=8000, interval_s=0.001)
-    with pytest.raises(asyncio.CancelledError):
-        await dns_discovery_loop(core, Guards(GuardParams()), discovery, resolve)
-    assert states[-1] == [B]
+    states = await run_discovery(core, both, both, both, both, after=remove)
+    assert states[-1] == ([B], [])
 
 
 def test_an_undrain_is_recorded_as_one_not_as_an_addition() -> None:
