@@ -52,20 +52,30 @@ class DiscoveredReplicas:
 
     def __init__(self, managed: set[str] | None = None) -> None:
         self.managed: set[str] = set() if managed is None else set(managed)  # added by discovery
-        self.misses: dict[str, int] = {}  # managed replicas missing from the latest resolutions: how many
-        self.drained: set[str] = set()  # managed replicas removed while drained: drained again if found
         # listed replicas found in the set already (configured, added through the admin API): not
         # discovery's; one the admin API removes stays out while the name lists it
         self.others: set[str] = set()
+        self.removed: set[str] = set()  # managed ones the admin API removed (added again: the admin API's)
+        self.misses: dict[str, int] = {}  # replicas missing from the latest resolutions: how many
+        self.drained: set[str] = set()  # managed replicas removed while drained: drained again if found
 
     def apply(self, core: SchedulerCore, guards: Guards, wanted: set[str]) -> None:
         """One resolution's replicas: adds the new ones, removes those missing long enough."""
-        drained = self.drained
-        for url in sorted(wanted - self.managed):
-            if url in core.replicas:  # the configuration's, the admin API's: not discovery's to remove
-                self.others.add(url)
+        managed, others, drained = self.managed, self.others, self.drained
+        for url in sorted(wanted):
+            self.misses.pop(url, None)
+            if url in managed:
+                if url not in core.replicas:
+                    self.removed.add(url)  # through the admin API: out while it still resolves
+                elif url in self.removed:  # added again through the admin API: its, not discovery's
+                    self.removed.discard(url)
+                    managed.discard(url)
+                    others.add(url)
                 continue
-            if url in self.others:  # removed through the admin API: out while it still resolves
+            if url in core.replicas:  # the configuration's, the admin API's: not discovery's to remove
+                others.add(url)
+                continue
+            if url in others:  # removed through the admin API: out while it still resolves
                 continue
             log.info("replica %s discovered", url)
             was_draining = url in core.draining or url in drained  # (a restarted worker replayed a drain)
@@ -74,21 +84,22 @@ class DiscoveredReplicas:
                 core.draining.add(url)
                 log.info("replica %s is still drained", url)
             drained.discard(url)
-            self.managed.add(url)
-        for url in wanted:
-            self.misses.pop(url, None)
-        self.others &= wanted  # (a listed replica gone from the name: found again later, it is new)
-        for url in sorted(self.managed - wanted):
+            managed.add(url)
+        for url in sorted((managed | others) - wanted):
             missed = self.misses[url] = self.misses.get(url, 0) + 1
             if missed < MISSES_TO_REMOVE:
+                continue
+            del self.misses[url]
+            if url in others:  # not discovery's: forgotten (listed again later, it is found anew)
+                others.discard(url)
                 continue
             log.warning("replica %s no longer resolves: removed from routing", url)
             if url in core.draining:
                 drained.add(url)
             core.remove_replica(url)
             guards.forget(url)
-            self.managed.discard(url)
-            del self.misses[url]
+            managed.discard(url)
+            self.removed.discard(url)
         for url in [u for u in drained if u in core.replicas]:  # added again by the admin API: its call
             drained.discard(url)
 

@@ -3,19 +3,20 @@
 Each round probes every replica's `/health` and, for healthy ones, reads vLLM's queue and KV gauges and its KV
 capacity (`vllm:cache_config_info`: `num_gpu_blocks` x `block_size` tokens, and whether `kv_offloading_size`
 gives it a CPU KV tier) from `/metrics`; each replica's `ReplicaGuard` turns the probe into the health the
-core sees (thresholds, circuit breaker). A replica that is down is reported with zero load, so no stale
-figure of a dead replica steers routing or shows in the state; its KV capacity (the hardware's) is kept
-until a page it answers says another, or none (a replica restarted publishing none). (The core's periodic
-housekeeping, `tick`, runs on its own and more often: proxy/housekeeping.py.) Each replica is probed on its
-own schedule, so a replica that never answers delays no other's probes. Its health is its `/health`: a
-`/metrics` that fails, is slow or endless leaves the replica up with its load figures cleared (as a down
-replica's); a replica up before any page of it was read is taken to have the smallest KV capacity of the
-others until one is (unknown, its room would be every waiting workflow's to admission). What a probe
-reads is bounded (`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or
-`/v1/models` costs the proxy that much memory at most, and is read as publishing no figures (or no model
-list); a page is parsed a slice of lines at a time, the calls running between slices. A figure that is no
-count (NaN, an infinity, a negative request count) is unknown, as if not published; a probe that fails in
-any other way fails for its replica alone, and the loop goes on.
+core sees (thresholds, circuit breaker). A replica that is down is reported with zero load, so no stale figure
+of a dead replica steers routing or shows in the state; its KV capacity (the hardware's) is kept until a page
+it answers says another, or none (a replica restarted publishing none). (The core's periodic housekeeping,
+`tick`, runs on its own and more often: proxy/housekeeping.py.) Each replica is probed on its own schedule, so
+a replica that never answers delays no other's probes. Its health is its `/health`: a `/metrics` that fails,
+is slow or endless leaves the replica up with its load figures cleared (as a down replica's); a replica up
+before any page of it was read is taken to have the smallest KV capacity of the others until one is (unknown,
+its room would be every waiting workflow's to admission), and held down while none is known yet and another
+replica's page may give one (a 404, no route, reads as a page of nothing). What a probe reads is bounded
+(`MAX_PROBE_BYTES`, `MAX_MODELS`): a replica answering an endless `/metrics` or `/v1/models` costs the proxy
+that much memory at most, and is read as publishing no figures (or no model list); a page is parsed a slice of
+lines at a time, the calls running between slices. A figure that is no count (NaN, an infinity, a negative
+request count) is unknown, as if not published; a probe that fails in any other way fails for its replica
+alone, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -227,8 +228,8 @@ async def models_of(
 
 
 async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
-    """The replica's health, load and KV capacity in tokens (0: its page publishes none; None: no page read,
-    the capacity known stays)."""
+    """The replica's health, load and KV capacity in tokens (0: its page publishes none, or it has no
+    `/metrics` route; None: no page read, the capacity known stays)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
@@ -243,7 +244,9 @@ async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
     text: bytes | None = None
     try:
         async with session.get(replica_id + "/metrics", timeout=timeout) as resp:
-            if resp.status == 200:
+            if resp.status == 404:  # no such route (a server other than vLLM): a page saying nothing
+                text = b""
+            elif resp.status == 200:
                 text = await read_capped(resp, MAX_PROBE_BYTES)
                 if text is None:
                     log.warning(
@@ -316,6 +319,7 @@ async def replica_health_loop(
     `first_round` is set once every replica of the start has been probed once (health, load, KV capacity
     with the core). `on_down(replica)` is told, each probe, of a replica its guard holds down."""
     probing: dict[str, asyncio.Task[None]] = {}
+    pages_read: set[str] = set()  # replicas a /metrics page of which was read (one without a capacity too)
     first = set(core.replicas)
     probed_once: Callable[[str], None] | None = None
     if first_round is not None:
@@ -345,10 +349,12 @@ async def replica_health_loop(
                             headers,
                             probed_once,
                             on_down,
+                            pages_read,
                         )
                     )
             for replica_id in [r for r in probing if r not in core.replicas]:
                 probing.pop(replica_id).cancel()
+                pages_read.discard(replica_id)
                 if probed_once is not None and replica_id in first:
                     probed_once(replica_id)  # removed before its first probe: nothing to wait for
             for replica_id, task in list(probing.items()):
@@ -379,10 +385,12 @@ async def _probe_replica(
     headers: Mapping[str, str] | None,
     probed_once: Callable[[str], None] | None,
     on_down: Callable[[str], None] | None = None,
+    pages_read: set[str] | None = None,
 ) -> None:
-    """One replica's probes, each `interval_s` after the last ended, and its models every few."""
+    """One replica's probes, each `interval_s` after the last ended, and its models every few. `pages_read`:
+    the replicas a /metrics page of which was read, shared by every replica's probes."""
+    pages_read = set() if pages_read is None else pages_read
     rounds = 0
-    page_read = False  # a /metrics page of it read (one without a capacity: it publishes none)
     assumed = False  # its capacity taken from the other replicas' (`_assumed_capacity`)
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
@@ -402,9 +410,19 @@ async def _probe_replica(
         was = core.replicas.get(replica_id)
         if was is None:  # removed while it was probed
             return
-        page_read = page_read or (bool(stats.healthy) and stats.kv_capacity_tokens is not None)
-        if stats.healthy and not page_read and was.kv_capacity_tokens <= 0:
+        if stats.healthy and stats.kv_capacity_tokens is not None:
+            pages_read.add(replica_id)
+        if stats.healthy and replica_id not in pages_read and was.kv_capacity_tokens <= 0:
             capacity = _assumed_capacity(core, replica_id)
+            if not capacity and any(r != replica_id and r not in pages_read for r in core.replicas):
+                # no capacity to take yet, but another replica's page may give one: held down meanwhile
+                # (up with its capacity unknown, it would be room for every waiting workflow)
+                apply(core.replica_stats(down_stats(replica_id)))
+                if probed_once is not None:
+                    probed_once(replica_id)
+                    probed_once = None
+                await asyncio.sleep(interval_s)
+                continue
             if capacity:
                 stats = msgspec.structs.replace(stats, kv_capacity_tokens=capacity)
                 if not assumed:

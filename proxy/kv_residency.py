@@ -220,8 +220,15 @@ class ReplicaBlocks:
             return
         parent = event.parent_block_hash
         lead = 0
-        while lead < len(hashes) and self._depth(hashes[lead]) is not None:
-            lead += 1
+        if self._depth(hashes[0]) is not None:  # (the whole prefix before it held: checked once)
+            held_in, first = owner[hashes[0]]
+            lead = 1
+            while (
+                lead < len(hashes)
+                and first + lead < held_in.held
+                and held_in.hashes[first + lead] == hashes[lead]
+            ):
+                lead += 1  # the same chain's next block, held: one step a block, not a walk of its bases
         if lead:
             # Its leading blocks are cached in a chain already: another copy of a shared prefix (two sessions
             # computed it at once; vLLM caches, and evicts, each copy). The run grows from the last of them,

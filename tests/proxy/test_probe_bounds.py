@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -514,3 +514,60 @@ async def one_round(core: SchedulerCore, http: aiohttp.ClientSession, timeout_s:
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_replica_is_never_up_with_unknown_room_while_another_replicas_page_may_give_one() -> None:
+    """At the start, a replica whose /metrics answered 500 was up with its capacity unknown until its next
+    probe, since the other replica's page (16,000 tokens) had not come yet: 12 of 12 workflows of ~8,000
+    tokens were admitted at once there. It is held down until a capacity can be taken; a fleet of servers
+    with no /metrics route (404) is up, their capacities unknown."""
+    capacity = 'vllm:cache_config_info{num_gpu_blocks="1000",block_size="16"} 1\n'
+
+    async def slow_page(request: web.Request) -> web.Response:
+        if request.path == "/metrics":
+            await asyncio.sleep(0.5)
+        return web.Response(text=capacity)
+
+    async def failing(request: web.Request) -> web.Response:
+        return web.Response(status=500 if request.path == "/metrics" else 200)
+
+    async def no_route(request: web.Request) -> web.Response:
+        return web.Response(status=404 if request.path == "/metrics" else 200)
+
+    def app(handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.Application:
+        served = web.Application()
+        served.router.add_get("/{tail:.*}", handler)
+        return served
+
+    async with (
+        serving(app(slow_page)) as a,
+        serving(app(failing)) as b,
+        serving(app(no_route)) as c,
+        serving(app(no_route)) as d,
+        aiohttp.ClientSession() as http,
+    ):
+        core = SchedulerCore([a, b], build_policy("round-robin"), lambda: 0.0)
+        seen: list[tuple[bool, int]] = []
+        loop = asyncio.create_task(
+            health.replica_health_loop(
+                core,
+                http,
+                lambda _: seen.append((core.replicas[b].healthy, core.replicas[b].kv_capacity_tokens)),
+                0.05,
+                Guards(GuardParams()),
+                2.0,
+            )
+        )
+        try:
+            for _ in range(300):
+                if core.replicas[b].healthy and core.replicas[b].kv_capacity_tokens:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+        assert (True, 0) not in seen, seen
+        assert (core.replicas[b].healthy, core.replicas[b].kv_capacity_tokens) == (True, 16_000)
+        fleet = SchedulerCore([c, d], build_policy("round-robin"), lambda: 0.0)
+        await one_round(fleet, http, 2.0)
+        assert [(r.healthy, r.kv_capacity_tokens) for r in fleet.replicas.values()] == [(True, 0), (True, 0)]

@@ -185,3 +185,34 @@ def test_an_undrain_is_recorded_as_one_not_as_an_addition() -> None:
     assert state == ReplicaSetChanges([], [], [])
     state = ReplicaSetChanges().fold("added", B).fold("draining", B).fold("undrained", B)
     assert state == ReplicaSetChanges([B], [], [])  # added by the admin API, and still
+
+
+async def test_a_replica_the_admin_api_removed_stays_out_through_one_missed_answer() -> None:
+    """Forgotten at the first answer missing it, a replica the admin API removed came back at the next one
+    (and only in the workers that had not restarted: a restarted one, which replays the removal, counts two
+    misses as for a replica discovery added)."""
+    core = SchedulerCore([A], build_policy("round-robin"), lambda: 0.0)
+    both, b_only = ["10.0.0.1", "10.0.0.2"], ["10.0.0.2"]
+
+    def remove(n: int) -> None:
+        if n == 1:
+            core.remove_replica(A)
+
+    states = await run_discovery(core, both, both, b_only, both, both, after=remove)
+    assert all(replicas == [B] for replicas, _ in states[1:]), states
+
+
+async def test_a_discovered_replica_the_admin_api_removed_then_added_again_is_the_admin_apis() -> None:
+    """Added again through the admin API, a discovered replica was still taken as discovery's and removed
+    once the name stopped listing it (while a restarted worker, replaying the addition, kept it)."""
+    core = SchedulerCore([], build_policy("round-robin"), lambda: 0.0)
+    both, b_only = ["10.0.0.1", "10.0.0.2"], ["10.0.0.2"]
+
+    def admin(n: int) -> None:
+        if n == 1:
+            core.remove_replica(A)
+        elif n == 2:
+            core.add_replica(A)
+
+    states = await run_discovery(core, both, both, both, b_only, b_only, b_only, after=admin)
+    assert states[1][0] == [B] and states[-1][0] == [A, B], states

@@ -13,3 +13,12 @@ for args in "h1_nocap_slow_metrics.py nocap" "h1_nocap_slow_metrics.py cap" "h2_
     echo "## $args"
     timeout 90 python3 $args 2>&1 | tail -3
 done
+# the twelfth review's (docs/results/reliability.md, "A twelfth review")
+for args in "x1_readd_discovered.py single" "x1_readd_discovered.py workers" "x2_blip_removed.py single" "x2_blip_removed.py workers"; do
+    echo "## $args"
+    sh ns_run.sh $args 2>&1 | tail -2
+done
+for args in "h3_startup_unknown.py case" "h3_startup_unknown.py control" "k5_lead_cost.py"; do
+    echo "## $args"
+    timeout 90 python3 $args 2>&1 | tail -4
+done
