@@ -13,7 +13,9 @@ calls give: a call's first token, a task's last call); so names a client made up
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
+import math
 from collections.abc import Iterable
 
 from fairness.tenants import TenantsConfig
@@ -77,6 +79,10 @@ OTHER = "_other"
 TENANT_RECORD_IDLE_S = 900.0
 
 
+def _last_seen(entry: tuple[float, str]) -> float:
+    return entry[0]
+
+
 class TenantLedger:
     def __init__(
         self,
@@ -114,26 +120,25 @@ class TenantLedger:
         OTHER's): True if one was dropped."""
         if now < self._next_drop_at:
             return False
-        idlest, idlest_at, next_at = "", 0.0, float("inf")
         tenants = self.config.tenants
-        for name, rec in self.records.items():
-            if name == OTHER or name in tenants:
-                continue
-            if not idlest or rec.last_seen < idlest_at:
-                if idlest:
-                    next_at = min(next_at, idlest_at)
-                idlest, idlest_at = name, rec.last_seen
-            else:
-                next_at = min(next_at, rec.last_seen)
-        if not idlest:  # every record is a configured tenant's: none can go
-            self._next_drop_at = float("inf")
+        droppable = [
+            (rec.last_seen, name)
+            for name, rec in self.records.items()
+            if name != OTHER and name not in tenants
+        ]
+        # the two idlest, the first of equals first (`nsmallest` keeps the records' order among equals)
+        two = heapq.nsmallest(2, droppable, key=_last_seen)
+        if not two:  # every record is a configured tenant's: none can go
+            self._next_drop_at = math.inf
             return False
+        idlest_at, idlest = two[0]
         if now - idlest_at < self.idle_s:
             self._next_drop_at = idlest_at + self.idle_s
             return False
         del self.records[idlest]
         self.dropped += 1
-        self._next_drop_at = min(next_at, now) + self.idle_s  # `now`: the new record's time
+        next_at = two[1][0] if len(two) > 1 else now  # `now`: the new record's time
+        self._next_drop_at = min(next_at, now) + self.idle_s
         return True
 
     def first_token(self, tenant: str, ttft_s: float, now: float = 0.0) -> None:

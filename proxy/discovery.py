@@ -67,7 +67,7 @@ class DiscoveredReplicas:
             if url in managed:
                 if url not in core.replicas:
                     self.removed.add(url)  # through the admin API: out while it still resolves
-                elif url in self.removed:  # added again through the admin API: its, not discovery's
+                elif url in self.removed:  # added again through the admin API: the admin API's now
                     self.removed.discard(url)
                     managed.discard(url)
                     others.add(url)

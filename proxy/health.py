@@ -384,12 +384,11 @@ async def _probe_replica(
     models: ReplicaModels | None,
     headers: Mapping[str, str] | None,
     probed_once: Callable[[str], None] | None,
-    on_down: Callable[[str], None] | None = None,
-    pages_read: set[str] | None = None,
+    on_down: Callable[[str], None] | None,
+    pages_read: set[str],
 ) -> None:
     """One replica's probes, each `interval_s` after the last ended, and its models every few. `pages_read`:
     the replicas a /metrics page of which was read, shared by every replica's probes."""
-    pages_read = set() if pages_read is None else pages_read
     rounds = 0
     assumed = False  # its capacity taken from the other replicas' (`_assumed_capacity`)
     while True:
@@ -412,17 +411,9 @@ async def _probe_replica(
             return
         if stats.healthy and stats.kv_capacity_tokens is not None:
             pages_read.add(replica_id)
+        held_down = False
         if stats.healthy and replica_id not in pages_read and was.kv_capacity_tokens <= 0:
             capacity = _assumed_capacity(core, replica_id)
-            if not capacity and any(r != replica_id and r not in pages_read for r in core.replicas):
-                # no capacity to take yet, but another replica's page may give one: held down meanwhile
-                # (up with its capacity unknown, it would be room for every waiting workflow)
-                apply(core.replica_stats(down_stats(replica_id)))
-                if probed_once is not None:
-                    probed_once(replica_id)
-                    probed_once = None
-                await asyncio.sleep(interval_s)
-                continue
             if capacity:
                 stats = msgspec.structs.replace(stats, kv_capacity_tokens=capacity)
                 if not assumed:
@@ -433,18 +424,36 @@ async def _probe_replica(
                         capacity,
                     )
                     assumed = True
-        now = core.clock()
-        guard = guards[replica_id]
-        guard.probe(bool(stats.healthy))
-        up = guard.healthy(now)
-        healthy = up and replica_id not in core.draining
-        if not up and on_down is not None:
-            on_down(replica_id)
-        if was.healthy != healthy:
-            why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
-            log.warning("replica %s is now %s%s", replica_id, "up" if healthy else "down", why)
-        apply(core.replica_stats(reported(stats, healthy)))
+            # no capacity to take yet, but another replica's page may give one: held down meanwhile (up with
+            # its capacity unknown, it would be room for every waiting workflow)
+            held_down = not capacity and any(r != replica_id and r not in pages_read for r in core.replicas)
+        if held_down:
+            apply(core.replica_stats(down_stats(replica_id)))
+        else:
+            _apply_probe(core, guards, apply, on_down, was.healthy, stats)
         if probed_once is not None:
             probed_once(replica_id)
             probed_once = None
         await asyncio.sleep(interval_s)
+
+
+def _apply_probe(
+    core: SchedulerCore,
+    guards: Guards,
+    apply: Callable[[list[Decision]], None],
+    on_down: Callable[[str], None] | None,
+    was_healthy: bool,
+    stats: ReplicaStats,
+) -> None:
+    """One probe through the replica's guard (thresholds, breaker) to the core."""
+    replica_id, now = stats.replica_id, core.clock()
+    guard = guards[replica_id]
+    guard.probe(bool(stats.healthy))
+    up = guard.healthy(now)
+    healthy = up and replica_id not in core.draining
+    if not up and on_down is not None:
+        on_down(replica_id)
+    if was_healthy != healthy:
+        why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
+        log.warning("replica %s is now %s%s", replica_id, "up" if healthy else "down", why)
+    apply(core.replica_stats(reported(stats, healthy)))

@@ -20,9 +20,10 @@ Contract:
   loop but its cancellation.
 - A message that is not `[topic, seq, batch]` is counted (`bad`) and skipped, and a frame over
   `MAX_FRAME_BYTES` closes that connection (ZMQ reconnects); at most `RECEIVE_QUEUE_MESSAGES` wait unread
-  per rank (a newer one is dropped: a gap): nothing a replica sends can stop the loop or grow the proxy's
-  memory past the index's bounds and these queues. Reading yields to the event loop every BLOCKS_PER_TURN
-  blocks applied (a message counts as one more), so a burst of batches does not hold up the calls.
+  per rank (the rest wait on the publisher's side, which drops past its own bound: a gap): nothing a replica
+  sends can stop the loop or grow the proxy's memory past the index's bounds and these queues. Reading
+  yields to the event loop every BLOCKS_PER_TURN blocks applied (a message counts as one more), so a burst
+  of batches does not hold up the calls.
 - The figures reach the scheduler through `RequestInfo.kv_resident` (proxy/calls.py): stealing and the
   prefix-cache scorer read them (docs/saga-policy.md).
 """
@@ -48,11 +49,12 @@ log = logging.getLogger("saga.kv_events")
 # vLLM batches a step's events (a few thousand blocks' token ids: well under a MiB); a publisher sending
 # more per frame is not vLLM, and is cut off rather than buffered
 MAX_FRAME_BYTES = 8 * 1024 * 1024
-# Messages ZMQ holds for one rank until the proxy reads them; past it a new one is dropped (the sequence then
-# skips: the view starts afresh and the gap is counted). With MAX_FRAME_BYTES it bounds what a rank's
+# Messages ZMQ holds for one rank until the proxy reads them; past it ZMQ stops reading that connection, and
+# the rest wait on the publisher's side, which drops past its own bound (vLLM's queue: the sequence then
+# skips, the view starts afresh and the gap is counted). With MAX_FRAME_BYTES it bounds what a rank's
 # publisher can make the proxy hold: 64 of vLLM's batches are seconds of a busy engine's steps, while
 # 100,000 of 64 MiB (before 2026-12-06) let a publisher sending valid batches faster than they are applied
-# grow the proxy by 2 GB in 5 s.
+# grow the proxy from 236 to 2,749 MB in 3 s (docs/results/reliability-s42/before-99890b6.txt).
 RECEIVE_QUEUE_MESSAGES = 64
 # a replica whose /kv_event_sources gave nothing usable is asked again at most this often; one call's limit
 DISCOVERY_RETRY_S = 30.0

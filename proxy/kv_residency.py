@@ -185,21 +185,20 @@ class ReplicaBlocks:
         is cached too (its chain's held prefix, and the base that chain grew from, and so on); None if not
         (a prefix match stops before it) or unknown."""
         entry = self.owner.get(block)
-        depth: int | None = None
+        if entry is None:
+            return None
+        chain, i = entry
+        depth = chain.base_blocks + i + 1
         for _ in range(_MAX_BASES):
-            if entry is None:
-                return None
-            chain, i = entry
             if i >= chain.held or chain.hashes[i] != block:
                 return None  # evicted before it, or the chain moved on past it
-            if depth is None:
-                depth = chain.base_blocks + i + 1
             if chain.base_hash is None:
                 return depth
             block = chain.base_hash
             entry = self.owner.get(block)
             if entry is None or entry[0].base_blocks + entry[1] + 1 != chain.base_blocks:
-                return None
+                return None  # the base is gone, or cached at another depth
+            chain, i = entry
         return None  # bases on bases past the bound: not followed (under-counting)
 
     def stored(self, event: BlockStored) -> None:

@@ -12,8 +12,9 @@ replica's list, so a client asking in a loop took the event loop from the calls)
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -34,9 +35,9 @@ class _Entry(msgspec.Struct):
 
 
 _entries = msgspec.json.Decoder(_Entries)
-LISTING_TTL_S = 1.0
 _entry = msgspec.json.Decoder(_Entry)
 _PROBLEMS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+LISTING_TTL_S = 1.0  # how long a union read is served again (while the healthy replicas are the same)
 
 
 async def _models_of(
@@ -73,14 +74,14 @@ class _Listing:
         self.reading: asyncio.Task[bytes] | None = None
         self.reading_for: tuple[str, ...] = ()
 
-    def read(self, replicas: tuple[str, ...], union: Coroutine[Any, Any, bytes]) -> asyncio.Task[bytes]:
-        """The read of `replicas`' union in flight, started with `union` unless one is (else `union` is
-        closed unstarted)."""
+    def read(
+        self, replicas: tuple[str, ...], union: Callable[[], Coroutine[Any, Any, bytes]]
+    ) -> asyncio.Task[bytes]:
+        """The read of `replicas`' union in flight, `union()` started unless one is."""
         task = self.reading
         if task is not None and self.reading_for == replicas:
-            union.close()
             return task
-        task = self.reading = asyncio.ensure_future(union)
+        task = self.reading = asyncio.ensure_future(union())
         self.reading_for = replicas
         task.add_done_callback(lambda done: self._read(done, replicas))
         return task
@@ -116,7 +117,9 @@ async def list_models(request: web.Request) -> web.Response:
         headers: dict[str, str] = {}
         forward.upstream_auth(headers, request.app[CONFIG])  # (vLLM's `--api-key` guards /v1/models)
         # shielded: a client hanging up does not cancel the read the others wait on
-        body = await asyncio.shield(listing.read(healthy, _union(session, healthy, headers)))
+        body = await asyncio.shield(
+            listing.read(healthy, functools.partial(_union, session, healthy, headers))
+        )
     return web.Response(body=body, content_type="application/json")
 
 

@@ -409,9 +409,10 @@ async def test_a_burst_of_batches_is_read_in_turns_that_let_the_event_loop_run()
 
 def test_a_publisher_faster_than_the_proxy_cannot_grow_the_proxy_past_its_receive_queue() -> None:
     """A publisher sending valid batches faster than the proxy applies them grew the proxy without bound:
-    ZMQ held up to 100,000 messages of up to 64 MiB for one rank (2 GB in 5 s). Now a rank's queue holds
-    `RECEIVE_QUEUE_MESSAGES`, and what the proxy cannot take yet waits on the publisher's side (vLLM's
-    queue, which drops past its own bound: the proxy then sees a gap and starts the view afresh)."""
+    ZMQ held up to 100,000 messages of up to 64 MiB for one rank (236 to 2,749 MB in 3 s:
+    docs/results/reliability-s42/before-99890b6.txt). Now a rank's queue holds `RECEIVE_QUEUE_MESSAGES`, and
+    what the proxy cannot take yet waits on the publisher's side (vLLM's queue, which drops past its own
+    bound: the proxy then sees a gap and starts the view afresh)."""
     publisher = subprocess.Popen(
         [sys.executable, "-c", _PUBLISHER],
         stdout=subprocess.PIPE,
