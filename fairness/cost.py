@@ -3,9 +3,10 @@
 Contract (pure): `GpuCostModel.call_cost_s` estimates the GPU seconds a call takes: a per-call overhead,
 prefill of its uncached tokens (linear and attention terms) and decode of its output. Its coefficients are
 passed in (e.g. derived from a simulator profile by the harness), so nothing here knows the hardware.
-`TokenCostModel` charges token counts as VTC does (input + 2 x output by default). `SessionHistory` guesses
-a call's uncached tokens and output length from what the session did before (its previous prompt and answer
-are assumed cached). `RemainingWork` is what a predictor supplies; `CallsSoFarEstimate` is the default.
+`TokenCostModel` charges token counts as VTC does (input + 2 x output by default). `SessionHistory` guesses a
+call's uncached tokens and output length from what the session did before (its previous prompt and answer are
+assumed cached), a session's first call's output from its tenant's recent calls. `RemainingWork` is what a
+predictor supplies; `CallsSoFarEstimate` is the default.
 """
 
 from __future__ import annotations
@@ -51,25 +52,49 @@ class _SessionSeen(msgspec.Struct):
     calls: int = 0
 
 
+# How fast a tenant's expected output (a new session's first call) follows its calls' outputs.
+_TENANT_OUTPUT_WEIGHT = 0.2
+
+
 class SessionHistory:
-    """Per-session memory for estimates; bounded by the caller calling `forget` when a session ends."""
+    """Per-session memory for estimates; bounded by the caller calling `forget` when a session ends. A
+    session's first call is expected to write what its tenant's calls wrote lately (a moving average; the
+    default before any), not a fixed default: a tenant with long outputs that named a new session every call
+    was charged 200 tokens of decode a call whatever it wrote, 8x the decode of a tenant charged alike (the
+    thirteenth review). At most `max_tenants` tenants' averages are kept (the least recently updated go)."""
 
-    def __init__(self, default_output_tokens: int = 200) -> None:
+    def __init__(self, default_output_tokens: int = 200, max_tenants: int = 4096) -> None:
         self.default_output_tokens = default_output_tokens
+        self.max_tenants = max_tenants
         self._seen: dict[str, _SessionSeen] = {}
+        self._tenant_output: dict[str, float] = {}  # in least recently updated order
 
-    def estimate(self, session_id: str, prompt_tokens: int) -> CallEstimate:
+    def estimate(self, session_id: str, prompt_tokens: int, tenant: str = "") -> CallEstimate:
         seen = self._seen.get(session_id)
         if seen is None or seen.calls == 0:
-            return CallEstimate(prompt_tokens, prompt_tokens, self.default_output_tokens)
+            return CallEstimate(prompt_tokens, prompt_tokens, self.tenant_output(tenant))
         cached = min(seen.context_tokens, prompt_tokens)
         return CallEstimate(prompt_tokens, max(1, prompt_tokens - cached), seen.output_tokens)
 
-    def finished(self, session_id: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def tenant_output(self, tenant: str) -> int:
+        """The output a new session of `tenant` is expected to write."""
+        average = self._tenant_output.get(tenant)
+        return self.default_output_tokens if average is None else max(1, round(average))
+
+    def finished(self, session_id: str, prompt_tokens: int, completion_tokens: int, tenant: str = "") -> None:
         seen = self._seen.setdefault(session_id, _SessionSeen())
         seen.context_tokens = prompt_tokens + completion_tokens
-        seen.output_tokens = completion_tokens or self.default_output_tokens
+        seen.output_tokens = completion_tokens or self.tenant_output(tenant)
         seen.calls += 1
+        if completion_tokens:  # (none: a call that failed or was cut wrote nothing to learn from)
+            average = self._tenant_output.pop(tenant, None)
+            self._tenant_output[tenant] = (
+                float(completion_tokens)
+                if average is None
+                else average + _TENANT_OUTPUT_WEIGHT * (completion_tokens - average)
+            )
+            if len(self._tenant_output) > self.max_tenants:
+                del self._tenant_output[next(iter(self._tenant_output))]
 
     def calls(self, session_id: str) -> int:
         seen = self._seen.get(session_id)

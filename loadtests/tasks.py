@@ -60,6 +60,8 @@ class AgentTask(msgspec.Struct, frozen=True):
         where = f"task {self.session_id!r}"
         if self.arrival_s is not None and not 0.0 <= self.arrival_s < math.inf:
             raise ValueError(f"{where}: arrival_s must be finite and >= 0, got {self.arrival_s}")
+        if not self.steps:  # (a run indexed its first call and stopped with an IndexError)
+            raise ValueError(f"{where}: a task needs at least one step (LLM call)")
         for k, step in enumerate(self.steps):
             if not 0.0 <= step.tool_time_s < math.inf:
                 raise ValueError(

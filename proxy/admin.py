@@ -218,6 +218,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/saga/v1/replicas/drain", drain_replica)
     app.router.add_post("/saga/v1/replicas/remove", remove_replica)
     app.router.add_get("/health", health)
+    app.router.add_get("/ping", health)  # (vLLM's SageMaker-style health route)
+    app.router.add_post("/ping", health)
     workers = app.get(WORKERS)
     carried = None
     if workers is not None and workers.count > 1:

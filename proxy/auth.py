@@ -1,11 +1,11 @@
 """Who may call the proxy: optional client API keys (each mapped to a tenant) and the admin token.
 
-Contract: with `api_keys` set, every route but `/health`, `/metrics` and the admin API needs a listed key,
-as `Authorization: Bearer <key>` or, where that header is absent, as `x-api-key: <key>` (how Anthropic's SDKs
-and Claude Code send theirs), else a 401 OpenAI error; the key's tenant becomes the call's tenant (a tenant
-header cannot override it) and the client's key, in either header, is never forwarded to a replica. With
-`admin_token` set, every `/saga/v1/*` route needs `Authorization: Bearer <admin_token>`. Keys are compared in
-constant time and never logged or echoed.
+Contract: with `api_keys` set, every route but `/health` (and `/ping`), `/metrics` and the admin API needs a
+listed key, as `Authorization: Bearer <key>` or, where that header is absent, as `x-api-key: <key>` (how
+Anthropic's SDKs and Claude Code send theirs), else a 401 OpenAI error; the key's tenant becomes the call's
+tenant (a tenant header cannot override it) and the client's key, in either header, is never forwarded to a
+replica. With `admin_token` set, every `/saga/v1/*` route needs `Authorization: Bearer <admin_token>`. Keys
+are compared in constant time and never logged or echoed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from proxy.context import CONFIG
 from proxy.errors import ProxyError
 
 ADMIN_PREFIX = "/saga/v1/"
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_PATHS = frozenset({"/health", "/ping", "/metrics"})
 TENANT = web.RequestKey("tenant", str)  # set on requests authenticated by a client API key
 
 

@@ -36,6 +36,7 @@ from proxy.json_problems import json_problem
 from proxy.prompt_shape import estimated_tokens, prefix_hashes
 from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
 from proxy.scheduler import RequestInfo
+from proxy.tenant_salt import salted
 
 CALL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
 USAGE_OPTION_ROUTES = frozenset(
@@ -225,11 +226,15 @@ def _prepared(
             seen=seen,
             scope=tenant,
             agent_type_of=core.predictor.agent_type_of,
+            session_live=core.first_call_pending,
         )
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
+    salts = shared.salts
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = _keyed(who, tenant)
+        if salts is not None:  # its prefix cache its own (proxy/tenant_salt.py)
+            body = salted(body, fields.cache_salt, tenant, salts)
     if fields.session_id and fields.session_id != who.session_id:
         body = with_session_id(body, who.session_id)  # vLLM reads the body's before the header's
     kv = shared.kv_residency
@@ -246,7 +251,13 @@ def _prepared(
         model=fields.model or "",
         prompt_chars=len(body),
         prompt_tokens=int(estimated_tokens(prompt) * core.prompt_scale),  # (the engines' counts' scale)
-        prefix_hashes=prefix_hashes(prompt) if core.policy.wants_prefix_hashes else (),
+        prefix_hashes=(
+            prefix_hashes(
+                prompt, salts.prefix_seed(tenant) if salts is not None and tenant is not None else 0
+            )
+            if core.policy.wants_prefix_hashes
+            else ()
+        ),
         stream=fields.stream is True,
         session_inferred=who.session_inferred,
         # a Responses API continuation: vLLM keeps stored responses in its own memory, so only the replica

@@ -210,6 +210,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     upstream_api_key: str | None = None
     # Client API keys -> tenant names; when set, every OpenAI route needs `Authorization: Bearer <key>`.
     api_keys: dict[str, str] | None = None
+    # With api_keys: each key's tenant gets a prefix cache of its own on the replicas (vLLM's `cache_salt`,
+    # proxy/tenant_salt.py), so no tenant learns another's prompts from its cached-token counts.
+    tenant_cache_salt: bool = True
     # Required (as `Authorization: Bearer <token>`) by every /saga/v1/* admin route when set.
     admin_token: str | None = None
     # Who holds client connections: "fast" (proxy/fast_server.py serves the call routes, aiohttp the rest)

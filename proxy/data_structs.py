@@ -58,6 +58,8 @@ class CallFields(msgspec.Struct, gc=False):
     instructions: msgspec.Raw = msgspec.Raw(b"")  # /v1/responses' system prompt; likewise
     # /v1/messages' (Anthropic) system prompt: hashed likewise, and counted in the prompt
     system: msgspec.Raw = msgspec.Raw(b"")
+    # read only with client API keys, whose tenants' calls are salted (proxy/tenant_salt.py)
+    cache_salt: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 class Identity(msgspec.Struct, frozen=True):

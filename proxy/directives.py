@@ -112,15 +112,23 @@ def with_retention(
     return _encoder.encode(call)
 
 
+def with_member_set(body: bytes, name: str, value: bytes, absent: bool = False) -> bytes:
+    """The body with its top-level member `name` set to `value` (JSON); `absent`: the body is known to have
+    no such member, so it is added without a decode."""
+    if absent:
+        return _with_member(body, name, value)
+    call = _fields.decode(body)
+    call[name] = msgspec.Raw(value)
+    return _encoder.encode(call)
+
+
 def with_session_id(body: bytes, session_id: str) -> bytes:
     """The body with its top-level `session_id` set to `session_id`: vLLM files a call's blocks (its KV
     events, the plugin's retention) under the body's `session_id` before the `X-Session-ID` header, so a
     body naming another id than the session the proxy schedules (a client API key's tenant prefix, or a
     header naming another session) would be filed apart from it, and two tenants' `"session_id": "x"`
     together."""
-    call = _fields.decode(body)
-    call["session_id"] = msgspec.Raw(_encoder.encode(session_id))
-    return _encoder.encode(call)
+    return with_member_set(body, "session_id", _encoder.encode(session_id))
 
 
 def asking_for_usage(body: bytes, absent: bool = False) -> bytes:

@@ -233,10 +233,12 @@ async def open_upstream(
     headers: Mapping[str, str],
     first_byte_timeout_s: float,
     connect_timeout_s: float,
+    method: str = "POST",
 ) -> UpstreamAnswer:
-    """POSTs and returns once the replica's status and headers are in."""
+    """Sends the request (a POST unless `method` says otherwise) and returns once the replica's status and
+    headers are in."""
     try:
-        return await pool.request(url, body, headers, connect_timeout_s, "POST", first_byte_timeout_s)
+        return await pool.request(url, body, headers, connect_timeout_s, method, first_byte_timeout_s)
     except ConnectFailed as e:
         raise UpstreamUnreachable(str(e)) from e
     except TimeoutError as late:  # one name per exception type: mypyc types it once

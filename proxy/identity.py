@@ -2,14 +2,15 @@
 
 Functions over headers, the few body fields the proxy decodes and the prefix-chain index. Session precedence:
 the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
-`vllm_xargs.session_id`, the Responses API's `prompt_cache_key`). A Responses API call naming a
-`previous_response_id` continues that response's session. A chat call that names no session is inferred:
-first by prefix chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and
-answer; not past `MAX_CHAINED_MESSAGES` messages), else from the start of its conversation (system and first
-user message, which every later call repeats, so the id is stable across proxy restarts and proxy replicas); a
-first call whose opening is already a live chained session gets a fresh id, so two agents given the same task
-stay apart (with several workers, so does one served by a worker that does not own its opening: it may be
-another's). Any other call is a session of its own. With client API keys (`scope`: the key's tenant), a
+`prompt_cache_key`, `vllm_xargs.session_id`). A Responses API call naming a `previous_response_id` continues
+that response's session. A chat call that names no session is inferred: first by prefix chaining
+(proxy/session_chain.py: its conversation extends an earlier call's messages and answer; not past
+`MAX_CHAINED_MESSAGES` messages), else from the start of its conversation (system and first user message,
+which every later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call
+whose opening is already a live session (chained, or its first call not ended) gets a fresh id, so two
+agents given the same task stay apart, also when they start at once (with several workers, so does one served
+by a worker that does not own its opening: it may be another's).
+Any other call is a session of its own. With client API keys (`scope`: the key's tenant), a
 session is found only among the tenant's own: the opening's id hashes the tenant too, the chains start from
 its seed (proxy/session_chain.py `tenant_seed`) and a response recorded under another tenant is not found, so
 another tenant sending the same conversation, or naming the response's id, starts a session of its own. The
@@ -177,6 +178,7 @@ def _inferred_session(
     seen: SeenMessages | None,
     scope: str | None,
     system: msgspec.Raw = _NO_SYSTEM,
+    live: Callable[[str], bool] | None = None,
 ) -> tuple[str | None, bytes | None]:
     if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
         return _conversation_key(messages, scope, system), None
@@ -191,7 +193,11 @@ def _inferred_session(
         if (
             session is not None
             and not assistants
-            and (chains.knows(session) or (seen is not None and seen.opening_elsewhere))
+            and (
+                chains.knows(session)
+                or (live is not None and live(session))  # its first call not answered yet
+                or (seen is not None and seen.opening_elsewhere)
+            )
         ):
             session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
     return session, chain[-1]
@@ -265,6 +271,7 @@ def identify(
     seen: SeenMessages | None = None,
     scope: str | None = None,
     agent_type_of: Callable[[str], str | None] | None = None,
+    session_live: Callable[[str], bool] | None = None,
 ) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
     The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default".
@@ -274,7 +281,10 @@ def identify(
     `agent_type_of`: the agent type the scheduler filed a live session under (by the session id it knows,
     `scheduled_session_id`), or None; a call of such a session keeps that type unless a header names one
     or the call is a subagent's (`SUBAGENT_HEADERS`: its own system prompt names it), so the system prompt
-    and tools of its every call are not hashed again (up to 66 KiB of them a call)."""
+    and tools of its every call are not hashed again (up to 66 KiB of them a call).
+    `session_live`: whether the scheduler holds a session of that id (by the id it knows) whose first call
+    has not ended: a first call with that opening is another agent's (two agents given one task at once
+    were filed as one session: the thirteenth review)."""
     decoded = None if seen is None else seen.messages
     session = _explicit_session(headers, fields)
     inferred = False
@@ -286,7 +296,9 @@ def identify(
         if decoded is None:
             decoded = decode_messages(fields.messages)
         if decoded is not None:
-            session, prompt_chain = _inferred_session(decoded, request_id, chains, seen, scope, fields.system)
+            session, prompt_chain = _inferred_session(
+                decoded, request_id, chains, seen, scope, fields.system, session_live
+            )
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True

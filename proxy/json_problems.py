@@ -6,10 +6,13 @@ writes one for text cut inside an emoji, as an agent truncating a tool's output 
 JSON text, but no UTF-8 string can hold it and no tokenizer can encode it (vLLM's fails on it too); msgspec
 calls it "Input data was truncated". Only the error path calls this, which a client can choose, so its work
 is bounded: a body over 16 MiB keeps msgspec's message (scanning 16 MiB of crafted escapes takes ~0.1 s).
+A `NaN` or `Infinity` literal (not JSON; Python's `json.dumps` writes them, vLLM's parser reads them, the
+proxy does not) is named as such, with what to send instead.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import msgspec
@@ -72,7 +75,29 @@ def unpaired_surrogate(body: bytes) -> int | None:
     return None if expect_low_at < 0 else expect_low_at - 6
 
 
+_NOT_JSON_NUMBERS = (b"NaN", b"Infinity")
+_INVALID_AT = re.compile(r"invalid character \(byte (\d+)\)$")
+
+
+def _non_finite_literal(body: bytes, error: msgspec.DecodeError) -> int | None:
+    """Where msgspec stopped at a `NaN` or `Infinity` literal (Python's `json.dumps` writes them for a float
+    that is not finite; vLLM's parser takes them, JSON has no such thing), or None."""
+    found = _INVALID_AT.search(str(error))
+    if found is None:
+        return None
+    at = int(found.group(1))
+    start = at - 1 if at and body[at - 1 : at] == b"-" else at
+    return start if body.startswith(_NOT_JSON_NUMBERS, at) else None
+
+
 def json_problem(body: bytes, error: msgspec.DecodeError) -> str:
+    literal = _non_finite_literal(body, error)
+    if literal is not None:
+        return (
+            f"{error}: a NaN or Infinity literal at byte {literal}, which JSON does not have (Python's "
+            "json.dumps writes one for a float that is not finite); send a number or null instead "
+            "(json.dumps(..., allow_nan=False) finds them)"
+        )
     at = unpaired_surrogate(body)
     if at is None:
         return str(error)

@@ -7,6 +7,10 @@ route for the fleet. Entries are relayed as the replicas wrote them (not decoded
 The union is read once for every request arriving while it is read, and served again for `LISTING_TTL_S`
 while the healthy replicas are the same (the route is open to every client: each request read every
 replica's list, so a client asking in a loop took the event loop from the calls).
+Credentials: with `upstream_api_key` or `api_keys` the replicas are asked with the proxy's key; with neither,
+with the client's own `Authorization` or `x-api-key`, as its calls pass them (vLLM's `--api-key` guards this
+route too: asked without one, every replica refused and clients got a 503), and a union is served again only
+to a request with the same credentials. When every replica refuses them (401 or 403), so does the proxy.
 """
 
 from __future__ import annotations
@@ -38,15 +42,24 @@ _entries = msgspec.json.Decoder(_Entries)
 _entry = msgspec.json.Decoder(_Entry)
 _PROBLEMS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 LISTING_TTL_S = 1.0  # how long a union read is served again (while the healthy replicas are the same)
+_CLIENT_CREDENTIALS = ("Authorization", "x-api-key")
+# A union's healthy replicas, and the credentials it was read with (header, value)
+_Key = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+_REFUSED = (401, 403)
 
 
 async def _models_of(
     session: aiohttp.ClientSession, url: str, headers: dict[str, str]
-) -> list[tuple[str, msgspec.Raw]]:
-    """A replica's models as (id, the entry's JSON); none when it failed or answered something else."""
+) -> list[tuple[str, msgspec.Raw]] | int:
+    """A replica's models as (id, the entry's JSON); none when it failed or answered something else; its
+    status when it refused the credentials (`_REFUSED`)."""
     try:
         timeout = aiohttp.ClientTimeout(total=5)
         async with session.get(url + "/v1/models", timeout=timeout, headers=headers) as resp:
+            if resp.status in _REFUSED:
+                return resp.status
             if resp.status != 200:
                 return []
             body = await health.read_capped(resp, health.MAX_PROBE_BYTES)
@@ -69,15 +82,14 @@ class _Listing:
 
     def __init__(self) -> None:
         self.body = b""
-        self.replicas: tuple[str, ...] = ()
+        self.replicas: _Key = ((), ())
         self.read_at = -math.inf
         self.reading: asyncio.Task[bytes] | None = None
-        self.reading_for: tuple[str, ...] = ()
+        self.reading_for: _Key = ((), ())
 
-    def read(
-        self, replicas: tuple[str, ...], union: Callable[[], Coroutine[Any, Any, bytes]]
-    ) -> asyncio.Task[bytes]:
-        """The read of `replicas`' union in flight, `union()` started unless one is."""
+    def read(self, replicas: _Key, union: Callable[[], Coroutine[Any, Any, bytes]]) -> asyncio.Task[bytes]:
+        """The read of `replicas`' union (with those credentials) in flight, `union()` started unless one
+        is."""
         task = self.reading
         if task is not None and self.reading_for == replicas:
             return task
@@ -86,7 +98,7 @@ class _Listing:
         task.add_done_callback(lambda done: self._read(done, replicas))
         return task
 
-    def _read(self, task: asyncio.Task[bytes], replicas: tuple[str, ...]) -> None:
+    def _read(self, task: asyncio.Task[bytes], replicas: _Key) -> None:
         if self.reading is task:
             self.reading = None
         if task.cancelled() or task.exception() is not None:  # (retrieved: no waiter may be left to)
@@ -99,9 +111,20 @@ _LISTING = web.AppKey("models_listing", _Listing)
 
 async def _union(session: aiohttp.ClientSession, healthy: tuple[str, ...], headers: dict[str, str]) -> bytes:
     seen: dict[str, msgspec.Raw] = {}
+    refused = 0
     for models in await asyncio.gather(*(_models_of(session, u, headers) for u in healthy)):
+        if isinstance(models, int):
+            refused = models
+            continue
         for model_id, raw in models:
             seen.setdefault(model_id, raw)
+    if not seen and refused:
+        raise ProxyError(
+            refused,
+            "the replicas refused this request's credentials for /v1/models (vLLM's --api-key: send its key, "
+            "or give the proxy `upstream_api_key`)",
+            code="invalid_api_key",
+        )
     if not seen:
         raise ProxyError(503, "no healthy replica answered /v1/models", code="no_replica")
     return msgspec.json.encode({"object": "list", "data": list(seen.values())})
@@ -110,16 +133,18 @@ async def _union(session: aiohttp.ClientSession, healthy: tuple[str, ...], heade
 async def list_models(request: web.Request) -> web.Response:
     core, session, listing = request.app[CORE], request.app[UPSTREAM], request.app[_LISTING]
     healthy = tuple(r.replica_id for r in core.replicas.values() if r.healthy)
+    config = request.app[CONFIG]
+    headers: dict[str, str] = {}
+    if not (config.api_keys or config.upstream_api_key):  # the client's key, as its calls pass it on
+        headers = {name: request.headers[name] for name in _CLIENT_CREDENTIALS if name in request.headers}
+    forward.upstream_auth(headers, config)  # (vLLM's `--api-key` guards /v1/models)
+    key: _Key = (healthy, tuple(sorted(headers.items())))
     now = asyncio.get_running_loop().time()
-    if listing.replicas == healthy and now - listing.read_at < LISTING_TTL_S:
+    if listing.replicas == key and now - listing.read_at < LISTING_TTL_S:
         body = listing.body
     else:
-        headers: dict[str, str] = {}
-        forward.upstream_auth(headers, request.app[CONFIG])  # (vLLM's `--api-key` guards /v1/models)
         # shielded: a client hanging up does not cancel the read the others wait on
-        body = await asyncio.shield(
-            listing.read(healthy, functools.partial(_union, session, healthy, headers))
-        )
+        body = await asyncio.shield(listing.read(key, functools.partial(_union, session, healthy, headers)))
     return web.Response(body=body, content_type="application/json")
 
 

@@ -1,6 +1,9 @@
 """Routes relayed to one healthy replica without scheduling: vLLM's pooling routes (embeddings, scoring,
 reranking, classification), audio transcription and translation, `/tokenize`, `/detokenize`, the prompt
-renderers and Anthropic's `/v1/messages/count_tokens`.
+renderers and derenderers, token-in token-out generation (`/inference/v1/generate`), Anthropic's
+`/v1/messages/count_tokens`, and `GET /version` and `/tokenizer_info`. Any other route is the proxy's 404:
+vLLM's operator routes (LoRA loading, sleep, weight updates, cache resets, profiling) act on one server,
+so an operator calls each replica; `/ping` is the proxy's `/health`.
 
 They are not steps of an agent's workflow (no KV to keep, no session to place), so they make no core events
 and no accounting, but they are balanced and follow the `model` they name: a fleet where some replicas serve
@@ -52,7 +55,13 @@ PASSTHROUGH_ROUTES = (
     "/v1/messages/render",
     "/v1/responses/render",
     "/v1/messages/count_tokens",  # Anthropic's token count, which Claude Code asks for
+    "/v1/chat/completions/derender",
+    "/v1/completions/derender",
+    "/generative_scoring",
+    # token-in token-out generation (RL frameworks): sent as it comes, outside the scheduler, like the rest
+    "/inference/v1/generate",
 )
+PASSTHROUGH_GETS = ("/version", "/tokenizer_info")
 BUSY = web.AppKey("passthrough_busy", dict[str, int])  # replica id -> passthrough requests in flight
 _turn = itertools.count()
 
@@ -156,6 +165,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
                     headers,
                     config.first_byte_timeout_s,
                     config.connect_timeout_s,
+                    request.method,
                 )
             except forward.UpstreamUnreachable:
                 continue
@@ -182,3 +192,5 @@ def add_routes(app: web.Application) -> None:
     app[BUSY] = {}
     for path in PASSTHROUGH_ROUTES:
         app.router.add_post(path, passthrough)
+    for path in PASSTHROUGH_GETS:
+        app.router.add_get(path, passthrough, allow_head=False)

@@ -46,9 +46,10 @@ def estimated_tokens(raw: Sized) -> int:
     return len(raw) // BYTES_PER_TOKEN
 
 
-def prefix_hashes(raw: Buffer) -> tuple[int, ...]:
+def prefix_hashes(raw: Buffer, seed: int = 0) -> tuple[int, ...]:
+    """`seed`: a salted tenant's (proxy/tenant_salt.py), whose prompts share no prefix with others'."""
     hashes: list[int] = []
-    parent = 0
+    parent = seed
     view = memoryview(raw)  # chunks hashed in place, not copied out
     for start in range(0, len(view) - CHUNK_BYTES + 1, CHUNK_BYTES):
         # XXH3-64 of this chunk, seeded with the previous chunk's hash: 64 bits, faster than Python's own

@@ -48,6 +48,7 @@ _HELP = {
     "upstream_api_key": "API key sent to the replicas (vLLM's --api-key)",
     "access_log": "one log line per request on the saga.access logger",
     "admin_token": "token the /saga/v1/* admin routes require",
+    "tenant_cache_salt": "with api_keys, each tenant's calls carry a vLLM cache_salt of its own",
     "log_format": "text or json",
     "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
     "workers": "proxy processes sharing the port; each session is scheduled by one of them",

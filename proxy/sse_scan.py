@@ -143,6 +143,19 @@ def _event_end(events: bytes, at: int) -> int:
     return lf + 2 if lf >= 0 else len(events)
 
 
+def _blank_line_end(tail: bytes, data: bytes) -> int:
+    """How many leading bytes of `data` end the first blank line (LF or CRLF lines) of `tail + data`, where
+    `tail` (a few bytes) holds no whole one: 0 when there is none."""
+    joined = tail + data[:4]
+    lf, crlf = joined.find(b"\n\n"), joined.find(b"\n\r\n")
+    ends = [at + 2 for at in (lf,) if at >= 0] + [at + 3 for at in (crlf,) if at >= 0]
+    if not ends:
+        lf, crlf = data.find(b"\n\n"), data.find(b"\n\r\n")
+        ends = [at + 2 for at in (lf,) if at >= 0] + [at + 3 for at in (crlf,) if at >= 0]
+        return min(ends) if ends else 0
+    return max(0, min(ends) - len(tail))
+
+
 def _without_usage_events(events: bytes) -> bytes:
     """`events` (whole events, each ending in a blank line) less the usage-only ones (`"choices":[]` with a
     usage), found with byte searches rather than splitting every event out."""
@@ -289,12 +302,17 @@ class StreamScanner:
         self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
         self._pending_events = b""
         self._flowing = False  # inside an event too long to hold (`feed_stripping_usage`)
+        self._flowed_tail = b""  # the last bytes of that event that flowed (part of its blank line, maybe)
+        self._usage_checked = False  # whether the stream's first events were looked at for forced usage
+        self._usage_forced = False  # the replica sends usage unasked: nothing is stripped
         self.response_id: str | None = None
         self._find_response_id = path not in NO_RESPONSE_ID_ROUTES
 
     def feed_stripping_usage(self, chunk: bytes) -> bytes:
         """Scans `chunk` like `feed` and returns what to forward: the complete events in it, less the
-        usage-only event (`"choices":[]` with a usage) that the proxy asked for and the client did not."""
+        usage-only event (`"choices":[]` with a usage) that the proxy asked for and the client did not,
+        unless the replica sends usage unasked (vLLM's `--enable-force-include-usage`: its first events
+        carry usage with their choices)."""
         data = self._pending_events + chunk
         lf = data.rfind(b"\n\n")
         if lf >= 0 and lf + 2 == len(data):  # the chunk ends with its last event (as vLLM sends each token)
@@ -308,14 +326,35 @@ class StreamScanner:
                 # comes, up to its end, instead of being held and copied again with every chunk.
                 if self._flowing or len(data) > MAX_HELD_EVENT:
                     self._flowing = True
+                    self._flowed_tail = (self._flowed_tail + data)[-3:]
                     self._pending_events = b""
                     self.feed(data)
                     return data
                 self._pending_events = data
                 return b""
             complete, self._pending_events = data[:end], data[end:]
-        self._flowing = False
         self.feed(complete)
+        if not self._usage_checked:
+            self._usage_checked = True
+            # vLLM's `--enable-force-include-usage` sends usage in every chunk and ends every stream with
+            # a usage event, asked for or not: a client reading it directly gets that event, so it is kept
+            # (usage in a chunk with choices, which the proxy never asks for, says the replica forces it)
+            if complete.find(b'"usage"') >= 0:
+                self._usage_forced = any(
+                    line.find(b'"choices":[{') >= 0 for line in _data_payloads_with(complete, _USAGE_MARKS)
+                )
+        if self._usage_forced:
+            self._flowing = False
+            return complete
+        if self._flowing:
+            self._flowing = False
+            # the blank line ending the event that flowed may have begun in what flowed: the bytes here
+            # that finish it are that event's, not the start of the next one (a usage-only event after
+            # it, stripped from the start of `complete`, took them: the client read two events as one)
+            head = _blank_line_end(self._flowed_tail, complete)
+            self._flowed_tail = b""
+            if head:
+                return complete[:head] + _without_usage_events(complete[head:])
         return _without_usage_events(complete)
 
     def flush(self) -> bytes:

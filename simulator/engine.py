@@ -149,6 +149,8 @@ class Engine(OffloadHooks):
         self._unreported: list[RequestOutput] = []  # tokens sampled in a settled run, not yet returned
         self.quiet_steps = 0  # steps run coalesced
         self.prefill_tokens_total = 0  # computed in prefill chunks (recomputation included)
+        # of those, tokens a preempted request had computed before and computes again (`_readmitted`)
+        self.prefill_recomputed_total = 0
         self.offload = offload_tier(profile, kv_offload_gib)
         self._loading: dict[RequestState, float] = {}  # waiting for a CPU->GPU load -> when it is done
         self._loaded: list[RequestState] = []  # load done, waiting for a running slot (max_num_seqs)
@@ -416,6 +418,8 @@ class Engine(OffloadHooks):
             seq.set_blocks(hit_ids, new_blocks)
             seq.num_cached_blocks = num_hit
             seq.num_computed = num_computed
+            if seq.num_preemptions:
+                self._readmitted(seq, num_computed)
             if seq.cached_tokens < 0:
                 seq.cached_tokens = num_computed
                 seq.first_scheduled = now
@@ -545,6 +549,7 @@ class Engine(OffloadHooks):
 
     def _preempt(self, seq: RequestState) -> None:
         self._free(seq)
+        seq.computed_at_preemption = seq.num_computed
         seq.num_computed = 0
         seq.num_preemptions += 1
         self.num_preemptions += 1

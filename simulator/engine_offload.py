@@ -35,9 +35,8 @@ class OffloadHooks:
     pool: BlockPool
     retention: RetentionTable
     offload: CpuOffloadTier | None
-    prompt_tokens_total: int
-    prompt_tokens_cached_total: int
     prefill_tokens_total: int
+    prefill_recomputed_total: int
     _waiting: WaitingQueue[RequestState]
     _running: list[RequestState]
     _session_of: dict[str, tuple[str, float | None, int]]
@@ -49,6 +48,13 @@ class OffloadHooks:
 
     def _iter_hashes(self, seq: RequestState, num_blocks: int) -> Iterator[BlockHash]:
         raise NotImplementedError
+
+    def _readmitted(self, seq: RequestState, reused: int) -> None:
+        """A preempted request is admitted again with `reused` tokens' KV found (GPU hits, CPU loads): what
+        it had computed past them it computes again. (Counted so, not as prefill less each request's first
+        prefill: a request that finds more cached when readmitted than at first, loaded from CPU, made that
+        difference negative.)"""
+        self.prefill_recomputed_total += max(0, seq.computed_at_preemption - reused)
 
     def session_of(self, request_id: str) -> str | None:
         """The session a running request names (None: none): its KV events carry it, as vLLM's do."""
@@ -97,6 +103,8 @@ class OffloadHooks:
         seq.set_blocks(hit, new_blocks)
         seq.num_cached_blocks = h
         seq.num_computed = h * bs
+        if seq.num_preemptions:
+            self._readmitted(seq, (h + k) * bs)
         if seq.cached_tokens < 0:
             seq.cached_tokens = (h + k) * bs  # vLLM counts externally loaded tokens as cached
         if seq.num_preemptions == 0:
@@ -162,10 +170,9 @@ class OffloadHooks:
         self._offers.clear()
 
     def _offload_stats(self) -> dict[str, Any]:
-        recomputed = self.prefill_tokens_total - (self.prompt_tokens_total - self.prompt_tokens_cached_total)
         stats: dict[str, Any] = {
             "prefill_tokens_total": self.prefill_tokens_total,
-            "prefill_tokens_recomputed_total": max(0, recomputed),
+            "prefill_tokens_recomputed_total": self.prefill_recomputed_total,
             "num_loading": len(self._loading) + len(self._loaded),
         }
         tier = self.offload

@@ -108,8 +108,8 @@ class EngineStats(msgspec.Struct, frozen=True):
     blocks_cached_total: int = 0  # full blocks whose hash entered the prefix cache
     blocks_reused_total: int = 0  # of those, reused by a later prefix hit before being evicted
     prefill_tokens_total: int = 0  # computed in prefill chunks, recomputation included
-    # prefill computed beyond each started request's first prefill (prompt minus cached): what preemption
-    # made the engine redo; exact once every request has emitted its first token
+    # of those, tokens preempted requests had computed before and computed again once readmitted (what
+    # preemption made the engine redo; KV found again, on GPU or loaded from CPU, is not redone)
     prefill_tokens_recomputed_total: int = 0
     num_loading: int = 0  # requests waiting for (or just done with) a CPU->GPU KV load
     # CPU KV offload (simulator.offload), zero without it

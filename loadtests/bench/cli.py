@@ -149,6 +149,20 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_grid_parser(modes)
 
 
+def check_load_options(args: argparse.Namespace) -> None:
+    """ValueError for load options that exclude each other (each was taken, the other ignored in silence:
+    `--concurrency 1 --arrival-rate R` ran open loop at R, the thirteenth review)."""
+    rate, sweep = args.arrival_rate is not None, bool(getattr(args, "sweep_load", None))
+    if rate and args.concurrency is not None:
+        raise ValueError(
+            "--concurrency (closed loop) and --arrival-rate (open loop) exclude each other: give one"
+        )
+    if rate and args.trace is not None:
+        raise ValueError("--trace replays the trace's own arrival times: --arrival-rate cannot change them")
+    if rate and sweep:
+        raise ValueError("--sweep-load gives the arrival rates itself: leave out --arrival-rate")
+
+
 def _tasks(args: argparse.Namespace) -> list[AgentTask]:
     if args.trace is not None:
         return load_trace(args.trace)[: args.tasks]
@@ -330,6 +344,8 @@ def run_bench(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/red] {e}")
             return 2
     try:
+        if args.bench_mode in ("des", "live"):
+            check_load_options(args)
         if args.bench_mode == "faults":
             return run_faults(args, console)
         if args.bench_mode == "live":

@@ -309,7 +309,6 @@ class Cluster:
             u = last.usage
             reason, tools = call.run.answer_tools(call)
             usage = Usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens, reason, tools)
-            replica.first_prefill_tokens += u.prompt_tokens - u.cached_tokens
         run = call.run
         at, more = run.call_finished(call, last, now)
         self.oversubscription.update(run)

@@ -3,8 +3,8 @@
 Contract: `step(now)` runs one engine step if the engine has work and returns when it ends (its outputs wait
 in `outputs` until the cluster delivers them then), or returns None and marks the replica idle (`stepping`
 False) when there is nothing to do. Counters: steps, busy time and prefill tokens from the step results;
-`first_prefill_tokens` (prompt minus cached tokens of each finished call) is added by the cluster, so
-`recomputed_prefill_tokens` = prefill computed - first prefills = what preemption made the engine redo. KV
+`recomputed_prefill_tokens` is the engine's count of what preemption made it redo (prefill a preempted
+request had computed before and computed again). KV
 usage is sampled by the cluster (`sample_kv`) and averaged over time, each sample holding until the next.
 """
 
@@ -21,7 +21,6 @@ class ClusterReplica:
         "busy_s",
         "calls",
         "engine",
-        "first_prefill_tokens",
         "kv_integral",
         "kv_last",
         "kv_last_at",
@@ -42,7 +41,7 @@ class ClusterReplica:
         self.outputs: list[RequestOutput] = []  # of the step in flight, delivered when it ends
         self.reported: tuple[int, int, float] | None = None  # last load sent to the scheduler core
         self.wake_at: float | None = None  # idle until a CPU->GPU KV load is done (simulator.offload)
-        self.calls = self.steps = self.prefill_tokens = self.first_prefill_tokens = 0
+        self.calls = self.steps = self.prefill_tokens = 0
         self.busy_s = self.kv_integral = self.kv_last = self.kv_last_at = self.kv_peak = 0.0
 
     def step(self, now: float) -> float | None:
@@ -90,7 +89,7 @@ class ClusterReplica:
             steps=self.steps,
             busy_s=self.busy_s,
             prefill_tokens=self.prefill_tokens,
-            recomputed_prefill_tokens=self.prefill_tokens - self.first_prefill_tokens,
+            recomputed_prefill_tokens=s.prefill_tokens_recomputed_total,
             generation_tokens=s.generation_tokens_total,
             preemptions=s.num_preemptions_total,
             prefix_cache_queries=s.prefix_cache_queries_total,

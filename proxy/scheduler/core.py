@@ -207,6 +207,12 @@ class SchedulerCore:
 
     # -- events ---------------------------------------------------------------------------------------
 
+    def first_call_pending(self, session_id: str) -> bool:
+        """Whether a session of that id is live here and none of its calls has ended yet (its first one
+        waits or runs): the shell tells another agent starting the same conversation at once by it."""
+        session = self.sessions.get(session_id)
+        return session is not None and session.calls == session.in_flight
+
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
         request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         if request_id in self.in_flight:
@@ -352,7 +358,8 @@ class SchedulerCore:
                 released = True
         decisions: list[Decision] = []
         if self.release is not None:
-            self.release.finished(req, usage)
+            if current:  # (an ended session's history is forgotten: filed again, it stayed for good)
+                self.release.finished(req, usage)
             decisions = self._pump(flight.replica_id)
         if self.admission is not None:
             admission = self.admission

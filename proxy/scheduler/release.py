@@ -176,7 +176,7 @@ class ReleaseQueue:
             lane = self.lanes[replica_id] = FairQueue(
                 self.order, self.tenants.weight, age_bound_s=self.spec.age_bound_s, fleet=self.fleet
             )
-        estimate = self.history.estimate(req.session_id, req.prompt_tokens)
+        estimate = self.history.estimate(req.session_id, req.prompt_tokens, req.tenant_id)
         cost = (self.spec.token_cost if self.order == "vtc" else self.spec.gpu_cost).call_cost_s(estimate)
         gpu_s = cost if self.order != "vtc" else self.spec.gpu_cost.call_cost_s(estimate)
         remaining = self.remaining_work(req.agent_type, self.history.calls(req.session_id), gpu_s)
@@ -277,7 +277,7 @@ class ReleaseQueue:
 
     def finished(self, req: RequestInfo, usage: Usage) -> None:
         prompt = usage.prompt_tokens or req.prompt_tokens
-        self.history.finished(req.session_id, prompt, usage.completion_tokens)
+        self.history.finished(req.session_id, prompt, usage.completion_tokens, req.tenant_id)
 
     def forget(self, session_id: str) -> None:
         self.history.forget(session_id)

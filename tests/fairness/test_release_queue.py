@@ -19,6 +19,7 @@ from proxy.scheduler import (
 )
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import ReleaseQueue, ReleaseQueueSpec
+from proxy.scheduler.types import Usage
 from tests.clocks import Clock
 
 _ids = itertools.count()
@@ -241,7 +242,7 @@ def test_afs_shares_gpu_time_where_vtc_shares_tokens(order: str) -> None:
     for _ in range(100):
         held = queue.next_for("r0", 0.0)
         assert held is not None
-        est = queue.history.estimate(held.req.session_id, held.req.prompt_tokens)
+        est = queue.history.estimate(held.req.session_id, held.req.prompt_tokens, held.req.tenant_id)
         gpu[held.req.tenant_id] += spec.gpu_cost.call_cost_s(est)
     ratio = gpu["long"] / gpu["short"]
     if order == "afs":
@@ -357,3 +358,42 @@ def test_made_up_tenant_names_give_their_metrics_labels_back_once_idle() -> None
     page = generate_latest(registry).decode()
     assert 'tenant="another"' in page and 'tenant="regular"' in page and 'tenant="made-up-1"' not in page
     assert len(core.tenant_stats.records) <= MAX_TENANT_RECORDS + 1
+
+
+def test_a_tenant_naming_a_new_session_every_call_is_charged_the_output_it_writes() -> None:
+    """The thirteenth review: a session's first call was charged the default 200 output tokens whatever it
+    wrote, so a tenant writing 1,600 tokens a call under a new session id each time got 8x the decode of a
+    tenant writing 200 in one session. A first call is now expected to write what its tenant's calls wrote."""
+    spec = ReleaseQueueSpec(order="afs", gate=PluginSpec("max-in-flight-gate"))
+    queue = ReleaseQueue(spec, TenantsConfig())
+    outputs = {"hog": 1600, "light": 200}
+    decoded = {"hog": 0, "light": 0}
+    for i in range(400):  # both backlogged throughout: each call released is replaced by another
+        for tenant in ("hog", "light"):
+            if queue.queued_by_tenant().get(tenant, 0) < 2:
+                session = f"hog-{i}" if tenant == "hog" else "light"  # a new id every call
+                req = RequestInfo(f"{tenant}-{i}", session, 0.0, tenant_id=tenant, prompt_tokens=100)
+                assert queue.hold(req, "r0", set(), 0.0)
+        held = queue.next_for("r0", 0.0)
+        assert held is not None
+        tenant = held.req.tenant_id
+        decoded[tenant] += outputs[tenant]
+        queue.finished(held.req, Usage(100, outputs[tenant]))
+    assert decoded["hog"] < 1.5 * decoded["light"]  # was 8x: GPU time split about evenly now
+    assert queue.history.tenant_output("hog") > 1500 and queue.history.tenant_output("nobody") == 200
+
+
+def test_an_ended_session_whose_other_call_finishes_later_leaves_no_history() -> None:
+    """The thirteenth review: a session ended while another call of it ran was filed in the release queue's
+    history again by that call's finish, after its end forgot it, and stayed there for good."""
+    core, _ = make_core(max_in_flight=64)
+    assert core.release is not None
+    for i in range(50):
+        a = RequestInfo(f"a{i}", f"s{i}", 0.0, tenant_id="heavy", prompt_tokens=100)
+        b = RequestInfo(f"b{i}", f"s{i}", 0.0, tenant_id="heavy", prompt_tokens=100)
+        core.request_arrived(a)
+        core.request_arrived(b)
+        core.request_finished(a.request_id, Usage(100, 1))
+        core.session_ended(f"s{i}")  # (X-Session-End on the call that finished)
+        core.request_finished(b.request_id, Usage(100, 1))
+    assert len(core.sessions) == 0 and len(core.release.history) == 0

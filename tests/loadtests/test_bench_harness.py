@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import msgspec
 import pytest
 
 from loadtests.bench import peers
+from loadtests.bench.cli import add_bench_parser, run_bench
 from loadtests.bench.live import run_router
 from loadtests.bench.metrics import PolicyMetrics, time_split
 from loadtests.bench.peers import needs_kv_events, parse_router, peer_command, saga_policy, unavailable
@@ -142,3 +144,22 @@ def test_sweep_peak_throughput_only_counts_loads_where_the_slo_holds() -> None:
     fast, slow = result.peak_throughput_tasks_per_s["fast"], result.peak_throughput_tasks_per_s["slow"]
     assert fast > slow > 0  # "slow" keeps only its 0.5/s point
     assert "| slow |" in sweep_markdown(result)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--concurrency", "1", "--arrival-rate", "0.5"], "exclude each other"),
+        (["--trace", "t.csv", "--arrival-rate", "0.5"], "own arrival times"),
+        (["--sweep-load", "0.1,0.2", "--arrival-rate", "0.5"], "leave out --arrival-rate"),
+    ],
+)
+def test_load_options_that_exclude_each_other_are_refused_before_anything_runs(
+    extra: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The thirteenth review: `--concurrency 1 --arrival-rate R` ran open loop at R, the cap ignored."""
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "des", "--tasks", "2", "--replicas", "1", *extra])
+    assert run_bench(args) == 2
+    assert says in capsys.readouterr().out

@@ -15,6 +15,7 @@ from loadtests.des.cluster import Cluster, run_cluster
 from loadtests.des.event_queue import EventQueue
 from loadtests.des.result import ClusterConfig, ClusterProgress
 from loadtests.tasks import AgentTask, Step
+from loadtests.workloads.catalog import generate
 from loadtests.workloads.distributions import LogNormal, ToolKind
 from loadtests.workloads.swe import SweParams, swe_tasks
 from loadtests.workloads.webarena import WebArenaParams, webarena_tasks
@@ -322,6 +323,20 @@ def test_memory_pressure_shows_in_preemptions_recomputation_and_kv_usage() -> No
     assert all(0.5 < r.kv_usage_peak <= 1.0 and 0 < r.kv_usage_mean < r.kv_usage_peak for r in reps)
 
 
+def test_recomputation_with_a_cpu_tier_counts_what_preempted_calls_computed_again() -> None:
+    """The thirteenth review: counted as prefill less each call's first prefill, recomputation went negative
+    with a CPU tier (-6,618 tokens on a replica): a preempted call readmitted found more of its prompt on the
+    CPU tier than it had cached at first. The engine now counts what a preempted call computes again."""
+    tasks = generate("swe", 16, seed=0)
+    result = run_cluster(
+        tasks, replicas=2, policy="session-affinity", concurrency=8, kv_scale=0.25, kv_offload_gib=16.0
+    )
+    reps = result.replicas
+    assert sum(r.preemptions for r in reps) > 0
+    assert all(0 <= r.recomputed_prefill_tokens <= r.prefill_tokens for r in reps)
+    assert sum(r.recomputed_prefill_tokens for r in reps) > 0
+
+
 def test_a_call_the_engine_refuses_fails_its_task_and_the_run_goes_on() -> None:
     step = Step(output_tokens=100, tool_name="bash", tool_time_s=0.5, observation_tokens=100)
     fits = AgentTask("fits", system_tokens=500, task_tokens=500, steps=[step, step])
@@ -408,3 +423,6 @@ def test_bad_configuration_fails_before_running() -> None:
         run_cluster(tasks, replicas=1, policy="no-such-policy")
     with pytest.raises(ValueError, match="unknown simulator profile"):
         run_cluster(tasks, replicas=1, profile="no-such-profile")
+    # a task of no calls (the thirteenth review: an IndexError once running)
+    with pytest.raises(ValueError, match="at least one step"):
+        run_cluster([msgspec.structs.replace(tasks[0], steps=[])], replicas=1)

@@ -224,6 +224,37 @@ async def test_the_proxys_own_reads_of_a_replicas_models_carry_the_upstream_key(
     assert row["models"] == [replica.model]
 
 
+async def test_v1_models_passes_the_clients_own_vllm_key_when_the_proxy_has_none(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Without `upstream_api_key` and `api_keys`, clients' calls carry vLLM's `--api-key` themselves, and
+    `GET /v1/models` asked the replicas with no key: a 503 for every client (the thirteenth review). It now
+    asks with the client's key, serves a union again only to the same key, and a key every replica refuses
+    is refused (401), as vLLM would."""
+    replica = FakeReplica()
+    original = replica._models
+
+    async def guarded(request: Any) -> Any:
+        if request.headers.get("Authorization") != "Bearer sk-vllm":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return await original(request)
+
+    replica._models = guarded  # type: ignore[method-assign]
+    await replica.start()
+    answers = []
+    try:
+        async with running_proxy(config([replica.url])) as url:
+            for auth in ("Bearer sk-vllm", "Bearer wrong", None, "Bearer sk-vllm"):
+                headers = {"Authorization": auth} if auth else {}
+                async with http.get(f"{url}/v1/models", headers=headers) as r:
+                    answers.append((r.status, await r.json()))
+    finally:
+        await replica.stop()
+    assert [status for status, _ in answers] == [200, 401, 401, 200]
+    assert [m["id"] for m in answers[0][1]["data"]] == [replica.model] and answers[3][1] == answers[0][1]
+    assert answers[1][1]["error"]["code"] == "invalid_api_key"
+
+
 @pytest.mark.parametrize(("status", "max_answer_bytes"), [(400, None), (503, None), (400, 100_000)])
 async def test_a_long_replica_error_reaches_the_client_whole(
     http: aiohttp.ClientSession, status: int, max_answer_bytes: int | None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from aiohttp import web
 
 from proxy.config import ProxyConfig
-from proxy.passthrough import model_of
+from proxy.passthrough import PASSTHROUGH_GETS, model_of
 from proxy.server import running_proxy
-from tests.proxy.fakes import FakeReplica, fake_replica
+from tests.proxy.fakes import FakeReplica, fake_replica, replica_app, serving
 
 
 def config(replicas: list[str]) -> ProxyConfig:
@@ -94,6 +95,42 @@ async def test_a_replica_busy_with_a_passthrough_request_gets_the_next_ones_afte
         for task in waiting:
             task.cancel()
         await held.stop()
+
+
+async def test_vllms_other_read_and_generate_routes_reach_a_replica_and_its_operator_routes_do_not(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The thirteenth review: `GET /version`, `/tokenizer_info`, `/ping`, token-in token-out generation and
+    the derenderers were the proxy's 404 and reached no replica, and the README did not say so."""
+    seen: list[tuple[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path))
+        return web.json_response({"path": request.path})
+
+    app = replica_app(answer)
+    for path in PASSTHROUGH_GETS:
+        app.router.add_get(path, answer)
+    posts = ("/inference/v1/generate", "/v1/chat/completions/derender", "/generative_scoring")
+    for path in (*posts, "/v1/load_lora_adapter"):
+        app.router.add_post(path, answer)
+    got = {}
+    async with serving(app) as replica, running_proxy(config([replica])) as url:
+        for method, path in [("GET", p) for p in ("/version", "/tokenizer_info", "/ping")] + [
+            ("POST", p) for p in (*posts, "/ping", "/v1/load_lora_adapter")
+        ]:
+            async with http.request(
+                method, url + path, json=None if method == "GET" else {"model": "m"}
+            ) as r:
+                got[method, path] = (r.status, await r.json())
+    for path in PASSTHROUGH_GETS:
+        assert got["GET", path] == (200, {"path": path})
+    for path in posts:
+        assert got["POST", path] == (200, {"path": path})
+    assert got["GET", "/ping"][0] == got["POST", "/ping"][0] == 200  # the proxy's health
+    status, error = got["POST", "/v1/load_lora_adapter"]
+    assert status == 404 and error["error"]["message"]  # an operator's route: not relayed
+    assert ("POST", "/v1/load_lora_adapter") not in seen and ("GET", "/ping") not in seen
 
 
 def test_the_model_is_read_from_json_and_multipart_bodies_and_anything_else_is_none() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -72,6 +73,32 @@ async def test_calls_extending_an_earlier_call_continue_its_session(
         other, _ = await chat(http, url, list(OPENING), stream)
     assert text and sessions == [first] * 4
     assert other != first
+
+
+async def test_two_agents_given_one_task_at_once_stay_apart(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """The thirteenth review: an opening became a live session only once its first call was answered, so
+    two agents given the same task at the same moment (a best-of-N fan-out) were filed as one session, and
+    their later calls chained into it. A first call whose opening's session is running is another agent's.
+    (Two agents answered alike word for word, as the simulated replica answers one prompt, cannot be told
+    apart once they go on: one answer key names one session.)"""
+    async with running_proxy(config(fleet.urls)) as url:
+        bodies = [
+            {"model": "saga-sim", "messages": OPENING, "max_tokens": n, "ignore_eos": True} for n in (48, 40)
+        ]
+
+        async def start(body: dict[str, Any]) -> tuple[str, str]:
+            async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+                return r.headers["X-Session-ID"], (await r.json())["choices"][0]["message"]["content"]
+
+        first = await asyncio.gather(*(start(body) for body in bodies))  # both in flight at once
+        later = []
+        for i, (_, text) in enumerate(first):
+            messages = [*OPENING, {"role": "assistant", "content": text}, {"role": "user", "content": f"{i}"}]
+            later.append((await chat(http, url, messages, False))[0])
+    assert first[0][0] != first[1][0] and [s for s, _ in first] == later
 
 
 TOOLS = [

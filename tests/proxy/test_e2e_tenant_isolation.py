@@ -247,3 +247,28 @@ async def test_two_tenants_naming_one_agent_type_learn_graphs_of_their_own(
         await fleet.close()
     learned = set(core.predictor.graphs)
     assert {"alpha:coder", "beta:coder"} <= learned and "coder" not in learned, learned
+
+
+@pytest.mark.parametrize("salted", [True, False])
+async def test_a_tenant_cannot_learn_another_tenants_prompt_from_its_cached_tokens(
+    http: aiohttp.ClientSession, salted: bool
+) -> None:
+    """The thirteenth review: vLLM shares its prefix cache between every request with the same tokens and
+    tells each caller how many of its prompt's were cached, so beta, guessing alpha's prompt, learned it was
+    right (624 of 625 tokens cached; 0 for a wrong guess). Each key's tenant now sends a `cache_salt` of its
+    own (`tenant_cache_salt`, on by default); switched off, the cache is shared as before."""
+    secret = [{"role": "user", "content": "alpha's private plan: " + "acquire the rival company " * 40}]
+    cached = {}
+    fleet = await start_fleet(1, time_scale=200.0)
+    try:
+        settings = config(fleet.urls, api_keys=KEYS, access_log=False, tenant_cache_salt=salted)
+        async with running_proxy(settings) as url:
+            for name, headers in (("alpha", A), ("alpha again", A), ("beta", B)):
+                body = {"model": "saga-sim", "messages": secret, "max_tokens": 1}
+                async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                    cached[name] = (await r.json())["usage"]["prompt_tokens_details"]["cached_tokens"]
+    finally:
+        await fleet.close()
+    assert cached["alpha again"] > 100  # a tenant's own prefix is cached as before
+    assert (cached["beta"] == 0) is salted, cached

@@ -80,3 +80,14 @@ def test_a_pair_the_bound_cuts_in_two_is_not_called_unpaired() -> None:
     body = b'"\\ud000' + b"\\ud83d\\ude00" * 32768 + b'"'  # one non-surrogate `\ud`, then 32,768 pairs
     assert unpaired_surrogate(body) is None
     assert unpaired_surrogate(b'"\\ud83d' + b"\\ud83d\\ude00" * 40_000 + b'"') == 1  # found before the bound
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_nan_or_infinity_literal_is_named_as_such(literal: bytes) -> None:
+    """The thirteenth review: Python's `json.dumps` writes `Infinity` for `float("inf")` (in a tool schema's
+    `maximum`, say) and vLLM reads it; the proxy's 400 said only "invalid character"."""
+    body = b'{"model":"m","messages":[],"tools":[{"maximum":' + literal + b"}]}"
+    with pytest.raises(ProxyError) as refused:
+        parse_call(body)
+    assert refused.value.status == 400
+    assert f"NaN or Infinity literal at byte {body.index(literal)}" in refused.value.message

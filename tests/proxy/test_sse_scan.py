@@ -8,12 +8,13 @@ import json
 import re
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.scheduler.types import Usage
 from proxy.session_chain import Answer
-from proxy.sse_scan import StreamScanner, read_answer
+from proxy.sse_scan import MAX_HELD_EVENT, StreamScanner, read_answer
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
 _NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
@@ -675,3 +676,34 @@ def test_what_an_answer_and_a_body_decode_to_is_left_out_of_the_cyclic_gc() -> N
     call = msgspec.json.decode(b'{"model":"m","vllm_xargs":{"a":[1]}}', type=CallFields)
     for struct in (answer, answer.choices[0], answer.choices[0].delta, answer.usage, message, call):
         assert not gc.is_tracked(struct)
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_a_large_events_blank_line_split_before_a_stripped_usage_event_stays_with_it(crlf: bool) -> None:
+    """The thirteenth review: an event past MAX_HELD_EVENT flows as it comes; when its blank line was cut
+    between two reads and the second also held the usage event the proxy strips, the strip took the blank
+    line's rest with it, and the client read the large event and `[DONE]` as one event that is not JSON."""
+    line_end = b"\r\n" if crlf else b"\n"
+    big = _chunk({"content": "x" * (MAX_HELD_EVENT + 10)}) + line_end
+    usage = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}' + line_end * 2
+    done = b"data: [DONE]" + line_end * 2
+    stream = big + line_end + usage + done
+    for cut in range(len(big) - 2, len(big) + 3):  # every cut around the large event's blank line
+        scanner = StreamScanner()
+        forwarded = scanner.feed_stripping_usage(stream[:cut]) + scanner.feed_stripping_usage(stream[cut:])
+        forwarded += scanner.flush()
+        assert forwarded == big + line_end + done, cut
+        assert scanner.usage() == Usage(5, 1)
+
+
+def test_a_replica_forcing_usage_keeps_its_usage_event() -> None:
+    """vLLM's `--enable-force-include-usage` puts usage in every chunk and ends every stream with a usage
+    event, asked for or not: the proxy stripped that last event, which the client gets from vLLM directly."""
+    first = (
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}],"usage":{"prompt_tokens":5}}'
+    )
+    last = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}'
+    stream = first + b"\n\n" + _chunk({"content": "a"}) + b"\n\n" + last + b"\n\ndata: [DONE]\n\n"
+    scanner = StreamScanner()
+    assert scanner.feed_stripping_usage(stream) + scanner.flush() == stream
+    assert scanner.usage() == Usage(5, 1)
