@@ -5,8 +5,8 @@ prefill of its uncached tokens (linear and attention terms) and decode of its ou
 passed in (e.g. derived from a simulator profile by the harness), so nothing here knows the hardware.
 `TokenCostModel` charges token counts as VTC does (input + 2 x output by default). `SessionHistory` guesses a
 call's uncached tokens and output length from what the session did before (its previous prompt and answer are
-assumed cached), a session's first call's output from its tenant's recent calls. `RemainingWork` is what a
-predictor supplies; `CallsSoFarEstimate` is the default.
+assumed cached), a session's first call's output from its tenant's recent first calls (at least the default).
+`RemainingWork` is what a predictor supplies; `CallsSoFarEstimate` is the default.
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ _TENANT_OUTPUT_WEIGHT = 0.2
 
 class SessionHistory:
     """Per-session memory for estimates; bounded by the caller calling `forget` when a session ends. A
-    session's first call is expected to write what its tenant's calls wrote lately (a moving average; the
-    default before any), not a fixed default: a tenant with long outputs that named a new session every call
-    was charged 200 tokens of decode a call whatever it wrote, 8x the decode of a tenant charged alike (the
-    thirteenth review). At most `max_tenants` tenants' averages are kept (the least recently updated go)."""
+    session's first call is expected to write what its tenant's sessions' first calls wrote lately (a moving
+    average), and never less than `default_output_tokens`: a tenant with long outputs that named a new
+    session every call was charged 200 tokens of decode a call whatever it wrote, 8x the decode of a tenant
+    charged alike (the thirteenth review); an average over every call, or without the floor, let a tenant
+    pay less than that by padding with short calls (2,000-token first calls charged 48: the fourteenth).
+    At most `max_tenants` tenants' averages are kept (the least recently updated go)."""
 
     def __init__(self, default_output_tokens: int = 200, max_tenants: int = 4096) -> None:
         self.default_output_tokens = default_output_tokens
@@ -79,14 +81,16 @@ class SessionHistory:
     def tenant_output(self, tenant: str) -> int:
         """The output a new session of `tenant` is expected to write."""
         average = self._tenant_output.get(tenant)
-        return self.default_output_tokens if average is None else max(1, round(average))
+        default = self.default_output_tokens
+        return default if average is None else max(default, round(average))
 
     def finished(self, session_id: str, prompt_tokens: int, completion_tokens: int, tenant: str = "") -> None:
         seen = self._seen.setdefault(session_id, _SessionSeen())
+        first = seen.calls == 0
         seen.context_tokens = prompt_tokens + completion_tokens
         seen.output_tokens = completion_tokens or self.tenant_output(tenant)
         seen.calls += 1
-        if completion_tokens:  # (none: a call that failed or was cut wrote nothing to learn from)
+        if first and completion_tokens:  # (none: a call that failed or was cut wrote nothing to learn from)
             average = self._tenant_output.pop(tenant, None)
             self._tenant_output[tenant] = (
                 float(completion_tokens)

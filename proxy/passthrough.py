@@ -29,9 +29,11 @@ import msgspec
 from aiohttp import web
 
 from proxy import forward
+from proxy.auth import TENANT
 from proxy.context import CONFIG, CORE, METRICS, MODELS, POOL
 from proxy.errors import ProxyError
 from proxy.model_routing import for_model
+from proxy.tenant_salt import TenantSalts, salted
 
 POOLING_ROUTES = (
     "/v1/embeddings",
@@ -62,6 +64,17 @@ PASSTHROUGH_ROUTES = (
     "/inference/v1/generate",
 )
 PASSTHROUGH_GETS = ("/version", "/tokenizer_info")
+# Routes that read a prefix cache and take vLLM's `cache_salt`: an API-key tenant's calls are salted as the
+# scheduled calls are (proxy/tenant_salt.py)
+SALTED_ROUTES = frozenset({"/inference/v1/generate"})
+_SALTS = web.AppKey("passthrough_salts", TenantSalts)
+
+
+class _Salt(msgspec.Struct):
+    cache_salt: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_salt_decoder = msgspec.json.Decoder(_Salt)
 BUSY = web.AppKey("passthrough_busy", dict[str, int])  # replica id -> passthrough requests in flight
 _turn = itertools.count()
 
@@ -148,6 +161,11 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     app = request.app
     config = app[CONFIG]
     body = await request.read()
+    salts, tenant = app.get(_SALTS), request.get(TENANT)
+    if salts is not None and tenant is not None and request.path in SALTED_ROUTES:
+        # (a body that is not a JSON object goes as sent: the replica answers its own 400)
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            body = salted(body, _salt_decoder.decode(body).cache_salt, tenant, salts)
     model = model_of(body, request.content_type)
     replicas = order_replicas(request, model)
     if not replicas:
@@ -190,6 +208,9 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app[BUSY] = {}
+    config = app[CONFIG]
+    if config.api_keys and config.tenant_cache_salt:
+        app[_SALTS] = TenantSalts(config.api_keys)
     for path in PASSTHROUGH_ROUTES:
         app.router.add_post(path, passthrough)
     for path in PASSTHROUGH_GETS:

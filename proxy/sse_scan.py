@@ -143,6 +143,16 @@ def _event_end(events: bytes, at: int) -> int:
     return lf + 2 if lf >= 0 else len(events)
 
 
+def _usage_with_choices(payload: bytes) -> bool:
+    """Whether an SSE data payload is an event carrying both choices and a usage object (what vLLM forcing
+    usage sends in every chunk; a usage-only event has no choices)."""
+    try:
+        event = _answer_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return False
+    return event.usage is not None and bool(event.choices)
+
+
 def _blank_line_end(tail: bytes, data: bytes) -> int:
     """How many leading bytes of `data` end the first blank line (LF or CRLF lines) of `tail + data`, where
     `tail` (a few bytes) holds no whole one: 0 when there is none."""
@@ -339,9 +349,9 @@ class StreamScanner:
             # vLLM's `--enable-force-include-usage` sends usage in every chunk and ends every stream with
             # a usage event, asked for or not: a client reading it directly gets that event, so it is kept
             # (usage in a chunk with choices, which the proxy never asks for, says the replica forces it)
-            if complete.find(b'"usage"') >= 0:
+            if complete.find(b'"usage"') >= 0:  # (the word can be in a token's text: each such event decoded)
                 self._usage_forced = any(
-                    line.find(b'"choices":[{') >= 0 for line in _data_payloads_with(complete, _USAGE_MARKS)
+                    _usage_with_choices(payload) for payload in _data_payloads_with(complete, _USAGE_MARKS)
                 )
         if self._usage_forced:
             self._flowing = False

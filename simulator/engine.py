@@ -149,7 +149,7 @@ class Engine(OffloadHooks):
         self._unreported: list[RequestOutput] = []  # tokens sampled in a settled run, not yet returned
         self.quiet_steps = 0  # steps run coalesced
         self.prefill_tokens_total = 0  # computed in prefill chunks (recomputation included)
-        # of those, tokens a preempted request had computed before and computes again (`_readmitted`)
+        # of those, tokens a preempted request had computed before and computes again (counted as they run)
         self.prefill_recomputed_total = 0
         self.offload = offload_tier(profile, kv_offload_gib)
         self._loading: dict[RequestState, float] = {}  # waiting for a CPU->GPU load -> when it is done
@@ -345,6 +345,10 @@ class Engine(OffloadHooks):
             else:
                 num_prefill += n
                 attention_pairs += prefill_attention_pairs(n, seq.num_computed)
+                # prefill below what it had computed before a preemption: computed again
+                mark = seq.computed_at_preemption
+                if mark > seq.num_computed:
+                    self.prefill_recomputed_total += min(seq.num_computed + n, mark) - seq.num_computed
         duration = step_time_s(
             self.profile,
             num_tokens=num_tokens,
@@ -418,8 +422,6 @@ class Engine(OffloadHooks):
             seq.set_blocks(hit_ids, new_blocks)
             seq.num_cached_blocks = num_hit
             seq.num_computed = num_computed
-            if seq.num_preemptions:
-                self._readmitted(seq, num_computed)
             if seq.cached_tokens < 0:
                 seq.cached_tokens = num_computed
                 seq.first_scheduled = now
@@ -549,7 +551,8 @@ class Engine(OffloadHooks):
 
     def _preempt(self, seq: RequestState) -> None:
         self._free(seq)
-        seq.computed_at_preemption = seq.num_computed
+        # (the most it ever had: what it computes again below that, after any preemption, is recomputation)
+        seq.computed_at_preemption = max(seq.computed_at_preemption, seq.num_computed)
         seq.num_computed = 0
         seq.num_preemptions += 1
         self.num_preemptions += 1

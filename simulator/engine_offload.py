@@ -49,13 +49,6 @@ class OffloadHooks:
     def _iter_hashes(self, seq: RequestState, num_blocks: int) -> Iterator[BlockHash]:
         raise NotImplementedError
 
-    def _readmitted(self, seq: RequestState, reused: int) -> None:
-        """A preempted request is admitted again with `reused` tokens' KV found (GPU hits, CPU loads): what
-        it had computed past them it computes again. (Counted so, not as prefill less each request's first
-        prefill: a request that finds more cached when readmitted than at first, loaded from CPU, made that
-        difference negative.)"""
-        self.prefill_recomputed_total += max(0, seq.computed_at_preemption - reused)
-
     def session_of(self, request_id: str) -> str | None:
         """The session a running request names (None: none): its KV events carry it, as vLLM's do."""
         session = self._session_of.get(request_id)
@@ -103,8 +96,6 @@ class OffloadHooks:
         seq.set_blocks(hit, new_blocks)
         seq.num_cached_blocks = h
         seq.num_computed = h * bs
-        if seq.num_preemptions:
-            self._readmitted(seq, (h + k) * bs)
         if seq.cached_tokens < 0:
             seq.cached_tokens = (h + k) * bs  # vLLM counts externally loaded tokens as cached
         if seq.num_preemptions == 0:

@@ -156,7 +156,7 @@ class RequestState:
         self.num_offered = 0  # leading prompt blocks handed to the CPU offload tier (simulator.offload)
         self.num_output = 0
         self.num_preemptions = 0
-        self.computed_at_preemption = 0  # tokens whose KV it had when last preempted (the engine's recount)
+        self.computed_at_preemption = 0  # the most tokens whose KV it had at a preemption (the recount)
         self.cached_tokens = -1  # set at first admission
         self.first_scheduled = -1.0
         self.scheduled = 0  # tokens scheduled in the current step

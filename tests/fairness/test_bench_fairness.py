@@ -56,9 +56,7 @@ def test_a_fleet_share_lets_the_light_tenant_go_first_where_it_gathered(tmp_path
         assert all(t.failed == 0 for t in afs.tenants) and [t.tasks for t in afs.tenants] == [20, 80]
         assert afs.invariant_held is (True if share == "replica" else None)
     replica, fleet = (reports[s].contenders[0].tenants[0] for s in ("replica", "fleet"))
-    # 1.28x against 1.48x when written; 1.37x against 1.44x since a session's first call is charged its
-    # tenant's recent output rather than a fixed 200 tokens (both tenants write ~170 here)
-    assert fleet.slowdown_p99 < replica.slowdown_p99 and fleet.slowdown_mean < replica.slowdown_mean
+    assert fleet.slowdown_p99 < 0.95 * replica.slowdown_p99  # 1.28x against 1.48x when written
 
 
 def test_kv_scale_puts_the_tenants_under_kv_pressure(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from fairness import TenantsConfig, TenantSpec
+from fairness import SessionHistory, TenantsConfig, TenantSpec
 from proxy.config import ProxyConfig
 from proxy.scheduler import (
     ConfigError,
@@ -397,3 +397,18 @@ def test_an_ended_session_whose_other_call_finishes_later_leaves_no_history() ->
         core.session_ended(f"s{i}")  # (X-Session-End on the call that finished)
         core.request_finished(b.request_id, Usage(100, 1))
     assert len(core.sessions) == 0 and len(core.release.history) == 0
+
+
+def test_short_calls_do_not_lower_a_tenants_first_call_charge_below_the_default() -> None:
+    """The fourteenth review: the tenant's expected first-call output was averaged over every call, so ten
+    one-token calls between 2,000-token first calls brought their charge to 48 tokens, under b75f990's fixed
+    200. It averages sessions' first calls only, and never goes below the default."""
+    history = SessionHistory(default_output_tokens=200)
+    for i in range(20):
+        history.finished(f"s{i}", 100, 2000, "t")  # a new session's 2,000-token first call
+        for _ in range(10):
+            history.finished(f"s{i}", 100, 1, "t")  # padding within the session: not a first call
+    assert history.estimate("next", 100, "t").output_tokens > 1900
+    for i in range(50):
+        history.finished(f"pad{i}", 100, 1, "t")  # padding with new sessions: first calls of one token
+    assert history.estimate("next", 100, "t").output_tokens == 200

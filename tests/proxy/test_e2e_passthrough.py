@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.passthrough import PASSTHROUGH_GETS, model_of
 from proxy.server import running_proxy
+from proxy.tenant_salt import TenantSalts
 from tests.proxy.fakes import FakeReplica, fake_replica, replica_app, serving
 
 
@@ -131,6 +133,33 @@ async def test_vllms_other_read_and_generate_routes_reach_a_replica_and_its_oper
     status, error = got["POST", "/v1/load_lora_adapter"]
     assert status == 404 and error["error"]["message"]  # an operator's route: not relayed
     assert ("POST", "/v1/load_lora_adapter") not in seen and ("GET", "/ping") not in seen
+
+
+async def test_an_api_key_tenants_token_in_generation_carries_its_cache_salt(
+    http: aiohttp.ClientSession,
+) -> None:
+    """vLLM's `/inference/v1/generate` reads the prefix cache and takes `cache_salt`: relayed for an API-key
+    tenant, it carries the tenant's salt as its scheduled calls do (the fourteenth review); `/tokenize`
+    reads no cache and goes as sent."""
+    bodies: dict[str, dict[str, object]] = {}
+
+    async def answer(request: web.Request) -> web.Response:
+        bodies[request.path] = await request.json()
+        return web.json_response({})
+
+    app = replica_app(answer)
+    for path in ("/inference/v1/generate", "/tokenize"):
+        app.router.add_post(path, answer)
+    settings = msgspec.structs.replace(config([]), api_keys={"key-a": "alpha"})
+    async with serving(app) as replica:
+        settings = msgspec.structs.replace(settings, replicas=[replica])
+        async with running_proxy(settings) as url:
+            for path in ("/inference/v1/generate", "/tokenize"):
+                body = {"model": "m", "token_ids": [1, 2, 3]}
+                async with http.post(url + path, json=body, headers={"Authorization": "Bearer key-a"}) as r:
+                    assert r.status == 200
+    assert bodies["/inference/v1/generate"]["cache_salt"] == TenantSalts({"key-a": "alpha"}).salt("alpha")
+    assert "cache_salt" not in bodies["/tokenize"]
 
 
 def test_the_model_is_read_from_json_and_multipart_bodies_and_anything_else_is_none() -> None:

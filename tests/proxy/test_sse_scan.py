@@ -707,3 +707,13 @@ def test_a_replica_forcing_usage_keeps_its_usage_event() -> None:
     scanner = StreamScanner()
     assert scanner.feed_stripping_usage(stream) + scanner.flush() == stream
     assert scanner.usage() == Usage(5, 1)
+
+
+def test_the_word_usage_in_the_first_token_is_not_taken_for_forced_usage() -> None:
+    """The fourteenth review: the forced-usage check looked for the bytes `"usage"` on a line with choices,
+    so a completion whose first token was the word "usage" kept the usage event the client did not ask for."""
+    first = b'data: {"id":"c","object":"text_completion","choices":[{"index":0,"text":"usage"}]}'
+    last = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}'
+    stream = first + b"\n\n" + last + b"\n\ndata: [DONE]\n\n"
+    scanner = StreamScanner()
+    assert scanner.feed_stripping_usage(stream) + scanner.flush() == first + b"\n\ndata: [DONE]\n\n"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
-from simulator.cost_model import Profile
+from simulator.cost_model import Profile, get_profile, with_kv_capacity
 from simulator.engine import Engine, EngineRequest, InvalidRequestError, RequestOutput, StepResult
 from simulator.tokenizer import EOS_ID
 
@@ -301,3 +302,47 @@ def test_random_load_keeps_the_pool_consistent_and_finishes_everything(policy: s
 
 def _fields(profile: Profile) -> dict[str, object]:
     return {f: getattr(profile, f) for f in profile.__struct_fields__}
+
+
+def test_recomputation_is_counted_as_it_runs_not_when_a_preempted_request_is_readmitted() -> None:
+    """The fourteenth review: counted at readmission (all it had computed past what it found), a request
+    aborted after one chunk of its recomputation was counted for prefill never computed (320 tokens where
+    32 were computed again). Counted as each prefill chunk runs below the most it had computed: exact."""
+
+    prof = with_kv_capacity(get_profile("llama3-8b-h100"), num_gpu_blocks=129)
+    bs = prof.block_size
+    engine = Engine(
+        msgspec.structs.replace(prof, max_model_len=128 * bs, max_num_batched_tokens=32),
+        scheduling_policy="priority",
+    )
+    rnd = random.Random(1)
+    clock = [0.0]
+
+    def step() -> None:
+        engine.step(clock[0])
+        clock[0] += 0.02
+
+    for rid, priority in (("victim", 10), ("hog", 0)):
+        tokens = [rnd.randrange(1000, 30000) for _ in range(60 * bs)]
+        engine.add_request(
+            EngineRequest(
+                request_id=rid, prompt_token_ids=tokens, max_tokens=1000, ignore_eos=True, priority=priority
+            ),
+            clock[0],
+        )
+    for _ in range(5000):
+        step()
+        if engine.stats().num_preemptions_total:
+            break
+    for _ in range(320):  # the hog writes on into the victim's freed blocks
+        step()
+    engine.abort("hog")
+    for _ in range(50):  # until the victim is readmitted and has computed one chunk
+        before = engine.stats().prefill_tokens_total
+        step()
+        if engine.stats().prefill_tokens_total > before:
+            break
+    engine.abort("victim")
+    stats = engine.stats()
+    computed_again = stats.prefill_tokens_total - 2 * 60 * bs  # beyond the two first prefills
+    assert stats.num_preemptions_total and 0 < stats.prefill_tokens_recomputed_total <= computed_again
