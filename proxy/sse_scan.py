@@ -344,11 +344,15 @@ class StreamScanner:
                 return b""
             complete, self._pending_events = data[:end], data[end:]
         self.feed(complete)
-        if not self._usage_checked:
+        if (
+            not self._usage_checked and complete.find(b"data:") >= 0
+        ):  # (a comment first, a keep-alive: not yet)
             self._usage_checked = True
             # vLLM's `--enable-force-include-usage` sends usage in every chunk and ends every stream with
             # a usage event, asked for or not: a client reading it directly gets that event, so it is kept
-            # (usage in a chunk with choices, which the proxy never asks for, says the replica forces it)
+            # (usage in a chunk with choices, which the proxy never asks for, says the replica forces it;
+            # vLLM 0.32 forces continuous usage with it; a replica forcing the final event alone is not
+            # told apart, and that event is stripped)
             if complete.find(b'"usage"') >= 0:  # (the word can be in a token's text: each such event decoded)
                 self._usage_forced = any(
                     _usage_with_choices(payload) for payload in _data_payloads_with(complete, _USAGE_MARKS)

@@ -4,6 +4,7 @@ replica that serves the model they name, the least busy one first."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import msgspec
@@ -158,8 +159,21 @@ async def test_an_api_key_tenants_token_in_generation_carries_its_cache_salt(
                 body = {"model": "m", "token_ids": [1, 2, 3]}
                 async with http.post(url + path, json=body, headers={"Authorization": "Bearer key-a"}) as r:
                     assert r.status == 200
-    assert bodies["/inference/v1/generate"]["cache_salt"] == TenantSalts({"key-a": "alpha"}).salt("alpha")
-    assert "cache_salt" not in bodies["/tokenize"]
+            salt = TenantSalts({"key-a": "alpha"}).salt("alpha")
+            assert bodies["/inference/v1/generate"]["cache_salt"] == salt
+            assert "cache_salt" not in bodies["/tokenize"]
+            # (the fifteenth review: a BOM or UTF-16 body went unsalted, and vLLM's parser reads both)
+            raw = json.dumps({"model": "m", "token_ids": [4]})
+            refused = []
+            for data in (b"\xef\xbb\xbf" + raw.encode(), raw.encode("utf-16")):
+                headers = {"Authorization": "Bearer key-a", "Content-Type": "application/json"}
+                async with http.post(url + "/inference/v1/generate", data=data, headers=headers) as r:
+                    refused.append(r.status)
+    assert refused == [200, 400] and bodies["/inference/v1/generate"] == {
+        "model": "m",
+        "token_ids": [4],
+        "cache_salt": salt,
+    }
 
 
 def test_the_model_is_read_from_json_and_multipart_bodies_and_anything_else_is_none() -> None:

@@ -717,3 +717,16 @@ def test_the_word_usage_in_the_first_token_is_not_taken_for_forced_usage() -> No
     stream = first + b"\n\n" + last + b"\n\ndata: [DONE]\n\n"
     scanner = StreamScanner()
     assert scanner.feed_stripping_usage(stream) + scanner.flush() == first + b"\n\ndata: [DONE]\n\n"
+
+
+def test_a_comment_before_the_first_event_does_not_decide_whether_usage_is_forced() -> None:
+    """The fifteenth review: the check was made on the first block whatever it held, so a keep-alive comment
+    first left a forcing replica's usage event stripped."""
+    first = (
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}],"usage":{"prompt_tokens":5}}'
+    )
+    last = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}'
+    rest = first + b"\n\n" + last + b"\n\ndata: [DONE]\n\n"
+    scanner = StreamScanner()
+    forwarded = scanner.feed_stripping_usage(b": ping\n\n") + scanner.feed_stripping_usage(rest)
+    assert forwarded + scanner.flush() == b": ping\n\n" + rest
