@@ -55,6 +55,7 @@ from proxy.scheduler import SchedulerCore, build_policy
 from proxy.scheduler.release import ReleaseQueue
 from proxy.session_chain import PrefixChains
 from proxy.tenant_metrics import TenantCollector
+from proxy.tenant_salt import TENANT_SALTS, tenant_salts
 from proxy.upstream_pool import UpstreamPool
 from proxy.worker_gather import GATHERER, Gatherer, gather_workers, gathering
 from proxy.worker_set import WorkerSet
@@ -196,6 +197,9 @@ def create_app(
         middlewares.append(gather_workers)
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
+    salts = tenant_salts(config)
+    if salts is not None:
+        app[TENANT_SALTS] = salts
     app[CORE] = core
     app[GATE] = DecisionGate()
     app[GUARDS] = Guards(config.guard_params(), config.priority_reprobe_s)

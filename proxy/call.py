@@ -50,7 +50,7 @@ from proxy.inline_relay import InlineDownstream, InlineRelay
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
 from proxy.session_chain import answer_key
 from proxy.sessions import SESSION_END_HEADER, end_session, wants_end
-from proxy.tenant_salt import TenantSalts
+from proxy.tenant_salt import TENANT_SALTS
 from proxy.upstream_pool import UpstreamAnswer
 
 log = logging.getLogger("saga.proxy")
@@ -72,9 +72,8 @@ class CallShared:
         self.chain_owners = app.get(CHAIN_OWNERS)
         self.kv_residency = app.get(KV_RESIDENCY)
         self.tenant_sources = app[TENANT_SOURCES]
-        config = self.config
         # each client API key's tenant salts its prefix cache on the replicas (proxy/tenant_salt.py)
-        self.salts = TenantSalts(config.api_keys) if config.api_keys and config.tenant_cache_salt else None
+        self.salts = app.get(TENANT_SALTS)
         # replicas that refused a request priority (FCFS vLLM): their calls go without one for a while
         self.no_priority = self.guards.no_priority
         self.ready = True

@@ -230,11 +230,12 @@ def _prepared(
         )
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e
-    salts = shared.salts
+    salts, prefix_seed = shared.salts, 0
     if tenant is not None:  # authenticated by a client API key: the key names the tenant
         who = _keyed(who, tenant)
         if salts is not None:  # its prefix cache its own (proxy/tenant_salt.py)
             body = salted(body, fields.cache_salt, tenant, salts)
+            prefix_seed = salts.prefix_seed(tenant)
     if fields.session_id and fields.session_id != who.session_id:
         body = with_session_id(body, who.session_id)  # vLLM reads the body's before the header's
     kv = shared.kv_residency
@@ -251,13 +252,7 @@ def _prepared(
         model=fields.model or "",
         prompt_chars=len(body),
         prompt_tokens=int(estimated_tokens(prompt) * core.prompt_scale),  # (the engines' counts' scale)
-        prefix_hashes=(
-            prefix_hashes(
-                prompt, salts.prefix_seed(tenant) if salts is not None and tenant is not None else 0
-            )
-            if core.policy.wants_prefix_hashes
-            else ()
-        ),
+        prefix_hashes=prefix_hashes(prompt, prefix_seed) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream is True,
         session_inferred=who.session_inferred,
         # a Responses API continuation: vLLM keeps stored responses in its own memory, so only the replica

@@ -30,10 +30,11 @@ from aiohttp import web
 
 from proxy import forward
 from proxy.auth import TENANT
+from proxy.calls import without_bom
 from proxy.context import CONFIG, CORE, METRICS, MODELS, POOL
 from proxy.errors import ProxyError
 from proxy.model_routing import for_model
-from proxy.tenant_salt import TenantSalts, salted
+from proxy.tenant_salt import TENANT_SALTS, TenantSalts, salted
 
 POOLING_ROUTES = (
     "/v1/embeddings",
@@ -67,7 +68,6 @@ PASSTHROUGH_GETS = ("/version", "/tokenizer_info")
 # Routes that read a prefix cache and take vLLM's `cache_salt`: an API-key tenant's calls are salted as the
 # scheduled calls are (proxy/tenant_salt.py)
 SALTED_ROUTES = frozenset({"/inference/v1/generate"})
-_SALTS = web.AppKey("passthrough_salts", TenantSalts)
 
 
 class _Salt(msgspec.Struct):
@@ -161,7 +161,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     app = request.app
     config = app[CONFIG]
     body = await request.read()
-    salts, tenant = app.get(_SALTS), request.get(TENANT)
+    salts, tenant = app.get(TENANT_SALTS), request.get(TENANT)
     if salts is not None and tenant is not None and request.path in SALTED_ROUTES:
         body = _salted_body(body, tenant, salts)
     model = model_of(body, request.content_type)
@@ -204,27 +204,20 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     raise ProxyError(503, "no replica could be reached", code="no_replica")
 
 
-_BOM = b"\xef\xbb\xbf"
-
-
 def _salted_body(body: bytes, tenant: str, salts: TenantSalts) -> bytes:
     """An API-key tenant's body for a salted route, salted; a 400 for one the salt cannot be put in, which
     the replica's parser might still take (a UTF-16 body: sent unsalted, it read the shared cache)."""
-    if body.startswith(_BOM):  # dropped, as on the call routes
-        body = body[len(_BOM) :]
+    body = without_bom(body)  # as on the call routes
     try:
         return salted(body, _salt_decoder.decode(body).cache_salt, tenant, salts)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as e:
         raise ProxyError(
-            400, f"the request body must be a JSON object in UTF-8: {e}", code="invalid_body"
+            400, f"the request body must be a JSON object in UTF-8: {e}", code="invalid_request_body"
         ) from e
 
 
 def add_routes(app: web.Application) -> None:
     app[BUSY] = {}
-    config = app[CONFIG]
-    if config.api_keys and config.tenant_cache_salt:
-        app[_SALTS] = TenantSalts(config.api_keys)
     for path in PASSTHROUGH_ROUTES:
         app.router.add_post(path, passthrough)
     for path in PASSTHROUGH_GETS:

@@ -156,14 +156,9 @@ def _usage_with_choices(payload: bytes) -> bool:
 def _blank_line_end(tail: bytes, data: bytes) -> int:
     """How many leading bytes of `data` end the first blank line (LF or CRLF lines) of `tail + data`, where
     `tail` (a few bytes) holds no whole one: 0 when there is none."""
-    joined = tail + data[:4]
-    lf, crlf = joined.find(b"\n\n"), joined.find(b"\n\r\n")
-    ends = [at + 2 for at in (lf,) if at >= 0] + [at + 3 for at in (crlf,) if at >= 0]
-    if not ends:
-        lf, crlf = data.find(b"\n\n"), data.find(b"\n\r\n")
-        ends = [at + 2 for at in (lf,) if at >= 0] + [at + 3 for at in (crlf,) if at >= 0]
-        return min(ends) if ends else 0
-    return max(0, min(ends) - len(tail))
+    joined = tail + data  # (once a stream, at the end of an event that flowed)
+    ends = [at + n for at, n in ((joined.find(b"\n\n"), 2), (joined.find(b"\n\r\n"), 3)) if at >= 0]
+    return max(0, min(ends) - len(tail)) if ends else 0
 
 
 def _without_usage_events(events: bytes) -> bytes:

@@ -24,8 +24,10 @@ import hashlib
 import hmac
 
 import msgspec
+from aiohttp import web
 from xxhash import xxh3_64_intdigest
 
+from proxy.config import ProxyConfig
 from proxy.directives import with_member_set
 
 # vLLM's rule for a `cache_salt` (vllm/entrypoints/generate/base/protocol.py, validate_cache_salt)
@@ -39,6 +41,8 @@ def valid_client_salt(value: object) -> bool:
 
 
 class TenantSalts:
+    """One per app (`TENANT_SALTS`, made by `tenant_salts`): the call routes and the passthrough share it."""
+
     def __init__(self, api_keys: dict[str, str]) -> None:
         keys = b"".join(f"{key}\x00{tenant}\x00".encode() for key, tenant in sorted(api_keys.items()))
         self._secret = hashlib.sha256(b"saga cache salt\x00" + keys).digest()
@@ -84,3 +88,11 @@ def salted(
         return body  # vLLM's 400 says what is wrong with it
     assert isinstance(value, str)
     return with_member_set(body, "cache_salt", msgspec.json.encode(salts.salt(tenant, value)))
+
+
+TENANT_SALTS = web.AppKey("tenant_salts", TenantSalts)
+
+
+def tenant_salts(config: ProxyConfig) -> TenantSalts | None:
+    """The app's salts: with client API keys and `tenant_cache_salt`, else None (nothing salted)."""
+    return TenantSalts(config.api_keys) if config.api_keys and config.tenant_cache_salt else None

@@ -43,3 +43,11 @@ def test_salts_do_not_change_across_restarts_but_do_with_the_key_set() -> None:
     assert TenantSalts({"key-a": "alpha"}).salt("alpha") != SALTS.salt("alpha")
     assert SALTS.prefix_seed("alpha") != SALTS.prefix_seed("beta") and SALTS.prefix_seed("alpha") != 0
     assert msgspec.json.decode(msgspec.json.encode(SALTS.salt("alpha"))) == SALTS.salt("alpha")
+
+
+def test_salts_with_nul_or_a_number_past_floats_are_left_for_vllm_and_control_characters_are_mixed() -> None:
+    raw = b'{"model":"m","cache_salt":1e999}'  # a number past a float: not a salt, vLLM refuses it
+    assert salted(raw, decode_call(raw).cache_salt, "alpha", SALTS) == raw
+    raw = b'{"model":"m","cache_salt":"a\\u0000b"}'  # NUL: vLLM's own 400
+    assert salted(raw, decode_call(raw).cache_salt, "alpha", SALTS) == raw
+    assert _sent({"cache_salt": "\n\t\x01"})["cache_salt"] == SALTS.salt("alpha", "\n\t\x01")

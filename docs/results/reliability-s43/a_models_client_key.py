@@ -5,9 +5,9 @@ a 503 through the proxy (it asks the replicas without the client's key)."""
 
 import sys, os, json, time, socket, subprocess, http.client
 
-ROOT = os.environ.get(
-    "SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
-)
+import acommon
+from acommon import ROOT, behind_proxy
+
 B, P = 42151, 42152
 KEY = "sk-vllm-key"
 
@@ -65,61 +65,15 @@ def fake():
     web.run_app(app, host="127.0.0.1", port=B, print=None, access_log=None)
 
 
-def wait_port(port):
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("no port")
-
-
 def call(port, method, path, body=None, key=True):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    h = {"Content-Type": "application/json"}
-    if key:
-        h["Authorization"] = f"Bearer {KEY}"
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    d = r.read()
-    c.close()
-    return r.status, d
+    return acommon.call(port, method, path, body, {"Authorization": f"Bearer {KEY}"} if key else None)
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["fake"]:
         fake()
         sys.exit()
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, __file__, "fake"], env=env, stderr=subprocess.DEVNULL)]
-    try:
-        wait_port(B)
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "proxy.cli",
-                    "serve",
-                    "--replica",
-                    f"http://127.0.0.1:{B}",
-                    "--port",
-                    str(P),
-                    "--health-interval-s",
-                    "0.5",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_port(P)
-        for _ in range(100):
-            if call(P, "GET", "/health")[0] == 200:
-                break
-            time.sleep(0.2)
+    with behind_proxy(__file__, B, P):
         time.sleep(1)
         body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
         print(
@@ -138,10 +92,3 @@ if __name__ == "__main__":
             )
         else:
             print("OK: /v1/models answered as vLLM does")
-    finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(5)
-            except Exception:
-                p.kill()

@@ -5,9 +5,9 @@ blank line ending the previous event, so the client gets two events fused into o
 
 import sys, os, json, time, socket, subprocess, http.client
 
-ROOT = os.environ.get(
-    "SAGA_ROOT", os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
-)
+import acommon
+from acommon import ROOT, behind_proxy
+
 B, P = 42121, 42122
 
 
@@ -58,23 +58,7 @@ def fake():
     web.run_app(app, host="127.0.0.1", port=B, print=None, access_log=None)
 
 
-def wait_port(port):
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("no port")
-
-
-def get(port, method, path, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request(method, path, body=body, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    d = r.read()
-    c.close()
-    return r.status, d
+get = acommon.call
 
 
 def events(raw):
@@ -90,35 +74,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["fake"]:
         fake()
         sys.exit()
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, __file__, "fake"], env=env, stderr=subprocess.DEVNULL)]
-    try:
-        wait_port(B)
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "proxy.cli",
-                    "serve",
-                    "--replica",
-                    f"http://127.0.0.1:{B}",
-                    "--port",
-                    str(P),
-                    "--health-interval-s",
-                    "0.5",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_port(P)
-        for _ in range(100):
-            if get(P, "GET", "/health")[0] == 200:
-                break
-            time.sleep(0.2)
+    with behind_proxy(__file__, B, P):
         body = json.dumps({"model": "m", "prompt": "hi", "stream": True, "max_tokens": 1}).encode()
         sd, direct = get(B, "POST", "/v1/completions", body)
         sp, proxied = get(P, "POST", "/v1/completions", body)
@@ -151,10 +107,3 @@ if __name__ == "__main__":
             print("OK: the stream reached the client as vLLM sent it")
         else:
             print("OK?: streams differ but every event parses")
-    finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(5)
-            except Exception:
-                p.kill()
