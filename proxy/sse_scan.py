@@ -88,7 +88,6 @@ _DATA_LINE = re.compile(rb"^data:(.*)$", re.MULTILINE)
 _FINISH_MARK, _STOP_MARK = b'"finish_reason"', b'"stop_reason"'
 _NAME_MARK, _USAGE_MARK = b'"name"', b'"usage"'
 _NAME_MARKS, _USAGE_MARKS = (_NAME_MARK,), (_USAGE_MARK,)
-_FINISH_OR_NAME = (_FINISH_MARK, _NAME_MARK, _STOP_MARK)
 _USAGE_FINISH_OR_NAME = (_USAGE_MARK, _FINISH_MARK, _NAME_MARK, _STOP_MARK)
 # The call routes whose answers carry no Responses API id (`StreamScanner`'s `path`)
 NO_RESPONSE_ID_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/messages"))
@@ -141,16 +140,6 @@ def _event_end(events: bytes, at: int) -> int:
     if crlf >= 0:
         return crlf + 3
     return lf + 2 if lf >= 0 else len(events)
-
-
-def _usage_with_choices(payload: bytes) -> bool:
-    """Whether an SSE data payload is an event carrying both choices and a usage object (what vLLM forcing
-    usage sends in every chunk; a usage-only event has no choices)."""
-    try:
-        event = _answer_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return False
-    return event.usage is not None and bool(event.choices)
 
 
 def _blank_line_end(tail: bytes, data: bytes) -> int:
@@ -310,8 +299,10 @@ class StreamScanner:
         self._flowed_tail = b""  # the last bytes of that event that flowed (part of its blank line, maybe)
         self._usage_checked = False  # whether the stream's first events were looked at for forced usage
         self._usage_forced = False  # the replica sends usage unasked: nothing is stripped
+        self._usage_with_choices = False  # an event read so far carried usage beside its choices
         self.response_id: str | None = None
-        self._find_response_id = path not in NO_RESPONSE_ID_ROUTES
+        # a Responses API route (or any, unnamed): its answer's id and its events' `response` are read
+        self._responses = path not in NO_RESPONSE_ID_ROUTES
 
     def feed_stripping_usage(self, chunk: bytes) -> bytes:
         """Scans `chunk` like `feed` and returns what to forward: the complete events in it, less the
@@ -348,10 +339,8 @@ class StreamScanner:
             # (usage in a chunk with choices, which the proxy never asks for, says the replica forces it;
             # vLLM 0.32 forces continuous usage with it; a replica forcing the final event alone is not
             # told apart, and that event is stripped)
-            if complete.find(b'"usage"') >= 0:  # (the word can be in a token's text: each such event decoded)
-                self._usage_forced = any(
-                    _usage_with_choices(payload) for payload in _data_payloads_with(complete, _USAGE_MARKS)
-                )
+            # (what `feed` just decoded of these events tells: no second search or decode of them)
+            self._usage_forced = self._usage_with_choices
         if self._usage_forced:
             self._flowing = False
             return complete
@@ -404,7 +393,7 @@ class StreamScanner:
         else:
             block = data[:cut]
             partial += data[cut:]
-        if self._find_response_id and self.response_id is None and block.find(b'"resp_') >= 0:
+        if self._responses and self.response_id is None and block.find(b'"resp_') >= 0:
             self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
         if line_end >= cut - 2 and block.startswith(b"data:"):  # one data line, maybe a blank one after it
             self._one_data_line(block[5:line_end])
@@ -427,8 +416,9 @@ class StreamScanner:
         """What `feed` concludes from a block that is one data line (`payload`, after `data:`), the shape of
         every chunk of a token-by-token stream, without the searches for the lines of a longer block."""
         if self._collect and payload.find(b'"delta"') >= 0:
-            if _has_any(payload, _FINISH_OR_NAME):  # first: as in `feed`'s collecting branch
-                self._scan_finish_and_tools(payload)
+            # first, as in `feed`'s collecting branch (no search for the markers before: these searches are
+            # the same three when none is there, and vLLM's chunks all carry `"finish_reason"`)
+            self._scan_finish_and_tools(payload)
             # what _JSON_DATA_LINE finds; the usual "data: {" without copying the payload to strip it
             if payload.startswith(_OBJECT_STARTS) or payload.lstrip(b" \t").startswith(b"{"):
                 try:
@@ -468,10 +458,15 @@ class StreamScanner:
 
     def _take_usage(self, event: AnswerFields) -> None:
         """An event's usage: a chat chunk's own, or a Responses API event's whole answer."""
-        if event.usage is not None:
-            self._usage, self._seen_usage = event.usage, True
-        elif event.response is not None:
-            self._read_response(event.response)
+        usage = event.usage
+        if usage is not None:
+            self._usage, self._seen_usage = usage, True
+            if event.choices:  # beside choices: the replica forces usage (`feed_stripping_usage`)
+                self._usage_with_choices = True
+        elif self._responses:
+            response = event.response
+            if response is not None:
+                self._read_response(response)
 
     def _read_response(self, response: AnswerFields) -> None:
         """A Responses API event's response. The final one (the only one with usage) is the whole answer:
@@ -573,10 +568,13 @@ class StreamScanner:
 
     def _scan_finish(self, line: bytes) -> bool:
         """Takes `line`'s finish reason (chat's, else /v1/messages' stop reason): True if it gives one."""
-        finish = _FINISH.search(line)
-        if finish is not None:
-            self._finish = finish.group(1).decode()
-            return True
+        at = line.find(_FINISH_MARK)
+        while at >= 0:  # `_FINISH.search`, matched only where its literal start is (the regex engine's search
+            finish = _FINISH.match(line, at)  # tries every position, a pass slower than `find`'s)
+            if finish is not None:
+                self._finish = finish.group(1).decode()
+                return True
+            at = line.find(_FINISH_MARK, at + 1)
         if line.find(_STOP_MARK) >= 0:
             stop = _STOP_REASON.search(line)
             if stop is not None:
@@ -585,6 +583,9 @@ class StreamScanner:
         return False
 
     def _scan_tools(self, line: bytes) -> None:
+        # the name first: nearly every chunk names nothing, but each of vLLM's carries `"finish_reason"`
+        if line.find(_NAME_MARK) < 0:
+            return
         if (
             line.find(b'"tool_calls"') >= 0
             or line.find(b'"function_call"') >= 0

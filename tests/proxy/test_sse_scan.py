@@ -730,3 +730,28 @@ def test_a_comment_before_the_first_event_does_not_decide_whether_usage_is_force
     scanner = StreamScanner()
     forwarded = scanner.feed_stripping_usage(b": ping\n\n") + scanner.feed_stripping_usage(rest)
     assert forwarded + scanner.flush() == b": ping\n\n" + rest
+
+
+@pytest.mark.parametrize("collect", [False, True])
+@pytest.mark.parametrize("event_by_event", [False, True])
+@pytest.mark.parametrize("path", ["", "/v1/chat/completions"])
+def test_forced_usage_is_told_from_what_the_scan_decodes_however_the_stream_comes(
+    collect: bool, event_by_event: bool, path: str
+) -> None:
+    """The forced-usage check reads what `feed` decodes of the first events (no search and decode of its
+    own): a forcing replica's stream keeps its usage event on every path through `feed`, and an ordinary
+    one loses the usage event the proxy asked for."""
+    first = (
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}],"usage":{"prompt_tokens":5}}'
+    )
+    last = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}'
+    for forced in (True, False):
+        opening = first if forced else _chunk({"role": "assistant"})
+        events = [opening, _chunk({"content": "a"}), _chunk({}, "stop"), last, b"data: [DONE]"]
+        pieces = [e + b"\n\n" for e in events] if event_by_event else [b"\n\n".join(events) + b"\n\n"]
+        scanner = StreamScanner(collect_answer=collect, path=path)
+        forwarded = b"".join(scanner.feed_stripping_usage(p) for p in pieces) + scanner.flush()
+        kept = events if forced else [e for e in events if e != last]
+        assert forwarded == b"\n\n".join(kept) + b"\n\n", (forced, collect, event_by_event)
+        assert scanner.usage() == Usage(5, 1, 0, "stop")
+        assert scanner.answer() == (Answer("a") if collect else None)
