@@ -75,10 +75,14 @@ class AgentClient:
         stream: bool = False,
         retries: int = 0,
         call_timeout_s: float | None = None,
+        end_sessions: bool = False,
     ) -> None:
         """`retries`: attempts after a retryable failure (5xx, 429, a dropped connection, a timeout), as the
         OpenAI client makes, each recorded as its own call; `call_timeout_s`: wall seconds a call may take
-        before it counts as hung (error kind "timeout")."""
+        before it counts as hung (error kind "timeout"); `end_sessions`: each task's last call carries
+        `X-Session-End: true` (SAGA forgets the session when it ends and counts the task in
+        `saga_task_completion_seconds`; other routers pass the header on, which vLLM ignores). Off by
+        default: agents seldom say when their task is done, and the benchmarks model those that do not."""
         self.session = session
         self.url = base_url.rstrip("/") + "/v1/chat/completions"
         self.model = model
@@ -86,6 +90,7 @@ class AgentClient:
         self.stream = stream
         self.retries = retries
         self.call_timeout = None if call_timeout_s is None else aiohttp.ClientTimeout(total=call_timeout_s)
+        self.end_sessions = end_sessions
 
     def now(self) -> float:
         return time.monotonic() * self.time_scale
@@ -105,7 +110,10 @@ class AgentClient:
             "X-Agent-Type": task.agent_type,
             "Content-Type": "application/json",
         }
+        last = len(task.steps) - 1
         for i, step in enumerate(task.steps):
+            if i == last and self.end_sessions:
+                headers = {**headers, "X-Session-End": "true"}
             for _attempt in range(self.retries + 1):
                 call, answer = await self._call(i, messages, step, headers)
                 record.calls.append(call)

@@ -6,13 +6,16 @@ call is a blocking `requests` call and each tool wait a `gevent.sleep`, both of 
 users under gevent's monkey-patching. The coroutine therefore never suspends on an asyncio future and is
 driven to completion with one `send(None)`; if it ever did suspend, `run_task_sync` raises RuntimeError
 rather than hang. `on_call(record, headers)` is called as each call ends, so Locust can report it at once.
-Times are workload times (wall seconds x `time_scale`), as in AgentClient.
+Times are workload times (wall seconds x `time_scale`), as in AgentClient; `request_timeout_s` too: the
+longest a call may take, its whole answer read (a streamed one included), else it fails as a timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, cast
+from urllib.parse import quote
 
 import aiohttp
 import gevent  # type: ignore[import-untyped]
@@ -35,11 +38,18 @@ class LocustAgentClient(AgentClient):
         stream: bool,
         request_timeout_s: float,
         on_call: CallHook | None = None,
+        end_sessions: bool = False,
     ) -> None:
         # The aiohttp session is never used: `_call` is replaced below.
         super().__init__(
-            cast(aiohttp.ClientSession, None), base_url, model=model, time_scale=time_scale, stream=stream
+            cast(aiohttp.ClientSession, None),
+            base_url,
+            model=model,
+            time_scale=time_scale,
+            stream=stream,
+            end_sessions=end_sessions,
         )
+        self.base_url = base_url.rstrip("/")
         self.http = requests.Session()
         self.request_timeout_s = request_timeout_s
         self.on_call = on_call
@@ -56,6 +66,14 @@ class LocustAgentClient(AgentClient):
     def close(self) -> None:
         self.http.close()
 
+    def end_session(self, session_id: str) -> None:
+        """Ends a session whose task stopped before its last call (a failed call, the user stopped), by
+        SAGA's `POST /saga/v1/sessions/{id}/end`: best effort (another router answers 404; a proxy with an
+        `admin_token`, 401; with `api_keys`, the id is not the proxy's own name for it), never raising."""
+        url = f"{self.base_url}/saga/v1/sessions/{quote(session_id, safe='')}/end"
+        with contextlib.suppress(requests.RequestException, gevent.Timeout), gevent.Timeout(5):
+            self.http.post(url, timeout=5).close()
+
     async def _tool_wait(self, seconds: float) -> None:
         gevent.sleep(seconds)
 
@@ -65,13 +83,18 @@ class LocustAgentClient(AgentClient):
         started = self.now()
         call = CallRecord(step=index, started_s=started, latency_s=0.0)
         text = ""
+        # The whole call's limit, in wall seconds (`request_timeout_s` is workload time, as every time here):
+        # requests' own timeout bounds each read alone, so a stream that kept coming never ran out of it.
+        wall_limit = self.request_timeout_s / self.time_scale
+        deadline = gevent.Timeout(wall_limit)
+        deadline.start()
         try:
             with self.http.post(
                 self.url,
                 data=msgspec.json.encode(self._request_body(messages, step)),
                 headers=headers,
                 stream=self.stream,
-                timeout=self.request_timeout_s,
+                timeout=wall_limit,
             ) as resp:
                 call.status = resp.status_code
                 call.replica = resp.headers.get("X-Saga-Replica", resp.headers.get("X-Replica", ""))
@@ -98,6 +121,13 @@ class LocustAgentClient(AgentClient):
             call.error_kind, call.error = "disconnected", repr(e)
         except (msgspec.DecodeError, IndexError) as e:
             call.error_kind, call.error = "bad_answer", repr(e)
+        except gevent.Timeout as e:
+            if e is not deadline:
+                raise
+            call.error_kind = "timeout"
+            call.error = f"no whole answer within --request-timeout ({self.request_timeout_s:g} s)"
+        finally:
+            deadline.close()
         call.latency_s = self.now() - started
         if self.on_call is not None:
             self.on_call(call, headers)

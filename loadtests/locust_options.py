@@ -2,8 +2,9 @@
 
 Contract:
 - `add_options(parser)` registers `--workload`, `--tenant-mix`, `--time-scale`, `--model`, `--shape`,
-  `--no-stream`, `--request-timeout` and `--agent-seed` on Locust's parser; `LocustOptions.of(environment)`
-  reads them back, with the defaults when Locust runs without a command line (the library API).
+  `--no-stream`, `--request-timeout`, `--agent-seed` and `--no-session-end` on Locust's parser;
+  `LocustOptions.of(environment)` reads them back, with the defaults when Locust runs without a command
+  line (the library API).
 - `parse_tenant_mix(text)` takes a preset name (`TENANT_MIXES`) or `tenant:weight[:slo_class[:workload]],...`
   and raises ValueError naming the bad item; a stream without a workload runs its user's workload.
 - `TaskSource` hands one user an endless, seeded stream of agent tasks from `loadtests.workloads`: each task's
@@ -12,6 +13,7 @@ Contract:
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 import zlib
@@ -19,11 +21,13 @@ from typing import Any
 
 import msgspec
 
+from fairness.tenants import TenantsConfig
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import (
     DES_ONLY_WORKLOADS,
     WORKLOADS,
     TenantStream,
+    check_slo_classes,
     generate,
     parse_tenant_streams,
 )
@@ -51,6 +55,22 @@ class LocustOptions(msgspec.Struct, frozen=True, kw_only=True):
     no_stream: bool = False
     request_timeout: float = 600.0
     agent_seed: int = 0
+    no_session_end: bool = False
+
+    def problem(self) -> str | None:
+        """What is wrong with these values, if anything: the checks the command line makes, for values that
+        came another way (the web UI's "Custom parameters" reach the options with Locust's own conversion
+        alone: `float("0")` passes, and every user of such a run failed or the run reported nothing)."""
+        for name, value in (("--time-scale", self.time_scale), ("--request-timeout", self.request_timeout)):
+            if not math.isfinite(value) or value <= 0:
+                return f"{name} needs a finite number above 0, not {value!r}"
+        if self.workload not in (AUTO, *HTTP_WORKLOADS):
+            return f"--workload {self.workload!r} is not one of {', '.join((AUTO, *HTTP_WORKLOADS))}"
+        try:
+            parse_tenant_mix(self.tenant_mix)
+        except ValueError as e:
+            return f"--tenant-mix: {e}"
+        return None
 
     @classmethod
     def of(cls, environment: Any) -> LocustOptions:
@@ -98,8 +118,20 @@ def add_options(parser: Any) -> None:
         include_in_web_ui=False,  # read once at start
     )
     parser.add_argument("--no-stream", action="store_true", help="whole answers instead of SSE streaming")
-    parser.add_argument("--request-timeout", type=positive, default=600.0, help="seconds per LLM call")
+    parser.add_argument(
+        "--request-timeout",
+        type=positive,
+        default=600.0,
+        help="the longest one LLM call may take, its whole answer (streamed too) read, in workload seconds "
+        "(wall x --time-scale); past it the call fails as a timeout",
+    )
     parser.add_argument("--agent-seed", type=int, default=0, help="seed of the generated agent tasks")
+    parser.add_argument(
+        "--no-session-end",
+        action="store_true",
+        help="leave each session to the router's idle timeout instead of ending it with the task "
+        "(X-Session-End: true on its last call; a failed or stopped task's by SAGA's session API)",
+    )
 
 
 def parse_tenant_mix(text: str) -> list[TenantStream]:
@@ -108,6 +140,7 @@ def parse_tenant_mix(text: str) -> list[TenantStream]:
     )
     if not streams:
         raise ValueError(f"empty tenant mix {text!r}")
+    check_slo_classes(streams, TenantsConfig().slo_classes)  # (an unknown one was taken without a word)
     return streams
 
 

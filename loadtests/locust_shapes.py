@@ -8,7 +8,10 @@ any run:
 - `step`: U in `STEPS` equal steps, each held for T / STEPS: a capacity search by steps.
 - `burst` (multi-tenant): the background user classes run U / 2 users throughout; in the middle third of
   the run, `BURST_CLASS` users (their own tenant) join until there are U users, then leave: what a second
-  tenant's burst does to the first tenant's task completion times.
+  tenant's burst does to the first tenant's task completion times. The middle third's tick names the
+  burst's class alone: Locust adds users only of the classes a tick names (listing the background's too
+  spread the new users over them by weight: 2 burst users of 4 with -u 8, the background grown to 6) and
+  stops the users it added last first, so the background keeps its U / 2 throughout.
 """
 
 from __future__ import annotations
@@ -44,6 +47,6 @@ def plan(
         base = max(1, users // 2)
         classes = list(background or [])
         if run_time_s / 3 <= elapsed_s < 2 * run_time_s / 3:
-            return max(users, base + 1), spawn_rate, [*classes, BURST_CLASS]
+            return max(users, base + 1), spawn_rate, [BURST_CLASS]
         return base, spawn_rate, classes
     raise ValueError(f"unknown shape {shape!r}")

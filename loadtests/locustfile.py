@@ -12,16 +12,20 @@ What Locust reports (docs/loadtesting.md explains how to read it):
 - `ttft <tenant>/<agent type>`: every successful call's time to first token (streaming; `--no-stream`:
   equal to the latency);
 - `agent_task <tenant>/<agent type>`: every finished task, response time = its completion time (first call
-  sent to last answer, tool waits included), response length = its number of calls; a task with a failed
-  call is a failure (an agent cannot go on without the answer).
+  sent to last answer, tool waits included), response length = its number of calls;
+- `agent_task_failed <tenant>/<agent type>`: every task that ended at a failed call (an agent cannot go on
+  without the answer), a failure, response time = how long it ran (kept apart from the completion times).
 Times are workload times: wall time x `--time-scale` (1 against real vLLM). Options: loadtests/
 locust_options.py; shapes (`--shape ramp|step|burst`): loadtests/locust_shapes.py.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any, ClassVar
 
+import gevent  # type: ignore[import-untyped]
 from locust import LoadTestShape, User, constant, events, task
 
 from loadtests import locust_shapes
@@ -59,14 +63,23 @@ class AgentUser(User):
             stream=not opts.no_stream,
             request_timeout_s=opts.request_timeout,
             on_call=self._report_call,
+            end_sessions=not opts.no_session_end,
         )
+        self.task_session: str | None = None  # the session of the task in progress
 
     def on_stop(self) -> None:
+        if self.task_session is not None and self.agent.end_sessions:  # stopped mid-task
+            self.agent.end_session(self.task_session)
         self.agent.close()
 
     @task
     def agent_task(self) -> None:
-        record = self.agent.run_task_sync(self.source.next())
+        agent_task = self.source.next()
+        self.task_session = agent_task.session_id
+        record = self.agent.run_task_sync(agent_task)
+        self.task_session = None
+        if self.agent.end_sessions and any(c.error is not None for c in record.calls):
+            self.agent.end_session(record.session_id)  # it ended before its last call, which ends it
         self._report_task(record)
 
     def _report_call(self, call: CallRecord, headers: dict[str, str]) -> None:
@@ -95,7 +108,9 @@ class AgentUser(User):
     def _report_task(self, record: TaskRecord) -> None:
         errors = [c.error for c in record.calls if c.error is not None]
         self.environment.events.request.fire(
-            request_type="agent_task",
+            # a failed task on a row of its own: Locust puts a failure's time in its row's statistics, and a
+            # task refused at its first call (milliseconds) pulled the completion times down
+            request_type="agent_task_failed" if errors else "agent_task",
             name=f"{record.tenant_id}/{record.agent_type}",
             response_time=record.completion_time_s * 1000,
             response_length=len(record.calls),
@@ -155,16 +170,33 @@ class AgentShape(LoadTestShape):
 
 def _configure(environment: Any, **_: Any) -> None:
     opts = LocustOptions.of(environment)
-    parse_tenant_mix(opts.tenant_mix)  # fail at start on a bad mix, naming the item
+    problem = opts.problem()
+    if problem is not None:  # at start, as argparse's errors are (before: a traceback through Locust's hook)
+        print(f"locust: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     if opts.shape == "none":
         environment.shape_class = None
     classes = list(environment.user_classes)
     if opts.shape != "burst" and len(classes) > 1:
         classes = [c for c in classes if c is not BurstTenantAgent]
-    elif opts.shape == "burst":
-        BurstTenantAgent.weight = sum(c.weight for c in classes if c is not BurstTenantAgent) or 1
+    elif opts.shape == "burst" and BurstTenantAgent not in classes:
+        classes.append(BurstTenantAgent)  # the burst's own users, also when classes are named (SweAgent)
     environment.user_classes[:] = classes
+
+
+def _check_run(environment: Any, **_: Any) -> None:
+    """Each run's options again as it starts: the web UI's "Custom parameters" skip the checks the command
+    line makes (`LocustOptions.problem`). A bad value stops the run at once, saying why (logged, and in the
+    web UI's Exceptions tab), instead of running users that all fail."""
+    problem = LocustOptions.of(environment).problem()
+    runner = environment.runner
+    if problem is None or runner is None:
+        return
+    logging.getLogger("locustfile").error("the run is stopped: %s", problem)
+    runner.log_exception("local", f"the run is stopped: {problem}", "")
+    gevent.spawn(runner.stop)  # after the start that fired this event, not inside it
 
 
 events.init_command_line_parser.add_listener(add_options)  # type: ignore[no-untyped-call]
 events.init.add_listener(_configure)  # type: ignore[no-untyped-call]
+events.test_start.add_listener(_check_run)  # type: ignore[no-untyped-call]

@@ -18,6 +18,7 @@ import msgspec
 
 from proxy.arg_types import at_least, listen_host, positive, whole_between
 from proxy.config import KvEventsConfig, ProxyConfig
+from proxy.logs import announce
 from proxy.scheduler import PRESETS, ConfigError
 from proxy.serve_options import (
     add_config_flags,
@@ -178,8 +179,8 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     scale = layered_time_scale(args)
     fleet = await start_fleet(args.simulate, **{**_fleet_options(args), "time_scale": scale})
     try:
-        print(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", flush=True)
         config = proxy_config(args, [*args.replica, *fleet.urls])
+        announce(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", config.log_format)
         config = _subscribed_to(config, fleet)
         if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
             replicas = [flag for url in fleet.urls for flag in ("--replica", url)]

@@ -57,6 +57,15 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
+def announce(line: str, log_format: str) -> None:
+    """A line `saga serve` writes for its user on stdout (where it listens, its simulated replicas): under
+    `log_format: json` as a JSON log object like every other line, so that a log pipeline reading the
+    process's output parses all of it."""
+    if log_format == "json":
+        line = JsonFormatter().info_line(time.time(), "saga", line)
+    print(line, flush=True)
+
+
 def use_json_logs() -> None:
     """Switches every handler of the root logger (or a new stderr one) to JSON lines."""
     root = logging.getLogger()

@@ -28,7 +28,7 @@ from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
 from proxy.identity import TENANT_KEY
-from proxy.logs import batch_access_log, unbatch_access_log, use_json_logs
+from proxy.logs import announce, batch_access_log, unbatch_access_log, use_json_logs
 from proxy.malloc_tuning import tune_malloc
 from proxy.scheduler import SchedulerCore
 from proxy.worker_set import WorkerSet
@@ -263,7 +263,7 @@ async def serve_forever(config: ProxyConfig) -> None:
                 open_admin_warning(config)
             if workers is None:
                 log.info("SAGA proxy on %s, policy %s, %d replicas", url, policy, len(config.replicas))
-                print(listening_line(url, config), flush=True)
+                announce(listening_line(url, config), config.log_format)
             else:  # the supervisor prints the listening line once every worker is ready
                 log.debug("worker %d of %d on %s", workers.index, workers.count, url)
                 os.close(

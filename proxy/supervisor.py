@@ -38,7 +38,7 @@ from collections import deque
 import msgspec
 
 from proxy.config import ProxyConfig
-from proxy.logs import use_json_logs
+from proxy.logs import announce, use_json_logs
 from proxy.server import STOP_SIGNALS, all_exist, base_url, listening_line, ready_file
 from proxy.worker_set import COUNT_VAR, DIRECTORY_VAR, INDEX_VAR, write_private, write_tenant_key
 
@@ -115,7 +115,8 @@ class Supervisor:
             watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
             if await self._all_ready():
                 self.started = True
-                print(listening_line(base_url(self.config.host, self.port), self.config), flush=True)
+                url = base_url(self.config.host, self.port)
+                announce(listening_line(url, self.config), self.config.log_format)
                 log.info("%d workers serving port %d", self.count, self.port)
             await self.stopping.wait()
             for task in watchers:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import os
-from collections.abc import Sequence
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -48,6 +52,7 @@ from loadtests.workloads.catalog import (
     DES_ONLY_WORKLOADS,
     WORKLOADS,
     TenantStream,
+    check_slo_classes,
     generate,
     parse_tenant_streams,
     with_poisson_arrivals,
@@ -68,14 +73,9 @@ def _tenants(text: str) -> list[TenantStream]:
     argparse's error naming it (an unknown SLO class was taken for `standard`)."""
     try:
         streams = parse_tenant_streams(text, default_workload="swe", workloads=WORKLOADS)
+        check_slo_classes(streams, TenantsConfig().slo_classes)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    classes = TenantsConfig().slo_classes
-    for stream in streams:
-        if stream.slo_class not in classes:
-            raise argparse.ArgumentTypeError(
-                f"tenant {stream.tenant!r}: SLO class {stream.slo_class!r} is not one of {', '.join(classes)}"
-            )
     return streams
 
 
@@ -90,7 +90,8 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         (des, 1000, 64, WORKLOADS),
         (live, 48, 4, tuple(w for w in WORKLOADS if w not in DES_ONLY_WORKLOADS)),
     ):
-        p.add_argument("--workload", choices=workloads, default="swe")
+        # (None until checked: `check_load_options` tells a workload given beside --trace, then makes it swe)
+        p.add_argument("--workload", choices=workloads, default=None, help="default: swe")
         p.add_argument("--tasks", type=at_least(1), default=default_tasks, help="tasks to generate")
         p.add_argument("--concurrency", type=at_least(1), help="closed loop: agents running at once")
         p.add_argument("--arrival-rate", type=positive, help="open loop: tasks per second (Poisson)")
@@ -161,6 +162,23 @@ def check_load_options(args: argparse.Namespace) -> None:
         raise ValueError("--trace replays the trace's own arrival times: --arrival-rate cannot change them")
     if rate and sweep:
         raise ValueError("--sweep-load gives the arrival rates itself: leave out --arrival-rate")
+    if args.trace is not None:  # (each was taken and ignored in silence: the forty-fourth session's review)
+        ignored = [
+            flag
+            for flag, given in (
+                ("--concurrency", args.concurrency is not None and not sweep),
+                ("--tenants", bool(args.tenants)),
+                ("--workload", args.workload is not None),
+            )
+            if given
+        ]
+        if ignored:
+            raise ValueError(
+                f"--trace replays the trace's own sessions, tenants and arrival times: {', '.join(ignored)} "
+                "cannot change them (leave out what does not apply)"
+            )
+    if args.workload is None:
+        args.workload = "swe"
 
 
 def _tasks(args: argparse.Namespace) -> list[AgentTask]:
@@ -317,7 +335,39 @@ def _sweep(args: argparse.Namespace, console: Console) -> None:
             f.write("\n".join(lines) + "\n")
 
 
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (what `timeout`, CI runners and `kill` send) stop a bench as Ctrl-C does: what it
+    started (peer routers, replicas, nginx) is stopped by the `finally` blocks on the way out. A SIGTERM
+    ended the process there and then, and the vllm-router it had started kept running, holding its ports
+    (the forty-fourth session's review). In the main thread only, where Python runs signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_bench(args: argparse.Namespace) -> int:
+    """`saga bench MODE`'s exit status; stopped by Ctrl-C, SIGTERM or SIGHUP, it stops what it started and
+    says so (status 130)."""
+    try:
+        with _signals_interrupt():
+            return _run_bench(args)
+    except KeyboardInterrupt as e:
+        print(f"saga bench: stopped ({e or 'SIGINT'}); what it started is stopped", file=sys.stderr)
+        return 130
+
+
+def _run_bench(args: argparse.Namespace) -> int:
     if args.bench_mode == "fairness":
         return run_fairness(args)
     if args.bench_mode == "predictor":

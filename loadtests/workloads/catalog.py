@@ -72,6 +72,15 @@ def parse_tenant_streams(
     return streams
 
 
+def check_slo_classes(streams: list[TenantStream], classes: Collection[str]) -> None:
+    """ValueError naming the first stream whose SLO class is not one of `classes`."""
+    for stream in streams:
+        if stream.slo_class not in classes:
+            raise ValueError(
+                f"tenant {stream.tenant!r}: SLO class {stream.slo_class!r} is not one of {', '.join(classes)}"
+            )
+
+
 def _makers(mixed: MixedParams) -> dict[str, TaskMaker]:
     swe, web, trace = mixed.swe, mixed.webarena, mixed.trace
     web_base = msgspec.structs.replace(web, context_mode="baseline")

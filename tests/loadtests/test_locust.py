@@ -12,9 +12,11 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,11 +48,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def saga_simulated(tmp_path: Path, replicas: int = 2) -> Iterator[str]:
+def saga_simulated(tmp_path: Path, replicas: int = 2, time_scale: float = TIME_SCALE) -> Iterator[str]:
     """`python3 -m proxy.cli serve --simulate N` on a free loopback port until the block exits."""
     port = free_port()
     cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", str(replicas)]
-    cmd += ["--port", str(port), "--host", "127.0.0.1", "--time-scale", str(TIME_SCALE)]
+    cmd += ["--port", str(port), "--host", "127.0.0.1", "--time-scale", str(time_scale)]
     with open(tmp_path / "saga.log", "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -130,7 +132,7 @@ def test_shapes() -> None:
         locust_shapes.plan("burst", t, users=8, spawn_rate=8, run_time_s=30, background=bg)
         for t in (0, 15, 25)
     ]
-    assert burst == [(4, 8, bg), (8, 8, ["SweAgent", "BurstTenantAgent"]), (4, 8, bg)]
+    assert burst == [(4, 8, bg), (8, 8, ["BurstTenantAgent"]), (4, 8, bg)]
 
 
 async def test_locust_client_renders_the_same_conversation_as_the_async_client() -> None:
@@ -195,12 +197,90 @@ def test_headless_run_reports_finished_agent_tasks_and_no_failures(tmp_path: Pat
         assert float(row["Average Response Time"]) > float(chats[row["Name"]]["Average Response Time"])
 
 
+@pytest.mark.parametrize("named", [[], ["SweAgent"]])
+def test_the_burst_shape_adds_its_own_users_to_a_steady_background(tmp_path: Path, named: list[str]) -> None:
+    """`--shape burst -u 8`: 4 background users throughout, 4 `BurstTenantAgent` users in the middle third.
+    Before the forty-fourth session's fix the middle third ran 2 burst users beside a background grown to 6,
+    and with a class named on the command line (as the locustfile's docstring shows) no burst at all."""
+    prefix = tmp_path / "run"
+    with saga_simulated(tmp_path) as url:
+        cmd = locust_cmd(url, prefix, *named, "--headless", "-u", "8", "-r", "8", "-t", "12s")
+        cmd += ["--shape", "burst", "--no-stream", "--stop-timeout", "0"]
+        done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=120)
+    output = (done.stderr + done.stdout).decode()
+    spawned = [json.loads(m) for m in re.findall(r"All users spawned: (\{.*?\})", output)]
+    assert spawned, output[-3000:]
+    peak = max(spawned, key=lambda counts: sum(counts.values()))
+    background = {k: v for k, v in peak.items() if k != "BurstTenantAgent"}
+    assert peak.get("BurstTenantAgent") == 4 and sum(background.values()) == 4, spawned
+    assert all(sum(c.values()) == 4 and not c.get("BurstTenantAgent") for c in (spawned[0], spawned[-1]))
+    if named:
+        assert set(background) == {"SweAgent"}, spawned
+
+
+@pytest.mark.parametrize("ended", [True, False])
+def test_each_task_ends_its_session(tmp_path: Path, ended: bool) -> None:
+    """The load generator never ended a session: every task's stayed on the proxy for its idle TTL (an hour)
+    and `saga_task_completion_seconds`, the dashboard's task completion panel, stayed empty. Now each task's
+    last call says `X-Session-End: true`, and a task stopped mid-way (`--stop-timeout 0`) ends its session
+    through the session API; `--no-session-end` leaves them, as agents that never say so do."""
+    prefix = tmp_path / "run"
+    with saga_simulated(tmp_path) as url:
+        cmd = locust_cmd(url, prefix, "--headless", "-u", "4", "-r", "4", "-t", "8s", "WebArenaAgent")
+        cmd += ["--stop-timeout", "0", *([] if ended else ["--no-session-end"])]
+        done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        time.sleep(1.0)  # the stopped users' last calls finish on the replicas
+        with urllib.request.urlopen(f"{url}/saga/v1/sessions") as r:
+            live = json.loads(r.read())["total"]
+        with urllib.request.urlopen(f"{url}/metrics") as r:
+            metrics = r.read().decode()
+    tasks = count(stats_rows(prefix), "agent_task")
+    counted = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("saga_task_completion_seconds_count")
+    )
+    assert tasks > 0
+    if ended:
+        assert live == 0 and counted >= tasks, (live, counted, tasks)
+    else:
+        assert live >= tasks and counted == 0, (live, counted, tasks)
+
+
+def test_the_request_timeout_bounds_a_whole_streamed_call(tmp_path: Path) -> None:
+    """`--request-timeout` was requests' timeout, which bounds each read alone: a stream whose tokens kept
+    coming (every ~20 ms from a real-time simulated replica) ran for seconds past a 0.5 s limit and none
+    failed. Now a call past it fails as a timeout."""
+    prefix = tmp_path / "run"
+    with saga_simulated(tmp_path, time_scale=1.0) as url:
+        cmd = locust_cmd(url, prefix, "--headless", "-u", "2", "-r", "2", "-t", "4s", "WebArenaAgent")
+        cmd = [c for c in cmd if c != str(TIME_SCALE) and c != "--time-scale"]
+        cmd += ["--request-timeout", "0.5", "--stop-timeout", "5"]
+        subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=120)  # failures: exit 1
+    rows = stats_rows(prefix)
+    chats = [r for r in rows if r["Type"] == "chat"]
+    assert chats and max(float(r["Max Response Time"]) for r in chats) < 1500, chats  # cut near 0.5 s
+    with open(f"{prefix}_failures.csv", newline="") as f:
+        assert any("--request-timeout (0.5 s)" in r["Error"] for r in csv.DictReader(f))
+
+
 @pytest.mark.parametrize(
-    "option", ["--time-scale=nan", "--time-scale=0", "--time-scale=-2", "--request-timeout=0"]
+    "option",
+    [
+        "--time-scale=nan",
+        "--time-scale=0",
+        "--time-scale=-2",
+        "--request-timeout=0",
+        "--tenant-mix=a:x",
+        "--tenant-mix=a:1:platinum",
+    ],
 )
 def test_a_bad_option_value_stops_locust_at_start(tmp_path: Path, option: str) -> None:
     """`--time-scale nan` hung past `-t` (every task raised), 0 raised on every task, -2 reported negative
-    times, `--request-timeout 0` made no request: each is now argparse's one-line error, at start."""
+    times, `--request-timeout 0` made no request: each is now argparse's one-line error, at start. A bad
+    tenant mix stopped Locust with a traceback through its event hook, and an unknown SLO class was taken
+    without a word (the forty-fourth session's review): now a one-line error too."""
     cmd = locust_cmd("http://127.0.0.1:9", tmp_path / "run", "--headless", "-u", "1", "-r", "1", "-t", "30s")
     cmd = [c for c in cmd if c != str(TIME_SCALE) and c != "--time-scale"] + [option]
     done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=60)
@@ -210,15 +290,19 @@ def test_a_bad_option_value_stops_locust_at_start(tmp_path: Path, option: str) -
 
 def test_failed_tasks_are_grouped_by_cause_not_listed_one_row_each(tmp_path: Path) -> None:
     """A task's failure is reported by its cause (the session id goes in the context): one row per task made
-    Locust's failure table grow without bound and impossible to read."""
+    Locust's failure table grow without bound and impossible to read. And on a row of its own,
+    `agent_task_failed`: on the `agent_task` row a task refused at its first call put its few milliseconds
+    into the completion times (the forty-fourth session's review: a median of 69 ms)."""
     prefix = tmp_path / "run"
     cmd = locust_cmd(f"http://127.0.0.1:{free_port()}", prefix, "--headless", "-u", "2", "-r", "2")
     cmd += ["-t", "3s", "--stop-timeout", "5", "WebArenaAgent"]
     subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=60)  # every call refused: exit 1
-    failed_tasks = sum(int(r["Failure Count"]) for r in stats_rows(prefix) if r["Type"] == "agent_task")
+    stats = stats_rows(prefix)
+    failed_tasks = sum(int(r["Failure Count"]) for r in stats if r["Type"] == "agent_task_failed")
     with open(f"{prefix}_failures.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["Method"] == "agent_task"]
+        rows = [r for r in csv.DictReader(f) if r["Method"] == "agent_task_failed"]
     assert failed_tasks >= 4 and 1 <= len(rows) <= 2, rows
+    assert count(stats, "agent_task") == 0, stats  # no task finished: no completion time
 
 
 def test_web_ui_shows_the_agent_options(tmp_path: Path) -> None:
@@ -241,6 +325,43 @@ def test_web_ui_shows_the_agent_options(tmp_path: Path) -> None:
     shown = set(args["extra_options"])
     assert {"workload", "tenant_mix", "time_scale", "model"} <= shown and "shape" not in shown
     assert args["extra_options"]["tenant_mix"]["default_value"] == "single"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"time_scale": "0"}, {"tenant_mix": "a:x"}, {"tenant_mix": "a:1:platinum"}, {"request_timeout": "nan"}],
+)
+def test_a_bad_value_from_the_web_ui_stops_the_run_saying_why(tmp_path: Path, field: dict[str, str]) -> None:
+    """The web UI's "Custom parameters" reach the options with Locust's own conversion alone: `time_scale=0`
+    ran with every time 0 ms and a division by zero per task, `tenant_mix=a:x` ran no user at all, both
+    shown as running. Now the run stops at once and the Exceptions tab says why."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "WebArenaAgent", "--web-host", "127.0.0.1"]
+    cmd += ["--web-port", str(port), "--host", "http://127.0.0.1:9"]
+    web = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "web.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{web}/", timeout=2):
+                break
+            time.sleep(0.5)
+        form = {"user_count": "2", "spawn_rate": "2", "host": "http://127.0.0.1:9", **field}
+        urllib.request.urlopen(f"{web}/swarm", urllib.parse.urlencode(form).encode(), timeout=10).close()
+        state = ""
+        while state != "stopped":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.3)
+            with urllib.request.urlopen(f"{web}/stats/requests", timeout=10) as r:
+                state = json.loads(r.read())["state"]
+        with urllib.request.urlopen(f"{web}/exceptions", timeout=10) as r:
+            messages = [e["msg"] for e in json.loads(r.read())["exceptions"]]
+    finally:
+        stop(proc)
+    name = "--" + next(iter(field)).replace("_", "-")
+    assert any(m.startswith("the run is stopped: ") and name in m for m in messages), messages
 
 
 def test_distributed_master_and_two_workers(tmp_path: Path) -> None:
