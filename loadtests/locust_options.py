@@ -13,6 +13,7 @@ Contract:
 
 from __future__ import annotations
 
+import difflib
 import math
 import random
 import uuid
@@ -135,6 +136,12 @@ def add_options(parser: Any) -> None:
 
 
 def parse_tenant_mix(text: str) -> list[TenantStream]:
+    if text not in TENANT_MIXES and ":" not in text and "," not in text:
+        close = difflib.get_close_matches(text, TENANT_MIXES, n=1, cutoff=0.8)
+        if close:  # `two-tenant` ran one tenant of that name (the forty-fourth session's review)
+            raise ValueError(
+                f"tenant mix {text!r} is no preset: did you mean {close[0]!r}? (one tenant alone: {text}:1)"
+            )
     streams = parse_tenant_streams(
         TENANT_MIXES.get(text, text), default_workload=AUTO, workloads=(AUTO, *HTTP_WORKLOADS)
     )

@@ -77,6 +77,7 @@ async def replicas(request: web.Request) -> web.Response:
                 "kv_usage": r.kv_usage,
                 "kv_capacity_tokens": r.kv_capacity_tokens or None,  # from the scrape; None: not published
                 "breaker": guards[r.replica_id].breaker_state(now),
+                "probe_error": guards[r.replica_id].probe_error or None,  # why its last probe failed
                 "draining": r.replica_id in core.draining,
                 "models": sorted(models.by_replica.get(r.replica_id, ())),
                 # what its ranks' KV events told this proxy (None: not subscribed; proxy/kv_residency.py)

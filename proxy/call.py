@@ -377,7 +377,7 @@ class Call:
         replica = dispatch.replica_id
         decision: Decision = dispatch
         if timed_out:
-            reason = f"no answer within {self.config.first_byte_timeout_s:g} s"
+            reason = f"no answer within first_byte_timeout_s ({self.config.first_byte_timeout_s:g} s)"
             call_attempts.note_failure(self, replica, reason, "upstream_timeout")
             raise ProxyError(504, f"the replica did not answer in time: {reason}", code="upstream_timeout")
         if failure is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from proxy.arg_types import at_least, listen_host, positive, whole_between
+from proxy.arg_types import at_least, listen_host, positive, whole_between, with_defaults_shown
 from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.logs import announce
 from proxy.scheduler import PRESETS, ConfigError
@@ -127,29 +126,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_options(serve, serve=True)
 
     sim = sub.add_parser("sim", help="run N simulated vLLM replicas over HTTP")
-    sim.add_argument("--replicas", type=at_least(1), default=1)
-    sim.add_argument("--base-port", type=at_least(0), default=8100)
-    sim.add_argument("--host", type=listen_host, default="127.0.0.1")
+    sim.add_argument("--replicas", type=at_least(1), default=1, help="how many replicas to run")
+    sim.add_argument(
+        "--base-port", type=at_least(0), default=8100, help="the first replica's port, the next ones after"
+    )
+    sim.add_argument("--host", type=listen_host, default="127.0.0.1", help="the address they listen on")
     _add_sim_options(sim)
 
     demo = sub.add_parser("demo", help="compare routing policies on a small agent workload")
-    demo.add_argument("--replicas", type=at_least(1), default=4)
-    demo.add_argument("--sessions", type=at_least(1), default=48)
-    demo.add_argument("--steps", type=at_least(1), default=12)
-    demo.add_argument("--time-scale", type=positive, default=4.0)
-    demo.add_argument("--policies", default="round-robin,session-affinity,saga")
+    demo.add_argument("--replicas", type=at_least(1), default=4, help="simulated replicas behind the proxy")
+    demo.add_argument("--sessions", type=at_least(1), default=48, help="agent tasks, all started at once")
+    demo.add_argument("--steps", type=at_least(1), default=12, help="LLM calls per task")
+    demo.add_argument(
+        "--time-scale", type=positive, default=4.0, help="simulated time runs K times faster than the wall's"
+    )
+    demo.add_argument(
+        "--policies",
+        default="round-robin,session-affinity,saga",
+        help=f"comma-separated policies, each run on the same tasks; known: {', '.join(sorted(PRESETS))}",
+    )
     demo.add_argument(
         "--kv-blocks",
         type=at_least(0),
         default=8000,
         help="KV blocks per replica (0: the profile's own, ~27k)",
     )
-    demo.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="the replicas' model and GPU"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the agents' tasks")
     demo.add_argument("--stream", action="store_true", help="agents stream their answers")
     from loadtests.bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    with_defaults_shown(parser)
     return parser
 
 
@@ -235,6 +245,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 1 if any(run.summary.failed for run in results.values()) else 0
 
 
+def _command(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "serve":
+        return _run(_serve(args, argv)) or 0
+    if args.command == "sim":
+        from simulator.server import serve_fleet_forever
+
+        if args.base_port and args.base_port + args.replicas - 1 > 65535:
+            raise ConfigError(
+                f"--base-port {args.base_port} with {args.replicas} replicas runs past port 65535"
+            )
+        _run(
+            serve_fleet_forever(
+                args.replicas, host=args.host, base_port=args.base_port, **_fleet_options(args)
+            )
+        )
+        return 0
+    if args.command == "bench":
+        from loadtests.bench.cli import run_bench
+
+        return run_bench(args)
+    return _demo(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -242,28 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            if args.command == "serve":
-                return _run(_serve(args, argv)) or 0
-            elif args.command == "sim":
-                from simulator.server import serve_fleet_forever
-
-                if args.base_port and args.base_port + args.replicas - 1 > 65535:
-                    raise ConfigError(
-                        f"--base-port {args.base_port} with {args.replicas} replicas runs past port 65535"
-                    )
-
-                _run(
-                    serve_fleet_forever(
-                        args.replicas, host=args.host, base_port=args.base_port, **_fleet_options(args)
-                    )
-                )
-            elif args.command == "bench":
-                from loadtests.bench.cli import run_bench
-
-                return run_bench(args)
-            else:
-                return _demo(args)
+        return _command(args, argv)
+    except KeyboardInterrupt:
+        # Ctrl-C: `serve` and `sim` stop as asked (0); a demo or bench cut short is no success (it said 0)
+        if args.command in ("serve", "sim"):
+            return 0
+        print(f"saga {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, EndpointError) as e:
         print(f"saga: error: {e}", file=sys.stderr)
         return 2
@@ -278,7 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"saga: error: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -242,7 +242,7 @@ async def open_upstream(
     except ConnectFailed as e:
         raise UpstreamUnreachable(str(e)) from e
     except TimeoutError as late:  # one name per exception type: mypyc types it once
-        raise UpstreamTimeout(f"no answer within {first_byte_timeout_s:g} s") from late
+        raise UpstreamTimeout(f"no answer within first_byte_timeout_s ({first_byte_timeout_s:g} s)") from late
 
 
 async def relay(

@@ -230,13 +230,33 @@ async def models_of(
 async def probe(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
     """The replica's health, load and KV capacity in tokens (0: its page publishes none, or it has no
     `/metrics` route; None: no page read, the capacity known stays)."""
+    return (await probe_why(session, replica_id, timeout_s))[0]
+
+
+async def probe_why(
+    session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+) -> tuple[ReplicaStats, str]:
+    """`probe`, and why its health check failed ("" when it passed): what the log line saying the replica is
+    down and its `/saga/v1/replicas` row give (before 2026-12-06 neither said why: a replica refusing
+    connections, one whose name did not resolve and one answering 404 all read alike)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(replica_id + "/health", timeout=timeout) as resp:
             if resp.status != 200:
-                return ReplicaStats(replica_id, healthy=False)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return ReplicaStats(replica_id, healthy=False)
+                return ReplicaStats(replica_id, healthy=False), f"GET /health answered {resp.status}"
+    except TimeoutError:
+        why = f"no answer to GET /health within health_timeout_s ({timeout_s:g} s)"
+        return ReplicaStats(replica_id, healthy=False), why
+    except aiohttp.ClientConnectorError as e:
+        return ReplicaStats(replica_id, healthy=False), f"cannot connect: {e.os_error.strerror or e.os_error}"
+    except (aiohttp.ClientError, ValueError) as e:
+        return ReplicaStats(replica_id, healthy=False), f"GET /health failed: {e!r}"[:300]
+    return await _load(session, replica_id, timeout_s), ""
+
+
+async def _load(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+    """A healthy replica's load and KV capacity from its `/metrics` (see `probe`)."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     # Its health said, its figures are read: a /metrics that fails, is slow or endless leaves the replica up
     # (before 2026-12-06 a /metrics slower than the timeout took a serving replica out) and its load
     # unknown: cleared as a down replica's are, so no figure read before it broke steers routing or holds a
@@ -402,10 +422,10 @@ async def _probe_replica(
                 models.update(replica_id, found)
         rounds += 1
         try:
-            stats = await probe(session, replica_id, timeout_s)
+            stats, why = await probe_why(session, replica_id, timeout_s)
         except Exception as e:  # a defect in one probe fails that probe, not the loop
             log.error("probing replica %s failed: %r", replica_id, e)
-            stats = ReplicaStats(replica_id, healthy=False)
+            stats, why = ReplicaStats(replica_id, healthy=False), f"the probe failed: {e!r}"[:300]
         was = core.replicas.get(replica_id)
         if was is None:  # removed while it was probed
             return
@@ -430,7 +450,7 @@ async def _probe_replica(
         if held_down:
             apply(core.replica_stats(down_stats(replica_id)))
         else:
-            _apply_probe(core, guards, apply, on_down, was.healthy, stats)
+            _apply_probe(core, guards, apply, on_down, was.healthy, stats, why)
         if probed_once is not None:
             probed_once(replica_id)
             probed_once = None
@@ -444,16 +464,19 @@ def _apply_probe(
     on_down: Callable[[str], None] | None,
     was_healthy: bool,
     stats: ReplicaStats,
+    why: str = "",
 ) -> None:
-    """One probe through the replica's guard (thresholds, breaker) to the core."""
+    """One probe through the replica's guard (thresholds, breaker) to the core; `why`: its failure."""
     replica_id, now = stats.replica_id, core.clock()
     guard = guards[replica_id]
-    guard.probe(bool(stats.healthy))
+    guard.probe(bool(stats.healthy), why)
     up = guard.healthy(now)
     healthy = up and replica_id not in core.draining
     if not up and on_down is not None:
         on_down(replica_id)
     if was_healthy != healthy:
-        why = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
-        log.warning("replica %s is now %s%s", replica_id, "up" if healthy else "down", why)
+        said = "" if healthy else f" (breaker {guard.breaker_state(now)}, probe ok: {stats.healthy})"
+        if not healthy and guard.probe_error:
+            said += f": {guard.probe_error}"
+        log.warning("replica %s is now %s%s", replica_id, "up" if healthy else "down", said)
     apply(core.replica_stats(reported(stats, healthy)))

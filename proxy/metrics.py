@@ -43,7 +43,9 @@ class Counts:
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
-        self.values: dict[tuple[str, ...], float] = {}
+        # an unlabelled counter shows 0 from the start, as prometheus_client's do (until its first event it
+        # had no sample, and a dashboard's rate() of it was "No data": the forty-fourth session's review)
+        self.values: dict[tuple[str, ...], float] = {} if self.labelnames else {(): 0.0}
 
     def labels(self, *values: str) -> _Bump:
         return _Bump(self.values, values)

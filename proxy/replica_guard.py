@@ -31,8 +31,10 @@ class ReplicaGuard:
         self._call_failures = 0
         self._open_until: float | None = None
         self._half_open = False
+        self.probe_error = ""  # why the last probe failed ("" once one passes)
 
-    def probe(self, ok: bool) -> None:
+    def probe(self, ok: bool, why: str = "") -> None:
+        self.probe_error = "" if ok else why
         if ok == self.probe_up:
             self._probe_streak = 0
             return

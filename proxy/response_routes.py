@@ -9,7 +9,9 @@ relayed with `X-Saga-Replica` (a whole one held to `max_answer_bytes`, as a call
 (proxy/response_lookup.py) is a 400 that does not repeat it; a response no replica holds is a 404 with
 vLLM's message (`Response with id '...' not found.`) and param (`response_id`) in the proxy's error shape
 (`type` `not_found_error`, `code` `not_found`), as is, with client API keys, one this proxy recorded as
-another tenant's (not forwarded: vLLM would hand it to anyone); a holder that cannot be reached is a 502,
+another tenant's (not forwarded: vLLM would hand it to anyone); one whose replica was removed from the
+proxy since (the admin API, discovery) is a 503 naming that replica, as a continuation of it is; a holder
+that cannot be reached is a 502,
 one too slow a 504; with no replica serving to ask (all down), a 503. With workers, a response another
 worker served (the workers' shared `responses.table`, proxy/response_owners.py) is asked of that worker,
 which knows its tenant and replica; if it does not answer, a proxy with client API keys answers 502
@@ -56,9 +58,16 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
                 502, "the proxy worker that served this response did not answer", code="worker_error"
             )
     foreign = tenant is not None and chains.foreign_response(response_id, tenant)
-    holder = "" if foreign else chains.replica_of_response(response_id)
+    recorded = "" if foreign else chains.replica_of_response(response_id)
+    holder = recorded
     if not foreign and holder not in core.replicas:  # unknown here, or its replica was removed since
         holder = await find_holder(app, response_id)
+    if not holder and recorded:  # removed, holding it still: said as a continuation of it is told
+        raise ProxyError(
+            503,
+            f"replica {recorded}, the only one holding this response, is no longer served",
+            code="no_replica",
+        )
     if not holder and not foreign and not core.serving():  # no replica to ask: not known to be gone
         raise ProxyError(503, "no healthy replica to look this response up on", code="no_replica")
     if not holder:

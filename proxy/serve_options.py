@@ -171,9 +171,24 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
             except (msgspec.DecodeError, RecursionError) as e:
                 raise ConfigError(f"{name} must be a JSON object of the {field.name} keys: {e}") from None
         else:
-            data[field.name] = value
+            data[field.name] = _environment_value(name, value, field.type)
     data.update({k: v for k, v in flags.items() if v is not None})
     return data
+
+
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false (or 1 or 0; any case)"}
+
+
+def _environment_value(name: str, value: str, kind: Any) -> Any:
+    """An environment variable's text as its key's type: converted here, so that a bad one is said with the
+    variable's name and value (`SAGA_PORT=abc` said "Expected `int`, got `str` - at `$.port`", naming neither,
+    and `SAGA_ACCESS_LOG=off` did not say which spellings a boolean takes: the forty-fourth session's
+    review)."""
+    try:
+        return msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError as e:
+        shown = value if len(value) <= 64 else value[:64] + "..."
+        raise ConfigError(f"{name}={shown!r} is not {_KINDS.get(kind) or e}") from None
 
 
 # SAGA_* variables read elsewhere than the configuration: the workers' own, the build's, the vLLM plugin's,

@@ -191,8 +191,13 @@ def open_admin_warning(config: ProxyConfig) -> None:
 
 
 def listening_line(url: str, config: ProxyConfig) -> str:
+    """The line saying where the proxy listens and what it fronts: the configured replicas and, with DNS
+    discovery, the name it resolves (with discovery alone the line ended in a bare arrow)."""
     policy = config.policy if isinstance(config.policy, str) else "custom"
-    return f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(config.replicas)}"
+    fronts = list(config.replicas)
+    if config.discovery is not None:
+        fronts.append(f"the replicas DNS gives for {config.discovery.name}:{config.discovery.port}")
+    return f"SAGA proxy listening on {url} (policy {policy}) -> {', '.join(fronts)}"
 
 
 async def _drained(protocol: FastServer, app: web.Application, within_s: float) -> None:

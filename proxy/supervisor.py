@@ -73,8 +73,16 @@ def max_exits(workers: int) -> int:
 
 
 def hold_port(host: str, port: int) -> socket.socket:
-    """A socket bound (not listening) to the port with SO_REUSEPORT: learns port 0's pick and keeps it."""
+    """A socket bound (not listening) to the port with SO_REUSEPORT: learns port 0's pick and keeps it. A
+    port something listens on is refused first (EADDRINUSE), whether or not its sockets have SO_REUSEPORT:
+    another `saga serve --workers` on the port joined it, and the kernel spread the clients' connections
+    over both proxies, one session's calls to two different replica sets (the forty-fourth session's
+    review). (Probed with SO_REUSEADDR alone: an earlier run's connections left in TIME_WAIT do not count.)"""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    if port:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

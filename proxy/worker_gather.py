@@ -355,6 +355,7 @@ REPLICA_FIELDS: dict[str, Callable[[list[Any]], Any]] = {
     "healthy": all,
     "draining": any,
     "breaker": lambda vs: max(vs, key=lambda v: _BREAKER_ORDER.get(v, 3)),
+    "probe_error": lambda vs: next((v for v in vs if v), None),
     "models": lambda vs: sorted({m for v in vs for m in v}),
 }
 

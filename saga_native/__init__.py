@@ -25,6 +25,7 @@ from importlib.machinery import ExtensionFileLoader, ModuleSpec, PathFinder
 from importlib.util import spec_from_file_location
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 PURE_ENV = "SAGA_PURE_PYTHON"
 PACKAGES = frozenset({"fairness", "loadtests", "predictor", "proxy", "simulator"})
@@ -127,9 +128,27 @@ def build_description(manifest: Path = MANIFEST) -> str:
 
 
 def install() -> None:
-    """Put the guard first on `sys.meta_path`, once."""
+    """Put the guard first on `sys.meta_path`, once; an uncaught `StaleBuildError` is said in one line."""
     if not any(isinstance(finder, CompiledGuard) for finder in sys.meta_path):
         sys.meta_path.insert(0, CompiledGuard(pure=pure_python()))
+    if not isinstance(sys.excepthook, _OneLineForStaleBuilds):
+        sys.excepthook = _OneLineForStaleBuilds(sys.excepthook)
+
+
+class _OneLineForStaleBuilds:
+    """`sys.excepthook` that writes an uncaught `StaleBuildError` as one `saga: error:` line (what `saga`
+    prints for its other errors) instead of the import's traceback, 12 lines with the message last (the
+    forty-fourth session's review); every other exception goes to the hook it wraps. The process still
+    ends with status 1, as on any uncaught exception."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+
+    def __call__(self, kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        if isinstance(value, StaleBuildError):
+            print(f"saga: error: {value}", file=sys.stderr)
+            return
+        self.wrapped(kind, value, traceback)
 
 
 install()

@@ -91,15 +91,17 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         (live, 48, 4, tuple(w for w in WORKLOADS if w not in DES_ONLY_WORKLOADS)),
     ):
         # (None until checked: `check_load_options` tells a workload given beside --trace, then makes it swe)
-        p.add_argument("--workload", choices=workloads, default=None, help="default: swe")
+        p.add_argument("--workload", choices=workloads, help="the agent workload (default: swe)")
         p.add_argument("--tasks", type=at_least(1), default=default_tasks, help="tasks to generate")
         p.add_argument("--concurrency", type=at_least(1), help="closed loop: agents running at once")
         p.add_argument("--arrival-rate", type=positive, help="open loop: tasks per second (Poisson)")
         p.add_argument("--tenants", type=_tenants, default=[], help="name:weight:slo_class:workload,...")
         p.add_argument("--trace", type=Path, help="replay sessions from a CSV trace instead of generating")
-        p.add_argument("--replicas", type=at_least(1), default=default_replicas)
-        p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--replicas", type=at_least(1), default=default_replicas, help="simulated replicas")
+        p.add_argument(
+            "--profile", choices=sorted(PROFILES), default="llama3-8b-h100", help="the replicas' model, GPU"
+        )
+        p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks and arrivals")
         p.add_argument("--baseline", default=None, help="speedups are against this contender")
         p.add_argument("--json", type=output_file, help="write the results as JSON here")
         p.add_argument(
@@ -337,10 +339,12 @@ def _sweep(args: argparse.Namespace, console: Console) -> None:
 
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (what `timeout`, CI runners and `kill` send) stop a bench as Ctrl-C does: what it
-    started (peer routers, replicas, nginx) is stopped by the `finally` blocks on the way out. A SIGTERM
-    ended the process there and then, and the vllm-router it had started kept running, holding its ports
-    (the forty-fourth session's review). In the main thread only, where Python runs signal handlers."""
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP (what `timeout`, CI runners and `kill` send) stop a bench at once:
+    a KeyboardInterrupt wherever it is, and what it started (peer routers, replicas, nginx, DES workers) is
+    stopped by the `finally` blocks on the way out. A SIGTERM ended the process there and then, and the
+    vllm-router it had started kept running, holding its ports; Ctrl-C under asyncio.run only cancelled
+    the main task, which a DES run (no await in it) heard when it ended (the forty-fourth session's
+    review). In the main thread only, where Python runs signal handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -348,7 +352,8 @@ def _signals_interrupt() -> Iterator[None]:
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in stops}
     try:
         yield
     finally:
@@ -363,7 +368,7 @@ def run_bench(args: argparse.Namespace) -> int:
         with _signals_interrupt():
             return _run_bench(args)
     except KeyboardInterrupt as e:
-        print(f"saga bench: stopped ({e or 'SIGINT'}); what it started is stopped", file=sys.stderr)
+        print(f"saga bench: stopped ({str(e) or 'SIGINT'}); what it started is stopped", file=sys.stderr)
         return 130
 
 

@@ -338,7 +338,7 @@ def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--policies", default=",".join(PRESETS), help=f"comma-separated; known: {', '.join(PRESETS)}"
     )
-    p.add_argument("--replicas", type=at_least(1), default=64)
+    p.add_argument("--replicas", type=at_least(1), default=64, help="replicas the core schedules over")
     p.add_argument(
         "--sessions", type=at_least(1), default=10_000, help="live sessions, calls spread over them"
     )
@@ -348,7 +348,7 @@ def add_core_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--in-flight", type=at_least(1), default=256, help="calls dispatched and not yet finished")
     p.add_argument("--queue", choices=("both", "off", "on"), default="both", help="a release queue")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the load")
     p.add_argument(
         "--kv-capacity-tokens", type=int, default=DEFAULT_KV_CAPACITY_TOKENS, help="per replica (reported)"
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -77,6 +78,26 @@ def worker_pool(jobs: int, runs: int) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(max_workers=min(jobs, runs), mp_context=multiprocessing.get_context("spawn"))
 
 
+@contextlib.contextmanager
+def stopped_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[ProcessPoolExecutor]:
+    """`with pool`, but an exception on the way (Ctrl-C, SIGTERM: KeyboardInterrupt) stops its workers at once
+    instead of waiting for every queued run to finish (Ctrl-C during `saga bench des` let each policy run to
+    its end, ~20 s, the forty-fourth session's review)."""
+    try:
+        yield pool
+    except BaseException:
+        stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stops the pool's workers now, their runs and the queued ones dropped."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):  # (no public way before 3.14)
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def timed_contender_run(tasks: Sequence[AgentTask], options: dict[str, Any]) -> tuple[ContenderRun, float]:
     """One policy's cluster run (`options`: run_cluster's keywords) and its wall time; runs in a worker."""
     started = time.perf_counter()
@@ -114,7 +135,7 @@ def bench_des(
 
     pool = worker_pool(getattr(args, "jobs", 1), len(policies))
     if pool is not None:
-        with pool:
+        with stopped_on_interrupt(pool):
             futures = {name: pool.submit(timed_contender_run, tasks, options(name)) for name in policies}
             return _report_parallel(args, tasks, meta, console, futures)
 
@@ -283,5 +304,5 @@ def sweep_des(args: argparse.Namespace, tasks: list[AgentTask], console: Console
     pool = worker_pool(getattr(args, "jobs", 1), len(policies) * len(rates))
     if pool is None:
         return sweep()
-    with pool:
+    with stopped_on_interrupt(pool):
         return sweep(pool=pool)

@@ -242,26 +242,32 @@ def run_contender(
 def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = modes.add_parser("fairness", help="an interactive tenant against a flooding batch tenant (DES)")
     p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated of {CONTENDERS}")
-    p.add_argument("--replicas", type=at_least(1), default=8)
-    p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
+    p.add_argument("--replicas", type=at_least(1), default=8, help="simulated replicas")
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default="llama3-8b-h100", help="the replicas' model and GPU"
+    )
     p.add_argument(
         "--kv-scale",
         type=positive,
         metavar="F",
         help="KV capacity as a fraction of the profile's (tenants competing for KV, not only for compute)",
     )
-    p.add_argument("--policy", choices=sorted(PRESETS), default="session-affinity")
-    p.add_argument("--interactive-workload", choices=WORKLOADS, default="webarena")
-    p.add_argument("--interactive-tasks", type=at_least(1), default=30)
+    p.add_argument(
+        "--policy", choices=sorted(PRESETS), default="session-affinity", help="the routing under the queue"
+    )
+    p.add_argument(
+        "--interactive-workload", choices=WORKLOADS, default="webarena", help="the interactive tenant's"
+    )
+    p.add_argument("--interactive-tasks", type=at_least(1), default=30, help="the interactive tenant's tasks")
     p.add_argument("--interactive-rate", type=positive, default=0.2, help="interactive tasks per second")
-    p.add_argument("--interactive-weight", type=positive, default=1.0)
+    p.add_argument("--interactive-weight", type=positive, default=1.0, help="its fair-share weight")
     p.add_argument(
         "--slo-factor", type=positive, default=1.5, help="interactive SLO: completion <= F x isolated"
     )
-    p.add_argument("--batch-workload", choices=WORKLOADS, default="webarena")
-    p.add_argument("--batch-tasks", type=at_least(1), default=200)
+    p.add_argument("--batch-workload", choices=WORKLOADS, default="webarena", help="the batch tenant's")
+    p.add_argument("--batch-tasks", type=at_least(1), default=200, help="the batch tenant's tasks")
     p.add_argument("--batch-agents", type=at_least(1), default=96, help="batch agents running at once")
-    p.add_argument("--batch-weight", type=positive, default=1.0)
+    p.add_argument("--batch-weight", type=positive, default=1.0, help="its fair-share weight")
     p.add_argument(
         "--max-in-flight", type=at_least(1), default=6, help="the gate: calls in flight per replica"
     )
@@ -280,8 +286,13 @@ def add_fairness_parser(modes: argparse._SubParsersAction[argparse.ArgumentParse
         default="replica",
         help="count a tenant's fair share per replica (the proved bound) or over the fleet (queue.share)",
     )
-    p.add_argument("--age-bound-s", type=positive, default=30.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--age-bound-s",
+        type=positive,
+        default=30.0,
+        help="a call held this long goes first, whatever its tenant's share (queue.age_bound_s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the tasks")
     p.add_argument("--json", type=output_file, help="write the results as JSON here")
     p.add_argument(
         "--tenants-config",

@@ -342,18 +342,24 @@ async def run_fault_bench(config: FaultBenchConfig, tasks: Sequence[AgentTask]) 
 def add_faults_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = modes.add_parser("faults", help="agent load through SAGA while replicas fail on a schedule")
     defaults = FaultBenchConfig()
-    p.add_argument("--replicas", type=at_least(1), default=defaults.replicas)
-    p.add_argument("--tasks", type=at_least(1), default=defaults.tasks)
-    p.add_argument("--concurrency", type=at_least(1), default=defaults.concurrency)
-    p.add_argument("--workload", default=defaults.workload)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--time-scale", type=positive, default=defaults.time_scale)
-    p.add_argument("--policy", choices=sorted(PRESETS), default=defaults.policy)
+    p.add_argument("--replicas", type=at_least(1), default=defaults.replicas, help="simulated replicas")
+    p.add_argument("--tasks", type=at_least(1), default=defaults.tasks, help="agent tasks to run")
+    p.add_argument(
+        "--concurrency", type=at_least(1), default=defaults.concurrency, help="agents running at once"
+    )
+    p.add_argument("--workload", default=defaults.workload, help="the agent workload")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the tasks")
+    p.add_argument(
+        "--time-scale", type=positive, default=defaults.time_scale, help="simulated time runs K times faster"
+    )
+    p.add_argument("--policy", choices=sorted(PRESETS), default=defaults.policy, help="the proxy's policy")
     p.add_argument(
         "--workers", type=at_least(1), default=defaults.workers, help="the proxy's worker processes"
     )
     p.add_argument("--spacing", type=non_negative, default=4.0, help="wall seconds between scheduled faults")
-    p.add_argument("--max-run-s", type=positive, default=defaults.max_run_s)
+    p.add_argument(
+        "--max-run-s", type=positive, default=defaults.max_run_s, help="wall seconds the load may take"
+    )
     p.add_argument("--json", type=output_file, help="write the report as JSON here")
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import msgspec
 from rich.console import Console
 
-from loadtests.bench.des import worker_pool
+from loadtests.bench.des import stop_workers, worker_pool
 from loadtests.bench.grid_runs import (
     REFERENCE,
     CellRun,
@@ -179,6 +179,10 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
                 saturation_population=len(population), saturation_search=search,
                 longest_context_tokens=longest, cells=cells,
             ))  # fmt: skip
+    except BaseException:  # Ctrl-C, SIGTERM: the workers stop now, not once every queued run is done
+        if pool is not None:
+            stop_workers(pool)
+        raise
     finally:
         if pool is not None:
             pool.shutdown()
@@ -215,9 +219,11 @@ def add_grid_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--focus", default=None, help="the heat maps' policy (default saga, else the last policy)")
     p.add_argument("--tasks", type=at_least(1), default=100, help="tasks per run")
-    p.add_argument("--replicas", type=at_least(1), default=4)
-    p.add_argument("--profile", choices=sorted(PROFILES), default="llama3-8b-h100")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replicas", type=at_least(1), default=4, help="simulated replicas")
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default="llama3-8b-h100", help="the replicas' model and GPU"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the tasks")
     p.add_argument(
         "--load-basis",
         choices=("cell", "full-kv"),

@@ -427,13 +427,13 @@ def _mean(xs: Sequence[float], digits: int) -> float | None:
 
 def add_predictor_parser(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = modes.add_parser("predictor", help="prediction quality and KV retention against Bélády's optimum")
-    p.add_argument("--workload", choices=WORKLOADS, default="swe")
+    p.add_argument("--workload", choices=WORKLOADS, default="swe", help="the agent workload")
     p.add_argument("--tasks", type=at_least(1), default=400, help="sessions to generate")
     p.add_argument("--trace", type=input_file, help="replay sessions from a CSV trace instead of generating")
     p.add_argument(
         "--concurrency", type=positive, default=64, help="mean live sessions (sets the arrival rate)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the tasks")
     p.add_argument(
         "--cache-fractions", type=number_list(non_negative), default="0.1,0.25,0.5,1.0",
         help="cache sizes as fractions of the time-averaged working set of waiting sessions",

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+
+from loadtests.des.interrupts import let_signals_in
 
 T = TypeVar("T")
 _INF = float("inf")
+_SIGNAL_CHECK_MASK: Final = (1 << 14) - 1  # pending signals let in every 16,384 events (a few ms of a run)
 
 
 class EventQueue:
@@ -61,6 +64,8 @@ class EventQueue:
                 at, _, action, arg = heap[0]
                 self.now = at
                 count += 1
+                if not count & _SIGNAL_CHECK_MASK:
+                    let_signals_in()  # (Ctrl-C: a KeyboardInterrupt from here ends the run)
                 again = action(arg)
                 if again is None:
                     pop(heap)

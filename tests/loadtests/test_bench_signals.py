@@ -43,3 +43,34 @@ def test_sigterm_stops_the_peer_router_a_live_bench_started() -> None:
         for child in psutil.Process(os.getpid()).children(recursive=True):
             if "vllm" in " ".join(child.cmdline()):
                 child.kill()
+
+
+@pytest.mark.parametrize(("sig", "jobs"), [(signal.SIGINT, 1), (signal.SIGINT, 2), (signal.SIGTERM, 2)])
+def test_a_signal_stops_a_des_bench_and_its_worker_processes_at_once(sig: signal.Signals, jobs: int) -> None:
+    """Ctrl-C during `saga bench des` was heard only when a policy's run ended (the compiled event loop ran
+    no interpreted code, where Python runs signal handlers) or, with workers, once every queued run had
+    ended (~20 s), and then it exited 0, as if it had succeeded (the forty-fourth session's review): now it
+    stops at once, its workers with it, status 130."""
+    cmd = [sys.executable, "-m", "proxy.cli", "bench", "des", "--workload", "swe", "--tasks", "300"]
+    cmd += ["--policies", "saga,session-affinity,round-robin,least-request", "--jobs", str(jobs)]
+    bench = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        me = psutil.Process(bench.pid)
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while jobs > 1 and len(workers) < jobs:  # its DES workers run
+            assert bench.poll() is None and time.monotonic() < deadline, bench.communicate()
+            time.sleep(0.3)
+            workers = me.children(recursive=True)
+        time.sleep(1.0 if jobs > 1 else 4.0)  # (one process: its first run is under way)
+        sent = time.monotonic()
+        bench.send_signal(sig)
+        out, err = bench.communicate(timeout=60)
+        took = time.monotonic() - sent
+        _, alive = psutil.wait_procs(workers, timeout=10)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert not alive, [p.cmdline() for p in alive]
+    assert bench.returncode == 130 and "Traceback" not in err, (bench.returncode, err[-2000:])
+    assert "speedup" not in out and took < 15, took  # no results table from a cut run; not every run first

@@ -140,6 +140,22 @@ def test_the_real_build_is_refused_when_stale_and_bypassed_when_pure(tmp_path: P
     assert pure.stdout.startswith("LOADED") and pure.stdout.strip().endswith(".py")
 
 
+def test_an_uncaught_stale_build_error_is_one_line() -> None:
+    """`saga` on a stale build died with the import's 12-line traceback, the message last (the forty-fourth
+    session's review): now one `saga: error:` line, status 1 as for any uncaught exception; any other
+    uncaught exception keeps its traceback."""
+    stale = _run(
+        """
+        import saga_native
+        raise saga_native.StaleBuildError("fairness.queue is compiled but its build is stale")
+        """
+    )
+    assert stale.returncode == 1
+    assert stale.stderr == "saga: error: fairness.queue is compiled but its build is stale\n", stale.stderr
+    other = _run("import saga_native; raise ValueError('not a build problem')")
+    assert other.returncode == 1 and "Traceback" in other.stderr and "ValueError" in other.stderr
+
+
 def test_benchmark_reports_say_whether_saga_ran_compiled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

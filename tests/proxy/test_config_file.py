@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,6 +80,27 @@ def test_the_file_s_numbers_and_the_environment_s_text_are_taken_as_their_keys_w
     config = build_config(data)
     assert (config.connect_timeout_s, config.first_byte_timeout_s) == (5.0, 100.0)
     assert (config.port, config.access_log) == (9000, False)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("SAGA_PORT", "abc", "SAGA_PORT='abc' is not a whole number"),
+        ("SAGA_ACCESS_LOG", "off", "SAGA_ACCESS_LOG='off' is not true or false (or 1 or 0; any case)"),
+        ("SAGA_SHUTDOWN_GRACE_S", "soon", "SAGA_SHUTDOWN_GRACE_S='soon' is not a number"),
+        ("SAGA_PORT", "1\r\nX-Injected: 1", "SAGA_PORT='1\\r\\nX-Injected: 1' is not a whole number"),
+    ],
+)
+def test_a_bad_environment_value_is_refused_naming_its_variable(variable: str, value: str, says: str) -> None:
+    """`SAGA_PORT=abc` said "Expected `int`, got `str` - at `$.port`", naming neither the variable nor its
+    value, and a boolean's accepted spellings were said nowhere (the forty-fourth session's review)."""
+    with pytest.raises(ConfigError) as e:
+        config_data(None, {variable: value}, {})
+    assert str(e.value) == says
+    assert config_data(None, {"SAGA_ACCESS_LOG": "TRUE", "SAGA_TENANT_CACHE_SALT": "0"}, {}) == {
+        "access_log": True,
+        "tenant_cache_salt": False,
+    }
 
 
 @pytest.mark.parametrize("name", ["missing.yaml", "."])
@@ -180,6 +202,43 @@ def test_a_port_in_use_is_one_line_not_a_traceback(command: str) -> None:
     assert result.returncode == 1
     last = error_line(result)
     assert last.startswith("saga: error:") and "address already in use" in last.lower()
+
+
+def test_every_option_of_every_command_says_what_it_is_and_its_default() -> None:
+    """`saga sim --help` showed `--replicas`, `--base-port` and `--host` bare, and `saga demo`, `bench des`,
+    `bench faults` and `bench fairness` seven more (the forty-fourth session's review)."""
+
+    def options(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from options(sub, f"{path} {name}")
+            elif action.option_strings and action.help is not argparse.SUPPRESS:
+                yield f"{path} {action.option_strings[-1]}", action
+
+    found = list(options(build_parser(), "saga"))
+    assert len(found) > 150
+    bare = [name for name, action in found if not action.help]
+    assert not bare, bare
+    shown = {name: action.help for name, action in found}
+    assert "(default: 8100)" in shown["saga sim --base-port"] % {"default": 8100}
+    assert "default" in shown["saga demo --sessions"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_another_proxys_workers_listen_on_is_refused(workers: str) -> None:
+    """Another `saga serve --workers` on the port (listening with SO_REUSEPORT, as the workers do): a second
+    one with workers joined it, and the kernel spread clients over both proxies (the forty-fourth session's
+    review: one session's 40 calls went 25 to one replica set and 15 to the other)."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = saga("serve", "--replica", "http://127.0.0.1:9", "--workers", workers, "--port", str(port))
+    assert result.returncode == 1
+    last = error_line(result)
+    assert last.startswith("saga: error:") and "address already in use" in last.lower(), last
 
 
 @pytest.mark.parametrize(

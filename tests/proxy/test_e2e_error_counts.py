@@ -102,3 +102,21 @@ async def test_a_replica_dying_mid_stream_counts_once(http: aiohttp.ClientSessio
     assert b'"error"' in raw
     assert seen["saga_errors_total"] == {("upstream_mid_answer",): 1.0}
     assert seen["saga_upstream_failures_total"] == {(dying, "upstream_mid_answer"): 1.0}
+
+
+async def test_the_unlabelled_counters_show_zero_before_their_first_event(
+    http: aiohttp.ClientSession,
+) -> None:
+    """`saga_rejected_total`, `saga_retries_total` and `saga_client_disconnects_total` had no sample until
+    their first event, so the dashboard's `rate(saga_rejected_total[1m])` panel said "No data" (the
+    forty-fourth session's review); prometheus_client's own counters start at 0."""
+    async with (
+        fake_replica("ok") as ok,
+        running_proxy(config([ok.url])) as url,
+        http.get(f"{url}/metrics") as r,
+    ):
+        text = await r.text()
+    families = text_string_to_metric_families(text)
+    samples = {s.name: s.value for f in families for s in f.samples if not s.labels}
+    for name in ("saga_rejected_total", "saga_retries_total", "saga_client_disconnects_total"):
+        assert samples.get(name) == 0.0, name

@@ -172,6 +172,13 @@ async def test_a_chain_goes_on_on_a_draining_replica_until_it_is_removed(
             assert r.status == 200
         status, _, error = await respond(http, url, previous, stream=False)
         assert status == 503 and "no longer served" in error
+        # retrieve and cancel are told the same (they were vLLM's 404, "not found", while the replica
+        # still held it: the forty-fourth session's review)
+        for method, path in (("GET", ""), ("POST", "/cancel")):
+            async with http.request(method, f"{url}/v1/responses/{previous}{path}") as r:
+                answer = (r.status, r.headers.get("Retry-After"), (await r.json())["error"])
+            assert answer[:2] == (503, "1") and answer[2]["code"] == "no_replica", answer
+            assert "no longer served" in answer[2]["message"] and home in answer[2]["message"], answer
 
 
 async def test_retrieve_and_cancel_reach_the_replica_that_stored_the_response(

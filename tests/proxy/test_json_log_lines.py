@@ -50,3 +50,15 @@ def test_every_line_is_json_under_log_format_json(workers: int) -> None:
     messages = [e["message"] for e in entries]
     assert any(m.startswith(LISTENING) for m in messages), messages
     assert any(m.startswith("1 simulated replicas: http://") for m in messages), messages
+
+
+def test_the_listening_line_names_what_discovery_resolves() -> None:
+    """With DNS discovery alone the line ended in a bare arrow (the forty-fourth session's review)."""
+    from proxy.config import DnsDiscovery, ProxyConfig
+    from proxy.server import listening_line
+
+    config = ProxyConfig(replicas=[], discovery=DnsDiscovery(name="vllm.saga.svc.cluster.local"))
+    line = listening_line("http://127.0.0.1:8080", config)
+    assert line.endswith("-> the replicas DNS gives for vllm.saga.svc.cluster.local:8000"), line
+    both = ProxyConfig(replicas=["http://a:1"], discovery=DnsDiscovery(name="vllm", port=9000))
+    assert listening_line("u", both).endswith("-> http://a:1, the replicas DNS gives for vllm:9000")

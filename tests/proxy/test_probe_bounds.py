@@ -99,22 +99,24 @@ async def test_the_health_loop_outlives_a_probe_that_raises(
     """A defect in one replica's probe counts as that probe failing; the loop goes on probing them all."""
     url, _ = replica
     broken = "http://127.0.0.1:9"
-    probe = health.probe
+    probe = health.probe_why
 
     async def probe_or_fail(
         session: aiohttp.ClientSession, replica_id: str, timeout_s: float
-    ) -> ReplicaStats:
+    ) -> tuple[ReplicaStats, str]:
         if replica_id == broken:
             raise RuntimeError("a defect in the probe")
         return await probe(session, replica_id, timeout_s)
 
     probes = {url: 0, broken: 0}
 
-    async def counted(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+    async def counted(
+        session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+    ) -> tuple[ReplicaStats, str]:
         probes[replica_id] += 1
         return await probe_or_fail(session, replica_id, timeout_s)
 
-    monkeypatch.setattr(health, "probe", counted)
+    monkeypatch.setattr(health, "probe_why", counted)
     core = SchedulerCore([url, broken], build_policy("round-robin"), lambda: 0.0)
     guards = Guards(GuardParams(unhealthy_after=1))
     first_round = asyncio.Event()
@@ -227,9 +229,11 @@ async def test_a_replica_that_never_answers_delays_no_other_replicas_probes() ->
         return web.Response(text="vllm:num_requests_waiting 1\n")
 
     ok.router.add_get("/{tail:.*}", answer)
-    probe, log = health.probe, []
+    probe, log = health.probe_why, []
 
-    async def logged(session: aiohttp.ClientSession, replica_id: str, timeout_s: float) -> ReplicaStats:
+    async def logged(
+        session: aiohttp.ClientSession, replica_id: str, timeout_s: float
+    ) -> tuple[ReplicaStats, str]:
         stats = await probe(session, replica_id, timeout_s)
         log.append(replica_id)
         return stats
@@ -238,7 +242,7 @@ async def test_a_replica_that_never_answers_delays_no_other_replicas_probes() ->
         core = SchedulerCore([hung, url], build_policy("round-robin"), lambda: 0.0)
         guards = Guards(GuardParams(unhealthy_after=1))
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(health, "probe", logged)
+            patch.setattr(health, "probe_why", logged)
             loop = asyncio.create_task(
                 health.replica_health_loop(core, http, lambda _: None, 0.01, guards, 2.0, None, None)
             )
