@@ -176,6 +176,12 @@ def _configure(environment: Any, **_: Any) -> None:
         sys.exit(2)
     if opts.shape == "none":
         environment.shape_class = None
+    if getattr(environment.parsed_options, "worker", False):
+        # a worker runs what the master's spawns name (its own --shape is the default): it keeps every class
+        # (without BurstTenantAgent, each spawn of a distributed burst failed with a KeyError)
+        if BurstTenantAgent not in environment.user_classes:
+            environment.user_classes.append(BurstTenantAgent)
+        return
     classes = list(environment.user_classes)
     if opts.shape != "burst" and len(classes) > 1:
         classes = [c for c in classes if c is not BurstTenantAgent]

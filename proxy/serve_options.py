@@ -12,6 +12,7 @@ import argparse
 import difflib
 import math
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,9 @@ def _environment_value(name: str, value: str, kind: Any) -> Any:
         return msgspec.convert(value, kind, strict=False)
     except msgspec.ValidationError as e:
         shown = value if len(value) <= 64 else value[:64] + "..."
-        raise ConfigError(f"{name}={shown!r} is not {_KINDS.get(kind) or e}") from None
+        others = [t for t in typing.get_args(kind) if t is not type(None)]  # an optional key's own type
+        said = _KINDS.get(others[0] if len(others) == 1 else kind)
+        raise ConfigError(f"{name}={shown!r} is not {said}" if said else f"{name}={shown!r}: {e}") from None
 
 
 # SAGA_* variables read elsewhere than the configuration: the workers' own, the build's, the vLLM plugin's,

@@ -95,7 +95,11 @@ _JSON_DATA_LINE = re.compile(rb"^data:[ \t]*(\{.*)$", re.MULTILINE)  # a data li
 
 
 _OBJECT_STARTS = (b"{", b" {")
-_USAGE_OR_RESPONSE = (b'"usage":{', b'"usage": {', b'"response":{', b'"response": {')
+# a usage object or a Responses API event's response, with any JSON spacing (with only `:{` and `: {` known,
+# a replica writing `"usage" : {` had neither its usage read nor its forced usage told: the forty-fourth
+# session's review)
+_USAGE_OR_RESPONSE = re.compile(rb'"(?:usage|response)"[ \t\r]*:[ \t\r]*\{')
+_USAGE_OBJECT = re.compile(rb'"usage"[ \t\r]*:[ \t\r]*\{')
 
 
 # Byte searches here use `find`, not `in`: on CPython 3.11 `marker in data` first tries `marker` as an int
@@ -168,7 +172,7 @@ def _without_usage_events(events: bytes) -> bytes:
             start = 0 if start < 0 else start + 2
             end = events.find(b"\n\n", at)
             end = len(events) if end < 0 else end + 2
-        if events.find(b'"usage":{', start, end) >= 0:
+        if _USAGE_OBJECT.search(events, start, end) is not None:
             kept.append(events[copied:start])
             copied = end
         at = events.find(b'"choices":[]', end)
@@ -527,7 +531,7 @@ class StreamScanner:
         self._scan_usage(line)
 
     def _scan_usage(self, line: bytes) -> None:
-        if _has_any(line, _USAGE_OR_RESPONSE):
+        if _USAGE_OR_RESPONSE.search(line) is not None:
             try:
                 answer = _answer_decoder.decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
@@ -568,13 +572,13 @@ class StreamScanner:
 
     def _scan_finish(self, line: bytes) -> bool:
         """Takes `line`'s finish reason (chat's, else /v1/messages' stop reason): True if it gives one."""
+        # the regex engine's search from the start is a pass slower than `find`, and no match starts before
+        # the first marker
         at = line.find(_FINISH_MARK)
-        while at >= 0:  # `_FINISH.search`, matched only where its literal start is (the regex engine's search
-            finish = _FINISH.match(line, at)  # tries every position, a pass slower than `find`'s)
-            if finish is not None:
-                self._finish = finish.group(1).decode()
-                return True
-            at = line.find(_FINISH_MARK, at + 1)
+        finish = _FINISH.search(line, at) if at >= 0 else None
+        if finish is not None:
+            self._finish = finish.group(1).decode()
+            return True
         if line.find(_STOP_MARK) >= 0:
             stop = _STOP_REASON.search(line)
             if stop is not None:

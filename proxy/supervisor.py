@@ -73,11 +73,13 @@ def max_exits(workers: int) -> int:
 
 
 def hold_port(host: str, port: int) -> socket.socket:
-    """A socket bound (not listening) to the port with SO_REUSEPORT: learns port 0's pick and keeps it. A
-    port something listens on is refused first (EADDRINUSE), whether or not its sockets have SO_REUSEPORT:
-    another `saga serve --workers` on the port joined it, and the kernel spread the clients' connections
-    over both proxies, one session's calls to two different replica sets (the forty-fourth session's
-    review). (Probed with SO_REUSEADDR alone: an earlier run's connections left in TIME_WAIT do not count.)"""
+    """A socket bound (not listening) to the port with SO_REUSEPORT alone: learns port 0's pick and keeps it.
+    A port something listens on, or another supervisor holds so, is refused first (EADDRINUSE), whether or
+    not its sockets have SO_REUSEPORT: another `saga serve --workers` on the port joined it, and the kernel
+    spread the clients' connections over both proxies, one session's calls to two different replica sets
+    (the forty-fourth session's review). The probe has SO_REUSEADDR alone, so an earlier run's connections
+    left in TIME_WAIT do not count; the held socket has no SO_REUSEADDR, so a probe beside it fails while
+    its workers start (with it, a second supervisor started within that second bound beside the first's)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     if port:
         with socket.socket(family, kind, proto) as probe:
@@ -85,7 +87,6 @@ def hold_port(host: str, port: int) -> socket.socket:
             probe.bind(address)
     sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:

@@ -4,6 +4,7 @@ the fault, never a traceback, and YAML's silent last-one-wins for a repeated key
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import re
@@ -88,6 +89,7 @@ def test_the_file_s_numbers_and_the_environment_s_text_are_taken_as_their_keys_w
         ("SAGA_PORT", "abc", "SAGA_PORT='abc' is not a whole number"),
         ("SAGA_ACCESS_LOG", "off", "SAGA_ACCESS_LOG='off' is not true or false (or 1 or 0; any case)"),
         ("SAGA_SHUTDOWN_GRACE_S", "soon", "SAGA_SHUTDOWN_GRACE_S='soon' is not a number"),
+        ("SAGA_SEED", "abc", "SAGA_SEED='abc' is not a whole number"),  # an optional key (int | None)
         ("SAGA_PORT", "1\r\nX-Injected: 1", "SAGA_PORT='1\\r\\nX-Injected: 1' is not a whole number"),
     ],
 )
@@ -223,6 +225,24 @@ def test_every_option_of_every_command_says_what_it_is_and_its_default() -> None
     shown = {name: action.help for name, action in found}
     assert "(default: 8100)" in shown["saga sim --base-port"] % {"default": 8100}
     assert "default" in shown["saga demo --sessions"]
+
+
+def test_a_port_another_supervisor_holds_while_its_workers_start_is_refused() -> None:
+    """The supervisor's socket holds the port, bound and not listening, while its workers start: a second
+    supervisor started within that second bound beside it (SO_REUSEADDR on both) and both served the port
+    (the forty-fourth session's review of its fixes)."""
+    from proxy.supervisor import hold_port
+
+    with hold_port("127.0.0.1", 0) as first:
+        port = first.getsockname()[1]
+        with pytest.raises(OSError) as e:
+            hold_port("127.0.0.1", port).close()
+        assert e.value.errno == errno.EADDRINUSE
+        with socket.socket() as worker:  # a worker still binds and listens beside it
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            worker.bind(("127.0.0.1", port))
+            worker.listen()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -755,3 +755,23 @@ def test_forced_usage_is_told_from_what_the_scan_decodes_however_the_stream_come
         assert forwarded == b"\n\n".join(kept) + b"\n\n", (forced, collect, event_by_event)
         assert scanner.usage() == Usage(5, 1, 0, "stop")
         assert scanner.answer() == (Answer("a") if collect else None)
+
+
+@pytest.mark.parametrize("spacing", [b":", b": ", b" : ", b":\t", b":  "])
+@pytest.mark.parametrize("collect", [False, True])
+def test_usage_is_read_and_forced_usage_told_with_any_json_spacing(spacing: bytes, collect: bool) -> None:
+    """Only `"usage":{` and `"usage": {` were known: a replica writing `"usage" : {` had neither its usage
+    read nor, once the forced-usage check came from what the scan decodes, its forced usage told (the
+    forty-fourth session's review of its fixes)."""
+    usage = b'"usage"' + spacing + b'{"prompt_tokens":5,"completion_tokens":1}'
+    forced_first = b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}],' + usage + b"}"
+    last = b'data: {"id":"c","choices":[],' + usage + b"}"
+    for forced in (True, False):
+        first = forced_first if forced else b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"x"}}]}'
+        events = [first, _chunk({"content": "a"}), _chunk({}, "stop"), last, b"data: [DONE]"]
+        for pieces in ([e + b"\n\n" for e in events], [b"\n\n".join(events) + b"\n\n"]):
+            scanner = StreamScanner(collect_answer=collect)
+            forwarded = b"".join(scanner.feed_stripping_usage(p) for p in pieces) + scanner.flush()
+            kept = events if forced else [e for e in events if e != last]
+            assert forwarded == b"\n\n".join(kept) + b"\n\n", (forced, len(pieces))
+            assert scanner.usage() == Usage(5, 1, 0, "stop"), (forced, len(pieces))
