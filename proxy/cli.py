@@ -173,11 +173,10 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     if workers is not None and (validated := worker_config(workers.directory)) is not None:
         await serve_forever(msgspec.structs.replace(validated, workers=1))  # the supervisor's, as it began
         return 0
-    if not worker:  # the supervisor says it once for every worker
-        for warning in unknown_variables(os.environ):
-            print(f"saga: warning: {warning}", file=sys.stderr)
+    # the supervisor says it once for every worker, in the log format (a plain line in a JSON log before)
+    warnings = [] if worker else unknown_variables(os.environ)
     if not args.simulate:
-        config = proxy_config(args, args.replica)
+        config = _configured(args, args.replica, warnings)
         if config.workers > 1 and not worker:
             return await supervise(config, argv)
         await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
@@ -189,7 +188,7 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     scale = layered_time_scale(args)
     fleet = await start_fleet(args.simulate, **{**_fleet_options(args), "time_scale": scale})
     try:
-        config = proxy_config(args, [*args.replica, *fleet.urls])
+        config = _configured(args, [*args.replica, *fleet.urls], warnings)
         announce(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", config.log_format)
         config = _subscribed_to(config, fleet)
         if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
@@ -202,6 +201,20 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     finally:
         await fleet.close()
+
+
+def _configured(args: argparse.Namespace, replicas: list[str], warnings: list[str]) -> ProxyConfig:
+    """`proxy_config`, with `warnings` (unknown `SAGA_*` variables) said in its log format; as text when the
+    configuration is refused (a misspelt variable may be why)."""
+    try:
+        config = proxy_config(args, replicas)
+    except ConfigError:
+        for warning in warnings:
+            print(f"saga: warning: {warning}", file=sys.stderr)
+        raise
+    for warning in warnings:
+        announce(f"saga: warning: {warning}", config.log_format, warning=True)
+    return config
 
 
 def _subscribed_to(config: ProxyConfig, fleet: ReplicaFleet) -> ProxyConfig:

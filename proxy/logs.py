@@ -57,13 +57,15 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
-def announce(line: str, log_format: str) -> None:
-    """A line `saga serve` writes for its user on stdout (where it listens, its simulated replicas): under
-    `log_format: json` as a JSON log object like every other line, so that a log pipeline reading the
-    process's output parses all of it."""
+def announce(line: str, log_format: str, *, warning: bool = False) -> None:
+    """A line `saga serve` writes for its user (where it listens, its simulated replicas on stdout; with
+    `warning`, on stderr): under `log_format: json` as a JSON log object like every other line, so that a
+    log pipeline reading the process's output parses all of it."""
     if log_format == "json":
-        line = JsonFormatter().info_line(time.time(), "saga", line)
-    print(line, flush=True)
+        level = logging.WARNING if warning else logging.INFO
+        record = logging.LogRecord("saga", level, __file__, 0, line, None, None)
+        line = JsonFormatter().format(record)
+    print(line, file=sys.stderr if warning else sys.stdout, flush=True)
 
 
 def use_json_logs() -> None:

@@ -213,6 +213,7 @@ _OTHER_VARIABLES = frozenset(
         "SAGA_TINY_MODEL",
         "SAGA_CONTRACT_VLLM_URL",
         "SAGA_ROOT",
+        "SAGA_TREE",  # the review scripts' tree (docs/results/reliability-s44/run.sh)
     }
 )
 

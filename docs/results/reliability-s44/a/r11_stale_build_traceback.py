@@ -10,8 +10,8 @@ _os.makedirs("/tmp/saga-review44a", exist_ok=True)
 import os, shutil, subprocess, sys
 
 copy = "/tmp/saga-review44a/snapcopy"
-if not os.path.isdir(copy):
-    shutil.copytree(TREE, copy)
+shutil.rmtree(copy, ignore_errors=True)  # a copy of the tree under test, made afresh
+shutil.copytree(TREE, copy, ignore=shutil.ignore_patterns("build", ".venv*", ".cache"))
 with open(f"{copy}/simulator/engine.py") as f:
     if "# edited by r11" not in f.read():
         open(f"{copy}/simulator/engine.py", "a").write("# edited by r11\n")
