@@ -175,45 +175,45 @@ async def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     # the supervisor says it once for every worker, in the log format (a plain line in a JSON log before)
     warnings = [] if worker else unknown_variables(os.environ)
-    if not args.simulate:
-        config = _configured(args, args.replica, warnings)
-        if config.workers > 1 and not worker:
-            return await supervise(config, argv)
-        await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
-        return 0
-    from simulator.server import start_fleet
-
-    # the replicas run at the configured speed (file < environment < --time-scale), and the core with them
-    # (TTLs and learned gaps in their seconds): proxy_config below layers time_scale the same way
-    scale = layered_time_scale(args)
-    fleet = await start_fleet(args.simulate, **{**_fleet_options(args), "time_scale": scale})
     try:
-        config = _configured(args, [*args.replica, *fleet.urls], warnings)
-        announce(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", config.log_format)
-        config = _subscribed_to(config, fleet)
-        if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
-            replicas = [flag for url in fleet.urls for flag in ("--replica", url)]
-            environ = {**os.environ, "SAGA_TIME_SCALE": str(scale)}
-            if config.kv_events is not None:  # the simulated replicas' endpoints, known only now
-                environ["SAGA_KV_EVENTS"] = msgspec.json.encode(config.kv_events).decode()
-            return await supervise(config, [*argv, "--simulate", "0", *replicas], environ)
-        await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
-        return 0
-    finally:
-        await fleet.close()
+        if not args.simulate:
+            config = _configured(args, args.replica, warnings)
+            if config.workers > 1 and not worker:
+                return await supervise(config, argv)
+            await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
+            return 0
+        from simulator.server import start_fleet
 
-
-def _configured(args: argparse.Namespace, replicas: list[str], warnings: list[str]) -> ProxyConfig:
-    """`proxy_config`, with `warnings` (unknown `SAGA_*` variables) said in its log format; as text when the
-    configuration is refused (a misspelt variable may be why)."""
-    try:
-        config = proxy_config(args, replicas)
-    except ConfigError:
+        # the replicas run at the configured speed (file < environment < --time-scale), and the core with them
+        # (TTLs and learned gaps in their seconds): proxy_config below layers time_scale the same way
+        scale = layered_time_scale(args)
+        fleet = await start_fleet(args.simulate, **{**_fleet_options(args), "time_scale": scale})
+        try:
+            config = _configured(args, [*args.replica, *fleet.urls], warnings)
+            announce(f"{args.simulate} simulated replicas: {', '.join(fleet.urls)}", config.log_format)
+            config = _subscribed_to(config, fleet)
+            if config.workers > 1 and not worker:  # the workers share these replicas (and their time)
+                replicas = [flag for url in fleet.urls for flag in ("--replica", url)]
+                environ = {**os.environ, "SAGA_TIME_SCALE": str(scale)}
+                if config.kv_events is not None:  # the simulated replicas' endpoints, known only now
+                    environ["SAGA_KV_EVENTS"] = msgspec.json.encode(config.kv_events).decode()
+                return await supervise(config, [*argv, "--simulate", "0", *replicas], environ)
+            await serve_forever(msgspec.structs.replace(config, workers=1) if worker else config)
+            return 0
+        finally:
+            await fleet.close()
+    except ConfigError:  # refused before they were said in the log format (a misspelt variable may be why)
         for warning in warnings:
             print(f"saga: warning: {warning}", file=sys.stderr)
         raise
+
+
+def _configured(args: argparse.Namespace, replicas: list[str], warnings: list[str]) -> ProxyConfig:
+    """`proxy_config`, with `warnings` (unknown `SAGA_*` variables) said in its log format."""
+    config = proxy_config(args, replicas)
     for warning in warnings:
         announce(f"saga: warning: {warning}", config.log_format, warning=True)
+    warnings.clear()  # said (`_serve` says what is left, as text, if the configuration is refused)
     return config
 
 
@@ -298,10 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, EndpointError) as e:
         print(f"saga: error: {e}", file=sys.stderr)
         return 2
-    except socket.gaierror as e:  # a host to listen on that does not resolve
+    except (socket.gaierror, UnicodeError) as e:  # a host to listen on that does not resolve, or cannot
+        # (a DNS label over 63 characters fails IDNA encoding: `SAGA_HOST=xxx...` ended in a traceback)
         host = getattr(args, "host", None) or configured_host(args)  # the flag, else the file or environment
         where = f"host {host!r}" if host else "the configured host"
-        print(f"saga: error: cannot listen on {where}: {e.strerror}", file=sys.stderr)
+        why = e.strerror if isinstance(e, socket.gaierror) else f"not a host name ({e})"
+        print(f"saga: error: cannot listen on {where}: {why}", file=sys.stderr)
         return 1
     except OSError as e:  # a port taken, or a host not on this machine: say so, without a traceback
         # (a negative errno is getaddrinfo's, as some servers re-raise it: a host that does not resolve)

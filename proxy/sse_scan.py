@@ -100,6 +100,8 @@ _OBJECT_STARTS = (b"{", b" {")
 # session's review)
 _USAGE_OR_RESPONSE = re.compile(rb'"(?:usage|response)"[ \t\r]*:[ \t\r]*\{')
 _USAGE_OBJECT = re.compile(rb'"usage"[ \t\r]*:[ \t\r]*\{')
+_CHOICES_MARK = b'"choices"'
+_EMPTY_CHOICES = re.compile(rb'"choices"[ \t\r]*:[ \t\r]*\[[ \t\r]*\]')
 
 
 # Byte searches here use `find`, not `in`: on CPython 3.11 `marker in data` first tries `marker` as an int
@@ -154,12 +156,21 @@ def _blank_line_end(tail: bytes, data: bytes) -> int:
     return max(0, min(ends) - len(tail)) if ends else 0
 
 
+def _empty_choices(events: bytes, start: int) -> int:
+    """Where the next `"choices":[]` of `events` from `start` is, with any JSON spacing (`"choices": []` is
+    Python's `json.dumps`), else -1: each `"choices"` (one an event in a chat stream) matched where it is."""
+    at = events.find(_CHOICES_MARK, start)
+    while at >= 0 and _EMPTY_CHOICES.match(events, at) is None:
+        at = events.find(_CHOICES_MARK, at + len(_CHOICES_MARK))
+    return at
+
+
 def _without_usage_events(events: bytes) -> bytes:
     """`events` (whole events, each ending in a blank line) less the usage-only ones (`"choices":[]` with a
     usage), found with byte searches rather than splitting every event out."""
     kept: list[bytes] = []
     copied = 0
-    at = events.find(b'"choices":[]')
+    at = _empty_choices(events, 0)
     if at < 0:
         return events
     # some line ends in CRLF (legal SSE; vLLM's all end in LF): a search for CR alone is a memchr
@@ -175,7 +186,7 @@ def _without_usage_events(events: bytes) -> bytes:
         if _USAGE_OBJECT.search(events, start, end) is not None:
             kept.append(events[copied:start])
             copied = end
-        at = events.find(b'"choices":[]', end)
+        at = _empty_choices(events, end)
     if not copied:
         return events
     kept.append(events[copied:])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from typing import Any
 
 import msgspec
 
@@ -79,20 +81,54 @@ def hold_port(host: str, port: int) -> socket.socket:
     spread the clients' connections over both proxies, one session's calls to two different replica sets
     (the forty-fourth session's review). The probe has SO_REUSEADDR alone, so an earlier run's connections
     left in TIME_WAIT do not count; the held socket has no SO_REUSEADDR, so a probe beside it fails while
-    its workers start (with it, a second supervisor started within that second bound beside the first's)."""
+    its workers start (with it, a second supervisor started within that second bound beside the first's).
+    Probe and hold are two steps, so two supervisors started at the same instant could both pass the probe
+    and hold the port together (1 of 20 tries, the eighteenth review): on Linux each first takes a lock
+    named for the address, an abstract Unix socket (one per network namespace, as ports are; gone with the
+    process), which only one can hold."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    if port:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    sock = socket.socket(family, kind, proto)
+    lock = _address_lock(address) if port else None
+    sock = _HeldPort(family, kind, proto)
+    sock.lock = lock
     try:
+        if port:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+class _HeldPort(socket.socket):
+    """The held socket, with the address's lock (`hold_port`), released when it is closed."""
+
+    lock: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+        super().close()
+
+
+def _address_lock(address: tuple[Any, ...]) -> socket.socket | None:
+    """An abstract Unix socket named for the address, bound (EADDRINUSE while another process holds it); None
+    where there are no abstract sockets (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0saga-serve-port {address[0]} {address[1]}")
+    except OSError as e:
+        lock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise OSError(errno.EADDRINUSE, "Address already in use (another saga serve holds it)") from None
+        return None  # no lock to take here: the probe alone
+    return lock
 
 
 class Supervisor:

@@ -245,6 +245,43 @@ def test_a_port_another_supervisor_holds_while_its_workers_start_is_refused() ->
             worker.listen()
 
 
+@pytest.mark.parametrize("simulate", [[], ["--simulate", "1"]])
+def test_an_unknown_variable_is_still_said_when_the_configuration_is_refused(simulate: list[str]) -> None:
+    """With `--simulate`, a configuration refused before the proxy's own (the fleet's time scale) lost the
+    unknown-variable warning that may explain it (the eighteenth review)."""
+    unknown = "SAGA_" + "TIMESCALE"  # (spelt apart: the test above takes each SAGA_ name here as read)
+    environ = {unknown: "2", "SAGA_TIME_SCALE": "0"}
+    result = saga("serve", "--replica", "http://127.0.0.1:9", *simulate, environ=environ)
+    assert result.returncode == 2, result.stderr
+    assert f"saga: warning: '{unknown}' is set but is no setting" in result.stderr, result.stderr
+    assert "did you mean SAGA_TIME_SCALE?" in result.stderr and error_line(result).startswith("saga: error:")
+
+
+def test_a_host_name_too_long_to_encode_is_one_line() -> None:
+    """`SAGA_HOST=<70 x's>` ended in a traceback (IDNA refuses a DNS label over 63 characters)."""
+    result = saga("serve", "--replica", "http://127.0.0.1:9", environ={"SAGA_HOST": "x" * 70})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert error_line(result).startswith("saga: error: cannot listen on host"), result.stderr
+
+
+def test_two_supervisors_started_at_the_same_instant_do_not_both_hold_the_port() -> None:
+    """Probe and hold are two steps: two supervisors started at once could both pass the probe and hold the
+    port together (1 of 20 tries, the eighteenth review). The address's lock, taken first, is what the other
+    holds in between."""
+    from proxy.supervisor import _address_lock, hold_port
+
+    with hold_port("127.0.0.1", 0) as free:
+        port = free.getsockname()[1]
+    lock = _address_lock(("127.0.0.1", port))  # the other supervisor, between its probe and its hold
+    assert lock is not None
+    with pytest.raises(OSError) as e:
+        hold_port("127.0.0.1", port).close()
+    assert e.value.errno == errno.EADDRINUSE
+    lock.close()
+    with hold_port("127.0.0.1", port) as held:  # once it is gone, the port is free to hold
+        assert held.getsockname()[1] == port
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_port_another_proxys_workers_listen_on_is_refused(workers: str) -> None:
     """Another `saga serve --workers` on the port (listening with SO_REUSEPORT, as the workers do): a second

@@ -765,7 +765,9 @@ def test_usage_is_read_and_forced_usage_told_with_any_json_spacing(spacing: byte
     forty-fourth session's review of its fixes)."""
     usage = b'"usage"' + spacing + b'{"prompt_tokens":5,"completion_tokens":1}'
     forced_first = b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}],' + usage + b"}"
-    last = b'data: {"id":"c","choices":[],' + usage + b"}"
+    # the usage-only event's empty choices spaced alike (`"choices": []`, Python's json.dumps: the
+    # eighteenth review)
+    last = b'data: {"id":"c","choices"' + spacing + b"[]," + usage + b"}"
     for forced in (True, False):
         first = forced_first if forced else b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"x"}}]}'
         events = [first, _chunk({"content": "a"}), _chunk({}, "stop"), last, b"data: [DONE]"]
