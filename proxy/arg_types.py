@@ -137,6 +137,9 @@ def with_defaults_shown(parser: argparse.ArgumentParser) -> None:
         default = action.default
         if not action.option_strings or action.help in (None, argparse.SUPPRESS):
             continue
-        if default in (None, False, argparse.SUPPRESS, [], "") or "default" in action.help:
+        # (`is`, not `in`: 0 == False, and a default of 0 is worth saying)
+        if default is None or default is False or default is argparse.SUPPRESS or default in ([], ""):
+            continue
+        if "default" in action.help:
             continue
         action.help += " (default: %(default)s)"

@@ -100,7 +100,6 @@ _OBJECT_STARTS = (b"{", b" {")
 # session's review)
 _USAGE_OR_RESPONSE = re.compile(rb'"(?:usage|response)"[ \t\r]*:[ \t\r]*\{')
 _USAGE_OBJECT = re.compile(rb'"usage"[ \t\r]*:[ \t\r]*\{')
-_CHOICES_MARK = b'"choices"'
 _EMPTY_CHOICES = re.compile(rb'"choices"[ \t\r]*:[ \t\r]*\[[ \t\r]*\]')
 
 
@@ -156,23 +155,15 @@ def _blank_line_end(tail: bytes, data: bytes) -> int:
     return max(0, min(ends) - len(tail)) if ends else 0
 
 
-def _empty_choices(events: bytes, start: int) -> int:
-    """Where the next `"choices":[]` of `events` from `start` is, with any JSON spacing (`"choices": []` is
-    Python's `json.dumps`), else -1: each `"choices"` (one an event in a chat stream) matched where it is."""
-    at = events.find(_CHOICES_MARK, start)
-    while at >= 0 and _EMPTY_CHOICES.match(events, at) is None:
-        at = events.find(_CHOICES_MARK, at + len(_CHOICES_MARK))
-    return at
-
-
 def _without_usage_events(events: bytes) -> bytes:
-    """`events` (whole events, each ending in a blank line) less the usage-only ones (`"choices":[]` with a
-    usage), found with byte searches rather than splitting every event out."""
-    kept: list[bytes] = []
-    copied = 0
-    at = _empty_choices(events, 0)
+    """`events` (whole events, each ending in a blank line) less the usage-only ones (empty choices and a
+    usage object, with any JSON spacing), found from their `"usage"`: one `find` over a chunk that has none
+    (nearly every chunk of a stream), the event's bounds and two short searches for one that has."""
+    at = events.find(_USAGE_MARK)
     if at < 0:
         return events
+    kept: list[bytes] = []
+    copied = 0
     # some line ends in CRLF (legal SSE; vLLM's all end in LF): a search for CR alone is a memchr
     crlf = events.find(b"\r") >= 0 and events.find(b"\n\r\n") >= 0
     while at >= 0:
@@ -183,10 +174,13 @@ def _without_usage_events(events: bytes) -> bytes:
             start = 0 if start < 0 else start + 2
             end = events.find(b"\n\n", at)
             end = len(events) if end < 0 else end + 2
-        if _USAGE_OBJECT.search(events, start, end) is not None:
+        if (
+            _EMPTY_CHOICES.search(events, start, end) is not None
+            and _USAGE_OBJECT.search(events, start, end) is not None
+        ):
             kept.append(events[copied:start])
             copied = end
-        at = _empty_choices(events, end)
+        at = events.find(_USAGE_MARK, end)
     if not copied:
         return events
     kept.append(events[copied:])
@@ -345,16 +339,14 @@ class StreamScanner:
                 return b""
             complete, self._pending_events = data[:end], data[end:]
         self.feed(complete)
-        if (
-            not self._usage_checked and complete.find(b"data:") >= 0
-        ):  # (a comment first, a keep-alive: not yet)
+        # Decided on the first block holding a data line (a keep-alive comment first: not yet). vLLM's
+        # `--enable-force-include-usage` sends usage in every chunk and ends every stream with a usage event,
+        # asked for or not: a client reading it directly gets that event, so it is kept. Usage beside
+        # choices, which the proxy never asks for, says the replica forces it, as `feed` has just decoded
+        # (vLLM 0.32 forces continuous usage with it; a replica forcing the final event alone is not told
+        # apart, and that event is stripped).
+        if not self._usage_checked and complete.find(b"data:") >= 0:
             self._usage_checked = True
-            # vLLM's `--enable-force-include-usage` sends usage in every chunk and ends every stream with
-            # a usage event, asked for or not: a client reading it directly gets that event, so it is kept
-            # (usage in a chunk with choices, which the proxy never asks for, says the replica forces it;
-            # vLLM 0.32 forces continuous usage with it; a replica forcing the final event alone is not
-            # told apart, and that event is stripped)
-            # (what `feed` just decoded of these events tells: no second search or decode of them)
             self._usage_forced = self._usage_with_choices
         if self._usage_forced:
             self._flowing = False

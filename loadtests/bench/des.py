@@ -86,12 +86,12 @@ def stopped_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[ProcessPoolExecu
     try:
         yield pool
     except BaseException:
-        stop_workers(pool)
+        _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
 
 
-def stop_workers(pool: ProcessPoolExecutor) -> None:
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stops the pool's workers now, their runs and the queued ones dropped."""
     for process in list((getattr(pool, "_processes", None) or {}).values()):  # (no public way before 3.14)
         process.terminate()

@@ -36,6 +36,7 @@ baseline; rows = oversubscription, columns = load); see loadtests/bench/grid_rep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ from pathlib import Path
 import msgspec
 from rich.console import Console
 
-from loadtests.bench.des import stop_workers, worker_pool
+from loadtests.bench.des import stopped_on_interrupt, worker_pool
 from loadtests.bench.grid_runs import (
     REFERENCE,
     CellRun,
@@ -116,7 +117,8 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
     started = time.perf_counter()
     pool = worker_pool(args.jobs, 2) if args.jobs > 1 else None
     out = []
-    try:
+    # (Ctrl-C, SIGTERM: the workers stop at once, not once every queued run is done)
+    with stopped_on_interrupt(pool) if pool is not None else contextlib.nullcontext():
         for workload in workloads:
             search, population = saturation_search(workload, args, console)
             sat = search[len(population)]
@@ -179,13 +181,6 @@ def run_grid(args: argparse.Namespace, console: Console) -> GridReport:
                 saturation_population=len(population), saturation_search=search,
                 longest_context_tokens=longest, cells=cells,
             ))  # fmt: skip
-    except BaseException:  # Ctrl-C, SIGTERM: the workers stop now, not once every queued run is done
-        if pool is not None:
-            stop_workers(pool)
-        raise
-    finally:
-        if pool is not None:
-            pool.shutdown()
     return GridReport(
         command=recorded_command(),
         machine=machine_description(),

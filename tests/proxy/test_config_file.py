@@ -105,6 +105,27 @@ def test_a_bad_environment_value_is_refused_naming_its_variable(variable: str, v
     }
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SAGA_SHUTDOWN_GRACE_S", "nan"),
+        ("SAGA_SHUTDOWN_GRACE_S", "inf"),
+        ("SAGA_CONNECT_TIMEOUT_S", "-inf"),
+        ("SAGA_SHUTDOWN_GRACE_S", "1e400"),  # past a float: msgspec refuses it
+        ("SAGA_PORT", "9" * 30),
+        ("SAGA_SEED", "9" * 5000),
+        ("SAGA_WORKERS", "1e3"),
+        ("SAGA_HEALTH_TIMEOUT_S", " 5 "),
+    ],
+)
+def test_non_finite_huge_or_padded_environment_numbers_are_refused(variable: str, value: str) -> None:
+    """The environment's text converted per key (`_environment_value`), attacked: each a ConfigError, none
+    taken (a NaN grace or a 5000-digit seed) and none a traceback."""
+    with pytest.raises(ConfigError) as e:
+        build_config(config_data(None, {variable: value, "SAGA_REPLICAS": "http://a:1"}, {}))
+    assert len(str(e.value)) < 200, str(e.value)
+
+
 @pytest.mark.parametrize("name", ["missing.yaml", "."])
 def test_a_file_that_cannot_be_read_is_a_config_error(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
@@ -225,6 +246,7 @@ def test_every_option_of_every_command_says_what_it_is_and_its_default() -> None
     shown = {name: action.help for name, action in found}
     assert "(default: 8100)" in shown["saga sim --base-port"] % {"default": 8100}
     assert "default" in shown["saga demo --sessions"]
+    assert "(default: 0)" in shown["saga demo --seed"] % {"default": 0}  # a default of 0 said too
 
 
 def test_a_port_another_supervisor_holds_while_its_workers_start_is_refused() -> None:
