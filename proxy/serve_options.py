@@ -167,14 +167,28 @@ def config_data(file: Path | None, environ: Mapping[str, str], flags: Mapping[st
         if field.name == "replicas":
             data[field.name] = value.split(",")
         elif field.name in _STRUCTURED:
-            try:
-                data[field.name] = msgspec.json.decode(value)
-            except (msgspec.DecodeError, RecursionError) as e:
-                raise ConfigError(f"{name} must be a JSON object of the {field.name} keys: {e}") from None
+            data[field.name] = _structured_environment_value(name, value, field.name, field.type)
         else:
             data[field.name] = _environment_value(name, value, field.type)
     data.update({k: v for k, v in flags.items() if v is not None})
     return data
+
+
+def _structured_environment_value(name: str, value: str, key: str, kind: Any) -> Any:
+    """A structured key's JSON from its variable, checked against the key's type here, so that a wrong shape
+    is said with the variable's name (`SAGA_API_KEYS='[1]'` said "... at `$.api_keys`", naming the key as in
+    the file: the forty-fourth session's review). JSON has its own types: checked strictly, as the file is."""
+    try:
+        decoded = msgspec.json.decode(value)
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise ConfigError(f"{name} must be a JSON object of the {key} keys: {e}") from None
+    try:
+        msgspec.convert(decoded, kind, strict=True)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{name} is not a valid {key} (JSON, docs/config.md): {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{name} nests too deeply to be a {key}") from None
+    return decoded
 
 
 _KINDS = {int: "a whole number", float: "a number", bool: "true or false (or 1 or 0; any case)"}

@@ -126,6 +126,44 @@ def test_non_finite_huge_or_padded_environment_numbers_are_refused(variable: str
     assert len(str(e.value)) < 200, str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        (
+            "SAGA_API_KEYS",
+            "[1]",
+            "SAGA_API_KEYS is not a valid api_keys (JSON, docs/config.md): Expected `object",
+        ),
+        (
+            "SAGA_API_KEYS",
+            '{"k": 1}',
+            "SAGA_API_KEYS is not a valid api_keys (JSON, docs/config.md): Expected `str`",
+        ),
+        (
+            "SAGA_QUEUE",
+            '{"max_queued": "x"}',
+            "SAGA_QUEUE is not a valid queue (JSON, docs/config.md): Expected",
+        ),
+        (
+            "SAGA_TENANTS",
+            '{"bogus": 1}',
+            "SAGA_TENANTS is not a valid tenants (JSON, docs/config.md): Object",
+        ),
+        ("SAGA_DISCOVERY", "{", "SAGA_DISCOVERY must be a JSON object of the discovery keys"),
+        ("SAGA_KV_EVENTS", "[" * 100_000 + "]" * 100_000, "SAGA_KV_EVENTS "),
+    ],
+)
+def test_a_structured_key_s_bad_environment_json_is_refused_naming_its_variable(
+    variable: str, value: str, says: str
+) -> None:
+    """`SAGA_API_KEYS='[1]'` said "... at `$.api_keys`", naming the key as the file would, not the variable
+    (left by the forty-fourth session's eighteenth review)."""
+    with pytest.raises(ConfigError) as e:
+        config_data(None, {variable: value}, {})
+    assert str(e.value).startswith(says), str(e.value)
+    assert len(str(e.value)) < 200, str(e.value)
+
+
 @pytest.mark.parametrize("name", ["missing.yaml", "."])
 def test_a_file_that_cannot_be_read_is_a_config_error(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
