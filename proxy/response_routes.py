@@ -14,21 +14,27 @@ proxy since (the admin API, discovery) is a 503 naming that replica, as a contin
 that cannot be reached is a 502,
 one too slow a 504; with no replica serving to ask (all down), a 503. With workers, a response another
 worker served (the workers' shared `responses.table`, proxy/response_owners.py) is asked of that worker,
-which knows its tenant and replica; if it does not answer, a proxy with client API keys answers 502
-rather than forward what it cannot check.
+which knows its tenant and replica, and its answer relayed as it comes (a resumed stream event by event); if
+it gives no answer, a proxy with client API keys answers 502 rather than forward what it cannot check.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
+import aiohttp
 from aiohttp import web
 
 from proxy import forward
 from proxy.auth import TENANT
 from proxy.context import CHAINS, CONFIG, CORE, POOL, RESPONSE_OWNERS, WORKERS
-from proxy.errors import ProxyError, between_workers
+from proxy.errors import ProxyError, between_workers, mid_answer_event
 from proxy.response_lookup import PLAUSIBLE_ID, find_holder
 from proxy.upstream_pool import ConnectFailed
 from proxy.worker_gather import GATHERER, forwarded_headers
+
+log = logging.getLogger("saga.proxy")
 
 
 async def stored_response(request: web.Request) -> web.StreamResponse:
@@ -44,15 +50,9 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     tenant = request.get(TENANT)
     owner = _other_owner(request, response_id)
     if owner >= 0:
-        answer = await app[GATHERER].ask_one(
-            owner,
-            request.method,
-            request.rel_url.raw_path_qs,
-            forwarded_headers(request),
-            await request.read(),
-        )
-        if answer is not None:
-            return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+        relayed = await _relayed_from_owner(request, owner)
+        if relayed is not None:
+            return relayed
         if tenant is not None:  # its tenant is known there only: nothing is handed over unchecked
             raise ProxyError(
                 502, "the proxy worker that served this response did not answer", code="worker_error"
@@ -103,6 +103,41 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     )
     assert downstream.response is not None
     return downstream.response
+
+
+# The owner's answer headers a relayed one keeps (the rest are hop-by-hop or the workers' own)
+_RELAYED_HEADERS = ("Content-Type", "X-Saga-Replica", "Allow", "Retry-After", "Cache-Control")
+
+
+async def _relayed_from_owner(request: web.Request, owner: int) -> web.StreamResponse | None:
+    """The answer of the worker that served the response, relayed as it comes (a resumed stream event by
+    event); None if that worker gave no answer's head. Once the answer has begun, an owner that fails ends a
+    stream with the route's mid-answer error event (a whole answer can only be cut)."""
+    app, config = request.app, request.app[CONFIG]
+    path_qs = request.rel_url.raw_path_qs
+    read_s = max(config.first_byte_timeout_s, config.stream_idle_timeout_s)
+    body = await request.read()
+    response: web.StreamResponse | None = None
+    try:
+        async with app[GATHERER].open_stream(
+            owner, request.method, path_qs, forwarded_headers(request), body, read_s
+        ) as answer:
+            response = web.StreamResponse(status=answer.status)
+            for name in _RELAYED_HEADERS:
+                if name in answer.headers:
+                    response.headers[name] = answer.headers[name]
+            await response.prepare(request)
+            async for chunk in answer.content.iter_any():
+                await response.write(chunk)
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        log.warning("worker %d did not answer %s %s: %s", owner, request.method, path_qs, type(e).__name__)
+        if response is None:
+            return None
+        if response.content_type == "text/event-stream":
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await response.write(mid_answer_event(request.path))
+        response.force_close()
+    return response
 
 
 def _other_owner(request: web.Request, response_id: str) -> int:

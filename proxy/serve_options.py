@@ -284,7 +284,31 @@ def proxy_config(
     args: argparse.Namespace, replicas: list[str], environ: Mapping[str, str] | None = None
 ) -> ProxyConfig:
     """ProxyConfig from defaults < YAML file < SAGA_* environment < command-line flags."""
-    return build_config(_layered(args, replicas, environ))
+    environ = os.environ if environ is None else environ
+    data = _layered(args, replicas, environ)
+    try:
+        return build_config(data)
+    except ConfigError as e:
+        raise ConfigError(_said_with_its_variable(str(e), args, environ)) from None
+
+
+def _said_with_its_variable(message: str, args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    """A refused value's message (which names its key: `workers must be between 1 and 256, got 1000`) led by
+    the environment variable it came from, where it came from one and no flag replaced it (the checks of
+    range and finiteness run on the merged configuration, where `SAGA_WORKERS=1e3` was said without the
+    variable: the nineteenth review)."""
+    for field in msgspec.structs.fields(ProxyConfig):
+        variable = f"SAGA_{field.name.upper()}"
+        if field.name == "kv_events" and variable not in environ:
+            variable = "SAGA_KV_EVENTS_PORT"  # its one part with a variable of its own
+        if variable not in environ or getattr(args, field.name, None) is not None:
+            continue
+        if variable == "SAGA_KV_EVENTS_PORT" and getattr(args, "kv_events_port", None) is not None:
+            continue
+        said = message[len(field.name) :]
+        if message.startswith(field.name) and said[:1] in (" ", ".", ":", "["):
+            return f"{variable}: {message}"
+    return message
 
 
 def _layered(
@@ -295,8 +319,8 @@ def _layered(
     environ = os.environ if environ is None else environ
     data = config_data(args.config, environ, flags)
     port = getattr(args, "kv_events_port", None)
-    if port is None:
-        port = environ.get("SAGA_KV_EVENTS_PORT")
+    if port is None and (text := environ.get("SAGA_KV_EVENTS_PORT")) is not None:
+        port = _environment_value("SAGA_KV_EVENTS_PORT", text, int)
     if port is not None:
         kv_events = data.get("kv_events")
         data["kv_events"] = {**(kv_events if isinstance(kv_events, dict) else {}), "port": port}

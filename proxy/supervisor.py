@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -85,18 +86,20 @@ def hold_port(host: str, port: int) -> socket.socket:
     Probe and hold are two steps, so two supervisors started at the same instant could both pass the probe
     and hold the port together (1 of 20 tries, the eighteenth review): on Linux each first takes a lock
     named for the address, an abstract Unix socket (one per network namespace, as ports are; gone with the
-    process), which only one can hold."""
+    process), which only one can hold, and makes probe and hold one step against any spelling of the host
+    (`_bind_window`)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     lock = _address_lock(address) if port else None
     sock = _HeldPort(family, kind, proto)
     sock.lock = lock
     try:
-        if port:
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(address)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
+        with _bind_window(port):
+            if port:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(address)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
     except OSError:
         sock.close()
         raise
@@ -113,6 +116,37 @@ class _HeldPort(socket.socket):
             self.lock.close()
             self.lock = None
         super().close()
+
+
+# How long a supervisor waits for another's probe and hold of the same port (microseconds, unless it stopped
+# between them: then this long, after which it probes anyway)
+_WINDOW_WAIT_S = 2.0
+
+
+@contextlib.contextmanager
+def _bind_window(port: int) -> Iterator[None]:
+    """Probe and hold made one step against another supervisor's on the same port, however either spells its
+    host: the address's lock names one spelling, so 127.0.0.1 and 0.0.0.0 (or `::`) on one port passed both
+    probes at the same instant and held the port together (10-15 of 150-300 tries, the nineteenth review).
+    An abstract Unix socket named for the port alone, held only between probe and hold (held longer, it would
+    keep proxies off the same port on other addresses); one that finds it taken waits for it."""
+    if not port or not sys.platform.startswith("linux"):
+        yield
+        return
+    window = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        deadline = time.monotonic() + _WINDOW_WAIT_S
+        while True:
+            try:
+                window.bind(f"\0saga-serve-port-window {port}")
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    break  # none to take here, or its holder is stuck: the probe alone
+                time.sleep(0.001)
+        yield
+    finally:
+        window.close()
 
 
 def _address_lock(address: tuple[Any, ...]) -> socket.socket | None:
@@ -147,7 +181,8 @@ class Supervisor:
         try:
             held = hold_port(self.config.host, self.config.port)
         except OSError as e:
-            print(f"saga: error: cannot bind {self.config.host}:{self.config.port}: {e}", file=sys.stderr)
+            address = base_url(self.config.host, self.config.port).removeprefix("http://")  # [::1]:8000
+            print(f"saga: error: cannot bind {address}: {e}", file=sys.stderr)
             return 1
         self.directory = tempfile.mkdtemp(prefix="saga-workers-")  # mode 0700
         loop = asyncio.get_running_loop()

@@ -44,7 +44,8 @@ GATHER_TIMEOUT_S = 2.0  # a worker that has not answered by then is reported mis
 COORDINATOR = 0  # the worker that orders admin changes
 # Worker 0's answer to a change handed to it comes after the others' answers to its broadcast.
 COORDINATED_TIMEOUT_S = 2 * GATHER_TIMEOUT_S + 1.0
-_FORWARDED = ("Authorization", "Content-Type", "Accept")  # the admin token is sent on: each worker checks it
+# the admin token is sent on (each worker checks it), and a client key in either header it may come in
+_FORWARDED = ("Authorization", "x-api-key", "Content-Type", "Accept")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BROADCASTS: set[asyncio.Future[Any]] = set()  # held until each ends
 
@@ -117,6 +118,28 @@ class Gatherer:
     ) -> WorkerAnswer | None:
         """One other worker's answer to the same request (answered for itself alone); None if it gave none."""
         return await self._ask(worker, method, path_qs, {**headers, LOCAL_HEADER: "1"}, body)
+
+    def open_stream(
+        self,
+        worker: int,
+        method: str,
+        path_qs: str,
+        headers: dict[str, str],
+        body: bytes,
+        read_timeout_s: float,
+    ) -> Any:
+        """One other worker's answer to the same request as it comes (an `async with` of aiohttp's response):
+        bounded by the gather timeout to connect and by `read_timeout_s` between reads, not in total, since a
+        resumed stored stream runs as long as its generation does (read whole within the gather timeout, one
+        came 2 s late or not at all: the forty-fifth session's review)."""
+        limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout.total, sock_read=read_timeout_s)
+        return self._client(worker).request(
+            method,
+            "http://saga" + path_qs,
+            data=body or None,
+            headers={**headers, LOCAL_HEADER: "1"},
+            timeout=limit,
+        )
 
     async def ask_coordinator(
         self, method: str, path_qs: str, headers: dict[str, str], body: bytes

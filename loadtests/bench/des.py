@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import functools
 import multiprocessing
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -75,7 +77,18 @@ def worker_pool(jobs: int, runs: int) -> ProcessPoolExecutor | None:
     if jobs == 1 or runs <= 1:
         return None
     # spawn: a fresh interpreter per worker, nothing inherited from this process's threads or console
-    return ProcessPoolExecutor(max_workers=min(jobs, runs), mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=min(jobs, runs), mp_context=multiprocessing.get_context("spawn"))
+    # Started now, ignoring Ctrl-C for good (a Python started with SIGINT ignored keeps it so): Ctrl-C reaches
+    # the whole process group, and a worker it caught starting up printed its traceback (2 to 10 runs of 10,
+    # the nineteenth review); this process stops them (`stopped_on_interrupt`).
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for _ in range(min(jobs, runs)):
+                pool.submit(int)  # each submit with no idle worker spawns one
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return pool
 
 
 @contextlib.contextmanager

@@ -45,15 +45,28 @@ def test_sigterm_stops_the_peer_router_a_live_bench_started() -> None:
                 child.kill()
 
 
-@pytest.mark.parametrize(("sig", "jobs"), [(signal.SIGINT, 1), (signal.SIGINT, 2), (signal.SIGTERM, 2)])
-def test_a_signal_stops_a_des_bench_and_its_worker_processes_at_once(sig: signal.Signals, jobs: int) -> None:
+@pytest.mark.parametrize(
+    ("sig", "jobs", "group"),
+    [
+        (signal.SIGINT, 1, False),
+        (signal.SIGINT, 2, False),
+        (signal.SIGTERM, 2, False),
+        (signal.SIGINT, 2, True),
+    ],
+)
+def test_a_signal_stops_a_des_bench_and_its_worker_processes_at_once(
+    sig: signal.Signals, jobs: int, group: bool
+) -> None:
     """Ctrl-C during `saga bench des` was heard only when a policy's run ended (the compiled event loop ran
     no interpreted code, where Python runs signal handlers) or, with workers, once every queued run had
     ended (~20 s), and then it exited 0, as if it had succeeded (the forty-fourth session's review): now it
-    stops at once, its workers with it, status 130."""
+    stops at once, its workers with it, status 130. `group`: sent to the whole process group, as a
+    terminal's Ctrl-C is, which workers starting up printed tracebacks for (the nineteenth review)."""
     cmd = [sys.executable, "-m", "proxy.cli", "bench", "des", "--workload", "swe", "--tasks", "300"]
     cmd += ["--policies", "saga,session-affinity,round-robin,least-request", "--jobs", str(jobs)]
-    bench = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bench = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group
+    )
     try:
         me = psutil.Process(bench.pid)
         deadline = time.monotonic() + 60
@@ -64,7 +77,10 @@ def test_a_signal_stops_a_des_bench_and_its_worker_processes_at_once(sig: signal
             workers = me.children(recursive=True)
         time.sleep(1.0 if jobs > 1 else 4.0)  # (one process: its first run is under way)
         sent = time.monotonic()
-        bench.send_signal(sig)
+        if group:
+            os.killpg(bench.pid, sig)
+        else:
+            bench.send_signal(sig)
         out, err = bench.communicate(timeout=60)
         took = time.monotonic() - sent
         _, alive = psutil.wait_procs(workers, timeout=10)
@@ -74,3 +90,21 @@ def test_a_signal_stops_a_des_bench_and_its_worker_processes_at_once(sig: signal
     assert not alive, [p.cmdline() for p in alive]
     assert bench.returncode == 130 and "Traceback" not in err, (bench.returncode, err[-2000:])
     assert "speedup" not in out and took < 15, took  # no results table from a cut run; not every run first
+
+
+def test_the_des_worker_processes_ignore_ctrl_c_for_good() -> None:
+    """Their parent stops them (`stopped_on_interrupt`): a worker that heard Ctrl-C itself while starting up
+    printed a traceback over the terminal (the nineteenth review)."""
+    from loadtests.bench.des import worker_pool
+
+    pool = worker_pool(2, 2)
+    assert pool is not None
+    try:
+        assert pool.submit(sum, [1, 2]).result(timeout=60) == 3
+        for pid in list(getattr(pool, "_processes", {})):
+            status = Path(f"/proc/{pid}/status").read_text()
+            ignored = int(next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
+            assert ignored & (1 << (signal.SIGINT - 1)), pid
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # this process's is back
+    finally:
+        pool.shutdown()

@@ -52,6 +52,17 @@ TOOL_EVENTS = [
 USAGE_EVENT = b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}\n\n'
 
 
+# A resumed Responses API stream (`GET /v1/responses/{id}?stream=true&starting_after=N`), as vLLM sends it
+STORED_STREAM = [
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"a",'
+    b'"sequence_number":3}\n\n',
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"b",'
+    b'"sequence_number":4}\n\n',
+    b'event: response.completed\ndata: {"type":"response.completed","response":{"id":"resp_1",'
+    b'"status":"completed","usage":{"input_tokens":5,"output_tokens":2}},"sequence_number":5}\n\n',
+]
+
+
 class FakeReplica:
     def __init__(self, mode: str = "ok", *, metrics: str = "", slow_s: float = 0.0, model: str = "fake"):
         self.mode = mode
@@ -69,6 +80,10 @@ class FakeReplica:
         self.kv_event_sources: bytes | None = None  # GET /kv_event_sources's answer; None: a 404
         self.kv_event_sources_asked = 0
         self.crlf = False  # "tools" streams end their SSE lines in CRLF (legal SSE; vLLM uses LF)
+        # GET /v1/responses/{id}?stream=true (a background response's stream resumed) sends its first event,
+        # then the rest once this is set (30 s at most); every such GET counted
+        self.stored_stream_gate = asyncio.Event()
+        self.stored_stream_gets = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -144,6 +159,18 @@ class FakeReplica:
         }
         return web.json_response(answer)
 
+    async def _stored_stream(self, request: web.Request) -> web.StreamResponse:
+        self.stored_stream_gets += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(STORED_STREAM[0])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stored_stream_gate.wait(), 30)
+        for event in STORED_STREAM[1:]:
+            await response.write(event)
+        await response.write_eof()
+        return response
+
     async def _passthrough(self, request: web.Request) -> web.Response:
         """vLLM's way with a passthrough route: the model it does not serve is a 404, else an answer."""
         if request.content_type == "multipart/form-data":
@@ -180,6 +207,7 @@ class FakeReplica:
         app.router.add_post("/v1/chat/completions", self._call)
         app.router.add_post("/v1/completions", self._call)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_get("/v1/responses/{response_id}", self._stored_stream)
         for path in ("/v1/embeddings", "/v1/rerank", "/tokenize", "/v1/audio/transcriptions"):
             app.router.add_post(path, self._passthrough)
         app.router.add_get("/health", self._health)

@@ -27,7 +27,7 @@ import pytest
 
 from proxy.worker_set import LOCAL_HEADER, WorkerSet, owner_of
 from tests.processes import start_saga_serve, stop_process
-from tests.proxy.fakes import fake_replica
+from tests.proxy.fakes import STORED_STREAM, fake_replica
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "saga-sim"
@@ -148,6 +148,46 @@ async def test_a_responses_conversation_continues_on_the_worker_that_served_it(t
             assert sessions == [sessions[0]] * 8, sessions
             scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
             assert sorted(w.get(sessions[0], 0) for w in scheduled) == [0, 8], scheduled
+        finally:
+            await asyncio.to_thread(workers.__exit__, None, None, None)
+
+
+@pytest.mark.parametrize("keys", [False, True])
+async def test_a_resumed_stored_stream_asked_of_another_worker_comes_event_by_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: bool
+) -> None:
+    """`GET /v1/responses/{id}?stream=true` reaching the worker that did not serve the response is asked of
+    the one that did, which was read whole within the workers' 2 s gather timeout: a stream longer than that
+    was asked again of the replicas once the 2 s were up or, with client API keys, answered 502 (the
+    forty-fifth session's review). Here each worker is asked in turn (one of them served it) and the replica
+    sends the rest of the stream only once the client has read its first event."""
+    if keys:
+        monkeypatch.setenv("SAGA_API_KEYS", json.dumps({"sk-tenant-a": "a"}))
+    auth = {"Authorization": "Bearer sk-tenant-a"} if keys else {}
+    async with fake_replica() as replica:
+        workers = saga_workers(tmp_path, replicas=[replica.url])
+        saga = await asyncio.to_thread(workers.__enter__)
+        try:
+            body = {"model": "fake", "input": "go"}
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{saga.url}/v1/responses", json=body, headers=auth) as r,
+            ):
+                assert r.status == 200, await r.text()
+                stored = (await r.json())["id"]
+            for index in (0, 1):
+                replica.stored_stream_gate.clear()
+                connector = aiohttp.UnixConnector(path=saga.workers.app_socket(index))
+                async with (
+                    aiohttp.ClientSession(connector=connector) as http,
+                    http.get(f"http://saga/v1/responses/{stored}?stream=true", headers=auth) as r,
+                ):
+                    assert r.status == 200, await r.text()
+                    assert r.headers["X-Saga-Replica"] == replica.url
+                    assert await r.content.readuntil(b"\n\n") == STORED_STREAM[0]
+                    replica.stored_stream_gate.set()
+                    assert await r.content.read() == b"".join(STORED_STREAM[1:])
+            assert replica.stored_stream_gets == 2  # each asked of the replica once
         finally:
             await asyncio.to_thread(workers.__exit__, None, None, None)
 
