@@ -141,9 +141,28 @@ class AnswerChoice(msgspec.Struct, gc=False):
     delta: AnswerMessage | None = None  # streamed chunks
 
 
+class OutputPart(msgspec.Struct, gc=False):
+    type: str = ""
+    text: str | None = None  # an `output_text` part's
+
+
 class OutputItem(msgspec.Struct, gc=False):
     type: str = ""
     name: str | None = None
+    arguments: str | None = None  # a `function_call` item's
+    content: list[OutputPart] | None = None  # a `message` item's
+
+
+class InputItem(msgspec.Struct, gc=False):
+    """A Responses API `input` item, as proxy/session_chain.py `response_conversation` reads it: a message
+    (`role`, `content`), a `function_call` (`name`, `arguments`) or its `function_call_output`."""
+
+    type: str = ""
+    role: str = ""
+    content: msgspec.Raw = msgspec.Raw(b"null")
+    name: str = ""
+    arguments: str = ""
+    output: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class ContentBlock(msgspec.Struct, gc=False):

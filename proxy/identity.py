@@ -3,8 +3,9 @@
 Functions over headers, the few body fields the proxy decodes and the prefix-chain index. Session precedence:
 the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the body (`session_id`,
 `prompt_cache_key`, `vllm_xargs.session_id`). A Responses API call naming a `previous_response_id` continues
-that response's session. A chat call that names no session is inferred: first by prefix chaining
-(proxy/session_chain.py: its conversation extends an earlier call's messages and answer; not past
+that response's session. A chat call that names no session is inferred (so is a Responses API call whose
+`input` carries its whole conversation: proxy/session_chain.py `response_conversation`): first by prefix
+chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and answer; not past
 `MAX_CHAINED_MESSAGES` messages), else from the start of its conversation (system and first user message,
 which every later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call
 whose opening is already a live session (chained, or its first call not ended) gets a fresh id, so two
@@ -44,6 +45,7 @@ from proxy.session_chain import (
     answer_keys,
     chain_of,
     decode_messages,
+    response_conversation,
     tenant_seed,
 )
 
@@ -241,9 +243,7 @@ def ownership_key(
         return None, None
     if session:
         return session, None
-    if fields.previous_response_id or not fields.messages:
-        return None, None
-    decoded = decode_messages(fields.messages)
+    decoded = _conversation(fields)
     if decoded is None:
         return None, None
     chain: list[bytes] = []
@@ -252,6 +252,17 @@ def ownership_key(
     if len(decoded) <= MAX_CHAINED_MESSAGES:  # past it, named by its opening alone (`_inferred_session`)
         chain, assistants = chain_of(decoded, seed)
     return _conversation_key(decoded, scope, fields.system), SeenMessages(decoded, chain, assistants, seed)
+
+
+def _conversation(fields: CallFields) -> list[ChatMessage] | None:
+    """A call's conversation, for a session to be inferred from: a chat or /v1/messages call's messages, a
+    Responses API call's `instructions` and `input` as the messages they stand for (one continuing through
+    `previous_response_id` has only its latest turn there: none), else None."""
+    if fields.messages:
+        return decode_messages(fields.messages)
+    if fields.input and not fields.previous_response_id:
+        return response_conversation(fields.input, fields.instructions)
+    return None
 
 
 def scheduled_session_id(session: str, inferred: bool, scope: str | None) -> str:
@@ -292,9 +303,9 @@ def identify(
     if not session and fields.previous_response_id and chains is not None:
         session = chains.session_of_response(fields.previous_response_id, scope)
         inferred = session is not None
-    if not session and fields.messages:
+    if not session and (fields.messages or (fields.input and not fields.previous_response_id)):
         if decoded is None:
-            decoded = decode_messages(fields.messages)
+            decoded = _conversation(fields)
         if decoded is not None:
             session, prompt_chain = _inferred_session(
                 decoded, request_id, chains, seen, scope, fields.system, session_live

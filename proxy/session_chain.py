@@ -35,7 +35,7 @@ from xxhash import xxh3_128_digest
 
 from predictor.sharded import ShardedDict, ShardedLru
 from proxy.data_structs import Answer as Answer  # re-exported: tests import it here
-from proxy.data_structs import ChatMessage
+from proxy.data_structs import ChatMessage, InputItem, MessageFunction, MessageToolCall
 
 _messages_decoder = msgspec.json.Decoder(list[ChatMessage])
 _encode = msgspec.json.encode
@@ -125,6 +125,51 @@ def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | No
         return _messages_decoder.decode(raw_messages)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
+
+
+_input_items_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_input_item_decoder = msgspec.json.Decoder(InputItem)
+_NULL = msgspec.Raw(b"null")
+
+
+def response_conversation(
+    raw_input: bytes | msgspec.Raw, raw_instructions: bytes | msgspec.Raw
+) -> list[ChatMessage] | None:
+    """A Responses API call's `instructions` and `input` as the chat messages they stand for, to be chained
+    as a chat call's (a stateless conversation sends its whole history as `input` each turn): `instructions`
+    a system message; a message item as its role and content; one answer's `function_call` items the tool
+    calls of the assistant message before them (or of one of their own); a `function_call_output` a tool
+    message; reasoning items left out (they are not part of the answer's text or calls: `output_answer` in
+    proxy/sse_scan.py reads an answer the same way); any other item kept whole, as sent. None when `input` is
+    neither a string nor a list of objects."""
+    messages: list[ChatMessage] = []
+    if len(raw_instructions) and bytes(raw_instructions) != b"null":
+        messages.append(ChatMessage("system", msgspec.Raw(raw_instructions)))
+    text = bytes(raw_input).lstrip()
+    if text.startswith(b'"'):
+        messages.append(ChatMessage("user", msgspec.Raw(raw_input)))
+        return messages
+    try:
+        items = _input_items_decoder.decode(raw_input)
+        for raw in items:
+            item = _input_item_decoder.decode(raw)
+            kind = item.type or "message"
+            if kind == "message":
+                messages.append(ChatMessage(item.role, item.content))
+            elif kind == "function_call":
+                call = MessageToolCall(MessageFunction(item.name, item.arguments))
+                last = messages[-1] if messages else None
+                if last is not None and last.role == "assistant":
+                    last.tool_calls = [*(last.tool_calls or ()), call]
+                else:
+                    messages.append(ChatMessage("assistant", _NULL, [call]))
+            elif kind == "function_call_output":
+                messages.append(ChatMessage("tool", item.output))
+            elif kind != "reasoning":
+                messages.append(ChatMessage(f"item:{kind}", raw))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    return messages
 
 
 def tenant_seed(tenant: str | None) -> bytes:

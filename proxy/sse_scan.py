@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from proxy.data_structs import Answer, AnswerFields, BlockDelta, UsageFields
+from proxy.data_structs import Answer, AnswerFields, BlockDelta, OutputItem, UsageFields
 from proxy.scheduler.types import Usage
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
@@ -229,6 +229,7 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
             said = Answer(message.content or "", tuple((f.name or "", f.arguments or "") for f in calls))
     if answer.output:
         finish, tools = _response_end(answer)
+        said = output_answer(answer.output)
     content = answer.content
     if isinstance(content, list):  # /v1/messages (Anthropic)
         tools = [b.name for b in content if b.type == "tool_use" and b.name]
@@ -239,6 +240,20 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
     if answer.usage is None and not finish:
         return None, said
     return _usage(answer.usage, finish, tuple(tools)), said
+
+
+def output_answer(output: list[OutputItem]) -> Answer:
+    """A Responses API answer's assistant message, as proxy/session_chain.py `response_conversation` reads it
+    when a client sends it back: its message items' text, its function calls (name, arguments) in order."""
+    text = "".join(
+        part.text
+        for item in output
+        if item.type == "message"
+        for part in item.content or ()
+        if part.type == "output_text" and part.text
+    )
+    calls = tuple((item.name or "", item.arguments or "") for item in output if item.type == "function_call")
+    return Answer(text, calls)
 
 
 def _response_end(answer: AnswerFields) -> tuple[str, list[str]]:
@@ -303,6 +318,7 @@ class StreamScanner:
         self._collect_left = collect_limit  # characters the rebuilt message may still grow by
         self._text: list[str] = []
         self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
+        self._response_answer: Answer | None = None  # a Responses API stream's, from its final event
         self._pending_events = b""
         self._flowing = False  # inside an event too long to hold (`feed_stripping_usage`)
         self._flowed_tail = b""  # the last bytes of that event that flowed (part of its blank line, maybe)
@@ -485,6 +501,8 @@ class StreamScanner:
         finish, tools = _response_end(response)
         self._finish = finish
         self._tools = tools[:MAX_STREAM_TOOL_NAMES]
+        if self._collect and response.output is not None:  # the whole answer: its message, as resent
+            self._response_answer = output_answer(response.output)
 
     def _collect_delta(self, chunk: AnswerFields) -> None:
         choices = chunk.choices  # each field read once: a Struct's attribute is a lookup from compiled code
@@ -523,6 +541,8 @@ class StreamScanner:
         """The rebuilt assistant message; None unless collecting, or when it grew past `collect_limit`."""
         if not self._collect:
             return None
+        if self._response_answer is not None:
+            return self._response_answer
         if not self._calls:
             return Answer("".join(self._text))
         calls = tuple((parts[0], "".join(parts[1:])) for _, parts in sorted(self._calls.items()))

@@ -383,3 +383,56 @@ def test_an_index_split_into_shards_keeps_the_newest_keys_and_ends_sessions_as_a
     assert all(chains.knows(f"s{i}") == (f is not None) for i, f in enumerate(found))
     chains.forget_session("s29999")
     assert len(chains) == 19_999 and chains.find([answer_key(prompts[-1], Answer("a"))]) is None
+
+
+def responses_call(
+    items: list[dict[str, Any]] | str, chains: PrefixChains, rid: str
+) -> tuple[str, bytes | None]:
+    body = msgspec.json.encode({"model": "m", "instructions": "You are a coding agent.", "input": items})
+    identity = identify(CIMultiDict(), decode_call(body), rid, chains=chains)
+    assert identity.session_inferred
+    return identity.session_id, identity.prompt_chain
+
+
+def test_a_stateless_responses_conversation_chains_as_a_chat_one_does() -> None:
+    """A Responses API answer's output items, sent back in the next call's `input` (with their ids, a
+    reasoning item between them), continue the session: its text and function calls read from the answer
+    (`output_answer`) key it as `response_conversation` reads them back; a string `input` opens one."""
+    from proxy.sse_scan import read_answer
+
+    chains = PrefixChains()
+    first, prompt_chain = responses_call("Fix the failing test.", chains, "r1")
+    assert prompt_chain is not None
+    output: list[dict[str, Any]] = [
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {
+            "type": "message",
+            "id": "msg_1",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "Running the tests.", "annotations": []}],
+        },
+        {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "run", "arguments": '{"a": 1}'},
+    ]
+    _, said = read_answer(msgspec.json.encode({"output": output, "status": "completed"}))
+    assert said == Answer("Running the tests.", (("run", '{"a": 1}'),))
+    chains.remember(prompt_chain, said, first)
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": "Fix the failing test."},
+        *output,
+        {"type": "function_call_output", "call_id": "c1", "output": "1 failed"},
+    ]
+    assert responses_call(history, chains, "r2")[0] == first
+    assert responses_call([*history[:-1], {**history[-1], "output": "2 failed"}], chains, "r3")[0] == first
+    keys = PrefixChains()  # the answer's key alone: another answer (arguments) is not found
+    keys.remember(prompt_chain, said, "s")
+    for arguments, found in (('{"a":2}', None), ('{"a":1}', "s")):
+        key = answer_key(prompt_chain, Answer("Running the tests.", (("run", arguments),)))
+        assert keys.find(iter([key])) == found
+
+
+def test_a_responses_input_that_is_no_conversation_is_a_session_of_its_own() -> None:
+    for items in ([1, 2], {"role": "user"}, [{"role": 5}]):
+        body = msgspec.json.encode({"model": "m", "input": items})
+        identity = identify(CIMultiDict(), decode_call(body), "rx", chains=PrefixChains())
+        assert identity.session_id == "req-rx", items
