@@ -18,7 +18,7 @@ from proxy.scheduler.types import Usage
 class Relayed(msgspec.Struct):
     """What a relay did: the answer's status and what it reported, and how it ended."""
 
-    status: int
+    status: int  # the status the client got: the replica's, or 502 for an answer over `max_answer_bytes`
     usage: Usage | None = None
     upstream_error: str | None = None  # the replica failed or stalled mid-answer
     client_gone: bool = False  # the client hung up before the answer ended

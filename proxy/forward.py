@@ -315,6 +315,7 @@ async def _relay_whole(
         body = await upstream.read(idle_timeout_s=idle_timeout_s, max_bytes=max_answer_bytes)
     except AnswerTooLarge:
         outcome.too_large = True
+        outcome.status = 502  # what the client gets, and is counted (counted as the replica's 200 before)
         answer_error(downstream, too_large_error(max_answer_bytes or 0), path)
         return
     except (BodyFailed, TimeoutError) as e:

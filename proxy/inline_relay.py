@@ -200,6 +200,7 @@ class InlineRelay:
         if conn.body_size > self.max_answer_bytes:  # dropped: the connection is closed (not complete) or
             conn.chunks = []  # pooled again (complete: nothing of it is left unread)
             outcome.too_large = True
+            outcome.status = 502  # what the client gets, and is counted
             try:
                 answer_error(self.downstream, too_large_error(self.max_answer_bytes), self.path)
             except ConnectionError:

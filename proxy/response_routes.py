@@ -105,38 +105,47 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     return downstream.response
 
 
-# The owner's answer headers a relayed one keeps (the rest are hop-by-hop or the workers' own)
-_RELAYED_HEADERS = ("Content-Type", "X-Saga-Replica", "Allow", "Retry-After", "Cache-Control")
+# The owner's answer headers a relayed one does not keep: hop-by-hop, or this worker's own to write (the rest,
+# the replica's included, pass as the direct path passes them: a fixed list dropped `X-Request-Id`, the
+# twentieth review)
+_NOT_RELAYED = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "proxy-connection")
+)
 
 
 async def _relayed_from_owner(request: web.Request, owner: int) -> web.StreamResponse | None:
     """The answer of the worker that served the response, relayed as it comes (a resumed stream event by
-    event); None if that worker gave no answer's head. Once the answer has begun, an owner that fails ends a
-    stream with the route's mid-answer error event (a whole answer can only be cut)."""
+    event); None if that worker gave no answer's head (`open_stream`'s bounds). Once the answer has begun,
+    an owner that fails ends a stream with the route's mid-answer error event (a whole answer is cut)."""
     app, config = request.app, request.app[CONFIG]
     path_qs = request.rel_url.raw_path_qs
     read_s = max(config.first_byte_timeout_s, config.stream_idle_timeout_s)
     body = await request.read()
-    response: web.StreamResponse | None = None
     try:
-        async with app[GATHERER].open_stream(
+        answer = await app[GATHERER].open_stream(
             owner, request.method, path_qs, forwarded_headers(request), body, read_s
-        ) as answer:
-            response = web.StreamResponse(status=answer.status)
-            for name in _RELAYED_HEADERS:
-                if name in answer.headers:
-                    response.headers[name] = answer.headers[name]
-            await response.prepare(request)
-            async for chunk in answer.content.iter_any():
-                await response.write(chunk)
+        )
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         log.warning("worker %d did not answer %s %s: %s", owner, request.method, path_qs, type(e).__name__)
-        if response is None:
-            return None
-        if response.content_type == "text/event-stream":
+        return None
+    response = web.StreamResponse(status=answer.status)
+    try:
+        for name, value in answer.headers.items():
+            if name.lower() not in _NOT_RELAYED:
+                response.headers.add(name, value)
+        await response.prepare(request)
+        async for chunk in answer.content.iter_any():
+            await response.write(chunk)
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        log.warning(
+            "worker %d failed mid-answer to %s %s: %s", owner, request.method, path_qs, type(e).__name__
+        )
+        if response.prepared and response.content_type == "text/event-stream":
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await response.write(mid_answer_event(request.path))
         response.force_close()
+    finally:
+        answer.release()
     return response
 
 

@@ -12,6 +12,7 @@ import argparse
 import difflib
 import math
 import os
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -297,18 +298,35 @@ def _said_with_its_variable(message: str, args: argparse.Namespace, environ: Map
     the environment variable it came from, where it came from one and no flag replaced it (the checks of
     range and finiteness run on the merged configuration, where `SAGA_WORKERS=1e3` was said without the
     variable: the nineteenth review)."""
-    for field in msgspec.structs.fields(ProxyConfig):
-        variable = f"SAGA_{field.name.upper()}"
-        if field.name == "kv_events" and variable not in environ:
-            variable = "SAGA_KV_EVENTS_PORT"  # its one part with a variable of its own
-        if variable not in environ or getattr(args, field.name, None) is not None:
-            continue
-        if variable == "SAGA_KV_EVENTS_PORT" and getattr(args, "kv_events_port", None) is not None:
-            continue
-        said = message[len(field.name) :]
-        if message.startswith(field.name) and said[:1] in (" ", ".", ":", "["):
-            return f"{variable}: {message}"
-    return message
+    key = re.match(r"[a-z_]+(?:\.[a-z_]+)?", message)
+    if key is None:
+        return message
+    variable = _source_variable(key.group(), args, environ)
+    return f"{variable}: {message}" if variable else message
+
+
+def _source_variable(key: str, args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """The variable `key` (`workers`, `kv_events.port`) came from, or None: from the file, a flag or a
+    default. `kv_events.port` has a flag and a variable of its own over `SAGA_KV_EVENTS`, the rest of
+    `kv_events` only that (a file's `kv_events.max_sessions` was blamed on `SAGA_KV_EVENTS_PORT`: the
+    twentieth review)."""
+    field, _, part = key.partition(".")
+    if field == "kv_events":
+        if part == "port":
+            if getattr(args, "kv_events_port", None) is not None:
+                return None
+            if "SAGA_KV_EVENTS_PORT" in environ:
+                return "SAGA_KV_EVENTS_PORT"
+        return "SAGA_KV_EVENTS" if "SAGA_KV_EVENTS" in environ else None
+    if field not in _FIELD_NAMES:
+        return None
+    variable = f"SAGA_{field.upper()}"
+    if variable not in environ or (field not in _SKIPPED and getattr(args, field, None) is not None):
+        return None
+    return variable
+
+
+_FIELD_NAMES = frozenset(f.name for f in msgspec.structs.fields(ProxyConfig))
 
 
 def _layered(

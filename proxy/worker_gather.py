@@ -41,6 +41,10 @@ from proxy.worker_set import LOCAL_HEADER, WorkerSet
 log = logging.getLogger("saga.workers")
 
 GATHER_TIMEOUT_S = 2.0  # a worker that has not answered by then is reported missing
+# How long a relayed answer's head may take from the worker that holds what it answers (a stored response's
+# head comes as soon as its replica's does, which vLLM sends at once for a retrieve, a resumed stream or a
+# cancel); past it the worker counts as not answering
+RELAY_HEAD_TIMEOUT_S = 10.0
 COORDINATOR = 0  # the worker that orders admin changes
 # Worker 0's answer to a change handed to it comes after the others' answers to its broadcast.
 COORDINATED_TIMEOUT_S = 2 * GATHER_TIMEOUT_S + 1.0
@@ -92,6 +96,7 @@ class Gatherer:
         self.workers = workers
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._clients: dict[int, aiohttp.ClientSession] = {}
+        self._relay_clients: dict[int, aiohttp.ClientSession] = {}  # `open_stream`'s
         self.changes = asyncio.Lock()  # held by the coordinator while a change goes to every worker
 
     def _client(self, worker: int) -> aiohttp.ClientSession:
@@ -119,7 +124,7 @@ class Gatherer:
         """One other worker's answer to the same request (answered for itself alone); None if it gave none."""
         return await self._ask(worker, method, path_qs, {**headers, LOCAL_HEADER: "1"}, body)
 
-    def open_stream(
+    async def open_stream(
         self,
         worker: int,
         method: str,
@@ -127,19 +132,29 @@ class Gatherer:
         headers: dict[str, str],
         body: bytes,
         read_timeout_s: float,
-    ) -> Any:
-        """One other worker's answer to the same request as it comes (an `async with` of aiohttp's response):
-        bounded by the gather timeout to connect and by `read_timeout_s` between reads, not in total, since a
-        resumed stored stream runs as long as its generation does (read whole within the gather timeout, one
-        came 2 s late or not at all: the forty-fifth session's review)."""
+    ) -> aiohttp.ClientResponse:
+        """One other worker's answer to the same request as it comes (its head read; release it when done):
+        its head within `RELAY_HEAD_TIMEOUT_S` (a stopped worker accepts and never answers), then at most
+        `read_timeout_s` between reads, not in total, since a resumed stored stream runs as long as its
+        generation does (read whole within the gather timeout, one came 2 s late or not at all: the
+        forty-fifth session's review). On connections of their own, unbounded in number: a relay holds its
+        connection as long as its stream runs, and with aiohttp's 100 a connector, the 101st waited with no
+        bound and the admin gathers sharing them timed out (the twentieth review)."""
+        client = self._relay_clients.get(worker)
+        if client is None or client.closed:
+            connector = aiohttp.UnixConnector(path=self.workers.app_socket(worker), limit=0)
+            client = self._relay_clients[worker] = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False
+            )
         limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout.total, sock_read=read_timeout_s)
-        return self._client(worker).request(
+        request = client.request(
             method,
             "http://saga" + path_qs,
             data=body or None,
             headers={**headers, LOCAL_HEADER: "1"},
             timeout=limit,
         )
+        return await asyncio.wait_for(request, RELAY_HEAD_TIMEOUT_S)
 
     async def ask_coordinator(
         self, method: str, path_qs: str, headers: dict[str, str], body: bytes
@@ -173,7 +188,8 @@ class Gatherer:
             return None
 
     async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
+        clients = [*self._clients.values(), *self._relay_clients.values()]
+        self._clients, self._relay_clients = {}, {}
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 

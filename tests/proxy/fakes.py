@@ -161,7 +161,9 @@ class FakeReplica:
 
     async def _stored_stream(self, request: web.Request) -> web.StreamResponse:
         self.stored_stream_gets += 1
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Request-Id": "req-fake-1"}
+        )
         await response.prepare(request)
         await response.write(STORED_STREAM[0])
         with contextlib.suppress(TimeoutError):

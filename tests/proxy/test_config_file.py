@@ -176,6 +176,16 @@ def test_a_structured_key_s_bad_environment_json_is_refused_naming_its_variable(
         ({"SAGA_KV_EVENTS_PORT": "0x10"}, {}, "SAGA_KV_EVENTS_PORT='0x10' is not a whole number"),
         ({"SAGA_KV_EVENTS_PORT": " 5557 "}, {}, "SAGA_KV_EVENTS_PORT=' 5557 ' is not a whole number"),
         ({"SAGA_WORKERS": "2"}, {"workers": 1000}, "workers must be between 1 and 256, got 1000"),  # a flag
+        # kv_events.port has a flag and a variable of its own over SAGA_KV_EVENTS (the twentieth review)
+        ({"SAGA_KV_EVENTS_PORT": "70000", "SAGA_KV_EVENTS": "{}"}, {}, "SAGA_KV_EVENTS_PORT: kv_events.port"),
+        ({"SAGA_KV_EVENTS": '{"port": 70000}'}, {}, "SAGA_KV_EVENTS: kv_events.port"),
+        ({"SAGA_KV_EVENTS": "{}"}, {"kv_events_port": 70000}, "kv_events.port must be"),
+        (
+            {"SAGA_KV_EVENTS_PORT": "5557", "SAGA_KV_EVENTS": '{"max_sessions": 0}'},
+            {},
+            "SAGA_KV_EVENTS: kv_events",
+        ),
+        ({"SAGA_KV_EVENTS_PORT": "70000"}, {"kv_events": "tcp://x:1"}, "SAGA_KV_EVENTS_PORT"),  # --simulate's
     ],
 )
 def test_a_value_out_of_range_is_refused_naming_the_variable_it_came_from(

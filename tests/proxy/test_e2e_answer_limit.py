@@ -102,6 +102,17 @@ async def test_an_oversized_whole_answer_is_a_502_released_once(server: str) -> 
             assert (await r.json())["in_flight"] == 0  # each finish reported (a second one would go below 0)
         assert await _errors(http, url, "upstream_answer_too_large") == 2.0
         assert await _errors(http, url, "upstream_mid_answer") == 0.0  # the replica did not fail
+        # counted by the status the client got (as 200s, the dashboard's "answers by status" showed them as
+        # successes: the forty-fifth session's review of the deployment files)
+        async with http.get(f"{url}/metrics") as r:
+            lines = (await r.text()).splitlines()
+        series = {ln.split()[0]: float(ln.split()[1]) for ln in lines if ln.startswith("saga_")}
+        calls = {k: v for k, v in series.items() if k.startswith("saga_calls_total{")}
+        responses = {k: v for k, v in series.items() if k.startswith("saga_responses_total{")}
+        route = "/v1/chat/completions"
+        assert calls.get(f'saga_calls_total{{route="{route}",status="502"}}') == 2.0, calls
+        assert calls.get(f'saga_calls_total{{route="{route}",status="200"}}') == 1.0, calls
+        assert sum(v for k, v in responses.items() if 'status="502"' in k) == 2.0, responses
         for _ in range(100):  # bounded wait for the replica to see the hang-ups
             if len(ends) >= 2:
                 break

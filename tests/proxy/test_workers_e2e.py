@@ -184,10 +184,89 @@ async def test_a_resumed_stored_stream_asked_of_another_worker_comes_event_by_ev
                 ):
                     assert r.status == 200, await r.text()
                     assert r.headers["X-Saga-Replica"] == replica.url
+                    assert r.headers["X-Request-Id"] == "req-fake-1"  # the replica's, relayed or not
                     assert await r.content.readuntil(b"\n\n") == STORED_STREAM[0]
                     replica.stored_stream_gate.set()
                     assert await r.content.read() == b"".join(STORED_STREAM[1:])
             assert replica.stored_stream_gets == 2  # each asked of the replica once
+        finally:
+            await asyncio.to_thread(workers.__exit__, None, None, None)
+
+
+async def _stored_on_worker_0(saga: Saga) -> str:
+    """A stored response served by worker 0 (its session, named, is worker 0's); its id."""
+    (session,) = owned_by(0, 1, "stored")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{saga.url}/v1/responses",
+            json={"model": "fake", "input": "go"},
+            headers={"X-Session-ID": session},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return str((await r.json())["id"])
+
+
+async def test_more_resumed_stored_streams_than_a_connection_pool_holds_are_relayed_at_once(
+    tmp_path: Path,
+) -> None:
+    """Each relayed stream holds a connection to the worker that served the response while it runs: on
+    aiohttp's default pool of 100 a worker, the 101st waited for one with no bound, and the admin gathers
+    sharing the pool timed out (the twentieth review). 120 at once, through worker 1: each has its first
+    event before the replica sends the rest of any."""
+    async with fake_replica() as replica:
+        workers = saga_workers(tmp_path, replicas=[replica.url])
+        saga = await asyncio.to_thread(workers.__enter__)
+        try:
+            stored = await _stored_on_worker_0(saga)
+            connector = aiohttp.UnixConnector(path=saga.workers.app_socket(1), limit=0)
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def resumed(firsts: asyncio.Queue[bytes]) -> bytes:
+                    async with http.get(f"http://saga/v1/responses/{stored}?stream=true") as r:
+                        assert r.status == 200, await r.text()
+                        await firsts.put(await r.content.readuntil(b"\n\n"))
+                        return await r.content.read()
+
+                firsts: asyncio.Queue[bytes] = asyncio.Queue()
+                streams = [asyncio.ensure_future(resumed(firsts)) for _ in range(120)]
+                for _ in range(120):
+                    assert await asyncio.wait_for(firsts.get(), 30) == STORED_STREAM[0]
+                replica.stored_stream_gate.set()
+                assert await asyncio.gather(*streams) == [b"".join(STORED_STREAM[1:])] * 120
+        finally:
+            await asyncio.to_thread(workers.__exit__, None, None, None)
+
+
+def _environ(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
+async def test_a_stopped_worker_does_not_hold_the_stored_responses_it_served_for_good(tmp_path: Path) -> None:
+    """The worker that served a response accepts the other's relay and never answers when it is stopped (a
+    debugger, SIGSTOP): the relay waited up to first_byte_timeout_s (600 s). Now its head is waited for
+    10 s, then the response is looked up on the replicas as when that worker is gone (the twentieth
+    review)."""
+    async with fake_replica() as replica:
+        workers = saga_workers(tmp_path, replicas=[replica.url])
+        saga = await asyncio.to_thread(workers.__enter__)
+        try:
+            stored = await _stored_on_worker_0(saga)
+            (owner,) = [pid for pid in saga.children() if b"SAGA_WORKER_INDEX=0\0" in _environ(pid)]
+            replica.stored_stream_gate.set()
+            os.kill(owner, signal.SIGSTOP)
+            try:
+                connector = aiohttp.UnixConnector(path=saga.workers.app_socket(1))
+                timeout = aiohttp.ClientTimeout(total=60)
+                async with (
+                    aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+                    http.get(f"http://saga/v1/responses/{stored}?stream=true") as r,
+                ):
+                    assert r.status == 200, await r.text()
+                    assert await r.content.read() == b"".join(STORED_STREAM)
+            finally:
+                os.kill(owner, signal.SIGCONT)
         finally:
             await asyncio.to_thread(workers.__exit__, None, None, None)
 
