@@ -47,6 +47,7 @@ from loadtests.bench.report import (
 )
 from loadtests.bench.runner import ContenderRun, ContenderUnavailable, compare
 from loadtests.busy_host import busy_host_warning
+from loadtests.des.interrupts import interrupt
 from loadtests.tasks import AgentTask
 from loadtests.workloads.catalog import (
     DES_ONLY_WORKLOADS,
@@ -348,9 +349,6 @@ def _signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, interrupt) for sig in stops}

@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from loadtests.des.interrupts import let_signals_in
+from loadtests.des.interrupts import let_signals_in, simulating
 
 T = TypeVar("T")
 _INF = float("inf")
@@ -52,7 +52,12 @@ class EventQueue:
         heapq.heappush(self._heap, (at, self._seq, action, arg))
 
     def run(self) -> None:
-        """Run every event, including those the running ones schedule, in (time, FIFO) order."""
+        """Run every event, including those the running ones schedule, in (time, FIFO) order. Signals that
+        `saga bench` handles are raised at the loop's checks only (loadtests/des/interrupts.py)."""
+        with simulating():
+            self._run()
+
+    def _run(self) -> None:
         heap = self._heap
         pop = heapq.heappop
         replace = heapq.heapreplace
