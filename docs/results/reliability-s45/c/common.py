@@ -23,7 +23,11 @@ def wait_port(port, t=20):
 
 def start_fake(port):
     p = subprocess.Popen(
-        [sys.executable, HERE + "/fake_replica.py", str(port)],
+        [
+            sys.executable,
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_replica.py"),
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=open(f"{HERE}/fake{port}.log", "w"),
     )

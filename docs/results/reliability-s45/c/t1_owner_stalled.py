@@ -10,10 +10,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import *
 
 fake = start_fake(27311)
-saga = start_saga(27031 + 280, 27311, ["--workers", "2"])
+saga = start_saga(27331, 27311, ["--workers", "2"])
 P = 27311 - 0  # fake port
 PORT = 27311 + 0 - 0
-PROXY = 27031 + 280
+PROXY = 27331
 out = []
 try:
     st, hs, body, owner = req_pid(PROXY, "POST", "/v1/responses", {"model": "fake", "input": "plain"})
