@@ -303,7 +303,7 @@ def identify(
     if not session and fields.previous_response_id and chains is not None:
         session = chains.session_of_response(fields.previous_response_id, scope)
         inferred = session is not None
-    if not session and (fields.messages or (fields.input and not fields.previous_response_id)):
+    if not session:
         if decoded is None:
             decoded = _conversation(fields)
         if decoded is not None:

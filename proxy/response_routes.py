@@ -105,14 +105,6 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     return downstream.response
 
 
-# The owner's answer headers a relayed one does not keep: hop-by-hop, or this worker's own to write (the rest,
-# the replica's included, pass as the direct path passes them: a fixed list dropped `X-Request-Id`, the
-# twentieth review)
-_NOT_RELAYED = frozenset(
-    ("connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "proxy-connection")
-)
-
-
 async def _relayed_from_owner(request: web.Request, owner: int) -> web.StreamResponse | None:
     """The answer of the worker that served the response, relayed as it comes (a resumed stream event by
     event); None if that worker gave no answer's head (`open_stream`'s bounds). Once the answer has begun,
@@ -128,11 +120,11 @@ async def _relayed_from_owner(request: web.Request, owner: int) -> web.StreamRes
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         log.warning("worker %d did not answer %s %s: %s", owner, request.method, path_qs, type(e).__name__)
         return None
-    response = web.StreamResponse(status=answer.status)
+    # every header but hop-by-hop ones, as the direct path relays a replica's (a fixed list of five dropped
+    # `X-Request-Id`: the twentieth review)
+    headers = forward.forwarded_headers(answer.headers, {})  # (read by aiohttp: values as they were sent)
+    response = web.StreamResponse(status=answer.status, headers=headers)
     try:
-        for name, value in answer.headers.items():
-            if name.lower() not in _NOT_RELAYED:
-                response.headers.add(name, value)
         await response.prepare(request)
         async for chunk in answer.content.iter_any():
             await response.write(chunk)

@@ -305,6 +305,9 @@ def _said_with_its_variable(message: str, args: argparse.Namespace, environ: Map
     return f"{variable}: {message}" if variable else message
 
 
+_FIELD_NAMES = frozenset(f.name for f in msgspec.structs.fields(ProxyConfig))
+
+
 def _source_variable(key: str, args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
     """The variable `key` (`workers`, `kv_events.port`) came from, or None: from the file, a flag or a
     default. `kv_events.port` has a flag and a variable of its own over `SAGA_KV_EVENTS`, the rest of
@@ -324,9 +327,6 @@ def _source_variable(key: str, args: argparse.Namespace, environ: Mapping[str, s
     if variable not in environ or (field not in _SKIPPED and getattr(args, field, None) is not None):
         return None
     return variable
-
-
-_FIELD_NAMES = frozenset(f.name for f in msgspec.structs.fields(ProxyConfig))
 
 
 def _layered(

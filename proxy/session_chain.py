@@ -127,7 +127,7 @@ def decode_messages(raw_messages: bytes | msgspec.Raw) -> list[ChatMessage] | No
         return None
 
 
-_input_items_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_input_decoder = msgspec.json.Decoder(str | list[msgspec.Raw])  # one pass, no copy of a large input
 _input_item_decoder = msgspec.json.Decoder(InputItem)
 _NULL = msgspec.Raw(b"null")
 
@@ -145,12 +145,11 @@ def response_conversation(
     messages: list[ChatMessage] = []
     if len(raw_instructions) and bytes(raw_instructions) != b"null":
         messages.append(ChatMessage("system", msgspec.Raw(raw_instructions)))
-    text = bytes(raw_input).lstrip()
-    if text.startswith(b'"'):
-        messages.append(ChatMessage("user", msgspec.Raw(raw_input)))
-        return messages
     try:
-        items = _input_items_decoder.decode(raw_input)
+        items = _input_decoder.decode(raw_input)
+        if isinstance(items, str):  # one user message, its JSON as sent
+            messages.append(ChatMessage("user", msgspec.Raw(raw_input)))
+            return messages
         for raw in items:
             item = _input_item_decoder.decode(raw)
             kind = item.type or "message"

@@ -36,7 +36,6 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
 
 import msgspec
 
@@ -84,14 +83,11 @@ def hold_port(host: str, port: int) -> socket.socket:
     left in TIME_WAIT do not count; the held socket has no SO_REUSEADDR, so a probe beside it fails while
     its workers start (with it, a second supervisor started within that second bound beside the first's).
     Probe and hold are two steps, so two supervisors started at the same instant could both pass the probe
-    and hold the port together (1 of 20 tries, the eighteenth review): on Linux each first takes a lock
-    named for the address, an abstract Unix socket (one per network namespace, as ports are; gone with the
-    process), which only one can hold, and makes probe and hold one step against any spelling of the host
-    (`_bind_window`)."""
+    and hold the port together (1 of 20 tries, the eighteenth review; spelt 127.0.0.1 and 0.0.0.0, 10-15 of
+    150-300, the nineteenth): on Linux probe and hold are one step per port (`_bind_window`), and once held
+    the held socket itself refuses every later probe, whatever its spelling."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    lock = _address_lock(address) if port else None
-    sock = _HeldPort(family, kind, proto)
-    sock.lock = lock
+    sock = socket.socket(family, kind, proto)
     try:
         with _bind_window(port):
             if port:
@@ -106,18 +102,6 @@ def hold_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _HeldPort(socket.socket):
-    """The held socket, with the address's lock (`hold_port`), released when it is closed."""
-
-    lock: socket.socket | None = None
-
-    def close(self) -> None:
-        if self.lock is not None:
-            self.lock.close()
-            self.lock = None
-        super().close()
-
-
 # How long a supervisor waits for another's probe and hold of the same port (microseconds, unless it stopped
 # between them: then this long, after which it probes anyway)
 _WINDOW_WAIT_S = 2.0
@@ -126,10 +110,10 @@ _WINDOW_WAIT_S = 2.0
 @contextlib.contextmanager
 def _bind_window(port: int) -> Iterator[None]:
     """Probe and hold made one step against another supervisor's on the same port, however either spells its
-    host: the address's lock names one spelling, so 127.0.0.1 and 0.0.0.0 (or `::`) on one port passed both
-    probes at the same instant and held the port together (10-15 of 150-300 tries, the nineteenth review).
-    An abstract Unix socket named for the port alone, held only between probe and hold (held longer, it would
-    keep proxies off the same port on other addresses); one that finds it taken waits for it."""
+    host (a lock named for the address as spelt let 127.0.0.1 and 0.0.0.0 both hold it: the nineteenth
+    review). An abstract Unix socket named for the port alone (one per network namespace, as ports are; gone
+    with the process), held only between probe and hold (held longer, it would keep proxies off the same
+    port on other addresses); one that finds it taken waits for it."""
     if not port or not sys.platform.startswith("linux"):
         yield
         return
@@ -147,22 +131,6 @@ def _bind_window(port: int) -> Iterator[None]:
         yield
     finally:
         window.close()
-
-
-def _address_lock(address: tuple[Any, ...]) -> socket.socket | None:
-    """An abstract Unix socket named for the address, bound (EADDRINUSE while another process holds it); None
-    where there are no abstract sockets (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        lock.bind(f"\0saga-serve-port {address[0]} {address[1]}")
-    except OSError as e:
-        lock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise OSError(errno.EADDRINUSE, "Address already in use (another saga serve holds it)") from None
-        return None  # no lock to take here: the probe alone
-    return lock
 
 
 class Supervisor:

@@ -99,11 +99,14 @@ class Gatherer:
         self._relay_clients: dict[int, aiohttp.ClientSession] = {}  # `open_stream`'s
         self.changes = asyncio.Lock()  # held by the coordinator while a change goes to every worker
 
-    def _client(self, worker: int) -> aiohttp.ClientSession:
-        client = self._clients.get(worker)
+    def _client(self, worker: int, relay: bool = False) -> aiohttp.ClientSession:
+        """The session to `worker`'s app: the gathers' (aiohttp's 100 connections), or, `relay`, the relays'
+        (unbounded: `open_stream`)."""
+        clients = self._relay_clients if relay else self._clients
+        client = clients.get(worker)
         if client is None or client.closed:
-            connector = aiohttp.UnixConnector(path=self.workers.app_socket(worker))
-            client = self._clients[worker] = aiohttp.ClientSession(
+            connector = aiohttp.UnixConnector(path=self.workers.app_socket(worker), limit=0 if relay else 100)
+            client = clients[worker] = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, auto_decompress=False
             )
         return client
@@ -117,12 +120,6 @@ class Gatherer:
         got = await asyncio.gather(*(self._ask(i, method, path_qs, headers, body) for i in others))
         answers = [a for a in got if a is not None]
         return answers, [i for i, a in zip(others, got, strict=True) if a is None]
-
-    async def ask_one(
-        self, worker: int, method: str, path_qs: str, headers: dict[str, str], body: bytes
-    ) -> WorkerAnswer | None:
-        """One other worker's answer to the same request (answered for itself alone); None if it gave none."""
-        return await self._ask(worker, method, path_qs, {**headers, LOCAL_HEADER: "1"}, body)
 
     async def open_stream(
         self,
@@ -140,14 +137,8 @@ class Gatherer:
         forty-fifth session's review). On connections of their own, unbounded in number: a relay holds its
         connection as long as its stream runs, and with aiohttp's 100 a connector, the 101st waited with no
         bound and the admin gathers sharing them timed out (the twentieth review)."""
-        client = self._relay_clients.get(worker)
-        if client is None or client.closed:
-            connector = aiohttp.UnixConnector(path=self.workers.app_socket(worker), limit=0)
-            client = self._relay_clients[worker] = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False
-            )
         limit = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout.total, sock_read=read_timeout_s)
-        request = client.request(
+        request = self._client(worker, relay=True).request(
             method,
             "http://saga" + path_qs,
             data=body or None,

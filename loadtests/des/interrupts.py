@@ -17,24 +17,25 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_held: list[int] = []  # signals that arrived while a simulation ran, raised at its next check
+_held = 0  # the first signal that arrived while a simulation ran (0: none), raised at its next check
 _simulating = 0  # simulations running (nested: a cluster run within another's setup)
 
 
 def interrupt(signum: int, _frame: object) -> None:
     """`saga bench`'s handler of SIGINT, SIGTERM and SIGHUP: a KeyboardInterrupt, at once unless a
     simulation runs (then at its next check, `let_signals_in`)."""
+    global _held
     if _simulating:
-        _held.append(signum)
+        _held = _held or signum
         return
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def let_signals_in() -> None:
     """Raises the held signal, if any; being called as interpreted code is what runs pending handlers."""
+    global _held
     if _held:
-        signum = _held[0]
-        _held.clear()
+        signum, _held = _held, 0
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
 

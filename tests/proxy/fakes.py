@@ -80,8 +80,8 @@ class FakeReplica:
         self.kv_event_sources: bytes | None = None  # GET /kv_event_sources's answer; None: a 404
         self.kv_event_sources_asked = 0
         self.crlf = False  # "tools" streams end their SSE lines in CRLF (legal SSE; vLLM uses LF)
-        # GET /v1/responses/{id}?stream=true (a background response's stream resumed) sends its first event,
-        # then the rest once this is set (30 s at most); every such GET counted
+        # GET /v1/responses/{id}?stream=true of a response it answered (a background response's stream
+        # resumed) sends its first event, then the rest once this is set (30 s at most); each such GET counted
         self.stored_stream_gate = asyncio.Event()
         self.stored_stream_gets = 0
         self.url = ""
@@ -160,6 +160,15 @@ class FakeReplica:
         return web.json_response(answer)
 
     async def _stored_stream(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's answers for a stored response: for one this replica answered (`resp_N`), the response or
+        its resumed stream; for any other, vLLM's 404 (a fake answering every id would claim every one)."""
+        response_id = request.match_info["response_id"]
+        issued = {f"resp_{n}" for n in range(1, self.calls + 1)}
+        if response_id not in issued:
+            error = {"message": f"Response with id '{response_id}' not found.", "type": "NotFoundError"}
+            return web.json_response({"error": {**error, "param": "response_id", "code": 404}}, status=404)
+        if request.query.get("stream") != "true":  # a retrieve (the proxy's lookup of who holds it)
+            return web.json_response({"id": response_id, "object": "response", "status": "completed"})
         self.stored_stream_gets += 1
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "X-Request-Id": "req-fake-1"}
