@@ -56,7 +56,16 @@ class Histogram:
 
 
 class TenantRecord:
-    __slots__ = ("last_seen", "task_completion", "ttft", "ttft_slo_calls", "ttft_slo_met")
+    __slots__ = (
+        "cached_prompt_tokens",
+        "completion_tokens",
+        "last_seen",
+        "prompt_tokens",
+        "task_completion",
+        "ttft",
+        "ttft_slo_calls",
+        "ttft_slo_met",
+    )
 
     def __init__(self) -> None:
         self.last_seen = 0.0  # the latest time a call or task of the tenant was recorded
@@ -64,6 +73,11 @@ class TenantRecord:
         self.task_completion = Histogram()
         self.ttft_slo_calls = 0  # calls whose tenant has a TTFT target
         self.ttft_slo_met = 0
+        # The engines' counts of the calls they served (`usage`), for per-tenant accounting and chargeback:
+        # the cached tokens are part of the prompt's (vLLM's `prompt_tokens_details.cached_tokens`).
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_prompt_tokens = 0
 
     @property
     def ttft_slo_attainment(self) -> float | None:
@@ -152,6 +166,17 @@ class TenantLedger:
         if target is not None:
             rec.ttft_slo_calls += 1
             rec.ttft_slo_met += 1 if ttft_s <= target else 0
+
+    def tokens_used(self, tenant: str, prompt: int, completion: int, cached: int, now: float = 0.0) -> None:
+        """A served call's usage as its engine counted it."""
+        rec = self.records.get(tenant)
+        if rec is None:
+            rec = self.record(tenant, now)
+        elif now > rec.last_seen:
+            rec.last_seen = now
+        rec.prompt_tokens += prompt
+        rec.completion_tokens += completion
+        rec.cached_prompt_tokens += cached
 
     def task_done(self, tenant: str, completion_s: float, now: float = 0.0) -> None:
         self.record(tenant, now).task_completion.observe(completion_s)

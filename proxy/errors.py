@@ -122,6 +122,24 @@ def refusal_body(path: str, err: ProxyError) -> bytes:
     return error_body(err.status, err.message, param=err.param, code=err.code)
 
 
+_RESPONSES_PREFIX = "/v1/responses"
+
+
+def responses_error_event(status: int, message: str, code: str, sequence_number: int | None = None) -> bytes:
+    """A Responses API stream's error event (`event: error`, `{"type": "error", "code", "message", "param",
+    "sequence_number"}`, which clients typed on the Responses events read), carrying the chat-shaped `error`
+    object too: the `openai` SDKs raise an APIError with its message on any event with an `error` object,
+    where on a typed `error` event alone they go on and fail for want of `response.completed`, the message
+    unread. `sequence_number`: the one after the replica's last event, when the proxy read it (left out
+    when not)."""
+    err = {"message": message, "type": _TYPES.get(status, "api_error"), "param": None, "code": code}
+    event: dict[str, object] = {"type": "error", "code": code, "message": message, "param": None}
+    if sequence_number is not None:
+        event["sequence_number"] = sequence_number
+    event["error"] = err
+    return b"event: error\ndata: " + msgspec.json.encode(event) + b"\n\n"
+
+
 _MID_ANSWER = "the replica failed mid-answer"
 _OPENAI_MID_ANSWER_EVENT = sse_error_event(502, _MID_ANSWER, code="upstream_error")
 _ANTHROPIC_MID_ANSWER_EVENT = b"event: error\ndata: " + anthropic_error_body(502, _MID_ANSWER) + b"\n\n"
@@ -133,11 +151,15 @@ _OPENAI_STALLED_EVENT = sse_error_event(504, _STALLED, code="upstream_timeout")
 _ANTHROPIC_STALLED_EVENT = b"event: error\ndata: " + anthropic_error_body(504, _STALLED) + b"\n\n"
 
 
-def mid_answer_event(path: str, stalled: bool = False) -> bytes:
+def mid_answer_event(path: str, stalled: bool = False, sequence_number: int | None = None) -> bytes:
     """The event that ends a stream to `path` whose replica failed mid-answer (or, `stalled`, went silent
-    past the stream idle timeout), in that route's shape."""
+    past the stream idle timeout), in that route's shape (`sequence_number`: a Responses API event's)."""
     if path.startswith(_ANTHROPIC_PREFIX):
         return _ANTHROPIC_STALLED_EVENT if stalled else _ANTHROPIC_MID_ANSWER_EVENT
+    if path.startswith(_RESPONSES_PREFIX):
+        if stalled:
+            return responses_error_event(504, _STALLED, "upstream_timeout", sequence_number)
+        return responses_error_event(502, _MID_ANSWER, "upstream_error", sequence_number)
     return _OPENAI_STALLED_EVENT if stalled else _OPENAI_MID_ANSWER_EVENT
 
 
@@ -145,6 +167,8 @@ def stopping_event(path: str, message: str) -> bytes:
     """The event that ends a stream to `path` the proxy cuts as it stops (its drain time over)."""
     if path.startswith(_ANTHROPIC_PREFIX):
         return b"event: error\ndata: " + anthropic_error_body(503, message) + b"\n\n"
+    if path.startswith(_RESPONSES_PREFIX):
+        return responses_error_event(503, message, "shutting_down")
     return sse_error_event(503, message, code="shutting_down")
 
 

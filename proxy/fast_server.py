@@ -78,7 +78,7 @@ from proxy.errors import (
 from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
-from proxy.logs import BatchedLines, TimeNameMessage
+from proxy.logs import BatchedLines, TimeNameMessage, answer_ids, info_record
 from proxy.session_chain import answer_keys
 from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
@@ -158,6 +158,7 @@ class _Downstream:
         self.status = 0
         self.sent = 0
         self.head_fields: Mapping[str, str] | None = None  # a started stream's header fields
+        self.answer_fields: Mapping[str, str] | None = None  # a whole answer's (for its access line)
         self.chunked = request.version == "1.1"  # an HTTP/1.0 client reads a stream to the close
         self._connection = "" if request.keep_alive else "Connection: close\r\n"
         if request.keep_alive and request.version == "1.0":
@@ -174,6 +175,7 @@ class _Downstream:
 
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
+        self.answer_fields = headers
         connection = self._connection_field()
         if status in _NO_BODY_STATUSES:  # RFC 9110: no body, and no Content-Length on a 204
             framing, body = f"{connection}\r\n", b""
@@ -897,13 +899,15 @@ class _ClientConnection(asyncio.Protocol):
         )
         server = self.server
         if server.access_lines is not None and server.access_lines.add(message):
-            return
+            return  # (the text line, which has no fields)
+        # the call's session and replica, as its answer named them (JSON lines show them)
+        fields = downstream.answer_fields or downstream.head_fields
+        context = answer_ids(fields) if fields is not None else None
         sink = server.access_sink
         if sink is not None:
-            sink.add_info(access_log.name, message)
+            sink.add_info(access_log.name, message, context)
         else:  # a record made directly: Logger.info would also walk the stack for the caller, ~5 µs a call
-            record = logging.LogRecord(access_log.name, logging.INFO, __file__, 0, message, None, None)
-            access_log.handle(record)
+            access_log.handle(info_record(access_log.name, message, context))
 
 
 class _MessageEnds:

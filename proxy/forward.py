@@ -360,7 +360,7 @@ async def _relay_stream(
             except (BodyFailed, TimeoutError) as e:
                 stalled = isinstance(e, TimeoutError)
                 outcome.upstream_error = "stalled" if stalled else repr(e)
-                await _end_with_error(downstream, path, stalled)
+                await _end_with_error(downstream, path, stalled, scanner.next_sequence_number())
                 return
             continue
         if not outcome.first_byte:
@@ -399,12 +399,14 @@ async def _relay_stream(
         outcome.client_gone = True
 
 
-async def _end_with_error(downstream: Downstream, path: str, stalled: bool = False) -> None:
+async def _end_with_error(
+    downstream: Downstream, path: str, stalled: bool = False, sequence_number: int | None = None
+) -> None:
     """Ends a started stream with an error event in its route's shape. The chunked framing stays intact, so
     the client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
     socket)."""
     try:
-        await downstream.write(mid_answer_event(path, stalled))
+        await downstream.write(mid_answer_event(path, stalled, sequence_number))
         await downstream.end()
     except ConnectionError:
         pass

@@ -283,7 +283,9 @@ class InlineRelay:
         assert self.outcome is not None
         self.outcome.upstream_error = error
         try:
-            self.downstream.write_now(mid_answer_event(self.path, error == "stalled"))
+            scanner = self.scanner
+            number = scanner.next_sequence_number() if scanner is not None else None
+            self.downstream.write_now(mid_answer_event(self.path, error == "stalled", number))
             self.downstream.end_now()
         except ConnectionError:
             pass

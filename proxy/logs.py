@@ -7,10 +7,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import msgspec
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 _CONTEXT_FIELDS = ("request_id", "session_id", "replica_id", "tenant_id")
 
@@ -49,12 +52,41 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode()
 
-    def info_line(self, created: float, name: str, message: str) -> str:
-        """What `format` makes of an INFO record with no context fields, without the record."""
+    def info_line(
+        self, created: float, name: str, message: str, context: dict[str, str] | None = None
+    ) -> str:
+        """What `format` makes of an INFO record with these context fields, without the record."""
         msecs = int((created - int(created)) * 1000)
         entry = {"ts": f"{self._seconds.text(created)}.{msecs:03d}Z", "level": "INFO", "logger": name}
         entry["message"] = message
+        if context:
+            entry.update(context)
         return msgspec.json.encode(entry).decode()
+
+
+def answer_ids(headers: Mapping[str, str]) -> dict[str, str]:
+    """The context fields of a call's access line: the session and replica its answer named
+    (`X-Session-ID`, `X-Saga-Replica`; an answer the proxy refused names neither, or only the session)."""
+    ids = {}
+    session = headers.get("X-Session-ID")
+    if session:
+        ids["session_id"] = session
+    replica = headers.get("X-Saga-Replica")
+    if replica:
+        ids["replica_id"] = replica
+    return ids
+
+
+class IdentifiedAccessLogger(AccessLogger):
+    """`server: aiohttp`'s access line (aiohttp's, in `ACCESS_LOG_FORMAT`) with the call's `answer_ids` as
+    the record's fields, which JSON logs show."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        try:
+            values = tuple(value for _, value in self._format_line(request, response, time))
+            self.logger.info(self._log_format % values, extra=answer_ids(response.headers))
+        except Exception:
+            self.logger.exception("Error in logging")
 
 
 def announce(line: str, log_format: str, *, warning: bool = False) -> None:
@@ -100,17 +132,20 @@ class BatchedLines(logging.Handler):
         if len(self.lines) >= self.max_lines:
             self.flush()
 
-    def add_info(self, name: str, message: str) -> None:
-        """The line `emit` writes for an INFO record of logger `name` with this (already formatted) message,
-        without making the record: about a third of an access-log line's cost. Formatters other than this
-        module's get a real record."""
+    def add_info(self, name: str, message: str, context: dict[str, str] | None = None) -> None:
+        """The line `emit` writes for an INFO record of logger `name` with this (already formatted) message
+        and these context fields (`request_id`, `session_id`, ...), without making the record: about a third
+        of an access-log line's cost. Formatters other than this module's get a real record."""
         formatter = self.formatter
-        if isinstance(formatter, _OWN_FORMATTERS):
+        if isinstance(formatter, JsonFormatter):
+            self.lines.append(formatter.info_line(time.time(), name, message, context))
+        elif isinstance(formatter, TimeNameMessage):  # (the text line has no fields)
             self.lines.append(formatter.info_line(time.time(), name, message))
-            if len(self.lines) >= self.max_lines:
-                self.flush()
         else:
-            self.handle(logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None))
+            self.handle(info_record(name, message, context))
+            return
+        if len(self.lines) >= self.max_lines:
+            self.flush()
 
     def flush(self) -> None:
         lines = self.lines
@@ -119,6 +154,14 @@ class BatchedLines(logging.Handler):
             lines.clear()
             self.stream.write(text)
             self.stream.flush()
+
+
+def info_record(name: str, message: str, context: dict[str, str] | None) -> logging.LogRecord:
+    """An INFO record of logger `name`, its context fields set as `extra` would set them."""
+    record = logging.LogRecord(name, logging.INFO, __file__, 0, message, None, None)
+    if context:
+        record.__dict__.update(context)
+    return record
 
 
 class TimeNameMessage(logging.Formatter):
@@ -143,9 +186,6 @@ class TimeNameMessage(logging.Formatter):
     def info_line(self, created: float, name: str, message: str) -> str:
         """What `format` makes of a record with this time, logger name and message, without the record."""
         return f"{self._seconds.text(created)},{int((created - int(created)) * 1000):03d} {name} {message}"
-
-
-_OWN_FORMATTERS = (TimeNameMessage, JsonFormatter)  # a tuple: `A | B` would build a union per call
 
 
 def batch_access_log(logger: logging.Logger) -> BatchedLines:

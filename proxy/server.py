@@ -28,7 +28,7 @@ from proxy.discovery import Resolver
 from proxy.errors import OpenAIErrorAppRunner
 from proxy.fast_server import FastServer
 from proxy.identity import TENANT_KEY
-from proxy.logs import announce, batch_access_log, unbatch_access_log, use_json_logs
+from proxy.logs import IdentifiedAccessLogger, announce, batch_access_log, unbatch_access_log, use_json_logs
 from proxy.malloc_tuning import tune_malloc
 from proxy.scheduler import SchedulerCore
 from proxy.worker_set import WorkerSet
@@ -69,6 +69,7 @@ async def running_proxy(
         # Under the fast server, it writes every request's access line itself.
         access_log=logging.getLogger("saga.access") if config.access_log and not fast else None,
         access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=IdentifiedAccessLogger,  # (the call's session and replica in JSON lines)
         handler_cancellation=True,
         # `server: aiohttp`: on leaving, aiohttp lets the handlers finish for this long (its default: 60 s,
         # past a pod's grace period), then cancels them

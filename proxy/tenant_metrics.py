@@ -5,7 +5,9 @@ Exported (label `tenant`): `saga_tenant_queued_calls` (held in the release queue
 and is forgotten);
 `saga_tenant_ttft_slo_attainment` (share of calls meeting the tenant's TTFT target, tenants with one), its
 counters `saga_tenant_ttft_slo_calls_total` and `saga_tenant_ttft_slo_met_total` (for windowed rates and
-burn-rate alerts), and
+burn-rate alerts); the tokens of its served calls as their engines counted them (`usage`):
+`saga_tenant_prompt_tokens_total`, `saga_tenant_completion_tokens_total` and
+`saga_tenant_cached_prompt_tokens_total` (part of the prompt's), for chargeback and capacity planning; and
 `saga_tenant_share_lead_seconds` with `saga_tenant_share_bound_seconds`: how far the tenant's fair-queue
 counter runs ahead of the system virtual time (the deviation docs/fairness.md bounds) and that bound.
 
@@ -65,6 +67,18 @@ def _folded(values: dict[str, float], label: _Labels, *, total: bool) -> dict[st
     return out
 
 
+# The engines' token counts of the calls they served, per tenant (name, help, TenantRecord field).
+_TOKEN_COUNTERS = (
+    ("saga_tenant_prompt_tokens", "Prompt tokens of the tenant's served calls", "prompt_tokens"),
+    ("saga_tenant_completion_tokens", "Tokens generated for the tenant's calls", "completion_tokens"),
+    (
+        "saga_tenant_cached_prompt_tokens",
+        "Prompt tokens found in the prefix cache (part of the prompt tokens)",
+        "cached_prompt_tokens",
+    ),
+)
+
+
 class TenantCollector(Collector):
     def __init__(self, core: SchedulerCore) -> None:
         self.core = core
@@ -104,6 +118,11 @@ class TenantCollector(Collector):
                 met.add_metric([tenant], rec.ttft_slo_met)
         yield calls
         yield met
+        for name, doc, field in _TOKEN_COUNTERS:
+            tokens = CounterMetricFamily(name, doc, labels=label)
+            for tenant, rec in records.items():
+                tokens.add_metric([tenant], getattr(rec, field))
+            yield tokens
         yield queued
         yield lead
         yield bound

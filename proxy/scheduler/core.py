@@ -338,6 +338,10 @@ class SchedulerCore:
         if prompt_tokens != req.prompt_tokens and served and not req.pinned_replica:
             self._learn_prompt_scale(prompt_tokens, req.prompt_tokens)
         completion_tokens = usage.completion_tokens
+        if served:  # (the engine's counts only: `prompt_tokens` above may be the shell's estimate)
+            self.tenant_stats.tokens_used(
+                req.tenant_id, usage.prompt_tokens, completion_tokens, usage.cached_tokens, now
+            )
         if current:
             self.predictor.call_finished(
                 session_id, now, prompt_tokens, completion_tokens, usage.finish_reason, usage.tool_names

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,58 @@ def test_the_listening_line_names_what_discovery_resolves() -> None:
     assert line.endswith("-> the replicas DNS gives for vllm.saga.svc.cluster.local:8000"), line
     both = ProxyConfig(replicas=["http://a:1"], discovery=DnsDiscovery(name="vllm", port=9000))
     assert listening_line("u", both).endswith("-> http://a:1, the replicas DNS gives for vllm:9000")
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+def test_json_access_lines_name_the_session_and_replica_of_the_call(server: str) -> None:
+    """A JSON access line carried no ids: correlating it with a call's session or replica meant matching
+    times against the proxy's other lines. It now has the `session_id` and `replica_id` the call's answer
+    named (`X-Session-ID`, `X-Saga-Replica`), streamed or not; a refused call has neither."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "2", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--time-scale", "50", "--server", server]
+    env = {**os.environ, "SAGA_LOG_FORMAT": "json"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if LISTENING in line:
+                listening.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    answered: dict[str, tuple[str, str]] = {}  # session -> (its X-Session-ID, its X-Saga-Replica)
+    try:
+        assert listening.wait(60), "".join(lines)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        for session, stream in (("log-whole", False), ("log-stream", True)):
+            body = {"model": "saga-sim", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+            request = urllib.request.Request(
+                url,
+                json.dumps({**body, "stream": stream}).encode(),
+                {"Content-Type": "application/json", "X-Session-ID": session},
+            )
+            with urllib.request.urlopen(request, timeout=30) as r:
+                r.read()
+                answered[session] = (r.headers["X-Session-ID"], r.headers["X-Saga-Replica"])
+        refused = urllib.request.Request(url, b"{", {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(refused, timeout=30)
+        assert e.value.code == 400
+        time.sleep(1.0)  # the access log is written in batches, a few times a second
+    finally:
+        stop_process(proc, 15)
+        reader.join(10)
+    access = [e for e in map(json.loads, filter(str.strip, lines)) if e["logger"] == "saga.access"]
+    calls = [e for e in access if '"POST /v1/chat/completions' in e["message"]]
+    assert len(calls) == 3, access
+    shown = [(e.get("session_id"), e.get("replica_id")) for e in calls]
+    assert shown[:2] == [answered["log-whole"], answered["log-stream"]], shown
+    assert all(replica.startswith("http://127.0.0.1:") for _, replica in shown[:2]), shown
+    assert shown[2] == (None, None) and " 400 " in calls[2]["message"], calls[2]

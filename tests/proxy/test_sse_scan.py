@@ -777,3 +777,19 @@ def test_usage_is_read_and_forced_usage_told_with_any_json_spacing(spacing: byte
             kept = events if forced else [e for e in events if e != last]
             assert forwarded == b"\n\n".join(kept) + b"\n\n", (forced, len(pieces))
             assert scanner.usage() == Usage(5, 1, 0, "stop"), (forced, len(pieces))
+
+
+def test_the_sequence_number_after_a_responses_streams_last_event_read() -> None:
+    scanner = StreamScanner(path="/v1/responses")
+    assert scanner.next_sequence_number() is None  # nothing read
+    scanner.feed(b'event: response.created\ndata: {"type":"response.created","sequence_number": 7}\n\n')
+    assert scanner.next_sequence_number() == 8
+    scanner.feed(b'data: {"type":"response.output_text.delta","sequence_number":9,"delta":"a')
+    assert scanner.next_sequence_number() == 8  # (a line not finished is not read yet)
+    scanner.feed(b'"}\n\n')
+    assert scanner.next_sequence_number() == 10
+    scanner.feed(b": keep-alive\n\n")  # lines without one: not known
+    assert scanner.next_sequence_number() is None
+    chat = StreamScanner(path="/v1/chat/completions")
+    chat.feed(b'data: {"sequence_number":3}\n\n')
+    assert chat.next_sequence_number() is None  # read on the Responses routes only
