@@ -144,7 +144,8 @@ async def read_error(call: Call, upstream: UpstreamAnswer, replica: str) -> tupl
         upstream.close()
     return (
         upstream.status,
-        forward.forwarded_headers(upstream.headers, {"X-Saga-Replica": replica}),
+        # (the replica's own X-Session-ID dropped too: `Call.relay_error` sets the proxy's)
+        forward.forwarded_headers(upstream.headers, {"X-Saga-Replica": replica}, forward.ANSWER_EXTRA),
         error_body,
     )
 

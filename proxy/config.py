@@ -269,7 +269,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for url in self.replicas:
             problem = replica_url_problem(url)
             if problem is not None:
-                raise ConfigError(f"replica {url!r} {problem}")
+                raise ConfigError(f"replica {url!r} {problem}", key="replicas")
         spellings: dict[tuple[str, str, int, str], str] = {}  # each identity once: no pair-wise comparison
         for url in self.replicas:
             identity = replica_identity(url)
@@ -278,9 +278,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 spellings[identity] = url
             else:
                 shown = "twice" if twin == url else f"twice ({twin!r} and {url!r} name the same replica)"
-                raise ConfigError(f"a replica URL is listed {shown}")
+                raise ConfigError(f"a replica URL is listed {shown}", key="replicas")
         if isinstance(self.policy, str) and self.policy not in PRESETS:
-            raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(PRESETS))}")
+            known = ", ".join(sorted(PRESETS))
+            raise ConfigError(f"unknown policy {self.policy!r}; known: {known}", key="policy")
         positive = (
             "time_scale",
             "health_interval_s",

@@ -122,7 +122,7 @@ def refusal_body(path: str, err: ProxyError) -> bytes:
     return error_body(err.status, err.message, param=err.param, code=err.code)
 
 
-_RESPONSES_PREFIX = "/v1/responses"
+RESPONSES_PREFIX = "/v1/responses"
 
 
 def responses_error_event(status: int, message: str, code: str, sequence_number: int | None = None) -> bytes:
@@ -156,19 +156,19 @@ def mid_answer_event(path: str, stalled: bool = False, sequence_number: int | No
     past the stream idle timeout), in that route's shape (`sequence_number`: a Responses API event's)."""
     if path.startswith(_ANTHROPIC_PREFIX):
         return _ANTHROPIC_STALLED_EVENT if stalled else _ANTHROPIC_MID_ANSWER_EVENT
-    if path.startswith(_RESPONSES_PREFIX):
+    if path.startswith(RESPONSES_PREFIX):
         if stalled:
             return responses_error_event(504, _STALLED, "upstream_timeout", sequence_number)
         return responses_error_event(502, _MID_ANSWER, "upstream_error", sequence_number)
     return _OPENAI_STALLED_EVENT if stalled else _OPENAI_MID_ANSWER_EVENT
 
 
-def stopping_event(path: str, message: str) -> bytes:
+def stopping_event(path: str, message: str, sequence_number: int | None = None) -> bytes:
     """The event that ends a stream to `path` the proxy cuts as it stops (its drain time over)."""
     if path.startswith(_ANTHROPIC_PREFIX):
         return b"event: error\ndata: " + anthropic_error_body(503, message) + b"\n\n"
-    if path.startswith(_RESPONSES_PREFIX):
-        return responses_error_event(503, message, "shutting_down")
+    if path.startswith(RESPONSES_PREFIX):
+        return responses_error_event(503, message, "shutting_down", sequence_number)
     return sse_error_event(503, message, code="shutting_down")
 
 

@@ -68,6 +68,7 @@ from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, RESPONSE_OWNERS, 
 from proxy.data_structs import SeenMessages
 from proxy.errors import (
     COMPRESSED_BODY,
+    RESPONSES_PREFIX,
     UNKNOWN_EXPECTATION,
     UNKNOWN_TRANSFER_CODING,
     ProxyError,
@@ -80,6 +81,7 @@ from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage, answer_ids, info_record
 from proxy.session_chain import answer_keys
+from proxy.sse_scan import SEQUENCE_NUMBER, sequence_number_after
 from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 
@@ -159,6 +161,8 @@ class _Downstream:
         self.sent = 0
         self.head_fields: Mapping[str, str] | None = None  # a started stream's header fields
         self.answer_fields: Mapping[str, str] | None = None  # a whole answer's (for its access line)
+        self.numbered = False  # a Responses API stream: its events' sequence numbers are followed
+        self.last_numbered = b""  # the last events sent that held one
         self.chunked = request.version == "1.1"  # an HTTP/1.0 client reads a stream to the close
         self._connection = "" if request.keep_alive else "Connection: close\r\n"
         if request.keep_alive and request.version == "1.0":
@@ -213,6 +217,7 @@ class _Downstream:
     def start_now(self, status: int, headers: Mapping[str, str]) -> bool:
         self.status = status
         self.head_fields = headers
+        self.numbered = self.request.url.startswith(RESPONSES_PREFIX)
         if not self.chunked:
             self.request.keep_alive = False
             framing = "Connection: close\r\n\r\n"
@@ -225,7 +230,12 @@ class _Downstream:
         turn of the loop sends (a paced stream's chunk: nothing else comes in this turn)."""
         if not chunk:
             return False
+        if self.numbered and chunk.find(SEQUENCE_NUMBER) >= 0:
+            self.last_numbered = chunk
         return self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk, at_once)
+
+    def next_sequence_number(self) -> int | None:
+        return sequence_number_after(self.last_numbered) if self.last_numbered else None
 
     def end_now(self) -> bool:
         return self._send(b"0\r\n\r\n") if self.chunked else False
@@ -255,7 +265,8 @@ def _cut_answer(downstream: _Downstream, stopping: ProxyError) -> bool:
     if not _is_event_stream(downstream.head_fields):
         return False
     path = downstream.request.url.partition("?")[0]
-    downstream.write_now(stopping_event(path, stopping.message))  # (HTTP/1.0: read to the close)
+    number = downstream.next_sequence_number()
+    downstream.write_now(stopping_event(path, stopping.message, number))  # (HTTP/1.0: read to the close)
     downstream.end_now()  # (chunked only)
     return downstream.chunked
 

@@ -25,12 +25,14 @@ from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.data_structs import Relayed
-from proxy.errors import ProxyError, mid_answer_event, refusal_body
+from proxy.errors import RESPONSES_PREFIX, ProxyError, mid_answer_event, refusal_body
 from proxy.sse_scan import (
     DEFAULT_COLLECT_LIMIT,
+    SEQUENCE_NUMBER,
     StreamScanner,
     parse_usage,
     read_answer,
+    sequence_number_after,
     whole_events,
     whole_response_id,
 )
@@ -90,6 +92,10 @@ class Downstream(Protocol):
 
     async def end(self) -> None: ...
 
+    def next_sequence_number(self) -> int | None:
+        """On a Responses API stream, the `sequence_number` after the last event sent (None elsewhere, or
+        when none sent had one): the error event that ends a cut stream carries it."""
+
 
 class AiohttpDownstream:
     """`Downstream` over an aiohttp request; the handler returns `response`."""
@@ -97,17 +103,25 @@ class AiohttpDownstream:
     def __init__(self, request: web.Request) -> None:
         self.request = request
         self.response: web.StreamResponse | None = None
+        self.numbered = False  # a Responses API stream: its events' sequence numbers are followed
+        self.last_numbered = b""  # the last events sent that held one
 
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.response = web.Response(status=status, body=body, headers=aiohttp_header_values(headers))
 
     async def start(self, status: int, headers: Mapping[str, str]) -> None:
         self.response = web.StreamResponse(status=status, headers=aiohttp_header_values(headers))
+        self.numbered = self.request.path.startswith(RESPONSES_PREFIX)
         await self.response.prepare(self.request)
 
     async def write(self, chunk: bytes) -> None:
         assert self.response is not None
+        if self.numbered and chunk.find(SEQUENCE_NUMBER) >= 0:
+            self.last_numbered = chunk
         await self.response.write(chunk)
+
+    def next_sequence_number(self) -> int | None:
+        return sequence_number_after(self.last_numbered) if self.last_numbered else None
 
     async def end(self) -> None:
         assert self.response is not None
@@ -360,7 +374,7 @@ async def _relay_stream(
             except (BodyFailed, TimeoutError) as e:
                 stalled = isinstance(e, TimeoutError)
                 outcome.upstream_error = "stalled" if stalled else repr(e)
-                await _end_with_error(downstream, path, stalled, scanner.next_sequence_number())
+                await _end_with_error(downstream, path, stalled)
                 return
             continue
         if not outcome.first_byte:
@@ -399,14 +413,12 @@ async def _relay_stream(
         outcome.client_gone = True
 
 
-async def _end_with_error(
-    downstream: Downstream, path: str, stalled: bool = False, sequence_number: int | None = None
-) -> None:
+async def _end_with_error(downstream: Downstream, path: str, stalled: bool = False) -> None:
     """Ends a started stream with an error event in its route's shape. The chunked framing stays intact, so
     the client's keep-alive connection stays usable (closing it made the client's next call fail on a dead
     socket)."""
     try:
-        await downstream.write(mid_answer_event(path, stalled, sequence_number))
+        await downstream.write(mid_answer_event(path, stalled, downstream.next_sequence_number()))
         await downstream.end()
     except ConnectionError:
         pass

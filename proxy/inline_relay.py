@@ -52,6 +52,10 @@ class InlineDownstream(Protocol):
 
     def end_now(self) -> bool: ...
 
+    def next_sequence_number(self) -> int | None:
+        """As `forward.Downstream.next_sequence_number`."""
+        ...
+
     def hold(self, relay: InlineRelay) -> None:
         """The relay serves the connection's request now: tell it of a hang-up and of room to write."""
         ...
@@ -283,10 +287,10 @@ class InlineRelay:
         assert self.outcome is not None
         self.outcome.upstream_error = error
         try:
-            scanner = self.scanner
-            number = scanner.next_sequence_number() if scanner is not None else None
-            self.downstream.write_now(mid_answer_event(self.path, error == "stalled", number))
-            self.downstream.end_now()
+            downstream = self.downstream
+            number = downstream.next_sequence_number()  # (a Responses API stream's)
+            downstream.write_now(mid_answer_event(self.path, error == "stalled", number))
+            downstream.end_now()
         except ConnectionError:
             pass
         self._end()

@@ -277,7 +277,8 @@ def layered_time_scale(args: argparse.Namespace, environ: Mapping[str, str] | No
     speed) before the configuration, which lists the fleet's URLs, can be whole."""
     scale = _converted(_layered(args, [], environ)).time_scale
     if not (math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"time_scale must be a finite number > 0, got {scale}")
+        message = f"time_scale must be a finite number > 0, got {scale}"
+        raise ConfigError(_said_with_its_variable(message, args, os.environ if environ is None else environ))
     return scale
 
 
@@ -290,18 +291,22 @@ def proxy_config(
     try:
         return build_config(data)
     except ConfigError as e:
-        raise ConfigError(_said_with_its_variable(str(e), args, environ)) from None
+        raise ConfigError(_said_with_its_variable(str(e), args, environ, e.key)) from None
 
 
-def _said_with_its_variable(message: str, args: argparse.Namespace, environ: Mapping[str, str]) -> str:
-    """A refused value's message (which names its key: `workers must be between 1 and 256, got 1000`) led by
-    the environment variable it came from, where it came from one and no flag replaced it (the checks of
-    range and finiteness run on the merged configuration, where `SAGA_WORKERS=1e3` was said without the
-    variable: the nineteenth review)."""
-    key = re.match(r"[a-z_]+(?:\.[a-z_]+)?", message)
+def _said_with_its_variable(
+    message: str, args: argparse.Namespace, environ: Mapping[str, str], key: str | None = None
+) -> str:
+    """A refused value's message led by the environment variable it came from, where it came from one and
+    no flag replaced it (the checks of range and finiteness run on the merged configuration, where
+    `SAGA_WORKERS=1e3` was said without the variable: the nineteenth review). The key is `key`, or else the
+    message's first word (`workers must be between 1 and 256, got 1000`)."""
     if key is None:
-        return message
-    variable = _source_variable(key.group(), args, environ)
+        leading = re.match(r"[a-z_]+(?:\.[a-z_]+)?", message)
+        if leading is None:
+            return message
+        key = leading.group()
+    variable = _source_variable(key, args, environ)
     return f"{variable}: {message}" if variable else message
 
 
@@ -324,7 +329,8 @@ def _source_variable(key: str, args: argparse.Namespace, environ: Mapping[str, s
     if field not in _FIELD_NAMES:
         return None
     variable = f"SAGA_{field.upper()}"
-    if variable not in environ or (field not in _SKIPPED and getattr(args, field, None) is not None):
+    flagged = field not in _SKIPPED or field == "time_scale"  # (`--time-scale` is layered apart)
+    if variable not in environ or (flagged and getattr(args, field, None) is not None):
         return None
     return variable
 

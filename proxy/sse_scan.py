@@ -57,6 +57,20 @@ def complete_events_length(data: bytes) -> int:
 MAX_HELD_EVENT = 256 * 1024
 
 
+SEQUENCE_NUMBER = b'"sequence_number":'
+_NUMBER = re.compile(rb"[ \t]*(\d{1,18})\b")
+
+
+def sequence_number_after(events: bytes) -> int | None:
+    """The `sequence_number` of the Responses API event after the last in `events` (whole events, as a relay
+    sent them): what the error event ending a cut stream carries. None when none in `events` has one."""
+    at = events.rfind(SEQUENCE_NUMBER)
+    if at < 0:
+        return None
+    found = _NUMBER.match(events, at + len(SEQUENCE_NUMBER))
+    return int(found[1]) + 1 if found is not None else None
+
+
 def whole_events(held: bytes, chunk: bytes) -> tuple[bytes, bytes]:
     """What a relay sends of `held + chunk` now, and what it holds until the rest of its event arrives: the
     bytes up to the last complete event, unless the unfinished rest is over `MAX_HELD_EVENT`."""
@@ -91,8 +105,6 @@ _NAME_MARKS, _USAGE_MARKS = (_NAME_MARK,), (_USAGE_MARK,)
 _USAGE_FINISH_OR_NAME = (_USAGE_MARK, _FINISH_MARK, _NAME_MARK, _STOP_MARK)
 # The call routes whose answers carry no Responses API id (`StreamScanner`'s `path`)
 NO_RESPONSE_ID_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/messages"))
-_SEQUENCE_NUMBER = b'"sequence_number":'
-_NUMBER = re.compile(rb"[ \t]*(\d{1,18})\b")
 _JSON_DATA_LINE = re.compile(rb"^data:[ \t]*(\{.*)$", re.MULTILINE)  # a data line holding a JSON object
 
 
@@ -330,7 +342,6 @@ class StreamScanner:
         self.response_id: str | None = None
         # a Responses API route (or any, unnamed): its answer's id and its events' `response` are read
         self._responses = path not in NO_RESPONSE_ID_ROUTES
-        self._last_block = b""  # the last whole lines read, on such a route (`next_sequence_number`)
 
     def feed_stripping_usage(self, chunk: bytes) -> bytes:
         """Scans `chunk` like `feed` and returns what to forward: the complete events in it, less the
@@ -419,10 +430,8 @@ class StreamScanner:
         else:
             block = data[:cut]
             partial += data[cut:]
-        if self._responses:
-            self._last_block = block
-            if self.response_id is None and block.find(b'"resp_') >= 0:
-                self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
+        if self._responses and self.response_id is None and block.find(b'"resp_') >= 0:
+            self.response_id = response_id_of(b"\n".join(_DATA_LINE.findall(block)))
         if line_end >= cut - 2 and block.startswith(b"data:"):  # one data line, maybe a blank one after it
             self._one_data_line(block[5:line_end])
             return
@@ -541,16 +550,6 @@ class StreamScanner:
         if self._collect_left < 0:  # too long to keep: stop collecting (see the class docstring)
             self._collect = False
             self._text, self._calls = [], {}
-
-    def next_sequence_number(self) -> int | None:
-        """On a Responses API route, the `sequence_number` the event after the last one read would have
-        (the error event that ends a cut stream); None when the last lines read hold none."""
-        block = self._last_block
-        at = block.rfind(_SEQUENCE_NUMBER)
-        if at < 0:
-            return None
-        found = _NUMBER.match(block, at + len(_SEQUENCE_NUMBER))
-        return int(found[1]) + 1 if found is not None else None
 
     def answer(self) -> Answer | None:
         """The rebuilt assistant message; None unless collecting, or when it grew past `collect_limit`."""

@@ -68,8 +68,10 @@ async def read_body(request: web.Request) -> bytes:
 
 
 async def decode(request: web.Request, type_: type[T]) -> T:
+    """The body as `type_`, its values read as loosely as vLLM's (pydantic's lax mode) reads them:
+    `"stream": "true"` or `1` is a stream, `"max_tokens": "16"` a number."""
     try:
-        return msgspec.json.decode(await read_body(request), type=type_)
+        return msgspec.json.decode(await read_body(request), type=type_, strict=False)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise HttpError(400, f"Invalid request body: {e}") from None
     except RecursionError:  # nesting past Python's limit in an untyped field (messages, system, tools)

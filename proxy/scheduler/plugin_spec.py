@@ -51,7 +51,13 @@ PLUGIN_TYPES: dict[str, type[Plugin]] = {
 
 
 class ConfigError(ValueError):
-    """A policy or plugin configuration that cannot be built; the message names the culprit."""
+    """A policy or plugin configuration that cannot be built; the message names the culprit. `key`: the
+    configuration key it is about where the message does not start with it (`saga serve` names the
+    variable a refused value came from: proxy/serve_options.py)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class PluginSpec(msgspec.Struct, forbid_unknown_fields=True):

@@ -186,6 +186,9 @@ def test_a_structured_key_s_bad_environment_json_is_refused_naming_its_variable(
             "SAGA_KV_EVENTS: kv_events",
         ),
         ({"SAGA_KV_EVENTS_PORT": "70000"}, {"kv_events": "tcp://x:1"}, "SAGA_KV_EVENTS_PORT"),  # --simulate's
+        # messages not led by their key (the forty-sixth session's docs review)
+        ({"SAGA_POLICY": "nosuch"}, {}, "SAGA_POLICY: unknown policy 'nosuch'"),
+        ({"SAGA_POLICY": "nosuch"}, {"policy": "nope"}, "unknown policy 'nope'"),
     ],
 )
 def test_a_value_out_of_range_is_refused_naming_the_variable_it_came_from(
@@ -198,6 +201,17 @@ def test_a_value_out_of_range_is_refused_naming_the_variable_it_came_from(
     with pytest.raises(ConfigError) as e:
         proxy_config(args, ["http://a:1"], environ)
     assert str(e.value).startswith(says), str(e.value)
+
+
+def test_simulate_s_time_scale_out_of_range_names_its_variable() -> None:
+    """`saga serve --simulate N` reads `time_scale` before the rest of the configuration (its fleet starts
+    first): `SAGA_TIME_SCALE=0` was said without the variable there."""
+    from proxy.serve_options import layered_time_scale
+
+    with pytest.raises(ConfigError, match=r"^SAGA_TIME_SCALE: time_scale must be"):
+        layered_time_scale(argparse.Namespace(config=None), {"SAGA_TIME_SCALE": "0"})
+    with pytest.raises(ConfigError, match=r"^time_scale must be"):  # a flag's: no variable to name
+        layered_time_scale(argparse.Namespace(config=None, time_scale=0.0), {"SAGA_TIME_SCALE": "1"})
 
 
 @pytest.mark.parametrize("name", ["missing.yaml", "."])

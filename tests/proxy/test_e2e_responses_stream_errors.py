@@ -24,8 +24,13 @@ _EVENTS: list[dict[str, Any]] = [
 ]
 
 
-def _replica(ending: str) -> Any:
-    """A replica that starts a Responses stream, then dies (`ending` "dies") or goes silent ("stalls")."""
+def _event(e: dict[str, Any]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode())
+
+
+def _replica(ending: str, tail: tuple[bytes, ...] = ()) -> Any:
+    """A replica that starts a Responses stream, sends each of `tail` in a chunk of its own, then dies
+    (`ending` "dies") or goes silent ("stalls")."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -37,14 +42,16 @@ def _replica(ending: str) -> Any:
             await writer.drain()
             writer.close()
             return
-        payload = b"".join(
-            b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in _EVENTS
-        )
+        payload = b"".join(_event(e) for e in _EVENTS)
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"%x\r\n%s\r\n" % (len(payload), payload)
         )
         await writer.drain()
+        for piece in tail:
+            await asyncio.sleep(0.05)
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
         await asyncio.sleep(0.05 if ending == "dies" else 5.0)
         writer.transport.abort()
 
@@ -54,7 +61,7 @@ def _replica(ending: str) -> Any:
 def _events(text: str) -> list[tuple[str | None, dict[str, Any]]]:
     """(event name, data) of each event of an SSE body."""
     out = []
-    for block in text.split("\n\n"):
+    for block in text.replace("\r\n", "\n").split("\n\n"):
         name, data = None, None
         for line in block.splitlines():
             if line.startswith("event:"):
@@ -109,3 +116,39 @@ async def test_a_cut_responses_stream_ends_with_the_responses_error_event(server
     assert ResponseErrorEvent.model_validate(last).code == code
     assert seen == [e["type"] for e in _EVENTS], seen
     assert message in str(cut), cut
+
+
+_FOURTH = _event(
+    {"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_1", "delta": "!"}
+)
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+@pytest.mark.parametrize(
+    ("tail", "number"),
+    [
+        ((b": keep-alive\n\n",), 3),  # a comment last: the number of the last event that had one
+        ((_FOURTH[:-1], b"\n"), 4),  # an event's blank line in the next chunk: the event went out whole
+        ((_FOURTH[:-1],), 3),  # an event never finished: never sent, so not counted
+        ((_FOURTH.replace(b"\n", b"\r\n"),), 4),  # CRLF lines
+    ],
+)
+async def test_the_error_event_numbers_itself_after_the_last_event_the_client_got(
+    server: str, tail: tuple[bytes, ...], number: int
+) -> None:
+    """The review of the change: the number was read from the last lines the scanner read, which is neither
+    the last event sent (a half event read is held back) nor the last with a number (a keep-alive)."""
+    replica_server = await asyncio.start_server(_replica("dies", tail), "127.0.0.1", 0)
+    replica = f"http://127.0.0.1:{replica_server.sockets[0].getsockname()[1]}"
+    config = ProxyConfig(replicas=[replica], port=0, access_log=False, server=server)
+    try:
+        async with running_proxy(config) as url:
+            body = {"model": "saga-sim", "input": "hi", "stream": True}
+            async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/responses", json=body) as r:
+                events = _events(await r.text())
+    finally:
+        replica_server.close()
+    name, last = events[-1]
+    assert name == "error" and last["type"] == "error", events
+    assert last["sequence_number"] == number, events
+    assert [data.get("sequence_number") for _, data in events[:-1]] == list(range(number)), events

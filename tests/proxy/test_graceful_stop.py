@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -297,3 +298,28 @@ async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(tmp_pa
         assert await asyncio.to_thread(proc.wait, 60) == 0, "".join(output)
     finally:
         stop_process(proc, 30)
+
+
+async def test_a_responses_stream_cut_by_the_stop_ends_with_the_responses_error_event(tmp_path: Path) -> None:
+    """A Responses API stream the proxy cuts as it stops ends with that API's error event, numbered after
+    the last event sent (the forty-sixth session's review: it had no `sequence_number`)."""
+    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0")
+    body = {"model": "saga-sim", "input": "hi", "max_output_tokens": 4000, "ignore_eos": True, "stream": True}
+    try:
+        async with aiohttp.ClientSession() as http:
+            stream = await http.post(f"{url}/v1/responses", json=body)
+            assert stream.status == 200
+            await stream.content.readuntil(b"response.output_text.delta")  # under way
+            await in_flight(url, 1)
+            proc.send_signal(signal.SIGTERM)
+            text = await stream.text()
+            stream.release()
+        assert await asyncio.to_thread(proc.wait, 60) == 0, "".join(output)
+    finally:
+        stop_process(proc, 30)
+    numbers = [int(n) for n in re.findall(r'"sequence_number":\s*(\d+)', text)]
+    last = json.loads(text.rstrip().rsplit("\ndata: ", 1)[1])
+    assert text.rstrip().rsplit("\n", 2)[-2] == "event: error", text[-300:]
+    assert last["type"] == "error" and last["code"] == "shutting_down", last
+    sent = numbers[:-1]  # (those after the events read before the signal)
+    assert last["sequence_number"] == sent[-1] + 1 and sent == list(range(sent[0], sent[-1] + 1)), numbers

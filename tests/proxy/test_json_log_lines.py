@@ -5,7 +5,9 @@ could not parse the two plain lines (the forty-fourth session's review)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -122,3 +124,39 @@ def test_json_access_lines_name_the_session_and_replica_of_the_call(server: str)
     assert shown[:2] == [answered["log-whole"], answered["log-stream"]], shown
     assert all(replica.startswith("http://127.0.0.1:") for _, replica in shown[:2]), shown
     assert shown[2] == (None, None) and " 400 " in calls[2]["message"], calls[2]
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_a_replicas_own_session_header_on_its_error_answer_is_not_passed_on_nor_logged(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review of the change: a replica's 400 carrying `x-session-id` of its own was relayed beside the
+    proxy's `X-Session-ID` (the client got two), and under `server: aiohttp` the access line logged the
+    replica's (aiohttp reads the first)."""
+    import aiohttp
+
+    from proxy.server import running_proxy
+    from tests.proxy.fakes import config, raw_replica
+
+    async def refuse(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        if not head.startswith(b"POST"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return
+        error = b'{"error":{"message":"bad","type":"BadRequestError","code":400}}'
+        writer.write(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nx-session-id: forged\r\n"
+            + b"Content-Length: %d\r\n\r\n%s" % (len(error), error)
+        )
+
+    caplog.set_level(logging.INFO, logger="saga.access")
+    body = {"model": "saga-sim", "messages": [{"role": "user", "content": "hi"}]}
+    async with raw_replica(refuse) as replica, running_proxy(config([replica], server=server)) as url:
+        async with aiohttp.ClientSession() as http:
+            headers = {"X-Session-ID": "mine"}
+            async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+                assert r.status == 400
+                shown = r.headers.getall("X-Session-ID")
+        await asyncio.sleep(0.3)  # (aiohttp logs after the answer is written)
+    assert shown == ["mine"], shown
+    (line,) = [rec for rec in caplog.records if rec.name == "saga.access" and " 400 " in rec.getMessage()]
+    assert (getattr(line, "session_id", None), getattr(line, "replica_id", None)) == ("mine", replica)

@@ -779,17 +779,13 @@ def test_usage_is_read_and_forced_usage_told_with_any_json_spacing(spacing: byte
             assert scanner.usage() == Usage(5, 1, 0, "stop"), (forced, len(pieces))
 
 
-def test_the_sequence_number_after_a_responses_streams_last_event_read() -> None:
-    scanner = StreamScanner(path="/v1/responses")
-    assert scanner.next_sequence_number() is None  # nothing read
-    scanner.feed(b'event: response.created\ndata: {"type":"response.created","sequence_number": 7}\n\n')
-    assert scanner.next_sequence_number() == 8
-    scanner.feed(b'data: {"type":"response.output_text.delta","sequence_number":9,"delta":"a')
-    assert scanner.next_sequence_number() == 8  # (a line not finished is not read yet)
-    scanner.feed(b'"}\n\n')
-    assert scanner.next_sequence_number() == 10
-    scanner.feed(b": keep-alive\n\n")  # lines without one: not known
-    assert scanner.next_sequence_number() is None
-    chat = StreamScanner(path="/v1/chat/completions")
-    chat.feed(b'data: {"sequence_number":3}\n\n')
-    assert chat.next_sequence_number() is None  # read on the Responses routes only
+def test_the_sequence_number_after_the_last_event_sent() -> None:
+    from proxy.sse_scan import sequence_number_after
+
+    assert sequence_number_after(b": keep-alive\n\n") is None
+    two = b'data: {"type":"a","sequence_number": 7}\n\ndata: {"type":"b","sequence_number":8}\n\n'
+    assert sequence_number_after(two) == 9  # the last event's
+    for hostile in (b"1e999", b"-3", b'"4"', b"1234567890123456789"):  # no number read: none given
+        assert sequence_number_after(b'data: {"sequence_number":' + hostile + b"}\n\n") is None
+    quoted = b'data: {"sequence_number":2,"delta":"\\"sequence_number\\":40"}\n\n'
+    assert sequence_number_after(quoted) == 3  # (a quoted one in the text is not a field)

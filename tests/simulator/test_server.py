@@ -379,3 +379,18 @@ async def test_kv_blocks_and_hash_algorithm_as_vllms_flags(http: aiohttp.ClientS
     finally:
         await fleet.close()
     assert 'num_gpu_blocks="20"' in text and 'prefix_caching_hash_algo="sha256_cbor"' in text
+
+
+@pytest.mark.parametrize("loose", ["true", 1])
+async def test_a_stream_asked_for_loosely_is_streamed_as_vllm_streams_it(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession, loose: object
+) -> None:
+    """vLLM reads a request as pydantic's lax mode does: `"stream": "true"` or `1` is a stream and
+    `"max_tokens": "3"` a number. The simulator answered both with a 400 (the docs review of the
+    forty-sixth session), where the README says bodies are read as vLLM reads them."""
+    body = {"messages": [{"role": "user", "content": "x"}], "stream": loose, "max_tokens": "3"}
+    async with http.post(f"{fleet.urls[0]}/v1/chat/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+        assert r.content_type == "text/event-stream"
+        events = sse_events(await r.read())
+    assert events[-1] == "[DONE]"
