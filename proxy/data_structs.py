@@ -190,6 +190,9 @@ class AnswerFields(msgspec.Struct, gc=False):
     # a Responses API stream event's response: the final one (`response.completed`, `.incomplete`, `.failed`)
     # is the whole answer, its usage with it
     response: AnswerFields | None = None
+    # a /v1/messages stream's `message_start` event's message: its usage holds the input's counts, which
+    # the final `message_delta` may leave out (Anthropic's API gives its output's there alone)
+    message: AnswerFields | None = None
 
 
 class SeenMessages(msgspec.Struct):

@@ -325,6 +325,7 @@ class StreamScanner:
         self._line_limit = max(collect_limit, MAX_HELD_EVENT)
         self._skipping = False  # in a line past `_line_limit`: dropped up to its newline
         self._usage: UsageFields | None = None
+        self._started_usage: UsageFields | None = None  # a /v1/messages stream's `message_start` usage
         self._seen_usage = False
         self._finish = ""
         self._tools: list[str] = []
@@ -494,9 +495,17 @@ class StreamScanner:
         self._collect_delta(event)
 
     def _take_usage(self, event: AnswerFields) -> None:
-        """An event's usage: a chat chunk's own, or a Responses API event's whole answer."""
+        """An event's usage: a chat chunk's own, or a Responses API event's whole answer; on /v1/messages
+        the input's counts from `message_start` where the final usage has none."""
         usage = event.usage
         if usage is not None:
+            started = self._started_usage
+            if started is not None and not (usage.input_tokens or usage.prompt_tokens):
+                usage = msgspec.structs.replace(
+                    usage,
+                    input_tokens=started.input_tokens,
+                    cache_read_input_tokens=usage.cache_read_input_tokens or started.cache_read_input_tokens,
+                )
             self._usage, self._seen_usage = usage, True
             if event.choices:  # beside choices: the replica forces usage (`feed_stripping_usage`)
                 self._usage_with_choices = True
@@ -504,6 +513,8 @@ class StreamScanner:
             response = event.response
             if response is not None:
                 self._read_response(response)
+        elif event.message is not None and event.message.usage is not None:
+            self._started_usage = event.message.usage
 
     def _read_response(self, response: AnswerFields) -> None:
         """A Responses API event's response. The final one (the only one with usage) is the whole answer:

@@ -789,3 +789,22 @@ def test_the_sequence_number_after_the_last_event_sent() -> None:
         assert sequence_number_after(b'data: {"sequence_number":' + hostile + b"}\n\n") is None
     quoted = b'data: {"sequence_number":2,"delta":"\\"sequence_number\\":40"}\n\n'
     assert sequence_number_after(quoted) == 3  # (a quoted one in the text is not a field)
+
+
+def test_an_anthropic_streams_input_counts_come_from_message_start_when_its_last_usage_has_none() -> None:
+    """Anthropic's API gives `message_delta` the output's count alone (vLLM gives the whole usage there):
+    the input's came out 0, so the per-tenant token counters and the predictor saw no prompt (the
+    forty-sixth session's review)."""
+    counts = {"input_tokens": 11, "output_tokens": 1, "cache_read_input_tokens": 4}
+    start = {"type": "message_start", "message": {"id": "m", "usage": counts}}
+    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}
+    events = [("message_start", start), ("message_delta", delta), ("message_stop", {"type": "message_stop"})]
+    stream = b"".join(b"event: %s\ndata: %s\n\n" % (n.encode(), json.dumps(e).encode()) for n, e in events)
+    for collect in (False, True):
+        scanner = StreamScanner(collect, path="/v1/messages")
+        scanner.feed(stream)
+        assert scanner.usage() == Usage(11, 5, 4, "stop"), collect
+    whole = {**delta, "usage": {"input_tokens": 20, "output_tokens": 5}}  # vLLM's: taken as it is
+    scanner = StreamScanner(path="/v1/messages")
+    scanner.feed(b"".join(b"data: %s\n\n" % json.dumps(e).encode() for e in (start, whole)))
+    assert scanner.usage() == Usage(20, 5, 0, "stop")
