@@ -195,6 +195,13 @@ class AnswerFields(msgspec.Struct, gc=False):
     message: AnswerFields | None = None
 
 
+class NumberedEvent(msgspec.Struct, gc=False):
+    """A Responses API stream event's number (proxy/sse_scan.py `sequence_number_after`). Structs live here,
+    outside the compiled modules, where msgspec reads their annotations."""
+
+    sequence_number: int | None = None
+
+
 class SeenMessages(msgspec.Struct):
     """A chat call's messages as the worker that read it saw them (proxy/identity.py `ownership_key`), so
     that serving it decodes and hashes them once."""

@@ -291,6 +291,8 @@ def proxy_config(
     try:
         return build_config(data)
     except ConfigError as e:
+        if e.key == "replicas" and replicas:  # the flags' list (or --simulate's) replaced SAGA_REPLICAS
+            raise ConfigError(str(e)) from None
         raise ConfigError(_said_with_its_variable(str(e), args, environ, e.key)) from None
 
 

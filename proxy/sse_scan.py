@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from proxy.data_structs import Answer, AnswerFields, BlockDelta, OutputItem, UsageFields
+from proxy.data_structs import Answer, AnswerFields, BlockDelta, NumberedEvent, OutputItem, UsageFields
 from proxy.scheduler.types import Usage
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
@@ -57,18 +57,31 @@ def complete_events_length(data: bytes) -> int:
 MAX_HELD_EVENT = 256 * 1024
 
 
-SEQUENCE_NUMBER = b'"sequence_number":'
-_NUMBER = re.compile(rb"[ \t]*(\d{1,18})\b")
+SEQUENCE_NUMBER = b'"sequence_number"'
+
+
+_numbered_decoder = msgspec.json.Decoder(NumberedEvent)
 
 
 def sequence_number_after(events: bytes) -> int | None:
     """The `sequence_number` of the Responses API event after the last in `events` (whole events, as a relay
-    sent them): what the error event ending a cut stream carries. None when none in `events` has one."""
+    sent them): what the error event ending a cut stream carries. The last data line naming the key is
+    decoded, so a key of that name nested in it (a tool's schema) is not read for the event's; None when no
+    line has a number at its top level (or a plausible one: 0 to 2^53)."""
     at = events.rfind(SEQUENCE_NUMBER)
-    if at < 0:
-        return None
-    found = _NUMBER.match(events, at + len(SEQUENCE_NUMBER))
-    return int(found[1]) + 1 if found is not None else None
+    while at >= 0:
+        start = events.rfind(b"\n", 0, at) + 1
+        end = events.find(b"\n", at)
+        line = events[start : end if end >= 0 else len(events)]
+        if line.startswith(b"data:"):
+            try:
+                number = _numbered_decoder.decode(line[5:]).sequence_number
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                number = None
+            if number is not None and 0 <= number < 1 << 53:
+                return number + 1
+        at = events.rfind(SEQUENCE_NUMBER, 0, start)
+    return None
 
 
 def whole_events(held: bytes, chunk: bytes) -> tuple[bytes, bytes]:

@@ -203,6 +203,24 @@ def test_a_value_out_of_range_is_refused_naming_the_variable_it_came_from(
     assert str(e.value).startswith(says), str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("environ", "flagged", "says"),
+    [
+        ({"SAGA_REPLICAS": "ftp://x"}, [], "SAGA_REPLICAS: replica 'ftp://x'"),
+        ({"SAGA_REPLICAS": "http://a:1,http://a:1"}, [], "SAGA_REPLICAS: a replica URL is listed twice"),
+        # the flags' list replaces the variable's: a bad one is the flags' (the second review of the change)
+        ({"SAGA_REPLICAS": "http://ok:1"}, ["ftp://x"], "replica 'ftp://x'"),
+        ({"SAGA_REPLICAS": "http://ok:1"}, ["http://a:1", "http://a:1"], "a replica URL is listed twice"),
+    ],
+)
+def test_a_bad_replica_list_is_blamed_on_where_it_came_from(
+    environ: dict[str, str], flagged: list[str], says: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        proxy_config(argparse.Namespace(config=None), flagged, environ)
+    assert str(e.value).startswith(says), str(e.value)
+
+
 def test_simulate_s_time_scale_out_of_range_names_its_variable() -> None:
     """`saga serve --simulate N` reads `time_scale` before the rest of the configuration (its fleet starts
     first): `SAGA_TIME_SCALE=0` was said without the variable there."""

@@ -37,7 +37,17 @@ def _replica(ending: str, tail: tuple[bytes, ...] = ()) -> Any:
         lines = head.lower().split(b"\r\n")
         length = next((int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length")), 0)
         await reader.readexactly(length)
-        if not head.startswith(b"POST"):  # health and metrics probes
+        if head.startswith(b"GET /v1/responses/resp_cut?stream=true"):  # a resumed stored stream
+            resumed = b"".join(_event({**_EVENTS[2], "sequence_number": n}) for n in (5, 6))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n" % (len(resumed), resumed)
+            )
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()
+            return
+        if not head.startswith(b"POST"):  # health and metrics probes, and the stored response's lookup
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
             writer.close()
@@ -152,3 +162,24 @@ async def test_the_error_event_numbers_itself_after_the_last_event_the_client_go
     assert name == "error" and last["type"] == "error", events
     assert last["sequence_number"] == number, events
     assert [data.get("sequence_number") for _, data in events[:-1]] == list(range(number)), events
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_a_resumed_stored_stream_cut_short_ends_with_the_responses_error_event(server: str) -> None:
+    """`GET /v1/responses/{id}?stream=true` relayed from the replica holding it, which fails after events 5
+    and 6: it ended with chat's error event (the relay was not told its route; the second review of the
+    change)."""
+    replica_server = await asyncio.start_server(_replica("dies"), "127.0.0.1", 0)
+    replica = f"http://127.0.0.1:{replica_server.sockets[0].getsockname()[1]}"
+    config = ProxyConfig(replicas=[replica], port=0, access_log=False, server=server)
+    try:
+        async with running_proxy(config) as url:
+            resumed = f"{url}/v1/responses/resp_cut?stream=true&starting_after=4"
+            async with aiohttp.ClientSession() as http, http.get(resumed) as r:
+                assert r.status == 200
+                events = _events(await r.text())
+    finally:
+        replica_server.close()
+    assert [data.get("sequence_number") for _, data in events] == [5, 6, 7], events
+    name, last = events[-1]
+    assert name == "error" and last["type"] == "error" and last["code"] == "upstream_error", last

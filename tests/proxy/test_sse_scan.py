@@ -789,6 +789,15 @@ def test_the_sequence_number_after_the_last_event_sent() -> None:
         assert sequence_number_after(b'data: {"sequence_number":' + hostile + b"}\n\n") is None
     quoted = b'data: {"sequence_number":2,"delta":"\\"sequence_number\\":40"}\n\n'
     assert sequence_number_after(quoted) == 3  # (a quoted one in the text is not a field)
+    # the top-level key of the last event, wherever it stands in it (OpenAI's order puts it before the
+    # response, whose tools may name a property so; the second review of the change)
+    nested = b'data: {"sequence_number":0,"response":{"tools":[{"sequence_number":{"type":"integer"}}]}}\n\n'
+    assert sequence_number_after(nested) == 1
+    example = b'data: {"sequence_number":0,"response":{"examples":[{"sequence_number":41}]}}\n\n'
+    assert sequence_number_after(example) == 1
+    assert sequence_number_after(b'data: {"type":"x","sequence_number" : 7}\n\n') == 8
+    later = two + b'data: {"type":"c","item":{"sequence_number":99}}\n\n'  # no number of its own
+    assert sequence_number_after(later) == 9
 
 
 def test_an_anthropic_streams_input_counts_come_from_message_start_when_its_last_usage_has_none() -> None:

@@ -381,7 +381,7 @@ async def test_kv_blocks_and_hash_algorithm_as_vllms_flags(http: aiohttp.ClientS
     assert 'num_gpu_blocks="20"' in text and 'prefix_caching_hash_algo="sha256_cbor"' in text
 
 
-@pytest.mark.parametrize("loose", ["true", 1])
+@pytest.mark.parametrize("loose", ["true", 1, None])
 async def test_a_stream_asked_for_loosely_is_streamed_as_vllm_streams_it(
     fleet: ReplicaFleet, http: aiohttp.ClientSession, loose: object
 ) -> None:
@@ -391,6 +391,9 @@ async def test_a_stream_asked_for_loosely_is_streamed_as_vllm_streams_it(
     body = {"messages": [{"role": "user", "content": "x"}], "stream": loose, "max_tokens": "3"}
     async with http.post(f"{fleet.urls[0]}/v1/chat/completions", json=body) as r:
         assert r.status == 200, await r.text()
+        if loose is None:  # null: no stream (vLLM's `bool | None`)
+            assert (await r.json())["object"] == "chat.completion"
+            return
         assert r.content_type == "text/event-stream"
         events = sse_events(await r.read())
     assert events[-1] == "[DONE]"
