@@ -6,6 +6,7 @@ could not parse the two plain lines (the forty-fourth session's review)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,12 @@ from tests.processes import LISTENING, free_port, stop_process
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_every_line_is_json_under_log_format_json(workers: int) -> None:
-    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "1", "--host", "127.0.0.1"]
-    cmd += ["--port", str(free_port()), "--workers", str(workers)]
-    unknown = "SAGA_" + "BOGUS"  # (spelt apart: test_config_file.py takes each SAGA_ name here as read)
-    env = {**os.environ, "SAGA_LOG_FORMAT": "json", unknown: "1"}  # a warning at start: JSON too
+@contextlib.contextmanager
+def json_logged_serve(*args: str, environ: dict[str, str] | None = None) -> Iterator[list[str]]:
+    """`saga serve ARGS` under `SAGA_LOG_FORMAT=json` while the context is open, once it listens; yields the
+    lines it writes (stdout and stderr), complete once the context has closed (the process stopped)."""
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--host", "127.0.0.1", *args]
+    env = {**os.environ, "SAGA_LOG_FORMAT": "json", **(environ or {})}
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -47,10 +49,18 @@ def test_every_line_is_json_under_log_format_json(workers: int) -> None:
     reader.start()
     try:
         assert listening.wait(60), "".join(lines)
-        time.sleep(0.5)  # what the workers log once listening
+        yield lines
     finally:
         stop_process(proc, 15)
         reader.join(10)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_line_is_json_under_log_format_json(workers: int) -> None:
+    unknown = "SAGA_" + "BOGUS"  # (spelt apart: test_config_file.py takes each SAGA_ name here as read)
+    args = ("--simulate", "1", "--port", str(free_port()), "--workers", str(workers))
+    with json_logged_serve(*args, environ={unknown: "1"}) as lines:  # a warning at start: JSON too
+        time.sleep(0.5)  # what the workers log once listening
     entries = [json.loads(line) for line in lines if line.strip()]  # each line parses, or this fails
     messages = [e["message"] for e in entries]
     assert any(m.startswith(LISTENING) for m in messages), messages
@@ -77,27 +87,9 @@ def test_json_access_lines_name_the_session_and_replica_of_the_call(server: str)
     times against the proxy's other lines. It now has the `session_id` and `replica_id` the call's answer
     named (`X-Session-ID`, `X-Saga-Replica`), streamed or not; a refused call has neither."""
     port = free_port()
-    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--simulate", "2", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--time-scale", "50", "--server", server]
-    env = {**os.environ, "SAGA_LOG_FORMAT": "json"}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines: list[str] = []
-    listening = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if LISTENING in line:
-                listening.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
     answered: dict[str, tuple[str, str]] = {}  # session -> (its X-Session-ID, its X-Saga-Replica)
-    try:
-        assert listening.wait(60), "".join(lines)
+    args = ("--simulate", "2", "--port", str(port), "--time-scale", "50", "--server", server)
+    with json_logged_serve(*args) as lines:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         for session, stream in (("log-whole", False), ("log-stream", True)):
             body = {"model": "saga-sim", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -114,9 +106,6 @@ def test_json_access_lines_name_the_session_and_replica_of_the_call(server: str)
             urllib.request.urlopen(refused, timeout=30)
         assert e.value.code == 400
         time.sleep(1.0)  # the access log is written in batches, a few times a second
-    finally:
-        stop_process(proc, 15)
-        reader.join(10)
     access = [e for e in map(json.loads, filter(str.strip, lines)) if e["logger"] == "saga.access"]
     calls = [e for e in access if '"POST /v1/chat/completions' in e["message"]]
     assert len(calls) == 3, access
