@@ -65,21 +65,25 @@ _numbered_decoder = msgspec.json.Decoder(NumberedEvent)
 
 def sequence_number_after(events: bytes) -> int | None:
     """The `sequence_number` of the Responses API event after the last in `events` (whole events, as a relay
-    sent them): what the error event ending a cut stream carries. The last data line naming the key is
-    decoded, so a key of that name nested in it (a tool's schema) is not read for the event's; None when no
-    line has a number at its top level (or a plausible one: 0 to 2^53)."""
+    sent them): what the error event ending a cut stream carries. The data of the last event naming the key
+    is decoded (its `data:` lines joined, as SSE joins them), so a key of that name nested in it (a tool's
+    schema) is not read for the event's; None when no event has a number at its top level (or a plausible
+    one: 0 to 2^53)."""
+    if events.find(b"\r") >= 0:  # CRLF or CR line ends, which SSE allows beside LF: read as LF
+        events = events.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     at = events.rfind(SEQUENCE_NUMBER)
     while at >= 0:
-        start = events.rfind(b"\n", 0, at) + 1
-        end = events.find(b"\n", at)
-        line = events[start : end if end >= 0 else len(events)]
-        if line.startswith(b"data:"):
-            try:
-                number = _numbered_decoder.decode(line[5:]).sequence_number
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-                number = None
-            if number is not None and 0 <= number < 1 << 53:
-                return number + 1
+        start = events.rfind(b"\n\n", 0, at)
+        start = 0 if start < 0 else start + 2
+        end = events.find(b"\n\n", at)
+        lines = events[start : end if end >= 0 else len(events)].split(b"\n")
+        data = b"\n".join([line[5:] for line in lines if line.startswith(b"data:")])
+        try:
+            number = _numbered_decoder.decode(data).sequence_number
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            number = None
+        if number is not None and 0 <= number < 1 << 53:
+            return number + 1
         at = events.rfind(SEQUENCE_NUMBER, 0, start)
     return None
 

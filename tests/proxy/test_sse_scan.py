@@ -798,6 +798,10 @@ def test_the_sequence_number_after_the_last_event_sent() -> None:
     assert sequence_number_after(b'data: {"type":"x","sequence_number" : 7}\n\n') == 8
     later = two + b'data: {"type":"c","item":{"sequence_number":99}}\n\n'  # no number of its own
     assert sequence_number_after(later) == 9
+    # an event's data over two lines, joined as SSE joins them; CR-only line ends (the third review)
+    split = two + b'data: {"type":"x",\ndata: "sequence_number":9}\n\n'
+    assert sequence_number_after(split) == 10
+    assert sequence_number_after(two.replace(b"\n", b"\r")) == 9
 
 
 def test_an_anthropic_streams_input_counts_come_from_message_start_when_its_last_usage_has_none() -> None:
