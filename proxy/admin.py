@@ -76,6 +76,8 @@ async def replicas(request: web.Request) -> web.Response:
                 "running": r.running,
                 "kv_usage": r.kv_usage,
                 "kv_capacity_tokens": r.kv_capacity_tokens or None,  # from the scrape; None: not published
+                # no /metrics page of it read yet: the capacity above is the other replicas' smallest
+                "kv_capacity_assumed": guards[r.replica_id].capacity_assumed,
                 "breaker": guards[r.replica_id].breaker_state(now),
                 "probe_error": guards[r.replica_id].probe_error or None,  # why its last probe failed
                 "draining": r.replica_id in core.draining,

@@ -296,12 +296,17 @@ async def _load(session: aiohttp.ClientSession, replica_id: str, timeout_s: floa
     return stats
 
 
-def _assumed_capacity(core: SchedulerCore, replica_id: str) -> int:
+def _assumed_capacity(core: SchedulerCore, replica_id: str, guards: Guards) -> int:
     """For a replica up whose `/metrics` has not given a page yet: the smallest KV capacity among the other
-    replicas (0 when none is known). Unknown, its capacity is room for every waiting workflow to admission;
-    its fleet's is the likeliest, and the smallest is the safe guess (before 2026-12-06 such a replica was
-    down until its page came, and a serving replica whose /metrics was slow from the start stayed out)."""
-    known = [r.kv_capacity_tokens for r in core.replicas.values() if r.replica_id != replica_id]
+    replicas whose own page gave theirs (0 when none is known). Unknown, its capacity is room for every
+    waiting workflow to admission; its fleet's is the likeliest, and the smallest is the safe guess (before
+    2026-12-06 such a replica was down until its page came, and a serving replica whose /metrics was slow
+    from the start stayed out)."""
+    known = [
+        r.kv_capacity_tokens
+        for r in core.replicas.values()
+        if r.replica_id != replica_id and not guards[r.replica_id].capacity_assumed
+    ]
     return min((c for c in known if c > 0), default=0)
 
 
@@ -410,7 +415,7 @@ async def _probe_replica(
     """One replica's probes, each `interval_s` after the last ended, and its models every few. `pages_read`:
     the replicas a /metrics page of which was read, shared by every replica's probes."""
     rounds = 0
-    assumed = False  # its capacity taken from the other replicas' (`_assumed_capacity`)
+    guard = guards[replica_id]  # (`capacity_assumed`: its capacity is the other replicas' smallest)
     while True:
         if models is not None and rounds % _MODELS_EVERY == 0:  # models change rarely: every few rounds
             try:
@@ -431,19 +436,22 @@ async def _probe_replica(
             return
         if stats.healthy and stats.kv_capacity_tokens is not None:
             pages_read.add(replica_id)
+            guard.capacity_assumed = False
         held_down = False
-        if stats.healthy and replica_id not in pages_read and was.kv_capacity_tokens <= 0:
-            capacity = _assumed_capacity(core, replica_id)
+        # taken again each probe while assumed: a smaller replica that joined, or another's page, lowers it
+        unknown = was.kv_capacity_tokens <= 0 or guard.capacity_assumed
+        if stats.healthy and replica_id not in pages_read and unknown:
+            capacity = _assumed_capacity(core, replica_id, guards)
             if capacity:
                 stats = msgspec.structs.replace(stats, kv_capacity_tokens=capacity)
-                if not assumed:
+                if not guard.capacity_assumed:
                     log.warning(
                         "replica %s: no /metrics page read yet; its KV capacity is taken as the smallest "
                         "of the other replicas' (%d tokens) until one is",
                         replica_id,
                         capacity,
                     )
-                    assumed = True
+                    guard.capacity_assumed = True
             # no capacity to take yet, but another replica's page may give one: held down meanwhile (up with
             # its capacity unknown, it would be room for every waiting workflow)
             held_down = not capacity and any(r != replica_id and r not in pages_read for r in core.replicas)

@@ -32,6 +32,8 @@ class ReplicaGuard:
         self._open_until: float | None = None
         self._half_open = False
         self.probe_error = ""  # why the last probe failed ("" once one passes)
+        # its KV capacity is the other replicas' smallest (proxy/health.py): no page of its own read yet
+        self.capacity_assumed = False
 
     def probe(self, ok: bool, why: str = "") -> None:
         self.probe_error = "" if ok else why

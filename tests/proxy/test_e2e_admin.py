@@ -201,7 +201,7 @@ async def test_replicas_are_added_drained_and_removed_through_the_admin_api(
     assert (added, drained, removed) == (201, 200, 200)
     assert [s for s, _ in results] == [200] * 4 and first.calls == 0 and second.calls == 4
     assert views[first.url]["draining"] and not views[first.url]["healthy"]
-    assert views[second.url]["kv_capacity_tokens"] == 16000
+    assert views[second.url]["kv_capacity_tokens"] == 16000 and not views[second.url]["kv_capacity_assumed"]
     assert after == [second.url] and bad[0] == 400
 
 

@@ -406,6 +406,48 @@ async def test_a_replica_up_before_any_page_of_it_is_read_takes_the_others_capac
             assert (core.replicas[url].healthy, core.replicas[url].kv_capacity_tokens) == (True, expected)
 
 
+async def test_an_assumed_capacity_is_listed_as_such_and_follows_the_other_replicas() -> None:
+    """A replica whose /metrics never answers kept the capacity it first assumed for good, and
+    `/saga/v1/replicas` did not say it was assumed (leads of the tenth review): a smaller replica joining
+    later, or the one it was taken from leaving, changed nothing. It is said (`capacity_assumed`, listed as
+    `kv_capacity_assumed`) and taken again each probe from the replicas whose own page gave theirs."""
+    slow = web.Application()
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/metrics":
+            await asyncio.sleep(5)
+        return web.Response()
+
+    slow.router.add_get("/{tail:.*}", answer)
+    big, small = "http://127.0.0.1:9", "http://127.0.0.1:8"
+    async with serving(slow) as url, aiohttp.ClientSession() as http:
+        core = SchedulerCore([url, big], build_policy("round-robin"), lambda: 0.0)
+        core.replica_stats(ReplicaStats(big, healthy=False, kv_capacity_tokens=24_000))
+        core.replica_stats(ReplicaStats(url, healthy=False))
+        guards = Guards(GuardParams())
+        loop = asyncio.create_task(
+            health.replica_health_loop(core, http, lambda _: None, 0.01, guards, 0.2, None, None)
+        )
+
+        async def capacity_becomes(tokens: int) -> None:
+            for _ in range(500):
+                if core.replicas[url].kv_capacity_tokens == tokens:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError((tokens, core.replicas[url].kv_capacity_tokens))
+
+        try:
+            await capacity_becomes(24_000)
+            assert guards[url].capacity_assumed and not guards[big].capacity_assumed
+            core.add_replica(small)  # a smaller replica joins: the assumption follows it down
+            core.replica_stats(ReplicaStats(small, healthy=False, kv_capacity_tokens=16_000))
+            await capacity_becomes(16_000)
+            assert guards[url].capacity_assumed
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+
+
 async def test_a_replica_held_down_is_told_and_keeps_its_capacity() -> None:
     """A replica that went down may come back restarted: its KV views start afresh (`on_down`). Its capacity,
     the hardware's, is kept: cleared, a replica back up while its /metrics answered 500 was room for every
