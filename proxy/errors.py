@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
 from proxy.context import CONFIG, METRICS
+from proxy.sse_scan import RESPONSES_PREFIX
 from proxy.worker_set import LOCAL_HEADER
 
 log = logging.getLogger("saga.proxy")
@@ -120,9 +121,6 @@ def refusal_body(path: str, err: ProxyError) -> bytes:
     if path.startswith(_ANTHROPIC_PREFIX):
         return anthropic_error_body(err.status, err.message)
     return error_body(err.status, err.message, param=err.param, code=err.code)
-
-
-RESPONSES_PREFIX = "/v1/responses"
 
 
 def responses_error_event(status: int, message: str, code: str, sequence_number: int | None = None) -> bytes:

@@ -68,7 +68,6 @@ from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, RESPONSE_OWNERS, 
 from proxy.data_structs import SeenMessages
 from proxy.errors import (
     COMPRESSED_BODY,
-    RESPONSES_PREFIX,
     UNKNOWN_EXPECTATION,
     UNKNOWN_TRANSFER_CODING,
     ProxyError,
@@ -81,7 +80,7 @@ from proxy.identity import ownership_key
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage, answer_ids, info_record
 from proxy.session_chain import answer_keys
-from proxy.sse_scan import SEQUENCE_NUMBER, sequence_number_after
+from proxy.sse_scan import SentNumbers, numbers_for
 from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
 from proxy.worker_set import LOCAL_HEADER, WorkerSet
 
@@ -161,8 +160,7 @@ class _Downstream:
         self.sent = 0
         self.head_fields: Mapping[str, str] | None = None  # a started stream's header fields
         self.answer_fields: Mapping[str, str] | None = None  # a whole answer's (for its access line)
-        self.numbered = False  # a Responses API stream: its events' sequence numbers are followed
-        self.last_numbered = b""  # the last events sent that held one
+        self.numbers: SentNumbers | None = None  # a Responses API stream's (its error event's number)
         self.chunked = request.version == "1.1"  # an HTTP/1.0 client reads a stream to the close
         self._connection = "" if request.keep_alive else "Connection: close\r\n"
         if request.keep_alive and request.version == "1.0":
@@ -217,7 +215,7 @@ class _Downstream:
     def start_now(self, status: int, headers: Mapping[str, str]) -> bool:
         self.status = status
         self.head_fields = headers
-        self.numbered = self.request.url.startswith(RESPONSES_PREFIX)
+        self.numbers = numbers_for(self.request.url)
         if not self.chunked:
             self.request.keep_alive = False
             framing = "Connection: close\r\n\r\n"
@@ -230,12 +228,13 @@ class _Downstream:
         turn of the loop sends (a paced stream's chunk: nothing else comes in this turn)."""
         if not chunk:
             return False
-        if self.numbered and chunk.find(SEQUENCE_NUMBER) >= 0:
-            self.last_numbered = chunk
+        numbers = self.numbers
+        if numbers is not None:
+            numbers.sent(chunk)
         return self._send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk, at_once)
 
     def next_sequence_number(self) -> int | None:
-        return sequence_number_after(self.last_numbered) if self.last_numbered else None
+        return self.numbers.next() if self.numbers is not None else None
 
     def end_now(self) -> bool:
         return self._send(b"0\r\n\r\n") if self.chunked else False

@@ -25,14 +25,14 @@ from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.data_structs import Relayed
-from proxy.errors import RESPONSES_PREFIX, ProxyError, mid_answer_event, refusal_body
+from proxy.errors import ProxyError, mid_answer_event, refusal_body
 from proxy.sse_scan import (
     DEFAULT_COLLECT_LIMIT,
-    SEQUENCE_NUMBER,
+    SentNumbers,
     StreamScanner,
+    numbers_for,
     parse_usage,
     read_answer,
-    sequence_number_after,
     whole_events,
     whole_response_id,
 )
@@ -103,25 +103,24 @@ class AiohttpDownstream:
     def __init__(self, request: web.Request) -> None:
         self.request = request
         self.response: web.StreamResponse | None = None
-        self.numbered = False  # a Responses API stream: its events' sequence numbers are followed
-        self.last_numbered = b""  # the last events sent that held one
+        self.numbers: SentNumbers | None = None  # a Responses API stream's (its error event's number)
 
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.response = web.Response(status=status, body=body, headers=aiohttp_header_values(headers))
 
     async def start(self, status: int, headers: Mapping[str, str]) -> None:
         self.response = web.StreamResponse(status=status, headers=aiohttp_header_values(headers))
-        self.numbered = self.request.path.startswith(RESPONSES_PREFIX)
+        self.numbers = numbers_for(self.request.path)
         await self.response.prepare(self.request)
 
     async def write(self, chunk: bytes) -> None:
         assert self.response is not None
-        if self.numbered and chunk.find(SEQUENCE_NUMBER) >= 0:
-            self.last_numbered = chunk
+        if self.numbers is not None:
+            self.numbers.sent(chunk)
         await self.response.write(chunk)
 
     def next_sequence_number(self) -> int | None:
-        return sequence_number_after(self.last_numbered) if self.last_numbered else None
+        return self.numbers.next() if self.numbers is not None else None
 
     async def end(self) -> None:
         assert self.response is not None

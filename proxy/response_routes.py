@@ -31,7 +31,7 @@ from proxy.auth import TENANT
 from proxy.context import CHAINS, CONFIG, CORE, POOL, RESPONSE_OWNERS, WORKERS
 from proxy.errors import ProxyError, between_workers, mid_answer_event
 from proxy.response_lookup import PLAUSIBLE_ID, find_holder
-from proxy.sse_scan import SEQUENCE_NUMBER, sequence_number_after, whole_events
+from proxy.sse_scan import numbers_for, whole_events
 from proxy.upstream_pool import ConnectFailed
 from proxy.worker_gather import GATHERER, forwarded_headers
 
@@ -127,14 +127,15 @@ async def _relayed_from_owner(request: web.Request, owner: int) -> web.StreamRes
     headers = forward.forwarded_headers(answer.headers, {})  # (read by aiohttp: values as they were sent)
     response = web.StreamResponse(status=answer.status, headers=headers)
     events = response.content_type == "text/event-stream"
-    held, numbered = b"", b""  # an event's start not yet whole; the last events sent with a number
+    held = b""  # an event's start not yet whole
+    numbers = numbers_for(request.path)
     try:
         await response.prepare(request)
         async for chunk in answer.content.iter_any():
             if events:  # whole events only, as the direct path sends them: none cut in half by a failure
                 chunk, held = whole_events(held, chunk)
-                if chunk.find(SEQUENCE_NUMBER) >= 0:
-                    numbered = chunk
+                if numbers is not None:
+                    numbers.sent(chunk)
             if chunk:
                 await response.write(chunk)
         if held:
@@ -144,7 +145,7 @@ async def _relayed_from_owner(request: web.Request, owner: int) -> web.StreamRes
             "worker %d failed mid-answer to %s %s: %s", owner, request.method, path_qs, type(e).__name__
         )
         if response.prepared and events:
-            number = sequence_number_after(numbered) if numbered else None
+            number = numbers.next() if numbers is not None else None
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await response.write(mid_answer_event(request.path, sequence_number=number))
         response.force_close()

@@ -57,6 +57,7 @@ def complete_events_length(data: bytes) -> int:
 MAX_HELD_EVENT = 256 * 1024
 
 
+RESPONSES_PREFIX = "/v1/responses"  # the Responses API's routes (a stream's events numbered)
 SEQUENCE_NUMBER = b'"sequence_number"'
 
 
@@ -86,6 +87,27 @@ def sequence_number_after(events: bytes) -> int | None:
             return number + 1
         at = events.rfind(SEQUENCE_NUMBER, 0, start)
     return None
+
+
+class SentNumbers:
+    """What a relay needs to number the error event ending a Responses API stream it cuts: the last events it
+    sent that named a `sequence_number` (`sent`, with each whole-events chunk written), read back only when
+    the stream is cut (`next`). One per Responses stream; the other routes have none."""
+
+    def __init__(self) -> None:
+        self._last = b""
+
+    def sent(self, chunk: bytes) -> None:
+        if chunk.find(SEQUENCE_NUMBER) >= 0:
+            self._last = chunk
+
+    def next(self) -> int | None:
+        return sequence_number_after(self._last) if self._last else None
+
+
+def numbers_for(path: str) -> SentNumbers | None:
+    """A stream to `path`'s `SentNumbers`: on the Responses API routes only."""
+    return SentNumbers() if path.startswith(RESPONSES_PREFIX) else None
 
 
 def whole_events(held: bytes, chunk: bytes) -> tuple[bytes, bytes]:
