@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 
 from proxy import admin, calls, forward, models, passthrough, response_routes, sessions
+from proxy.aiohttp_drain import LIVE, ended_at_the_deadline
 from proxy.auth import authenticate
 from proxy.config import ProxyConfig
 from proxy.context import (
@@ -195,8 +196,11 @@ def create_app(
     middlewares = [openai_errors, authenticate] if checked else [openai_errors]
     if workers is not None:  # /metrics and the admin API answer for every worker (after the token check)
         middlewares.append(gather_workers)
+    if config.server == "aiohttp":  # the drain's end reaches what is still in progress (first: it answers)
+        middlewares.insert(0, ended_at_the_deadline)
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
+    app[LIVE] = {}
     salts = tenant_salts(config)
     if salts is not None:
         app[TENANT_SALTS] = salts

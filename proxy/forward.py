@@ -97,11 +97,16 @@ class Downstream(Protocol):
         when none sent had one): the error event that ends a cut stream carries it."""
 
 
+# The request's key for its `AiohttpDownstream` (what the drain's end reads: proxy/aiohttp_drain.py)
+DOWNSTREAM = "saga.downstream"
+
+
 class AiohttpDownstream:
     """`Downstream` over an aiohttp request; the handler returns `response`."""
 
     def __init__(self, request: web.Request) -> None:
         self.request = request
+        request[DOWNSTREAM] = self
         self.response: web.StreamResponse | None = None
         self.numbers: SentNumbers | None = None  # a Responses API stream's (its error event's number)
 

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy.aiohttp_drain import drain_over_message, end_at_the_deadline
 from proxy.app import create_app
 from proxy.config import ProxyConfig
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts
@@ -115,7 +116,18 @@ async def running_proxy(
                 protocol.close()
                 await server.wait_closed()
     finally:
-        await runner.cleanup()
+        # `server: aiohttp`: its own wait on the handlers is twice `shutdown_timeout` (none at all for 0);
+        # the drain ends at `drain_s`, with the proxy's own ends, as the fast server's
+        deadline = (
+            None
+            if fast
+            else asyncio.get_running_loop().call_later(drain_s, end_at_the_deadline, app, drain_s)
+        )
+        try:
+            await runner.cleanup()
+        finally:
+            if deadline is not None:
+                deadline.cancel()
 
 
 # The private directories `running_proxy` made in TMPDIR (one process): a second signal's `os._exit` removes
@@ -218,7 +230,7 @@ async def _drained(protocol: FastServer, app: web.Application, within_s: float) 
     left = protocol.busy()
     if not left:
         return
-    message = f"the proxy is stopping (its drain time, shutdown_grace_s = {within_s:g} s, is over)"
+    message = drain_over_message(within_s)
     log.warning("drain time (%g s) over: ending %d connections with calls in progress", within_s, left)
     gate = app[GATE]
     gate.stopping = True  # what ends now is the proxy's doing, not the clients' (logged and counted so)

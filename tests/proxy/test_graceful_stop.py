@@ -149,13 +149,14 @@ shutdown_grace_s: 1.0
 """
 
 
-async def test_what_the_drain_leaves_gets_the_proxys_own_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_what_the_drain_leaves_gets_the_proxys_own_end(tmp_path: Path, server: str) -> None:
     """Past `shutdown_grace_s` the proxy only closed the connections: a call held in its queue (never sent
     to a replica) got no answer at all, a stream no end, and both were logged as the client hanging up.
     Now the held call gets a 503 `shutting_down` with Retry-After and the stream an error event."""
     config = tmp_path / "saga.yaml"
     config.write_text(QUEUE_GATE_1)
-    proc, url, output = start(tmp_path, "--config", str(config))
+    proc, url, output = start(tmp_path, "--config", str(config), "--server", server)
     try:
         async with aiohttp.ClientSession() as http:
             stream = await http.post(
@@ -278,10 +279,11 @@ async def test_a_second_signal_stops_at_once_and_leaves_no_private_directory(
         stop_process(proc, 30)
 
 
-async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(tmp_path: Path, server: str) -> None:
     """`shutdown_grace_s: 0` skipped the deadline's ends: a stream stopped mid-answer and a whole answer got
     a bare close (found by the eighth review)."""
-    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0")
+    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0", "--server", server)
     long = {**BODY, "max_tokens": 4000, "ignore_eos": True}
     try:
         async with aiohttp.ClientSession() as http:
@@ -300,10 +302,11 @@ async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(tmp_pa
         stop_process(proc, 30)
 
 
-async def test_a_responses_stream_cut_by_the_stop_ends_with_the_responses_error_event(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_a_responses_stream_cut_by_the_stop_ends_with_the_responses_error_event(tmp_path: Path, server: str) -> None:
     """A Responses API stream the proxy cuts as it stops ends with that API's error event, numbered after
     the last event sent (the forty-sixth session's review: it had no `sequence_number`)."""
-    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0")
+    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0", "--server", server)
     body = {"model": "saga-sim", "input": "hi", "max_output_tokens": 4000, "ignore_eos": True, "stream": True}
     try:
         async with aiohttp.ClientSession() as http:
