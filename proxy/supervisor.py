@@ -85,7 +85,10 @@ def hold_port(host: str, port: int) -> socket.socket:
     Probe and hold are two steps, so two supervisors started at the same instant could both pass the probe
     and hold the port together (1 of 20 tries, the eighteenth review; spelt 127.0.0.1 and 0.0.0.0, 10-15 of
     150-300, the nineteenth): on Linux probe and hold are one step per port (`_bind_window`), and once held
-    the held socket itself refuses every later probe, whatever its spelling."""
+    the held socket itself refuses every later probe, whatever its spelling. Where an earlier proxy's closed
+connections still sit in TIME_WAIT on the port, the held socket needs SO_REUSEADDR too (without it a
+`--workers` proxy could not start for a minute after a one-process one stopped: the forty-seventh session's
+review), and then refuses later probes only once its workers listen."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -95,7 +98,16 @@ def hold_port(host: str, port: int) -> socket.socket:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind(address)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                if not port or e.errno != errno.EADDRINUSE:
+                    raise
+                # The probe passed, so what is left on the port is connections in TIME_WAIT (a proxy that
+                # stopped within the minute, whose clients' connections it closed first): bound beside them
+                # as the workers will be. Until its workers listen, a second supervisor's probe would pass.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(address)
     except OSError:
         sock.close()
         raise

@@ -373,6 +373,26 @@ def test_a_port_another_supervisor_holds_while_its_workers_start_is_refused() ->
             worker.listen()
 
 
+def test_a_port_left_with_connections_in_time_wait_is_held() -> None:
+    """A proxy that stopped closes its clients' connections first, which leaves them in TIME_WAIT on its port
+    for a minute: the supervisor's held socket (no SO_REUSEADDR) could not bind then, so `saga serve
+    --workers 2` refused to start right after a one-process proxy (the forty-seventh session's review)."""
+    from proxy.supervisor import hold_port
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server's side closes first: its end of the connection goes to TIME_WAIT
+        client.recv(1)
+        client.close()
+    with hold_port("127.0.0.1", port) as held:
+        assert held.getsockname()[1] == port
+
+
 @pytest.mark.parametrize("simulate", [[], ["--simulate", "1"]])
 def test_an_unknown_variable_is_still_said_when_the_configuration_is_refused(simulate: list[str]) -> None:
     """With `--simulate`, a configuration refused before the proxy's own (the fleet's time scale) lost the
