@@ -75,6 +75,13 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         raise ProxyError(
             404, f"Response with id '{response_id}' not found.", param="response_id", code="not_found"
         )
+    replica = core.replicas.get(holder)
+    if replica is not None and not (replica.healthy or holder in core.draining):
+        # as a continuation of it is told (a 503 with Retry-After), not tried there (a 502 after a refused
+        # connect, quoting the exception: the forty-seventh session's review)
+        raise ProxyError(
+            503, f"replica {holder}, the only one holding this response, is down", code="no_replica"
+        )
     headers = forward.forwarded_headers(forward.client_header_pairs(request), {})
     forward.upstream_auth(headers, config)
     target = holder + request.rel_url.raw_path_qs
@@ -88,7 +95,12 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
             config.first_byte_timeout_s,
         )
     except ConnectFailed as e:
-        raise ProxyError(502, f"the replica holding this response failed: {e}", code="upstream_error") from e
+        log.warning("replica %s, holding response %s, could not be reached: %s", holder, response_id, e)
+        raise ProxyError(
+            503,
+            f"replica {holder}, the only one holding this response, could not be reached",
+            code="no_replica",
+        ) from e
     except TimeoutError as e:
         raise ProxyError(
             504, "the replica holding this response did not answer in time", code="upstream_timeout"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from proxy.config import ProxyConfig
@@ -230,3 +231,35 @@ async def test_retrieving_a_response_with_no_replica_up_to_ask_is_a_503_not_a_40
         async with http.get(f"{url}/v1/responses/{response_id}") as r:
             answer = (r.status, r.headers.get("Retry-After"), (await r.json())["error"]["code"])
     assert answer == (503, "1", "no_replica")
+
+
+async def test_retrieve_while_the_replica_holding_the_response_is_down_is_told_to_retry(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Retrieving a response whose replica is down was tried there anyway and answered 502, quoting the
+    refused connect's exception, with no Retry-After (a continuation of it gets a 503 that says when to
+    retry): the forty-seventh session's review. Both before the probes find it down and after."""
+    home, other = await start_fleet(1, time_scale=200.0), await start_fleet(1, time_scale=200.0)
+    config = ProxyConfig(replicas=[*home.urls, *other.urls], port=0, seed=1, policy="round-robin")
+    config = msgspec.structs.replace(config, access_log=False, health_interval_s=0.2)
+    try:
+        async with running_proxy(config) as url:
+            for _ in range(4):  # one of them on `home`
+                status, response_id, replica = await respond(http, url, None, stream=False)
+                if replica == home.urls[0]:
+                    break
+            assert status == 200 and replica == home.urls[0]
+            await home.close()
+            for _ in range(100):  # (bounded: until the probes say it is down)
+                async with http.get(f"{url}/v1/responses/{response_id}") as r:
+                    answer = (r.status, r.headers.get("Retry-After"), (await r.json())["error"])
+                assert answer[:2] == (503, "1") and answer[2]["code"] == "no_replica", answer
+                assert "Error(" not in answer[2]["message"], answer
+                if "is down" in answer[2]["message"]:
+                    break
+                assert "could not be reached" in answer[2]["message"], answer
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the replica was never found down")
+    finally:
+        await other.close()
