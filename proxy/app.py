@@ -196,8 +196,9 @@ def create_app(
     middlewares = [openai_errors, authenticate] if checked else [openai_errors]
     if workers is not None:  # /metrics and the admin API answer for every worker (after the token check)
         middlewares.append(gather_workers)
-    if config.server == "aiohttp":  # the drain's end reaches what is still in progress (first: it answers)
-        middlewares.insert(0, ended_at_the_deadline)
+    # Under `server: aiohttp` the drain's end reaches what is still in progress (first: it answers); under
+    # the fast server it serves the routes handed to this app, and costs a dict entry a request.
+    middlewares.insert(0, ended_at_the_deadline)
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[LIVE] = {}

@@ -212,6 +212,9 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         _count(request, f"http_{e.status}")
         allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None  # a 405 says what is allowed
         error = ProxyError(e.status, e.reason if e.text is None else e.text, headers=allow)
+        config = request.app.get(CONFIG)
+        if e.status == 413 and config is not None:  # said as the fast server says it (code and all)
+            error = ProxyError(413, too_large_message(config.max_body_bytes), code="request_too_large")
         e.__traceback__ = None  # (the raising frames may hold what holds it: no cycle for a rare full GC)
         return error_response(error, request.path)
 
@@ -234,6 +237,10 @@ def add_unknown_route(app: web.Application) -> None:
         raise ProxyError(404, "404: Not Found")
 
     resource.add_route("*", unknown)
+
+
+def too_large_message(limit: int) -> str:
+    return f"request body over the proxy's limit of {limit} bytes"
 
 
 def retry_after(seconds: float) -> str:

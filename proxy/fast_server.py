@@ -74,6 +74,7 @@ from proxy.errors import (
     coded_transfer,
     compressed_body,
     stopping_event,
+    too_large_message,
 )
 from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.identity import ownership_key
@@ -605,7 +606,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def _refuse_too_large(self) -> None:
         limit = self.server.max_body_bytes
-        self._refuse(413, f"request body over the proxy's limit of {limit} bytes", whole_head=True)
+        self._refuse(413, too_large_message(limit), whole_head=True)
 
     def _refuse(self, status: int, message: str, code: str = "", whole_head: bool = False) -> None:
         """Queues a refusal that closes the connection; reads no more from it. `whole_head`: the request line

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -203,6 +204,23 @@ async def test_the_proxy_refuses_in_one_openai_shape(http: aiohttp.ClientSession
     assert b"yyyy" not in bad_http[2]  # the offending value is not reflected
     assert_openai_error(json.loads(bad_http[2]))
     assert not_found[:2] == (404, "application/json") and assert_openai_error(not_found[2])
+
+
+@pytest.mark.parametrize("server", ["fast", "aiohttp"])
+async def test_a_body_over_the_limit_is_refused_alike_by_both_servers(
+    http: aiohttp.ClientSession, server: str
+) -> None:
+    """Under `server: aiohttp` a body over `max_body_bytes` got aiohttp's own message and no `code` (the
+    fast server's: `request_too_large`): the forty-seventh session's review."""
+    proxy = config([], max_body_bytes=1000, server=server)
+    async with (
+        fake_replica() as replica,
+        running_proxy(msgspec.structs.replace(proxy, replicas=[replica.url])) as url,
+        http.post(f"{url}/v1/chat/completions", data=b"{" + b" " * 5000 + b"}") as r,
+    ):
+        error = (r.status, (await r.json())["error"])
+    assert error[0] == 413 and error[1]["code"] == "request_too_large", error
+    assert error[1]["message"] == "request body over the proxy's limit of 1000 bytes", error
 
 
 async def test_client_disconnects_log_no_error(
