@@ -14,7 +14,10 @@ Contract:
 - Tools (`{"name", "description", "input_schema"}`) and `tool_choice` (`auto`, `any`, `tool` with a `name`,
   `none`) answer with a simulated `tool_use` block (simulator.tool_calls decides, as for chat).
 - `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` for the prompt the same call would run.
-- Bad requests are 400s in vLLM's error shape, before anything is generated.
+- Bad requests are 400s before anything is generated: in OpenAI's error shape where vLLM's request model
+  refuses them (a missing `model` or `max_tokens`, malformed messages, system, tools), in Anthropic's
+  (`{"type": "error", "error": {"type", "message"}}`) for what its handler refuses (an unknown model, 404; an
+  empty conversation; the sampling and context-length checks).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from aiohttp import web
 
 from simulator.driver import RequestStream
 from simulator.engine import Usage
-from simulator.generation import chat_prompt, submit, whole_output
+from simulator.generation import chat_prompt, check_conversation, check_model, submit, whole_output
 from simulator.http_common import REPLICA, HttpError, decode
-from simulator.openai_api import SamplingFields
+from simulator.openai_api import SamplingFields, error_type
 from simulator.replica import Replica
 from simulator.tokenizer import render_chat
 from simulator.tool_calls import SimulatedToolCall, ToolCallStream
@@ -39,6 +42,7 @@ Message = dict[str, Any]
 
 
 class MessagesRequest(SamplingFields, kw_only=True):
+    model: str  # required, as in vLLM's AnthropicMessagesRequest
     messages: list[Any]
     system: Any = None  # a string or a list of text blocks
     tools: Any = None
@@ -73,11 +77,15 @@ async def messages_route(request: web.Request) -> web.StreamResponse:
     if body.max_tokens is None:
         raise HttpError(400, "max_tokens is required.", param="max_tokens")
     chat = _system(body.system) + _chat_messages(body.messages)
-    prompt, call = chat_prompt(
-        replica, chat, _chat_tools(body.tools), _chat_tool_choice(body.tool_choice), body.vllm_xargs
-    )
+    tools, tool_choice = _chat_tools(body.tools), _chat_tool_choice(body.tool_choice)
     message_id = f"msg_{uuid.uuid4().hex}"
-    stream = submit(request, replica, body, prompt, body.max_tokens, message_id)
+    try:  # past the request model's checks vLLM answers in Anthropic's error shape
+        check_model(replica, body.model)
+        check_conversation(chat)
+        prompt, call = chat_prompt(replica, chat, tools, tool_choice, body.vllm_xargs)
+        stream = submit(request, replica, body, prompt, body.max_tokens, message_id)
+    except HttpError as e:
+        return _error(e)
     try:
         if body.stream:
             return await _stream(request, replica, stream, message_id, call, len(prompt))
@@ -88,6 +96,16 @@ async def messages_route(request: web.Request) -> web.StreamResponse:
     finally:
         if not stream.finished:
             replica.driver.abort(message_id)
+
+
+def _error(e: HttpError) -> web.Response:
+    """vLLM's Anthropic error body: `{"type": "error", "error": {"type", "message"}}` (no param, no code)."""
+    error = {"type": error_type(e.status, e.err_type), "message": e.message}
+    return web.Response(
+        body=msgspec.json.encode({"type": "error", "error": error}),
+        status=e.status,
+        content_type="application/json",
+    )
 
 
 # ---- the conversation, as chat messages -----------------------------------------------------------------

@@ -1,12 +1,17 @@
 """One generation request handed to the simulated engine, from any of the OpenAI routes that generate.
 
 Contract: `submit(request, replica, body, prompt, max_tokens, request_id)` checks what every generating
-route checks (`n` is 1, the model is the replica's), builds the engine request from the body's sampling
-fields and vLLM's extension args (priority from the body, else `X-Vllm-Priority`; the retention session is
-the `X-Session-ID` header, else body `session_id`, else `vllm_xargs.session_id`; `vllm_xargs.saga_retain_*`)
-and returns the engine's stream. Bad values raise `HttpError` 400 (an unknown model 404) before anything is
-queued; the caller aborts the request if it stops reading before the stream finished. `whole_output(stream)`
-waits for the whole answer: its token ids, its last output and its usage (an engine failure is a 500).
+route checks (`n` is 1, the model is the replica's, vLLM's SamplingParams checks on `temperature`, `top_p`,
+`max_tokens`, `min_tokens`), clamps `max_tokens` to the room the prompt leaves in the context (vLLM's
+`get_max_tokens`: a 2047-token prompt in a 2048-token context generates one token, finish reason "length";
+only a `max_tokens` above the context or a prompt that fills it is refused), builds the engine request from
+the body's sampling fields and vLLM's extension args (priority from the body, else `X-Vllm-Priority`; the
+retention session is the `X-Session-ID` header, else body `session_id`, else `vllm_xargs.session_id`;
+`vllm_xargs.saga_retain_*`) and returns the engine's stream. Bad values raise `HttpError` 400 (an unknown
+model 404) before anything is queued; the caller aborts the request if it stops reading before the stream
+finished. `whole_output(stream)` waits for the whole answer: its token ids, its last output and its usage
+(an engine failure is a 500). `check_model` is the 404 alone (routes that do not generate check it too);
+`check_conversation` is vLLM's 400 for an empty one.
 `chat_prompt(replica, messages, tools, tool_choice, xargs)` is what every chat-shaped route (chat
 completions, the Responses API, Anthropic's messages) does before that: the rendered prompt's token ids and
 the tool call the simulated model will make (None: it answers in text); a bad tool spec is a 400.
@@ -14,6 +19,7 @@ the tool call the simulated model will make (None: it answers in text); a bad to
 
 from __future__ import annotations
 
+import math
 import zlib
 from array import array
 from collections.abc import Mapping, Sequence
@@ -24,7 +30,7 @@ from aiohttp import web
 from simulator.driver import RequestStream
 from simulator.engine import EngineRequest, InvalidRequestError, Usage
 from simulator.engine_types import RequestOutput
-from simulator.http_common import HttpError
+from simulator.http_common import HttpError, validation_error
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
 from simulator.retention_routes import retain_priority_field
@@ -49,6 +55,14 @@ def chat_prompt(
     return prompt, (spec.decide(messages, zlib.crc32(array("q", prompt).tobytes())) if spec else None)
 
 
+def check_conversation(messages: Sequence[Mapping[str, Any]]) -> None:
+    """vLLM's chat template refuses an empty conversation (after the model check, before any tool check)."""
+    if not messages:
+        raise HttpError(
+            400, "Cannot apply chat template to an empty conversation. Provide at least one message."
+        )
+
+
 def submit(
     request: web.Request,
     replica: Replica,
@@ -56,11 +70,16 @@ def submit(
     prompt: list[int],
     max_tokens: int | None,
     request_id: str,
+    *,
+    max_tokens_param: str = "max_tokens",
 ) -> RequestStream:
+    """`max_tokens` (None: as many as fit) is clamped to the room the prompt leaves in the context, as
+    vLLM's `get_max_tokens` clamps it; `max_tokens_param` is the field it came from (for errors)."""
     if body.n != 1:
         raise HttpError(400, f"n must be 1 on the simulated replica, got {body.n}.")
-    if body.model is not None and body.model != replica.model:
-        raise HttpError(404, f"The model `{body.model}` does not exist.")
+    check_model(replica, body.model)
+    max_tokens = _clamp_max_tokens(replica, len(prompt), max_tokens, max_tokens_param)
+    _check_sampling(body, max_tokens)
     engine_req = EngineRequest(
         request_id=request_id,
         prompt_token_ids=prompt,
@@ -79,6 +98,69 @@ def submit(
         raise HttpError(400, str(e)) from None
     except RuntimeError as e:
         raise HttpError(500, str(e)) from None
+
+
+def check_model(replica: Replica, model: str | None) -> None:
+    """vLLM's 404 for a model it does not serve (no model: the served one)."""
+    if model is not None and model != replica.model:
+        raise HttpError(
+            404,
+            f"The model `{model}` does not exist. Valid aliases: {replica.model}.",
+            param="model",
+            err_type="NotFoundError",
+        )
+
+
+def _clamp_max_tokens(replica: Replica, num_prompt: int, max_tokens: int | None, param: str) -> int | None:
+    """vLLM refuses a max_tokens beyond the context or a prompt beyond it (an empty prompt is the engine's
+    to refuse), and otherwise generates at most what fits after the prompt."""
+    max_model_len = replica.engine.profile.max_model_len
+    if max_tokens is not None and max_tokens > max_model_len:
+        raise validation_error(
+            f"{param}={max_tokens} cannot be greater than max_model_len={max_model_len}. "
+            "Please request fewer output tokens.",
+            param,
+            max_tokens,
+        )
+    if num_prompt > max_model_len:
+        raise validation_error(
+            f"This model's maximum context length is {max_model_len} tokens. However, your prompt contains "
+            f"{num_prompt} input tokens, which exceeds this limit even without any output tokens. "
+            "Please reduce the length of the input prompt.",
+            "input_tokens",
+            num_prompt,
+        )
+    if num_prompt == 0:
+        return max_tokens
+    room = max_model_len - num_prompt
+    return room if max_tokens is None else min(room, max_tokens)
+
+
+def _check_sampling(body: SamplingFields, max_tokens: int | None) -> None:
+    """What vLLM's SamplingParams refuses among the fields the simulator decodes, in its order and words."""
+    temperature, top_p = body.temperature, body.top_p
+    if temperature is not None and (problem := _temperature_problem(temperature)) is not None:
+        raise validation_error(
+            f"temperature must be {problem}, got {temperature}.", "temperature", temperature
+        )
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise validation_error(f"top_p must be in (0, 1], got {top_p}.", "top_p", top_p)
+    if max_tokens is not None and max_tokens < 1:
+        raise validation_error(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
+    if body.min_tokens < 0:
+        raise HttpError(400, f"min_tokens must be greater than or equal to 0, got {body.min_tokens}.")
+    if max_tokens is not None and body.min_tokens > max_tokens:
+        raise HttpError(
+            400, f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {body.min_tokens}."
+        )
+
+
+def _temperature_problem(temperature: float) -> str | None:
+    if not math.isfinite(temperature):
+        return "a finite number"
+    if temperature < 0.0:
+        return "non-negative"
+    return "in [0, 2]" if temperature > 2.0 else None
 
 
 def _priority(request: web.Request, body: SamplingFields) -> int:

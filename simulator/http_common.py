@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from simulator.lax import loosen
 from simulator.openai_api import error_body
 from simulator.replica import Replica
 
@@ -24,6 +26,12 @@ class HttpError(Exception):
         self.message = message
         self.param = param
         self.err_type = err_type
+
+
+def validation_error(message: str, param: str | None, value: Any = None) -> HttpError:
+    """A 400 worded as vLLM's VLLMValidationError: the parameter (and value) appended and named in `param`."""
+    extras = [f"{k}={v}" for k, v in (("parameter", param), ("value", value)) if v is not None]
+    return HttpError(400, f"{message} ({', '.join(extras)})" if extras else message, param=param)
 
 
 def json_response(body: bytes, status: int = 200) -> web.Response:
@@ -69,10 +77,29 @@ async def read_body(request: web.Request) -> bytes:
 
 async def decode(request: web.Request, type_: type[T]) -> T:
     """The body as `type_`, its values read as loosely as vLLM's (pydantic's lax mode) reads them:
-    `"stream": "true"` or `1` is a stream, `"max_tokens": "16"` a number."""
+    `"stream": "yes"` or `1` is a stream, `"max_tokens": " 16"` or `true` a number (simulator.lax). A
+    body that decodes strictly (almost all) costs one pass; only the others are decoded again, loosely."""
+    raw = await read_body(request)
     try:
-        return msgspec.json.decode(await read_body(request), type=type_, strict=False)
+        try:
+            return msgspec.json.decode(raw, type=type_)
+        except msgspec.ValidationError:
+            return msgspec.convert(loosen(msgspec.json.decode(raw), type_), type_)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise HttpError(400, f"Invalid request body: {e}") from None
+        raise HttpError(400, f"Invalid request body: {e}", param=_error_param(str(e))) from None
     except RecursionError:  # nesting past Python's limit in an untyped field (messages, system, tools)
         raise HttpError(400, "Invalid request body: nested too deeply") from None
+
+
+_ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
+_MISSING = re.compile(r"missing required field `(\w+)`")
+
+
+def _error_param(message: str) -> str | None:
+    """pydantic's `loc` as vLLM names it in `param` (`body.messages.0.content`) for msgspec's path
+    (`$.messages[0].content`); a missing field's path ends with its name."""
+    at, missing = _ERROR_PATH.search(message), _MISSING.search(message)
+    if at is None and missing is None:
+        return None
+    path = re.sub(r"\[(\d+)\]", r".\1", at.group(1)) if at is not None else ""
+    return "body" + path + (f".{missing.group(1)}" if missing is not None else "")

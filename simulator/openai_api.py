@@ -1,9 +1,11 @@
 """Wire types of vLLM's OpenAI-compatible API, as the simulated replica reads and writes them.
 
-Contract: request structs decode only the fields the simulator acts on (unknown fields are ignored, as
-vLLM ignores extras it does not use); every field but the prompt has a default. Response builders produce
-vLLM's JSON shapes: `usage.prompt_tokens_details.cached_tokens` is always present (as with
-`--enable-prompt-tokens-details`), stream chunks carry no `usage` except the final usage chunk, and errors
+Contract: request structs decode only the fields the simulator acts on, or checks as vLLM checks them
+(temperature, top_p, seed, stop, logprobs, suffix: a wrong type or value is vLLM's 400); unknown fields are
+ignored, as vLLM ignores extras it does not use; every field but the prompt has a default. Response
+builders produce vLLM's JSON shapes: `usage.prompt_tokens_details.cached_tokens` is always present (as with
+`--enable-prompt-tokens-details`), stream chunks carry no `usage` except the final usage chunk (with
+`stream_options.continuous_usage_stats` every chunk carries the usage so far, as vLLM's do), and errors
 are `{"error": {"message", "type", "param", "code"}}`. The `/saga/v1/*` KV-retention bodies are at the end
 (docs/retention-api.md).
 """
@@ -22,8 +24,9 @@ from simulator.tool_calls import SimulatedToolCall
 
 
 class StreamOptions(msgspec.Struct):
-    include_usage: bool = False
-    continuous_usage_stats: bool = False
+    # None when absent: vLLM refuses stream_options without a stream only when they are a non-empty object
+    include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None
 
 
 class SamplingFields(msgspec.Struct, kw_only=True):
@@ -36,31 +39,46 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     n: int = 1
     stream: bool | None = False  # (vLLM: `bool | None`; null is no stream)
     stream_options: StreamOptions | None = None
+    # Decoded only to refuse what vLLM refuses (simulator.generation); they do not change the output.
+    temperature: float | None = None
+    top_p: float | None = None
     request_id: str | None = None
     session_id: str | None = None
     vllm_xargs: dict[str, Any] | None = None  # vLLM's extension args: session_id, saga_retain_*
 
 
-class ChatCompletionRequest(SamplingFields, kw_only=True):
+class OpenAIFields(SamplingFields, kw_only=True):
+    """The sampling fields of chat and completions only, typed as vLLM's request models type them."""
+
+    seed: int | None = None
+    stop: str | list[str] | None = None
+
+
+class ChatCompletionRequest(OpenAIFields, kw_only=True):
     messages: list[dict[str, Any]]
     max_completion_tokens: int | None = None
     add_generation_prompt: bool = True
+    logprobs: bool | None = False
+    top_logprobs: int | None = None
     # Validated by simulator.tool_calls (vLLM's messages), so decoded loosely here.
     tools: Any = None
     tool_choice: Any = None
 
 
-class CompletionRequest(SamplingFields, kw_only=True):
+class CompletionRequest(OpenAIFields, kw_only=True):
     prompt: Any  # str, list[int], or a batch of one of those (validated by the handler)
+    suffix: str | None = None  # refused: vLLM takes it only for fill-in-the-middle models
 
 
 class TokenizeRequest(msgspec.Struct, kw_only=True):
+    model: str | None = None
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
     add_generation_prompt: bool = True
 
 
 class DetokenizeRequest(msgspec.Struct, kw_only=True):
+    model: str | None = None
     tokens: list[int]
 
 
@@ -85,6 +103,14 @@ class UsageInfo(msgspec.Struct):
             completion_tokens=usage.completion_tokens,
             prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
         )
+
+
+class ChunkUsage(msgspec.Struct):
+    """The usage so far that vLLM puts in every stream chunk with `continuous_usage_stats` (no details)."""
+
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int
 
 
 class FunctionCall(msgspec.Struct):
@@ -141,7 +167,7 @@ class ChatCompletionChunk(msgspec.Struct, omit_defaults=True):
     created: int
     model: str
     choices: list[ChatChunkChoice]
-    usage: UsageInfo | None = None
+    usage: UsageInfo | ChunkUsage | None = None
 
 
 class CompletionChoice(msgspec.Struct):
@@ -158,7 +184,7 @@ class CompletionResponse(msgspec.Struct, omit_defaults=True):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
+    usage: UsageInfo | ChunkUsage | None = None
 
 
 class ErrorInfo(msgspec.Struct):
@@ -180,11 +206,13 @@ _ERROR_TYPES = {
 }
 
 
+def error_type(status: int, err_type: str | None = None) -> str:
+    return err_type or _ERROR_TYPES.get(status, "Error")
+
+
 def error_body(status: int, message: str, param: str | None = None, err_type: str | None = None) -> bytes:
     """vLLM's JSON error body for an HTTP status (its type named after the status unless `err_type`)."""
-    info = ErrorInfo(
-        message=message, type=err_type or _ERROR_TYPES.get(status, "Error"), param=param, code=status
-    )
+    info = ErrorInfo(message=message, type=error_type(status, err_type), param=param, code=status)
     return msgspec.json.encode(ErrorResponse(error=info))
 
 
@@ -196,6 +224,15 @@ class ResponseFormat:
         self.request_id = request_id
         self.created = created
         self.model = model
+        self._prompt_tokens: int | None = None  # set: every chunk carries the usage so far
+        self._completion_tokens = 0
+
+    def count_usage(self, prompt_tokens: int) -> None:
+        """Put the usage so far in every chunk from now on (vLLM's `continuous_usage_stats`)."""
+        self._prompt_tokens = prompt_tokens
+
+    def add_completion_tokens(self, n: int) -> None:
+        self._completion_tokens += n
 
     def full(
         self, text: str, finish_reason: str | None, usage: Usage, tool_call: SimulatedToolCall | None = None
@@ -248,8 +285,11 @@ class ResponseFormat:
     def usage_chunk(self, usage: Usage) -> bytes:
         return self._event([], UsageInfo.of(usage))
 
-    def _event(self, choices: list[Any], usage: UsageInfo | None = None) -> bytes:
+    def _event(self, choices: list[Any], usage: UsageInfo | ChunkUsage | None = None) -> bytes:
         body: ChatCompletionChunk | CompletionResponse
+        if usage is None and self._prompt_tokens is not None:
+            total = self._prompt_tokens + self._completion_tokens
+            usage = ChunkUsage(self._prompt_tokens, total, self._completion_tokens)
         if self.chat:
             body = ChatCompletionChunk(
                 id=self.request_id,

@@ -139,7 +139,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
         answer.on_finish = lambda done: store.put(
             answer.id, StoredResponse(conversation + answer.output_messages(), done)
         )
-    stream = submit(request, replica, body, prompt, body.max_output_tokens, answer.id)
+    limit = body.max_output_tokens
+    stream = submit(request, replica, body, prompt, limit, answer.id, max_tokens_param="max_output_tokens")
     try:
         if body.stream:
             return await _stream(request, answer, stream)

@@ -2,10 +2,17 @@
 
 Contract:
 - `/v1/chat/completions` and `/v1/completions` stream (SSE, `data: [DONE]`, a final usage chunk with
-  `stream_options.include_usage`) or answer whole; `usage.prompt_tokens_details.cached_tokens` is always set.
-- Bad requests (unparseable JSON, missing messages/prompt, malformed assistant `tool_calls`, `n` != 1,
-  over-long prompts, priority without the priority policy) answer 400 in vLLM's error shape before
-  anything is streamed; an unknown model 404.
+  `stream_options.include_usage`, the usage so far in every chunk with `continuous_usage_stats` too) or
+  answer whole; `usage.prompt_tokens_details.cached_tokens` is always set. `max_tokens` is clamped to the
+  room the prompt leaves in the context, as vLLM clamps it (simulator.generation).
+- Bodies are read as vLLM's pydantic models read them (simulator.lax for the scalars). Bad requests answer
+  400 in vLLM's error shape, `param` naming the field where vLLM names it, before anything is streamed:
+  unparseable JSON or wrongly typed fields (`param` "body.<field>"), missing messages/prompt, an empty
+  conversation, message content neither text nor parts, malformed assistant `tool_calls`, stream_options
+  without a stream, top_logprobs without logprobs, `suffix`, token ids outside the vocabulary, `n` != 1,
+  temperature outside [0, 2], top_p outside (0, 1], max_tokens above the context or a prompt that fills it,
+  priority without the priority policy. An unknown model is a 404 (`param` "model"), on `/tokenize` and
+  `/detokenize` too.
 - A client that goes away aborts its request in the engine (handlers run with handler cancellation).
 - KV retention (docs/retention-api.md): a generation request's session is the `X-Session-ID` header, else
   body `session_id`, else `vllm_xargs.session_id` (the proxy's precedence); `vllm_xargs.saga_retain_ttl_s`
@@ -32,7 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from simulator.anthropic_api import add_messages_routes
 from simulator.driver import RequestStream
 from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
-from simulator.generation import chat_prompt, submit, whole_output
+from simulator.generation import chat_prompt, check_conversation, check_model, submit, whole_output
 from simulator.http_common import (
     REPLICA,
     HttpError,
@@ -41,6 +48,7 @@ from simulator.http_common import (
     errors,
     json_obj,
     json_response,
+    validation_error,
 )
 from simulator.openai_api import (
     DONE_EVENT,
@@ -54,7 +62,7 @@ from simulator.openai_api import (
 from simulator.replica import Replica
 from simulator.responses_api import add_responses_routes
 from simulator.retention_routes import add_retention_routes, expire_retentions
-from simulator.tokenizer import Tokenizer, check_tool_calls, render_chat
+from simulator.tokenizer import VOCAB_SIZE, Tokenizer, check_tool_calls, render_chat
 from simulator.tool_calls import SimulatedToolCall, ToolCallStream
 
 VERSION = "0.33.0+saga.sim"
@@ -67,10 +75,11 @@ _COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # vLLM's (and OpenAI's) default for /v1/co
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     replica = request.app[REPLICA]
     body = await decode(request, ChatCompletionRequest)
-    for message in body.messages:
-        if not isinstance(message.get("role"), str):
-            raise HttpError(400, "Every message needs a string 'role'.")
-    _check_tool_calls(body.messages)
+    _check_stream_options(body)
+    _check_top_logprobs(body)
+    _check_messages(body.messages)
+    check_model(replica, body.model)
+    check_conversation(body.messages)
     prompt, tool_call = chat_prompt(
         replica,
         body.messages,
@@ -79,16 +88,57 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body.vllm_xargs,
         add_generation_prompt=body.add_generation_prompt,
     )
-    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    return await _generate(request, replica, body, prompt, max_tokens, chat=True, tool_call=tool_call)
+    max_tokens, param = body.max_tokens, "max_tokens"
+    if body.max_completion_tokens is not None:
+        max_tokens, param = body.max_completion_tokens, "max_completion_tokens"
+    return await _generate(
+        request, replica, body, prompt, max_tokens, chat=True, tool_call=tool_call, max_tokens_param=param
+    )
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     replica = request.app[REPLICA]
     body = await decode(request, CompletionRequest)
+    _check_stream_options(body)
+    check_model(replica, body.model)
+    if body.suffix is not None:
+        raise HttpError(
+            400, "suffix is only supported for models with FIM completion rendering", param="suffix"
+        )
     prompt = _completion_prompt(replica.tokenizer, body.prompt)
     max_tokens = body.max_tokens if body.max_tokens is not None else _COMPLETIONS_DEFAULT_MAX_TOKENS
     return await _generate(request, replica, body, prompt, max_tokens, chat=False)
+
+
+def _check_stream_options(body: ChatCompletionRequest | CompletionRequest) -> None:
+    """vLLM's request models refuse stream options (a non-empty object) on a request that does not stream."""
+    options = body.stream_options
+    if options is None or body.stream:
+        return
+    if options.include_usage is not None or options.continuous_usage_stats is not None:
+        raise validation_error("Stream options can only be defined when `stream=True`.", "stream_options")
+
+
+def _check_top_logprobs(body: ChatCompletionRequest) -> None:
+    top = body.top_logprobs
+    if top is None:
+        return
+    if top < 0 and top != -1:
+        raise validation_error("`top_logprobs` must be a positive value or -1.", "top_logprobs", top)
+    if top != 0 and not body.logprobs:
+        raise validation_error("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
+
+
+def _check_messages(messages: list[dict[str, Any]]) -> None:
+    """The message shapes vLLM's request model refuses (a role; content text, parts or null; well-formed
+    assistant tool calls); other fields ride along unread."""
+    for i, message in enumerate(messages):
+        if not isinstance(message.get("role"), str):
+            raise HttpError(400, "Every message needs a string 'role'.")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise HttpError(400, f"messages[{i}].content must be a string or a list of content parts.")
+    _check_tool_calls(messages)
 
 
 def _check_tool_calls(messages: list[dict[str, Any]]) -> None:
@@ -103,10 +153,23 @@ def _completion_prompt(tokenizer: Tokenizer, prompt: Any) -> list[int]:
     if isinstance(prompt, str):
         return tokenizer.encode(prompt)
     if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        _check_vocabulary(prompt)
         return list(prompt)
     raise HttpError(
         400, "prompt must be a string or a list of token ids (batches of more than one are not supported)"
     )
+
+
+def _check_vocabulary(token_ids: list[int]) -> None:
+    """vLLM refuses token ids outside the vocabulary: a negative one in its request model (naming where),
+    one past the vocabulary when it renders the prompt."""
+    if not token_ids:
+        return
+    if min(token_ids) < 0:
+        at = next(i for i, t in enumerate(token_ids) if t < 0)
+        raise HttpError(400, f"Token id {token_ids[at]} is out of vocabulary", param=f"body.prompt.{at}")
+    if (high := max(token_ids)) >= VOCAB_SIZE:
+        raise HttpError(400, f"Token id {high} is out of vocabulary")
 
 
 async def _generate(
@@ -118,13 +181,17 @@ async def _generate(
     *,
     chat: bool,
     tool_call: SimulatedToolCall | None = None,
+    max_tokens_param: str = "max_tokens",
 ) -> web.StreamResponse:
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-    stream = submit(request, replica, body, prompt, max_tokens, request_id)
+    stream = submit(request, replica, body, prompt, max_tokens, request_id, max_tokens_param=max_tokens_param)
     fmt = ResponseFormat(chat=chat, request_id=request_id, created=int(time.time()), model=replica.model)
     try:
         if body.stream:
-            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            options = body.stream_options
+            include_usage = options is not None and bool(options.include_usage)
+            if include_usage and options is not None and options.continuous_usage_stats:
+                fmt.count_usage(len(prompt))  # vLLM's continuous usage stats: usage in every chunk
             return await _stream(request, replica, stream, fmt, include_usage, tool_call)
         return await _whole(replica, stream, fmt, tool_call)
     finally:
@@ -174,6 +241,7 @@ async def _stream(
                 role = fmt.role_chunk()
                 if role is not None:
                     await response.write(role)
+            fmt.add_completion_tokens(len(out.new_token_ids))
             if tool_stream is not None:
                 finished = out.finish_reason is not None
                 for delta in tool_stream.advance(len(out.new_token_ids), finished):
@@ -204,8 +272,10 @@ async def _stream(
 async def tokenize(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, TokenizeRequest)
+    check_model(replica, body.model)
     if body.messages is not None:
-        _check_tool_calls(body.messages)
+        _check_messages(body.messages)
+        check_conversation(body.messages)
         tokens = replica.tokenizer.encode(
             render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
         )
@@ -220,13 +290,16 @@ async def tokenize(request: web.Request) -> web.Response:
 async def detokenize(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, DetokenizeRequest)
+    check_model(replica, body.model)
     return json_obj({"prompt": replica.tokenizer.decode(body.tokens)})
 
 
 async def render_chat_prompt(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, ChatCompletionRequest)
-    _check_tool_calls(body.messages)
+    _check_messages(body.messages)
+    check_model(replica, body.model)
+    check_conversation(body.messages)
     text = render_chat(body.messages, add_generation_prompt=body.add_generation_prompt)
     return json_obj({"token_ids": replica.tokenizer.encode(text)})
 
@@ -234,6 +307,7 @@ async def render_chat_prompt(request: web.Request) -> web.Response:
 async def render_completion_prompt(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await decode(request, CompletionRequest)
+    check_model(replica, body.model)
     return json_obj([{"token_ids": _completion_prompt(replica.tokenizer, body.prompt)}])
 
 

@@ -181,7 +181,8 @@ def _content_text(content: Any) -> str:
 
 def check_tool_calls(messages: Sequence[Mapping[str, Any]]) -> str | None:
     """Why a chat's assistant `tool_calls` are malformed (vLLM answers such a request 400), or None: each
-    must be a list of objects whose `function` is an object, its `name` and `arguments` strings."""
+    must be a list of objects whose `function` is an object, its `name` and `arguments` strings (both
+    required, as in vLLM's message types)."""
     for i, message in enumerate(messages):
         tool_calls = message.get("tool_calls")
         if tool_calls is None:
@@ -196,7 +197,6 @@ def check_tool_calls(messages: Sequence[Mapping[str, Any]]) -> str | None:
             if not isinstance(function, Mapping):
                 return f"{where}.function must be an object with a 'name' and 'arguments'."
             for field in ("name", "arguments"):
-                value = function.get(field)
-                if value is not None and not isinstance(value, str):
+                if not isinstance(function.get(field), str):
                     return f"{where}.function.{field} must be a string."
     return None

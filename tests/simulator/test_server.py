@@ -133,44 +133,53 @@ ONE_MESSAGE = b'"messages": [{"role": "user", "content": "x"}]'
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "status", "needle"),
+    ("path", "body", "status", "needle", "param"),
     [
-        ("/v1/chat/completions", b"{not json", 400, "Invalid request body"),
-        ("/v1/chat/completions", b"[1, 2]", 400, "Invalid request body"),
-        ("/v1/chat/completions", b'{"model": "saga-sim"}', 400, "messages"),
+        ("/v1/chat/completions", b"{not json", 400, "Invalid request body", None),
+        ("/v1/chat/completions", b"[1, 2]", 400, "Invalid request body", None),
+        ("/v1/chat/completions", b'{"model": "saga-sim"}', 400, "messages", "body.messages"),
         # an assistant's tool call with a null or non-object function was a 500 (render_chat crashed)
         *(
             pytest.param(
-                path, b'{"messages": [{"role": "assistant", "tool_calls": %s}]}' % calls, 400, needle
+                path, b'{"messages": [{"role": "assistant", "tool_calls": %s}]}' % calls, 400, needle, None
             )
             for path in ("/v1/chat/completions", "/tokenize", "/v1/chat/completions/render")
             for calls, needle in (
                 (b'[{"function": null}]', "tool_calls[0].function"),
                 (b'[{"function": "x"}]', "tool_calls[0].function"),
+                (b'[{"id": "c", "type": "function", "function": {"name": "f"}}]', "function.arguments"),
                 (b"[null]", "tool_calls[0]"),
                 (b"5", "tool_calls"),
             )
         ),
-        ("/v1/chat/completions", b'{"messages": [{"content": "x"}]}', 400, "role"),
-        ("/v1/chat/completions", b"{" + ONE_MESSAGE + b', "n": 2}', 400, "n must be 1"),
-        ("/v1/chat/completions", b'{"messages": [], "model": "other"}', 404, "does not exist"),
+        ("/v1/chat/completions", b'{"messages": [{"content": "x"}]}', 400, "role", None),
+        ("/v1/chat/completions", b"{" + ONE_MESSAGE + b', "n": 2}', 400, "n must be 1", None),
+        ("/v1/chat/completions", b'{"messages": [], "model": "other"}', 404, "does not exist", "model"),
         (
             "/v1/chat/completions",
             b"{" + ONE_MESSAGE + b', "max_tokens": 200000}',
             400,
-            "maximum context length",
+            "max_tokens=200000 cannot be greater than max_model_len",
+            "max_tokens",
         ),
-        ("/v1/completions", b"", 400, "Invalid request body"),
-        ("/v1/completions", b'{"prompt": [[1, 2], [3]]}', 400, "prompt"),
-        ("/v1/completions", b'{"prompt": "hi", "max_tokens": 0}', 400, "max_tokens"),
-        ("/v1/completions", b'{"prompt": "hi", "cache_salt": ""}', 400, "'cache_salt' must be a non-empty"),
-        ("/v1/completions", b'{"prompt": "hi", "cache_salt": "a/b"}', 400, "at most 128 characters"),
+        ("/v1/completions", b"", 400, "Invalid request body", None),
+        ("/v1/completions", b'{"prompt": [[1, 2], [3]]}', 400, "prompt", None),
+        ("/v1/completions", b'{"prompt": "hi", "max_tokens": 0}', 400, "max_tokens", "max_tokens"),
+        (
+            "/v1/completions",
+            b'{"prompt": "hi", "cache_salt": ""}',
+            400,
+            "'cache_salt' must be a non-empty",
+            None,
+        ),
+        ("/v1/completions", b'{"prompt": "hi", "cache_salt": "a/b"}', 400, "at most 128 characters", None),
         # nesting past Python's recursion limit in a loosely typed field (was a 500)
         pytest.param(
             "/v1/chat/completions",
             b"{" + ONE_MESSAGE + b', "tools": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
             400,
             "nested",
+            None,
             id="chat-tools-nested-too-deeply",
         ),
         pytest.param(
@@ -178,17 +187,24 @@ ONE_MESSAGE = b'"messages": [{"role": "user", "content": "x"}]'
             b'{"system": ' + b"[" * 100_000 + b"]" * 100_000 + b', "messages": [], "max_tokens": 4}',
             400,
             "nested",
+            None,
             id="messages-system-nested-too-deeply",
         ),
     ],
 )
 async def test_bad_requests_get_vllm_style_errors(
-    fleet: ReplicaFleet, http: aiohttp.ClientSession, path: str, body: bytes, status: int, needle: str
+    fleet: ReplicaFleet,
+    http: aiohttp.ClientSession,
+    path: str,
+    body: bytes,
+    status: int,
+    needle: str,
+    param: str | None,
 ) -> None:
     got, payload, replica = await post(http, fleet.urls[0] + path, body)
     assert got == status and replica == "sim-0"
     error = payload["error"]
-    assert needle in error["message"] and error["code"] == status and error["param"] is None
+    assert needle in error["message"] and error["code"] == status and error["param"] == param
     assert error["type"] == ("BadRequestError" if status == 400 else "NotFoundError")
 
 

@@ -107,7 +107,11 @@ def _tools(*named: tuple[str, Any]) -> list[dict[str, Any]]:
 FIRST_TURN = [{"role": "system", "content": "s"}, {"role": "user", "content": "weather?"}]
 AFTER_TOOL = [
     *FIRST_TURN,
-    {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "w"}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+    },
     {"role": "tool", "tool_call_id": "c", "content": "sunny"},
 ]
 
