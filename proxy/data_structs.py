@@ -38,7 +38,8 @@ class StreamOptions(msgspec.Struct, gc=False):
 class CallFields(msgspec.Struct, gc=False):
     """The only body fields the proxy decodes; the original bytes are forwarded unchanged. Decoded as
     loosely as vLLM's (pydantic's lax mode) reads them, so the proxy refuses no body vLLM serves: `"stream":
-    "true"` or `1`, `"include_usage": 1` are booleans (proxy/identity.py's decoder), `"model": null` names
+    "true"`, `1`, `"yes"` or `1.0`, `"include_usage": 1` are booleans (proxy/identity.py's decoder, with
+    proxy/lax_flags.py for what msgspec's loose reading refuses), `"model": null` names
     the replica's default model, and a `prompt_cache_key` that is no string, of any shape, names no session
     (vLLM's chat and completions ignore the field)."""
 

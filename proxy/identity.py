@@ -38,6 +38,7 @@ import msgspec
 from proxy.auth import client_key
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, Identity, SeenMessages
+from proxy.lax_flags import loosened
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
 from proxy.session_chain import (
     MAX_CHAINED_MESSAGES,
@@ -128,6 +129,11 @@ def decode_call(body: bytes) -> CallFields:
         return _call_decoder.decode(body)
     except RecursionError as e:
         raise msgspec.DecodeError("JSON nested too deeply") from e
+    except msgspec.ValidationError:
+        loose = loosened(body)  # "stream": "yes" and the like, which vLLM serves
+        if loose is None:
+            raise
+        return _call_decoder.decode(loose)
 
 
 def _string(raw: msgspec.Raw) -> str | None:

@@ -124,6 +124,9 @@ async def test_a_null_stream_is_a_whole_answer_as_openai_and_vllm_read_it(
         ({"stream": "true"}, True),
         ({"stream": 1, "stream_options": {"include_usage": 1}}, True),
         ({"stream": 0}, False),
+        ({"stream": "yes"}, True),  # (pydantic's, which msgspec refuses: the forty-seventh review)
+        ({"stream": "On", "stream_options": {"include_usage": "y"}}, True),
+        ({"stream": 1.0}, True),
         ({"model": None}, False),
         ({"prompt_cache_key": 5}, False),
         ({"prompt_cache_key": [1, {"a": None}]}, False),

@@ -97,7 +97,7 @@ def test_an_x_api_key_names_the_tenant_its_bearer_form_names() -> None:
     assert who(call, Authorization="Bearer sk-secret", **{"x-api-key": "sk-other"})[1] == bearer
 
 
-@pytest.mark.parametrize("body", [b"{", b"[1, 2]", b'{"stream": "yes"}', b'{"model": 3}'])
+@pytest.mark.parametrize("body", [b"{", b"[1, 2]", b'{"stream": "maybe"}', b'{"model": 3}'])
 def test_malformed_bodies_raise(body: bytes) -> None:
     with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
         decode_call(body)
@@ -171,3 +171,23 @@ def test_one_key_names_one_tenant_however_its_header_is_spelled() -> None:
     names = {who(call, Authorization=spelled)[1] for spelled in ("Bearer k1", "bearer k1", "Bearer  k1 ")}
     assert len(names) == 1 and names == {who(call, **{"x-api-key": " k1"})[1]}
     assert who(call, Authorization="Basic dTpw")[1].startswith("key-")  # another scheme: its own tenant
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [("yes", True), ("ON", True), ("t", True), (1.0, True), ("no", False), ("Off", False), (0.0, False)],
+)
+def test_stream_flags_are_read_as_vllm_reads_them(stream: object, expected: bool) -> None:
+    """pydantic's lax mode (vLLM's) takes these for booleans and msgspec's loose decoding does not: the proxy
+    refused with its own 400 calls a replica serves (the forty-seventh session's review)."""
+    body = {"model": "m", "stream": stream, "stream_options": {"include_usage": stream}, "messages": []}
+    fields = decode_call(msgspec.json.encode(body))
+    assert fields.stream is expected
+    assert fields.stream_options is not None and not isinstance(fields.stream_options, msgspec.UnsetType)
+    assert fields.stream_options.include_usage is expected
+
+
+@pytest.mark.parametrize("stream", ["maybe", 2, 0.5, [True]])
+def test_a_stream_flag_vllm_refuses_is_refused(stream: object) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_call(msgspec.json.encode({"model": "m", "stream": stream}))
