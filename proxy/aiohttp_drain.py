@@ -19,11 +19,11 @@ from aiohttp.typedefs import Handler
 
 from proxy.context import CORE, GATE
 from proxy.errors import ProxyError, error_response, stopping_event
-from proxy.forward import DOWNSTREAM, AiohttpDownstream
+from proxy.forward import DOWNSTREAM
 
 # Requests whose handler is running, by id (a request is a mapping: not hashable)
 LIVE = web.AppKey("live_requests", dict[int, web.Request])
-_CUT = "saga.cut_by_the_drain"  # a request's key: the message it was cut with
+_CUT = web.RequestKey("cut_by_the_drain", str)  # the message a request was cut with
 SETTLE_S = 0.1  # after the refusals of waiting calls, before the cut: their handlers answer in a turn or two
 
 
@@ -39,7 +39,7 @@ async def ended_at_the_deadline(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
     except asyncio.CancelledError:
         message = request.get(_CUT)
-        if not isinstance(message, str):  # the client hung up (aiohttp's handler cancellation)
+        if message is None:  # the client hung up (aiohttp's handler cancellation)
             raise
         task = asyncio.current_task()
         if task is not None:
@@ -52,7 +52,7 @@ async def ended_at_the_deadline(request: web.Request, handler: Handler) -> web.S
 async def _the_proxys_end(request: web.Request, message: str) -> web.StreamResponse:
     stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
     downstream = request.get(DOWNSTREAM)
-    if not isinstance(downstream, AiohttpDownstream) or downstream.response is None:
+    if downstream is None or downstream.response is None:
         return error_response(stopping, request.path)
     response = downstream.response
     if not response.prepared:

@@ -239,31 +239,38 @@ class Call:
     async def _dispatch(
         self, decision: Decision | Awaitable[Decision], upstream: UpstreamAnswer | None = None
     ) -> None:
-        if not isinstance(decision, (Dispatch, Reject)):
-            decision = await decision
-        attempt = await call_attempts.attempts(self, decision, upstream)
-        if isinstance(attempt, Reject):
-            call_attempts.no_replica_left(self, attempt)
+        while True:  # again after a whole answer cut short (nothing of it sent): `cut_short`
+            if not isinstance(decision, (Dispatch, Reject)):
+                decision = await decision
+            attempt = await call_attempts.attempts(self, decision, upstream)
+            if isinstance(attempt, Reject):
+                call_attempts.no_replica_left(self, attempt)
+                return
+            if isinstance(attempt, call_attempts.Answered):
+                return
+            upstream, dispatch = attempt
+            try:
+                outcome = await forward.relay(
+                    self.downstream,  # type: ignore[arg-type]  # the fast server's downstream is both kinds
+                    upstream,
+                    {
+                        "X-Saga-Replica": dispatch.replica_id,
+                        "X-Session-ID": self.who.shown_session_id or self.who.session_id,
+                    },
+                    self.first_byte,
+                    self.config.stream_idle_timeout_s,
+                    collect_answer=self.who.prompt_chain is not None,
+                    strip_usage=self.add_usage,
+                    max_answer_bytes=self.config.max_answer_bytes,
+                    on_answer=self.answered if self.shared.response_owners is not None else None,
+                    path=self.path,
+                    retry_cut=self.failures < self.config.max_retries,
+                )
+            except forward.WholeAnswerCut as cut:
+                decision, upstream = await call_attempts.cut_short(self, dispatch.replica_id, str(cut)), None
+                continue
+            self._relayed(dispatch, outcome)
             return
-        if isinstance(attempt, call_attempts.Answered):
-            return
-        upstream, dispatch = attempt
-        outcome = await forward.relay(
-            self.downstream,  # type: ignore[arg-type]  # the fast server's downstream is both kinds
-            upstream,
-            {
-                "X-Saga-Replica": dispatch.replica_id,
-                "X-Session-ID": self.who.shown_session_id or self.who.session_id,
-            },
-            self.first_byte,
-            self.config.stream_idle_timeout_s,
-            collect_answer=self.who.prompt_chain is not None,
-            strip_usage=self.add_usage,
-            max_answer_bytes=self.config.max_answer_bytes,
-            on_answer=self.answered if self.shared.response_owners is not None else None,
-            path=self.path,
-        )
-        self._relayed(dispatch, outcome)
 
     def _relayed(self, decision: Dispatch, outcome: forward.Relayed) -> None:
         metrics = self.metrics
@@ -324,6 +331,20 @@ class Call:
         return (status >= 500 and self.failures < self.config.max_retries) or (
             status == 400 and self.with_priority
         )
+
+    def may_retry_cut(self) -> bool:
+        """A whole answer cut short may be asked of another replica (retries are left)."""
+        return self.failures < self.config.max_retries
+
+    def retry_cut(self, reason: str) -> None:
+        """The inline relay's whole answer broke off before any of it reached the client: the rest goes on
+        as `_dispatch`'s does after `forward.WholeAnswerCut`."""
+        dispatch = self.dispatch
+        assert dispatch is not None
+        self._hand_over(self.downstream, lambda: self._after_cut(dispatch.replica_id, reason))  # type: ignore[arg-type]
+
+    async def _after_cut(self, replica: str, reason: str) -> None:
+        await self._dispatch(await call_attempts.cut_short(self, replica, reason))
 
     def first_byte(self) -> None:
         self.metrics.ttft.observe(time.perf_counter() - self.started)

@@ -7,6 +7,8 @@ Contract:
   may be working on it: not retried); a 400 to a request priority from a replica without vLLM's priority
   scheduling sends the call again without one. It returns the answer to relay, the core's Reject when no
   replica is left, or `ANSWERED` when it relayed the replica's own error itself.
+- A whole answer whose body breaks off or stalls before any of it reached the client is asked of another
+  replica the same way while retries are left (`cut_short`; the replica is not marked down).
 - Circuit breakers: a connect error, a first-byte timeout and a failure mid-answer count toward the
   replica's breaker at once. A 5xx before any byte may be the request's fault (one that crashes the engine):
   the replica is kept in `Call.refused` and counts only once another replica answered the same call with a
@@ -202,6 +204,28 @@ async def failed(call: Call, replica: str, reason: str, cause: str, *, replica_d
         if replica_down:
             gate.apply(core.replica_stats(down_stats(replica)))
         raise ProxyError(502, f"replica failed: {reason}", code="upstream_error")
+    return await _elsewhere(call, replica, reason, what, replica_down)
+
+
+async def cut_short(call: Call, replica: str, reason: str) -> Decision:
+    """A whole answer that broke off or stalled before any of it reached the client (asked only while
+    `call.failures < max_retries`): a failure mid-answer, counted toward the replica's breaker at once as
+    ever, and the call asked of another replica. The replica is not marked down (a lone replica's other
+    calls would be refused until its next probe); with no other replica, the client gets the 502 it got
+    before retries were made (the SDKs' own retries went back to the same replica: the forty-seventh
+    session's review)."""
+    call.failures += 1
+    opened = note_failure(call, replica, reason, "upstream_mid_answer")
+    what = "marked down" if opened else "failed mid-answer"
+    decision = await _elsewhere(call, replica, reason, what, False)
+    if not isinstance(decision, Dispatch):
+        raise ProxyError(502, "the replica failed while answering", code="upstream_error")
+    return decision
+
+
+async def _elsewhere(call: Call, replica: str, reason: str, what: str, replica_down: bool) -> Decision:
+    """`failed`'s and `cut_short`'s ask for another replica (the session rebinds), logged."""
+    core, gate = call.core, call.gate
     decision = await call._decided(core.dispatch_failed(call.info.request_id, replica_down))
     if replica_down:
         gate.apply(core.replica_stats(down_stats(replica)))

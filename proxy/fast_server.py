@@ -1040,6 +1040,12 @@ class _RelayedCall:
     def takes_over(self, status: int) -> bool:
         return False  # every status is the owner's answer
 
+    def may_retry_cut(self) -> bool:
+        return False  # the owner retried what it could: its answer cut short is a 502
+
+    def retry_cut(self, reason: str) -> None:
+        raise AssertionError("a relayed call is never retried here")
+
     def first_byte(self) -> None:
         pass
 

@@ -78,6 +78,11 @@ class UpstreamTimeout(Exception):
     """The replica took the call but sent no status line within the first-byte timeout."""
 
 
+class WholeAnswerCut(Exception):
+    """A whole answer broke off (or stalled past the idle timeout) before any of it reached the client, with
+    `relay(retry_cut=True)`: the call may be asked of another replica (proxy/call_attempts.py `cut_short`)."""
+
+
 class Downstream(Protocol):
     """The client side of a call, whichever server holds the connection (aiohttp or proxy/fast_server.py).
 
@@ -95,10 +100,6 @@ class Downstream(Protocol):
     def next_sequence_number(self) -> int | None:
         """On a Responses API stream, the `sequence_number` after the last event sent (None elsewhere, or
         when none sent had one): the error event that ends a cut stream carries it."""
-
-
-# The request's key for its `AiohttpDownstream` (what the drain's end reads: proxy/aiohttp_drain.py)
-DOWNSTREAM = "saga.downstream"
 
 
 class AiohttpDownstream:
@@ -130,6 +131,10 @@ class AiohttpDownstream:
     async def end(self) -> None:
         assert self.response is not None
         await self.response.write_eof()
+
+
+# The request's key for its `AiohttpDownstream` (what the drain's end reads: proxy/aiohttp_drain.py)
+DOWNSTREAM = web.RequestKey("downstream", AiohttpDownstream)
 
 
 def aiohttp_header_values(headers: Mapping[str, str]) -> Mapping[str, str]:
@@ -274,6 +279,7 @@ async def relay(
     max_answer_bytes: int | None = None,
     on_answer: Callable[[Relayed], None] | None = None,
     path: str = "",
+    retry_cut: bool = False,
 ) -> Relayed:
     """Relays the replica's answer to the client; returns what happened.
 
@@ -282,7 +288,8 @@ async def relay(
     `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`). `on_answer` gets
     the outcome once the answer (and a Responses API answer's id) is read, before its last bytes go out (a
     client's next call may continue from it at once, at another worker). `path`: the call's route, whose
-    shape the proxy's errors take (proxy/errors.py)."""
+    shape the proxy's errors take (proxy/errors.py). `retry_cut`: a whole answer that breaks off raises
+    WholeAnswerCut (nothing of it was sent) instead of answering the client's 502."""
     headers = forwarded_headers(upstream.headers, extra_headers)
     outcome = Relayed(upstream.status)
     try:
@@ -297,6 +304,7 @@ async def relay(
                 max_answer_bytes,
                 on_answer,
                 path,
+                retry_cut,
             )
         else:
             limit = DEFAULT_COLLECT_LIMIT if max_answer_bytes is None else max_answer_bytes
@@ -328,6 +336,7 @@ async def _relay_whole(
     max_answer_bytes: int | None,
     on_answer: Callable[[Relayed], None] | None,
     path: str,
+    retry_cut: bool,
 ) -> None:
     try:
         body = await upstream.read(idle_timeout_s=idle_timeout_s, max_bytes=max_answer_bytes)
@@ -337,6 +346,8 @@ async def _relay_whole(
         answer_error(downstream, too_large_error(max_answer_bytes or 0), path)
         return
     except (BodyFailed, TimeoutError) as e:
+        if retry_cut:
+            raise WholeAnswerCut(repr(e)) from e
         outcome.upstream_error = repr(e)
         error = ProxyError(502, "the replica failed while answering", code="upstream_error")
         answer_error(downstream, error, path)

@@ -15,7 +15,8 @@ Contract:
 - Otherwise it ends exactly once: `InlineCall.relayed(outcome)` (accounting) and then `done()` on the
   client side, or `InlineCall.abandoned()` when the client hung up (the upstream connection is closed, which
   makes a vLLM replica abort the call). A stream whose replica fails or stalls for the idle timeout ends with
-  one OpenAI-style error event; a whole answer that fails, or grows past `max_answer_bytes`, is a 502, as in
+  one OpenAI-style error event; a whole answer that fails is asked of another replica while the call has
+  retries left (`InlineCall.retry_cut`), else it is a 502, as one that grows past `max_answer_bytes`, as in
   `forward.relay`.
 - With `account` False (a call relayed to the worker that owns its session, proxy/fast_server.py) the answer
   is passed on unread: its usage, message and response id are the owner's to read, and were.
@@ -74,6 +75,13 @@ class InlineCall(Protocol):
     """The call's side (proxy/call.py `Call`): its decisions and its single finish report."""
 
     def takes_over(self, status: int) -> bool: ...
+
+    def may_retry_cut(self) -> bool:
+        """A whole answer that broke off before any of it reached the client may be asked of another
+        replica (`retry_cut`, which hands the rest over to the coroutine path)."""
+        ...
+
+    def retry_cut(self, reason: str) -> None: ...
 
     def first_byte(self) -> None: ...
 
@@ -231,6 +239,10 @@ class InlineRelay:
 
     def _whole_failed(self, error: str) -> None:
         assert self.outcome is not None
+        if self.call.may_retry_cut():  # nothing of it was sent: another replica may answer it
+            self._stop(close=True)
+            self.call.retry_cut(error)
+            return
         self.outcome.upstream_error = error
         try:
             failure = ProxyError(502, "the replica failed while answering", code="upstream_error")

@@ -85,10 +85,10 @@ def hold_port(host: str, port: int) -> socket.socket:
     Probe and hold are two steps, so two supervisors started at the same instant could both pass the probe
     and hold the port together (1 of 20 tries, the eighteenth review; spelt 127.0.0.1 and 0.0.0.0, 10-15 of
     150-300, the nineteenth): on Linux probe and hold are one step per port (`_bind_window`), and once held
-    the held socket itself refuses every later probe, whatever its spelling. Where an earlier proxy's closed
-connections still sit in TIME_WAIT on the port, the held socket needs SO_REUSEADDR too (without it a
-`--workers` proxy could not start for a minute after a one-process one stopped: the forty-seventh session's
-review), and then refuses later probes only once its workers listen."""
+    the held socket itself refuses every later probe, whatever its spelling. Where an earlier proxy's
+    closed connections still sit in TIME_WAIT on the port, the held socket needs SO_REUSEADDR too (without
+    it a `--workers` proxy could not start for a minute after a one-process one stopped: the forty-seventh
+    session's review), and then refuses later probes only once its workers listen."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:

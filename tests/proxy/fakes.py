@@ -331,6 +331,39 @@ async def dying_stream_replica(partial: bool = False) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
+async def dying_whole_replica(calls: list[bytes]) -> AsyncIterator[str]:
+    """Answers /health with 200; answers a call (its head kept in `calls`) with a JSON head promising more
+    body than it sends, half of it, then drops the connection: a replica cut mid-answer, not streaming."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await read_request(reader)
+            if head.startswith(b"GET"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            else:
+                calls.append(head)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(OK_JSON)}\r\n\r\n".encode()
+                    + OK_JSON[: len(OK_JSON) // 2]
+                )
+                await writer.drain()
+                await asyncio.sleep(0.2)  # read before the reset (which would discard what is unread)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:
     """Serves `app` on a free loopback port while the context is open; yields its base URL."""
     runner = web.AppRunner(app)

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.scheduler import build_policy
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, dying_stream_replica, fake_replica
+from tests.proxy.fakes import config, dying_stream_replica, dying_whole_replica, fake_replica
 from tests.proxy.test_e2e_failures import MESSAGES, _FullQueueCore, call
 
 SERVERS = pytest.mark.parametrize("server", ["fast", "aiohttp"])
@@ -101,6 +101,40 @@ async def test_a_replica_dying_mid_stream_counts_once(http: aiohttp.ClientSessio
         seen = await counts(http, url)
     assert b'"error"' in raw
     assert seen["saga_errors_total"] == {("upstream_mid_answer",): 1.0}
+    assert seen["saga_upstream_failures_total"] == {(dying, "upstream_mid_answer"): 1.0}
+
+
+@SERVERS
+async def test_a_whole_answer_cut_short_is_asked_of_another_replica(
+    http: aiohttp.ClientSession, server: str
+) -> None:
+    """A whole answer whose replica died mid-body was answered 502 though none of it had reached the client,
+    and the session stayed on that replica, where the SDKs' own retries went too (the forty-seventh
+    session's review). Now the call is retried on the other replica: no error for the client, one failed
+    attempt on the dying one."""
+    cut: list[bytes] = []
+    async with (
+        dying_whole_replica(cut) as dying,
+        fake_replica() as good,
+        running_proxy(config([dying, good.url], policy="round-robin", server=server)) as url,
+    ):
+        answers = [await call(http, url) for _ in range(2)]  # round robin: one starts on the dying one
+        seen = await counts(http, url)
+    assert [status for status, _, _ in answers] == [200, 200] and len(cut) >= 1, answers
+    assert seen.get("saga_errors_total", {}) == {}
+    assert seen["saga_upstream_failures_total"] == {(dying, "upstream_mid_answer"): float(len(cut))}
+
+
+@SERVERS
+async def test_a_whole_answer_cut_short_with_no_other_replica_is_a_502(
+    http: aiohttp.ClientSession, server: str
+) -> None:
+    cut: list[bytes] = []
+    async with dying_whole_replica(cut) as dying, running_proxy(config([dying], server=server)) as url:
+        status, payload, _ = await call(http, url)
+        seen = await counts(http, url)
+    assert status == 502 and payload["error"]["message"] == "the replica failed while answering", payload
+    assert len(cut) == 1  # (not sent again to the replica that cut it)
     assert seen["saga_upstream_failures_total"] == {(dying, "upstream_mid_answer"): 1.0}
 
 

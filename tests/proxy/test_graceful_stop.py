@@ -280,7 +280,9 @@ async def test_a_second_signal_stops_at_once_and_leaves_no_private_directory(
 
 
 @pytest.mark.parametrize("server", ["fast", "aiohttp"])
-async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(tmp_path: Path, server: str) -> None:
+async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(
+    tmp_path: Path, server: str
+) -> None:
     """`shutdown_grace_s: 0` skipped the deadline's ends: a stream stopped mid-answer and a whole answer got
     a bare close (found by the eighth review)."""
     proc, url, output = start(tmp_path, "--shutdown-grace-s", "0", "--server", server)
@@ -303,7 +305,9 @@ async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(tmp_pa
 
 
 @pytest.mark.parametrize("server", ["fast", "aiohttp"])
-async def test_a_responses_stream_cut_by_the_stop_ends_with_the_responses_error_event(tmp_path: Path, server: str) -> None:
+async def test_a_responses_stream_cut_by_the_stop_ends_with_the_responses_error_event(
+    tmp_path: Path, server: str
+) -> None:
     """A Responses API stream the proxy cuts as it stops ends with that API's error event, numbered after
     the last event sent (the forty-sixth session's review: it had no `sequence_number`)."""
     proc, url, output = start(tmp_path, "--shutdown-grace-s", "0", "--server", server)
