@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 
 from proxy.context import CORE, GATE
 from proxy.errors import ProxyError, error_response, stopping_event
-from proxy.forward import DOWNSTREAM
+from proxy.forward import DOWNSTREAM, AiohttpDownstream
 
 # Requests whose handler is running, by id (a request is a mapping: not hashable)
 LIVE = web.AppKey("live_requests", dict[int, web.Request])
@@ -51,7 +51,7 @@ async def ended_at_the_deadline(request: web.Request, handler: Handler) -> web.S
 
 async def _the_proxys_end(request: web.Request, message: str) -> web.StreamResponse:
     stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
-    downstream = request.get(DOWNSTREAM)
+    downstream: AiohttpDownstream | None = request.get(DOWNSTREAM)
     if downstream is None or downstream.response is None:
         return error_response(stopping, request.path)
     response = downstream.response

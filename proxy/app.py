@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from proxy import admin, calls, forward, models, passthrough, response_routes, sessions
 from proxy.aiohttp_drain import LIVE, ended_at_the_deadline
@@ -39,6 +40,8 @@ from proxy.context import (
     DecisionGate,
     Guards,
 )
+from proxy.cors import CorsPolicy
+from proxy.cors_middleware import cors_middleware
 from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrinfo
 from proxy.errors import add_unknown_route, openai_errors
 from proxy.graph_routes import add_graph_routes
@@ -193,12 +196,15 @@ def create_app(
         )
     # Authentication is a middleware only when something must be checked: one layer less per call otherwise.
     checked = config.api_keys or config.admin_token is not None  # as proxy/auth.py (validate refuses "")
-    middlewares = [openai_errors, authenticate] if checked else [openai_errors]
+    middlewares: list[Middleware] = [openai_errors, authenticate] if checked else [openai_errors]
     if workers is not None:  # /metrics and the admin API answer for every worker (after the token check)
         middlewares.append(gather_workers)
     # Under `server: aiohttp` the drain's end reaches what is still in progress (first: it answers); under
     # the fast server it serves the routes handed to this app, and costs a dict entry a request.
     middlewares.insert(0, ended_at_the_deadline)
+    cors = CorsPolicy.parse(config.cors_allowed_origins)
+    if cors is not None:  # outside authentication: a browser's preflight carries no credentials
+        middlewares.insert(1, cors_middleware(cors))
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[LIVE] = {}

@@ -16,6 +16,7 @@ import msgspec
 
 from fairness.tenants import TenantsConfig
 from proxy.arg_types import EMPTY_HOST
+from proxy.cors import CorsPolicy
 from proxy.kv_event_sources import SourcesError, reachable
 from proxy.replica_guard import GuardParams
 from proxy.scheduler.registry import PRESETS, ConfigError, PolicySpec
@@ -224,6 +225,9 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # vLLM KV-cache events: off when None (the prefix-cache view is then the proxy's own estimate).
     kv_events: KvEventsConfig | None = None
     log_format: str = "text"  # or "json": one JSON object per log line
+    # Origins whose browser clients may call the proxy (CORS, as vLLM's `--allowed-origins`, whose default is
+    # every origin): `*`, comma-separated origins, or empty for none (proxy/cors.py)
+    cors_allowed_origins: str = "*"
 
     def guard_params(self) -> GuardParams:
         return GuardParams(
@@ -252,6 +256,7 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ConfigError("workers > 1 needs server: fast (it hands client connections between workers)")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be 'text' or 'json'")
+        CorsPolicy.parse(self.cors_allowed_origins)
         for name in ("upstream_api_key", "admin_token"):
             value = getattr(self, name)
             if value is not None and (problem := credential_problem(value)) is not None:

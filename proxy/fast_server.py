@@ -65,6 +65,7 @@ from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, RESPONSE_OWNERS, WORKERS
+from proxy.cors import CorsPolicy
 from proxy.data_structs import SeenMessages
 from proxy.errors import (
     COMPRESSED_BODY,
@@ -278,6 +279,14 @@ def _is_event_stream(fields: Mapping[str, str] | None) -> bool:
         if name.lower() == "content-type":
             return value.lower().startswith("text/event-stream")
     return False
+
+
+def _field(headers: list[tuple[str, str]], lowered_name: str) -> str | None:
+    """The first value of a request's header field named `lowered_name` (None: none)."""
+    for name, value in headers:
+        if name.lower() == lowered_name:
+            return value
+    return None
 
 
 # What a closed connection's `parser` is: nothing is parsed after the connection is lost.
@@ -886,7 +895,17 @@ class _ClientConnection(asyncio.Protocol):
         await self.server.hand_off(request, downstream)
 
     def _answer_error(self, downstream: _Downstream, err: ProxyError) -> None:
-        self.server.metrics_errors(err.code or f"http_{err.status}")
+        server = self.server
+        server.metrics_errors(err.code or f"http_{err.status}")
+        if server.cors is not None:  # a browser's page reads the refusal only if it names its origin
+            allowed = server.cors.allow_origin(_field(downstream.request.headers, "origin"))
+            if allowed is not None:
+                extra = {"Access-Control-Allow-Origin": allowed}
+                if allowed != "*":
+                    extra["Vary"] = "Origin"
+                err = ProxyError(
+                    err.status, err.message, param=err.param, code=err.code, headers={**err.headers, **extra}
+                )
         forward.answer_error(downstream, err, downstream.request.url)
 
     def _log_access(
@@ -1083,6 +1102,7 @@ class FastServer:
     def __init__(self, app: web.Application, inner_socket: str) -> None:
         config = app[CONFIG]
         self.app = app
+        self.cors = CorsPolicy.parse(config.cors_allowed_origins)
         self.api_keys = config.api_keys
         self.max_body_bytes = config.max_body_bytes
         self.access_log = config.access_log

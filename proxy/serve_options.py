@@ -52,6 +52,7 @@ _HELP = {
     "admin_token": "token the /saga/v1/* admin routes require",
     "tenant_cache_salt": "with api_keys, each tenant's calls carry a vLLM cache_salt of its own",
     "log_format": "text or json",
+    "cors_allowed_origins": "origins whose browser clients may call the proxy (CORS): *, origins, or ''",
     "server": "fast (the call routes on a uvloop + httptools server, the rest on aiohttp) or aiohttp",
     "workers": "proxy processes sharing the port; each session is scheduled by one of them",
 }
