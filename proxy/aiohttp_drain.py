@@ -17,8 +17,8 @@ import contextlib
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.context import CORE, GATE
-from proxy.errors import ProxyError, error_response, stopping_event
+from proxy.context import CONFIG, CORE, GATE
+from proxy.errors import ProxyError, error_response, retry_after, stopping_event
 from proxy.forward import DOWNSTREAM, AiohttpDownstream
 
 # Requests whose handler is running, by id (a request is a mapping: not hashable)
@@ -50,7 +50,8 @@ async def ended_at_the_deadline(request: web.Request, handler: Handler) -> web.S
 
 
 async def _the_proxys_end(request: web.Request, message: str) -> web.StreamResponse:
-    stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
+    when = retry_after(request.app[CONFIG].retry_after_s)
+    stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": when})
     downstream: AiohttpDownstream | None = request.get(DOWNSTREAM)
     if downstream is None or downstream.response is None:
         return error_response(stopping, request.path)

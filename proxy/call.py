@@ -268,9 +268,17 @@ class Call:
                 )
             except forward.WholeAnswerCut as cut:
                 decision, upstream = await call_attempts.cut_short(self, dispatch.replica_id, str(cut)), None
+                if not isinstance(decision, Dispatch):  # not retried: the 502 it was before retries
+                    self._answer_cut(dispatch, str(cut))
+                    return
                 continue
             self._relayed(dispatch, outcome)
             return
+
+    def _answer_cut(self, dispatch: Dispatch, error: str) -> None:
+        outcome = forward.Relayed(502)
+        forward.cut_answer(self.downstream, outcome, error, self.path)
+        self._relayed(dispatch, outcome)
 
     def _relayed(self, decision: Dispatch, outcome: forward.Relayed) -> None:
         metrics = self.metrics
@@ -341,10 +349,14 @@ class Call:
         as `_dispatch`'s does after `forward.WholeAnswerCut`."""
         dispatch = self.dispatch
         assert dispatch is not None
-        self._hand_over(self.downstream, lambda: self._after_cut(dispatch.replica_id, reason))  # type: ignore[arg-type]
+        self._hand_over(self.downstream, lambda: self._after_cut(dispatch, reason))  # type: ignore[arg-type]
 
-    async def _after_cut(self, replica: str, reason: str) -> None:
-        await self._dispatch(await call_attempts.cut_short(self, replica, reason))
+    async def _after_cut(self, dispatch: Dispatch, reason: str) -> None:
+        decision = await call_attempts.cut_short(self, dispatch.replica_id, reason)
+        if isinstance(decision, Dispatch):
+            await self._dispatch(decision)
+        else:  # not retried: the 502 it was before retries
+            self._answer_cut(dispatch, reason)
 
     def first_byte(self) -> None:
         self.metrics.ttft.observe(time.perf_counter() - self.started)

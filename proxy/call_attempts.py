@@ -8,7 +8,8 @@ Contract:
   scheduling sends the call again without one. It returns the answer to relay, the core's Reject when no
   replica is left, or `ANSWERED` when it relayed the replica's own error itself.
 - A whole answer whose body breaks off or stalls before any of it reached the client is asked of another
-  replica the same way while retries are left (`cut_short`; the replica is not marked down).
+  replica the same way while retries are left (`cut_short`; the replica is not marked down, and counts
+  toward its breaker as a 5xx does).
 - Circuit breakers: a connect error, a first-byte timeout and a failure mid-answer count toward the
   replica's breaker at once. A 5xx before any byte may be the request's fault (one that crashes the engine):
   the replica is kept in `Call.refused` and counts only once another replica answered the same call with a
@@ -113,9 +114,7 @@ async def attempts(
             call.shared.guards[replica].call_succeeded()  # it answered: the client's own mistake
             call.relay_error(replica, status, headers, error_body)
             return ANSWERED
-        if answered.status < 500 and call.refused is not None:  # it answered what others failed with a 5xx
-            count_refused(call)
-        return answered, decision
+        return answered, decision  # (the 5xx of others count once its answer is relayed whole: `account`)
     return decision
 
 
@@ -209,17 +208,20 @@ async def failed(call: Call, replica: str, reason: str, cause: str, *, replica_d
 
 async def cut_short(call: Call, replica: str, reason: str) -> Decision:
     """A whole answer that broke off or stalled before any of it reached the client (asked only while
-    `call.failures < max_retries`): a failure mid-answer, counted toward the replica's breaker at once as
-    ever, and the call asked of another replica. The replica is not marked down (a lone replica's other
-    calls would be refused until its next probe); with no other replica, the client gets the 502 it got
-    before retries were made (the SDKs' own retries went back to the same replica: the forty-seventh
-    session's review)."""
+    `call.failures < max_retries`): the call is asked of another replica (the session rebinds; the replica
+    is not marked down: a lone replica's other calls would be refused until its next probe). Retried, the
+    cut counts as a 5xx before any byte does: the attempt at once, the replica's breaker only once another
+    replica answers the call (one request that every replica cuts took them all out of rotation: the
+    forty-seventh session's review). Not retried (no other replica, or one call pinned there), the caller
+    answers the 502 of a failure mid-answer, counted as before retries were made (`account`)."""
     call.failures += 1
-    opened = note_failure(call, replica, reason, "upstream_mid_answer")
-    what = "marked down" if opened else "failed mid-answer"
-    decision = await _elsewhere(call, replica, reason, what, False)
-    if not isinstance(decision, Dispatch):
-        raise ProxyError(502, "the replica failed while answering", code="upstream_error")
+    decision = await _elsewhere(call, replica, reason, "failed mid-answer", False)
+    if isinstance(decision, Dispatch):
+        call.metrics.upstream_failures.bump(replica, "upstream_mid_answer")
+        if call.refused is None:
+            call.refused = [replica]
+        else:
+            call.refused.append(replica)
     return decision
 
 
@@ -287,6 +289,8 @@ def account(call: Call, replica: str, outcome: forward.Relayed) -> None:
         )
     elif outcome.status < 500:
         call.shared.guards[replica].call_succeeded()
+        if call.refused is not None:  # it answered what others failed (a 5xx, a whole answer cut short)
+            count_refused(call)
     else:  # a 5xx relayed: no replica answered the call without one, so it counts toward no breaker
         metrics.upstream_failures.bump(replica, "upstream_5xx")
         metrics.errors.bump("upstream_5xx")

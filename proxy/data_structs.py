@@ -32,19 +32,20 @@ class Relayed(msgspec.Struct):
 
 
 class StreamOptions(msgspec.Struct, gc=False):
-    include_usage: bool | None = None
+    include_usage: bool | str | float | None = None  # a bool once decoded (proxy/lax_flags.py)
 
 
 class CallFields(msgspec.Struct, gc=False):
     """The only body fields the proxy decodes; the original bytes are forwarded unchanged. Decoded as
     loosely as vLLM's (pydantic's lax mode) reads them, so the proxy refuses no body vLLM serves: `"stream":
-    "true"`, `1`, `"yes"` or `1.0`, `"include_usage": 1` are booleans (proxy/identity.py's decoder, with
-    proxy/lax_flags.py for what msgspec's loose reading refuses), `"model": null` names
+    "true"`, `1`, `"yes"` or `1.0`, `"include_usage": 1` are booleans (proxy/identity.py's decoder and
+    proxy/lax_flags.py), `"model": null` names
     the replica's default model, and a `prompt_cache_key` that is no string, of any shape, names no session
     (vLLM's chat and completions ignore the field)."""
 
     model: str | None = ""
-    stream: bool | None = False  # null is OpenAI's (and vLLM's) default: not streamed
+    # null is OpenAI's (and vLLM's) default: not streamed; a bool or None once decoded (proxy/lax_flags.py)
+    stream: bool | str | float | None = False
     # UNSET when the body has no such member (None: it is null), so the proxy can add it without decoding
     # the body again (proxy/directives.py)
     stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET

@@ -209,12 +209,12 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        _count(request, f"http_{e.status}")
         allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None  # a 405 says what is allowed
         error = ProxyError(e.status, e.reason if e.text is None else e.text, headers=allow)
         config = request.app.get(CONFIG)
-        if e.status == 413 and config is not None:  # said as the fast server says it (code and all)
+        if e.status == 413 and config is not None:  # said (and counted) as the fast server says it
             error = ProxyError(413, too_large_message(config.max_body_bytes), code="request_too_large")
+        _count(request, error.code or f"http_{e.status}")
         e.__traceback__ = None  # (the raising frames may hold what holds it: no cycle for a rare full GC)
         return error_response(error, request.path)
 

@@ -74,6 +74,7 @@ from proxy.errors import (
     ProxyError,
     coded_transfer,
     compressed_body,
+    retry_after,
     stopping_event,
     too_large_message,
 )
@@ -1302,7 +1303,8 @@ class FastServer:
         replica that failed mid-answer, with `message`); a whole answer half sent can only be cut. Requests
         the client sent after it on the same connection (pipelined) get the 503 too, in order, the last one
         saying `Connection: close`."""
-        stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": "1"})
+        when = retry_after(self.app[CONFIG].retry_after_s)  # (as every 503 of the proxy: it was "1")
+        stopping = ProxyError(503, message, code="shutting_down", headers={"Retry-After": when})
         for conn in list(self.connections):
             downstream = conn.current if conn._busy() else None
             if conn.transport is None or not (downstream is not None or conn.queue):

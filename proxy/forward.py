@@ -160,6 +160,15 @@ def answer_error(downstream: Answers, err: ProxyError, path: str = "") -> None:
     downstream.answer(err.status, {**err.headers, "Content-Type": "application/json"}, body)
 
 
+def cut_answer(downstream: Answers, outcome: Relayed, error: str, path: str) -> None:
+    """A whole answer that broke off or stalled mid-body, none of it sent: the client's 502, counted as
+    one (it was counted as the replica's 200)."""
+    outcome.upstream_error = error
+    outcome.status = 502
+    failure = ProxyError(502, "the replica failed while answering", code="upstream_error")
+    answer_error(downstream, failure, path)
+
+
 def too_large_error(max_answer_bytes: int) -> ProxyError:
     return ProxyError(
         502,
@@ -348,9 +357,7 @@ async def _relay_whole(
     except (BodyFailed, TimeoutError) as e:
         if retry_cut:
             raise WholeAnswerCut(repr(e)) from e
-        outcome.upstream_error = repr(e)
-        error = ProxyError(502, "the replica failed while answering", code="upstream_error")
-        answer_error(downstream, error, path)
+        cut_answer(downstream, outcome, repr(e), path)
         return
     on_first_byte()
     outcome.first_byte = True

@@ -37,8 +37,8 @@ import msgspec
 
 from proxy.auth import client_key
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
-from proxy.data_structs import ChatMessage, Identity, SeenMessages
-from proxy.lax_flags import loosened
+from proxy.data_structs import ChatMessage, Identity, SeenMessages, StreamOptions
+from proxy.lax_flags import lax_bool
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
 from proxy.session_chain import (
     MAX_CHAINED_MESSAGES,
@@ -126,14 +126,18 @@ def decode_call(body: bytes) -> CallFields:
     Nesting deeper than Python's recursion limit (a 100k-deep array) is a DecodeError too.
     """
     try:
-        return _call_decoder.decode(body)
+        fields = _call_decoder.decode(body)
     except RecursionError as e:
         raise msgspec.DecodeError("JSON nested too deeply") from e
-    except msgspec.ValidationError:
-        loose = loosened(body)  # "stream": "yes" and the like, which vLLM serves
-        if loose is None:
-            raise
-        return _call_decoder.decode(loose)
+    stream = fields.stream  # "stream": "yes" and the like, which vLLM serves (proxy/lax_flags.py)
+    if stream is not None and stream.__class__ is not bool:
+        fields.stream = lax_bool(stream, "$.stream")
+    options = fields.stream_options
+    if isinstance(options, StreamOptions):
+        usage = options.include_usage
+        if usage is not None and usage.__class__ is not bool:
+            options.include_usage = lax_bool(usage, "$.stream_options.include_usage")
+    return fields
 
 
 def _string(raw: msgspec.Raw) -> str | None:

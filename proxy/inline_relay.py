@@ -30,8 +30,8 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
-from proxy.errors import ProxyError, mid_answer_event
-from proxy.forward import Relayed, answer_error, forwarded_headers, too_large_error
+from proxy.errors import mid_answer_event
+from proxy.forward import Relayed, answer_error, cut_answer, forwarded_headers, too_large_error
 from proxy.sse_scan import StreamScanner, read_answer, whole_events, whole_response_id
 from proxy.upstream_pool import BodyFailed, Key, UpstreamAnswer, UpstreamPool, _Connection
 
@@ -243,10 +243,8 @@ class InlineRelay:
             self._stop(close=True)
             self.call.retry_cut(error)
             return
-        self.outcome.upstream_error = error
         try:
-            failure = ProxyError(502, "the replica failed while answering", code="upstream_error")
-            answer_error(self.downstream, failure, self.path)
+            cut_answer(self.downstream, self.outcome, error, self.path)
         except ConnectionError:
             self.outcome.client_gone = True
         self._end()

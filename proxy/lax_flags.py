@@ -1,15 +1,13 @@
-"""The call body's two flags read as vLLM reads them, where msgspec's loose decoding does not.
+"""The call body's two flags read as vLLM reads them: pydantic's lax booleans, which msgspec does not read.
 
-Contract: `loosened(body)` is called only for a body the routing decoder refused (proxy/identity.py
-`decode_call`, a msgspec ValidationError); it returns the body re-encoded with `stream` and
-`stream_options.include_usage` as the booleans pydantic's lax mode makes of them ("yes", "on", "t", "y",
-"no", "off", "f", "n", any case, and 1.0 / 0.0, which msgspec refuses), or None when neither needed it (the
-refusal stands). Only the proxy's own reading uses the re-encoded body; the replica gets the bytes sent.
+Contract: CallFields decodes `stream` and `stream_options.include_usage` as `bool | str | float | None`
+(proxy/data_structs.py); `lax_bool(value, path)` then makes a boolean of what is not one, as pydantic's lax
+mode does ("yes", "on", "t", "y", "1", "true", "no", "off", "f", "n", "0", "false", any case; 1.0 and 0.0),
+and raises msgspec.ValidationError naming `path` for anything else. Read in the one decode (a body decoded a
+second time read differently: a key given twice, a number past a float's range elsewhere in it).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import msgspec
 
@@ -17,31 +15,14 @@ _TRUE = frozenset(("1", "on", "t", "true", "y", "yes"))
 _FALSE = frozenset(("0", "off", "f", "false", "n", "no"))
 
 
-def lax_bool(value: Any) -> Any:
-    """`value` as pydantic's lax mode reads a bool; unchanged when it reads none (the refusal stands)."""
+def lax_bool(value: str | float, path: str) -> bool:
     if isinstance(value, str):
         lowered = value.lower()
-        return True if lowered in _TRUE else False if lowered in _FALSE else value
-    if isinstance(value, int | float) and not isinstance(value, bool) and value in (0, 1):
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    elif value in (0, 1):
         return bool(value)
-    return value
-
-
-def loosened(body: bytes) -> bytes | None:
-    try:
-        fields = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    if not isinstance(fields, dict):
-        return None
-    changed = False
-    if "stream" in fields:
-        stream = lax_bool(fields["stream"])
-        changed = stream is not fields["stream"]
-        fields["stream"] = stream
-    options = fields.get("stream_options")
-    if isinstance(options, dict) and "include_usage" in options:
-        usage = lax_bool(options["include_usage"])
-        changed = changed or usage is not options["include_usage"]
-        options["include_usage"] = usage
-    return msgspec.json.encode(fields) if changed else None
+    kind = "str" if isinstance(value, str) else "float"
+    raise msgspec.ValidationError(f"Expected `bool | null`, got `{kind}` - at `{path}`")

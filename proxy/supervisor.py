@@ -88,12 +88,14 @@ def hold_port(host: str, port: int) -> socket.socket:
     the held socket itself refuses every later probe, whatever its spelling. Where an earlier proxy's
     closed connections still sit in TIME_WAIT on the port, the held socket needs SO_REUSEADDR too (without
     it a `--workers` proxy could not start for a minute after a one-process one stopped: the forty-seventh
-    session's review), and then refuses later probes only once its workers listen."""
+    session's review); a probe passes beside it, so the port's starting lock (`_refuse_if_starting`) refuses
+    other supervisors until its workers listen, which then refuse later probes."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:
         with _bind_window(port):
             if port:
+                _refuse_if_starting(port)
                 with socket.socket(family, kind, proto) as probe:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind(address)
@@ -105,13 +107,57 @@ def hold_port(host: str, port: int) -> socket.socket:
                     raise
                 # The probe passed, so what is left on the port is connections in TIME_WAIT (a proxy that
                 # stopped within the minute, whose clients' connections it closed first): bound beside them
-                # as the workers will be. Until its workers listen, a second supervisor's probe would pass.
+                # as the workers will be. A probe beside such a socket passes until the workers listen: the
+                # port's starting lock says it is held meanwhile (`started` lets it go).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(address)
+                _starting_lock(port)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+# Supervisors holding their port beside connections in TIME_WAIT (SO_REUSEADDR) until their workers listen:
+# an abstract Unix socket named for the port, per port (Linux; gone with the process)
+_STARTING: dict[int, socket.socket] = {}
+
+
+def _starting_name(port: int) -> str:
+    return f"\0saga-serve-port-starting {port}"
+
+
+def _starting_lock(port: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(_starting_name(port))
+    except OSError:
+        lock.close()
+        raise
+    _STARTING[port] = lock
+
+
+def _refuse_if_starting(port: int) -> None:
+    """EADDRINUSE while another supervisor holds the port beside connections in TIME_WAIT and its workers
+    do not listen yet (a probe would pass beside its socket: the forty-seventh session's review)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as check:
+        try:
+            check.bind(_starting_name(port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise OSError(errno.EADDRINUSE, "another saga serve is starting on this port") from e
+            raise
+
+
+def started(port: int) -> None:
+    """The workers listen on `port` (or the supervisor stops): its starting lock, if any, goes."""
+    lock = _STARTING.pop(port, None)
+    if lock is not None:
+        lock.close()
 
 
 # How long a supervisor waits for another's probe and hold of the same port (microseconds, unless it stopped
@@ -173,7 +219,9 @@ class Supervisor:
             write_worker_config(self.directory, msgspec.structs.replace(self.config, port=self.port))
             write_tenant_key(self.directory)
             watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
-            if await self._all_ready():
+            ready = await self._all_ready()
+            started(self.port)  # the workers' sockets hold the port now (or none will)
+            if ready:
                 self.started = True
                 url = base_url(self.config.host, self.port)
                 announce(listening_line(url, self.config), self.config.log_format)
@@ -186,6 +234,7 @@ class Supervisor:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             held.close()
+            started(self.port)
             shutil.rmtree(self.directory, ignore_errors=True)
         if self.failure:
             print(f"saga: error: {self.failure}", file=sys.stderr, flush=True)

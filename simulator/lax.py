@@ -76,7 +76,10 @@ def _to_int(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if _INT_STR.fullmatch(text):
-            return int(text.split(".")[0])
+            try:
+                return int(text.split(".")[0])
+            except ValueError:  # past Python's 4,300 digits: left for msgspec to refuse (a 400, not a 500)
+                return value
     return value
 
 

@@ -331,15 +331,18 @@ async def dying_stream_replica(partial: bool = False) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def dying_whole_replica(calls: list[bytes]) -> AsyncIterator[str]:
+async def dying_whole_replica(calls: list[bytes], cut_if: bytes = b"") -> AsyncIterator[str]:
     """Answers /health with 200; answers a call (its head kept in `calls`) with a JSON head promising more
-    body than it sends, half of it, then drops the connection: a replica cut mid-answer, not streaming."""
+    body than it sends, half of it, then drops the connection: a replica cut mid-answer, not streaming.
+    With `cut_if`, only a call whose body holds it is cut; the others are answered whole."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await read_request(reader)
-            if head.startswith(b"GET"):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            head, body = await read_request_whole(reader)
+            if head.startswith(b"GET") or cut_if not in body:
+                ok = b"" if head.startswith(b"GET") else OK_JSON
+                kind = b"Content-Type: application/json\r\n"
+                writer.write(b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (kind, len(ok), ok))
             else:
                 calls.append(head)
                 writer.write(

@@ -377,7 +377,7 @@ def test_a_port_left_with_connections_in_time_wait_is_held() -> None:
     """A proxy that stopped closes its clients' connections first, which leaves them in TIME_WAIT on its port
     for a minute: the supervisor's held socket (no SO_REUSEADDR) could not bind then, so `saga serve
     --workers 2` refused to start right after a one-process proxy (the forty-seventh session's review)."""
-    from proxy.supervisor import hold_port
+    from proxy.supervisor import hold_port, started
 
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -389,8 +389,16 @@ def test_a_port_left_with_connections_in_time_wait_is_held() -> None:
         served.close()  # the server's side closes first: its end of the connection goes to TIME_WAIT
         client.recv(1)
         client.close()
-    with hold_port("127.0.0.1", port) as held:
-        assert held.getsockname()[1] == port
+    try:
+        with hold_port("127.0.0.1", port) as held:
+            assert held.getsockname()[1] == port
+            # held beside them (SO_REUSEADDR), a probe would pass until its workers listen: another
+            # supervisor started meanwhile held the port too (the forty-seventh session's review of the fix)
+            with pytest.raises(OSError) as e:
+                hold_port("127.0.0.1", port).close()
+            assert e.value.errno == errno.EADDRINUSE
+    finally:
+        started(port)
 
 
 @pytest.mark.parametrize("simulate", [[], ["--simulate", "1"]])

@@ -219,7 +219,10 @@ async def test_a_body_over_the_limit_is_refused_alike_by_both_servers(
         http.post(f"{url}/v1/chat/completions", data=b"{" + b" " * 5000 + b"}") as r,
     ):
         error = (r.status, (await r.json())["error"])
+        async with http.get(f"{url}/metrics") as m:
+            metrics = await m.text()
     assert error[0] == 413 and error[1]["code"] == "request_too_large", error
+    assert 'saga_errors_total{cause="request_too_large"} 1.0' in metrics  # (aiohttp counted `http_413`)
     assert error[1]["message"] == "request body over the proxy's limit of 1000 bytes", error
 
 

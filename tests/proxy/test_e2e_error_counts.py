@@ -6,6 +6,7 @@ refused counted `upstream_5xx` once per replica, and a call a retry saved still 
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import aiohttp
@@ -28,8 +29,15 @@ async def counts(http: aiohttp.ClientSession, url: str) -> dict[str, dict[tuple[
     out: dict[str, dict[tuple[str, ...], float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in ("saga_errors_total", "saga_upstream_failures_total", "saga_rejected_total"):
-                key = tuple(sample.labels[name] for name in ("replica", "cause") if name in sample.labels)
+            if sample.name in (
+                "saga_errors_total",
+                "saga_upstream_failures_total",
+                "saga_rejected_total",
+                "saga_calls_total",
+            ):
+                key = tuple(
+                    sample.labels[name] for name in ("replica", "cause", "status") if name in sample.labels
+                )
                 out.setdefault(sample.name, {})[key] = sample.value
     return out
 
@@ -135,7 +143,32 @@ async def test_a_whole_answer_cut_short_with_no_other_replica_is_a_502(
         seen = await counts(http, url)
     assert status == 502 and payload["error"]["message"] == "the replica failed while answering", payload
     assert len(cut) == 1  # (not sent again to the replica that cut it)
+    # counted as before retries were made (and as a 502, where the replica's 200 was counted)
+    assert seen["saga_errors_total"] == {("upstream_mid_answer",): 1.0}
     assert seen["saga_upstream_failures_total"] == {(dying, "upstream_mid_answer"): 1.0}
+    assert seen["saga_calls_total"] == {("502",): 1.0}
+
+
+@SERVERS
+async def test_one_request_every_replica_cuts_does_not_take_them_all_out(
+    http: aiohttp.ClientSession, server: str
+) -> None:
+    """With the retries of a cut whole answer, each cut counted toward its replica's breaker at once: one
+    request every replica cuts, sent three times (an SDK's retries of a 502), opened every breaker and the
+    next good call got a 503 (the forty-seventh session's review of its fix). A cut now counts as a 5xx does:
+    toward the breaker only once another replica answers the call."""
+    cut: list[bytes] = []
+    async with contextlib.AsyncExitStack() as stack:
+        replicas = [await stack.enter_async_context(dying_whole_replica(cut, b"POISON")) for _ in range(3)]
+        url = await stack.enter_async_context(running_proxy(config(replicas, server=server)))
+        poison = {"model": "fake", "messages": [{"role": "user", "content": "POISON"}]}
+        for _ in range(3):
+            async with http.post(f"{url}/v1/chat/completions", json=poison) as r:
+                assert r.status == 502
+        status, _, _ = await call(http, url)
+        state = await (await http.get(f"{url}/saga/v1/state")).json()
+    assert len(cut) == 9 and status == 200
+    assert all(replica["healthy"] for replica in state["replicas"]), state
 
 
 async def test_the_unlabelled_counters_show_zero_before_their_first_event(

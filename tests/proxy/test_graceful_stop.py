@@ -285,7 +285,7 @@ async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(
 ) -> None:
     """`shutdown_grace_s: 0` skipped the deadline's ends: a stream stopped mid-answer and a whole answer got
     a bare close (found by the eighth review)."""
-    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0", "--server", server)
+    proc, url, output = start(tmp_path, "--shutdown-grace-s", "0", "--server", server, "--retry-after-s", "7")
     long = {**BODY, "max_tokens": 4000, "ignore_eos": True}
     try:
         async with aiohttp.ClientSession() as http:
@@ -298,6 +298,7 @@ async def test_with_no_grace_the_calls_in_progress_get_the_proxys_own_end(
             assert '"code":"shutting_down"' in text.replace(" ", ""), text[-300:]
             async with await whole as r:
                 assert r.status == 503 and (await r.json())["error"]["code"] == "shutting_down"
+                assert r.headers["Retry-After"] == "7"  # `retry_after_s`, as every 503 (it was "1")
             stream.release()
         assert await asyncio.to_thread(proc.wait, 60) == 0, "".join(output)
     finally:

@@ -191,3 +191,16 @@ def test_stream_flags_are_read_as_vllm_reads_them(stream: object, expected: bool
 def test_a_stream_flag_vllm_refuses_is_refused(stream: object) -> None:
     with pytest.raises(msgspec.ValidationError):
         decode_call(msgspec.json.encode({"model": "m", "stream": stream}))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"stream": "yes", "stream": false}', False),  # the last of a key given twice, as vLLM reads it
+        (b'{"stream": "yes", "metadata": {"x": 1e400}}', True),  # a field the proxy does not read
+    ],
+)
+def test_a_loose_stream_flag_is_read_in_the_one_decode(body: bytes, expected: bool) -> None:
+    """The loose flags were read by decoding the body again as a whole, which refused these two (the
+    forty-seventh session's review of its fix)."""
+    assert decode_call(body).stream is expected

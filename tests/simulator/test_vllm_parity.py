@@ -192,6 +192,8 @@ async def test_continuous_usage_stats_put_the_usage_in_every_chunk(
         ("/v1/chat/completions", chat(top_logprobs=2), "top_logprobs"),
         ("/v1/chat/completions", chat(stop=5), "body.stop"),
         ("/v1/chat/completions", chat(seed="x"), "body.seed"),
+        # past Python's 4,300-digit bound on int(): a 500 (the forty-seventh session's review)
+        ("/v1/chat/completions", chat(max_tokens="1" * 5000), "body.max_tokens"),
         ("/v1/chat/completions", chat(messages=[{"role": "user", "content": 5}]), None),
         ("/v1/messages", chat(temperature=-1), None),  # Anthropic's error shape: no param
         ("/v1/completions", completion(suffix="x"), "suffix"),
