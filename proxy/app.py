@@ -41,7 +41,7 @@ from proxy.context import (
     Guards,
 )
 from proxy.cors import CorsPolicy
-from proxy.cors_middleware import cors_middleware
+from proxy.cors_middleware import allow_origin_on_answers, preflights
 from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrinfo
 from proxy.errors import add_unknown_route, openai_errors
 from proxy.graph_routes import add_graph_routes
@@ -204,10 +204,12 @@ def create_app(
     middlewares.insert(0, ended_at_the_deadline)
     cors = CorsPolicy.parse(config.cors_allowed_origins)
     if cors is not None:  # outside authentication: a browser's preflight carries no credentials
-        middlewares.insert(1, cors_middleware(cors))
+        middlewares.insert(1, preflights(cors))
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[LIVE] = {}
+    if cors is not None:
+        allow_origin_on_answers(app, cors)
     salts = tenant_salts(config)
     if salts is not None:
         app[TENANT_SALTS] = salts

@@ -10,10 +10,11 @@ Contract:
 - A whole answer whose body breaks off or stalls before any of it reached the client is asked of another
   replica the same way while retries are left (`cut_short`; the replica is not marked down, and counts
   toward its breaker as a 5xx does).
-- Circuit breakers: a connect error, a first-byte timeout and a failure mid-answer count toward the
-  replica's breaker at once. A 5xx before any byte may be the request's fault (one that crashes the engine):
-  the replica is kept in `Call.refused` and counts only once another replica answered the same call with a
-  status below 500 (`attempts`, when it takes that answer); a call whose every answer was a 5xx (relayed as
+- Circuit breakers: a connect error, a first-byte timeout and a stream's failure mid-answer count toward
+  the replica's breaker at once; a whole answer cut short (none of it sent) counts as a 5xx does. A 5xx
+  before any byte may be the request's fault (one that crashes the engine): the replica is kept in
+  `Call.refused` and counts only once another replica answered the same call, whole, with a status below
+  500 (`account`, when that answer is relayed); a call whose every answer was a 5xx (relayed as
   it was, or with no replica left), or that ends otherwise (a 504, a 502, its client gone), counts its 5xx
   toward no breaker, so a request every replica refuses does not take them all out (nor does any 5xx with
   one replica, or with `max_retries` 0). `Call._finish` drops what is left, so each is settled once.
@@ -269,7 +270,10 @@ def account(call: Call, replica: str, outcome: forward.Relayed) -> None:
     metrics = call.metrics
     metrics.responses.bump(replica, str(outcome.status))
     if outcome.upstream_error is not None:
-        note_failure(call, replica, outcome.upstream_error, "upstream_mid_answer")
+        if outcome.whole_cut:  # none of it was sent: a 5xx's rule (the call ends here, answered by none)
+            metrics.upstream_failures.bump(replica, "upstream_mid_answer")
+        else:
+            note_failure(call, replica, outcome.upstream_error, "upstream_mid_answer")
         metrics.errors.bump("upstream_mid_answer")
         log.warning(
             "replica %s failed mid-answer to %s: %s",

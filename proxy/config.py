@@ -225,9 +225,10 @@ class ProxyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # vLLM KV-cache events: off when None (the prefix-cache view is then the proxy's own estimate).
     kv_events: KvEventsConfig | None = None
     log_format: str = "text"  # or "json": one JSON object per log line
-    # Origins whose browser clients may call the proxy (CORS, as vLLM's `--allowed-origins`, whose default is
-    # every origin): `*`, comma-separated origins, or empty for none (proxy/cors.py)
-    cors_allowed_origins: str = "*"
+    # Origins whose browser clients may call the proxy (CORS, as vLLM's `--allowed-origins`): `*`,
+    # comma-separated origins, or empty for none (proxy/cors.py). Off by default (vLLM allows every origin):
+    # agents send no `Origin`, and each call would look for one
+    cors_allowed_origins: str = ""
 
     def guard_params(self) -> GuardParams:
         return GuardParams(

@@ -1,18 +1,20 @@
-"""CORS for clients running in a browser, as vLLM's own server answers them (its CORS middleware: every
-origin allowed by default, `--allowed-origins`), so a web client that works against vLLM works through SAGA.
+"""CORS for clients running in a browser, as vLLM's own server answers them (its `--allowed-origins`), under
+the proxy's own policy.
 
 Contract:
 - `cors_allowed_origins` (config): `*`, a comma-separated list of origins (`https://app.example.com`), or
-  empty for none. `CorsPolicy.parse` reads it (ConfigError naming the key for a malformed origin).
-- `cors_middleware(policy)` (proxy/cors_middleware.py) is an aiohttp middleware, outside authentication:
-  a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`, which a browser sends without
-  credentials) is answered there on any path: 200 with the origin allowed, every method, the headers asked
-  for and a max age, or a 400 for an origin not allowed. Any other answer to a request whose `Origin` is
-  allowed gets `Access-Control-Allow-Origin` when it has none (the proxy's own refusals; a replica's
-  answers carry vLLM's), unless its head went out already (a stream).
-- `CorsPolicy.allow_origin(origin)` is the header's value for `origin` (None: not allowed), for the fast
-  server's refusals on the call routes.
-- With no origin allowed, nothing here runs: a preflight is a 405 as any method a route does not take.
+  empty (the default) for none. `CorsPolicy.parse` reads it (ConfigError naming the key for a malformed
+  origin); None: no origin allowed, and nothing of CORS runs (a preflight is a 405, as a method no route
+  takes; no answer names an origin).
+- The proxy owns the policy: a replica's own `Access-Control-*` answer fields are never relayed
+  (proxy/forward.py; vLLM allows every origin by default, which overrode the proxy's list).
+- With origins allowed: a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`, sent
+  without credentials) is answered before authentication on any path but the admin API's: 200 with every
+  method, the headers asked for (only a plain list of names) and a max age, or a 400 `cors_origin` for an
+  origin not allowed (proxy/cors_middleware.py). Every answer to a request from an allowed origin (relayed
+  ones, the proxy's refusals, streams) carries `Access-Control-Allow-Origin` (`*`, or the origin with
+  `Vary: Origin`): `fields` for the fast server's heads, a prepare hook on the aiohttp app's. The admin API
+  (`/saga/v1/*`) never gets either: a web page must not read or drive it. No credentials are allowed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ class CorsPolicy(msgspec.Struct, frozen=True):
                     key="cors_allowed_origins",
                 )
         return cls("*" in parts, frozenset(part.rstrip("/") for part in parts if part != "*"))
+
+    def fields(self, origin: str | None) -> str:
+        """The header lines (CRLF-ended) an answer to a request from `origin` carries: none when it is not
+        allowed."""
+        allowed = self.allow_origin(origin)
+        if allowed is None:
+            return ""
+        if allowed == "*":
+            return "Access-Control-Allow-Origin: *\r\n"
+        return f"Access-Control-Allow-Origin: {allowed}\r\nVary: Origin\r\n"
 
     def allow_origin(self, origin: str | None) -> str | None:
         if origin is None:

@@ -1,5 +1,5 @@
-"""The aiohttp side of CORS (proxy/cors.py has the contract): preflights answered, the origin allowed on the
-proxy's own answers."""
+"""The aiohttp side of CORS (proxy/cors.py has the contract): preflights answered, the allowed origin on the
+app's answers, never on the admin API's."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from proxy.auth import ADMIN_PREFIX
 from proxy.cors import CorsPolicy
 from proxy.errors import ProxyError, error_response
 
@@ -18,37 +19,44 @@ MAX_AGE_S = "600"
 _HEADER_NAMES = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*,[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
 
 
-def cors_middleware(policy: CorsPolicy) -> Middleware:
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return await handler(request)
-        allowed = policy.allow_origin(origin)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return _preflight(request, allowed)
-        response = await handler(request)
-        if allowed is None or response.prepared or "Access-Control-Allow-Origin" in response.headers:
-            return response
-        response.headers["Access-Control-Allow-Origin"] = allowed
-        if allowed != "*":
-            response.headers.add("Vary", "Origin")
-        return response
+def allow_origin_on_answers(app: web.Application, policy: CorsPolicy) -> None:
+    """Every answer's head (streams too) given the allowed origin as it is prepared."""
 
-    return cors
+    async def allow_origin(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith(ADMIN_PREFIX):
+            return
+        allowed = policy.allow_origin(request.headers.get("Origin"))
+        if allowed is not None and "Access-Control-Allow-Origin" not in response.headers:
+            response.headers["Access-Control-Allow-Origin"] = allowed
+            if allowed != "*":
+                response.headers.add("Vary", "Origin")
+
+    app.on_response_prepare.append(allow_origin)
+
+
+def preflights(policy: CorsPolicy) -> Middleware:
+    """The middleware answering preflights: put where it runs before authentication (a browser sends no
+    credentials with one)."""
+
+    @web.middleware
+    async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            request.method == "OPTIONS"
+            and "Access-Control-Request-Method" in request.headers
+            and "Origin" in request.headers
+            and not request.path.startswith(ADMIN_PREFIX)  # (a web page must not drive the admin API)
+        ):
+            return _preflight(request, policy.allow_origin(request.headers["Origin"]))
+        return await handler(request)
+
+    return cors_preflight
 
 
 def _preflight(request: web.Request, allowed: str | None) -> web.StreamResponse:
     if allowed is None:
         return error_response(ProxyError(400, "Disallowed CORS origin", code="cors_origin"), request.path)
-    headers = {
-        "Access-Control-Allow-Origin": allowed,
-        "Access-Control-Allow-Methods": ALLOWED_METHODS,
-        "Access-Control-Max-Age": MAX_AGE_S,
-    }
+    headers = {"Access-Control-Allow-Methods": ALLOWED_METHODS, "Access-Control-Max-Age": MAX_AGE_S}
     asked = request.headers.get("Access-Control-Request-Headers", "").strip()
     if asked and _HEADER_NAMES.fullmatch(asked) is not None:
         headers["Access-Control-Allow-Headers"] = asked
-    if allowed != "*":
-        headers["Vary"] = "Origin"
-    return web.Response(status=200, headers=headers, text="OK")
+    return web.Response(status=200, headers=headers, text="OK")  # (the origin: added as it is prepared)

@@ -26,6 +26,9 @@ class Relayed(msgspec.Struct):
     answer: Answer | None = None  # the assistant message, when asked for (`collect_answer`)
     response_id: str | None = None  # a Responses API answer's id (a later call may continue from it)
     too_large: bool = False  # a whole answer over `max_answer_bytes`: dropped, the client got a 502
+    # `upstream_error` on a whole answer, none of it sent: counted toward the replica's breaker as a 5xx is
+    # (only once another replica answers the call), not at once as a stream's failure is
+    whole_cut: bool = False
 
 
 # proxy/identity.py: the only body fields the proxy decodes, and who a call is

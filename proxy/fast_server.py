@@ -61,7 +61,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import forward
-from proxy.auth import call_tenant
+from proxy.auth import ADMIN_PREFIX, call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, RESPONSE_OWNERS, WORKERS
@@ -168,15 +168,22 @@ class _Downstream:
         self._connection = "" if request.keep_alive else "Connection: close\r\n"
         if request.keep_alive and request.version == "1.0":
             self._connection = "Connection: keep-alive\r\n"
+        # The allowed origin's CORS fields, in every answer's head (none unless `cors_allowed_origins` is set:
+        # nothing to look up per call then)
+        cors = conn.server.cors
+        self._cors = ""
+        if cors is not None and not request.url.startswith(ADMIN_PREFIX):  # (never the admin API's)
+            self._cors = cors.fields(_field(request.headers, "origin"))
 
     def _connection_field(self) -> str:
         """What the head says of the connection: while the proxy stops (`FastServer.drain`), that it closes
-        after this answer unless the client sent more requests already (those are answered first)."""
+        after this answer unless the client sent more requests already (those are answered first); with the
+        allowed origin's CORS fields before it."""
         conn = self.conn
         if conn.server.draining and not conn.queue:
             self.request.keep_alive = False
-            return "Connection: close\r\n"
-        return self._connection
+            return self._cors + "Connection: close\r\n"
+        return self._cors + self._connection
 
     def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
@@ -221,7 +228,7 @@ class _Downstream:
         self.numbers = numbers_for(self.request.url)
         if not self.chunked:
             self.request.keep_alive = False
-            framing = "Connection: close\r\n\r\n"
+            framing = f"{self._cors}Connection: close\r\n\r\n"
         else:
             framing = f"Transfer-Encoding: chunked\r\n{self._connection_field()}\r\n"
         return self._send(_head(status, headers, framing))
@@ -634,7 +641,8 @@ class _ClientConnection(asyncio.Protocol):
         method, url = "-", "-"
         if whole_head:
             method, url = _method_name(self.parser.get_method()), b"".join(self._url).decode("latin-1")
-        self.queue.append(_Request(method, url, [], b"", False, "1.1", refused=refusal))
+        # (the fields read so far: its `Origin` names the origin its refusal is for, with CORS on)
+        self.queue.append(_Request(method, url, list(self._headers), b"", False, "1.1", refused=refusal))
 
     def send(self, data: bytes, at_once: bool = False) -> None:
         """Queues `data` to go out with whatever else is sent in this turn of the loop; `at_once` writes it
@@ -896,17 +904,7 @@ class _ClientConnection(asyncio.Protocol):
         await self.server.hand_off(request, downstream)
 
     def _answer_error(self, downstream: _Downstream, err: ProxyError) -> None:
-        server = self.server
-        server.metrics_errors(err.code or f"http_{err.status}")
-        if server.cors is not None:  # a browser's page reads the refusal only if it names its origin
-            allowed = server.cors.allow_origin(_field(downstream.request.headers, "origin"))
-            if allowed is not None:
-                extra = {"Access-Control-Allow-Origin": allowed}
-                if allowed != "*":
-                    extra["Vary"] = "Origin"
-                err = ProxyError(
-                    err.status, err.message, param=err.param, code=err.code, headers={**err.headers, **extra}
-                )
+        self.server.metrics_errors(err.code or f"http_{err.status}")
         forward.answer_error(downstream, err, downstream.request.url)
 
     def _log_access(
@@ -1254,6 +1252,9 @@ class FastServer:
         Without a client's `LOCAL_HEADER`: only another worker may ask a worker to answer for itself alone."""
         headers = forward.forwarded_headers(request.headers, _NO_HEADERS, _TO_WORKER_DROPPED)
         head_only = request.method == "HEAD"  # asked as GET: the relay must know the answer has a body
+        downstream._cors = (
+            ""  # the app's answer has its CORS fields, its preflights' and none of the admin API
+        )
         try:
             upstream = await self.inner.request(
                 "http://saga" + request.url,
@@ -1271,7 +1272,8 @@ class FastServer:
             for name, value in upstream.headers:
                 if name.lower() == "content-length":
                     length = value
-            downstream.answer_head(upstream.status, forward.forwarded_headers(upstream.headers, {}), length)
+            answer = forward.forwarded_headers(upstream.headers, {}, forward.HOP_BY_HOP)
+            downstream.answer_head(upstream.status, answer, length)
             return
         await forward.relay(
             downstream,
@@ -1280,6 +1282,7 @@ class FastServer:
             lambda: None,
             self.idle_timeout_s,
             path=request.url,
+            dropped=forward.HOP_BY_HOP,
         )
 
     def busy(self) -> int:

@@ -39,7 +39,7 @@ from proxy.sse_scan import (
 from proxy.upstream_pool import AnswerTooLarge, BodyFailed, ConnectFailed, UpstreamAnswer, UpstreamPool
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes for the new connection.
-_NOT_FORWARDED = frozenset(
+HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -54,6 +54,17 @@ _NOT_FORWARDED = frozenset(
         "expect",  # the proxy has read the whole body already: no 100-continue upstream
     }
 )
+# ... and a replica's CORS fields (vLLM's `--allowed-origins`, every origin by default): the proxy's own
+# policy says who may read its answers (`cors_allowed_origins`, proxy/cors.py); the proxy's own app's fields
+# are its policy (`relay(dropped=HOP_BY_HOP)`)
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
+}
 
 
 __all__ = [
@@ -165,6 +176,7 @@ def cut_answer(downstream: Answers, outcome: Relayed, error: str, path: str) -> 
     one (it was counted as the replica's 200)."""
     outcome.upstream_error = error
     outcome.status = 502
+    outcome.whole_cut = True
     failure = ProxyError(502, "the replica failed while answering", code="upstream_error")
     answer_error(downstream, failure, path)
 
@@ -289,6 +301,7 @@ async def relay(
     on_answer: Callable[[Relayed], None] | None = None,
     path: str = "",
     retry_cut: bool = False,
+    dropped: frozenset[str] | None = None,
 ) -> Relayed:
     """Relays the replica's answer to the client; returns what happened.
 
@@ -298,8 +311,9 @@ async def relay(
     the outcome once the answer (and a Responses API answer's id) is read, before its last bytes go out (a
     client's next call may continue from it at once, at another worker). `path`: the call's route, whose
     shape the proxy's errors take (proxy/errors.py). `retry_cut`: a whole answer that breaks off raises
-    WholeAnswerCut (nothing of it was sent) instead of answering the client's 502."""
-    headers = forwarded_headers(upstream.headers, extra_headers)
+    WholeAnswerCut (nothing of it was sent) instead of answering the client's 502. `dropped`: the answer's
+    fields not passed on, when not `forwarded_headers`' own (`HOP_BY_HOP` for the proxy's own app)."""
+    headers = forwarded_headers(upstream.headers, extra_headers, dropped)
     outcome = Relayed(upstream.status)
     try:
         if upstream.content_type != "text/event-stream":

@@ -24,5 +24,5 @@ def lax_bool(value: str | float, path: str) -> bool:
             return False
     elif value in (0, 1):
         return bool(value)
-    kind = "str" if isinstance(value, str) else "float"
+    kind = "str" if isinstance(value, str) else "number"
     raise msgspec.ValidationError(f"Expected `bool | null`, got `{kind}` - at `{path}`")

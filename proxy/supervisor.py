@@ -88,8 +88,8 @@ def hold_port(host: str, port: int) -> socket.socket:
     the held socket itself refuses every later probe, whatever its spelling. Where an earlier proxy's
     closed connections still sit in TIME_WAIT on the port, the held socket needs SO_REUSEADDR too (without
     it a `--workers` proxy could not start for a minute after a one-process one stopped: the forty-seventh
-    session's review); a probe passes beside it, so the port's starting lock (`_refuse_if_starting`) refuses
-    other supervisors until its workers listen, which then refuse later probes."""
+    session's review); a probe passes beside it, so the port's lock (`_refuse_if_starting`) refuses other
+    supervisors for its life (a proxy on the same port at another address too, in that case alone)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -107,8 +107,8 @@ def hold_port(host: str, port: int) -> socket.socket:
                     raise
                 # The probe passed, so what is left on the port is connections in TIME_WAIT (a proxy that
                 # stopped within the minute, whose clients' connections it closed first): bound beside them
-                # as the workers will be. A probe beside such a socket passes until the workers listen: the
-                # port's starting lock says it is held meanwhile (`started` lets it go).
+                # as the workers will be. A probe beside such a socket passes: the port's lock says it is
+                # held, for the supervisor's life (on the same port at another address, too).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(address)
                 _starting_lock(port)
@@ -118,8 +118,10 @@ def hold_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-# Supervisors holding their port beside connections in TIME_WAIT (SO_REUSEADDR) until their workers listen:
-# an abstract Unix socket named for the port, per port (Linux; gone with the process)
+# Supervisors holding their port beside connections in TIME_WAIT (SO_REUSEADDR), for their life: an abstract
+# Unix socket named for the port (Linux; gone with the process). Their held socket refuses no probe, and
+# their workers' listening sockets do only while one listens (all of them exiting at once, a fault
+# `max_exits` survives, left the port to a second supervisor: the forty-seventh session's fourth review)
 _STARTING: dict[int, socket.socket] = {}
 
 
@@ -140,8 +142,8 @@ def _starting_lock(port: int) -> None:
 
 
 def _refuse_if_starting(port: int) -> None:
-    """EADDRINUSE while another supervisor holds the port beside connections in TIME_WAIT and its workers
-    do not listen yet (a probe would pass beside its socket: the forty-seventh session's review)."""
+    """EADDRINUSE while another supervisor holds the port beside connections in TIME_WAIT (a probe would
+    pass beside its socket: the forty-seventh session's review)."""
     if not sys.platform.startswith("linux"):
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as check:
@@ -153,8 +155,8 @@ def _refuse_if_starting(port: int) -> None:
             raise
 
 
-def started(port: int) -> None:
-    """The workers listen on `port` (or the supervisor stops): its starting lock, if any, goes."""
+def release_port_lock(port: int) -> None:
+    """The supervisor stops: its lock on `port`, if it took one, goes."""
     lock = _STARTING.pop(port, None)
     if lock is not None:
         lock.close()
@@ -219,9 +221,7 @@ class Supervisor:
             write_worker_config(self.directory, msgspec.structs.replace(self.config, port=self.port))
             write_tenant_key(self.directory)
             watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
-            ready = await self._all_ready()
-            started(self.port)  # the workers' sockets hold the port now (or none will)
-            if ready:
+            if await self._all_ready():
                 self.started = True
                 url = base_url(self.config.host, self.port)
                 announce(listening_line(url, self.config), self.config.log_format)
@@ -234,7 +234,7 @@ class Supervisor:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             held.close()
-            started(self.port)
+            release_port_lock(self.port)
             shutil.rmtree(self.directory, ignore_errors=True)
         if self.failure:
             print(f"saga: error: {self.failure}", file=sys.stderr, flush=True)

@@ -1,66 +1,121 @@
-"""End-to-end over loopback: browser clients (CORS), as vLLM's server answers them. A preflight (`OPTIONS`)
-to a call route was a 405 on both servers, so a web client that works against vLLM (every origin allowed by
-default) could not call through SAGA (the forty-seventh session's review)."""
+"""End-to-end over loopback: browser clients (CORS) under the proxy's own policy, `cors_allowed_origins`. A
+preflight (`OPTIONS`) to a call route was a 405 on both servers, so a web client that works against vLLM
+(every origin allowed by default) could not call through SAGA (the forty-seventh session's second review);
+with CORS turned on, the replicas' own fields overrode the proxy's list and the admin API was open to any web
+page (its fourth)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import aiohttp
 import pytest
+from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.scheduler import ConfigError
 from proxy.server import running_proxy
-from tests.proxy.fakes import config, fake_replica
+from tests.proxy.fakes import OK_JSON, SSE_EVENT, config, replica_app, serving
 
 SERVERS = pytest.mark.parametrize("server", ["fast", "aiohttp"])
+APP = "https://app.example.com"
 PREFLIGHT = {
-    "Origin": "https://app.example.com",
+    "Origin": APP,
     "Access-Control-Request-Method": "POST",
     "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
 }
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "go"}]}
 
 
+async def every_origin(request: web.Request) -> web.StreamResponse:
+    """A replica allowing every origin, as vLLM does by default; streams when asked."""
+    cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}
+    if (await request.json()).get("stream"):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **cors})
+        await response.prepare(request)
+        await response.write(SSE_EVENT + b"data: [DONE]\n\n")
+        return response
+    return web.Response(body=OK_JSON, content_type="application/json", headers=cors)
+
+
+@pytest.fixture
+async def replica() -> AsyncIterator[str]:
+    async with serving(replica_app(every_origin)) as url:
+        yield url
+
+
+async def answered(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+    async with http.request(method, url, **kwargs) as r:
+        await r.read()
+        return r.status, r.headers
+
+
 @SERVERS
-async def test_a_preflight_is_answered_before_authentication(server: str) -> None:
+async def test_a_preflight_is_answered_before_authentication_and_every_answer_names_the_origin(
+    replica: str, server: str
+) -> None:
+    proxy = config([replica], server=server, api_keys={"sk-1": "team"}, cors_allowed_origins="*")
+    async with running_proxy(proxy) as url, aiohttp.ClientSession() as http:
+        for path in ("/v1/chat/completions", "/v1/messages", "/v1/models"):
+            status, headers = await answered(http, "OPTIONS", f"{url}{path}", headers=PREFLIGHT)
+            assert status == 200 and headers["Access-Control-Allow-Origin"] == "*", (path, headers)
+            assert "POST" in headers["Access-Control-Allow-Methods"]
+            assert headers["Access-Control-Allow-Headers"] == PREFLIGHT["Access-Control-Request-Headers"]
+        keyed = {"Origin": APP, "Authorization": "Bearer sk-1"}
+        for body in (BODY, {**BODY, "stream": True}):  # relayed, whole and streamed: the proxy's one field
+            status, headers = await answered(
+                http, "POST", f"{url}/v1/chat/completions", json=body, headers=keyed
+            )
+            assert status == 200 and headers.getall("Access-Control-Allow-Origin") == ["*"], headers
+            assert "Access-Control-Allow-Credentials" not in headers
+        # the proxy's own refusals are readable by the page: no key, a body over the limit
+        status, headers = await answered(
+            http, "POST", f"{url}/v1/chat/completions", json=BODY, headers={"Origin": APP}
+        )
+        assert status == 401 and headers.get("Access-Control-Allow-Origin") == "*"
+        big = b"{" + b" " * (proxy.max_body_bytes + 10) + b"}"
+        status, headers = await answered(http, "POST", f"{url}/v1/chat/completions", data=big, headers=keyed)
+        assert status == 413 and headers.get("Access-Control-Allow-Origin") == "*"
+
+
+@SERVERS
+async def test_the_admin_api_is_never_open_to_web_pages(replica: str, server: str) -> None:
     async with (
-        fake_replica() as replica,
-        running_proxy(config([replica.url], server=server, api_keys={"sk-1": "team"})) as url,
+        running_proxy(config([replica], server=server, cors_allowed_origins="*")) as url,
         aiohttp.ClientSession() as http,
     ):
-        for path in ("/v1/chat/completions", "/v1/messages", "/v1/models"):
-            async with http.options(f"{url}{path}", headers=PREFLIGHT) as r:
-                got = (r.status, dict(r.headers))
-            assert got[0] == 200, got
-            assert got[1]["Access-Control-Allow-Origin"] == "*"
-            assert "POST" in got[1]["Access-Control-Allow-Methods"]
-            assert got[1]["Access-Control-Allow-Headers"] == PREFLIGHT["Access-Control-Request-Headers"]
-        # the proxy's own refusal (no key) is readable by the page: it names the origin allowed
-        async with http.post(f"{url}/v1/chat/completions", json=BODY, headers={"Origin": "https://a.b"}) as r:
-            assert r.status == 401 and r.headers.get("Access-Control-Allow-Origin") == "*"
-        async with http.get(f"{url}/v1/models", headers={"Origin": "https://a.b", "x-api-key": "sk-1"}) as r:
-            assert r.status == 200 and r.headers.get("Access-Control-Allow-Origin") == "*"
+        preflight = {**PREFLIGHT, "Origin": "https://evil.example.com"}
+        status, headers = await answered(http, "OPTIONS", f"{url}/saga/v1/replicas", headers=preflight)
+        assert status == 405 and "Access-Control-Allow-Origin" not in headers
+        for path in ("/saga/v1/replicas", "/saga/v1/sessions", "/saga/v1/state"):
+            status, headers = await answered(http, "GET", f"{url}{path}", headers={"Origin": "https://e.com"})
+            assert status == 200 and "Access-Control-Allow-Origin" not in headers, path
 
 
 @SERVERS
-async def test_origins_not_listed_are_refused_and_none_listed_turns_it_off(server: str) -> None:
-    listed = config([], server=server, cors_allowed_origins="https://app.example.com")
-    async with fake_replica() as replica, aiohttp.ClientSession() as http:
-        proxy = ProxyConfig(**{**_fields(listed), "replicas": [replica.url]})
-        async with running_proxy(proxy) as url:
-            async with http.options(f"{url}/v1/chat/completions", headers=PREFLIGHT) as r:
-                allowed = (r.status, r.headers.get("Access-Control-Allow-Origin"), r.headers.get("Vary"))
-            other = {**PREFLIGHT, "Origin": "https://evil.example.com"}
-            async with http.options(f"{url}/v1/chat/completions", headers=other) as r:
-                refused = (r.status, r.headers.get("Access-Control-Allow-Origin"), (await r.json())["error"])
-        assert allowed == (200, "https://app.example.com", "Origin")
-        assert refused[:2] == (400, None) and refused[2]["code"] == "cors_origin", refused
-        off = ProxyConfig(**{**_fields(listed), "replicas": [replica.url], "cors_allowed_origins": ""})
-        async with (
-            running_proxy(off) as url,
-            http.options(f"{url}/v1/chat/completions", headers=PREFLIGHT) as r,
-        ):
-            assert r.status == 405 and "Access-Control-Allow-Origin" not in r.headers
+async def test_the_proxys_list_decides_not_the_replicas(replica: str, server: str) -> None:
+    listed = config([replica], server=server, cors_allowed_origins=APP)
+    async with running_proxy(listed) as url, aiohttp.ClientSession() as http:
+        status, headers = await answered(http, "OPTIONS", f"{url}/v1/chat/completions", headers=PREFLIGHT)
+        assert (status, headers["Access-Control-Allow-Origin"], headers["Vary"]) == (200, APP, "Origin")
+        evil = {**PREFLIGHT, "Origin": "https://evil.example.com"}
+        async with http.options(f"{url}/v1/chat/completions", headers=evil) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "cors_origin"
+            assert "Access-Control-Allow-Origin" not in r.headers
+        for origin, allowed in ((APP, [APP]), ("https://evil.example.com", [])):
+            status, headers = await answered(
+                http, "POST", f"{url}/v1/chat/completions", json=BODY, headers={"Origin": origin}
+            )
+            assert status == 200 and headers.getall("Access-Control-Allow-Origin", []) == allowed, origin
+    off = ProxyConfig(**{**_fields(listed), "cors_allowed_origins": ""})  # the default
+    async with running_proxy(off) as url, aiohttp.ClientSession() as http:
+        status, headers = await answered(http, "OPTIONS", f"{url}/v1/chat/completions", headers=PREFLIGHT)
+        assert status == 405 and "Access-Control-Allow-Origin" not in headers
+        status, headers = await answered(
+            http, "POST", f"{url}/v1/chat/completions", json=BODY, headers=PREFLIGHT
+        )
+        assert status == 200 and "Access-Control-Allow-Origin" not in headers  # (the replica's: not relayed)
 
 
 def _fields(config: ProxyConfig) -> dict[str, object]:

@@ -10,6 +10,7 @@ import contextlib
 import time
 
 import aiohttp
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -138,11 +139,17 @@ async def test_a_whole_answer_cut_short_with_no_other_replica_is_a_502(
     http: aiohttp.ClientSession, server: str
 ) -> None:
     cut: list[bytes] = []
-    async with dying_whole_replica(cut) as dying, running_proxy(config([dying], server=server)) as url:
-        status, payload, _ = await call(http, url)
-        seen = await counts(http, url)
+    lone = config([], server=server, breaker_failures=1)
+    async with dying_whole_replica(cut) as dying:
+        async with running_proxy(msgspec.structs.replace(lone, replicas=[dying])) as url:
+            status, payload, _ = await call(http, url)
+            tried = len(cut)  # (not sent again to the replica that cut it)
+            seen = await counts(http, url)
+            await call(http, url)  # a cut whole answer is a 5xx's case: it opens no lone replica's breaker
+            state = await (await http.get(f"{url}/saga/v1/state")).json()
+        assert state["replicas"][0]["healthy"], state
     assert status == 502 and payload["error"]["message"] == "the replica failed while answering", payload
-    assert len(cut) == 1  # (not sent again to the replica that cut it)
+    assert tried == 1
     # counted as before retries were made (and as a 502, where the replica's 200 was counted)
     assert seen["saga_errors_total"] == {("upstream_mid_answer",): 1.0}
     assert seen["saga_upstream_failures_total"] == {(dying, "upstream_mid_answer"): 1.0}
@@ -156,11 +163,13 @@ async def test_one_request_every_replica_cuts_does_not_take_them_all_out(
     """With the retries of a cut whole answer, each cut counted toward its replica's breaker at once: one
     request every replica cuts, sent three times (an SDK's retries of a 502), opened every breaker and the
     next good call got a 503 (the forty-seventh session's review of its fix). A cut now counts as a 5xx does:
-    toward the breaker only once another replica answers the call."""
+    toward the breaker only once another replica answers the call, the last one too (with one failure
+    opening a breaker, a request every replica cut still took them all out: the fourth review)."""
     cut: list[bytes] = []
     async with contextlib.AsyncExitStack() as stack:
         replicas = [await stack.enter_async_context(dying_whole_replica(cut, b"POISON")) for _ in range(3)]
-        url = await stack.enter_async_context(running_proxy(config(replicas, server=server)))
+        proxy = config(replicas, server=server, breaker_failures=1)
+        url = await stack.enter_async_context(running_proxy(proxy))
         poison = {"model": "fake", "messages": [{"role": "user", "content": "POISON"}]}
         for _ in range(3):
             async with http.post(f"{url}/v1/chat/completions", json=poison) as r:
