@@ -41,7 +41,7 @@ from proxy.context import (
     Guards,
 )
 from proxy.cors import CorsPolicy
-from proxy.cors_middleware import allow_origin_on_answers, preflights
+from proxy.cors_middleware import admin_not_from_pages, allow_origin_on_answers, preflights
 from proxy.discovery import Resolver, dns_discovery_loop, resolve_with_getaddrinfo
 from proxy.errors import add_unknown_route, openai_errors
 from proxy.graph_routes import add_graph_routes
@@ -196,7 +196,9 @@ def create_app(
         )
     # Authentication is a middleware only when something must be checked: one layer less per call otherwise.
     checked = config.api_keys or config.admin_token is not None  # as proxy/auth.py (validate refuses "")
-    middlewares: list[Middleware] = [openai_errors, authenticate] if checked else [openai_errors]
+    middlewares: list[Middleware] = [openai_errors, admin_not_from_pages]
+    if checked:
+        middlewares.append(authenticate)
     if workers is not None:  # /metrics and the admin API answer for every worker (after the token check)
         middlewares.append(gather_workers)
     # Under `server: aiohttp` the drain's end reaches what is still in progress (first: it answers); under

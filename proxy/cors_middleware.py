@@ -34,6 +34,22 @@ def allow_origin_on_answers(app: web.Application, policy: CorsPolicy) -> None:
     app.on_response_prepare.append(allow_origin)
 
 
+@web.middleware
+async def admin_not_from_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A change to the admin API (a POST under `/saga/v1/`) sent with an `Origin` is refused 403: browsers
+    send one with every cross-origin POST, and a plain `text/plain` POST needs no preflight, so without
+    `admin_token` any web page could add a replica or end sessions (the forty-seventh session's fourth
+    review). Tools (curl, SDKs) send none. On every app, whether CORS is on or not."""
+    if (
+        request.method in ("POST", "PUT", "PATCH", "DELETE")
+        and "Origin" in request.headers
+        and request.path.startswith(ADMIN_PREFIX)
+    ):
+        message = "the admin API takes no changes from web pages (a request with an Origin)"
+        raise ProxyError(403, message, code="origin")
+    return await handler(request)
+
+
 def preflights(policy: CorsPolicy) -> Middleware:
     """The middleware answering preflights: put where it runs before authentication (a browser sends no
     credentials with one)."""

@@ -126,3 +126,20 @@ def _fields(config: ProxyConfig) -> dict[str, object]:
 def test_a_malformed_origin_is_refused_at_start(value: str) -> None:
     with pytest.raises(ConfigError, match="cors_allowed_origins"):
         ProxyConfig(replicas=["http://127.0.0.1:9"], cors_allowed_origins=value).validate()
+
+
+@SERVERS
+async def test_a_web_page_cannot_change_the_admin_api(replica: str, server: str) -> None:
+    """Without `admin_token`, a page's plain POST (`text/plain`: no preflight) added a replica or ended
+    sessions; a browser sends `Origin` with it, which no tool does (the forty-seventh session's fourth
+    review)."""
+    async with running_proxy(config([replica], server=server)) as url, aiohttp.ClientSession() as http:
+        page = {"Origin": "https://evil.example.com", "Content-Type": "text/plain"}
+        body = '{"url": "http://127.0.0.1:9"}'
+        async with http.post(f"{url}/saga/v1/replicas", data=body, headers=page) as r:
+            refused = (r.status, (await r.json())["error"]["code"])
+        async with http.post(
+            f"{url}/saga/v1/replicas", data=body, headers={"Content-Type": "text/plain"}
+        ) as r:
+            tool = r.status
+    assert refused == (403, "origin") and tool == 201
