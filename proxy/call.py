@@ -345,8 +345,8 @@ class Call:
         return self.failures < self.config.max_retries
 
     def retry_cut(self, reason: str) -> None:
-        """The inline relay's whole answer broke off before any of it reached the client: the rest goes on
-        as `_dispatch`'s does after `forward.WholeAnswerCut`."""
+        """The inline relay's answer (whole, or a stream before its first event) broke off before any of it
+        reached the client: the rest goes on as `_dispatch`'s does after `forward.WholeAnswerCut`."""
         dispatch = self.dispatch
         assert dispatch is not None
         self._hand_over(self.downstream, lambda: self._after_cut(dispatch, reason))  # type: ignore[arg-type]

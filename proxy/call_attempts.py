@@ -7,9 +7,9 @@ Contract:
   may be working on it: not retried); a 400 to a request priority from a replica without vLLM's priority
   scheduling sends the call again without one. It returns the answer to relay, the core's Reject when no
   replica is left, or `ANSWERED` when it relayed the replica's own error itself.
-- A whole answer whose body breaks off or stalls before any of it reached the client is asked of another
-  replica the same way while retries are left (`cut_short`; the replica is not marked down, and counts
-  toward its breaker as a 5xx does).
+- A whole answer whose body breaks off or stalls before any of it reached the client, or a stream before
+  its first whole event (its head waits for it), is asked of another replica the same way while retries are
+  left (`cut_short`; the replica is not marked down, and counts toward its breaker as a 5xx does).
 - Circuit breakers: a connect error, a first-byte timeout and a stream's failure mid-answer count toward
   the replica's breaker at once; a whole answer cut short (none of it sent) counts as a 5xx does. A 5xx
   before any byte may be the request's fault (one that crashes the engine): the replica is kept in

@@ -90,8 +90,9 @@ class UpstreamTimeout(Exception):
 
 
 class WholeAnswerCut(Exception):
-    """A whole answer broke off (or stalled past the idle timeout) before any of it reached the client, with
-    `relay(retry_cut=True)`: the call may be asked of another replica (proxy/call_attempts.py `cut_short`)."""
+    """An answer broke off (or stalled past the idle timeout) before any of it reached the client (a whole
+    answer, or a stream before its first whole event), with `relay(retry_cut=True)`: the call may be asked of
+    another replica (proxy/call_attempts.py `cut_short`)."""
 
 
 class Downstream(Protocol):
@@ -310,8 +311,9 @@ async def relay(
     `max_answer_bytes` is not read further: the client gets a 502 (`too_large_error`). `on_answer` gets
     the outcome once the answer (and a Responses API answer's id) is read, before its last bytes go out (a
     client's next call may continue from it at once, at another worker). `path`: the call's route, whose
-    shape the proxy's errors take (proxy/errors.py). `retry_cut`: a whole answer that breaks off raises
-    WholeAnswerCut (nothing of it was sent) instead of answering the client's 502. `dropped`: the answer's
+    shape the proxy's errors take (proxy/errors.py). `retry_cut`: a whole answer that breaks off, or a stream
+    before its first whole event (whose head waits for it), raises WholeAnswerCut (nothing of it was sent)
+    instead of answering the client's 502 or error event. `dropped`: the answer's
     fields not passed on, when not `forwarded_headers`' own (`HOP_BY_HOP` for the proxy's own app)."""
     headers = forwarded_headers(upstream.headers, extra_headers, dropped)
     outcome = Relayed(upstream.status)
@@ -343,6 +345,7 @@ async def relay(
                 strip_usage,
                 on_answer,
                 path,
+                retry_cut,
             )
         return outcome
     finally:
@@ -393,12 +396,11 @@ async def _relay_stream(
     strip_usage: bool,
     on_answer: Callable[[Relayed], None] | None,
     path: str,
+    retry_cut: bool,
 ) -> None:
-    try:
-        await downstream.start(upstream.status, headers)
-    except ConnectionError:
-        outcome.client_gone = True
-        return
+    # The head goes out with the first whole event: a replica that fails before one (its prefill: seconds
+    # for an agent's prompt) has sent the client nothing, and the call may be asked of another replica.
+    started = False
     held = b""
     while True:
         chunk = upstream.ready()  # all that arrived since the last write: one scan and one write for it
@@ -409,7 +411,15 @@ async def _relay_stream(
                 await upstream.more(idle_timeout_s)
             except (BodyFailed, TimeoutError) as e:
                 stalled = isinstance(e, TimeoutError)
+                if not started and retry_cut:
+                    raise WholeAnswerCut("stalled" if stalled else repr(e)) from e
                 outcome.upstream_error = "stalled" if stalled else repr(e)
+                try:
+                    if not started:
+                        await downstream.start(upstream.status, headers)
+                except ConnectionError:
+                    outcome.client_gone = True
+                    return
                 await _end_with_error(downstream, path, stalled)
                 return
             continue
@@ -427,12 +437,17 @@ async def _relay_stream(
             if not chunk:
                 continue
         try:
+            if not started:
+                started = True
+                await downstream.start(upstream.status, headers)
             await downstream.write(chunk)
         except ConnectionError:
             outcome.client_gone = True
             return
     rest = scanner.flush() if strip_usage else held  # the answer ended: its last bytes as they came
     try:
+        if not started:
+            await downstream.start(upstream.status, headers)
         if rest:
             await downstream.write(rest)
     except ConnectionError:

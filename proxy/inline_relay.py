@@ -14,10 +14,11 @@ Contract:
   (`InlineCall.takes_over`: a 5xx it may retry, a priority refusal).
 - Otherwise it ends exactly once: `InlineCall.relayed(outcome)` (accounting) and then `done()` on the
   client side, or `InlineCall.abandoned()` when the client hung up (the upstream connection is closed, which
-  makes a vLLM replica abort the call). A stream whose replica fails or stalls for the idle timeout ends with
-  one OpenAI-style error event; a whole answer that fails is asked of another replica while the call has
-  retries left (`InlineCall.retry_cut`), else it is a 502, as one that grows past `max_answer_bytes`, as in
-  `forward.relay`.
+  makes a vLLM replica abort the call). A stream's head goes out with its first whole event; a stream
+  whose replica fails or stalls for the idle timeout after that ends with one OpenAI-style error event. A
+  whole answer that fails, or a stream before its first event, is asked of another replica while the call
+  has retries left (`InlineCall.retry_cut`); else it is a 502 (a stream: the error event), as a whole answer
+  that grows past `max_answer_bytes` is, as in `forward.relay`.
 - With `account` False (a call relayed to the worker that owns its session, proxy/fast_server.py) the answer
   is passed on unread: its usage, message and response id are the owner's to read, and were.
 - A client that does not keep up pauses reading from the replica until it drains (`writable`); the idle
@@ -134,6 +135,7 @@ class InlineRelay:
         self.outcome: Relayed | None = None  # set once the status line is in and the relay owns the answer
         self.headers: dict[str, str] = {}
         self.scanner: StreamScanner | None = None  # set for a stream
+        self.started = False  # a stream's head went out (with its first whole event)
         self.ended = False
         self.paused = False  # reading from the replica stopped until the client drains
         self.held = b""  # the start of an event not yet whole (sse_scan.whole_events)
@@ -191,19 +193,13 @@ class InlineRelay:
             self._stop(close=False)
             self.call.resume(UpstreamAnswer(self.pool, self.key, conn), None, False)
             return False
-        outcome = self.outcome = Relayed(conn.status)
+        self.outcome = Relayed(conn.status)
         self.headers = forwarded_headers(conn.headers, self.extra_headers, self.dropped)
         now = self.last = conn.loop.time()
         if not conn.complete:  # more of the body to come: the idle timeout runs from now on
             conn.set_deadline(now + self.idle_timeout_s)
-        if conn.content_type == "text/event-stream":
+        if conn.content_type == "text/event-stream":  # (its head goes out with its first whole event)
             self.scanner = StreamScanner(self.collect_answer, self.max_answer_bytes, self.path)
-            try:
-                self.downstream.start_now(conn.status, self.headers)
-            except ConnectionError:
-                outcome.client_gone = True
-                self._end()
-                return False
         return True
 
     def _whole(self) -> None:
@@ -269,6 +265,9 @@ class InlineRelay:
                         chunk, self.held = whole_events(self.held, chunk)
                     elif self.held:
                         chunk, self.held = self.held + chunk, b""
+                if chunk and not self.started:
+                    self.started = True
+                    downstream.start_now(outcome.status, self.headers)
                 # A chunk with more to come goes out now; the last waits to go with the stream's end.
                 if chunk and downstream.write_now(chunk, not conn.complete) and not conn.complete:
                     if conn.transport is not None:
@@ -277,6 +276,9 @@ class InlineRelay:
             if conn.complete:
                 rest = scanner.flush() if self.strip_usage else self.held  # the last bytes, as they came
                 self.held = b""
+                if not self.started:
+                    self.started = True
+                    downstream.start_now(outcome.status, self.headers)
                 if rest:
                     downstream.write_now(rest)
                 if self.account:
@@ -293,11 +295,19 @@ class InlineRelay:
             self._end()
 
     def _stream_failed(self, error: str) -> None:
-        """Ends the started stream with an error event (OpenAI's or Anthropic's), its framing intact."""
+        """Ends the stream with an error event (OpenAI's or Anthropic's), its framing intact; one that failed
+        before its first whole event (none of it sent) is asked of another replica while retries are left."""
         assert self.outcome is not None
+        if not self.started and self.call.may_retry_cut():
+            self._stop(close=True)
+            self.call.retry_cut(error)
+            return
         self.outcome.upstream_error = error
         try:
             downstream = self.downstream
+            if not self.started:
+                self.started = True
+                downstream.start_now(self.outcome.status, self.headers)
             number = downstream.next_sequence_number()  # (a Responses API stream's)
             downstream.write_now(mid_answer_event(self.path, error == "stalled", number))
             downstream.end_now()

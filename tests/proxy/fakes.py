@@ -293,9 +293,9 @@ async def raw_replica(answer: RawAnswer) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def dying_stream_replica(partial: bool = False) -> AsyncIterator[str]:
-    """Answers /health with 200; answers a call with SSE headers and one event (with `partial`, then the first
-    half of a second event, in its own chunk: a replica cut mid-write), then drops the connection."""
+async def dying_stream_replica(partial: bool = False, events: int = 1) -> AsyncIterator[str]:
+    """Answers /health with 200; answers a call with SSE headers and `events` events (with `partial`, then the
+    first half of another event, in its own chunk: a replica cut mid-write), then drops the connection."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -306,9 +306,8 @@ async def dying_stream_replica(partial: bool = False) -> AsyncIterator[str]:
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n"
-                    + f"{len(SSE_EVENT):x}\r\n".encode()
-                    + SSE_EVENT
-                    + b"\r\n"
+                    + (f"{len(SSE_EVENT):x}\r\n".encode() + SSE_EVENT + b"\r\n")
+                    * events
                 )
                 if partial:
                     half = SSE_EVENT[: len(SSE_EVENT) // 2]

@@ -135,6 +135,32 @@ async def test_a_whole_answer_cut_short_is_asked_of_another_replica(
 
 
 @SERVERS
+@pytest.mark.parametrize("partial", [False, True])
+async def test_a_stream_cut_before_its_first_event_is_asked_of_another_replica(
+    http: aiohttp.ClientSession, server: str, partial: bool
+) -> None:
+    """A stream whose replica sent its head and died before its first event (during its prefill, or with half
+    an event sent) ended with the error event, though nothing of the answer had reached the client, and the
+    SDKs never retry a stream (the forty-seventh session's second review). Its head now waits for its first
+    whole event, and the call is retried on the other replica."""
+    async with (
+        dying_stream_replica(partial, events=0) as dying,
+        fake_replica() as good,
+        running_proxy(config([dying, good.url], policy="round-robin", server=server)) as url,
+    ):
+        body = {"model": "fake", "messages": MESSAGES, "stream": True}
+        answers = []
+        for _ in range(2):  # round robin: one starts on the dying one
+            async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+                answers.append((r.status, await r.text()))
+        seen = await counts(http, url)
+    assert all(status == 200 and text.rstrip().endswith("data: [DONE]") for status, text in answers), answers
+    assert all('"error"' not in text for _, text in answers), answers
+    assert seen.get("saga_errors_total", {}) == {}
+    assert list(seen["saga_upstream_failures_total"]) == [(dying, "upstream_mid_answer")]
+
+
+@SERVERS
 async def test_a_whole_answer_cut_short_with_no_other_replica_is_a_502(
     http: aiohttp.ClientSession, server: str
 ) -> None:
