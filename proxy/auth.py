@@ -17,8 +17,8 @@ from aiohttp.typedefs import Handler
 
 from proxy.context import CONFIG
 from proxy.errors import ProxyError
+from proxy.paths import ADMIN_PREFIX as ADMIN_PREFIX  # (its home before)
 
-ADMIN_PREFIX = "/saga/v1/"
 OPEN_PATHS = frozenset({"/health", "/ping", "/metrics"})
 TENANT = web.RequestKey("tenant", str)  # set on requests authenticated by a client API key
 

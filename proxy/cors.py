@@ -13,8 +13,10 @@ Contract:
   method, the headers asked for (only a plain list of names) and a max age, or a 400 `cors_origin` for an
   origin not allowed (proxy/cors_middleware.py). Every answer to a request from an allowed origin (relayed
   ones, the proxy's refusals, streams) carries `Access-Control-Allow-Origin` (`*`, or the origin with
-  `Vary: Origin`): `fields` for the fast server's heads, a prepare hook on the aiohttp app's. The admin API
-  (`/saga/v1/*`) never gets either: a web page must not read or drive it. No credentials are allowed.
+  `Vary: Origin`) and `Access-Control-Expose-Headers` for the proxy's own fields (`X-Session-ID`, ...):
+  `fields` for the fast server's heads, a prepare hook on the aiohttp app's; with a list, every answer says
+  `Vary: Origin`. The admin API (`/saga/v1/*`) and `/metrics` never get either (`exempt`): a web page must
+  not read or drive them. No credentials are allowed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,18 @@ import re
 
 import msgspec
 
+from proxy.paths import ADMIN_PREFIX
 from proxy.scheduler.plugin_spec import ConfigError
+
+# What a page may read of the proxy's answers besides the safelisted fields: the session and replica every
+# answer names (README), when to retry a 429 or 503 (the OpenAI SDKs read it), the replica's request id
+EXPOSED = "X-Session-ID, X-Saga-Replica, Retry-After, X-Request-Id"
+
+
+def exempt(path: str) -> bool:
+    """No CORS for the admin API and `/metrics` (replicas, sessions, tenants: no web page may read them)."""
+    return path.startswith(ADMIN_PREFIX) or path.startswith("/metrics")
+
 
 # An origin is `scheme://host[:port]` (RFC 6454), printable ASCII without space or comma
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[\x21-\x2b\x2d-\x7e]+")
@@ -48,14 +61,14 @@ class CorsPolicy(msgspec.Struct, frozen=True):
         return cls("*" in parts, frozenset(part.rstrip("/") for part in parts if part != "*"))
 
     def fields(self, origin: str | None) -> str:
-        """The header lines (CRLF-ended) an answer to a request from `origin` carries: none when it is not
-        allowed."""
+        """The header lines (CRLF-ended) an answer to a request from `origin` carries: the origin allowed and
+        the proxy's headers a page may read, when it is allowed; with a list, `Vary: Origin` on every answer
+        (a shared cache must not give one origin's answer to another)."""
         allowed = self.allow_origin(origin)
+        vary = "" if self.any_origin else "Vary: Origin\r\n"
         if allowed is None:
-            return ""
-        if allowed == "*":
-            return "Access-Control-Allow-Origin: *\r\n"
-        return f"Access-Control-Allow-Origin: {allowed}\r\nVary: Origin\r\n"
+            return vary
+        return f"Access-Control-Allow-Origin: {allowed}\r\nAccess-Control-Expose-Headers: {EXPOSED}\r\n{vary}"
 
     def allow_origin(self, origin: str | None) -> str | None:
         if origin is None:

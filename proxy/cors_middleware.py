@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import ADMIN_PREFIX
-from proxy.cors import CorsPolicy
+from proxy.cors import EXPOSED, CorsPolicy, exempt
 from proxy.errors import ProxyError, error_response
 
 ALLOWED_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
@@ -23,13 +23,14 @@ def allow_origin_on_answers(app: web.Application, policy: CorsPolicy) -> None:
     """Every answer's head (streams too) given the allowed origin as it is prepared."""
 
     async def allow_origin(request: web.Request, response: web.StreamResponse) -> None:
-        if request.path.startswith(ADMIN_PREFIX):
+        if exempt(request.path) or "Access-Control-Allow-Origin" in response.headers:
             return
         allowed = policy.allow_origin(request.headers.get("Origin"))
-        if allowed is not None and "Access-Control-Allow-Origin" not in response.headers:
+        if allowed is not None:
             response.headers["Access-Control-Allow-Origin"] = allowed
-            if allowed != "*":
-                response.headers.add("Vary", "Origin")
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED
+        if not policy.any_origin:  # (every answer: a shared cache must not give it to another origin)
+            response.headers.add("Vary", "Origin")
 
     app.on_response_prepare.append(allow_origin)
 
@@ -60,7 +61,7 @@ def preflights(policy: CorsPolicy) -> Middleware:
             request.method == "OPTIONS"
             and "Access-Control-Request-Method" in request.headers
             and "Origin" in request.headers
-            and not request.path.startswith(ADMIN_PREFIX)  # (a web page must not drive the admin API)
+            and not exempt(request.path)  # (no web page may read or drive the admin API)
         ):
             return _preflight(request, policy.allow_origin(request.headers["Origin"]))
         return await handler(request)

@@ -61,11 +61,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import forward
-from proxy.auth import ADMIN_PREFIX, call_tenant
+from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
 from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, RESPONSE_OWNERS, WORKERS
-from proxy.cors import CorsPolicy
+from proxy.cors import CorsPolicy, exempt
 from proxy.data_structs import SeenMessages
 from proxy.errors import (
     COMPRESSED_BODY,
@@ -172,7 +172,7 @@ class _Downstream:
         # nothing to look up per call then)
         cors = conn.server.cors
         self._cors = ""
-        if cors is not None and not request.url.startswith(ADMIN_PREFIX):  # (never the admin API's)
+        if cors is not None and not exempt(request.url):  # (never the admin API's nor /metrics)
             self._cors = cors.fields(_field(request.headers, "origin"))
 
     def _connection_field(self) -> str:

@@ -89,7 +89,10 @@ def hold_port(host: str, port: int) -> socket.socket:
     closed connections still sit in TIME_WAIT on the port, the held socket needs SO_REUSEADDR too (without
     it a `--workers` proxy could not start for a minute after a one-process one stopped: the forty-seventh
     session's review); a probe passes beside it, so the port's lock (`_refuse_if_starting`) refuses other
-    supervisors for its life (a proxy on the same port at another address too, in that case alone)."""
+    supervisors for its life (a proxy on the same port at another address too, in that case alone). Other
+    programs do not know the lock: one binding with SO_REUSEADDR (a one-process `saga serve` too) could take
+    the port while no worker listens (their start, or all of them restarting at once), which a supervisor
+    that started without that fallback refuses; the cost of not starting for a minute instead."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
     try:

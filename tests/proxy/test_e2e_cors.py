@@ -69,6 +69,9 @@ async def test_a_preflight_is_answered_before_authentication_and_every_answer_na
             )
             assert status == 200 and headers.getall("Access-Control-Allow-Origin") == ["*"], headers
             assert "Access-Control-Allow-Credentials" not in headers
+            # the page may read the proxy's own fields (the fifth review: none was exposed)
+            exposed = headers.get("Access-Control-Expose-Headers", "")
+            assert "X-Session-ID" in exposed and "Retry-After" in exposed, headers
         # the proxy's own refusals are readable by the page: no key, a body over the limit
         status, headers = await answered(
             http, "POST", f"{url}/v1/chat/completions", json=BODY, headers={"Origin": APP}
@@ -88,7 +91,7 @@ async def test_the_admin_api_is_never_open_to_web_pages(replica: str, server: st
         preflight = {**PREFLIGHT, "Origin": "https://evil.example.com"}
         status, headers = await answered(http, "OPTIONS", f"{url}/saga/v1/replicas", headers=preflight)
         assert status == 405 and "Access-Control-Allow-Origin" not in headers
-        for path in ("/saga/v1/replicas", "/saga/v1/sessions", "/saga/v1/state"):
+        for path in ("/saga/v1/replicas", "/saga/v1/sessions", "/saga/v1/state", "/metrics"):
             status, headers = await answered(http, "GET", f"{url}{path}", headers={"Origin": "https://e.com"})
             assert status == 200 and "Access-Control-Allow-Origin" not in headers, path
 
@@ -103,11 +106,13 @@ async def test_the_proxys_list_decides_not_the_replicas(replica: str, server: st
         async with http.options(f"{url}/v1/chat/completions", headers=evil) as r:
             assert r.status == 400 and (await r.json())["error"]["code"] == "cors_origin"
             assert "Access-Control-Allow-Origin" not in r.headers
-        for origin, allowed in ((APP, [APP]), ("https://evil.example.com", [])):
+        for origin, allowed in ((APP, [APP]), ("https://evil.example.com", []), (None, [])):
+            sent = {} if origin is None else {"Origin": origin}
             status, headers = await answered(
-                http, "POST", f"{url}/v1/chat/completions", json=BODY, headers={"Origin": origin}
+                http, "POST", f"{url}/v1/chat/completions", json=BODY, headers=sent
             )
             assert status == 200 and headers.getall("Access-Control-Allow-Origin", []) == allowed, origin
+            assert headers.get("Vary") == "Origin", origin  # every answer, with a list (shared caches)
     off = ProxyConfig(**{**_fields(listed), "cors_allowed_origins": ""})  # the default
     async with running_proxy(off) as url, aiohttp.ClientSession() as http:
         status, headers = await answered(http, "OPTIONS", f"{url}/v1/chat/completions", headers=PREFLIGHT)
