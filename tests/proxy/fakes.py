@@ -264,6 +264,21 @@ async def read_request_whole(reader: asyncio.StreamReader) -> tuple[bytes, bytes
     return head, await reader.readexactly(length)
 
 
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handle: RawHandler) -> AsyncIterator[str]:
+    """A loopback server whose connections `handle` serves, while the context is open; yields its URL."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 RawAnswer = Callable[[bytes, bytes, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -284,12 +299,8 @@ async def raw_replica(answer: RawAnswer) -> AsyncIterator[str]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(handle) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -320,13 +331,8 @@ async def dying_stream_replica(partial: bool = False, events: int = 1) -> AsyncI
         finally:
             writer.transport.abort()  # dies: no terminal chunk, no FIN handshake
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(handle) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -356,13 +362,8 @@ async def dying_whole_replica(calls: list[bytes], cut_if: bytes = b"") -> AsyncI
         finally:
             writer.transport.abort()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(handle) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
