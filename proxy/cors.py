@@ -60,15 +60,26 @@ class CorsPolicy(msgspec.Struct, frozen=True):
                 )
         return cls("*" in parts, frozenset(part.rstrip("/") for part in parts if part != "*"))
 
-    def fields(self, origin: str | None) -> str:
-        """The header lines (CRLF-ended) an answer to a request from `origin` carries: the origin allowed and
-        the proxy's headers a page may read, when it is allowed; with a list, `Vary: Origin` on every answer
-        (a shared cache must not give one origin's answer to another)."""
+    def answer_fields(self, origin: str | None) -> list[tuple[str, str]]:
+        """The fields an answer to a request from `origin` carries: the origin allowed and the proxy's
+        fields a page may read, when it is allowed; with a list, `Vary: Origin` on every answer (a shared
+        cache must not give one origin's answer to another)."""
         allowed = self.allow_origin(origin)
-        vary = "" if self.any_origin else "Vary: Origin\r\n"
-        if allowed is None:
-            return vary
-        return f"Access-Control-Allow-Origin: {allowed}\r\nAccess-Control-Expose-Headers: {EXPOSED}\r\n{vary}"
+        fields = (
+            []
+            if allowed is None
+            else [
+                ("Access-Control-Allow-Origin", allowed),
+                ("Access-Control-Expose-Headers", EXPOSED),
+            ]
+        )
+        if not self.any_origin:
+            fields.append(("Vary", "Origin"))
+        return fields
+
+    def fields(self, origin: str | None) -> str:
+        """`answer_fields` as head lines (CRLF-ended), for the fast server's heads."""
+        return "".join(f"{name}: {value}\r\n" for name, value in self.answer_fields(origin))
 
     def allow_origin(self, origin: str | None) -> str | None:
         if origin is None:

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.auth import ADMIN_PREFIX
-from proxy.cors import EXPOSED, CorsPolicy, exempt
+from proxy.cors import CorsPolicy, exempt
 from proxy.errors import ProxyError, error_response
 
 ALLOWED_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
@@ -25,12 +25,8 @@ def allow_origin_on_answers(app: web.Application, policy: CorsPolicy) -> None:
     async def allow_origin(request: web.Request, response: web.StreamResponse) -> None:
         if exempt(request.path) or "Access-Control-Allow-Origin" in response.headers:
             return
-        allowed = policy.allow_origin(request.headers.get("Origin"))
-        if allowed is not None:
-            response.headers["Access-Control-Allow-Origin"] = allowed
-            response.headers["Access-Control-Expose-Headers"] = EXPOSED
-        if not policy.any_origin:  # (every answer: a shared cache must not give it to another origin)
-            response.headers.add("Vary", "Origin")
+        for name, value in policy.answer_fields(request.headers.get("Origin")):
+            response.headers.add(name, value)
 
     app.on_response_prepare.append(allow_origin)
 

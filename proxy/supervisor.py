@@ -88,7 +88,7 @@ def hold_port(host: str, port: int) -> socket.socket:
     the held socket itself refuses every later probe, whatever its spelling. Where an earlier proxy's
     closed connections still sit in TIME_WAIT on the port, the held socket needs SO_REUSEADDR too (without
     it a `--workers` proxy could not start for a minute after a one-process one stopped: the forty-seventh
-    session's review); a probe passes beside it, so the port's lock (`_refuse_if_starting`) refuses other
+    session's review); a probe passes beside it, so the port's lock (`_refuse_if_port_locked`) refuses other
     supervisors for its life (a proxy on the same port at another address too, in that case alone). Other
     programs do not know the lock: one binding with SO_REUSEADDR (a one-process `saga serve` too) could take
     the port while no worker listens (their start, or all of them restarting at once), which a supervisor
@@ -98,7 +98,7 @@ def hold_port(host: str, port: int) -> socket.socket:
     try:
         with _bind_window(port):
             if port:
-                _refuse_if_starting(port)
+                _refuse_if_port_locked(port)
                 with socket.socket(family, kind, proto) as probe:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     probe.bind(address)
@@ -114,7 +114,7 @@ def hold_port(host: str, port: int) -> socket.socket:
                 # held, for the supervisor's life (on the same port at another address, too).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(address)
-                _starting_lock(port)
+                _take_port_lock(port)
     except OSError:
         sock.close()
         raise
@@ -125,42 +125,42 @@ def hold_port(host: str, port: int) -> socket.socket:
 # Unix socket named for the port (Linux; gone with the process). Their held socket refuses no probe, and
 # their workers' listening sockets do only while one listens (all of them exiting at once, a fault
 # `max_exits` survives, left the port to a second supervisor: the forty-seventh session's fourth review)
-_STARTING: dict[int, socket.socket] = {}
+_PORT_LOCKS: dict[int, socket.socket] = {}
 
 
-def _starting_name(port: int) -> str:
-    return f"\0saga-serve-port-starting {port}"
+def _port_lock_name(port: int) -> str:
+    return f"\0saga-serve-port-held {port}"
 
 
-def _starting_lock(port: int) -> None:
+def _take_port_lock(port: int) -> None:
     if not sys.platform.startswith("linux"):
         return
     lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        lock.bind(_starting_name(port))
+        lock.bind(_port_lock_name(port))
     except OSError:
         lock.close()
         raise
-    _STARTING[port] = lock
+    _PORT_LOCKS[port] = lock
 
 
-def _refuse_if_starting(port: int) -> None:
+def _refuse_if_port_locked(port: int) -> None:
     """EADDRINUSE while another supervisor holds the port beside connections in TIME_WAIT (a probe would
     pass beside its socket: the forty-seventh session's review)."""
     if not sys.platform.startswith("linux"):
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as check:
         try:
-            check.bind(_starting_name(port))
+            check.bind(_port_lock_name(port))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise OSError(errno.EADDRINUSE, "another saga serve is starting on this port") from e
+                raise OSError(errno.EADDRINUSE, "another saga serve holds this port") from e
             raise
 
 
 def release_port_lock(port: int) -> None:
     """The supervisor stops: its lock on `port`, if it took one, goes."""
-    lock = _STARTING.pop(port, None)
+    lock = _PORT_LOCKS.pop(port, None)
     if lock is not None:
         lock.close()
 
