@@ -30,7 +30,17 @@ Contract:
   a fresh `X-Session-ID` per call) otherwise held ~1,000 tokens each for `max_hold_s`, as the predictor
   learns that a session ended only once it has been silent a while: 2,400 of them sent within 5 s filled a
   1.6M-token replica and the next new workflow waited ~2 minutes. What this learns comes from holds that
-  ran out, so a burst of a type not seen before still holds for its first `max_hold_s`.
+  ran out, so a burst of a type not seen before would hold for its first `max_hold_s`: hence the next rule.
+- Holds of a type not seen to come back: until one call of an agent type has come back into a hold (per
+  worker), that type's workflows reserve nothing between calls; the hold's timer still runs, so whether
+  a call comes back within it is counted as above. A call counts as come back only when it is longer than
+  its workflow's last call: inference joins one-shot calls repeating one opening into one session (a
+  fixed-prompt load test sends them by the thousand). One-shot calls (an id per call, calls naming no
+  session, or one prompt repeated) otherwise each held ~1,000 tokens of the prior's growth for
+  `max_hold_s` (120 s: the prior's gap quantile) before anything was learned: on a 9,600-token replica
+  the 15th sequential call waited two minutes with nothing running; 16 clients sending one prompt to a
+  64k-token replica stalled for two minutes after ~200 calls. An agent's first return proves its type
+  within its first tool call; its workflows hold from then on.
 - Cost-aware hold (`hold_price`, off when None): after a call, while work waits for KV (new workflows
   here, or calls in its replica's engine: `waiting`, as last scraped), a workflow that will be back
   within `price_max_gap_s` (its median predicted gap) keeps its reservation only while the re-prefill that
@@ -95,6 +105,7 @@ class _Workflow:
         "context",
         "footprint",
         "in_flight",
+        "prompt",
         "queued_at",
         "quiet_at",
         "replica_id",
@@ -105,6 +116,7 @@ class _Workflow:
         self.replica_id = replica_id
         self.agent_type = agent_type
         self.context = context  # tokens: last prompt (+ its answer once finished)
+        self.prompt = 0  # the size of its last call as dispatched (`_size`)
         self.footprint = footprint
         self.reserved = 0  # what this workflow holds in its replica's reservation now
         self.in_flight = 0
@@ -309,12 +321,16 @@ class WorkflowAdmission:
             wf = self.workflows[req.session_id] = _Workflow(
                 replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req)
             )
-        if wf.quiet_at is not None:  # back while its reservation was held for it
+        # Back while its reservation was held for it, going on from its last call (a longer one): a call
+        # repeating it (inference joins one-shot calls sharing an opening into one session) proves nothing.
+        size = _size(req)
+        if wf.quiet_at is not None and size > wf.prompt:
             self._count_hold(wf.agent_type, came_back=True)
+        wf.prompt = size
+        prompt_tokens = req.prompt_tokens
         if wf.replica_id != replica_id:
             self._reserve(wf, 0)
             wf.replica_id = replica_id
-        prompt_tokens = req.prompt_tokens
         if prompt_tokens > wf.context:
             wf.context = prompt_tokens
         wf.in_flight += 1
@@ -352,8 +368,11 @@ class WorkflowAdmission:
             return False
         outlook = self.predictor.hold_outlook(session_id, now)  # `predict`'s fields this reads, alone
         spec = self.spec
+        proven = self._seen_back(wf.agent_type)
         if outlook is None:  # unknown to the predictor: hold for the longest allowed
             wf.footprint = max(wf.footprint, wf.context)
+            if not proven:
+                self._reserve(wf, 0)
             self._hold_until(session_id, wf, now + spec.max_hold_s)
             return False
         p_return, return_gap_s, next_prompt_tokens, remaining_calls = outlook
@@ -377,7 +396,7 @@ class WorkflowAdmission:
             self._lapse(wf)
             self.let_go += 1
             return True
-        self._reserve(wf, footprint)
+        self._reserve(wf, footprint if proven else 0)  # (unproven: the timer alone, to count the outcome)
         gap = _quantile(levels, return_gap_s, spec.hold_quantile)
         self._hold_until(session_id, wf, now + min(gap, spec.max_hold_s))
         return False
@@ -440,7 +459,8 @@ class WorkflowAdmission:
             if quiet_at > now:  # held longer since this wake-up was set: wake up then
                 self._wake_at(session_id, wf, quiet_at)
             elif wf.in_flight == 0:
-                if wf.reserved:
+                # held, or timed alone (a type not seen back); not one whose replica left (`replica_gone`)
+                if wf.reserved or wf.replica_id != _UNBOUND:
                     self._count_hold(wf.agent_type, came_back=False)
                 self._lapse(wf)
                 freed = True
@@ -566,6 +586,12 @@ class WorkflowAdmission:
             counts[0] /= 2
             counts[1] /= 2
 
+    def _seen_back(self, agent_type: str) -> bool:
+        """A call of this type came back into a hold (the contract: until then its workflows reserve nothing
+        between calls)."""
+        counts = self._hold_outcomes.get(agent_type)
+        return counts is not None and counts[0] > 0
+
     def _rarely_back(self, agent_type: str, now: float) -> bool:
         """Too few of this type's holds had a call come back into them to hold after this call (the
         contract); False once every HOLD_PROBE_S, a finish that holds to keep counting."""
@@ -590,6 +616,13 @@ class WorkflowAdmission:
         else:
             self._growth[agent_type] = prior + _GROWTH_EWMA * (growth - prior)
             self._growth.move_to_end(agent_type)
+
+
+def _size(req: RequestInfo) -> int:
+    """A call's size, to tell one that goes on from its session's last call (longer) from one repeating it:
+    over HTTP the body's length (the token estimate's scale is learned as calls go, so one body repeated can
+    look longer), in the discrete-event cluster (no body) its tokens."""
+    return req.prompt_chars or req.prompt_tokens
 
 
 def _quantile(levels: tuple[float, ...], values: tuple[float, ...], q: float) -> float:

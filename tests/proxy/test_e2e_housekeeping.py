@@ -25,8 +25,8 @@ async def test_a_waiting_workflow_is_admitted_when_a_hold_lapses_between_health_
 ) -> None:
     saga = PRESETS["saga"]
     assert saga.admission is not None
-    # holds between calls last at most 0.5 s, so the first workflow's lapses long before the next health round
-    admission_spec = msgspec.structs.replace(saga.admission, max_hold_s=0.5, overcommit=1.0)
+    # holds between calls last at most 3 s, so the first workflow's lapses long before the next health round
+    admission_spec = msgspec.structs.replace(saga.admission, max_hold_s=3.0, overcommit=1.0)
     policy = msgspec.structs.replace(saga, admission=admission_spec)
     async with fake_replica("ok", metrics=METRICS) as replica:  # 16k tokens of KV, all of it to admission
         core = SchedulerCore([replica.url], build_policy(policy, seed=1), time.monotonic)
@@ -35,11 +35,14 @@ async def test_a_waiting_workflow_is_admitted_when_a_hold_lapses_between_health_
         config = ProxyConfig(replicas=[replica.url], port=0, seed=1, health_interval_s=60.0)
         async with running_proxy(config, core) as url:
             await until(lambda: core.replicas[replica.url].kv_capacity_tokens == 16_000)
-            assert await chat(http, url, "first", 4_000) == 200
-            assert admission.own_reserved(replica.url) > 0  # held after its call, for up to 0.5 s
-            # ~15.5k tokens (a prompt the replica takes): no room beside the hold, the whole replica once it
-            # lapses; the next health round is ~60 s away, past the client's timeout
-            second = asyncio.create_task(chat(http, url, "second", 62_000))
+            assert await chat(http, url, "first", 2_000) == 200
+            # back within its hold, longer: its agent type holds between calls from now on
+            assert await chat(http, url, "first", 8_000) == 200
+            assert admission.own_reserved(replica.url) > 0  # held after its call, for up to 3 s
+            # ~15k tokens at the scale learned from the two calls (a prompt the replica takes): no room beside
+            # the hold, the whole replica once it lapses; the next health round is ~60 s away, past the
+            # client's timeout
+            second = asyncio.create_task(chat(http, url, "second", 70_000))
             await until(lambda: len(admission.waiting) == 1)
             async with asyncio.timeout(20):
                 assert await second == 200
@@ -58,8 +61,9 @@ async def test_the_queue_route_lists_the_calls_waiting_for_admission(http: aioht
         config = ProxyConfig(replicas=[replica.url], port=0, seed=1, health_interval_s=60.0)
         async with running_proxy(config, core) as url:
             await until(lambda: core.replicas[replica.url].kv_capacity_tokens == 16_000)
-            assert await chat(http, url, "first", 4_000) == 200  # held after its call
-            second = asyncio.create_task(chat(http, url, "second", 62_000))
+            assert await chat(http, url, "first", 2_000) == 200
+            assert await chat(http, url, "first", 8_000) == 200  # back, longer: held after its call
+            second = asyncio.create_task(chat(http, url, "second", 70_000))
             await until(lambda: core.admission is not None and len(core.admission.waiting) == 1)
             async with http.get(f"{url}/saga/v1/queue") as r:
                 listing = await r.json()

@@ -28,7 +28,8 @@ def _one_shot_calls(core: SchedulerCore, clock: Clock, calls: int, first: int = 
     for n in range(first, first + calls):
         clock.now += 0.01
         sid = f"conv-a-{n}" if n % every == 0 else "conv-a"
-        req = RequestInfo(f"q{n}", sid, clock.now, prompt_tokens=15, session_inferred=True)
+        # (the talking session's prompt grows: it goes on, so its calls come back into its holds)
+        req = RequestInfo(f"q{n}", sid, clock.now, prompt_tokens=15 + n, session_inferred=True)
         core.request_arrived(req)
         core.first_token(req.request_id)
         core.request_finished(req.request_id, STOP)
@@ -203,7 +204,7 @@ def test_a_wake_up_re_armed_by_expire_lapses_the_hold_in_time_even_when_it_compa
     assert len(adm._lapses) == 200
     for i in range(1, 200):
         adm.end(f"s{i}")  # their wake-ups stay in the heap, stale
-    adm.dispatched(RequestInfo("q-again", "s0", 10.0, prompt_tokens=100), "r0")
+    adm.dispatched(RequestInfo("q-again", "s0", 10.0, prompt_tokens=110), "r0")  # (it goes on)
     adm.finished("s0", 100, 10, 10.0)  # holds until 130: its wake-up at 120 stays, nothing pushed
     assert len(adm._lapses) == 200 and adm.workflows["s0"].quiet_at == 130.0
     assert not adm.expire(125.0)  # the wake-up at 120 re-arms at 130 and compacts the heap

@@ -20,7 +20,7 @@ from proxy.scheduler import (
 from proxy.scheduler.admission import AdmissionSpec
 from proxy.scheduler.registry import PluginSpec
 from proxy.scheduler.release import ReleaseQueueSpec
-from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch, saga_spec
+from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch, saga_spec, seen_back
 
 _ids = itertools.count()
 
@@ -186,6 +186,7 @@ def test_a_cheap_hold_goes_when_workflows_wait_in_another_worker(elsewhere: int)
     spec = saga_spec(admission=AdmissionSpec(overcommit=1.0, hold_price=1.0, price_max_gap_s=1e6))
     core, clock = make_core(replicas=1, spec=spec)
     assert core.admission is not None
+    seen_back(core)
     for _ in range(16):
         core.admission.prefill_seen(1e-7 * 4_000, 5_000, 1_000)
     req = call("alone", prompt_tokens=60_000)

@@ -9,7 +9,7 @@ import msgspec
 from proxy.model_routing import ModelFilter, ReplicaModels, for_model
 from proxy.scheduler import Dispatch, Reject, ReplicaStats, RequestInfo, SchedulerCore, Usage, build_policy
 from tests.clocks import Clock
-from tests.scheduler.test_saga_policy import CAPACITY, call, only_dispatch
+from tests.scheduler.test_saga_policy import CAPACITY, call, only_dispatch, seen_back
 
 
 def fleet(policy: str = "saga", unknown: bool = False) -> tuple[SchedulerCore, Clock]:
@@ -48,6 +48,8 @@ def test_a_workflow_of_another_model_is_not_held_behind_one_waiting_for_its_own(
     """Admission has one queue; a head waiting for room on its model's replicas blocks only its model."""
     core, clock = fleet()
     assert core.admission is not None
+    seen_back(core, model="chat")
+    seen_back(core, model="embed")
     size = 30_000
     fits = int(CAPACITY * core.admission.spec.overcommit) // core.admission.footprint_of_new(chat("x", size))
     firsts = [chat(f"s{i}", size) for i in range(fits)]

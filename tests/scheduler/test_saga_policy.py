@@ -68,8 +68,22 @@ def only_dispatch(decisions: list[Decision]) -> Dispatch:
     return d
 
 
+def seen_back(core: SchedulerCore, **fields: object) -> None:
+    """A call of `call`'s agent type comes back into its hold once (admission holds a workflow's reservation
+    between calls only for a type seen back), in a session that then ends: nothing stays reserved, no growth
+    learned. `fields`: the warm-up calls' other fields (a model)."""
+    for prompt in (100, 110):  # (a longer prompt: it goes on, rather than repeating its call)
+        req = msgspec.structs.replace(call("warm-up", prompt_tokens=prompt), **fields)
+        only_dispatch(core.request_arrived(req))
+        core.request_finished(req.request_id, Usage(100, 0, finish_reason="tool_calls"))
+    core.session_ended("warm-up")
+    core.take_releases()  # (its retention's release)
+    assert core.admission is not None and not core.admission.reserved.get("r0")
+
+
 def test_a_new_workflow_waits_until_a_replica_has_room_for_its_footprint_then_binds_there() -> None:
     core, clock = make_core(replicas=1)
+    seen_back(core)
     assert core.admission is not None
     footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
     assert footprint > 30_000  # the prompt plus predicted growth
@@ -90,6 +104,7 @@ def test_a_new_workflow_waits_until_a_replica_has_room_for_its_footprint_then_bi
 
 def test_calls_of_admitted_workflows_never_wait_behind_new_ones() -> None:
     core, clock = make_core(replicas=1)
+    seen_back(core)
     assert core.admission is not None
     footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
     fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
@@ -138,6 +153,7 @@ def served_once(session: str, finish_reason: str) -> tuple[SchedulerCore, Clock]
     call served there, finished at t = 1 s with `finish_reason`."""
     spec = saga_spec(admission=AdmissionSpec(max_hold_s=30.0, overcommit=1.0))
     core, clock = make_core(replicas=1, spec=spec)
+    seen_back(core)
     first = call(session, prompt_tokens=60_000)
     only_dispatch(core.request_arrived(first))
     clock.now = 1.0
@@ -561,6 +577,7 @@ def _priced_core(price: float | None, s_per_token: float) -> tuple[SchedulerCore
     retention = PluginSpec("predicted-ttl-retention", params={"priority_base_s": None, "cold_ttl_s": 30.0})
     core, clock = make_core(replicas=1, spec=saga_spec(admission=admission, retention=retention))
     assert core.admission is not None
+    seen_back(core)
     for _ in range(16):  # 4,000 tokens computed after 1,000 cached, at `s_per_token`
         core.admission.prefill_seen(s_per_token * 4_000 * (1 + 3_000 / 20_000), 5_000, 1_000)
     held = call("held", prompt_tokens=60_000)
@@ -597,6 +614,7 @@ def test_a_cheap_hold_goes_only_while_work_waits_for_kv_and_once_the_prefill_cos
     ):
         core, clock = make_core(replicas=1, spec=spec)
         assert core.admission is not None
+        seen_back(core)
         for _ in range(16 if learned else 0):
             core.admission.prefill_seen(1e-7 * 4_000, 5_000, 1_000)
         req = call("alone", prompt_tokens=60_000)
@@ -641,9 +659,9 @@ def test_an_agent_type_whose_holds_run_out_unused_stops_holding_between_calls() 
     admission = WorkflowAdmission(AdmissionSpec(max_hold_s=30.0), Predictor(), views=views)
     now = 0.0
 
-    def one_call(session: str, agent_type: str) -> int:
+    def one_call(session: str, agent_type: str, prompt: int = 1_000) -> int:
         nonlocal now
-        req = msgspec.structs.replace(call(session, prompt_tokens=1_000), agent_type=agent_type)
+        req = msgspec.structs.replace(call(session, prompt_tokens=prompt), agent_type=agent_type)
         if session not in admission.workflows:
             admission.admit(req, "r0", now)
         admission.dispatched(req, "r0")
@@ -651,15 +669,66 @@ def test_an_agent_type_whose_holds_run_out_unused_stops_holding_between_calls() 
         admission.finished(session, 1_000, 10, now)
         return admission.workflows[session].reserved
 
-    for i in range(MIN_HOLD_OUTCOMES):  # every hold runs out: nothing comes back
-        assert one_call(f"shot-{i}", "one-shot") > 0
+    one_call("rare-0", "rare")
+    assert one_call("rare-0", "rare", prompt=1_100) > 0  # came back once: the type holds from then on
+    for i in range(1, MIN_HOLD_OUTCOMES):  # every other hold runs out: nothing comes back
+        assert one_call(f"rare-{i}", "rare") > 0
         now += 31.0
         admission.expire(now)
     for i in range(MIN_HOLD_OUTCOMES):  # each comes back once within its hold, then ends
         one_call(f"agent-{i}", "agent")
-        one_call(f"agent-{i}", "agent")
+        one_call(f"agent-{i}", "agent", prompt=1_100)
         now += 31.0
         admission.expire(now)
-    held = [one_call(f"late-shot-{i}", "one-shot") > 0 for i in range(12)]  # four a second
+    held = [one_call(f"late-rare-{i}", "rare") > 0 for i in range(12)]  # four a second
     assert held == [True, False, False, False] * 3  # a probe a second
     assert one_call("late-agent", "agent") > 0
+
+
+def test_an_agent_type_not_seen_back_reserves_nothing_between_calls() -> None:
+    """Found over HTTP: sequential one-shot calls naming no session (each inferred as a new workflow of one
+    agent type) each held ~1,000 tokens of the prior's growth for `max_hold_s` (120 s), so on a 9,600-token
+    replica the 15th waited two minutes with nothing running. Until a call of a type comes back into a hold,
+    its workflows reserve nothing between calls; the holds' timers still count, so the first return makes
+    the type hold, and MIN_HOLD_OUTCOMES holds run out unused teach it to lapse as before."""
+    core, clock = make_core(replicas=1, capacity=10_000)
+    assert core.admission is not None
+    for i in range(3 * MIN_HOLD_OUTCOMES):  # each fills most of the replica while it runs
+        req = call(f"shot-{i}", prompt_tokens=5_000)
+        assert only_dispatch(core.request_arrived(req)).replica_id == "r0"  # never waits
+        clock.now += 1.0
+        core.request_finished(req.request_id, Usage(5_000, 10, finish_reason="stop"))
+        assert core.admission.reserved["r0"] == 0
+        clock.now += 1.0
+        core.tick()
+    # an agent of the same type comes back within its hold: the type holds from then on
+    first = call("agent", prompt_tokens=1_000)
+    only_dispatch(core.request_arrived(first))
+    clock.now += 1.0
+    core.request_finished(first.request_id, Usage(1_000, 10, finish_reason="tool_calls"))
+    assert core.admission.reserved["r0"] == 0
+    again = call("agent", prompt_tokens=1_100)
+    only_dispatch(core.request_arrived(again))
+    clock.now += 1.0
+    core.request_finished(again.request_id, Usage(1_100, 10, finish_reason="tool_calls"))
+    assert core.admission.reserved["r0"] > 0
+
+
+def test_a_call_repeating_its_sessions_last_prompt_does_not_count_as_come_back() -> None:
+    """Found over HTTP: a load test sending one fixed prompt from 16 clients stalled for two minutes after
+    ~200 calls on a 64k-token replica. Inference joins calls repeating an opening into one session while
+    its first call is not running (the others get ids of their own), so that session's calls came back
+    into its holds and proved the type; then every one-shot fork held ~1,000 tokens for `max_hold_s`."""
+    core, clock = make_core(replicas=1, capacity=10_000)
+    assert core.admission is not None
+    for i in range(3 * MIN_HOLD_OUTCOMES):
+        same = call("opening", prompt_tokens=5_000)  # the joined session: the same prompt each time
+        fork = call(f"opening-{i}", prompt_tokens=5_000)
+        for req in (same, fork):
+            assert only_dispatch(core.request_arrived(req)).replica_id == "r0"  # never waits
+        clock.now += 1.0
+        for req in (same, fork):
+            core.request_finished(req.request_id, Usage(5_000, 10, finish_reason="stop"))
+        assert core.admission.reserved["r0"] == 0
+        clock.now += 1.0
+        core.tick()

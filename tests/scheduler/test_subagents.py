@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from proxy.scheduler import RequestInfo, Usage
-from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch
+from tests.scheduler.test_saga_policy import CAPACITY, call, make_core, only_dispatch, seen_back
 
 
 def spawned(req: RequestInfo, parent: str) -> RequestInfo:
@@ -16,6 +16,7 @@ def spawned(req: RequestInfo, parent: str) -> RequestInfo:
 
 def test_a_subagent_of_an_admitted_workflow_is_admitted_at_once_while_new_workflows_wait() -> None:
     core, clock = make_core(replicas=1)
+    seen_back(core)
     admission = core.admission
     assert admission is not None
     footprint = admission.footprint_of_new(call("x", prompt_tokens=30_000))
