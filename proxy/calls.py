@@ -250,7 +250,7 @@ def _prepared(
         tenant_id=who.tenant_id,
         agent_type=who.agent_type,
         model=fields.model or "",
-        prompt_chars=len(body),
+        prompt_chars=len(prompt),
         prompt_tokens=int(estimated_tokens(prompt) * core.prompt_scale),  # (the engines' counts' scale)
         prefix_hashes=prefix_hashes(prompt, prefix_seed) if core.policy.wants_prefix_hashes else (),
         stream=fields.stream is True,

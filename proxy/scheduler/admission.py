@@ -34,9 +34,10 @@ Contract:
 - Holds of a type not seen to come back: until one call of an agent type has come back into a hold (per
   worker), that type's workflows reserve nothing between calls; the hold's timer still runs, so whether
   a call comes back within it is counted as above. A call counts as come back only when it is longer than
-  its workflow's last call: inference joins one-shot calls repeating one opening into one session (a
-  fixed-prompt load test sends them by the thousand). One-shot calls (an id per call, calls naming no
-  session, or one prompt repeated) otherwise each held ~1,000 tokens of the prior's growth for
+  its workflow's last call, or continues a stored response (`pinned_replica`: a Responses API call with
+  `previous_response_id` sends only what is new): inference joins one-shot calls repeating one opening
+  into one session (a fixed-prompt load test sends them by the thousand). One-shot calls (an id per call,
+  calls naming no session, or one prompt repeated) otherwise each held ~1,000 tokens of the prior's growth for
   `max_hold_s` (120 s: the prior's gap quantile) before anything was learned: on a 9,600-token replica
   the 15th sequential call waited two minutes with nothing running; 16 clients sending one prompt to a
   64k-token replica stalled for two minutes after ~200 calls. An agent's first return proves its type
@@ -321,10 +322,12 @@ class WorkflowAdmission:
             wf = self.workflows[req.session_id] = _Workflow(
                 replica_id, req.agent_type, req.prompt_tokens, self.footprint_of_new(req)
             )
-        # Back while its reservation was held for it, going on from its last call (a longer one): a call
-        # repeating it (inference joins one-shot calls sharing an opening into one session) proves nothing.
+        # Back while its reservation was held for it, going on from its last call (a longer one, or one naming
+        # the response it continues: a Responses API call with `previous_response_id` sends only what is new):
+        # a call repeating it (inference joins one-shot calls sharing an opening into one session) proves
+        # nothing.
         size = _size(req)
-        if wf.quiet_at is not None and size > wf.prompt:
+        if wf.quiet_at is not None and (size > wf.prompt or req.pinned_replica):
             self._count_hold(wf.agent_type, came_back=True)
         wf.prompt = size
         prompt_tokens = req.prompt_tokens
@@ -620,8 +623,8 @@ class WorkflowAdmission:
 
 def _size(req: RequestInfo) -> int:
     """A call's size, to tell one that goes on from its session's last call (longer) from one repeating it:
-    over HTTP the body's length (the token estimate's scale is learned as calls go, so one body repeated can
-    look longer), in the discrete-event cluster (no body) its tokens."""
+    over HTTP its conversation's bytes (the token estimate's scale is learned as calls go, so one prompt
+    repeated can look longer), in the discrete-event cluster (no body) its tokens."""
     return req.prompt_chars or req.prompt_tokens
 
 

@@ -22,6 +22,9 @@ class RequestInfo(msgspec.Struct, frozen=True):
     tenant_id: str = "default"
     agent_type: str = "default"
     model: str = ""
+    # Bytes of the call's conversation as sent (its messages, prompt or input, with a system prompt given
+    # apart), 0 where there is no body (the discrete-event cluster): what tells a call that goes on from its
+    # session's last call (longer) from one repeating it, whatever else of the body changed.
     prompt_chars: int = 0
     # Estimated prompt length in tokens (exact in the discrete-event cluster; over HTTP bytes / 4 times
     # `SchedulerCore.prompt_scale`, the ratio the engines' counts showed).

@@ -77,5 +77,33 @@ async def test_one_shot_calls_and_one_prompt_repeated_hold_nothing_and_never_wai
         ]
         for n in range(2):
             await chat(http, url, messages)
-            messages += [{"role": "assistant", "content": "ran the tests"}, {"role": "user", "content": f"{n}"}]
+            messages += [
+                {"role": "assistant", "content": "ran the tests"},
+                {"role": "user", "content": f"{n}"},
+            ]
+        assert sum((await admission(http, url))["reserved_tokens"].values()) > 0
+
+
+async def test_a_responses_agent_continuing_by_previous_response_id_holds_between_calls(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """A Responses API call continuing a stored response sends only what is new (shorter than the call
+    before it): it comes back all the same."""
+    config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, health_interval_s=0.2)
+    async with running_proxy(config) as url:
+        body: dict[str, Any] = {
+            "model": "saga-sim",
+            "input": "Fix the failing test. " * 40,
+            "max_output_tokens": 8,
+        }
+        for _ in range(2):
+            async with http.post(f"{url}/v1/responses", json=body) as r:
+                assert r.status == 200, await r.text()
+                answer = await r.json()
+            body = {
+                "model": "saga-sim",
+                "input": "ok",
+                "previous_response_id": answer["id"],
+                "max_output_tokens": 8,
+            }
         assert sum((await admission(http, url))["reserved_tokens"].values()) > 0

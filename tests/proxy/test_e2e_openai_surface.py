@@ -299,14 +299,17 @@ async def test_a_workflow_of_another_model_is_admitted_past_one_waiting_for_its_
             # until the health loop has read the models and the capacity
             await _replicas_once(http, url, lambda seen: bool(seen[llama.url]["kv_capacity_tokens"]))
 
-            async def chat(model: str, session: str) -> str:
-                body = {"model": model, "messages": MESSAGES}
+            async def chat(model: str, session: str, messages: list[dict[str, str]] = MESSAGES) -> str:
+                body = {"model": model, "messages": messages}
                 headers = {"X-Session-ID": session}
                 async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
                     assert r.status == 200, await r.text()
                     return r.headers["X-Saga-Replica"]
 
-            assert await chat("llama", "a") == llama.url  # "a" keeps its reservation between calls
+            assert await chat("llama", "a") == llama.url
+            # back, longer: its agent type holds between calls from now on ("a" keeps its reservation)
+            longer = [*MESSAGES, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "go on"}]
+            assert await chat("llama", "a", longer) == llama.url
             waiting = asyncio.create_task(chat("llama", "b"))  # no room left on the llama replica
             for _ in range(100):
                 async with http.get(f"{url}/saga/v1/state") as r:
