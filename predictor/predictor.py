@@ -45,8 +45,8 @@ from predictor.sharded import ShardedLru
 from predictor.sketch import LogSketch, seconds_sketch
 from predictor.structs import Prediction, PredictorConfig
 
-# (p_return, return_gap_s, next_prompt_tokens, remaining_calls): `hold_outlook`
-HoldOutlook = tuple[float, tuple[float, ...], float, float]
+# (p_return, return_gap_s, next_prompt_tokens, remaining_calls, cold): `hold_outlook`
+HoldOutlook = tuple[float, tuple[float, ...], float, float, bool]
 # One observation a graph learned, as `take_learned` gives it and `learn` replays it elsewhere:
 # (TRANSITION, agent type, from, to, gap s (-1: none), prompt growth, output tokens, 0) or
 # (END, agent type, state, "", weight, peak prompt tokens, 0.0, calls).
@@ -568,17 +568,17 @@ class Predictor:
         )
 
     def hold_outlook(self, session_id: str, now: float) -> HoldOutlook | None:
-        """`predict`'s `p_return`, `return_gap_s` (at `config.quantiles`), `next_prompt_tokens` and
-        `remaining_calls`, the same values, alone: what admission re-sizes a workflow's hold from after each
-        of its calls, without building the whole `Prediction` (nor reading the output sketch it does not
-        use). None when `predict` gives None."""
+        """`predict`'s `p_return`, `return_gap_s` (at `config.quantiles`), `next_prompt_tokens`,
+        `remaining_calls` and `cold`, the same values, alone: what admission re-sizes a workflow's hold from
+        after each of its calls, without building the whole `Prediction` (nor reading the output sketch it
+        does not use). None when `predict` gives None."""
         s = self.sessions.get(session_id)
         if s is None:
             return None
         finished_at = s.finished_at
         if finished_at is None or s.in_flight:
             return None
-        model, _ = self._return_model_of(s)
+        model, source = self._return_model_of(s)
         cfg = self.config
         waited = max(0.0, now - finished_at)
         p_return = model.p_return(waited)
@@ -586,7 +586,7 @@ class Predictor:
         growth, _ = self._sketch(s, "growth")
         next_growth = growth.mean() if growth is not None else cfg.priors.growth_tokens
         calls = self._remaining(s, p_return, next_growth, 0.0)[0]  # the calls do not depend on the output
-        return p_return, gaps, s.last_prompt + next_growth, calls
+        return p_return, gaps, s.last_prompt + next_growth, calls, source == "prior"
 
     def peak_context_tokens(self, session_id: str) -> float | None:
         """The session's expected peak context: the prompt of its last call, the prompt tokens its remaining

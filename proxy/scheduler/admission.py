@@ -42,6 +42,10 @@ Contract:
   the 15th sequential call waited two minutes with nothing running; 16 clients sending one prompt to a
   64k-token replica stalled for two minutes after ~200 calls. An agent's first return proves its type
   within its first tool call; its workflows hold from then on.
+- Holds sized from the prior (the predictor has learned nothing of the gap after the workflow's state, nor
+  of its type's: `hold_outlook`'s `cold`) last its gap quantile, `max_hold_s`, whatever the agent does;
+  while new workflows wait (here or in other workers), the core lapses those on replicas with no call in
+  flight (`yield_cold_holds`, counted in `yielded`). Holds sized from what a type showed are kept.
 - Cost-aware hold (`hold_price`, off when None): after a call, while work waits for KV (new workflows
   here, or calls in its replica's engine: `waiting`, as last scraped), a workflow that will be back
   within `price_max_gap_s` (its median predicted gap) keeps its reservation only while the re-prefill that
@@ -103,6 +107,7 @@ HOLD_PROBE_S = 1.0
 class _Workflow:
     __slots__ = (
         "agent_type",
+        "cold",
         "context",
         "footprint",
         "in_flight",
@@ -123,6 +128,7 @@ class _Workflow:
         self.in_flight = 0
         self.quiet_at: float | None = None  # when the reservation lapses (between calls)
         self.queued_at: float | None = None  # its wake-up in the lapse heap (at or before quiet_at)
+        self.cold = False  # its hold was sized from the predictor's prior (nothing learned of its gap yet)
 
 
 class WorkflowAdmission:
@@ -167,6 +173,9 @@ class WorkflowAdmission:
         self.lapsed = 0
         self.prefill = PrefillRate(spec.attention_tokens)
         self.let_go = 0  # holds given up because they cost more than the re-prefill they save
+        # sessions whose hold was sized from the prior and reserves (some stale: checked when read)
+        self._cold_holds: list[str] = []
+        self.yielded = 0  # such holds lapsed for new workflows waiting beside an idle replica
 
     # -- waiting ----------------------------------------------------------------------------------------
 
@@ -377,8 +386,9 @@ class WorkflowAdmission:
             if not proven:
                 self._reserve(wf, 0)
             self._hold_until(session_id, wf, now + spec.max_hold_s)
+            self._held_cold(session_id, wf)
             return False
-        p_return, return_gap_s, next_prompt_tokens, remaining_calls = outlook
+        p_return, return_gap_s, next_prompt_tokens, remaining_calls, cold = outlook
         if p_return < spec.end_below_p_return:
             self._lapse(wf)
             return False
@@ -402,7 +412,52 @@ class WorkflowAdmission:
         self._reserve(wf, footprint if proven else 0)  # (unproven: the timer alone, to count the outcome)
         gap = _quantile(levels, return_gap_s, spec.hold_quantile)
         self._hold_until(session_id, wf, now + min(gap, spec.max_hold_s))
+        if cold:
+            self._held_cold(session_id, wf)
+        else:
+            wf.cold = False
         return False
+
+    def _held_cold(self, session_id: str, wf: _Workflow) -> None:
+        """The hold just set was sized from the prior: listed for `yield_cold_holds` when it reserves."""
+        wf.cold = True
+        if wf.reserved:
+            cold = self._cold_holds
+            cold.append(session_id)
+            if len(cold) > 2 * len(self.workflows) + _LAPSES_SLACK:
+                self._cold_holds = [sid for sid in dict.fromkeys(cold) if self._is_cold_hold(sid)]
+
+    def _is_cold_hold(self, session_id: str) -> bool:
+        wf = self.workflows.get(session_id)
+        return wf is not None and wf.cold and wf.quiet_at is not None and not wf.in_flight and wf.reserved > 0
+
+    def yield_cold_holds(self, replica_ids: set[ReplicaId]) -> bool:
+        """Lapse the holds on `replica_ids` sized from the predictor's prior (the core: while new workflows
+        wait, on replicas where no call runs); True when any did. One pass over the listed holds. Such a hold
+        lasts the prior's gap quantile (120 s, `max_hold_s`) whatever the agent does: ten 3-call agents with
+        1 s tool gaps on a 3,200-token replica left it idle for 120 s after the first three ended, eight
+        waiting (an operator's review, 2026-12-07). A hold sized from what the type showed is kept: it
+        predicts a return (the DES: idle-replica admission that ignored such holds made the declared cells
+        3-8% slower)."""
+        kept: list[str] = []
+        freed = False
+        workflows = self.workflows
+        for session_id in self._cold_holds:
+            if not self._is_cold_hold(session_id):
+                continue  # it came back, lapsed or ended since (or is listed twice)
+            wf = workflows[session_id]
+            if wf.replica_id in replica_ids:
+                self._lapse(wf)
+                self.yielded += 1
+                freed = True
+            else:
+                kept.append(session_id)
+        self._cold_holds = kept
+        return freed
+
+    def has_cold_holds(self) -> bool:
+        """Holds sized from the prior may be listed (`yield_cold_holds` has something to look at)."""
+        return bool(self._cold_holds)
 
     def _hold_costs_more(
         self, wf: _Workflow, footprint: int, p_return: float, gap_s: float, price: float
@@ -521,6 +576,7 @@ class WorkflowAdmission:
             "admitted": self.admitted,
             "lapsed": self.lapsed,
             "let_go": self.let_go,
+            "yielded": self.yielded,
             "admitted_overdue": self.admitted_overdue,
             # this worker's own (the other workers' are theirs to report)
             "reserved_tokens": {r: t - foreign.get(r, 0) for r, t in self.reserved.items()},

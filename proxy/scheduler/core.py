@@ -540,7 +540,9 @@ class SchedulerCore:
     def tick(self, lapse_limit: int = 0) -> list[Decision]:
         """Periodic housekeeping: the predictor ends sessions silent past its horizon; forget idle sessions;
         with a release queue, move the calls held for a replica that is down or gone, and release what the
-        gate allows; lapse the admission holds due by now and admit waiting workflows where there is room.
+        gate allows; lapse the admission holds due by now (and, while new workflows wait, those sized from
+        the predictor's prior on replicas with no call in flight) and admit waiting workflows where there is
+        room.
         `lapse_limit` (0: none): lapse at most that many holds' wake-ups here, and the rest of those due by
         this tick's time in `tick_more` steps while `ticking()` (the proxy: each step a short turn of its
         event loop, where ~20,000 lapses at once held it 8-12 ms; the same holds lapse as in one tick); the
@@ -563,7 +565,17 @@ class SchedulerCore:
                     decisions += self._pump(replica_id)
         if self.admission is not None:
             self._tick_at = self.clock()
-            self.admission.expire(self._tick_at, lapse_limit)
+            admission = self.admission
+            admission.expire(self._tick_at, lapse_limit)
+            if (len(admission.waiting) or admission.foreign_waiting) and admission.has_cold_holds():
+                # holds sized from the prior keep no idle replica from new work (admission.py)
+                idle = {
+                    r.replica_id
+                    for r in self.replicas.values()
+                    if r.healthy and not r.in_flight and not r.queued
+                }
+                if idle:
+                    admission.yield_cold_holds(idle)
             if self._check_stranded:
                 self._check_stranded = False
                 decisions += self._refuse_stranded()

@@ -177,6 +177,7 @@ def test_hold_outlook_is_predicts_fields() -> None:
             prediction.return_gap_s,
             prediction.next_prompt_tokens,
             prediction.remaining_calls,
+            prediction.cold,
         )
     assert checked > 2000
     assert predictor.hold_outlook("unknown", now) is None

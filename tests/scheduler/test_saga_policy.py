@@ -732,3 +732,61 @@ def test_a_call_repeating_its_sessions_last_prompt_does_not_count_as_come_back()
         assert core.admission.reserved["r0"] == 0
         clock.now += 1.0
         core.tick()
+
+
+def test_holds_sized_from_the_prior_yield_to_waiting_workflows_on_an_idle_replica() -> None:
+    """Found by an operator's review over HTTP: ten 3-call agents (1 s tool gaps) on a 3,200-token replica;
+    the first three ended, their last holds sized from the predictor's prior (fewer than `min_samples` gaps
+    seen) lasted `max_hold_s`, and the replica sat idle 120 s with eight workflows waiting. Now, while work
+    waits, such holds on a replica with no call in flight lapse at the next tick; a call in flight there, or
+    a hold sized from gaps the type showed, keeps them."""
+    core, clock = make_core(replicas=1)
+    assert core.admission is not None
+    seen_back(core)
+    footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
+    fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
+    first = [call(f"s{i}", prompt_tokens=30_000) for i in range(fits)]
+    for req in first:
+        only_dispatch(core.request_arrived(req))
+    late = [call(f"late{i}", prompt_tokens=30_000) for i in range(2)]
+    for req in late:
+        assert core.request_arrived(req) == []  # no room: they wait
+    clock.now = 1.0
+    for req in first[:-1]:  # each answers without a tool call and is never heard from again
+        core.request_finished(req.request_id, Usage(30_000, 200, finish_reason="stop"))
+    clock.now = 2.0
+    assert core.tick() == []  # a call still runs there: the holds stay
+    core.request_finished(first[-1].request_id, Usage(30_000, 200, finish_reason="stop"))
+    clock.now = 3.0
+    admitted = core.tick()  # nothing runs there now: the prior's holds go
+    assert sorted(d.request_id for d in admitted) == sorted(r.request_id for r in late)
+    assert core.admission.yielded == fits
+    assert core.admission.snapshot()["yielded"] == fits
+
+
+def test_holds_sized_from_gaps_the_type_showed_do_not_yield() -> None:
+    core, clock = make_core(replicas=1)
+    assert core.admission is not None
+    seen_back(core)
+    for i in range(12):  # a dozen agents teach the type its gaps: 1 s tool calls
+        prompt = 1_000
+        for _ in range(3):
+            req = call(f"teach{i}", prompt_tokens=prompt)
+            only_dispatch(core.request_arrived(req))
+            clock.now += 1.0
+            core.request_finished(req.request_id, Usage(prompt, 100, finish_reason="tool_calls"))
+            clock.now += 1.0
+            prompt += 200
+        core.session_ended(f"teach{i}")
+    core.take_releases()
+    footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
+    fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
+    first = [call(f"s{i}", prompt_tokens=30_000) for i in range(fits)]
+    for req in first:
+        only_dispatch(core.request_arrived(req))
+    assert core.request_arrived(call("late", prompt_tokens=30_000)) == []
+    clock.now += 0.5
+    for req in first:
+        core.request_finished(req.request_id, Usage(30_000, 200, finish_reason="tool_calls"))
+    clock.now += 0.1
+    assert core.tick() == [] and core.admission.yielded == 0  # back within ~1 s, as the type showed
