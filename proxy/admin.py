@@ -45,10 +45,15 @@ log = logging.getLogger("saga.admin")
 
 
 async def health(request: web.Request) -> web.Response:
-    replicas = request.app[CORE].replicas.values()
+    """200 while a replica takes new calls (a readiness check): `healthy_replicas` counts those, not the
+    ones an operator drains (`draining`), whose own checks may pass (`/saga/v1/replicas`,
+    `saga_replica_healthy`)."""
+    core = request.app[CORE]
+    replicas = core.replicas.values()
     healthy = sum(r.healthy for r in replicas)
     status = 200 if healthy else 503
-    return web.json_response({"healthy_replicas": healthy, "replicas": len(replicas)}, status=status)
+    body = {"healthy_replicas": healthy, "replicas": len(replicas), "draining": len(core.draining)}
+    return web.json_response(body, status=status)
 
 
 async def state(request: web.Request) -> web.Response:
@@ -69,7 +74,8 @@ async def replicas(request: web.Request) -> web.Response:
         out.append(
             {
                 "replica_id": r.replica_id,
-                "healthy": r.healthy,
+                # its health checks' verdict (a replica being drained takes no new work, but may pass them)
+                "healthy": r.healthy or (r.replica_id in core.draining and guards[r.replica_id].healthy(now)),
                 "in_flight": r.in_flight,
                 **({"foreign_in_flight": r.foreign_in_flight} if workers else {}),
                 "waiting": r.waiting,

@@ -239,6 +239,8 @@ def create_app(
         app.on_cleanup.append(_close_owner_tables)
     app[METRICS] = ProxyMetrics()
     app[METRICS].kv_residency = app[KV_RESIDENCY]
+    guards = app[GUARDS]
+    app[METRICS].passes_checks = lambda replica_id: guards[replica_id].healthy(core.clock())
     app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])
     if workers is not None:

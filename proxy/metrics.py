@@ -132,6 +132,8 @@ class ProxyMetrics(Collector):
         self.handoffs: HandoffCounts | None = None  # set in a worker of several (proxy/server.py)
         self.learning: LearningRings | None = None  # likewise (proxy/load_sync.py)
         self.kv_residency: KvResidency | None = None  # with `kv_events` (proxy/kv_residency.py)
+        # whether a replica passes its health checks now (its guard's verdict; the app sets it)
+        self.passes_checks: Callable[[str], bool] | None = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -184,25 +186,56 @@ class ProxyMetrics(Collector):
         if core is None:
             return
         snapshot = core.snapshot()
+        admission = core.admission
+        waiting = 0 if admission is None else len(admission.waiting)
         yield GaugeMetricFamily(
-            "saga_queue_depth", "Calls held in the proxy's queue", snapshot.get("queued", 0)
+            "saga_queue_depth",
+            "Calls waiting in the proxy: first calls waiting for admission, calls held in the release queue",
+            snapshot.get("queued", 0) + waiting,
         )
-        if core.admission is not None:
+        if admission is not None:
+            yield GaugeMetricFamily(
+                "saga_admission_waiting",
+                "New workflows' first calls waiting for admission (KV room)",
+                waiting,
+            )
+            reserved = GaugeMetricFamily(
+                "saga_admission_reserved_tokens",
+                "KV tokens the admitted workflows reserve on the replica (predicted footprints)",
+                labels=["replica"],
+            )
+            for replica_id in core.replicas:
+                reserved.add_metric([replica_id], admission.own_reserved(replica_id))
+            yield reserved
+            yield CounterMetricFamily("saga_admitted", "New workflows admitted", admission.admitted)
             yield CounterMetricFamily(
                 "saga_admitted_past_max_wait",
                 "New workflows admitted where no replica had room, after waiting admission.max_wait_s",
-                core.admission.admitted_overdue,
+                admission.admitted_overdue,
             )
         yield GaugeMetricFamily("saga_in_flight", "Calls dispatched and not finished", len(core.in_flight))
         yield GaugeMetricFamily("saga_sessions", "Live sessions the scheduler tracks", len(core.sessions))
         in_flight = GaugeMetricFamily("saga_replica_in_flight", "Calls in flight", labels=["replica"])
-        healthy = GaugeMetricFamily("saga_replica_healthy", "1 if the replica is healthy", labels=["replica"])
+        healthy = GaugeMetricFamily(
+            "saga_replica_healthy", "1 if the replica passes SAGA's health checks", labels=["replica"]
+        )
+        draining = GaugeMetricFamily(
+            "saga_replica_draining",
+            "1 while an operator drains the replica (it takes no new work)",
+            labels=["replica"],
+        )
+        drained, checked = core.draining, self.passes_checks
         for replica in core.replicas.values():
+            replica_id = replica.replica_id
             # This worker's own calls: workers' /metrics are summed (proxy/worker_gather.py).
-            in_flight.add_metric([replica.replica_id], replica.in_flight - replica.foreign_in_flight)
-            healthy.add_metric([replica.replica_id], 1 if replica.healthy else 0)
+            in_flight.add_metric([replica_id], replica.in_flight - replica.foreign_in_flight)
+            # a replica being drained is not `healthy` to the core (no new work): its checks say whether it is
+            up = replica.healthy or (replica_id in drained and checked is not None and checked(replica_id))
+            healthy.add_metric([replica_id], 1 if up else 0)
+            draining.add_metric([replica_id], 1 if replica_id in drained else 0)
         yield in_flight
         yield healthy
+        yield draining
 
     def _kv_events(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         kv = self.kv_residency
@@ -264,12 +297,15 @@ class ProxyMetrics(Collector):
 # checks that every gauge the proxy exports is named).
 GAUGE_RULES: dict[str, Callable[[list[float]], float]] = {
     "saga_queue_depth": sum,
+    "saga_admission_waiting": sum,
+    "saga_admission_reserved_tokens": sum,
     "saga_in_flight": sum,
     "saga_sessions": sum,
     "saga_replica_in_flight": sum,
     "saga_retention_releases_pending": sum,
     "saga_tenant_queued_calls": sum,
     "saga_replica_healthy": min,
+    "saga_replica_draining": max,
     "saga_kv_events_cached_blocks": max,  # every worker subscribes to every replica
     "saga_tenant_share_lead_seconds": max,
     "saga_tenant_share_bound_seconds": max,

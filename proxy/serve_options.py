@@ -23,6 +23,7 @@ import yaml
 
 from proxy.config import ProxyConfig
 from proxy.scheduler import PRESETS, ConfigError
+from proxy.scheduler.registry import with_preset
 
 _HELP = {
     "policy": f"routing policy: {', '.join(sorted(PRESETS))}",
@@ -250,9 +251,13 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
 
 def _converted(data: Mapping[str, Any]) -> ProxyConfig:
+    data = dict(data)
+    policy = data.get("policy")
+    if isinstance(policy, Mapping):  # (`{preset: saga, admission: {...}}`: one setting of a preset changed)
+        data["policy"] = with_preset(policy)
     try:
         # strict=False: environment values are strings ("8000" -> 8000, "true" -> True).
-        return msgspec.convert(dict(data), ProxyConfig, strict=False)
+        return msgspec.convert(data, ProxyConfig, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(f"bad configuration: {e}") from e
 

@@ -118,7 +118,8 @@ async def queue(request: web.Request) -> web.Response:
     ]
     queued = core.snapshot().get("queued", 0)
     answer = {
-        "queued": queued,
+        "queued": queued,  # held in the release queue
+        "admission_waiting": 0 if core.admission is None else len(core.admission.waiting),
         "in_flight": len(core.in_flight),
         "calls": flights,
         "waiting": _waiting(core, now),
@@ -169,13 +170,12 @@ def merge_sessions(gathered: Gathered) -> web.Response:
 
 def merge_queue(gathered: Gathered) -> web.Response:
     answers = gathered.json()
-    queued = sum(a.get("queued", 0) for _, a in answers)
-    in_flight = sum(a.get("in_flight", 0) for _, a in answers)
+    counts = {
+        key: sum(a.get(key, 0) for _, a in answers) for key in ("queued", "admission_waiting", "in_flight")
+    }
     calls = _entries(answers, "calls")[:1000]
     waiting = _entries(answers, "waiting")[:1000]
-    return json_answer(
-        {"queued": queued, "in_flight": in_flight, "calls": calls, "waiting": waiting}, gathered
-    )
+    return json_answer({**counts, "calls": calls, "waiting": waiting}, gathered)
 
 
 def add_routes(app: web.Application) -> None:

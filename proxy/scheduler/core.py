@@ -281,12 +281,20 @@ class SchedulerCore:
                 self._queued_changed(held.replica_id, -1)
                 if self.admission is not None:
                     self.admission.call_dropped(held.req.session_id)
-                return self._end_if_done(held.req.session_id) if self._ending else []
+                return self._withdrawn(held.req.session_id)
         if self.admission is not None:
             waited = self.admission.cancel(request_id)
             if waited is not None:
-                return self._end_if_done(waited.session_id) if self._ending else []
+                return self._withdrawn(waited.session_id)
         return self.request_finished(request_id)
+
+    def _withdrawn(self, session_id: str) -> list[Decision]:
+        """A call of the session left the proxy before any replica had it: a session that never had a call
+        served goes with it (an abandoned first call: before, listed for the idle TTL); one ended meanwhile
+        is forgotten once none of its calls waits or runs."""
+        if self._forget_if_unserved(session_id):
+            return self._admit_waiting() if self.admission is not None else []
+        return self._end_if_done(session_id) if self._ending else []
 
     def refuse_waiting(self, reason: str) -> list[Decision]:
         """Refuse, with a 503, every call still waiting in the proxy: new workflows waiting for admission and
@@ -807,19 +815,35 @@ class SchedulerCore:
         self.predictor.call_failed(session_id)
         if self.admission is not None:
             self.admission.call_dropped(session_id)
-        session = self.sessions.get(session_id)
-        if session is not None and not session.calls and not session.in_flight:
-            if not self._holds_call(session_id):
-                self._forget_session(session_id, task_done=False)
-        elif self._ending:  # ended while this call waited: the end is due now (its room: at the next event)
-            self._forget_if_ended(session_id)
+        if not self._forget_if_unserved(session_id) and self._ending:
+            self._forget_if_ended(session_id)  # ended while this call waited: the end is due now
         return Reject(req.request_id, reason, status=status)
+
+    def _forget_if_unserved(self, session_id: str) -> bool:
+        """Forget a session none of whose calls was ever dispatched, and none held or waiting (its first call
+        refused, or withdrawn while it waited: clients retrying after 429s, 503s or their own timeouts filed
+        one session per try, kept for the idle TTL); True when it was."""
+        session = self.sessions.get(session_id)
+        if session is None or session.calls or session.in_flight or self._holds_call(session_id):
+            return False
+        self._forget_session(session_id, task_done=False)
+        return True
+
+    def _no_replica(self) -> str:
+        """Why no replica takes a new call: an operator's drain said apart from failed health checks (the
+        view of a replica being drained is not `healthy`: it takes no new work)."""
+        draining = len(self.draining)
+        if not draining:
+            return "no healthy replica"
+        if draining >= len(self.replicas):
+            return "no replica takes new calls: every one is being drained"
+        return f"no replica takes new calls: {draining} being drained, the others down"
 
     def _pick(self, req: RequestInfo, tried: set[ReplicaId]) -> ReplicaId | Reject:
         candidates = [r for r in self.replicas.values() if r.healthy and r.replica_id not in tried]
         replica_id = self.policy.route(req, candidates) if candidates else None
         if replica_id is None:
-            reason = "no healthy replica" if not tried else "every healthy replica failed this request"
+            reason = self._no_replica() if not tried else "every healthy replica failed this request"
             return self._refuse(req, reason, 503)
         return replica_id
 
@@ -875,7 +899,7 @@ class SchedulerCore:
             room = [r for r in self.replicas.values() if r.healthy]
         replica_id = self.policy.route(req, room) if room else None
         if replica_id is None:
-            return [self._refuse(req, "no healthy replica", 503)]
+            return [self._refuse(req, self._no_replica(), 503)]
         admission.admit_joined(req, replica_id)
         return self._proceed(req, set(), replica_id)
 
@@ -883,7 +907,7 @@ class SchedulerCore:
         """A new workflow's call waits for a replica with room for its footprint (or is refused now)."""
         assert self.admission is not None
         if not any(r.healthy for r in self.replicas.values()):
-            return [self._refuse(req, "no healthy replica", 503)]
+            return [self._refuse(req, self._no_replica(), 503)]
         admission = self.admission
         alone = not len(admission.waiting)
         rank: float | None = None
@@ -945,7 +969,7 @@ class SchedulerCore:
             healthy = [r for r in self.replicas.values() if r.healthy]
             replica_id = self.policy.route(req, healthy) if healthy else None
             if replica_id is None:
-                decisions.append(self._refuse(req, "no healthy replica", 503))
+                decisions.append(self._refuse(req, self._no_replica(), 503))
                 continue
             admission.admit_overdue(req, replica_id)
             decisions += self._proceed(req, set(), replica_id)
@@ -1007,7 +1031,7 @@ class SchedulerCore:
         decisions: list[Decision] = []
         for req in stranded:
             admission.cancel(req.request_id)
-            reason = "no healthy replica" if not healthy else _NO_REPLICA_FOR_MODEL
+            reason = self._no_replica() if not healthy else _NO_REPLICA_FOR_MODEL
             decisions.append(self._refuse(req, reason, 503))  # (a pending end, too)
         return decisions
 

@@ -8,7 +8,8 @@ configuration fails when the policy is built, naming the plugin, and never falls
 from __future__ import annotations
 
 import random
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import msgspec
 
@@ -26,6 +27,7 @@ __all__ = [
     "PolicySpec",
     "build_plugin",
     "build_policy",
+    "with_preset",
 ]
 
 
@@ -104,6 +106,34 @@ PRESETS: dict[str, PolicySpec] = {
         retention=PluginSpec("predicted-ttl-retention"),
     ),
 }
+
+
+# The parts of a policy that are settings of one mechanism: given beside a `preset`, merged into the preset's
+_MERGED_PARTS = ("admission", "queue", "stealing")
+
+
+def with_preset(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """A policy written as `{preset: NAME, ...}` (a configuration file's): the preset's fields, replaced by
+    those given, except that the `admission`, `queue` and `stealing` mappings given are merged field by field
+    into the preset's (`{preset: saga, admission: {max_wait_s: 60}}` changes that one setting; `admission:
+    null` switches it off). A policy without `preset` is returned as given (it is written whole)."""
+    if "preset" not in policy:
+        return dict(policy)
+    name = policy["preset"]
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(
+            f"policy.preset: unknown preset {name!r}; known: {', '.join(PRESETS)}", key="policy"
+        )
+    merged: dict[str, Any] = msgspec.to_builtins(PRESETS[name])
+    for key, value in policy.items():
+        if key == "preset":
+            continue
+        base = merged.get(key)
+        if key in _MERGED_PARTS and isinstance(value, Mapping) and isinstance(base, dict):
+            merged[key] = {**base, **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def build_policy(policy: str | PolicySpec, seed: int | None = None) -> RoutingPolicy:

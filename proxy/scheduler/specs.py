@@ -54,7 +54,8 @@ class AdmissionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def validate(self) -> None:
         checks = {
             "overcommit": self.overcommit > 0,
-            "horizon_calls": self.horizon_calls >= 0,
+            # finite: a footprint is a whole number of tokens (infinity passed the start, then failed calls)
+            "horizon_calls": 0 <= self.horizon_calls < math.inf,
             "end_below_p_return": 0 <= self.end_below_p_return <= 1,
             "hold_quantile": 0 < self.hold_quantile < 1,
             "max_hold_s": self.max_hold_s > 0,

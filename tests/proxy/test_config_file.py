@@ -28,7 +28,7 @@ from proxy.cli import build_parser
 from proxy.config import KvEventsConfig, ProxyConfig
 from proxy.context import CONFIG
 from proxy.kv_events import endpoint_for
-from proxy.scheduler import ConfigError
+from proxy.scheduler import PRESETS, ConfigError, PolicySpec
 from proxy.serve_options import build_config, config_data, proxy_config
 from proxy.server import running_proxy
 
@@ -759,3 +759,22 @@ async def test_an_ipv6_host_is_listened_on_at_a_bracketed_url(server: str) -> No
     async with running_proxy(cfg) as url:
         assert re.fullmatch(r"http://\[::1\]:\d+", url), url
         assert urlsplit(url).port is not None
+
+
+def test_one_setting_of_a_preset_is_changed_by_naming_the_preset() -> None:
+    """Found by an operator's review: `policy: {admission: {max_wait_s: 60}}` was refused (no `picker`),
+    and a whole policy written to change it dropped the preset's other settings unsaid."""
+    saga = PRESETS["saga"]
+    assert saga.admission is not None
+    config = build_config(
+        {"replicas": ["http://a:1"], "policy": {"preset": "saga", "admission": {"max_wait_s": 60}}}
+    )
+    assert isinstance(config.policy, PolicySpec) and config.policy.admission is not None
+    assert config.policy.admission == msgspec.structs.replace(saga.admission, max_wait_s=60.0)
+    assert msgspec.structs.replace(config.policy, admission=saga.admission) == saga  # the rest: the preset's
+    off = build_config({"replicas": ["http://a:1"], "policy": {"preset": "saga", "admission": None}})
+    assert isinstance(off.policy, PolicySpec) and off.policy.admission is None
+    with pytest.raises(ConfigError, match=re.escape("policy.preset: unknown preset 'sagaa'")):
+        build_config({"replicas": ["http://a:1"], "policy": {"preset": "sagaa"}})
+    with pytest.raises(ConfigError, match="unknown field `max_wait`"):
+        build_config({"replicas": ["http://a:1"], "policy": {"preset": "saga", "admission": {"max_wait": 1}}})

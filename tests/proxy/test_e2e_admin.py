@@ -192,6 +192,10 @@ async def test_replicas_are_added_drained_and_removed_through_the_admin_api(
         results = [await post_chat(http, url) for _ in range(4)]
         async with http.get(f"{url}/saga/v1/replicas") as r:
             views = {v["replica_id"]: v for v in (await r.json())["replicas"]}
+        async with http.get(f"{url}/metrics") as r:
+            exported = await r.text()
+        async with http.get(f"{url}/health") as r:
+            health = (r.status, await r.json())
         async with http.post(f"{url}/saga/v1/replicas/remove", json={"url": first.url}) as r:
             removed = r.status
         async with http.post(f"{url}/saga/v1/replicas", json={"url": "ftp://x"}) as r:
@@ -200,7 +204,13 @@ async def test_replicas_are_added_drained_and_removed_through_the_admin_api(
             after = [v["replica_id"] for v in (await r.json())["replicas"]]
     assert (added, drained, removed) == (201, 200, 200)
     assert [s for s, _ in results] == [200] * 4 and first.calls == 0 and second.calls == 4
-    assert views[first.url]["draining"] and not views[first.url]["healthy"]
+    # drained, not down: its checks pass (before, reported unhealthy everywhere: SagaReplicaDown fired on
+    # every planned drain); readiness counts the replicas taking new calls
+    assert views[first.url]["draining"] and views[first.url]["healthy"]
+    assert f'saga_replica_healthy{{replica="{first.url}"}} 1.0' in exported
+    assert f'saga_replica_draining{{replica="{first.url}"}} 1.0' in exported
+    assert f'saga_replica_draining{{replica="{second.url}"}} 0.0' in exported
+    assert health == (200, {"healthy_replicas": 1, "replicas": 2, "draining": 1})
     assert views[second.url]["kv_capacity_tokens"] == 16000 and not views[second.url]["kv_capacity_assumed"]
     assert after == [second.url] and bad[0] == 400
 

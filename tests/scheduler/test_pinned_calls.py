@@ -121,3 +121,25 @@ def test_a_pinned_call_of_an_unknown_session_is_admitted_while_new_workflows_wai
     d = only_dispatch(core.request_arrived(pinned(call("forgotten"), "r0")))
     assert d.replica_id == "r0" and core.admission.is_admitted("forgotten")
     assert core.admission.is_waiting("newcomer")
+
+
+def test_a_new_call_refused_for_want_of_a_replica_says_whether_an_operator_drains_them() -> None:
+    """Found by an operator's review: with every replica drained (their checks passing), calls were refused
+    as "no healthy replica", which blames their health."""
+    for policy in ("saga", "round-robin"):
+        core = SchedulerCore(["r0", "r1"], build_policy(policy, seed=0), Clock())
+        reasons = []
+        for drained in (("r0",), ("r0", "r1")):
+            for r in ("r0", "r1"):
+                core.replica_stats(ReplicaStats(r, healthy=False, kv_capacity_tokens=CAPACITY))
+            core.draining.update(drained)
+            (refused,) = core.request_arrived(call(f"new-{len(drained)}"))
+            assert isinstance(refused, Reject) and refused.status == 503, policy
+            reasons.append(refused.reason)
+        assert reasons == [
+            "no replica takes new calls: 1 being drained, the others down",
+            "no replica takes new calls: every one is being drained",
+        ], policy
+        core.draining.clear()
+        (refused,) = core.request_arrived(call("new-0"))
+        assert isinstance(refused, Reject) and refused.reason == "no healthy replica"
