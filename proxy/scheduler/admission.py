@@ -31,17 +31,20 @@ Contract:
   learns that a session ended only once it has been silent a while: 2,400 of them sent within 5 s filled a
   1.6M-token replica and the next new workflow waited ~2 minutes. What this learns comes from holds that
   ran out, so a burst of a type not seen before would hold for its first `max_hold_s`: hence the next rule.
-- Holds of a type not seen to come back: until one call of an agent type has come back into a hold (per
-  worker), that type's workflows reserve nothing between calls; the hold's timer still runs, so whether
-  a call comes back within it is counted as above. A call counts as come back only when it is longer than
-  its workflow's last call, or continues a stored response (`pinned_replica`: a Responses API call with
-  `previous_response_id` sends only what is new): inference joins one-shot calls repeating one opening
-  into one session (a fixed-prompt load test sends them by the thousand). One-shot calls (an id per call,
-  calls naming no session, or one prompt repeated) otherwise each held ~1,000 tokens of the prior's growth for
-  `max_hold_s` (120 s: the prior's gap quantile) before anything was learned: on a 9,600-token replica
-  the 15th sequential call waited two minutes with nothing running; 16 clients sending one prompt to a
-  64k-token replica stalled for two minutes after ~200 calls. An agent's first return proves its type
-  within its first tool call; its workflows hold from then on.
+- Holds of workflows not seen to go on: a workflow reserves nothing between calls (its hold's timer still
+  runs, so its outcome is counted as above) until one of its calls went on from the one before (longer;
+  or continuing a stored response: a Responses API call with `previous_response_id` sends only what is
+  new), unless its agent type's first gaps come back (one at least, and no fewer than
+  `end_below_p_return` of those known, counted apart from later gaps). Calls repeating one prompt do not
+  go on (inference joins one-shot calls sharing an opening into one session). The core asks no retention
+  of its replica for such a workflow's calls either (`retains`). One-shot calls (an id per call, calls
+  naming no session, one prompt repeated) otherwise each held ~1,000 tokens of the prior's growth for
+  `max_hold_s` (120 s: the prior's gap quantile) before anything was learned: on a 9,600-token replica the
+  15th sequential call waited two minutes with nothing running; 16 clients sending one prompt to a
+  64k-token replica stalled for two minutes after ~200 calls; and where one conversation, or agents, shared
+  the one-shot calls' agent type, a rule by type alone let them hold again (an adversarial review, d01-d05
+  in docs/results/reliability-s48/). An agent holds from its second call on (its first return reserves
+  at once, whatever the room), and from its first where its type's sessions usually go on.
 - Holds sized from the prior (the predictor has learned nothing of the gap after the workflow's state, nor
   of its type's: `hold_outlook`'s `cold`) last its gap quantile, `max_hold_s`, whatever the agent does;
   while new workflows wait (here or in other workers), the core lapses those on replicas with no call in
@@ -116,6 +119,7 @@ class _Workflow:
         "quiet_at",
         "replica_id",
         "reserved",
+        "went_on",
     )
 
     def __init__(self, replica_id: ReplicaId, agent_type: str, context: int, footprint: int) -> None:
@@ -129,6 +133,7 @@ class _Workflow:
         self.quiet_at: float | None = None  # when the reservation lapses (between calls)
         self.queued_at: float | None = None  # its wake-up in the lapse heap (at or before quiet_at)
         self.cold = False  # its hold was sized from the predictor's prior (nothing learned of its gap yet)
+        self.went_on = False  # a call of it went on from the one before (longer, or continuing a response)
 
 
 class WorkflowAdmission:
@@ -336,8 +341,11 @@ class WorkflowAdmission:
         # a call repeating it (inference joins one-shot calls sharing an opening into one session) proves
         # nothing.
         size = _size(req)
-        if wf.quiet_at is not None and (size > wf.prompt or req.pinned_replica):
-            self._count_hold(wf.agent_type, came_back=True)
+        goes_on = wf.prompt > 0 and (size > wf.prompt or bool(req.pinned_replica))
+        if wf.quiet_at is not None and goes_on:
+            self._count_hold(wf.agent_type, came_back=True, first=not wf.went_on)
+        if goes_on:
+            wf.went_on = True
         wf.prompt = size
         prompt_tokens = req.prompt_tokens
         if wf.replica_id != replica_id:
@@ -375,12 +383,12 @@ class WorkflowAdmission:
             wf.context = context  # may shrink: an agent that compacts its history
         if in_flight:
             return False
-        if self._rarely_back(wf.agent_type, now):
+        proven = self.may_hold(wf)  # (else its hold is a timer alone: no probe of `_rarely_back` spent on it)
+        if proven and self._rarely_back(wf.agent_type, now):
             self._lapse(wf)
             return False
         outlook = self.predictor.hold_outlook(session_id, now)  # `predict`'s fields this reads, alone
         spec = self.spec
-        proven = self._seen_back(wf.agent_type)
         if outlook is None:  # unknown to the predictor: hold for the longest allowed
             wf.footprint = max(wf.footprint, wf.context)
             if not proven:
@@ -447,6 +455,11 @@ class WorkflowAdmission:
                 continue  # it came back, lapsed or ended since (or is listed twice)
             wf = workflows[session_id]
             if wf.replica_id in replica_ids:
+                # counted as a hold that ran out unused (it was not back while new work waited beside an idle
+                # replica): else what the type's holds are worth is never learned, one-shot sessions of a type
+                # whose first gaps once came back held again after each call, and their calls waited for a
+                # tick each (an adversarial review: ~90 calls in 10 s where round-robin answered 17,261)
+                self._count_hold(wf.agent_type, came_back=False, first=not wf.went_on)
                 self._lapse(wf)
                 self.yielded += 1
                 freed = True
@@ -519,7 +532,7 @@ class WorkflowAdmission:
             elif wf.in_flight == 0:
                 # held, or timed alone (a type not seen back); not one whose replica left (`replica_gone`)
                 if wf.reserved or wf.replica_id != _UNBOUND:
-                    self._count_hold(wf.agent_type, came_back=False)
+                    self._count_hold(wf.agent_type, came_back=False, first=not wf.went_on)
                 self._lapse(wf)
                 freed = True
         return freed
@@ -632,10 +645,12 @@ class WorkflowAdmission:
         heapq.heapify(live)
         self._lapses = live
 
-    def _count_hold(self, agent_type: str, came_back: bool) -> None:
+    def _count_hold(self, agent_type: str, came_back: bool, first: bool) -> None:
+        """One hold's outcome; `first`: the gap after a workflow's first call (or calls repeating it), counted
+        apart too (`may_hold`)."""
         counts = self._hold_outcomes.get(agent_type)
         if counts is None:
-            counts = self._hold_outcomes[agent_type] = [0.0, 0.0, -math.inf]
+            counts = self._hold_outcomes[agent_type] = [0.0, 0.0, -math.inf, 0.0, 0.0]
             if len(self._hold_outcomes) > self.spec.max_agent_types:
                 self._hold_outcomes.popitem(last=False)
         else:
@@ -644,12 +659,30 @@ class WorkflowAdmission:
         if counts[0] + counts[1] > HOLD_OUTCOMES_KEPT:
             counts[0] /= 2
             counts[1] /= 2
+        if first:
+            counts[3 if came_back else 4] += 1.0
+            if counts[3] + counts[4] > HOLD_OUTCOMES_KEPT:
+                counts[3] /= 2
+                counts[4] /= 2
 
-    def _seen_back(self, agent_type: str) -> bool:
-        """A call of this type came back into a hold (the contract: until then its workflows reserve nothing
-        between calls)."""
-        counts = self._hold_outcomes.get(agent_type)
-        return counts is not None and counts[0] > 0
+    def may_hold(self, wf: _Workflow) -> bool:
+        """Whether the workflow reserves its KV between calls (the contract): once one of its calls went on
+        from the one before; before that, only where its type's first gaps come back (one at least, and no
+        fewer than `end_below_p_return` of those known)."""
+        if wf.went_on:
+            return True
+        counts = self._hold_outcomes.get(wf.agent_type)
+        if counts is None:
+            return False
+        back = counts[3]
+        return back > 0 and back >= self.spec.end_below_p_return * (back + counts[4])
+
+    def retains(self, session_id: str) -> bool:
+        """Whether a call of the session is worth a retention on its replica: as `may_hold` (a session
+        not admitted here: yes). Asked of every call of a type whose one-shot sessions never come back, a
+        retention kept half a replica's KV for them (an adversarial review: 0.55x round-robin's calls)."""
+        wf = self.workflows.get(session_id)
+        return wf is None or self.may_hold(wf)
 
     def _rarely_back(self, agent_type: str, now: float) -> bool:
         """Too few of this type's holds had a call come back into them to hold after this call (the

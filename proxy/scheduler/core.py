@@ -1194,10 +1194,12 @@ class SchedulerCore:
         # a replica with a CPU KV tier reloads an evicted prefix over PCIe for far less than a re-prefill
         # costs, so a retention that would rather let the KV go there is not asked for one
         retention = self.policy.retention
+        admission = self.admission
         ttl_s = (
             None
             if retention is None
             or (self.replicas[replica_id].cpu_kv_tier and not retention.holds_with_cpu_tier)
+            or (admission is not None and not admission.retains(session_id))  # one-shot traffic: no retention
             else retention.retain_ttl_s(req, replica_id)
         )
         retain_priority = None

@@ -107,3 +107,23 @@ async def test_a_responses_agent_continuing_by_previous_response_id_holds_betwee
                 "max_output_tokens": 8,
             }
         assert sum((await admission(http, url))["reserved_tokens"].values()) > 0
+
+
+async def test_one_shot_calls_sharing_a_conversations_agent_type_never_wait_long(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """Found by an adversarial review: one two-turn chat naming no session (agent type `default`, as every
+    call without a system prompt) proved the type, and the 15th later one-shot call of it waited 121 s on an
+    idle replica (round-robin: 0.1 s for all 40). Holds are now the sessions' own to earn (a call that went
+    on), or their type's where its first gaps come back; a hold the prior sized yields to waiting work on an
+    idle replica, and counts as unused, so the one-shot calls soon stop holding."""
+    config = ProxyConfig(replicas=fleet.urls, port=0, seed=1, health_interval_s=0.2)
+    async with running_proxy(config) as url:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "Tell me about the sea."}]
+        for n in range(2):
+            await chat(http, url, messages)
+            messages += [{"role": "assistant", "content": "It is wide."}, {"role": "user", "content": f"{n}"}]
+        for n in range(40):  # each answered within the client's timeout (20 s; before: 121 s for one)
+            await chat(http, url, [{"role": "user", "content": f"question {n}: what is {n} squared?"}])
+        state = await admission(http, url)
+    assert state["waiting"] == 0 and state["admitted_overdue"] == 0
