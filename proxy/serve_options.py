@@ -144,7 +144,7 @@ def _check_types(file: Path, loaded: dict[Any, Any]) -> None:
     """The file's values as typed as its keys want (`port: "8000"`, `workers: 2.0` or `access_log: "no"` stop
     the proxy): only environment variables, which are text, are converted from text."""
     try:
-        msgspec.convert(loaded, ProxyConfig, strict=True)
+        msgspec.convert(_with_preset(loaded), ProxyConfig, strict=True)
     except msgspec.ValidationError as e:
         # YAML 1.1 (PyYAML's) reads an exponent without a dot as text: 1e-3 is "1e-3", 1.0e-3 a number
         text_for_float = "Expected `float`, got `str`" in str(e)
@@ -250,11 +250,18 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-def _converted(data: Mapping[str, Any]) -> ProxyConfig:
+def _with_preset(data: Mapping[Any, Any]) -> dict[Any, Any]:
+    """`data` with a policy written as settings of a preset (`{preset: saga, admission: {...}}`, or without
+    `picker`) spelled out whole (proxy/scheduler/registry.py `with_preset`)."""
     data = dict(data)
     policy = data.get("policy")
-    if isinstance(policy, Mapping):  # (`{preset: saga, admission: {...}}`: one setting of a preset changed)
+    if isinstance(policy, Mapping):
         data["policy"] = with_preset(policy)
+    return data
+
+
+def _converted(data: Mapping[str, Any]) -> ProxyConfig:
+    data = _with_preset(data)
     try:
         # strict=False: environment values are strings ("8000" -> 8000, "true" -> True).
         return msgspec.convert(data, ProxyConfig, strict=False)

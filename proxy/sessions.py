@@ -116,10 +116,12 @@ async def queue(request: web.Request) -> web.Response:
         }
         for rid, f in list(core.in_flight.items())[:1000]
     ]
-    queued = core.snapshot().get("queued", 0)
+    waiting = 0 if core.admission is None else len(core.admission.waiting)
     answer = {
-        "queued": queued,  # held in the release queue
-        "admission_waiting": 0 if core.admission is None else len(core.admission.waiting),
+        # every call waiting in the proxy, as `saga_queue_depth`: held in the release queue, or first calls
+        # waiting for admission (of which `admission_waiting`)
+        "queued": core.snapshot().get("queued", 0) + waiting,
+        "admission_waiting": waiting,
         "in_flight": len(core.in_flight),
         "calls": flights,
         "waiting": _waiting(core, now),

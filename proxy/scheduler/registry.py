@@ -108,6 +108,8 @@ PRESETS: dict[str, PolicySpec] = {
 }
 
 
+DEFAULT_PRESET = "saga"  # `saga serve`'s policy when none is named (proxy/config.py)
+
 # The parts of a policy that are settings of one mechanism: given beside a `preset`, merged into the preset's
 _MERGED_PARTS = ("admission", "queue", "stealing")
 
@@ -116,9 +118,13 @@ def with_preset(policy: Mapping[str, Any]) -> dict[str, Any]:
     """A policy written as `{preset: NAME, ...}` (a configuration file's): the preset's fields, replaced by
     those given, except that the `admission`, `queue` and `stealing` mappings given are merged field by field
     into the preset's (`{preset: saga, admission: {max_wait_s: 60}}` changes that one setting; `admission:
-    null` switches it off). A policy without `preset` is returned as given (it is written whole)."""
+    null` switches it off). Without `preset` or `picker`, the default preset's (`saga`): `{admission:
+    {max_wait_s: 60}}` is read as above. A policy with a `picker` and no `preset` is written whole: returned
+    as given."""
     if "preset" not in policy:
-        return dict(policy)
+        if "picker" in policy:
+            return dict(policy)
+        policy = {"preset": DEFAULT_PRESET, **policy}
     name = policy["preset"]
     if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(

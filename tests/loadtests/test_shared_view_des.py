@@ -21,17 +21,20 @@ def test_the_sync_cost_bench_times_every_period() -> None:
     assert len(samples) == 20 and all(s >= 0 for s in samples)
 
 
-def test_sharing_the_learned_graphs_brings_four_workers_near_one_core() -> None:
-    """In virtual time (deterministic): each of four workers learning from a quarter of the tasks holds
-    reservations for workflows long over; replaying each other's observations (proxy/shared_learning.py)
-    takes that back."""
+def test_four_workers_come_near_one_core_with_the_learned_graphs_shared_or_not() -> None:
+    """In virtual time (deterministic): each of four workers learning from a quarter of the tasks held
+    reservations for workflows long over (sized from the predictor's prior: `max_hold_s`), twice one core's
+    task time; replaying each other's observations (proxy/shared_learning.py) took that back. Since
+    2026-12-07 such holds yield to waiting work beside an idle replica and holds are earned per workflow
+    (proxy/scheduler/admission.py), so the quarter-learned workers no longer fall behind (before: 2.1x the
+    shared case); sharing still costs them nothing."""
     one, _ = run("tight-saga-open", workers=1, sync_s=None, one_predictor=False)
     load, _ = run("tight-saga-open", workers=4, sync_s=0.015, one_predictor=False)
     learned, _ = run("tight-saga-open", workers=4, sync_s=0.015, one_predictor=False, share_learning=True)
     tct = [r.summary().tct_mean_s for r in (one, load, learned)]
     assert all(r.summary().failed == 0 for r in (one, load, learned))
-    assert tct[2] < tct[1] / 2, tct
-    assert tct[2] < 1.5 * tct[0], tct
+    assert tct[1] < 1.5 * tct[0] and tct[2] < 1.5 * tct[0], tct
+    assert tct[2] <= tct[1], tct
 
 
 def test_the_learning_cost_bench_passes_every_observation_through_a_ring() -> None:

@@ -772,9 +772,20 @@ def test_one_setting_of_a_preset_is_changed_by_naming_the_preset() -> None:
     assert isinstance(config.policy, PolicySpec) and config.policy.admission is not None
     assert config.policy.admission == msgspec.structs.replace(saga.admission, max_wait_s=60.0)
     assert msgspec.structs.replace(config.policy, admission=saga.admission) == saga  # the rest: the preset's
+    # without `preset` (or `picker`: a policy written whole), the default preset's
+    assert build_config({"replicas": ["http://a:1"], "policy": {"admission": {"max_wait_s": 60}}}) == config
     off = build_config({"replicas": ["http://a:1"], "policy": {"preset": "saga", "admission": None}})
     assert isinstance(off.policy, PolicySpec) and off.policy.admission is None
     with pytest.raises(ConfigError, match=re.escape("policy.preset: unknown preset 'sagaa'")):
         build_config({"replicas": ["http://a:1"], "policy": {"preset": "sagaa"}})
     with pytest.raises(ConfigError, match="unknown field `max_wait`"):
         build_config({"replicas": ["http://a:1"], "policy": {"preset": "saga", "admission": {"max_wait": 1}}})
+
+
+def test_one_setting_of_a_preset_is_changed_in_the_file(tmp_path: Path) -> None:
+    """The file's strict type check read the policy before it was spelled out: still refused (`picker`)."""
+    file = tmp_path / "saga.yaml"
+    file.write_text("replicas: [http://a:1]\npolicy:\n  admission: {max_wait_s: 60.0}\n")
+    config = build_config(config_data(file, {}, {}))
+    assert isinstance(config.policy, PolicySpec) and config.policy.admission is not None
+    assert config.policy.admission.max_wait_s == 60.0 and config.policy.stealing is not None

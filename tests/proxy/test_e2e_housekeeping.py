@@ -67,11 +67,18 @@ async def test_the_queue_route_lists_the_calls_waiting_for_admission(http: aioht
             await until(lambda: core.admission is not None and len(core.admission.waiting) == 1)
             async with http.get(f"{url}/saga/v1/queue") as r:
                 listing = await r.json()
+            async with http.get(f"{url}/metrics") as r:
+                exported = await r.text()
             second.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await second
     (waiting,) = listing["waiting"]
     assert waiting["session_id"] == "second" and waiting["where"] == "admission" and waiting["age_s"] >= 0
+    # counted where an operator's dashboards look (an operator's review: `saga_queue_depth` said 0 while
+    # calls waited for admission, the release queue's alone)
+    assert (listing["queued"], listing["admission_waiting"]) == (1, 1)
+    assert "saga_queue_depth 1.0" in exported and "saga_admission_waiting 1.0" in exported
+    assert "saga_admitted_total 1.0" in exported and 'saga_admission_reserved_tokens{replica="' in exported
 
 
 async def test_a_failing_tick_is_logged_and_housekeeping_goes_on(

@@ -1,0 +1,246 @@
+# ruff: noqa
+"""D04: with the default `saga` preset, a replica sits idle for tens of seconds while new workflows wait
+for admission, because workflows that already made their last call keep their KV reservations; nothing
+an operator can read says which sessions hold them.
+
+Setup: one simulated replica, 200 blocks (3,200 tokens; admission limit 4,800 with overcommit 1.5); an
+agent type proven by one session of 3 growing calls (0.2 s gaps); then 10 sessions of 3 growing calls
+(1 s tool gaps), all at once. Every observed return gap of the type is <= 1 s.
+What the operator sees: `/saga/v1/state` admission.waiting = 8, in_flight = 0, the replica's engine idle
+(`/saga/v1/replicas`: running 0, waiting 0), reserved_tokens ~5k > the 4.8k limit, for >= 30 s (until
+`max_hold_s`, 120 s, it seems); `/saga/v1/sessions` lists the holders only as idle sessions
+(`in_flight` 0, `idle_s` growing) with no field saying they hold KV; no metric shows reservations.
+What it should be (docs/saga-policy.md): a workflow silent past the 0.99 quantile of its predicted return
+gap lapses its reservation (here ~1 s), and the cost-aware hold lets a hold go while new workflows wait;
+at least the hold and its holder should be visible (per session / per replica metric).
+"""
+
+import asyncio, json, os, signal, socket, subprocess, sys, time, urllib.request
+
+TREE = os.environ.get("SAGA_TREE", "/tmp/snap48")
+WORK = "/tmp/rev48b"
+PROCS = []
+
+
+def free_port(lo, hi):
+    for p in range(lo, hi):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+            s.close()
+            return p
+        except OSError:
+            s.close()
+    raise SystemExit("no port")
+
+
+def start(args, name, env=None):
+    e = dict(os.environ, PYTHONPATH=TREE)
+    e.update(env or {})
+    log = open(f"{WORK}/{name}.log", "w")
+    p = subprocess.Popen(
+        ["timeout", "170", sys.executable, "-m", "proxy", *args],
+        cwd=TREE,
+        env=e,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    PROCS.append(p)
+    return p
+
+
+def stop_all():
+    for p in PROCS:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in PROCS:
+        try:
+            p.wait(5)
+        except Exception:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def getj(url):
+    return json.loads(get(url))
+
+
+def wait_up(url, t=40):
+    end = time.time() + t
+    while time.time() < end:
+        try:
+            get(url, 2)
+            return True
+        except Exception:
+            time.sleep(0.3)
+    raise SystemExit(f"not up: {url}")
+
+
+def metric(text, name, labels=None):
+    tot = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            if labels and not all(f'{k}="{v}"' in line for k, v in labels.items()):
+                continue
+            tot = (tot or 0) + float(line.rsplit(" ", 1)[1])
+    return tot
+
+
+def fleet(blocks=60, replicas=1, scale=1.0, config=None, extra=(), env=None, base=None):
+    base = base or free_port(23100, 23500)
+    start(
+        [
+            "sim",
+            "--base-port",
+            str(base),
+            "--replicas",
+            str(replicas),
+            "--profile",
+            "llama3-8b-h100",
+            "--num-gpu-blocks-override",
+            str(blocks),
+            "--model",
+            "saga-sim",
+            "--time-scale",
+            str(scale),
+        ],
+        "sim",
+    )
+    for i in range(replicas):
+        wait_up(f"http://127.0.0.1:{base + i}/health")
+    port = free_port(base + replicas + 1, 23990)
+    args = ["serve", "--port", str(port), "--time-scale", str(scale)]
+    for i in range(replicas):
+        args += ["--replica", f"http://127.0.0.1:{base + i}"]
+    if config:
+        path = f"{WORK}/cfg_{port}.yaml"
+        open(path, "w").write(config)
+        args += ["--config", path]
+    args += list(extra)
+    start(args, f"serve_{port}", env)
+    wait_up(f"http://127.0.0.1:{port}/health")
+    return f"http://127.0.0.1:{port}", [f"http://127.0.0.1:{base + i}" for i in range(replicas)]
+
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+
+
+def text(n, seed):
+    return " ".join(WORDS[(seed * 7 + i * 3) % len(WORDS)] + str((seed + i) % 97) for i in range(n))
+
+
+async def call(session, proxy, sid, messages, agent="coder", max_tokens=64, timeout=120, headers=None):
+    import aiohttp
+
+    h = {"X-Session-ID": sid, "X-Agent-Type": agent}
+    h.update(headers or {})
+    body = {"model": "saga-sim", "messages": messages, "max_tokens": max_tokens}
+    t0 = time.time()
+    async with session.post(
+        proxy + "/v1/chat/completions", json=body, headers=h, timeout=aiohttp.ClientTimeout(total=timeout)
+    ) as r:
+        data = await r.read()
+        return r.status, time.time() - t0, data, dict(r.headers)
+
+
+async def agent(
+    session,
+    proxy,
+    sid,
+    calls=4,
+    first=400,
+    tool=200,
+    gap=0.5,
+    agent_type="coder",
+    out=None,
+    max_tokens=64,
+    headers=None,
+):
+    msgs = [
+        {"role": "system", "content": "You are agent " + agent_type},
+        {"role": "user", "content": text(first, hash(sid) % 1000)},
+    ]
+    res = []
+    for i in range(calls):
+        st, dt, data, hd = await call(session, proxy, sid, msgs, agent_type, max_tokens, headers=headers)
+        res.append((st, dt, hd))
+        if out is not None:
+            out.append((sid, i, st, dt, time.time(), hd))
+        if st != 200:
+            break
+        try:
+            ans = json.loads(data)["choices"][0]["message"].get("content") or "ok"
+        except Exception:
+            ans = "ok"
+        msgs = msgs + [
+            {"role": "assistant", "content": ans},
+            {"role": "user", "content": "tool result: " + text(tool, i)},
+        ]
+        await asyncio.sleep(gap)
+    return res
+
+
+async def main():
+    import aiohttp
+
+    proxy, reps = fleet(blocks=200, scale=1.0)
+    async with aiohttp.ClientSession() as s:
+        await agent(s, proxy, "warm", calls=3, first=150, tool=100, gap=0.2)
+        t0 = time.time()
+        tasks = [
+            asyncio.create_task(agent(s, proxy, f"s{i}", calls=3, first=150, tool=100, gap=1.0))
+            for i in range(10)
+        ]
+        idle_since = None
+        longest = 0.0
+        worst = None
+        while time.time() - t0 < 50 and not all(t.done() for t in tasks):
+            await asyncio.sleep(0.5)
+            st = await asyncio.to_thread(getj, proxy + "/saga/v1/state")
+            rp = (await asyncio.to_thread(getj, proxy + "/saga/v1/replicas"))["replicas"][0]
+            ss = (await asyncio.to_thread(getj, proxy + "/saga/v1/sessions"))["sessions"]
+            waiting, inflight = st["admission"]["waiting"], st["in_flight"]
+            if waiting and not inflight and not rp["running"] and not rp["waiting"]:
+                idle_since = idle_since or time.time()
+                if time.time() - idle_since >= longest:
+                    longest = time.time() - idle_since
+                    holders = [x for x in ss if x["in_flight"] == 0 and x["calls"] >= 3]
+                    worst = (
+                        waiting,
+                        sum(st["admission"]["reserved_tokens"].values()),
+                        st["admission"]["live"],
+                        len(holders),
+                        min((x["idle_s"] for x in holders), default=0),
+                        sorted(ss[0].keys()),
+                    )
+            else:
+                idle_since = None
+        for t in tasks:
+            t.cancel()
+    if worst and longest >= 20:
+        w, r, live, nh, idle, keys = worst
+        print(
+            f"DEFECT: replica idle (0 in flight, engine running 0) for {longest:.1f} s while {w} new workflows waited; "
+            f"{live} live workflows reserved {r} tokens (limit 4800), {nh} sessions with all their calls done idle >= {idle:.0f} s; "
+            f"/saga/v1/sessions fields {keys} show no reservation"
+        )
+    else:
+        print(f"OK: longest idle-while-waiting stretch {longest:.1f} s")
+
+
+try:
+    asyncio.run(main())
+finally:
+    stop_all()
