@@ -31,17 +31,29 @@ from proxy.context import (
     MODELS,
     REPLICA_CHANGES,
     WORKERS,
+    Guards,
     down_stats,
 )
 from proxy.errors import ProxyError
 from proxy.metrics import merge_expositions
 from proxy.metrics_carry import CarriedMetrics
 from proxy.replica_changes import ChangeKind, ReplicaChangesError
+from proxy.scheduler import SchedulerCore
 from proxy.worker_gather import Gathered, add_gathered_get, json_answer, merge_replica_rows, sum_numbers
 
 # With workers: this worker's side of the figures carried for workers that did not answer or restarted
 CARRIED_METRICS: web.AppKey[CarriedMetrics] = web.AppKey("carried_metrics")
 log = logging.getLogger("saga.admin")
+
+
+def passes_checks(core: SchedulerCore, guards: Guards, replica_id: str) -> bool:
+    """Whether the replica passes its health checks: the core's view says so, or (a replica being drained,
+    which the core keeps out of new work) its guard does. `/saga/v1/replicas`' `healthy` and
+    `saga_replica_healthy`."""
+    view = core.replicas.get(replica_id)
+    return view is not None and (
+        view.healthy or (replica_id in core.draining and guards[replica_id].healthy(core.clock()))
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -74,8 +86,7 @@ async def replicas(request: web.Request) -> web.Response:
         out.append(
             {
                 "replica_id": r.replica_id,
-                # its health checks' verdict (a replica being drained takes no new work, but may pass them)
-                "healthy": r.healthy or (r.replica_id in core.draining and guards[r.replica_id].healthy(now)),
+                "healthy": passes_checks(core, guards, r.replica_id),  # (drained: may pass them)
                 "in_flight": r.in_flight,
                 **({"foreign_in_flight": r.foreign_in_flight} if workers else {}),
                 "waiting": r.waiting,

@@ -240,7 +240,7 @@ def create_app(
     app[METRICS] = ProxyMetrics()
     app[METRICS].kv_residency = app[KV_RESIDENCY]
     guards = app[GUARDS]
-    app[METRICS].passes_checks = lambda replica_id: guards[replica_id].healthy(core.clock())
+    app[METRICS].passes_checks = lambda replica_id: admin.passes_checks(core, guards, replica_id)
     app[METRICS].registry.register(TenantCollector(core))
     app.cleanup_ctx.extend([_upstream_session, _background])
     if workers is not None:

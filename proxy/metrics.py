@@ -132,7 +132,7 @@ class ProxyMetrics(Collector):
         self.handoffs: HandoffCounts | None = None  # set in a worker of several (proxy/server.py)
         self.learning: LearningRings | None = None  # likewise (proxy/load_sync.py)
         self.kv_residency: KvResidency | None = None  # with `kv_events` (proxy/kv_residency.py)
-        # whether a replica passes its health checks now (its guard's verdict; the app sets it)
+        # whether a replica passes its health checks now (proxy/admin.py `passes_checks`; the app sets it)
         self.passes_checks: Callable[[str], bool] | None = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
@@ -229,8 +229,7 @@ class ProxyMetrics(Collector):
             replica_id = replica.replica_id
             # This worker's own calls: workers' /metrics are summed (proxy/worker_gather.py).
             in_flight.add_metric([replica_id], replica.in_flight - replica.foreign_in_flight)
-            # a replica being drained is not `healthy` to the core (no new work): its checks say whether it is
-            up = replica.healthy or (replica_id in drained and checked is not None and checked(replica_id))
+            up = checked(replica_id) if checked is not None else replica.healthy
             healthy.add_metric([replica_id], 1 if up else 0)
             draining.add_metric([replica_id], 1 if replica_id in drained else 0)
         yield in_flight

@@ -37,7 +37,7 @@ Contract:
   new), unless its agent type's first gaps come back (one at least, and no fewer than
   `end_below_p_return` of those known, counted apart from later gaps). Calls repeating one prompt do not
   go on (inference joins one-shot calls sharing an opening into one session). The core asks no retention
-  of its replica for such a workflow's calls either (`retains`). One-shot calls (an id per call, calls
+  of its replica for such a workflow's calls either (`dispatched` says). One-shot calls (an id per call, calls
   naming no session, one prompt repeated) otherwise each held ~1,000 tokens of the prior's growth for
   `max_hold_s` (120 s: the prior's gap quantile) before anything was learned: on a 9,600-token replica the
   15th sequential call waited two minutes with nothing running; 16 clients sending one prompt to a
@@ -100,6 +100,9 @@ def _measured_room(replica: ReplicaView, footprint: int) -> bool:
 
 # Holds that ran out unused (above): the outcomes needed before a type stops holding, the count past which
 # both counts halve, and how often a finish of such a type still holds (so its count goes on).
+# A type's counts (`_hold_outcomes`): holds a call came back into, holds that ran out unused, when one last
+# held as a probe; and the same two counts for the gaps after a workflow's first call alone.
+_BACK, _UNUSED, _PROBED, _FIRST_BACK, _FIRST_UNUSED = range(5)
 MIN_HOLD_OUTCOMES = 32
 HOLD_OUTCOMES_KEPT = 256
 HOLD_PROBE_S = 1.0
@@ -329,8 +332,11 @@ class WorkflowAdmission:
 
     # -- admitted workflows -----------------------------------------------------------------------------
 
-    def dispatched(self, req: RequestInfo, replica_id: ReplicaId) -> None:
-        """A call of an admitted workflow went to `replica_id`: it is live there (re-bound if it moved)."""
+    def dispatched(self, req: RequestInfo, replica_id: ReplicaId) -> bool:
+        """A call of an admitted workflow went to `replica_id`: it is live there (re-bound if it moved).
+        Returns `may_hold`: whether the call is worth a retention on its replica (the core asks none for a
+        workflow that would not hold: for every call of a type whose one-shot sessions never come back, a
+        retention kept half a replica's KV for them, 0.55x round-robin's calls in an adversarial review)."""
         wf = self.workflows.get(req.session_id)
         if wf is None:  # admitted before this core learned of admission (e.g. a policy change): admit now
             wf = self.workflows[req.session_id] = _Workflow(
@@ -356,6 +362,7 @@ class WorkflowAdmission:
         wf.in_flight += 1
         wf.quiet_at = None
         self._reserve(wf, wf.footprint)
+        return self.may_hold(wf)
 
     def finished(
         self, session_id: str, prompt_tokens: int, completion_tokens: int, now: float, served: bool = True
@@ -650,20 +657,17 @@ class WorkflowAdmission:
         apart too (`may_hold`)."""
         counts = self._hold_outcomes.get(agent_type)
         if counts is None:
-            counts = self._hold_outcomes[agent_type] = [0.0, 0.0, -math.inf, 0.0, 0.0]
+            counts = self._hold_outcomes[agent_type] = [0.0, 0.0, -math.inf, 0.0, 0.0]  # (the indices above)
             if len(self._hold_outcomes) > self.spec.max_agent_types:
                 self._hold_outcomes.popitem(last=False)
         else:
             self._hold_outcomes.move_to_end(agent_type)
-        counts[0 if came_back else 1] += 1.0
-        if counts[0] + counts[1] > HOLD_OUTCOMES_KEPT:
-            counts[0] /= 2
-            counts[1] /= 2
-        if first:
-            counts[3 if came_back else 4] += 1.0
-            if counts[3] + counts[4] > HOLD_OUTCOMES_KEPT:
-                counts[3] /= 2
-                counts[4] /= 2
+        pairs = ((_BACK, _UNUSED), (_FIRST_BACK, _FIRST_UNUSED)) if first else ((_BACK, _UNUSED),)
+        for back, unused in pairs:
+            counts[back if came_back else unused] += 1.0
+            if counts[back] + counts[unused] > HOLD_OUTCOMES_KEPT:
+                counts[back] /= 2
+                counts[unused] /= 2
 
     def may_hold(self, wf: _Workflow) -> bool:
         """Whether the workflow reserves its KV between calls (the contract): once one of its calls went on
@@ -674,15 +678,8 @@ class WorkflowAdmission:
         counts = self._hold_outcomes.get(wf.agent_type)
         if counts is None:
             return False
-        back = counts[3]
-        return back > 0 and back >= self.spec.end_below_p_return * (back + counts[4])
-
-    def retains(self, session_id: str) -> bool:
-        """Whether a call of the session is worth a retention on its replica: as `may_hold` (a session
-        not admitted here: yes). Asked of every call of a type whose one-shot sessions never come back, a
-        retention kept half a replica's KV for them (an adversarial review: 0.55x round-robin's calls)."""
-        wf = self.workflows.get(session_id)
-        return wf is None or self.may_hold(wf)
+        back = counts[_FIRST_BACK]
+        return back > 0 and back >= self.spec.end_below_p_return * (back + counts[_FIRST_UNUSED])
 
     def _rarely_back(self, agent_type: str, now: float) -> bool:
         """Too few of this type's holds had a call come back into them to hold after this call (the
@@ -690,12 +687,12 @@ class WorkflowAdmission:
         counts = self._hold_outcomes.get(agent_type)
         if counts is None:
             return False
-        back, unused = counts[0], counts[1]
+        back, unused = counts[_BACK], counts[_UNUSED]
         known = back + unused
         if known < MIN_HOLD_OUTCOMES or back >= self.spec.end_below_p_return * known:
             return False
-        if now - counts[2] >= HOLD_PROBE_S:
-            counts[2] = now
+        if now - counts[_PROBED] >= HOLD_PROBE_S:
+            counts[_PROBED] = now
             return False
         return True
 

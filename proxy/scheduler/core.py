@@ -1189,17 +1189,16 @@ class SchedulerCore:
         session.calls += 1
         for on_dispatch in self.policy.dispatch_hooks:
             on_dispatch(req, replica_id)
-        if self.admission is not None:
-            self.admission.dispatched(req, replica_id)
+        admission = self.admission
+        holds = admission is None or admission.dispatched(req, replica_id)
         # a replica with a CPU KV tier reloads an evicted prefix over PCIe for far less than a re-prefill
         # costs, so a retention that would rather let the KV go there is not asked for one
         retention = self.policy.retention
-        admission = self.admission
         ttl_s = (
             None
             if retention is None
             or (self.replicas[replica_id].cpu_kv_tier and not retention.holds_with_cpu_tier)
-            or (admission is not None and not admission.retains(session_id))  # one-shot traffic: no retention
+            or not holds  # a workflow that holds no KV between calls (one-shot traffic): none kept for it
             else retention.retain_ttl_s(req, replica_id)
         )
         retain_priority = None
