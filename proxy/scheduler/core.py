@@ -213,6 +213,12 @@ class SchedulerCore:
         session = self.sessions.get(session_id)
         return session is not None and session.calls == session.in_flight
 
+    def call_in_flight(self, session_id: str) -> bool:
+        """Whether a session of that id has a call waiting or running: an agent's calls follow one another, so
+        a call naming it meanwhile is another conversation's (proxy/identity.py `SharedCacheKeys`)."""
+        session = self.sessions.get(session_id)
+        return session is not None and session.in_flight > 0
+
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
         request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         if request_id in self.in_flight:
