@@ -221,7 +221,7 @@ def create_app(
     app[GATE] = DecisionGate()
     app[GUARDS] = Guards(config.guard_params(), config.priority_reprobe_s)
     app[CHAINS] = PrefixChains()
-    app[CACHE_KEYS] = SharedCacheKeys()
+    app[CACHE_KEYS] = SharedCacheKeys(on_found=core.session_dissolved)
     app[MODELS] = models
     app[RESOLVER] = resolver
     app[WORKERS] = workers

@@ -16,15 +16,17 @@ class SharedCacheKeys:
     bound them all to one replica while another idled (0.61x round-robin's calls on two: the forty-eighth
     session's review). An agent's calls follow one another, so a key is taken as shared once a call names it
     while the session it names still has a call in flight (`busy`); from then on its calls are identified as
-    if it were absent (the next source, else inferred from the conversation). The session it named keeps the
-    calls it has. Remembered for the `limit` keys found last (the scheduler's ids: with client API keys, the
-    tenant's)."""
+    if it were absent (the next source, else inferred from the conversation). The session it named is
+    dissolved (`on_found`). Remembered for the `limit` keys found last (the scheduler's ids: with client API
+    keys, the tenant's)."""
 
-    __slots__ = ("_keys", "_limit", "found")
+    __slots__ = ("_keys", "_limit", "found", "on_found")
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 4096, on_found: Callable[[str], None] | None = None) -> None:
         self._keys: dict[str, None] = {}
         self._limit = limit
+        # told each key found shared (the scheduler dissolves the session it named: `session_dissolved`)
+        self.on_found = on_found
         self.found = 0  # keys found shared since the start (`/saga/v1/state`)
 
     def shared(self, session_id: str, busy: Callable[[str], bool]) -> bool:
@@ -37,6 +39,8 @@ class SharedCacheKeys:
             del keys[next(iter(keys))]  # the oldest found
         keys[session_id] = None
         self.found += 1
+        if self.on_found is not None:
+            self.on_found(session_id)
         return True
 
     def __len__(self) -> int:

@@ -219,6 +219,14 @@ class SchedulerCore:
         session = self.sessions.get(session_id)
         return session is not None and session.in_flight > 0
 
+    def session_dissolved(self, session_id: str) -> None:
+        """The id named no workflow after all (a `prompt_cache_key` sent by concurrent conversations:
+        proxy/shared_cache_keys.py): forgotten once its calls in flight end, with its reservation and the KV
+        kept for it, and nothing learned from it (it was several workflows' calls). Its calls' conversations
+        come back under inferred ids, as new workflows, and would otherwise wait behind its hold."""
+        if session_id in self.sessions:
+            self._ending.add(session_id)
+
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
         request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         if request_id in self.in_flight:

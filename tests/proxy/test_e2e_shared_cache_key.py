@@ -82,6 +82,10 @@ async def test_a_key_named_by_concurrent_conversations_names_none_and_spreads_th
         async with http.get(f"{url}/saga/v1/state") as r:
             state = await r.json()
         assert state["shared_cache_keys"] == 1 and state["in_flight"] == 0
+        # the session the key named is gone with its call (its conversation comes back under an inferred id)
+        async with http.get(f"{url}/saga/v1/sessions") as r:
+            listed = {s["session_id"] for s in (await r.json())["sessions"]}
+        assert listed == {await second}
         # from then on the key names no session: a later call alone is inferred too
         assert (await call("third question")).startswith("conv-")
 
