@@ -5,8 +5,13 @@ Contract:
   tenants), *live* (admitted: bound to one replica, where it reserves its predicted footprint) or *quiet*
   (admitted, but silent past its predicted return: its reservation lapsed, its binding stays).
 - A replica has room for a footprint F while reserved + F <= capacity x `overcommit`, or while nothing is
-  reserved on it (a workflow larger than a replica still runs, alone). A replica whose KV capacity is
-  unknown (0: not scraped yet, or not a vLLM) always has room: admission falls back to affinity alone.
+  reserved on it (a workflow larger than a replica still runs, alone), this last only while no replica has
+  room under the limit (a mixed fleet's small replica, empty, took workflows a larger one had room for).
+  A replica whose KV capacity is smaller than the call's prompt has no room for it (the prompt is past its
+  context); where none takes the prompt, the call goes at once (the core's `_past_every_replica`). A
+  replica whose KV capacity is unknown (0: not scraped yet, or not a vLLM) always has room: admission falls
+  back to affinity alone. (A bound workflow whose prompt outgrew its replica's KV moves: the core's
+  `_outgrown`.)
 - Calls of admitted workflows are never held here: a quiet workflow that comes back reserves again at once,
   whatever the room (new work must not hold back work in flight).
 - Footprint: the context now plus the predicted growth over the next `horizon_calls` calls (no more than
@@ -91,6 +96,18 @@ from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 _GROWTH_EWMA = 0.05  # weight of one new observation in an agent type's mean growth per call
 _UNBOUND = ""  # the replica of a workflow whose replica left the set, until its next call lands
 _LAPSES_SLACK = 64  # entries the lapse heap may hold beyond two per workflow before it is compacted
+
+
+def _alone(
+    replica: ReplicaView, reserved: dict[ReplicaId, int], footprint: int, limit: float, measured: bool
+) -> bool:
+    """In `healthy_with_room`'s list by the rule that an empty replica runs a workflow larger than it."""
+    capacity = replica.kv_capacity_tokens
+    return (
+        capacity > 0
+        and reserved.get(replica.replica_id, 0) + footprint > capacity * limit
+        and not (measured and _measured_room(replica, footprint))
+    )
 
 
 def _measured_room(replica: ReplicaView, footprint: int) -> bool:
@@ -275,30 +292,52 @@ class WorkflowAdmission:
         growth = self._growth.get(req.agent_type, self.predictor.config.priors.growth_tokens)
         return int(req.prompt_tokens + growth * self.spec.horizon_calls)
 
-    def has_room(self, replica: ReplicaView, footprint: int) -> bool:
+    def has_room(self, replica: ReplicaView, footprint: int, prompt_tokens: int = 0) -> bool:
+        """Room for `footprint` on `replica` (the contract's rule), and its KV takes `prompt_tokens`."""
         capacity = replica.kv_capacity_tokens
+        if capacity <= 0:
+            return True
+        if prompt_tokens > capacity:
+            return False
         reserved = self.reserved.get(replica.replica_id, 0)
         return (
-            capacity <= 0
-            or reserved == 0
+            reserved == 0
             or reserved + footprint <= capacity * self.spec.overcommit
             or (self.spec.measured_room and _measured_room(replica, footprint))
         )
 
-    def healthy_with_room(self, replicas: Iterable[ReplicaView], footprint: int) -> list[ReplicaView]:
-        """The healthy `replicas` that have room for `footprint` (`has_room`), in their order: one pass."""
+    def healthy_with_room(
+        self, replicas: Iterable[ReplicaView], footprint: int, prompt_tokens: int = 0
+    ) -> list[ReplicaView]:
+        """The healthy `replicas` that have room for `footprint` and take a prompt of `prompt_tokens`, in
+        their order. A replica with nothing reserved that holds no more than `footprint` comes in only
+        while no replica has room under the limit: a small replica of a mixed fleet, empty, is no place for
+        a workflow a larger one has room for (the KV-headroom scorer ranked it first: a review's mixed
+        fleet). A replica whose KV (known) is smaller than the prompt is left out: the prompt is past its
+        context (at most its KV), so it would refuse the call."""
         reserved, limit, measured = self.reserved, self.spec.overcommit, self.spec.measured_room
-        return [
-            r
-            for r in replicas
-            if r.healthy
-            and (
-                (capacity := r.kv_capacity_tokens) <= 0
-                or (held := reserved.get(r.replica_id, 0)) == 0
-                or held + footprint <= capacity * limit
-                or (measured and _measured_room(r, footprint))
-            )
-        ]
+        room: list[ReplicaView] = []
+        alone = under_limit = False
+        for r in replicas:
+            if not r.healthy:
+                continue
+            capacity = r.kv_capacity_tokens
+            if capacity <= 0:
+                room.append(r)
+                under_limit = True
+            elif prompt_tokens > capacity:
+                continue
+            elif (held := reserved.get(r.replica_id, 0)) + footprint <= capacity * limit or (
+                measured and _measured_room(r, footprint)
+            ):
+                room.append(r)
+                under_limit = True
+            elif held == 0:
+                room.append(r)
+                alone = True
+        if alone and under_limit:
+            return [r for r in room if not _alone(r, reserved, footprint, limit, measured)]
+        return room  # (none takes the prompt: `SchedulerCore._past_every_replica` routes it)
 
     def admit(self, req: RequestInfo, replica_id: ReplicaId, now: float) -> None:
         """Take `req` (the waiting head, or a later call of a session that was admitted meanwhile) out of the

@@ -880,6 +880,12 @@ class SchedulerCore:
         if wf is None or bound is None or not bound.healthy:
             return None
         spec, admission = self.policy.stealing, self.admission
+        capacity = bound.kv_capacity_tokens
+        if 0 < capacity < req.prompt_tokens:  # its context outgrew that replica's KV: it would refuse it
+            to = self._outgrown(req, wf.footprint, bound)
+            if to is not None:
+                self.moves += 1
+                return to
         # Both moves need a backlog on the bound replica (stealing.py): without one, no closure, no scan.
         if spec is not None and (bound.waiting or bound.queued):
             footprint = max(wf.footprint, req.prompt_tokens)
@@ -891,7 +897,7 @@ class SchedulerCore:
                 req,
                 bound,
                 movable,
-                lambda r: admission.has_room(r, footprint),
+                lambda r: admission.has_room(r, footprint, req.prompt_tokens),
                 footprint,
             )
             if to is not None:
@@ -902,15 +908,38 @@ class SchedulerCore:
             return bound.replica_id
         return None
 
+    def _outgrown(self, req: RequestInfo, footprint: int, bound: ReplicaView) -> ReplicaId | None:
+        """Where a call goes whose prompt is past its bound replica's KV (a replica restarted smaller, or a
+        conversation grown past a small replica of a mixed fleet): where placement sends it among the
+        replicas that take the prompt and have room for its workflow, else among those that take it; None:
+        none takes it (it stays, and its replica answers it). Before, the workflow stayed bound there, and
+        every later call of it was refused with the 400 of a prompt past the context."""
+        assert self.admission is not None
+        admission = self.admission
+        replicas = [r for r in self.replicas.values() if r is not bound]
+        room = admission.healthy_with_room(replicas, max(footprint, req.prompt_tokens), req.prompt_tokens)
+        if not room:
+            room = [r for r in replicas if r.healthy and not 0 < r.kv_capacity_tokens < req.prompt_tokens]
+        return self.policy.route(req, room) if room else None
+
+    def _taking(self, req: RequestInfo, healthy: list[ReplicaView]) -> list[ReplicaView]:
+        """Those of the `healthy` replicas whose KV (known) is not smaller than the call's prompt, if any:
+        it goes past the others' context. None does: all of them (one answers it, with an error)."""
+        prompt = req.prompt_tokens
+        taking = [r for r in healthy if not 0 < r.kv_capacity_tokens < prompt]
+        return taking or healthy
+
     def _admit_subagent(self, req: RequestInfo) -> list[Decision]:
         """A subagent of an admitted workflow is part of it: admitted at once, never queued behind new
         workflows (its parent waits for it while holding its own KV), on a replica with room for its
         footprint where one has it, else where the policy routes it."""
         assert self.admission is not None
         admission = self.admission
-        room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
+        room = admission.healthy_with_room(
+            self.replicas.values(), admission.footprint_of_new(req), req.prompt_tokens
+        )
         if not room:
-            room = [r for r in self.replicas.values() if r.healthy]
+            room = self._taking(req, [r for r in self.replicas.values() if r.healthy])
         replica_id = self.policy.route(req, room) if room else None
         if replica_id is None:
             return [self._refuse(req, self._no_replica(), 503)]
@@ -933,7 +962,7 @@ class SchedulerCore:
             # prediction to stay the same.
             rank = admission.rank_of_new(req, self.clock())
             footprint = admission.footprint_of_new(req)
-            room = admission.healthy_with_room(self.replicas.values(), footprint)
+            room = admission.healthy_with_room(self.replicas.values(), footprint, req.prompt_tokens)
             # (owing another worker a turn, it queues, as behind a workflow of this worker's own)
             owed = bool(room) and bool(self._turns) and self._owes_a_turn(self.clock())
             replica_id = (
@@ -981,7 +1010,7 @@ class SchedulerCore:
                 decisions += self._proceed(req, set())
                 continue
             healthy = [r for r in self.replicas.values() if r.healthy]
-            replica_id = self.policy.route(req, healthy) if healthy else None
+            replica_id = self.policy.route(req, self._taking(req, healthy)) if healthy else None
             if replica_id is None:
                 decisions.append(self._refuse(req, self._no_replica(), 503))
                 continue
@@ -998,7 +1027,9 @@ class SchedulerCore:
         if admission.is_admitted(req.session_id):
             admission.admit(req, "", now)
             return self._proceed(req, set()) + self._with_workflow(req.session_id)
-        room = admission.healthy_with_room(self.replicas.values(), admission.footprint_of_new(req))
+        room = admission.healthy_with_room(
+            self.replicas.values(), admission.footprint_of_new(req), req.prompt_tokens
+        )
         if room and self._turns and self._owes_a_turn(now):
             return None
         replica_id = self.policy.route(req, room) if room else self._past_every_replica(req)

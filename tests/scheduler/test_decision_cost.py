@@ -158,11 +158,20 @@ def test_replicas_with_room_are_those_has_room_admits() -> None:
         views = random_views(rng, rng.randrange(0, 9))
         for view in views:
             view.healthy = rng.random() > 0.2
-        admission = WorkflowAdmission(AdmissionSpec(overcommit=rng.choice((0.5, 1.0, 1.5))), Predictor())
-        admission.reserved = {v.replica_id: v.reserved_tokens for v in views if rng.random() > 0.1}
+        limit = rng.choice((0.5, 1.0, 1.5))
+        admission = WorkflowAdmission(AdmissionSpec(overcommit=limit), Predictor())
+        admission.reserved = reserved = {v.replica_id: v.reserved_tokens for v in views if rng.random() > 0.1}
         footprint = rng.randrange(0, 200_000)
-        expected = [v for v in views if v.healthy and admission.has_room(v, footprint)]
-        assert admission.healthy_with_room(views, footprint) == expected
+        prompt = rng.choice((0, rng.randrange(0, footprint + 1)))
+        room = [v for v in views if v.healthy and admission.has_room(v, footprint, prompt)]
+        # an empty replica too small for the footprint only while no replica has room under the limit
+        under_limit = [
+            v
+            for v in room
+            if v.kv_capacity_tokens <= 0
+            or reserved.get(v.replica_id, 0) + footprint <= v.kv_capacity_tokens * limit
+        ]
+        assert admission.healthy_with_room(views, footprint, prompt) == (under_limit or room)
 
 
 def test_tick_forgets_a_session_by_its_last_call_not_its_first() -> None:

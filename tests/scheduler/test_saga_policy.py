@@ -833,3 +833,64 @@ def test_a_dissolved_session_is_forgotten_with_its_hold_once_its_calls_end() -> 
     assert shared.session_id not in core.sessions
     core.session_dissolved("unknown")  # an id the core does not know: nothing to do
     assert "unknown" not in core.sessions
+
+
+def mixed_fleet(small: int = 4_000, big: int = CAPACITY) -> tuple[SchedulerCore, Clock]:
+    """r0 big, r1 small (a review's mixed fleet: 64k and 4k tokens of KV)."""
+    core, clock = make_core(replicas=2, capacity=None)
+    core.replica_stats(ReplicaStats("r0", kv_capacity_tokens=big))
+    core.replica_stats(ReplicaStats("r1", kv_capacity_tokens=small))
+    seen_back(core)
+    return core, clock
+
+
+def test_a_prompt_past_a_replicas_kv_never_goes_there_while_another_takes_it() -> None:
+    """The review's fleet: every new session with a ~5.3k-token prompt went to the idle 4k replica (it had
+    nothing reserved, so it 'had room', and scored highest on KV headroom) and was refused with a 400."""
+    core, _ = mixed_fleet()
+    for i in range(8):
+        assert only_dispatch(core.request_arrived(call(f"s{i}", prompt_tokens=5_300))).replica_id == "r0"
+    # the big replica full, such a workflow waits for it rather than failing on the small one
+    core.replica_stats(ReplicaStats("r0", kv_capacity_tokens=20_000))
+    assert core.request_arrived(call("late", prompt_tokens=5_300)) == []
+    assert core.admission is not None and core.admission.is_waiting("late")
+
+
+def test_an_empty_small_replica_takes_a_workflow_larger_than_it_only_when_no_replica_has_room() -> None:
+    core, _ = mixed_fleet(small=1_500)
+    assert core.admission is not None
+    footprint = core.admission.footprint_of_new(call("x", prompt_tokens=1_400))
+    assert footprint > 1_500 * core.admission.spec.overcommit  # larger than the small replica's limit
+    assert only_dispatch(core.request_arrived(call("a", prompt_tokens=1_400))).replica_id == "r0"
+    # no replica has room under its limit: the empty small one runs it alone, as before
+    core.replica_stats(ReplicaStats("r0", kv_capacity_tokens=footprint))
+    assert only_dispatch(core.request_arrived(call("b", prompt_tokens=1_400))).replica_id == "r1"
+
+
+@pytest.mark.parametrize("how", ["grew", "restarted smaller"])
+def test_a_workflow_whose_prompt_outgrew_its_replicas_kv_moves(how: str) -> None:
+    """A conversation that outgrew a small replica, or whose replica restarted with less KV, stayed bound
+    there, and every later call was refused (the 400 of a prompt past the context): 4 of 8 agents failed."""
+    core, clock = mixed_fleet(small=CAPACITY if how == "restarted smaller" else 4_000)
+    first = call("agent", prompt_tokens=1_500)
+    bound = only_dispatch(core.request_arrived(first)).replica_id
+    if bound != "r1":  # (placed on the big one: move it to the small one as a replica change would)
+        core.admission.workflows["agent"].replica_id = "r1"  # type: ignore[union-attr]
+    clock.now += 1.0
+    core.request_finished(first.request_id, Usage(1_500, 100, finish_reason="tool_calls"))
+    if how == "restarted smaller":
+        core.replica_stats(ReplicaStats("r1", kv_capacity_tokens=4_000))
+    clock.now += 1.0
+    fits = call("agent", prompt_tokens=3_500)  # still within its replica's KV: stays
+    assert only_dispatch(core.request_arrived(fits)).replica_id == "r1"
+    core.request_finished(fits.request_id, Usage(3_500, 100, finish_reason="tool_calls"))
+    moves = core.moves
+    outgrown = call("agent", prompt_tokens=4_500)
+    assert only_dispatch(core.request_arrived(outgrown)).replica_id == "r0"
+    assert core.moves == moves + 1
+    assert core.admission is not None and core.admission.workflows["agent"].replica_id == "r0"
+
+
+def test_a_prompt_no_replica_takes_goes_at_once_to_one_of_them() -> None:
+    core, _ = mixed_fleet(small=4_000, big=8_000)
+    only_dispatch(core.request_arrived(call("huge", prompt_tokens=50_000)))  # refused there, not queued
