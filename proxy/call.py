@@ -146,13 +146,20 @@ class Call:
         decision = self._decided_now(decisions)
         if decision is not None:
             return decision
-        gate, rid = self.gate, self.info.request_id
-        pending = gate.expect(rid)
-        gate.apply(decisions)
+        return await self._awaited(self._expecting(decisions))
+
+    def _expecting(self, decisions: list[Decision]) -> asyncio.Future[Decision]:
+        """The gate's future for this call's decision, made before anything else runs: a decision applied
+        before it (the call admitted by the next event) would be dropped, and the call wait for ever."""
+        pending = self.gate.expect(self.info.request_id)
+        self.gate.apply(decisions)
+        return pending
+
+    async def _awaited(self, pending: asyncio.Future[Decision]) -> Decision:
         try:
             decision = await pending
         finally:
-            gate.forget(rid)
+            self.gate.forget(self.info.request_id)
         self.metrics.decisions.bump("dispatch" if isinstance(decision, Dispatch) else "reject")
         return decision
 
@@ -170,7 +177,11 @@ class Call:
             decisions = self.core.request_arrived(self.info)
             found = self._decided_now(decisions)
             if found is None:
-                self._hand_over(downstream, lambda: self._dispatch(self._decided(decisions)))
+                # expected now, not when the task runs: an event before that (another call's end, a tick)
+                # may admit this call, and its decision found no one waiting for it: the call was never
+                # sent and waited for ever, listed in flight at an idle replica (a review's agents)
+                pending = self._expecting(decisions)
+                self._hand_over(downstream, lambda: self._dispatch(self._awaited(pending)))
                 return
             decision = found
             if not isinstance(decision, Dispatch):  # refused at once (a full queue under overload)
@@ -222,6 +233,7 @@ class Call:
     def _never_ran(self) -> None:
         """The handed-over task ended: one cancelled before it ran (the client hung up at once) did not
         report the finish itself."""
+        self.gate.forget(self.info.request_id)  # (expected before it ran: `begin`)
         if not self.finished:
             self._hung_up()
             self._finish(cancelled=True)

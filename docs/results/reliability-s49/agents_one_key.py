@@ -6,6 +6,7 @@ tool gaps, all sending `"prompt_cache_key": "user-1"`; two simulated replicas of
 Prints the mean and max task completion time and calls answered for: `saga` with the key, `saga` with no
 key (sessions inferred), and `round-robin` with the key. Env SAGA_TREE: the checkout to run (compiled).
 """
+
 import asyncio, json, os, signal, socket, subprocess, sys, time, itertools
 import aiohttp
 
@@ -146,7 +147,6 @@ def run_main(coro_fn):
     print(line, flush=True)
 
 
-
 # ---- end harness ----
 
 import random
@@ -165,7 +165,9 @@ async def agent(http, port, idx, key, out):
         if key:
             body["prompt_cache_key"] = key
         async with http.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=aiohttp.ClientTimeout(total=180)
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json=body,
+            timeout=aiohttp.ClientTimeout(total=180),
         ) as r:
             answer = await r.json()
             if r.status != 200:
