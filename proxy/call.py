@@ -233,8 +233,8 @@ class Call:
     def _never_ran(self) -> None:
         """The handed-over task ended: one cancelled before it ran (the client hung up at once) did not
         report the finish itself."""
-        self.gate.forget(self.info.request_id)  # (expected before it ran: `begin`)
         if not self.finished:
+            self.gate.forget(self.info.request_id)  # (expected before it ran: `begin`)
             self._hung_up()
             self._finish(cancelled=True)
 

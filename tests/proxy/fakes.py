@@ -378,16 +378,22 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def replica_app(chat: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
-    """A replica for one test: `chat` answers chat completions; health and metrics answer an empty 200."""
+def replica_app(
+    chat: Callable[[web.Request], Awaitable[web.StreamResponse]], metrics: str = ""
+) -> web.Application:
+    """A replica for one test: `chat` answers chat completions; health answers an empty 200, metrics
+    `metrics` (e.g. a `vllm:cache_config_info` line: its KV capacity)."""
 
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="")
 
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=metrics)
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/health", ok)
-    app.router.add_get("/metrics", ok)
+    app.router.add_get("/metrics", page)
     return app
 
 

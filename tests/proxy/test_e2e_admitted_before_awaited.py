@@ -19,7 +19,7 @@ from proxy import app as proxy_app
 from proxy.context import DecisionGate
 from proxy.scheduler import Decision, RequestInfo, SchedulerCore, build_policy
 from proxy.server import running_proxy
-from tests.proxy.fakes import OK_JSON, config, serving
+from tests.proxy.fakes import OK_JSON, config, replica_app, serving
 
 SMALL_KV = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="8"} 1\n'  # 128 tokens
 
@@ -65,24 +65,13 @@ async def test_a_call_admitted_before_its_task_ran_is_sent(
             await release.wait()
         return web.Response(body=OK_JSON, content_type="application/json")
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=SMALL_KV)
-
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text="")
-
-    replica_app = web.Application()
-    replica_app.router.add_post("/v1/chat/completions", chat)
-    replica_app.router.add_get("/metrics", metrics)
-    replica_app.router.add_get("/health", health)
-
     async def post(session: str, content: str) -> int:
         body = {"model": "fake", "messages": [{"role": "user", "content": content}]}
         async with http.post(f"{url}/v1/chat/completions", json=body, headers={"X-Session-ID": session}) as r:
             await r.read()
             return r.status
 
-    async with serving(replica_app) as replica:
+    async with serving(replica_app(chat, metrics=SMALL_KV)) as replica:
         core = AdmittedAtOnceCore([replica], gates)
         async with running_proxy(config([replica], policy="saga"), core) as url:
             for _ in range(200):  # until the health loop has read the capacity (bounded)
