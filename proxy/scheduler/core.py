@@ -857,7 +857,12 @@ class SchedulerCore:
         candidates = [r for r in self.replicas.values() if r.healthy and r.replica_id not in tried]
         replica_id = self.policy.route(req, candidates) if candidates else None
         if replica_id is None:
-            reason = self._no_replica() if not tried else "every healthy replica failed this request"
+            if tried:
+                reason = "every healthy replica failed this request"
+            elif candidates:  # healthy replicas, none serving its model (a review's 503 said "the others down")
+                reason = _NO_REPLICA_FOR_MODEL
+            else:
+                reason = self._no_replica()
             return self._refuse(req, reason, 503)
         return replica_id
 

@@ -126,3 +126,19 @@ def test_the_model_map_lists_what_replicas_serve_and_forgets_replicas_gone() -> 
     models.keep_only(["r0"])  # r1 removed
     assert models.by_replica == {"r0": frozenset({"chat"})} and set(models.serving) == {"chat"}
     assert for_model(models, "embed", ["r0"], str) == ["r0"]
+
+
+def test_a_bound_sessions_call_refused_for_want_of_its_models_replica_says_so() -> None:
+    """r0 (its model's only replica) drained, r1 up serving another model: the 503 said "1 being drained,
+    the others down" (a heterogeneous fleet's review)."""
+    for policy in ("saga", "session-affinity"):
+        core, clock = fleet(policy)
+        first = chat("agent")
+        assert only_dispatch(core.request_arrived(first)).replica_id == "r0"
+        clock.now += 1.0
+        core.request_finished(first.request_id, Usage(10_000, 10, finish_reason="tool_calls"))
+        core.draining.add("r0")
+        core.replica_stats(ReplicaStats("r0", healthy=False))
+        (refused,) = core.request_arrived(chat("agent"))
+        assert isinstance(refused, Reject) and refused.status == 503, policy
+        assert refused.reason == "no healthy replica serves the model this call names", policy
