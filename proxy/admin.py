@@ -23,7 +23,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.config import replica_url_problem, same_replica
 from proxy.context import (
-    CACHE_KEYS,
     CORE,
     GATE,
     GUARDS,
@@ -70,9 +69,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def state(request: web.Request) -> web.Response:
-    # `shared_cache_keys`: the `prompt_cache_key` values found naming no session (proxy/identity.py)
-    shared_keys = request.app[CACHE_KEYS].found
-    return web.json_response({**request.app[CORE].snapshot(), "shared_cache_keys": shared_keys})
+    return web.json_response(request.app[CORE].snapshot())
 
 
 async def replicas(request: web.Request) -> web.Response:

@@ -22,7 +22,6 @@ from proxy.aiohttp_drain import LIVE, ended_at_the_deadline
 from proxy.auth import authenticate
 from proxy.config import ProxyConfig
 from proxy.context import (
-    CACHE_KEYS,
     CHAIN_OWNERS,
     CHAINS,
     CONFIG,
@@ -59,7 +58,6 @@ from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.scheduler.release import ReleaseQueue
 from proxy.session_chain import PrefixChains
-from proxy.shared_cache_keys import SharedCacheKeys
 from proxy.tenant_metrics import TenantCollector
 from proxy.tenant_salt import TENANT_SALTS, tenant_salts
 from proxy.upstream_pool import UpstreamPool
@@ -221,7 +219,6 @@ def create_app(
     app[GATE] = DecisionGate()
     app[GUARDS] = Guards(config.guard_params(), config.priority_reprobe_s)
     app[CHAINS] = PrefixChains()
-    app[CACHE_KEYS] = SharedCacheKeys(on_found=core.session_dissolved)
     app[MODELS] = models
     app[RESOLVER] = resolver
     app[WORKERS] = workers

@@ -30,7 +30,6 @@ from aiohttp import web
 
 from proxy import call_attempts, forward
 from proxy.context import (
-    CACHE_KEYS,
     CHAIN_OWNERS,
     CHAINS,
     CONFIG,
@@ -68,7 +67,6 @@ class CallShared:
         app = self.app
         self.core, self.gate, self.metrics, self.config = app[CORE], app[GATE], app[METRICS], app[CONFIG]
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
-        self.cache_keys = app[CACHE_KEYS]
         self.releaser = app[RELEASER]
         self.response_owners = app.get(RESPONSE_OWNERS)
         self.chain_owners = app.get(CHAIN_OWNERS)

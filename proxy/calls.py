@@ -227,8 +227,6 @@ def _prepared(
             scope=tenant,
             agent_type_of=core.predictor.agent_type_of,
             session_live=core.first_call_pending,
-            shared_keys=shared.cache_keys,
-            session_busy=core.call_in_flight,
         )
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e

@@ -18,7 +18,6 @@ from proxy.response_owners import ChainOwners, ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
-from proxy.shared_cache_keys import SharedCacheKeys
 from proxy.upstream_pool import UpstreamPool
 from proxy.worker_set import WorkerSet
 
@@ -82,8 +81,6 @@ GUARDS = web.AppKey("guards", Guards)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining
-# `prompt_cache_key` values sent with the calls of concurrent conversations: no session
-CACHE_KEYS = web.AppKey("cache_keys", SharedCacheKeys)
 POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
 RELEASER = web.AppKey("releaser", RetentionReleaser)  # retentions the policy gives up before their TTL
 MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves

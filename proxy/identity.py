@@ -49,7 +49,6 @@ from proxy.session_chain import (
     response_conversation,
     tenant_seed,
 )
-from proxy.shared_cache_keys import SharedCacheKeys
 
 
 class TenantKey:
@@ -216,27 +215,13 @@ def _inferred_session(
     return session, chain[-1]
 
 
-def _explicit_session(
-    headers: Mapping[str, str],
-    fields: CallFields,
-    shared_keys: SharedCacheKeys | None = None,
-    busy: Callable[[str], bool] | None = None,
-    scope: str | None = None,
-) -> str | None:
-    """The session the client named, in precedence order; raises IdentityError on a bad value. A
-    `prompt_cache_key` that `shared_keys` finds shared names none (`busy`: whether a session of that id, as
-    the scheduler knows it, has a call in flight)."""
+def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | None:
+    """The session the client named, in precedence order; raises IdentityError on a bad value."""
     session = _first(headers, SESSION_HEADERS)
     if session is None and fields.session_id:
         session = check_id("session_id", fields.session_id)
     if session is None and (cache_key := _string(fields.prompt_cache_key)):
         session = check_id("prompt_cache_key", cache_key)
-        if (
-            shared_keys is not None
-            and busy is not None
-            and shared_keys.shared(scheduled_session_id(session, False, scope), busy)
-        ):
-            session = None
     if session is None and isinstance(fields.vllm_xargs, dict):
         xarg = fields.vllm_xargs.get("session_id")
         if xarg:
@@ -308,8 +293,6 @@ def identify(
     scope: str | None = None,
     agent_type_of: Callable[[str], str | None] | None = None,
     session_live: Callable[[str], bool] | None = None,
-    shared_keys: SharedCacheKeys | None = None,
-    session_busy: Callable[[str], bool] | None = None,
 ) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
     The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default".
@@ -322,11 +305,9 @@ def identify(
     and tools of its every call are not hashed again (up to 66 KiB of them a call).
     `session_live`: whether the scheduler holds a session of that id (by the id it knows) whose first call
     has not ended: a first call with that opening is another agent's (two agents given one task at once
-    were filed as one session: the thirteenth review).
-    `shared_keys`, `session_busy`: a `prompt_cache_key` sent with the calls of concurrent conversations
-    names no session (`SharedCacheKeys`)."""
+    were filed as one session: the thirteenth review)."""
     decoded = None if seen is None else seen.messages
-    session = _explicit_session(headers, fields, shared_keys, session_busy, scope)
+    session = _explicit_session(headers, fields)
     inferred = False
     prompt_chain = None
     if not session and fields.previous_response_id and chains is not None:

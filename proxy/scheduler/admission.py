@@ -5,8 +5,9 @@ Contract:
   tenants), *live* (admitted: bound to one replica, where it reserves its predicted footprint) or *quiet*
   (admitted, but silent past its predicted return: its reservation lapsed, its binding stays).
 - A replica has room for a footprint F while reserved + F <= capacity x `overcommit`, or while nothing is
-  reserved on it (a workflow larger than a replica still runs, alone), this last only while no replica has
-  room under the limit (a mixed fleet's small replica, empty, took workflows a larger one had room for).
+  reserved on it (a workflow larger than a replica still runs, alone), this last only while no replica (of
+  those given: the core gives its model's) has room under the limit (a mixed fleet's small replica, empty,
+  took workflows a larger one had room for).
   A replica whose KV capacity is smaller than the call's prompt has no room for it (the prompt is past its
   context); where none takes the prompt, the call goes at once (the core's `_past_every_replica`). A
   replica whose KV capacity is unknown (0: not scraped yet, or not a vLLM) always has room: admission falls

@@ -213,20 +213,6 @@ class SchedulerCore:
         session = self.sessions.get(session_id)
         return session is not None and session.calls == session.in_flight
 
-    def call_in_flight(self, session_id: str) -> bool:
-        """Whether a session of that id has a call waiting or running: an agent's calls follow one another, so
-        a call naming it meanwhile is another conversation's (proxy/identity.py `SharedCacheKeys`)."""
-        session = self.sessions.get(session_id)
-        return session is not None and session.in_flight > 0
-
-    def session_dissolved(self, session_id: str) -> None:
-        """The id named no workflow after all (a `prompt_cache_key` sent by concurrent conversations:
-        proxy/shared_cache_keys.py): forgotten once its calls in flight end, with its reservation and the KV
-        kept for it, and nothing learned from it (it was several workflows' calls). Its calls' conversations
-        come back under inferred ids, as new workflows, and would otherwise wait behind its hold."""
-        if session_id in self.sessions:
-            self._ending.add(session_id)
-
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
         request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         if request_id in self.in_flight:
@@ -859,7 +845,7 @@ class SchedulerCore:
         if replica_id is None:
             if tried:
                 reason = "every healthy replica failed this request"
-            elif candidates:  # healthy replicas, none serving its model (a review's 503 said "the others down")
+            elif candidates:  # healthy replicas, none of its model (a review: "the others down")
                 reason = _NO_REPLICA_FOR_MODEL
             else:
                 reason = self._no_replica()
@@ -921,11 +907,19 @@ class SchedulerCore:
         every later call of it was refused with the 400 of a prompt past the context."""
         assert self.admission is not None
         admission = self.admission
-        replicas = [r for r in self.replicas.values() if r is not bound]
+        replicas = self._for_model(req, [r for r in self.replicas.values() if r is not bound])
         room = admission.healthy_with_room(replicas, max(footprint, req.prompt_tokens), req.prompt_tokens)
         if not room:
             room = [r for r in replicas if r.healthy and not 0 < r.kv_capacity_tokens < req.prompt_tokens]
         return self.policy.route(req, room) if room else None
+
+    def _for_model(self, req: RequestInfo, replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
+        """The `replicas` routing could send `req` to (its model's: the policy's filters). Where room is
+        weighed among replicas of every model, a small replica, the only one of its model, was passed over for
+        a larger one of another model with room, and its workflow waited for ever (a review)."""
+        if not self.policy.filters:
+            return list(replicas)
+        return list(self.policy.candidates(req, list(replicas)))
 
     def _taking(self, req: RequestInfo, healthy: list[ReplicaView]) -> list[ReplicaView]:
         """Those of the `healthy` replicas whose KV (known) is not smaller than the call's prompt, if any:
@@ -940,11 +934,10 @@ class SchedulerCore:
         footprint where one has it, else where the policy routes it."""
         assert self.admission is not None
         admission = self.admission
-        room = admission.healthy_with_room(
-            self.replicas.values(), admission.footprint_of_new(req), req.prompt_tokens
-        )
+        replicas = self._for_model(req, self.replicas.values())
+        room = admission.healthy_with_room(replicas, admission.footprint_of_new(req), req.prompt_tokens)
         if not room:
-            room = self._taking(req, [r for r in self.replicas.values() if r.healthy])
+            room = self._taking(req, [r for r in replicas if r.healthy])
         replica_id = self.policy.route(req, room) if room else None
         if replica_id is None:
             return [self._refuse(req, self._no_replica(), 503)]
@@ -967,7 +960,9 @@ class SchedulerCore:
             # prediction to stay the same.
             rank = admission.rank_of_new(req, self.clock())
             footprint = admission.footprint_of_new(req)
-            room = admission.healthy_with_room(self.replicas.values(), footprint, req.prompt_tokens)
+            room = admission.healthy_with_room(
+                self._for_model(req, self.replicas.values()), footprint, req.prompt_tokens
+            )
             # (owing another worker a turn, it queues, as behind a workflow of this worker's own)
             owed = bool(room) and bool(self._turns) and self._owes_a_turn(self.clock())
             replica_id = (
@@ -1015,7 +1010,8 @@ class SchedulerCore:
                 decisions += self._proceed(req, set())
                 continue
             healthy = [r for r in self.replicas.values() if r.healthy]
-            replica_id = self.policy.route(req, self._taking(req, healthy)) if healthy else None
+            taking = self._taking(req, self._for_model(req, healthy))
+            replica_id = self.policy.route(req, taking or healthy) if healthy else None
             if replica_id is None:
                 decisions.append(self._refuse(req, self._no_replica(), 503))
                 continue
@@ -1033,7 +1029,7 @@ class SchedulerCore:
             admission.admit(req, "", now)
             return self._proceed(req, set()) + self._with_workflow(req.session_id)
         room = admission.healthy_with_room(
-            self.replicas.values(), admission.footprint_of_new(req), req.prompt_tokens
+            self._for_model(req, self.replicas.values()), admission.footprint_of_new(req), req.prompt_tokens
         )
         if room and self._turns and self._owes_a_turn(now):
             return None
@@ -1100,7 +1096,7 @@ class SchedulerCore:
         its KV) and no room would ever come; waiting, it held every workflow queued behind it until the
         holds ran out. The replica answers it (an error, as a rule). None: some replica may hold it."""
         healthy: list[ReplicaView] = []
-        for r in self.replicas.values():
+        for r in self._for_model(req, self.replicas.values()):  # (another model's would never take it)
             if r.healthy:
                 if req.prompt_tokens <= r.kv_capacity_tokens or r.kv_capacity_tokens <= 0:
                     return None  # (the common case: the first healthy replica answers it)

@@ -9,7 +9,6 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.identity import decode_call, identify
-from proxy.shared_cache_keys import SharedCacheKeys
 
 
 def who(body: dict[str, object], **headers: str) -> tuple[str, str, str, bool]:
@@ -205,58 +204,3 @@ def test_a_loose_stream_flag_is_read_in_the_one_decode(body: bytes, expected: bo
     """The loose flags were read by decoding the body again as a whole, which refused these two (the
     forty-seventh session's review of its fix)."""
     assert decode_call(body).stream is expected
-
-
-def keyed_who(
-    body: dict[str, object], keys: SharedCacheKeys, busy: set[str], scope: str | None = None
-) -> str:
-    i = identify(
-        CIMultiDict(),
-        decode_call(msgspec.json.encode(body)),
-        "rid1",
-        scope=scope,
-        shared_keys=keys,
-        session_busy=busy.__contains__,
-    )
-    return i.session_id
-
-
-def test_a_prompt_cache_key_names_a_session_until_a_call_names_it_while_its_session_is_busy() -> None:
-    """One `prompt_cache_key` sent with every call of an app bound them all to one replica (0.61x
-    round-robin's calls on two: the forty-eighth session's review): a key named while its session has a
-    call in flight is another conversation's, and from then on names none."""
-    keys, busy = SharedCacheKeys(), set[str]()
-    first = chat(("user", "question one"), prompt_cache_key="app")
-    assert keyed_who(first, keys, busy) == "app"  # (its calls follow one another: a session)
-    assert keyed_who(first, keys, busy) == "app"
-    busy.add("app")
-    second = chat(("user", "question two"), prompt_cache_key="app")
-    inferred = keyed_who(second, keys, busy)
-    assert inferred.startswith("conv-") and keys.found == 1
-    busy.clear()
-    assert keyed_who(first, keys, busy) not in ("app", inferred)  # remembered: still inferred
-    assert keyed_who(second, keys, busy) == inferred
-    # the next source in the order is used; a header naming the session is untouched
-    with_xarg = chat(("user", "q"), prompt_cache_key="app", vllm_xargs={"session_id": "x9"})
-    assert keyed_who(with_xarg, keys, busy) == "x9"
-    named = identify(
-        CIMultiDict({"X-Session-ID": "app"}),
-        decode_call(msgspec.json.encode(second)),
-        "rid1",
-        shared_keys=keys,
-        session_busy=busy.__contains__,
-    )
-    assert named.session_id == "app" and keys.found == 1
-
-
-def test_shared_cache_keys_are_the_tenants_own_and_bounded() -> None:
-    keys = SharedCacheKeys(limit=2)
-    body = chat(("user", "hi"), prompt_cache_key="app")
-    # with client API keys the scheduler knows the session as `tenant:key`: another tenant's busy "app"
-    # is not this tenant's
-    assert keyed_who(body, keys, {"bob:app"}, scope="alice") == "app"
-    assert keyed_who(body, keys, {"alice:app"}, scope="alice").startswith("conv-")
-    for key in ("k2", "k3"):
-        keyed_who(chat(("user", "hi"), prompt_cache_key=key), keys, {key})
-    assert len(keys) == 2 and keys.found == 3
-    assert keyed_who(body, keys, set(), scope="alice") == "app"  # the oldest found, forgotten

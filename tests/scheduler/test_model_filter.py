@@ -142,3 +142,24 @@ def test_a_bound_sessions_call_refused_for_want_of_its_models_replica_says_so() 
         (refused,) = core.request_arrived(chat("agent"))
         assert isinstance(refused, Reject) and refused.status == 503, policy
         assert refused.reason == "no healthy replica serves the model this call names", policy
+
+
+def test_the_small_replica_of_its_model_runs_a_workflow_larger_than_it_when_another_model_has_room() -> None:
+    """r0 (model `chat`) small, r1 (model `embed`) large with room: a `chat` workflow larger than r0's limit
+    waited for ever, passed over for "a replica with room under its limit" that serves another model (a
+    review of the mixed-fleet rules)."""
+    core, _ = fleet()
+    core.replica_stats(ReplicaStats("r0", kv_capacity_tokens=1_500))
+    assert core.admission is not None
+    seen_back(core)  # (its warm-up session names no model: it may go to either replica)
+    first = chat("a", prompt_tokens=1_400)
+    assert core.admission.footprint_of_new(first) > 1_500 * core.admission.spec.overcommit
+    assert only_dispatch(core.request_arrived(first)).replica_id == "r0"
+
+
+def test_a_prompt_past_its_models_only_replica_goes_there_at_once_though_another_model_takes_it() -> None:
+    """The prompt larger than the KV of its model's only replica waited for ever: another model's larger
+    replica "took" it, so it was not past every replica (a review); it goes at once, for the replica's 400."""
+    core, _ = fleet()
+    core.replica_stats(ReplicaStats("r0", kv_capacity_tokens=2_560))
+    assert only_dispatch(core.request_arrived(chat("huge", prompt_tokens=2_800))).replica_id == "r0"

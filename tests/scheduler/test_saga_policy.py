@@ -809,32 +809,6 @@ def test_holds_sized_from_gaps_the_type_showed_do_not_yield() -> None:
     assert core.tick() == [] and core.admission.yielded == 0  # back within ~1 s, as the type showed
 
 
-def test_a_dissolved_session_is_forgotten_with_its_hold_once_its_calls_end() -> None:
-    """A `prompt_cache_key` found shared by concurrent conversations (proxy/shared_cache_keys.py) named no
-    workflow: the session it named goes once its call in flight ends, and its hold with it, since its
-    conversation comes back under an inferred id, as a new workflow that would wait behind that hold."""
-    core, clock = make_core(replicas=1)
-    assert core.admission is not None
-    seen_back(core)
-    footprint = core.admission.footprint_of_new(call("x", prompt_tokens=30_000))
-    fits = int(CAPACITY * core.admission.spec.overcommit) // footprint
-    live = [call(f"s{i}", prompt_tokens=30_000) for i in range(fits)]
-    for req in live:
-        only_dispatch(core.request_arrived(req))
-    shared = live[-1]
-    core.session_dissolved(shared.session_id)
-    assert shared.session_id in core.sessions  # its call still runs
-    late = call("late", prompt_tokens=30_000)
-    assert core.request_arrived(late) == []  # no room: it waits
-    clock.now = 1.0
-    # a tool call: its session's hold would keep the room for the next call; dissolved, the room goes
-    admitted = core.request_finished(shared.request_id, Usage(30_000, 200, finish_reason="tool_calls"))
-    assert [d.request_id for d in admitted] == [late.request_id]
-    assert shared.session_id not in core.sessions
-    core.session_dissolved("unknown")  # an id the core does not know: nothing to do
-    assert "unknown" not in core.sessions
-
-
 def mixed_fleet(small: int = 4_000, big: int = CAPACITY) -> tuple[SchedulerCore, Clock]:
     """r0 big, r1 small (a review's mixed fleet: 64k and 4k tokens of KV)."""
     core, clock = make_core(replicas=2, capacity=None)
