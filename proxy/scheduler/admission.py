@@ -99,16 +99,11 @@ _UNBOUND = ""  # the replica of a workflow whose replica left the set, until its
 _LAPSES_SLACK = 64  # entries the lapse heap may hold beyond two per workflow before it is compacted
 
 
-def _alone(
-    replica: ReplicaView, reserved: dict[ReplicaId, int], footprint: int, limit: float, measured: bool
-) -> bool:
-    """In `healthy_with_room`'s list by the rule that an empty replica runs a workflow larger than it."""
+def takes_prompt(replica: ReplicaView, prompt_tokens: int) -> bool:
+    """The replica's KV, where known, is not smaller than the prompt (a prompt past it is past its context:
+    the replica would refuse the call)."""
     capacity = replica.kv_capacity_tokens
-    return (
-        capacity > 0
-        and reserved.get(replica.replica_id, 0) + footprint > capacity * limit
-        and not (measured and _measured_room(replica, footprint))
-    )
+    return capacity <= 0 or prompt_tokens <= capacity
 
 
 def _measured_room(replica: ReplicaView, footprint: int) -> bool:
@@ -295,11 +290,11 @@ class WorkflowAdmission:
 
     def has_room(self, replica: ReplicaView, footprint: int, prompt_tokens: int = 0) -> bool:
         """Room for `footprint` on `replica` (the contract's rule), and its KV takes `prompt_tokens`."""
+        if not takes_prompt(replica, prompt_tokens):
+            return False
         capacity = replica.kv_capacity_tokens
         if capacity <= 0:
             return True
-        if prompt_tokens > capacity:
-            return False
         reserved = self.reserved.get(replica.replica_id, 0)
         return (
             reserved == 0
@@ -318,26 +313,24 @@ class WorkflowAdmission:
         context (at most its KV), so it would refuse the call."""
         reserved, limit, measured = self.reserved, self.spec.overcommit, self.spec.measured_room
         room: list[ReplicaView] = []
-        alone = under_limit = False
+        alone: list[ReplicaView] = []  # those of `room` in it by the rule that an empty replica runs it alone
+        under_limit = False
         for r in replicas:
-            if not r.healthy:
+            if not r.healthy or not takes_prompt(r, prompt_tokens):
                 continue
             capacity = r.kv_capacity_tokens
-            if capacity <= 0:
-                room.append(r)
-                under_limit = True
-            elif prompt_tokens > capacity:
-                continue
-            elif (held := reserved.get(r.replica_id, 0)) + footprint <= capacity * limit or (
-                measured and _measured_room(r, footprint)
+            if (
+                capacity <= 0
+                or (held := reserved.get(r.replica_id, 0)) + footprint <= capacity * limit
+                or (measured and _measured_room(r, footprint))
             ):
                 room.append(r)
                 under_limit = True
             elif held == 0:
                 room.append(r)
-                alone = True
+                alone.append(r)
         if alone and under_limit:
-            return [r for r in room if not _alone(r, reserved, footprint, limit, measured)]
+            return [r for r in room if r not in alone]
         return room  # (none takes the prompt: `SchedulerCore._past_every_replica` routes it)
 
     def admit(self, req: RequestInfo, replica_id: ReplicaId, now: float) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -29,7 +29,7 @@ from mypy_extensions import mypyc_attr
 from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
 from predictor.sharded import ShardedLru
-from proxy.scheduler.admission import WorkflowAdmission
+from proxy.scheduler.admission import WorkflowAdmission, takes_prompt
 from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.release import HeldCall, ReleaseQueue
 from proxy.scheduler.shared_bound import SharedCount
@@ -871,8 +871,7 @@ class SchedulerCore:
         if wf is None or bound is None or not bound.healthy:
             return None
         spec, admission = self.policy.stealing, self.admission
-        capacity = bound.kv_capacity_tokens
-        if 0 < capacity < req.prompt_tokens:  # its context outgrew that replica's KV: it would refuse it
+        if not takes_prompt(bound, req.prompt_tokens):  # its context outgrew that replica's KV: refused there
             to = self._outgrown(req, wf.footprint, bound)
             if to is not None:
                 self.moves += 1
@@ -910,23 +909,27 @@ class SchedulerCore:
         replicas = self._for_model(req, [r for r in self.replicas.values() if r is not bound])
         room = admission.healthy_with_room(replicas, max(footprint, req.prompt_tokens), req.prompt_tokens)
         if not room:
-            room = [r for r in replicas if r.healthy and not 0 < r.kv_capacity_tokens < req.prompt_tokens]
+            room = self._takers(req, [r for r in replicas if r.healthy])
         return self.policy.route(req, room) if room else None
 
-    def _for_model(self, req: RequestInfo, replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
+    def _for_model(self, req: RequestInfo, replicas: Collection[ReplicaView]) -> Collection[ReplicaView]:
         """The `replicas` routing could send `req` to (its model's: the policy's filters). Where room is
         weighed among replicas of every model, a small replica, the only one of its model, was passed over for
         a larger one of another model with room, and its workflow waited for ever (a review)."""
         if not self.policy.filters:
-            return list(replicas)
-        return list(self.policy.candidates(req, list(replicas)))
+            return replicas
+        return self.policy.candidates(req, list(replicas))
 
-    def _taking(self, req: RequestInfo, healthy: list[ReplicaView]) -> list[ReplicaView]:
-        """Those of the `healthy` replicas whose KV (known) is not smaller than the call's prompt, if any:
-        it goes past the others' context. None does: all of them (one answers it, with an error)."""
+    @staticmethod
+    def _takers(req: RequestInfo, replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
+        """Those of `replicas` whose KV (known) is not smaller than the call's prompt (admission.py)."""
         prompt = req.prompt_tokens
-        taking = [r for r in healthy if not 0 < r.kv_capacity_tokens < prompt]
-        return taking or healthy
+        return [r for r in replicas if takes_prompt(r, prompt)]
+
+    def _taking(self, req: RequestInfo, healthy: Collection[ReplicaView]) -> list[ReplicaView]:
+        """`_takers` of the `healthy` replicas, if any: the prompt goes past the others' context. None
+        takes it: all of them (one answers it, with an error)."""
+        return self._takers(req, healthy) or list(healthy)
 
     def _admit_subagent(self, req: RequestInfo) -> list[Decision]:
         """A subagent of an admitted workflow is part of it: admitted at once, never queued behind new
@@ -1098,7 +1101,7 @@ class SchedulerCore:
         healthy: list[ReplicaView] = []
         for r in self._for_model(req, self.replicas.values()):  # (another model's would never take it)
             if r.healthy:
-                if req.prompt_tokens <= r.kv_capacity_tokens or r.kv_capacity_tokens <= 0:
+                if takes_prompt(r, req.prompt_tokens):
                     return None  # (the common case: the first healthy replica answers it)
                 healthy.append(r)
         return self.policy.route(req, healthy) if healthy else None
