@@ -95,6 +95,9 @@ async def replicas(request: web.Request) -> web.Response:
                 "kv_capacity_tokens": r.kv_capacity_tokens or None,  # from the scrape; None: not published
                 # no /metrics page of it read yet: the capacity above is the other replicas' smallest
                 "kv_capacity_assumed": guards[r.replica_id].capacity_assumed,
+                # times slower than the fastest replica, calls for calls alike; 1.0: not measured slower
+                # (stealing.slower_above; proxy/scheduler/replica_speed.py)
+                "slowness": r.slowness,
                 "breaker": guards[r.replica_id].breaker_state(now),
                 "probe_error": guards[r.replica_id].probe_error or None,  # why its last probe failed
                 "draining": r.replica_id in core.draining,

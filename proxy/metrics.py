@@ -224,6 +224,12 @@ class ProxyMetrics(Collector):
             "1 while an operator drains the replica (it takes no new work)",
             labels=["replica"],
         )
+        slowness = GaugeMetricFamily(
+            "saga_replica_slowness",
+            "Times slower than the fastest replica, calls for calls alike (1: not measured slower; "
+            "stealing.slower_above)",
+            labels=["replica"],
+        )
         drained, checked = core.draining, self.passes_checks
         for replica in core.replicas.values():
             replica_id = replica.replica_id
@@ -232,9 +238,11 @@ class ProxyMetrics(Collector):
             up = checked(replica_id) if checked is not None else replica.healthy
             healthy.add_metric([replica_id], 1 if up else 0)
             draining.add_metric([replica_id], 1 if replica_id in drained else 0)
+            slowness.add_metric([replica_id], replica.slowness)
         yield in_flight
         yield healthy
         yield draining
+        yield slowness
 
     def _kv_events(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         kv = self.kv_residency
@@ -305,6 +313,7 @@ GAUGE_RULES: dict[str, Callable[[list[float]], float]] = {
     "saga_tenant_queued_calls": sum,
     "saga_replica_healthy": min,
     "saga_replica_draining": max,
+    "saga_replica_slowness": max,  # each worker measures its own calls
     "saga_kv_events_cached_blocks": max,  # every worker subscribes to every replica
     "saga_tenant_share_lead_seconds": max,
     "saga_tenant_share_bound_seconds": max,

@@ -382,6 +382,7 @@ REPLICA_FIELDS: dict[str, Callable[[list[Any]], Any]] = {
     "kv_usage": max,
     "kv_capacity_tokens": lambda vs: max((v for v in vs if v is not None), default=None),
     "cpu_kv_tier": any,
+    "slowness": max,  # (each worker measures its own calls)
     "kv_capacity_assumed": all,  # (a worker that read the replica's page knows its capacity)
     "healthy": all,
     "draining": any,

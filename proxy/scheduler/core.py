@@ -32,8 +32,9 @@ from predictor.sharded import ShardedLru
 from proxy.scheduler.admission import WorkflowAdmission, takes_prompt
 from proxy.scheduler.framework import RoutingPolicy
 from proxy.scheduler.release import HeldCall, ReleaseQueue
+from proxy.scheduler.replica_speed import ReplicaSpeeds
 from proxy.scheduler.shared_bound import SharedCount
-from proxy.scheduler.stealing import steal_target
+from proxy.scheduler.stealing import speed_target, steal_target
 from proxy.scheduler.types import (
     Decision,
     Dispatch,
@@ -59,7 +60,16 @@ _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants a
 # Plain classes, not msgspec Structs: mypyc compiles them to native classes (setup.py; a Struct stays a
 # Python class there, and its fields cost a lookup each from compiled code).
 class _InFlight:
-    __slots__ = ("first_token_at", "replica_id", "req", "retained", "session", "tried")
+    __slots__ = (
+        "dispatched_at",
+        "first_token_at",
+        "load",
+        "replica_id",
+        "req",
+        "retained",
+        "session",
+        "tried",
+    )
 
     def __init__(
         self,
@@ -77,6 +87,10 @@ class _InFlight:
         # the session it was dispatched in: one ended (and its id sent again) while it ran is not this
         # call's, and its finish must not count against the new one
         self.session: _Session | None = None
+        # when it was dispatched and the calls then in flight on its replica, itself included: read only
+        # where replicas' speed is measured (`SchedulerCore.speeds`)
+        self.dispatched_at = 0.0
+        self.load = 0
 
 
 # Acyclic (mypyc): every field is a number or a string, so an instance can be in no reference cycle and the
@@ -203,6 +217,14 @@ class SchedulerCore:
             None
             if policy.admission is None
             else WorkflowAdmission(policy.admission, self.predictor, tenants.weight, self.replicas)
+        )
+        # How much slower each replica serves calls than the fastest (replica_speed.py): the load scorer
+        # and the moves of bound workflows read it from the views' `slowness`
+        stealing = policy.stealing
+        self.speeds = (
+            None
+            if stealing is None or stealing.slower_above is None
+            else ReplicaSpeeds(stealing.slower_above)
         )
 
     # -- events ---------------------------------------------------------------------------------------
@@ -356,6 +378,13 @@ class SchedulerCore:
             )
         for on_finish in self.policy.finish_hooks:
             on_finish(req, flight.replica_id, usage)
+        if (
+            self.speeds is not None
+            and served
+            and flight.load
+            and self._sampled(flight, now, completion_tokens)
+        ):
+            self._speeds_changed(self.speeds)
         retention, replica_id = self.policy.retention, flight.replica_id
         released = False
         if flight.retained and retention is not None and retention.release_after(req, replica_id, usage):
@@ -389,6 +418,24 @@ class SchedulerCore:
         if current and self._ending:
             decisions += self._end_if_done(session_id)
         return decisions
+
+    def _sampled(self, flight: _InFlight, now: float, completion_tokens: int) -> bool:
+        """A call sent to a replica with no engine queue ended: its time is a sample of the replica's speed
+        if the replica still has none (calls waiting for KV there, or preempted, take a time of its load,
+        not of its speed: homogeneous replicas under KV pressure measured 1.5-2x apart, and moving
+        workflows off the one slowed cost 20% of task time in the DES). True: the speeds were refreshed."""
+        assert self.speeds is not None
+        replica = self.replicas.get(flight.replica_id)
+        if replica is None or replica.waiting:
+            return False
+        return self.speeds.observe(
+            flight.replica_id, flight.load, now - flight.dispatched_at, completion_tokens
+        )
+
+    def _speeds_changed(self, speeds: ReplicaSpeeds) -> None:
+        slowness = speeds.slowness
+        for view in self.replicas.values():
+            view.slowness = slowness.get(view.replica_id, 1.0)
 
     def _learn_prompt_scale(self, engine_tokens: int, estimated: int) -> None:
         """The shell estimates a prompt's tokens from its bytes (bytes / 4) before any engine counts them, and
@@ -628,6 +675,8 @@ class SchedulerCore:
         if own_calls > 0:
             self._departed_calls[replica_id] = own_calls
         self.draining.discard(replica_id)
+        if self.speeds is not None:
+            self.speeds.forget(replica_id)
         for per_replica in (self._lane_turns, self._lane_turns_at_release, self._lane_owed_since):
             per_replica.pop(replica_id, None)  # (its held calls were re-homed when it went down or away)
         if self.admission is not None:
@@ -876,20 +925,23 @@ class SchedulerCore:
             if to is not None:
                 self.moves += 1
                 return to
-        # Both moves need a backlog on the bound replica (stealing.py): without one, no closure, no scan.
-        if spec is not None and (bound.waiting or bound.queued):
+        # Stealing's two moves need a backlog on the bound replica, the speed move a slower bound replica
+        # (stealing.py): without either, no closure, no scan.
+        slower = bound.slowness > 1.0
+        if spec is not None and (bound.waiting or bound.queued or slower):
             footprint = max(wf.footprint, req.prompt_tokens)
             movable: Sequence[ReplicaView] = list(self.replicas.values())
             for f in self.policy.filters:  # a move goes only where routing could send the call (its model)
                 movable = f.filter(req, movable)
-            to = steal_target(
-                spec,
-                req,
-                bound,
-                movable,
-                lambda r: admission.has_room(r, footprint, req.prompt_tokens),
-                footprint,
-            )
+
+            def has_room(r: ReplicaView) -> bool:
+                return admission.has_room(r, footprint, req.prompt_tokens)
+
+            to = None
+            if slower and spec.slower_above is not None:
+                to = speed_target(bound, movable, has_room, spec.slower_above, footprint)
+            if to is None and (bound.waiting or bound.queued):
+                to = steal_target(spec, req, bound, movable, has_room, footprint)
             if to is not None:
                 self.moves += 1
                 return to
@@ -1227,7 +1279,11 @@ class SchedulerCore:
         tried.add(replica_id)
         request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         flight = self.in_flight[request_id] = _InFlight(req, replica_id, tried)
-        self.replicas[replica_id].in_flight += 1
+        view = self.replicas[replica_id]
+        view.in_flight += 1
+        if self.speeds is not None and not view.waiting:  # (behind an engine queue: a time of its load)
+            flight.dispatched_at = self.clock()
+            flight.load = view.in_flight
         session = self.sessions.get(session_id)
         if session is None:
             session = self.sessions[session_id] = _Session(last_seen=self.clock())

@@ -58,5 +58,6 @@ def headroom_scores(replicas: Sequence[ReplicaView]) -> list[float]:
 
 
 def least_request_scores(replicas: Sequence[ReplicaView]) -> list[float]:
-    """1 / (1 + in_flight + queued + waiting), summed left to right as the scorer always did."""
-    return [1.0 / (1.0 + r.in_flight + r.queued + r.waiting) for r in replicas]
+    """1 / ((1 + in_flight + queued + waiting) x slowness), summed left to right as the scorer always did (a
+    slowness of 1.0, every replica's unless speeds are measured, leaves the sum as it was, to the bit)."""
+    return [1.0 / ((1.0 + r.in_flight + r.queued + r.waiting) * r.slowness) for r in replicas]

@@ -83,6 +83,10 @@ class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Rebalancing: a workflow whose replica's live reservations exceed this fraction of its KV moves to the
     # replica with the most free KV that fits it under the same fraction (None: off)
     rebalance_above: float | None = None
+    # Replicas of different speed (replica_speed.py): one measured at least this many times slower than
+    # the fastest, calls for calls alike, counts its load that many times over, and a workflow bound there
+    # moves to a faster one less loaded by that count (None: speed is not measured)
+    slower_above: float | None = 1.5
 
     def validate(self) -> None:
         for name in ("call_s", "prefill_s_per_token", "attention_tokens"):
@@ -90,3 +94,6 @@ class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ConfigError(f"stealing.{name} must be > 0, got {getattr(self, name)!r}")
         if self.rebalance_above is not None and not self.rebalance_above > 0:
             raise ConfigError(f"stealing.rebalance_above must be > 0, got {self.rebalance_above!r}")
+        # finite and past 1: at 1 or below every replica of one kind would count as slower than another
+        if self.slower_above is not None and not 1.0 < self.slower_above < math.inf:
+            raise ConfigError(f"stealing.slower_above must be > 1 and finite, got {self.slower_above!r}")

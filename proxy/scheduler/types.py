@@ -89,6 +89,9 @@ class ReplicaView(msgspec.Struct):
     # single-process proxy): what this worker publishes as its own is the total less these.
     foreign_in_flight: int = 0
     foreign_reserved_tokens: int = 0
+    # How many times slower than the fleet's fastest replica this one serves calls that met the same load,
+    # where that is past the policy's `stealing.slower_above` (replica_speed.py); else 1.0
+    slowness: float = 1.0
 
 
 class ReplicaStats(msgspec.Struct, frozen=True):

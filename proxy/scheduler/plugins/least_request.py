@@ -14,8 +14,9 @@ from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
 
 
 class LeastRequestScorer(Scorer):
-    """Contract: score = 1 / (1 + in_flight + queued + waiting), in (0, 1]; strictly lower for a busier
-    replica (`queued`: calls held for it in the proxy's release queue)."""
+    """Contract: score = 1 / ((1 + in_flight + queued + waiting) x slowness), in (0, 1]; strictly lower for a
+    busier replica (`queued`: calls held for it in the proxy's release queue) and for a slower one
+    (`slowness`: 1.0 unless the policy measures replicas' speed, `stealing.slower_above`)."""
 
     type_name = "least-request-scorer"
 

@@ -1,0 +1,81 @@
+"""How much slower each replica serves a call than the fastest one, learned from the calls' own times.
+
+Contract (sans-IO; the core reports each served call, `observe`, and reads `slowness` into the replicas'
+views): a sample is a call's seconds from dispatch to its last token over its completion tokens (calls with
+at least `_MIN_TOKENS` completion tokens and a finite, positive time). A call's time grows with how busy
+its replica is, so samples are compared only between calls that met the same load: each goes into the
+bucket of the calls in flight on its replica when it was dispatched (1, 2-3, 4-7, ... : a bucket per power
+of two), the last `_PER_BUCKET` kept per replica and bucket. Every `_REFRESH` samples, for each bucket that
+at least two replicas filled with `_MIN_SAMPLES`, each such replica's median is divided by the lowest
+median of that bucket; a replica's ratio is the geometric mean of its buckets' ratios (1.0 with none
+shared). Its `slowness` is that ratio where it is at least `above`, else 1.0: replicas of one kind differ
+by their workloads (context lengths, prefills) within the dead band, and a homogeneous fleet is scheduled
+exactly as without this. Bounded: buckets x `_PER_BUCKET` floats per replica; `forget` drops a replica.
+Calls of several models are compared as one fleet: a fleet of two models shows the larger as slower,
+which only the moves among one model's replicas read (stealing.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from proxy.scheduler.types import ReplicaId
+
+_MIN_TOKENS = 16  # below this a call's time is mostly its prefill and queue, not its decode speed
+_PER_BUCKET = 16
+_MIN_SAMPLES = 4
+_QUANTILE = 0.1
+_REFRESH = 8
+
+
+class ReplicaSpeeds:
+    def __init__(self, above: float) -> None:
+        self.above = above
+        self.samples: dict[ReplicaId, dict[int, deque[float]]] = {}
+        self.slowness: dict[ReplicaId, float] = {}
+        self._fresh = 0
+
+    def observe(self, replica_id: ReplicaId, load: int, seconds: float, completion_tokens: int) -> bool:
+        """A served call: the calls in flight on its replica at its dispatch (itself included), its time
+        from dispatch to end and its completion tokens. True when the replicas' slowness was refreshed."""
+        if completion_tokens < _MIN_TOKENS or not 0.0 < seconds < math.inf:  # NaN too
+            return False
+        buckets = self.samples.get(replica_id)
+        if buckets is None:
+            buckets = self.samples[replica_id] = {}
+        bucket = max(1, load).bit_length()
+        kept = buckets.get(bucket)
+        if kept is None:
+            kept = buckets[bucket] = deque(maxlen=_PER_BUCKET)
+        kept.append(seconds / completion_tokens)
+        self._fresh += 1
+        if self._fresh < _REFRESH:
+            return False
+        self._fresh = 0
+        self._refresh()
+        return True
+
+    def forget(self, replica_id: ReplicaId) -> None:
+        self.samples.pop(replica_id, None)
+        self.slowness.pop(replica_id, None)
+
+    def _refresh(self) -> None:
+        medians: dict[int, dict[ReplicaId, float]] = {}
+        for replica_id, buckets in self.samples.items():
+            for bucket, kept in buckets.items():
+                if len(kept) >= _MIN_SAMPLES:
+                    ordered = sorted(kept)
+                    medians.setdefault(bucket, {})[replica_id] = ordered[int(_QUANTILE * (len(ordered) - 1))]
+        logs: dict[ReplicaId, list[float]] = {}
+        for per_replica in medians.values():
+            if len(per_replica) < 2:
+                continue  # one replica's bucket says nothing of how it compares
+            fastest = min(per_replica.values())
+            for replica_id, value in per_replica.items():
+                logs.setdefault(replica_id, []).append(math.log(value / fastest))
+        self.slowness = {}
+        for replica_id, ratios in logs.items():
+            ratio = math.exp(sum(ratios) / len(ratios))
+            if ratio >= self.above:
+                self.slowness[replica_id] = ratio

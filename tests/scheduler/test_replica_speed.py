@@ -1,0 +1,195 @@
+"""Replicas of different speed: measured from the calls' times at equal load (replica_speed.py), weighed in
+the load score and moving workflows bound to a slower replica to a faster one (stealing.py `speed_target`)."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import pytest
+
+from proxy.scheduler import ConfigError, Dispatch, ReplicaStats, SchedulerCore, Usage, build_policy
+from proxy.scheduler.replica_speed import ReplicaSpeeds
+from proxy.scheduler.scoring import least_request_scores
+from proxy.scheduler.stealing import StealingSpec, speed_target, steal_target
+from proxy.scheduler.types import ReplicaView
+from tests.clocks import Clock
+from tests.scheduler.test_saga_policy import call, make_core, only_dispatch, saga_spec
+
+
+def fill(speeds: ReplicaSpeeds, replica: str, load: int, s_per_token: float, n: int = 8) -> bool:
+    refreshed = False
+    for _ in range(n):
+        refreshed |= speeds.observe(replica, load, s_per_token * 100, 100)
+    return refreshed
+
+
+def test_a_replica_slower_at_the_same_load_is_measured_that_many_times_slower() -> None:
+    speeds = ReplicaSpeeds(above=1.5)
+    fill(speeds, "fast", 3, 0.01)
+    assert fill(speeds, "slow", 3, 0.03)  # the 16th sample refreshes
+    assert speeds.slowness == {"slow": pytest.approx(3.0)}
+
+
+def test_replicas_within_the_dead_band_are_all_counted_as_fast() -> None:
+    speeds = ReplicaSpeeds(above=1.5)
+    fill(speeds, "a", 3, 0.010)
+    fill(speeds, "b", 3, 0.014)
+    assert speeds.slowness == {}
+
+
+def test_a_busier_replica_is_not_taken_for_a_slower_one() -> None:
+    # one kind of replica: calls at load 20 take twice as long as at load 2, and each replica met only one
+    # of those loads: no bucket in common, nothing compared
+    speeds = ReplicaSpeeds(above=1.5)
+    fill(speeds, "busy", 20, 0.02)
+    fill(speeds, "light", 2, 0.01)
+    assert speeds.slowness == {}
+    # calls at a load both met compare alike: still one speed
+    fill(speeds, "busy", 2, 0.01)
+    fill(speeds, "light", 20, 0.02)
+    assert speeds.slowness == {}
+
+
+@pytest.mark.parametrize("seconds", [math.nan, math.inf, -1.0, 0.0])
+def test_unusable_call_times_and_short_answers_teach_nothing(seconds: float) -> None:
+    speeds = ReplicaSpeeds(above=1.5)
+    for _ in range(32):
+        speeds.observe("r", 1, seconds, 100)
+        speeds.observe("r", 1, 5.0, 15)  # below the token floor: mostly prefill and queue
+    assert speeds.samples.get("r", {}) == {}
+
+
+def test_a_forgotten_replica_leaves_nothing_behind() -> None:
+    speeds = ReplicaSpeeds(above=1.5)
+    fill(speeds, "fast", 3, 0.01)
+    fill(speeds, "slow", 3, 0.03)
+    speeds.forget("slow")
+    assert "slow" not in speeds.samples and "slow" not in speeds.slowness
+
+
+def test_slowness_one_leaves_the_load_score_as_it_was_and_weighs_it_otherwise() -> None:
+    views = [ReplicaView("a", in_flight=3), ReplicaView("b", in_flight=1, waiting=1)]
+    assert least_request_scores(views) == [1.0 / 4.0, 1.0 / 3.0]
+    views[1].slowness = 2.0
+    assert least_request_scores(views) == [1.0 / 4.0, 1.0 / 6.0]
+
+
+def test_speed_target_moves_only_to_a_faster_replica_less_loaded_by_weight() -> None:
+    slow = ReplicaView("slow", in_flight=4, slowness=3.0)
+    fast = ReplicaView("fast", in_flight=10)
+    mid = ReplicaView("mid", in_flight=0, slowness=2.5)
+    room = lambda r: True  # noqa: E731
+    # (1 + 10) x 1 < (1 + 4) x 3; mid is not 1.5 times faster than slow
+    assert speed_target(slow, [slow, fast, mid], room, 1.5) == "fast"
+    fast.in_flight = 14  # 15 >= 15: not less loaded
+    assert speed_target(slow, [slow, fast, mid], room, 1.5) is None
+    fast.in_flight = 0
+    assert speed_target(slow, [slow, fast], lambda r: False, 1.5) is None  # no room for the workflow
+    assert speed_target(fast, [slow, fast], room, 1.5) is None  # never from the fastest
+    fast.healthy = False
+    assert speed_target(slow, [slow, fast], room, 1.5) is None
+
+
+def test_speed_target_weighs_the_workflows_bound_between_calls_too() -> None:
+    # calls in flight miss the workflows in a tool call: the KV reserved for them counts them
+    slow = ReplicaView("slow", in_flight=1, slowness=2.0, reserved_tokens=20_000)
+    fast = ReplicaView("fast", in_flight=0, reserved_tokens=35_000)
+    room = lambda r: True  # noqa: E731
+    assert speed_target(slow, [slow, fast], room, 1.5, footprint=5_000) is None  # 40,000 >= 40,000
+    fast.reserved_tokens = 30_000
+    assert speed_target(slow, [slow, fast], room, 1.5, footprint=5_000) == "fast"
+
+
+def test_an_idle_replica_slower_than_the_bound_one_steals_nothing() -> None:
+    spec = StealingSpec()
+    bound = ReplicaView("fast", waiting=6, running=2)  # a backlog worth moving for
+    idle = ReplicaView("slow")
+    req = call("a", prompt_tokens=2_000)
+    room = lambda r: True  # noqa: E731
+    assert steal_target(spec, req, bound, [bound, idle], room) == "slow"
+    idle.slowness = 3.0  # the speed move would take the workflow back at its next call
+    assert steal_target(spec, req, bound, [bound, idle], room) is None
+    bound.slowness = 3.0  # as slow as each other: stealing as before
+    assert steal_target(spec, req, bound, [bound, idle], room) == "slow"
+
+
+def run_round(
+    core: SchedulerCore, clock: Clock, sessions: list[str], prompt: int, s_per_token: dict[str, float]
+) -> dict[str, str]:
+    """Each session sends a call at once, ending after 100 tokens at its replica's speed. Where each went."""
+    sent: list[tuple[str, Dispatch, int]] = []
+    for s in sessions:
+        req = call(s, prompt_tokens=prompt)
+        sent.append((s, only_dispatch(core.request_arrived(req)), prompt))
+    start = clock.now
+    where = {}
+    for s, d, p in sorted(sent, key=lambda x: s_per_token[x[1].replica_id]):
+        clock.now = max(clock.now, start + 100 * s_per_token[d.replica_id])
+        core.request_finished(d.request_id, Usage(p, 100, finish_reason="tool_calls"))
+        where[s] = d.replica_id
+    clock.now += 0.5  # the tool call
+    return where
+
+
+def test_workflows_bound_to_a_three_times_slower_replica_move_to_the_faster_one_and_not_back() -> None:
+    core, clock = make_core(replicas=2)
+    sessions = [f"agent{i}" for i in range(8)]
+    speed = {"r0": 0.01, "r1": 0.03}
+    first = run_round(core, clock, sessions, 1_000, speed)
+    assert sorted(first.values()).count("r1") == 4  # a burst splits by calls in flight: no speed known yet
+    # bound; at the second round each replica has 4 calls measured at 2-3 in flight
+    assert run_round(core, clock, sessions, 1_200, speed) == first and core.moves == 0
+    assert core.replicas["r1"].slowness == pytest.approx(3.0, rel=0.05)
+    assert core.replicas["r0"].slowness == 1.0
+    where = run_round(core, clock, sessions, 1_400, speed)
+    on_slow = [s for s in sessions if where[s] == "r1"]
+    # weighed by speed: the slow replica keeps about a quarter of the work
+    assert 1 <= len(on_slow) <= 2 and core.moves == 4 - len(on_slow)
+    assert core.admission is not None
+    assert all(core.admission.workflows[s].replica_id == where[s] for s in sessions)  # re-bound
+    moves = core.moves
+    for prompt in (1_600, 1_800):
+        assert run_round(core, clock, sessions, prompt, speed) == where  # settled: nothing moves back
+    assert core.moves == moves
+
+
+def test_a_homogeneous_fleet_under_uneven_load_moves_nothing() -> None:
+    # one kind of replica whose calls take longer the more run at once (as vLLM's steps do)
+    core, clock = make_core(replicas=2)
+    sessions = [f"agent{i}" for i in range(8)]
+    for n in range(5):
+        sent = []
+        for s in sessions:
+            req = call(s, prompt_tokens=1_000 + 200 * n)
+            sent.append(only_dispatch(core.request_arrived(req)))
+        start = clock.now
+        for d in sent:
+            load = core.replicas[d.replica_id].in_flight
+            clock.now = max(clock.now, start + 100 * 0.01 * (1 + load / 4))
+            core.request_finished(d.request_id, Usage(1_000, 100, finish_reason="tool_calls"))
+        clock.now += 0.5
+    assert all(v.slowness == 1.0 for v in core.replicas.values()) and core.moves == 0
+
+
+def test_slower_above_must_be_past_one_and_finite_and_none_measures_nothing() -> None:
+    for bad in (1.0, 0.5, math.inf, math.nan):
+        with pytest.raises(ConfigError, match=r"stealing\.slower_above"):
+            build_policy(saga_spec(stealing=StealingSpec(slower_above=bad)))
+    off = msgspec.structs.replace(saga_spec(), stealing=StealingSpec(rebalance_above=1.0, slower_above=None))
+    core, _ = make_core(spec=off)
+    assert core.speeds is None
+    core, _ = make_core()
+    assert core.speeds is not None  # the preset measures
+
+
+def test_calls_on_a_replica_with_an_engine_queue_say_nothing_of_its_speed() -> None:
+    # calls that wait for KV (or were preempted) take a time of the replica's load: homogeneous replicas
+    # under KV pressure measured 1.5-2x apart, and moving work off the slowed one cost 20% in the DES
+    core, clock = make_core(replicas=2)
+    core.replica_stats(ReplicaStats("r1", waiting=3))
+    sessions = [f"agent{i}" for i in range(8)]
+    for prompt in (1_000, 1_100, 1_200, 1_300, 1_400):
+        run_round(core, clock, sessions, prompt, {"r0": 0.01, "r1": 0.03})
+    assert core.speeds is not None and "r1" not in core.speeds.samples
+    assert core.replicas["r1"].slowness == 1.0 and core.moves == 0
