@@ -346,6 +346,7 @@ class SchedulerCore:
         if replica is not None and replica_down:
             replica.healthy = False
             self._check_stranded = True  # the next tick refuses the waiting calls no replica is left for
+            self._speed_unknown(replica)
         if self._session_done(flight, self.clock()) and self.admission is not None:
             self.admission.withdrawn(flight.req.session_id)
         if flight.req.pinned_replica:  # no other replica holds what it names: no retry elsewhere
@@ -428,9 +429,8 @@ class SchedulerCore:
         replica = self.replicas.get(flight.replica_id)
         if replica is None or replica.waiting:
             return False
-        return self.speeds.observe(
-            flight.replica_id, flight.load, now - flight.dispatched_at, completion_tokens
-        )
+        seconds = now - flight.dispatched_at
+        return self.speeds.observe(flight.replica_id, flight.load, seconds, completion_tokens, now)
 
     def _speeds_changed(self, speeds: ReplicaSpeeds) -> None:
         slowness = speeds.slowness
@@ -473,12 +473,21 @@ class SchedulerCore:
                 decisions = self._rehome(replica.replica_id)
             else:
                 decisions = self._pump(replica.replica_id)
+        if was_healthy and not replica.healthy:
+            self._speed_unknown(replica)
         if self.admission is not None:
             if replica.healthy:
                 decisions += self._admit_waiting()
             elif was_healthy:  # (reported down every health round while it stays down: once is enough)
                 decisions += self._refuse_stranded()
         return decisions
+
+    def _speed_unknown(self, replica: ReplicaView) -> None:
+        """A replica went down: it may come back restarted on other hardware, so what was measured of its
+        speed goes (replica_speed.py `forget`); it counts as fast as the others until measured again."""
+        if self.speeds is not None:
+            self.speeds.forget(replica.replica_id)
+            replica.slowness = 1.0
 
     def foreign_load(self, replica_id: ReplicaId, reserved_tokens: int, in_flight: int) -> list[Decision]:
         """The other workers of `saga serve --workers N` now reserve `reserved_tokens` of KV on the replica

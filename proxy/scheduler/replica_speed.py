@@ -2,17 +2,19 @@
 
 Contract (sans-IO; the core reports each served call, `observe`, and reads `slowness` into the replicas'
 views): a sample is a call's seconds from dispatch to its last token over its completion tokens (calls with
-at least `_MIN_TOKENS` completion tokens and a finite, positive time). A call's time grows with how busy
-its replica is, so samples are compared only between calls that met the same load: each goes into the
-bucket of the calls in flight on its replica when it was dispatched (1, 2-3, 4-7, ... : a bucket per power
-of two), the last `_PER_BUCKET` kept per replica and bucket. Every `_REFRESH` samples, for each bucket that
-at least two replicas filled with `_MIN_SAMPLES`, each such replica's median is divided by the lowest
-median of that bucket; a replica's ratio is the geometric mean of its buckets' ratios (1.0 with none
-shared). Its `slowness` is that ratio where it is at least `above`, else 1.0: replicas of one kind differ
-by their workloads (context lengths, prefills) within the dead band, and a homogeneous fleet is scheduled
-exactly as without this. Bounded: buckets x `_PER_BUCKET` floats per replica; `forget` drops a replica.
-Calls of several models are compared as one fleet: a fleet of two models shows the larger as slower,
-which only the moves among one model's replicas read (stealing.py).
+at least `_MIN_TOKENS` completion tokens and a finite, positive time; the core sends only calls dispatched
+to and ended at a replica with no engine queue). A call's time grows with how busy its replica is, so
+samples are compared only between calls that met the same load: each goes into the bucket of the calls in
+flight on its replica when it was dispatched (1, 2-3, 4-7, ...: a bucket per power of two), the last
+`_PER_BUCKET` kept per replica and bucket, none older than `_MAX_AGE_S`. Every `_REFRESH` samples, for
+each bucket that at least two replicas filled with `_MIN_SAMPLES`, each such replica's low quantile
+(`_QUANTILE`: its calls that met the least else) is divided by the lowest of that bucket; a replica's
+ratio is the geometric mean of its buckets' ratios (1.0 with none shared). Its `slowness` is that ratio
+where it is at least `above`, else 1.0: replicas of one kind differ by their workloads (context lengths,
+prefills) within the dead band, and a homogeneous fleet is scheduled exactly as without this. Bounded:
+buckets x `_PER_BUCKET` samples per replica; `forget` drops a replica (the core: one removed from the
+pool, or found down). Calls of several models are compared as one fleet: a fleet of two models shows the
+larger as slower, which only the moves among one model's replicas read (stealing.py).
 """
 
 from __future__ import annotations
@@ -27,18 +29,24 @@ _PER_BUCKET = 16
 _MIN_SAMPLES = 4
 _QUANTILE = 0.1
 _REFRESH = 8
+# A sample older than this is dropped: a replica that became slower (or faster) without restarting is
+# measured anew within it (its fastest old samples would otherwise set its low quantile for good)
+_MAX_AGE_S = 300.0
 
 
 class ReplicaSpeeds:
     def __init__(self, above: float) -> None:
         self.above = above
-        self.samples: dict[ReplicaId, dict[int, deque[float]]] = {}
+        self.samples: dict[ReplicaId, dict[int, deque[tuple[float, float]]]] = {}  # (when, s per token)
         self.slowness: dict[ReplicaId, float] = {}
         self._fresh = 0
 
-    def observe(self, replica_id: ReplicaId, load: int, seconds: float, completion_tokens: int) -> bool:
-        """A served call: the calls in flight on its replica at its dispatch (itself included), its time
-        from dispatch to end and its completion tokens. True when the replicas' slowness was refreshed."""
+    def observe(
+        self, replica_id: ReplicaId, load: int, seconds: float, completion_tokens: int, now: float = 0.0
+    ) -> bool:
+        """A served call ended at `now`: the calls in flight on its replica at its dispatch (itself included),
+        its time from dispatch to end and its completion tokens. True when the replicas' slowness was
+        refreshed."""
         if completion_tokens < _MIN_TOKENS or not 0.0 < seconds < math.inf:  # NaN too
             return False
         buckets = self.samples.get(replica_id)
@@ -48,24 +56,32 @@ class ReplicaSpeeds:
         kept = buckets.get(bucket)
         if kept is None:
             kept = buckets[bucket] = deque(maxlen=_PER_BUCKET)
-        kept.append(seconds / completion_tokens)
+        kept.append((now, seconds / completion_tokens))
         self._fresh += 1
         if self._fresh < _REFRESH:
             return False
         self._fresh = 0
-        self._refresh()
+        self._refresh(now)
         return True
 
     def forget(self, replica_id: ReplicaId) -> None:
+        """Drop what was measured of a replica: it left the pool, or went down (it may come back restarted
+        on other hardware: a replica restarted slower kept its fast samples, and its calls took 1.46x as
+        long as through a fresh proxy, in a review)."""
         self.samples.pop(replica_id, None)
         self.slowness.pop(replica_id, None)
 
-    def _refresh(self) -> None:
+    def _refresh(self, now: float) -> None:
         medians: dict[int, dict[ReplicaId, float]] = {}
+        horizon = now - _MAX_AGE_S
         for replica_id, buckets in self.samples.items():
-            for bucket, kept in buckets.items():
-                if len(kept) >= _MIN_SAMPLES:
-                    ordered = sorted(kept)
+            for bucket, kept in list(buckets.items()):
+                while kept and kept[0][0] < horizon:
+                    kept.popleft()
+                if not kept:
+                    del buckets[bucket]
+                elif len(kept) >= _MIN_SAMPLES:
+                    ordered = sorted(value for _, value in kept)
                     medians.setdefault(bucket, {})[replica_id] = ordered[int(_QUANTILE * (len(ordered) - 1))]
         logs: dict[ReplicaId, list[float]] = {}
         for per_replica in medians.values():

@@ -193,3 +193,30 @@ def test_calls_on_a_replica_with_an_engine_queue_say_nothing_of_its_speed() -> N
         run_round(core, clock, sessions, prompt, {"r0": 0.01, "r1": 0.03})
     assert core.speeds is not None and "r1" not in core.speeds.samples
     assert core.replicas["r1"].slowness == 1.0 and core.moves == 0
+
+
+def test_samples_older_than_the_age_bound_are_dropped() -> None:
+    # a replica that became slower without restarting: its fast old samples no longer set its low quantile
+    speeds = ReplicaSpeeds(above=1.5)
+    for _ in range(8):
+        speeds.observe("a", 3, 1.0, 100, now=0.0)
+        speeds.observe("b", 3, 1.0, 100, now=0.0)
+    assert speeds.slowness == {}
+    for _ in range(8):
+        speeds.observe("a", 3, 1.0, 100, now=400.0)
+        speeds.observe("b", 3, 3.0, 100, now=400.0)
+    assert speeds.slowness == {"b": pytest.approx(3.0)}
+    assert all(len(kept) == 8 for buckets in speeds.samples.values() for kept in buckets.values())
+
+
+def test_a_replica_found_down_is_measured_afresh() -> None:
+    # it may come back restarted on other hardware (a review: restarted slower, it kept its fast samples)
+    core, clock = make_core(replicas=2)
+    sessions = [f"agent{i}" for i in range(8)]
+    for prompt in (1_000, 1_200):
+        run_round(core, clock, sessions, prompt, {"r0": 0.01, "r1": 0.03})
+    assert core.speeds is not None and core.replicas["r1"].slowness > 1.5
+    core.replica_stats(ReplicaStats("r1", healthy=False))
+    assert core.replicas["r1"].slowness == 1.0 and "r1" not in core.speeds.samples
+    core.replica_stats(ReplicaStats("r1", healthy=True))
+    assert core.replicas["r1"].slowness == 1.0
