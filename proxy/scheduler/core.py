@@ -379,13 +379,8 @@ class SchedulerCore:
             )
         for on_finish in self.policy.finish_hooks:
             on_finish(req, flight.replica_id, usage)
-        if (
-            self.speeds is not None
-            and served
-            and flight.load
-            and self._sampled(flight, now, completion_tokens)
-        ):
-            self._speeds_changed(self.speeds)
+        if self.speeds is not None and served and flight.load:  # (load 0: not sampled at its dispatch)
+            self._measure_speed(flight, now, completion_tokens)
         retention, replica_id = self.policy.retention, flight.replica_id
         released = False
         if flight.retained and retention is not None and retention.release_after(req, replica_id, usage):
@@ -420,17 +415,18 @@ class SchedulerCore:
             decisions += self._end_if_done(session_id)
         return decisions
 
-    def _sampled(self, flight: _InFlight, now: float, completion_tokens: int) -> bool:
+    def _measure_speed(self, flight: _InFlight, now: float, completion_tokens: int) -> None:
         """A call sent to a replica with no engine queue ended: its time is a sample of the replica's speed
         if the replica still has none (calls waiting for KV there, or preempted, take a time of its load,
         not of its speed: homogeneous replicas under KV pressure measured 1.5-2x apart, and moving
-        workflows off the one slowed cost 20% of task time in the DES). True: the speeds were refreshed."""
-        assert self.speeds is not None
+        workflows off the one slowed cost 20% of task time in the DES)."""
+        speeds = self.speeds
         replica = self.replicas.get(flight.replica_id)
-        if replica is None or replica.waiting:
-            return False
+        if speeds is None or replica is None or replica.waiting:
+            return
         seconds = now - flight.dispatched_at
-        return self.speeds.observe(flight.replica_id, flight.load, seconds, completion_tokens, now)
+        if speeds.observe(flight.replica_id, flight.load, seconds, completion_tokens, now):
+            self._speeds_changed(speeds)
 
     def _speeds_changed(self, speeds: ReplicaSpeeds) -> None:
         slowness = speeds.slowness
@@ -487,7 +483,7 @@ class SchedulerCore:
         speed goes (replica_speed.py `forget`); it counts as fast as the others until measured again."""
         if self.speeds is not None:
             self.speeds.forget(replica.replica_id)
-            replica.slowness = 1.0
+            self._speeds_changed(self.speeds)
 
     def foreign_load(self, replica_id: ReplicaId, reserved_tokens: int, in_flight: int) -> list[Decision]:
         """The other workers of `saga serve --workers N` now reserve `reserved_tokens` of KV on the replica

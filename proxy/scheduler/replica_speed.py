@@ -2,8 +2,8 @@
 
 Contract (sans-IO; the core reports each served call, `observe`, and reads `slowness` into the replicas'
 views): a sample is a call's seconds from dispatch to its last token over its completion tokens (calls with
-at least `_MIN_TOKENS` completion tokens and a finite, positive time; the core sends only calls dispatched
-to and ended at a replica with no engine queue). A call's time grows with how busy its replica is, so
+at least `_MIN_TOKENS` completion tokens, a finite, positive time and no more than 1/`_MIN_S_PER_TOKEN`
+tokens a second; the core sends only calls dispatched to and ended at a replica with no engine queue). A call's time grows with how busy its replica is, so
 samples are compared only between calls that met the same load: each goes into the bucket of the calls in
 flight on its replica when it was dispatched (1, 2-3, 4-7, ...: a bucket per power of two), the last
 `_PER_BUCKET` kept per replica and bucket, none older than `_MAX_AGE_S`. Every `_REFRESH` samples, for
@@ -25,6 +25,9 @@ from collections import deque
 from proxy.scheduler.types import ReplicaId
 
 _MIN_TOKENS = 16  # below this a call's time is mostly its prefill and queue, not its decode speed
+# A million tokens a second for one sequence: no engine decodes that fast, so a faster sample comes from usage
+# that miscounts (a backend reporting 10^12 completion tokens made every other replica look slow)
+_MIN_S_PER_TOKEN = 1e-6
 _PER_BUCKET = 16
 _MIN_SAMPLES = 4
 _QUANTILE = 0.1
@@ -42,12 +45,15 @@ class ReplicaSpeeds:
         self._fresh = 0
 
     def observe(
-        self, replica_id: ReplicaId, load: int, seconds: float, completion_tokens: int, now: float = 0.0
+        self, replica_id: ReplicaId, load: int, seconds: float, completion_tokens: int, now: float
     ) -> bool:
         """A served call ended at `now`: the calls in flight on its replica at its dispatch (itself included),
         its time from dispatch to end and its completion tokens. True when the replicas' slowness was
         refreshed."""
         if completion_tokens < _MIN_TOKENS or not 0.0 < seconds < math.inf:  # NaN too
+            return False
+        per_token = seconds / completion_tokens
+        if per_token < _MIN_S_PER_TOKEN:
             return False
         buckets = self.samples.get(replica_id)
         if buckets is None:
@@ -56,7 +62,7 @@ class ReplicaSpeeds:
         kept = buckets.get(bucket)
         if kept is None:
             kept = buckets[bucket] = deque(maxlen=_PER_BUCKET)
-        kept.append((now, seconds / completion_tokens))
+        kept.append((now, per_token))
         self._fresh += 1
         if self._fresh < _REFRESH:
             return False
@@ -72,7 +78,7 @@ class ReplicaSpeeds:
         self.slowness.pop(replica_id, None)
 
     def _refresh(self, now: float) -> None:
-        medians: dict[int, dict[ReplicaId, float]] = {}
+        lows: dict[int, dict[ReplicaId, float]] = {}  # bucket -> replica -> its low quantile there
         horizon = now - _MAX_AGE_S
         for replica_id, buckets in self.samples.items():
             for bucket, kept in list(buckets.items()):
@@ -82,9 +88,9 @@ class ReplicaSpeeds:
                     del buckets[bucket]
                 elif len(kept) >= _MIN_SAMPLES:
                     ordered = sorted(value for _, value in kept)
-                    medians.setdefault(bucket, {})[replica_id] = ordered[int(_QUANTILE * (len(ordered) - 1))]
+                    lows.setdefault(bucket, {})[replica_id] = ordered[int(_QUANTILE * (len(ordered) - 1))]
         logs: dict[ReplicaId, list[float]] = {}
-        for per_replica in medians.values():
+        for per_replica in lows.values():
             if len(per_replica) < 2:
                 continue  # one replica's bucket says nothing of how it compares
             fastest = min(per_replica.values())

@@ -20,7 +20,7 @@ from tests.scheduler.test_saga_policy import call, make_core, only_dispatch, sag
 def fill(speeds: ReplicaSpeeds, replica: str, load: int, s_per_token: float, n: int = 8) -> bool:
     refreshed = False
     for _ in range(n):
-        refreshed |= speeds.observe(replica, load, s_per_token * 100, 100)
+        refreshed |= speeds.observe(replica, load, s_per_token * 100, 100, now=0.0)
     return refreshed
 
 
@@ -52,11 +52,12 @@ def test_a_busier_replica_is_not_taken_for_a_slower_one() -> None:
 
 
 @pytest.mark.parametrize("seconds", [math.nan, math.inf, -1.0, 0.0])
-def test_unusable_call_times_and_short_answers_teach_nothing(seconds: float) -> None:
+def test_unusable_call_times_short_answers_and_impossible_counts_teach_nothing(seconds: float) -> None:
     speeds = ReplicaSpeeds(above=1.5)
     for _ in range(32):
-        speeds.observe("r", 1, seconds, 100)
-        speeds.observe("r", 1, 5.0, 15)  # below the token floor: mostly prefill and queue
+        speeds.observe("r", 1, seconds, 100, now=0.0)
+        speeds.observe("r", 1, 5.0, 15, now=0.0)  # below the token floor: mostly prefill and queue
+        speeds.observe("r", 1, 1.0, 10**12, now=0.0)  # usage that miscounts: no engine decodes that fast
     assert speeds.samples.get("r", {}) == {}
 
 
