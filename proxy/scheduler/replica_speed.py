@@ -1,20 +1,20 @@
 """How much slower each replica serves a call than the fastest one, learned from the calls' own times.
 
 Contract (sans-IO; the core reports each served call, `observe`, and reads `slowness` into the replicas'
-views): a sample is a call's seconds from dispatch to its last token over its completion tokens (calls with
-at least `_MIN_TOKENS` completion tokens, a finite, positive time and no more than 1/`_MIN_S_PER_TOKEN`
-tokens a second; the core sends only calls dispatched to and ended at a replica with no engine queue). A call's time grows with how busy its replica is, so
-samples are compared only between calls that met the same load: each goes into the bucket of the calls in
-flight on its replica when it was dispatched (1, 2-3, 4-7, ...: a bucket per power of two), the last
-`_PER_BUCKET` kept per replica and bucket, none older than `_MAX_AGE_S`. Every `_REFRESH` samples, for
-each bucket that at least two replicas filled with `_MIN_SAMPLES`, each such replica's low quantile
-(`_QUANTILE`: its calls that met the least else) is divided by the lowest of that bucket; a replica's
-ratio is the geometric mean of its buckets' ratios (1.0 with none shared). Its `slowness` is that ratio
-where it is at least `above`, else 1.0: replicas of one kind differ by their workloads (context lengths,
-prefills) within the dead band, and a homogeneous fleet is scheduled exactly as without this. Bounded:
-buckets x `_PER_BUCKET` samples per replica; `forget` drops a replica (the core: one removed from the
-pool, or found down). Calls of several models are compared as one fleet: a fleet of two models shows the
-larger as slower, which only the moves among one model's replicas read (stealing.py).
+views): a sample is a call's seconds from dispatch to its last token over its completion tokens (calls with at
+least `_MIN_TOKENS` completion tokens, a finite, positive time and no more than 1/`_MIN_S_PER_TOKEN` tokens a
+second; the core sends only calls dispatched to and ended at a replica with no engine queue). A call's time
+grows with how busy its replica is, so samples are compared only between calls that met the same load: each
+goes into the bucket of the calls in flight on its replica when it was dispatched (1, 2-3, 4-7, ...: a bucket
+per power of two), the last `_PER_BUCKET` kept per replica and bucket, none older than `_MAX_AGE_S`. Every
+`_REFRESH` samples, for each bucket that at least two replicas filled with `_MIN_SAMPLES`, each such replica's
+low quantile (`_QUANTILE`: its calls that met the least else) is divided by the lowest of that bucket; a
+replica's ratio is the geometric mean of its buckets' ratios (1.0 with none shared). Its `slowness` is that
+ratio where it is at least `above`, else 1.0: replicas of one kind differ by their workloads (context lengths,
+prefills) within the dead band, and a homogeneous fleet is scheduled exactly as without this. Bounded: buckets
+x `_PER_BUCKET` samples per replica; `forget` drops a replica (the core: one removed from the pool, or found
+down). Calls of several models are compared as one fleet: a fleet of two models shows the larger as slower,
+which only the moves among one model's replicas read (stealing.py).
 """
 
 from __future__ import annotations
