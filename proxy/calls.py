@@ -33,7 +33,7 @@ from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
 from proxy.json_problems import json_problem
-from proxy.prompt_shape import estimated_tokens, prefix_hashes
+from proxy.prompt_shape import estimated_tokens, output_cap, prefix_hashes
 from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
 from proxy.scheduler import RequestInfo
 from proxy.tenant_salt import salted
@@ -263,6 +263,9 @@ def _prepared(
             else ""
         ),
         kv_resident=None if kv is None else kv.resident_estimated(who.session_id),
+        max_output_tokens=output_cap(
+            fields.max_tokens, fields.max_completion_tokens, fields.max_output_tokens
+        ),
     )
     options = fields.stream_options
     add_usage = (

@@ -65,6 +65,11 @@ class CallFields(msgspec.Struct, gc=False):
     system: msgspec.Raw = msgspec.Raw(b"")
     # read only with client API keys, whose tenants' calls are salted (proxy/tenant_salt.py)
     cache_salt: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    # the answer's cap in tokens (chat and completions, chat's newer name, the Responses API's): read only
+    # where it is a plain integer (`output_cap`), so no value the replica judges is refused here
+    max_tokens: msgspec.Raw = msgspec.Raw(b"")
+    max_completion_tokens: msgspec.Raw = msgspec.Raw(b"")
+    max_output_tokens: msgspec.Raw = msgspec.Raw(b"")
 
 
 class Identity(msgspec.Struct, frozen=True):

@@ -61,6 +61,18 @@ def prefix_hashes(raw: Buffer, seed: int = 0) -> tuple[int, ...]:
     return tuple(hashes)
 
 
+def output_cap(*caps: Buffer) -> int:
+    """The first of `caps` (a body's `max_tokens` and its other names, as sent) that is a positive JSON
+    integer of at most 9 digits, else 0: anything else (null, a float, a string, absent) is the replica's to
+    judge, and says nothing here."""
+    for raw in caps:
+        if raw:
+            text = bytes(raw)
+            if text.isdigit() and len(text) <= 9 and text[0] != 48:  # (48: "0", or a leading zero)
+                return int(text)
+    return 0
+
+
 class _Opening(msgspec.Struct):
     role: str = ""
     content: msgspec.Raw = msgspec.Raw(b"")

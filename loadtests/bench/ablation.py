@@ -20,13 +20,15 @@ from proxy.scheduler import PRESETS, PolicySpec
 from proxy.scheduler.registry import PluginSpec
 
 _SAGA = PRESETS["saga"]
-assert _SAGA.admission is not None and _SAGA.retention is not None
+assert _SAGA.admission is not None and _SAGA.retention is not None and _SAGA.stealing is not None
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "saga-no-admission": {"admission": None, "stealing": None},
     "saga-no-priority": {"prioritize": "off"},
     "saga-no-retention": {"retention": None},
     "saga-no-stealing": {"stealing": None},
+    # calls of one workflow in parallel all on its replica, room or not (the preset spills them)
+    "saga-no-spill": {"stealing": msgspec.structs.replace(_SAGA.stealing, spill=False)},
     # placement as session-affinity's: the bound replica, else the least loaded
     "saga-no-placement": {
         "scorers": [PluginSpec("session-affinity-scorer", 1.0), PluginSpec("least-request-scorer", 0.5)]

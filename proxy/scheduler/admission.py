@@ -170,6 +170,12 @@ class WorkflowAdmission:
         # split over shards (predictor/sharded.py): one dict of ~100,000 workflows rebuilds itself in one step
         self.workflows: ShardedDict[_Workflow] = ShardedDict(salt=5, start_up=True)
         self.reserved: dict[ReplicaId, int] = {}  # this worker's reservations plus the other workers'
+        # The KV of calls running beside another call of their workflow (`take_beside`), per replica, until
+        # they end (a workflow's reservation covers one call at a time). Weighed only where such a call may
+        # spill (`fits`), not in admission's room: counted in `reserved`, it admitted fewer new workflows
+        # beside subagents in their parent's session (task times 0.1-3.8% longer in the DES, four seeds of
+        # `swe-subagents-merged`, without any spill).
+        self.beside: dict[ReplicaId, int] = {}
         self.foreign: dict[ReplicaId, int] = {}  # the other workers' share of `reserved` (none: one process)
         self.foreign_waiting = 0  # new workflows waiting in the other workers' admission
         # `saga serve --workers N`: the workflows waiting in every worker (`max_waiting`: shared_bound.py)
@@ -188,6 +194,7 @@ class WorkflowAdmission:
         self._lapses: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._growth: OrderedDict[str, float] = OrderedDict()  # agent type -> mean context growth per call
+        self._output: OrderedDict[str, float] = OrderedDict()  # agent type -> mean completion tokens a call
         # agent type -> [holds a call came back into, holds that ran out unused, when one last held]
         self._hold_outcomes: OrderedDict[str, list[float]] = OrderedDict()
         self.admitted = 0
@@ -302,6 +309,48 @@ class WorkflowAdmission:
             or (self.spec.measured_room and _measured_room(replica, footprint))
         )
 
+    def call_tokens(self, req: RequestInfo) -> int:
+        """The KV a call takes that runs beside another call of its workflow (what its workflow reserves
+        covers one call at a time): its prompt and its answer, sized by the cap the call names (`max_tokens`),
+        else by its agent type's mean completion (the prior's growth a call until one is known). Not the
+        type's growth: calls of one session in parallel grow its context little, and 8 of them so sized went
+        to one replica whose KV held 5; nor the type's mean alone, which a session's short calls before its
+        long parallel ones kept low."""
+        output = req.max_output_tokens or self._output.get(
+            req.agent_type, self.predictor.config.priors.growth_tokens
+        )
+        return int(req.prompt_tokens + output)
+
+    def fits(self, replica: ReplicaView, tokens: int, prompt_tokens: int) -> bool:
+        """`tokens` more fit on `replica` beside what is reserved there and the calls running there beside
+        their workflows (`beside`), under its KV capacity (not past it by `overcommit`, which bets that
+        workflows between calls do not all peak at once: a call beside others runs now; nor by the rule
+        for an empty replica), and its KV takes `prompt_tokens`; a replica whose KV is unknown takes
+        anything."""
+        if not takes_prompt(replica, prompt_tokens):
+            return False
+        capacity = replica.kv_capacity_tokens
+        if capacity <= 0:
+            return True
+        limit = capacity * min(1.0, self.spec.overcommit)
+        held = self.reserved.get(replica.replica_id, 0) + self.beside.get(replica.replica_id, 0)
+        return held + tokens <= limit or (self.spec.measured_room and _measured_room(replica, tokens))
+
+    def take_beside(self, replica_id: ReplicaId, tokens: int) -> None:
+        """A call beside another of its workflow went to `replica_id`: its `tokens` count there, for `fits`,
+        until `give_back_beside`."""
+        self.beside[replica_id] = self.beside.get(replica_id, 0) + tokens
+
+    def give_back_beside(self, replica_id: ReplicaId, tokens: int) -> None:
+        """That call ended. Nothing to give back where its replica left the set meanwhile (`replica_gone`)."""
+        held = self.beside.get(replica_id, 0)
+        if held < tokens:
+            return
+        if held == tokens:
+            del self.beside[replica_id]
+        else:
+            self.beside[replica_id] = held - tokens
+
     def healthy_with_room(
         self, replicas: Iterable[ReplicaView], footprint: int, prompt_tokens: int = 0
     ) -> list[ReplicaView]:
@@ -365,8 +414,9 @@ class WorkflowAdmission:
 
     # -- admitted workflows -----------------------------------------------------------------------------
 
-    def dispatched(self, req: RequestInfo, replica_id: ReplicaId) -> bool:
-        """A call of an admitted workflow went to `replica_id`: it is live there (re-bound if it moved).
+    def dispatched(self, req: RequestInfo, replica_id: ReplicaId, spilled: bool = False) -> bool:
+        """A call of an admitted workflow went to `replica_id`: it is live there (re-bound if it moved; not
+        when `spilled` there beside another of its calls: it stays bound, and False is returned).
         Returns `may_hold`: whether the call is worth a retention on its replica (the core asks none for a
         workflow that would not hold: for every call of a type whose one-shot sessions never come back, a
         retention kept half a replica's KV for them, 0.55x round-robin's calls in an adversarial review)."""
@@ -387,6 +437,11 @@ class WorkflowAdmission:
             wf.went_on = True
         wf.prompt = size
         prompt_tokens = req.prompt_tokens
+        if spilled:
+            wf.in_flight += 1
+            wf.quiet_at = None
+            self._reserve(wf, wf.footprint)
+            return False
         if wf.replica_id != replica_id:
             self._reserve(wf, 0)
             wf.replica_id = replica_id
@@ -415,11 +470,12 @@ class WorkflowAdmission:
             if not in_flight:
                 self._lapse(wf)
             return False
+        self._learn(self._output, wf.agent_type, completion_tokens)
         if prompt_tokens > 0:  # unknown (0): keep what we knew
             context = prompt_tokens + completion_tokens
             before = wf.context
             if context > before:
-                self._learn_growth(wf.agent_type, context - before)
+                self._learn(self._growth, wf.agent_type, context - before)
             wf.context = context  # may shrink: an agent that compacts its history
         if in_flight:
             return False
@@ -599,6 +655,7 @@ class WorkflowAdmission:
                 wf.replica_id = _UNBOUND
         self.reserved.pop(replica_id, None)
         self.foreign.pop(replica_id, None)
+        self.beside.pop(replica_id, None)
 
     def foreign_reserved(self, replica_id: ReplicaId, tokens: int) -> bool:
         """The other workers now reserve `tokens` on the replica in all; True when that is less than before
@@ -729,15 +786,16 @@ class WorkflowAdmission:
             return False
         return True
 
-    def _learn_growth(self, agent_type: str, growth: int) -> None:
-        prior = self._growth.get(agent_type)
+    def _learn(self, means: OrderedDict[str, float], agent_type: str, value: int) -> None:
+        """A moving mean per agent type (`_growth`, `_output`), at most `max_agent_types` of them."""
+        prior = means.get(agent_type)
         if prior is None:
-            self._growth[agent_type] = growth
-            if len(self._growth) > self.spec.max_agent_types:
-                self._growth.popitem(last=False)
+            means[agent_type] = value
+            if len(means) > self.spec.max_agent_types:
+                means.popitem(last=False)
         else:
-            self._growth[agent_type] = prior + _GROWTH_EWMA * (growth - prior)
-            self._growth.move_to_end(agent_type)
+            means[agent_type] = prior + _GROWTH_EWMA * (value - prior)
+            means.move_to_end(agent_type)
 
 
 def _size(req: RequestInfo) -> int:

@@ -30,11 +30,11 @@ from fairness import TenantLedger, TenantsConfig
 from predictor import Predictor
 from predictor.sharded import ShardedLru
 from proxy.scheduler.admission import WorkflowAdmission, takes_prompt
-from proxy.scheduler.framework import RoutingPolicy
+from proxy.scheduler.framework import RoutingPolicy, Scorer
 from proxy.scheduler.release import HeldCall, ReleaseQueue
 from proxy.scheduler.replica_speed import ReplicaSpeeds
 from proxy.scheduler.shared_bound import SharedCount
-from proxy.scheduler.stealing import speed_target, steal_target
+from proxy.scheduler.stealing import recompute_s, speed_target, spill_target, steal_target
 from proxy.scheduler.types import (
     Decision,
     Dispatch,
@@ -61,6 +61,7 @@ _SLO_PRIORITY_LEAD = 1 << 40  # workflow-age priorities of interactive tenants a
 # Python class there, and its fields cost a lookup each from compiled code).
 class _InFlight:
     __slots__ = (
+        "beside",
         "dispatched_at",
         "first_token_at",
         "load",
@@ -91,6 +92,9 @@ class _InFlight:
         # where replicas' speed is measured (`SchedulerCore.speeds`)
         self.dispatched_at = 0.0
         self.load = 0
+        # the KV it takes beside another call of its workflow, counted on its replica while it runs, where
+        # such calls weigh room (`WorkflowAdmission.take_beside`); 0: a call its workflow's reservation covers
+        self.beside = 0
 
 
 # Acyclic (mypyc): every field is a number or a string, so an instance can be in no reference cycle and the
@@ -184,6 +188,7 @@ class SchedulerCore:
         self.tenant_stats = TenantLedger(tenants)
         self._workflows_seen = 0
         self.moves = 0  # calls of bound workflows that work stealing moved to an idle replica
+        self.spills = 0  # calls sent beside another of their workflow to another replica (`_spill_target`)
         self._tick_at = 0.0  # the last tick's time: the holds due by then lapse in `tick` and `tick_more`
         # Replicas an operator is draining (the admin API; the shell's health loop reports them unhealthy,
         # so nothing new goes there): a pinned call still goes to one, only it holds what the call continues.
@@ -221,6 +226,11 @@ class SchedulerCore:
         # How much slower each replica serves calls than the fastest (replica_speed.py): the load scorer
         # and the moves of bound workflows read it from the views' `slowness`
         stealing = policy.stealing
+        self._spill = policy.admission is not None and stealing is not None and stealing.spill
+        # the policy's prefix scorer, if any: where a spilled call's prompt is held already (`_spill_target`)
+        self._prefix_scorer: Scorer | None = next(
+            (s for s, _ in policy.scorers if s.type_name == "prefix-cache-scorer"), None
+        )
         self.speeds = (
             None
             if stealing is None or stealing.slower_above is None
@@ -279,10 +289,16 @@ class SchedulerCore:
         if req.pinned_replica:
             return self._pinned(req)
         if self.admission is not None:
-            if not self.admission.is_admitted(session_id):
+            wf = self.admission.workflows.get(session_id)
+            if wf is None:
                 if req.parent_session and self.admission.is_admitted(req.parent_session):
                     return self._admit_subagent(req)
                 return self._wait_for_admission(req)
+            if wf.in_flight and self._spill:  # beside another call of its workflow
+                to = self._spill_target(req, wf.replica_id, wf.footprint)
+                if to is not None:
+                    self.spills += 1
+                    return self._proceed(msgspec.structs.replace(req, spilled=True), set(), to)
             return self._proceed(req, set(), self._place_admitted(req))
         return self._proceed(req, set())
 
@@ -342,7 +358,7 @@ class SchedulerCore:
         flight = self.in_flight.pop(request_id, None)
         if flight is None:
             return []
-        replica = self._call_ended_on(flight.replica_id)
+        replica = self._call_ended_on(flight)
         if replica is not None and replica_down:
             replica.healthy = False
             self._check_stranded = True  # the next tick refuses the waiting calls no replica is left for
@@ -358,7 +374,7 @@ class SchedulerCore:
         flight = self.in_flight.pop(request_id, None)
         if flight is None:
             return []
-        self._call_ended_on(flight.replica_id)
+        self._call_ended_on(flight)
         now = self.clock()  # one reading for the whole event (the same in the DES, whose clock stands still)
         req = flight.req
         current = self._session_done(flight, now)
@@ -688,9 +704,13 @@ class SchedulerCore:
             self.admission.replica_gone(replica_id)
             self._check_stranded = True  # the next tick refuses the waiting calls no replica is left for
 
-    def _call_ended_on(self, replica_id: ReplicaId) -> ReplicaView | None:
-        """One call of this process's on `replica_id` ended: its view counts one fewer (or, the replica taken
-        out of the pool, its departed calls do). The view, if the replica is in the pool."""
+    def _call_ended_on(self, flight: _InFlight) -> ReplicaView | None:
+        """One call of this process's on its replica ended: its view counts one fewer (or, the replica taken
+        out of the pool, its departed calls do), and the KV it took beside its workflow is free. The view, if
+        the replica is in the pool."""
+        replica_id = flight.replica_id
+        if flight.beside and self.admission is not None:
+            self.admission.give_back_beside(replica_id, flight.beside)
         replica = self.replicas.get(replica_id)
         if replica is not None:
             replica.in_flight -= 1
@@ -710,7 +730,11 @@ class SchedulerCore:
             "in_flight": len(self.in_flight),
             "queued": len(self.release) if self.release is not None else 0,
             "sessions": len(self.sessions),
-            **({"admission": self.admission.snapshot(), "moves": self.moves} if self.admission else {}),
+            **(
+                {"admission": self.admission.snapshot(), "moves": self.moves, "spills": self.spills}
+                if self.admission
+                else {}
+            ),
         }
 
     # -- internals ------------------------------------------------------------------------------------
@@ -954,6 +978,33 @@ class SchedulerCore:
         if self.policy.affinity_decides and (not filters or all(f.filter(req, [bound]) for f in filters)):
             return bound.replica_id
         return None
+
+    def _spill_target(self, req: RequestInfo, bound_id: ReplicaId, footprint: int) -> ReplicaId | None:
+        """Where a call that comes beside another call of its admitted workflow spills (stealing.py
+        `spill_target`), the workflow staying bound to `bound_id`; None: it goes on as any call of its
+        workflow does. It spills only where its bound replica has no KV room left for it (what it takes of
+        its own, `call_tokens`, beside the reservations there and the other calls spilled or running beside
+        theirs, and the part of the workflow's first call in flight that its `footprint` does not cover,
+        taken as alike: a fan-out's calls are, and a short conversation's footprint does not hold one of
+        them) or a backlog that makes it wait longer than recomputing its prompt elsewhere (work
+        stealing's rule). Before, such calls all went to the bound replica: 8 parallel calls of one session
+        ran there at 1.45x round-robin's time while the other replica idled, and an app sending one
+        `prompt_cache_key` for all its calls was served at 0.61x round-robin's rate."""
+        admission, spec = self.admission, self.policy.stealing
+        assert admission is not None and spec is not None
+        bound = self.replicas.get(bound_id)
+        prompt = req.prompt_tokens
+        if bound is None or not bound.healthy or req.pinned_replica or not takes_prompt(bound, prompt):
+            return None  # (a prompt past its replica's KV moves the workflow: `_outgrown`)
+        tokens = admission.call_tokens(req)
+        backlog = bound.waiting + bound.queued
+        waits = backlog > 0 and backlog * spec.call_s / max(1, bound.running) > recompute_s(spec, prompt)
+        if not waits and admission.fits(bound, tokens + max(0, tokens - footprint), prompt):
+            return None
+        replicas = list(self._for_model(req, self.replicas.values()))
+        prefix = self._prefix_scorer
+        cached = prefix.score_each(req, replicas) if prefix is not None and req.prefix_hashes else ()
+        return spill_target(bound, replicas, lambda r: admission.fits(r, tokens, prompt), prompt, cached)
 
     def _outgrown(self, req: RequestInfo, footprint: int, bound: ReplicaView) -> ReplicaId | None:
         """Where a call goes whose prompt is past its bound replica's KV (a replica restarted smaller, or a
@@ -1297,10 +1348,18 @@ class SchedulerCore:
         priority = self._priority(session)
         session.in_flight += 1
         session.calls += 1
-        for on_dispatch in self.policy.dispatch_hooks:
-            on_dispatch(req, replica_id)
         admission = self.admission
-        holds = admission is None or admission.dispatched(req, replica_id)
+        spilled = False
+        if self._spill and admission is not None:
+            wf = admission.workflows.get(session_id)
+            if wf is not None and wf.in_flight:  # beside another call of its workflow: KV of its own
+                spilled = req.spilled and replica_id != wf.replica_id
+                flight.beside = tokens = admission.call_tokens(req)
+                admission.take_beside(replica_id, tokens)
+        # a spilled call leaves its workflow bound where it was (no session affinity hook)
+        for on_dispatch in self.policy.spill_hooks if spilled else self.policy.dispatch_hooks:
+            on_dispatch(req, replica_id)
+        holds = admission is None or admission.dispatched(req, replica_id, spilled)
         # a replica with a CPU KV tier reloads an evicted prefix over PCIe for far less than a re-prefill
         # costs, so a retention that would rather let the KV go there is not asked for one
         retention = self.policy.retention

@@ -37,6 +37,9 @@ class Plugin:
     Params: ClassVar[type[PluginParams]] = PluginParams
     # Whether the plugin reads `RequestInfo.prefix_hashes` (the shell computes them only when one does).
     uses_prefix_hashes: ClassVar[bool] = False
+    # Whether `on_dispatch` binds the call's session to the replica (session affinity): not called for a
+    # call spilled beside its workflow (`RequestInfo.spilled`), whose workflow stays where it was.
+    binds_sessions: ClassVar[bool] = False
 
     def __init__(self, params: PluginParams, rng: random.Random) -> None:
         self.params = params
@@ -161,6 +164,9 @@ class RoutingPolicy:
         self.plugins: list[Plugin] = [*self.filters, *(s for s, _ in self.scorers), picker, *extra]
         # The dispatch hooks some plugin implements (the core calls them on every call: no call to a no-op).
         self.dispatch_hooks = [p.on_dispatch for p in self.plugins if _overrides(p, "on_dispatch")]
+        self.spill_hooks = [
+            p.on_dispatch for p in self.plugins if _overrides(p, "on_dispatch") and not p.binds_sessions
+        ]
         self.finish_hooks = [p.on_finish for p in self.plugins if _overrides(p, "on_finish")]
         self.session_end_hooks = [p.on_session_end for p in self.plugins if _overrides(p, "on_session_end")]
         self.wants_prefix_hashes = any(p.uses_prefix_hashes for p in self.plugins)

@@ -87,6 +87,11 @@ class StealingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # the fastest, calls for calls alike, counts its load that many times over, and a workflow bound there
     # moves to a faster one less loaded by that count (None: speed is not measured)
     slower_above: float | None = 1.5
+    # Spill: a call that comes while another call of its workflow runs (parallel tool calls, subagents naming
+    # their parent's session, an app sending one `prompt_cache_key` for all its calls) goes to another
+    # replica, the workflow staying bound, when its replica has no KV room left for it or a backlog that
+    # makes it wait longer than a recompute elsewhere (stealing.py `spill_target`)
+    spill: bool = True
 
     def validate(self) -> None:
         for name in ("call_s", "prefill_s_per_token", "attention_tokens"):

@@ -27,14 +27,31 @@ Contract (pure; the core asks on each call of an admitted workflow, before routi
   never back (the fastest has slowness 1.0), so no workflow moves to and fro; the weighted count leaves the
   slower replicas the share of the work their speed serves as fast. Without it a workflow stayed where it
   first went: with one replica three times slower, half of a burst's agents ran there to the end.
+- Spill (`spill_target`, `spill`): a call that comes while another call of its workflow runs, and whose
+  bound replica has no KV room for it or makes it wait (the core's `_spill_target` says when), goes to a
+  healthy replica that takes its prompt: one with room for it and no backlog (nothing waiting in its
+  engine, nothing held for it), one holding `SPILL_CACHED_SHARE` of its prompt first (the prefix index),
+  then the least loaded by (1 + in_flight + queued) x slowness. Where none has room: the least loaded
+  replica with the call, the bound one included, or one loaded at most one call more that holds the
+  prompt (the bound replica on a tie: it stays). So calls of one session spread by their calls in flight
+  once every replica has a backlog (leaving out replicas with a backlog sent one app's calls under one key
+  all to one replica again, until the other had drained to idle). The workflow stays bound (its next call
+  alone goes back), nothing is retained for the call where it went, and the spill is counted (`spills`).
+  Moving the whole workflow instead (as stealing does) took every later call with it, so the calls of one
+  session in parallel went on sharing one replica, now the other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from proxy.scheduler.specs import StealingSpec as StealingSpec  # re-exported: its home before
 from proxy.scheduler.types import ReplicaId, ReplicaView, RequestInfo
+
+# A replica with room that holds at least this share of a spilled call's prompt takes it before a less
+# loaded one (the prefix index's figure): a fan-out's calls share their session's prefix, and go on where
+# the first spilled call took it rather than to the least loaded replica of the moment.
+SPILL_CACHED_SHARE = 0.5
 
 
 def recompute_s(spec: StealingSpec, prompt_tokens: int) -> float:
@@ -103,6 +120,49 @@ def speed_target(
         if has_room(r):
             best, best_load = r, load
     return best.replica_id if best is not None else None
+
+
+def spill_target(
+    bound: ReplicaView,
+    replicas: Sequence[ReplicaView],
+    fits: Callable[[ReplicaView], bool],
+    prompt_tokens: int,
+    cached: Sequence[float] = (),
+) -> ReplicaId | None:
+    """The replica a call beside another of its workflow spills to from `bound`, or None to stay.
+    `replicas`: those it may go to, `bound` among them; `cached`: the share of the call's prompt each of
+    them holds (the prefix index's), if known."""
+    room: ReplicaView | None = None
+    room_key: tuple[bool, float] = (False, 0.0)
+    loads: list[tuple[float, bool, ReplicaView]] = []
+    for i, r in enumerate(replicas):
+        if not r.healthy:
+            continue
+        capacity = r.kv_capacity_tokens
+        if 0 < capacity < prompt_tokens:  # past its context: it would refuse the call
+            continue
+        holds = bool(cached) and cached[i] >= SPILL_CACHED_SHARE
+        load = (1.0 + r.in_flight + r.queued) * r.slowness
+        loads.append((load, holds, r))
+        if r is not bound and not r.waiting and not r.queued and fits(r):
+            key = (holds, -load)
+            if room is None or key > room_key:
+                room, room_key = r, key
+    if room is not None:
+        return room.replica_id
+    if not loads:
+        return None
+    # none has room: the least loaded with the call, or one within a call of it that holds the prompt (the
+    # bound replica on a tie)
+    least = min(load for load, _, _ in loads)
+    best: ReplicaView | None = None
+    best_rank: tuple[bool, float, bool] = (False, 0.0, False)
+    for load, holds, r in loads:
+        if load <= least + 1.0:
+            rank = (holds, -load, r is bound)
+            if best is None or rank > best_rank:
+                best, best_rank = r, rank
+    return None if best is None or best is bound else best.replica_id
 
 
 def _rebalance_target(

@@ -53,6 +53,12 @@ class RequestInfo(msgspec.Struct, frozen=True):
     # prompt tokens); None when the proxy takes no KV events (then policies assume a replica holds what
     # they sent it and has not evicted it).
     kv_resident: dict[ReplicaId, int] | None = None
+    # The call's cap on its answer's tokens (`max_tokens` and its other names), 0 when it names none: what
+    # a call beside another of its workflow is sized by (admission.py `call_tokens`)
+    max_output_tokens: int = 0
+    # Sent beside another call of its workflow to a replica other than the workflow's (the core's spill:
+    # stealing.py `spill_target`): the workflow stays bound where it was, and nothing is retained for it.
+    spilled: bool = False
 
 
 class Usage(msgspec.Struct, frozen=True):

@@ -21,6 +21,7 @@ class SessionAffinityScorer(Scorer):
     session). Bounded memory: a binding lives until `on_session_end`."""
 
     type_name = "session-affinity-scorer"
+    binds_sessions = True
 
     def __init__(self, params: PluginParams, rng: random.Random) -> None:
         super().__init__(params, rng)

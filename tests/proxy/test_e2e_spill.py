@@ -1,0 +1,122 @@
+"""End-to-end over loopback: calls of one session in parallel spill to another replica when theirs is full.
+
+Found by two reviews (docs/results/reliability.md, forty-eighth and forty-ninth sessions): an agent fanning
+out 8 parallel calls in its session sent all 8 to its replica, whose KV could not hold them, while the other
+idled (1.45x round-robin's time); an app sending one `prompt_cache_key` with every call (OpenAI's field,
+read as the session) had every call on one replica (0.61x round-robin's rate). What is asserted is where the
+calls went and what the proxy counted, never how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from proxy.config import ProxyConfig
+from proxy.scheduler.registry import PRESETS
+from proxy.server import running_proxy
+from simulator.server import ReplicaFleet, start_fleet
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[ReplicaFleet]:
+    fleet = await start_fleet(2, profile="tiny-cpu")  # 4,224 tokens of KV each
+    yield fleet
+    await fleet.close()
+
+
+def config(fleet: ReplicaFleet, spill: bool = True) -> ProxyConfig:
+    saga = PRESETS["saga"]
+    assert saga.stealing is not None
+    policy = msgspec.structs.replace(saga, stealing=msgspec.structs.replace(saga.stealing, spill=spill))
+    return ProxyConfig(replicas=list(fleet.urls), port=0, seed=1, health_interval_s=0.2, policy=policy)
+
+
+async def capacities_known(http: aiohttp.ClientSession, url: str) -> None:
+    """Spill weighs each replica's KV: wait for the first probes to read it."""
+    for _ in range(100):
+        async with http.get(f"{url}/saga/v1/replicas") as r:
+            rows = (await r.json())["replicas"]
+        if all(row["kv_capacity_tokens"] > 0 for row in rows):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"replicas' KV capacity never read: {rows}")
+
+
+async def chat(http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]) -> str:
+    async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        await r.read()
+        return r.headers["X-Saga-Replica"]
+
+
+async def fan_out(fleet: ReplicaFleet, spill: bool) -> tuple[list[str], str, str, dict[str, Any]]:
+    """A session's first call, 8 calls of it at once (~650 tokens of KV each), then its next call alone:
+    the replicas of each, and the proxy's state."""
+    system = {"role": "system", "content": "You are a coding agent. " + "rules " * 200}
+    task = [system, {"role": "user", "content": "Task: fix the build. " + "detail " * 40}]
+    headers = {"X-Session-ID": "fan-out"}
+    async with (
+        running_proxy(config(fleet, spill)) as url,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+    ):
+        await capacities_known(http, url)
+        first = await chat(http, url, {"model": "saga-sim", "messages": task, "max_tokens": 16}, headers)
+        bodies = [
+            {
+                "model": "saga-sim",
+                "messages": [*task, {"role": "user", "content": f"explore part {k}: " + "area " * 30}],
+                "max_tokens": 300,
+                "ignore_eos": True,
+            }
+            for k in range(8)
+        ]
+        went = await asyncio.gather(*(chat(http, url, body, headers) for body in bodies))
+        after = await chat(http, url, {"model": "saga-sim", "messages": task, "max_tokens": 16}, headers)
+        async with http.get(f"{url}/saga/v1/state") as r:
+            state = await r.json()
+    return list(went), first, after, state
+
+
+async def test_parallel_calls_of_one_session_spill_to_the_other_replica(fleet: ReplicaFleet) -> None:
+    went, first, after, state = await fan_out(fleet, spill=True)
+    assert set(went) == set(fleet.urls), went  # both replicas ran part of the fan-out
+    assert state["spills"] == sum(r != first for r in went) >= 1, state
+    assert after == first  # the session stays bound where it was: its next call alone goes back
+    assert state["in_flight"] == 0
+    assert all(not row["in_flight"] for row in state["replicas"])
+
+
+async def test_with_spill_off_the_fan_out_stays_on_one_replica(fleet: ReplicaFleet) -> None:
+    """What the reviews found, and what `stealing.spill: false` still does (for ablations)."""
+    went, first, _, state = await fan_out(fleet, spill=False)
+    assert set(went) == {first}
+    assert state["spills"] == 0
+
+
+async def test_one_cache_key_for_an_app_s_one_shot_calls_uses_both_replicas(fleet: ReplicaFleet) -> None:
+    async with (
+        running_proxy(config(fleet)) as url,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+    ):
+        await capacities_known(http, url)
+        bodies = [
+            {
+                "model": "saga-sim",
+                "prompt_cache_key": "my-app",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": f"client {n} asks: " + "word " * 300}],
+            }
+            for n in range(16)
+        ]
+        went = await asyncio.gather(*(chat(http, url, body, {}) for body in bodies))
+        async with http.get(f"{url}/saga/v1/state") as r:
+            state = await r.json()
+    assert set(went) == set(fleet.urls), went
+    assert state["spills"] >= 1 and state["sessions"] == 1  # one session still, its calls spread
+    assert state["in_flight"] == 0
