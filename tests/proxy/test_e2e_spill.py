@@ -55,10 +55,12 @@ async def chat(http: aiohttp.ClientSession, url: str, body: dict[str, Any], head
         return r.headers["X-Saga-Replica"]
 
 
-async def fan_out(fleet: ReplicaFleet, spill: bool) -> tuple[list[str], str, str, dict[str, Any]]:
-    """A session's first call, 8 calls of it at once (~650 tokens of KV each), then its next call alone:
-    the replicas of each, and the proxy's state."""
-    system = {"role": "system", "content": "You are a coding agent. " + "rules " * 200}
+async def fan_out(
+    fleet: ReplicaFleet, spill: bool, context_words: int = 200, max_tokens: int = 500
+) -> tuple[list[str], str, str, dict[str, Any]]:
+    """A session's first call, 8 calls of it at once (sharing its prefix: system prompt and task; each
+    with `max_tokens` of answer), then its next call alone: the replicas of each, and the proxy's state."""
+    system = {"role": "system", "content": "You are a coding agent. " + "rules " * context_words}
     task = [system, {"role": "user", "content": "Task: fix the build. " + "detail " * 40}]
     headers = {"X-Session-ID": "fan-out"}
     async with (
@@ -71,7 +73,7 @@ async def fan_out(fleet: ReplicaFleet, spill: bool) -> tuple[list[str], str, str
             {
                 "model": "saga-sim",
                 "messages": [*task, {"role": "user", "content": f"explore part {k}: " + "area " * 30}],
-                "max_tokens": 300,
+                "max_tokens": max_tokens,
                 "ignore_eos": True,
             }
             for k in range(8)
@@ -84,6 +86,7 @@ async def fan_out(fleet: ReplicaFleet, spill: bool) -> tuple[list[str], str, str
 
 
 async def test_parallel_calls_of_one_session_spill_to_the_other_replica(fleet: ReplicaFleet) -> None:
+    """8 answers of 500 tokens beside one another: more than a replica's 4,224 tokens of KV."""
     went, first, after, state = await fan_out(fleet, spill=True)
     assert set(went) == set(fleet.urls), went  # both replicas ran part of the fan-out
     assert state["spills"] == sum(r != first for r in went) >= 1, state
@@ -120,3 +123,17 @@ async def test_one_cache_key_for_an_app_s_one_shot_calls_uses_both_replicas(flee
     assert set(went) == set(fleet.urls), went
     assert state["spills"] >= 1 and state["sessions"] == 1  # one session still, its calls spread
     assert state["in_flight"] == 0
+
+
+async def test_parallel_calls_sharing_a_long_prefix_stay_where_it_is_held() -> None:
+    """Found by a review of the change: each parallel call was counted with its whole prompt, so 8 short calls
+    over one long shared prefix (held once by vLLM's prefix cache) were judged past a replica with 73% of its
+    KV free, and half of them spilled and recomputed the prefix elsewhere (1.3-2x the fan-out's time). A
+    call is now counted with what the replica does not hold of its prompt."""
+    fleet = await start_fleet(2, profile="llama3-8b-h100", num_gpu_blocks=1_000, time_scale=20.0)  # 16k
+    try:
+        went, first, after, state = await fan_out(fleet, spill=True, context_words=2_000, max_tokens=32)
+    finally:
+        await fleet.close()
+    assert set(went) == {first} and after == first, went
+    assert state["spills"] == 0

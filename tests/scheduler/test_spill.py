@@ -209,3 +209,24 @@ def test_reservations_match_the_calls_in_flight_in_any_order_of_events(steps: li
         finish(core, Dispatch(live.pop(0), ""))
     reserved_matches(core)
     assert core.admission is not None and core.admission.beside == {}
+
+
+def test_parallel_calls_over_a_shared_prefix_count_only_what_their_replica_does_not_hold() -> None:
+    """vLLM keeps one copy of a prefix that calls share: 8 short calls over a 10k-token prefix held on their
+    replica take little KV of their own there, and stay (counted whole, half of them spilled: a review)."""
+    core = make_core(capacity=20_000)
+    assert core.admission is not None
+    prefix = tuple(range(1, 41))  # 40 chunks of 256 tokens (the discrete-event cluster's units)
+
+    def shared(n: int) -> RequestInfo:
+        req = call("fan", prompt_tokens=40 * 256 + n, max_output_tokens=100)
+        return msgspec.structs.replace(req, prefix_hashes=prefix)
+
+    first = only_dispatch(core.request_arrived(shared(0)))
+    fan = [only_dispatch(core.request_arrived(shared(n))) for n in range(1, 8)]
+    assert {d.replica_id for d in fan} == {first.replica_id} and core.spills == 0
+    held = core.admission.beside[first.replica_id]
+    assert 7 * 100 <= held <= 7 * (100 + 8)  # answers and the tails past the last chunk, not the prefix
+    # a prompt the replica does not hold is counted whole, and past its room it spills
+    other = msgspec.structs.replace(call("fan", prompt_tokens=12_000), prefix_hashes=tuple(range(100, 147)))
+    assert only_dispatch(core.request_arrived(other)).replica_id != first.replica_id
