@@ -28,10 +28,10 @@ from collections.abc import Sized
 import msgspec
 from xxhash import xxh3_64_intdigest
 
-from proxy.scheduler.types import PREFIX_CHUNK_TOKENS
+from proxy.scheduler.types import PREFIX_CHUNK_BYTES
 
 BYTES_PER_TOKEN = 4
-CHUNK_BYTES = BYTES_PER_TOKEN * PREFIX_CHUNK_TOKENS
+CHUNK_BYTES = PREFIX_CHUNK_BYTES
 Buffer = bytes | memoryview | msgspec.Raw
 SIGNATURE_SYSTEM_BYTES = 2048
 SIGNATURE_TOOLS_BYTES = 64 * 1024

@@ -436,21 +436,16 @@ class WorkflowAdmission:
         if goes_on:
             wf.went_on = True
         wf.prompt = size
-        prompt_tokens = req.prompt_tokens
-        if spilled:
-            wf.in_flight += 1
-            wf.quiet_at = None
-            self._reserve(wf, wf.footprint)
-            return False
-        if wf.replica_id != replica_id:
-            self._reserve(wf, 0)
-            wf.replica_id = replica_id
-        if prompt_tokens > wf.context:
-            wf.context = prompt_tokens
+        if not spilled:  # (a spilled call leaves its workflow's binding and context as they were)
+            if wf.replica_id != replica_id:
+                self._reserve(wf, 0)
+                wf.replica_id = replica_id
+            if req.prompt_tokens > wf.context:
+                wf.context = req.prompt_tokens
         wf.in_flight += 1
         wf.quiet_at = None
         self._reserve(wf, wf.footprint)
-        return self.may_hold(wf)
+        return not spilled and self.may_hold(wf)
 
     def finished(
         self, session_id: str, prompt_tokens: int, completion_tokens: int, now: float, served: bool = True

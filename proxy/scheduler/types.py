@@ -11,6 +11,7 @@ import msgspec
 
 ReplicaId = str
 PREFIX_CHUNK_TOKENS = 256
+PREFIX_CHUNK_BYTES = 4 * PREFIX_CHUNK_TOKENS  # over HTTP: bytes of the prompt's JSON, ~4 a token
 
 
 class RequestInfo(msgspec.Struct, frozen=True):

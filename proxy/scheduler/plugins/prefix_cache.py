@@ -16,7 +16,7 @@ from proxy.scheduler.framework import PluginParams, Scorer, by_replica
 from proxy.scheduler.plugin_params import PrefixCacheParams
 from proxy.scheduler.prefix_index import PrefixIndex
 from proxy.scheduler.scoring import prefix_scores
-from proxy.scheduler.types import PREFIX_CHUNK_TOKENS, ReplicaId, ReplicaView, RequestInfo
+from proxy.scheduler.types import PREFIX_CHUNK_BYTES, PREFIX_CHUNK_TOKENS, ReplicaId, ReplicaView, RequestInfo
 
 
 class PrefixCacheScorer(Scorer):
@@ -40,34 +40,33 @@ class PrefixCacheScorer(Scorer):
         if not total:
             return [0.0] * len(replicas)
         scores = prefix_scores(self.index.depths(req.prefix_hashes, replicas), total)  # compiled
-        resident = req.kv_resident
-        if resident and req.prompt_tokens > 0:  # the replicas' own word, where they gave it
-            for i, r in enumerate(replicas):
-                held = resident.get(r.replica_id)
-                if held is not None:
-                    scores[i] = min(1.0, held / req.prompt_tokens)
-        return scores
+        return _resident_shares(req, replicas, scores)
 
     def held_each(self, req: RequestInfo, replicas: Sequence[ReplicaView]) -> list[float]:
         """The share of the call's whole prompt each of `replicas` holds (not a score: its leading chunks
         matched over the prompt's length, its last part short of a chunk counted as not held), or the
         replica's own word where KV events give it; all 0 when the call carries no prefix hashes. Over HTTP
-        a chunk is `4 x PREFIX_CHUNK_TOKENS` bytes of the prompt (proxy/prompt_shape.py), in the
+        a chunk is `PREFIX_CHUNK_BYTES` of the prompt (proxy/prompt_shape.py), in the
         discrete-event cluster (no body) `PREFIX_CHUNK_TOKENS` tokens."""
         hashes = req.prefix_hashes
-        size, chunk = req.prompt_chars, 4 * PREFIX_CHUNK_TOKENS
+        size, chunk = req.prompt_chars, PREFIX_CHUNK_BYTES
         if not size:
             size, chunk = req.prompt_tokens, PREFIX_CHUNK_TOKENS
         if not hashes or size <= 0:
             return [0.0] * len(replicas)
         shares = [min(1.0, depth * chunk / size) for depth in self.index.depths(hashes, replicas)]
-        resident = req.kv_resident
-        if resident and req.prompt_tokens > 0:
-            for i, r in enumerate(replicas):
-                held = resident.get(r.replica_id)
-                if held is not None:
-                    shares[i] = min(1.0, held / req.prompt_tokens)
-        return shares
+        return _resident_shares(req, replicas, shares)
 
     def on_dispatch(self, req: RequestInfo, replica_id: ReplicaId) -> None:
         self.index.insert(req.prefix_hashes, replica_id)
+
+
+def _resident_shares(req: RequestInfo, replicas: Sequence[ReplicaView], shares: list[float]) -> list[float]:
+    """`shares`, with the replicas' own word (KV events: `RequestInfo.kv_resident`) where they gave it."""
+    resident = req.kv_resident
+    if resident and req.prompt_tokens > 0:
+        for i, r in enumerate(replicas):
+            held = resident.get(r.replica_id)
+            if held is not None:
+                shares[i] = min(1.0, held / req.prompt_tokens)
+    return shares
