@@ -26,6 +26,7 @@ from proxy.context import (
     CORE,
     GATE,
     GUARDS,
+    KEY_CONVERSATIONS,
     KV_RESIDENCY,
     METRICS,
     MODELS,
@@ -69,7 +70,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def state(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CORE].snapshot())
+    # `cache_keys`: conversations told apart under one `prompt_cache_key` (proxy/cache_key_conversations.py)
+    keys = request.app[KEY_CONVERSATIONS]
+    shown = {"shared": keys.found, "split_calls": keys.split}
+    return web.json_response({**request.app[CORE].snapshot(), "cache_keys": shown})
 
 
 async def replicas(request: web.Request) -> web.Response:

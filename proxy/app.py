@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 from proxy import admin, calls, forward, models, passthrough, response_routes, sessions
 from proxy.aiohttp_drain import LIVE, ended_at_the_deadline
 from proxy.auth import authenticate
+from proxy.cache_key_conversations import CacheKeyConversations
 from proxy.config import ProxyConfig
 from proxy.context import (
     CHAIN_OWNERS,
@@ -28,6 +29,7 @@ from proxy.context import (
     CORE,
     GATE,
     GUARDS,
+    KEY_CONVERSATIONS,
     KV_RESIDENCY,
     METRICS,
     MODELS,
@@ -219,6 +221,7 @@ def create_app(
     app[GATE] = DecisionGate()
     app[GUARDS] = Guards(config.guard_params(), config.priority_reprobe_s)
     app[CHAINS] = PrefixChains()
+    app[KEY_CONVERSATIONS] = CacheKeyConversations()
     app[MODELS] = models
     app[RESOLVER] = resolver
     app[WORKERS] = workers

@@ -36,6 +36,7 @@ from proxy.context import (
     CORE,
     GATE,
     GUARDS,
+    KEY_CONVERSATIONS,
     KV_RESIDENCY,
     METRICS,
     POOL,
@@ -67,6 +68,7 @@ class CallShared:
         app = self.app
         self.core, self.gate, self.metrics, self.config = app[CORE], app[GATE], app[METRICS], app[CONFIG]
         self.chains, self.pool, self.guards = app[CHAINS], app[POOL], app[GUARDS]
+        self.key_conversations = app[KEY_CONVERSATIONS]
         self.releaser = app[RELEASER]
         self.response_owners = app.get(RESPONSE_OWNERS)
         self.chain_owners = app.get(CHAIN_OWNERS)

@@ -227,6 +227,9 @@ def _prepared(
             scope=tenant,
             agent_type_of=core.predictor.agent_type_of,
             session_live=core.first_call_pending,
+            key_conversations=shared.key_conversations,
+            session_known=core.holds_session,
+            session_busy=core.call_in_flight,
         )
     except IdentityError as e:
         raise ProxyError(400, e.message, param=e.param, code="invalid_identity") from e

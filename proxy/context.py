@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from proxy.cache_key_conversations import CacheKeyConversations
 from proxy.config import ProxyConfig
 from proxy.kv_residency import KvResidency
 from proxy.metrics import ProxyMetrics
@@ -81,6 +82,8 @@ GUARDS = web.AppKey("guards", Guards)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 CHAINS = web.AppKey("chains", PrefixChains)  # session inference by prefix chaining
+# the conversations under one `prompt_cache_key`, told apart
+KEY_CONVERSATIONS = web.AppKey("key_conversations", CacheKeyConversations)
 POOL = web.AppKey("pool", UpstreamPool)  # the data path's connections to replicas
 RELEASER = web.AppKey("releaser", RetentionReleaser)  # retentions the policy gives up before their TTL
 MODELS = web.AppKey("models", ReplicaModels)  # replica id -> the models it serves

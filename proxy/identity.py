@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 
 from proxy.auth import client_key
+from proxy.cache_key_conversations import CacheKeyConversations, opening_digest
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, Identity, SeenMessages, StreamOptions
 from proxy.lax_flags import lax_bool
@@ -217,18 +218,23 @@ def _inferred_session(
 
 def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | None:
     """The session the client named, in precedence order; raises IdentityError on a bad value."""
+    return _named_session(headers, fields)[0]
+
+
+def _named_session(headers: Mapping[str, str], fields: CallFields) -> tuple[str | None, bool]:
+    """`_explicit_session`, and whether its `prompt_cache_key` named it."""
     session = _first(headers, SESSION_HEADERS)
     if session is None and fields.session_id:
         session = check_id("session_id", fields.session_id)
     if session is None and (cache_key := _string(fields.prompt_cache_key)):
-        session = check_id("prompt_cache_key", cache_key)
+        return check_id("prompt_cache_key", cache_key), True
     if session is None and isinstance(fields.vllm_xargs, dict):
         xarg = fields.vllm_xargs.get("session_id")
         if xarg:
             if not isinstance(xarg, str):
                 raise IdentityError("vllm_xargs.session_id", "vllm_xargs.session_id must be a string")
             session = check_id("vllm_xargs.session_id", xarg)
-    return session
+    return session, False
 
 
 def ownership_key(
@@ -293,6 +299,9 @@ def identify(
     scope: str | None = None,
     agent_type_of: Callable[[str], str | None] | None = None,
     session_live: Callable[[str], bool] | None = None,
+    key_conversations: CacheKeyConversations | None = None,
+    session_known: Callable[[str], bool] | None = None,
+    session_busy: Callable[[str], bool] | None = None,
 ) -> Identity:
     """`headers` must be case-insensitive (aiohttp's CIMultiDict is); raises IdentityError on bad values.
     The tenant is the first of `tenant_sources` present (header names, or `api-key`), else "default".
@@ -305,9 +314,23 @@ def identify(
     and tools of its every call are not hashed again (up to 66 KiB of them a call).
     `session_live`: whether the scheduler holds a session of that id (by the id it knows) whose first call
     has not ended: a first call with that opening is another agent's (two agents given one task at once
-    were filed as one session: the thirteenth review)."""
+    were filed as one session: the thirteenth review).
+    `key_conversations`, `session_known`, `session_busy`: the conversations under one `prompt_cache_key`
+    are told apart (proxy/cache_key_conversations.py; the scheduler's `holds_session`, `call_in_flight`)."""
     decoded = None if seen is None else seen.messages
-    session = _explicit_session(headers, fields)
+    session, by_key = _named_session(headers, fields)
+    if by_key and key_conversations is not None and session_known is not None and session_busy is not None:
+        assert session is not None
+        scheduled = scheduled_session_id(session, False, scope)
+
+        def opening() -> int | None:
+            nonlocal decoded
+            decoded = _conversation(fields)
+            return None if decoded is None else opening_digest(decoded)
+
+        split = key_conversations.session_for(scheduled, opening, session_known, session_busy)
+        if split != scheduled:
+            session = split if scope is None else split.removeprefix(f"{scope}:")
     inferred = False
     prompt_chain = None
     if not session and fields.previous_response_id and chains is not None:

@@ -246,6 +246,17 @@ class SchedulerCore:
         session = self.sessions.get(session_id)
         return session is not None and session.calls == session.in_flight
 
+    def holds_session(self, session_id: str) -> bool:
+        """Whether a session of that id is live here."""
+        return self.sessions.get(session_id) is not None
+
+    def call_in_flight(self, session_id: str) -> bool:
+        """Whether a session of that id has a call waiting or running: an agent's calls follow one another,
+        so the shell looks at who else names its `prompt_cache_key` meanwhile
+        (proxy/cache_key_conversations.py)."""
+        session = self.sessions.get(session_id)
+        return session is not None and session.in_flight > 0
+
     def request_arrived(self, req: RequestInfo) -> list[Decision]:
         request_id, session_id = req.request_id, req.session_id  # (a Struct's fields: a lookup each)
         if request_id in self.in_flight:

@@ -102,7 +102,10 @@ async def test_with_spill_off_the_fan_out_stays_on_one_replica(fleet: ReplicaFle
     assert state["spills"] == 0
 
 
-async def test_one_cache_key_for_an_app_s_one_shot_calls_uses_both_replicas(fleet: ReplicaFleet) -> None:
+async def test_one_conversations_calls_under_one_cache_key_use_both_replicas(fleet: ReplicaFleet) -> None:
+    """16 calls at once under one `prompt_cache_key` that open alike (one instruction, then each its own
+    question): one conversation to the proxy (proxy/cache_key_conversations.py tells conversations apart by
+    their first user message), its calls spread by the spill."""
     async with (
         running_proxy(config(fleet)) as url,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
@@ -113,7 +116,10 @@ async def test_one_cache_key_for_an_app_s_one_shot_calls_uses_both_replicas(flee
                 "model": "saga-sim",
                 "prompt_cache_key": "my-app",
                 "max_tokens": 64,
-                "messages": [{"role": "user", "content": f"client {n} asks: " + "word " * 300}],
+                "messages": [
+                    {"role": "user", "content": "Answer the question below."},
+                    {"role": "user", "content": f"client {n} asks: " + "word " * 300},
+                ],
             }
             for n in range(16)
         ]
@@ -122,7 +128,7 @@ async def test_one_cache_key_for_an_app_s_one_shot_calls_uses_both_replicas(flee
             state = await r.json()
     assert set(went) == set(fleet.urls), went
     assert state["spills"] >= 1 and state["sessions"] == 1  # one session still, its calls spread
-    assert state["in_flight"] == 0
+    assert state["cache_keys"]["split_calls"] == 0 and state["in_flight"] == 0
 
 
 async def test_parallel_calls_sharing_a_long_prefix_stay_where_it_is_held() -> None:

@@ -204,3 +204,38 @@ def test_a_loose_stream_flag_is_read_in_the_one_decode(body: bytes, expected: bo
     """The loose flags were read by decoding the body again as a whole, which refused these two (the
     forty-seventh session's review of its fix)."""
     assert decode_call(body).stream is expected
+
+
+def test_the_conversations_under_one_prompt_cache_key_are_told_apart_by_the_tenants_ids() -> None:
+    """With client API keys (`scope`) the key's session is the tenant's: its record and the scheduler's
+    lookups use the tenant's id, and the client is told the id it sent, or `<key>~<digest>` for another
+    conversation beside it. A header or a body `session_id` wins over the key, as before."""
+    from proxy.cache_key_conversations import CacheKeyConversations, sub_session
+
+    keys, held, busy = CacheKeyConversations(), set[str](), set[str]()
+
+    def named(body: dict[str, object], **headers: str) -> str:
+        h = CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()})
+        i = identify(
+            h,
+            decode_call(msgspec.json.encode(body)),
+            "rid1",
+            scope="key-t1",
+            key_conversations=keys,
+            session_known=held.__contains__,
+            session_busy=busy.__contains__,
+        )
+        held.add(f"key-t1:{i.session_id}")
+        return i.session_id
+
+    own = chat(("system", "s"), ("user", "task A"), prompt_cache_key="app")
+    other = chat(("system", "s"), ("user", "task B"), prompt_cache_key="app")
+    assert named(own) == "app"
+    busy.add("key-t1:app")
+    split = named(other)
+    assert split.startswith("app~") and len(split) == len(sub_session("app", 0))
+    assert f"key-t1:{split}" in held  # the scheduler knows it as the tenant's
+    assert named(other) == split and named(own) == "app"
+    assert named({**other, "session_id": "mine"}) == "mine"
+    assert named(other, X_Session_ID="hdr") == "hdr"
+    assert keys.found == 1
