@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.config import replica_url_problem, same_replica
 from proxy.context import (
+    CHAINS,
     CORE,
     GATE,
     GUARDS,
@@ -71,9 +72,11 @@ async def health(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     # `cache_keys`: conversations told apart under one `prompt_cache_key` (proxy/cache_key_conversations.py)
-    keys = request.app[KEY_CONVERSATIONS]
+    # `quoted_answers.taken_up`: conversations that went on from a session's answer they quote (a compaction)
+    keys, quotes = request.app[KEY_CONVERSATIONS], request.app[CHAINS].quotes
     shown = {"shared": keys.found, "split_calls": keys.split}
-    return web.json_response({**request.app[CORE].snapshot(), "cache_keys": shown})
+    quoted = {"taken_up": quotes.taken}
+    return web.json_response({**request.app[CORE].snapshot(), "cache_keys": shown, "quoted_answers": quoted})
 
 
 async def replicas(request: web.Request) -> web.Response:

@@ -305,7 +305,11 @@ class Call:
         metrics.calls.bump(self.path, str(outcome.status))
         key = self._chained_key(outcome)
         if key is not None:
-            self.shared.chains.remember_key(key, self.who.session_id)
+            chains, who = self.shared.chains, self.who
+            chains.remember_key(key, who.session_id)
+            assert outcome.answer is not None  # (a key is an answer's)
+            scope = who.tenant_id if self.config.api_keys is not None else None
+            chains.quotes.remember(outcome.answer.text, who.session_id, scope)
         if outcome.response_id is not None:
             self.shared.chains.remember_response(
                 outcome.response_id, self.who.session_id, decision.replica_id, self.who.tenant_id

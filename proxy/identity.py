@@ -6,7 +6,9 @@ the headers (`X-Session-ID`, `session-id`, `x-claude-code-session-id`), then the
 that response's session. A chat call that names no session is inferred (so is a Responses API call whose
 `input` carries its whole conversation: proxy/session_chain.py `response_conversation`): first by prefix
 chaining (proxy/session_chain.py: its conversation extends an earlier call's messages and answer; not past
-`MAX_CHAINED_MESSAGES` messages), else from the start of its conversation (system and first user message,
+`MAX_CHAINED_MESSAGES` messages), else as the session whose latest answer it quotes, when none of that
+session's calls runs (an agent that compacted its history and starts again from the summary it asked for:
+proxy/quoted_answers.py), else from the start of its conversation (system and first user message,
 which every later call repeats, so the id is stable across proxy restarts and proxy replicas); a first call
 whose opening is already a live session (chained, or its first call not ended) gets a fresh id, so two
 agents given the same task stay apart, also when they start at once (with several workers, so does one served
@@ -36,17 +38,19 @@ from typing import Any
 import msgspec
 
 from proxy.auth import client_key
-from proxy.cache_key_conversations import CacheKeyConversations, opening_digest
+from proxy.cache_key_conversations import CacheKeyConversations, Opening, key_of_sub_session, opening_of
 from proxy.data_structs import CallFields as CallFields  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, Identity, SeenMessages, StreamOptions
 from proxy.lax_flags import lax_bool
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
+from proxy.quoted_answers import QuotedAnswers
 from proxy.session_chain import (
     MAX_CHAINED_MESSAGES,
     PrefixChains,
     answer_keys,
     chain_of,
     decode_messages,
+    message_text,
     response_conversation,
     tenant_seed,
 )
@@ -192,6 +196,7 @@ def _inferred_session(
     scope: str | None,
     system: msgspec.Raw = _NO_SYSTEM,
     live: Callable[[str], bool] | None = None,
+    busy: Callable[[str], bool] | None = None,
 ) -> tuple[str | None, bytes | None]:
     if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
         return _conversation_key(messages, scope, system), None
@@ -201,6 +206,8 @@ def _inferred_session(
         seed = tenant_seed(scope)
         chain, assistants = chain_of(messages, seed)
     session = chains.find(answer_keys(chain, assistants, messages, seed))
+    if session is None and len(chains.quotes):
+        session = _taken_up(chains.quotes, messages, scope, busy)
     if session is None:
         session = _conversation_key(messages, scope, system)
         if (
@@ -214,6 +221,27 @@ def _inferred_session(
         ):
             session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
     return session, chain[-1]
+
+
+# Where a conversation starting again from a summary holds it: a user message (Codex, Claude Code) or a tool
+# result; the first two and the last two such messages are read, not a long history's every one.
+_QUOTING_ROLES = ("user", "tool")
+
+
+def _taken_up(
+    quotes: QuotedAnswers, messages: list[ChatMessage], scope: str | None, busy: Callable[[str], bool] | None
+) -> str | None:
+    """The session whose latest answer this conversation quotes (proxy/quoted_answers.py), unless a call of
+    it runs (the quote is then another conversation's: a subagent given its parent's plan); taken up once."""
+    said = [m for m in messages if m.role in _QUOTING_ROLES]
+    if len(said) > 4:
+        said = said[:2] + said[-2:]
+    session = quotes.quoted((message_text(m.content) for m in said), scope)
+    if session is None or (busy is not None and busy(session)):
+        return None
+    quotes.forget(session)
+    quotes.taken += 1
+    return session
 
 
 def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | None:
@@ -244,10 +272,12 @@ def ownership_key(
     for a chat call naming no session, its messages as read (for the worker's choice and `identify`, so they
     are decoded and hashed once).
 
-    The explicit session id if the client named one; else, for a chat call, the conversation's opening
-    (what the inferred session id hashes: system and first user message, which every later call of the
-    conversation repeats); else None: a call that is a session of its own, served by whichever worker read
-    it. A bad identity value is None too: the call is refused where it was read. A Responses API call
+    The explicit session id if the client named one (for `<key>~<digest>`, a session told apart under a
+    `prompt_cache_key`, the key: proxy/cache_key_conversations.py); else, for a chat call, the
+    conversation's opening (what the inferred session id hashes: system and first user message, which every
+    later call of the conversation repeats); else None: a call that is a session of its own, served by
+    whichever worker read it. A bad identity value is None too: the call is refused where it was read. A
+    Responses API call
     continuing through `previous_response_id` alone has no key either: the response-to-session index lives
     in the worker that served the response, which the workers' shared table names
     (proxy/response_owners.py). A chat call naming no session goes first where the shared table says its
@@ -257,8 +287,8 @@ def ownership_key(
         session = _explicit_session(headers, fields)
     except IdentityError:
         return None, None
-    if session:
-        return session, None
+    if session:  # a session told apart under a `prompt_cache_key`, named back, goes where the key's calls go
+        return key_of_sub_session(session) or session, None
     decoded = _conversation(fields)
     if decoded is None:
         return None, None
@@ -316,21 +346,30 @@ def identify(
     has not ended: a first call with that opening is another agent's (two agents given one task at once
     were filed as one session: the thirteenth review).
     `key_conversations`, `session_known`, `session_busy`: the conversations under one `prompt_cache_key`
-    are told apart (proxy/cache_key_conversations.py; the scheduler's `holds_session`, `call_in_flight`)."""
+    are told apart (proxy/cache_key_conversations.py; the scheduler's `holds_session`, `call_in_flight`);
+    `session_busy` also keeps a conversation quoting a session's answer while that session runs out of it."""
     decoded = None if seen is None else seen.messages
     session, by_key = _named_session(headers, fields)
     if by_key and key_conversations is not None and session_known is not None and session_busy is not None:
         assert session is not None
         scheduled = scheduled_session_id(session, False, scope)
+        previous = fields.previous_response_id
+        if previous and chains is not None:
+            # a Responses API turn names its conversation's last response: the session that response went to,
+            # where that is one told apart under this key
+            told = chains.session_of_response(previous, scope)
+            if told is None or key_of_sub_session(told) != scheduled:
+                told = scheduled
+        else:
 
-        def opening() -> int | None:
-            nonlocal decoded
-            decoded = _conversation(fields)
-            return None if decoded is None else opening_digest(decoded)
+            def opening() -> Opening | None:
+                nonlocal decoded
+                decoded = _conversation(fields)
+                return None if decoded is None else opening_of(decoded)
 
-        split = key_conversations.session_for(scheduled, opening, session_known, session_busy)
-        if split != scheduled:
-            session = split if scope is None else split.removeprefix(f"{scope}:")
+            told = key_conversations.session_for(scheduled, opening, session_known, session_busy)
+        if told != scheduled:
+            session = told if scope is None else told.removeprefix(f"{scope}:")
     inferred = False
     prompt_chain = None
     if not session and fields.previous_response_id and chains is not None:
@@ -341,7 +380,7 @@ def identify(
             decoded = _conversation(fields)
         if decoded is not None:
             session, prompt_chain = _inferred_session(
-                decoded, request_id, chains, seen, scope, fields.system, session_live
+                decoded, request_id, chains, seen, scope, fields.system, session_live, session_busy
             )
         inferred = session is not None
     if not session:

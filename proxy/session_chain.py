@@ -36,6 +36,7 @@ from xxhash import xxh3_128_digest
 from predictor.sharded import ShardedDict, ShardedLru
 from proxy.data_structs import Answer as Answer  # re-exported: tests import it here
 from proxy.data_structs import ChatMessage, InputItem, MessageFunction, MessageToolCall
+from proxy.quoted_answers import QuotedAnswers
 
 _messages_decoder = msgspec.json.Decoder(list[ChatMessage])
 _encode = msgspec.json.encode
@@ -50,6 +51,14 @@ def _answer_text(content: msgspec.Raw) -> str | msgspec.Raw:
         return _text(_decode(content))
     except msgspec.DecodeError:
         return content
+
+
+def message_text(content: msgspec.Raw) -> str:
+    """A message's text as the client sent it (its text parts joined); "" when it has none or is not JSON."""
+    try:
+        return _text(_decode(content))
+    except msgspec.DecodeError:
+        return ""
 
 
 def _text(content: Any) -> str:
@@ -250,6 +259,9 @@ class PrefixChains:
         # Responses API id -> (its session, the replica that answered it: the only one that stored it, the
         # tenant of the call that made it; "" when unknown)
         self._responses: ShardedLru[tuple[str, str, str]] = ShardedLru(9, start_up=True)
+        # the lines of each session's latest long answer, which a conversation starting again from a summary
+        # quotes (an agent that compacted its history)
+        self.quotes = QuotedAnswers()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -311,6 +323,7 @@ class PrefixChains:
             self._drop_key_of(evicted, evicted_key)
 
     def forget_session(self, session_id: str) -> None:
+        self.quotes.forget(session_id)
         for key in self._keys_of.pop(session_id) or ():
             self._sessions.pop(key)
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
-from proxy.cache_key_conversations import CacheKeyConversations, opening_digest, sub_session
+from proxy.cache_key_conversations import (
+    MAX_SPLITS,
+    CacheKeyConversations,
+    Opening,
+    key_of_sub_session,
+    opening_of,
+    sub_session,
+)
 from proxy.data_structs import ChatMessage
 from proxy.identity import MAX_ID_CHARS, check_id
 
@@ -17,95 +26,126 @@ class Scheduler:
         self.busy: set[str] = set()
 
 
-class Opening:
-    """A call's first-user-message digest, counting how often it was asked for (a decode each)."""
+class Calls:
+    """A call's opening (`opening_of`), counting how often it was asked for (a decode each)."""
 
     def __init__(self) -> None:
         self.asked = 0
 
-    def __call__(self, digest: int | None) -> object:
-        def read() -> int | None:
+    def __call__(self, digest: int | None, first: bool = True) -> Callable[[], Opening | None]:
+        def read() -> Opening | None:
             self.asked += 1
-            return digest
+            return None if digest is None else Opening(digest, first)
 
         return read
 
 
-def session(keys: CacheKeyConversations, s: Scheduler, opening: Opening, digest: int | None) -> str:
-    read = opening(digest)
-    assert callable(read)
-    named = keys.session_for("app", read, s.held.__contains__, s.busy.__contains__)
+def session(
+    keys: CacheKeyConversations, s: Scheduler, calls: Calls, digest: int | None, first: bool = True
+) -> str:
+    named = keys.session_for("app", calls(digest, first), s.held.__contains__, s.busy.__contains__)
     s.held.add(named)
     return named
 
 
 def test_a_key_of_one_conversation_costs_no_decode_once_recorded() -> None:
-    keys, s, opening = CacheKeyConversations(), Scheduler(), Opening()
-    assert session(keys, s, opening, 1) == "app"  # recorded: its first call
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
+    assert session(keys, s, calls, 1) == "app"  # recorded: its first call
     for _ in range(5):  # its calls one after another, whatever they send
-        assert session(keys, s, opening, 2) == "app"
-    assert opening.asked == 1 and keys.found == keys.split == 0
+        assert session(keys, s, calls, 2) == "app"
+    assert calls.asked == 1 and keys.found == keys.split == 0
 
 
-def test_another_conversation_beside_the_keys_own_gets_a_session_of_its_own() -> None:
-    keys, s, opening = CacheKeyConversations(), Scheduler(), Opening()
-    assert session(keys, s, opening, 1) == "app"
+def test_another_conversation_starting_beside_the_keys_own_gets_a_session_of_its_own() -> None:
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
+    assert session(keys, s, calls, 1) == "app"
     s.busy.add("app")
-    assert session(keys, s, opening, 1) == "app"  # a retry or a side call repeating its first user message
+    assert session(keys, s, calls, 1) == "app"  # a retry or a side call repeating its first user message
     assert keys.found == 0
-    other = session(keys, s, opening, 2)
+    other = session(keys, s, calls, 2)
     assert other == sub_session("app", 2) and keys.found == 1 and keys.split == 1
     s.busy.clear()  # found shared: told apart with no call beside them too
-    assert session(keys, s, opening, 2) == other
-    assert session(keys, s, opening, 1) == "app"
-    assert session(keys, s, opening, 3) == sub_session("app", 3)
+    assert session(keys, s, calls, 2, first=False) == other  # its later calls
+    assert session(keys, s, calls, 1, first=False) == "app"
+    assert session(keys, s, calls, 3) == sub_session("app", 3)  # another conversation's first call
     assert keys.found == 1 and keys.split == 3
 
 
-def test_an_unreadable_conversation_stays_in_the_keys_session() -> None:
-    keys, s, opening = CacheKeyConversations(), Scheduler(), Opening()
-    assert session(keys, s, opening, 1) == "app"
+def test_a_call_going_on_from_answers_is_never_split_off() -> None:
+    """The key's own conversation whose first user message changed (a sliding window, `cache_control`
+    moved, a router's call first under the key): its calls beside one another stay in the key's session, and
+    so do those of a shared key's conversation never told apart."""
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
+    assert session(keys, s, calls, 1) == "app"  # a router's call, say
     s.busy.add("app")
-    assert session(keys, s, opening, None) == "app"  # a /v1/completions call, or no messages
+    for digest in (5, 6, 7):  # the window slides each turn; two calls at once each time
+        assert session(keys, s, calls, digest, first=False) == "app"
+    assert keys.found == keys.split == 0
+    assert session(keys, s, calls, 8) == sub_session("app", 8)  # a new conversation beside it
+    s.busy.clear()
+    assert session(keys, s, calls, 9, first=False) == "app"
+
+
+def test_an_unreadable_conversation_stays_in_the_keys_session() -> None:
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
+    assert session(keys, s, calls, 1) == "app"
+    s.busy.add("app")
+    assert session(keys, s, calls, None) == "app"  # a /v1/completions call, or no messages
 
 
 def test_a_session_the_key_did_not_record_is_left_as_it_is() -> None:
-    keys, s, opening = CacheKeyConversations(), Scheduler(), Opening()
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
     s.held.add("app")  # a header named it
     s.busy.add("app")
-    assert session(keys, s, opening, 7) == "app"
-    assert opening.asked == 0 and len(keys) == 0
+    assert session(keys, s, calls, 7) == "app"
+    assert calls.asked == 0 and len(keys) == 0
 
 
 def test_a_key_used_again_after_its_conversation_ended_names_the_next_one() -> None:
-    keys, s, opening = CacheKeyConversations(), Scheduler(), Opening()
-    assert session(keys, s, opening, 1) == "app"
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
+    assert session(keys, s, calls, 1) == "app"
     s.held.clear()  # the session ended and was forgotten
-    assert session(keys, s, opening, 2) == "app"  # another conversation takes the key: recorded anew
+    assert session(keys, s, calls, 2) == "app"  # another conversation takes the key: recorded anew
     s.busy.add("app")
-    assert session(keys, s, opening, 2) == "app"
-    assert session(keys, s, opening, 1) == sub_session("app", 1)
+    assert session(keys, s, calls, 2) == "app"
+    assert session(keys, s, calls, 1) == sub_session("app", 1)
 
 
 def test_a_shared_key_whose_own_conversation_ended_still_tells_them_apart() -> None:
-    keys, s, opening = CacheKeyConversations(), Scheduler(), Opening()
-    session(keys, s, opening, 1)
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
+    session(keys, s, calls, 1)
     s.busy.add("app")
-    session(keys, s, opening, 2)
+    session(keys, s, calls, 2)
     s.held.clear()
     s.busy.clear()
-    assert session(keys, s, opening, 2) == sub_session("app", 2)
-    assert session(keys, s, opening, 1) == "app"
+    assert session(keys, s, calls, 2, first=False) == sub_session("app", 2)
+    assert session(keys, s, calls, 1, first=False) == "app"
+    assert session(keys, s, calls, 3) == sub_session("app", 3)
 
 
-def test_the_oldest_key_goes_first() -> None:
+def test_the_oldest_key_goes_first_and_a_keys_oldest_split() -> None:
     keys = CacheKeyConversations(limit=2)
     for key in ("a", "b", "c"):
-        keys.session_for(key, lambda: 1, lambda _: False, lambda _: False)
+        keys.session_for(key, lambda: Opening(1, True), lambda _: False, lambda _: False)
     assert len(keys) == 2
     # "a" was forgotten: a session of that id now is left as it is
-    assert keys.session_for("a", lambda: 2, lambda _: True, lambda _: True) == "a"
-    assert keys.session_for("c", lambda: 2, lambda _: True, lambda _: True) == sub_session("c", 2)
+    assert keys.session_for("a", lambda: Opening(2, True), lambda _: True, lambda _: True) == "a"
+    assert keys.session_for("c", lambda: Opening(2, True), lambda _: True, lambda _: True) == sub_session(
+        "c", 2
+    )
+    for digest in range(3, 3 + MAX_SPLITS):
+        keys.session_for("c", Calls()(digest), lambda _: True, lambda _: True)
+    # the first split went: its later calls fall back to the key's session
+    assert keys.session_for("c", lambda: Opening(2, False), lambda _: True, lambda _: True) == "c"
+
+
+def test_a_sub_session_names_its_key() -> None:
+    assert key_of_sub_session(sub_session("app", 5)) == "app"
+    assert key_of_sub_session(sub_session("tenant:a~b", 5)) == "tenant:a~b"
+    for other in ("app", "app~", "~0123456789abcdef", "app~0123456789abcdeg", "app~0123456789ABCDEF"):
+        assert key_of_sub_session(other) is None
+    # two long keys cut alike still name two sessions
+    assert sub_session("k" * 300 + "a", 5) != sub_session("k" * 300 + "b", 5)
 
 
 def test_a_sub_sessions_id_is_one_a_client_may_send_back() -> None:
@@ -113,7 +153,7 @@ def test_a_sub_sessions_id_is_one_a_client_may_send_back() -> None:
     for key in ("app", longest, "tenant-1:" + "x" * 240):
         named = sub_session(key, 2**64 - 1)
         assert check_id("X-Session-ID", named) == named
-        assert named.endswith("~ffffffffffffffff")
+        assert key_of_sub_session(named) == key[: len(named) - 17]
 
 
 def message(role: str, content: str) -> ChatMessage:
@@ -124,9 +164,17 @@ def test_the_opening_is_the_first_user_message_not_the_system_prompt() -> None:
     task = message("user", "fix the build")
     at_nine = [message("system", "It is 9:00"), task]
     at_ten = [message("system", "It is 10:00"), task, message("assistant", "ok"), message("user", "go on")]
-    assert opening_digest(at_nine) == opening_digest(at_ten) is not None
-    another = [message("system", "It is 9:00"), message("user", "another task")]
-    assert opening_digest(another) != opening_digest(at_nine)
-    no_user = [message("system", "a"), message("assistant", "b")]
-    assert opening_digest(no_user) == opening_digest([message("system", "a")])
-    assert opening_digest([]) is None
+    nine, ten = opening_of(at_nine), opening_of(at_ten)
+    assert nine is not None and ten is not None
+    assert nine.digest == ten.digest and nine.first and not ten.first
+    another = opening_of([message("system", "It is 9:00"), message("user", "another task")])
+    assert another is not None and another.digest != nine.digest
+    no_user, system_alone = (
+        opening_of([message("system", "a"), message("assistant", "b")]),
+        opening_of([message("system", "a")]),
+    )
+    assert no_user is not None and system_alone is not None
+    assert no_user == Opening(system_alone.digest, False)
+    tool = opening_of([message("user", "a"), message("tool", "done")])
+    assert tool is not None and not tool.first
+    assert opening_of([]) is None

@@ -38,6 +38,7 @@ class GatedReplica:
         self.sessions: list[str] = []
         self.arrived = asyncio.Event()
         self.second = asyncio.Event()  # a second call arrived
+        self.changed = asyncio.Condition()
 
     async def chat(self, request: web.Request) -> web.Response:
         await request.read()
@@ -45,8 +46,14 @@ class GatedReplica:
         self.arrived.set()
         if len(self.sessions) >= 2:
             self.second.set()
+        async with self.changed:
+            self.changed.notify_all()
         await self.release.wait()
         return web.Response(body=OK_JSON, content_type="application/json")
+
+    async def until(self, calls: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.sessions) >= calls), 10)
 
 
 def body(task: str, turn: str = "", key: str | None = "my-app") -> dict[str, Any]:
@@ -177,3 +184,30 @@ async def test_an_apps_one_shot_calls_under_one_key_are_sessions_of_their_own() 
     assert split >= 8 and len(sessions) == 1 + split and "my-app" in sessions
     assert {replica for _, replica in answered} == set(fleet.urls)
     assert shown["cache_keys"]["shared"] == 1 and shown["in_flight"] == 0
+
+
+async def test_a_conversation_whose_first_user_message_changes_keeps_its_key(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A conversation sending its own key that keeps a sliding window (its first user message changes every
+    turn) and sends two calls at once each turn: every call is the key's session (the fifty-second session's
+    review: from its first pair on, each turn went to a new session and replica)."""
+    replica = GatedReplica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        turns: list[dict[str, Any]] = []
+        for turn in range(8):
+            turns += [
+                {"role": "user", "content": f"turn {turn}: go on " + "x " * 30},
+                {"role": "assistant", "content": "hi"},
+            ]
+            window = [{"role": "system", "content": "You code."}, *turns[-4:]]
+            pair = [
+                {**body("", key="conv-a"), "messages": [*window, {"role": "user", "content": ask}]}
+                for ask in "ab"
+            ]
+            replica.release.clear()
+            both = asyncio.gather(*(call(http, url, payload) for payload in pair))
+            await replica.until(2 * turn + 2)  # both at the replica at once
+            replica.release.set()
+            assert await both == ["conv-a", "conv-a"], turn
+        assert (await state(http, url))["cache_keys"] == {"shared": 0, "split_calls": 0}

@@ -239,3 +239,46 @@ def test_the_conversations_under_one_prompt_cache_key_are_told_apart_by_the_tena
     assert named({**other, "session_id": "mine"}) == "mine"
     assert named(other, X_Session_ID="hdr") == "hdr"
     assert keys.found == 1
+
+
+def test_a_responses_turn_under_a_shared_key_follows_its_previous_response() -> None:
+    """A Responses API conversation told apart under a key names its last response: its turns go to the
+    session that response went to (they went back to the key's, on another replica: the fifty-second
+    session's review); a response of the key's own conversation, or of no session known, is the key's."""
+    from proxy.cache_key_conversations import CacheKeyConversations, sub_session
+    from proxy.session_chain import PrefixChains
+
+    chains = PrefixChains()
+    split = sub_session("app", 7)
+    chains.remember_response("resp-b", split)
+    chains.remember_response("resp-a", "app")
+    chains.remember_response("resp-other", sub_session("other-key", 7))
+
+    def named(previous: str) -> str:
+        body = {"model": "m", "input": "go on", "prompt_cache_key": "app", "previous_response_id": previous}
+        return identify(
+            CIMultiDict(),
+            decode_call(msgspec.json.encode(body)),
+            "rid1",
+            chains=chains,
+            key_conversations=CacheKeyConversations(),
+            session_known=lambda _: True,
+            session_busy=lambda _: True,
+        ).session_id
+
+    assert named("resp-b") == split
+    assert named("resp-a") == named("resp-other") == named("resp-unknown") == "app"
+
+
+def test_a_session_told_apart_under_a_key_named_back_is_owned_with_the_key() -> None:
+    """`--workers N`: a client naming `<key>~<digest>` (the X-Session-ID it was told) is served by the
+    worker of the key, where that session lives (it was another worker's: one session live twice)."""
+    from proxy.cache_key_conversations import sub_session
+    from proxy.identity import ownership_key
+
+    split = sub_session("app", 7)
+    by_header = ownership_key(CIMultiDict({"X-Session-ID": split}), decode_call(b'{"model": "m"}'))
+    by_key = ownership_key(CIMultiDict(), decode_call(b'{"model": "m", "prompt_cache_key": "app"}'))
+    assert by_header[0] == by_key[0] == "app"
+    plain = ownership_key(CIMultiDict({"X-Session-ID": "app~x"}), decode_call(b'{"model": "m"}'))
+    assert plain[0] == "app~x"

@@ -1,0 +1,98 @@
+"""A new conversation that quotes a session's latest answer continues that session: an agent compacting its
+history (proxy/identity.py reads it when a conversation chains to no earlier answer).
+
+Coding agents compact a history that fills the context by asking the model for a summary (a call that goes
+on from the conversation) and starting again from it: Codex rebuilds the history as its opening, recent user
+messages and a user message holding the summary; Claude Code sends a user message holding the summary's text.
+The new conversation extends no earlier answer, so prefix chaining (proxy/session_chain.py) saw a new
+session: it waited for admission as a new workflow (the call after a compaction p50 1.12-1.26 s against
+0.13-0.14 s for agents naming their session) while the session it left held its reservation.
+
+Contract (sans-IO): `remember(text, session, scope)` files the last `QUOTED_LINES` lines of at least
+`QUOTED_LINE_CHARS` characters (stripped) of an answer of at least `QUOTED_ANSWER_CHARS`, as the session's
+latest (an earlier answer's go); `quoted(texts, scope)` is the session whose latest answer the texts quote:
+the session most of whose filed lines they hold, at least `QUOTES_NEEDED` of them (all, when it filed
+fewer); None when none, or when nothing is filed (no cost then). A line is filed by its digest with the
+tenant's `scope` (client API keys), so another tenant quoting it finds nothing. `forget(session)` drops a
+session's lines: the caller forgets a session once a conversation took it up (one compaction, one new
+conversation; a second quoting the same answer starts its own). At most `max_sessions` sessions are kept,
+the oldest first out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from xxhash import xxh3_64_intdigest
+
+QUOTED_ANSWER_CHARS = 200  # shorter answers are not summaries
+QUOTED_LINE_CHARS = 32  # shorter lines (a heading, a blank, "Done.") say too little
+QUOTED_LINES = 8  # an answer's last lines: a summary's, where the model thought aloud before it
+QUOTES_NEEDED = 3
+MAX_LINES_READ = 512  # of one new conversation, so a large first message costs little
+
+
+def _digest(scope: str, line: str) -> int:
+    return xxh3_64_intdigest(f"{scope}\x00{line}".encode())
+
+
+class QuotedAnswers:
+    __slots__ = ("_lines", "_max_sessions", "_of", "taken")
+
+    def __init__(self, max_sessions: int = 20_000) -> None:
+        self._lines: dict[int, str] = {}  # a line's digest -> the session whose latest answer holds it
+        self._of: dict[str, list[int]] = {}  # session -> its lines' digests, the oldest session first
+        self._max_sessions = max_sessions
+        self.taken = 0  # conversations that took a session up (`/saga/v1/state`)
+
+    def __len__(self) -> int:
+        return len(self._of)
+
+    def remember(self, text: str, session: str, scope: str | None = None) -> None:
+        if len(text) < QUOTED_ANSWER_CHARS:
+            return
+        tag = scope or ""
+        digests: list[int] = []
+        for line in reversed(text.splitlines()):
+            line = line.strip()
+            if len(line) >= QUOTED_LINE_CHARS:
+                digests.append(_digest(tag, line))
+                if len(digests) == QUOTED_LINES:
+                    break
+        self.forget(session)
+        if not digests:
+            return
+        while len(self._of) >= self._max_sessions:
+            self.forget(next(iter(self._of)))
+        self._of[session] = digests
+        for digest in digests:
+            self._lines[digest] = session
+
+    def forget(self, session: str) -> None:
+        lines = self._lines
+        for digest in self._of.pop(session, ()):
+            if lines.get(digest) == session:
+                del lines[digest]
+
+    def quoted(self, texts: Iterable[str], scope: str | None = None) -> str | None:
+        if not self._of:
+            return None
+        tag, lines = scope or "", self._lines
+        hits: dict[str, int] = {}
+        read = 0
+        for text in texts:
+            for line in text.splitlines():
+                read += 1
+                if read > MAX_LINES_READ:
+                    break
+                line = line.strip()
+                if len(line) >= QUOTED_LINE_CHARS:
+                    session = lines.get(_digest(tag, line))
+                    if session is not None:
+                        hits[session] = hits.get(session, 0) + 1
+        best, most = None, 0
+        for session, count in hits.items():
+            if count > most:
+                best, most = session, count
+        if best is None or most < min(QUOTES_NEEDED, len(self._of[best])):
+            return None
+        return best

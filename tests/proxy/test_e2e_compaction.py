@@ -1,0 +1,122 @@
+"""End-to-end over loopback: an agent naming no session that compacts its history keeps its session.
+
+Found by the forty-ninth session's review A: such an agent was a new workflow after each compaction, its
+next call waiting for admission (p50 1.12-1.26 s against 0.13-0.14 s naming its session) while the session it
+left held its reservation. Coding agents compact by asking the model for a summary, then starting again from
+a user message holding it; the proxy now takes a conversation quoting a session's latest answer as that
+session's (proxy/quoted_answers.py), once, and not while that session has a call running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy.server import running_proxy
+from tests.proxy.fakes import config, replica_app, serving
+
+SUMMARY = "\n".join(
+    [
+        "## Summary",
+        *(f"{n}. The parser dropped the last field of row {n}; fixed in io.py, tested." for n in range(6)),
+    ]
+)
+
+
+def answer(text: str) -> bytes:
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    usage = {"prompt_tokens": 9, "completion_tokens": 9}
+    return json.dumps(
+        {"id": "c", "object": "chat.completion", "model": "fake", "choices": [choice], "usage": usage}
+    ).encode()
+
+
+class Replica:
+    """Answers a summary when asked for one, else "ok"; holds calls while `hold` is clear."""
+
+    def __init__(self) -> None:
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.held: list[asyncio.Event] = [asyncio.Event(), asyncio.Event()]  # one, then two calls held
+        self.holding = 0
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not self.hold.is_set():
+            self.holding += 1
+            self.held[min(self.holding, 2) - 1].set()
+            await self.hold.wait()
+        asked = body["messages"][-1]["content"]
+        text = SUMMARY if "Summarize" in asked else "ok"
+        return web.Response(body=answer(text), content_type="application/json")
+
+
+SYSTEM = {"role": "system", "content": "You are a coding agent."}
+TASK = {"role": "user", "content": "Fix the parser."}
+ASK = {"role": "user", "content": "Summarize the work so far."}
+
+
+def started_again(summary: str = SUMMARY) -> list[dict[str, Any]]:
+    """A compacted history: the system prompt, then a user message holding the summary's text."""
+    return [SYSTEM, {"role": "user", "content": f"Earlier work, summarized:\n{summary}\nGo on from there."}]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+async def session_of(http: aiohttp.ClientSession, url: str, messages: list[dict[str, Any]]) -> str:
+    async with http.post(f"{url}/v1/chat/completions", json={"model": "fake", "messages": messages}) as r:
+        assert r.status == 200, await r.text()
+        return r.headers["X-Session-ID"]
+
+
+async def test_the_conversation_started_again_from_the_summary_is_the_same_session(
+    http: aiohttp.ClientSession,
+) -> None:
+    replica = Replica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        first = await session_of(http, url, [SYSTEM, TASK])
+        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
+        assert await session_of(http, url, history) == first  # the summary, asked in the conversation
+        assert await session_of(http, url, started_again()) == first
+        # and it goes on from there, by prefix chaining
+        after = [
+            *started_again(),
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "next"},
+        ]
+        assert await session_of(http, url, after) == first
+        # taken up once: another conversation quoting the same summary is one of its own
+        assert await session_of(http, url, started_again()) != first
+        async with http.get(f"{url}/saga/v1/state") as r:
+            state = await r.json()
+        assert state["quoted_answers"] == {"taken_up": 1} and state["in_flight"] == 0
+
+
+async def test_no_session_is_taken_up_while_its_call_runs(http: aiohttp.ClientSession) -> None:
+    """A conversation quoting a session's answer while that session has a call running (a subagent given its
+    parent's plan) is one of its own."""
+    replica = Replica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        first = await session_of(http, url, [SYSTEM, TASK])
+        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
+        assert await session_of(http, url, history) == first
+        replica.hold.clear()
+        busy = [*history, {"role": "assistant", "content": SUMMARY}, {"role": "user", "content": "go on"}]
+        running = asyncio.create_task(session_of(http, url, busy))
+        await asyncio.wait_for(replica.held[0].wait(), 10)
+        quoting = asyncio.create_task(session_of(http, url, started_again()))
+        await asyncio.wait_for(replica.held[1].wait(), 10)  # identified while the session's call runs
+        replica.hold.set()
+        assert await running == first
+        assert await quoting != first

@@ -1,0 +1,87 @@
+"""A new conversation quoting a session's latest answer continues it (proxy/quoted_answers.py), sans-IO."""
+
+from __future__ import annotations
+
+from proxy.quoted_answers import MAX_LINES_READ, QUOTED_LINES, QuotedAnswers
+
+SUMMARY = "\n".join(
+    [
+        "<analysis>I looked at the failing test first and then at the parser.</analysis>",
+        "## Summary",
+        *(
+            f"{n}. The parser drops the last field when line {n} ends with a comma; fixed in io.py."
+            for n in range(10)
+        ),
+    ]
+)
+
+
+def test_a_conversation_quoting_a_sessions_latest_answer_is_that_session() -> None:
+    quotes = QuotedAnswers()
+    quotes.remember(SUMMARY, "s1")
+    note = "This session continues an earlier one. Its summary:\n" + SUMMARY.split("## Summary\n")[1]
+    assert quotes.quoted(["Go on from there.", note]) == "s1"
+    assert quotes.quoted(["a new task: " + "words " * 100]) is None
+
+
+def test_its_last_lines_are_filed_and_a_few_of_them_are_enough() -> None:
+    quotes = QuotedAnswers()
+    quotes.remember(SUMMARY, "s1")
+    lines = SUMMARY.splitlines()
+    assert quotes.quoted(["\n".join(lines[-3:])]) == "s1"  # three of its last lines, reformatted around
+    assert quotes.quoted(["\n".join(lines[-2:])]) is None  # two: not enough
+    assert quotes.quoted(["\n".join(lines[:-QUOTED_LINES])]) is None  # its earlier lines are not filed
+    assert quotes.quoted(["   " + "\n\n".join(line.strip() for line in lines[-4:])]) == "s1"  # spaces aside
+
+
+def test_short_answers_and_short_lines_are_not_filed() -> None:
+    quotes = QuotedAnswers()
+    quotes.remember("Done. The tests pass now and nothing else is left.", "s1")
+    assert len(quotes) == 0
+    quotes.remember("ok\n" * 200, "s2")  # long, but every line short
+    assert len(quotes) == 0
+    assert quotes.quoted(["Done. The tests pass now and nothing else is left."]) is None
+
+
+def test_a_single_long_line_answer_is_found_by_that_line() -> None:
+    answer = "word " * 60
+    quotes = QuotedAnswers()
+    quotes.remember(answer, "s1")
+    assert quotes.quoted([f"Summary so far: \n{answer}\nGo on."]) == "s1"
+
+
+def test_only_a_sessions_latest_answer_counts() -> None:
+    quotes = QuotedAnswers()
+    quotes.remember(SUMMARY, "s1")
+    quotes.remember(
+        "\n".join(f"A newer answer, line {n}, long enough to be filed here." for n in range(9)), "s1"
+    )
+    assert quotes.quoted([SUMMARY]) is None
+    assert len(quotes) == 1
+
+
+def test_another_tenant_quoting_the_answer_finds_nothing() -> None:
+    quotes = QuotedAnswers()
+    quotes.remember(SUMMARY, "s1", scope="tenant-a")
+    assert quotes.quoted([SUMMARY], scope="tenant-b") is None
+    assert quotes.quoted([SUMMARY]) is None
+    assert quotes.quoted([SUMMARY], scope="tenant-a") == "s1"
+
+
+def test_forgetting_a_session_and_the_oldest_first_out() -> None:
+    quotes = QuotedAnswers(max_sessions=2)
+    for n in range(3):
+        quotes.remember(SUMMARY.replace("parser", f"parser {n}"), f"s{n}")
+    assert len(quotes) == 2
+    assert quotes.quoted([SUMMARY.replace("parser", "parser 0")]) is None
+    assert quotes.quoted([SUMMARY.replace("parser", "parser 2")]) == "s2"
+    quotes.forget("s2")
+    assert quotes.quoted([SUMMARY.replace("parser", "parser 2")]) is None
+
+
+def test_a_long_first_message_is_read_only_so_far() -> None:
+    quotes = QuotedAnswers()
+    quotes.remember(SUMMARY, "s1")
+    padding = "\n".join(f"a line of a large file, number {n}" for n in range(MAX_LINES_READ))
+    assert quotes.quoted([padding, SUMMARY]) is None
+    assert quotes.quoted([SUMMARY, padding]) == "s1"
