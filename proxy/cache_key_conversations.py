@@ -20,7 +20,9 @@ looked at only when it can matter, so a conversation sending a key of its own, i
 costs no decode; nothing is ever dissolved (the forty-ninth session's rule took a key found busy as naming no
 session, and a conversation's own retry made it lose its session for good). A session the key names that the
 proxy did not record (a header named it) is left as it is. At most `limit` keys are remembered, the oldest
-first out, and `MAX_SPLITS` first user messages a key."""
+first out, and `MAX_SPLITS` first user messages a key, the one used longest ago first out. A conversation
+told apart whose first user message later changes (a sliding window dropping it) falls back to the key's
+session, as every call of the key did before."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import msgspec
 from xxhash import xxh3_64_intdigest
 
 from proxy.data_structs import ChatMessage
+from proxy.session_chain import message_text
 
 # The roles of a conversation's first call: no answer and no tool result yet.
 _OPENING_ROLES = frozenset(("system", "developer", "user"))
@@ -41,14 +44,14 @@ _SUB_ID_CHARS = 256
 
 
 class Opening(msgspec.Struct, frozen=True, gc=False):
-    digest: int  # of the conversation's first user message as sent
+    digest: int  # of the conversation's first user message's text (of its JSON when it has none)
     first: bool  # whether the call is the conversation's first: system and user messages alone
 
 
 def opening_of(messages: list[ChatMessage]) -> Opening | None:
-    """The call's first user message's digest (its first message's when none is a user's) and whether it
-    is a first call; None for no messages. Not its system prompt: agents rewrite a clock or plan line there
-    every turn."""
+    """The digest of the call's first user message's text (its first message's when none is a user's) and
+    whether it is a first call; None for no messages. Not its system prompt: agents rewrite a clock or plan
+    line there every turn."""
     if not messages:
         return None
     opening = messages[0]
@@ -57,7 +60,8 @@ def opening_of(messages: list[ChatMessage]) -> Opening | None:
             opening = message
             break
     first = all(message.role in _OPENING_ROLES for message in messages)
-    return Opening(xxh3_64_intdigest(bytes(opening.content)), first)
+    text = message_text(opening.content)  # its text: `cache_control` added to a part leaves it as it was
+    return Opening(xxh3_64_intdigest(text.encode() if text else bytes(opening.content)), first)
 
 
 def sub_session(key: str, digest: int) -> str:
@@ -84,7 +88,7 @@ class _Key:
 
     def __init__(self, own: int) -> None:
         self.own = own  # the first user message of the key's own conversation
-        self.splits: dict[int, None] = {}  # first user messages split off, the oldest first
+        self.splits: dict[int, None] = {}  # first user messages split off, the one used longest ago first
 
 
 class CacheKeyConversations:
@@ -130,14 +134,16 @@ class CacheKeyConversations:
         if seen is None or seen.digest == record.own:
             return key
         splits = record.splits
-        if seen.digest not in splits:
+        if seen.digest in splits:
+            del splits[seen.digest]  # (the latest used last: the oldest used goes first)
+        else:
             if not seen.first:  # goes on from answers: the key's own conversation's, or one never told apart
                 return key
             if not splits:
                 self.found += 1
             if len(splits) >= MAX_SPLITS:
                 del splits[next(iter(splits))]
-            splits[seen.digest] = None
+        splits[seen.digest] = None
         self.split += 1
         return sub_session(key, seen.digest)
 

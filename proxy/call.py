@@ -307,9 +307,9 @@ class Call:
         if key is not None:
             chains, who = self.shared.chains, self.who
             chains.remember_key(key, who.session_id)
-            assert outcome.answer is not None  # (a key is an answer's)
-            scope = who.tenant_id if self.config.api_keys is not None else None
-            chains.quotes.remember(outcome.answer.text, who.session_id, scope)
+            if who.quote_tag is not None:  # (a conversation's first call is not a summary asked of it)
+                assert outcome.answer is not None  # (a key is an answer's)
+                chains.quotes.remember(outcome.answer.text, who.session_id, who.quote_tag)
         if outcome.response_id is not None:
             self.shared.chains.remember_response(
                 outcome.response_id, self.who.session_id, decision.replica_id, self.who.tenant_id

@@ -83,6 +83,11 @@ class Identity(msgspec.Struct, frozen=True):
     # The session id the client is told (X-Session-ID), when it is not `session_id`: a client API key's
     # tenant has sessions of its own, so the proxy's id for a named session is "<tenant>:<the client's id>".
     shown_session_id: str | None = None
+    # When the call's conversation goes on from an earlier answer of its inferred session (prefix chaining
+    # found it), the tag its answer is filed under for a conversation starting again from it to quote
+    # (proxy/quoted_answers.py `quote_tag`); None otherwise: one-shot traffic files nothing, so its calls look
+    # for no quote.
+    quote_tag: str | None = None
 
 
 # proxy/session_chain.py: a conversation's messages and a call's answer

@@ -43,7 +43,7 @@ from proxy.data_structs import CallFields as CallFields  # re-exported: tests im
 from proxy.data_structs import ChatMessage, Identity, SeenMessages, StreamOptions
 from proxy.lax_flags import lax_bool
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
-from proxy.quoted_answers import QuotedAnswers
+from proxy.quoted_answers import QuotedAnswers, quote_tag
 from proxy.session_chain import (
     MAX_CHAINED_MESSAGES,
     PrefixChains,
@@ -197,17 +197,20 @@ def _inferred_session(
     system: msgspec.Raw = _NO_SYSTEM,
     live: Callable[[str], bool] | None = None,
     busy: Callable[[str], bool] | None = None,
-) -> tuple[str | None, bytes | None]:
+) -> tuple[str | None, bytes | None, bool]:
+    """The session, the conversation's chain hash, and whether it goes on from an earlier answer."""
     if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
-        return _conversation_key(messages, scope, system), None
+        return _conversation_key(messages, scope, system), None, False
     if seen is not None:  # `ownership_key` read them, with the same scope
         chain, assistants, seed = seen.chain, seen.assistants, seen.seed
     else:
         seed = tenant_seed(scope)
         chain, assistants = chain_of(messages, seed)
     session = chains.find(answer_keys(chain, assistants, messages, seed))
-    if session is None and len(chains.quotes):
-        session = _taken_up(chains.quotes, messages, scope, busy)
+    if session is not None:
+        return session, chain[-1], True
+    if len(chains.quotes):
+        session = _taken_up(chains.quotes, messages, quote_tag(scope, _system_of(messages, system)), busy)
     if session is None:
         session = _conversation_key(messages, scope, system)
         if (
@@ -220,7 +223,7 @@ def _inferred_session(
             )
         ):
             session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
-    return session, chain[-1]
+    return session, chain[-1], False
 
 
 # Where a conversation starting again from a summary holds it: a user message (Codex, Claude Code) or a tool
@@ -228,15 +231,22 @@ def _inferred_session(
 _QUOTING_ROLES = ("user", "tool")
 
 
+def _system_of(messages: list[ChatMessage], system: msgspec.Raw) -> bytes:
+    """A conversation's system prompt as sent: a /v1/messages call's top-level one, and its first message
+    when that is a system or developer message."""
+    first = bytes(messages[0].content) if messages and messages[0].role in SYSTEM_ROLES else b""
+    return bytes(system) + first if system else first
+
+
 def _taken_up(
-    quotes: QuotedAnswers, messages: list[ChatMessage], scope: str | None, busy: Callable[[str], bool] | None
+    quotes: QuotedAnswers, messages: list[ChatMessage], tag: str, busy: Callable[[str], bool] | None
 ) -> str | None:
     """The session whose latest answer this conversation quotes (proxy/quoted_answers.py), unless a call of
     it runs (the quote is then another conversation's: a subagent given its parent's plan); taken up once."""
     said = [m for m in messages if m.role in _QUOTING_ROLES]
     if len(said) > 4:
         said = said[:2] + said[-2:]
-    session = quotes.quoted((message_text(m.content) for m in said), scope)
+    session = quotes.quoted((message_text(m.content) for m in said), tag)
     if session is None or (busy is not None and busy(session)):
         return None
     quotes.forget(session)
@@ -372,6 +382,7 @@ def identify(
             session = told if scope is None else told.removeprefix(f"{scope}:")
     inferred = False
     prompt_chain = None
+    tag = None
     if not session and fields.previous_response_id and chains is not None:
         session = chains.session_of_response(fields.previous_response_id, scope)
         inferred = session is not None
@@ -379,9 +390,11 @@ def identify(
         if decoded is None:
             decoded = _conversation(fields)
         if decoded is not None:
-            session, prompt_chain = _inferred_session(
+            session, prompt_chain, went_on = _inferred_session(
                 decoded, request_id, chains, seen, scope, fields.system, session_live, session_busy
             )
+            if went_on:
+                tag = quote_tag(scope, _system_of(decoded, fields.system))
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True
@@ -416,4 +429,4 @@ def identify(
             agent_type = (
                 agent_signature(messages, fields.tools, fields.instructions or fields.system) or "default"
             )
-    return Identity(session, tenant, agent_type, inferred, prompt_chain)
+    return Identity(session, tenant, agent_type, inferred, prompt_chain, quote_tag=tag)

@@ -8,15 +8,17 @@ The new conversation extends no earlier answer, so prefix chaining (proxy/sessio
 session: it waited for admission as a new workflow (the call after a compaction p50 1.12-1.26 s against
 0.13-0.14 s for agents naming their session) while the session it left held its reservation.
 
-Contract (sans-IO): `remember(text, session, scope)` files the last `QUOTED_LINES` lines of at least
+Contract (sans-IO): `remember(text, session, tag)` files the last `QUOTED_LINES` lines of at least
 `QUOTED_LINE_CHARS` characters (stripped) of an answer of at least `QUOTED_ANSWER_CHARS`, as the session's
-latest (an earlier answer's go); `quoted(texts, scope)` is the session whose latest answer the texts quote:
+latest (an earlier answer's go); `quoted(texts, tag)` is the session whose latest answer the texts quote:
 the session most of whose filed lines they hold, at least `QUOTES_NEEDED` of them (all, when it filed
 fewer); None when none, or when nothing is filed (no cost then). A line is filed by its digest with the
-tenant's `scope` (client API keys), so another tenant quoting it finds nothing. `forget(session)` drops a
-session's lines: the caller forgets a session once a conversation took it up (one compaction, one new
-conversation; a second quoting the same answer starts its own). At most `max_sessions` sessions are kept,
-the oldest first out."""
+`tag` (`quote_tag`: the tenant of client API keys and the conversation's system prompt), so only a
+conversation of the same tenant starting again under the same system prompt, as a compacting agent does,
+finds it: a reviewer agent given a coder's output is not taken for the coder. A line two sessions filed
+(a boilerplate answer, one task sampled twice) names neither. `forget(session)` drops a session's lines:
+the caller forgets a session once a conversation took it up (one compaction, one new conversation; a second
+quoting the same answer starts its own). At most `max_sessions` sessions are kept, the oldest first out."""
 
 from __future__ import annotations
 
@@ -31,8 +33,17 @@ QUOTES_NEEDED = 3
 MAX_LINES_READ = 512  # of one new conversation, so a large first message costs little
 
 
-def _digest(scope: str, line: str) -> int:
-    return xxh3_64_intdigest(f"{scope}\x00{line}".encode())
+def quote_tag(scope: str | None, system: bytes) -> str:
+    """What a filed line is tagged with: the tenant of client API keys (None without) and the digest of the
+    conversation's system prompt as sent (b"" for none)."""
+    return f"{scope or ''}\x00{xxh3_64_intdigest(system):x}"
+
+
+def _digest(tag: str, line: str) -> int:
+    return xxh3_64_intdigest(f"{tag}\x00{line}".encode())
+
+
+_SHARED = ""  # a line two sessions filed: it names neither
 
 
 class QuotedAnswers:
@@ -47,12 +58,11 @@ class QuotedAnswers:
     def __len__(self) -> int:
         return len(self._of)
 
-    def remember(self, text: str, session: str, scope: str | None = None) -> None:
+    def remember(self, text: str, session: str, tag: str = "") -> None:
         if len(text) < QUOTED_ANSWER_CHARS:
             return
-        tag = scope or ""
         digests: list[int] = []
-        for line in reversed(text.splitlines()):
+        for line in reversed(text.split("\n")):  # (as `quoted` reads them)
             line = line.strip()
             if len(line) >= QUOTED_LINE_CHARS:
                 digests.append(_digest(tag, line))
@@ -64,8 +74,12 @@ class QuotedAnswers:
         while len(self._of) >= self._max_sessions:
             self.forget(next(iter(self._of)))
         self._of[session] = digests
+        lines = self._lines
+        if len(lines) > 2 * QUOTED_LINES * self._max_sessions:  # lines shared by sessions since gone
+            self._lines = lines = {d: s for d, s in lines.items() if s != _SHARED}
         for digest in digests:
-            self._lines[digest] = session
+            held = lines.get(digest)
+            lines[digest] = session if held is None or held == session else _SHARED
 
     def forget(self, session: str) -> None:
         lines = self._lines
@@ -73,21 +87,22 @@ class QuotedAnswers:
             if lines.get(digest) == session:
                 del lines[digest]
 
-    def quoted(self, texts: Iterable[str], scope: str | None = None) -> str | None:
+    def quoted(self, texts: Iterable[str], tag: str = "") -> str | None:
         if not self._of:
             return None
-        tag, lines = scope or "", self._lines
+        lines = self._lines
         hits: dict[str, int] = {}
         read = 0
         for text in texts:
-            for line in text.splitlines():
+            if read >= MAX_LINES_READ:
+                break
+            lines_read = text.split("\n", MAX_LINES_READ - read)  # (not the whole of a large message)
+            for line in lines_read[: MAX_LINES_READ - read]:
                 read += 1
-                if read > MAX_LINES_READ:
-                    break
                 line = line.strip()
                 if len(line) >= QUOTED_LINE_CHARS:
                     session = lines.get(_digest(tag, line))
-                    if session is not None:
+                    if session:  # (not None, not shared)
                         hits[session] = hits.get(session, 0) + 1
         best, most = None, 0
         for session, count in hits.items():

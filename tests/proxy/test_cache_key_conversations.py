@@ -133,10 +133,15 @@ def test_the_oldest_key_goes_first_and_a_keys_oldest_split() -> None:
     assert keys.session_for("c", lambda: Opening(2, True), lambda _: True, lambda _: True) == sub_session(
         "c", 2
     )
-    for digest in range(3, 3 + MAX_SPLITS):
-        keys.session_for("c", Calls()(digest), lambda _: True, lambda _: True)
-    # the first split went: its later calls fall back to the key's session
-    assert keys.session_for("c", lambda: Opening(2, False), lambda _: True, lambda _: True) == "c"
+    always, calls = (lambda _: True), Calls()
+    for digest in range(3, 4 + MAX_SPLITS):  # (2 was split off first)
+        keys.session_for("c", calls(digest), always, always)
+        if digest == 10:  # the conversation split off at 3 goes on: used lately, it stays
+            keys.session_for("c", calls(3, first=False), always, always)
+    # the two used longest ago went: their later calls fall back to the key's session
+    assert keys.session_for("c", calls(2, first=False), always, always) == "c"
+    assert keys.session_for("c", calls(4, first=False), always, always) == "c"
+    assert keys.session_for("c", calls(3, first=False), always, always) == sub_session("c", 3)
 
 
 def test_a_sub_session_names_its_key() -> None:
@@ -175,6 +180,11 @@ def test_the_opening_is_the_first_user_message_not_the_system_prompt() -> None:
     )
     assert no_user is not None and system_alone is not None
     assert no_user == Opening(system_alone.digest, False)
+    part = {"type": "text", "text": "fix the build"}
+    marked = ChatMessage("user", msgspec.Raw(msgspec.json.encode([{**part, "cache_control": {"type": "x"}}])))
+    plain, cached = opening_of([message("user", "fix the build")]), opening_of([marked])
+    assert plain is not None and cached is not None
+    assert plain.digest == cached.digest  # its text, however sent
     tool = opening_of([message("user", "a"), message("tool", "done")])
     assert tool is not None and not tool.first
     assert opening_of([]) is None

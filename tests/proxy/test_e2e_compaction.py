@@ -120,3 +120,30 @@ async def test_no_session_is_taken_up_while_its_call_runs(http: aiohttp.ClientSe
         replica.hold.set()
         assert await running == first
         assert await quoting != first
+
+
+async def test_a_first_calls_answer_is_not_looked_for(http: aiohttp.ClientSession) -> None:
+    """Only an answer to a conversation going on from an earlier one is filed: one-shot calls (a load test's,
+    a flood naming no session) file nothing, so their calls look for no quote (proxy/quoted_answers.py)."""
+    replica = Replica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        first = await session_of(http, url, [SYSTEM, ASK])  # a one-shot call answered with the summary
+        assert await session_of(http, url, started_again()) != first
+        async with http.get(f"{url}/saga/v1/state") as r:
+            assert (await r.json())["quoted_answers"] == {"taken_up": 0}
+
+
+async def test_another_agent_given_the_answer_is_not_taken_for_its_author(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A reviewer agent started with a coder's output (its own system prompt) is a session of its own, and
+    the coder's compaction still goes on in its session (the fifty-second session's second review: a fresh
+    agent quoting an idle agent's answer joined its session for good)."""
+    replica = Replica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        coder = await session_of(http, url, [SYSTEM, TASK])
+        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
+        assert await session_of(http, url, history) == coder  # its answer: the summary
+        reviewer = [{"role": "system", "content": "You review code."}, *started_again()[1:]]
+        assert await session_of(http, url, reviewer) != coder
+        assert await session_of(http, url, started_again()) == coder

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.quoted_answers import MAX_LINES_READ, QUOTED_LINES, QuotedAnswers
+from proxy.quoted_answers import MAX_LINES_READ, QUOTED_LINES, QuotedAnswers, quote_tag
 
 SUMMARY = "\n".join(
     [
@@ -60,12 +60,30 @@ def test_only_a_sessions_latest_answer_counts() -> None:
     assert len(quotes) == 1
 
 
-def test_another_tenant_quoting_the_answer_finds_nothing() -> None:
+def test_only_the_same_tenant_under_the_same_system_prompt_finds_it() -> None:
+    """A compacting agent keeps its system prompt; a reviewer agent given a coder's output has its own, and
+    another tenant (client API keys) never finds this one's sessions."""
     quotes = QuotedAnswers()
-    quotes.remember(SUMMARY, "s1", scope="tenant-a")
-    assert quotes.quoted([SUMMARY], scope="tenant-b") is None
+    coder = quote_tag("tenant-a", b'"You code."')
+    quotes.remember(SUMMARY, "s1", coder)
+    assert quotes.quoted([SUMMARY], quote_tag("tenant-b", b'"You code."')) is None
+    assert quotes.quoted([SUMMARY], quote_tag("tenant-a", b'"You review code."')) is None
+    assert quotes.quoted([SUMMARY], quote_tag(None, b'"You code."')) is None
+    assert quotes.quoted([SUMMARY], coder) == "s1"
+
+
+def test_a_line_two_sessions_filed_names_neither() -> None:
+    """Two agents answering alike (a boilerplate answer, one task sampled twice): the later took the earlier's
+    compaction, and its own then found nothing (the fifty-second session's second review)."""
+    quotes = QuotedAnswers()
+    quotes.remember(SUMMARY, "a")
+    quotes.remember(SUMMARY, "b")
     assert quotes.quoted([SUMMARY]) is None
-    assert quotes.quoted([SUMMARY], scope="tenant-a") == "s1"
+    quotes.remember(SUMMARY + "\nOne more line that only session b wrote in its answer.", "b")
+    assert quotes.quoted([SUMMARY]) is None  # its other lines still shared with a
+    quotes.forget("a")
+    quotes.remember(SUMMARY, "c")  # a third files them: shared still
+    assert quotes.quoted([SUMMARY]) is None
 
 
 def test_forgetting_a_session_and_the_oldest_first_out() -> None:

@@ -71,8 +71,8 @@ async def fleet(policy, base, named):
             other = [l[3] for l in log if not l[2] and l[1] > 0]
             ids = {l[4] for l in log}
             return (
-                f"task time p50 {q(tct, .5):.1f}s max {max(tct):.1f}s; call after compaction p50 {q(comp, .5):.2f}s "
-                f"p90 {q(comp, .9):.2f}s; other calls p50 {q(other, .5):.2f}s; failed {sum(r[1] != 200 for r in res)}; "
+                f"task time p50 {q(tct, 0.5):.1f}s max {max(tct):.1f}s; call after compaction p50 {q(comp, 0.5):.2f}s "
+                f"p90 {q(comp, 0.9):.2f}s; other calls p50 {q(other, 0.5):.2f}s; failed {sum(r[1] != 200 for r in res)}; "
                 f"session ids seen {len(ids)}; live reservations {st.get('admission', {}).get('live')}"
             )
     finally:
@@ -83,7 +83,11 @@ async def main():
     os.makedirs("/tmp/reviewA", exist_ok=True)
     harness.TREE = os.environ.get("SAGA_TREE", "/work/main")
     out = []
-    for name, pol, off, named in (("saga no id", "saga", 0, False), ("saga id", "saga", 20, True), ("round-robin no id", "round-robin", 40, False)):
+    for name, pol, off, named in (
+        ("saga no id", "saga", 0, False),
+        ("saga id", "saga", 20, True),
+        ("round-robin no id", "round-robin", 40, False),
+    ):
         r = await fleet(pol, PORT + off, named)
         print(f"{name}: {r}", flush=True)
         out.append(f"{name}: {r}")
