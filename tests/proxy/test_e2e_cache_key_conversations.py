@@ -83,18 +83,31 @@ async def state(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return answer
 
 
+async def beside(
+    http: aiohttp.ClientSession,
+    url: str,
+    replica: GatedReplica,
+    running: dict[str, Any],
+    other: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """`other` sent while `running` (with `headers`) is at the replica, both answered once both are there:
+    the sessions they were filed under."""
+    first = asyncio.create_task(call(http, url, running, headers))
+    await asyncio.wait_for(replica.arrived.wait(), 10)
+    second = asyncio.create_task(call(http, url, other))
+    await asyncio.wait_for(replica.second.wait(), 10)
+    replica.release.set()
+    return await first, await second
+
+
 async def test_another_conversation_under_a_busy_key_gets_a_session_of_its_own(
     http: aiohttp.ClientSession,
 ) -> None:
     replica = GatedReplica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
-        first = asyncio.create_task(call(http, url, body("Task A")))
-        await asyncio.wait_for(replica.arrived.wait(), 10)
-        second = asyncio.create_task(call(http, url, body("Task B")))  # while Task A's call runs
-        await asyncio.wait_for(replica.second.wait(), 10)
-        replica.release.set()
-        assert await first == "my-app"
-        other = await second
+        first, other = await beside(http, url, replica, body("Task A"), body("Task B"))
+        assert first == "my-app"
         assert other.startswith("my-app~") and len(other) == len("my-app~") + 16
         shown = await state(http, url)
         assert shown["cache_keys"] == {"shared": 1, "split_calls": 1} and shown["in_flight"] == 0
@@ -112,12 +125,7 @@ async def test_the_keys_own_conversation_keeps_its_session_with_calls_beside_it(
     session, and nothing found shared."""
     replica = GatedReplica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
-        first = asyncio.create_task(call(http, url, body("Task A")))
-        await asyncio.wait_for(replica.arrived.wait(), 10)
-        retry = asyncio.create_task(call(http, url, body("Task A")))
-        await asyncio.wait_for(replica.second.wait(), 10)
-        replica.release.set()
-        assert (await first, await retry) == ("my-app", "my-app")
+        assert await beside(http, url, replica, body("Task A"), body("Task A")) == ("my-app", "my-app")
         for turn in ("one", "two"):
             assert await call(http, url, body("Task A", turn=turn)) == "my-app"
         assert (await state(http, url))["cache_keys"] == {"shared": 0, "split_calls": 0}
@@ -130,12 +138,8 @@ async def test_a_side_call_beside_the_conversation_never_takes_its_session_away(
     later calls, one at a time, stay in the key's session."""
     replica = GatedReplica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
-        main = asyncio.create_task(call(http, url, body("Task A")))
-        await asyncio.wait_for(replica.arrived.wait(), 10)
-        side = asyncio.create_task(call(http, url, body("Give this conversation a title")))
-        await asyncio.wait_for(replica.second.wait(), 10)
-        replica.release.set()
-        assert await main == "my-app" and (await side).startswith("my-app~")
+        main, side = await beside(http, url, replica, body("Task A"), body("Give this conversation a title"))
+        assert main == "my-app" and side.startswith("my-app~")
         for turn in ("one", "two", "three"):
             assert await call(http, url, body("Task A", turn=turn)) == "my-app"
 
@@ -146,12 +150,8 @@ async def test_a_header_named_session_is_never_split(http: aiohttp.ClientSession
     replica = GatedReplica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
         named = {"X-Session-ID": "task-7"}
-        running = asyncio.create_task(call(http, url, body("Task A", key=None), named))
-        await asyncio.wait_for(replica.arrived.wait(), 10)
-        keyed = asyncio.create_task(call(http, url, body("Helper task", key="task-7")))
-        await asyncio.wait_for(replica.second.wait(), 10)
-        replica.release.set()
-        assert (await running, await keyed) == ("task-7", "task-7")
+        task, helper = body("Task A", key=None), body("Helper task", key="task-7")
+        assert await beside(http, url, replica, task, helper, named) == ("task-7", "task-7")
         assert await call(http, url, body("Task A", turn="go on", key=None), named) == "task-7"
         assert (await state(http, url))["cache_keys"]["shared"] == 0
 
