@@ -9,20 +9,23 @@ Contract (sans-IO; the scheduler's view comes in as functions): `session_for(key
 returns the session a call naming `key` (the scheduler's id of it) belongs to. The conversation that first
 names a key the scheduler does not hold is the key's own, and its calls are the key's session, as before. A
 conversation is told apart where it starts: a first call (`Opening.first`: no answer or tool result in its
-messages yet) whose first user message (`Opening.digest`) is not the key's own conversation's, sent while a
-call of the key's session is in flight or once the key was found shared, goes to a session of its own,
+messages yet) whose first user message's text (`Opening.digest`) is not the key's own conversation's, sent
+while a call of the key's session is in flight or once the key was found shared (a conversation split off
+went on: a side call asked once, a title, does not make it so), goes to a session of its own,
 `sub_session(key, digest)`, and so do the later calls with that first user message. Any other call is the
 key's: a call that goes on from answers is never split, so a conversation that sends its own key keeps its
-session whatever its history becomes (a sliding window, a summary, `cache_control` moving from message to
-message, a first call that was a router's: the forty-ninth session's review C and the fifty-second's), and
-one with a first user message never split off falls back to the key's session, as before. The opening is
-looked at only when it can matter, so a conversation sending a key of its own, its calls one after another,
-costs no decode; nothing is ever dissolved (the forty-ninth session's rule took a key found busy as naming no
-session, and a conversation's own retry made it lose its session for good). A session the key names that the
-proxy did not record (a header named it) is left as it is. At most `limit` keys are remembered, the oldest
-first out, and `MAX_SPLITS` first user messages a key, the one used longest ago first out. A conversation
-told apart whose first user message later changes (a sliding window dropping it) falls back to the key's
-session, as every call of the key did before."""
+session whatever its history becomes (a sliding window, `cache_control` moving from message to message, a
+first call that was a router's, a summary it starts again from while its key is not shared: the forty-ninth
+session's review C and the fifty-second's three), and one with a first user message never split off falls
+back to the key's session, as before. The opening is looked at only when it can matter, so a conversation
+sending a key of its own, its calls one after another, costs no decode; nothing is ever dissolved (the
+forty-ninth session's rule took a key found busy as naming no session, and a conversation's own retry made
+it lose its session for good). A session the key names that the proxy did not record (a header named it) is
+left as it is. At most `limit` keys are remembered, `MAX_SPLITS` first user messages split off a key and
+`MAX_SPLITS_IN_ALL` over every key, the one used longest ago first out. A conversation told apart whose
+first user message later changes (a sliding window dropping it) falls back to the key's session, as every
+call of the key did before; under a key found shared, the key's own conversation starting again from a
+summary is told apart too (it is then a first call like another conversation's)."""
 
 from __future__ import annotations
 
@@ -36,7 +39,10 @@ from proxy.session_chain import message_text
 
 # The roles of a conversation's first call: no answer and no tool result yet.
 _OPENING_ROLES = frozenset(("system", "developer", "user"))
-MAX_SPLITS = 1024  # first user messages remembered for a key (the oldest first out)
+MAX_SPLITS = 1024  # first user messages split off remembered for a key (the one used longest ago first out)
+# ... and over every key, so the memory they take stays small (~84 bytes each): a key's whole record goes,
+# the one split off from longest ago first
+MAX_SPLITS_IN_ALL = 65_536
 # A sub-session's id: the key (cut to leave room) and a digest of the whole key and the first user message,
 # within the ids clients may send back (proxy/identity.py MAX_ID_CHARS).
 _DIGEST_CHARS = 16
@@ -84,19 +90,22 @@ def key_of_sub_session(session: str) -> str | None:
 
 
 class _Key:
-    __slots__ = ("own", "splits")
+    __slots__ = ("own", "shared", "splits")
 
     def __init__(self, own: int) -> None:
         self.own = own  # the first user message of the key's own conversation
         self.splits: dict[int, None] = {}  # first user messages split off, the one used longest ago first
+        # whether a conversation split off went on (a side call asked once, a title, does not make it so)
+        self.shared = False
 
 
 class CacheKeyConversations:
-    __slots__ = ("_keys", "_limit", "found", "split")
+    __slots__ = ("_keys", "_limit", "_splits", "found", "split")
 
     def __init__(self, limit: int = 65_536) -> None:
-        self._keys: dict[str, _Key] = {}
+        self._keys: dict[str, _Key] = {}  # the key used longest ago first
         self._limit = limit
+        self._splits = 0  # first user messages split off, over every key (`MAX_SPLITS_IN_ALL`)
         # since the start (`/saga/v1/state`): keys found carrying more than one conversation, and calls sent
         # to a session of their own under a key
         self.found = 0
@@ -117,39 +126,54 @@ class CacheKeyConversations:
         waiting or running."""
         record = self._keys.get(key)
         if record is None or not known(key):
-            if record is not None and record.splits:  # a shared key whose own conversation ended
-                return self._told_apart(key, record, opening())
+            if record is not None and record.shared:  # a shared key whose own conversation ended
+                return self._told_apart(key, record, opening(), False)
             if record is None and known(key):
                 return key  # named by a header, or remembered before the oldest: left as it is
             seen = opening()
             if seen is not None:
                 self._remember(key, _Key(seen.digest))
             return key
-        if not record.splits and not busy(key):
+        in_flight = busy(key)
+        if not record.splits and not in_flight:
             return key
-        return self._told_apart(key, record, opening())
+        return self._told_apart(key, record, opening(), in_flight)
 
-    def _told_apart(self, key: str, record: _Key, seen: Opening | None) -> str:
-        """A call of a key found shared, or sent while a call of the key's session is in flight."""
+    def _told_apart(self, key: str, record: _Key, seen: Opening | None, in_flight: bool) -> str:
+        """A call of a key with conversations split off, or sent while a call of the key's session is in
+        flight."""
         if seen is None or seen.digest == record.own:
             return key
         splits = record.splits
         if seen.digest in splits:
             del splits[seen.digest]  # (the latest used last: the oldest used goes first)
-        else:
-            if not seen.first:  # goes on from answers: the key's own conversation's, or one never told apart
-                return key
-            if not splits:
+            if not seen.first and not record.shared:  # a conversation split off goes on: the key is shared
+                record.shared = True
                 self.found += 1
+        elif not seen.first or not (in_flight or record.shared):
+            # goes on from answers (the key's own conversation's, or one never told apart), or starts while
+            # the key's session is idle and no conversation split off went on: the key's own starting again
+            # (a compaction after a side call was taken for another conversation: the third review)
+            return key
+        else:
             if len(splits) >= MAX_SPLITS:
                 del splits[next(iter(splits))]
+                self._splits -= 1
+            self._splits += 1
+            self._keys[key] = self._keys.pop(key)  # (used last)
+            while self._splits > MAX_SPLITS_IN_ALL:
+                self._forget(next(iter(self._keys)))
         splits[seen.digest] = None
         self.split += 1
         return sub_session(key, seen.digest)
 
     def _remember(self, key: str, record: _Key) -> None:
         keys = self._keys
-        keys.pop(key, None)
+        if key in keys:
+            self._forget(key)
         if len(keys) >= self._limit:
-            del keys[next(iter(keys))]  # the oldest remembered
+            self._forget(next(iter(keys)))  # the one used longest ago
         keys[key] = record
+
+    def _forget(self, key: str) -> None:
+        self._splits -= len(self._keys.pop(key).splits)

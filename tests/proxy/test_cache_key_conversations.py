@@ -8,6 +8,7 @@ import msgspec
 
 from proxy.cache_key_conversations import (
     MAX_SPLITS,
+    MAX_SPLITS_IN_ALL,
     CacheKeyConversations,
     Opening,
     key_of_sub_session,
@@ -63,12 +64,34 @@ def test_another_conversation_starting_beside_the_keys_own_gets_a_session_of_its
     assert session(keys, s, calls, 1) == "app"  # a retry or a side call repeating its first user message
     assert keys.found == 0
     other = session(keys, s, calls, 2)
-    assert other == sub_session("app", 2) and keys.found == 1 and keys.split == 1
-    s.busy.clear()  # found shared: told apart with no call beside them too
-    assert session(keys, s, calls, 2, first=False) == other  # its later calls
+    assert other == sub_session("app", 2) and keys.found == 0 and keys.split == 1
+    s.busy.clear()
+    assert session(keys, s, calls, 2, first=False) == other  # its later calls: it went on, the key is shared
+    assert keys.found == 1
     assert session(keys, s, calls, 1, first=False) == "app"
-    assert session(keys, s, calls, 3) == sub_session("app", 3)  # another conversation's first call
+    assert session(keys, s, calls, 3) == sub_session("app", 3)  # another's first call, the key's idle
     assert keys.found == 1 and keys.split == 3
+
+
+def test_a_side_call_split_off_does_not_make_the_key_shared() -> None:
+    """A conversation sending its own key asks a title once beside its call (split off), then starts again
+    from a summary while its key's session is idle: still its session (the fifty-second session's third
+    review: the compaction went to a session of its own for good). Under a key found shared it is told
+    apart, as another conversation's first call would be."""
+    keys, s, calls = CacheKeyConversations(), Scheduler(), Calls()
+    assert session(keys, s, calls, 1) == "app"
+    s.busy.add("app")
+    assert session(keys, s, calls, 2) == sub_session("app", 2)  # the title, asked once
+    s.busy.clear()
+    assert session(keys, s, calls, 1, first=False) == "app"
+    assert session(keys, s, calls, 3) == "app"  # the summary it starts again from
+    assert session(keys, s, calls, 3, first=False) == "app"
+    assert keys.found == 0
+    s.busy.add("app")
+    assert session(keys, s, calls, 4) == sub_session("app", 4)  # another conversation beside it
+    assert session(keys, s, calls, 4, first=False) == sub_session("app", 4)  # goes on: shared
+    s.busy.clear()
+    assert session(keys, s, calls, 5) == sub_session("app", 5)
 
 
 def test_a_call_going_on_from_answers_is_never_split_off() -> None:
@@ -116,11 +139,24 @@ def test_a_shared_key_whose_own_conversation_ended_still_tells_them_apart() -> N
     session(keys, s, calls, 1)
     s.busy.add("app")
     session(keys, s, calls, 2)
+    session(keys, s, calls, 2, first=False)  # it went on: the key is shared
     s.held.clear()
     s.busy.clear()
     assert session(keys, s, calls, 2, first=False) == sub_session("app", 2)
     assert session(keys, s, calls, 1, first=False) == "app"
     assert session(keys, s, calls, 3) == sub_session("app", 3)
+
+
+def test_the_splits_over_every_key_are_bounded() -> None:
+    keys, always = CacheKeyConversations(), (lambda _: True)
+    for key in range(MAX_SPLITS_IN_ALL // MAX_SPLITS + 2):
+        keys.session_for(f"k{key}", Calls()(0), lambda _: False, always)
+        for digest in range(1, MAX_SPLITS + 1):
+            keys.session_for(f"k{key}", Calls()(digest), always, always)
+    assert len(keys) == MAX_SPLITS_IN_ALL // MAX_SPLITS  # the keys split off from longest ago went whole
+    assert keys.session_for("k0", Calls()(1, first=False), always, always) == "k0"
+    last = f"k{MAX_SPLITS_IN_ALL // MAX_SPLITS + 1}"
+    assert keys.session_for(last, Calls()(1, first=False), always, always) == sub_session(last, 1)
 
 
 def test_the_oldest_key_goes_first_and_a_keys_oldest_split() -> None:

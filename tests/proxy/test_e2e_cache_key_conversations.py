@@ -110,11 +110,12 @@ async def test_another_conversation_under_a_busy_key_gets_a_session_of_its_own(
         assert first == "my-app"
         assert other.startswith("my-app~") and len(other) == len("my-app~") + 16
         shown = await state(http, url)
-        assert shown["cache_keys"] == {"shared": 1, "split_calls": 1} and shown["in_flight"] == 0
-        # the key was found shared: each conversation keeps its session with no call beside it
+        assert shown["cache_keys"] == {"shared": 0, "split_calls": 1} and shown["in_flight"] == 0
+        # each conversation keeps its session with no call beside it; Task B going on makes the key shared
         assert await call(http, url, body("Task B", turn="go on")) == other
         assert await call(http, url, body("Task A", turn="go on")) == "my-app"
         assert await call(http, url, body("Task C")) not in ("my-app", other)
+        assert (await state(http, url))["cache_keys"] == {"shared": 1, "split_calls": 3}
     assert replica.sessions[:2] == ["my-app", other]
 
 
@@ -142,6 +143,26 @@ async def test_a_side_call_beside_the_conversation_never_takes_its_session_away(
         assert main == "my-app" and side.startswith("my-app~")
         for turn in ("one", "two", "three"):
             assert await call(http, url, body("Task A", turn=turn)) == "my-app"
+
+
+async def test_starting_again_from_a_summary_after_a_side_call_keeps_the_key(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A conversation sending its own key asks a title beside its call once (split off), then compacts: its
+    summary, a first call of system and user messages, comes while its key's session is idle and stays in
+    it (the fifty-second session's third review: it went to a session of its own for good)."""
+    replica = GatedReplica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        main, side = await beside(http, url, replica, body("Task A"), body("Give this conversation a title"))
+        assert main == "my-app" and side.startswith("my-app~")
+        assert await call(http, url, body("Task A", turn="go on")) == "my-app"
+        summary = body("Summary of the work so far: the parser is fixed.")
+        assert await call(http, url, summary) == "my-app"
+        assert (
+            await call(http, url, body("Summary of the work so far: the parser is fixed.", turn="next"))
+            == "my-app"
+        )
+        assert (await state(http, url))["cache_keys"]["shared"] == 0
 
 
 async def test_a_header_named_session_is_never_split(http: aiohttp.ClientSession) -> None:
@@ -183,7 +204,7 @@ async def test_an_apps_one_shot_calls_under_one_key_are_sessions_of_their_own() 
     split = shown["cache_keys"]["split_calls"]  # 15 but for a call sent after the first was answered
     assert split >= 8 and len(sessions) == 1 + split and "my-app" in sessions
     assert {replica for _, replica in answered} == set(fleet.urls)
-    assert shown["cache_keys"]["shared"] == 1 and shown["in_flight"] == 0
+    assert shown["cache_keys"]["shared"] == 0 and shown["in_flight"] == 0  # none went on
 
 
 async def test_a_conversation_whose_first_user_message_changes_keeps_its_key(
