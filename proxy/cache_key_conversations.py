@@ -10,22 +10,22 @@ returns the session a call naming `key` (the scheduler's id of it) belongs to. T
 names a key the scheduler does not hold is the key's own, and its calls are the key's session, as before. A
 conversation is told apart where it starts: a first call (`Opening.first`: no answer or tool result in its
 messages yet) whose first user message's text (`Opening.digest`) is not the key's own conversation's, sent
-while a call of the key's session is in flight or once the key was found shared (a conversation split off
-went on: a side call asked once, a title, does not make it so), goes to a session of its own,
-`sub_session(key, digest)`, and so do the later calls with that first user message. Any other call is the
-key's: a call that goes on from answers is never split, so a conversation that sends its own key keeps its
-session whatever its history becomes (a sliding window, `cache_control` moving from message to message, a
+while a call of the key's session is in flight or once the key was found shared (a conversation split off went
+on, or `SHARED_AFTER` were split off: a side call asked once, a title, does not make it so), goes to a session
+of its own, `sub_session(key, digest)`, and so do the later calls with that first user message. Any other call
+is the key's: a call that goes on from answers is never split, so a conversation that sends its own key keeps
+its session whatever its history becomes (a sliding window, `cache_control` moving from message to message, a
 first call that was a router's, a summary it starts again from while its key is not shared: the forty-ninth
-session's review C and the fifty-second's three), and one with a first user message never split off falls
-back to the key's session, as before. The opening is looked at only when it can matter, so a conversation
-sending a key of its own, its calls one after another, costs no decode; nothing is ever dissolved (the
-forty-ninth session's rule took a key found busy as naming no session, and a conversation's own retry made
-it lose its session for good). A session the key names that the proxy did not record (a header named it) is
-left as it is. At most `limit` keys are remembered, `MAX_SPLITS` first user messages split off a key and
-`MAX_SPLITS_IN_ALL` over every key, the one used longest ago first out. A conversation told apart whose
-first user message later changes (a sliding window dropping it) falls back to the key's session, as every
-call of the key did before; under a key found shared, the key's own conversation starting again from a
-summary is told apart too (it is then a first call like another conversation's)."""
+session's review C and the fifty-second's three), and one with a first user message never split off falls back
+to the key's session, as before. The opening is looked at only when it can matter, so a conversation sending a
+key of its own, its calls one after another, costs no decode; nothing is ever dissolved (the forty-ninth
+session's rule took a key found busy as naming no session, and a conversation's own retry made it lose its
+session for good). A session the key names that the proxy did not record (a header named it) is left as it is.
+At most `limit` keys are remembered, `MAX_SPLITS` first user messages split off a key and `MAX_SPLITS_IN_ALL`
+over every key, the one used longest ago first out. A conversation told apart whose first user message later
+changes (a sliding window dropping it) falls back to the key's session, as every call of the key did before;
+under a key found shared, the key's own conversation starting again from a summary is told apart too (it is
+then a first call like another conversation's)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,10 @@ MAX_SPLITS = 1024  # first user messages split off remembered for a key (the one
 # ... and over every key, so the memory they take stays small (~84 bytes each): a key's whole record goes,
 # the one split off from longest ago first
 MAX_SPLITS_IN_ALL = 65_536
+# A key is found shared once a conversation split off under it goes on, or this many were split off (an
+# app's one-shot calls under one key: while only calls beside the key's own were split off, those sent when
+# it was idle joined its session, 0.68x round-robin's calls; a title asked once is one)
+SHARED_AFTER = 4
 # A sub-session's id: the key (cut to leave room) and a digest of the whole key and the first user message,
 # within the ids clients may send back (proxy/identity.py MAX_ID_CHARS).
 _DIGEST_CHARS = 16
@@ -160,6 +164,9 @@ class CacheKeyConversations:
                 del splits[next(iter(splits))]
                 self._splits -= 1
             self._splits += 1
+            if len(splits) + 1 >= SHARED_AFTER and not record.shared:  # several conversations at once
+                record.shared = True
+                self.found += 1
             self._keys[key] = self._keys.pop(key)  # (used last)
             while self._splits > MAX_SPLITS_IN_ALL:
                 self._forget(next(iter(self._keys)))
