@@ -254,6 +254,39 @@ def _taken_up(
     return session
 
 
+def _key_session(
+    key: str,
+    fields: CallFields,
+    scope: str | None,
+    chains: PrefixChains | None,
+    conversations: CacheKeyConversations,
+    known: Callable[[str], bool],
+    busy: Callable[[str], bool],
+) -> tuple[str, list[ChatMessage] | None]:
+    """The session of a call naming `key` as its `prompt_cache_key` (proxy/cache_key_conversations.py), as
+    the client is told it, and its messages when they were read for it."""
+    scheduled = scheduled_session_id(key, False, scope)
+    decoded: list[ChatMessage] | None = None
+    previous = fields.previous_response_id
+    if previous and chains is not None:
+        # a Responses API turn names its conversation's last response: the session that response went to,
+        # where that is one told apart under this key
+        told = chains.session_of_response(previous, scope)
+        if told is None or key_of_sub_session(told) != scheduled:
+            told = scheduled
+    else:
+
+        def opening() -> Opening | None:
+            nonlocal decoded
+            decoded = _conversation(fields)
+            return None if decoded is None else opening_of(decoded)
+
+        told = conversations.session_for(scheduled, opening, known, busy)
+    if told == scheduled:
+        return key, decoded
+    return (told if scope is None else told.removeprefix(f"{scope}:")), decoded
+
+
 def _explicit_session(headers: Mapping[str, str], fields: CallFields) -> str | None:
     """The session the client named, in precedence order; raises IdentityError on a bad value."""
     return _named_session(headers, fields)[0]
@@ -287,11 +320,10 @@ def ownership_key(
     conversation's opening (what the inferred session id hashes: system and first user message, which every
     later call of the conversation repeats); else None: a call that is a session of its own, served by
     whichever worker read it. A bad identity value is None too: the call is refused where it was read. A
-    Responses API call
-    continuing through `previous_response_id` alone has no key either: the response-to-session index lives
-    in the worker that served the response, which the workers' shared table names
-    (proxy/response_owners.py). A chat call naming no session goes first where the shared table says its
-    latest answer was served, and only then to its opening's owner (proxy/fast_server.py). `scope`: the
+    Responses API call continuing through `previous_response_id` alone has no key either: the
+    response-to-session index lives in the worker that served the response, which the workers' shared table
+    names (proxy/response_owners.py). A chat call naming no session goes first where the shared table says
+    its latest answer was served, and only then to its opening's owner (proxy/fast_server.py). `scope`: the
     client API key's tenant, as `identify` is given it (the opening and chain hashes are the tenant's)."""
     try:
         session = _explicit_session(headers, fields)
@@ -362,24 +394,11 @@ def identify(
     session, by_key = _named_session(headers, fields)
     if by_key and key_conversations is not None and session_known is not None and session_busy is not None:
         assert session is not None
-        scheduled = scheduled_session_id(session, False, scope)
-        previous = fields.previous_response_id
-        if previous and chains is not None:
-            # a Responses API turn names its conversation's last response: the session that response went to,
-            # where that is one told apart under this key
-            told = chains.session_of_response(previous, scope)
-            if told is None or key_of_sub_session(told) != scheduled:
-                told = scheduled
-        else:
-
-            def opening() -> Opening | None:
-                nonlocal decoded
-                decoded = _conversation(fields)
-                return None if decoded is None else opening_of(decoded)
-
-            told = key_conversations.session_for(scheduled, opening, session_known, session_busy)
-        if told != scheduled:
-            session = told if scope is None else told.removeprefix(f"{scope}:")
+        session, read = _key_session(
+            session, fields, scope, chains, key_conversations, session_known, session_busy
+        )
+        if read is not None:
+            decoded = read
     inferred = False
     prompt_chain = None
     tag = None
