@@ -128,12 +128,12 @@ class CacheKeyConversations:
         """The session of a call naming `key`; `opening()` its `opening_of` (decoded only when needed),
         `known(id)` whether the scheduler holds a session of that id, `busy(id)` whether one of its calls is
         waiting or running."""
-        record = self._keys.get(key)
-        if record is None or not known(key):
-            if record is not None and record.shared:  # a shared key whose own conversation ended
-                return self._told_apart(key, record, opening(), False)
-            if record is None and known(key):
-                return key  # named by a header, or remembered before the oldest: left as it is
+        record, held = self._keys.get(key), known(key)
+        if record is None and held:
+            return key  # named by a header, or remembered before the oldest: left as it is
+        if record is not None and not held and record.shared:  # a shared key whose own conversation ended
+            return self._told_apart(key, record, opening(), False)
+        if record is None or not held:  # a conversation takes the key (again): its own
             seen = opening()
             if seen is not None:
                 self._remember(key, _Key(seen.digest))

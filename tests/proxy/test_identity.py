@@ -8,7 +8,9 @@ import msgspec
 import pytest
 from multidict import CIMultiDict
 
-from proxy.identity import decode_call, identify
+from proxy.cache_key_conversations import CacheKeyConversations, sub_session
+from proxy.identity import decode_call, identify, ownership_key
+from proxy.session_chain import PrefixChains
 
 
 def who(body: dict[str, object], **headers: str) -> tuple[str, str, str, bool]:
@@ -210,8 +212,6 @@ def test_the_conversations_under_one_prompt_cache_key_are_told_apart_by_the_tena
     """With client API keys (`scope`) the key's session is the tenant's: its record and the scheduler's
     lookups use the tenant's id, and the client is told the id it sent, or `<key>~<digest>` for another
     conversation beside it. A header or a body `session_id` wins over the key, as before."""
-    from proxy.cache_key_conversations import CacheKeyConversations, sub_session
-
     keys, held, busy = CacheKeyConversations(), set[str](), set[str]()
 
     def named(body: dict[str, object], **headers: str) -> str:
@@ -245,8 +245,6 @@ def test_a_responses_turn_under_a_shared_key_follows_its_previous_response() -> 
     """A Responses API conversation told apart under a key names its last response: its turns go to the
     session that response went to (they went back to the key's, on another replica: the fifty-second
     session's review); a response of the key's own conversation, or of no session known, is the key's."""
-    from proxy.cache_key_conversations import CacheKeyConversations, sub_session
-    from proxy.session_chain import PrefixChains
 
     chains = PrefixChains()
     split = sub_session("app", 7)
@@ -273,9 +271,6 @@ def test_a_responses_turn_under_a_shared_key_follows_its_previous_response() -> 
 def test_a_session_told_apart_under_a_key_named_back_is_owned_with_the_key() -> None:
     """`--workers N`: a client naming `<key>~<digest>` (the X-Session-ID it was told) is served by the
     worker of the key, where that session lives (it was another worker's: one session live twice)."""
-    from proxy.cache_key_conversations import sub_session
-    from proxy.identity import ownership_key
-
     split = sub_session("app", 7)
     by_header = ownership_key(CIMultiDict({"X-Session-ID": split}), decode_call(b'{"model": "m"}'))
     by_key = ownership_key(CIMultiDict(), decode_call(b'{"model": "m", "prompt_cache_key": "app"}'))
