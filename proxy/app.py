@@ -34,6 +34,7 @@ from proxy.context import (
     METRICS,
     MODELS,
     POOL,
+    QUOTE_OWNERS,
     RELEASER,
     REPLICA_CHANGES,
     RESPONSE_OWNERS,
@@ -55,7 +56,7 @@ from proxy.load_sync import load_sync_loop
 from proxy.metrics import ProxyMetrics
 from proxy.model_routing import ModelFilter, ReplicaModels
 from proxy.replica_changes import ReplicaChanges
-from proxy.response_owners import ChainOwners, ResponseOwners
+from proxy.response_owners import ChainOwners, QuoteOwners, ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import SchedulerCore, build_policy
 from proxy.scheduler.release import ReleaseQueue
@@ -108,7 +109,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_owner_tables(app: web.Application) -> None:
-    for owners in (app[RESPONSE_OWNERS], app[CHAIN_OWNERS]):
+    for owners in (app[RESPONSE_OWNERS], app[CHAIN_OWNERS], app[QUOTE_OWNERS]):
         if owners is not None:
             owners.close()
 
@@ -227,6 +228,7 @@ def create_app(
     app[WORKERS] = workers
     app[RESPONSE_OWNERS] = None
     app[CHAIN_OWNERS] = None
+    app[QUOTE_OWNERS] = None
     app[REPLICA_CHANGES] = None
     kv_events = config.kv_events
     app[KV_RESIDENCY] = (
@@ -238,6 +240,7 @@ def create_app(
         core.tenant_stats.idle_s = math.inf
         app[RESPONSE_OWNERS] = ResponseOwners(workers.directory, workers.index)
         app[CHAIN_OWNERS] = ChainOwners(workers.directory, workers.index)
+        app[QUOTE_OWNERS] = QuoteOwners(workers.directory, workers.index)
         app[REPLICA_CHANGES] = ReplicaChanges(workers.directory)
         app.on_cleanup.append(_close_owner_tables)
     app[METRICS] = ProxyMetrics()

@@ -40,6 +40,7 @@ from proxy.context import (
     KV_RESIDENCY,
     METRICS,
     POOL,
+    QUOTE_OWNERS,
     RELEASER,
     RESPONSE_OWNERS,
     TENANT_SOURCES,
@@ -48,6 +49,7 @@ from proxy.data_structs import Identity
 from proxy.directives import BodyLacks, asking_for_usage, with_retention
 from proxy.errors import ProxyError, retry_after
 from proxy.inline_relay import InlineDownstream, InlineRelay
+from proxy.quoted_answers import answer_lines
 from proxy.scheduler import Decision, Dispatch, Reject, RequestInfo, Usage
 from proxy.session_chain import answer_key
 from proxy.sessions import SESSION_END_HEADER, end_session, wants_end
@@ -72,6 +74,7 @@ class CallShared:
         self.releaser = app[RELEASER]
         self.response_owners = app.get(RESPONSE_OWNERS)
         self.chain_owners = app.get(CHAIN_OWNERS)
+        self.quote_owners = app.get(QUOTE_OWNERS)
         self.kv_residency = app.get(KV_RESIDENCY)
         self.tenant_sources = app[TENANT_SOURCES]
         # each client API key's tenant salts its prefix cache on the replicas (proxy/tenant_salt.py)
@@ -126,6 +129,9 @@ class Call:
         self.with_priority = False
         # the answer's prefix-chain key, once computed: with workers both `answered` and `_relayed` need it
         self.chained_key: bytes | None = None
+        # the lines its answer files for a compacting agent (proxy/quoted_answers.py), once computed: with
+        # workers `answered` records them in the workers' table first
+        self.quote_lines: list[int] | None = None
 
     def _decided_now(self, decisions: list[Decision]) -> Decision | None:
         """This call's decision when the core made it at once (usually); None when it must wait for it."""
@@ -308,8 +314,7 @@ class Call:
             chains, who = self.shared.chains, self.who
             chains.remember_key(key, who.session_id)
             if who.quote_tag is not None:  # (a conversation's first call is not a summary asked of it)
-                assert outcome.answer is not None  # (a key is an answer's)
-                chains.quotes.remember(outcome.answer.text, who.session_id, who.quote_tag)
+                chains.quotes.file(who.session_id, self._quote_lines(outcome, who.quote_tag))
         if outcome.response_id is not None:
             self.shared.chains.remember_response(
                 outcome.response_id, self.who.session_id, decision.replica_id, self.who.tenant_id
@@ -382,8 +387,9 @@ class Call:
 
     def answered(self, outcome: forward.Relayed) -> None:
         """One worker of several: the next call naming this response, or repeating this answer in a
-        conversation naming no session, finds this worker, also when the client sends it the moment the
-        answer ends (so this comes before the answer's last bytes; proxy/response_owners.py)."""
+        conversation naming no session, or quoting this answer in a new one as a compacting agent does,
+        finds this worker, also when the client sends it the moment the answer ends (so this comes before
+        the answer's last bytes; proxy/response_owners.py)."""
         shared = self.shared
         if outcome.response_id is not None and shared.response_owners is not None:
             shared.response_owners.record(outcome.response_id)
@@ -392,6 +398,16 @@ class Call:
             key = self._chained_key(outcome)
             if key is not None:
                 owners.record(key)
+                tag = self.who.quote_tag
+                if tag is not None and shared.quote_owners is not None:
+                    shared.quote_owners.record(tag, self._quote_lines(outcome, tag))
+
+    def _quote_lines(self, outcome: forward.Relayed, tag: str) -> list[int]:
+        """The lines this call's answer files for a compacting agent, computed once (`chained_key` set)."""
+        if self.quote_lines is None:
+            assert outcome.answer is not None  # (a chained key is an answer's)
+            self.quote_lines = answer_lines(outcome.answer.text, tag)
+        return self.quote_lines
 
     def _chained_key(self, outcome: forward.Relayed) -> bytes | None:
         """The key a later call of this conversation finds this answer by (proxy/session_chain.py

@@ -15,7 +15,7 @@ from proxy.model_routing import ReplicaModels
 from proxy.priority_fallback import PriorityRefusals
 from proxy.replica_changes import ReplicaChanges
 from proxy.replica_guard import GuardParams, ReplicaGuard
-from proxy.response_owners import ChainOwners, ResponseOwners
+from proxy.response_owners import ChainOwners, QuoteOwners, ResponseOwners
 from proxy.retention_release import RetentionReleaser
 from proxy.scheduler import Decision, ReplicaStats, SchedulerCore
 from proxy.session_chain import PrefixChains
@@ -92,6 +92,8 @@ WORKERS: web.AppKey[WorkerSet | None] = web.AppKey("workers")  # None: single-pr
 RESPONSE_OWNERS: web.AppKey[ResponseOwners | None] = web.AppKey("response_owners")
 # which worker served a chat answer, by its prefix-chain key (proxy/response_owners.py); None with one process
 CHAIN_OWNERS: web.AppKey[ChainOwners | None] = web.AppKey("chain_owners")
+# which worker filed the lines a compacting agent's summary is found by (proxy/response_owners.py); or None
+QUOTE_OWNERS: web.AppKey[QuoteOwners | None] = web.AppKey("quote_owners")
 # With workers: the admin API's replica set changes, kept for a worker restarted later (None: one process).
 REPLICA_CHANGES: web.AppKey[ReplicaChanges | None] = web.AppKey("replica_changes")
 # What each replica caches of each session, from its KV events (proxy/kv_residency.py); None: not subscribed.

@@ -64,9 +64,9 @@ from proxy import forward
 from proxy.auth import call_tenant
 from proxy.calls import CALL_ROUTES, begin_call, parse_call, serve_call
 from proxy.connection_handoff import HANDOFF_COUNTS, HandoffCounts, HandoffLinks, HandoffListener
-from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, RESPONSE_OWNERS, WORKERS
+from proxy.context import CHAIN_OWNERS, CONFIG, CORE, METRICS, QUOTE_OWNERS, RESPONSE_OWNERS, WORKERS
 from proxy.cors import CorsPolicy, exempt
-from proxy.data_structs import SeenMessages
+from proxy.data_structs import CallFields, SeenMessages
 from proxy.errors import (
     COMPRESSED_BODY,
     UNKNOWN_EXPECTATION,
@@ -79,9 +79,11 @@ from proxy.errors import (
     too_large_message,
 )
 from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
-from proxy.identity import ownership_key
+from proxy.identity import ownership_key, quoting_texts, system_of
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage, answer_ids, info_record
+from proxy.quoted_answers import quote_tag
+from proxy.response_owners import QuoteOwners
 from proxy.session_chain import answer_keys
 from proxy.sse_scan import SentNumbers, numbers_for
 from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
@@ -705,7 +707,7 @@ class _ClientConnection(asyncio.Protocol):
                 else:  # one worker of several: the call is served by its session's owner
                     fields = parse_call(request.body)  # a refusal is answered here, where it was read
                     key, seen = ownership_key(headers, fields, tenant)
-                    owner = self._owner_elsewhere(key, fields.previous_response_id, seen)
+                    owner = self._owner_elsewhere(key, fields, seen, tenant)
                     if owner >= 0 and not (self._moved or self._raw_lost or self._raw is None):
                         self.queue.appendleft(request)
                         self._raw_served -= 1
@@ -737,7 +739,7 @@ class _ClientConnection(asyncio.Protocol):
     # -- handing the connection to another worker (proxy/connection_handoff.py) ---------------------------
 
     def _owner_elsewhere(
-        self, key: str | None, previous_response: str | None, seen: SeenMessages | None
+        self, key: str | None, fields: CallFields, seen: SeenMessages | None, scope: str | None
     ) -> int:
         """The worker that owns `key` when it is not this one, else -1 (also for the first request of a
         connection handed to this worker: served here whatever this worker computes, so no ping-pong). A
@@ -747,7 +749,9 @@ class _ClientConnection(asyncio.Protocol):
         chain table holds (proxy/response_owners.py); its
         conversation's first call is served here (so calls that share an opening are spread over the
         workers), with an id of its own unless this worker owns the opening; a continuation no worker
-        recorded goes to its opening's owner."""
+        recorded goes to its opening's owner. A first call quoting an answer another worker filed for a
+        compacting agent (proxy/response_owners.py `QuoteOwners`) goes to that worker, which holds the
+        session it may take up."""
         serve_here, self._serve_here = self._serve_here, False
         workers = self.server.workers
         if workers is None:
@@ -761,11 +765,16 @@ class _ClientConnection(asyncio.Protocol):
                     if owner >= 0:
                         return -1 if serve_here or owner == workers.index or owner >= workers.count else owner
                 if not seen.assistants:
+                    if not serve_here and self.server.quote_owners is not None:
+                        owner = self._quoted_elsewhere(self.server.quote_owners, seen, fields, scope)
+                        if 0 <= owner < workers.count and owner != workers.index:
+                            return owner
                     seen.opening_elsewhere = self._owner_of(key, workers) != workers.index
                     return -1
         if serve_here:
             return -1
         owners_of_responses = self.server.response_owners
+        previous_response = fields.previous_response_id
         if previous_response is not None and owners_of_responses is not None:
             # Only the worker that served it knows whose it is (`foreign_response`): a session the call names
             # does not send it elsewhere, where another tenant's response would be continued unchecked.
@@ -776,6 +785,16 @@ class _ClientConnection(asyncio.Protocol):
             return -1
         owner = self._owner_of(key, workers)
         return -1 if owner == workers.index else owner
+
+    @staticmethod
+    def _quoted_elsewhere(
+        owners: QuoteOwners, seen: SeenMessages, fields: CallFields, scope: str | None
+    ) -> int:
+        """The worker that filed the answer this first call quotes, if any (a tag lookup when none)."""
+        if not owners.anything_filed():
+            return -1
+        tag = quote_tag(scope, system_of(seen.messages, fields.system))
+        return owners.owner(quoting_texts(seen.messages), tag) if owners.filed(tag) else -1
 
     def _owner_of(self, key: str, workers: WorkerSet) -> int:
         owners = self.server.owners
@@ -1122,6 +1141,7 @@ class FastServer:
         self.owners: dict[str, int] = {}  # session key -> owner (a hash per call: ~2% of its CPU)
         self.response_owners = app.get(RESPONSE_OWNERS)
         self.chain_owners = app.get(CHAIN_OWNERS)
+        self.quote_owners = app.get(QUOTE_OWNERS)
         self.relay_warned: set[int] = set()
         self.calls_server: asyncio.AbstractServer | None = None
         # the core's calls in flight (the dict itself): whether an answer waits for the turn's end (`answer`)

@@ -210,7 +210,7 @@ def _inferred_session(
     if session is not None:
         return session, chain[-1], True
     if len(chains.quotes):
-        session = _taken_up(chains.quotes, messages, quote_tag(scope, _system_of(messages, system)), busy)
+        session = _taken_up(chains.quotes, messages, quote_tag(scope, system_of(messages, system)), busy)
     if session is None:
         session = _conversation_key(messages, scope, system)
         if (
@@ -231,7 +231,15 @@ def _inferred_session(
 _QUOTING_ROLES = ("user", "tool")
 
 
-def _system_of(messages: list[ChatMessage], system: msgspec.Raw) -> bytes:
+def quoting_texts(messages: list[ChatMessage]) -> list[str]:
+    """The texts of a new conversation that a summary it starts from would be in."""
+    said = [m for m in messages if m.role in _QUOTING_ROLES]
+    if len(said) > 4:
+        said = said[:2] + said[-2:]
+    return [message_text(m.content) for m in said]
+
+
+def system_of(messages: list[ChatMessage], system: msgspec.Raw) -> bytes:
     """A conversation's system prompt as sent: a /v1/messages call's top-level one, and its first message
     when that is a system or developer message."""
     first = bytes(messages[0].content) if messages and messages[0].role in SYSTEM_ROLES else b""
@@ -243,10 +251,7 @@ def _taken_up(
 ) -> str | None:
     """The session whose latest answer this conversation quotes (proxy/quoted_answers.py), unless a call of
     it runs (the quote is then another conversation's: a subagent given its parent's plan); taken up once."""
-    said = [m for m in messages if m.role in _QUOTING_ROLES]
-    if len(said) > 4:
-        said = said[:2] + said[-2:]
-    session = quotes.quoted((message_text(m.content) for m in said), tag)
+    session = quotes.quoted(quoting_texts(messages), tag)
     if session is None or (busy is not None and busy(session)):
         return None
     quotes.forget(session)
@@ -413,7 +418,7 @@ def identify(
                 decoded, request_id, chains, seen, scope, fields.system, session_live, session_busy
             )
             if went_on:
-                tag = quote_tag(scope, _system_of(decoded, fields.system))
+                tag = quote_tag(scope, system_of(decoded, fields.system))
         inferred = session is not None
     if not session:
         session, inferred = f"req-{request_id}", True

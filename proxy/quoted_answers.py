@@ -22,9 +22,9 @@ quoting the same answer starts its own). At most `max_sessions` sessions are kep
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from xxhash import xxh3_64_intdigest
+from xxhash import xxh3_64_intdigest, xxh3_128_intdigest
 
 QUOTED_ANSWER_CHARS = 200  # shorter answers are not summaries
 QUOTED_LINE_CHARS = 32  # shorter lines (a heading, a blank, "Done.") say too little
@@ -40,7 +40,37 @@ def quote_tag(scope: str | None, system: bytes) -> str:
 
 
 def _digest(tag: str, line: str) -> int:
-    return xxh3_64_intdigest(f"{tag}\x00{line}".encode())
+    # 128 bits: also the key of the workers' shared table (proxy/response_owners.py `QuoteOwners`)
+    return xxh3_128_intdigest(f"{tag}\x00{line}".encode())
+
+
+def answer_lines(text: str, tag: str = "") -> list[int]:
+    """The digests of what `remember` files of an answer: its last `QUOTED_LINES` long lines (none for a
+    short answer)."""
+    digests: list[int] = []
+    if len(text) < QUOTED_ANSWER_CHARS:
+        return digests
+    for line in reversed(text.split("\n")):  # (as `quoted_lines` reads them)
+        line = line.strip()
+        if len(line) >= QUOTED_LINE_CHARS:
+            digests.append(_digest(tag, line))
+            if len(digests) == QUOTED_LINES:
+                break
+    return digests
+
+
+def quoted_lines(texts: Iterable[str], tag: str = "") -> Iterator[int]:
+    """The digests of the long lines of a new conversation's `texts`, the first `MAX_LINES_READ` lines only
+    (not the whole of a large message)."""
+    read = 0
+    for text in texts:
+        if read >= MAX_LINES_READ:
+            return
+        for line in text.split("\n", MAX_LINES_READ - read)[: MAX_LINES_READ - read]:
+            read += 1
+            line = line.strip()
+            if len(line) >= QUOTED_LINE_CHARS:
+                yield _digest(tag, line)
 
 
 _SHARED = ""  # a line two sessions filed: it names neither
@@ -59,15 +89,10 @@ class QuotedAnswers:
         return len(self._of)
 
     def remember(self, text: str, session: str, tag: str = "") -> None:
-        if len(text) < QUOTED_ANSWER_CHARS:
-            return
-        digests: list[int] = []
-        for line in reversed(text.split("\n")):  # (as `quoted` reads them)
-            line = line.strip()
-            if len(line) >= QUOTED_LINE_CHARS:
-                digests.append(_digest(tag, line))
-                if len(digests) == QUOTED_LINES:
-                    break
+        self.file(session, answer_lines(text, tag))
+
+    def file(self, session: str, digests: list[int]) -> None:
+        """Files an answer's `answer_lines` as the session's latest."""
         self.forget(session)
         if not digests:
             return
@@ -92,18 +117,10 @@ class QuotedAnswers:
             return None
         lines = self._lines
         hits: dict[str, int] = {}
-        read = 0
-        for text in texts:
-            if read >= MAX_LINES_READ:
-                break
-            lines_read = text.split("\n", MAX_LINES_READ - read)  # (not the whole of a large message)
-            for line in lines_read[: MAX_LINES_READ - read]:
-                read += 1
-                line = line.strip()
-                if len(line) >= QUOTED_LINE_CHARS:
-                    session = lines.get(_digest(tag, line))
-                    if session:  # (not None, not shared)
-                        hits[session] = hits.get(session, 0) + 1
+        for digest in quoted_lines(texts, tag):
+            session = lines.get(digest)
+            if session:  # (not None, not shared)
+                hits[session] = hits.get(session, 0) + 1
         best, most = None, 0
         for session, count in hits.items():
             if count > most:

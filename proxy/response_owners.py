@@ -8,8 +8,13 @@
   worker that served it, which keeps the chain index: the call goes there. So a conversation's first call
   can be served by whichever worker read it (proxy/fast_server.py), and calls sharing one opening are not all
   one worker's.
+- `QuoteOwners`: the lines an answer files for a compacting agent (proxy/quoted_answers.py `answer_lines`),
+  and each tag that has lines filed. An agent naming no session that compacts its history starts a new
+  conversation quoting its summary, and only the worker that served the summary holds the session: the
+  new conversation's first call goes there (before, 5-6 of 12 compactions were linked with two workers).
 
-Layout: a file in the worker directory (`WorkerSet.directory`: `responses.table`, `chains.table`) shared by
+Layout: a file in the worker directory (`WorkerSet.directory`: `responses.table`, `chains.table`,
+`quotes.table`) shared by
 every worker: `slots` slots of two int64 words, in buckets of `WAYS` slots. A key's digest (its first 16
 bytes; the same in every process: BLAKE2b of a response id, a chain key is a digest already) gives a bucket
 and a 54-bit tag; a slot holds `tag << 9 | worker` (workers are at most 256; 0 is an empty slot, a tag is
@@ -30,7 +35,9 @@ Contract:
   into one bucket at the same instant may pick the same slot: one of the two entries is lost.
 - Bounded: `slots` x 16 bytes, fixed at open; every worker opens the same size. Responses: 4 MiB (262,144
   slots, over twice the 100,000 responses each worker's chain index keeps). Chains: 8 MiB (524,288 slots: a
-  conversation is looked up by its latest answer, so what counts is one key per live conversation).
+  conversation is looked up by its latest answer, so what counts is one key per live conversation). Quotes:
+  4 MiB (262,144 slots; an answer records its tag and its last two long lines, and a summary is quoted
+  within seconds of its answer).
 - A restarted worker keeps the table (the file outlives it), and its earlier answers' entries: those calls
   go to it and, its chain index being empty, start sessions of their own there.
 """
@@ -41,12 +48,20 @@ import hashlib
 import os
 import time
 
+from xxhash import xxh3_128_digest
+
+from proxy.quoted_answers import quoted_lines
 from proxy.shared_load import map_shared
 
 TABLE_FILE = "responses.table"
 DEFAULT_SLOTS = 1 << 18
 CHAINS_FILE = "chains.table"
 CHAIN_SLOTS = 1 << 19
+QUOTES_FILE = "quotes.table"
+QUOTE_SLOTS = 1 << 18
+# of the lines an answer files (its last long ones first), those the table holds: a summary is quoted whole
+# (Claude Code, Codex), and each agent's call with a long answer records them (~1 µs each)
+QUOTE_OWNER_LINES = 2
 WAYS = 8
 _WORKER_BITS = 9
 _WORKER_MASK = (1 << _WORKER_BITS) - 1
@@ -54,14 +69,16 @@ _TAG_BITS = 63 - _WORKER_BITS  # a non-negative int64 word
 
 
 class _OwnerTable:
-    def __init__(self, directory: str, index: int, slots: int, file: str, what: str) -> None:
+    def __init__(self, directory: str, index: int, slots: int, file: str, what: str, flags: int = 0) -> None:
+        """`flags`: words after the slots, for a table's own use (`QuoteOwners`)."""
         if not 0 <= index <= _WORKER_MASK or slots < 1:
             raise ValueError(f"{what}: worker {index}, {slots} slots")
         self.index = index
         self.ways = min(WAYS, slots)
         self.buckets = slots // self.ways
         self.path = os.path.join(directory, file)
-        self._map = map_shared(self.path, self.buckets * self.ways * 16)
+        self.flags = self.buckets * self.ways * 2  # the first flag word's index
+        self._map = map_shared(self.path, (self.flags + flags) * 8)
         self._words = memoryview(self._map).cast("q")  # per slot: the owner word, then when it was written
 
     def _bucket_and_tag(self, digest: bytes) -> tuple[int, int]:
@@ -121,3 +138,43 @@ class ChainOwners(_OwnerTable):
 
     def owner(self, chain_key: bytes) -> int:
         return self._owner(chain_key)
+
+
+class QuoteOwners(_OwnerTable):
+    """`record(tag, lines)` as an answer's lines are filed (before its last bytes go out: the tag and the last
+    `QUOTE_OWNER_LINES` lines); `anything_filed()`: whether any worker filed anything (one word: one-shot
+    traffic files nothing), asked first; `filed(tag)`: whether a worker filed lines under `tag` (one lookup),
+    asked next; `owner(texts, tag)` is the worker that recorded most of the long lines of a new conversation's
+    `texts` under `tag`, or -1: a conversation quoting a summary only in part (not its end) is not sent to
+    the worker that filed it, and goes on as before (a session of its own). The filing worker's index
+    (proxy/quoted_answers.py `QuotedAnswers`) decides whether the conversation takes a session up: a
+    conversation sent there needlessly is a first call served by another worker, nothing more."""
+
+    def __init__(self, directory: str, index: int, slots: int = QUOTE_SLOTS) -> None:
+        super().__init__(directory, index, slots, QUOTES_FILE, "quote owners", flags=1)
+
+    def record(self, tag: str, lines: list[int]) -> None:
+        if lines:
+            if not self._words[self.flags]:
+                self._words[self.flags] = 1  # (written once: not a store per answer to a line all share)
+            self._record(_tag_digest(tag))
+            for line in lines[:QUOTE_OWNER_LINES]:
+                self._record(line.to_bytes(16, "little"))
+
+    def anything_filed(self) -> bool:
+        return self._words[self.flags] != 0
+
+    def filed(self, tag: str) -> bool:
+        return self._owner(_tag_digest(tag)) >= 0
+
+    def owner(self, texts: list[str], tag: str) -> int:
+        hits: dict[int, int] = {}
+        for line in quoted_lines(texts, tag):
+            owner = self._owner(line.to_bytes(16, "little"))
+            if owner >= 0:
+                hits[owner] = hits.get(owner, 0) + 1
+        return max(hits, key=hits.__getitem__) if hits else -1
+
+
+def _tag_digest(tag: str) -> bytes:
+    return xxh3_128_digest(f"quote-tag\x00{tag}".encode("utf-8", "surrogatepass"))

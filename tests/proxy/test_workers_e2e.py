@@ -370,6 +370,38 @@ async def test_conversations_sharing_an_opening_are_spread_and_each_stays_on_its
     assert bare in ([], [owner_of(key, 2)]), ours
 
 
+async def test_an_agent_that_compacts_its_history_keeps_its_session_whichever_worker_reads_it(
+    saga: Saga,
+) -> None:
+    """An agent naming no session asks for a summary and starts a new conversation from it: only the worker
+    that served the summary holds the session it goes on in (proxy/quoted_answers.py), so the new
+    conversation's first call goes there, whichever worker the kernel gave its connection to
+    (proxy/response_owners.py `QuoteOwners`). Before, it was served where it was read: 5-6 of 12 compactions
+    kept their session with two workers."""
+
+    async def call(messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, str]:
+        body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "ignore_eos": True}
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+            http.post(f"{saga.url}/v1/chat/completions", json=body) as r,
+        ):
+            assert r.status == 200, await r.text()
+            return r.headers["X-Session-ID"], (await r.json())["choices"][0]["message"]["content"]
+
+    agents = 8  # each kept its session by chance before with probability 1/2: all 8, 1 in 256
+    kept = []
+    for n in range(agents):
+        system = {"role": "system", "content": f"You are compacting agent {n}."}
+        messages: list[dict[str, Any]] = [system, {"role": "user", "content": f"task {n}"}]
+        before, text = await call(messages, 8)
+        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "Summarize."}]
+        session, summary = await call(messages, 80)  # (the simulated replica's words, one long line)
+        assert session == before  # asked in the conversation
+        again = [system, {"role": "user", "content": f"Earlier work, summarized:\n{summary}\nGo on."}]
+        kept.append((await call(again, 8))[0] == before)
+    assert kept == [True] * agents, kept
+
+
 def request_bytes(path: str, body: dict[str, Any] | None, close: bool = False) -> bytes:
     payload = b"" if body is None else json.dumps(body).encode()
     method = "GET" if body is None else "POST"
