@@ -228,3 +228,6 @@ class SeenMessages(msgspec.Struct):
     # a conversation's first call served by a worker that does not own its opening (proxy/fast_server.py):
     # a session id of its own, as the opening's id may be another worker's live session
     opening_elsewhere: bool = False
+    # the digests of the lines it may quote a compacting agent's summary by, when the worker that read it
+    # looked them up (proxy/quoted_answers.py `quoted_lines`): hashed once
+    quoted: list[int] | None = None

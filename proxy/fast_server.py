@@ -82,7 +82,7 @@ from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.identity import ownership_key, quoting_texts, system_of
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage, answer_ids, info_record
-from proxy.quoted_answers import quote_tag
+from proxy.quoted_answers import quote_tag, quoted_lines_by_text
 from proxy.response_owners import QuoteOwners
 from proxy.session_chain import answer_keys
 from proxy.sse_scan import SentNumbers, numbers_for
@@ -790,11 +790,16 @@ class _ClientConnection(asyncio.Protocol):
     def _quoted_elsewhere(
         owners: QuoteOwners, seen: SeenMessages, fields: CallFields, scope: str | None
     ) -> int:
-        """The worker that filed the answer this first call quotes, if any (a tag lookup when none)."""
+        """The worker that filed the answer this first call quotes, if any (a tag lookup when none); the
+        lines looked up are kept in `seen` for the in-process look (proxy/identity.py `_taken_up`)."""
         if not owners.anything_filed():
             return -1
         tag = quote_tag(scope, system_of(seen.messages, fields.system))
-        return owners.owner(quoting_texts(seen.messages), tag) if owners.filed(tag) else -1
+        if not owners.filed(tag):
+            return -1
+        by_text = quoted_lines_by_text(quoting_texts(seen.messages), tag)
+        seen.quoted = [digest for digests in by_text for digest in digests]
+        return owners.claim(by_text)
 
     def _owner_of(self, key: str, workers: WorkerSet) -> int:
         owners = self.server.owners

@@ -210,7 +210,8 @@ def _inferred_session(
     if session is not None:
         return session, chain[-1], True
     if len(chains.quotes):
-        session = _taken_up(chains.quotes, messages, quote_tag(scope, system_of(messages, system)), busy)
+        tag = quote_tag(scope, system_of(messages, system))
+        session = _taken_up(chains.quotes, messages, tag, busy, None if seen is None else seen.quoted)
     if session is None:
         session = _conversation_key(messages, scope, system)
         if (
@@ -247,11 +248,16 @@ def system_of(messages: list[ChatMessage], system: msgspec.Raw) -> bytes:
 
 
 def _taken_up(
-    quotes: QuotedAnswers, messages: list[ChatMessage], tag: str, busy: Callable[[str], bool] | None
+    quotes: QuotedAnswers,
+    messages: list[ChatMessage],
+    tag: str,
+    busy: Callable[[str], bool] | None,
+    digests: list[int] | None,
 ) -> str | None:
     """The session whose latest answer this conversation quotes (proxy/quoted_answers.py), unless a call of
-    it runs (the quote is then another conversation's: a subagent given its parent's plan); taken up once."""
-    session = quotes.quoted(quoting_texts(messages), tag)
+    it runs (the quote is then another conversation's: a subagent given its parent's plan); taken up once.
+    `digests`: its lines' digests, when the worker that read it hashed them (proxy/fast_server.py)."""
+    session = quotes.quoted(() if digests is not None else quoting_texts(messages), tag, digests)
     if session is None or (busy is not None and busy(session)):
         return None
     quotes.forget(session)

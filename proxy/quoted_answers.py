@@ -10,9 +10,11 @@ session: it waited for admission as a new workflow (the call after a compaction 
 
 Contract (sans-IO): `remember(text, session, tag)` files the last `QUOTED_LINES` lines of at least
 `QUOTED_LINE_CHARS` characters (stripped) of an answer of at least `QUOTED_ANSWER_CHARS`, as the session's
-latest (an earlier answer's go); `quoted(texts, tag)` is the session whose latest answer the texts quote:
+latest (an earlier answer's go; `file(session, answer_lines(text, tag))` when the lines were computed
+already); `quoted(texts, tag)` is the session whose latest answer the texts quote:
 the session most of whose filed lines they hold, at least `QUOTES_NEEDED` of them (all, when it filed
-fewer); None when none, or when nothing is filed (no cost then). A line is filed by its digest with the
+fewer); None when none, or when nothing is filed (no cost then); given `digests` (`quoted_lines`), it
+hashes nothing again. A line is filed by its digest with the
 `tag` (`quote_tag`: the tenant of client API keys and the conversation's system prompt), so only a
 conversation of the same tenant starting again under the same system prompt, as a compacting agent does,
 finds it: a reviewer agent given a coder's output is not taken for the coder. A line two sessions filed
@@ -62,15 +64,25 @@ def answer_lines(text: str, tag: str = "") -> list[int]:
 def quoted_lines(texts: Iterable[str], tag: str = "") -> Iterator[int]:
     """The digests of the long lines of a new conversation's `texts`, the first `MAX_LINES_READ` lines only
     (not the whole of a large message)."""
+    for digests in quoted_lines_by_text(texts, tag):
+        yield from digests
+
+
+def quoted_lines_by_text(texts: Iterable[str], tag: str = "") -> list[list[int]]:
+    """`quoted_lines`, a list for each text."""
     read = 0
+    by_text: list[list[int]] = []
     for text in texts:
         if read >= MAX_LINES_READ:
-            return
+            break
+        digests: list[int] = []
         for line in text.split("\n", MAX_LINES_READ - read)[: MAX_LINES_READ - read]:
             read += 1
             line = line.strip()
             if len(line) >= QUOTED_LINE_CHARS:
-                yield _digest(tag, line)
+                digests.append(_digest(tag, line))
+        by_text.append(digests)
+    return by_text
 
 
 _SHARED = ""  # a line two sessions filed: it names neither
@@ -112,12 +124,13 @@ class QuotedAnswers:
             if lines.get(digest) == session:
                 del lines[digest]
 
-    def quoted(self, texts: Iterable[str], tag: str = "") -> str | None:
+    def quoted(self, texts: Iterable[str], tag: str = "", digests: Iterable[int] | None = None) -> str | None:
+        """`digests`: `quoted_lines(texts, tag)`, when computed already."""
         if not self._of:
             return None
         lines = self._lines
         hits: dict[str, int] = {}
-        for digest in quoted_lines(texts, tag):
+        for digest in quoted_lines(texts, tag) if digests is None else digests:
             session = lines.get(digest)
             if session:  # (not None, not shared)
                 hits[session] = hits.get(session, 0) + 1

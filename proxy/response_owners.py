@@ -50,7 +50,6 @@ import time
 
 from xxhash import xxh3_128_digest
 
-from proxy.quoted_answers import quoted_lines
 from proxy.shared_load import map_shared
 
 TABLE_FILE = "responses.table"
@@ -62,6 +61,9 @@ QUOTE_SLOTS = 1 << 18
 # of the lines an answer files (its last long ones first), those the table holds: a summary is quoted whole
 # (Claude Code, Codex), and each agent's call with a long answer records them (~1 µs each)
 QUOTE_OWNER_LINES = 2
+# of a new conversation's texts, the long lines looked up in the table: each text's last (a table probe is
+# ~0.7 µs, and a first message may have hundreds of lines)
+QUOTE_PROBES = 16
 WAYS = 8
 _WORKER_BITS = 9
 _WORKER_MASK = (1 << _WORKER_BITS) - 1
@@ -101,12 +103,16 @@ class _OwnerTable:
         words[slot] = tag << _WORKER_BITS | self.index
 
     def _owner(self, digest: bytes) -> int:
+        at = self._slot(digest)
+        return -1 if at < 0 else self._words[at] & _WORKER_MASK
+
+    def _slot(self, digest: bytes) -> int:
+        """The index of the owner word recording `digest`, or -1."""
         first, tag = self._bucket_and_tag(digest)
         words = self._words
         for at in range(first, first + 2 * self.ways, 2):
-            word = words[at]
-            if word >> _WORKER_BITS == tag:
-                return word & _WORKER_MASK
+            if words[at] >> _WORKER_BITS == tag:
+                return at
         return -1
 
     def close(self) -> None:
@@ -144,11 +150,14 @@ class QuoteOwners(_OwnerTable):
     """`record(tag, lines)` as an answer's lines are filed (before its last bytes go out: the tag and the last
     `QUOTE_OWNER_LINES` lines); `anything_filed()`: whether any worker filed anything (one word: one-shot
     traffic files nothing), asked first; `filed(tag)`: whether a worker filed lines under `tag` (one lookup),
-    asked next; `owner(texts, tag)` is the worker that recorded most of the long lines of a new conversation's
-    `texts` under `tag`, or -1: a conversation quoting a summary only in part (not its end) is not sent to
-    the worker that filed it, and goes on as before (a session of its own). The filing worker's index
-    (proxy/quoted_answers.py `QuotedAnswers`) decides whether the conversation takes a session up: a
-    conversation sent there needlessly is a first call served by another worker, nothing more."""
+    asked next; `claim(by_text)`: the worker that recorded most of a new conversation's long lines
+    (proxy/quoted_answers.py `quoted_lines_by_text` under `tag`, each text's last `QUOTE_PROBES`), or -1, and
+    those entries cleared. The filing
+    worker's index (proxy/quoted_answers.py `QuotedAnswers`) decides whether the conversation takes the
+    session up: a conversation sent there needlessly is a first call served by another worker, nothing
+    more. A conversation quoting a summary only in part (not its end), or with more than `QUOTE_PROBES` long
+    lines after it in its message, is not sent there; it is linked only if the worker that read it filed the
+    summary."""
 
     def __init__(self, directory: str, index: int, slots: int = QUOTE_SLOTS) -> None:
         super().__init__(directory, index, slots, QUOTES_FILE, "quote owners", flags=1)
@@ -167,13 +176,23 @@ class QuoteOwners(_OwnerTable):
     def filed(self, tag: str) -> bool:
         return self._owner(_tag_digest(tag)) >= 0
 
-    def owner(self, texts: list[str], tag: str) -> int:
-        hits: dict[int, int] = {}
-        for line in quoted_lines(texts, tag):
-            owner = self._owner(line.to_bytes(16, "little"))
-            if owner >= 0:
-                hits[owner] = hits.get(owner, 0) + 1
-        return max(hits, key=hits.__getitem__) if hits else -1
+    def claim(self, by_text: list[list[int]]) -> int:
+        """The worker that recorded most of these lines (`quoted_lines_by_text` of a new conversation: the
+        last `QUOTE_PROBES` of each text are looked up, where a summary quoted whole ends), or -1; its
+        entries for them are cleared: one conversation is sent to it for one answer, as one takes a session
+        up, and the next quoting it (an orchestrator's plan handed to many subagents) is served where read."""
+        hits: dict[int, list[int]] = {}
+        for digests in by_text:
+            for line in digests[-QUOTE_PROBES:]:
+                at = self._slot(line.to_bytes(16, "little"))
+                if at >= 0:
+                    hits.setdefault(self._words[at] & _WORKER_MASK, []).append(at)
+        if not hits:
+            return -1
+        owner = max(hits, key=lambda worker: len(hits[worker]))
+        for at in hits[owner]:
+            self._words[at] = 0  # (an aligned store, as a record's; a slot emptied is taken first)
+        return owner
 
 
 def _tag_digest(tag: str) -> bytes:

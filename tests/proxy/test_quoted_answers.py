@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.quoted_answers import MAX_LINES_READ, QUOTED_LINES, QuotedAnswers, quote_tag
+from proxy.quoted_answers import MAX_LINES_READ, QUOTED_LINES, QuotedAnswers, quote_tag, quoted_lines
 
 SUMMARY = "\n".join(
     [
@@ -103,3 +103,14 @@ def test_a_long_first_message_is_read_only_so_far() -> None:
     padding = "\n".join(f"a line of a large file, number {n}" for n in range(MAX_LINES_READ))
     assert quotes.quoted([padding, SUMMARY]) is None
     assert quotes.quoted([SUMMARY, padding]) == "s1"
+
+
+def test_the_lines_hashed_by_the_worker_that_read_the_call_are_not_hashed_again() -> None:
+    """`--workers N`: the worker that read a first call hashed its lines to look them up in the workers'
+    table (proxy/fast_server.py); the same digests give the same answer."""
+    quotes = QuotedAnswers()
+    quotes.remember(SUMMARY, "s1", "t")
+    for texts in (["Go on from:\n" + SUMMARY], ["a new task: " + "words " * 100]):
+        digests = list(quoted_lines(texts, "t"))
+        assert quotes.quoted((), "t", digests) == quotes.quoted(texts, "t")
+    assert quotes.quoted((), "t", list(quoted_lines([SUMMARY], "t"))) == "s1"

@@ -402,6 +402,31 @@ async def test_an_agent_that_compacts_its_history_keeps_its_session_whichever_wo
     assert kept == [True] * agents, kept
 
 
+async def test_subagents_given_an_orchestrators_plan_are_spread_over_the_workers(saga: Saga) -> None:
+    """Subagents of an orchestrator's system prompt each start a conversation quoting its plan: one takes up
+    the orchestrator's session, as in one process (taken for a compaction: docs/config.md), and the others
+    are served where they were read. Found by the fifty-third session's review: every subagent was sent to
+    the worker that served the plan (16 of 16, three rounds), so a fan-out ran on one worker."""
+    system = {"role": "system", "content": "You are a member of the fan-out test team."}
+    messages: list[dict[str, Any]] = [system, {"role": "user", "content": "Plan the work."}]
+    body = {"model": MODEL, "max_tokens": 8, "ignore_eos": True}
+    status, text = await fresh_call(saga.url, {**body, "messages": messages})
+    assert status == 200, text
+    messages += [json.loads(text)["choices"][0]["message"], {"role": "user", "content": "The plan, now."}]
+    status, text = await fresh_call(saga.url, {**body, "messages": messages, "max_tokens": 80})
+    assert status == 200, text
+    plan = json.loads(text)["choices"][0]["message"]["content"]
+    subagents = 12  # all on one worker by chance, as before: 1 in 2,048
+    earlier = [set(await sessions_of(saga, 0)), set(await sessions_of(saga, 1))]
+    for n in range(subagents):
+        quoting = {"role": "user", "content": f"Plan:\n{plan}\nYour subtask: part {n}."}
+        status, text = await fresh_call(saga.url, {**body, "messages": [system, quoting]})
+        assert status == 200, text
+    new = [set(await sessions_of(saga, i)) - earlier[i] for i in (0, 1)]
+    assert sum(map(len, new)) == subagents - 1, new  # one took the orchestrator's session up
+    assert all(new), new  # both workers serve some
+
+
 def request_bytes(path: str, body: dict[str, Any] | None, close: bool = False) -> bytes:
     payload = b"" if body is None else json.dumps(body).encode()
     method = "GET" if body is None else "POST"

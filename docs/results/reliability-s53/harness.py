@@ -1,5 +1,4 @@
 # ruff: noqa
-# ruff: noqa
 import os, signal, subprocess, time, json, contextlib, urllib.request, sys
 
 
