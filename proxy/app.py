@@ -240,7 +240,7 @@ def create_app(
         core.tenant_stats.idle_s = math.inf
         app[RESPONSE_OWNERS] = ResponseOwners(workers.directory, workers.index)
         app[CHAIN_OWNERS] = ChainOwners(workers.directory, workers.index)
-        app[QUOTE_OWNERS] = QuoteOwners(workers.directory, workers.index)
+        app[QUOTE_OWNERS] = QuoteOwners(workers.directory, workers.index, workers.count)
         app[REPLICA_CHANGES] = ReplicaChanges(workers.directory)
         app.on_cleanup.append(_close_owner_tables)
     app[METRICS] = ProxyMetrics()

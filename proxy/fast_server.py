@@ -82,7 +82,7 @@ from proxy.http_limits import MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from proxy.identity import ownership_key, quoting_texts, system_of
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage, answer_ids, info_record
-from proxy.quoted_answers import quote_tag, quoted_lines_by_text
+from proxy.quoted_answers import quote_tag, quoted_lines
 from proxy.response_owners import QuoteOwners
 from proxy.session_chain import answer_keys
 from proxy.sse_scan import SentNumbers, numbers_for
@@ -797,9 +797,8 @@ class _ClientConnection(asyncio.Protocol):
         tag = quote_tag(scope, system_of(seen.messages, fields.system))
         if not owners.filed(tag):
             return -1
-        by_text = quoted_lines_by_text(quoting_texts(seen.messages), tag)
-        seen.quoted = [digest for digests in by_text for digest in digests]
-        return owners.claim(by_text)
+        seen.quoted = list(quoted_lines(quoting_texts(seen.messages), tag))
+        return owners.claim(seen.quoted)
 
     def _owner_of(self, key: str, workers: WorkerSet) -> int:
         owners = self.server.owners

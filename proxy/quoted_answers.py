@@ -64,25 +64,15 @@ def answer_lines(text: str, tag: str = "") -> list[int]:
 def quoted_lines(texts: Iterable[str], tag: str = "") -> Iterator[int]:
     """The digests of the long lines of a new conversation's `texts`, the first `MAX_LINES_READ` lines only
     (not the whole of a large message)."""
-    for digests in quoted_lines_by_text(texts, tag):
-        yield from digests
-
-
-def quoted_lines_by_text(texts: Iterable[str], tag: str = "") -> list[list[int]]:
-    """`quoted_lines`, a list for each text."""
     read = 0
-    by_text: list[list[int]] = []
     for text in texts:
         if read >= MAX_LINES_READ:
-            break
-        digests: list[int] = []
+            return
         for line in text.split("\n", MAX_LINES_READ - read)[: MAX_LINES_READ - read]:
             read += 1
             line = line.strip()
             if len(line) >= QUOTED_LINE_CHARS:
-                digests.append(_digest(tag, line))
-        by_text.append(digests)
-    return by_text
+                yield _digest(tag, line)
 
 
 _SHARED = ""  # a line two sessions filed: it names neither

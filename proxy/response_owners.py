@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import time
 
 from xxhash import xxh3_128_digest
 
+from proxy.quoted_answers import QUOTES_NEEDED
 from proxy.shared_load import map_shared
 
 TABLE_FILE = "responses.table"
@@ -58,16 +60,17 @@ CHAINS_FILE = "chains.table"
 CHAIN_SLOTS = 1 << 19
 QUOTES_FILE = "quotes.table"
 QUOTE_SLOTS = 1 << 18
-# of the lines an answer files (its last long ones first), those the table holds: a summary is quoted whole
-# (Claude Code, Codex), and each agent's call with a long answer records them (~1 µs each)
-QUOTE_OWNER_LINES = 2
-# of a new conversation's texts, the long lines looked up in the table: each text's last (a table probe is
-# ~0.7 µs, and a first message may have hundreds of lines)
-QUOTE_PROBES = 16
+# of the lines an answer files (its last long ones first), those the table holds: as many as the in-process
+# look needs (a summary is quoted whole: Claude Code, Codex); each agent's call with a long answer records
+# them (~1 µs each)
+QUOTE_OWNER_LINES = QUOTES_NEEDED
 WAYS = 8
 _WORKER_BITS = 9
 _WORKER_MASK = (1 << _WORKER_BITS) - 1
 _TAG_BITS = 63 - _WORKER_BITS  # a non-negative int64 word
+_WORD_MASK = (1 << 64) - 1
+_NOTE_BITS = 2
+_NOTE_MASK = (1 << _NOTE_BITS) - 1
 
 
 class _OwnerTable:
@@ -84,11 +87,20 @@ class _OwnerTable:
         self._words = memoryview(self._map).cast("q")  # per slot: the owner word, then when it was written
 
     def _bucket_and_tag(self, digest: bytes) -> tuple[int, int]:
-        tag = int.from_bytes(digest[8:16], "little") >> (64 - _TAG_BITS) or 1
-        return (int.from_bytes(digest[:8], "little") % self.buckets) * self.ways * 2, tag
+        return self._bucket_and_tag_of(int.from_bytes(digest, "little"))
+
+    def _bucket_and_tag_of(self, digest: int) -> tuple[int, int]:
+        """A 16-byte digest as a little-endian int: its first 8 bytes give the bucket, the next the tag."""
+        tag = (digest >> 64 & _WORD_MASK) >> (64 - _TAG_BITS) or 1
+        return ((digest & _WORD_MASK) % self.buckets) * self.ways * 2, tag
 
     def _record(self, digest: bytes) -> None:
-        first, tag = self._bucket_and_tag(digest)
+        self._record_at(self._bucket_and_tag(digest), 0)
+
+    def _record_at(self, bucket_and_tag: tuple[int, int], note: int) -> None:
+        """`note`: kept in the low bits of when the slot was written (`_NOTE_BITS`; nanoseconds below them
+        do not change which slot goes first)."""
+        first, tag = bucket_and_tag
         words = self._words
         slot, oldest = first, -1
         for at in range(first, first + 2 * self.ways, 2):
@@ -99,7 +111,7 @@ class _OwnerTable:
             written = words[at + 1]
             if oldest < 0 or written < oldest:
                 slot, oldest = at, written
-        words[slot + 1] = time.monotonic_ns()
+        words[slot + 1] = time.monotonic_ns() & ~_NOTE_MASK | note
         words[slot] = tag << _WORKER_BITS | self.index
 
     def _owner(self, digest: bytes) -> int:
@@ -107,8 +119,11 @@ class _OwnerTable:
         return -1 if at < 0 else self._words[at] & _WORKER_MASK
 
     def _slot(self, digest: bytes) -> int:
-        """The index of the owner word recording `digest`, or -1."""
-        first, tag = self._bucket_and_tag(digest)
+        return self._slot_at(self._bucket_and_tag(digest))
+
+    def _slot_at(self, bucket_and_tag: tuple[int, int]) -> int:
+        """The index of the owner word recording the digest that gave `bucket_and_tag`, or -1."""
+        first, tag = bucket_and_tag
         words = self._words
         for at in range(first, first + 2 * self.ways, 2):
             if words[at] >> _WORKER_BITS == tag:
@@ -147,28 +162,33 @@ class ChainOwners(_OwnerTable):
 
 
 class QuoteOwners(_OwnerTable):
-    """`record(tag, lines)` as an answer's lines are filed (before its last bytes go out: the tag and the last
-    `QUOTE_OWNER_LINES` lines); `anything_filed()`: whether any worker filed anything (one word: one-shot
-    traffic files nothing), asked first; `filed(tag)`: whether a worker filed lines under `tag` (one lookup),
-    asked next; `claim(by_text)`: the worker that recorded most of a new conversation's long lines
-    (proxy/quoted_answers.py `quoted_lines_by_text` under `tag`, each text's last `QUOTE_PROBES`), or -1, and
-    those entries cleared. The filing
-    worker's index (proxy/quoted_answers.py `QuotedAnswers`) decides whether the conversation takes the
-    session up: a conversation sent there needlessly is a first call served by another worker, nothing
-    more. A conversation quoting a summary only in part (not its end), or with more than `QUOTE_PROBES` long
-    lines after it in its message, is not sent there; it is linked only if the worker that read it filed the
-    summary."""
+    """`record(tag, lines)` as an answer's lines are filed (before its last bytes go out): the tag, and the
+    last `QUOTE_OWNER_LINES` lines with how many of them there are; `anything_filed()`: whether any worker
+    filed anything (one word: one-shot traffic files nothing), asked first; `filed(tag)`: whether a worker
+    filed lines under `tag` (one lookup), asked next; `claim(digests)`: the worker whose recorded lines a new
+    conversation holds (proxy/quoted_answers.py `quoted_lines` under `tag`) as many as the in-process look
+    needs (`QUOTES_NEEDED`, or all of an answer's when it recorded fewer), or -1; those entries are then
+    cleared, so one conversation is sent there for one answer (the next quoting it, as subagents given an
+    orchestrator's plan do, is served where it was read). The filing worker's index
+    (proxy/quoted_answers.py `QuotedAnswers`) decides whether the conversation takes the session up. A
+    conversation quoting a summary in part, without its last lines, is not sent there; it is linked only if
+    the worker that read it filed the summary."""
 
-    def __init__(self, directory: str, index: int, slots: int = QUOTE_SLOTS) -> None:
+    def __init__(self, directory: str, index: int, workers: int, slots: int = QUOTE_SLOTS) -> None:
         super().__init__(directory, index, slots, QUOTES_FILE, "quote owners", flags=1)
+        self.workers = workers
+        # a bucket's owner words at once (a probe that misses reads all of them: ~0.5 µs, against ~0.7 a word
+        # at a time; a first call may have hundreds of lines to look up)
+        self._owner_words = struct.Struct("q8x" * self.ways).unpack_from
 
     def record(self, tag: str, lines: list[int]) -> None:
         if lines:
             if not self._words[self.flags]:
                 self._words[self.flags] = 1  # (written once: not a store per answer to a line all share)
             self._record(_tag_digest(tag))
-            for line in lines[:QUOTE_OWNER_LINES]:
-                self._record(line.to_bytes(16, "little"))
+            kept = lines[:QUOTE_OWNER_LINES]
+            for line in kept:
+                self._record_at(self._bucket_and_tag_of(line), len(kept))
 
     def anything_filed(self) -> bool:
         return self._words[self.flags] != 0
@@ -176,22 +196,29 @@ class QuoteOwners(_OwnerTable):
     def filed(self, tag: str) -> bool:
         return self._owner(_tag_digest(tag)) >= 0
 
-    def claim(self, by_text: list[list[int]]) -> int:
-        """The worker that recorded most of these lines (`quoted_lines_by_text` of a new conversation: the
-        last `QUOTE_PROBES` of each text are looked up, where a summary quoted whole ends), or -1; its
-        entries for them are cleared: one conversation is sent to it for one answer, as one takes a session
-        up, and the next quoting it (an orchestrator's plan handed to many subagents) is served where read."""
+    def claim(self, digests: list[int]) -> int:
+        words, owner_words, table = self._words, self._owner_words, self._map
+        buckets, bucket_words, workers = self.buckets, self.ways * 2, range(self.workers)
         hits: dict[int, list[int]] = {}
-        for digests in by_text:
-            for line in digests[-QUOTE_PROBES:]:
-                at = self._slot(line.to_bytes(16, "little"))
-                if at >= 0:
-                    hits.setdefault(self._words[at] & _WORKER_MASK, []).append(at)
-        if not hits:
+        needed: dict[int, int] = {}
+        for line in digests:  # (`_bucket_and_tag_of` and `_slot_at`, inlined: a call may look up hundreds)
+            first = (line & _WORD_MASK) % buckets * bucket_words
+            in_bucket = owner_words(table, first * 8)
+            tagged = ((line >> 64 & _WORD_MASK) >> (64 - _TAG_BITS) or 1) << _WORKER_BITS
+            for worker in workers:
+                if tagged | worker in in_bucket:
+                    at = first + 2 * in_bucket.index(tagged | worker)
+                    if at not in hits.setdefault(worker, []):
+                        hits[worker].append(at)
+                        note = words[at + 1] & _NOTE_MASK or 1
+                        needed[worker] = min(needed.get(worker, QUOTES_NEEDED), note)
+                    break
+        claimed = [worker for worker, slots in hits.items() if len(slots) >= needed[worker]]
+        if not claimed:
             return -1
-        owner = max(hits, key=lambda worker: len(hits[worker]))
+        owner = max(claimed, key=lambda worker: len(hits[worker]))
         for at in hits[owner]:
-            self._words[at] = 0  # (an aligned store, as a record's; a slot emptied is taken first)
+            words[at] = 0  # (an aligned store, as a record's; a slot emptied is taken first)
         return owner
 
 

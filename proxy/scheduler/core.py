@@ -408,7 +408,7 @@ class SchedulerCore:
         for on_finish in self.policy.finish_hooks:
             on_finish(req, flight.replica_id, usage)
         if self.speeds is not None and served and flight.load:  # (load 0: not sampled at its dispatch)
-            self._measure_speed(flight, now, completion_tokens)
+            self._measure_speed(flight, now, completion_tokens, prompt_tokens - usage.cached_tokens)
         retention, replica_id = self.policy.retention, flight.replica_id
         released = False
         if flight.retained and retention is not None and retention.release_after(req, replica_id, usage):
@@ -443,7 +443,7 @@ class SchedulerCore:
             decisions += self._end_if_done(session_id)
         return decisions
 
-    def _measure_speed(self, flight: _InFlight, now: float, completion_tokens: int) -> None:
+    def _measure_speed(self, flight: _InFlight, now: float, completion_tokens: int, prefilled: int) -> None:
         """A call sent to a replica with no engine queue ended: its time is a sample of the replica's speed
         if the replica still has none (calls waiting for KV there, or preempted, take a time of its load,
         not of its speed: homogeneous replicas under KV pressure measured 1.5-2x apart, and moving
@@ -453,7 +453,7 @@ class SchedulerCore:
         if speeds is None or replica is None or replica.waiting:
             return
         seconds = now - flight.dispatched_at
-        if speeds.observe(flight.replica_id, flight.load, seconds, completion_tokens, now):
+        if speeds.observe(flight.replica_id, flight.load, seconds, completion_tokens, now, max(0, prefilled)):
             self._speeds_changed(speeds)
 
     def _speeds_changed(self, speeds: ReplicaSpeeds) -> None:

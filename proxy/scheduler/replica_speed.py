@@ -6,7 +6,14 @@ least `_MIN_TOKENS` completion tokens, a finite, positive time and no more than 
 second; the core sends only calls dispatched to and ended at a replica with no engine queue). A call's time
 grows with how busy its replica is, so samples are compared only between calls that met the same load: each
 goes into the bucket of the calls in flight on its replica when it was dispatched (1, 2-3, 4-7, ...: a bucket
-per power of two), the last `_PER_BUCKET` kept per replica and bucket, none older than `_MAX_AGE_S`. Every
+per power of two). A call's time also holds its prefill, which a time per completion token counts the more
+the fewer tokens it answers: samples are compared only between calls of one shape as well, the prompt tokens
+it prefilled (not cached) over its completion tokens: below `_SHAPE_FROM` one shape (a prefill token costs
+1/400 to 1/125 of a decode step on a GPU, so there the prefill is at most ~13% of the time, within the dead
+band), then half-octaves to 128 times that, then one. Without it two alike replicas, one serving long
+prompts with short answers, the other short prompts with long answers, measured 2.4-9.3x apart, and
+workflows left the first for five minutes (the fifty-third session's soak). The last `_PER_BUCKET` are kept
+per replica and bucket, none older than `_MAX_AGE_S`. Every
 `_REFRESH` samples, for each bucket that at least two replicas filled with `_MIN_SAMPLES`, each such replica's
 low quantile (`_QUANTILE`: its calls that met the least else) is divided by the lowest of that bucket; a
 replica's ratio is the geometric mean of its buckets' ratios (1.0 with none shared). Its `slowness` is that
@@ -24,6 +31,8 @@ from collections import deque
 
 from proxy.scheduler.types import ReplicaId
 
+_SHAPES = 16  # prefilled over completion tokens: below `_SHAPE_FROM`, half-octaves to 128 times that, above
+_SHAPE_FROM = 16.0
 _MIN_TOKENS = 16  # below this a call's time is mostly its prefill and queue, not its decode speed
 # A million tokens a second for one sequence: no engine decodes that fast, so a faster sample comes from usage
 # that miscounts (a backend reporting 10^12 completion tokens made every other replica look slow)
@@ -45,11 +54,17 @@ class ReplicaSpeeds:
         self._fresh = 0
 
     def observe(
-        self, replica_id: ReplicaId, load: int, seconds: float, completion_tokens: int, now: float
+        self,
+        replica_id: ReplicaId,
+        load: int,
+        seconds: float,
+        completion_tokens: int,
+        now: float,
+        prefilled: int = 0,
     ) -> bool:
         """A served call ended at `now`: the calls in flight on its replica at its dispatch (itself included),
-        its time from dispatch to end and its completion tokens. True when the replicas' slowness was
-        refreshed."""
+        its time from dispatch to end, its completion tokens and the prompt tokens it prefilled (not
+        cached). True when the replicas' slowness was refreshed."""
         if completion_tokens < _MIN_TOKENS or not 0.0 < seconds < math.inf:  # NaN too
             return False
         per_token = seconds / completion_tokens
@@ -58,7 +73,7 @@ class ReplicaSpeeds:
         buckets = self.samples.get(replica_id)
         if buckets is None:
             buckets = self.samples[replica_id] = {}
-        bucket = max(1, load).bit_length()
+        bucket = max(1, load).bit_length() * _SHAPES + _shape(prefilled / completion_tokens)
         kept = buckets.get(bucket)
         if kept is None:
             kept = buckets[bucket] = deque(maxlen=_PER_BUCKET)
@@ -101,3 +116,11 @@ class ReplicaSpeeds:
             ratio = math.exp(sum(ratios) / len(ratios))
             if ratio >= self.above:
                 self.slowness[replica_id] = ratio
+
+
+def _shape(prefilled_per_token: float) -> int:
+    """A call's shape bucket: 0 below `_SHAPE_FROM` prefilled tokens per completion token, then one per
+    half-octave."""
+    if prefilled_per_token < _SHAPE_FROM:
+        return 0
+    return min(_SHAPES - 1, 1 + int(2.0 * math.log2(prefilled_per_token / _SHAPE_FROM)))

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.data_structs import Answer, ChatMessage
-from proxy.quoted_answers import answer_lines, quote_tag, quoted_lines_by_text
-from proxy.response_owners import QUOTE_PROBES, WAYS, ChainOwners, QuoteOwners, ResponseOwners
+from proxy.quoted_answers import answer_lines, quote_tag, quoted_lines
+from proxy.response_owners import WAYS, ChainOwners, QuoteOwners, ResponseOwners
 from proxy.session_chain import answer_key, chain_of
 
 
@@ -126,7 +126,7 @@ def test_a_conversation_quoting_a_summary_finds_the_worker_that_filed_it(tmp_pat
     session filed the summary, once (the entries it was found by are cleared: the next conversation quoting
     it, an orchestrator's plan handed to many subagents, stays where it was read); one quoting it under
     another system prompt or tenant, or quoting nothing filed, finds none."""
-    workers = [QuoteOwners(str(tmp_path), i, slots=1024) for i in range(2)]
+    workers = [QuoteOwners(str(tmp_path), i, 2, slots=1024) for i in range(2)]
     tag = quote_tag(None, b"You are a coding agent.")
     assert not workers[0].filed(tag) and not workers[0].anything_filed()
     workers[1].record(tag, [])  # an answer filing no line (short, or short lines): nothing recorded
@@ -136,23 +136,31 @@ def test_a_conversation_quoting_a_summary_finds_the_worker_that_filed_it(tmp_pat
         tag, answer_lines("\n".join(f"another agent's answer, line {n} of it" for n in range(9)), tag)
     )
     assert workers[0].anything_filed() and workers[0].filed(tag) and workers[1].filed(tag)
-    quoting = ["Fix the parser.", f"Earlier work, summarized:\n{SUMMARY}\nGo on from there."]
+
+    def lines(*texts: str, under: str = tag) -> list[int]:
+        return list(quoted_lines(texts, under))
+
+    quoting = ("Fix the parser.", f"Earlier work, summarized:\n{SUMMARY}\nGo on from there.")
     other_tags = (quote_tag(None, b"You are a reviewer."), quote_tag("tenant-b", b"You are a coding agent."))
     assert [w.filed(t) for w in workers for t in other_tags] == [False] * 4
-    assert workers[0].claim(quoted_lines_by_text(quoting, other_tags[0])) == -1
-    assert workers[0].claim(quoted_lines_by_text(["a new task, nothing quoted: " + "words " * 40], tag)) == -1
+    assert workers[0].claim(lines(*quoting, under=other_tags[0])) == -1
+    assert workers[0].claim(lines("a new task, nothing quoted: " + "words " * 40)) == -1
     # the summary's first lines only: its end (what the table holds) is not there
-    assert workers[0].claim(quoted_lines_by_text(["\n".join(SUMMARY.splitlines()[:3])], tag)) == -1
-    assert workers[0].claim(quoted_lines_by_text(quoting, tag)) == 1
-    assert workers[1].claim(quoted_lines_by_text(quoting, tag)) == -1  # claimed once
+    assert workers[0].claim(lines("\n".join(SUMMARY.splitlines()[:3]))) == -1
+    # its last two lines: fewer than the in-process look needs, so nothing is claimed (the third review: a
+    # side call quoting them took the entries, and the compaction after it was served where it was read)
+    assert workers[0].claim(lines("Check these:\n" + "\n".join(SUMMARY.splitlines()[-2:]))) == -1
+    # the summary, then thirty long lines of a file in the same message (the third review: looking up only a
+    # text's last lines missed it)
+    attached = "\n".join(f"    return parse_row(line, {n}, strict=True)  # a file's line" for n in range(30))
+    assert workers[0].claim(lines(f"{SUMMARY}\n<file>\n{attached}\n</file>")) == 1
+    assert workers[1].claim(lines(*quoting)) == -1  # claimed once
     workers[1].record(tag, answer_lines(SUMMARY, tag))  # filed again (the same answer, later)
-    assert workers[1].claim(quoted_lines_by_text(quoting, tag)) == 1
-    # each text's last QUOTE_PROBES long lines are looked up: a summary, then a few lines, is found
-    after = [f"a line of what follows the summary, number {n}" for n in range(QUOTE_PROBES)]
-    workers[1].record(tag, answer_lines(SUMMARY, tag))
-    assert workers[0].claim(quoted_lines_by_text([SUMMARY + "\n" + "\n".join(after[:-2])], tag)) == 1
-    workers[1].record(tag, answer_lines(SUMMARY, tag))
-    assert workers[0].claim(quoted_lines_by_text([SUMMARY + "\n" + "\n".join(after)], tag)) == -1
+    assert workers[1].claim(lines(*quoting)) == 1
+    # an answer of one long line: that line is enough, as in one process
+    one_line = "word " * 60
+    workers[0].record(tag, answer_lines(one_line, tag))
+    assert workers[1].claim(lines(f"Summary so far:\n{one_line}\nGo on.")) == 0
     assert (tmp_path / "quotes.table").exists()
     for w in workers:
         w.close()

@@ -51,6 +51,23 @@ def test_a_busier_replica_is_not_taken_for_a_slower_one() -> None:
     assert speeds.slowness == {}
 
 
+def test_alike_replicas_serving_calls_of_different_shapes_are_not_taken_for_different_speeds() -> None:
+    """Found by the fifty-third session's soak: one replica serving a session of long prompts and short
+    answers, its alike neighbour one of short prompts and long answers, measured 2.4-9.3x apart (a call's time
+    holds its prefill, which a time per completion token counts the more the fewer tokens it answers), and
+    workflows left the first for five minutes. Calls are compared only with calls of their shape."""
+    speeds = ReplicaSpeeds(above=1.5)
+    for _ in range(8):
+        # 8,000 prompt tokens prefilled at 20,000 a second, then 16 tokens at 20 ms each; 256 tokens at 20 ms
+        speeds.observe("prefills", 1, 0.4 + 16 * 0.02, 16, now=0.0, prefilled=8_000)
+        speeds.observe("decodes", 1, 0.01 + 256 * 0.02, 256, now=0.0, prefilled=200)
+    assert speeds.slowness == {}
+    # a replica that is slower at calls of one shape is still measured, shape by shape
+    for _ in range(8):
+        speeds.observe("prefills", 1, 3 * (0.01 + 256 * 0.02), 256, now=0.0, prefilled=200)
+    assert speeds.slowness == {"prefills": pytest.approx(3.0)}
+
+
 @pytest.mark.parametrize("seconds", [math.nan, math.inf, -1.0, 0.0])
 def test_unusable_call_times_short_answers_and_impossible_counts_teach_nothing(seconds: float) -> None:
     speeds = ReplicaSpeeds(above=1.5)
