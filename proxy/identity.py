@@ -211,7 +211,8 @@ def _inferred_session(
         return session, chain[-1], True
     if len(chains.quotes):
         tag = quote_tag(scope, system_of(messages, system))
-        session = _taken_up(chains.quotes, messages, tag, busy, None if seen is None else seen.quoted)
+        quoted = None if seen is None else seen.quoted
+        session = _taken_up(chains.quotes, messages, tag, busy, quoted, chain[-1])
     if session is None:
         session = _conversation_key(messages, scope, system)
         if (
@@ -253,16 +254,13 @@ def _taken_up(
     tag: str,
     busy: Callable[[str], bool] | None,
     digests: list[int] | None,
+    conversation: bytes,
 ) -> str | None:
-    """The session whose latest answer this conversation quotes (proxy/quoted_answers.py), unless a call of
-    it runs (the quote is then another conversation's: a subagent given its parent's plan); taken up once.
-    `digests`: its lines' digests, when the worker that read it hashed them (proxy/fast_server.py)."""
-    session = quotes.quoted(() if digests is not None else quoting_texts(messages), tag, digests)
-    if session is None or (busy is not None and busy(session)):
-        return None
-    quotes.forget(session)
-    quotes.taken += 1
-    return session
+    """The session whose latest answer this conversation quotes (proxy/quoted_answers.py `take_up`).
+    `digests`: its lines' digests, when the worker that read it hashed them (proxy/fast_server.py);
+    `conversation`: its chain hash (all it sent: the same when a client sends it again)."""
+    texts = quoting_texts(messages) if digests is None else ()
+    return quotes.take_up(texts, tag, digests, busy, conversation)
 
 
 def _key_session(

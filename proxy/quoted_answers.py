@@ -24,7 +24,7 @@ quoting the same answer starts its own). At most `max_sessions` sessions are kep
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from xxhash import xxh3_64_intdigest, xxh3_128_intdigest
 
@@ -79,11 +79,13 @@ _SHARED = ""  # a line two sessions filed: it names neither
 
 
 class QuotedAnswers:
-    __slots__ = ("_lines", "_max_sessions", "_of", "taken")
+    __slots__ = ("_by", "_lines", "_max_sessions", "_of", "taken")
 
     def __init__(self, max_sessions: int = 20_000) -> None:
         self._lines: dict[int, str] = {}  # a line's digest -> the session whose latest answer holds it
         self._of: dict[str, list[int]] = {}  # session -> its lines' digests, the oldest session first
+        # a session taken up -> what the conversation that took it quoted (`take_up`); until its next answer
+        self._by: dict[str, bytes] = {}
         self._max_sessions = max_sessions
         self.taken = 0  # conversations that took a session up (`/saga/v1/state`)
 
@@ -110,6 +112,7 @@ class QuotedAnswers:
 
     def forget(self, session: str) -> None:
         lines = self._lines
+        self._by.pop(session, None)
         for digest in self._of.pop(session, ()):
             if lines.get(digest) == session:
                 del lines[digest]
@@ -131,3 +134,32 @@ class QuotedAnswers:
         if best is None or most < min(QUOTES_NEEDED, len(self._of[best])):
             return None
         return best
+
+    def take_up(
+        self,
+        texts: Iterable[str],
+        tag: str,
+        digests: list[int] | None,
+        busy: Callable[[str], bool] | None,
+        conversation: bytes = b"",
+    ) -> str | None:
+        """The session a new conversation quoting `texts` (`digests`: their `quoted_lines`, when computed
+        already) continues: the one `quoted` names, unless a call of it runs (`busy`: the quote is then
+        another conversation's, a subagent given its parent's plan). Taken up once: another conversation
+        quoting the same answer starts its own; the same `conversation` (a digest of all it sent) sent again
+        before the session's next answer (a client's retry after a timeout or a dropped stream) continues it
+        again."""
+        if not self._of:
+            return None
+        if digests is None:
+            digests = list(quoted_lines(texts, tag))
+        session = self.quoted((), tag, digests)
+        if session is None or (busy is not None and busy(session)):
+            return None
+        taken_by = self._by.get(session)
+        if taken_by is None:
+            self._by[session] = conversation
+            self.taken += 1
+        elif taken_by != conversation or not conversation:
+            return None
+        return session

@@ -147,3 +147,35 @@ async def test_another_agent_given_the_answer_is_not_taken_for_its_author(
         reviewer = [{"role": "system", "content": "You review code."}, *started_again()[1:]]
         assert await session_of(http, url, reviewer) != coder
         assert await session_of(http, url, started_again()) == coder
+
+
+async def test_the_new_conversations_first_call_sent_again_after_the_client_gave_up_keeps_the_session(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A client that gives up on the new conversation's first call (a timeout, a dropped stream) and sends it
+    again: the second attempt continues the session as the first did (the fifty-third session's second
+    review: it started a session of its own, the session it left holding its reservation); another
+    conversation quoting the same summary is still one of its own."""
+    replica = Replica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        first = await session_of(http, url, [SYSTEM, TASK])
+        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
+        assert await session_of(http, url, history) == first
+        replica.hold.clear()
+        body = {"model": "fake", "messages": started_again()}
+        with pytest.raises(asyncio.TimeoutError):
+            timeout = aiohttp.ClientTimeout(total=0.5)
+            async with http.post(f"{url}/v1/chat/completions", json=body, timeout=timeout) as r:
+                await r.read()
+        await asyncio.wait_for(replica.held[0].wait(), 10)
+        replica.hold.set()
+        for _ in range(100):  # the proxy sees the hang-up and ends the call
+            async with http.get(f"{url}/saga/v1/state") as r:
+                if (await r.json())["in_flight"] == 0:
+                    break
+            await asyncio.sleep(0.05)
+        assert await session_of(http, url, started_again()) == first  # sent again
+        other = [SYSTEM, {"role": "user", "content": f"Review this summary:\n{SUMMARY}"}]
+        assert await session_of(http, url, other) != first
+        async with http.get(f"{url}/saga/v1/state") as r:
+            assert (await r.json())["quoted_answers"] == {"taken_up": 1}
