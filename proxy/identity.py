@@ -198,7 +198,8 @@ def _inferred_session(
     live: Callable[[str], bool] | None = None,
     busy: Callable[[str], bool] | None = None,
 ) -> tuple[str | None, bytes | None, bool]:
-    """The session, the conversation's chain hash, and whether it goes on from an earlier answer."""
+    """The session, the conversation's chain hash, and whether it goes on from an earlier answer (by prefix
+    chaining, or by quoting it: proxy/quoted_answers.py)."""
     if chains is None or not messages or len(messages) > MAX_CHAINED_MESSAGES:
         return _conversation_key(messages, scope, system), None, False
     if seen is not None:  # `ownership_key` read them, with the same scope
@@ -206,25 +207,26 @@ def _inferred_session(
     else:
         seed = tenant_seed(scope)
         chain, assistants = chain_of(messages, seed)
-    session = chains.find(answer_keys(chain, assistants, messages, seed))
-    if session is not None:
-        return session, chain[-1], True
+    chained = chains.find(answer_keys(chain, assistants, messages, seed))
+    if chained is not None:
+        return chained, chain[-1], True
     if len(chains.quotes):
         tag = quote_tag(scope, system_of(messages, system))
         quoted = None if seen is None else seen.quoted
-        session = _taken_up(chains.quotes, messages, tag, busy, quoted, chain[-1])
-    if session is None:
-        session = _conversation_key(messages, scope, system)
-        if (
-            session is not None
-            and not assistants
-            and (
-                chains.knows(session)
-                or (live is not None and live(session))  # its first call not answered yet
-                or (seen is not None and seen.opening_elsewhere)
-            )
-        ):
-            session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
+        taken = _taken_up(chains.quotes, messages, tag, busy, quoted, chain[-1])
+        if taken is not None:  # it goes on in that session: its answer is the session's latest, filed
+            return taken, chain[-1], True  # (so a conversation sent again after it is not taken up)
+    session = _conversation_key(messages, scope, system)
+    if (
+        session is not None
+        and not assistants
+        and (
+            chains.knows(session)
+            or (live is not None and live(session))  # its first call not answered yet
+            or (seen is not None and seen.opening_elsewhere)
+        )
+    ):
+        session = f"{session}-{request_id}"  # the same opening as a live conversation: another agent
     return session, chain[-1], False
 
 

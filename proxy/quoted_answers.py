@@ -147,8 +147,9 @@ class QuotedAnswers:
         already) continues: the one `quoted` names, unless a call of it runs (`busy`: the quote is then
         another conversation's, a subagent given its parent's plan). Taken up once: another conversation
         quoting the same answer starts its own; the same `conversation` (a digest of all it sent) sent again
-        before the session's next answer (a client's retry after a timeout or a dropped stream) continues it
-        again."""
+        before the session's next answer is filed (a client's retry after a timeout or a dropped stream:
+        the attempt that took the session up was not answered, and its answer is the one filed next)
+        continues it again."""
         if not self._of:
             return None
         if digests is None:

@@ -61,6 +61,7 @@ class Replica:
 SYSTEM = {"role": "system", "content": "You are a coding agent."}
 TASK = {"role": "user", "content": "Fix the parser."}
 ASK = {"role": "user", "content": "Summarize the work so far."}
+HISTORY = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]  # the summary asked in the conversation
 
 
 def started_again(summary: str = SUMMARY) -> list[dict[str, Any]]:
@@ -80,14 +81,19 @@ async def session_of(http: aiohttp.ClientSession, url: str, messages: list[dict[
         return r.headers["X-Session-ID"]
 
 
+async def summarized(http: aiohttp.ClientSession, url: str) -> str:
+    """A conversation's first call, then the summary asked in it: its session."""
+    first = await session_of(http, url, [SYSTEM, TASK])
+    assert await session_of(http, url, HISTORY) == first  # its answer: the summary
+    return first
+
+
 async def test_the_conversation_started_again_from_the_summary_is_the_same_session(
     http: aiohttp.ClientSession,
 ) -> None:
     replica = Replica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
-        first = await session_of(http, url, [SYSTEM, TASK])
-        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
-        assert await session_of(http, url, history) == first  # the summary, asked in the conversation
+        first = await summarized(http, url)
         assert await session_of(http, url, started_again()) == first
         # and it goes on from there, by prefix chaining
         after = [
@@ -108,11 +114,9 @@ async def test_no_session_is_taken_up_while_its_call_runs(http: aiohttp.ClientSe
     parent's plan) is one of its own."""
     replica = Replica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
-        first = await session_of(http, url, [SYSTEM, TASK])
-        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
-        assert await session_of(http, url, history) == first
+        first = await summarized(http, url)
         replica.hold.clear()
-        busy = [*history, {"role": "assistant", "content": SUMMARY}, {"role": "user", "content": "go on"}]
+        busy = [*HISTORY, {"role": "assistant", "content": SUMMARY}, {"role": "user", "content": "go on"}]
         running = asyncio.create_task(session_of(http, url, busy))
         await asyncio.wait_for(replica.held[0].wait(), 10)
         quoting = asyncio.create_task(session_of(http, url, started_again()))
@@ -141,9 +145,7 @@ async def test_another_agent_given_the_answer_is_not_taken_for_its_author(
     agent quoting an idle agent's answer joined its session for good)."""
     replica = Replica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
-        coder = await session_of(http, url, [SYSTEM, TASK])
-        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
-        assert await session_of(http, url, history) == coder  # its answer: the summary
+        coder = await summarized(http, url)
         reviewer = [{"role": "system", "content": "You review code."}, *started_again()[1:]]
         assert await session_of(http, url, reviewer) != coder
         assert await session_of(http, url, started_again()) == coder
@@ -158,9 +160,7 @@ async def test_the_new_conversations_first_call_sent_again_after_the_client_gave
     conversation quoting the same summary is still one of its own."""
     replica = Replica()
     async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
-        first = await session_of(http, url, [SYSTEM, TASK])
-        history = [SYSTEM, TASK, {"role": "assistant", "content": "ok"}, ASK]
-        assert await session_of(http, url, history) == first
+        first = await summarized(http, url)
         replica.hold.clear()
         body = {"model": "fake", "messages": started_again()}
         with pytest.raises(asyncio.TimeoutError):
@@ -179,3 +179,17 @@ async def test_the_new_conversations_first_call_sent_again_after_the_client_gave
         assert await session_of(http, url, other) != first
         async with http.get(f"{url}/saga/v1/state") as r:
             assert (await r.json())["quoted_answers"] == {"taken_up": 1}
+
+
+async def test_the_new_conversation_sent_again_after_its_answer_is_one_of_its_own(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Only a call sent again before the first attempt was answered continues the session (a retry): once
+    the new conversation's first call is answered, that answer is the session's latest, and the same
+    conversation sent again (best-of-n, an orchestrator re-sending it) is one of its own (the fifty-third
+    session's third review: it joined the session at any later time)."""
+    replica = Replica()
+    async with serving(replica_app(replica.chat)) as url_r, running_proxy(config([url_r])) as url:
+        first = await summarized(http, url)
+        assert await session_of(http, url, started_again()) == first
+        assert await session_of(http, url, started_again()) != first
