@@ -36,8 +36,8 @@ Contract:
 - Bounded: `slots` x 16 bytes, fixed at open; every worker opens the same size. Responses: 4 MiB (262,144
   slots, over twice the 100,000 responses each worker's chain index keeps). Chains: 8 MiB (524,288 slots: a
   conversation is looked up by its latest answer, so what counts is one key per live conversation). Quotes:
-  4 MiB (262,144 slots; an answer records its tag and its last two long lines, and a summary is quoted
-  within seconds of its answer).
+  4 MiB (262,144 slots, and one flag word; an answer records its tag and its last three long lines, and a
+  summary is quoted within seconds of its answer).
 - A restarted worker keeps the table (the file outlives it), and its earlier answers' entries: those calls
   go to it and, its chain index being empty, start sessions of their own there.
 """
