@@ -6,8 +6,9 @@ and soak-samples.jsonl."""
 import asyncio, json, os, random, signal, subprocess, sys, time, collections
 import aiohttp
 
-TREE = "/tmp/snap53a"
-OUT = "/tmp/rev53s"
+TREE = os.environ.get("SAGA_TREE", "/tmp/snap53a")
+OUT = os.environ.get("OUT", "/tmp/rev53s")
+BLOCKS = os.environ.get("BLOCKS", "400")  # KV blocks a replica (128 tokens each on tiny-cpu)
 LOG = OUT + "/logs"
 SIM = 28000
 PORT = 28010
@@ -483,7 +484,7 @@ async def main():
             "--time-scale",
             "20",
             "--num-gpu-blocks-override",
-            "400",
+            BLOCKS,
         ],
         "sim-fast.log",
     )
@@ -499,7 +500,7 @@ async def main():
             "--time-scale",
             "8",
             "--num-gpu-blocks-override",
-            "400",
+            BLOCKS,
         ],
         "sim-slow.log",
     )
