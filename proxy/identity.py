@@ -43,7 +43,7 @@ from proxy.data_structs import CallFields as CallFields  # re-exported: tests im
 from proxy.data_structs import ChatMessage, Identity, SeenMessages, StreamOptions
 from proxy.lax_flags import lax_bool
 from proxy.prompt_shape import SYSTEM_ROLES, agent_signature
-from proxy.quoted_answers import QuotedAnswers, quote_tag
+from proxy.quoted_answers import QuotedAnswers, quote_tag, quoted_lines
 from proxy.session_chain import (
     MAX_CHAINED_MESSAGES,
     PrefixChains,
@@ -261,8 +261,9 @@ def _taken_up(
     """The session whose latest answer this conversation quotes (proxy/quoted_answers.py `take_up`).
     `digests`: its lines' digests, when the worker that read it hashed them (proxy/fast_server.py);
     `conversation`: its chain hash (all it sent: the same when a client sends it again)."""
-    texts = quoting_texts(messages) if digests is None else ()
-    return quotes.take_up(texts, tag, digests, busy, conversation)
+    if digests is None:
+        digests = list(quoted_lines(quoting_texts(messages), tag))
+    return quotes.take_up(digests, busy, conversation)
 
 
 def _key_session(

@@ -18,9 +18,10 @@ hashes nothing again. A line is filed by its digest with the
 `tag` (`quote_tag`: the tenant of client API keys and the conversation's system prompt), so only a
 conversation of the same tenant starting again under the same system prompt, as a compacting agent does,
 finds it: a reviewer agent given a coder's output is not taken for the coder. A line two sessions filed
-(a boilerplate answer, one task sampled twice) names neither. `forget(session)` drops a session's lines:
-the caller forgets a session once a conversation took it up (one compaction, one new conversation; a second
-quoting the same answer starts its own). At most `max_sessions` sessions are kept, the oldest first out."""
+(a boilerplate answer, one task sampled twice) names neither. `take_up(digests, busy, conversation)` is
+`quoted` taken once (one compaction, one new conversation; a second quoting the same answer starts its
+own, the same one sent again before its answer continues it); `forget(session)` drops a session's lines
+(its next answer filed, or its end). At most `max_sessions` sessions are kept, the oldest first out."""
 
 from __future__ import annotations
 
@@ -136,25 +137,16 @@ class QuotedAnswers:
         return best
 
     def take_up(
-        self,
-        texts: Iterable[str],
-        tag: str,
-        digests: list[int] | None,
-        busy: Callable[[str], bool] | None,
-        conversation: bytes = b"",
+        self, digests: list[int], busy: Callable[[str], bool] | None, conversation: bytes = b""
     ) -> str | None:
-        """The session a new conversation quoting `texts` (`digests`: their `quoted_lines`, when computed
-        already) continues: the one `quoted` names, unless a call of it runs (`busy`: the quote is then
-        another conversation's, a subagent given its parent's plan). Taken up once: another conversation
+        """The session a new conversation quoting lines of these `digests` (`quoted_lines`) continues: the
+        one `quoted` names, unless a call of it runs (`busy`: the quote is then another conversation's, a
+        subagent given its parent's plan). Taken up once: another conversation
         quoting the same answer starts its own; the same `conversation` (a digest of all it sent) sent again
         before the session's next answer is filed (a client's retry after a timeout or a dropped stream:
         the attempt that took the session up was not answered, and its answer is the one filed next)
         continues it again."""
-        if not self._of:
-            return None
-        if digests is None:
-            digests = list(quoted_lines(texts, tag))
-        session = self.quoted((), tag, digests)
+        session = self.quoted((), digests=digests)
         if session is None or (busy is not None and busy(session)):
             return None
         taken_by = self._by.get(session)

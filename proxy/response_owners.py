@@ -71,6 +71,7 @@ _TAG_BITS = 63 - _WORKER_BITS  # a non-negative int64 word
 _WORD_MASK = (1 << 64) - 1
 _NOTE_BITS = 2
 _NOTE_MASK = (1 << _NOTE_BITS) - 1
+assert QUOTE_OWNER_LINES <= _NOTE_MASK  # (each entry keeps its answer's count of lines in the note)
 
 
 class _OwnerTable:
@@ -115,19 +116,12 @@ class _OwnerTable:
         words[slot] = tag << _WORKER_BITS | self.index
 
     def _owner(self, digest: bytes) -> int:
-        at = self._slot(digest)
-        return -1 if at < 0 else self._words[at] & _WORKER_MASK
-
-    def _slot(self, digest: bytes) -> int:
-        return self._slot_at(self._bucket_and_tag(digest))
-
-    def _slot_at(self, bucket_and_tag: tuple[int, int]) -> int:
-        """The index of the owner word recording the digest that gave `bucket_and_tag`, or -1."""
-        first, tag = bucket_and_tag
+        first, tag = self._bucket_and_tag(digest)
         words = self._words
         for at in range(first, first + 2 * self.ways, 2):
-            if words[at] >> _WORKER_BITS == tag:
-                return at
+            word = words[at]
+            if word >> _WORKER_BITS == tag:
+                return word & _WORKER_MASK
         return -1
 
     def close(self) -> None:
@@ -201,7 +195,7 @@ class QuoteOwners(_OwnerTable):
         buckets, bucket_words, workers = self.buckets, self.ways * 2, range(self.workers)
         hits: dict[int, list[int]] = {}
         needed: dict[int, int] = {}
-        for line in digests:  # (`_bucket_and_tag_of` and `_slot_at`, inlined: a call may look up hundreds)
+        for line in digests:  # (`_bucket_and_tag_of` and `_owner`, inlined: a call may look up hundreds)
             first = (line & _WORD_MASK) % buckets * bucket_words
             in_bucket = owner_words(table, first * 8)
             tagged = ((line >> 64 & _WORD_MASK) >> (64 - _TAG_BITS) or 1) << _WORKER_BITS

@@ -120,9 +120,13 @@ def test_a_session_is_taken_up_once_by_one_conversation_and_again_by_its_retry()
     quotes = QuotedAnswers()
     quotes.remember(SUMMARY, "s1", "t")
     again = ["Earlier work:\n" + SUMMARY]
-    assert quotes.take_up(again, "t", None, lambda s: True, b"c1") is None  # a call of s1 runs: not taken
-    assert quotes.take_up(again, "t", None, None, b"c1") == "s1" and quotes.taken == 1
-    assert quotes.take_up(again, "t", None, None, b"c1") == "s1" and quotes.taken == 1  # the same, again
-    assert quotes.take_up(["Review:\n" + SUMMARY], "t", None, None, b"c2") is None  # another conversation
+
+    def lines(texts: list[str]) -> list[int]:
+        return list(quoted_lines(texts, "t"))
+
+    assert quotes.take_up(lines(again), lambda s: True, b"c1") is None  # a call of s1 runs: not taken
+    assert quotes.take_up(lines(again), None, b"c1") == "s1" and quotes.taken == 1
+    assert quotes.take_up(lines(again), None, b"c1") == "s1" and quotes.taken == 1  # the same, again
+    assert quotes.take_up(lines(["Review:\n" + SUMMARY]), None, b"c2") is None  # another conversation
     quotes.remember("\n".join(f"the next answer of s1, line {n}, long enough" for n in range(8)), "s1", "t")
-    assert quotes.take_up(again, "t", None, None, b"c1") is None  # the session went on: its old answer gone
+    assert quotes.take_up(lines(again), None, b"c1") is None  # the session went on: its old answer gone

@@ -66,6 +66,10 @@ def test_alike_replicas_serving_calls_of_different_shapes_are_not_taken_for_diff
     for _ in range(8):
         speeds.observe("prefills", 1, 3 * (0.01 + 256 * 0.02), 256, now=0.0, prefilled=200)
     assert speeds.slowness == {"prefills": pytest.approx(3.0)}
+    # a miscounted prompt (10^18 tokens) falls in the last shape: nothing breaks, nothing else is compared
+    for _ in range(8):
+        speeds.observe("prefills", 1, 1.0, 100, now=0.0, prefilled=10**18)
+    assert speeds.slowness == {"prefills": pytest.approx(3.0)}
 
 
 @pytest.mark.parametrize("seconds", [math.nan, math.inf, -1.0, 0.0])

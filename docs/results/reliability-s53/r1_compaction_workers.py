@@ -19,9 +19,17 @@ def body(msgs, n):
 
 
 res = []
+failed = []  # agents whose calls failed: counted, never left out of the denominator
 
 
 def agent(url, i):
+    try:
+        run_agent(url, i)
+    except Exception as e:
+        failed.append(f"agent {i}: {e!r}")
+
+
+def run_agent(url, i):
     msgs = [
         {"role": "system", "content": f"You are agent number {i}, a careful coder."},
         {"role": "user", "content": f"Task {i}: refactor module {i}"},
@@ -48,8 +56,8 @@ with stack(tree, port - 10, port, sim_args=SIM, workers=workers) as url:
     [t.join() for t in ts]
     wall = time.time() - t0
     linked = sum(1 for a, b, c, _ in res if a == b)
-    lats = sorted(r[3] for r in res)
+    lats = sorted(r[3] for r in res) or [float("nan")]
     print(
-        f"workers {workers}: post-compaction call in pre-compaction session {linked}/{len(res)}; next call same as it {sum(1 for a, b, c, _ in res if b == c)}/{len(res)}; "
+        f"workers {workers}: post-compaction call in pre-compaction session {linked}/{N}; next call same as it {sum(1 for a, b, c, _ in res if b == c)}/{N}; failed {len(failed)} {failed[:3]}; "
         f"post-compaction latency p50 {statistics.median(lats):.3f}s max {lats[-1]:.3f}s; wall {wall:.1f}s; state {get(url + '/saga/v1/state').get('quoted_answers')}"
     )

@@ -5,8 +5,8 @@ BEFORE vs AFTER alternating, same script. Also small one-shot calls (no tag file
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 SYS = "You are a shared system prompt for all agents and one-shot traffic."
 N, C = int(os.environ.get("N", 60)), 4

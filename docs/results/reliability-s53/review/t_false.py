@@ -6,8 +6,8 @@ then (a) tenant B (another API key) quotes S under the same system prompt; (b) s
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 KEYS = {"sk-team-a": "team-a", "sk-team-b": "team-b"}
 HA, HB = {"Authorization": "Bearer sk-team-a"}, {"Authorization": "Bearer sk-team-b"}

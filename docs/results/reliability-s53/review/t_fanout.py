@@ -6,8 +6,8 @@ session. workers=2, BEFORE vs AFTER, workers=1 AFTER for the linking reference."
 
 import os, sys, threading, collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 SYS = "You are a member of a software team. Follow the plan."
 

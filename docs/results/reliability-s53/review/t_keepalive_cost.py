@@ -5,9 +5,9 @@ proxy worker CPU ms/call and wall, BEFORE vs AFTER alternating, workers=2."""
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
-import common
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
+import review_common as common
 
 
 def keepalive(url):

@@ -1,10 +1,10 @@
 # ruff: noqa
 import os, sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
-exec(open("/tmp/rev53a/t_cost_big.py").read().split("def run")[0].split("from common import *")[1])
+exec(open("/tmp/rev53a/t_cost_big.py").read().split("def run")[0].split("from review_common import *")[1])
 with stack(AFTER, 27500, 27510, workers=2) as url:
     st, txt, s = post(url, shortlines(1))
     print(st, txt[:300])

@@ -4,8 +4,8 @@ conversation. Sequential, one agent. Prints sessions, and /saga/v1/sessions entr
 
 import os, sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 KEYS = {"sk-team-a": "team-a", "sk-team-b": "team-b"}
 HA, HB = {"Authorization": "Bearer sk-team-a"}, {"Authorization": "Bearer sk-team-b"}

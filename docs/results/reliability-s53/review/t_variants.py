@@ -4,8 +4,8 @@ K agents per variant run concurrently; counts new conversations filed in the sum
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 K = 8
 VARIANTS = [

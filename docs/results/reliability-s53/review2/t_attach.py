@@ -6,8 +6,8 @@ sent to the summary's worker only when read there. Multi-line answers via shim.p
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 MID = os.environ.get("MID", "/tmp/snap53a")
 K = int(os.environ.get("K", "10"))

@@ -6,8 +6,8 @@ only the text's last 16 long lines (the file). AFTER w=2 vs MID w=2 vs AFTER w=1
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 MID = os.environ.get("MID", "/tmp/snap53a")
 K = int(os.environ.get("K", "12"))

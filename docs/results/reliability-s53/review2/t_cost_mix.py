@@ -5,8 +5,8 @@ table and is claimed nothing. Proxy worker CPU ms per call, workers=2, BEFORE/AF
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 SYS = "You are a shared coding agent prompt."
 

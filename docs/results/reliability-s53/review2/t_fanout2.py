@@ -5,8 +5,8 @@ served where read, so ~1 + 15/2). BEFORE w=2 as the reference (served where read
 
 import os, sys, threading, collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 SYS = "You are a member of a software team. Follow the plan."
 ROUNDS = int(os.environ.get("ROUNDS", "5"))

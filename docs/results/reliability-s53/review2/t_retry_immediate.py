@@ -5,8 +5,8 @@ the new conversation sent the moment its last byte arrives (no pause). AFTER w=2
 
 import os, sys, threading, socket
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 MID = os.environ.get("MID", "/tmp/snap53a")
 K = int(os.environ.get("K", "10"))

@@ -8,8 +8,8 @@ Answers made multi-line by shim.py (one sentence a line)."""
 
 import os, sys, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 MID = os.environ.get("MID", "/tmp/snap53a")
 K = int(os.environ.get("K", "12"))

@@ -10,8 +10,8 @@ linked = the call's X-Session-ID is the summary's session."""
 
 import os, sys, threading, socket, time, json, http.client
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 PREV, AFTER = os.environ.get("PREV", "/tmp/snap53a"), os.environ.get("AFTER", "/tmp/snap53d")
 K = int(os.environ.get("K", "6"))

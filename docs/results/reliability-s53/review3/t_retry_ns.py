@@ -5,8 +5,8 @@ linked = the retry's session is the summary's. AFTER w=1 and w=2."""
 
 import os, sys, socket, time, json, http.client, threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import *
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from review_common import *
 
 AFTER = "/tmp/snap53d"
 K = int(os.environ.get("K", "6"))

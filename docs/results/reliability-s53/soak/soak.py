@@ -9,6 +9,11 @@ import aiohttp
 TREE = os.environ.get("SAGA_TREE", "/tmp/snap53a")
 OUT = os.environ.get("OUT", "/tmp/rev53s")
 BLOCKS = os.environ.get("BLOCKS", "400")  # KV blocks a replica (128 tokens each on tiny-cpu)
+# where samples and the summary go, and how many 30-second samples follow the load (the drain check:
+# DUR=60 TAILN=6 SAMPLES=/tail-samples.jsonl SOUT=/tail-out.txt)
+SAMPLES = os.environ.get("SAMPLES", "/soak-samples.jsonl")
+SOUT = os.environ.get("SOUT", "/soak-out.txt")
+TAILN = int(os.environ.get("TAILN", 2))
 LOG = OUT + "/logs"
 SIM = 28000
 PORT = 28010
@@ -436,7 +441,7 @@ async def sample(s, serve_pid, label=""):
         "hung": len(hung),
         "errors": len(errors),
     }
-    with open(OUT + "/soak-samples.jsonl", "a") as f:
+    with open(OUT + SAMPLES, "a") as f:
         f.write(json.dumps(rec) + "\n")
     print(
         json.dumps(
@@ -471,7 +476,7 @@ async def sampler(s, serve_pid):
 async def main():
     global T0, DEADLINE
     os.makedirs(LOG, exist_ok=True)
-    open(OUT + "/soak-samples.jsonl", "w").close()
+    open(OUT + SAMPLES, "w").close()
     start(
         [
             "sim",
@@ -550,16 +555,16 @@ async def main():
             f"compaction: session kept {dict(compaction_keep)}; agent sids {len(sess_ids['agent'])} cachekey sids {len(sess_ids['cachekey'])}"
         )
         # watch the sessions drain past the idle TTL (short)
-        for w in (30, 60):
+        for w in [30 * k for k in range(1, TAILN + 1)]:
             await asyncio.sleep(30)
             r2 = await sample(s, serve.pid, f"end+{10 + w}s")
         say("final: " + json.dumps(r2))
         say(f"serve alive: {serve.poll() is None}; workers {children(serve.pid)}")
-    open(OUT + "/soak-out.txt", "w").write("\n".join(out_lines) + "\n")
+    open(OUT + SOUT, "w").write("\n".join(out_lines) + "\n")
 
 
 try:
     asyncio.run(main())
 finally:
     stop_all()
-    open(OUT + "/soak-out.txt", "a").write("\n".join(out_lines[-3:]) + "\n(stopped)\n")
+    open(OUT + SOUT, "a").write("\n".join(out_lines[-3:]) + "\n(stopped)\n")

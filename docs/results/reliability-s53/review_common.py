@@ -5,9 +5,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness
 from harness import get, wait_http
 
-AFTER = os.environ.get("AFTER", "/tmp/snap53b")  # the tree reviewed; its fixes: AFTER=/tmp/snap53b
+# The helpers the three reviews' scripts share (review/, review2/, review3/): the trees from the environment
+# (each review's README says which), logs in REVIEW_LOG.
+AFTER = os.environ.get("AFTER", "/tmp/snap53a")
 BEFORE = os.environ.get("BEFORE", "/tmp/snap53base")
-LOG = "/tmp/rev53d/logs"
+LOG = os.environ.get("REVIEW_LOG", "/tmp/rev53/logs")
 os.makedirs(LOG, exist_ok=True)
 
 import contextlib
