@@ -59,6 +59,9 @@ from proxy.upstream_pool import UpstreamAnswer
 log = logging.getLogger("saga.proxy")
 
 
+_NO_KEYS: list[bytes] = []  # (shared, never added to: most answers have one choice)
+
+
 class CallShared:
     """What every call reads from the app, looked up once (an app lookup is ~0.5 µs, and a call made ten)."""
 
@@ -129,6 +132,7 @@ class Call:
         self.with_priority = False
         # the answer's prefix-chain key, once computed: with workers both `answered` and `_relayed` need it
         self.chained_key: bytes | None = None
+        self.alternative_keys: list[bytes] | None = None
         # the lines its answer files for a compacting agent (proxy/quoted_answers.py), once computed: with
         # workers `answered` records them in the workers' table first
         self.quote_lines: list[int] | None = None
@@ -313,6 +317,8 @@ class Call:
         if key is not None:
             chains, who = self.shared.chains, self.who
             chains.remember_key(key, who.session_id)
+            for other in self._alternative_keys(outcome):  # `n` choices: the client goes on with any
+                chains.remember_key(other, who.session_id)
             if who.quote_tag is not None:  # (a conversation's first call is not a summary asked of it)
                 chains.quotes.file(who.session_id, self._quote_lines(outcome, who.quote_tag))
         if outcome.response_id is not None:
@@ -398,6 +404,8 @@ class Call:
             key = self._chained_key(outcome)
             if key is not None:
                 owners.record(key)
+                for other in self._alternative_keys(outcome):
+                    owners.record(other)
                 tag = self.who.quote_tag
                 if tag is not None and shared.quote_owners is not None:
                     shared.quote_owners.record(tag, self._quote_lines(outcome, tag))
@@ -418,6 +426,18 @@ class Call:
         if self.chained_key is None:
             self.chained_key = answer_key(chain, answer)
         return self.chained_key
+
+    def _alternative_keys(self, outcome: forward.Relayed) -> list[bytes]:
+        """The keys of the answer's other choices (a call asking for `n`), computed once; call only once
+        `_chained_key` gave a key."""
+        keys = self.alternative_keys
+        if keys is None:
+            chain, answer = self.who.prompt_chain, outcome.answer
+            assert chain is not None and answer is not None
+            alternatives = answer.alternatives
+            keys = [answer_key(chain, other) for other in alternatives] if alternatives else _NO_KEYS
+            self.alternative_keys = keys
+        return keys
 
     def relayed(self, outcome: forward.Relayed) -> None:
         assert self.dispatch is not None

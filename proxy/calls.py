@@ -246,6 +246,7 @@ def _prepared(
     prompt: bytes | msgspec.Raw = fields.messages or fields.prompt or fields.input
     if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
         prompt = bytes(fields.system) + bytes(prompt)
+    choices = output_cap(fields.n) or 1  # (`n`: vLLM's parallel sampling)
     info = RequestInfo(
         request_id=request_id,
         session_id=who.session_id,
@@ -266,9 +267,9 @@ def _prepared(
             else ""
         ),
         kv_resident=None if kv is None else kv.resident_estimated(who.session_id),
-        max_output_tokens=output_cap(
-            fields.max_tokens, fields.max_completion_tokens, fields.max_output_tokens
-        ),
+        max_output_tokens=choices
+        * output_cap(fields.max_tokens, fields.max_completion_tokens, fields.max_output_tokens),
+        choices=choices,
     )
     options = fields.stream_options
     add_usage = (

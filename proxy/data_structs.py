@@ -70,6 +70,7 @@ class CallFields(msgspec.Struct, gc=False):
     max_tokens: msgspec.Raw = msgspec.Raw(b"")
     max_completion_tokens: msgspec.Raw = msgspec.Raw(b"")
     max_output_tokens: msgspec.Raw = msgspec.Raw(b"")
+    n: msgspec.Raw = msgspec.Raw(b"")  # choices asked for (chat, completions): read as the caps are
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -111,10 +112,17 @@ class ChatMessage(msgspec.Struct, gc=False):
 
 
 class Answer(msgspec.Struct, frozen=True):
-    """The assistant message a call produced: its text and its tool calls (name, arguments)."""
+    """The assistant message a call produced: its text and its tool calls (name, arguments). A call asking
+    for `n` choices produced one message each: this is choice 0's, `alternatives` the others' (in index
+    order, up to `MAX_ALTERNATIVES`), any of which the client may go on with."""
 
     text: str = ""
     tool_calls: tuple[tuple[str, str], ...] = ()
+    alternatives: tuple[Answer, ...] = ()
+
+
+# The most choices past the first whose messages are kept for chaining (a best-of-n agent samples a few)
+MAX_ALTERNATIVES = 7
 
 
 # proxy/sse_scan.py: what is read out of an answer (whole, or one stream event)
@@ -151,6 +159,7 @@ class AnswerMessage(msgspec.Struct, gc=False):
 
 
 class AnswerChoice(msgspec.Struct, gc=False):
+    index: int = 0  # which of a call's `n` choices
     finish_reason: str | None = None
     message: AnswerMessage | None = None
     delta: AnswerMessage | None = None  # streamed chunks

@@ -16,7 +16,17 @@ import re
 
 import msgspec
 
-from proxy.data_structs import Answer, AnswerFields, BlockDelta, NumberedEvent, OutputItem, UsageFields
+from proxy.data_structs import (
+    MAX_ALTERNATIVES,
+    Answer,
+    AnswerChoice,
+    AnswerFields,
+    AnswerMessage,
+    BlockDelta,
+    NumberedEvent,
+    OutputItem,
+    UsageFields,
+)
 from proxy.scheduler.types import Usage
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
@@ -270,8 +280,9 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
         return None, None
     finish, tools = "", []
     said: Answer | None = None
-    if answer.choices:
-        first = answer.choices[0]
+    choices = answer.choices
+    if choices:
+        first = choices[0]
         finish = first.finish_reason or ""
         message = first.message
         if message is not None and not message.tool_calls:  # the usual answer: text only
@@ -280,6 +291,8 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
             calls = [c.function for c in message.tool_calls or () if c.function and c.function.name]
             tools = [f.name or "" for f in calls]
             said = Answer(message.content or "", tuple((f.name or "", f.arguments or "") for f in calls))
+        if len(choices) > 1 and said is not None:  # `n` choices: vLLM lists them in index order
+            said = Answer(said.text, said.tool_calls, _alternatives(choices))
     if answer.output:
         finish, tools = _response_end(answer)
         said = output_answer(answer.output)
@@ -293,6 +306,18 @@ def read_answer(body: bytes) -> tuple[Usage | None, Answer | None]:
     if answer.usage is None and not finish:
         return None, said
     return _usage(answer.usage, finish, tuple(tools)), said
+
+
+def _alternatives(choices: list[AnswerChoice]) -> tuple[Answer, ...]:
+    """The messages of a whole answer's choices past the first (up to MAX_ALTERNATIVES)."""
+    said = []
+    for choice in choices[1 : 1 + MAX_ALTERNATIVES]:
+        message = choice.message
+        if message is None:
+            continue
+        calls = [c.function for c in message.tool_calls or () if c.function and c.function.name]
+        said.append(Answer(message.content or "", tuple((f.name or "", f.arguments or "") for f in calls)))
+    return tuple(said)
 
 
 def output_answer(output: list[OutputItem]) -> Answer:
@@ -338,12 +363,21 @@ MAX_STREAM_TOOL_NAMES = 64
 DEFAULT_COLLECT_LIMIT = 64 * 1024 * 1024
 
 
+def _message(text: list[str], calls: dict[int, list[str]]) -> Answer:
+    """A streamed choice's message from its collected deltas (`StreamScanner`)."""
+    if not calls:
+        return Answer("".join(text))
+    return Answer("".join(text), tuple((parts[0], "".join(parts[1:])) for _, parts in sorted(calls.items())))
+
+
 class StreamScanner:
     """Feeds on a chat/completions SSE stream (or a Responses API or /v1/messages one). With `collect_answer`,
     it also decodes each chunk's delta to rebuild the assistant message (text and tool calls), which session
     inference by prefix chaining needs;
     on a /v1/messages stream, the text of its text blocks (what a client's next call carries of it for
-    session_chain: text blocks' text).
+    session_chain: text blocks' text). A call asking for `n` choices streams each choice's deltas under its
+    index: each is collected on its own (choices 1 to MAX_ALTERNATIVES as the answer's `alternatives`, the
+    rest not), so the client's next call chains from whichever it went on with.
 
     What it keeps is bounded whatever the replica sends: the rebuilt message by `collect_limit` characters
     (past it the scanner stops collecting and `answer()` is None: the call's session is not chained from this
@@ -372,6 +406,8 @@ class StreamScanner:
         self._collect_left = collect_limit  # characters the rebuilt message may still grow by
         self._text: list[str] = []
         self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
+        # choices past the first (a call asking for `n`): index -> (its text, its calls), as the two above
+        self._others: dict[int, tuple[list[str], dict[int, list[str]]]] = {}
         self._response_answer: Answer | None = None  # a Responses API stream's, from its final event
         self._pending_events = b""
         self._flowing = False  # inside an event too long to hold (`feed_stripping_usage`)
@@ -577,17 +613,30 @@ class StreamScanner:
                 self._collect_left -= len(block.text)
                 self._stop_collecting_past_limit()
             return
-        delta = choices[0].delta
+        choice = choices[0]  # (vLLM sends one choice an event, `index` naming which)
+        delta = choice.delta
         if delta is None:
             return
+        index = choice.index
+        if index == 0:
+            self._collect_message(delta, self._text, self._calls)
+            return
+        other = self._others.get(index)
+        if other is None:
+            if not 0 < index <= MAX_ALTERNATIVES:
+                return
+            other = self._others[index] = ([], {})
+        self._collect_message(delta, other[0], other[1])
+
+    def _collect_message(self, delta: AnswerMessage, text: list[str], calls: dict[int, list[str]]) -> None:
         content = delta.content
         if content:
-            self._text.append(content)
+            text.append(content)
             self._collect_left -= len(content)
         tool_calls = delta.tool_calls
         if tool_calls:
             for call in tool_calls:
-                parts = self._calls.setdefault(call.index, [""])
+                parts = calls.setdefault(call.index, [""])
                 if call.function is not None:
                     if call.function.name:
                         parts[0] = call.function.name
@@ -599,7 +648,7 @@ class StreamScanner:
     def _stop_collecting_past_limit(self) -> None:
         if self._collect_left < 0:  # too long to keep: stop collecting (see the class docstring)
             self._collect = False
-            self._text, self._calls = [], {}
+            self._text, self._calls, self._others = [], {}, {}
 
     def answer(self) -> Answer | None:
         """The rebuilt assistant message; None unless collecting, or when it grew past `collect_limit`."""
@@ -607,10 +656,11 @@ class StreamScanner:
             return None
         if self._response_answer is not None:
             return self._response_answer
-        if not self._calls:
-            return Answer("".join(self._text))
-        calls = tuple((parts[0], "".join(parts[1:])) for _, parts in sorted(self._calls.items()))
-        return Answer("".join(self._text), calls)
+        if self._others:
+            others = tuple(_message(*self._others[index]) for index in sorted(self._others))
+            first = _message(self._text, self._calls)
+            return Answer(first.text, first.tool_calls, others)
+        return _message(self._text, self._calls)
 
     def _scan(self, line: bytes) -> None:
         """`line`: one event's data (after `data:`)."""

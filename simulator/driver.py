@@ -30,15 +30,30 @@ _MAX_LAG_S = 0.1  # wall seconds behind schedule before the pacing gives up catc
 
 
 class RequestStream:
-    """Outputs of one request as the driver delivers them."""
+    """Outputs of one request as the driver delivers them; `merge_into` sends them, tagged, to a queue
+    shared with other requests (a request's choices, read in the order the engine delivered them)."""
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.finished = False
         self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self._merged: asyncio.Queue[tuple[int, RequestOutput | BaseException]] | None = None
+        self._index = 0
 
     def put(self, item: RequestOutput | BaseException) -> None:
-        self._queue.put_nowait(item)
+        if self._merged is not None:
+            self._merged.put_nowait((self._index, item))
+        else:
+            self._queue.put_nowait(item)
+
+    def merge_into(
+        self, merged: asyncio.Queue[tuple[int, RequestOutput | BaseException]], index: int
+    ) -> None:
+        """Deliver this request's outputs (those already delivered first) to `merged` as (index, output);
+        whoever reads it sets `finished`."""
+        while not self._queue.empty():
+            merged.put_nowait((index, self._queue.get_nowait()))
+        self._merged, self._index = merged, index
 
     async def get(self) -> RequestOutput:
         """The next output; raises what the engine raised if it failed."""

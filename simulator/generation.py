@@ -1,17 +1,21 @@
 """One generation request handed to the simulated engine, from any of the OpenAI routes that generate.
 
 Contract: `submit(request, replica, body, prompt, max_tokens, request_id)` checks what every generating
-route checks (`n` is 1, the model is the replica's, vLLM's SamplingParams checks on `temperature`, `top_p`,
-`max_tokens`, `min_tokens`), clamps `max_tokens` to the room the prompt leaves in the context (vLLM's
-`get_max_tokens`: a 2047-token prompt in a 2048-token context generates one token, finish reason "length";
-only a `max_tokens` above the context or a prompt that fills it is refused), builds the engine request from
-the body's sampling fields and vLLM's extension args (priority from the body, else `X-Vllm-Priority`; the
-retention session is the `X-Session-ID` header, else body `session_id`, else `vllm_xargs.session_id`;
-`vllm_xargs.saga_retain_*`) and returns the engine's stream. Bad values raise `HttpError` 400 (an unknown
-model 404) before anything is queued; the caller aborts the request if it stops reading before the stream
-finished. `whole_output(stream)` waits for the whole answer: its token ids, its last output and its usage
-(an engine failure is a 500). `check_model` is the 404 alone (routes that do not generate check it too);
-`check_conversation` is vLLM's 400 for an empty one.
+route checks (the model is the replica's, vLLM's SamplingParams
+checks on `temperature`, `top_p`, `max_tokens`, `min_tokens`), clamps `max_tokens` to the room the prompt
+leaves in the context (vLLM's `get_max_tokens`: a 2047-token prompt in a 2048-token context generates one
+token, finish reason "length"; only a `max_tokens` above the context or a prompt that fills it is refused),
+builds the engine request from the body's sampling fields and vLLM's extension args (priority from the
+body, else `X-Vllm-Priority`; the retention session is the `X-Session-ID` header, else body `session_id`,
+else `vllm_xargs.session_id`; `vllm_xargs.saga_retain_*`) and returns the engine's stream. Bad values raise
+`HttpError` 400 (an unknown model 404) before anything is queued; the caller aborts the request if it stops
+reading before the stream finished. `submit_choices` is the same for the routes with `n` choices (chat and
+completions): vLLM's checks on `n` (1 to 16,384, and 1 when sampling greedily), then one engine request per
+choice, as vLLM's parallel sampling runs them (`{index}_{request_id}`, the prompt shared through the prefix
+cache), each choice's words its own (the plan's seed mixes in the index); `ChoiceOutputs` reads their
+outputs as they come, `whole_outputs` waits for every one. `whole_output(stream)` waits for one whole
+answer: its token ids, its last output and its usage (an engine failure is a 500). `check_model` is the
+404 alone (routes that do not generate check it too); `check_conversation` is vLLM's 400 for an empty one.
 `chat_prompt(replica, messages, tools, tool_choice, xargs)` is what every chat-shaped route (chat
 completions, the Responses API, Anthropic's messages) does before that: the rendered prompt's token ids and
 the tool call the simulated model will make (None: it answers in text); a bad tool spec is a 400.
@@ -19,23 +23,29 @@ the tool call the simulated model will make (None: it answers in text); a bad to
 
 from __future__ import annotations
 
+import asyncio
 import math
 import zlib
 from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from simulator.driver import RequestStream
 from simulator.engine import EngineRequest, InvalidRequestError, Usage
-from simulator.engine_types import RequestOutput
+from simulator.engine_types import RequestOutput, prompt_checksum
 from simulator.http_common import HttpError, validation_error
 from simulator.openai_api import SamplingFields
 from simulator.replica import Replica
 from simulator.retention_routes import retain_priority_field
 from simulator.tokenizer import render_chat
 from simulator.tool_calls import SimulatedToolCall, ToolsError, ToolSpec
+
+# vLLM's VLLM_MAX_N_SEQUENCES default: the most choices one request may ask for
+MAX_CHOICES = 16384
+_GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS: a temperature below it samples greedily
 
 
 def chat_prompt(
@@ -74,30 +84,88 @@ def submit(
     max_tokens_param: str = "max_tokens",
 ) -> RequestStream:
     """`max_tokens` (None: as many as fit) is clamped to the room the prompt leaves in the context, as
-    vLLM's `get_max_tokens` clamps it; `max_tokens_param` is the field it came from (for errors)."""
-    if body.n != 1:
-        raise HttpError(400, f"n must be 1 on the simulated replica, got {body.n}.")
+    vLLM's `get_max_tokens` clamps it; `max_tokens_param` is the field it came from (for errors). One
+    answer: the routes that call this have no `n` (vLLM ignores one sent to the Responses API)."""
+    single = msgspec.structs.replace(body, n=1)
+    return submit_choices(
+        request, replica, single, prompt, max_tokens, request_id, max_tokens_param=max_tokens_param
+    )[0]
+
+
+def submit_choices(
+    request: web.Request,
+    replica: Replica,
+    body: SamplingFields,
+    prompt: list[int],
+    max_tokens: int | None,
+    request_id: str,
+    *,
+    max_tokens_param: str = "max_tokens",
+) -> list[RequestStream]:
+    """`submit` for `n` choices (a null `n` is 1, as vLLM reads it): a stream per choice, in index order."""
+    choices = 1 if body.n is None else body.n
+    _check_choices(choices)
     check_model(replica, body.model)
     max_tokens = _clamp_max_tokens(replica, len(prompt), max_tokens, max_tokens_param)
     _check_sampling(body, max_tokens)
-    engine_req = EngineRequest(
-        request_id=request_id,
-        prompt_token_ids=prompt,
-        max_tokens=max_tokens,
-        min_tokens=body.min_tokens,
-        ignore_eos=body.ignore_eos,
-        priority=_priority(request, body),
-        cache_salt=body.cache_salt,
-        session_id=_session_id(request, body),
-        retain_ttl_s=_retain_ttl_s(body),
-        retain_priority=retain_priority_field(body.vllm_xargs),
-    )
+    if choices > 1 and body.temperature is not None and body.temperature < _GREEDY_BELOW:
+        raise HttpError(400, f"n must be 1 when using greedy sampling, got {choices}.")
+    checksum = prompt_checksum(prompt) if choices > 1 else None
+    requests = [
+        EngineRequest(
+            request_id=request_id if choices == 1 else f"{index}_{request_id}",
+            prompt_token_ids=prompt,
+            max_tokens=max_tokens,
+            min_tokens=body.min_tokens,
+            ignore_eos=body.ignore_eos,
+            priority=_priority(request, body),
+            cache_salt=body.cache_salt,
+            session_id=_session_id(request, body),
+            retain_ttl_s=_retain_ttl_s(body),
+            retain_priority=retain_priority_field(body.vllm_xargs),
+            # choice 0 answers as a call with n = 1 would; each other its own words
+            prompt_checksum=None if checksum is None else _choice_seed(checksum, index),
+        )
+        for index in range(choices)
+    ]
+    streams: list[RequestStream] = []
     try:
-        return replica.driver.submit(engine_req)
+        for engine_req in requests:
+            streams.append(replica.driver.submit(engine_req))
     except InvalidRequestError as e:
+        abort_unfinished(replica, streams)
         raise HttpError(400, str(e)) from None
     except RuntimeError as e:
+        abort_unfinished(replica, streams)
         raise HttpError(500, str(e)) from None
+    return streams
+
+
+def abort_unfinished(replica: Replica, streams: Sequence[RequestStream]) -> None:
+    """Abort every choice still running (the client went away, or a later choice was refused)."""
+    for stream in streams:
+        if not stream.finished:
+            replica.driver.abort(stream.request_id)
+
+
+def _check_choices(choices: int) -> None:
+    """vLLM's `_verify_num_sequences` on `n`, in its words."""
+    if choices < 1:
+        raise HttpError(400, f"n must be at least 1, got {choices}.")
+    if choices > MAX_CHOICES:
+        raise HttpError(
+            400,
+            f"n must be at most {MAX_CHOICES}, got {choices}. "
+            "To increase this limit, set the VLLM_MAX_N_SEQUENCES environment variable.",
+        )
+
+
+def _choice_seed(checksum: int, index: int) -> int:
+    """Choice `index`'s output seed: the prompt's checksum for choice 0, else mixed with the index (a
+    32-bit value, as `prompt_checksum` gives)."""
+    if index == 0:
+        return checksum
+    return zlib.crc32(index.to_bytes(4, "little"), checksum) & 0xFFFFFFFF
 
 
 def check_model(replica: Replica, model: str | None) -> None:
@@ -189,6 +257,66 @@ def _retain_ttl_s(body: SamplingFields) -> float | None:
         return float(raw)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
         raise HttpError(400, f"vllm_xargs.saga_retain_ttl_s must be a number, got {raw!r}.") from None
+
+
+class ChoiceOutputs:
+    """The outputs of a request's choices in the order the engine delivered them: `next()` is (index,
+    output) until every choice delivered its last (with its finish reason), then None; an engine failure
+    raises. One choice is read straight from its stream, several from one queue they all deliver to."""
+
+    def __init__(self, streams: Sequence[RequestStream]) -> None:
+        self.streams = streams
+        self._left = len(streams)
+        self._merged: asyncio.Queue[tuple[int, RequestOutput | BaseException]] | None = None
+        if len(streams) > 1:
+            merged = self._merged = asyncio.Queue()
+            for index, stream in enumerate(streams):
+                stream.merge_into(merged, index)
+
+    async def next(self) -> tuple[int, RequestOutput] | None:
+        if self._left == 0:
+            return None
+        if self._merged is None:
+            index, out = 0, await self.streams[0].get()
+        else:
+            index, item = await self._merged.get()
+            if isinstance(item, BaseException):
+                self.streams[index].finished = True
+                raise item
+            out = item
+            if out.finish_reason is not None:
+                self.streams[index].finished = True
+        if out.finish_reason is not None:
+            self._left -= 1
+        return index, out
+
+
+async def whole_outputs(streams: Sequence[RequestStream]) -> list[tuple[list[int], RequestOutput, Usage]]:
+    """`whole_output` for each of a request's choices, in index order (an engine failure is a 500)."""
+    if len(streams) == 1:
+        return [await whole_output(streams[0])]
+    token_ids: list[list[int]] = [[] for _ in streams]
+    last: list[RequestOutput | None] = [None] * len(streams)
+    outputs = ChoiceOutputs(streams)
+    try:
+        while (got := await outputs.next()) is not None:
+            index, out = got
+            token_ids[index].extend(out.new_token_ids)
+            last[index] = out
+    except Exception as e:
+        raise HttpError(500, f"engine error: {e!r}") from None
+    whole = []
+    for ids, final in zip(token_ids, last, strict=True):
+        assert final is not None and final.usage is not None
+        whole.append((ids, final, final.usage))
+    return whole
+
+
+def summed_usage(usages: Sequence[Usage]) -> Usage:
+    """A request's usage over its choices, as vLLM counts it: the prompt (and its cached tokens) once, the
+    completion tokens of every choice."""
+    first = usages[0]
+    return Usage(first.prompt_tokens, sum(u.completion_tokens for u in usages), first.cached_tokens)
 
 
 async def whole_output(stream: RequestStream) -> tuple[list[int], RequestOutput, Usage]:

@@ -12,6 +12,7 @@ are `{"error": {"message", "type", "param", "code"}}`. The `/saga/v1/*` KV-reten
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -36,7 +37,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     ignore_eos: bool = False
     priority: int | None = None
     cache_salt: str | None = None
-    n: int = 1
+    n: int | None = 1  # (vLLM's: null is 1)
     stream: bool | None = False  # (vLLM: `bool | None`; null is no stream)
     stream_options: StreamOptions | None = None
     # Decoded only to refuse what vLLM refuses (simulator.generation); they do not change the output.
@@ -235,23 +236,31 @@ class ResponseFormat:
         self._completion_tokens += n
 
     def full(
-        self, text: str, finish_reason: str | None, usage: Usage, tool_call: SimulatedToolCall | None = None
+        self,
+        answers: Sequence[tuple[str, str | None]],
+        usage: Usage,
+        tool_call: SimulatedToolCall | None = None,
     ) -> bytes:
-        """The whole answer; with `tool_call` (chat only) the output is that call, not text."""
+        """The whole answer: each choice's text and finish reason, in index order; with `tool_call` (chat
+        only) each choice's output is that call, not text."""
         if self.chat:
-            message = ChatMessage(role="assistant", content=text)
-            if tool_call is not None:
-                call = ToolCall(tool_call.id, FunctionCall(tool_call.name, tool_call.arguments))
-                message = ChatMessage(role="assistant", content=tool_call.content, tool_calls=[call])
-                finish_reason = tool_call.finish_reason
-            choice = ChatChoice(index=0, message=message, logprobs=None, finish_reason=finish_reason)
+            choices = []
+            for index, (text, finish_reason) in enumerate(answers):
+                message = ChatMessage(role="assistant", content=text)
+                if tool_call is not None:
+                    call = ToolCall(tool_call.id, FunctionCall(tool_call.name, tool_call.arguments))
+                    message = ChatMessage(role="assistant", content=tool_call.content, tool_calls=[call])
+                    finish_reason = tool_call.finish_reason
+                choices.append(
+                    ChatChoice(index=index, message=message, logprobs=None, finish_reason=finish_reason)
+                )
             return msgspec.json.encode(
                 ChatCompletionResponse(
                     id=self.request_id,
                     object="chat.completion",
                     created=self.created,
                     model=self.model,
-                    choices=[choice],
+                    choices=choices,
                     usage=UsageInfo.of(usage),
                 )
             )
@@ -261,26 +270,31 @@ class ResponseFormat:
                 object="text_completion",
                 created=self.created,
                 model=self.model,
-                choices=[CompletionChoice(index=0, text=text, finish_reason=finish_reason)],
+                choices=[
+                    CompletionChoice(index=index, text=text, finish_reason=finish_reason)
+                    for index, (text, finish_reason) in enumerate(answers)
+                ],
                 usage=UsageInfo.of(usage),
             )
         )
 
-    def role_chunk(self) -> bytes | None:
-        """The first chunk of a chat stream (the assistant role); completions have none."""
+    def role_chunk(self, index: int = 0) -> bytes | None:
+        """A choice's first chunk of a chat stream (the assistant role); completions have none."""
         if not self.chat:
             return None
-        return self._event([ChatChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
+        return self._event([ChatChunkChoice(index=index, delta=Delta(role="assistant", content=""))])
 
-    def chunk(self, text: str, finish_reason: str | None) -> bytes:
+    def chunk(self, text: str, finish_reason: str | None, index: int = 0) -> bytes:
         if self.chat:
             delta = Delta(content=text) if text or finish_reason is None else Delta()
-            return self._event([ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
-        return self._event([CompletionChoice(index=0, text=text, finish_reason=finish_reason)])
+            return self._event([ChatChunkChoice(index=index, delta=delta, finish_reason=finish_reason)])
+        return self._event([CompletionChoice(index=index, text=text, finish_reason=finish_reason)])
 
-    def tool_call_chunk(self, tool_calls: list[dict[str, Any]], finish_reason: str | None) -> bytes:
+    def tool_call_chunk(
+        self, tool_calls: list[dict[str, Any]], finish_reason: str | None, index: int = 0
+    ) -> bytes:
         delta = Delta(tool_calls=tool_calls) if tool_calls else Delta()
-        return self._event([ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
+        return self._event([ChatChunkChoice(index=index, delta=delta, finish_reason=finish_reason)])
 
     def usage_chunk(self, usage: Usage) -> bytes:
         return self._event([], UsageInfo.of(usage))

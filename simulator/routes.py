@@ -4,15 +4,18 @@ Contract:
 - `/v1/chat/completions` and `/v1/completions` stream (SSE, `data: [DONE]`, a final usage chunk with
   `stream_options.include_usage`, the usage so far in every chunk with `continuous_usage_stats` too) or
   answer whole; `usage.prompt_tokens_details.cached_tokens` is always set. `max_tokens` is clamped to the
-  room the prompt leaves in the context, as vLLM clamps it (simulator.generation).
+  room the prompt leaves in the context, as vLLM clamps it (simulator.generation). `n` choices are sampled
+  as vLLM samples them in parallel: one engine request each, each its own words; whole, `choices` in index
+  order; streamed, a role chunk per choice, then each choice's chunks as its tokens come (one choice per
+  chunk, interleaved); the usage counts the prompt once and every choice's completion tokens.
 - Bodies are read as vLLM's pydantic models read them (simulator.lax for the scalars). Bad requests answer
   400 in vLLM's error shape, `param` naming the field where vLLM names it, before anything is streamed:
   unparseable JSON or wrongly typed fields (`param` "body.<field>"), missing messages/prompt, an empty
   conversation, message content neither text nor parts, malformed assistant `tool_calls`, stream_options
-  without a stream, top_logprobs without logprobs, `suffix`, token ids outside the vocabulary, `n` != 1,
-  temperature outside [0, 2], top_p outside (0, 1], max_tokens above the context or a prompt that fills it,
-  priority without the priority policy. An unknown model is a 404 (`param` "model"), on `/tokenize` and
-  `/detokenize` too.
+  without a stream, top_logprobs without logprobs, `suffix`, token ids outside the vocabulary, `n` below 1
+  or above 16,384 or above 1 at temperature 0, temperature outside [0, 2], top_p outside (0, 1], max_tokens
+  above the context or a prompt that fills it, priority without the priority policy. An unknown model is
+  a 404 (`param` "model"), on `/tokenize` and `/detokenize` too.
 - A client that goes away aborts its request in the engine (handlers run with handler cancellation).
 - KV retention (docs/retention-api.md): a generation request's session is the `X-Session-ID` header, else
   body `session_id`, else `vllm_xargs.session_id` (the proxy's precedence); `vllm_xargs.saga_retain_ttl_s`
@@ -38,8 +41,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from simulator.anthropic_api import add_messages_routes
 from simulator.driver import RequestStream
+from simulator.engine_types import Usage
 from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
-from simulator.generation import chat_prompt, check_conversation, check_model, submit, whole_output
+from simulator.generation import (
+    ChoiceOutputs,
+    abort_unfinished,
+    chat_prompt,
+    check_conversation,
+    check_model,
+    submit_choices,
+    summed_usage,
+    whole_outputs,
+)
 from simulator.http_common import (
     REPLICA,
     HttpError,
@@ -184,7 +197,9 @@ async def _generate(
     max_tokens_param: str = "max_tokens",
 ) -> web.StreamResponse:
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-    stream = submit(request, replica, body, prompt, max_tokens, request_id, max_tokens_param=max_tokens_param)
+    streams = submit_choices(
+        request, replica, body, prompt, max_tokens, request_id, max_tokens_param=max_tokens_param
+    )
     fmt = ResponseFormat(chat=chat, request_id=request_id, created=int(time.time()), model=replica.model)
     try:
         if body.stream:
@@ -192,35 +207,40 @@ async def _generate(
             include_usage = options is not None and bool(options.include_usage)
             if include_usage and options is not None and options.continuous_usage_stats:
                 fmt.count_usage(len(prompt))  # vLLM's continuous usage stats: usage in every chunk
-            return await _stream(request, replica, stream, fmt, include_usage, tool_call)
-        return await _whole(replica, stream, fmt, tool_call)
+            return await _stream(request, replica, streams, fmt, include_usage, tool_call)
+        return await _whole(replica, streams, fmt, tool_call)
     finally:
-        if not stream.finished:
-            replica.driver.abort(request_id)
+        abort_unfinished(replica, streams)
 
 
 async def _whole(
-    replica: Replica, stream: RequestStream, fmt: ResponseFormat, tool_call: SimulatedToolCall | None
+    replica: Replica, streams: list[RequestStream], fmt: ResponseFormat, tool_call: SimulatedToolCall | None
 ) -> web.Response:
-    token_ids, out, usage = await whole_output(stream)
-    text = replica.tokenizer.decode(token_ids)
-    return json_response(fmt.full(text, out.finish_reason, usage, tool_call))
+    choices = await whole_outputs(streams)
+    decode = replica.tokenizer.decode
+    answers = [(decode(token_ids), out.finish_reason) for token_ids, out, _ in choices]
+    return json_response(fmt.full(answers, summed_usage([usage for _, _, usage in choices]), tool_call))
 
 
 async def _stream(
     request: web.Request,
     replica: Replica,
-    stream: RequestStream,
+    streams: list[RequestStream],
     fmt: ResponseFormat,
     include_usage: bool,
     tool_call: SimulatedToolCall | None,
 ) -> web.StreamResponse:
+    """vLLM's stream: on the first output a role chunk per choice, then each choice's chunks as its tokens
+    come (one choice per chunk, `index` naming it), each choice's last with its finish reason, then the
+    usage (summed over the choices) if asked."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     )
     token_text = replica.tokenizer.token_text
     cut_after = request.app[FAULTS].cut_after_chunks()
-    tool_stream = ToolCallStream(tool_call) if tool_call is not None else None
+    tool_streams = [ToolCallStream(tool_call) for _ in streams] if tool_call is not None else None
+    usages: list[Usage | None] = [None] * len(streams)  # each choice's, as it finishes
+    outputs = ChoiceOutputs(streams)
     try:
         await response.prepare(request)  # inside: the client may already be gone
         first = True
@@ -230,35 +250,41 @@ async def _stream(
                 cut_connection(request)  # an injected fault: the replica dies mid-stream
                 return response
             try:
-                out = await stream.get()
+                got = await outputs.next()
             except Exception as e:
                 await response.write(
                     b"data: " + error_body(500, f"engine error: {e!r}") + b"\n\n" + DONE_EVENT
                 )
                 return response
+            if got is None:
+                break
+            index, out = got
             if first:
                 first = False
-                role = fmt.role_chunk()
-                if role is not None:
-                    await response.write(role)
+                for choice in range(len(streams)):
+                    role = fmt.role_chunk(choice)
+                    if role is not None:
+                        await response.write(role)
             fmt.add_completion_tokens(len(out.new_token_ids))
-            if tool_stream is not None:
-                finished = out.finish_reason is not None
+            finished = out.finish_reason is not None
+            if tool_streams is not None:
+                tool_stream = tool_streams[index]
                 for delta in tool_stream.advance(len(out.new_token_ids), finished):
-                    await response.write(fmt.tool_call_chunk([delta], None))
+                    await response.write(fmt.tool_call_chunk([delta], None, index))
                     events += 1
                 if finished:
-                    await response.write(fmt.tool_call_chunk([], tool_stream.call.finish_reason))
+                    await response.write(fmt.tool_call_chunk([], tool_stream.call.finish_reason, index))
                     events += 1
             else:
                 text = "".join(token_text(t) for t in out.new_token_ids)
-                if text or out.finish_reason is not None:
-                    await response.write(fmt.chunk(text, out.finish_reason))
+                if text or finished:
+                    await response.write(fmt.chunk(text, out.finish_reason, index))
                     events += 1
-            if out.finish_reason is not None:
-                break
-        if include_usage and out.usage is not None:
-            await response.write(fmt.usage_chunk(out.usage))
+            if finished:
+                usages[index] = out.usage
+        final = [usage for usage in usages if usage is not None]
+        if include_usage and final:
+            await response.write(fmt.usage_chunk(summed_usage(final)))
         await response.write(DONE_EVENT)
         await response.write_eof()
     except ConnectionResetError:

@@ -142,13 +142,13 @@ async def test_bad_input_gets_an_openai_error(
 
 
 async def test_replica_errors_are_relayed_unchanged(fleet: ReplicaFleet, http: aiohttp.ClientSession) -> None:
-    body = {"model": "saga-sim", "messages": conversation(1), "n": 3}  # the replica refuses n > 1
+    body = {"model": "saga-sim", "messages": conversation(1), "n": 0}  # the replica refuses it, as vLLM does
     async with (
         running_proxy(config(fleet.urls, "round-robin")) as url,
         http.post(f"{url}/v1/chat/completions", json=body) as r,
     ):
         status, payload = r.status, await r.json()
-    assert status == 400 and "error" in payload
+    assert status == 400 and payload["error"]["message"] == "n must be at least 1, got 0."
 
 
 async def test_a_dead_replica_loses_no_request(fleet: ReplicaFleet, http: aiohttp.ClientSession) -> None:

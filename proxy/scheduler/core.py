@@ -407,7 +407,8 @@ class SchedulerCore:
             )
         for on_finish in self.policy.finish_hooks:
             on_finish(req, flight.replica_id, usage)
-        if self.speeds is not None and served and flight.load:  # (load 0: not sampled at its dispatch)
+        # (load 0: not sampled at its dispatch; several choices: tokens of all, decoded side by side)
+        if self.speeds is not None and served and flight.load and req.choices == 1:
             self._measure_speed(flight, now, completion_tokens, prompt_tokens - usage.cached_tokens)
         retention, replica_id = self.policy.retention, flight.replica_id
         released = False

@@ -57,6 +57,9 @@ class RequestInfo(msgspec.Struct, frozen=True):
     # The call's cap on its answer's tokens (`max_tokens` and its other names), 0 when it names none: what
     # a call beside another of its workflow is sized by (admission.py `call_tokens`)
     max_output_tokens: int = 0
+    # The answers the call asks for (`n`, vLLM's parallel sampling; 1 when it names none): its completion
+    # tokens are those of every choice, so its time per token says nothing of the replica's speed
+    choices: int = 1
     # Sent beside another call of its workflow to a replica other than the workflow's (the core's spill:
     # stealing.py `spill_target`): the workflow stays bound where it was, and nothing is retained for it.
     spilled: bool = False

@@ -25,8 +25,7 @@ def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Ans
     bytes forwarded when the client did not ask for usage."""
     finish, usage = "", None
     tools: list[str] = []
-    text: list[str] = []
-    calls: dict[int, list[str]] = {}
+    messages: dict[int, tuple[list[str], dict[int, list[str]]]] = {0: ([], {})}  # choice -> (text, calls)
     for line in stream.split(b"\n"):
         if not line.startswith(b"data:"):
             continue
@@ -47,6 +46,7 @@ def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Ans
         choices = event.get("choices") or []
         delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
         if isinstance(delta, dict):
+            text, calls = messages.setdefault(choices[0].get("index", 0), ([], {}))
             if delta.get("content"):
                 text.append(delta["content"])
             for call in delta.get("tool_calls") or ():
@@ -60,13 +60,17 @@ def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Ans
     if usage is not None or finish or tools:
         u = usage or {}
         stats = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), 0, finish, tuple(tools))
-    answer = Answer("".join(text), tuple((p[0], "".join(p[1:])) for _, p in sorted(calls.items())))
+    said = {
+        index: Answer("".join(text), tuple((p[0], "".join(p[1:])) for _, p in sorted(calls.items())))
+        for index, (text, calls) in messages.items()
+    }
+    answer = Answer(said[0].text, said[0].tool_calls, tuple(said[i] for i in sorted(said) if i))
     kept = [e for e in stream.split(blank) if not (b'"choices":[]' in e and b'"usage":{' in e)]
     return stats, answer, blank.join(kept)
 
 
-def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
-    choice = {"index": 0, "delta": delta, **({"finish_reason": finish} if finish else {})}
+def _chunk(delta: dict[str, object], finish: str | None = None, index: int = 0) -> bytes:
+    choice = {"index": index, "delta": delta, **({"finish_reason": finish} if finish else {})}
     event = {"id": "c", "object": "chat.completion.chunk", "choices": [choice]}
     return b"data: " + msgspec.json.encode(event)
 
@@ -74,8 +78,15 @@ def _chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
 events = st.lists(
     st.one_of(
         st.text(min_size=1, max_size=8).map(lambda t: _chunk({"content": t})),
+        # another of `n` choices (vLLM: one choice an event, `index` naming it)
+        st.tuples(st.text(min_size=1, max_size=8), st.integers(1, 2)).map(
+            lambda c: _chunk({"content": c[0]}, index=c[1])
+        ),
         st.tuples(st.integers(0, 2), st.sampled_from(["search", "edit"]), st.text(max_size=6)).map(
             lambda c: _chunk({"tool_calls": [{"index": c[0], "function": {"name": c[1], "arguments": c[2]}}]})
+        ),
+        st.tuples(st.sampled_from(["search", "edit"]), st.text(max_size=6)).map(
+            lambda c: _chunk({"tool_calls": [{"function": {"name": c[0], "arguments": c[1]}}]}, index=1)
         ),
         st.tuples(st.integers(0, 2), st.text(max_size=6)).map(
             lambda c: _chunk({"tool_calls": [{"index": c[0], "function": {"arguments": c[1]}}]})
@@ -201,6 +212,40 @@ def test_a_whole_answers_message_is_read_with_and_without_tool_calls() -> None:
     assert said == Answer("", (("grep", "{}"),)) and usage is not None and usage.tool_names == ("grep",)
     usage, said = read_answer(whole({"content": "x", "tool_calls": []}, "stop"))
     assert said == Answer("x", ()) and usage is not None and usage.tool_names == ()
+
+
+def test_each_of_n_choices_is_read_as_the_message_a_client_may_go_on_with() -> None:
+    """A call asking for `n` choices: a whole answer's are read in their order, a stream's by the index each
+    event names (vLLM interleaves them); choice 0 is the answer, the others its alternatives, up to
+    MAX_ALTERNATIVES of them, all within the one collect limit."""
+    from proxy.data_structs import MAX_ALTERNATIVES
+
+    call = {"function": {"name": "grep", "arguments": "{}"}}
+    messages = [{"content": "zero"}, {"content": None, "tool_calls": [call]}, {"content": "two"}]
+    body = {"choices": [{"index": i, "message": m} for i, m in enumerate(messages)], "usage": {}}
+    _, said = read_answer(json.dumps(body).encode())
+    assert said == Answer("zero", (), (Answer("", (("grep", "{}"),)), Answer("two", ())))
+
+    stream = [_chunk({"role": "assistant", "content": ""}, index=i) for i in range(3)] + [
+        _chunk({"content": "ze"}),
+        _chunk({"content": "t"}, index=2),
+        _chunk({"tool_calls": [{"index": 0, "function": call["function"]}]}, index=1),
+        _chunk({"content": "ro"}),
+        _chunk({"content": "wo"}, index=2),
+    ]
+    scanner = StreamScanner(collect_answer=True)
+    scanner.feed(b"\n\n".join(stream) + b"\n\n")
+    assert scanner.answer() == said
+
+    many = StreamScanner(collect_answer=True)
+    many.feed(b"".join(_chunk({"content": f"c{i}"}, index=i) + b"\n\n" for i in range(12)))
+    answer = many.answer()
+    assert answer is not None and answer.text == "c0"
+    assert [a.text for a in answer.alternatives] == [f"c{i}" for i in range(1, MAX_ALTERNATIVES + 1)]
+
+    bounded = StreamScanner(collect_answer=True, collect_limit=6)  # 3 choices of 3 characters: 9
+    bounded.feed(b"".join(_chunk({"content": "abc"}, index=i) + b"\n\n" for i in range(3)))
+    assert bounded.answer() is None
 
 
 def test_one_event_chunks_are_read_whatever_the_space_after_data() -> None:

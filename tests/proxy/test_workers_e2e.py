@@ -370,6 +370,36 @@ async def test_conversations_sharing_an_opening_are_spread_and_each_stays_on_its
     assert bare in ([], [owner_of(key, 2)]), ours
 
 
+async def test_conversations_going_on_with_any_of_n_choices_each_stay_on_their_worker(saga: Saga) -> None:
+    """As above, each call asking for three choices and the conversation going on with one of them (not
+    always the first): the worker that served the answer recorded every choice, so the next call finds it
+    whichever choice it repeats, and no conversation is split."""
+    opening: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are the n-choices test agent."},
+        {"role": "user", "content": "the one task"},
+    ]
+    conversations = 8
+    for n in range(conversations):
+        messages = list(opening)
+        for step in range(3):
+            body = {"model": MODEL, "messages": messages, "max_tokens": 6, "n": 3}
+            status, text = await fresh_call(saga.url, body)
+            assert status == 200, text
+            picked = json.loads(text)["choices"][(n + step) % 3]["message"]["content"]
+            messages = [*messages, {"role": "assistant", "content": picked}]
+            messages.append({"role": "user", "content": f"tool result {n}.{step}"})
+    from multidict import CIMultiDict
+
+    from proxy.identity import decode_call, ownership_key
+
+    key = ownership_key(CIMultiDict(), decode_call(json.dumps({"messages": opening}).encode()))[0]
+    assert key is not None
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    ours = [{k: v for k, v in w.items() if k.startswith(key)} for w in scheduled]
+    assert all(calls == 3 for w in ours for calls in w.values()), ours  # no conversation split
+    assert sum(len(w) for w in ours) == conversations, ours
+
+
 async def test_an_agent_that_compacts_its_history_keeps_its_session_whichever_worker_reads_it(
     saga: Saga,
 ) -> None:

@@ -242,3 +242,26 @@ def test_a_replica_found_down_is_measured_afresh() -> None:
     assert core.replicas["r1"].slowness == 1.0 and "r1" not in core.speeds.samples
     core.replica_stats(ReplicaStats("r1", healthy=True))
     assert core.replicas["r1"].slowness == 1.0
+
+
+def test_calls_asking_for_several_choices_say_nothing_of_a_replicas_speed() -> None:
+    """A call asking for `n` choices reports the tokens of all of them, decoded side by side: measured per
+    token, the alike replica serving an agent that samples four choices a call looked 4x faster than its
+    neighbour, which was then counted slower and had its workflows moved."""
+    core, clock = make_core(replicas=2)
+    for round_ in range(6):
+        sent = []
+        for i in range(8):
+            replica, choices = ("r0", 4) if i < 4 else ("r1", 1)
+            req = msgspec.structs.replace(
+                call(f"agent{i}", prompt_tokens=1_000 + 100 * round_), pinned_replica=replica, choices=choices
+            )
+            sent.append((only_dispatch(core.request_arrived(req)), choices))
+        clock.now += 100 * 0.01  # every call: 100 tokens a choice at 10 ms each, side by side
+        for dispatch, choices in sent:
+            core.request_finished(
+                dispatch.request_id, Usage(1_000, 100 * choices, finish_reason="tool_calls")
+            )
+        clock.now += 0.5
+    assert core.speeds is not None and "r0" not in core.speeds.samples and core.speeds.samples["r1"]
+    assert core.replicas["r1"].slowness == 1.0 and core.moves == 0

@@ -153,7 +153,28 @@ ONE_MESSAGE = b'"messages": [{"role": "user", "content": "x"}]'
             )
         ),
         ("/v1/chat/completions", b'{"messages": [{"content": "x"}]}', 400, "role", None),
-        ("/v1/chat/completions", b"{" + ONE_MESSAGE + b', "n": 2}', 400, "n must be 1", None),
+        # vLLM's checks on `n` (its words: a VLLMValidationError naming no parameter)
+        (
+            "/v1/chat/completions",
+            b"{" + ONE_MESSAGE + b', "n": 0}',
+            400,
+            "n must be at least 1, got 0.",
+            None,
+        ),
+        (
+            "/v1/completions",
+            b'{"prompt": "hi", "n": 16385}',
+            400,
+            "n must be at most 16384, got 16385.",
+            None,
+        ),
+        (
+            "/v1/chat/completions",
+            b"{" + ONE_MESSAGE + b', "n": 2, "temperature": 0}',
+            400,
+            "n must be 1 when using greedy sampling, got 2.",
+            None,
+        ),
         ("/v1/chat/completions", b'{"messages": [], "model": "other"}', 404, "does not exist", "model"),
         (
             "/v1/chat/completions",
@@ -297,6 +318,67 @@ async def test_models_health_version_tokenize_and_reset(
     assert status == 200 and reset == {"success": True}
     _, again, _ = await post(http, f"{base}/v1/chat/completions", {"messages": messages, "max_tokens": 1})
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+async def test_n_choices_each_answer_on_their_own_whole_and_streamed(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """vLLM's parallel sampling: `n` choices, each its own words (choice 0 as a call without `n`), the usage
+    counting the prompt once and every choice's tokens; streamed, a role chunk per choice first, then each
+    choice's chunks interleaved (one choice per chunk), each ending with its finish reason."""
+    url = f"{fleet.urls[0]}/v1/chat/completions"
+    body = {"messages": conversation(1), "max_tokens": 12, "ignore_eos": True, "n": 3}
+    status, whole, _ = await post(http, url, body)
+    assert status == 200 and [c["index"] for c in whole["choices"]] == [0, 1, 2]
+    texts = [c["message"]["content"] for c in whole["choices"]]
+    assert len(set(texts)) == 3 and all(c["finish_reason"] == "length" for c in whole["choices"])
+    assert whole["usage"]["completion_tokens"] == 36
+    _, single, _ = await post(http, url, {**body, "n": None})  # null is vLLM's 1
+    assert [c["message"]["content"] for c in single["choices"]] == texts[:1]
+    assert whole["usage"]["prompt_tokens"] == single["usage"]["prompt_tokens"]
+
+    stream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    async with http.post(url, json=stream_body) as r:
+        assert r.status == 200
+        chunks = [msgspec.json.decode(e) for e in sse_events(await r.read())[:-1]]
+    assert [c["choices"][0]["delta"] for c in chunks[:3]] == [{"role": "assistant", "content": ""}] * 3
+    assert [c["choices"][0]["index"] for c in chunks[:3]] == [0, 1, 2]
+    assert all(len(c["choices"]) == 1 for c in chunks[:-1])
+    streamed = ["", "", ""]
+    finishes = [None, None, None]
+    for chunk in chunks[3:-1]:
+        choice = chunk["choices"][0]
+        streamed[choice["index"]] += choice["delta"].get("content") or ""
+        finishes[choice["index"]] = finishes[choice["index"]] or choice["finish_reason"]
+    assert streamed == texts and finishes == ["length"] * 3
+    indexes = [c["choices"][0]["index"] for c in chunks[3:-1]]
+    assert indexes != sorted(indexes)  # interleaved as the tokens come, not one choice after another
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 36
+
+    status, completions, _ = await post(
+        http, f"{fleet.urls[0]}/v1/completions", {"prompt": "Once upon a time", "n": 2, "max_tokens": 5}
+    )
+    assert status == 200 and [c["index"] for c in completions["choices"]] == [0, 1]
+    assert completions["choices"][0]["text"] != completions["choices"][1]["text"]
+    # the Responses API has no `n`: vLLM ignores one
+    status, response, _ = await post(http, f"{fleet.urls[0]}/v1/responses", {"input": "x", "n": 2})
+    assert status == 200 and len(response["output"]) == 1
+
+
+async def test_a_client_leaving_n_choices_aborts_every_choice(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    engine = fleet.replicas[0].engine
+    body = {"messages": conversation(1), "max_tokens": 100_000, "ignore_eos": True, "stream": True, "n": 4}
+    async with http.post(f"{fleet.urls[0]}/v1/chat/completions", json=body) as r:
+        await r.content.readline()  # streaming has started
+        assert engine.stats().num_running == 4
+        r.close()  # hang up
+    for _ in range(400):  # bounded wait for the server to notice; not a timing assertion
+        if not engine.has_unfinished():
+            break
+        await asyncio.sleep(0.01)
+    assert not engine.has_unfinished() and engine.pool.usage == 0.0
 
 
 async def test_client_disconnect_aborts_the_request(fleet: ReplicaFleet, http: aiohttp.ClientSession) -> None:
