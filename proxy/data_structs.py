@@ -240,3 +240,5 @@ class SeenMessages(msgspec.Struct):
     # the digests of the lines it may quote a compacting agent's summary by, when the worker that read it
     # looked them up (proxy/quoted_answers.py `quoted_lines`): hashed once
     quoted: list[int] | None = None
+    # and the tag it looked them up under (proxy/quoted_answers.py `quote_tag`): computed once
+    quote_tag: str | None = None

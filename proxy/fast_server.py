@@ -83,7 +83,7 @@ from proxy.identity import ownership_key, quoting_texts, system_of
 from proxy.inline_relay import InlineRelay
 from proxy.logs import BatchedLines, TimeNameMessage, answer_ids, info_record
 from proxy.quoted_answers import quote_tag, quoted_lines
-from proxy.response_owners import QuoteOwners
+from proxy.response_owners import ChainOwners, QuoteOwners
 from proxy.session_chain import answer_keys
 from proxy.sse_scan import SentNumbers, numbers_for
 from proxy.upstream_pool import ConnectFailed, UpstreamAnswer, UpstreamPool
@@ -766,7 +766,9 @@ class _ClientConnection(asyncio.Protocol):
                         return -1 if serve_here or owner == workers.index or owner >= workers.count else owner
                 if not seen.assistants:
                     if not serve_here and self.server.quote_owners is not None:
-                        owner = self._quoted_elsewhere(self.server.quote_owners, seen, fields, scope)
+                        owner = self._quoted_elsewhere(
+                            self.server.quote_owners, chain_owners, seen, fields, scope
+                        )
                         if 0 <= owner < workers.count and owner != workers.index:
                             return owner
                     seen.opening_elsewhere = self._owner_of(key, workers) != workers.index
@@ -788,17 +790,27 @@ class _ClientConnection(asyncio.Protocol):
 
     @staticmethod
     def _quoted_elsewhere(
-        owners: QuoteOwners, seen: SeenMessages, fields: CallFields, scope: str | None
+        owners: QuoteOwners,
+        chain_owners: ChainOwners,
+        seen: SeenMessages,
+        fields: CallFields,
+        scope: str | None,
     ) -> int:
-        """The worker that filed the answer this first call quotes, if any (a tag lookup when none); the
-        lines looked up are kept in `seen` for the in-process look (proxy/identity.py `_taken_up`)."""
+        """The worker that filed the answer this first call quotes, if any (a tag lookup when none), or the
+        one the same first call was sent to for it before (a retry: the lines were claimed then); the tag
+        and the lines looked up are kept in `seen` for the in-process look (proxy/identity.py `_taken_up`)."""
         if not owners.anything_filed():
             return -1
-        tag = quote_tag(scope, system_of(seen.messages, fields.system))
+        tag = seen.quote_tag = quote_tag(scope, system_of(seen.messages, fields.system))
         if not owners.filed(tag):
             return -1
         seen.quoted = list(quoted_lines(quoting_texts(seen.messages), tag))
-        return owners.claim(seen.quoted)
+        owner = owners.claim(seen.quoted)
+        conversation = seen.chain[-1]
+        if owner >= 0:
+            chain_owners.record_sent(conversation, owner)
+            return owner
+        return chain_owners.sent_to(conversation)
 
     def _owner_of(self, key: str, workers: WorkerSet) -> int:
         owners = self.server.owners

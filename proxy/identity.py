@@ -211,7 +211,9 @@ def _inferred_session(
     if chained is not None:
         return chained, chain[-1], True
     if len(chains.quotes):
-        tag = quote_tag(scope, system_of(messages, system))
+        tag = None if seen is None else seen.quote_tag  # (the worker that read it computed it)
+        if tag is None:
+            tag = quote_tag(scope, system_of(messages, system))
         quoted = None if seen is None else seen.quoted
         taken = _taken_up(chains.quotes, messages, tag, busy, quoted, chain[-1])
         if taken is not None:  # it goes on in that session: its answer is the session's latest, filed

@@ -8,6 +8,8 @@
   worker that served it, which keeps the chain index: the call goes there. So a conversation's first call
   can be served by whichever worker read it (proxy/fast_server.py), and calls sharing one opening are not all
   one worker's.
+- `ChainOwners` also holds where a compacting agent's new conversation was sent (`record_sent`), keyed
+  apart from the answers: the first call sent again goes to the same worker.
 - `QuoteOwners`: the lines an answer files for a compacting agent (proxy/quoted_answers.py `answer_lines`),
   and each tag that has lines filed. An agent naming no session that compacts its history starts a new
   conversation quoting its summary, and only the worker that served the summary holds the session: the
@@ -98,9 +100,9 @@ class _OwnerTable:
     def _record(self, digest: bytes) -> None:
         self._record_at(self._bucket_and_tag(digest), 0)
 
-    def _record_at(self, bucket_and_tag: tuple[int, int], note: int) -> None:
+    def _record_at(self, bucket_and_tag: tuple[int, int], note: int, owner: int = -1) -> None:
         """`note`: kept in the low bits of when the slot was written (`_NOTE_BITS`; nanoseconds below them
-        do not change which slot goes first)."""
+        do not change which slot goes first); `owner`: the worker recorded (-1: this one)."""
         first, tag = bucket_and_tag
         words = self._words
         slot, oldest = first, -1
@@ -113,7 +115,7 @@ class _OwnerTable:
             if oldest < 0 or written < oldest:
                 slot, oldest = at, written
         words[slot + 1] = time.monotonic_ns() & ~_NOTE_MASK | note
-        words[slot] = tag << _WORKER_BITS | self.index
+        words[slot] = tag << _WORKER_BITS | (self.index if owner < 0 else owner)
 
     def _owner(self, digest: bytes) -> int:
         first, tag = self._bucket_and_tag(digest)
@@ -153,6 +155,22 @@ class ChainOwners(_OwnerTable):
 
     def owner(self, chain_key: bytes) -> int:
         return self._owner(chain_key)
+
+    def record_sent(self, conversation: bytes, owner: int) -> None:
+        """This worker sent a compacting agent's new conversation (`conversation`: the chain hash of its
+        first call, all it sent) to `owner`, whose answer it quotes (`QuoteOwners.claim`, which clears what
+        it found): the same call sent again, as a client retries one whose stream dropped, goes there too
+        (before, a retry read by the worker that had claimed the lines found nothing and started a session
+        of its own: 2-7 of 8 linked with two workers). `owner` decides there, as for the first attempt."""
+        self._record_at(self._bucket_and_tag(_sent_digest(conversation)), 0, owner)
+
+    def sent_to(self, conversation: bytes) -> int:
+        """The worker a conversation's first call was sent to by `record_sent`, or -1."""
+        return self._owner(_sent_digest(conversation))
+
+
+def _sent_digest(conversation: bytes) -> bytes:
+    return xxh3_128_digest(b"sent-to-quoted\x00" + conversation)
 
 
 class QuoteOwners(_OwnerTable):

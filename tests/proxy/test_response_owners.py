@@ -96,6 +96,23 @@ def test_a_chain_key_recorded_by_one_worker_is_found_by_the_others(tmp_path: Pat
         w.close()
 
 
+def test_where_a_conversation_was_sent_is_found_by_every_worker_apart_from_the_answers(
+    tmp_path: Path,
+) -> None:
+    """`record_sent`: the worker that read a compacting agent's first call names the worker it sent it to
+    (not itself), for the same call sent again; kept apart from the answers' keys in the same table."""
+    workers = [ChainOwners(str(tmp_path), i, slots=1024) for i in range(3)]
+    conversation = chain_of([ChatMessage("user", "Earlier work, summarized: ...")])[0][-1]
+    assert [w.sent_to(conversation) for w in workers] == [-1, -1, -1]
+    workers[0].record_sent(conversation, 2)
+    assert [w.sent_to(conversation) for w in workers] == [2, 2, 2]
+    assert workers[1].owner(conversation) == -1  # not an answer's key
+    other = chain_of([ChatMessage("user", "Another summary")])[0][-1]
+    assert workers[1].sent_to(other) == -1
+    for w in workers:
+        w.close()
+
+
 def test_an_entry_is_pushed_out_only_by_a_full_bucket_of_later_keys(tmp_path: Path) -> None:
     """Buckets of `WAYS` slots, the one written longest ago taken first: a conversation's entry survives
     until `WAYS` later keys fell in its bucket (a direct-mapped table lost it to any one)."""

@@ -432,6 +432,42 @@ async def test_an_agent_that_compacts_its_history_keeps_its_session_whichever_wo
     assert kept == [True] * agents, kept
 
 
+async def test_a_compactions_first_call_sent_again_after_a_dropped_stream_keeps_the_session(
+    saga: Saga,
+) -> None:
+    """As above, the new conversation's first call streamed and dropped after its first event, twice, then
+    sent a third time (a client retrying): every attempt goes on in the session, whichever worker reads it.
+    Before, an attempt read by the worker that had sent an earlier one on (claiming the summary's lines in
+    the workers' table) found nothing there and started a session of its own: 2-7 of 8 linked."""
+
+    async def call(messages: list[dict[str, Any]], max_tokens: int, drop: bool = False) -> tuple[str, str]:
+        body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "ignore_eos": True}
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+            http.post(f"{saga.url}/v1/chat/completions", json={**body, "stream": drop}) as r,
+        ):
+            assert r.status == 200, await r.text()
+            if drop:
+                await r.content.readline()  # its first event; then the client gives up
+                r.close()
+                return r.headers["X-Session-ID"], ""
+            return r.headers["X-Session-ID"], (await r.json())["choices"][0]["message"]["content"]
+
+    agents = 12  # an attempt read where an earlier one was sent on: 5 of 8 agents meet none, 12 of 12 0.4%
+    attempts = []
+    for n in range(agents):
+        system = {"role": "system", "content": f"You are retrying compacting agent {n}."}
+        messages: list[dict[str, Any]] = [system, {"role": "user", "content": f"task {n}"}]
+        before, text = await call(messages, 8)
+        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "Summarize."}]
+        _, summary = await call(messages, 80)
+        again = [system, {"role": "user", "content": f"Earlier work, summarized:\n{summary}\nGo on."}]
+        sessions = [(await call(again, 400, drop=True))[0] for _ in range(2)]
+        sessions.append((await call(again, 8))[0])
+        attempts.append(sessions == [before] * 3)
+    assert attempts == [True] * agents, attempts
+
+
 async def test_subagents_given_an_orchestrators_plan_are_spread_over_the_workers(saga: Saga) -> None:
     """Subagents of an orchestrator's system prompt each start a conversation quoting its plan: one takes up
     the orchestrator's session, as in one process (taken for a compaction: docs/config.md), and the others
