@@ -227,7 +227,7 @@ class Call:
                 forward.ANSWER_EXTRA,
                 config.first_byte_timeout_s,
                 config.stream_idle_timeout_s,
-                self.who.prompt_chain is not None,
+                self.who.prompt_chain is not None or self.info.choices > 1,
                 self.add_usage,
                 config.max_answer_bytes,
                 True,
@@ -283,7 +283,8 @@ class Call:
                     },
                     self.first_byte,
                     self.config.stream_idle_timeout_s,
-                    collect_answer=self.who.prompt_chain is not None,
+                    # (several choices: read apart, so what the scheduler learns is choice 0's)
+                    collect_answer=self.who.prompt_chain is not None or self.info.choices > 1,
                     strip_usage=self.add_usage,
                     max_answer_bytes=self.config.max_answer_bytes,
                     on_answer=self.answered if self.shared.response_owners is not None else None,

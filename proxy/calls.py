@@ -33,15 +33,14 @@ from proxy.errors import ProxyError
 from proxy.identity import IdentityError, check_id, decode_call, identify, scheduled_session_id
 from proxy.inline_relay import InlineDownstream
 from proxy.json_problems import json_problem
-from proxy.prompt_shape import estimated_tokens, output_cap, prefix_hashes
+from proxy.prompt_shape import choice_count, estimated_tokens, output_cap, prefix_hashes
 from proxy.response_lookup import LOOKUP_STATE, LookupState, find_holder, needs_lookup
 from proxy.scheduler import RequestInfo
 from proxy.tenant_salt import salted
 
 CALL_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
-USAGE_OPTION_ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/completions"}
-)  # the Responses API always reports
+# the routes with stream options (the Responses API always reports) and `n` choices
+USAGE_OPTION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
 _request_ids = itertools.count()
 _id_prefix = f"saga-{os.getpid():x}"
 SHARED = web.AppKey("call_shared", CallShared)
@@ -246,7 +245,8 @@ def _prepared(
     prompt: bytes | msgspec.Raw = fields.messages or fields.prompt or fields.input
     if fields.system:  # /v1/messages (Anthropic): the system prompt comes first, outside the messages
         prompt = bytes(fields.system) + bytes(prompt)
-    choices = output_cap(fields.n) or 1  # (`n`: vLLM's parallel sampling)
+    # `n`: vLLM's parallel sampling, on the two routes that have it (vLLM ignores it on the others)
+    choices = choice_count(fields.n) if path in USAGE_OPTION_ROUTES else 1
     info = RequestInfo(
         request_id=request_id,
         session_id=who.session_id,

@@ -73,6 +73,38 @@ def output_cap(*caps: Buffer) -> int:
     return 0
 
 
+# an integer as pydantic's lax mode reads one from a string (stripped): a sign, digits grouped by single
+# underscores, a fraction of zeros ("2." is refused)
+_INT_TEXT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*(?:\.0+)?", re.ASCII)
+# vLLM's VLLM_MAX_N_SEQUENCES default: the most choices a call may ask for (past it vLLM refuses the call)
+MAX_CHOICES = 16384
+
+
+def choice_count(raw: Buffer) -> int:
+    """The choices a body's `n` (as sent) asks for, read as vLLM's request models read it (pydantic's lax
+    mode: `2`, `"2"`, `" +2 "`, `"0_2"`, `2.0`, `"2.0"`, `1e1`); 1 for anything else (absent, null, out of
+    range: the replica's to judge, and refuse)."""
+    if not raw:
+        return 1
+    text = bytes(raw)
+    if text.isdigit() and len(text) <= 5:  # (the usual form: no decode)
+        count = int(text)
+    else:
+        try:
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            return 1
+        if isinstance(value, str):  # "3", " +3 ", "0_3", "3.0" (ASCII digits: "²" is one to `isdigit`)
+            stripped = value.strip()
+            matched = len(stripped) <= 32 and _INT_TEXT.fullmatch(stripped) is not None
+            count = int(stripped.partition(".")[0]) if matched else 0
+        elif isinstance(value, float) and value.is_integer() and 1.0 <= value <= MAX_CHOICES:
+            count = int(value)
+        else:
+            count = 0
+    return count if 1 <= count <= MAX_CHOICES else 1
+
+
 class _Opening(msgspec.Struct):
     role: str = ""
     content: msgspec.Raw = msgspec.Raw(b"")

@@ -377,7 +377,8 @@ class StreamScanner:
     on a /v1/messages stream, the text of its text blocks (what a client's next call carries of it for
     session_chain: text blocks' text). A call asking for `n` choices streams each choice's deltas under its
     index: each is collected on its own (choices 1 to MAX_ALTERNATIVES as the answer's `alternatives`, the
-    rest not), so the client's next call chains from whichever it went on with.
+    rest not), so the client's next call chains from whichever it went on with, and the finish reason and
+    tool names are choice 0's, as a whole answer's (not collecting, they are those any choice gave).
 
     What it keeps is bounded whatever the replica sends: the rebuilt message by `collect_limit` characters
     (past it the scanner stops collecting and `answer()` is None: the call's session is not chained from this
@@ -408,6 +409,7 @@ class StreamScanner:
         self._calls: dict[int, list[str]] = {}  # index -> [name, arguments...]
         # choices past the first (a call asking for `n`): index -> (its text, its calls), as the two above
         self._others: dict[int, tuple[list[str], dict[int, list[str]]]] = {}
+        self._first_finish = ""  # choice 0's finish reason, read where choices are told apart
         self._response_answer: Answer | None = None  # a Responses API stream's, from its final event
         self._pending_events = b""
         self._flowing = False  # inside an event too long to hold (`feed_stripping_usage`)
@@ -619,6 +621,8 @@ class StreamScanner:
             return
         index = choice.index
         if index == 0:
+            if choice.finish_reason:
+                self._first_finish = choice.finish_reason
             self._collect_message(delta, self._text, self._calls)
             return
         other = self._others.get(index)
@@ -743,4 +747,9 @@ class StreamScanner:
     def usage(self) -> Usage | None:
         if not self._seen_usage and not self._finish and not self._tools:
             return None
+        if self._others:  # several choices, told apart: choice 0's, as a whole answer's are read
+            tools = [parts[0] for _, parts in sorted(self._calls.items()) if parts[0]]
+            return _usage(
+                self._usage, self._first_finish or self._finish, tuple(tools[:MAX_STREAM_TOOL_NAMES])
+            )
         return _usage(self._usage, self._finish, tuple(self._tools))

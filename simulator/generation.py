@@ -10,7 +10,7 @@ body, else `X-Vllm-Priority`; the retention session is the `X-Session-ID` header
 else `vllm_xargs.session_id`; `vllm_xargs.saga_retain_*`) and returns the engine's stream. Bad values raise
 `HttpError` 400 (an unknown model 404) before anything is queued; the caller aborts the request if it stops
 reading before the stream finished. `submit_choices` is the same for the routes with `n` choices (chat and
-completions): vLLM's checks on `n` (1 to 16,384, and 1 when sampling greedily), then one engine request per
+completions): vLLM's checks on `n` (1 to 16,384, and 1 at temperature 0), then one engine request per
 choice, as vLLM's parallel sampling runs them (`{index}_{request_id}`, the prompt shared through the prefix
 cache), each choice's words its own (the plan's seed mixes in the index); `ChoiceOutputs` reads their
 outputs as they come, `whole_outputs` waits for every one. `whole_output(stream)` waits for one whole
@@ -45,7 +45,6 @@ from simulator.tool_calls import SimulatedToolCall, ToolsError, ToolSpec
 
 # vLLM's VLLM_MAX_N_SEQUENCES default: the most choices one request may ask for
 MAX_CHOICES = 16384
-_GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS: a temperature below it samples greedily
 
 
 def chat_prompt(
@@ -57,12 +56,33 @@ def chat_prompt(
     *,
     add_generation_prompt: bool = True,
 ) -> tuple[list[int], SimulatedToolCall | None]:
+    prompt, calls = chat_prompt_choices(
+        replica, messages, tools, tool_choice, xargs, 1, add_generation_prompt=add_generation_prompt
+    )
+    return prompt, calls[0]
+
+
+def chat_prompt_choices(
+    replica: Replica,
+    messages: Sequence[Mapping[str, Any]],
+    tools: Any,
+    tool_choice: Any,
+    xargs: Mapping[str, Any] | None,
+    choices: int,
+    *,
+    add_generation_prompt: bool = True,
+) -> tuple[list[int], list[SimulatedToolCall | None]]:
+    """`chat_prompt` for a call of `choices` choices: each choice's tool call its own (its id, and which tool
+    and arguments drawn from the choice's seed, as a sampled choice of vLLM's differs)."""
     try:
         spec = ToolSpec.parse(tools, tool_choice, xargs)
     except ToolsError as e:
         raise HttpError(400, str(e), param=e.param) from None
     prompt = replica.tokenizer.encode(render_chat(messages, add_generation_prompt=add_generation_prompt))
-    return prompt, (spec.decide(messages, zlib.crc32(array("q", prompt).tobytes())) if spec else None)
+    if spec is None:
+        return prompt, [None] * choices
+    seed = zlib.crc32(array("q", prompt).tobytes())
+    return prompt, [spec.decide(messages, _choice_seed(seed, index)) for index in range(choices)]
 
 
 def check_conversation(messages: Sequence[Mapping[str, Any]]) -> None:
@@ -108,7 +128,8 @@ def submit_choices(
     check_model(replica, body.model)
     max_tokens = _clamp_max_tokens(replica, len(prompt), max_tokens, max_tokens_param)
     _check_sampling(body, max_tokens)
-    if choices > 1 and body.temperature is not None and body.temperature < _GREEDY_BELOW:
+    # (vLLM raises a temperature in (0, 0.01) to 0.01 first: only 0 samples greedily)
+    if choices > 1 and body.temperature == 0.0:
         raise HttpError(400, f"n must be 1 when using greedy sampling, got {choices}.")
     checksum = prompt_checksum(prompt) if choices > 1 else None
     requests = [

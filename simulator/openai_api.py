@@ -68,6 +68,7 @@ class ChatCompletionRequest(OpenAIFields, kw_only=True):
 
 class CompletionRequest(OpenAIFields, kw_only=True):
     prompt: Any  # str, list[int], or a batch of one of those (validated by the handler)
+    n: int = 1  # (vLLM's completions take no null here, its chat does)
     suffix: str | None = None  # refused: vLLM takes it only for fill-in-the-middle models
 
 
@@ -239,14 +240,15 @@ class ResponseFormat:
         self,
         answers: Sequence[tuple[str, str | None]],
         usage: Usage,
-        tool_call: SimulatedToolCall | None = None,
+        tool_calls: Sequence[SimulatedToolCall | None] = (),
     ) -> bytes:
-        """The whole answer: each choice's text and finish reason, in index order; with `tool_call` (chat
-        only) each choice's output is that call, not text."""
+        """The whole answer: each choice's text and finish reason, in index order; with a choice's tool call
+        (chat only, `tool_calls` in index order) its output is that call, not text."""
         if self.chat:
             choices = []
             for index, (text, finish_reason) in enumerate(answers):
                 message = ChatMessage(role="assistant", content=text)
+                tool_call = tool_calls[index] if tool_calls else None
                 if tool_call is not None:
                     call = ToolCall(tool_call.id, FunctionCall(tool_call.name, tool_call.arguments))
                     message = ChatMessage(role="assistant", content=tool_call.content, tool_calls=[call])

@@ -44,9 +44,10 @@ from simulator.driver import RequestStream
 from simulator.engine_types import Usage
 from simulator.faults import FAULTS, add_fault_routes, cut_connection, inject_faults
 from simulator.generation import (
+    MAX_CHOICES,
     ChoiceOutputs,
     abort_unfinished,
-    chat_prompt,
+    chat_prompt_choices,
     check_conversation,
     check_model,
     submit_choices,
@@ -93,19 +94,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     _check_messages(body.messages)
     check_model(replica, body.model)
     check_conversation(body.messages)
-    prompt, tool_call = chat_prompt(
+    prompt, tool_calls = chat_prompt_choices(
         replica,
         body.messages,
         body.tools,
         body.tool_choice,
         body.vllm_xargs,
+        min(max(1, body.n or 1), MAX_CHOICES),  # (a bad `n` is refused with the sampling checks)
         add_generation_prompt=body.add_generation_prompt,
     )
     max_tokens, param = body.max_tokens, "max_tokens"
     if body.max_completion_tokens is not None:
         max_tokens, param = body.max_completion_tokens, "max_completion_tokens"
     return await _generate(
-        request, replica, body, prompt, max_tokens, chat=True, tool_call=tool_call, max_tokens_param=param
+        request, replica, body, prompt, max_tokens, chat=True, tool_calls=tool_calls, max_tokens_param=param
     )
 
 
@@ -193,7 +195,7 @@ async def _generate(
     max_tokens: int | None,
     *,
     chat: bool,
-    tool_call: SimulatedToolCall | None = None,
+    tool_calls: list[SimulatedToolCall | None] | None = None,
     max_tokens_param: str = "max_tokens",
 ) -> web.StreamResponse:
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
@@ -207,19 +209,22 @@ async def _generate(
             include_usage = options is not None and bool(options.include_usage)
             if include_usage and options is not None and options.continuous_usage_stats:
                 fmt.count_usage(len(prompt))  # vLLM's continuous usage stats: usage in every chunk
-            return await _stream(request, replica, streams, fmt, include_usage, tool_call)
-        return await _whole(replica, streams, fmt, tool_call)
+            return await _stream(request, replica, streams, fmt, include_usage, tool_calls or [])
+        return await _whole(replica, streams, fmt, tool_calls or [])
     finally:
         abort_unfinished(replica, streams)
 
 
 async def _whole(
-    replica: Replica, streams: list[RequestStream], fmt: ResponseFormat, tool_call: SimulatedToolCall | None
+    replica: Replica,
+    streams: list[RequestStream],
+    fmt: ResponseFormat,
+    tool_calls: list[SimulatedToolCall | None],
 ) -> web.Response:
     choices = await whole_outputs(streams)
     decode = replica.tokenizer.decode
     answers = [(decode(token_ids), out.finish_reason) for token_ids, out, _ in choices]
-    return json_response(fmt.full(answers, summed_usage([usage for _, _, usage in choices]), tool_call))
+    return json_response(fmt.full(answers, summed_usage([usage for _, _, usage in choices]), tool_calls))
 
 
 async def _stream(
@@ -228,7 +233,7 @@ async def _stream(
     streams: list[RequestStream],
     fmt: ResponseFormat,
     include_usage: bool,
-    tool_call: SimulatedToolCall | None,
+    tool_calls: list[SimulatedToolCall | None],
 ) -> web.StreamResponse:
     """vLLM's stream: on the first output a role chunk per choice, then each choice's chunks as its tokens
     come (one choice per chunk, `index` naming it), each choice's last with its finish reason, then the
@@ -238,7 +243,7 @@ async def _stream(
     )
     token_text = replica.tokenizer.token_text
     cut_after = request.app[FAULTS].cut_after_chunks()
-    tool_streams = [ToolCallStream(tool_call) for _ in streams] if tool_call is not None else None
+    tool_streams = [None if call is None else ToolCallStream(call) for call in tool_calls]
     usages: list[Usage | None] = [None] * len(streams)  # each choice's, as it finishes
     outputs = ChoiceOutputs(streams)
     try:
@@ -267,8 +272,8 @@ async def _stream(
                         await response.write(role)
             fmt.add_completion_tokens(len(out.new_token_ids))
             finished = out.finish_reason is not None
-            if tool_streams is not None:
-                tool_stream = tool_streams[index]
+            tool_stream = tool_streams[index] if tool_streams else None
+            if tool_stream is not None:
                 for delta in tool_stream.advance(len(out.new_token_ids), finished):
                     await response.write(fmt.tool_call_chunk([delta], None, index))
                     events += 1

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.directives import asking_for_usage, lacks_of, with_retention, with_session_id
 from proxy.identity import decode_call
-from proxy.prompt_shape import CHUNK_BYTES, estimated_tokens, prefix_hashes
+from proxy.prompt_shape import CHUNK_BYTES, MAX_CHOICES, choice_count, estimated_tokens, prefix_hashes
 
 
 def messages(turns: int) -> list[dict[str, str]]:
@@ -125,3 +126,50 @@ def test_the_session_id_rewrite_sets_it_and_keeps_every_other_field_as_sent() ->
     assert {k: v for k, v in json.loads(sent).items() if k != "session_id"} == {
         k: v for k, v in json.loads(body).items() if k != "session_id"
     }
+
+
+@pytest.mark.parametrize(
+    ("raw", "count"),
+    [
+        (b"", 1),
+        (b"3", 3),
+        (b'"3"', 3),
+        (b'" 3 "', 3),
+        (b"3.0", 3),
+        (b'"3.0"', 3),
+        (b'"1e1"', 1),  # (pydantic reads a string's float notation no further)
+        # the second review: forms vLLM serves that were read as one choice
+        (b'"+2"', 2),
+        (b'" +3 "', 3),
+        (b'"+2.0"', 2),
+        (b'"000003"', 3),
+        (b'"00000000002"', 2),
+        (b'"1_0"', 10),
+        (b'"0_3"', 3),
+        (b'"2."', 1),  # vLLM refuses these
+        (b'"_3"', 1),
+        (b'"1__0"', 1),
+        (b'"-2"', 1),
+        (b'"' + b"1" * 5000 + b'"', 1),  # (past Python's digits for `int`: no error)
+        (b"1e1", 10),
+        (b"16384", 16384),
+        (b"16385", 1),  # past vLLM's bound: the replica refuses it
+        (b"0", 1),
+        (b"-2", 1),
+        (b"2.5", 1),
+        (b"null", 1),
+        (b"true", 1),
+        (b"[2]", 1),
+        (b'"\xc2\xb2"', 1),  # "²": a digit to `str.isdigit`, and no int
+        (b'"\xd9\xa3"', 1),  # an Arabic-Indic 3
+        (b"1e400", 1),
+        (b"{", 1),
+    ],
+)
+def test_the_choices_n_asks_for_are_read_as_vllm_reads_them(raw: bytes, count: int) -> None:
+    assert choice_count(raw) == count
+
+
+@given(st.one_of(st.binary(max_size=24), st.from_regex(rb'"[0-9\s.e+-]{0,8}"', fullmatch=True)))
+def test_any_n_is_read_without_error_and_within_bounds(raw: bytes) -> None:
+    assert 1 <= choice_count(raw) <= MAX_CHOICES

@@ -20,10 +20,13 @@ _FINISH = re.compile(rb'"finish_reason":\s*"([A-Za-z_]{1,40})"')
 _NAME = re.compile(rb'"name":\s*"([^"\\]{1,200})"')
 
 
-def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Answer, bytes]:
+def _reference(
+    stream: bytes, blank: bytes = b"\n\n", collect: bool = True
+) -> tuple[Usage | None, Answer, bytes]:
     """Line by line, every event on its own (events ending in `blank`): usage, the collected answer, and the
-    bytes forwarded when the client did not ask for usage."""
-    finish, usage = "", None
+    bytes forwarded when the client did not ask for usage. Collecting, the choices are told apart, and with
+    several the usage's finish reason and tool names are choice 0's; not, they are any choice's."""
+    finish, usage, first_finish = "", None, ""
     tools: list[str] = []
     messages: dict[int, tuple[list[str], dict[int, list[str]]]] = {0: ([], {})}  # choice -> (text, calls)
     for line in stream.split(b"\n"):
@@ -44,7 +47,14 @@ def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Ans
         if isinstance(event.get("usage"), dict):
             usage = event["usage"]
         choices = event.get("choices") or []
-        delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+        first = choices[0] if choices and isinstance(choices[0], dict) else {}
+        delta = first.get("delta")
+        if (
+            isinstance(delta, dict)
+            and first.get("index", 0) == 0
+            and isinstance(first.get("finish_reason"), str)
+        ):
+            first_finish = first["finish_reason"] or first_finish
         if isinstance(delta, dict):
             text, calls = messages.setdefault(choices[0].get("index", 0), ([], {}))
             if delta.get("content"):
@@ -58,6 +68,9 @@ def _reference(stream: bytes, blank: bytes = b"\n\n") -> tuple[Usage | None, Ans
                     parts.append(function["arguments"])
     stats = None
     if usage is not None or finish or tools:
+        if collect and len(messages) > 1:  # choices told apart: choice 0's finish reason and tool names
+            finish = first_finish or finish
+            tools = [p[0] for _, p in sorted(messages[0][1].items()) if p[0]]
         u = usage or {}
         stats = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), 0, finish, tuple(tools))
     said = {
@@ -168,7 +181,8 @@ def test_a_stream_sent_event_by_event_is_read_as_a_line_by_line_reading_does(
     plain.feed(b"\n")
     forwarded += stripping.flush()
     usage, answer, kept = _reference(stream)
-    assert collecting.usage() == usage and stripping.usage() == usage and plain.usage() == usage
+    assert collecting.usage() == usage and stripping.usage() == usage
+    assert plain.usage() == _reference(stream, collect=False)[0]
     assert collecting.answer() == answer and stripping.answer() == answer
     assert forwarded == kept
 

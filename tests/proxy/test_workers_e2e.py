@@ -342,6 +342,18 @@ async def test_an_inferred_conversation_stays_with_one_worker(saga: Saga) -> Non
     assert sum(sum(w.values()) for w in inferred) == 4
 
 
+async def sessions_of_opening(saga: Saga, opening: list[dict[str, Any]]) -> tuple[str, list[dict[str, int]]]:
+    """The id a conversation of `opening` is owned by, and each worker's sessions of that opening."""
+    from multidict import CIMultiDict
+
+    from proxy.identity import decode_call, ownership_key
+
+    key = ownership_key(CIMultiDict(), decode_call(json.dumps({"messages": opening}).encode()))[0]
+    assert key is not None
+    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
+    return key, [{k: v for k, v in w.items() if k.startswith(key)} for w in scheduled]
+
+
 async def test_conversations_sharing_an_opening_are_spread_and_each_stays_on_its_worker(saga: Saga) -> None:
     """No session id, and one opening for all (a load test's fixed prompt, or agents given one task): each
     conversation's first call is served where the kernel sent it, and every later call goes to the worker
@@ -354,14 +366,7 @@ async def test_conversations_sharing_an_opening_are_spread_and_each_stays_on_its
     conversations = 16
     for n in range(conversations):  # one after another: every answer differs (the simulator's seed moves)
         await conversation(saga, opening, 3, f"{n}.")
-    from multidict import CIMultiDict
-
-    from proxy.identity import decode_call, ownership_key
-
-    key = ownership_key(CIMultiDict(), decode_call(json.dumps({"messages": opening}).encode()))[0]
-    assert key is not None
-    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
-    ours = [{k: v for k, v in w.items() if k.startswith(key)} for w in scheduled]
+    key, ours = await sessions_of_opening(saga, opening)
     assert all(calls == 3 for w in ours for calls in w.values()), ours  # no conversation split
     assert sum(len(w) for w in ours) == conversations, ours
     assert all(ours), ours  # both workers served some (all on one: a chance of 2 in 65,536)
@@ -388,14 +393,7 @@ async def test_conversations_going_on_with_any_of_n_choices_each_stay_on_their_w
             picked = json.loads(text)["choices"][(n + step) % 3]["message"]["content"]
             messages = [*messages, {"role": "assistant", "content": picked}]
             messages.append({"role": "user", "content": f"tool result {n}.{step}"})
-    from multidict import CIMultiDict
-
-    from proxy.identity import decode_call, ownership_key
-
-    key = ownership_key(CIMultiDict(), decode_call(json.dumps({"messages": opening}).encode()))[0]
-    assert key is not None
-    scheduled = [await sessions_of(saga, 0), await sessions_of(saga, 1)]
-    ours = [{k: v for k, v in w.items() if k.startswith(key)} for w in scheduled]
+    _, ours = await sessions_of_opening(saga, opening)
     assert all(calls == 3 for w in ours for calls in w.values()), ours  # no conversation split
     assert sum(len(w) for w in ours) == conversations, ours
 

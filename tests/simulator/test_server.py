@@ -175,6 +175,7 @@ ONE_MESSAGE = b'"messages": [{"role": "user", "content": "x"}]'
             "n must be 1 when using greedy sampling, got 2.",
             None,
         ),
+        ("/v1/completions", b'{"prompt": "hi", "n": null}', 400, "n", "body.n"),  # (chat takes a null)
         ("/v1/chat/completions", b'{"messages": [], "model": "other"}', 404, "does not exist", "model"),
         (
             "/v1/chat/completions",
@@ -360,9 +361,37 @@ async def test_n_choices_each_answer_on_their_own_whole_and_streamed(
     )
     assert status == 200 and [c["index"] for c in completions["choices"]] == [0, 1]
     assert completions["choices"][0]["text"] != completions["choices"][1]["text"]
+    # a temperature in (0, 0.01) is not greedy: vLLM raises it to 0.01 first
+    status, _, _ = await post(http, url, {**body, "temperature": 1e-6})
+    assert status == 200
     # the Responses API has no `n`: vLLM ignores one
     status, response, _ = await post(http, f"{fleet.urls[0]}/v1/responses", {"input": "x", "n": 2})
     assert status == 200 and len(response["output"]) == 1
+
+
+async def test_each_of_n_choices_makes_a_tool_call_of_its_own(
+    fleet: ReplicaFleet, http: aiohttp.ClientSession
+) -> None:
+    """As vLLM's sampled choices do (the review of the change: the simulator gave every choice one call, one
+    id): each choice's call has its own id, and which tool and arguments are drawn from the choice's seed."""
+    url = f"{fleet.urls[0]}/v1/chat/completions"
+    tools = [
+        {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+        for name in ("read_file", "run_tests", "edit_file", "grep")
+    ]
+    body = {"messages": conversation(1), "tools": tools, "tool_choice": "required", "n": 8, "max_tokens": 64}
+    status, whole, _ = await post(http, url, body)
+    assert status == 200
+    calls = [c["message"]["tool_calls"][0] for c in whole["choices"]]
+    assert len({c["id"] for c in calls}) == 8 and len({c["function"]["name"] for c in calls}) > 1
+    async with http.post(url, json={**body, "stream": True}) as r:
+        chunks = [msgspec.json.decode(e) for e in sse_events(await r.read())[:-1]]
+    streamed: dict[int, set[str]] = {}
+    for chunk in chunks:
+        for call in chunk["choices"][0]["delta"].get("tool_calls") or ():
+            if "id" in call:
+                streamed.setdefault(chunk["choices"][0]["index"], set()).add(call["id"])
+    assert sorted(streamed) == list(range(8)) and len(set().union(*streamed.values())) == 8
 
 
 async def test_a_client_leaving_n_choices_aborts_every_choice(

@@ -263,6 +263,9 @@ async def test_what_vllm_accepts_still_runs(
         ({"temperature": "0.5"}, 200),
         ({"max_tokens": "null"}, 400),
         ({"max_tokens": "1e1"}, 400),
+        ({"max_tokens": "3."}, 400),  # (taken before the fifty-fourth session's second review)
+        ({"n": " +2 "}, 200),
+        ({"n": "0_2"}, 200),
         ({"max_tokens": 3.5}, 400),
         ({"stream": 2}, 400),
         ({"stream": " yes"}, 400),
